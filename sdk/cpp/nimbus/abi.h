@@ -1,0 +1,73 @@
+/* The native function ABI: the only thing that crosses between the Nimbus host and a function
+ * library. Plain C: no C++ types, no exceptions, no allocation across the line. The host calls
+ * nimbus_invoke_v1 with a borrowed view of the invocation and a table of host calls; the
+ * function answers through host->reply or host->fail before it returns.
+ * Bump NIMBUS_ABI_VERSION on any incompatible change; the host refuses a library built for
+ * another version with a message naming both. */
+#ifndef NIMBUS_ABI_H
+#define NIMBUS_ABI_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define NIMBUS_ABI_VERSION 1u
+
+typedef struct nimbus_str {
+  const char* data;
+  size_t size;
+} nimbus_str;
+
+typedef struct nimbus_pair {
+  nimbus_str name;
+  nimbus_str value;
+} nimbus_pair;
+
+enum nimbus_log_level { NIMBUS_LOG_DEBUG = 0, NIMBUS_LOG_INFO = 1, NIMBUS_LOG_WARN = 2, NIMBUS_LOG_ERROR = 3 };
+
+/* Everything borrowed: valid only during the call. */
+typedef struct nimbus_invocation {
+  uint32_t abi_version;
+  uint32_t attempt;
+  nimbus_str id;
+  nimbus_str function;
+  nimbus_str trigger; /* "http", "queue", ... */
+  nimbus_str method;  /* HTTP only */
+  nimbus_str path;    /* HTTP only, percent-encoded */
+  nimbus_str query;   /* HTTP only, raw, without '?' */
+  nimbus_str body;    /* the payload: binary-safe */
+  const nimbus_pair* headers; /* HTTP headers, or message metadata */
+  size_t header_count;
+  const nimbus_pair* params; /* route parameters, decoded */
+  size_t param_count;
+  int64_t deadline_unix_ms; /* when the host stops waiting */
+  nimbus_str traceparent;   /* W3C trace context */
+} nimbus_invocation;
+
+typedef struct nimbus_host {
+  uint32_t abi_version;
+  void* ctx;
+  void (*log)(void* ctx, int level, const char* message, size_t size);
+  /* Sets the reply: status, headers, body (copied by the host). */
+  void (*reply)(void* ctx, int status, const nimbus_pair* headers, size_t header_count,
+                const char* body, size_t body_size);
+  /* Marks the invocation failed; type and message go to the log, never to an HTTP client. */
+  void (*fail)(void* ctx, const char* type, size_t type_size, const char* message,
+               size_t message_size);
+} nimbus_host;
+
+/* Exported by every function library. Returns 0 on success, non-zero after host->fail. */
+typedef int (*nimbus_invoke_fn)(const nimbus_invocation* invocation, const nimbus_host* host);
+typedef uint32_t (*nimbus_abi_version_fn)(void);
+
+#define NIMBUS_ENTRY_SYMBOL "nimbus_invoke_v1"
+#define NIMBUS_VERSION_SYMBOL "nimbus_abi_version"
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* NIMBUS_ABI_H */

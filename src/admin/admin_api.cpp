@@ -1,0 +1,260 @@
+#include "admin/admin_api.h"
+
+#include <openssl/crypto.h>
+
+#include <boost/json.hpp>
+
+#include "core/ids.h"
+#include "core/private_file.h"
+#include "core/units.h"
+#include "observe/log.h"
+#include "observe/metrics.h"
+#include "pool/function_pools.h"
+#include "triggers/http/http_trigger.h"
+
+namespace nimbus {
+namespace json = boost::json;
+
+namespace {
+
+HttpReply json_reply(int status, const json::value& v) {
+  return HttpReply{status, {{"content-type", "application/json"}}, json::serialize(v)};
+}
+
+bool valid_utf8(std::string_view s) {
+  for (std::size_t i = 0; i < s.size();) {
+    auto c = static_cast<unsigned char>(s[i]);
+    std::size_t extra = c < 0x80 ? 0 : (c >> 5) == 0x6 ? 1 : (c >> 4) == 0xe ? 2 : (c >> 3) == 0x1e ? 3 : 9;
+    if (extra == 9 || i + extra >= s.size() + (extra == 0 ? 1 : 0)) return false;
+    for (std::size_t k = 1; k <= extra; ++k)
+      if ((static_cast<unsigned char>(s[i + k]) >> 6) != 0x2) return false;
+    i += extra + 1;
+  }
+  return true;
+}
+
+std::string base64(std::string_view in) {
+  static constexpr char kB64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  std::size_t i = 0;
+  while (i + 2 < in.size()) {
+    uint32_t v = (uint8_t(in[i]) << 16) | (uint8_t(in[i + 1]) << 8) | uint8_t(in[i + 2]);
+    out += kB64[v >> 18];
+    out += kB64[(v >> 12) & 63];
+    out += kB64[(v >> 6) & 63];
+    out += kB64[v & 63];
+    i += 3;
+  }
+  if (i + 1 == in.size()) {
+    uint32_t v = uint8_t(in[i]) << 16;
+    out += kB64[v >> 18];
+    out += kB64[(v >> 12) & 63];
+    out += "==";
+  } else if (i + 2 == in.size()) {
+    uint32_t v = (uint8_t(in[i]) << 16) | (uint8_t(in[i + 1]) << 8);
+    out += kB64[v >> 18];
+    out += kB64[(v >> 12) & 63];
+    out += kB64[(v >> 6) & 63];
+    out += '=';
+  }
+  return out;
+}
+
+}  // namespace
+
+Expected<std::string> load_or_create_admin_token(const std::filesystem::path& file) {
+  std::error_code ec;
+  if (std::filesystem::exists(file, ec)) {
+    auto text = read_file(file);
+    if (!text) return text.error();
+    std::string token = *text;
+    while (!token.empty() && (token.back() == '\n' || token.back() == '\r' || token.back() == ' ')) token.pop_back();
+    if (token.size() >= 16) return token;
+  }
+  std::string token = new_secret();
+  if (auto st = write_private_file(file, token + "\n"); !st) return st.error();
+  return token;
+}
+
+AdminApi::AdminApi(const AppSpec& app, FunctionPools& pools, Metrics& metrics, Logger& logger,
+                   const Clock& clock, std::string token, AdminStatus& status,
+                   std::function<void()> request_shutdown)
+    : app_(app),
+      pools_(pools),
+      metrics_(metrics),
+      logger_(logger),
+      clock_(clock),
+      token_(std::move(token)),
+      status_(status),
+      request_shutdown_(std::move(request_shutdown)) {}
+
+AdminApi::~AdminApi() = default;
+
+Expected<int> AdminApi::start(EventLoops& loops, const std::string& address, int port) {
+  server_ = std::make_unique<HttpServer>(loops, static_cast<RequestHandler&>(*this));
+  ListenOptions lo;
+  lo.address = address;
+  lo.port = port;
+  lo.every_loop = false;
+  lo.limits = app_.http;
+  return server_->listen(lo);
+}
+
+void AdminApi::stop_accepting() {
+  if (server_) server_->stop_accepting();
+}
+
+int AdminApi::in_progress() const { return server_ ? server_->active_requests() : 0; }
+
+void AdminApi::handle(IncomingRequest& request, Responder respond) {
+  std::string_view target = request.target();
+  std::string_view path = target.substr(0, target.find('?'));
+  std::string_view method = request.method();
+  if (path == "/healthz") return respond(json_reply(200, {{"status", "ok"}}));
+  if (path == "/readyz") {
+    return status_.draining.load() ? respond(json_reply(503, {{"status", "draining"}}))
+                                   : respond(json_reply(200, {{"status", "ready"}}));
+  }
+  if (path == "/metrics") {
+    return respond(HttpReply{200, {{"content-type", "text/plain; version=0.0.4; charset=utf-8"}}, metrics_.render()});
+  }
+  if (path.rfind("/admin/", 0) != 0) {
+    return respond(json_error(404, "not_found", "no admin endpoint " + std::string(path), ""));
+  }
+  auto auth = request.header("authorization");
+  std::string_view presented;
+  if (auth && auth->size() > 7 && auth->substr(0, 7) == "Bearer ") presented = auth->substr(7);
+  if (presented.size() != token_.size() ||
+      CRYPTO_memcmp(presented.data(), token_.data(), token_.size()) != 0) {
+    HttpReply r = json_error(401, "unauthorized",
+                             auth ? "the admin token is not valid"
+                                  : "send the token from .nimbus/admin.token as Authorization: Bearer TOKEN",
+                             "");
+    r.headers.push_back({"www-authenticate", "Bearer"});
+    return respond(std::move(r));
+  }
+  if (path == "/admin/functions" && method == "GET") {
+    return respond(HttpReply{200, {{"content-type", "application/json"}}, functions_json()});
+  }
+  if (path == "/admin/status" && method == "GET") {
+    return respond(HttpReply{200, {{"content-type", "application/json"}}, status_json()});
+  }
+  if (path == "/admin/shutdown" && method == "POST") {
+    respond(json_reply(202, {{"status", "shutting down"}}));
+    request_shutdown_();
+    return;
+  }
+  constexpr std::string_view kPrefix = "/admin/functions/";
+  constexpr std::string_view kSuffix = "/invoke";
+  if (path.rfind(kPrefix, 0) == 0 && path.size() > kPrefix.size() + kSuffix.size() &&
+      path.substr(path.size() - kSuffix.size()) == kSuffix) {
+    std::string_view name = path.substr(kPrefix.size(), path.size() - kPrefix.size() - kSuffix.size());
+    if (method != "POST") {
+      HttpReply r = json_error(405, "method_not_allowed", "invoke with POST", "");
+      r.headers.push_back({"allow", "POST"});
+      return respond(std::move(r));
+    }
+    return invoke(request, name, std::move(respond));
+  }
+  return respond(json_error(404, "not_found", "no admin endpoint " + std::string(method) + " " + std::string(path), ""));
+}
+
+void AdminApi::invoke(IncomingRequest& request, std::string_view name, Responder respond) {
+  FunctionPool* pool = pools_.find(name);
+  if (!pool) {
+    return respond(json_error(404, "not_found", "no function named '" + std::string(name) + "'", ""));
+  }
+  const FunctionSpec& fn = pool->spec();
+  TimePoint t0 = clock_.now();
+  Invocation inv;
+  inv.id = new_invocation_id();
+  inv.function = fn.name;
+  inv.trigger = TriggerKind::admin;
+  inv.source = "/admin";
+  inv.type = "nimbus.admin.invoke";
+  inv.time = clock_.wall();
+  inv.deadline = t0 + fn.timeout;
+  inv.traceparent = continue_trace({});
+  HttpRequest& http = inv.http.emplace();
+  http.method = "POST";
+  http.path = "/";
+  std::string_view target = request.target();
+  if (auto q = target.find('?'); q != std::string_view::npos) http.query = std::string(target.substr(q + 1));
+  if (auto ct = request.header("content-type")) http.headers.push_back({"content-type", std::string(*ct)});
+  inv.payload = request.take_body();
+  std::string id = inv.id;
+  std::string trace = inv.traceparent;
+  pool->dispatch(std::move(inv), [this, id, trace, name = fn.name, t0, respond = std::move(respond)](Result&& r) {
+    HttpReply reply = reply_for(r, name, id);
+    logger_.invocation({name, TriggerKind::admin, id, trace, r.outcome, reply.status, clock_.now() - t0,
+                        r.error.type, r.error.message});
+    json::object headers;
+    for (const auto& h : reply.headers) headers[h.name] = h.value;
+    json::object out{{"invocation_id", id},
+                     {"function", name},
+                     {"outcome", std::string(to_string(r.outcome))},
+                     {"status", reply.status},
+                     {"headers", std::move(headers)}};
+    if (valid_utf8(reply.body)) out["body"] = reply.body;
+    else out["body_base64"] = base64(reply.body);
+    respond(json_reply(200, out));
+  });
+}
+
+std::string AdminApi::functions_json() const {
+  json::array list;
+  for (const auto& fn : app_.functions) {
+    json::array triggers;
+    for (const auto& t : fn.triggers) {
+      json::object o{{"kind", std::string(to_string(t.kind))}};
+      if (t.kind == TriggerKind::http) {
+        o["route"] = t.http.route;
+        json::array methods;
+        for (const auto& m : t.http.methods) methods.push_back(json::value(m));
+        o["methods"] = std::move(methods);
+        o["auth"] = t.http.auth == AuthLevel::function ? "function" : "anonymous";
+      }
+      triggers.push_back(std::move(o));
+    }
+    json::object env;
+    for (const auto& e : fn.env) env[e.name] = e.secret ? std::string("***") : e.value;
+    FunctionPool* pool = pools_.find(fn.name);
+    list.push_back(json::object{
+        {"name", fn.name},
+        {"runtime", std::string(to_string(fn.runtime))},
+        {"handler", fn.handler},
+        {"blocking", fn.blocking},
+        {"timeout", format_duration(fn.timeout)},
+        {"concurrency", fn.concurrency},
+        {"wait_queue", fn.wait_queue},
+        {"running", pool ? pool->running() : 0},
+        {"waiting", pool ? pool->waiting() : 0},
+        {"triggers", std::move(triggers)},
+        {"env", std::move(env)},
+    });
+  }
+  return json::serialize(json::object{{"app", app_.name}, {"functions", std::move(list)}});
+}
+
+std::string AdminApi::status_json() const {
+  auto uptime = std::chrono::duration<double>(clock_.now() - status_.started).count();
+  int running = 0, waiting = 0;
+  for (int i = 0; i < pools_.size(); ++i) {
+    running += pools_.at(i).running();
+    waiting += pools_.at(i).waiting();
+  }
+  return json::serialize(json::object{
+      {"app", app_.name},
+      {"pid", status_.pid},
+      {"http", status_.http_url},
+      {"admin", status_.admin_url},
+      {"store", app_.store},
+      {"uptime_seconds", uptime},
+      {"draining", status_.draining.load()},
+      {"functions", app_.functions.size()},
+      {"running", running},
+      {"waiting", waiting},
+  });
+}
+
+}  // namespace nimbus

@@ -1,0 +1,64 @@
+#pragma once
+// The admin API: a second listener (loopback by default) for operators and the CLI.
+// /healthz, /readyz and /metrics are open; everything under /admin/ needs the bearer token
+// from .nimbus/admin.token (401 otherwise):
+//   GET  /admin/functions              functions, their routes and settings (secrets masked)
+//   POST /admin/functions/NAME/invoke  invoke with the request body as payload
+//   GET  /admin/status                 host status
+//   POST /admin/shutdown               graceful stop (as SIGTERM)
+#include <atomic>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "core/app_spec.h"
+#include "core/clock.h"
+#include "core/expected.h"
+#include "triggers/http/server.h"
+
+namespace nimbus {
+
+class FunctionPools;
+class Logger;
+class Metrics;
+
+// Reads the token, creating it (mode 0600) when missing.
+Expected<std::string> load_or_create_admin_token(const std::filesystem::path& file);
+
+struct AdminStatus {
+  int pid = 0;
+  std::string http_url;
+  std::string admin_url;
+  TimePoint started{};
+  std::atomic<bool> draining{false};
+};
+
+class AdminApi final : private RequestHandler {
+ public:
+  AdminApi(const AppSpec& app, FunctionPools& pools, Metrics& metrics, Logger& logger,
+           const Clock& clock, std::string token, AdminStatus& status,
+           std::function<void()> request_shutdown);
+  ~AdminApi() override;
+  Expected<int> start(EventLoops& loops, const std::string& address, int port);
+  void stop_accepting();
+  int in_progress() const;
+
+ private:
+  void handle(IncomingRequest& request, Responder respond) override;
+  void invoke(IncomingRequest& request, std::string_view function, Responder respond);
+  std::string functions_json() const;
+  std::string status_json() const;
+
+  const AppSpec& app_;
+  FunctionPools& pools_;
+  Metrics& metrics_;
+  Logger& logger_;
+  const Clock& clock_;
+  std::string token_;
+  AdminStatus& status_;
+  std::function<void()> request_shutdown_;
+  std::unique_ptr<HttpServer> server_;
+};
+
+}  // namespace nimbus

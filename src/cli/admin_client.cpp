@@ -1,0 +1,88 @@
+#include "cli/admin_client.h"
+
+#include <signal.h>
+
+#include <boost/asio/connect.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/json.hpp>
+#include <boost/url/parse.hpp>
+
+#include "core/private_file.h"
+#include "host/host.h"
+
+namespace nimbus {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace json = boost::json;
+
+Expected<RunningHost> find_running_host(const std::filesystem::path& app_dir) {
+  auto file = host_file(app_dir);
+  auto text = read_file(file);
+  if (!text) {
+    return Error{"no host is running for the app in " + app_dir.string() +
+                 " (no .nimbus/host.json); start one with `nimbus start`"};
+  }
+  boost::system::error_code ec;
+  json::value v = json::parse(*text, ec);
+  if (ec || !v.is_object()) return Error{file.string() + " is not valid JSON; delete it and start the host again"};
+  RunningHost h;
+  const auto& o = v.as_object();
+  auto admin = o.if_contains("admin");
+  auto pid = o.if_contains("pid");
+  if (!admin || !admin->is_string() || !pid || !pid->is_int64()) {
+    return Error{file.string() + " lacks pid or admin; delete it and start the host again"};
+  }
+  h.pid = static_cast<int>(pid->as_int64());
+  if (::kill(h.pid, 0) != 0 && errno == ESRCH) {
+    return Error{"the host recorded in " + file.string() + " (pid " + std::to_string(h.pid) +
+                 ") is not running; start one with `nimbus start`"};
+  }
+  const std::string admin_url(admin->as_string());  // parse_uri's view points into it
+  auto parsed = boost::urls::parse_uri(admin_url);
+  if (!parsed) return Error{file.string() + ": admin URL is not valid"};
+  h.admin_host = std::string(parsed->host_address());
+  if (!h.admin_host.empty() && h.admin_host.front() == '[') h.admin_host = h.admin_host.substr(1, h.admin_host.size() - 2);
+  h.admin_port = parsed->port_number();
+  auto token = read_file(app_dir / ".nimbus" / "admin.token");
+  if (!token) return Error{"cannot read the admin token: " + token.error().message};
+  h.token = *token;
+  while (!h.token.empty() && (h.token.back() == '\n' || h.token.back() == '\r')) h.token.pop_back();
+  return h;
+}
+
+Expected<HttpResponse> http_request(const std::string& host, int port, const std::string& method,
+                                    const std::string& target, const std::string& body,
+                                    const std::string& bearer_token) {
+  try {
+    asio::io_context ctx;
+    asio::ip::tcp::resolver resolver(ctx);
+    asio::ip::tcp::socket socket(ctx);
+    asio::connect(socket, resolver.resolve(host, std::to_string(port)));
+    http::request<http::string_body> req{http::string_to_verb(method), target, 11};
+    req.set(http::field::host, host);
+    req.set(http::field::connection, "close");
+    if (!bearer_token.empty()) req.set(http::field::authorization, "Bearer " + bearer_token);
+    if (!body.empty()) req.set(http::field::content_type, "application/json");
+    req.body() = body;
+    req.prepare_payload();
+    http::write(socket, req);
+    beast::flat_buffer buffer;
+    http::response_parser<http::string_body> parser;
+    parser.body_limit(1ull << 30);
+    http::read(socket, buffer, parser);
+    HttpResponse out;
+    out.status = static_cast<int>(parser.get().result_int());
+    out.content_type = std::string(parser.get()[http::field::content_type]);
+    out.body = std::move(parser.get().body());
+    return out;
+  } catch (const std::exception& e) {
+    return Error{"cannot reach the host at " + host + ":" + std::to_string(port) + ": " + e.what()};
+  }
+}
+
+}  // namespace nimbus

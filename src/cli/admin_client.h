@@ -1,0 +1,32 @@
+#pragma once
+// How the CLI reaches a running host: it reads .nimbus/host.json and .nimbus/admin.token in
+// the app folder and calls the admin API over loopback HTTP.
+#include <filesystem>
+#include <string>
+
+#include "core/expected.h"
+
+namespace nimbus {
+
+struct HttpResponse {
+  int status = 0;
+  std::string content_type;
+  std::string body;
+};
+
+struct RunningHost {
+  int pid = 0;
+  std::string admin_host;
+  int admin_port = 0;
+  std::string token;
+};
+
+// Finds the host serving the app in `app_dir`; a clear error when none is running.
+Expected<RunningHost> find_running_host(const std::filesystem::path& app_dir);
+
+// One HTTP request (blocking, HTTP/1.1, Connection: close).
+Expected<HttpResponse> http_request(const std::string& host, int port, const std::string& method,
+                                    const std::string& target, const std::string& body,
+                                    const std::string& bearer_token);
+
+}  // namespace nimbus

@@ -1,0 +1,247 @@
+#include "cli/commands.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <boost/json.hpp>
+#include <chrono>
+#include <iostream>
+#include <thread>
+
+#include "cli/admin_client.h"
+#include "cli/scaffold.h"
+#include "core/private_file.h"
+#include "host/host.h"
+#include "manifest/manifest.h"
+
+namespace nimbus {
+namespace fs = std::filesystem;
+namespace json = boost::json;
+
+namespace {
+
+int fail(const std::string& message) {
+  std::cerr << "nimbus: " << message << "\n";
+  return 1;
+}
+
+std::optional<AppSpec> load_app(const fs::path& dir) {
+  auto load = load_manifest(dir, process_environment());
+  if (!load.app) {
+    std::cerr << load.report();
+    std::cerr << "nimbus: the manifest has " << load.diagnostics.size()
+              << (load.diagnostics.size() == 1 ? " problem" : " problems") << "; fix and try again\n";
+    return std::nullopt;
+  }
+  return load.app;
+}
+
+std::string json_string(const json::object& o, std::string_view key) {
+  auto* v = o.if_contains(key);
+  return v && v->is_string() ? std::string(v->as_string()) : std::string();
+}
+
+int cmd_validate(const fs::path& dir) {
+  auto app = load_app(dir);
+  if (!app) return 1;
+  int routes = 0;
+  for (const auto& f : app->functions) routes += static_cast<int>(f.triggers.size());
+  std::cout << app->manifest.string() << ": ok: app '" << app->name << "', " << app->functions.size()
+            << " function(s), " << routes << " trigger(s)\n";
+  return 0;
+}
+
+int cmd_start(const fs::path& dir, HostOptions options, const std::string& store) {
+  auto app = load_app(dir);
+  if (!app) return 1;
+  if (!store.empty()) {
+    if (!(store.rfind("sqlite:", 0) == 0 || store.rfind("redis://", 0) == 0 ||
+          store.rfind("postgres://", 0) == 0 || store.rfind("postgresql://", 0) == 0)) {
+      return fail("--store '" + store + "' is not a store URL; expected sqlite:PATH, redis://HOST:PORT or postgres://...");
+    }
+    app->store = store;
+  }
+  return run_host(*app, options);
+}
+
+int cmd_invoke(const fs::path& dir, const std::string& name, const std::string& data) {
+  std::string body = data;
+  if (!data.empty() && data[0] == '@') {
+    auto text = read_file(data.substr(1));
+    if (!text) return fail("--data " + data + ": " + text.error().message);
+    body = *text;
+  }
+  auto host = find_running_host(dir);
+  if (!host) return fail(host.error().message);
+  auto res = http_request(host->admin_host, host->admin_port, "POST", "/admin/functions/" + name + "/invoke",
+                          body, host->token);
+  if (!res) return fail(res.error().message);
+  boost::system::error_code ec;
+  json::value v = json::parse(res->body, ec);
+  if (ec || !v.is_object()) return fail("the host answered " + std::to_string(res->status) + " with: " + res->body);
+  const auto& o = v.as_object();
+  if (res->status != 200) {
+    const auto* err = o.if_contains("error");
+    std::string msg = err && err->is_object() ? json_string(err->as_object(), "message") : res->body;
+    return fail(msg);
+  }
+  std::string out = json_string(o, "body");
+  std::cout << out;
+  if (!out.empty() && out.back() != '\n') std::cout << "\n";
+  int status = o.contains("status") && o.at("status").is_int64() ? static_cast<int>(o.at("status").as_int64()) : 0;
+  if (status >= 400) {
+    return fail("function '" + name + "' answered " + std::to_string(status) + " (" + json_string(o, "outcome") +
+                ", invocation " + json_string(o, "invocation_id") + ")");
+  }
+  return 0;
+}
+
+int cmd_status(const fs::path& dir, bool as_json) {
+  auto host = find_running_host(dir);
+  if (!host) return fail(host.error().message);
+  auto status = http_request(host->admin_host, host->admin_port, "GET", "/admin/status", "", host->token);
+  if (!status) return fail(status.error().message);
+  auto functions = http_request(host->admin_host, host->admin_port, "GET", "/admin/functions", "", host->token);
+  if (!functions) return fail(functions.error().message);
+  if (status->status != 200 || functions->status != 200) {
+    return fail("the admin API answered " + std::to_string(status->status) + ": " + status->body);
+  }
+  if (as_json) {
+    std::cout << "{\"status\":" << status->body << ",\"functions\":" << functions->body << "}\n";
+    return 0;
+  }
+  json::object s = json::parse(status->body).as_object();
+  json::object f = json::parse(functions->body).as_object();
+  std::cout << "app      " << json_string(s, "app") << " (pid " << s.at("pid").as_int64() << ", up "
+            << static_cast<int64_t>(s.at("uptime_seconds").to_number<double>()) << "s"
+            << (s.at("draining").as_bool() ? ", draining" : "") << ")\n"
+            << "http     " << json_string(s, "http") << "\n"
+            << "admin    " << json_string(s, "admin") << "\n"
+            << "store    " << json_string(s, "store") << "\n"
+            << "functions:\n";
+  for (const auto& fv : f.at("functions").as_array()) {
+    const auto& fn = fv.as_object();
+    std::string routes;
+    for (const auto& tv : fn.at("triggers").as_array()) {
+      const auto& t = tv.as_object();
+      if (json_string(t, "kind") != "http") continue;
+      std::string methods;
+      for (const auto& m : t.at("methods").as_array()) methods += (methods.empty() ? "" : ",") + std::string(m.as_string());
+      routes += (routes.empty() ? "" : " ") + (methods.empty() ? std::string("*") : methods) + " " + json_string(t, "route");
+    }
+    std::cout << "  " << json_string(fn, "name") << "  " << json_string(fn, "runtime") << "  " << routes
+              << "  running " << fn.at("running").as_int64() << ", waiting " << fn.at("waiting").as_int64() << "\n";
+  }
+  return 0;
+}
+
+int cmd_stop(const fs::path& dir, int wait_seconds) {
+  auto host = find_running_host(dir);
+  if (!host) return fail(host.error().message);
+  auto res = http_request(host->admin_host, host->admin_port, "POST", "/admin/shutdown", "", host->token);
+  if (!res || res->status != 202) {
+    // The admin API is unreachable: fall back to the signal it would have sent.
+    if (::kill(host->pid, SIGTERM) != 0) return fail("cannot stop pid " + std::to_string(host->pid));
+  }
+  auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(wait_seconds);
+  while (::kill(host->pid, 0) == 0) {
+    if (std::chrono::steady_clock::now() > give_up) {
+      return fail("host pid " + std::to_string(host->pid) + " is still draining after " +
+                  std::to_string(wait_seconds) + "s");
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  std::cout << "nimbus: stopped host pid " << host->pid << "\n";
+  return 0;
+}
+
+}  // namespace
+
+int run_cli(int argc, char** argv) {
+  CLI::App cli{"Nimbus: a self-hosted serverless platform. One manifest (nimbus.yaml), one command."};
+  cli.name("nimbus");
+  cli.require_subcommand(1);
+  cli.set_help_all_flag("--help-all", "Show help for every command");
+
+  std::string init_dir, init_name;
+  auto* init = cli.add_subcommand("init", "Create a new app: nimbus.yaml and a C++ HTTP function 'hello' at GET /hello");
+  init->add_option("dir", init_dir, "Folder for the app (created if missing)")->required();
+  init->add_option("--name", init_name, "App name (default: the folder's name)");
+
+  NewFunction nf;
+  std::string new_dir = ".";
+  auto* add = cli.add_subcommand("new", "Add a function to the app in the current folder");
+  add->add_option("name", nf.name, "Function name; an HTTP function is served at /NAME")->required();
+  add->add_option("--runtime", nf.runtime, "Runtime (native)")->capture_default_str();
+  add->add_option("--trigger", nf.trigger, "Trigger kind (http)")->capture_default_str();
+  add->add_option("--dir", new_dir, "App folder")->capture_default_str();
+
+  std::string validate_dir = ".";
+  auto* validate = cli.add_subcommand("validate", "Check an app's nimbus.yaml and report every problem");
+  validate->add_option("dir", validate_dir, "App folder or manifest file")->capture_default_str();
+
+  std::string start_dir = ".", store;
+  HostOptions options;
+  auto* start = cli.add_subcommand("start", "Build out-of-date native functions and run the host in the foreground");
+  start->add_option("dir", start_dir, "App folder")->capture_default_str();
+  start->add_option("--port", options.port, "Public HTTP port (0 picks a free one)")->capture_default_str();
+  start->add_option("--admin-port", options.admin_port, "Admin API port (0 picks a free one)")->capture_default_str();
+  start->add_option("--address", options.address, "Public listen address")->capture_default_str();
+  start->add_option("--admin-address", options.admin_address, "Admin listen address")->capture_default_str();
+  start->add_option("--store", store, "Store URL, overriding the manifest's store:");
+  start->add_option("--threads", options.loops, "Event-loop threads (0 = one per usable CPU)")->capture_default_str();
+
+  std::string invoke_dir = ".", invoke_name, invoke_data;
+  auto* invoke = cli.add_subcommand("invoke", "Invoke a function on the running host and print its reply");
+  invoke->add_option("name", invoke_name, "Function name")->required();
+  invoke->add_option("--data", invoke_data, "Payload: JSON text, or @FILE");
+  invoke->add_option("--dir", invoke_dir, "App folder")->capture_default_str();
+
+  std::string status_dir = ".";
+  bool status_json = false;
+  auto* status = cli.add_subcommand("status", "Show the running host: addresses, functions, load");
+  status->add_option("--dir", status_dir, "App folder")->capture_default_str();
+  status->add_flag("--json", status_json, "Print the admin API's JSON");
+
+  std::string stop_dir = ".";
+  int stop_wait = 60;
+  auto* stop = cli.add_subcommand("stop", "Stop the running host gracefully");
+  stop->add_option("--dir", stop_dir, "App folder")->capture_default_str();
+  stop->add_option("--wait", stop_wait, "Seconds to wait for it to drain")->capture_default_str();
+
+  try {
+    cli.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return cli.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return cli.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::cerr << "nimbus: " << e.what() << " (see nimbus --help)\n";
+    return e.get_exit_code() == 0 ? 2 : e.get_exit_code();
+  }
+
+  if (init->parsed()) {
+    fs::path dir = init_dir;
+    std::string name = init_name.empty() ? fs::absolute(dir).lexically_normal().filename().string() : init_name;
+    if (name.empty()) name = fs::absolute(dir).lexically_normal().parent_path().filename().string();
+    if (auto st = init_app(dir, name); !st) return fail(st.error().message);
+    std::cout << "Created app '" << name << "' in " << dir.string() << "\n"
+              << "Next: cd " << dir.string() << " && nimbus start, then curl http://127.0.0.1:8080/hello\n";
+    return 0;
+  }
+  if (add->parsed()) {
+    if (auto st = add_function(new_dir, nf); !st) return fail(st.error().message);
+    std::cout << "Added function '" << nf.name << "' (functions/" << nf.name << "/" << nf.name
+              << ".cpp), served at /" << nf.name << "\n";
+    return 0;
+  }
+  if (validate->parsed()) return cmd_validate(validate_dir);
+  if (start->parsed()) return cmd_start(start_dir, options, store);
+  if (invoke->parsed()) return cmd_invoke(invoke_dir, invoke_name, invoke_data);
+  if (status->parsed()) return cmd_status(status_dir, status_json);
+  if (stop->parsed()) return cmd_stop(stop_dir, stop_wait);
+  return 2;
+}
+
+}  // namespace nimbus

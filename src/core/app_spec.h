@@ -1,0 +1,73 @@
+#pragma once
+// What an app is once its manifest has been read and checked: plain values that every part
+// configures itself from. The manifest part builds these; nothing else parses YAML.
+#include <chrono>
+#include <cstddef>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "core/clock.h"
+#include "core/invocation.h"
+
+namespace nimbus {
+
+enum class RuntimeKind : uint8_t { native, python, node, process };
+std::string_view to_string(RuntimeKind kind);
+
+enum class AuthLevel : uint8_t { anonymous, function };
+
+struct HttpTriggerSpec {
+  std::string route;                 // "/orders/{id}"
+  std::vector<std::string> methods;  // upper case; empty = any
+  AuthLevel auth = AuthLevel::anonymous;
+};
+
+struct TriggerSpec {
+  TriggerKind kind = TriggerKind::http;
+  HttpTriggerSpec http;
+};
+
+struct EnvVar {
+  std::string name;
+  std::string value;
+  bool secret = false;  // never logged, never shown by the admin API
+};
+
+struct FunctionSpec {
+  std::string name;
+  RuntimeKind runtime = RuntimeKind::native;
+  std::string handler;  // native: source folder[:target] or a .so path
+  std::vector<TriggerSpec> triggers;
+  std::vector<EnvVar> env;
+  Duration timeout = std::chrono::seconds(30);
+  int concurrency = 64;   // invocations in flight at once
+  int wait_queue = 64;    // invocations allowed to wait for a slot; beyond that: 503
+  bool blocking = true;   // false: runs inline on the event loop (fast, must not block)
+};
+
+struct HttpSettings {
+  std::size_t max_body = 10u << 20;
+  std::size_t max_header = 16u << 10;
+  Duration read_timeout = std::chrono::seconds(10);  // a request must arrive whole within this
+  Duration idle_timeout = std::chrono::seconds(60);  // keep-alive connections with no request
+};
+
+struct AppSpec {
+  std::string name;
+  std::filesystem::path dir;       // the app folder (absolute)
+  std::filesystem::path manifest;  // the nimbus.yaml it came from
+  std::string store = "sqlite:.nimbus/state.db";
+  HttpSettings http;
+  Duration shutdown_grace = std::chrono::seconds(10);
+  int worker_threads = 16;  // pool for blocking in-process functions
+  std::vector<FunctionSpec> functions;
+
+  const FunctionSpec* find(std::string_view function) const {
+    for (const auto& f : functions)
+      if (f.name == function) return &f;
+    return nullptr;
+  }
+};
+
+}  // namespace nimbus

@@ -1,0 +1,91 @@
+#pragma once
+// Time comes in from outside: every part that waits or stamps takes a Clock, so tests drive
+// time by hand (ManualClock) and never sleep. TimerQueue holds deadlines against any Clock.
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace nimbus {
+
+using Duration = std::chrono::nanoseconds;
+using TimePoint = std::chrono::steady_clock::time_point;
+using WallTime = std::chrono::system_clock::time_point;
+
+class Clock {
+ public:
+  virtual ~Clock() = default;
+  virtual TimePoint now() const = 0;  // monotonic: deadlines, durations
+  virtual WallTime wall() const = 0;  // calendar: log stamps, CloudEvents time
+};
+
+class SystemClock final : public Clock {
+ public:
+  TimePoint now() const override { return std::chrono::steady_clock::now(); }
+  WallTime wall() const override { return std::chrono::system_clock::now(); }
+};
+
+// A clock that moves only when told to. Listeners hear every advance (a TimerThread uses
+// this to wake up and fire what became due).
+class ManualClock final : public Clock {
+ public:
+  ManualClock();
+  TimePoint now() const override;
+  WallTime wall() const override;
+  void advance(Duration d);
+  void on_advance(std::function<void()> listener);
+
+ private:
+  std::atomic<int64_t> offset_ns_{0};
+  TimePoint start_;
+  WallTime wall_start_;
+  std::mutex mu_;
+  std::vector<std::function<void()>> listeners_;
+};
+
+// Deadlines and their callbacks, ordered by due time. Thread-safe. take_due() hands back the
+// callbacks whose time has come; the caller runs them outside the lock.
+class TimerQueue {
+ public:
+  using Id = uint64_t;
+  Id schedule(TimePoint due, std::function<void()> fn);
+  bool cancel(Id id);
+  std::vector<std::function<void()>> take_due(TimePoint now);
+  bool next_due(TimePoint* out) const;
+  size_t size() const;
+
+ private:
+  mutable std::mutex mu_;
+  Id next_id_ = 1;
+  std::multimap<TimePoint, Id> by_due_;
+  std::map<Id, std::pair<TimePoint, std::function<void()>>> by_id_;
+};
+
+// Runs a TimerQueue on its own thread against a Clock. With a SystemClock it sleeps until the
+// next due time; with a ManualClock it wakes whenever the clock is advanced.
+class TimerThread {
+ public:
+  TimerThread(const Clock& clock, TimerQueue& queue);
+  ~TimerThread();
+  TimerThread(const TimerThread&) = delete;
+  TimerThread& operator=(const TimerThread&) = delete;
+  // Call after scheduling an earlier deadline than any pending, or after a manual advance.
+  void wake();
+
+ private:
+  void run();
+  const Clock& clock_;
+  TimerQueue& queue_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;
+  uint64_t wakes_ = 0;
+  std::thread thread_;
+};
+
+}  // namespace nimbus

@@ -1,0 +1,119 @@
+#include "core/ids.h"
+
+#include <sys/random.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <cstring>
+
+#include "core/check.h"
+
+namespace nimbus {
+namespace {
+
+void os_random(void* out, std::size_t n) {
+  auto* p = static_cast<unsigned char*>(out);
+  while (n > 0) {
+    ssize_t got = getrandom(p, n, 0);
+    if (got < 0) {
+      NIMBUS_CHECK(errno == EINTR);
+      continue;
+    }
+    p += got;
+    n -= static_cast<std::size_t>(got);
+  }
+}
+
+// xoshiro256** seeded from the OS once per thread: fast, not for secrets.
+struct FastRandom {
+  uint64_t s[4];
+  FastRandom() { os_random(s, sizeof s); }
+  static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+  uint64_t next() {
+    uint64_t result = rotl(s[1] * 5, 7) * 9;
+    uint64_t t = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = rotl(s[3], 45);
+    return result;
+  }
+};
+
+thread_local FastRandom t_random;
+
+constexpr char kHex[] = "0123456789abcdef";
+
+void put_hex(char* out, uint64_t v, int digits) {
+  for (int i = digits - 1; i >= 0; --i) {
+    out[i] = kHex[v & 0xf];
+    v >>= 4;
+  }
+}
+
+bool is_lower_hex(std::string_view s) {
+  for (char c : s)
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+  return true;
+}
+
+}  // namespace
+
+std::string new_invocation_id() {
+  // 48 bits of milliseconds, then 80 random bits: unique and roughly time-ordered.
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                std::chrono::system_clock::now().time_since_epoch())
+                .count();
+  std::string id(32, '0');
+  put_hex(id.data(), static_cast<uint64_t>(ms), 12);
+  put_hex(id.data() + 12, t_random.next(), 16);
+  put_hex(id.data() + 28, t_random.next(), 4);
+  return id;
+}
+
+std::string continue_trace(std::string_view in) {
+  // version "00" - 32 hex trace-id - 16 hex parent-id - 2 hex flags
+  if (in.size() == 55 && in[2] == '-' && in[35] == '-' && in[52] == '-' &&
+      is_lower_hex(in.substr(0, 2)) && in.substr(0, 2) != "ff" && is_lower_hex(in.substr(3, 32)) &&
+      in.substr(3, 32) != std::string(32, '0') && is_lower_hex(in.substr(36, 16)) &&
+      is_lower_hex(in.substr(53, 2))) {
+    std::string out(in);
+    put_hex(out.data() + 36, t_random.next() | 1, 16);  // our span is the new parent
+    return out;
+  }
+  std::string out = "00-00000000000000000000000000000000-0000000000000000-01";
+  put_hex(out.data() + 3, t_random.next(), 16);
+  put_hex(out.data() + 19, t_random.next() | 1, 16);
+  put_hex(out.data() + 36, t_random.next() | 1, 16);
+  return out;
+}
+
+std::string_view trace_id_of(std::string_view traceparent) {
+  if (traceparent.size() < 35) return {};
+  return traceparent.substr(3, 32);
+}
+
+std::string new_secret(std::size_t bytes) {
+  static constexpr char kB64[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+  std::string raw(bytes, '\0');
+  os_random(raw.data(), raw.size());
+  std::string out;
+  uint32_t acc = 0;
+  int bits = 0;
+  for (unsigned char c : raw) {
+    acc = (acc << 8) | c;
+    bits += 8;
+    while (bits >= 6) {
+      bits -= 6;
+      out.push_back(kB64[(acc >> bits) & 0x3f]);
+    }
+  }
+  if (bits > 0) out.push_back(kB64[(acc << (6 - bits)) & 0x3f]);
+  return out;
+}
+
+}  // namespace nimbus

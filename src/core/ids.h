@@ -1,0 +1,19 @@
+#pragma once
+// Identifiers: invocation ids (unique, sortable by time within a host), W3C trace ids, and
+// secrets (function keys, admin tokens) from the OS's CSPRNG.
+#include <string>
+
+namespace nimbus {
+
+// 32 lowercase hex characters; cheap enough for every request (per-thread state, no locks).
+std::string new_invocation_id();
+
+// A W3C traceparent continuing `incoming` when it is valid, else starting a new trace.
+std::string continue_trace(std::string_view incoming);
+// The trace-id part of a traceparent ("" when malformed).
+std::string_view trace_id_of(std::string_view traceparent);
+
+// `bytes` random bytes from the OS, as URL-safe base64 without padding.
+std::string new_secret(std::size_t bytes = 32);
+
+}  // namespace nimbus

@@ -1,0 +1,98 @@
+#pragma once
+// The unit of work: a trigger turns something outside into an Invocation; a runtime turns an
+// Invocation into a Result. Both are plain values with no I/O, shared by every part.
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/clock.h"
+
+namespace nimbus {
+
+enum class TriggerKind : uint8_t { http, admin, queue, topic, timer, stream, blob, mqtt };
+inline constexpr int kTriggerKindCount = 8;
+std::string_view to_string(TriggerKind kind);
+
+struct Header {
+  std::string name;
+  std::string value;
+};
+using Headers = std::vector<Header>;
+
+// Case-insensitive lookup (HTTP header names); returns nullptr when absent.
+const std::string* find_header(const Headers& headers, std::string_view name);
+
+struct HttpRequest {
+  std::string method;
+  std::string path;   // percent-encoded, as received
+  std::string query;  // raw, without '?'
+  Headers headers;
+  Headers params;     // path parameters from the route, decoded
+};
+
+struct Invocation {
+  std::string id;
+  std::string function;
+  TriggerKind trigger = TriggerKind::http;
+  // CloudEvents attributes (id is the invocation id).
+  std::string source;
+  std::string type;
+  std::string subject;
+  WallTime time{};
+  std::string payload;  // bytes; for HTTP the request body
+  Headers metadata;
+  int attempt = 1;
+  TimePoint deadline{};
+  std::string traceparent;  // W3C trace context
+  std::optional<HttpRequest> http;
+};
+
+enum class Outcome : uint8_t {
+  success,      // the function ran and returned
+  error,        // the function ran and failed (threw, returned an error)
+  timeout,      // the function did not finish by its deadline
+  overloaded,   // at its concurrency limit with a full wait queue; nothing ran
+  unavailable,  // could not be run at all (not loaded, shutting down)
+};
+inline constexpr int kOutcomeCount = 5;
+std::string_view to_string(Outcome outcome);
+
+struct HttpReply {
+  int status = 200;
+  Headers headers;
+  std::string body;
+};
+
+struct FunctionError {
+  std::string type;     // e.g. "exception", "timeout"
+  std::string message;  // safe to show a client only for host-made errors
+};
+
+// A message for a named output binding; committed with the ack (store-backed triggers).
+struct OutputMessage {
+  std::string binding;
+  std::string payload;
+  Headers metadata;
+};
+
+struct Result {
+  Outcome outcome = Outcome::success;
+  std::optional<HttpReply> http;
+  std::vector<OutputMessage> outputs;
+  FunctionError error;
+
+  static Result failure(Outcome outcome, std::string type, std::string message) {
+    Result r;
+    r.outcome = outcome;
+    r.error = {std::move(type), std::move(message)};
+    return r;
+  }
+};
+
+// Called exactly once per invocation, on any thread.
+using Completion = std::function<void(Result&&)>;
+
+}  // namespace nimbus

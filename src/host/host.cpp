@@ -1,0 +1,144 @@
+#include "host/host.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <boost/json.hpp>
+#include <iostream>
+#include <thread>
+
+#include "admin/admin_api.h"
+#include "core/private_file.h"
+#include "observe/log.h"
+#include "observe/metrics.h"
+#include "pool/function_pools.h"
+#include "pool/worker_threads.h"
+#include "runtime/native/native_build.h"
+#include "runtime/native/native_runtime.h"
+#include "triggers/http/http_trigger.h"
+
+namespace nimbus {
+
+namespace fs = std::filesystem;
+
+fs::path host_file(const fs::path& app_dir) { return app_dir / ".nimbus" / "host.json"; }
+
+namespace {
+
+int fail(const std::string& message) {
+  std::cerr << "nimbus: " << message << "\n";
+  return 1;
+}
+
+std::string url(const std::string& address, int port) {
+  bool v6 = address.find(':') != std::string::npos;
+  return "http://" + (v6 ? "[" + address + "]" : address) + ":" + std::to_string(port);
+}
+
+}  // namespace
+
+int run_host(const AppSpec& app, const HostOptions& options) {
+  // Signals are taken synchronously by this thread; every thread started below inherits the mask.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  const fs::path state_dir = app.dir / ".nimbus";
+  std::error_code ec;
+  fs::create_directories(state_dir, ec);
+  if (ec) return fail("cannot create " + state_dir.string() + ": " + ec.message());
+
+  auto token = load_or_create_admin_token(state_dir / "admin.token");
+  if (!token) return fail(token.error().message);
+  auto keys = FunctionKeys::load_or_create(state_dir / "keys.json", app);
+  if (!keys) return fail(keys.error().message);
+
+  auto libraries = build_native_functions(app, std::cerr);
+  if (!libraries) return fail(libraries.error().message);
+
+  SystemClock clock;
+  LogSink sink(STDOUT_FILENO);
+  Logger logger(sink, clock, app.name);
+  std::vector<std::string> names;
+  for (const auto& fn : app.functions) names.push_back(fn.name);
+  Metrics metrics(names);
+
+  TimerQueue timers;
+  TimerThread timer_thread(clock, timers);
+  EventLoops loops(options.loops > 0 ? options.loops : default_loop_count());
+  WorkerThreads workers(app.worker_threads);
+  PoolContext pool_context{clock, timers, &timer_thread, workers, metrics};
+  FunctionPools pools;
+  for (std::size_t i = 0; i < app.functions.size(); ++i) {
+    const FunctionSpec& fn = app.functions[i];
+    TimePoint t0 = clock.now();
+    auto executor = load_native_function(fn, libraries->at(fn.name), clock, logger);
+    if (!executor) {
+      sink.flush();
+      return fail(executor.error().message);
+    }
+    metrics.cold_start(static_cast<int>(i), clock.now() - t0);
+    pools.add(std::make_unique<FunctionPool>(fn, static_cast<int>(i), std::move(*executor), pool_context));
+  }
+
+  HttpTrigger http(app, pools, std::move(*keys), loops, logger, metrics, clock,
+                   HttpTriggerOptions{options.address, options.port});
+  if (auto st = http.start(); !st) return fail(st.error().message);
+
+  AdminStatus status;
+  status.pid = static_cast<int>(getpid());
+  status.started = clock.now();
+  AdminApi admin(app, pools, metrics, logger, clock, *token, status, [] { kill(getpid(), SIGTERM); });
+  auto admin_port = admin.start(loops, options.admin_address, options.admin_port);
+  if (!admin_port) return fail("admin listener: " + admin_port.error().message);
+  status.http_url = url(options.address, http.port());
+  status.admin_url = url(options.admin_address, *admin_port);
+  loops.start();
+
+  boost::json::object info{{"pid", status.pid},
+                           {"app", app.name},
+                           {"http", status.http_url},
+                           {"admin", status.admin_url},
+                           {"http_port", http.port()},
+                           {"admin_port", *admin_port}};
+  if (auto st = write_private_file(host_file(app.dir), boost::json::serialize(info) + "\n"); !st) {
+    return fail(st.error().message);
+  }
+  std::cout << "nimbus listening on " << status.http_url << " admin " << status.admin_url << std::endl;
+  logger.host(LogLevel::info, "host started",
+              {{"http", status.http_url}, {"admin", status.admin_url}, {"store", app.store},
+               {"functions", static_cast<int64_t>(app.functions.size())},
+               {"loops", static_cast<int64_t>(loops.size())}});
+
+  int sig = 0;
+  while (sigwait(&stop_signals, &sig) != 0) {
+  }
+
+  // Graceful shutdown: stop taking work, let what was taken finish within the grace period.
+  logger.host(LogLevel::info, "shutting down", {{"signal", sig == SIGINT ? "SIGINT" : "SIGTERM"}});
+  status.draining.store(true);
+  http.stop_taking_work();
+  admin.stop_accepting();
+  TimePoint give_up = clock.now() + app.shutdown_grace;
+  while ((http.in_progress() > 0 || admin.in_progress() > 0) && clock.now() < give_up) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  int left = http.in_progress() + admin.in_progress();
+  loops.stop();
+  fs::remove(host_file(app.dir), ec);
+  if (left > 0) {
+    logger.host(LogLevel::warn, "grace period over; exiting with requests still in flight",
+                {{"in_flight", static_cast<int64_t>(left)}});
+    sink.flush();
+    std::cout.flush();
+    std::_Exit(0);  // in-process functions cannot be pre-empted; do not wait on them
+  }
+  logger.host(LogLevel::info, "stopped");
+  pools.close_all();
+  return 0;
+}
+
+}  // namespace nimbus

@@ -1,0 +1,569 @@
+#include "manifest/manifest.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "core/units.h"
+#include "core/route_pattern.h"
+
+namespace nimbus {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr std::string_view kTriggerKinds[] = {"http", "queue", "topic", "timer",
+                                             "stream", "blob", "mqtt"};
+
+class Reader {
+ public:
+  Reader(std::string file, fs::path app_dir, const EnvLookup& env)
+      : file_(std::move(file)), app_dir_(std::move(app_dir)), env_(env) {}
+
+  std::vector<Diagnostic> diagnostics;
+
+  void error(const YAML::Node& at, const std::string& path, std::string message) {
+    Diagnostic d;
+    d.file = file_;
+    if (at.IsDefined() && at.Mark().line >= 0) {
+      d.line = at.Mark().line + 1;
+      d.column = at.Mark().column + 1;
+    }
+    d.path = path;
+    d.message = std::move(message);
+    diagnostics.push_back(std::move(d));
+  }
+
+  // Checks that `node` is a map whose keys are all in `known`; reports unknown and repeated
+  // keys. Returns false when `node` is not a map.
+  bool check_map(const YAML::Node& node, const std::string& path,
+                 std::initializer_list<std::string_view> known) {
+    if (!node.IsMap()) {
+      error(node, path, "is " + kind_of(node) + "; expected a mapping of keys to values");
+      return false;
+    }
+    std::vector<std::string_view> candidates(known);
+    std::set<std::string> seen;
+    for (auto it = node.begin(); it != node.end(); ++it) {
+      std::string key = it->first.Scalar();
+      if (!seen.insert(key).second) {
+        error(it->first, join(path, key), "appears twice; expected each key once");
+        continue;
+      }
+      if (std::find(candidates.begin(), candidates.end(), key) == candidates.end()) {
+        std::string msg = "unknown key '" + key + "'";
+        std::string guess = did_you_mean(key, candidates);
+        if (!guess.empty()) msg += "; did you mean '" + guess + "'?";
+        else msg += "; expected one of: " + list(candidates);
+        error(it->first, join(path, key), msg);
+      }
+    }
+    return true;
+  }
+
+  // A scalar with ${VAR} expanded; nullopt (after reporting) when it is not a scalar.
+  std::optional<std::string> scalar(const YAML::Node& node, const std::string& path,
+                                    std::string_view expected) {
+    if (!node.IsScalar()) {
+      error(node, path, "is " + kind_of(node) + "; expected " + std::string(expected));
+      return std::nullopt;
+    }
+    return expand(node, path, node.Scalar());
+  }
+
+  std::optional<std::string> expand(const YAML::Node& at, const std::string& path,
+                                    const std::string& text) {
+    std::string out;
+    std::size_t i = 0;
+    while (i < text.size()) {
+      if (text.compare(i, 2, "${") != 0) {
+        out.push_back(text[i++]);
+        continue;
+      }
+      auto close = text.find('}', i + 2);
+      if (close == std::string::npos) {
+        error(at, path, "has '${' with no closing '}'; expected ${NAME} or ${NAME:-default}");
+        return std::nullopt;
+      }
+      std::string inner = text.substr(i + 2, close - i - 2);
+      std::optional<std::string> fallback;
+      if (auto dash = inner.find(":-"); dash != std::string::npos) {
+        fallback = inner.substr(dash + 2);
+        inner.resize(dash);
+      }
+      bool valid = !inner.empty() && std::all_of(inner.begin(), inner.end(), [](char c) {
+        return std::isalnum(static_cast<unsigned char>(c)) || c == '_';
+      });
+      if (!valid) {
+        error(at, path, "has '${" + inner + "}'; expected an environment variable name");
+        return std::nullopt;
+      }
+      auto value = env_(inner);
+      if (!value && !fallback) {
+        error(at, path,
+              "uses environment variable " + inner +
+                  ", which is not set; set it, or give a default as ${" + inner + ":-value}");
+        return std::nullopt;
+      }
+      out += value ? *value : *fallback;
+      i = close + 1;
+    }
+    return out;
+  }
+
+  std::optional<Duration> duration(const YAML::Node& node, const std::string& path) {
+    auto text = scalar(node, path, "a duration such as 500ms, 30s or 5m");
+    if (!text) return std::nullopt;
+    auto d = parse_duration(*text);
+    if (!d || *d <= Duration::zero()) {
+      error(node, path, "'" + *text + "' is not a duration; expected a positive duration such as 500ms, 30s or 5m");
+      return std::nullopt;
+    }
+    return d;
+  }
+
+  std::optional<std::size_t> size(const YAML::Node& node, const std::string& path) {
+    auto text = scalar(node, path, "a size such as 512KiB or 10MiB");
+    if (!text) return std::nullopt;
+    auto s = parse_size(*text);
+    if (!s || *s == 0) {
+      error(node, path, "'" + *text + "' is not a size; expected a positive size such as 512KiB or 10MiB");
+      return std::nullopt;
+    }
+    return s;
+  }
+
+  std::optional<long> integer(const YAML::Node& node, const std::string& path, long min, long max) {
+    std::string expected = "an integer from " + std::to_string(min) + " to " + std::to_string(max);
+    auto text = scalar(node, path, expected);
+    if (!text) return std::nullopt;
+    char* end = nullptr;
+    errno = 0;
+    long v = std::strtol(text->c_str(), &end, 10);
+    if (text->empty() || *end != '\0' || errno != 0 || v < min || v > max) {
+      error(node, path, "'" + *text + "' is out of range; expected " + expected);
+      return std::nullopt;
+    }
+    return v;
+  }
+
+  std::optional<bool> boolean(const YAML::Node& node, const std::string& path) {
+    auto text = scalar(node, path, "true or false");
+    if (!text) return std::nullopt;
+    if (*text == "true") return true;
+    if (*text == "false") return false;
+    error(node, path, "'" + *text + "' is not a boolean; expected true or false");
+    return std::nullopt;
+  }
+
+  // Reads one of `choices`; reports a did-you-mean otherwise.
+  std::optional<std::string> choice(const YAML::Node& node, const std::string& path,
+                                    const std::vector<std::string_view>& choices) {
+    auto text = scalar(node, path, "one of: " + list(choices));
+    if (!text) return std::nullopt;
+    if (std::find(choices.begin(), choices.end(), *text) != choices.end()) return text;
+    std::string msg = "'" + *text + "' is not allowed";
+    std::string guess = did_you_mean(*text, choices);
+    if (!guess.empty()) msg += "; did you mean '" + guess + "'?";
+    else msg += "; expected one of: " + list(choices);
+    error(node, path, msg);
+    return std::nullopt;
+  }
+
+  void read_app(const YAML::Node& root, AppSpec& app) {
+    if (!check_map(root, "", {"name", "store", "http", "shutdown_grace", "worker_threads",
+                              "functions"})) {
+      return;
+    }
+    if (auto n = root["name"]; !n) {
+      error(root, "name", "is missing; expected the app's name, e.g. name: shop");
+    } else if (auto v = scalar(n, "name", "the app's name")) {
+      if (!is_name(*v)) {
+        error(n, "name", "'" + *v + "' is not a valid name; expected lowercase letters, digits, '-' or '_', starting with a letter");
+      } else {
+        app.name = *v;
+      }
+    }
+    if (auto n = root["store"]) {
+      if (auto v = scalar(n, "store", "a store URL")) {
+        if (v->rfind("sqlite:", 0) == 0 && v->size() > 7) {
+          app.store = *v;
+        } else if (v->rfind("redis://", 0) == 0 || v->rfind("postgres://", 0) == 0 ||
+                   v->rfind("postgresql://", 0) == 0) {
+          app.store = *v;
+        } else {
+          error(n, "store", "'" + *v + "' is not a store URL; expected sqlite:PATH, redis://HOST:PORT or postgres://...");
+        }
+      }
+    }
+    if (auto n = root["http"]) read_http(n, app.http);
+    if (auto n = root["shutdown_grace"]) {
+      if (auto d = duration(n, "shutdown_grace")) app.shutdown_grace = *d;
+    }
+    if (auto n = root["worker_threads"]) {
+      if (auto v = integer(n, "worker_threads", 1, 1024)) app.worker_threads = static_cast<int>(*v);
+    }
+    auto functions = root["functions"];
+    if (!functions) {
+      error(root, "functions", "is missing; expected a mapping of function names to functions");
+      return;
+    }
+    if (functions.IsNull()) return;  // an app with no functions yet
+    if (!functions.IsMap()) {
+      error(functions, "functions", "is " + kind_of(functions) + "; expected a mapping of function names to functions");
+      return;
+    }
+    std::set<std::string> seen;
+    for (auto it = functions.begin(); it != functions.end(); ++it) {
+      std::string name = it->first.Scalar();
+      std::string path = "functions." + name;
+      if (!seen.insert(name).second) {
+        error(it->first, path, "is defined twice; expected each function once");
+        continue;
+      }
+      if (!is_name(name)) {
+        error(it->first, path, "'" + name + "' is not a valid function name; expected lowercase letters, digits, '-' or '_', starting with a letter");
+        continue;
+      }
+      FunctionSpec fn;
+      fn.name = name;
+      if (read_function(it->second, path, fn)) app.functions.push_back(std::move(fn));
+    }
+    check_route_conflicts(app);
+  }
+
+  void read_http(const YAML::Node& n, HttpSettings& http) {
+    if (!check_map(n, "http", {"max_body", "max_header", "read_timeout", "idle_timeout"})) return;
+    if (auto v = n["max_body"]) {
+      if (auto s = size(v, "http.max_body")) http.max_body = *s;
+    }
+    if (auto v = n["max_header"]) {
+      if (auto s = size(v, "http.max_header")) http.max_header = *s;
+    }
+    if (auto v = n["read_timeout"]) {
+      if (auto d = duration(v, "http.read_timeout")) http.read_timeout = *d;
+    }
+    if (auto v = n["idle_timeout"]) {
+      if (auto d = duration(v, "http.idle_timeout")) http.idle_timeout = *d;
+    }
+  }
+
+  bool read_function(const YAML::Node& n, const std::string& path, FunctionSpec& fn) {
+    std::size_t errors_before = diagnostics.size();
+    if (!check_map(n, path, {"runtime", "handler", "triggers", "env", "timeout", "concurrency",
+                             "wait_queue", "blocking"})) {
+      return false;
+    }
+    if (auto v = n["runtime"]; !v) {
+      error(n, path + ".runtime", "is missing; expected one of: native, python, node, process");
+    } else if (auto r = choice(v, path + ".runtime", {"native", "python", "node", "process"})) {
+      if (*r == "native") {
+        fn.runtime = RuntimeKind::native;
+      } else {
+        error(v, path + ".runtime",
+              "runtime '" + *r + "' is not available in this build of Nimbus yet; expected native");
+      }
+    }
+    if (auto v = n["handler"]; !v) {
+      error(n, path + ".handler", "is missing; expected the function's source folder (e.g. functions/" + fn.name + ") or a .so file");
+    } else if (auto h = scalar(v, path + ".handler", "a path")) {
+      if (h->empty()) error(v, path + ".handler", "is empty; expected a source folder or a .so file");
+      fn.handler = *h;
+    }
+    if (auto v = n["timeout"]) {
+      if (auto d = duration(v, path + ".timeout")) fn.timeout = *d;
+    }
+    if (auto v = n["concurrency"]) {
+      if (auto c = integer(v, path + ".concurrency", 1, 100000)) fn.concurrency = static_cast<int>(*c);
+    }
+    if (auto v = n["wait_queue"]) {
+      if (auto c = integer(v, path + ".wait_queue", 0, 100000)) fn.wait_queue = static_cast<int>(*c);
+    }
+    if (auto v = n["blocking"]) {
+      if (auto b = boolean(v, path + ".blocking")) fn.blocking = *b;
+    }
+    if (auto v = n["env"]) read_env(v, path + ".env", fn);
+    if (auto v = n["triggers"]) {
+      read_triggers(v, path + ".triggers", fn);
+    }
+    return diagnostics.size() == errors_before;
+  }
+
+  void read_env(const YAML::Node& n, const std::string& path, FunctionSpec& fn) {
+    if (!n.IsMap()) {
+      error(n, path, "is " + kind_of(n) + "; expected a mapping of variable names to values");
+      return;
+    }
+    for (auto it = n.begin(); it != n.end(); ++it) {
+      std::string name = it->first.Scalar();
+      std::string p = path + "." + name;
+      EnvVar var;
+      var.name = name;
+      const YAML::Node& value = it->second;
+      if (value.IsMap()) {
+        if (!check_map(value, p, {"value", "secret"})) continue;
+        if (auto s = value["secret"]) {
+          if (auto b = boolean(s, p + ".secret")) var.secret = *b;
+        }
+        auto v = value["value"];
+        if (!v) {
+          error(value, p + ".value", "is missing; expected the variable's value");
+          continue;
+        }
+        auto text = scalar(v, p + ".value", "a string");
+        if (!text) continue;
+        var.value = *text;
+      } else {
+        auto text = scalar(value, p, "a string, or {value: ..., secret: true}");
+        if (!text) continue;
+        var.value = *text;
+      }
+      fn.env.push_back(std::move(var));
+    }
+  }
+
+  void read_triggers(const YAML::Node& n, const std::string& path, FunctionSpec& fn) {
+    if (!n.IsSequence()) {
+      error(n, path, "is " + kind_of(n) + "; expected a list of triggers, e.g. - http: {route: /" + fn.name + "}");
+      return;
+    }
+    for (std::size_t i = 0; i < n.size(); ++i) {
+      std::string p = path + "[" + std::to_string(i) + "]";
+      const YAML::Node t = n[i];
+      if (!t.IsMap() || t.size() != 1) {
+        error(t, p, "is not a single trigger; expected one key naming the trigger kind: " + list(kTriggerKinds));
+        continue;
+      }
+      auto it = t.begin();
+      std::string kind = it->first.Scalar();
+      if (kind == "http") {
+        TriggerSpec spec;
+        spec.kind = TriggerKind::http;
+        if (read_http_trigger(it->second, p + ".http", spec.http)) fn.triggers.push_back(spec);
+        continue;
+      }
+      std::vector<std::string_view> kinds(std::begin(kTriggerKinds), std::end(kTriggerKinds));
+      if (std::find(kinds.begin(), kinds.end(), kind) != kinds.end()) {
+        error(it->first, p + "." + kind,
+              "trigger '" + kind + "' is not available in this build of Nimbus yet; expected http");
+      } else {
+        std::string guess = did_you_mean(kind, kinds);
+        error(it->first, p + "." + kind,
+              "unknown trigger kind '" + kind + "'" +
+                  (guess.empty() ? "; expected one of: " + list(kinds) : "; did you mean '" + guess + "'?"));
+      }
+    }
+  }
+
+  bool read_http_trigger(const YAML::Node& n, const std::string& path, HttpTriggerSpec& http) {
+    std::size_t errors_before = diagnostics.size();
+    if (!check_map(n, path, {"route", "methods", "auth"})) return false;
+    if (auto v = n["route"]; !v) {
+      error(n, path + ".route", "is missing; expected a path such as /orders/{id}");
+    } else if (auto r = scalar(v, path + ".route", "a path such as /orders/{id}")) {
+      std::string problem = check_route(*r);
+      if (!problem.empty()) error(v, path + ".route", "'" + *r + "' " + problem);
+      http.route = *r;
+    }
+    if (auto v = n["methods"]) {
+      static const std::vector<std::string_view> kMethods = {"GET", "POST", "PUT", "PATCH",
+                                                            "DELETE", "HEAD", "OPTIONS"};
+      std::vector<YAML::Node> items;
+      if (v.IsSequence()) {
+        for (std::size_t i = 0; i < v.size(); ++i) items.push_back(v[i]);
+      } else {
+        items.push_back(v);
+      }
+      for (std::size_t i = 0; i < items.size(); ++i) {
+        std::string p = path + ".methods" + (v.IsSequence() ? "[" + std::to_string(i) + "]" : "");
+        auto m = scalar(items[i], p, "an HTTP method");
+        if (!m) continue;
+        std::string upper = *m;
+        std::transform(upper.begin(), upper.end(), upper.begin(), ::toupper);
+        if (std::find(kMethods.begin(), kMethods.end(), upper) == kMethods.end()) {
+          error(items[i], p, "'" + *m + "' is not an HTTP method; expected one of: " + list(kMethods));
+          continue;
+        }
+        if (std::find(http.methods.begin(), http.methods.end(), upper) == http.methods.end()) {
+          http.methods.push_back(upper);
+        }
+      }
+    }
+    if (auto v = n["auth"]) {
+      if (auto a = choice(v, path + ".auth", {"anonymous", "function"})) {
+        http.auth = *a == "function" ? AuthLevel::function : AuthLevel::anonymous;
+      }
+    }
+    return diagnostics.size() == errors_before;
+  }
+
+  void check_route_conflicts(const AppSpec& app) {
+    struct Seen {
+      std::string shape, function;
+      std::vector<std::string> methods;
+    };
+    std::vector<Seen> seen;
+    for (const auto& fn : app.functions) {
+      for (const auto& t : fn.triggers) {
+        if (t.kind != TriggerKind::http) continue;
+        std::string shape = route_shape(t.http.route);
+        for (const auto& s : seen) {
+          if (s.shape != shape) continue;
+          bool overlap = s.methods.empty() || t.http.methods.empty();
+          for (const auto& m : t.http.methods)
+            if (std::find(s.methods.begin(), s.methods.end(), m) != s.methods.end()) overlap = true;
+          if (overlap) {
+            Diagnostic d;
+            d.file = file_;
+            d.path = "functions." + fn.name + ".triggers";
+            d.message = "route " + t.http.route + " is already served by function '" + s.function +
+                        "' for the same methods; expected each method and path to have one function";
+            diagnostics.push_back(std::move(d));
+          }
+        }
+        seen.push_back({shape, fn.name, t.http.methods});
+      }
+    }
+  }
+
+ private:
+  static std::string kind_of(const YAML::Node& n) {
+    switch (n.Type()) {
+      case YAML::NodeType::Map: return "a mapping";
+      case YAML::NodeType::Sequence: return "a list";
+      case YAML::NodeType::Scalar: return "'" + n.Scalar() + "'";
+      case YAML::NodeType::Null: return "empty";
+      default: return "missing";
+    }
+  }
+  static std::string join(const std::string& path, const std::string& key) {
+    return path.empty() ? key : path + "." + key;
+  }
+  template <class Range>
+  static std::string list(const Range& items) {
+    std::string out;
+    for (std::string_view s : items) {
+      if (!out.empty()) out += ", ";
+      out += s;
+    }
+    return out;
+  }
+  static bool is_name(const std::string& s) {
+    if (s.empty() || s.size() > 63 || !(s[0] >= 'a' && s[0] <= 'z')) return false;
+    return std::all_of(s.begin(), s.end(), [](char c) {
+      return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_';
+    });
+  }
+
+  std::string file_;
+  fs::path app_dir_;
+  const EnvLookup& env_;
+};
+
+}  // namespace
+
+std::string Diagnostic::to_string() const {
+  std::string out = file;
+  if (line > 0) out += ":" + std::to_string(line) + ":" + std::to_string(column);
+  out += ": ";
+  if (!path.empty()) out += path + ": ";
+  out += message;
+  return out;
+}
+
+std::string ManifestLoad::report() const {
+  std::string out;
+  for (const auto& d : diagnostics) out += d.to_string() + "\n";
+  return out;
+}
+
+EnvLookup process_environment() {
+  return [](std::string_view name) -> std::optional<std::string> {
+    const char* v = std::getenv(std::string(name).c_str());
+    if (!v) return std::nullopt;
+    return std::string(v);
+  };
+}
+
+ManifestLoad parse_manifest(std::string_view text, const std::string& file,
+                            const std::filesystem::path& app_dir, const EnvLookup& env) {
+  ManifestLoad out;
+  Reader reader(file, app_dir, env);
+  YAML::Node root;
+  try {
+    root = YAML::Load(std::string(text));
+  } catch (const YAML::ParserException& e) {
+    Diagnostic d;
+    d.file = file;
+    d.line = e.mark.line + 1;
+    d.column = e.mark.column + 1;
+    d.message = "not valid YAML: " + e.msg + "; expected a YAML mapping";
+    out.diagnostics.push_back(std::move(d));
+    return out;
+  }
+  AppSpec app;
+  app.dir = app_dir;
+  app.manifest = file;
+  if (!root.IsDefined() || root.IsNull()) {
+    reader.error(root, "", "the manifest is empty; expected at least name: and functions:");
+  } else {
+    reader.read_app(root, app);
+  }
+  out.diagnostics = std::move(reader.diagnostics);
+  if (out.diagnostics.empty()) out.app = std::move(app);
+  return out;
+}
+
+ManifestLoad load_manifest(const std::filesystem::path& path, const EnvLookup& env) {
+  fs::path file = path;
+  std::error_code ec;
+  if (fs::is_directory(path, ec)) file = path / "nimbus.yaml";
+  std::ifstream in(file, std::ios::binary);
+  if (!in) {
+    ManifestLoad out;
+    Diagnostic d;
+    d.file = file.string();
+    d.message = "cannot read the manifest (" + std::string(std::strerror(errno)) +
+                "); expected a nimbus.yaml here (create one with `nimbus init`)";
+    out.diagnostics.push_back(std::move(d));
+    return out;
+  }
+  std::stringstream buf;
+  buf << in.rdbuf();
+  fs::path dir = fs::absolute(file, ec).parent_path();
+  return parse_manifest(buf.str(), file.string(), dir, env);
+}
+
+std::string did_you_mean(std::string_view word, const std::vector<std::string_view>& candidates) {
+  auto distance = [](std::string_view a, std::string_view b) {
+    std::vector<std::size_t> prev(b.size() + 1), cur(b.size() + 1);
+    for (std::size_t j = 0; j <= b.size(); ++j) prev[j] = j;
+    for (std::size_t i = 1; i <= a.size(); ++i) {
+      cur[0] = i;
+      for (std::size_t j = 1; j <= b.size(); ++j) {
+        std::size_t sub = prev[j - 1] + (std::tolower(a[i - 1]) == std::tolower(b[j - 1]) ? 0 : 1);
+        cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, sub});
+      }
+      std::swap(prev, cur);
+    }
+    return prev[b.size()];
+  };
+  std::string best;
+  std::size_t best_d = std::max<std::size_t>(2, word.size() / 3) + 1;
+  for (auto c : candidates) {
+    std::size_t d = distance(word, c);
+    if (d < best_d) {
+      best_d = d;
+      best = std::string(c);
+    }
+  }
+  return best;
+}
+
+}  // namespace nimbus

@@ -1,0 +1,44 @@
+#pragma once
+// Reads and checks nimbus.yaml. Every problem is reported (not just the first), each as
+// FILE:LINE:COL: key.path: what is wrong; what is expected. Unknown keys get a did-you-mean.
+// ${VAR} and ${VAR:-default} in values read the environment given (never the process's own
+// directly, so tests can pass one).
+#include <filesystem>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/app_spec.h"
+
+namespace nimbus {
+
+struct Diagnostic {
+  std::string file;
+  int line = 0;  // 1-based; 0 when the problem has no place in the file
+  int column = 0;
+  std::string path;     // functions.orders.triggers[0].http.route
+  std::string message;  // what is wrong; what is expected
+  std::string to_string() const;
+};
+
+using EnvLookup = std::function<std::optional<std::string>(std::string_view name)>;
+EnvLookup process_environment();
+
+struct ManifestLoad {
+  std::optional<AppSpec> app;  // set when there were no diagnostics
+  std::vector<Diagnostic> diagnostics;
+  std::string report() const;  // one diagnostic per line
+};
+
+// `path` is the manifest file, or an app folder holding nimbus.yaml.
+ManifestLoad load_manifest(const std::filesystem::path& path, const EnvLookup& env);
+// Parses manifest text; `file` names it in diagnostics and `app_dir` anchors relative paths.
+ManifestLoad parse_manifest(std::string_view text, const std::string& file,
+                            const std::filesystem::path& app_dir, const EnvLookup& env);
+
+// The closest candidate to `word` within a small edit distance, or "".
+std::string did_you_mean(std::string_view word, const std::vector<std::string_view>& candidates);
+
+}  // namespace nimbus

@@ -1,0 +1,258 @@
+#include "observe/log.h"
+
+#include <unistd.h>
+
+#include <cerrno>
+#include <charconv>
+#include <ctime>
+
+namespace nimbus {
+namespace {
+
+std::atomic<uint64_t> g_sink_generation{1};
+
+struct ShardCache {
+  uint64_t generation = 0;
+  void* shard = nullptr;
+};
+thread_local ShardCache t_shard;
+
+constexpr auto kBatchWindow = std::chrono::milliseconds(2);
+
+void write_all(int fd, const std::string& data) {
+  const char* p = data.data();
+  std::size_t left = data.size();
+  while (left > 0) {
+    ssize_t n = ::write(fd, p, left);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return;  // a closed stdout must not take the host down; lines are dropped
+    }
+    p += n;
+    left -= static_cast<std::size_t>(n);
+  }
+}
+
+// "2026-11-21T10:00:00.123456Z", with the seconds part cached per thread.
+void append_time(std::string& out, WallTime t) {
+  thread_local int64_t cached_sec = -1;
+  thread_local char cached[32];
+  auto us = std::chrono::duration_cast<std::chrono::microseconds>(t.time_since_epoch()).count();
+  int64_t sec = us / 1'000'000;
+  if (sec != cached_sec) {
+    std::time_t tt = static_cast<std::time_t>(sec);
+    std::tm tm{};
+    gmtime_r(&tt, &tm);
+    std::strftime(cached, sizeof cached, "%Y-%m-%dT%H:%M:%S", &tm);
+    cached_sec = sec;
+  }
+  out += cached;
+  char frac[8];
+  int64_t rem = us % 1'000'000;
+  frac[0] = '.';
+  for (int i = 6; i >= 1; --i) {
+    frac[i] = static_cast<char>('0' + rem % 10);
+    rem /= 10;
+  }
+  out.append(frac, 7);
+  out += 'Z';
+}
+
+void append_number(std::string& out, int64_t v) {
+  char buf[24];
+  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);
+  out.append(buf, end);
+}
+
+void append_field(std::string& out, std::string_view key, std::string_view value) {
+  out += ",\"";
+  out += key;
+  out += "\":\"";
+  append_json_escaped(out, value);
+  out += '"';
+}
+
+void append_field(std::string& out, std::string_view key, int64_t value) {
+  out += ",\"";
+  out += key;
+  out += "\":";
+  append_number(out, value);
+}
+
+std::string& line_buffer() {
+  thread_local std::string buf;
+  buf.clear();
+  return buf;
+}
+
+}  // namespace
+
+std::string_view to_string(LogLevel level) {
+  switch (level) {
+    case LogLevel::debug: return "debug";
+    case LogLevel::info: return "info";
+    case LogLevel::warn: return "warn";
+    case LogLevel::error: return "error";
+  }
+  return "info";
+}
+
+void append_json_escaped(std::string& out, std::string_view s) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  for (unsigned char c : s) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        if (c < 0x20) {
+          out += "\\u00";
+          out += kHex[c >> 4];
+          out += kHex[c & 0xf];
+        } else {
+          out += static_cast<char>(c);
+        }
+    }
+  }
+}
+
+LogSink::LogSink(int fd)
+    : fd_(fd), generation_(g_sink_generation.fetch_add(1)), writer_([this] { run(); }) {}
+
+LogSink::~LogSink() {
+  {
+    std::lock_guard lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  writer_.join();
+  drain();
+}
+
+LogSink::Shard& LogSink::shard() {
+  if (t_shard.generation == generation_) return *static_cast<Shard*>(t_shard.shard);
+  std::lock_guard lock(shards_mu_);
+  shards_.push_back(std::make_unique<Shard>());
+  t_shard = {generation_, shards_.back().get()};
+  return *shards_.back();
+}
+
+void LogSink::write_line(std::string_view line) {
+  Shard& s = shard();
+  {
+    std::lock_guard lock(s.mu);
+    s.buf.append(line);
+    s.buf.push_back('\n');
+  }
+  // Wake the writer once per batch, not once per line.
+  if (!pending_.load(std::memory_order_relaxed) && !pending_.exchange(true)) {
+    std::lock_guard lock(mu_);
+    cv_.notify_one();
+  }
+}
+
+void LogSink::drain() {
+  std::string out;
+  std::lock_guard wlock(write_mu_);
+  {
+    std::lock_guard lock(shards_mu_);
+    for (auto& s : shards_) {
+      std::lock_guard slock(s->mu);
+      if (s->buf.empty()) continue;
+      if (out.empty()) out.swap(s->buf);
+      else {
+        out += s->buf;
+        s->buf.clear();
+      }
+    }
+  }
+  if (!out.empty()) write_all(fd_, out);
+}
+
+void LogSink::flush() {
+  pending_.store(false);
+  drain();
+}
+
+void LogSink::run() {
+  std::unique_lock lock(mu_);
+  while (!stop_) {
+    cv_.wait(lock, [&] { return stop_ || pending_.load(); });
+    if (stop_) break;
+    // Let a batch gather; a busy host writes in a few large writes per window.
+    cv_.wait_for(lock, kBatchWindow, [&] { return stop_; });
+    pending_.store(false);
+    lock.unlock();
+    drain();
+    lock.lock();
+  }
+}
+
+Logger::Logger(LogSink& sink, const Clock& clock, std::string app, LogLevel min_level)
+    : sink_(sink), clock_(clock), app_(std::move(app)), min_level_(min_level) {}
+
+void Logger::begin(std::string& out, LogLevel level) {
+  out += "{\"time\":\"";
+  append_time(out, clock_.wall());
+  out += "\",\"level\":\"";
+  out += to_string(level);
+  out += "\",\"app\":\"";
+  append_json_escaped(out, app_);
+  out += '"';
+}
+
+void Logger::host(LogLevel level, std::string_view message, std::initializer_list<LogField> fields) {
+  if (!enabled(level)) return;
+  std::string& out = line_buffer();
+  begin(out, level);
+  append_field(out, "msg", message);
+  for (const auto& f : fields) {
+    if (f.kind == LogField::Kind::number) append_field(out, f.key, f.number);
+    else append_field(out, f.key, f.text);
+  }
+  out += '}';
+  sink_.write_line(out);
+}
+
+void Logger::invocation(const InvocationRecord& r) {
+  LogLevel level = r.outcome == Outcome::success ? LogLevel::info : LogLevel::warn;
+  if (!enabled(level)) return;
+  std::string& out = line_buffer();
+  begin(out, level);
+  append_field(out, "msg", "invocation");
+  append_field(out, "function", r.function);
+  append_field(out, "trigger", to_string(r.trigger));
+  append_field(out, "invocation_id", r.invocation_id);
+  if (auto trace = r.traceparent; trace.size() >= 35) append_field(out, "trace_id", trace.substr(3, 32));
+  append_field(out, "outcome", to_string(r.outcome));
+  if (r.status != 0) append_field(out, "status", static_cast<int64_t>(r.status));
+  // duration in microseconds as a decimal number of milliseconds: "duration_ms":0.012
+  int64_t us = std::chrono::duration_cast<std::chrono::microseconds>(r.duration).count();
+  out += ",\"duration_ms\":";
+  append_number(out, us / 1000);
+  out += '.';
+  char frac[3] = {static_cast<char>('0' + (us % 1000) / 100), static_cast<char>('0' + (us % 100) / 10),
+                  static_cast<char>('0' + us % 10)};
+  out.append(frac, 3);
+  if (!r.error_type.empty()) append_field(out, "error_type", r.error_type);
+  if (!r.error_message.empty()) append_field(out, "error", r.error_message);
+  out += '}';
+  sink_.write_line(out);
+}
+
+void Logger::user(LogLevel level, std::string_view function, std::string_view invocation_id,
+                  std::string_view message) {
+  if (!enabled(level)) return;
+  std::string& out = line_buffer();
+  begin(out, level);
+  append_field(out, "msg", message);
+  append_field(out, "function", function);
+  append_field(out, "invocation_id", invocation_id);
+  append_field(out, "source", "user");
+  out += '}';
+  sink_.write_line(out);
+}
+
+}  // namespace nimbus

@@ -1,0 +1,103 @@
+#pragma once
+// Structured logs: one JSON object per line. Every thread appends to its own buffer (no
+// contention, no syscall on the request path); a writer thread drains the buffers in one write
+// every few milliseconds. Lines are never reordered within one thread.
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include "core/clock.h"
+#include "core/invocation.h"
+
+namespace nimbus {
+
+enum class LogLevel : uint8_t { debug = 0, info = 1, warn = 2, error = 3 };
+std::string_view to_string(LogLevel level);
+
+class LogSink {
+ public:
+  explicit LogSink(int fd);
+  ~LogSink();  // flushes everything written before
+  LogSink(const LogSink&) = delete;
+  LogSink& operator=(const LogSink&) = delete;
+
+  void write_line(std::string_view line);  // without the trailing newline
+  void flush();                            // waits until every line written so far is out
+
+ private:
+  struct Shard {
+    std::mutex mu;
+    std::string buf;
+  };
+  Shard& shard();
+  void run();
+  void drain();
+
+  int fd_;
+  uint64_t generation_;
+  std::mutex shards_mu_;
+  std::vector<std::unique_ptr<Shard>> shards_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::condition_variable drained_cv_;
+  std::atomic<bool> pending_{false};
+  bool stop_ = false;
+  uint64_t drains_ = 0;
+  std::mutex write_mu_;
+  std::thread writer_;
+};
+
+// A key and a value for a log line; strings are JSON-escaped when written.
+struct LogField {
+  std::string_view key;
+  std::string_view text;
+  int64_t number = 0;
+  enum class Kind : uint8_t { text, number } kind = Kind::text;
+  LogField(std::string_view k, std::string_view v) : key(k), text(v) {}
+  LogField(std::string_view k, const char* v) : key(k), text(v) {}
+  LogField(std::string_view k, const std::string& v) : key(k), text(v) {}
+  LogField(std::string_view k, int64_t v) : key(k), number(v), kind(Kind::number) {}
+  LogField(std::string_view k, int v) : key(k), number(v), kind(Kind::number) {}
+};
+
+struct InvocationRecord {
+  std::string_view function;
+  TriggerKind trigger;
+  std::string_view invocation_id;
+  std::string_view traceparent;
+  Outcome outcome;
+  int status;  // HTTP status given to the caller, 0 when not HTTP
+  Duration duration;
+  std::string_view error_type;     // empty on success
+  std::string_view error_message;  // the log is the only place a function's error is shown
+};
+
+class Logger {
+ public:
+  Logger(LogSink& sink, const Clock& clock, std::string app, LogLevel min_level = LogLevel::info);
+
+  void host(LogLevel level, std::string_view message, std::initializer_list<LogField> fields = {});
+  void invocation(const InvocationRecord& record);
+  void user(LogLevel level, std::string_view function, std::string_view invocation_id,
+            std::string_view message);
+  bool enabled(LogLevel level) const { return level >= min_level_; }
+  LogSink& sink() { return sink_; }
+
+ private:
+  void begin(std::string& out, LogLevel level);
+  LogSink& sink_;
+  const Clock& clock_;
+  std::string app_;
+  LogLevel min_level_;
+};
+
+// Appends `s` to `out` as the inside of a JSON string.
+void append_json_escaped(std::string& out, std::string_view s);
+
+}  // namespace nimbus

@@ -1,0 +1,79 @@
+#pragma once
+// A function's pool: bounds how many invocations run at once (`concurrency`), lets a few more
+// wait (`wait_queue`), sheds the rest as Outcome::overloaded, and enforces the deadline: a
+// caller hears Outcome::timeout when it passes, even if the code is still running (the slot
+// stays taken until it really ends). Blocking in-process functions run on WorkerThreads;
+// `blocking: false` ones run inline on the caller's thread.
+#include <atomic>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <optional>
+
+#include "core/app_spec.h"
+#include "core/clock.h"
+#include "runtime/executor.h"
+
+namespace nimbus {
+
+class Metrics;
+class WorkerThreads;
+
+
+struct PoolContext {
+  const Clock& clock;
+  TimerQueue& timers;
+  TimerThread* timer_thread;  // woken when a deadline is added; may be null in tests
+  WorkerThreads& workers;
+  Metrics& metrics;
+};
+
+class FunctionPool {
+ public:
+  FunctionPool(const FunctionSpec& spec, int index, std::unique_ptr<Executor> executor,
+               PoolContext context);
+  ~FunctionPool();
+
+  const FunctionSpec& spec() const { return spec_; }
+  int index() const { return index_; }
+
+  // True when invocations may run inline on the calling (event-loop) thread.
+  bool runs_inline() const { return inline_; }
+
+  // The fast path for inline functions: runs now and returns the Result when a slot is free
+  // and nobody is waiting; nullopt means "use dispatch()" (inv is untouched then).
+  std::optional<Result> try_run_inline(const Invocation& inv);
+
+  // Runs `inv` under the pool's limits; `done` is called exactly once, on any thread, with the
+  // function's Result or a timeout / overloaded / unavailable one.
+  void dispatch(Invocation inv, Completion done);
+
+  // After close(), new invocations are refused (unavailable); those admitted still finish.
+  void close();
+
+  int running() const { return running_.load(std::memory_order_relaxed); }
+  int waiting() const;
+
+ private:
+  struct Call;
+  bool claim_slot();
+  void start(std::shared_ptr<Call> call);
+  void finish(const std::shared_ptr<Call>& call, Result&& result);
+  void release_slot();
+  void pump();
+  void on_deadline(const std::shared_ptr<Call>& call);
+  void settle(const std::shared_ptr<Call>& call, Result&& result);
+
+  FunctionSpec spec_;
+  int index_;
+  std::unique_ptr<Executor> executor_;
+  PoolContext ctx_;
+  bool inline_;
+  std::atomic<int> running_{0};
+  std::atomic<int> waiting_count_{0};
+  std::atomic<bool> closed_{false};
+  mutable std::mutex mu_;
+  std::deque<std::shared_ptr<Call>> waiting_;
+};
+
+}  // namespace nimbus

@@ -1,0 +1,203 @@
+#include "runtime/native/native_runtime.h"
+
+#include <dlfcn.h>
+
+#include <array>
+
+#include "nimbus/abi.h"
+#include "observe/log.h"
+
+namespace nimbus {
+namespace {
+
+nimbus_str str(std::string_view s) { return {s.data(), s.size()}; }
+
+bool valid_header_name(std::string_view s) {
+  if (s.empty()) return false;
+  for (unsigned char c : s) {
+    if (c <= 32 || c >= 127 || std::string_view("()<>@,;:\\\"/[]?={}").find(static_cast<char>(c)) != std::string_view::npos) {
+      return false;
+    }
+  }
+  return true;
+}
+
+bool valid_header_value(std::string_view s) {
+  for (unsigned char c : s)
+    if ((c < 32 && c != '\t') || c == 127) return false;
+  return true;
+}
+
+// Lives on the stack for one call; the library reaches it through nimbus_host::ctx.
+struct CallState {
+  const Invocation* invocation;
+  Logger* logger;
+  Result* result;
+  bool replied = false;
+  bool failed = false;
+};
+
+void host_log(void* ctx, int level, const char* message, size_t size) {
+  auto* s = static_cast<CallState*>(ctx);
+  LogLevel l = level <= NIMBUS_LOG_DEBUG  ? LogLevel::debug
+               : level == NIMBUS_LOG_INFO ? LogLevel::info
+               : level == NIMBUS_LOG_WARN ? LogLevel::warn
+                                          : LogLevel::error;
+  s->logger->user(l, s->invocation->function, s->invocation->id, std::string_view(message, size));
+}
+
+void host_reply(void* ctx, int status, const nimbus_pair* headers, size_t header_count,
+                const char* body, size_t body_size) {
+  auto* s = static_cast<CallState*>(ctx);
+  s->replied = true;
+  if (status < 100 || status > 599) {
+    s->failed = true;
+    *s->result = Result::failure(Outcome::error, "invalid_reply",
+                                 "the function replied with HTTP status " + std::to_string(status) +
+                                     "; expected 100 to 599");
+    return;
+  }
+  HttpReply reply;
+  reply.status = status;
+  reply.headers.reserve(header_count);
+  for (size_t i = 0; i < header_count; ++i) {
+    std::string_view name(headers[i].name.data, headers[i].name.size);
+    std::string_view value(headers[i].value.data, headers[i].value.size);
+    if (!valid_header_name(name) || !valid_header_value(value)) {
+      s->failed = true;
+      *s->result = Result::failure(Outcome::error, "invalid_reply",
+                                   "the function replied with an invalid header '" +
+                                       std::string(name.substr(0, 64)) + "'");
+      return;
+    }
+    reply.headers.push_back({std::string(name), std::string(value)});
+  }
+  reply.body.assign(body, body_size);
+  s->result->outcome = Outcome::success;
+  s->result->http = std::move(reply);
+}
+
+void host_fail(void* ctx, const char* type, size_t type_size, const char* message,
+               size_t message_size) {
+  auto* s = static_cast<CallState*>(ctx);
+  s->failed = true;
+  *s->result = Result::failure(Outcome::error, std::string(type, type_size),
+                               std::string(message, message_size));
+}
+
+class NativeFunction final : public Executor {
+ public:
+  NativeFunction(void* handle, nimbus_invoke_fn entry, const Clock& clock, Logger& logger)
+      : handle_(handle), entry_(entry), clock_(clock), logger_(logger) {}
+  // The library stays loaded for the life of the process: unloading code that may still be
+  // referenced (thread-locals, atexit handlers) is a crash waiting to happen.
+  ~NativeFunction() override { (void)handle_; }
+
+  Mode mode() const override { return Mode::synchronous; }
+
+  Result call(const Invocation& inv) override {
+    Result result;
+    CallState state{&inv, &logger_, &result};
+    nimbus_host host{NIMBUS_ABI_VERSION, &state, host_log, host_reply, host_fail};
+
+    constexpr size_t kInline = 32;
+    std::array<nimbus_pair, kInline> header_buf;
+    std::vector<nimbus_pair> header_heap;
+    nimbus_pair* headers = header_buf.data();
+    const Headers* src = inv.http ? &inv.http->headers : &inv.metadata;
+    if (src->size() > kInline) {
+      header_heap.resize(src->size());
+      headers = header_heap.data();
+    }
+    for (size_t i = 0; i < src->size(); ++i) headers[i] = {str((*src)[i].name), str((*src)[i].value)};
+    std::array<nimbus_pair, 8> param_buf;
+    std::vector<nimbus_pair> param_heap;
+    nimbus_pair* params = param_buf.data();
+    size_t param_count = inv.http ? inv.http->params.size() : 0;
+    if (param_count > param_buf.size()) {
+      param_heap.resize(param_count);
+      params = param_heap.data();
+    }
+    for (size_t i = 0; i < param_count; ++i) {
+      params[i] = {str(inv.http->params[i].name), str(inv.http->params[i].value)};
+    }
+
+    auto left = inv.deadline - clock_.now();
+    int64_t deadline_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                              (clock_.wall() + std::chrono::duration_cast<WallTime::duration>(left))
+                                  .time_since_epoch())
+                              .count();
+    std::string_view trigger = to_string(inv.trigger);
+    nimbus_invocation ci{};
+    ci.abi_version = NIMBUS_ABI_VERSION;
+    ci.attempt = static_cast<uint32_t>(inv.attempt);
+    ci.id = str(inv.id);
+    ci.function = str(inv.function);
+    ci.trigger = str(trigger);
+    if (inv.http) {
+      ci.method = str(inv.http->method);
+      ci.path = str(inv.http->path);
+      ci.query = str(inv.http->query);
+    }
+    ci.body = str(inv.payload);
+    ci.headers = headers;
+    ci.header_count = src->size();
+    ci.params = params;
+    ci.param_count = param_count;
+    ci.deadline_unix_ms = deadline_ms;
+    ci.traceparent = str(inv.traceparent);
+
+    int rc = entry_(&ci, &host);
+    if (rc != 0 && !state.failed) {
+      result = Result::failure(Outcome::error, "error",
+                               "the function returned " + std::to_string(rc) + " without a reason");
+    } else if (rc == 0 && state.failed && result.outcome == Outcome::success) {
+      result.outcome = Outcome::error;
+    }
+    return result;
+  }
+
+ private:
+  void* handle_;
+  nimbus_invoke_fn entry_;
+  const Clock& clock_;
+  Logger& logger_;
+};
+
+}  // namespace
+
+Expected<std::unique_ptr<Executor>> load_native_function(const FunctionSpec& function,
+                                                         const std::filesystem::path& library,
+                                                         const Clock& clock, Logger& logger) {
+  const std::string where = "function '" + function.name + "': " + library.string();
+  std::error_code ec;
+  if (!std::filesystem::exists(library, ec)) {
+    return Error{where + ": no such file; build the function, or fix its handler"};
+  }
+  void* handle = dlopen(library.c_str(), RTLD_NOW | RTLD_LOCAL);
+  if (!handle) {
+    const char* why = dlerror();
+    return Error{where + ": cannot be loaded: " + std::string(why ? why : "unknown dlopen error")};
+  }
+  auto version = reinterpret_cast<nimbus_abi_version_fn>(dlsym(handle, NIMBUS_VERSION_SYMBOL));
+  auto entry = reinterpret_cast<nimbus_invoke_fn>(dlsym(handle, NIMBUS_ENTRY_SYMBOL));
+  if (!entry) {
+    dlclose(handle);
+    return Error{where + ": has no entry point '" NIMBUS_ENTRY_SYMBOL
+                         "'; declare the handler with NIMBUS_FUNCTION(handler) from <nimbus/function.h>"};
+  }
+  if (!version) {
+    dlclose(handle);
+    return Error{where + ": has no '" NIMBUS_VERSION_SYMBOL
+                         "' symbol; rebuild it against this Nimbus's sdk/cpp"};
+  }
+  if (uint32_t v = version(); v != NIMBUS_ABI_VERSION) {
+    dlclose(handle);
+    return Error{where + ": was built for native ABI version " + std::to_string(v) +
+                 ", this host speaks version " + std::to_string(NIMBUS_ABI_VERSION) +
+                 "; rebuild it against this Nimbus's sdk/cpp"};
+  }
+  return std::unique_ptr<Executor>(new NativeFunction(handle, entry, clock, logger));
+}
+
+}  // namespace nimbus

@@ -1,0 +1,202 @@
+#include "triggers/http/http_trigger.h"
+
+#include "core/ids.h"
+#include "observe/log.h"
+#include "observe/metrics.h"
+#include "pool/function_pools.h"
+
+namespace nimbus {
+namespace {
+
+HttpReply plain_json(int status, std::string body) {
+  HttpReply r;
+  r.status = status;
+  r.headers.push_back({"content-type", "application/json"});
+  r.body = std::move(body);
+  return r;
+}
+
+std::string form_decode(std::string_view s) {
+  std::string plus_as_space(s);
+  for (auto& c : plus_as_space)
+    if (c == '+') c = ' ';
+  std::string out;
+  if (!percent_decode(plus_as_space, out)) return plus_as_space;
+  return out;
+}
+
+}  // namespace
+
+std::optional<std::string> query_param(std::string_view q, std::string_view name) {
+  while (!q.empty()) {
+    auto amp = q.find('&');
+    std::string_view pair = q.substr(0, amp);
+    auto eq = pair.find('=');
+    if (form_decode(pair.substr(0, eq)) == name) {
+      return eq == std::string_view::npos ? std::string() : form_decode(pair.substr(eq + 1));
+    }
+    if (amp == std::string_view::npos) break;
+    q.remove_prefix(amp + 1);
+  }
+  return std::nullopt;
+}
+
+HttpReply reply_for(const Result& result, std::string_view function, std::string_view id) {
+  switch (result.outcome) {
+    case Outcome::success:
+      if (result.http) return *result.http;
+      return HttpReply{204, {}, {}};
+    case Outcome::error:
+      return json_error(500, "function_error",
+                        "function '" + std::string(function) + "' failed; its log has the details",
+                        id);
+    case Outcome::timeout:
+      return json_error(504, "timeout",
+                        "function '" + std::string(function) + "' did not finish within its timeout", id);
+    case Outcome::overloaded: {
+      HttpReply r = json_error(503, "overloaded", result.error.message, id);
+      r.headers.push_back({"retry-after", "1"});
+      return r;
+    }
+    case Outcome::unavailable: {
+      HttpReply r = json_error(503, "unavailable", result.error.message, id);
+      r.headers.push_back({"retry-after", "1"});
+      return r;
+    }
+  }
+  return json_error(500, "internal", "unexpected outcome", id);
+}
+
+HttpTrigger::HttpTrigger(const AppSpec& app, FunctionPools& pools, FunctionKeys keys, EventLoops& loops,
+                         Logger& logger, Metrics& metrics, const Clock& clock, HttpTriggerOptions options)
+    : app_(app),
+      pools_(pools),
+      keys_(std::move(keys)),
+      logger_(logger),
+      metrics_(metrics),
+      clock_(clock),
+      options_(std::move(options)),
+      server_(std::make_unique<HttpServer>(loops, static_cast<RequestHandler&>(*this))) {
+  for (const auto& fn : app.functions) {
+    FunctionPool* pool = pools.find(fn.name);
+    if (!pool) continue;
+    for (const auto& t : fn.triggers) {
+      if (t.kind != TriggerKind::http) continue;
+      auto pattern = parse_route(t.http.route, nullptr);
+      if (!pattern) continue;  // the manifest check already reported it
+      router_.add(std::move(*pattern), t.http.methods, static_cast<int>(targets_.size()));
+      targets_.push_back({pool->index(), t.http.auth});
+    }
+  }
+}
+
+HttpTrigger::~HttpTrigger() = default;
+
+Status HttpTrigger::start() {
+  ListenOptions lo;
+  lo.address = options_.address;
+  lo.port = options_.port;
+  lo.every_loop = true;
+  lo.limits = app_.http;
+  lo.metrics = &metrics_;
+  auto port = server_->listen(lo);
+  if (!port) return port.error();
+  port_ = *port;
+  return ok_status();
+}
+
+void HttpTrigger::stop_taking_work() {
+  draining_.store(true);
+  server_->stop_accepting();
+}
+
+int HttpTrigger::in_progress() const { return server_->active_requests(); }
+
+void HttpTrigger::handle(IncomingRequest& request, Responder respond) {
+  std::string_view target = request.target();
+  auto qmark = target.find('?');
+  std::string_view path = target.substr(0, qmark);
+  std::string_view query = qmark == std::string_view::npos ? std::string_view() : target.substr(qmark + 1);
+  std::string_view method = request.method();
+
+  if (path == "/healthz") return respond(plain_json(200, "{\"status\":\"ok\"}"));
+  if (path == "/readyz") {
+    return draining_.load() ? respond(plain_json(503, "{\"status\":\"draining\"}"))
+                            : respond(plain_json(200, "{\"status\":\"ready\"}"));
+  }
+
+  RouteMatch match = router_.match(method, path);
+  if (match.kind == RouteMatch::Kind::not_found) {
+    return respond(json_error(404, "not_found",
+                              "no function serves " + std::string(method) + " " + std::string(path),
+                              new_invocation_id()));
+  }
+  if (match.kind == RouteMatch::Kind::method_not_allowed) {
+    HttpReply r = json_error(405, "method_not_allowed",
+                             std::string(method) + " is not allowed on " + std::string(path) +
+                                 "; allowed: " + match.allow,
+                             new_invocation_id());
+    r.headers.push_back({"allow", match.allow});
+    return respond(std::move(r));
+  }
+  const RouteTarget& rt = targets_[static_cast<std::size_t>(match.target)];
+  FunctionPool& pool = pools_.at(rt.function);
+  const FunctionSpec& fn = pool.spec();
+  if (rt.auth == AuthLevel::function) {
+    std::optional<std::string> presented;
+    if (auto h = request.header("x-functions-key")) presented = std::string(*h);
+    else presented = query_param(query, "code");
+    if (!presented || !keys_.accepts(fn.name, *presented)) {
+      HttpReply r = json_error(401, "unauthorized",
+                               presented ? "the function key is not valid for '" + fn.name + "'"
+                                         : "function '" + fn.name +
+                                               "' needs a key: send it in the x-functions-key header or the code query parameter",
+                               new_invocation_id());
+      return respond(std::move(r));
+    }
+  }
+
+  TimePoint t0 = clock_.now();
+  Invocation inv;
+  inv.id = new_invocation_id();
+  inv.function = fn.name;
+  inv.trigger = TriggerKind::http;
+  inv.source = "/http";
+  inv.type = "nimbus.http.request";
+  inv.time = clock_.wall();
+  inv.deadline = t0 + fn.timeout;
+  auto traceparent = request.header("traceparent");
+  inv.traceparent = continue_trace(traceparent ? *traceparent : std::string_view());
+  HttpRequest& http = inv.http.emplace();
+  http.method = std::string(method);
+  http.path = std::string(path);
+  http.query = std::string(query);
+  http.headers.reserve(request.header_count());
+  request.for_each_header([&](std::string_view n, std::string_view v) {
+    http.headers.push_back({std::string(n), std::string(v)});
+  });
+  http.params = std::move(match.params);
+  inv.payload = request.take_body();
+
+  auto finish = [this](const Result& result, std::string_view function, std::string_view id,
+                       std::string_view trace, TimePoint started, const Responder& respond) {
+    HttpReply reply = reply_for(result, function, id);
+    logger_.invocation({function, TriggerKind::http, id, trace, result.outcome, reply.status,
+                        clock_.now() - started, result.error.type, result.error.message});
+    respond(std::move(reply));
+  };
+
+  if (pool.runs_inline()) {
+    if (auto result = pool.try_run_inline(inv)) {
+      return finish(*result, fn.name, inv.id, inv.traceparent, t0, respond);
+    }
+  }
+  std::string id = inv.id;
+  std::string trace = inv.traceparent;
+  pool.dispatch(std::move(inv), [finish, id = std::move(id), trace = std::move(trace), name = fn.name, t0,
+                                 respond = std::move(respond)](Result&& result) {
+    finish(result, name, id, trace, t0, respond);
+  });
+}
+
+}  // namespace nimbus

@@ -1,0 +1,67 @@
+#pragma once
+// The HTTP trigger: requests on the public listener become invocations of the function whose
+// route matches; the function's reply becomes the response. Host-made failures are JSON
+// errors with the right status: 404, 405 (+Allow), 401, 503 (+Retry-After), 504, 500.
+#include <atomic>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/app_spec.h"
+#include "core/clock.h"
+#include "triggers/http/function_keys.h"
+#include "triggers/http/router.h"
+#include "triggers/http/server.h"
+#include "triggers/trigger.h"
+
+namespace nimbus {
+
+class FunctionPools;
+class Logger;
+class Metrics;
+
+struct HttpTriggerOptions {
+  std::string address = "127.0.0.1";
+  int port = 0;
+};
+
+class HttpTrigger final : public Trigger, private RequestHandler {
+ public:
+  HttpTrigger(const AppSpec& app, FunctionPools& pools, FunctionKeys keys, EventLoops& loops,
+              Logger& logger, Metrics& metrics, const Clock& clock, HttpTriggerOptions options);
+  ~HttpTrigger() override;
+
+  std::string_view kind() const override { return "http"; }
+  Status start() override;
+  void stop_taking_work() override;
+  int in_progress() const override;
+  int port() const { return port_; }
+
+ private:
+  struct RouteTarget {
+    int function;
+    AuthLevel auth;
+  };
+  void handle(IncomingRequest& request, Responder respond) override;
+
+  const AppSpec& app_;
+  FunctionPools& pools_;
+  FunctionKeys keys_;
+  Logger& logger_;
+  Metrics& metrics_;
+  const Clock& clock_;
+  HttpTriggerOptions options_;
+  Router router_;
+  std::vector<RouteTarget> targets_;
+  std::atomic<bool> draining_{false};
+  std::unique_ptr<HttpServer> server_;
+  int port_ = 0;
+};
+
+// What the caller sees for a Result: the function's own reply, or a JSON error.
+HttpReply reply_for(const Result& result, std::string_view function, std::string_view invocation_id);
+
+// The first value of query parameter `name` in a raw query string, decoded.
+std::optional<std::string> query_param(std::string_view query, std::string_view name);
+
+}  // namespace nimbus

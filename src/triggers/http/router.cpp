@@ -1,0 +1,114 @@
+#include "triggers/http/router.h"
+
+#include <algorithm>
+
+namespace nimbus {
+namespace {
+
+int hex(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+bool method_allowed(const std::vector<std::string>& methods, std::string_view method) {
+  if (methods.empty()) return true;
+  for (const auto& m : methods) {
+    if (m == method) return true;
+    if (method == "HEAD" && m == "GET") return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+bool percent_decode(std::string_view in, std::string& out) {
+  out.clear();
+  out.reserve(in.size());
+  for (std::size_t i = 0; i < in.size(); ++i) {
+    if (in[i] != '%') {
+      out.push_back(in[i]);
+      continue;
+    }
+    if (i + 2 >= in.size()) return false;
+    int h = hex(in[i + 1]), l = hex(in[i + 2]);
+    if (h < 0 || l < 0) return false;
+    out.push_back(static_cast<char>(h * 16 + l));
+    i += 2;
+  }
+  return true;
+}
+
+void Router::add(RoutePattern pattern, std::vector<std::string> methods, int target) {
+  int specificity = pattern.specificity();
+  routes_.push_back({std::move(pattern), std::move(methods), target, specificity});
+  std::stable_sort(routes_.begin(), routes_.end(), [](const Route& a, const Route& b) {
+    if (a.pattern.segments.size() != b.pattern.segments.size()) {
+      return a.pattern.segments.size() > b.pattern.segments.size();
+    }
+    return a.specificity > b.specificity;
+  });
+}
+
+bool Router::match_path(const RoutePattern& p, std::string_view path, Headers* params) {
+  if (path.empty() || path.front() != '/') return false;
+  std::string_view rest = path.substr(1);
+  if (!rest.empty() && rest.back() == '/') rest.remove_suffix(1);  // trailing slash ignored
+  std::size_t i = 0;
+  const auto& segs = p.segments;
+  while (true) {
+    if (rest.empty()) return i == segs.size();
+    if (i == segs.size()) return false;
+    const auto& seg = segs[i];
+    if (seg.kind == RouteSegment::Kind::rest) {
+      std::string decoded;
+      if (!percent_decode(rest, decoded)) return false;
+      if (params) params->push_back({seg.text, std::move(decoded)});
+      return true;
+    }
+    auto slash = rest.find('/');
+    std::string_view part = rest.substr(0, slash);
+    if (part.empty()) return false;
+    if (seg.kind == RouteSegment::Kind::literal) {
+      if (part != seg.text) return false;
+    } else {
+      std::string decoded;
+      if (!percent_decode(part, decoded)) return false;
+      if (params) params->push_back({seg.text, std::move(decoded)});
+    }
+    ++i;
+    if (slash == std::string_view::npos) rest = {};
+    else rest = rest.substr(slash + 1);
+    if (slash != std::string_view::npos && rest.empty()) return i == segs.size();
+  }
+}
+
+RouteMatch Router::match(std::string_view method, std::string_view path) const {
+  RouteMatch m;
+  std::vector<std::string> allowed;
+  for (const auto& r : routes_) {
+    Headers params;
+    if (!match_path(r.pattern, path, &params)) continue;
+    if (method_allowed(r.methods, method)) {
+      m.kind = RouteMatch::Kind::found;
+      m.target = r.target;
+      m.params = std::move(params);
+      return m;
+    }
+    for (const auto& x : r.methods) {
+      if (std::find(allowed.begin(), allowed.end(), x) == allowed.end()) allowed.push_back(x);
+      if (x == "GET" && std::find(allowed.begin(), allowed.end(), "HEAD") == allowed.end()) allowed.push_back("HEAD");
+    }
+  }
+  if (!allowed.empty()) {
+    m.kind = RouteMatch::Kind::method_not_allowed;
+    for (const auto& a : allowed) {
+      if (!m.allow.empty()) m.allow += ", ";
+      m.allow += a;
+    }
+  }
+  return m;
+}
+
+}  // namespace nimbus

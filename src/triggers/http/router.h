@@ -1,0 +1,41 @@
+#pragma once
+// Matches a request's method and path against the app's HTTP routes. Literal segments beat
+// parameters; a path that matches a route but not its methods is a 405 with Allow.
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/invocation.h"
+#include "core/route_pattern.h"
+
+namespace nimbus {
+
+struct RouteMatch {
+  enum class Kind : uint8_t { found, not_found, method_not_allowed } kind = Kind::not_found;
+  int target = -1;     // what add() was given
+  Headers params;      // decoded path parameters
+  std::string allow;   // for method_not_allowed: "GET, POST"
+};
+
+class Router {
+ public:
+  // `methods` upper case; empty means every method.
+  void add(RoutePattern pattern, std::vector<std::string> methods, int target);
+  RouteMatch match(std::string_view method, std::string_view path) const;
+  std::size_t size() const { return routes_.size(); }
+
+ private:
+  struct Route {
+    RoutePattern pattern;
+    std::vector<std::string> methods;
+    int target;
+    int specificity;
+  };
+  static bool match_path(const RoutePattern& p, std::string_view path, Headers* params);
+  std::vector<Route> routes_;
+};
+
+// Percent-decodes a path segment; false when an escape is malformed.
+bool percent_decode(std::string_view in, std::string& out);
+
+}  // namespace nimbus

@@ -1,0 +1,454 @@
+// Boost.Beast lives only in this file (and the CLI's client): everything else sees server.h.
+#include "triggers/http/server.h"
+
+#include <sched.h>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http.hpp>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "observe/log.h"
+#include "observe/metrics.h"
+
+namespace nimbus {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = asio::ip::tcp;
+constexpr auto kNoThrow = asio::as_tuple(asio::use_awaitable);
+
+// ---------------------------------------------------------------- event loops
+
+struct EventLoops::Impl {
+  std::vector<std::unique_ptr<asio::io_context>> contexts;
+  std::vector<asio::executor_work_guard<asio::io_context::executor_type>> guards;
+  std::vector<std::thread> threads;
+};
+
+EventLoops::EventLoops(int threads) : impl_(std::make_unique<Impl>()) {
+  for (int i = 0; i < std::max(1, threads); ++i) {
+    impl_->contexts.push_back(std::make_unique<asio::io_context>(1));
+    impl_->guards.push_back(asio::make_work_guard(*impl_->contexts.back()));
+  }
+}
+
+EventLoops::~EventLoops() { stop(); }
+
+int EventLoops::size() const { return static_cast<int>(impl_->contexts.size()); }
+
+void EventLoops::start() {
+  for (auto& ctx : impl_->contexts) {
+    impl_->threads.emplace_back([c = ctx.get()] { c->run(); });
+  }
+}
+
+void EventLoops::stop() {
+  for (auto& ctx : impl_->contexts) ctx->stop();
+  for (auto& t : impl_->threads)
+    if (t.joinable()) t.join();
+  impl_->threads.clear();
+}
+
+void EventLoops::post(int index, std::function<void()> fn) {
+  asio::post(*impl_->contexts[static_cast<std::size_t>(index)], std::move(fn));
+}
+
+int default_loop_count() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof set, &set) == 0) return std::max(1, CPU_COUNT(&set));
+  return std::max(1u, std::thread::hardware_concurrency());
+}
+
+// ---------------------------------------------------------------- responder
+
+struct Responder::Slot {
+  std::mutex mu;
+  uint64_t generation = 0;
+  bool ready = false;
+  HttpReply reply;
+  std::function<void()> wake;  // set when the connection parks waiting for the reply
+};
+
+Responder::Responder(std::shared_ptr<Slot> slot, uint64_t generation)
+    : slot_(std::move(slot)), generation_(generation) {}
+
+void Responder::operator()(HttpReply&& reply) const {
+  std::function<void()> wake;
+  {
+    std::lock_guard lock(slot_->mu);
+    if (slot_->generation != generation_ || slot_->ready) return;  // a second answer: ignored
+    slot_->reply = std::move(reply);
+    slot_->ready = true;
+    wake = std::move(slot_->wake);
+  }
+  if (wake) wake();
+}
+
+HttpReply json_error(int status, std::string_view code, std::string_view message,
+                     std::string_view invocation_id) {
+  HttpReply r;
+  r.status = status;
+  r.headers.push_back({"content-type", "application/json"});
+  std::string& b = r.body;
+  b.reserve(96 + message.size());
+  b += "{\"error\":{\"code\":\"";
+  append_json_escaped(b, code);
+  b += "\",\"message\":\"";
+  append_json_escaped(b, message);
+  b += "\",\"invocation_id\":\"";
+  append_json_escaped(b, invocation_id);
+  b += "\"}}";
+  return r;
+}
+
+// ---------------------------------------------------------------- connections
+
+namespace {
+
+using Parser = http::request_parser<http::string_body>;
+
+enum class Phase : uint8_t { reading, handling, writing, draining };
+
+struct Connection {
+  explicit Connection(tcp::socket s)
+      : socket(std::move(s)), wait_timer(socket.get_executor()), slot(std::make_shared<Responder::Slot>()) {}
+  tcp::socket socket;
+  asio::steady_timer wait_timer;
+  std::shared_ptr<Responder::Slot> slot;
+  Phase phase = Phase::reading;
+  std::chrono::steady_clock::time_point phase_started;
+  Parser* parser = nullptr;
+  bool timed_out = false;
+  bool timed_out_mid_request = false;
+  Connection* prev = nullptr;
+  Connection* next = nullptr;
+};
+
+class BeastRequest final : public IncomingRequest {
+ public:
+  explicit BeastRequest(http::request<http::string_body>& r) : r_(r) {}
+  std::string_view method() const override { return r_.method_string(); }
+  std::string_view target() const override { return r_.target(); }
+  std::optional<std::string_view> header(std::string_view name) const override {
+    auto it = r_.find(name);
+    if (it == r_.end()) return std::nullopt;
+    return it->value();
+  }
+  void for_each_header(const std::function<void(std::string_view, std::string_view)>& fn) const override {
+    for (const auto& f : r_) fn(f.name_string(), f.value());
+  }
+  std::size_t header_count() const override {
+    std::size_t n = 0;
+    for (auto it = r_.begin(); it != r_.end(); ++it) ++n;
+    return n;
+  }
+  std::string take_body() override { return std::move(r_.body()); }
+
+ private:
+  http::request<http::string_body>& r_;
+};
+
+}  // namespace
+
+// Per loop: the acceptor (if any), the live connections, and the sweep that enforces timeouts.
+struct LoopState {
+  explicit LoopState(asio::io_context& c) : ctx(c), sweep(c) {}
+  asio::io_context& ctx;
+  std::optional<tcp::acceptor> acceptor;
+  asio::steady_timer sweep;
+  Connection* head = nullptr;
+
+  void add(Connection* c) {
+    c->next = head;
+    if (head) head->prev = c;
+    head = c;
+  }
+  void remove(Connection* c) {
+    if (c->prev) c->prev->next = c->next;
+    else head = c->next;
+    if (c->next) c->next->prev = c->prev;
+    c->prev = c->next = nullptr;
+  }
+};
+
+struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
+  Impl(EventLoops& l, RequestHandler& h) : loops(l), handler(h) {}
+  EventLoops& loops;
+  RequestHandler& handler;
+  ListenOptions options;
+  std::vector<std::unique_ptr<LoopState>> states;
+  std::atomic<int> active{0};
+  std::atomic<bool> stopping{false};
+
+  asio::awaitable<void> accept_loop(LoopState& ls);
+  asio::awaitable<void> serve(LoopState& ls, tcp::socket socket);
+  void arm_sweep(LoopState& ls);
+  void sweep(LoopState& ls);
+  asio::awaitable<void> send_error_and_close(Connection& c, int status, std::string_view code,
+                                             std::string_view message);
+};
+
+HttpServer::HttpServer(EventLoops& loops, RequestHandler& handler)
+    : impl_(std::make_shared<Impl>(loops, handler)) {}
+
+HttpServer::~HttpServer() = default;
+
+int HttpServer::active_requests() const { return impl_->active.load(); }
+
+Expected<int> HttpServer::listen(const ListenOptions& options) {
+  impl_->options = options;
+  auto& contexts = impl_->loops.impl().contexts;
+  boost::system::error_code ec;
+  auto address = asio::ip::make_address(options.address, ec);
+  if (ec) return Error{"listen address '" + options.address + "' is not an IP address"};
+  int port = options.port;
+  std::size_t count = options.every_loop ? contexts.size() : 1;
+  for (std::size_t i = 0; i < count; ++i) {
+    auto state = std::make_unique<LoopState>(*contexts[i]);
+    tcp::acceptor acceptor(*contexts[i]);
+    tcp::endpoint endpoint(address, static_cast<unsigned short>(port));
+    acceptor.open(endpoint.protocol(), ec);
+    if (!ec) acceptor.set_option(asio::socket_base::reuse_address(true), ec);
+    if (!ec && count > 1) {
+      int one = 1;
+      ::setsockopt(acceptor.native_handle(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+    }
+    if (!ec) acceptor.bind(endpoint, ec);
+    if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
+    if (ec) {
+      return Error{"cannot listen on " + options.address + ":" + std::to_string(port) + ": " +
+                   ec.message() + (port != 0 ? "; choose another port, or --port 0 for a free one" : "")};
+    }
+    port = acceptor.local_endpoint().port();  // later acceptors share the first one's port
+    state->acceptor.emplace(std::move(acceptor));
+    impl_->states.push_back(std::move(state));
+  }
+  for (auto& s : impl_->states) {
+    LoopState* ls = s.get();
+    auto self = impl_;
+    asio::co_spawn(ls->ctx, [self, ls]() { return self->accept_loop(*ls); }, asio::detached);
+    asio::post(ls->ctx, [self, ls] { self->arm_sweep(*ls); });
+  }
+  return port;
+}
+
+void HttpServer::stop_accepting() {
+  impl_->stopping.store(true);
+  for (auto& s : impl_->states) {
+    LoopState* ls = s.get();
+    auto self = impl_;
+    asio::post(ls->ctx, [self, ls] {
+      boost::system::error_code ignored;
+      if (ls->acceptor) ls->acceptor->close(ignored);
+      self->sweep(*ls);
+    });
+  }
+}
+
+asio::awaitable<void> HttpServer::Impl::accept_loop(LoopState& ls) {
+  auto self = shared_from_this();
+  while (!stopping.load(std::memory_order_relaxed)) {
+    auto [ec, socket] = co_await ls.acceptor->async_accept(kNoThrow);
+    if (ec) {
+      if (ec == asio::error::operation_aborted || stopping.load()) co_return;
+      // Out of file descriptors and the like: back off briefly rather than spin.
+      asio::steady_timer pause(ls.ctx, std::chrono::milliseconds(50));
+      co_await pause.async_wait(kNoThrow);
+      continue;
+    }
+    socket.set_option(tcp::no_delay(true), ec);
+    asio::co_spawn(ls.ctx, serve(ls, std::move(socket)), asio::detached);
+  }
+}
+
+void HttpServer::Impl::arm_sweep(LoopState& ls) {
+  auto period = std::min(options.limits.read_timeout, options.limits.idle_timeout) / 4;
+  period = std::clamp<Duration>(period, std::chrono::milliseconds(10), std::chrono::seconds(1));
+  ls.sweep.expires_after(period);
+  auto self = shared_from_this();
+  ls.sweep.async_wait([self, &ls](boost::system::error_code ec) {
+    if (ec) return;
+    self->sweep(ls);
+    self->arm_sweep(ls);
+  });
+}
+
+void HttpServer::Impl::sweep(LoopState& ls) {
+  auto now = std::chrono::steady_clock::now();
+  bool closing = stopping.load();
+  for (Connection* c = ls.head; c; c = c->next) {
+    if (c->timed_out) continue;
+    auto age = now - c->phase_started;
+    bool mid_request = c->parser && c->parser->got_some();
+    bool expire = false;
+    switch (c->phase) {
+      case Phase::reading:
+        expire = mid_request ? age > options.limits.read_timeout
+                             : (closing || age > options.limits.idle_timeout);
+        break;
+      case Phase::writing: expire = age > options.limits.read_timeout; break;
+      case Phase::draining: expire = closing || age > std::chrono::seconds(1); break;
+      case Phase::handling: break;  // the pool's deadline bounds this
+    }
+    if (expire) {
+      c->timed_out = true;
+      c->timed_out_mid_request = c->phase == Phase::reading && mid_request;
+      boost::system::error_code ignored;
+      c->socket.cancel(ignored);
+    }
+  }
+}
+
+asio::awaitable<void> HttpServer::Impl::send_error_and_close(Connection& c, int status, std::string_view code,
+                                                             std::string_view message) {
+  HttpReply reply = json_error(status, code, message, "");
+  http::response<http::string_body> res{static_cast<http::status>(status), 11};
+  for (auto& h : reply.headers) res.set(h.name, h.value);
+  res.set(http::field::connection, "close");
+  res.body() = std::move(reply.body);
+  res.prepare_payload();
+  if (options.metrics) options.metrics->http_response(status);
+  c.phase = Phase::writing;
+  c.phase_started = std::chrono::steady_clock::now();
+  c.timed_out = false;
+  auto [ec, n] = co_await http::async_write(c.socket, res, kNoThrow);
+  if (ec) co_return;
+  // Lingering close: stop sending, then read and discard briefly so the client sees our
+  // reply instead of a reset caused by unread request bytes.
+  boost::system::error_code ignored;
+  c.socket.shutdown(tcp::socket::shutdown_send, ignored);
+  c.phase = Phase::draining;
+  c.phase_started = std::chrono::steady_clock::now();
+  char scratch[16384];
+  std::size_t total = 0;
+  while (total < (1u << 20)) {
+    auto [rec, got] = co_await c.socket.async_read_some(asio::buffer(scratch), kNoThrow);
+    if (rec) break;
+    total += got;
+  }
+}
+
+asio::awaitable<void> HttpServer::Impl::serve(LoopState& ls, tcp::socket socket) {
+  auto self = shared_from_this();
+  auto conn = std::make_shared<Connection>(std::move(socket));
+  Connection& c = *conn;
+  ls.add(&c);
+  struct Unlink {
+    LoopState& ls;
+    Connection& c;
+    ~Unlink() { ls.remove(&c); }
+  } unlink{ls, c};
+
+  beast::flat_buffer buffer;
+  uint64_t generation = 0;
+  while (true) {
+    Parser parser;
+    parser.header_limit(static_cast<std::uint32_t>(options.limits.max_header));
+    parser.body_limit(options.limits.max_body);
+    c.parser = &parser;
+    c.phase = Phase::reading;
+    c.phase_started = std::chrono::steady_clock::now();
+    auto [ec, n] = co_await http::async_read(c.socket, buffer, parser, kNoThrow);
+    c.parser = nullptr;
+    if (ec) {
+      if (c.timed_out) {
+        if (c.timed_out_mid_request) {
+          co_await send_error_and_close(c, 408, "request_timeout",
+                                        "the request did not arrive whole in time");
+        }
+      } else if (ec == http::error::body_limit) {
+        co_await send_error_and_close(c, 413, "payload_too_large",
+                                      "the request body is over the limit of " +
+                                          std::to_string(options.limits.max_body) + " bytes");
+      } else if (ec == http::error::header_limit) {
+        co_await send_error_and_close(c, 431, "header_fields_too_large",
+                                      "the request headers are over the limit of " +
+                                          std::to_string(options.limits.max_header) + " bytes");
+      } else if (ec.category() == http::make_error_code(http::error::bad_method).category() &&
+                 ec != http::error::end_of_stream && ec != http::error::partial_message) {
+        co_await send_error_and_close(c, 400, "bad_request", "malformed HTTP request: " + ec.message());
+      }
+      break;
+    }
+    auto& request = parser.get();
+    active.fetch_add(1, std::memory_order_relaxed);
+    c.phase = Phase::handling;
+
+    // Ask the handler; it answers now (inline) or later from another thread.
+    HttpReply reply;
+    {
+      std::lock_guard lock(c.slot->mu);
+      c.slot->generation = ++generation;
+      c.slot->ready = false;
+      c.slot->wake = nullptr;
+    }
+    {
+      BeastRequest view(request);
+      handler.handle(view, Responder(c.slot, generation));
+    }
+    bool ready;
+    {
+      std::lock_guard lock(c.slot->mu);
+      ready = c.slot->ready;
+      if (!ready) {
+        c.wait_timer.expires_at(asio::steady_timer::time_point::max());
+        c.slot->wake = [conn] { asio::post(conn->socket.get_executor(), [conn] { conn->wait_timer.cancel(); }); };
+      }
+    }
+    while (!ready) {
+      co_await c.wait_timer.async_wait(kNoThrow);
+      std::lock_guard lock(c.slot->mu);
+      ready = c.slot->ready;
+    }
+    {
+      std::lock_guard lock(c.slot->mu);
+      reply = std::move(c.slot->reply);
+    }
+
+    bool keep_alive = request.keep_alive() && !stopping.load(std::memory_order_relaxed);
+    http::response<http::string_body> res{static_cast<http::status>(reply.status), request.version()};
+    for (auto& h : reply.headers) res.insert(h.name, h.value);
+    bool no_body = reply.status < 200 || reply.status == 204 || reply.status == 304;
+    if (no_body) {
+      reply.body.clear();
+    } else if (request.method() == http::verb::head) {
+      res.content_length(reply.body.size());
+      reply.body.clear();
+    } else {
+      res.content_length(reply.body.size());
+    }
+    res.body() = std::move(reply.body);
+    res.keep_alive(keep_alive);
+    if (options.metrics) options.metrics->http_response(reply.status);
+
+    c.phase = Phase::writing;
+    c.phase_started = std::chrono::steady_clock::now();
+    http::serializer<false, http::string_body> sr(res);
+    if (request.method() == http::verb::head) sr.split(true);
+    boost::system::error_code wec;
+    if (request.method() == http::verb::head) {
+      std::tie(wec, n) = co_await http::async_write_header(c.socket, sr, kNoThrow);
+    } else {
+      std::tie(wec, n) = co_await http::async_write(c.socket, sr, kNoThrow);
+    }
+    active.fetch_sub(1, std::memory_order_relaxed);
+    if (wec || !keep_alive) break;
+  }
+  boost::system::error_code ignored;
+  c.socket.shutdown(tcp::socket::shutdown_send, ignored);
+  c.socket.close(ignored);
+}
+
+}  // namespace nimbus

@@ -1,0 +1,102 @@
+#pragma once
+// The HTTP/1.1 server that the HTTP trigger, the gateway and the admin API share: Boost.Beast
+// on Boost.Asio, one event-loop thread per core, each with its own SO_REUSEPORT acceptor, and
+// C++20 coroutines per connection. It owns protocol limits and their error replies (400, 408,
+// 413, 431); what a request means is the RequestHandler's business. No Asio in this header.
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "core/app_spec.h"
+#include "core/expected.h"
+#include "core/invocation.h"
+
+namespace nimbus {
+
+class Metrics;
+
+// N io_contexts, each run by one thread.
+class EventLoops {
+ public:
+  explicit EventLoops(int threads);
+  ~EventLoops();
+  int size() const;
+  void start();
+  void stop();  // stops the loops and joins their threads
+  // Runs `fn` on loop `index` (used to reach per-loop state).
+  void post(int index, std::function<void()> fn);
+  struct Impl;
+  Impl& impl() { return *impl_; }
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+// Event-loop threads for this process: one per CPU it may run on (taskset counts).
+int default_loop_count();
+
+// A parsed request, valid during RequestHandler::handle.
+class IncomingRequest {
+ public:
+  virtual ~IncomingRequest() = default;
+  virtual std::string_view method() const = 0;
+  virtual std::string_view target() const = 0;  // path?query, as received
+  virtual std::optional<std::string_view> header(std::string_view name) const = 0;
+  virtual void for_each_header(const std::function<void(std::string_view, std::string_view)>& fn) const = 0;
+  virtual std::size_t header_count() const = 0;
+  virtual std::string take_body() = 0;
+};
+
+// Delivers the reply for one request. Call exactly once, from any thread, during or after
+// RequestHandler::handle.
+class Responder {
+ public:
+  struct Slot;
+  Responder(std::shared_ptr<Slot> slot, uint64_t generation);
+  void operator()(HttpReply&& reply) const;
+
+ private:
+  std::shared_ptr<Slot> slot_;
+  uint64_t generation_;
+};
+
+class RequestHandler {
+ public:
+  virtual ~RequestHandler() = default;
+  virtual void handle(IncomingRequest& request, Responder respond) = 0;
+};
+
+struct ListenOptions {
+  std::string address = "127.0.0.1";
+  int port = 0;             // 0 picks a free port
+  bool every_loop = true;   // one acceptor per loop (the public listener) or one in all (admin)
+  HttpSettings limits;
+  Metrics* metrics = nullptr;  // counts responses by status when set
+};
+
+class HttpServer {
+ public:
+  HttpServer(EventLoops& loops, RequestHandler& handler);
+  ~HttpServer();
+  // Binds and starts accepting; returns the bound port.
+  Expected<int> listen(const ListenOptions& options);
+  // Graceful shutdown, step 1: no new connections; idle keep-alive connections close; those
+  // with a request in progress finish it and then close.
+  void stop_accepting();
+  // Requests read and not yet answered.
+  int active_requests() const;
+
+  struct Impl;
+
+ private:
+  std::shared_ptr<Impl> impl_;
+};
+
+// {"error":{"code":...,"message":...,"invocation_id":...}} with the status and content type.
+HttpReply json_error(int status, std::string_view code, std::string_view message,
+                     std::string_view invocation_id);
+
+}  // namespace nimbus

@@ -1,0 +1,42 @@
+// Echoes what it was given, so tests can see exactly what crossed the ABI.
+//   ?raw=1      the body back, byte for byte, as application/octet-stream
+//   ?status=N   reply with status N
+//   otherwise   JSON: method, path, query, params, headers, body size
+#include <nimbus/function.h>
+
+#include <string>
+
+static std::string esc(std::string_view s) {
+  std::string o;
+  for (char c : s) {
+    if (c == '"' || c == '\\') o += '\\';
+    if (static_cast<unsigned char>(c) < 0x20) continue;
+    o += c;
+  }
+  return o;
+}
+
+nimbus::Response echo(const nimbus::Request& req, nimbus::Context& ctx) {
+  int status = 200;
+  if (auto s = req.query_param("status")) status = std::stoi(*s);
+  if (req.query_param("raw")) return nimbus::Response::bytes(status, std::string(req.body()));
+  std::string j = "{\"method\":\"" + esc(req.method()) + "\",\"path\":\"" + esc(req.path()) +
+                  "\",\"query\":\"" + esc(req.query()) + "\",\"trigger\":\"" + esc(req.trigger()) +
+                  "\",\"invocation_id\":\"" + esc(ctx.invocation_id()) + "\",\"params\":{";
+  bool first = true;
+  for (const char* name : {"id", "item", "path"}) {
+    if (auto p = req.param(name)) {
+      j += std::string(first ? "" : ",") + "\"" + name + "\":\"" + esc(*p) + "\"";
+      first = false;
+    }
+  }
+  j += "},\"headers\":{";
+  first = true;
+  req.for_each_header([&](std::string_view n, std::string_view v) {
+    j += std::string(first ? "" : ",") + "\"" + esc(n) + "\":\"" + esc(v) + "\"";
+    first = false;
+  });
+  j += "},\"body_size\":" + std::to_string(req.body().size()) + "}";
+  return nimbus::Response::json(status, j).header("x-echo", "yes");
+}
+NIMBUS_FUNCTION(echo)
