@@ -1,1 +1,456 @@
+// End-to-end: the real `nimbus` binary on port 0, real HTTP over loopback.
+#include <signal.h>
+#include <unistd.h>
+
+#include <boost/json.hpp>
+#include <fstream>
+#include <future>
 #include <gtest/gtest.h>
+#include <regex>
+
+#include "harness.h"
+#include "observe/metrics.h"
+
+namespace nimbus::testing {
+namespace {
+
+namespace json = boost::json;
+
+std::string fn(const std::string& name) { return test_function(name).string(); }
+
+// A manifest with the test functions; `extra` lands under the top level, `fn_extra` maps
+// function name -> extra lines (already indented by 4).
+std::string manifest(const std::string& extra = "", std::map<std::string, std::string> fn_extra = {}) {
+  auto f = [&](const std::string& name, const std::string& lib, const std::string& triggers) {
+    return "  " + name + ":\n    runtime: native\n    handler: " + fn(lib) + "\n" + fn_extra[name] +
+           "    triggers:\n" + triggers;
+  };
+  return "name: it\n" + extra + "functions:\n" +
+         f("hello", "hello", "      - http: {route: /hello, methods: [GET]}\n") +
+         f("echo", "echo", "      - http: {route: \"/orders/{id}\"}\n      - http: {route: \"/files/{*path}\", methods: [PUT]}\n") +
+         f("secure", "echo", "      - http: {route: /secure, auth: function}\n") +
+         f("sleepy", "sleepy", "      - http: {route: /sleep}\n") +
+         f("thrower", "thrower", "      - http: {route: /boom}\n");
+}
+
+struct App {
+  explicit App(const std::string& text, std::vector<std::string> extra = {}) {
+    dir.write("nimbus.yaml", text);
+    host = std::make_unique<Host>(dir.path(), std::move(extra));
+  }
+  TempDir dir;
+  std::unique_ptr<Host> host;
+  int port() const { return host->http_port(); }
+  int admin() const { return host->admin_port(); }
+};
+
+std::string slurp(const std::filesystem::path& file) {
+  std::ifstream in(file);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+json::object parse_object(const std::string& s);
+bool wait_count(App& app, const std::string& function, const char* field, int want);
+bool wait_running(App& app, const std::string& function, int running) {
+  return wait_count(app, function, "running", running);
+}
+
+json::object parse_object(const std::string& s) {
+  boost::system::error_code ec;
+  auto v = json::parse(s, ec);
+  EXPECT_FALSE(ec) << s;
+  return ec || !v.is_object() ? json::object{} : v.as_object();
+}
+
+// Waits until the admin API reports `want` as `field` ("running" or "waiting") of `function`.
+bool wait_count(App& app, const std::string& function, const char* field, int want) {
+  for (int i = 0; i < 2000; ++i) {
+    auto r = request(app.admin(), "GET", "/admin/functions", {{"Authorization", "Bearer " + app.host->admin_token()}});
+    auto o = parse_object(r.body);
+    for (const auto& f : o["functions"].as_array()) {
+      if (f.as_object().at("name").as_string() == function && f.as_object().at(field).as_int64() == want) return true;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return false;
+}
+
+TEST(Http, ServesHelloAndLogsOneJsonLinePerInvocation) {
+  App app(manifest());
+  ASSERT_TRUE(app.host->started()) << app.host->errors();
+  Response r = request(app.port(), "GET", "/hello");
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.body, "Hello, World!");
+  EXPECT_EQ(r.header("content-type"), "text/plain; charset=utf-8");
+  ASSERT_TRUE(app.host->wait_for_output("\"msg\":\"invocation\""));
+  std::string log = app.host->output();
+  int lines = 0;
+  std::istringstream in(log);
+  for (std::string line; std::getline(in, line);) {
+    if (line.find("\"msg\":\"invocation\"") == std::string::npos) continue;
+    ++lines;
+    auto o = parse_object(line);
+    EXPECT_EQ(o["app"].as_string(), "it");
+    EXPECT_EQ(o["function"].as_string(), "hello");
+    EXPECT_EQ(o["trigger"].as_string(), "http");
+    EXPECT_EQ(o["status"].as_int64(), 200);
+    EXPECT_EQ(o["outcome"].as_string(), "success");
+    EXPECT_EQ(o["invocation_id"].as_string().size(), 32u);
+    EXPECT_TRUE(o.contains("time"));
+    EXPECT_TRUE(o.contains("duration_ms"));
+  }
+  EXPECT_EQ(lines, 1);
+}
+
+TEST(Http, RoutesPathParamsQueryHeadersAndKeepAlive) {
+  App app(manifest());
+  ASSERT_TRUE(app.host->started()) << app.host->errors();
+  Response r = request(app.port(), "POST", "/orders/a%20b?x=1&y=two", {{"X-Custom", "v1"}}, "hello");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.header("x-echo"), "yes");
+  auto o = parse_object(r.body);
+  EXPECT_EQ(o["method"].as_string(), "POST");
+  EXPECT_EQ(o["path"].as_string(), "/orders/a%20b");
+  EXPECT_EQ(o["query"].as_string(), "x=1&y=two");
+  EXPECT_EQ(o["params"].as_object()["id"].as_string(), "a b");
+  EXPECT_EQ(o["headers"].as_object()["X-Custom"].as_string(), "v1");
+  EXPECT_EQ(o["body_size"].as_int64(), 5);
+
+  Response rest = request(app.port(), "PUT", "/files/a/b/c.txt", {}, "x");
+  EXPECT_EQ(parse_object(rest.body)["params"].as_object()["path"].as_string(), "a/b/c.txt");
+
+  // Two requests on one keep-alive connection.
+  std::string two = "GET /hello HTTP/1.1\r\nHost: x\r\n\r\nGET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+  std::string raw = send_raw(app.port(), two);
+  size_t count = 0;
+  for (size_t p = raw.find("Hello, World!"); p != std::string::npos; p = raw.find("Hello, World!", p + 1)) ++count;
+  EXPECT_EQ(count, 2u) << raw;
+}
+
+TEST(Http, BinaryBodiesRoundTripExactly) {
+  App app(manifest());
+  ASSERT_TRUE(app.host->started()) << app.host->errors();
+  std::string body;
+  for (int i = 0; i < 4096; ++i) body.push_back(static_cast<char>(i % 256));
+  Response r = request(app.port(), "POST", "/orders/1?raw=1", {{"Content-Type", "application/octet-stream"}}, body);
+  ASSERT_EQ(r.status, 200);
+  EXPECT_EQ(r.body, body);
+  Response status = request(app.port(), "GET", "/orders/1?raw=1&status=201");
+  EXPECT_EQ(status.status, 201);
+}
+
+TEST(Http, UnknownRouteIs404AndWrongMethodIs405WithAllow) {
+  App app(manifest());
+  ASSERT_TRUE(app.host->started()) << app.host->errors();
+  Response nf = request(app.port(), "GET", "/nope");
+  EXPECT_EQ(nf.status, 404);
+  EXPECT_EQ(nf.header("content-type"), "application/json");
+  auto err = parse_object(nf.body)["error"].as_object();
+  EXPECT_EQ(err["code"].as_string(), "not_found");
+  EXPECT_EQ(err["invocation_id"].as_string().size(), 32u);
+  Response na = request(app.port(), "DELETE", "/hello");
+  EXPECT_EQ(na.status, 405);
+  EXPECT_EQ(na.header("allow"), "GET, HEAD");
+  EXPECT_EQ(parse_object(na.body)["error"].as_object()["code"].as_string(), "method_not_allowed");
+  Response head = request(app.port(), "HEAD", "/hello");
+  EXPECT_EQ(head.status, 200);
+  EXPECT_EQ(head.header("content-length"), "13");
+}
+
+TEST(Http, FunctionKeyIsRequiredWhereAuthIsFunction) {
+  App app(manifest());
+  ASSERT_TRUE(app.host->started()) << app.host->errors();
+  auto keys = parse_object(slurp(app.dir.path() / ".nimbus" / "keys.json"));
+  std::string key = std::string(keys["functions"].as_object()["secure"].as_string());
+  std::string other = std::string(keys["functions"].as_object()["hello"].as_string());
+  std::string host_key = std::string(keys["host"].as_string());
+
+  Response missing = request(app.port(), "GET", "/secure");
+  EXPECT_EQ(missing.status, 401);
+  EXPECT_EQ(parse_object(missing.body)["error"].as_object()["code"].as_string(), "unauthorized");
+  EXPECT_EQ(request(app.port(), "GET", "/secure", {{"x-functions-key", "wrong"}}).status, 401);
+  EXPECT_EQ(request(app.port(), "GET", "/secure", {{"x-functions-key", other}}).status, 401);
+  EXPECT_EQ(request(app.port(), "GET", "/secure", {{"x-functions-key", key}}).status, 200);
+  EXPECT_EQ(request(app.port(), "GET", "/secure?code=" + key).status, 200);
+  EXPECT_EQ(request(app.port(), "GET", "/secure", {{"x-functions-key", host_key}}).status, 200);
+  EXPECT_EQ(request(app.port(), "GET", "/hello").status, 200);  // anonymous stays open
+  auto mode = std::filesystem::status(app.dir.path() / ".nimbus" / "keys.json").permissions();
+  EXPECT_EQ(mode & std::filesystem::perms::all, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+}
+
+TEST(Http, BodyOverTheLimitIs413) {
+  App app(manifest("http:\n  max_body: 1KiB\n"));
+  ASSERT_TRUE(app.host->started()) << app.host->errors();
+  EXPECT_EQ(request(app.port(), "POST", "/orders/1", {}, std::string(1024, 'x')).status, 200);
+  Response r = request(app.port(), "POST", "/orders/1", {}, std::string(1025, 'x'));
+  EXPECT_EQ(r.status, 413);
+  EXPECT_EQ(parse_object(r.body)["error"].as_object()["code"].as_string(), "payload_too_large");
+}
+
+TEST(Http, HeadersOverTheLimitAre431) {
+  App app(manifest("http:\n  max_header: 1KiB\n"));
+  ASSERT_TRUE(app.host->started()) << app.host->errors();
+  Response r = request(app.port(), "GET", "/hello", {{"X-Big", std::string(2000, 'a')}});
+  EXPECT_EQ(r.status, 431);
+  EXPECT_EQ(parse_object(r.body)["error"].as_object()["code"].as_string(), "header_fields_too_large");
+}
+
+TEST(Http, SlowClientIs408AndIdleConnectionsClose) {
+  App app(manifest("http:\n  read_timeout: 300ms\n  idle_timeout: 300ms\n"));
+  ASSERT_TRUE(app.host->started()) << app.host->errors();
+  // Half a request, then silence: the server answers 408 and closes.
+  auto start = std::chrono::steady_clock::now();
+  Response r = parse_response(send_raw(app.port(), "GET /hello HTTP/1.1\r\nHost: x\r\n", 5000));
+  auto took = std::chrono::steady_clock::now() - start;
+  EXPECT_EQ(r.status, 408);
+  EXPECT_LT(took, std::chrono::seconds(3));
+  // Nothing at all: the connection is closed without a reply.
+  EXPECT_EQ(send_raw(app.port(), "", 5000), "");
+}
+
+TEST(Http, FunctionOverItsTimeoutIs504) {
+  App app(manifest("", {{"sleepy", "    timeout: 200ms\n"}}));
+  ASSERT_TRUE(app.host->started()) << app.host->errors();
+  auto start = std::chrono::steady_clock::now();
+  Response r = request(app.port(), "GET", "/sleep?ms=3000");
+  EXPECT_EQ(r.status, 504);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(2500));
+  EXPECT_EQ(parse_object(r.body)["error"].as_object()["code"].as_string(), "timeout");
+  EXPECT_EQ(request(app.port(), "GET", "/sleep?ms=1").status, 200);
+}
+
+TEST(Http, ConcurrencyLimitWithFullWaitQueueIs503WithRetryAfter) {
+  App app(manifest("", {{"sleepy", "    concurrency: 1\n    wait_queue: 1\n"}}));
+  ASSERT_TRUE(app.host->started()) << app.host->errors();
+  auto first = std::async(std::launch::async, [&] { return request(app.port(), "GET", "/sleep?ms=1500"); });
+  ASSERT_TRUE(wait_running(app, "sleepy", 1));
+  auto second = std::async(std::launch::async, [&] { return request(app.port(), "GET", "/sleep?ms=1"); });
+  // The second waits in the queue; the third finds the queue full.
+  ASSERT_TRUE(wait_count(app, "sleepy", "waiting", 1));
+  Response third = request(app.port(), "GET", "/sleep?ms=1");
+  EXPECT_EQ(third.status, 503);
+  EXPECT_EQ(third.header("retry-after"), "1");
+  EXPECT_EQ(parse_object(third.body)["error"].as_object()["code"].as_string(), "overloaded");
+  EXPECT_EQ(first.get().status, 200);
+  EXPECT_EQ(second.get().status, 200);
+}
+
+TEST(Http, ThrowingFunctionIs500WithInvocationIdAndDetailsOnlyInTheLog) {
+  App app(manifest());
+  ASSERT_TRUE(app.host->started()) << app.host->errors();
+  Response r = request(app.port(), "GET", "/boom");
+  EXPECT_EQ(r.status, 500);
+  auto err = parse_object(r.body)["error"].as_object();
+  EXPECT_EQ(err["code"].as_string(), "function_error");
+  std::string id(err["invocation_id"].as_string());
+  EXPECT_EQ(id.size(), 32u);
+  EXPECT_EQ(r.body.find("hunter2"), std::string::npos);
+  ASSERT_TRUE(app.host->wait_for_output("hunter2"));
+  std::string log = app.host->output();
+  // Both the user's log line and the failure line carry the invocation id.
+  std::regex user_line("\"msg\":\"about to fail\"[^\\n]*\"invocation_id\":\"" + id + "\"");
+  std::regex fail_line("\"invocation_id\":\"" + id + "\"[^\\n]*\"outcome\":\"error\"[^\\n]*hunter2");
+  EXPECT_TRUE(std::regex_search(log, user_line)) << log;
+  EXPECT_TRUE(std::regex_search(log, fail_line)) << log;
+}
+
+TEST(Admin, TokenIsRequiredAndFunctionsAreListedWithSecretsMasked) {
+  TempDir dir;
+  dir.write("nimbus.yaml", manifest("", {{"hello", "    env:\n      PLAIN: visible\n      TOKEN: {value: s3cr3t-value, secret: true}\n"}}));
+  Host host(dir.path());
+  ASSERT_TRUE(host.started()) << host.errors();
+  EXPECT_EQ(request(host.admin_port(), "GET", "/admin/functions").status, 401);
+  EXPECT_EQ(request(host.admin_port(), "GET", "/admin/functions", {{"Authorization", "Bearer nope"}}).status, 401);
+  Response r = request(host.admin_port(), "GET", "/admin/functions", {{"Authorization", "Bearer " + host.admin_token()}});
+  ASSERT_EQ(r.status, 200);
+  auto o = parse_object(r.body);
+  bool found = false;
+  for (const auto& f : o["functions"].as_array()) {
+    auto fo = f.as_object();
+    if (fo["name"].as_string() != "hello") continue;
+    found = true;
+    EXPECT_EQ(fo["triggers"].as_array()[0].as_object()["route"].as_string(), "/hello");
+    EXPECT_EQ(fo["env"].as_object()["PLAIN"].as_string(), "visible");
+    EXPECT_EQ(fo["env"].as_object()["TOKEN"].as_string(), "***");
+  }
+  EXPECT_TRUE(found);
+  EXPECT_EQ(r.body.find("s3cr3t-value"), std::string::npos);
+  auto mode = std::filesystem::status(dir.path() / ".nimbus" / "admin.token").permissions();
+  EXPECT_EQ(mode & std::filesystem::perms::all, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+
+  Response inv = request(host.admin_port(), "POST", "/admin/functions/echo/invoke",
+                         {{"Authorization", "Bearer " + host.admin_token()}}, "{\"a\":1}");
+  ASSERT_EQ(inv.status, 200);
+  auto io = parse_object(inv.body);
+  EXPECT_EQ(io["status"].as_int64(), 200);
+  EXPECT_EQ(parse_object(std::string(io["body"].as_string()))["body_size"].as_int64(), 7);
+  Response st = request(host.admin_port(), "GET", "/admin/status", {{"Authorization", "Bearer " + host.admin_token()}});
+  EXPECT_EQ(parse_object(st.body)["pid"].as_int64(), host.pid());
+  EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
+  EXPECT_EQ(host.output().find("s3cr3t-value"), std::string::npos);
+  EXPECT_EQ(host.errors().find("s3cr3t-value"), std::string::npos);
+}
+
+TEST(Observe, MetricsAreValidPrometheusTextAndCountInvocations) {
+  App app(manifest());
+  ASSERT_TRUE(app.host->started()) << app.host->errors();
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(request(app.port(), "GET", "/hello").status, 200);
+  EXPECT_EQ(request(app.port(), "GET", "/boom").status, 500);
+  Response m = request(app.admin(), "GET", "/metrics");
+  ASSERT_EQ(m.status, 200);
+  EXPECT_EQ(m.header("content-type"), "text/plain; version=0.0.4; charset=utf-8");
+  EXPECT_EQ(check_prometheus_text(m.body), "") << m.body;
+  EXPECT_NE(m.body.find("nimbus_invocations_total{function=\"hello\",trigger=\"http\",outcome=\"success\"} 3\n"), std::string::npos) << m.body;
+  EXPECT_NE(m.body.find("nimbus_invocations_total{function=\"thrower\",trigger=\"http\",outcome=\"error\"} 1\n"), std::string::npos);
+  EXPECT_NE(m.body.find("nimbus_invocation_duration_seconds_count{function=\"hello\",trigger=\"http\"} 3\n"), std::string::npos);
+  EXPECT_NE(m.body.find("nimbus_invocations_in_flight{function=\"hello\"} 0\n"), std::string::npos);
+  EXPECT_NE(m.body.find("nimbus_cold_starts_total{function=\"hello\"} 1\n"), std::string::npos);
+  EXPECT_NE(m.body.find("nimbus_http_responses_total{code=\"500\"} 1\n"), std::string::npos);
+}
+
+TEST(Observe, HealthAndReadinessOnBothListeners) {
+  App app(manifest());
+  ASSERT_TRUE(app.host->started()) << app.host->errors();
+  for (int port : {app.port(), app.admin()}) {
+    EXPECT_EQ(request(port, "GET", "/healthz").status, 200);
+    EXPECT_EQ(request(port, "GET", "/readyz").status, 200);
+  }
+}
+
+TEST(Native, LibraryWithoutEntryPointIsAClearStartupError) {
+  TempDir dir;
+  dir.write("nimbus.yaml", "name: bad\nfunctions:\n  broken:\n    runtime: native\n    handler: " + fn("no_entry") +
+                               "\n    triggers: [{http: {route: /x}}]\n");
+  CommandResult r = run_nimbus({"start", ".", "--port", "0", "--admin-port", "0"}, dir.path());
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find(fn("no_entry")), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("nimbus_invoke_v1"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("function 'broken'"), std::string::npos) << r.err;
+
+  dir.write("nimbus.yaml", "name: bad\nfunctions:\n  gone:\n    runtime: native\n    handler: /nowhere/missing.so\n");
+  r = run_nimbus({"start", ".", "--port", "0", "--admin-port", "0"}, dir.path());
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("/nowhere/missing.so"), std::string::npos) << r.err;
+}
+
+TEST(Lifecycle, GracefulShutdownFinishesTheRequestInFlight) {
+  App app(manifest());
+  ASSERT_TRUE(app.host->started()) << app.host->errors();
+  auto inflight = std::async(std::launch::async, [&] { return request(app.port(), "GET", "/sleep?ms=700"); });
+  ASSERT_TRUE(wait_running(app, "sleepy", 1));
+  ::kill(app.host->pid(), SIGTERM);
+  // New connections are refused once the listener closes.
+  bool refused = false;
+  for (int i = 0; i < 200 && !refused; ++i) {
+    int fd = connect_to(app.port());
+    if (fd < 0) refused = true;
+    else ::close(fd);
+    if (!refused) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  EXPECT_TRUE(refused);
+  Response r = inflight.get();
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.body, "slept");
+  EXPECT_EQ(app.host->wait_exit(), 0);
+  EXPECT_FALSE(std::filesystem::exists(app.dir.path() / ".nimbus" / "host.json"));
+}
+
+TEST(Lifecycle, GracePeriodBoundsShutdown) {
+  App app(manifest("shutdown_grace: 200ms\n"));
+  ASSERT_TRUE(app.host->started()) << app.host->errors();
+  auto inflight = std::async(std::launch::async, [&] { return request(app.port(), "GET", "/sleep?ms=5000"); });
+  ASSERT_TRUE(wait_running(app, "sleepy", 1));
+  auto start = std::chrono::steady_clock::now();
+  EXPECT_EQ(app.host->signal_and_wait(SIGINT), 0);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(3));
+  EXPECT_NE(app.host->output().find("grace period over"), std::string::npos);
+  inflight.get();
+}
+
+TEST(Cli, StatusInvokeAndStopFindTheHostFromTheAppFolder) {
+  App app(manifest());
+  ASSERT_TRUE(app.host->started()) << app.host->errors();
+  CommandResult st = run_nimbus({"status"}, app.dir.path());
+  EXPECT_EQ(st.exit_code, 0) << st.err;
+  EXPECT_NE(st.out.find("GET /hello"), std::string::npos) << st.out;
+  CommandResult inv = run_nimbus({"invoke", "hello"}, app.dir.path());
+  EXPECT_EQ(inv.exit_code, 0) << inv.err;
+  EXPECT_EQ(inv.out, "Hello, World!\n");
+  app.dir.write("payload.json", "{\"k\":\"v\"}");
+  CommandResult data = run_nimbus({"invoke", "echo", "--data", "@payload.json"}, app.dir.path());
+  EXPECT_NE(data.out.find("\"body_size\":9"), std::string::npos) << data.out;
+  CommandResult boom = run_nimbus({"invoke", "thrower"}, app.dir.path());
+  EXPECT_EQ(boom.exit_code, 1);
+  EXPECT_NE(boom.err.find("answered 500"), std::string::npos) << boom.err;
+  CommandResult stop = run_nimbus({"stop"}, app.dir.path());
+  EXPECT_EQ(stop.exit_code, 0) << stop.err;
+  EXPECT_EQ(app.host->wait_exit(), 0);
+  CommandResult after = run_nimbus({"status"}, app.dir.path());
+  EXPECT_EQ(after.exit_code, 1);
+  EXPECT_NE(after.err.find("no host is running"), std::string::npos) << after.err;
+}
+
+TEST(Cli, ValidateReportsEveryProblemWithItsPlace) {
+  TempDir dir;
+  dir.write("nimbus.yaml",
+            "name: shop\nfunctions:\n  orders:\n    runtime: native\n    handler: x.so\n    timout: 5s\n"
+            "    triggers:\n      - http:\n          route: orders\n");
+  CommandResult r = run_nimbus({"validate", "."}, dir.path());
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("nimbus.yaml:6:5: functions.orders.timout: unknown key 'timout'; did you mean 'timeout'?"),
+            std::string::npos)
+      << r.err;
+  EXPECT_NE(r.err.find("nimbus.yaml:9:18: functions.orders.triggers[0].http.route: 'orders' does not start with '/'"),
+            std::string::npos)
+      << r.err;
+  dir.write("nimbus.yaml", manifest());
+  r = run_nimbus({"validate"}, dir.path());
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("ok"), std::string::npos);
+}
+
+TEST(Cli, EveryCommandHasHelpAndBadUsageFailsWithOneLine) {
+  TempDir dir;
+  for (std::string cmd : {"init", "new", "validate", "start", "invoke", "status", "stop"}) {
+    CommandResult r = run_nimbus({cmd, "--help"}, dir.path());
+    EXPECT_EQ(r.exit_code, 0) << cmd;
+    EXPECT_NE(r.out.find("Usage"), std::string::npos) << cmd << r.out;
+  }
+  CommandResult bad = run_nimbus({"frobnicate"}, dir.path());
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_EQ(std::count(bad.err.begin(), bad.err.end(), '\n'), 1) << bad.err;
+  CommandResult none = run_nimbus({"invoke", "hello"}, dir.path());
+  EXPECT_EQ(none.exit_code, 1);
+  EXPECT_EQ(std::count(none.err.begin(), none.err.end(), '\n'), 1) << none.err;
+}
+
+TEST(Cli, InitNewStartServesScaffoldedFunctionsBuiltOnStart) {
+  TempDir dir;
+  CommandResult init = run_nimbus({"init", "app"}, dir.path());
+  ASSERT_EQ(init.exit_code, 0) << init.err;
+  std::filesystem::path app = dir.path() / "app";
+  CommandResult add = run_nimbus({"new", "greet", "--runtime", "native", "--trigger", "http"}, app);
+  ASSERT_EQ(add.exit_code, 0) << add.err;
+  CommandResult wrong = run_nimbus({"new", "py", "--runtime", "python"}, app);
+  EXPECT_EQ(wrong.exit_code, 1);
+  EXPECT_NE(wrong.err.find("not available"), std::string::npos);
+  {
+    Host host(app);
+    ASSERT_TRUE(host.started()) << host.errors();
+    Response hello = request(host.http_port(), "GET", "/hello");
+    EXPECT_EQ(hello.status, 200);
+    EXPECT_EQ(hello.body, "Hello, World!");
+    EXPECT_EQ(request(host.http_port(), "GET", "/hello?name=Nimbus").body, "Hello, Nimbus!");
+    Response greet = request(host.http_port(), "GET", "/greet");
+    EXPECT_EQ(greet.status, 200);
+    EXPECT_EQ(greet.body, "{\"function\":\"greet\"}");
+    EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
+  }
+  // Nothing changed: the second start does not rebuild.
+  Host again(app);
+  ASSERT_TRUE(again.started()) << again.errors();
+  EXPECT_EQ(again.errors().find("building native functions"), std::string::npos) << again.errors();
+}
+
+}  // namespace
+}  // namespace nimbus::testing

@@ -136,6 +136,15 @@ int cmd_status(const fs::path& dir, bool as_json) {
   return 0;
 }
 
+// True while `pid` exists and is not a zombie (an exited child its parent has not reaped).
+bool process_alive(int pid) {
+  if (::kill(pid, 0) != 0) return false;
+  auto stat = read_file("/proc/" + std::to_string(pid) + "/stat");
+  if (!stat) return true;
+  auto close = stat->rfind(')');
+  return close == std::string::npos || close + 2 >= stat->size() || (*stat)[close + 2] != 'Z';
+}
+
 int cmd_stop(const fs::path& dir, int wait_seconds) {
   auto host = find_running_host(dir);
   if (!host) return fail(host.error().message);
@@ -145,7 +154,7 @@ int cmd_stop(const fs::path& dir, int wait_seconds) {
     if (::kill(host->pid, SIGTERM) != 0) return fail("cannot stop pid " + std::to_string(host->pid));
   }
   auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(wait_seconds);
-  while (::kill(host->pid, 0) == 0) {
+  while (process_alive(host->pid)) {
     if (std::chrono::steady_clock::now() > give_up) {
       return fail("host pid " + std::to_string(host->pid) + " is still draining after " +
                   std::to_string(wait_seconds) + "s");

@@ -536,7 +536,7 @@ ManifestLoad load_manifest(const std::filesystem::path& path, const EnvLookup& e
   }
   std::stringstream buf;
   buf << in.rdbuf();
-  fs::path dir = fs::absolute(file, ec).parent_path();
+  fs::path dir = fs::absolute(file, ec).lexically_normal().parent_path();
   return parse_manifest(buf.str(), file.string(), dir, env);
 }
 

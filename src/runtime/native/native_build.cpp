@@ -18,7 +18,8 @@ namespace {
 namespace fs = std::filesystem;
 
 fs::file_time_type newest_source(const fs::path& dir) {
-  fs::file_time_type newest{};
+  // Not `{}`: libstdc++'s file clock puts its epoch in 2174, so start from min().
+  auto newest = fs::file_time_type::min();
   std::error_code ec;
   for (auto it = fs::recursive_directory_iterator(dir, fs::directory_options::skip_permission_denied, ec);
        it != fs::recursive_directory_iterator(); it.increment(ec)) {
