@@ -19,7 +19,8 @@ configure: setup $(BUILD)/build.ninja
 build: configure
 	cmake --build $(BUILD) -j $(JOBS)
 
-run: build
+run: configure
+	cmake --build $(BUILD) -j $(JOBS) --target nimbus
 	$(BUILD)/nimbus start $(APP) $(ARGS)
 
 test: build
