@@ -306,6 +306,14 @@ TEST(Observe, MetricsAreValidPrometheusTextAndCountInvocations) {
   EXPECT_NE(m.body.find("nimbus_invocations_in_flight{function=\"hello\"} 0\n"), std::string::npos);
   EXPECT_NE(m.body.find("nimbus_cold_starts_total{function=\"hello\"} 1\n"), std::string::npos);
   EXPECT_NE(m.body.find("nimbus_http_responses_total{code=\"500\"} 1\n"), std::string::npos);
+
+  // An independent parser (the Prometheus Python client's) accepts every line too.
+  TempDir scratch;
+  scratch.write("metrics.txt", m.body);
+  std::string cmd = "/usr/bin/python3 " NIMBUS_SOURCE_DIR "/tests/check_prometheus.py < " +
+                    (scratch.path() / "metrics.txt").string() + " > " + (scratch.path() / "count.txt").string();
+  EXPECT_EQ(std::system(cmd.c_str()), 0);
+  EXPECT_GT(std::stoi(slurp(scratch.path() / "count.txt")), 20);
 }
 
 TEST(Observe, HealthAndReadinessOnBothListeners) {
