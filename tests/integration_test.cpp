@@ -1,5 +1,6 @@
 // End-to-end: the real `nimbus` binary on port 0, real HTTP over loopback.
 #include <signal.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <boost/json.hpp>
@@ -176,6 +177,25 @@ TEST(Http, FunctionKeyIsRequiredWhereAuthIsFunction) {
   EXPECT_EQ(request(app.port(), "GET", "/hello").status, 200);  // anonymous stays open
   auto mode = std::filesystem::status(app.dir.path() / ".nimbus" / "keys.json").permissions();
   EXPECT_EQ(mode & std::filesystem::perms::all, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+}
+
+TEST(Http, ExpectContinueGetsTheGoAheadAndFunctionsCannotSetFraming) {
+  App app(manifest());
+  ASSERT_TRUE(app.host->started()) << app.host->errors();
+  int fd = connect_to(app.port());
+  ASSERT_GE(fd, 0);
+  std::string head = "POST /orders/1?raw=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n";
+  ASSERT_EQ(::send(fd, head.data(), head.size(), MSG_NOSIGNAL), static_cast<ssize_t>(head.size()));
+  char buf[256];
+  ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+  ASSERT_GT(n, 0);
+  EXPECT_EQ(std::string(buf, static_cast<size_t>(n)), "HTTP/1.1 100 Continue\r\n\r\n");
+  ASSERT_EQ(::send(fd, "hello", 5, MSG_NOSIGNAL), 5);
+  n = ::recv(fd, buf, sizeof buf, 0);
+  ::close(fd);
+  Response r = parse_response(std::string(buf, static_cast<size_t>(std::max<ssize_t>(n, 0))));
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.body, "hello");
 }
 
 TEST(Http, BodyOverTheLimitIs413) {
@@ -396,6 +416,15 @@ TEST(Cli, StatusInvokeAndStopFindTheHostFromTheAppFolder) {
   CommandResult after = run_nimbus({"status"}, app.dir.path());
   EXPECT_EQ(after.exit_code, 1);
   EXPECT_NE(after.err.find("no host is running"), std::string::npos) << after.err;
+}
+
+TEST(Cli, SecondHostForTheSameAppIsRefused) {
+  App app(manifest());
+  ASSERT_TRUE(app.host->started()) << app.host->errors();
+  CommandResult second = run_nimbus({"start", ".", "--port", "0", "--admin-port", "0"}, app.dir.path());
+  EXPECT_EQ(second.exit_code, 1);
+  EXPECT_NE(second.err.find("already running"), std::string::npos) << second.err;
+  EXPECT_EQ(request(app.port(), "GET", "/hello").status, 200);  // the first one is untouched
 }
 
 TEST(Cli, ValidateReportsEveryProblemWithItsPlace) {

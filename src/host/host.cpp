@@ -51,6 +51,19 @@ int run_host(const AppSpec& app, const HostOptions& options) {
   fs::create_directories(state_dir, ec);
   if (ec) return fail("cannot create " + state_dir.string() + ": " + ec.message());
 
+  // One host per app folder: a second would take over .nimbus/host.json from the first.
+  if (auto running = read_file(host_file(app.dir))) {
+    boost::system::error_code jec;
+    auto v = boost::json::parse(*running, jec);
+    if (!jec && v.is_object() && v.as_object().contains("pid") && v.as_object().at("pid").is_int64()) {
+      auto pid = static_cast<pid_t>(v.as_object().at("pid").as_int64());
+      if (pid != getpid() && ::kill(pid, 0) == 0) {
+        return fail("a host is already running for this app (pid " + std::to_string(pid) +
+                    "); stop it with `nimbus stop`, or remove " + host_file(app.dir).string() + " if it is stale");
+      }
+    }
+  }
+
   auto token = load_or_create_admin_token(state_dir / "admin.token");
   if (!token) return fail(token.error().message);
   auto keys = FunctionKeys::load_or_create(state_dir / "keys.json", app);

@@ -360,7 +360,16 @@ asio::awaitable<void> HttpServer::Impl::serve(LoopState& ls, tcp::socket socket)
     c.parser = &parser;
     c.phase = Phase::reading;
     c.phase_started = std::chrono::steady_clock::now();
-    auto [ec, n] = co_await http::async_read(c.socket, buffer, parser, kNoThrow);
+    auto [ec, n] = co_await http::async_read_header(c.socket, buffer, parser, kNoThrow);
+    if (!ec && !parser.is_done()) {
+      // A body follows. Clients that sent Expect: 100-continue wait for our go-ahead.
+      auto expect = parser.get().find(http::field::expect);
+      if (expect != parser.get().end() && beast::iequals(expect->value(), "100-continue")) {
+        http::response<http::empty_body> go{http::status::continue_, parser.get().version()};
+        std::tie(ec, n) = co_await http::async_write(c.socket, go, kNoThrow);
+      }
+      if (!ec) std::tie(ec, n) = co_await http::async_read(c.socket, buffer, parser, kNoThrow);
+    }
     c.parser = nullptr;
     if (ec) {
       if (c.timed_out) {
@@ -419,7 +428,15 @@ asio::awaitable<void> HttpServer::Impl::serve(LoopState& ls, tcp::socket socket)
 
     bool keep_alive = request.keep_alive() && !stopping.load(std::memory_order_relaxed);
     http::response<http::string_body> res{static_cast<http::status>(reply.status), request.version()};
-    for (auto& h : reply.headers) res.insert(h.name, h.value);
+    for (auto& h : reply.headers) {
+      // Framing belongs to the server: a function cannot set these.
+      auto f = http::string_to_field(h.name);
+      if (f == http::field::content_length || f == http::field::transfer_encoding ||
+          f == http::field::connection || f == http::field::keep_alive || f == http::field::upgrade) {
+        continue;
+      }
+      res.insert(h.name, h.value);
+    }
     bool no_body = reply.status < 200 || reply.status == 204 || reply.status == 304;
     if (no_body) {
       reply.body.clear();
