@@ -173,6 +173,7 @@ void AdminApi::invoke(IncomingRequest& request, std::string_view name, Responder
   inv.source = "/admin";
   inv.type = "nimbus.admin.invoke";
   inv.time = clock_.wall();
+  inv.started = t0;
   inv.deadline = t0 + fn.timeout;
   inv.traceparent = continue_trace({});
   HttpRequest& http = inv.http.emplace();
@@ -185,7 +186,7 @@ void AdminApi::invoke(IncomingRequest& request, std::string_view name, Responder
   std::string id = inv.id;
   std::string trace = inv.traceparent;
   pool->dispatch(std::move(inv), [this, id, trace, name = fn.name, t0, respond = std::move(respond)](Result&& r) {
-    HttpReply reply = reply_for(r, name, id);
+    HttpReply reply = reply_for(std::move(r), name, id);
     logger_.invocation({name, TriggerKind::admin, id, trace, r.outcome, reply.status, clock_.now() - t0,
                         r.error.type, r.error.message});
     json::object headers;

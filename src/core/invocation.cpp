@@ -29,6 +29,11 @@ std::string_view to_string(Outcome outcome) {
   return "unknown";
 }
 
+int64_t deadline_unix_ms(const Invocation& inv) {
+  auto wall = inv.time + std::chrono::duration_cast<WallTime::duration>(inv.deadline - inv.started);
+  return std::chrono::duration_cast<std::chrono::milliseconds>(wall.time_since_epoch()).count();
+}
+
 const std::string* find_header(const Headers& headers, std::string_view name) {
   for (const auto& h : headers) {
     if (h.name.size() == name.size() && strncasecmp(h.name.data(), name.data(), name.size()) == 0) {

@@ -45,7 +45,8 @@ struct Invocation {
   std::string payload;  // bytes; for HTTP the request body
   Headers metadata;
   int attempt = 1;
-  TimePoint deadline{};
+  TimePoint started{};   // when the trigger made it (steady); durations count from here
+  TimePoint deadline{};  // steady; the wall-clock deadline is time + (deadline - started)
   std::string traceparent;  // W3C trace context
   std::optional<HttpRequest> http;
 };
@@ -94,5 +95,8 @@ struct Result {
 
 // Called exactly once per invocation, on any thread.
 using Completion = std::function<void(Result&&)>;
+
+// The deadline as milliseconds since the Unix epoch, from the invocation's own stamps.
+int64_t deadline_unix_ms(const Invocation& inv);
 
 }  // namespace nimbus

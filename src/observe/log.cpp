@@ -157,21 +157,21 @@ void LogSink::write_line(std::string_view line) {
 }
 
 void LogSink::drain() {
-  std::string out;
-  std::lock_guard wlock(write_mu_);
+  std::lock_guard wlock(write_mu_);  // one drain at a time: `spare` is the drain's
+  std::vector<Shard*> shards;
   {
     std::lock_guard lock(shards_mu_);
-    for (auto& s : shards_) {
+    for (auto& s : shards_) shards.push_back(s.get());
+  }
+  for (Shard* s : shards) {
+    {
       std::lock_guard slock(s->mu);
       if (s->buf.empty()) continue;
-      if (out.empty()) out.swap(s->buf);
-      else {
-        out += s->buf;
-        s->buf.clear();
-      }
+      s->buf.swap(s->spare);
     }
+    write_all(fd_, s->spare);
+    s->spare.clear();
   }
-  if (!out.empty()) write_all(fd_, out);
 }
 
 void LogSink::flush() {
@@ -196,9 +196,9 @@ void LogSink::run() {
 Logger::Logger(LogSink& sink, const Clock& clock, std::string app, LogLevel min_level)
     : sink_(sink), clock_(clock), app_(std::move(app)), min_level_(min_level) {}
 
-void Logger::begin(std::string& out, LogLevel level) {
+void Logger::begin(std::string& out, LogLevel level, WallTime at) {
   out += "{\"time\":\"";
-  append_time(out, clock_.wall());
+  append_time(out, at == WallTime{} ? clock_.wall() : at);
   out += "\",\"level\":\"";
   out += to_string(level);
   out += "\",\"app\":\"";
@@ -223,7 +223,7 @@ void Logger::invocation(const InvocationRecord& r) {
   LogLevel level = r.outcome == Outcome::success ? LogLevel::info : LogLevel::warn;
   if (!enabled(level)) return;
   std::string& out = line_buffer();
-  begin(out, level);
+  begin(out, level, r.time);
   append_field(out, "msg", "invocation");
   append_field(out, "function", r.function);
   append_field(out, "trigger", to_string(r.trigger));

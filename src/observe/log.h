@@ -33,7 +33,8 @@ class LogSink {
  private:
   struct Shard {
     std::mutex mu;
-    std::string buf;
+    std::string buf;    // producers append here
+    std::string spare;  // the writer's: swapped with buf, so both keep their capacity
   };
   Shard& shard();
   void run();
@@ -76,6 +77,7 @@ struct InvocationRecord {
   Duration duration;
   std::string_view error_type;     // empty on success
   std::string_view error_message;  // the log is the only place a function's error is shown
+  WallTime time{};                 // when it finished; read from the clock when left empty
 };
 
 class Logger {
@@ -90,7 +92,7 @@ class Logger {
   LogSink& sink() { return sink_; }
 
  private:
-  void begin(std::string& out, LogLevel level);
+  void begin(std::string& out, LogLevel level, WallTime at = {});
   LogSink& sink_;
   const Clock& clock_;
   std::string app_;

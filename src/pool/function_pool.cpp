@@ -37,11 +37,10 @@ std::optional<Result> FunctionPool::try_run_inline(const Invocation& inv) {
       waiting_count_.load(std::memory_order_relaxed) > 0 || !claim_slot()) {
     return std::nullopt;
   }
-  TimePoint t0 = ctx_.clock.now();
   ctx_.metrics.in_flight(index_, +1);
   Result r = executor_->call(inv);
   ctx_.metrics.in_flight(index_, -1);
-  ctx_.metrics.invocation(index_, inv.trigger, r.outcome, ctx_.clock.now() - t0);
+  ctx_.metrics.invocation(index_, inv.trigger, r.outcome, ctx_.clock.now() - inv.started);
   release_slot();
   return r;
 }
@@ -57,7 +56,7 @@ void FunctionPool::dispatch(Invocation inv, Completion done) {
   auto call = std::make_shared<Call>();
   call->invocation = std::move(inv);
   call->done = std::move(done);
-  call->started = ctx_.clock.now();
+  call->started = call->invocation.started == TimePoint{} ? ctx_.clock.now() : call->invocation.started;
   if (call->invocation.deadline != TimePoint{}) {
     std::weak_ptr<Call> weak = call;
     call->timer = ctx_.timers.schedule(call->invocation.deadline, [this, weak] {

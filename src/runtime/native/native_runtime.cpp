@@ -122,11 +122,7 @@ class NativeFunction final : public Executor {
       params[i] = {str(inv.http->params[i].name), str(inv.http->params[i].value)};
     }
 
-    auto left = inv.deadline - clock_.now();
-    int64_t deadline_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                              (clock_.wall() + std::chrono::duration_cast<WallTime::duration>(left))
-                                  .time_since_epoch())
-                              .count();
+    int64_t deadline_ms = deadline_unix_ms(inv);
     std::string_view trigger = to_string(inv.trigger);
     nimbus_invocation ci{};
     ci.abi_version = NIMBUS_ABI_VERSION;

@@ -41,10 +41,10 @@ std::optional<std::string> query_param(std::string_view q, std::string_view name
   return std::nullopt;
 }
 
-HttpReply reply_for(const Result& result, std::string_view function, std::string_view id) {
+HttpReply reply_for(Result&& result, std::string_view function, std::string_view id) {
   switch (result.outcome) {
     case Outcome::success:
-      if (result.http) return *result.http;
+      if (result.http) return std::move(*result.http);
       return HttpReply{204, {}, {}};
     case Outcome::error:
       return json_error(500, "function_error",
@@ -164,6 +164,7 @@ void HttpTrigger::handle(IncomingRequest& request, Responder respond) {
   inv.source = "/http";
   inv.type = "nimbus.http.request";
   inv.time = clock_.wall();
+  inv.started = t0;
   inv.deadline = t0 + fn.timeout;
   auto traceparent = request.header("traceparent");
   inv.traceparent = continue_trace(traceparent ? *traceparent : std::string_view());
@@ -178,24 +179,28 @@ void HttpTrigger::handle(IncomingRequest& request, Responder respond) {
   http.params = std::move(match.params);
   inv.payload = request.take_body();
 
-  auto finish = [this](const Result& result, std::string_view function, std::string_view id,
-                       std::string_view trace, TimePoint started, const Responder& respond) {
-    HttpReply reply = reply_for(result, function, id);
-    logger_.invocation({function, TriggerKind::http, id, trace, result.outcome, reply.status,
-                        clock_.now() - started, result.error.type, result.error.message});
+  auto finish = [this](Result&& result, std::string_view function, std::string_view id,
+                       std::string_view trace, TimePoint started, WallTime started_wall,
+                       const Responder& respond) {
+    HttpReply reply = reply_for(std::move(result), function, id);
+    Duration took = clock_.now() - started;
+    logger_.invocation({function, TriggerKind::http, id, trace, result.outcome, reply.status, took,
+                        result.error.type, result.error.message,
+                        started_wall + std::chrono::duration_cast<WallTime::duration>(took)});
     respond(std::move(reply));
   };
 
   if (pool.runs_inline()) {
     if (auto result = pool.try_run_inline(inv)) {
-      return finish(*result, fn.name, inv.id, inv.traceparent, t0, respond);
+      return finish(std::move(*result), fn.name, inv.id, inv.traceparent, t0, inv.time, respond);
     }
   }
   std::string id = inv.id;
   std::string trace = inv.traceparent;
-  pool.dispatch(std::move(inv), [finish, id = std::move(id), trace = std::move(trace), name = fn.name, t0,
+  WallTime wall = inv.time;
+  pool.dispatch(std::move(inv), [finish, id = std::move(id), trace = std::move(trace), name = fn.name, t0, wall,
                                  respond = std::move(respond)](Result&& result) {
-    finish(result, name, id, trace, t0, respond);
+    finish(std::move(result), name, id, trace, t0, wall, respond);
   });
 }
 

@@ -25,7 +25,7 @@ struct HttpTriggerOptions {
   int port = 0;
 };
 
-class HttpTrigger final : public Trigger, private RequestHandler {
+class HttpTrigger final : public Trigger, public RequestHandler {
  public:
   HttpTrigger(const AppSpec& app, FunctionPools& pools, FunctionKeys keys, EventLoops& loops,
               Logger& logger, Metrics& metrics, const Clock& clock, HttpTriggerOptions options);
@@ -36,13 +36,13 @@ class HttpTrigger final : public Trigger, private RequestHandler {
   void stop_taking_work() override;
   int in_progress() const override;
   int port() const { return port_; }
+  void handle(IncomingRequest& request, Responder respond) override;
 
  private:
   struct RouteTarget {
     int function;
     AuthLevel auth;
   };
-  void handle(IncomingRequest& request, Responder respond) override;
 
   const AppSpec& app_;
   FunctionPools& pools_;
@@ -59,7 +59,7 @@ class HttpTrigger final : public Trigger, private RequestHandler {
 };
 
 // What the caller sees for a Result: the function's own reply, or a JSON error.
-HttpReply reply_for(const Result& result, std::string_view function, std::string_view invocation_id);
+HttpReply reply_for(Result&& result, std::string_view function, std::string_view invocation_id);
 
 // The first value of query parameter `name` in a raw query string, decoded.
 std::optional<std::string> query_param(std::string_view query, std::string_view name);

@@ -2,6 +2,7 @@
 #include "triggers/http/server.h"
 
 #include <sched.h>
+#include <time.h>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -27,6 +28,15 @@ namespace beast = boost::beast;
 namespace http = beast::http;
 using tcp = asio::ip::tcp;
 constexpr auto kNoThrow = asio::as_tuple(asio::use_awaitable);
+
+// Phase stamps only feed timeouts of 100 ms and more: the coarse clock (a few ms of
+// resolution, no TSC read) is plenty and costs a fraction of steady_clock::now().
+using PhaseTime = std::chrono::steady_clock::time_point;
+PhaseTime coarse_now() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+  return PhaseTime(std::chrono::seconds(ts.tv_sec) + std::chrono::nanoseconds(ts.tv_nsec));
+}
 
 // ---------------------------------------------------------------- event loops
 
@@ -96,6 +106,13 @@ void Responder::operator()(HttpReply&& reply) const {
   if (wake) wake();
 }
 
+Responder detached_responder(std::shared_ptr<HttpReply> out) {
+  auto slot = std::make_shared<Responder::Slot>();
+  slot->generation = 1;
+  slot->wake = [slot_ptr = slot.get(), out] { *out = std::move(slot_ptr->reply); };
+  return Responder(slot, 1);
+}
+
 HttpReply json_error(int status, std::string_view code, std::string_view message,
                      std::string_view invocation_id) {
   HttpReply r;
@@ -128,7 +145,7 @@ struct Connection {
   asio::steady_timer wait_timer;
   std::shared_ptr<Responder::Slot> slot;
   Phase phase = Phase::reading;
-  std::chrono::steady_clock::time_point phase_started;
+  PhaseTime phase_started;
   Parser* parser = nullptr;
   bool timed_out = false;
   bool timed_out_mid_request = false;
@@ -286,7 +303,7 @@ void HttpServer::Impl::arm_sweep(LoopState& ls) {
 }
 
 void HttpServer::Impl::sweep(LoopState& ls) {
-  auto now = std::chrono::steady_clock::now();
+  auto now = coarse_now();
   bool closing = stopping.load();
   for (Connection* c = ls.head; c; c = c->next) {
     if (c->timed_out) continue;
@@ -321,7 +338,7 @@ asio::awaitable<void> HttpServer::Impl::send_error_and_close(Connection& c, int 
   res.prepare_payload();
   if (options.metrics) options.metrics->http_response(status);
   c.phase = Phase::writing;
-  c.phase_started = std::chrono::steady_clock::now();
+  c.phase_started = coarse_now();
   c.timed_out = false;
   auto [ec, n] = co_await http::async_write(c.socket, res, kNoThrow);
   if (ec) co_return;
@@ -330,7 +347,7 @@ asio::awaitable<void> HttpServer::Impl::send_error_and_close(Connection& c, int 
   boost::system::error_code ignored;
   c.socket.shutdown(tcp::socket::shutdown_send, ignored);
   c.phase = Phase::draining;
-  c.phase_started = std::chrono::steady_clock::now();
+  c.phase_started = coarse_now();
   char scratch[16384];
   std::size_t total = 0;
   while (total < (1u << 20)) {
@@ -359,7 +376,7 @@ asio::awaitable<void> HttpServer::Impl::serve(LoopState& ls, tcp::socket socket)
     parser.body_limit(options.limits.max_body);
     c.parser = &parser;
     c.phase = Phase::reading;
-    c.phase_started = std::chrono::steady_clock::now();
+    c.phase_started = coarse_now();
     auto [ec, n] = co_await http::async_read_header(c.socket, buffer, parser, kNoThrow);
     if (!ec && !parser.is_done()) {
       // A body follows. Clients that sent Expect: 100-continue wait for our go-ahead.
@@ -451,7 +468,7 @@ asio::awaitable<void> HttpServer::Impl::serve(LoopState& ls, tcp::socket socket)
     if (options.metrics) options.metrics->http_response(reply.status);
 
     c.phase = Phase::writing;
-    c.phase_started = std::chrono::steady_clock::now();
+    c.phase_started = coarse_now();
     http::serializer<false, http::string_body> sr(res);
     if (request.method() == http::verb::head) sr.split(true);
     boost::system::error_code wec;

@@ -63,6 +63,10 @@ class Responder {
   uint64_t generation_;
 };
 
+// A Responder tied to no connection: the reply is moved into *out when given (for tests and
+// benchmarks that drive a RequestHandler directly).
+Responder detached_responder(std::shared_ptr<HttpReply> out);
+
 class RequestHandler {
  public:
   virtual ~RequestHandler() = default;
