@@ -79,6 +79,15 @@ void append_field(std::string& out, std::string_view key, int64_t value) {
   append_number(out, value);
 }
 
+// For values the host made or validated (ids, names, enum strings): no escaping needed.
+void append_trusted(std::string& out, std::string_view key, std::string_view value) {
+  out += ",\"";
+  out += key;
+  out += "\":\"";
+  out += value;
+  out += '"';
+}
+
 std::string& line_buffer() {
   thread_local std::string buf;
   buf.clear();
@@ -224,12 +233,13 @@ void Logger::invocation(const InvocationRecord& r) {
   if (!enabled(level)) return;
   std::string& out = line_buffer();
   begin(out, level, r.time);
-  append_field(out, "msg", "invocation");
-  append_field(out, "function", r.function);
-  append_field(out, "trigger", to_string(r.trigger));
-  append_field(out, "invocation_id", r.invocation_id);
-  if (auto trace = r.traceparent; trace.size() >= 35) append_field(out, "trace_id", trace.substr(3, 32));
-  append_field(out, "outcome", to_string(r.outcome));
+  // Function names are validated by the manifest; ids and trace ids are hex the host made.
+  append_trusted(out, "msg", "invocation");
+  append_trusted(out, "function", r.function);
+  append_trusted(out, "trigger", to_string(r.trigger));
+  append_trusted(out, "invocation_id", r.invocation_id);
+  if (auto trace = r.traceparent; trace.size() >= 35) append_trusted(out, "trace_id", trace.substr(3, 32));
+  append_trusted(out, "outcome", to_string(r.outcome));
   if (r.status != 0) append_field(out, "status", static_cast<int64_t>(r.status));
   // duration in microseconds as a decimal number of milliseconds: "duration_ms":0.012
   int64_t us = std::chrono::duration_cast<std::chrono::microseconds>(r.duration).count();

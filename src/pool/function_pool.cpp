@@ -32,7 +32,7 @@ bool FunctionPool::claim_slot() {
   return false;
 }
 
-std::optional<Result> FunctionPool::try_run_inline(const Invocation& inv) {
+std::optional<Result> FunctionPool::try_run_inline(const Invocation& inv, TimePoint* finished) {
   if (!inline_ || closed_.load(std::memory_order_relaxed) ||
       waiting_count_.load(std::memory_order_relaxed) > 0 || !claim_slot()) {
     return std::nullopt;
@@ -40,7 +40,9 @@ std::optional<Result> FunctionPool::try_run_inline(const Invocation& inv) {
   ctx_.metrics.in_flight(index_, +1);
   Result r = executor_->call(inv);
   ctx_.metrics.in_flight(index_, -1);
-  ctx_.metrics.invocation(index_, inv.trigger, r.outcome, ctx_.clock.now() - inv.started);
+  TimePoint end = ctx_.clock.now();
+  if (finished) *finished = end;
+  ctx_.metrics.invocation(index_, inv.trigger, r.outcome, end - inv.started);
   release_slot();
   return r;
 }

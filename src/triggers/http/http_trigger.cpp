@@ -180,10 +180,10 @@ void HttpTrigger::handle(IncomingRequest& request, Responder respond) {
   inv.payload = request.take_body();
 
   auto finish = [this](Result&& result, std::string_view function, std::string_view id,
-                       std::string_view trace, TimePoint started, WallTime started_wall,
-                       const Responder& respond) {
+                       std::string_view trace, TimePoint started, TimePoint finished,
+                       WallTime started_wall, const Responder& respond) {
     HttpReply reply = reply_for(std::move(result), function, id);
-    Duration took = clock_.now() - started;
+    Duration took = finished - started;
     logger_.invocation({function, TriggerKind::http, id, trace, result.outcome, reply.status, took,
                         result.error.type, result.error.message,
                         started_wall + std::chrono::duration_cast<WallTime::duration>(took)});
@@ -191,16 +191,17 @@ void HttpTrigger::handle(IncomingRequest& request, Responder respond) {
   };
 
   if (pool.runs_inline()) {
-    if (auto result = pool.try_run_inline(inv)) {
-      return finish(std::move(*result), fn.name, inv.id, inv.traceparent, t0, inv.time, respond);
+    TimePoint finished;
+    if (auto result = pool.try_run_inline(inv, &finished)) {
+      return finish(std::move(*result), fn.name, inv.id, inv.traceparent, t0, finished, inv.time, respond);
     }
   }
   std::string id = inv.id;
   std::string trace = inv.traceparent;
   WallTime wall = inv.time;
-  pool.dispatch(std::move(inv), [finish, id = std::move(id), trace = std::move(trace), name = fn.name, t0, wall,
+  pool.dispatch(std::move(inv), [this, finish, id = std::move(id), trace = std::move(trace), name = fn.name, t0, wall,
                                  respond = std::move(respond)](Result&& result) {
-    finish(std::move(result), name, id, trace, t0, wall, respond);
+    finish(std::move(result), name, id, trace, t0, clock_.now(), wall, respond);
   });
 }
 
