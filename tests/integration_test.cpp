@@ -427,6 +427,16 @@ TEST(Cli, SecondHostForTheSameAppIsRefused) {
   EXPECT_EQ(request(app.port(), "GET", "/hello").status, 200);  // the first one is untouched
 }
 
+TEST(Cli, PortInUseIsOneClearLine) {
+  App app(manifest());
+  ASSERT_TRUE(app.host->started()) << app.host->errors();
+  TempDir other;
+  other.write("nimbus.yaml", manifest());
+  CommandResult r = run_nimbus({"start", ".", "--port", std::to_string(app.port()), "--admin-port", "0"}, other.path());
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("cannot listen on 127.0.0.1:" + std::to_string(app.port())), std::string::npos) << r.err;
+}
+
 TEST(Cli, ValidateReportsEveryProblemWithItsPlace) {
   TempDir dir;
   dir.write("nimbus.yaml",

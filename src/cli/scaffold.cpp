@@ -89,8 +89,9 @@ Expected<std::string> insert_function_block(const std::string& manifest, const s
   for (std::string l; std::getline(in, l);) lines.push_back(l);
   static const std::regex kFunctions(R"(^functions:\s*(\{\s*\})?\s*(#.*)?$)");
   std::size_t at = lines.size();
+  std::smatch functions_line;
   for (std::size_t i = 0; i < lines.size(); ++i) {
-    if (std::regex_match(lines[i], kFunctions)) {
+    if (std::regex_match(lines[i], functions_line, kFunctions)) {
       at = i;
       break;
     }
@@ -101,14 +102,22 @@ Expected<std::string> insert_function_block(const std::string& manifest, const s
     lines.push_back("functions:");
     insert_at = lines.size();
   } else {
-    lines[at] = "functions:";
+    // "functions: {}  # note" becomes "functions:  # note": the mapping gets entries, the note stays.
+    std::string comment = functions_line[2].matched ? "  " + functions_line[2].str() : "";
+    lines[at] = "functions:" + comment;
     std::size_t end = at + 1;
+    std::size_t last_entry_line = at;  // new entries go right after the block's last line
     bool indent_found = false;
     for (; end < lines.size(); ++end) {
       const std::string& l = lines[end];
       auto first = l.find_first_not_of(' ');
-      if (first == std::string::npos || l[first] == '#') continue;
-      if (first == 0) break;  // the next top-level key
+      if (first == std::string::npos) continue;
+      if (first == 0) {
+        if (l[0] == '#') continue;  // a top-level comment belongs to what follows it
+        break;                      // the next top-level key
+      }
+      last_entry_line = end;
+      if (l[first] == '#') continue;
       if (!indent_found) {
         indent = l.substr(0, first);
         indent_found = true;
@@ -117,8 +126,7 @@ Expected<std::string> insert_function_block(const std::string& manifest, const s
         return Error{"function '" + name + "' already exists in the manifest"};
       }
     }
-    insert_at = end;
-    while (insert_at > at + 1 && lines[insert_at - 1].find_first_not_of(' ') == std::string::npos) --insert_at;
+    insert_at = last_entry_line + 1;
   }
   std::vector<std::string> block = {indent + name + ":"};
   std::istringstream body(body_lines);

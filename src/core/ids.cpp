@@ -74,12 +74,17 @@ std::string new_invocation_id() {
   return id;
 }
 
-std::string continue_trace(std::string_view in) {
+bool valid_traceparent(std::string_view in) {
   // version "00" - 32 hex trace-id - 16 hex parent-id - 2 hex flags
-  if (in.size() == 55 && in[2] == '-' && in[35] == '-' && in[52] == '-' &&
-      is_lower_hex(in.substr(0, 2)) && in.substr(0, 2) != "ff" && is_lower_hex(in.substr(3, 32)) &&
-      in.substr(3, 32) != std::string(32, '0') && is_lower_hex(in.substr(36, 16)) &&
-      is_lower_hex(in.substr(53, 2))) {
+  return in.size() == 55 && in[2] == '-' && in[35] == '-' && in[52] == '-' &&
+         is_lower_hex(in.substr(0, 2)) && in.substr(0, 2) != "ff" && is_lower_hex(in.substr(3, 32)) &&
+         in.substr(3, 32) != std::string_view("00000000000000000000000000000000") &&
+         is_lower_hex(in.substr(36, 16)) && in.substr(36, 16) != std::string_view("0000000000000000") &&
+         is_lower_hex(in.substr(53, 2));
+}
+
+std::string continue_trace(std::string_view in) {
+  if (valid_traceparent(in)) {
     std::string out(in);
     put_hex(out.data() + 36, t_random.next() | 1, 16);  // our span is the new parent
     return out;
@@ -92,7 +97,7 @@ std::string continue_trace(std::string_view in) {
 }
 
 std::string_view trace_id_of(std::string_view traceparent) {
-  if (traceparent.size() < 35) return {};
+  if (!valid_traceparent(traceparent)) return {};
   return traceparent.substr(3, 32);
 }
 

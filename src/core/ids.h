@@ -10,6 +10,7 @@ std::string new_invocation_id();
 
 // A W3C traceparent continuing `incoming` when it is valid, else starting a new trace.
 std::string continue_trace(std::string_view incoming);
+bool valid_traceparent(std::string_view traceparent);
 // The trace-id part of a traceparent ("" when malformed).
 std::string_view trace_id_of(std::string_view traceparent);
 

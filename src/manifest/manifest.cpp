@@ -300,12 +300,17 @@ class Reader {
       error(n, path, "is " + kind_of(n) + "; expected a mapping of variable names to values");
       return;
     }
+    std::set<std::string> seen;
     for (auto it = n.begin(); it != n.end(); ++it) {
       std::string name = it->first.Scalar();
       std::string p = path + "." + name;
+      if (!seen.insert(name).second) {
+        error(it->first, p, "appears twice; expected each key once");
+        continue;
+      }
       EnvVar var;
       var.name = name;
-      const YAML::Node& value = it->second;
+      const YAML::Node value = it->second;  // a copy: the iterator hands out a temporary
       if (value.IsMap()) {
         if (!check_map(value, p, {"value", "secret"})) continue;
         if (auto s = value["secret"]) {

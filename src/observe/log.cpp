@@ -1,5 +1,7 @@
 #include "observe/log.h"
 
+#include "observe/thread_shard.h"
+
 #include <unistd.h>
 
 #include <cerrno>
@@ -11,11 +13,7 @@ namespace {
 
 std::atomic<uint64_t> g_sink_generation{1};
 
-struct ShardCache {
-  uint64_t generation = 0;
-  void* shard = nullptr;
-};
-thread_local ShardCache t_shard;
+thread_local ThreadShardCache t_shard;
 
 constexpr auto kBatchWindow = std::chrono::milliseconds(2);
 
@@ -144,10 +142,10 @@ LogSink::~LogSink() {
 }
 
 LogSink::Shard& LogSink::shard() {
-  if (t_shard.generation == generation_) return *static_cast<Shard*>(t_shard.shard);
+  if (void* s = t_shard.find(generation_)) return *static_cast<Shard*>(s);
   std::lock_guard lock(shards_mu_);
   shards_.push_back(std::make_unique<Shard>());
-  t_shard = {generation_, shards_.back().get()};
+  t_shard.remember(generation_, shards_.back().get());
   return *shards_.back();
 }
 

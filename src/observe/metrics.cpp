@@ -1,5 +1,7 @@
 #include "observe/metrics.h"
 
+#include "observe/thread_shard.h"
+
 #include <cmath>
 #include <cstdio>
 #include <map>
@@ -11,11 +13,7 @@ namespace nimbus {
 namespace {
 
 std::atomic<uint64_t> g_metrics_generation{1};
-struct ShardCache {
-  uint64_t generation = 0;
-  void* shard = nullptr;
-};
-thread_local ShardCache t_metrics_shard;
+thread_local ThreadShardCache t_metrics_shard;
 
 // Single-writer counter: the owning thread adds without a locked instruction.
 inline void bump(std::atomic<uint64_t>& c, uint64_t by = 1) {
@@ -83,10 +81,10 @@ Metrics::Metrics(std::vector<std::string> functions)
 Metrics::~Metrics() = default;
 
 Metrics::Shard& Metrics::shard() {
-  if (t_metrics_shard.generation == generation_) return *static_cast<Shard*>(t_metrics_shard.shard);
+  if (void* s = t_metrics_shard.find(generation_)) return *static_cast<Shard*>(s);
   std::lock_guard lock(mu_);
   shards_.push_back(std::make_unique<Shard>(functions_.size()));
-  t_metrics_shard = {generation_, shards_.back().get()};
+  t_metrics_shard.remember(generation_, shards_.back().get());
   return *shards_.back();
 }
 

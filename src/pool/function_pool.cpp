@@ -59,31 +59,36 @@ void FunctionPool::dispatch(Invocation inv, Completion done) {
   call->invocation = std::move(inv);
   call->done = std::move(done);
   call->started = call->invocation.started == TimePoint{} ? ctx_.clock.now() : call->invocation.started;
-  if (call->invocation.deadline != TimePoint{}) {
-    std::weak_ptr<Call> weak = call;
-    call->timer = ctx_.timers.schedule(call->invocation.deadline, [this, weak] {
-      if (auto c = weak.lock()) on_deadline(c);
-    });
-    if (ctx_.timer_thread) ctx_.timer_thread->wake();
-  }
   if (waiting_count_.load() == 0 && claim_slot()) {
+    arm_deadline(call);
     start(std::move(call));
     return;
   }
   std::unique_lock lock(mu_);
   if (waiting_count_.load() >= spec_.wait_queue) {
     lock.unlock();
+    // Shed before any deadline is armed: overload must not add timer work.
     settle(call, Result::failure(Outcome::overloaded, "overloaded",
                                  "function '" + spec_.name + "' is at its concurrency limit (" +
                                      std::to_string(spec_.concurrency) + ") and its wait queue is full"));
     return;
   }
+  arm_deadline(call);  // its callback takes mu_, so it sees the call queued below
   call->queued = true;
   waiting_.push_back(call);
   waiting_count_.fetch_add(1);
   ctx_.metrics.in_flight(index_, +1);
   lock.unlock();
   pump();  // a slot may have freed between the claim and the enqueue
+}
+
+void FunctionPool::arm_deadline(const std::shared_ptr<Call>& call) {
+  if (call->invocation.deadline == TimePoint{}) return;
+  std::weak_ptr<Call> weak = call;
+  call->timer = ctx_.timers.schedule(call->invocation.deadline, [this, weak] {
+    if (auto c = weak.lock()) on_deadline(c);
+  });
+  if (ctx_.timer_thread) ctx_.timer_thread->wake();
 }
 
 void FunctionPool::start(std::shared_ptr<Call> call) {

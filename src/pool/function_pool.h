@@ -58,6 +58,7 @@ class FunctionPool {
  private:
   struct Call;
   bool claim_slot();
+  void arm_deadline(const std::shared_ptr<Call>& call);
   void start(std::shared_ptr<Call> call);
   void finish(const std::shared_ptr<Call>& call, Result&& result);
   void release_slot();

@@ -14,6 +14,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http.hpp>
+#include <cstdio>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -232,6 +233,22 @@ Expected<int> HttpServer::listen(const ListenOptions& options) {
   if (ec) return Error{"listen address '" + options.address + "' is not an IP address"};
   int port = options.port;
   std::size_t count = options.every_loop ? contexts.size() : 1;
+  if (count > 1 && port != 0) {
+    // SO_REUSEPORT would let us join another process's listener on this port and split its
+    // traffic; refuse when anything already answers there.
+    asio::io_context probe_ctx;
+    tcp::socket probe(probe_ctx);
+    auto target = address.is_unspecified()
+                      ? (address.is_v6() ? asio::ip::address(asio::ip::address_v6::loopback())
+                                         : asio::ip::address(asio::ip::address_v4::loopback()))
+                      : address;
+    probe.connect(tcp::endpoint(target, static_cast<unsigned short>(port)), ec);
+    if (!ec) {
+      return Error{"cannot listen on " + options.address + ":" + std::to_string(port) +
+                   ": address already in use; choose another port, or --port 0 for a free one"};
+    }
+    ec.clear();
+  }
   for (std::size_t i = 0; i < count; ++i) {
     auto state = std::make_unique<LoopState>(*contexts[i]);
     tcp::acceptor acceptor(*contexts[i]);
@@ -420,9 +437,13 @@ asio::awaitable<void> HttpServer::Impl::serve(LoopState& ls, tcp::socket socket)
       c.slot->ready = false;
       c.slot->wake = nullptr;
     }
-    {
+    try {
       BeastRequest view(request);
       handler.handle(view, Responder(c.slot, generation));
+    } catch (const std::exception& e) {
+      // A bug or exhaustion inside the host: the caller gets a 500, the connection lives on.
+      std::fprintf(stderr, "nimbus: request handler failed: %s\n", e.what());
+      Responder(c.slot, generation)(json_error(500, "internal", "the host failed to handle the request", ""));
     }
     bool ready;
     {
