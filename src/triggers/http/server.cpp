@@ -11,10 +11,14 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http.hpp>
 #include <cstdio>
+#include <algorithm>
+#include <array>
+#include <charconv>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -145,6 +149,7 @@ struct Connection {
   tcp::socket socket;
   asio::steady_timer wait_timer;
   std::shared_ptr<Responder::Slot> slot;
+  std::string head;  // the response head being written; its capacity is reused
   Phase phase = Phase::reading;
   PhaseTime phase_started;
   Parser* parser = nullptr;
@@ -153,6 +158,49 @@ struct Connection {
   Connection* prev = nullptr;
   Connection* next = nullptr;
 };
+
+bool carries_body(int status) { return status >= 200 && status != 204 && status != 304; }
+
+bool is_token_char(unsigned char c) {
+  return c > 32 && c < 127 && std::string_view("()<>@,;:\\\"/[]?={}").find(static_cast<char>(c)) == std::string_view::npos;
+}
+
+// Writes the status line and headers of `reply` into `out` (reused across a connection's
+// requests). The server owns framing: Content-Length and Connection come from here, and a
+// header that could split the response (bad name, CR or LF in the value) is dropped.
+void serialize_head(const HttpReply& reply, unsigned version, bool keep_alive, std::string& out) {
+  out.clear();
+  out += version == 10 ? "HTTP/1.0 " : "HTTP/1.1 ";
+  char code[4] = {static_cast<char>('0' + reply.status / 100 % 10), static_cast<char>('0' + reply.status / 10 % 10),
+                  static_cast<char>('0' + reply.status % 10), ' '};
+  out.append(code, 4);
+  out += http::obsolete_reason(static_cast<http::status>(reply.status));
+  out += "\r\n";
+  for (const auto& h : reply.headers) {
+    if (h.name.empty() || !std::all_of(h.name.begin(), h.name.end(), [](char c) { return is_token_char(static_cast<unsigned char>(c)); }) ||
+        h.value.find_first_of("\r\n") != std::string::npos) {
+      continue;
+    }
+    if (beast::iequals(h.name, "content-length") || beast::iequals(h.name, "transfer-encoding") ||
+        beast::iequals(h.name, "connection") || beast::iequals(h.name, "keep-alive") || beast::iequals(h.name, "upgrade")) {
+      continue;
+    }
+    out += h.name;
+    out += ": ";
+    out += h.value;
+    out += "\r\n";
+  }
+  if (carries_body(reply.status)) {
+    char len[24];
+    auto [end, ec] = std::to_chars(len, len + sizeof len, reply.body.size());
+    out += "Content-Length: ";
+    out.append(len, end);
+    out += "\r\n";
+  }
+  if (!keep_alive) out += "Connection: close\r\n";
+  else if (version == 10) out += "Connection: keep-alive\r\n";
+  out += "\r\n";
+}
 
 class BeastRequest final : public IncomingRequest {
  public:
@@ -465,39 +513,15 @@ asio::awaitable<void> HttpServer::Impl::serve(LoopState& ls, tcp::socket socket)
     }
 
     bool keep_alive = request.keep_alive() && !stopping.load(std::memory_order_relaxed);
-    http::response<http::string_body> res{static_cast<http::status>(reply.status), request.version()};
-    for (auto& h : reply.headers) {
-      // Framing belongs to the server: a function cannot set these.
-      auto f = http::string_to_field(h.name);
-      if (f == http::field::content_length || f == http::field::transfer_encoding ||
-          f == http::field::connection || f == http::field::keep_alive || f == http::field::upgrade) {
-        continue;
-      }
-      res.insert(h.name, h.value);
-    }
-    bool no_body = reply.status < 200 || reply.status == 204 || reply.status == 304;
-    if (no_body) {
-      reply.body.clear();
-    } else if (request.method() == http::verb::head) {
-      res.content_length(reply.body.size());
-      reply.body.clear();
-    } else {
-      res.content_length(reply.body.size());
-    }
-    res.body() = std::move(reply.body);
-    res.keep_alive(keep_alive);
+    bool head = request.method() == http::verb::head;
     if (options.metrics) options.metrics->http_response(reply.status);
+    serialize_head(reply, request.version(), keep_alive, c.head);
+    std::array<asio::const_buffer, 2> wire = {asio::buffer(c.head), asio::buffer(reply.body)};
+    if (head || !carries_body(reply.status)) wire[1] = asio::const_buffer();
 
     c.phase = Phase::writing;
     c.phase_started = coarse_now();
-    http::serializer<false, http::string_body> sr(res);
-    if (request.method() == http::verb::head) sr.split(true);
-    boost::system::error_code wec;
-    if (request.method() == http::verb::head) {
-      std::tie(wec, n) = co_await http::async_write_header(c.socket, sr, kNoThrow);
-    } else {
-      std::tie(wec, n) = co_await http::async_write(c.socket, sr, kNoThrow);
-    }
+    auto [wec, written] = co_await asio::async_write(c.socket, wire, kNoThrow);
     active.fetch_sub(1, std::memory_order_relaxed);
     if (wec || !keep_alive) break;
   }
