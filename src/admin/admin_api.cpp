@@ -1,7 +1,5 @@
 #include "admin/admin_api.h"
 
-#include <openssl/crypto.h>
-
 #include <boost/json.hpp>
 
 #include "core/ids.h"
@@ -124,8 +122,7 @@ void AdminApi::handle(IncomingRequest& request, Responder respond) {
   auto auth = request.header("authorization");
   std::string_view presented;
   if (auth && auth->size() > 7 && auth->substr(0, 7) == "Bearer ") presented = auth->substr(7);
-  if (presented.size() != token_.size() ||
-      CRYPTO_memcmp(presented.data(), token_.data(), token_.size()) != 0) {
+  if (!secrets_equal(presented, token_)) {
     HttpReply r = json_error(401, "unauthorized",
                              auth ? "the admin token is not valid"
                                   : "send the token from .nimbus/admin.token as Authorization: Bearer TOKEN",

@@ -101,6 +101,15 @@ std::string_view trace_id_of(std::string_view traceparent) {
   return traceparent.substr(3, 32);
 }
 
+bool secrets_equal(std::string_view presented, std::string_view secret) {
+  if (presented.size() != secret.size() || secret.empty()) return false;
+  volatile unsigned char diff = 0;
+  for (std::size_t i = 0; i < secret.size(); ++i) {
+    diff = diff | static_cast<unsigned char>(presented[i] ^ secret[i]);
+  }
+  return diff == 0;
+}
+
 std::string new_secret(std::size_t bytes) {
   static constexpr char kB64[] =
       "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";

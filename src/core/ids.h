@@ -14,6 +14,11 @@ bool valid_traceparent(std::string_view traceparent);
 // The trace-id part of a traceparent ("" when malformed).
 std::string_view trace_id_of(std::string_view traceparent);
 
+// Compares a presented secret with the real one in time that does not depend on where they
+// differ. (OpenSSL's CRYPTO_memcmp does the same; linking libcrypto for it alone cost the host
+// a millisecond of start-up in dynamic relocations.)
+bool secrets_equal(std::string_view presented, std::string_view secret);
+
 // `bytes` random bytes from the OS, as URL-safe base64 without padding.
 std::string new_secret(std::size_t bytes = 32);
 

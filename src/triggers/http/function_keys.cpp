@@ -1,7 +1,5 @@
 #include "triggers/http/function_keys.h"
 
-#include <openssl/crypto.h>
-
 #include <boost/json.hpp>
 
 #include "core/ids.h"
@@ -51,12 +49,9 @@ Expected<FunctionKeys> FunctionKeys::load_or_create(const std::filesystem::path&
 }
 
 bool FunctionKeys::accepts(const std::string& function, std::string_view presented) const {
-  auto equal = [&](const std::string& key) {
-    return key.size() == presented.size() && CRYPTO_memcmp(key.data(), presented.data(), key.size()) == 0;
-  };
   if (presented.empty()) return false;
-  bool ok = equal(host_);
-  if (auto it = functions_.find(function); it != functions_.end()) ok = equal(it->second) || ok;
+  bool ok = secrets_equal(presented, host_);
+  if (auto it = functions_.find(function); it != functions_.end()) ok = secrets_equal(presented, it->second) || ok;
   return ok;
 }
 
