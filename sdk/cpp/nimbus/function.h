@@ -179,11 +179,17 @@ int invoke(Handler&& handler, const nimbus_invocation* inv, const nimbus_host* h
     Request req(inv);
     Context ctx(inv, host);
     Response res = handler(req, ctx);
-    std::vector<nimbus_pair> headers;
-    headers.reserve(res.headers.size());
-    for (const auto& [n, v] : res.headers) headers.push_back({str(n), str(v)});
-    host->reply(host->ctx, res.status, headers.data(), headers.size(), res.body.data(),
-                res.body.size());
+    nimbus_pair small[16];  // most replies have a few headers: no allocation for them
+    std::vector<nimbus_pair> large;
+    nimbus_pair* headers = small;
+    if (res.headers.size() > 16) {
+      large.resize(res.headers.size());
+      headers = large.data();
+    }
+    for (std::size_t i = 0; i < res.headers.size(); ++i) {
+      headers[i] = {str(res.headers[i].first), str(res.headers[i].second)};
+    }
+    host->reply(host->ctx, res.status, headers, res.headers.size(), res.body.data(), res.body.size());
     return 0;
   } catch (const std::exception& e) {
     return fail("exception", e.what());
