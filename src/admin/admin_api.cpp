@@ -162,17 +162,8 @@ void AdminApi::invoke(IncomingRequest& request, std::string_view name, Responder
     return respond(json_error(404, "not_found", "no function named '" + std::string(name) + "'", ""));
   }
   const FunctionSpec& fn = pool->spec();
-  TimePoint t0 = clock_.now();
-  Invocation inv;
-  inv.id = new_invocation_id();
-  inv.function = fn.name;
-  inv.trigger = TriggerKind::admin;
-  inv.source = "/admin";
-  inv.type = "nimbus.admin.invoke";
-  inv.time = clock_.wall();
-  inv.started = t0;
-  inv.deadline = t0 + fn.timeout;
-  inv.traceparent = continue_trace({});
+  Invocation inv = new_invocation(fn, TriggerKind::admin, "/admin", "nimbus.admin.invoke", clock_);
+  TimePoint t0 = inv.started;
   HttpRequest& http = inv.http.emplace();
   http.method = "POST";
   http.path = "/";

@@ -1,5 +1,7 @@
 #include "core/app_spec.h"
 
+#include "core/ids.h"
+
 namespace nimbus {
 
 std::string_view to_string(RuntimeKind kind) {
@@ -10,6 +12,21 @@ std::string_view to_string(RuntimeKind kind) {
     case RuntimeKind::process: return "process";
   }
   return "unknown";
+}
+
+Invocation new_invocation(const FunctionSpec& function, TriggerKind trigger, std::string source,
+                          std::string type, const Clock& clock, std::string_view traceparent) {
+  Invocation inv;
+  inv.id = new_invocation_id();
+  inv.function = function.name;
+  inv.trigger = trigger;
+  inv.source = std::move(source);
+  inv.type = std::move(type);
+  inv.started = clock.now();
+  inv.time = clock.wall();
+  inv.deadline = inv.started + function.timeout;
+  inv.traceparent = continue_trace(traceparent);
+  return inv;
 }
 
 }  // namespace nimbus

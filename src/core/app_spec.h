@@ -46,6 +46,11 @@ struct FunctionSpec {
   bool blocking = true;   // false: runs inline on the event loop (fast, must not block)
 };
 
+// A new Invocation of `function` from a trigger: fresh id, CloudEvents source and type, time
+// stamps from `clock`, the function's deadline, and a trace continuing `traceparent` (or new).
+Invocation new_invocation(const FunctionSpec& function, TriggerKind trigger, std::string source,
+                          std::string type, const Clock& clock, std::string_view traceparent = {});
+
 struct HttpSettings {
   std::size_t max_body = 10u << 20;
   std::size_t max_header = 16u << 10;

@@ -59,29 +59,9 @@ char* put_time(char* p, WallTime t) {
   return p + 8;
 }
 
-// "2026-11-21T10:00:00.123456Z", with the seconds part cached per thread.
 void append_time(std::string& out, WallTime t) {
-  thread_local int64_t cached_sec = -1;
-  thread_local char cached[32];
-  auto us = std::chrono::duration_cast<std::chrono::microseconds>(t.time_since_epoch()).count();
-  int64_t sec = us / 1'000'000;
-  if (sec != cached_sec) {
-    std::time_t tt = static_cast<std::time_t>(sec);
-    std::tm tm{};
-    gmtime_r(&tt, &tm);
-    std::strftime(cached, sizeof cached, "%Y-%m-%dT%H:%M:%S", &tm);
-    cached_sec = sec;
-  }
-  out += cached;
-  char frac[8];
-  int64_t rem = us % 1'000'000;
-  frac[0] = '.';
-  for (int i = 6; i >= 1; --i) {
-    frac[i] = static_cast<char>('0' + rem % 10);
-    rem /= 10;
-  }
-  out.append(frac, 7);
-  out += 'Z';
+  char buf[32];
+  out.append(buf, static_cast<std::size_t>(put_time(buf, t) - buf));
 }
 
 void append_number(std::string& out, int64_t v) {

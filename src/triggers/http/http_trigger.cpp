@@ -156,18 +156,10 @@ void HttpTrigger::handle(IncomingRequest& request, Responder respond) {
     }
   }
 
-  TimePoint t0 = clock_.now();
-  Invocation inv;
-  inv.id = new_invocation_id();
-  inv.function = fn.name;
-  inv.trigger = TriggerKind::http;
-  inv.source = "/http";
-  inv.type = "nimbus.http.request";
-  inv.time = clock_.wall();
-  inv.started = t0;
-  inv.deadline = t0 + fn.timeout;
   auto traceparent = request.header("traceparent");
-  inv.traceparent = continue_trace(traceparent ? *traceparent : std::string_view());
+  Invocation inv = new_invocation(fn, TriggerKind::http, "/http", "nimbus.http.request", clock_,
+                                  traceparent ? *traceparent : std::string_view());
+  TimePoint t0 = inv.started;
   HttpRequest& http = inv.http.emplace();
   http.method = std::string(method);
   http.path = std::string(path);
