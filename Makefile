@@ -23,8 +23,12 @@ run: configure
 	cmake --build $(BUILD) -j $(JOBS) --target nimbus
 	$(BUILD)/nimbus start $(APP) $(ARGS)
 
+# Every test twice: the release-like build, then AddressSanitizer + UBSan (leaks included).
 test: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) --timeout 300
+	cmake -S . -B $(BUILD)-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DNIMBUS_SANITIZE=ON
+	cmake --build $(BUILD)-asan -j $(JOBS)
+	cd $(BUILD)-asan && ctest --output-on-failure -j $(JOBS) --timeout 300
 
 bench: build
 	@NIMBUS_BENCH=1 bash scripts/setup.sh

@@ -102,6 +102,10 @@ void AdminApi::stop_accepting() {
   if (server_) server_->stop_accepting();
 }
 
+void AdminApi::close() {
+  if (server_) server_->close();
+}
+
 int AdminApi::in_progress() const { return server_ ? server_->active_requests() : 0; }
 
 void AdminApi::handle(IncomingRequest& request, Responder respond) {

@@ -42,6 +42,7 @@ class AdminApi final : private RequestHandler {
   ~AdminApi() override;
   Expected<int> start(EventLoops& loops, const std::string& address, int port);
   void stop_accepting();
+  void close();
   int in_progress() const;
 
  private:

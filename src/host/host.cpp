@@ -140,7 +140,6 @@ int run_host(const AppSpec& app, const HostOptions& options) {
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }
   int left = http.in_progress() + admin.in_progress();
-  loops.stop();
   fs::remove(host_file(app.dir), ec);
   if (left > 0) {
     logger.host(LogLevel::warn, "grace period over; exiting with requests still in flight",
@@ -149,8 +148,13 @@ int run_host(const AppSpec& app, const HostOptions& options) {
     std::cout.flush();
     std::_Exit(0);  // in-process functions cannot be pre-empted; do not wait on them
   }
-  logger.host(LogLevel::info, "stopped");
+  // Nothing in flight: close every connection and timer on its own loop, let the loops run
+  // dry, and only then take the parts down (each in the reverse order it was made).
+  http.close();
+  admin.close();
+  loops.drain();
   pools.close_all();
+  logger.host(LogLevel::info, "stopped");
   return 0;
 }
 

@@ -35,6 +35,7 @@ class HttpTrigger final : public Trigger, public RequestHandler {
   Status start() override;
   void stop_taking_work() override;
   int in_progress() const override;
+  void close() { server_->close(); }
   int port() const { return port_; }
   void handle(IncomingRequest& request, Responder respond) override;
 

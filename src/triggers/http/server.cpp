@@ -75,6 +75,13 @@ void EventLoops::stop() {
   impl_->threads.clear();
 }
 
+void EventLoops::drain() {
+  impl_->guards.clear();  // run() returns once a loop has no work left
+  for (auto& t : impl_->threads)
+    if (t.joinable()) t.join();
+  impl_->threads.clear();
+}
+
 void EventLoops::post(int index, std::function<void()> fn) {
   asio::post(*impl_->contexts[static_cast<std::size_t>(index)], std::move(fn));
 }
@@ -155,6 +162,7 @@ struct Connection {
   Parser* parser = nullptr;
   bool timed_out = false;
   bool timed_out_mid_request = false;
+  bool closing = false;  // the server is closing: stop waiting for a reply
   Connection* prev = nullptr;
   Connection* next = nullptr;
 };
@@ -257,6 +265,7 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
   std::vector<std::unique_ptr<LoopState>> states;
   std::atomic<int> active{0};
   std::atomic<bool> stopping{false};
+  std::atomic<bool> closed{false};
 
   asio::awaitable<void> accept_loop(LoopState& ls);
   asio::awaitable<void> serve(LoopState& ls, tcp::socket socket);
@@ -272,6 +281,25 @@ HttpServer::HttpServer(EventLoops& loops, RequestHandler& handler)
 HttpServer::~HttpServer() = default;
 
 int HttpServer::active_requests() const { return impl_->active.load(); }
+
+void HttpServer::close() {
+  impl_->stopping.store(true);
+  impl_->closed.store(true);
+  for (auto& s : impl_->states) {
+    LoopState* ls = s.get();
+    auto self = impl_;
+    asio::post(ls->ctx, [self, ls] {
+      boost::system::error_code ignored;
+      if (ls->acceptor) ls->acceptor->close(ignored);
+      ls->sweep.cancel();
+      for (Connection* c = ls->head; c; c = c->next) {
+        c->closing = true;
+        c->socket.close(ignored);
+        c->wait_timer.cancel();
+      }
+    });
+  }
+}
 
 Expected<int> HttpServer::listen(const ListenOptions& options) {
   impl_->options = options;
@@ -361,7 +389,7 @@ void HttpServer::Impl::arm_sweep(LoopState& ls) {
   ls.sweep.expires_after(period);
   auto self = shared_from_this();
   ls.sweep.async_wait([self, &ls](boost::system::error_code ec) {
-    if (ec) return;
+    if (ec || self->closed.load()) return;  // closed: a tick already queued must not re-arm
     self->sweep(ls);
     self->arm_sweep(ls);
   });
@@ -502,10 +530,14 @@ asio::awaitable<void> HttpServer::Impl::serve(LoopState& ls, tcp::socket socket)
         c.slot->wake = [conn] { asio::post(conn->socket.get_executor(), [conn] { conn->wait_timer.cancel(); }); };
       }
     }
-    while (!ready) {
+    while (!ready && !c.closing) {
       co_await c.wait_timer.async_wait(kNoThrow);
       std::lock_guard lock(c.slot->mu);
       ready = c.slot->ready;
+    }
+    if (!ready) {
+      active.fetch_sub(1, std::memory_order_relaxed);
+      break;
     }
     {
       std::lock_guard lock(c.slot->mu);

@@ -25,7 +25,8 @@ class EventLoops {
   ~EventLoops();
   int size() const;
   void start();
-  void stop();  // stops the loops and joins their threads
+  void stop();   // stops the loops at once and joins their threads
+  void drain();  // lets the loops finish the work they have (none may be endless), then joins
   // Runs `fn` on loop `index` (used to reach per-loop state).
   void post(int index, std::function<void()> fn);
   struct Impl;
@@ -92,6 +93,9 @@ class HttpServer {
   void stop_accepting();
   // Requests read and not yet answered.
   int active_requests() const;
+  // Graceful shutdown, step 2 (with no requests left): closes every connection and timer on
+  // its own loop, so that EventLoops::drain() finds no work left and nothing outlives it.
+  void close();
 
   struct Impl;
 
