@@ -198,6 +198,15 @@ TEST(Http, ExpectContinueGetsTheGoAheadAndFunctionsCannotSetFraming) {
   EXPECT_EQ(r.body, "hello");
 }
 
+TEST(Http, MalformedRequestIs400AndTheHostLivesOn) {
+  App app(manifest());
+  ASSERT_TRUE(app.host->started()) << app.host->errors();
+  Response r = parse_response(send_raw(app.port(), "GET /hello HTTP/1.1\r\nHost x\r\n\r\n"));
+  EXPECT_EQ(r.status, 400);
+  EXPECT_EQ(parse_object(r.body)["error"].as_object()["code"].as_string(), "bad_request");
+  EXPECT_EQ(request(app.port(), "GET", "/hello").status, 200);
+}
+
 TEST(Http, BodyOverTheLimitIs413) {
   App app(manifest("http:\n  max_body: 1KiB\n"));
   ASSERT_TRUE(app.host->started()) << app.host->errors();
