@@ -1,0 +1,170 @@
+#include "runtime/process/worker_process.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+namespace nimbus {
+namespace {
+
+void close_fd(int& fd) {
+  if (fd >= 0) ::close(fd);
+  fd = -1;
+}
+
+}  // namespace
+
+Expected<std::unique_ptr<WorkerProcess>> WorkerProcess::spawn(const WorkerSpawn& spec, WorkerCallbacks callbacks) {
+  if (spec.argv.empty()) return Error{"worker command is empty"};
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+    return Error{std::string("cannot create the worker socket: ") + std::strerror(errno)};
+  }
+  int out[2], err[2];
+  if (::pipe2(out, O_CLOEXEC) != 0 || ::pipe2(err, O_CLOEXEC) != 0) {
+    ::close(sv[0]);
+    ::close(sv[1]);
+    return Error{std::string("cannot create the worker's output pipes: ") + std::strerror(errno)};
+  }
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_adddup2(&fa, sv[1], 3);  // dup2 clears close-on-exec on fd 3
+  posix_spawn_file_actions_adddup2(&fa, out[1], 1);
+  posix_spawn_file_actions_adddup2(&fa, err[1], 2);
+  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+  if (!spec.cwd.empty()) posix_spawn_file_actions_addchdir_np(&fa, spec.cwd.c_str());
+  std::vector<char*> argv, envp;
+  for (const auto& a : spec.argv) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  for (const auto& e : spec.env) envp.push_back(const_cast<char*>(e.c_str()));
+  envp.push_back(nullptr);
+  pid_t pid = -1;
+  int rc = posix_spawn(&pid, argv[0], &fa, nullptr, argv.data(), envp.data());
+  posix_spawn_file_actions_destroy(&fa);
+  ::close(sv[1]);
+  ::close(out[1]);
+  ::close(err[1]);
+  if (rc != 0) {
+    ::close(sv[0]);
+    ::close(out[0]);
+    ::close(err[0]);
+    return Error{"cannot start worker " + spec.argv[0] + ": " + std::strerror(rc)};
+  }
+  std::unique_ptr<WorkerProcess> w(new WorkerProcess());
+  w->pid_ = pid;
+  w->sock_ = sv[0];
+  w->out_ = out[0];
+  w->err_ = err[0];
+  w->max_frame_ = spec.max_frame;
+  w->callbacks_ = std::move(callbacks);
+  w->reader_ = std::thread([p = w.get()] { p->read_frames(); });
+  w->output_ = std::thread([p = w.get()] { p->read_output(); });
+  return w;
+}
+
+WorkerProcess::~WorkerProcess() {
+  kill();
+  if (reader_.joinable()) reader_.join();
+  if (output_.joinable()) output_.join();
+  close_fd(sock_);
+  close_fd(out_);
+  close_fd(err_);
+}
+
+Status WorkerProcess::send(FrameType type, const boost::json::object& header, std::string_view body) {
+  std::string wire;
+  encode_frame(type, header, body, wire);
+  std::lock_guard lock(send_mu_);
+  const char* p = wire.data();
+  std::size_t left = wire.size();
+  while (left > 0) {
+    ssize_t n = ::send(sock_, p, left, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return Error{std::string("cannot write to worker ") + std::to_string(pid_) + ": " + std::strerror(errno)};
+    p += n;
+    left -= static_cast<std::size_t>(n);
+  }
+  return ok_status();
+}
+
+void WorkerProcess::kill() {
+  if (!killed_.exchange(true) && pid_ > 0) {
+    ::kill(pid_, SIGKILL);
+  }
+}
+
+void WorkerProcess::read_frames() {
+  FrameDecoder decoder(max_frame_);
+  std::string why;
+  char buf[65536];
+  while (true) {
+    ssize_t n = ::recv(sock_, buf, sizeof buf, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    decoder.feed(buf, static_cast<std::size_t>(n));
+    Frame frame;
+    std::string error;
+    FrameDecoder::Status st;
+    while ((st = decoder.next(frame, error)) == FrameDecoder::Status::frame) {
+      if (callbacks_.frame) callbacks_.frame(std::move(frame));
+    }
+    if (st == FrameDecoder::Status::error) {
+      why = "sent a malformed frame (" + error + "); killed";
+      kill();
+      break;
+    }
+  }
+  int status = 0;
+  while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
+  }
+  int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  if (why.empty()) {
+    why = WIFEXITED(status) ? "exited with code " + std::to_string(code)
+                            : std::string("was killed by signal ") + strsignal(WTERMSIG(status));
+  }
+  killed_.store(true);  // the pid may be reused from here on: never signal it again
+  if (callbacks_.exited) callbacks_.exited(code, why);
+}
+
+void WorkerProcess::read_output() {
+  std::string pending[2];
+  pollfd fds[2] = {{out_, POLLIN, 0}, {err_, POLLIN, 0}};
+  int open = 2;
+  char buf[8192];
+  while (open > 0) {
+    if (::poll(fds, 2, -1) < 0) {
+      if (errno == EINTR) continue;
+      break;
+    }
+    for (int i = 0; i < 2; ++i) {
+      if (fds[i].fd < 0 || !(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+      ssize_t n = ::read(fds[i].fd, buf, sizeof buf);
+      if (n <= 0) {
+        if (!pending[i].empty() && callbacks_.output) callbacks_.output(pending[i], i == 1);
+        fds[i].fd = -1;
+        --open;
+        continue;
+      }
+      pending[i].append(buf, static_cast<std::size_t>(n));
+      std::size_t start = 0, nl;
+      while ((nl = pending[i].find('\n', start)) != std::string::npos) {
+        if (callbacks_.output) callbacks_.output(std::string_view(pending[i]).substr(start, nl - start), i == 1);
+        start = nl + 1;
+      }
+      pending[i].erase(0, start);
+      if (pending[i].size() > 64 * 1024) {  // a line with no end: hand it over in pieces
+        if (callbacks_.output) callbacks_.output(pending[i], i == 1);
+        pending[i].clear();
+      }
+    }
+  }
+}
+
+}  // namespace nimbus

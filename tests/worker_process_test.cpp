@@ -1,0 +1,274 @@
+// The Python worker library against the real protocol: a real python3 process, a real
+// socket, frames encoded and decoded by the host's codec.
+#include "runtime/process/worker_process.h"
+
+#include <gtest/gtest.h>
+
+#include <boost/json/parse.hpp>
+#include <chrono>
+#include <condition_variable>
+#include <fstream>
+#include <random>
+
+namespace nimbus {
+namespace {
+
+namespace fs = std::filesystem;
+namespace json = boost::json;
+using namespace std::chrono_literals;
+
+struct Seen {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<Frame> frames;
+  std::vector<std::string> lines;
+  bool exited = false;
+  int code = -1;
+  std::string why;
+
+  WorkerCallbacks callbacks() {
+    return {[this](Frame&& f) {
+              std::lock_guard l(mu);
+              frames.push_back(std::move(f));
+              cv.notify_all();
+            },
+            [this](std::string_view line, bool) {
+              std::lock_guard l(mu);
+              lines.emplace_back(line);
+              cv.notify_all();
+            },
+            [this](int c, const std::string& w) {
+              std::lock_guard l(mu);
+              exited = true;
+              code = c;
+              why = w;
+              cv.notify_all();
+            }};
+  }
+  // Waits (bounded) for a frame of `type` whose id is `id` ("" = any); returns it.
+  std::optional<Frame> wait_frame(FrameType type, const std::string& id = "") {
+    std::unique_lock l(mu);
+    std::optional<Frame> found;
+    cv.wait_for(l, 20s, [&] {
+      for (auto& f : frames) {
+        if (f.type != type) continue;
+        if (!id.empty() && (!f.header.contains("id") || f.header.at("id").as_string() != id)) continue;
+        found = f;
+        return true;
+      }
+      return exited;
+    });
+    return found;
+  }
+  bool wait_exit() {
+    std::unique_lock l(mu);
+    return cv.wait_for(l, 20s, [&] { return exited; });
+  }
+};
+
+class PythonWorkerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::random_device rd;
+    dir_ = fs::temp_directory_path() / ("nimbus-pyw-" + std::to_string(rd()));
+    fs::create_directories(dir_);
+    std::ofstream(dir_ / "handlers.py") << R"PY(
+import asyncio, sys
+
+def hello(req, ctx):
+    ctx.log.info("hi from " + ctx.invocation_id)
+    print("to stdout")
+    return "Hello, " + req.query.get("name", "World") + "!"
+
+def echo(req, ctx):
+    from nimbus import Response
+    return Response(req.body, status=201, headers={"x-path": req.path, "x-id": req.params.get("id", "")},
+                    content_type="application/octet-stream")
+
+def data(req, ctx):
+    return {"method": req.method, "n": len(req.body)}
+
+def boom(req, ctx):
+    raise ValueError("no such order")
+
+async def slow(req, ctx):
+    await asyncio.sleep(float(req.query.get("s", "0")))
+    return req.query.get("tag", "")
+)PY";
+  }
+  void TearDown() override {
+    worker_.reset();
+    std::error_code ec;
+    fs::remove_all(dir_, ec);
+  }
+  void start(const std::string& handler, int protocol = kWorkerProtocolVersion) {
+    WorkerSpawn spec;
+    spec.argv = {"/usr/bin/python3", "-m", "nimbus"};
+    spec.env = {"PYTHONPATH=" NIMBUS_SOURCE_DIR "/sdk/python", "NIMBUS_WORKER_FD=3", "PATH=/usr/bin:/bin"};
+    spec.cwd = dir_;
+    auto w = WorkerProcess::spawn(spec, seen_.callbacks());
+    ASSERT_TRUE(w.ok()) << w.error().message;
+    worker_ = std::move(*w);
+    ASSERT_TRUE(worker_->send(FrameType::init, {{"protocol", protocol}, {"function", "f"}, {"handler", handler}, {"runtime", "python"}}).ok());
+  }
+  json::object invoke_header(const std::string& id, const std::string& query = "", const std::string& method = "GET") {
+    return {{"id", id},
+            {"trigger", "http"},
+            {"attempt", 1},
+            {"deadline_ms", 0},
+            {"traceparent", ""},
+            {"http", {{"method", method}, {"path", "/orders/7"}, {"query", query}, {"headers", json::array{json::array{"Host", "x"}}}, {"params", {{"id", "7"}}}}}};
+  }
+  fs::path dir_;
+  Seen seen_;
+  std::unique_ptr<WorkerProcess> worker_;
+};
+
+TEST_F(PythonWorkerTest, ReadyThenHelloWithLogsTaggedAndStdoutCaptured) {
+  start("handlers.py:hello");
+  auto ready = seen_.wait_frame(FrameType::ready);
+  ASSERT_TRUE(ready) << seen_.why;
+  EXPECT_EQ(ready->header.at("protocol").as_int64(), 1);
+  ASSERT_TRUE(worker_->send(FrameType::invoke, invoke_header("inv1", "name=Py")).ok());
+  auto result = seen_.wait_frame(FrameType::result, "inv1");
+  ASSERT_TRUE(result);
+  EXPECT_EQ(result->header.at("status").as_string(), "ok");
+  EXPECT_EQ(result->header.at("http").as_object().at("status").as_int64(), 200);
+  EXPECT_EQ(result->body, "Hello, Py!");
+  auto log = seen_.wait_frame(FrameType::log, "inv1");
+  ASSERT_TRUE(log);
+  EXPECT_EQ(log->header.at("message").as_string(), "hi from inv1");
+  std::unique_lock l(seen_.mu);
+  EXPECT_TRUE(seen_.cv.wait_for(l, 20s, [&] { return !seen_.lines.empty(); }));
+  EXPECT_EQ(seen_.lines.front(), "to stdout");
+}
+
+TEST_F(PythonWorkerTest, BinaryBodiesStatusHeadersAndParamsPassThrough) {
+  start("handlers.py:echo");
+  ASSERT_TRUE(seen_.wait_frame(FrameType::ready));
+  std::string body("\0\1\2\xff binary", 11);
+  ASSERT_TRUE(worker_->send(FrameType::invoke, invoke_header("e1", "", "POST"), body).ok());
+  auto r = seen_.wait_frame(FrameType::result, "e1");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->body, body);
+  const auto& http = r->header.at("http").as_object();
+  EXPECT_EQ(http.at("status").as_int64(), 201);
+  std::map<std::string, std::string> headers;
+  for (const auto& h : http.at("headers").as_array()) headers[std::string(h.as_array()[0].as_string())] = h.as_array()[1].as_string();
+  EXPECT_EQ(headers["x-path"], "/orders/7");
+  EXPECT_EQ(headers["x-id"], "7");
+  EXPECT_EQ(headers["content-type"], "application/octet-stream");
+}
+
+TEST_F(PythonWorkerTest, ReturnedDictIsJson) {
+  start("handlers.py:data");
+  ASSERT_TRUE(seen_.wait_frame(FrameType::ready));
+  ASSERT_TRUE(worker_->send(FrameType::invoke, invoke_header("d1", "", "PUT"), "abc").ok());
+  auto r = seen_.wait_frame(FrameType::result, "d1");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(json::parse(r->body), json::parse(R"({"method":"PUT","n":3})"));
+}
+
+TEST_F(PythonWorkerTest, AsyncHandlersRunConcurrentlyInOneWorker) {
+  start("handlers.py:slow");
+  ASSERT_TRUE(seen_.wait_frame(FrameType::ready));
+  ASSERT_TRUE(worker_->send(FrameType::invoke, invoke_header("long", "s=1.5&tag=long")).ok());
+  ASSERT_TRUE(worker_->send(FrameType::invoke, invoke_header("short", "s=0&tag=short")).ok());
+  auto short_result = seen_.wait_frame(FrameType::result, "short");
+  ASSERT_TRUE(short_result);
+  EXPECT_EQ(short_result->body, "short");
+  {
+    // The short one finished while the long one was still in flight: they overlapped.
+    std::lock_guard l(seen_.mu);
+    bool long_done = false;
+    for (const auto& f : seen_.frames)
+      if (f.type == FrameType::result && f.header.at("id").as_string() == "long") long_done = true;
+    EXPECT_FALSE(long_done);
+  }
+  auto long_result = seen_.wait_frame(FrameType::result, "long");
+  ASSERT_TRUE(long_result);
+  EXPECT_EQ(long_result->body, "long");
+}
+
+TEST_F(PythonWorkerTest, ExceptionIsAnErrorResultWithTypeMessageAndStack) {
+  start("handlers.py:boom");
+  ASSERT_TRUE(seen_.wait_frame(FrameType::ready));
+  ASSERT_TRUE(worker_->send(FrameType::invoke, invoke_header("b1")).ok());
+  auto r = seen_.wait_frame(FrameType::result, "b1");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->header.at("status").as_string(), "error");
+  const auto& e = r->header.at("error").as_object();
+  EXPECT_EQ(e.at("type").as_string(), "ValueError");
+  EXPECT_EQ(e.at("message").as_string(), "no such order");
+  EXPECT_NE(std::string(e.at("stack").as_string()).find("handlers.py"), std::string::npos);
+  // The worker lives on.
+  ASSERT_TRUE(worker_->send(FrameType::invoke, invoke_header("b2")).ok());
+  EXPECT_TRUE(seen_.wait_frame(FrameType::result, "b2"));
+}
+
+TEST_F(PythonWorkerTest, ProtocolMismatchIsFatalNamingBothVersions) {
+  start("handlers.py:hello", /*protocol=*/2);
+  auto fatal = seen_.wait_frame(FrameType::fatal);
+  ASSERT_TRUE(fatal);
+  std::string message(fatal->header.at("message").as_string());
+  EXPECT_NE(message.find("protocol 1"), std::string::npos) << message;
+  EXPECT_NE(message.find("2"), std::string::npos) << message;
+  EXPECT_TRUE(seen_.wait_exit());
+  EXPECT_NE(seen_.code, 0);
+}
+
+TEST_F(PythonWorkerTest, MissingHandlerIsFatalWithTheReason) {
+  start("handlers.py:nope");
+  auto fatal = seen_.wait_frame(FrameType::fatal);
+  ASSERT_TRUE(fatal);
+  EXPECT_NE(std::string(fatal->header.at("message").as_string()).find("no function 'nope'"), std::string::npos);
+  EXPECT_TRUE(seen_.wait_exit());
+  EXPECT_EQ(seen_.code, 1);
+}
+
+TEST_F(PythonWorkerTest, ShutdownEndsTheWorkerCleanly) {
+  start("handlers.py:hello");
+  ASSERT_TRUE(seen_.wait_frame(FrameType::ready));
+  ASSERT_TRUE(worker_->send(FrameType::shutdown, {{"grace_ms", 1000}}).ok());
+  ASSERT_TRUE(seen_.wait_exit());
+  EXPECT_EQ(seen_.code, 0) << seen_.why;
+}
+
+TEST(WorkerProcessTest, MalformedFrameGetsTheWorkerKilledWithTheReason) {
+  Seen seen;
+  WorkerSpawn spec;
+  // A "worker" that writes a frame claiming a 1 GiB length, then waits.
+  spec.argv = {"/usr/bin/python3", "-c",
+               "import os,struct,time; os.write(3, struct.pack('>I', 1<<30) + b'x'*16); time.sleep(30)"};
+  spec.env = {"PATH=/usr/bin:/bin"};
+  spec.max_frame = 1 << 20;
+  auto w = WorkerProcess::spawn(spec, seen.callbacks());
+  ASSERT_TRUE(w.ok()) << w.error().message;
+  ASSERT_TRUE(seen.wait_exit());
+  EXPECT_NE(seen.why.find("malformed frame"), std::string::npos) << seen.why;
+  EXPECT_NE(seen.why.find("over the limit"), std::string::npos) << seen.why;
+}
+
+TEST(WorkerProcessTest, CrashIsReportedWithItsSignal) {
+  Seen seen;
+  WorkerSpawn spec;
+  spec.argv = {"/usr/bin/python3", "-c", "import os,signal; os.kill(os.getpid(), signal.SIGSEGV)"};
+  spec.env = {"PATH=/usr/bin:/bin"};
+  auto w = WorkerProcess::spawn(spec, seen.callbacks());
+  ASSERT_TRUE(w.ok());
+  ASSERT_TRUE(seen.wait_exit());
+  EXPECT_EQ(seen.code, 128 + SIGSEGV);
+  EXPECT_NE(seen.why.find("signal"), std::string::npos) << seen.why;
+}
+
+TEST(WorkerProcessTest, AMissingProgramIsAClearError) {
+  Seen seen;
+  WorkerSpawn spec;
+  spec.argv = {"/nowhere/worker"};
+  auto w = WorkerProcess::spawn(spec, seen.callbacks());
+  ASSERT_FALSE(w.ok());
+  EXPECT_NE(w.error().message.find("/nowhere/worker"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace nimbus
