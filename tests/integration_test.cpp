@@ -283,6 +283,86 @@ TEST(Http, ThrowingFunctionIs500WithInvocationIdAndDetailsOnlyInTheLog) {
   EXPECT_TRUE(std::regex_search(log, fail_line)) << log;
 }
 
+// Python functions through the process runtime, end to end.
+std::string python_app(const std::string& extra_fn_keys = "") {
+  return "name: py\nfunctions:\n"
+         "  hello:\n    runtime: python\n    handler: app.py:hello\n    timeout: 5s\n" + extra_fn_keys +
+         "    triggers: [{http: {route: /hello}}]\n"
+         "  boom:\n    runtime: python\n    handler: app.py:boom\n    triggers: [{http: {route: /boom}}]\n"
+         "  crash:\n    runtime: python\n    handler: app.py:crash\n    triggers: [{http: {route: /crash}}]\n"
+         "  slow:\n    runtime: python\n    handler: app.py:slow\n    timeout: 300ms\n    triggers: [{http: {route: /slow}}]\n";
+}
+const char* kPythonHandlers = R"PY(
+import os, time
+def hello(req, ctx):
+    ctx.log.info("hello from python " + ctx.invocation_id)
+    return "Hello, " + req.query.get("name", "World") + "!"
+def boom(req, ctx):
+    raise KeyError("secret-detail")
+def crash(req, ctx):
+    os._exit(3)
+def slow(req, ctx):
+    time.sleep(float(req.query.get("s", "5")))
+    return "late"
+)PY";
+
+TEST(Python, ColdStartFromZeroThenServesWithLogsTagged) {
+  TempDir dir;
+  dir.write("nimbus.yaml", python_app());
+  dir.write("app.py", kPythonHandlers);
+  Host host(dir.path());
+  ASSERT_TRUE(host.started()) << host.errors();
+  Response r = request(host.http_port(), "GET", "/hello?name=Py");  // no instance yet: waits for one
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.body, "Hello, Py!");
+  EXPECT_EQ(request(host.http_port(), "GET", "/hello").body, "Hello, World!");
+  ASSERT_TRUE(host.wait_for_output("hello from python"));
+  std::regex tagged("\"msg\":\"hello from python ([0-9a-f]{32})\"[^\\n]*\"invocation_id\":\"\\1\"");
+  EXPECT_TRUE(std::regex_search(host.output(), tagged)) << host.output();
+  Response m = request(host.admin_port(), "GET", "/metrics");
+  EXPECT_NE(m.body.find("nimbus_cold_starts_total{function=\"hello\"} 1\n"), std::string::npos) << m.body;
+}
+
+TEST(Python, ExceptionIs500CrashIs502OverrunIs504AndTheFunctionRecovers) {
+  TempDir dir;
+  dir.write("nimbus.yaml", python_app());
+  dir.write("app.py", kPythonHandlers);
+  Host host(dir.path());
+  ASSERT_TRUE(host.started()) << host.errors();
+  Response boom = request(host.http_port(), "GET", "/boom");
+  EXPECT_EQ(boom.status, 500);
+  EXPECT_EQ(boom.body.find("secret-detail"), std::string::npos);
+  ASSERT_TRUE(host.wait_for_output("secret-detail"));  // type, message and stack go to the log
+  EXPECT_NE(host.output().find("KeyError"), std::string::npos);
+
+  Response crash = request(host.http_port(), "GET", "/crash");
+  EXPECT_EQ(crash.status, 502);
+  EXPECT_EQ(parse_object(crash.body)["error"].as_object()["code"].as_string(), "worker_failed");
+  EXPECT_NE(parse_object(crash.body)["error"].as_object()["message"].as_string().find("crash"), std::string::npos);
+  ASSERT_TRUE(host.wait_for_output("exited with code 3"));
+
+  auto start = std::chrono::steady_clock::now();
+  Response slow = request(host.http_port(), "GET", "/slow");
+  EXPECT_EQ(slow.status, 504);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(3));
+  ASSERT_TRUE(host.wait_for_output("overran a deadline"));
+  // A fresh worker replaces the killed one.
+  Response again = request(host.http_port(), "GET", "/slow?s=0");
+  EXPECT_EQ(again.status, 200);
+  EXPECT_EQ(again.body, "late");
+  EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
+}
+
+TEST(Python, BrokenHandlerWithMinInstancesIsAStartupError) {
+  TempDir dir;
+  dir.write("nimbus.yaml", "name: py\nfunctions:\n  f:\n    runtime: python\n    handler: app.py:missing\n"
+                           "    min_instances: 1\n    triggers: [{http: {route: /f}}]\n");
+  dir.write("app.py", kPythonHandlers);
+  CommandResult r = run_nimbus({"start", ".", "--port", "0", "--admin-port", "0"}, dir.path());
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("no function 'missing'"), std::string::npos) << r.err;
+}
+
 TEST(Admin, TokenIsRequiredAndFunctionsAreListedWithSecretsMasked) {
   TempDir dir;
   dir.write("nimbus.yaml", manifest("", {{"hello", "    env:\n      PLAIN: visible\n      TOKEN: {value: s3cr3t-value, secret: true}\n"}}));

@@ -366,12 +366,34 @@ TEST(ManifestTest, MissingRuntimeIsAnError) {
 }
 
 TEST(ManifestTest, UnavailableRuntimeIsAnError) {
-  for (const char* rt : {"python", "node", "process"}) {
+  for (const char* rt : {"node", "process"}) {
     auto load = parse(one_function(std::string("runtime: ") + rt + "\nhandler: functions/orders\n"));
     const Diagnostic& d = expect_diag(load, "functions.orders.runtime", "not available");
     EXPECT_NE(d.message.find(rt), std::string::npos) << d.message;
-    EXPECT_NE(d.message.find("expected native"), std::string::npos) << d.message;
+    EXPECT_NE(d.message.find("expected native or python"), std::string::npos) << d.message;
   }
+}
+
+TEST(ManifestTest, PythonFunctionsNameAFileAndAFunctionAndTakeInstanceKeys) {
+  auto load = parse(one_function("runtime: python\nhandler: src/orders.py:handle\nmin_instances: 1\n"
+                                 "max_instances: 3\nidle_timeout: 90s\nconcurrency: 4\n"));
+  ASSERT_TRUE(load.app.has_value()) << load.report();
+  const FunctionSpec& fn = load.app->functions[0];
+  EXPECT_EQ(fn.runtime, RuntimeKind::python);
+  EXPECT_EQ(fn.min_instances, 1);
+  EXPECT_EQ(fn.max_instances, 3);
+  EXPECT_EQ(fn.idle_timeout, std::chrono::seconds(90));
+  EXPECT_EQ(fn.concurrency, 4);
+  auto defaults = parse(one_function("runtime: python\nhandler: orders.py:handle\n"));
+  ASSERT_TRUE(defaults.app.has_value()) << defaults.report();
+  EXPECT_EQ(defaults.app->functions[0].concurrency, 1) << "per instance, one at a time unless asked";
+
+  expect_diag(parse(one_function("runtime: python\nhandler: functions/orders\n")), "functions.orders.handler",
+              "expected path/file.py:function");
+  expect_diag(parse(one_function("runtime: python\nhandler: o.py:h\nmin_instances: 3\nmax_instances: 2\n")),
+              "functions.orders.min_instances", "min_instances <= max_instances");
+  expect_diag(parse(one_function("runtime: native\nhandler: x.so\nmin_instances: 1\n")),
+              "functions.orders.min_instances", "worker runtimes only");
 }
 
 TEST(ManifestTest, BadRuntimeSuggestsTheClosest) {
@@ -621,7 +643,7 @@ store: nowhere
 fuctions: {}
 functions:
   orders:
-    runtime: python
+    runtime: node
     timout: 5s
     concurrency: zero
     triggers:

@@ -44,6 +44,10 @@ struct FunctionSpec {
   int concurrency = 64;   // invocations in flight at once
   int wait_queue = 64;    // invocations allowed to wait for a slot; beyond that: 503
   bool blocking = true;   // false: runs inline on the event loop (fast, must not block)
+  // Worker-process runtimes (python): instances, and `concurrency` counts per instance.
+  int min_instances = 0;
+  int max_instances = 4;
+  Duration idle_timeout = std::chrono::minutes(5);
 };
 
 // A new Invocation of `function` from a trigger: fresh id, CloudEvents source and type, time

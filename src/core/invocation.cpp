@@ -25,6 +25,7 @@ std::string_view to_string(Outcome outcome) {
     case Outcome::timeout: return "timeout";
     case Outcome::overloaded: return "overloaded";
     case Outcome::unavailable: return "unavailable";
+    case Outcome::crashed: return "crashed";
   }
   return "unknown";
 }

@@ -57,8 +57,9 @@ enum class Outcome : uint8_t {
   timeout,      // the function did not finish by its deadline
   overloaded,   // at its concurrency limit with a full wait queue; nothing ran
   unavailable,  // could not be run at all (not loaded, shutting down)
+  crashed,      // the instance running it died (a worker process exited or was killed)
 };
-inline constexpr int kOutcomeCount = 5;
+inline constexpr int kOutcomeCount = 6;
 std::string_view to_string(Outcome outcome);
 
 struct HttpReply {

@@ -15,6 +15,7 @@
 #include "pool/worker_threads.h"
 #include "runtime/native/native_build.h"
 #include "runtime/native/native_runtime.h"
+#include "runtime/process/process_runtime.h"
 #include "triggers/http/http_trigger.h"
 
 namespace nimbus {
@@ -85,16 +86,32 @@ int run_host(const AppSpec& app, const HostOptions& options) {
   WorkerThreads workers(app.worker_threads);
   PoolContext pool_context{clock, timers, &timer_thread, workers, metrics};
   FunctionPools pools;
+  std::vector<ProcessExecutor*> worker_functions;  // stopped before the pools go
   for (std::size_t i = 0; i < app.functions.size(); ++i) {
     const FunctionSpec& fn = app.functions[i];
-    TimePoint t0 = clock.now();
-    auto executor = load_native_function(fn, libraries->at(fn.name), clock, logger);
-    if (!executor) {
-      sink.flush();
-      return fail(executor.error().message);
+    const int index = static_cast<int>(i);
+    if (fn.runtime == RuntimeKind::native) {
+      TimePoint t0 = clock.now();
+      auto executor = load_native_function(fn, libraries->at(fn.name), clock, logger);
+      if (!executor) {
+        sink.flush();
+        return fail(executor.error().message);
+      }
+      metrics.cold_start(index, clock.now() - t0);
+      pools.add(std::make_unique<FunctionPool>(fn, index, std::move(*executor), pool_context));
+      continue;
     }
-    metrics.cold_start(static_cast<int>(i), clock.now() - t0);
-    pools.add(std::make_unique<FunctionPool>(fn, static_cast<int>(i), std::move(*executor), pool_context));
+    auto executor = std::make_unique<ProcessExecutor>(fn, index, process_options_for(app, fn), clock, timers,
+                                                      &timer_thread, logger, metrics);
+    if (auto st = executor->warm_up(); !st) {
+      sink.flush();
+      return fail(st.error().message);
+    }
+    worker_functions.push_back(executor.get());
+    // The pool bounds the whole function; each instance takes `concurrency` of it.
+    FunctionSpec pooled = fn;
+    pooled.concurrency = fn.concurrency * fn.max_instances;
+    pools.add(std::make_unique<FunctionPool>(pooled, index, std::move(executor), pool_context));
   }
 
   HttpTrigger http(app, pools, std::move(*keys), loops, logger, metrics, clock,
@@ -154,6 +171,7 @@ int run_host(const AppSpec& app, const HostOptions& options) {
   admin.close();
   loops.drain();
   pools.close_all();
+  for (auto* w : worker_functions) w->stop(std::chrono::seconds(2));
   logger.host(LogLevel::info, "stopped");
   return 0;
 }

@@ -257,7 +257,7 @@ class Reader {
   bool read_function(const YAML::Node& n, const std::string& path, FunctionSpec& fn) {
     std::size_t errors_before = diagnostics.size();
     if (!check_map(n, path, {"runtime", "handler", "triggers", "env", "timeout", "concurrency",
-                             "wait_queue", "blocking"})) {
+                             "wait_queue", "blocking", "min_instances", "max_instances", "idle_timeout"})) {
       return false;
     }
     if (auto v = n["runtime"]; !v) {
@@ -265,9 +265,12 @@ class Reader {
     } else if (auto r = choice(v, path + ".runtime", {"native", "python", "node", "process"})) {
       if (*r == "native") {
         fn.runtime = RuntimeKind::native;
+      } else if (*r == "python") {
+        fn.runtime = RuntimeKind::python;
+        fn.concurrency = 1;  // per instance for worker runtimes, unless the manifest says more
       } else {
         error(v, path + ".runtime",
-              "runtime '" + *r + "' is not available in this build of Nimbus yet; expected native");
+              "runtime '" + *r + "' is not available in this build of Nimbus yet; expected native or python");
       }
     }
     if (auto v = n["handler"]; !v) {
@@ -287,6 +290,35 @@ class Reader {
     }
     if (auto v = n["blocking"]) {
       if (auto b = boolean(v, path + ".blocking")) fn.blocking = *b;
+    }
+    bool worker_runtime = fn.runtime != RuntimeKind::native;
+    for (const char* key : {"min_instances", "max_instances", "idle_timeout"}) {
+      if (n[key] && !worker_runtime) {
+        error(n[key], path + "." + key, std::string("applies to worker runtimes only; expected it with runtime: python"));
+      }
+    }
+    if (auto v = n["min_instances"]; v && worker_runtime) {
+      if (auto c = integer(v, path + ".min_instances", 0, 1000)) fn.min_instances = static_cast<int>(*c);
+    }
+    if (auto v = n["max_instances"]; v && worker_runtime) {
+      if (auto c = integer(v, path + ".max_instances", 1, 1000)) fn.max_instances = static_cast<int>(*c);
+    }
+    if (auto v = n["idle_timeout"]; v && worker_runtime) {
+      if (auto d = duration(v, path + ".idle_timeout")) fn.idle_timeout = *d;
+    }
+    if (fn.min_instances > fn.max_instances) {
+      error(n["min_instances"], path + ".min_instances",
+            "is " + std::to_string(fn.min_instances) + ", above max_instances " + std::to_string(fn.max_instances) +
+                "; expected min_instances <= max_instances");
+    }
+    if (fn.runtime == RuntimeKind::python && !fn.handler.empty()) {
+      auto colon = fn.handler.rfind(':');
+      bool ok = colon != std::string::npos && colon > 3 && fn.handler.compare(colon - 3, 3, ".py") == 0 &&
+                colon + 1 < fn.handler.size();
+      if (!ok) {
+        error(n["handler"], path + ".handler",
+              "'" + fn.handler + "' does not name a Python function; expected path/file.py:function");
+      }
     }
     if (auto v = n["env"]) read_env(v, path + ".env", fn);
     if (auto v = n["triggers"]) {

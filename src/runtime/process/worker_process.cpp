@@ -39,6 +39,8 @@ Expected<std::unique_ptr<WorkerProcess>> WorkerProcess::spawn(const WorkerSpawn&
   posix_spawn_file_actions_adddup2(&fa, out[1], 1);
   posix_spawn_file_actions_adddup2(&fa, err[1], 2);
   posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+  // Nothing else of the host's crosses: Asio's listening sockets are not close-on-exec.
+  posix_spawn_file_actions_addclosefrom_np(&fa, 4);
   if (!spec.cwd.empty()) posix_spawn_file_actions_addchdir_np(&fa, spec.cwd.c_str());
   std::vector<char*> argv, envp;
   for (const auto& a : spec.argv) argv.push_back(const_cast<char*>(a.c_str()));
@@ -81,17 +83,24 @@ WorkerProcess::~WorkerProcess() {
 Status WorkerProcess::send(FrameType type, const boost::json::object& header, std::string_view body) {
   std::string wire;
   encode_frame(type, header, body, wire);
+  if (!send_raw(wire)) {
+    return Error{"cannot write to worker " + std::to_string(pid_) + ": " + std::strerror(errno)};
+  }
+  return ok_status();
+}
+
+bool WorkerProcess::send_raw(std::string_view wire) {
   std::lock_guard lock(send_mu_);
   const char* p = wire.data();
   std::size_t left = wire.size();
   while (left > 0) {
     ssize_t n = ::send(sock_, p, left, MSG_NOSIGNAL);
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return Error{std::string("cannot write to worker ") + std::to_string(pid_) + ": " + std::strerror(errno)};
+    if (n < 0) return false;
     p += n;
     left -= static_cast<std::size_t>(n);
   }
-  return ok_status();
+  return true;
 }
 
 void WorkerProcess::kill() {

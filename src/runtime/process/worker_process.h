@@ -40,6 +40,7 @@ class WorkerProcess {
   WorkerProcess& operator=(const WorkerProcess&) = delete;
 
   Status send(FrameType type, const boost::json::object& header, std::string_view body = {});
+  bool send_raw(std::string_view wire);  // an already encoded frame
   void kill();
   pid_t pid() const { return pid_; }
 

@@ -58,6 +58,10 @@ HttpReply reply_for(Result&& result, std::string_view function, std::string_view
       r.headers.push_back({"retry-after", "1"});
       return r;
     }
+    case Outcome::crashed:
+      return json_error(502, "worker_failed",
+                        "function '" + std::string(function) + "' failed: its worker process ended; the log has the details",
+                        id);
     case Outcome::unavailable: {
       HttpReply r = json_error(503, "unavailable", result.error.message, id);
       r.headers.push_back({"retry-after", "1"});

@@ -1,0 +1,514 @@
+#include "runtime/process/process_runtime.h"
+
+#include <thread>
+
+#include "core/units.h"
+#include "observe/log.h"
+#include "observe/metrics.h"
+#include "runtime/native/native_build.h"
+
+namespace nimbus {
+namespace json = boost::json;
+
+struct ProcessExecutor::Instance {
+  uint64_t serial = 0;
+  std::unique_ptr<WorkerProcess> process;
+  bool ready = false;
+  bool retiring = false;
+  TimePoint spawned{};
+  TimePoint last_used{};
+  std::map<std::string, Waiting> in_flight;
+  TimerQueue::Id idle_timer = 0;
+  std::string fatal;  // what the worker said before it gave up
+  bool ended = false;
+  std::string end_reason;
+};
+
+// Timer callbacks may outlive the executor: they go through this, and do nothing once it died.
+struct ExecutorGuard {
+  std::mutex mu;
+  bool alive = true;
+};
+
+namespace {
+
+json::object invoke_header(const Invocation& inv) {
+  json::object h{{"id", inv.id},
+                 {"trigger", std::string(to_string(inv.trigger))},
+                 {"attempt", inv.attempt},
+                 {"deadline_ms", deadline_unix_ms(inv)},
+                 {"traceparent", inv.traceparent},
+                 {"attributes", {{"id", inv.id}, {"source", inv.source}, {"type", inv.type}, {"subject", inv.subject}}}};
+  json::object metadata;
+  for (const auto& m : inv.metadata) metadata[m.name] = m.value;
+  h["metadata"] = std::move(metadata);
+  if (inv.http) {
+    json::array headers;
+    for (const auto& x : inv.http->headers) headers.push_back(json::array{json::string(x.name), json::string(x.value)});
+    json::object params;
+    for (const auto& p : inv.http->params) params[p.name] = p.value;
+    h["http"] = json::object{{"method", inv.http->method},
+                             {"path", inv.http->path},
+                             {"query", inv.http->query},
+                             {"headers", std::move(headers)},
+                             {"params", std::move(params)}};
+  }
+  return h;
+}
+
+std::string str(const json::object& o, std::string_view key) {
+  auto* v = o.if_contains(key);
+  return v && v->is_string() ? std::string(v->as_string()) : std::string();
+}
+
+// A worker's result frame as a Result; malformed replies are the worker's error, not ours.
+Result result_from(const std::string& function, Frame& f) {
+  if (str(f.header, "status") == "error") {
+    const json::object* e = f.header.contains("error") && f.header.at("error").is_object() ? &f.header.at("error").as_object() : nullptr;
+    std::string type = e ? str(*e, "type") : "error";
+    std::string message = e ? str(*e, "message") : "the worker reported an error";
+    std::string stack = e ? str(*e, "stack") : "";
+    return Result::failure(Outcome::error, type.empty() ? "error" : type, stack.empty() ? message : message + "\n" + stack);
+  }
+  Result r;
+  HttpReply reply;
+  reply.status = 200;
+  if (auto* http = f.header.if_contains("http"); http && http->is_object()) {
+    const auto& o = http->as_object();
+    if (auto* s = o.if_contains("status"); s && s->is_int64()) reply.status = static_cast<int>(s->as_int64());
+    if (reply.status < 100 || reply.status > 599) {
+      return Result::failure(Outcome::error, "invalid_reply",
+                             "function '" + function + "' replied with HTTP status " + std::to_string(reply.status));
+    }
+    if (auto* hs = o.if_contains("headers"); hs && hs->is_array()) {
+      for (const auto& h : hs->as_array()) {
+        if (!h.is_array() || h.as_array().size() != 2 || !h.as_array()[0].is_string() || !h.as_array()[1].is_string()) {
+          return Result::failure(Outcome::error, "invalid_reply", "function '" + function + "' replied with a malformed header");
+        }
+        reply.headers.push_back({std::string(h.as_array()[0].as_string()), std::string(h.as_array()[1].as_string())});
+      }
+    }
+  } else if (f.body.empty()) {
+    reply.status = 204;
+  }
+  reply.body = std::move(f.body);
+  r.http = std::move(reply);
+  return r;
+}
+
+LogLevel level_of(const std::string& level) {
+  if (level == "debug") return LogLevel::debug;
+  if (level == "warn") return LogLevel::warn;
+  if (level == "error") return LogLevel::error;
+  return LogLevel::info;
+}
+
+}  // namespace
+
+ProcessOptions process_options_for(const AppSpec& app, const FunctionSpec& fn) {
+  ProcessOptions o;
+  const auto sdk = sdk_cpp_dir().parent_path();
+  o.cwd = app.dir;
+  o.handler = fn.handler;
+  o.runtime = std::string(to_string(fn.runtime));
+  o.min_instances = fn.min_instances;
+  o.max_instances = fn.max_instances;
+  o.concurrency = fn.concurrency;
+  o.idle_timeout = fn.idle_timeout;
+  // A clean, explicit environment: nothing of the host's leaks in (and nothing that slows a
+  // start, such as NODE_EXTRA_CA_CERTS or a pyenv shim on PATH).
+  o.env = {"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=" + app.dir.string(), "LANG=C.UTF-8",
+           "NIMBUS_WORKER_FD=3", "NIMBUS_FUNCTION=" + fn.name, "NIMBUS_APP=" + app.name};
+  if (fn.runtime == RuntimeKind::python) {
+    o.argv = {"/usr/bin/python3", "-m", "nimbus"};
+    o.env.push_back("PYTHONPATH=" + (sdk / "python").string());
+    o.env.push_back("PYTHONDONTWRITEBYTECODE=1");
+  }
+  for (const auto& e : fn.env) o.env.push_back(e.name + "=" + e.value);
+  return o;
+}
+
+ProcessExecutor::ProcessExecutor(const FunctionSpec& function, int index, ProcessOptions options, const Clock& clock,
+                                 TimerQueue& timers, TimerThread* timer_thread, Logger& logger, Metrics& metrics)
+    : spec_(function),
+      index_(index),
+      options_(std::move(options)),
+      clock_(clock),
+      timers_(timers),
+      timer_thread_(timer_thread),
+      logger_(logger),
+      metrics_(metrics),
+      guard_(std::make_shared<ExecutorGuard>()) {}
+
+ProcessExecutor::~ProcessExecutor() {
+  {
+    std::lock_guard lock(guard_->mu);
+    guard_->alive = false;
+  }
+  stop(Duration::zero());
+}
+
+Result ProcessExecutor::call(const Invocation&) {
+  return Result::failure(Outcome::unavailable, "internal", "process functions run asynchronously");
+}
+
+void ProcessExecutor::schedule(TimePoint at, std::function<void()> fn) {
+  std::weak_ptr<ExecutorGuard> guard = guard_;
+  timers_.schedule(at, [guard, fn = std::move(fn)] {
+    auto g = guard.lock();
+    if (!g) return;
+    std::lock_guard lock(g->mu);
+    if (g->alive) fn();
+  });
+  if (timer_thread_) timer_thread_->wake();
+}
+
+std::shared_ptr<ProcessExecutor::Instance> ProcessExecutor::spawn_locked(std::string* error) {
+  auto inst = std::make_shared<Instance>();
+  inst->serial = next_serial_++;
+  inst->spawned = clock_.now();
+  inst->last_used = inst->spawned;
+  std::weak_ptr<Instance> weak = inst;
+  WorkerSpawn spawn{options_.argv, options_.env, options_.cwd, kDefaultMaxFrame};
+  WorkerCallbacks callbacks{
+      [this, weak](Frame&& f) {
+        if (auto i = weak.lock()) on_frame(i, std::move(f));
+      },
+      [this, serial = inst->serial](std::string_view line, bool from_stderr) {
+        logger_.host(from_stderr ? LogLevel::warn : LogLevel::info, line,
+                     {{"function", spec_.name}, {"instance", static_cast<int64_t>(serial)},
+                      {"stream", from_stderr ? "stderr" : "stdout"}});
+      },
+      [this, weak](int code, const std::string& why) {
+        if (auto i = weak.lock()) on_exit(i, code, why);
+      }};
+  auto process = WorkerProcess::spawn(spawn, std::move(callbacks));
+  if (!process) {
+    *error = process.error().message;
+    return nullptr;
+  }
+  inst->process = std::move(*process);
+  json::object env;
+  for (const auto& e : spec_.env) env[e.name] = e.value;
+  auto st = inst->process->send(FrameType::init, {{"protocol", kWorkerProtocolVersion},
+                                                  {"function", spec_.name},
+                                                  {"handler", options_.handler},
+                                                  {"runtime", options_.runtime},
+                                                  {"max_frame", kDefaultMaxFrame},
+                                                  {"concurrency", options_.concurrency},
+                                                  {"env", std::move(env)}});
+  if (!st) inst->process->kill();
+  instances_.push_back(inst);
+  return inst;
+}
+
+Status ProcessExecutor::warm_up() {
+  std::unique_lock lock(mu_);
+  std::string error;
+  std::vector<std::shared_ptr<Instance>> started;
+  for (int i = 0; i < options_.min_instances; ++i) {
+    auto inst = spawn_locked(&error);
+    if (!inst) return Error{"function '" + spec_.name + "': " + error};
+    started.push_back(inst);
+  }
+  // Wait for them: a handler that cannot load is a start-up error, said now.
+  TimePoint give_up = clock_.now() + options_.start_timeout;
+  for (auto& inst : started) {
+    ready_cv_.wait_until(lock, std::chrono::steady_clock::now() + options_.start_timeout, [&] {
+      return inst->ready || inst->ended || clock_.now() > give_up;
+    });
+    if (!inst->ready) {
+      std::string why = inst->fatal.empty() ? inst->end_reason : inst->fatal;
+      return Error{"function '" + spec_.name + "': its worker did not start: " +
+                   (why.empty() ? "no ready message within " + format_duration(options_.start_timeout) : why)};
+    }
+  }
+  return ok_status();
+}
+
+int ProcessExecutor::instances() const {
+  std::lock_guard lock(mu_);
+  return static_cast<int>(instances_.size());
+}
+
+void ProcessExecutor::start(const Invocation& inv, Completion done) {
+  Waiting w;
+  w.id = inv.id;
+  encode_frame(FrameType::invoke, invoke_header(inv), inv.payload, w.wire);
+  w.done = std::move(done);
+  w.deadline = inv.deadline;
+  std::vector<std::function<void()>> after;
+  {
+    std::lock_guard lock(mu_);
+    if (stopping_) {
+      after.push_back([d = std::move(w.done), name = spec_.name]() mutable {
+        d(Result::failure(Outcome::unavailable, "unavailable", "function '" + name + "' is shutting down"));
+      });
+    } else {
+      std::shared_ptr<Instance> best;
+      for (auto& i : instances_) {
+        if (i->ready && !i->retiring && static_cast<int>(i->in_flight.size()) < options_.concurrency &&
+            (!best || i->in_flight.size() < best->in_flight.size())) {
+          best = i;
+        }
+      }
+      if (best) {
+        assign_locked(best, std::move(w), after);
+      } else {
+        std::string id = w.id;
+        waiting_.push_back(std::move(w));
+        // Bound the wait for a cold start: the caller hears 503 rather than hanging.
+        schedule(clock_.now() + options_.start_timeout, [this, id] { on_start_timeout(id); });
+        scale_up_locked(after);
+      }
+    }
+  }
+  for (auto& fn : after) fn();
+}
+
+void ProcessExecutor::scale_up_locked(std::vector<std::function<void()>>& after) {
+  int starting = 0;
+  int live = 0;
+  for (auto& i : instances_) {
+    if (i->retiring) continue;
+    ++live;
+    if (!i->ready) ++starting;
+  }
+  if (static_cast<int>(waiting_.size()) <= starting * options_.concurrency || live >= options_.max_instances) return;
+  std::string error;
+  if (!spawn_locked(&error)) {
+    // Nothing can run them: fail what waits, with the reason.
+    while (!waiting_.empty()) {
+      after.push_back([d = std::move(waiting_.front().done), error, name = spec_.name]() mutable {
+        d(Result::failure(Outcome::unavailable, "start_failed", "function '" + name + "' could not start a worker: " + error));
+      });
+      waiting_.pop_front();
+    }
+  }
+}
+
+void ProcessExecutor::assign_locked(const std::shared_ptr<Instance>& inst, Waiting&& w,
+                                    std::vector<std::function<void()>>& after) {
+  if (inst->idle_timer != 0) {
+    timers_.cancel(inst->idle_timer);
+    inst->idle_timer = 0;
+  }
+  std::string id = w.id;
+  TimePoint deadline = w.deadline;
+  std::string wire = std::move(w.wire);
+  inst->in_flight.emplace(id, std::move(w));
+  if (!inst->process->send_raw(wire)) {
+    inst->process->kill();  // its exit fails what it holds, this one included
+    return;
+  }
+  if (deadline != TimePoint{}) {
+    std::weak_ptr<Instance> weak = inst;
+    schedule(deadline, [this, weak, id] { on_deadline(weak, id); });
+  }
+  (void)after;
+}
+
+void ProcessExecutor::drain_waiting_locked(std::vector<std::function<void()>>& after) {
+  while (!waiting_.empty()) {
+    std::shared_ptr<Instance> best;
+    for (auto& i : instances_) {
+      if (i->ready && !i->retiring && static_cast<int>(i->in_flight.size()) < options_.concurrency &&
+          (!best || i->in_flight.size() < best->in_flight.size())) {
+        best = i;
+      }
+    }
+    if (!best) break;
+    Waiting w = std::move(waiting_.front());
+    waiting_.pop_front();
+    assign_locked(best, std::move(w), after);
+  }
+  if (!waiting_.empty()) scale_up_locked(after);
+}
+
+void ProcessExecutor::on_frame(const std::shared_ptr<Instance>& inst, Frame&& f) {
+  std::vector<std::function<void()>> after;
+  switch (f.type) {
+    case FrameType::ready: {
+      std::lock_guard lock(mu_);
+      inst->ready = true;
+      metrics_.cold_start(index_, clock_.now() - inst->spawned);
+      drain_waiting_locked(after);
+      if (inst->in_flight.empty()) arm_idle_locked(inst);
+      ready_cv_.notify_all();
+      break;
+    }
+    case FrameType::result: {
+      std::lock_guard lock(mu_);
+      auto it = inst->in_flight.find(str(f.header, "id"));
+      if (it != inst->in_flight.end()) {
+        Completion done = std::move(it->second.done);
+        inst->in_flight.erase(it);
+        inst->last_used = clock_.now();
+        after.push_back([done = std::move(done), r = std::make_shared<Result>(result_from(spec_.name, f))]() mutable {
+          done(std::move(*r));
+        });
+      }
+      drain_waiting_locked(after);
+      if (inst->in_flight.empty()) arm_idle_locked(inst);
+      break;
+    }
+    case FrameType::log:
+      logger_.user(level_of(str(f.header, "level")), spec_.name, str(f.header, "id"), str(f.header, "message"));
+      break;
+    case FrameType::fatal: {
+      std::lock_guard lock(mu_);
+      inst->fatal = str(f.header, "message");
+      logger_.host(LogLevel::error, "worker gave up", {{"function", spec_.name}, {"reason", inst->fatal}});
+      break;
+    }
+    case FrameType::host_call:
+      // Host services (state, publish, invoke) arrive with durable messaging: answer at once
+      // so no worker waits on a call that cannot be served.
+      (void)inst->process->send(FrameType::host_result,
+                                {{"call_id", f.header.contains("call_id") ? f.header.at("call_id") : json::value()},
+                                 {"ok", false},
+                                 {"error", "host service '" + str(f.header, "op") + "' is not available in this build yet"}});
+      break;
+    default:
+      break;  // heartbeats and anything a later version adds
+  }
+  for (auto& fn : after) fn();
+}
+
+void ProcessExecutor::on_exit(const std::shared_ptr<Instance>& inst, int, const std::string& why) {
+  std::vector<std::function<void()>> after;
+  {
+    std::lock_guard lock(mu_);
+    inst->ended = true;
+    inst->end_reason = why;
+    std::erase(instances_, inst);
+    std::string reason = "the worker of function '" + spec_.name + "' (pid " + std::to_string(inst->process->pid()) + ") " + why +
+                         (inst->fatal.empty() ? "" : ": " + inst->fatal);
+    if (!inst->retiring && !stopping_) {
+      logger_.host(LogLevel::warn, "worker ended", {{"function", spec_.name}, {"reason", reason}});
+    }
+    for (auto& [id, w] : inst->in_flight) {
+      after.push_back([d = std::move(w.done), reason]() mutable {
+        d(Result::failure(Outcome::crashed, "worker_failed", reason));
+      });
+    }
+    inst->in_flight.clear();
+    if (!inst->ready && !waiting_.empty()) {
+      // It never started: what waits for it would wait for the same failure.
+      bool other_starting = false;
+      for (auto& i : instances_) other_starting |= !i->retiring;
+      if (!other_starting) {
+        while (!waiting_.empty()) {
+          after.push_back([d = std::move(waiting_.front().done), reason]() mutable {
+            d(Result::failure(Outcome::unavailable, "start_failed", reason));
+          });
+          waiting_.pop_front();
+        }
+      }
+    } else if (!stopping_) {
+      drain_waiting_locked(after);
+    }
+    graveyard_.push_back(std::move(inst->process));
+    schedule(clock_.now(), [this] { bury(); });
+    ready_cv_.notify_all();
+  }
+  for (auto& fn : after) fn();
+}
+
+void ProcessExecutor::bury() {
+  std::vector<std::unique_ptr<WorkerProcess>> dead;
+  {
+    std::lock_guard lock(mu_);
+    dead.swap(graveyard_);
+  }
+  dead.clear();  // joins their threads, which have finished their exit callbacks by now
+}
+
+void ProcessExecutor::on_deadline(const std::weak_ptr<Instance>& weak, const std::string& id) {
+  auto inst = weak.lock();
+  if (!inst) return;
+  std::lock_guard lock(mu_);
+  if (!inst->ended && inst->in_flight.count(id)) {
+    logger_.host(LogLevel::warn, "worker overran a deadline; killing it",
+                 {{"function", spec_.name}, {"invocation_id", id}});
+    inst->process->kill();
+  }
+}
+
+void ProcessExecutor::on_start_timeout(const std::string& id) {
+  std::vector<std::function<void()>> after;
+  {
+    std::lock_guard lock(mu_);
+    for (auto it = waiting_.begin(); it != waiting_.end(); ++it) {
+      if (it->id != id) continue;
+      after.push_back([d = std::move(it->done), name = spec_.name, t = options_.start_timeout]() mutable {
+        d(Result::failure(Outcome::overloaded, "cold_start_timeout",
+                          "function '" + name + "' had no instance ready within " + format_duration(t)));
+      });
+      waiting_.erase(it);
+      break;
+    }
+  }
+  for (auto& fn : after) fn();
+}
+
+void ProcessExecutor::arm_idle_locked(const std::shared_ptr<Instance>& inst) {
+  if (inst->idle_timer != 0) timers_.cancel(inst->idle_timer);
+  std::weak_ptr<Instance> weak = inst;
+  std::weak_ptr<ExecutorGuard> guard = guard_;
+  inst->idle_timer = timers_.schedule(inst->last_used + options_.idle_timeout, [this, guard, weak] {
+    auto g = guard.lock();
+    if (!g) return;
+    std::lock_guard glock(g->mu);
+    if (g->alive) on_idle(weak);
+  });
+  if (timer_thread_) timer_thread_->wake();
+}
+
+void ProcessExecutor::on_idle(const std::weak_ptr<Instance>& weak) {
+  auto inst = weak.lock();
+  if (!inst) return;
+  std::lock_guard lock(mu_);
+  inst->idle_timer = 0;
+  int live = 0;
+  for (auto& i : instances_) live += i->retiring ? 0 : 1;
+  if (inst->ended || inst->retiring || !inst->in_flight.empty() || live <= options_.min_instances) return;
+  if (clock_.now() - inst->last_used < options_.idle_timeout) {
+    arm_idle_locked(inst);
+    return;
+  }
+  inst->retiring = true;  // scale down: it takes no new work and ends when told
+  (void)inst->process->send(FrameType::shutdown, {{"grace_ms", 1000}});
+}
+
+void ProcessExecutor::stop(Duration grace) {
+  std::vector<std::shared_ptr<Instance>> all;
+  std::vector<std::function<void()>> after;
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+    all = instances_;
+    for (auto& i : all) {
+      i->retiring = true;
+      (void)i->process->send(FrameType::shutdown,
+                             {{"grace_ms", std::chrono::duration_cast<std::chrono::milliseconds>(grace).count()}});
+    }
+    while (!waiting_.empty()) {
+      after.push_back([d = std::move(waiting_.front().done), name = spec_.name]() mutable {
+        d(Result::failure(Outcome::unavailable, "unavailable", "function '" + name + "' is shutting down"));
+      });
+      waiting_.pop_front();
+    }
+  }
+  for (auto& fn : after) fn();
+  auto give_up = std::chrono::steady_clock::now() + grace;
+  {
+    std::unique_lock lock(mu_);
+    ready_cv_.wait_until(lock, give_up, [&] { return instances_.empty(); });
+    for (auto& i : instances_) i->process->kill();
+    ready_cv_.wait_for(lock, std::chrono::seconds(5), [&] { return instances_.empty(); });
+  }
+  bury();
+}
+
+}  // namespace nimbus

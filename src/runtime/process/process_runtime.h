@@ -1,0 +1,98 @@
+#pragma once
+// The process runtime: a function's code runs in worker processes that speak the worker
+// protocol (docs/worker-protocol.md). This executor owns a function's instances: it starts
+// them on demand (a request that finds none waits for the cold start), keeps at least
+// min_instances, adds instances up to max_instances when every one is at its concurrency, and
+// retires instances idle for idle_timeout (scale to zero). A worker that dies fails its
+// in-flight invocations (Outcome::crashed); one that overruns a deadline is killed.
+#include <condition_variable>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "core/app_spec.h"
+#include "core/clock.h"
+#include "runtime/executor.h"
+#include "runtime/process/worker_process.h"
+
+namespace nimbus {
+
+class Logger;
+class Metrics;
+
+struct ProcessOptions {
+  std::vector<std::string> argv;  // the worker command
+  std::vector<std::string> env;   // its whole environment
+  std::filesystem::path cwd;
+  std::string handler;            // sent in init
+  std::string runtime;            // "python", "node", "process"
+  int min_instances = 0;
+  int max_instances = 4;
+  int concurrency = 1;            // in-flight invocations per instance
+  Duration idle_timeout = std::chrono::minutes(5);
+  Duration start_timeout = std::chrono::seconds(10);
+};
+
+// How a manifest function becomes a worker command and environment.
+ProcessOptions process_options_for(const AppSpec& app, const FunctionSpec& function);
+
+class ProcessExecutor final : public Executor {
+ public:
+  ProcessExecutor(const FunctionSpec& function, int index, ProcessOptions options, const Clock& clock,
+                  TimerQueue& timers, TimerThread* timer_thread, Logger& logger, Metrics& metrics);
+  ~ProcessExecutor() override;
+
+  Mode mode() const override { return Mode::asynchronous; }
+  Result call(const Invocation& invocation) override;
+  void start(const Invocation& invocation, Completion done) override;
+
+  // Starts min_instances; returns the first start-up failure (bad handler, missing program).
+  Status warm_up();
+  int instances() const;
+  // Sends shutdown to every instance and waits up to `grace` for them to end.
+  void stop(Duration grace);
+
+ private:
+  struct Instance;
+  struct Waiting {
+    std::string id;
+    std::string wire;  // the encoded invoke frame
+    Completion done;
+    TimePoint deadline;
+  };
+
+  std::shared_ptr<Instance> spawn_locked(std::string* error);
+  void assign_locked(const std::shared_ptr<Instance>& instance, Waiting&& w, std::vector<std::function<void()>>& after);
+  void drain_waiting_locked(std::vector<std::function<void()>>& after);
+  void scale_up_locked(std::vector<std::function<void()>>& after);
+  void on_frame(const std::shared_ptr<Instance>& instance, Frame&& frame);
+  void on_exit(const std::shared_ptr<Instance>& instance, int code, const std::string& why);
+  void on_deadline(const std::weak_ptr<Instance>& instance, const std::string& id);
+  void on_start_timeout(const std::string& id);
+  void on_idle(const std::weak_ptr<Instance>& instance);
+  void arm_idle_locked(const std::shared_ptr<Instance>& instance);
+  void schedule(TimePoint at, std::function<void()> fn);
+  void bury();
+
+  FunctionSpec spec_;
+  int index_;
+  ProcessOptions options_;
+  const Clock& clock_;
+  TimerQueue& timers_;
+  TimerThread* timer_thread_;
+  Logger& logger_;
+  Metrics& metrics_;
+  std::shared_ptr<struct ExecutorGuard> guard_;
+  mutable std::mutex mu_;
+  std::condition_variable ready_cv_;
+  std::vector<std::shared_ptr<Instance>> instances_;
+  std::deque<Waiting> waiting_;
+  std::vector<std::unique_ptr<WorkerProcess>> graveyard_;  // ended workers, joined off their threads
+  uint64_t next_serial_ = 1;
+  bool stopping_ = false;
+};
+
+}  // namespace nimbus

@@ -1,0 +1,141 @@
+// The process runtime's instance lifecycle, with time driven by a ManualClock: cold start
+// from zero, scale to zero after idle_timeout, min_instances kept warm.
+#include "runtime/process/process_runtime.h"
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <condition_variable>
+#include <fstream>
+#include <random>
+
+#include "observe/log.h"
+#include "observe/metrics.h"
+
+namespace nimbus {
+namespace {
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+
+class ProcessRuntimeTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::random_device rd;
+    dir_ = fs::temp_directory_path() / ("nimbus-prt-" + std::to_string(rd()));
+    fs::create_directories(dir_);
+    std::ofstream(dir_ / "app.py") << "def hello(req, ctx):\n    return 'hi'\n";
+    devnull_ = ::open("/dev/null", O_WRONLY);
+    sink_ = std::make_unique<LogSink>(devnull_);
+    logger_ = std::make_unique<Logger>(*sink_, clock_, "t");
+    timer_thread_ = std::make_unique<TimerThread>(clock_, timers_);
+  }
+  void TearDown() override {
+    executor_.reset();
+    timer_thread_.reset();
+    logger_.reset();
+    sink_.reset();
+    ::close(devnull_);
+    std::error_code ec;
+    fs::remove_all(dir_, ec);
+  }
+  void make(int min_instances, Duration idle) {
+    AppSpec app;
+    app.name = "t";
+    app.dir = dir_;
+    fn_.name = "hello";
+    fn_.runtime = RuntimeKind::python;
+    fn_.handler = "app.py:hello";
+    fn_.concurrency = 1;
+    fn_.min_instances = min_instances;
+    fn_.max_instances = 2;
+    fn_.idle_timeout = idle;
+    executor_ = std::make_unique<ProcessExecutor>(fn_, 0, process_options_for(app, fn_), clock_, timers_,
+                                                  timer_thread_.get(), *logger_, metrics_);
+  }
+  Result invoke() {
+    Invocation inv;
+    inv.id = "0123456789abcdef0123456789abcdef";
+    inv.function = "hello";
+    std::mutex mu;
+    std::condition_variable cv;
+    std::optional<Result> out;
+    executor_->start(inv, [&](Result&& r) {
+      std::lock_guard l(mu);
+      out = std::move(r);
+      cv.notify_all();
+    });
+    std::unique_lock l(mu);
+    cv.wait_for(l, 20s, [&] { return out.has_value(); });
+    return out ? std::move(*out) : Result::failure(Outcome::error, "test", "no result within 20 s");
+  }
+  // Waits (bounded, real time) for the instance count to reach `n`.
+  bool wait_instances(int n) {
+    for (int i = 0; i < 2000; ++i) {
+      if (executor_->instances() == n) return true;
+      std::this_thread::sleep_for(5ms);
+    }
+    return false;
+  }
+  void advance(Duration d) {
+    clock_.advance(d);
+    timer_thread_->wake();
+  }
+
+  fs::path dir_;
+  int devnull_ = -1;
+  ManualClock clock_;
+  TimerQueue timers_;
+  std::unique_ptr<TimerThread> timer_thread_;
+  std::unique_ptr<LogSink> sink_;
+  std::unique_ptr<Logger> logger_;
+  Metrics metrics_{{"hello"}};
+  FunctionSpec fn_;
+  std::unique_ptr<ProcessExecutor> executor_;
+};
+
+TEST_F(ProcessRuntimeTest, ScalesFromZeroAndBackToZeroAfterIdleTimeout) {
+  make(/*min_instances=*/0, 60s);
+  ASSERT_TRUE(executor_->warm_up().ok());
+  EXPECT_EQ(executor_->instances(), 0);
+  Result r = invoke();  // waits for the cold start
+  ASSERT_EQ(r.outcome, Outcome::success) << r.error.message;
+  EXPECT_EQ(r.http->body, "hi");
+  EXPECT_EQ(executor_->instances(), 1);
+
+  advance(30s);                        // idle, but not for long enough
+  std::this_thread::sleep_for(100ms);  // give a wrong retirement the chance to show
+  EXPECT_EQ(executor_->instances(), 1);
+  advance(31s);
+  EXPECT_TRUE(wait_instances(0));
+
+  r = invoke();  // from zero again
+  EXPECT_EQ(r.outcome, Outcome::success) << r.error.message;
+  EXPECT_NE(metrics_.render().find("nimbus_cold_starts_total{function=\"hello\"} 2\n"), std::string::npos);
+}
+
+TEST_F(ProcessRuntimeTest, UseResetsTheIdleClock) {
+  make(0, 60s);
+  ASSERT_EQ(invoke().outcome, Outcome::success);
+  advance(50s);
+  ASSERT_EQ(invoke().outcome, Outcome::success);  // used again at t=50 s
+  advance(50s);                                   // t=100 s: idle 50 s only
+  std::this_thread::sleep_for(100ms);             // give a wrong retirement the chance to show
+  EXPECT_EQ(executor_->instances(), 1);
+  advance(11s);
+  EXPECT_TRUE(wait_instances(0));
+}
+
+TEST_F(ProcessRuntimeTest, MinInstancesAreStartedAndKeptWarm) {
+  make(/*min_instances=*/1, 10s);
+  ASSERT_TRUE(executor_->warm_up().ok());
+  EXPECT_EQ(executor_->instances(), 1);
+  advance(1h);
+  std::this_thread::sleep_for(100ms);
+  EXPECT_EQ(executor_->instances(), 1);
+  EXPECT_EQ(invoke().outcome, Outcome::success);
+}
+
+}  // namespace
+}  // namespace nimbus
