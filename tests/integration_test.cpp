@@ -567,7 +567,9 @@ TEST(Cli, InitNewStartServesScaffoldedFunctionsBuiltOnStart) {
   std::filesystem::path app = dir.path() / "app";
   CommandResult add = run_nimbus({"new", "greet", "--runtime", "native", "--trigger", "http"}, app);
   ASSERT_EQ(add.exit_code, 0) << add.err;
-  CommandResult wrong = run_nimbus({"new", "py", "--runtime", "python"}, app);
+  CommandResult py = run_nimbus({"new", "pyfn", "--runtime", "python", "--trigger", "http"}, app);
+  ASSERT_EQ(py.exit_code, 0) << py.err;
+  CommandResult wrong = run_nimbus({"new", "js", "--runtime", "node"}, app);
   EXPECT_EQ(wrong.exit_code, 1);
   EXPECT_NE(wrong.err.find("not available"), std::string::npos);
   {
@@ -580,6 +582,9 @@ TEST(Cli, InitNewStartServesScaffoldedFunctionsBuiltOnStart) {
     Response greet = request(host.http_port(), "GET", "/greet");
     EXPECT_EQ(greet.status, 200);
     EXPECT_EQ(greet.body, "{\"function\":\"greet\"}");
+    Response pyfn = request(host.http_port(), "GET", "/pyfn");
+    EXPECT_EQ(pyfn.status, 200);
+    EXPECT_EQ(pyfn.body, "{\"function\": \"pyfn\"}");
     EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
   }
   // Nothing changed: the second start does not rebuild.

@@ -287,6 +287,16 @@ TEST_F(ScaffoldDirTest, InitThenNewGivesAValidManifest) {
   EXPECT_FALSE(hello->blocking);
   EXPECT_EQ(hello->triggers[0].http.methods, (std::vector<std::string>{"GET"}));
 
+  st = add_function(dir_, NewFunction{.name = "report", .runtime = "python"});
+  ASSERT_TRUE(st.ok()) << st.error().message;
+  auto with_python = load_manifest(dir_, no_env());
+  ASSERT_TRUE(with_python.app.has_value()) << with_python.report();
+  const FunctionSpec* report = with_python.app->find("report");
+  ASSERT_NE(report, nullptr);
+  EXPECT_EQ(report->runtime, RuntimeKind::python);
+  EXPECT_EQ(report->handler, "functions/report/main.py:handler");
+  EXPECT_NE(read(dir_ / "functions/report/main.py").find("def handler(req, ctx):"), std::string::npos);
+
   std::string source = read(dir_ / "functions/order-items/order-items.cpp");
   EXPECT_NE(source.find("NIMBUS_FUNCTION(order_items)"), std::string::npos) << source;
   EXPECT_NE(source.find("#include <nimbus/function.h>"), std::string::npos) << source;
@@ -317,7 +327,7 @@ TEST_F(ScaffoldDirTest, NewRefusesDuplicatesAndLeavesTheManifestAlone) {
   EXPECT_NE(dup.error().message.find("already exists"), std::string::npos) << dup.error().message;
   EXPECT_EQ(read(dir_ / "nimbus.yaml"), before);
 
-  for (const NewFunction& bad : {NewFunction{.name = "Bad"}, NewFunction{.name = "x", .runtime = "python"},
+  for (const NewFunction& bad : {NewFunction{.name = "Bad"}, NewFunction{.name = "x", .runtime = "node"},
                                  NewFunction{.name = "x", .trigger = "queue"}}) {
     auto st = add_function(dir_, bad);
     EXPECT_FALSE(st.ok()) << bad.name << " " << bad.runtime << " " << bad.trigger;

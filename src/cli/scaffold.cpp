@@ -141,32 +141,43 @@ Status add_function(const fs::path& app_dir, const NewFunction& spec) {
   if (!valid_name(spec.name)) {
     return Error{"function name '" + spec.name + "' is not valid; use lowercase letters, digits, '-' or '_', starting with a letter"};
   }
-  if (spec.runtime != "native") {
-    return Error{"runtime '" + spec.runtime + "' is not available in this build of Nimbus yet; use --runtime native"};
+  if (spec.runtime != "native" && spec.runtime != "python") {
+    return Error{"runtime '" + spec.runtime + "' is not available in this build of Nimbus yet; use --runtime native or python"};
   }
+  const bool python = spec.runtime == "python";
   if (spec.trigger != "http") {
     return Error{"trigger '" + spec.trigger + "' is not available in this build of Nimbus yet; use --trigger http"};
   }
   const fs::path manifest = app_dir / "nimbus.yaml";
   auto text = read_file(manifest);
   if (!text) return Error{text.error().message + " (run `nimbus new` inside an app folder, or `nimbus init` first)"};
-  std::string body = "runtime: native\n"
-                     "handler: functions/" + spec.name + "\n"
-                     "triggers:\n"
-                     "  - http:\n"
-                     "      route: /" + spec.name + "\n";
+  std::string body = python ? "runtime: python\n"
+                              "handler: functions/" + spec.name + "/main.py:handler\n"
+                            : "runtime: native\n"
+                              "handler: functions/" + spec.name + "\n";
+  body += "triggers:\n"
+          "  - http:\n"
+          "      route: /" + spec.name + "\n";
   auto updated = insert_function_block(*text, spec.name, body);
   if (!updated) return updated.error();
   auto check = parse_manifest(*updated, manifest.string(), app_dir,
                               [](std::string_view) { return std::optional<std::string>("x"); });
   if (!check.app) return Error{"the manifest would not be valid after adding '" + spec.name + "':\n" + check.report()};
-  if (auto st = write_new(app_dir / "functions" / spec.name / "CMakeLists.txt", function_cmake(spec.name)); !st) return st;
-  if (auto st = write_new(app_dir / "functions" / spec.name / (spec.name + ".cpp"),
-                          function_source(spec.name,
-                                          "  ctx.log.info(\"" + spec.name + " called\");\n"
-                                          "  return nimbus::Response::json(200, R\"({\"function\":\"" + spec.name + "\"})\");\n"));
-      !st) {
-    return st;
+  const fs::path folder = app_dir / "functions" / spec.name;
+  std::vector<std::pair<fs::path, std::string>> files;
+  if (python) {
+    files.emplace_back(folder / "main.py", "def handler(req, ctx):\n"
+                                           "    ctx.log.info(\"" + spec.name + " called\")\n"
+                                           "    return {\"function\": \"" + spec.name + "\"}\n");
+  } else {
+    files.emplace_back(folder / "CMakeLists.txt", function_cmake(spec.name));
+    files.emplace_back(folder / (spec.name + ".cpp"),
+                       function_source(spec.name, "  ctx.log.info(\"" + spec.name + " called\");\n"
+                                                  "  return nimbus::Response::json(200, R\"({\"function\":\"" +
+                                                      spec.name + "\"})\");\n"));
+  }
+  for (const auto& [file, content] : files) {
+    if (auto st = write_new(file, content); !st) return st;
   }
   std::ofstream out(manifest, std::ios::binary | std::ios::trunc);
   out << *updated;
