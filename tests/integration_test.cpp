@@ -363,6 +363,29 @@ TEST(Python, BrokenHandlerWithMinInstancesIsAStartupError) {
   EXPECT_NE(r.err.find("no function 'missing'"), std::string::npos) << r.err;
 }
 
+TEST(Node, ServesThroughHttpWithConcurrentRequestsInOneWorker) {
+  TempDir dir;
+  dir.write("nimbus.yaml",
+            "name: js\nfunctions:\n  wait:\n    runtime: node\n    handler: fn.js:wait\n    max_instances: 1\n"
+            "    concurrency: 8\n    triggers: [{http: {route: \"/wait/{tag}\"}}]\n");
+  dir.write("fn.js",
+            "exports.wait = async (req, ctx) => { await new Promise(r => setTimeout(r, Number(req.query.ms || 0)));\n"
+            "  ctx.log.info('waited ' + req.params.tag); return { tag: req.params.tag }; };\n");
+  Host host(dir.path());
+  ASSERT_TRUE(host.started()) << host.errors();
+  ASSERT_EQ(request(host.http_port(), "GET", "/wait/warm").status, 200);  // the cold start, outside the timing
+  auto start = std::chrono::steady_clock::now();
+  auto a = std::async(std::launch::async, [&] { return request(host.http_port(), "GET", "/wait/a?ms=800"); });
+  auto b = std::async(std::launch::async, [&] { return request(host.http_port(), "GET", "/wait/b?ms=800"); });
+  Response ra = a.get(), rb = b.get();
+  auto took = std::chrono::steady_clock::now() - start;
+  EXPECT_EQ(ra.body, "{\"tag\":\"a\"}");
+  EXPECT_EQ(rb.body, "{\"tag\":\"b\"}");
+  // One instance, two 800 ms waits: overlapped, well under the 1600 ms they take in turn.
+  EXPECT_LT(took, std::chrono::milliseconds(1400));
+  ASSERT_TRUE(host.wait_for_output("waited b"));
+}
+
 TEST(Admin, TokenIsRequiredAndFunctionsAreListedWithSecretsMasked) {
   TempDir dir;
   dir.write("nimbus.yaml", manifest("", {{"hello", "    env:\n      PLAIN: visible\n      TOKEN: {value: s3cr3t-value, secret: true}\n"}}));
@@ -569,7 +592,9 @@ TEST(Cli, InitNewStartServesScaffoldedFunctionsBuiltOnStart) {
   ASSERT_EQ(add.exit_code, 0) << add.err;
   CommandResult py = run_nimbus({"new", "pyfn", "--runtime", "python", "--trigger", "http"}, app);
   ASSERT_EQ(py.exit_code, 0) << py.err;
-  CommandResult wrong = run_nimbus({"new", "js", "--runtime", "node"}, app);
+  CommandResult js = run_nimbus({"new", "jsfn", "--runtime", "node"}, app);
+  ASSERT_EQ(js.exit_code, 0) << js.err;
+  CommandResult wrong = run_nimbus({"new", "other", "--runtime", "process"}, app);
   EXPECT_EQ(wrong.exit_code, 1);
   EXPECT_NE(wrong.err.find("not available"), std::string::npos);
   {
@@ -585,6 +610,9 @@ TEST(Cli, InitNewStartServesScaffoldedFunctionsBuiltOnStart) {
     Response pyfn = request(host.http_port(), "GET", "/pyfn");
     EXPECT_EQ(pyfn.status, 200);
     EXPECT_EQ(pyfn.body, "{\"function\": \"pyfn\"}");
+    Response jsfn = request(host.http_port(), "GET", "/jsfn");
+    EXPECT_EQ(jsfn.status, 200);
+    EXPECT_EQ(jsfn.body, "{\"function\":\"jsfn\"}");
     EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
   }
   // Nothing changed: the second start does not rebuild.

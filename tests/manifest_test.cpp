@@ -366,11 +366,11 @@ TEST(ManifestTest, MissingRuntimeIsAnError) {
 }
 
 TEST(ManifestTest, UnavailableRuntimeIsAnError) {
-  for (const char* rt : {"node", "process"}) {
+  for (const char* rt : {"process"}) {
     auto load = parse(one_function(std::string("runtime: ") + rt + "\nhandler: functions/orders\n"));
     const Diagnostic& d = expect_diag(load, "functions.orders.runtime", "not available");
     EXPECT_NE(d.message.find(rt), std::string::npos) << d.message;
-    EXPECT_NE(d.message.find("expected native or python"), std::string::npos) << d.message;
+    EXPECT_NE(d.message.find("expected native, python or node"), std::string::npos) << d.message;
   }
 }
 
@@ -643,7 +643,7 @@ store: nowhere
 fuctions: {}
 functions:
   orders:
-    runtime: node
+    runtime: process
     timout: 5s
     concurrency: zero
     triggers:

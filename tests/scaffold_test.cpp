@@ -296,6 +296,13 @@ TEST_F(ScaffoldDirTest, InitThenNewGivesAValidManifest) {
   EXPECT_EQ(report->runtime, RuntimeKind::python);
   EXPECT_EQ(report->handler, "functions/report/main.py:handler");
   EXPECT_NE(read(dir_ / "functions/report/main.py").find("def handler(req, ctx):"), std::string::npos);
+  st = add_function(dir_, NewFunction{.name = "feed", .runtime = "node"});
+  ASSERT_TRUE(st.ok()) << st.error().message;
+  auto with_node = load_manifest(dir_, no_env());
+  ASSERT_TRUE(with_node.app.has_value()) << with_node.report();
+  EXPECT_EQ(with_node.app->find("feed")->runtime, RuntimeKind::node);
+  EXPECT_EQ(with_node.app->find("feed")->handler, "functions/feed/index.js:handler");
+  EXPECT_NE(read(dir_ / "functions/feed/index.js").find("exports.handler = async (req, ctx)"), std::string::npos);
 
   std::string source = read(dir_ / "functions/order-items/order-items.cpp");
   EXPECT_NE(source.find("NIMBUS_FUNCTION(order_items)"), std::string::npos) << source;
@@ -327,7 +334,7 @@ TEST_F(ScaffoldDirTest, NewRefusesDuplicatesAndLeavesTheManifestAlone) {
   EXPECT_NE(dup.error().message.find("already exists"), std::string::npos) << dup.error().message;
   EXPECT_EQ(read(dir_ / "nimbus.yaml"), before);
 
-  for (const NewFunction& bad : {NewFunction{.name = "Bad"}, NewFunction{.name = "x", .runtime = "node"},
+  for (const NewFunction& bad : {NewFunction{.name = "Bad"}, NewFunction{.name = "x", .runtime = "process"},
                                  NewFunction{.name = "x", .trigger = "queue"}}) {
     auto st = add_function(dir_, bad);
     EXPECT_FALSE(st.ok()) << bad.name << " " << bad.runtime << " " << bad.trigger;

@@ -272,3 +272,91 @@ TEST(WorkerProcessTest, AMissingProgramIsAClearError) {
 
 }  // namespace
 }  // namespace nimbus
+
+namespace nimbus {
+namespace {
+
+class NodeWorkerTest : public PythonWorkerTest {
+ protected:
+  void SetUp() override {
+    PythonWorkerTest::SetUp();
+    std::ofstream(dir_ / "handlers.js") << R"JS(
+const { Response } = require('nimbus');
+exports.hello = (req, ctx) => { ctx.log.info('hi from ' + ctx.invocationId); console.log('to stdout'); return 'Hello, ' + (req.query.name || 'World') + '!'; };
+exports.echo = (req) => new Response(req.body, { status: 201, headers: { 'x-id': req.params.id }, contentType: 'application/octet-stream' });
+exports.slow = async (req) => { await new Promise(r => setTimeout(r, Number(req.query.ms || 0))); return req.query.tag; };
+exports.boom = () => { throw new TypeError('bad order'); };
+)JS";
+  }
+  void start_node(const std::string& handler) {
+    WorkerSpawn spec;
+    spec.argv = {"/usr/bin/node", NIMBUS_SOURCE_DIR "/sdk/node/worker.js"};
+    spec.env = {"NODE_PATH=" NIMBUS_SOURCE_DIR "/sdk/node/lib", "NIMBUS_WORKER_FD=3", "PATH=/usr/bin:/bin"};
+    spec.cwd = dir_;
+    auto w = WorkerProcess::spawn(spec, seen_.callbacks());
+    ASSERT_TRUE(w.ok()) << w.error().message;
+    worker_ = std::move(*w);
+    ASSERT_TRUE(worker_->send(FrameType::init, {{"protocol", 1}, {"function", "f"}, {"handler", handler}, {"runtime", "node"}}).ok());
+  }
+};
+
+TEST_F(NodeWorkerTest, HelloWithLogAndStdout) {
+  start_node("handlers.js:hello");
+  ASSERT_TRUE(seen_.wait_frame(FrameType::ready)) << seen_.why;
+  ASSERT_TRUE(worker_->send(FrameType::invoke, invoke_header("n1", "name=Node")).ok());
+  auto r = seen_.wait_frame(FrameType::result, "n1");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->body, "Hello, Node!");
+  auto log = seen_.wait_frame(FrameType::log, "n1");
+  ASSERT_TRUE(log);
+  EXPECT_EQ(log->header.at("message").as_string(), "hi from n1");
+}
+
+TEST_F(NodeWorkerTest, ResponseObjectCarriesBinaryBodyStatusAndHeaders) {
+  start_node("handlers.js:echo");
+  ASSERT_TRUE(seen_.wait_frame(FrameType::ready)) << seen_.why;
+  std::string body("\0\1\xfe", 3);
+  ASSERT_TRUE(worker_->send(FrameType::invoke, invoke_header("n2", "", "POST"), body).ok());
+  auto r = seen_.wait_frame(FrameType::result, "n2");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->body, body);
+  EXPECT_EQ(r->header.at("http").as_object().at("status").as_int64(), 201);
+}
+
+TEST_F(NodeWorkerTest, PromisesRunConcurrentlyInOneWorker) {
+  start_node("handlers.js:slow");
+  ASSERT_TRUE(seen_.wait_frame(FrameType::ready)) << seen_.why;
+  ASSERT_TRUE(worker_->send(FrameType::invoke, invoke_header("long", "ms=1500&tag=long")).ok());
+  ASSERT_TRUE(worker_->send(FrameType::invoke, invoke_header("short", "ms=0&tag=short")).ok());
+  auto s = seen_.wait_frame(FrameType::result, "short");
+  ASSERT_TRUE(s);
+  {
+    std::lock_guard l(seen_.mu);
+    for (const auto& f : seen_.frames)
+      EXPECT_FALSE(f.type == FrameType::result && f.header.at("id").as_string() == "long") << "no overlap";
+  }
+  EXPECT_TRUE(seen_.wait_frame(FrameType::result, "long"));
+}
+
+TEST_F(NodeWorkerTest, ThrownErrorIsAnErrorResultWithTypeAndStack) {
+  start_node("handlers.js:boom");
+  ASSERT_TRUE(seen_.wait_frame(FrameType::ready)) << seen_.why;
+  ASSERT_TRUE(worker_->send(FrameType::invoke, invoke_header("b")).ok());
+  auto r = seen_.wait_frame(FrameType::result, "b");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->header.at("status").as_string(), "error");
+  EXPECT_EQ(r->header.at("error").as_object().at("type").as_string(), "TypeError");
+  EXPECT_NE(std::string(r->header.at("error").as_object().at("stack").as_string()).find("handlers.js"), std::string::npos);
+}
+
+TEST_F(NodeWorkerTest, MissingExportIsFatal) {
+  start_node("handlers.js:nope");
+  auto fatal = seen_.wait_frame(FrameType::fatal);
+  ASSERT_TRUE(fatal);
+  EXPECT_NE(std::string(fatal->header.at("message").as_string()).find("no export 'nope'"), std::string::npos);
+  EXPECT_TRUE(seen_.wait_exit());
+  EXPECT_EQ(seen_.code, 1);
+}
+
+}  // namespace
+}  // namespace nimbus

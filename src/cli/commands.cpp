@@ -182,7 +182,7 @@ int run_cli(int argc, char** argv) {
   std::string new_dir = ".";
   auto* add = cli.add_subcommand("new", "Add a function to the app in the current folder");
   add->add_option("name", nf.name, "Function name; an HTTP function is served at /NAME")->required();
-  add->add_option("--runtime", nf.runtime, "Runtime: native or python")->capture_default_str();
+  add->add_option("--runtime", nf.runtime, "Runtime: native, python or node")->capture_default_str();
   add->add_option("--trigger", nf.trigger, "Trigger kind (http)")->capture_default_str();
   add->add_option("--dir", new_dir, "App folder")->capture_default_str();
 
@@ -242,7 +242,7 @@ int run_cli(int argc, char** argv) {
   if (add->parsed()) {
     if (auto st = add_function(new_dir, nf); !st) return fail(st.error().message);
     std::cout << "Added function '" << nf.name << "' (functions/" << nf.name << "/"
-              << (nf.runtime == "python" ? std::string("main.py") : nf.name + ".cpp") << "), served at /" << nf.name << "\n";
+              << (nf.runtime == "python" ? std::string("main.py") : nf.runtime == "node" ? std::string("index.js") : nf.name + ".cpp") << "), served at /" << nf.name << "\n";
     return 0;
   }
   if (validate->parsed()) return cmd_validate(validate_dir);

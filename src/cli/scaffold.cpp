@@ -141,10 +141,11 @@ Status add_function(const fs::path& app_dir, const NewFunction& spec) {
   if (!valid_name(spec.name)) {
     return Error{"function name '" + spec.name + "' is not valid; use lowercase letters, digits, '-' or '_', starting with a letter"};
   }
-  if (spec.runtime != "native" && spec.runtime != "python") {
-    return Error{"runtime '" + spec.runtime + "' is not available in this build of Nimbus yet; use --runtime native or python"};
+  if (spec.runtime != "native" && spec.runtime != "python" && spec.runtime != "node") {
+    return Error{"runtime '" + spec.runtime + "' is not available in this build of Nimbus yet; use --runtime native, python or node"};
   }
   const bool python = spec.runtime == "python";
+  const bool node = spec.runtime == "node";
   if (spec.trigger != "http") {
     return Error{"trigger '" + spec.trigger + "' is not available in this build of Nimbus yet; use --trigger http"};
   }
@@ -153,6 +154,8 @@ Status add_function(const fs::path& app_dir, const NewFunction& spec) {
   if (!text) return Error{text.error().message + " (run `nimbus new` inside an app folder, or `nimbus init` first)"};
   std::string body = python ? "runtime: python\n"
                               "handler: functions/" + spec.name + "/main.py:handler\n"
+                     : node ? "runtime: node\n"
+                              "handler: functions/" + spec.name + "/index.js:handler\n"
                             : "runtime: native\n"
                               "handler: functions/" + spec.name + "\n";
   body += "triggers:\n"
@@ -165,7 +168,12 @@ Status add_function(const fs::path& app_dir, const NewFunction& spec) {
   if (!check.app) return Error{"the manifest would not be valid after adding '" + spec.name + "':\n" + check.report()};
   const fs::path folder = app_dir / "functions" / spec.name;
   std::vector<std::pair<fs::path, std::string>> files;
-  if (python) {
+  if (node) {
+    files.emplace_back(folder / "index.js", "exports.handler = async (req, ctx) => {\n"
+                                            "  ctx.log.info('" + spec.name + " called');\n"
+                                            "  return { function: '" + spec.name + "' };\n"
+                                            "};\n");
+  } else if (python) {
     files.emplace_back(folder / "main.py", "def handler(req, ctx):\n"
                                            "    ctx.log.info(\"" + spec.name + " called\")\n"
                                            "    return {\"function\": \"" + spec.name + "\"}\n");

@@ -268,9 +268,12 @@ class Reader {
       } else if (*r == "python") {
         fn.runtime = RuntimeKind::python;
         fn.concurrency = 1;  // per instance for worker runtimes, unless the manifest says more
+      } else if (*r == "node") {
+        fn.runtime = RuntimeKind::node;
+        fn.concurrency = 16;  // an event loop overlaps awaits; per instance
       } else {
         error(v, path + ".runtime",
-              "runtime '" + *r + "' is not available in this build of Nimbus yet; expected native or python");
+              "runtime '" + *r + "' is not available in this build of Nimbus yet; expected native, python or node");
       }
     }
     if (auto v = n["handler"]; !v) {
@@ -294,7 +297,7 @@ class Reader {
     bool worker_runtime = fn.runtime != RuntimeKind::native;
     for (const char* key : {"min_instances", "max_instances", "idle_timeout"}) {
       if (n[key] && !worker_runtime) {
-        error(n[key], path + "." + key, std::string("applies to worker runtimes only; expected it with runtime: python"));
+        error(n[key], path + "." + key, std::string("applies to worker runtimes only; expected it with runtime: python or node"));
       }
     }
     if (auto v = n["min_instances"]; v && worker_runtime) {
@@ -311,13 +314,20 @@ class Reader {
             "is " + std::to_string(fn.min_instances) + ", above max_instances " + std::to_string(fn.max_instances) +
                 "; expected min_instances <= max_instances");
     }
-    if (fn.runtime == RuntimeKind::python && !fn.handler.empty()) {
+    if (worker_runtime && !fn.handler.empty()) {
       auto colon = fn.handler.rfind(':');
-      bool ok = colon != std::string::npos && colon > 3 && fn.handler.compare(colon - 3, 3, ".py") == 0 &&
-                colon + 1 < fn.handler.size();
-      if (!ok) {
+      std::string file = colon == std::string::npos ? fn.handler : fn.handler.substr(0, colon);
+      auto ends_with = [&](std::string_view ext) {
+        return file.size() > ext.size() && file.compare(file.size() - ext.size(), ext.size(), ext) == 0;
+      };
+      bool named = colon != std::string::npos && colon + 1 < fn.handler.size();
+      if (fn.runtime == RuntimeKind::python && !(named && ends_with(".py"))) {
         error(n["handler"], path + ".handler",
               "'" + fn.handler + "' does not name a Python function; expected path/file.py:function");
+      }
+      if (fn.runtime == RuntimeKind::node && !(named && (ends_with(".js") || ends_with(".cjs") || ends_with(".mjs")))) {
+        error(n["handler"], path + ".handler",
+              "'" + fn.handler + "' does not name a JavaScript export; expected path/file.js:exportName");
       }
     }
     if (auto v = n["env"]) read_env(v, path + ".env", fn);

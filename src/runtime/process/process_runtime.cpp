@@ -123,6 +123,10 @@ ProcessOptions process_options_for(const AppSpec& app, const FunctionSpec& fn) {
     o.argv = {"/usr/bin/python3", "-m", "nimbus"};
     o.env.push_back("PYTHONPATH=" + (sdk / "python").string());
     o.env.push_back("PYTHONDONTWRITEBYTECODE=1");
+  } else if (fn.runtime == RuntimeKind::node) {
+    o.argv = {"/usr/bin/node", (sdk / "node" / "worker.js").string()};
+    o.env.push_back("NODE_PATH=" + (sdk / "node" / "lib").string());
+    o.env.push_back("NODE_ENV=production");
   }
   for (const auto& e : fn.env) o.env.push_back(e.name + "=" + e.value);
   return o;
