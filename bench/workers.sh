@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Worker runtimes (issue 3): Python and Node hello through the process runtime against
+# FastAPI on uvicorn, the Google Functions Framework and workerd, in one run; cold start from
+# zero against the language's own floor. Host and workers pinned to core 0, wrk to core 1.
+# Usage: bash bench/workers.sh   (after make build; peers from ../shared/peers)
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+export PEERS_HOME=${PEERS_HOME:-/tmp/nimbus-peers}
+[[ -x $PEERS_HOME/node_modules/@cloudflare/workerd-linux-64/bin/workerd ]] || bash "$repo/../shared/peers/setup.sh" >&2
+source "$PEERS_HOME/lib.sh"
+trap stop_all_started EXIT
+NIMBUS=$repo/build/nimbus
+app=$RUN_DIR/nimbus-workers
+rm -rf "$app" && mkdir -p "$app"
+cat > "$app/fn.py" <<'PY'
+def hello(req, ctx):
+    return "Hello, World!"
+PY
+cat > "$app/fn.js" <<'JS'
+exports.hello = () => 'Hello, World!';
+JS
+cat > "$app/nimbus.yaml" <<'YAML'
+name: workers
+functions:
+  py:
+    runtime: python
+    handler: fn.py:hello
+    max_instances: 1
+    triggers: [{http: {route: /py, methods: [GET]}}]
+  js:
+    runtime: node
+    handler: fn.js:hello
+    max_instances: 1
+    concurrency: 64
+    triggers: [{http: {route: /js, methods: [GET]}}]
+YAML
+port=18092
+wrk_line() { awk '/^Requests\/sec:/{r=$2} $1=="99%"{p=$2} END{printf "%s req/s, p99 %s", r, p}' "$1"; }
+
+"${CLEAN_ENV[@]}" taskset -c 0 "$NIMBUS" start "$app" --port $port --admin-port 0 > "$RUN_DIR/workers.log" 2>&1 &
+pid=$!
+STARTED_PIDS[$pid]=nimbus
+for _ in $(seq 1 200); do curl -s -o /dev/null "http://$HOST:$port/healthz" && break; sleep 0.01; done
+# Cold start: the first request to a function with no instance, minus a warm request.
+for fn in py js; do
+  cold=$(curl -s -o /dev/null -w '%{time_total}' "http://$HOST:$port/$fn")
+  warm=$(curl -s -o /dev/null -w '%{time_total}' "http://$HOST:$port/$fn")
+  log "$fn: first request from zero instances $(awk -v c="$cold" 'BEGIN{printf "%.1f", c*1000}') ms (warm request $(awk -v w="$warm" 'BEGIN{printf "%.1f", w*1000}') ms)"
+done
+for fn in py js; do
+  taskset -c 1 wrk -t1 -c64 -d3s "http://$HOST:$port/$fn" > /dev/null
+  taskset -c 1 wrk -t1 -c64 -d10s --latency "http://$HOST:$port/$fn" > "$RUN_DIR/w-$fn.txt"
+  log "nimbus $fn hello: $(wrk_line "$RUN_DIR/w-$fn.txt")"
+done
+stop_pid "$pid"
+for p in fastapi gcf workerd; do
+  peer_prepare "$p"; start_peer "$p" 0
+  wait_200 "${PEER_PORT[$p]}" 30 0.01
+  taskset -c 1 wrk -t1 -c64 -d3s "http://$HOST:${PEER_PORT[$p]}/" > /dev/null
+  taskset -c 1 wrk -t1 -c64 -d10s --latency "http://$HOST:${PEER_PORT[$p]}/" > "$RUN_DIR/w-$p.txt"
+  log "$p: $(wrk_line "$RUN_DIR/w-$p.txt")"
+  stop_peer "$p"
+done
+floor() { local t0 t1; t0=${EPOCHREALTIME/./}; "${CLEAN_ENV[@]}" "$@"; t1=${EPOCHREALTIME/./}; awk -v d=$((t1 - t0)) 'BEGIN{printf "%.1f", d/1000}'; }
+log "floor: /usr/bin/python3 -c pass $(floor /usr/bin/python3 -c pass) ms, node -e 0 $(floor /usr/bin/node -e 0) ms"
