@@ -1,7 +1,6 @@
 """The Python worker (run as `python3 -m nimbus`): speaks the Nimbus worker protocol (docs/worker-protocol.md) on the
 socket in NIMBUS_WORKER_FD and runs one function's handler. Standard library only."""
 
-import asyncio
 import importlib.util
 import inspect
 import json
@@ -105,24 +104,29 @@ def _reply(value):
 
 
 class Worker:
+    """Runs frames through the handler. Sync handlers get a plain blocking loop (no asyncio:
+    cheaper per invocation and faster to start); async handlers get an asyncio loop so their
+    invocations overlap."""
+
     def __init__(self, sock):
         self.sock = sock
         self.function = ""
         self.handler = None
         self.is_async = False
-        self.loop = None
-        self.writer = None
+        self.pending = []  # encoded frames waiting to be written (sync mode)
+        self.writer = None  # asyncio mode
 
     def send(self, kind, header, body=b""):
-        self.writer.write(encode(kind, header, body))
+        frame = encode(kind, header, body)
+        if self.writer is not None:
+            self.writer.write(frame)
+        else:
+            self.pending.append(frame)
 
-    async def read_frame(self, reader):
-        length, kind, head_len = struct.unpack(">IBI", await reader.readexactly(9))
-        if length < 5 or head_len > length - 5:
-            raise ValueError(f"malformed frame: length {length}, header length {head_len}")
-        head = json.loads(await reader.readexactly(head_len))
-        body = await reader.readexactly(length - 5 - head_len)
-        return kind, head, body
+    def flush(self):
+        if self.pending:
+            self.sock.sendall(b"".join(self.pending))
+            self.pending.clear()
 
     def load(self, spec):
         path, _, name = spec.rpartition(":")
@@ -140,52 +144,117 @@ class Worker:
         self.handler = handler
         self.is_async = inspect.iscoroutinefunction(handler)
 
-    async def invoke(self, header, body):
+    def result_for(self, ctx, value):
+        http, out = _reply(value)
+        self.send(RESULT, {"id": ctx.invocation_id, "status": "ok", "http": http}, out)
+
+    def failure_for(self, ctx, exc):
+        self.send(RESULT, {"id": ctx.invocation_id, "status": "error", "error": {
+            "type": type(exc).__name__, "message": str(exc), "stack": traceback.format_exc()}})
+
+    def invoke_sync(self, header, body):
+        ctx = Context(self, header)
+        try:
+            self.result_for(ctx, self.handler(Request(header, body), ctx))
+        except Exception as exc:  # the function failed: report it, keep serving
+            self.failure_for(ctx, exc)
+
+    async def invoke_async(self, header, body):
         ctx = Context(self, header)
         try:
             value = self.handler(Request(header, body), ctx)
             if inspect.isawaitable(value):
                 value = await value
-            http, out = _reply(value)
-            self.send(RESULT, {"id": ctx.invocation_id, "status": "ok", "http": http}, out)
-        except Exception as exc:  # the function failed: report it, keep serving
-            self.send(RESULT, {"id": ctx.invocation_id, "status": "error", "error": {
-                "type": type(exc).__name__, "message": str(exc), "stack": traceback.format_exc()}})
+            self.result_for(ctx, value)
+        except Exception as exc:
+            self.failure_for(ctx, exc)
 
-    async def serve(self):
-        self.loop = asyncio.get_running_loop()
-        reader, self.writer = await asyncio.open_connection(sock=self.sock)
-        kind, head, _ = await self.read_frame(reader)
+    @staticmethod
+    def take_frame(buf):
+        """The next whole frame from buf as (kind, header, body), removed from buf; or None."""
+        if len(buf) < 4:
+            return None
+        length = struct.unpack_from(">I", buf)[0]
+        if len(buf) < 4 + length:
+            return None
+        kind, head_len = struct.unpack_from(">BI", buf, 4)
+        if length < 5 or head_len > length - 5:
+            raise ValueError(f"malformed frame: length {length}, header length {head_len}")
+        head = json.loads(bytes(buf[9:9 + head_len]))
+        body = bytes(buf[9 + head_len:4 + length])
+        del buf[:4 + length]
+        return kind, head, body
+
+    def start(self, buf):
+        """Reads init, loads the handler and answers ready; returns 0 to go on, else an exit code."""
+        frame = None
+        while frame is None:
+            data = self.sock.recv(65536)
+            if not data:
+                return 1
+            buf += data
+            frame = self.take_frame(buf)
+        kind, head, _ = frame
         if kind != INIT:
             self.send(FATAL, {"message": f"expected init first, got frame type {kind}"})
             return 2
         if head.get("protocol") != PROTOCOL:
             self.send(FATAL, {"message": f"worker speaks protocol {PROTOCOL}, host sent {head.get('protocol')}"})
-            await self.writer.drain()
             return 2
         self.function = head.get("function", "")
         try:
             self.load(head.get("handler", ""))
         except Exception as exc:
             self.send(FATAL, {"message": f"cannot load handler {head.get('handler')}: {exc}"})
-            await self.writer.drain()
             return 1
-        self.send(READY, {"protocol": PROTOCOL, "pid": os.getpid(),
-                          "runtime": "python " + sys.version.split()[0]})
+        self.send(READY, {"protocol": PROTOCOL, "pid": os.getpid(), "runtime": "python " + sys.version.split()[0]})
+        return 0
+
+    def serve(self):
+        buf = bytearray()
+        code = self.start(buf)
+        self.flush()
+        if code:
+            return code
+        if self.is_async:
+            import asyncio  # only async handlers pay for it
+            return asyncio.run(self.serve_async(buf))
+        while True:
+            while True:
+                frame = self.take_frame(buf)
+                if frame is None:
+                    break
+                kind, head, body = frame
+                if kind == INVOKE:
+                    self.invoke_sync(head, body)
+                elif kind == SHUTDOWN:
+                    self.flush()
+                    return 0
+                elif kind == FATAL:
+                    return 1
+            self.flush()
+            data = self.sock.recv(1 << 16)
+            if not data:
+                return 0  # the host closed the socket
+            buf += data
+
+    async def serve_async(self, buf):
+        import asyncio
+        reader, self.writer = await asyncio.open_connection(sock=self.sock)
         tasks = set()
         while True:
-            try:
-                kind, head, body = await self.read_frame(reader)
-            except asyncio.IncompleteReadError:
-                return 0  # the host closed the socket
+            frame = self.take_frame(buf)
+            if frame is None:
+                data = await reader.read(1 << 16)
+                if not data:
+                    return 0
+                buf += data
+                continue
+            kind, head, body = frame
             if kind == INVOKE:
-                if self.is_async:
-                    task = asyncio.ensure_future(self.invoke(head, body))
-                    tasks.add(task)
-                    task.add_done_callback(tasks.discard)
-                else:
-                    await self.invoke(head, body)
-                await self.writer.drain()
+                task = asyncio.ensure_future(self.invoke_async(head, body))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
             elif kind == SHUTDOWN:
                 if tasks:
                     await asyncio.wait(tasks, timeout=head.get("grace_ms", 0) / 1000)
@@ -201,5 +270,5 @@ def main():
     sys.stderr.reconfigure(line_buffering=True)
     fd = int(os.environ.get("NIMBUS_WORKER_FD", "3"))
     sock = socket.socket(fileno=fd)
-    sys.exit(asyncio.run(Worker(sock).serve()))
+    sys.exit(Worker(sock).serve())
 
