@@ -363,6 +363,55 @@ TEST(Python, BrokenHandlerWithMinInstancesIsAStartupError) {
   EXPECT_NE(r.err.find("no function 'missing'"), std::string::npos) << r.err;
 }
 
+TEST(Python, LimitsWorkingDirAndAnExplicitEnvironment) {
+  ::setenv("NIMBUS_IT_ALLOWED", "passed", 1);
+  ::setenv("NIMBUS_IT_NOT_ALLOWED", "leaked", 1);
+  TempDir dir;
+  dir.write("nimbus.yaml",
+            "name: lim\nfunctions:\n"
+            "  greedy:\n    runtime: python\n    handler: fns/app.py:greedy\n    memory_limit: 64MiB\n"
+            "    triggers: [{http: {route: /greedy}}]\n"
+            "  spin:\n    runtime: python\n    handler: fns/app.py:spin\n    cpu_limit: 1s\n    timeout: 20s\n"
+            "    triggers: [{http: {route: /spin}}]\n"
+            "  probe:\n    runtime: python\n    handler: fns/app.py:probe\n    working_dir: data\n"
+            "    env_allow: [NIMBUS_IT_ALLOWED]\n    env: {OWN: mine}\n    open_files: 64\n"
+            "    triggers: [{http: {route: /probe}}]\n");
+  dir.write("fns/app.py", R"PY(
+import os, resource
+def greedy(req, ctx):
+    hog = bytearray(256 * 1024 * 1024)
+    return str(len(hog))
+def spin(req, ctx):
+    while True:
+        pass
+def probe(req, ctx):
+    return {"cwd": os.getcwd(), "env": sorted(os.environ.keys()), "allowed": os.environ.get("NIMBUS_IT_ALLOWED"),
+            "own": os.environ.get("OWN"), "nofile": resource.getrlimit(resource.RLIMIT_NOFILE)[0]}
+)PY");
+  dir.write("data/.keep", "");
+  Host host(dir.path());
+  ASSERT_TRUE(host.started()) << host.errors();
+
+  Response greedy = request(host.http_port(), "GET", "/greedy");
+  EXPECT_EQ(greedy.status, 500) << greedy.body;  // MemoryError inside the worker
+  ASSERT_TRUE(host.wait_for_output("MemoryError")) << host.output();
+
+  Response spin = request(host.http_port(), "GET", "/spin");
+  EXPECT_EQ(spin.status, 502) << spin.body;  // SIGXCPU ends the worker
+  ASSERT_TRUE(host.wait_for_output("cpu_limit 1 s")) << host.output();
+
+  Response probe = request(host.http_port(), "GET", "/probe");
+  ASSERT_EQ(probe.status, 200) << probe.body;
+  auto o = parse_object(probe.body);
+  EXPECT_EQ(std::filesystem::path(std::string(o["cwd"].as_string())).filename(), "data");
+  EXPECT_EQ(o["allowed"].as_string(), "passed");
+  EXPECT_EQ(o["own"].as_string(), "mine");
+  EXPECT_EQ(o["nofile"].as_int64(), 64);
+  for (const auto& k : o["env"].as_array()) {
+    EXPECT_NE(k.as_string(), "NIMBUS_IT_NOT_ALLOWED");  // nothing of the host's leaks in
+  }
+}
+
 TEST(Node, ServesThroughHttpWithConcurrentRequestsInOneWorker) {
   TempDir dir;
   dir.write("nimbus.yaml",

@@ -374,6 +374,24 @@ TEST(ManifestTest, UnavailableRuntimeIsAnError) {
   }
 }
 
+TEST(ManifestTest, WorkerLimitsAndEnvironmentKeys) {
+  auto load = parse(one_function("runtime: python\nhandler: a.py:h\nmemory_limit: 128MiB\ncpu_limit: 2s\n"
+                                 "open_files: 256\nworking_dir: data/in\nenv_allow: [TZ, LANG]\n"));
+  ASSERT_TRUE(load.app.has_value()) << load.report();
+  const FunctionSpec& fn = load.app->functions[0];
+  EXPECT_EQ(fn.memory_limit, 128u << 20);
+  EXPECT_EQ(fn.cpu_limit, std::chrono::seconds(2));
+  EXPECT_EQ(fn.open_files, 256);
+  EXPECT_EQ(fn.working_dir, "data/in");
+  EXPECT_EQ(fn.env_allow, (std::vector<std::string>{"TZ", "LANG"}));
+  expect_diag(parse(one_function("runtime: python\nhandler: a.py:h\nworking_dir: ../elsewhere\n")),
+              "functions.orders.working_dir", "leaves the app folder");
+  expect_diag(parse(one_function("runtime: python\nhandler: a.py:h\nenv_allow: TZ\n")), "functions.orders.env_allow",
+              "expected a list");
+  expect_diag(parse(one_function("runtime: native\nhandler: x.so\nmemory_limit: 1MiB\n")),
+              "functions.orders.memory_limit", "worker runtimes only");
+}
+
 TEST(ManifestTest, PythonFunctionsNameAFileAndAFunctionAndTakeInstanceKeys) {
   auto load = parse(one_function("runtime: python\nhandler: src/orders.py:handle\nmin_instances: 1\n"
                                  "max_instances: 3\nidle_timeout: 90s\nconcurrency: 4\n"));

@@ -48,6 +48,12 @@ struct FunctionSpec {
   int min_instances = 0;
   int max_instances = 4;
   Duration idle_timeout = std::chrono::minutes(5);
+  // Limits and environment of each worker process (0 / empty = none).
+  std::size_t memory_limit = 0;         // bytes of writable memory (RLIMIT_DATA)
+  Duration cpu_limit{};                 // CPU time per instance (RLIMIT_CPU)
+  int open_files = 0;                   // RLIMIT_NOFILE
+  std::vector<std::string> env_allow;   // host variables passed through by name
+  std::string working_dir;              // relative to the app folder
 };
 
 // A new Invocation of `function` from a trigger: fresh id, CloudEvents source and type, time

@@ -257,7 +257,8 @@ class Reader {
   bool read_function(const YAML::Node& n, const std::string& path, FunctionSpec& fn) {
     std::size_t errors_before = diagnostics.size();
     if (!check_map(n, path, {"runtime", "handler", "triggers", "env", "timeout", "concurrency",
-                             "wait_queue", "blocking", "min_instances", "max_instances", "idle_timeout"})) {
+                             "wait_queue", "blocking", "min_instances", "max_instances", "idle_timeout",
+                             "memory_limit", "cpu_limit", "open_files", "env_allow", "working_dir"})) {
       return false;
     }
     if (auto v = n["runtime"]; !v) {
@@ -295,7 +296,8 @@ class Reader {
       if (auto b = boolean(v, path + ".blocking")) fn.blocking = *b;
     }
     bool worker_runtime = fn.runtime != RuntimeKind::native;
-    for (const char* key : {"min_instances", "max_instances", "idle_timeout"}) {
+    for (const char* key : {"min_instances", "max_instances", "idle_timeout", "memory_limit", "cpu_limit",
+                            "open_files", "env_allow", "working_dir"}) {
       if (n[key] && !worker_runtime) {
         error(n[key], path + "." + key, std::string("applies to worker runtimes only; expected it with runtime: python or node"));
       }
@@ -308,6 +310,35 @@ class Reader {
     }
     if (auto v = n["idle_timeout"]; v && worker_runtime) {
       if (auto d = duration(v, path + ".idle_timeout")) fn.idle_timeout = *d;
+    }
+    if (auto v = n["memory_limit"]; v && worker_runtime) {
+      if (auto s = size(v, path + ".memory_limit")) fn.memory_limit = *s;
+    }
+    if (auto v = n["cpu_limit"]; v && worker_runtime) {
+      if (auto d = duration(v, path + ".cpu_limit")) fn.cpu_limit = *d;
+    }
+    if (auto v = n["open_files"]; v && worker_runtime) {
+      if (auto c = integer(v, path + ".open_files", 16, 1 << 20)) fn.open_files = static_cast<int>(*c);
+    }
+    if (auto v = n["working_dir"]; v && worker_runtime) {
+      if (auto d = scalar(v, path + ".working_dir", "a folder inside the app")) {
+        if (!d->empty() && ((*d)[0] == '/' || d->find("..") != std::string::npos)) {
+          error(v, path + ".working_dir", "'" + *d + "' leaves the app folder; expected a relative path inside it");
+        } else {
+          fn.working_dir = *d;
+        }
+      }
+    }
+    if (auto v = n["env_allow"]; v && worker_runtime) {
+      if (!v.IsSequence()) {
+        error(v, path + ".env_allow", "is " + kind_of(v) + "; expected a list of environment variable names");
+      } else {
+        for (std::size_t i = 0; i < v.size(); ++i) {
+          if (auto name = scalar(v[i], path + ".env_allow[" + std::to_string(i) + "]", "a variable name")) {
+            fn.env_allow.push_back(*name);
+          }
+        }
+      }
     }
     if (fn.min_instances > fn.max_instances) {
       error(n["min_instances"], path + ".min_instances",

@@ -108,8 +108,19 @@ LogLevel level_of(const std::string& level) {
 ProcessOptions process_options_for(const AppSpec& app, const FunctionSpec& fn) {
   ProcessOptions o;
   const auto sdk = sdk_cpp_dir().parent_path();
-  o.cwd = app.dir;
-  o.handler = fn.handler;
+  o.cwd = fn.working_dir.empty() ? app.dir : (app.dir / fn.working_dir).lexically_normal();
+  o.memory_limit = fn.memory_limit;
+  o.cpu_seconds = std::chrono::duration_cast<std::chrono::seconds>(fn.cpu_limit).count();
+  if (fn.cpu_limit > Duration::zero() && o.cpu_seconds == 0) o.cpu_seconds = 1;
+  o.open_files = fn.open_files;
+  // The worker may run in another folder (working_dir): hand it the handler's absolute path.
+  if (auto colon = fn.handler.rfind(':'); colon != std::string::npos) {
+    std::filesystem::path file = fn.handler.substr(0, colon);
+    if (file.is_relative()) file = (app.dir / file).lexically_normal();
+    o.handler = file.string() + fn.handler.substr(colon);
+  } else {
+    o.handler = fn.handler;
+  }
   o.runtime = std::string(to_string(fn.runtime));
   o.min_instances = fn.min_instances;
   o.max_instances = fn.max_instances;
@@ -127,6 +138,9 @@ ProcessOptions process_options_for(const AppSpec& app, const FunctionSpec& fn) {
     o.argv = {"/usr/bin/node", (sdk / "node" / "worker.js").string()};
     o.env.push_back("NODE_PATH=" + (sdk / "node" / "lib").string());
     o.env.push_back("NODE_ENV=production");
+  }
+  for (const auto& name : fn.env_allow) {
+    if (const char* v = std::getenv(name.c_str())) o.env.push_back(name + "=" + v);
   }
   for (const auto& e : fn.env) o.env.push_back(e.name + "=" + e.value);
   return o;
@@ -173,7 +187,8 @@ std::shared_ptr<ProcessExecutor::Instance> ProcessExecutor::spawn_locked(std::st
   inst->spawned = clock_.now();
   inst->last_used = inst->spawned;
   std::weak_ptr<Instance> weak = inst;
-  WorkerSpawn spawn{options_.argv, options_.env, options_.cwd, kDefaultMaxFrame};
+  WorkerSpawn spawn{options_.argv, options_.env, options_.cwd, kDefaultMaxFrame,
+                    options_.memory_limit, options_.cpu_seconds, options_.open_files};
   WorkerCallbacks callbacks{
       [this, weak](Frame&& f) {
         if (auto i = weak.lock()) on_frame(i, std::move(f));
@@ -388,6 +403,8 @@ void ProcessExecutor::on_exit(const std::shared_ptr<Instance>& inst, int, const 
     std::erase(instances_, inst);
     std::string reason = "the worker of function '" + spec_.name + "' (pid " + std::to_string(inst->process->pid()) + ") " + why +
                          (inst->fatal.empty() ? "" : ": " + inst->fatal);
+    if (options_.memory_limit > 0) reason += " (memory_limit " + std::to_string(options_.memory_limit) + " bytes)";
+    if (options_.cpu_seconds > 0) reason += " (cpu_limit " + std::to_string(options_.cpu_seconds) + " s)";
     if (!inst->retiring && !stopping_) {
       logger_.host(LogLevel::warn, "worker ended", {{"function", spec_.name}, {"reason", reason}});
     }

@@ -34,6 +34,9 @@ struct ProcessOptions {
   int concurrency = 1;            // in-flight invocations per instance
   Duration idle_timeout = std::chrono::minutes(5);
   Duration start_timeout = std::chrono::seconds(10);
+  std::size_t memory_limit = 0;
+  int64_t cpu_seconds = 0;
+  int open_files = 0;
 };
 
 // How a manifest function becomes a worker command and environment.

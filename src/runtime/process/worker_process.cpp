@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -59,6 +60,15 @@ Expected<std::unique_ptr<WorkerProcess>> WorkerProcess::spawn(const WorkerSpawn&
     ::close(err[0]);
     return Error{"cannot start worker " + spec.argv[0] + ": " + std::strerror(rc)};
   }
+  // Limits go on right after the exec: posix_spawn returns once the child runs the new image,
+  // microseconds before an interpreter's first allocation, and long before user code.
+  auto limit = [pid](int resource, rlim_t value) {
+    rlimit r{value, value};
+    ::prlimit(pid, static_cast<__rlimit_resource>(resource), &r, nullptr);
+  };
+  if (spec.memory_limit > 0) limit(RLIMIT_DATA, spec.memory_limit);
+  if (spec.cpu_seconds > 0) limit(RLIMIT_CPU, static_cast<rlim_t>(spec.cpu_seconds));
+  if (spec.open_files > 0) limit(RLIMIT_NOFILE, static_cast<rlim_t>(spec.open_files));
   std::unique_ptr<WorkerProcess> w(new WorkerProcess());
   w->pid_ = pid;
   w->sock_ = sv[0];

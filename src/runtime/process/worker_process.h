@@ -24,6 +24,9 @@ struct WorkerSpawn {
   std::vector<std::string> env;   // NAME=value, the worker's whole environment
   std::filesystem::path cwd;
   std::size_t max_frame = kDefaultMaxFrame;
+  std::size_t memory_limit = 0;  // RLIMIT_DATA bytes; 0 = none
+  int64_t cpu_seconds = 0;       // RLIMIT_CPU; 0 = none
+  int open_files = 0;            // RLIMIT_NOFILE; 0 = none
 };
 
 struct WorkerCallbacks {
