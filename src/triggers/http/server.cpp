@@ -270,6 +270,12 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
   asio::awaitable<void> accept_loop(LoopState& ls);
   asio::awaitable<void> serve(LoopState& ls, tcp::socket socket);
   void arm_sweep(LoopState& ls);
+  // Runs fn on each loop's own thread, with this server's state for that loop.
+  void on_every_loop(void (*fn)(Impl&, LoopState&)) {
+    for (auto& s : states) {
+      asio::post(s->ctx, [self = shared_from_this(), ls = s.get(), fn] { fn(*self, *ls); });
+    }
+  }
   void sweep(LoopState& ls);
   asio::awaitable<void> send_error_and_close(Connection& c, int status, std::string_view code,
                                              std::string_view message);
@@ -285,20 +291,16 @@ int HttpServer::active_requests() const { return impl_->active.load(); }
 void HttpServer::close() {
   impl_->stopping.store(true);
   impl_->closed.store(true);
-  for (auto& s : impl_->states) {
-    LoopState* ls = s.get();
-    auto self = impl_;
-    asio::post(ls->ctx, [self, ls] {
-      boost::system::error_code ignored;
-      if (ls->acceptor) ls->acceptor->close(ignored);
-      ls->sweep.cancel();
-      for (Connection* c = ls->head; c; c = c->next) {
-        c->closing = true;
-        c->socket.close(ignored);
-        c->wait_timer.cancel();
-      }
-    });
-  }
+  impl_->on_every_loop([](Impl&, LoopState& ls) {
+    boost::system::error_code ignored;
+    if (ls.acceptor) ls.acceptor->close(ignored);
+    ls.sweep.cancel();
+    for (Connection* c = ls.head; c; c = c->next) {
+      c->closing = true;
+      c->socket.close(ignored);
+      c->wait_timer.cancel();
+    }
+  });
 }
 
 Expected<int> HttpServer::listen(const ListenOptions& options) {
@@ -356,15 +358,11 @@ Expected<int> HttpServer::listen(const ListenOptions& options) {
 
 void HttpServer::stop_accepting() {
   impl_->stopping.store(true);
-  for (auto& s : impl_->states) {
-    LoopState* ls = s.get();
-    auto self = impl_;
-    asio::post(ls->ctx, [self, ls] {
-      boost::system::error_code ignored;
-      if (ls->acceptor) ls->acceptor->close(ignored);
-      self->sweep(*ls);
-    });
-  }
+  impl_->on_every_loop([](Impl& self, LoopState& ls) {
+    boost::system::error_code ignored;
+    if (ls.acceptor) ls.acceptor->close(ignored);
+    self.sweep(ls);  // idle keep-alive connections close now
+  });
 }
 
 asio::awaitable<void> HttpServer::Impl::accept_loop(LoopState& ls) {
