@@ -219,6 +219,9 @@ TEST_F(FunctionPoolTest, ConcurrencyLimitHolds) {
   EXPECT_EQ(c.outcome, Outcome::success);
   ASSERT_TRUE(c.http.has_value());
   EXPECT_EQ(c.http->body, "ran c");
+  // Only the call that waited for a slot has a queue-wait observation.
+  EXPECT_NE(metrics_.render().find("nimbus_queue_wait_seconds_count{function=\"orders\"} 1\n"), std::string::npos)
+      << metrics_.render();
   std::lock_guard lock(gate_->mu);
   EXPECT_EQ(gate_->max_in_call, 2) << "never more than `concurrency` at once";
 }

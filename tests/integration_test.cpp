@@ -321,6 +321,11 @@ TEST(Python, ColdStartFromZeroThenServesWithLogsTagged) {
   EXPECT_TRUE(std::regex_search(host.output(), tagged)) << host.output();
   Response m = request(host.admin_port(), "GET", "/metrics");
   EXPECT_NE(m.body.find("nimbus_cold_starts_total{function=\"hello\"} 1\n"), std::string::npos) << m.body;
+  EXPECT_NE(m.body.find("nimbus_instances{function=\"hello\"} 1\n"), std::string::npos) << m.body;
+  EXPECT_NE(m.body.find("nimbus_instances{function=\"boom\"} 0\n"), std::string::npos) << m.body;
+  // The first request waited for the cold start: one queue-wait observation.
+  EXPECT_NE(m.body.find("nimbus_queue_wait_seconds_count{function=\"hello\"} 1\n"), std::string::npos) << m.body;
+  EXPECT_EQ(check_prometheus_text(m.body), "");
 }
 
 TEST(Python, ExceptionIs500CrashIs502OverrunIs504AndTheFunctionRecovers) {

@@ -98,6 +98,7 @@ int run_host(const AppSpec& app, const HostOptions& options) {
         return fail(executor.error().message);
       }
       metrics.cold_start(index, clock.now() - t0);
+      metrics.instances(index, 1);
       pools.add(std::make_unique<FunctionPool>(fn, index, std::move(*executor), pool_context));
       continue;
     }

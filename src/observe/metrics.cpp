@@ -66,17 +66,21 @@ struct Metrics::Shard {
         durations(functions * kTriggerKindCount),
         in_flight(functions),
         cold_starts(functions),
-        cold_start_durations(functions) {}
+        cold_start_durations(functions),
+        queue_waits(functions) {}
   std::vector<std::atomic<uint64_t>> invocations;
   std::vector<Histogram> durations;
   std::vector<std::atomic<int64_t>> in_flight;
   std::vector<std::atomic<uint64_t>> cold_starts;
   std::vector<Histogram> cold_start_durations;
+  std::vector<Histogram> queue_waits;
   std::atomic<uint64_t> http_responses[600]{};
 };
 
 Metrics::Metrics(std::vector<std::string> functions)
-    : functions_(std::move(functions)), generation_(g_metrics_generation.fetch_add(1)) {}
+    : functions_(std::move(functions)),
+      instances_(new std::atomic<int>[functions_.size()]()),
+      generation_(g_metrics_generation.fetch_add(1)) {}
 
 Metrics::~Metrics() = default;
 
@@ -104,6 +108,14 @@ void Metrics::cold_start(int fn, Duration duration) {
   Shard& s = shard();
   bump(s.cold_starts[static_cast<std::size_t>(fn)]);
   s.cold_start_durations[static_cast<std::size_t>(fn)].observe(duration);
+}
+
+void Metrics::queue_wait(int fn, Duration waited) {
+  shard().queue_waits[static_cast<std::size_t>(fn)].observe(waited);
+}
+
+void Metrics::instances(int fn, int count) {
+  instances_[static_cast<std::size_t>(fn)].store(count, std::memory_order_relaxed);
 }
 
 void Metrics::http_response(int status) {
@@ -206,6 +218,20 @@ std::string Metrics::render() const {
         "nimbus_cold_start_duration_seconds", "Time to start a function instance.",
         [](const Shard& s, std::size_t i) -> const Histogram& { return s.cold_start_durations[i]; },
         nullptr, [](std::size_t) { return std::string_view(); }, nf);
+  }
+
+  if (nf > 0) {
+    render_histogram(
+        "nimbus_queue_wait_seconds", "Time invocations waited for a slot or a starting instance.",
+        [](const Shard& s, std::size_t i) -> const Histogram& { return s.queue_waits[i]; }, nullptr,
+        [](std::size_t) { return std::string_view(); }, nf);
+  }
+  out += "# HELP nimbus_instances Instances of each function now (worker processes; in-process functions count 1).\n";
+  out += "# TYPE nimbus_instances gauge\n";
+  for (std::size_t f = 0; f < nf; ++f) {
+    out += "nimbus_instances{function=\"";
+    append_label_value(out, functions_[f]);
+    out += "\"} " + std::to_string(instances_[f].load(std::memory_order_relaxed)) + "\n";
   }
 
   out += "# HELP nimbus_http_responses_total HTTP responses sent by the public listener, by status code.\n";

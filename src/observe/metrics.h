@@ -25,6 +25,10 @@ class Metrics {
   void invocation(int function, TriggerKind trigger, Outcome outcome, Duration duration);
   void in_flight(int function, int delta);
   void cold_start(int function, Duration duration);
+  // How long an invocation waited for a free slot or a starting instance before it ran.
+  void queue_wait(int function, Duration waited);
+  // Instances of a function now (worker processes; set by whoever owns them).
+  void instances(int function, int count);
   void http_response(int status);
 
   std::string render() const;
@@ -36,6 +40,7 @@ class Metrics {
   struct Shard;
   Shard& shard();
   std::vector<std::string> functions_;
+  std::unique_ptr<std::atomic<int>[]> instances_;  // a gauge set by one owner per function
   uint64_t generation_;
   mutable std::mutex mu_;
   std::vector<std::unique_ptr<Shard>> shards_;

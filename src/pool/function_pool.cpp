@@ -153,6 +153,7 @@ void FunctionPool::pump() {
       next->queued = false;
       waiting_count_.fetch_sub(1);
       ctx_.metrics.in_flight(index_, -1);  // start() counts it again as running
+      ctx_.metrics.queue_wait(index_, ctx_.clock.now() - next->started);
     }
     start(std::move(next));
   }

@@ -218,6 +218,7 @@ std::shared_ptr<ProcessExecutor::Instance> ProcessExecutor::spawn_locked(std::st
                                                   {"env", std::move(env)}});
   if (!st) inst->process->kill();
   instances_.push_back(inst);
+  metrics_.instances(index_, static_cast<int>(instances_.size()));
   return inst;
 }
 
@@ -275,6 +276,7 @@ void ProcessExecutor::start(const Invocation& inv, Completion done) {
         assign_locked(best, std::move(w), after);
       } else {
         std::string id = w.id;
+        w.queued_at = clock_.now();
         waiting_.push_back(std::move(w));
         // Bound the wait for a cold start: the caller hears 503 rather than hanging.
         schedule(clock_.now() + options_.start_timeout, [this, id] { on_start_timeout(id); });
@@ -312,6 +314,7 @@ void ProcessExecutor::assign_locked(const std::shared_ptr<Instance>& inst, Waiti
     timers_.cancel(inst->idle_timer);
     inst->idle_timer = 0;
   }
+  if (w.queued_at != TimePoint{}) metrics_.queue_wait(index_, clock_.now() - w.queued_at);
   std::string id = w.id;
   TimePoint deadline = w.deadline;
   std::string wire = std::move(w.wire);
@@ -401,6 +404,7 @@ void ProcessExecutor::on_exit(const std::shared_ptr<Instance>& inst, int, const 
     inst->ended = true;
     inst->end_reason = why;
     std::erase(instances_, inst);
+    metrics_.instances(index_, static_cast<int>(instances_.size()));
     std::string reason = "the worker of function '" + spec_.name + "' (pid " + std::to_string(inst->process->pid()) + ") " + why +
                          (inst->fatal.empty() ? "" : ": " + inst->fatal);
     if (options_.memory_limit > 0) reason += " (memory_limit " + std::to_string(options_.memory_limit) + " bytes)";

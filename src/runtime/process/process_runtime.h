@@ -65,6 +65,7 @@ class ProcessExecutor final : public Executor {
     std::string wire;  // the encoded invoke frame
     Completion done;
     TimePoint deadline;
+    TimePoint queued_at{};  // set while it waits for an instance
   };
 
   std::shared_ptr<Instance> spawn_locked(std::string* error);
