@@ -364,7 +364,7 @@ TEST_F(ScaffoldDirTest, NewRefusesAFunctionThatWouldMakeTheManifestInvalid) {
   EXPECT_FALSE(fs::exists(dir_ / "functions/orders"));
 }
 
-TEST_F(ScaffoldDirTest, NewOutsideAnAppSaysWhatToDo) {
+TEST_F(ScaffoldDirTest, NewOutsideAnAppNamesTheNextStep) {
   auto st = add_function(dir_, NewFunction{.name = "orders"});
   ASSERT_FALSE(st.ok());
   EXPECT_NE(st.error().message.find("nimbus init"), std::string::npos) << st.error().message;
