@@ -23,8 +23,7 @@ constexpr std::string_view kTriggerKinds[] = {"http", "queue", "topic", "timer",
 
 class Reader {
  public:
-  Reader(std::string file, fs::path app_dir, const EnvLookup& env)
-      : file_(std::move(file)), app_dir_(std::move(app_dir)), env_(env) {}
+  Reader(std::string file, const EnvLookup& env) : file_(std::move(file)), env_(env) {}
 
   std::vector<Diagnostic> diagnostics;
 
@@ -540,7 +539,6 @@ class Reader {
   }
 
   std::string file_;
-  fs::path app_dir_;
   const EnvLookup& env_;
 };
 
@@ -572,7 +570,7 @@ EnvLookup process_environment() {
 ManifestLoad parse_manifest(std::string_view text, const std::string& file,
                             const std::filesystem::path& app_dir, const EnvLookup& env) {
   ManifestLoad out;
-  Reader reader(file, app_dir, env);
+  Reader reader(file, env);
   YAML::Node root;
   try {
     root = YAML::Load(std::string(text));

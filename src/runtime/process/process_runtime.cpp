@@ -265,15 +265,8 @@ void ProcessExecutor::start(const Invocation& inv, Completion done) {
         d(Result::failure(Outcome::unavailable, "unavailable", "function '" + name + "' is shutting down"));
       });
     } else {
-      std::shared_ptr<Instance> best;
-      for (auto& i : instances_) {
-        if (i->ready && !i->retiring && static_cast<int>(i->in_flight.size()) < options_.concurrency &&
-            (!best || i->in_flight.size() < best->in_flight.size())) {
-          best = i;
-        }
-      }
-      if (best) {
-        assign_locked(best, std::move(w), after);
+      if (auto best = least_loaded_locked()) {
+        assign_locked(best, std::move(w));
       } else {
         std::string id = w.id;
         w.queued_at = clock_.now();
@@ -308,8 +301,18 @@ void ProcessExecutor::scale_up_locked(std::vector<std::function<void()>>& after)
   }
 }
 
-void ProcessExecutor::assign_locked(const std::shared_ptr<Instance>& inst, Waiting&& w,
-                                    std::vector<std::function<void()>>& after) {
+std::shared_ptr<ProcessExecutor::Instance> ProcessExecutor::least_loaded_locked() const {
+  std::shared_ptr<Instance> best;
+  for (const auto& i : instances_) {
+    if (i->ready && !i->retiring && static_cast<int>(i->in_flight.size()) < options_.concurrency &&
+        (!best || i->in_flight.size() < best->in_flight.size())) {
+      best = i;
+    }
+  }
+  return best;
+}
+
+void ProcessExecutor::assign_locked(const std::shared_ptr<Instance>& inst, Waiting&& w) {
   if (inst->idle_timer != 0) {
     timers_.cancel(inst->idle_timer);
     inst->idle_timer = 0;
@@ -327,22 +330,15 @@ void ProcessExecutor::assign_locked(const std::shared_ptr<Instance>& inst, Waiti
     std::weak_ptr<Instance> weak = inst;
     schedule(deadline, [this, weak, id] { on_deadline(weak, id); });
   }
-  (void)after;
 }
 
 void ProcessExecutor::drain_waiting_locked(std::vector<std::function<void()>>& after) {
   while (!waiting_.empty()) {
-    std::shared_ptr<Instance> best;
-    for (auto& i : instances_) {
-      if (i->ready && !i->retiring && static_cast<int>(i->in_flight.size()) < options_.concurrency &&
-          (!best || i->in_flight.size() < best->in_flight.size())) {
-        best = i;
-      }
-    }
+    auto best = least_loaded_locked();
     if (!best) break;
     Waiting w = std::move(waiting_.front());
     waiting_.pop_front();
-    assign_locked(best, std::move(w), after);
+    assign_locked(best, std::move(w));
   }
   if (!waiting_.empty()) scale_up_locked(after);
 }

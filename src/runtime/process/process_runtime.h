@@ -69,7 +69,10 @@ class ProcessExecutor final : public Executor {
   };
 
   std::shared_ptr<Instance> spawn_locked(std::string* error);
-  void assign_locked(const std::shared_ptr<Instance>& instance, Waiting&& w, std::vector<std::function<void()>>& after);
+  // A ready instance with room, the least loaded; null when none.
+  std::shared_ptr<Instance> least_loaded_locked() const;
+  // Hands w to the instance (a failed write kills it; its exit then fails what it held).
+  void assign_locked(const std::shared_ptr<Instance>& instance, Waiting&& w);
   void drain_waiting_locked(std::vector<std::function<void()>>& after);
   void scale_up_locked(std::vector<std::function<void()>>& after);
   void on_frame(const std::shared_ptr<Instance>& instance, Frame&& frame);

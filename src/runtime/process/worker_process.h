@@ -60,7 +60,6 @@ class WorkerProcess {
   WorkerCallbacks callbacks_;
   std::mutex send_mu_;
   std::atomic<bool> killed_{false};
-  std::string kill_reason_;
   std::thread reader_;
   std::thread output_;
 };
