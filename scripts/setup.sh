@@ -8,7 +8,7 @@ packages=(
   libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev
   libyaml-cpp-dev libcli11-dev libspdlog-dev libsqlite3-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  python3 python3-prometheus-client nodejs
+  python3 python3-prometheus-client nodejs bubblewrap
 )
 if [[ ${NIMBUS_BENCH:-0} == 1 ]]; then
   packages+=(wrk procps util-linux)

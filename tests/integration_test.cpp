@@ -1,5 +1,7 @@
 // End-to-end: the real `nimbus` binary on port 0, real HTTP over loopback.
 #include <signal.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -438,6 +440,129 @@ TEST(Node, ServesThroughHttpWithConcurrentRequestsInOneWorker) {
   // One instance, two 800 ms waits: overlapped, well under the 1600 ms they take in turn.
   EXPECT_LT(took, std::chrono::milliseconds(1400));
   ASSERT_TRUE(host.wait_for_output("waited b"));
+}
+
+// runtime: process: a worker in any language, here one written from the protocol page alone.
+TEST(Process, AWorkerWrittenFromTheProtocolPageServesHttp) {
+  TempDir dir;
+  dir.write("nimbus.yaml", "name: raw\nfunctions:\n  raw:\n    runtime: process\n    command: [python3, " +
+                               (std::filesystem::path(NIMBUS_SOURCE_DIR) / "tests/workers/raw_worker.py").string() +
+                               "]\n    env: {GREETING: hi}\n    triggers: [{http: {route: \"/raw/{id}\"}}]\n");
+  Host host(dir.path());
+  ASSERT_TRUE(host.started()) << host.errors();
+  Response r = request(host.http_port(), "POST", "/raw/7?x=1", {}, "pay\x01load");
+  ASSERT_EQ(r.status, 201) << r.body;
+  EXPECT_EQ(r.header("x-worker"), "raw");
+  auto o = parse_object(r.body);
+  EXPECT_EQ(o["trigger"].as_string(), "http");
+  EXPECT_EQ(o["method"].as_string(), "POST");
+  EXPECT_EQ(o["query"].as_string(), "x=1");
+  EXPECT_EQ(o["params"].as_object()["id"].as_string(), "7");
+  EXPECT_EQ(o["body"].as_string(), "pay\x01load");
+  EXPECT_EQ(o["env"].as_string(), "hi");
+  // Its own log frame carries the invocation id; what it prints is tagged with the instance.
+  ASSERT_TRUE(host.wait_for_output("raw worker saw /raw/7"));
+  std::regex printed("\"msg\":\"raw worker ready for raw handler \"[^\\n]*\"function\":\"raw\",\"instance\":1");
+  EXPECT_TRUE(std::regex_search(host.output(), printed)) << host.output();
+  EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
+}
+
+TEST(Process, AWorkerThatNeverSpeaksTheProtocolIsAClearError) {
+  TempDir dir;
+  dir.write("nimbus.yaml", "name: raw\nfunctions:\n  cat:\n    runtime: process\n    command: [cat]\n"
+                           "    triggers: [{http: {route: /cat}}]\n");
+  Host host(dir.path());
+  ASSERT_TRUE(host.started()) << host.errors();
+  Response r = request(host.http_port(), "GET", "/cat");
+  EXPECT_EQ(r.status, 503) << r.body;
+  EXPECT_NE(r.body.find("the worker of function 'cat'"), std::string::npos) << r.body;
+}
+
+// isolation: process runs a native function in its own worker: a crash takes only the worker.
+TEST(Isolation, NativeFunctionInAWorkerCrashesAloneAndIsReplaced) {
+  TempDir dir;
+  dir.write("nimbus.yaml", "name: iso\nfunctions:\n"
+                           "  c:\n    runtime: native\n    handler: " + fn("crasher") + "\n    isolation: process\n"
+                           "    triggers: [{http: {route: /c}}]\n"
+                           "  boxed:\n    runtime: native\n    handler: " + fn("echo") + "\n    isolation: sandbox\n"
+                           "    triggers: [{http: {route: /boxed}}]\n");
+  Host host(dir.path());
+  ASSERT_TRUE(host.started()) << host.errors();
+  Response first = request(host.http_port(), "GET", "/c");
+  ASSERT_EQ(first.status, 200) << first.body;
+  EXPECT_NE(first.body, std::to_string(host.pid()));  // not the host's address space
+  std::regex tagged("\"msg\":\"serving from pid " + first.body + "\"[^\\n]*\"invocation_id\":\"[0-9a-f]{32}\"");
+  ASSERT_TRUE(host.wait_for_output("serving from pid " + first.body));
+  EXPECT_TRUE(std::regex_search(host.output(), tagged)) << host.output();
+
+  Response crash = request(host.http_port(), "GET", "/c?crash=1");
+  EXPECT_EQ(crash.status, 502) << crash.body;
+  EXPECT_NE(crash.body.find("'c'"), std::string::npos) << crash.body;
+  Response again = request(host.http_port(), "GET", "/c");
+  ASSERT_EQ(again.status, 200) << again.body;
+  EXPECT_NE(again.body, first.body);  // a new worker
+
+  Response boxed = request(host.http_port(), "POST", "/boxed", {}, "in a box");
+  ASSERT_EQ(boxed.status, 200) << boxed.body;
+  auto echoed = parse_object(boxed.body);  // the request crossed into the sandboxed worker whole
+  EXPECT_EQ(echoed["path"].as_string(), "/boxed");
+  EXPECT_EQ(echoed["body_size"].as_int64(), 8);
+  EXPECT_EQ(echoed["headers"].as_object()["Content-Length"].as_string(), "8");
+  EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
+}
+
+// isolation: sandbox: read-only root, a private /tmp, and no network unless network: true.
+TEST(Isolation, SandboxBlocksWritesOutsideTmpAndTheNetworkUnlessAllowed) {
+  int listener = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ASSERT_EQ(::listen(listener, 16), 0);
+  socklen_t len = sizeof addr;
+  ::getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len);
+  const std::string port = std::to_string(ntohs(addr.sin_port));
+
+  TempDir dir;
+  dir.write("nimbus.yaml", "name: box\nfunctions:\n"
+                           "  jail:\n    runtime: python\n    handler: app.py:probe\n    isolation: sandbox\n"
+                           "    triggers: [{http: {route: /jail}}]\n"
+                           "  online:\n    runtime: python\n    handler: app.py:probe\n    isolation: sandbox\n"
+                           "    network: true\n    triggers: [{http: {route: /online}}]\n");
+  dir.write("app.py", R"PY(
+import os, socket
+def attempt(fn):
+    try:
+        fn()
+        return "ok"
+    except OSError as e:
+        return e.strerror or str(e)
+def probe(req, ctx):
+    here = os.path.dirname(os.path.abspath(__file__))
+    return {
+        "tmp": attempt(lambda: open(req.query["scratch"], "w").write("x")),
+        "outside": attempt(lambda: open(os.path.join(here, "escaped.txt"), "w").write("x")),
+        "net": attempt(lambda: socket.create_connection(("127.0.0.1", int(req.query["port"])), timeout=2).close()),
+    }
+)PY");
+  Host host(dir.path());
+  ASSERT_TRUE(host.started()) << host.errors();
+  const std::string scratch = "/tmp/nimbus-sandbox-" + dir.path().filename().string();
+  Response jail = request(host.http_port(), "GET", "/jail?port=" + port + "&scratch=" + scratch);
+  ASSERT_EQ(jail.status, 200) << jail.body;
+  auto j = parse_object(jail.body);
+  EXPECT_EQ(j["tmp"].as_string(), "ok");
+  EXPECT_EQ(j["outside"].as_string(), "Read-only file system");
+  EXPECT_NE(j["net"].as_string(), "ok");
+  EXPECT_FALSE(std::filesystem::exists(dir.path() / "escaped.txt"));
+  EXPECT_FALSE(std::filesystem::exists(scratch));  // the sandbox's /tmp is its own
+
+  Response online = request(host.http_port(), "GET", "/online?port=" + port + "&scratch=" + scratch);
+  ASSERT_EQ(online.status, 200) << online.body;
+  auto o = parse_object(online.body);
+  EXPECT_EQ(o["net"].as_string(), "ok");  // network: true shares the host's network
+  EXPECT_EQ(o["outside"].as_string(), "Read-only file system");
+  ::close(listener);
 }
 
 TEST(Admin, TokenIsRequiredAndFunctionsAreListedWithSecretsMasked) {

@@ -365,13 +365,53 @@ TEST(ManifestTest, MissingRuntimeIsAnError) {
   EXPECT_NE(d.message.find("expected one of: native"), std::string::npos) << d.message;
 }
 
-TEST(ManifestTest, UnavailableRuntimeIsAnError) {
-  for (const char* rt : {"process"}) {
-    auto load = parse(one_function(std::string("runtime: ") + rt + "\nhandler: functions/orders\n"));
-    const Diagnostic& d = expect_diag(load, "functions.orders.runtime", "not available");
-    EXPECT_NE(d.message.find(rt), std::string::npos) << d.message;
-    EXPECT_NE(d.message.find("expected native, python or node"), std::string::npos) << d.message;
-  }
+TEST(ManifestTest, ProcessRuntimeTakesACommandInAnyLanguage) {
+  auto load = parse(one_function("runtime: process\ncommand: [./bin/worker, --fast, \"${MODE:-x}\"]\nmax_instances: 2\n"));
+  ASSERT_TRUE(load.app.has_value()) << load.report();
+  const FunctionSpec& fn = load.app->functions[0];
+  EXPECT_EQ(fn.runtime, RuntimeKind::process);
+  EXPECT_EQ(fn.command, (std::vector<std::string>{"./bin/worker", "--fast", "x"}));
+  EXPECT_TRUE(fn.handler.empty());
+  EXPECT_EQ(fn.isolation, Isolation::process);
+  EXPECT_EQ(fn.concurrency, 1);
+  EXPECT_EQ(fn.max_instances, 2);
+
+  expect_diag(parse(one_function("runtime: process\n")), "functions.orders.command", "is missing");
+  expect_diag(parse(one_function("runtime: process\ncommand: ./worker\n")), "functions.orders.command",
+              "expected a non-empty list");
+  expect_diag(parse(one_function("runtime: process\ncommand: []\n")), "functions.orders.command",
+              "expected a non-empty list");
+  expect_diag(parse(one_function("runtime: python\nhandler: a.py:h\ncommand: [x]\n")), "functions.orders.command",
+              "runtime: process only");
+}
+
+TEST(ManifestTest, IsolationPutsNativeCodeInAWorkerAndSandboxesAnyWorker) {
+  auto native = parse(one_function("runtime: native\nhandler: x.so\nisolation: process\nmemory_limit: 64MiB\n"
+                                   "max_instances: 2\n"));
+  ASSERT_TRUE(native.app.has_value()) << native.report();
+  EXPECT_EQ(native.app->functions[0].isolation, Isolation::process);
+  EXPECT_TRUE(native.app->functions[0].in_worker());
+  EXPECT_EQ(native.app->functions[0].memory_limit, 64u << 20);
+
+  auto in_host = parse(one_function("runtime: native\nhandler: x.so\n"));
+  ASSERT_TRUE(in_host.app.has_value()) << in_host.report();
+  EXPECT_EQ(in_host.app->functions[0].isolation, Isolation::none);
+  EXPECT_FALSE(in_host.app->functions[0].in_worker());
+
+  auto boxed = parse(one_function("runtime: node\nhandler: f.js:h\nisolation: sandbox\nnetwork: true\n"));
+  ASSERT_TRUE(boxed.app.has_value()) << boxed.report();
+  EXPECT_EQ(boxed.app->functions[0].isolation, Isolation::sandbox);
+  EXPECT_TRUE(boxed.app->functions[0].network);
+  auto closed = parse(one_function("runtime: python\nhandler: f.py:h\nisolation: sandbox\n"));
+  ASSERT_TRUE(closed.app.has_value()) << closed.report();
+  EXPECT_FALSE(closed.app->functions[0].network) << "a sandbox has no network unless asked";
+
+  expect_diag(parse(one_function("runtime: python\nhandler: f.py:h\nisolation: none\n")),
+              "functions.orders.isolation", "always run in a worker process");
+  expect_diag(parse(one_function("runtime: python\nhandler: f.py:h\nisolation: jail\n")),
+              "functions.orders.isolation", "'jail' is not allowed");
+  expect_diag(parse(one_function("runtime: python\nhandler: f.py:h\nnetwork: true\n")), "functions.orders.network",
+              "isolation: sandbox only");
 }
 
 TEST(ManifestTest, WorkerLimitsAndEnvironmentKeys) {
@@ -389,7 +429,7 @@ TEST(ManifestTest, WorkerLimitsAndEnvironmentKeys) {
   expect_diag(parse(one_function("runtime: python\nhandler: a.py:h\nenv_allow: TZ\n")), "functions.orders.env_allow",
               "expected a list");
   expect_diag(parse(one_function("runtime: native\nhandler: x.so\nmemory_limit: 1MiB\n")),
-              "functions.orders.memory_limit", "worker runtimes only");
+              "functions.orders.memory_limit", "worker processes only");
 }
 
 TEST(ManifestTest, PythonFunctionsNameAFileAndAFunctionAndTakeInstanceKeys) {
@@ -411,7 +451,7 @@ TEST(ManifestTest, PythonFunctionsNameAFileAndAFunctionAndTakeInstanceKeys) {
   expect_diag(parse(one_function("runtime: python\nhandler: o.py:h\nmin_instances: 3\nmax_instances: 2\n")),
               "functions.orders.min_instances", "min_instances <= max_instances");
   expect_diag(parse(one_function("runtime: native\nhandler: x.so\nmin_instances: 1\n")),
-              "functions.orders.min_instances", "worker runtimes only");
+              "functions.orders.min_instances", "worker processes only");
 }
 
 TEST(ManifestTest, BadRuntimeSuggestsTheClosest) {
@@ -661,7 +701,7 @@ store: nowhere
 fuctions: {}
 functions:
   orders:
-    runtime: process
+    runtime: pyhton
     timout: 5s
     concurrency: zero
     triggers:
@@ -673,7 +713,7 @@ functions:
   expect_diag(load, "name", "not a valid name");
   expect_diag(load, "store", "not a store URL");
   expect_diag(load, "fuctions", "did you mean 'functions'?");
-  expect_diag(load, "functions.orders.runtime", "not available");
+  expect_diag(load, "functions.orders.runtime", "did you mean 'python'?");
   expect_diag(load, "functions.orders.timout", "did you mean 'timeout'?");
   expect_diag(load, "functions.orders.handler", "is missing");
   expect_diag(load, "functions.orders.concurrency", "out of range");

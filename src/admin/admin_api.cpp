@@ -215,6 +215,7 @@ std::string AdminApi::functions_json() const {
     list.push_back(json::object{
         {"name", fn.name},
         {"runtime", std::string(to_string(fn.runtime))},
+        {"isolation", std::string(to_string(fn.isolation))},
         {"handler", fn.handler},
         {"blocking", fn.blocking},
         {"timeout", format_duration(fn.timeout)},

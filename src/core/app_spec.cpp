@@ -14,6 +14,15 @@ std::string_view to_string(RuntimeKind kind) {
   return "unknown";
 }
 
+std::string_view to_string(Isolation isolation) {
+  switch (isolation) {
+    case Isolation::none: return "none";
+    case Isolation::process: return "process";
+    case Isolation::sandbox: return "sandbox";
+  }
+  return "unknown";
+}
+
 Invocation new_invocation(const FunctionSpec& function, TriggerKind trigger, std::string source,
                           std::string type, const Clock& clock, std::string_view traceparent) {
   Invocation inv;

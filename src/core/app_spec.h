@@ -15,6 +15,11 @@ namespace nimbus {
 enum class RuntimeKind : uint8_t { native, python, node, process };
 std::string_view to_string(RuntimeKind kind);
 
+// Where a function's code runs: in the host's address space (native only), in a worker
+// process, or in a worker process under bubblewrap (read-only root, private /tmp, no network).
+enum class Isolation : uint8_t { none, process, sandbox };
+std::string_view to_string(Isolation isolation);
+
 enum class AuthLevel : uint8_t { anonymous, function };
 
 struct HttpTriggerSpec {
@@ -38,16 +43,20 @@ struct FunctionSpec {
   std::string name;
   RuntimeKind runtime = RuntimeKind::native;
   std::string handler;  // native: source folder[:target] or a .so path
+  std::vector<std::string> command;  // runtime process: the worker's argv
+  Isolation isolation = Isolation::none;  // worker runtimes: process unless sandbox
+  bool network = false;                   // sandbox: may the worker reach the network
   std::vector<TriggerSpec> triggers;
   std::vector<EnvVar> env;
   Duration timeout = std::chrono::seconds(30);
   int concurrency = 64;   // invocations in flight at once
   int wait_queue = 64;    // invocations allowed to wait for a slot; beyond that: 503
   bool blocking = true;   // false: runs inline on the event loop (fast, must not block)
-  // Worker-process runtimes (python): instances, and `concurrency` counts per instance.
+  // Functions in worker processes: instances, and `concurrency` counts per instance.
   int min_instances = 0;
   int max_instances = 4;
   Duration idle_timeout = std::chrono::minutes(5);
+  bool in_worker() const { return runtime != RuntimeKind::native || isolation != Isolation::none; }
   // Limits and environment of each worker process (0 / empty = none).
   std::size_t memory_limit = 0;         // bytes of writable memory (RLIMIT_DATA)
   Duration cpu_limit{};                 // CPU time per instance (RLIMIT_CPU)

@@ -90,7 +90,7 @@ int run_host(const AppSpec& app, const HostOptions& options) {
   for (std::size_t i = 0; i < app.functions.size(); ++i) {
     const FunctionSpec& fn = app.functions[i];
     const int index = static_cast<int>(i);
-    if (fn.runtime == RuntimeKind::native) {
+    if (!fn.in_worker()) {
       TimePoint t0 = clock.now();
       auto executor = load_native_function(fn, libraries->at(fn.name), clock, logger);
       if (!executor) {
@@ -102,7 +102,13 @@ int run_host(const AppSpec& app, const HostOptions& options) {
       pools.add(std::make_unique<FunctionPool>(fn, index, std::move(*executor), pool_context));
       continue;
     }
-    auto executor = std::make_unique<ProcessExecutor>(fn, index, process_options_for(app, fn), clock, timers,
+    if (fn.isolation == Isolation::sandbox && ::access(kBubblewrap, X_OK) != 0) {
+      return fail("function '" + fn.name + "': isolation: sandbox needs bubblewrap at " + kBubblewrap +
+                  ", which is not installed; run scripts/setup.sh (or apt-get install bubblewrap)");
+    }
+    std::filesystem::path library;
+    if (fn.runtime == RuntimeKind::native) library = libraries->at(fn.name);
+    auto executor = std::make_unique<ProcessExecutor>(fn, index, process_options_for(app, fn, library), clock, timers,
                                                       &timer_thread, logger, metrics);
     if (auto st = executor->warm_up(); !st) {
       sink.flush();

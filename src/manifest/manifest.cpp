@@ -257,7 +257,8 @@ class Reader {
     std::size_t errors_before = diagnostics.size();
     if (!check_map(n, path, {"runtime", "handler", "triggers", "env", "timeout", "concurrency",
                              "wait_queue", "blocking", "min_instances", "max_instances", "idle_timeout",
-                             "memory_limit", "cpu_limit", "open_files", "env_allow", "working_dir"})) {
+                             "memory_limit", "cpu_limit", "open_files", "env_allow", "working_dir",
+                             "command", "isolation", "network"})) {
       return false;
     }
     if (auto v = n["runtime"]; !v) {
@@ -272,12 +273,50 @@ class Reader {
         fn.runtime = RuntimeKind::node;
         fn.concurrency = 16;  // an event loop overlaps awaits; per instance
       } else {
-        error(v, path + ".runtime",
-              "runtime '" + *r + "' is not available in this build of Nimbus yet; expected native, python or node");
+        fn.runtime = RuntimeKind::process;
+        fn.concurrency = 1;
+      }
+    }
+    if (auto v = n["command"]) {
+      if (fn.runtime != RuntimeKind::process) {
+        error(v, path + ".command", "applies to runtime: process only; expected it with runtime: process");
+      } else if (!v.IsSequence() || v.size() == 0) {
+        error(v, path + ".command", "is " + kind_of(v) + "; expected a non-empty list: the program and its arguments");
+      } else {
+        for (std::size_t i = 0; i < v.size(); ++i) {
+          if (auto arg = scalar(v[i], path + ".command[" + std::to_string(i) + "]", "a string")) fn.command.push_back(*arg);
+        }
+        if (!fn.command.empty() && fn.command[0].empty()) {
+          error(v[0], path + ".command[0]", "is empty; expected the worker program (a path, or a name found on PATH)");
+        }
+      }
+    } else if (fn.runtime == RuntimeKind::process) {
+      error(n, path + ".command",
+            "is missing; expected the worker's command, e.g. command: [./bin/worker, --flag] (see docs/worker-protocol.md)");
+    }
+    if (fn.runtime != RuntimeKind::native) fn.isolation = Isolation::process;
+    if (auto v = n["isolation"]) {
+      if (auto i = choice(v, path + ".isolation", {"none", "process", "sandbox"})) {
+        if (*i == "none" && fn.runtime != RuntimeKind::native) {
+          error(v, path + ".isolation",
+                "is none, but " + std::string(to_string(fn.runtime)) +
+                    " functions always run in a worker process; expected process or sandbox");
+        } else {
+          fn.isolation = *i == "sandbox" ? Isolation::sandbox : *i == "process" ? Isolation::process : Isolation::none;
+        }
+      }
+    }
+    if (auto v = n["network"]) {
+      if (fn.isolation != Isolation::sandbox) {
+        error(v, path + ".network", "applies to isolation: sandbox only (other functions share the host's network)");
+      } else if (auto b = boolean(v, path + ".network")) {
+        fn.network = *b;
       }
     }
     if (auto v = n["handler"]; !v) {
-      error(n, path + ".handler", "is missing; expected the function's source folder (e.g. functions/" + fn.name + ") or a .so file");
+      if (fn.runtime != RuntimeKind::process) {
+        error(n, path + ".handler", "is missing; expected the function's source folder (e.g. functions/" + fn.name + ") or a .so file");
+      }
     } else if (auto h = scalar(v, path + ".handler", "a path")) {
       if (h->empty()) error(v, path + ".handler", "is empty; expected a source folder or a .so file");
       fn.handler = *h;
@@ -294,11 +333,13 @@ class Reader {
     if (auto v = n["blocking"]) {
       if (auto b = boolean(v, path + ".blocking")) fn.blocking = *b;
     }
-    bool worker_runtime = fn.runtime != RuntimeKind::native;
+    bool worker_runtime = fn.in_worker();
     for (const char* key : {"min_instances", "max_instances", "idle_timeout", "memory_limit", "cpu_limit",
                             "open_files", "env_allow", "working_dir"}) {
       if (n[key] && !worker_runtime) {
-        error(n[key], path + "." + key, std::string("applies to worker runtimes only; expected it with runtime: python or node"));
+        error(n[key], path + "." + key,
+              "applies to functions in worker processes only; expected it with runtime: python, node or process, "
+              "or with isolation: process or sandbox");
       }
     }
     if (auto v = n["min_instances"]; v && worker_runtime) {
@@ -344,7 +385,7 @@ class Reader {
             "is " + std::to_string(fn.min_instances) + ", above max_instances " + std::to_string(fn.max_instances) +
                 "; expected min_instances <= max_instances");
     }
-    if (worker_runtime && !fn.handler.empty()) {
+    if (fn.runtime != RuntimeKind::native && !fn.handler.empty()) {
       auto colon = fn.handler.rfind(':');
       std::string file = colon == std::string::npos ? fn.handler : fn.handler.substr(0, colon);
       auto ends_with = [&](std::string_view ext) {

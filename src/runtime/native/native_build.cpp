@@ -72,6 +72,14 @@ fs::path sdk_cpp_dir() {
   return NIMBUS_SOURCE_DIR "/sdk/cpp";
 }
 
+fs::path native_worker_program() {
+  if (const char* env = std::getenv("NIMBUS_NATIVE_WORKER"); env && *env) return env;
+  std::error_code ec;
+  fs::path beside = fs::read_symlink("/proc/self/exe", ec).parent_path() / "nimbus-native-worker";
+  if (!ec && fs::exists(beside, ec)) return beside;
+  return NIMBUS_BINARY_DIR "/nimbus-native-worker";
+}
+
 NativeHandler resolve_native_handler(const AppSpec& app, const FunctionSpec& function) {
   NativeHandler h;
   std::string handler = function.handler;

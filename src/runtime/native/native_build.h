@@ -24,6 +24,10 @@ NativeHandler resolve_native_handler(const AppSpec& app, const FunctionSpec& fun
 // The C++ SDK folder (holds nimbus/function.h and cmake/nimbus-config.cmake).
 std::filesystem::path sdk_cpp_dir();
 
+// The program that runs a native function in a worker process (isolation: process|sandbox):
+// $NIMBUS_NATIVE_WORKER, else nimbus-native-worker beside the running binary, else the build's.
+std::filesystem::path native_worker_program();
+
 // Builds what is out of date; build tool output goes to `progress`. Returns each native
 // function's library path.
 Expected<std::map<std::string, std::filesystem::path>> build_native_functions(

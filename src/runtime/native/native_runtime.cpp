@@ -31,7 +31,7 @@ bool valid_header_value(std::string_view s) {
 // Lives on the stack for one call; the library reaches it through nimbus_host::ctx.
 struct CallState {
   const Invocation* invocation;
-  Logger* logger;
+  const NativeLog* log;
   Result* result;
   bool replied = false;
   bool failed = false;
@@ -43,7 +43,7 @@ void host_log(void* ctx, int level, const char* message, size_t size) {
                : level == NIMBUS_LOG_INFO ? LogLevel::info
                : level == NIMBUS_LOG_WARN ? LogLevel::warn
                                           : LogLevel::error;
-  s->logger->user(l, s->invocation->function, s->invocation->id, std::string_view(message, size));
+  (*s->log)(l, *s->invocation, std::string_view(message, size));
 }
 
 void host_reply(void* ctx, int status, const nimbus_pair* headers, size_t header_count,
@@ -87,8 +87,8 @@ void host_fail(void* ctx, const char* type, size_t type_size, const char* messag
 
 class NativeFunction final : public Executor {
  public:
-  NativeFunction(void* handle, nimbus_invoke_fn entry, const Clock& clock, Logger& logger)
-      : handle_(handle), entry_(entry), clock_(clock), logger_(logger) {}
+  NativeFunction(void* handle, nimbus_invoke_fn entry, NativeLog log)
+      : handle_(handle), entry_(entry), log_(std::move(log)) {}
   // The library stays loaded for the life of the process: unloading code that may still be
   // referenced (thread-locals, atexit handlers) is a crash waiting to happen.
   ~NativeFunction() override { (void)handle_; }
@@ -97,7 +97,7 @@ class NativeFunction final : public Executor {
 
   Result call(const Invocation& inv) override {
     Result result;
-    CallState state{&inv, &logger_, &result};
+    CallState state{&inv, &log_, &result};
     nimbus_host host{NIMBUS_ABI_VERSION, &state, host_log, host_reply, host_fail};
 
     constexpr size_t kInline = 32;
@@ -156,15 +156,22 @@ class NativeFunction final : public Executor {
  private:
   void* handle_;
   nimbus_invoke_fn entry_;
-  const Clock& clock_;
-  Logger& logger_;
+  NativeLog log_;
 };
 
 }  // namespace
 
 Expected<std::unique_ptr<Executor>> load_native_function(const FunctionSpec& function,
                                                          const std::filesystem::path& library,
-                                                         const Clock& clock, Logger& logger) {
+                                                         const Clock&, Logger& logger) {
+  return load_native_function(function, library, [&logger](LogLevel level, const Invocation& inv, std::string_view message) {
+    logger.user(level, inv.function, inv.id, message);
+  });
+}
+
+Expected<std::unique_ptr<Executor>> load_native_function(const FunctionSpec& function,
+                                                         const std::filesystem::path& library,
+                                                         NativeLog log) {
   const std::string where = "function '" + function.name + "': " + library.string();
   std::error_code ec;
   if (!std::filesystem::exists(library, ec)) {
@@ -193,7 +200,7 @@ Expected<std::unique_ptr<Executor>> load_native_function(const FunctionSpec& fun
                  ", this host speaks version " + std::to_string(NIMBUS_ABI_VERSION) +
                  "; rebuild it against this Nimbus's sdk/cpp"};
   }
-  return std::unique_ptr<Executor>(new NativeFunction(handle, entry, clock, logger));
+  return std::unique_ptr<Executor>(new NativeFunction(handle, entry, std::move(log)));
 }
 
 }  // namespace nimbus

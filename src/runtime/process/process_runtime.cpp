@@ -1,5 +1,7 @@
 #include "runtime/process/process_runtime.h"
 
+#include <unistd.h>
+
 #include <thread>
 
 #include "core/units.h"
@@ -105,7 +107,46 @@ LogLevel level_of(const std::string& level) {
 
 }  // namespace
 
-ProcessOptions process_options_for(const AppSpec& app, const FunctionSpec& fn) {
+namespace {
+
+// A program named without a folder is looked up on the worker's PATH (posix_spawn does not).
+std::string resolve_program(const AppSpec& app, const std::string& program) {
+  if (program.find('/') != std::string::npos) {
+    std::filesystem::path p = program;
+    return (p.is_absolute() ? p : (app.dir / p).lexically_normal()).string();
+  }
+  for (const char* dir : {"/usr/local/bin", "/usr/bin", "/bin"}) {
+    std::filesystem::path p = std::filesystem::path(dir) / program;
+    if (::access(p.c_str(), X_OK) == 0) return p.string();
+  }
+  return program;  // the spawn fails and says which program was missing
+}
+
+// bubblewrap: the whole file system read-only, a private /tmp, fresh /dev and /proc, no
+// network unless asked for, and the worker dies with the host.
+// What the worker must read (its app, the SDK, its program) stays visible even when it lives
+// under /tmp, by binding it read-only again over the private /tmp.
+std::vector<std::string> sandboxed(const FunctionSpec& fn, const std::filesystem::path& cwd, std::vector<std::string> argv,
+                                   const std::vector<std::filesystem::path>& keep) {
+  std::vector<std::string> out = {kBubblewrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
+                                  "--tmpfs", "/tmp", "--unshare-ipc", "--unshare-uts", "--new-session",
+                                  "--die-with-parent"};
+  for (const auto& path : keep) {
+    auto p = path.lexically_normal().string();
+    if (p == "/tmp" || p.rfind("/tmp/", 0) == 0) {
+      out.insert(out.end(), {"--ro-bind", p, p});
+    }
+  }
+  out.insert(out.end(), {"--chdir", cwd.string()});
+  if (!fn.network) out.push_back("--unshare-net");
+  out.push_back("--");
+  out.insert(out.end(), std::make_move_iterator(argv.begin()), std::make_move_iterator(argv.end()));
+  return out;
+}
+
+}  // namespace
+
+ProcessOptions process_options_for(const AppSpec& app, const FunctionSpec& fn, const std::filesystem::path& native_library) {
   ProcessOptions o;
   const auto sdk = sdk_cpp_dir().parent_path();
   o.cwd = fn.working_dir.empty() ? app.dir : (app.dir / fn.working_dir).lexically_normal();
@@ -138,6 +179,18 @@ ProcessOptions process_options_for(const AppSpec& app, const FunctionSpec& fn) {
     o.argv = {"/usr/bin/node", (sdk / "node" / "worker.js").string()};
     o.env.push_back("NODE_PATH=" + (sdk / "node" / "lib").string());
     o.env.push_back("NODE_ENV=production");
+  } else if (fn.runtime == RuntimeKind::process) {
+    o.argv = fn.command;
+    if (!o.argv.empty()) o.argv[0] = resolve_program(app, o.argv[0]);
+  } else {
+    o.argv = {native_worker_program().string()};
+    o.handler = native_library.string();
+  }
+  if (fn.isolation == Isolation::sandbox) {
+    std::vector<std::filesystem::path> keep = {app.dir, sdk};
+    if (!o.argv.empty()) keep.push_back(std::filesystem::path(o.argv[0]).parent_path());
+    if (!native_library.empty()) keep.push_back(native_library.parent_path());
+    o.argv = sandboxed(fn, o.cwd, std::move(o.argv), keep);
   }
   for (const auto& name : fn.env_allow) {
     if (const char* v = std::getenv(name.c_str())) o.env.push_back(name + "=" + v);

@@ -28,7 +28,7 @@ struct ProcessOptions {
   std::vector<std::string> env;   // its whole environment
   std::filesystem::path cwd;
   std::string handler;            // sent in init
-  std::string runtime;            // "python", "node", "process"
+  std::string runtime;            // "python", "node", "process", "native"
   int min_instances = 0;
   int max_instances = 4;
   int concurrency = 1;            // in-flight invocations per instance
@@ -39,8 +39,13 @@ struct ProcessOptions {
   int open_files = 0;
 };
 
-// How a manifest function becomes a worker command and environment.
-ProcessOptions process_options_for(const AppSpec& app, const FunctionSpec& function);
+// How a manifest function becomes a worker command and environment. `native_library` is the
+// built library of a native function that runs in a worker (isolation: process | sandbox).
+ProcessOptions process_options_for(const AppSpec& app, const FunctionSpec& function,
+                                   const std::filesystem::path& native_library = {});
+
+// Where bubblewrap is expected (isolation: sandbox).
+inline constexpr const char* kBubblewrap = "/usr/bin/bwrap";
 
 class ProcessExecutor final : public Executor {
  public:

@@ -1,0 +1,255 @@
+// nimbus-native-worker: runs one native function (a library built against sdk/cpp) in its own
+// process, for `isolation: process` or `sandbox`. It speaks the worker protocol
+// (docs/worker-protocol.md) on the socket the host passes as NIMBUS_WORKER_FD: init names the
+// library, invoke frames become calls through the same loader the host uses in-process, and
+// replies, errors and the function's log lines go back as frames. With concurrency above one,
+// invocations run on threads started as the load needs them, up to that concurrency.
+#include <unistd.h>
+
+#include <boost/json.hpp>
+#include <cerrno>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "core/app_spec.h"
+#include "observe/log.h"
+#include "runtime/native/native_runtime.h"
+#include "runtime/process/frame.h"
+
+namespace nimbus {
+namespace {
+namespace json = boost::json;
+
+class Channel {
+ public:
+  explicit Channel(int fd) : fd_(fd) {}
+
+  void send(FrameType type, const json::object& header, std::string_view body = {}) {
+    std::string wire;
+    encode_frame(type, header, body, wire);
+    std::lock_guard lock(mu_);
+    std::size_t off = 0;
+    while (off < wire.size()) {
+      ssize_t n = ::write(fd_, wire.data() + off, wire.size() - off);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) std::_Exit(3);  // the host is gone: nothing left to serve
+      off += static_cast<std::size_t>(n);
+    }
+  }
+
+  // Blocks for the next frame; false at end of stream. A malformed frame from the host ends
+  // the worker with a message on stderr (which the host logs).
+  bool next(Frame& frame) {
+    std::string error;
+    for (;;) {
+      switch (decoder_.next(frame, error)) {
+        case FrameDecoder::Status::frame: return true;
+        case FrameDecoder::Status::error:
+          std::fprintf(stderr, "nimbus-native-worker: malformed frame from the host: %s\n", error.c_str());
+          std::_Exit(4);
+        case FrameDecoder::Status::need_more: break;
+      }
+      char buf[64 * 1024];
+      ssize_t n = ::read(fd_, buf, sizeof buf);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) return false;
+      decoder_.feed(buf, static_cast<std::size_t>(n));
+    }
+  }
+
+ private:
+  int fd_;
+  std::mutex mu_;
+  FrameDecoder decoder_;
+};
+
+std::string str(const json::object& o, std::string_view key) {
+  auto* v = o.if_contains(key);
+  return v && v->is_string() ? std::string(v->as_string()) : std::string();
+}
+
+Headers pairs(const json::value* v) {
+  Headers out;
+  if (v && v->is_array()) {
+    for (const auto& p : v->as_array()) {
+      if (p.is_array() && p.as_array().size() == 2 && p.as_array()[0].is_string() && p.as_array()[1].is_string()) {
+        out.push_back({std::string(p.as_array()[0].as_string()), std::string(p.as_array()[1].as_string())});
+      }
+    }
+  } else if (v && v->is_object()) {
+    for (const auto& [k, val] : v->as_object()) {
+      if (val.is_string()) out.push_back({std::string(k), std::string(val.as_string())});
+    }
+  }
+  return out;
+}
+
+Invocation invocation_from(const std::string& function, Frame& f) {
+  Invocation inv;
+  const auto& h = f.header;
+  inv.id = str(h, "id");
+  inv.function = function;
+  std::string trigger = str(h, "trigger");
+  for (int k = 0; k < kTriggerKindCount; ++k) {
+    if (to_string(static_cast<TriggerKind>(k)) == trigger) inv.trigger = static_cast<TriggerKind>(k);
+  }
+  if (auto* a = h.if_contains("attempt"); a && a->is_int64()) inv.attempt = static_cast<int>(a->as_int64());
+  inv.traceparent = str(h, "traceparent");
+  if (auto* a = h.if_contains("attributes"); a && a->is_object()) {
+    inv.source = str(a->as_object(), "source");
+    inv.type = str(a->as_object(), "type");
+    inv.subject = str(a->as_object(), "subject");
+  }
+  inv.metadata = pairs(h.if_contains("metadata"));
+  inv.started = std::chrono::steady_clock::now();
+  inv.time = std::chrono::system_clock::now();
+  inv.deadline = inv.started + std::chrono::hours(24);
+  if (auto* d = h.if_contains("deadline_ms"); d && d->is_int64()) {
+    auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(inv.time.time_since_epoch()).count();
+    inv.deadline = inv.started + std::chrono::milliseconds(d->as_int64() - now_ms);
+  }
+  if (auto* http = h.if_contains("http"); http && http->is_object()) {
+    const auto& o = http->as_object();
+    HttpRequest req;
+    req.method = str(o, "method");
+    req.path = str(o, "path");
+    req.query = str(o, "query");
+    req.headers = pairs(o.if_contains("headers"));
+    req.params = pairs(o.if_contains("params"));
+    inv.http = std::move(req);
+  }
+  inv.payload = std::move(f.body);
+  return inv;
+}
+
+void reply(Channel& channel, const std::string& id, Result&& r) {
+  if (r.outcome != Outcome::success) {
+    channel.send(FrameType::result,
+                 {{"id", id},
+                  {"status", "error"},
+                  {"error", {{"type", r.error.type.empty() ? "error" : r.error.type}, {"message", r.error.message}, {"stack", ""}}}});
+    return;
+  }
+  if (!r.http) {
+    channel.send(FrameType::result, {{"id", id}, {"status", "ok"}});
+    return;
+  }
+  json::array headers;
+  for (const auto& x : r.http->headers) headers.push_back(json::array{json::string(x.name), json::string(x.value)});
+  channel.send(FrameType::result,
+               {{"id", id}, {"status", "ok"}, {"http", {{"status", r.http->status}, {"headers", std::move(headers)}}}},
+               r.http->body);
+}
+
+// Runs invocations on up to `limit` threads, started as the queue needs them.
+class Runner {
+ public:
+  Runner(Executor& fn, Channel& channel, int limit) : fn_(fn), channel_(channel), limit_(limit) {}
+  ~Runner() {
+    {
+      std::lock_guard lock(mu_);
+      done_ = true;
+    }
+    cv_.notify_all();
+    for (auto& t : threads_) t.join();
+  }
+
+  void run(Invocation&& inv) {
+    if (limit_ <= 1) {
+      std::string id = inv.id;
+      reply(channel_, id, fn_.call(inv));
+      return;
+    }
+    std::lock_guard lock(mu_);
+    queue_.push_back(std::move(inv));
+    if (idle_ == 0 && static_cast<int>(threads_.size()) < limit_) {
+      threads_.emplace_back([this] { loop(); });
+    } else {
+      cv_.notify_one();
+    }
+  }
+
+ private:
+  void loop() {
+    std::unique_lock lock(mu_);
+    for (;;) {
+      ++idle_;
+      cv_.wait(lock, [&] { return done_ || !queue_.empty(); });
+      --idle_;
+      if (queue_.empty()) return;
+      Invocation inv = std::move(queue_.front());
+      queue_.pop_front();
+      lock.unlock();
+      reply(channel_, inv.id, fn_.call(inv));
+      lock.lock();
+    }
+  }
+
+  Executor& fn_;
+  Channel& channel_;
+  int limit_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Invocation> queue_;
+  std::vector<std::thread> threads_;
+  int idle_ = 0;
+  bool done_ = false;
+};
+
+int run() {
+  const char* fd_text = std::getenv("NIMBUS_WORKER_FD");
+  if (!fd_text) {
+    std::fprintf(stderr, "nimbus-native-worker: NIMBUS_WORKER_FD is not set; the Nimbus host starts this program\n");
+    return 2;
+  }
+  Channel channel(std::atoi(fd_text));
+  Frame init;
+  if (!channel.next(init)) return 0;
+  if (init.type != FrameType::init) {
+    channel.send(FrameType::fatal, {{"message", "expected init as the first frame, got " + std::string(to_string(init.type))}});
+    return 2;
+  }
+  auto* protocol = init.header.if_contains("protocol");
+  if (!protocol || !protocol->is_int64() || protocol->as_int64() != kWorkerProtocolVersion) {
+    channel.send(FrameType::fatal, {{"message", "the host speaks worker protocol " +
+                                                     (protocol ? json::serialize(*protocol) : std::string("(none)")) +
+                                                     ", this worker speaks version " + std::to_string(kWorkerProtocolVersion)}});
+    return 2;
+  }
+  FunctionSpec spec;
+  spec.name = str(init.header, "function");
+  std::string library = str(init.header, "handler");
+  int concurrency = 1;
+  if (auto* c = init.header.if_contains("concurrency"); c && c->is_int64()) concurrency = static_cast<int>(c->as_int64());
+  auto fn = load_native_function(spec, library, [&channel](LogLevel level, const Invocation& inv, std::string_view message) {
+    static constexpr const char* kLevels[] = {"debug", "info", "warn", "error"};
+    channel.send(FrameType::log, {{"id", inv.id}, {"level", kLevels[static_cast<int>(level) & 3]}, {"message", message}});
+  });
+  if (!fn) {
+    channel.send(FrameType::fatal, {{"message", fn.error().message}});
+    return 1;
+  }
+  channel.send(FrameType::ready, {{"protocol", kWorkerProtocolVersion}, {"pid", static_cast<int64_t>(::getpid())}, {"runtime", "native"}});
+  Runner runner(**fn, channel, std::min(concurrency, 256));
+  Frame f;
+  while (channel.next(f)) {
+    switch (f.type) {
+      case FrameType::invoke: runner.run(invocation_from(spec.name, f)); break;
+      case FrameType::shutdown: return 0;  // ~Runner finishes what is queued and running
+      case FrameType::fatal: return 1;
+      default: break;  // heartbeats, host results (no host calls yet), later additions
+    }
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace nimbus
+
+int main() { return nimbus::run(); }
