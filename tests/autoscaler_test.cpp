@@ -1,5 +1,5 @@
 // Autoscaler decisions replayed on load traces, one sample a second.
-#include "pool/autoscaler.h"
+#include "runtime/process/autoscaler.h"
 
 #include <gtest/gtest.h>
 

@@ -1,5 +1,6 @@
 // The process runtime's instance lifecycle, with time driven by a ManualClock: cold start
-// from zero, scale to zero after idle_timeout, min_instances kept warm.
+// from zero, scale to zero after idle_timeout, min_instances kept warm, and the autoscaler
+// adding instances under sustained load and retiring the surplus when it passes.
 #include "runtime/process/process_runtime.h"
 
 #include <fcntl.h>
@@ -135,6 +136,67 @@ TEST_F(ProcessRuntimeTest, MinInstancesAreStartedAndKeptWarm) {
   std::this_thread::sleep_for(100ms);
   EXPECT_EQ(executor_->instances(), 1);
   EXPECT_EQ(invoke().outcome, Outcome::success);
+}
+
+// Work held open in a Node worker (concurrency 4 per instance) until the test releases it.
+TEST_F(ProcessRuntimeTest, AutoscalerAddsInstancesUnderSustainedLoadAndRetiresTheSurplus) {
+  const fs::path release = dir_ / "release";
+  std::ofstream(dir_ / "hold.js") << "const fs = require('fs');\n"
+                                     "exports.hold = async () => {\n"
+                                     "  while (!fs.existsSync('" << release.string()
+                                  << "')) await new Promise(r => setTimeout(r, 5));\n"
+                                     "  return 'released';\n};\n";
+  AppSpec app;
+  app.name = "t";
+  app.dir = dir_;
+  fn_.name = "hello";
+  fn_.runtime = RuntimeKind::node;
+  fn_.handler = "hold.js:hold";
+  fn_.concurrency = 4;
+  fn_.max_instances = 4;
+  fn_.idle_timeout = 1h;  // only the autoscaler retires here
+  executor_ = std::make_unique<ProcessExecutor>(fn_, 0, process_options_for(app, fn_), clock_, timers_,
+                                                timer_thread_.get(), *logger_, metrics_);
+  std::mutex mu;
+  std::condition_variable cv;
+  int done = 0;
+  auto start = [&](int n) {
+    for (int i = 0; i < n; ++i) {
+      Invocation inv;
+      inv.id = "0123456789abcdef0123456789abc" + std::to_string(100 + i);
+      inv.function = "hello";
+      executor_->start(inv, [&](Result&& r) {
+        EXPECT_EQ(r.outcome, Outcome::success) << r.error.message;
+        std::lock_guard l(mu);
+        ++done;
+        cv.notify_all();
+      });
+    }
+  };
+  start(4);  // one instance has room for all four: the cold start brings exactly one
+  ASSERT_TRUE(wait_instances(1));
+  std::this_thread::sleep_for(200ms);
+  EXPECT_EQ(executor_->instances(), 1);
+
+  // Four in flight against a target of 0.7 x 4 = 2.8 per instance: the next tick asks for two.
+  advance(2s);
+  EXPECT_TRUE(wait_instances(2));
+  advance(2s);
+  std::this_thread::sleep_for(100ms);
+  EXPECT_EQ(executor_->instances(), 2) << "steady load, steady count";
+
+  std::ofstream(release) << "go";
+  {
+    std::unique_lock l(mu);
+    ASSERT_TRUE(cv.wait_for(l, 20s, [&] { return done == 4; }));
+  }
+  advance(30s);  // idle, but the stable window (60 s) still holds the load
+  std::this_thread::sleep_for(100ms);
+  EXPECT_EQ(executor_->instances(), 2);
+  advance(31s);  // a whole stable window with nothing in flight: back to one (zero is idle_timeout's)
+  EXPECT_TRUE(wait_instances(1));
+  advance(1h);
+  EXPECT_TRUE(wait_instances(0));
 }
 
 }  // namespace

@@ -2,6 +2,8 @@
 
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstdio>
 #include <thread>
 
 #include "core/units.h"
@@ -209,7 +211,10 @@ ProcessExecutor::ProcessExecutor(const FunctionSpec& function, int index, Proces
       timer_thread_(timer_thread),
       logger_(logger),
       metrics_(metrics),
-      guard_(std::make_shared<ExecutorGuard>()) {}
+      guard_(std::make_shared<ExecutorGuard>()),
+      autoscaler_(AutoscalerConfig{.target_per_instance = options_.concurrency * options_.target_utilization,
+                                   .min_instances = options_.min_instances,
+                                   .max_instances = options_.max_instances}) {}
 
 ProcessExecutor::~ProcessExecutor() {
   {
@@ -318,6 +323,13 @@ void ProcessExecutor::start(const Invocation& inv, Completion done) {
         d(Result::failure(Outcome::unavailable, "unavailable", "function '" + name + "' is shutting down"));
       });
     } else {
+      load_changed_locked(+1);
+      if (!ticking_) {
+        ticking_ = true;
+        tick_from_ = clock_.now();
+        load_area_ = 0;
+        schedule(tick_from_ + options_.scale_tick, [this] { on_tick(); });
+      }
       if (auto best = least_loaded_locked()) {
         assign_locked(best, std::move(w));
       } else {
@@ -346,7 +358,7 @@ void ProcessExecutor::scale_up_locked(std::vector<std::function<void()>>& after)
   if (!spawn_locked(&error)) {
     // Nothing can run them: fail what waits, with the reason.
     while (!waiting_.empty()) {
-      after.push_back([d = std::move(waiting_.front().done), error, name = spec_.name]() mutable {
+      after.push_back([d = take_locked(waiting_.front()), error, name = spec_.name]() mutable {
         d(Result::failure(Outcome::unavailable, "start_failed", "function '" + name + "' could not start a worker: " + error));
       });
       waiting_.pop_front();
@@ -412,7 +424,7 @@ void ProcessExecutor::on_frame(const std::shared_ptr<Instance>& inst, Frame&& f)
       std::lock_guard lock(mu_);
       auto it = inst->in_flight.find(str(f.header, "id"));
       if (it != inst->in_flight.end()) {
-        Completion done = std::move(it->second.done);
+        Completion done = take_locked(it->second);
         inst->in_flight.erase(it);
         inst->last_used = clock_.now();
         after.push_back([done = std::move(done), r = std::make_shared<Result>(result_from(spec_.name, f))]() mutable {
@@ -462,7 +474,7 @@ void ProcessExecutor::on_exit(const std::shared_ptr<Instance>& inst, int, const 
       logger_.host(LogLevel::warn, "worker ended", {{"function", spec_.name}, {"reason", reason}});
     }
     for (auto& [id, w] : inst->in_flight) {
-      after.push_back([d = std::move(w.done), reason]() mutable {
+      after.push_back([d = take_locked(w), reason]() mutable {
         d(Result::failure(Outcome::crashed, "worker_failed", reason));
       });
     }
@@ -473,7 +485,7 @@ void ProcessExecutor::on_exit(const std::shared_ptr<Instance>& inst, int, const 
       for (auto& i : instances_) other_starting |= !i->retiring;
       if (!other_starting) {
         while (!waiting_.empty()) {
-          after.push_back([d = std::move(waiting_.front().done), reason]() mutable {
+          after.push_back([d = take_locked(waiting_.front()), reason]() mutable {
             d(Result::failure(Outcome::unavailable, "start_failed", reason));
           });
           waiting_.pop_front();
@@ -515,7 +527,7 @@ void ProcessExecutor::on_start_timeout(const std::string& id) {
     std::lock_guard lock(mu_);
     for (auto it = waiting_.begin(); it != waiting_.end(); ++it) {
       if (it->id != id) continue;
-      after.push_back([d = std::move(it->done), name = spec_.name, t = options_.start_timeout]() mutable {
+      after.push_back([d = take_locked(*it), name = spec_.name, t = options_.start_timeout]() mutable {
         d(Result::failure(Outcome::overloaded, "cold_start_timeout",
                           "function '" + name + "' had no instance ready within " + format_duration(t)));
       });
@@ -555,6 +567,77 @@ void ProcessExecutor::on_idle(const std::weak_ptr<Instance>& weak) {
   (void)inst->process->send(FrameType::shutdown, {{"grace_ms", 1000}});
 }
 
+void ProcessExecutor::load_changed_locked(int delta) {
+  TimePoint now = clock_.now();
+  if (load_changed_ != TimePoint{} && now > load_changed_) {
+    load_area_ += load_ * std::chrono::duration<double>(now - load_changed_).count();
+  }
+  load_changed_ = now;
+  load_ += delta;
+}
+
+Completion ProcessExecutor::take_locked(Waiting& w) {
+  load_changed_locked(-1);
+  return std::move(w.done);
+}
+
+void ProcessExecutor::on_tick() {
+  std::lock_guard lock(mu_);
+  if (stopping_) {
+    ticking_ = false;
+    return;
+  }
+  load_changed_locked(0);  // bring the area up to now
+  TimePoint now = clock_.now();
+  double seconds = std::chrono::duration<double>(now - tick_from_).count();
+  double average = seconds > 0 ? load_area_ / seconds : load_;
+  tick_from_ = now;
+  load_area_ = 0;
+  autoscaler_.record(now, average);
+
+  std::vector<std::shared_ptr<Instance>> live;
+  for (auto& i : instances_)
+    if (!i->retiring) live.push_back(i);
+  int current = static_cast<int>(live.size());
+  // The last instance is idle_timeout's to retire: a function with work in the window keeps one.
+  int want = std::max(autoscaler_.desired(now, current), current > 0 ? 1 : 0);
+  char load_text[32];
+  std::snprintf(load_text, sizeof load_text, "%.2f", average);
+  if (want > current) {
+    logger_.host(LogLevel::info, "scaling up",
+                 {{"function", spec_.name}, {"from", current}, {"to", want},
+                  {"panic", autoscaler_.panicking() ? "yes" : "no"}, {"in_flight", load_text}});
+    std::string error;
+    for (int i = current; i < want; ++i) {
+      if (!spawn_locked(&error)) {
+        logger_.host(LogLevel::warn, "could not start a worker", {{"function", spec_.name}, {"reason", error}});
+        break;
+      }
+    }
+  } else if (want < current) {
+    // Retire the surplus among idle, ready instances, the longest idle first.
+    std::vector<std::shared_ptr<Instance>> idle;
+    for (auto& i : live)
+      if (i->ready && i->in_flight.empty()) idle.push_back(i);
+    std::sort(idle.begin(), idle.end(), [](const auto& a, const auto& b) { return a->last_used < b->last_used; });
+    int retire = std::min(current - want, static_cast<int>(idle.size()));
+    if (retire > 0) {
+      logger_.host(LogLevel::info, "scaling down",
+                   {{"function", spec_.name}, {"from", current}, {"to", current - retire}, {"in_flight", load_text}});
+    }
+    for (int i = 0; i < retire; ++i) {
+      idle[i]->retiring = true;
+      (void)idle[i]->process->send(FrameType::shutdown, {{"grace_ms", 1000}});
+    }
+  }
+  // Nothing running, waiting or alive: stop ticking until work arrives (no wake-ups at zero).
+  if (instances_.empty() && waiting_.empty() && load_ == 0) {
+    ticking_ = false;
+    return;
+  }
+  schedule(now + options_.scale_tick, [this] { on_tick(); });
+}
+
 void ProcessExecutor::stop(Duration grace) {
   std::vector<std::shared_ptr<Instance>> all;
   std::vector<std::function<void()>> after;
@@ -568,7 +651,7 @@ void ProcessExecutor::stop(Duration grace) {
                              {{"grace_ms", std::chrono::duration_cast<std::chrono::milliseconds>(grace).count()}});
     }
     while (!waiting_.empty()) {
-      after.push_back([d = std::move(waiting_.front().done), name = spec_.name]() mutable {
+      after.push_back([d = take_locked(waiting_.front()), name = spec_.name]() mutable {
         d(Result::failure(Outcome::unavailable, "unavailable", "function '" + name + "' is shutting down"));
       });
       waiting_.pop_front();

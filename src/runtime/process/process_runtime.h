@@ -2,8 +2,10 @@
 // The process runtime: a function's code runs in worker processes that speak the worker
 // protocol (docs/worker-protocol.md). This executor owns a function's instances: it starts
 // them on demand (a request that finds none waits for the cold start), keeps at least
-// min_instances, adds instances up to max_instances when every one is at its concurrency, and
-// retires instances idle for idle_timeout (scale to zero). A worker that dies fails its
+// min_instances, adds instances up to max_instances when every one is at its concurrency or
+// when the autoscaler (Knative's KPA as the model: stable and panic windows over the average
+// in-flight work) asks for more, retires surplus idle instances when it asks for fewer, and
+// retires any instance idle for idle_timeout (the last one too: scale to zero). A worker that dies fails its
 // in-flight invocations (Outcome::crashed); one that overruns a deadline is killed.
 #include <condition_variable>
 #include <deque>
@@ -16,6 +18,7 @@
 #include "core/app_spec.h"
 #include "core/clock.h"
 #include "runtime/executor.h"
+#include "runtime/process/autoscaler.h"
 #include "runtime/process/worker_process.h"
 
 namespace nimbus {
@@ -34,6 +37,10 @@ struct ProcessOptions {
   int concurrency = 1;            // in-flight invocations per instance
   Duration idle_timeout = std::chrono::minutes(5);
   Duration start_timeout = std::chrono::seconds(10);
+  // Load-based scaling: every scale_tick the average in-flight work (running + waiting) feeds
+  // the autoscaler, which aims for target_utilization x concurrency per instance.
+  Duration scale_tick = std::chrono::seconds(2);
+  double target_utilization = 0.7;
   std::size_t memory_limit = 0;
   int64_t cpu_seconds = 0;
   int open_files = 0;
@@ -85,6 +92,10 @@ class ProcessExecutor final : public Executor {
   void on_deadline(const std::weak_ptr<Instance>& instance, const std::string& id);
   void on_start_timeout(const std::string& id);
   void on_idle(const std::weak_ptr<Instance>& instance);
+  // In-flight work changed by `delta`: keeps the time-weighted load the autoscaler samples.
+  void load_changed_locked(int delta);
+  Completion take_locked(Waiting& w);  // the completion of work that leaves, counted out
+  void on_tick();
   void arm_idle_locked(const std::shared_ptr<Instance>& instance);
   void schedule(TimePoint at, std::function<void()> fn);
   void bury();
@@ -104,6 +115,12 @@ class ProcessExecutor final : public Executor {
   std::deque<Waiting> waiting_;
   std::vector<std::unique_ptr<WorkerProcess>> graveyard_;  // ended workers, joined off their threads
   uint64_t next_serial_ = 1;
+  Autoscaler autoscaler_;
+  int load_ = 0;             // invocations running or waiting for an instance
+  double load_area_ = 0;     // load integrated over seconds since tick_from_
+  TimePoint load_changed_{};
+  TimePoint tick_from_{};
+  bool ticking_ = false;
   bool stopping_ = false;
 };
 

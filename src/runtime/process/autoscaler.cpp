@@ -1,4 +1,4 @@
-#include "pool/autoscaler.h"
+#include "runtime/process/autoscaler.h"
 
 #include <algorithm>
 #include <cmath>
