@@ -318,6 +318,8 @@ TEST(Python, ColdStartFromZeroThenServesWithLogsTagged) {
   EXPECT_EQ(r.status, 200);
   EXPECT_EQ(r.body, "Hello, Py!");
   EXPECT_EQ(request(host.http_port(), "GET", "/hello").body, "Hello, World!");
+  // The query string is form-decoded: %XX as UTF-8, '+' as a space, a bad escape kept as is.
+  EXPECT_EQ(request(host.http_port(), "GET", "/hello?x=1&name=J%C3%BCrgen+K%2Z").body, "Hello, J\xC3\xBCrgen K%2Z!");
   ASSERT_TRUE(host.wait_for_output("hello from python"));
   std::regex tagged("\"msg\":\"hello from python ([0-9a-f]{32})\"[^\\n]*\"invocation_id\":\"\\1\"");
   EXPECT_TRUE(std::regex_search(host.output(), tagged)) << host.output();

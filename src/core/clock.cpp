@@ -29,10 +29,11 @@ void ManualClock::on_advance(std::function<void()> listener) {
   listeners_.push_back(std::move(listener));
 }
 
-TimerQueue::Id TimerQueue::schedule(TimePoint due, std::function<void()> fn) {
+TimerQueue::Id TimerQueue::schedule(TimePoint due, std::function<void()> fn, bool* earliest) {
   std::lock_guard lock(mu_);
   Id id = next_id_++;
-  by_due_.emplace(due, id);
+  auto at = by_due_.emplace(due, id);
+  if (earliest) *earliest = at == by_due_.begin();
   by_id_.emplace(id, std::make_pair(due, std::move(fn)));
   return id;
 }

@@ -53,7 +53,9 @@ class ManualClock final : public Clock {
 class TimerQueue {
  public:
   using Id = uint64_t;
-  Id schedule(TimePoint due, std::function<void()> fn);
+  // *earliest (when given) says whether it is now the first due: only then does a thread
+  // sleeping until the previous first need a wake().
+  Id schedule(TimePoint due, std::function<void()> fn, bool* earliest = nullptr);
   bool cancel(Id id);
   std::vector<std::function<void()>> take_due(TimePoint now);
   bool next_due(TimePoint* out) const;

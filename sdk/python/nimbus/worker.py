@@ -1,24 +1,53 @@
 """The Python worker (run as `python3 -m nimbus`): speaks the Nimbus worker protocol (docs/worker-protocol.md) on the
 socket in NIMBUS_WORKER_FD and runs one function's handler. Standard library only."""
 
-import importlib.util
-import inspect
-import json
+# Start-up time is a feature: a cold start pays for every import before `ready`. Only what
+# every invocation needs is imported here; traceback, asyncio and socket are imported where
+# they are used, JSON goes through CPython's C codec without the json package (see _wire),
+# and the query string is decoded without urllib (which pulls in re and more).
 import os
-import socket
 import struct
 import sys
 import time
-import traceback
-import urllib.parse
+
+from ._wire import dumps, loads
 
 PROTOCOL = 1
 INIT, READY, INVOKE, RESULT, LOG, HOST_CALL, HOST_RESULT, HEARTBEAT, SHUTDOWN, FATAL = range(1, 11)
+_PREFIX = struct.Struct(">IBI")
+CO_COROUTINE = 0x80  # inspect.CO_COROUTINE, without importing inspect
 
 
 def encode(kind, header, body=b""):
-    head = json.dumps(header, separators=(",", ":")).encode()
-    return struct.pack(">IBI", 1 + 4 + len(head) + len(body), kind, len(head)) + head + body
+    head = dumps(header, True).encode()
+    return _PREFIX.pack(1 + 4 + len(head) + len(body), kind, len(head)) + head + body
+
+
+def _unquote(text):
+    """Percent-decoding with '+' as space (application/x-www-form-urlencoded), UTF-8."""
+    text = text.replace("+", " ")
+    if "%" not in text:
+        return text
+    parts = text.split("%")
+    out = bytearray(parts[0].encode())
+    for part in parts[1:]:
+        try:
+            out += bytes.fromhex(part[:2])
+            out += part[2:].encode()
+        except ValueError:
+            out += b"%" + part.encode()
+    return out.decode("utf-8", "replace")
+
+
+def parse_query(raw):
+    """'a=1&b=x%20y' -> {'a': '1', 'b': 'x y'}; the last of repeated names wins."""
+    out = {}
+    if raw:
+        for pair in raw.split("&"):
+            if pair:
+                name, _, value = pair.partition("=")
+                out[_unquote(name)] = _unquote(value)
+    return out
 
 
 class Response:
@@ -36,25 +65,43 @@ class Response:
 
 
 class Request:
+    """The invocation as a request. query and headers are built on first use."""
+
     def __init__(self, header, body):
         http = header.get("http") or {}
+        self._http = http
         self.method = http.get("method", "")
         self.path = http.get("path", "")
         self.raw_query = http.get("query", "")
-        self.query = dict(urllib.parse.parse_qsl(self.raw_query, keep_blank_values=True))
-        self.header_list = [tuple(h) for h in http.get("headers", [])]
-        self.headers = {n.lower(): v for n, v in self.header_list}
         self.params = http.get("params", {})
         self.body = body
         self.trigger = header.get("trigger", "")
         self.attributes = header.get("attributes", {})
         self.metadata = header.get("metadata", {})
+        self._query = None
+        self._headers = None
+
+    @property
+    def query(self):
+        if self._query is None:
+            self._query = parse_query(self.raw_query)
+        return self._query
+
+    @property
+    def header_list(self):
+        return [tuple(h) for h in self._http.get("headers", [])]
+
+    @property
+    def headers(self):
+        if self._headers is None:
+            self._headers = {n.lower(): v for n, v in self._http.get("headers", [])}
+        return self._headers
 
     def text(self):
         return self.body.decode()
 
     def json(self):
-        return json.loads(self.body or b"null")
+        return loads(self.body or b"null")
 
 
 class _Log:
@@ -84,32 +131,49 @@ class Context:
         self.attempt = header.get("attempt", 1)
         self.deadline_ms = header.get("deadline_ms", 0)
         self.traceparent = header.get("traceparent", "")
-        self.log = _Log(worker, self.invocation_id)
+        self._worker = worker
+        self._log = None
+
+    @property
+    def log(self):
+        if self._log is None:
+            self._log = _Log(self._worker, self.invocation_id)
+        return self._log
 
     def remaining_ms(self):
         return max(0, self.deadline_ms - int(time.time() * 1000))
+
+
+_TEXT = [["content-type", "text/plain; charset=utf-8"]]
+_JSON = [["content-type", "application/json"]]
+_BYTES = [["content-type", "application/octet-stream"]]
 
 
 def _reply(value):
     """Turns what a handler returned into (http header, body bytes)."""
     if isinstance(value, Response):
         return {"status": value.status, "headers": [list(h) for h in value.headers]}, value.body
+    if isinstance(value, str):
+        return {"status": 200, "headers": _TEXT}, value.encode()
     if value is None:
         return {"status": 204, "headers": []}, b""
     if isinstance(value, (bytes, bytearray, memoryview)):
-        return {"status": 200, "headers": [["content-type", "application/octet-stream"]]}, bytes(value)
-    if isinstance(value, str):
-        return {"status": 200, "headers": [["content-type", "text/plain; charset=utf-8"]]}, value.encode()
-    return {"status": 200, "headers": [["content-type", "application/json"]]}, json.dumps(value).encode()
+        return {"status": 200, "headers": _BYTES}, bytes(value)
+    return {"status": 200, "headers": _JSON}, dumps(value).encode()
+
+
+def _is_coroutine_function(fn):
+    code = getattr(fn, "__code__", None) or getattr(getattr(fn, "__call__", None), "__code__", None)
+    return bool(code is not None and code.co_flags & CO_COROUTINE)
 
 
 class Worker:
     """Runs frames through the handler. Sync handlers get a plain blocking loop (no asyncio:
-    cheaper per invocation and faster to start); async handlers get an asyncio loop so their
-    invocations overlap."""
+    cheaper per invocation and faster to start) that runs every whole frame a read brought and
+    answers them in one write; async handlers get an asyncio loop so their invocations overlap."""
 
-    def __init__(self, sock):
-        self.sock = sock
+    def __init__(self, fd):
+        self.fd = fd
         self.function = ""
         self.handler = None
         self.is_async = False
@@ -125,30 +189,39 @@ class Worker:
 
     def flush(self):
         if self.pending:
-            self.sock.sendall(b"".join(self.pending))
+            data = b"".join(self.pending) if len(self.pending) > 1 else self.pending[0]
             self.pending.clear()
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self.fd, view):]
 
     def load(self, spec):
         path, _, name = spec.rpartition(":")
         if not path or not name:
             raise ValueError(f"handler '{spec}' should be path/file.py:function")
-        module_spec = importlib.util.spec_from_file_location("nimbus_user_" + self.function.replace("-", "_"), path)
-        if module_spec is None:
-            raise ValueError(f"handler file {path} cannot be loaded")
-        module = importlib.util.module_from_spec(module_spec)
+        try:
+            with open(path, "rb") as f:
+                source = f.read()
+        except OSError as exc:
+            raise ValueError(f"handler file {path} cannot be read: {exc.strerror}") from None
+        # A module of its own, as an import would make (without importlib's start-up cost).
+        module = type(sys)("nimbus_user_" + self.function.replace("-", "_"))
+        module.__file__ = path
+        sys.modules[module.__name__] = module
         sys.path.insert(0, os.path.dirname(os.path.abspath(path)))
-        module_spec.loader.exec_module(module)
+        exec(compile(source, path, "exec"), module.__dict__)
         handler = getattr(module, name, None)
         if not callable(handler):
             raise ValueError(f"{path} has no function '{name}'")
         self.handler = handler
-        self.is_async = inspect.iscoroutinefunction(handler)
+        self.is_async = _is_coroutine_function(handler)
 
     def result_for(self, ctx, value):
         http, out = _reply(value)
         self.send(RESULT, {"id": ctx.invocation_id, "status": "ok", "http": http}, out)
 
     def failure_for(self, ctx, exc):
+        import traceback  # only failures pay for it
         self.send(RESULT, {"id": ctx.invocation_id, "status": "error", "error": {
             "type": type(exc).__name__, "message": str(exc), "stack": traceback.format_exc()}})
 
@@ -163,7 +236,7 @@ class Worker:
         ctx = Context(self, header)
         try:
             value = self.handler(Request(header, body), ctx)
-            if inspect.isawaitable(value):
+            if hasattr(value, "__await__"):
                 value = await value
             self.result_for(ctx, value)
         except Exception as exc:
@@ -172,27 +245,29 @@ class Worker:
     @staticmethod
     def take_frame(buf):
         """The next whole frame from buf as (kind, header, body), removed from buf; or None."""
-        if len(buf) < 4:
+        if len(buf) < 9:
             return None
-        length = struct.unpack_from(">I", buf)[0]
+        length, kind, head_len = _PREFIX.unpack_from(buf)
         if len(buf) < 4 + length:
             return None
-        kind, head_len = struct.unpack_from(">BI", buf, 4)
         if length < 5 or head_len > length - 5:
             raise ValueError(f"malformed frame: length {length}, header length {head_len}")
-        head = json.loads(bytes(buf[9:9 + head_len]))
+        head = loads(bytes(buf[9:9 + head_len]))
         body = bytes(buf[9 + head_len:4 + length])
         del buf[:4 + length]
         return kind, head, body
+
+    def read(self, buf):
+        data = os.read(self.fd, 1 << 16)
+        buf += data
+        return len(data)
 
     def start(self, buf):
         """Reads init, loads the handler and answers ready; returns 0 to go on, else an exit code."""
         frame = None
         while frame is None:
-            data = self.sock.recv(65536)
-            if not data:
+            if not self.read(buf):
                 return 1
-            buf += data
             frame = self.take_frame(buf)
         kind, head, _ = frame
         if kind != INIT:
@@ -219,28 +294,28 @@ class Worker:
         if self.is_async:
             import asyncio  # only async handlers pay for it
             return asyncio.run(self.serve_async(buf))
+        take, invoke = self.take_frame, self.invoke_sync
         while True:
             while True:
-                frame = self.take_frame(buf)
+                frame = take(buf)
                 if frame is None:
                     break
                 kind, head, body = frame
                 if kind == INVOKE:
-                    self.invoke_sync(head, body)
+                    invoke(head, body)
                 elif kind == SHUTDOWN:
                     self.flush()
                     return 0
                 elif kind == FATAL:
                     return 1
             self.flush()
-            data = self.sock.recv(1 << 16)
-            if not data:
+            if not self.read(buf):
                 return 0  # the host closed the socket
-            buf += data
 
     async def serve_async(self, buf):
         import asyncio
-        reader, self.writer = await asyncio.open_connection(sock=self.sock)
+        import socket
+        reader, self.writer = await asyncio.open_connection(sock=socket.socket(fileno=self.fd))
         tasks = set()
         while True:
             frame = self.take_frame(buf)
@@ -268,7 +343,4 @@ def main():
     # The host turns each printed line into a log line: do not hold lines back in a buffer.
     sys.stdout.reconfigure(line_buffering=True)
     sys.stderr.reconfigure(line_buffering=True)
-    fd = int(os.environ.get("NIMBUS_WORKER_FD", "3"))
-    sock = socket.socket(fileno=fd)
-    sys.exit(Worker(sock).serve())
-
+    sys.exit(Worker(int(os.environ.get("NIMBUS_WORKER_FD", "3"))).serve())

@@ -176,7 +176,9 @@ ProcessOptions process_options_for(const AppSpec& app, const FunctionSpec& fn, c
   if (fn.runtime == RuntimeKind::python) {
     o.argv = {"/usr/bin/python3", "-m", "nimbus"};
     o.env.push_back("PYTHONPATH=" + (sdk / "python").string());
-    o.env.push_back("PYTHONDONTWRITEBYTECODE=1");
+    // Bytecode (the SDK's and the function's modules) cached under .nimbus, not beside the
+    // sources: later cold starts skip compiling. A sandbox cannot write it and just compiles.
+    o.env.push_back("PYTHONPYCACHEPREFIX=" + (app.dir / ".nimbus" / "pycache").string());
   } else if (fn.runtime == RuntimeKind::node) {
     o.argv = {"/usr/bin/node", (sdk / "node" / "worker.js").string()};
     o.env.push_back("NODE_PATH=" + (sdk / "node" / "lib").string());
@@ -228,15 +230,20 @@ Result ProcessExecutor::call(const Invocation&) {
   return Result::failure(Outcome::unavailable, "internal", "process functions run asynchronously");
 }
 
-void ProcessExecutor::schedule(TimePoint at, std::function<void()> fn) {
+TimerQueue::Id ProcessExecutor::schedule(TimePoint at, std::function<void()> fn) {
   std::weak_ptr<ExecutorGuard> guard = guard_;
-  timers_.schedule(at, [guard, fn = std::move(fn)] {
-    auto g = guard.lock();
-    if (!g) return;
-    std::lock_guard lock(g->mu);
-    if (g->alive) fn();
-  });
-  if (timer_thread_) timer_thread_->wake();
+  bool earliest = false;
+  auto id = timers_.schedule(
+      at,
+      [guard, fn = std::move(fn)] {
+        auto g = guard.lock();
+        if (!g) return;
+        std::lock_guard lock(g->mu);
+        if (g->alive) fn();
+      },
+      &earliest);
+  if (earliest && timer_thread_) timer_thread_->wake();  // a later one is noticed in time anyway
+  return id;
 }
 
 std::shared_ptr<ProcessExecutor::Instance> ProcessExecutor::spawn_locked(std::string* error) {
@@ -378,22 +385,16 @@ std::shared_ptr<ProcessExecutor::Instance> ProcessExecutor::least_loaded_locked(
 }
 
 void ProcessExecutor::assign_locked(const std::shared_ptr<Instance>& inst, Waiting&& w) {
-  if (inst->idle_timer != 0) {
-    timers_.cancel(inst->idle_timer);
-    inst->idle_timer = 0;
-  }
   if (w.queued_at != TimePoint{}) metrics_.queue_wait(index_, clock_.now() - w.queued_at);
   std::string id = w.id;
-  TimePoint deadline = w.deadline;
   std::string wire = std::move(w.wire);
+  if (w.deadline != TimePoint{}) {
+    std::weak_ptr<Instance> weak = inst;
+    w.deadline_timer = schedule(w.deadline, [this, weak, id] { on_deadline(weak, id); });
+  }
   inst->in_flight.emplace(id, std::move(w));
   if (!inst->process->send_raw(wire)) {
     inst->process->kill();  // its exit fails what it holds, this one included
-    return;
-  }
-  if (deadline != TimePoint{}) {
-    std::weak_ptr<Instance> weak = inst;
-    schedule(deadline, [this, weak, id] { on_deadline(weak, id); });
   }
 }
 
@@ -538,17 +539,13 @@ void ProcessExecutor::on_start_timeout(const std::string& id) {
   for (auto& fn : after) fn();
 }
 
+// One idle timer per instance, armed when it goes idle and left alone while it works: when it
+// fires, on_idle looks at last_used and re-arms for the rest of the idle time if need be. Use
+// costs no timer operations.
 void ProcessExecutor::arm_idle_locked(const std::shared_ptr<Instance>& inst) {
-  if (inst->idle_timer != 0) timers_.cancel(inst->idle_timer);
+  if (inst->idle_timer != 0) return;
   std::weak_ptr<Instance> weak = inst;
-  std::weak_ptr<ExecutorGuard> guard = guard_;
-  inst->idle_timer = timers_.schedule(inst->last_used + options_.idle_timeout, [this, guard, weak] {
-    auto g = guard.lock();
-    if (!g) return;
-    std::lock_guard glock(g->mu);
-    if (g->alive) on_idle(weak);
-  });
-  if (timer_thread_) timer_thread_->wake();
+  inst->idle_timer = schedule(inst->last_used + options_.idle_timeout, [this, weak] { on_idle(weak); });
 }
 
 void ProcessExecutor::on_idle(const std::weak_ptr<Instance>& weak) {
@@ -578,6 +575,7 @@ void ProcessExecutor::load_changed_locked(int delta) {
 
 Completion ProcessExecutor::take_locked(Waiting& w) {
   load_changed_locked(-1);
+  if (w.deadline_timer != 0) timers_.cancel(std::exchange(w.deadline_timer, 0));
   return std::move(w.done);
 }
 

@@ -78,6 +78,7 @@ class ProcessExecutor final : public Executor {
     Completion done;
     TimePoint deadline;
     TimePoint queued_at{};  // set while it waits for an instance
+    TimerQueue::Id deadline_timer = 0;
   };
 
   std::shared_ptr<Instance> spawn_locked(std::string* error);
@@ -97,7 +98,7 @@ class ProcessExecutor final : public Executor {
   Completion take_locked(Waiting& w);  // the completion of work that leaves, counted out
   void on_tick();
   void arm_idle_locked(const std::shared_ptr<Instance>& instance);
-  void schedule(TimePoint at, std::function<void()> fn);
+  TimerQueue::Id schedule(TimePoint at, std::function<void()> fn);
   void bury();
 
   FunctionSpec spec_;
