@@ -16,7 +16,7 @@ namespace json = boost::json;
 
 struct ProcessExecutor::Instance {
   uint64_t serial = 0;
-  std::unique_ptr<WorkerProcess> process;
+  std::shared_ptr<WorkerProcess> process;  // shared with writes in progress outside the lock
   bool ready = false;
   bool retiring = false;
   TimePoint spawned{};
@@ -338,7 +338,7 @@ void ProcessExecutor::start(const Invocation& inv, Completion done) {
         schedule(tick_from_ + options_.scale_tick, [this] { on_tick(); });
       }
       if (auto best = least_loaded_locked()) {
-        assign_locked(best, std::move(w));
+        assign_locked(best, std::move(w), after);
       } else {
         std::string id = w.id;
         w.queued_at = clock_.now();
@@ -384,7 +384,8 @@ std::shared_ptr<ProcessExecutor::Instance> ProcessExecutor::least_loaded_locked(
   return best;
 }
 
-void ProcessExecutor::assign_locked(const std::shared_ptr<Instance>& inst, Waiting&& w) {
+void ProcessExecutor::assign_locked(const std::shared_ptr<Instance>& inst, Waiting&& w,
+                                    std::vector<std::function<void()>>& after) {
   if (w.queued_at != TimePoint{}) metrics_.queue_wait(index_, clock_.now() - w.queued_at);
   std::string id = w.id;
   std::string wire = std::move(w.wire);
@@ -393,9 +394,11 @@ void ProcessExecutor::assign_locked(const std::shared_ptr<Instance>& inst, Waiti
     w.deadline_timer = schedule(w.deadline, [this, weak, id] { on_deadline(weak, id); });
   }
   inst->in_flight.emplace(id, std::move(w));
-  if (!inst->process->send_raw(wire)) {
-    inst->process->kill();  // its exit fails what it holds, this one included
-  }
+  // The write happens after the lock is released: on a busy core the worker may answer at
+  // once, and its reply must not find the lock still held by this thread.
+  after.push_back([process = inst->process, wire = std::move(wire)] {
+    if (!process->send_raw(wire)) process->kill();  // its exit fails what it holds, this one included
+  });
 }
 
 void ProcessExecutor::drain_waiting_locked(std::vector<std::function<void()>>& after) {
@@ -404,7 +407,7 @@ void ProcessExecutor::drain_waiting_locked(std::vector<std::function<void()>>& a
     if (!best) break;
     Waiting w = std::move(waiting_.front());
     waiting_.pop_front();
-    assign_locked(best, std::move(w));
+    assign_locked(best, std::move(w), after);
   }
   if (!waiting_.empty()) scale_up_locked(after);
 }
@@ -503,7 +506,7 @@ void ProcessExecutor::on_exit(const std::shared_ptr<Instance>& inst, int, const 
 }
 
 void ProcessExecutor::bury() {
-  std::vector<std::unique_ptr<WorkerProcess>> dead;
+  std::vector<std::shared_ptr<WorkerProcess>> dead;
   {
     std::lock_guard lock(mu_);
     dead.swap(graveyard_);

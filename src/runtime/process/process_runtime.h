@@ -84,8 +84,8 @@ class ProcessExecutor final : public Executor {
   std::shared_ptr<Instance> spawn_locked(std::string* error);
   // A ready instance with room, the least loaded; null when none.
   std::shared_ptr<Instance> least_loaded_locked() const;
-  // Hands w to the instance (a failed write kills it; its exit then fails what it held).
-  void assign_locked(const std::shared_ptr<Instance>& instance, Waiting&& w);
+  // Hands w to the instance; the write to the worker is added to `after`.
+  void assign_locked(const std::shared_ptr<Instance>& instance, Waiting&& w, std::vector<std::function<void()>>& after);
   void drain_waiting_locked(std::vector<std::function<void()>>& after);
   void scale_up_locked(std::vector<std::function<void()>>& after);
   void on_frame(const std::shared_ptr<Instance>& instance, Frame&& frame);
@@ -114,7 +114,7 @@ class ProcessExecutor final : public Executor {
   std::condition_variable ready_cv_;
   std::vector<std::shared_ptr<Instance>> instances_;
   std::deque<Waiting> waiting_;
-  std::vector<std::unique_ptr<WorkerProcess>> graveyard_;  // ended workers, joined off their threads
+  std::vector<std::shared_ptr<WorkerProcess>> graveyard_;  // ended workers, joined off their threads
   uint64_t next_serial_ = 1;
   Autoscaler autoscaler_;
   int load_ = 0;             // invocations running or waiting for an instance
