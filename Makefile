@@ -33,6 +33,7 @@ test: build
 bench: build
 	@NIMBUS_BENCH=1 bash scripts/setup.sh
 	bash bench/run.sh
+	bash bench/workers.sh
 
 format:
 	clang-format -i $$(git ls-files '*.cpp' '*.h')
