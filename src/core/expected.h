@@ -10,7 +10,9 @@
 namespace nimbus {
 
 struct Error {
+  Error(std::string message, std::string code = {}) : message(std::move(message)), code(std::move(code)) {}  // NOLINT
   std::string message;
+  std::string code;  // a kind a caller can act on (e.g. store_error::conflict); empty = general
 };
 
 template <class T>
@@ -37,6 +39,8 @@ class [[nodiscard]] Expected {
   T* operator->() { return &value(); }
   const T* operator->() const { return &value(); }
   T& operator*() & { return value(); }
+  const T& operator*() const& { return value(); }
+  T&& operator*() && { return std::move(*this).value(); }
 
   const Error& error() const {
     NIMBUS_CHECK(!ok());

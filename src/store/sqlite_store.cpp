@@ -1,0 +1,695 @@
+// The embedded store on SQLite: WAL; one writer thread that takes every operation submitted
+// since its last commit and runs them in one transaction (group commit), each inside its own
+// savepoint so that one failing operation (a stale lease, an ETag mismatch) is rolled back
+// alone; readers on their own connections. Durability::process commits with synchronous=NORMAL
+// (a killed process loses nothing: the WAL is in the OS's hands), Durability::fsync with FULL.
+#include <sqlite3.h>
+
+#include <algorithm>
+#include <condition_variable>
+#include <cstring>
+#include <map>
+#include <deque>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include "core/ids.h"
+#include "store/store.h"
+
+namespace nimbus {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr int kSchemaVersion = 1;
+constexpr const char* kSchema = R"SQL(
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS messages(
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  id TEXT NOT NULL UNIQUE,
+  event_id TEXT NOT NULL,
+  queue TEXT NOT NULL,
+  due INTEGER NOT NULL,
+  lease TEXT,
+  deliveries INTEGER NOT NULL DEFAULT 0,
+  enqueued INTEGER NOT NULL,
+  type TEXT NOT NULL DEFAULT '',
+  source TEXT NOT NULL DEFAULT '',
+  subject TEXT NOT NULL DEFAULT '',
+  metadata BLOB,
+  payload BLOB,
+  error TEXT NOT NULL DEFAULT '',
+  first_failed INTEGER NOT NULL DEFAULT 0,
+  last_failed INTEGER NOT NULL DEFAULT 0);
+CREATE INDEX IF NOT EXISTS messages_due ON messages(queue, due, seq);
+CREATE TABLE IF NOT EXISTS subscriptions(
+  topic TEXT NOT NULL, name TEXT NOT NULL, type TEXT NOT NULL, source TEXT NOT NULL,
+  subject_prefix TEXT NOT NULL, PRIMARY KEY(topic, name));
+CREATE TABLE IF NOT EXISTS state(
+  store TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL, etag INTEGER NOT NULL,
+  expires INTEGER NOT NULL DEFAULT 0, PRIMARY KEY(store, key));
+)SQL";
+
+// Headers as length-prefixed pairs: binary-safe, no parser needed.
+std::string encode_headers(const Headers& headers) {
+  std::string out;
+  auto put = [&out](const std::string& s) {
+    uint32_t n = static_cast<uint32_t>(s.size());
+    out.append(reinterpret_cast<const char*>(&n), 4);
+    out += s;
+  };
+  for (const auto& h : headers) {
+    put(h.name);
+    put(h.value);
+  }
+  return out;
+}
+
+Headers decode_headers(const void* data, int size) {
+  Headers out;
+  const char* p = static_cast<const char*>(data);
+  const char* end = p + (size > 0 ? size : 0);
+  auto take = [&](std::string& s) {
+    uint32_t n;
+    if (end - p < 4) return false;
+    std::memcpy(&n, p, 4);
+    p += 4;
+    if (static_cast<uint32_t>(end - p) < n) return false;
+    s.assign(p, n);
+    p += n;
+    return true;
+  };
+  while (p < end) {
+    Header h;
+    if (!take(h.name) || !take(h.value)) break;
+    out.push_back(std::move(h));
+  }
+  return out;
+}
+
+class Stmt {
+ public:
+  Stmt(sqlite3* db, const char* sql) {
+    if (sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, &s_, nullptr) != SQLITE_OK) {
+      error_ = sqlite3_errmsg(db);
+      s_ = nullptr;
+    }
+  }
+  ~Stmt() { sqlite3_finalize(s_); }
+  Stmt(const Stmt&) = delete;
+  Stmt& operator=(const Stmt&) = delete;
+  bool ok() const { return s_ != nullptr; }
+  const std::string& error() const { return error_; }
+  sqlite3_stmt* get() { return s_; }
+  // Resets and binds in order: strings as text, std::string_view payloads as blobs via bind_blob.
+  Stmt& reset() {
+    sqlite3_reset(s_);
+    sqlite3_clear_bindings(s_);
+    n_ = 0;
+    return *this;
+  }
+  Stmt& text(const std::string& v) {
+    sqlite3_bind_text(s_, ++n_, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
+    return *this;
+  }
+  Stmt& blob(const std::string& v) {
+    sqlite3_bind_blob(s_, ++n_, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
+    return *this;
+  }
+  Stmt& integer(int64_t v) {
+    sqlite3_bind_int64(s_, ++n_, v);
+    return *this;
+  }
+  Stmt& null() {
+    sqlite3_bind_null(s_, ++n_);
+    return *this;
+  }
+  int step() { return sqlite3_step(s_); }
+  std::string col_text(int i) {
+    auto* t = reinterpret_cast<const char*>(sqlite3_column_text(s_, i));
+    return t ? std::string(t, static_cast<std::size_t>(sqlite3_column_bytes(s_, i))) : std::string();
+  }
+  std::string col_blob(int i) {
+    auto* b = static_cast<const char*>(sqlite3_column_blob(s_, i));
+    return b ? std::string(b, static_cast<std::size_t>(sqlite3_column_bytes(s_, i))) : std::string();
+  }
+  int64_t col_int(int i) { return sqlite3_column_int64(s_, i); }
+
+ private:
+  sqlite3_stmt* s_ = nullptr;
+  std::string error_;
+  int n_ = 0;
+};
+
+constexpr const char* kMessageColumns =
+    "id, event_id, queue, type, source, subject, metadata, payload, deliveries, enqueued, due, lease, error, "
+    "first_failed, last_failed";
+
+Message read_message(Stmt& st) {
+  Message m;
+  m.id = st.col_text(0);
+  m.event_id = st.col_text(1);
+  m.queue = st.col_text(2);
+  m.type = st.col_text(3);
+  m.source = st.col_text(4);
+  m.subject = st.col_text(5);
+  m.metadata = decode_headers(sqlite3_column_blob(st.get(), 6), sqlite3_column_bytes(st.get(), 6));
+  m.payload = st.col_blob(7);
+  m.deliveries = static_cast<int>(st.col_int(8));
+  m.enqueued_ms = st.col_int(9);
+  m.due_ms = st.col_int(10);
+  m.lease = st.col_text(11);
+  m.last_error = st.col_text(12);
+  m.first_failed_ms = st.col_int(13);
+  m.last_failed_ms = st.col_int(14);
+  return m;
+}
+
+int64_t wall_ms(const Clock& clock) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(clock.wall().time_since_epoch()).count();
+}
+
+Error conflict(std::string message) { return Error{std::move(message), store_error::conflict}; }
+
+class SqliteStore final : public Store {
+ public:
+  SqliteStore(fs::path path, const Clock& clock, StoreOptions options)
+      : path_(std::move(path)), clock_(clock), options_(options) {}
+
+  ~SqliteStore() override {
+    close();
+    for (auto* db : readers_) sqlite3_close_v2(db);
+    if (db_) {
+      statements_.clear();
+      sqlite3_close_v2(db_);
+    }
+  }
+
+  Status open() {
+    std::error_code ec;
+    if (path_.has_parent_path()) fs::create_directories(path_.parent_path(), ec);
+    auto st = open_connection(&db_);
+    if (!st) return st;
+    const char* sync = options_.durability == Durability::fsync ? "PRAGMA synchronous=FULL;" : "PRAGMA synchronous=NORMAL;";
+    if (auto s = exec(db_, sync); !s) return s;
+    // A file that is not a database, or a damaged one, is said now: never run on a store that
+    // may silently lose what it holds.
+    {
+      Stmt check(db_, "PRAGMA quick_check(1)");
+      if (!check.ok()) return fail("cannot be checked", check.error());
+      int rc = check.step();
+      if (rc != SQLITE_ROW) return fail("cannot be checked", sqlite3_errmsg(db_));
+      if (auto verdict = check.col_text(0); verdict != "ok") return fail("is damaged", verdict);
+    }
+    if (auto s = exec(db_, "PRAGMA journal_mode=WAL;"); !s) return s;
+    if (auto s = exec(db_, kSchema); !s) return s;
+    {
+      Stmt v(db_, "SELECT value FROM meta WHERE key='schema'");
+      if (v.ok() && v.step() == SQLITE_ROW && std::stoi(v.col_text(0)) > kSchemaVersion) {
+        return fail("was written by a newer Nimbus",
+                    "schema version " + v.col_text(0) + ", this build reads up to " + std::to_string(kSchemaVersion));
+      }
+    }
+    if (auto s = exec(db_, ("INSERT OR IGNORE INTO meta VALUES('schema','" + std::to_string(kSchemaVersion) + "')").c_str()); !s) {
+      return s;
+    }
+    writer_ = std::thread([this] { write_loop(); });
+    return ok_status();
+  }
+
+  // ---- writes -----------------------------------------------------------------------------
+
+  void commit(Batch batch, CommitDone done) override {
+    auto result = std::make_shared<BatchResult>();
+    auto b = std::make_shared<Batch>(std::move(batch));
+    submit(
+        [this, b, result](std::vector<std::string>& woken) { return apply(*b, *result, woken); },
+        [done = std::move(done), result](Status st) {
+          if (!st) return done(st.error());
+          done(std::move(*result));
+        });
+  }
+
+  void receive(std::string queue, int max, int64_t lease_ms, ReceiveDone done) override {
+    auto out = std::make_shared<std::vector<Message>>();
+    submit(
+        [this, queue = std::move(queue), max, lease_ms, out](std::vector<std::string>&) -> Status {
+          int64_t now = wall_ms(clock_);
+          auto& pick = stmt("SELECT " + std::string(kMessageColumns) +
+                            " FROM messages WHERE queue=? AND due<=? ORDER BY due, seq LIMIT ?");
+          pick.reset().text(queue).integer(now).integer(max);
+          int rc;
+          while ((rc = pick.step()) == SQLITE_ROW) out->push_back(read_message(pick));
+          if (rc != SQLITE_DONE) return sql_error("receive");
+          auto& lease = stmt("UPDATE messages SET lease=?, due=?, deliveries=deliveries+1 WHERE id=?");
+          for (auto& m : *out) {
+            m.lease = new_invocation_id();
+            m.due_ms = now + lease_ms;
+            m.deliveries += 1;
+            lease.reset().text(m.lease).integer(m.due_ms).text(m.id);
+            if (lease.step() != SQLITE_DONE) return sql_error("receive");
+          }
+          return ok_status();
+        },
+        [done = std::move(done), out](Status st) {
+          if (!st) return done(st.error());
+          done(std::move(*out));
+        });
+  }
+
+  void extend(std::vector<LeaseRef> refs, int64_t lease_ms, std::function<void(Status)> done) override {
+    submit(
+        [this, refs = std::move(refs), lease_ms](std::vector<std::string>&) -> Status {
+          auto& up = stmt("UPDATE messages SET due=? WHERE id=? AND lease=?");
+          int64_t due = wall_ms(clock_) + lease_ms;
+          for (const auto& r : refs) {
+            up.reset().integer(due).text(r.id).text(r.lease);
+            if (up.step() != SQLITE_DONE) return sql_error("extend");
+          }
+          return ok_status();
+        },
+        std::move(done));
+  }
+
+  void subscribe(Subscription s, std::function<void(Status)> done) override {
+    submit(
+        [this, s = std::move(s)](std::vector<std::string>&) -> Status {
+          auto& up = stmt("INSERT OR REPLACE INTO subscriptions VALUES(?,?,?,?,?)");
+          up.reset().text(s.topic).text(s.name).text(s.type).text(s.source).text(s.subject_prefix);
+          if (up.step() != SQLITE_DONE) return sql_error("subscribe");
+          std::lock_guard lock(subs_mu_);
+          subs_loaded_ = false;
+          return ok_status();
+        },
+        std::move(done));
+  }
+
+  void purge(std::string queue, std::function<void(Expected<int64_t>)> done) override {
+    auto n = std::make_shared<int64_t>(0);
+    submit(
+        [this, queue = std::move(queue), n](std::vector<std::string>&) -> Status {
+          auto& del = stmt("DELETE FROM messages WHERE queue=?");
+          del.reset().text(queue);
+          if (del.step() != SQLITE_DONE) return sql_error("purge");
+          *n = sqlite3_changes(db_);
+          return ok_status();
+        },
+        [done = std::move(done), n](Status st) {
+          if (!st) return done(st.error());
+          done(*n);
+        });
+  }
+
+  void replay_dead(std::string queue, std::function<void(Expected<int64_t>)> done) override {
+    auto n = std::make_shared<int64_t>(0);
+    submit(
+        [this, queue, n](std::vector<std::string>& woken) -> Status {
+          auto& up = stmt("UPDATE messages SET queue=?, due=?, lease=NULL, deliveries=0 WHERE queue=?");
+          up.reset().text(queue).integer(wall_ms(clock_)).text(queue + ".dead");
+          if (up.step() != SQLITE_DONE) return sql_error("replay");
+          *n = sqlite3_changes(db_);
+          if (*n > 0) woken.push_back(queue);
+          return ok_status();
+        },
+        [done = std::move(done), n](Status st) {
+          if (!st) return done(st.error());
+          done(*n);
+        });
+  }
+
+  // ---- reads ------------------------------------------------------------------------------
+
+  Expected<std::optional<StateEntry>> get(const std::string& store, const std::string& key) override {
+    return read<std::optional<StateEntry>>([&](sqlite3* db) -> Expected<std::optional<StateEntry>> {
+      Stmt st(db, "SELECT value, etag, expires FROM state WHERE store=? AND key=? AND (expires=0 OR expires>?)");
+      if (!st.ok()) return Error{st.error()};
+      st.text(store).text(key).integer(wall_ms(clock_));
+      int rc = st.step();
+      if (rc == SQLITE_DONE) return std::optional<StateEntry>();
+      if (rc != SQLITE_ROW) return Error{std::string("state read failed: ") + sqlite3_errmsg(db), store_error::io};
+      return std::optional<StateEntry>(StateEntry{key, st.col_blob(0), std::to_string(st.col_int(1)), st.col_int(2)});
+    });
+  }
+
+  Expected<std::vector<StateEntry>> scan(const std::string& store, const std::string& prefix, int limit) override {
+    return read<std::vector<StateEntry>>([&](sqlite3* db) -> Expected<std::vector<StateEntry>> {
+      Stmt st(db,
+              "SELECT key, value, etag, expires FROM state WHERE store=? AND substr(key, 1, ?)=? "
+              "AND (expires=0 OR expires>?) ORDER BY key LIMIT ?");
+      if (!st.ok()) return Error{st.error()};
+      st.text(store).integer(static_cast<int64_t>(prefix.size())).text(prefix).integer(wall_ms(clock_)).integer(limit);
+      std::vector<StateEntry> out;
+      int rc;
+      while ((rc = st.step()) == SQLITE_ROW) {
+        out.push_back(StateEntry{st.col_text(0), st.col_blob(1), std::to_string(st.col_int(2)), st.col_int(3)});
+      }
+      if (rc != SQLITE_DONE) return Error{std::string("state scan failed: ") + sqlite3_errmsg(db), store_error::io};
+      return out;
+    });
+  }
+
+  Expected<std::vector<Message>> peek(const std::string& queue, int limit) override {
+    return read<std::vector<Message>>([&](sqlite3* db) -> Expected<std::vector<Message>> {
+      Stmt st(db, ("SELECT " + std::string(kMessageColumns) + " FROM messages WHERE queue=? ORDER BY due, seq LIMIT ?").c_str());
+      if (!st.ok()) return Error{st.error()};
+      st.text(queue).integer(limit);
+      std::vector<Message> out;
+      int rc;
+      while ((rc = st.step()) == SQLITE_ROW) out.push_back(read_message(st));
+      if (rc != SQLITE_DONE) return Error{std::string("peek failed: ") + sqlite3_errmsg(db), store_error::io};
+      return out;
+    });
+  }
+
+  Expected<std::vector<QueueStats>> stats() override {
+    return read<std::vector<QueueStats>>([&](sqlite3* db) -> Expected<std::vector<QueueStats>> {
+      // A leased message whose lease has expired is receivable again: it counts as ready.
+      Stmt st(db,
+              "SELECT queue, sum(due<=?1), sum(lease IS NULL AND due>?1), sum(lease IS NOT NULL AND due>?1) "
+              "FROM messages GROUP BY queue ORDER BY queue");
+      if (!st.ok()) return Error{st.error()};
+      st.integer(wall_ms(clock_));
+      std::vector<QueueStats> out;
+      int rc;
+      while ((rc = st.step()) == SQLITE_ROW) out.push_back(QueueStats{st.col_text(0), st.col_int(1), st.col_int(2), st.col_int(3)});
+      if (rc != SQLITE_DONE) return Error{std::string("stats failed: ") + sqlite3_errmsg(db), store_error::io};
+      return out;
+    });
+  }
+
+  Expected<int64_t> next_due(const std::string& queue) override {
+    return read<int64_t>([&](sqlite3* db) -> Expected<int64_t> {
+      Stmt st(db, "SELECT min(due) FROM messages WHERE queue=? AND due>?");
+      if (!st.ok()) return Error{st.error()};
+      st.text(queue).integer(wall_ms(clock_));
+      if (st.step() != SQLITE_ROW) return Error{std::string("read failed: ") + sqlite3_errmsg(db), store_error::io};
+      return st.col_int(0);
+    });
+  }
+
+  void on_enqueued(std::function<void(const std::vector<std::string>&)> listener) override {
+    std::lock_guard lock(mu_);
+    listener_ = std::move(listener);
+  }
+
+  void close() override {
+    {
+      std::lock_guard lock(mu_);
+      if (closed_) return;
+      closed_ = true;
+    }
+    cv_.notify_all();
+    if (writer_.joinable()) writer_.join();
+  }
+
+ private:
+  struct Op {
+    std::function<Status(std::vector<std::string>& woken)> apply;  // on the writer, in a savepoint
+    std::function<void(Status)> done;                              // after the commit
+    Status outcome = ok_status();
+  };
+
+  Status fail(const std::string& what, const std::string& detail) const {
+    return Error{"store " + path_.string() + " " + what + ": " + detail +
+                     "; move it aside to start with an empty store, or restore it from a backup",
+                 store_error::io};
+  }
+
+  Status open_connection(sqlite3** db) {
+    int rc = sqlite3_open_v2(path_.c_str(), db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
+    if (rc != SQLITE_OK) {
+      std::string why = *db ? sqlite3_errmsg(*db) : sqlite3_errstr(rc);
+      if (*db) sqlite3_close_v2(*db);
+      *db = nullptr;
+      return fail("cannot be opened", why);
+    }
+    sqlite3_busy_timeout(*db, 5000);
+    sqlite3_extended_result_codes(*db, 1);
+    return ok_status();
+  }
+
+  Status exec(sqlite3* db, const char* sql) {
+    char* err = nullptr;
+    if (sqlite3_exec(db, sql, nullptr, nullptr, &err) != SQLITE_OK) {
+      std::string why = err ? err : sqlite3_errmsg(db);
+      sqlite3_free(err);
+      return fail("cannot be used", why);
+    }
+    return ok_status();
+  }
+
+  Error sql_error(const char* what) const {
+    return Error{std::string("store ") + what + " failed: " + sqlite3_errmsg(db_), store_error::io};
+  }
+
+  Stmt& stmt(const std::string& sql) {
+    auto it = statements_.find(sql);
+    if (it == statements_.end()) it = statements_.emplace(sql, std::make_unique<Stmt>(db_, sql.c_str())).first;
+    return *it->second;
+  }
+
+  void submit(std::function<Status(std::vector<std::string>&)> apply, std::function<void(Status)> done) {
+    {
+      std::lock_guard lock(mu_);
+      if (!closed_) {
+        pending_.push_back(Op{std::move(apply), std::move(done)});
+        cv_.notify_one();
+        return;
+      }
+    }
+    done(Error{"the store is closed", store_error::io});
+  }
+
+  template <class T, class F>
+  Expected<T> read(F&& fn) {
+    sqlite3* db = nullptr;
+    {
+      std::lock_guard lock(readers_mu_);
+      if (!readers_.empty()) {
+        db = readers_.back();
+        readers_.pop_back();
+      }
+    }
+    if (!db) {
+      if (auto st = open_connection(&db); !st) return st.error();
+    }
+    Expected<T> out = fn(db);
+    std::lock_guard lock(readers_mu_);
+    readers_.push_back(db);
+    return out;
+  }
+
+  void write_loop() {
+    std::vector<Op> group;
+    for (;;) {
+      {
+        std::unique_lock lock(mu_);
+        cv_.wait(lock, [&] { return closed_ || !pending_.empty(); });
+        if (pending_.empty()) return;  // closed and drained
+        group.assign(std::make_move_iterator(pending_.begin()), std::make_move_iterator(pending_.end()));
+        pending_.clear();
+      }
+      std::vector<std::string> woken;
+      Status commit = run_group(group, woken);
+      std::function<void(const std::vector<std::string>&)> listener;
+      {
+        std::lock_guard lock(mu_);
+        listener = listener_;
+      }
+      if (commit && listener && !woken.empty()) {  // consumers hear of work before committers return
+        std::sort(woken.begin(), woken.end());
+        woken.erase(std::unique(woken.begin(), woken.end()), woken.end());
+        listener(woken);
+      }
+      for (auto& op : group) op.done(commit ? std::move(op.outcome) : commit);
+      group.clear();
+    }
+  }
+
+  Status run_group(std::vector<Op>& group, std::vector<std::string>& woken) {
+    if (sqlite3_exec(db_, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) != SQLITE_OK) return sql_error("begin");
+    for (auto& op : group) {
+      sqlite3_exec(db_, "SAVEPOINT op", nullptr, nullptr, nullptr);
+      std::vector<std::string> op_woken;
+      op.outcome = op.apply(op_woken);
+      if (!op.outcome) {
+        sqlite3_exec(db_, "ROLLBACK TO op", nullptr, nullptr, nullptr);
+      } else {
+        woken.insert(woken.end(), op_woken.begin(), op_woken.end());
+      }
+      sqlite3_exec(db_, "RELEASE op", nullptr, nullptr, nullptr);
+    }
+    if (sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr) != SQLITE_OK) {
+      Error e = sql_error("commit");
+      sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+      woken.clear();
+      return e;
+    }
+    return ok_status();
+  }
+
+  Status insert_message(const std::string& queue, const NewMessage& m, const std::string& id, int64_t now,
+                        std::vector<std::string>& woken) {
+    auto& ins = stmt(
+        "INSERT INTO messages(id, event_id, queue, due, enqueued, type, source, subject, metadata, payload) "
+        "VALUES(?,?,?,?,?,?,?,?,?,?)");
+    ins.reset()
+        .text(id)
+        .text(m.event_id.empty() ? id : m.event_id)
+        .text(queue)
+        .integer(now + std::max<int64_t>(m.delay_ms, 0))
+        .integer(now)
+        .text(m.type)
+        .text(m.source)
+        .text(m.subject)
+        .blob(encode_headers(m.metadata))
+        .blob(m.payload);
+    int rc = ins.step();
+    if (rc == SQLITE_CONSTRAINT_UNIQUE || rc == SQLITE_CONSTRAINT_PRIMARYKEY) {
+      return conflict("a message with id " + id + " already exists");
+    }
+    if (rc != SQLITE_DONE) return sql_error("enqueue");
+    if (m.delay_ms <= 0) woken.push_back(queue);
+    return ok_status();
+  }
+
+  const std::vector<Subscription>& subscriptions() {
+    std::lock_guard lock(subs_mu_);
+    if (!subs_loaded_) {
+      subs_.clear();
+      Stmt st(db_, "SELECT topic, name, type, source, subject_prefix FROM subscriptions ORDER BY topic, name");
+      while (st.ok() && st.step() == SQLITE_ROW) {
+        subs_.push_back(Subscription{st.col_text(0), st.col_text(1), st.col_text(2), st.col_text(3), st.col_text(4)});
+      }
+      subs_loaded_ = true;
+    }
+    return subs_;
+  }
+
+  Status apply(const Batch& b, BatchResult& result, std::vector<std::string>& woken) {
+    const int64_t now = wall_ms(clock_);
+    for (const auto& ref : b.acks) {
+      auto& del = stmt("DELETE FROM messages WHERE id=? AND lease=?");
+      del.reset().text(ref.id).text(ref.lease);
+      if (del.step() != SQLITE_DONE) return sql_error("ack");
+      if (sqlite3_changes(db_) != 1) return conflict("message " + ref.id + " is no longer leased by this delivery");
+    }
+    for (const auto& r : b.retries) {
+      auto& up = stmt(
+          "UPDATE messages SET lease=NULL, due=?, error=?, last_failed=?, "
+          "first_failed=CASE first_failed WHEN 0 THEN ? ELSE first_failed END WHERE id=? AND lease=?");
+      up.reset().integer(r.due_ms).text(r.error).integer(now).integer(now).text(r.ref.id).text(r.ref.lease);
+      if (up.step() != SQLITE_DONE) return sql_error("retry");
+      if (sqlite3_changes(db_) != 1) return conflict("message " + r.ref.id + " is no longer leased by this delivery");
+      if (r.due_ms <= now) {
+        Stmt q(db_, "SELECT queue FROM messages WHERE id=?");
+        q.text(r.ref.id);
+        if (q.step() == SQLITE_ROW) woken.push_back(q.col_text(0));
+      }
+    }
+    for (const auto& d : b.dead) {
+      auto& up = stmt(
+          "UPDATE messages SET queue=queue||'.dead', lease=NULL, due=?, error=?, last_failed=?, "
+          "first_failed=CASE first_failed WHEN 0 THEN ? ELSE first_failed END WHERE id=? AND lease=?");
+      up.reset().integer(now).text(d.error).integer(now).integer(now).text(d.ref.id).text(d.ref.lease);
+      if (up.step() != SQLITE_DONE) return sql_error("dead-letter");
+      if (sqlite3_changes(db_) != 1) return conflict("message " + d.ref.id + " is no longer leased by this delivery");
+    }
+    for (const auto& e : b.enqueues) {
+      std::string id = e.message.id.empty() ? new_invocation_id() : e.message.id;
+      if (auto st = insert_message(e.queue, e.message, id, now, woken); !st) return st;
+      result.message_ids.push_back(id);
+    }
+    for (const auto& p : b.publishes) {
+      std::string event_id = p.message.event_id.empty() ? (p.message.id.empty() ? new_invocation_id() : p.message.id)
+                                                        : p.message.event_id;
+      NewMessage copy = p.message;
+      copy.event_id = event_id;
+      for (const auto& s : subscriptions()) {
+        if (s.topic != p.topic || !subscription_matches(s, copy)) continue;
+        // One copy per subscription; ids derive from the event id, so a publish is idempotent.
+        std::string id = event_id + "/" + s.name;
+        if (auto st = insert_message(p.topic + "/" + s.name, copy, id, now, woken); !st) return st;
+      }
+      result.message_ids.push_back(event_id);
+    }
+    for (const auto& p : b.puts) {
+      if (p.if_match) {
+        Stmt cur(db_, "SELECT etag FROM state WHERE store=? AND key=? AND (expires=0 OR expires>?)");
+        cur.text(p.store).text(p.key).integer(now);
+        bool exists = cur.step() == SQLITE_ROW;
+        std::string etag = exists ? std::to_string(cur.col_int(0)) : std::string();
+        if (p.if_match->empty() ? exists : etag != *p.if_match) {
+          return conflict("state " + p.store + "/" + p.key + " has ETag '" + etag + "', not '" + *p.if_match + "'");
+        }
+      }
+      auto& up = stmt(
+          "INSERT INTO state(store, key, value, etag, expires) VALUES(?,?,?,1,?) ON CONFLICT(store, key) DO UPDATE SET "
+          "value=excluded.value, etag=CASE WHEN state.expires<>0 AND state.expires<=? THEN 1 ELSE state.etag+1 END, "
+          "expires=excluded.expires RETURNING etag");
+      up.reset().text(p.store).text(p.key).blob(p.value).integer(p.ttl_ms > 0 ? now + p.ttl_ms : 0).integer(now);
+      if (up.step() != SQLITE_ROW) return sql_error("state put");
+      result.etags.push_back(std::to_string(up.col_int(0)));
+      while (up.step() == SQLITE_ROW) {
+      }
+    }
+    for (const auto& d : b.deletes) {
+      if (d.if_match) {
+        Stmt cur(db_, "SELECT etag FROM state WHERE store=? AND key=? AND (expires=0 OR expires>?)");
+        cur.text(d.store).text(d.key).integer(now);
+        std::string etag = cur.step() == SQLITE_ROW ? std::to_string(cur.col_int(0)) : std::string();
+        if (etag != *d.if_match) {
+          return conflict("state " + d.store + "/" + d.key + " has ETag '" + etag + "', not '" + *d.if_match + "'");
+        }
+      }
+      auto& del = stmt("DELETE FROM state WHERE store=? AND key=?");
+      del.reset().text(d.store).text(d.key);
+      if (del.step() != SQLITE_DONE) return sql_error("state delete");
+    }
+    return ok_status();
+  }
+
+  fs::path path_;
+  const Clock& clock_;
+  StoreOptions options_;
+  sqlite3* db_ = nullptr;  // the writer's connection (writer thread only, after open)
+  std::map<std::string, std::unique_ptr<Stmt>> statements_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Op> pending_;
+  bool closed_ = false;
+  std::function<void(const std::vector<std::string>&)> listener_;
+  std::thread writer_;
+  std::mutex readers_mu_;
+  std::vector<sqlite3*> readers_;
+  std::mutex subs_mu_;
+  std::vector<Subscription> subs_;
+  bool subs_loaded_ = false;
+};
+
+}  // namespace
+
+bool subscription_matches(const Subscription& s, const NewMessage& m) {
+  if (!s.type.empty() && s.type != m.type) return false;
+  if (!s.source.empty() && s.source != m.source) return false;
+  if (!s.subject_prefix.empty() && m.subject.compare(0, s.subject_prefix.size(), s.subject_prefix) != 0) return false;
+  return true;
+}
+
+Expected<std::unique_ptr<Store>> open_store(const std::string& url, const std::filesystem::path& base, const Clock& clock,
+                                            StoreOptions options) {
+  if (url.rfind("sqlite:", 0) == 0) {
+    fs::path path = url.substr(7);
+    if (path.empty()) return Error{"store URL '" + url + "' names no file; expected sqlite:PATH"};
+    if (path.is_relative()) path = base / path;
+    auto store = std::make_unique<SqliteStore>(path, clock, options);
+    if (auto st = store->open(); !st) return st.error();
+    return std::unique_ptr<Store>(std::move(store));
+  }
+  auto scheme = url.substr(0, url.find(':'));
+  return Error{"store '" + url + "': the " + scheme +
+               " backend is not available in this build of Nimbus yet; use sqlite:PATH (the embedded store)"};
+}
+
+}  // namespace nimbus

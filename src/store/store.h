@@ -1,0 +1,202 @@
+#pragma once
+// The store: what every durable part of Nimbus keeps, behind one interface with one backend
+// per URL scheme (sqlite: now; redis:// and postgres:// later, passing the same conformance
+// suite in tests/store_conformance_test.cpp).
+//
+// - Queues: enqueue (optionally delayed), receive with a lease (a visibility timeout: until it
+//   expires nobody else receives the message), extend a lease, ack, nack with a new due time,
+//   move to the dead-letter queue `<queue>.dead`, peek, stats, purge. Competing consumers.
+// - Topics: a publish puts one copy in every subscription whose filter matches; a
+//   subscription is a queue named `<topic>/<subscription>`.
+// - State: key/value documents in named stores, with ETags for optimistic concurrency, TTL,
+//   prefix scans, and multi-key transactions (a Batch).
+// - A Batch is one atomic commit: the ack of an input and every output of its invocation go
+//   together, so a crash can neither lose the input nor emit an output twice.
+//
+// Times are wall-clock milliseconds since the Unix epoch, taken from the injected Clock.
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/clock.h"
+#include "core/expected.h"
+#include "core/invocation.h"
+
+namespace nimbus {
+
+// A message as it is sent: the store gives it an id (unless set) and an enqueue time.
+struct NewMessage {
+  std::string id;         // empty: the store makes one (32 hex)
+  std::string event_id;   // the CloudEvents id the function sees; empty: same as id
+  std::string type;       // CloudEvents type
+  std::string source;     // CloudEvents source
+  std::string subject;    // CloudEvents subject
+  Headers metadata;
+  std::string payload;    // bytes
+  int64_t delay_ms = 0;   // not receivable before now + delay
+};
+
+struct Message {
+  std::string id;
+  std::string event_id;
+  std::string queue;
+  std::string type, source, subject;
+  Headers metadata;
+  std::string payload;
+  int deliveries = 0;        // how many times it was received (this delivery included)
+  int64_t enqueued_ms = 0;
+  int64_t due_ms = 0;        // receivable from (while leased: when the lease expires)
+  std::string lease;         // the token of the current lease; empty when not leased
+  std::string last_error;    // from the last failed attempt (dead letters keep it)
+  int64_t first_failed_ms = 0;
+  int64_t last_failed_ms = 0;
+};
+
+struct QueueStats {
+  std::string queue;
+  int64_t ready = 0;      // receivable now
+  int64_t delayed = 0;    // due later (delayed or waiting for a retry)
+  int64_t in_flight = 0;  // leased
+};
+
+// What a received message is acknowledged with: its id and the lease token of that delivery.
+struct LeaseRef {
+  std::string id;
+  std::string lease;
+};
+
+struct StateEntry {
+  std::string key;
+  std::string value;
+  std::string etag;
+  int64_t expires_ms = 0;  // 0 = never
+};
+
+struct Subscription {
+  std::string topic;
+  std::string name;            // the queue is <topic>/<name>
+  std::string type;            // filters: exact CloudEvents type, empty = any
+  std::string source;          // exact source, empty = any
+  std::string subject_prefix;  // subject starts with, empty = any
+};
+
+// One atomic commit. Every operation applies or none does; a stale lease or an ETag that does
+// not match fails the whole batch with StoreError::conflict and changes nothing.
+struct Batch {
+  struct Enqueue {
+    std::string queue;
+    NewMessage message;
+  };
+  struct Publish {
+    std::string topic;
+    NewMessage message;
+  };
+  struct Retry {  // nack: receivable again at due_ms, with the error kept
+    LeaseRef ref;
+    int64_t due_ms = 0;
+    std::string error;
+  };
+  struct DeadLetter {  // to <queue>.dead, with the error
+    LeaseRef ref;
+    std::string error;
+  };
+  struct Put {
+    std::string store, key, value;
+    std::optional<std::string> if_match;  // ETag it must have; "" = must not exist
+    int64_t ttl_ms = 0;                   // 0 = keep
+  };
+  struct Delete {
+    std::string store, key;
+    std::optional<std::string> if_match;
+  };
+  std::vector<LeaseRef> acks;
+  std::vector<Retry> retries;
+  std::vector<DeadLetter> dead;
+  std::vector<Enqueue> enqueues;
+  std::vector<Publish> publishes;
+  std::vector<Put> puts;
+  std::vector<Delete> deletes;
+
+  bool empty() const {
+    return acks.empty() && retries.empty() && dead.empty() && enqueues.empty() && publishes.empty() && puts.empty() &&
+           deletes.empty();
+  }
+};
+
+// What a commit says about each put, in order (the new ETags), and the ids it gave.
+struct BatchResult {
+  std::vector<std::string> etags;        // one per Put
+  std::vector<std::string> message_ids;  // one per Enqueue, then one per Publish (its event id)
+};
+
+// Error codes a caller can act on (Error::message says the rest).
+namespace store_error {
+inline constexpr const char* conflict = "conflict";  // stale lease or ETag mismatch: re-read, retry
+inline constexpr const char* io = "io";              // the disk said no (full, read-only, failing)
+}  // namespace store_error
+
+using CommitDone = std::function<void(Expected<BatchResult>)>;
+using ReceiveDone = std::function<void(Expected<std::vector<Message>>)>;
+
+class Store {
+ public:
+  virtual ~Store() = default;
+
+  // --- writes: run on the store's writer, grouped with others into one transaction. The
+  // callback runs on the writer thread once the commit is durable; keep it short.
+  virtual void commit(Batch batch, CommitDone done) = 0;
+  // Leases up to `max` due messages of `queue` for `lease_ms`; fewer (or none) when fewer are due.
+  virtual void receive(std::string queue, int max, int64_t lease_ms, ReceiveDone done) = 0;
+  // Pushes the leases' expiry to now + lease_ms; refs whose lease is gone are skipped.
+  virtual void extend(std::vector<LeaseRef> refs, int64_t lease_ms, std::function<void(Status)> done) = 0;
+  virtual void subscribe(Subscription subscription, std::function<void(Status)> done) = 0;
+  virtual void purge(std::string queue, std::function<void(Expected<int64_t>)> done) = 0;
+  // Moves every message of `<queue>.dead` back to `queue` (deliveries reset); returns how many.
+  virtual void replay_dead(std::string queue, std::function<void(Expected<int64_t>)> done) = 0;
+
+  // --- reads: on the caller's thread, from a reader connection; they see committed data.
+  virtual Expected<std::optional<StateEntry>> get(const std::string& store, const std::string& key) = 0;
+  virtual Expected<std::vector<StateEntry>> scan(const std::string& store, const std::string& prefix, int limit) = 0;
+  virtual Expected<std::vector<Message>> peek(const std::string& queue, int limit) = 0;
+  virtual Expected<std::vector<QueueStats>> stats() = 0;
+  // The earliest due time of a message in `queue` that is not receivable yet; 0 when none.
+  virtual Expected<int64_t> next_due(const std::string& queue) = 0;
+
+  // Called (on the writer thread) after a commit made messages receivable in these queues:
+  // consumers wait on it instead of polling. One listener; set before use.
+  virtual void on_enqueued(std::function<void(const std::vector<std::string>& queues)> listener) = 0;
+
+  // Finishes what was submitted, then stops the writer.
+  virtual void close() = 0;
+
+  // Blocking conveniences for tools and tests.
+  Expected<BatchResult> commit_sync(Batch batch);
+  Expected<std::vector<Message>> receive_sync(std::string queue, int max, int64_t lease_ms);
+  Status extend_sync(std::vector<LeaseRef> refs, int64_t lease_ms);
+  Status subscribe_sync(Subscription subscription);
+  Expected<int64_t> purge_sync(std::string queue);
+  Expected<int64_t> replay_dead_sync(std::string queue);
+};
+
+enum class Durability : uint8_t {
+  process,  // survives a killed host (committed data is in the OS's hands); the default
+  fsync,    // survives power loss too: every commit waits for the disk
+};
+
+struct StoreOptions {
+  Durability durability = Durability::process;
+};
+
+// Opens the store a URL names (sqlite:PATH, relative to `base`). Errors name the file and
+// what is wrong with it (not a database, corrupt, unreadable, locked).
+Expected<std::unique_ptr<Store>> open_store(const std::string& url, const std::filesystem::path& base,
+                                            const Clock& clock, StoreOptions options = {});
+
+// Does `subscription` take a message with these CloudEvents attributes?
+bool subscription_matches(const Subscription& subscription, const NewMessage& message);
+
+}  // namespace nimbus

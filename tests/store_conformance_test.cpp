@@ -1,0 +1,499 @@
+// The store conformance suite: every backend must pass all of it unchanged (parameterized by
+// store URL; sqlite now, redis:// and postgres:// when they exist). Time is a ManualClock, so
+// leases, delays and TTLs expire when the test says.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <set>
+#include <thread>
+
+#include "store/store.h"
+
+namespace nimbus {
+namespace {
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+
+fs::path fresh_dir() {
+  std::random_device rd;
+  fs::path dir = fs::temp_directory_path() / ("nimbus-store-" + std::to_string(rd()) + std::to_string(rd()));
+  fs::create_directories(dir);
+  return dir;
+}
+
+class StoreConformance : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    dir_ = fresh_dir();
+    reopen();
+  }
+  void TearDown() override {
+    store_.reset();
+    std::error_code ec;
+    fs::remove_all(dir_, ec);
+  }
+  void reopen() {
+    store_.reset();
+    auto s = open_store(GetParam(), dir_, clock_);
+    ASSERT_TRUE(s.ok()) << s.error().message;
+    store_ = std::move(*s);
+  }
+  static NewMessage msg(std::string payload, std::string type = "t", std::string subject = "") {
+    NewMessage m;
+    m.payload = std::move(payload);
+    m.type = std::move(type);
+    m.source = "/tests";
+    m.subject = std::move(subject);
+    return m;
+  }
+  std::string enqueue(const std::string& queue, NewMessage m) {
+    Batch b;
+    b.enqueues.push_back({queue, std::move(m)});
+    auto r = store_->commit_sync(std::move(b));
+    EXPECT_TRUE(r.ok()) << r.error().message;
+    return r.ok() ? r->message_ids.at(0) : std::string();
+  }
+  Expected<BatchResult> commit(Batch b) { return store_->commit_sync(std::move(b)); }
+  std::vector<Message> receive(const std::string& queue, int max, int64_t lease_ms = 30000) {
+    auto r = store_->receive_sync(queue, max, lease_ms);
+    EXPECT_TRUE(r.ok()) << r.error().message;
+    return r.ok() ? *r : std::vector<Message>{};
+  }
+  QueueStats stats_of(const std::string& queue) {
+    auto all = store_->stats();
+    EXPECT_TRUE(all.ok());
+    for (auto& q : *all)
+      if (q.queue == queue) return q;
+    return QueueStats{queue};
+  }
+  static Batch ack(const Message& m) {
+    Batch b;
+    b.acks.push_back({m.id, m.lease});
+    return b;
+  }
+
+  fs::path dir_;
+  ManualClock clock_;
+  std::unique_ptr<Store> store_;
+};
+
+TEST_P(StoreConformance, EnqueueReceiveAckInOrderWithEverythingKept) {
+  NewMessage first = msg(std::string("bin\0ary\xff", 8), "order.created", "orders/1");
+  first.metadata = {{"k", "v"}, {"k", "second"}, {"empty", ""}};
+  std::string id1 = enqueue("q", first);
+  std::string id2 = enqueue("q", msg("two"));
+  std::string id3 = enqueue("q", msg("three"));
+  EXPECT_EQ(id1.size(), 32u);
+  EXPECT_NE(id1, id2);
+
+  auto got = receive("q", 2);
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[0].id, id1);
+  EXPECT_EQ(got[1].id, id2);
+  const Message& m = got[0];
+  EXPECT_EQ(m.payload, std::string("bin\0ary\xff", 8));
+  EXPECT_EQ(m.type, "order.created");
+  EXPECT_EQ(m.source, "/tests");
+  EXPECT_EQ(m.subject, "orders/1");
+  EXPECT_EQ(m.event_id, id1);
+  ASSERT_EQ(m.metadata.size(), 3u);
+  EXPECT_EQ(m.metadata[1].value, "second");
+  EXPECT_EQ(m.deliveries, 1);
+  EXPECT_EQ(m.queue, "q");
+  EXPECT_FALSE(m.lease.empty());
+  EXPECT_EQ(m.enqueued_ms, std::chrono::duration_cast<std::chrono::milliseconds>(clock_.wall().time_since_epoch()).count());
+
+  QueueStats s = stats_of("q");
+  EXPECT_EQ(s.ready, 1);
+  EXPECT_EQ(s.in_flight, 2);
+  ASSERT_TRUE(commit(ack(got[0])).ok());
+  ASSERT_TRUE(commit(ack(got[1])).ok());
+  s = stats_of("q");
+  EXPECT_EQ(s.ready, 1);
+  EXPECT_EQ(s.in_flight, 0);
+  auto last = receive("q", 10);
+  ASSERT_EQ(last.size(), 1u);
+  EXPECT_EQ(last[0].id, id3);
+  EXPECT_TRUE(receive("other", 10).empty());
+}
+
+TEST_P(StoreConformance, AnExpiredLeaseRedeliversAndTheOldLeaseCanNoLongerAck) {
+  std::string id = enqueue("q", msg("x"));
+  auto first = receive("q", 1, 1000);
+  ASSERT_EQ(first.size(), 1u);
+  clock_.advance(999ms);
+  EXPECT_TRUE(receive("q", 1).empty()) << "leased: nobody else gets it";
+  clock_.advance(2ms);
+  auto second = receive("q", 1, 1000);
+  ASSERT_EQ(second.size(), 1u);
+  EXPECT_EQ(second[0].id, id);
+  EXPECT_EQ(second[0].deliveries, 2);
+  auto stale = commit(ack(first[0]));
+  ASSERT_FALSE(stale.ok());
+  EXPECT_EQ(stale.error().code, store_error::conflict);
+  EXPECT_TRUE(commit(ack(second[0])).ok());
+}
+
+TEST_P(StoreConformance, ExtendingALeaseKeepsTheMessage) {
+  enqueue("q", msg("x"));
+  auto got = receive("q", 1, 1000);
+  clock_.advance(900ms);
+  ASSERT_TRUE(store_->extend_sync({{got[0].id, got[0].lease}}, 1000).ok());
+  clock_.advance(900ms);
+  EXPECT_TRUE(receive("q", 1).empty());
+  EXPECT_TRUE(commit(ack(got[0])).ok());
+}
+
+TEST_P(StoreConformance, DelayedMessagesWaitForTheirTime) {
+  NewMessage m = msg("later");
+  m.delay_ms = 5000;
+  enqueue("q", m);
+  EXPECT_TRUE(receive("q", 1).empty());
+  EXPECT_EQ(stats_of("q").delayed, 1);
+  auto due = store_->next_due("q");
+  ASSERT_TRUE(due.ok());
+  EXPECT_EQ(*due, std::chrono::duration_cast<std::chrono::milliseconds>(clock_.wall().time_since_epoch()).count() + 5000);
+  clock_.advance(5s);
+  EXPECT_EQ(receive("q", 1).size(), 1u);
+}
+
+TEST_P(StoreConformance, RetryKeepsTheErrorAndDeadLettersMoveWithIt) {
+  std::string id = enqueue("q", msg("poison"));
+  auto got = receive("q", 1);
+  int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(clock_.wall().time_since_epoch()).count();
+  Batch retry;
+  retry.retries.push_back({{got[0].id, got[0].lease}, now + 2000, "KeyError: first"});
+  ASSERT_TRUE(commit(retry).ok());
+  EXPECT_TRUE(receive("q", 1).empty()) << "not before its retry time";
+  clock_.advance(2s);
+  got = receive("q", 1);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].deliveries, 2);
+  EXPECT_EQ(got[0].last_error, "KeyError: first");
+  EXPECT_EQ(got[0].first_failed_ms, now);
+
+  Batch dead;
+  dead.dead.push_back({{got[0].id, got[0].lease}, "KeyError: last"});
+  ASSERT_TRUE(commit(dead).ok());
+  EXPECT_TRUE(receive("q", 1).empty());
+  auto dl = store_->peek("q.dead", 10);
+  ASSERT_TRUE(dl.ok());
+  ASSERT_EQ(dl->size(), 1u);
+  EXPECT_EQ((*dl)[0].id, id);
+  EXPECT_EQ((*dl)[0].last_error, "KeyError: last");
+  EXPECT_EQ((*dl)[0].deliveries, 2);
+  EXPECT_EQ((*dl)[0].first_failed_ms, now);
+  EXPECT_EQ((*dl)[0].last_failed_ms, now + 2000);
+  EXPECT_EQ((*dl)[0].payload, "poison");
+
+  auto replayed = store_->replay_dead_sync("q");
+  ASSERT_TRUE(replayed.ok());
+  EXPECT_EQ(*replayed, 1);
+  got = receive("q", 1);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].deliveries, 1) << "a replay starts the attempts again";
+}
+
+TEST_P(StoreConformance, ABatchAppliesWhollyOrNotAtAll) {
+  enqueue("in", msg("input"));
+  auto got = receive("in", 1);
+  Batch ok_put;
+  ok_put.puts.push_back({"s", "k", "v1", std::nullopt, 0});
+  auto put = commit(ok_put);
+  ASSERT_TRUE(put.ok());
+  std::string etag = put->etags.at(0);
+
+  Batch b;
+  b.acks.push_back({got[0].id, got[0].lease});
+  b.enqueues.push_back({"out", msg("output")});
+  b.puts.push_back({"s", "k", "v2", std::string("not-" + etag), 0});  // fails the batch
+  auto r = commit(b);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code, store_error::conflict);
+  EXPECT_EQ(stats_of("in").in_flight, 1) << "the ack did not happen";
+  EXPECT_TRUE(receive("out", 1).empty()) << "the output did not happen";
+  EXPECT_EQ((*store_->get("s", "k"))->value, "v1");
+
+  b.puts.back().if_match = etag;
+  r = commit(b);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(stats_of("in").in_flight, 0);
+  EXPECT_EQ(receive("out", 1).size(), 1u);
+  EXPECT_EQ((*store_->get("s", "k"))->value, "v2");
+}
+
+TEST_P(StoreConformance, OneFailingCommitDoesNotFailOthersInTheSameGroup) {
+  std::vector<std::thread> threads;
+  std::atomic<int> ok{0}, conflicts{0};
+  for (int i = 0; i < 8; ++i) {
+    threads.emplace_back([&, i] {
+      Batch b;
+      b.puts.push_back({"s", "key" + std::to_string(i), "v", i % 2 ? std::optional<std::string>("wrong") : std::nullopt, 0});
+      auto r = store_->commit_sync(std::move(b));
+      (r.ok() ? ok : conflicts)++;
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(ok.load(), 4);
+  EXPECT_EQ(conflicts.load(), 4);
+  auto all = store_->scan("s", "key", 100);
+  ASSERT_TRUE(all.ok());
+  EXPECT_EQ(all->size(), 4u);
+}
+
+TEST_P(StoreConformance, TopicsCopyToEveryMatchingSubscription) {
+  ASSERT_TRUE(store_->subscribe_sync({"orders", "audit", "", "", ""}).ok());
+  ASSERT_TRUE(store_->subscribe_sync({"orders", "created", "order.created", "", ""}).ok());
+  ASSERT_TRUE(store_->subscribe_sync({"orders", "eu", "", "", "eu/"}).ok());
+  ASSERT_TRUE(store_->subscribe_sync({"other", "x", "", "", ""}).ok());
+  Batch b;
+  b.publishes.push_back({"orders", msg("1", "order.created", "eu/7")});
+  b.publishes.push_back({"orders", msg("2", "order.paid", "us/8")});
+  auto r = commit(b);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  ASSERT_EQ(r->message_ids.size(), 2u);
+
+  auto audit = receive("orders/audit", 10);
+  ASSERT_EQ(audit.size(), 2u);
+  EXPECT_EQ(audit[0].event_id, r->message_ids[0]);
+  EXPECT_EQ(audit[1].event_id, r->message_ids[1]);
+  auto created = receive("orders/created", 10);
+  ASSERT_EQ(created.size(), 1u);
+  EXPECT_EQ(created[0].payload, "1");
+  EXPECT_EQ(created[0].event_id, audit[0].event_id) << "every copy carries the event's id";
+  auto eu = receive("orders/eu", 10);
+  ASSERT_EQ(eu.size(), 1u);
+  EXPECT_EQ(eu[0].subject, "eu/7");
+  EXPECT_TRUE(receive("other/x", 10).empty());
+}
+
+TEST_P(StoreConformance, StateHasETagsTtlPrefixScansAndConditionalWrites) {
+  Batch put;
+  put.puts.push_back({"docs", "a/1", "one", std::string(""), 0});  // create only
+  auto r = commit(put);
+  ASSERT_TRUE(r.ok());
+  std::string e1 = r->etags[0];
+  auto again = commit(put);
+  ASSERT_FALSE(again.ok()) << "create-only on an existing key";
+  EXPECT_EQ(again.error().code, store_error::conflict);
+
+  Batch update;
+  update.puts.push_back({"docs", "a/1", "uno", e1, 0});
+  r = commit(update);
+  ASSERT_TRUE(r.ok());
+  EXPECT_NE(r->etags[0], e1);
+  EXPECT_FALSE(commit(update).ok()) << "the old ETag no longer matches";
+
+  Batch more;
+  more.puts.push_back({"docs", "a/2", "two", std::nullopt, 0});
+  more.puts.push_back({"docs", "b/1", "other", std::nullopt, 0});
+  more.puts.push_back({"docs", "a/3", "brief", std::nullopt, 1000});
+  more.puts.push_back({"elsewhere", "a/9", "x", std::nullopt, 0});
+  ASSERT_TRUE(commit(more).ok());
+  auto scan = store_->scan("docs", "a/", 10);
+  ASSERT_TRUE(scan.ok());
+  ASSERT_EQ(scan->size(), 3u);
+  EXPECT_EQ((*scan)[0].key, "a/1");
+  EXPECT_EQ((*scan)[0].value, "uno");
+  EXPECT_EQ((*scan)[2].key, "a/3");
+  EXPECT_EQ(store_->scan("docs", "a/", 2)->size(), 2u);
+  EXPECT_EQ(store_->scan("docs", "", 10)->size(), 4u);
+
+  clock_.advance(1001ms);
+  EXPECT_FALSE(store_->get("docs", "a/3")->has_value()) << "expired";
+  EXPECT_EQ(store_->scan("docs", "a/", 10)->size(), 2u);
+
+  auto cur = store_->get("docs", "a/2");
+  Batch del;
+  del.deletes.push_back({"docs", "a/2", std::string("stale")});
+  EXPECT_FALSE(commit(del).ok());
+  del.deletes.back().if_match = (*cur)->etag;
+  ASSERT_TRUE(commit(del).ok());
+  EXPECT_FALSE(store_->get("docs", "a/2")->has_value());
+  EXPECT_FALSE(store_->get("docs", "missing")->has_value());
+}
+
+TEST_P(StoreConformance, CompetingConsumersNeverShareAMessage) {
+  constexpr int kMessages = 400;
+  Batch b;
+  for (int i = 0; i < kMessages; ++i) b.enqueues.push_back({"work", msg(std::to_string(i))});
+  ASSERT_TRUE(commit(b).ok());
+  std::mutex mu;
+  std::set<std::string> seen;
+  std::atomic<int> duplicates{0};
+  std::vector<std::thread> consumers;
+  for (int c = 0; c < 4; ++c) {
+    consumers.emplace_back([&] {
+      for (;;) {
+        auto got = store_->receive_sync("work", 7, 60000);
+        if (!got.ok() || got->empty()) return;
+        Batch acks;
+        for (auto& m : *got) {
+          std::lock_guard l(mu);
+          if (!seen.insert(m.id).second) ++duplicates;
+          acks.acks.push_back({m.id, m.lease});
+        }
+        EXPECT_TRUE(store_->commit_sync(std::move(acks)).ok());
+      }
+    });
+  }
+  for (auto& t : consumers) t.join();
+  EXPECT_EQ(duplicates.load(), 0);
+  EXPECT_EQ(seen.size(), static_cast<std::size_t>(kMessages));
+}
+
+TEST_P(StoreConformance, PeekPurgeAndStatsAndWhatSurvivesAReopen) {
+  enqueue("a", msg("1"));
+  enqueue("a", msg("2"));
+  enqueue("b", msg("3"));
+  Batch put;
+  put.puts.push_back({"s", "k", "kept", std::nullopt, 0});
+  ASSERT_TRUE(commit(put).ok());
+  reopen();
+  auto peek = store_->peek("a", 10);
+  ASSERT_TRUE(peek.ok());
+  ASSERT_EQ(peek->size(), 2u);
+  EXPECT_TRUE((*peek)[0].lease.empty()) << "peeking leases nothing";
+  EXPECT_EQ(stats_of("a").ready, 2);
+  EXPECT_EQ((*store_->get("s", "k"))->value, "kept");
+  auto purged = store_->purge_sync("a");
+  ASSERT_TRUE(purged.ok());
+  EXPECT_EQ(*purged, 2);
+  EXPECT_TRUE(receive("a", 10).empty());
+  EXPECT_EQ(receive("b", 10).size(), 1u);
+}
+
+TEST_P(StoreConformance, ListenersHearWhichQueuesGotWork) {
+  std::mutex mu;
+  std::vector<std::string> heard;
+  store_->on_enqueued([&](const std::vector<std::string>& queues) {
+    std::lock_guard l(mu);
+    heard.insert(heard.end(), queues.begin(), queues.end());
+  });
+  NewMessage later = msg("later");
+  later.delay_ms = 1000;
+  Batch b;
+  b.enqueues.push_back({"now", msg("x")});
+  b.enqueues.push_back({"delayed", later});
+  ASSERT_TRUE(commit(b).ok());
+  std::lock_guard l(mu);
+  EXPECT_EQ(heard, std::vector<std::string>{"now"});
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, StoreConformance, ::testing::Values("sqlite:store.db"),
+                         [](const auto& info) { return info.param.substr(0, info.param.find(':')); });
+
+// --- the embedded backend's own promises -------------------------------------------------------
+
+TEST(SqliteStore, ANonDatabaseFileIsAClearStartupError) {
+  fs::path dir = fresh_dir();
+  std::ofstream(dir / "state.db") << "this is not a database, it is a text file that happens to be here";
+  ManualClock clock;
+  auto s = open_store("sqlite:state.db", dir, clock);
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.error().message.find((dir / "state.db").string()), std::string::npos) << s.error().message;
+  EXPECT_NE(s.error().message.find("not a database"), std::string::npos) << s.error().message;
+  // Nothing was overwritten.
+  std::ifstream in(dir / "state.db");
+  std::string text((std::istreambuf_iterator<char>(in)), {});
+  EXPECT_EQ(text.rfind("this is not a database", 0), 0u);
+  fs::remove_all(dir);
+}
+
+TEST(SqliteStore, ADamagedDatabaseIsAClearStartupError) {
+  fs::path dir = fresh_dir();
+  ManualClock clock;
+  {
+    auto s = open_store("sqlite:state.db", dir, clock);
+    ASSERT_TRUE(s.ok());
+    Batch b;
+    NewMessage m;
+    m.payload = std::string(200, 'x');
+    for (int i = 0; i < 2000; ++i) b.enqueues.push_back({"q", m});
+    ASSERT_TRUE((*s)->commit_sync(std::move(b)).ok());
+  }
+  {
+    // Scribble over pages in the middle of the file (the header stays valid).
+    std::fstream f(dir / "state.db", std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(4096 * 3);
+    std::string junk(4096 * 4, '\x5a');
+    f.write(junk.data(), static_cast<std::streamsize>(junk.size()));
+  }
+  auto s = open_store("sqlite:state.db", dir, clock);
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.error().message.find("state.db"), std::string::npos) << s.error().message;
+  EXPECT_NE(s.error().message.find("move it aside"), std::string::npos) << s.error().message;
+  fs::remove_all(dir);
+}
+
+TEST(SqliteStore, UnknownSchemesAreRefusedClearly) {
+  ManualClock clock;
+  auto s = open_store("redis://127.0.0.1:6379", fs::temp_directory_path(), clock);
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.error().message.find("not available in this build"), std::string::npos);
+}
+
+// The default durability: a host killed with SIGKILL loses nothing it was told was committed.
+TEST(SqliteStore, KillNineLosesNoAcknowledgedCommit) {
+  fs::path dir = fresh_dir();
+  int pipefd[2];
+  ASSERT_EQ(::pipe(pipefd), 0);
+  pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    ::close(pipefd[0]);
+    SystemClock clock;
+    auto s = open_store("sqlite:state.db", dir, clock);
+    if (!s.ok()) ::_exit(2);
+    for (int i = 0;; ++i) {
+      Batch b;
+      NewMessage m;
+      m.id = "m" + std::to_string(i);
+      b.enqueues.push_back({"q", m});
+      (*s)->commit(std::move(b), [fd = pipefd[1], i](Expected<BatchResult> r) {
+        if (r.ok()) {
+          std::string line = std::to_string(i) + "\n";
+          (void)!::write(fd, line.data(), line.size());  // told committed: must survive
+        }
+      });
+      if (i % 64 == 0) ::usleep(100);
+    }
+  }
+  ::close(pipefd[1]);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300 + std::random_device{}() % 300));
+  ::kill(child, SIGKILL);
+  ::waitpid(child, nullptr, 0);
+  std::string acked;
+  char buf[4096];
+  ssize_t n;
+  while ((n = ::read(pipefd[0], buf, sizeof buf)) > 0) acked.append(buf, static_cast<std::size_t>(n));
+  ::close(pipefd[0]);
+  std::set<std::string> told;
+  std::size_t start = 0, nl;
+  while ((nl = acked.find('\n', start)) != std::string::npos) {
+    told.insert("m" + acked.substr(start, nl - start));
+    start = nl + 1;
+  }
+  ASSERT_GT(told.size(), 100u) << "the child committed too little to prove anything";
+
+  ManualClock clock;
+  auto s = open_store("sqlite:state.db", dir, clock);
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  auto all = (*s)->peek("q", 10000000);
+  ASSERT_TRUE(all.ok());
+  std::set<std::string> present;
+  for (auto& m : *all) present.insert(m.id);
+  for (const auto& id : told) ASSERT_TRUE(present.count(id)) << id << " was acknowledged and then lost";
+  s->reset();
+  fs::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace nimbus
