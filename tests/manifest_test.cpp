@@ -326,7 +326,7 @@ TEST(ManifestTest, UnknownKeyFarFromAllListsTheChoices) {
   auto load = parse("name: shop\nfunctions:\nzzzzzzzzzz: 1\n");
   const Diagnostic& d = expect_diag(load, "zzzzzzzzzz", "unknown key");
   EXPECT_EQ(d.message.find("did you mean"), std::string::npos) << d.message;
-  EXPECT_NE(d.message.find("expected one of: name, store, http"), std::string::npos) << d.message;
+  EXPECT_NE(d.message.find("expected one of: name, store, durability, http"), std::string::npos) << d.message;
 }
 
 TEST(ManifestTest, UnknownFunctionKeySuggestsTheClosest) {
@@ -545,9 +545,80 @@ TEST(ManifestTest, UnknownTriggerKindIsAnError) {
 }
 
 TEST(ManifestTest, NotYetAvailableTriggerKindIsAnError) {
-  auto load = parse(one_function(kBasicFn + "triggers:\n  - queue: {name: jobs}\n"));
-  const Diagnostic& d = expect_diag(load, "functions.orders.triggers[0].queue", "not available");
-  EXPECT_NE(d.message.find("expected http"), std::string::npos) << d.message;
+  auto load = parse(one_function(kBasicFn + "triggers:\n  - timer: {schedule: '* * * * *'}\n"));
+  const Diagnostic& d = expect_diag(load, "functions.orders.triggers[0].timer", "not available");
+  EXPECT_NE(d.message.find("expected http, queue or topic"), std::string::npos) << d.message;
+}
+
+TEST(ManifestTest, QueueAndTopicTriggersOutputsRetryAndDurability) {
+  auto load = parse("name: shop\ndurability: fsync\nfunctions:\n  orders:\n" +
+                    std::string("    runtime: native\n    handler: functions/orders\n") +
+                    "    triggers:\n"
+                    "      - queue: {name: orders, batch_size: 4, max_wait: 250ms, lease: 2m}\n"
+                    "      - topic: {name: order-events, filter: {type: order.created, subject_prefix: eu/}}\n"
+                    "      - topic: {name: audit, subscription: orders-audit}\n"
+                    "    outputs:\n"
+                    "      done: {queue: shipped}\n"
+                    "      events: {topic: order-events}\n"
+                    "      view: {state: read-model}\n"
+                    "    retry: {max_attempts: 3, backoff: fixed, initial: 500ms, max: 10s, jitter: 0}\n");
+  ASSERT_TRUE(load.app.has_value()) << load.report();
+  EXPECT_TRUE(load.app->fsync);
+  const FunctionSpec& fn = load.app->functions[0];
+  ASSERT_EQ(fn.triggers.size(), 3u);
+  EXPECT_EQ(fn.triggers[0].kind, TriggerKind::queue);
+  EXPECT_EQ(fn.triggers[0].queue.name, "orders");
+  EXPECT_EQ(fn.triggers[0].queue.batch_size, 4);
+  EXPECT_EQ(fn.triggers[0].queue.max_wait, 250ms);
+  EXPECT_EQ(fn.triggers[0].queue.lease, 2min);
+  EXPECT_EQ(fn.triggers[1].kind, TriggerKind::topic);
+  EXPECT_EQ(fn.triggers[1].queue.subscription, "orders") << "a subscription is named after its function";
+  EXPECT_EQ(fn.triggers[1].queue.type, "order.created");
+  EXPECT_EQ(fn.triggers[1].queue.subject_prefix, "eu/");
+  EXPECT_EQ(fn.triggers[2].queue.subscription, "orders-audit");
+  ASSERT_EQ(fn.outputs.size(), 3u);
+  EXPECT_EQ(fn.outputs[0].name, "done");
+  EXPECT_EQ(fn.outputs[0].kind, OutputSpec::Kind::queue);
+  EXPECT_EQ(fn.outputs[1].kind, OutputSpec::Kind::topic);
+  EXPECT_EQ(fn.outputs[2].kind, OutputSpec::Kind::state);
+  EXPECT_EQ(fn.outputs[2].target, "read-model");
+  EXPECT_EQ(fn.retry.max_attempts, 3);
+  EXPECT_FALSE(fn.retry.exponential);
+  EXPECT_EQ(fn.retry.initial, 500ms);
+  EXPECT_EQ(fn.retry.jitter, 0.0);
+  EXPECT_FALSE(parse(one_function(kBasicFn)).app->fsync) << "default durability survives kill -9, not power loss";
+
+  expect_diag(parse(one_function(kBasicFn + "triggers:\n  - queue: {batch_size: 2}\n")),
+              "functions.orders.triggers[0].queue.name", "is missing");
+  expect_diag(parse(one_function(kBasicFn + "triggers:\n  - queue: {name: Orders/1}\n")),
+              "functions.orders.triggers[0].queue.name", "not a valid queue name");
+  expect_diag(parse(one_function(kBasicFn + "triggers:\n  - queue: {name: q, filter: {type: x}}\n")),
+              "functions.orders.triggers[0].queue.filter", "unknown key");
+  expect_diag(parse(one_function(kBasicFn + "outputs:\n  done: {bucket: x}\n")), "functions.orders.outputs.done.bucket",
+              "expected queue, topic or state");
+  expect_diag(parse(one_function(kBasicFn + "retry: {max_attempts: 0}\n")), "functions.orders.retry.max_attempts",
+              "out of range");
+  expect_diag(parse(one_function(kBasicFn + "retry: {jitter: 2}\n")), "functions.orders.retry.jitter", "fraction");
+  expect_diag(parse(one_function(kBasicFn + "retry: {backoff: linear}\n")), "functions.orders.retry.backoff",
+              "not allowed");
+  expect_diag(parse("name: shop\ndurability: maybe\nfunctions: {}\n"), "durability", "not allowed");
+}
+
+TEST(RetryPolicyTest, BackoffGrowsToItsCapWithBoundedJitter) {
+  RetryPolicy r;
+  r.initial = 1s;
+  r.max = 10s;
+  r.jitter = 0;
+  EXPECT_EQ(r.delay_after(1, 0.5), 1s);
+  EXPECT_EQ(r.delay_after(2, 0.5), 2s);
+  EXPECT_EQ(r.delay_after(4, 0.5), 8s);
+  EXPECT_EQ(r.delay_after(9, 0.5), 10s);
+  r.jitter = 0.2;
+  EXPECT_EQ(r.delay_after(1, 0.0), 800ms);
+  EXPECT_EQ(r.delay_after(1, 1.0), 1200ms);
+  r.exponential = false;
+  r.jitter = 0;
+  EXPECT_EQ(r.delay_after(5, 0.3), 1s);
 }
 
 TEST(ManifestTest, HttpTriggerProblems) {
@@ -706,7 +777,7 @@ functions:
     concurrency: zero
     triggers:
       - http: {route: "orders"}
-      - queue: {name: q}
+      - queue: {name: Q}
 )";
   auto load = parse(text);
   ASSERT_FALSE(load.app.has_value());
@@ -718,7 +789,7 @@ functions:
   expect_diag(load, "functions.orders.handler", "is missing");
   expect_diag(load, "functions.orders.concurrency", "out of range");
   expect_diag(load, "functions.orders.triggers[0].http.route", "start with '/'");
-  expect_diag(load, "functions.orders.triggers[1].queue", "not available");
+  expect_diag(load, "functions.orders.triggers[1].queue.name", "not a valid queue name");
   EXPECT_EQ(load.diagnostics.size(), 9u) << load.report();
   // The report has one line per diagnostic, each in FILE:LINE:COL form.
   std::size_t lines = 0;

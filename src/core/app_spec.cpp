@@ -1,5 +1,8 @@
 #include "core/app_spec.h"
 
+#include <algorithm>
+#include <cmath>
+
 #include "core/ids.h"
 
 namespace nimbus {
@@ -21,6 +24,14 @@ std::string_view to_string(Isolation isolation) {
     case Isolation::sandbox: return "sandbox";
   }
   return "unknown";
+}
+
+Duration RetryPolicy::delay_after(int attempt, double random01) const {
+  double base = std::chrono::duration<double>(initial).count();
+  if (exponential) base *= std::pow(2.0, std::max(0, attempt - 1));
+  base = std::min(base, std::chrono::duration<double>(max).count());
+  base *= 1.0 + jitter * (2.0 * random01 - 1.0);
+  return std::chrono::duration_cast<Duration>(std::chrono::duration<double>(std::max(base, 0.0)));
 }
 
 Invocation new_invocation(const FunctionSpec& function, TriggerKind trigger, std::string source,

@@ -28,9 +28,40 @@ struct HttpTriggerSpec {
   AuthLevel auth = AuthLevel::anonymous;
 };
 
+// A queue (or a topic subscription, which is a queue named <topic>/<subscription>) that
+// delivers messages to the function.
+struct QueueTriggerSpec {
+  std::string name;                                    // the queue, or the topic
+  int batch_size = 16;                                 // received at a time (never above free capacity)
+  Duration max_wait = std::chrono::seconds(1);         // an idle consumer looks again at least this often
+  Duration lease{};                                    // visibility timeout; 0 = the function's timeout + 30 s
+  // Topics only: the subscription (default: the function's name) and its filters.
+  std::string subscription;
+  std::string type, source, subject_prefix;
+};
+
 struct TriggerSpec {
   TriggerKind kind = TriggerKind::http;
   HttpTriggerSpec http;
+  QueueTriggerSpec queue;  // kind queue or topic
+};
+
+// Where a named output's messages go: a queue, a topic or a state store.
+struct OutputSpec {
+  enum class Kind : uint8_t { queue, topic, state };
+  std::string name;
+  Kind kind = Kind::queue;
+  std::string target;
+};
+
+struct RetryPolicy {
+  int max_attempts = 5;  // deliveries in all; after the last failure: <queue>.dead
+  bool exponential = true;
+  Duration initial = std::chrono::seconds(1);
+  Duration max = std::chrono::minutes(5);
+  double jitter = 0.2;  // +- this fraction of each delay, at random
+  // The delay before delivery number attempt + 1, given a random draw in [0, 1).
+  Duration delay_after(int attempt, double random01) const;
 };
 
 struct EnvVar {
@@ -47,6 +78,8 @@ struct FunctionSpec {
   Isolation isolation = Isolation::none;  // worker runtimes: process unless sandbox
   bool network = false;                   // sandbox: may the worker reach the network
   std::vector<TriggerSpec> triggers;
+  std::vector<OutputSpec> outputs;
+  RetryPolicy retry;
   std::vector<EnvVar> env;
   Duration timeout = std::chrono::seconds(30);
   int concurrency = 64;   // invocations in flight at once
@@ -82,6 +115,7 @@ struct AppSpec {
   std::filesystem::path dir;       // the app folder (absolute)
   std::filesystem::path manifest;  // the nimbus.yaml it came from
   std::string store = "sqlite:.nimbus/state.db";
+  bool fsync = false;  // durability: fsync (survives power loss) instead of process (survives kill -9)
   HttpSettings http;
   Duration shutdown_grace = std::chrono::seconds(10);
   int worker_threads = 16;  // pool for blocking in-process functions

@@ -37,11 +37,13 @@ struct Invocation {
   std::string id;
   std::string function;
   TriggerKind trigger = TriggerKind::http;
+  std::string event_id;    // the CloudEvents id: a message's event id; empty = the invocation id
+  std::string message_id;  // store-backed triggers: the message delivered
   // CloudEvents attributes (id is the invocation id).
   std::string source;
   std::string type;
   std::string subject;
-  WallTime time{};
+  WallTime time{};  // CloudEvents time: for a message, when it was enqueued
   std::string payload;  // bytes; for HTTP the request body
   Headers metadata;
   int attempt = 1;

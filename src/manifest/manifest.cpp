@@ -176,7 +176,7 @@ class Reader {
   }
 
   void read_app(const YAML::Node& root, AppSpec& app) {
-    if (!check_map(root, "", {"name", "store", "http", "shutdown_grace", "worker_threads",
+    if (!check_map(root, "", {"name", "store", "durability", "http", "shutdown_grace", "worker_threads",
                               "functions"})) {
       return;
     }
@@ -200,6 +200,9 @@ class Reader {
           error(n, "store", "'" + *v + "' is not a store URL; expected sqlite:PATH, redis://HOST:PORT or postgres://...");
         }
       }
+    }
+    if (auto n = root["durability"]) {
+      if (auto d = choice(n, "durability", {"process", "fsync"})) app.fsync = *d == "fsync";
     }
     if (auto n = root["http"]) read_http(n, app.http);
     if (auto n = root["shutdown_grace"]) {
@@ -258,7 +261,7 @@ class Reader {
     if (!check_map(n, path, {"runtime", "handler", "triggers", "env", "timeout", "concurrency",
                              "wait_queue", "blocking", "min_instances", "max_instances", "idle_timeout",
                              "memory_limit", "cpu_limit", "open_files", "env_allow", "working_dir",
-                             "command", "isolation", "network"})) {
+                             "command", "isolation", "network", "outputs", "retry"})) {
       return false;
     }
     if (auto v = n["runtime"]; !v) {
@@ -402,6 +405,8 @@ class Reader {
       }
     }
     if (auto v = n["env"]) read_env(v, path + ".env", fn);
+    if (auto v = n["outputs"]) read_outputs(v, path + ".outputs", fn);
+    if (auto v = n["retry"]) read_retry(v, path + ".retry", fn.retry);
     if (auto v = n["triggers"]) {
       read_triggers(v, path + ".triggers", fn);
     }
@@ -466,15 +471,137 @@ class Reader {
         if (read_http_trigger(it->second, p + ".http", spec.http)) fn.triggers.push_back(spec);
         continue;
       }
+      if (kind == "queue" || kind == "topic") {
+        TriggerSpec spec;
+        spec.kind = kind == "queue" ? TriggerKind::queue : TriggerKind::topic;
+        if (read_queue_trigger(it->second, p + "." + kind, kind == "topic", fn, spec.queue)) fn.triggers.push_back(spec);
+        continue;
+      }
       std::vector<std::string_view> kinds(std::begin(kTriggerKinds), std::end(kTriggerKinds));
       if (std::find(kinds.begin(), kinds.end(), kind) != kinds.end()) {
         error(it->first, p + "." + kind,
-              "trigger '" + kind + "' is not available in this build of Nimbus yet; expected http");
+              "trigger '" + kind + "' is not available in this build of Nimbus yet; expected http, queue or topic");
       } else {
         std::string guess = did_you_mean(kind, kinds);
         error(it->first, p + "." + kind,
               "unknown trigger kind '" + kind + "'" +
                   (guess.empty() ? "; expected one of: " + list(kinds) : "; did you mean '" + guess + "'?"));
+      }
+    }
+  }
+
+  // Queue, topic and state names: lower-case letters, digits, '.', '-', '_'.
+  bool check_name(const YAML::Node& at, const std::string& path, const std::string& name, const char* what) {
+    bool valid = !name.empty() && name.size() <= 200 && std::all_of(name.begin(), name.end(), [](char c) {
+      return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '-' || c == '_';
+    });
+    if (!valid) {
+      error(at, path, "'" + name + "' is not a valid " + what +
+                          " name; expected lower-case letters, digits, '.', '-' or '_' (at most 200)");
+    }
+    return valid;
+  }
+
+  bool read_queue_trigger(const YAML::Node& n, const std::string& path, bool topic, const FunctionSpec& fn,
+                          QueueTriggerSpec& q) {
+    std::size_t errors_before = diagnostics.size();
+    if (topic) {
+      if (!check_map(n, path, {"name", "subscription", "batch_size", "max_wait", "lease", "filter"})) return false;
+    } else if (!check_map(n, path, {"name", "batch_size", "max_wait", "lease"})) {
+      return false;
+    }
+    const char* what = topic ? "topic" : "queue";
+    if (auto v = n["name"]; !v) {
+      error(n, path + ".name", std::string("is missing; expected the ") + what + "'s name, e.g. name: orders");
+    } else if (auto name = scalar(v, path + ".name", std::string("a ") + what + " name")) {
+      if (check_name(v, path + ".name", *name, what)) q.name = *name;
+    }
+    if (auto v = n["batch_size"]) {
+      if (auto b = integer(v, path + ".batch_size", 1, 1000)) q.batch_size = static_cast<int>(*b);
+    }
+    if (auto v = n["max_wait"]) {
+      if (auto d = duration(v, path + ".max_wait")) q.max_wait = *d;
+    }
+    if (auto v = n["lease"]) {
+      if (auto d = duration(v, path + ".lease")) q.lease = *d;
+    }
+    if (topic) {
+      q.subscription = fn.name;
+      if (auto v = n["subscription"]) {
+        if (auto sub = scalar(v, path + ".subscription", "a subscription name")) {
+          if (check_name(v, path + ".subscription", *sub, "subscription")) q.subscription = *sub;
+        }
+      }
+      if (auto f = n["filter"]) {
+        if (check_map(f, path + ".filter", {"type", "source", "subject_prefix"})) {
+          if (auto v = f["type"]) q.type = scalar(v, path + ".filter.type", "a CloudEvents type").value_or("");
+          if (auto v = f["source"]) q.source = scalar(v, path + ".filter.source", "a CloudEvents source").value_or("");
+          if (auto v = f["subject_prefix"]) {
+            q.subject_prefix = scalar(v, path + ".filter.subject_prefix", "a subject prefix").value_or("");
+          }
+        }
+      }
+    }
+    return diagnostics.size() == errors_before;
+  }
+
+  void read_outputs(const YAML::Node& n, const std::string& path, FunctionSpec& fn) {
+    if (!n.IsMap()) {
+      error(n, path, "is " + kind_of(n) + "; expected a mapping of output names, e.g. done: {queue: orders}");
+      return;
+    }
+    for (auto it = n.begin(); it != n.end(); ++it) {
+      std::string name = it->first.Scalar();
+      std::string p = path + "." + name;
+      const YAML::Node o = it->second;
+      if (!check_name(it->first, p, name, "output")) continue;
+      if (!o.IsMap() || o.size() != 1) {
+        error(o, p, "is " + kind_of(o) + "; expected one of {queue: NAME}, {topic: NAME} or {state: NAME}");
+        continue;
+      }
+      std::string kind = o.begin()->first.Scalar();
+      OutputSpec out;
+      out.name = name;
+      if (kind == "queue") {
+        out.kind = OutputSpec::Kind::queue;
+      } else if (kind == "topic") {
+        out.kind = OutputSpec::Kind::topic;
+      } else if (kind == "state") {
+        out.kind = OutputSpec::Kind::state;
+      } else {
+        error(o.begin()->first, p + "." + kind, "unknown output kind '" + kind + "'; expected queue, topic or state");
+        continue;
+      }
+      auto target = scalar(o.begin()->second, p + "." + kind, "a name");
+      if (!target || !check_name(o.begin()->second, p + "." + kind, *target, kind.c_str())) continue;
+      out.target = *target;
+      fn.outputs.push_back(out);
+    }
+  }
+
+  void read_retry(const YAML::Node& n, const std::string& path, RetryPolicy& r) {
+    if (!check_map(n, path, {"max_attempts", "backoff", "initial", "max", "jitter"})) return;
+    if (auto v = n["max_attempts"]) {
+      if (auto a = integer(v, path + ".max_attempts", 1, 1000)) r.max_attempts = static_cast<int>(*a);
+    }
+    if (auto v = n["backoff"]) {
+      if (auto b = choice(v, path + ".backoff", {"fixed", "exponential"})) r.exponential = *b == "exponential";
+    }
+    if (auto v = n["initial"]) {
+      if (auto d = duration(v, path + ".initial")) r.initial = *d;
+    }
+    if (auto v = n["max"]) {
+      if (auto d = duration(v, path + ".max")) r.max = *d;
+    }
+    if (auto v = n["jitter"]) {
+      if (auto j = scalar(v, path + ".jitter", "a fraction from 0 to 1")) {
+        char* end = nullptr;
+        double x = std::strtod(j->c_str(), &end);
+        if (j->empty() || *end != '\0' || x < 0 || x > 1) {
+          error(v, path + ".jitter", "'" + *j + "' is not a fraction from 0 to 1; expected e.g. 0.2");
+        } else {
+          r.jitter = x;
+        }
       }
     }
   }
