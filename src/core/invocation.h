@@ -43,7 +43,8 @@ struct Invocation {
   std::string source;
   std::string type;
   std::string subject;
-  WallTime time{};  // CloudEvents time: for a message, when it was enqueued
+  WallTime time{};         // when the trigger made it (deadline_unix_ms counts from here)
+  int64_t enqueued_ms = 0;  // store-backed triggers: when the message was enqueued (CloudEvents time)
   std::string payload;  // bytes; for HTTP the request body
   Headers metadata;
   int attempt = 1;

@@ -14,7 +14,7 @@
 extern "C" {
 #endif
 
-#define NIMBUS_ABI_VERSION 1u
+#define NIMBUS_ABI_VERSION 2u
 
 typedef struct nimbus_str {
   const char* data;
@@ -45,6 +45,13 @@ typedef struct nimbus_invocation {
   size_t param_count;
   int64_t deadline_unix_ms; /* when the host stops waiting */
   nimbus_str traceparent;   /* W3C trace context */
+  /* Since version 2: the CloudEvents attributes, and for store-backed triggers the message. */
+  nimbus_str event_id;      /* CloudEvents id (a published event keeps it in every copy) */
+  nimbus_str event_type;
+  nimbus_str event_source;
+  nimbus_str event_subject;
+  nimbus_str message_id;    /* queue/topic: the delivered message; empty otherwise */
+  int64_t time_unix_ms;     /* CloudEvents time: for a message, when it was enqueued */
 } nimbus_invocation;
 
 typedef struct nimbus_host {
@@ -57,6 +64,11 @@ typedef struct nimbus_host {
   /* Marks the invocation failed; type and message go to the log, never to an HTTP client. */
   void (*fail)(void* ctx, const char* type, size_t type_size, const char* message,
                size_t message_size);
+  /* Since version 2: a message for the named output binding (the function's `outputs:`),
+   * committed together with the invocation's completion (the ack of a message, or before an
+   * HTTP reply). For a state output, metadata "key" names the key. */
+  void (*output)(void* ctx, const char* binding, size_t binding_size, const char* payload, size_t payload_size,
+                 const nimbus_pair* metadata, size_t metadata_count);
 } nimbus_host;
 
 /* Exported by every function library. Returns 0 on success, non-zero after host->fail. */

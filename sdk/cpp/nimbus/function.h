@@ -73,6 +73,17 @@ class Request {
   std::string_view query() const { return detail::view(inv_->query); }
   std::string_view body() const { return detail::view(inv_->body); }
   std::string_view trigger() const { return detail::view(inv_->trigger); }
+  // CloudEvents attributes (for HTTP: the invocation id and the request as source).
+  std::string_view event_id() const { return detail::view(inv_->event_id); }
+  std::string_view event_type() const { return detail::view(inv_->event_type); }
+  std::string_view event_source() const { return detail::view(inv_->event_source); }
+  std::string_view event_subject() const { return detail::view(inv_->event_subject); }
+  // Queue and topic triggers: the message, when it was enqueued, and which delivery this is
+  // (Context::attempt()).
+  std::string_view message_id() const { return detail::view(inv_->message_id); }
+  std::chrono::system_clock::time_point enqueued() const {
+    return std::chrono::system_clock::time_point(std::chrono::milliseconds(inv_->time_unix_ms));
+  }
 
   // A header (case-insensitive name), or nullopt.
   std::optional<std::string_view> header(std::string_view name) const {
@@ -147,7 +158,7 @@ class Logger {
 
 class Context {
  public:
-  Context(const nimbus_invocation* inv, const nimbus_host* host) : log(host), inv_(inv) {}
+  Context(const nimbus_invocation* inv, const nimbus_host* host) : log(host), inv_(inv), host_(host) {}
 
   Logger log;  // lines are tagged with the invocation id
 
@@ -164,8 +175,20 @@ class Context {
     return left.count() < 0 ? std::chrono::milliseconds(0) : left;
   }
 
+  // A message for the output binding `binding` (declared under the function's `outputs:`),
+  // committed with the invocation: for a queue or topic trigger in the same transaction as the
+  // ack, for HTTP before the reply. State outputs take the key from metadata "key".
+  void output(std::string_view binding, std::string_view payload,
+              const std::vector<std::pair<std::string, std::string>>& metadata = {}) {
+    std::vector<nimbus_pair> pairs;
+    pairs.reserve(metadata.size());
+    for (const auto& [name, value] : metadata) pairs.push_back({detail::str(name), detail::str(value)});
+    host_->output(host_->ctx, binding.data(), binding.size(), payload.data(), payload.size(), pairs.data(), pairs.size());
+  }
+
  private:
   const nimbus_invocation* inv_;
+  const nimbus_host* host_;
 };
 
 namespace detail {

@@ -33,6 +33,7 @@ struct CallState {
   const Invocation* invocation;
   const NativeLog* log;
   Result* result;
+  std::vector<OutputMessage> outputs;
   bool replied = false;
   bool failed = false;
 };
@@ -85,6 +86,19 @@ void host_fail(void* ctx, const char* type, size_t type_size, const char* messag
                                std::string(message, message_size));
 }
 
+void host_output(void* ctx, const char* binding, size_t binding_size, const char* payload, size_t payload_size,
+                 const nimbus_pair* metadata, size_t metadata_count) {
+  auto* s = static_cast<CallState*>(ctx);
+  OutputMessage out;
+  out.binding.assign(binding, binding_size);
+  out.payload.assign(payload, payload_size);
+  for (size_t i = 0; i < metadata_count; ++i) {
+    out.metadata.push_back({std::string(metadata[i].name.data, metadata[i].name.size),
+                            std::string(metadata[i].value.data, metadata[i].value.size)});
+  }
+  s->outputs.push_back(std::move(out));
+}
+
 class NativeFunction final : public Executor {
  public:
   NativeFunction(void* handle, nimbus_invoke_fn entry, NativeLog log)
@@ -98,7 +112,7 @@ class NativeFunction final : public Executor {
   Result call(const Invocation& inv) override {
     Result result;
     CallState state{&inv, &log_, &result};
-    nimbus_host host{NIMBUS_ABI_VERSION, &state, host_log, host_reply, host_fail};
+    nimbus_host host{NIMBUS_ABI_VERSION, &state, host_log, host_reply, host_fail, host_output};
 
     constexpr size_t kInline = 32;
     std::array<nimbus_pair, kInline> header_buf;
@@ -142,6 +156,13 @@ class NativeFunction final : public Executor {
     ci.param_count = param_count;
     ci.deadline_unix_ms = deadline_ms;
     ci.traceparent = str(inv.traceparent);
+    ci.event_id = str(inv.event_id.empty() ? inv.id : inv.event_id);
+    ci.event_type = str(inv.type);
+    ci.event_source = str(inv.source);
+    ci.event_subject = str(inv.subject);
+    ci.message_id = str(inv.message_id);
+    ci.time_unix_ms = inv.enqueued_ms != 0 ? inv.enqueued_ms
+                                           : std::chrono::duration_cast<std::chrono::milliseconds>(inv.time.time_since_epoch()).count();
 
     int rc = entry_(&ci, &host);
     if (rc != 0 && !state.failed) {
@@ -150,6 +171,7 @@ class NativeFunction final : public Executor {
     } else if (rc == 0 && state.failed && result.outcome == Outcome::success) {
       result.outcome = Outcome::error;
     }
+    if (result.outcome == Outcome::success) result.outputs = std::move(state.outputs);
     return result;
   }
 

@@ -102,18 +102,25 @@ Invocation invocation_from(const std::string& function, Frame& f) {
   if (auto* a = h.if_contains("attempt"); a && a->is_int64()) inv.attempt = static_cast<int>(a->as_int64());
   inv.traceparent = str(h, "traceparent");
   if (auto* a = h.if_contains("attributes"); a && a->is_object()) {
+    inv.event_id = str(a->as_object(), "id");
     inv.source = str(a->as_object(), "source");
     inv.type = str(a->as_object(), "type");
     inv.subject = str(a->as_object(), "subject");
   }
+  inv.message_id = str(h, "message_id");
   inv.metadata = pairs(h.if_contains("metadata"));
   inv.started = std::chrono::steady_clock::now();
   inv.time = std::chrono::system_clock::now();
+  const int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(inv.time.time_since_epoch()).count();
+  int64_t time_ms = now_ms;
+  if (auto* a = h.if_contains("attributes"); a && a->is_object()) {
+    if (auto* t = a->as_object().if_contains("time_ms"); t && t->is_int64()) time_ms = t->as_int64();
+  }
   inv.deadline = inv.started + std::chrono::hours(24);
   if (auto* d = h.if_contains("deadline_ms"); d && d->is_int64()) {
-    auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(inv.time.time_since_epoch()).count();
     inv.deadline = inv.started + std::chrono::milliseconds(d->as_int64() - now_ms);
   }
+  inv.enqueued_ms = time_ms;
   if (auto* http = h.if_contains("http"); http && http->is_object()) {
     const auto& o = http->as_object();
     HttpRequest req;
@@ -129,6 +136,16 @@ Invocation invocation_from(const std::string& function, Frame& f) {
 }
 
 void reply(Channel& channel, const std::string& id, Result&& r) {
+  if (r.outcome == Outcome::success) {
+    // Outputs go first, each as an `output` host call; the host keeps them for the result.
+    for (const auto& out : r.outputs) {
+      json::object metadata;
+      for (const auto& m : out.metadata) metadata[m.name] = m.value;
+      channel.send(FrameType::host_call,
+                   {{"id", id}, {"op", "output"}, {"args", {{"binding", out.binding}, {"metadata", std::move(metadata)}}}},
+                   out.payload);
+    }
+  }
   if (r.outcome != Outcome::success) {
     channel.send(FrameType::result,
                  {{"id", id},

@@ -42,7 +42,15 @@ json::object invoke_header(const Invocation& inv) {
                  {"attempt", inv.attempt},
                  {"deadline_ms", deadline_unix_ms(inv)},
                  {"traceparent", inv.traceparent},
-                 {"attributes", {{"id", inv.id}, {"source", inv.source}, {"type", inv.type}, {"subject", inv.subject}}}};
+                 {"attributes",
+                  {{"id", inv.event_id.empty() ? inv.id : inv.event_id},
+                   {"source", inv.source},
+                   {"type", inv.type},
+                   {"subject", inv.subject},
+                   {"time_ms", inv.enqueued_ms != 0 ? inv.enqueued_ms
+                                                    : std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                          inv.time.time_since_epoch()).count()}}}};
+  if (!inv.message_id.empty()) h["message_id"] = inv.message_id;
   json::object metadata;
   for (const auto& m : inv.metadata) metadata[m.name] = m.value;
   h["metadata"] = std::move(metadata);
@@ -429,11 +437,11 @@ void ProcessExecutor::on_frame(const std::shared_ptr<Instance>& inst, Frame&& f)
       auto it = inst->in_flight.find(str(f.header, "id"));
       if (it != inst->in_flight.end()) {
         Completion done = take_locked(it->second);
+        auto r = std::make_shared<Result>(result_from(spec_.name, f));
+        if (r->outcome == Outcome::success) r->outputs = std::move(it->second.outputs);
         inst->in_flight.erase(it);
         inst->last_used = clock_.now();
-        after.push_back([done = std::move(done), r = std::make_shared<Result>(result_from(spec_.name, f))]() mutable {
-          done(std::move(*r));
-        });
+        after.push_back([done = std::move(done), r]() mutable { done(std::move(*r)); });
       }
       drain_waiting_locked(after);
       if (inst->in_flight.empty()) arm_idle_locked(inst);
@@ -449,8 +457,30 @@ void ProcessExecutor::on_frame(const std::shared_ptr<Instance>& inst, Frame&& f)
       break;
     }
     case FrameType::host_call:
-      // Host services (state, publish, invoke) arrive with durable messaging: answer at once
-      // so no worker waits on a call that cannot be served.
+      if (str(f.header, "op") == "output") {
+        // An output of an invocation in flight: kept until its result, then committed with it.
+        std::lock_guard lock(mu_);
+        auto it = inst->in_flight.find(str(f.header, "id"));
+        if (it != inst->in_flight.end()) {
+          OutputMessage out;
+          out.payload = std::move(f.body);
+          if (auto* args = f.header.if_contains("args"); args && args->is_object()) {
+            out.binding = str(args->as_object(), "binding");
+            if (auto* md = args->as_object().if_contains("metadata"); md && md->is_object()) {
+              for (const auto& [k, v] : md->as_object()) {
+                if (v.is_string()) out.metadata.push_back({std::string(k), std::string(v.as_string())});
+              }
+            }
+          }
+          it->second.outputs.push_back(std::move(out));
+        }
+        if (f.header.contains("call_id")) {
+          (void)inst->process->send(FrameType::host_result, {{"call_id", f.header.at("call_id")}, {"ok", true}});
+        }
+        break;
+      }
+      // The other host services (state, publish, invoke) are not served yet: answer at once so
+      // no worker waits on a call that cannot be served.
       (void)inst->process->send(FrameType::host_result,
                                 {{"call_id", f.header.contains("call_id") ? f.header.at("call_id") : json::value()},
                                  {"ok", false},

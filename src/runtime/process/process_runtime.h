@@ -79,6 +79,7 @@ class ProcessExecutor final : public Executor {
     TimePoint deadline;
     TimePoint queued_at{};  // set while it waits for an instance
     TimerQueue::Id deadline_timer = 0;
+    std::vector<OutputMessage> outputs;  // sent by the worker before its result
   };
 
   std::shared_ptr<Instance> spawn_locked(std::string* error);
