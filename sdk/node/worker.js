@@ -58,6 +58,7 @@ class Worker {
     this.socket = socket;
     this.buffer = Buffer.alloc(0);
     this.handler = null;
+    this.calls = 0;
     this.function = '';
     this.inFlight = 0;
   }
@@ -139,6 +140,16 @@ class Worker {
       deadlineMs: header.deadline_ms || 0, traceparent: header.traceparent || '',
       remainingMs() { return Math.max(0, this.deadlineMs - Date.now()); },
       log: { debug: log('debug'), info: log('info'), warn: log('warn'), error: log('error') },
+      messageId: header.message_id || '',
+      // A message for an output binding (the function's `outputs:`), committed with the result
+      // (with the input's ack for queue and topic triggers). State outputs: metadata.key.
+      output: (binding, payload, metadata = {}) => {
+        const bytes = Buffer.isBuffer(payload) ? payload
+          : Buffer.from(typeof payload === 'string' ? payload : JSON.stringify(payload));
+        const md = {};
+        for (const [k, v] of Object.entries(metadata)) md[k] = String(v);
+        this.send(HOST_CALL, { id, call_id: String(++this.calls), op: 'output', args: { binding, metadata: md } }, bytes);
+      },
     };
     this.inFlight++;
     try {

@@ -8,7 +8,9 @@
 #include "observe/log.h"
 #include "observe/metrics.h"
 #include "pool/function_pools.h"
+#include "store/store.h"
 #include "triggers/http/http_trigger.h"
+#include "triggers/outputs.h"
 
 namespace nimbus {
 namespace json = boost::json;
@@ -76,7 +78,7 @@ Expected<std::string> load_or_create_admin_token(const std::filesystem::path& fi
 
 AdminApi::AdminApi(const AppSpec& app, FunctionPools& pools, Metrics& metrics, Logger& logger,
                    const Clock& clock, std::string token, AdminStatus& status,
-                   std::function<void()> request_shutdown)
+                   std::function<void()> request_shutdown, Store* store)
     : app_(app),
       pools_(pools),
       metrics_(metrics),
@@ -84,7 +86,8 @@ AdminApi::AdminApi(const AppSpec& app, FunctionPools& pools, Metrics& metrics, L
       clock_(clock),
       token_(std::move(token)),
       status_(status),
-      request_shutdown_(std::move(request_shutdown)) {}
+      request_shutdown_(std::move(request_shutdown)),
+      store_(store) {}
 
 AdminApi::~AdminApi() = default;
 
@@ -145,6 +148,9 @@ void AdminApi::handle(IncomingRequest& request, Responder respond) {
     request_shutdown_();
     return;
   }
+  if (path == "/admin/queues" || path.rfind("/admin/queues/", 0) == 0 || path.rfind("/admin/topics/", 0) == 0) {
+    return messages(request, path, method, std::move(respond));
+  }
   constexpr std::string_view kPrefix = "/admin/functions/";
   constexpr std::string_view kSuffix = "/invoke";
   if (path.rfind(kPrefix, 0) == 0 && path.size() > kPrefix.size() + kSuffix.size() &&
@@ -156,6 +162,130 @@ void AdminApi::handle(IncomingRequest& request, Responder respond) {
       return respond(std::move(r));
     }
     return invoke(request, name, std::move(respond));
+  }
+  return respond(json_error(404, "not_found", "no admin endpoint " + std::string(method) + " " + std::string(path), ""));
+}
+
+namespace {
+
+json::object message_json(const Message& m) {
+  json::object metadata;
+  for (const auto& h : m.metadata) metadata[h.name] = h.value;
+  json::object o{{"id", m.id},
+                 {"event_id", m.event_id},
+                 {"type", m.type},
+                 {"source", m.source},
+                 {"subject", m.subject},
+                 {"metadata", std::move(metadata)},
+                 {"deliveries", m.deliveries},
+                 {"enqueued_ms", m.enqueued_ms},
+                 {"due_ms", m.due_ms},
+                 {"leased", !m.lease.empty()}};
+  if (!m.last_error.empty()) {
+    o["error"] = m.last_error;
+    o["first_failed_ms"] = m.first_failed_ms;
+    o["last_failed_ms"] = m.last_failed_ms;
+  }
+  if (valid_utf8(m.payload)) o["payload"] = m.payload;
+  else o["payload_base64"] = base64(m.payload);
+  return o;
+}
+
+std::string query_value(std::string_view target, std::string_view name) {
+  auto q = target.find('?');
+  if (q == std::string_view::npos) return {};
+  std::string_view rest = target.substr(q + 1);
+  while (!rest.empty()) {
+    auto amp = rest.find('&');
+    std::string_view pair = rest.substr(0, amp);
+    auto eq = pair.find('=');
+    if (pair.substr(0, eq) == name) return eq == std::string_view::npos ? std::string() : std::string(pair.substr(eq + 1));
+    if (amp == std::string_view::npos) break;
+    rest.remove_prefix(amp + 1);
+  }
+  return {};
+}
+
+HttpReply store_error_reply(const Error& e) {
+  return json_error(e.code == store_error::conflict ? 409 : 500, e.code.empty() ? "store" : e.code, e.message, "");
+}
+
+}  // namespace
+
+void AdminApi::messages(IncomingRequest& request, std::string_view path, std::string_view method, Responder respond) {
+  if (!store_) return respond(json_error(503, "no_store", "this host runs without a store", ""));
+  if (path == "/admin/queues") {
+    if (method != "GET") return respond(json_error(405, "method_not_allowed", "list queues with GET", ""));
+    auto stats = store_->stats();
+    if (!stats) return respond(store_error_reply(stats.error()));
+    std::map<std::string, json::object> rows;
+    for (const auto& q : *stats) {
+      bool dead = q.queue.size() > 5 && q.queue.compare(q.queue.size() - 5, 5, ".dead") == 0;
+      std::string name = dead ? q.queue.substr(0, q.queue.size() - 5) : q.queue;
+      auto& row = rows[name];
+      if (row.empty()) row = json::object{{"queue", name}, {"ready", 0}, {"delayed", 0}, {"in_flight", 0}, {"dead", 0}};
+      if (dead) {
+        row["dead"] = q.ready + q.delayed + q.in_flight;
+      } else {
+        row["ready"] = q.ready;
+        row["delayed"] = q.delayed;
+        row["in_flight"] = q.in_flight;
+      }
+    }
+    json::array list;
+    for (auto& [name, row] : rows) list.push_back(std::move(row));
+    return respond(json_reply(200, json::object{{"queues", std::move(list)}}));
+  }
+  const bool topic = path.rfind("/admin/topics/", 0) == 0;
+  std::string_view rest = path.substr(topic ? 14 : 14);
+  auto slash = rest.rfind('/');
+  if (slash == std::string_view::npos || slash == 0) {
+    return respond(json_error(404, "not_found", "no admin endpoint " + std::string(method) + " " + std::string(path), ""));
+  }
+  std::string name(rest.substr(0, slash));
+  std::string_view action = rest.substr(slash + 1);
+  if (action == "messages" && method == "POST") {
+    NewMessage m;
+    m.payload = request.take_body();
+    if (auto h = request.header("ce-type")) m.type = std::string(*h);
+    if (auto h = request.header("ce-subject")) m.subject = std::string(*h);
+    if (auto h = request.header("ce-source")) m.source = std::string(*h);
+    else m.source = "/admin";
+    if (auto h = request.header("ce-id")) m.event_id = std::string(*h);
+    if (auto h = request.header("x-delay-ms")) m.delay_ms = std::atoll(std::string(*h).c_str());
+    if (auto h = request.header("content-type")) m.metadata.push_back({"content-type", std::string(*h)});
+    Batch b;
+    if (topic) b.publishes.push_back({name, std::move(m)});
+    else b.enqueues.push_back({name, std::move(m)});
+    store_->commit(std::move(b), [respond = std::move(respond), topic](Expected<BatchResult> r) {
+      if (!r) return respond(store_error_reply(r.error()));
+      respond(json_reply(201, json::object{{topic ? "event_id" : "id", r->message_ids.at(0)}}));
+    });
+    return;
+  }
+  if (topic) return respond(json_error(405, "method_not_allowed", "publish with POST .../messages", ""));
+  if (action == "messages" && method == "GET") {
+    int limit = 20;
+    if (auto l = query_value(request.target(), "limit"); !l.empty()) limit = std::max(1, std::min(std::atoi(l.c_str()), 10000));
+    auto peek = store_->peek(name, limit);
+    if (!peek) return respond(store_error_reply(peek.error()));
+    json::array list;
+    for (const auto& m : *peek) list.push_back(message_json(m));
+    return respond(json_reply(200, json::object{{"queue", name}, {"messages", std::move(list)}}));
+  }
+  if (action == "messages" && method == "DELETE") {
+    store_->purge(name, [respond = std::move(respond)](Expected<int64_t> n) {
+      if (!n) return respond(store_error_reply(n.error()));
+      respond(json_reply(200, json::object{{"purged", *n}}));
+    });
+    return;
+  }
+  if (action == "replay" && method == "POST") {
+    store_->replay_dead(name, [respond = std::move(respond)](Expected<int64_t> n) {
+      if (!n) return respond(store_error_reply(n.error()));
+      respond(json_reply(200, json::object{{"replayed", *n}}));
+    });
+    return;
   }
   return respond(json_error(404, "not_found", "no admin endpoint " + std::string(method) + " " + std::string(path), ""));
 }
@@ -177,7 +307,8 @@ void AdminApi::invoke(IncomingRequest& request, std::string_view name, Responder
   inv.payload = request.take_body();
   std::string id = inv.id;
   std::string trace = inv.traceparent;
-  pool->dispatch(std::move(inv), [this, id, trace, name = fn.name, t0, respond = std::move(respond)](Result&& r) {
+  pool->dispatch(std::move(inv), [this, spec = &fn, id, trace, name = fn.name, t0, respond = std::move(respond)](Result&& result) {
+    commit_outputs_then(store_, *spec, std::move(result), [this, id, trace, name, t0, respond](Result&& r) {
     HttpReply reply = reply_for(std::move(r), name, id);
     logger_.invocation({name, TriggerKind::admin, id, trace, r.outcome, reply.status, clock_.now() - t0,
                         r.error.type, r.error.message});
@@ -191,6 +322,7 @@ void AdminApi::invoke(IncomingRequest& request, std::string_view name, Responder
     if (valid_utf8(reply.body)) out["body"] = reply.body;
     else out["body_base64"] = base64(reply.body);
     respond(json_reply(200, out));
+    });
   });
 }
 

@@ -6,6 +6,12 @@
 //   POST /admin/functions/NAME/invoke  invoke with the request body as payload
 //   GET  /admin/status                 host status
 //   POST /admin/shutdown               graceful stop (as SIGTERM)
+//   GET  /admin/queues                 every queue: ready, delayed, in flight, dead
+//   POST /admin/queues/NAME/messages   enqueue the body (ce-type, ce-subject, x-delay-ms headers)
+//   GET  /admin/queues/NAME/messages   peek (?limit=N); NAME.dead for dead letters
+//   DELETE /admin/queues/NAME/messages purge
+//   POST /admin/queues/NAME/replay     move NAME.dead back to NAME
+//   POST /admin/topics/NAME/messages   publish the body
 #include <atomic>
 #include <filesystem>
 #include <functional>
@@ -21,6 +27,7 @@ namespace nimbus {
 
 class FunctionPools;
 class Logger;
+class Store;
 class Metrics;
 
 // Reads the token, creating it (mode 0600) when missing.
@@ -38,7 +45,7 @@ class AdminApi final : private RequestHandler {
  public:
   AdminApi(const AppSpec& app, FunctionPools& pools, Metrics& metrics, Logger& logger,
            const Clock& clock, std::string token, AdminStatus& status,
-           std::function<void()> request_shutdown);
+           std::function<void()> request_shutdown, Store* store = nullptr);
   ~AdminApi() override;
   Expected<int> start(EventLoops& loops, const std::string& address, int port);
   void stop_accepting();
@@ -48,6 +55,7 @@ class AdminApi final : private RequestHandler {
  private:
   void handle(IncomingRequest& request, Responder respond) override;
   void invoke(IncomingRequest& request, std::string_view function, Responder respond);
+  void messages(IncomingRequest& request, std::string_view path, std::string_view method, Responder respond);
   std::string functions_json() const;
   std::string status_json() const;
 
@@ -59,6 +67,7 @@ class AdminApi final : private RequestHandler {
   std::string token_;
   AdminStatus& status_;
   std::function<void()> request_shutdown_;
+  Store* store_;
   std::unique_ptr<HttpServer> server_;
 };
 

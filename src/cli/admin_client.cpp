@@ -57,7 +57,8 @@ Expected<RunningHost> find_running_host(const std::filesystem::path& app_dir) {
 
 Expected<HttpResponse> http_request(const std::string& host, int port, const std::string& method,
                                     const std::string& target, const std::string& body,
-                                    const std::string& bearer_token) {
+                                    const std::string& bearer_token,
+                                    const std::vector<std::pair<std::string, std::string>>& headers) {
   try {
     asio::io_context ctx;
     asio::ip::tcp::resolver resolver(ctx);
@@ -68,6 +69,7 @@ Expected<HttpResponse> http_request(const std::string& host, int port, const std
     req.set(http::field::connection, "close");
     if (!bearer_token.empty()) req.set(http::field::authorization, "Bearer " + bearer_token);
     if (!body.empty()) req.set(http::field::content_type, "application/json");
+    for (const auto& [name, value] : headers) req.set(name, value);
     req.body() = body;
     req.prepare_payload();
     http::write(socket, req);

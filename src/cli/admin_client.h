@@ -3,6 +3,8 @@
 // the app folder and calls the admin API over loopback HTTP.
 #include <filesystem>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "core/expected.h"
 
@@ -27,6 +29,7 @@ Expected<RunningHost> find_running_host(const std::filesystem::path& app_dir);
 // One HTTP request (blocking, HTTP/1.1, Connection: close).
 Expected<HttpResponse> http_request(const std::string& host, int port, const std::string& method,
                                     const std::string& target, const std::string& body,
-                                    const std::string& bearer_token);
+                                    const std::string& bearer_token,
+                                    const std::vector<std::pair<std::string, std::string>>& headers = {});
 
 }  // namespace nimbus

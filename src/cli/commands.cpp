@@ -6,6 +6,7 @@
 #include <CLI/CLI.hpp>
 #include <boost/json.hpp>
 #include <chrono>
+#include <cstdio>
 #include <iostream>
 #include <thread>
 
@@ -165,6 +166,92 @@ int cmd_stop(const fs::path& dir, int wait_seconds) {
   return 0;
 }
 
+// One admin call for the queue commands: the parsed JSON object, or a one-line failure.
+Expected<json::object> admin_call(const fs::path& dir, const std::string& method, const std::string& target,
+                                  const std::string& body = "",
+                                  const std::vector<std::pair<std::string, std::string>>& headers = {}) {
+  auto host = find_running_host(dir);
+  if (!host) return host.error();
+  auto res = http_request(host->admin_host, host->admin_port, method, target, body, host->token, headers);
+  if (!res) return res.error();
+  boost::system::error_code ec;
+  json::value v = json::parse(res->body, ec);
+  if (ec || !v.is_object()) return Error{"the host answered " + std::to_string(res->status) + " with: " + res->body};
+  if (res->status >= 300) {
+    const auto* err = v.as_object().if_contains("error");
+    return Error{err && err->is_object() ? json_string(err->as_object(), "message") : res->body};
+  }
+  return v.as_object();
+}
+
+int64_t num(const json::object& o, std::string_view key) {
+  auto* v = o.if_contains(key);
+  return v && v->is_int64() ? v->as_int64() : 0;
+}
+
+int cmd_queue_ls(const fs::path& dir) {
+  auto r = admin_call(dir, "GET", "/admin/queues");
+  if (!r) return fail(r.error().message);
+  std::printf("%-40s %10s %10s %10s %10s\n", "QUEUE", "READY", "DELAYED", "IN FLIGHT", "DEAD");
+  for (const auto& q : r->at("queues").as_array()) {
+    const auto& o = q.as_object();
+    std::printf("%-40s %10lld %10lld %10lld %10lld\n", json_string(o, "queue").c_str(), static_cast<long long>(num(o, "ready")),
+                static_cast<long long>(num(o, "delayed")), static_cast<long long>(num(o, "in_flight")),
+                static_cast<long long>(num(o, "dead")));
+  }
+  return 0;
+}
+
+int cmd_queue_peek(const fs::path& dir, const std::string& queue, bool dead, int limit, bool as_json) {
+  std::string name = dead ? queue + ".dead" : queue;
+  auto r = admin_call(dir, "GET", "/admin/queues/" + name + "/messages?limit=" + std::to_string(limit));
+  if (!r) return fail(r.error().message);
+  if (as_json) {
+    std::cout << json::serialize(*r) << "\n";
+    return 0;
+  }
+  for (const auto& m : r->at("messages").as_array()) {
+    const auto& o = m.as_object();
+    std::cout << json_string(o, "id") << "  deliveries " << num(o, "deliveries");
+    if (o.contains("error")) std::cout << "  error: " << json_string(o, "error");
+    std::cout << "\n  " << (o.contains("payload") ? json_string(o, "payload") : "(binary) " + json_string(o, "payload_base64"))
+              << "\n";
+  }
+  return 0;
+}
+
+int cmd_send(const fs::path& dir, bool topic, const std::string& name, const std::string& data, const std::string& type,
+             const std::string& subject, int64_t delay_ms) {
+  std::string body = data;
+  if (!data.empty() && data[0] == '@') {
+    auto text = read_file(data.substr(1));
+    if (!text) return fail("--data " + data + ": " + text.error().message);
+    body = *text;
+  }
+  std::vector<std::pair<std::string, std::string>> headers;
+  if (!type.empty()) headers.push_back({"ce-type", type});
+  if (!subject.empty()) headers.push_back({"ce-subject", subject});
+  if (delay_ms > 0) headers.push_back({"x-delay-ms", std::to_string(delay_ms)});
+  auto r = admin_call(dir, "POST", std::string(topic ? "/admin/topics/" : "/admin/queues/") + name + "/messages", body, headers);
+  if (!r) return fail(r.error().message);
+  std::cout << json_string(*r, topic ? "event_id" : "id") << "\n";
+  return 0;
+}
+
+int cmd_queue_purge(const fs::path& dir, const std::string& queue) {
+  auto r = admin_call(dir, "DELETE", "/admin/queues/" + queue + "/messages");
+  if (!r) return fail(r.error().message);
+  std::cout << "purged " << num(*r, "purged") << " messages from " << queue << "\n";
+  return 0;
+}
+
+int cmd_dlq_replay(const fs::path& dir, const std::string& queue) {
+  auto r = admin_call(dir, "POST", "/admin/queues/" + queue + "/replay");
+  if (!r) return fail(r.error().message);
+  std::cout << "replayed " << num(*r, "replayed") << " messages from " << queue << ".dead to " << queue << "\n";
+  return 0;
+}
+
 }  // namespace
 
 int run_cli(int argc, char** argv) {
@@ -219,6 +306,44 @@ int run_cli(int argc, char** argv) {
   stop->add_option("--dir", stop_dir, "App folder")->capture_default_str();
   stop->add_option("--wait", stop_wait, "Seconds to wait for it to drain")->capture_default_str();
 
+  std::string q_dir = ".", q_name, q_data, q_type, q_subject;
+  int q_limit = 20;
+  int64_t q_delay = 0;
+  bool q_dead = false, q_json = false;
+  auto* queue = cli.add_subcommand("queue", "Look into and feed the running host's queues");
+  queue->require_subcommand(1);
+  queue->add_option("--dir", q_dir, "App folder")->capture_default_str();
+  auto* queue_ls = queue->add_subcommand("ls", "Every queue: ready, delayed, in flight, dead letters");
+  auto* queue_peek = queue->add_subcommand("peek", "Show messages without taking them");
+  queue_peek->add_option("name", q_name, "Queue name")->required();
+  queue_peek->add_flag("--dead", q_dead, "Show the dead-letter queue (NAME.dead)");
+  queue_peek->add_option("--limit", q_limit, "How many")->capture_default_str();
+  queue_peek->add_flag("--json", q_json, "Print the admin API's JSON");
+  auto* queue_send = queue->add_subcommand("send", "Enqueue a message");
+  queue_send->add_option("name", q_name, "Queue name")->required();
+  queue_send->add_option("--data", q_data, "Payload: text, or @FILE");
+  queue_send->add_option("--type", q_type, "CloudEvents type");
+  queue_send->add_option("--subject", q_subject, "CloudEvents subject");
+  queue_send->add_option("--delay-ms", q_delay, "Not deliverable before this many milliseconds");
+  auto* queue_purge = queue->add_subcommand("purge", "Delete every message of a queue");
+  queue_purge->add_option("name", q_name, "Queue name (NAME.dead for the dead letters)")->required();
+
+  auto* topic = cli.add_subcommand("topic", "Publish to the running host's topics");
+  topic->require_subcommand(1);
+  topic->add_option("--dir", q_dir, "App folder")->capture_default_str();
+  auto* topic_publish = topic->add_subcommand("publish", "Publish an event: every subscription gets a copy");
+  topic_publish->add_option("name", q_name, "Topic name")->required();
+  topic_publish->add_option("--data", q_data, "Payload: text, or @FILE");
+  topic_publish->add_option("--type", q_type, "CloudEvents type");
+  topic_publish->add_option("--subject", q_subject, "CloudEvents subject");
+
+  auto* dlq = cli.add_subcommand("dlq", "Dead-letter queues");
+  dlq->require_subcommand(1);
+  dlq->add_option("--dir", q_dir, "App folder")->capture_default_str();
+  auto* dlq_replay = dlq->add_subcommand("replay", "Move NAME.dead back to NAME, attempts reset");
+  dlq_replay->add_option("name", q_name, "Queue name")->required();
+
+  for (auto* sub : {queue_ls, queue_peek, queue_send, queue_purge, topic_publish, dlq_replay}) sub->fallthrough();
   try {
     cli.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -250,6 +375,12 @@ int run_cli(int argc, char** argv) {
   if (invoke->parsed()) return cmd_invoke(invoke_dir, invoke_name, invoke_data);
   if (status->parsed()) return cmd_status(status_dir, status_json);
   if (stop->parsed()) return cmd_stop(stop_dir, stop_wait);
+  if (queue_ls->parsed()) return cmd_queue_ls(q_dir);
+  if (queue_peek->parsed()) return cmd_queue_peek(q_dir, q_name, q_dead, q_limit, q_json);
+  if (queue_send->parsed()) return cmd_send(q_dir, false, q_name, q_data, q_type, q_subject, q_delay);
+  if (queue_purge->parsed()) return cmd_queue_purge(q_dir, q_name);
+  if (topic_publish->parsed()) return cmd_send(q_dir, true, q_name, q_data, q_type, q_subject, 0);
+  if (dlq_replay->parsed()) return cmd_dlq_replay(q_dir, q_name);
   return 2;
 }
 

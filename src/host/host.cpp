@@ -16,7 +16,9 @@
 #include "runtime/native/native_build.h"
 #include "runtime/native/native_runtime.h"
 #include "runtime/process/process_runtime.h"
+#include "store/store.h"
 #include "triggers/http/http_trigger.h"
+#include "triggers/queue/queue_trigger.h"
 
 namespace nimbus {
 
@@ -74,6 +76,8 @@ int run_host(const AppSpec& app, const HostOptions& options) {
   if (!libraries) return fail(libraries.error().message);
 
   SystemClock clock;
+  auto store = open_store(app.store, app.dir, clock, StoreOptions{app.fsync ? Durability::fsync : Durability::process});
+  if (!store) return fail(store.error().message);
   LogSink sink(STDOUT_FILENO);
   Logger logger(sink, clock, app.name);
   std::vector<std::string> names;
@@ -122,13 +126,15 @@ int run_host(const AppSpec& app, const HostOptions& options) {
   }
 
   HttpTrigger http(app, pools, std::move(*keys), loops, logger, metrics, clock,
-                   HttpTriggerOptions{options.address, options.port});
+                   HttpTriggerOptions{options.address, options.port, store->get()});
   if (auto st = http.start(); !st) return fail(st.error().message);
+  QueueTrigger queues(app, pools, **store, clock, timers, &timer_thread, logger);
+  if (auto st = queues.start(); !st) return fail(st.error().message);
 
   AdminStatus status;
   status.pid = static_cast<int>(getpid());
   status.started = clock.now();
-  AdminApi admin(app, pools, metrics, logger, clock, *token, status, [] { kill(getpid(), SIGTERM); });
+  AdminApi admin(app, pools, metrics, logger, clock, *token, status, [] { kill(getpid(), SIGTERM); }, store->get());
   auto admin_port = admin.start(loops, options.admin_address, options.admin_port);
   if (!admin_port) return fail("admin listener: " + admin_port.error().message);
   status.http_url = url(options.address, http.port());
@@ -160,6 +166,10 @@ int run_host(const AppSpec& app, const HostOptions& options) {
   http.stop_taking_work();
   admin.stop_accepting();
   TimePoint give_up = clock.now() + app.shutdown_grace;
+  // Messages in flight finish and commit; the rest stay in the store for the next start.
+  if (!queues.stop(app.shutdown_grace)) {
+    logger.host(LogLevel::warn, "grace period over with messages in flight; they will be delivered again");
+  }
   while ((http.in_progress() > 0 || admin.in_progress() > 0) && clock.now() < give_up) {
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }
@@ -179,6 +189,7 @@ int run_host(const AppSpec& app, const HostOptions& options) {
   loops.drain();
   pools.close_all();
   for (auto* w : worker_functions) w->stop(std::chrono::seconds(2));
+  (*store)->close();
   logger.host(LogLevel::info, "stopped");
   return 0;
 }

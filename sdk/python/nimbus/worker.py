@@ -131,6 +131,7 @@ class Context:
         self.attempt = header.get("attempt", 1)
         self.deadline_ms = header.get("deadline_ms", 0)
         self.traceparent = header.get("traceparent", "")
+        self.message_id = header.get("message_id", "")
         self._worker = worker
         self._log = None
 
@@ -142,6 +143,21 @@ class Context:
 
     def remaining_ms(self):
         return max(0, self.deadline_ms - int(time.time() * 1000))
+
+    def output(self, binding, payload, metadata=None):
+        """A message for the output binding `binding` (the function's `outputs:`), committed
+        with the result: with the input's ack for queue and topic triggers, before the reply
+        for HTTP. payload: bytes, str, or anything JSON can encode. State outputs take the key
+        from metadata["key"]."""
+        if isinstance(payload, str):
+            payload = payload.encode()
+        elif not isinstance(payload, (bytes, bytearray, memoryview)):
+            payload = dumps(payload).encode()
+        self._worker.calls += 1
+        self._worker.send(HOST_CALL, {"id": self.invocation_id, "call_id": str(self._worker.calls), "op": "output",
+                                      "args": {"binding": binding,
+                                               "metadata": {k: str(v) for k, v in (metadata or {}).items()}}},
+                          bytes(payload))
 
 
 _TEXT = [["content-type", "text/plain; charset=utf-8"]]
@@ -178,6 +194,7 @@ class Worker:
         self.handler = None
         self.is_async = False
         self.pending = []  # encoded frames waiting to be written (sync mode)
+        self.calls = 0  # host calls made, for call ids
         self.writer = None  # asyncio mode
 
     def send(self, kind, header, body=b""):

@@ -1,5 +1,7 @@
 #include "triggers/http/http_trigger.h"
 
+#include "triggers/outputs.h"
+
 #include "core/ids.h"
 #include "observe/log.h"
 #include "observe/metrics.h"
@@ -175,9 +177,23 @@ void HttpTrigger::handle(IncomingRequest& request, Responder respond) {
   http.params = std::move(match.params);
   inv.payload = request.take_body();
 
-  auto finish = [this](Result&& result, std::string_view function, std::string_view id,
-                       std::string_view trace, TimePoint started, TimePoint finished,
-                       WallTime started_wall, const Responder& respond) {
+  auto finish = [this, spec = &fn](Result&& result, std::string_view function, std::string_view id,
+                            std::string_view trace, TimePoint started, TimePoint finished,
+                            WallTime started_wall, const Responder& respond) {
+    if (!result.outputs.empty()) {
+      // Outputs are committed before the reply: the caller never sees success for lost work.
+      commit_outputs_then(options_.store, *spec, std::move(result),
+                          [this, function = std::string(function), id = std::string(id), trace = std::string(trace),
+                           started, started_wall, respond](Result&& r) {
+                            HttpReply reply = reply_for(std::move(r), function, id);
+                            Duration took = clock_.now() - started;
+                            logger_.invocation({function, TriggerKind::http, id, trace, r.outcome, reply.status, took,
+                                                r.error.type, r.error.message,
+                                                started_wall + std::chrono::duration_cast<WallTime::duration>(took)});
+                            respond(std::move(reply));
+                          });
+      return;
+    }
     HttpReply reply = reply_for(std::move(result), function, id);
     Duration took = finished - started;
     logger_.invocation({function, TriggerKind::http, id, trace, result.outcome, reply.status, took,

@@ -20,9 +20,12 @@ class FunctionPools;
 class Logger;
 class Metrics;
 
+class Store;
+
 struct HttpTriggerOptions {
   std::string address = "127.0.0.1";
   int port = 0;
+  Store* store = nullptr;  // where functions' outputs are committed before the reply
 };
 
 class HttpTrigger final : public Trigger, public RequestHandler {

@@ -1,0 +1,61 @@
+#include "triggers/outputs.h"
+
+namespace nimbus {
+
+Status add_outputs(const FunctionSpec& fn, std::vector<OutputMessage> outputs, Batch& batch) {
+  Batch add;
+  for (auto& out : outputs) {
+    const OutputSpec* spec = nullptr;
+    for (const auto& o : fn.outputs)
+      if (o.name == out.binding) spec = &o;
+    if (!spec) {
+      std::string declared;
+      for (const auto& o : fn.outputs) declared += (declared.empty() ? "" : ", ") + o.name;
+      return Error{"function '" + fn.name + "' wrote to output '" + out.binding + "', which it does not declare" +
+                   (declared.empty() ? std::string("; it declares no outputs") : "; it declares: " + declared)};
+    }
+    if (spec->kind == OutputSpec::Kind::state) {
+      const std::string* key = find_header(out.metadata, "key");
+      if (!key || key->empty()) {
+        return Error{"function '" + fn.name + "' wrote to state output '" + out.binding +
+                     "' without a key; set metadata \"key\""};
+      }
+      const std::string* ttl = find_header(out.metadata, "ttl_ms");
+      add.puts.push_back({spec->target, *key, std::move(out.payload), std::nullopt, ttl ? std::atoll(ttl->c_str()) : 0});
+      continue;
+    }
+    NewMessage m;
+    m.payload = std::move(out.payload);
+    m.source = "/functions/" + fn.name;
+    if (const auto* t = find_header(out.metadata, "type")) m.type = *t;
+    if (const auto* s = find_header(out.metadata, "subject")) m.subject = *s;
+    if (const auto* d = find_header(out.metadata, "delay_ms")) m.delay_ms = std::atoll(d->c_str());
+    m.metadata = std::move(out.metadata);
+    if (spec->kind == OutputSpec::Kind::queue) {
+      add.enqueues.push_back({spec->target, std::move(m)});
+    } else {
+      add.publishes.push_back({spec->target, std::move(m)});
+    }
+  }
+  for (auto& p : add.puts) batch.puts.push_back(std::move(p));
+  for (auto& e : add.enqueues) batch.enqueues.push_back(std::move(e));
+  for (auto& p : add.publishes) batch.publishes.push_back(std::move(p));
+  return ok_status();
+}
+
+void commit_outputs_then(Store* store, const FunctionSpec& fn, Result&& result, std::function<void(Result&&)> then) {
+  if (result.outcome != Outcome::success || result.outputs.empty()) return then(std::move(result));
+  Batch batch;
+  if (auto st = add_outputs(fn, std::move(result.outputs), batch); !st) {
+    return then(Result::failure(Outcome::error, "invalid_output", st.error().message));
+  }
+  result.outputs.clear();
+  if (!store) return then(Result::failure(Outcome::error, "no_store", "outputs need a store, and the host has none"));
+  auto held = std::make_shared<Result>(std::move(result));
+  store->commit(std::move(batch), [held, then = std::move(then)](Expected<BatchResult> done) {
+    if (!done) return then(Result::failure(Outcome::error, "output_commit_failed", done.error().message));
+    then(std::move(*held));
+  });
+}
+
+}  // namespace nimbus

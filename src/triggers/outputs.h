@@ -1,0 +1,27 @@
+#pragma once
+// A function's outputs (Result::outputs) as store operations: each names one of the
+// function's declared `outputs:` bindings, which says whether it goes to a queue, a topic or a
+// state store. The caller commits them in the same Batch as the input's ack (queue and topic
+// triggers) or before the reply (HTTP).
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "core/app_spec.h"
+#include "core/expected.h"
+#include "core/invocation.h"
+#include "store/store.h"
+
+namespace nimbus {
+
+// Adds `outputs` to `batch`; an output for an undeclared binding, or a state output without a
+// "key" in its metadata, is an error naming it (and nothing is added).
+Status add_outputs(const FunctionSpec& function, std::vector<OutputMessage> outputs, Batch& batch);
+
+// For callers that reply (HTTP, admin invoke): commits a successful result's outputs, then
+// hands the result on (from the store's thread when there was something to commit). Outputs
+// that cannot be committed turn the result into an error: the caller never hears success for
+// work whose outputs were lost.
+void commit_outputs_then(Store* store, const FunctionSpec& function, Result&& result, std::function<void(Result&&)> then);
+
+}  // namespace nimbus

@@ -1,0 +1,327 @@
+#include "triggers/queue/queue_trigger.h"
+
+#include <algorithm>
+#include <condition_variable>
+#include <map>
+#include <mutex>
+#include <random>
+
+#include "observe/log.h"
+#include "pool/function_pools.h"
+#include "store/store.h"
+#include "triggers/outputs.h"
+
+namespace nimbus {
+namespace {
+
+int64_t to_ms(Duration d) { return std::chrono::duration_cast<std::chrono::milliseconds>(d).count(); }
+
+int64_t wall_ms(const Clock& clock) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(clock.wall().time_since_epoch()).count();
+}
+
+double random01() {
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  return std::uniform_real_distribution<double>(0.0, 1.0)(rng);
+}
+
+}  // namespace
+
+class QueueTrigger::Consumer : public std::enable_shared_from_this<QueueTrigger::Consumer> {
+ public:
+  Consumer(const FunctionSpec& fn, const TriggerSpec& trigger, FunctionPool& pool, Store& store, const Clock& clock,
+           TimerQueue& timers, TimerThread* timer_thread, Logger& logger)
+      : fn_(fn),
+        kind_(trigger.kind),
+        spec_(trigger.queue),
+        queue_(trigger.kind == TriggerKind::topic ? trigger.queue.name + "/" + trigger.queue.subscription : trigger.queue.name),
+        pool_(pool),
+        store_(store),
+        clock_(clock),
+        timers_(timers),
+        timer_thread_(timer_thread),
+        logger_(logger),
+        lease_ms_(to_ms(spec_.lease > Duration::zero() ? spec_.lease : fn.timeout + std::chrono::seconds(30))),
+        limit_(pool.spec().concurrency) {}
+
+  const std::string& queue() const { return queue_; }
+
+  // Leases as many messages as there is room for, unless a receive is already under way.
+  void pump() {
+    int want;
+    {
+      std::lock_guard lock(mu_);
+      if (stopping_ || receiving_) return;
+      want = std::min(spec_.batch_size, limit_ - static_cast<int>(in_flight_.size()));
+      if (want <= 0) return;
+      receiving_ = true;
+      if (wake_timer_ != 0) {
+        timers_.cancel(wake_timer_);
+        wake_timer_ = 0;
+      }
+    }
+    auto self = shared_from_this();
+    store_.receive(queue_, want, lease_ms_, [self, want](Expected<std::vector<Message>> got) { self->on_received(want, std::move(got)); });
+  }
+
+  void stop() {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+    for (auto* id : {&wake_timer_, &renew_timer_}) {
+      if (*id != 0) timers_.cancel(*id);
+      *id = 0;
+    }
+  }
+
+  bool wait_idle(TimePoint until) {
+    std::unique_lock lock(mu_);
+    return idle_cv_.wait_until(lock, until, [&] { return in_flight_.empty() && !receiving_; });
+  }
+
+ private:
+  void on_received(int wanted, Expected<std::vector<Message>> got) {
+    if (!got) {
+      logger_.host(LogLevel::error, "cannot receive from the store",
+                   {{"function", fn_.name}, {"queue", queue_}, {"error", got.error().message}});
+      std::lock_guard lock(mu_);
+      receiving_ = false;
+      arm_wake_locked(clock_.now() + spec_.max_wait);
+      idle_cv_.notify_all();
+      return;
+    }
+    std::vector<Message>& messages = *got;
+    bool stopping;
+    {
+      std::lock_guard lock(mu_);
+      stopping = stopping_;
+    }
+    if (stopping && !messages.empty()) {
+      // Received as the host stops: hand them straight back rather than leave them leased.
+      Batch release;
+      for (const auto& m : messages) release.retries.push_back({{m.id, m.lease}, wall_ms(clock_), m.last_error});
+      store_.commit(std::move(release), [self = shared_from_this()](Expected<BatchResult>) {
+        std::lock_guard lock(self->mu_);
+        self->receiving_ = false;
+        self->idle_cv_.notify_all();
+      });
+      return;
+    }
+    {
+      std::lock_guard lock(mu_);
+      receiving_ = false;
+      for (const auto& m : messages) in_flight_[m.id] = m.lease;
+      if (!messages.empty()) arm_renewal_locked();
+      idle_cv_.notify_all();
+    }
+    for (auto& m : messages) dispatch(std::move(m));
+    if (static_cast<int>(messages.size()) >= wanted) {
+      pump();  // there may be more
+      return;
+    }
+    // Drained: sleep until the next delayed message is due, a commit wakes us, or max_wait.
+    TimePoint at = clock_.now() + spec_.max_wait;
+    if (auto due = store_.next_due(queue_); due && *due > 0) {
+      TimePoint when = clock_.now() + std::chrono::milliseconds(std::max<int64_t>(*due - wall_ms(clock_), 0));
+      at = std::min(at, when);
+    }
+    std::lock_guard lock(mu_);
+    arm_wake_locked(at);
+  }
+
+  void arm_wake_locked(TimePoint at) {
+    if (stopping_) return;
+    if (wake_timer_ != 0) timers_.cancel(wake_timer_);
+    std::weak_ptr<Consumer> weak = weak_from_this();
+    bool earliest = false;
+    wake_timer_ = timers_.schedule(
+        at,
+        [weak] {
+          if (auto self = weak.lock()) {
+            {
+              std::lock_guard lock(self->mu_);
+              self->wake_timer_ = 0;
+            }
+            self->pump();
+          }
+        },
+        &earliest);
+    if (earliest && timer_thread_) timer_thread_->wake();
+  }
+
+  // While anything is in flight, extend its leases every third of the lease.
+  void arm_renewal_locked() {
+    if (renew_timer_ != 0 || stopping_) return;
+    std::weak_ptr<Consumer> weak = weak_from_this();
+    bool earliest = false;
+    renew_timer_ = timers_.schedule(
+        clock_.now() + std::chrono::milliseconds(std::max<int64_t>(lease_ms_ / 3, 1)),
+        [weak] {
+          if (auto self = weak.lock()) self->renew();
+        },
+        &earliest);
+    if (earliest && timer_thread_) timer_thread_->wake();
+  }
+
+  void renew() {
+    std::vector<LeaseRef> refs;
+    {
+      std::lock_guard lock(mu_);
+      renew_timer_ = 0;
+      if (in_flight_.empty()) return;
+      for (const auto& [id, lease] : in_flight_) refs.push_back({id, lease});
+      arm_renewal_locked();
+    }
+    store_.extend(std::move(refs), lease_ms_, [this, self = shared_from_this()](Status st) {
+      if (!st) {
+        logger_.host(LogLevel::warn, "cannot extend leases", {{"queue", queue_}, {"error", st.error().message}});
+      }
+    });
+  }
+
+  void dispatch(Message&& m) {
+    Invocation inv = new_invocation(fn_, kind_, m.source.empty() ? "/queues/" + m.queue : m.source,
+                                    m.type.empty() ? std::string(kind_ == TriggerKind::topic ? "nimbus.topic.event"
+                                                                                             : "nimbus.queue.message")
+                                                   : m.type,
+                                    clock_, [&]() -> std::string_view {
+                                      const std::string* tp = find_header(m.metadata, "traceparent");
+                                      return tp ? std::string_view(*tp) : std::string_view();
+                                    }());
+    inv.subject = m.subject;
+    inv.event_id = m.event_id;
+    inv.message_id = m.id;
+    inv.attempt = m.deliveries;
+    inv.enqueued_ms = m.enqueued_ms;
+    inv.payload = std::move(m.payload);
+    inv.metadata = std::move(m.metadata);
+    LeaseRef ref{m.id, m.lease};
+    std::string id = inv.id, trace = inv.traceparent;
+    TimePoint started = inv.started;
+    pool_.dispatch(std::move(inv), [self = shared_from_this(), ref = std::move(ref), attempt = m.deliveries,
+                                    id = std::move(id), trace = std::move(trace), started](Result&& r) mutable {
+      self->complete(ref, attempt, id, trace, started, std::move(r));
+    });
+  }
+
+  void complete(const LeaseRef& ref, int attempt, const std::string& id, const std::string& trace, TimePoint started,
+                Result&& r) {
+    Batch batch;
+    Outcome outcome = r.outcome;
+    std::string error_type = r.error.type, error = r.error.message;
+    if (outcome == Outcome::success) {
+      if (auto st = add_outputs(fn_, std::move(r.outputs), batch); !st) {
+        outcome = Outcome::error;
+        error_type = "invalid_output";
+        error = st.error().message;
+        batch = Batch{};
+      }
+    }
+    logger_.invocation({fn_.name, kind_, id, trace, outcome, 0, clock_.now() - started, error_type, error, {}});
+    const char* what;
+    if (outcome == Outcome::success) {
+      batch.acks.push_back(ref);
+      what = "ack";
+    } else {
+      std::string reason = (error_type.empty() ? std::string(to_string(outcome)) : error_type) +
+                           (error.empty() ? "" : ": " + error);
+      if (attempt >= fn_.retry.max_attempts) {
+        batch.dead.push_back({ref, reason});
+        what = "dead-letter";
+        logger_.host(LogLevel::warn, "message moved to the dead-letter queue",
+                     {{"function", fn_.name}, {"queue", queue_ + ".dead"}, {"message_id", ref.id},
+                      {"attempts", attempt}, {"error", reason}});
+      } else {
+        int64_t due = wall_ms(clock_) + to_ms(fn_.retry.delay_after(attempt, random01()));
+        batch.retries.push_back({ref, due, reason});
+        what = "retry";
+      }
+    }
+    store_.commit(std::move(batch), [self = shared_from_this(), ref, what](Expected<BatchResult> done) {
+      self->committed(ref, what, done.ok() ? Status(ok_status()) : Status(done.error()));
+    });
+  }
+
+  void committed(const LeaseRef& ref, const char* what, Status st) {
+    if (!st) {
+      // A lost lease means another delivery owns the message now: this one's outputs are
+      // dropped with its ack, so nothing is emitted twice.
+      bool lost = st.error().code == store_error::conflict;
+      logger_.host(lost ? LogLevel::warn : LogLevel::error,
+                   lost ? "the message's lease was lost before its completion; it will be delivered again"
+                        : "cannot commit a message's completion; it will be delivered again",
+                   {{"function", fn_.name}, {"queue", queue_}, {"message_id", ref.id}, {"step", what},
+                    {"error", st.error().message}});
+    }
+    {
+      std::lock_guard lock(mu_);
+      in_flight_.erase(ref.id);
+      idle_cv_.notify_all();
+    }
+    pump();
+  }
+
+  const FunctionSpec& fn_;
+  TriggerKind kind_;
+  QueueTriggerSpec spec_;
+  std::string queue_;
+  FunctionPool& pool_;
+  Store& store_;
+  const Clock& clock_;
+  TimerQueue& timers_;
+  TimerThread* timer_thread_;
+  Logger& logger_;
+  int64_t lease_ms_;
+  int limit_;
+  std::mutex mu_;
+  std::condition_variable idle_cv_;
+  std::map<std::string, std::string> in_flight_;  // message id -> lease
+  bool receiving_ = false;
+  bool stopping_ = false;
+  TimerQueue::Id wake_timer_ = 0;
+  TimerQueue::Id renew_timer_ = 0;
+};
+
+QueueTrigger::QueueTrigger(const AppSpec& app, FunctionPools& pools, Store& store, const Clock& clock,
+                           TimerQueue& timers, TimerThread* timer_thread, Logger& logger)
+    : app_(app), pools_(pools), store_(store), clock_(clock), timers_(timers), timer_thread_(timer_thread), logger_(logger) {}
+
+QueueTrigger::~QueueTrigger() { stop(Duration::zero()); }
+
+Status QueueTrigger::start() {
+  for (const auto& fn : app_.functions) {
+    FunctionPool* pool = pools_.find(fn.name);
+    if (!pool) continue;
+    for (const auto& t : fn.triggers) {
+      if (t.kind != TriggerKind::queue && t.kind != TriggerKind::topic) continue;
+      if (t.kind == TriggerKind::topic) {
+        Subscription s{t.queue.name, t.queue.subscription, t.queue.type, t.queue.source, t.queue.subject_prefix};
+        if (auto st = store_.subscribe_sync(s); !st) {
+          return Error{"function '" + fn.name + "': cannot subscribe to topic '" + t.queue.name + "': " + st.error().message};
+        }
+      }
+      consumers_.push_back(std::make_shared<Consumer>(fn, t, *pool, store_, clock_, timers_, timer_thread_, logger_));
+    }
+  }
+  store_.on_enqueued([this](const std::vector<std::string>& queues) { wake(queues); });
+  for (auto& c : consumers_) c->pump();
+  return ok_status();
+}
+
+void QueueTrigger::wake(const std::vector<std::string>& queues) {
+  for (auto& c : consumers_) {
+    if (std::find(queues.begin(), queues.end(), c->queue()) != queues.end()) c->pump();
+  }
+}
+
+bool QueueTrigger::stop(Duration grace) {
+  store_.on_enqueued(nullptr);
+  for (auto& c : consumers_) c->stop();
+  TimePoint until = std::chrono::steady_clock::now() + grace;
+  bool all = true;
+  for (auto& c : consumers_) all &= c->wait_idle(until);
+  return all;
+}
+
+int QueueTrigger::consumers() const { return static_cast<int>(consumers_.size()); }
+
+}  // namespace nimbus

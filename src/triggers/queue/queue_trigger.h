@@ -1,0 +1,53 @@
+#pragma once
+// Queue and topic triggers: each (function, trigger) pair is a consumer that leases messages
+// from the store only as far as the function's pool has room (no unbounded prefetch), runs
+// them, and completes each in one store commit: on success the ack and every output
+// together; on failure a retry with backoff, or after the last attempt the move to
+// `<queue>.dead` with the error. Leases are renewed while functions run. An idle consumer
+// waits for the store to say its queue got work, for the next delayed message, or at most
+// `max_wait` (work enqueued by another host). A topic trigger is a consumer of its
+// subscription's queue, `<topic>/<subscription>`.
+#include <memory>
+#include <vector>
+
+#include "core/app_spec.h"
+#include "core/clock.h"
+#include "core/expected.h"
+
+namespace nimbus {
+
+class FunctionPools;
+class Logger;
+class Store;
+
+class QueueTrigger {
+ public:
+  QueueTrigger(const AppSpec& app, FunctionPools& pools, Store& store, const Clock& clock, TimerQueue& timers,
+               TimerThread* timer_thread, Logger& logger);
+  ~QueueTrigger();
+  QueueTrigger(const QueueTrigger&) = delete;
+  QueueTrigger& operator=(const QueueTrigger&) = delete;
+
+  // Registers topic subscriptions, then starts every consumer.
+  Status start();
+  // Receives nothing more; waits up to `grace` for the invocations in flight to complete.
+  // Returns false when some did not (their messages are redelivered after their lease).
+  bool stop(Duration grace);
+  int consumers() const;
+
+  class Consumer;
+
+ private:
+  void wake(const std::vector<std::string>& queues);
+
+  const AppSpec& app_;
+  FunctionPools& pools_;
+  Store& store_;
+  const Clock& clock_;
+  TimerQueue& timers_;
+  TimerThread* timer_thread_;
+  Logger& logger_;
+  std::vector<std::shared_ptr<Consumer>> consumers_;
+};
+
+}  // namespace nimbus
