@@ -2,6 +2,10 @@
 
 #include <algorithm>
 #include <condition_variable>
+#include <deque>
+#include <functional>
+#include <future>
+#include <thread>
 #include <map>
 #include <mutex>
 #include <random>
@@ -27,11 +31,59 @@ double random01() {
 
 }  // namespace
 
+// One thread that starts the invocations of received batches, in order.
+class QueueTrigger::Dispatcher {
+ public:
+  Dispatcher() : thread_([this] { run(); }) {}
+  ~Dispatcher() {
+    {
+      std::lock_guard lock(mu_);
+      done_ = true;
+    }
+    cv_.notify_one();
+    thread_.join();
+  }
+  void post(std::function<void()> task) {
+    {
+      std::lock_guard lock(mu_);
+      tasks_.push_back(std::move(task));
+    }
+    cv_.notify_one();
+  }
+  // Returns once every task posted before the call has run.
+  void drain() {
+    std::promise<void> ran;
+    auto f = ran.get_future();
+    post([&ran] { ran.set_value(); });
+    f.wait();
+  }
+
+ private:
+  void run() {
+    std::unique_lock lock(mu_);
+    for (;;) {
+      cv_.wait(lock, [&] { return done_ || !tasks_.empty(); });
+      if (tasks_.empty()) return;
+      auto task = std::move(tasks_.front());
+      tasks_.pop_front();
+      lock.unlock();
+      task();
+      lock.lock();
+    }
+  }
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::function<void()>> tasks_;
+  bool done_ = false;
+  std::thread thread_;
+};
+
 class QueueTrigger::Consumer : public std::enable_shared_from_this<QueueTrigger::Consumer> {
  public:
   Consumer(const FunctionSpec& fn, const TriggerSpec& trigger, FunctionPool& pool, Store& store, const Clock& clock,
-           TimerQueue& timers, TimerThread* timer_thread, Logger& logger)
-      : fn_(fn),
+           TimerQueue& timers, TimerThread* timer_thread, Logger& logger, Dispatcher& dispatcher)
+      : dispatcher_(dispatcher),
+        fn_(fn),
         kind_(trigger.kind),
         spec_(trigger.queue),
         queue_(trigger.kind == TriggerKind::topic ? trigger.queue.name + "/" + trigger.queue.subscription : trigger.queue.name),
@@ -113,8 +165,14 @@ class QueueTrigger::Consumer : public std::enable_shared_from_this<QueueTrigger:
       if (!messages.empty()) arm_renewal_locked();
       idle_cv_.notify_all();
     }
-    for (auto& m : messages) dispatch(std::move(m));
-    if (static_cast<int>(messages.size()) >= wanted) {
+    // Functions run off the store's writer thread (this callback's): an inline function that
+    // called a store service from here would wait on its own thread. One hand-off per batch.
+    const int received = static_cast<int>(messages.size());
+    if (received > 0) {
+      auto batch = std::make_shared<std::vector<Message>>(std::move(messages));
+      dispatcher_.post([self = shared_from_this(), batch] { self->run_batch(*batch); });
+    }
+    if (received >= wanted) {
       pump();  // there may be more
       return;
     }
@@ -175,6 +233,25 @@ class QueueTrigger::Consumer : public std::enable_shared_from_this<QueueTrigger:
       if (!st) {
         logger_.host(LogLevel::warn, "cannot extend leases", {{"queue", queue_}, {"error", st.error().message}});
       }
+    });
+  }
+
+  void run_batch(std::vector<Message>& batch) {
+    bool stopping;
+    {
+      std::lock_guard lock(mu_);
+      stopping = stopping_;
+    }
+    if (!stopping) {
+      for (auto& m : batch) dispatch(std::move(m));
+      return;
+    }
+    Batch release;  // the host stops: hand them back for the next start
+    for (const auto& m : batch) release.retries.push_back({{m.id, m.lease}, wall_ms(clock_), m.last_error});
+    store_.commit(std::move(release), [self = shared_from_this(), batch](Expected<BatchResult>) {
+      std::lock_guard lock(self->mu_);
+      for (const auto& m : batch) self->in_flight_.erase(m.id);
+      self->idle_cv_.notify_all();
     });
   }
 
@@ -260,6 +337,7 @@ class QueueTrigger::Consumer : public std::enable_shared_from_this<QueueTrigger:
     pump();
   }
 
+  Dispatcher& dispatcher_;
   const FunctionSpec& fn_;
   TriggerKind kind_;
   QueueTriggerSpec spec_;
@@ -283,7 +361,14 @@ class QueueTrigger::Consumer : public std::enable_shared_from_this<QueueTrigger:
 
 QueueTrigger::QueueTrigger(const AppSpec& app, FunctionPools& pools, Store& store, const Clock& clock,
                            TimerQueue& timers, TimerThread* timer_thread, Logger& logger)
-    : app_(app), pools_(pools), store_(store), clock_(clock), timers_(timers), timer_thread_(timer_thread), logger_(logger) {}
+    : app_(app),
+      pools_(pools),
+      store_(store),
+      clock_(clock),
+      timers_(timers),
+      timer_thread_(timer_thread),
+      logger_(logger),
+      dispatcher_(std::make_unique<Dispatcher>()) {}
 
 QueueTrigger::~QueueTrigger() { stop(Duration::zero()); }
 
@@ -299,7 +384,8 @@ Status QueueTrigger::start() {
           return Error{"function '" + fn.name + "': cannot subscribe to topic '" + t.queue.name + "': " + st.error().message};
         }
       }
-      consumers_.push_back(std::make_shared<Consumer>(fn, t, *pool, store_, clock_, timers_, timer_thread_, logger_));
+      consumers_.push_back(
+          std::make_shared<Consumer>(fn, t, *pool, store_, clock_, timers_, timer_thread_, logger_, *dispatcher_));
     }
   }
   store_.on_enqueued([this](const std::vector<std::string>& queues) { wake(queues); });
@@ -316,6 +402,7 @@ void QueueTrigger::wake(const std::vector<std::string>& queues) {
 bool QueueTrigger::stop(Duration grace) {
   store_.on_enqueued(nullptr);
   for (auto& c : consumers_) c->stop();
+  dispatcher_->drain();  // batches received before the stop are handed back now
   TimePoint until = std::chrono::steady_clock::now() + grace;
   bool all = true;
   for (auto& c : consumers_) all &= c->wait_idle(until);

@@ -36,6 +36,7 @@ class QueueTrigger {
   int consumers() const;
 
   class Consumer;
+  class Dispatcher;
 
  private:
   void wake(const std::vector<std::string>& queues);
@@ -47,6 +48,7 @@ class QueueTrigger {
   TimerQueue& timers_;
   TimerThread* timer_thread_;
   Logger& logger_;
+  std::unique_ptr<Dispatcher> dispatcher_;  // outlives the consumers (declared before them)
   std::vector<std::shared_ptr<Consumer>> consumers_;
 };
 
