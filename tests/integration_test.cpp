@@ -999,3 +999,83 @@ TEST(Queue, KillNineAtRandomMomentsLosesNothingAndEmitsNothingTwice) {
 
 }  // namespace
 }  // namespace nimbus::testing
+
+namespace nimbus::testing {
+namespace {
+
+TEST(HostServices, StateWithETagsPublishAndInvokeFromEveryRuntime) {
+  TempDir dir;
+  dir.write("nimbus.yaml",
+            "name: svc\nfunctions:\n"
+            "  counter:\n    runtime: native\n    handler: " + test_function("counter").string() + "\n"
+            "    concurrency: 8\n    triggers: [{http: {route: /count}}]\n"
+            "  py:\n    runtime: python\n    handler: app.py:handle\n    triggers: [{http: {route: /py}}]\n"
+            "  js:\n    runtime: node\n    handler: app.js:handle\n    triggers: [{http: {route: /js}}]\n"
+            "  listener:\n    runtime: native\n    handler: " + test_function("relay").string() + "\n"
+            "    triggers: [{topic: {name: news}}]\n    outputs: {next: {queue: heard}}\n");
+  dir.write("app.py", R"PY(
+from nimbus import HostError
+def handle(req, ctx):
+    first = ctx.state_put("docs", "a", "one", if_match="")
+    try:
+        ctx.state_put("docs", "a", "again", if_match="")
+        second = "no conflict?"
+    except HostError as e:
+        second = "conflict" if e.conflict else str(e)
+    value, etag = ctx.state_get("docs", "a")
+    missing = ctx.state_get("docs", "nothing")
+    counted = ctx.invoke("counter", "").decode()
+    return {"first": first, "second": second, "value": value.decode(), "etag": etag, "missing": missing,
+            "counted": counted}
+)PY");
+  dir.write("app.js", R"JS(
+exports.handle = async (req, ctx) => {
+  await ctx.statePut('docs', 'js', 'from node');
+  const got = await ctx.stateGet('docs', 'js');
+  const eventId = await ctx.publish('news', 'extra', { type: 'headline', subject: 'js/1' });
+  let conflict = false;
+  try { await ctx.statePut('docs', 'js', 'x', { ifMatch: 'stale' }); } catch (e) { conflict = e.conflict; }
+  return { value: got.value.toString(), eventId, conflict };
+};
+)JS");
+  Host host(dir.path());
+  ASSERT_TRUE(host.started()) << host.errors();
+
+  // 24 increments from 8 at a time: the ETag loop loses no update.
+  std::vector<std::future<Response>> calls;
+  for (int i = 0; i < 24; ++i) {
+    calls.push_back(std::async(std::launch::async, [&] { return request(host.http_port(), "GET", "/count?key=k"); }));
+  }
+  std::set<std::string> seen;
+  for (auto& c : calls) {
+    Response r = c.get();
+    ASSERT_EQ(r.status, 200) << r.body;
+    seen.insert(r.body);
+  }
+  EXPECT_EQ(seen.size(), 24u) << "every increment saw a different count";
+  EXPECT_EQ(request(host.http_port(), "GET", "/count?key=k").body, "25");
+
+  Response py = request(host.http_port(), "GET", "/py");
+  ASSERT_EQ(py.status, 200) << py.body << host.output();
+  auto p = parse_object(py.body);
+  EXPECT_EQ(p["first"].as_string(), "1");
+  EXPECT_EQ(p["second"].as_string(), "conflict");
+  EXPECT_EQ(p["value"].as_string(), "one");
+  EXPECT_EQ(p["etag"].as_string(), "1");
+  EXPECT_TRUE(p["missing"].is_null());
+  EXPECT_EQ(p["counted"].as_string(), "1") << "invoke ran the native counter (key 'default')";
+
+  Response js = request(host.http_port(), "GET", "/js");
+  ASSERT_EQ(js.status, 200) << js.body << host.output();
+  auto j = parse_object(js.body);
+  EXPECT_EQ(j["value"].as_string(), "from node");
+  EXPECT_TRUE(j["conflict"].as_bool());
+  EXPECT_EQ(j["eventId"].as_string().size(), 32u);
+  Admin admin{host.admin_port(), host.admin_token()};
+  ASSERT_TRUE(admin.wait([&] { return admin.peek("heard").size() == 1; }));
+  EXPECT_EQ(admin.peek("heard")[0]["payload"].as_string(), "extra|listener");
+  EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
+}
+
+}  // namespace
+}  // namespace nimbus::testing

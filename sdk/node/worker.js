@@ -59,6 +59,7 @@ class Worker {
     this.buffer = Buffer.alloc(0);
     this.handler = null;
     this.calls = 0;
+    this.waiting = new Map();  // call id -> { resolve, reject }
     this.function = '';
     this.inFlight = 0;
   }
@@ -117,8 +118,19 @@ class Worker {
         ? this.socket.end(() => process.exit(0)) : setTimeout(wait, 5));
       return wait();
     }
+    if (type === HOST_RESULT) {
+      const waiter = this.waiting.get(header.call_id);
+      if (!waiter) return undefined;
+      this.waiting.delete(header.call_id);
+      if (!header.ok) {
+        const err = new Error(header.error || 'the host refused the call');
+        err.conflict = String(header.error || '').startsWith('conflict');
+        return waiter.reject(err);
+      }
+      return waiter.resolve({ fields: header.fields || {}, body });
+    }
     if (type === FATAL) process.exit(1);
-    // heartbeat, host_result and anything newer: nothing to do yet
+    // heartbeat and anything newer: nothing to do
   }
 
   async invoke(header, body) {
@@ -141,6 +153,30 @@ class Worker {
       remainingMs() { return Math.max(0, this.deadlineMs - Date.now()); },
       log: { debug: log('debug'), info: log('info'), warn: log('warn'), error: log('error') },
       messageId: header.message_id || '',
+      // Host services: each returns a promise; a refusal rejects (err.conflict for a failed ETag).
+      call: (op, args = {}, payload = '') => {
+        const callId = String(++this.calls);
+        const a = {};
+        for (const [k, v] of Object.entries(args)) if (v !== undefined && v !== null) a[k] = String(v);
+        const bytes = Buffer.isBuffer(payload) ? payload
+          : Buffer.from(typeof payload === 'string' ? payload : JSON.stringify(payload));
+        return new Promise((resolve, reject) => {
+          this.waiting.set(callId, { resolve, reject });
+          this.send(HOST_CALL, { id, call_id: callId, op, args: a }, bytes);
+        });
+      },
+      stateGet: async (store, key) => {
+        const r = await ctx.call('state.get', { store, key });
+        return r.fields.found === 'true' ? { value: r.body, etag: r.fields.etag } : null;
+      },
+      statePut: async (store, key, value, { ifMatch, ttlMs } = {}) =>
+        (await ctx.call('state.put', { store, key, if_match: ifMatch, ttl_ms: ttlMs }, value)).fields.etag,
+      stateDelete: async (store, key, { ifMatch } = {}) => { await ctx.call('state.delete', { store, key, if_match: ifMatch }); },
+      publish: async (topic, payload, { type, subject } = {}) =>
+        (await ctx.call('publish', { topic, type, subject }, payload)).fields.event_id,
+      enqueue: async (queue, payload, { type, delayMs } = {}) =>
+        (await ctx.call('enqueue', { queue, type, delay_ms: delayMs }, payload)).fields.id,
+      invoke: async (fn, payload = '') => (await ctx.call('invoke', { function: fn }, payload)).body,
       // A message for an output binding (the function's `outputs:`), committed with the result
       // (with the input's ack for queue and topic triggers). State outputs: metadata.key.
       output: (binding, payload, metadata = {}) => {

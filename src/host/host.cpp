@@ -17,6 +17,7 @@
 #include "runtime/native/native_runtime.h"
 #include "runtime/process/process_runtime.h"
 #include "store/store.h"
+#include "triggers/host_services.h"
 #include "triggers/http/http_trigger.h"
 #include "triggers/queue/queue_trigger.h"
 
@@ -90,13 +91,14 @@ int run_host(const AppSpec& app, const HostOptions& options) {
   WorkerThreads workers(app.worker_threads);
   PoolContext pool_context{clock, timers, &timer_thread, workers, metrics};
   FunctionPools pools;
+  HostServices services(store->get(), pools, clock);  // pools are looked up when called
   std::vector<ProcessExecutor*> worker_functions;  // stopped before the pools go
   for (std::size_t i = 0; i < app.functions.size(); ++i) {
     const FunctionSpec& fn = app.functions[i];
     const int index = static_cast<int>(i);
     if (!fn.in_worker()) {
       TimePoint t0 = clock.now();
-      auto executor = load_native_function(fn, libraries->at(fn.name), clock, logger);
+      auto executor = load_native_function(fn, libraries->at(fn.name), clock, logger, &services);
       if (!executor) {
         sink.flush();
         return fail(executor.error().message);
@@ -114,6 +116,7 @@ int run_host(const AppSpec& app, const HostOptions& options) {
     if (fn.runtime == RuntimeKind::native) library = libraries->at(fn.name);
     auto executor = std::make_unique<ProcessExecutor>(fn, index, process_options_for(app, fn, library), clock, timers,
                                                       &timer_thread, logger, metrics);
+    executor->set_services(&services);
     if (auto st = executor->warm_up(); !st) {
       sink.flush();
       return fail(st.error().message);

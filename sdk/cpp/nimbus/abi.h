@@ -54,6 +54,15 @@ typedef struct nimbus_invocation {
   int64_t time_unix_ms;     /* CloudEvents time: for a message, when it was enqueued */
 } nimbus_invocation;
 
+/* The answer to a host call, borrowed for the duration of on_result. */
+typedef struct nimbus_call_result {
+  int ok;                    /* 1, or 0 with error set */
+  nimbus_str error;
+  nimbus_str body;
+  const nimbus_pair* fields; /* e.g. etag, found, event_id, status */
+  size_t field_count;
+} nimbus_call_result;
+
 typedef struct nimbus_host {
   uint32_t abi_version;
   void* ctx;
@@ -69,6 +78,11 @@ typedef struct nimbus_host {
    * HTTP reply). For a state output, metadata "key" names the key. */
   void (*output)(void* ctx, const char* binding, size_t binding_size, const char* payload, size_t payload_size,
                  const nimbus_pair* metadata, size_t metadata_count);
+  /* Since version 2: a host service (state.get, state.put, state.delete, publish, enqueue,
+   * invoke; see docs/worker-protocol.md for their args and fields). Blocks until the host
+   * answers, then calls on_result once, before returning. */
+  void (*call)(void* ctx, const char* op, size_t op_size, const nimbus_pair* args, size_t arg_count, const char* body,
+               size_t body_size, void (*on_result)(void* user, const nimbus_call_result* result), void* user);
 } nimbus_host;
 
 /* Exported by every function library. Returns 0 on success, non-zero after host->fail. */

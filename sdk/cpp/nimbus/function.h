@@ -175,6 +175,75 @@ class Context {
     return left.count() < 0 ? std::chrono::milliseconds(0) : left;
   }
 
+  // ---- host services (blocking; each returns what the host answered) ----
+  struct CallResult {
+    bool ok = false;
+    std::string error;  // "conflict: ..." when an ETag or create-only condition failed
+    std::string body;
+    std::vector<std::pair<std::string, std::string>> fields;
+    std::string field(std::string_view name) const {
+      for (const auto& [n, v] : fields)
+        if (n == name) return v;
+      return {};
+    }
+  };
+  CallResult call(std::string_view op, const std::vector<std::pair<std::string, std::string>>& args,
+                  std::string_view body = {}) const {
+    CallResult out;
+    std::vector<nimbus_pair> pairs;
+    pairs.reserve(args.size());
+    for (const auto& [name, value] : args) pairs.push_back({detail::str(name), detail::str(value)});
+    host_->call(
+        host_->ctx, op.data(), op.size(), pairs.data(), pairs.size(), body.data(), body.size(),
+        [](void* user, const nimbus_call_result* r) {
+          auto* o = static_cast<CallResult*>(user);
+          o->ok = r->ok != 0;
+          o->error.assign(r->error.data, r->error.size);
+          o->body.assign(r->body.data, r->body.size);
+          for (size_t i = 0; i < r->field_count; ++i) {
+            o->fields.emplace_back(std::string(detail::view(r->fields[i].name)), std::string(detail::view(r->fields[i].value)));
+          }
+        },
+        &out);
+    return out;
+  }
+  struct StateValue {
+    std::string value;
+    std::string etag;
+  };
+  // The value of `key` in state store `store`, or nullopt when absent (or on failure: see call()).
+  std::optional<StateValue> state_get(std::string_view store, std::string_view key) const {
+    CallResult got = call("state.get", {{"store", std::string(store)}, {"key", std::string(key)}});
+    if (!got.ok || got.field("found") != "true") return std::nullopt;
+    return StateValue{std::move(got.body), got.field("etag")};
+  }
+  // Writes `value`; with if_match, only when the current ETag is that ("" = only if absent).
+  // Returns the new ETag, or nullopt when the condition failed or the write did.
+  std::optional<std::string> state_put(std::string_view store, std::string_view key, std::string_view value,
+                                       std::optional<std::string> if_match = std::nullopt) const {
+    std::vector<std::pair<std::string, std::string>> args{{"store", std::string(store)}, {"key", std::string(key)}};
+    if (if_match) args.emplace_back("if_match", *if_match);
+    CallResult r = call("state.put", args, value);
+    if (!r.ok) return std::nullopt;
+    return r.field("etag");
+  }
+  bool state_delete(std::string_view store, std::string_view key) const {
+    return call("state.delete", {{"store", std::string(store)}, {"key", std::string(key)}}).ok;
+  }
+  // Publishes to a topic now (not tied to this invocation's outcome: use outputs for that).
+  bool publish(std::string_view topic, std::string_view payload, std::string type = {}, std::string subject = {}) const {
+    return call("publish", {{"topic", std::string(topic)}, {"type", std::move(type)}, {"subject", std::move(subject)}},
+                payload)
+        .ok;
+  }
+  bool enqueue(std::string_view queue, std::string_view payload, std::string type = {}) const {
+    return call("enqueue", {{"queue", std::string(queue)}, {"type", std::move(type)}}, payload).ok;
+  }
+  // Invokes another function and waits for its reply body.
+  CallResult invoke(std::string_view function, std::string_view payload) const {
+    return call("invoke", {{"function", std::string(function)}}, payload);
+  }
+
   // A message for the output binding `binding` (declared under the function's `outputs:`),
   // committed with the invocation: for a queue or topic trigger in the same transaction as the
   // ack, for HTTP before the reply. State outputs take the key from metadata "key".

@@ -14,6 +14,6 @@ Return a str (text/plain), bytes (application/octet-stream), a dict or list (JSO
 docs/worker-protocol.md.
 """
 
-from .worker import Context, Request, Response
+from .worker import Context, HostError, Request, Response
 
-__all__ = ["Context", "Request", "Response"]
+__all__ = ["Context", "HostError", "Request", "Response"]

@@ -104,6 +104,14 @@ class Request:
         return loads(self.body or b"null")
 
 
+class HostError(Exception):
+    """The host refused a host call; conflict is True when an ETag or create-only condition failed."""
+
+    def __init__(self, message):
+        super().__init__(message)
+        self.conflict = message.startswith("conflict")
+
+
 class _Log:
     def __init__(self, worker, invocation_id):
         self._worker, self._id = worker, invocation_id
@@ -143,6 +151,50 @@ class Context:
 
     def remaining_ms(self):
         return max(0, self.deadline_ms - int(time.time() * 1000))
+
+    # ---- host services. In a sync handler they return the answer; in an async handler they
+    # return an awaitable. A refusal raises HostError (e.conflict for a failed ETag condition).
+    def call(self, op, args, body=b""):
+        if isinstance(body, str):
+            body = body.encode()
+        elif not isinstance(body, (bytes, bytearray, memoryview)):
+            body = dumps(body).encode()
+        return self._worker.host_call(self.invocation_id, op, {k: str(v) for k, v in args.items() if v is not None},
+                                      bytes(body))
+
+    def _then(self, pending, shape):
+        if hasattr(pending, "__await__"):
+            async def shaped():
+                return shape(*(await pending))
+            return shaped()
+        return shape(*pending)
+
+    def state_get(self, store, key):
+        """(value bytes, etag), or None when the key is absent."""
+        return self._then(self.call("state.get", {"store": store, "key": key}),
+                          lambda h, b: (b, h["fields"].get("etag", "")) if h["fields"].get("found") == "true" else None)
+
+    def state_put(self, store, key, value, if_match=None, ttl_ms=None):
+        """Writes value; with if_match only when the ETag is that ("" = only if absent). Returns the new ETag."""
+        return self._then(self.call("state.put", {"store": store, "key": key, "if_match": if_match, "ttl_ms": ttl_ms},
+                                    value), lambda h, b: h["fields"].get("etag", ""))
+
+    def state_delete(self, store, key, if_match=None):
+        return self._then(self.call("state.delete", {"store": store, "key": key, "if_match": if_match}),
+                          lambda h, b: None)
+
+    def publish(self, topic, payload, type=None, subject=None):
+        """Publishes now (not tied to this invocation's outcome: use outputs for that). Returns the event id."""
+        return self._then(self.call("publish", {"topic": topic, "type": type, "subject": subject}, payload),
+                          lambda h, b: h["fields"].get("event_id", ""))
+
+    def enqueue(self, queue, payload, type=None, delay_ms=None):
+        return self._then(self.call("enqueue", {"queue": queue, "type": type, "delay_ms": delay_ms}, payload),
+                          lambda h, b: h["fields"].get("id", ""))
+
+    def invoke(self, function, payload=b""):
+        """Runs another function and returns its reply body (bytes)."""
+        return self._then(self.call("invoke", {"function": function}, payload), lambda h, b: b)
 
     def output(self, binding, payload, metadata=None):
         """A message for the output binding `binding` (the function's `outputs:`), committed
@@ -195,7 +247,39 @@ class Worker:
         self.is_async = False
         self.pending = []  # encoded frames waiting to be written (sync mode)
         self.calls = 0  # host calls made, for call ids
+        self.buf = bytearray()
+        self.deferred = []  # frames read while a blocking host call waited
+        self.waiting = {}  # asyncio: call id -> future
         self.writer = None  # asyncio mode
+
+    def host_call(self, invocation_id, op, args, body):
+        self.calls += 1
+        call_id = str(self.calls)
+        self.send(HOST_CALL, {"id": invocation_id, "call_id": call_id, "op": op, "args": args}, body)
+        if self.writer is not None:  # asyncio: the reader loop resolves it
+            import asyncio
+            future = asyncio.get_running_loop().create_future()
+            self.waiting[call_id] = future
+            return future
+        # Blocking: read until our answer; invocations that arrive meanwhile wait their turn.
+        self.flush()
+        while True:
+            frame = self.take_frame(self.buf)
+            if frame is None:
+                if not self.read(self.buf):
+                    raise HostError("the host closed the connection")
+                continue
+            kind, head, data = frame
+            if kind == HOST_RESULT and head.get("call_id") == call_id:
+                return self.answer(head, data)
+            self.deferred.append(frame)
+
+    @staticmethod
+    def answer(head, data):
+        if not head.get("ok"):
+            raise HostError(head.get("error", "the host refused the call"))
+        head.setdefault("fields", {})
+        return head, data
 
     def send(self, kind, header, body=b""):
         frame = encode(kind, header, body)
@@ -302,8 +386,13 @@ class Worker:
         self.send(READY, {"protocol": PROTOCOL, "pid": os.getpid(), "runtime": "python " + sys.version.split()[0]})
         return 0
 
+    def next_frame(self, buf):
+        if self.deferred:
+            return self.deferred.pop(0)
+        return self.take_frame(buf)
+
     def serve(self):
-        buf = bytearray()
+        buf = self.buf
         code = self.start(buf)
         self.flush()
         if code:
@@ -311,7 +400,7 @@ class Worker:
         if self.is_async:
             import asyncio  # only async handlers pay for it
             return asyncio.run(self.serve_async(buf))
-        take, invoke = self.take_frame, self.invoke_sync
+        take, invoke = self.next_frame, self.invoke_sync
         while True:
             while True:
                 frame = take(buf)
@@ -343,7 +432,14 @@ class Worker:
                 buf += data
                 continue
             kind, head, body = frame
-            if kind == INVOKE:
+            if kind == HOST_RESULT:
+                future = self.waiting.pop(head.get("call_id"), None)
+                if future is not None and not future.done():
+                    try:
+                        future.set_result(self.answer(head, body))
+                    except HostError as exc:
+                        future.set_exception(exc)
+            elif kind == INVOKE:
                 task = asyncio.ensure_future(self.invoke_async(head, body))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)

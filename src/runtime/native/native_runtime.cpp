@@ -4,6 +4,9 @@
 
 #include <array>
 
+#include <future>
+
+#include "core/services.h"
 #include "nimbus/abi.h"
 #include "observe/log.h"
 
@@ -33,6 +36,7 @@ struct CallState {
   const Invocation* invocation;
   const NativeLog* log;
   Result* result;
+  Services* services;
   std::vector<OutputMessage> outputs;
   bool replied = false;
   bool failed = false;
@@ -99,10 +103,37 @@ void host_output(void* ctx, const char* binding, size_t binding_size, const char
   s->outputs.push_back(std::move(out));
 }
 
+// A host service, answered before returning: the function's thread waits for it.
+void host_call(void* ctx, const char* op, size_t op_size, const nimbus_pair* args, size_t arg_count, const char* body,
+               size_t body_size, void (*on_result)(void* user, const nimbus_call_result* result), void* user) {
+  auto* s = static_cast<CallState*>(ctx);
+  ServiceResult answer;
+  if (!s->services) {
+    answer = ServiceResult::failure("host services are not available to this function");
+  } else {
+    ServiceCall c;
+    c.op.assign(op, op_size);
+    for (size_t i = 0; i < arg_count; ++i) {
+      c.args.push_back({std::string(args[i].name.data, args[i].name.size), std::string(args[i].value.data, args[i].value.size)});
+    }
+    c.body.assign(body, body_size);
+    c.caller = s->invocation->function;
+    c.traceparent = s->invocation->traceparent;
+    std::promise<ServiceResult> p;
+    auto f = p.get_future();
+    s->services->call(std::move(c), [&p](ServiceResult r) { p.set_value(std::move(r)); });
+    answer = f.get();
+  }
+  std::vector<nimbus_pair> fields;
+  for (const auto& h : answer.fields) fields.push_back({str(h.name), str(h.value)});
+  nimbus_call_result r{answer.ok ? 1 : 0, str(answer.error), str(answer.body), fields.data(), fields.size()};
+  on_result(user, &r);
+}
+
 class NativeFunction final : public Executor {
  public:
-  NativeFunction(void* handle, nimbus_invoke_fn entry, NativeLog log)
-      : handle_(handle), entry_(entry), log_(std::move(log)) {}
+  NativeFunction(void* handle, nimbus_invoke_fn entry, NativeLog log, Services* services)
+      : handle_(handle), entry_(entry), log_(std::move(log)), services_(services) {}
   // The library stays loaded for the life of the process: unloading code that may still be
   // referenced (thread-locals, atexit handlers) is a crash waiting to happen.
   ~NativeFunction() override { (void)handle_; }
@@ -111,8 +142,8 @@ class NativeFunction final : public Executor {
 
   Result call(const Invocation& inv) override {
     Result result;
-    CallState state{&inv, &log_, &result};
-    nimbus_host host{NIMBUS_ABI_VERSION, &state, host_log, host_reply, host_fail, host_output};
+    CallState state{&inv, &log_, &result, services_};
+    nimbus_host host{NIMBUS_ABI_VERSION, &state, host_log, host_reply, host_fail, host_output, host_call};
 
     constexpr size_t kInline = 32;
     std::array<nimbus_pair, kInline> header_buf;
@@ -179,21 +210,25 @@ class NativeFunction final : public Executor {
   void* handle_;
   nimbus_invoke_fn entry_;
   NativeLog log_;
+  Services* services_;
 };
 
 }  // namespace
 
 Expected<std::unique_ptr<Executor>> load_native_function(const FunctionSpec& function,
                                                          const std::filesystem::path& library,
-                                                         const Clock&, Logger& logger) {
-  return load_native_function(function, library, [&logger](LogLevel level, const Invocation& inv, std::string_view message) {
-    logger.user(level, inv.function, inv.id, message);
-  });
+                                                         const Clock&, Logger& logger, Services* services) {
+  return load_native_function(
+      function, library,
+      [&logger](LogLevel level, const Invocation& inv, std::string_view message) {
+        logger.user(level, inv.function, inv.id, message);
+      },
+      services);
 }
 
 Expected<std::unique_ptr<Executor>> load_native_function(const FunctionSpec& function,
                                                          const std::filesystem::path& library,
-                                                         NativeLog log) {
+                                                         NativeLog log, Services* services) {
   const std::string where = "function '" + function.name + "': " + library.string();
   std::error_code ec;
   if (!std::filesystem::exists(library, ec)) {
@@ -222,7 +257,7 @@ Expected<std::unique_ptr<Executor>> load_native_function(const FunctionSpec& fun
                  ", this host speaks version " + std::to_string(NIMBUS_ABI_VERSION) +
                  "; rebuild it against this Nimbus's sdk/cpp"};
   }
-  return std::unique_ptr<Executor>(new NativeFunction(handle, entry, std::move(log)));
+  return std::unique_ptr<Executor>(new NativeFunction(handle, entry, std::move(log), services));
 }
 
 }  // namespace nimbus

@@ -15,6 +15,7 @@
 namespace nimbus {
 
 class Logger;
+class Services;
 enum class LogLevel : uint8_t;
 
 // Where a native function's own log lines go (the host's Logger, or a worker's log frames).
@@ -24,9 +25,11 @@ using NativeLog = std::function<void(LogLevel, const Invocation&, std::string_vi
 // symbol and how to provide it.
 Expected<std::unique_ptr<Executor>> load_native_function(const FunctionSpec& function,
                                                          const std::filesystem::path& library,
-                                                         const Clock& clock, Logger& logger);
+                                                         const Clock& clock, Logger& logger,
+                                                         Services* services = nullptr);
+// `services` answers the function's host calls (state, publish, invoke); null: none offered.
 Expected<std::unique_ptr<Executor>> load_native_function(const FunctionSpec& function,
                                                          const std::filesystem::path& library,
-                                                         NativeLog log);
+                                                         NativeLog log, Services* services = nullptr);
 
 }  // namespace nimbus

@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "core/units.h"
+#include "core/services.h"
 #include "observe/log.h"
 #include "observe/metrics.h"
 #include "runtime/native/native_build.h"
@@ -330,6 +331,7 @@ void ProcessExecutor::start(const Invocation& inv, Completion done) {
   encode_frame(FrameType::invoke, invoke_header(inv), inv.payload, w.wire);
   w.done = std::move(done);
   w.deadline = inv.deadline;
+  w.traceparent = inv.traceparent;
   std::vector<std::function<void()>> after;
   {
     std::lock_guard lock(mu_);
@@ -479,12 +481,40 @@ void ProcessExecutor::on_frame(const std::shared_ptr<Instance>& inst, Frame&& f)
         }
         break;
       }
-      // The other host services (state, publish, invoke) are not served yet: answer at once so
-      // no worker waits on a call that cannot be served.
-      (void)inst->process->send(FrameType::host_result,
-                                {{"call_id", f.header.contains("call_id") ? f.header.at("call_id") : json::value()},
-                                 {"ok", false},
-                                 {"error", "host service '" + str(f.header, "op") + "' is not available in this build yet"}});
+      {
+        // A host service (state, publish, enqueue, invoke): answered whenever it is done, on
+        // whatever thread finishes it; the worker matches the answer by call_id.
+        json::value call_id = f.header.contains("call_id") ? f.header.at("call_id") : json::value();
+        std::shared_ptr<WorkerProcess> process = inst->process;
+        auto answer = [process, call_id](ServiceResult r) {
+          json::object fields;
+          for (const auto& h : r.fields) fields[h.name] = h.value;
+          json::object header{{"call_id", call_id}, {"ok", r.ok}, {"fields", std::move(fields)}};
+          if (!r.ok) header["error"] = r.error;
+          (void)process->send(FrameType::host_result, header, r.body);
+        };
+        if (!services_) {
+          answer(ServiceResult::failure("host services are not available to this function"));
+          break;
+        }
+        ServiceCall c;
+        c.op = str(f.header, "op");
+        c.caller = spec_.name;
+        if (auto* args = f.header.if_contains("args"); args && args->is_object()) {
+          for (const auto& [k, v] : args->as_object()) {
+            if (v.is_string()) c.args.push_back({std::string(k), std::string(v.as_string())});
+            else if (v.is_int64()) c.args.push_back({std::string(k), std::to_string(v.as_int64())});
+          }
+        }
+        {
+          std::lock_guard lock(mu_);
+          if (auto it = inst->in_flight.find(str(f.header, "id")); it != inst->in_flight.end()) {
+            c.traceparent = it->second.traceparent;
+          }
+        }
+        c.body = std::move(f.body);
+        services_->call(std::move(c), std::move(answer));
+      }
       break;
     default:
       break;  // heartbeats and anything a later version adds

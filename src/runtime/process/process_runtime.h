@@ -25,6 +25,7 @@ namespace nimbus {
 
 class Logger;
 class Metrics;
+class Services;
 
 struct ProcessOptions {
   std::vector<std::string> argv;  // the worker command
@@ -64,6 +65,8 @@ class ProcessExecutor final : public Executor {
   Result call(const Invocation& invocation) override;
   void start(const Invocation& invocation, Completion done) override;
 
+  // Who answers the workers' host calls (state, publish, invoke); set before the first start.
+  void set_services(Services* services) { services_ = services; }
   // Starts min_instances; returns the first start-up failure (bad handler, missing program).
   Status warm_up();
   int instances() const;
@@ -80,6 +83,7 @@ class ProcessExecutor final : public Executor {
     TimePoint queued_at{};  // set while it waits for an instance
     TimerQueue::Id deadline_timer = 0;
     std::vector<OutputMessage> outputs;  // sent by the worker before its result
+    std::string traceparent;
   };
 
   std::shared_ptr<Instance> spawn_locked(std::string* error);
@@ -110,6 +114,7 @@ class ProcessExecutor final : public Executor {
   TimerThread* timer_thread_;
   Logger& logger_;
   Metrics& metrics_;
+  Services* services_ = nullptr;
   std::shared_ptr<struct ExecutorGuard> guard_;
   mutable std::mutex mu_;
   std::condition_variable ready_cv_;

@@ -1,0 +1,110 @@
+#include "triggers/host_services.h"
+
+#include <cstdlib>
+
+#include "pool/function_pools.h"
+#include "store/store.h"
+
+namespace nimbus {
+namespace {
+
+std::string arg(const Headers& args, std::string_view name) {
+  const std::string* v = find_header(args, name);
+  return v ? *v : std::string();
+}
+
+bool has(const Headers& args, std::string_view name) { return find_header(args, name) != nullptr; }
+
+ServiceResult from_error(const Error& e) {
+  return ServiceResult::failure(e.code == store_error::conflict ? "conflict: " + e.message : e.message);
+}
+
+}  // namespace
+
+void HostServices::call(ServiceCall c, std::function<void(ServiceResult)> done) {
+  const std::string& op = c.op;
+  if (op == "invoke") {
+    std::string name = arg(c.args, "function");
+    FunctionPool* pool = pools_.find(name);
+    if (!pool) return done(ServiceResult::failure("no function named '" + name + "'"));
+    Invocation inv = new_invocation(pool->spec(), TriggerKind::admin, "/functions/" + c.caller, "nimbus.function.invoke",
+                                    clock_, c.traceparent);
+    inv.http.emplace();
+    inv.http->method = "POST";
+    inv.http->path = "/";
+    inv.payload = std::move(c.body);
+    std::string id = inv.id;
+    if (arg(c.args, "mode") == "async") {
+      pool->dispatch(std::move(inv), [](Result&&) {});
+      ServiceResult r;
+      r.fields.push_back({"invocation_id", id});
+      return done(std::move(r));
+    }
+    pool->dispatch(std::move(inv), [done = std::move(done), name](Result&& result) {
+      if (result.outcome != Outcome::success) {
+        return done(ServiceResult::failure("function '" + name + "' failed: " + std::string(to_string(result.outcome)) +
+                                           (result.error.type.empty() ? "" : " (" + result.error.type + ")")));
+      }
+      ServiceResult r;
+      if (result.http) {
+        r.body = std::move(result.http->body);
+        r.fields.push_back({"status", std::to_string(result.http->status)});
+      }
+      done(std::move(r));
+    });
+    return;
+  }
+  if (!store_) return done(ServiceResult::failure("host service '" + op + "' needs a store, and this host has none"));
+  if (op == "state.get") {
+    auto entry = store_->get(arg(c.args, "store"), arg(c.args, "key"));
+    if (!entry) return done(from_error(entry.error()));
+    ServiceResult r;
+    r.fields.push_back({"found", entry->has_value() ? "true" : "false"});
+    if (entry->has_value()) {
+      r.body = std::move((*entry)->value);
+      r.fields.push_back({"etag", (*entry)->etag});
+    }
+    return done(std::move(r));
+  }
+  Batch b;
+  if (op == "state.put") {
+    Batch::Put p{arg(c.args, "store"), arg(c.args, "key"), std::move(c.body), std::nullopt, 0};
+    if (has(c.args, "if_match")) p.if_match = arg(c.args, "if_match");
+    if (has(c.args, "ttl_ms")) p.ttl_ms = std::atoll(arg(c.args, "ttl_ms").c_str());
+    b.puts.push_back(std::move(p));
+  } else if (op == "state.delete") {
+    Batch::Delete d{arg(c.args, "store"), arg(c.args, "key"), std::nullopt};
+    if (has(c.args, "if_match")) d.if_match = arg(c.args, "if_match");
+    b.deletes.push_back(std::move(d));
+  } else if (op == "publish" || op == "enqueue") {
+    NewMessage m;
+    m.payload = std::move(c.body);
+    m.type = arg(c.args, "type");
+    m.subject = arg(c.args, "subject");
+    m.source = "/functions/" + c.caller;
+    if (has(c.args, "delay_ms")) m.delay_ms = std::atoll(arg(c.args, "delay_ms").c_str());
+    if (op == "publish") b.publishes.push_back({arg(c.args, "topic"), std::move(m)});
+    else b.enqueues.push_back({arg(c.args, "queue"), std::move(m)});
+  } else {
+    return done(ServiceResult::failure("unknown host service '" + op +
+                                       "'; expected state.get, state.put, state.delete, publish, enqueue or invoke"));
+  }
+  for (const char* required : {"store", "key"}) {
+    if ((op == "state.put" || op == "state.delete") && arg(c.args, required).empty()) {
+      return done(ServiceResult::failure(op + " needs '" + required + "'"));
+    }
+  }
+  if ((op == "publish" && arg(c.args, "topic").empty()) || (op == "enqueue" && arg(c.args, "queue").empty())) {
+    return done(ServiceResult::failure(op + " needs '" + (op == "publish" ? "topic" : "queue") + "'"));
+  }
+  store_->commit(std::move(b), [done = std::move(done), op](Expected<BatchResult> r) {
+    if (!r) return done(from_error(r.error()));
+    ServiceResult out;
+    if (op == "state.put") out.fields.push_back({"etag", r->etags.at(0)});
+    if (op == "publish") out.fields.push_back({"event_id", r->message_ids.at(0)});
+    if (op == "enqueue") out.fields.push_back({"id", r->message_ids.at(0)});
+    done(std::move(out));
+  });
+}
+
+}  // namespace nimbus
