@@ -1079,3 +1079,61 @@ exports.handle = async (req, ctx) => {
 
 }  // namespace
 }  // namespace nimbus::testing
+
+namespace nimbus::testing {
+namespace {
+
+TEST(AsyncHttp, AcceptedWith202AndTheStatusUrlReportsTheOutcome) {
+  TempDir dir;
+  dir.write("nimbus.yaml",
+            "name: jobs\nfunctions:\n"
+            "  render:\n    runtime: python\n    handler: app.py:render\n"
+            "    triggers: [{http: {route: \"/render/{id}\", methods: [POST], async: true}}]\n"
+            "  broken:\n    runtime: python\n    handler: app.py:broken\n    retry: {max_attempts: 2, initial: 10ms}\n"
+            "    triggers: [{http: {route: /broken, async: true}}]\n");
+  dir.write("app.py", R"PY(
+def render(req, ctx):
+    return {"got": req.text(), "id": req.params["id"], "q": req.query.get("size"), "h": req.headers.get("x-tag")}
+def broken(req, ctx):
+    raise ValueError("secret detail")
+)PY");
+  Host host(dir.path());
+  ASSERT_TRUE(host.started()) << host.errors();
+  Response accepted = request(host.http_port(), "POST", "/render/7?size=xl", {{"x-tag", "blue"}}, "payload");
+  ASSERT_EQ(accepted.status, 202) << accepted.body;
+  auto a = parse_object(accepted.body);
+  std::string url = std::string(a["status_url"].as_string());
+  EXPECT_EQ(accepted.header("location"), url);
+  EXPECT_EQ(url, "/_nimbus/jobs/" + std::string(a["id"].as_string()));
+  Admin admin{host.admin_port(), host.admin_token()};
+  json::object job;
+  ASSERT_TRUE(admin.wait([&] {
+    job = parse_object(request(host.http_port(), "GET", url).body);
+    return job["status"].as_string() == "succeeded";
+  })) << json::serialize(job);
+  auto result = job["result"].as_object();
+  EXPECT_EQ(result["status"].as_int64(), 200);
+  auto body = parse_object(std::string(result["body"].as_string()));
+  EXPECT_EQ(body["got"].as_string(), "payload");
+  EXPECT_EQ(body["id"].as_string(), "7");
+  EXPECT_EQ(body["q"].as_string(), "xl");
+  EXPECT_EQ(body["h"].as_string(), "blue");
+  EXPECT_EQ(job["attempts"].as_int64(), 1);
+
+  Response b = request(host.http_port(), "GET", "/broken");
+  ASSERT_EQ(b.status, 202) << b.body;
+  std::string burl = std::string(parse_object(b.body)["status_url"].as_string());
+  ASSERT_TRUE(admin.wait([&] {
+    job = parse_object(request(host.http_port(), "GET", burl).body);
+    return job["status"].as_string() == "failed";
+  })) << json::serialize(job);
+  EXPECT_EQ(job["error"].as_string(), "ValueError");
+  EXPECT_EQ(job["attempts"].as_int64(), 2);
+  EXPECT_EQ(json::serialize(job).find("secret detail"), std::string::npos) << "details stay in the log";
+  EXPECT_EQ(admin.peek("_async.broken.dead").size(), 1u);
+  EXPECT_EQ(request(host.http_port(), "GET", "/_nimbus/jobs/0123").status, 404);
+  EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
+}
+
+}  // namespace
+}  // namespace nimbus::testing

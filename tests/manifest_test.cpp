@@ -604,6 +604,16 @@ TEST(ManifestTest, QueueAndTopicTriggersOutputsRetryAndDurability) {
   expect_diag(parse("name: shop\ndurability: maybe\nfunctions: {}\n"), "durability", "not allowed");
 }
 
+TEST(ManifestTest, AsyncRoutesAndTheReservedPrefix) {
+  auto load = parse(one_function(kBasicFn + "triggers:\n  - http: {route: /jobs, methods: [POST], async: true}\n"));
+  ASSERT_TRUE(load.app.has_value()) << load.report();
+  EXPECT_TRUE(load.app->functions[0].triggers[0].http.asynchronous);
+  expect_diag(parse(one_function(kBasicFn + "triggers:\n  - http: {route: /_nimbus/x}\n")),
+              "functions.orders.triggers[0].http.route", "keeps for itself");
+  expect_diag(parse(one_function(kBasicFn + "triggers:\n  - http: {route: /a, async: maybe}\n")),
+              "functions.orders.triggers[0].http.async", "");
+}
+
 TEST(RetryPolicyTest, BackoffGrowsToItsCapWithBoundedJitter) {
   RetryPolicy r;
   r.initial = 1s;

@@ -26,7 +26,15 @@ struct HttpTriggerSpec {
   std::string route;                 // "/orders/{id}"
   std::vector<std::string> methods;  // upper case; empty = any
   AuthLevel auth = AuthLevel::anonymous;
+  // async: the request is queued (durably) and answered 202 with a status URL at once; the
+  // function runs from the queue `_async.<function>` with retries, and its reply is kept.
+  bool asynchronous = false;
 };
+
+// Where async HTTP requests wait and their outcomes are kept.
+inline std::string async_queue_for(const std::string& function) { return "_async." + function; }
+inline constexpr const char* kJobStore = "_jobs";
+inline constexpr const char* kJobsPath = "/_nimbus/jobs/";
 
 // A queue (or a topic subscription, which is a queue named <topic>/<subscription>) that
 // delivers messages to the function.

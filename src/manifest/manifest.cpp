@@ -608,7 +608,7 @@ class Reader {
 
   bool read_http_trigger(const YAML::Node& n, const std::string& path, HttpTriggerSpec& http) {
     std::size_t errors_before = diagnostics.size();
-    if (!check_map(n, path, {"route", "methods", "auth"})) return false;
+    if (!check_map(n, path, {"route", "methods", "auth", "async"})) return false;
     if (auto v = n["route"]; !v) {
       error(n, path + ".route", "is missing; expected a path such as /orders/{id}");
     } else if (auto r = scalar(v, path + ".route", "a path such as /orders/{id}")) {
@@ -644,6 +644,12 @@ class Reader {
       if (auto a = choice(v, path + ".auth", {"anonymous", "function"})) {
         http.auth = *a == "function" ? AuthLevel::function : AuthLevel::anonymous;
       }
+    }
+    if (auto v = n["async"]) {
+      if (auto b = boolean(v, path + ".async")) http.asynchronous = *b;
+    }
+    if (http.route.rfind("/_nimbus/", 0) == 0) {
+      error(n["route"], path + ".route", "'" + http.route + "' is under /_nimbus/, which Nimbus keeps for itself (job status URLs)");
     }
     return diagnostics.size() == errors_before;
   }

@@ -2,6 +2,10 @@
 
 #include "triggers/outputs.h"
 
+#include <cstring>
+
+#include "store/store.h"
+
 #include "core/ids.h"
 #include "observe/log.h"
 #include "observe/metrics.h"
@@ -91,7 +95,7 @@ HttpTrigger::HttpTrigger(const AppSpec& app, FunctionPools& pools, FunctionKeys 
       auto pattern = parse_route(t.http.route, nullptr);
       if (!pattern) continue;  // the manifest check already reported it
       router_.add(std::move(*pattern), t.http.methods, static_cast<int>(targets_.size()));
-      targets_.push_back({pool->index(), t.http.auth});
+      targets_.push_back({pool->index(), t.http.auth, t.http.asynchronous});
     }
   }
 }
@@ -130,6 +134,8 @@ void HttpTrigger::handle(IncomingRequest& request, Responder respond) {
     return draining_.load() ? respond(plain_json(503, "{\"status\":\"draining\"}"))
                             : respond(plain_json(200, "{\"status\":\"ready\"}"));
   }
+
+  if (path.rfind(kJobsPath, 0) == 0 && method == "GET") return job_status(path.substr(std::strlen(kJobsPath)), std::move(respond));
 
   RouteMatch match = router_.match(method, path);
   if (match.kind == RouteMatch::Kind::not_found) {
@@ -177,6 +183,8 @@ void HttpTrigger::handle(IncomingRequest& request, Responder respond) {
   http.params = std::move(match.params);
   inv.payload = request.take_body();
 
+  if (rt.asynchronous) return enqueue_async(fn, std::move(inv), std::move(respond));
+
   auto finish = [this, spec = &fn](Result&& result, std::string_view function, std::string_view id,
                             std::string_view trace, TimePoint started, TimePoint finished,
                             WallTime started_wall, const Responder& respond) {
@@ -215,6 +223,46 @@ void HttpTrigger::handle(IncomingRequest& request, Responder respond) {
                                  respond = std::move(respond)](Result&& result) {
     finish(std::move(result), name, id, trace, t0, clock_.now(), wall, respond);
   });
+}
+
+// The request becomes a message (metadata carries the method, path, query, route parameters
+// and headers) in the function's async queue, and its job record starts as pending: both in
+// one commit, so a 202 always means the request is durable and its status can be asked for.
+void HttpTrigger::enqueue_async(const FunctionSpec& fn, Invocation&& inv, Responder respond) {
+  if (!options_.store) {
+    return respond(json_error(503, "no_store", "async routes need a store, and this host has none", inv.id));
+  }
+  NewMessage m;
+  m.id = inv.id;
+  m.type = "nimbus.http.request";
+  m.source = "/http";
+  m.subject = inv.http->path;
+  m.metadata.push_back({"http.method", inv.http->method});
+  m.metadata.push_back({"http.path", inv.http->path});
+  m.metadata.push_back({"http.query", inv.http->query});
+  for (auto& p : inv.http->params) m.metadata.push_back({"param." + p.name, std::move(p.value)});
+  for (auto& h : inv.http->headers) m.metadata.push_back({"header." + h.name, std::move(h.value)});
+  if (!inv.traceparent.empty()) m.metadata.push_back({"traceparent", inv.traceparent});
+  m.payload = std::move(inv.payload);
+  Batch b;
+  b.enqueues.push_back({async_queue_for(fn.name), std::move(m)});
+  std::string status = "{\"id\":\"" + inv.id + "\",\"function\":\"" + fn.name + "\",\"status\":\"pending\"}";
+  b.puts.push_back({kJobStore, inv.id, status, std::nullopt, 7 * 24 * 3600 * 1000LL});
+  options_.store->commit(std::move(b), [id = inv.id, respond = std::move(respond)](Expected<BatchResult> r) {
+    if (!r) return respond(json_error(503, "store", "the request could not be queued: " + r.error().message, id));
+    std::string url = std::string(kJobsPath) + id;
+    respond(HttpReply{202,
+                      {{"content-type", "application/json"}, {"location", url}},
+                      "{\"id\":\"" + id + "\",\"status\":\"pending\",\"status_url\":\"" + url + "\"}"});
+  });
+}
+
+void HttpTrigger::job_status(std::string_view id, Responder respond) {
+  if (!options_.store) return respond(json_error(404, "not_found", "no such job", ""));
+  auto entry = options_.store->get(kJobStore, std::string(id));
+  if (!entry) return respond(json_error(500, "store", entry.error().message, ""));
+  if (!entry->has_value()) return respond(json_error(404, "not_found", "no job " + std::string(id), ""));
+  respond(HttpReply{200, {{"content-type", "application/json"}, {"cache-control", "no-store"}}, std::move((*entry)->value)});
 }
 
 }  // namespace nimbus

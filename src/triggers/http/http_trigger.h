@@ -46,7 +46,10 @@ class HttpTrigger final : public Trigger, public RequestHandler {
   struct RouteTarget {
     int function;
     AuthLevel auth;
+    bool asynchronous;
   };
+  void enqueue_async(const FunctionSpec& fn, Invocation&& inv, Responder respond);
+  void job_status(std::string_view id, Responder respond);
 
   const AppSpec& app_;
   FunctionPools& pools_;

@@ -10,6 +10,8 @@
 #include <mutex>
 #include <random>
 
+#include <boost/json.hpp>
+
 #include "observe/log.h"
 #include "pool/function_pools.h"
 #include "store/store.h"
@@ -85,8 +87,11 @@ class QueueTrigger::Consumer : public std::enable_shared_from_this<QueueTrigger:
       : dispatcher_(dispatcher),
         fn_(fn),
         kind_(trigger.kind),
+        async_http_(trigger.kind == TriggerKind::http),
         spec_(trigger.queue),
-        queue_(trigger.kind == TriggerKind::topic ? trigger.queue.name + "/" + trigger.queue.subscription : trigger.queue.name),
+        queue_(trigger.kind == TriggerKind::topic ? trigger.queue.name + "/" + trigger.queue.subscription
+               : trigger.kind == TriggerKind::http ? async_queue_for(fn.name)
+                                                   : trigger.queue.name),
         pool_(pool),
         store_(store),
         clock_(clock),
@@ -271,6 +276,22 @@ class QueueTrigger::Consumer : public std::enable_shared_from_this<QueueTrigger:
     inv.enqueued_ms = m.enqueued_ms;
     inv.payload = std::move(m.payload);
     inv.metadata = std::move(m.metadata);
+    if (async_http_) {
+      // The queued request, as the function would have seen it synchronously.
+      HttpRequest& http = inv.http.emplace();
+      for (auto& h : inv.metadata) {
+        if (h.name == "http.method") http.method = std::move(h.value);
+        else if (h.name == "http.path") http.path = std::move(h.value);
+        else if (h.name == "http.query") http.query = std::move(h.value);
+        else if (h.name.rfind("param.", 0) == 0) http.params.push_back({h.name.substr(6), std::move(h.value)});
+        else if (h.name.rfind("header.", 0) == 0) http.headers.push_back({h.name.substr(7), std::move(h.value)});
+      }
+      inv.metadata.clear();
+      inv.id = m.id;  // the job id the caller holds
+      Batch running;
+      running.puts.push_back({kJobStore, m.id, job_json(m.id, "running", m.deliveries, nullptr, {}), std::nullopt, kJobTtlMs});
+      store_.commit(std::move(running), [](Expected<BatchResult>) {});
+    }
     LeaseRef ref{m.id, m.lease};
     std::string id = inv.id, trace = inv.traceparent;
     TimePoint started = inv.started;
@@ -298,10 +319,21 @@ class QueueTrigger::Consumer : public std::enable_shared_from_this<QueueTrigger:
     if (outcome == Outcome::success) {
       batch.acks.push_back(ref);
       what = "ack";
+      if (async_http_) {
+        batch.puts.push_back({kJobStore, ref.id, job_json(ref.id, "succeeded", attempt, r.http ? &*r.http : nullptr, {}),
+                              std::nullopt, kJobTtlMs});
+      }
     } else {
       std::string reason = (error_type.empty() ? std::string(to_string(outcome)) : error_type) +
                            (error.empty() ? "" : ": " + error);
-      if (attempt >= fn_.retry.max_attempts) {
+      bool last = attempt >= fn_.retry.max_attempts;
+      if (async_http_) {  // a job record shows the error's kind only; the details are in the log
+        batch.puts.push_back({kJobStore, ref.id,
+                              job_json(ref.id, last ? "failed" : "pending", attempt, nullptr,
+                                       error_type.empty() ? std::string(to_string(outcome)) : error_type),
+                              std::nullopt, kJobTtlMs});
+      }
+      if (last) {
         batch.dead.push_back({ref, reason});
         what = "dead-letter";
         logger_.host(LogLevel::warn, "message moved to the dead-letter queue",
@@ -316,6 +348,24 @@ class QueueTrigger::Consumer : public std::enable_shared_from_this<QueueTrigger:
     store_.commit(std::move(batch), [self = shared_from_this(), ref, what](Expected<BatchResult> done) {
       self->committed(ref, what, done.ok() ? Status(ok_status()) : Status(done.error()));
     });
+  }
+
+  static constexpr int64_t kJobTtlMs = 7 * 24 * 3600 * 1000LL;
+
+  std::string job_json(const std::string& id, const char* status, int attempts, const HttpReply* reply,
+                       const std::string& error) const {
+    boost::json::object o{{"id", id}, {"function", fn_.name}, {"status", status}, {"attempts", attempts},
+                          {"updated_ms", wall_ms(clock_)}};
+    if (reply) {
+      boost::json::object result{{"status", reply->status}};
+      if (const std::string* ct = find_header(reply->headers, "content-type")) result["content_type"] = *ct;
+      bool text = std::all_of(reply->body.begin(), reply->body.end(), [](char c) { return c != '\0'; });
+      if (text) result["body"] = reply->body;
+      result["body_size"] = reply->body.size();
+      o["result"] = std::move(result);
+    }
+    if (!error.empty()) o["error"] = error;
+    return boost::json::serialize(o);
   }
 
   void committed(const LeaseRef& ref, const char* what, Status st) {
@@ -340,6 +390,7 @@ class QueueTrigger::Consumer : public std::enable_shared_from_this<QueueTrigger:
   Dispatcher& dispatcher_;
   const FunctionSpec& fn_;
   TriggerKind kind_;
+  bool async_http_;  // the queue of an async HTTP route: requests in, job records out
   QueueTriggerSpec spec_;
   std::string queue_;
   FunctionPool& pool_;
@@ -376,6 +427,16 @@ Status QueueTrigger::start() {
   for (const auto& fn : app_.functions) {
     FunctionPool* pool = pools_.find(fn.name);
     if (!pool) continue;
+    bool async_route = false;
+    for (const auto& t : fn.triggers) async_route |= t.kind == TriggerKind::http && t.http.asynchronous;
+    if (async_route) {
+      TriggerSpec t;
+      t.kind = TriggerKind::http;
+      t.queue.name = async_queue_for(fn.name);
+      async_triggers_.push_back(std::make_unique<TriggerSpec>(t));
+      consumers_.push_back(std::make_shared<Consumer>(fn, *async_triggers_.back(), *pool, store_, clock_, timers_,
+                                                      timer_thread_, logger_, *dispatcher_));
+    }
     for (const auto& t : fn.triggers) {
       if (t.kind != TriggerKind::queue && t.kind != TriggerKind::topic) continue;
       if (t.kind == TriggerKind::topic) {

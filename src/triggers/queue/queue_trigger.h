@@ -49,6 +49,7 @@ class QueueTrigger {
   TimerThread* timer_thread_;
   Logger& logger_;
   std::unique_ptr<Dispatcher> dispatcher_;  // outlives the consumers (declared before them)
+  std::vector<std::unique_ptr<TriggerSpec>> async_triggers_;  // consumers of async HTTP routes
   std::vector<std::shared_ptr<Consumer>> consumers_;
 };
 
