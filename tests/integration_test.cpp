@@ -1137,3 +1137,117 @@ def broken(req, ctx):
 
 }  // namespace
 }  // namespace nimbus::testing
+
+namespace nimbus::testing {
+namespace {
+
+// Each example runs from a copy (the host writes .nimbus/ into its app folder).
+std::unique_ptr<TempDir> copy_example(const std::string& name) {
+  auto dir = std::make_unique<TempDir>();
+  std::filesystem::copy(std::filesystem::path(NIMBUS_SOURCE_DIR) / "examples" / name, dir->path(),
+                        std::filesystem::copy_options::recursive);
+  std::filesystem::remove_all(dir->path() / ".nimbus");
+  return dir;
+}
+
+TEST(Examples, BackgroundJobs) {
+  auto dir = copy_example("background-jobs");
+  Host host(dir->path());
+  ASSERT_TRUE(host.started()) << host.errors();
+  Admin admin{host.admin_port(), host.admin_token()};
+  Response r = request(host.http_port(), "POST", "/reports", {}, "{\"title\": \"sales\", \"rows\": 500}");
+  ASSERT_EQ(r.status, 202) << r.body;
+  std::string id = std::string(parse_object(r.body)["id"].as_string());
+  json::object job;
+  ASSERT_TRUE(admin.wait([&] {
+    job = parse_object(request(host.http_port(), "GET", r.header("location")).body);
+    return job["status"].as_string() == "succeeded";
+  })) << json::serialize(job) << host.output();
+  auto report = parse_object(std::string(job["result"].as_object()["body"].as_string()));
+  EXPECT_EQ(report["rows"].as_int64(), 500);
+  EXPECT_EQ(report["checksum"].as_string().size(), 16u);
+  Response note;
+  ASSERT_TRUE(admin.wait([&] {
+    note = request(host.http_port(), "GET", "/notifications/" + id);
+    return note.status == 200;
+  })) << note.body << host.output();
+  EXPECT_EQ(parse_object(note.body)["title"].as_string(), "sales");
+}
+
+TEST(Examples, AsyncMessaging) {
+  auto dir = copy_example("async-messaging");
+  Host host(dir->path());
+  ASSERT_TRUE(host.started()) << host.errors();
+  Admin admin{host.admin_port(), host.admin_token()};
+  ASSERT_EQ(request(host.http_port(), "POST", "/orders", {},
+                    "{\"id\": \"v1\", \"vip\": true, \"total\": 120, \"email\": \"a@example.com\", \"items\": [\"x\"]}")
+                .status,
+            201);
+  ASSERT_EQ(request(host.http_port(), "POST", "/orders", {}, "{\"id\": \"s1\", \"total\": 10}").status, 201);
+  for (const char* path : {"/seen/email-log/v1", "/seen/reservations/v1", "/seen/loyalty-points/v1",
+                           "/seen/email-log/s1", "/seen/reservations/s1"}) {
+    ASSERT_TRUE(admin.wait([&] { return request(host.http_port(), "GET", path).status == 200; }))
+        << path << host.output();
+  }
+  EXPECT_EQ(parse_object(request(host.http_port(), "GET", "/seen/loyalty-points/v1").body)["points"].as_int64(), 120);
+  EXPECT_EQ(parse_object(request(host.http_port(), "GET", "/seen/reservations/v1").body)["reservedBy"].as_string(),
+            "inventory");
+  // The filtered subscriber never saw the standard order.
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  EXPECT_EQ(request(host.http_port(), "GET", "/seen/loyalty-points/s1").status, 404);
+}
+
+TEST(Examples, Cqrs) {
+  auto dir = copy_example("cqrs");
+  Host host(dir->path());
+  ASSERT_TRUE(host.started()) << host.errors();
+  Admin admin{host.admin_port(), host.admin_token()};
+  Response put = request(host.http_port(), "PUT", "/contacts/c1", {},
+                         "{\"name\": \"Ada\", \"email\": \"ada@example.com\", \"street\": \"1 Loop Rd\", "
+                         "\"city\": \"Leeds\", \"zip\": \"LS1\"}");
+  ASSERT_EQ(put.status, 202) << put.body;
+  EXPECT_EQ(parse_object(put.body)["events"].as_int64(), 2);
+  json::object model;
+  ASSERT_TRUE(admin.wait([&] {
+    Response r = request(host.http_port(), "GET", "/contacts/c1");
+    if (r.status != 200) return false;
+    model = parse_object(r.body);
+    return model["version"].as_int64() == 2;
+  })) << host.output();
+  EXPECT_EQ(model["name"].as_string(), "Ada");
+  EXPECT_EQ(model["address"].as_string(), "1 Loop Rd, LS1, Leeds");
+  // A second address change updates the flattened model in place.
+  ASSERT_EQ(request(host.http_port(), "PUT", "/contacts/c1", {}, "{\"street\": \"2 Ring St\", \"city\": \"York\", \"zip\": \"Y1\"}").status, 202);
+  ASSERT_TRUE(admin.wait([&] {
+    model = parse_object(request(host.http_port(), "GET", "/contacts/c1").body);
+    return model["version"].as_int64() == 3;
+  }));
+  EXPECT_EQ(model["city"].as_string(), "York");
+  EXPECT_EQ(model["name"].as_string(), "Ada");
+  EXPECT_EQ(request(host.http_port(), "GET", "/contacts/nobody").status, 404);
+}
+
+TEST(Examples, Pipeline) {
+  auto dir = copy_example("pipeline");
+  Host host(dir->path());
+  ASSERT_TRUE(host.started()) << host.errors();
+  Admin admin{host.admin_port(), host.admin_token()};
+  Response r = request(host.http_port(), "POST", "/ingest", {}, "apple,3,0.5\npear,2,1.25\nnot a record\n");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(parse_object(r.body)["accepted"].as_int64(), 3);
+  ASSERT_TRUE(admin.wait([&] { return admin.peek("enriched-records").size() == 2 && admin.peek("raw-records.dead").size() == 1; }))
+      << host.output();
+  std::map<std::string, double> totals;
+  for (auto& m : admin.peek("enriched-records")) {
+    auto rec = parse_object(std::string(m["payload"].as_string()));
+    totals[std::string(rec["sku"].as_string())] = rec["total"].to_number<double>();
+  }
+  EXPECT_EQ(totals, (std::map<std::string, double>{{"apple", 1.5}, {"pear", 2.5}}));
+  auto dead = admin.peek("raw-records.dead");
+  EXPECT_EQ(dead[0]["payload"].as_string(), "not a record");
+  EXPECT_EQ(dead[0]["deliveries"].as_int64(), 3);
+  EXPECT_NE(dead[0]["error"].as_string().find("ValueError"), std::string::npos) << dead[0]["error"];
+}
+
+}  // namespace
+}  // namespace nimbus::testing
