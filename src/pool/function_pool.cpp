@@ -85,10 +85,16 @@ void FunctionPool::dispatch(Invocation inv, Completion done) {
 void FunctionPool::arm_deadline(const std::shared_ptr<Call>& call) {
   if (call->invocation.deadline == TimePoint{}) return;
   std::weak_ptr<Call> weak = call;
-  call->timer = ctx_.timers.schedule(call->invocation.deadline, [this, weak] {
-    if (auto c = weak.lock()) on_deadline(c);
-  });
-  if (ctx_.timer_thread) ctx_.timer_thread->wake();
+  bool earliest = false;
+  call->timer = ctx_.timers.schedule(
+      call->invocation.deadline,
+      [this, weak] {
+        if (auto c = weak.lock()) on_deadline(c);
+      },
+      &earliest);
+  // The timer thread sleeps until the earliest deadline; a later one needs no wake-up (and a
+  // wake-up per invocation is a context switch per invocation).
+  if (earliest && ctx_.timer_thread) ctx_.timer_thread->wake();
 }
 
 void FunctionPool::start(std::shared_ptr<Call> call) {

@@ -223,12 +223,16 @@ class SqliteStore final : public Store {
   void commit(Batch batch, CommitDone done) override {
     auto result = std::make_shared<BatchResult>();
     auto b = std::make_shared<Batch>(std::move(batch));
+    // A batch of one operation that fails changes nothing, so it needs no savepoint of its own.
+    const std::size_t ops = b->acks.size() + b->retries.size() + b->dead.size() + b->enqueues.size() +
+                            b->publishes.size() * 2 + b->puts.size() + b->deletes.size();
     submit(
         [this, b, result](std::vector<std::string>& woken) { return apply(*b, *result, woken); },
         [done = std::move(done), result](Status st) {
           if (!st) return done(st.error());
           done(std::move(*result));
-        });
+        },
+        ops > 1);
   }
 
   void receive(std::string queue, int max, int64_t lease_ms, ReceiveDone done) override {
@@ -255,7 +259,8 @@ class SqliteStore final : public Store {
         [done = std::move(done), out](Status st) {
           if (!st) return done(st.error());
           done(std::move(*out));
-        });
+        },
+        true);
   }
 
   void extend(std::vector<LeaseRef> refs, int64_t lease_ms, std::function<void(Status)> done) override {
@@ -408,6 +413,7 @@ class SqliteStore final : public Store {
     std::function<Status(std::vector<std::string>& woken)> apply;  // on the writer, in a savepoint
     std::function<void(Status)> done;                              // after the commit
     Status outcome = ok_status();
+    bool savepoint = false;  // several statements that must fail together
   };
 
   Status fail(const std::string& what, const std::string& detail) const {
@@ -449,11 +455,12 @@ class SqliteStore final : public Store {
     return *it->second;
   }
 
-  void submit(std::function<Status(std::vector<std::string>&)> apply, std::function<void(Status)> done) {
+  void submit(std::function<Status(std::vector<std::string>&)> apply, std::function<void(Status)> done,
+              bool needs_savepoint = false) {
     {
       std::lock_guard lock(mu_);
       if (!closed_) {
-        pending_.push_back(Op{std::move(apply), std::move(done)});
+        pending_.push_back(Op{std::move(apply), std::move(done), ok_status(), needs_savepoint});
         cv_.notify_one();
         return;
       }
@@ -510,15 +517,14 @@ class SqliteStore final : public Store {
   Status run_group(std::vector<Op>& group, std::vector<std::string>& woken) {
     if (sqlite3_exec(db_, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) != SQLITE_OK) return sql_error("begin");
     for (auto& op : group) {
-      sqlite3_exec(db_, "SAVEPOINT op", nullptr, nullptr, nullptr);
-      std::vector<std::string> op_woken;
-      op.outcome = op.apply(op_woken);
+      if (op.savepoint) stmt("SAVEPOINT op").reset().step();
+      std::size_t mark = woken.size();
+      op.outcome = op.apply(woken);
       if (!op.outcome) {
-        sqlite3_exec(db_, "ROLLBACK TO op", nullptr, nullptr, nullptr);
-      } else {
-        woken.insert(woken.end(), op_woken.begin(), op_woken.end());
+        woken.resize(mark);
+        if (op.savepoint) stmt("ROLLBACK TO op").reset().step();
       }
-      sqlite3_exec(db_, "RELEASE op", nullptr, nullptr, nullptr);
+      if (op.savepoint) stmt("RELEASE op").reset().step();
     }
     if (sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr) != SQLITE_OK) {
       Error e = sql_error("commit");

@@ -1,0 +1,215 @@
+// Durable queue throughput and latency, end to end through the real parts: the SQLite store
+// (default durability), the queue trigger, the function pool and a native no-op function
+// (tests/functions/hello.so), the same shape as BullMQ's bench in ../shared/peers:
+//   1. enqueue N messages in commits of 1,000            -> enqueue messages/s
+//   2. drain them                                         -> processing messages/s
+//   3. one message every 1 ms (LAT_N of them), consumer idle and waiting
+//                                                         -> enqueue-to-completion p50/p99
+// "Completion" is the commit of the message's ack (the moment BullMQ's 'completed' fires).
+// Prints one JSON object. Env: N (100000), LAT_N (1000), BATCH_SIZE (256), CONCURRENCY (256).
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <random>
+#include <thread>
+
+#include "core/ids.h"
+#include "observe/log.h"
+#include "observe/metrics.h"
+#include "pool/function_pools.h"
+#include "pool/worker_threads.h"
+#include "runtime/native/native_runtime.h"
+#include "store/store.h"
+#include "triggers/queue/queue_trigger.h"
+
+namespace nimbus {
+namespace {
+
+using Clock_ = std::chrono::steady_clock;
+
+int env_int(const char* name, int fallback) {
+  const char* v = std::getenv(name);
+  return v && *v ? std::atoi(v) : fallback;
+}
+
+// Passes everything to the real store and notes when each ack is committed.
+class TimingStore final : public Store {
+ public:
+  explicit TimingStore(Store& inner) : inner_(inner) {}
+  std::function<void(const std::vector<LeaseRef>&)> on_acked;
+
+  void commit(Batch batch, CommitDone done) override {
+    if (batch.acks.empty()) return inner_.commit(std::move(batch), std::move(done));
+    auto acks = std::make_shared<std::vector<LeaseRef>>(batch.acks);
+    inner_.commit(std::move(batch), [this, acks, done = std::move(done)](Expected<BatchResult> r) {
+      if (r.ok() && on_acked) on_acked(*acks);
+      done(std::move(r));
+    });
+  }
+  void receive(std::string q, int max, int64_t lease, ReceiveDone done) override {
+    inner_.receive(std::move(q), max, lease, std::move(done));
+  }
+  void extend(std::vector<LeaseRef> r, int64_t lease, std::function<void(Status)> done) override {
+    inner_.extend(std::move(r), lease, std::move(done));
+  }
+  void subscribe(Subscription s, std::function<void(Status)> done) override { inner_.subscribe(std::move(s), std::move(done)); }
+  void purge(std::string q, std::function<void(Expected<int64_t>)> done) override { inner_.purge(std::move(q), std::move(done)); }
+  void replay_dead(std::string q, std::function<void(Expected<int64_t>)> done) override {
+    inner_.replay_dead(std::move(q), std::move(done));
+  }
+  Expected<std::optional<StateEntry>> get(const std::string& s, const std::string& k) override { return inner_.get(s, k); }
+  Expected<std::vector<StateEntry>> scan(const std::string& s, const std::string& p, int l) override {
+    return inner_.scan(s, p, l);
+  }
+  Expected<std::vector<Message>> peek(const std::string& q, int l) override { return inner_.peek(q, l); }
+  Expected<std::vector<QueueStats>> stats() override { return inner_.stats(); }
+  Expected<int64_t> next_due(const std::string& q) override { return inner_.next_due(q); }
+  void on_enqueued(std::function<void(const std::vector<std::string>&)> l) override { inner_.on_enqueued(std::move(l)); }
+  void close() override { inner_.close(); }
+
+ private:
+  Store& inner_;
+};
+
+double ms_since(Clock_::time_point t0) { return std::chrono::duration<double, std::milli>(Clock_::now() - t0).count(); }
+
+int run() {
+  const int n = env_int("N", 100000);
+  const int lat_n = env_int("LAT_N", 1000);
+  std::random_device rd;
+  auto dir = std::filesystem::temp_directory_path() / ("nimbus-queue-bench-" + std::to_string(rd()));
+  std::filesystem::create_directories(dir);
+  SystemClock clock;
+  auto opened = open_store("sqlite:state.db", dir, clock);
+  if (!opened) {
+    std::fprintf(stderr, "%s\n", opened.error().message.c_str());
+    return 1;
+  }
+  Store& real = **opened;
+  TimingStore store(real);
+
+  // 1. enqueue
+  auto t0 = Clock_::now();
+  for (int i = 0; i < n; i += 1000) {
+    Batch b;
+    for (int j = i; j < std::min(n, i + 1000); ++j) {
+      NewMessage m;
+      m.payload = "{\"i\":" + std::to_string(j) + "}";
+      b.enqueues.push_back({"bench", std::move(m)});
+    }
+    if (auto r = real.commit_sync(std::move(b)); !r) {
+      std::fprintf(stderr, "enqueue: %s\n", r.error().message.c_str());
+      return 1;
+    }
+  }
+  double enqueue_ms = ms_since(t0);
+
+  // 2. drain through the trigger and a native no-op function
+  AppSpec app;
+  app.name = "bench";
+  app.dir = dir;
+  FunctionSpec fn;
+  fn.name = "noop";
+  fn.handler = NIMBUS_TEST_FUNCTIONS "/hello.so";
+  fn.blocking = false;
+  fn.concurrency = env_int("CONCURRENCY", 256);
+  TriggerSpec t;
+  t.kind = TriggerKind::queue;
+  t.queue.name = "bench";
+  t.queue.batch_size = env_int("BATCH_SIZE", 256);
+  fn.triggers.push_back(t);
+  app.functions.push_back(fn);
+  int devnull = ::open("/dev/null", O_WRONLY);
+  LogSink sink(devnull);
+  Logger logger(sink, clock, app.name);
+  Metrics metrics({"noop"});
+  TimerQueue timers;
+  TimerThread timer_thread(clock, timers);
+  WorkerThreads workers(4);
+  PoolContext ctx{clock, timers, &timer_thread, workers, metrics};
+  auto executor = load_native_function(fn, fn.handler, clock, logger);
+  if (!executor) {
+    std::fprintf(stderr, "%s\n", executor.error().message.c_str());
+    return 1;
+  }
+  FunctionPools pools;
+  pools.add(std::make_unique<FunctionPool>(fn, 0, std::move(*executor), ctx));
+
+  std::mutex mu;
+  std::condition_variable cv;
+  int64_t acked = 0;
+  std::map<std::string, Clock_::time_point> added;  // phase 3: message id -> before its enqueue
+  std::vector<double> latencies;
+  store.on_acked = [&](const std::vector<LeaseRef>& refs) {
+    auto now = Clock_::now();
+    std::lock_guard l(mu);
+    acked += static_cast<int64_t>(refs.size());
+    for (const auto& r : refs) {
+      if (auto it = added.find(r.id); it != added.end()) {
+        latencies.push_back(std::chrono::duration<double, std::milli>(now - it->second).count());
+      }
+    }
+    cv.notify_all();
+  };
+  QueueTrigger trigger(app, pools, store, clock, timers, &timer_thread, logger);
+  t0 = Clock_::now();
+  if (auto st = trigger.start(); !st) {
+    std::fprintf(stderr, "%s\n", st.error().message.c_str());
+    return 1;
+  }
+  {
+    std::unique_lock l(mu);
+    cv.wait(l, [&] { return acked >= n; });
+  }
+  double drain_ms = ms_since(t0);
+
+  // 3. latency at ~1,000 messages/s with an idle, waiting consumer
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  auto start = Clock_::now();
+  for (int i = 0; i < lat_n; ++i) {
+    std::this_thread::sleep_until(start + std::chrono::milliseconds(i));
+    NewMessage m;
+    m.id = new_invocation_id();
+    m.payload = "{\"lat\":" + std::to_string(i) + "}";
+    {
+      std::lock_guard l(mu);
+      added[m.id] = Clock_::now();
+    }
+    Batch b;
+    b.enqueues.push_back({"bench", std::move(m)});
+    real.commit(std::move(b), [](Expected<BatchResult>) {});
+  }
+  {
+    std::unique_lock l(mu);
+    cv.wait_for(l, std::chrono::seconds(30), [&] { return static_cast<int>(latencies.size()) >= lat_n; });
+  }
+  trigger.stop(std::chrono::seconds(5));
+  real.close();
+  sink.flush();
+  ::close(devnull);
+  std::sort(latencies.begin(), latencies.end());
+  auto pct = [&](double p) {
+    return latencies.empty() ? -1.0 : latencies[std::min(latencies.size() - 1, static_cast<std::size_t>(p / 100 * latencies.size()))];
+  };
+  std::printf(
+      "{\"messages\":%d,\"enqueue_ms\":%.1f,\"enqueue_per_s\":%.0f,\"drain_ms\":%.1f,\"processed_per_s\":%.0f,"
+      "\"batch_size\":%d,\"concurrency\":%d,\"latency_n\":%zu,\"latency_p50_ms\":%.3f,\"latency_p99_ms\":%.3f}\n",
+      n, enqueue_ms, n / (enqueue_ms / 1000), drain_ms, n / (drain_ms / 1000), t.queue.batch_size, fn.concurrency,
+      latencies.size(), pct(50), pct(99));
+  std::error_code ec;
+  std::filesystem::remove_all(dir, ec);
+  return 0;
+}
+
+}  // namespace
+}  // namespace nimbus
+
+int main() { return nimbus::run(); }
