@@ -214,8 +214,41 @@ class SqliteStore final : public Store {
     if (auto s = exec(db_, ("INSERT OR IGNORE INTO meta VALUES('schema','" + std::to_string(kSchemaVersion) + "')").c_str()); !s) {
       return s;
     }
+    // Checkpoints (copying the WAL back into the database, with its fsyncs) run on their own
+    // thread and connection, so a commit never waits behind one: the writer's hook only says
+    // when the WAL has grown.
+    if (auto s = exec(db_, "PRAGMA wal_autocheckpoint=0;"); !s) return s;
+    sqlite3_wal_hook(db_, &SqliteStore::on_wal, this);
+    if (auto st = open_connection(&checkpoint_db_); !st) return st;
+    checkpointer_ = std::thread([this] { checkpoint_loop(); });
     writer_ = std::thread([this] { write_loop(); });
     return ok_status();
+  }
+
+  static int on_wal(void* self, sqlite3*, const char*, int pages) {
+    // Writer thread only. Asks for a checkpoint each time the WAL grew by kCheckpointPages
+    // since the last ask (a checkpointed WAL restarts from the top, and the count with it).
+    auto* s = static_cast<SqliteStore*>(self);
+    if (pages < s->wal_pages_asked_) s->wal_pages_asked_ = 0;
+    if (pages - s->wal_pages_asked_ >= kCheckpointPages) {
+      s->wal_pages_asked_ = pages;
+      std::lock_guard lock(s->checkpoint_mu_);
+      s->checkpoint_wanted_ = true;
+      s->checkpoint_cv_.notify_one();
+    }
+    return SQLITE_OK;
+  }
+
+  void checkpoint_loop() {
+    std::unique_lock lock(checkpoint_mu_);
+    for (;;) {
+      checkpoint_cv_.wait_for(lock, std::chrono::seconds(1), [&] { return checkpoint_stop_ || checkpoint_wanted_; });
+      if (checkpoint_stop_) return;
+      checkpoint_wanted_ = false;
+      lock.unlock();
+      sqlite3_wal_checkpoint_v2(checkpoint_db_, nullptr, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
+      lock.lock();
+    }
   }
 
   // ---- writes -----------------------------------------------------------------------------
@@ -406,6 +439,17 @@ class SqliteStore final : public Store {
     }
     cv_.notify_all();
     if (writer_.joinable()) writer_.join();
+    {
+      std::lock_guard lock(checkpoint_mu_);
+      checkpoint_stop_ = true;
+    }
+    checkpoint_cv_.notify_all();
+    if (checkpointer_.joinable()) checkpointer_.join();
+    if (checkpoint_db_) {
+      sqlite3_wal_checkpoint_v2(checkpoint_db_, nullptr, SQLITE_CHECKPOINT_TRUNCATE, nullptr, nullptr);
+      sqlite3_close_v2(checkpoint_db_);
+      checkpoint_db_ = nullptr;
+    }
   }
 
  private:
@@ -669,6 +713,14 @@ class SqliteStore final : public Store {
   std::thread writer_;
   std::mutex readers_mu_;
   std::vector<sqlite3*> readers_;
+  static constexpr int kCheckpointPages = 1000;
+  sqlite3* checkpoint_db_ = nullptr;
+  std::thread checkpointer_;
+  std::mutex checkpoint_mu_;
+  std::condition_variable checkpoint_cv_;
+  bool checkpoint_wanted_ = false;
+  int wal_pages_asked_ = 0;  // writer thread
+  bool checkpoint_stop_ = false;
   std::mutex subs_mu_;
   std::vector<Subscription> subs_;
   bool subs_loaded_ = false;
