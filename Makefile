@@ -34,6 +34,7 @@ bench: build
 	@NIMBUS_BENCH=1 bash scripts/setup.sh
 	bash bench/run.sh
 	bash bench/workers.sh
+	bash bench/queue.sh
 
 format:
 	clang-format -i $$(git ls-files '*.cpp' '*.h')
