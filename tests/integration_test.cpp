@@ -1251,3 +1251,21 @@ TEST(Examples, Pipeline) {
 
 }  // namespace
 }  // namespace nimbus::testing
+
+namespace nimbus::testing {
+namespace {
+
+TEST(Store, ADamagedStoreFileStopsTheStartWithItsName) {
+  TempDir dir;
+  dir.write("nimbus.yaml", "name: st\nfunctions:\n  h:\n    runtime: native\n    handler: " + test_function("hello").string() +
+                               "\n    triggers: [{http: {route: /h}}]\n");
+  dir.write(".nimbus/state.db", "definitely not an SQLite database, but someone's notes");
+  CommandResult r = run_nimbus({"start", ".", "--port", "0", "--admin-port", "0"}, dir.path());
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find(".nimbus/state.db"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("not a database"), std::string::npos) << r.err;
+  EXPECT_EQ(slurp(dir.path() / ".nimbus/state.db"), "definitely not an SQLite database, but someone's notes");
+}
+
+}  // namespace
+}  // namespace nimbus::testing

@@ -3,10 +3,13 @@
 // leases, delays and TTLs expire when the test says.
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/mount.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -438,6 +441,51 @@ TEST(SqliteStore, UnknownSchemesAreRefusedClearly) {
   auto s = open_store("redis://127.0.0.1:6379", fs::temp_directory_path(), clock);
   ASSERT_FALSE(s.ok());
   EXPECT_NE(s.error().message.find("not available in this build"), std::string::npos);
+}
+
+// A full disk: commits fail with an io error that says so, and nothing already committed is
+// damaged or lost (a 1 MiB tmpfs; root can mount one, others skip with the reason).
+TEST(SqliteStore, AFullDiskFailsCommitsClearlyAndCorruptsNothing) {
+  fs::path dir = fresh_dir();
+  if (::mount("tmpfs", dir.c_str(), "tmpfs", 0, "size=1m") != 0) {
+    fs::remove_all(dir);
+    GTEST_SKIP() << "cannot mount a small tmpfs here (" << std::strerror(errno) << "); needs root";
+  }
+  int64_t committed = 0;
+  std::string failure;
+  {
+    ManualClock clock;
+    auto s = open_store("sqlite:state.db", dir, clock);
+    ASSERT_TRUE(s.ok()) << s.error().message;
+    for (int round = 0; round < 1000 && failure.empty(); ++round) {
+      Batch b;
+      for (int i = 0; i < 20; ++i) {
+        NewMessage m;
+        m.payload = std::string(1000, static_cast<char>('a' + round % 26));
+        b.enqueues.push_back({"q", m});
+      }
+      auto r = (*s)->commit_sync(std::move(b));
+      if (r.ok()) committed += 20;
+      else failure = r.error().message + " [" + r.error().code + "]";
+    }
+    ASSERT_FALSE(failure.empty()) << "1 MiB never filled up";
+    EXPECT_NE(failure.find("full"), std::string::npos) << failure;
+    EXPECT_NE(failure.find("[io]"), std::string::npos) << failure;
+    // Still usable for reads, and everything it acknowledged is there.
+    auto all = (*s)->peek("q", 100000);
+    ASSERT_TRUE(all.ok()) << all.error().message;
+    EXPECT_EQ(static_cast<int64_t>(all->size()), committed);
+  }
+  {
+    ManualClock clock;
+    auto s = open_store("sqlite:state.db", dir, clock);  // quick_check runs at open
+    ASSERT_TRUE(s.ok()) << s.error().message;
+    auto all = (*s)->peek("q", 100000);
+    ASSERT_TRUE(all.ok());
+    EXPECT_EQ(static_cast<int64_t>(all->size()), committed) << "after a reopen";
+  }
+  ::umount(dir.c_str());
+  fs::remove_all(dir);
 }
 
 // The default durability: a host killed with SIGKILL loses nothing it was told was committed.
