@@ -1269,3 +1269,39 @@ TEST(Store, ADamagedStoreFileStopsTheStartWithItsName) {
 
 }  // namespace
 }  // namespace nimbus::testing
+
+namespace nimbus::testing {
+namespace {
+
+// The same ETag loop from a native function in a worker process: host calls cross the
+// protocol, answered on the worker's reader thread (concurrency 1) or to waiting runner
+// threads (concurrency 4).
+TEST(HostServices, NativeFunctionsInWorkerProcessesReachThemToo) {
+  TempDir dir;
+  std::string lib = test_function("counter").string();
+  dir.write("nimbus.yaml", "name: iso\nfunctions:\n"
+                           "  one:\n    runtime: native\n    handler: " + lib + "\n    isolation: process\n"
+                           "    max_instances: 1\n    concurrency: 1\n    triggers: [{http: {route: /one}}]\n"
+                           "  many:\n    runtime: native\n    handler: " + lib + "\n    isolation: process\n"
+                           "    max_instances: 1\n    concurrency: 4\n    triggers: [{http: {route: /many}}]\n");
+  Host host(dir.path());
+  ASSERT_TRUE(host.started()) << host.errors();
+  for (const char* route : {"/one", "/many"}) {
+    std::vector<std::future<Response>> calls;
+    for (int i = 0; i < 12; ++i) {
+      calls.push_back(std::async(std::launch::async, [&, route] {
+        return request(host.http_port(), "GET", std::string(route) + "?key=shared");
+      }));
+    }
+    for (auto& c : calls) {
+      Response r = c.get();
+      ASSERT_EQ(r.status, 200) << route << ": " << r.body << host.output();
+    }
+  }
+  EXPECT_EQ(request(host.http_port(), "GET", "/one?key=shared").body, "25") << "24 increments, none lost";
+  EXPECT_EQ(request(host.http_port(), "GET", "/many?invoke=one").body, "1") << "invoke crosses too (key 'default')";
+  EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
+}
+
+}  // namespace
+}  // namespace nimbus::testing

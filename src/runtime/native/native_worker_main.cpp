@@ -17,7 +17,12 @@
 #include <thread>
 #include <vector>
 
+#include <atomic>
+#include <future>
+#include <map>
+
 #include "core/app_spec.h"
+#include "core/services.h"
 #include "observe/log.h"
 #include "runtime/native/native_runtime.h"
 #include "runtime/process/frame.h"
@@ -25,6 +30,11 @@
 namespace nimbus {
 namespace {
 namespace json = boost::json;
+
+std::string str(const json::object& o, std::string_view key) {
+  auto* v = o.if_contains(key);
+  return v && v->is_string() ? std::string(v->as_string()) : std::string();
+}
 
 class Channel {
  public:
@@ -44,8 +54,19 @@ class Channel {
   }
 
   // Blocks for the next frame; false at end of stream. A malformed frame from the host ends
-  // the worker with a message on stderr (which the host logs).
+  // the worker with a message on stderr (which the host logs). Frames set aside by a host
+  // call that waited on this thread come first.
   bool next(Frame& frame) {
+    if (!backlog_.empty()) {
+      frame = std::move(backlog_.front());
+      backlog_.pop_front();
+      return true;
+    }
+    return read_frame(frame);
+  }
+  void set_aside(Frame&& frame) { backlog_.push_back(std::move(frame)); }
+
+  bool read_frame(Frame& frame) {
     std::string error;
     for (;;) {
       switch (decoder_.next(frame, error)) {
@@ -67,12 +88,84 @@ class Channel {
   int fd_;
   std::mutex mu_;
   FrameDecoder decoder_;
+  std::deque<Frame> backlog_;  // reader thread only
 };
 
-std::string str(const json::object& o, std::string_view key) {
-  auto* v = o.if_contains(key);
-  return v && v->is_string() ? std::string(v->as_string()) : std::string();
+ServiceResult service_result(const Frame& f) {
+  ServiceResult r;
+  auto* ok = f.header.if_contains("ok");
+  r.ok = ok && ok->is_bool() && ok->as_bool();
+  r.error = str(f.header, "error");
+  r.body = f.body;
+  if (auto* fields = f.header.if_contains("fields"); fields && fields->is_object()) {
+    for (const auto& [k, v] : fields->as_object()) {
+      if (v.is_string()) r.fields.push_back({std::string(k), std::string(v.as_string())});
+    }
+  }
+  return r;
 }
+
+// Host services over the protocol. A call made on the reader thread (a function running
+// inline, concurrency 1) reads frames itself until its answer, setting the others aside; a
+// call from a runner thread waits for the reader thread to hand it its answer.
+class WorkerServices final : public Services {
+ public:
+  explicit WorkerServices(Channel& channel) : channel_(channel), reader_(std::this_thread::get_id()) {}
+
+  void call(ServiceCall c, std::function<void(ServiceResult)> done) override {
+    std::string call_id = std::to_string(next_id_.fetch_add(1) + 1);
+    json::object args;
+    for (const auto& a : c.args) args[a.name] = a.value;
+    std::promise<ServiceResult> answer;
+    auto future = answer.get_future();
+    const bool on_reader = std::this_thread::get_id() == reader_;
+    if (!on_reader) {
+      std::lock_guard lock(mu_);
+      if (closed_) return done(ServiceResult::failure("the worker is shutting down"));
+      waiting_.emplace(call_id, std::move(answer));
+    }
+    channel_.send(FrameType::host_call, {{"id", ""}, {"call_id", call_id}, {"op", c.op}, {"args", std::move(args)}}, c.body);
+    if (on_reader) {
+      Frame f;
+      while (channel_.read_frame(f)) {
+        if (f.type == FrameType::host_result && str(f.header, "call_id") == call_id) return done(service_result(f));
+        channel_.set_aside(std::move(f));
+      }
+      return done(ServiceResult::failure("the host closed the connection"));
+    }
+    done(future.get());
+  }
+
+  // Reader thread: an answer for a call waiting on another thread.
+  void answer(const Frame& f) {
+    std::promise<ServiceResult> p;
+    {
+      std::lock_guard lock(mu_);
+      auto it = waiting_.find(str(f.header, "call_id"));
+      if (it == waiting_.end()) return;
+      p = std::move(it->second);
+      waiting_.erase(it);
+    }
+    p.set_value(service_result(f));
+  }
+
+  // The host is gone: nobody will answer.
+  void fail_all() {
+    std::lock_guard lock(mu_);
+    closed_ = true;
+    for (auto& [id, p] : waiting_) p.set_value(ServiceResult::failure("the host closed the connection"));
+    waiting_.clear();
+  }
+
+ private:
+  Channel& channel_;
+  std::thread::id reader_;
+  std::atomic<uint64_t> next_id_{0};
+  std::mutex mu_;
+  std::map<std::string, std::promise<ServiceResult>> waiting_;
+  bool closed_ = false;
+};
+
 
 Headers pairs(const json::value* v) {
   Headers out;
@@ -244,10 +337,14 @@ int run() {
   std::string library = str(init.header, "handler");
   int concurrency = 1;
   if (auto* c = init.header.if_contains("concurrency"); c && c->is_int64()) concurrency = static_cast<int>(c->as_int64());
-  auto fn = load_native_function(spec, library, [&channel](LogLevel level, const Invocation& inv, std::string_view message) {
-    static constexpr const char* kLevels[] = {"debug", "info", "warn", "error"};
-    channel.send(FrameType::log, {{"id", inv.id}, {"level", kLevels[static_cast<int>(level) & 3]}, {"message", message}});
-  });
+  WorkerServices services(channel);
+  auto fn = load_native_function(
+      spec, library,
+      [&channel](LogLevel level, const Invocation& inv, std::string_view message) {
+        static constexpr const char* kLevels[] = {"debug", "info", "warn", "error"};
+        channel.send(FrameType::log, {{"id", inv.id}, {"level", kLevels[static_cast<int>(level) & 3]}, {"message", message}});
+      },
+      &services);
   if (!fn) {
     channel.send(FrameType::fatal, {{"message", fn.error().message}});
     return 1;
@@ -258,11 +355,17 @@ int run() {
   while (channel.next(f)) {
     switch (f.type) {
       case FrameType::invoke: runner.run(invocation_from(spec.name, f)); break;
-      case FrameType::shutdown: return 0;  // ~Runner finishes what is queued and running
-      case FrameType::fatal: return 1;
-      default: break;  // heartbeats, host results (no host calls yet), later additions
+      case FrameType::host_result: services.answer(f); break;
+      case FrameType::shutdown:
+        services.fail_all();  // no reader from here on: calls still waiting cannot be answered
+        return 0;             // ~Runner finishes what is queued and running
+      case FrameType::fatal:
+        services.fail_all();
+        return 1;
+      default: break;  // heartbeats, later additions
     }
   }
+  services.fail_all();  // the host closed the socket
   return 0;
 }
 
