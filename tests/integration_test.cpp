@@ -1305,3 +1305,46 @@ TEST(HostServices, NativeFunctionsInWorkerProcessesReachThemToo) {
 
 }  // namespace
 }  // namespace nimbus::testing
+
+namespace nimbus::testing {
+namespace {
+
+// Host services over loopback HTTP with the instance's own token: what a worker in any
+// language can use without speaking host_call frames.
+TEST(HostServices, TheLoopbackApiServesWorkersWithTheirInstanceToken) {
+  TempDir dir;
+  dir.write("nimbus.yaml", "name: api\nfunctions:\n  f:\n    runtime: python\n    handler: app.py:handle\n"
+                           "    triggers: [{http: {route: /f}}]\n");
+  dir.write("app.py", R"PY(
+import os, urllib.request, urllib.error
+def call(op, query, body=b"", token=None):
+    url = os.environ["NIMBUS_API"] + "/v1/" + op + "?" + query
+    headers = {"authorization": "Bearer " + (token or os.environ["NIMBUS_API_TOKEN"])}
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, data=body, method="POST", headers=headers)) as r:
+            return [r.status, r.headers.get("x-nimbus-etag"), r.read().decode()]
+    except urllib.error.HTTPError as e:
+        return [e.code, None, e.read().decode()]
+def handle(req, ctx):
+    return {"put": call("state.put", "store=s&key=k", b"v1"),
+            "create_only": call("state.put", "store=s&key=k&if_match=", b"v2")[0],
+            "get": call("state.get", "store=s&key=k"),
+            "stranger": call("state.get", "store=s&key=k", token="not-a-token")[0],
+            "unknown_op": call("teleport", "x=1")[0]}
+)PY");
+  Host host(dir.path());
+  ASSERT_TRUE(host.started()) << host.errors();
+  Response r = request(host.http_port(), "GET", "/f");
+  ASSERT_EQ(r.status, 200) << r.body << host.output();
+  auto o = parse_object(r.body);
+  EXPECT_EQ(o["put"].as_array()[0].as_int64(), 200);
+  EXPECT_EQ(o["put"].as_array()[1].as_string(), "1");
+  EXPECT_EQ(o["create_only"].as_int64(), 409);
+  EXPECT_EQ(o["get"].as_array()[2].as_string(), "v1");
+  EXPECT_EQ(o["stranger"].as_int64(), 401);
+  EXPECT_EQ(o["unknown_op"].as_int64(), 400);
+  EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
+}
+
+}  // namespace
+}  // namespace nimbus::testing

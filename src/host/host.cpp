@@ -17,6 +17,7 @@
 #include "runtime/native/native_runtime.h"
 #include "runtime/process/process_runtime.h"
 #include "store/store.h"
+#include "triggers/api/service_api.h"
 #include "triggers/host_services.h"
 #include "triggers/http/http_trigger.h"
 #include "triggers/queue/queue_trigger.h"
@@ -92,6 +93,9 @@ int run_host(const AppSpec& app, const HostOptions& options) {
   PoolContext pool_context{clock, timers, &timer_thread, workers, metrics};
   FunctionPools pools;
   HostServices services(store->get(), pools, clock);  // pools are looked up when called
+  ServiceApi service_api(services, loops, app.http);
+  auto api_url = service_api.start(options.admin_address, 0);
+  if (!api_url) return fail("service API listener: " + api_url.error().message);
   std::vector<ProcessExecutor*> worker_functions;  // stopped before the pools go
   for (std::size_t i = 0; i < app.functions.size(); ++i) {
     const FunctionSpec& fn = app.functions[i];
@@ -117,6 +121,8 @@ int run_host(const AppSpec& app, const HostOptions& options) {
     auto executor = std::make_unique<ProcessExecutor>(fn, index, process_options_for(app, fn, library), clock, timers,
                                                       &timer_thread, logger, metrics);
     executor->set_services(&services);
+    executor->set_api(*api_url, [&service_api, name = fn.name] { return service_api.issue(name); },
+                      [&service_api](const std::string& token) { service_api.revoke(token); });
     if (auto st = executor->warm_up(); !st) {
       sink.flush();
       return fail(st.error().message);
@@ -189,6 +195,7 @@ int run_host(const AppSpec& app, const HostOptions& options) {
   // dry, and only then take the parts down (each in the reverse order it was made).
   http.close();
   admin.close();
+  service_api.close();
   loops.drain();
   pools.close_all();
   for (auto* w : worker_functions) w->stop(std::chrono::seconds(2));

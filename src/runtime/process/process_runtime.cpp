@@ -25,6 +25,7 @@ struct ProcessExecutor::Instance {
   std::map<std::string, Waiting> in_flight;
   TimerQueue::Id idle_timer = 0;
   std::string fatal;  // what the worker said before it gave up
+  std::string api_token;  // this instance's NIMBUS_API_TOKEN
   bool ended = false;
   std::string end_reason;
 };
@@ -263,6 +264,11 @@ std::shared_ptr<ProcessExecutor::Instance> ProcessExecutor::spawn_locked(std::st
   std::weak_ptr<Instance> weak = inst;
   WorkerSpawn spawn{options_.argv, options_.env, options_.cwd, kDefaultMaxFrame,
                     options_.memory_limit, options_.cpu_seconds, options_.open_files};
+  if (api_issue_) {
+    inst->api_token = api_issue_();
+    spawn.env.push_back("NIMBUS_API=" + api_url_);
+    spawn.env.push_back("NIMBUS_API_TOKEN=" + inst->api_token);
+  }
   WorkerCallbacks callbacks{
       [this, weak](Frame&& f) {
         if (auto i = weak.lock()) on_frame(i, std::move(f));
@@ -528,6 +534,7 @@ void ProcessExecutor::on_exit(const std::shared_ptr<Instance>& inst, int, const 
     std::lock_guard lock(mu_);
     inst->ended = true;
     inst->end_reason = why;
+    if (!inst->api_token.empty() && api_revoke_) api_revoke_(inst->api_token);
     std::erase(instances_, inst);
     metrics_.instances(index_, static_cast<int>(instances_.size()));
     std::string reason = "the worker of function '" + spec_.name + "' (pid " + std::to_string(inst->process->pid()) + ") " + why +

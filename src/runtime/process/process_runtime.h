@@ -8,6 +8,7 @@
 // retires any instance idle for idle_timeout (the last one too: scale to zero). A worker that dies fails its
 // in-flight invocations (Outcome::crashed); one that overruns a deadline is killed.
 #include <condition_variable>
+#include <functional>
 #include <deque>
 #include <map>
 #include <memory>
@@ -67,6 +68,13 @@ class ProcessExecutor final : public Executor {
 
   // Who answers the workers' host calls (state, publish, invoke); set before the first start.
   void set_services(Services* services) { services_ = services; }
+  // The loopback service API: each instance gets NIMBUS_API=url and a token of its own
+  // (issued at spawn, revoked when it ends).
+  void set_api(std::string url, std::function<std::string()> issue, std::function<void(const std::string&)> revoke) {
+    api_url_ = std::move(url);
+    api_issue_ = std::move(issue);
+    api_revoke_ = std::move(revoke);
+  }
   // Starts min_instances; returns the first start-up failure (bad handler, missing program).
   Status warm_up();
   int instances() const;
@@ -115,6 +123,9 @@ class ProcessExecutor final : public Executor {
   Logger& logger_;
   Metrics& metrics_;
   Services* services_ = nullptr;
+  std::string api_url_;
+  std::function<std::string()> api_issue_;
+  std::function<void(const std::string&)> api_revoke_;
   std::shared_ptr<struct ExecutorGuard> guard_;
   mutable std::mutex mu_;
   std::condition_variable ready_cv_;
