@@ -1,30 +1,19 @@
 #include "triggers/api/service_api.h"
 
+#include <algorithm>
+
 #include "core/ids.h"
+#include "triggers/http/router.h"
 
 namespace nimbus {
 namespace {
 
-int hex(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
+// Form decoding: '+' is a space, then %XX (a malformed escape keeps the text as it came).
 std::string form_decode(std::string_view s) {
+  std::string plus(s);
+  std::replace(plus.begin(), plus.end(), '+', ' ');
   std::string out;
-  for (std::size_t i = 0; i < s.size(); ++i) {
-    if (s[i] == '+') {
-      out += ' ';
-    } else if (s[i] == '%' && i + 2 < s.size() && hex(s[i + 1]) >= 0 && hex(s[i + 2]) >= 0) {
-      out += static_cast<char>(hex(s[i + 1]) * 16 + hex(s[i + 2]));
-      i += 2;
-    } else {
-      out += s[i];
-    }
-  }
-  return out;
+  return percent_decode(plus, out) ? out : plus;
 }
 
 Headers query_args(std::string_view query) {
