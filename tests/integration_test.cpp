@@ -1348,3 +1348,57 @@ def handle(req, ctx):
 
 }  // namespace
 }  // namespace nimbus::testing
+
+namespace nimbus::testing {
+namespace {
+
+// A function that outlives its lease keeps its message (the lease is renewed while it runs),
+// and the consumer never leases more than the pool can run (concurrency 2: at most 2 leased).
+TEST(Queue, LeasesAreRenewedWhileFunctionsRunAndPrefetchIsBoundedByCapacity) {
+  TempDir dir;
+  dir.write("nimbus.yaml", "name: lease\nfunctions:\n  slow:\n    runtime: native\n    handler: " +
+                               test_function("sleepy").string() +
+                               "\n    concurrency: 2\n    wait_queue: 0\n"
+                               "    triggers: [{queue: {name: work, lease: 90ms, batch_size: 50}}]\n");
+  Host host(dir.path());
+  ASSERT_TRUE(host.started()) << host.errors();
+  Admin admin{host.admin_port(), host.admin_token()};
+  // Leased, ready and in-flight counts of `work`; nullopt once it is gone (all acked).
+  auto counts = [&]() -> std::optional<std::pair<int64_t, int64_t>> {
+    json::object body = parse_object(admin.call("GET", "/admin/queues").body);
+    for (auto& q : body["queues"].as_array()) {
+      auto o = q.as_object();
+      if (o["queue"].as_string() == "work") return std::pair{o["in_flight"].as_int64(), o["ready"].as_int64()};
+    }
+    return std::nullopt;
+  };
+  std::regex invocation_line("\"msg\":\"invocation\",\"function\":\"slow\"");
+  auto runs = [&] {
+    std::string log = host.output();
+    return std::distance(std::sregex_iterator(log.begin(), log.end(), invocation_line), std::sregex_iterator());
+  };
+
+  // One message, a free slot, a 200 ms run against a 90 ms lease: without renewal the consumer
+  // would lease it again at 90 ms and run it twice.
+  ASSERT_EQ(admin.call("POST", "/admin/queues/work/messages", "first").status, 201);
+  ASSERT_TRUE(admin.wait([&] { return !counts().has_value(); })) << host.output();
+  ASSERT_TRUE(admin.wait([&] { return runs() == 1; }));
+  std::this_thread::sleep_for(std::chrono::milliseconds(150));
+  EXPECT_EQ(runs(), 1) << host.output();
+  EXPECT_EQ(host.output().find("lease was lost"), std::string::npos) << host.output();
+
+  for (int i = 0; i < 6; ++i) ASSERT_EQ(admin.call("POST", "/admin/queues/work/messages", "m" + std::to_string(i)).status, 201);
+  int64_t most = 0;
+  ASSERT_TRUE(admin.wait([&] {
+    auto c = counts();
+    if (c) most = std::max(most, c->first);
+    return !c.has_value();
+  })) << host.output();
+  EXPECT_LE(most, 2) << "never more leased than the pool can run";
+  EXPECT_GE(most, 1);
+  ASSERT_TRUE(admin.wait([&] { return runs() == 7; })) << host.output();
+  EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
+}
+
+}  // namespace
+}  // namespace nimbus::testing
