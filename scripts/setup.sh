@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(
   build-essential cmake ninja-build ccache pkg-config git curl
   libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev
-  libyaml-cpp-dev libcli11-dev libspdlog-dev libsqlite3-dev
+  libyaml-cpp-dev libcli11-dev libspdlog-dev libsqlite3-dev libhowardhinnant-date-dev tzdata
   libgtest-dev libgmock-dev libbenchmark-dev
   python3 python3-prometheus-client nodejs bubblewrap
 )
