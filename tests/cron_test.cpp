@@ -1,6 +1,6 @@
 // Cron schedules: next occurrences against a table of cases (step, ranges, names, leap years,
 // month ends, day-of-month OR weekday, daylight-saving gaps and overlaps), and clear errors.
-#include "triggers/timer/cron.h"
+#include "triggers/timer/time_zone.h"
 
 #include <date/date.h>
 #include <gtest/gtest.h>

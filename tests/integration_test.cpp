@@ -873,7 +873,9 @@ TEST(Queue, APipelineWithTopicsFiltersRetriesAndDeadLetters) {
   EXPECT_EQ(vips[0]["payload"].as_string(), "a|stage1|stage2|flagged");
   // The flaky one took two deliveries at stage1 (its output says so), then went on.
   for (auto& m : admin.peek("audited")) {
-    if (m["payload"].as_string().starts_with("flaky")) EXPECT_EQ(m["type"].as_string(), "relayed");
+    if (m["payload"].as_string().starts_with("flaky")) {
+      EXPECT_EQ(m["type"].as_string(), "relayed");
+    }
   }
   auto dead = admin.peek("in.dead");
   ASSERT_EQ(dead.size(), 1u);

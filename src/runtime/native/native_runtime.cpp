@@ -142,7 +142,7 @@ class NativeFunction final : public Executor {
 
   Result call(const Invocation& inv) override {
     Result result;
-    CallState state{&inv, &log_, &result, services_};
+    CallState state{&inv, &log_, &result, services_, {}};
     nimbus_host host{NIMBUS_ABI_VERSION, &state, host_log, host_reply, host_fail, host_output, host_call};
 
     constexpr size_t kInline = 32;

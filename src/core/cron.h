@@ -5,16 +5,16 @@
 // by name (case-insensitive); weekday 7 is Sunday too. As in classic cron, when both day of
 // month and weekday are restricted, a day matches if either does.
 //
-// Times are computed in an IANA time zone. A local time that does not exist (the hour skipped
-// when clocks go forward) fires at the first instant after the gap, so a daily job still runs
-// that day; a local time that occurs twice (clocks go back) fires once, at its first
-// occurrence.
+// Pure calendar arithmetic: time zones are triggers/timer/time_zone.h's job.
 #include <bitset>
 #include <chrono>
 #include <string>
 #include <string_view>
 
 #include "core/expected.h"
+
+#include <date/date.h>
+#include <optional>
 
 namespace nimbus {
 
@@ -32,21 +32,7 @@ struct CronSchedule {
 // Parses an expression; the error names the field and what is wrong with it.
 Expected<CronSchedule> parse_cron(std::string_view expression);
 
-using SysSeconds = std::chrono::sys_seconds;
-
-class TimeZone {
- public:
-  // "UTC" (the default) or an IANA name such as "Europe/Berlin"; errors name the zone.
-  static Expected<TimeZone> find(const std::string& name);
-  const std::string& name() const { return name_; }
-
-  // The first due time strictly after `after`.
-  SysSeconds next(const CronSchedule& schedule, SysSeconds after) const;
-
- private:
-  TimeZone() = default;
-  std::string name_;
-  const void* zone_ = nullptr;  // date::time_zone, kept out of this header
-};
+// The first local (civil) time >= t that the schedule matches, searched up to ~5 years ahead.
+std::optional<date::local_seconds> next_local(const CronSchedule& schedule, date::local_seconds t);
 
 }  // namespace nimbus

@@ -1,6 +1,4 @@
-#include "triggers/timer/cron.h"
-
-#include <date/tz.h>
+#include "core/cron.h"
 
 #include <algorithm>
 #include <cctype>
@@ -101,7 +99,8 @@ bool day_matches(const CronSchedule& s, const date::year_month_day& ymd) {
   return dom || dow;
 }
 
-// The first local time >= t that the schedule matches (searched up to ~5 years ahead).
+}  // namespace
+
 std::optional<date::local_seconds> next_local(const CronSchedule& s, date::local_seconds t) {
   using namespace std::chrono;
   const auto limit = t + date::days(5 * 366);
@@ -137,7 +136,6 @@ std::optional<date::local_seconds> next_local(const CronSchedule& s, date::local
   return std::nullopt;
 }
 
-}  // namespace
 
 Expected<CronSchedule> parse_cron(std::string_view expression) {
   std::vector<std::string_view> fields;
@@ -174,44 +172,6 @@ Expected<CronSchedule> parse_cron(std::string_view expression) {
     }
   }
   return s;
-}
-
-Expected<TimeZone> TimeZone::find(const std::string& name) {
-  TimeZone tz;
-  tz.name_ = name.empty() ? "UTC" : name;
-  try {
-    tz.zone_ = date::locate_zone(tz.name_);
-  } catch (const std::exception& e) {
-    return Error{"time zone '" + tz.name_ + "' is not known (" + e.what() +
-                 "); expected an IANA name such as Europe/Berlin or America/New_York"};
-  }
-  return tz;
-}
-
-SysSeconds TimeZone::next(const CronSchedule& schedule, SysSeconds after) const {
-  using namespace std::chrono;
-  const auto* zone = static_cast<const date::time_zone*>(zone_);
-  // Start one second later in local time; walk matching local times until one maps past `after`.
-  auto local = date::local_seconds((zone->to_local(after + seconds(1))).time_since_epoch());
-  // In an overlap, to_local gives the local time of whichever pass `after` is in; stepping
-  // back one hour first makes sure the first pass is seen (its candidates are filtered below).
-  auto probe = local - hours(2);
-  for (int guard = 0; guard < 100000; ++guard) {
-    auto candidate = next_local(schedule, probe);
-    if (!candidate) break;
-    probe = *candidate + seconds(1);
-    auto info = zone->get_info(*candidate);
-    SysSeconds at;
-    if (info.result == date::local_info::unique) {
-      at = SysSeconds((*candidate - info.first.offset).time_since_epoch());
-    } else if (info.result == date::local_info::nonexistent) {
-      at = SysSeconds(date::floor<seconds>(info.second.begin).time_since_epoch());  // the first instant after the gap
-    } else {
-      at = SysSeconds((*candidate - info.first.offset).time_since_epoch());  // the first of the two
-    }
-    if (at > after) return at;
-  }
-  return SysSeconds::max();
 }
 
 }  // namespace nimbus
