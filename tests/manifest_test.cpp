@@ -545,9 +545,27 @@ TEST(ManifestTest, UnknownTriggerKindIsAnError) {
 }
 
 TEST(ManifestTest, NotYetAvailableTriggerKindIsAnError) {
-  auto load = parse(one_function(kBasicFn + "triggers:\n  - timer: {schedule: '* * * * *'}\n"));
-  const Diagnostic& d = expect_diag(load, "functions.orders.triggers[0].timer", "not available");
-  EXPECT_NE(d.message.find("expected http, queue or topic"), std::string::npos) << d.message;
+  auto load = parse(one_function(kBasicFn + "triggers:\n  - stream: {name: s}\n"));
+  const Diagnostic& d = expect_diag(load, "functions.orders.triggers[0].stream", "not available");
+  EXPECT_NE(d.message.find("expected http, queue, topic or timer"), std::string::npos) << d.message;
+}
+
+TEST(ManifestTest, TimerTriggersTakeACronAZoneAndRunOnStartup) {
+  auto load = parse(one_function(kBasicFn + "triggers:\n  - timer: {schedule: \"0 30 2 * * MON-FRI\", time_zone: Europe/Berlin, "
+                                            "run_on_startup: true}\n  - timer: {schedule: \"*/5 * * * *\"}\n"));
+  ASSERT_TRUE(load.app.has_value()) << load.report();
+  const auto& t = load.app->functions[0].triggers;
+  ASSERT_EQ(t.size(), 2u);
+  EXPECT_EQ(t[0].kind, TriggerKind::timer);
+  EXPECT_EQ(t[0].timer.schedule, "0 30 2 * * MON-FRI");
+  EXPECT_EQ(t[0].timer.time_zone, "Europe/Berlin");
+  EXPECT_TRUE(t[0].timer.run_on_startup);
+  EXPECT_EQ(t[1].timer.time_zone, "UTC");
+  const Diagnostic& d = expect_diag(parse(one_function(kBasicFn + "triggers:\n  - timer: {schedule: \"0 61 * * * *\"}\n")),
+                                    "functions.orders.triggers[0].timer.schedule", "minute field '61'");
+  EXPECT_GT(d.line, 0);
+  expect_diag(parse(one_function(kBasicFn + "triggers:\n  - timer: {time_zone: UTC}\n")),
+              "functions.orders.triggers[0].timer.schedule", "is missing");
 }
 
 TEST(ManifestTest, QueueAndTopicTriggersOutputsRetryAndDurability) {

@@ -48,10 +48,18 @@ struct QueueTriggerSpec {
   std::string type, source, subject_prefix;
 };
 
+// A schedule: cron (6 fields with seconds, or 5) in an IANA time zone.
+struct TimerTriggerSpec {
+  std::string schedule;
+  std::string time_zone = "UTC";
+  bool run_on_startup = false;
+};
+
 struct TriggerSpec {
   TriggerKind kind = TriggerKind::http;
   HttpTriggerSpec http;
   QueueTriggerSpec queue;  // kind queue or topic
+  TimerTriggerSpec timer;
 };
 
 // Where a named output's messages go: a queue, a topic or a state store.

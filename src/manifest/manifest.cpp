@@ -10,6 +10,7 @@
 #include <set>
 #include <sstream>
 
+#include "core/cron.h"
 #include "core/units.h"
 #include "core/route_pattern.h"
 
@@ -471,6 +472,12 @@ class Reader {
         if (read_http_trigger(it->second, p + ".http", spec.http)) fn.triggers.push_back(spec);
         continue;
       }
+      if (kind == "timer") {
+        TriggerSpec spec;
+        spec.kind = TriggerKind::timer;
+        if (read_timer_trigger(it->second, p + ".timer", spec.timer)) fn.triggers.push_back(spec);
+        continue;
+      }
       if (kind == "queue" || kind == "topic") {
         TriggerSpec spec;
         spec.kind = kind == "queue" ? TriggerKind::queue : TriggerKind::topic;
@@ -480,7 +487,7 @@ class Reader {
       std::vector<std::string_view> kinds(std::begin(kTriggerKinds), std::end(kTriggerKinds));
       if (std::find(kinds.begin(), kinds.end(), kind) != kinds.end()) {
         error(it->first, p + "." + kind,
-              "trigger '" + kind + "' is not available in this build of Nimbus yet; expected http, queue or topic");
+              "trigger '" + kind + "' is not available in this build of Nimbus yet; expected http, queue, topic or timer");
       } else {
         std::string guess = did_you_mean(kind, kinds);
         error(it->first, p + "." + kind,
@@ -500,6 +507,27 @@ class Reader {
                           " name; expected lower-case letters, digits, '.', '-' or '_' (at most 200)");
     }
     return valid;
+  }
+
+  bool read_timer_trigger(const YAML::Node& n, const std::string& path, TimerTriggerSpec& t) {
+    std::size_t errors_before = diagnostics.size();
+    if (!check_map(n, path, {"schedule", "time_zone", "run_on_startup"})) return false;
+    if (auto v = n["schedule"]; !v) {
+      error(n, path + ".schedule", "is missing; expected a cron expression such as \"0 */5 * * * *\" (every five minutes)");
+    } else if (auto text = scalar(v, path + ".schedule", "a cron expression")) {
+      if (auto cron = parse_cron(*text); !cron) {
+        error(v, path + ".schedule", cron.error().message);
+      } else {
+        t.schedule = *text;
+      }
+    }
+    if (auto v = n["time_zone"]) {
+      if (auto z = scalar(v, path + ".time_zone", "an IANA time zone such as Europe/Berlin")) t.time_zone = *z;
+    }
+    if (auto v = n["run_on_startup"]) {
+      if (auto b = boolean(v, path + ".run_on_startup")) t.run_on_startup = *b;
+    }
+    return diagnostics.size() == errors_before;
   }
 
   bool read_queue_trigger(const YAML::Node& n, const std::string& path, bool topic, const FunctionSpec& fn,

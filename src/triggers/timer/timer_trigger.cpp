@@ -1,0 +1,245 @@
+#include "triggers/timer/timer_trigger.h"
+
+#include <boost/json.hpp>
+#include <date/date.h>
+
+#include <mutex>
+
+#include "observe/log.h"
+#include "pool/function_pools.h"
+#include "store/store.h"
+#include "triggers/timer/time_zone.h"
+
+namespace nimbus {
+namespace {
+
+namespace json = boost::json;
+constexpr const char* kTimerStore = "_timers";
+
+int64_t wall_s(const Clock& clock) {
+  return std::chrono::duration_cast<std::chrono::seconds>(clock.wall().time_since_epoch()).count();
+}
+
+std::string rfc3339(int64_t s) {
+  if (s <= 0) return "";
+  return date::format("%Y-%m-%dT%H:%M:%SZ", date::sys_seconds(std::chrono::seconds(s)));
+}
+
+struct Record {
+  int64_t last = 0, next = 0, running_until = 0;
+  std::string etag;  // empty: no record yet
+};
+
+int64_t field(const json::object& o, std::string_view key) {
+  auto* v = o.if_contains(key);
+  return v && v->is_int64() ? v->as_int64() : 0;
+}
+
+}  // namespace
+
+class TimerTrigger::Timer : public std::enable_shared_from_this<TimerTrigger::Timer> {
+ public:
+  Timer(const FunctionSpec& fn, int index, const TimerTriggerSpec& spec, CronSchedule cron, TimeZone zone,
+        FunctionPool& pool, Store& store, const Clock& clock, TimerQueue& timers, TimerThread* timer_thread, Logger& logger)
+      : fn_(fn),
+        spec_(spec),
+        key_(fn.name + "#" + std::to_string(index)),
+        cron_(std::move(cron)),
+        zone_(std::move(zone)),
+        pool_(pool),
+        store_(store),
+        clock_(clock),
+        timers_(timers),
+        timer_thread_(timer_thread),
+        logger_(logger) {}
+
+  void start() {
+    const int64_t now = wall_s(clock_);
+    Record r = read();
+    if (r.etag.empty()) {
+      // First start: record the first due time, so a host down at that time finds it past due.
+      write(r, Record{0, next_after(now), 0, {}});
+      r = read();
+    }
+    if (r.next > 0 && r.next <= now && r.last < r.next) {
+      run(r.next, /*past_due=*/true);  // it was due while no host ran it
+    } else if (spec_.run_on_startup) {
+      run(now, /*past_due=*/false);
+    }
+    arm(next_after(now));
+  }
+
+  void stop() {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+    if (timer_id_ != 0) timers_.cancel(timer_id_);
+    timer_id_ = 0;
+  }
+
+  TimerStatus status() {
+    Record r = read();
+    std::lock_guard lock(mu_);
+    return TimerStatus{fn_.name, spec_.schedule, zone_.name(), r.last, r.next > 0 ? r.next : armed_for_};
+  }
+
+ private:
+  int64_t next_after(int64_t s) const { return zone_.next(cron_, SysSeconds(std::chrono::seconds(s))).time_since_epoch().count(); }
+
+  Record read() {
+    Record r;
+    auto got = store_.get(kTimerStore, key_);
+    if (!got || !got->has_value()) return r;
+    boost::system::error_code ec;
+    auto v = json::parse((*got)->value, ec);
+    if (!ec && v.is_object()) {
+      r.last = field(v.as_object(), "last");
+      r.next = field(v.as_object(), "next");
+      r.running_until = field(v.as_object(), "running_until");
+    }
+    r.etag = (*got)->etag;
+    return r;
+  }
+
+  // Writes the record only if it is still the one read (etag); false when another host won.
+  bool write(const Record& seen, const Record& now) {
+    Batch b;
+    json::object o{{"last", now.last}, {"next", now.next}, {"running_until", now.running_until}};
+    b.puts.push_back({kTimerStore, key_, json::serialize(o), seen.etag, 0});
+    auto r = store_.commit_sync(std::move(b));
+    if (!r && r.error().code != store_error::conflict) {
+      logger_.host(LogLevel::error, "cannot record a timer's status", {{"function", fn_.name}, {"error", r.error().message}});
+    }
+    return r.ok();
+  }
+
+  void arm(int64_t due_s) {
+    std::lock_guard lock(mu_);
+    if (stopping_) return;
+    armed_for_ = due_s;
+    if (timer_id_ != 0) timers_.cancel(timer_id_);
+    auto delay = std::chrono::seconds(due_s) - std::chrono::duration_cast<std::chrono::nanoseconds>(clock_.wall().time_since_epoch());
+    std::weak_ptr<Timer> weak = weak_from_this();
+    bool earliest = false;
+    timer_id_ = timers_.schedule(
+        clock_.now() + std::chrono::duration_cast<Duration>(delay),
+        [weak, due_s] {
+          if (auto self = weak.lock()) self->on_due(due_s);
+        },
+        &earliest);
+    if (earliest && timer_thread_) timer_thread_->wake();
+  }
+
+  void on_due(int64_t due_s) {
+    {
+      std::lock_guard lock(mu_);
+      timer_id_ = 0;
+      if (stopping_) return;
+    }
+    // Late by more than a second (a stalled host, a clock jump): it runs once, marked past due.
+    run(due_s, wall_s(clock_) - due_s > 1);
+    arm(next_after(std::max(due_s, wall_s(clock_))));
+  }
+
+  // Claims due time `due_s` in the store and runs the function if the claim lands.
+  void run(int64_t due_s, bool past_due) {
+    const int64_t now = wall_s(clock_);
+    for (int attempt = 0; attempt < 5; ++attempt) {
+      Record seen = read();
+      if (!seen.etag.empty() && seen.last >= due_s) return;  // this due time already ran (another host)
+      Record claim{due_s, next_after(std::max(due_s, now)), seen.running_until, {}};
+      const bool busy = seen.running_until > now;
+      if (!busy) claim.running_until = now + std::chrono::duration_cast<std::chrono::seconds>(fn_.timeout).count() + 1;
+      if (!write(seen, claim)) continue;  // raced with another host: look again
+      if (busy) {
+        logger_.host(LogLevel::warn, "timer run skipped: the previous run is still going",
+                     {{"function", fn_.name}, {"scheduled_time", rfc3339(due_s)}});
+        return;
+      }
+      dispatch(due_s, past_due, seen.last, claim.next);
+      return;
+    }
+  }
+
+  void dispatch(int64_t due_s, bool past_due, int64_t last_s, int64_t next_s) {
+    Invocation inv = new_invocation(fn_, TriggerKind::timer, "/timers/" + fn_.name, "nimbus.timer.fired", clock_);
+    inv.subject = spec_.schedule;
+    json::object payload{{"schedule", spec_.schedule},
+                         {"time_zone", zone_.name()},
+                         {"scheduled_time", rfc3339(due_s)},
+                         {"is_past_due", past_due},
+                         {"last", rfc3339(last_s)},
+                         {"next", rfc3339(next_s)}};
+    inv.payload = json::serialize(payload);
+    inv.metadata.push_back({"content-type", "application/json"});
+    std::string id = inv.id, trace = inv.traceparent;
+    TimePoint started = inv.started;
+    pool_.dispatch(std::move(inv), [self = shared_from_this(), id, trace, started](Result&& r) {
+      self->logger_.invocation({self->fn_.name, TriggerKind::timer, id, trace, r.outcome, 0, self->clock_.now() - started,
+                                r.error.type, r.error.message, {}});
+      self->release();
+    });
+  }
+
+  // The run ended: let the next due time run.
+  void release() {
+    for (int attempt = 0; attempt < 5; ++attempt) {
+      Record seen = read();
+      if (seen.running_until == 0) return;
+      Record done{seen.last, seen.next, 0, {}};
+      if (write(seen, done)) return;
+    }
+  }
+
+  const FunctionSpec& fn_;
+  TimerTriggerSpec spec_;
+  std::string key_;
+  CronSchedule cron_;
+  TimeZone zone_;
+  FunctionPool& pool_;
+  Store& store_;
+  const Clock& clock_;
+  TimerQueue& timers_;
+  TimerThread* timer_thread_;
+  Logger& logger_;
+  std::mutex mu_;
+  TimerQueue::Id timer_id_ = 0;
+  int64_t armed_for_ = 0;
+  bool stopping_ = false;
+};
+
+TimerTrigger::TimerTrigger(const AppSpec& app, FunctionPools& pools, Store& store, const Clock& clock,
+                           TimerQueue& timers, TimerThread* timer_thread, Logger& logger)
+    : app_(app), pools_(pools), store_(store), clock_(clock), timers_(timers), timer_thread_(timer_thread), logger_(logger) {}
+
+TimerTrigger::~TimerTrigger() { stop(); }
+
+Status TimerTrigger::start() {
+  for (const auto& fn : app_.functions) {
+    FunctionPool* pool = pools_.find(fn.name);
+    if (!pool) continue;
+    int index = 0;
+    for (const auto& t : fn.triggers) {
+      if (t.kind != TriggerKind::timer) continue;
+      auto cron = parse_cron(t.timer.schedule);
+      if (!cron) return Error{"function '" + fn.name + "': " + cron.error().message};
+      auto zone = TimeZone::find(t.timer.time_zone);
+      if (!zone) return Error{"function '" + fn.name + "': " + zone.error().message};
+      list_.push_back(std::make_shared<Timer>(fn, index++, t.timer, std::move(*cron), std::move(*zone), *pool, store_, clock_,
+                                              timers_, timer_thread_, logger_));
+    }
+  }
+  for (auto& t : list_) t->start();
+  return ok_status();
+}
+
+void TimerTrigger::stop() {
+  for (auto& t : list_) t->stop();
+}
+
+std::vector<TimerStatus> TimerTrigger::status() const {
+  std::vector<TimerStatus> out;
+  for (const auto& t : list_) out.push_back(t->status());
+  return out;
+}
+
+}  // namespace nimbus

@@ -1,0 +1,61 @@
+#pragma once
+// Timer triggers: cron schedules in a time zone, on the injected clock. Each schedule's status
+// (last and next due time, and until when a run holds it) lives in the store (state store
+// `_timers`), and every due time is claimed with an ETag-checked write before it runs, so:
+// - several hosts on one store run each due time once (the one whose claim lands);
+// - runs of one timer never overlap (a due time that finds a run still holding the schedule
+//   is skipped, and logged);
+// - a host that was down when a run was due runs it once on start, with is_past_due: true;
+// - run_on_startup runs it once when the host starts.
+// A function receives a JSON payload: schedule, time_zone, scheduled_time, is_past_due, last,
+// next (RFC 3339, UTC).
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/app_spec.h"
+#include "core/clock.h"
+#include "core/expected.h"
+
+namespace nimbus {
+
+class FunctionPools;
+class Logger;
+class Store;
+
+struct TimerStatus {
+  std::string function;
+  std::string schedule;
+  std::string time_zone;
+  int64_t last_s = 0;  // Unix seconds; 0 = never
+  int64_t next_s = 0;
+};
+
+class TimerTrigger {
+ public:
+  TimerTrigger(const AppSpec& app, FunctionPools& pools, Store& store, const Clock& clock, TimerQueue& timers,
+               TimerThread* timer_thread, Logger& logger);
+  ~TimerTrigger();
+  TimerTrigger(const TimerTrigger&) = delete;
+  TimerTrigger& operator=(const TimerTrigger&) = delete;
+
+  // Checks every schedule's time zone, runs what is past due or asked to run on startup, and
+  // arms the next due times. Errors name the function and the zone.
+  Status start();
+  void stop();
+  std::vector<TimerStatus> status() const;
+
+  class Timer;
+
+ private:
+  const AppSpec& app_;
+  FunctionPools& pools_;
+  Store& store_;
+  const Clock& clock_;
+  TimerQueue& timers_;
+  TimerThread* timer_thread_;
+  Logger& logger_;
+  std::vector<std::shared_ptr<Timer>> list_;
+};
+
+}  // namespace nimbus
