@@ -1404,3 +1404,35 @@ TEST(Queue, LeasesAreRenewedWhileFunctionsRunAndPrefetchIsBoundedByCapacity) {
 
 }  // namespace
 }  // namespace nimbus::testing
+
+namespace nimbus::testing {
+namespace {
+
+TEST(Timer, ASecondlyScheduleRunsAndNimbusTimersListsIt) {
+  TempDir dir;
+  dir.write("nimbus.yaml", "name: tick\nfunctions:\n  tick:\n    runtime: python\n    handler: app.py:tick\n"
+                           "    triggers: [{timer: {schedule: \"* * * * * *\", time_zone: Europe/Berlin, run_on_startup: true}}]\n"
+                           "    outputs: {ticks: {queue: ticks}}\n");
+  dir.write("app.py", "def tick(req, ctx):\n    ctx.output('ticks', req.json())\n");
+  Host host(dir.path());
+  ASSERT_TRUE(host.started()) << host.errors();
+  Admin admin{host.admin_port(), host.admin_token()};
+  ASSERT_TRUE(admin.wait([&] { return admin.peek("ticks").size() >= 3; }, 10000)) << host.output();
+  auto ticks = admin.peek("ticks");
+  std::set<std::string> times;
+  for (auto& m : ticks) {
+    auto t = parse_object(std::string(m["payload"].as_string()));
+    EXPECT_EQ(t["schedule"].as_string(), "* * * * * *");
+    EXPECT_EQ(t["time_zone"].as_string(), "Europe/Berlin");
+    times.insert(std::string(t["scheduled_time"].as_string()));
+  }
+  EXPECT_EQ(times.size(), ticks.size()) << "each due time ran once";
+  CommandResult list = run_nimbus({"timers"}, dir.path());
+  EXPECT_EQ(list.exit_code, 0) << list.err;
+  EXPECT_NE(list.out.find("tick"), std::string::npos) << list.out;
+  EXPECT_NE(list.out.find("Europe/Berlin"), std::string::npos) << list.out;
+  EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
+}
+
+}  // namespace
+}  // namespace nimbus::testing

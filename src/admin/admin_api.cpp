@@ -1,6 +1,7 @@
 #include "admin/admin_api.h"
 
 #include <boost/json.hpp>
+#include <date/date.h>
 
 #include "core/ids.h"
 #include "core/private_file.h"
@@ -78,7 +79,8 @@ Expected<std::string> load_or_create_admin_token(const std::filesystem::path& fi
 
 AdminApi::AdminApi(const AppSpec& app, FunctionPools& pools, Metrics& metrics, Logger& logger,
                    const Clock& clock, std::string token, AdminStatus& status,
-                   std::function<void()> request_shutdown, Store* store)
+                   std::function<void()> request_shutdown, Store* store,
+                   std::function<std::vector<TimerStatus>()> timers)
     : app_(app),
       pools_(pools),
       metrics_(metrics),
@@ -87,7 +89,8 @@ AdminApi::AdminApi(const AppSpec& app, FunctionPools& pools, Metrics& metrics, L
       token_(std::move(token)),
       status_(status),
       request_shutdown_(std::move(request_shutdown)),
-      store_(store) {}
+      store_(store),
+      timers_(std::move(timers)) {}
 
 AdminApi::~AdminApi() = default;
 
@@ -147,6 +150,20 @@ void AdminApi::handle(IncomingRequest& request, Responder respond) {
     respond(json_reply(202, {{"status", "shutting down"}}));
     request_shutdown_();
     return;
+  }
+  if (path == "/admin/timers" && method == "GET") {
+    json::array list;
+    auto iso = [](int64_t s) -> json::value {
+      if (s <= 0) return nullptr;
+      return json::value(date::format("%Y-%m-%dT%H:%M:%SZ", date::sys_seconds(std::chrono::seconds(s))));
+    };
+    if (timers_) {
+      for (const auto& t : timers_()) {
+        list.push_back(json::object{{"function", t.function}, {"schedule", t.schedule}, {"time_zone", t.time_zone},
+                                    {"last", iso(t.last_s)}, {"next", iso(t.next_s)}});
+      }
+    }
+    return respond(json_reply(200, json::object{{"timers", std::move(list)}}));
   }
   if (path == "/admin/queues" || path.rfind("/admin/queues/", 0) == 0 || path.rfind("/admin/topics/", 0) == 0) {
     return messages(request, path, method, std::move(respond));

@@ -12,6 +12,7 @@
 //   DELETE /admin/queues/NAME/messages purge
 //   POST /admin/queues/NAME/replay     move NAME.dead back to NAME
 //   POST /admin/topics/NAME/messages   publish the body
+//   GET  /admin/timers                 every schedule: function, cron, zone, last and next run
 #include <atomic>
 #include <filesystem>
 #include <functional>
@@ -22,6 +23,7 @@
 #include "core/clock.h"
 #include "core/expected.h"
 #include "triggers/http/server.h"
+#include "triggers/timer/timer_trigger.h"
 
 namespace nimbus {
 
@@ -45,7 +47,8 @@ class AdminApi final : private RequestHandler {
  public:
   AdminApi(const AppSpec& app, FunctionPools& pools, Metrics& metrics, Logger& logger,
            const Clock& clock, std::string token, AdminStatus& status,
-           std::function<void()> request_shutdown, Store* store = nullptr);
+           std::function<void()> request_shutdown, Store* store = nullptr,
+           std::function<std::vector<TimerStatus>()> timers = {});
   ~AdminApi() override;
   Expected<int> start(EventLoops& loops, const std::string& address, int port);
   void stop_accepting();
@@ -68,6 +71,7 @@ class AdminApi final : private RequestHandler {
   AdminStatus& status_;
   std::function<void()> request_shutdown_;
   Store* store_;
+  std::function<std::vector<TimerStatus>()> timers_;
   std::unique_ptr<HttpServer> server_;
 };
 

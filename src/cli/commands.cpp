@@ -245,6 +245,19 @@ int cmd_queue_purge(const fs::path& dir, const std::string& queue) {
   return 0;
 }
 
+int cmd_timers(const fs::path& dir) {
+  auto r = admin_call(dir, "GET", "/admin/timers");
+  if (!r) return fail(r.error().message);
+  std::printf("%-24s %-22s %-18s %-22s %-22s\n", "FUNCTION", "SCHEDULE", "TIME ZONE", "LAST", "NEXT");
+  for (const auto& t : r->at("timers").as_array()) {
+    const auto& o = t.as_object();
+    auto text = [&](const char* k) { return o.at(k).is_string() ? std::string(o.at(k).as_string()) : std::string("-"); };
+    std::printf("%-24s %-22s %-18s %-22s %-22s\n", text("function").c_str(), text("schedule").c_str(),
+                text("time_zone").c_str(), text("last").c_str(), text("next").c_str());
+  }
+  return 0;
+}
+
 int cmd_dlq_replay(const fs::path& dir, const std::string& queue) {
   auto r = admin_call(dir, "POST", "/admin/queues/" + queue + "/replay");
   if (!r) return fail(r.error().message);
@@ -343,6 +356,9 @@ int run_cli(int argc, char** argv) {
   auto* dlq_replay = dlq->add_subcommand("replay", "Move NAME.dead back to NAME, attempts reset");
   dlq_replay->add_option("name", q_name, "Queue name")->required();
 
+  auto* timers = cli.add_subcommand("timers", "List the running host's schedules: last and next runs");
+  timers->add_option("--dir", q_dir, "App folder")->capture_default_str();
+
   for (auto* sub : {queue_ls, queue_peek, queue_send, queue_purge, topic_publish, dlq_replay}) sub->fallthrough();
   try {
     cli.parse(argc, argv);
@@ -381,6 +397,7 @@ int run_cli(int argc, char** argv) {
   if (queue_purge->parsed()) return cmd_queue_purge(q_dir, q_name);
   if (topic_publish->parsed()) return cmd_send(q_dir, true, q_name, q_data, q_type, q_subject, 0);
   if (dlq_replay->parsed()) return cmd_dlq_replay(q_dir, q_name);
+  if (timers->parsed()) return cmd_timers(q_dir);
   return 2;
 }
 

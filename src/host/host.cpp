@@ -21,6 +21,7 @@
 #include "triggers/host_services.h"
 #include "triggers/http/http_trigger.h"
 #include "triggers/queue/queue_trigger.h"
+#include "triggers/timer/timer_trigger.h"
 
 namespace nimbus {
 
@@ -139,11 +140,14 @@ int run_host(const AppSpec& app, const HostOptions& options) {
   if (auto st = http.start(); !st) return fail(st.error().message);
   QueueTrigger queues(app, pools, **store, clock, timers, &timer_thread, logger);
   if (auto st = queues.start(); !st) return fail(st.error().message);
+  TimerTrigger schedules(app, pools, **store, clock, timers, &timer_thread, logger);
+  if (auto st = schedules.start(); !st) return fail(st.error().message);
 
   AdminStatus status;
   status.pid = static_cast<int>(getpid());
   status.started = clock.now();
-  AdminApi admin(app, pools, metrics, logger, clock, *token, status, [] { kill(getpid(), SIGTERM); }, store->get());
+  AdminApi admin(app, pools, metrics, logger, clock, *token, status, [] { kill(getpid(), SIGTERM); }, store->get(),
+                 [&schedules] { return schedules.status(); });
   auto admin_port = admin.start(loops, options.admin_address, options.admin_port);
   if (!admin_port) return fail("admin listener: " + admin_port.error().message);
   status.http_url = url(options.address, http.port());
@@ -175,6 +179,7 @@ int run_host(const AppSpec& app, const HostOptions& options) {
   http.stop_taking_work();
   admin.stop_accepting();
   TimePoint give_up = clock.now() + app.shutdown_grace;
+  schedules.stop();  // no new timer runs; a due time missed while stopped runs past due later
   // Messages in flight finish and commit; the rest stay in the store for the next start.
   if (!queues.stop(app.shutdown_grace)) {
     logger.host(LogLevel::warn, "grace period over with messages in flight; they will be delivered again");

@@ -8,6 +8,7 @@
 #include "observe/log.h"
 #include "pool/function_pools.h"
 #include "store/store.h"
+#include "triggers/outputs.h"
 #include "triggers/timer/time_zone.h"
 
 namespace nimbus {
@@ -173,10 +174,19 @@ class TimerTrigger::Timer : public std::enable_shared_from_this<TimerTrigger::Ti
     inv.metadata.push_back({"content-type", "application/json"});
     std::string id = inv.id, trace = inv.traceparent;
     TimePoint started = inv.started;
-    pool_.dispatch(std::move(inv), [self = shared_from_this(), id, trace, started](Result&& r) {
-      self->logger_.invocation({self->fn_.name, TriggerKind::timer, id, trace, r.outcome, 0, self->clock_.now() - started,
-                                r.error.type, r.error.message, {}});
-      self->release();
+    pool_.dispatch(std::move(inv), [self = shared_from_this(), id, trace, started](Result&& result) {
+      // Outputs are committed before the run counts as done (and before its hold is released).
+      commit_outputs_then(&self->store_, self->fn_, std::move(result), [self, id, trace, started](Result&& r) {
+        self->logger_.invocation({self->fn_.name, TriggerKind::timer, id, trace, r.outcome, 0,
+                                  self->clock_.now() - started, r.error.type, r.error.message, {}});
+        // This may be the store's writer thread (after an output commit), where a blocking
+        // commit would wait on itself: the hold is released from the timer thread.
+        std::weak_ptr<Timer> weak = self;
+        self->timers_.schedule(self->clock_.now(), [weak] {
+          if (auto t = weak.lock()) t->release();
+        });
+        if (self->timer_thread_) self->timer_thread_->wake();
+      });
     });
   }
 
