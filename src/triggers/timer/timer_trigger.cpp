@@ -136,9 +136,12 @@ class TimerTrigger::Timer : public std::enable_shared_from_this<TimerTrigger::Ti
       timer_id_ = 0;
       if (stopping_) return;
     }
-    // Late by more than a second (a stalled host, a clock jump): it runs once, marked past due.
-    run(due_s, wall_s(clock_) - due_s > 1);
-    arm(next_after(std::max(due_s, wall_s(clock_))));
+    // The next due time is armed before this one runs. Late by more than a second (a stalled
+    // host, a clock jump), it runs once, marked past due; the due times it slept through are
+    // not replayed one by one.
+    const int64_t now = wall_s(clock_);
+    arm(next_after(std::max(due_s, now)));
+    run(due_s, now - due_s > 1);
   }
 
   // Claims due time `due_s` in the store and runs the function if the claim lands.
