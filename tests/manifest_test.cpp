@@ -561,8 +561,8 @@ TEST(ManifestTest, TimerTriggersTakeACronAZoneAndRunOnStartup) {
   EXPECT_EQ(t[0].timer.time_zone, "Europe/Berlin");
   EXPECT_TRUE(t[0].timer.run_on_startup);
   EXPECT_EQ(t[1].timer.time_zone, "UTC");
-  const Diagnostic& d = expect_diag(parse(one_function(kBasicFn + "triggers:\n  - timer: {schedule: \"0 61 * * * *\"}\n")),
-                                    "functions.orders.triggers[0].timer.schedule", "minute field '61'");
+  auto bad = parse(one_function(kBasicFn + "triggers:\n  - timer: {schedule: \"0 61 * * * *\"}\n"));
+  const Diagnostic& d = expect_diag(bad, "functions.orders.triggers[0].timer.schedule", "minute field '61'");
   EXPECT_GT(d.line, 0);
   expect_diag(parse(one_function(kBasicFn + "triggers:\n  - timer: {time_zone: UTC}\n")),
               "functions.orders.triggers[0].timer.schedule", "is missing");
