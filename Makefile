@@ -4,7 +4,7 @@ JOBS ?= $(shell nproc)
 APP ?= examples/showcase
 ARGS ?=
 
-.PHONY: all setup configure build run test bench clean format
+.PHONY: all setup configure build run test bench fuzz clean format
 
 all: build
 
@@ -35,6 +35,14 @@ bench: build
 	bash bench/run.sh
 	bash bench/workers.sh
 	bash bench/queue.sh
+
+# Fuzz the cron parser with libFuzzer (needs clang: apt-get install clang). FUZZ_SECONDS=60.
+FUZZ_SECONDS ?= 60
+fuzz:
+	@mkdir -p $(BUILD)/fuzz
+	clang++ -std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined -DNIMBUS_FUZZ_MAIN -Isrc \
+	  fuzz/cron_fuzz.cpp src/core/cron.cpp -o $(BUILD)/fuzz/cron_fuzz
+	$(BUILD)/fuzz/cron_fuzz -max_total_time=$(FUZZ_SECONDS) -max_len=128
 
 format:
 	clang-format -i $$(git ls-files '*.cpp' '*.h')

@@ -8,6 +8,7 @@
 #include <cstdio>
 
 namespace nimbus {
+bool check_cron_input(std::string_view text);  // fuzz/cron_fuzz.cpp
 namespace {
 
 using namespace std::chrono;
@@ -84,6 +85,17 @@ TEST(Cron, BadExpressionsNameTheField) {
     auto s = parse_cron(b.cron);
     ASSERT_FALSE(s.ok()) << b.cron;
     EXPECT_NE(s.error().message.find(b.says), std::string::npos) << b.cron << " -> " << s.error().message;
+  }
+}
+
+// The fuzz target's invariants over a fixed corpus of awkward inputs (make fuzz explores more).
+TEST(Cron, FuzzInvariantsHoldOnACorpus) {
+  for (const char* input : {"", " ", "*", "* * * * *", "* * * * * *", "*/1 */1 */1 */1 */1 */1", "0 0 0 31 2 *",
+                            "0 0 0 30 FEB,APR *", "59 59 23 31 12 6", "0 0 0 * * 0,7", "1-59/58 * * * * *",
+                            "0 0 0 1 1 SUN-SAT", "0,0,0 0 0 1 1 *", "a b c d e f", "0 0 0 1 1 * *", "-1 * * * * *",
+                            "0/5 * * * * *", "5/0 * * * * *", "99999 * * * * *", "0 0 0 L * *", "0 0 0 ? * MON",
+                            "\xff\xfe * * * * *", "0 0 12 29 2 MON"}) {
+    EXPECT_TRUE(check_cron_input(input)) << "'" << input << "'";
   }
 }
 
