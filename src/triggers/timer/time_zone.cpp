@@ -21,9 +21,11 @@ SysSeconds TimeZone::next(const CronSchedule& schedule, SysSeconds after) const 
   const auto* zone = static_cast<const date::time_zone*>(zone_);
   // Start one second later in local time; walk matching local times until one maps past `after`.
   auto local = date::local_seconds((zone->to_local(after + seconds(1))).time_since_epoch());
-  // In an overlap, to_local gives the local time of whichever pass `after` is in; stepping
-  // back one hour first makes sure the first pass is seen (its candidates are filtered below).
-  auto probe = local - hours(2);
+  // Just after a transition, local times that were skipped or repeated lie before `local`
+  // and may still be due (a gap's times fire as it ends): look back then, and only then
+  // (stepping candidate by candidate through two hours is slow for a schedule every second).
+  const auto since_transition = after - date::floor<seconds>(zone->get_info(after).begin);
+  auto probe = since_transition < hours(3) ? local - hours(2) : local;
   for (int guard = 0; guard < 100000; ++guard) {
     auto candidate = next_local(schedule, probe);
     if (!candidate) break;

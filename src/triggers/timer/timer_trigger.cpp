@@ -144,24 +144,43 @@ class TimerTrigger::Timer : public std::enable_shared_from_this<TimerTrigger::Ti
     run(due_s, now - due_s > 1);
   }
 
-  // Claims due time `due_s` in the store and runs the function if the claim lands.
-  void run(int64_t due_s, bool past_due) {
+  // Claims due time `due_s` in the store and runs the function if the claim lands. The claim
+  // is an asynchronous commit, so the claims of timers due at the same moment share one
+  // transaction; the run itself starts from the timer thread, never the store's writer.
+  void run(int64_t due_s, bool past_due, int attempt = 0) {
     const int64_t now = wall_s(clock_);
-    for (int attempt = 0; attempt < 5; ++attempt) {
-      Record seen = read();
-      if (!seen.etag.empty() && seen.last >= due_s) return;  // this due time already ran (another host)
-      Record claim{due_s, next_after(std::max(due_s, now)), seen.running_until, {}};
-      const bool busy = seen.running_until > now;
-      if (!busy) claim.running_until = now + std::chrono::duration_cast<std::chrono::seconds>(fn_.timeout).count() + 1;
-      if (!write(seen, claim)) continue;  // raced with another host: look again
-      if (busy) {
-        logger_.host(LogLevel::warn, "timer run skipped: the previous run is still going",
-                     {{"function", fn_.name}, {"scheduled_time", rfc3339(due_s)}});
+    Record seen = read();
+    if (!seen.etag.empty() && seen.last >= due_s) return;  // this due time already ran (another host)
+    Record claim{due_s, next_after(std::max(due_s, now)), seen.running_until, {}};
+    const bool busy = seen.running_until > now;
+    if (!busy) claim.running_until = now + std::chrono::duration_cast<std::chrono::seconds>(fn_.timeout).count() + 1;
+    Batch b;
+    json::object o{{"last", claim.last}, {"next", claim.next}, {"running_until", claim.running_until}};
+    b.puts.push_back({kTimerStore, key_, json::serialize(o), seen.etag, 0});
+    store_.commit(std::move(b), [self = shared_from_this(), due_s, past_due, attempt, busy, last = seen.last,
+                                 next = claim.next](Expected<BatchResult> r) {
+      if (!r && r.error().code != store_error::conflict) {
+        self->logger_.host(LogLevel::error, "cannot record a timer's status",
+                           {{"function", self->fn_.name}, {"error", r.error().message}});
         return;
       }
-      dispatch(due_s, past_due, seen.last, claim.next);
-      return;
-    }
+      if (!r && attempt >= 4) return;
+      self->on_timer_thread([self, r = r.ok(), due_s, past_due, attempt, busy, last, next] {
+        if (!r) return self->run(due_s, past_due, attempt + 1);  // raced another host: look again
+        if (busy) {
+          self->logger_.host(LogLevel::warn, "timer run skipped: the previous run is still going",
+                             {{"function", self->fn_.name}, {"scheduled_time", rfc3339(due_s)}});
+          return;
+        }
+        self->dispatch(due_s, past_due, last, next);
+      });
+    });
+  }
+
+  void on_timer_thread(std::function<void()> fn) {
+    bool earliest = false;
+    timers_.schedule(clock_.now(), std::move(fn), &earliest);
+    if (timer_thread_) timer_thread_->wake();
   }
 
   void dispatch(int64_t due_s, bool past_due, int64_t last_s, int64_t next_s) {
@@ -185,10 +204,9 @@ class TimerTrigger::Timer : public std::enable_shared_from_this<TimerTrigger::Ti
         // This may be the store's writer thread (after an output commit), where a blocking
         // commit would wait on itself: the hold is released from the timer thread.
         std::weak_ptr<Timer> weak = self;
-        self->timers_.schedule(self->clock_.now(), [weak] {
+        self->on_timer_thread([weak] {
           if (auto t = weak.lock()) t->release();
         });
-        if (self->timer_thread_) self->timer_thread_->wake();
       });
     });
   }

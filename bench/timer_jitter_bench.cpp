@@ -1,0 +1,131 @@
+// Timer jitter on an idle host: TIMERS schedules firing every second for SECONDS seconds
+// through the real timer trigger (SQLite store, ETag-claimed due times, the function pool);
+// jitter = when the function starts minus its scheduled time. Prints one JSON object.
+// Env: TIMERS (20), DURATION (20 seconds).
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <boost/json.hpp>
+#include <date/date.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <mutex>
+#include <random>
+#include <sstream>
+#include <thread>
+
+#include "observe/log.h"
+#include "observe/metrics.h"
+#include "pool/function_pools.h"
+#include "pool/worker_threads.h"
+#include "store/store.h"
+#include "triggers/timer/timer_trigger.h"
+
+namespace nimbus {
+namespace {
+
+int env_int(const char* name, int fallback) {
+  const char* v = std::getenv(name);
+  return v && *v ? std::atoi(v) : fallback;
+}
+
+struct Samples {
+  std::mutex mu;
+  std::vector<double> ms;
+};
+
+// Notes how late each run started against the scheduled_time in its payload.
+class Stamp final : public Executor {
+ public:
+  explicit Stamp(Samples& s) : s_(s) {}
+  Mode mode() const override { return Mode::synchronous; }
+  Result call(const Invocation& inv) override {
+    auto started = std::chrono::system_clock::now();
+    auto payload = boost::json::parse(inv.payload).as_object();
+    std::istringstream in(std::string(payload["scheduled_time"].as_string()));
+    date::sys_seconds due;
+    in >> date::parse("%Y-%m-%dT%H:%M:%SZ", due);
+    double late = std::chrono::duration<double, std::milli>(started - due).count();
+    {
+      std::lock_guard l(s_.mu);
+      s_.ms.push_back(late);
+    }
+    Result r;
+    r.http = HttpReply{200, {}, ""};
+    return r;
+  }
+
+ private:
+  Samples& s_;
+};
+
+int run() {
+  const int timers = env_int("TIMERS", 20);
+  const int seconds = env_int("DURATION", 20);
+  auto dir = std::filesystem::temp_directory_path() / ("nimbus-timer-bench-" + std::to_string(std::random_device{}()));
+  std::filesystem::create_directories(dir);
+  SystemClock clock;
+  auto store = open_store("sqlite:state.db", dir, clock);
+  if (!store) {
+    std::fprintf(stderr, "%s\n", store.error().message.c_str());
+    return 1;
+  }
+  AppSpec app;
+  app.name = "bench";
+  app.dir = dir;
+  Samples samples;
+  std::vector<std::string> names;
+  for (int i = 0; i < timers; ++i) {
+    FunctionSpec fn;
+    fn.name = "t" + std::to_string(i);
+    fn.blocking = false;
+    TriggerSpec t;
+    t.kind = TriggerKind::timer;
+    t.timer.schedule = "* * * * * *";
+    fn.triggers.push_back(t);
+    app.functions.push_back(fn);
+    names.push_back(fn.name);
+  }
+  int devnull = ::open("/dev/null", O_WRONLY);
+  LogSink sink(devnull);
+  Logger logger(sink, clock, app.name);
+  Metrics metrics(names);
+  TimerQueue queue;
+  TimerThread thread(clock, queue);
+  WorkerThreads workers(2);
+  PoolContext ctx{clock, queue, &thread, workers, metrics};
+  FunctionPools pools;
+  for (int i = 0; i < timers; ++i) {
+    pools.add(std::make_unique<FunctionPool>(app.functions[static_cast<std::size_t>(i)], i, std::make_unique<Stamp>(samples), ctx));
+  }
+  TimerTrigger trigger(app, pools, **store, clock, queue, &thread, logger);
+  if (auto st = trigger.start(); !st) {
+    std::fprintf(stderr, "%s\n", st.error().message.c_str());
+    return 1;
+  }
+  std::this_thread::sleep_for(std::chrono::seconds(seconds));
+  trigger.stop();
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  (*store)->close();
+  sink.flush();
+  ::close(devnull);
+  std::vector<double> ms;
+  {
+    std::lock_guard l(samples.mu);
+    ms = samples.ms;
+  }
+  std::sort(ms.begin(), ms.end());
+  auto pct = [&](double p) { return ms.empty() ? -1.0 : ms[std::min(ms.size() - 1, static_cast<std::size_t>(p / 100 * ms.size()))]; };
+  std::printf("{\"timers\":%d,\"seconds\":%d,\"runs\":%zu,\"jitter_p50_ms\":%.3f,\"jitter_p99_ms\":%.3f,\"jitter_max_ms\":%.3f}\n",
+              timers, seconds, ms.size(), pct(50), pct(99), ms.empty() ? -1.0 : ms.back());
+  std::error_code ec;
+  std::filesystem::remove_all(dir, ec);
+  return 0;
+}
+
+}  // namespace
+}  // namespace nimbus
+
+int main() { return nimbus::run(); }
