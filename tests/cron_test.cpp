@@ -61,6 +61,8 @@ INSTANTIATE_TEST_SUITE_P(
         Case{"0 30 2 * * *", "Europe/Berlin", "2026-03-28 12:00:00", "2026-03-29 01:00:00",
              "02:30 does not exist that day: fires as the gap ends"},
         Case{"0 30 2 * * *", "Europe/Berlin", "2026-03-29 01:00:00", "2026-03-30 00:30:00", "then back to normal"},
+        Case{"0 30 2 * * *", "Europe/Berlin", "2026-03-29 00:59:59", "2026-03-29 01:00:00",
+             "one second before the gap: still the gap's end"},
         // Berlin falls back 2026-10-25 03:00 CEST -> 02:00 CET (01:00 UTC): 02:30 happens twice.
         Case{"0 30 2 * * *", "Europe/Berlin", "2026-10-24 12:00:00", "2026-10-25 00:30:00", "first 02:30 (CEST)"},
         Case{"0 30 2 * * *", "Europe/Berlin", "2026-10-25 00:30:00", "2026-10-26 01:30:00",

@@ -1014,7 +1014,9 @@ TEST(HostServices, StateWithETagsPublishAndInvokeFromEveryRuntime) {
             "  py:\n    runtime: python\n    handler: app.py:handle\n    triggers: [{http: {route: /py}}]\n"
             "  js:\n    runtime: node\n    handler: app.js:handle\n    triggers: [{http: {route: /js}}]\n"
             "  listener:\n    runtime: native\n    handler: " + test_function("relay").string() + "\n"
-            "    triggers: [{topic: {name: news}}]\n    outputs: {next: {queue: heard}}\n");
+            "    triggers: [{topic: {name: news}}]\n    outputs: {next: {queue: heard}}\n"
+            "  relayer:\n    runtime: native\n    handler: " + test_function("relay").string() + "\n"
+            "    triggers: [{http: {route: /relayer}}]\n    outputs: {next: {queue: invoked}}\n");
   dir.write("app.py", R"PY(
 from nimbus import HostError
 def handle(req, ctx):
@@ -1035,6 +1037,7 @@ exports.handle = async (req, ctx) => {
   await ctx.statePut('docs', 'js', 'from node');
   const got = await ctx.stateGet('docs', 'js');
   const eventId = await ctx.publish('news', 'extra', { type: 'headline', subject: 'js/1' });
+  await ctx.invoke('relayer', 'via-invoke');
   let conflict = false;
   try { await ctx.statePut('docs', 'js', 'x', { ifMatch: 'stale' }); } catch (e) { conflict = e.conflict; }
   return { value: got.value.toString(), eventId, conflict };
@@ -1076,6 +1079,9 @@ exports.handle = async (req, ctx) => {
   Admin admin{host.admin_port(), host.admin_token()};
   ASSERT_TRUE(admin.wait([&] { return admin.peek("heard").size() == 1; }));
   EXPECT_EQ(admin.peek("heard")[0]["payload"].as_string(), "extra|listener");
+  auto invoked = admin.peek("invoked");  // an invoked function's outputs are committed too
+  ASSERT_EQ(invoked.size(), 1u);
+  EXPECT_EQ(invoked[0]["payload"].as_string(), "via-invoke|relayer");
   EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
 }
 

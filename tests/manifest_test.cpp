@@ -566,6 +566,8 @@ TEST(ManifestTest, TimerTriggersTakeACronAZoneAndRunOnStartup) {
   EXPECT_GT(d.line, 0);
   expect_diag(parse(one_function(kBasicFn + "triggers:\n  - timer: {time_zone: UTC}\n")),
               "functions.orders.triggers[0].timer.schedule", "is missing");
+  expect_diag(parse(one_function(kBasicFn + "triggers:\n  - timer: {schedule: \"0 0 0 30 2 *\"}\n")),
+              "functions.orders.triggers[0].timer.schedule", "never matches");
 }
 
 TEST(ManifestTest, QueueAndTopicTriggersOutputsRetryAndDurability) {

@@ -181,16 +181,25 @@ int run_host(const AppSpec& app, const HostOptions& options) {
   TimePoint give_up = clock.now() + app.shutdown_grace;
   schedules.stop();  // no new timer runs; a due time missed while stopped runs past due later
   // Messages in flight finish and commit; the rest stay in the store for the next start.
-  if (!queues.stop(app.shutdown_grace)) {
-    logger.host(LogLevel::warn, "grace period over with messages in flight; they will be delivered again");
-  }
-  while ((http.in_progress() > 0 || admin.in_progress() > 0) && clock.now() < give_up) {
+  const bool messages_done = queues.stop(app.shutdown_grace);
+  // Every invocation counts (HTTP, admin, queue, topic, timer, async routes): the parts they
+  // use may only go once none is running.
+  auto running = [&] {
+    int n = 0;
+    for (int i = 0; i < pools.size(); ++i) n += pools.at(i).running();
+    return n;
+  };
+  while ((http.in_progress() > 0 || admin.in_progress() > 0 || running() > 0) && clock.now() < give_up) {
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }
-  int left = http.in_progress() + admin.in_progress();
+  int left = http.in_progress() + admin.in_progress() + running();
+  if (!messages_done && left == 0) left = 1;  // a message's completion is still being committed
+  if (!messages_done) {
+    logger.host(LogLevel::warn, "grace period over with messages in flight; they will be delivered again");
+  }
   fs::remove(host_file(app.dir), ec);
   if (left > 0) {
-    logger.host(LogLevel::warn, "grace period over; exiting with requests still in flight",
+    logger.host(LogLevel::warn, "grace period over; exiting with invocations still in flight",
                 {{"in_flight", static_cast<int64_t>(left)}});
     sink.flush();
     std::cout.flush();

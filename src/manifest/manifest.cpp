@@ -517,6 +517,8 @@ class Reader {
     } else if (auto text = scalar(v, path + ".schedule", "a cron expression")) {
       if (auto cron = parse_cron(*text); !cron) {
         error(v, path + ".schedule", cron.error().message);
+      } else if (!next_local(*cron, date::local_days(date::year(2024) / 1 / 1))) {
+        error(v, path + ".schedule", "cron '" + *text + "' never matches a date (such as 30 February); expected a schedule that runs");
       } else {
         t.schedule = *text;
       }

@@ -316,8 +316,6 @@ class SqliteStore final : public Store {
           auto& up = stmt("INSERT OR REPLACE INTO subscriptions VALUES(?,?,?,?,?)");
           up.reset().text(s.topic).text(s.name).text(s.type).text(s.source).text(s.subject_prefix);
           if (up.step() != SQLITE_DONE) return sql_error("subscribe");
-          std::lock_guard lock(subs_mu_);
-          subs_loaded_ = false;
           return ok_status();
         },
         std::move(done));
@@ -560,15 +558,34 @@ class SqliteStore final : public Store {
 
   Status run_group(std::vector<Op>& group, std::vector<std::string>& woken) {
     if (sqlite3_exec(db_, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) != SQLITE_OK) return sql_error("begin");
+    bool rolled_back = false;
     for (auto& op : group) {
-      if (op.savepoint) stmt("SAVEPOINT op").reset().step();
+      if (rolled_back) {
+        // SQLite abandoned the transaction (disk full, I/O error): nothing after may run in
+        // autocommit mode and then be reported as failed.
+        op.outcome = Error{"store commit abandoned after an earlier failure in the same group", store_error::io};
+        continue;
+      }
+      if (op.savepoint && stmt("SAVEPOINT op").reset().step() != SQLITE_DONE) {
+        op.outcome = sql_error("savepoint");
+        continue;
+      }
       std::size_t mark = woken.size();
       op.outcome = op.apply(woken);
+      if (sqlite3_get_autocommit(db_)) {
+        rolled_back = true;
+        if (op.outcome) op.outcome = Error{"store transaction rolled back by SQLite", store_error::io};
+        continue;
+      }
       if (!op.outcome) {
         woken.resize(mark);
         if (op.savepoint) stmt("ROLLBACK TO op").reset().step();
       }
       if (op.savepoint) stmt("RELEASE op").reset().step();
+    }
+    if (rolled_back) {
+      woken.clear();
+      return Error{"the store rolled back a group commit: " + std::string(sqlite3_errmsg(db_)), store_error::io};
     }
     if (sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr) != SQLITE_OK) {
       Error e = sql_error("commit");
@@ -604,17 +621,16 @@ class SqliteStore final : public Store {
     return ok_status();
   }
 
-  const std::vector<Subscription>& subscriptions() {
-    std::lock_guard lock(subs_mu_);
-    if (!subs_loaded_) {
-      subs_.clear();
-      Stmt st(db_, "SELECT topic, name, type, source, subject_prefix FROM subscriptions ORDER BY topic, name");
-      while (st.ok() && st.step() == SQLITE_ROW) {
-        subs_.push_back(Subscription{st.col_text(0), st.col_text(1), st.col_text(2), st.col_text(3), st.col_text(4)});
-      }
-      subs_loaded_ = true;
+  // Read inside the writing transaction every time: another process on the same store may
+  // have added subscriptions, and a cached list could outlive a rolled-back subscribe.
+  std::vector<Subscription> subscriptions(const std::string& topic) {
+    std::vector<Subscription> out;
+    auto& st = stmt("SELECT topic, name, type, source, subject_prefix FROM subscriptions WHERE topic=? ORDER BY name");
+    st.reset().text(topic);
+    while (st.step() == SQLITE_ROW) {
+      out.push_back(Subscription{st.col_text(0), st.col_text(1), st.col_text(2), st.col_text(3), st.col_text(4)});
     }
-    return subs_;
+    return out;
   }
 
   Status apply(const Batch& b, BatchResult& result, std::vector<std::string>& woken) {
@@ -626,6 +642,13 @@ class SqliteStore final : public Store {
       if (sqlite3_changes(db_) != 1) return conflict("message " + ref.id + " is no longer leased by this delivery");
     }
     for (const auto& r : b.retries) {
+      if (r.release) {
+        auto& up = stmt("UPDATE messages SET lease=NULL, due=?, deliveries=max(deliveries-1, 0) WHERE id=? AND lease=?");
+        up.reset().integer(r.due_ms).text(r.ref.id).text(r.ref.lease);
+        if (up.step() != SQLITE_DONE) return sql_error("release");
+        if (sqlite3_changes(db_) != 1) return conflict("message " + r.ref.id + " is no longer leased by this delivery");
+        continue;
+      }
       auto& up = stmt(
           "UPDATE messages SET lease=NULL, due=?, error=?, last_failed=?, "
           "first_failed=CASE first_failed WHEN 0 THEN ? ELSE first_failed END WHERE id=? AND lease=?");
@@ -656,8 +679,8 @@ class SqliteStore final : public Store {
                                                         : p.message.event_id;
       NewMessage copy = p.message;
       copy.event_id = event_id;
-      for (const auto& s : subscriptions()) {
-        if (s.topic != p.topic || !subscription_matches(s, copy)) continue;
+      for (const auto& s : subscriptions(p.topic)) {
+        if (!subscription_matches(s, copy)) continue;
         // One copy per subscription; ids derive from the event id, so a publish is idempotent.
         std::string id = event_id + "/" + s.name;
         if (auto st = insert_message(p.topic + "/" + s.name, copy, id, now, woken); !st) return st;
@@ -721,9 +744,6 @@ class SqliteStore final : public Store {
   bool checkpoint_wanted_ = false;
   int wal_pages_asked_ = 0;  // writer thread
   bool checkpoint_stop_ = false;
-  std::mutex subs_mu_;
-  std::vector<Subscription> subs_;
-  bool subs_loaded_ = false;
 };
 
 }  // namespace

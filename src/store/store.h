@@ -99,6 +99,7 @@ struct Batch {
     LeaseRef ref;
     int64_t due_ms = 0;
     std::string error;
+    bool release = false;  // handed back unrun (a stopping host): the delivery does not count
   };
   struct DeadLetter {  // to <queue>.dead, with the error
     LeaseRef ref;

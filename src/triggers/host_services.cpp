@@ -4,6 +4,7 @@
 
 #include "pool/function_pools.h"
 #include "store/store.h"
+#include "triggers/outputs.h"
 
 namespace nimbus {
 namespace {
@@ -34,13 +35,19 @@ void HostServices::call(ServiceCall c, std::function<void(ServiceResult)> done) 
     inv.http->path = "/";
     inv.payload = std::move(c.body);
     std::string id = inv.id;
+    const FunctionSpec* spec = &pool->spec();
+    Store* store = store_;
     if (arg(c.args, "mode") == "async") {
-      pool->dispatch(std::move(inv), [](Result&&) {});
+      // Its outputs are committed like any caller's, even though nobody waits for it.
+      pool->dispatch(std::move(inv), [store, spec](Result&& result) {
+        commit_outputs_then(store, *spec, std::move(result), [](Result&&) {});
+      });
       ServiceResult r;
       r.fields.push_back({"invocation_id", id});
       return done(std::move(r));
     }
-    pool->dispatch(std::move(inv), [done = std::move(done), name](Result&& result) {
+    pool->dispatch(std::move(inv), [done = std::move(done), name, store, spec](Result&& invoked) mutable {
+      commit_outputs_then(store, *spec, std::move(invoked), [done = std::move(done), name](Result&& result) {
       if (result.outcome != Outcome::success) {
         return done(ServiceResult::failure("function '" + name + "' failed: " + std::string(to_string(result.outcome)) +
                                            (result.error.type.empty() ? "" : " (" + result.error.type + ")")));
@@ -51,6 +58,7 @@ void HostServices::call(ServiceCall c, std::function<void(ServiceResult)> done) 
         r.fields.push_back({"status", std::to_string(result.http->status)});
       }
       done(std::move(r));
+      });
     });
     return;
   }

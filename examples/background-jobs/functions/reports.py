@@ -9,7 +9,7 @@ def build(req, ctx):
     for i in range(rows):  # stands in for real work
         digest.update(str(i).encode())
     report = {"title": spec.get("title", "report"), "rows": rows, "checksum": digest.hexdigest()[:16]}
-    ctx.output("notify", {"job": ctx.invocation_id, "title": report["title"]})
+    ctx.output("notify", {"job": ctx.message_id, "title": report["title"]})  # the job id is the message id
     return report
 
 

@@ -409,6 +409,13 @@ void ProcessExecutor::assign_locked(const std::shared_ptr<Instance>& inst, Waiti
     std::weak_ptr<Instance> weak = inst;
     w.deadline_timer = schedule(w.deadline, [this, weak, id] { on_deadline(weak, id); });
   }
+  if (inst->in_flight.count(id)) {
+    // Two invocations with one id on one instance could not be told apart: refuse the second.
+    after.push_back([d = take_locked(w), id]() mutable {
+      d(Result::failure(Outcome::unavailable, "duplicate_invocation", "invocation " + id + " is already in flight"));
+    });
+    return;
+  }
   inst->in_flight.emplace(id, std::move(w));
   // The write happens after the lock is released: on a busy core the worker may answer at
   // once, and its reply must not find the lock still held by this thread.

@@ -108,7 +108,11 @@ class QueueTrigger::Consumer : public std::enable_shared_from_this<QueueTrigger:
     int want;
     {
       std::lock_guard lock(mu_);
-      if (stopping_ || receiving_) return;
+      if (stopping_) return;
+      if (receiving_) {
+        rescan_ = true;  // work may have arrived after that receive looked: look again after it
+        return;
+      }
       want = std::min(spec_.batch_size, limit_ - static_cast<int>(in_flight_.size()));
       if (want <= 0) return;
       receiving_ = true;
@@ -155,7 +159,7 @@ class QueueTrigger::Consumer : public std::enable_shared_from_this<QueueTrigger:
     if (stopping && !messages.empty()) {
       // Received as the host stops: hand them straight back rather than leave them leased.
       Batch release;
-      for (const auto& m : messages) release.retries.push_back({{m.id, m.lease}, wall_ms(clock_), m.last_error});
+      for (const auto& m : messages) release.retries.push_back({{m.id, m.lease}, wall_ms(clock_), m.last_error, true});
       store_.commit(std::move(release), [self = shared_from_this()](Expected<BatchResult>) {
         std::lock_guard lock(self->mu_);
         self->receiving_ = false;
@@ -177,7 +181,12 @@ class QueueTrigger::Consumer : public std::enable_shared_from_this<QueueTrigger:
       auto batch = std::make_shared<std::vector<Message>>(std::move(messages));
       dispatcher_.post([self = shared_from_this(), batch] { self->run_batch(*batch); });
     }
-    if (received >= wanted) {
+    bool rescan;
+    {
+      std::lock_guard lock(mu_);
+      rescan = std::exchange(rescan_, false);
+    }
+    if (received >= wanted || rescan) {
       pump();  // there may be more
       return;
     }
@@ -252,7 +261,7 @@ class QueueTrigger::Consumer : public std::enable_shared_from_this<QueueTrigger:
       return;
     }
     Batch release;  // the host stops: hand them back for the next start
-    for (const auto& m : batch) release.retries.push_back({{m.id, m.lease}, wall_ms(clock_), m.last_error});
+    for (const auto& m : batch) release.retries.push_back({{m.id, m.lease}, wall_ms(clock_), m.last_error, true});
     store_.commit(std::move(release), [self = shared_from_this(), batch](Expected<BatchResult>) {
       std::lock_guard lock(self->mu_);
       for (const auto& m : batch) self->in_flight_.erase(m.id);
@@ -286,8 +295,7 @@ class QueueTrigger::Consumer : public std::enable_shared_from_this<QueueTrigger:
         else if (h.name.rfind("param.", 0) == 0) http.params.push_back({h.name.substr(6), std::move(h.value)});
         else if (h.name.rfind("header.", 0) == 0) http.headers.push_back({h.name.substr(7), std::move(h.value)});
       }
-      inv.metadata.clear();
-      inv.id = m.id;  // the job id the caller holds
+      inv.metadata.clear();  // the job id the caller holds is the message id (m.id)
       Batch running;
       running.puts.push_back({kJobStore, m.id, job_json(m.id, "running", m.deliveries, nullptr, {}), std::nullopt, kJobTtlMs});
       store_.commit(std::move(running), [](Expected<BatchResult>) {});
@@ -405,6 +413,7 @@ class QueueTrigger::Consumer : public std::enable_shared_from_this<QueueTrigger:
   std::condition_variable idle_cv_;
   std::map<std::string, std::string> in_flight_;  // message id -> lease
   bool receiving_ = false;
+  bool rescan_ = false;  // a wake-up came while a receive was under way
   bool stopping_ = false;
   TimerQueue::Id wake_timer_ = 0;
   TimerQueue::Id renew_timer_ = 0;

@@ -24,7 +24,7 @@ SysSeconds TimeZone::next(const CronSchedule& schedule, SysSeconds after) const 
   // Just after a transition, local times that were skipped or repeated lie before `local`
   // and may still be due (a gap's times fire as it ends): look back then, and only then
   // (stepping candidate by candidate through two hours is slow for a schedule every second).
-  const auto since_transition = after - date::floor<seconds>(zone->get_info(after).begin);
+  const auto since_transition = (after + seconds(1)) - date::floor<seconds>(zone->get_info(after + seconds(1)).begin);
   auto probe = since_transition < hours(3) ? local - hours(2) : local;
   for (int guard = 0; guard < 100000; ++guard) {
     auto candidate = next_local(schedule, probe);

@@ -29,6 +29,7 @@ std::string rfc3339(int64_t s) {
 struct Record {
   int64_t last = 0, next = 0, running_until = 0;
   std::string etag;  // empty: no record yet
+  int64_t running_for = 0;  // the due time whose run holds the schedule until running_until
 };
 
 int64_t field(const json::object& o, std::string_view key) {
@@ -96,6 +97,7 @@ class TimerTrigger::Timer : public std::enable_shared_from_this<TimerTrigger::Ti
       r.last = field(v.as_object(), "last");
       r.next = field(v.as_object(), "next");
       r.running_until = field(v.as_object(), "running_until");
+      r.running_for = field(v.as_object(), "running_for");
     }
     r.etag = (*got)->etag;
     return r;
@@ -104,7 +106,8 @@ class TimerTrigger::Timer : public std::enable_shared_from_this<TimerTrigger::Ti
   // Writes the record only if it is still the one read (etag); false when another host won.
   bool write(const Record& seen, const Record& now) {
     Batch b;
-    json::object o{{"last", now.last}, {"next", now.next}, {"running_until", now.running_until}};
+    json::object o{{"last", now.last}, {"next", now.next}, {"running_until", now.running_until},
+                   {"running_for", now.running_for}};
     b.puts.push_back({kTimerStore, key_, json::serialize(o), seen.etag, 0});
     auto r = store_.commit_sync(std::move(b));
     if (!r && r.error().code != store_error::conflict) {
@@ -116,6 +119,10 @@ class TimerTrigger::Timer : public std::enable_shared_from_this<TimerTrigger::Ti
   void arm(int64_t due_s) {
     std::lock_guard lock(mu_);
     if (stopping_) return;
+    if (due_s >= std::chrono::duration_cast<std::chrono::seconds>(SysSeconds::max().time_since_epoch()).count() / 2) {
+      logger_.host(LogLevel::warn, "timer schedule never runs again", {{"function", fn_.name}, {"schedule", spec_.schedule}});
+      return;
+    }
     armed_for_ = due_s;
     if (timer_id_ != 0) timers_.cancel(timer_id_);
     auto delay = std::chrono::seconds(due_s) - std::chrono::duration_cast<std::chrono::nanoseconds>(clock_.wall().time_since_epoch());
@@ -151,11 +158,15 @@ class TimerTrigger::Timer : public std::enable_shared_from_this<TimerTrigger::Ti
     const int64_t now = wall_s(clock_);
     Record seen = read();
     if (!seen.etag.empty() && seen.last >= due_s) return;  // this due time already ran (another host)
-    Record claim{due_s, next_after(std::max(due_s, now)), seen.running_until, {}};
+    Record claim{due_s, next_after(std::max(due_s, now)), seen.running_until, {}, seen.running_for};
     const bool busy = seen.running_until > now;
-    if (!busy) claim.running_until = now + std::chrono::duration_cast<std::chrono::seconds>(fn_.timeout).count() + 1;
+    if (!busy) {
+      claim.running_until = now + std::chrono::duration_cast<std::chrono::seconds>(fn_.timeout).count() + 1;
+      claim.running_for = due_s;
+    }
     Batch b;
-    json::object o{{"last", claim.last}, {"next", claim.next}, {"running_until", claim.running_until}};
+    json::object o{{"last", claim.last}, {"next", claim.next}, {"running_until", claim.running_until},
+                   {"running_for", claim.running_for}};
     b.puts.push_back({kTimerStore, key_, json::serialize(o), seen.etag, 0});
     store_.commit(std::move(b), [self = shared_from_this(), due_s, past_due, attempt, busy, last = seen.last,
                                  next = claim.next](Expected<BatchResult> r) {
@@ -167,6 +178,17 @@ class TimerTrigger::Timer : public std::enable_shared_from_this<TimerTrigger::Ti
       if (!r && attempt >= 4) return;
       self->on_timer_thread([self, r = r.ok(), due_s, past_due, attempt, busy, last, next] {
         if (!r) return self->run(due_s, past_due, attempt + 1);  // raced another host: look again
+        bool stopping;
+        {
+          std::lock_guard lock(self->mu_);
+          stopping = self->stopping_;
+        }
+        if (stopping && !busy) {
+          // Claimed as the host stops: give the due time back, so the next start runs it past due.
+          Record seen = self->read();
+          if (seen.last == due_s) self->write(seen, Record{last, due_s, 0, {}, 0});
+          return;
+        }
         if (busy) {
           self->logger_.host(LogLevel::warn, "timer run skipped: the previous run is still going",
                              {{"function", self->fn_.name}, {"scheduled_time", rfc3339(due_s)}});
@@ -196,27 +218,27 @@ class TimerTrigger::Timer : public std::enable_shared_from_this<TimerTrigger::Ti
     inv.metadata.push_back({"content-type", "application/json"});
     std::string id = inv.id, trace = inv.traceparent;
     TimePoint started = inv.started;
-    pool_.dispatch(std::move(inv), [self = shared_from_this(), id, trace, started](Result&& result) {
+    pool_.dispatch(std::move(inv), [self = shared_from_this(), id, trace, started, due_s](Result&& result) {
       // Outputs are committed before the run counts as done (and before its hold is released).
-      commit_outputs_then(&self->store_, self->fn_, std::move(result), [self, id, trace, started](Result&& r) {
+      commit_outputs_then(&self->store_, self->fn_, std::move(result), [self, id, trace, started, due_s](Result&& r) {
         self->logger_.invocation({self->fn_.name, TriggerKind::timer, id, trace, r.outcome, 0,
                                   self->clock_.now() - started, r.error.type, r.error.message, {}});
         // This may be the store's writer thread (after an output commit), where a blocking
         // commit would wait on itself: the hold is released from the timer thread.
         std::weak_ptr<Timer> weak = self;
-        self->on_timer_thread([weak] {
-          if (auto t = weak.lock()) t->release();
+        self->on_timer_thread([weak, due_s] {
+          if (auto t = weak.lock()) t->release(due_s);
         });
       });
     });
   }
 
-  // The run ended: let the next due time run.
-  void release() {
+  // The run of `due_s` ended: let the next due time run (unless the hold is no longer ours).
+  void release(int64_t due_s) {
     for (int attempt = 0; attempt < 5; ++attempt) {
       Record seen = read();
-      if (seen.running_until == 0) return;
-      Record done{seen.last, seen.next, 0, {}};
+      if (seen.running_until == 0 || seen.running_for != due_s) return;
+      Record done{seen.last, seen.next, 0, {}, 0};
       if (write(seen, done)) return;
     }
   }
