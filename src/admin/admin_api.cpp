@@ -208,21 +208,6 @@ json::object message_json(const Message& m) {
   return o;
 }
 
-std::string query_value(std::string_view target, std::string_view name) {
-  auto q = target.find('?');
-  if (q == std::string_view::npos) return {};
-  std::string_view rest = target.substr(q + 1);
-  while (!rest.empty()) {
-    auto amp = rest.find('&');
-    std::string_view pair = rest.substr(0, amp);
-    auto eq = pair.find('=');
-    if (pair.substr(0, eq) == name) return eq == std::string_view::npos ? std::string() : std::string(pair.substr(eq + 1));
-    if (amp == std::string_view::npos) break;
-    rest.remove_prefix(amp + 1);
-  }
-  return {};
-}
-
 HttpReply store_error_reply(const Error& e) {
   return json_error(e.code == store_error::conflict ? 409 : 500, e.code.empty() ? "store" : e.code, e.message, "");
 }
@@ -283,7 +268,11 @@ void AdminApi::messages(IncomingRequest& request, std::string_view path, std::st
   if (topic) return respond(json_error(405, "method_not_allowed", "publish with POST .../messages", ""));
   if (action == "messages" && method == "GET") {
     int limit = 20;
-    if (auto l = query_value(request.target(), "limit"); !l.empty()) limit = std::max(1, std::min(std::atoi(l.c_str()), 10000));
+    std::string_view target = request.target();
+    auto q = target.find('?');
+    if (auto l = query_param(q == std::string_view::npos ? std::string_view() : target.substr(q + 1), "limit")) {
+      limit = std::max(1, std::min(std::atoi(l->c_str()), 10000));
+    }
     auto peek = store_->peek(name, limit);
     if (!peek) return respond(store_error_reply(peek.error()));
     json::array list;

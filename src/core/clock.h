@@ -24,6 +24,14 @@ class Clock {
   virtual WallTime wall() const = 0;  // calendar: log stamps, CloudEvents time
 };
 
+// The clock's calendar time as Unix milliseconds / seconds (store due times, schedules).
+inline int64_t unix_ms(const Clock& clock) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(clock.wall().time_since_epoch()).count();
+}
+inline int64_t unix_seconds(const Clock& clock) {
+  return std::chrono::duration_cast<std::chrono::seconds>(clock.wall().time_since_epoch()).count();
+}
+
 class SystemClock final : public Clock {
  public:
   TimePoint now() const override { return std::chrono::steady_clock::now(); }

@@ -166,10 +166,6 @@ Message read_message(Stmt& st) {
   return m;
 }
 
-int64_t wall_ms(const Clock& clock) {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(clock.wall().time_since_epoch()).count();
-}
-
 Error conflict(std::string message) { return Error{std::move(message), store_error::conflict}; }
 
 class SqliteStore final : public Store {
@@ -272,7 +268,7 @@ class SqliteStore final : public Store {
     auto out = std::make_shared<std::vector<Message>>();
     submit(
         [this, queue = std::move(queue), max, lease_ms, out](std::vector<std::string>&) -> Status {
-          int64_t now = wall_ms(clock_);
+          int64_t now = unix_ms(clock_);
           auto& pick = stmt("SELECT " + std::string(kMessageColumns) +
                             " FROM messages WHERE queue=? AND due<=? ORDER BY due, seq LIMIT ?");
           pick.reset().text(queue).integer(now).integer(max);
@@ -300,7 +296,7 @@ class SqliteStore final : public Store {
     submit(
         [this, refs = std::move(refs), lease_ms](std::vector<std::string>&) -> Status {
           auto& up = stmt("UPDATE messages SET due=? WHERE id=? AND lease=?");
-          int64_t due = wall_ms(clock_) + lease_ms;
+          int64_t due = unix_ms(clock_) + lease_ms;
           for (const auto& r : refs) {
             up.reset().integer(due).text(r.id).text(r.lease);
             if (up.step() != SQLITE_DONE) return sql_error("extend");
@@ -342,7 +338,7 @@ class SqliteStore final : public Store {
     submit(
         [this, queue, n](std::vector<std::string>& woken) -> Status {
           auto& up = stmt("UPDATE messages SET queue=?, due=?, lease=NULL, deliveries=0 WHERE queue=?");
-          up.reset().text(queue).integer(wall_ms(clock_)).text(queue + ".dead");
+          up.reset().text(queue).integer(unix_ms(clock_)).text(queue + ".dead");
           if (up.step() != SQLITE_DONE) return sql_error("replay");
           *n = sqlite3_changes(db_);
           if (*n > 0) woken.push_back(queue);
@@ -360,7 +356,7 @@ class SqliteStore final : public Store {
     return read<std::optional<StateEntry>>([&](sqlite3* db) -> Expected<std::optional<StateEntry>> {
       Stmt st(db, "SELECT value, etag, expires FROM state WHERE store=? AND key=? AND (expires=0 OR expires>?)");
       if (!st.ok()) return Error{st.error()};
-      st.text(store).text(key).integer(wall_ms(clock_));
+      st.text(store).text(key).integer(unix_ms(clock_));
       int rc = st.step();
       if (rc == SQLITE_DONE) return std::optional<StateEntry>();
       if (rc != SQLITE_ROW) return Error{std::string("state read failed: ") + sqlite3_errmsg(db), store_error::io};
@@ -374,7 +370,7 @@ class SqliteStore final : public Store {
               "SELECT key, value, etag, expires FROM state WHERE store=? AND substr(key, 1, ?)=? "
               "AND (expires=0 OR expires>?) ORDER BY key LIMIT ?");
       if (!st.ok()) return Error{st.error()};
-      st.text(store).integer(static_cast<int64_t>(prefix.size())).text(prefix).integer(wall_ms(clock_)).integer(limit);
+      st.text(store).integer(static_cast<int64_t>(prefix.size())).text(prefix).integer(unix_ms(clock_)).integer(limit);
       std::vector<StateEntry> out;
       int rc;
       while ((rc = st.step()) == SQLITE_ROW) {
@@ -405,7 +401,7 @@ class SqliteStore final : public Store {
               "SELECT queue, sum(due<=?1), sum(lease IS NULL AND due>?1), sum(lease IS NOT NULL AND due>?1) "
               "FROM messages GROUP BY queue ORDER BY queue");
       if (!st.ok()) return Error{st.error()};
-      st.integer(wall_ms(clock_));
+      st.integer(unix_ms(clock_));
       std::vector<QueueStats> out;
       int rc;
       while ((rc = st.step()) == SQLITE_ROW) out.push_back(QueueStats{st.col_text(0), st.col_int(1), st.col_int(2), st.col_int(3)});
@@ -418,7 +414,7 @@ class SqliteStore final : public Store {
     return read<int64_t>([&](sqlite3* db) -> Expected<int64_t> {
       Stmt st(db, "SELECT min(due) FROM messages WHERE queue=? AND due>?");
       if (!st.ok()) return Error{st.error()};
-      st.text(queue).integer(wall_ms(clock_));
+      st.text(queue).integer(unix_ms(clock_));
       if (st.step() != SQLITE_ROW) return Error{std::string("read failed: ") + sqlite3_errmsg(db), store_error::io};
       return st.col_int(0);
     });
@@ -634,7 +630,7 @@ class SqliteStore final : public Store {
   }
 
   Status apply(const Batch& b, BatchResult& result, std::vector<std::string>& woken) {
-    const int64_t now = wall_ms(clock_);
+    const int64_t now = unix_ms(clock_);
     for (const auto& ref : b.acks) {
       auto& del = stmt("DELETE FROM messages WHERE id=? AND lease=?");
       del.reset().text(ref.id).text(ref.lease);

@@ -1,20 +1,10 @@
 #include "triggers/api/service_api.h"
 
-#include <algorithm>
-
 #include "core/ids.h"
 #include "triggers/http/router.h"
 
 namespace nimbus {
 namespace {
-
-// Form decoding: '+' is a space, then %XX (a malformed escape keeps the text as it came).
-std::string form_decode(std::string_view s) {
-  std::string plus(s);
-  std::replace(plus.begin(), plus.end(), '+', ' ');
-  std::string out;
-  return percent_decode(plus, out) ? out : plus;
-}
 
 Headers query_args(std::string_view query) {
   Headers out;

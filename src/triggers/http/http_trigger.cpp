@@ -22,14 +22,6 @@ HttpReply plain_json(int status, std::string body) {
   return r;
 }
 
-std::string form_decode(std::string_view s) {
-  std::string plus_as_space(s);
-  for (auto& c : plus_as_space)
-    if (c == '+') c = ' ';
-  std::string out;
-  if (!percent_decode(plus_as_space, out)) return plus_as_space;
-  return out;
-}
 
 }  // namespace
 

@@ -23,6 +23,15 @@ bool method_allowed(const std::vector<std::string>& methods, std::string_view me
 
 }  // namespace
 
+std::string form_decode(std::string_view s) {
+  std::string plus_as_space(s);
+  for (auto& c : plus_as_space)
+    if (c == '+') c = ' ';
+  std::string out;
+  if (!percent_decode(plus_as_space, out)) return plus_as_space;
+  return out;
+}
+
 bool percent_decode(std::string_view in, std::string& out) {
   out.clear();
   out.reserve(in.size());

@@ -37,5 +37,7 @@ class Router {
 
 // Percent-decodes a path segment; false when an escape is malformed.
 bool percent_decode(std::string_view in, std::string& out);
+// application/x-www-form-urlencoded: '+' is a space, then %XX; a malformed escape keeps the text.
+std::string form_decode(std::string_view in);
 
 }  // namespace nimbus

@@ -22,10 +22,6 @@ namespace {
 
 int64_t to_ms(Duration d) { return std::chrono::duration_cast<std::chrono::milliseconds>(d).count(); }
 
-int64_t wall_ms(const Clock& clock) {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(clock.wall().time_since_epoch()).count();
-}
-
 double random01() {
   thread_local std::mt19937_64 rng{std::random_device{}()};
   return std::uniform_real_distribution<double>(0.0, 1.0)(rng);
@@ -159,7 +155,7 @@ class QueueTrigger::Consumer : public std::enable_shared_from_this<QueueTrigger:
     if (stopping && !messages.empty()) {
       // Received as the host stops: hand them straight back rather than leave them leased.
       Batch release;
-      for (const auto& m : messages) release.retries.push_back({{m.id, m.lease}, wall_ms(clock_), m.last_error, true});
+      for (const auto& m : messages) release.retries.push_back({{m.id, m.lease}, unix_ms(clock_), m.last_error, true});
       store_.commit(std::move(release), [self = shared_from_this()](Expected<BatchResult>) {
         std::lock_guard lock(self->mu_);
         self->receiving_ = false;
@@ -193,7 +189,7 @@ class QueueTrigger::Consumer : public std::enable_shared_from_this<QueueTrigger:
     // Drained: sleep until the next delayed message is due, a commit wakes us, or max_wait.
     TimePoint at = clock_.now() + spec_.max_wait;
     if (auto due = store_.next_due(queue_); due && *due > 0) {
-      TimePoint when = clock_.now() + std::chrono::milliseconds(std::max<int64_t>(*due - wall_ms(clock_), 0));
+      TimePoint when = clock_.now() + std::chrono::milliseconds(std::max<int64_t>(*due - unix_ms(clock_), 0));
       at = std::min(at, when);
     }
     std::lock_guard lock(mu_);
@@ -261,7 +257,7 @@ class QueueTrigger::Consumer : public std::enable_shared_from_this<QueueTrigger:
       return;
     }
     Batch release;  // the host stops: hand them back for the next start
-    for (const auto& m : batch) release.retries.push_back({{m.id, m.lease}, wall_ms(clock_), m.last_error, true});
+    for (const auto& m : batch) release.retries.push_back({{m.id, m.lease}, unix_ms(clock_), m.last_error, true});
     store_.commit(std::move(release), [self = shared_from_this(), batch](Expected<BatchResult>) {
       std::lock_guard lock(self->mu_);
       for (const auto& m : batch) self->in_flight_.erase(m.id);
@@ -348,7 +344,7 @@ class QueueTrigger::Consumer : public std::enable_shared_from_this<QueueTrigger:
                      {{"function", fn_.name}, {"queue", queue_ + ".dead"}, {"message_id", ref.id},
                       {"attempts", attempt}, {"error", reason}});
       } else {
-        int64_t due = wall_ms(clock_) + to_ms(fn_.retry.delay_after(attempt, random01()));
+        int64_t due = unix_ms(clock_) + to_ms(fn_.retry.delay_after(attempt, random01()));
         batch.retries.push_back({ref, due, reason});
         what = "retry";
       }
@@ -363,7 +359,7 @@ class QueueTrigger::Consumer : public std::enable_shared_from_this<QueueTrigger:
   std::string job_json(const std::string& id, const char* status, int attempts, const HttpReply* reply,
                        const std::string& error) const {
     boost::json::object o{{"id", id}, {"function", fn_.name}, {"status", status}, {"attempts", attempts},
-                          {"updated_ms", wall_ms(clock_)}};
+                          {"updated_ms", unix_ms(clock_)}};
     if (reply) {
       boost::json::object result{{"status", reply->status}};
       if (const std::string* ct = find_header(reply->headers, "content-type")) result["content_type"] = *ct;

@@ -17,10 +17,6 @@ namespace {
 namespace json = boost::json;
 constexpr const char* kTimerStore = "_timers";
 
-int64_t wall_s(const Clock& clock) {
-  return std::chrono::duration_cast<std::chrono::seconds>(clock.wall().time_since_epoch()).count();
-}
-
 std::string rfc3339(int64_t s) {
   if (s <= 0) return "";
   return date::format("%Y-%m-%dT%H:%M:%SZ", date::sys_seconds(std::chrono::seconds(s)));
@@ -56,7 +52,7 @@ class TimerTrigger::Timer : public std::enable_shared_from_this<TimerTrigger::Ti
         logger_(logger) {}
 
   void start() {
-    const int64_t now = wall_s(clock_);
+    const int64_t now = unix_seconds(clock_);
     Record r = read();
     if (r.etag.empty()) {
       // First start: record the first due time, so a host down at that time finds it past due.
@@ -146,7 +142,7 @@ class TimerTrigger::Timer : public std::enable_shared_from_this<TimerTrigger::Ti
     // The next due time is armed before this one runs. Late by more than a second (a stalled
     // host, a clock jump), it runs once, marked past due; the due times it slept through are
     // not replayed one by one.
-    const int64_t now = wall_s(clock_);
+    const int64_t now = unix_seconds(clock_);
     arm(next_after(std::max(due_s, now)));
     run(due_s, now - due_s > 1);
   }
@@ -155,7 +151,7 @@ class TimerTrigger::Timer : public std::enable_shared_from_this<TimerTrigger::Ti
   // is an asynchronous commit, so the claims of timers due at the same moment share one
   // transaction; the run itself starts from the timer thread, never the store's writer.
   void run(int64_t due_s, bool past_due, int attempt = 0) {
-    const int64_t now = wall_s(clock_);
+    const int64_t now = unix_seconds(clock_);
     Record seen = read();
     if (!seen.etag.empty() && seen.last >= due_s) return;  // this due time already ran (another host)
     Record claim{due_s, next_after(std::max(due_s, now)), seen.running_until, {}, seen.running_for};
