@@ -37,6 +37,32 @@ TEST(FrameTest, RoundTripsHeaderAndBinaryBody) {
   EXPECT_EQ(d.buffered(), 0u);
 }
 
+TEST(FrameTest, HeadersWrittenAsTextDecodeToTheSameStrings) {
+  // Every byte value that JSON must escape, quotes, backslashes and UTF-8 that must not be.
+  std::string tricky;
+  for (int c = 0; c < 0x20; ++c) tricky.push_back(static_cast<char>(c));
+  tricky += "\"quoted\" back\\slash caf\xc3\xa9 \x7f end";
+  std::string wire = "garbage before";  // begin_frame appends: the frame starts mid-buffer
+  const std::size_t start = begin_frame(FrameType::result, wire);
+  wire += "{\"a\":";
+  json_string(wire, tricky);
+  wire += ",\"b\":";
+  json_string(wire, "");
+  wire += "}";
+  std::string body("x\0y", 3);
+  end_frame(start, body, wire);
+  FrameDecoder d;
+  d.feed(wire.data() + start, wire.size() - start);
+  Frame f;
+  std::string err;
+  ASSERT_EQ(d.next(f, err), FrameDecoder::Status::frame) << err;
+  EXPECT_EQ(f.type, FrameType::result);
+  EXPECT_EQ(f.header.at("a").as_string(), tricky);
+  EXPECT_EQ(f.header.at("b").as_string(), "");
+  EXPECT_EQ(f.body, body);
+  EXPECT_EQ(d.buffered(), 0u);
+}
+
 TEST(FrameTest, DecodesFramesFedOneByteAtATime) {
   std::string wire;
   for (int i = 0; i < 50; ++i) encode_frame(FrameType::log, {{"n", i}}, std::string(static_cast<size_t>(i), 'x'), wire);

@@ -2,13 +2,19 @@
 // socket, frames encoded and decoded by the host's codec.
 #include "runtime/process/worker_process.h"
 
+#include <signal.h>
+
 #include <gtest/gtest.h>
 
 #include <boost/json/parse.hpp>
 #include <chrono>
 #include <condition_variable>
 #include <fstream>
+#include <future>
 #include <random>
+#include <thread>
+
+#include "triggers/http/server.h"
 
 namespace nimbus {
 namespace {
@@ -234,15 +240,19 @@ TEST_F(PythonWorkerTest, ShutdownEndsTheWorkerCleanly) {
   EXPECT_EQ(seen_.code, 0) << seen_.why;
 }
 
-TEST(WorkerProcessTest, MalformedFrameGetsTheWorkerKilledWithTheReason) {
-  Seen seen;
+// A "worker" that writes a frame claiming a 1 GiB length (the limit is 1 MiB), then waits.
+WorkerSpawn oversized_frame_writer() {
   WorkerSpawn spec;
-  // A "worker" that writes a frame claiming a 1 GiB length, then waits.
   spec.argv = {"/usr/bin/python3", "-c",
                "import os,struct,time; os.write(3, struct.pack('>I', 1<<30) + b'x'*16); time.sleep(30)"};
   spec.env = {"PATH=/usr/bin:/bin"};
   spec.max_frame = 1 << 20;
-  auto w = WorkerProcess::spawn(spec, seen.callbacks());
+  return spec;
+}
+
+TEST(WorkerProcessTest, MalformedFrameGetsTheWorkerKilledWithTheReason) {
+  Seen seen;
+  auto w = WorkerProcess::spawn(oversized_frame_writer(), seen.callbacks());
   ASSERT_TRUE(w.ok()) << w.error().message;
   ASSERT_TRUE(seen.wait_exit());
   EXPECT_NE(seen.why.find("malformed frame"), std::string::npos) << seen.why;
@@ -259,6 +269,82 @@ TEST(WorkerProcessTest, CrashIsReportedWithItsSignal) {
   ASSERT_TRUE(seen.wait_exit());
   EXPECT_EQ(seen.code, 128 + SIGSEGV);
   EXPECT_NE(seen.why.find("signal"), std::string::npos) << seen.why;
+}
+
+// Read on an event loop (how the host runs workers): no reader thread; frames and the exit
+// arrive on the loop's thread, every frame written before the end comes before the exit.
+TEST(WorkerProcessTest, OnAnEventLoopFramesThenTheExitArriveOnTheLoopThread) {
+  EventLoops loops(1);
+  loops.start();
+  std::promise<std::thread::id> loop_id;
+  loops.post(0, [&] { loop_id.set_value(std::this_thread::get_id()); });
+  const auto loop_thread = loop_id.get_future().get();
+  Seen seen;
+  std::atomic<int> off_loop{0};
+  WorkerCallbacks callbacks = seen.callbacks();
+  auto frame = callbacks.frame;
+  auto exited = callbacks.exited;
+  callbacks.frame = [&, frame](Frame&& f) {
+    if (std::this_thread::get_id() != loop_thread) ++off_loop;
+    frame(std::move(f));
+  };
+  callbacks.exited = [&, exited](int code, const std::string& why) {
+    if (std::this_thread::get_id() != loop_thread) ++off_loop;
+    exited(code, why);
+  };
+  WorkerSpawn spec;
+  // 200 frames in one burst (more than one read's worth), then exit 7 at once.
+  spec.argv = {"/usr/bin/python3", "-c",
+               "import os,struct,json\n"
+               "out=b''\n"
+               "for i in range(200):\n"
+               "  h=json.dumps({'id':str(i),'pad':'x'*400}).encode()\n"
+               "  out+=struct.pack('>IBI',1+4+len(h),5,len(h))+h\n"
+               "os.write(3,out)\n"
+               "os._exit(7)"};
+  spec.env = {"PATH=/usr/bin:/bin"};
+  auto w = WorkerProcess::spawn(spec, callbacks, &loops.reactor(0));
+  ASSERT_TRUE(w.ok()) << w.error().message;
+  ASSERT_TRUE(seen.wait_exit());
+  {
+    std::lock_guard l(seen.mu);
+    ASSERT_EQ(seen.frames.size(), 200u);
+    for (std::size_t i = 0; i < seen.frames.size(); ++i) {
+      EXPECT_EQ(seen.frames[i].header.at("id").as_string(), std::to_string(i));
+    }
+    EXPECT_EQ(seen.code, 7);
+    EXPECT_EQ(seen.why, "exited with code 7");
+  }
+  EXPECT_EQ(off_loop.load(), 0);
+  w->reset();
+  loops.drain();  // returns: no watch is left behind
+}
+
+TEST(WorkerProcessTest, OnAnEventLoopAMalformedFrameKillsTheWorkerAndDestroyingOneStopsIt) {
+  EventLoops loops(1);
+  loops.start();
+  {
+    Seen seen;
+    auto w = WorkerProcess::spawn(oversized_frame_writer(), seen.callbacks(), &loops.reactor(0));
+    ASSERT_TRUE(w.ok()) << w.error().message;
+    ASSERT_TRUE(seen.wait_exit());
+    EXPECT_NE(seen.why.find("malformed frame"), std::string::npos) << seen.why;
+  }
+  {
+    // A worker that would run for a minute: destroying its WorkerProcess kills and reaps it.
+    Seen seen;
+    WorkerSpawn spec;
+    spec.argv = {"/usr/bin/python3", "-c", "import time; time.sleep(60)"};
+    spec.env = {"PATH=/usr/bin:/bin"};
+    auto w = WorkerProcess::spawn(spec, seen.callbacks(), &loops.reactor(0));
+    ASSERT_TRUE(w.ok()) << w.error().message;
+    const pid_t pid = (*w)->pid();
+    auto t0 = std::chrono::steady_clock::now();
+    w->reset();
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, 5s);
+    EXPECT_NE(::kill(pid, 0), 0);  // reaped: no such process any more
+  }
+  loops.drain();
 }
 
 TEST(WorkerProcessTest, AMissingProgramIsAClearError) {

@@ -98,10 +98,20 @@ void TimerThread::wake() {
   cv_.notify_all();
 }
 
+void TimerThread::wake_for(TimePoint due) {
+  {
+    std::lock_guard lock(mu_);
+    if (due >= planned_) return;
+    ++wakes_;
+  }
+  cv_.notify_all();
+}
+
 void TimerThread::run() {
   std::unique_lock lock(mu_);
   while (!stop_) {
     uint64_t seen = wakes_;
+    planned_ = TimePoint::min();
     lock.unlock();
     for (auto& fn : queue_.take_due(clock_.now())) fn();
     TimePoint next;
@@ -109,13 +119,16 @@ void TimerThread::run() {
     lock.lock();
     if (stop_ || wakes_ != seen) continue;
     if (!has_next) {
+      planned_ = TimePoint::max();
       cv_.wait(lock, [&] { return stop_ || wakes_ != seen; });
     } else {
       // The clock may be manual: never sleep past a real-time bound, so a manual advance that
       // forgot to wake() is still noticed; a wake() cuts the wait short anyway.
-      Duration wait = next - clock_.now();
+      TimePoint now = clock_.now();
+      Duration wait = next - now;
       if (wait > std::chrono::milliseconds(50)) wait = std::chrono::milliseconds(50);
       if (wait > Duration::zero()) {
+        planned_ = now + wait;
         cv_.wait_for(lock, wait, [&] { return stop_ || wakes_ != seen; });
       }
     }

@@ -84,8 +84,12 @@ class TimerThread {
   ~TimerThread();
   TimerThread(const TimerThread&) = delete;
   TimerThread& operator=(const TimerThread&) = delete;
-  // Call after scheduling an earlier deadline than any pending, or after a manual advance.
+  // Call after a manual advance, or to make the thread look at its queue again.
   void wake();
+  // Call after scheduling a deadline that became the queue's first: wakes the thread only
+  // when `due` comes before the moment it already means to wake at (it sleeps at most 50 ms),
+  // so a deadline scheduled and cancelled per invocation costs no context switch.
+  void wake_for(TimePoint due);
 
  private:
   void run();
@@ -95,6 +99,9 @@ class TimerThread {
   std::condition_variable cv_;
   bool stop_ = false;
   uint64_t wakes_ = 0;
+  // When the thread will look at its queue next; TimePoint::min() while it is awake (any new
+  // deadline then gets a wake, so none slips between its look and its sleep).
+  TimePoint planned_ = TimePoint::min();
   std::thread thread_;
 };
 

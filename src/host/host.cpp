@@ -90,6 +90,10 @@ int run_host(const AppSpec& app, const HostOptions& options) {
   TimerQueue timers;
   TimerThread timer_thread(clock, timers);
   EventLoops loops(options.loops > 0 ? options.loops : default_loop_count());
+  // Running from here on: the workers' sockets are read on these loops, from warm-up to stop.
+  loops.start();
+  std::vector<Reactor*> reactors;
+  for (int i = 0; i < loops.size(); ++i) reactors.push_back(&loops.reactor(i));
   WorkerThreads workers(app.worker_threads);
   PoolContext pool_context{clock, timers, &timer_thread, workers, metrics};
   FunctionPools pools;
@@ -122,6 +126,7 @@ int run_host(const AppSpec& app, const HostOptions& options) {
     auto executor = std::make_unique<ProcessExecutor>(fn, index, process_options_for(app, fn, library), clock, timers,
                                                       &timer_thread, logger, metrics);
     executor->set_services(&services);
+    executor->set_reactors(reactors);
     executor->set_api(*api_url, [&service_api, name = fn.name] { return service_api.issue(name); },
                       [&service_api](const std::string& token) { service_api.revoke(token); });
     if (auto st = executor->warm_up(); !st) {
@@ -152,7 +157,6 @@ int run_host(const AppSpec& app, const HostOptions& options) {
   if (!admin_port) return fail("admin listener: " + admin_port.error().message);
   status.http_url = url(options.address, http.port());
   status.admin_url = url(options.admin_address, *admin_port);
-  loops.start();
 
   boost::json::object info{{"pid", status.pid},
                            {"app", app.name},
@@ -210,9 +214,9 @@ int run_host(const AppSpec& app, const HostOptions& options) {
   http.close();
   admin.close();
   service_api.close();
-  loops.drain();
   pools.close_all();
-  for (auto* w : worker_functions) w->stop(std::chrono::seconds(2));
+  for (auto* w : worker_functions) w->stop(std::chrono::seconds(2));  // their exits are read on the loops
+  loops.drain();
   (*store)->close();
   logger.host(LogLevel::info, "stopped");
   return 0;

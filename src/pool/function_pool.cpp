@@ -94,7 +94,7 @@ void FunctionPool::arm_deadline(const std::shared_ptr<Call>& call) {
       &earliest);
   // The timer thread sleeps until the earliest deadline; a later one needs no wake-up (and a
   // wake-up per invocation is a context switch per invocation).
-  if (earliest && ctx_.timer_thread) ctx_.timer_thread->wake();
+  if (earliest && ctx_.timer_thread) ctx_.timer_thread->wake_for(call->invocation.deadline);
 }
 
 void FunctionPool::start(std::shared_ptr<Call> call) {

@@ -43,6 +43,10 @@ class Channel {
   void send(FrameType type, const json::object& header, std::string_view body = {}) {
     std::string wire;
     encode_frame(type, header, body, wire);
+    send_wire(wire);
+  }
+
+  void send_wire(const std::string& wire) {
     std::lock_guard lock(mu_);
     std::size_t off = 0;
     while (off < wire.size()) {
@@ -250,11 +254,18 @@ void reply(Channel& channel, const std::string& id, Result&& r) {
     channel.send(FrameType::result, {{"id", id}, {"status", "ok"}});
     return;
   }
-  json::array headers;
-  for (const auto& x : r.http->headers) headers.push_back(json::array{json::string(x.name), json::string(x.value)});
-  channel.send(FrameType::result,
-               {{"id", id}, {"status", "ok"}, {"http", {{"status", r.http->status}, {"headers", std::move(headers)}}}},
-               r.http->body);
+  // The common reply, written as text (no JSON tree): {"id":..,"status":"ok","http":{..}}.
+  std::string wire;
+  const std::size_t start = begin_frame(FrameType::result, wire);
+  wire += "{\"id\":";
+  json_string(wire, id);
+  wire += ",\"status\":\"ok\",\"http\":{\"status\":";
+  wire += std::to_string(r.http->status);
+  wire += ",\"headers\":";
+  json_pairs(wire, r.http->headers);
+  wire += "}}";
+  end_frame(start, r.http->body, wire);
+  channel.send_wire(wire);
 }
 
 // Runs invocations on up to `limit` threads, started as the queue needs them.

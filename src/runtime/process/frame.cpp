@@ -3,6 +3,8 @@
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 
+#include "observe/log.h"
+
 namespace nimbus {
 namespace {
 
@@ -42,6 +44,45 @@ void encode_frame(FrameType type, const boost::json::object& header, std::string
   put_u32(out, static_cast<uint32_t>(json.size()));
   out += json;
   out.append(body.data(), body.size());
+}
+
+std::size_t begin_frame(FrameType type, std::string& out) {
+  std::size_t start = out.size();
+  out.append(4, '\0');
+  out.push_back(static_cast<char>(type));
+  out.append(4, '\0');
+  return start;
+}
+
+void end_frame(std::size_t start, std::string_view body, std::string& out) {
+  const std::size_t header = out.size() - start - 9;
+  out.append(body.data(), body.size());
+  const uint32_t length = static_cast<uint32_t>(out.size() - start - 4);
+  const uint32_t header_length = static_cast<uint32_t>(header);
+  for (int i = 0; i < 4; ++i) {
+    out[start + static_cast<std::size_t>(i)] = static_cast<char>(length >> (24 - 8 * i));
+    out[start + 5 + static_cast<std::size_t>(i)] = static_cast<char>(header_length >> (24 - 8 * i));
+  }
+}
+
+void json_string(std::string& out, std::string_view s) {
+  out.push_back('"');
+  append_json_escaped(out, s);
+  out.push_back('"');
+}
+
+void json_pairs(std::string& out, const Headers& pairs) {
+  out.push_back('[');
+  bool first = true;
+  for (const auto& p : pairs) {
+    out += first ? "[" : ",[";
+    first = false;
+    json_string(out, p.name);
+    out.push_back(',');
+    json_string(out, p.value);
+    out.push_back(']');
+  }
+  out.push_back(']');
 }
 
 FrameDecoder::Status FrameDecoder::next(Frame& out, std::string& error) {

@@ -8,6 +8,8 @@
 #include <string>
 #include <string_view>
 
+#include "core/invocation.h"
+
 namespace nimbus {
 
 inline constexpr int kWorkerProtocolVersion = 1;
@@ -35,6 +37,16 @@ struct Frame {
 
 // Appends the encoded frame to `out`.
 void encode_frame(FrameType type, const boost::json::object& header, std::string_view body, std::string& out);
+
+// For the per-invocation frames, which are written often enough that building a JSON tree
+// first shows in the process hop: the header is written as text straight into the frame.
+// Start with begin_frame, append the header's JSON text to `out`, then end_frame.
+std::size_t begin_frame(FrameType type, std::string& out);  // returns where the frame starts
+void end_frame(std::size_t start, std::string_view body, std::string& out);
+// Appends `s` as a JSON string (quoted and escaped); bytes >= 0x80 pass through as they are.
+void json_string(std::string& out, std::string_view s);
+// Appends name/value pairs as the protocol's header list: [["name","value"],...].
+void json_pairs(std::string& out, const Headers& pairs);
 
 class FrameDecoder {
  public:

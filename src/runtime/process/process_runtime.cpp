@@ -38,36 +38,72 @@ struct ExecutorGuard {
 
 namespace {
 
-json::object invoke_header(const Invocation& inv) {
-  json::object h{{"id", inv.id},
-                 {"trigger", std::string(to_string(inv.trigger))},
-                 {"attempt", inv.attempt},
-                 {"deadline_ms", deadline_unix_ms(inv)},
-                 {"traceparent", inv.traceparent},
-                 {"attributes",
-                  {{"id", inv.event_id.empty() ? inv.id : inv.event_id},
-                   {"source", inv.source},
-                   {"type", inv.type},
-                   {"subject", inv.subject},
-                   {"time_ms", inv.enqueued_ms != 0 ? inv.enqueued_ms
-                                                    : std::chrono::duration_cast<std::chrono::milliseconds>(
-                                                          inv.time.time_since_epoch()).count()}}}};
-  if (!inv.message_id.empty()) h["message_id"] = inv.message_id;
-  json::object metadata;
-  for (const auto& m : inv.metadata) metadata[m.name] = m.value;
-  h["metadata"] = std::move(metadata);
-  if (inv.http) {
-    json::array headers;
-    for (const auto& x : inv.http->headers) headers.push_back(json::array{json::string(x.name), json::string(x.value)});
-    json::object params;
-    for (const auto& p : inv.http->params) params[p.name] = p.value;
-    h["http"] = json::object{{"method", inv.http->method},
-                             {"path", inv.http->path},
-                             {"query", inv.http->query},
-                             {"headers", std::move(headers)},
-                             {"params", std::move(params)}};
+// The invoke frame, its header written as JSON text (see docs/worker-protocol.md).
+void encode_invoke(const Invocation& inv, std::string& out) {
+  const std::size_t start = begin_frame(FrameType::invoke, out);
+  auto key = [&out](std::string_view k) {
+    out += ",\"";
+    out += k;
+    out += "\":";
+  };
+  auto pairs_object = [&out](const auto& list) {
+    out.push_back('{');
+    bool first = true;
+    for (const auto& p : list) {
+      if (!first) out.push_back(',');
+      first = false;
+      json_string(out, p.name);
+      out.push_back(':');
+      json_string(out, p.value);
+    }
+    out.push_back('}');
+  };
+  out += "{\"id\":";
+  json_string(out, inv.id);
+  key("trigger");
+  json_string(out, to_string(inv.trigger));
+  key("attempt");
+  out += std::to_string(inv.attempt);
+  key("deadline_ms");
+  out += std::to_string(deadline_unix_ms(inv));
+  key("traceparent");
+  json_string(out, inv.traceparent);
+  key("attributes");
+  out += "{\"id\":";
+  json_string(out, inv.event_id.empty() ? inv.id : inv.event_id);
+  key("source");
+  json_string(out, inv.source);
+  key("type");
+  json_string(out, inv.type);
+  key("subject");
+  json_string(out, inv.subject);
+  key("time_ms");
+  out += std::to_string(inv.enqueued_ms != 0
+                            ? inv.enqueued_ms
+                            : std::chrono::duration_cast<std::chrono::milliseconds>(inv.time.time_since_epoch()).count());
+  out.push_back('}');
+  if (!inv.message_id.empty()) {
+    key("message_id");
+    json_string(out, inv.message_id);
   }
-  return h;
+  key("metadata");
+  pairs_object(inv.metadata);
+  if (inv.http) {
+    key("http");
+    out += "{\"method\":";
+    json_string(out, inv.http->method);
+    key("path");
+    json_string(out, inv.http->path);
+    key("query");
+    json_string(out, inv.http->query);
+    key("headers");
+    json_pairs(out, inv.http->headers);
+    key("params");
+    pairs_object(inv.http->params);
+    out.push_back('}');
+  }
+  out.push_back('}');
+  end_frame(start, inv.payload, out);
 }
 
 std::string str(const json::object& o, std::string_view key) {
@@ -252,7 +288,7 @@ TimerQueue::Id ProcessExecutor::schedule(TimePoint at, std::function<void()> fn)
         if (g->alive) fn();
       },
       &earliest);
-  if (earliest && timer_thread_) timer_thread_->wake();  // a later one is noticed in time anyway
+  if (earliest && timer_thread_) timer_thread_->wake_for(at);
   return id;
 }
 
@@ -281,7 +317,8 @@ std::shared_ptr<ProcessExecutor::Instance> ProcessExecutor::spawn_locked(std::st
       [this, weak](int code, const std::string& why) {
         if (auto i = weak.lock()) on_exit(i, code, why);
       }};
-  auto process = WorkerProcess::spawn(spawn, std::move(callbacks));
+  Reactor* reactor = reactors_.empty() ? nullptr : reactors_[inst->serial % reactors_.size()];
+  auto process = WorkerProcess::spawn(spawn, std::move(callbacks), reactor);
   if (!process) {
     *error = process.error().message;
     return nullptr;
@@ -334,7 +371,7 @@ int ProcessExecutor::instances() const {
 void ProcessExecutor::start(const Invocation& inv, Completion done) {
   Waiting w;
   w.id = inv.id;
-  encode_frame(FrameType::invoke, invoke_header(inv), inv.payload, w.wire);
+  encode_invoke(inv, w.wire);
   w.done = std::move(done);
   w.deadline = inv.deadline;
   w.traceparent = inv.traceparent;

@@ -75,6 +75,10 @@ class ProcessExecutor final : public Executor {
     api_issue_ = std::move(issue);
     api_revoke_ = std::move(revoke);
   }
+  // Event loops to read the workers' sockets on (round robin by instance); set before the
+  // first start. Without any, each worker has a reader thread of its own. The loops must run
+  // until stop() has returned.
+  void set_reactors(std::vector<Reactor*> reactors) { reactors_ = std::move(reactors); }
   // Starts min_instances; returns the first start-up failure (bad handler, missing program).
   Status warm_up();
   int instances() const;
@@ -123,6 +127,7 @@ class ProcessExecutor final : public Executor {
   Logger& logger_;
   Metrics& metrics_;
   Services* services_ = nullptr;
+  std::vector<Reactor*> reactors_;
   std::string api_url_;
   std::function<std::string()> api_issue_;
   std::function<void(const std::string&)> api_revoke_;

@@ -6,6 +6,7 @@
 #include <spawn.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -22,7 +23,8 @@ void close_fd(int& fd) {
 
 }  // namespace
 
-Expected<std::unique_ptr<WorkerProcess>> WorkerProcess::spawn(const WorkerSpawn& spec, WorkerCallbacks callbacks) {
+Expected<std::unique_ptr<WorkerProcess>> WorkerProcess::spawn(const WorkerSpawn& spec, WorkerCallbacks callbacks,
+                                                              Reactor* reactor) {
   if (spec.argv.empty()) return Error{"worker command is empty"};
   int sv[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
@@ -76,7 +78,24 @@ Expected<std::unique_ptr<WorkerProcess>> WorkerProcess::spawn(const WorkerSpawn&
   w->err_ = err[0];
   w->max_frame_ = spec.max_frame;
   w->callbacks_ = std::move(callbacks);
-  w->reader_ = std::thread([p = w.get()] { p->read_frames(); });
+  w->decoder_ = std::make_unique<FrameDecoder>(spec.max_frame);
+  if (reactor) {
+    // pidfd_open on a child we have not reaped works even if it has already ended.
+    w->pidfd_ = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+    if (w->pidfd_ < 0) {
+      w->kill();
+      w->reap();
+      return Error{std::string("cannot watch worker ") + std::to_string(pid) + ": " + std::strerror(errno)};
+    }
+    std::lock_guard lock(w->callback_mu_);  // no callback before both watches are in place
+    w->socket_watch_ = reactor->watch(w->sock_, [p = w.get()] {
+      std::lock_guard cb(p->callback_mu_);
+      if (!p->dying_) p->on_socket_locked(false);
+    });
+    w->pid_watch_ = reactor->watch(w->pidfd_, [p = w.get()] { p->on_pidfd(); });
+  } else {
+    w->reader_ = std::thread([p = w.get()] { p->read_frames(); });
+  }
   w->output_ = std::thread([p = w.get()] { p->read_output(); });
   return w;
 }
@@ -84,10 +103,22 @@ Expected<std::unique_ptr<WorkerProcess>> WorkerProcess::spawn(const WorkerSpawn&
 WorkerProcess::~WorkerProcess() {
   kill();
   if (reader_.joinable()) reader_.join();
+  std::unique_ptr<Reactor::Watch> socket_watch, pid_watch;
+  {
+    std::lock_guard lock(callback_mu_);
+    dying_ = true;
+    socket_watch = std::move(socket_watch_);
+    pid_watch = std::move(pid_watch_);
+  }
+  socket_watch.reset();  // waits for a callback in progress on the loop
+  pid_watch.reset();
+  { std::lock_guard wait_for_callbacks(callback_mu_); }
+  if (!reaped_) reap();
   if (output_.joinable()) output_.join();
   close_fd(sock_);
   close_fd(out_);
   close_fd(err_);
+  close_fd(pidfd_);
 }
 
 Status WorkerProcess::send(FrameType type, const boost::json::object& header, std::string_view body) {
@@ -119,37 +150,73 @@ void WorkerProcess::kill() {
   }
 }
 
+bool WorkerProcess::deliver(const char* data, std::size_t size) {
+  decoder_->feed(data, size);
+  Frame frame;
+  std::string error;
+  FrameDecoder::Status st;
+  while ((st = decoder_->next(frame, error)) == FrameDecoder::Status::frame) {
+    if (callbacks_.frame) callbacks_.frame(std::move(frame));
+  }
+  if (st == FrameDecoder::Status::error) {
+    why_ = "sent a malformed frame (" + error + "); killed";
+    kill();
+    return false;
+  }
+  return true;
+}
+
+std::string WorkerProcess::reap() {
+  int status = 0;
+  while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
+  }
+  reaped_ = true;
+  exit_code_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  killed_.store(true);  // the pid may be reused from here on: never signal it again
+  if (!why_.empty()) return why_;
+  return WIFEXITED(status) ? "exited with code " + std::to_string(exit_code_)
+                           : std::string("was killed by signal ") + strsignal(WTERMSIG(status));
+}
+
 void WorkerProcess::read_frames() {
-  FrameDecoder decoder(max_frame_);
-  std::string why;
   char buf[65536];
   while (true) {
     ssize_t n = ::recv(sock_, buf, sizeof buf, 0);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) break;
-    decoder.feed(buf, static_cast<std::size_t>(n));
-    Frame frame;
-    std::string error;
-    FrameDecoder::Status st;
-    while ((st = decoder.next(frame, error)) == FrameDecoder::Status::frame) {
-      if (callbacks_.frame) callbacks_.frame(std::move(frame));
-    }
-    if (st == FrameDecoder::Status::error) {
-      why = "sent a malformed frame (" + error + "); killed";
-      kill();
-      break;
-    }
+    if (!deliver(buf, static_cast<std::size_t>(n))) break;
   }
-  int status = 0;
-  while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
+  std::string why = reap();
+  if (callbacks_.exited) callbacks_.exited(exit_code_, why);
+}
+
+void WorkerProcess::on_socket_locked(bool drain) {
+  if (socket_done_) return;
+  char buf[65536];
+  while (true) {
+    ssize_t n = ::recv(sock_, buf, sizeof buf, MSG_DONTWAIT);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+    if (n <= 0 || !deliver(buf, static_cast<std::size_t>(n))) break;
+    // A short read took what there was. The loop looks at readiness again when it re-arms
+    // the watch, so anything that arrived since is not missed; no read just to hear EAGAIN.
+    if (!drain && static_cast<std::size_t>(n) < sizeof buf) return;
   }
-  int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  if (why.empty()) {
-    why = WIFEXITED(status) ? "exited with code " + std::to_string(code)
-                            : std::string("was killed by signal ") + strsignal(WTERMSIG(status));
-  }
-  killed_.store(true);  // the pid may be reused from here on: never signal it again
-  if (callbacks_.exited) callbacks_.exited(code, why);
+  // The end of the stream (or a malformed frame): the process's end is reported by its
+  // pidfd. A worker that closed its socket and lives on is ended by its deadlines.
+  socket_done_ = true;
+  socket_watch_.reset();  // from inside its own callback: stops further calls
+}
+
+void WorkerProcess::on_pidfd() {
+  std::lock_guard lock(callback_mu_);
+  if (dying_ || reaped_) return;
+  on_socket_locked(true);  // what it wrote before it ended comes first
+  socket_done_ = true;
+  socket_watch_.reset();
+  pid_watch_.reset();
+  std::string why = reap();  // the pidfd is readable: it has ended, this does not block
+  if (callbacks_.exited) callbacks_.exited(exit_code_, why);
 }
 
 void WorkerProcess::read_output() {

@@ -3,6 +3,10 @@
 // and the socket as fd 3, sends frames (thread-safe), and delivers what it says (frames),
 // what it prints (stdout/stderr lines) and how it ended, each through a callback. A worker
 // that sends a malformed or oversized frame is killed, and its end reports why.
+//
+// Its frames are read either by a thread of its own, or, given a Reactor, on that event loop
+// (the socket and a pidfd are watched there; no reader thread), which saves a context switch
+// per reply when the loop is also where the results are wanted.
 #include <sys/types.h>
 
 #include <atomic>
@@ -15,6 +19,7 @@
 #include <vector>
 
 #include "core/expected.h"
+#include "core/reactor.h"
 #include "runtime/process/frame.h"
 
 namespace nimbus {
@@ -30,15 +35,20 @@ struct WorkerSpawn {
 };
 
 struct WorkerCallbacks {
-  std::function<void(Frame&&)> frame;                                 // reader thread
+  std::function<void(Frame&&)> frame;                                 // reader thread or loop
   std::function<void(std::string_view line, bool from_stderr)> output;  // output thread
-  std::function<void(int exit_code, const std::string& why)> exited;    // once, reader thread
+  std::function<void(int exit_code, const std::string& why)> exited;    // once, after the last frame
 };
 
 class WorkerProcess {
  public:
-  static Expected<std::unique_ptr<WorkerProcess>> spawn(const WorkerSpawn& spec, WorkerCallbacks callbacks);
-  ~WorkerProcess();  // kills the worker if it still runs, and joins its threads
+  // With a reactor, frames and the exit are delivered on its thread; without, on a thread of
+  // the worker's own.
+  static Expected<std::unique_ptr<WorkerProcess>> spawn(const WorkerSpawn& spec, WorkerCallbacks callbacks,
+                                                        Reactor* reactor = nullptr);
+  // Kills the worker if it still runs, and joins its threads. Never from inside one of its
+  // own callbacks.
+  ~WorkerProcess();
   WorkerProcess(const WorkerProcess&) = delete;
   WorkerProcess& operator=(const WorkerProcess&) = delete;
 
@@ -51,6 +61,13 @@ class WorkerProcess {
   WorkerProcess() = default;
   void read_frames();
   void read_output();
+  // Feeds received bytes to the decoder and delivers whole frames; false on a malformed one
+  // (why_ says what).
+  bool deliver(const char* data, std::size_t size);
+  // The reactor's callbacks: the socket has data; the process ended.
+  void on_socket_locked(bool drain);
+  void on_pidfd();
+  std::string reap();  // waits for the process; returns how it ended (why_ first)
 
   pid_t pid_ = -1;
   int sock_ = -1;
@@ -60,8 +77,20 @@ class WorkerProcess {
   WorkerCallbacks callbacks_;
   std::mutex send_mu_;
   std::atomic<bool> killed_{false};
+  std::unique_ptr<FrameDecoder> decoder_;
+  std::string why_;  // set when the host ended the worker
+  int exit_code_ = 0;
+  bool reaped_ = false;
   std::thread reader_;
   std::thread output_;
+  // Reactor mode: the watches, and the lock every reactor callback holds (the destructor takes
+  // it to wait for one in progress).
+  int pidfd_ = -1;
+  bool socket_done_ = false;
+  bool dying_ = false;
+  std::mutex callback_mu_;
+  std::unique_ptr<Reactor::Watch> socket_watch_;
+  std::unique_ptr<Reactor::Watch> pid_watch_;
 };
 
 }  // namespace nimbus

@@ -1,14 +1,17 @@
 // Boost.Beast lives only in this file (and the CLI's client): everything else sees server.h.
 #include "triggers/http/server.h"
 
+#include <fcntl.h>
 #include <sched.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
@@ -20,6 +23,7 @@
 #include <array>
 #include <charconv>
 #include <mutex>
+#include <stdexcept>
 #include <thread>
 #include <vector>
 
@@ -45,8 +49,68 @@ PhaseTime coarse_now() {
 
 // ---------------------------------------------------------------- event loops
 
+// A Reactor on one io_context. The descriptor object is asio's, over a dup of the caller's
+// fd (so asio may close its own copy whenever it likes); it is only touched on the loop.
+class LoopReactor final : public Reactor {
+ public:
+  explicit LoopReactor(asio::io_context& ctx) : ctx_(ctx) {}
+
+  std::unique_ptr<Watch> watch(int fd, std::function<void()> on_readable) override {
+    auto state = std::make_shared<State>(ctx_, std::move(on_readable));
+    int copy = ::fcntl(fd, F_DUPFD_CLOEXEC, 3);
+    boost::system::error_code ec;
+    if (copy >= 0) state->descriptor.assign(copy, ec);
+    if (copy < 0 || ec) {
+      if (copy >= 0) ::close(copy);
+      throw std::runtime_error("cannot watch fd " + std::to_string(fd) + " on an event loop");
+    }
+    asio::post(ctx_, [state] { arm(state); });
+    return std::make_unique<LoopWatch>(state);
+  }
+
+ private:
+  struct State {
+    State(asio::io_context& c, std::function<void()> f) : descriptor(c), fn(std::move(f)) {}
+    asio::posix::stream_descriptor descriptor;
+    std::function<void()> fn;
+    std::recursive_mutex mu;  // held while fn runs; the callback may end its own watch
+    bool alive = true;
+  };
+
+  class LoopWatch final : public Watch {
+   public:
+    explicit LoopWatch(std::shared_ptr<State> s) : state_(std::move(s)) {}
+    ~LoopWatch() override {
+      {
+        std::lock_guard lock(state_->mu);
+        state_->alive = false;
+      }
+      asio::post(state_->descriptor.get_executor(), [s = state_] {
+        boost::system::error_code ignored;
+        s->descriptor.close(ignored);  // completes the pending wait with operation_aborted
+      });
+    }
+
+   private:
+    std::shared_ptr<State> state_;
+  };
+
+  static void arm(const std::shared_ptr<State>& state) {
+    state->descriptor.async_wait(asio::posix::descriptor_base::wait_read, [state](boost::system::error_code ec) {
+      if (ec) return;
+      std::lock_guard lock(state->mu);
+      if (!state->alive) return;
+      state->fn();
+      if (state->alive) arm(state);
+    });
+  }
+
+  asio::io_context& ctx_;
+};
+
 struct EventLoops::Impl {
   std::vector<std::unique_ptr<asio::io_context>> contexts;
+  std::vector<std::unique_ptr<LoopReactor>> reactors;
   std::vector<asio::executor_work_guard<asio::io_context::executor_type>> guards;
   std::vector<std::thread> threads;
 };
@@ -54,6 +118,7 @@ struct EventLoops::Impl {
 EventLoops::EventLoops(int threads) : impl_(std::make_unique<Impl>()) {
   for (int i = 0; i < std::max(1, threads); ++i) {
     impl_->contexts.push_back(std::make_unique<asio::io_context>(1));
+    impl_->reactors.push_back(std::make_unique<LoopReactor>(*impl_->contexts.back()));
     impl_->guards.push_back(asio::make_work_guard(*impl_->contexts.back()));
   }
 }
@@ -85,6 +150,8 @@ void EventLoops::drain() {
 void EventLoops::post(int index, std::function<void()> fn) {
   asio::post(*impl_->contexts[static_cast<std::size_t>(index)], std::move(fn));
 }
+
+Reactor& EventLoops::reactor(int index) { return *impl_->reactors[static_cast<std::size_t>(index)]; }
 
 int default_loop_count() {
   cpu_set_t set;

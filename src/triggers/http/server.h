@@ -13,6 +13,7 @@
 #include "core/app_spec.h"
 #include "core/expected.h"
 #include "core/invocation.h"
+#include "core/reactor.h"
 
 namespace nimbus {
 
@@ -29,6 +30,9 @@ class EventLoops {
   void drain();  // lets the loops finish the work they have (none may be endless), then joins
   // Runs `fn` on loop `index` (used to reach per-loop state).
   void post(int index, std::function<void()> fn);
+  // Loop `index` as a Reactor (for worker sockets). A loop with a watch left has work:
+  // drain() waits for every watch to be destroyed.
+  Reactor& reactor(int index);
   struct Impl;
   Impl& impl() { return *impl_; }
 

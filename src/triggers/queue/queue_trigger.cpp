@@ -213,7 +213,7 @@ class QueueTrigger::Consumer : public std::enable_shared_from_this<QueueTrigger:
           }
         },
         &earliest);
-    if (earliest && timer_thread_) timer_thread_->wake();
+    if (earliest && timer_thread_) timer_thread_->wake_for(at);
   }
 
   // While anything is in flight, extend its leases every third of the lease.
@@ -221,13 +221,14 @@ class QueueTrigger::Consumer : public std::enable_shared_from_this<QueueTrigger:
     if (renew_timer_ != 0 || stopping_) return;
     std::weak_ptr<Consumer> weak = weak_from_this();
     bool earliest = false;
+    const TimePoint at = clock_.now() + std::chrono::milliseconds(std::max<int64_t>(lease_ms_ / 3, 1));
     renew_timer_ = timers_.schedule(
-        clock_.now() + std::chrono::milliseconds(std::max<int64_t>(lease_ms_ / 3, 1)),
+        at,
         [weak] {
           if (auto self = weak.lock()) self->renew();
         },
         &earliest);
-    if (earliest && timer_thread_) timer_thread_->wake();
+    if (earliest && timer_thread_) timer_thread_->wake_for(at);
   }
 
   void renew() {

@@ -124,13 +124,14 @@ class TimerTrigger::Timer : public std::enable_shared_from_this<TimerTrigger::Ti
     auto delay = std::chrono::seconds(due_s) - std::chrono::duration_cast<std::chrono::nanoseconds>(clock_.wall().time_since_epoch());
     std::weak_ptr<Timer> weak = weak_from_this();
     bool earliest = false;
+    const TimePoint at = clock_.now() + std::chrono::duration_cast<Duration>(delay);
     timer_id_ = timers_.schedule(
-        clock_.now() + std::chrono::duration_cast<Duration>(delay),
+        at,
         [weak, due_s] {
           if (auto self = weak.lock()) self->on_due(due_s);
         },
         &earliest);
-    if (earliest && timer_thread_) timer_thread_->wake();
+    if (earliest && timer_thread_) timer_thread_->wake_for(at);
   }
 
   void on_due(int64_t due_s) {

@@ -1,0 +1,26 @@
+#pragma once
+// An event loop that can watch file descriptors. The process runtime hands its workers'
+// sockets to the host's HTTP event loops, so that a worker's reply is read on the thread that
+// delivers it, with no reader thread of its own in between: one context switch fewer per
+// invocation. No Asio in this header.
+#include <functional>
+#include <memory>
+
+namespace nimbus {
+
+class Reactor {
+ public:
+  // Watching stops when the Watch is destroyed: from another thread, the destructor waits
+  // for a call in progress; from inside the callback, it only stops further calls.
+  class Watch {
+   public:
+    virtual ~Watch() = default;
+  };
+  virtual ~Reactor() = default;
+  // Calls `on_readable` on the reactor's thread while `fd` is readable or hung up: after each
+  // call the fd is looked at again (level-triggered), so a callback may read once and return.
+  // The fd stays the caller's: the reactor never closes it.
+  virtual std::unique_ptr<Watch> watch(int fd, std::function<void()> on_readable) = 0;
+};
+
+}  // namespace nimbus
