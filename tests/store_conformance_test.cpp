@@ -12,6 +12,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <random>
 #include <set>
 #include <thread>
@@ -388,6 +389,133 @@ TEST_P(StoreConformance, ListenersHearWhichQueuesGotWork) {
   ASSERT_TRUE(commit(b).ok());
   std::lock_guard l(mu);
   EXPECT_EQ(heard, std::vector<std::string>{"now"});
+}
+
+Batch::Append append_to(const std::string& stream, int partitions, std::string key, std::string payload) {
+  Batch::Append a;
+  a.stream = stream;
+  a.partitions = partitions;
+  a.key = std::move(key);
+  a.record.payload = std::move(payload);
+  a.record.type = "reading";
+  a.record.source = "/devices";
+  a.record.metadata = {{"unit", "C"}};
+  return a;
+}
+
+TEST_P(StoreConformance, StreamsKeepOrderPerKeyAndOffsetsPerPartition) {
+  // Keys spread over partitions by hash; each key's records stay in one partition, in order.
+  Batch b;
+  for (int i = 0; i < 40; ++i) b.appends.push_back(append_to("telemetry", 4, "device-" + std::to_string(i % 5), std::to_string(i)));
+  auto r = commit(b);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  ASSERT_EQ(r->appended.size(), 40u);
+  std::map<int, int64_t> next;  // per partition, offsets count from 0 with no gap
+  for (int i = 0; i < 40; ++i) {
+    const auto& pos = r->appended[static_cast<std::size_t>(i)];
+    EXPECT_EQ(pos.partition, stream_partition("device-" + std::to_string(i % 5), 4));
+    EXPECT_EQ(pos.offset, next[pos.partition]++);
+  }
+  int64_t total = 0;
+  auto info = store_->stream_info("telemetry");
+  ASSERT_TRUE(info.ok());
+  for (const auto& p : *info) {
+    auto records = store_->read_stream("telemetry", p.partition, 0, 1000);
+    ASSERT_TRUE(records.ok());
+    EXPECT_EQ(static_cast<int64_t>(records->size()), p.next_offset);
+    std::map<std::string, int> last;  // payloads of one key only ever grow
+    for (const auto& rec : *records) {
+      EXPECT_EQ(stream_partition(rec.key, 4), p.partition);
+      EXPECT_GT(std::stoi(rec.payload), last.count(rec.key) ? last[rec.key] : -1);
+      last[rec.key] = std::stoi(rec.payload);
+      EXPECT_EQ(rec.type, "reading");
+      EXPECT_EQ(rec.metadata.at(0).value, "C");
+    }
+    total += p.records;
+  }
+  EXPECT_EQ(total, 40);
+  // Reading from an offset returns that offset on.
+  const int p0 = r->appended[0].partition;
+  auto tail = store_->read_stream("telemetry", p0, 2, 2);
+  ASSERT_TRUE(tail.ok());
+  ASSERT_EQ(tail->size(), 2u);
+  EXPECT_EQ(tail->at(0).offset, 2);
+  EXPECT_EQ(tail->at(1).offset, 3);
+}
+
+TEST_P(StoreConformance, CheckpointsCommitWithOutputsAndAreFencedByTheirPreviousValue) {
+  Batch first;
+  first.appends.push_back(append_to("s", 1, "k", "a"));
+  first.appends.push_back(append_to("s", 1, "k", "b"));
+  ASSERT_TRUE(commit(first).ok());
+  // Processing offsets 0..1 of group g: the checkpoint and the output go together.
+  Batch done;
+  done.checkpoints.push_back({"g", "s", 0, 2, int64_t{0}});
+  done.enqueues.push_back({"out", msg("processed a,b")});
+  ASSERT_TRUE(commit(done).ok());
+  // A second consumer that read from 0 as well is fenced: its batch (and output) is refused.
+  Batch stale;
+  stale.checkpoints.push_back({"g", "s", 0, 2, int64_t{0}});
+  stale.enqueues.push_back({"out", msg("processed a,b again")});
+  auto r = commit(stale);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code, store_error::conflict);
+  EXPECT_EQ(stats_of("out").ready, 1);
+  auto cps = store_->stream_checkpoints("s");
+  ASSERT_TRUE(cps.ok());
+  ASSERT_EQ(cps->size(), 1u);
+  EXPECT_EQ(cps->at(0).group, "g");
+  EXPECT_EQ(cps->at(0).offset, 2);
+  reopen();
+  cps = store_->stream_checkpoints("");
+  ASSERT_TRUE(cps.ok());
+  ASSERT_EQ(cps->size(), 1u);
+  EXPECT_EQ(cps->at(0).offset, 2);
+}
+
+TEST_P(StoreConformance, RetentionDropsOldRecordsButNeverReusesOffsets) {
+  for (int i = 0; i < 5; ++i) {
+    Batch b;
+    b.appends.push_back(append_to("r", 1, "k", std::to_string(i)));
+    ASSERT_TRUE(commit(b).ok());
+    clock_.advance(1s);
+  }
+  const int64_t third = unix_ms(clock_) - 3000;  // records 2, 3, 4 are at or after this time
+  auto at = store_->stream_offset_at("r", 0, third);
+  ASSERT_TRUE(at.ok());
+  EXPECT_EQ(*at, 2);
+  auto trimmed = store_->trim_stream_sync("r", third, 0);
+  ASSERT_TRUE(trimmed.ok());
+  EXPECT_EQ(*trimmed, 2);
+  trimmed = store_->trim_stream_sync("r", 0, 2);  // keep the newest two
+  ASSERT_TRUE(trimmed.ok());
+  EXPECT_EQ(*trimmed, 1);
+  auto info = store_->stream_info("r");
+  ASSERT_TRUE(info.ok());
+  ASSERT_EQ(info->size(), 1u);
+  EXPECT_EQ(info->at(0).first_offset, 3);
+  EXPECT_EQ(info->at(0).next_offset, 5);
+  // Everything trimmed: the next append still gets a new offset.
+  ASSERT_TRUE(store_->trim_stream_sync("r", unix_ms(clock_) + 1, 0).ok());
+  Batch b;
+  b.appends.push_back(append_to("r", 1, "k", "new"));
+  auto r = commit(b);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->appended.at(0).offset, 5);
+}
+
+TEST_P(StoreConformance, ListenersHearWhichStreamPartitionsGotRecords) {
+  std::mutex mu;
+  std::vector<std::string> heard;
+  store_->on_enqueued([&](const std::vector<std::string>& names) {
+    std::lock_guard l(mu);
+    heard.insert(heard.end(), names.begin(), names.end());
+  });
+  Batch b;
+  b.appends.push_back(append_to("s", 8, "alpha", "x"));
+  ASSERT_TRUE(commit(b).ok());
+  std::lock_guard l(mu);
+  EXPECT_EQ(heard, std::vector<std::string>{stream_wake_name("s", stream_partition("alpha", 8))});
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, StoreConformance, ::testing::Values("sqlite:store.db"),

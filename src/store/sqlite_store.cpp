@@ -49,6 +49,18 @@ CREATE TABLE IF NOT EXISTS subscriptions(
 CREATE TABLE IF NOT EXISTS state(
   store TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL, etag INTEGER NOT NULL,
   expires INTEGER NOT NULL DEFAULT 0, PRIMARY KEY(store, key));
+CREATE TABLE IF NOT EXISTS stream_partitions(
+  stream TEXT NOT NULL, partition INTEGER NOT NULL, next_offset INTEGER NOT NULL,
+  PRIMARY KEY(stream, partition)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS stream_records(
+  stream TEXT NOT NULL, partition INTEGER NOT NULL, offset INTEGER NOT NULL,
+  key TEXT NOT NULL, id TEXT NOT NULL, type TEXT NOT NULL, source TEXT NOT NULL, subject TEXT NOT NULL,
+  metadata BLOB, payload BLOB, time INTEGER NOT NULL,
+  PRIMARY KEY(stream, partition, offset));
+CREATE INDEX IF NOT EXISTS stream_records_time ON stream_records(stream, partition, time);
+CREATE TABLE IF NOT EXISTS stream_checkpoints(
+  grp TEXT NOT NULL, stream TEXT NOT NULL, partition INTEGER NOT NULL, offset INTEGER NOT NULL,
+  updated INTEGER NOT NULL, PRIMARY KEY(grp, stream, partition)) WITHOUT ROWID;
 )SQL";
 
 // Headers as length-prefixed pairs: binary-safe, no parser needed.
@@ -135,6 +147,7 @@ class Stmt {
     return b ? std::string(b, static_cast<std::size_t>(sqlite3_column_bytes(s_, i))) : std::string();
   }
   int64_t col_int(int i) { return sqlite3_column_int64(s_, i); }
+  bool col_null(int i) { return sqlite3_column_type(s_, i) == SQLITE_NULL; }
 
  private:
   sqlite3_stmt* s_ = nullptr;
@@ -164,6 +177,10 @@ Message read_message(Stmt& st) {
   m.first_failed_ms = st.col_int(13);
   m.last_failed_ms = st.col_int(14);
   return m;
+}
+
+Error read_error(sqlite3* db, const char* what) {
+  return Error{std::string(what) + " failed: " + sqlite3_errmsg(db), store_error::io};
 }
 
 Error conflict(std::string message) { return Error{std::move(message), store_error::conflict}; }
@@ -254,7 +271,8 @@ class SqliteStore final : public Store {
     auto b = std::make_shared<Batch>(std::move(batch));
     // A batch of one operation that fails changes nothing, so it needs no savepoint of its own.
     const std::size_t ops = b->acks.size() + b->retries.size() + b->dead.size() + b->enqueues.size() +
-                            b->publishes.size() * 2 + b->puts.size() + b->deletes.size();
+                            b->publishes.size() * 2 + b->puts.size() + b->deletes.size() +
+                            b->appends.size() * 2 + b->checkpoints.size();
     submit(
         [this, b, result](std::vector<std::string>& woken) { return apply(*b, *result, woken); },
         [done = std::move(done), result](Status st) {
@@ -350,7 +368,120 @@ class SqliteStore final : public Store {
         });
   }
 
+  void trim_stream(std::string stream, int64_t before_ms, int64_t keep_last,
+                   std::function<void(Expected<int64_t>)> done) override {
+    auto n = std::make_shared<int64_t>(0);
+    submit(
+        [this, stream = std::move(stream), before_ms, keep_last, n](std::vector<std::string>&) -> Status {
+          if (before_ms > 0) {
+            auto& del = stmt("DELETE FROM stream_records WHERE stream=? AND time<?");
+            del.reset().text(stream).integer(before_ms);
+            if (del.step() != SQLITE_DONE) return sql_error("stream trim");
+            *n += sqlite3_changes(db_);
+          }
+          if (keep_last > 0) {
+            auto& del = stmt(
+                "DELETE FROM stream_records AS r WHERE r.stream=?1 AND r.offset < "
+                "(SELECT p.next_offset - ?2 FROM stream_partitions p WHERE p.stream=r.stream AND p.partition=r.partition)");
+            del.reset().text(stream).integer(keep_last);
+            if (del.step() != SQLITE_DONE) return sql_error("stream trim");
+            *n += sqlite3_changes(db_);
+          }
+          return ok_status();
+        },
+        [done = std::move(done), n](Status st) {
+          if (!st) return done(st.error());
+          done(*n);
+        },
+        true);
+  }
+
   // ---- reads ------------------------------------------------------------------------------
+
+  Expected<std::vector<StreamRecord>> read_stream(const std::string& stream, int partition, int64_t from,
+                                                  int max) override {
+    return read<std::vector<StreamRecord>>([&](sqlite3* db) -> Expected<std::vector<StreamRecord>> {
+      Stmt st(db,
+              "SELECT offset, key, id, type, source, subject, metadata, payload, time FROM stream_records "
+              "WHERE stream=? AND partition=? AND offset>=? ORDER BY offset LIMIT ?");
+      if (!st.ok()) return Error{st.error()};
+      st.text(stream).integer(partition).integer(from).integer(max);
+      std::vector<StreamRecord> out;
+      int rc;
+      while ((rc = st.step()) == SQLITE_ROW) {
+        StreamRecord r;
+        r.stream = stream;
+        r.partition = partition;
+        r.offset = st.col_int(0);
+        r.key = st.col_text(1);
+        r.id = st.col_text(2);
+        r.type = st.col_text(3);
+        r.source = st.col_text(4);
+        r.subject = st.col_text(5);
+        std::string meta = st.col_blob(6);
+        r.metadata = decode_headers(meta.data(), static_cast<int>(meta.size()));
+        r.payload = st.col_blob(7);
+        r.time_ms = st.col_int(8);
+        out.push_back(std::move(r));
+      }
+      if (rc != SQLITE_DONE) return read_error(db, "stream read");
+      return out;
+    });
+  }
+
+  Expected<std::vector<StreamPartitionInfo>> stream_info(const std::string& stream) override {
+    return read<std::vector<StreamPartitionInfo>>([&](sqlite3* db) -> Expected<std::vector<StreamPartitionInfo>> {
+      Stmt st(db,
+              "SELECT p.partition, p.next_offset, (SELECT min(offset) FROM stream_records r WHERE r.stream=p.stream AND "
+              "r.partition=p.partition), (SELECT count(*) FROM stream_records r WHERE r.stream=p.stream AND "
+              "r.partition=p.partition) FROM stream_partitions p WHERE p.stream=? ORDER BY p.partition");
+      if (!st.ok()) return Error{st.error()};
+      st.text(stream);
+      std::vector<StreamPartitionInfo> out;
+      int rc;
+      while ((rc = st.step()) == SQLITE_ROW) {
+        StreamPartitionInfo info;
+        info.stream = stream;
+        info.partition = static_cast<int>(st.col_int(0));
+        info.next_offset = st.col_int(1);
+        info.first_offset = st.col_null(2) ? info.next_offset : st.col_int(2);
+        info.records = st.col_int(3);
+        out.push_back(info);
+      }
+      if (rc != SQLITE_DONE) return read_error(db, "stream info");
+      return out;
+    });
+  }
+
+  Expected<std::vector<StreamCheckpoint>> stream_checkpoints(const std::string& stream) override {
+    return read<std::vector<StreamCheckpoint>>([&](sqlite3* db) -> Expected<std::vector<StreamCheckpoint>> {
+      Stmt st(db,
+              "SELECT grp, stream, partition, offset, updated FROM stream_checkpoints WHERE ?1='' OR stream=?1 "
+              "ORDER BY stream, grp, partition");
+      if (!st.ok()) return Error{st.error()};
+      st.text(stream);
+      std::vector<StreamCheckpoint> out;
+      int rc;
+      while ((rc = st.step()) == SQLITE_ROW) {
+        out.push_back(StreamCheckpoint{st.col_text(0), st.col_text(1), static_cast<int>(st.col_int(2)), st.col_int(3),
+                                       st.col_int(4)});
+      }
+      if (rc != SQLITE_DONE) return read_error(db, "stream checkpoints");
+      return out;
+    });
+  }
+
+  Expected<int64_t> stream_offset_at(const std::string& stream, int partition, int64_t time_ms) override {
+    return read<int64_t>([&](sqlite3* db) -> Expected<int64_t> {
+      Stmt st(db,
+              "SELECT coalesce((SELECT min(offset) FROM stream_records WHERE stream=?1 AND partition=?2 AND time>=?3), "
+              "(SELECT next_offset FROM stream_partitions WHERE stream=?1 AND partition=?2), 0)");
+      if (!st.ok()) return Error{st.error()};
+      st.text(stream).integer(partition).integer(time_ms);
+      if (st.step() != SQLITE_ROW) return read_error(db, "stream offset");
+      return st.col_int(0);
+    });
+  }
 
   Expected<std::optional<StateEntry>> get(const std::string& store, const std::string& key) override {
     return read<std::optional<StateEntry>>([&](sqlite3* db) -> Expected<std::optional<StateEntry>> {
@@ -715,6 +846,50 @@ class SqliteStore final : public Store {
       auto& del = stmt("DELETE FROM state WHERE store=? AND key=?");
       del.reset().text(d.store).text(d.key);
       if (del.step() != SQLITE_DONE) return sql_error("state delete");
+    }
+    for (const auto& a : b.appends) {
+      std::string id = a.record.id.empty() ? new_invocation_id() : a.record.id;
+      const int partition = stream_partition(a.key.empty() ? id : a.key, a.partitions);
+      auto& next = stmt(
+          "INSERT INTO stream_partitions(stream, partition, next_offset) VALUES(?,?,1) ON CONFLICT(stream, partition) "
+          "DO UPDATE SET next_offset=next_offset+1 RETURNING next_offset - 1");
+      next.reset().text(a.stream).integer(partition);
+      if (next.step() != SQLITE_ROW) return sql_error("stream append");
+      const int64_t offset = next.col_int(0);
+      while (next.step() == SQLITE_ROW) {
+      }
+      auto& ins = stmt(
+          "INSERT INTO stream_records(stream, partition, offset, key, id, type, source, subject, metadata, payload, time) "
+          "VALUES(?,?,?,?,?,?,?,?,?,?,?)");
+      ins.reset()
+          .text(a.stream)
+          .integer(partition)
+          .integer(offset)
+          .text(a.key)
+          .text(a.record.event_id.empty() ? id : a.record.event_id)
+          .text(a.record.type)
+          .text(a.record.source)
+          .text(a.record.subject)
+          .blob(encode_headers(a.record.metadata))
+          .blob(a.record.payload);
+      ins.integer(now);
+      if (ins.step() != SQLITE_DONE) return sql_error("stream append");
+      result.appended.push_back({partition, offset});
+      woken.push_back(stream_wake_name(a.stream, partition));
+    }
+    for (const auto& c : b.checkpoints) {
+      if (c.if_at) {
+        Stmt cur(db_, "SELECT offset FROM stream_checkpoints WHERE grp=? AND stream=? AND partition=?");
+        cur.text(c.group).text(c.stream).integer(c.partition);
+        const int64_t at = cur.step() == SQLITE_ROW ? cur.col_int(0) : 0;
+        if (at != *c.if_at) {
+          return conflict("checkpoint of group " + c.group + " on " + c.stream + "/" + std::to_string(c.partition) +
+                          " is at " + std::to_string(at) + ", not " + std::to_string(*c.if_at));
+        }
+      }
+      auto& up = stmt("INSERT OR REPLACE INTO stream_checkpoints(grp, stream, partition, offset, updated) VALUES(?,?,?,?,?)");
+      up.reset().text(c.group).text(c.stream).integer(c.partition).integer(c.offset).integer(now);
+      if (up.step() != SQLITE_DONE) return sql_error("stream checkpoint");
     }
     return ok_status();
   }

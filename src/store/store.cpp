@@ -47,3 +47,27 @@ Expected<int64_t> Store::replay_dead_sync(std::string queue) {
 }
 
 }  // namespace nimbus
+
+namespace nimbus {
+
+Expected<int64_t> Store::trim_stream_sync(std::string stream, int64_t before_ms, int64_t keep_last) {
+  return wait_for<Expected<int64_t>>(
+      [&](auto done) { trim_stream(std::move(stream), before_ms, keep_last, std::move(done)); });
+}
+
+int stream_partition(std::string_view key, int partitions) {
+  if (partitions <= 1) return 0;
+  uint64_t h = 14695981039346656037ull;  // FNV-1a, 64 bits
+  for (unsigned char c : key) {
+    h ^= c;
+    h *= 1099511628211ull;
+  }
+  return static_cast<int>(h % static_cast<uint64_t>(partitions));
+}
+
+std::string stream_wake_name(const std::string& stream, int partition) {
+  // Queue names cannot hold a space, so this never names a queue.
+  return "stream " + stream + " " + std::to_string(partition);
+}
+
+}  // namespace nimbus

@@ -10,6 +10,10 @@
 //   subscription is a queue named `<topic>/<subscription>`.
 // - State: key/value documents in named stores, with ETags for optimistic concurrency, TTL,
 //   prefix scans, and multi-key transactions (a Batch).
+// - Streams: partitioned append-only logs. A record's key picks its partition
+//   (stream_partition); offsets count up from 0 in each partition and are never reused, even
+//   after retention drops old records. Consumer groups keep a checkpoint per partition (the
+//   next offset to read), committed in the same Batch as the outputs of the work it covers.
 // - A Batch is one atomic commit: the ack of an input and every output of its invocation go
 //   together, so a crash can neither lose the input nor emit an output twice.
 //
@@ -84,6 +88,37 @@ struct Subscription {
   std::string subject_prefix;  // subject starts with, empty = any
 };
 
+struct StreamRecord {
+  std::string stream;
+  int partition = 0;
+  int64_t offset = 0;
+  std::string key;
+  std::string id;  // the CloudEvents id
+  std::string type, source, subject;
+  Headers metadata;
+  std::string payload;
+  int64_t time_ms = 0;  // when it was appended
+};
+
+struct StreamPartitionInfo {
+  std::string stream;
+  int partition = 0;
+  int64_t first_offset = 0;  // the oldest record kept (== next_offset when empty)
+  int64_t next_offset = 0;   // the offset the next append gets
+  int64_t records = 0;
+};
+
+struct StreamCheckpoint {
+  std::string group;
+  std::string stream;
+  int partition = 0;
+  int64_t offset = 0;  // the next offset the group reads
+  int64_t updated_ms = 0;
+};
+
+// The partition of `key` among `partitions`: FNV-1a, stable across versions and hosts.
+int stream_partition(std::string_view key, int partitions);
+
 // One atomic commit. Every operation applies or none does; a stale lease or an ETag that does
 // not match fails the whole batch with StoreError::conflict and changes nothing.
 struct Batch {
@@ -114,6 +149,18 @@ struct Batch {
     std::string store, key;
     std::optional<std::string> if_match;
   };
+  struct Append {  // to partition stream_partition(key, partitions); key empty: by record id
+    std::string stream;
+    int partitions = 1;
+    std::string key;
+    NewMessage record;
+  };
+  struct Checkpoint {
+    std::string group, stream;
+    int partition = 0;
+    int64_t offset = 0;                  // the next offset to read
+    std::optional<int64_t> if_at;        // the checkpoint it must still be at (fencing)
+  };
   std::vector<LeaseRef> acks;
   std::vector<Retry> retries;
   std::vector<DeadLetter> dead;
@@ -121,10 +168,12 @@ struct Batch {
   std::vector<Publish> publishes;
   std::vector<Put> puts;
   std::vector<Delete> deletes;
+  std::vector<Append> appends;
+  std::vector<Checkpoint> checkpoints;
 
   bool empty() const {
     return acks.empty() && retries.empty() && dead.empty() && enqueues.empty() && publishes.empty() && puts.empty() &&
-           deletes.empty();
+           deletes.empty() && appends.empty() && checkpoints.empty();
   }
 };
 
@@ -132,7 +181,15 @@ struct Batch {
 struct BatchResult {
   std::vector<std::string> etags;        // one per Put
   std::vector<std::string> message_ids;  // one per Enqueue, then one per Publish (its event id)
+  struct Position {
+    int partition = 0;
+    int64_t offset = 0;
+  };
+  std::vector<Position> appended;        // one per Append
 };
+
+// The name a commit that appended to a stream partition reports to on_enqueued listeners.
+std::string stream_wake_name(const std::string& stream, int partition);
 
 // Error codes a caller can act on (Error::message says the rest).
 namespace store_error {
@@ -158,6 +215,10 @@ class Store {
   virtual void purge(std::string queue, std::function<void(Expected<int64_t>)> done) = 0;
   // Moves every message of `<queue>.dead` back to `queue` (deliveries reset); returns how many.
   virtual void replay_dead(std::string queue, std::function<void(Expected<int64_t>)> done) = 0;
+  // Retention: drops records of `stream` appended before `before_ms` (0 = no age limit) and
+  // all but the newest `keep_last` of each partition (0 = no count limit); returns how many.
+  virtual void trim_stream(std::string stream, int64_t before_ms, int64_t keep_last,
+                           std::function<void(Expected<int64_t>)> done) = 0;
 
   // --- reads: on the caller's thread, from a reader connection; they see committed data.
   virtual Expected<std::optional<StateEntry>> get(const std::string& store, const std::string& key) = 0;
@@ -166,6 +227,15 @@ class Store {
   virtual Expected<std::vector<QueueStats>> stats() = 0;
   // The earliest due time of a message in `queue` that is not receivable yet; 0 when none.
   virtual Expected<int64_t> next_due(const std::string& queue) = 0;
+  // Up to `max` records of one partition from offset `from` on, in offset order.
+  virtual Expected<std::vector<StreamRecord>> read_stream(const std::string& stream, int partition, int64_t from,
+                                                          int max) = 0;
+  // Every partition of `stream` that has had an append (none: the stream is empty).
+  virtual Expected<std::vector<StreamPartitionInfo>> stream_info(const std::string& stream) = 0;
+  // The checkpoints of every consumer group of `stream` ("" = of every stream).
+  virtual Expected<std::vector<StreamCheckpoint>> stream_checkpoints(const std::string& stream) = 0;
+  // The first offset in the partition appended at or after `time_ms` (next_offset if none).
+  virtual Expected<int64_t> stream_offset_at(const std::string& stream, int partition, int64_t time_ms) = 0;
 
   // Called (on the writer thread) after a commit made messages receivable in these queues:
   // consumers wait on it instead of polling. One listener; set before use.
@@ -181,6 +251,7 @@ class Store {
   Status subscribe_sync(Subscription subscription);
   Expected<int64_t> purge_sync(std::string queue);
   Expected<int64_t> replay_dead_sync(std::string queue);
+  Expected<int64_t> trim_stream_sync(std::string stream, int64_t before_ms, int64_t keep_last);
 };
 
 enum class Durability : uint8_t {
