@@ -73,6 +73,22 @@ class TimingStore final : public Store {
   Expected<std::vector<QueueStats>> stats() override { return inner_.stats(); }
   Expected<int64_t> next_due(const std::string& q) override { return inner_.next_due(q); }
   void on_enqueued(std::function<void(const std::vector<std::string>&)> l) override { inner_.on_enqueued(std::move(l)); }
+  void set_listener(uint64_t slot, std::function<void(const std::vector<std::string>&)> l) override {
+    inner_.set_listener(slot, std::move(l));
+  }
+  void trim_stream(std::string s, int64_t before, int64_t keep, std::function<void(Expected<int64_t>)> done) override {
+    inner_.trim_stream(std::move(s), before, keep, std::move(done));
+  }
+  Expected<std::vector<StreamRecord>> read_stream(const std::string& s, int p, int64_t from, int max) override {
+    return inner_.read_stream(s, p, from, max);
+  }
+  Expected<std::vector<StreamPartitionInfo>> stream_info(const std::string& s) override { return inner_.stream_info(s); }
+  Expected<std::vector<StreamCheckpoint>> stream_checkpoints(const std::string& s) override {
+    return inner_.stream_checkpoints(s);
+  }
+  Expected<int64_t> stream_offset_at(const std::string& s, int p, int64_t t) override {
+    return inner_.stream_offset_at(s, p, t);
+  }
   void close() override { inner_.close(); }
 
  private:

@@ -545,9 +545,48 @@ TEST(ManifestTest, UnknownTriggerKindIsAnError) {
 }
 
 TEST(ManifestTest, NotYetAvailableTriggerKindIsAnError) {
-  auto load = parse(one_function(kBasicFn + "triggers:\n  - stream: {name: s}\n"));
-  const Diagnostic& d = expect_diag(load, "functions.orders.triggers[0].stream", "not available");
-  EXPECT_NE(d.message.find("expected http, queue, topic or timer"), std::string::npos) << d.message;
+  auto load = parse(one_function(kBasicFn + "triggers:\n  - mqtt: {topic: t}\n"));
+  const Diagnostic& d = expect_diag(load, "functions.orders.triggers[0].mqtt", "not available");
+  EXPECT_NE(d.message.find("expected http, queue, topic, timer or stream"), std::string::npos) << d.message;
+}
+
+TEST(ManifestTest, StreamsTheirTriggersAndOutputs) {
+  auto load = parse("name: shop\nstreams:\n  telemetry: {partitions: 8, retention: 7d, max_records: 100000}\n"
+                    "functions:\n  orders:\n    runtime: native\n    handler: functions/orders\n"
+                    "    triggers:\n      - stream: {name: telemetry, batch_size: 50, max_wait: 200ms, start: latest}\n"
+                    "      - stream: {name: clicks, group: clicks-v2}\n"
+                    "    outputs:\n      alerts: {stream: alerts}\n      again: {stream: telemetry}\n");
+  ASSERT_TRUE(load.app.has_value()) << load.report();
+  const AppSpec& app = *load.app;
+  ASSERT_EQ(app.streams.size(), 3u);  // declared, plus those named with defaults
+  const StreamSpec* t = app.find_stream("telemetry");
+  ASSERT_NE(t, nullptr);
+  EXPECT_EQ(t->partitions, 8);
+  EXPECT_EQ(t->retention, std::chrono::hours(24 * 7));
+  EXPECT_EQ(t->max_records, 100000);
+  ASSERT_NE(app.find_stream("clicks"), nullptr);
+  EXPECT_EQ(app.find_stream("clicks")->partitions, 4);
+  const auto& tr = app.functions[0].triggers;
+  EXPECT_EQ(tr[0].kind, TriggerKind::stream);
+  EXPECT_EQ(tr[0].stream.group, "orders");  // the function's name by default
+  EXPECT_EQ(tr[0].stream.batch_size, 50);
+  EXPECT_EQ(tr[0].stream.max_wait, std::chrono::milliseconds(200));
+  EXPECT_TRUE(tr[0].stream.from_latest);
+  EXPECT_EQ(tr[1].stream.group, "clicks-v2");
+  EXPECT_FALSE(tr[1].stream.from_latest);
+  const auto& outs = app.functions[0].outputs;
+  ASSERT_EQ(outs.size(), 2u);
+  EXPECT_EQ(outs[0].kind, OutputSpec::Kind::stream);
+  EXPECT_EQ(outs[0].partitions, 4);
+  EXPECT_EQ(outs[1].partitions, 8);  // learnt from the declaration
+
+  expect_diag(parse(one_function(kBasicFn + "triggers:\n  - stream: {batch_size: 5}\n")),
+              "functions.orders.triggers[0].stream.name", "is missing");
+  expect_diag(parse(one_function(kBasicFn + "triggers:\n  - stream: {name: s, start: middle}\n")),
+              "functions.orders.triggers[0].stream.start", "'middle' is not allowed");
+  expect_diag(parse("name: shop\nstreams:\n  s: {partitions: 0}\nfunctions:\n"), "streams.s.partitions", "");
+  expect_diag(parse("name: shop\nstreams:\n  s: {shards: 3}\nfunctions:\n"), "streams.s.shards", "unknown key");
+  expect_diag(parse("name: shop\nstreams:\n  Bad_Name: {}\nfunctions:\n"), "streams.Bad_Name", "not a valid stream name");
 }
 
 TEST(ManifestTest, TimerTriggersTakeACronAZoneAndRunOnStartup) {
@@ -615,7 +654,7 @@ TEST(ManifestTest, QueueAndTopicTriggersOutputsRetryAndDurability) {
   expect_diag(parse(one_function(kBasicFn + "triggers:\n  - queue: {name: q, filter: {type: x}}\n")),
               "functions.orders.triggers[0].queue.filter", "unknown key");
   expect_diag(parse(one_function(kBasicFn + "outputs:\n  done: {bucket: x}\n")), "functions.orders.outputs.done.bucket",
-              "expected queue, topic or state");
+              "expected queue, topic, state or stream");
   expect_diag(parse(one_function(kBasicFn + "retry: {max_attempts: 0}\n")), "functions.orders.retry.max_attempts",
               "out of range");
   expect_diag(parse(one_function(kBasicFn + "retry: {jitter: 2}\n")), "functions.orders.retry.jitter", "fraction");

@@ -13,6 +13,7 @@ TEST(ParseDurationTest, AcceptsEachUnit) {
   EXPECT_EQ(parse_duration("5s"), Duration(5s));
   EXPECT_EQ(parse_duration("2m"), Duration(2min));
   EXPECT_EQ(parse_duration("1h"), Duration(1h));
+  EXPECT_EQ(parse_duration("7d"), Duration(24h * 7)) << "days, for retention";
   EXPECT_EQ(parse_duration("1.5s"), Duration(1500ms));
   EXPECT_EQ(parse_duration("10"), Duration(10s)) << "a bare number is seconds";
   EXPECT_EQ(parse_duration("100us"), Duration(100us));
@@ -21,7 +22,7 @@ TEST(ParseDurationTest, AcceptsEachUnit) {
 }
 
 TEST(ParseDurationTest, RejectsJunk) {
-  for (const char* bad : {"", "abc", "5x", "-1s", "s", "ms5", "5 sec", "1d", "inf", "nan"}) {
+  for (const char* bad : {"", "abc", "5x", "-1s", "s", "ms5", "5 sec", "1w", "inf", "nan"}) {
     EXPECT_FALSE(parse_duration(bad).has_value()) << "'" << bad << "'";
   }
 }

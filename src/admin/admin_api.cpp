@@ -5,6 +5,7 @@
 
 #include "core/ids.h"
 #include "core/private_file.h"
+#include "core/text.h"
 #include "core/units.h"
 #include "observe/log.h"
 #include "observe/metrics.h"
@@ -12,6 +13,7 @@
 #include "store/store.h"
 #include "triggers/http/http_trigger.h"
 #include "triggers/outputs.h"
+#include "triggers/stream/stream_trigger.h"
 
 namespace nimbus {
 namespace json = boost::json;
@@ -22,44 +24,6 @@ HttpReply json_reply(int status, const json::value& v) {
   return HttpReply{status, {{"content-type", "application/json"}}, json::serialize(v)};
 }
 
-bool valid_utf8(std::string_view s) {
-  for (std::size_t i = 0; i < s.size();) {
-    auto c = static_cast<unsigned char>(s[i]);
-    std::size_t extra = c < 0x80 ? 0 : (c >> 5) == 0x6 ? 1 : (c >> 4) == 0xe ? 2 : (c >> 3) == 0x1e ? 3 : 9;
-    if (extra == 9 || i + extra >= s.size() + (extra == 0 ? 1 : 0)) return false;
-    for (std::size_t k = 1; k <= extra; ++k)
-      if ((static_cast<unsigned char>(s[i + k]) >> 6) != 0x2) return false;
-    i += extra + 1;
-  }
-  return true;
-}
-
-std::string base64(std::string_view in) {
-  static constexpr char kB64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  std::string out;
-  std::size_t i = 0;
-  while (i + 2 < in.size()) {
-    uint32_t v = (uint8_t(in[i]) << 16) | (uint8_t(in[i + 1]) << 8) | uint8_t(in[i + 2]);
-    out += kB64[v >> 18];
-    out += kB64[(v >> 12) & 63];
-    out += kB64[(v >> 6) & 63];
-    out += kB64[v & 63];
-    i += 3;
-  }
-  if (i + 1 == in.size()) {
-    uint32_t v = uint8_t(in[i]) << 16;
-    out += kB64[v >> 18];
-    out += kB64[(v >> 12) & 63];
-    out += "==";
-  } else if (i + 2 == in.size()) {
-    uint32_t v = (uint8_t(in[i]) << 16) | (uint8_t(in[i + 1]) << 8);
-    out += kB64[v >> 18];
-    out += kB64[(v >> 12) & 63];
-    out += kB64[(v >> 6) & 63];
-    out += '=';
-  }
-  return out;
-}
 
 }  // namespace
 
@@ -167,6 +131,9 @@ void AdminApi::handle(IncomingRequest& request, Responder respond) {
   }
   if (path == "/admin/queues" || path.rfind("/admin/queues/", 0) == 0 || path.rfind("/admin/topics/", 0) == 0) {
     return messages(request, path, method, std::move(respond));
+  }
+  if (path == "/admin/streams" || path.rfind("/admin/streams/", 0) == 0) {
+    return streams(request, path, method, std::move(respond));
   }
   constexpr std::string_view kPrefix = "/admin/functions/";
   constexpr std::string_view kSuffix = "/invoke";
@@ -294,6 +261,156 @@ void AdminApi::messages(IncomingRequest& request, std::string_view path, std::st
     return;
   }
   return respond(json_error(404, "not_found", "no admin endpoint " + std::string(method) + " " + std::string(path), ""));
+}
+
+namespace {
+
+std::optional<int64_t> query_int(std::string_view target, std::string_view name) {
+  auto q = target.find('?');
+  if (q == std::string_view::npos) return std::nullopt;
+  auto v = query_param(target.substr(q + 1), name);
+  if (!v || v->empty()) return std::nullopt;
+  char* end = nullptr;
+  long long n = std::strtoll(v->c_str(), &end, 10);
+  if (*end != '\0') return std::nullopt;
+  return n;
+}
+
+}  // namespace
+
+// /admin/streams: GET lists streams; /admin/streams/NAME: GET partitions and groups;
+// .../records: POST appends (x-key picks the partition), GET reads (?partition=&from=&limit=,
+// default: the newest `limit` of every partition); .../groups/GROUP/replay: POST moves the
+// group's checkpoints to ?from_offset=N or to ?from_time_ms=T.
+void AdminApi::streams(IncomingRequest& request, std::string_view path, std::string_view method, Responder respond) {
+  if (!store_) return respond(json_error(503, "no_store", "this host runs without a store", ""));
+  auto not_found = [&] {
+    respond(json_error(404, "not_found", "no admin endpoint " + std::string(method) + " " + std::string(path), ""));
+  };
+  auto describe = [&](const StreamSpec& st) -> Expected<json::object> {
+    auto info = store_->stream_info(st.name);
+    if (!info) return info.error();
+    auto cps = store_->stream_checkpoints(st.name);
+    if (!cps) return cps.error();
+    json::array parts;
+    std::map<int, int64_t> next;
+    int64_t records = 0;
+    for (const auto& p : *info) {
+      parts.push_back(json::object{{"partition", p.partition}, {"first_offset", p.first_offset},
+                                   {"next_offset", p.next_offset}, {"records", p.records}});
+      next[p.partition] = p.next_offset;
+      records += p.records;
+    }
+    std::map<std::string, json::object> groups;
+    for (const auto& c : *cps) {
+      auto& g = groups[c.group];
+      if (g.empty()) g = json::object{{"group", c.group}, {"lag", 0}, {"partitions", json::array()}};
+      const int64_t lag = std::max<int64_t>(0, (next.count(c.partition) ? next[c.partition] : 0) - c.offset);
+      g["lag"] = g["lag"].as_int64() + lag;
+      g["partitions"].as_array().push_back(
+          json::object{{"partition", c.partition}, {"offset", c.offset}, {"lag", lag}, {"updated_ms", c.updated_ms}});
+    }
+    json::array group_list;
+    for (auto& [name, g] : groups) group_list.push_back(std::move(g));
+    return json::object{{"stream", st.name},
+                        {"partitions", st.partitions},
+                        {"records", records},
+                        {"partition_offsets", std::move(parts)},
+                        {"groups", std::move(group_list)}};
+  };
+  if (path == "/admin/streams") {
+    if (method != "GET") return respond(json_error(405, "method_not_allowed", "list streams with GET", ""));
+    json::array list;
+    for (const auto& st : app_.streams) {
+      auto d = describe(st);
+      if (!d) return respond(store_error_reply(d.error()));
+      list.push_back(std::move(*d));
+    }
+    return respond(json_reply(200, json::object{{"streams", std::move(list)}}));
+  }
+  std::string_view rest = path.substr(std::string_view("/admin/streams/").size());
+  const auto slash = rest.find('/');
+  const std::string name(rest.substr(0, slash));
+  const StreamSpec* st = app_.find_stream(name);
+  if (!st) {
+    std::string declared;
+    for (const auto& s : app_.streams) declared += (declared.empty() ? "" : ", ") + s.name;
+    return respond(json_error(404, "not_found", "the app has no stream '" + name + "'" +
+                                                    (declared.empty() ? std::string("; it uses none") : "; it has: " + declared),
+                              ""));
+  }
+  const std::string_view action = slash == std::string_view::npos ? std::string_view() : rest.substr(slash + 1);
+  if (action.empty() && method == "GET") {
+    auto d = describe(*st);
+    if (!d) return respond(store_error_reply(d.error()));
+    return respond(json_reply(200, *d));
+  }
+  if (action == "records" && method == "POST") {
+    Batch b;
+    Batch::Append a;
+    a.stream = st->name;
+    a.partitions = st->partitions;
+    if (auto h = request.header("x-key")) a.key = std::string(*h);
+    if (auto h = request.header("ce-type")) a.record.type = std::string(*h);
+    if (auto h = request.header("ce-subject")) a.record.subject = std::string(*h);
+    if (auto h = request.header("ce-id")) a.record.event_id = std::string(*h);
+    a.record.source = "/admin";
+    if (auto h = request.header("content-type")) a.record.metadata.push_back({"content-type", std::string(*h)});
+    a.record.payload = request.take_body();
+    b.appends.push_back(std::move(a));
+    store_->commit(std::move(b), [respond = std::move(respond)](Expected<BatchResult> r) {
+      if (!r) return respond(store_error_reply(r.error()));
+      respond(json_reply(201, json::object{{"partition", r->appended.at(0).partition}, {"offset", r->appended.at(0).offset}}));
+    });
+    return;
+  }
+  if (action == "records" && method == "GET") {
+    const std::string_view target = request.target();
+    const int limit = static_cast<int>(std::clamp<int64_t>(query_int(target, "limit").value_or(20), 1, 10000));
+    auto info = store_->stream_info(st->name);
+    if (!info) return respond(store_error_reply(info.error()));
+    std::vector<StreamRecord> all;
+    const auto only = query_int(target, "partition");
+    for (const auto& p : *info) {
+      if (only && *only != p.partition) continue;
+      const int64_t from = query_int(target, "from").value_or(std::max(p.first_offset, p.next_offset - limit));
+      auto records = store_->read_stream(st->name, p.partition, from, limit);
+      if (!records) return respond(store_error_reply(records.error()));
+      all.insert(all.end(), std::make_move_iterator(records->begin()), std::make_move_iterator(records->end()));
+    }
+    boost::system::error_code ec;
+    json::value list = json::parse(stream_batch_payload(all), ec);
+    return respond(json_reply(200, json::object{{"stream", st->name}, {"records", std::move(list)}}));
+  }
+  constexpr std::string_view kGroups = "groups/";
+  constexpr std::string_view kReplay = "/replay";
+  if (action.rfind(kGroups, 0) == 0 && action.size() > kGroups.size() + kReplay.size() &&
+      action.substr(action.size() - kReplay.size()) == kReplay && method == "POST") {
+    const std::string group(action.substr(kGroups.size(), action.size() - kGroups.size() - kReplay.size()));
+    const auto from_offset = query_int(request.target(), "from_offset");
+    const auto from_time = query_int(request.target(), "from_time_ms");
+    if (!from_offset && !from_time) {
+      return respond(json_error(400, "bad_request", "replay needs ?from_offset=N or ?from_time_ms=T", ""));
+    }
+    Batch b;
+    json::array moved;
+    for (int p = 0; p < st->partitions; ++p) {
+      int64_t offset = from_offset.value_or(0);
+      if (from_time) {
+        auto at = store_->stream_offset_at(st->name, p, *from_time);
+        if (!at) return respond(store_error_reply(at.error()));
+        offset = *at;
+      }
+      b.checkpoints.push_back({group, st->name, p, offset, std::nullopt});
+      moved.push_back(json::object{{"partition", p}, {"offset", offset}});
+    }
+    store_->commit(std::move(b), [respond = std::move(respond), moved = std::move(moved), group](Expected<BatchResult> r) {
+      if (!r) return respond(store_error_reply(r.error()));
+      respond(json_reply(200, json::object{{"group", group}, {"checkpoints", moved}}));
+    });
+    return;
+  }
+  not_found();
 }
 
 void AdminApi::invoke(IncomingRequest& request, std::string_view name, Responder respond) {

@@ -184,6 +184,14 @@ Expected<json::object> admin_call(const fs::path& dir, const std::string& method
   return v.as_object();
 }
 
+// --data: the text itself, or @FILE for a file's bytes.
+Expected<std::string> data_arg(const std::string& data) {
+  if (data.empty() || data[0] != '@') return data;
+  auto text = read_file(data.substr(1));
+  if (!text) return Error{"--data " + data + ": " + text.error().message};
+  return *text;
+}
+
 int64_t num(const json::object& o, std::string_view key) {
   auto* v = o.if_contains(key);
   return v && v->is_int64() ? v->as_int64() : 0;
@@ -222,17 +230,13 @@ int cmd_queue_peek(const fs::path& dir, const std::string& queue, bool dead, int
 
 int cmd_send(const fs::path& dir, bool topic, const std::string& name, const std::string& data, const std::string& type,
              const std::string& subject, int64_t delay_ms) {
-  std::string body = data;
-  if (!data.empty() && data[0] == '@') {
-    auto text = read_file(data.substr(1));
-    if (!text) return fail("--data " + data + ": " + text.error().message);
-    body = *text;
-  }
+  auto body = data_arg(data);
+  if (!body) return fail(body.error().message);
   std::vector<std::pair<std::string, std::string>> headers;
   if (!type.empty()) headers.push_back({"ce-type", type});
   if (!subject.empty()) headers.push_back({"ce-subject", subject});
   if (delay_ms > 0) headers.push_back({"x-delay-ms", std::to_string(delay_ms)});
-  auto r = admin_call(dir, "POST", std::string(topic ? "/admin/topics/" : "/admin/queues/") + name + "/messages", body, headers);
+  auto r = admin_call(dir, "POST", std::string(topic ? "/admin/topics/" : "/admin/queues/") + name + "/messages", *body, headers);
   if (!r) return fail(r.error().message);
   std::cout << json_string(*r, topic ? "event_id" : "id") << "\n";
   return 0;
@@ -254,6 +258,80 @@ int cmd_timers(const fs::path& dir) {
     auto text = [&](const char* k) { return o.at(k).is_string() ? std::string(o.at(k).as_string()) : std::string("-"); };
     std::printf("%-24s %-22s %-18s %-22s %-22s\n", text("function").c_str(), text("schedule").c_str(),
                 text("time_zone").c_str(), text("last").c_str(), text("next").c_str());
+  }
+  return 0;
+}
+
+int cmd_stream_ls(const fs::path& dir) {
+  auto r = admin_call(dir, "GET", "/admin/streams");
+  if (!r) return fail(r.error().message);
+  std::printf("%-32s %10s %12s %8s\n", "STREAM", "PARTITIONS", "RECORDS", "GROUPS");
+  for (const auto& v : r->at("streams").as_array()) {
+    const auto& o = v.as_object();
+    std::printf("%-32s %10lld %12lld %8zu\n", json_string(o, "stream").c_str(), static_cast<long long>(num(o, "partitions")),
+                static_cast<long long>(num(o, "records")), o.at("groups").as_array().size());
+  }
+  return 0;
+}
+
+int cmd_stream_append(const fs::path& dir, const std::string& stream, const std::string& key, const std::string& data,
+                      const std::string& type) {
+  auto body = data_arg(data);
+  if (!body) return fail(body.error().message);
+  std::vector<std::pair<std::string, std::string>> headers;
+  if (!key.empty()) headers.push_back({"x-key", key});
+  if (!type.empty()) headers.push_back({"ce-type", type});
+  auto r = admin_call(dir, "POST", "/admin/streams/" + stream + "/records", *body, headers);
+  if (!r) return fail(r.error().message);
+  std::cout << "partition " << num(*r, "partition") << " offset " << num(*r, "offset") << "\n";
+  return 0;
+}
+
+int cmd_stream_tail(const fs::path& dir, const std::string& stream, int partition, int64_t from, int limit, bool as_json) {
+  std::string target = "/admin/streams/" + stream + "/records?limit=" + std::to_string(limit);
+  if (partition >= 0) target += "&partition=" + std::to_string(partition);
+  if (from >= 0) target += "&from=" + std::to_string(from);
+  auto r = admin_call(dir, "GET", target);
+  if (!r) return fail(r.error().message);
+  if (as_json) {
+    std::cout << json::serialize(*r) << "\n";
+    return 0;
+  }
+  for (const auto& v : r->at("records").as_array()) {
+    const auto& o = v.as_object();
+    std::string data = o.contains("data") ? (o.at("data").is_string() ? std::string(o.at("data").as_string())
+                                                                       : json::serialize(o.at("data")))
+                                          : "(binary) " + json_string(o, "data_base64");
+    std::cout << num(o, "partition") << "/" << num(o, "offset") << "  key " << json_string(o, "key") << "  " << data << "\n";
+  }
+  return 0;
+}
+
+int cmd_stream_groups(const fs::path& dir, const std::string& stream) {
+  auto r = admin_call(dir, "GET", "/admin/streams/" + stream);
+  if (!r) return fail(r.error().message);
+  std::printf("%-24s %10s %12s %10s\n", "GROUP", "PARTITION", "CHECKPOINT", "LAG");
+  for (const auto& g : r->at("groups").as_array()) {
+    const auto& o = g.as_object();
+    for (const auto& p : o.at("partitions").as_array()) {
+      const auto& po = p.as_object();
+      std::printf("%-24s %10lld %12lld %10lld\n", json_string(o, "group").c_str(),
+                  static_cast<long long>(num(po, "partition")), static_cast<long long>(num(po, "offset")),
+                  static_cast<long long>(num(po, "lag")));
+    }
+  }
+  return 0;
+}
+
+int cmd_stream_replay(const fs::path& dir, const std::string& stream, const std::string& group, int64_t from_offset,
+                      int64_t from_time_ms) {
+  std::string query = from_time_ms >= 0 ? "from_time_ms=" + std::to_string(from_time_ms)
+                                        : "from_offset=" + std::to_string(std::max<int64_t>(from_offset, 0));
+  auto r = admin_call(dir, "POST", "/admin/streams/" + stream + "/groups/" + group + "/replay?" + query);
+  if (!r) return fail(r.error().message);
+  for (const auto& c : r->at("checkpoints").as_array()) {
+    std::cout << group << " partition " << num(c.as_object(), "partition") << " now at offset "
+              << num(c.as_object(), "offset") << "\n";
   }
   return 0;
 }
@@ -359,7 +437,36 @@ int run_cli(int argc, char** argv) {
   auto* timers = cli.add_subcommand("timers", "List the running host's schedules: last and next runs");
   timers->add_option("--dir", q_dir, "App folder")->capture_default_str();
 
-  for (auto* sub : {queue_ls, queue_peek, queue_send, queue_purge, topic_publish, dlq_replay}) sub->fallthrough();
+  std::string s_key, s_group;
+  int s_partition = -1;
+  int64_t s_from = -1, s_from_time = -1;
+  auto* stream = cli.add_subcommand("stream", "Append to and read the running host's streams");
+  stream->require_subcommand(1);
+  stream->add_option("--dir", q_dir, "App folder")->capture_default_str();
+  auto* stream_ls = stream->add_subcommand("ls", "Every stream: partitions, records, consumer groups");
+  auto* stream_append = stream->add_subcommand("append", "Append a record (its key picks the partition)");
+  stream_append->add_option("name", q_name, "Stream name")->required();
+  stream_append->add_option("--key", s_key, "Partition key: records with one key stay in order");
+  stream_append->add_option("--data", q_data, "Payload: text, or @FILE");
+  stream_append->add_option("--type", q_type, "CloudEvents type");
+  auto* stream_tail = stream->add_subcommand("tail", "Show the newest records of each partition");
+  stream_tail->add_option("name", q_name, "Stream name")->required();
+  stream_tail->add_option("--partition", s_partition, "Only this partition");
+  stream_tail->add_option("--from", s_from, "From this offset on (with --partition)");
+  stream_tail->add_option("--limit", q_limit, "How many per partition")->capture_default_str();
+  stream_tail->add_flag("--json", q_json, "Print the admin API's JSON");
+  auto* stream_groups = stream->add_subcommand("groups", "Consumer groups: checkpoint and lag per partition");
+  stream_groups->add_option("name", q_name, "Stream name")->required();
+  auto* stream_replay = stream->add_subcommand("replay", "Move a group's checkpoints back (or forward)");
+  stream_replay->add_option("name", q_name, "Stream name")->required();
+  stream_replay->add_option("group", s_group, "Consumer group (a function's name unless it sets group:)")->required();
+  stream_replay->add_option("--from-offset", s_from, "Every partition from this offset");
+  stream_replay->add_option("--from-time-ms", s_from_time, "Every partition from the first record at or after this Unix time (ms)");
+
+  for (auto* sub : {queue_ls, queue_peek, queue_send, queue_purge, topic_publish, dlq_replay, stream_ls, stream_append,
+                    stream_tail, stream_groups, stream_replay}) {
+    sub->fallthrough();
+  }
   try {
     cli.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -398,6 +505,11 @@ int run_cli(int argc, char** argv) {
   if (topic_publish->parsed()) return cmd_send(q_dir, true, q_name, q_data, q_type, q_subject, 0);
   if (dlq_replay->parsed()) return cmd_dlq_replay(q_dir, q_name);
   if (timers->parsed()) return cmd_timers(q_dir);
+  if (stream_ls->parsed()) return cmd_stream_ls(q_dir);
+  if (stream_append->parsed()) return cmd_stream_append(q_dir, q_name, s_key, q_data, q_type);
+  if (stream_tail->parsed()) return cmd_stream_tail(q_dir, q_name, s_partition, s_from, q_limit, q_json);
+  if (stream_groups->parsed()) return cmd_stream_groups(q_dir, q_name);
+  if (stream_replay->parsed()) return cmd_stream_replay(q_dir, q_name, s_group, s_from, s_from_time);
   return 2;
 }
 

@@ -55,19 +55,39 @@ struct TimerTriggerSpec {
   bool run_on_startup = false;
 };
 
+// Ordered batches from every partition of a stream, for one consumer group.
+struct StreamTriggerSpec {
+  std::string name;
+  std::string group;                            // default: the function's name
+  int batch_size = 100;                         // records per invocation, at most
+  Duration max_wait = std::chrono::seconds(1);  // an idle partition is looked at again this often
+  bool from_latest = false;                     // a new group starts at the end (true) or the start
+};
+
 struct TriggerSpec {
   TriggerKind kind = TriggerKind::http;
   HttpTriggerSpec http;
   QueueTriggerSpec queue;  // kind queue or topic
   TimerTriggerSpec timer;
+  StreamTriggerSpec stream;
 };
 
-// Where a named output's messages go: a queue, a topic or a state store.
+// A stream the app uses: its partitions (fixed once records exist: keys would move) and
+// retention. Streams a function names without declaring them get these defaults.
+struct StreamSpec {
+  std::string name;
+  int partitions = 4;
+  Duration retention{};      // drop records older than this; 0 = by age never
+  int64_t max_records = 0;   // keep at most this many per partition; 0 = no limit
+};
+
+// Where a named output's messages go: a queue, a topic, a state store or a stream.
 struct OutputSpec {
-  enum class Kind : uint8_t { queue, topic, state };
+  enum class Kind : uint8_t { queue, topic, state, stream };
   std::string name;
   Kind kind = Kind::queue;
   std::string target;
+  int partitions = 1;  // streams: the stream's partition count (from the app's streams)
 };
 
 struct RetryPolicy {
@@ -136,7 +156,13 @@ struct AppSpec {
   Duration shutdown_grace = std::chrono::seconds(10);
   int worker_threads = 16;  // pool for blocking in-process functions
   std::vector<FunctionSpec> functions;
+  std::vector<StreamSpec> streams;  // declared ones and those functions name, with defaults
 
+  const StreamSpec* find_stream(std::string_view stream) const {
+    for (const auto& s : streams)
+      if (s.name == stream) return &s;
+    return nullptr;
+  }
   const FunctionSpec* find(std::string_view function) const {
     for (const auto& f : functions)
       if (f.name == function) return &f;

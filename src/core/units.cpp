@@ -32,6 +32,7 @@ std::optional<Duration> parse_duration(std::string_view text) {
   else if (unit == "us") ns_per_unit = 1e3;
   else if (unit == "m") ns_per_unit = 60e9;
   else if (unit == "h") ns_per_unit = 3600e9;
+  else if (unit == "d") ns_per_unit = 86400e9;
   else return std::nullopt;
   double ns = value * ns_per_unit;
   if (ns > 9e18) return std::nullopt;

@@ -21,6 +21,7 @@
 #include "triggers/host_services.h"
 #include "triggers/http/http_trigger.h"
 #include "triggers/queue/queue_trigger.h"
+#include "triggers/stream/stream_trigger.h"
 #include "triggers/timer/timer_trigger.h"
 
 namespace nimbus {
@@ -147,6 +148,8 @@ int run_host(const AppSpec& app, const HostOptions& options) {
   if (auto st = queues.start(); !st) return fail(st.error().message);
   TimerTrigger schedules(app, pools, **store, clock, timers, &timer_thread, logger);
   if (auto st = schedules.start(); !st) return fail(st.error().message);
+  StreamTrigger streams(app, pools, **store, clock, timers, &timer_thread, logger);
+  if (auto st = streams.start(); !st) return fail(st.error().message);
 
   AdminStatus status;
   status.pid = static_cast<int>(getpid());
@@ -185,7 +188,9 @@ int run_host(const AppSpec& app, const HostOptions& options) {
   TimePoint give_up = clock.now() + app.shutdown_grace;
   schedules.stop();  // no new timer runs; a due time missed while stopped runs past due later
   // Messages in flight finish and commit; the rest stay in the store for the next start.
-  const bool messages_done = queues.stop(app.shutdown_grace);
+  const bool queues_done = queues.stop(app.shutdown_grace);
+  // A running batch commits its checkpoint; one still running at the end is read again.
+  const bool messages_done = streams.stop(give_up - clock.now()) && queues_done;
   // Every invocation counts (HTTP, admin, queue, topic, timer, async routes): the parts they
   // use may only go once none is running.
   auto running = [&] {

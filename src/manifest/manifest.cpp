@@ -178,7 +178,7 @@ class Reader {
 
   void read_app(const YAML::Node& root, AppSpec& app) {
     if (!check_map(root, "", {"name", "store", "durability", "http", "shutdown_grace", "worker_threads",
-                              "functions"})) {
+                              "streams", "functions"})) {
       return;
     }
     if (auto n = root["name"]; !n) {
@@ -212,6 +212,7 @@ class Reader {
     if (auto n = root["worker_threads"]) {
       if (auto v = integer(n, "worker_threads", 1, 1024)) app.worker_threads = static_cast<int>(*v);
     }
+    if (auto n = root["streams"]) read_streams(n, app);
     auto functions = root["functions"];
     if (!functions) {
       error(root, "functions", "is missing; expected a mapping of function names to functions");
@@ -239,6 +240,52 @@ class Reader {
       if (read_function(it->second, path, fn)) app.functions.push_back(std::move(fn));
     }
     check_route_conflicts(app);
+    resolve_streams(app);
+  }
+
+  void read_streams(const YAML::Node& n, AppSpec& app) {
+    if (!n.IsMap()) {
+      error(n, "streams", "is " + kind_of(n) + "; expected a mapping of stream names, e.g. telemetry: {partitions: 4}");
+      return;
+    }
+    for (auto it = n.begin(); it != n.end(); ++it) {
+      StreamSpec st;
+      st.name = it->first.Scalar();
+      const std::string path = "streams." + st.name;
+      if (!check_name(it->first, path, st.name, "stream")) continue;
+      const YAML::Node s = it->second;
+      if (!s.IsNull()) {
+        if (!check_map(s, path, {"partitions", "retention", "max_records"})) continue;
+        if (auto v = s["partitions"]) {
+          if (auto p = integer(v, path + ".partitions", 1, 256)) st.partitions = static_cast<int>(*p);
+        }
+        if (auto v = s["retention"]) {
+          if (auto d = duration(v, path + ".retention")) st.retention = *d;
+        }
+        if (auto v = s["max_records"]) {
+          if (auto m = integer(v, path + ".max_records", 1, 1L << 40)) st.max_records = *m;
+        }
+      }
+      app.streams.push_back(st);
+    }
+  }
+
+  // Streams that functions read or write without declaring them get the defaults; stream
+  // outputs learn their stream's partition count (a record's key picks the partition).
+  void resolve_streams(AppSpec& app) {
+    auto ensure = [&app](const std::string& name) -> const StreamSpec& {
+      if (const auto* s = app.find_stream(name)) return *s;
+      StreamSpec st;
+      st.name = name;
+      app.streams.push_back(st);
+      return app.streams.back();
+    };
+    for (auto& fn : app.functions) {
+      for (const auto& t : fn.triggers)
+        if (t.kind == TriggerKind::stream) ensure(t.stream.name);
+      for (auto& o : fn.outputs)
+        if (o.kind == OutputSpec::Kind::stream) o.partitions = ensure(o.target).partitions;
+    }
   }
 
   void read_http(const YAML::Node& n, HttpSettings& http) {
@@ -478,6 +525,13 @@ class Reader {
         if (read_timer_trigger(it->second, p + ".timer", spec.timer)) fn.triggers.push_back(spec);
         continue;
       }
+      if (kind == "stream") {
+        TriggerSpec spec;
+        spec.kind = TriggerKind::stream;
+        spec.stream.group = fn.name;
+        if (read_stream_trigger(it->second, p + ".stream", spec.stream)) fn.triggers.push_back(spec);
+        continue;
+      }
       if (kind == "queue" || kind == "topic") {
         TriggerSpec spec;
         spec.kind = kind == "queue" ? TriggerKind::queue : TriggerKind::topic;
@@ -487,7 +541,7 @@ class Reader {
       std::vector<std::string_view> kinds(std::begin(kTriggerKinds), std::end(kTriggerKinds));
       if (std::find(kinds.begin(), kinds.end(), kind) != kinds.end()) {
         error(it->first, p + "." + kind,
-              "trigger '" + kind + "' is not available in this build of Nimbus yet; expected http, queue, topic or timer");
+              "trigger '" + kind + "' is not available in this build of Nimbus yet; expected http, queue, topic, timer or stream");
       } else {
         std::string guess = did_you_mean(kind, kinds);
         error(it->first, p + "." + kind,
@@ -528,6 +582,31 @@ class Reader {
     }
     if (auto v = n["run_on_startup"]) {
       if (auto b = boolean(v, path + ".run_on_startup")) t.run_on_startup = *b;
+    }
+    return diagnostics.size() == errors_before;
+  }
+
+  bool read_stream_trigger(const YAML::Node& n, const std::string& path, StreamTriggerSpec& t) {
+    std::size_t errors_before = diagnostics.size();
+    if (!check_map(n, path, {"name", "group", "batch_size", "max_wait", "start"})) return false;
+    if (auto v = n["name"]; !v) {
+      error(n, path + ".name", "is missing; expected the stream's name, e.g. name: telemetry");
+    } else if (auto name = scalar(v, path + ".name", "a stream name")) {
+      if (check_name(v, path + ".name", *name, "stream")) t.name = *name;
+    }
+    if (auto v = n["group"]) {
+      if (auto g = scalar(v, path + ".group", "a consumer group name")) {
+        if (check_name(v, path + ".group", *g, "consumer group")) t.group = *g;
+      }
+    }
+    if (auto v = n["batch_size"]) {
+      if (auto b = integer(v, path + ".batch_size", 1, 10000)) t.batch_size = static_cast<int>(*b);
+    }
+    if (auto v = n["max_wait"]) {
+      if (auto d = duration(v, path + ".max_wait")) t.max_wait = *d;
+    }
+    if (auto v = n["start"]) {
+      if (auto c = choice(v, path + ".start", {"earliest", "latest"})) t.from_latest = *c == "latest";
     }
     return diagnostics.size() == errors_before;
   }
@@ -586,7 +665,7 @@ class Reader {
       const YAML::Node o = it->second;
       if (!check_name(it->first, p, name, "output")) continue;
       if (!o.IsMap() || o.size() != 1) {
-        error(o, p, "is " + kind_of(o) + "; expected one of {queue: NAME}, {topic: NAME} or {state: NAME}");
+        error(o, p, "is " + kind_of(o) + "; expected one of {queue: NAME}, {topic: NAME}, {state: NAME} or {stream: NAME}");
         continue;
       }
       std::string kind = o.begin()->first.Scalar();
@@ -598,8 +677,10 @@ class Reader {
         out.kind = OutputSpec::Kind::topic;
       } else if (kind == "state") {
         out.kind = OutputSpec::Kind::state;
+      } else if (kind == "stream") {
+        out.kind = OutputSpec::Kind::stream;
       } else {
-        error(o.begin()->first, p + "." + kind, "unknown output kind '" + kind + "'; expected queue, topic or state");
+        error(o.begin()->first, p + "." + kind, "unknown output kind '" + kind + "'; expected queue, topic, state or stream");
         continue;
       }
       auto target = scalar(o.begin()->second, p + "." + kind, "a name");

@@ -552,8 +552,16 @@ class SqliteStore final : public Store {
   }
 
   void on_enqueued(std::function<void(const std::vector<std::string>&)> listener) override {
+    set_listener(0, std::move(listener));
+  }
+
+  void set_listener(uint64_t slot, std::function<void(const std::vector<std::string>&)> listener) override {
     std::lock_guard lock(mu_);
-    listener_ = std::move(listener);
+    if (listener) {
+      listeners_[slot] = std::move(listener);
+    } else {
+      listeners_.erase(slot);
+    }
   }
 
   void close() override {
@@ -668,15 +676,15 @@ class SqliteStore final : public Store {
       }
       std::vector<std::string> woken;
       Status commit = run_group(group, woken);
-      std::function<void(const std::vector<std::string>&)> listener;
+      std::vector<std::function<void(const std::vector<std::string>&)>> listeners;
       {
         std::lock_guard lock(mu_);
-        listener = listener_;
+        for (const auto& [slot, l] : listeners_) listeners.push_back(l);
       }
-      if (commit && listener && !woken.empty()) {  // consumers hear of work before committers return
+      if (commit && !listeners.empty() && !woken.empty()) {  // consumers hear of work before committers return
         std::sort(woken.begin(), woken.end());
         woken.erase(std::unique(woken.begin(), woken.end()), woken.end());
-        listener(woken);
+        for (const auto& l : listeners) l(woken);
       }
       for (auto& op : group) op.done(commit ? std::move(op.outcome) : commit);
       group.clear();
@@ -903,7 +911,7 @@ class SqliteStore final : public Store {
   std::condition_variable cv_;
   std::deque<Op> pending_;
   bool closed_ = false;
-  std::function<void(const std::vector<std::string>&)> listener_;
+  std::map<uint64_t, std::function<void(const std::vector<std::string>&)>> listeners_;
   std::thread writer_;
   std::mutex readers_mu_;
   std::vector<sqlite3*> readers_;

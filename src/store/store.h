@@ -237,9 +237,12 @@ class Store {
   // The first offset in the partition appended at or after `time_ms` (next_offset if none).
   virtual Expected<int64_t> stream_offset_at(const std::string& stream, int partition, int64_t time_ms) = 0;
 
-  // Called (on the writer thread) after a commit made messages receivable in these queues:
-  // consumers wait on it instead of polling. One listener; set before use.
+  // Called (on the writer thread) after a commit made messages receivable in these queues
+  // (or appended to stream partitions, named by stream_wake_name): consumers wait on it
+  // instead of polling. on_enqueued sets slot 0; set_listener sets (null: clears) any slot, so
+  // several parts can listen.
   virtual void on_enqueued(std::function<void(const std::vector<std::string>& queues)> listener) = 0;
+  virtual void set_listener(uint64_t slot, std::function<void(const std::vector<std::string>& names)> listener) = 0;
 
   // Finishes what was submitted, then stops the writer.
   virtual void close() = 0;

@@ -24,6 +24,20 @@ Status add_outputs(const FunctionSpec& fn, std::vector<OutputMessage> outputs, B
       add.puts.push_back({spec->target, *key, std::move(out.payload), std::nullopt, ttl ? std::atoll(ttl->c_str()) : 0});
       continue;
     }
+    if (spec->kind == OutputSpec::Kind::stream) {
+      // The record's key picks its partition: records with one key stay in order.
+      Batch::Append a;
+      a.stream = spec->target;
+      a.partitions = spec->partitions;
+      if (const auto* k = find_header(out.metadata, "key")) a.key = *k;
+      a.record.payload = std::move(out.payload);
+      a.record.source = "/functions/" + fn.name;
+      if (const auto* t = find_header(out.metadata, "type")) a.record.type = *t;
+      if (const auto* s = find_header(out.metadata, "subject")) a.record.subject = *s;
+      a.record.metadata = std::move(out.metadata);
+      add.appends.push_back(std::move(a));
+      continue;
+    }
     NewMessage m;
     m.payload = std::move(out.payload);
     m.source = "/functions/" + fn.name;
@@ -40,6 +54,7 @@ Status add_outputs(const FunctionSpec& fn, std::vector<OutputMessage> outputs, B
   for (auto& p : add.puts) batch.puts.push_back(std::move(p));
   for (auto& e : add.enqueues) batch.enqueues.push_back(std::move(e));
   for (auto& p : add.publishes) batch.publishes.push_back(std::move(p));
+  for (auto& a : add.appends) batch.appends.push_back(std::move(a));
   return ok_status();
 }
 

@@ -16,6 +16,7 @@
 #include "pool/function_pools.h"
 #include "store/store.h"
 #include "triggers/outputs.h"
+#include "triggers/task_thread.h"
 
 namespace nimbus {
 namespace {
@@ -29,57 +30,10 @@ double random01() {
 
 }  // namespace
 
-// One thread that starts the invocations of received batches, in order.
-class QueueTrigger::Dispatcher {
- public:
-  Dispatcher() : thread_([this] { run(); }) {}
-  ~Dispatcher() {
-    {
-      std::lock_guard lock(mu_);
-      done_ = true;
-    }
-    cv_.notify_one();
-    thread_.join();
-  }
-  void post(std::function<void()> task) {
-    {
-      std::lock_guard lock(mu_);
-      tasks_.push_back(std::move(task));
-    }
-    cv_.notify_one();
-  }
-  // Returns once every task posted before the call has run.
-  void drain() {
-    std::promise<void> ran;
-    auto f = ran.get_future();
-    post([&ran] { ran.set_value(); });
-    f.wait();
-  }
-
- private:
-  void run() {
-    std::unique_lock lock(mu_);
-    for (;;) {
-      cv_.wait(lock, [&] { return done_ || !tasks_.empty(); });
-      if (tasks_.empty()) return;
-      auto task = std::move(tasks_.front());
-      tasks_.pop_front();
-      lock.unlock();
-      task();
-      lock.lock();
-    }
-  }
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<std::function<void()>> tasks_;
-  bool done_ = false;
-  std::thread thread_;
-};
-
 class QueueTrigger::Consumer : public std::enable_shared_from_this<QueueTrigger::Consumer> {
  public:
   Consumer(const FunctionSpec& fn, const TriggerSpec& trigger, FunctionPool& pool, Store& store, const Clock& clock,
-           TimerQueue& timers, TimerThread* timer_thread, Logger& logger, Dispatcher& dispatcher)
+           TimerQueue& timers, TimerThread* timer_thread, Logger& logger, TaskThread& dispatcher)
       : dispatcher_(dispatcher),
         fn_(fn),
         kind_(trigger.kind),
@@ -392,7 +346,7 @@ class QueueTrigger::Consumer : public std::enable_shared_from_this<QueueTrigger:
     pump();
   }
 
-  Dispatcher& dispatcher_;
+  TaskThread& dispatcher_;
   const FunctionSpec& fn_;
   TriggerKind kind_;
   bool async_http_;  // the queue of an async HTTP route: requests in, job records out
@@ -425,7 +379,7 @@ QueueTrigger::QueueTrigger(const AppSpec& app, FunctionPools& pools, Store& stor
       timers_(timers),
       timer_thread_(timer_thread),
       logger_(logger),
-      dispatcher_(std::make_unique<Dispatcher>()) {}
+      dispatcher_(std::make_unique<TaskThread>()) {}
 
 QueueTrigger::~QueueTrigger() { stop(Duration::zero()); }
 

@@ -18,6 +18,7 @@ namespace nimbus {
 
 class FunctionPools;
 class Logger;
+class TaskThread;
 class Store;
 
 class QueueTrigger {
@@ -36,7 +37,6 @@ class QueueTrigger {
   int consumers() const;
 
   class Consumer;
-  class Dispatcher;
 
  private:
   void wake(const std::vector<std::string>& queues);
@@ -48,7 +48,7 @@ class QueueTrigger {
   TimerQueue& timers_;
   TimerThread* timer_thread_;
   Logger& logger_;
-  std::unique_ptr<Dispatcher> dispatcher_;  // outlives the consumers (declared before them)
+  std::unique_ptr<TaskThread> dispatcher_;  // outlives the consumers (declared before them)
   std::vector<std::unique_ptr<TriggerSpec>> async_triggers_;  // consumers of async HTTP routes
   std::vector<std::shared_ptr<Consumer>> consumers_;
 };

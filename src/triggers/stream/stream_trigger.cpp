@@ -1,0 +1,431 @@
+#include "triggers/stream/stream_trigger.h"
+
+#include <boost/json.hpp>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <random>
+#include <thread>
+
+#include "core/text.h"
+#include "observe/log.h"
+#include "pool/function_pools.h"
+#include "triggers/outputs.h"
+#include "triggers/task_thread.h"
+
+namespace nimbus {
+namespace {
+
+namespace json = boost::json;
+
+constexpr uint64_t kListenerSlot = 2;  // the store's listener slot for stream appends
+constexpr auto kTrimEvery = std::chrono::minutes(1);
+
+}  // namespace
+
+std::string stream_batch_payload(const std::vector<StreamRecord>& records) {
+  json::array out;
+  out.reserve(records.size());
+  for (const auto& r : records) {
+    json::object metadata;
+    for (const auto& m : r.metadata) metadata[m.name] = m.value;
+    json::object o{{"stream", r.stream},       {"partition", r.partition}, {"offset", r.offset},
+                   {"key", r.key},             {"time_ms", r.time_ms},     {"id", r.id},
+                   {"type", r.type},           {"source", r.source},       {"subject", r.subject},
+                   {"metadata", std::move(metadata)}};
+    boost::system::error_code ec;
+    json::value data = r.payload.empty() ? json::value() : json::parse(r.payload, ec);
+    if (!r.payload.empty() && !ec) {
+      o["data"] = std::move(data);
+    } else if (valid_utf8(r.payload)) {
+      o["data"] = r.payload;
+    } else {
+      o["data_base64"] = base64(r.payload);
+    }
+    out.push_back(std::move(o));
+  }
+  return json::serialize(out);
+}
+
+// One partition of one stream, consumed by one function's group: at most one batch in flight.
+class StreamTrigger::Partition : public std::enable_shared_from_this<Partition> {
+ public:
+  Partition(const FunctionSpec& fn, const StreamTriggerSpec& spec, int partition, FunctionPool& pool, Store& store,
+            const Clock& clock, TimerQueue& timers, TimerThread* timer_thread, Logger& logger, TaskThread& worker)
+      : fn_(fn),
+        spec_(spec),
+        partition_(partition),
+        wake_name_(stream_wake_name(spec.name, partition)),
+        pool_(pool),
+        store_(store),
+        clock_(clock),
+        timers_(timers),
+        timer_thread_(timer_thread),
+        logger_(logger),
+        worker_(worker) {}
+
+  const std::string& wake_name() const { return wake_name_; }
+
+  // Where the group stands: its committed checkpoint, or (a new group) the start or the end.
+  Status load() {
+    auto cps = store_.stream_checkpoints(spec_.name);
+    if (!cps) return cps.error();
+    for (const auto& c : *cps) {
+      if (c.group == spec_.group && c.partition == partition_) {
+        stored_ = c.offset;
+        has_stored_ = true;
+      }
+    }
+    position_ = stored_;
+    if (!has_stored_ && spec_.from_latest) {
+      auto info = store_.stream_info(spec_.name);
+      if (!info) return info.error();
+      for (const auto& p : *info)
+        if (p.partition == partition_) position_ = p.next_offset;
+    }
+    return ok_status();
+  }
+
+  // Looks for records now (on the trigger's worker thread).
+  void poke() {
+    std::weak_ptr<Partition> weak = weak_from_this();
+    worker_.post([weak] {
+      if (auto self = weak.lock()) self->pump();
+    });
+  }
+
+  void stop() {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+    if (timer_ != 0) timers_.cancel(timer_);
+    timer_ = 0;
+  }
+  bool busy() const {
+    std::lock_guard lock(mu_);
+    return running_;
+  }
+
+ private:
+  void pump() {
+    {
+      std::lock_guard lock(mu_);
+      if (running_ || stopping_ || waiting_retry_) return;
+      running_ = true;
+    }
+    auto records = store_.read_stream(spec_.name, partition_, position_, spec_.batch_size);
+    if (records && records->empty() && follow_checkpoint()) {
+      records = store_.read_stream(spec_.name, partition_, position_, spec_.batch_size);
+    }
+    if (!records || records->empty()) {
+      if (!records) {
+        logger_.host(LogLevel::warn, "stream read failed; trying again",
+                     {{"function", fn_.name}, {"stream", spec_.name}, {"error", records.error().message}});
+      }
+      idle();
+      return;
+    }
+    batch_ = std::move(*records);
+    if (batch_.front().offset > position_) {
+      // Retention dropped records this group had not read: say so, and go on from what is kept.
+      logger_.host(LogLevel::warn, "stream records were dropped by retention before this group read them",
+                   {{"function", fn_.name}, {"stream", spec_.name}, {"partition", partition_},
+                    {"from", position_}, {"to", batch_.front().offset}});
+    }
+    attempt_ = 0;
+    run();
+  }
+
+  // The committed checkpoint moved without us (a replay, or another host of the group):
+  // read from there. Looked at when the partition is idle, where it costs one small read.
+  bool follow_checkpoint() {
+    auto cps = store_.stream_checkpoints(spec_.name);
+    if (!cps) return false;
+    bool moved = false;
+    for (const auto& c : *cps) {
+      if (c.group == spec_.group && c.partition == partition_ && (!has_stored_ || c.offset != stored_)) {
+        logger_.host(LogLevel::info, "stream checkpoint moved; reading from it",
+                     {{"function", fn_.name}, {"stream", spec_.name}, {"partition", partition_}, {"offset", c.offset}});
+        stored_ = position_ = c.offset;
+        has_stored_ = true;
+        moved = true;
+      }
+    }
+    return moved;
+  }
+
+  // Nothing to read: look again after max_wait (appends on this host wake it sooner).
+  void idle() {
+    std::lock_guard lock(mu_);
+    running_ = false;
+    if (stopping_) return;
+    arm_locked(clock_.now() + spec_.max_wait, false);
+  }
+
+  void arm_locked(TimePoint at, bool retry) {
+    if (timer_ != 0) timers_.cancel(timer_);
+    std::weak_ptr<Partition> weak = weak_from_this();
+    bool earliest = false;
+    timer_ = timers_.schedule(
+        at,
+        [weak, retry] {
+          if (auto self = weak.lock()) {
+            {
+              std::lock_guard lock(self->mu_);
+              self->timer_ = 0;
+            }
+            if (retry) {
+              self->worker_.post([weak] {
+                if (auto s = weak.lock()) s->run();
+              });
+            } else {
+              self->poke();
+            }
+          }
+        },
+        &earliest);
+    if (earliest && timer_thread_) timer_thread_->wake_for(at);
+  }
+
+  void run() {
+    {
+      std::lock_guard lock(mu_);
+      waiting_retry_ = false;
+      if (stopping_) {
+        running_ = false;
+        return;
+      }
+    }
+    ++attempt_;
+    Invocation inv = new_invocation(fn_, TriggerKind::stream, "/streams/" + spec_.name,
+                                    "nimbus.stream.batch", clock_);
+    inv.subject = spec_.name + "/" + std::to_string(partition_);
+    inv.attempt = attempt_;
+    inv.payload = stream_batch_payload(batch_);
+    inv.metadata = {{"content-type", "application/json"},
+                    {"stream", spec_.name},
+                    {"partition", std::to_string(partition_)},
+                    {"group", spec_.group},
+                    {"first_offset", std::to_string(batch_.front().offset)},
+                    {"last_offset", std::to_string(batch_.back().offset)},
+                    {"count", std::to_string(batch_.size())}};
+    std::string id = inv.id, trace = inv.traceparent;
+    TimePoint started = inv.started;
+    pool_.dispatch(std::move(inv), [self = shared_from_this(), id, trace, started](Result&& result) {
+      self->logger_.invocation({self->fn_.name, TriggerKind::stream, id, trace, result.outcome, 0,
+                                self->clock_.now() - started, result.error.type, result.error.message, {}});
+      auto held = std::make_shared<Result>(std::move(result));
+      std::weak_ptr<Partition> weak = self;
+      self->worker_.post([weak, held] {
+        if (auto s = weak.lock()) s->finish(std::move(*held));
+      });
+    });
+  }
+
+  // Success: checkpoint past the batch with the outputs. Failure: retry, or dead-letter the
+  // batch (and checkpoint past it) after the last attempt.
+  void finish(Result&& result) {
+    const int64_t next = batch_.back().offset + 1;
+    Batch commit;
+    commit.checkpoints.push_back(
+        {spec_.group, spec_.name, partition_, next, has_stored_ ? std::optional<int64_t>(stored_) : std::optional<int64_t>(0)});
+    bool dead = false;
+    std::string error;
+    if (result.outcome == Outcome::success) {
+      if (auto st = add_outputs(fn_, std::move(result.outputs), commit); !st) {
+        result = Result::failure(Outcome::error, "invalid_output", st.error().message);
+        commit = Batch{};
+        commit.checkpoints.push_back({spec_.group, spec_.name, partition_, next,
+                                      has_stored_ ? std::optional<int64_t>(stored_) : std::optional<int64_t>(0)});
+      }
+    }
+    if (result.outcome != Outcome::success) {
+      error = result.error.type + ": " + result.error.message;
+      if (attempt_ < fn_.retry.max_attempts) {
+        static thread_local std::mt19937_64 rng{std::random_device{}()};
+        const Duration delay = fn_.retry.delay_after(attempt_, std::uniform_real_distribution<double>(0, 1)(rng));
+        std::lock_guard lock(mu_);
+        waiting_retry_ = true;
+        if (stopping_) {
+          running_ = false;
+          return;
+        }
+        arm_locked(clock_.now() + delay, true);
+        return;
+      }
+      dead = true;
+      NewMessage m;
+      m.type = "nimbus.stream.dead_batch";
+      m.source = "/streams/" + spec_.name;
+      m.subject = spec_.name + "/" + std::to_string(partition_);
+      m.payload = stream_batch_payload(batch_);
+      m.metadata = {{"error", error},
+                    {"attempts", std::to_string(attempt_)},
+                    {"group", spec_.group},
+                    {"first_offset", std::to_string(batch_.front().offset)},
+                    {"last_offset", std::to_string(batch_.back().offset)}};
+      commit.enqueues.push_back({spec_.name + "." + spec_.group + ".dead", std::move(m)});
+    }
+    std::weak_ptr<Partition> weak = weak_from_this();
+    store_.commit(std::move(commit), [weak, next, dead, error](Expected<BatchResult> done) {
+      auto self = weak.lock();
+      if (!self) return;
+      // The store's writer thread: hand the rest to the trigger's own.
+      self->worker_.post([weak, ok = done.ok(), conflict = !done.ok() && done.error().code == store_error::conflict,
+                          message = done.ok() ? std::string() : done.error().message, next, dead, error] {
+        auto s = weak.lock();
+        if (!s) return;
+        s->committed(ok, conflict, message, next, dead, error);
+      });
+    });
+  }
+
+  void committed(bool ok, bool conflict, const std::string& message, int64_t next, bool dead, const std::string& error) {
+    if (ok) {
+      stored_ = position_ = next;
+      has_stored_ = true;
+      if (dead) {
+        logger_.host(LogLevel::warn, "stream batch dead-lettered after its last attempt",
+                     {{"function", fn_.name}, {"stream", spec_.name}, {"partition", partition_},
+                      {"queue", spec_.name + "." + spec_.group + ".dead"}, {"error", error}});
+      }
+    } else if (conflict) {
+      // Another consumer of this group moved the checkpoint: go on from where it is.
+      logger_.host(LogLevel::info, "stream checkpoint moved by another consumer; re-reading",
+                   {{"function", fn_.name}, {"stream", spec_.name}, {"partition", partition_}});
+      has_stored_ = false;
+      stored_ = 0;
+      (void)load();
+    } else {
+      logger_.host(LogLevel::warn, "stream checkpoint commit failed; the batch runs again",
+                   {{"function", fn_.name}, {"stream", spec_.name}, {"partition", partition_}, {"error", message}});
+    }
+    {
+      std::lock_guard lock(mu_);
+      running_ = false;
+      if (stopping_) return;
+    }
+    pump();
+  }
+
+  const FunctionSpec& fn_;
+  StreamTriggerSpec spec_;
+  int partition_;
+  std::string wake_name_;
+  FunctionPool& pool_;
+  Store& store_;
+  const Clock& clock_;
+  TimerQueue& timers_;
+  TimerThread* timer_thread_;
+  Logger& logger_;
+  TaskThread& worker_;
+  mutable std::mutex mu_;
+  bool running_ = false;        // a batch is being read, run or committed
+  bool waiting_retry_ = false;  // a failed batch waits for its next attempt
+  bool stopping_ = false;
+  TimerQueue::Id timer_ = 0;
+  // Worker thread only:
+  int64_t stored_ = 0;    // the committed checkpoint
+  bool has_stored_ = false;
+  int64_t position_ = 0;  // the next offset to read
+  std::vector<StreamRecord> batch_;
+  int attempt_ = 0;
+};
+
+StreamTrigger::StreamTrigger(const AppSpec& app, FunctionPools& pools, Store& store, const Clock& clock,
+                             TimerQueue& timers, TimerThread* timer_thread, Logger& logger)
+    : app_(app), pools_(pools), store_(store), clock_(clock), timers_(timers), timer_thread_(timer_thread), logger_(logger) {}
+
+StreamTrigger::~StreamTrigger() { stop(Duration::zero()); }
+
+Status StreamTrigger::start() {
+  for (const auto& st : app_.streams) {
+    auto info = store_.stream_info(st.name);
+    if (!info) return info.error();
+    for (const auto& p : *info) {
+      if (p.partition >= st.partitions) {
+        return Error{"stream '" + st.name + "' has records in partition " + std::to_string(p.partition) +
+                     " but the manifest gives it " + std::to_string(st.partitions) +
+                     " partitions; changing the count would move keys between partitions (and out of order)"};
+      }
+    }
+  }
+  worker_ = std::make_shared<TaskThread>();
+  for (const auto& fn : app_.functions) {
+    FunctionPool* pool = pools_.find(fn.name);
+    if (!pool) continue;
+    for (const auto& t : fn.triggers) {
+      if (t.kind != TriggerKind::stream) continue;
+      const StreamSpec* st = app_.find_stream(t.stream.name);
+      const int partitions = st ? st->partitions : 1;
+      for (int p = 0; p < partitions; ++p) {
+        auto part = std::make_shared<Partition>(fn, t.stream, p, *pool, store_, clock_, timers_, timer_thread_, logger_,
+                                                *worker_);
+        if (auto s = part->load(); !s) {
+          return Error{"function '" + fn.name + "': cannot read the checkpoints of stream '" + t.stream.name +
+                       "': " + s.error().message};
+        }
+        partitions_.push_back(std::move(part));
+      }
+    }
+  }
+  if (partitions_.empty() && app_.streams.empty()) return ok_status();
+  store_.set_listener(kListenerSlot, [this](const std::vector<std::string>& names) { on_appended(names); });
+  started_ = true;
+  for (auto& p : partitions_) p->poke();
+  for (const auto& st : app_.streams) {
+    if (st.retention != Duration{} || st.max_records != 0) {
+      trim();
+      break;
+    }
+  }
+  return ok_status();
+}
+
+void StreamTrigger::on_appended(const std::vector<std::string>& names) {
+  for (const auto& name : names) {
+    if (name.rfind("stream ", 0) != 0) continue;
+    for (auto& p : partitions_)
+      if (p->wake_name() == name) p->poke();
+  }
+}
+
+void StreamTrigger::trim() {
+  for (const auto& st : app_.streams) {
+    if (st.retention == Duration{} && st.max_records == 0) continue;
+    const int64_t before =
+        st.retention == Duration{}
+            ? 0
+            : unix_ms(clock_) - std::chrono::duration_cast<std::chrono::milliseconds>(st.retention).count();
+    store_.trim_stream(st.name, before, st.max_records, [this, name = st.name](Expected<int64_t> n) {
+      if (!n) {
+        logger_.host(LogLevel::warn, "stream retention failed", {{"stream", name}, {"error", n.error().message}});
+      } else if (*n > 0) {
+        logger_.host(LogLevel::info, "stream retention dropped records", {{"stream", name}, {"records", *n}});
+      }
+    });
+  }
+  const TimePoint at = clock_.now() + kTrimEvery;
+  bool earliest = false;
+  trim_timer_ = timers_.schedule(at, [this] { trim(); }, &earliest);
+  if (earliest && timer_thread_) timer_thread_->wake_for(at);
+}
+
+bool StreamTrigger::stop(Duration grace) {
+  if (!started_) return true;
+  started_ = false;
+  timers_.cancel(trim_timer_);
+  store_.set_listener(kListenerSlot, nullptr);
+  for (auto& p : partitions_) p->stop();
+  const auto give_up = std::chrono::steady_clock::now() + grace;  // real time: the clock may be a test's
+  auto busy = [&] {
+    for (auto& p : partitions_)
+      if (p->busy()) return true;
+    return false;
+  };
+  while (busy() && std::chrono::steady_clock::now() < give_up) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  const bool done = !busy();
+  worker_->close();
+  return done;
+}
+
+}  // namespace nimbus

@@ -1,0 +1,312 @@
+// Stream triggers against a real (SQLite) store: order within a partition while batches of
+// other partitions run concurrently, checkpoints committed with outputs, retries on the
+// injected clock then a dead-lettered batch, a group starting at the end, and a replay.
+#include "triggers/stream/stream_trigger.h"
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <boost/json.hpp>
+#include <condition_variable>
+#include <filesystem>
+#include <map>
+#include <random>
+#include <set>
+#include <thread>
+
+#include "observe/log.h"
+#include "observe/metrics.h"
+#include "pool/function_pools.h"
+#include "pool/worker_threads.h"
+#include "store/store.h"
+
+namespace nimbus {
+namespace {
+
+namespace fs = std::filesystem;
+namespace json = boost::json;
+using namespace std::chrono_literals;
+
+// What the function saw: every batch, and whether two batches of one partition overlapped.
+struct Seen {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<json::array> batches;
+  std::map<int64_t, int> in_flight;  // per partition
+  bool overlapped = false;
+  int records = 0;
+
+  bool wait_records(int n) {
+    std::unique_lock l(mu);
+    return cv.wait_for(l, 20s, [&] { return records >= n; });
+  }
+};
+
+// Takes a batch; sleeps a little at random (so partitions interleave); fails on "poison";
+// writes each record's data to its output `copy` when the function declares one.
+class BatchFunction final : public Executor {
+ public:
+  explicit BatchFunction(Seen& seen) : seen_(seen) {}
+  Mode mode() const override { return Mode::synchronous; }
+  Result call(const Invocation& inv) override {
+    json::array batch = json::parse(inv.payload).as_array();
+    const int64_t partition = batch.at(0).as_object().at("partition").as_int64();
+    {
+      std::lock_guard l(seen_.mu);
+      if (seen_.in_flight[partition]++ > 0) seen_.overlapped = true;
+    }
+    thread_local std::mt19937 rng{std::random_device{}()};
+    std::this_thread::sleep_for(std::chrono::microseconds(rng() % 500));
+    bool poison = false;
+    Result r;
+    for (const auto& rec : batch) {
+      const auto& o = rec.as_object();
+      std::string data = o.at("data").is_string() ? std::string(o.at("data").as_string()) : json::serialize(o.at("data"));
+      if (data == "poison") poison = true;
+      r.outputs.push_back({"copy", data, {}});
+    }
+    std::lock_guard l(seen_.mu);
+    --seen_.in_flight[partition];
+    seen_.batches.push_back(batch);
+    if (poison) return Result::failure(Outcome::error, "ValueError", "poison record");
+    seen_.records += static_cast<int>(batch.size());
+    seen_.cv.notify_all();
+    return r;
+  }
+
+ private:
+  Seen& seen_;
+};
+
+class StreamTriggerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / ("nimbus-stream-" + std::to_string(std::random_device{}()));
+    fs::create_directories(dir_);
+    auto s = open_store("sqlite:state.db", dir_, clock_);
+    ASSERT_TRUE(s.ok()) << s.error().message;
+    store_ = std::move(*s);
+    devnull_ = ::open("/dev/null", O_WRONLY);
+    sink_ = std::make_unique<LogSink>(devnull_);
+    logger_ = std::make_unique<Logger>(*sink_, clock_, "t");
+    thread_ = std::make_unique<TimerThread>(clock_, timers_);
+    clock_.on_advance([this] { thread_->wake(); });
+    app_.name = "t";
+    app_.dir = dir_;
+    app_.streams.push_back(StreamSpec{"readings", 4, {}, 0});
+    FunctionSpec fn;
+    fn.name = "agg";
+    fn.timeout = 5s;
+    fn.concurrency = 8;  // batches of different partitions may run at once
+    fn.retry.max_attempts = 2;
+    fn.retry.initial = 1s;
+    fn.retry.jitter = 0;
+    TriggerSpec t;
+    t.kind = TriggerKind::stream;
+    t.stream.name = "readings";
+    t.stream.group = "agg";
+    t.stream.batch_size = 7;
+    fn.triggers.push_back(t);
+    fn.outputs.push_back(OutputSpec{"copy", OutputSpec::Kind::queue, "copies", 1});
+    app_.functions.push_back(fn);
+  }
+  void TearDown() override {
+    trigger_.reset();
+    workers_.reset();
+    pools_.reset();
+    thread_.reset();
+    store_->close();
+    store_.reset();
+    logger_.reset();
+    sink_.reset();
+    ::close(devnull_);
+    fs::remove_all(dir_);
+  }
+  void start() {
+    workers_ = std::make_unique<WorkerThreads>(4);
+    ctx_ = std::make_unique<PoolContext>(PoolContext{clock_, timers_, thread_.get(), *workers_, metrics_});
+    pools_ = std::make_unique<FunctionPools>();
+    pools_->add(std::make_unique<FunctionPool>(app_.functions[0], 0, std::make_unique<BatchFunction>(seen_), *ctx_));
+    trigger_ = std::make_unique<StreamTrigger>(app_, *pools_, *store_, clock_, timers_, thread_.get(), *logger_);
+    auto st = trigger_->start();
+    ASSERT_TRUE(st.ok()) << st.error().message;
+  }
+  void append(const std::vector<std::pair<std::string, std::string>>& records) {
+    Batch b;
+    for (const auto& [key, data] : records) {
+      Batch::Append a;
+      a.stream = "readings";
+      a.partitions = 4;
+      a.key = key;
+      a.record.payload = data;
+      b.appends.push_back(std::move(a));
+    }
+    ASSERT_TRUE(store_->commit_sync(std::move(b)).ok());
+  }
+  std::map<int, int64_t> checkpoints(const std::string& group = "agg") {
+    std::map<int, int64_t> out;
+    auto cps = store_->stream_checkpoints("readings");
+    EXPECT_TRUE(cps.ok());
+    for (const auto& c : *cps)
+      if (c.group == group) out[c.partition] = c.offset;
+    return out;
+  }
+  int64_t queued(const std::string& queue) {
+    auto stats = store_->stats();
+    EXPECT_TRUE(stats.ok());
+    for (const auto& q : *stats)
+      if (q.queue == queue) return q.ready + q.delayed + q.in_flight;
+    return 0;
+  }
+  template <class F>
+  bool eventually(F f) {
+    for (int i = 0; i < 2000; ++i) {
+      if (f()) return true;
+      std::this_thread::sleep_for(5ms);
+    }
+    return f();
+  }
+
+  fs::path dir_;
+  ManualClock clock_;
+  TimerQueue timers_;
+  std::unique_ptr<TimerThread> thread_;
+  std::unique_ptr<Store> store_;
+  int devnull_ = -1;
+  std::unique_ptr<LogSink> sink_;
+  std::unique_ptr<Logger> logger_;
+  AppSpec app_;
+  Metrics metrics_{{"agg"}};
+  std::unique_ptr<WorkerThreads> workers_;
+  std::unique_ptr<PoolContext> ctx_;
+  std::unique_ptr<FunctionPools> pools_;
+  std::unique_ptr<StreamTrigger> trigger_;
+  Seen seen_;
+};
+
+TEST_F(StreamTriggerTest, EachPartitionIsReadInOrderOneBatchAtATimeWhileOthersRun) {
+  start();
+  // 10 keys over 4 partitions; appended in several commits while the trigger already runs.
+  constexpr int kRecords = 400;
+  for (int i = 0; i < kRecords; i += 50) {
+    std::vector<std::pair<std::string, std::string>> chunk;
+    for (int j = i; j < i + 50; ++j) chunk.push_back({"device-" + std::to_string(j % 10), std::to_string(j)});
+    append(chunk);
+  }
+  ASSERT_TRUE(seen_.wait_records(kRecords)) << seen_.records;
+  std::lock_guard l(seen_.mu);
+  EXPECT_FALSE(seen_.overlapped) << "two batches of one partition ran at once";
+  std::map<int64_t, int64_t> next_offset;           // per partition: offsets come in order, no gap
+  std::map<std::string, int> last_of_key;           // per key: its records in append order
+  std::set<std::string> delivered;
+  for (const auto& batch : seen_.batches) {
+    EXPECT_LE(batch.size(), 7u);
+    for (const auto& rec : batch) {
+      const auto& o = rec.as_object();
+      const int64_t p = o.at("partition").as_int64();
+      EXPECT_EQ(o.at("offset").as_int64(), next_offset[p]++) << "partition " << p;
+      const std::string key(o.at("key").as_string());
+      const int value = static_cast<int>(o.at("data").as_int64());
+      EXPECT_GT(value, last_of_key.count(key) ? last_of_key[key] : -1) << key;
+      last_of_key[key] = value;
+      EXPECT_TRUE(delivered.insert(std::to_string(value)).second) << "record " << value << " delivered twice";
+    }
+  }
+  EXPECT_EQ(delivered.size(), static_cast<std::size_t>(kRecords));
+  // The checkpoints end where the partitions end, and every output was committed with them.
+  ASSERT_TRUE(eventually([&] {
+    int64_t sum = 0;
+    for (auto [p, o] : checkpoints()) sum += o;
+    return sum == kRecords;
+  }));
+  EXPECT_EQ(queued("copies"), kRecords);
+}
+
+TEST_F(StreamTriggerTest, AFailingBatchIsRetriedThenDeadLetteredAndThePartitionMovesOn) {
+  start();
+  append({{"k", "1"}, {"k", "poison"}, {"k", "3"}});
+  // The first attempt fails at once; the retry waits for its backoff on the injected clock.
+  ASSERT_TRUE(eventually([&] {
+    std::lock_guard l(seen_.mu);
+    return seen_.batches.size() == 1;
+  }));
+  EXPECT_TRUE(checkpoints().empty()) << "a failed batch moved the checkpoint";
+  EXPECT_EQ(queued("copies"), 0) << "outputs of a failed batch were committed";
+  clock_.advance(1500ms);
+  const std::string dead = "readings.agg.dead";
+  ASSERT_TRUE(eventually([&] { return queued(dead) == 1; }));
+  {
+    std::lock_guard l(seen_.mu);
+    EXPECT_EQ(seen_.batches.size(), 2u);  // max_attempts: 2
+  }
+  auto peek = store_->peek(dead, 1);
+  ASSERT_TRUE(peek.ok());
+  ASSERT_EQ(peek->size(), 1u);
+  EXPECT_NE(find_header(peek->at(0).metadata, "error")->find("poison record"), std::string::npos);
+  EXPECT_EQ(json::parse(peek->at(0).payload).as_array().size(), 3u);
+  EXPECT_EQ(checkpoints()[stream_partition("k", 4)], 3);
+  // The partition goes on with what comes next.
+  append({{"k", "4"}});
+  ASSERT_TRUE(seen_.wait_records(1));
+  EXPECT_TRUE(eventually([&] { return checkpoints()[stream_partition("k", 4)] == 4; }));
+  EXPECT_EQ(queued("copies"), 1);
+}
+
+TEST_F(StreamTriggerTest, ANewGroupAtLatestSkipsWhatIsThereAndAReplayReadsItAgain) {
+  append({{"a", "1"}, {"a", "2"}});
+  app_.functions[0].triggers[0].stream.from_latest = true;
+  start();
+  append({{"a", "3"}});
+  ASSERT_TRUE(seen_.wait_records(1));
+  const int p = stream_partition("a", 4);
+  ASSERT_TRUE(eventually([&] { return checkpoints()[p] == 3; }));
+  {
+    std::lock_guard l(seen_.mu);
+    ASSERT_EQ(seen_.batches.size(), 1u);
+    EXPECT_EQ(seen_.batches[0].size(), 1u);
+    EXPECT_EQ(seen_.batches[0][0].as_object().at("data").as_int64(), 3);
+  }
+  // A replay moves the committed checkpoint back; the idle partition notices and reads again.
+  Batch replay;
+  replay.checkpoints.push_back({"agg", "readings", p, 0, std::nullopt});
+  ASSERT_TRUE(store_->commit_sync(std::move(replay)).ok());
+  clock_.advance(2s);  // past max_wait: the idle partition looks again
+  ASSERT_TRUE(seen_.wait_records(4));
+  EXPECT_TRUE(eventually([&] { return checkpoints()[p] == 3; }));
+}
+
+TEST_F(StreamTriggerTest, AStoreWithMorePartitionsThanTheManifestIsAClearStartError) {
+  Batch b;
+  Batch::Append a;
+  a.stream = "readings";
+  a.partitions = 16;
+  a.key = "x";
+  a.record.payload = "1";
+  b.appends.push_back(a);
+  ASSERT_TRUE(store_->commit_sync(std::move(b)).ok());
+  ASSERT_GE(stream_partition("x", 16), 4) << "pick a key that lands beyond partition 3";
+  workers_ = std::make_unique<WorkerThreads>(1);
+  ctx_ = std::make_unique<PoolContext>(PoolContext{clock_, timers_, thread_.get(), *workers_, metrics_});
+  pools_ = std::make_unique<FunctionPools>();
+  trigger_ = std::make_unique<StreamTrigger>(app_, *pools_, *store_, clock_, timers_, thread_.get(), *logger_);
+  auto st = trigger_->start();
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.error().message.find("stream 'readings'"), std::string::npos) << st.error().message;
+  EXPECT_NE(st.error().message.find("4 partitions"), std::string::npos) << st.error().message;
+}
+
+TEST(StreamPayload, JsonTextAndBinaryDataEachKeepTheirForm) {
+  std::vector<StreamRecord> records(3);
+  records[0].payload = R"({"t": 21.5})";
+  records[1].payload = "plain text";
+  records[2].payload = std::string("\xff\x00\x01", 3);
+  json::array out = json::parse(stream_batch_payload(records)).as_array();
+  EXPECT_EQ(out[0].as_object().at("data").as_object().at("t").as_double(), 21.5);
+  EXPECT_EQ(out[1].as_object().at("data").as_string(), "plain text");
+  EXPECT_EQ(out[2].as_object().at("data_base64").as_string(), "/wAB");
+  EXPECT_FALSE(out[2].as_object().contains("data"));
+}
+
+}  // namespace
+}  // namespace nimbus
