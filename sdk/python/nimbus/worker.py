@@ -200,7 +200,7 @@ class Context:
         """A message for the output binding `binding` (the function's `outputs:`), committed
         with the result: with the input's ack for queue and topic triggers, before the reply
         for HTTP. payload: bytes, str, or anything JSON can encode. State outputs take the key
-        from metadata["key"]."""
+        from metadata["key"]; stream outputs too (it picks the partition: one key, one order)."""
         if isinstance(payload, str):
             payload = payload.encode()
         elif not isinstance(payload, (bytes, bytearray, memoryview)):
