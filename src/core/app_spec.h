@@ -55,11 +55,20 @@ struct TimerTriggerSpec {
   bool run_on_startup = false;
 };
 
+// A folder that legacy systems drop files into; each file whose name matches `pattern` (a
+// glob) is one invocation, then moves to processed/ or failed/ under the folder.
+struct FileTriggerSpec {
+  std::filesystem::path path;  // absolute: relative manifest paths are resolved against the app folder
+  std::string pattern = "*";
+  std::size_t max_size = 64u << 20;  // larger files fail without running the function
+};
+
 struct TriggerSpec {
   TriggerKind kind = TriggerKind::http;
   HttpTriggerSpec http;
   QueueTriggerSpec queue;  // kind queue or topic
   TimerTriggerSpec timer;
+  FileTriggerSpec file;
 };
 
 // Where a named output's messages go: a queue, a topic or a state store.
