@@ -43,7 +43,6 @@ class FileTrigger {
   void stop();
   // Waits until `until` (steady clock) for the files in flight to be moved; false if some were not.
   bool wait_idle(TimePoint until);
-  int watches() const { return static_cast<int>(watches_.size()); }
 
   class Watch;
   struct Shared;
