@@ -281,6 +281,28 @@ TEST_F(FunctionPoolTest, ZeroWaitQueueShedsEverythingBeyondTheLimit) {
   EXPECT_EQ(done_.first("b").outcome, Outcome::overloaded);
 }
 
+TEST_F(FunctionPoolTest, ACompletionThatDispatchesAgainFindsTheSlotFree) {
+  // A queue consumer hears a result and, now with room, starts the next message from that
+  // completion: the finished invocation's slot must already be free, or it is overloaded.
+  make_pool(/*concurrency=*/1, /*wait_queue=*/0);
+  dispatched_.push_back("a");
+  dispatched_.push_back("b");
+  auto b_done = done_.for_id("b");
+  auto a_done = done_.for_id("a");
+  pool_->dispatch(inv("a"), [this, a_done, b_done](Result&& r) mutable {
+    a_done(std::move(r));
+    pool_->dispatch(inv("b"), b_done);
+  });
+  ASSERT_TRUE(gate_->wait_started("a"));
+  gate_->release("a");
+  ASSERT_TRUE(done_.wait("a"));
+  if (done_.has("b")) FAIL() << "b was refused: " << done_.first("b").error.message;
+  ASSERT_TRUE(gate_->wait_started("b"));
+  gate_->release("b");
+  ASSERT_TRUE(done_.wait("b"));
+  EXPECT_EQ(done_.first("b").outcome, Outcome::success);
+}
+
 TEST_F(FunctionPoolTest, DeadlineWhileRunningIsATimeoutAndTheSlotStaysTaken) {
   make_pool(/*concurrency=*/1, /*wait_queue=*/4);
   dispatch("slow", 100ms);

@@ -1000,6 +1000,40 @@ TEST(Queue, KillNineAtRandomMomentsLosesNothingAndEmitsNothingTwice) {
   EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
 }
 
+// A legacy system drops files: the good one's output reaches the queue and the file moves to
+// processed/; the bad one lands in failed/ with its reason once its one attempt fails.
+TEST(Files, ADroppedFileRunsTheFunctionItsOutputIsQueuedAndTheFileMovesOn) {
+  TempDir dir;
+  dir.write("nimbus.yaml", "name: drop\nfunctions:\n" +
+                               relay_stage("ingest", "{file: {path: inbox, pattern: \"*.csv\"}}", "{queue: rows}",
+                                           "    retry: {max_attempts: 1}\n"));
+  Host host(dir.path());
+  ASSERT_TRUE(host.started()) << host.errors();
+  Admin admin{host.admin_port(), host.admin_token()};
+  const std::filesystem::path inbox = dir.path() / "inbox";
+  ASSERT_TRUE(std::filesystem::is_directory(inbox / "processed"));  // made at start
+  dir.write("inbox/orders.csv.tmp", "1,apple");
+  std::filesystem::rename(inbox / "orders.csv.tmp", inbox / "orders.csv");
+  dir.write("inbox/notes.txt", "ignored");
+  dir.write("inbox/poison.csv", "poison");
+  ASSERT_TRUE(admin.wait([&] {
+    return std::filesystem::exists(inbox / "processed" / "orders.csv") &&
+           std::filesystem::exists(inbox / "failed" / "poison.csv.reason.json");
+  })) << host.output();
+  auto rows = admin.peek("rows");
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0]["payload"].as_string(), "1,apple|ingest");
+  EXPECT_EQ(rows[0]["subject"].as_string(), "orders.csv");
+  auto reason = parse_object(slurp(inbox / "failed" / "poison.csv.reason.json"));
+  EXPECT_EQ(reason["function"].as_string(), "ingest");
+  EXPECT_NE(reason["message"].as_string().find("cannot digest poison"), json::string::npos) << reason;
+  EXPECT_EQ(reason["attempts"].as_int64(), 1);
+  EXPECT_TRUE(std::filesystem::exists(inbox / "failed" / "poison.csv"));
+  EXPECT_TRUE(std::filesystem::exists(inbox / "notes.txt"));
+  EXPECT_TRUE(host.wait_for_output("\"trigger\":\"file\""));
+  EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
+}
+
 }  // namespace
 }  // namespace nimbus::testing
 

@@ -547,7 +547,9 @@ TEST(ManifestTest, UnknownTriggerKindIsAnError) {
 TEST(ManifestTest, NotYetAvailableTriggerKindIsAnError) {
   auto load = parse(one_function(kBasicFn + "triggers:\n  - mqtt: {topic: t}\n"));
   const Diagnostic& d = expect_diag(load, "functions.orders.triggers[0].mqtt", "not available");
-  EXPECT_NE(d.message.find("expected http, queue, topic, timer or stream"), std::string::npos) << d.message;
+  EXPECT_NE(d.message.find("expected http, queue, topic, timer, stream or file"), std::string::npos) << d.message;
+  expect_diag(parse(one_function(kBasicFn + "triggers:\n  - blob: {path: x}\n")), "functions.orders.triggers[0].blob",
+              "not available");
 }
 
 TEST(ManifestTest, StreamsTheirTriggersAndOutputs) {
@@ -587,6 +589,36 @@ TEST(ManifestTest, StreamsTheirTriggersAndOutputs) {
   expect_diag(parse("name: shop\nstreams:\n  s: {partitions: 0}\nfunctions:\n"), "streams.s.partitions", "");
   expect_diag(parse("name: shop\nstreams:\n  s: {shards: 3}\nfunctions:\n"), "streams.s.shards", "unknown key");
   expect_diag(parse("name: shop\nstreams:\n  Bad_Name: {}\nfunctions:\n"), "streams.Bad_Name", "not a valid stream name");
+}
+
+TEST(ManifestTest, FileTriggersTakeAFolderAPatternAndAMaximumSize) {
+  auto load = parse(one_function(kBasicFn + "triggers:\n  - file: {path: inbox, pattern: \"*.csv\", max_size: 1MiB}\n"
+                                            "  - file: {path: /var/spool/legacy}\n"));
+  ASSERT_TRUE(load.app.has_value()) << load.report();
+  const auto& t = load.app->functions[0].triggers;
+  ASSERT_EQ(t.size(), 2u);
+  EXPECT_EQ(t[0].kind, TriggerKind::file);
+  EXPECT_EQ(t[0].file.path, "/srv/shop/inbox");  // relative to the app folder
+  EXPECT_EQ(t[0].file.pattern, "*.csv");
+  EXPECT_EQ(t[0].file.max_size, 1u << 20);
+  EXPECT_EQ(t[1].file.path, "/var/spool/legacy");
+  EXPECT_EQ(t[1].file.pattern, "*");
+  EXPECT_EQ(t[1].file.max_size, 64u << 20);
+}
+
+TEST(ManifestTest, FileTriggerProblemsNameTheFunctionAndTheKey) {
+  const std::string at = "functions.orders.triggers[0].file";
+  expect_diag(parse(one_function(kBasicFn + "triggers:\n  - file: {pattern: \"*.csv\"}\n")), at + ".path", "is missing");
+  expect_diag(parse(one_function(kBasicFn + "triggers:\n  - file: {path: inbox, patern: \"*.csv\"}\n")), at + ".patern",
+              "did you mean 'pattern'?");
+  expect_diag(parse(one_function(kBasicFn + "triggers:\n  - file: {path: inbox, pattern: \"a/*.csv\"}\n")),
+              at + ".pattern", "no '/'");
+  expect_diag(parse(one_function(kBasicFn + "triggers:\n  - file: {path: inbox, max_size: lots}\n")), at + ".max_size",
+              "not a size");
+  const std::string plain = "/tmp/nimbus-manifest-plain-" + new_suffix();
+  std::ofstream(plain) << "not a folder";
+  expect_diag(parse(one_function(kBasicFn + "triggers:\n  - file: {path: " + plain + "}\n")), at + ".path", "is a file");
+  ::unlink(plain.c_str());
 }
 
 TEST(ManifestTest, TimerTriggersTakeACronAZoneAndRunOnStartup) {

@@ -3,43 +3,22 @@
 // one store run each due time once, run_on_startup, and runs never overlap.
 #include "triggers/timer/timer_trigger.h"
 
-#include <fcntl.h>
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <boost/json.hpp>
-#include <condition_variable>
-#include <filesystem>
-#include <random>
 
-#include "observe/log.h"
-#include "observe/metrics.h"
-#include "pool/function_pools.h"
-#include "pool/worker_threads.h"
-#include "store/store.h"
+#include "trigger_test_env.h"
 
 namespace nimbus {
 namespace {
 
-namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 
-// Records every payload; can hold runs until released.
-struct Runs {
-  std::mutex mu;
-  std::condition_variable cv;
-  std::vector<boost::json::object> payloads;
+// Every payload; runs can be held until released.
+struct Runs : Recorded<boost::json::object> {
   bool hold = false;
   int holding = 0;
 
-  bool wait_for(std::size_t n) {
-    std::unique_lock l(mu);
-    return cv.wait_for(l, 10s, [&] { return payloads.size() >= n; });
-  }
-  std::size_t count() {
-    std::lock_guard l(mu);
-    return payloads.size();
-  }
   void release() {
     std::lock_guard l(mu);
     hold = false;
@@ -53,7 +32,7 @@ class Recorder final : public Executor {
   Mode mode() const override { return Mode::synchronous; }
   Result call(const Invocation& inv) override {
     std::unique_lock l(runs_.mu);
-    runs_.payloads.push_back(boost::json::parse(inv.payload).as_object());
+    runs_.list.push_back(boost::json::parse(inv.payload).as_object());
     runs_.cv.notify_all();
     ++runs_.holding;
     runs_.cv.wait(l, [&] { return !runs_.hold; });
@@ -68,39 +47,10 @@ class Recorder final : public Executor {
   Runs& runs_;
 };
 
-// One host's worth of parts around a shared store.
-struct HostParts {
-  HostParts(const AppSpec& app, Store& store, ManualClock& clock, TimerQueue& timers, TimerThread& thread, Logger& logger,
-            Runs& runs)
-      : workers(std::make_unique<WorkerThreads>(2)), ctx{clock, timers, &thread, *workers, metrics} {
-    pools.add(std::make_unique<FunctionPool>(app.functions[0], 0, std::make_unique<Recorder>(runs), ctx));
-    trigger = std::make_unique<TimerTrigger>(app, pools, store, clock, timers, &thread, logger);
-  }
-  ~HostParts() {
-    trigger->stop();
-    workers.reset();  // runs still on a worker thread finish before the pool goes
-  }
-  std::unique_ptr<WorkerThreads> workers;
-  Metrics metrics{{"job"}};
-  PoolContext ctx;
-  FunctionPools pools;
-  std::unique_ptr<TimerTrigger> trigger;
-};
-
-class TimerTriggerTest : public ::testing::Test {
+class TimerTriggerTest : public TriggerTest {
  protected:
   void SetUp() override {
-    dir_ = fs::temp_directory_path() / ("nimbus-timer-" + std::to_string(std::random_device{}()));
-    fs::create_directories(dir_);
-    auto s = open_store("sqlite:state.db", dir_, clock_);
-    ASSERT_TRUE(s.ok()) << s.error().message;
-    store_ = std::move(*s);
-    devnull_ = ::open("/dev/null", O_WRONLY);
-    sink_ = std::make_unique<LogSink>(devnull_);
-    logger_ = std::make_unique<Logger>(*sink_, clock_, "t");
-    thread_ = std::make_unique<TimerThread>(clock_, timers_);
-    app_.name = "t";
-    app_.dir = dir_;
+    set_up("nimbus-timer-");
     FunctionSpec fn;
     fn.name = "job";
     fn.timeout = 5s;
@@ -110,37 +60,13 @@ class TimerTriggerTest : public ::testing::Test {
     fn.triggers.push_back(t);
     app_.functions.push_back(fn);
   }
-  void TearDown() override {
-    thread_.reset();
-    store_->close();
-    store_.reset();
-    logger_.reset();
-    sink_.reset();
-    ::close(devnull_);
-    fs::remove_all(dir_);
-  }
-  std::unique_ptr<HostParts> host() {
-    return std::make_unique<HostParts>(app_, *store_, clock_, timers_, *thread_, *logger_, runs_);
-  }
+  std::unique_ptr<HostParts<TimerTrigger>> host() { return host_of<TimerTrigger>(std::make_unique<Recorder>(runs_)); }
   // Moves the clock to `s` seconds past the next multiple of 10 seconds (a due time).
   void advance_past_due(int s = 1) {
     auto now = std::chrono::duration_cast<std::chrono::seconds>(clock_.wall().time_since_epoch()).count();
     advance(std::chrono::seconds(10 - now % 10 + s));
   }
-  void advance(Duration d) {
-    clock_.advance(d);
-    thread_->wake();
-  }
 
-  fs::path dir_;
-  ManualClock clock_;
-  TimerQueue timers_;
-  std::unique_ptr<TimerThread> thread_;
-  std::unique_ptr<Store> store_;
-  int devnull_ = -1;
-  std::unique_ptr<LogSink> sink_;
-  std::unique_ptr<Logger> logger_;
-  AppSpec app_;
   Runs runs_;
 };
 
@@ -150,14 +76,14 @@ TEST_F(TimerTriggerTest, FiresEachDueTimeWithItsScheduledTime) {
   EXPECT_EQ(runs_.count(), 0u);
   advance_past_due(0);
   ASSERT_TRUE(runs_.wait_for(1));
-  auto first = runs_.payloads[0];
+  auto first = runs_.list[0];
   EXPECT_EQ(first["schedule"].as_string(), "*/10 * * * * *");
   EXPECT_FALSE(first["is_past_due"].as_bool());
   EXPECT_EQ(first["scheduled_time"].as_string().size(), 20u);  // 2026-11-21T09:00:10Z
   advance(10s);
   ASSERT_TRUE(runs_.wait_for(2));
-  EXPECT_NE(runs_.payloads[1]["scheduled_time"], first["scheduled_time"]);
-  EXPECT_EQ(runs_.payloads[1]["last"], first["scheduled_time"]);
+  EXPECT_NE(runs_.list[1]["scheduled_time"], first["scheduled_time"]);
+  EXPECT_EQ(runs_.list[1]["last"], first["scheduled_time"]);
   auto status = h->trigger->status();
   ASSERT_EQ(status.size(), 1u);
   EXPECT_GT(status[0].next_s, status[0].last_s);
@@ -174,10 +100,10 @@ TEST_F(TimerTriggerTest, AHostThatWasDownRunsAMissedScheduleOnceMarkedPastDue) {
   ASSERT_TRUE(runs_.wait_for(1));
   std::this_thread::sleep_for(100ms);
   EXPECT_EQ(runs_.count(), 1u) << "missed runs are not replayed one by one";
-  EXPECT_TRUE(runs_.payloads[0]["is_past_due"].as_bool());
+  EXPECT_TRUE(runs_.list[0]["is_past_due"].as_bool());
   advance_past_due();
   ASSERT_TRUE(runs_.wait_for(2));
-  EXPECT_FALSE(runs_.payloads[1]["is_past_due"].as_bool());
+  EXPECT_FALSE(runs_.list[1]["is_past_due"].as_bool());
 }
 
 TEST_F(TimerTriggerTest, TwoHostsOnOneStoreRunEachDueTimeOnce) {
@@ -198,7 +124,7 @@ TEST_F(TimerTriggerTest, RunOnStartupRunsOnceAtStart) {
   auto h = host();
   ASSERT_TRUE(h->trigger->start().ok());
   ASSERT_TRUE(runs_.wait_for(1));
-  EXPECT_FALSE(runs_.payloads[0]["is_past_due"].as_bool());
+  EXPECT_FALSE(runs_.list[0]["is_past_due"].as_bool());
 }
 
 TEST_F(TimerTriggerTest, RunsNeverOverlap) {

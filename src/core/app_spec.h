@@ -64,12 +64,21 @@ struct StreamTriggerSpec {
   bool from_latest = false;                     // a new group starts at the end (true) or the start
 };
 
+// A folder that legacy systems drop files into; each file whose name matches `pattern` (a
+// glob) is one invocation, then moves to processed/ or failed/ under the folder.
+struct FileTriggerSpec {
+  std::filesystem::path path;  // absolute: relative manifest paths are resolved against the app folder
+  std::string pattern = "*";
+  std::size_t max_size = 64u << 20;  // larger files fail without running the function
+};
+
 struct TriggerSpec {
   TriggerKind kind = TriggerKind::http;
   HttpTriggerSpec http;
   QueueTriggerSpec queue;  // kind queue or topic
   TimerTriggerSpec timer;
   StreamTriggerSpec stream;
+  FileTriggerSpec file;
 };
 
 // A stream the app uses: its partitions (fixed once records exist: keys would move) and

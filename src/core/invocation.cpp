@@ -14,6 +14,7 @@ std::string_view to_string(TriggerKind kind) {
     case TriggerKind::stream: return "stream";
     case TriggerKind::blob: return "blob";
     case TriggerKind::mqtt: return "mqtt";
+    case TriggerKind::file: return "file";
   }
   return "unknown";
 }

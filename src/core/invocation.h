@@ -12,8 +12,8 @@
 
 namespace nimbus {
 
-enum class TriggerKind : uint8_t { http, admin, queue, topic, timer, stream, blob, mqtt };
-inline constexpr int kTriggerKindCount = 8;
+enum class TriggerKind : uint8_t { http, admin, queue, topic, timer, stream, blob, mqtt, file };
+inline constexpr int kTriggerKindCount = 9;
 std::string_view to_string(TriggerKind kind);
 
 struct Header {

@@ -18,6 +18,7 @@
 #include "runtime/process/process_runtime.h"
 #include "store/store.h"
 #include "triggers/api/service_api.h"
+#include "triggers/file/file_trigger.h"
 #include "triggers/host_services.h"
 #include "triggers/http/http_trigger.h"
 #include "triggers/queue/queue_trigger.h"
@@ -150,6 +151,8 @@ int run_host(const AppSpec& app, const HostOptions& options) {
   if (auto st = schedules.start(); !st) return fail(st.error().message);
   StreamTrigger streams(app, pools, **store, clock, timers, &timer_thread, logger);
   if (auto st = streams.start(); !st) return fail(st.error().message);
+  FileTrigger files(app, pools, **store, clock, timers, &timer_thread, logger);
+  if (auto st = files.start(); !st) return fail(st.error().message);
 
   AdminStatus status;
   status.pid = static_cast<int>(getpid());
@@ -187,6 +190,7 @@ int run_host(const AppSpec& app, const HostOptions& options) {
   admin.stop_accepting();
   TimePoint give_up = clock.now() + app.shutdown_grace;
   schedules.stop();  // no new timer runs; a due time missed while stopped runs past due later
+  files.stop();      // no new files; one waiting for a retry stays in .processing/ for the next start
   // Messages in flight finish and commit; the rest stay in the store for the next start.
   const bool queues_done = queues.stop(app.shutdown_grace);
   // A running batch commits its checkpoint; one still running at the end is read again.
@@ -203,6 +207,7 @@ int run_host(const AppSpec& app, const HostOptions& options) {
   }
   int left = http.in_progress() + admin.in_progress() + running();
   if (!messages_done && left == 0) left = 1;  // a message's completion is still being committed
+  if (!files.wait_idle(give_up) && left == 0) left = 1;  // a file's outputs or move are still under way
   if (!messages_done) {
     logger.host(LogLevel::warn, "grace period over with messages in flight; they will be delivered again");
   }

@@ -20,11 +20,12 @@ namespace {
 namespace fs = std::filesystem;
 
 constexpr std::string_view kTriggerKinds[] = {"http", "queue", "topic", "timer",
-                                             "stream", "blob", "mqtt"};
+                                             "stream", "blob", "mqtt", "file"};
 
 class Reader {
  public:
-  Reader(std::string file, const EnvLookup& env) : file_(std::move(file)), env_(env) {}
+  Reader(std::string file, const EnvLookup& env, fs::path app_dir)
+      : file_(std::move(file)), env_(env), app_dir_(std::move(app_dir)) {}
 
   std::vector<Diagnostic> diagnostics;
 
@@ -538,10 +539,16 @@ class Reader {
         if (read_queue_trigger(it->second, p + "." + kind, kind == "topic", fn, spec.queue)) fn.triggers.push_back(spec);
         continue;
       }
+      if (kind == "file") {
+        TriggerSpec spec;
+        spec.kind = TriggerKind::file;
+        if (read_file_trigger(it->second, p + ".file", spec.file)) fn.triggers.push_back(spec);
+        continue;
+      }
       std::vector<std::string_view> kinds(std::begin(kTriggerKinds), std::end(kTriggerKinds));
       if (std::find(kinds.begin(), kinds.end(), kind) != kinds.end()) {
         error(it->first, p + "." + kind,
-              "trigger '" + kind + "' is not available in this build of Nimbus yet; expected http, queue, topic, timer or stream");
+              "trigger '" + kind + "' is not available in this build of Nimbus yet; expected http, queue, topic, timer, stream or file");
       } else {
         std::string guess = did_you_mean(kind, kinds);
         error(it->first, p + "." + kind,
@@ -607,6 +614,37 @@ class Reader {
     }
     if (auto v = n["start"]) {
       if (auto c = choice(v, path + ".start", {"earliest", "latest"})) t.from_latest = *c == "latest";
+    }
+    return diagnostics.size() == errors_before;
+  }
+
+  bool read_file_trigger(const YAML::Node& n, const std::string& path, FileTriggerSpec& f) {
+    std::size_t errors_before = diagnostics.size();
+    if (!check_map(n, path, {"path", "pattern", "max_size"})) return false;
+    if (auto v = n["path"]; !v) {
+      error(n, path + ".path", "is missing; expected the folder to watch, e.g. path: inbox (relative to the app folder)");
+    } else if (auto dir = scalar(v, path + ".path", "a folder")) {
+      std::error_code ec;
+      fs::path resolved = (app_dir_ / *dir).lexically_normal();
+      if (dir->empty()) {
+        error(v, path + ".path", "is empty; expected the folder to watch, e.g. path: inbox");
+      } else if (fs::exists(resolved, ec) && !fs::is_directory(resolved, ec)) {
+        error(v, path + ".path", "'" + resolved.string() + "' is a file; expected a folder to watch (created at start when missing)");
+      } else {
+        f.path = resolved;
+      }
+    }
+    if (auto v = n["pattern"]) {
+      if (auto glob = scalar(v, path + ".pattern", "a file-name glob such as *.csv")) {
+        if (glob->empty() || glob->find('/') != std::string::npos) {
+          error(v, path + ".pattern", "'" + *glob + "' is not a file-name glob; expected one such as *.csv (names only, no '/')");
+        } else {
+          f.pattern = *glob;
+        }
+      }
+    }
+    if (auto v = n["max_size"]) {
+      if (auto s = size(v, path + ".max_size")) f.max_size = *s;
     }
     return diagnostics.size() == errors_before;
   }
@@ -825,6 +863,7 @@ class Reader {
 
   std::string file_;
   const EnvLookup& env_;
+  fs::path app_dir_;  // relative paths in the manifest (file triggers) start here
 };
 
 }  // namespace
@@ -855,7 +894,7 @@ EnvLookup process_environment() {
 ManifestLoad parse_manifest(std::string_view text, const std::string& file,
                             const std::filesystem::path& app_dir, const EnvLookup& env) {
   ManifestLoad out;
-  Reader reader(file, env);
+  Reader reader(file, env, app_dir);
   YAML::Node root;
   try {
     root = YAML::Load(std::string(text));

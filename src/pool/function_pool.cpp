@@ -111,9 +111,12 @@ void FunctionPool::start(std::shared_ptr<Call> call) {
 
 void FunctionPool::finish(const std::shared_ptr<Call>& call, Result&& result) {
   if (call->timer != 0) ctx_.timers.cancel(call->timer);
-  settle(call, std::move(result));
   ctx_.metrics.in_flight(index_, -1);
-  release_slot();
+  // The slot is free before anyone hears of the result: a caller that dispatches again from
+  // its completion (a queue consumer with room again) must find it free, not overloaded.
+  running_.fetch_sub(1, std::memory_order_acq_rel);
+  settle(call, std::move(result));
+  if (waiting_count_.load() > 0) pump();
 }
 
 void FunctionPool::settle(const std::shared_ptr<Call>& call, Result&& result) {

@@ -1,0 +1,62 @@
+#pragma once
+// File-drop triggers, for legacy systems that write files into a folder: every file whose name
+// matches the trigger's pattern is one invocation (payload: its bytes; subject: its name).
+// - A file is taken by renaming it into `<folder>/.processing/` (atomic, never over another
+//   file), so hosts watching one folder never both take it; a file that a crash left there is
+//   moved back on the next start and runs again (at least once).
+// - On success the function's outputs are committed first, then the file moves to
+//   `processed/`; after the last failed attempt of the function's retry policy it moves to
+//   `failed/` with `<name>.reason.json` beside it. A name already taken there gets a time stamp.
+// - Names starting with '.' or ending in .tmp or .part are never taken, so writers can write
+//   under such a name and rename when done. Files present at start are taken too.
+// The folder is watched with inotify on a thread of the trigger's own, which also starts every
+// invocation and retry (never the store's writer thread or a pool's completion).
+#include <atomic>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "core/app_spec.h"
+#include "core/clock.h"
+#include "core/expected.h"
+
+namespace nimbus {
+
+class FunctionPools;
+class Logger;
+class Store;
+
+class FileTrigger {
+ public:
+  FileTrigger(const AppSpec& app, FunctionPools& pools, Store& store, const Clock& clock, TimerQueue& timers,
+              TimerThread* timer_thread, Logger& logger);
+  ~FileTrigger();
+  FileTrigger(const FileTrigger&) = delete;
+  FileTrigger& operator=(const FileTrigger&) = delete;
+
+  // Makes each folder and its processed/, failed/ and .processing/ folders, moves leftovers of
+  // a previous run back, starts watching, and takes the files already there. Errors name the
+  // function and the folder.
+  Status start();
+  // Takes no new file and starts no retry: a file waiting for its retry stays in .processing/
+  // for the next start. Invocations in flight go on.
+  void stop();
+  // Waits until `until` (steady clock) for the files in flight to be moved; false if some were not.
+  bool wait_idle(TimePoint until);
+
+  class Watch;
+  struct Shared;
+
+ private:
+  void run();
+  void read_events(char* buf, std::size_t size);
+
+  const AppSpec& app_;
+  std::shared_ptr<Shared> shared_;  // the host's parts and the thread's bell, shared with every watch
+  int inotify_fd_ = -1;
+  std::atomic<bool> stopping_{false};
+  std::vector<std::shared_ptr<Watch>> watches_;
+  std::thread thread_;
+};
+
+}  // namespace nimbus
