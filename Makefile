@@ -36,6 +36,7 @@ bench: build
 	bash bench/workers.sh
 	bash bench/queue.sh
 	$(BUILD)/bench/timer_jitter_bench
+	$(BUILD)/bench/stream_bench
 
 # Fuzz the cron parser with libFuzzer (needs clang: apt-get install clang). FUZZ_SECONDS=60.
 FUZZ_SECONDS ?= 60

@@ -29,6 +29,7 @@
 #include "runtime/native/native_runtime.h"
 #include "store/store.h"
 #include "triggers/queue/queue_trigger.h"
+#include "forwarding_store.h"
 
 namespace nimbus {
 namespace {
@@ -41,9 +42,9 @@ int env_int(const char* name, int fallback) {
 }
 
 // Passes everything to the real store and notes when each ack is committed.
-class TimingStore final : public Store {
+class TimingStore final : public ForwardingStore {
  public:
-  explicit TimingStore(Store& inner) : inner_(inner) {}
+  using ForwardingStore::ForwardingStore;
   std::function<void(const std::vector<LeaseRef>&)> on_acked;
 
   void commit(Batch batch, CommitDone done) override {
@@ -54,45 +55,6 @@ class TimingStore final : public Store {
       done(std::move(r));
     });
   }
-  void receive(std::string q, int max, int64_t lease, ReceiveDone done) override {
-    inner_.receive(std::move(q), max, lease, std::move(done));
-  }
-  void extend(std::vector<LeaseRef> r, int64_t lease, std::function<void(Status)> done) override {
-    inner_.extend(std::move(r), lease, std::move(done));
-  }
-  void subscribe(Subscription s, std::function<void(Status)> done) override { inner_.subscribe(std::move(s), std::move(done)); }
-  void purge(std::string q, std::function<void(Expected<int64_t>)> done) override { inner_.purge(std::move(q), std::move(done)); }
-  void replay_dead(std::string q, std::function<void(Expected<int64_t>)> done) override {
-    inner_.replay_dead(std::move(q), std::move(done));
-  }
-  Expected<std::optional<StateEntry>> get(const std::string& s, const std::string& k) override { return inner_.get(s, k); }
-  Expected<std::vector<StateEntry>> scan(const std::string& s, const std::string& p, int l) override {
-    return inner_.scan(s, p, l);
-  }
-  Expected<std::vector<Message>> peek(const std::string& q, int l) override { return inner_.peek(q, l); }
-  Expected<std::vector<QueueStats>> stats() override { return inner_.stats(); }
-  Expected<int64_t> next_due(const std::string& q) override { return inner_.next_due(q); }
-  void on_enqueued(std::function<void(const std::vector<std::string>&)> l) override { inner_.on_enqueued(std::move(l)); }
-  void set_listener(uint64_t slot, std::function<void(const std::vector<std::string>&)> l) override {
-    inner_.set_listener(slot, std::move(l));
-  }
-  void trim_stream(std::string s, int64_t before, int64_t keep, std::function<void(Expected<int64_t>)> done) override {
-    inner_.trim_stream(std::move(s), before, keep, std::move(done));
-  }
-  Expected<std::vector<StreamRecord>> read_stream(const std::string& s, int p, int64_t from, int max) override {
-    return inner_.read_stream(s, p, from, max);
-  }
-  Expected<std::vector<StreamPartitionInfo>> stream_info(const std::string& s) override { return inner_.stream_info(s); }
-  Expected<std::vector<StreamCheckpoint>> stream_checkpoints(const std::string& s) override {
-    return inner_.stream_checkpoints(s);
-  }
-  Expected<int64_t> stream_offset_at(const std::string& s, int p, int64_t t) override {
-    return inner_.stream_offset_at(s, p, t);
-  }
-  void close() override { inner_.close(); }
-
- private:
-  Store& inner_;
 };
 
 double ms_since(Clock_::time_point t0) { return std::chrono::duration<double, std::milli>(Clock_::now() - t0).count(); }

@@ -855,17 +855,29 @@ class SqliteStore final : public Store {
       del.reset().text(d.store).text(d.key);
       if (del.step() != SQLITE_DONE) return sql_error("state delete");
     }
+    // Offsets: one counter update per (stream, partition) in the batch, then the records.
+    std::vector<int> partitions;
+    std::vector<std::string> ids;
+    std::map<std::pair<std::string, int>, int64_t> count, next;
     for (const auto& a : b.appends) {
-      std::string id = a.record.id.empty() ? new_invocation_id() : a.record.id;
-      const int partition = stream_partition(a.key.empty() ? id : a.key, a.partitions);
-      auto& next = stmt(
-          "INSERT INTO stream_partitions(stream, partition, next_offset) VALUES(?,?,1) ON CONFLICT(stream, partition) "
-          "DO UPDATE SET next_offset=next_offset+1 RETURNING next_offset - 1");
-      next.reset().text(a.stream).integer(partition);
-      if (next.step() != SQLITE_ROW) return sql_error("stream append");
-      const int64_t offset = next.col_int(0);
-      while (next.step() == SQLITE_ROW) {
+      ids.push_back(a.record.id.empty() ? new_invocation_id() : a.record.id);
+      partitions.push_back(stream_partition(a.key.empty() ? ids.back() : a.key, a.partitions));
+      ++count[{a.stream, partitions.back()}];
+    }
+    for (const auto& [sp, n] : count) {
+      auto& up = stmt(
+          "INSERT INTO stream_partitions(stream, partition, next_offset) VALUES(?1,?2,?3) ON CONFLICT(stream, partition) "
+          "DO UPDATE SET next_offset=next_offset+?3 RETURNING next_offset - ?3");
+      up.reset().text(sp.first).integer(sp.second).integer(n);
+      if (up.step() != SQLITE_ROW) return sql_error("stream append");
+      next[sp] = up.col_int(0);
+      while (up.step() == SQLITE_ROW) {
       }
+    }
+    for (std::size_t i = 0; i < b.appends.size(); ++i) {
+      const auto& a = b.appends[i];
+      const int partition = partitions[i];
+      const int64_t offset = next[{a.stream, partition}]++;
       auto& ins = stmt(
           "INSERT INTO stream_records(stream, partition, offset, key, id, type, source, subject, metadata, payload, time) "
           "VALUES(?,?,?,?,?,?,?,?,?,?,?)");
@@ -874,7 +886,7 @@ class SqliteStore final : public Store {
           .integer(partition)
           .integer(offset)
           .text(a.key)
-          .text(a.record.event_id.empty() ? id : a.record.event_id)
+          .text(a.record.event_id.empty() ? ids[i] : a.record.event_id)
           .text(a.record.type)
           .text(a.record.source)
           .text(a.record.subject)
