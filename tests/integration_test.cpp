@@ -1190,6 +1190,7 @@ std::unique_ptr<TempDir> copy_example(const std::string& name) {
   std::filesystem::copy(std::filesystem::path(NIMBUS_SOURCE_DIR) / "examples" / name, dir->path(),
                         std::filesystem::copy_options::recursive);
   std::filesystem::remove_all(dir->path() / ".nimbus");
+  std::filesystem::remove_all(dir->path() / "showcase" / ".nimbus");
   return dir;
 }
 
@@ -1268,6 +1269,101 @@ TEST(Examples, Cqrs) {
   EXPECT_EQ(model["city"].as_string(), "York");
   EXPECT_EQ(model["name"].as_string(), "Ada");
   EXPECT_EQ(request(host.http_port(), "GET", "/contacts/nobody").status, 404);
+}
+
+TEST(Examples, DataPipeline) {
+  auto dir = copy_example("data-pipeline");
+  Host host(dir->path());
+  ASSERT_TRUE(host.started()) << host.errors();
+  Admin admin{host.admin_port(), host.admin_token()};
+  std::string lines;
+  // ada: 2 x coffee (15.8) + 4 x apple (2.0); bob: 1 x pear (1.25); then three bad lines.
+  lines += R"({"id": 1, "customer": "ada", "sku": "coffee", "quantity": 2, "country": "de"})" "\n";
+  lines += R"({"id": 2, "customer": "bob", "sku": "pear", "quantity": 1, "country": "us"})" "\n";
+  lines += R"({"id": 3, "customer": "ada", "sku": "apple", "quantity": 4, "country": "de"})" "\n";
+  lines += R"({"id": 4, "customer": "cy", "sku": "caviar", "quantity": 1, "country": "fr"})" "\n";
+  lines += R"({"id": 5, "customer": "cy", "sku": "pear", "quantity": 0, "country": "fr"})" "\n";
+  lines += "not json at all\n";
+  Response r = request(host.http_port(), "POST", "/orders", {}, lines);
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(parse_object(r.body)["accepted"].as_int64(), 6);
+  auto totals = [&](const std::string& c) { return request(host.http_port(), "GET", "/customers/" + c); };
+  ASSERT_TRUE(admin.wait([&] {
+    Response a = totals("ada");
+    return a.status == 200 && parse_object(a.body)["orders"].as_int64() == 2 && totals("bob").status == 200;
+  })) << host.output();
+  json::object ada = parse_object(totals("ada").body);
+  EXPECT_DOUBLE_EQ(ada["spent"].to_number<double>(), 17.8);
+  EXPECT_EQ(ada["region"].as_string(), "eu");
+  EXPECT_DOUBLE_EQ(ada["by_category"].as_object()["pantry"].to_number<double>(), 15.8);
+  EXPECT_DOUBLE_EQ(parse_object(totals("bob").body)["spent"].to_number<double>(), 1.25);
+  EXPECT_EQ(totals("cy").status, 404);
+  ASSERT_TRUE(admin.wait([&] { return admin.peek("rejected-orders").size() == 3; }));
+  std::set<std::string> reasons;
+  for (auto& m : admin.peek("rejected-orders")) {
+    reasons.insert(std::string(parse_object(std::string(m["payload"].as_string()))["reason"].as_string()));
+  }
+  EXPECT_TRUE(reasons.count("unknown sku caviar")) << *reasons.begin();
+  EXPECT_TRUE(reasons.count("quantity must be a positive whole number"));
+  EXPECT_TRUE(reasons.count("not JSON: not json at all"));
+  // The stages' groups are all caught up.
+  CommandResult groups = run_nimbus({"stream", "groups", "orders-enriched"}, dir->path());
+  EXPECT_NE(groups.out.find("store"), std::string::npos) << groups.out;
+  EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
+}
+
+// `make run` serves the showcase: it starts (building its C++ functions), answers, and its
+// stream stages carry an order through to the customer's totals.
+TEST(Examples, ShowcaseStartsAndCarriesAnOrderThroughItsStreams) {
+  auto dir = copy_example("");  // the showcase names sibling examples' files: copy them all
+  Host host(dir->path() / "showcase");
+  ASSERT_TRUE(host.started()) << host.errors();
+  EXPECT_EQ(request(host.http_port(), "GET", "/hello").body, "Hello, World!");
+  Response r = request(host.http_port(), "POST", "/orders", {},
+                       R"({"id": 7, "customer": "ada", "sku": "pear", "quantity": 2, "country": "fr"})" "\n");
+  ASSERT_EQ(r.status, 200) << r.body;
+  Admin admin{host.admin_port(), host.admin_token()};
+  ASSERT_TRUE(admin.wait([&] { return request(host.http_port(), "GET", "/customers/ada").status == 200; }, 20000))
+      << host.output();
+  EXPECT_DOUBLE_EQ(parse_object(request(host.http_port(), "GET", "/customers/ada").body)["spent"].to_number<double>(), 2.5);
+  EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
+}
+
+TEST(Examples, FileTransform) {
+  auto dir = copy_example("file-transform");
+  std::filesystem::create_directories(dir->path() / "inbox");
+  // One file is there before the host starts; the rest are dropped while it runs.
+  dir->write("inbox/early.csv", "name,qty\nbolts,10\nnuts,5\n");
+  Host host(dir->path());
+  ASSERT_TRUE(host.started()) << host.errors();
+  dir->write("inbox/.sales.tmp", "region,units,revenue\nnorth,3,29.7\nsouth,5,49.5\n");
+  std::filesystem::rename(dir->path() / "inbox/.sales.tmp", dir->path() / "inbox/sales.csv");
+  dir->write("inbox/bad.csv", "a,b\n1,2\n3\n");
+  dir->write("inbox/notes.txt", "not a csv: left alone");
+  auto exists = [&](const std::string& p) { return std::filesystem::exists(dir->path() / p); };
+  Admin admin{host.admin_port(), host.admin_token()};
+  ASSERT_TRUE(admin.wait([&] {
+    return exists("inbox/processed/sales.csv") && exists("inbox/processed/early.csv") &&
+           exists("inbox/failed/bad.csv.reason.json");
+  }, 20000)) << host.output();
+  json::value rows = json::parse(slurp(dir->path() / "outbox/sales.json"));
+  ASSERT_EQ(rows.as_array().size(), 2u);
+  EXPECT_EQ(rows.as_array()[1].as_object().at("region").as_string(), "south");
+  Response s = request(host.http_port(), "GET", "/summaries/sales.csv");
+  ASSERT_EQ(s.status, 200) << s.body;
+  json::object summary = parse_object(s.body);
+  EXPECT_EQ(summary["rows"].as_int64(), 2);
+  EXPECT_DOUBLE_EQ(summary["sums"].as_object()["revenue"].to_number<double>(), 79.2);
+  EXPECT_FALSE(summary["sums"].as_object().contains("region"));
+  EXPECT_EQ(parse_object(request(host.http_port(), "GET", "/summaries/early.csv").body)["rows"].as_int64(), 2);
+  json::object reason = parse_object(slurp(dir->path() / "inbox/failed/bad.csv.reason.json"));
+  EXPECT_EQ(reason["error_type"].as_string(), "ValueError");
+  EXPECT_NE(reason["message"].as_string().find("line 3 has 1 fields, the header has 2"), std::string::npos)
+      << reason["message"];
+  EXPECT_EQ(reason["attempts"].as_int64(), 2);
+  EXPECT_FALSE(exists("outbox/bad.json"));
+  EXPECT_TRUE(exists("inbox/notes.txt"));
+  EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
 }
 
 TEST(Examples, Pipeline) {
