@@ -253,6 +253,20 @@ TEST_F(StreamTriggerTest, AFailingBatchIsRetriedThenDeadLetteredAndThePartitionM
   EXPECT_EQ(queued("copies"), 1);
 }
 
+TEST_F(StreamTriggerTest, AStopWhileABatchWaitsForItsRetryDoesNotWaitForIt) {
+  app_.functions[0].retry.initial = std::chrono::hours(1);
+  start();
+  append({{"k", "poison"}});
+  ASSERT_TRUE(eventually([&] {
+    std::lock_guard l(seen_.mu);
+    return seen_.batches.size() == 1;
+  }));
+  auto t0 = std::chrono::steady_clock::now();
+  EXPECT_TRUE(trigger_->stop(10s)) << "a batch waiting for its retry is not in flight";
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s);
+  EXPECT_TRUE(checkpoints().empty());
+}
+
 TEST_F(StreamTriggerTest, ANewGroupAtLatestSkipsWhatIsThereAndAReplayReadsItAgain) {
   append({{"a", "1"}, {"a", "2"}});
   app_.functions[0].triggers[0].stream.from_latest = true;

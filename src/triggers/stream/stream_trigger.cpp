@@ -99,6 +99,11 @@ class StreamTrigger::Partition : public std::enable_shared_from_this<Partition> 
     stopping_ = true;
     if (timer_ != 0) timers_.cancel(timer_);
     timer_ = 0;
+    if (waiting_retry_) {
+      // Nothing runs: the batch is read again from the checkpoint at the next start.
+      waiting_retry_ = false;
+      running_ = false;
+    }
   }
   bool busy() const {
     std::lock_guard lock(mu_);
