@@ -178,7 +178,7 @@ class Worker {
         (await ctx.call('enqueue', { queue, type, delay_ms: delayMs }, payload)).fields.id,
       invoke: async (fn, payload = '') => (await ctx.call('invoke', { function: fn }, payload)).body,
       // A message for an output binding (the function's `outputs:`), committed with the result
-      // (with the input's ack for queue and topic triggers). State outputs: metadata.key.
+      // (with the input's ack for queue and topic triggers). State and stream outputs: metadata.key.
       output: (binding, payload, metadata = {}) => {
         const bytes = Buffer.isBuffer(payload) ? payload
           : Buffer.from(typeof payload === 'string' ? payload : JSON.stringify(payload));
