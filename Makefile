@@ -35,6 +35,7 @@ bench: build
 	bash bench/run.sh
 	bash bench/workers.sh
 	bash bench/queue.sh
+	bash bench/mqtt.sh
 	$(BUILD)/bench/timer_jitter_bench
 
 # Fuzz the cron parser with libFuzzer (needs clang: apt-get install clang). FUZZ_SECONDS=60.
