@@ -189,3 +189,72 @@ TEST(Mqtt, ABrokerDownAtStartIsWaitedFor) {
 
 }  // namespace
 }  // namespace nimbus::testing
+
+namespace nimbus::testing {
+namespace {
+
+TEST(Examples, IotTelemetry) {
+  TempDir dir;
+  std::filesystem::copy(std::filesystem::path(NIMBUS_SOURCE_DIR) / "examples" / "iot-telemetry", dir.path(),
+                        std::filesystem::copy_options::recursive);
+  std::filesystem::remove_all(dir.path() / ".nimbus");
+  MosquittoBroker broker(dir.path() / "broker");
+  ASSERT_TRUE(broker.start()) << broker.error();
+  ::setenv("MQTT_URL", broker.url().c_str(), 1);  // the manifest's ${MQTT_URL:-...}
+  Host host(dir.path());
+  ::unsetenv("MQTT_URL");
+  ASSERT_TRUE(host.started()) << host.errors();
+  ASSERT_TRUE(host.wait_for_output("\"msg\":\"mqtt subscribed\"")) << host.output();
+  MqttTestClient devices(broker.port());
+  ASSERT_TRUE(devices.subscribe("devices/+/commands"));
+  // d1: one minute averaging 21, the next 37.5 (above the threshold of 30); d2: one reading.
+  for (auto [device, t, temp] : {std::tuple{"d1", 1700000000, 20}, {"d1", 1700000010, 22}, {"d1", 1700000060, 40},
+                                 {"d1", 1700000070, 35}, {"d2", 1700000005, 10}}) {
+    std::string reading = "{\"device\": \"" + std::string(device) + "\", \"t\": " + std::to_string(t) +
+                          ", \"temp\": " + std::to_string(temp) + "}";
+    ASSERT_TRUE(devices.publish("devices/" + std::string(device) + "/telemetry", reading));
+  }
+  ASSERT_TRUE(devices.publish("devices/d3/telemetry", "not json"));
+
+  json::object d1;
+  ASSERT_TRUE(eventually([&] {
+    Response r = request(host.http_port(), "GET", "/devices/d1/minutes");
+    if (r.status != 200) return false;
+    d1 = json::parse(r.body).as_object();
+    auto& rows = d1["minutes"].as_array();
+    return rows.size() == 2 && rows[0].as_object().at("count") == 2 && rows[1].as_object().at("count") == 2;
+  }, 30000)) << json::serialize(d1) << host.output();
+  auto& rows = d1["minutes"].as_array();
+  EXPECT_EQ(rows[0].as_object().at("minute"), "2023-11-14T22:13:00Z");
+  EXPECT_EQ(rows[0].as_object().at("avg").to_number<double>(), 21.0);
+  EXPECT_EQ(rows[1].as_object().at("minute"), "2023-11-14T22:14:00Z");
+  EXPECT_EQ(rows[1].as_object().at("avg").to_number<double>(), 37.5);
+  EXPECT_EQ(rows[1].as_object().at("max").to_number<double>(), 40.0);
+  Response d2 = request(host.http_port(), "GET", "/devices/d2/minutes");
+  ASSERT_EQ(d2.status, 200) << d2.body;
+  EXPECT_EQ(json::parse(d2.body).at("minutes").as_array().at(0).at("avg").to_number<double>(), 10.0);
+  EXPECT_EQ(request(host.http_port(), "GET", "/devices/nobody/minutes").status, 404);
+
+  // One alert, for d1's second minute: logged by the topic's subscriber, and a command to d1.
+  std::vector<Message> alerts;
+  ASSERT_TRUE(eventually([&] { return (alerts = peek(dir, "alert-log")).size() == 1; })) << host.output();
+  json::object alert = json::parse(alerts[0].payload).as_object();
+  EXPECT_EQ(alert["device"], "d1");
+  EXPECT_EQ(alert["minute"], "2023-11-14T22:14:00Z");
+  auto commands = devices.wait_messages(1);
+  ASSERT_EQ(commands.size(), 1u) << host.output();
+  EXPECT_EQ(commands[0].topic, "devices/d1/commands");
+  EXPECT_EQ(json::parse(commands[0].payload).at("command"), "cool-down");
+  // The malformed reading waits with its error after its two attempts.
+  std::vector<Message> dead;
+  ASSERT_TRUE(eventually([&] { return (dead = peek(dir, "_mqtt.ingest.dead")).size() == 1; })) << host.output();
+  EXPECT_EQ(dead[0].payload, "not json");
+  EXPECT_NE(dead[0].last_error.find("ValueError"), std::string::npos) << dead[0].last_error;
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_EQ(peek(dir, "alert-log").size(), 1u) << "an alert raised twice";
+  EXPECT_EQ(devices.wait_messages(2, 0).size(), 1u);
+  EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
+}
+
+}  // namespace
+}  // namespace nimbus::testing
