@@ -178,8 +178,12 @@ TEST(Mqtt, ABrokerDownAtStartIsWaitedFor) {
   Host host(dir.path());
   ASSERT_TRUE(host.started()) << host.errors();
   ASSERT_TRUE(host.wait_for_output("mqtt broker not connected; retrying")) << host.output();
+  CommandResult down = run_nimbus({"status"}, dir.path());
+  EXPECT_NE(down.out.find("mqtt     " + broker.url() + " (not connected; retrying)"), std::string::npos) << down.out;
   ASSERT_TRUE(broker.start()) << broker.error();
   ASSERT_TRUE(host.wait_for_output("\"msg\":\"mqtt subscribed\"", 40000)) << host.output();
+  CommandResult up = run_nimbus({"status"}, dir.path());
+  EXPECT_NE(up.out.find(broker.url() + " (connected)"), std::string::npos) << up.out;
   MqttTestClient device(broker.port());
   MqttMessage out = reply_to(host, device, "out/#", "in/x", "hello");
   EXPECT_EQ(out.topic, "out/relayed");

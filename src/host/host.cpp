@@ -160,6 +160,7 @@ int run_host(const AppSpec& app, const HostOptions& options) {
   AdminStatus status;
   status.pid = static_cast<int>(getpid());
   status.started = clock.now();
+  status.mqtt_connected = [&mqtt] { return mqtt.connected(); };
   AdminApi admin(app, pools, metrics, logger, clock, *token, status, [] { kill(getpid(), SIGTERM); }, store->get(),
                  [&schedules] { return schedules.status(); });
   auto admin_port = admin.start(loops, options.admin_address, options.admin_port);
