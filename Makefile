@@ -35,6 +35,7 @@ bench: build
 	bash bench/run.sh
 	bash bench/workers.sh
 	bash bench/queue.sh
+	bash bench/mqtt.sh
 	$(BUILD)/bench/timer_jitter_bench
 	$(BUILD)/bench/stream_bench
 

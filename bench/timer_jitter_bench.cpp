@@ -16,6 +16,7 @@
 #include <sstream>
 #include <thread>
 
+#include "latency_samples.h"
 #include "observe/log.h"
 #include "observe/metrics.h"
 #include "pool/function_pools.h"
@@ -26,40 +27,17 @@
 namespace nimbus {
 namespace {
 
-int env_int(const char* name, int fallback) {
-  const char* v = std::getenv(name);
-  return v && *v ? std::atoi(v) : fallback;
+using bench::env_int;
+
+// Started how late against the scheduled_time in its payload.
+double lateness(const Invocation& inv) {
+  auto started = std::chrono::system_clock::now();
+  auto payload = boost::json::parse(inv.payload).as_object();
+  std::istringstream in(std::string(payload["scheduled_time"].as_string()));
+  date::sys_seconds due;
+  in >> date::parse("%Y-%m-%dT%H:%M:%SZ", due);
+  return std::chrono::duration<double, std::milli>(started - due).count();
 }
-
-struct Samples {
-  std::mutex mu;
-  std::vector<double> ms;
-};
-
-// Notes how late each run started against the scheduled_time in its payload.
-class Stamp final : public Executor {
- public:
-  explicit Stamp(Samples& s) : s_(s) {}
-  Mode mode() const override { return Mode::synchronous; }
-  Result call(const Invocation& inv) override {
-    auto started = std::chrono::system_clock::now();
-    auto payload = boost::json::parse(inv.payload).as_object();
-    std::istringstream in(std::string(payload["scheduled_time"].as_string()));
-    date::sys_seconds due;
-    in >> date::parse("%Y-%m-%dT%H:%M:%SZ", due);
-    double late = std::chrono::duration<double, std::milli>(started - due).count();
-    {
-      std::lock_guard l(s_.mu);
-      s_.ms.push_back(late);
-    }
-    Result r;
-    r.http = HttpReply{200, {}, ""};
-    return r;
-  }
-
- private:
-  Samples& s_;
-};
 
 int run() {
   const int timers = env_int("TIMERS", 20);
@@ -75,7 +53,7 @@ int run() {
   AppSpec app;
   app.name = "bench";
   app.dir = dir;
-  Samples samples;
+  bench::LatencySamples samples;
   std::vector<std::string> names;
   for (int i = 0; i < timers; ++i) {
     FunctionSpec fn;
@@ -98,7 +76,7 @@ int run() {
   PoolContext ctx{clock, queue, &thread, workers, metrics};
   FunctionPools pools;
   for (int i = 0; i < timers; ++i) {
-    pools.add(std::make_unique<FunctionPool>(app.functions[static_cast<std::size_t>(i)], i, std::make_unique<Stamp>(samples), ctx));
+    pools.add(std::make_unique<FunctionPool>(app.functions[static_cast<std::size_t>(i)], i, std::make_unique<bench::StampExecutor>(samples, lateness), ctx));
   }
   TimerTrigger trigger(app, pools, **store, clock, queue, &thread, logger);
   if (auto st = trigger.start(); !st) {
@@ -111,15 +89,9 @@ int run() {
   (*store)->close();
   sink.flush();
   ::close(devnull);
-  std::vector<double> ms;
-  {
-    std::lock_guard l(samples.mu);
-    ms = samples.ms;
-  }
-  std::sort(ms.begin(), ms.end());
-  auto pct = [&](double p) { return ms.empty() ? -1.0 : ms[std::min(ms.size() - 1, static_cast<std::size_t>(p / 100 * ms.size()))]; };
+  const std::vector<double> ms = samples.sorted();
   std::printf("{\"timers\":%d,\"seconds\":%d,\"runs\":%zu,\"jitter_p50_ms\":%.3f,\"jitter_p99_ms\":%.3f,\"jitter_max_ms\":%.3f}\n",
-              timers, seconds, ms.size(), pct(50), pct(99), ms.empty() ? -1.0 : ms.back());
+              timers, seconds, ms.size(), bench::percentile(ms, 50), bench::percentile(ms, 99), bench::percentile(ms, 100));
   std::error_code ec;
   std::filesystem::remove_all(dir, ec);
   return 0;

@@ -8,6 +8,7 @@ packages=(
   libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev
   libyaml-cpp-dev libcli11-dev libspdlog-dev libsqlite3-dev libhowardhinnant-date-dev tzdata
   libgtest-dev libgmock-dev libbenchmark-dev
+  libmosquitto-dev mosquitto mosquitto-clients
   python3 python3-prometheus-client nodejs bubblewrap
 )
 if [[ ${NIMBUS_BENCH:-0} == 1 ]]; then

@@ -545,11 +545,72 @@ TEST(ManifestTest, UnknownTriggerKindIsAnError) {
 }
 
 TEST(ManifestTest, NotYetAvailableTriggerKindIsAnError) {
-  auto load = parse(one_function(kBasicFn + "triggers:\n  - mqtt: {topic: t}\n"));
-  const Diagnostic& d = expect_diag(load, "functions.orders.triggers[0].mqtt", "not available");
-  EXPECT_NE(d.message.find("expected http, queue, topic, timer, stream or file"), std::string::npos) << d.message;
-  expect_diag(parse(one_function(kBasicFn + "triggers:\n  - blob: {path: x}\n")), "functions.orders.triggers[0].blob",
-              "not available");
+  auto load = parse(one_function(kBasicFn + "triggers:\n  - blob: {path: x}\n"));
+  const Diagnostic& d = expect_diag(load, "functions.orders.triggers[0].blob", "not available");
+  EXPECT_NE(d.message.find("expected http, queue, topic, timer, stream, file or mqtt"), std::string::npos) << d.message;
+}
+
+TEST(ManifestTest, MqttBrokerTriggersAndOutputs) {
+  const std::string broker =
+      "mqtt: {url: \"mqtt://broker.local:1884\", client_id: shop-1, username: u, password: p, keepalive: 20s}\n";
+  auto load = parse(broker + one_function(kBasicFn + "triggers:\n"
+                                                     "  - mqtt: {topic: \"devices/+/telemetry\", qos: 1, lease: 5s, batch_size: 8}\n"
+                                                     "  - mqtt: {topic: \"site/#\", qos: 0}\n"
+                                                     "outputs:\n  commands: {mqtt: \"devices/{device}/commands\"}\n"
+                                                     "  any: {mqtt: \"\"}\n"));
+  ASSERT_TRUE(load.app.has_value() && load.app->mqtt.has_value()) << load.report();
+  const AppSpec& app = *load.app;
+  EXPECT_EQ(app.mqtt->host, "broker.local");
+  EXPECT_EQ(app.mqtt->port, 1884);
+  EXPECT_EQ(app.mqtt->client_id, "shop-1");
+  EXPECT_EQ(app.mqtt->username, "u");
+  EXPECT_EQ(app.mqtt->password, "p");
+  EXPECT_EQ(app.mqtt->keepalive, std::chrono::seconds(20));
+  const auto& t = app.functions[0].triggers;
+  ASSERT_EQ(t.size(), 2u);
+  EXPECT_EQ(t[0].kind, TriggerKind::mqtt);
+  EXPECT_EQ(t[0].mqtt.filter, "devices/+/telemetry");
+  EXPECT_EQ(t[0].mqtt.qos, 1);
+  EXPECT_EQ(t[0].queue.name, "_mqtt.orders");  // where its messages wait for the function
+  EXPECT_EQ(t[0].queue.lease, std::chrono::seconds(5));
+  EXPECT_EQ(t[0].queue.batch_size, 8);
+  EXPECT_EQ(t[1].mqtt.qos, 0);
+  const auto& outs = app.functions[0].outputs;
+  ASSERT_EQ(outs.size(), 2u);
+  EXPECT_EQ(outs[0].kind, OutputSpec::Kind::mqtt);
+  EXPECT_EQ(outs[0].target, "devices/{device}/commands");
+  EXPECT_EQ(outs[1].target, "");  // the topic comes from each message's metadata
+
+  auto defaults = parse("name: shop\nmqtt: {url: mqtt://127.0.0.1}\nfunctions:\n");
+  ASSERT_TRUE(defaults.app.has_value()) << defaults.report();
+  EXPECT_EQ(defaults.app->mqtt->port, 1883);
+  EXPECT_EQ(defaults.app->mqtt->client_id, "nimbus-shop");  // stable: the broker keeps the session under it
+}
+
+TEST(ManifestTest, MqttProblemsNameTheKeyAndWhatIsExpected) {
+  const std::string at = "functions.orders.triggers[0].mqtt";
+  const std::string broker = "mqtt: {url: mqtt://127.0.0.1:1883}\n";
+  auto with_broker = [&](const std::string& body) { return broker + one_function(kBasicFn + body); };
+  expect_diag(parse(with_broker("triggers:\n  - mqtt: {qos: 1}\n")), at + ".topic", "is missing");
+  expect_diag(parse(with_broker("triggers:\n  - mqtt: {topic: \"a/b#\"}\n")), at + ".topic", "'#' inside a level");
+  expect_diag(parse(with_broker("triggers:\n  - mqtt: {topic: \"a/#/b\"}\n")), at + ".topic", "before the last level");
+  expect_diag(parse(with_broker("triggers:\n  - mqtt: {topic: \"a/b+/c\"}\n")), at + ".topic", "'+' inside a level");
+  expect_diag(parse(with_broker("triggers:\n  - mqtt: {topic: t, qos: 2}\n")), at + ".qos", "from 0 to 1");
+  expect_diag(parse(with_broker("triggers:\n  - mqtt: {topic: t, qso: 1}\n")), at + ".qso", "did you mean 'qos'?");
+  expect_diag(parse(with_broker("outputs:\n  c: {mqtt: \"devices/+/commands\"}\n")), "functions.orders.outputs.c.mqtt",
+              "wildcard");
+  expect_diag(parse(with_broker("outputs:\n  c: {mqtt: \"devices/{dev/commands\"}\n")),
+              "functions.orders.outputs.c.mqtt", "placeholder across a '/'");
+  // Triggers and outputs need the app's broker.
+  const Diagnostic& none = expect_diag(parse(one_function(kBasicFn + "triggers:\n  - mqtt: {topic: t}\n")), "mqtt",
+                                       "is missing, but function 'orders' uses MQTT");
+  EXPECT_NE(none.message.find("mqtt: {url: mqtt://127.0.0.1:1883}"), std::string::npos) << none.message;
+  expect_diag(parse("name: shop\nmqtt: {url: \"http://x\"}\nfunctions:\n"), "mqtt.url", "not an MQTT broker URL");
+  expect_diag(parse("name: shop\nmqtt: {url: \"mqtts://x:8883\"}\nfunctions:\n"), "mqtt.url", "TLS");
+  expect_diag(parse("name: shop\nmqtt: {url: \"mqtt://x:99999\"}\nfunctions:\n"), "mqtt.url", "port '99999'");
+  expect_diag(parse("name: shop\nmqtt: {client_id: c}\nfunctions:\n"), "mqtt.url", "is missing");
+  expect_diag(parse("name: shop\nmqtt: {url: mqtt://x, password: p}\nfunctions:\n"), "mqtt.password",
+              "without mqtt.username");
 }
 
 TEST(ManifestTest, StreamsTheirTriggersAndOutputs) {
@@ -686,7 +747,7 @@ TEST(ManifestTest, QueueAndTopicTriggersOutputsRetryAndDurability) {
   expect_diag(parse(one_function(kBasicFn + "triggers:\n  - queue: {name: q, filter: {type: x}}\n")),
               "functions.orders.triggers[0].queue.filter", "unknown key");
   expect_diag(parse(one_function(kBasicFn + "outputs:\n  done: {bucket: x}\n")), "functions.orders.outputs.done.bucket",
-              "expected queue, topic, state or stream");
+              "expected queue, topic, state, stream or mqtt");
   expect_diag(parse(one_function(kBasicFn + "retry: {max_attempts: 0}\n")), "functions.orders.retry.max_attempts",
               "out of range");
   expect_diag(parse(one_function(kBasicFn + "retry: {jitter: 2}\n")), "functions.orders.retry.jitter", "fraction");

@@ -492,7 +492,7 @@ std::string AdminApi::status_json() const {
     running += pools_.at(i).running();
     waiting += pools_.at(i).waiting();
   }
-  return json::serialize(json::object{
+  json::object out{
       {"app", app_.name},
       {"pid", status_.pid},
       {"http", status_.http_url},
@@ -503,7 +503,11 @@ std::string AdminApi::status_json() const {
       {"functions", app_.functions.size()},
       {"running", running},
       {"waiting", waiting},
-  });
+  };
+  if (status_.mqtt_connected && app_.mqtt) {
+    out["mqtt"] = json::object{{"broker", app_.mqtt->url}, {"connected", status_.mqtt_connected()}};
+  }
+  return json::serialize(out);
 }
 
 }  // namespace nimbus

@@ -41,6 +41,7 @@ struct AdminStatus {
   std::string admin_url;
   TimePoint started{};
   std::atomic<bool> draining{false};
+  std::function<bool()> mqtt_connected;  // set when the app has an MQTT broker
 };
 
 class AdminApi final : private RequestHandler {

@@ -119,8 +119,12 @@ int cmd_status(const fs::path& dir, bool as_json) {
             << (s.at("draining").as_bool() ? ", draining" : "") << ")\n"
             << "http     " << json_string(s, "http") << "\n"
             << "admin    " << json_string(s, "admin") << "\n"
-            << "store    " << json_string(s, "store") << "\n"
-            << "functions:\n";
+            << "store    " << json_string(s, "store") << "\n";
+  if (const auto* m = s.if_contains("mqtt"); m && m->is_object()) {
+    std::cout << "mqtt     " << json_string(m->as_object(), "broker")
+              << (m->as_object().at("connected").as_bool() ? " (connected)" : " (not connected; retrying)") << "\n";
+  }
+  std::cout << "functions:\n";
   for (const auto& fv : f.at("functions").as_array()) {
     const auto& fn = fv.as_object();
     std::string routes;

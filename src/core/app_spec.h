@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cstddef>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -72,6 +73,28 @@ struct FileTriggerSpec {
   std::size_t max_size = 64u << 20;  // larger files fail without running the function
 };
 
+// Messages from the app's MQTT broker on topics matching `filter`. Each is committed to the
+// queue mqtt_queue_for(function) before the broker hears PUBACK; the function runs from there
+// (`queue` of the TriggerSpec: lease and batch size) like a queue trigger.
+struct MqttTriggerSpec {
+  std::string filter;  // "devices/+/telemetry", "site/#"
+  int qos = 1;         // 0 or 1
+};
+inline std::string mqtt_queue_for(const std::string& function) { return "_mqtt." + function; }
+// MQTT outputs wait here (committed with the function's other outputs) until the broker has
+// acknowledged their publish.
+inline constexpr const char* kMqttOutbox = "_mqtt-out";
+
+// The broker an app's mqtt triggers and outputs use, through one connection per host.
+struct MqttBrokerSpec {
+  std::string url;  // as written
+  std::string host;
+  int port = 1883;
+  std::string client_id;  // stable: the broker keeps the session (and unacknowledged messages) under it
+  std::string username, password;
+  Duration keepalive = std::chrono::seconds(30);
+};
+
 struct TriggerSpec {
   TriggerKind kind = TriggerKind::http;
   HttpTriggerSpec http;
@@ -79,6 +102,7 @@ struct TriggerSpec {
   TimerTriggerSpec timer;
   StreamTriggerSpec stream;
   FileTriggerSpec file;
+  MqttTriggerSpec mqtt;
 };
 
 // A stream the app uses: its partitions (fixed once records exist: keys would move) and
@@ -90,9 +114,10 @@ struct StreamSpec {
   int64_t max_records = 0;   // keep at most this many per partition; 0 = no limit
 };
 
-// Where a named output's messages go: a queue, a topic, a state store or a stream.
+// Where a named output's messages go: a queue, a topic, a state store, a stream, or an MQTT
+// topic (target: a topic with {name} placeholders filled from the output's metadata).
 struct OutputSpec {
-  enum class Kind : uint8_t { queue, topic, state, stream };
+  enum class Kind : uint8_t { queue, topic, state, stream, mqtt };
   std::string name;
   Kind kind = Kind::queue;
   std::string target;
@@ -166,6 +191,7 @@ struct AppSpec {
   int worker_threads = 16;  // pool for blocking in-process functions
   std::vector<FunctionSpec> functions;
   std::vector<StreamSpec> streams;  // declared ones and those functions name, with defaults
+  std::optional<MqttBrokerSpec> mqtt;  // set when the manifest has `mqtt:`
 
   const StreamSpec* find_stream(std::string_view stream) const {
     for (const auto& s : streams)

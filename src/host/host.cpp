@@ -21,6 +21,7 @@
 #include "triggers/file/file_trigger.h"
 #include "triggers/host_services.h"
 #include "triggers/http/http_trigger.h"
+#include "triggers/mqtt/mqtt_trigger.h"
 #include "triggers/queue/queue_trigger.h"
 #include "triggers/stream/stream_trigger.h"
 #include "triggers/timer/timer_trigger.h"
@@ -153,10 +154,13 @@ int run_host(const AppSpec& app, const HostOptions& options) {
   if (auto st = streams.start(); !st) return fail(st.error().message);
   FileTrigger files(app, pools, **store, clock, timers, &timer_thread, logger);
   if (auto st = files.start(); !st) return fail(st.error().message);
+  MqttTrigger mqtt(app, **store, clock, logger);  // a broker that is down is retried, never fatal
+  if (auto st = mqtt.start(); !st) return fail(st.error().message);
 
   AdminStatus status;
   status.pid = static_cast<int>(getpid());
   status.started = clock.now();
+  status.mqtt_connected = [&mqtt] { return mqtt.connected(); };
   AdminApi admin(app, pools, metrics, logger, clock, *token, status, [] { kill(getpid(), SIGTERM); }, store->get(),
                  [&schedules] { return schedules.status(); });
   auto admin_port = admin.start(loops, options.admin_address, options.admin_port);
@@ -191,6 +195,7 @@ int run_host(const AppSpec& app, const HostOptions& options) {
   TimePoint give_up = clock.now() + app.shutdown_grace;
   schedules.stop();  // no new timer runs; a due time missed while stopped runs past due later
   files.stop();      // no new files; one waiting for a retry stays in .processing/ for the next start
+  mqtt.stop();       // no new MQTT messages; those committed are acknowledged, the broker keeps the rest
   // Messages in flight finish and commit; the rest stay in the store for the next start.
   const bool queues_done = queues.stop(app.shutdown_grace);
   // A running batch commits its checkpoint; one still running at the end is read again.

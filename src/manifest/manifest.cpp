@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "core/cron.h"
+#include "core/mqtt_topic.h"
 #include "core/units.h"
 #include "core/route_pattern.h"
 
@@ -179,7 +180,7 @@ class Reader {
 
   void read_app(const YAML::Node& root, AppSpec& app) {
     if (!check_map(root, "", {"name", "store", "durability", "http", "shutdown_grace", "worker_threads",
-                              "streams", "functions"})) {
+                              "streams", "mqtt", "functions"})) {
       return;
     }
     if (auto n = root["name"]; !n) {
@@ -214,6 +215,7 @@ class Reader {
       if (auto v = integer(n, "worker_threads", 1, 1024)) app.worker_threads = static_cast<int>(*v);
     }
     if (auto n = root["streams"]) read_streams(n, app);
+    if (auto n = root["mqtt"]) read_mqtt_broker(n, app);
     auto functions = root["functions"];
     if (!functions) {
       error(root, "functions", "is missing; expected a mapping of function names to functions");
@@ -242,6 +244,86 @@ class Reader {
     }
     check_route_conflicts(app);
     resolve_streams(app);
+    check_mqtt_broker(root, app);
+  }
+
+  // mqtt: {url, client_id, username, password, keepalive}: the one broker of the app.
+  void read_mqtt_broker(const YAML::Node& n, AppSpec& app) {
+    if (!check_map(n, "mqtt", {"url", "client_id", "username", "password", "keepalive"})) return;
+    MqttBrokerSpec broker;
+    broker.client_id = "nimbus-" + app.name;
+    if (auto v = n["url"]; !v) {
+      error(n, "mqtt.url", "is missing; expected the broker's URL, e.g. url: mqtt://127.0.0.1:1883");
+    } else if (auto url = scalar(v, "mqtt.url", "a broker URL such as mqtt://127.0.0.1:1883")) {
+      std::string problem;
+      MqttAddress address = parse_mqtt_url(*url, &problem);
+      if (!problem.empty()) error(v, "mqtt.url", problem);
+      broker.url = *url;
+      broker.host = address.host;
+      broker.port = address.port;
+    }
+    if (auto v = n["client_id"]) {
+      if (auto id = scalar(v, "mqtt.client_id", "a client id")) {
+        if (id->empty() || id->size() > 65535) {
+          error(v, "mqtt.client_id", "is empty; expected a stable client id (the broker keeps the session under it)");
+        } else {
+          broker.client_id = *id;
+        }
+      }
+    }
+    if (auto v = n["username"]) broker.username = scalar(v, "mqtt.username", "a user name").value_or("");
+    if (auto v = n["password"]) broker.password = scalar(v, "mqtt.password", "a password").value_or("");
+    if (!broker.password.empty() && broker.username.empty()) {
+      error(n["password"], "mqtt.password", "is set without mqtt.username; expected both, or neither");
+    }
+    if (auto v = n["keepalive"]) {
+      if (auto d = duration(v, "mqtt.keepalive")) {
+        if (*d < std::chrono::seconds(5) || *d > std::chrono::hours(18)) {
+          error(v, "mqtt.keepalive", "is outside 5s to 18h; expected e.g. 30s");
+        } else {
+          broker.keepalive = *d;
+        }
+      }
+    }
+    app.mqtt = std::move(broker);
+  }
+
+  // mqtt triggers and outputs need the app's broker.
+  void check_mqtt_broker(const YAML::Node& root, const AppSpec& app) {
+    if (app.mqtt) return;
+    for (const auto& fn : app.functions) {
+      bool uses = false;
+      for (const auto& t : fn.triggers) uses |= t.kind == TriggerKind::mqtt;
+      for (const auto& o : fn.outputs) uses |= o.kind == OutputSpec::Kind::mqtt;
+      if (uses) {
+        error(root, "mqtt",
+              "is missing, but function '" + fn.name + "' uses MQTT; expected the broker, e.g. mqtt: {url: mqtt://127.0.0.1:1883}");
+        return;
+      }
+    }
+  }
+
+  bool read_mqtt_trigger(const YAML::Node& n, const std::string& path, const FunctionSpec& fn, TriggerSpec& t) {
+    std::size_t errors_before = diagnostics.size();
+    if (!check_map(n, path, {"topic", "qos", "lease", "batch_size"})) return false;
+    t.queue.name = mqtt_queue_for(fn.name);
+    if (auto v = n["topic"]; !v) {
+      error(n, path + ".topic", "is missing; expected a topic filter, e.g. topic: devices/+/telemetry");
+    } else if (auto filter = scalar(v, path + ".topic", "a topic filter such as devices/+/telemetry")) {
+      std::string problem = check_topic_filter(*filter);
+      if (!problem.empty()) error(v, path + ".topic", "'" + *filter + "' " + problem);
+      t.mqtt.filter = *filter;
+    }
+    if (auto v = n["qos"]) {
+      if (auto q = integer(v, path + ".qos", 0, 1)) t.mqtt.qos = static_cast<int>(*q);
+    }
+    if (auto v = n["lease"]) {
+      if (auto d = duration(v, path + ".lease")) t.queue.lease = *d;
+    }
+    if (auto v = n["batch_size"]) {
+      if (auto b = integer(v, path + ".batch_size", 1, 1000)) t.queue.batch_size = static_cast<int>(*b);
+    }
+    return diagnostics.size() == errors_before;
   }
 
   void read_streams(const YAML::Node& n, AppSpec& app) {
@@ -545,10 +627,16 @@ class Reader {
         if (read_file_trigger(it->second, p + ".file", spec.file)) fn.triggers.push_back(spec);
         continue;
       }
+      if (kind == "mqtt") {
+        TriggerSpec spec;
+        spec.kind = TriggerKind::mqtt;
+        if (read_mqtt_trigger(it->second, p + ".mqtt", fn, spec)) fn.triggers.push_back(spec);
+        continue;
+      }
       std::vector<std::string_view> kinds(std::begin(kTriggerKinds), std::end(kTriggerKinds));
       if (std::find(kinds.begin(), kinds.end(), kind) != kinds.end()) {
         error(it->first, p + "." + kind,
-              "trigger '" + kind + "' is not available in this build of Nimbus yet; expected http, queue, topic, timer, stream or file");
+              "trigger '" + kind + "' is not available in this build of Nimbus yet; expected http, queue, topic, timer, stream, file or mqtt");
       } else {
         std::string guess = did_you_mean(kind, kinds);
         error(it->first, p + "." + kind,
@@ -703,7 +791,7 @@ class Reader {
       const YAML::Node o = it->second;
       if (!check_name(it->first, p, name, "output")) continue;
       if (!o.IsMap() || o.size() != 1) {
-        error(o, p, "is " + kind_of(o) + "; expected one of {queue: NAME}, {topic: NAME}, {state: NAME} or {stream: NAME}");
+        error(o, p, "is " + kind_of(o) + "; expected one of {queue: NAME}, {topic: NAME}, {state: NAME}, {stream: NAME} or {mqtt: TOPIC}");
         continue;
       }
       std::string kind = o.begin()->first.Scalar();
@@ -717,8 +805,20 @@ class Reader {
         out.kind = OutputSpec::Kind::state;
       } else if (kind == "stream") {
         out.kind = OutputSpec::Kind::stream;
+      } else if (kind == "mqtt") {
+        out.kind = OutputSpec::Kind::mqtt;
+        // A topic, not a name: "" takes the topic from each message's metadata "topic".
+        auto topic = scalar(o.begin()->second, p + ".mqtt", "a topic such as devices/{device}/commands");
+        if (!topic) continue;
+        if (std::string problem = topic->empty() ? "" : check_topic_template(*topic); !problem.empty()) {
+          error(o.begin()->second, p + ".mqtt", "'" + *topic + "' " + problem);
+          continue;
+        }
+        out.target = *topic;
+        fn.outputs.push_back(out);
+        continue;
       } else {
-        error(o.begin()->first, p + "." + kind, "unknown output kind '" + kind + "'; expected queue, topic, state or stream");
+        error(o.begin()->first, p + "." + kind, "unknown output kind '" + kind + "'; expected queue, topic, state, stream or mqtt");
         continue;
       }
       auto target = scalar(o.begin()->second, p + "." + kind, "a name");

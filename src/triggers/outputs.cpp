@@ -1,5 +1,7 @@
 #include "triggers/outputs.h"
 
+#include "core/mqtt_topic.h"
+
 namespace nimbus {
 
 Status add_outputs(const FunctionSpec& fn, std::vector<OutputMessage> outputs, Batch& batch) {
@@ -36,6 +38,31 @@ Status add_outputs(const FunctionSpec& fn, std::vector<OutputMessage> outputs, B
       if (const auto* s = find_header(out.metadata, "subject")) a.record.subject = *s;
       a.record.metadata = std::move(out.metadata);
       add.appends.push_back(std::move(a));
+      continue;
+    }
+    if (spec->kind == OutputSpec::Kind::mqtt) {
+      // Into the outbox with the rest of the commit; the MQTT trigger publishes it (QoS 1) and
+      // acks it once the broker has acknowledged the publish.
+      const std::string* given = find_header(out.metadata, "topic");
+      std::string problem, topic;
+      if (given && !given->empty()) {
+        topic = *given;
+        problem = check_topic_name(topic);
+        if (!problem.empty()) problem = "metadata \"topic\" '" + topic + "' " + problem;
+      } else if (spec->target.empty()) {
+        problem = "the output names no topic, and the message has no metadata \"topic\"";
+      } else {
+        topic = fill_topic_template(spec->target, out.metadata, &problem);
+      }
+      if (!problem.empty()) {
+        return Error{"function '" + fn.name + "' wrote to MQTT output '" + out.binding + "': " + problem};
+      }
+      NewMessage m;
+      m.payload = std::move(out.payload);
+      m.source = "/functions/" + fn.name;
+      m.subject = topic;
+      m.metadata = {{"mqtt.topic", std::move(topic)}};
+      add.enqueues.push_back({kMqttOutbox, std::move(m)});
       continue;
     }
     NewMessage m;

@@ -1,7 +1,7 @@
 #pragma once
 // A function's outputs (Result::outputs) as store operations: each names one of the
-// function's declared `outputs:` bindings, which says whether it goes to a queue, a topic or a
-// state store. The caller commits them in the same Batch as the input's ack (queue and topic
+// function's declared `outputs:` bindings, which says whether it goes to a queue, a topic, a
+// state store, a stream, or an MQTT topic (through the outbox queue kMqttOutbox). The caller commits them in the same Batch as the input's ack (queue and topic
 // triggers) or before the reply (HTTP).
 #include <functional>
 #include <string>

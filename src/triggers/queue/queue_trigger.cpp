@@ -397,6 +397,14 @@ Status QueueTrigger::start() {
       consumers_.push_back(std::make_shared<Consumer>(fn, *async_triggers_.back(), *pool, store_, clock_, timers_,
                                                       timer_thread_, logger_, *dispatcher_));
     }
+    // MQTT messages wait in one queue per function (the MQTT trigger commits them there); the
+    // first mqtt trigger's lease and batch size apply to it.
+    auto mqtt = std::find_if(fn.triggers.begin(), fn.triggers.end(),
+                             [](const TriggerSpec& t) { return t.kind == TriggerKind::mqtt; });
+    if (mqtt != fn.triggers.end()) {
+      consumers_.push_back(
+          std::make_shared<Consumer>(fn, *mqtt, *pool, store_, clock_, timers_, timer_thread_, logger_, *dispatcher_));
+    }
     for (const auto& t : fn.triggers) {
       if (t.kind != TriggerKind::queue && t.kind != TriggerKind::topic) continue;
       if (t.kind == TriggerKind::topic) {

@@ -6,7 +6,8 @@
 // `<queue>.dead` with the error. Leases are renewed while functions run. An idle consumer
 // waits for the store to say its queue got work, for the next delayed message, or at most
 // `max_wait` (work enqueued by another host). A topic trigger is a consumer of its
-// subscription's queue, `<topic>/<subscription>`.
+// subscription's queue, `<topic>/<subscription>`; a function's mqtt triggers, of the queue
+// `_mqtt.<function>` that the MQTT trigger commits their messages to.
 #include <memory>
 #include <vector>
 

@@ -1,0 +1,357 @@
+#include "triggers/mqtt/mqtt_trigger.h"
+
+#include <mosquitto.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <condition_variable>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include "core/mqtt_topic.h"
+#include "observe/log.h"
+#include "store/store.h"
+
+namespace nimbus {
+namespace {
+
+constexpr uint64_t kListenerSlot = 6;  // the store's listener slot for the MQTT outbox
+constexpr auto kFirstBackoff = std::chrono::milliseconds(500);
+constexpr auto kMaxBackoff = std::chrono::seconds(30);
+constexpr int kLoopTimeoutMs = 100;
+constexpr int kOutboxWindow = 64;        // outbox messages published and not yet acknowledged, at most
+constexpr int64_t kOutboxLeaseMs = 60000;  // a publish unacknowledged this long goes out again
+constexpr auto kOutboxLookEvery = std::chrono::seconds(1);  // work committed by other hosts
+
+std::once_flag library_once;
+
+// Every libmosquitto return code becomes a message here, so no call site forgets errno.
+std::string mosquitto_error(int rc) {
+  if (rc == MOSQ_ERR_ERRNO) return std::strerror(errno);
+  return mosquitto_strerror(rc);
+}
+
+Status checked(int rc, const char* what) {
+  if (rc == MOSQ_ERR_SUCCESS) return ok_status();
+  return Error{std::string(what) + ": " + mosquitto_error(rc)};
+}
+
+struct Route {
+  std::string function;
+  std::string filter;
+};
+
+}  // namespace
+
+class MqttTrigger::Connection {
+ public:
+  Connection(const AppSpec& app, const MqttBrokerSpec& broker, Store& store, Logger& logger)
+      : broker_(broker), store_(store), logger_(logger) {
+    for (const auto& fn : app.functions) {
+      for (const auto& t : fn.triggers) {
+        if (t.kind != TriggerKind::mqtt) continue;
+        routes_.push_back({fn.name, t.mqtt.filter});
+        auto& qos = filters_[t.mqtt.filter];
+        qos = std::max(qos, t.mqtt.qos);
+      }
+    }
+  }
+
+  ~Connection() {
+    stop();
+    if (mosq_) mosquitto_destroy(mosq_);
+  }
+
+  Status start() {
+    std::call_once(library_once, [] { mosquitto_lib_init(); });
+    // clean_session off: the broker keeps the subscriptions and unacknowledged QoS 1 messages
+    // under the client id while no host is connected.
+    mosq_ = mosquitto_new(broker_.client_id.c_str(), false, this);
+    if (!mosq_) return Error{"mqtt: cannot create the client '" + broker_.client_id + "': " + std::strerror(errno)};
+    // Threaded: packets queued in a callback (the PUBACK of a message) are written by the
+    // network loop after the callback returns, never from inside it.
+    if (auto st = checked(mosquitto_threaded_set(mosq_, true), "mqtt: threaded mode"); !st) return st;
+    if (!broker_.username.empty()) {
+      auto st = checked(mosquitto_username_pw_set(mosq_, broker_.username.c_str(),
+                                                  broker_.password.empty() ? nullptr : broker_.password.c_str()),
+                        "mqtt: username and password");
+      if (!st) return st;
+    }
+    mosquitto_connect_with_flags_callback_set(mosq_, [](mosquitto*, void* self, int rc, int flags) {
+      static_cast<Connection*>(self)->on_connect(rc, flags);
+    });
+    mosquitto_disconnect_callback_set(mosq_, [](mosquitto*, void* self, int rc) {
+      static_cast<Connection*>(self)->on_disconnect(rc);
+    });
+    mosquitto_subscribe_callback_set(mosq_, [](mosquitto*, void* self, int mid, int count, const int* granted) {
+      static_cast<Connection*>(self)->on_subscribe(mid, count, granted);
+    });
+    mosquitto_message_callback_set(mosq_, [](mosquitto*, void* self, const mosquitto_message* m) {
+      static_cast<Connection*>(self)->on_message(*m);
+    });
+    mosquitto_publish_callback_set(mosq_, [](mosquitto*, void* self, int mid) {
+      static_cast<Connection*>(self)->on_published(mid);
+    });
+    store_.set_listener(kListenerSlot, [this](const std::vector<std::string>& names) {
+      if (std::find(names.begin(), names.end(), kMqttOutbox) != names.end()) pump_outbox();
+    });
+    listening_ = true;
+    thread_ = std::thread([this] { run(); });
+    return ok_status();
+  }
+
+  void stop() {
+    if (listening_) store_.set_listener(kListenerSlot, nullptr);
+    listening_ = false;
+    {
+      std::lock_guard lock(mu_);
+      stopping_ = true;
+    }
+    wake_.notify_all();
+    if (thread_.joinable()) thread_.join();
+  }
+
+  bool connected() const { return connected_.load(); }
+
+ private:
+  // The network thread: connects, runs libmosquitto's loop, reconnects with backoff.
+  void run() {
+    Duration backoff = kFirstBackoff;
+    bool socket_open = false;
+    auto last_look = std::chrono::steady_clock::now();
+    while (!stopping()) {
+      if (!socket_open) {
+        int rc = mosquitto_connect_async(mosq_, broker_.host.c_str(), broker_.port,
+                                         static_cast<int>(std::chrono::duration_cast<std::chrono::seconds>(broker_.keepalive).count()));
+        if (rc != MOSQ_ERR_SUCCESS) {
+          broker_down(mosquitto_error(rc), backoff);
+          continue;
+        }
+        socket_open = true;
+      }
+      int rc = mosquitto_loop(mosq_, kLoopTimeoutMs, 1);
+      if (rc != MOSQ_ERR_SUCCESS) {
+        socket_open = false;
+        connected_ = false;
+        if (stopping()) break;
+        broker_down(rc == MOSQ_ERR_CONN_LOST ? "the connection was lost" : mosquitto_error(rc), backoff);
+        continue;
+      }
+      if (connected_) backoff = kFirstBackoff;
+      if (const auto now = std::chrono::steady_clock::now(); now - last_look >= kOutboxLookEvery) {
+        last_look = now;
+        pump_outbox();
+      }
+    }
+    if (socket_open) {
+      // PUBACKs of committed messages are queued: write them, then say goodbye.
+      mosquitto_disconnect(mosq_);
+      for (int i = 0; i < 20 && mosquitto_loop(mosq_, 10, 1) == MOSQ_ERR_SUCCESS; ++i) {
+      }
+    }
+    connected_ = false;
+  }
+
+  bool stopping() {
+    std::lock_guard lock(mu_);
+    return stopping_;
+  }
+
+  // Logs the failure, waits (a stop cuts the wait short), and doubles the next wait.
+  void broker_down(const std::string& why, Duration& backoff) {
+    logger_.host(LogLevel::warn, "mqtt broker not connected; retrying",
+                 {{"broker", broker_.url}, {"error", why},
+                  {"retry_in_ms", static_cast<int64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(backoff).count())}});
+    std::unique_lock lock(mu_);
+    wake_.wait_for(lock, backoff, [&] { return stopping_; });
+    backoff = std::min<Duration>(backoff * 2, kMaxBackoff);
+  }
+
+  void on_connect(int rc, int flags) {
+    if (rc != 0) {
+      logger_.host(LogLevel::error, "mqtt broker refused the connection",
+                   {{"broker", broker_.url}, {"client_id", broker_.client_id}, {"reason", mosquitto_connack_string(rc)}});
+      return;
+    }
+    connected_ = true;
+    logger_.host(LogLevel::info, "mqtt broker connected",
+                 {{"broker", broker_.url}, {"client_id", broker_.client_id},
+                  {"session_present", (flags & 1) ? "true" : "false"}});
+    for (const auto& [filter, qos] : filters_) {
+      int mid = 0;
+      if (auto st = checked(mosquitto_subscribe(mosq_, &mid, filter.c_str(), qos), "mqtt: subscribe"); !st) {
+        logger_.host(LogLevel::error, "mqtt subscribe failed", {{"topic", filter}, {"error", st.error().message}});
+        continue;
+      }
+      std::lock_guard lock(mu_);
+      subscribing_[mid] = filter;
+    }
+    pump_outbox();
+  }
+
+  void on_subscribe(int mid, int count, const int* granted) {
+    std::string filter;
+    {
+      std::lock_guard lock(mu_);
+      auto it = subscribing_.find(mid);
+      if (it == subscribing_.end()) return;
+      filter = std::move(it->second);
+      subscribing_.erase(it);
+    }
+    const int qos = count > 0 ? granted[0] : -1;
+    if (qos < 0 || qos > 2) {  // 0x80: the broker refused the filter
+      logger_.host(LogLevel::error, "mqtt broker refused a subscription", {{"topic", filter}});
+      return;
+    }
+    logger_.host(LogLevel::info, "mqtt subscribed", {{"topic", filter}, {"qos", qos}});
+  }
+
+  void on_disconnect(int rc) {
+    const bool was_connected = connected_.exchange(false);  // libmosquitto calls this for failed connects too
+    if (was_connected && rc != 0 && !stopping()) {
+      logger_.host(LogLevel::warn, "mqtt connection lost", {{"broker", broker_.url}, {"error", mosquitto_error(rc)}});
+    }
+  }
+
+  // On the network thread, with this message's PUBACK queued but not yet written: commit it
+  // for every function whose filter matches before returning (see the header).
+  void on_message(const mosquitto_message& msg) {
+    const std::string topic = msg.topic ? msg.topic : "";
+    Batch batch;
+    std::set<std::string> taken;
+    for (const auto& route : routes_) {
+      std::vector<std::string> caught;
+      if (taken.count(route.function) || !topic_matches(route.filter, topic, &caught)) continue;
+      taken.insert(route.function);
+      NewMessage m;
+      m.type = "nimbus.mqtt.message";
+      m.source = "mqtt://" + broker_.host + ":" + std::to_string(broker_.port);
+      m.subject = topic;
+      m.metadata = {{"mqtt.topic", topic},
+                    {"mqtt.qos", std::to_string(msg.qos)},
+                    {"mqtt.retain", msg.retain ? "true" : "false"}};
+      for (std::size_t i = 0; i < caught.size(); ++i) m.metadata.push_back({"mqtt.match." + std::to_string(i + 1), caught[i]});
+      if (msg.payloadlen > 0) m.payload.assign(static_cast<const char*>(msg.payload), static_cast<std::size_t>(msg.payloadlen));
+      batch.enqueues.push_back({mqtt_queue_for(route.function), std::move(m)});
+    }
+    if (batch.empty()) {
+      // A subscription the persistent session kept from an earlier manifest.
+      logger_.host(LogLevel::warn, "mqtt message matches no trigger; acknowledged and dropped", {{"topic", topic}});
+      return;
+    }
+    auto done = store_.commit_sync(std::move(batch));
+    if (!done) {
+      logger_.host(LogLevel::error,
+                   "cannot commit an mqtt message; it is not acknowledged, and the broker sends it again after the reconnect",
+                   {{"topic", topic}, {"error", done.error().message}});
+      ::shutdown(mosquitto_socket(mosq_), SHUT_RDWR);  // the queued PUBACK can no longer leave
+    }
+  }
+
+  // Publishes what waits in the outbox, up to the window. Any thread.
+  void pump_outbox() {
+    int want;
+    {
+      std::lock_guard lock(mu_);
+      if (stopping_ || receiving_ || !connected_) return;
+      want = kOutboxWindow - static_cast<int>(in_flight_.size());
+      if (want <= 0) return;
+      receiving_ = true;
+    }
+    store_.receive(kMqttOutbox, want, kOutboxLeaseMs, [this, want](Expected<std::vector<Message>> got) {
+      int received = 0;
+      if (!got) {
+        logger_.host(LogLevel::warn, "cannot read the mqtt outbox", {{"error", got.error().message}});
+      } else {
+        received = static_cast<int>(got->size());
+        for (const auto& m : *got) publish(m);
+      }
+      {
+        std::lock_guard lock(mu_);
+        receiving_ = false;
+      }
+      if (received == want) pump_outbox();
+    });
+  }
+
+  void publish(const Message& m) {
+    const std::string* topic = find_header(m.metadata, "mqtt.topic");
+    std::lock_guard lock(mu_);  // before the publish: its PUBACK may come back at once
+    int mid = 0;
+    int rc = topic ? mosquitto_publish(mosq_, &mid, topic->c_str(), static_cast<int>(m.payload.size()),
+                                       m.payload.data(), 1, false)
+                   : MOSQ_ERR_INVAL;
+    if (rc == MOSQ_ERR_SUCCESS) {
+      in_flight_[mid] = {m.id, m.lease};
+      return;
+    }
+    // Not sent: it goes out again when its lease runs out.
+    logger_.host(LogLevel::warn, "mqtt publish failed; trying again later",
+                 {{"topic", topic ? *topic : std::string("(none)")}, {"message_id", m.id}, {"error", mosquitto_error(rc)}});
+  }
+
+  // The broker acknowledged a QoS 1 publish: it leaves the outbox.
+  void on_published(int mid) {
+    LeaseRef ref;
+    {
+      std::lock_guard lock(mu_);
+      auto it = in_flight_.find(mid);
+      if (it == in_flight_.end()) return;
+      ref = std::move(it->second);
+      in_flight_.erase(it);
+    }
+    Batch batch;
+    batch.acks.push_back(ref);
+    store_.commit(std::move(batch), [this, id = ref.id](Expected<BatchResult> done) {
+      if (!done) {
+        // A lease that ran out while the broker was away: the message went out again, or will.
+        logger_.host(LogLevel::info, "mqtt outbox ack not committed; the message may be published again",
+                     {{"message_id", id}, {"error", done.error().message}});
+      }
+      pump_outbox();
+    });
+  }
+
+  MqttBrokerSpec broker_;
+  Store& store_;
+  Logger& logger_;
+  std::vector<Route> routes_;
+  std::map<std::string, int> filters_;  // each filter once, at the highest QoS asked for
+  mosquitto* mosq_ = nullptr;
+  std::thread thread_;
+  bool listening_ = false;
+  std::atomic<bool> connected_{false};
+  std::mutex mu_;
+  std::condition_variable wake_;
+  bool stopping_ = false;
+  bool receiving_ = false;                 // an outbox receive is under way
+  std::map<int, LeaseRef> in_flight_;      // publish mid -> its outbox message
+  std::map<int, std::string> subscribing_;  // subscribe mid -> filter
+};
+
+MqttTrigger::MqttTrigger(const AppSpec& app, Store& store, const Clock& clock, Logger& logger)
+    : app_(app), store_(store), clock_(clock), logger_(logger) {}
+
+MqttTrigger::~MqttTrigger() { stop(); }
+
+Status MqttTrigger::start() {
+  if (!app_.mqtt) return ok_status();
+  connection_ = std::make_unique<Connection>(app_, *app_.mqtt, store_, logger_);
+  if (auto st = connection_->start(); !st) {
+    connection_.reset();
+    return Error{"mqtt broker " + app_.mqtt->url + ": " + st.error().message};
+  }
+  return ok_status();
+}
+
+void MqttTrigger::stop() {
+  if (connection_) connection_->stop();
+}
+
+bool MqttTrigger::connected() const { return connection_ && connection_->connected(); }
+
+}  // namespace nimbus
