@@ -602,8 +602,8 @@ TEST(ManifestTest, MqttProblemsNameTheKeyAndWhatIsExpected) {
   expect_diag(parse(with_broker("outputs:\n  c: {mqtt: \"devices/{dev/commands\"}\n")),
               "functions.orders.outputs.c.mqtt", "placeholder across a '/'");
   // Triggers and outputs need the app's broker.
-  const Diagnostic& none = expect_diag(parse(one_function(kBasicFn + "triggers:\n  - mqtt: {topic: t}\n")), "mqtt",
-                                       "is missing, but function 'orders' uses MQTT");
+  const auto no_broker = parse(one_function(kBasicFn + "triggers:\n  - mqtt: {topic: t}\n"));  // held: none points into it
+  const Diagnostic& none = expect_diag(no_broker, "mqtt", "is missing, but function 'orders' uses MQTT");
   EXPECT_NE(none.message.find("mqtt: {url: mqtt://127.0.0.1:1883}"), std::string::npos) << none.message;
   expect_diag(parse("name: shop\nmqtt: {url: \"http://x\"}\nfunctions:\n"), "mqtt.url", "not an MQTT broker URL");
   expect_diag(parse("name: shop\nmqtt: {url: \"mqtts://x:8883\"}\nfunctions:\n"), "mqtt.url", "TLS");
