@@ -89,6 +89,16 @@ class TimingStore final : public Store {
   Expected<int64_t> stream_offset_at(const std::string& s, int p, int64_t t) override {
     return inner_.stream_offset_at(s, p, t);
   }
+  void set_blob_subscriptions(std::vector<BlobSubscription> s, std::function<void(Status)> done) override {
+    inner_.set_blob_subscriptions(std::move(s), std::move(done));
+  }
+  Expected<std::optional<BlobInfo>> head_blob(const std::string& c, const std::string& n) override {
+    return inner_.head_blob(c, n);
+  }
+  Expected<std::optional<Blob>> get_blob(const std::string& c, const std::string& n) override { return inner_.get_blob(c, n); }
+  Expected<BlobPage> list_blobs(const std::string& c, const std::string& p, const std::string& a, int l) override {
+    return inner_.list_blobs(c, p, a, l);
+  }
   void close() override { inner_.close(); }
 
  private:

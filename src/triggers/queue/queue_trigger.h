@@ -6,7 +6,8 @@
 // `<queue>.dead` with the error. Leases are renewed while functions run. An idle consumer
 // waits for the store to say its queue got work, for the next delayed message, or at most
 // `max_wait` (work enqueued by another host). A topic trigger is a consumer of its
-// subscription's queue, `<topic>/<subscription>`.
+// subscription's queue, `<topic>/<subscription>`. A function's blob triggers are a consumer of
+// its blob event queue, `_blobs.<function>` (triggers/blob/blob_trigger.h).
 #include <memory>
 #include <vector>
 
