@@ -36,18 +36,22 @@ Status load_blob_payload(Store& store, Invocation& inv) {
   return ok_status();
 }
 
+std::optional<std::string> blob_condition(const IncomingRequest& request) {
+  if (auto m = request.header("if-match")) {
+    std::string etag(*m);
+    if (etag.size() >= 2 && etag.front() == '"' && etag.back() == '"') etag = etag.substr(1, etag.size() - 2);
+    return etag;
+  }
+  if (auto n = request.header("if-none-match"); n && *n == "*") return std::string();
+  return std::nullopt;
+}
+
 Batch::BlobPut blob_put_from(IncomingRequest& request, std::string container, std::string name) {
   Batch::BlobPut p;
   p.container = std::move(container);
   p.name = std::move(name);
   if (auto ct = request.header("content-type")) p.content_type = std::string(*ct);
-  if (auto m = request.header("if-match")) {
-    std::string etag(*m);
-    if (etag.size() >= 2 && etag.front() == '"' && etag.back() == '"') etag = etag.substr(1, etag.size() - 2);
-    p.if_match = etag;
-  } else if (auto n = request.header("if-none-match"); n && *n == "*") {
-    p.if_match = "";
-  }
+  p.if_match = blob_condition(request);
   p.data = request.take_body();
   return p;
 }

@@ -23,8 +23,11 @@ std::vector<BlobSubscription> blob_subscriptions(const AppSpec& app);
 // blob.payload_version says which version they are ("0": the blob is gone).
 Status load_blob_payload(Store& store, Invocation& inv);
 
-// A PUT or POST of a blob: the body, its content-type, and If-Match (an ETag) or
-// If-None-Match: * (create only) as the put's condition.
+// The condition of a blob write: If-Match (an ETag, quoted or not), or If-None-Match: *
+// ("": create only); nullopt when there is none.
+std::optional<std::string> blob_condition(const IncomingRequest& request);
+
+// A PUT or POST of a blob: the body, its content-type, and blob_condition() for the put.
 Batch::BlobPut blob_put_from(IncomingRequest& request, std::string container, std::string name);
 
 // 201 with the blob's metadata as JSON (and its ETag), or the store's error with the fitting
