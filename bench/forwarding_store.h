@@ -43,6 +43,16 @@ class ForwardingStore : public Store {
   void set_listener(uint64_t slot, std::function<void(const std::vector<std::string>&)> l) override {
     inner_.set_listener(slot, std::move(l));
   }
+  void set_blob_subscriptions(std::vector<BlobSubscription> s, std::function<void(Status)> done) override {
+    inner_.set_blob_subscriptions(std::move(s), std::move(done));
+  }
+  Expected<std::optional<BlobInfo>> head_blob(const std::string& c, const std::string& n) override {
+    return inner_.head_blob(c, n);
+  }
+  Expected<std::optional<Blob>> get_blob(const std::string& c, const std::string& n) override { return inner_.get_blob(c, n); }
+  Expected<BlobPage> list_blobs(const std::string& c, const std::string& p, const std::string& a, int l) override {
+    return inner_.list_blobs(c, p, a, l);
+  }
   void close() override { inner_.close(); }
 
  protected:

@@ -1034,6 +1034,154 @@ TEST(Files, ADroppedFileRunsTheFunctionItsOutputIsQueuedAndTheFileMovesOn) {
   EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
 }
 
+// A blob-triggered function that logs every event to a queue and writes an upper-cased copy
+// to the blob output "copy" (copies/{name}.txt); PUT /up/... is its upload route.
+std::string blob_app(const std::string& fn_extra = "", const std::string& lease = "5s") {
+  return "name: blobs\nfunctions:\n  copier:\n    runtime: native\n    handler: " + test_function("blob_copy").string() +
+         "\n" + fn_extra +
+         "    triggers:\n"
+         "      - blob: {path: \"uploads/{name}.csv\", events: [created, updated, deleted], lease: " + lease + "}\n"
+         "      - http: {route: \"/up/{*path}\", auth: function, upload: {container: uploads}}\n"
+         "    outputs: {log: {queue: log}, copy: {blob: \"copies/{name}.txt\"}}\n";
+}
+
+std::vector<std::string> payloads_of(const Admin& admin, const std::string& queue) {
+  std::vector<std::string> out;
+  for (auto& m : admin.peek(queue)) out.push_back(std::string(m["payload"].as_string()));
+  return out;
+}
+
+TEST(Blob, TheTriggerFiresOncePerVersionAndItsOutputWritesABlob) {
+  TempDir dir;
+  dir.write("nimbus.yaml", blob_app());
+  Host host(dir.path());
+  ASSERT_TRUE(host.started()) << host.errors();
+  Admin admin{host.admin_port(), host.admin_token()};
+  auto put = [&](const std::string& path, const std::string& data) {
+    CommandResult r = run_nimbus({"blob", "put", path, "--data", data}, dir.path());
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+  };
+  auto logged = [&](std::size_t n) { return admin.wait([&] { return payloads_of(admin, "log").size() >= n; }); };
+  // Each step waits for its event, so the payload read at delivery is that version's bytes.
+  put("uploads/a.csv", "v1");
+  ASSERT_TRUE(logged(1)) << host.output();
+  CommandResult copy = run_nimbus({"blob", "get", "copies/a.txt"}, dir.path());
+  EXPECT_EQ(copy.exit_code, 0) << copy.err;
+  EXPECT_EQ(copy.out, "V1") << "the blob output binding, named from the trigger's {name}";
+  put("uploads/a.csv", "v2");
+  ASSERT_TRUE(logged(2));
+  put("uploads/a.csv", "v2");  // the same bytes again: a new version, a new event
+  ASSERT_TRUE(logged(3));
+  put("uploads/notes.txt", "not a csv");  // matches no trigger
+  CommandResult rm = run_nimbus({"blob", "rm", "uploads/a.csv"}, dir.path());
+  EXPECT_EQ(rm.exit_code, 0) << rm.err;
+  ASSERT_TRUE(logged(4));
+  ASSERT_TRUE(admin.wait([&] { return admin.peek("_blobs.copier").empty(); }));
+  EXPECT_EQ(payloads_of(admin, "log"),
+            (std::vector<std::string>{"created 1 a v1", "updated 2 a v2", "updated 3 a v2", "deleted 3 a "}));
+  EXPECT_TRUE(admin.peek("_blobs.copier.dead").empty());
+  Response copied = admin.call("GET", "/admin/blobs/copies/a.txt");
+  EXPECT_EQ(copied.status, 200);
+  EXPECT_EQ(copied.body, "V2");
+  EXPECT_EQ(copied.header("x-blob-version"), "3") << "one output per event";
+  EXPECT_EQ(copied.header("content-type"), "text/plain");
+
+  // The upload route: the function's key, then the body is a blob and its trigger fires.
+  auto keys = parse_object(slurp(dir.path() / ".nimbus" / "keys.json"));
+  const std::string key(keys["functions"].as_object()["copier"].as_string());
+  EXPECT_EQ(request(host.http_port(), "PUT", "/up/b.csv", {}, "hello").status, 401);
+  Response up = request(host.http_port(), "PUT", "/up/b.csv", {{"x-functions-key", key}, {"content-type", "text/csv"}}, "hello");
+  ASSERT_EQ(up.status, 201) << up.body;
+  auto stored = parse_object(up.body);
+  EXPECT_EQ(stored["path"].as_string(), "uploads/b.csv");
+  EXPECT_EQ(stored["version"].as_int64(), 1);
+  EXPECT_EQ(stored["content_type"].as_string(), "text/csv");
+  EXPECT_EQ(up.header("etag"), "\"1\"");
+  Response again = request(host.http_port(), "POST", "/up/b.csv", {{"x-functions-key", key}, {"if-none-match", "*"}}, "x");
+  EXPECT_EQ(again.status, 412) << again.body;
+  ASSERT_TRUE(logged(5));
+  EXPECT_EQ(payloads_of(admin, "log").back(), "created 1 b hello");
+  EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
+}
+
+// The event is in the commit of the put: a host killed right after acknowledging puts runs
+// every one of them after its restart, and none twice (outputs and ack commit together).
+TEST(Blob, KillNineRightAfterPutsLosesNoEventAndRunsNoneTwice) {
+  constexpr int kBlobs = 20;
+  TempDir dir;
+  dir.write("nimbus.yaml", blob_app("    concurrency: 1\n", "1s"));
+  {
+    Host host(dir.path());
+    ASSERT_TRUE(host.started()) << host.errors();
+    Admin admin{host.admin_port(), host.admin_token()};
+    for (int i = 0; i < kBlobs; ++i) {
+      Response r = admin.call("PUT", "/admin/blobs/uploads/k" + std::to_string(i) + ".csv", "slow" + std::to_string(i));
+      ASSERT_EQ(r.status, 201) << r.body;
+    }
+    EXPECT_EQ(host.signal_and_wait(SIGKILL), 128 + SIGKILL);
+  }
+  {
+    ManualClock clock;
+    auto store = open_store("sqlite:.nimbus/state.db", dir.path(), clock);
+    ASSERT_TRUE(store.ok()) << store.error().message;
+    auto log = (*store)->peek("log", 1000);
+    ASSERT_TRUE(log.ok());
+    EXPECT_LT(log->size(), static_cast<std::size_t>(kBlobs)) << "every event ran before the kill: it proved nothing";
+  }
+  Host host(dir.path());
+  ASSERT_TRUE(host.started()) << host.errors();
+  Admin admin{host.admin_port(), host.admin_token()};
+  ASSERT_TRUE(admin.wait([&] { return payloads_of(admin, "log").size() >= kBlobs && admin.peek("_blobs.copier").empty(); }))
+      << host.output();
+  auto log = payloads_of(admin, "log");
+  std::multiset<std::string> got(log.begin(), log.end()), want;
+  for (int i = 0; i < kBlobs; ++i) want.insert("created 1 k" + std::to_string(i) + " slow" + std::to_string(i));
+  EXPECT_EQ(got, want);
+  EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
+}
+
+TEST(Blob, CliPutGetLsRmRoundTripTheBytesAndSayWhatIsWrong) {
+  App app(manifest());
+  ASSERT_TRUE(app.host->started()) << app.host->errors();
+  const auto& dir = app.dir.path();
+  std::string bytes;
+  for (int i = 0; i < 512; ++i) bytes.push_back(static_cast<char>(i % 256));
+  app.dir.write("in.bin", bytes);
+  CommandResult put = run_nimbus({"blob", "put", "uploads/2024/in.bin", "in.bin", "--content-type", "application/x-thing"}, dir);
+  EXPECT_EQ(put.exit_code, 0) << put.err;
+  EXPECT_NE(put.out.find("uploads/2024/in.bin version 1, 512 bytes"), std::string::npos) << put.out;
+  EXPECT_EQ(run_nimbus({"blob", "put", "uploads/name with space.txt", "--data", "hi"}, dir).exit_code, 0);
+  CommandResult get = run_nimbus({"blob", "get", "uploads/2024/in.bin", "-o", "out.bin"}, dir);
+  EXPECT_EQ(get.exit_code, 0) << get.err;
+  EXPECT_EQ(slurp(dir / "out.bin"), bytes);
+  EXPECT_EQ(run_nimbus({"blob", "get", "uploads/name with space.txt"}, dir).out, "hi");
+  CommandResult ls = run_nimbus({"blob", "ls", "uploads"}, dir);
+  EXPECT_EQ(ls.exit_code, 0) << ls.err;
+  EXPECT_TRUE(std::regex_search(ls.out, std::regex("\\n2024/in.bin +512 +1 +\\S+ +application/x-thing\\n"))) << ls.out;
+  EXPECT_NE(ls.out.find("name with space.txt"), std::string::npos) << ls.out;
+  CommandResult under = run_nimbus({"blob", "ls", "uploads/2024/"}, dir);
+  EXPECT_EQ(under.out.find("name with space"), std::string::npos) << under.out;
+
+  CommandResult twice = run_nimbus({"blob", "put", "uploads/2024/in.bin", "--data", "x", "--create-only"}, dir);
+  EXPECT_EQ(twice.exit_code, 1);
+  EXPECT_NE(twice.err.find("create-only"), std::string::npos) << twice.err;
+  CommandResult bad = run_nimbus({"blob", "put", "uploads/a/../b", "--data", "x"}, dir);
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_NE(bad.err.find("'..'"), std::string::npos) << bad.err;
+  CommandResult neither = run_nimbus({"blob", "put", "uploads/x"}, dir);
+  EXPECT_EQ(neither.exit_code, 1);
+  EXPECT_NE(neither.err.find("give a FILE or --data"), std::string::npos) << neither.err;
+
+  CommandResult rm = run_nimbus({"blob", "rm", "uploads/2024/in.bin"}, dir);
+  EXPECT_EQ(rm.exit_code, 0) << rm.err;
+  EXPECT_NE(rm.out.find("deleted uploads/2024/in.bin (version 1)"), std::string::npos) << rm.out;
+  CommandResult gone = run_nimbus({"blob", "get", "uploads/2024/in.bin"}, dir);
+  EXPECT_EQ(gone.exit_code, 1);
+  EXPECT_NE(gone.err.find("no blob uploads/2024/in.bin"), std::string::npos) << gone.err;
+  EXPECT_EQ(run_nimbus({"blob", "rm", "uploads/2024/in.bin"}, dir).exit_code, 1);
+  EXPECT_EQ(app.host->signal_and_wait(SIGTERM), 0);
+}
+
 }  // namespace
 }  // namespace nimbus::testing
 

@@ -544,10 +544,10 @@ TEST(ManifestTest, UnknownTriggerKindIsAnError) {
   EXPECT_NE(f.message.find("expected one of: http, queue"), std::string::npos) << f.message;
 }
 
-TEST(ManifestTest, NotYetAvailableTriggerKindIsAnError) {
-  auto load = parse(one_function(kBasicFn + "triggers:\n  - blob: {path: x}\n"));
-  const Diagnostic& d = expect_diag(load, "functions.orders.triggers[0].blob", "not available");
-  EXPECT_NE(d.message.find("expected http, queue, topic, timer, stream, file or mqtt"), std::string::npos) << d.message;
+TEST(ManifestTest, EveryTriggerKindIsBuiltAndAnUnknownOneListsThem) {
+  auto load = parse(one_function(kBasicFn + "triggers:\n  - webhook: {url: x}\n"));
+  const Diagnostic& d = expect_diag(load, "functions.orders.triggers[0].webhook", "unknown trigger kind");
+  EXPECT_NE(d.message.find("stream, blob, mqtt, file"), std::string::npos) << d.message;
 }
 
 TEST(ManifestTest, MqttBrokerTriggersAndOutputs) {
@@ -611,6 +611,53 @@ TEST(ManifestTest, MqttProblemsNameTheKeyAndWhatIsExpected) {
   expect_diag(parse("name: shop\nmqtt: {client_id: c}\nfunctions:\n"), "mqtt.url", "is missing");
   expect_diag(parse("name: shop\nmqtt: {url: mqtt://x, password: p}\nfunctions:\n"), "mqtt.password",
               "without mqtt.username");
+}
+
+TEST(ManifestTest, BlobTriggersOutputsUploadRoutesAndTheSizeLimit) {
+  auto load = parse("name: shop\nblobs: {max_size: 8MiB}\nfunctions:\n  orders:\n    runtime: native\n"
+                    "    handler: functions/orders\n"
+                    "    triggers:\n      - blob: {path: \"uploads/{name}.csv\", events: [created, updated, deleted], lease: 10s}\n"
+                    "      - blob: {path: \"in/{year}/{rest*}\"}\n"
+                    "      - http: {route: \"/up/{*path}\", auth: function, upload: {container: uploads}}\n"
+                    "    outputs:\n      thumbs: {blob: \"thumbnails/{name}.png\"}\n");
+  ASSERT_TRUE(load.app.has_value()) << load.report();
+  const AppSpec& app = *load.app;
+  EXPECT_EQ(app.max_blob_size, 8u << 20);
+  const auto& t = app.functions[0].triggers;
+  ASSERT_EQ(t.size(), 3u);
+  EXPECT_EQ(t[0].kind, TriggerKind::blob);
+  EXPECT_EQ(t[0].blob.container, "uploads");
+  EXPECT_EQ(t[0].blob.pattern, "{name}.csv");
+  EXPECT_EQ(t[0].blob.events, kBlobCreated | kBlobUpdated | kBlobDeleted);
+  EXPECT_EQ(t[0].blob.lease, std::chrono::seconds(10));
+  EXPECT_EQ(t[1].blob.container, "in");
+  EXPECT_EQ(t[1].blob.events, kBlobCreated | kBlobUpdated);  // the default
+  EXPECT_EQ(t[2].http.upload_container, "uploads");
+  EXPECT_EQ(t[2].http.methods, (std::vector<std::string>{"PUT", "POST"}));
+  ASSERT_EQ(app.functions[0].outputs.size(), 1u);
+  EXPECT_EQ(app.functions[0].outputs[0].kind, OutputSpec::Kind::blob);
+  EXPECT_EQ(app.functions[0].outputs[0].target, "thumbnails");
+  EXPECT_EQ(app.functions[0].outputs[0].blob_name, "{name}.png");
+
+  const std::string at = "functions.orders.triggers[0]";
+  expect_diag(parse(one_function(kBasicFn + "triggers:\n  - blob: {events: [created]}\n")), at + ".blob.path", "is missing");
+  expect_diag(parse(one_function(kBasicFn + "triggers:\n  - blob: {path: uploads}\n")), at + ".blob.path",
+              "names a container only");
+  expect_diag(parse(one_function(kBasicFn + "triggers:\n  - blob: {path: \"Up/{name}\"}\n")), at + ".blob.path",
+              "container 'Up'");
+  expect_diag(parse(one_function(kBasicFn + "triggers:\n  - blob: {path: \"up/{name\"}\n")), at + ".blob.path",
+              "no closing '}'");
+  expect_diag(parse(one_function(kBasicFn + "triggers:\n  - blob: {path: \"up/{size}.csv\"}\n")), at + ".blob.path",
+              "hide the built-in blob.size");
+  expect_diag(parse(one_function(kBasicFn + "triggers:\n  - blob: {path: \"up/{a}\", events: [changed]}\n")),
+              at + ".blob.events[0]", "'changed' is not allowed");
+  expect_diag(parse(one_function(kBasicFn + "triggers:\n  - http: {route: /up, upload: {container: uploads}}\n")),
+              at + ".http.upload", "route parameter");
+  expect_diag(parse(one_function(kBasicFn + "triggers:\n  - http: {route: \"/up/{p}\", methods: [GET], upload: {container: up}}\n")),
+              at + ".http.upload", "PUT and POST only");
+  expect_diag(parse(one_function(kBasicFn + "outputs:\n  thumbs: {blob: \"thumbnails/../{x}\"}\n")),
+              "functions.orders.outputs.thumbs.blob", "'..'");
+  expect_diag(parse("name: shop\nblobs: {max_size: huge}\nfunctions:\n"), "blobs.max_size", "not a size");
 }
 
 TEST(ManifestTest, StreamsTheirTriggersAndOutputs) {
@@ -747,7 +794,7 @@ TEST(ManifestTest, QueueAndTopicTriggersOutputsRetryAndDurability) {
   expect_diag(parse(one_function(kBasicFn + "triggers:\n  - queue: {name: q, filter: {type: x}}\n")),
               "functions.orders.triggers[0].queue.filter", "unknown key");
   expect_diag(parse(one_function(kBasicFn + "outputs:\n  done: {bucket: x}\n")), "functions.orders.outputs.done.bucket",
-              "expected queue, topic, state, stream or mqtt");
+              "expected queue, topic, state, stream, mqtt or blob");
   expect_diag(parse(one_function(kBasicFn + "retry: {max_attempts: 0}\n")), "functions.orders.retry.max_attempts",
               "out of range");
   expect_diag(parse(one_function(kBasicFn + "retry: {jitter: 2}\n")), "functions.orders.retry.jitter", "fraction");

@@ -11,6 +11,7 @@
 #include "observe/metrics.h"
 #include "pool/function_pools.h"
 #include "store/store.h"
+#include "triggers/blob/blob_trigger.h"
 #include "triggers/http/http_trigger.h"
 #include "triggers/outputs.h"
 #include "triggers/stream/stream_trigger.h"
@@ -135,6 +136,7 @@ void AdminApi::handle(IncomingRequest& request, Responder respond) {
   if (path == "/admin/streams" || path.rfind("/admin/streams/", 0) == 0) {
     return streams(request, path, method, std::move(respond));
   }
+  if (path.rfind("/admin/blobs/", 0) == 0) return blobs(request, path, method, std::move(respond));
   constexpr std::string_view kPrefix = "/admin/functions/";
   constexpr std::string_view kSuffix = "/invoke";
   if (path.rfind(kPrefix, 0) == 0 && path.size() > kPrefix.size() + kSuffix.size() &&
@@ -411,6 +413,60 @@ void AdminApi::streams(IncomingRequest& request, std::string_view path, std::str
     return;
   }
   not_found();
+}
+
+// /admin/blobs/CONTAINER[/PATH], the path percent-decoded. Names are checked by the store.
+void AdminApi::blobs(IncomingRequest& request, std::string_view path, std::string_view method, Responder respond) {
+  if (!store_) return respond(json_error(503, "no_store", "this host runs without a store", ""));
+  std::string decoded;
+  if (!percent_decode(path.substr(std::string_view("/admin/blobs/").size()), decoded)) {
+    return respond(json_error(400, "bad_request", "the blob path has a bad %-escape", ""));
+  }
+  const auto slash = decoded.find('/');
+  const std::string container = decoded.substr(0, slash);
+  if (slash == std::string::npos) {
+    if (method != "GET") return respond(json_error(405, "method_not_allowed", "list a container with GET", ""));
+    const std::string_view target = request.target();
+    const auto q = target.find('?');
+    const std::string_view query = q == std::string_view::npos ? std::string_view() : target.substr(q + 1);
+    const int limit = std::clamp(std::atoi(query_param(query, "limit").value_or("1000").c_str()), 1, 10000);
+    auto page = store_->list_blobs(container, query_param(query, "prefix").value_or(""),
+                                   query_param(query, "after").value_or(""), limit);
+    if (!page) return respond(blob_error_reply(page.error()));
+    return respond(HttpReply{200, {{"content-type", "application/json"}}, blob_page_json(container, *page)});
+  }
+  const std::string name = decoded.substr(slash + 1);
+  if (method == "PUT" || method == "POST") {
+    Batch b;
+    b.blob_puts.push_back(blob_put_from(request, container, name));
+    store_->commit(std::move(b), [respond = std::move(respond)](Expected<BatchResult> r) { respond(blob_written_reply(r)); });
+    return;
+  }
+  if (method == "GET" || method == "HEAD") {
+    auto blob = store_->get_blob(container, name);
+    if (!blob) return respond(blob_error_reply(blob.error()));
+    if (!*blob) return respond(json_error(404, "not_found", "no blob " + container + "/" + name, ""));
+    const BlobInfo& info = (*blob)->info;
+    return respond(HttpReply{200,
+                             {{"content-type", info.content_type},
+                              {"etag", "\"" + info.etag + "\""},
+                              {"x-blob-version", std::to_string(info.version)},
+                              {"x-blob-sha256", info.sha256}},
+                             method == "GET" ? std::move((*blob)->data) : std::string()});
+  }
+  if (method == "DELETE") {
+    Batch b;
+    b.blob_deletes.push_back({container, name, blob_condition(request)});
+    store_->commit(std::move(b), [respond = std::move(respond), container, name](Expected<BatchResult> r) {
+      if (!r) return respond(blob_error_reply(r.error()));
+      if (r->blobs_deleted.at(0) == 0) return respond(json_error(404, "not_found", "no blob " + container + "/" + name, ""));
+      respond(json_reply(200, json::object{{"deleted_version", r->blobs_deleted.at(0)}}));
+    });
+    return;
+  }
+  HttpReply r = json_error(405, "method_not_allowed", "blobs take GET, PUT, POST and DELETE", "");
+  r.headers.push_back({"allow", "GET, PUT, POST, DELETE"});
+  respond(std::move(r));
 }
 
 void AdminApi::invoke(IncomingRequest& request, std::string_view name, Responder respond) {

@@ -13,6 +13,10 @@
 //   POST /admin/queues/NAME/replay     move NAME.dead back to NAME
 //   POST /admin/topics/NAME/messages   publish the body
 //   GET  /admin/timers                 every schedule: function, cron, zone, last and next run
+//   GET  /admin/blobs/CONTAINER        list (?prefix=&after=&limit=)
+//   PUT  /admin/blobs/CONTAINER/PATH   put the body (content-type, If-Match, If-None-Match: *)
+//   GET  /admin/blobs/CONTAINER/PATH   the bytes (etag, x-blob-version, x-blob-sha256 headers)
+//   DELETE /admin/blobs/CONTAINER/PATH delete
 #include <atomic>
 #include <filesystem>
 #include <functional>
@@ -61,6 +65,7 @@ class AdminApi final : private RequestHandler {
   void invoke(IncomingRequest& request, std::string_view function, Responder respond);
   void messages(IncomingRequest& request, std::string_view path, std::string_view method, Responder respond);
   void streams(IncomingRequest& request, std::string_view path, std::string_view method, Responder respond);
+  void blobs(IncomingRequest& request, std::string_view path, std::string_view method, Responder respond);
   std::string functions_json() const;
   std::string status_json() const;
 

@@ -6,7 +6,10 @@
 #include <CLI/CLI.hpp>
 #include <boost/json.hpp>
 #include <chrono>
+#include <cctype>
 #include <cstdio>
+#include <date/date.h>
+#include <fstream>
 #include <iostream>
 #include <thread>
 
@@ -340,6 +343,86 @@ int cmd_stream_replay(const fs::path& dir, const std::string& stream, const std:
   return 0;
 }
 
+// CONTAINER/PATH for a URL: every byte but unreserved ones and '/' %-escaped.
+std::string blob_target(const std::string& path) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  std::string out = "/admin/blobs/";
+  for (unsigned char c : path) {
+    if (std::isalnum(c) || c == '/' || c == '-' || c == '_' || c == '.' || c == '~') {
+      out.push_back(static_cast<char>(c));
+    } else {
+      out.push_back('%');
+      out.push_back(kHex[c >> 4]);
+      out.push_back(kHex[c & 15]);
+    }
+  }
+  return out;
+}
+
+int cmd_blob_put(const fs::path& dir, const std::string& path, const std::string& file, const std::string& data,
+                 const std::string& content_type, bool create_only) {
+  if (file.empty() == data.empty()) return fail("blob put " + path + ": give a FILE or --data (one of them)");
+  auto body = file.empty() ? data_arg(data) : read_file(file);
+  if (!body) return fail(body.error().message);
+  std::vector<std::pair<std::string, std::string>> headers;
+  if (!content_type.empty()) headers.push_back({"content-type", content_type});
+  if (create_only) headers.push_back({"if-none-match", "*"});
+  auto r = admin_call(dir, "PUT", blob_target(path), *body, headers);
+  if (!r) return fail(r.error().message);
+  std::cout << json_string(*r, "path") << " version " << num(*r, "version") << ", " << num(*r, "size") << " bytes, sha256 "
+            << json_string(*r, "sha256") << "\n";
+  return 0;
+}
+
+int cmd_blob_get(const fs::path& dir, const std::string& path, const std::string& out) {
+  auto host = find_running_host(dir);
+  if (!host) return fail(host.error().message);
+  auto res = http_request(host->admin_host, host->admin_port, "GET", blob_target(path), "", host->token);
+  if (!res) return fail(res.error().message);
+  if (res->status != 200) {
+    boost::system::error_code ec;
+    json::value v = json::parse(res->body, ec);
+    const json::value* err = !ec && v.is_object() ? v.as_object().if_contains("error") : nullptr;
+    return fail(err && err->is_object() ? json_string(err->as_object(), "message") : res->body);
+  }
+  if (out.empty()) {
+    std::cout << res->body << std::flush;
+    return 0;
+  }
+  std::ofstream file(out, std::ios::binary | std::ios::trunc);
+  file.write(res->body.data(), static_cast<std::streamsize>(res->body.size()));
+  if (!file.flush()) return fail("cannot write " + out);
+  return 0;
+}
+
+int cmd_blob_ls(const fs::path& dir, const std::string& path) {
+  const auto slash = path.find('/');
+  const std::string container = path.substr(0, slash);
+  const std::string prefix = slash == std::string::npos ? "" : path.substr(slash + 1);
+  std::printf("%-48s %12s %8s %-24s %s\n", "NAME", "SIZE", "VERSION", "UPDATED", "CONTENT TYPE");
+  std::string after;
+  do {
+    auto r = admin_call(dir, "GET", blob_target(container) + "?limit=1000&prefix=" + blob_target(prefix).substr(13) +
+                                        "&after=" + blob_target(after).substr(13));
+    if (!r) return fail(r.error().message);
+    for (const auto& b : r->at("blobs").as_array()) {
+      const auto& o = b.as_object();
+      const auto updated = date::format("%Y-%m-%dT%H:%M:%SZ", date::sys_seconds(std::chrono::seconds(num(o, "updated_ms") / 1000)));
+      std::printf("%-48s %12lld %8lld %-24s %s\n", json_string(o, "name").c_str(), static_cast<long long>(num(o, "size")),
+                  static_cast<long long>(num(o, "version")), updated.c_str(), json_string(o, "content_type").c_str());
+    }
+    after = json_string(*r, "next_after");
+  } while (!after.empty());
+  return 0;
+}
+
+int cmd_blob_rm(const fs::path& dir, const std::string& path) {
+  auto r = admin_call(dir, "DELETE", blob_target(path));
+  if (!r) return fail(r.error().message);
+  std::cout << "deleted " << path << " (version " << num(*r, "deleted_version") << ")\n";
+  return 0;
+}
+
 int cmd_dlq_replay(const fs::path& dir, const std::string& queue) {
   auto r = admin_call(dir, "POST", "/admin/queues/" + queue + "/replay");
   if (!r) return fail(r.error().message);
@@ -402,12 +485,17 @@ int run_cli(int argc, char** argv) {
   stop->add_option("--wait", stop_wait, "Seconds to wait for it to drain")->capture_default_str();
 
   std::string q_dir = ".", q_name, q_data, q_type, q_subject;
+  // A command with subcommands that talk to the running host of the app in --dir.
+  auto command_group = [&cli, &q_dir](const char* name, const char* description) {
+    auto* group = cli.add_subcommand(name, description);
+    group->require_subcommand(1);
+    group->add_option("--dir", q_dir, "App folder")->capture_default_str();
+    return group;
+  };
   int q_limit = 20;
   int64_t q_delay = 0;
   bool q_dead = false, q_json = false;
-  auto* queue = cli.add_subcommand("queue", "Look into and feed the running host's queues");
-  queue->require_subcommand(1);
-  queue->add_option("--dir", q_dir, "App folder")->capture_default_str();
+  auto* queue = command_group("queue", "Look into and feed the running host's queues");
   auto* queue_ls = queue->add_subcommand("ls", "Every queue: ready, delayed, in flight, dead letters");
   auto* queue_peek = queue->add_subcommand("peek", "Show messages without taking them");
   queue_peek->add_option("name", q_name, "Queue name")->required();
@@ -423,18 +511,14 @@ int run_cli(int argc, char** argv) {
   auto* queue_purge = queue->add_subcommand("purge", "Delete every message of a queue");
   queue_purge->add_option("name", q_name, "Queue name (NAME.dead for the dead letters)")->required();
 
-  auto* topic = cli.add_subcommand("topic", "Publish to the running host's topics");
-  topic->require_subcommand(1);
-  topic->add_option("--dir", q_dir, "App folder")->capture_default_str();
+  auto* topic = command_group("topic", "Publish to the running host's topics");
   auto* topic_publish = topic->add_subcommand("publish", "Publish an event: every subscription gets a copy");
   topic_publish->add_option("name", q_name, "Topic name")->required();
   topic_publish->add_option("--data", q_data, "Payload: text, or @FILE");
   topic_publish->add_option("--type", q_type, "CloudEvents type");
   topic_publish->add_option("--subject", q_subject, "CloudEvents subject");
 
-  auto* dlq = cli.add_subcommand("dlq", "Dead-letter queues");
-  dlq->require_subcommand(1);
-  dlq->add_option("--dir", q_dir, "App folder")->capture_default_str();
+  auto* dlq = command_group("dlq", "Dead-letter queues");
   auto* dlq_replay = dlq->add_subcommand("replay", "Move NAME.dead back to NAME, attempts reset");
   dlq_replay->add_option("name", q_name, "Queue name")->required();
 
@@ -444,9 +528,7 @@ int run_cli(int argc, char** argv) {
   std::string s_key, s_group;
   int s_partition = -1;
   int64_t s_from = -1, s_from_time = -1;
-  auto* stream = cli.add_subcommand("stream", "Append to and read the running host's streams");
-  stream->require_subcommand(1);
-  stream->add_option("--dir", q_dir, "App folder")->capture_default_str();
+  auto* stream = command_group("stream", "Append to and read the running host's streams");
   auto* stream_ls = stream->add_subcommand("ls", "Every stream: partitions, records, consumer groups");
   auto* stream_append = stream->add_subcommand("append", "Append a record (its key picks the partition)");
   stream_append->add_option("name", q_name, "Stream name")->required();
@@ -467,8 +549,25 @@ int run_cli(int argc, char** argv) {
   stream_replay->add_option("--from-offset", s_from, "Every partition from this offset");
   stream_replay->add_option("--from-time-ms", s_from_time, "Every partition from the first record at or after this Unix time (ms)");
 
+  std::string b_path, b_file, b_out, b_type;
+  bool b_create = false;
+  auto* blob = command_group("blob", "Put, get, list and delete the running host's blobs (CONTAINER/PATH)");
+  auto* blob_put = blob->add_subcommand("put", "Store a file (or --data) as a blob; blob triggers fire");
+  blob_put->add_option("path", b_path, "CONTAINER/PATH, e.g. uploads/2024/a.csv")->required();
+  blob_put->add_option("file", b_file, "The file to store");
+  blob_put->add_option("--data", q_data, "The bytes as text, or @FILE");
+  blob_put->add_option("--content-type", b_type, "Content type (default application/octet-stream)");
+  blob_put->add_flag("--create-only", b_create, "Fail if the blob exists");
+  auto* blob_get = blob->add_subcommand("get", "Print a blob's bytes, or write them to a file");
+  blob_get->add_option("path", b_path, "CONTAINER/PATH")->required();
+  blob_get->add_option("-o,--output", b_out, "Write to this file instead of standard output");
+  auto* blob_ls = blob->add_subcommand("ls", "List a container's blobs, optionally under a prefix");
+  blob_ls->add_option("path", b_path, "CONTAINER or CONTAINER/PREFIX")->required();
+  auto* blob_rm = blob->add_subcommand("rm", "Delete a blob; blob triggers on deleted fire");
+  blob_rm->add_option("path", b_path, "CONTAINER/PATH")->required();
+
   for (auto* sub : {queue_ls, queue_peek, queue_send, queue_purge, topic_publish, dlq_replay, stream_ls, stream_append,
-                    stream_tail, stream_groups, stream_replay}) {
+                    stream_tail, stream_groups, stream_replay, blob_put, blob_get, blob_ls, blob_rm}) {
     sub->fallthrough();
   }
   try {
@@ -514,6 +613,10 @@ int run_cli(int argc, char** argv) {
   if (stream_tail->parsed()) return cmd_stream_tail(q_dir, q_name, s_partition, s_from, q_limit, q_json);
   if (stream_groups->parsed()) return cmd_stream_groups(q_dir, q_name);
   if (stream_replay->parsed()) return cmd_stream_replay(q_dir, q_name, s_group, s_from, s_from_time);
+  if (blob_put->parsed()) return cmd_blob_put(q_dir, b_path, b_file, q_data, b_type, b_create);
+  if (blob_get->parsed()) return cmd_blob_get(q_dir, b_path, b_out);
+  if (blob_ls->parsed()) return cmd_blob_ls(q_dir, b_path);
+  if (blob_rm->parsed()) return cmd_blob_rm(q_dir, b_path);
   return 2;
 }
 

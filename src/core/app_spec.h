@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "core/blob_path.h"
 #include "core/clock.h"
 #include "core/invocation.h"
 
@@ -30,6 +31,9 @@ struct HttpTriggerSpec {
   // async: the request is queued (durably) and answered 202 with a status URL at once; the
   // function runs from the queue `_async.<function>` with retries, and its reply is kept.
   bool asynchronous = false;
+  // upload: a PUT or POST body is stored as a blob in this container, named by the route's
+  // last parameter, and answered 201 with the blob's metadata; the function is not invoked.
+  std::string upload_container;
 };
 
 // Where async HTTP requests wait and their outcomes are kept.
@@ -95,6 +99,16 @@ struct MqttBrokerSpec {
   Duration keepalive = std::chrono::seconds(30);
 };
 
+// Blobs in `container` whose names match `pattern`: one invocation per blob version and event
+// asked for, from the queue `_blobs.<function>` (retries and dead letters as any queue).
+struct BlobTriggerSpec {
+  std::string container;
+  std::string pattern;  // the name part, after the container: "{name}.csv"
+  unsigned events = kBlobCreated | kBlobUpdated;
+  Duration lease{};  // visibility timeout of an event; 0 = the function's timeout + 30 s (the longest of a function's triggers counts)
+};
+inline std::string blob_queue_for(const std::string& function) { return "_blobs." + function; }
+
 struct TriggerSpec {
   TriggerKind kind = TriggerKind::http;
   HttpTriggerSpec http;
@@ -103,6 +117,7 @@ struct TriggerSpec {
   StreamTriggerSpec stream;
   FileTriggerSpec file;
   MqttTriggerSpec mqtt;
+  BlobTriggerSpec blob;
 };
 
 // A stream the app uses: its partitions (fixed once records exist: keys would move) and
@@ -114,14 +129,16 @@ struct StreamSpec {
   int64_t max_records = 0;   // keep at most this many per partition; 0 = no limit
 };
 
-// Where a named output's messages go: a queue, a topic, a state store, a stream, or an MQTT
-// topic (target: a topic with {name} placeholders filled from the output's metadata).
+// Where a named output's messages go: a queue, a topic, a state store, a stream, an MQTT
+// topic (target: a topic with {name} placeholders filled from the output's metadata) or a blob
+// container (each message is a blob, named by metadata "path" or by `blob_name`).
 struct OutputSpec {
-  enum class Kind : uint8_t { queue, topic, state, stream, mqtt };
+  enum class Kind : uint8_t { queue, topic, state, stream, mqtt, blob };
   std::string name;
   Kind kind = Kind::queue;
   std::string target;
   int partitions = 1;  // streams: the stream's partition count (from the app's streams)
+  std::string blob_name = {};  // blobs: a name template ("{name}.png") filled from the output's metadata or the trigger's captures
 };
 
 struct RetryPolicy {
@@ -192,6 +209,7 @@ struct AppSpec {
   std::vector<FunctionSpec> functions;
   std::vector<StreamSpec> streams;  // declared ones and those functions name, with defaults
   std::optional<MqttBrokerSpec> mqtt;  // set when the manifest has `mqtt:`
+  std::size_t max_blob_size = 256u << 20;  // blobs: {max_size}
 
   const StreamSpec* find_stream(std::string_view stream) const {
     for (const auto& s : streams)

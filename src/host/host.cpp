@@ -82,7 +82,8 @@ int run_host(const AppSpec& app, const HostOptions& options) {
   if (!libraries) return fail(libraries.error().message);
 
   SystemClock clock;
-  auto store = open_store(app.store, app.dir, clock, StoreOptions{app.fsync ? Durability::fsync : Durability::process});
+  auto store = open_store(app.store, app.dir, clock,
+                          StoreOptions{app.fsync ? Durability::fsync : Durability::process, app.max_blob_size});
   if (!store) return fail(store.error().message);
   LogSink sink(STDOUT_FILENO);
   Logger logger(sink, clock, app.name);

@@ -180,7 +180,7 @@ class Reader {
 
   void read_app(const YAML::Node& root, AppSpec& app) {
     if (!check_map(root, "", {"name", "store", "durability", "http", "shutdown_grace", "worker_threads",
-                              "streams", "mqtt", "functions"})) {
+                              "streams", "mqtt", "blobs", "functions"})) {
       return;
     }
     if (auto n = root["name"]; !n) {
@@ -216,6 +216,11 @@ class Reader {
     }
     if (auto n = root["streams"]) read_streams(n, app);
     if (auto n = root["mqtt"]) read_mqtt_broker(n, app);
+    if (auto n = root["blobs"]; n && check_map(n, "blobs", {"max_size"})) {
+      if (auto v = n["max_size"]) {
+        if (auto s = size(v, "blobs.max_size")) app.max_blob_size = *s;
+      }
+    }
     auto functions = root["functions"];
     if (!functions) {
       error(root, "functions", "is missing; expected a mapping of function names to functions");
@@ -633,16 +638,17 @@ class Reader {
         if (read_mqtt_trigger(it->second, p + ".mqtt", fn, spec)) fn.triggers.push_back(spec);
         continue;
       }
-      std::vector<std::string_view> kinds(std::begin(kTriggerKinds), std::end(kTriggerKinds));
-      if (std::find(kinds.begin(), kinds.end(), kind) != kinds.end()) {
-        error(it->first, p + "." + kind,
-              "trigger '" + kind + "' is not available in this build of Nimbus yet; expected http, queue, topic, timer, stream, file or mqtt");
-      } else {
-        std::string guess = did_you_mean(kind, kinds);
-        error(it->first, p + "." + kind,
-              "unknown trigger kind '" + kind + "'" +
-                  (guess.empty() ? "; expected one of: " + list(kinds) : "; did you mean '" + guess + "'?"));
+      if (kind == "blob") {
+        TriggerSpec spec;
+        spec.kind = TriggerKind::blob;
+        if (read_blob_trigger(it->second, p + ".blob", spec.blob)) fn.triggers.push_back(spec);
+        continue;
       }
+      std::vector<std::string_view> kinds(std::begin(kTriggerKinds), std::end(kTriggerKinds));
+      std::string guess = did_you_mean(kind, kinds);
+      error(it->first, p + "." + kind,
+            "unknown trigger kind '" + kind + "'" +
+                (guess.empty() ? "; expected one of: " + list(kinds) : "; did you mean '" + guess + "'?"));
     }
   }
 
@@ -737,6 +743,69 @@ class Reader {
     return diagnostics.size() == errors_before;
   }
 
+  // CONTAINER/PATTERN: a container, and a name pattern with captures (core/blob_path.h).
+  struct BlobPathSpec {
+    std::string container, text;
+    BlobPattern pattern;
+  };
+  std::optional<BlobPathSpec> blob_path(const YAML::Node& v, const std::string& path, const char* example) {
+    auto text = scalar(v, path, std::string("a blob path such as ") + example);
+    if (!text) return std::nullopt;
+    auto slash = text->find('/');
+    std::string container = text->substr(0, slash);
+    if (auto why = check_blob_container(container); !why.empty()) {
+      error(v, path, "'" + *text + "': container '" + container + "' " + why);
+      return std::nullopt;
+    }
+    std::string problem;
+    auto pattern = slash == std::string::npos ? std::nullopt : parse_blob_pattern(text->substr(slash + 1), &problem);
+    if (!pattern) {
+      error(v, path, "'" + *text + "' " + (problem.empty() ? std::string("names a container only") : problem) +
+                         "; expected CONTAINER/NAME such as " + example);
+      return std::nullopt;
+    }
+    return BlobPathSpec{container, text->substr(slash + 1), std::move(*pattern)};
+  }
+
+  bool read_blob_trigger(const YAML::Node& n, const std::string& path, BlobTriggerSpec& b) {
+    std::size_t errors_before = diagnostics.size();
+    if (!check_map(n, path, {"path", "events", "lease"})) return false;
+    if (auto v = n["lease"]) {
+      if (auto d = duration(v, path + ".lease")) b.lease = *d;
+    }
+    if (auto v = n["path"]; !v) {
+      error(n, path + ".path", "is missing; expected the container and a name pattern, e.g. path: \"uploads/{name}.csv\"");
+    } else if (auto parsed = blob_path(v, path + ".path", "uploads/{name}.csv")) {
+      for (const auto& c : parsed->pattern.captures()) {
+        for (const char* builtin : {"container", "path", "event", "version", "etag", "size", "content_type", "sha256"}) {
+          if (c == builtin) {
+            error(v, path + ".path", "captures {" + c + "}, which would hide the built-in blob." + c +
+                                         "; expected another name (name is allowed: it replaces blob.name)");
+          }
+        }
+      }
+      b.container = parsed->container;
+      b.pattern = parsed->text;
+    }
+    if (auto v = n["events"]) {
+      std::vector<YAML::Node> items;
+      if (v.IsSequence()) {
+        for (std::size_t i = 0; i < v.size(); ++i) items.push_back(v[i]);
+      } else {
+        items.push_back(v);
+      }
+      b.events = 0;
+      for (std::size_t i = 0; i < items.size(); ++i) {
+        std::string p = path + ".events" + (v.IsSequence() ? "[" + std::to_string(i) + "]" : "");
+        if (auto e = choice(items[i], p, {"created", "updated", "deleted"})) {
+          b.events |= *e == "created" ? kBlobCreated : *e == "updated" ? kBlobUpdated : kBlobDeleted;
+        }
+      }
+      if (items.empty()) error(v, path + ".events", "is empty; expected some of: created, updated, deleted");
+    }
+    return diagnostics.size() == errors_before;
+  }
+
   bool read_queue_trigger(const YAML::Node& n, const std::string& path, bool topic, const FunctionSpec& fn,
                           QueueTriggerSpec& q) {
     std::size_t errors_before = diagnostics.size();
@@ -791,12 +860,21 @@ class Reader {
       const YAML::Node o = it->second;
       if (!check_name(it->first, p, name, "output")) continue;
       if (!o.IsMap() || o.size() != 1) {
-        error(o, p, "is " + kind_of(o) + "; expected one of {queue: NAME}, {topic: NAME}, {state: NAME}, {stream: NAME} or {mqtt: TOPIC}");
+        error(o, p, "is " + kind_of(o) + "; expected one of {queue: NAME}, {topic: NAME}, {state: NAME}, {stream: NAME}, {mqtt: TOPIC} or {blob: CONTAINER/NAME}");
         continue;
       }
       std::string kind = o.begin()->first.Scalar();
       OutputSpec out;
       out.name = name;
+      if (kind == "blob") {
+        out.kind = OutputSpec::Kind::blob;
+        auto parsed = blob_path(o.begin()->second, p + ".blob", "thumbnails/{name}.png");
+        if (!parsed) continue;
+        out.target = parsed->container;
+        out.blob_name = parsed->text;
+        fn.outputs.push_back(out);
+        continue;
+      }
       if (kind == "queue") {
         out.kind = OutputSpec::Kind::queue;
       } else if (kind == "topic") {
@@ -818,7 +896,7 @@ class Reader {
         fn.outputs.push_back(out);
         continue;
       } else {
-        error(o.begin()->first, p + "." + kind, "unknown output kind '" + kind + "'; expected queue, topic, state, stream or mqtt");
+        error(o.begin()->first, p + "." + kind, "unknown output kind '" + kind + "'; expected queue, topic, state, stream, mqtt or blob");
         continue;
       }
       auto target = scalar(o.begin()->second, p + "." + kind, "a name");
@@ -857,7 +935,7 @@ class Reader {
 
   bool read_http_trigger(const YAML::Node& n, const std::string& path, HttpTriggerSpec& http) {
     std::size_t errors_before = diagnostics.size();
-    if (!check_map(n, path, {"route", "methods", "auth", "async"})) return false;
+    if (!check_map(n, path, {"route", "methods", "auth", "async", "upload"})) return false;
     if (auto v = n["route"]; !v) {
       error(n, path + ".route", "is missing; expected a path such as /orders/{id}");
     } else if (auto r = scalar(v, path + ".route", "a path such as /orders/{id}")) {
@@ -897,10 +975,38 @@ class Reader {
     if (auto v = n["async"]) {
       if (auto b = boolean(v, path + ".async")) http.asynchronous = *b;
     }
+    if (auto v = n["upload"]) read_upload(v, path + ".upload", http);
     if (http.route.rfind("/_nimbus/", 0) == 0) {
       error(n["route"], path + ".route", "'" + http.route + "' is under /_nimbus/, which Nimbus keeps for itself (job status URLs)");
     }
     return diagnostics.size() == errors_before;
+  }
+
+  // upload: {container: NAME}: PUT and POST only, and a route parameter to name the blob.
+  void read_upload(const YAML::Node& v, const std::string& path, HttpTriggerSpec& http) {
+    if (!check_map(v, path, {"container"})) return;
+    auto c = v["container"];
+    if (!c) {
+      error(v, path + ".container", "is missing; expected the container uploads go to, e.g. container: uploads");
+      return;
+    }
+    auto container = scalar(c, path + ".container", "a container name");
+    if (!container) return;
+    if (auto why = check_blob_container(*container); !why.empty()) {
+      error(c, path + ".container", "'" + *container + "' " + why);
+      return;
+    }
+    http.upload_container = *container;
+    if (http.route.find('{') == std::string::npos) {
+      error(v, path, "needs a route parameter to name the blob; expected a route such as /uploads/{*path}");
+    }
+    if (http.asynchronous) error(v, path, "cannot be combined with async: true (an upload is stored, not queued)");
+    if (http.methods.empty()) http.methods = {"PUT", "POST"};
+    for (const auto& m : http.methods) {
+      if (m != "PUT" && m != "POST") {
+        error(v, path, "takes PUT and POST only, but the route's methods include " + m + "; expected methods: [PUT, POST]");
+      }
+    }
   }
 
   void check_route_conflicts(const AppSpec& app) {

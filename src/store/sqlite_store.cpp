@@ -3,6 +3,8 @@
 // savepoint so that one failing operation (a stale lease, an ETag mismatch) is rolled back
 // alone; readers on their own connections. Durability::process commits with synchronous=NORMAL
 // (a killed process loses nothing: the WAL is in the OS's hands), Durability::fsync with FULL.
+// Blob bytes are files (store/blob_files.h) written before the commit that names them; the
+// files a commit replaces or deletes are removed once it is durable.
 #include <sqlite3.h>
 
 #include <algorithm>
@@ -15,6 +17,7 @@
 #include <thread>
 
 #include "core/ids.h"
+#include "store/blob_files.h"
 #include "store/store.h"
 
 namespace nimbus {
@@ -61,6 +64,14 @@ CREATE INDEX IF NOT EXISTS stream_records_time ON stream_records(stream, partiti
 CREATE TABLE IF NOT EXISTS stream_checkpoints(
   grp TEXT NOT NULL, stream TEXT NOT NULL, partition INTEGER NOT NULL, offset INTEGER NOT NULL,
   updated INTEGER NOT NULL, PRIMARY KEY(grp, stream, partition)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS blobs(
+  container TEXT NOT NULL, name TEXT NOT NULL, version INTEGER NOT NULL, deleted INTEGER NOT NULL,
+  file TEXT NOT NULL, size INTEGER NOT NULL, content_type TEXT NOT NULL, sha256 TEXT NOT NULL,
+  created INTEGER NOT NULL, updated INTEGER NOT NULL, metadata BLOB,
+  PRIMARY KEY(container, name)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS blob_subscriptions(
+  queue TEXT NOT NULL, position INTEGER NOT NULL, container TEXT NOT NULL, pattern TEXT NOT NULL,
+  events INTEGER NOT NULL, PRIMARY KEY(queue, position));
 )SQL";
 
 // Headers as length-prefixed pairs: binary-safe, no parser needed.
@@ -147,6 +158,7 @@ class Stmt {
     return b ? std::string(b, static_cast<std::size_t>(sqlite3_column_bytes(s_, i))) : std::string();
   }
   int64_t col_int(int i) { return sqlite3_column_int64(s_, i); }
+  Headers col_headers(int i) { return decode_headers(sqlite3_column_blob(s_, i), sqlite3_column_bytes(s_, i)); }
   bool col_null(int i) { return sqlite3_column_type(s_, i) == SQLITE_NULL; }
 
  private:
@@ -167,7 +179,7 @@ Message read_message(Stmt& st) {
   m.type = st.col_text(3);
   m.source = st.col_text(4);
   m.subject = st.col_text(5);
-  m.metadata = decode_headers(sqlite3_column_blob(st.get(), 6), sqlite3_column_bytes(st.get(), 6));
+  m.metadata = st.col_headers(6);
   m.payload = st.col_blob(7);
   m.deliveries = static_cast<int>(st.col_int(8));
   m.enqueued_ms = st.col_int(9);
@@ -177,6 +189,40 @@ Message read_message(Stmt& st) {
   m.first_failed_ms = st.col_int(13);
   m.last_failed_ms = st.col_int(14);
   return m;
+}
+
+// A deleted blob keeps its row (deleted=1, no file) so that its name's versions count on.
+constexpr const char* kBlobColumns = "name, version, size, content_type, sha256, created, updated, metadata, file";
+
+BlobInfo read_blob_info(Stmt& st, const std::string& container) {
+  const int64_t version = st.col_int(1);
+  return BlobInfo{.container = container,
+                  .name = st.col_text(0),
+                  .version = version,
+                  .etag = std::to_string(version),
+                  .size = st.col_int(2),
+                  .content_type = st.col_text(3),
+                  .sha256 = st.col_text(4),
+                  .created_ms = st.col_int(5),
+                  .updated_ms = st.col_int(6),
+                  .metadata = st.col_headers(7)};
+}
+
+BlobInfo blob_named(const std::string& container, const std::string& name) {
+  BlobInfo b;
+  b.container = container;
+  b.name = name;
+  return b;
+}
+
+Status check_blob_address(const std::string& container, const std::string& name) {
+  if (auto why = check_blob_container(container); !why.empty()) {
+    return Error{"blob container '" + container + "' " + why, store_error::invalid};
+  }
+  if (auto why = check_blob_name(name); !why.empty()) {
+    return Error{"blob name '" + name + "' in container " + container + " " + why, store_error::invalid};
+  }
+  return ok_status();
 }
 
 Error read_error(sqlite3* db, const char* what) {
@@ -230,6 +276,7 @@ class SqliteStore final : public Store {
     // Checkpoints (copying the WAL back into the database, with its fsyncs) run on their own
     // thread and connection, so a commit never waits behind one: the writer's hook only says
     // when the WAL has grown.
+    if (auto s = open_blob_files(); !s) return s;
     if (auto s = exec(db_, "PRAGMA wal_autocheckpoint=0;"); !s) return s;
     sqlite3_wal_hook(db_, &SqliteStore::on_wal, this);
     if (auto st = open_connection(&checkpoint_db_); !st) return st;
@@ -268,14 +315,27 @@ class SqliteStore final : public Store {
 
   void commit(Batch batch, CommitDone done) override {
     auto result = std::make_shared<BatchResult>();
+    // Blob bytes go to their files first (on the caller's thread, off the writer's): the
+    // metadata that names them commits after, or they are removed again.
+    auto written = std::make_shared<std::vector<WrittenBlob>>();
+    if (auto st = write_blob_files(batch, *written); !st) {
+      submit([st](std::vector<std::string>&) { return st; }, [done = std::move(done)](Status s) { done(s.error()); });
+      return;
+    }
     auto b = std::make_shared<Batch>(std::move(batch));
+    auto replaced = std::make_shared<std::vector<WrittenBlob>>();
     // A batch of one operation that fails changes nothing, so it needs no savepoint of its own.
     const std::size_t ops = b->acks.size() + b->retries.size() + b->dead.size() + b->enqueues.size() +
                             b->publishes.size() * 2 + b->puts.size() + b->deletes.size() +
-                            b->appends.size() * 2 + b->checkpoints.size();
+                            b->appends.size() * 2 + b->checkpoints.size() + b->blob_puts.size() * 2 +
+                            b->blob_deletes.size() * 2;
     submit(
-        [this, b, result](std::vector<std::string>& woken) { return apply(*b, *result, woken); },
-        [done = std::move(done), result](Status st) {
+        [this, b, result, written, replaced](std::vector<std::string>& woken) {
+          return apply(*b, *result, woken, *written, *replaced);
+        },
+        [this, done = std::move(done), result, written, replaced](Status st) {
+          // The files of the losing side go: the new ones when nothing committed, else the old.
+          for (const auto& f : st ? *replaced : *written) blob_files_->remove(f.container, f.file);
           if (!st) return done(st.error());
           done(std::move(*result));
         },
@@ -396,7 +456,73 @@ class SqliteStore final : public Store {
         true);
   }
 
+  void set_blob_subscriptions(std::vector<BlobSubscription> subs, std::function<void(Status)> done) override {
+    for (const auto& sub : subs) {
+      std::string problem;
+      if (auto why = check_blob_container(sub.container); !why.empty()) problem = "container '" + sub.container + "' " + why;
+      else if (!parse_blob_pattern(sub.pattern, &problem)) problem = "pattern '" + sub.pattern + "' " + problem;
+      if (!problem.empty()) {
+        Status st = Error{"blob subscription of queue " + sub.queue + ": " + problem, store_error::invalid};
+        submit([st](std::vector<std::string>&) { return st; }, std::move(done));
+        return;
+      }
+    }
+    submit(
+        [this, subs = std::move(subs)](std::vector<std::string>&) -> Status {
+          if (stmt("DELETE FROM blob_subscriptions").reset().step() != SQLITE_DONE) return sql_error("blob subscribe");
+          auto& ins = stmt("INSERT INTO blob_subscriptions(queue, position, container, pattern, events) VALUES(?,?,?,?,?)");
+          int64_t position = 0;
+          for (const auto& sub : subs) {
+            ins.reset().text(sub.queue).integer(position++).text(sub.container).text(sub.pattern).integer(sub.events);
+            if (ins.step() != SQLITE_DONE) return sql_error("blob subscribe");
+          }
+          return ok_status();
+        },
+        std::move(done), true);
+  }
+
   // ---- reads ------------------------------------------------------------------------------
+
+  Expected<std::optional<BlobInfo>> head_blob(const std::string& container, const std::string& name) override {
+    auto found = blob_row(container, name);
+    if (!found) return found.error();
+    if (!*found) return std::optional<BlobInfo>();
+    return std::optional<BlobInfo>(std::move((*found)->first));
+  }
+
+  Expected<std::optional<Blob>> get_blob(const std::string& container, const std::string& name) override {
+    // A put that replaces the blob between reading its row and opening its file removes that
+    // file: read the row again (a few times; each try sees a newer commit).
+    for (int attempt = 0;; ++attempt) {
+      auto found = blob_row(container, name);
+      if (!found) return found.error();
+      if (!*found) return std::optional<Blob>();
+      auto data = blob_files_->read(container, (*found)->second);
+      if (data) return std::optional<Blob>(Blob{std::move((*found)->first), std::move(*data)});
+      if (data.error().code != "gone" || attempt >= 8) return Error{data.error().message, store_error::io};
+    }
+  }
+
+  Expected<BlobPage> list_blobs(const std::string& container, const std::string& prefix, const std::string& after,
+                                int limit) override {
+    return read<BlobPage>([&](sqlite3* db) -> Expected<BlobPage> {
+      Stmt st(db, ("SELECT " + std::string(kBlobColumns) +
+                   " FROM blobs WHERE container=? AND deleted=0 AND name>? AND substr(name, 1, ?)=? ORDER BY name LIMIT ?")
+                      .c_str());
+      if (!st.ok()) return Error{st.error()};
+      st.text(container).text(after).integer(static_cast<int64_t>(prefix.size())).text(prefix).integer(limit + 1);
+      BlobPage page;
+      int rc;
+      while ((rc = st.step()) == SQLITE_ROW) page.blobs.push_back(read_blob_info(st, container));
+      if (rc != SQLITE_DONE) return read_error(db, "blob list");
+      if (limit >= 0 && page.blobs.size() > static_cast<std::size_t>(limit)) {
+        page.blobs.resize(static_cast<std::size_t>(limit));
+        page.next_after = page.blobs.empty() ? after : page.blobs.back().name;
+      }
+      return page;
+    });
+  }
+
 
   Expected<std::vector<StreamRecord>> read_stream(const std::string& stream, int partition, int64_t from,
                                                   int max) override {
@@ -418,8 +544,7 @@ class SqliteStore final : public Store {
         r.type = st.col_text(3);
         r.source = st.col_text(4);
         r.subject = st.col_text(5);
-        std::string meta = st.col_blob(6);
-        r.metadata = decode_headers(meta.data(), static_cast<int>(meta.size()));
+        r.metadata = st.col_headers(6);
         r.payload = st.col_blob(7);
         r.time_ms = st.col_int(8);
         out.push_back(std::move(r));
@@ -592,6 +717,76 @@ class SqliteStore final : public Store {
     Status outcome = ok_status();
     bool savepoint = false;  // several statements that must fail together
   };
+
+  // A blob file, by container and id: written for a put, or replaced by a commit.
+  struct WrittenBlob {
+    std::string container;
+    std::string file;
+    std::string sha256;
+    int64_t size = 0;
+  };
+
+  Status open_blob_files() {
+    std::set<std::pair<std::string, std::string>> referenced;
+    {
+      Stmt st(db_, "SELECT container, file FROM blobs WHERE deleted=0");
+      if (!st.ok()) return fail("cannot be read", st.error());
+      int rc;
+      while ((rc = st.step()) == SQLITE_ROW) referenced.insert({st.col_text(0), st.col_text(1)});
+      if (rc != SQLITE_DONE) return fail("cannot be read", sqlite3_errmsg(db_));
+    }
+    blob_files_ = std::make_unique<BlobFiles>(path_.parent_path() / "blobs", options_.durability == Durability::fsync);
+    auto swept = blob_files_->open([&](const std::string& container, const std::string& file) {
+      return referenced.count({container, file}) > 0;
+    });
+    if (!swept) return swept.error();
+    return ok_status();
+  }
+
+  // Checks every blob operation of `batch` and writes the puts' bytes to new files (their
+  // data is dropped from the batch: the files hold it). On a failure nothing is left behind.
+  Status write_blob_files(Batch& batch, std::vector<WrittenBlob>& written) {
+    Status st = ok_status();
+    for (const auto& d : batch.blob_deletes) {
+      if (st = check_blob_address(d.container, d.name); !st) return st;
+    }
+    for (auto& p : batch.blob_puts) {
+      if (st = check_blob_address(p.container, p.name); !st) break;
+      if (p.data.size() > options_.max_blob_size) {
+        st = Error{"blob " + p.container + "/" + p.name + " is " + std::to_string(p.data.size()) +
+                       " bytes; this store takes at most " + std::to_string(options_.max_blob_size),
+                   store_error::too_large};
+        break;
+      }
+      auto file = blob_files_->write(p.container, p.data);
+      if (!file) {
+        st = file.error();
+        break;
+      }
+      written.push_back({p.container, *file, sha256_hex(p.data), static_cast<int64_t>(p.data.size())});
+      std::string().swap(p.data);
+    }
+    if (!st) {
+      for (const auto& f : written) blob_files_->remove(f.container, f.file);
+      written.clear();
+    }
+    return st;
+  }
+
+  // The live row of a blob and its file's id.
+  Expected<std::optional<std::pair<BlobInfo, std::string>>> blob_row(const std::string& container,
+                                                                      const std::string& name) {
+    using Row = std::optional<std::pair<BlobInfo, std::string>>;
+    return read<Row>([&](sqlite3* db) -> Expected<Row> {
+      Stmt st(db, ("SELECT " + std::string(kBlobColumns) + " FROM blobs WHERE container=? AND name=? AND deleted=0").c_str());
+      if (!st.ok()) return Error{st.error()};
+      st.text(container).text(name);
+      int rc = st.step();
+      if (rc == SQLITE_DONE) return Row();
+      if (rc != SQLITE_ROW) return read_error(db, "blob read");
+      return Row(std::pair{read_blob_info(st, container), st.col_text(8)});
+    });
+  }
 
   Status fail(const std::string& what, const std::string& detail) const {
     return Error{"store " + path_.string() + " " + what + ": " + detail +
@@ -768,7 +963,8 @@ class SqliteStore final : public Store {
     return out;
   }
 
-  Status apply(const Batch& b, BatchResult& result, std::vector<std::string>& woken) {
+  Status apply(const Batch& b, BatchResult& result, std::vector<std::string>& woken,
+               const std::vector<WrittenBlob>& written, std::vector<WrittenBlob>& replaced) {
     const int64_t now = unix_ms(clock_);
     for (const auto& ref : b.acks) {
       auto& del = stmt("DELETE FROM messages WHERE id=? AND lease=?");
@@ -911,12 +1107,127 @@ class SqliteStore final : public Store {
       up.reset().text(c.group).text(c.stream).integer(c.partition).integer(c.offset).integer(now);
       if (up.step() != SQLITE_DONE) return sql_error("stream checkpoint");
     }
+    return apply_blobs(b, result, woken, written, replaced, now);
+  }
+
+  // A blob as a write in this transaction sees it: its row (a deleted one too: its version
+  // counts on) and file, once the write's ETag condition holds.
+  struct BlobNow {
+    BlobInfo info;
+    bool live = false;
+    std::string file;
+  };
+  Expected<BlobNow> blob_for_write(const char* what, const std::string& container, const std::string& name,
+                                   const std::optional<std::string>& if_match) {
+    auto& cur = stmt("SELECT " + std::string(kBlobColumns) + ", deleted FROM blobs WHERE container=? AND name=?");
+    cur.reset().text(container).text(name);
+    int rc = cur.step();
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return sql_error("blob read");
+    BlobNow now;
+    now.info = blob_named(container, name);
+    if (rc == SQLITE_ROW) {
+      now.info = read_blob_info(cur, container);
+      now.live = cur.col_int(9) == 0;
+      now.file = cur.col_text(8);
+    }
+    cur.reset();
+    if (!if_match) return now;
+    const std::string etag = now.live ? now.info.etag : std::string();
+    if (if_match->empty() ? !now.live : etag == *if_match) return now;
+    return conflict("blob " + container + "/" + name + " has ETag '" + etag + "', not '" + *if_match + "'" +
+                    (if_match->empty() ? std::string(" (it exists; this ") + what + " was create-only)" : ""));
+  }
+
+  Status apply_blobs(const Batch& b, BatchResult& result, std::vector<std::string>& woken,
+                     const std::vector<WrittenBlob>& written, std::vector<WrittenBlob>& replaced, int64_t now) {
+    for (std::size_t i = 0; i < b.blob_puts.size(); ++i) {
+      const auto& p = b.blob_puts[i];
+      const WrittenBlob& w = written.at(i);
+      auto cur = blob_for_write("put", p.container, p.name, p.if_match);
+      if (!cur) return cur.error();
+      const bool live = cur->live;
+      BlobInfo info = std::move(cur->info);
+      info.version += 1;
+      info.etag = std::to_string(info.version);
+      info.size = w.size;
+      info.content_type = p.content_type.empty() ? "application/octet-stream" : p.content_type;
+      info.sha256 = w.sha256;
+      if (!live) info.created_ms = now;
+      info.updated_ms = now;
+      info.metadata = p.metadata;
+      auto& up = stmt(
+          "INSERT OR REPLACE INTO blobs(container, name, version, deleted, file, size, content_type, sha256, created, "
+          "updated, metadata) VALUES(?,?,?,0,?,?,?,?,?,?,?)");
+      up.reset()
+          .text(info.container)
+          .text(info.name)
+          .integer(info.version)
+          .text(w.file)
+          .integer(info.size)
+          .text(info.content_type)
+          .text(info.sha256)
+          .integer(info.created_ms)
+          .integer(info.updated_ms)
+          .blob(encode_headers(info.metadata));
+      if (up.step() != SQLITE_DONE) return sql_error("blob put");
+      if (live) replaced.push_back({p.container, cur->file, {}, 0});
+      if (auto st = emit_blob_events(info, live ? kBlobUpdated : kBlobCreated, now, woken); !st) return st;
+      result.blobs.push_back(std::move(info));
+    }
+    for (const auto& d : b.blob_deletes) {
+      auto cur = blob_for_write("delete", d.container, d.name, d.if_match);
+      if (!cur) return cur.error();
+      const BlobInfo& info = cur->info;
+      if (!cur->live) {
+        result.blobs_deleted.push_back(0);
+        continue;
+      }
+      auto& del = stmt("UPDATE blobs SET deleted=1, file='', updated=? WHERE container=? AND name=?");
+      del.reset().integer(now).text(d.container).text(d.name);
+      if (del.step() != SQLITE_DONE) return sql_error("blob delete");
+      replaced.push_back({d.container, cur->file, {}, 0});
+      if (auto st = emit_blob_events(info, kBlobDeleted, now, woken); !st) return st;
+      result.blobs_deleted.push_back(info.version);
+    }
+    return ok_status();
+  }
+
+  // One message per subscribed queue whose pattern matches (the first matching subscription
+  // of a queue gives its captures); read inside the writing transaction, like topics.
+  Status emit_blob_events(const BlobInfo& info, BlobEvent event, int64_t now, std::vector<std::string>& woken) {
+    struct Sub {
+      std::string queue, pattern;
+      unsigned events;
+    };
+    std::vector<Sub> subs;
+    auto& st = stmt("SELECT queue, pattern, events FROM blob_subscriptions WHERE container=? ORDER BY queue, position");
+    st.reset().text(info.container);
+    int rc;
+    while ((rc = st.step()) == SQLITE_ROW) subs.push_back({st.col_text(0), st.col_text(1), static_cast<unsigned>(st.col_int(2))});
+    if (rc != SQLITE_DONE) return sql_error("blob subscriptions");
+    std::set<std::string> sent;
+    for (const auto& sub : subs) {
+      if (!(sub.events & event) || sent.count(sub.queue)) continue;
+      auto it = patterns_.find(sub.pattern);
+      if (it == patterns_.end()) {
+        auto parsed = parse_blob_pattern(sub.pattern, nullptr);
+        if (!parsed) continue;  // refused when it was set
+        it = patterns_.emplace(sub.pattern, std::move(*parsed)).first;
+      }
+      auto captures = match_blob_pattern(it->second, info.name);
+      if (!captures) continue;
+      sent.insert(sub.queue);
+      NewMessage m = blob_event_message(info, event, *captures);
+      if (auto s = insert_message(sub.queue, m, blob_event_id(sub.queue, info, event), now, woken); !s) return s;
+    }
     return ok_status();
   }
 
   fs::path path_;
   const Clock& clock_;
   StoreOptions options_;
+  std::unique_ptr<BlobFiles> blob_files_;
+  std::map<std::string, BlobPattern> patterns_;  // parsed blob subscription patterns (writer thread)
   sqlite3* db_ = nullptr;  // the writer's connection (writer thread only, after open)
   std::map<std::string, std::unique_ptr<Stmt>> statements_;
   std::mutex mu_;

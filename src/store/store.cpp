@@ -71,3 +71,48 @@ std::string stream_wake_name(const std::string& stream, int partition) {
 }
 
 }  // namespace nimbus
+
+namespace nimbus {
+
+Status Store::set_blob_subscriptions_sync(std::vector<BlobSubscription> subscriptions) {
+  return wait_for<Status>([&](auto done) { set_blob_subscriptions(std::move(subscriptions), std::move(done)); });
+}
+
+}  // namespace nimbus
+
+namespace nimbus {
+
+NewMessage blob_event_message(const BlobInfo& info, BlobEvent event, const Headers& captures) {
+  NewMessage m;
+  m.type = "nimbus.blob." + std::string(blob_event_name(event));
+  m.source = "/blobs/" + info.container;
+  m.subject = info.name;
+  const std::string* name_capture = nullptr;
+  for (const auto& c : captures)
+    if (c.name == "name") name_capture = &c.value;
+  m.metadata = {{"blob.container", info.container},
+                {"blob.name", name_capture ? *name_capture : info.name},
+                {"blob.path", info.container + "/" + info.name},
+                {"blob.event", std::string(blob_event_name(event))},
+                {"blob.version", std::to_string(info.version)},
+                {"blob.etag", info.etag},
+                {"blob.size", std::to_string(info.size)},
+                {"blob.content_type", info.content_type},
+                {"blob.sha256", info.sha256}};
+  const std::size_t builtins = m.metadata.size();
+  for (const auto& c : captures) {
+    bool taken = false;  // built-in keys are never replaced (the manifest refuses such captures)
+    for (std::size_t i = 0; i < builtins; ++i) taken |= m.metadata[i].name == "blob." + c.name;
+    if (!taken) m.metadata.push_back({"blob." + c.name, c.value});
+  }
+  return m;
+}
+
+std::string blob_event_id(const std::string& queue, const BlobInfo& info, BlobEvent event) {
+  // Unique per queue, name and version (versions never repeat for a name), so it is also
+  // the same id if one event were ever written twice.
+  return queue + "/" + info.container + "/" + info.name + "#" + std::to_string(info.version) +
+         (event == kBlobDeleted ? ":deleted" : "");
+}
+
+}  // namespace nimbus

@@ -14,6 +14,10 @@
 //   (stream_partition); offsets count up from 0 in each partition and are never reused, even
 //   after retention drops old records. Consumer groups keep a checkpoint per partition (the
 //   next offset to read), committed in the same Batch as the outputs of the work it covers.
+// - Blobs: bytes under a name (a path such as 2024/a.csv) in a container, with metadata (version,
+//   ETag, size, content type, SHA-256, times, user metadata). A put or delete is part of a Batch;
+//   in the same commit it enqueues one event per matching blob subscription (blob triggers), so
+//   an acknowledged put never loses its events. Versions count up per name, across deletes.
 // - A Batch is one atomic commit: the ack of an input and every output of its invocation go
 //   together, so a crash can neither lose the input nor emit an output twice.
 //
@@ -26,6 +30,7 @@
 #include <string>
 #include <vector>
 
+#include "core/blob_path.h"
 #include "core/clock.h"
 #include "core/expected.h"
 #include "core/invocation.h"
@@ -116,6 +121,48 @@ struct StreamCheckpoint {
   int64_t updated_ms = 0;
 };
 
+struct BlobInfo {
+  std::string container;
+  std::string name;
+  int64_t version = 0;  // 1 for a name's first put; every put adds one, a delete does not reset it
+  std::string etag;     // changes with every put (the version, as text)
+  int64_t size = 0;
+  std::string content_type;
+  std::string sha256;  // 64 hex
+  int64_t created_ms = 0;  // the first put since the name last did not exist
+  int64_t updated_ms = 0;
+  Headers metadata;  // the user's
+};
+
+struct Blob {
+  BlobInfo info;
+  std::string data;
+};
+
+struct BlobPage {
+  std::vector<BlobInfo> blobs;  // by name
+  std::string next_after;       // pass as `after` for the next page; empty when this was the last
+};
+
+// Where the events of blobs in `container` whose names match `pattern` (core/blob_path.h) go:
+// one message per blob version into `queue`, id `<queue>/<container>/<name>#<version>`
+// (`...#<version>:deleted` for a delete). Several subscriptions of one queue that match the
+// same blob give one message (the first one's captures).
+struct BlobSubscription {
+  std::string queue;
+  std::string container;
+  std::string pattern;
+  unsigned events = kBlobCreated | kBlobUpdated;  // BlobEvent bits
+};
+
+// What every backend enqueues for a blob event: type nimbus.blob.<event>, source
+// /blobs/<container>, subject the name, and metadata blob.container, blob.name (the capture
+// {name} when the pattern has one, else the blob's name), blob.path (container/name),
+// blob.event, blob.version, blob.etag, blob.size, blob.content_type, blob.sha256 and
+// blob.<capture> for every other capture. The payload stays empty: the bytes are read at delivery.
+NewMessage blob_event_message(const BlobInfo& info, BlobEvent event, const Headers& captures);
+std::string blob_event_id(const std::string& queue, const BlobInfo& info, BlobEvent event);
+
 // The partition of `key` among `partitions`: FNV-1a, stable across versions and hosts.
 int stream_partition(std::string_view key, int partitions);
 
@@ -161,6 +208,17 @@ struct Batch {
     int64_t offset = 0;                  // the next offset to read
     std::optional<int64_t> if_at;        // the checkpoint it must still be at (fencing)
   };
+  struct BlobPut {
+    std::string container, name;
+    std::string data;
+    std::string content_type;                // empty: application/octet-stream
+    Headers metadata;
+    std::optional<std::string> if_match;  // ETag it must have; "" = must not exist (create only)
+  };
+  struct BlobDelete {
+    std::string container, name;
+    std::optional<std::string> if_match;
+  };
   std::vector<LeaseRef> acks;
   std::vector<Retry> retries;
   std::vector<DeadLetter> dead;
@@ -170,10 +228,12 @@ struct Batch {
   std::vector<Delete> deletes;
   std::vector<Append> appends;
   std::vector<Checkpoint> checkpoints;
+  std::vector<BlobPut> blob_puts;
+  std::vector<BlobDelete> blob_deletes;
 
   bool empty() const {
     return acks.empty() && retries.empty() && dead.empty() && enqueues.empty() && publishes.empty() && puts.empty() &&
-           deletes.empty() && appends.empty() && checkpoints.empty();
+           deletes.empty() && appends.empty() && checkpoints.empty() && blob_puts.empty() && blob_deletes.empty();
   }
 };
 
@@ -186,6 +246,8 @@ struct BatchResult {
     int64_t offset = 0;
   };
   std::vector<Position> appended;        // one per Append
+  std::vector<BlobInfo> blobs;           // one per BlobPut: what it wrote
+  std::vector<int64_t> blobs_deleted;    // one per BlobDelete: the version it deleted, 0 = there was none
 };
 
 // The name a commit that appended to a stream partition reports to on_enqueued listeners.
@@ -195,6 +257,8 @@ std::string stream_wake_name(const std::string& stream, int partition);
 namespace store_error {
 inline constexpr const char* conflict = "conflict";  // stale lease or ETag mismatch: re-read, retry
 inline constexpr const char* io = "io";              // the disk said no (full, read-only, failing)
+inline constexpr const char* invalid = "invalid";    // a name or argument that can never work (a bad blob name)
+inline constexpr const char* too_large = "too_large";  // a blob above StoreOptions::max_blob_size
 }  // namespace store_error
 
 using CommitDone = std::function<void(Expected<BatchResult>)>;
@@ -219,6 +283,9 @@ class Store {
   // all but the newest `keep_last` of each partition (0 = no count limit); returns how many.
   virtual void trim_stream(std::string stream, int64_t before_ms, int64_t keep_last,
                            std::function<void(Expected<int64_t>)> done) = 0;
+  // Replaces every blob subscription with these (one store serves one app: its manifest's
+  // blob triggers are the whole set). Patterns that do not parse fail it with `invalid`.
+  virtual void set_blob_subscriptions(std::vector<BlobSubscription> subscriptions, std::function<void(Status)> done) = 0;
 
   // --- reads: on the caller's thread, from a reader connection; they see committed data.
   virtual Expected<std::optional<StateEntry>> get(const std::string& store, const std::string& key) = 0;
@@ -236,6 +303,13 @@ class Store {
   virtual Expected<std::vector<StreamCheckpoint>> stream_checkpoints(const std::string& stream) = 0;
   // The first offset in the partition appended at or after `time_ms` (next_offset if none).
   virtual Expected<int64_t> stream_offset_at(const std::string& stream, int partition, int64_t time_ms) = 0;
+
+  // Blobs: nullopt when there is none. get_blob reads the bytes of the version it reports.
+  virtual Expected<std::optional<BlobInfo>> head_blob(const std::string& container, const std::string& name) = 0;
+  virtual Expected<std::optional<Blob>> get_blob(const std::string& container, const std::string& name) = 0;
+  // Up to `limit` blobs of `container` whose names start with `prefix`, by name, after `after`.
+  virtual Expected<BlobPage> list_blobs(const std::string& container, const std::string& prefix, const std::string& after,
+                                        int limit) = 0;
 
   // Called (on the writer thread) after a commit made messages receivable in these queues
   // (or appended to stream partitions, named by stream_wake_name): consumers wait on it
@@ -255,6 +329,7 @@ class Store {
   Expected<int64_t> purge_sync(std::string queue);
   Expected<int64_t> replay_dead_sync(std::string queue);
   Expected<int64_t> trim_stream_sync(std::string stream, int64_t before_ms, int64_t keep_last);
+  Status set_blob_subscriptions_sync(std::vector<BlobSubscription> subscriptions);
 };
 
 enum class Durability : uint8_t {
@@ -264,9 +339,11 @@ enum class Durability : uint8_t {
 
 struct StoreOptions {
   Durability durability = Durability::process;
+  std::size_t max_blob_size = 256u << 20;  // a larger put fails with store_error::too_large
 };
 
-// Opens the store a URL names (sqlite:PATH, relative to `base`). Errors name the file and
+// Opens the store a URL names (sqlite:PATH, relative to `base`; blob bytes are kept as files
+// under blobs/ beside the database file). Errors name the file and
 // what is wrong with it (not a database, corrupt, unreadable, locked).
 Expected<std::unique_ptr<Store>> open_store(const std::string& url, const std::filesystem::path& base,
                                             const Clock& clock, StoreOptions options = {});

@@ -4,7 +4,41 @@
 
 namespace nimbus {
 
-Status add_outputs(const FunctionSpec& fn, std::vector<OutputMessage> outputs, Batch& batch) {
+namespace {
+
+Expected<Batch::BlobPut> blob_output(const FunctionSpec& fn, const OutputSpec& spec, OutputMessage&& out,
+                                     const Headers* trigger_metadata) {
+  Batch::BlobPut p;
+  p.container = spec.target;
+  const std::string where = "function '" + fn.name + "' wrote to blob output '" + out.binding + "'";
+  if (const std::string* path = find_header(out.metadata, "path")) {
+    p.name = *path;
+  } else {
+    auto pattern = parse_blob_pattern(spec.blob_name, nullptr);
+    if (!pattern) return Error{where + ", whose name template '" + spec.blob_name + "' does not parse"};
+    auto name = fill_blob_pattern(*pattern, [&](const std::string& key) -> const std::string* {
+      if (const std::string* v = find_header(out.metadata, key)) return v;
+      return trigger_metadata ? find_header(*trigger_metadata, "blob." + key) : nullptr;
+    });
+    if (!name) {
+      return Error{where + ", but its name template '" + spec.blob_name + "' " + name.error().message +
+                   "; set metadata \"path\" (the whole name) or the missing value"};
+    }
+    p.name = std::move(*name);
+  }
+  if (auto why = check_blob_name(p.name); !why.empty()) return Error{where + ": the name '" + p.name + "' " + why};
+  for (auto& h : out.metadata) {
+    if (h.name == "content_type" || h.name == "content-type") p.content_type = std::move(h.value);
+    else if (h.name != "path") p.metadata.push_back(std::move(h));
+  }
+  p.data = std::move(out.payload);
+  return p;
+}
+
+}  // namespace
+
+Status add_outputs(const FunctionSpec& fn, std::vector<OutputMessage> outputs, Batch& batch,
+                   const Headers* trigger_metadata) {
   Batch add;
   for (auto& out : outputs) {
     const OutputSpec* spec = nullptr;
@@ -24,6 +58,12 @@ Status add_outputs(const FunctionSpec& fn, std::vector<OutputMessage> outputs, B
       }
       const std::string* ttl = find_header(out.metadata, "ttl_ms");
       add.puts.push_back({spec->target, *key, std::move(out.payload), std::nullopt, ttl ? std::atoll(ttl->c_str()) : 0});
+      continue;
+    }
+    if (spec->kind == OutputSpec::Kind::blob) {
+      auto put = blob_output(fn, *spec, std::move(out), trigger_metadata);
+      if (!put) return put.error();
+      add.blob_puts.push_back(std::move(*put));
       continue;
     }
     if (spec->kind == OutputSpec::Kind::stream) {
@@ -82,6 +122,7 @@ Status add_outputs(const FunctionSpec& fn, std::vector<OutputMessage> outputs, B
   for (auto& e : add.enqueues) batch.enqueues.push_back(std::move(e));
   for (auto& p : add.publishes) batch.publishes.push_back(std::move(p));
   for (auto& a : add.appends) batch.appends.push_back(std::move(a));
+  for (auto& p : add.blob_puts) batch.blob_puts.push_back(std::move(p));
   return ok_status();
 }
 

@@ -1,7 +1,7 @@
 #pragma once
 // A function's outputs (Result::outputs) as store operations: each names one of the
 // function's declared `outputs:` bindings, which says whether it goes to a queue, a topic, a
-// state store, a stream, or an MQTT topic (through the outbox queue kMqttOutbox). The caller commits them in the same Batch as the input's ack (queue and topic
+// state store, a stream, an MQTT topic (through the outbox queue kMqttOutbox) or a blob container. The caller commits them in the same Batch as the input's ack (queue and topic
 // triggers) or before the reply (HTTP).
 #include <functional>
 #include <string>
@@ -16,7 +16,11 @@ namespace nimbus {
 
 // Adds `outputs` to `batch`; an output for an undeclared binding, or a state output without a
 // "key" in its metadata, is an error naming it (and nothing is added).
-Status add_outputs(const FunctionSpec& function, std::vector<OutputMessage> outputs, Batch& batch);
+// A blob output is named by its metadata "path" (a name in the binding's container), else by
+// the binding's template, whose {x} take metadata "x" of the output, else the trigger's blob.x
+// (`trigger_metadata`: a blob trigger's captures); metadata "content_type" sets its type.
+Status add_outputs(const FunctionSpec& function, std::vector<OutputMessage> outputs, Batch& batch,
+                   const Headers* trigger_metadata = nullptr);
 
 // For callers that reply (HTTP, admin invoke): commits a successful result's outputs, then
 // hands the result on (from the store's thread when there was something to commit). Outputs

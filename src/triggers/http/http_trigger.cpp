@@ -1,5 +1,6 @@
 #include "triggers/http/http_trigger.h"
 
+#include "triggers/blob/blob_trigger.h"
 #include "triggers/outputs.h"
 
 #include <cstring>
@@ -87,7 +88,7 @@ HttpTrigger::HttpTrigger(const AppSpec& app, FunctionPools& pools, FunctionKeys 
       auto pattern = parse_route(t.http.route, nullptr);
       if (!pattern) continue;  // the manifest check already reported it
       router_.add(std::move(*pattern), t.http.methods, static_cast<int>(targets_.size()));
-      targets_.push_back({pool->index(), t.http.auth, t.http.asynchronous});
+      targets_.push_back({pool->index(), t.http.auth, t.http.asynchronous, t.http.upload_container});
     }
   }
 }
@@ -159,6 +160,8 @@ void HttpTrigger::handle(IncomingRequest& request, Responder respond) {
       return respond(std::move(r));
     }
   }
+
+  if (!rt.upload.empty()) return upload(rt.upload, std::move(match.params), request, std::move(respond));
 
   auto traceparent = request.header("traceparent");
   Invocation inv = new_invocation(fn, TriggerKind::http, "/http", "nimbus.http.request", clock_,
@@ -246,6 +249,18 @@ void HttpTrigger::enqueue_async(const FunctionSpec& fn, Invocation&& inv, Respon
     respond(HttpReply{202,
                       {{"content-type", "application/json"}, {"location", url}},
                       "{\"id\":\"" + id + "\",\"status\":\"pending\",\"status_url\":\"" + url + "\"}"});
+  });
+}
+
+// An upload route: the body is committed as a blob named by the route's last parameter (its
+// events go out in the same commit); the reply says what was stored.
+void HttpTrigger::upload(const std::string& container, Headers params, IncomingRequest& request, Responder respond) {
+  if (!options_.store) return respond(json_error(503, "no_store", "uploads need a store, and this host has none", ""));
+  if (params.empty()) return respond(json_error(500, "internal", "the upload route has no parameter to name the blob", ""));
+  Batch b;
+  b.blob_puts.push_back(blob_put_from(request, container, std::move(params.back().value)));
+  options_.store->commit(std::move(b), [respond = std::move(respond)](Expected<BatchResult> r) {
+    respond(blob_written_reply(r));
   });
 }
 

@@ -1,7 +1,8 @@
 #pragma once
 // The HTTP trigger: requests on the public listener become invocations of the function whose
 // route matches; the function's reply becomes the response. Host-made failures are JSON
-// errors with the right status: 404, 405 (+Allow), 401, 503 (+Retry-After), 504, 500.
+// errors with the right status: 404, 405 (+Allow), 401, 503 (+Retry-After), 504, 500. Upload
+// routes store the body as a blob instead of invoking (HttpTriggerSpec::upload_container).
 #include <atomic>
 #include <memory>
 #include <string>
@@ -47,9 +48,11 @@ class HttpTrigger final : public Trigger, public RequestHandler {
     int function;
     AuthLevel auth;
     bool asynchronous;
+    std::string upload;  // the container of an upload route
   };
   void enqueue_async(const FunctionSpec& fn, Invocation&& inv, Responder respond);
   void job_status(std::string_view id, Responder respond);
+  void upload(const std::string& container, Headers params, IncomingRequest& request, Responder respond);
 
   const AppSpec& app_;
   FunctionPools& pools_;

@@ -15,6 +15,7 @@
 #include "observe/log.h"
 #include "pool/function_pools.h"
 #include "store/store.h"
+#include "triggers/blob/blob_trigger.h"
 #include "triggers/outputs.h"
 #include "triggers/task_thread.h"
 
@@ -236,6 +237,16 @@ class QueueTrigger::Consumer : public std::enable_shared_from_this<QueueTrigger:
     inv.enqueued_ms = m.enqueued_ms;
     inv.payload = std::move(m.payload);
     inv.metadata = std::move(m.metadata);
+    LeaseRef ref{m.id, m.lease};
+    // Blob events: the bytes are read now, and the captures fill blob output names later.
+    std::shared_ptr<const Headers> trigger_metadata;
+    if (kind_ == TriggerKind::blob) {
+      if (auto st = load_blob_payload(store_, inv); !st) {
+        return complete(ref, m.deliveries, inv.id, inv.traceparent, inv.started, nullptr,
+                        Result::failure(Outcome::error, "blob_read", st.error().message));
+      }
+      trigger_metadata = std::make_shared<const Headers>(inv.metadata);
+    }
     if (async_http_) {
       // The queued request, as the function would have seen it synchronously.
       HttpRequest& http = inv.http.emplace();
@@ -251,22 +262,22 @@ class QueueTrigger::Consumer : public std::enable_shared_from_this<QueueTrigger:
       running.puts.push_back({kJobStore, m.id, job_json(m.id, "running", m.deliveries, nullptr, {}), std::nullopt, kJobTtlMs});
       store_.commit(std::move(running), [](Expected<BatchResult>) {});
     }
-    LeaseRef ref{m.id, m.lease};
     std::string id = inv.id, trace = inv.traceparent;
     TimePoint started = inv.started;
     pool_.dispatch(std::move(inv), [self = shared_from_this(), ref = std::move(ref), attempt = m.deliveries,
-                                    id = std::move(id), trace = std::move(trace), started](Result&& r) mutable {
-      self->complete(ref, attempt, id, trace, started, std::move(r));
+                                    id = std::move(id), trace = std::move(trace), started,
+                                    trigger_metadata = std::move(trigger_metadata)](Result&& r) mutable {
+      self->complete(ref, attempt, id, trace, started, trigger_metadata.get(), std::move(r));
     });
   }
 
   void complete(const LeaseRef& ref, int attempt, const std::string& id, const std::string& trace, TimePoint started,
-                Result&& r) {
+                const Headers* trigger_metadata, Result&& r) {
     Batch batch;
     Outcome outcome = r.outcome;
     std::string error_type = r.error.type, error = r.error.message;
     if (outcome == Outcome::success) {
-      if (auto st = add_outputs(fn_, std::move(r.outputs), batch); !st) {
+      if (auto st = add_outputs(fn_, std::move(r.outputs), batch, trigger_metadata); !st) {
         outcome = Outcome::error;
         error_type = "invalid_output";
         error = st.error().message;
@@ -384,9 +395,23 @@ QueueTrigger::QueueTrigger(const AppSpec& app, FunctionPools& pools, Store& stor
 QueueTrigger::~QueueTrigger() { stop(Duration::zero()); }
 
 Status QueueTrigger::start() {
+  // One store serves one app: its blob triggers replace whatever subscriptions it had.
+  if (auto st = store_.set_blob_subscriptions_sync(blob_subscriptions(app_)); !st) {
+    return Error{"cannot subscribe the blob triggers: " + st.error().message};
+  }
   for (const auto& fn : app_.functions) {
     FunctionPool* pool = pools_.find(fn.name);
     if (!pool) continue;
+    if (std::any_of(fn.triggers.begin(), fn.triggers.end(), [](const TriggerSpec& t) { return t.kind == TriggerKind::blob; })) {
+      TriggerSpec t;  // every blob trigger of a function feeds one queue
+      t.kind = TriggerKind::blob;
+      t.queue.name = blob_queue_for(fn.name);
+      for (const auto& b : fn.triggers)
+        if (b.kind == TriggerKind::blob) t.queue.lease = std::max(t.queue.lease, b.blob.lease);
+      async_triggers_.push_back(std::make_unique<TriggerSpec>(t));
+      consumers_.push_back(std::make_shared<Consumer>(fn, *async_triggers_.back(), *pool, store_, clock_, timers_,
+                                                      timer_thread_, logger_, *dispatcher_));
+    }
     bool async_route = false;
     for (const auto& t : fn.triggers) async_route |= t.kind == TriggerKind::http && t.http.asynchronous;
     if (async_route) {

@@ -7,7 +7,9 @@
 // waits for the store to say its queue got work, for the next delayed message, or at most
 // `max_wait` (work enqueued by another host). A topic trigger is a consumer of its
 // subscription's queue, `<topic>/<subscription>`; a function's mqtt triggers, of the queue
-// `_mqtt.<function>` that the MQTT trigger commits their messages to.
+// `_mqtt.<function>` that the MQTT trigger commits their messages to. A function's blob
+// triggers are a consumer of its blob event queue, `_blobs.<function>`
+// (triggers/blob/blob_trigger.h).
 #include <memory>
 #include <vector>
 
