@@ -290,6 +290,24 @@ TEST_F(StreamTriggerTest, ANewGroupAtLatestSkipsWhatIsThereAndAReplayReadsItAgai
   EXPECT_TRUE(eventually([&] { return checkpoints()[p] == 3; }));
 }
 
+TEST_F(StreamTriggerTest, RetentionTrimsEveryMinuteByCountAndByAge) {
+  app_.streams[0].max_records = 2;
+  app_.streams[0].retention = 1h;
+  start();
+  append({{"k", "1"}, {"k", "2"}, {"k", "3"}, {"k", "4"}, {"k", "5"}});
+  auto kept = [&] {
+    auto info = store_->stream_info("readings");
+    int64_t n = 0;
+    for (const auto& p : *info) n += p.records;
+    return n;
+  };
+  EXPECT_EQ(kept(), 5);
+  clock_.advance(61s);  // the minute's trim: the newest 2 of the partition stay
+  ASSERT_TRUE(eventually([&] { return kept() == 2; })) << kept();
+  clock_.advance(2h);  // older than the retention: gone
+  ASSERT_TRUE(eventually([&] { return kept() == 0; })) << kept();
+}
+
 TEST_F(StreamTriggerTest, AStoreWithMorePartitionsThanTheManifestIsAClearStartError) {
   Batch b;
   Batch::Append a;

@@ -401,11 +401,12 @@ void StreamTrigger::trim() {
         st.retention == Duration{}
             ? 0
             : unix_ms(clock_) - std::chrono::duration_cast<std::chrono::milliseconds>(st.retention).count();
-    store_.trim_stream(st.name, before, st.max_records, [this, name = st.name](Expected<int64_t> n) {
+    // The logger outlives the store; this trigger may not (the callback runs on the writer).
+    store_.trim_stream(st.name, before, st.max_records, [&logger = logger_, name = st.name](Expected<int64_t> n) {
       if (!n) {
-        logger_.host(LogLevel::warn, "stream retention failed", {{"stream", name}, {"error", n.error().message}});
+        logger.host(LogLevel::warn, "stream retention failed", {{"stream", name}, {"error", n.error().message}});
       } else if (*n > 0) {
-        logger_.host(LogLevel::info, "stream retention dropped records", {{"stream", name}, {"records", *n}});
+        logger.host(LogLevel::info, "stream retention dropped records", {{"stream", name}, {"records", *n}});
       }
     });
   }
