@@ -231,18 +231,16 @@ class StreamTrigger::Partition : public std::enable_shared_from_this<Partition> 
   void finish(Result&& result) {
     const int64_t next = batch_.back().offset + 1;
     Batch commit;
-    commit.checkpoints.push_back(
-        {spec_.group, spec_.name, partition_, next, has_stored_ ? std::optional<int64_t>(stored_) : std::optional<int64_t>(0)});
-    bool dead = false;
-    std::string error;
     if (result.outcome == Outcome::success) {
       if (auto st = add_outputs(fn_, std::move(result.outputs), commit); !st) {
         result = Result::failure(Outcome::error, "invalid_output", st.error().message);
         commit = Batch{};
-        commit.checkpoints.push_back({spec_.group, spec_.name, partition_, next,
-                                      has_stored_ ? std::optional<int64_t>(stored_) : std::optional<int64_t>(0)});
       }
     }
+    // Fenced by the checkpoint this batch was read from (a group with none is at 0).
+    commit.checkpoints.push_back({spec_.group, spec_.name, partition_, next, stored_});
+    bool dead = false;
+    std::string error;
     if (result.outcome != Outcome::success) {
       error = result.error.type + ": " + result.error.message;
       if (attempt_ < fn_.retry.max_attempts) {
