@@ -1862,6 +1862,10 @@ def total(req, ctx):
   CommandResult replay = run_nimbus({"stream", "replay", "readings", "total", "--from-offset", "0"}, dir.path());
   ASSERT_EQ(replay.exit_code, 0) << replay.err;
   ASSERT_TRUE(admin.wait([&] { return sum_all() == 242; }, 15000)) << sum_all();
+  // And from a time: every partition from its first record appended at or after it.
+  replay = run_nimbus({"stream", "replay", "readings", "total", "--from-time-ms", "1"}, dir.path());
+  ASSERT_EQ(replay.exit_code, 0) << replay.err;
+  ASSERT_TRUE(admin.wait([&] { return sum_all() == 363; }, 15000)) << sum_all();
   CommandResult ls = run_nimbus({"stream", "ls"}, dir.path());
   EXPECT_NE(ls.out.find("readings"), std::string::npos) << ls.out;
   Response unknown = admin.call("GET", "/admin/streams/nope");
