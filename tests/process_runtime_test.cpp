@@ -41,14 +41,14 @@ class ProcessRuntimeTest : public ::testing::Test {
     std::error_code ec;
     fs::remove_all(dir_, ec);
   }
-  void make(int min_instances, Duration idle) {
+  void make(int min_instances, Duration idle, const std::string& handler = "app.py:hello", int concurrency = 1) {
     AppSpec app;
     app.name = "t";
     app.dir = dir_;
     fn_.name = "hello";
     fn_.runtime = RuntimeKind::python;
-    fn_.handler = "app.py:hello";
-    fn_.concurrency = 1;
+    fn_.handler = handler;
+    fn_.concurrency = concurrency;
     fn_.min_instances = min_instances;
     fn_.max_instances = 2;
     fn_.idle_timeout = idle;
@@ -95,6 +95,71 @@ class ProcessRuntimeTest : public ::testing::Test {
   FunctionSpec fn_;
   std::unique_ptr<ProcessExecutor> executor_;
 };
+
+// A call that runs in the background: its result arrives later, or never.
+struct Pending {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::optional<Result> result;
+  bool wait(Duration d) {
+    std::unique_lock l(mu);
+    return cv.wait_for(l, d, [&] { return result.has_value(); });
+  }
+  bool done() {
+    std::lock_guard l(mu);
+    return result.has_value();
+  }
+};
+
+TEST_F(ProcessRuntimeTest, ADeadlineKillsTheWorkerOnceWorkIsPastItAndAnEarlierOneIsFollowed) {
+  std::ofstream(dir_ / "app.py") << "import asyncio\n"
+                                    "def hello(req, ctx):\n    return 'hi'\n"
+                                    "async def hold(req, ctx):\n"
+                                    "    await asyncio.sleep(float(req.query.get('s', '0')))\n"
+                                    "    return 'held'\n";
+  make(0, 600s, "app.py:hold", /*concurrency=*/2);
+  auto start = [&](const std::string& id, const std::string& query, Duration timeout) {
+    auto p = std::make_shared<Pending>();
+    Invocation inv;
+    inv.id = id;
+    inv.function = "hello";
+    inv.started = clock_.now();
+    inv.deadline = inv.started + timeout;
+    inv.time = std::chrono::system_clock::now();
+    inv.http = HttpRequest{"GET", "/", query, {}, {}};
+    executor_->start(inv, [p](Result&& r) {
+      std::lock_guard l(p->mu);
+      p->result = std::move(r);
+      p->cv.notify_all();
+    });
+    return p;
+  };
+  // One that finishes well within its deadline (t+10 s) leaves the timer armed for then.
+  auto quick = start("quick", "s=0", 10s);
+  ASSERT_TRUE(quick->wait(20s));
+  ASSERT_EQ(quick->result->outcome, Outcome::success) << quick->result->error.message;
+  auto held = start("held", "s=60", 20s);  // deadline t+20 s
+  std::this_thread::sleep_for(100ms);
+  advance(11s);  // t+11: the timer fires for t+10, finds nothing past its deadline
+  std::this_thread::sleep_for(200ms);  // give a wrong kill the chance to show
+  EXPECT_FALSE(held->done());
+  EXPECT_EQ(executor_->instances(), 1);
+  advance(10s);  // t+21: "held" is past its deadline
+  ASSERT_TRUE(held->wait(20s));
+  EXPECT_EQ(held->result->outcome, Outcome::crashed);
+  EXPECT_NE(held->result->error.message.find("killed"), std::string::npos) << held->result->error.message;
+
+  // A later arrival with an earlier deadline than the one armed brings the timer forward.
+  auto slow = start("slow", "s=60", 100s);
+  ASSERT_TRUE(wait_instances(1));
+  auto urgent = start("urgent", "s=60", 5s);
+  std::this_thread::sleep_for(200ms);
+  advance(6s);
+  ASSERT_TRUE(urgent->wait(20s)) << "the earlier deadline was not followed";
+  EXPECT_EQ(urgent->result->outcome, Outcome::crashed);
+  ASSERT_TRUE(slow->wait(20s));  // it shared the killed worker
+  EXPECT_EQ(slow->result->outcome, Outcome::crashed);
+}
 
 TEST_F(ProcessRuntimeTest, ScalesFromZeroAndBackToZeroAfterIdleTimeout) {
   make(/*min_instances=*/0, 60s);

@@ -5,6 +5,7 @@
 // invocation. No Asio in this header.
 #include <functional>
 #include <memory>
+#include <string_view>
 
 namespace nimbus {
 
@@ -21,6 +22,11 @@ class Reactor {
   // call the fd is looked at again (level-triggered), so a callback may read once and return.
   // The fd stays the caller's: the reactor never closes it.
   virtual std::unique_ptr<Watch> watch(int fd, std::function<void()> on_readable) = 0;
+  // Reads `fd` on the reactor's thread and hands over each read's bytes; an empty view, once,
+  // at the end of the stream or on an error, after which nothing more is read. Cheaper than
+  // watch() plus a read of one's own: the registration with the loop stays as it is between
+  // reads (no system call to re-arm it). The fd stays the caller's, but becomes non-blocking.
+  virtual std::unique_ptr<Watch> read(int fd, std::function<void(std::string_view)> on_data) = 0;
 };
 
 }  // namespace nimbus

@@ -38,7 +38,7 @@ std::string str(const json::object& o, std::string_view key) {
 
 class Channel {
  public:
-  explicit Channel(int fd) : fd_(fd) {}
+  explicit Channel(int fd) : fd_(fd) { decoder_.decode_typed(FrameType::invoke); }
 
   void send(FrameType type, const json::object& header, std::string_view body = {}) {
     std::string wire;
@@ -171,63 +171,20 @@ class WorkerServices final : public Services {
 };
 
 
-Headers pairs(const json::value* v) {
-  Headers out;
-  if (v && v->is_array()) {
-    for (const auto& p : v->as_array()) {
-      if (p.is_array() && p.as_array().size() == 2 && p.as_array()[0].is_string() && p.as_array()[1].is_string()) {
-        out.push_back({std::string(p.as_array()[0].as_string()), std::string(p.as_array()[1].as_string())});
-      }
-    }
-  } else if (v && v->is_object()) {
-    for (const auto& [k, val] : v->as_object()) {
-      if (val.is_string()) out.push_back({std::string(k), std::string(val.as_string())});
-    }
-  }
-  return out;
-}
-
 Invocation invocation_from(const std::string& function, Frame& f) {
-  Invocation inv;
-  const auto& h = f.header;
-  inv.id = str(h, "id");
+  InvokeHeader& h = f.invoke;
+  Invocation inv = std::move(h.inv);
   inv.function = function;
-  std::string trigger = str(h, "trigger");
   for (int k = 0; k < kTriggerKindCount; ++k) {
-    if (to_string(static_cast<TriggerKind>(k)) == trigger) inv.trigger = static_cast<TriggerKind>(k);
+    if (to_string(static_cast<TriggerKind>(k)) == h.trigger) inv.trigger = static_cast<TriggerKind>(k);
   }
-  if (auto* a = h.if_contains("attempt"); a && a->is_int64()) inv.attempt = static_cast<int>(a->as_int64());
-  inv.traceparent = str(h, "traceparent");
-  if (auto* a = h.if_contains("attributes"); a && a->is_object()) {
-    inv.event_id = str(a->as_object(), "id");
-    inv.source = str(a->as_object(), "source");
-    inv.type = str(a->as_object(), "type");
-    inv.subject = str(a->as_object(), "subject");
-  }
-  inv.message_id = str(h, "message_id");
-  inv.metadata = pairs(h.if_contains("metadata"));
+  inv.attempt = static_cast<int>(h.attempt);
   inv.started = std::chrono::steady_clock::now();
   inv.time = std::chrono::system_clock::now();
   const int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(inv.time.time_since_epoch()).count();
-  int64_t time_ms = now_ms;
-  if (auto* a = h.if_contains("attributes"); a && a->is_object()) {
-    if (auto* t = a->as_object().if_contains("time_ms"); t && t->is_int64()) time_ms = t->as_int64();
-  }
-  inv.deadline = inv.started + std::chrono::hours(24);
-  if (auto* d = h.if_contains("deadline_ms"); d && d->is_int64()) {
-    inv.deadline = inv.started + std::chrono::milliseconds(d->as_int64() - now_ms);
-  }
-  inv.enqueued_ms = time_ms;
-  if (auto* http = h.if_contains("http"); http && http->is_object()) {
-    const auto& o = http->as_object();
-    HttpRequest req;
-    req.method = str(o, "method");
-    req.path = str(o, "path");
-    req.query = str(o, "query");
-    req.headers = pairs(o.if_contains("headers"));
-    req.params = pairs(o.if_contains("params"));
-    inv.http = std::move(req);
-  }
+  inv.deadline = h.deadline_ms != 0 ? inv.started + std::chrono::milliseconds(h.deadline_ms - now_ms)
+                                    : inv.started + std::chrono::hours(24);
+  inv.enqueued_ms = h.time_ms != 0 ? h.time_ms : now_ms;
   inv.payload = std::move(f.body);
   return inv;
 }
@@ -254,17 +211,8 @@ void reply(Channel& channel, const std::string& id, Result&& r) {
     channel.send(FrameType::result, {{"id", id}, {"status", "ok"}});
     return;
   }
-  // The common reply, written as text (no JSON tree): {"id":..,"status":"ok","http":{..}}.
   std::string wire;
-  const std::size_t start = begin_frame(FrameType::result, wire);
-  wire += "{\"id\":";
-  json_string(wire, id);
-  wire += ",\"status\":\"ok\",\"http\":{\"status\":";
-  wire += std::to_string(r.http->status);
-  wire += ",\"headers\":";
-  json_pairs(wire, r.http->headers);
-  wire += "}}";
-  end_frame(start, r.http->body, wire);
+  encode_http_result(id, *r.http, wire);
   channel.send_wire(wire);
 }
 

@@ -24,6 +24,8 @@ struct ProcessExecutor::Instance {
   TimePoint last_used{};
   std::map<std::string, Waiting> in_flight;
   TimerQueue::Id idle_timer = 0;
+  TimerQueue::Id deadline_timer = 0;
+  TimePoint deadline_armed{};  // when deadline_timer fires
   std::string fatal;  // what the worker said before it gave up
   std::string api_token;  // this instance's NIMBUS_API_TOKEN
   bool ended = false;
@@ -38,106 +40,34 @@ struct ExecutorGuard {
 
 namespace {
 
-// The invoke frame, its header written as JSON text (see docs/worker-protocol.md).
-void encode_invoke(const Invocation& inv, std::string& out) {
-  const std::size_t start = begin_frame(FrameType::invoke, out);
-  auto key = [&out](std::string_view k) {
-    out += ",\"";
-    out += k;
-    out += "\":";
-  };
-  auto pairs_object = [&out](const auto& list) {
-    out.push_back('{');
-    bool first = true;
-    for (const auto& p : list) {
-      if (!first) out.push_back(',');
-      first = false;
-      json_string(out, p.name);
-      out.push_back(':');
-      json_string(out, p.value);
-    }
-    out.push_back('}');
-  };
-  out += "{\"id\":";
-  json_string(out, inv.id);
-  key("trigger");
-  json_string(out, to_string(inv.trigger));
-  key("attempt");
-  out += std::to_string(inv.attempt);
-  key("deadline_ms");
-  out += std::to_string(deadline_unix_ms(inv));
-  key("traceparent");
-  json_string(out, inv.traceparent);
-  key("attributes");
-  out += "{\"id\":";
-  json_string(out, inv.event_id.empty() ? inv.id : inv.event_id);
-  key("source");
-  json_string(out, inv.source);
-  key("type");
-  json_string(out, inv.type);
-  key("subject");
-  json_string(out, inv.subject);
-  key("time_ms");
-  out += std::to_string(inv.enqueued_ms != 0
-                            ? inv.enqueued_ms
-                            : std::chrono::duration_cast<std::chrono::milliseconds>(inv.time.time_since_epoch()).count());
-  out.push_back('}');
-  if (!inv.message_id.empty()) {
-    key("message_id");
-    json_string(out, inv.message_id);
-  }
-  key("metadata");
-  pairs_object(inv.metadata);
-  if (inv.http) {
-    key("http");
-    out += "{\"method\":";
-    json_string(out, inv.http->method);
-    key("path");
-    json_string(out, inv.http->path);
-    key("query");
-    json_string(out, inv.http->query);
-    key("headers");
-    json_pairs(out, inv.http->headers);
-    key("params");
-    pairs_object(inv.http->params);
-    out.push_back('}');
-  }
-  out.push_back('}');
-  end_frame(start, inv.payload, out);
-}
-
 std::string str(const json::object& o, std::string_view key) {
   auto* v = o.if_contains(key);
   return v && v->is_string() ? std::string(v->as_string()) : std::string();
 }
 
-// A worker's result frame as a Result; malformed replies are the worker's error, not ours.
+// A worker's result frame (decoded typed) as a Result; malformed replies are the worker's
+// error, not ours.
 Result result_from(const std::string& function, Frame& f) {
-  if (str(f.header, "status") == "error") {
-    const json::object* e = f.header.contains("error") && f.header.at("error").is_object() ? &f.header.at("error").as_object() : nullptr;
-    std::string type = e ? str(*e, "type") : "error";
-    std::string message = e ? str(*e, "message") : "the worker reported an error";
-    std::string stack = e ? str(*e, "stack") : "";
+  ResultHeader& h = f.result;
+  if (h.status == "error") {
+    std::string type = h.has_error ? h.error_type : "error";
+    std::string message = h.has_error ? h.error_message : "the worker reported an error";
+    const std::string& stack = h.error_stack;
     return Result::failure(Outcome::error, type.empty() ? "error" : type, stack.empty() ? message : message + "\n" + stack);
   }
   Result r;
   HttpReply reply;
   reply.status = 200;
-  if (auto* http = f.header.if_contains("http"); http && http->is_object()) {
-    const auto& o = http->as_object();
-    if (auto* s = o.if_contains("status"); s && s->is_int64()) reply.status = static_cast<int>(s->as_int64());
-    if (reply.status < 100 || reply.status > 599) {
+  if (h.has_http) {
+    if (h.http_status < 100 || h.http_status > 599) {
       return Result::failure(Outcome::error, "invalid_reply",
-                             "function '" + function + "' replied with HTTP status " + std::to_string(reply.status));
+                             "function '" + function + "' replied with HTTP status " + std::to_string(h.http_status));
     }
-    if (auto* hs = o.if_contains("headers"); hs && hs->is_array()) {
-      for (const auto& h : hs->as_array()) {
-        if (!h.is_array() || h.as_array().size() != 2 || !h.as_array()[0].is_string() || !h.as_array()[1].is_string()) {
-          return Result::failure(Outcome::error, "invalid_reply", "function '" + function + "' replied with a malformed header");
-        }
-        reply.headers.push_back({std::string(h.as_array()[0].as_string()), std::string(h.as_array()[1].as_string())});
-      }
+    if (h.malformed_headers) {
+      return Result::failure(Outcome::error, "invalid_reply", "function '" + function + "' replied with a malformed header");
     }
+    reply.status = static_cast<int>(h.http_status);
+    reply.headers = std::move(h.headers);
   } else if (f.body.empty()) {
     reply.status = 204;
   }
@@ -300,6 +230,7 @@ std::shared_ptr<ProcessExecutor::Instance> ProcessExecutor::spawn_locked(std::st
   std::weak_ptr<Instance> weak = inst;
   WorkerSpawn spawn{options_.argv, options_.env, options_.cwd, kDefaultMaxFrame,
                     options_.memory_limit, options_.cpu_seconds, options_.open_files};
+  spawn.typed_results = true;
   if (api_issue_) {
     inst->api_token = api_issue_();
     spawn.env.push_back("NIMBUS_API=" + api_url_);
@@ -376,6 +307,7 @@ void ProcessExecutor::start(const Invocation& inv, Completion done) {
   w.deadline = inv.deadline;
   w.traceparent = inv.traceparent;
   std::vector<std::function<void()>> after;
+  Outgoing direct;
   {
     std::lock_guard lock(mu_);
     if (stopping_) {
@@ -391,7 +323,7 @@ void ProcessExecutor::start(const Invocation& inv, Completion done) {
         schedule(tick_from_ + options_.scale_tick, [this] { on_tick(); });
       }
       if (auto best = least_loaded_locked()) {
-        assign_locked(best, std::move(w), after);
+        assign_locked(best, std::move(w), after, &direct);
       } else {
         std::string id = w.id;
         w.queued_at = clock_.now();
@@ -402,7 +334,14 @@ void ProcessExecutor::start(const Invocation& inv, Completion done) {
       }
     }
   }
+  // The write happens after the lock is released: on a busy core the worker may answer at
+  // once, and its reply must not find the lock still held by this thread.
+  direct.send();
   for (auto& fn : after) fn();
+}
+
+void ProcessExecutor::Outgoing::send() {
+  if (process && !process->send_raw(wire)) process->kill();  // its exit fails what it holds
 }
 
 void ProcessExecutor::scale_up_locked(std::vector<std::function<void()>>& after) {
@@ -438,27 +377,26 @@ std::shared_ptr<ProcessExecutor::Instance> ProcessExecutor::least_loaded_locked(
 }
 
 void ProcessExecutor::assign_locked(const std::shared_ptr<Instance>& inst, Waiting&& w,
-                                    std::vector<std::function<void()>>& after) {
+                                    std::vector<std::function<void()>>& after, Outgoing* direct) {
   if (w.queued_at != TimePoint{}) metrics_.queue_wait(index_, clock_.now() - w.queued_at);
-  std::string id = w.id;
-  std::string wire = std::move(w.wire);
-  if (w.deadline != TimePoint{}) {
-    std::weak_ptr<Instance> weak = inst;
-    w.deadline_timer = schedule(w.deadline, [this, weak, id] { on_deadline(weak, id); });
-  }
-  if (inst->in_flight.count(id)) {
+  if (inst->in_flight.count(w.id)) {
     // Two invocations with one id on one instance could not be told apart: refuse the second.
-    after.push_back([d = take_locked(w), id]() mutable {
+    after.push_back([d = take_locked(w), id = w.id]() mutable {
       d(Result::failure(Outcome::unavailable, "duplicate_invocation", "invocation " + id + " is already in flight"));
     });
     return;
   }
-  inst->in_flight.emplace(id, std::move(w));
-  // The write happens after the lock is released: on a busy core the worker may answer at
-  // once, and its reply must not find the lock still held by this thread.
-  after.push_back([process = inst->process, wire = std::move(wire)] {
-    if (!process->send_raw(wire)) process->kill();  // its exit fails what it holds, this one included
-  });
+  if (w.deadline != TimePoint{} && (inst->deadline_timer == 0 || w.deadline < inst->deadline_armed)) {
+    arm_deadline_locked(inst, w.deadline);
+  }
+  Outgoing out{inst->process, std::move(w.wire)};
+  std::string id = w.id;
+  inst->in_flight.emplace(std::move(id), std::move(w));
+  if (direct && !direct->process) {
+    *direct = std::move(out);
+  } else {
+    after.push_back([out = std::move(out)]() mutable { out.send(); });
+  }
 }
 
 void ProcessExecutor::drain_waiting_locked(std::vector<std::function<void()>>& after) {
@@ -485,18 +423,23 @@ void ProcessExecutor::on_frame(const std::shared_ptr<Instance>& inst, Frame&& f)
       break;
     }
     case FrameType::result: {
-      std::lock_guard lock(mu_);
-      auto it = inst->in_flight.find(str(f.header, "id"));
-      if (it != inst->in_flight.end()) {
-        Completion done = take_locked(it->second);
-        auto r = std::make_shared<Result>(result_from(spec_.name, f));
-        if (r->outcome == Outcome::success) r->outputs = std::move(it->second.outputs);
-        inst->in_flight.erase(it);
-        inst->last_used = clock_.now();
-        after.push_back([done = std::move(done), r]() mutable { done(std::move(*r)); });
+      // The completion runs after the lock is released, before any work the reply let through.
+      Completion done;
+      Result r;
+      {
+        std::lock_guard lock(mu_);
+        auto it = inst->in_flight.find(f.result.id);
+        if (it != inst->in_flight.end()) {
+          done = take_locked(it->second);
+          r = result_from(spec_.name, f);
+          if (r.outcome == Outcome::success) r.outputs = std::move(it->second.outputs);
+          inst->in_flight.erase(it);
+          inst->last_used = clock_.now();
+        }
+        drain_waiting_locked(after);
+        if (inst->in_flight.empty()) arm_idle_locked(inst);
       }
-      drain_waiting_locked(after);
-      if (inst->in_flight.empty()) arm_idle_locked(inst);
+      if (done) done(std::move(r));
       break;
     }
     case FrameType::log:
@@ -625,15 +568,36 @@ void ProcessExecutor::bury() {
   dead.clear();  // joins their threads, which have finished their exit callbacks by now
 }
 
-void ProcessExecutor::on_deadline(const std::weak_ptr<Instance>& weak, const std::string& id) {
+// Deadlines cost no timer operation per invocation: each instance has one timer, armed for
+// the earliest deadline it has been given (re-armed earlier only when an invocation with an
+// earlier deadline arrives). When it fires, an instance holding work past its deadline is
+// killed; otherwise the timer is armed again for the earliest deadline still held, if any.
+void ProcessExecutor::arm_deadline_locked(const std::shared_ptr<Instance>& inst, TimePoint at) {
+  if (inst->deadline_timer != 0) timers_.cancel(std::exchange(inst->deadline_timer, 0));
+  std::weak_ptr<Instance> weak = inst;
+  inst->deadline_armed = at;
+  inst->deadline_timer = schedule(at, [this, weak] { on_deadline(weak); });
+}
+
+void ProcessExecutor::on_deadline(const std::weak_ptr<Instance>& weak) {
   auto inst = weak.lock();
   if (!inst) return;
   std::lock_guard lock(mu_);
-  if (!inst->ended && inst->in_flight.count(id)) {
-    logger_.host(LogLevel::warn, "worker overran a deadline; killing it",
-                 {{"function", spec_.name}, {"invocation_id", id}});
-    inst->process->kill();
+  inst->deadline_timer = 0;
+  if (inst->ended) return;
+  const TimePoint now = clock_.now();
+  TimePoint earliest{};
+  for (const auto& [id, w] : inst->in_flight) {
+    if (w.deadline == TimePoint{}) continue;
+    if (w.deadline <= now) {
+      logger_.host(LogLevel::warn, "worker overran a deadline; killing it",
+                   {{"function", spec_.name}, {"invocation_id", id}});
+      inst->process->kill();  // its exit fails what it holds, this one included
+      return;
+    }
+    if (earliest == TimePoint{} || w.deadline < earliest) earliest = w.deadline;
   }
+  if (earliest != TimePoint{}) arm_deadline_locked(inst, earliest);
 }
 
 void ProcessExecutor::on_start_timeout(const std::string& id) {
@@ -689,7 +653,6 @@ void ProcessExecutor::load_changed_locked(int delta) {
 
 Completion ProcessExecutor::take_locked(Waiting& w) {
   load_changed_locked(-1);
-  if (w.deadline_timer != 0) timers_.cancel(std::exchange(w.deadline_timer, 0));
   return std::move(w.done);
 }
 

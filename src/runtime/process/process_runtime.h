@@ -93,7 +93,6 @@ class ProcessExecutor final : public Executor {
     Completion done;
     TimePoint deadline;
     TimePoint queued_at{};  // set while it waits for an instance
-    TimerQueue::Id deadline_timer = 0;
     std::vector<OutputMessage> outputs;  // sent by the worker before its result
     std::string traceparent;
   };
@@ -101,13 +100,23 @@ class ProcessExecutor final : public Executor {
   std::shared_ptr<Instance> spawn_locked(std::string* error);
   // A ready instance with room, the least loaded; null when none.
   std::shared_ptr<Instance> least_loaded_locked() const;
-  // Hands w to the instance; the write to the worker is added to `after`.
-  void assign_locked(const std::shared_ptr<Instance>& instance, Waiting&& w, std::vector<std::function<void()>>& after);
+  // An invoke frame to write once the lock is released.
+  struct Outgoing {
+    std::shared_ptr<WorkerProcess> process;
+    std::string wire;
+    void send();
+  };
+  // Hands w to the instance; the write to the worker goes to `direct` when given and still
+  // empty (no allocation for the common case), else is added to `after`.
+  void assign_locked(const std::shared_ptr<Instance>& instance, Waiting&& w, std::vector<std::function<void()>>& after,
+                     Outgoing* direct = nullptr);
   void drain_waiting_locked(std::vector<std::function<void()>>& after);
   void scale_up_locked(std::vector<std::function<void()>>& after);
   void on_frame(const std::shared_ptr<Instance>& instance, Frame&& frame);
   void on_exit(const std::shared_ptr<Instance>& instance, int code, const std::string& why);
-  void on_deadline(const std::weak_ptr<Instance>& instance, const std::string& id);
+  // One deadline timer per instance, armed for the earliest deadline it holds (see the .cpp).
+  void arm_deadline_locked(const std::shared_ptr<Instance>& instance, TimePoint at);
+  void on_deadline(const std::weak_ptr<Instance>& instance);
   void on_start_timeout(const std::string& id);
   void on_idle(const std::weak_ptr<Instance>& instance);
   // In-flight work changed by `delta`: keeps the time-weighted load the autoscaler samples.

@@ -79,6 +79,7 @@ Expected<std::unique_ptr<WorkerProcess>> WorkerProcess::spawn(const WorkerSpawn&
   w->max_frame_ = spec.max_frame;
   w->callbacks_ = std::move(callbacks);
   w->decoder_ = std::make_unique<FrameDecoder>(spec.max_frame);
+  if (spec.typed_results) w->decoder_->decode_typed(FrameType::result);
   if (reactor) {
     // pidfd_open on a child we have not reaped works even if it has already ended.
     w->pidfd_ = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
@@ -88,9 +89,15 @@ Expected<std::unique_ptr<WorkerProcess>> WorkerProcess::spawn(const WorkerSpawn&
       return Error{std::string("cannot watch worker ") + std::to_string(pid) + ": " + std::strerror(errno)};
     }
     std::lock_guard lock(w->callback_mu_);  // no callback before both watches are in place
-    w->socket_watch_ = reactor->watch(w->sock_, [p = w.get()] {
+    w->socket_watch_ = reactor->read(w->sock_, [p = w.get()](std::string_view data) {
       std::lock_guard cb(p->callback_mu_);
-      if (!p->dying_) p->on_socket_locked(false);
+      if (p->dying_ || p->socket_done_) return;
+      if (data.empty() || !p->deliver(data.data(), data.size())) {
+        // The end of the stream (or a malformed frame): the process's end is reported by its
+        // pidfd. A worker that closed its socket and lives on is ended by its deadlines.
+        p->socket_done_ = true;
+        p->socket_watch_.reset();  // from inside its own callback: stops further calls
+      }
     });
     w->pid_watch_ = reactor->watch(w->pidfd_, [p = w.get()] { p->on_pidfd(); });
   } else {
@@ -137,6 +144,12 @@ bool WorkerProcess::send_raw(std::string_view wire) {
   while (left > 0) {
     ssize_t n = ::send(sock_, p, left, MSG_NOSIGNAL);
     if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      // Read on an event loop, the socket is non-blocking: wait for room as a blocking send would.
+      pollfd room{sock_, POLLOUT, 0};
+      if (::poll(&room, 1, -1) < 0 && errno != EINTR) return false;
+      continue;
+    }
     if (n < 0) return false;
     p += n;
     left -= static_cast<std::size_t>(n);
@@ -190,28 +203,21 @@ void WorkerProcess::read_frames() {
   if (callbacks_.exited) callbacks_.exited(exit_code_, why);
 }
 
-void WorkerProcess::on_socket_locked(bool drain) {
+void WorkerProcess::drain_socket_locked() {
   if (socket_done_) return;
   char buf[65536];
   while (true) {
     ssize_t n = ::recv(sock_, buf, sizeof buf, MSG_DONTWAIT);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
-    if (n <= 0 || !deliver(buf, static_cast<std::size_t>(n))) break;
-    // A short read took what there was. The loop looks at readiness again when it re-arms
-    // the watch, so anything that arrived since is not missed; no read just to hear EAGAIN.
-    if (!drain && static_cast<std::size_t>(n) < sizeof buf) return;
+    if (n <= 0 || !deliver(buf, static_cast<std::size_t>(n))) return;
   }
-  // The end of the stream (or a malformed frame): the process's end is reported by its
-  // pidfd. A worker that closed its socket and lives on is ended by its deadlines.
-  socket_done_ = true;
-  socket_watch_.reset();  // from inside its own callback: stops further calls
 }
 
 void WorkerProcess::on_pidfd() {
   std::lock_guard lock(callback_mu_);
   if (dying_ || reaped_) return;
-  on_socket_locked(true);  // what it wrote before it ended comes first
+  drain_socket_locked();  // what it wrote before it ended comes first
   socket_done_ = true;
   socket_watch_.reset();
   pid_watch_.reset();

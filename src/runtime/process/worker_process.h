@@ -32,6 +32,7 @@ struct WorkerSpawn {
   std::size_t memory_limit = 0;  // RLIMIT_DATA bytes; 0 = none
   int64_t cpu_seconds = 0;       // RLIMIT_CPU; 0 = none
   int open_files = 0;            // RLIMIT_NOFILE; 0 = none
+  bool typed_results = false;    // result frames arrive in Frame::result, not Frame::header
 };
 
 struct WorkerCallbacks {
@@ -64,9 +65,9 @@ class WorkerProcess {
   // Feeds received bytes to the decoder and delivers whole frames; false on a malformed one
   // (why_ says what).
   bool deliver(const char* data, std::size_t size);
-  // The reactor's callbacks: the socket has data; the process ended.
-  void on_socket_locked(bool drain);
+  // The process ended (the reactor's pidfd callback); what is left on the socket is read first.
   void on_pidfd();
+  void drain_socket_locked();
   std::string reap();  // waits for the process; returns how it ended (why_ first)
 
   pid_t pid_ = -1;

@@ -56,24 +56,37 @@ class LoopReactor final : public Reactor {
   explicit LoopReactor(asio::io_context& ctx) : ctx_(ctx) {}
 
   std::unique_ptr<Watch> watch(int fd, std::function<void()> on_readable) override {
-    auto state = std::make_shared<State>(ctx_, std::move(on_readable));
-    int copy = ::fcntl(fd, F_DUPFD_CLOEXEC, 3);
-    boost::system::error_code ec;
-    if (copy >= 0) state->descriptor.assign(copy, ec);
-    if (copy < 0 || ec) {
-      if (copy >= 0) ::close(copy);
-      throw std::runtime_error("cannot watch fd " + std::to_string(fd) + " on an event loop");
-    }
+    auto state = std::make_shared<State>(ctx_, fd);
+    state->on_readable = std::move(on_readable);
     asio::post(ctx_, [state] { arm(state); });
+    return std::make_unique<LoopWatch>(state);
+  }
+
+  std::unique_ptr<Watch> read(int fd, std::function<void(std::string_view)> on_data) override {
+    auto state = std::make_shared<State>(ctx_, fd);
+    state->on_data = std::move(on_data);
+    state->buffer.resize(64 * 1024);
+    asio::post(ctx_, [state] { arm_read(state); });
     return std::make_unique<LoopWatch>(state);
   }
 
  private:
   struct State {
-    State(asio::io_context& c, std::function<void()> f) : descriptor(c), fn(std::move(f)) {}
+    // The loop watches a copy of the fd: closing it when the watch ends leaves the caller's.
+    State(asio::io_context& c, int fd) : descriptor(c) {
+      int copy = ::fcntl(fd, F_DUPFD_CLOEXEC, 3);
+      boost::system::error_code ec;
+      if (copy >= 0) descriptor.assign(copy, ec);
+      if (copy < 0 || ec) {
+        if (copy >= 0) ::close(copy);
+        throw std::runtime_error("cannot watch fd " + std::to_string(fd) + " on an event loop");
+      }
+    }
     asio::posix::stream_descriptor descriptor;
-    std::function<void()> fn;
-    std::recursive_mutex mu;  // held while fn runs; the callback may end its own watch
+    std::function<void()> on_readable;
+    std::function<void(std::string_view)> on_data;
+    std::vector<char> buffer;
+    std::recursive_mutex mu;  // held while a callback runs; the callback may end its own watch
     bool alive = true;
   };
 
@@ -87,7 +100,7 @@ class LoopReactor final : public Reactor {
       }
       asio::post(state_->descriptor.get_executor(), [s = state_] {
         boost::system::error_code ignored;
-        s->descriptor.close(ignored);  // completes the pending wait with operation_aborted
+        s->descriptor.close(ignored);  // completes the pending operation with operation_aborted
       });
     }
 
@@ -95,13 +108,30 @@ class LoopReactor final : public Reactor {
     std::shared_ptr<State> state_;
   };
 
+  // A wait re-arms the fd with the kernel each time (epoll_ctl): for fds that seldom speak.
   static void arm(const std::shared_ptr<State>& state) {
     state->descriptor.async_wait(asio::posix::descriptor_base::wait_read, [state](boost::system::error_code ec) {
       if (ec) return;
       std::lock_guard lock(state->mu);
       if (!state->alive) return;
-      state->fn();
+      state->on_readable();
       if (state->alive) arm(state);
+    });
+  }
+
+  // A read leaves the registration alone: after a short read Asio knows the socket is drained
+  // and queues the next read without a system call until the loop hears of more data.
+  static void arm_read(const std::shared_ptr<State>& state) {
+    state->descriptor.async_read_some(asio::buffer(state->buffer), [state](boost::system::error_code ec, std::size_t n) {
+      std::lock_guard lock(state->mu);
+      if (!state->alive) return;
+      if (ec || n == 0) {
+        state->alive = false;
+        state->on_data({});
+        return;
+      }
+      state->on_data(std::string_view(state->buffer.data(), n));
+      if (state->alive) arm_read(state);
     });
   }
 
