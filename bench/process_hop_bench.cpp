@@ -6,6 +6,8 @@
 // the HTTP benchmarks, where the host and its workers share a core.
 #include <benchmark/benchmark.h>
 #include <fcntl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <condition_variable>
@@ -158,6 +160,48 @@ void BM_NativeInWorkerOnLoop(benchmark::State& state) {
   loops.drain();
 }
 BENCHMARK(BM_NativeInWorkerOnLoop)->UseRealTime();
+
+// The machine's floor for any hop: two processes on one core passing 300 bytes back and forth
+// over a socket pair, doing nothing else (two context switches, a write and a read on each
+// side). What the hop costs above this is ours.
+void BM_SocketPairFloor(benchmark::State& state) {
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+    state.SkipWithError("socketpair failed");
+    return;
+  }
+  constexpr std::size_t kSize = 300;
+  pid_t child = ::fork();
+  if (child == 0) {
+    ::close(sv[0]);
+    char buf[4096];
+    for (;;) {
+      ssize_t n = ::read(sv[1], buf, sizeof buf);
+      if (n <= 0) ::_exit(0);
+      for (ssize_t off = 0; off < n;) {
+        ssize_t w = ::write(sv[1], buf + off, static_cast<std::size_t>(n - off));
+        if (w <= 0) ::_exit(0);
+        off += w;
+      }
+    }
+  }
+  ::close(sv[1]);
+  char buf[kSize] = {};
+  for (auto _ : state) {
+    if (::write(sv[0], buf, kSize) != static_cast<ssize_t>(kSize)) break;
+    for (std::size_t got = 0; got < kSize;) {
+      ssize_t n = ::read(sv[0], buf + got, kSize - got);
+      if (n <= 0) {
+        state.SkipWithError("the echo process went away");
+        break;
+      }
+      got += static_cast<std::size_t>(n);
+    }
+  }
+  ::close(sv[0]);
+  ::waitpid(child, nullptr, 0);
+}
+BENCHMARK(BM_SocketPairFloor)->UseRealTime();
 
 }  // namespace
 }  // namespace nimbus

@@ -1,7 +1,10 @@
 #include "runtime/process/frame.h"
 
+#include "core/text.h"
+
 #include <gtest/gtest.h>
 
+#include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 #include <random>
 
@@ -61,6 +64,58 @@ TEST(FrameTest, HeadersWrittenAsTextDecodeToTheSameStrings) {
   EXPECT_EQ(f.header.at("b").as_string(), "");
   EXPECT_EQ(f.body, body);
   EXPECT_EQ(d.buffered(), 0u);
+}
+
+TEST(FrameTest, BytesThatAreNotUtf8AreWrittenAsReplacementCharacters) {
+  // A Latin-1 header value from a client must not make a frame no JSON reader accepts.
+  const std::string fffd = "\xef\xbf\xbd";
+  struct Case {
+    std::string in, out;
+  };
+  for (const Case& c : std::vector<Case>{
+           {"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80", "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80"},
+           {"caf\xe9 ok", "caf" + fffd + " ok"},                  // Latin-1
+           {"\x80", fffd},                                        // a lone continuation byte
+           {"\xc3", fffd},                                        // cut short at the end
+           {"\xe2\x82x", fffd + fffd + "x"},                      // cut short mid-string
+           {"\xc0\x80", fffd + fffd},                              // overlong NUL
+           {"\xe0\x80\x80", fffd + fffd + fffd},                   // overlong
+           {"\xed\xa0\x80", fffd + fffd + fffd},                   // a surrogate
+           {"\xf4\x90\x80\x80", fffd + fffd + fffd + fffd},          // above U+10FFFF
+           {"\xf4\x8f\xbf\xbf", "\xf4\x8f\xbf\xbf"},                // U+10FFFF itself
+           {"\xff\xfe", fffd + fffd},
+           {"long ascii run then \xff after eight-byte blocks", "long ascii run then " + fffd + " after eight-byte blocks"},
+       }) {
+    std::string text;
+    json_string(text, c.in);
+    boost::system::error_code ec;
+    json::value v = json::parse(text, ec);
+    ASSERT_FALSE(ec) << text << ": " << ec.message();
+    EXPECT_EQ(v.as_string(), c.out) << text;
+  }
+}
+
+TEST(FrameTest, AnyBytesBecomeAJsonStringThatStrictReadersAcceptAndUtf8SurvivesUnchanged) {
+  std::mt19937 rng(11);
+  for (int round = 0; round < 20000; ++round) {
+    std::string s(static_cast<size_t>(rng() % 24), '\0');
+    for (auto& c : s) c = static_cast<char>(rng() % 4 == 0 ? rng() : 0x80 + rng() % 0x80);
+    std::string text;
+    json_string(text, s);
+    boost::system::error_code ec;
+    json::value v = json::parse(text, ec);  // strict: rejects what is not UTF-8
+    ASSERT_FALSE(ec) << round;
+    // Boost.JSON is the oracle for valid_utf8: a string of the same bytes, none needing an
+    // escape, parses exactly when it is UTF-8.
+    std::string plain;
+    for (char c : s) {
+      if (static_cast<unsigned char>(c) >= 0x20 && c != '"' && c != '\\') plain.push_back(c);
+    }
+    json::parse("\"" + plain + "\"", ec);
+    ASSERT_EQ(valid_utf8(plain), !ec) << round;
+    if (valid_utf8(s)) ASSERT_EQ(v.as_string(), s) << round;
+    ASSERT_TRUE(valid_utf8(std::string(v.as_string()))) << round;
+  }
 }
 
 TEST(FrameTest, DecodesFramesFedOneByteAtATime) {

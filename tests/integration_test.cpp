@@ -366,6 +366,26 @@ TEST(Python, ExceptionIs500CrashIs502OverrunIs504AndTheFunctionRecovers) {
   EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
 }
 
+TEST(Python, HeaderBytesThatAreNotUtf8ArriveReplacedAndTheWorkerLives) {
+  // A client's Latin-1 header value once made an invoke frame the Python worker could not
+  // read: it died, and everything in flight on it failed.
+  TempDir dir;
+  dir.write("nimbus.yaml",
+            "name: py\nfunctions:\n  echo:\n    runtime: python\n    handler: app.py:echo\n"
+            "    triggers: [{http: {route: /echo}}]\n");
+  dir.write("app.py", "import os\ndef echo(req, ctx):\n    return req.headers.get('x-bad', '') + ' ' + str(os.getpid())\n");
+  Host host(dir.path());
+  ASSERT_TRUE(host.started()) << host.errors();
+  Response first = parse_response(
+      send_raw(host.http_port(), "GET /echo HTTP/1.1\r\nHost: x\r\nX-Bad: caf\xe9 ok\r\nConnection: close\r\n\r\n"));
+  ASSERT_EQ(first.status, 200) << first.body;
+  EXPECT_EQ(first.body.substr(0, first.body.find(' ', 7)), "caf\xef\xbf\xbd ok");
+  Response second = request(host.http_port(), "GET", "/echo", {{"X-Bad", "fine"}});
+  ASSERT_EQ(second.status, 200);
+  // The same worker answered both.
+  EXPECT_EQ(first.body.substr(first.body.rfind(' ')), second.body.substr(second.body.rfind(' ')));
+}
+
 TEST(Python, BrokenHandlerWithMinInstancesIsAStartupError) {
   TempDir dir;
   dir.write("nimbus.yaml", "name: py\nfunctions:\n  f:\n    runtime: python\n    handler: app.py:missing\n"

@@ -4,14 +4,33 @@
 
 namespace nimbus {
 
+std::size_t utf8_sequence(const char* p, std::size_t left) {
+  auto b = [p](std::size_t i) { return static_cast<unsigned char>(p[i]); };
+  auto tail = [&](std::size_t i) { return (b(i) & 0xc0) == 0x80; };
+  const unsigned char c = b(0);
+  if (c < 0x80) return 1;
+  if (c < 0xc2) return 0;  // a continuation byte, or an overlong two-byte form
+  if (c < 0xe0) return left >= 2 && tail(1) ? 2 : 0;
+  if (c < 0xf0) {
+    if (left < 3 || !tail(1) || !tail(2)) return 0;
+    if (c == 0xe0 && b(1) < 0xa0) return 0;   // overlong
+    if (c == 0xed && b(1) >= 0xa0) return 0;  // a surrogate
+    return 3;
+  }
+  if (c < 0xf5) {
+    if (left < 4 || !tail(1) || !tail(2) || !tail(3)) return 0;
+    if (c == 0xf0 && b(1) < 0x90) return 0;   // overlong
+    if (c == 0xf4 && b(1) >= 0x90) return 0;  // above U+10FFFF
+    return 4;
+  }
+  return 0;
+}
+
 bool valid_utf8(std::string_view s) {
   for (std::size_t i = 0; i < s.size();) {
-    auto c = static_cast<unsigned char>(s[i]);
-    std::size_t extra = c < 0x80 ? 0 : (c >> 5) == 0x6 ? 1 : (c >> 4) == 0xe ? 2 : (c >> 3) == 0x1e ? 3 : 9;
-    if (extra == 9 || i + extra >= s.size() + (extra == 0 ? 1 : 0)) return false;
-    for (std::size_t k = 1; k <= extra; ++k)
-      if ((static_cast<unsigned char>(s[i + k]) >> 6) != 0x2) return false;
-    i += extra + 1;
+    std::size_t n = utf8_sequence(s.data() + i, s.size() - i);
+    if (n == 0) return false;
+    i += n;
   }
   return true;
 }

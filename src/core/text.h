@@ -1,12 +1,16 @@
 #pragma once
 // Small text helpers shared by the parts that show payloads as JSON (the admin API, stream
-// batches): is it UTF-8, and its base64 when it is not.
+// batches, log lines, worker frames): is it UTF-8, and its base64 when it is not.
 #include <string>
 #include <string_view>
 
 namespace nimbus {
 
+// UTF-8 as RFC 3629 has it: no overlong forms, no surrogates, nothing above U+10FFFF.
 bool valid_utf8(std::string_view s);
+// The length of the well-formed UTF-8 sequence that starts at p (1 to 4), or 0 when the bytes
+// there are not one. `left` bytes may be read.
+std::size_t utf8_sequence(const char* p, std::size_t left);
 std::string base64(std::string_view in);  // standard alphabet, padded
 
 }  // namespace nimbus

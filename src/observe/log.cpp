@@ -1,5 +1,6 @@
 #include "observe/log.h"
 
+#include "core/text.h"
 #include "observe/thread_shard.h"
 
 #include <sys/resource.h>
@@ -119,14 +120,15 @@ std::string_view to_string(LogLevel level) {
 
 namespace {
 
-// True when one of the 8 bytes in `w` must be escaped in a JSON string: a control character,
-// a quote or a backslash (the usual "has a zero byte" bit trick, three times).
-inline bool needs_escape(uint64_t w) {
+// True when one of the 8 bytes in `w` needs a look: a control character, a quote, a backslash
+// (to escape) or a byte of a multi-byte UTF-8 sequence (to check). The usual "has a zero
+// byte" bit trick, three times, and the high bits.
+inline bool needs_look(uint64_t w) {
   constexpr uint64_t kOnes = 0x0101010101010101ull;
   constexpr uint64_t kHigh = 0x8080808080808080ull;
   auto has_zero = [](uint64_t v) { return (v - kOnes) & ~v & kHigh; };
   const uint64_t below_space = (w - kOnes * 0x20) & ~w & kHigh;
-  return (below_space | has_zero(w ^ (kOnes * '"')) | has_zero(w ^ (kOnes * '\\'))) != 0;
+  return (below_space | has_zero(w ^ (kOnes * '"')) | has_zero(w ^ (kOnes * '\\')) | (w & kHigh)) != 0;
 }
 
 }  // namespace
@@ -140,14 +142,29 @@ void append_json_escaped(std::string& out, std::string_view s) {
   while (i + 8 <= s.size()) {
     uint64_t w;
     std::memcpy(&w, s.data() + i, 8);
-    if (needs_escape(w)) break;
+    if (needs_look(w)) break;
     i += 8;
   }
-  for (; i < s.size(); ++i) {
+  while (i < s.size()) {
     auto c = static_cast<unsigned char>(s[i]);
-    if (c >= 0x20 && c != '"' && c != '\\') continue;
+    if (c >= 0x80) {
+      // Bytes that are not UTF-8 become U+FFFD, one each (as Node and browsers decode them):
+      // the text stays valid JSON for any reader.
+      if (std::size_t n = utf8_sequence(s.data() + i, s.size() - i)) {
+        i += n;
+        continue;
+      }
+      out.append(s.data() + run, i - run);
+      out += "\xef\xbf\xbd";
+      run = ++i;
+      continue;
+    }
+    if (c >= 0x20 && c != '"' && c != '\\') {
+      ++i;
+      continue;
+    }
     out.append(s.data() + run, i - run);
-    run = i + 1;
+    run = ++i;
     switch (c) {
       case '"': out += "\\\""; break;
       case '\\': out += "\\\\"; break;

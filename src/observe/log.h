@@ -99,7 +99,8 @@ class Logger {
   LogLevel min_level_;
 };
 
-// Appends `s` to `out` as the inside of a JSON string.
+// Appends `s` to `out` as the inside of a JSON string: always valid UTF-8 (bytes that are not
+// UTF-8 become U+FFFD, as Node and browsers decode them).
 void append_json_escaped(std::string& out, std::string_view s);
 
 }  // namespace nimbus

@@ -69,7 +69,8 @@ void encode_frame(FrameType type, const boost::json::object& header, std::string
 // Start with begin_frame, append the header's JSON text to `out`, then end_frame.
 std::size_t begin_frame(FrameType type, std::string& out);  // returns where the frame starts
 void end_frame(std::size_t start, std::string_view body, std::string& out);
-// Appends `s` as a JSON string (quoted and escaped); bytes >= 0x80 pass through as they are.
+// Appends `s` as a JSON string (quoted and escaped); UTF-8 passes through as it is, bytes that
+// are not UTF-8 become U+FFFD (headers are JSON text, which strict readers take as UTF-8 only).
 void json_string(std::string& out, std::string_view s);
 // Appends name/value pairs as the protocol's header list: [["name","value"],...].
 void json_pairs(std::string& out, const Headers& pairs);
