@@ -539,6 +539,68 @@ TEST(FrameTypedTest, RandomHeadersReadTypedAgreeWithTheTree) {
   }
 }
 
+// The typed reader accepts exactly what Boost.JSON accepts (as an object): headers with bytes
+// changed, removed or added at random, and a corpus of the hard cases.
+TEST(FrameTypedTest, AcceptsAndRefusesExactlyWhatBoostJsonDoes) {
+  auto agree = [](const std::string& text) {
+    boost::system::error_code ec;
+    json::value tree = json::parse(text, ec);
+    const bool boost_accepts = !ec && tree.is_object();
+    FrameDecoder d;
+    d.decode_typed(FrameType::result);
+    std::string wire = frame_with(FrameType::result, text);
+    d.feed(wire.data(), wire.size());
+    Frame f;
+    std::string err;
+    const bool typed_accepts = d.next(f, err) == FrameDecoder::Status::frame;
+    EXPECT_EQ(typed_accepts, boost_accepts) << "header: " << text << "\n" << err << " / " << ec.message();
+    if (typed_accepts && boost_accepts) {
+      const json::object& root = tree.as_object();
+      EXPECT_EQ(f.result.id, text_or_empty(root, "id")) << text;
+    }
+    return typed_accepts == boost_accepts;
+  };
+  for (const char* text : {
+           "{}", " {} ", "\t\r\n{}\n", "", " ", "{", "}", "{]", "[}", "{\"a\"}", "{\"a\":}", "{\"a\" 1}", "{\"a\":1,}",
+           "{,}", "{\"a\":1 \"b\":2}", "{\"id\":\"x\"}x", "{a:1}", "{'a':1}", "{\"id\":tru}", "{\"id\":true}",
+           "{\"id\":nul}", "{\"id\":nulll}", "{\"n\":01}", "{\"n\":-}", "{\"n\":-0}", "{\"n\":1.}", "{\"n\":.5}",
+           "{\"n\":1e}", "{\"n\":1e+}", "{\"n\":1E-2}", "{\"n\":+1}", "{\"n\":9223372036854775807}",
+           "{\"n\":9223372036854775808}", "{\"n\":18446744073709551616}", "{\"n\":-9223372036854775809}",
+           "{\"n\":1e400}", "{\"n\":NaN}", "{\"n\":0x10}", "{\"id\":\"\\u0041\\u00e9\\u20ac\"}",
+           "{\"id\":\"\\ud83d\\ude00\"}", "{\"id\":\"\\ud83d\"}", "{\"id\":\"\\ude00\"}", "{\"id\":\"\\ud83dx\"}",
+           "{\"id\":\"\\ud83d\\u0041\"}", "{\"id\":\"\\u12\"}", "{\"id\":\"\\u12g4\"}", "{\"id\":\"\\x\"}",
+           "{\"id\":\"\\/\\b\\f\\n\\r\\t\\\"\\\\\"}", "{\"id\":\"a\tb\"}", "{\"id\":\"a\x01\"}",
+           "{\"id\":\"caf\xc3\xa9\"}", "{\"id\":\"caf\xe9\"}", "{\"id\":\"\xed\xa0\x80\"}", "{\"id\":\"\xc0\x80\"}",
+           "{\"id\":\"\xf4\x90\x80\x80\"}", "{\"id\":\"unterminated}", "{\"k\xff\":1}", "{\"a\":[1,2,]}",
+           "{\"a\":[,1]}", "{\"a\":[1 2]}", "{\"a\":{\"b\":[{}]}}", "{} // c", "/* c */ {}", "{\"a\":1}\u0000",
+       }) {
+    agree(text);
+  }
+  std::string deep = "{\"a\":";
+  for (int depth = 2; depth <= 40; ++depth) {
+    std::string text = "{\"a\":" + std::string(static_cast<size_t>(depth - 1), '[') + std::string(static_cast<size_t>(depth - 1), ']') + "}";
+    agree(text);
+  }
+
+  RandomJson gen(7);
+  std::mt19937 rng(99);
+  int disagreements = 0;
+  for (int round = 0; round < 20000 && disagreements < 5; ++round) {
+    std::string text = json::serialize(gen.object(0));
+    int edits = 1 + static_cast<int>(rng() % 3);
+    for (int e = 0; e < edits && !text.empty(); ++e) {
+      static const char kBytes[] = "{}[],:\"\\ -0123456789.eE+tfnulx\x01\x7f\xc3\xa9\xff\xed";
+      std::size_t at = rng() % text.size();
+      switch (rng() % 3) {
+        case 0: text[at] = kBytes[rng() % (sizeof kBytes - 1)]; break;
+        case 1: text.erase(at, 1); break;
+        default: text.insert(at, 1, kBytes[rng() % (sizeof kBytes - 1)]);
+      }
+    }
+    if (!agree(text)) ++disagreements;
+  }
+}
+
 }  // namespace typed
 
 }  // namespace

@@ -10,7 +10,6 @@
 
 const net = require('net');
 const path = require('path');
-const { pathToFileURL } = require('url');
 
 const PROTOCOL = 1;
 const INIT = 1, READY = 2, INVOKE = 3, RESULT = 4, LOG = 5, HOST_CALL = 6, HOST_RESULT = 7,
@@ -92,7 +91,7 @@ class Worker {
     if (colon <= 0) throw new Error(`handler '${spec}' should be path/file.js:exportName`);
     const file = path.resolve(spec.slice(0, colon));
     const name = spec.slice(colon + 1);
-    const mod = file.endsWith('.mjs') ? await import(pathToFileURL(file).href) : require(file);
+    const mod = file.endsWith('.mjs') ? await import(require('url').pathToFileURL(file).href) : require(file);
     const fn = mod[name];
     if (typeof fn !== 'function') throw new Error(`${spec.slice(0, colon)} has no export '${name}'`);
     this.handler = fn;

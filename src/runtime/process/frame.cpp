@@ -3,6 +3,7 @@
 #include <boost/json/basic_parser_impl.hpp>
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
+#include <array>
 #include <chrono>
 
 #include "observe/log.h"
@@ -123,19 +124,14 @@ class TypedHandler {
   bool on_document_begin(json::error_code&) { return true; }
   bool on_document_end(json::error_code&) { return true; }
 
-  bool on_object_begin(json::error_code&) {
-    if (stack_.empty()) {
-      stack_.push_back({Level::object, nullptr, 0});
-      return true;
-    }
+  bool on_object_begin(json::error_code& ec) {
+    if (stack_.empty()) return push({Level::object, nullptr, 0}, ec);
     Slot s = begin_value(Value::object);
     if (s.kind == Slot::object) {
       schema_.opened(s.which);
-      stack_.push_back({Level::object, nullptr, s.which});
+      return push({Level::object, nullptr, s.which}, ec);
     }
-    else if (s.kind == Slot::pairs) stack_.push_back({Level::pairs_object, s.list});
-    else stack_.push_back({});
-    return true;
+    return push(s.kind == Slot::pairs ? Level{Level::pairs_object, s.list} : Level{}, ec);
   }
   bool on_object_end(std::size_t, json::error_code&) {
     stack_.pop_back();
@@ -144,10 +140,9 @@ class TypedHandler {
   bool on_array_begin(json::error_code& ec) {
     if (stack_.empty()) return root_not_object(ec);
     Slot s = begin_value(Value::array);
-    if (s.kind == Slot::pairs) stack_.push_back({Level::pairs_array, s.list});
-    else if (s.kind == Slot::pair) stack_.push_back({Level::pair, s.list});
-    else stack_.push_back({});
-    return true;
+    if (s.kind == Slot::pairs) return push({Level::pairs_array, s.list}, ec);
+    if (s.kind == Slot::pair) return push({Level::pair, s.list}, ec);
+    return push({}, ec);
   }
   bool on_array_end(std::size_t, json::error_code&) {
     if (stack_.back().kind == Level::pair && (stack_.back().bad || stack_.back().index != 2)) {
@@ -272,8 +267,30 @@ class TypedHandler {
     return false;
   }
 
+  // A fixed stack, as deep as Boost.JSON's parser goes by default: no allocation per frame.
+  class Stack {
+   public:
+    bool empty() const { return size_ == 0; }
+    bool full() const { return size_ == levels_.size(); }
+    Level& back() { return levels_[size_ - 1]; }
+    void push_back(const Level& l) { levels_[size_++] = l; }
+    void pop_back() { --size_; }
+
+   private:
+    std::array<Level, json::parse_options{}.max_depth + 1> levels_;
+    std::size_t size_ = 0;
+  };
+  bool push(const Level& l, json::error_code& ec) {
+    if (stack_.full()) {
+      ec = json::error::too_deep;
+      return false;
+    }
+    stack_.push_back(l);
+    return true;
+  }
+
   Schema schema_;
-  std::vector<Level> stack_;
+  Stack stack_;
   Slot next_;
   std::string key_;
   std::string* string_ = nullptr;
