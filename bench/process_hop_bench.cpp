@@ -1,8 +1,8 @@
 // The per-invocation cost of the process hop: the same native hello function called in the
 // host's address space, and in a worker process (isolation: process) through the worker
 // protocol, one invocation at a time (c1). The difference is the hop: encoding the invoke
-// frame, two socket crossings, the worker's decode and reply, the host's reader thread and
-// the completion handing the result back. Run pinned to one core (`taskset -c 0`) to match
+// frame, two pipe crossings, the worker's decode and reply, the host's read and the
+// completion handing the result back. Run pinned to one core (`taskset -c 0`) to match
 // the HTTP benchmarks, where the host and its workers share a core.
 #include <benchmark/benchmark.h>
 #include <fcntl.h>
@@ -161,36 +161,34 @@ void BM_NativeInWorkerOnLoop(benchmark::State& state) {
 }
 BENCHMARK(BM_NativeInWorkerOnLoop)->UseRealTime();
 
-// The machine's floor for any hop: two processes on one core passing 300 bytes back and forth
-// over a socket pair, doing nothing else (two context switches, a write and a read on each
-// side). What the hop costs above this is ours.
-void BM_SocketPairFloor(benchmark::State& state) {
-  int sv[2];
-  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
-    state.SkipWithError("socketpair failed");
-    return;
-  }
+// The machine's floor for a hop: two processes on one core passing 300 bytes back and forth,
+// doing nothing else (two context switches, a write and a read on each side). Over pipes (what
+// workers use) and over a socket pair (what they used before). What the hop costs above the
+// pipe floor is ours.
+void ping_pong(benchmark::State& state, int to_child_r, int to_child_w, int from_child_r, int from_child_w) {
   constexpr std::size_t kSize = 300;
   pid_t child = ::fork();
   if (child == 0) {
-    ::close(sv[0]);
+    ::close(to_child_w);
+    ::close(from_child_r);
     char buf[4096];
     for (;;) {
-      ssize_t n = ::read(sv[1], buf, sizeof buf);
+      ssize_t n = ::read(to_child_r, buf, sizeof buf);
       if (n <= 0) ::_exit(0);
       for (ssize_t off = 0; off < n;) {
-        ssize_t w = ::write(sv[1], buf + off, static_cast<std::size_t>(n - off));
+        ssize_t w = ::write(from_child_w, buf + off, static_cast<std::size_t>(n - off));
         if (w <= 0) ::_exit(0);
         off += w;
       }
     }
   }
-  ::close(sv[1]);
+  if (to_child_r != from_child_w) ::close(to_child_r);
+  ::close(from_child_w);
   char buf[kSize] = {};
   for (auto _ : state) {
-    if (::write(sv[0], buf, kSize) != static_cast<ssize_t>(kSize)) break;
+    if (::write(to_child_w, buf, kSize) != static_cast<ssize_t>(kSize)) break;
     for (std::size_t got = 0; got < kSize;) {
-      ssize_t n = ::read(sv[0], buf + got, kSize - got);
+      ssize_t n = ::read(from_child_r, buf + got, kSize - got);
       if (n <= 0) {
         state.SkipWithError("the echo process went away");
         break;
@@ -198,8 +196,28 @@ void BM_SocketPairFloor(benchmark::State& state) {
       got += static_cast<std::size_t>(n);
     }
   }
-  ::close(sv[0]);
+  ::close(to_child_w);
+  if (from_child_r != to_child_w) ::close(from_child_r);
   ::waitpid(child, nullptr, 0);
+}
+
+void BM_PipeFloor(benchmark::State& state) {
+  int to[2], from[2];
+  if (::pipe2(to, O_CLOEXEC) != 0 || ::pipe2(from, O_CLOEXEC) != 0) {
+    state.SkipWithError("pipe failed");
+    return;
+  }
+  ping_pong(state, to[0], to[1], from[0], from[1]);
+}
+BENCHMARK(BM_PipeFloor)->UseRealTime();
+
+void BM_SocketPairFloor(benchmark::State& state) {
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+    state.SkipWithError("socketpair failed");
+    return;
+  }
+  ping_pong(state, sv[1], sv[0], sv[0], sv[1]);
 }
 BENCHMARK(BM_SocketPairFloor)->UseRealTime();
 

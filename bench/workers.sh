@@ -48,7 +48,7 @@ YAML
 port=18092
 wrk_line() { awk '/^Requests\/sec:/{r=$2} $1=="99%"{p=$2} END{printf "%s req/s, p99 %s", r, p}' "$1"; }
 
-RUNS=${RUNS:-5}
+RUNS=${RUNS:-11}
 median() { sort -n | awk '{v[NR]=$1} END{print v[int((NR+1)/2)]}'; }
 start_host() {
   "${CLEAN_ENV[@]}" taskset -c 0 "$NIMBUS" start "$app" --port $port --admin-port 0 > "$RUN_DIR/workers.log" 2>&1 &
@@ -58,17 +58,30 @@ start_host() {
 }
 # Cold start: the first request to a function with no instance (spawn, imports, load, ready,
 # invoke), on a fresh host each run; the first run also fills the bytecode cache and is dropped.
-declare -A cold
+# The language's floor is measured in the same run, just before, so that each cold start has a
+# floor taken under the same conditions: this VM's speed drifts by tens of percent over
+# minutes, and the median of the paired differences is what drift does not move.
+floor() { local t0 t1; t0=${EPOCHREALTIME/./}; "${CLEAN_ENV[@]}" taskset -c 0 "$@"; t1=${EPOCHREALTIME/./}; awk -v d=$((t1 - t0)) 'BEGIN{printf "%.1f", d/1000}'; }
+declare -A cold floors over
 for run in $(seq 0 "$RUNS"); do
   start_host
+  fpy=$(floor /usr/bin/python3 -c pass)
+  fjs=$(floor /usr/bin/node -e 0)
   for fn in py apy js; do
     t=$(curl -s -o /dev/null -w '%{time_total}' "http://$HOST:$port/$fn")
-    (( run > 0 )) && cold[$fn]+="$(awk -v c="$t" 'BEGIN{printf "%.1f", c*1000}') "
+    f=$fpy; [[ $fn == js ]] && f=$fjs
+    if (( run > 0 )); then
+      ms=$(awk -v c="$t" 'BEGIN{printf "%.1f", c*1000}')
+      cold[$fn]+="$ms "
+      floors[$fn]+="$f "
+      over[$fn]+="$(awk -v c="$ms" -v f="$f" 'BEGIN{printf "%.1f", c-f}') "
+    fi
   done
   stop_pid "$pid"
 done
+med() { tr ' ' '\n' <<< "$1" | grep . | median; }
 for fn in py apy js; do
-  log "$fn: first request from zero instances, median of $RUNS: $(tr ' ' '\n' <<< "${cold[$fn]}" | grep . | median) ms (all: ${cold[$fn]})"
+  log "$fn: first request from zero instances, median of $RUNS: $(med "${cold[$fn]}") ms; floor $(med "${floors[$fn]}") ms; cold minus floor, paired: median $(med "${over[$fn]}") ms (all: ${over[$fn]})"
 done
 start_host
 for fn in py apy js; do
@@ -85,7 +98,6 @@ for p in fastapi gcf workerd; do
   log "$p: $(wrk_line "$RUN_DIR/w-$p.txt")"
   stop_peer "$p"
 done
-floor() { local t0 t1; t0=${EPOCHREALTIME/./}; "${CLEAN_ENV[@]}" taskset -c 0 "$@"; t1=${EPOCHREALTIME/./}; awk -v d=$((t1 - t0)) 'BEGIN{printf "%.1f", d/1000}'; }
 floors() { for _ in $(seq 1 "$RUNS"); do floor "$@"; echo; done | median; }
 log "floor (median of $RUNS): /usr/bin/python3 -c pass $(floors /usr/bin/python3 -c pass) ms, node -e 0 $(floors /usr/bin/node -e 0) ms"
 # The process hop: the same native hello in the host and in a worker (isolation: process), c1.

@@ -110,7 +110,7 @@ async def slow(req, ctx):
   void start(const std::string& handler, int protocol = kWorkerProtocolVersion) {
     WorkerSpawn spec;
     spec.argv = {"/usr/bin/python3", "-m", "nimbus"};
-    spec.env = {"PYTHONPATH=" NIMBUS_SOURCE_DIR "/sdk/python", "NIMBUS_WORKER_FD=3", "PATH=/usr/bin:/bin"};
+    spec.env = {"PYTHONPATH=" NIMBUS_SOURCE_DIR "/sdk/python", "PATH=/usr/bin:/bin"};
     spec.cwd = dir_;
     auto w = WorkerProcess::spawn(spec, seen_.callbacks());
     ASSERT_TRUE(w.ok()) << w.error().message;
@@ -244,7 +244,7 @@ TEST_F(PythonWorkerTest, ShutdownEndsTheWorkerCleanly) {
 WorkerSpawn oversized_frame_writer() {
   WorkerSpawn spec;
   spec.argv = {"/usr/bin/python3", "-c",
-               "import os,struct,time; os.write(3, struct.pack('>I', 1<<30) + b'x'*16); time.sleep(30)"};
+               "import os,struct,time; os.write(4, struct.pack('>I', 1<<30) + b'x'*16); time.sleep(30)"};
   spec.env = {"PATH=/usr/bin:/bin"};
   spec.max_frame = 1 << 20;
   return spec;
@@ -257,6 +257,43 @@ TEST(WorkerProcessTest, MalformedFrameGetsTheWorkerKilledWithTheReason) {
   ASSERT_TRUE(seen.wait_exit());
   EXPECT_NE(seen.why.find("malformed frame"), std::string::npos) << seen.why;
   EXPECT_NE(seen.why.find("over the limit"), std::string::npos) << seen.why;
+}
+
+TEST(WorkerProcessTest, FramesTravelOnTwoPipesNamedInTheEnvironmentAndSigpipeIsTheWorkersDefault) {
+  Seen seen;
+  WorkerSpawn spec;
+  spec.argv = {"/bin/sh", "-c",
+               "echo in=$NIMBUS_WORKER_FD out=$NIMBUS_WORKER_OUT_FD; "
+               "stat -L -c %F /proc/self/fd/3 /proc/self/fd/4; grep SigIgn /proc/self/status"};
+  spec.env = {"PATH=/usr/bin:/bin", "NIMBUS_WORKER_FD=9"};  // the host's layout wins
+  auto w = WorkerProcess::spawn(spec, seen.callbacks());
+  ASSERT_TRUE(w.ok()) << w.error().message;
+  ASSERT_TRUE(seen.wait_exit());
+  std::lock_guard l(seen.mu);
+  ASSERT_EQ(seen.lines.size(), 4u);
+  EXPECT_EQ(seen.lines[0], "in=3 out=4");
+  EXPECT_EQ(seen.lines[1], "fifo");
+  EXPECT_EQ(seen.lines[2], "fifo");
+  // The host ignores SIGPIPE (a write to a dead worker fails instead of ending the host); an
+  // ignored signal would stay ignored across exec, so the worker gets the default back.
+  struct sigaction host {};
+  ::sigaction(SIGPIPE, nullptr, &host);
+  EXPECT_EQ(host.sa_handler, SIG_IGN);
+  const uint64_t ignored = std::stoull(seen.lines[3].substr(seen.lines[3].find_first_of("0123456789abcdef")), nullptr, 16);
+  EXPECT_EQ(ignored & (1ull << (SIGPIPE - 1)), 0u) << seen.lines[3];
+}
+
+TEST(WorkerProcessTest, WritingToAWorkerThatEndedFailsAndTheHostLivesOn) {
+  Seen seen;
+  WorkerSpawn spec;
+  spec.argv = {"/bin/true"};
+  spec.env = {"PATH=/usr/bin:/bin"};
+  auto w = WorkerProcess::spawn(spec, seen.callbacks());
+  ASSERT_TRUE(w.ok()) << w.error().message;
+  ASSERT_TRUE(seen.wait_exit());
+  Status st = (*w)->send(FrameType::heartbeat, {});
+  EXPECT_FALSE(st.ok());
+  EXPECT_NE(st.error().message.find("Broken pipe"), std::string::npos) << st.error().message;
 }
 
 TEST(WorkerProcessTest, CrashIsReportedWithItsSignal) {
@@ -300,7 +337,7 @@ TEST(WorkerProcessTest, OnAnEventLoopFramesThenTheExitArriveOnTheLoopThread) {
                "for i in range(200):\n"
                "  h=json.dumps({'id':str(i),'pad':'x'*400}).encode()\n"
                "  out+=struct.pack('>IBI',1+4+len(h),5,len(h))+h\n"
-               "os.write(3,out)\n"
+               "os.write(4,out)\n"
                "os._exit(7)"};
   spec.env = {"PATH=/usr/bin:/bin"};
   auto w = WorkerProcess::spawn(spec, callbacks, &loops.reactor(0));
@@ -377,7 +414,7 @@ exports.boom = () => { throw new TypeError('bad order'); };
   void start_node(const std::string& handler) {
     WorkerSpawn spec;
     spec.argv = {"/usr/bin/node", NIMBUS_SOURCE_DIR "/sdk/node/worker.js"};
-    spec.env = {"NODE_PATH=" NIMBUS_SOURCE_DIR "/sdk/node/lib", "NIMBUS_WORKER_FD=3", "PATH=/usr/bin:/bin"};
+    spec.env = {"NODE_PATH=" NIMBUS_SOURCE_DIR "/sdk/node/lib", "PATH=/usr/bin:/bin"};
     spec.cwd = dir_;
     auto w = WorkerProcess::spawn(spec, seen_.callbacks());
     ASSERT_TRUE(w.ok()) << w.error().message;
@@ -396,6 +433,16 @@ TEST_F(NodeWorkerTest, HelloWithLogAndStdout) {
   auto log = seen_.wait_frame(FrameType::log, "n1");
   ASSERT_TRUE(log);
   EXPECT_EQ(log->header.at("message").as_string(), "hi from n1");
+}
+
+TEST_F(NodeWorkerTest, AnEsModuleHandlerIsImported) {
+  std::ofstream(dir_ / "handlers.mjs") << "export const hello = (req) => 'Hello from ESM, ' + (req.query.name || 'World');\n";
+  start_node("handlers.mjs:hello");
+  ASSERT_TRUE(seen_.wait_frame(FrameType::ready)) << seen_.why;
+  ASSERT_TRUE(worker_->send(FrameType::invoke, invoke_header("m1", "name=Node")).ok());
+  auto r = seen_.wait_frame(FrameType::result, "m1");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->body, "Hello from ESM, Node");
 }
 
 TEST_F(NodeWorkerTest, ResponseObjectCarriesBinaryBodyStatusAndHeaders) {

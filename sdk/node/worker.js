@@ -1,6 +1,7 @@
 'use strict';
-// The Node worker: speaks the Nimbus worker protocol (docs/worker-protocol.md) on the socket
-// in NIMBUS_WORKER_FD and runs one function's handler. Plain Node 18+, no dependencies.
+// The Node worker: speaks the Nimbus worker protocol (docs/worker-protocol.md) on the fds in
+// NIMBUS_WORKER_FD (in) and NIMBUS_WORKER_OUT_FD (out) and runs one function's handler. Plain
+// Node 18+, no dependencies.
 //
 //   exports.handler = async (req, ctx) => ({ hello: req.query.name || 'world' });
 //
@@ -200,11 +201,17 @@ class Worker {
 }
 
 function main() {
-  const socket = new net.Socket({ fd: Number(process.env.NIMBUS_WORKER_FD || 3), readable: true, writable: true });
-  const worker = new Worker(socket);
-  socket.on('data', (chunk) => worker.onData(chunk));
-  socket.on('end', () => process.exit(0));  // the host closed the socket
-  socket.on('error', () => process.exit(1));
+  // Frames come in on NIMBUS_WORKER_FD and go out on NIMBUS_WORKER_OUT_FD (a pipe each way);
+  // without the second, one socket carries both.
+  const inFd = Number(process.env.NIMBUS_WORKER_FD || 3);
+  const outFd = Number(process.env.NIMBUS_WORKER_OUT_FD || inFd);
+  const input = new net.Socket({ fd: inFd, readable: true, writable: inFd === outFd });
+  const output = inFd === outFd ? input : new net.Socket({ fd: outFd, readable: false, writable: true });
+  const worker = new Worker(output);
+  input.on('data', (chunk) => worker.onData(chunk));
+  input.on('end', () => process.exit(0));  // the host closed its end
+  input.on('error', () => process.exit(1));
+  output.on('error', () => process.exit(1));
 }
 
 module.exports = { Response };

@@ -4,19 +4,21 @@ what `runtime: process` runs. It answers every invocation with the request it sa
 them one at a time, and exits when told to shut down or when the host goes away."""
 import json
 import os
-import socket
 import struct
 import sys
 
 INIT, READY, INVOKE, RESULT, LOG, SHUTDOWN, FATAL = 1, 2, 3, 4, 5, 9, 10
 
-sock = socket.socket(fileno=int(os.environ["NIMBUS_WORKER_FD"]))
+IN = int(os.environ["NIMBUS_WORKER_FD"])  # frames from the host
+OUT = int(os.environ["NIMBUS_WORKER_OUT_FD"])  # frames to the host
 buf = b""
 
 
 def send(kind, header, body=b""):
     h = json.dumps(header).encode()
-    sock.sendall(struct.pack(">IBI", 1 + 4 + len(h) + len(body), kind, len(h)) + h + body)
+    view = memoryview(struct.pack(">IBI", 1 + 4 + len(h) + len(body), kind, len(h)) + h + body)
+    while view:
+        view = view[os.write(OUT, view):]
 
 
 def frames():
@@ -30,7 +32,7 @@ def frames():
             body = buf[9 + hlen:4 + length]
             buf = buf[4 + length:]
             yield kind, header, body
-        chunk = sock.recv(65536)
+        chunk = os.read(IN, 65536)
         if not chunk:
             return
         buf += chunk

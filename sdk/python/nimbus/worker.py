@@ -1,5 +1,6 @@
 """The Python worker (run as `python3 -m nimbus`): speaks the Nimbus worker protocol (docs/worker-protocol.md) on the
-socket in NIMBUS_WORKER_FD and runs one function's handler. Standard library only."""
+fds in NIMBUS_WORKER_FD (frames in) and NIMBUS_WORKER_OUT_FD (frames out) and runs one
+function's handler. Standard library only."""
 
 # Start-up time is a feature: a cold start pays for every import before `ready`. Only what
 # every invocation needs is imported here; traceback, asyncio and socket are imported where
@@ -240,8 +241,9 @@ class Worker:
     cheaper per invocation and faster to start) that runs every whole frame a read brought and
     answers them in one write; async handlers get an asyncio loop so their invocations overlap."""
 
-    def __init__(self, fd):
-        self.fd = fd
+    def __init__(self, fd, out_fd=None):
+        self.fd = fd  # frames from the host
+        self.out_fd = fd if out_fd is None else out_fd  # frames to the host
         self.function = ""
         self.handler = None
         self.is_async = False
@@ -294,7 +296,7 @@ class Worker:
             self.pending.clear()
             view = memoryview(data)
             while view:
-                view = view[os.write(self.fd, view):]
+                view = view[os.write(self.out_fd, view):]
 
     def load(self, spec):
         path, _, name = spec.rpartition(":")
@@ -420,8 +422,16 @@ class Worker:
 
     async def serve_async(self, buf):
         import asyncio
-        import socket
-        reader, self.writer = await asyncio.open_connection(sock=socket.socket(fileno=self.fd))
+        if self.out_fd == self.fd:  # one socket both ways
+            import socket
+            reader, self.writer = await asyncio.open_connection(sock=socket.socket(fileno=self.fd))
+        else:  # a pipe each way, as the Nimbus host gives them
+            loop = asyncio.get_running_loop()
+            reader = asyncio.StreamReader()
+            await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(self.fd, "rb", 0))
+            transport, protocol = await loop.connect_write_pipe(
+                asyncio.streams.FlowControlMixin, os.fdopen(self.out_fd, "wb", 0))
+            self.writer = asyncio.StreamWriter(transport, protocol, reader, loop)
         tasks = set()
         while True:
             frame = self.take_frame(buf)
@@ -456,4 +466,5 @@ def main():
     # The host turns each printed line into a log line: do not hold lines back in a buffer.
     sys.stdout.reconfigure(line_buffering=True)
     sys.stderr.reconfigure(line_buffering=True)
-    sys.exit(Worker(int(os.environ.get("NIMBUS_WORKER_FD", "3"))).serve())
+    fd = int(os.environ.get("NIMBUS_WORKER_FD", "3"))
+    sys.exit(Worker(fd, int(os.environ.get("NIMBUS_WORKER_OUT_FD", fd))).serve())

@@ -1,9 +1,11 @@
 // nimbus-native-worker: runs one native function (a library built against sdk/cpp) in its own
 // process, for `isolation: process` or `sandbox`. It speaks the worker protocol
-// (docs/worker-protocol.md) on the socket the host passes as NIMBUS_WORKER_FD: init names the
+// (docs/worker-protocol.md) on the fds the host passes as NIMBUS_WORKER_FD (frames in) and
+// NIMBUS_WORKER_OUT_FD (frames out): init names the
 // library, invoke frames become calls through the same loader the host uses in-process, and
 // replies, errors and the function's log lines go back as frames. With concurrency above one,
 // invocations run on threads started as the load needs them, up to that concurrency.
+#include <signal.h>
 #include <unistd.h>
 
 #include <boost/json.hpp>
@@ -38,7 +40,7 @@ std::string str(const json::object& o, std::string_view key) {
 
 class Channel {
  public:
-  explicit Channel(int fd) : fd_(fd) { decoder_.decode_typed(FrameType::invoke); }
+  Channel(int in, int out) : in_(in), out_(out) { decoder_.decode_typed(FrameType::invoke); }
 
   void send(FrameType type, const json::object& header, std::string_view body = {}) {
     std::string wire;
@@ -50,7 +52,7 @@ class Channel {
     std::lock_guard lock(mu_);
     std::size_t off = 0;
     while (off < wire.size()) {
-      ssize_t n = ::write(fd_, wire.data() + off, wire.size() - off);
+      ssize_t n = ::write(out_, wire.data() + off, wire.size() - off);
       if (n < 0 && errno == EINTR) continue;
       if (n <= 0) std::_Exit(3);  // the host is gone: nothing left to serve
       off += static_cast<std::size_t>(n);
@@ -81,7 +83,7 @@ class Channel {
         case FrameDecoder::Status::need_more: break;
       }
       char buf[64 * 1024];
-      ssize_t n = ::read(fd_, buf, sizeof buf);
+      ssize_t n = ::read(in_, buf, sizeof buf);
       if (n < 0 && errno == EINTR) continue;
       if (n <= 0) return false;
       decoder_.feed(buf, static_cast<std::size_t>(n));
@@ -89,7 +91,8 @@ class Channel {
   }
 
  private:
-  int fd_;
+  int in_;
+  int out_;
   std::mutex mu_;
   FrameDecoder decoder_;
   std::deque<Frame> backlog_;  // reader thread only
@@ -277,7 +280,9 @@ int run() {
     std::fprintf(stderr, "nimbus-native-worker: NIMBUS_WORKER_FD is not set; the Nimbus host starts this program\n");
     return 2;
   }
-  Channel channel(std::atoi(fd_text));
+  const char* out_text = std::getenv("NIMBUS_WORKER_OUT_FD");  // absent: one socket both ways
+  ::signal(SIGPIPE, SIG_IGN);  // a host gone shows as a failed write, and the worker ends
+  Channel channel(std::atoi(fd_text), std::atoi(out_text ? out_text : fd_text));
   Frame init;
   if (!channel.next(init)) return 0;
   if (init.type != FrameType::init) {

@@ -148,7 +148,7 @@ ProcessOptions process_options_for(const AppSpec& app, const FunctionSpec& fn, c
   // A clean, explicit environment: nothing of the host's leaks in (and nothing that slows a
   // start, such as NODE_EXTRA_CA_CERTS or a pyenv shim on PATH).
   o.env = {"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=" + app.dir.string(), "LANG=C.UTF-8",
-           "NIMBUS_WORKER_FD=3", "NIMBUS_FUNCTION=" + fn.name, "NIMBUS_APP=" + app.name};
+           "NIMBUS_FUNCTION=" + fn.name, "NIMBUS_APP=" + app.name};
   if (fn.runtime == RuntimeKind::python) {
     o.argv = {"/usr/bin/python3", "-m", "nimbus"};
     o.env.push_back("PYTHONPATH=" + (sdk / "python").string());

@@ -5,13 +5,14 @@
 #include <signal.h>
 #include <spawn.h>
 #include <sys/resource.h>
-#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
+#include <mutex>
+#include <utility>
 
 namespace nimbus {
 namespace {
@@ -23,43 +24,79 @@ void close_fd(int& fd) {
 
 }  // namespace
 
+// The host writes to a worker and ignores SIGPIPE, so that a worker that died makes a write
+// fail (EPIPE) rather than end the host. Its workers get the default back (see spawn).
+void ignore_sigpipe_once() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    struct sigaction old {};
+    if (::sigaction(SIGPIPE, nullptr, &old) == 0 && old.sa_handler == SIG_DFL) ::signal(SIGPIPE, SIG_IGN);
+  });
+}
+
 Expected<std::unique_ptr<WorkerProcess>> WorkerProcess::spawn(const WorkerSpawn& spec, WorkerCallbacks callbacks,
                                                               Reactor* reactor) {
   if (spec.argv.empty()) return Error{"worker command is empty"};
-  int sv[2];
-  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
-    return Error{std::string("cannot create the worker socket: ") + std::strerror(errno)};
+  ignore_sigpipe_once();
+  // Two pipes, one each way: on this VM a pipe round trip costs half a socket pair's (no
+  // socket buffers to allocate and account per write).
+  int to[2] = {-1, -1}, from[2] = {-1, -1}, out[2] = {-1, -1}, err[2] = {-1, -1};
+  auto close_all = [&] {
+    for (int* p : {to, from, out, err}) {
+      close_fd(p[0]);
+      close_fd(p[1]);
+    }
+  };
+  if (::pipe2(to, O_CLOEXEC) != 0 || ::pipe2(from, O_CLOEXEC) != 0) {
+    int e = errno;
+    close_all();
+    return Error{std::string("cannot create the worker's pipes: ") + std::strerror(e)};
   }
-  int out[2], err[2];
   if (::pipe2(out, O_CLOEXEC) != 0 || ::pipe2(err, O_CLOEXEC) != 0) {
-    ::close(sv[0]);
-    ::close(sv[1]);
-    return Error{std::string("cannot create the worker's output pipes: ") + std::strerror(errno)};
+    int e = errno;
+    close_all();
+    return Error{std::string("cannot create the worker's output pipes: ") + std::strerror(e)};
   }
   posix_spawn_file_actions_t fa;
   posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_adddup2(&fa, sv[1], 3);  // dup2 clears close-on-exec on fd 3
+  posix_spawn_file_actions_adddup2(&fa, to[0], kWorkerInFd);  // dup2 clears close-on-exec
+  posix_spawn_file_actions_adddup2(&fa, from[1], kWorkerOutFd);
   posix_spawn_file_actions_adddup2(&fa, out[1], 1);
   posix_spawn_file_actions_adddup2(&fa, err[1], 2);
   posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
   // Nothing else of the host's crosses: Asio's listening sockets are not close-on-exec.
-  posix_spawn_file_actions_addclosefrom_np(&fa, 4);
+  posix_spawn_file_actions_addclosefrom_np(&fa, kWorkerOutFd + 1);
   if (!spec.cwd.empty()) posix_spawn_file_actions_addchdir_np(&fa, spec.cwd.c_str());
+  // The worker gets SIGPIPE's default back (an ignored signal stays ignored across exec).
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  sigset_t defaults;
+  sigemptyset(&defaults);
+  sigaddset(&defaults, SIGPIPE);
+  posix_spawnattr_setsigdefault(&attr, &defaults);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGDEF);
   std::vector<char*> argv, envp;
   for (const auto& a : spec.argv) argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);
-  for (const auto& e : spec.env) envp.push_back(const_cast<char*>(e.c_str()));
+  // Where the protocol is: set here, where the fds are laid out (any given value is replaced).
+  std::vector<std::string> env;
+  for (const auto& e : spec.env) {
+    if (e.rfind("NIMBUS_WORKER_FD=", 0) != 0 && e.rfind("NIMBUS_WORKER_OUT_FD=", 0) != 0) env.push_back(e);
+  }
+  env.push_back("NIMBUS_WORKER_FD=" + std::to_string(kWorkerInFd));
+  env.push_back("NIMBUS_WORKER_OUT_FD=" + std::to_string(kWorkerOutFd));
+  for (const auto& e : env) envp.push_back(const_cast<char*>(e.c_str()));
   envp.push_back(nullptr);
   pid_t pid = -1;
-  int rc = posix_spawn(&pid, argv[0], &fa, nullptr, argv.data(), envp.data());
+  int rc = posix_spawn(&pid, argv[0], &fa, &attr, argv.data(), envp.data());
   posix_spawn_file_actions_destroy(&fa);
-  ::close(sv[1]);
-  ::close(out[1]);
-  ::close(err[1]);
+  posix_spawnattr_destroy(&attr);
+  close_fd(to[0]);
+  close_fd(from[1]);
+  close_fd(out[1]);
+  close_fd(err[1]);
   if (rc != 0) {
-    ::close(sv[0]);
-    ::close(out[0]);
-    ::close(err[0]);
+    close_all();
     return Error{"cannot start worker " + spec.argv[0] + ": " + std::strerror(rc)};
   }
   // Limits go on right after the exec: posix_spawn returns once the child runs the new image,
@@ -73,9 +110,10 @@ Expected<std::unique_ptr<WorkerProcess>> WorkerProcess::spawn(const WorkerSpawn&
   if (spec.open_files > 0) limit(RLIMIT_NOFILE, static_cast<rlim_t>(spec.open_files));
   std::unique_ptr<WorkerProcess> w(new WorkerProcess());
   w->pid_ = pid;
-  w->sock_ = sv[0];
-  w->out_ = out[0];
-  w->err_ = err[0];
+  w->to_worker_ = std::exchange(to[1], -1);
+  w->from_worker_ = std::exchange(from[0], -1);
+  w->out_ = std::exchange(out[0], -1);
+  w->err_ = std::exchange(err[0], -1);
   w->max_frame_ = spec.max_frame;
   w->callbacks_ = std::move(callbacks);
   w->decoder_ = std::make_unique<FrameDecoder>(spec.max_frame);
@@ -89,14 +127,16 @@ Expected<std::unique_ptr<WorkerProcess>> WorkerProcess::spawn(const WorkerSpawn&
       return Error{std::string("cannot watch worker ") + std::to_string(pid) + ": " + std::strerror(errno)};
     }
     std::lock_guard lock(w->callback_mu_);  // no callback before both watches are in place
-    w->socket_watch_ = reactor->read(w->sock_, [p = w.get()](std::string_view data) {
+    // Read on the loop: non-blocking (the drain at the end relies on it, whoever reads first).
+    ::fcntl(w->from_worker_, F_SETFL, ::fcntl(w->from_worker_, F_GETFL) | O_NONBLOCK);
+    w->pipe_watch_ = reactor->read(w->from_worker_, [p = w.get()](std::string_view data) {
       std::lock_guard cb(p->callback_mu_);
-      if (p->dying_ || p->socket_done_) return;
+      if (p->dying_ || p->pipe_done_) return;
       if (data.empty() || !p->deliver(data.data(), data.size())) {
         // The end of the stream (or a malformed frame): the process's end is reported by its
-        // pidfd. A worker that closed its socket and lives on is ended by its deadlines.
-        p->socket_done_ = true;
-        p->socket_watch_.reset();  // from inside its own callback: stops further calls
+        // pidfd. A worker that closed its pipe and lives on is ended by its deadlines.
+        p->pipe_done_ = true;
+        p->pipe_watch_.reset();  // from inside its own callback: stops further calls
       }
     });
     w->pid_watch_ = reactor->watch(w->pidfd_, [p = w.get()] { p->on_pidfd(); });
@@ -110,19 +150,20 @@ Expected<std::unique_ptr<WorkerProcess>> WorkerProcess::spawn(const WorkerSpawn&
 WorkerProcess::~WorkerProcess() {
   kill();
   if (reader_.joinable()) reader_.join();
-  std::unique_ptr<Reactor::Watch> socket_watch, pid_watch;
+  std::unique_ptr<Reactor::Watch> pipe_watch, pid_watch;
   {
     std::lock_guard lock(callback_mu_);
     dying_ = true;
-    socket_watch = std::move(socket_watch_);
+    pipe_watch = std::move(pipe_watch_);
     pid_watch = std::move(pid_watch_);
   }
-  socket_watch.reset();  // waits for a callback in progress on the loop
+  pipe_watch.reset();  // waits for a callback in progress on the loop
   pid_watch.reset();
   { std::lock_guard wait_for_callbacks(callback_mu_); }
   if (!reaped_) reap();
   if (output_.joinable()) output_.join();
-  close_fd(sock_);
+  close_fd(to_worker_);
+  close_fd(from_worker_);
   close_fd(out_);
   close_fd(err_);
   close_fd(pidfd_);
@@ -142,14 +183,8 @@ bool WorkerProcess::send_raw(std::string_view wire) {
   const char* p = wire.data();
   std::size_t left = wire.size();
   while (left > 0) {
-    ssize_t n = ::send(sock_, p, left, MSG_NOSIGNAL);
+    ssize_t n = ::write(to_worker_, p, left);  // a worker gone: EPIPE (SIGPIPE is ignored)
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      // Read on an event loop, the socket is non-blocking: wait for room as a blocking send would.
-      pollfd room{sock_, POLLOUT, 0};
-      if (::poll(&room, 1, -1) < 0 && errno != EINTR) return false;
-      continue;
-    }
     if (n < 0) return false;
     p += n;
     left -= static_cast<std::size_t>(n);
@@ -194,7 +229,7 @@ std::string WorkerProcess::reap() {
 void WorkerProcess::read_frames() {
   char buf[65536];
   while (true) {
-    ssize_t n = ::recv(sock_, buf, sizeof buf, 0);
+    ssize_t n = ::read(from_worker_, buf, sizeof buf);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) break;
     if (!deliver(buf, static_cast<std::size_t>(n))) break;
@@ -203,11 +238,11 @@ void WorkerProcess::read_frames() {
   if (callbacks_.exited) callbacks_.exited(exit_code_, why);
 }
 
-void WorkerProcess::drain_socket_locked() {
-  if (socket_done_) return;
+void WorkerProcess::drain_pipe_locked() {
+  if (pipe_done_) return;
   char buf[65536];
   while (true) {
-    ssize_t n = ::recv(sock_, buf, sizeof buf, MSG_DONTWAIT);
+    ssize_t n = ::read(from_worker_, buf, sizeof buf);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
     if (n <= 0 || !deliver(buf, static_cast<std::size_t>(n))) return;
@@ -217,9 +252,9 @@ void WorkerProcess::drain_socket_locked() {
 void WorkerProcess::on_pidfd() {
   std::lock_guard lock(callback_mu_);
   if (dying_ || reaped_) return;
-  drain_socket_locked();  // what it wrote before it ended comes first
-  socket_done_ = true;
-  socket_watch_.reset();
+  drain_pipe_locked();  // what it wrote before it ended comes first
+  pipe_done_ = true;
+  pipe_watch_.reset();
   pid_watch_.reset();
   std::string why = reap();  // the pidfd is readable: it has ended, this does not block
   if (callbacks_.exited) callbacks_.exited(exit_code_, why);

@@ -1,11 +1,12 @@
 #pragma once
-// One worker process and its protocol socket: spawns it with a clean, explicit environment
-// and the socket as fd 3, sends frames (thread-safe), and delivers what it says (frames),
-// what it prints (stdout/stderr lines) and how it ended, each through a callback. A worker
-// that sends a malformed or oversized frame is killed, and its end reports why.
+// One worker process and its protocol pipes: spawns it with a clean, explicit environment,
+// frames to it on fd 3 and from it on fd 4, sends frames (thread-safe), and delivers what it
+// says (frames), what it prints (stdout/stderr lines) and how it ended, each through a
+// callback. A worker that sends a malformed or oversized frame is killed, and its end reports
+// why.
 //
 // Its frames are read either by a thread of its own, or, given a Reactor, on that event loop
-// (the socket and a pidfd are watched there; no reader thread), which saves a context switch
+// (the pipe and a pidfd are watched there; no reader thread), which saves a context switch
 // per reply when the loop is also where the results are wanted.
 #include <sys/types.h>
 
@@ -23,6 +24,11 @@
 #include "runtime/process/frame.h"
 
 namespace nimbus {
+
+// Where a worker finds the protocol: it reads frames from fd 3 and writes frames to fd 4
+// (also in its environment as NIMBUS_WORKER_FD and NIMBUS_WORKER_OUT_FD).
+inline constexpr int kWorkerInFd = 3;
+inline constexpr int kWorkerOutFd = 4;
 
 struct WorkerSpawn {
   std::vector<std::string> argv;  // argv[0] is an absolute path: no PATH search
@@ -65,13 +71,14 @@ class WorkerProcess {
   // Feeds received bytes to the decoder and delivers whole frames; false on a malformed one
   // (why_ says what).
   bool deliver(const char* data, std::size_t size);
-  // The process ended (the reactor's pidfd callback); what is left on the socket is read first.
+  // The process ended (the reactor's pidfd callback); what is left in the pipe is read first.
   void on_pidfd();
-  void drain_socket_locked();
+  void drain_pipe_locked();
   std::string reap();  // waits for the process; returns how it ended (why_ first)
 
   pid_t pid_ = -1;
-  int sock_ = -1;
+  int to_worker_ = -1;    // the pipe the worker reads frames from
+  int from_worker_ = -1;  // the pipe the worker writes frames to
   int out_ = -1;
   int err_ = -1;
   std::size_t max_frame_ = kDefaultMaxFrame;
@@ -87,10 +94,10 @@ class WorkerProcess {
   // Reactor mode: the watches, and the lock every reactor callback holds (the destructor takes
   // it to wait for one in progress).
   int pidfd_ = -1;
-  bool socket_done_ = false;
+  bool pipe_done_ = false;
   bool dying_ = false;
   std::mutex callback_mu_;
-  std::unique_ptr<Reactor::Watch> socket_watch_;
+  std::unique_ptr<Reactor::Watch> pipe_watch_;
   std::unique_ptr<Reactor::Watch> pid_watch_;
 };
 
