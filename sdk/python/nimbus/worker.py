@@ -1,6 +1,6 @@
-"""The Python worker (run as `python3 -m nimbus`): speaks the Nimbus worker protocol (docs/worker-protocol.md) on the
-fds in NIMBUS_WORKER_FD (frames in) and NIMBUS_WORKER_OUT_FD (frames out) and runs one
-function's handler. Standard library only."""
+"""The Python worker (the host runs `from nimbus.worker import main; main()`): speaks the
+Nimbus worker protocol (docs/worker-protocol.md) on the fds in NIMBUS_WORKER_FD (frames in) and
+NIMBUS_WORKER_OUT_FD (frames out) and runs one function's handler. Standard library only."""
 
 # Start-up time is a feature: a cold start pays for every import before `ready`. Only what
 # every invocation needs is imported here; traceback, asyncio and socket are imported where

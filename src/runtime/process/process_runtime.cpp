@@ -150,7 +150,9 @@ ProcessOptions process_options_for(const AppSpec& app, const FunctionSpec& fn, c
   o.env = {"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=" + app.dir.string(), "LANG=C.UTF-8",
            "NIMBUS_FUNCTION=" + fn.name, "NIMBUS_APP=" + app.name};
   if (fn.runtime == RuntimeKind::python) {
-    o.argv = {"/usr/bin/python3", "-m", "nimbus"};
+    // Not `-m nimbus`: runpy pulls in importlib.util and friends, ~5 ms of every cold start
+    // here. The same code by import, with the working folder first on sys.path as with -m.
+    o.argv = {"/usr/bin/python3", "-c", "from nimbus.worker import main; main()"};
     o.env.push_back("PYTHONPATH=" + (sdk / "python").string());
     // Bytecode (the SDK's and the function's modules) cached under .nimbus, not beside the
     // sources: later cold starts skip compiling. A sandbox cannot write it and just compiles.
