@@ -1,6 +1,6 @@
 #pragma once
 // An event loop that can watch file descriptors. The process runtime hands its workers'
-// sockets to the host's HTTP event loops, so that a worker's reply is read on the thread that
+// pipes to the host's HTTP event loops, so that a worker's reply is read on the thread that
 // delivers it, with no reader thread of its own in between: one context switch fewer per
 // invocation. No Asio in this header.
 #include <functional>

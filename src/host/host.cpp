@@ -94,7 +94,7 @@ int run_host(const AppSpec& app, const HostOptions& options) {
   TimerQueue timers;
   TimerThread timer_thread(clock, timers);
   EventLoops loops(options.loops > 0 ? options.loops : default_loop_count());
-  // Running from here on: the workers' sockets are read on these loops, from warm-up to stop.
+  // Running from here on: the workers' pipes are read on these loops, from warm-up to stop.
   loops.start();
   std::vector<Reactor*> reactors;
   for (int i = 0; i < loops.size(); ++i) reactors.push_back(&loops.reactor(i));

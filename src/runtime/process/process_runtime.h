@@ -75,7 +75,7 @@ class ProcessExecutor final : public Executor {
     api_issue_ = std::move(issue);
     api_revoke_ = std::move(revoke);
   }
-  // Event loops to read the workers' sockets on (round robin by instance); set before the
+  // Event loops to read the workers' pipes on (round robin by instance); set before the
   // first start. Without any, each worker has a reader thread of its own. The loops must run
   // until stop() has returned.
   void set_reactors(std::vector<Reactor*> reactors) { reactors_ = std::move(reactors); }
