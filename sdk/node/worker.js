@@ -138,13 +138,9 @@ class Worker {
     const id = header.id || '';
     const headers = {};
     for (const [n, v] of http.headers || []) headers[n.toLowerCase()] = v;
-    let query = null;  // parsed when first read: a cold start need not load URLSearchParams
     const req = {
       method: http.method || '', path: http.path || '', rawQuery: http.query || '',
-      get query() {
-        if (query === null) query = http.query ? Object.fromEntries(new URLSearchParams(http.query)) : {};
-        return query;
-      },
+      query: http.query ? Object.fromEntries(new URLSearchParams(http.query)) : {},
       headers, headerList: http.headers || [], params: http.params || {}, body,
       trigger: header.trigger || '', attributes: header.attributes || {}, metadata: header.metadata || {},
       text() { return body.toString(); },
@@ -193,10 +189,7 @@ class Worker {
     };
     this.inFlight++;
     try {
-      // A plain value is used at once; only a promise costs a turn of the microtask queue.
-      let value = this.handler(req, ctx);
-      if (value !== null && typeof value === 'object' && typeof value.then === 'function') value = await value;
-      const [httpReply, out] = reply(value);
+      const [httpReply, out] = reply(await this.handler(req, ctx));
       this.send(RESULT, { id, status: 'ok', http: httpReply }, out);
     } catch (err) {
       const e = err instanceof Error ? err : new Error(String(err));
