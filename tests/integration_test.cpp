@@ -528,6 +528,12 @@ TEST(Isolation, NativeFunctionInAWorkerCrashesAloneAndIsReplaced) {
   ASSERT_EQ(again.status, 200) << again.body;
   EXPECT_NE(again.body, first.body);  // a new worker
 
+  // A reply header that is not UTF-8 crosses the protocol as U+FFFD: the host once refused
+  // the frame as malformed and killed the worker (502).
+  Response latin1 = request(host.http_port(), "GET", "/boxed?latin1=1");
+  ASSERT_EQ(latin1.status, 200) << latin1.body;
+  EXPECT_EQ(latin1.header("x-latin1"), "caf\xef\xbf\xbd");
+
   Response boxed = request(host.http_port(), "POST", "/boxed", {}, "in a box");
   ASSERT_EQ(boxed.status, 200) << boxed.body;
   auto echoed = parse_object(boxed.body);  // the request crossed into the sandboxed worker whole

@@ -1,6 +1,7 @@
 // Echoes what it was given, so tests can see exactly what crossed the ABI.
 //   ?raw=1      the body back, byte for byte, as application/octet-stream
 //   ?status=N   reply with status N
+//   ?latin1=1   a reply header whose value is not UTF-8 ("caf\xe9")
 //   otherwise   JSON: method, path, query, params, headers, body size
 #include <nimbus/function.h>
 
@@ -20,6 +21,7 @@ nimbus::Response echo(const nimbus::Request& req, nimbus::Context& ctx) {
   int status = 200;
   if (auto s = req.query_param("status")) status = std::stoi(*s);
   if (req.query_param("raw")) return nimbus::Response::bytes(status, std::string(req.body()));
+  if (req.query_param("latin1")) return nimbus::Response::text(status, "latin1").header("x-latin1", "caf\xe9");
   std::string j = "{\"method\":\"" + esc(req.method()) + "\",\"path\":\"" + esc(req.path()) +
                   "\",\"query\":\"" + esc(req.query()) + "\",\"trigger\":\"" + esc(req.trigger()) +
                   "\",\"invocation_id\":\"" + esc(ctx.invocation_id()) + "\",\"params\":{";
