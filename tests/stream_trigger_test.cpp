@@ -20,6 +20,7 @@
 #include "pool/function_pools.h"
 #include "pool/worker_threads.h"
 #include "store/store.h"
+#include "trigger_test_env.h"
 
 namespace nimbus {
 namespace {
@@ -79,21 +80,12 @@ class BatchFunction final : public Executor {
   Seen& seen_;
 };
 
-class StreamTriggerTest : public ::testing::Test {
+class StreamTriggerTest : public TriggerTest {
  protected:
   void SetUp() override {
-    dir_ = fs::temp_directory_path() / ("nimbus-stream-" + std::to_string(std::random_device{}()));
-    fs::create_directories(dir_);
-    auto s = open_store("sqlite:state.db", dir_, clock_);
-    ASSERT_TRUE(s.ok()) << s.error().message;
-    store_ = std::move(*s);
-    devnull_ = ::open("/dev/null", O_WRONLY);
-    sink_ = std::make_unique<LogSink>(devnull_);
-    logger_ = std::make_unique<Logger>(*sink_, clock_, "t");
-    thread_ = std::make_unique<TimerThread>(clock_, timers_);
+    set_up("nimbus-stream-");
+    if (HasFatalFailure()) return;
     clock_.on_advance([this] { thread_->wake(); });
-    app_.name = "t";
-    app_.dir = dir_;
     app_.streams.push_back(StreamSpec{"readings", 4, {}, 0});
     FunctionSpec fn;
     fn.name = "agg";
@@ -115,13 +107,7 @@ class StreamTriggerTest : public ::testing::Test {
     trigger_.reset();
     workers_.reset();
     pools_.reset();
-    thread_.reset();
-    store_->close();
-    store_.reset();
-    logger_.reset();
-    sink_.reset();
-    ::close(devnull_);
-    fs::remove_all(dir_);
+    TriggerTest::TearDown();
   }
   void start() {
     workers_ = std::make_unique<WorkerThreads>(4);
@@ -168,15 +154,6 @@ class StreamTriggerTest : public ::testing::Test {
     return f();
   }
 
-  fs::path dir_;
-  ManualClock clock_;
-  TimerQueue timers_;
-  std::unique_ptr<TimerThread> thread_;
-  std::unique_ptr<Store> store_;
-  int devnull_ = -1;
-  std::unique_ptr<LogSink> sink_;
-  std::unique_ptr<Logger> logger_;
-  AppSpec app_;
   Metrics metrics_{{"agg"}};
   std::unique_ptr<WorkerThreads> workers_;
   std::unique_ptr<PoolContext> ctx_;
