@@ -269,7 +269,9 @@ TEST(WorkerProcessTest, FramesTravelOnTwoPipesNamedInTheEnvironmentAndSigpipeIsT
   auto w = WorkerProcess::spawn(spec, seen.callbacks());
   ASSERT_TRUE(w.ok()) << w.error().message;
   ASSERT_TRUE(seen.wait_exit());
-  std::lock_guard l(seen.mu);
+  std::unique_lock l(seen.mu);
+  // Printed lines come on the output thread, which may hand them over after the exit.
+  seen.cv.wait_for(l, 20s, [&] { return seen.lines.size() >= 4; });
   ASSERT_EQ(seen.lines.size(), 4u);
   EXPECT_EQ(seen.lines[0], "in=3 out=4");
   EXPECT_EQ(seen.lines[1], "fifo");
