@@ -10,6 +10,7 @@
 #include <condition_variable>
 #include <fstream>
 #include <random>
+#include <set>
 
 #include "observe/log.h"
 #include "observe/metrics.h"
@@ -71,6 +72,23 @@ class ProcessRuntimeTest : public ::testing::Test {
     cv.wait_for(l, 20s, [&] { return out.has_value(); });
     return out ? std::move(*out) : Result::failure(Outcome::error, "test", "no result within 20 s");
   }
+  // A function run by tests/workers/start_worker.py with `args`.
+  void make_start_worker(std::vector<std::string> args, int concurrency, int max_instances) {
+    AppSpec app;
+    app.name = "t";
+    app.dir = dir_;
+    fn_.name = "hello";
+    fn_.runtime = RuntimeKind::process;
+    fn_.command = {"/usr/bin/python3", NIMBUS_SOURCE_DIR "/tests/workers/start_worker.py"};
+    fn_.command.insert(fn_.command.end(), args.begin(), args.end());
+    fn_.concurrency = concurrency;
+    fn_.max_instances = max_instances;
+    fn_.idle_timeout = 1h;
+    executor_ = std::make_unique<ProcessExecutor>(fn_, 0, process_options_for(app, fn_), clock_, timers_,
+                                                  timer_thread_.get(), *logger_, metrics_);
+  }
+  // Starts an invocation whose result arrives later; `timeout` > 0 gives it a deadline.
+  std::shared_ptr<struct Pending> start(const std::string& id, Duration timeout = {});
   // Waits (bounded, real time) for the instance count to reach `n`.
   bool wait_instances(int n) {
     for (int i = 0; i < 2000; ++i) {
@@ -110,6 +128,76 @@ struct Pending {
     return result.has_value();
   }
 };
+
+std::shared_ptr<Pending> ProcessRuntimeTest::start(const std::string& id, Duration timeout) {
+  auto p = std::make_shared<Pending>();
+  Invocation inv;
+  inv.id = id;
+  inv.function = "hello";
+  inv.started = clock_.now();
+  if (timeout > Duration{}) inv.deadline = inv.started + timeout;
+  inv.time = std::chrono::system_clock::now();
+  inv.http = HttpRequest{"GET", "/", "", {}, {}};
+  executor_->start(inv, [p](Result&& r) {
+    std::lock_guard l(p->mu);
+    p->result = std::move(r);
+    p->cv.notify_all();
+  });
+  return p;
+}
+
+// A start from zero sends the work that waits for it right behind init, up to the function's
+// concurrency: the worker answers ready only once two invocations have arrived, so without
+// that it would never start (the start timeout runs on the manual clock, which stands still).
+TEST_F(ProcessRuntimeTest, AStartFromZeroSendsTheWaitingWorkBehindInitUpToTheConcurrency) {
+  make_start_worker({"hold", "2"}, /*concurrency=*/2, /*max_instances=*/1);
+  auto a = start("a");
+  auto b = start("b");
+  auto c = start("c");  // no room behind init: it waits for ready
+  for (auto* p : {&a, &b, &c}) {
+    ASSERT_TRUE((*p)->wait(20s)) << "the worker never saw two invocations before ready";
+    ASSERT_EQ((*p)->result->outcome, Outcome::success) << (*p)->result->error.message;
+  }
+  EXPECT_EQ(a->result->http->body, "behind init");
+  EXPECT_EQ(b->result->http->body, "behind init");
+  EXPECT_EQ(c->result->http->body, "after ready");
+  // The time they waited for the start is the pool's queue wait, counted when ready came.
+  EXPECT_NE(metrics_.render().find("nimbus_queue_wait_seconds_count{function=\"hello\"} 3\n"), std::string::npos)
+      << metrics_.render();
+}
+
+// Work sent behind init whose deadline passes while the worker is still starting fails as a
+// timeout; the worker, which overran nothing, is not killed, and takes the next work.
+TEST_F(ProcessRuntimeTest, WorkWhoseDeadlinePassesWhileTheWorkerStartsTimesOutAndTheWorkerLives) {
+  make_start_worker({"hold", "2"}, /*concurrency=*/2, /*max_instances=*/1);
+  auto a = start("a", 5s);
+  ASSERT_TRUE(wait_instances(1));
+  advance(6s);
+  ASSERT_TRUE(a->wait(20s));
+  EXPECT_EQ(a->result->outcome, Outcome::timeout) << a->result->error.message;
+  auto b = start("b");  // the worker, holding "a", answers ready with this second one
+  ASSERT_TRUE(b->wait(20s)) << "the starting worker was killed or given nothing more";
+  EXPECT_EQ(b->result->outcome, Outcome::success) << b->result->error.message;
+  EXPECT_EQ(b->result->http->body, "behind init");
+  EXPECT_EQ(executor_->instances(), 1);
+}
+
+// A worker that dies before ready hands what was sent behind its init back to the line, for
+// another instance that is starting; only when none is left does the work fail.
+TEST_F(ProcessRuntimeTest, WorkBehindTheInitOfAWorkerThatNeverStartsGoesToAnotherInstance) {
+  make_start_worker({"fail-first", dir_.string()}, /*concurrency=*/1, /*max_instances=*/2);
+  auto a = start("a");  // behind the init of the first instance, which will fail
+  auto b = start("b");  // the first has no room: a second instance starts for it
+  ASSERT_TRUE(wait_instances(2));
+  std::ofstream(dir_ / "go") << "go";  // the first instance exits without ready
+  for (auto* p : {&a, &b}) {
+    ASSERT_TRUE((*p)->wait(20s));
+    ASSERT_EQ((*p)->result->outcome, Outcome::success) << (*p)->result->error.message;
+  }
+  // Which instance ran first is up to the scheduler; one of the two went back in line.
+  std::multiset<std::string> bodies{a->result->http->body, b->result->http->body};
+  EXPECT_EQ(bodies, (std::multiset<std::string>{"after ready", "behind init"}));
+}
 
 TEST_F(ProcessRuntimeTest, ADeadlineKillsTheWorkerOnceWorkIsPastItAndAnEarlierOneIsFollowed) {
   std::ofstream(dir_ / "app.py") << "import asyncio\n"

@@ -411,6 +411,7 @@ exports.hello = (req, ctx) => { ctx.log.info('hi from ' + ctx.invocationId); con
 exports.echo = (req) => new Response(req.body, { status: 201, headers: { 'x-id': req.params.id }, contentType: 'application/octet-stream' });
 exports.slow = async (req) => { await new Promise(r => setTimeout(r, Number(req.query.ms || 0))); return req.query.tag; };
 exports.boom = () => { throw new TypeError('bad order'); };
+exports.net = () => String(process.moduleLoadList.includes('NativeModule net'));
 )JS";
   }
   void start_node(const std::string& handler) {
@@ -445,6 +446,50 @@ TEST_F(NodeWorkerTest, AnEsModuleHandlerIsImported) {
   auto r = seen_.wait_frame(FrameType::result, "m1");
   ASSERT_TRUE(r);
   EXPECT_EQ(r->body, "Hello from ESM, Node");
+}
+
+// What the host sends behind init (a start on demand) is answered before the event loop has
+// turned, without the `net` module (several ms of a cold start); what comes later goes over
+// the sockets, which are open by then.
+TEST_F(NodeWorkerTest, WorkSentBehindInitIsAnsweredBeforeNetIsLoadedAndLaterWorkOverSockets) {
+  start_node("handlers.js:net");
+  ASSERT_TRUE(worker_->send(FrameType::invoke, invoke_header("first")).ok());
+  ASSERT_TRUE(seen_.wait_frame(FrameType::ready)) << seen_.why;
+  auto first = seen_.wait_frame(FrameType::result, "first");
+  ASSERT_TRUE(first) << seen_.why;
+  EXPECT_EQ(first->body, "false");
+  ASSERT_TRUE(worker_->send(FrameType::invoke, invoke_header("later")).ok());
+  auto later = seen_.wait_frame(FrameType::result, "later");
+  ASSERT_TRUE(later) << seen_.why;
+  EXPECT_EQ(later->body, "true");
+}
+
+// A reply too big to write while nothing reads (more than fits a pipe) goes over the socket,
+// opened for it, even before the first turn of the event loop; so does a request that big.
+TEST_F(NodeWorkerTest, BigFramesBehindInitTravelWhole) {
+  start_node("handlers.js:echo");
+  std::string big(300 * 1024, 'x');
+  for (std::size_t i = 0; i < big.size(); i += 997) big[i] = static_cast<char>('a' + i % 26);
+  ASSERT_TRUE(worker_->send(FrameType::invoke, invoke_header("big", "", "POST"), big).ok());
+  ASSERT_TRUE(worker_->send(FrameType::invoke, invoke_header("small", "", "POST"), "s").ok());
+  auto r = seen_.wait_frame(FrameType::result, "big");
+  ASSERT_TRUE(r) << seen_.why;
+  EXPECT_EQ(r->body, big);
+  auto s = seen_.wait_frame(FrameType::result, "small");
+  ASSERT_TRUE(s) << seen_.why;
+  EXPECT_EQ(s->body, "s");
+}
+
+// An ES module loads asynchronously: the frames behind init wait for it.
+TEST_F(NodeWorkerTest, WorkSentBehindTheInitOfAnEsModuleWaitsForItsImport) {
+  std::ofstream(dir_ / "handlers.mjs") << "export const hello = (req) => 'Hello from ESM, ' + (req.query.name || 'World');\n";
+  start_node("handlers.mjs:hello");
+  ASSERT_TRUE(worker_->send(FrameType::invoke, invoke_header("m1", "name=early")).ok());
+  ASSERT_TRUE(seen_.wait_frame(FrameType::ready)) << seen_.why;
+  auto r = seen_.wait_frame(FrameType::result, "m1");
+  ASSERT_TRUE(r) << seen_.why;
+  EXPECT_EQ(r->header.at("status").as_string(), "ok") << r->header;
+  EXPECT_EQ(r->body, "Hello from ESM, early");
 }
 
 TEST_F(NodeWorkerTest, ResponseObjectCarriesBinaryBodyStatusAndHeaders) {

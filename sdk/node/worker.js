@@ -9,7 +9,7 @@
 // (JSON), undefined/null (204), or a Response; promises are awaited, so many invocations run
 // concurrently in one worker.
 
-const net = require('net');
+const fs = require('fs');
 const path = require('path');
 
 const PROTOCOL = 1;
@@ -53,26 +53,89 @@ function reply(value) {
   return [{ status: 200, headers: [['content-type', 'application/json']] }, Buffer.from(JSON.stringify(value))];
 }
 
+// Until the first turn of the event loop, frames are read with readSync and written with
+// writeSync: the host writes init (and, for a start on demand, the first invocations) as it
+// spawns the worker, so a cold start answers its first request without loading `net` and
+// the streams under it (several ms). After that first turn the fds become net.Sockets. Only
+// small frames are written synchronously, and only while their sum cannot fill the pipe: a
+// blocking write must never wait on a host that is itself waiting to write to us.
+const SYNC_OUT_LIMIT = 32 * 1024;
+
 class Worker {
-  constructor(socket) {
-    this.socket = socket;
+  constructor(inFd, outFd) {
+    this.inFd = inFd;
+    this.outFd = outFd;
+    this.socket = null;  // the output stream, once attached
+    this.syncOut = 0;    // bytes written with writeSync before that
     this.buffer = Buffer.alloc(0);
     this.handler = null;
+    this.loading = false;  // an ES module is being imported: frames wait in `held`
+    this.held = [];
     this.calls = 0;
     this.waiting = new Map();  // call id -> { resolve, reject }
     this.function = '';
     this.inFlight = 0;
   }
 
-  send(type, header, body) { this.socket.write(encode(type, header, body)); }
+  send(type, header, body) {
+    const frame = encode(type, header, body);
+    if (!this.socket && this.syncOut + frame.length <= SYNC_OUT_LIMIT) {
+      this.syncOut += frame.length;
+      for (let off = 0; off < frame.length;) off += fs.writeSync(this.outFd, frame, off);
+      return;
+    }
+    this.attach();
+    this.socket.write(frame);
+  }
+
+  // Reads until at least one whole frame (init) is in the buffer, then handles what came.
+  // False when the fd cannot be read that way (non-blocking): the sockets take over.
+  startSync() {
+    const chunk = Buffer.allocUnsafe(64 * 1024);
+    while (!this.hasFrame()) {
+      let n;
+      try {
+        n = fs.readSync(this.inFd, chunk, 0, chunk.length, null);
+      } catch (err) {
+        if (err.code === 'EINTR') continue;
+        return false;
+      }
+      if (n === 0) process.exit(0);  // the host closed its end
+      this.buffer = Buffer.concat([this.buffer, chunk.subarray(0, n)]);
+    }
+    this.onData(null);
+    return true;
+  }
+
+  hasFrame() {
+    return this.buffer.length >= 4 && this.buffer.length >= 4 + this.buffer.readUInt32BE(0);
+  }
+
+  attach() {
+    if (this.socket) return;
+    const net = require('net');
+    const same = this.inFd === this.outFd;
+    const input = new net.Socket({ fd: this.inFd, readable: true, writable: same });
+    this.socket = same ? input : new net.Socket({ fd: this.outFd, readable: false, writable: true });
+    input.on('data', (chunk) => this.onData(chunk));
+    input.on('end', () => process.exit(0));  // the host closed its end
+    input.on('error', () => process.exit(1));
+    this.socket.on('error', () => process.exit(1));
+  }
+
+  // Ends the process once what was written has left.
+  exit(code) {
+    if (this.socket) this.socket.end(() => process.exit(code));
+    else process.exit(code);
+  }
 
   fatal(message, code) {
     this.send(FATAL, { message });
-    this.socket.end(() => process.exit(code));
+    this.exit(code);
   }
 
   onData(chunk) {
-    this.buffer = this.buffer.length ? Buffer.concat([this.buffer, chunk]) : chunk;
+    if (chunk) this.buffer = this.buffer.length ? Buffer.concat([this.buffer, chunk]) : chunk;
     while (this.buffer.length >= 4) {
       const length = this.buffer.readUInt32BE(0);
       if (length < 5) return this.fatal(`malformed frame: length ${length}`, 2);
@@ -83,39 +146,51 @@ class Worker {
       const header = JSON.parse(this.buffer.subarray(9, 9 + headLen).toString());
       const body = Buffer.from(this.buffer.subarray(9 + headLen, 4 + length));
       this.buffer = this.buffer.subarray(4 + length);
-      this.onFrame(type, header, body);
+      if (this.loading) this.held.push([type, header, body]);
+      else this.onFrame(type, header, body);
     }
   }
 
-  async load(spec) {
+  // Loads the handler: a CommonJS file at once, an ES module (.mjs) by import(), during which
+  // the frames that follow init are held. Answers ready, or fatal when it cannot load.
+  init(header) {
+    if (header.protocol !== PROTOCOL) {
+      return this.fatal(`worker speaks protocol ${PROTOCOL}, host sent ${header.protocol}`, 2);
+    }
+    this.function = header.function || '';
+    const spec = header.handler || '';
+    const failed = (err) => this.fatal(`cannot load handler ${spec}: ${err.message}`, 1);
     const colon = spec.lastIndexOf(':');
-    if (colon <= 0) throw new Error(`handler '${spec}' should be path/file.js:exportName`);
+    if (colon <= 0) return failed(new Error(`handler '${spec}' should be path/file.js:exportName`));
     const file = path.resolve(spec.slice(0, colon));
     const name = spec.slice(colon + 1);
-    const mod = file.endsWith('.mjs') ? await import(require('url').pathToFileURL(file).href) : require(file);
-    const fn = mod[name];
-    if (typeof fn !== 'function') throw new Error(`${spec.slice(0, colon)} has no export '${name}'`);
-    this.handler = fn;
+    const loaded = (mod) => {
+      const fn = mod[name];
+      if (typeof fn !== 'function') throw new Error(`${spec.slice(0, colon)} has no export '${name}'`);
+      this.handler = fn;
+      this.send(READY, { protocol: PROTOCOL, pid: process.pid, runtime: `node ${process.version}` });
+    };
+    if (!file.endsWith('.mjs')) {
+      try {
+        return loaded(require(file));
+      } catch (err) {
+        return failed(err);
+      }
+    }
+    this.loading = true;
+    return import(require('url').pathToFileURL(file).href).then(loaded).then(() => {
+      this.loading = false;
+      for (const [type, h, body] of this.held.splice(0)) this.onFrame(type, h, body);
+    }, failed);
   }
 
-  async onFrame(type, header, body) {
-    if (type === INIT) {
-      if (header.protocol !== PROTOCOL) {
-        return this.fatal(`worker speaks protocol ${PROTOCOL}, host sent ${header.protocol}`, 2);
-      }
-      this.function = header.function || '';
-      try {
-        await this.load(header.handler || '');
-      } catch (err) {
-        return this.fatal(`cannot load handler ${header.handler}: ${err.message}`, 1);
-      }
-      return this.send(READY, { protocol: PROTOCOL, pid: process.pid, runtime: `node ${process.version}` });
-    }
+  onFrame(type, header, body) {
+    if (type === INIT) return this.init(header);
     if (type === INVOKE) return this.invoke(header, body);
     if (type === SHUTDOWN) {
       const deadline = Date.now() + (header.grace_ms || 0);
       const wait = () => (this.inFlight === 0 || Date.now() > deadline
-        ? this.socket.end(() => process.exit(0)) : setTimeout(wait, 5));
+        ? this.exit(0) : setTimeout(wait, 5));
       return wait();
     }
     if (type === HOST_RESULT) {
@@ -205,13 +280,9 @@ function main() {
   // without the second, one socket carries both.
   const inFd = Number(process.env.NIMBUS_WORKER_FD || 3);
   const outFd = Number(process.env.NIMBUS_WORKER_OUT_FD || inFd);
-  const input = new net.Socket({ fd: inFd, readable: true, writable: inFd === outFd });
-  const output = inFd === outFd ? input : new net.Socket({ fd: outFd, readable: false, writable: true });
-  const worker = new Worker(output);
-  input.on('data', (chunk) => worker.onData(chunk));
-  input.on('end', () => process.exit(0));  // the host closed its end
-  input.on('error', () => process.exit(1));
-  output.on('error', () => process.exit(1));
+  const worker = new Worker(inFd, outFd);
+  if (worker.startSync()) setImmediate(() => worker.attach());
+  else worker.attach();
 }
 
 module.exports = { Response };

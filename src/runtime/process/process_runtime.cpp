@@ -30,7 +30,14 @@ struct ProcessExecutor::Instance {
   std::string api_token;  // this instance's NIMBUS_API_TOKEN
   bool ended = false;
   std::string end_reason;
+  std::size_t pipelined = 0;  // bytes of invoke frames written behind init before ready
 };
+
+namespace {
+// What a starting instance may be sent behind its init: well under a pipe's 64 KiB, so that
+// a write to a worker still loading its code never blocks the host's thread.
+constexpr std::size_t kPipelineBudget = 32 * 1024;
+}  // namespace
 
 // Timer callbacks may outlive the executor: they go through this, and do nothing once it died.
 struct ExecutorGuard {
@@ -259,14 +266,18 @@ std::shared_ptr<ProcessExecutor::Instance> ProcessExecutor::spawn_locked(std::st
   inst->process = std::move(*process);
   json::object env;
   for (const auto& e : spec_.env) env[e.name] = e.value;
-  auto st = inst->process->send(FrameType::init, {{"protocol", kWorkerProtocolVersion},
-                                                  {"function", spec_.name},
-                                                  {"handler", options_.handler},
-                                                  {"runtime", options_.runtime},
-                                                  {"max_frame", kDefaultMaxFrame},
-                                                  {"concurrency", options_.concurrency},
-                                                  {"env", std::move(env)}});
-  if (!st) inst->process->kill();
+  std::string init;
+  encode_frame(FrameType::init,
+               {{"protocol", kWorkerProtocolVersion},
+                {"function", spec_.name},
+                {"handler", options_.handler},
+                {"runtime", options_.runtime},
+                {"max_frame", kDefaultMaxFrame},
+                {"concurrency", options_.concurrency},
+                {"env", std::move(env)}},
+               {}, init);
+  inst->pipelined = init.size();
+  if (!inst->process->send_raw(init)) inst->process->kill();
   instances_.push_back(inst);
   metrics_.instances(index_, static_cast<int>(instances_.size()));
   return inst;
@@ -327,12 +338,15 @@ void ProcessExecutor::start(const Invocation& inv, Completion done) {
       if (auto best = least_loaded_locked()) {
         assign_locked(best, std::move(w), after, &direct);
       } else {
-        std::string id = w.id;
         w.queued_at = clock_.now();
-        waiting_.push_back(std::move(w));
         // Bound the wait for a cold start: the caller hears 503 rather than hanging.
-        schedule(clock_.now() + options_.start_timeout, [this, id] { on_start_timeout(id); });
-        scale_up_locked(after);
+        schedule(w.queued_at + options_.start_timeout, [this, id = w.id] { on_start_timeout(id); });
+        if (auto starting = starting_with_room_locked(w)) {
+          pipeline_locked(starting, std::move(w), after, &direct);
+        } else {
+          waiting_.push_back(std::move(w));
+          scale_up_locked(after);
+        }
       }
     }
   }
@@ -347,16 +361,17 @@ void ProcessExecutor::Outgoing::send() {
 }
 
 void ProcessExecutor::scale_up_locked(std::vector<std::function<void()>>& after) {
-  int starting = 0;
+  std::size_t room = 0;  // what the instances starting will take when ready
   int live = 0;
   for (auto& i : instances_) {
     if (i->retiring) continue;
     ++live;
-    if (!i->ready) ++starting;
+    if (!i->ready) room += static_cast<std::size_t>(options_.concurrency) - std::min(i->in_flight.size(), static_cast<std::size_t>(options_.concurrency));
   }
-  if (static_cast<int>(waiting_.size()) <= starting * options_.concurrency || live >= options_.max_instances) return;
+  if (waiting_.size() <= room || live >= options_.max_instances) return;
   std::string error;
-  if (!spawn_locked(&error)) {
+  auto inst = spawn_locked(&error);
+  if (!inst) {
     // Nothing can run them: fail what waits, with the reason.
     while (!waiting_.empty()) {
       after.push_back([d = take_locked(waiting_.front()), error, name = spec_.name]() mutable {
@@ -364,7 +379,38 @@ void ProcessExecutor::scale_up_locked(std::vector<std::function<void()>>& after)
       });
       waiting_.pop_front();
     }
+    return;
   }
+  while (!waiting_.empty() && starting_with_room_locked(waiting_.front()) == inst) {
+    Waiting w = std::move(waiting_.front());
+    waiting_.pop_front();
+    pipeline_locked(inst, std::move(w), after);
+  }
+}
+
+// A start from zero sends the waiting work right behind init instead of after ready: the
+// worker reads it as soon as its code is loaded (a Node worker answers it before its event
+// loop has turned once), which saves a round trip and, for Node, the loading of `net`
+// before the first reply. Only while no instance is ready (scaling up under load keeps work
+// in line for whichever instance frees up first), and within the pipe budget.
+std::shared_ptr<ProcessExecutor::Instance> ProcessExecutor::starting_with_room_locked(const Waiting& w) const {
+  std::shared_ptr<Instance> found;
+  for (const auto& i : instances_) {
+    if (i->retiring) continue;
+    if (i->ready) return nullptr;
+    if (!found && static_cast<int>(i->in_flight.size()) < options_.concurrency &&
+        i->pipelined + w.wire.size() <= kPipelineBudget) {
+      found = i;
+    }
+  }
+  return found;
+}
+
+void ProcessExecutor::pipeline_locked(const std::shared_ptr<Instance>& inst, Waiting&& w,
+                                      std::vector<std::function<void()>>& after, Outgoing* direct) {
+  inst->pipelined += w.wire.size();
+  w.resend = w.wire;
+  assign_locked(inst, std::move(w), after, direct);
 }
 
 std::shared_ptr<ProcessExecutor::Instance> ProcessExecutor::least_loaded_locked() const {
@@ -380,7 +426,7 @@ std::shared_ptr<ProcessExecutor::Instance> ProcessExecutor::least_loaded_locked(
 
 void ProcessExecutor::assign_locked(const std::shared_ptr<Instance>& inst, Waiting&& w,
                                     std::vector<std::function<void()>>& after, Outgoing* direct) {
-  if (w.queued_at != TimePoint{}) metrics_.queue_wait(index_, clock_.now() - w.queued_at);
+  if (w.queued_at != TimePoint{} && w.resend.empty()) metrics_.queue_wait(index_, clock_.now() - w.queued_at);
   if (inst->in_flight.count(w.id)) {
     // Two invocations with one id on one instance could not be told apart: refuse the second.
     after.push_back([d = take_locked(w), id = w.id]() mutable {
@@ -401,15 +447,23 @@ void ProcessExecutor::assign_locked(const std::shared_ptr<Instance>& inst, Waiti
   }
 }
 
-void ProcessExecutor::drain_waiting_locked(std::vector<std::function<void()>>& after) {
+void ProcessExecutor::drain_waiting_locked(std::vector<std::function<void()>>& after, bool scale_up) {
   while (!waiting_.empty()) {
     auto best = least_loaded_locked();
     if (!best) break;
     Waiting w = std::move(waiting_.front());
     waiting_.pop_front();
+    if (w.deadline != TimePoint{} && w.deadline <= clock_.now()) {
+      // Its deadline passed while it waited (its caller has heard so): not sent, so that no
+      // worker is killed for work it never had.
+      after.push_back([d = take_locked(w), name = spec_.name]() mutable {
+        d(Result::failure(Outcome::timeout, "timeout", "function '" + name + "' did not start it within its timeout"));
+      });
+      continue;
+    }
     assign_locked(best, std::move(w), after);
   }
-  if (!waiting_.empty()) scale_up_locked(after);
+  if (scale_up && !waiting_.empty()) scale_up_locked(after);
 }
 
 void ProcessExecutor::on_frame(const std::shared_ptr<Instance>& inst, Frame&& f) {
@@ -418,7 +472,13 @@ void ProcessExecutor::on_frame(const std::shared_ptr<Instance>& inst, Frame&& f)
     case FrameType::ready: {
       std::lock_guard lock(mu_);
       inst->ready = true;
-      metrics_.cold_start(index_, clock_.now() - inst->spawned);
+      const TimePoint now = clock_.now();
+      metrics_.cold_start(index_, now - inst->spawned);
+      for (auto& [id, w] : inst->in_flight) {
+        if (w.resend.empty()) continue;  // sent behind init: it waited until now
+        metrics_.queue_wait(index_, now - w.queued_at);
+        std::string().swap(w.resend);
+      }
       drain_waiting_locked(after);
       if (inst->in_flight.empty()) arm_idle_locked(inst);
       ready_cv_.notify_all();
@@ -533,12 +593,22 @@ void ProcessExecutor::on_exit(const std::shared_ptr<Instance>& inst, int, const 
     if (!inst->retiring && !stopping_) {
       logger_.host(LogLevel::warn, "worker ended", {{"function", spec_.name}, {"reason", reason}});
     }
+    std::vector<Waiting> again;  // sent behind the init of a worker that never started
     for (auto& [id, w] : inst->in_flight) {
+      if (!inst->ready && !w.resend.empty() && !stopping_) {
+        w.wire = std::move(w.resend);
+        w.resend.clear();
+        again.push_back(std::move(w));
+        continue;
+      }
       after.push_back([d = take_locked(w), reason]() mutable {
         d(Result::failure(Outcome::crashed, "worker_failed", reason));
       });
     }
     inst->in_flight.clear();
+    // Back to the head of the line, in the order they came: they wait like any other work.
+    std::sort(again.begin(), again.end(), [](const Waiting& a, const Waiting& b) { return a.queued_at > b.queued_at; });
+    for (auto& w : again) waiting_.push_front(std::move(w));
     if (!inst->ready && !waiting_.empty()) {
       // It never started: what waits for it would wait for the same failure.
       bool other_starting = false;
@@ -550,6 +620,8 @@ void ProcessExecutor::on_exit(const std::shared_ptr<Instance>& inst, int, const 
           });
           waiting_.pop_front();
         }
+      } else if (!stopping_) {
+        drain_waiting_locked(after, false);  // to ready instances with room; the rest waits
       }
     } else if (!stopping_) {
       drain_waiting_locked(after);
@@ -584,36 +656,62 @@ void ProcessExecutor::arm_deadline_locked(const std::shared_ptr<Instance>& inst,
 void ProcessExecutor::on_deadline(const std::weak_ptr<Instance>& weak) {
   auto inst = weak.lock();
   if (!inst) return;
-  std::lock_guard lock(mu_);
-  inst->deadline_timer = 0;
-  if (inst->ended) return;
-  const TimePoint now = clock_.now();
-  TimePoint earliest{};
-  for (const auto& [id, w] : inst->in_flight) {
-    if (w.deadline == TimePoint{}) continue;
-    if (w.deadline <= now) {
-      logger_.host(LogLevel::warn, "worker overran a deadline; killing it",
-                   {{"function", spec_.name}, {"invocation_id", id}});
-      inst->process->kill();  // its exit fails what it holds, this one included
-      return;
+  std::vector<Completion> late;
+  {
+    std::lock_guard lock(mu_);
+    inst->deadline_timer = 0;
+    if (inst->ended) return;
+    const TimePoint now = clock_.now();
+    TimePoint earliest{};
+    for (auto it = inst->in_flight.begin(); it != inst->in_flight.end();) {
+      const Waiting& w = it->second;
+      if (w.deadline != TimePoint{} && w.deadline <= now) {
+        if (!inst->ready) {
+          // Sent behind init to a worker still starting: it has not overrun anything. Its
+          // caller has heard of the timeout; the worker's answer, if any, finds nothing.
+          late.push_back(take_locked(it->second));
+          it = inst->in_flight.erase(it);
+          continue;
+        }
+        logger_.host(LogLevel::warn, "worker overran a deadline; killing it",
+                     {{"function", spec_.name}, {"invocation_id", it->first}});
+        inst->process->kill();  // its exit fails what it holds, this one included
+        return;
+      }
+      if (w.deadline != TimePoint{} && (earliest == TimePoint{} || w.deadline < earliest)) earliest = w.deadline;
+      ++it;
     }
-    if (earliest == TimePoint{} || w.deadline < earliest) earliest = w.deadline;
+    if (earliest != TimePoint{}) arm_deadline_locked(inst, earliest);
   }
-  if (earliest != TimePoint{}) arm_deadline_locked(inst, earliest);
+  for (auto& d : late) {
+    d(Result::failure(Outcome::timeout, "timeout", "function '" + spec_.name + "' did not start it within its timeout"));
+  }
 }
 
 void ProcessExecutor::on_start_timeout(const std::string& id) {
   std::vector<std::function<void()>> after;
   {
     std::lock_guard lock(mu_);
-    for (auto it = waiting_.begin(); it != waiting_.end(); ++it) {
-      if (it->id != id) continue;
-      after.push_back([d = take_locked(*it), name = spec_.name, t = options_.start_timeout]() mutable {
+    auto give_up = [&](Waiting& w) {
+      after.push_back([d = take_locked(w), name = spec_.name, t = options_.start_timeout]() mutable {
         d(Result::failure(Outcome::overloaded, "cold_start_timeout",
                           "function '" + name + "' had no instance ready within " + format_duration(t)));
       });
+    };
+    auto it = std::find_if(waiting_.begin(), waiting_.end(), [&](const Waiting& w) { return w.id == id; });
+    if (it != waiting_.end()) {
+      give_up(*it);
       waiting_.erase(it);
-      break;
+    } else {
+      // Or sent behind the init of an instance still starting.
+      for (auto& inst : instances_) {
+        if (inst->ready) continue;
+        auto f = inst->in_flight.find(id);
+        if (f == inst->in_flight.end() || f->second.resend.empty()) continue;
+        give_up(f->second);
+        inst->in_flight.erase(f);
+        break;
+      }
     }
   }
   for (auto& fn : after) fn();

@@ -95,6 +95,9 @@ class ProcessExecutor final : public Executor {
     TimePoint queued_at{};  // set while it waits for an instance
     std::vector<OutputMessage> outputs;  // sent by the worker before its result
     std::string traceparent;
+    // Sent to an instance still starting (behind init): a copy of the frame, to hand the work
+    // to another instance if this one never starts.
+    std::string resend;
   };
 
   std::shared_ptr<Instance> spawn_locked(std::string* error);
@@ -110,7 +113,12 @@ class ProcessExecutor final : public Executor {
   // empty (no allocation for the common case), else is added to `after`.
   void assign_locked(const std::shared_ptr<Instance>& instance, Waiting&& w, std::vector<std::function<void()>>& after,
                      Outgoing* direct = nullptr);
-  void drain_waiting_locked(std::vector<std::function<void()>>& after);
+  // While no instance is ready, a starting one that can take w behind its init (room for it
+  // at its concurrency and in its pipe budget); null when none.
+  std::shared_ptr<Instance> starting_with_room_locked(const Waiting& w) const;
+  void pipeline_locked(const std::shared_ptr<Instance>& instance, Waiting&& w, std::vector<std::function<void()>>& after,
+                       Outgoing* direct = nullptr);
+  void drain_waiting_locked(std::vector<std::function<void()>>& after, bool scale_up = true);
   void scale_up_locked(std::vector<std::function<void()>>& after);
   void on_frame(const std::shared_ptr<Instance>& instance, Frame&& frame);
   void on_exit(const std::shared_ptr<Instance>& instance, int code, const std::string& why);
