@@ -182,6 +182,26 @@ TEST_F(ProcessRuntimeTest, WorkWhoseDeadlinePassesWhileTheWorkerStartsTimesOutAn
   EXPECT_EQ(executor_->instances(), 1);
 }
 
+// Work that waited in line past its deadline is not sent when an instance frees up: no worker
+// is killed for work it never had.
+TEST_F(ProcessRuntimeTest, WorkWhoseDeadlinePassedInLineIsNotSentAndKillsNoWorker) {
+  make_start_worker({"hold", "2"}, /*concurrency=*/2, /*max_instances=*/1);
+  auto a = start("a", 5s);
+  auto b = start("b");
+  auto c = start("c", 5s);  // no room behind init: it waits in line for ready
+  advance(6s);              // before the worker (which sleeps 200 ms before ready) is ready
+  for (auto* p : {&a, &c}) {
+    ASSERT_TRUE((*p)->wait(20s));
+    EXPECT_EQ((*p)->result->outcome, Outcome::timeout) << (*p)->result->error.message;
+  }
+  ASSERT_TRUE(b->wait(20s));
+  EXPECT_EQ(b->result->outcome, Outcome::success) << b->result->error.message;
+  auto d = start("d");  // the same worker: a new one would wait for two invocations
+  ASSERT_TRUE(d->wait(20s)) << "the worker was killed";
+  EXPECT_EQ(d->result->outcome, Outcome::success) << d->result->error.message;
+  EXPECT_EQ(d->result->http->body, "after ready");
+}
+
 // A worker that dies before ready hands what was sent behind its init back to the line, for
 // another instance that is starting; only when none is left does the work fail.
 TEST_F(ProcessRuntimeTest, WorkBehindTheInitOfAWorkerThatNeverStartsGoesToAnotherInstance) {
