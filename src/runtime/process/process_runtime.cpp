@@ -457,7 +457,7 @@ void ProcessExecutor::drain_waiting_locked(std::vector<std::function<void()>>& a
       // Its deadline passed while it waited (its caller has heard so): not sent, so that no
       // worker is killed for work it never had.
       after.push_back([d = take_locked(w), name = spec_.name]() mutable {
-        d(Result::failure(Outcome::timeout, "timeout", "function '" + name + "' did not start it within its timeout"));
+        d(Result::failure(Outcome::timeout, "timeout", "function '" + name + "' timed out while it waited for a worker"));
       });
       continue;
     }
@@ -684,7 +684,7 @@ void ProcessExecutor::on_deadline(const std::weak_ptr<Instance>& weak) {
     if (earliest != TimePoint{}) arm_deadline_locked(inst, earliest);
   }
   for (auto& d : late) {
-    d(Result::failure(Outcome::timeout, "timeout", "function '" + spec_.name + "' did not start it within its timeout"));
+    d(Result::failure(Outcome::timeout, "timeout", "function '" + spec_.name + "' timed out while it waited for a worker"));
   }
 }
 
