@@ -185,21 +185,43 @@ TEST_F(ProcessRuntimeTest, WorkWhoseDeadlinePassesWhileTheWorkerStartsTimesOutAn
 // Work that waited in line past its deadline is not sent when an instance frees up: no worker
 // is killed for work it never had.
 TEST_F(ProcessRuntimeTest, WorkWhoseDeadlinePassedInLineIsNotSentAndKillsNoWorker) {
-  make_start_worker({"hold", "2"}, /*concurrency=*/2, /*max_instances=*/1);
+  const fs::path go = dir_ / "go";
+  make_start_worker({"hold", "2", go.string()}, /*concurrency=*/2, /*max_instances=*/1);
   auto a = start("a", 5s);
   auto b = start("b");
   auto c = start("c", 5s);  // no room behind init: it waits in line for ready
-  advance(6s);              // before the worker (which sleeps 200 ms before ready) is ready
-  for (auto* p : {&a, &c}) {
-    ASSERT_TRUE((*p)->wait(20s));
-    EXPECT_EQ((*p)->result->outcome, Outcome::timeout) << (*p)->result->error.message;
-  }
+  advance(6s);              // the worker holds ready until `go` exists
+  ASSERT_TRUE(a->wait(20s));
+  EXPECT_EQ(a->result->outcome, Outcome::timeout) << a->result->error.message;
+  std::ofstream(go) << "go";
+  ASSERT_TRUE(c->wait(20s));
+  EXPECT_EQ(c->result->outcome, Outcome::timeout) << c->result->error.message;
   ASSERT_TRUE(b->wait(20s));
   EXPECT_EQ(b->result->outcome, Outcome::success) << b->result->error.message;
   auto d = start("d");  // the same worker: a new one would wait for two invocations
   ASSERT_TRUE(d->wait(20s)) << "the worker was killed";
   EXPECT_EQ(d->result->outcome, Outcome::success) << d->result->error.message;
   EXPECT_EQ(d->result->http->body, "after ready");
+}
+
+// A start that takes longer than the bound answers the work behind its init with 503
+// (cold_start_timeout), and the instance is killed: that work must not run after its caller
+// heard it did not. The next request starts a new instance.
+TEST_F(ProcessRuntimeTest, AStartPastTheBoundFailsTheWorkBehindInitAndTheWorkerIsKilled) {
+  const fs::path go = dir_ / "go";
+  make_start_worker({"hold", "1", go.string()}, /*concurrency=*/1, /*max_instances=*/1);
+  auto a = start("a");
+  ASSERT_TRUE(wait_instances(1));
+  advance(11s);  // past the 10 s start bound
+  ASSERT_TRUE(a->wait(20s));
+  EXPECT_EQ(a->result->outcome, Outcome::overloaded);
+  EXPECT_EQ(a->result->error.type, "cold_start_timeout") << a->result->error.message;
+  EXPECT_TRUE(wait_instances(0)) << "the worker that did not start was not killed";
+  std::ofstream(go) << "go";
+  auto b = start("b");
+  ASSERT_TRUE(b->wait(20s));
+  ASSERT_EQ(b->result->outcome, Outcome::success) << b->result->error.message;
+  EXPECT_EQ(b->result->http->body, "behind init");
 }
 
 // A worker that dies before ready hands what was sent behind its init back to the line, for
@@ -259,7 +281,8 @@ TEST_F(ProcessRuntimeTest, ADeadlineKillsTheWorkerOnceWorkIsPastItAndAnEarlierOn
 
   // A later arrival with an earlier deadline than the one armed brings the timer forward.
   auto slow = start("slow", "s=60", 100s);
-  ASSERT_TRUE(wait_instances(1));
+  auto warm = start("warm", "s=0", 100s);  // answered: the new instance is ready
+  ASSERT_TRUE(warm->wait(20s));
   auto urgent = start("urgent", "s=60", 5s);
   std::this_thread::sleep_for(200ms);
   advance(6s);

@@ -73,7 +73,7 @@ struct Seen {
 };
 
 class PythonWorkerTest : public ::testing::Test {
- protected:
+ public:  // for the helpers below
   void SetUp() override {
     std::random_device rd;
     dir_ = fs::temp_directory_path() / ("nimbus-pyw-" + std::to_string(rd()));
@@ -100,6 +100,13 @@ def boom(req, ctx):
 async def slow(req, ctx):
     await asyncio.sleep(float(req.query.get("s", "0")))
     return req.query.get("tag", "")
+
+def ran(req, ctx):
+    open("ran-" + req.query["tag"], "w").close()
+    return "ran"
+
+async def aran(req, ctx):
+    return ran(req, ctx)
 )PY";
   }
   void TearDown() override {
@@ -129,6 +136,47 @@ async def slow(req, ctx):
   Seen seen_;
   std::unique_ptr<WorkerProcess> worker_;
 };
+
+// An invocation reached after its deadline (it waited behind init while the worker started)
+// is answered DeadlineExceeded without running, by sync and async workers alike.
+// Two invocations of a handler that leaves a file ran-TAG: "late" (its deadline long past)
+// and "timely" (five minutes left).
+std::pair<json::object, json::object> late_and_timely(PythonWorkerTest& t) {
+  auto late = t.invoke_header("late", "tag=late");
+  late["deadline_ms"] = 1000;  // 1970
+  auto timely = t.invoke_header("timely", "tag=timely");
+  timely["deadline_ms"] = std::chrono::duration_cast<std::chrono::milliseconds>(
+                              std::chrono::system_clock::now().time_since_epoch() + std::chrono::minutes(5)).count();
+  return {late, timely};
+}
+
+void expect_only_timely_ran(Seen& seen, const fs::path& dir) {
+  auto r = seen.wait_frame(FrameType::result, "late");
+  ASSERT_TRUE(r) << seen.why;
+  EXPECT_EQ(r->header.at("status").as_string(), "error");
+  EXPECT_EQ(r->header.at("error").as_object().at("type").as_string(), "DeadlineExceeded");
+  auto ok = seen.wait_frame(FrameType::result, "timely");
+  ASSERT_TRUE(ok) << seen.why;
+  EXPECT_EQ(ok->body, "ran");
+  EXPECT_FALSE(fs::exists(dir / "ran-late"));
+  EXPECT_TRUE(fs::exists(dir / "ran-timely"));
+}
+
+TEST_F(PythonWorkerTest, WorkReachedAfterItsDeadlineIsNotRun) {
+  for (const char* handler : {"handlers.py:ran", "handlers.py:aran"}) {  // sync, then async
+    SCOPED_TRACE(handler);
+    start(handler);
+    auto [late, timely] = late_and_timely(*this);
+    ASSERT_TRUE(worker_->send(FrameType::invoke, late).ok());
+    ASSERT_TRUE(worker_->send(FrameType::invoke, timely).ok());
+    expect_only_timely_ran(seen_, dir_);
+    worker_.reset();
+    std::lock_guard l(seen_.mu);
+    seen_.frames.clear();
+    seen_.exited = false;
+    fs::remove(dir_ / "ran-timely");
+  }
+}
 
 TEST_F(PythonWorkerTest, ReadyThenHelloWithLogsTaggedAndStdoutCaptured) {
   start("handlers.py:hello");
@@ -412,9 +460,20 @@ exports.echo = (req) => new Response(req.body, { status: 201, headers: { 'x-id':
 exports.slow = async (req) => { await new Promise(r => setTimeout(r, Number(req.query.ms || 0))); return req.query.tag; };
 exports.boom = () => { throw new TypeError('bad order'); };
 exports.net = () => String(process.moduleLoadList.includes('NativeModule net'));
+exports.big = (req) => 'y'.repeat(Number(req.query.n));
+exports.ran = (req) => { require('fs').writeFileSync('ran-' + req.query.tag, 'x'); return 'ran'; };
 )JS";
   }
-  void start_node(const std::string& handler) {
+  // Starts the worker with `behind` (encoded invoke frames) written in one piece with init,
+  // as the host does for a start from zero.
+  void start_node(const std::string& handler, const std::string& behind) {
+    start_node(handler, /*send_init=*/false);
+    std::string wire;
+    encode_frame(FrameType::init, {{"protocol", 1}, {"function", "f"}, {"handler", handler}, {"runtime", "node"}}, {}, wire);
+    wire += behind;
+    ASSERT_TRUE(worker_->send_raw(wire));
+  }
+  void start_node(const std::string& handler, bool send_init = true) {
     WorkerSpawn spec;
     spec.argv = {"/usr/bin/node", NIMBUS_SOURCE_DIR "/sdk/node/worker.js"};
     spec.env = {"NODE_PATH=" NIMBUS_SOURCE_DIR "/sdk/node/lib", "PATH=/usr/bin:/bin"};
@@ -422,7 +481,13 @@ exports.net = () => String(process.moduleLoadList.includes('NativeModule net'));
     auto w = WorkerProcess::spawn(spec, seen_.callbacks());
     ASSERT_TRUE(w.ok()) << w.error().message;
     worker_ = std::move(*w);
+    if (!send_init) return;
     ASSERT_TRUE(worker_->send(FrameType::init, {{"protocol", 1}, {"function", "f"}, {"handler", handler}, {"runtime", "node"}}).ok());
+  }
+  std::string invoke_frame(json::object header, std::string_view body = {}) {
+    std::string wire;
+    encode_frame(FrameType::invoke, header, body, wire);
+    return wire;
   }
 };
 
@@ -452,8 +517,7 @@ TEST_F(NodeWorkerTest, AnEsModuleHandlerIsImported) {
 // turned, without the `net` module (several ms of a cold start); what comes later goes over
 // the sockets, which are open by then.
 TEST_F(NodeWorkerTest, WorkSentBehindInitIsAnsweredBeforeNetIsLoadedAndLaterWorkOverSockets) {
-  start_node("handlers.js:net");
-  ASSERT_TRUE(worker_->send(FrameType::invoke, invoke_header("first")).ok());
+  start_node("handlers.js:net", invoke_frame(invoke_header("first")));
   ASSERT_TRUE(seen_.wait_frame(FrameType::ready)) << seen_.why;
   auto first = seen_.wait_frame(FrameType::result, "first");
   ASSERT_TRUE(first) << seen_.why;
@@ -464,27 +528,50 @@ TEST_F(NodeWorkerTest, WorkSentBehindInitIsAnsweredBeforeNetIsLoadedAndLaterWork
   EXPECT_EQ(later->body, "true");
 }
 
-// A reply too big to write while nothing reads (more than fits a pipe) goes over the socket,
-// opened for it, even before the first turn of the event loop; so does a request that big.
-TEST_F(NodeWorkerTest, BigFramesBehindInitTravelWhole) {
+// Before the first turn of the event loop replies are written without blocking; one bigger
+// than the pipe holds (64 KiB) is finished over the socket, opened for it, and what follows
+// comes after it, whole and in order. A request bigger than one read arrives whole too.
+TEST_F(NodeWorkerTest, BigFramesBehindInitTravelWholeAndInOrder) {
+  start_node("handlers.js:big",
+             invoke_frame(invoke_header("big", "n=300000")) + invoke_frame(invoke_header("small", "n=3")));
+  auto r = seen_.wait_frame(FrameType::result, "big");
+  ASSERT_TRUE(r) << seen_.why;
+  EXPECT_EQ(r->body, std::string(300000, 'y'));
+  auto s = seen_.wait_frame(FrameType::result, "small");
+  ASSERT_TRUE(s) << seen_.why;
+  EXPECT_EQ(s->body, "yyy");
+  {
+    std::lock_guard l(seen_.mu);
+    std::vector<std::string> order;
+    for (const auto& f : seen_.frames) {
+      if (f.type == FrameType::result) order.push_back(std::string(f.header.at("id").as_string()));
+    }
+    EXPECT_EQ(order, (std::vector<std::string>{"big", "small"}));
+  }
+}
+
+TEST_F(NodeWorkerTest, ARequestBiggerThanOneReadArrivesWhole) {
   start_node("handlers.js:echo");
   std::string big(300 * 1024, 'x');
   for (std::size_t i = 0; i < big.size(); i += 997) big[i] = static_cast<char>('a' + i % 26);
-  ASSERT_TRUE(worker_->send(FrameType::invoke, invoke_header("big", "", "POST"), big).ok());
-  ASSERT_TRUE(worker_->send(FrameType::invoke, invoke_header("small", "", "POST"), "s").ok());
-  auto r = seen_.wait_frame(FrameType::result, "big");
-  ASSERT_TRUE(r) << seen_.why;
-  EXPECT_EQ(r->body, big);
-  auto s = seen_.wait_frame(FrameType::result, "small");
-  ASSERT_TRUE(s) << seen_.why;
-  EXPECT_EQ(s->body, "s");
+  ASSERT_TRUE(worker_->send(FrameType::invoke, invoke_header("in", "", "POST"), big).ok());
+  auto e = seen_.wait_frame(FrameType::result, "in");
+  ASSERT_TRUE(e) << seen_.why;
+  EXPECT_EQ(e->body, big);
+}
+
+// An invocation reached after its deadline (it waited behind init while the worker started)
+// is answered DeadlineExceeded without running: the host has answered its caller already.
+TEST_F(NodeWorkerTest, WorkReachedAfterItsDeadlineIsNotRun) {
+  auto [late, timely] = late_and_timely(*this);
+  start_node("handlers.js:ran", invoke_frame(late) + invoke_frame(timely));
+  expect_only_timely_ran(seen_, dir_);
 }
 
 // An ES module loads asynchronously: the frames behind init wait for it.
 TEST_F(NodeWorkerTest, WorkSentBehindTheInitOfAnEsModuleWaitsForItsImport) {
   std::ofstream(dir_ / "handlers.mjs") << "export const hello = (req) => 'Hello from ESM, ' + (req.query.name || 'World');\n";
-  start_node("handlers.mjs:hello");
-  ASSERT_TRUE(worker_->send(FrameType::invoke, invoke_header("m1", "name=early")).ok());
+  start_node("handlers.mjs:hello", invoke_frame(invoke_header("m1", "name=early")));
   ASSERT_TRUE(seen_.wait_frame(FrameType::ready)) << seen_.why;
   auto r = seen_.wait_frame(FrameType::result, "m1");
   ASSERT_TRUE(r) << seen_.why;

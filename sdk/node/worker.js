@@ -54,19 +54,19 @@ function reply(value) {
 }
 
 // Until the first turn of the event loop, frames are read with readSync and written with
-// writeSync: the host writes init (and, for a start on demand, the first invocations) as it
+// writeSync: the host writes init (and, for a start from zero, the first invocations) as it
 // spawns the worker, so a cold start answers its first request without loading `net` and
-// the streams under it (several ms). After that first turn the fds become net.Sockets. Only
-// small frames are written synchronously, and only while their sum cannot fill the pipe: a
-// blocking write must never wait on a host that is itself waiting to write to us.
-const SYNC_OUT_LIMIT = 32 * 1024;
+// the streams under it (several ms). After that first turn the fds become net.Sockets. The
+// synchronous writes go through a non-blocking descriptor of the output pipe: a write must
+// never wait on a host that may itself be waiting to write to us; when the pipe is full, the
+// socket takes over.
 
 class Worker {
   constructor(inFd, outFd) {
     this.inFd = inFd;
     this.outFd = outFd;
     this.socket = null;  // the output stream, once attached
-    this.syncOut = 0;    // bytes written with writeSync before that
+    this.syncFd = -1;    // before that: the output pipe, opened again without blocking
     this.buffer = Buffer.alloc(0);
     this.handler = null;
     this.loading = false;  // an ES module is being imported: frames wait in `held`
@@ -79,18 +79,28 @@ class Worker {
 
   send(type, header, body) {
     const frame = encode(type, header, body);
-    if (!this.socket && this.syncOut + frame.length <= SYNC_OUT_LIMIT) {
-      this.syncOut += frame.length;
-      for (let off = 0; off < frame.length;) off += fs.writeSync(this.outFd, frame, off);
-      return;
+    let off = 0;
+    if (!this.socket) {
+      try {
+        while (off < frame.length) off += fs.writeSync(this.syncFd, frame, off);
+        return;
+      } catch (err) {
+        if (err.code !== 'EAGAIN') process.exit(1);  // the host has gone
+      }
+      this.attach();  // the pipe is full: the rest goes when the host has read
     }
-    this.attach();
-    this.socket.write(frame);
+    this.socket.write(off ? frame.subarray(off) : frame);
   }
 
   // Reads until at least one whole frame (init) is in the buffer, then handles what came.
   // False when the fd cannot be read that way (non-blocking): the sockets take over.
   startSync() {
+    try {
+      const { O_WRONLY, O_NONBLOCK } = fs.constants;
+      this.syncFd = fs.openSync(`/proc/self/fd/${this.outFd}`, O_WRONLY | O_NONBLOCK);
+    } catch (err) {
+      return false;  // not a pipe (one socket both ways), or no /proc
+    }
     const chunk = Buffer.allocUnsafe(64 * 1024);
     while (!this.hasFrame()) {
       let n;
@@ -113,6 +123,8 @@ class Worker {
 
   attach() {
     if (this.socket) return;
+    if (this.syncFd >= 0) fs.closeSync(this.syncFd);
+    this.syncFd = -1;
     const net = require('net');
     const same = this.inFd === this.outFd;
     const input = new net.Socket({ fd: this.inFd, readable: true, writable: same });
@@ -211,6 +223,12 @@ class Worker {
   async invoke(header, body) {
     const http = header.http || {};
     const id = header.id || '';
+    if (header.deadline_ms && Date.now() > header.deadline_ms) {
+      // Reached after its deadline (it waited behind init while the worker started): the
+      // host has answered its caller already, so it does not run.
+      const message = 'the deadline passed before the invocation started';
+      return this.send(RESULT, { id, status: 'error', error: { type: 'DeadlineExceeded', message, stack: '' } });
+    }
     const headers = {};
     for (const [n, v] of http.headers || []) headers[n.toLowerCase()] = v;
     const req = {

@@ -32,6 +32,7 @@ std::string_view to_string(Outcome outcome) {
 }
 
 int64_t deadline_unix_ms(const Invocation& inv) {
+  if (inv.deadline == TimePoint{}) return 0;  // none
   auto wall = inv.time + std::chrono::duration_cast<WallTime::duration>(inv.deadline - inv.started);
   return std::chrono::duration_cast<std::chrono::milliseconds>(wall.time_since_epoch()).count();
 }

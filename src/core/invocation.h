@@ -100,7 +100,8 @@ struct Result {
 // Called exactly once per invocation, on any thread.
 using Completion = std::function<void(Result&&)>;
 
-// The deadline as milliseconds since the Unix epoch, from the invocation's own stamps.
+// The deadline as milliseconds since the Unix epoch, from the invocation's own stamps; 0
+// when it has none.
 int64_t deadline_unix_ms(const Invocation& inv);
 
 }  // namespace nimbus

@@ -1,11 +1,13 @@
 #!/usr/bin/python3
 """A worker for the process runtime's start-up tests (tests/process_runtime_test.cpp).
 
-  start_worker.py hold N      answers ready only once init and N invocations have arrived:
-                              it starts only if the host sends work behind init
+  start_worker.py hold N [GO]  answers ready only once init and N invocations have arrived
+                              (and the file GO exists, when named): it starts only if the
+                              host sends work behind init
   start_worker.py fail-first DIR
                               the first instance (the one that creates DIR/first) waits for
-                              DIR/go and exits without ready; later ones are plain workers
+                              DIR/go and exits without ready; later ones wait for one
+                              invocation, then start
 
 Each result's body says whether the invocation came before ready ("behind init") or after,
 and, for `hold`, whether more than N invocations were waiting when it answered ready."""
@@ -62,6 +64,8 @@ if mode == "hold":
         read()
         early += take()
     time.sleep(0.2)  # time for a host that sends too much to show it
+    while len(sys.argv) > 3 and not os.path.exists(sys.argv[3]):
+        time.sleep(0.01)
     more = bool(select.select([IN], [], [], 0)[0]) or bool(buf)
 elif mode == "fail-first":
     folder = sys.argv[2]
@@ -73,9 +77,9 @@ elif mode == "fail-first":
     except FileExistsError:
         pass
     more = False
-while not early:
-    read()
-    early += take()
+    while not any(k == INVOKE for k, _ in early):
+        read()
+        early += take()
 send(READY, {"protocol": 1, "pid": os.getpid(), "runtime": "start_worker"})
 for kind, header in early:
     if kind == INVOKE:

@@ -328,7 +328,19 @@ class Worker:
         self.send(RESULT, {"id": ctx.invocation_id, "status": "error", "error": {
             "type": type(exc).__name__, "message": str(exc), "stack": traceback.format_exc()}})
 
+    def expired(self, header):
+        """True for an invocation reached after its deadline (it waited behind init while the
+        worker started), answered without running it: the host has answered its caller."""
+        deadline = header.get("deadline_ms", 0)
+        if not deadline or time.time() * 1000 <= deadline:
+            return False
+        self.send(RESULT, {"id": header.get("id", ""), "status": "error", "error": {
+            "type": "DeadlineExceeded", "message": "the deadline passed before the invocation started", "stack": ""}})
+        return True
+
     def invoke_sync(self, header, body):
+        if self.expired(header):
+            return
         ctx = Context(self, header)
         try:
             self.result_for(ctx, self.handler(Request(header, body), ctx))
@@ -336,6 +348,8 @@ class Worker:
             self.failure_for(ctx, exc)
 
     async def invoke_async(self, header, body):
+        if self.expired(header):
+            return
         ctx = Context(self, header)
         try:
             value = self.handler(Request(header, body), ctx)

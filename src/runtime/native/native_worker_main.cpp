@@ -234,8 +234,7 @@ class Runner {
 
   void run(Invocation&& inv) {
     if (limit_ <= 1) {
-      std::string id = inv.id;
-      reply(channel_, id, fn_.call(inv));
+      serve(inv);
       return;
     }
     std::lock_guard lock(mu_);
@@ -258,9 +257,19 @@ class Runner {
       Invocation inv = std::move(queue_.front());
       queue_.pop_front();
       lock.unlock();
-      reply(channel_, inv.id, fn_.call(inv));
+      serve(inv);
       lock.lock();
     }
+  }
+
+  void serve(Invocation& inv) {
+    if (inv.deadline <= std::chrono::steady_clock::now()) {
+      // Reached after its deadline (it waited behind init while the worker started, or in
+      // this queue): the host has answered its caller, so it does not run.
+      reply(channel_, inv.id, Result::failure(Outcome::timeout, "DeadlineExceeded", "the deadline passed before the invocation started"));
+      return;
+    }
+    reply(channel_, inv.id, fn_.call(inv));
   }
 
   Executor& fn_;

@@ -30,12 +30,13 @@ struct ProcessExecutor::Instance {
   std::string api_token;  // this instance's NIMBUS_API_TOKEN
   bool ended = false;
   std::string end_reason;
-  std::size_t pipelined = 0;  // bytes of invoke frames written behind init before ready
+  std::size_t pipelined = 0;  // bytes written to it before ready: init and invokes behind it
+  std::size_t budget = 0;     // what may be written before ready (see kPipelineBudget)
 };
 
 namespace {
-// What a starting instance may be sent behind its init: well under a pipe's 64 KiB, so that
-// a write to a worker still loading its code never blocks the host's thread.
+// What a starting instance may be sent behind its init: at most half its pipe (32 KiB of the
+// usual 64), so that a write to a worker still loading its code never blocks the host's thread.
 constexpr std::size_t kPipelineBudget = 32 * 1024;
 }  // namespace
 
@@ -277,6 +278,7 @@ std::shared_ptr<ProcessExecutor::Instance> ProcessExecutor::spawn_locked(std::st
                 {"env", std::move(env)}},
                {}, init);
   inst->pipelined = init.size();
+  inst->budget = std::min(kPipelineBudget, inst->process->pipe_capacity() / 2);
   if (!inst->process->send_raw(init)) inst->process->kill();
   instances_.push_back(inst);
   metrics_.instances(index_, static_cast<int>(instances_.size()));
@@ -341,12 +343,9 @@ void ProcessExecutor::start(const Invocation& inv, Completion done) {
         w.queued_at = clock_.now();
         // Bound the wait for a cold start: the caller hears 503 rather than hanging.
         schedule(w.queued_at + options_.start_timeout, [this, id = w.id] { on_start_timeout(id); });
-        if (auto starting = starting_with_room_locked(w)) {
-          pipeline_locked(starting, std::move(w), after, &direct);
-        } else {
-          waiting_.push_back(std::move(w));
-          scale_up_locked(after);
-        }
+        waiting_.push_back(std::move(w));
+        pipeline_waiting_locked(after);
+        if (!waiting_.empty()) scale_up_locked(after);
       }
     }
   }
@@ -381,11 +380,7 @@ void ProcessExecutor::scale_up_locked(std::vector<std::function<void()>>& after)
     }
     return;
   }
-  while (!waiting_.empty() && starting_with_room_locked(waiting_.front()) == inst) {
-    Waiting w = std::move(waiting_.front());
-    waiting_.pop_front();
-    pipeline_locked(inst, std::move(w), after);
-  }
+  pipeline_waiting_locked(after);
 }
 
 // A start from zero sends the waiting work right behind init instead of after ready: the
@@ -399,18 +394,23 @@ std::shared_ptr<ProcessExecutor::Instance> ProcessExecutor::starting_with_room_l
     if (i->retiring) continue;
     if (i->ready) return nullptr;
     if (!found && static_cast<int>(i->in_flight.size()) < options_.concurrency &&
-        i->pipelined + w.wire.size() <= kPipelineBudget) {
+        i->pipelined + w.wire.size() <= i->budget) {
       found = i;
     }
   }
   return found;
 }
 
-void ProcessExecutor::pipeline_locked(const std::shared_ptr<Instance>& inst, Waiting&& w,
-                                      std::vector<std::function<void()>>& after, Outgoing* direct) {
-  inst->pipelined += w.wire.size();
-  w.resend = w.wire;
-  assign_locked(inst, std::move(w), after, direct);
+void ProcessExecutor::pipeline_waiting_locked(std::vector<std::function<void()>>& after) {
+  while (!waiting_.empty()) {
+    auto inst = starting_with_room_locked(waiting_.front());
+    if (!inst) return;
+    Waiting w = std::move(waiting_.front());
+    waiting_.pop_front();
+    inst->pipelined += w.wire.size();
+    w.resend = w.wire;
+    assign_locked(inst, std::move(w), after);
+  }
 }
 
 std::shared_ptr<ProcessExecutor::Instance> ProcessExecutor::least_loaded_locked() const {
@@ -476,8 +476,17 @@ void ProcessExecutor::on_frame(const std::shared_ptr<Instance>& inst, Frame&& f)
       metrics_.cold_start(index_, now - inst->spawned);
       for (auto& [id, w] : inst->in_flight) {
         if (w.resend.empty()) continue;  // sent behind init: it waited until now
-        metrics_.queue_wait(index_, now - w.queued_at);
         std::string().swap(w.resend);
+        if (w.abandoned) continue;
+        if (w.deadline != TimePoint{} && w.deadline <= now) {
+          // Past its deadline before the worker could start it (a worker of ours skips it).
+          after.push_back([d = take_locked(w), name = spec_.name]() mutable {
+            d(Result::failure(Outcome::timeout, "timeout", "function '" + name + "' timed out while it waited for a worker"));
+          });
+          w.abandoned = true;
+          continue;
+        }
+        metrics_.queue_wait(index_, now - w.queued_at);
       }
       drain_waiting_locked(after);
       if (inst->in_flight.empty()) arm_idle_locked(inst);
@@ -491,7 +500,9 @@ void ProcessExecutor::on_frame(const std::shared_ptr<Instance>& inst, Frame&& f)
       {
         std::lock_guard lock(mu_);
         auto it = inst->in_flight.find(f.result.id);
-        if (it != inst->in_flight.end()) {
+        if (it != inst->in_flight.end() && it->second.abandoned) {
+          inst->in_flight.erase(it);  // its caller has had its answer
+        } else if (it != inst->in_flight.end()) {
           done = take_locked(it->second);
           r = result_from(spec_.name, f);
           if (r.outcome == Outcome::success) r.outputs = std::move(it->second.outputs);
@@ -595,6 +606,7 @@ void ProcessExecutor::on_exit(const std::shared_ptr<Instance>& inst, int, const 
     }
     std::vector<Waiting> again;  // sent behind the init of a worker that never started
     for (auto& [id, w] : inst->in_flight) {
+      if (w.abandoned) continue;
       if (!inst->ready && !w.resend.empty() && !stopping_) {
         w.wire = std::move(w.resend);
         w.resend.clear();
@@ -621,7 +633,10 @@ void ProcessExecutor::on_exit(const std::shared_ptr<Instance>& inst, int, const 
           waiting_.pop_front();
         }
       } else if (!stopping_) {
-        drain_waiting_locked(after, false);  // to ready instances with room; the rest waits
+        // To the other instances: behind the init of those starting, in order, then to ready
+        // ones with room; the rest waits.
+        pipeline_waiting_locked(after);
+        drain_waiting_locked(after, false);
       }
     } else if (!stopping_) {
       drain_waiting_locked(after);
@@ -663,14 +678,16 @@ void ProcessExecutor::on_deadline(const std::weak_ptr<Instance>& weak) {
     if (inst->ended) return;
     const TimePoint now = clock_.now();
     TimePoint earliest{};
-    for (auto it = inst->in_flight.begin(); it != inst->in_flight.end();) {
-      const Waiting& w = it->second;
+    for (auto it = inst->in_flight.begin(); it != inst->in_flight.end(); ++it) {
+      Waiting& w = it->second;
+      if (w.abandoned) continue;
       if (w.deadline != TimePoint{} && w.deadline <= now) {
         if (!inst->ready) {
           // Sent behind init to a worker still starting: it has not overrun anything. Its
-          // caller has heard of the timeout; the worker's answer, if any, finds nothing.
-          late.push_back(take_locked(it->second));
-          it = inst->in_flight.erase(it);
+          // caller hears of the timeout now; the worker (ours skip work past its deadline)
+          // answers into the void.
+          late.push_back(take_locked(w));
+          w.abandoned = true;
           continue;
         }
         logger_.host(LogLevel::warn, "worker overran a deadline; killing it",
@@ -679,7 +696,6 @@ void ProcessExecutor::on_deadline(const std::weak_ptr<Instance>& weak) {
         return;
       }
       if (w.deadline != TimePoint{} && (earliest == TimePoint{} || w.deadline < earliest)) earliest = w.deadline;
-      ++it;
     }
     if (earliest != TimePoint{}) arm_deadline_locked(inst, earliest);
   }
@@ -703,13 +719,19 @@ void ProcessExecutor::on_start_timeout(const std::string& id) {
       give_up(*it);
       waiting_.erase(it);
     } else {
-      // Or sent behind the init of an instance still starting.
+      // Or sent behind the init of an instance that has not started within the bound: that
+      // instance failed to start (as at warm-up) and is killed, so that work the caller was
+      // told did not run never does. What else it held goes back in line on its exit.
       for (auto& inst : instances_) {
         if (inst->ready) continue;
         auto f = inst->in_flight.find(id);
-        if (f == inst->in_flight.end() || f->second.resend.empty()) continue;
+        if (f == inst->in_flight.end() || f->second.resend.empty() || f->second.abandoned) continue;
         give_up(f->second);
-        inst->in_flight.erase(f);
+        f->second.abandoned = true;
+        inst->fatal = "no ready message within " + format_duration(options_.start_timeout);
+        logger_.host(LogLevel::warn, "worker did not start in time; killing it",
+                     {{"function", spec_.name}, {"reason", inst->fatal}});
+        inst->process->kill();
         break;
       }
     }

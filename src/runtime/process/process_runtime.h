@@ -98,6 +98,9 @@ class ProcessExecutor final : public Executor {
     // Sent to an instance still starting (behind init): a copy of the frame, to hand the work
     // to another instance if this one never starts.
     std::string resend;
+    // Its caller has had an answer (a timeout) while the worker still holds it: it keeps its
+    // slot until the worker answers or ends, and that answer goes nowhere.
+    bool abandoned = false;
   };
 
   std::shared_ptr<Instance> spawn_locked(std::string* error);
@@ -116,8 +119,8 @@ class ProcessExecutor final : public Executor {
   // While no instance is ready, a starting one that can take w behind its init (room for it
   // at its concurrency and in its pipe budget); null when none.
   std::shared_ptr<Instance> starting_with_room_locked(const Waiting& w) const;
-  void pipeline_locked(const std::shared_ptr<Instance>& instance, Waiting&& w, std::vector<std::function<void()>>& after,
-                       Outgoing* direct = nullptr);
+  // Sends what waits, in order, behind the init of starting instances with room.
+  void pipeline_waiting_locked(std::vector<std::function<void()>>& after);
   void drain_waiting_locked(std::vector<std::function<void()>>& after, bool scale_up = true);
   void scale_up_locked(std::vector<std::function<void()>>& after);
   void on_frame(const std::shared_ptr<Instance>& instance, Frame&& frame);

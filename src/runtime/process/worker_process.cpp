@@ -111,6 +111,7 @@ Expected<std::unique_ptr<WorkerProcess>> WorkerProcess::spawn(const WorkerSpawn&
   std::unique_ptr<WorkerProcess> w(new WorkerProcess());
   w->pid_ = pid;
   w->to_worker_ = std::exchange(to[1], -1);
+  if (int size = ::fcntl(w->to_worker_, F_GETPIPE_SZ); size > 0) w->pipe_capacity_ = static_cast<std::size_t>(size);
   w->from_worker_ = std::exchange(from[0], -1);
   w->out_ = std::exchange(out[0], -1);
   w->err_ = std::exchange(err[0], -1);

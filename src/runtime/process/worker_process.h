@@ -61,6 +61,9 @@ class WorkerProcess {
 
   Status send(FrameType type, const boost::json::object& header, std::string_view body = {});
   bool send_raw(std::string_view wire);  // an already encoded frame
+  // What the pipe to the worker holds before a write blocks (F_GETPIPE_SZ; 64 KiB unless the
+  // user's pipe pages ran short).
+  std::size_t pipe_capacity() const { return pipe_capacity_; }
   void kill();
   pid_t pid() const { return pid_; }
 
@@ -82,6 +85,7 @@ class WorkerProcess {
   int out_ = -1;
   int err_ = -1;
   std::size_t max_frame_ = kDefaultMaxFrame;
+  std::size_t pipe_capacity_ = 0;
   WorkerCallbacks callbacks_;
   std::mutex send_mu_;
   std::atomic<bool> killed_{false};
