@@ -88,7 +88,7 @@ class ProcessRuntimeTest : public ::testing::Test {
                                                   timer_thread_.get(), *logger_, metrics_);
   }
   // Starts an invocation whose result arrives later; `timeout` > 0 gives it a deadline.
-  std::shared_ptr<struct Pending> start(const std::string& id, Duration timeout = {});
+  std::shared_ptr<struct Pending> start(const std::string& id, Duration timeout = {}, std::string payload = {});
   // Waits (bounded, real time) for the instance count to reach `n`.
   bool wait_instances(int n) {
     for (int i = 0; i < 2000; ++i) {
@@ -129,7 +129,7 @@ struct Pending {
   }
 };
 
-std::shared_ptr<Pending> ProcessRuntimeTest::start(const std::string& id, Duration timeout) {
+std::shared_ptr<Pending> ProcessRuntimeTest::start(const std::string& id, Duration timeout, std::string payload) {
   auto p = std::make_shared<Pending>();
   Invocation inv;
   inv.id = id;
@@ -138,6 +138,7 @@ std::shared_ptr<Pending> ProcessRuntimeTest::start(const std::string& id, Durati
   if (timeout > Duration{}) inv.deadline = inv.started + timeout;
   inv.time = std::chrono::system_clock::now();
   inv.http = HttpRequest{"GET", "/", "", {}, {}};
+  inv.payload = std::move(payload);
   executor_->start(inv, [p](Result&& r) {
     std::lock_guard l(p->mu);
     p->result = std::move(r);
@@ -164,6 +165,20 @@ TEST_F(ProcessRuntimeTest, AStartFromZeroSendsTheWaitingWorkBehindInitUpToTheCon
   // The time they waited for the start is the pool's queue wait, counted when ready came.
   EXPECT_NE(metrics_.render().find("nimbus_queue_wait_seconds_count{function=\"hello\"} 3\n"), std::string::npos)
       << metrics_.render();
+}
+
+// What goes behind init stays within half the pipe (32 KiB): a bigger request waits for ready,
+// so that writing to a worker still loading its code never blocks the host.
+TEST_F(ProcessRuntimeTest, WorkBeyondThePipeBudgetWaitsForReady) {
+  make_start_worker({"hold", "1"}, /*concurrency=*/2, /*max_instances=*/1);
+  auto a = start("a");
+  auto b = start("b", {}, std::string(40 * 1024, 'b'));
+  for (auto* p : {&a, &b}) {
+    ASSERT_TRUE((*p)->wait(20s));
+    ASSERT_EQ((*p)->result->outcome, Outcome::success) << (*p)->result->error.message;
+  }
+  EXPECT_EQ(a->result->http->body, "behind init");  // and nothing more was waiting in the pipe
+  EXPECT_EQ(b->result->http->body, "after ready");
 }
 
 // Work sent behind init whose deadline passes while the worker is still starting fails as a

@@ -31,7 +31,6 @@ struct ProcessExecutor::Instance {
   bool ended = false;
   std::string end_reason;
   std::size_t pipelined = 0;  // bytes written to it before ready: init and invokes behind it
-  std::size_t budget = 0;     // what may be written before ready (see kPipelineBudget)
 };
 
 namespace {
@@ -278,7 +277,6 @@ std::shared_ptr<ProcessExecutor::Instance> ProcessExecutor::spawn_locked(std::st
                 {"env", std::move(env)}},
                {}, init);
   inst->pipelined = init.size();
-  inst->budget = std::min(kPipelineBudget, inst->process->pipe_capacity() / 2);
   if (!inst->process->send_raw(init)) inst->process->kill();
   instances_.push_back(inst);
   metrics_.instances(index_, static_cast<int>(instances_.size()));
@@ -394,7 +392,7 @@ std::shared_ptr<ProcessExecutor::Instance> ProcessExecutor::starting_with_room_l
     if (i->retiring) continue;
     if (i->ready) return nullptr;
     if (!found && static_cast<int>(i->in_flight.size()) < options_.concurrency &&
-        i->pipelined + w.wire.size() <= i->budget) {
+        i->pipelined + w.wire.size() <= std::min(kPipelineBudget, i->process->pipe_capacity() / 2)) {
       found = i;
     }
   }
@@ -447,18 +445,23 @@ void ProcessExecutor::assign_locked(const std::shared_ptr<Instance>& inst, Waiti
   }
 }
 
+void ProcessExecutor::time_out_locked(Waiting& w, std::vector<std::function<void()>>& after) {
+  after.push_back([d = take_locked(w), name = spec_.name]() mutable {
+    d(Result::failure(Outcome::timeout, "timeout", "function '" + name + "' timed out while it waited for a worker"));
+  });
+}
+
 void ProcessExecutor::drain_waiting_locked(std::vector<std::function<void()>>& after, bool scale_up) {
+  const TimePoint now = waiting_.empty() ? TimePoint{} : clock_.now();
   while (!waiting_.empty()) {
     auto best = least_loaded_locked();
     if (!best) break;
     Waiting w = std::move(waiting_.front());
     waiting_.pop_front();
-    if (w.deadline != TimePoint{} && w.deadline <= clock_.now()) {
+    if (w.deadline != TimePoint{} && w.deadline <= now) {
       // Its deadline passed while it waited (its caller has heard so): not sent, so that no
       // worker is killed for work it never had.
-      after.push_back([d = take_locked(w), name = spec_.name]() mutable {
-        d(Result::failure(Outcome::timeout, "timeout", "function '" + name + "' timed out while it waited for a worker"));
-      });
+      time_out_locked(w, after);
       continue;
     }
     assign_locked(best, std::move(w), after);
@@ -480,9 +483,7 @@ void ProcessExecutor::on_frame(const std::shared_ptr<Instance>& inst, Frame&& f)
         if (w.abandoned) continue;
         if (w.deadline != TimePoint{} && w.deadline <= now) {
           // Past its deadline before the worker could start it (a worker of ours skips it).
-          after.push_back([d = take_locked(w), name = spec_.name]() mutable {
-            d(Result::failure(Outcome::timeout, "timeout", "function '" + name + "' timed out while it waited for a worker"));
-          });
+          time_out_locked(w, after);
           w.abandoned = true;
           continue;
         }
@@ -671,7 +672,7 @@ void ProcessExecutor::arm_deadline_locked(const std::shared_ptr<Instance>& inst,
 void ProcessExecutor::on_deadline(const std::weak_ptr<Instance>& weak) {
   auto inst = weak.lock();
   if (!inst) return;
-  std::vector<Completion> late;
+  std::vector<std::function<void()>> after;
   {
     std::lock_guard lock(mu_);
     inst->deadline_timer = 0;
@@ -686,7 +687,7 @@ void ProcessExecutor::on_deadline(const std::weak_ptr<Instance>& weak) {
           // Sent behind init to a worker still starting: it has not overrun anything. Its
           // caller hears of the timeout now; the worker (ours skip work past its deadline)
           // answers into the void.
-          late.push_back(take_locked(w));
+          time_out_locked(w, after);
           w.abandoned = true;
           continue;
         }
@@ -699,9 +700,7 @@ void ProcessExecutor::on_deadline(const std::weak_ptr<Instance>& weak) {
     }
     if (earliest != TimePoint{}) arm_deadline_locked(inst, earliest);
   }
-  for (auto& d : late) {
-    d(Result::failure(Outcome::timeout, "timeout", "function '" + spec_.name + "' timed out while it waited for a worker"));
-  }
+  for (auto& fn : after) fn();
 }
 
 void ProcessExecutor::on_start_timeout(const std::string& id) {

@@ -122,6 +122,8 @@ class ProcessExecutor final : public Executor {
   // Sends what waits, in order, behind the init of starting instances with room.
   void pipeline_waiting_locked(std::vector<std::function<void()>>& after);
   void drain_waiting_locked(std::vector<std::function<void()>>& after, bool scale_up = true);
+  // w's caller hears that it timed out while it waited for a worker (after the lock).
+  void time_out_locked(Waiting& w, std::vector<std::function<void()>>& after);
   void scale_up_locked(std::vector<std::function<void()>>& after);
   void on_frame(const std::shared_ptr<Instance>& instance, Frame&& frame);
   void on_exit(const std::shared_ptr<Instance>& instance, int code, const std::string& why);
