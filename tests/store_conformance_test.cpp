@@ -3,10 +3,12 @@
 // leases, delays and TTLs expire when the test says.
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <poll.h>
 #include <sys/mount.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstring>
@@ -863,6 +865,20 @@ TEST(SqliteStore, AFullDiskFailsCommitsClearlyAndCorruptsNothing) {
   fs::remove_all(dir);
 }
 
+// Reads `fd` into `into` until it holds `lines` newlines, the writer is gone, or 30 s pass.
+void read_lines_until(int fd, std::string& into, std::size_t lines) {
+  auto until = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  char buf[4096];
+  while (static_cast<std::size_t>(std::count(into.begin(), into.end(), '\n')) < lines &&
+         std::chrono::steady_clock::now() < until) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 100) <= 0) continue;
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n <= 0) return;
+    into.append(buf, static_cast<std::size_t>(n));
+  }
+}
+
 // The default durability: a host killed with SIGKILL loses nothing it was told was committed.
 TEST(SqliteStore, KillNineLosesNoAcknowledgedCommit) {
   fs::path dir = fresh_dir();
@@ -890,10 +906,13 @@ TEST(SqliteStore, KillNineLosesNoAcknowledgedCommit) {
     }
   }
   ::close(pipefd[1]);
-  std::this_thread::sleep_for(std::chrono::milliseconds(300 + std::random_device{}() % 300));
+  // Kill it at a random moment once it has been told of enough commits to prove something
+  // (however slowly it starts: under a sanitizer it can take a while).
+  std::string acked;
+  read_lines_until(pipefd[0], acked, 101);
+  std::this_thread::sleep_for(std::chrono::milliseconds(std::random_device{}() % 300));
   ::kill(child, SIGKILL);
   ::waitpid(child, nullptr, 0);
-  std::string acked;
   char buf[4096];
   ssize_t n;
   while ((n = ::read(pipefd[0], buf, sizeof buf)) > 0) acked.append(buf, static_cast<std::size_t>(n));
@@ -968,22 +987,31 @@ TEST(SqliteStore, BlobFilesFollowTheirMetadataAndCrashLeftoversAreRemovedAtOpen)
 // whole (its bytes match its SHA-256) and no file is left without metadata.
 TEST(SqliteStore, KillNineDuringBlobPutsNeverLeavesMetadataWithoutItsFile) {
   fs::path dir = fresh_dir();
+  int pipefd[2];
+  ASSERT_EQ(::pipe(pipefd), 0);
   pid_t child = ::fork();
   ASSERT_GE(child, 0);
   if (child == 0) {
+    ::close(pipefd[0]);
     SystemClock clock;
     auto s = open_store("sqlite:state.db", dir, clock);
     if (!s.ok()) ::_exit(2);
     for (int i = 0;; ++i) {
       Batch b = put_batch(blob_put("c", "n" + std::to_string(i % 50), std::string(1000 + i % 4000, static_cast<char>('a' + i % 26))));
       if (i % 7 == 0) b.blob_deletes.push_back({"c", "n" + std::to_string((i + 3) % 50), std::nullopt});
-      (*s)->commit(std::move(b), [](Expected<BatchResult>) {});
+      (*s)->commit(std::move(b), [fd = pipefd[1]](Expected<BatchResult> r) {
+        if (r.ok()) (void)!::write(fd, "\n", 1);
+      });
       if (i % 16 == 0) ::usleep(200);
     }
   }
-  std::this_thread::sleep_for(std::chrono::milliseconds(300 + std::random_device{}() % 300));
+  ::close(pipefd[1]);
+  std::string committed;
+  read_lines_until(pipefd[0], committed, 60);  // enough puts that more than 10 names hold blobs
+  std::this_thread::sleep_for(std::chrono::milliseconds(std::random_device{}() % 300));
   ::kill(child, SIGKILL);
   ::waitpid(child, nullptr, 0);
+  ::close(pipefd[0]);
   ManualClock clock;
   auto s = open_store("sqlite:state.db", dir, clock);
   ASSERT_TRUE(s.ok()) << s.error().message;

@@ -210,9 +210,14 @@ TEST_F(StreamTriggerTest, AFailingBatchIsRetriedThenDeadLetteredAndThePartitionM
   }));
   EXPECT_TRUE(checkpoints().empty()) << "a failed batch moved the checkpoint";
   EXPECT_EQ(queued("copies"), 0) << "outputs of a failed batch were committed";
-  clock_.advance(1500ms);
+  // The retry is armed when the failed result is back on the partition's thread, which may be
+  // after the batch was seen: advance past its backoff until it has run.
   const std::string dead = "readings.agg.dead";
-  ASSERT_TRUE(eventually([&] { return queued(dead) == 1; }));
+  ASSERT_TRUE(eventually([&] {
+    if (queued(dead) == 1) return true;
+    clock_.advance(1500ms);
+    return false;
+  }));
   {
     std::lock_guard l(seen_.mu);
     EXPECT_EQ(seen_.batches.size(), 2u);  // max_attempts: 2
@@ -262,8 +267,16 @@ TEST_F(StreamTriggerTest, ANewGroupAtLatestSkipsWhatIsThereAndAReplayReadsItAgai
   Batch replay;
   replay.checkpoints.push_back({"agg", "readings", p, 0, std::nullopt});
   ASSERT_TRUE(store_->commit_sync(std::move(replay)).ok());
-  clock_.advance(2s);  // past max_wait: the idle partition looks again
-  ASSERT_TRUE(seen_.wait_records(4));
+  // Past max_wait the idle partition looks again (its wait may be armed after the checkpoint
+  // was seen: advance until it has).
+  ASSERT_TRUE(eventually([&] {
+    {
+      std::lock_guard l(seen_.mu);
+      if (seen_.records >= 4) return true;
+    }
+    clock_.advance(2s);
+    return false;
+  }));
   EXPECT_TRUE(eventually([&] { return checkpoints()[p] == 3; }));
 }
 

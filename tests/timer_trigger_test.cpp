@@ -5,6 +5,8 @@
 
 #include <gtest/gtest.h>
 
+#include <thread>
+
 #include <boost/json.hpp>
 
 #include "trigger_test_env.h"
@@ -67,6 +69,19 @@ class TimerTriggerTest : public TriggerTest {
     advance(std::chrono::seconds(10 - now % 10 + s));
   }
 
+  // Waits (bounded, in real time) until no run holds the schedule in the store: a run's end
+  // releases it on the timer thread, after the function has returned.
+  bool released() {
+    for (int i = 0; i < 2000; ++i) {
+      auto got = store_->get("_timers", "job#0");
+      if (got && got->has_value() &&
+          boost::json::parse((*got)->value).as_object().at("running_until").to_number<int64_t>() == 0)
+        return true;
+      std::this_thread::sleep_for(5ms);
+    }
+    return false;
+  }
+
   Runs runs_;
 };
 
@@ -101,6 +116,7 @@ TEST_F(TimerTriggerTest, AHostThatWasDownRunsAMissedScheduleOnceMarkedPastDue) {
   std::this_thread::sleep_for(100ms);
   EXPECT_EQ(runs_.count(), 1u) << "missed runs are not replayed one by one";
   EXPECT_TRUE(runs_.list[0]["is_past_due"].as_bool());
+  ASSERT_TRUE(released());  // else the next due time could find the schedule still held
   advance_past_due();
   ASSERT_TRUE(runs_.wait_for(2));
   EXPECT_FALSE(runs_.list[1]["is_past_due"].as_bool());
@@ -142,7 +158,7 @@ TEST_F(TimerTriggerTest, RunsNeverOverlap) {
     std::unique_lock l(runs_.mu);
     ASSERT_TRUE(runs_.cv.wait_for(l, 5s, [&] { return runs_.holding == 0; }));
   }
-  std::this_thread::sleep_for(50ms);  // the run's release of the schedule is committed
+  ASSERT_TRUE(released()) << "the run's release of the schedule is committed";
   advance(10s);
   ASSERT_TRUE(runs_.wait_for(2));
 }

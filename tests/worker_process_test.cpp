@@ -14,6 +14,7 @@
 #include <random>
 #include <thread>
 
+#include "runtime/native/native_build.h"
 #include "triggers/http/server.h"
 
 namespace nimbus {
@@ -614,6 +615,35 @@ TEST_F(NodeWorkerTest, ThrownErrorIsAnErrorResultWithTypeAndStack) {
   EXPECT_EQ(r->header.at("status").as_string(), "error");
   EXPECT_EQ(r->header.at("error").as_object().at("type").as_string(), "TypeError");
   EXPECT_NE(std::string(r->header.at("error").as_object().at("stack").as_string()).find("handlers.js"), std::string::npos);
+}
+
+// The native worker (isolation: process) likewise skips work reached after its deadline: the
+// late invocation of `sleepy` is answered DeadlineExceeded, the timely one runs.
+TEST_F(PythonWorkerTest, TheNativeWorkerDoesNotRunWorkReachedAfterItsDeadline) {
+  WorkerSpawn spec;
+  spec.argv = {native_worker_program().string()};
+  spec.env = {"PATH=/usr/bin:/bin"};
+  spec.cwd = dir_;
+  auto w = WorkerProcess::spawn(spec, seen_.callbacks());
+  ASSERT_TRUE(w.ok()) << w.error().message;
+  worker_ = std::move(*w);
+  auto [late, timely] = late_and_timely(*this);
+  late["http"].as_object()["query"] = "ms=0";
+  timely["http"].as_object()["query"] = "ms=0";
+  std::string wire;
+  encode_frame(FrameType::init, {{"protocol", kWorkerProtocolVersion}, {"function", "sleepy"},
+                                 {"handler", NIMBUS_TEST_FUNCTIONS "/sleepy.so"}, {"runtime", "native"}}, {}, wire);
+  encode_frame(FrameType::invoke, late, {}, wire);
+  encode_frame(FrameType::invoke, timely, {}, wire);
+  ASSERT_TRUE(worker_->send_raw(wire));
+  auto r = seen_.wait_frame(FrameType::result, "late");
+  ASSERT_TRUE(r) << seen_.why;
+  EXPECT_EQ(r->header.at("status").as_string(), "error") << r->header;
+  EXPECT_EQ(r->header.at("error").as_object().at("type").as_string(), "DeadlineExceeded");
+  auto ok = seen_.wait_frame(FrameType::result, "timely");
+  ASSERT_TRUE(ok) << seen_.why;
+  EXPECT_EQ(ok->header.at("status").as_string(), "ok") << ok->header;
+  EXPECT_EQ(ok->body, "slept");
 }
 
 TEST_F(NodeWorkerTest, MissingExportIsFatal) {
