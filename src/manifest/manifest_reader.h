@@ -1,0 +1,109 @@
+#pragma once
+// The manifest's reader, inside the manifest part (manifest.h is its interface): it walks the
+// YAML tree into an AppSpec and records every problem as a Diagnostic with its place. The
+// value readers (scalars with ${VAR}, durations, sizes, names) are in manifest_reader.cpp; the
+// app, function and output keys in manifest.cpp; triggers in manifest_triggers.cpp.
+#include <yaml-cpp/yaml.h>
+
+#include <filesystem>
+#include <initializer_list>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/app_spec.h"
+#include "core/blob_path.h"
+#include "manifest/manifest.h"
+
+namespace nimbus {
+
+class ManifestReader {
+ public:
+  ManifestReader(std::string file, const EnvLookup& env, std::filesystem::path app_dir)
+      : file_(std::move(file)), env_(env), app_dir_(std::move(app_dir)) {}
+
+  std::vector<Diagnostic> diagnostics;
+
+  // The whole manifest (its root mapping) into `app`.
+  void read_app(const YAML::Node& root, AppSpec& app);
+
+  // Records a problem at `at` (its line and column) under the key path `path`.
+  void error(const YAML::Node& at, const std::string& path, std::string message);
+
+ private:
+  // CONTAINER/PATTERN: a container, and a name pattern with captures (core/blob_path.h).
+  struct BlobPathSpec {
+    std::string container, text;
+    BlobPattern pattern;
+  };
+
+  // Values (manifest_reader.cpp): each reports what is wrong and returns nullopt/false.
+  // Checks that `node` is a map whose keys are all in `known`; reports unknown and repeated
+  // keys. Returns false when `node` is not a map.
+  bool check_map(const YAML::Node& node, const std::string& path,
+                 std::initializer_list<std::string_view> known);
+  // A scalar with ${VAR} expanded; nullopt (after reporting) when it is not a scalar.
+  std::optional<std::string> scalar(const YAML::Node& node, const std::string& path,
+                                    std::string_view expected);
+  std::optional<std::string> expand(const YAML::Node& at, const std::string& path,
+                                    const std::string& text);
+  std::optional<Duration> duration(const YAML::Node& node, const std::string& path);
+  std::optional<std::size_t> size(const YAML::Node& node, const std::string& path);
+  std::optional<long> integer(const YAML::Node& node, const std::string& path, long min, long max);
+  std::optional<bool> boolean(const YAML::Node& node, const std::string& path);
+  // Reads one of `choices`; reports a did-you-mean otherwise.
+  std::optional<std::string> choice(const YAML::Node& node, const std::string& path,
+                                    const std::vector<std::string_view>& choices);
+  // Queue, topic and state names: lower-case letters, digits, '.', '-', '_'.
+  bool check_name(const YAML::Node& at, const std::string& path, const std::string& name, const char* what);
+  std::optional<BlobPathSpec> blob_path(const YAML::Node& v, const std::string& path, const char* example);
+  static std::string kind_of(const YAML::Node& n);
+  static std::string join(const std::string& path, const std::string& key);
+  static bool is_name(const std::string& s);
+
+  // The app, its functions and their outputs (manifest.cpp).
+  // mqtt: {url, client_id, username, password, keepalive}: the one broker of the app.
+  void read_mqtt_broker(const YAML::Node& n, AppSpec& app);
+  // mqtt triggers and outputs need the app's broker.
+  void check_mqtt_broker(const YAML::Node& root, const AppSpec& app);
+  void read_streams(const YAML::Node& n, AppSpec& app);
+  // Streams that functions read or write without declaring them get the defaults; stream
+  // outputs learn their stream's partition count (a record's key picks the partition).
+  void resolve_streams(AppSpec& app);
+  void read_http(const YAML::Node& n, HttpSettings& http);
+  bool read_function(const YAML::Node& n, const std::string& path, FunctionSpec& fn);
+  void read_env(const YAML::Node& n, const std::string& path, FunctionSpec& fn);
+  void read_outputs(const YAML::Node& n, const std::string& path, FunctionSpec& fn);
+  void read_retry(const YAML::Node& n, const std::string& path, RetryPolicy& r);
+
+  // Triggers (manifest_triggers.cpp).
+  void read_triggers(const YAML::Node& n, const std::string& path, FunctionSpec& fn);
+  bool read_http_trigger(const YAML::Node& n, const std::string& path, HttpTriggerSpec& http);
+  // upload: {container: NAME}: PUT and POST only, and a route parameter to name the blob.
+  void read_upload(const YAML::Node& v, const std::string& path, HttpTriggerSpec& http);
+  void check_route_conflicts(const AppSpec& app);
+  bool read_queue_trigger(const YAML::Node& n, const std::string& path, bool topic, const FunctionSpec& fn,
+                          QueueTriggerSpec& q);
+  bool read_timer_trigger(const YAML::Node& n, const std::string& path, TimerTriggerSpec& t);
+  bool read_stream_trigger(const YAML::Node& n, const std::string& path, StreamTriggerSpec& t);
+  bool read_file_trigger(const YAML::Node& n, const std::string& path, FileTriggerSpec& f);
+  bool read_blob_trigger(const YAML::Node& n, const std::string& path, BlobTriggerSpec& b);
+  bool read_mqtt_trigger(const YAML::Node& n, const std::string& path, const FunctionSpec& fn, TriggerSpec& t);
+
+  template <class Range>
+  static std::string list(const Range& items) {
+    std::string out;
+    for (std::string_view s : items) {
+      if (!out.empty()) out += ", ";
+      out += s;
+    }
+    return out;
+  }
+
+  std::string file_;
+  const EnvLookup& env_;
+  std::filesystem::path app_dir_;  // relative paths in the manifest (file triggers) start here
+};
+
+}  // namespace nimbus
