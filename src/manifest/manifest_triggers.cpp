@@ -32,49 +32,38 @@ void ManifestReader::read_triggers(const YAML::Node& n, const std::string& path,
     }
     auto it = t.begin();
     std::string kind = it->first.Scalar();
+    const YAML::Node body = it->second;
+    const std::string at = p + "." + kind;
+    TriggerSpec spec;
+    bool ok = false;
+    bool known = true;
     if (kind == "http") {
-      TriggerSpec spec;
       spec.kind = TriggerKind::http;
-      if (read_http_trigger(it->second, p + ".http", spec.http)) fn.triggers.push_back(spec);
-      continue;
-    }
-    if (kind == "timer") {
-      TriggerSpec spec;
+      ok = read_http_trigger(body, at, spec.http);
+    } else if (kind == "timer") {
       spec.kind = TriggerKind::timer;
-      if (read_timer_trigger(it->second, p + ".timer", spec.timer)) fn.triggers.push_back(spec);
-      continue;
-    }
-    if (kind == "stream") {
-      TriggerSpec spec;
+      ok = read_timer_trigger(body, at, spec.timer);
+    } else if (kind == "stream") {
       spec.kind = TriggerKind::stream;
-      spec.stream.group = fn.name;
-      if (read_stream_trigger(it->second, p + ".stream", spec.stream)) fn.triggers.push_back(spec);
-      continue;
-    }
-    if (kind == "queue" || kind == "topic") {
-      TriggerSpec spec;
+      spec.stream.group = fn.name;  // unless it names another
+      ok = read_stream_trigger(body, at, spec.stream);
+    } else if (kind == "queue" || kind == "topic") {
       spec.kind = kind == "queue" ? TriggerKind::queue : TriggerKind::topic;
-      if (read_queue_trigger(it->second, p + "." + kind, kind == "topic", fn, spec.queue)) fn.triggers.push_back(spec);
-      continue;
-    }
-    if (kind == "file") {
-      TriggerSpec spec;
+      ok = read_queue_trigger(body, at, kind == "topic", fn, spec.queue);
+    } else if (kind == "file") {
       spec.kind = TriggerKind::file;
-      if (read_file_trigger(it->second, p + ".file", spec.file)) fn.triggers.push_back(spec);
-      continue;
-    }
-    if (kind == "mqtt") {
-      TriggerSpec spec;
+      ok = read_file_trigger(body, at, spec.file);
+    } else if (kind == "mqtt") {
       spec.kind = TriggerKind::mqtt;
-      if (read_mqtt_trigger(it->second, p + ".mqtt", fn, spec)) fn.triggers.push_back(spec);
-      continue;
-    }
-    if (kind == "blob") {
-      TriggerSpec spec;
+      ok = read_mqtt_trigger(body, at, fn, spec);
+    } else if (kind == "blob") {
       spec.kind = TriggerKind::blob;
-      if (read_blob_trigger(it->second, p + ".blob", spec.blob)) fn.triggers.push_back(spec);
-      continue;
+      ok = read_blob_trigger(body, at, spec.blob);
+    } else {
+      known = false;
     }
+    if (ok) fn.triggers.push_back(std::move(spec));
+    if (known) continue;
     std::vector<std::string_view> kinds(std::begin(kTriggerKinds), std::end(kTriggerKinds));
     std::string guess = did_you_mean(kind, kinds);
     error(it->first, p + "." + kind,
