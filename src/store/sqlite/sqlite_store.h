@@ -103,8 +103,6 @@ class SqliteStore final : public Store {
       : path_(std::move(path)), clock_(clock), options_(options) {}
   ~SqliteStore() override;
   Status open();
-  static int on_wal(void* self, sqlite3*, const char*, int pages);
-  void checkpoint_loop();
 
   // ---- writes -----------------------------------------------------------------------------
   void commit(Batch batch, CommitDone done) override;
@@ -137,6 +135,11 @@ class SqliteStore final : public Store {
   void close() override;
 
  private:
+  // WAL growth wakes the checkpointer thread (its own connection), which runs the checkpoints
+  // off the writer's path.
+  static int on_wal(void* self, sqlite3*, const char*, int pages);
+  void checkpoint_loop();
+
   struct Op {
     std::function<Status(std::vector<std::string>& woken)> apply;  // on the writer, in a savepoint
     std::function<void(Status)> done;                              // after the commit
