@@ -36,7 +36,6 @@ void ManifestReader::read_triggers(const YAML::Node& n, const std::string& path,
     const std::string at = p + "." + kind;
     TriggerSpec spec;
     bool ok = false;
-    bool known = true;
     if (kind == "http") {
       spec.kind = TriggerKind::http;
       ok = read_http_trigger(body, at, spec.http);
@@ -60,15 +59,13 @@ void ManifestReader::read_triggers(const YAML::Node& n, const std::string& path,
       spec.kind = TriggerKind::blob;
       ok = read_blob_trigger(body, at, spec.blob);
     } else {
-      known = false;
+      std::vector<std::string_view> kinds(std::begin(kTriggerKinds), std::end(kTriggerKinds));
+      std::string guess = did_you_mean(kind, kinds);
+      error(it->first, at,
+            "unknown trigger kind '" + kind + "'" +
+                (guess.empty() ? "; expected one of: " + list(kinds) : "; did you mean '" + guess + "'?"));
     }
     if (ok) fn.triggers.push_back(std::move(spec));
-    if (known) continue;
-    std::vector<std::string_view> kinds(std::begin(kTriggerKinds), std::end(kTriggerKinds));
-    std::string guess = did_you_mean(kind, kinds);
-    error(it->first, p + "." + kind,
-          "unknown trigger kind '" + kind + "'" +
-              (guess.empty() ? "; expected one of: " + list(kinds) : "; did you mean '" + guess + "'?"));
   }
 }
 

@@ -2,7 +2,6 @@
 // letters, enqueues, topic fan-out, state, stream appends and checkpoints, blobs and the events
 // they raise) applied as a unit, and the blob files written before it.
 #include <algorithm>
-#include <cstring>
 #include <set>
 
 #include "core/ids.h"
