@@ -230,6 +230,32 @@ TEST(Http, HeadersOverTheLimitAre431) {
   EXPECT_EQ(parse_object(r.body)["error"].as_object()["code"].as_string(), "header_fields_too_large");
 }
 
+// A request-target that alone passes the header limit is 414 (URI Too Long), not 431.
+TEST(Http, ARequestLineOverTheLimitIs414) {
+  App app(manifest("http:\n  max_header: 1KiB\n"));
+  ASSERT_TRUE(app.host->started()) << app.host->errors();
+  Response r = request(app.port(), "GET", "/hello?q=" + std::string(2000, 'a'));
+  EXPECT_EQ(r.status, 414) << r.body;
+  EXPECT_EQ(parse_object(r.body)["error"].as_object()["code"].as_string(), "uri_too_long");
+  EXPECT_EQ(request(app.port(), "GET", "/hello?q=" + std::string(500, 'a')).status, 200);
+}
+
+// A transfer coding other than chunked cannot be undone by the server: 501, and nothing runs.
+TEST(Http, AnUnknownTransferCodingIs501) {
+  App app(manifest());
+  ASSERT_TRUE(app.host->started()) << app.host->errors();
+  Response r = parse_response(send_raw(app.port(),
+                                       "POST /orders/1 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+                                       "5\r\nhello\r\n0\r\n\r\n"));
+  EXPECT_EQ(r.status, 501) << r.body;
+  EXPECT_EQ(parse_object(r.body)["error"].as_object()["code"].as_string(), "not_implemented");
+  EXPECT_NE(r.body.find("gzip"), std::string::npos) << r.body;
+  Response ok = parse_response(send_raw(app.port(),
+                                        "POST /orders/1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                                        "Transfer-Encoding: Chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"));
+  EXPECT_EQ(ok.status, 200) << ok.body;
+}
+
 TEST(Http, SlowClientIs408AndIdleConnectionsClose) {
   App app(manifest("http:\n  read_timeout: 300ms\n  idle_timeout: 300ms\n"));
   ASSERT_TRUE(app.host->started()) << app.host->errors();
@@ -749,6 +775,29 @@ TEST(Cli, StatusInvokeAndStopFindTheHostFromTheAppFolder) {
   CommandResult after = run_nimbus({"status"}, app.dir.path());
   EXPECT_EQ(after.exit_code, 1);
   EXPECT_NE(after.err.find("no host is running"), std::string::npos) << after.err;
+}
+
+// A host.json whose process lives but whose admin port has no listener: one plain line, no
+// Boost internals.
+TEST(Cli, AHostThatDoesNotAnswerIsOnePlainLine) {
+  TempDir dir;
+  dir.write("nimbus.yaml", manifest());
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  socklen_t len = sizeof addr;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  const int port = ntohs(addr.sin_port);
+  ::close(fd);  // bound once, now nobody listens there
+  dir.write(".nimbus/host.json", "{\"pid\":" + std::to_string(::getpid()) + ",\"admin\":\"http://127.0.0.1:" +
+                                     std::to_string(port) + "\"}\n");
+  dir.write(".nimbus/admin.token", "t\n");
+  CommandResult st = run_nimbus({"status"}, dir.path());
+  EXPECT_EQ(st.exit_code, 1);
+  EXPECT_EQ(st.err, "nimbus: no host is running for this app at 127.0.0.1:" + std::to_string(port) +
+                        " (connection refused)\n");
 }
 
 TEST(Cli, SecondHostForTheSameAppIsRefused) {

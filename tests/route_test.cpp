@@ -3,6 +3,7 @@
 
 #include "core/route_pattern.h"
 #include "triggers/http/router.h"
+#include "triggers/http/http_syntax.h"
 
 namespace nimbus {
 namespace {
@@ -248,6 +249,21 @@ TEST(PercentDecodeTest, RejectsMalformedEscapes) {
   EXPECT_FALSE(percent_decode("abc%", out));
   EXPECT_FALSE(percent_decode("%g1", out));
   EXPECT_FALSE(percent_decode("%1g", out));
+}
+
+}  // namespace
+}  // namespace nimbus
+
+namespace nimbus {
+namespace {
+
+TEST(HttpSyntaxTest, OnlyChunkedIsASupportedTransferCoding) {
+  EXPECT_EQ(unsupported_transfer_coding("chunked"), "");
+  EXPECT_EQ(unsupported_transfer_coding(" Chunked "), "");
+  EXPECT_EQ(unsupported_transfer_coding("gzip, chunked"), "gzip");
+  EXPECT_EQ(unsupported_transfer_coding("chunked, x-custom;q=1"), "x-custom");
+  EXPECT_EQ(unsupported_transfer_coding("identity"), "identity");
+  EXPECT_EQ(unsupported_transfer_coding(" , "), "(empty)");
 }
 
 }  // namespace

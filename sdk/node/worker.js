@@ -277,7 +277,8 @@ class Worker {
           : Buffer.from(typeof payload === 'string' ? payload : JSON.stringify(payload));
         const md = {};
         for (const [k, v] of Object.entries(metadata)) md[k] = String(v);
-        this.send(HOST_CALL, { id, call_id: String(++this.calls), op: 'output', args: { binding, metadata: md } }, bytes);
+        // One-way: the host sends no reply to an output.
+        this.send(HOST_CALL, { id, op: 'output', args: { binding, metadata: md } }, bytes);
       },
     };
     this.inFlight++;

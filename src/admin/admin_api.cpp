@@ -122,13 +122,16 @@ void AdminApi::handle(IncomingRequest& request, Responder respond) {
       if (s <= 0) return nullptr;
       return json::value(date::format("%Y-%m-%dT%H:%M:%SZ", date::sys_seconds(std::chrono::seconds(s))));
     };
-    if (timers_) {
+    if (!timers_ || !store_) return respond(json_reply(200, json::object{{"timers", std::move(list)}}));
+    // The timers' records are store reads: off the event loop.
+    store_->run_blocking([this, iso, list = std::move(list), respond = std::move(respond)]() mutable {
       for (const auto& t : timers_()) {
         list.push_back(json::object{{"function", t.function}, {"schedule", t.schedule}, {"time_zone", t.time_zone},
                                     {"last", iso(t.last_s)}, {"next", iso(t.next_s)}});
       }
-    }
-    return respond(json_reply(200, json::object{{"timers", std::move(list)}}));
+      respond(json_reply(200, json::object{{"timers", std::move(list)}}));
+    });
+    return;
   }
   if (path == "/admin/queues" || path.rfind("/admin/queues/", 0) == 0 || path.rfind("/admin/topics/", 0) == 0) {
     return messages(request, path, method, std::move(respond));
@@ -183,29 +186,34 @@ HttpReply store_error_reply(const Error& e) {
 
 }  // namespace
 
+// GET /admin/queues, on a store I/O thread.
+void AdminApi::list_queues(const Responder& respond) {
+  auto stats = store_->stats();
+  if (!stats) return respond(store_error_reply(stats.error()));
+  std::map<std::string, json::object> rows;
+  for (const auto& q : *stats) {
+    bool dead = q.queue.size() > 5 && q.queue.compare(q.queue.size() - 5, 5, ".dead") == 0;
+    std::string name = dead ? q.queue.substr(0, q.queue.size() - 5) : q.queue;
+    auto& row = rows[name];
+    if (row.empty()) row = json::object{{"queue", name}, {"ready", 0}, {"delayed", 0}, {"in_flight", 0}, {"dead", 0}};
+    if (dead) {
+      row["dead"] = q.ready + q.delayed + q.in_flight;
+    } else {
+      row["ready"] = q.ready;
+      row["delayed"] = q.delayed;
+      row["in_flight"] = q.in_flight;
+    }
+  }
+  json::array list;
+  for (auto& [name, row] : rows) list.push_back(std::move(row));
+  respond(json_reply(200, json::object{{"queues", std::move(list)}}));
+}
+
 void AdminApi::messages(IncomingRequest& request, std::string_view path, std::string_view method, Responder respond) {
   if (!store_) return respond(json_error(503, "no_store", "this host runs without a store", ""));
   if (path == "/admin/queues") {
     if (method != "GET") return respond(json_error(405, "method_not_allowed", "list queues with GET", ""));
-    auto stats = store_->stats();
-    if (!stats) return respond(store_error_reply(stats.error()));
-    std::map<std::string, json::object> rows;
-    for (const auto& q : *stats) {
-      bool dead = q.queue.size() > 5 && q.queue.compare(q.queue.size() - 5, 5, ".dead") == 0;
-      std::string name = dead ? q.queue.substr(0, q.queue.size() - 5) : q.queue;
-      auto& row = rows[name];
-      if (row.empty()) row = json::object{{"queue", name}, {"ready", 0}, {"delayed", 0}, {"in_flight", 0}, {"dead", 0}};
-      if (dead) {
-        row["dead"] = q.ready + q.delayed + q.in_flight;
-      } else {
-        row["ready"] = q.ready;
-        row["delayed"] = q.delayed;
-        row["in_flight"] = q.in_flight;
-      }
-    }
-    json::array list;
-    for (auto& [name, row] : rows) list.push_back(std::move(row));
-    return respond(json_reply(200, json::object{{"queues", std::move(list)}}));
+    return store_->run_blocking([this, respond = std::move(respond)] { list_queues(respond); });
   }
   const bool topic = path.rfind("/admin/topics/", 0) == 0;
   std::string_view rest = path.substr(topic ? 14 : 14);
@@ -242,11 +250,14 @@ void AdminApi::messages(IncomingRequest& request, std::string_view path, std::st
     if (auto l = query_param(q == std::string_view::npos ? std::string_view() : target.substr(q + 1), "limit")) {
       limit = std::max(1, std::min(std::atoi(l->c_str()), 10000));
     }
-    auto peek = store_->peek(name, limit);
-    if (!peek) return respond(store_error_reply(peek.error()));
-    json::array list;
-    for (const auto& m : *peek) list.push_back(message_json(m));
-    return respond(json_reply(200, json::object{{"queue", name}, {"messages", std::move(list)}}));
+    Store* store = store_;
+    return store->run_blocking([store, name, limit, respond = std::move(respond)] {
+      auto peek = store->peek(name, limit);
+      if (!peek) return respond(store_error_reply(peek.error()));
+      json::array list;
+      for (const auto& m : *peek) list.push_back(message_json(m));
+      respond(json_reply(200, json::object{{"queue", name}, {"messages", std::move(list)}}));
+    });
   }
   if (action == "messages" && method == "DELETE") {
     store_->purge(name, [respond = std::move(respond)](Expected<int64_t> n) {
@@ -289,7 +300,7 @@ void AdminApi::streams(IncomingRequest& request, std::string_view path, std::str
   auto not_found = [&] {
     respond(json_error(404, "not_found", "no admin endpoint " + std::string(method) + " " + std::string(path), ""));
   };
-  auto describe = [&](const StreamSpec& st) -> Expected<json::object> {
+  auto describe = [this](const StreamSpec& st) -> Expected<json::object> {
     auto info = store_->stream_info(st.name);
     if (!info) return info.error();
     auto cps = store_->stream_checkpoints(st.name);
@@ -322,13 +333,15 @@ void AdminApi::streams(IncomingRequest& request, std::string_view path, std::str
   };
   if (path == "/admin/streams") {
     if (method != "GET") return respond(json_error(405, "method_not_allowed", "list streams with GET", ""));
-    json::array list;
-    for (const auto& st : app_.streams) {
-      auto d = describe(st);
-      if (!d) return respond(store_error_reply(d.error()));
-      list.push_back(std::move(*d));
-    }
-    return respond(json_reply(200, json::object{{"streams", std::move(list)}}));
+    return store_->run_blocking([this, describe, respond = std::move(respond)] {
+      json::array list;
+      for (const auto& st : app_.streams) {
+        auto d = describe(st);
+        if (!d) return respond(store_error_reply(d.error()));
+        list.push_back(std::move(*d));
+      }
+      respond(json_reply(200, json::object{{"streams", std::move(list)}}));
+    });
   }
   std::string_view rest = path.substr(std::string_view("/admin/streams/").size());
   const auto slash = rest.find('/');
@@ -343,9 +356,11 @@ void AdminApi::streams(IncomingRequest& request, std::string_view path, std::str
   }
   const std::string_view action = slash == std::string_view::npos ? std::string_view() : rest.substr(slash + 1);
   if (action.empty() && method == "GET") {
-    auto d = describe(*st);
-    if (!d) return respond(store_error_reply(d.error()));
-    return respond(json_reply(200, *d));
+    return store_->run_blocking([describe, st, respond = std::move(respond)] {
+      auto d = describe(*st);
+      if (!d) return respond(store_error_reply(d.error()));
+      respond(json_reply(200, *d));
+    });
   }
   if (action == "records" && method == "POST") {
     Batch b;
@@ -369,20 +384,24 @@ void AdminApi::streams(IncomingRequest& request, std::string_view path, std::str
   if (action == "records" && method == "GET") {
     const std::string_view target = request.target();
     const int limit = static_cast<int>(std::clamp<int64_t>(query_int(target, "limit").value_or(20), 1, 10000));
-    auto info = store_->stream_info(st->name);
-    if (!info) return respond(store_error_reply(info.error()));
-    std::vector<StreamRecord> all;
     const auto only = query_int(target, "partition");
-    for (const auto& p : *info) {
-      if (only && *only != p.partition) continue;
-      const int64_t from = query_int(target, "from").value_or(std::max(p.first_offset, p.next_offset - limit));
-      auto records = store_->read_stream(st->name, p.partition, from, limit);
-      if (!records) return respond(store_error_reply(records.error()));
-      all.insert(all.end(), std::make_move_iterator(records->begin()), std::make_move_iterator(records->end()));
-    }
-    boost::system::error_code ec;
-    json::value list = json::parse(stream_batch_payload(all), ec);
-    return respond(json_reply(200, json::object{{"stream", st->name}, {"records", std::move(list)}}));
+    const auto from_given = query_int(target, "from");
+    Store* store = store_;
+    return store->run_blocking([store, st, limit, only, from_given, respond = std::move(respond)] {
+      auto info = store->stream_info(st->name);
+      if (!info) return respond(store_error_reply(info.error()));
+      std::vector<StreamRecord> all;
+      for (const auto& p : *info) {
+        if (only && *only != p.partition) continue;
+        const int64_t from = from_given.value_or(std::max(p.first_offset, p.next_offset - limit));
+        auto records = store->read_stream(st->name, p.partition, from, limit);
+        if (!records) return respond(store_error_reply(records.error()));
+        all.insert(all.end(), std::make_move_iterator(records->begin()), std::make_move_iterator(records->end()));
+      }
+      boost::system::error_code ec;
+      json::value list = json::parse(stream_batch_payload(all), ec);
+      respond(json_reply(200, json::object{{"stream", st->name}, {"records", std::move(list)}}));
+    });
   }
   constexpr std::string_view kGroups = "groups/";
   constexpr std::string_view kReplay = "/replay";
@@ -394,23 +413,26 @@ void AdminApi::streams(IncomingRequest& request, std::string_view path, std::str
     if (!from_offset && !from_time) {
       return respond(json_error(400, "bad_request", "replay needs ?from_offset=N or ?from_time_ms=T", ""));
     }
-    Batch b;
-    json::array moved;
-    for (int p = 0; p < st->partitions; ++p) {
-      int64_t offset = from_offset.value_or(0);
-      if (from_time) {
-        auto at = store_->stream_offset_at(st->name, p, *from_time);
-        if (!at) return respond(store_error_reply(at.error()));
-        offset = *at;
+    // The offsets at a time are store reads: off the event loop, and the commit from there.
+    Store* store = store_;
+    return store->run_blocking([store, st, group, from_offset, from_time, respond = std::move(respond)] {
+      Batch b;
+      json::array moved;
+      for (int p = 0; p < st->partitions; ++p) {
+        int64_t offset = from_offset.value_or(0);
+        if (from_time) {
+          auto at = store->stream_offset_at(st->name, p, *from_time);
+          if (!at) return respond(store_error_reply(at.error()));
+          offset = *at;
+        }
+        b.checkpoints.push_back({group, st->name, p, offset, std::nullopt});
+        moved.push_back(json::object{{"partition", p}, {"offset", offset}});
       }
-      b.checkpoints.push_back({group, st->name, p, offset, std::nullopt});
-      moved.push_back(json::object{{"partition", p}, {"offset", offset}});
-    }
-    store_->commit(std::move(b), [respond = std::move(respond), moved = std::move(moved), group](Expected<BatchResult> r) {
-      if (!r) return respond(store_error_reply(r.error()));
-      respond(json_reply(200, json::object{{"group", group}, {"checkpoints", moved}}));
+      store->commit(std::move(b), [respond, moved = std::move(moved), group](Expected<BatchResult> r) {
+        if (!r) return respond(store_error_reply(r.error()));
+        respond(json_reply(200, json::object{{"group", group}, {"checkpoints", moved}}));
+      });
     });
-    return;
   }
   not_found();
 }
@@ -430,10 +452,13 @@ void AdminApi::blobs(IncomingRequest& request, std::string_view path, std::strin
     const auto q = target.find('?');
     const std::string_view query = q == std::string_view::npos ? std::string_view() : target.substr(q + 1);
     const int limit = std::clamp(std::atoi(query_param(query, "limit").value_or("1000").c_str()), 1, 10000);
-    auto page = store_->list_blobs(container, query_param(query, "prefix").value_or(""),
-                                   query_param(query, "after").value_or(""), limit);
-    if (!page) return respond(blob_error_reply(page.error()));
-    return respond(HttpReply{200, {{"content-type", "application/json"}}, blob_page_json(container, *page)});
+    Store* store = store_;
+    return store->run_blocking([store, container, prefix = query_param(query, "prefix").value_or(""),
+                                after = query_param(query, "after").value_or(""), limit, respond = std::move(respond)] {
+      auto page = store->list_blobs(container, prefix, after, limit);
+      if (!page) return respond(blob_error_reply(page.error()));
+      respond(HttpReply{200, {{"content-type", "application/json"}}, blob_page_json(container, *page)});
+    });
   }
   const std::string name = decoded.substr(slash + 1);
   if (method == "PUT" || method == "POST") {
@@ -443,16 +468,29 @@ void AdminApi::blobs(IncomingRequest& request, std::string_view path, std::strin
     return;
   }
   if (method == "GET" || method == "HEAD") {
-    auto blob = store_->get_blob(container, name);
-    if (!blob) return respond(blob_error_reply(blob.error()));
-    if (!*blob) return respond(json_error(404, "not_found", "no blob " + container + "/" + name, ""));
-    const BlobInfo& info = (*blob)->info;
-    return respond(HttpReply{200,
-                             {{"content-type", info.content_type},
-                              {"etag", "\"" + info.etag + "\""},
-                              {"x-blob-version", std::to_string(info.version)},
-                              {"x-blob-sha256", info.sha256}},
-                             method == "GET" ? std::move((*blob)->data) : std::string()});
+    // Reads (the bytes from a file): off the event loop. HEAD reads no bytes.
+    Store* store = store_;
+    return store->run_blocking([store, container, name, head = method == "HEAD", respond = std::move(respond)] {
+      auto reply = [&](const BlobInfo& info, std::string data) {
+        respond(HttpReply{200,
+                          {{"content-type", info.content_type},
+                           {"etag", "\"" + info.etag + "\""},
+                           {"x-blob-version", std::to_string(info.version)},
+                           {"x-blob-sha256", info.sha256}},
+                          std::move(data)});
+      };
+      auto missing = [&] { respond(json_error(404, "not_found", "no blob " + container + "/" + name, "")); };
+      if (head) {
+        auto info = store->head_blob(container, name);
+        if (!info) return respond(blob_error_reply(info.error()));
+        if (!*info) return missing();
+        return reply(**info, {});
+      }
+      auto blob = store->get_blob(container, name);
+      if (!blob) return respond(blob_error_reply(blob.error()));
+      if (!*blob) return missing();
+      reply((*blob)->info, std::move((*blob)->data));
+    });
   }
   if (method == "DELETE") {
     Batch b;

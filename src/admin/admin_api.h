@@ -64,6 +64,7 @@ class AdminApi final : private RequestHandler {
   void handle(IncomingRequest& request, Responder respond) override;
   void invoke(IncomingRequest& request, std::string_view function, Responder respond);
   void messages(IncomingRequest& request, std::string_view path, std::string_view method, Responder respond);
+  void list_queues(const Responder& respond);  // on a store I/O thread
   void streams(IncomingRequest& request, std::string_view path, std::string_view method, Responder respond);
   void blobs(IncomingRequest& request, std::string_view path, std::string_view method, Responder respond);
   std::string functions_json() const;

@@ -2,6 +2,8 @@
 
 #include <signal.h>
 
+#include <cctype>
+
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -55,36 +57,53 @@ Expected<RunningHost> find_running_host(const std::filesystem::path& app_dir) {
   return h;
 }
 
+namespace {
+
+// One plain line for what went wrong on the way to the host: no Boost source locations.
+Error unreachable(const std::string& host, int port, const char* step, const boost::system::error_code& ec) {
+  std::string why = ec.message();
+  if (!why.empty()) why[0] = static_cast<char>(std::tolower(static_cast<unsigned char>(why[0])));
+  const std::string at = host + ":" + std::to_string(port);
+  if (ec == asio::error::connection_refused) {
+    return Error{"no host is running for this app at " + at + " (connection refused)"};
+  }
+  return Error{std::string("cannot ") + step + " the host at " + at + " (" + why + ")"};
+}
+
+}  // namespace
+
 Expected<HttpResponse> http_request(const std::string& host, int port, const std::string& method,
                                     const std::string& target, const std::string& body,
                                     const std::string& bearer_token,
                                     const std::vector<std::pair<std::string, std::string>>& headers) {
-  try {
-    asio::io_context ctx;
-    asio::ip::tcp::resolver resolver(ctx);
-    asio::ip::tcp::socket socket(ctx);
-    asio::connect(socket, resolver.resolve(host, std::to_string(port)));
-    http::request<http::string_body> req{http::string_to_verb(method), target, 11};
-    req.set(http::field::host, host);
-    req.set(http::field::connection, "close");
-    if (!bearer_token.empty()) req.set(http::field::authorization, "Bearer " + bearer_token);
-    if (!body.empty()) req.set(http::field::content_type, "application/json");
-    for (const auto& [name, value] : headers) req.set(name, value);
-    req.body() = body;
-    req.prepare_payload();
-    http::write(socket, req);
-    beast::flat_buffer buffer;
-    http::response_parser<http::string_body> parser;
-    parser.body_limit(1ull << 30);
-    http::read(socket, buffer, parser);
-    HttpResponse out;
-    out.status = static_cast<int>(parser.get().result_int());
-    out.content_type = std::string(parser.get()[http::field::content_type]);
-    out.body = std::move(parser.get().body());
-    return out;
-  } catch (const std::exception& e) {
-    return Error{"cannot reach the host at " + host + ":" + std::to_string(port) + ": " + e.what()};
-  }
+  asio::io_context ctx;
+  asio::ip::tcp::resolver resolver(ctx);
+  asio::ip::tcp::socket socket(ctx);
+  boost::system::error_code ec;
+  auto endpoints = resolver.resolve(host, std::to_string(port), ec);
+  if (ec) return unreachable(host, port, "resolve the address of", ec);
+  asio::connect(socket, endpoints, ec);
+  if (ec) return unreachable(host, port, "connect to", ec);
+  http::request<http::string_body> req{http::string_to_verb(method), target, 11};
+  req.set(http::field::host, host);
+  req.set(http::field::connection, "close");
+  if (!bearer_token.empty()) req.set(http::field::authorization, "Bearer " + bearer_token);
+  if (!body.empty()) req.set(http::field::content_type, "application/json");
+  for (const auto& [name, value] : headers) req.set(name, value);
+  req.body() = body;
+  req.prepare_payload();
+  http::write(socket, req, ec);
+  if (ec) return unreachable(host, port, "send a request to", ec);
+  beast::flat_buffer buffer;
+  http::response_parser<http::string_body> parser;
+  parser.body_limit(1ull << 30);
+  http::read(socket, buffer, parser, ec);
+  if (ec) return unreachable(host, port, "read the answer of", ec);
+  HttpResponse out;
+  out.status = static_cast<int>(parser.get().result_int());
+  out.content_type = std::string(parser.get()[http::field::content_type]);
+  out.body = std::move(parser.get().body());
+  return out;
 }
 
 }  // namespace nimbus

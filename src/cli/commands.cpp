@@ -15,6 +15,7 @@
 
 #include "cli/admin_client.h"
 #include "cli/scaffold.h"
+#include "core/units.h"
 #include "core/private_file.h"
 #include "host/host.h"
 #include "manifest/manifest.h"
@@ -465,6 +466,9 @@ int run_cli(int argc, char** argv) {
   start->add_option("--admin-address", options.admin_address, "Admin listen address")->capture_default_str();
   start->add_option("--store", store, "Store URL, overriding the manifest's store:");
   start->add_option("--threads", options.loops, "Event-loop threads (0 = one per usable CPU)")->capture_default_str();
+  std::string store_latency;
+  start->add_option("--inject-store-latency", store_latency,
+                    "Fault injection for tests and drills: every store read and write takes this much longer (e.g. 200ms)");
 
   std::string invoke_dir = ".", invoke_name, invoke_data;
   auto* invoke = cli.add_subcommand("invoke", "Invoke a function on the running host and print its reply");
@@ -597,7 +601,14 @@ int run_cli(int argc, char** argv) {
     return 0;
   }
   if (validate->parsed()) return cmd_validate(validate_dir);
-  if (start->parsed()) return cmd_start(start_dir, options, store);
+  if (start->parsed()) {
+    if (!store_latency.empty()) {
+      auto latency = parse_duration(store_latency);
+      if (!latency) return fail("--inject-store-latency: '" + store_latency + "' is not a duration (e.g. 200ms, 1s)");
+      options.store_latency = *latency;
+    }
+    return cmd_start(start_dir, options, store);
+  }
   if (invoke->parsed()) return cmd_invoke(invoke_dir, invoke_name, invoke_data);
   if (status->parsed()) return cmd_status(status_dir, status_json);
   if (stop->parsed()) return cmd_stop(stop_dir, stop_wait);

@@ -27,6 +27,10 @@ class Reactor {
   // watch() plus a read of one's own: the registration with the loop stays as it is between
   // reads (no system call to re-arm it). The fd stays the caller's, but becomes non-blocking.
   virtual std::unique_ptr<Watch> read(int fd, std::function<void(std::string_view)> on_data) = 0;
+  // Calls `on_writable` on the reactor's thread while `fd` can take a write (level-triggered,
+  // like watch()): for a writer whose non-blocking write came up short. End the watch once
+  // there is nothing left to write.
+  virtual std::unique_ptr<Watch> writable(int fd, std::function<void()> on_writable) = 0;
 };
 
 }  // namespace nimbus

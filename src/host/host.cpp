@@ -4,6 +4,9 @@
 #include <unistd.h>
 
 #include <boost/json.hpp>
+#include <condition_variable>
+#include <functional>
+#include <mutex>
 #include <iostream>
 #include <thread>
 
@@ -16,6 +19,8 @@
 #include "runtime/native/native_build.h"
 #include "runtime/native/native_runtime.h"
 #include "runtime/process/process_runtime.h"
+#include "core/units.h"
+#include "store/delayed/delayed_store.h"
 #include "store/store.h"
 #include "triggers/api/service_api.h"
 #include "triggers/file/file_trigger.h"
@@ -43,6 +48,31 @@ std::string url(const std::string& address, int port) {
   bool v6 = address.find(':') != std::string::npos;
   return "http://" + (v6 ? "[" + address + "]" : address) + ":" + std::to_string(port);
 }
+
+// Runs `fire` on a thread of its own at `at` unless disarmed first.
+class ShutdownWatchdog {
+ public:
+  ShutdownWatchdog(std::chrono::steady_clock::time_point at, std::function<void()> fire)
+      : thread_([this, at, fire = std::move(fire)] {
+          std::unique_lock lock(mu_);
+          if (!cv_.wait_until(lock, at, [&] { return disarmed_; })) fire();
+        }) {}
+  ~ShutdownWatchdog() {
+    disarm();
+    thread_.join();
+  }
+  void disarm() {
+    std::lock_guard lock(mu_);
+    disarmed_ = true;
+    cv_.notify_all();
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool disarmed_ = false;
+  std::thread thread_;
+};
 
 }  // namespace
 
@@ -85,6 +115,11 @@ int run_host(const AppSpec& app, const HostOptions& options) {
   auto store = open_store(app.store, app.dir, clock,
                           StoreOptions{app.fsync ? Durability::fsync : Durability::process, app.max_blob_size});
   if (!store) return fail(store.error().message);
+  if (options.store_latency > Duration::zero()) {
+    *store = with_injected_latency(std::move(*store), options.store_latency);
+    std::cerr << "nimbus: fault injection: every store read and write takes " << format_duration(options.store_latency)
+              << " longer\n";
+  }
   LogSink sink(STDOUT_FILENO);
   Logger logger(sink, clock, app.name);
   std::vector<std::string> names;
@@ -190,6 +225,19 @@ int run_host(const AppSpec& app, const HostOptions& options) {
 
   // Graceful shutdown: stop taking work, let what was taken finish within the grace period.
   logger.host(LogLevel::info, "shutting down", {{"signal", sig == SIGINT ? "SIGINT" : "SIGTERM"}});
+  auto kill_workers = [&] {
+    for (auto* w : worker_functions) w->kill_all();
+  };
+  // Whatever a step below waits for, the host is gone within a second past the grace period:
+  // a watchdog kills the workers and ends the process (its last line is flushed if stdout
+  // takes it within 200 ms).
+  ShutdownWatchdog watchdog(std::chrono::steady_clock::now() + app.shutdown_grace + std::chrono::milliseconds(700), [&] {
+    logger.host(LogLevel::warn, "grace period over and shutdown still under way; killing workers and exiting");
+    kill_workers();
+    std::thread([&sink] { sink.flush(); }).detach();
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    std::_Exit(0);
+  });
   status.draining.store(true);
   http.stop_taking_work();
   admin.stop_accepting();
@@ -221,6 +269,7 @@ int run_host(const AppSpec& app, const HostOptions& options) {
   if (left > 0) {
     logger.host(LogLevel::warn, "grace period over; exiting with invocations still in flight",
                 {{"in_flight", static_cast<int64_t>(left)}});
+    kill_workers();  // their invocations have had their answer (a timeout) or never will
     sink.flush();
     std::cout.flush();
     std::_Exit(0);  // in-process functions cannot be pre-empted; do not wait on them
@@ -234,6 +283,7 @@ int run_host(const AppSpec& app, const HostOptions& options) {
   for (auto* w : worker_functions) w->stop(std::chrono::seconds(2));  // their exits are read on the loops
   loops.drain();
   (*store)->close();
+  watchdog.disarm();
   logger.host(LogLevel::info, "stopped");
   return 0;
 }

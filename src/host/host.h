@@ -7,6 +7,7 @@
 #include <string>
 
 #include "core/app_spec.h"
+#include "core/clock.h"
 
 namespace nimbus {
 
@@ -16,6 +17,8 @@ struct HostOptions {
   std::string admin_address = "127.0.0.1";
   int admin_port = 8081;
   int loops = 0;  // event-loop threads; 0 = one per CPU this process may use
+  // Fault injection (tests, drills): every store read and write takes this much longer.
+  Duration store_latency = Duration::zero();
 };
 
 // Where a running host records itself, inside the app folder.

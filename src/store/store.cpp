@@ -1,8 +1,73 @@
+#include <condition_variable>
+#include <deque>
 #include <future>
+#include <mutex>
+#include <thread>
 
 #include "store/store.h"
 
 namespace nimbus {
+
+namespace {
+thread_local bool t_on_io_thread = false;
+constexpr int kIoThreads = 2;  // reads and blob files; SQLite reads take microseconds
+}  // namespace
+
+// A few threads, started on first use, that run blocking store work in the order handed over.
+struct Store::IoThreads {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<std::function<void()>> work;
+  std::vector<std::thread> threads;
+  bool closed = false;
+
+  void run() {
+    t_on_io_thread = true;
+    std::unique_lock lock(mu);
+    for (;;) {
+      cv.wait(lock, [&] { return closed || !work.empty(); });
+      if (work.empty()) return;
+      auto next = std::move(work.front());
+      work.pop_front();
+      lock.unlock();
+      next();
+      lock.lock();
+    }
+  }
+};
+
+Store::Store() : io_(std::make_unique<IoThreads>()) {}
+
+Store::~Store() { close_io(); }
+
+bool Store::on_io_thread() { return t_on_io_thread; }
+
+void Store::run_blocking(std::function<void()> work) {
+  if (t_on_io_thread) return work();
+  {
+    std::lock_guard lock(io_->mu);
+    if (!io_->closed) {
+      if (io_->threads.empty()) {
+        for (int i = 0; i < kIoThreads; ++i) io_->threads.emplace_back([io = io_.get()] { io->run(); });
+      }
+      io_->work.push_back(std::move(work));
+      io_->cv.notify_one();
+      return;
+    }
+  }
+  work();  // closing: nothing else will run it
+}
+
+void Store::close_io() {
+  {
+    std::lock_guard lock(io_->mu);
+    io_->closed = true;
+  }
+  io_->cv.notify_all();
+  for (auto& t : io_->threads)
+    if (t.joinable()) t.join();
+  io_->threads.clear();
+}
 
 // The blocking forms wait on a promise the writer fulfils; never call them on the writer
 // thread (from inside a store callback).

@@ -266,7 +266,17 @@ using ReceiveDone = std::function<void(Expected<std::vector<Message>>)>;
 
 class Store {
  public:
-  virtual ~Store() = default;
+  Store();
+  virtual ~Store();
+  Store(const Store&) = delete;
+  Store& operator=(const Store&) = delete;
+
+  // Runs `work` on one of the store's own I/O threads, where the blocking reads below may be
+  // called. Event loops, the timer thread and the writer never call a read themselves: they
+  // hand it here and answer from there (a Responder or a completion may be called from any
+  // thread). From an I/O thread it runs at once. Work handed over once close() has begun runs
+  // on the caller's thread.
+  void run_blocking(std::function<void()> work);
 
   // --- writes: run on the store's writer, grouped with others into one transaction. The
   // callback runs on the writer thread once the commit is durable; keep it short.
@@ -321,7 +331,7 @@ class Store {
   // Finishes what was submitted, then stops the writer.
   virtual void close() = 0;
 
-  // Blocking conveniences for tools and tests.
+  // Blocking conveniences for tools and tests (and the store's I/O threads).
   Expected<BatchResult> commit_sync(Batch batch);
   Expected<std::vector<Message>> receive_sync(std::string queue, int max, int64_t lease_ms);
   Status extend_sync(std::vector<LeaseRef> refs, int64_t lease_ms);
@@ -330,6 +340,16 @@ class Store {
   Expected<int64_t> replay_dead_sync(std::string queue);
   Expected<int64_t> trim_stream_sync(std::string stream, int64_t before_ms, int64_t keep_last);
   Status set_blob_subscriptions_sync(std::vector<BlobSubscription> subscriptions);
+
+ protected:
+  // Backends call this first in close(): runs the work handed to run_blocking, then joins its
+  // threads (their work may still commit, so before the writer stops).
+  void close_io();
+  static bool on_io_thread();
+
+ private:
+  struct IoThreads;
+  std::unique_ptr<IoThreads> io_;
 };
 
 enum class Durability : uint8_t {

@@ -64,15 +64,20 @@ void HostServices::call(ServiceCall c, std::function<void(ServiceResult)> done) 
   }
   if (!store_) return done(ServiceResult::failure("host service '" + op + "' needs a store, and this host has none"));
   if (op == "state.get") {
-    auto entry = store_->get(arg(c.args, "store"), arg(c.args, "key"));
-    if (!entry) return done(from_error(entry.error()));
-    ServiceResult r;
-    r.fields.push_back({"found", entry->has_value() ? "true" : "false"});
-    if (entry->has_value()) {
-      r.body = std::move((*entry)->value);
-      r.fields.push_back({"etag", (*entry)->etag});
-    }
-    return done(std::move(r));
+    // A read: never on the caller's thread (an event loop that reads workers' pipes).
+    Store* store = store_;
+    store->run_blocking([store, name = arg(c.args, "store"), key = arg(c.args, "key"), done = std::move(done)] {
+      auto entry = store->get(name, key);
+      if (!entry) return done(from_error(entry.error()));
+      ServiceResult r;
+      r.fields.push_back({"found", entry->has_value() ? "true" : "false"});
+      if (entry->has_value()) {
+        r.body = std::move((*entry)->value);
+        r.fields.push_back({"etag", (*entry)->etag});
+      }
+      done(std::move(r));
+    });
+    return;
   }
   Batch b;
   if (op == "state.put") {

@@ -128,6 +128,19 @@ Status add_outputs(const FunctionSpec& fn, std::vector<OutputMessage> outputs, B
 
 void commit_outputs_then(Store* store, const FunctionSpec& fn, Result&& result, std::function<void(Result&&)> then) {
   if (result.outcome != Outcome::success || result.outputs.empty()) return then(std::move(result));
+  if (store && result.outputs.size() > kOutputsBuiltInPlace) {
+    // Many outputs: building their batch is work in proportion, and this may be an event loop.
+    auto held = std::make_shared<Result>(std::move(result));
+    store->run_blocking([store, &fn, held, then = std::move(then)]() mutable {
+      commit_outputs_then_here(store, fn, std::move(*held), std::move(then));
+    });
+    return;
+  }
+  commit_outputs_then_here(store, fn, std::move(result), std::move(then));
+}
+
+void commit_outputs_then_here(Store* store, const FunctionSpec& fn, Result&& result,
+                              std::function<void(Result&&)> then) {
   Batch batch;
   if (auto st = add_outputs(fn, std::move(result.outputs), batch); !st) {
     return then(Result::failure(Outcome::error, "invalid_output", st.error().message));

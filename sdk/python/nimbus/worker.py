@@ -206,8 +206,9 @@ class Context:
             payload = payload.encode()
         elif not isinstance(payload, (bytes, bytearray, memoryview)):
             payload = dumps(payload).encode()
-        self._worker.calls += 1
-        self._worker.send(HOST_CALL, {"id": self.invocation_id, "call_id": str(self._worker.calls), "op": "output",
+        # One-way: the host sends no reply to an output (a sync handler writing outputs in a
+        # loop reads nothing until it returns).
+        self._worker.send(HOST_CALL, {"id": self.invocation_id, "op": "output",
                                       "args": {"binding": binding,
                                                "metadata": {k: str(v) for k, v in (metadata or {}).items()}}},
                           bytes(payload))

@@ -444,9 +444,9 @@ void ProcessExecutor::on_frame(const std::shared_ptr<Instance>& inst, Frame&& f)
           }
           it->second.outputs.push_back(std::move(out));
         }
-        if (f.header.contains("call_id")) {
-          (void)inst->process->send(FrameType::host_result, {{"call_id", f.header.at("call_id")}, {"ok", true}});
-        }
+        // No reply, even to a call_id: nobody waits for one, and a worker writing outputs in
+        // a loop would not read replies until it returns (a reply per output once filled both
+        // pipes, worker and host each waiting for the other).
         break;
       }
       {
@@ -580,6 +580,7 @@ void ProcessExecutor::on_deadline(const std::weak_ptr<Instance>& weak) {
     if (inst->ended) return;
     const TimePoint now = clock_.now();
     TimePoint earliest{};
+    std::string overran;  // the first invocation found past its deadline on a started worker
     for (auto it = inst->in_flight.begin(); it != inst->in_flight.end(); ++it) {
       Waiting& w = it->second;
       if (w.abandoned) continue;
@@ -592,14 +593,27 @@ void ProcessExecutor::on_deadline(const std::weak_ptr<Instance>& weak) {
           w.abandoned = true;
           continue;
         }
-        logger_.host(LogLevel::warn, "worker overran a deadline; killing it",
-                     {{"function", spec_.name}, {"invocation_id", it->first}});
-        inst->process->kill();  // its exit fails what it holds, this one included
-        return;
+        // Over its timeout: its caller hears so now (a timeout, whatever the worker does or
+        // does not do next), and the worker is killed below.
+        after.push_back([d = take_locked(w), name = spec_.name]() mutable {
+          d(Result::failure(Outcome::timeout, "timeout",
+                            "function '" + name + "' did not finish within its timeout; its worker was killed"));
+        });
+        w.abandoned = true;
+        if (overran.empty()) overran = it->first;
+        continue;
       }
       if (w.deadline != TimePoint{} && (earliest == TimePoint{} || w.deadline < earliest)) earliest = w.deadline;
     }
-    if (earliest != TimePoint{}) arm_deadline_locked(inst, earliest);
+    if (!overran.empty()) {
+      logger_.host(LogLevel::warn, "worker overran a deadline; killing it",
+                   {{"function", spec_.name}, {"invocation_id", overran}});
+      if (inst->fatal.empty()) inst->fatal = "killed because invocation " + overran + " overran its deadline";
+      inst->retiring = true;  // no new work for it while its end is on the way
+      inst->process->kill();  // its exit fails what else it holds
+    } else if (earliest != TimePoint{}) {
+      arm_deadline_locked(inst, earliest);
+    }
   }
   for (auto& fn : after) fn();
 }
@@ -763,6 +777,12 @@ void ProcessExecutor::stop(Duration grace) {
     ready_cv_.wait_for(lock, std::chrono::seconds(5), [&] { return instances_.empty(); });
   }
   bury();
+}
+
+void ProcessExecutor::kill_all() {
+  std::lock_guard lock(mu_);
+  stopping_ = true;
+  for (auto& i : instances_) i->process->kill();
 }
 
 }  // namespace nimbus

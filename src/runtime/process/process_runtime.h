@@ -84,6 +84,8 @@ class ProcessExecutor final : public Executor {
   int instances() const;
   // Sends shutdown to every instance and waits up to `grace` for them to end.
   void stop(Duration grace);
+  // SIGKILL to every worker at once, waiting for nothing (a host out of grace, about to exit).
+  void kill_all();
 
  private:
   struct Instance;

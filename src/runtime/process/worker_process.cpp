@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/eventfd.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -112,6 +113,11 @@ Expected<std::unique_ptr<WorkerProcess>> WorkerProcess::spawn(const WorkerSpawn&
   w->pid_ = pid;
   w->to_worker_ = std::exchange(to[1], -1);
   if (int size = ::fcntl(w->to_worker_, F_GETPIPE_SZ); size > 0) w->pipe_capacity_ = static_cast<std::size_t>(size);
+  // Writes never block: what the pipe cannot take waits in the outbox.
+  ::fcntl(w->to_worker_, F_SETFL, ::fcntl(w->to_worker_, F_GETFL) | O_NONBLOCK);
+  w->max_outbox_ = spec.max_outbox > 0 ? spec.max_outbox : 2 * spec.max_frame;
+  w->input_stall_ = spec.input_stall;
+  w->reactor_ = reactor;
   w->from_worker_ = std::exchange(from[0], -1);
   w->out_ = std::exchange(out[0], -1);
   w->err_ = std::exchange(err[0], -1);
@@ -142,8 +148,15 @@ Expected<std::unique_ptr<WorkerProcess>> WorkerProcess::spawn(const WorkerSpawn&
     });
     w->pid_watch_ = reactor->watch(w->pidfd_, [p = w.get()] { p->on_pidfd(); });
   } else {
+    w->wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (w->wake_fd_ < 0) {
+      w->kill();
+      w->reap();
+      return Error{std::string("cannot make a wake-up fd for worker ") + std::to_string(pid) + ": " + std::strerror(errno)};
+    }
     w->reader_ = std::thread([p = w.get()] { p->read_frames(); });
   }
+  w->output_stop_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   w->output_ = std::thread([p = w.get()] { p->read_output(); });
   return w;
 }
@@ -151,6 +164,12 @@ Expected<std::unique_ptr<WorkerProcess>> WorkerProcess::spawn(const WorkerSpawn&
 WorkerProcess::~WorkerProcess() {
   kill();
   if (reader_.joinable()) reader_.join();
+  std::unique_ptr<Reactor::Watch> write_watch;
+  {
+    std::lock_guard lock(send_mu_);
+    write_watch = std::move(write_watch_);
+  }
+  write_watch.reset();  // waits for a flush in progress on the loop
   std::unique_ptr<Reactor::Watch> pipe_watch, pid_watch;
   {
     std::lock_guard lock(callback_mu_);
@@ -162,35 +181,127 @@ WorkerProcess::~WorkerProcess() {
   pid_watch.reset();
   { std::lock_guard wait_for_callbacks(callback_mu_); }
   if (!reaped_) reap();
+  if (output_stop_ >= 0) {
+    uint64_t one = 1;
+    (void)!::write(output_stop_, &one, sizeof one);
+  }
   if (output_.joinable()) output_.join();
   close_fd(to_worker_);
   close_fd(from_worker_);
   close_fd(out_);
   close_fd(err_);
   close_fd(pidfd_);
+  close_fd(wake_fd_);
+  close_fd(output_stop_);
 }
 
 Status WorkerProcess::send(FrameType type, const boost::json::object& header, std::string_view body) {
   std::string wire;
   encode_frame(type, header, body, wire);
   if (!send_raw(wire)) {
-    return Error{"cannot write to worker " + std::to_string(pid_) + ": " + std::strerror(errno)};
+    std::lock_guard lock(why_mu_);
+    return Error{"cannot write to worker " + std::to_string(pid_) + ": " + (why_.empty() ? "it has ended" : why_)};
   }
   return ok_status();
 }
 
+// The straight path: nothing waits, and the pipe takes the whole frame (the usual case: one
+// write, no allocation). What it cannot take waits in the outbox, which is written out when
+// the pipe has room; nothing here ever waits for the worker.
 bool WorkerProcess::send_raw(std::string_view wire) {
   std::lock_guard lock(send_mu_);
   const char* p = wire.data();
   std::size_t left = wire.size();
-  while (left > 0) {
-    ssize_t n = ::write(to_worker_, p, left);  // a worker gone: EPIPE (SIGPIPE is ignored)
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return false;
-    p += n;
-    left -= static_cast<std::size_t>(n);
+  const auto now = std::chrono::steady_clock::now();
+  if (outbox_sent_ == outbox_.size()) {
+    while (left > 0) {
+      ssize_t n = ::write(to_worker_, p, left);  // a worker gone: EPIPE (SIGPIPE is ignored)
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+      if (n < 0) {
+        kill_because("closed its input (" + std::string(std::strerror(errno)) + "); killed");
+        return false;
+      }
+      p += n;
+      left -= static_cast<std::size_t>(n);
+    }
+    if (left == 0) return true;
+    outbox_.clear();
+    outbox_sent_ = 0;
+    last_progress_ = now;  // the pipe was empty enough a moment ago: the wait starts here
+  } else if (now - last_progress_ > input_stall_) {
+    kill_because("did not read its input for " + std::to_string(input_stall_.count()) + " ms (" +
+                 std::to_string(outbox_.size() - outbox_sent_) + " bytes waited for it); killed");
+    return false;
   }
+  const std::size_t waiting = outbox_.size() - outbox_sent_;
+  if (waiting + left > max_outbox_) {
+    kill_because("did not read its input (" + std::to_string(waiting + left) + " bytes would wait for it, more than " +
+                 std::to_string(max_outbox_) + "); killed");
+    return false;
+  }
+  if (outbox_sent_ > 0 && outbox_sent_ >= outbox_.size() / 2) {
+    outbox_.erase(0, outbox_sent_);  // keep the outbox from creeping: drop what was written
+    outbox_sent_ = 0;
+  }
+  outbox_.append(p, left);
+  want_writable_locked();
   return true;
+}
+
+std::size_t WorkerProcess::outbox_size() const {
+  std::lock_guard lock(send_mu_);
+  return outbox_.size() - outbox_sent_;
+}
+
+void WorkerProcess::want_writable_locked() {
+  if (reactor_) {
+    if (!write_watch_) write_watch_ = reactor_->writable(to_worker_, [this] { on_writable(); });
+  } else if (wake_fd_ >= 0) {
+    uint64_t one = 1;
+    (void)!::write(wake_fd_, &one, sizeof one);  // an eventfd: never blocks below 2^64-1
+  }
+}
+
+bool WorkerProcess::flush_locked() {
+  const auto now = std::chrono::steady_clock::now();
+  while (outbox_sent_ < outbox_.size()) {
+    ssize_t n = ::write(to_worker_, outbox_.data() + outbox_sent_, outbox_.size() - outbox_sent_);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return true;
+    if (n < 0) return false;
+    outbox_sent_ += static_cast<std::size_t>(n);
+    last_progress_ = now;
+  }
+  if (outbox_.capacity() > (1u << 20)) {
+    std::string().swap(outbox_);  // a burst is over: give its memory back
+  } else {
+    outbox_.clear();
+  }
+  outbox_sent_ = 0;
+  return true;
+}
+
+void WorkerProcess::on_writable() {
+  std::unique_ptr<Reactor::Watch> done;  // ended outside the lock (from inside its own callback)
+  {
+    std::lock_guard lock(send_mu_);
+    bool alive = !killed_.load() && flush_locked();
+    if (!alive) {
+      outbox_.clear();
+      outbox_sent_ = 0;
+      if (!killed_.load()) kill_because("closed its input (" + std::string(std::strerror(errno)) + "); killed");
+    }
+    if (outbox_sent_ == outbox_.size()) done = std::move(write_watch_);
+  }
+}
+
+void WorkerProcess::kill_because(const std::string& why) {
+  {
+    std::lock_guard lock(why_mu_);
+    if (why_.empty()) why_ = why;
+  }
+  kill();
 }
 
 void WorkerProcess::kill() {
@@ -208,8 +319,7 @@ bool WorkerProcess::deliver(const char* data, std::size_t size) {
     if (callbacks_.frame) callbacks_.frame(std::move(frame));
   }
   if (st == FrameDecoder::Status::error) {
-    why_ = "sent a malformed frame (" + error + "); killed";
-    kill();
+    kill_because("sent a malformed frame (" + error + "); killed");
     return false;
   }
   return true;
@@ -222,18 +332,39 @@ std::string WorkerProcess::reap() {
   reaped_ = true;
   exit_code_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   killed_.store(true);  // the pid may be reused from here on: never signal it again
-  if (!why_.empty()) return why_;
+  {
+    std::lock_guard lock(why_mu_);
+    if (!why_.empty()) return why_;
+  }
   return WIFEXITED(status) ? "exited with code " + std::to_string(exit_code_)
                            : std::string("was killed by signal ") + strsignal(WTERMSIG(status));
 }
 
+// Thread mode: this thread reads the worker's frames and writes its outbox out when the pipe
+// has room (send_raw wakes it through wake_fd_).
 void WorkerProcess::read_frames() {
   char buf[65536];
   while (true) {
-    ssize_t n = ::read(from_worker_, buf, sizeof buf);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    if (!deliver(buf, static_cast<std::size_t>(n))) break;
+    pollfd fds[3] = {{from_worker_, POLLIN, 0}, {wake_fd_, POLLIN, 0}, {-1, POLLOUT, 0}};
+    {
+      std::lock_guard lock(send_mu_);
+      if (outbox_sent_ < outbox_.size() && !killed_.load()) fds[2].fd = to_worker_;
+    }
+    if (::poll(fds, 3, -1) < 0) {
+      if (errno == EINTR) continue;
+      break;
+    }
+    if (fds[1].revents & POLLIN) {
+      uint64_t n;
+      (void)!::read(wake_fd_, &n, sizeof n);
+    }
+    if (fds[2].revents) on_writable();
+    if (fds[0].revents) {
+      ssize_t n = ::read(from_worker_, buf, sizeof buf);
+      if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+      if (n <= 0) break;
+      if (!deliver(buf, static_cast<std::size_t>(n))) break;
+    }
   }
   std::string why = reap();
   if (callbacks_.exited) callbacks_.exited(exit_code_, why);
@@ -261,21 +392,32 @@ void WorkerProcess::on_pidfd() {
   if (callbacks_.exited) callbacks_.exited(exit_code_, why);
 }
 
+// The worker's stdout and stderr, line by line, until both end — or until the WorkerProcess
+// goes (output_stop_): a grandchild that inherited them may keep them open for ever, and the
+// destructor must not wait for it. What is readable then is still read.
 void WorkerProcess::read_output() {
   std::string pending[2];
-  pollfd fds[2] = {{out_, POLLIN, 0}, {err_, POLLIN, 0}};
+  pollfd fds[3] = {{out_, POLLIN, 0}, {err_, POLLIN, 0}, {output_stop_, POLLIN, 0}};
   int open = 2;
+  bool stopping = false;
   char buf[8192];
   while (open > 0) {
-    if (::poll(fds, 2, -1) < 0) {
+    int ready = ::poll(fds, 3, stopping ? 0 : -1);
+    if (ready < 0) {
       if (errno == EINTR) continue;
       break;
+    }
+    if (ready == 0) break;  // stopping, and nothing more is readable
+    if (fds[2].revents & POLLIN) {
+      stopping = true;
+      fds[2].fd = -1;
     }
     for (int i = 0; i < 2; ++i) {
       if (fds[i].fd < 0 || !(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
       ssize_t n = ::read(fds[i].fd, buf, sizeof buf);
       if (n <= 0) {
         if (!pending[i].empty() && callbacks_.output) callbacks_.output(pending[i], i == 1);
+        pending[i].clear();
         fds[i].fd = -1;
         --open;
         continue;
@@ -292,6 +434,9 @@ void WorkerProcess::read_output() {
         pending[i].clear();
       }
     }
+  }
+  for (int i = 0; i < 2; ++i) {
+    if (!pending[i].empty() && callbacks_.output) callbacks_.output(pending[i], i == 1);
   }
 }
 

@@ -8,9 +8,15 @@
 // Its frames are read either by a thread of its own, or, given a Reactor, on that event loop
 // (the pipe and a pidfd are watched there; no reader thread), which saves a context switch
 // per reply when the loop is also where the results are wanted.
+//
+// Sending never blocks, whatever thread sends: the pipe to the worker is non-blocking, and
+// what it cannot take waits in a bounded outbox, written out when the pipe has room (on the
+// reactor, or by the reader thread). A worker that lets its outbox grow past the bound, or
+// takes nothing from it for `input_stall` while more is sent, is killed: its end says so.
 #include <sys/types.h>
 
 #include <atomic>
+#include <chrono>
 #include <filesystem>
 #include <functional>
 #include <memory>
@@ -39,6 +45,10 @@ struct WorkerSpawn {
   int64_t cpu_seconds = 0;       // RLIMIT_CPU; 0 = none
   int open_files = 0;            // RLIMIT_NOFILE; 0 = none
   bool typed_results = false;    // result frames arrive in Frame::result, not Frame::header
+  // What may wait for a worker that does not read (0: twice max_frame, so one whole frame
+  // always fits behind what is there), and how long it may take none of it.
+  std::size_t max_outbox = 0;
+  std::chrono::milliseconds input_stall{10'000};
 };
 
 struct WorkerCallbacks {
@@ -59,8 +69,12 @@ class WorkerProcess {
   WorkerProcess(const WorkerProcess&) = delete;
   WorkerProcess& operator=(const WorkerProcess&) = delete;
 
+  // Queue a frame for the worker; never blocks. False when the worker has ended, or is killed
+  // now because it does not read its input (see above).
   Status send(FrameType type, const boost::json::object& header, std::string_view body = {});
   bool send_raw(std::string_view wire);  // an already encoded frame
+  // Bytes sent and not yet taken by the worker's pipe.
+  std::size_t outbox_size() const;
   // What the pipe to the worker holds before a write blocks (F_GETPIPE_SZ; 64 KiB unless the
   // user's pipe pages ran short).
   std::size_t pipe_capacity() const { return pipe_capacity_; }
@@ -70,6 +84,12 @@ class WorkerProcess {
  private:
   WorkerProcess() = default;
   void read_frames();
+  // Writes what the outbox holds until the pipe is full; false if the worker is gone.
+  bool flush_locked();
+  void on_writable();
+  void kill_because(const std::string& why);  // the first reason given is the one reported
+  // Arms the reactor's write watch, or wakes the reader thread, to write the outbox out.
+  void want_writable_locked();
   void read_output();
   // Feeds received bytes to the decoder and delivers whole frames; false on a malformed one
   // (why_ says what).
@@ -87,9 +107,19 @@ class WorkerProcess {
   std::size_t max_frame_ = kDefaultMaxFrame;
   std::size_t pipe_capacity_ = 0;
   WorkerCallbacks callbacks_;
-  std::mutex send_mu_;
+  mutable std::mutex send_mu_;
+  std::string outbox_;         // bytes the pipe could not take yet, from outbox_sent_ on
+  std::size_t outbox_sent_ = 0;
+  std::size_t max_outbox_ = 0;
+  std::chrono::milliseconds input_stall_{10'000};
+  std::chrono::steady_clock::time_point last_progress_{};  // the worker last took bytes
+  Reactor* reactor_ = nullptr;
+  std::unique_ptr<Reactor::Watch> write_watch_;  // armed while the outbox holds bytes
+  int wake_fd_ = -1;  // thread mode: an eventfd that wakes the reader to write
+  int output_stop_ = -1;  // an eventfd: the output thread reads what is there, then ends
   std::atomic<bool> killed_{false};
   std::unique_ptr<FrameDecoder> decoder_;
+  std::mutex why_mu_;
   std::string why_;  // set when the host ended the worker
   int exit_code_ = 0;
   bool reaped_ = false;

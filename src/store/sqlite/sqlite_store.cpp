@@ -239,9 +239,19 @@ void SqliteStore::checkpoint_loop() {
 }
 
 void SqliteStore::commit(Batch batch, CommitDone done) {
+  if (!batch.blob_puts.empty() && !on_io_thread()) {
+    // Blob bytes are file I/O: never on the caller's thread (an event loop, the timer thread).
+    auto held = std::make_shared<Batch>(std::move(batch));
+    run_blocking([this, held, done = std::move(done)]() mutable { commit_here(std::move(*held), std::move(done)); });
+    return;
+  }
+  commit_here(std::move(batch), std::move(done));
+}
+
+void SqliteStore::commit_here(Batch batch, CommitDone done) {
   auto result = std::make_shared<BatchResult>();
-  // Blob bytes go to their files first (on the caller's thread, off the writer's): the
-  // metadata that names them commits after, or they are removed again.
+  // Blob bytes go to their files first (on an I/O thread, off the writer's): the metadata
+  // that names them commits after, or they are removed again.
   auto written = std::make_shared<std::vector<WrittenBlob>>();
   if (auto st = write_blob_files(batch, *written); !st) {
     submit([st](std::vector<std::string>&) { return st; }, [done = std::move(done)](Status s) { done(s.error()); });
@@ -420,6 +430,7 @@ void SqliteStore::set_listener(uint64_t slot, std::function<void(const std::vect
 }
 
 void SqliteStore::close() {
+  close_io();  // what was handed to the I/O threads may still commit
   {
     std::lock_guard lock(mu_);
     if (closed_) return;

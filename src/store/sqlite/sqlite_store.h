@@ -135,6 +135,9 @@ class SqliteStore final : public Store {
   void close() override;
 
  private:
+  // The commit itself, blob files included, on the calling thread (an I/O thread when the
+  // batch has blobs).
+  void commit_here(Batch batch, CommitDone done);
   // WAL growth wakes the checkpointer thread (its own connection), which runs the checkpoints
   // off the writer's path.
   static int on_wal(void* self, sqlite3*, const char*, int pages);

@@ -267,7 +267,10 @@ class FileTrigger::Watch : public std::enable_shared_from_this<FileTrigger::Watc
     const Duration took = shared_->clock.now() - started;
     shared_->logger.invocation(
         {fn_.name, TriggerKind::file, id, trace, r.outcome, 0, took, r.error.type, r.error.message});
-    settle(t, r);
+    // Moving the file out is file I/O, and this may be an event loop, the timer thread or the
+    // store's writer: the store's I/O threads do it (they run until the store closes, after
+    // the host has waited for files in progress).
+    shared_->store.run_blocking([self = shared_from_this(), t, r] { self->settle(t, r); });
   }
 
   // The attempt ended: processed/, a retry after the backoff, or failed/.

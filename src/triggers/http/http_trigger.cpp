@@ -266,10 +266,14 @@ void HttpTrigger::upload(const std::string& container, Headers params, IncomingR
 
 void HttpTrigger::job_status(std::string_view id, Responder respond) {
   if (!options_.store) return respond(json_error(404, "not_found", "no such job", ""));
-  auto entry = options_.store->get(kJobStore, std::string(id));
-  if (!entry) return respond(json_error(500, "store", entry.error().message, ""));
-  if (!entry->has_value()) return respond(json_error(404, "not_found", "no job " + std::string(id), ""));
-  respond(HttpReply{200, {{"content-type", "application/json"}, {"cache-control", "no-store"}}, std::move((*entry)->value)});
+  // A read: off the event loop, answered from the store's I/O thread.
+  Store* store = options_.store;
+  store->run_blocking([store, id = std::string(id), respond = std::move(respond)] {
+    auto entry = store->get(kJobStore, id);
+    if (!entry) return respond(json_error(500, "store", entry.error().message, ""));
+    if (!entry->has_value()) return respond(json_error(404, "not_found", "no job " + id, ""));
+    respond(HttpReply{200, {{"content-type", "application/json"}, {"cache-control", "no-store"}}, std::move((*entry)->value)});
+  });
 }
 
 }  // namespace nimbus

@@ -29,6 +29,7 @@
 
 #include "observe/log.h"
 #include "observe/metrics.h"
+#include "triggers/http/http_syntax.h"
 
 namespace nimbus {
 
@@ -62,6 +63,14 @@ class LoopReactor final : public Reactor {
     return std::make_unique<LoopWatch>(state);
   }
 
+  std::unique_ptr<Watch> writable(int fd, std::function<void()> on_writable) override {
+    auto state = std::make_shared<State>(ctx_, fd);
+    state->on_readable = std::move(on_writable);
+    state->wait = asio::posix::descriptor_base::wait_write;
+    asio::post(ctx_, [state] { arm(state); });
+    return std::make_unique<LoopWatch>(state);
+  }
+
   std::unique_ptr<Watch> read(int fd, std::function<void(std::string_view)> on_data) override {
     auto state = std::make_shared<State>(ctx_, fd);
     state->on_data = std::move(on_data);
@@ -83,7 +92,8 @@ class LoopReactor final : public Reactor {
       }
     }
     asio::posix::stream_descriptor descriptor;
-    std::function<void()> on_readable;
+    std::function<void()> on_readable;  // or on writable, as `wait` says
+    asio::posix::descriptor_base::wait_type wait = asio::posix::descriptor_base::wait_read;
     std::function<void(std::string_view)> on_data;
     std::vector<char> buffer;
     std::recursive_mutex mu;  // held while a callback runs; the callback may end its own watch
@@ -110,7 +120,7 @@ class LoopReactor final : public Reactor {
 
   // A wait re-arms the fd with the kernel each time (epoll_ctl): for fds that seldom speak.
   static void arm(const std::shared_ptr<State>& state) {
-    state->descriptor.async_wait(asio::posix::descriptor_base::wait_read, [state](boost::system::error_code ec) {
+    state->descriptor.async_wait(state->wait, [state](boost::system::error_code ec) {
       if (ec) return;
       std::lock_guard lock(state->mu);
       if (!state->alive) return;
@@ -566,6 +576,17 @@ asio::awaitable<void> HttpServer::Impl::serve(LoopState& ls, tcp::socket socket)
     c.phase = Phase::reading;
     c.phase_started = coarse_now();
     auto [ec, n] = co_await http::async_read_header(c.socket, buffer, parser, kNoThrow);
+    if (!ec) {
+      // Beast decodes chunked and takes any other coding before it as opaque bytes: a coding
+      // we cannot undo must be refused (RFC 9112 6.1), not handed on as if it were the body.
+      if (auto te = parser.get().find(http::field::transfer_encoding); te != parser.get().end()) {
+        if (std::string unknown = unsupported_transfer_coding(te->value()); !unknown.empty()) {
+          co_await send_error_and_close(c, 501, "not_implemented",
+                                        "the transfer coding '" + unknown + "' is not supported (only chunked is)");
+          break;
+        }
+      }
+    }
     if (!ec && !parser.is_done()) {
       // A body follows. Clients that sent Expect: 100-continue wait for our go-ahead.
       auto expect = parser.get().find(http::field::expect);
@@ -586,6 +607,12 @@ asio::awaitable<void> HttpServer::Impl::serve(LoopState& ls, tcp::socket socket)
         co_await send_error_and_close(c, 413, "payload_too_large",
                                       "the request body is over the limit of " +
                                           std::to_string(options.limits.max_body) + " bytes");
+      } else if (ec == http::error::header_limit && parser.get().target().empty()) {
+        // Beast hands the start line to the message as soon as it has it whole: with no
+        // target yet, the request line itself is what went over the limit.
+        co_await send_error_and_close(c, 414, "uri_too_long",
+                                      "the request line is over the limit of " +
+                                          std::to_string(options.limits.max_header) + " bytes");
       } else if (ec == http::error::header_limit) {
         co_await send_error_and_close(c, 431, "header_fields_too_large",
                                       "the request headers are over the limit of " +

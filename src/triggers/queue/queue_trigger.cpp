@@ -142,6 +142,11 @@ class QueueTrigger::Consumer : public std::enable_shared_from_this<QueueTrigger:
       return;
     }
     // Drained: sleep until the next delayed message is due, a commit wakes us, or max_wait.
+    // The due time is a store read: on the dispatcher's thread, never the writer's (this one).
+    dispatcher_.post([self = shared_from_this()] { self->sleep_until_due(); });
+  }
+
+  void sleep_until_due() {
     TimePoint at = clock_.now() + spec_.max_wait;
     if (auto due = store_.next_due(queue_); due && *due > 0) {
       TimePoint when = clock_.now() + std::chrono::milliseconds(std::max<int64_t>(*due - unix_ms(clock_), 0));

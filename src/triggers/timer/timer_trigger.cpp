@@ -9,6 +9,7 @@
 #include "pool/function_pools.h"
 #include "store/store.h"
 #include "triggers/outputs.h"
+#include "triggers/task_thread.h"
 #include "triggers/timer/time_zone.h"
 
 namespace nimbus {
@@ -38,7 +39,8 @@ int64_t field(const json::object& o, std::string_view key) {
 class TimerTrigger::Timer : public std::enable_shared_from_this<TimerTrigger::Timer> {
  public:
   Timer(const FunctionSpec& fn, int index, const TimerTriggerSpec& spec, CronSchedule cron, TimeZone zone,
-        FunctionPool& pool, Store& store, const Clock& clock, TimerQueue& timers, TimerThread* timer_thread, Logger& logger)
+        FunctionPool& pool, Store& store, const Clock& clock, TimerQueue& timers, TimerThread* timer_thread, Logger& logger,
+        TaskThread& runs)
       : fn_(fn),
         spec_(spec),
         key_(fn.name + "#" + std::to_string(index)),
@@ -49,7 +51,8 @@ class TimerTrigger::Timer : public std::enable_shared_from_this<TimerTrigger::Ti
         clock_(clock),
         timers_(timers),
         timer_thread_(timer_thread),
-        logger_(logger) {}
+        logger_(logger),
+        runs_(runs) {}
 
   void start() {
     const int64_t now = unix_seconds(clock_);
@@ -134,6 +137,8 @@ class TimerTrigger::Timer : public std::enable_shared_from_this<TimerTrigger::Ti
     if (earliest && timer_thread_) timer_thread_->wake_for(at);
   }
 
+  // On the timer thread: arms the next due time and hands the run (store reads, the claim,
+  // the dispatch) to the trigger's own thread, so that the timer thread never waits on the store.
   void on_due(int64_t due_s) {
     {
       std::lock_guard lock(mu_);
@@ -145,12 +150,12 @@ class TimerTrigger::Timer : public std::enable_shared_from_this<TimerTrigger::Ti
     // not replayed one by one.
     const int64_t now = unix_seconds(clock_);
     arm(next_after(std::max(due_s, now)));
-    run(due_s, now - due_s > 1);
+    runs_.post([self = shared_from_this(), due_s, past_due = now - due_s > 1] { self->run(due_s, past_due); });
   }
 
   // Claims due time `due_s` in the store and runs the function if the claim lands. The claim
   // is an asynchronous commit, so the claims of timers due at the same moment share one
-  // transaction; the run itself starts from the timer thread, never the store's writer.
+  // transaction; the run itself starts from the trigger's thread, never the store's writer.
   void run(int64_t due_s, bool past_due, int attempt = 0) {
     const int64_t now = unix_seconds(clock_);
     Record seen = read();
@@ -173,7 +178,7 @@ class TimerTrigger::Timer : public std::enable_shared_from_this<TimerTrigger::Ti
         return;
       }
       if (!r && attempt >= 4) return;
-      self->on_timer_thread([self, r = r.ok(), due_s, past_due, attempt, busy, last, next] {
+      self->runs_.post([self, r = r.ok(), due_s, past_due, attempt, busy, last, next] {
         if (!r) return self->run(due_s, past_due, attempt + 1);  // raced another host: look again
         bool stopping;
         {
@@ -196,12 +201,6 @@ class TimerTrigger::Timer : public std::enable_shared_from_this<TimerTrigger::Ti
     });
   }
 
-  void on_timer_thread(std::function<void()> fn) {
-    bool earliest = false;
-    timers_.schedule(clock_.now(), std::move(fn), &earliest);
-    if (timer_thread_) timer_thread_->wake();
-  }
-
   void dispatch(int64_t due_s, bool past_due, int64_t last_s, int64_t next_s) {
     Invocation inv = new_invocation(fn_, TriggerKind::timer, "/timers/" + fn_.name, "nimbus.timer.fired", clock_);
     inv.subject = spec_.schedule;
@@ -221,9 +220,9 @@ class TimerTrigger::Timer : public std::enable_shared_from_this<TimerTrigger::Ti
         self->logger_.invocation({self->fn_.name, TriggerKind::timer, id, trace, r.outcome, 0,
                                   self->clock_.now() - started, r.error.type, r.error.message, {}});
         // This may be the store's writer thread (after an output commit), where a blocking
-        // commit would wait on itself: the hold is released from the timer thread.
+        // commit would wait on itself: the hold is released from the trigger's thread.
         std::weak_ptr<Timer> weak = self;
-        self->on_timer_thread([weak, due_s] {
+        self->runs_.post([weak, due_s] {
           if (auto t = weak.lock()) t->release(due_s);
         });
       });
@@ -251,6 +250,7 @@ class TimerTrigger::Timer : public std::enable_shared_from_this<TimerTrigger::Ti
   TimerQueue& timers_;
   TimerThread* timer_thread_;
   Logger& logger_;
+  TaskThread& runs_;
   std::mutex mu_;
   TimerQueue::Id timer_id_ = 0;
   int64_t armed_for_ = 0;
@@ -259,9 +259,19 @@ class TimerTrigger::Timer : public std::enable_shared_from_this<TimerTrigger::Ti
 
 TimerTrigger::TimerTrigger(const AppSpec& app, FunctionPools& pools, Store& store, const Clock& clock,
                            TimerQueue& timers, TimerThread* timer_thread, Logger& logger)
-    : app_(app), pools_(pools), store_(store), clock_(clock), timers_(timers), timer_thread_(timer_thread), logger_(logger) {}
+    : app_(app),
+      pools_(pools),
+      store_(store),
+      clock_(clock),
+      timers_(timers),
+      timer_thread_(timer_thread),
+      logger_(logger),
+      runs_(std::make_unique<TaskThread>()) {}
 
-TimerTrigger::~TimerTrigger() { stop(); }
+TimerTrigger::~TimerTrigger() {
+  stop();
+  runs_->close();  // what was handed over runs (a due time claimed as the host stops goes back)
+}
 
 Status TimerTrigger::start() {
   for (const auto& fn : app_.functions) {
@@ -275,7 +285,7 @@ Status TimerTrigger::start() {
       auto zone = TimeZone::find(t.timer.time_zone);
       if (!zone) return Error{"function '" + fn.name + "': " + zone.error().message};
       list_.push_back(std::make_shared<Timer>(fn, index++, t.timer, std::move(*cron), std::move(*zone), *pool, store_, clock_,
-                                              timers_, timer_thread_, logger_));
+                                              timers_, timer_thread_, logger_, *runs_));
     }
   }
   for (auto& t : list_) t->start();

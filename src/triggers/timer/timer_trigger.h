@@ -22,6 +22,7 @@ namespace nimbus {
 class FunctionPools;
 class Logger;
 class Store;
+class TaskThread;
 
 struct TimerStatus {
   std::string function;
@@ -55,6 +56,8 @@ class TimerTrigger {
   TimerQueue& timers_;
   TimerThread* timer_thread_;
   Logger& logger_;
+  // Where due times run (store reads, claims, dispatch): never the timer thread.
+  std::unique_ptr<TaskThread> runs_;
   std::vector<std::shared_ptr<Timer>> list_;
 };
 

@@ -1,0 +1,14 @@
+#pragma once
+// Small checks on raw HTTP/1.1 syntax that the server makes beyond what Beast's parser does.
+// Pure functions over bytes: no Asio, no Beast.
+#include <string>
+#include <string_view>
+
+namespace nimbus {
+
+// The first transfer coding in a Transfer-Encoding value that is not `chunked` (lower-cased,
+// parameters dropped), "" when every coding is chunked, and "(empty)" for a list of none.
+// RFC 9112 6.1: a server that receives a coding it does not understand answers 501.
+std::string unsupported_transfer_coding(std::string_view value);
+
+}  // namespace nimbus
