@@ -279,7 +279,8 @@ class Store {
   void run_blocking(std::function<void()> work);
 
   // --- writes: run on the store's writer, grouped with others into one transaction. The
-  // callback runs on the writer thread once the commit is durable; keep it short.
+  // callback runs once the commit is durable, on the writer thread (or, for a batch that
+  // replaced or removed blob files, on an I/O thread once they are gone); keep it short.
   virtual void commit(Batch batch, CommitDone done) = 0;
   // Leases up to `max` due messages of `queue` for `lease_ms`; fewer (or none) when fewer are due.
   virtual void receive(std::string queue, int max, int64_t lease_ms, ReceiveDone done) = 0;

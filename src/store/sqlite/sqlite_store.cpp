@@ -268,11 +268,20 @@ void SqliteStore::commit_here(Batch batch, CommitDone done) {
       [this, b, result, written, replaced](std::vector<std::string>& woken) {
         return apply(*b, *result, woken, *written, *replaced);
       },
-      [this, done = std::move(done), result, written, replaced](Status st) {
-        // The files of the losing side go: the new ones when nothing committed, else the old.
-        for (const auto& f : st ? *replaced : *written) blob_files_->remove(f.container, f.file);
-        if (!st) return done(st.error());
-        done(std::move(*result));
+      [this, done = std::move(done), result, written, replaced](Status st) mutable {
+        auto finish = [st, result, done = std::move(done)]() mutable {
+          if (!st) return done(st.error());
+          done(std::move(*result));
+        };
+        // The files of the losing side go (the new ones when nothing committed, else the old)
+        // before the caller hears: file I/O, so on an I/O thread, not the writer's.
+        if (auto& gone = st ? *replaced : *written; !gone.empty()) {
+          return run_blocking([this, gone = std::move(gone), finish = std::move(finish)]() mutable {
+            for (const auto& f : gone) blob_files_->remove(f.container, f.file);
+            finish();
+          });
+        }
+        finish();
       },
       ops > 1);
 }

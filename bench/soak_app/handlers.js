@@ -1,0 +1,2 @@
+// Node handler of the soak app (bench/soak.sh).
+exports.hello = () => 'Hello, World!';
