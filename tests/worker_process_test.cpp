@@ -763,5 +763,34 @@ TEST(WorkerProcessTest, AWorkerThatDoesNotReadIsKilledWhenItsOutboxPassesTheBoun
   loops.drain();
 }
 
+// A worker that takes nothing of its input for input_stall while more is sent is killed,
+// and its end says so (time by the injected clock).
+TEST(WorkerProcessTest, AWorkerThatTakesNothingForTheStallBoundIsKilled) {
+  EventLoops loops(1);
+  loops.start();
+  {
+    ManualClock clock;
+    Seen seen;
+    WorkerSpawn spec;
+    spec.argv = {"/usr/bin/python3", "-c", "import time; time.sleep(60)"};
+    spec.env = {"PATH=/usr/bin:/bin"};
+    spec.input_stall = 5000ms;
+    spec.clock = &clock;
+    auto w = WorkerProcess::spawn(spec, seen.callbacks(), &loops.reactor(0));
+    ASSERT_TRUE(w.ok()) << w.error().message;
+    std::string wire;
+    encode_frame(FrameType::heartbeat, {{"pad", std::string(64 * 1024, 'x')}}, {}, wire);
+    ASSERT_TRUE((*w)->send_raw(wire));  // more than the pipe takes: the rest waits
+    ASSERT_GT((*w)->outbox_size(), 0u);
+    clock.advance(4s);
+    EXPECT_TRUE((*w)->send_raw(wire)) << "killed before the stall bound";
+    clock.advance(2s);
+    EXPECT_FALSE((*w)->send_raw(wire)) << "not killed past the stall bound";
+    ASSERT_TRUE(seen.wait_exit());
+    EXPECT_NE(seen.why.find("did not read its input for 5000 ms"), std::string::npos) << seen.why;
+  }
+  loops.drain();
+}
+
 }  // namespace
 }  // namespace nimbus

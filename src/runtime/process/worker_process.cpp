@@ -117,6 +117,7 @@ Expected<std::unique_ptr<WorkerProcess>> WorkerProcess::spawn(const WorkerSpawn&
   ::fcntl(w->to_worker_, F_SETFL, ::fcntl(w->to_worker_, F_GETFL) | O_NONBLOCK);
   w->max_outbox_ = spec.max_outbox > 0 ? spec.max_outbox : 2 * spec.max_frame;
   w->input_stall_ = spec.input_stall;
+  w->clock_ = spec.clock;
   w->reactor_ = reactor;
   w->from_worker_ = std::exchange(from[0], -1);
   w->out_ = std::exchange(out[0], -1);
@@ -212,7 +213,7 @@ bool WorkerProcess::send_raw(std::string_view wire) {
   std::lock_guard lock(send_mu_);
   const char* p = wire.data();
   std::size_t left = wire.size();
-  const auto now = std::chrono::steady_clock::now();
+  const TimePoint now = this->now();
   if (outbox_sent_ == outbox_.size()) {
     while (left > 0) {
       ssize_t n = ::write(to_worker_, p, left);  // a worker gone: EPIPE (SIGPIPE is ignored)
@@ -264,7 +265,7 @@ void WorkerProcess::want_writable_locked() {
 }
 
 bool WorkerProcess::flush_locked() {
-  const auto now = std::chrono::steady_clock::now();
+  const TimePoint now = this->now();
   while (outbox_sent_ < outbox_.size()) {
     ssize_t n = ::write(to_worker_, outbox_.data() + outbox_sent_, outbox_.size() - outbox_sent_);
     if (n < 0 && errno == EINTR) continue;

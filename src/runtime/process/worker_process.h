@@ -25,6 +25,7 @@
 #include <thread>
 #include <vector>
 
+#include "core/clock.h"
 #include "core/expected.h"
 #include "core/reactor.h"
 #include "runtime/process/frame.h"
@@ -49,6 +50,7 @@ struct WorkerSpawn {
   // always fits behind what is there), and how long it may take none of it.
   std::size_t max_outbox = 0;
   std::chrono::milliseconds input_stall{10'000};
+  const Clock* clock = nullptr;  // what input_stall is measured by; null: the system's
 };
 
 struct WorkerCallbacks {
@@ -112,7 +114,9 @@ class WorkerProcess {
   std::size_t outbox_sent_ = 0;
   std::size_t max_outbox_ = 0;
   std::chrono::milliseconds input_stall_{10'000};
-  std::chrono::steady_clock::time_point last_progress_{};  // the worker last took bytes
+  TimePoint last_progress_{};  // the worker last took bytes
+  const Clock* clock_ = nullptr;
+  TimePoint now() const { return clock_ ? clock_->now() : std::chrono::steady_clock::now(); }
   Reactor* reactor_ = nullptr;
   std::unique_ptr<Reactor::Watch> write_watch_;  // armed while the outbox holds bytes
   int wake_fd_ = -1;  // thread mode: an eventfd that wakes the reader to write
