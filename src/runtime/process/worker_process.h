@@ -39,6 +39,9 @@ struct WorkerSpawn {
   int64_t cpu_seconds = 0;       // RLIMIT_CPU; 0 = none
   int open_files = 0;            // RLIMIT_NOFILE; 0 = none
   bool typed_results = false;    // result frames arrive in Frame::result, not Frame::header
+  // Extra fds the worker gets as kWorkerOutFd + 1, + 2, ... in this order (a sandbox's seccomp
+  // program). Each must be above those numbers; the caller keeps and closes its own.
+  std::vector<int> inherit_fds = {};
 };
 
 struct WorkerCallbacks {
