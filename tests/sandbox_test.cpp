@@ -84,6 +84,20 @@ def memory_bomb():
         hoard.append(bytearray(16 << 20))
     return {"hoarded_mib": 16 * len(hoard)}
 
+def disk_bomb(path):
+    written, error = 0, "none"
+    try:
+        with open(path, "wb") as f:
+            chunk = b"x" * (1 << 20)
+            while written < 256:  # MiB; a limit stops it well before
+                f.write(chunk)
+                f.flush()
+                written += 1
+    except OSError as e:
+        error = errno.errorcode.get(e.errno, str(e))
+    os.unlink(path)
+    return {"written_mib": written, "error": error}
+
 def admin(port):
     s = socket.create_connection(("127.0.0.1", port), timeout=2)
     s.sendall(b"GET /admin/functions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
@@ -119,6 +133,8 @@ def probe(req, ctx):
         return fork_bomb(int(req.query["limit"]))
     if what == "memory":
         return memory_bomb()
+    if what == "disk":
+        return disk_bomb(req.query["path"])
     if what == "admin":
         try:
             return {"admin": admin(int(req.query["port"]))}
@@ -237,8 +253,11 @@ TEST(Sandbox, WritesOnlyItsTmpAndTheFoldersTheManifestMakesWritable) {
   const auto dir = app.dir.path();
   const std::string own = (dir / "escaped.txt").string(), state = (dir / ".nimbus" / "planted").string(),
                     out = (dir / "out" / "result.txt").string();
-  auto o = app.probe("/box", "what=writes&paths=/tmp/scratch,/usr/escaped," + own + "," + state + "," + out);
+  auto o = app.probe("/box", "what=writes&paths=/tmp/scratch,/dev/shm/segment,/usr/escaped,/dev/planted," + own + "," +
+                                 state + "," + out);
   EXPECT_EQ(text(o, "/tmp/scratch"), "ok");
+  EXPECT_EQ(text(o, "/dev/shm/segment"), "ok");
+  EXPECT_EQ(text(o, "/dev/planted"), "EROFS");  // /dev is memory too: not a way around memory_limit
   EXPECT_EQ(text(o, "/usr/escaped"), "EROFS");
   EXPECT_EQ(text(o, own.c_str()), "EROFS");
   EXPECT_EQ(text(o, state.c_str()), "EROFS");
@@ -277,6 +296,12 @@ TEST(Sandbox, AMemoryBombEndsOnlyItsOwnWorker) {
   EXPECT_EQ(r.body.find("hoarded_mib"), std::string::npos) << r.body;
   EXPECT_EQ(app.probe("/box", "what=hello")["hello"].as_string(), "world");
   EXPECT_EQ(app.probe("/bomb", "what=hello")["hello"].as_string(), "world");
+  // Its /tmp and /dev/shm are memory as well: bounded (memory_limit: 96MiB; /dev/shm 64 MiB).
+  for (const char* path : {"/tmp/hoard", "/dev/shm/hoard"}) {
+    auto o = app.probe("/bomb", std::string("what=disk&path=") + path);
+    EXPECT_LE(o["written_mib"].as_int64(), 96) << path << ": " << json::serialize(o);
+    EXPECT_EQ(text(o, "error"), "ENOSPC") << path;
+  }
 }
 
 TEST(Sandbox, TheAdminApiIsUnreachableWithoutNetworkAndUselessWithoutAToken) {

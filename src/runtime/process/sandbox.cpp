@@ -7,6 +7,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -139,8 +140,11 @@ SandboxCommand sandbox_command(const AppSpec& app, const FunctionSpec& fn, const
     }
   }
   const std::size_t memory = fn.memory_limit > 0 ? fn.memory_limit : kSandboxDefaultMemory;
-  // /tmp is memory: bounded like the worker, or it would be a way around memory_limit.
-  add(out, {"--proc", "/proc", "--dev", "/dev", "--size", std::to_string(memory), "--tmpfs", "/tmp"});
+  // /tmp and /dev/shm are memory: bounded, or they would be a way around memory_limit; and
+  // /dev itself (a tmpfs bubblewrap fills with device nodes) is read-only for the same reason.
+  const std::size_t shm = std::min<std::size_t>(memory, kSandboxShmSize);
+  add(out, {"--proc", "/proc", "--dev", "/dev", "--size", std::to_string(shm), "--tmpfs", "/dev/shm", "--remount-ro",
+            "/dev", "--size", std::to_string(memory), "--tmpfs", "/tmp"});
   add(out, {"--ro-bind", app.dir.string(), app.dir.string()});
   mask_host_files(app, out);
   for (const auto& dir : fn.writable) add(out, {"--bind", (app.dir / dir).string(), (app.dir / dir).string()});

@@ -30,6 +30,8 @@ inline constexpr uid_t kSandboxUid = 64000;
 inline constexpr gid_t kSandboxGid = 64000;
 // A sandbox with no memory_limit gets this one: a memory bomb must never reach the host.
 inline constexpr std::size_t kSandboxDefaultMemory = 512u << 20;
+// Its /dev/shm (POSIX shared memory, Python's multiprocessing) holds at most this much.
+inline constexpr std::size_t kSandboxShmSize = 64u << 20;
 
 // cgroup v2 under a file system root (tests pass a fake one): usable when the unified
 // hierarchy is mounted at /sys/fs/cgroup and the host's own cgroup has the memory, pids and
