@@ -152,6 +152,11 @@ SandboxCommand sandbox_command(const AppSpec& app, const FunctionSpec& fn, const
     if (inside(path, "/usr")) continue;
     add(out, {"--ro-bind", path.string(), path.string()});
   }
+  // The host's bytecode cache of the SDK and the handler (prepare_sandbox fills it), to read.
+  if (std::error_code ec; fn.runtime == RuntimeKind::python && fs::is_directory(app.dir / ".nimbus" / "pycache", ec)) {
+    const auto cache = (app.dir / ".nimbus" / "pycache").string();
+    add(out, {"--ro-bind", cache, cache});
+  }
   // The mask held mount points for what lives under .nimbus (a native build): now read-only.
   if (std::error_code ec; fs::is_directory(app.dir / ".nimbus", ec)) {
     add(out, {"--remount-ro", (app.dir / ".nimbus").string()});

@@ -62,9 +62,9 @@ ProcessOptions process_options_for(const AppSpec& app, const FunctionSpec& fn, c
     o.argv = {"/usr/bin/python3", "-c", "from nimbus.worker import main; main()"};
     o.env.push_back("PYTHONPATH=" + (sdk / "python").string());
     // Bytecode (the SDK's and the function's modules) cached under .nimbus, not beside the
-    // sources: later cold starts skip compiling. A sandbox cannot see .nimbus: it compiles, into
-    // its private /tmp.
-    o.env.push_back("PYTHONPYCACHEPREFIX=" + (boxed ? std::string("/tmp/pycache") : (app.dir / ".nimbus" / "pycache").string()));
+    // sources: later cold starts skip compiling. A sandbox reads it (bound read-only; the host
+    // fills it for the SDK and the handler) and compiles anything else afresh.
+    o.env.push_back("PYTHONPYCACHEPREFIX=" + (app.dir / ".nimbus" / "pycache").string());
   } else if (fn.runtime == RuntimeKind::node) {
     o.argv = {"/usr/bin/node", (sdk / "node" / "worker.js").string()};
     o.env.push_back("NODE_PATH=" + (sdk / "node" / "lib").string());
