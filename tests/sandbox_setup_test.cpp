@@ -96,8 +96,13 @@ TEST(SandboxCommand, BuildsTheFileSystemFromNothingAndSetsLimitsInside) {
   EXPECT_TRUE(has(a, {"--bind", (app.dir / "out").string(), (app.dir / "out").string()}));
   EXPECT_TRUE(has(a, {"--ro-bind", "/opt/sdk", "/opt/sdk"}));
   EXPECT_FALSE(has(a, {"--ro-bind-try", "/etc/resolv.conf", "/etc/resolv.conf"}));  // no network, no resolver
-  EXPECT_TRUE(has(a, {kPrlimit, "--nproc=32:32", "--data=" + std::to_string(kSandboxDefaultMemory) + ":" +
-                                                     std::to_string(kSandboxDefaultMemory)}));
+  const auto data = std::to_string(sandbox_data_limit(fn));  // the default, but for ASan builds
+  EXPECT_TRUE(has(a, {kPrlimit, "--nproc=32:32"}));
+  EXPECT_EQ(has(a, {"--nproc=32:32", "--data=" + data + ":" + data}), sandbox_data_limit(fn) > 0);
+  fn.memory_limit = 64u << 20;
+  EXPECT_TRUE(has(sandbox_command(app, fn, SandboxView{app.dir, {}}, SandboxSetup{}, {"/bin/true"}).argv,
+                  {"--data=67108864:67108864"}));
+  fn.memory_limit = 0;
   EXPECT_TRUE(has(a, {"--", "/usr/bin/python3", "-c", "x"}));
   EXPECT_EQ(a.front(), ::geteuid() == 0 ? kSetpriv : kBubblewrap);
   ASSERT_EQ(c.files.size(), 3u);

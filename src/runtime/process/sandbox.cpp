@@ -87,6 +87,14 @@ void mask_host_files(const AppSpec& app, std::vector<std::string>& out) {
 
 }  // namespace
 
+std::size_t sandbox_data_limit(const FunctionSpec& fn) {
+#if defined(__SANITIZE_ADDRESS__)
+  return fn.memory_limit;
+#else
+  return fn.memory_limit > 0 ? fn.memory_limit : kSandboxDefaultMemory;
+#endif
+}
+
 Expected<ScratchFile> ScratchFile::with(std::string_view content, int min_fd) {
   int fd = ::memfd_create("nimbus-sandbox", MFD_CLOEXEC);
   if (fd < 0) return Error{std::string("cannot make a sandbox file in memory: memfd_create: ") + std::strerror(errno)};
@@ -164,8 +172,10 @@ SandboxCommand sandbox_command(const AppSpec& app, const FunctionSpec& fn, const
   add(out, {"--chdir", view.cwd.string(), "--"});
   // Limits set from inside: RLIMIT_NPROC counts per user *in the sandbox's own namespace*
   // only when set after it is made; and no fork can run ahead of them.
-  add(out, {kPrlimit, "--nproc=" + std::to_string(fn.max_processes) + ":" + std::to_string(fn.max_processes),
-            "--data=" + std::to_string(memory) + ":" + std::to_string(memory)});
+  add(out, {kPrlimit, "--nproc=" + std::to_string(fn.max_processes) + ":" + std::to_string(fn.max_processes)});
+  if (const auto data = sandbox_data_limit(fn); data > 0) {
+    out.push_back("--data=" + std::to_string(data) + ":" + std::to_string(data));
+  }
   const auto cpu = std::chrono::duration_cast<std::chrono::seconds>(fn.cpu_limit).count();
   if (fn.cpu_limit > Duration::zero()) {
     const auto s = std::to_string(cpu > 0 ? cpu : 1);

@@ -30,6 +30,10 @@ inline constexpr uid_t kSandboxUid = 64000;
 inline constexpr gid_t kSandboxGid = 64000;
 // A sandbox with no memory_limit gets this one: a memory bomb must never reach the host.
 inline constexpr std::size_t kSandboxDefaultMemory = 512u << 20;
+// The RLIMIT_DATA a sandboxed worker gets (0 = none): memory_limit, else the default. Except
+// the default in a build with AddressSanitizer (make test), whose native workers map
+// terabytes of shadow memory, which RLIMIT_DATA counts: they could not start under it.
+std::size_t sandbox_data_limit(const FunctionSpec& function);
 // Its /dev/shm (POSIX shared memory, Python's multiprocessing) holds at most this much.
 inline constexpr std::size_t kSandboxShmSize = 64u << 20;
 

@@ -34,7 +34,7 @@ ProcessOptions process_options_for(const AppSpec& app, const FunctionSpec& fn, c
   ProcessOptions o;
   const auto sdk = sdk_cpp_dir().parent_path();
   o.cwd = fn.working_dir.empty() ? app.dir : (app.dir / fn.working_dir).lexically_normal();
-  o.memory_limit = boxed && fn.memory_limit == 0 ? kSandboxDefaultMemory : fn.memory_limit;
+  o.memory_limit = boxed ? sandbox_data_limit(fn) : fn.memory_limit;
   o.cpu_seconds = std::chrono::duration_cast<std::chrono::seconds>(fn.cpu_limit).count();
   if (fn.cpu_limit > Duration::zero() && o.cpu_seconds == 0) o.cpu_seconds = 1;
   o.open_files = fn.open_files;
