@@ -414,6 +414,31 @@ TEST(ManifestTest, IsolationPutsNativeCodeInAWorkerAndSandboxesAnyWorker) {
               "isolation: sandbox only");
 }
 
+TEST(ManifestTest, SandboxKeysWritableFoldersAndMaxProcesses) {
+  auto boxed = parse(one_function("runtime: python\nhandler: f.py:h\nisolation: sandbox\nmax_processes: 16\n"
+                                  "writable: [out, data/cache/]\n"));
+  ASSERT_TRUE(boxed.app.has_value()) << boxed.report();
+  EXPECT_EQ(boxed.app->functions[0].max_processes, 16);
+  EXPECT_EQ(boxed.app->functions[0].writable, (std::vector<std::string>{"out", "data/cache"}));
+  auto plain = parse(one_function("runtime: python\nhandler: f.py:h\nisolation: sandbox\n"));
+  ASSERT_TRUE(plain.app.has_value()) << plain.report();
+  EXPECT_EQ(plain.app->functions[0].max_processes, 64) << "a sandbox always has a process limit";
+  EXPECT_TRUE(plain.app->functions[0].writable.empty()) << "nothing of the app is writable unless listed";
+
+  expect_diag(parse(one_function("runtime: python\nhandler: f.py:h\nwritable: [out]\n")), "functions.orders.writable",
+              "isolation: sandbox only");
+  expect_diag(parse(one_function("runtime: python\nhandler: f.py:h\nmax_processes: 8\n")),
+              "functions.orders.max_processes", "isolation: sandbox only");
+  const std::string box = "runtime: python\nhandler: f.py:h\nisolation: sandbox\n";
+  expect_diag(parse(one_function(box + "writable: out\n")), "functions.orders.writable", "expected a list of folders");
+  expect_diag(parse(one_function(box + "writable: [../up]\n")), "functions.orders.writable[0]", "not a folder inside the app");
+  expect_diag(parse(one_function(box + "writable: [/etc]\n")), "functions.orders.writable[0]", "not a folder inside the app");
+  expect_diag(parse(one_function(box + "writable: [.]\n")), "functions.orders.writable[0]", "not a folder inside the app");
+  expect_diag(parse(one_function(box + "writable: [a/../.nimbus/x]\n")), "functions.orders.writable[0]",
+              "the host's own files");
+  expect_diag(parse(one_function(box + "max_processes: 2\n")), "functions.orders.max_processes", "4");
+}
+
 TEST(ManifestTest, WorkerLimitsAndEnvironmentKeys) {
   auto load = parse(one_function("runtime: python\nhandler: a.py:h\nmemory_limit: 128MiB\ncpu_limit: 2s\n"
                                  "open_files: 256\nworking_dir: data/in\nenv_allow: [TZ, LANG]\n"));

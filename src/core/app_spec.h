@@ -18,7 +18,8 @@ enum class RuntimeKind : uint8_t { native, python, node, process };
 std::string_view to_string(RuntimeKind kind);
 
 // Where a function's code runs: in the host's address space (native only), in a worker
-// process, or in a worker process under bubblewrap (read-only root, private /tmp, no network).
+// process, or in a worker process under bubblewrap: an unprivileged user in its own
+// namespaces, a seccomp filter, a minimal file system, no network (docs/security.md).
 enum class Isolation : uint8_t { none, process, sandbox };
 std::string_view to_string(Isolation isolation);
 
@@ -183,6 +184,9 @@ struct FunctionSpec {
   int open_files = 0;                   // RLIMIT_NOFILE
   std::vector<std::string> env_allow;   // host variables passed through by name
   std::string working_dir;              // relative to the app folder
+  // isolation: sandbox only.
+  int max_processes = 64;               // processes and threads in one sandbox (RLIMIT_NPROC)
+  std::vector<std::string> writable;    // folders relative to the app folder it may write
 };
 
 // A new Invocation of `function` from a trigger: fresh id, CloudEvents source and type, time

@@ -156,14 +156,17 @@ int run_host(const AppSpec& app, const HostOptions& options) {
       pools.add(std::make_unique<FunctionPool>(fn, index, std::move(*executor), pool_context));
       continue;
     }
-    if (fn.isolation == Isolation::sandbox && ::access(kBubblewrap, X_OK) != 0) {
-      return fail("function '" + fn.name + "': isolation: sandbox needs bubblewrap at " + kBubblewrap +
-                  ", which is not installed; run scripts/setup.sh (or apt-get install bubblewrap)");
+    SandboxSetup sandbox;
+    if (fn.isolation == Isolation::sandbox) {
+      auto prepared = prepare_sandbox(app, fn);
+      if (!prepared) return fail(prepared.error().message);
+      sandbox = std::move(*prepared);
+      logger.host(LogLevel::info, "sandbox limits", {{"function", fn.name}, {"limits", sandbox.limits}});
     }
     std::filesystem::path library;
     if (fn.runtime == RuntimeKind::native) library = libraries->at(fn.name);
-    auto executor = std::make_unique<ProcessExecutor>(fn, index, process_options_for(app, fn, library), clock, timers,
-                                                      &timer_thread, logger, metrics);
+    auto executor = std::make_unique<ProcessExecutor>(fn, index, process_options_for(app, fn, library, sandbox), clock,
+                                                      timers, &timer_thread, logger, metrics);
     executor->set_services(&services);
     executor->set_reactors(reactors);
     executor->set_api(*api_url, [&service_api, name = fn.name] { return service_api.issue(name); },

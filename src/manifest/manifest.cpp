@@ -210,7 +210,7 @@ bool ManifestReader::read_function(const YAML::Node& n, const std::string& path,
   if (!check_map(n, path, {"runtime", "handler", "triggers", "env", "timeout", "concurrency",
                            "wait_queue", "blocking", "min_instances", "max_instances", "idle_timeout",
                            "memory_limit", "cpu_limit", "open_files", "env_allow", "working_dir",
-                           "command", "isolation", "network", "outputs", "retry"})) {
+                           "command", "isolation", "network", "max_processes", "writable", "outputs", "retry"})) {
     return false;
   }
   if (auto v = n["runtime"]; !v) {
@@ -265,6 +265,7 @@ bool ManifestReader::read_function(const YAML::Node& n, const std::string& path,
       fn.network = *b;
     }
   }
+  read_sandbox_keys(n, path, fn);
   if (auto v = n["handler"]; !v) {
     if (fn.runtime != RuntimeKind::process) {
       error(n, path + ".handler", "is missing; expected the function's source folder (e.g. functions/" + fn.name + ") or a .so file");
@@ -360,6 +361,43 @@ bool ManifestReader::read_function(const YAML::Node& n, const std::string& path,
     read_triggers(v, path + ".triggers", fn);
   }
   return diagnostics.size() == errors_before;
+}
+
+void ManifestReader::read_sandbox_keys(const YAML::Node& n, const std::string& path, FunctionSpec& fn) {
+  for (const char* key : {"max_processes", "writable"}) {
+    if (n[key] && fn.isolation != Isolation::sandbox) {
+      error(n[key], path + "." + key,
+            "applies to isolation: sandbox only (other workers run as the host's user, may write wherever it "
+            "can, and share its process count); expected it with isolation: sandbox");
+    }
+  }
+  if (fn.isolation != Isolation::sandbox) return;
+  if (auto v = n["max_processes"]) {
+    // A language runtime needs a few threads of its own: below 4 a worker could not start.
+    if (auto c = integer(v, path + ".max_processes", 4, 4096)) fn.max_processes = static_cast<int>(*c);
+  }
+  if (auto v = n["writable"]) {
+    if (!v.IsSequence()) {
+      error(v, path + ".writable", "is " + kind_of(v) + "; expected a list of folders inside the app, e.g. [data, out]");
+      return;
+    }
+    for (std::size_t i = 0; i < v.size(); ++i) {
+      const std::string at = path + ".writable[" + std::to_string(i) + "]";
+      auto dir = scalar(v[i], at, "a folder inside the app");
+      if (!dir) continue;
+      std::filesystem::path p = std::filesystem::path(*dir).lexically_normal();
+      if (!p.empty() && p.filename().empty()) p = p.parent_path();  // "data/" is data
+      bool escapes = dir->empty() || p.is_absolute() || p == "." || p.begin()->string() == "..";
+      if (escapes) {
+        error(v[i], at, "'" + *dir + "' is not a folder inside the app; expected a relative path such as data/out");
+      } else if (p.begin()->string() == ".nimbus") {
+        error(v[i], at, "'" + *dir + "' is inside .nimbus, the host's own files (tokens, keys, the store); "
+                        "expected a folder of the app's own");
+      } else {
+        fn.writable.push_back(p.string());
+      }
+    }
+  }
 }
 
 void ManifestReader::read_env(const YAML::Node& n, const std::string& path, FunctionSpec& fn) {

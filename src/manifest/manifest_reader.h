@@ -74,6 +74,8 @@ class ManifestReader {
   void read_http(const YAML::Node& n, HttpSettings& http);
   bool read_function(const YAML::Node& n, const std::string& path, FunctionSpec& fn);
   void read_env(const YAML::Node& n, const std::string& path, FunctionSpec& fn);
+  // max_processes and writable: isolation: sandbox only (outside one they would promise nothing).
+  void read_sandbox_keys(const YAML::Node& n, const std::string& path, FunctionSpec& fn);
   void read_outputs(const YAML::Node& n, const std::string& path, FunctionSpec& fn);
   void read_retry(const YAML::Node& n, const std::string& path, RetryPolicy& r);
 

@@ -20,6 +20,7 @@
 #include "core/clock.h"
 #include "runtime/executor.h"
 #include "runtime/process/autoscaler.h"
+#include "runtime/process/sandbox.h"
 #include "runtime/process/worker_process.h"
 
 namespace nimbus {
@@ -46,15 +47,16 @@ struct ProcessOptions {
   std::size_t memory_limit = 0;
   int64_t cpu_seconds = 0;
   int open_files = 0;
+  // Contents the worker command reads from fds kWorkerOutFd + 1, + 2, ... (a sandbox's seccomp
+  // program and passwd): each spawn gets fresh copies, since reading one consumes it.
+  std::vector<std::string> inherited_files;
 };
 
 // How a manifest function becomes a worker command and environment. `native_library` is the
-// built library of a native function that runs in a worker (isolation: process | sandbox).
+// built library of a native function that runs in a worker (isolation: process | sandbox);
+// `sandbox` what prepare_sandbox made for it (isolation: sandbox).
 ProcessOptions process_options_for(const AppSpec& app, const FunctionSpec& function,
-                                   const std::filesystem::path& native_library = {});
-
-// Where bubblewrap is expected (isolation: sandbox).
-inline constexpr const char* kBubblewrap = "/usr/bin/bwrap";
+                                   const std::filesystem::path& native_library = {}, const SandboxSetup& sandbox = {});
 
 class ProcessExecutor final : public Executor {
  public:

@@ -1,12 +1,13 @@
 // How a manifest function becomes a worker: its command (the Python or Node worker of the SDK,
 // the native worker, or the manifest's own command), its whole environment, working folder and
-// limits, and under isolation: sandbox the bubblewrap command line around it.
+// limits, and under isolation: sandbox the bubblewrap command line around it (sandbox.cpp).
 #include <unistd.h>
 
 #include <cstdlib>
 
 #include "runtime/native/native_build.h"
 #include "runtime/process/process_runtime.h"
+#include "runtime/process/sandbox.h"
 
 namespace nimbus {
 
@@ -25,35 +26,15 @@ std::string resolve_program(const AppSpec& app, const std::string& program) {
   return program;  // the spawn fails and says which program was missing
 }
 
-// bubblewrap: the whole file system read-only, a private /tmp, fresh /dev and /proc, no
-// network unless asked for, and the worker dies with the host.
-// What the worker must read (its app, the SDK, its program) stays visible even when it lives
-// under /tmp, by binding it read-only again over the private /tmp.
-std::vector<std::string> sandboxed(const FunctionSpec& fn, const std::filesystem::path& cwd, std::vector<std::string> argv,
-                                   const std::vector<std::filesystem::path>& keep) {
-  std::vector<std::string> out = {kBubblewrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
-                                  "--tmpfs", "/tmp", "--unshare-ipc", "--unshare-uts", "--new-session",
-                                  "--die-with-parent"};
-  for (const auto& path : keep) {
-    auto p = path.lexically_normal().string();
-    if (p == "/tmp" || p.rfind("/tmp/", 0) == 0) {
-      out.insert(out.end(), {"--ro-bind", p, p});
-    }
-  }
-  out.insert(out.end(), {"--chdir", cwd.string()});
-  if (!fn.network) out.push_back("--unshare-net");
-  out.push_back("--");
-  out.insert(out.end(), std::make_move_iterator(argv.begin()), std::make_move_iterator(argv.end()));
-  return out;
-}
-
 }  // namespace
 
-ProcessOptions process_options_for(const AppSpec& app, const FunctionSpec& fn, const std::filesystem::path& native_library) {
+ProcessOptions process_options_for(const AppSpec& app, const FunctionSpec& fn, const std::filesystem::path& native_library,
+                                   const SandboxSetup& sandbox) {
+  const bool boxed = fn.isolation == Isolation::sandbox;
   ProcessOptions o;
   const auto sdk = sdk_cpp_dir().parent_path();
   o.cwd = fn.working_dir.empty() ? app.dir : (app.dir / fn.working_dir).lexically_normal();
-  o.memory_limit = fn.memory_limit;
+  o.memory_limit = boxed ? sandbox_data_limit(fn) : fn.memory_limit;
   o.cpu_seconds = std::chrono::duration_cast<std::chrono::seconds>(fn.cpu_limit).count();
   if (fn.cpu_limit > Duration::zero() && o.cpu_seconds == 0) o.cpu_seconds = 1;
   o.open_files = fn.open_files;
@@ -72,7 +53,8 @@ ProcessOptions process_options_for(const AppSpec& app, const FunctionSpec& fn, c
   o.idle_timeout = fn.idle_timeout;
   // A clean, explicit environment: nothing of the host's leaks in (and nothing that slows a
   // start, such as NODE_EXTRA_CA_CERTS or a pyenv shim on PATH).
-  o.env = {"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=" + app.dir.string(), "LANG=C.UTF-8",
+  // A sandbox has no home folder: its HOME is its private /tmp.
+  o.env = {"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=" + (boxed ? std::string("/tmp") : app.dir.string()), "LANG=C.UTF-8",
            "NIMBUS_FUNCTION=" + fn.name, "NIMBUS_APP=" + app.name};
   if (fn.runtime == RuntimeKind::python) {
     // Not `-m nimbus`: runpy pulls in importlib.util and friends, ~5 ms of every cold start
@@ -80,7 +62,8 @@ ProcessOptions process_options_for(const AppSpec& app, const FunctionSpec& fn, c
     o.argv = {"/usr/bin/python3", "-c", "from nimbus.worker import main; main()"};
     o.env.push_back("PYTHONPATH=" + (sdk / "python").string());
     // Bytecode (the SDK's and the function's modules) cached under .nimbus, not beside the
-    // sources: later cold starts skip compiling. A sandbox cannot write it and just compiles.
+    // sources: later cold starts skip compiling. A sandbox reads it (bound read-only; the host
+    // fills it for the SDK and the handler) and compiles anything else afresh.
     o.env.push_back("PYTHONPYCACHEPREFIX=" + (app.dir / ".nimbus" / "pycache").string());
   } else if (fn.runtime == RuntimeKind::node) {
     o.argv = {"/usr/bin/node", (sdk / "node" / "worker.js").string()};
@@ -93,12 +76,21 @@ ProcessOptions process_options_for(const AppSpec& app, const FunctionSpec& fn, c
     o.argv = {native_worker_program().string()};
     o.handler = native_library.string();
   }
-  if (fn.isolation == Isolation::sandbox) {
-    std::vector<std::filesystem::path> keep = {app.dir, sdk};
-    if (!o.argv.empty()) keep.push_back(std::filesystem::path(o.argv[0]).parent_path());
-    if (!native_library.empty()) keep.push_back(native_library.parent_path());
-    o.argv = sandboxed(fn, o.cwd, std::move(o.argv), keep);
+  if (boxed) {
+    // Besides the runtime and the app folder, a sandbox sees the SDK, and the program and
+    // library it runs when they live elsewhere (a build folder; .nimbus/build, masked).
+    SandboxView view{o.cwd, {sdk}};
+    if (!o.argv.empty()) view.read_only.push_back(o.argv[0]);
+    if (!native_library.empty()) view.read_only.push_back(native_library);
+    auto command = sandbox_command(app, fn, view, sandbox, std::move(o.argv));
+    o.argv = std::move(command.argv);
+    o.inherited_files = std::move(command.files);
   }
+#if defined(__SANITIZE_ADDRESS__)
+  // An ASan build's native worker: LeakSanitizer stops the world with ptrace, which a sandbox
+  // denies; it would end every sandboxed worker with a fatal error instead of a clean exit.
+  if (boxed && fn.runtime == RuntimeKind::native) o.env.push_back("ASAN_OPTIONS=detect_leaks=0");
+#endif
   for (const auto& name : fn.env_allow) {
     if (const char* v = std::getenv(name.c_str())) o.env.push_back(name + "=" + v);
   }

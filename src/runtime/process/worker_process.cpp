@@ -38,6 +38,10 @@ void ignore_sigpipe_once() {
 Expected<std::unique_ptr<WorkerProcess>> WorkerProcess::spawn(const WorkerSpawn& spec, WorkerCallbacks callbacks,
                                                               Reactor* reactor) {
   if (spec.argv.empty()) return Error{"worker command is empty"};
+  const int first_free = kWorkerOutFd + 1 + static_cast<int>(spec.inherit_fds.size());
+  for (int fd : spec.inherit_fds) {
+    if (fd < first_free) return Error{"fd " + std::to_string(fd) + " to hand to a worker is below " + std::to_string(first_free)};
+  }
   ignore_sigpipe_once();
   // Two pipes, one each way: on this VM a pipe round trip costs half a socket pair's (no
   // socket buffers to allocate and account per write).
@@ -65,8 +69,11 @@ Expected<std::unique_ptr<WorkerProcess>> WorkerProcess::spawn(const WorkerSpawn&
   posix_spawn_file_actions_adddup2(&fa, out[1], 1);
   posix_spawn_file_actions_adddup2(&fa, err[1], 2);
   posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+  for (std::size_t i = 0; i < spec.inherit_fds.size(); ++i) {
+    posix_spawn_file_actions_adddup2(&fa, spec.inherit_fds[i], kWorkerOutFd + 1 + static_cast<int>(i));
+  }
   // Nothing else of the host's crosses: Asio's listening sockets are not close-on-exec.
-  posix_spawn_file_actions_addclosefrom_np(&fa, kWorkerOutFd + 1);
+  posix_spawn_file_actions_addclosefrom_np(&fa, first_free);
   if (!spec.cwd.empty()) posix_spawn_file_actions_addchdir_np(&fa, spec.cwd.c_str());
   // The worker gets SIGPIPE's default back (an ignored signal stays ignored across exec).
   posix_spawnattr_t attr;

@@ -51,6 +51,9 @@ struct WorkerSpawn {
   std::size_t max_outbox = 0;
   std::chrono::milliseconds input_stall{10'000};
   const Clock* clock = nullptr;  // what input_stall is measured by; null: the system's
+  // Extra fds the worker gets as kWorkerOutFd + 1, + 2, ... in this order (a sandbox's seccomp
+  // program). Each must be above those numbers; the caller keeps and closes its own.
+  std::vector<int> inherit_fds = {};
 };
 
 struct WorkerCallbacks {
