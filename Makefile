@@ -4,7 +4,7 @@ JOBS ?= $(shell nproc)
 APP ?= examples/showcase
 ARGS ?=
 
-.PHONY: all setup configure build run test bench fuzz clean format
+.PHONY: all setup configure build run test bench soak fuzz clean format
 
 all: build
 
@@ -38,6 +38,10 @@ bench: build
 	bash bench/mqtt.sh
 	$(BUILD)/bench/timer_jitter_bench
 	$(BUILD)/bench/stream_bench
+
+# One host under SOAK_MINUTES=30 of mixed load, a worker killed every minute; appends to bench/RESULTS.md.
+soak:
+	bash bench/soak.sh
 
 # Fuzz the cron parser with libFuzzer (needs clang: apt-get install clang). FUZZ_SECONDS=60.
 FUZZ_SECONDS ?= 60

@@ -9,10 +9,11 @@ queue pipeline in -> stage1 -> mid -> stage2 -> done; records POSTed to the stre
 the host is killed with SIGKILL (in turn: py, js, sink, stage2) and must be replaced.
 
 Every interval one line: the host's RSS, open fds and threads (/proc), the HTTP requests of
-that interval with errors, p50 and p99, the queue and stream figures, the timer runs and the
-kill. At the end the load stops, the pipeline drains (bounded), and a verdict: RSS drift, fds
-and threads flat, nothing lost, duplicated or dead-lettered, every killed worker replaced, the
-timer on time. Exit status 1 if the verdict fails. Standard library only.
+that interval with errors, p50 and p99, the queue and stream figures, the store's file sizes,
+the timer runs and the kill. At the end the load stops, the pipeline drains (bounded), and a
+verdict: RSS drift, fds and threads flat, the store's WAL bounded, nothing lost, duplicated or
+dead-lettered, every killed worker replaced, the timer firing every second. Exit status 1 if
+the verdict fails. Standard library only (run with /usr/bin/python3).
 """
 
 import argparse
@@ -51,30 +52,27 @@ class Client:
         self.conn = None
 
     def request(self, method, path, body=None, headers=None):
-        """-> (status, body bytes); status 0 on a connection error."""
+        """-> (status, body bytes); status 0 on a connection error, -1 if refused (nothing sent)."""
         h = dict(self.headers)
         if headers:
             h.update(headers)
-        for attempt in (1, 2):
-            if self.conn is None:
-                self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout)
-            try:
-                self.conn.request(method, path, body=body, headers=h)
-                r = self.conn.getresponse()
-                data = r.read()
-                if r.getheader("connection", "").lower() == "close":
-                    self.close()
-                return r.status, data
-            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as e:
-                # A kept-alive connection the server closed before this request: once more on
-                # a new one (only for reads; a POST may have been taken).
+        if self.conn is None:
+            self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout)
+        try:
+            self.conn.request(method, path, body=body, headers=h)
+            r = self.conn.getresponse()
+            data = r.read()
+            if r.getheader("connection", "").lower() == "close":
                 self.close()
-                if attempt == 2 or method != "GET" or isinstance(e, ConnectionResetError):
-                    return 0, str(e).encode()
-            except (OSError, http.client.HTTPException) as e:
-                self.close()
-                return 0, str(e).encode()
-        return 0, b""
+            return r.status, data
+        except ConnectionRefusedError as e:
+            self.close()
+            return -1, str(e).encode()
+        except (OSError, http.client.HTTPException) as e:
+            # No retry: the connections are never idle long enough for the host to close them,
+            # so a connection lost is an error to count.
+            self.close()
+            return 0, str(e).encode()
 
     def close(self):
         if self.conn is not None:
@@ -126,7 +124,7 @@ class Producer(Paced):
         self.path, self.body, self.headers = path, body, headers
         self.seq = 0
         self.ok = 0          # taken: 201
-        self.refused = 0     # answered with an error: not taken
+        self.refused = 0     # answered with an error or refused: not taken
         self.unknown = 0     # no answer: maybe taken
         self.lock = threading.Lock()
 
@@ -163,7 +161,7 @@ class Latencies:
             if status == 200:
                 self.samples[route].append(seconds)
             else:
-                key = "%s %s" % (route, status or "conn")
+                key = "%s %s" % (route, status if status > 0 else "conn")
                 self.errors[key] = self.errors.get(key, 0) + 1
 
     def take(self):
@@ -192,9 +190,10 @@ class Host:
                 k, _, v = line.partition(":")
                 status[k] = v.strip()
         rss_kb = int(status["VmRSS"].split()[0])
+        anon_kb = int(status["RssAnon"].split()[0])
         threads = int(status["Threads"])
         fds = len(os.listdir("/proc/%d/fd" % self.pid))
-        return rss_kb, fds, threads
+        return rss_kb, anon_kb, fds, threads
 
     def workers(self):
         """{pid: function} of the host's child processes (their NIMBUS_FUNCTION)."""
@@ -260,6 +259,16 @@ class Host:
         return ticks, failed
 
 
+def store_sizes(app):
+    """(database, WAL) file sizes in KiB of the app's SQLite store."""
+    def kb(name):
+        try:
+            return os.path.getsize(os.path.join(app, ".nimbus", name)) / 1024
+        except OSError:
+            return 0.0
+    return kb("state.db"), kb("state.db-wal")
+
+
 def backlog(q, name):
     row = q.get(name, {})
     return row.get("ready", 0) + row.get("delayed", 0) + row.get("in_flight", 0)
@@ -284,6 +293,8 @@ def main():
     ap.add_argument("--fd-slack", type=int, default=8)
     ap.add_argument("--thread-slack", type=int, default=2)
     ap.add_argument("--rss-drift", type=float, default=0.10)
+    ap.add_argument("--wal-max-mib", type=float, default=64.0,
+                    help="the WAL restarts after each checkpoint (every 1,000 pages); far above that is growth")
     ap.add_argument("--section", help="write the markdown section for bench/RESULTS.md here")
     ap.add_argument("--command", default="bash bench/soak.sh")
     ap.add_argument("--machine", default="")
@@ -312,17 +323,21 @@ def main():
         (a.http_rps, " ".join(ROUTES), a.queue_rps, a.stream_rps, a.minutes, a.interval, a.warmup, a.host_pid))
 
     rows, kills, problems = [], [], []
-    # Warm-up: every function started, first SQLite pages in, the autoscaler settled.
-    time.sleep(a.warmup)
-    lat.take()
-    ticks0, failed0 = host.metrics()
-    t0 = time.monotonic()
+    # Warm-up: every function started, first SQLite pages in, the autoscaler settled. The admin
+    # reads the samples make are made once in it too: the host opens a store reader (and its
+    # threads and fds) on the first of them, which would otherwise show as growth in minute 2.
     kill_n = 0
     try:
+        time.sleep(a.warmup / 2)
+        host.queues()
+        host.stream_lag("events", "sink")
+        time.sleep(a.warmup / 2)
+        lat.take()
+        ticks0, failed0 = host.metrics()
+        t0 = time.monotonic()
         for minute in range(1, a.minutes + 1):
             start = t0 + (minute - 1) * a.interval
             end = start + a.interval
-            kill = None
             # The kill, a quarter into the interval; its replacement is awaited (bounded).
             time.sleep(max(0.0, start + a.interval / 4 - time.monotonic()))
             if not host.alive():
@@ -359,16 +374,17 @@ def main():
                 problems.append("the host died during minute %d" % minute)
                 break
             samples, errors = lat.take()
-            rss_kb, fds, nthreads = host.proc()
+            rss_kb, anon_kb, fds, nthreads = host.proc()
             wk = host.workers()
             q = host.queues()
             lag = host.stream_lag("events", "sink")
             ticks, failed = host.metrics()
+            db_kb, wal_kb = store_sizes(a.app)
             allv = sorted(v for r in ROUTES for v in samples[r])
             sent, _, _ = queue.counts()
             appended, _, _ = stream.counts()
             row = {
-                "minute": minute, "rss_kb": rss_kb, "fds": fds, "threads": nthreads,
+                "minute": minute, "rss_kb": rss_kb, "anon_kb": anon_kb, "fds": fds, "threads": nthreads,
                 "workers": len(wk), "workers_rss_kb": host.workers_rss_kb(wk),
                 "req": len(allv) + sum(errors.values()), "errors": sum(errors.values()), "error_kinds": errors,
                 "p50": pct(allv, 0.50) * 1000, "p99": pct(allv, 0.99) * 1000,
@@ -376,6 +392,7 @@ def main():
                 "sent": sent, "done": q.get("done", {}).get("ready", 0),
                 "in": backlog(q, "in"), "mid": backlog(q, "mid"), "dead": sum(dead(q).values()),
                 "appended": appended, "seen": q.get("stream-seen", {}).get("ready", 0), "lag": lag,
+                "db_kb": db_kb, "wal_kb": wal_kb,
                 "ticks": ticks - ticks0, "failed": {k: v - failed0.get(k, 0) for k, v in failed.items() if v - failed0.get(k, 0)},
                 "kill": kill,
             }
@@ -386,16 +403,18 @@ def main():
                                             "%d in %.0f ms" % (kill["new"], kill["ms"]) if kill["new"] else "NOT REPLACED")
             else:
                 k = "no worker to kill"
-            log("minute %d/%d: rss %.1f MiB, fds %d, threads %d (workers %d, %.1f MiB) | http %d req, %d err, "
+            log("minute %d/%d: rss %.1f MiB (anon %.1f), fds %d, threads %d (workers %d, %.1f MiB) | http %d req, %d err, "
                 "p50 %.2f p99 %.2f ms (%s) | queue sent %d done %d, backlog in %d mid %d, dead %d | "
-                "stream appended %d seen %d lag %d | timer %d | failed invocations %s | %s" %
-                (minute, a.minutes, rss_kb / 1024, fds, nthreads, row["workers"], row["workers_rss_kb"] / 1024,
+                "stream appended %d seen %d lag %d | store %.1f MiB, WAL %.1f MiB | timer %d | failed invocations %s | %s" %
+                (minute, a.minutes, rss_kb / 1024, anon_kb / 1024, fds, nthreads, row["workers"], row["workers_rss_kb"] / 1024,
                  row["req"], row["errors"], row["p50"], row["p99"],
                  " ".join("%s %.2f" % (r[1:], v) for r, v in row["p99_by_route"].items()),
                  sent, row["done"], row["in"], row["mid"], row["dead"], appended, row["seen"], lag,
-                 row["ticks"], json.dumps(row["failed"], separators=(",", ":")) if row["failed"] else "0", k))
+                 db_kb / 1024, wal_kb / 1024, row["ticks"], json.dumps(row["failed"], separators=(",", ":")) if row["failed"] else "0", k))
             if errors:
                 log("  http errors: %s" % ", ".join("%s x%d" % kv for kv in sorted(errors.items())))
+    except (OSError, RuntimeError, ValueError, KeyError) as e:
+        problems.append("the soak could not sample the host: %s: %s" % (type(e).__name__, e))
     finally:
         stop.set()
         for t in threads:
@@ -409,20 +428,24 @@ def main():
         "draining (at most %.0f s)" % (sent, refused, unknown, appended, s_refused, s_unknown, a.drain))
     t_drain = time.monotonic()
     calm = 0
-    q, lag = {}, -1
-    while host.alive() and time.monotonic() - t_drain < a.drain:
-        q = host.queues()
-        lag = host.stream_lag("events", "sink")
-        calm = calm + 1 if backlog(q, "in") + backlog(q, "mid") == 0 and lag == 0 else 0
-        if calm >= 2:
-            break
-        time.sleep(0.5)
+    q, lag, readable = {}, 0, False
+    try:
+        while host.alive() and time.monotonic() - t_drain < a.drain:
+            q = host.queues()
+            lag = host.stream_lag("events", "sink")
+            calm = calm + 1 if backlog(q, "in") + backlog(q, "mid") == 0 and lag == 0 else 0
+            if calm >= 2:
+                break
+            time.sleep(0.5)
+        if host.alive():
+            q = host.queues()
+            lag = host.stream_lag("events", "sink")
+            readable = True
+        elif not problems:
+            problems.append("the host died")
+    except (OSError, RuntimeError, ValueError, KeyError) as e:
+        problems.append("the soak could not read the queues after the load: %s: %s" % (type(e).__name__, e))
     drained_s = time.monotonic() - t_drain
-    if not host.alive():
-        problems.append("the host died")
-    else:
-        q = host.queues()
-        lag = host.stream_lag("events", "sink")
     done = q.get("done", {}).get("ready", 0)
     seen = q.get("stream-seen", {}).get("ready", 0)
     dl = dead(q)
@@ -449,6 +472,10 @@ def main():
               "threads flat: %d in minute 1, %d in minute %d (range %d-%d; allowed +%d)" %
               (first["threads"], last["threads"], last["minute"], min(r["threads"] for r in rows),
                max(r["threads"] for r in rows), a.thread_slack))
+        wal_max = max(r["wal_kb"] for r in rows) / 1024
+        check(wal_max <= a.wal_max_mib, "store WAL bounded: %.1f MiB at most (%.1f MiB in minute 1, %.1f MiB in minute %d; "
+              "database %.1f MiB at the end) <= %.0f MiB" %
+              (wal_max, first["wal_kb"] / 1024, last["wal_kb"] / 1024, last["minute"], last["db_kb"] / 1024, a.wal_max_mib))
         ticks = sum(r["ticks"] for r in rows)
         expect = len(rows) * a.interval
         check(ticks >= 0.9 * expect, "timer: %d runs in %.0f s (expected ~%.0f; per minute %d-%d)" %
@@ -457,14 +484,18 @@ def main():
         check(False, "no minute recorded")
     lost = sent - done
     extra = max(0, done - sent - unknown)  # an unanswered POST may have been taken
-    check(lost <= 0 and extra == 0 and not dl and backlog(q, "in") + backlog(q, "mid") == 0,
-          "queue pipeline: %d sent, %d reached done: %d lost, %d duplicated, %d left in in/mid, dead-lettered %s" %
-          (sent, done, max(0, lost), extra, backlog(q, "in") + backlog(q, "mid"), json.dumps(dl) if dl else "0"))
     s_lost = appended - seen
     s_extra = max(0, seen - appended - s_unknown)
-    check(s_lost <= 0 and s_extra == 0 and lag == 0,
-          "stream: %d appended, %d seen by sink: %d lost, %d duplicated, lag %d" %
-          (appended, seen, max(0, s_lost), s_extra, lag))
+    if readable:
+        check(lost <= 0 and extra == 0 and not dl and backlog(q, "in") + backlog(q, "mid") == 0,
+              "queue pipeline: %d sent, %d reached done: %d lost, %d duplicated, %d left in in/mid, dead-lettered %s" %
+              (sent, done, max(0, lost), extra, backlog(q, "in") + backlog(q, "mid"), json.dumps(dl) if dl else "0"))
+        check(s_lost <= 0 and s_extra == 0 and lag == 0,
+              "stream: %d appended, %d seen by sink: %d lost, %d duplicated, lag %d" %
+              (appended, seen, max(0, s_lost), s_extra, lag))
+    else:
+        check(False, "queue pipeline and stream not checked: the host could not be read after the load "
+              "(%d messages sent, %d records appended)" % (sent, appended))
     killed = [k for k in kills if k.get("function")]
     unreplaced = [k for k in killed if not k["new"]]
     ms = sorted(k["ms"] for k in killed if k["new"])
@@ -476,9 +507,9 @@ def main():
            ("; %d minutes found no worker to kill" % (len(kills) - len(killed)) if len(killed) < len(kills) else "")))
     http_req = sum(r["req"] for r in rows)
     http_err = sum(r["errors"] for r in rows)
-    log("info: HTTP %d requests, %d errors (a SIGKILL fails the requests in flight on that worker); "
-        "p99 per minute %.2f-%.2f ms" % (http_req, http_err, min((r["p99"] for r in rows), default=float("nan")),
-                                          max((r["p99"] for r in rows), default=float("nan"))))
+    if rows:
+        log("info: HTTP %d requests, %d errors (a SIGKILL fails the requests in flight on that worker); "
+            "p99 per minute %.2f-%.2f ms" % (http_req, http_err, min(r["p99"] for r in rows), max(r["p99"] for r in rows)))
     passed = all(ok for ok, _ in verdict)
     log("soak %s" % ("PASSED" if passed else "FAILED"))
 
@@ -507,19 +538,19 @@ def write_section(a, rows, verdict, passed, http_req, http_err, drained_s):
       "client (`bench/soak.py`), send to full response." %
       (a.http_rps, a.queue_rps, a.stream_rps, a.warmup, a.interval))
     w("")
-    w("| minute | host RSS MiB | fds | threads | workers (RSS MiB) | HTTP req | errors | p50 ms | p99 ms | "
-      "queue sent / done | backlog in+mid | stream appended / seen | timer runs | killed → replaced |")
-    w("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    w("| minute | host RSS (anon) MiB | fds | threads | workers (RSS MiB) | HTTP req | errors | p50 ms | p99 ms | "
+      "queue sent / done | backlog in+mid | stream appended / seen | store / WAL MiB | timer runs | killed → replaced |")
+    w("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         k = r["kill"]
         if k.get("function"):
             kill = "%s, %s" % (k["function"], "%.0f ms" % k["ms"] if k["new"] else "**not replaced**")
         else:
             kill = "none found"
-        w("| %d | %.1f | %d | %d | %d (%.1f) | %d | %d | %.2f | %.2f | %d / %d | %d | %d / %d | %d | %s |" %
-          (r["minute"], r["rss_kb"] / 1024, r["fds"], r["threads"], r["workers"], r["workers_rss_kb"] / 1024,
+        w("| %d | %.1f (%.1f) | %d | %d | %d (%.1f) | %d | %d | %.2f | %.2f | %d / %d | %d | %d / %d | %.1f / %.1f | %d | %s |" %
+          (r["minute"], r["rss_kb"] / 1024, r["anon_kb"] / 1024, r["fds"], r["threads"], r["workers"], r["workers_rss_kb"] / 1024,
            r["req"], r["errors"], r["p50"], r["p99"], r["sent"], r["done"], r["in"] + r["mid"],
-           r["appended"], r["seen"], r["ticks"], kill))
+           r["appended"], r["seen"], r["db_kb"] / 1024, r["wal_kb"] / 1024, r["ticks"], kill))
     w("")
     w("Verdict (after the load stopped; the pipeline drained in %.1f s):" % drained_s)
     w("")

@@ -4,14 +4,16 @@
 #   - messages into a queue pipeline in -> stage1 -> mid -> stage2 -> done (relay.so);
 #   - records appended to a stream read by a Python function; a timer every second;
 #   - one worker process killed with SIGKILL every minute, which the host must replace.
-# One line a minute (host RSS, fds, threads, HTTP p50/p99/errors, queue and stream figures),
-# then the load stops, the pipeline drains and a verdict: RSS drift < 10%, fds and threads
-# flat, no message or record lost, duplicated or dead-lettered, every killed worker replaced.
+# One line a minute (host RSS, fds, threads, HTTP p50/p99/errors, queue and stream figures, the
+# store's database and WAL sizes), then the load stops, the pipeline drains and a verdict: RSS
+# drift < 10%, fds and threads flat, the WAL bounded, no message or record lost, duplicated or
+# dead-lettered, every killed worker replaced, the timer on time.
 # Appends a section to bench/RESULTS.md (SOAK_RECORD=0: not) and exits 1 if the verdict fails.
 # Usage: bash bench/soak.sh   (after make build; make soak)
 # Env: SOAK_MINUTES=30, SOAK_INTERVAL_S=60 (seconds per recorded "minute"), SOAK_WARMUP_S=60,
 #      SOAK_HTTP_RPS=300 (in all), SOAK_QUEUE_RPS=50, SOAK_STREAM_RPS=50, SOAK_DRAIN_S=120,
-#      SOAK_RECORD=1, SOAK_KEEP=0 (1: keep the temporary app folder and the host's log).
+#      SOAK_WAL_MAX_MIB=64, SOAK_RECORD=1, SOAK_KEEP=0 (1: keep the temporary app folder, with
+#      the store and the host's log).
 # A short check: SOAK_MINUTES=2 SOAK_INTERVAL_S=20 SOAK_WARMUP_S=10 SOAK_RECORD=0 bash bench/soak.sh
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -26,8 +28,9 @@ RECORD=${SOAK_RECORD:-1}
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 
 tmp=$(mktemp -d /tmp/nimbus-soak.XXXXXX)
-host=
+host= load=
 cleanup() {
+  [[ -n $load ]] && kill "$load" 2>/dev/null
   if [[ -n $host ]] && kill -0 "$host" 2>/dev/null; then
     kill -TERM "$host" 2>/dev/null || true
     for _ in $(seq 1 150); do kill -0 "$host" 2>/dev/null || break; sleep 0.1; done
@@ -44,11 +47,13 @@ cp -r "$repo/bench/soak_app" "$app"
 rm -rf "$app/.nimbus"
 cp "$FUNCS/hello.so" "$FUNCS/relay.so" "$app/"
 # The host's stdout carries one JSON line per invocation (~450 a second here): only the others
-# (host events, failures, worker exits, scaling) are kept in host.log.
+# (host events, failures, worker exits, scaling) are kept in host.log. The filter is this
+# shell's child, not the host's: the host's children are its workers only.
+exec 3> >(grep --line-buffered -v '"outcome":"success"' > "$tmp/host.log")
 env -i PATH=/usr/local/bin:/usr/bin:/bin HOME="$tmp" LANG=C.UTF-8 \
-  "$NIMBUS" start "$app" --port 0 --admin-port 0 \
-  > >(grep --line-buffered -v '"outcome":"success"' > "$tmp/host.log") 2>&1 &
+  "$NIMBUS" start "$app" --port 0 --admin-port 0 >&3 2>&1 &
 host=$!
+exec 3>&-
 for _ in $(seq 1 200); do
   [[ -f $app/.nimbus/host.json ]] && grep -q "\"pid\":$host," "$app/.nimbus/host.json" && break
   kill -0 "$host" 2>/dev/null || { echo "soak: the host did not start:" >&2; cat "$tmp/host.log" >&2; exit 1; }
@@ -63,16 +68,17 @@ cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
 mem=$(awk '/^MemTotal:/{printf "%.0f GiB", $2/1048576}' /proc/meminfo)
 os=$(. /etc/os-release && echo "$PRETTY_NAME")
 machine="$(nproc) vCPU ($cpu), $mem, $os, kernel $(uname -r); nimbus at $commit; load average at the start $(cut -d' ' -f1-3 /proc/loadavg)"
-command="SOAK_MINUTES=$MINUTES bash bench/soak.sh"
-[[ $INTERVAL != 60 ]] && command="SOAK_INTERVAL_S=$INTERVAL $command"
+command="$(env | grep -E '^SOAK_' | grep -v -E '^SOAK_(RECORD|KEEP)=' | sort | tr '\n' ' ')bash bench/soak.sh"
 
-set +e
+# In the background and waited for, so that a SIGTERM or ^C to this script stops it at once.
 "$PY" "$repo/bench/soak.py" --app "$app" --host-pid "$host" --minutes "$MINUTES" --interval "$INTERVAL" \
   --warmup "$WARMUP" --http-rps "${SOAK_HTTP_RPS:-300}" --queue-rps "${SOAK_QUEUE_RPS:-50}" \
-  --stream-rps "${SOAK_STREAM_RPS:-50}" --drain "${SOAK_DRAIN_S:-120}" \
-  --section "$tmp/section.md" --command "$command" --machine "$machine"
-rc=$?
-set -e
+  --stream-rps "${SOAK_STREAM_RPS:-50}" --drain "${SOAK_DRAIN_S:-120}" --wal-max-mib "${SOAK_WAL_MAX_MIB:-64}" \
+  --section "$tmp/section.md" --command "$command" --machine "$machine" &
+load=$!
+rc=0
+wait "$load" || rc=$?
+load=
 
 # Worker exits and failed invocations the host logged (the kills, the requests they failed).
 log "host log: $(grep -c '"msg":"invocation"' "$tmp/host.log" || true) failed invocations, $(grep -v '"msg":"invocation"' "$tmp/host.log" | grep -c . || true) other lines"
