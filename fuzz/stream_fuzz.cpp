@@ -57,7 +57,10 @@ std::string check_data(const json::object& o, const std::string& payload) {
   FUZZ_EXPECT(data, "a record with neither data nor data_base64");
   boost::system::error_code ec;
   json::value parsed = payload.empty() ? json::value() : json::parse(payload, ec);
-  if (!payload.empty() && !ec) {
+  // A JSON value a double cannot hold (1e999) cannot be written back as JSON: text then.
+  boost::system::error_code again;
+  if (!ec) (void)json::parse(json::serialize(parsed), again);
+  if (!payload.empty() && !ec && !again) {
     FUZZ_EXPECT(*data == parsed, "data is not the payload's JSON value");
   } else if (payload.empty()) {
     FUZZ_EXPECT(data->is_string() && data->as_string().empty(), "an empty payload is not \"\"");

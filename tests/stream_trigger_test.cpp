@@ -330,5 +330,21 @@ TEST(StreamPayload, JsonTextAndBinaryDataEachKeepTheirForm) {
   EXPECT_FALSE(out[2].as_object().contains("data"));
 }
 
+// Found by fuzz/stream_fuzz.cpp: 1e999 is a JSON number that parses as infinity, and the
+// batch said `Infinity`, which no JSON reader takes: every consumer of the batch failed.
+TEST(StreamPayload, NumbersBeyondADoubleStayValidJson) {
+  std::vector<StreamRecord> records(3);
+  records[0].payload = "1e999";
+  records[1].payload = R"({"t": [-1e999, 2]})";
+  records[2].payload = "1e300";
+  boost::system::error_code ec;
+  json::value batch = json::parse(stream_batch_payload(records), ec);
+  ASSERT_FALSE(ec) << stream_batch_payload(records);
+  const json::array& out = batch.as_array();
+  EXPECT_EQ(out[0].as_object().at("data").as_string(), "1e999") << "passed on as its text";
+  EXPECT_EQ(out[1].as_object().at("data").as_string(), R"({"t": [-1e999, 2]})");
+  EXPECT_EQ(out[2].as_object().at("data").as_double(), 1e300) << "finite numbers stay numbers";
+}
+
 }  // namespace
 }  // namespace nimbus
