@@ -133,8 +133,7 @@ std::string check_stream_input(std::string_view text) {
     FUZZ_EXPECT(e.is_object(), "a batch element that is not an object");
     const json::object& o = e.as_object();
     FUZZ_EXPECT(o.contains("offset") && o.at("offset").as_int64() == records[i].offset, "a record's offset");
-    FUZZ_EXPECT(!valid_utf8(records[i].key) || std::string_view(o.at("key").as_string()) == records[i].key,
-                "a record's key");
+    FUZZ_EXPECT(std::string_view(o.at("key").as_string()) == replace_invalid_utf8(records[i].key), "a record's key");
     if (auto bad = check_data(o, records[i].payload); !bad.empty()) return bad;
   }
   return "";

@@ -49,11 +49,13 @@ std::string stream_batch_payload(const std::vector<StreamRecord>& records) {
   json::array out;
   out.reserve(records.size());
   for (const auto& r : records) {
+    // Keys, attributes and metadata come from outside as bytes; JSON text must be UTF-8.
+    auto text = [](const std::string& s) { return replace_invalid_utf8(s); };
     json::object metadata;
-    for (const auto& m : r.metadata) metadata[m.name] = m.value;
-    json::object o{{"stream", r.stream},       {"partition", r.partition}, {"offset", r.offset},
-                   {"key", r.key},             {"time_ms", r.time_ms},     {"id", r.id},
-                   {"type", r.type},           {"source", r.source},       {"subject", r.subject},
+    for (const auto& m : r.metadata) metadata[text(m.name)] = text(m.value);
+    json::object o{{"stream", text(r.stream)}, {"partition", r.partition}, {"offset", r.offset},
+                   {"key", text(r.key)},       {"time_ms", r.time_ms},     {"id", text(r.id)},
+                   {"type", text(r.type)},     {"source", text(r.source)}, {"subject", text(r.subject)},
                    {"metadata", std::move(metadata)}};
     boost::system::error_code ec;
     json::value data = r.payload.empty() ? json::value() : json::parse(r.payload, ec);
