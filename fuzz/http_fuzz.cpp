@@ -35,20 +35,20 @@ functions:
     blocking: false
     triggers:
       - http: {route: /hello, methods: [GET]}
-      - http: {route: /orders/{id}/items/{item}, methods: [GET, POST, DELETE]}
-      - http: {route: /files/{*path}}
+      - http: {route: "/orders/{id}/items/{item}", methods: [GET, POST, DELETE]}
+      - http: {route: "/files/{*path}"}
   keyed:
     runtime: native
     handler: functions/keyed
     blocking: false
     triggers:
-      - http: {route: /keyed/{id}, auth: function}
+      - http: {route: "/keyed/{id}", auth: function}
   slow:
     runtime: native
     handler: functions/slow
     triggers:
-      - http: {route: /jobs/{id}, methods: [POST], async: true}
-      - http: {route: /up/{*name}, methods: [PUT, POST], upload: {container: uploads}}
+      - http: {route: "/jobs/{id}", methods: [POST], async: true}
+      - http: {route: "/up/{*name}", methods: [PUT, POST], upload: {container: uploads}}
       - http: {route: /blocking}
 )";
 
