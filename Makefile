@@ -4,7 +4,7 @@ JOBS ?= $(shell nproc)
 APP ?= examples/showcase
 ARGS ?=
 
-.PHONY: all setup configure build run test bench soak fuzz clean format
+.PHONY: all setup configure build run test bench soak fuzz fuzz-build fuzz-smoke clean format
 
 all: build
 
@@ -29,6 +29,7 @@ test: build
 	cmake -S . -B $(BUILD)-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DNIMBUS_SANITIZE=ON
 	cmake --build $(BUILD)-asan -j $(JOBS)
 	cd $(BUILD)-asan && ctest --output-on-failure -j $(JOBS) --timeout 300
+	$(MAKE) fuzz-smoke
 
 bench: build
 	@NIMBUS_BENCH=1 bash scripts/setup.sh
@@ -43,13 +44,26 @@ bench: build
 soak:
 	bash bench/soak.sh
 
-# Fuzz the cron parser with libFuzzer (needs clang: apt-get install clang). FUZZ_SECONDS=60.
+# libFuzzer targets for every parser that reads outside input (docs/fuzzing.md), built with
+# clang in $(BUILD)-fuzz. `make fuzz` runs each for FUZZ_SECONDS (60); `make test` runs each
+# for FUZZ_SMOKE_SECONDS (8) over its committed corpus. One fuzzer at a time.
+FUZZ_BUILD ?= $(BUILD)-fuzz
 FUZZ_SECONDS ?= 60
-fuzz:
-	@mkdir -p $(BUILD)/fuzz
-	clang++ -std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined -DNIMBUS_FUZZ_MAIN -Isrc \
-	  fuzz/cron_fuzz.cpp src/core/cron.cpp -o $(BUILD)/fuzz/cron_fuzz
-	$(BUILD)/fuzz/cron_fuzz -max_total_time=$(FUZZ_SECONDS) -max_len=128
+FUZZ_SMOKE_SECONDS ?= 8
+FUZZ_TARGETS ?= cron frame manifest route blob_path mqtt_topic admin stream http
+
+$(FUZZ_BUILD)/build.ninja:
+	cmake -S . -B $(FUZZ_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DNIMBUS_FUZZ=ON -DBUILD_TESTING=OFF \
+	  -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++
+
+fuzz-build: setup $(FUZZ_BUILD)/build.ninja
+	cmake --build $(FUZZ_BUILD) -j $(JOBS) --target fuzz_targets
+
+fuzz: fuzz-build
+	bash scripts/fuzz.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+fuzz-smoke: fuzz-build
+	bash scripts/fuzz.sh $(FUZZ_BUILD) $(FUZZ_SMOKE_SECONDS) $(FUZZ_TARGETS)
 
 format:
 	clang-format -i $$(git ls-files '*.cpp' '*.h')

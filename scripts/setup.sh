@@ -10,6 +10,7 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libmosquitto-dev mosquitto mosquitto-clients
   python3 python3-prometheus-client nodejs bubblewrap libseccomp-dev
+  clang libclang-rt-dev  # the fuzz targets (make fuzz, make test): libFuzzer comes with compiler-rt
 )
 if [[ ${NIMBUS_BENCH:-0} == 1 ]]; then
   packages+=(wrk procps util-linux)

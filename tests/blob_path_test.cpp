@@ -1,6 +1,10 @@
 // Blob names and patterns (core/blob_path.h): what the store accepts and what blob triggers match.
 #include <gtest/gtest.h>
 
+#include <chrono>
+#include <future>
+#include <thread>
+
 #include "core/blob_path.h"
 
 namespace nimbus {
@@ -64,6 +68,20 @@ TEST(BlobPath, PathsSplitIntoContainerAndName) {
   EXPECT_EQ(sha256_hex("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq"),
             "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
   EXPECT_EQ(sha256_hex(std::string(1000, 'a')).size(), 64u);
+}
+
+// Found by fuzz/blob_path_fuzz.cpp: with several {x*} captures the search backtracked
+// exponentially, so one upload name stalled the store's writer (it matches blob triggers).
+TEST(BlobPath, MatchingManySpanningCapturesStaysFast) {
+  auto p = std::make_shared<BlobPattern>(pattern("{a*}-{b*}-{c*}-{d*}-{e*}-{f*}.x"));
+  const std::string name(1000, '-');  // every split fits until the ".x" that never comes
+  auto done = std::make_shared<std::promise<bool>>();
+  auto result = done->get_future();
+  // A thread of its own, so that a regression fails the test instead of hanging it.
+  std::thread([p, name, done] { done->set_value(match_blob_pattern(*p, name).has_value()); }).detach();
+  ASSERT_EQ(result.wait_for(std::chrono::seconds(20)), std::future_status::ready) << "matching took over 20 s";
+  EXPECT_FALSE(result.get());
+  EXPECT_EQ(captured("{a*}-{b*}.x", "1-2-3.x"), "a=1 b=2-3") << "still the shortest capture first";
 }
 
 }  // namespace

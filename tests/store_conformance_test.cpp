@@ -2,6 +2,8 @@
 // store URL; sqlite now, redis:// and postgres:// when they exist). Time is a ManualClock, so
 // leases, delays and TTLs expire when the test says.
 #include <gtest/gtest.h>
+
+#include <limits>
 #include <signal.h>
 #include <poll.h>
 #include <sys/mount.h>
@@ -169,6 +171,27 @@ TEST_P(StoreConformance, DelayedMessagesWaitForTheirTime) {
   EXPECT_EQ(*due, std::chrono::duration_cast<std::chrono::milliseconds>(clock_.wall().time_since_epoch()).count() + 5000);
   clock_.advance(5s);
   EXPECT_EQ(receive("q", 1).size(), 1u);
+}
+
+// Found by fuzz/admin_fuzz.cpp: an x-delay-ms header (or a function's delay_ms or ttl_ms)
+// is any int64, and now + it overflowed: the "delayed" message was due at once.
+TEST_P(StoreConformance, DelaysAndTtlsBeyondTheEndOfTimeDoNotOverflow) {
+  constexpr int64_t kForever = std::numeric_limits<int64_t>::max();
+  NewMessage m = msg("never");
+  m.delay_ms = kForever;
+  enqueue("q", m);
+  EXPECT_TRUE(receive("q", 1).empty());
+  EXPECT_EQ(stats_of("q").delayed, 1);
+  auto due = store_->next_due("q");
+  ASSERT_TRUE(due.ok());
+  EXPECT_EQ(*due, kForever);
+
+  Batch put;
+  put.puts.push_back({"docs", "k", "kept", std::nullopt, kForever});
+  ASSERT_TRUE(commit(put).ok());
+  auto entry = store_->get("docs", "k");
+  ASSERT_TRUE(entry.ok());
+  EXPECT_TRUE(entry->has_value()) << "a ttl beyond the end of time keeps the entry";
 }
 
 TEST_P(StoreConformance, RetryKeepsTheErrorAndDeadLettersMoveWithIt) {

@@ -330,5 +330,42 @@ TEST(StreamPayload, JsonTextAndBinaryDataEachKeepTheirForm) {
   EXPECT_FALSE(out[2].as_object().contains("data"));
 }
 
+// Found by fuzz/stream_fuzz.cpp: 1e999 is a JSON number that parses as infinity, and the
+// batch said `Infinity`, which no JSON reader takes: every consumer of the batch failed.
+TEST(StreamPayload, NumbersBeyondADoubleStayValidJson) {
+  std::vector<StreamRecord> records(3);
+  records[0].payload = "1e999";
+  records[1].payload = R"({"t": [-1e999, 2]})";
+  records[2].payload = "1e300";
+  boost::system::error_code ec;
+  json::value batch = json::parse(stream_batch_payload(records), ec);
+  ASSERT_FALSE(ec) << stream_batch_payload(records);
+  const json::array& out = batch.as_array();
+  EXPECT_EQ(out[0].as_object().at("data").as_string(), "1e999") << "passed on as its text";
+  EXPECT_EQ(out[1].as_object().at("data").as_string(), R"({"t": [-1e999, 2]})");
+  EXPECT_EQ(out[2].as_object().at("data").as_double(), 1e300) << "finite numbers stay numbers";
+}
+
+// Found by fuzz/stream_fuzz.cpp: a key or attribute that is not UTF-8 (an x-key header holds
+// any bytes) went into the batch as it was, and no JSON reader took the batch.
+TEST(StreamPayload, KeysAndAttributesThatAreNotUtf8StayValidJson) {
+  std::vector<StreamRecord> records(1);
+  records[0].key = "k\xff";
+  records[0].type = "t\xc3";
+  records[0].subject = "\xed\xa0\x80";
+  records[0].id = "\xc3\xa9";
+  records[0].metadata = {{"n\xfe", "v\xff"}};
+  records[0].payload = "1";
+  boost::system::error_code ec;
+  json::value batch = json::parse(stream_batch_payload(records), ec);
+  ASSERT_FALSE(ec) << "not JSON: " << ec.message();
+  const json::object& o = batch.as_array().at(0).as_object();
+  EXPECT_EQ(o.at("key").as_string(), "k\xef\xbf\xbd") << "a stray byte becomes U+FFFD";
+  EXPECT_EQ(o.at("type").as_string(), "t\xef\xbf\xbd");
+  EXPECT_EQ(o.at("subject").as_string(), "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd");
+  EXPECT_EQ(o.at("id").as_string(), "\xc3\xa9") << "UTF-8 passes through";
+  EXPECT_EQ(o.at("metadata").as_object().at("n\xef\xbf\xbd").as_string(), "v\xef\xbf\xbd");
+}
+
 }  // namespace
 }  // namespace nimbus

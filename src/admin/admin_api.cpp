@@ -1,5 +1,7 @@
 #include "admin/admin_api.h"
 
+#include "admin/admin_request.h"
+
 #include <boost/json.hpp>
 #include <date/date.h>
 
@@ -224,15 +226,7 @@ void AdminApi::messages(IncomingRequest& request, std::string_view path, std::st
   std::string name(rest.substr(0, slash));
   std::string_view action = rest.substr(slash + 1);
   if (action == "messages" && method == "POST") {
-    NewMessage m;
-    m.payload = request.take_body();
-    if (auto h = request.header("ce-type")) m.type = std::string(*h);
-    if (auto h = request.header("ce-subject")) m.subject = std::string(*h);
-    if (auto h = request.header("ce-source")) m.source = std::string(*h);
-    else m.source = "/admin";
-    if (auto h = request.header("ce-id")) m.event_id = std::string(*h);
-    if (auto h = request.header("x-delay-ms")) m.delay_ms = std::atoll(std::string(*h).c_str());
-    if (auto h = request.header("content-type")) m.metadata.push_back({"content-type", std::string(*h)});
+    NewMessage m = message_from_request(request);
     Batch b;
     if (topic) b.publishes.push_back({name, std::move(m)});
     else b.enqueues.push_back({name, std::move(m)});
@@ -275,21 +269,6 @@ void AdminApi::messages(IncomingRequest& request, std::string_view path, std::st
   }
   return respond(json_error(404, "not_found", "no admin endpoint " + std::string(method) + " " + std::string(path), ""));
 }
-
-namespace {
-
-std::optional<int64_t> query_int(std::string_view target, std::string_view name) {
-  auto q = target.find('?');
-  if (q == std::string_view::npos) return std::nullopt;
-  auto v = query_param(target.substr(q + 1), name);
-  if (!v || v->empty()) return std::nullopt;
-  char* end = nullptr;
-  long long n = std::strtoll(v->c_str(), &end, 10);
-  if (*end != '\0') return std::nullopt;
-  return n;
-}
-
-}  // namespace
 
 // /admin/streams: GET lists streams; /admin/streams/NAME: GET partitions and groups;
 // .../records: POST appends (x-key picks the partition), GET reads (?partition=&from=&limit=,
@@ -364,17 +343,7 @@ void AdminApi::streams(IncomingRequest& request, std::string_view path, std::str
   }
   if (action == "records" && method == "POST") {
     Batch b;
-    Batch::Append a;
-    a.stream = st->name;
-    a.partitions = st->partitions;
-    if (auto h = request.header("x-key")) a.key = std::string(*h);
-    if (auto h = request.header("ce-type")) a.record.type = std::string(*h);
-    if (auto h = request.header("ce-subject")) a.record.subject = std::string(*h);
-    if (auto h = request.header("ce-id")) a.record.event_id = std::string(*h);
-    a.record.source = "/admin";
-    if (auto h = request.header("content-type")) a.record.metadata.push_back({"content-type", std::string(*h)});
-    a.record.payload = request.take_body();
-    b.appends.push_back(std::move(a));
+    b.appends.push_back(record_from_request(request, *st));
     store_->commit(std::move(b), [respond = std::move(respond)](Expected<BatchResult> r) {
       if (!r) return respond(store_error_reply(r.error()));
       respond(json_reply(201, json::object{{"partition", r->appended.at(0).partition}, {"offset", r->appended.at(0).offset}}));

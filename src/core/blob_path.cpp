@@ -123,28 +123,55 @@ std::optional<BlobPattern> parse_blob_pattern(std::string_view text, std::string
 
 namespace {
 
-bool match_from(const BlobPattern& pattern, std::size_t part, std::string_view name, Headers& captures) {
-  if (part == pattern.parts.size()) return name.empty();
-  const auto& p = pattern.parts[part];
-  if (!p.capture) {
-    if (name.substr(0, p.text.size()) != p.text) return false;
-    return match_from(pattern, part + 1, name.substr(p.text.size()), captures);
+// A depth-first search, shortest capture first: "{name}.csv" on "a.b.csv" takes "a.b" after
+// "a" fails the rest. Whether the parts from `part` on match the name from `at` on does not
+// depend on how the search got there, so each (part, at) that failed is remembered: with
+// several {x*} captures the search would otherwise take time exponential in their number
+// (a crafted upload name would stall the store's writer, which matches blob triggers).
+class PatternSearch {
+ public:
+  PatternSearch(const BlobPattern& pattern, std::string_view name, Headers& captures)
+      : pattern_(pattern), name_(name), captures_(captures), failed_((pattern.parts.size() + 1) * (name.size() + 1)) {}
+
+  bool match_from(std::size_t part, std::size_t at) {
+    if (part == pattern_.parts.size()) return at == name_.size();
+    const std::size_t memo = part * (name_.size() + 1) + at;
+    if (failed_[memo]) return false;
+    if (!try_part(part, at)) {
+      failed_[memo] = true;
+      return false;
+    }
+    return true;
   }
-  // Shortest capture first: "{name}.csv" on "a.b.csv" takes "a.b" after "a" fails the rest.
-  std::size_t limit = p.many ? name.size() : std::min(name.size(), name.find('/'));
-  for (std::size_t n = 1; n <= limit; ++n) {
-    captures.push_back({p.text, std::string(name.substr(0, n))});
-    if (match_from(pattern, part + 1, name.substr(n), captures)) return true;
-    captures.pop_back();
+
+ private:
+  bool try_part(std::size_t part, std::size_t at) {
+    const auto& p = pattern_.parts[part];
+    std::string_view rest = name_.substr(at);
+    if (!p.capture) {
+      if (rest.substr(0, p.text.size()) != p.text) return false;
+      return match_from(part + 1, at + p.text.size());
+    }
+    std::size_t limit = p.many ? rest.size() : std::min(rest.size(), rest.find('/'));
+    for (std::size_t n = 1; n <= limit; ++n) {
+      captures_.push_back({p.text, std::string(rest.substr(0, n))});
+      if (match_from(part + 1, at + n)) return true;
+      captures_.pop_back();
+    }
+    return false;
   }
-  return false;
-}
+
+  const BlobPattern& pattern_;
+  std::string_view name_;
+  Headers& captures_;
+  std::vector<bool> failed_;  // by part * (name size + 1) + offset
+};
 
 }  // namespace
 
 std::optional<Headers> match_blob_pattern(const BlobPattern& pattern, std::string_view name) {
   Headers captures;
-  if (!match_from(pattern, 0, name, captures)) return std::nullopt;
+  if (!PatternSearch(pattern, name, captures).match_from(0, 0)) return std::nullopt;
   return captures;
 }
 

@@ -23,13 +23,12 @@ bool valid_literal(std::string_view s) {
 
 }  // namespace
 
-int RoutePattern::specificity() const {
-  int score = 0;
-  for (const auto& s : segments) {
-    score *= 3;
-    score += s.kind == RouteSegment::Kind::literal ? 2 : s.kind == RouteSegment::Kind::param ? 1 : 0;
-  }
-  return score;
+bool RoutePattern::more_specific_than(const RoutePattern& other) const {
+  auto rank = [](const RouteSegment& s) {
+    return s.kind == RouteSegment::Kind::literal ? 2 : s.kind == RouteSegment::Kind::param ? 1 : 0;
+  };
+  return std::lexicographical_compare(other.segments.begin(), other.segments.end(), segments.begin(), segments.end(),
+                                      [&](const RouteSegment& a, const RouteSegment& b) { return rank(a) < rank(b); });
 }
 
 std::optional<RoutePattern> parse_route(std::string_view route, std::string* problem) {

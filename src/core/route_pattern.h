@@ -15,8 +15,10 @@ struct RouteSegment {
 
 struct RoutePattern {
   std::vector<RouteSegment> segments;
-  // Ranks literal segments above parameters, so /orders/new beats /orders/{id}.
-  int specificity() const;
+  // Ranks literal segments above parameters above a catch-all, segment by segment from the
+  // left, so /orders/new beats /orders/{id}. A comparison, not a score: any number of
+  // segments compares without overflow.
+  bool more_specific_than(const RoutePattern& other) const;
 };
 
 // nullopt and a reason ("...; expected ...") in *problem when the template is not valid.

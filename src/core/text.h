@@ -11,6 +11,9 @@ bool valid_utf8(std::string_view s);
 // The length of the well-formed UTF-8 sequence that starts at p (1 to 4), or 0 when the bytes
 // there are not one. `left` bytes may be read.
 std::size_t utf8_sequence(const char* p, std::size_t left);
+// `s` with each byte that is not part of well-formed UTF-8 replaced by U+FFFD (as Node and
+// browsers decode such bytes): for text that goes into JSON, which readers take as UTF-8 only.
+std::string replace_invalid_utf8(std::string_view s);
 std::string base64(std::string_view in);  // standard alphabet, padded
 
 }  // namespace nimbus

@@ -2,12 +2,24 @@
 // letters, enqueues, topic fan-out, state, stream appends and checkpoints, blobs and the events
 // they raise) applied as a unit, and the blob files written before it.
 #include <algorithm>
+#include <limits>
 #include <set>
 
 #include "core/ids.h"
 #include "store/sqlite/sqlite_store.h"
 
 namespace nimbus::sqlite {
+namespace {
+
+// `now` plus a delay or a time to live that came from outside (an x-delay-ms header, a
+// function's delay_ms or ttl_ms metadata) and may be any int64: beyond the end of int64 is
+// the end of int64, never an overflow.
+int64_t after(int64_t now, int64_t delay) {
+  delay = std::max<int64_t>(delay, 0);
+  return delay > std::numeric_limits<int64_t>::max() - now ? std::numeric_limits<int64_t>::max() : now + delay;
+}
+
+}  // namespace
 
 Status SqliteStore::write_blob_files(Batch& batch, std::vector<WrittenBlob>& written) {
   Status st = ok_status();
@@ -46,7 +58,7 @@ Status SqliteStore::insert_message(const std::string& queue, const NewMessage& m
       .text(id)
       .text(m.event_id.empty() ? id : m.event_id)
       .text(queue)
-      .integer(now + std::max<int64_t>(m.delay_ms, 0))
+      .integer(after(now, m.delay_ms))
       .integer(now)
       .text(m.type)
       .text(m.source)
@@ -141,7 +153,7 @@ Status SqliteStore::apply(const Batch& b, BatchResult& result, std::vector<std::
         "INSERT INTO state(store, key, value, etag, expires) VALUES(?,?,?,1,?) ON CONFLICT(store, key) DO UPDATE SET "
         "value=excluded.value, etag=CASE WHEN state.expires<>0 AND state.expires<=? THEN 1 ELSE state.etag+1 END, "
         "expires=excluded.expires RETURNING etag");
-    up.reset().text(p.store).text(p.key).blob(p.value).integer(p.ttl_ms > 0 ? now + p.ttl_ms : 0).integer(now);
+    up.reset().text(p.store).text(p.key).blob(p.value).integer(p.ttl_ms > 0 ? after(now, p.ttl_ms) : 0).integer(now);
     if (up.step() != SQLITE_ROW) return sql_error("state put");
     result.etags.push_back(std::to_string(up.col_int(0)));
     while (up.step() == SQLITE_ROW) {

@@ -50,13 +50,12 @@ bool percent_decode(std::string_view in, std::string& out) {
 }
 
 void Router::add(RoutePattern pattern, std::vector<std::string> methods, int target) {
-  int specificity = pattern.specificity();
-  routes_.push_back({std::move(pattern), std::move(methods), target, specificity});
+  routes_.push_back({std::move(pattern), std::move(methods), target});
   std::stable_sort(routes_.begin(), routes_.end(), [](const Route& a, const Route& b) {
     if (a.pattern.segments.size() != b.pattern.segments.size()) {
       return a.pattern.segments.size() > b.pattern.segments.size();
     }
-    return a.specificity > b.specificity;
+    return a.pattern.more_specific_than(b.pattern);
   });
 }
 

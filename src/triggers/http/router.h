@@ -29,7 +29,6 @@ class Router {
     RoutePattern pattern;
     std::vector<std::string> methods;
     int target;
-    int specificity;
   };
   static bool match_path(const RoutePattern& p, std::string_view path, Headers* params);
   std::vector<Route> routes_;

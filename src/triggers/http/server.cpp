@@ -463,6 +463,24 @@ Expected<int> HttpServer::listen(const ListenOptions& options) {
   return port;
 }
 
+Status HttpServer::serve_connected(int fd, const ListenOptions& options) {
+  if (impl_->states.empty()) {
+    impl_->options = options;
+    impl_->states.push_back(std::make_unique<LoopState>(*impl_->loops.impl().contexts.front()));
+    asio::post(impl_->states.front()->ctx, [self = impl_, ls = impl_->states.front().get()] { self->arm_sweep(*ls); });
+  }
+  LoopState* ls = impl_->states.front().get();
+  tcp::socket socket(ls->ctx);
+  boost::system::error_code ec;
+  socket.assign(tcp::v4(), fd, ec);  // Asio reads and writes any stream socket alike
+  if (ec) {
+    ::close(fd);
+    return Error{"cannot serve fd " + std::to_string(fd) + ": " + ec.message()};
+  }
+  asio::co_spawn(ls->ctx, impl_->serve(*ls, std::move(socket)), asio::detached);
+  return ok_status();
+}
+
 void HttpServer::stop_accepting() {
   impl_->stopping.store(true);
   impl_->on_every_loop([](Impl& self, LoopState& ls) {

@@ -92,6 +92,10 @@ class HttpServer {
   ~HttpServer();
   // Binds and starts accepting; returns the bound port.
   Expected<int> listen(const ListenOptions& options);
+  // Serves `fd`, a connected stream socket (one end of a socketpair, say), as if accepted
+  // from a listener, and takes it over: the HTTP fuzzer and tests feed raw bytes through the
+  // real connection code with no network. Use instead of listen() (address and port unused).
+  Status serve_connected(int fd, const ListenOptions& options);
   // Graceful shutdown, step 1: no new connections; idle keep-alive connections close; those
   // with a request in progress finish it and then close.
   void stop_accepting();

@@ -1,6 +1,7 @@
 #include "triggers/stream/stream_trigger.h"
 
 #include <boost/json.hpp>
+#include <cmath>
 #include <condition_variable>
 #include <deque>
 #include <mutex>
@@ -23,19 +24,42 @@ constexpr auto kTrimEvery = std::chrono::minutes(1);
 
 }  // namespace
 
+namespace {
+
+// JSON numbers have no range, but a double does: 1e999 parses as infinity, which Boost.JSON
+// writes as `Infinity`, not JSON. A payload holding one is passed on as its text instead.
+bool all_finite(const json::value& v) {
+  switch (v.kind()) {
+    case json::kind::double_: return std::isfinite(v.get_double());
+    case json::kind::array:
+      for (const auto& e : v.get_array())
+        if (!all_finite(e)) return false;
+      return true;
+    case json::kind::object:
+      for (const auto& m : v.get_object())
+        if (!all_finite(m.value())) return false;
+      return true;
+    default: return true;
+  }
+}
+
+}  // namespace
+
 std::string stream_batch_payload(const std::vector<StreamRecord>& records) {
   json::array out;
   out.reserve(records.size());
   for (const auto& r : records) {
+    // Keys, attributes and metadata come from outside as bytes; JSON text must be UTF-8.
+    auto text = [](const std::string& s) { return replace_invalid_utf8(s); };
     json::object metadata;
-    for (const auto& m : r.metadata) metadata[m.name] = m.value;
-    json::object o{{"stream", r.stream},       {"partition", r.partition}, {"offset", r.offset},
-                   {"key", r.key},             {"time_ms", r.time_ms},     {"id", r.id},
-                   {"type", r.type},           {"source", r.source},       {"subject", r.subject},
+    for (const auto& m : r.metadata) metadata[text(m.name)] = text(m.value);
+    json::object o{{"stream", text(r.stream)}, {"partition", r.partition}, {"offset", r.offset},
+                   {"key", text(r.key)},       {"time_ms", r.time_ms},     {"id", text(r.id)},
+                   {"type", text(r.type)},     {"source", text(r.source)}, {"subject", text(r.subject)},
                    {"metadata", std::move(metadata)}};
     boost::system::error_code ec;
     json::value data = r.payload.empty() ? json::value() : json::parse(r.payload, ec);
-    if (!r.payload.empty() && !ec) {
+    if (!r.payload.empty() && !ec && all_finite(data)) {
       o["data"] = std::move(data);
     } else if (valid_utf8(r.payload)) {
       o["data"] = r.payload;
