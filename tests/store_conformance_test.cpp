@@ -795,6 +795,35 @@ INSTANTIATE_TEST_SUITE_P(Backends, StoreConformance, ::testing::Values("sqlite:s
 
 // --- the embedded backend's own promises -------------------------------------------------------
 
+// The WAL is copied back into the database while the store runs (it once grew without bound
+// until the host stopped: the checkpointer's connection had never read, and did nothing).
+TEST(SqliteStore, TheWalIsCheckpointedWhileTheStoreRuns) {
+  fs::path dir = fresh_dir();
+  ManualClock clock;
+  {
+    auto s = open_store("sqlite:state.db", dir, clock);
+    ASSERT_TRUE(s.ok()) << s.error().message;
+    const auto db_size = [&] {
+      std::error_code ec;
+      auto n = fs::file_size(dir / "state.db", ec);
+      return ec ? std::uintmax_t{0} : n;
+    };
+    // Well past the checkpoint threshold (1,000 pages of 4 KiB).
+    for (int round = 0; round < 30; ++round) {
+      Batch b;
+      for (int i = 0; i < 100; ++i) {
+        NewMessage m;
+        m.payload = std::string(2000, static_cast<char>('a' + i % 26));
+        b.enqueues.push_back({"q", std::move(m)});
+      }
+      ASSERT_TRUE((*s)->commit_sync(std::move(b)).ok());
+    }
+    for (int i = 0; i < 1000 && db_size() < 4'000'000; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    EXPECT_GE(db_size(), 4'000'000u) << "the database file holds nothing of the 6 MB committed: no checkpoint ran";
+  }
+  fs::remove_all(dir);
+}
+
 TEST(SqliteStore, ANonDatabaseFileIsAClearStartupError) {
   fs::path dir = fresh_dir();
   std::ofstream(dir / "state.db") << "this is not a database, it is a text file that happens to be here";

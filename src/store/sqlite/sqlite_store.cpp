@@ -207,6 +207,9 @@ Status SqliteStore::open() {
   if (auto s = exec(db_, "PRAGMA wal_autocheckpoint=0;"); !s) return s;
   sqlite3_wal_hook(db_, &SqliteStore::on_wal, this);
   if (auto st = open_connection(&checkpoint_db_); !st) return st;
+  // A connection that has read nothing has not opened the WAL yet, and a checkpoint through it
+  // does nothing at all (the WAL then grew without bound while the host ran): read once.
+  if (auto s = exec(checkpoint_db_, "SELECT count(*) FROM sqlite_master;"); !s) return s;
   checkpointer_ = std::thread([this] { checkpoint_loop(); });
   writer_ = std::thread([this] { write_loop(); });
   return ok_status();
