@@ -68,7 +68,7 @@ cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
 mem=$(awk '/^MemTotal:/{printf "%.0f GiB", $2/1048576}' /proc/meminfo)
 os=$(. /etc/os-release && echo "$PRETTY_NAME")
 machine="$(nproc) vCPU ($cpu), $mem, $os, kernel $(uname -r); nimbus at $commit; load average at the start $(cut -d' ' -f1-3 /proc/loadavg)"
-command="$(env | grep -E '^SOAK_' | grep -v -E '^SOAK_(RECORD|KEEP)=' | sort | tr '\n' ' ')bash bench/soak.sh"
+command="$({ env | grep -E '^SOAK_' | grep -v -E '^SOAK_(RECORD|KEEP)=' || true; } | sort | tr '\n' ' ')bash bench/soak.sh"
 
 # In the background and waited for, so that a SIGTERM or ^C to this script stops it at once.
 "$PY" "$repo/bench/soak.py" --app "$app" --host-pid "$host" --minutes "$MINUTES" --interval "$INTERVAL" \

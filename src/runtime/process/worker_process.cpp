@@ -207,8 +207,14 @@ Status WorkerProcess::send(FrameType type, const boost::json::object& header, st
   std::string wire;
   encode_frame(type, header, body, wire);
   if (!send_raw(wire)) {
+    std::string why;
+    {
+      std::lock_guard lock(send_mu_);
+      why = write_error_;
+    }
     std::lock_guard lock(why_mu_);
-    return Error{"cannot write to worker " + std::to_string(pid_) + ": " + (why_.empty() ? "it has ended" : why_)};
+    if (!why_.empty()) why = why_;
+    return Error{"cannot write to worker " + std::to_string(pid_) + ": " + (why.empty() ? "it has ended" : why)};
   }
   return ok_status();
 }
@@ -227,7 +233,7 @@ bool WorkerProcess::send_raw(std::string_view wire) {
       if (n < 0 && errno == EINTR) continue;
       if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
       if (n < 0) {
-        kill_because("closed its input (" + std::string(std::strerror(errno)) + "); killed");
+        closed_input_locked(errno);
         return false;
       }
       p += n;
@@ -298,10 +304,17 @@ void WorkerProcess::on_writable() {
     if (!alive) {
       outbox_.clear();
       outbox_sent_ = 0;
-      if (!killed_.load()) kill_because("closed its input (" + std::string(std::strerror(errno)) + "); killed");
+      if (!killed_.load()) closed_input_locked(errno);
     }
     if (outbox_sent_ == outbox_.size()) done = std::move(write_watch_);
   }
+}
+
+// A write failed (EPIPE: the worker is gone, or closed its input). Usually it has died, and
+// its end says how; one that lives on without its input is killed.
+void WorkerProcess::closed_input_locked(int error) {
+  write_error_ = std::strerror(error);
+  kill();
 }
 
 void WorkerProcess::kill_because(const std::string& why) {

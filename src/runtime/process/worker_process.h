@@ -93,6 +93,7 @@ class WorkerProcess {
   bool flush_locked();
   void on_writable();
   void kill_because(const std::string& why);  // the first reason given is the one reported
+  void closed_input_locked(int error);
   // Arms the reactor's write watch, or wakes the reader thread, to write the outbox out.
   void want_writable_locked();
   void read_output();
@@ -115,6 +116,7 @@ class WorkerProcess {
   mutable std::mutex send_mu_;
   std::string outbox_;         // bytes the pipe could not take yet, from outbox_sent_ on
   std::size_t outbox_sent_ = 0;
+  std::string write_error_;  // the last write that failed (strerror), for send()'s message
   std::size_t max_outbox_ = 0;
   std::chrono::milliseconds input_stall_{10'000};
   TimePoint last_progress_{};  // the worker last took bytes

@@ -205,6 +205,8 @@ Status SqliteStore::open() {
   // when the WAL has grown.
   if (auto s = open_blob_files(); !s) return s;
   if (auto s = exec(db_, "PRAGMA wal_autocheckpoint=0;"); !s) return s;
+  // The WAL file keeps its high-water mark once reused; past 64 MiB it is cut back at a reset.
+  if (auto s = exec(db_, "PRAGMA journal_size_limit=67108864;"); !s) return s;
   sqlite3_wal_hook(db_, &SqliteStore::on_wal, this);
   if (auto st = open_connection(&checkpoint_db_); !st) return st;
   // A connection that has read nothing has not opened the WAL yet, and a checkpoint through it
