@@ -14,6 +14,7 @@
 #include <map>
 #include <set>
 
+#include "core/text.h"
 #include "harness.h"
 #include "observe/metrics.h"
 #include "store/store.h"
@@ -986,6 +987,24 @@ TEST(Queue, APipelineWithTopicsFiltersRetriesAndDeadLetters) {
   EXPECT_EQ(purge.exit_code, 0) << purge.err;
   EXPECT_TRUE(admin.peek("audited").empty());
   EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
+}
+
+// A message's attributes are any bytes a client sent; the admin API's listing of it is still
+// JSON (UTF-8), with the bytes that are not UTF-8 replaced (found by the admin fuzz target).
+TEST(Queue, AttributesThatAreNotUtf8AreListedAsValidJson) {
+  App app(manifest());
+  ASSERT_TRUE(app.host->started()) << app.host->errors();
+  Admin admin{app.admin(), app.host->admin_token()};
+  Response posted = admin.call("POST", "/admin/queues/raw/messages", "x",
+                               {{"ce-type", "caf\xe9"}, {"ce-subject", "s\xff"}, {"content-type", "text/\xc3"}});
+  ASSERT_EQ(posted.status, 201) << posted.body;
+  Response listed = admin.call("GET", "/admin/queues/raw/messages");
+  ASSERT_EQ(listed.status, 200) << listed.body;
+  EXPECT_TRUE(valid_utf8(listed.body)) << listed.body;
+  auto messages = admin.peek("raw");
+  ASSERT_EQ(messages.size(), 1u) << listed.body;
+  EXPECT_EQ(messages[0]["type"].as_string(), "caf\xEF\xBF\xBD");
+  EXPECT_EQ(messages[0]["subject"].as_string(), "s\xEF\xBF\xBD");
 }
 
 TEST(Queue, HttpFunctionsOutputsAreCommittedBeforeTheReply) {

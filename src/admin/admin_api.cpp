@@ -159,21 +159,24 @@ void AdminApi::handle(IncomingRequest& request, Responder respond) {
 
 namespace {
 
+// Attributes come from outside (headers, functions) as any bytes: the reply is JSON, so bytes
+// that are not UTF-8 become U+FFFD (the payload, which may be binary, goes as base64 instead).
 json::object message_json(const Message& m) {
+  const auto text = [](const std::string& s) { return replace_invalid_utf8(s); };
   json::object metadata;
-  for (const auto& h : m.metadata) metadata[h.name] = h.value;
+  for (const auto& h : m.metadata) metadata[text(h.name)] = text(h.value);
   json::object o{{"id", m.id},
-                 {"event_id", m.event_id},
-                 {"type", m.type},
-                 {"source", m.source},
-                 {"subject", m.subject},
+                 {"event_id", text(m.event_id)},
+                 {"type", text(m.type)},
+                 {"source", text(m.source)},
+                 {"subject", text(m.subject)},
                  {"metadata", std::move(metadata)},
                  {"deliveries", m.deliveries},
                  {"enqueued_ms", m.enqueued_ms},
                  {"due_ms", m.due_ms},
                  {"leased", !m.lease.empty()}};
   if (!m.last_error.empty()) {
-    o["error"] = m.last_error;
+    o["error"] = text(m.last_error);
     o["first_failed_ms"] = m.first_failed_ms;
     o["last_failed_ms"] = m.last_failed_ms;
   }
