@@ -503,6 +503,22 @@ TEST(Node, ServesThroughHttpWithConcurrentRequestsInOneWorker) {
   ASSERT_TRUE(host.wait_for_output("waited b"));
 }
 
+// An output is one-way: the host sends no host_result for it, even to a call_id (a reply per
+// output once filled both pipes while a sync worker wrote outputs and read nothing).
+TEST(Process, TheHostSendsNoReplyToAnOutput) {
+  TempDir dir;
+  dir.write("nimbus.yaml", "name: out\nfunctions:\n  out:\n    runtime: process\n    command: [python3, " +
+                               (std::filesystem::path(NIMBUS_SOURCE_DIR) / "tests/workers/output_worker.py").string() +
+                               "]\n    max_instances: 1\n    triggers: [{http: {route: /out}}]\n"
+                               "    outputs: {out: {queue: outs}}\n");
+  Host host(dir.path());
+  ASSERT_TRUE(host.started()) << host.errors();
+  ASSERT_EQ(request(host.http_port(), "GET", "/out").body, "host_results 0");
+  // The first output's reply, had there been one, was written before this invocation.
+  EXPECT_EQ(request(host.http_port(), "GET", "/out").body, "host_results 0");
+  EXPECT_EQ(request(host.http_port(), "GET", "/out").body, "host_results 0");
+}
+
 // runtime: process: a worker in any language, here one written from the protocol page alone.
 TEST(Process, AWorkerWrittenFromTheProtocolPageServesHttp) {
   TempDir dir;
