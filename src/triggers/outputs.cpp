@@ -126,19 +126,9 @@ Status add_outputs(const FunctionSpec& fn, std::vector<OutputMessage> outputs, B
   return ok_status();
 }
 
-void commit_outputs_then(Store* store, const FunctionSpec& fn, Result&& result, std::function<void(Result&&)> then) {
-  if (result.outcome != Outcome::success || result.outputs.empty()) return then(std::move(result));
-  if (store && result.outputs.size() > kOutputsBuiltInPlace) {
-    // Many outputs: building their batch is work in proportion, and this may be an event loop.
-    auto held = std::make_shared<Result>(std::move(result));
-    store->run_blocking([store, &fn, held, then = std::move(then)]() mutable {
-      commit_outputs_then_here(store, fn, std::move(*held), std::move(then));
-    });
-    return;
-  }
-  commit_outputs_then_here(store, fn, std::move(result), std::move(then));
-}
+namespace {
 
+// The commit itself, on the calling thread.
 void commit_outputs_then_here(Store* store, const FunctionSpec& fn, Result&& result,
                               std::function<void(Result&&)> then) {
   Batch batch;
@@ -152,6 +142,21 @@ void commit_outputs_then_here(Store* store, const FunctionSpec& fn, Result&& res
     if (!done) return then(Result::failure(Outcome::error, "output_commit_failed", done.error().message));
     then(std::move(*held));
   });
+}
+
+}  // namespace
+
+void commit_outputs_then(Store* store, const FunctionSpec& fn, Result&& result, std::function<void(Result&&)> then) {
+  if (result.outcome != Outcome::success || result.outputs.empty()) return then(std::move(result));
+  if (store && result.outputs.size() > kOutputsBuiltInPlace) {
+    // Many outputs: building their batch is work in proportion, and this may be an event loop.
+    auto held = std::make_shared<Result>(std::move(result));
+    store->run_blocking([store, &fn, held, then = std::move(then)]() mutable {
+      commit_outputs_then_here(store, fn, std::move(*held), std::move(then));
+    });
+    return;
+  }
+  commit_outputs_then_here(store, fn, std::move(result), std::move(then));
 }
 
 }  // namespace nimbus

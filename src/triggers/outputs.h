@@ -29,8 +29,6 @@ Status add_outputs(const FunctionSpec& function, std::vector<OutputMessage> outp
 // A result with more than kOutputsBuiltInPlace outputs has its batch built on one of the
 // store's I/O threads, not on the caller's (which may be an event loop).
 void commit_outputs_then(Store* store, const FunctionSpec& function, Result&& result, std::function<void(Result&&)> then);
-void commit_outputs_then_here(Store* store, const FunctionSpec& function, Result&& result,
-                              std::function<void(Result&&)> then);
 inline constexpr std::size_t kOutputsBuiltInPlace = 256;
 
 }  // namespace nimbus
