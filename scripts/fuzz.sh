@@ -17,6 +17,9 @@ for t in "$@"; do
   args=(-max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1
         -artifact_prefix="$build/fuzz-artifacts/$t-")
   [[ -f "$root/fuzz/$t.dict" ]] && args+=(-dict="$root/fuzz/$t.dict")
+  # A fixed seed (the smoke in `make test`): the same mutations in every run, so a test run
+  # does not pass or fail by chance; `make fuzz` explores with a new seed each time.
+  [[ -n ${FUZZ_SEED:-} ]] && args+=(-seed="$FUZZ_SEED")
   echo "fuzz: $t for ${seconds}s" >&2
   if ! "$bin" "${args[@]}" "$learned" "$root/fuzz/corpus/$t" > "$build/fuzz-artifacts/$t.log" 2>&1; then
     tail -n 60 "$build/fuzz-artifacts/$t.log" >&2
