@@ -346,6 +346,23 @@ TEST(StreamPayload, NumbersBeyondADoubleStayValidJson) {
   EXPECT_EQ(out[2].as_object().at("data").as_double(), 1e300) << "finite numbers stay numbers";
 }
 
+// Found by fuzz/stream_fuzz.cpp (random seed): a 34-digit integer was parsed into a double
+// and written back as 2.2222222222222222E33, so a reader that keeps integers exact (Python)
+// got other digits than were appended. A JSON payload now reaches the batch as its own text.
+TEST(StreamPayload, BigIntegersReachTheBatchDigitForDigit) {
+  std::vector<StreamRecord> records(2);
+  records[0].payload = " 2222222222222222222222222222222222";
+  records[1].payload = R"({"id": 18446744073709551617, "x": 0.1000000000000000055511151231257827})";
+  const std::string batch = stream_batch_payload(records);
+  boost::system::error_code ec;
+  json::value v = json::parse(batch, ec);
+  ASSERT_FALSE(ec) << batch;
+  EXPECT_NE(batch.find(R"("data": 2222222222222222222222222222222222})"), std::string::npos) << batch;
+  EXPECT_NE(batch.find("18446744073709551617"), std::string::npos) << batch;
+  EXPECT_NE(batch.find("0.1000000000000000055511151231257827"), std::string::npos) << batch;
+  EXPECT_TRUE(v.as_array().at(1).as_object().at("data").is_object());
+}
+
 // Found by fuzz/stream_fuzz.cpp: a key or attribute that is not UTF-8 (an x-key header holds
 // any bytes) went into the batch as it was, and no JSON reader took the batch.
 TEST(StreamPayload, KeysAndAttributesThatAreNotUtf8StayValidJson) {

@@ -46,8 +46,11 @@ bool all_finite(const json::value& v) {
 }  // namespace
 
 std::string stream_batch_payload(const std::vector<StreamRecord>& records) {
-  json::array out;
-  out.reserve(records.size());
+  // Each record is written as an object; a JSON payload is spliced in as its own text, not
+  // parsed and written again: a double would turn 2222222222222222222222222222222222 (or any
+  // integer past 2^64) into 2.2222222222222222E33, and a reader that keeps big integers exact
+  // (Python, Go's json.Number, JS with a reviver) would get other digits than were appended.
+  std::string out = "[";
   for (const auto& r : records) {
     // Keys, attributes and metadata come from outside as bytes; JSON text must be UTF-8.
     auto text = [](const std::string& s) { return replace_invalid_utf8(s); };
@@ -59,16 +62,24 @@ std::string stream_batch_payload(const std::vector<StreamRecord>& records) {
                    {"metadata", std::move(metadata)}};
     boost::system::error_code ec;
     json::value data = r.payload.empty() ? json::value() : json::parse(r.payload, ec);
-    if (!r.payload.empty() && !ec && all_finite(data)) {
-      o["data"] = std::move(data);
-    } else if (valid_utf8(r.payload)) {
+    const bool splice = !r.payload.empty() && !ec && all_finite(data);
+    if (!splice && valid_utf8(r.payload)) {
       o["data"] = r.payload;
-    } else {
+    } else if (!splice) {
       o["data_base64"] = base64(r.payload);
     }
-    out.push_back(std::move(o));
+    std::string element = json::serialize(o);
+    if (splice) {
+      element.pop_back();  // the object's closing brace
+      element += ",\"data\":";
+      element += r.payload;
+      element += '}';
+    }
+    if (out.size() > 1) out += ',';
+    out += element;
   }
-  return json::serialize(out);
+  out += ']';
+  return out;
 }
 
 // One partition of one stream, consumed by one function's group: at most one batch in flight.
