@@ -67,24 +67,3 @@ for pair in "py pybox" "native nativebox"; do
   echo "$plain: cold start median of $RUNS: process $(median "${cold[$plain]}") ms, sandbox $(median "${cold[$boxed]}") ms;" \
        "sandbox minus process, paired: median $(median "${over[$boxed]}") ms (all: ${over[$boxed]})"
 done
-# Where the difference goes: the launch chain alone around /usr/bin/true, one piece added at a
-# time (a simplified copy of sandbox.cpp's command line; medians of RUNS, microseconds).
-base=(--unshare-user --uid 64000 --gid 64000 --unshare-ipc --unshare-uts --cap-drop ALL --new-session
-      --die-with-parent --ro-bind /usr /usr --symlink usr/bin /bin --symlink usr/lib /lib --symlink usr/lib64 /lib64
-      --proc /proc --dev /dev --tmpfs /tmp)
-us() { local s e; s=${EPOCHREALTIME/./}; nice -n "${NICE:-0}" "$@" > /dev/null 2>&1; e=${EPOCHREALTIME/./}; echo $((e - s)); }
-declare -A launch
-steps=("true" "bwrap" "+pid-ns" "+net-ns" "+setpriv" "+prlimit")
-for _ in $(seq 1 "$RUNS"); do
-  launch[true]+="$(us /usr/bin/true) "
-  launch[bwrap]+="$(us bwrap "${base[@]}" -- /usr/bin/true) "
-  launch[+pid-ns]+="$(us bwrap "${base[@]}" --unshare-pid -- /usr/bin/true) "
-  launch[+net-ns]+="$(us bwrap "${base[@]}" --unshare-pid --unshare-net -- /usr/bin/true) "
-  if (( EUID == 0 )); then
-    launch[+setpriv]+="$(us setpriv --reuid=64000 --regid=64000 --clear-groups -- bwrap "${base[@]}" --unshare-pid --unshare-net -- /usr/bin/true) "
-  fi
-  launch[+prlimit]+="$(us bwrap "${base[@]}" --unshare-pid --unshare-net -- /usr/bin/prlimit --nproc=64:64 -- /usr/bin/true) "
-done
-line="launch chain around /usr/bin/true, median of $RUNS (us):"
-for s in "${steps[@]}"; do [[ -n ${launch[$s]:-} ]] && line+=" $s $(median "${launch[$s]}")"; done
-echo "$line"

@@ -9,7 +9,7 @@ packages=(
   libyaml-cpp-dev libcli11-dev libspdlog-dev libsqlite3-dev libhowardhinnant-date-dev tzdata
   libgtest-dev libgmock-dev libbenchmark-dev
   libmosquitto-dev mosquitto mosquitto-clients
-  python3 python3-prometheus-client nodejs bubblewrap libseccomp-dev
+  python3 python3-prometheus-client nodejs libseccomp-dev
   clang libclang-rt-dev  # the fuzz targets (make fuzz, make test): libFuzzer comes with compiler-rt
 )
 if [[ ${NIMBUS_BENCH:-0} == 1 ]]; then

@@ -1,6 +1,9 @@
 // The sandbox's pieces that need no running host: cgroup v2 detection on a fake file system
 // root (this machine has a hybrid layout, so the delegated case is only reachable this way),
-// the bubblewrap command line, the seccomp program, and extra fds handed to a worker.
+// the plan of a sandbox's file system and limits, the seccomp program, and the launcher itself
+// (what a clone sees, and the step named when one fails).
+#include <fcntl.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -65,11 +68,22 @@ TEST(SandboxCgroup, ThisMachineSaysWhichPathItTakes) {
   EXPECT_TRUE(cg.usable() || !cg.why_not.empty());
 }
 
-bool has(const std::vector<std::string>& argv, std::initializer_list<std::string> run) {
-  return std::search(argv.begin(), argv.end(), run.begin(), run.end()) != argv.end();
+using Kind = SandboxMount::Kind;
+
+bool has(const SandboxPlan& plan, Kind kind, const std::string& target, const std::string& source = "") {
+  return std::any_of(plan.mounts.begin(), plan.mounts.end(), [&](const SandboxMount& m) {
+    return m.kind == kind && m.target == target && (source.empty() || m.source == source);
+  });
 }
 
-TEST(SandboxCommand, BuildsTheFileSystemFromNothingAndSetsLimitsInside) {
+std::size_t where(const SandboxPlan& plan, Kind kind, const std::string& target) {
+  for (std::size_t i = 0; i < plan.mounts.size(); ++i) {
+    if (plan.mounts[i].kind == kind && plan.mounts[i].target == target) return i;
+  }
+  return plan.mounts.size();
+}
+
+TEST(SandboxPlan, BuildsTheFileSystemFromNothingAndSetsLimitsInside) {
   FakeRoot app_dir;
   app_dir.write(".nimbus/admin.token", "t");
   app_dir.write("data/state.db", "");
@@ -81,38 +95,73 @@ TEST(SandboxCommand, BuildsTheFileSystemFromNothingAndSetsLimitsInside) {
   fn.isolation = Isolation::sandbox;
   fn.writable = {"out"};
   fn.max_processes = 32;
-  auto c = sandbox_command(app, fn, SandboxView{app.dir, {"/opt/sdk"}}, SandboxSetup{}, {"/usr/bin/python3", "-c", "x"});
-  const auto& a = c.argv;
-  EXPECT_FALSE(has(a, {"--ro-bind", "/", "/"}));
-  EXPECT_TRUE(has(a, {"--unshare-user", "--uid", std::to_string(kSandboxUid)}));
-  for (const char* flag : {"--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-net", "--new-session",
-                           "--die-with-parent", "--disable-userns"}) {
-    EXPECT_TRUE(has(a, {flag})) << flag;
-  }
-  EXPECT_TRUE(has(a, {"--cap-drop", "ALL"}));
-  EXPECT_TRUE(has(a, {"--seccomp", std::to_string(kWorkerOutFd + 1)}));
-  EXPECT_TRUE(has(a, {"--ro-bind", app.dir.string(), app.dir.string(), "--tmpfs", (app.dir / ".nimbus").string()}));
-  EXPECT_TRUE(has(a, {"--ro-bind", "/dev/null", (app.dir / "data/state.db").string()}));
-  EXPECT_TRUE(has(a, {"--bind", (app.dir / "out").string(), (app.dir / "out").string()}));
-  EXPECT_TRUE(has(a, {"--ro-bind", "/opt/sdk", "/opt/sdk"}));
-  EXPECT_FALSE(has(a, {"--ro-bind-try", "/etc/resolv.conf", "/etc/resolv.conf"}));  // no network, no resolver
-  const auto data = std::to_string(sandbox_data_limit(fn));  // the default, but for ASan builds
-  EXPECT_TRUE(has(a, {kPrlimit, "--nproc=32:32"}));
-  EXPECT_EQ(has(a, {"--nproc=32:32", "--data=" + data + ":" + data}), sandbox_data_limit(fn) > 0);
+  auto p = sandbox_plan(app, fn, SandboxView{app.dir, {"/opt/sdk"}}, SandboxSetup{});
+  EXPECT_FALSE(has(p, Kind::bind_ro, "/", "/"));
+  EXPECT_FALSE(has(p, Kind::bind_ro, "/etc", "/etc"));
+  EXPECT_TRUE(has(p, Kind::bind_ro, "/usr", "/usr"));
+  const std::string dir = app.dir.string(), state = (app.dir / ".nimbus").string();
+  EXPECT_TRUE(has(p, Kind::bind_ro, dir, dir));
+  EXPECT_LT(where(p, Kind::bind_ro, dir), where(p, Kind::tmpfs, state)) << "the mask goes over the app folder";
+  EXPECT_TRUE(has(p, Kind::bind_ro, (app.dir / "data/state.db").string(), "/dev/null"));
+  EXPECT_TRUE(has(p, Kind::bind_rw, (app.dir / "out").string()));
+  EXPECT_TRUE(has(p, Kind::bind_ro, "/opt/sdk", "/opt/sdk"));
+  EXPECT_EQ(where(p, Kind::remount_ro, state), p.mounts.size() - 1) << "what was bound under the mask is read-only last";
+  EXPECT_FALSE(has(p, Kind::bind_ro, "/etc/resolv.conf"));  // no network, no resolver
+  EXPECT_FALSE(p.network);
+  EXPECT_TRUE(has(p, Kind::proc, "/proc"));
+  EXPECT_LT(where(p, Kind::tmpfs, "/dev/shm"), where(p, Kind::remount_ro, "/dev"));
+  auto passwd = std::find_if(p.mounts.begin(), p.mounts.end(), [](const SandboxMount& m) { return m.target == "/etc/passwd"; });
+  ASSERT_NE(passwd, p.mounts.end());
+  EXPECT_EQ(passwd->kind, Kind::file);
+  EXPECT_NE(passwd->content.find("nimbus:x:" + std::to_string(kSandboxUid)), std::string::npos);
+  EXPECT_EQ(p.max_processes, 32);
+  EXPECT_EQ(p.data_limit, sandbox_data_limit(fn));  // the default, but for ASan builds
+  EXPECT_FALSE(p.seccomp.empty());
   fn.memory_limit = 64u << 20;
-  EXPECT_TRUE(has(sandbox_command(app, fn, SandboxView{app.dir, {}}, SandboxSetup{}, {"/bin/true"}).argv,
-                  {"--data=67108864:67108864"}));
+  EXPECT_EQ(sandbox_plan(app, fn, SandboxView{app.dir, {}}, SandboxSetup{}).data_limit, 64u << 20);
   fn.memory_limit = 0;
-  EXPECT_TRUE(has(a, {"--", "/usr/bin/python3", "-c", "x"}));
-  EXPECT_EQ(a.front(), ::geteuid() == 0 ? kSetpriv : kBubblewrap);
-  ASSERT_EQ(c.files.size(), 3u);
-  EXPECT_NE(c.files[1].find("nimbus:x:" + std::to_string(kSandboxUid)), std::string::npos);
 
   fn.network = true;
-  auto online = sandbox_command(app, fn, SandboxView{app.dir, {}}, SandboxSetup{"/sys/fs/cgroup/x", ""}, {"/bin/true"});
-  EXPECT_FALSE(has(online.argv, {"--unshare-net"}));
-  EXPECT_TRUE(has(online.argv, {"--ro-bind-try", "/etc/resolv.conf", "/etc/resolv.conf"}));
-  EXPECT_EQ(online.argv.front(), "/bin/sh");  // joins its cgroup before bubblewrap forks
+  auto online = sandbox_plan(app, fn, SandboxView{app.dir, {}}, SandboxSetup{"/sys/fs/cgroup/x", "", {}});
+  EXPECT_TRUE(online.network);
+  EXPECT_TRUE(has(online, Kind::bind_ro, "/etc/resolv.conf"));
+  EXPECT_EQ(online.cgroup, "/sys/fs/cgroup/x");
+}
+
+TEST(SandboxPlan, APreparedEtcIsOneMountWithTheResolverBoundOverItForTheNetwork) {
+  FakeRoot dir;
+  auto etc = make_sandbox_etc(dir.path / "sandbox");
+  ASSERT_TRUE(etc) << etc.error().message;
+  EXPECT_EQ(*etc, dir.path / "sandbox" / "etc");
+  // What it holds: copies, the links into /usr kept as links, our own passwd and hosts.
+  EXPECT_TRUE(fs::is_regular_file(*etc / "ld.so.cache"));
+  EXPECT_TRUE(fs::is_symlink(*etc / "localtime"));
+  EXPECT_FALSE(fs::exists(*etc / "shadow"));
+  EXPECT_FALSE(fs::exists(*etc / "ssl" / "private"));
+  std::ifstream passwd(*etc / "passwd");
+  std::string text((std::istreambuf_iterator<char>(passwd)), {});
+  EXPECT_NE(text.find("nimbus:x:" + std::to_string(kSandboxUid)), std::string::npos);
+  EXPECT_EQ(fs::status(*etc / "passwd").permissions(), fs::perms(0644));
+  EXPECT_TRUE(fs::exists(*etc / "resolv.conf")) << "a mount point for the live one";
+
+  AppSpec app;
+  app.dir = dir.path;
+  FunctionSpec fn;
+  fn.isolation = Isolation::sandbox;
+  SandboxSetup setup;
+  setup.etc = *etc;
+  auto p = sandbox_plan(app, fn, SandboxView{app.dir, {}}, setup);
+  EXPECT_TRUE(has(p, Kind::bind_ro, "/etc", etc->string()));
+  EXPECT_FALSE(has(p, Kind::bind_ro, "/etc/ld.so.cache"));
+  EXPECT_FALSE(has(p, Kind::file, "/etc/passwd"));
+  EXPECT_FALSE(has(p, Kind::bind_ro, "/etc/resolv.conf"));
+  fn.network = true;
+  auto online = sandbox_plan(app, fn, SandboxView{app.dir, {}}, setup);
+  EXPECT_LT(where(online, Kind::bind_ro, "/etc"), where(online, Kind::bind_ro, "/etc/resolv.conf"));
+  // Made again: a second start replaces the first.
+  std::ofstream(*etc / "stale") << "x";
+  ASSERT_TRUE(make_sandbox_etc(dir.path / "sandbox"));
+  EXPECT_FALSE(fs::exists(*etc / "stale"));
 }
 
 TEST(SandboxSeccomp, TheProgramBuilds) {
@@ -122,41 +171,79 @@ TEST(SandboxSeccomp, TheProgramBuilds) {
   EXPECT_EQ(program->size() % 8, 0u);  // whole sock_filter instructions
 }
 
-// The fds a sandbox's command reads its seccomp program and passwd from reach it as 5, 6, ...
-TEST(SandboxFiles, ReachTheWorkerAtFixedFds) {
-  auto first = ScratchFile::with("first\n", 16);
-  auto second = ScratchFile::with("second\n", 16);
-  ASSERT_TRUE(first && second);
-  EXPECT_GE(first->fd(), 16);
-  WorkerSpawn spec;
-  spec.argv = {"/bin/sh", "-c", "cat <&5 >&2; cat <&6 >&2"};
-  spec.inherit_fds = {first->fd(), second->fd()};
-  std::mutex mu;
-  std::condition_variable cv;
-  std::string lines;
-  bool ended = false;
-  auto w = WorkerProcess::spawn(spec, WorkerCallbacks{{}, [&](std::string_view line, bool) {
-                                                        std::lock_guard lock(mu);
-                                                        lines += std::string(line) + ";";
-                                                      },
-                                                      [&](int, const std::string&) {
-                                                        std::lock_guard lock(mu);
-                                                        ended = true;
-                                                        cv.notify_all();
-                                                      }});
-  ASSERT_TRUE(w) << w.error().message;
-  std::unique_lock lock(mu);
-  ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(10), [&] { return ended; }));
-  lock.unlock();
-  w->reset();  // joins the output thread: every line is in
-  EXPECT_EQ(lines, "first;second;");
+// The launcher alone, around a shell: what a clone sees from the inside.
+struct Launched {
+  int status = -1;
+  std::string out;
+};
 
-  WorkerSpawn low;
-  low.argv = {"/bin/true"};
-  low.inherit_fds = {5};
-  auto refused = WorkerProcess::spawn(low, {});
-  ASSERT_FALSE(refused);
-  EXPECT_NE(refused.error().message.find("below"), std::string::npos);
+Launched launch(SandboxPlan plan, const std::string& script) {
+  int out[2];
+  EXPECT_EQ(::pipe2(out, O_CLOEXEC), 0);
+  if (const auto& program = seccomp_program(); program) plan.seccomp = *program;
+  auto pid = launch_sandboxed(plan, "/", {"/bin/sh", "-c", script}, {"PATH=/usr/bin:/bin"}, {-1, out[1], out[1]});
+  ::close(out[1]);
+  Launched r;
+  if (!pid) {
+    ::close(out[0]);
+    r.out = pid.error().message;
+    return r;
+  }
+  char buf[4096];
+  for (ssize_t n; (n = ::read(out[0], buf, sizeof buf)) > 0;) r.out.append(buf, static_cast<std::size_t>(n));
+  ::close(out[0]);
+  ::waitpid(*pid, &r.status, 0);
+  return r;
+}
+
+SandboxPlan minimal() {
+  SandboxPlan plan;
+  plan.mounts = sandbox_minimal_mounts();
+  return plan;
+}
+
+TEST(SandboxLaunch, TheWorkerIsPidOneOfItsOwnWorldAsTheSandboxUser) {
+  auto r = launch(minimal(), "echo pid=$$ uid=$(id -u) gid=$(id -g); ls /; ls /proc | grep -c '^[0-9]'; "
+                             "grep -E '^(CapEff|CapBnd|NoNewPrivs|Seccomp):' /proc/self/status; "
+                             "echo x > /tmp/t && echo tmp-ok; echo x > /planted || echo root-ro; "
+                             "echo x > /usr/planted || echo usr-ro; echo x > /dev/null && echo null-ok; hostname");
+  ASSERT_EQ(r.status, 0) << r.out;
+  EXPECT_NE(r.out.find("pid=1 uid=64000 gid=64000"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("bin\ndev\nlib\nlib64\nproc\ntmp\nusr\n"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("CapEff:\t0000000000000000"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("CapBnd:\t0000000000000000"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("NoNewPrivs:\t1"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("Seccomp:\t2"), std::string::npos) << r.out;
+  for (const char* seen : {"tmp-ok", "root-ro", "usr-ro", "null-ok", "sandbox"}) {
+    EXPECT_NE(r.out.find(seen), std::string::npos) << seen << " in " << r.out;
+  }
+}
+
+TEST(SandboxLaunch, AFailingStepIsNamedWithItsPaths) {
+  auto plan = minimal();
+  plan.mounts.push_back(SandboxMount::bind("/nonexistent/nimbus", "/data"));
+  auto r = launch(plan, "true");
+  EXPECT_EQ(r.status, -1);
+  EXPECT_NE(r.out.find("sandbox: cannot bind /nonexistent/nimbus at /data: No such file or directory"), std::string::npos)
+      << r.out;
+  plan.mounts.back().optional = true;  // ...unless the plan says it may be missing
+  EXPECT_EQ(launch(plan, "true").status, 0);
+}
+
+TEST(SandboxLaunch, NoFilterNoSandbox) {
+  auto r = launch_sandboxed(minimal(), "/", {"/bin/true"}, {}, {-1, -1, -1});
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.error().message.find("seccomp"), std::string::npos) << r.error().message;
+}
+
+TEST(SandboxLaunch, OnlyTheGivenFdsCross) {
+  int keep[2];
+  ASSERT_EQ(::pipe(keep), 0);  // not close-on-exec: a posix_spawn without closefrom would leak it
+  auto r = launch(minimal(), "ls /proc/self/fd");
+  ::close(keep[0]);
+  ::close(keep[1]);
+  ASSERT_EQ(r.status, 0) << r.out;
+  EXPECT_EQ(r.out, "0\n1\n2\n3\n") << "fd 3 is ls's own listing";
 }
 
 }  // namespace

@@ -18,7 +18,7 @@ enum class RuntimeKind : uint8_t { native, python, node, process };
 std::string_view to_string(RuntimeKind kind);
 
 // Where a function's code runs: in the host's address space (native only), in a worker
-// process, or in a worker process under bubblewrap: an unprivileged user in its own
+// process, or in a sandboxed worker process: an unprivileged user in its own
 // namespaces, a seccomp filter, a minimal file system, no network (docs/security.md).
 enum class Isolation : uint8_t { none, process, sandbox };
 std::string_view to_string(Isolation isolation);

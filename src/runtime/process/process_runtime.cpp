@@ -159,16 +159,7 @@ std::shared_ptr<ProcessExecutor::Instance> ProcessExecutor::spawn_locked(std::st
         if (auto i = weak.lock()) on_exit(i, code, why);
       }};
   Reactor* reactor = reactors_.empty() ? nullptr : reactors_[inst->serial % reactors_.size()];
-  std::vector<ScratchFile> files;
-  for (const auto& content : options_.inherited_files) {
-    auto file = ScratchFile::with(content, kWorkerOutFd + 1 + static_cast<int>(options_.inherited_files.size()));
-    if (!file) {
-      *error = file.error().message;
-      return nullptr;
-    }
-    spawn.inherit_fds.push_back(file->fd());
-    files.push_back(std::move(*file));
-  }
+  spawn.sandbox = options_.sandbox;
   auto process = WorkerProcess::spawn(spawn, std::move(callbacks), reactor);
   if (!process) {
     *error = process.error().message;

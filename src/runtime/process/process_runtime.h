@@ -47,9 +47,8 @@ struct ProcessOptions {
   std::size_t memory_limit = 0;
   int64_t cpu_seconds = 0;
   int open_files = 0;
-  // Contents the worker command reads from fds kWorkerOutFd + 1, + 2, ... (a sandbox's seccomp
-  // program and passwd): each spawn gets fresh copies, since reading one consumes it.
-  std::vector<std::string> inherited_files;
+  // isolation: sandbox: what each instance is launched into (null: a plain process).
+  std::shared_ptr<const SandboxPlan> sandbox;
 };
 
 // How a manifest function becomes a worker command and environment. `native_library` is the

@@ -10,6 +10,8 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <map>
+#include <mutex>
 #include <sstream>
 
 #include "runtime/native/native_build.h"
@@ -42,8 +44,8 @@ bool has_word(const std::string& list, const std::string& word) {
   return false;
 }
 
-// A root host runs bubblewrap as kSandboxUid, which must be able to enter every folder on
-// the way to what it binds (bubblewrap opens them as that user).
+// A root host's sandbox builds its file system as kSandboxUid, which must be able to enter
+// every folder on the way to what it binds (the clone opens them as that user).
 Status check_reachable(const std::string& function, const fs::path& path) {
   for (fs::path p = path; !p.empty() && p != p.root_path(); p = p.parent_path()) {
     struct stat st {};
@@ -100,7 +102,7 @@ Expected<fs::path> make_function_cgroup(const CgroupV2& cg, const AppSpec& app, 
   const int n = fn.max_instances;
   const std::size_t memory = fn.memory_limit > 0 ? fn.memory_limit : kSandboxDefaultMemory;
   bool ok = !ec && write_text(dir / "memory.max", std::to_string(memory * static_cast<std::size_t>(n))) &&
-            write_text(dir / "pids.max", std::to_string((fn.max_processes + 2) * n)) &&  // + bubblewrap's own
+            write_text(dir / "pids.max", std::to_string(fn.max_processes * n)) &&
             write_text(dir / "cpu.max", std::to_string(100000 * n) + " 100000");        // a CPU per instance
   if (!ok) return Error{"cannot set the limits of " + dir.string()};
   return dir;
@@ -149,6 +151,27 @@ void precompile_python(const AppSpec& app, const FunctionSpec& fn) {
   posix_spawn_file_actions_destroy(&fa);
 }
 
+// A sandbox around /bin/true, once per host: a kernel or container that does not allow what
+// the launcher does (user namespaces, mounts in them, a fresh /proc) is refused at start with
+// the step that failed, not at a function's first cold start.
+const Status& trial_launch() {
+  static const Status result = [] {
+    SandboxPlan plan;
+    plan.mounts = sandbox_minimal_mounts();
+    if (const auto& program = seccomp_program(); program) plan.seccomp = *program;
+    auto pid = launch_sandboxed(plan, "/", {"/usr/bin/true"}, {}, {-1, -1, -1});
+    if (!pid) return Status(pid.error());
+    int status = 0;
+    while (::waitpid(*pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+      return Status(Error{"a sandboxed /usr/bin/true ended with status " + std::to_string(status)});
+    }
+    return ok_status();
+  }();
+  return result;
+}
+
 }  // namespace
 
 CgroupV2 detect_cgroup_v2(const fs::path& root) {
@@ -190,17 +213,14 @@ CgroupV2 detect_cgroup_v2(const fs::path& root) {
 
 Expected<SandboxSetup> prepare_sandbox(const AppSpec& app, const FunctionSpec& fn, const fs::path& root) {
   const bool root_host = ::geteuid() == 0;
-  for (const char* tool : {kBubblewrap, kPrlimit, root_host ? kSetpriv : kPrlimit}) {
-    if (::access(tool, X_OK) != 0) {
-      return Error{"function '" + fn.name + "': isolation: sandbox needs " + tool +
-                   ", which is not installed; run scripts/setup.sh (packages bubblewrap and util-linux)"};
-    }
-  }
   if (read_text(root / "proc/sys/user/max_user_namespaces").rfind("0", 0) == 0) {
     return Error{"function '" + fn.name + "': isolation: sandbox needs user namespaces, which this kernel has "
                  "turned off (user.max_user_namespaces = 0); enable them: sysctl -w user.max_user_namespaces=10000"};
   }
   if (const auto& program = seccomp_program(); !program) return Error{"function '" + fn.name + "': " + program.error().message};
+  if (const Status& tried = trial_launch(); !tried) {
+    return Error{"function '" + fn.name + "': isolation: sandbox cannot be built on this machine: " + tried.error().message};
+  }
   if (root_host) {
     for (const fs::path& p : {app.dir, sdk_cpp_dir().parent_path(), native_worker_program().parent_path()}) {
       if (auto st = check_reachable(fn.name, p); !st) return st.error();
@@ -209,6 +229,19 @@ Expected<SandboxSetup> prepare_sandbox(const AppSpec& app, const FunctionSpec& f
   if (auto st = prepare_writable(app, fn); !st) return st.error();
   if (fn.runtime == RuntimeKind::python) precompile_python(app, fn);
   SandboxSetup setup;
+  {
+    // Once per app folder and host: every sandboxed function shares it.
+    static std::mutex mu;
+    static std::map<fs::path, fs::path> made;
+    std::lock_guard lock(mu);
+    auto& etc = made[app.dir];
+    if (std::error_code ec; etc.empty() || !fs::is_directory(etc, ec)) {
+      auto built = make_sandbox_etc(app.dir / ".nimbus" / "sandbox");
+      if (!built) return Error{"function '" + fn.name + "': " + built.error().message};
+      etc = *built;
+    }
+    setup.etc = etc;
+  }
   const CgroupV2 cg = detect_cgroup_v2(root);
   if (!cg.usable()) {
     setup.limits = "rlimits inside the sandbox (processes, memory, CPU time); cgroup v2 not used: " + cg.why_not;

@@ -83,7 +83,7 @@ Expected<std::string> build_program() {
                    "personality");
     if (!st) return st.error();
   }
-  // Exported as classic BPF, the form bubblewrap's --seccomp loads.
+  // Exported as classic BPF, the form PR_SET_SECCOMP loads.
   int fd = ::memfd_create("nimbus-seccomp", MFD_CLOEXEC);
   if (fd < 0) return Error{std::string("cannot export the sandbox's seccomp filter: memfd_create: ") + std::strerror(errno)};
   std::string program;

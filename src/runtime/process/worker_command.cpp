@@ -1,6 +1,6 @@
 // How a manifest function becomes a worker: its command (the Python or Node worker of the SDK,
 // the native worker, or the manifest's own command), its whole environment, working folder and
-// limits, and under isolation: sandbox the bubblewrap command line around it (sandbox.cpp).
+// limits, and under isolation: sandbox the plan of the sandbox it is launched into (sandbox.cpp).
 #include <unistd.h>
 
 #include <cstdlib>
@@ -82,9 +82,9 @@ ProcessOptions process_options_for(const AppSpec& app, const FunctionSpec& fn, c
     SandboxView view{o.cwd, {sdk}};
     if (!o.argv.empty()) view.read_only.push_back(o.argv[0]);
     if (!native_library.empty()) view.read_only.push_back(native_library);
-    auto command = sandbox_command(app, fn, view, sandbox, std::move(o.argv));
-    o.argv = std::move(command.argv);
-    o.inherited_files = std::move(command.files);
+    auto plan = sandbox_plan(app, fn, view, sandbox);
+    prepare_launch(plan);
+    o.sandbox = std::make_shared<const SandboxPlan>(std::move(plan));
   }
 #if defined(__SANITIZE_ADDRESS__)
   // An ASan build's native worker: LeakSanitizer stops the world with ptrace, which a sandbox

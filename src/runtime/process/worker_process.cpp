@@ -15,6 +15,8 @@
 #include <mutex>
 #include <utility>
 
+#include "runtime/process/sandbox.h"
+
 namespace nimbus {
 namespace {
 
@@ -38,10 +40,6 @@ void ignore_sigpipe_once() {
 Expected<std::unique_ptr<WorkerProcess>> WorkerProcess::spawn(const WorkerSpawn& spec, WorkerCallbacks callbacks,
                                                               Reactor* reactor) {
   if (spec.argv.empty()) return Error{"worker command is empty"};
-  const int first_free = kWorkerOutFd + 1 + static_cast<int>(spec.inherit_fds.size());
-  for (int fd : spec.inherit_fds) {
-    if (fd < first_free) return Error{"fd " + std::to_string(fd) + " to hand to a worker is below " + std::to_string(first_free)};
-  }
   ignore_sigpipe_once();
   // Two pipes, one each way: on this VM a pipe round trip costs half a socket pair's (no
   // socket buffers to allocate and account per write).
@@ -62,27 +60,6 @@ Expected<std::unique_ptr<WorkerProcess>> WorkerProcess::spawn(const WorkerSpawn&
     close_all();
     return Error{std::string("cannot create the worker's output pipes: ") + std::strerror(e)};
   }
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_adddup2(&fa, to[0], kWorkerInFd);  // dup2 clears close-on-exec
-  posix_spawn_file_actions_adddup2(&fa, from[1], kWorkerOutFd);
-  posix_spawn_file_actions_adddup2(&fa, out[1], 1);
-  posix_spawn_file_actions_adddup2(&fa, err[1], 2);
-  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-  for (std::size_t i = 0; i < spec.inherit_fds.size(); ++i) {
-    posix_spawn_file_actions_adddup2(&fa, spec.inherit_fds[i], kWorkerOutFd + 1 + static_cast<int>(i));
-  }
-  // Nothing else of the host's crosses: Asio's listening sockets are not close-on-exec.
-  posix_spawn_file_actions_addclosefrom_np(&fa, first_free);
-  if (!spec.cwd.empty()) posix_spawn_file_actions_addchdir_np(&fa, spec.cwd.c_str());
-  // The worker gets SIGPIPE's default back (an ignored signal stays ignored across exec).
-  posix_spawnattr_t attr;
-  posix_spawnattr_init(&attr);
-  sigset_t defaults;
-  sigemptyset(&defaults);
-  sigaddset(&defaults, SIGPIPE);
-  posix_spawnattr_setsigdefault(&attr, &defaults);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGDEF);
   std::vector<char*> argv, envp;
   for (const auto& a : spec.argv) argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);
@@ -96,26 +73,54 @@ Expected<std::unique_ptr<WorkerProcess>> WorkerProcess::spawn(const WorkerSpawn&
   for (const auto& e : env) envp.push_back(const_cast<char*>(e.c_str()));
   envp.push_back(nullptr);
   pid_t pid = -1;
-  int rc = posix_spawn(&pid, argv[0], &fa, &attr, argv.data(), envp.data());
-  posix_spawn_file_actions_destroy(&fa);
-  posix_spawnattr_destroy(&attr);
+  std::string failed;
+  if (spec.sandbox) {
+    static_assert(kWorkerInFd == 3 && kWorkerOutFd == 4);
+    auto launched = launch_sandboxed(*spec.sandbox, spec.cwd, spec.argv, env, {-1, out[1], err[1], to[0], from[1]});
+    if (launched) pid = *launched;
+    else failed = launched.error().message;
+  } else {
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, to[0], kWorkerInFd);  // dup2 clears close-on-exec
+    posix_spawn_file_actions_adddup2(&fa, from[1], kWorkerOutFd);
+    posix_spawn_file_actions_adddup2(&fa, out[1], 1);
+    posix_spawn_file_actions_adddup2(&fa, err[1], 2);
+    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    // Nothing else of the host's crosses: Asio's listening sockets are not close-on-exec.
+    posix_spawn_file_actions_addclosefrom_np(&fa, kWorkerOutFd + 1);
+    if (!spec.cwd.empty()) posix_spawn_file_actions_addchdir_np(&fa, spec.cwd.c_str());
+    // The worker gets SIGPIPE's default back (an ignored signal stays ignored across exec).
+    posix_spawnattr_t attr;
+    posix_spawnattr_init(&attr);
+    sigset_t defaults;
+    sigemptyset(&defaults);
+    sigaddset(&defaults, SIGPIPE);
+    posix_spawnattr_setsigdefault(&attr, &defaults);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGDEF);
+    int rc = posix_spawn(&pid, argv[0], &fa, &attr, argv.data(), envp.data());
+    posix_spawn_file_actions_destroy(&fa);
+    posix_spawnattr_destroy(&attr);
+    if (rc != 0) failed = "cannot start worker " + spec.argv[0] + ": " + std::strerror(rc);
+  }
   close_fd(to[0]);
   close_fd(from[1]);
   close_fd(out[1]);
   close_fd(err[1]);
-  if (rc != 0) {
+  if (!failed.empty()) {
     close_all();
-    return Error{"cannot start worker " + spec.argv[0] + ": " + std::strerror(rc)};
+    return Error{failed};
   }
   // Limits go on right after the exec: posix_spawn returns once the child runs the new image,
-  // microseconds before an interpreter's first allocation, and long before user code.
+  // microseconds before an interpreter's first allocation, and long before user code. (A
+  // sandbox set its own, inside, before the exec.)
   auto limit = [pid](int resource, rlim_t value) {
     rlimit r{value, value};
     ::prlimit(pid, static_cast<__rlimit_resource>(resource), &r, nullptr);
   };
-  if (spec.memory_limit > 0) limit(RLIMIT_DATA, spec.memory_limit);
-  if (spec.cpu_seconds > 0) limit(RLIMIT_CPU, static_cast<rlim_t>(spec.cpu_seconds));
-  if (spec.open_files > 0) limit(RLIMIT_NOFILE, static_cast<rlim_t>(spec.open_files));
+  if (!spec.sandbox && spec.memory_limit > 0) limit(RLIMIT_DATA, spec.memory_limit);
+  if (!spec.sandbox && spec.cpu_seconds > 0) limit(RLIMIT_CPU, static_cast<rlim_t>(spec.cpu_seconds));
+  if (!spec.sandbox && spec.open_files > 0) limit(RLIMIT_NOFILE, static_cast<rlim_t>(spec.open_files));
   std::unique_ptr<WorkerProcess> w(new WorkerProcess());
   w->pid_ = pid;
   w->to_worker_ = std::exchange(to[1], -1);

@@ -37,6 +37,8 @@ namespace nimbus {
 inline constexpr int kWorkerInFd = 3;
 inline constexpr int kWorkerOutFd = 4;
 
+struct SandboxPlan;
+
 struct WorkerSpawn {
   std::vector<std::string> argv;  // argv[0] is an absolute path: no PATH search
   std::vector<std::string> env;   // NAME=value, the worker's whole environment
@@ -51,9 +53,9 @@ struct WorkerSpawn {
   std::size_t max_outbox = 0;
   std::chrono::milliseconds input_stall{10'000};
   const Clock* clock = nullptr;  // what input_stall is measured by; null: the system's
-  // Extra fds the worker gets as kWorkerOutFd + 1, + 2, ... in this order (a sandbox's seccomp
-  // program). Each must be above those numbers; the caller keeps and closes its own.
-  std::vector<int> inherit_fds = {};
+  // isolation: sandbox: the worker is launched into this sandbox (sandbox.h), which sets its
+  // limits from inside; null: a plain process, limited with prlimit from outside.
+  std::shared_ptr<const SandboxPlan> sandbox = nullptr;
 };
 
 struct WorkerCallbacks {
