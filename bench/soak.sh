@@ -10,7 +10,7 @@
 # dead-lettered, every killed worker replaced, the timer on time.
 # Appends a section to bench/RESULTS.md (SOAK_RECORD=0: not) and exits 1 if the verdict fails.
 # Usage: bash bench/soak.sh   (after make build; make soak)
-# Env: SOAK_MINUTES=30, SOAK_INTERVAL_S=60 (seconds per recorded "minute"), SOAK_WARMUP_S=60,
+# Env: SOAK_MINUTES=30, SOAK_INTERVAL_S=60 (seconds per recorded "minute"), SOAK_WARMUP_S=180 (the store's page caches fill in the first minutes; drift is measured after),
 #      SOAK_HTTP_RPS=300 (in all), SOAK_QUEUE_RPS=50, SOAK_STREAM_RPS=50, SOAK_DRAIN_S=120,
 #      SOAK_WAL_MAX_MIB=64, SOAK_RECORD=1, SOAK_KEEP=0 (1: keep the temporary app folder, with
 #      the store and the host's log).
@@ -23,7 +23,7 @@ PY=/usr/bin/python3
 [[ -x $NIMBUS && -f $FUNCS/hello.so && -f $FUNCS/relay.so ]] || { echo "soak: build first (make build)" >&2; exit 1; }
 MINUTES=${SOAK_MINUTES:-30}
 INTERVAL=${SOAK_INTERVAL_S:-60}
-WARMUP=${SOAK_WARMUP_S:-60}
+WARMUP=${SOAK_WARMUP_S:-180}
 RECORD=${SOAK_RECORD:-1}
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 
