@@ -55,7 +55,7 @@ void BM_HttpTriggerInlineHello(benchmark::State& state) {
   Metrics metrics({"hello"});
   TimerQueue timers;
   WorkerThreads workers(1);
-  PoolContext ctx{clock, timers, nullptr, workers, metrics};
+  PoolContext ctx{clock, Timers(timers, nullptr), workers, metrics};
   auto executor = load_native_function(fn, fn.handler, clock, logger);
   if (!executor) {
     state.SkipWithError(executor.error().message.c_str());

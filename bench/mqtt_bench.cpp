@@ -75,13 +75,13 @@ int run() {
   TimerQueue timers;
   TimerThread timer_thread(clock, timers);
   WorkerThreads workers(2);
-  PoolContext ctx{clock, timers, &timer_thread, workers, metrics};
+  PoolContext ctx{clock, Timers(timers, &timer_thread), workers, metrics};
   FunctionPools pools;
   bench::LatencySamples samples;
   pools.add(std::make_unique<FunctionPool>(app.functions[0], 0,
                                            std::make_unique<bench::StampExecutor>(samples, since_published), ctx));
-  QueueTrigger queues(app, pools, **store, clock, timers, &timer_thread, logger);
-  MqttTrigger mqtt(app, **store, clock, logger);
+  QueueTrigger queues(TriggerContext{app, pools, **store, clock, Timers(timers, &timer_thread), logger});
+  MqttTrigger mqtt(TriggerContext{app, pools, **store, clock, Timers(timers, &timer_thread), logger});
   if (auto st = queues.start(); !st) {
     std::fprintf(stderr, "mqtt_bench: %s\n", st.error().message.c_str());
     return 1;
@@ -105,7 +105,7 @@ int run() {
   for (int i = 0; i < 1000 && static_cast<int>(samples.size()) < n; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
-  mqtt.stop();
+  mqtt.stop_taking_work();
   queues.stop(std::chrono::seconds(2));
   (*store)->close();
   sink.flush();

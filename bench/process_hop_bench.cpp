@@ -76,7 +76,7 @@ void BM_NativeInWorker(benchmark::State& state) {
   Fixture f;
   TimerQueue timers;
   TimerThread timer_thread(f.clock, timers);
-  ProcessExecutor executor(f.fn, 0, process_options_for(f.app, f.fn, f.fn.handler), f.clock, timers, &timer_thread,
+  ProcessExecutor executor(f.fn, 0, process_options_for(f.app, f.fn, f.fn.handler), f.clock, Timers(timers, &timer_thread),
                            f.logger, f.metrics);
   if (auto st = executor.warm_up(); !st) {
     state.SkipWithError(st.error().message.c_str());
@@ -118,7 +118,7 @@ void BM_NativeInWorkerOnLoop(benchmark::State& state) {
   EventLoops loops(1);
   loops.start();
   auto executor = std::make_unique<ProcessExecutor>(f.fn, 0, process_options_for(f.app, f.fn, f.fn.handler), f.clock,
-                                                    timers, &timer_thread, f.logger, f.metrics);
+                                                    Timers(timers, &timer_thread), f.logger, f.metrics);
   executor->set_reactors({&loops.reactor(0)});
   if (auto st = executor->warm_up(); !st) {
     state.SkipWithError(st.error().message.c_str());

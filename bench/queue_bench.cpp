@@ -112,7 +112,7 @@ int run() {
   TimerQueue timers;
   TimerThread timer_thread(clock, timers);
   WorkerThreads workers(4);
-  PoolContext ctx{clock, timers, &timer_thread, workers, metrics};
+  PoolContext ctx{clock, Timers(timers, &timer_thread), workers, metrics};
   auto executor = load_native_function(fn, fn.handler, clock, logger);
   if (!executor) {
     std::fprintf(stderr, "%s\n", executor.error().message.c_str());
@@ -137,7 +137,7 @@ int run() {
     }
     cv.notify_all();
   };
-  QueueTrigger trigger(app, pools, store, clock, timers, &timer_thread, logger);
+  QueueTrigger trigger(TriggerContext{app, pools, store, clock, Timers(timers, &timer_thread), logger});
   t0 = Clock_::now();
   if (auto st = trigger.start(); !st) {
     std::fprintf(stderr, "%s\n", st.error().message.c_str());

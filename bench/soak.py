@@ -47,8 +47,9 @@ def pct(sorted_values, p):
 class Client:
     """One keep-alive connection, reopened after an error. Not shared between threads."""
 
-    def __init__(self, port, headers=None, timeout=10.0):
+    def __init__(self, port, headers=None, timeout=10.0, idle=False):
         self.port, self.headers, self.timeout = port, headers or {}, timeout
+        self.idle = idle  # may sit idle past the host's keep-alive timeout
         self.conn = None
 
     def request(self, method, path, body=None, headers=None):
@@ -56,6 +57,7 @@ class Client:
         h = dict(self.headers)
         if headers:
             h.update(headers)
+        reused = self.conn is not None
         if self.conn is None:
             self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout)
         try:
@@ -69,9 +71,12 @@ class Client:
             self.close()
             return -1, str(e).encode()
         except (OSError, http.client.HTTPException) as e:
-            # No retry: the connections are never idle long enough for the host to close them,
-            # so a connection lost is an error to count.
+            # The load's connections are never idle long enough for the host to close them, so
+            # a connection lost is an error to count. A GET on one that sat idle (the admin
+            # connection through the warm-up) may have been closed by the host: once more.
             self.close()
+            if reused and self.idle and method == "GET":
+                return self.request(method, path, body, headers)
             return 0, str(e).encode()
 
     def close(self):
@@ -174,7 +179,7 @@ class Latencies:
 class Host:
     def __init__(self, pid, admin_port, token):
         self.pid = pid
-        self.admin = Client(admin_port, {"Authorization": "Bearer " + token})
+        self.admin = Client(admin_port, {"Authorization": "Bearer " + token}, idle=True)
 
     def alive(self):
         try:

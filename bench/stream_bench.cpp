@@ -137,13 +137,13 @@ Expected<Figures> measure(int batch, int records, int partitions) {
   TimerQueue timers;
   TimerThread timer_thread(clock, timers);
   WorkerThreads workers(2);
-  PoolContext ctx{clock, timers, &timer_thread, workers, metrics};
+  PoolContext ctx{clock, Timers(timers, &timer_thread), workers, metrics};
   auto executor = load_native_function(fn, fn.handler, clock, logger);
   if (!executor) return executor.error();
   FunctionPools pools;
   pools.add(std::make_unique<FunctionPool>(fn, 0, std::move(*executor), ctx));
   CheckpointCounter store(real);
-  StreamTrigger trigger(app, pools, store, clock, timers, &timer_thread, logger);
+  StreamTrigger trigger(TriggerContext{app, pools, store, clock, Timers(timers, &timer_thread), logger});
   const int64_t target = records;
   auto t0 = Steady::now();
   if (auto st = trigger.start(); !st) return st.error();

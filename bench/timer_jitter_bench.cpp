@@ -73,18 +73,18 @@ int run() {
   TimerQueue queue;
   TimerThread thread(clock, queue);
   WorkerThreads workers(2);
-  PoolContext ctx{clock, queue, &thread, workers, metrics};
+  PoolContext ctx{clock, Timers(queue, &thread), workers, metrics};
   FunctionPools pools;
   for (int i = 0; i < timers; ++i) {
     pools.add(std::make_unique<FunctionPool>(app.functions[static_cast<std::size_t>(i)], i, std::make_unique<bench::StampExecutor>(samples, lateness), ctx));
   }
-  TimerTrigger trigger(app, pools, **store, clock, queue, &thread, logger);
+  TimerTrigger trigger(TriggerContext{app, pools, **store, clock, Timers(queue, &thread), logger});
   if (auto st = trigger.start(); !st) {
     std::fprintf(stderr, "%s\n", st.error().message.c_str());
     return 1;
   }
   std::this_thread::sleep_for(std::chrono::seconds(seconds));
-  trigger.stop();
+  trigger.stop_taking_work();
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
   (*store)->close();
   sink.flush();

@@ -97,7 +97,7 @@ struct Host {
     metrics = std::make_unique<Metrics>(names);
     for (std::size_t i = 0; i < app.functions.size(); ++i) {
       pools.add(std::make_unique<FunctionPool>(app.functions[i], static_cast<int>(i), std::make_unique<Echo>(),
-                                               PoolContext{clock, timers, nullptr, workers, *metrics}));
+                                               PoolContext{clock, Timers(timers, nullptr), workers, *metrics}));
     }
     sink = std::make_unique<LogSink>(::open("/dev/null", O_WRONLY | O_CLOEXEC));
     logger = std::make_unique<Logger>(*sink, clock, "fuzz", LogLevel::error);

@@ -131,7 +131,7 @@ class FunctionPoolTest : public ::testing::Test {
     spec_.blocking = blocking;
     pool_ = std::make_unique<FunctionPool>(
         spec_, 0, std::make_unique<GatedExecutor>(gate_),
-        PoolContext{clock_, timers_, nullptr, *workers_, metrics_});
+        PoolContext{clock_, Timers(timers_, nullptr), *workers_, metrics_});
   }
 
   void TearDown() override {

@@ -53,8 +53,8 @@ class ProcessRuntimeTest : public ::testing::Test {
     fn_.min_instances = min_instances;
     fn_.max_instances = 2;
     fn_.idle_timeout = idle;
-    executor_ = std::make_unique<ProcessExecutor>(fn_, 0, process_options_for(app, fn_), clock_, timers_,
-                                                  timer_thread_.get(), *logger_, metrics_);
+    executor_ = std::make_unique<ProcessExecutor>(fn_, 0, process_options_for(app, fn_), clock_, Timers(timers_, timer_thread_.get()),
+                                                  *logger_, metrics_);
   }
   Result invoke() {
     Invocation inv;
@@ -84,8 +84,8 @@ class ProcessRuntimeTest : public ::testing::Test {
     fn_.concurrency = concurrency;
     fn_.max_instances = max_instances;
     fn_.idle_timeout = 1h;
-    executor_ = std::make_unique<ProcessExecutor>(fn_, 0, process_options_for(app, fn_), clock_, timers_,
-                                                  timer_thread_.get(), *logger_, metrics_);
+    executor_ = std::make_unique<ProcessExecutor>(fn_, 0, process_options_for(app, fn_), clock_, Timers(timers_, timer_thread_.get()),
+                                                  *logger_, metrics_);
   }
   // Starts an invocation whose result arrives later; `timeout` > 0 gives it a deadline.
   std::shared_ptr<struct Pending> start(const std::string& id, Duration timeout = {}, std::string payload = {});
@@ -368,8 +368,8 @@ TEST_F(ProcessRuntimeTest, AutoscalerAddsInstancesUnderSustainedLoadAndRetiresTh
   fn_.concurrency = 4;
   fn_.max_instances = 4;
   fn_.idle_timeout = 1h;  // only the autoscaler retires here
-  executor_ = std::make_unique<ProcessExecutor>(fn_, 0, process_options_for(app, fn_), clock_, timers_,
-                                                timer_thread_.get(), *logger_, metrics_);
+  executor_ = std::make_unique<ProcessExecutor>(fn_, 0, process_options_for(app, fn_), clock_, Timers(timers_, timer_thread_.get()),
+                                                *logger_, metrics_);
   std::mutex mu;
   std::condition_variable cv;
   int done = 0;

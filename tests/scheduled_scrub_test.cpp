@@ -72,17 +72,17 @@ class ExampleScheduledScrub : public ::testing::Test {
   void start() {
     const FunctionSpec& fn = *app_.find("scrub");
     workers_ = std::make_unique<WorkerThreads>(2);
-    ctx_ = std::make_unique<PoolContext>(PoolContext{clock_, timers_, thread_.get(), *workers_, metrics_});
-    auto executor = std::make_unique<ProcessExecutor>(fn, 0, process_options_for(app_, fn), clock_, timers_,
-                                                      thread_.get(), *logger_, metrics_);
+    ctx_ = std::make_unique<PoolContext>(PoolContext{clock_, Timers(timers_, thread_.get()), *workers_, metrics_});
+    auto executor = std::make_unique<ProcessExecutor>(fn, 0, process_options_for(app_, fn), clock_, Timers(timers_, thread_.get()),
+                                                      *logger_, metrics_);
     pools_ = std::make_unique<FunctionPools>();
     pools_->add(std::make_unique<FunctionPool>(fn, 0, std::move(executor), *ctx_));
-    trigger_ = std::make_unique<TimerTrigger>(app_, *pools_, *store_, clock_, timers_, thread_.get(), *logger_);
+    trigger_ = std::make_unique<TimerTrigger>(TriggerContext{app_, *pools_, *store_, clock_, Timers(timers_, thread_.get()), *logger_});
     auto st = trigger_->start();
     ASSERT_TRUE(st.ok()) << st.error().message;
   }
   void stop() {
-    if (trigger_) trigger_->stop();
+    if (trigger_) trigger_->stop_taking_work();
     trigger_.reset();
     pools_.reset();  // stops the worker process
     workers_.reset();

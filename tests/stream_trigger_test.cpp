@@ -111,10 +111,10 @@ class StreamTriggerTest : public TriggerTest {
   }
   void start() {
     workers_ = std::make_unique<WorkerThreads>(4);
-    ctx_ = std::make_unique<PoolContext>(PoolContext{clock_, timers_, thread_.get(), *workers_, metrics_});
+    ctx_ = std::make_unique<PoolContext>(PoolContext{clock_, Timers(timers_, thread_.get()), *workers_, metrics_});
     pools_ = std::make_unique<FunctionPools>();
     pools_->add(std::make_unique<FunctionPool>(app_.functions[0], 0, std::make_unique<BatchFunction>(seen_), *ctx_));
-    trigger_ = std::make_unique<StreamTrigger>(app_, *pools_, *store_, clock_, timers_, thread_.get(), *logger_);
+    trigger_ = std::make_unique<StreamTrigger>(TriggerContext{app_, *pools_, *store_, clock_, Timers(timers_, thread_.get()), *logger_});
     auto st = trigger_->start();
     ASSERT_TRUE(st.ok()) << st.error().message;
   }
@@ -309,9 +309,9 @@ TEST_F(StreamTriggerTest, AStoreWithMorePartitionsThanTheManifestIsAClearStartEr
   ASSERT_TRUE(store_->commit_sync(std::move(b)).ok());
   ASSERT_GE(stream_partition("x", 16), 4) << "pick a key that lands beyond partition 3";
   workers_ = std::make_unique<WorkerThreads>(1);
-  ctx_ = std::make_unique<PoolContext>(PoolContext{clock_, timers_, thread_.get(), *workers_, metrics_});
+  ctx_ = std::make_unique<PoolContext>(PoolContext{clock_, Timers(timers_, thread_.get()), *workers_, metrics_});
   pools_ = std::make_unique<FunctionPools>();
-  trigger_ = std::make_unique<StreamTrigger>(app_, *pools_, *store_, clock_, timers_, thread_.get(), *logger_);
+  trigger_ = std::make_unique<StreamTrigger>(TriggerContext{app_, *pools_, *store_, clock_, Timers(timers_, thread_.get()), *logger_});
   auto st = trigger_->start();
   ASSERT_FALSE(st.ok());
   EXPECT_NE(st.error().message.find("stream 'readings'"), std::string::npos) << st.error().message;

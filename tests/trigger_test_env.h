@@ -47,12 +47,12 @@ struct HostParts {
             Logger& logger, std::unique_ptr<Executor> executor)
       : workers(std::make_unique<WorkerThreads>(2)),
         metrics({app.functions[0].name}),
-        ctx{clock, timers, &thread, *workers, metrics} {
+        ctx{clock, Timers(timers, &thread), *workers, metrics} {
     pools.add(std::make_unique<FunctionPool>(app.functions[0], 0, std::move(executor), ctx));
-    trigger = std::make_unique<Trigger>(app, pools, store, clock, timers, &thread, logger);
+    trigger = std::make_unique<Trigger>(TriggerContext{app, pools, store, clock, Timers(timers, &thread), logger});
   }
   ~HostParts() {
-    trigger->stop();
+    trigger->stop_taking_work();
     // Triggers that hold work past their invocations (moving a file) finish it first.
     if constexpr (requires(Trigger & t) { t.wait_idle(TimePoint{}); }) {
       EXPECT_TRUE(trigger->wait_idle(std::chrono::steady_clock::now() + std::chrono::seconds(10)));

@@ -46,8 +46,7 @@ Expected<std::string> load_or_create_admin_token(const std::filesystem::path& fi
 
 AdminApi::AdminApi(const AppSpec& app, FunctionPools& pools, Metrics& metrics, Logger& logger,
                    const Clock& clock, std::string token, AdminStatus& status,
-                   std::function<void()> request_shutdown, Store* store,
-                   std::function<std::vector<TimerStatus>()> timers)
+                   std::function<void()> request_shutdown, Store* store)
     : app_(app),
       pools_(pools),
       metrics_(metrics),
@@ -56,8 +55,12 @@ AdminApi::AdminApi(const AppSpec& app, FunctionPools& pools, Metrics& metrics, L
       token_(std::move(token)),
       status_(status),
       request_shutdown_(std::move(request_shutdown)),
-      store_(store),
-      timers_(std::move(timers)) {}
+      store_(store) {}
+
+void AdminApi::add(std::vector<AdminView> views, std::vector<StatusField> fields) {
+  for (auto& v : views) views_.push_back(std::move(v));
+  for (auto& f : fields) fields_.push_back(std::move(f));
+}
 
 AdminApi::~AdminApi() = default;
 
@@ -118,21 +121,18 @@ void AdminApi::handle(IncomingRequest& request, Responder respond) {
     request_shutdown_();
     return;
   }
-  if (path == "/admin/timers" && method == "GET") {
-    json::array list;
-    auto iso = [](int64_t s) -> json::value {
-      if (s <= 0) return nullptr;
-      return json::value(date::format("%Y-%m-%dT%H:%M:%SZ", date::sys_seconds(std::chrono::seconds(s))));
+  for (const AdminView& view : views_) {
+    if (path != view.path || method != "GET") continue;
+    auto reply = [&view, respond = std::move(respond)] {
+      HttpReply r{200, {{"content-type", "application/json"}}, view.json()};
+      respond(std::move(r));
     };
-    if (!timers_ || !store_) return respond(json_reply(200, json::object{{"timers", std::move(list)}}));
-    // The timers' records are store reads: off the event loop.
-    store_->run_blocking([this, iso, list = std::move(list), respond = std::move(respond)]() mutable {
-      for (const auto& t : timers_()) {
-        list.push_back(json::object{{"function", t.function}, {"schedule", t.schedule}, {"time_zone", t.time_zone},
-                                    {"last", iso(t.last_s)}, {"next", iso(t.next_s)}});
-      }
-      respond(json_reply(200, json::object{{"timers", std::move(list)}}));
-    });
+    // A trigger's view may read the store: off the event loop.
+    if (store_) {
+      store_->run_blocking(std::move(reply));
+    } else {
+      reply();
+    }
     return;
   }
   if (path == "/admin/queues" || path.rfind("/admin/queues/", 0) == 0 || path.rfind("/admin/topics/", 0) == 0) {
@@ -570,8 +570,10 @@ std::string AdminApi::status_json() const {
       {"running", running},
       {"waiting", waiting},
   };
-  if (status_.mqtt_connected && app_.mqtt) {
-    out["mqtt"] = json::object{{"broker", app_.mqtt->url}, {"connected", status_.mqtt_connected()}};
+  for (const StatusField& field : fields_) {
+    boost::system::error_code ec;
+    json::value v = json::parse(field.json(), ec);
+    if (!ec) out[field.name] = std::move(v);
   }
   return json::serialize(out);
 }

@@ -27,7 +27,7 @@
 #include "core/clock.h"
 #include "core/expected.h"
 #include "triggers/http/server.h"
-#include "triggers/timer/timer_trigger.h"
+#include "triggers/trigger.h"
 
 namespace nimbus {
 
@@ -45,15 +45,15 @@ struct AdminStatus {
   std::string admin_url;
   TimePoint started{};
   std::atomic<bool> draining{false};
-  std::function<bool()> mqtt_connected;  // set when the app has an MQTT broker
 };
 
 class AdminApi final : private RequestHandler {
  public:
   AdminApi(const AppSpec& app, FunctionPools& pools, Metrics& metrics, Logger& logger,
            const Clock& clock, std::string token, AdminStatus& status,
-           std::function<void()> request_shutdown, Store* store = nullptr,
-           std::function<std::vector<TimerStatus>()> timers = {});
+           std::function<void()> request_shutdown, Store* store = nullptr);
+  // What the triggers add (Trigger::admin_views, status_fields); before start().
+  void add(std::vector<AdminView> views, std::vector<StatusField> fields);
   ~AdminApi() override;
   Expected<int> start(EventLoops& loops, const std::string& address, int port);
   void stop_accepting();
@@ -79,7 +79,8 @@ class AdminApi final : private RequestHandler {
   AdminStatus& status_;
   std::function<void()> request_shutdown_;
   Store* store_;
-  std::function<std::vector<TimerStatus>()> timers_;
+  std::vector<AdminView> views_;
+  std::vector<StatusField> fields_;
   std::unique_ptr<HttpServer> server_;
 };
 

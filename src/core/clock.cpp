@@ -135,4 +135,11 @@ void TimerThread::run() {
   }
 }
 
+TimerQueue::Id Timers::at(TimePoint due, std::function<void()> fn) {
+  bool earliest = false;
+  const TimerQueue::Id id = queue_->schedule(due, std::move(fn), &earliest);
+  if (earliest && thread_) thread_->wake_for(due);
+  return id;
+}
+
 }  // namespace nimbus

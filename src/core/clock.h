@@ -105,4 +105,21 @@ class TimerThread {
   std::thread thread_;
 };
 
+// The host's timers as its parts use them: a callback at a time, with the timer thread woken
+// only when that time comes before the one it sleeps until (a deadline scheduled and
+// cancelled per invocation then costs no context switch). A handle: copies share the queue
+// and the thread, which may be null in tests that run the queue by hand.
+class Timers {
+ public:
+  Timers(TimerQueue& queue, TimerThread* thread) : queue_(&queue), thread_(thread) {}
+  TimerQueue::Id at(TimePoint due, std::function<void()> fn);
+  bool cancel(TimerQueue::Id id) const { return queue_->cancel(id); }
+  TimerQueue& queue() const { return *queue_; }
+  TimerThread* thread() const { return thread_; }
+
+ private:
+  TimerQueue* queue_;
+  TimerThread* thread_;
+};
+
 }  // namespace nimbus

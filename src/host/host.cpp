@@ -23,13 +23,8 @@
 #include "store/delayed/delayed_store.h"
 #include "store/store.h"
 #include "triggers/api/service_api.h"
-#include "triggers/file/file_trigger.h"
 #include "triggers/host_services.h"
-#include "triggers/http/http_trigger.h"
-#include "triggers/mqtt/mqtt_trigger.h"
-#include "triggers/queue/queue_trigger.h"
-#include "triggers/stream/stream_trigger.h"
-#include "triggers/timer/timer_trigger.h"
+#include "triggers/registry.h"
 
 namespace nimbus {
 
@@ -105,8 +100,6 @@ int run_host(const AppSpec& app, const HostOptions& options) {
 
   auto token = load_or_create_admin_token(state_dir / "admin.token");
   if (!token) return fail(token.error().message);
-  auto keys = FunctionKeys::load_or_create(state_dir / "keys.json", app);
-  if (!keys) return fail(keys.error().message);
 
   auto libraries = build_native_functions(app, std::cerr);
   if (!libraries) return fail(libraries.error().message);
@@ -134,7 +127,7 @@ int run_host(const AppSpec& app, const HostOptions& options) {
   std::vector<Reactor*> reactors;
   for (int i = 0; i < loops.size(); ++i) reactors.push_back(&loops.reactor(i));
   WorkerThreads workers(app.worker_threads);
-  PoolContext pool_context{clock, timers, &timer_thread, workers, metrics};
+  PoolContext pool_context{clock, Timers(timers, &timer_thread), workers, metrics};
   FunctionPools pools;
   HostServices services(store->get(), pools, clock);  // pools are looked up when called
   ServiceApi service_api(services, loops, app.http);
@@ -166,7 +159,7 @@ int run_host(const AppSpec& app, const HostOptions& options) {
     std::filesystem::path library;
     if (fn.runtime == RuntimeKind::native) library = libraries->at(fn.name);
     auto executor = std::make_unique<ProcessExecutor>(fn, index, process_options_for(app, fn, library, sandbox), clock,
-                                                      timers, &timer_thread, logger, metrics);
+                                                      Timers(timers, &timer_thread), logger, metrics);
     executor->set_services(&services);
     executor->set_reactors(reactors);
     executor->set_api(*api_url, [&service_api, name = fn.name] { return service_api.issue(name); },
@@ -182,36 +175,33 @@ int run_host(const AppSpec& app, const HostOptions& options) {
     pools.add(std::make_unique<FunctionPool>(pooled, index, std::move(executor), pool_context));
   }
 
-  HttpTrigger http(app, pools, std::move(*keys), loops, logger, metrics, clock,
-                   HttpTriggerOptions{options.address, options.port, store->get()});
-  if (auto st = http.start(); !st) return fail(st.error().message);
-  QueueTrigger queues(app, pools, **store, clock, timers, &timer_thread, logger);
-  if (auto st = queues.start(); !st) return fail(st.error().message);
-  TimerTrigger schedules(app, pools, **store, clock, timers, &timer_thread, logger);
-  if (auto st = schedules.start(); !st) return fail(st.error().message);
-  StreamTrigger streams(app, pools, **store, clock, timers, &timer_thread, logger);
-  if (auto st = streams.start(); !st) return fail(st.error().message);
-  FileTrigger files(app, pools, **store, clock, timers, &timer_thread, logger);
-  if (auto st = files.start(); !st) return fail(st.error().message);
-  MqttTrigger mqtt(app, **store, clock, logger);  // a broker that is down is retried, never fatal
-  if (auto st = mqtt.start(); !st) return fail(st.error().message);
+  // Every trigger kind the registry knows, started in its order; the host knows none by name.
+  TriggerContext trigger_context{app, pools, **store, clock, Timers(timers, &timer_thread), logger, &metrics, &loops,
+                                 options.address, options.port};
+  auto made = make_triggers(trigger_context);
+  if (!made) return fail(made.error().message);
+  std::vector<std::unique_ptr<Trigger>> triggers = std::move(*made);
+  int http_port = 0;
+  for (auto& t : triggers) {
+    if (auto st = t->start(); !st) return fail(st.error().message);
+    if (http_port == 0) http_port = t->public_port();
+  }
 
   AdminStatus status;
   status.pid = static_cast<int>(getpid());
   status.started = clock.now();
-  status.mqtt_connected = [&mqtt] { return mqtt.connected(); };
-  AdminApi admin(app, pools, metrics, logger, clock, *token, status, [] { kill(getpid(), SIGTERM); }, store->get(),
-                 [&schedules] { return schedules.status(); });
+  AdminApi admin(app, pools, metrics, logger, clock, *token, status, [] { kill(getpid(), SIGTERM); }, store->get());
+  for (auto& t : triggers) admin.add(t->admin_views(), t->status_fields());
   auto admin_port = admin.start(loops, options.admin_address, options.admin_port);
   if (!admin_port) return fail("admin listener: " + admin_port.error().message);
-  status.http_url = url(options.address, http.port());
+  status.http_url = url(options.address, http_port);
   status.admin_url = url(options.admin_address, *admin_port);
 
   boost::json::object info{{"pid", status.pid},
                            {"app", app.name},
                            {"http", status.http_url},
                            {"admin", status.admin_url},
-                           {"http_port", http.port()},
+                           {"http_port", http_port},
                            {"admin_port", *admin_port}};
   if (auto st = write_private_file(host_file(app.dir), boost::json::serialize(info) + "\n"); !st) {
     return fail(st.error().message);
@@ -242,30 +232,32 @@ int run_host(const AppSpec& app, const HostOptions& options) {
     std::_Exit(0);
   });
   status.draining.store(true);
-  http.stop_taking_work();
   admin.stop_accepting();
   TimePoint give_up = clock.now() + app.shutdown_grace;
-  schedules.stop();  // no new timer runs; a due time missed while stopped runs past due later
-  files.stop();      // no new files; one waiting for a retry stays in .processing/ for the next start
-  mqtt.stop();       // no new MQTT messages; those committed are acknowledged, the broker keeps the rest
-  // Messages in flight finish and commit; the rest stay in the store for the next start.
-  const bool queues_done = queues.stop(app.shutdown_grace);
-  // A running batch commits its checkpoint; one still running at the end is read again.
-  const bool messages_done = streams.stop(give_up - clock.now()) && queues_done;
+  // No trigger takes new work: no request, timer run, file, MQTT message or batch. A due time
+  // missed while stopped runs past due later; a file waiting for a retry stays in
+  // .processing/; the broker keeps what was not committed.
+  for (auto& t : triggers) t->stop_taking_work();
+  // What was taken finishes and commits; the rest stays in the store for the next start.
+  bool drained = true;
+  for (auto& t : triggers) {
+    const Duration left = give_up - clock.now();
+    drained = t->drain(left > Duration::zero() ? left : Duration::zero()) && drained;
+  }
   // Every invocation counts (HTTP, admin, queue, topic, timer, async routes): the parts they
   // use may only go once none is running.
   auto running = [&] {
-    int n = 0;
+    int n = admin.in_progress();
     for (int i = 0; i < pools.size(); ++i) n += pools.at(i).running();
+    for (auto& t : triggers) n += t->in_progress();
     return n;
   };
-  while ((http.in_progress() > 0 || admin.in_progress() > 0 || running() > 0) && clock.now() < give_up) {
+  while (running() > 0 && clock.now() < give_up) {
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }
-  int left = http.in_progress() + admin.in_progress() + running();
-  if (!messages_done && left == 0) left = 1;  // a message's completion is still being committed
-  if (!files.wait_idle(give_up) && left == 0) left = 1;  // a file's outputs or move are still under way
-  if (!messages_done) {
+  int left = running();
+  if (!drained && left == 0) left = 1;  // a completion, a checkpoint or a file's move is still under way
+  if (!drained) {
     logger.host(LogLevel::warn, "grace period over with messages in flight; they will be delivered again");
   }
   fs::remove(host_file(app.dir), ec);
@@ -279,7 +271,7 @@ int run_host(const AppSpec& app, const HostOptions& options) {
   }
   // Nothing in flight: close every connection and timer on its own loop, let the loops run
   // dry, and only then take the parts down (each in the reverse order it was made).
-  http.close();
+  for (auto& t : triggers) t->close();
   admin.close();
   service_api.close();
   pools.close_all();

@@ -85,16 +85,10 @@ void FunctionPool::dispatch(Invocation inv, Completion done) {
 void FunctionPool::arm_deadline(const std::shared_ptr<Call>& call) {
   if (call->invocation.deadline == TimePoint{}) return;
   std::weak_ptr<Call> weak = call;
-  bool earliest = false;
-  call->timer = ctx_.timers.schedule(
-      call->invocation.deadline,
+  call->timer = ctx_.timers.at(call->invocation.deadline,
       [this, weak] {
         if (auto c = weak.lock()) on_deadline(c);
-      },
-      &earliest);
-  // The timer thread sleeps until the earliest deadline; a later one needs no wake-up (and a
-  // wake-up per invocation is a context switch per invocation).
-  if (earliest && ctx_.timer_thread) ctx_.timer_thread->wake_for(call->invocation.deadline);
+      });
 }
 
 void FunctionPool::start(std::shared_ptr<Call> call) {

@@ -19,11 +19,9 @@ namespace nimbus {
 class Metrics;
 class WorkerThreads;
 
-
 struct PoolContext {
   const Clock& clock;
-  TimerQueue& timers;
-  TimerThread* timer_thread;  // woken when a deadline is added; may be null in tests
+  Timers timers;
   WorkerThreads& workers;
   Metrics& metrics;
 };

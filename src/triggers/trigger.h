@@ -1,20 +1,78 @@
 #pragma once
-// The trigger seam: each kind (http, queue, timer, ...) turns a source into Invocations,
-// hands them to the function's pool, and completes them with the Result. The host starts
-// every trigger, and on shutdown stops them taking new work and waits for what they hold.
+// The trigger seam. Each kind (http, queue, timer, ...) lives in its own folder under
+// triggers/, turns a source into Invocations, hands them to the function's pool and completes
+// them with the Result. The host builds one Trigger per kind the app uses, from the registry
+// (triggers/registry.cpp), and knows no kind by name: it starts them all, and on shutdown
+// stops them taking work, drains them within the grace period, and closes them.
+#include <functional>
+#include <memory>
+#include <string>
 #include <string_view>
+#include <vector>
 
+#include "core/app_spec.h"
+#include "core/clock.h"
 #include "core/expected.h"
 
 namespace nimbus {
+
+class EventLoops;
+class FunctionPools;
+class Logger;
+class Metrics;
+class Store;
+
+// What every trigger is built from: one object, the same for all kinds.
+struct TriggerContext {
+  const AppSpec& app;
+  FunctionPools& pools;
+  Store& store;
+  const Clock& clock;
+  Timers timers;
+  Logger& logger;
+  Metrics* metrics = nullptr;    // the host's; null in tests that do not look
+  EventLoops* loops = nullptr;   // the host's event loops (listeners run on them)
+  std::string http_address = "127.0.0.1";  // where the public HTTP listener binds
+  int http_port = 0;                       // 0: any free port
+};
+
+// A read-only view a trigger adds to the admin API (`GET <path>`): a JSON document made when
+// asked, off the event loop (it may read the store).
+struct AdminView {
+  std::string path;  // "/admin/timers"
+  std::function<std::string()> json;
+};
+
+// A field a trigger adds to `GET /admin/status`, `name: <json>`; cheap, made on the loop.
+struct StatusField {
+  std::string name;  // "mqtt"
+  std::function<std::string()> json;
+};
 
 class Trigger {
  public:
   virtual ~Trigger() = default;
   virtual std::string_view kind() const = 0;
   virtual Status start() = 0;
+  // Takes no new work from here on, and returns at once; what it took runs on.
   virtual void stop_taking_work() = 0;
-  virtual int in_progress() const = 0;  // invocations taken and not yet completed
+  // Waits at most `grace` for the work it took to finish, commits included. False when some
+  // was still under way: that work is redelivered or retried at the next start.
+  virtual bool drain(Duration grace) = 0;
+  // Both, as a test or a tool stops one trigger: false as drain.
+  bool stop(Duration grace) {
+    stop_taking_work();
+    return drain(grace);
+  }
+  // Invocations (or requests) taken and not yet completed.
+  virtual int in_progress() const { return 0; }
+  // Once nothing is in flight anywhere: closes its connections (on their own loops).
+  virtual void close() {}
+  // The port of the public listener, for the kind that has one (the host announces it).
+  virtual int public_port() const { return 0; }
+  // What it shows through the admin API.
+  virtual std::vector<AdminView> admin_views() { return {}; }
+  virtual std::vector<StatusField> status_fields() { return {}; }
 };
 
 }  // namespace nimbus

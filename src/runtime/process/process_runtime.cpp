@@ -90,13 +90,12 @@ LogLevel level_of(const std::string& level) {
 }  // namespace
 
 ProcessExecutor::ProcessExecutor(const FunctionSpec& function, int index, ProcessOptions options, const Clock& clock,
-                                 TimerQueue& timers, TimerThread* timer_thread, Logger& logger, Metrics& metrics)
+                                 Timers timers, Logger& logger, Metrics& metrics)
     : spec_(function),
       index_(index),
       options_(std::move(options)),
       clock_(clock),
       timers_(timers),
-      timer_thread_(timer_thread),
       logger_(logger),
       metrics_(metrics),
       guard_(std::make_shared<ExecutorGuard>()),
@@ -118,17 +117,13 @@ Result ProcessExecutor::call(const Invocation&) {
 
 TimerQueue::Id ProcessExecutor::schedule(TimePoint at, std::function<void()> fn) {
   std::weak_ptr<ExecutorGuard> guard = guard_;
-  bool earliest = false;
-  auto id = timers_.schedule(
-      at,
+  auto id = timers_.at(at,
       [guard, fn = std::move(fn)] {
         auto g = guard.lock();
         if (!g) return;
         std::lock_guard lock(g->mu);
         if (g->alive) fn();
-      },
-      &earliest);
-  if (earliest && timer_thread_) timer_thread_->wake_for(at);
+      });
   return id;
 }
 

@@ -60,7 +60,7 @@ ProcessOptions process_options_for(const AppSpec& app, const FunctionSpec& funct
 class ProcessExecutor final : public Executor {
  public:
   ProcessExecutor(const FunctionSpec& function, int index, ProcessOptions options, const Clock& clock,
-                  TimerQueue& timers, TimerThread* timer_thread, Logger& logger, Metrics& metrics);
+                  Timers timers, Logger& logger, Metrics& metrics);
   ~ProcessExecutor() override;
 
   Mode mode() const override { return Mode::asynchronous; }
@@ -147,8 +147,7 @@ class ProcessExecutor final : public Executor {
   int index_;
   ProcessOptions options_;
   const Clock& clock_;
-  TimerQueue& timers_;
-  TimerThread* timer_thread_;
+  Timers timers_;
   Logger& logger_;
   Metrics& metrics_;
   Services* services_ = nullptr;

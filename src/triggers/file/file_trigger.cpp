@@ -100,8 +100,7 @@ struct FileTrigger::Shared {
   FunctionPools& pools;
   Store& store;
   const Clock& clock;
-  TimerQueue& timers;
-  TimerThread* timer_thread;
+  Timers timers;
   Logger& logger;
   Bell bell;
 };
@@ -341,8 +340,7 @@ class FileTrigger::Watch : public std::enable_shared_from_this<FileTrigger::Watc
     std::weak_ptr<Watch> weak = weak_from_this();
     auto id = std::make_shared<TimerQueue::Id>(0);
     const TimePoint at = shared_->clock.now() + delay;
-    bool earliest = false;
-    *id = shared_->timers.schedule(
+    *id = shared_->timers.at(
         at,
         [weak, id, then = std::move(then)] {
           auto self = weak.lock();
@@ -353,10 +351,8 @@ class FileTrigger::Watch : public std::enable_shared_from_this<FileTrigger::Watc
           }
           then(*self);
           self->shared_->bell.ring();
-        },
-        &earliest);
+        });
     timers_armed_.insert(*id);
-    if (earliest && shared_->timer_thread) shared_->timer_thread->wake_for(at);
   }
 
   void finished() {
@@ -384,14 +380,13 @@ class FileTrigger::Watch : public std::enable_shared_from_this<FileTrigger::Watc
   bool stopping_ = false;
 };
 
-FileTrigger::FileTrigger(const AppSpec& app, FunctionPools& pools, Store& store, const Clock& clock, TimerQueue& timers,
-                         TimerThread* timer_thread, Logger& logger)
-    : app_(app),
-      shared_(new Shared{pools, store, clock, timers, timer_thread, logger,
+FileTrigger::FileTrigger(const TriggerContext& c)
+    : app_(c.app),
+      shared_(new Shared{c.pools, c.store, c.clock, c.timers, c.logger,
                          Bell(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC))}) {}
 
 FileTrigger::~FileTrigger() {
-  stop();
+  stop_taking_work();
   if (inotify_fd_ >= 0) ::close(inotify_fd_);
 }
 
@@ -421,7 +416,7 @@ Status FileTrigger::start() {
   return ok_status();
 }
 
-void FileTrigger::stop() {
+void FileTrigger::stop_taking_work() {
   for (auto& w : watches_) w->stop();
   if (!thread_.joinable()) return;
   stopping_ = true;

@@ -19,6 +19,7 @@
 #include "core/app_spec.h"
 #include "core/clock.h"
 #include "core/expected.h"
+#include "triggers/trigger.h"
 
 namespace nimbus {
 
@@ -26,23 +27,24 @@ class FunctionPools;
 class Logger;
 class Store;
 
-class FileTrigger {
+class FileTrigger final : public Trigger {
  public:
-  FileTrigger(const AppSpec& app, FunctionPools& pools, Store& store, const Clock& clock, TimerQueue& timers,
-              TimerThread* timer_thread, Logger& logger);
-  ~FileTrigger();
+  explicit FileTrigger(const TriggerContext& context);
+  ~FileTrigger() override;
   FileTrigger(const FileTrigger&) = delete;
   FileTrigger& operator=(const FileTrigger&) = delete;
 
   // Makes each folder and its processed/, failed/ and .processing/ folders, moves leftovers of
   // a previous run back, starts watching, and takes the files already there. Errors name the
   // function and the folder.
-  Status start();
+  std::string_view kind() const override { return "file"; }
+  Status start() override;
   // Takes no new file and starts no retry: a file waiting for its retry stays in .processing/
   // for the next start. Invocations in flight go on.
-  void stop();
+  void stop_taking_work() override;
   // Waits until `until` (steady clock) for the files in flight to be moved; false if some were not.
   bool wait_idle(TimePoint until);
+  bool drain(Duration grace) override { return wait_idle(std::chrono::steady_clock::now() + grace); }
 
   class Watch;
   struct Shared;

@@ -1,16 +1,15 @@
 #include "triggers/http/http_trigger.h"
 
-#include "triggers/blob/blob_trigger.h"
-#include "triggers/outputs.h"
-
 #include <cstring>
-
-#include "store/store.h"
+#include <thread>
 
 #include "core/ids.h"
 #include "observe/log.h"
 #include "observe/metrics.h"
 #include "pool/function_pools.h"
+#include "store/store.h"
+#include "triggers/blob/blob_trigger.h"
+#include "triggers/outputs.h"
 
 namespace nimbus {
 namespace {
@@ -93,6 +92,10 @@ HttpTrigger::HttpTrigger(const AppSpec& app, FunctionPools& pools, FunctionKeys 
   }
 }
 
+HttpTrigger::HttpTrigger(const TriggerContext& c, FunctionKeys keys)
+    : HttpTrigger(c.app, c.pools, std::move(keys), *c.loops, c.logger, *c.metrics, c.clock,
+                  HttpTriggerOptions{c.http_address, c.http_port, &c.store}) {}
+
 HttpTrigger::~HttpTrigger() = default;
 
 Status HttpTrigger::start() {
@@ -114,6 +117,14 @@ void HttpTrigger::stop_taking_work() {
 }
 
 int HttpTrigger::in_progress() const { return server_->active_requests(); }
+
+bool HttpTrigger::drain(Duration grace) {
+  const auto until = std::chrono::steady_clock::now() + grace;  // real time: the clock may be a test's
+  while (in_progress() > 0 && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  return in_progress() == 0;
+}
 
 void HttpTrigger::handle(IncomingRequest& request, Responder respond) {
   std::string_view target = request.target();

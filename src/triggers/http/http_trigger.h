@@ -33,14 +33,19 @@ class HttpTrigger final : public Trigger, public RequestHandler {
  public:
   HttpTrigger(const AppSpec& app, FunctionPools& pools, FunctionKeys keys, EventLoops& loops,
               Logger& logger, Metrics& metrics, const Clock& clock, HttpTriggerOptions options);
+  // As the host builds it: listening where the context says, on its loops.
+  HttpTrigger(const TriggerContext& context, FunctionKeys keys);
   ~HttpTrigger() override;
 
   std::string_view kind() const override { return "http"; }
   Status start() override;
   void stop_taking_work() override;
+  // Waits up to `grace` for the requests in flight to be answered.
+  bool drain(Duration grace) override;
   int in_progress() const override;
-  void close() { server_->close(); }
+  void close() override { server_->close(); }
   int port() const { return port_; }
+  int public_port() const override { return port_; }
   void handle(IncomingRequest& request, Responder respond) override;
 
  private:

@@ -1,6 +1,7 @@
 #include "triggers/mqtt/mqtt_trigger.h"
 
 #include <mosquitto.h>
+#include <boost/json.hpp>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -333,10 +334,9 @@ class MqttTrigger::Connection {
   std::map<int, std::string> subscribing_;  // subscribe mid -> filter
 };
 
-MqttTrigger::MqttTrigger(const AppSpec& app, Store& store, const Clock& clock, Logger& logger)
-    : app_(app), store_(store), clock_(clock), logger_(logger) {}
+MqttTrigger::MqttTrigger(const TriggerContext& c) : app_(c.app), store_(c.store), clock_(c.clock), logger_(c.logger) {}
 
-MqttTrigger::~MqttTrigger() { stop(); }
+MqttTrigger::~MqttTrigger() { stop_taking_work(); }
 
 Status MqttTrigger::start() {
   if (!app_.mqtt) return ok_status();
@@ -348,10 +348,17 @@ Status MqttTrigger::start() {
   return ok_status();
 }
 
-void MqttTrigger::stop() {
+void MqttTrigger::stop_taking_work() {
   if (connection_) connection_->stop();
 }
 
 bool MqttTrigger::connected() const { return connection_ && connection_->connected(); }
+
+std::vector<StatusField> MqttTrigger::status_fields() {
+  if (!app_.mqtt) return {};
+  return {{"mqtt", [this] {
+             return boost::json::serialize(boost::json::object{{"broker", app_.mqtt->url}, {"connected", connected()}});
+           }}};
+}
 
 }  // namespace nimbus

@@ -21,25 +21,31 @@
 #include "core/app_spec.h"
 #include "core/clock.h"
 #include "core/expected.h"
+#include "triggers/trigger.h"
 
 namespace nimbus {
 
 class Logger;
 class Store;
 
-class MqttTrigger {
+class MqttTrigger final : public Trigger {
  public:
-  MqttTrigger(const AppSpec& app, Store& store, const Clock& clock, Logger& logger);
-  ~MqttTrigger();
+  explicit MqttTrigger(const TriggerContext& context);
+  ~MqttTrigger() override;
   MqttTrigger(const MqttTrigger&) = delete;
   MqttTrigger& operator=(const MqttTrigger&) = delete;
 
   // Starts connecting in the background when the app has a broker (without one: nothing to
   // do). Fails only when libmosquitto refuses the client's settings.
-  Status start();
+  std::string_view kind() const override { return "mqtt"; }
+  Status start() override;
   // Disconnects once the message being committed (if any) is, and its PUBACK is written.
-  void stop();
+  void stop_taking_work() override;
+  // The messages it committed are the queue trigger's to run: nothing of its own in flight.
+  bool drain(Duration) override { return true; }
   bool connected() const;
+  // "mqtt": {"broker", "connected"} in /admin/status, when the app has a broker.
+  std::vector<StatusField> status_fields() override;
 
   class Connection;
 

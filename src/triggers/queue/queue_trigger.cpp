@@ -34,7 +34,7 @@ double random01() {
 class QueueTrigger::Consumer : public std::enable_shared_from_this<QueueTrigger::Consumer> {
  public:
   Consumer(const FunctionSpec& fn, const TriggerSpec& trigger, FunctionPool& pool, Store& store, const Clock& clock,
-           TimerQueue& timers, TimerThread* timer_thread, Logger& logger, TaskThread& dispatcher)
+           Timers timers, Logger& logger, TaskThread& dispatcher)
       : dispatcher_(dispatcher),
         fn_(fn),
         kind_(trigger.kind),
@@ -47,7 +47,6 @@ class QueueTrigger::Consumer : public std::enable_shared_from_this<QueueTrigger:
         store_(store),
         clock_(clock),
         timers_(timers),
-        timer_thread_(timer_thread),
         logger_(logger),
         lease_ms_(to_ms(spec_.lease > Duration::zero() ? spec_.lease : fn.timeout + std::chrono::seconds(30))),
         limit_(pool.spec().concurrency) {}
@@ -160,9 +159,7 @@ class QueueTrigger::Consumer : public std::enable_shared_from_this<QueueTrigger:
     if (stopping_) return;
     if (wake_timer_ != 0) timers_.cancel(wake_timer_);
     std::weak_ptr<Consumer> weak = weak_from_this();
-    bool earliest = false;
-    wake_timer_ = timers_.schedule(
-        at,
+    wake_timer_ = timers_.at(at,
         [weak] {
           if (auto self = weak.lock()) {
             {
@@ -171,24 +168,18 @@ class QueueTrigger::Consumer : public std::enable_shared_from_this<QueueTrigger:
             }
             self->pump();
           }
-        },
-        &earliest);
-    if (earliest && timer_thread_) timer_thread_->wake_for(at);
+        });
   }
 
   // While anything is in flight, extend its leases every third of the lease.
   void arm_renewal_locked() {
     if (renew_timer_ != 0 || stopping_) return;
     std::weak_ptr<Consumer> weak = weak_from_this();
-    bool earliest = false;
     const TimePoint at = clock_.now() + std::chrono::milliseconds(std::max<int64_t>(lease_ms_ / 3, 1));
-    renew_timer_ = timers_.schedule(
-        at,
+    renew_timer_ = timers_.at(at,
         [weak] {
           if (auto self = weak.lock()) self->renew();
-        },
-        &earliest);
-    if (earliest && timer_thread_) timer_thread_->wake_for(at);
+        });
   }
 
   void renew() {
@@ -371,8 +362,7 @@ class QueueTrigger::Consumer : public std::enable_shared_from_this<QueueTrigger:
   FunctionPool& pool_;
   Store& store_;
   const Clock& clock_;
-  TimerQueue& timers_;
-  TimerThread* timer_thread_;
+  Timers timers_;
   Logger& logger_;
   int64_t lease_ms_;
   int limit_;
@@ -386,15 +376,13 @@ class QueueTrigger::Consumer : public std::enable_shared_from_this<QueueTrigger:
   TimerQueue::Id renew_timer_ = 0;
 };
 
-QueueTrigger::QueueTrigger(const AppSpec& app, FunctionPools& pools, Store& store, const Clock& clock,
-                           TimerQueue& timers, TimerThread* timer_thread, Logger& logger)
-    : app_(app),
-      pools_(pools),
-      store_(store),
-      clock_(clock),
-      timers_(timers),
-      timer_thread_(timer_thread),
-      logger_(logger),
+QueueTrigger::QueueTrigger(const TriggerContext& c)
+    : app_(c.app),
+      pools_(c.pools),
+      store_(c.store),
+      clock_(c.clock),
+      timers_(c.timers),
+      logger_(c.logger),
       dispatcher_(std::make_unique<TaskThread>()) {}
 
 QueueTrigger::~QueueTrigger() { stop(Duration::zero()); }
@@ -414,8 +402,7 @@ Status QueueTrigger::start() {
       for (const auto& b : fn.triggers)
         if (b.kind == TriggerKind::blob) t.queue.lease = std::max(t.queue.lease, b.blob.lease);
       async_triggers_.push_back(std::make_unique<TriggerSpec>(t));
-      consumers_.push_back(std::make_shared<Consumer>(fn, *async_triggers_.back(), *pool, store_, clock_, timers_,
-                                                      timer_thread_, logger_, *dispatcher_));
+      consumers_.push_back(std::make_shared<Consumer>(fn, *async_triggers_.back(), *pool, store_, clock_, timers_, logger_, *dispatcher_));
     }
     bool async_route = false;
     for (const auto& t : fn.triggers) async_route |= t.kind == TriggerKind::http && t.http.asynchronous;
@@ -424,8 +411,7 @@ Status QueueTrigger::start() {
       t.kind = TriggerKind::http;
       t.queue.name = async_queue_for(fn.name);
       async_triggers_.push_back(std::make_unique<TriggerSpec>(t));
-      consumers_.push_back(std::make_shared<Consumer>(fn, *async_triggers_.back(), *pool, store_, clock_, timers_,
-                                                      timer_thread_, logger_, *dispatcher_));
+      consumers_.push_back(std::make_shared<Consumer>(fn, *async_triggers_.back(), *pool, store_, clock_, timers_, logger_, *dispatcher_));
     }
     // MQTT messages wait in one queue per function (the MQTT trigger commits them there); the
     // first mqtt trigger's lease and batch size apply to it.
@@ -433,7 +419,7 @@ Status QueueTrigger::start() {
                              [](const TriggerSpec& t) { return t.kind == TriggerKind::mqtt; });
     if (mqtt != fn.triggers.end()) {
       consumers_.push_back(
-          std::make_shared<Consumer>(fn, *mqtt, *pool, store_, clock_, timers_, timer_thread_, logger_, *dispatcher_));
+          std::make_shared<Consumer>(fn, *mqtt, *pool, store_, clock_, timers_, logger_, *dispatcher_));
     }
     for (const auto& t : fn.triggers) {
       if (t.kind != TriggerKind::queue && t.kind != TriggerKind::topic) continue;
@@ -444,7 +430,7 @@ Status QueueTrigger::start() {
         }
       }
       consumers_.push_back(
-          std::make_shared<Consumer>(fn, t, *pool, store_, clock_, timers_, timer_thread_, logger_, *dispatcher_));
+          std::make_shared<Consumer>(fn, t, *pool, store_, clock_, timers_, logger_, *dispatcher_));
     }
   }
   store_.on_enqueued([this](const std::vector<std::string>& queues) { wake(queues); });
@@ -458,10 +444,13 @@ void QueueTrigger::wake(const std::vector<std::string>& queues) {
   }
 }
 
-bool QueueTrigger::stop(Duration grace) {
+void QueueTrigger::stop_taking_work() {
   store_.on_enqueued(nullptr);
   for (auto& c : consumers_) c->stop();
   dispatcher_->drain();  // batches received before the stop are handed back now
+}
+
+bool QueueTrigger::drain(Duration grace) {
   TimePoint until = std::chrono::steady_clock::now() + grace;
   bool all = true;
   for (auto& c : consumers_) all &= c->wait_idle(until);

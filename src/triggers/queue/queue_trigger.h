@@ -16,6 +16,7 @@
 #include "core/app_spec.h"
 #include "core/clock.h"
 #include "core/expected.h"
+#include "triggers/trigger.h"
 
 namespace nimbus {
 
@@ -24,19 +25,21 @@ class Logger;
 class TaskThread;
 class Store;
 
-class QueueTrigger {
+class QueueTrigger final : public Trigger {
  public:
-  QueueTrigger(const AppSpec& app, FunctionPools& pools, Store& store, const Clock& clock, TimerQueue& timers,
-               TimerThread* timer_thread, Logger& logger);
-  ~QueueTrigger();
+  explicit QueueTrigger(const TriggerContext& context);
+  ~QueueTrigger() override;
   QueueTrigger(const QueueTrigger&) = delete;
   QueueTrigger& operator=(const QueueTrigger&) = delete;
 
+  std::string_view kind() const override { return "queue"; }
   // Registers topic subscriptions, then starts every consumer.
-  Status start();
-  // Receives nothing more; waits up to `grace` for the invocations in flight to complete.
-  // Returns false when some did not (their messages are redelivered after their lease).
-  bool stop(Duration grace);
+  Status start() override;
+  // Receives nothing more; the invocations in flight go on.
+  void stop_taking_work() override;
+  // Waits up to `grace` for the invocations in flight to complete. False when some did not
+  // (their messages are redelivered after their lease).
+  bool drain(Duration grace) override;
   int consumers() const;
 
   class Consumer;
@@ -48,8 +51,7 @@ class QueueTrigger {
   FunctionPools& pools_;
   Store& store_;
   const Clock& clock_;
-  TimerQueue& timers_;
-  TimerThread* timer_thread_;
+  Timers timers_;
   Logger& logger_;
   std::unique_ptr<TaskThread> dispatcher_;  // outlives the consumers (declared before them)
   std::vector<std::unique_ptr<TriggerSpec>> async_triggers_;  // consumers of async HTTP routes

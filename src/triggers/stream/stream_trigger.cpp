@@ -86,7 +86,7 @@ std::string stream_batch_payload(const std::vector<StreamRecord>& records) {
 class StreamTrigger::Partition : public std::enable_shared_from_this<Partition> {
  public:
   Partition(const FunctionSpec& fn, const StreamTriggerSpec& spec, int partition, FunctionPool& pool, Store& store,
-            const Clock& clock, TimerQueue& timers, TimerThread* timer_thread, Logger& logger, TaskThread& worker)
+            const Clock& clock, Timers timers, Logger& logger, TaskThread& worker)
       : fn_(fn),
         spec_(spec),
         partition_(partition),
@@ -95,7 +95,6 @@ class StreamTrigger::Partition : public std::enable_shared_from_this<Partition> 
         store_(store),
         clock_(clock),
         timers_(timers),
-        timer_thread_(timer_thread),
         logger_(logger),
         worker_(worker) {}
 
@@ -204,9 +203,7 @@ class StreamTrigger::Partition : public std::enable_shared_from_this<Partition> 
   void arm_locked(TimePoint at, bool retry) {
     if (timer_ != 0) timers_.cancel(timer_);
     std::weak_ptr<Partition> weak = weak_from_this();
-    bool earliest = false;
-    timer_ = timers_.schedule(
-        at,
+    timer_ = timers_.at(at,
         [weak, retry] {
           if (auto self = weak.lock()) {
             {
@@ -221,9 +218,7 @@ class StreamTrigger::Partition : public std::enable_shared_from_this<Partition> 
               self->poke();
             }
           }
-        },
-        &earliest);
-    if (earliest && timer_thread_) timer_thread_->wake_for(at);
+        });
   }
 
   void run() {
@@ -352,8 +347,7 @@ class StreamTrigger::Partition : public std::enable_shared_from_this<Partition> 
   FunctionPool& pool_;
   Store& store_;
   const Clock& clock_;
-  TimerQueue& timers_;
-  TimerThread* timer_thread_;
+  Timers timers_;
   Logger& logger_;
   TaskThread& worker_;
   mutable std::mutex mu_;
@@ -369,9 +363,8 @@ class StreamTrigger::Partition : public std::enable_shared_from_this<Partition> 
   int attempt_ = 0;
 };
 
-StreamTrigger::StreamTrigger(const AppSpec& app, FunctionPools& pools, Store& store, const Clock& clock,
-                             TimerQueue& timers, TimerThread* timer_thread, Logger& logger)
-    : app_(app), pools_(pools), store_(store), clock_(clock), timers_(timers), timer_thread_(timer_thread), logger_(logger) {}
+StreamTrigger::StreamTrigger(const TriggerContext& c)
+    : app_(c.app), pools_(c.pools), store_(c.store), clock_(c.clock), timers_(c.timers), logger_(c.logger) {}
 
 StreamTrigger::~StreamTrigger() { stop(Duration::zero()); }
 
@@ -396,7 +389,7 @@ Status StreamTrigger::start() {
       const StreamSpec* st = app_.find_stream(t.stream.name);
       const int partitions = st ? st->partitions : 1;
       for (int p = 0; p < partitions; ++p) {
-        auto part = std::make_shared<Partition>(fn, t.stream, p, *pool, store_, clock_, timers_, timer_thread_, logger_,
+        auto part = std::make_shared<Partition>(fn, t.stream, p, *pool, store_, clock_, timers_, logger_,
                                                 *worker_);
         if (auto s = part->load(); !s) {
           return Error{"function '" + fn.name + "': cannot read the checkpoints of stream '" + t.stream.name +
@@ -444,17 +437,21 @@ void StreamTrigger::trim() {
     });
   }
   const TimePoint at = clock_.now() + kTrimEvery;
-  bool earliest = false;
-  trim_timer_ = timers_.schedule(at, [this] { trim(); }, &earliest);
-  if (earliest && timer_thread_) timer_thread_->wake_for(at);
+  trim_timer_ = timers_.at(at, [this] { trim(); });
 }
 
-bool StreamTrigger::stop(Duration grace) {
-  if (!started_) return true;
+void StreamTrigger::stop_taking_work() {
+  if (!started_) return;
   started_ = false;
+  draining_ = true;
   timers_.cancel(trim_timer_);
   store_.set_listener(kListenerSlot, nullptr);
   for (auto& p : partitions_) p->stop();
+}
+
+bool StreamTrigger::drain(Duration grace) {
+  if (!draining_) return true;
+  draining_ = false;
   const auto give_up = std::chrono::steady_clock::now() + grace;  // real time: the clock may be a test's
   auto busy = [&] {
     for (auto& p : partitions_)

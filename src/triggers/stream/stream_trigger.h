@@ -25,6 +25,7 @@
 #include "core/clock.h"
 #include "core/expected.h"
 #include "store/store.h"
+#include "triggers/trigger.h"
 
 namespace nimbus {
 
@@ -35,20 +36,22 @@ class TaskThread;
 // The JSON array a batch of records is delivered as (see above).
 std::string stream_batch_payload(const std::vector<StreamRecord>& records);
 
-class StreamTrigger {
+class StreamTrigger final : public Trigger {
  public:
-  StreamTrigger(const AppSpec& app, FunctionPools& pools, Store& store, const Clock& clock, TimerQueue& timers,
-                TimerThread* timer_thread, Logger& logger);
-  ~StreamTrigger();
+  explicit StreamTrigger(const TriggerContext& context);
+  ~StreamTrigger() override;
   StreamTrigger(const StreamTrigger&) = delete;
   StreamTrigger& operator=(const StreamTrigger&) = delete;
 
   // Checks that the store agrees with the manifest on partition counts, loads checkpoints and
   // starts consuming.
-  Status start();
-  // No new batches; waits up to `grace` for the running ones (their checkpoints commit).
-  // False when some were still running.
-  bool stop(Duration grace);
+  std::string_view kind() const override { return "stream"; }
+  Status start() override;
+  // No new batches; the running ones go on.
+  void stop_taking_work() override;
+  // Waits up to `grace` for the running batches (their checkpoints commit). False when some
+  // were still running (they are read again at the next start).
+  bool drain(Duration grace) override;
   // Called with the names a store commit woke (stream_wake_name).
   void on_appended(const std::vector<std::string>& names);
 
@@ -60,13 +63,13 @@ class StreamTrigger {
   FunctionPools& pools_;
   Store& store_;
   const Clock& clock_;
-  TimerQueue& timers_;
-  TimerThread* timer_thread_;
+  Timers timers_;
   Logger& logger_;
   std::shared_ptr<TaskThread> worker_;
   std::vector<std::shared_ptr<Partition>> partitions_;
   TimerQueue::Id trim_timer_ = 0;
   bool started_ = false;
+  bool draining_ = false;
 };
 
 }  // namespace nimbus

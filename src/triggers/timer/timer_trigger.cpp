@@ -39,7 +39,7 @@ int64_t field(const json::object& o, std::string_view key) {
 class TimerTrigger::Timer : public std::enable_shared_from_this<TimerTrigger::Timer> {
  public:
   Timer(const FunctionSpec& fn, int index, const TimerTriggerSpec& spec, CronSchedule cron, TimeZone zone,
-        FunctionPool& pool, Store& store, const Clock& clock, TimerQueue& timers, TimerThread* timer_thread, Logger& logger,
+        FunctionPool& pool, Store& store, const Clock& clock, Timers timers, Logger& logger,
         TaskThread& runs)
       : fn_(fn),
         spec_(spec),
@@ -50,7 +50,6 @@ class TimerTrigger::Timer : public std::enable_shared_from_this<TimerTrigger::Ti
         store_(store),
         clock_(clock),
         timers_(timers),
-        timer_thread_(timer_thread),
         logger_(logger),
         runs_(runs) {}
 
@@ -126,15 +125,11 @@ class TimerTrigger::Timer : public std::enable_shared_from_this<TimerTrigger::Ti
     if (timer_id_ != 0) timers_.cancel(timer_id_);
     auto delay = std::chrono::seconds(due_s) - std::chrono::duration_cast<std::chrono::nanoseconds>(clock_.wall().time_since_epoch());
     std::weak_ptr<Timer> weak = weak_from_this();
-    bool earliest = false;
     const TimePoint at = clock_.now() + std::chrono::duration_cast<Duration>(delay);
-    timer_id_ = timers_.schedule(
-        at,
+    timer_id_ = timers_.at(at,
         [weak, due_s] {
           if (auto self = weak.lock()) self->on_due(due_s);
-        },
-        &earliest);
-    if (earliest && timer_thread_) timer_thread_->wake_for(at);
+        });
   }
 
   // On the timer thread: arms the next due time and hands the run (store reads, the claim,
@@ -247,8 +242,7 @@ class TimerTrigger::Timer : public std::enable_shared_from_this<TimerTrigger::Ti
   FunctionPool& pool_;
   Store& store_;
   const Clock& clock_;
-  TimerQueue& timers_;
-  TimerThread* timer_thread_;
+  Timers timers_;
   Logger& logger_;
   TaskThread& runs_;
   std::mutex mu_;
@@ -257,19 +251,17 @@ class TimerTrigger::Timer : public std::enable_shared_from_this<TimerTrigger::Ti
   bool stopping_ = false;
 };
 
-TimerTrigger::TimerTrigger(const AppSpec& app, FunctionPools& pools, Store& store, const Clock& clock,
-                           TimerQueue& timers, TimerThread* timer_thread, Logger& logger)
-    : app_(app),
-      pools_(pools),
-      store_(store),
-      clock_(clock),
-      timers_(timers),
-      timer_thread_(timer_thread),
-      logger_(logger),
+TimerTrigger::TimerTrigger(const TriggerContext& c)
+    : app_(c.app),
+      pools_(c.pools),
+      store_(c.store),
+      clock_(c.clock),
+      timers_(c.timers),
+      logger_(c.logger),
       runs_(std::make_unique<TaskThread>()) {}
 
 TimerTrigger::~TimerTrigger() {
-  stop();
+  stop_taking_work();
   runs_->close();  // what was handed over runs (a due time claimed as the host stops goes back)
 }
 
@@ -285,14 +277,14 @@ Status TimerTrigger::start() {
       auto zone = TimeZone::find(t.timer.time_zone);
       if (!zone) return Error{"function '" + fn.name + "': " + zone.error().message};
       list_.push_back(std::make_shared<Timer>(fn, index++, t.timer, std::move(*cron), std::move(*zone), *pool, store_, clock_,
-                                              timers_, timer_thread_, logger_, *runs_));
+                                              timers_, logger_, *runs_));
     }
   }
   for (auto& t : list_) t->start();
   return ok_status();
 }
 
-void TimerTrigger::stop() {
+void TimerTrigger::stop_taking_work() {
   for (auto& t : list_) t->stop();
 }
 
@@ -300,6 +292,22 @@ std::vector<TimerStatus> TimerTrigger::status() const {
   std::vector<TimerStatus> out;
   for (const auto& t : list_) out.push_back(t->status());
   return out;
+}
+
+std::vector<AdminView> TimerTrigger::admin_views() {
+  return {{"/admin/timers", [this] {
+             namespace json = boost::json;
+             auto iso = [](int64_t s) -> json::value {
+               if (s <= 0) return nullptr;
+               return json::value(date::format("%Y-%m-%dT%H:%M:%SZ", date::sys_seconds(std::chrono::seconds(s))));
+             };
+             json::array list;
+             for (const auto& t : status()) {
+               list.push_back(json::object{{"function", t.function}, {"schedule", t.schedule}, {"time_zone", t.time_zone},
+                                           {"last", iso(t.last_s)}, {"next", iso(t.next_s)}});
+             }
+             return json::serialize(json::object{{"timers", std::move(list)}});
+           }}};
 }
 
 }  // namespace nimbus

@@ -16,6 +16,7 @@
 #include "core/app_spec.h"
 #include "core/clock.h"
 #include "core/expected.h"
+#include "triggers/trigger.h"
 
 namespace nimbus {
 
@@ -32,19 +33,23 @@ struct TimerStatus {
   int64_t next_s = 0;
 };
 
-class TimerTrigger {
+class TimerTrigger final : public Trigger {
  public:
-  TimerTrigger(const AppSpec& app, FunctionPools& pools, Store& store, const Clock& clock, TimerQueue& timers,
-               TimerThread* timer_thread, Logger& logger);
-  ~TimerTrigger();
+  explicit TimerTrigger(const TriggerContext& context);
+  ~TimerTrigger() override;
   TimerTrigger(const TimerTrigger&) = delete;
   TimerTrigger& operator=(const TimerTrigger&) = delete;
 
   // Checks every schedule's time zone, runs what is past due or asked to run on startup, and
   // arms the next due times. Errors name the function and the zone.
-  Status start();
-  void stop();
+  std::string_view kind() const override { return "timer"; }
+  Status start() override;
+  // No new runs; a due time missed while stopped runs past due at the next start.
+  void stop_taking_work() override;
+  bool drain(Duration) override { return true; }  // a run in flight is the pool's (the host waits for it)
   std::vector<TimerStatus> status() const;
+  // GET /admin/timers: each schedule with its last and next run.
+  std::vector<AdminView> admin_views() override;
 
   class Timer;
 
@@ -53,8 +58,7 @@ class TimerTrigger {
   FunctionPools& pools_;
   Store& store_;
   const Clock& clock_;
-  TimerQueue& timers_;
-  TimerThread* timer_thread_;
+  Timers timers_;
   Logger& logger_;
   // Where due times run (store reads, claims, dispatch): never the timer thread.
   std::unique_ptr<TaskThread> runs_;
