@@ -12,7 +12,7 @@
 # Usage: bash bench/soak.sh   (after make build; make soak)
 # Env: SOAK_MINUTES=30, SOAK_INTERVAL_S=60 (seconds per recorded "minute"), SOAK_WARMUP_S=180 (the store's page caches fill in the first minutes; drift is measured after),
 #      SOAK_HTTP_RPS=300 (in all), SOAK_QUEUE_RPS=50, SOAK_STREAM_RPS=50, SOAK_DRAIN_S=120,
-#      SOAK_WAL_MAX_MIB=64, SOAK_RECORD=1, SOAK_KEEP=0 (1: keep the temporary app folder, with
+#      SOAK_WAL_MAX_MIB=96, SOAK_RECORD=1, SOAK_KEEP=0 (1: keep the temporary app folder, with
 #      the store and the host's log).
 # A short check: SOAK_MINUTES=2 SOAK_INTERVAL_S=20 SOAK_WARMUP_S=10 SOAK_RECORD=0 bash bench/soak.sh
 set -euo pipefail
@@ -73,7 +73,7 @@ command="$({ env | grep -E '^SOAK_' | grep -v -E '^SOAK_(RECORD|KEEP)=' || true;
 # In the background and waited for, so that a SIGTERM or ^C to this script stops it at once.
 "$PY" "$repo/bench/soak.py" --app "$app" --host-pid "$host" --minutes "$MINUTES" --interval "$INTERVAL" \
   --warmup "$WARMUP" --http-rps "${SOAK_HTTP_RPS:-300}" --queue-rps "${SOAK_QUEUE_RPS:-50}" \
-  --stream-rps "${SOAK_STREAM_RPS:-50}" --drain "${SOAK_DRAIN_S:-120}" --wal-max-mib "${SOAK_WAL_MAX_MIB:-64}" \
+  --stream-rps "${SOAK_STREAM_RPS:-50}" --drain "${SOAK_DRAIN_S:-120}" --wal-max-mib "${SOAK_WAL_MAX_MIB:-96}" \
   --section "$tmp/section.md" --command "$command" --machine "$machine" &
 load=$!
 rc=0

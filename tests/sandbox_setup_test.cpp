@@ -6,7 +6,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <signal.h>
+
 #include <algorithm>
+#include <sstream>
 #include <condition_variable>
 #include <fstream>
 #include <gtest/gtest.h>
@@ -164,6 +167,74 @@ TEST(SandboxPlan, APreparedEtcIsOneMountWithTheResolverBoundOverItForTheNetwork)
   EXPECT_FALSE(fs::exists(*etc / "stale"));
 }
 
+// Mounts follow links at every launch, and a sandbox can put a link in a folder it may write
+// between two launches (found by a review: with writable: [data, data/x/y] a function swapped
+// data/x for a folder holding y -> ../../.nimbus, and the next worker saw the admin token).
+// So nothing a sandbox is shown may lie inside such a folder; each case is refused at start.
+struct WritableApp {
+  WritableApp() {
+    app.dir = dir.path;
+    app.store = "sqlite:.nimbus/state.db";
+    fs::create_directories(dir.path / "data" / "x" / "y");
+    fs::create_directories(dir.path / "bin");
+    dir.write("bin/worker", "#!/bin/sh\n");
+  }
+  FunctionSpec function(const std::string& name, std::vector<std::string> writable) {
+    FunctionSpec fn;
+    fn.name = name;
+    fn.isolation = Isolation::sandbox;
+    fn.writable = std::move(writable);
+    return fn;
+  }
+  Status check(const FunctionSpec& fn, SandboxView view = {}) {
+    if (view.cwd.empty()) view.cwd = app.dir;
+    return check_sandbox_plan(app, fn.name, sandbox_plan(app, fn, view, SandboxSetup{}));
+  }
+  FakeRoot dir;
+  AppSpec app;
+};
+
+TEST(SandboxPlan, NothingItShowsMayLieInsideAWritableFolder) {
+  WritableApp w;
+  w.app.functions = {w.function("ok", {"data", "bin2"})};
+  EXPECT_TRUE(w.check(w.app.functions[0]));
+
+  w.app.functions = {w.function("nested", {"data", "data/x/y"})};
+  auto nested = w.check(w.app.functions[0]);
+  ASSERT_FALSE(nested);
+  EXPECT_NE(nested.error().message.find("writable folder " + (w.dir.path / "data/x/y").string() + " is inside the folder data"),
+            std::string::npos) << nested.error().message;
+
+  w.app.store = "sqlite:data/app.db";
+  w.dir.write("data/app.db", "");
+  w.app.functions = {w.function("f", {"data"})};
+  auto store = w.check(w.app.functions[0]);
+  ASSERT_FALSE(store);
+  EXPECT_NE(store.error().message.find("the store's file " + (w.dir.path / "data/app.db").string()), std::string::npos)
+      << store.error().message;
+  w.app.store = "sqlite:.nimbus/state.db";
+
+  // Another function's writable folder counts: it may plant the link for this one.
+  w.app.functions = {w.function("writer", {"bin"}), w.function("runner", {})};
+  auto program = w.check(w.app.functions[1], SandboxView{w.app.dir, {w.dir.path / "bin" / "worker"}});
+  ASSERT_FALSE(program);
+  EXPECT_NE(program.error().message.find("function 'runner'"), std::string::npos) << program.error().message;
+  EXPECT_NE(program.error().message.find("that function 'writer' may write"), std::string::npos) << program.error().message;
+}
+
+TEST(SandboxPlan, TheMasksComeAfterTheWritableFolders) {
+  FakeRoot dir;
+  dir.write("data/app.db", "");
+  AppSpec app;
+  app.dir = dir.path;
+  app.store = "sqlite:data/app.db";
+  FunctionSpec fn;
+  fn.isolation = Isolation::sandbox;
+  fn.writable = {"data"};
+  auto p = sandbox_plan(app, fn, SandboxView{app.dir, {}}, SandboxSetup{});
+  EXPECT_LT(where(p, Kind::bind_rw, (dir.path / "data").string()), where(p, Kind::bind_ro, (dir.path / "data/app.db").string()));
+}
+
 TEST(SandboxSeccomp, TheProgramBuilds) {
   const auto& program = seccomp_program();
   ASSERT_TRUE(program) << program.error().message;
@@ -228,6 +299,39 @@ TEST(SandboxLaunch, AFailingStepIsNamedWithItsPaths) {
       << r.out;
   plan.mounts.back().optional = true;  // ...unless the plan says it may be missing
   EXPECT_EQ(launch(plan, "true").status, 0);
+}
+
+TEST(SandboxLaunch, ItsCgroupIsItsRootAndNoSignalIsBlocked) {
+  sigset_t block, old;
+  sigemptyset(&block);
+  sigaddset(&block, SIGTERM);
+  ::pthread_sigmask(SIG_BLOCK, &block, &old);  // as the host's threads do
+  auto r = launch(minimal(), "cat /proc/self/cgroup; grep SigBlk /proc/self/status");
+  ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  ASSERT_EQ(r.status, 0) << r.out;
+  std::istringstream lines(r.out);
+  int cgroups = 0;
+  for (std::string line; std::getline(lines, line);) {
+    if (line.rfind("SigBlk:", 0) == 0) {
+      EXPECT_EQ(line, "SigBlk:\t0000000000000000");
+    } else {
+      EXPECT_EQ(line.substr(line.rfind(':')), ":/") << "the host's cgroup shows: " << line;
+      ++cgroups;
+    }
+  }
+  EXPECT_GT(cgroups, 0) << r.out;
+}
+
+// A host started with stdin closed: /dev/null, opened for fd 0 of the worker, lands on fd 0
+// itself, and must still reach the worker open.
+TEST(SandboxLaunch, FdZeroIsThereWhenTheHostHasNone) {
+  int saved = ::dup(0);
+  ::close(0);
+  auto r = launch(minimal(), "ls /proc/self/fd");
+  ::dup2(saved, 0);
+  ::close(saved);
+  ASSERT_EQ(r.status, 0) << r.out;
+  EXPECT_EQ(r.out.substr(0, 2), "0\n") << r.out;
 }
 
 TEST(SandboxLaunch, NoFilterNoSandbox) {

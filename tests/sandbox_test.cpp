@@ -312,5 +312,20 @@ TEST(Sandbox, TheAdminApiIsUnreachableWithoutNetworkAndUselessWithoutAToken) {
   EXPECT_EQ(text(app.probe("/online", "what=admin&port=" + port), "admin"), "HTTP/1.1 401 Unauthorized");
 }
 
+// A writable folder inside another is refused at start: the outer one's sandbox could swap the
+// inner one for a link to any host folder, which the next launch would bind writable.
+TEST(Sandbox, AWritableFolderInsideAnotherIsRefusedAtStart) {
+  TempDir dir;
+  dir.write("nimbus.yaml",
+            "name: nest\nfunctions:\n"
+            "  box:\n    runtime: python\n    handler: app.py:probe\n    isolation: sandbox\n"
+            "    writable: [data, data/inner]\n    triggers: [{http: {route: /box}}]\n");
+  dir.write("app.py", kProbe);
+  Host host(dir.path());
+  EXPECT_FALSE(host.started());
+  EXPECT_NE(host.errors().find("data/inner is inside the folder data that function 'box' may write"), std::string::npos)
+      << host.errors();
+}
+
 }  // namespace
 }  // namespace nimbus::testing

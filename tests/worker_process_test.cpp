@@ -340,6 +340,28 @@ TEST(WorkerProcessTest, FramesTravelOnTwoPipesNamedInTheEnvironmentAndSigpipeIsT
   EXPECT_EQ(ignored & (1ull << (SIGPIPE - 1)), 0u) << seen.lines[3];
 }
 
+// The host's threads block SIGINT and SIGTERM (it takes them with sigwait); a worker must not
+// start with them blocked, or a `runtime: process` program's SIGTERM handler would never run.
+TEST(WorkerProcessTest, AWorkerStartsWithNoSignalBlocked) {
+  sigset_t block, old;
+  sigemptyset(&block);
+  sigaddset(&block, SIGTERM);
+  sigaddset(&block, SIGINT);
+  ::pthread_sigmask(SIG_BLOCK, &block, &old);
+  Seen seen;
+  WorkerSpawn spec;
+  spec.argv = {"/bin/sh", "-c", "grep SigBlk /proc/self/status"};
+  spec.env = {"PATH=/usr/bin:/bin"};
+  auto w = WorkerProcess::spawn(spec, seen.callbacks());
+  ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  ASSERT_TRUE(w.ok()) << w.error().message;
+  ASSERT_TRUE(seen.wait_exit());
+  std::unique_lock l(seen.mu);
+  seen.cv.wait_for(l, 20s, [&] { return !seen.lines.empty(); });
+  ASSERT_EQ(seen.lines.size(), 1u);
+  EXPECT_EQ(seen.lines[0], "SigBlk:\t0000000000000000");
+}
+
 TEST(WorkerProcessTest, WritingToAWorkerThatEndedFailsAndTheHostLivesOn) {
   Seen seen;
   WorkerSpawn spec;

@@ -158,7 +158,11 @@ int run_host(const AppSpec& app, const HostOptions& options) {
     }
     std::filesystem::path library;
     if (fn.runtime == RuntimeKind::native) library = libraries->at(fn.name);
-    auto executor = std::make_unique<ProcessExecutor>(fn, index, process_options_for(app, fn, library, sandbox), clock,
+    ProcessOptions options = process_options_for(app, fn, library, sandbox);
+    if (options.sandbox) {
+      if (auto st = check_sandbox_plan(app, fn.name, *options.sandbox); !st) return fail(st.error().message);
+    }
+    auto executor = std::make_unique<ProcessExecutor>(fn, index, std::move(options), clock,
                                                       Timers(timers, &timer_thread), logger, metrics);
     executor->set_services(&services);
     executor->set_reactors(reactors);

@@ -92,6 +92,7 @@ void mask_host_files(const AppSpec& app, std::vector<SandboxMount>& out) {
   }
   if (fs::is_directory(db.parent_path() / "blobs", ec)) {
     out.push_back(SandboxMount::at(Kind::tmpfs, (db.parent_path() / "blobs").string(), 1u << 20));
+    out.push_back(SandboxMount::at(Kind::remount_ro, (db.parent_path() / "blobs").string()));
   }
 }
 
@@ -184,11 +185,13 @@ SandboxPlan sandbox_plan(const AppSpec& app, const FunctionSpec& fn, const Sandb
   out.push_back(SandboxMount::at(Kind::remount_ro, "/dev"));
   out.push_back(SandboxMount::at(Kind::tmpfs, "/tmp", memory, 01777));
   ro(out, app.dir.string());
-  mask_host_files(app, out);
   for (const auto& dir : fn.writable) {
     const auto path = (app.dir / dir).string();
     out.push_back(SandboxMount::bind(path, path, Kind::bind_rw));
   }
+  // After the writable folders, so that none can cover a mask (check_sandbox_plan refuses a
+  // store inside one anyway).
+  mask_host_files(app, out);
   for (const auto& path : view.read_only) {
     if (!inside(path, "/usr")) ro(out, path.string());
   }
@@ -211,6 +214,55 @@ SandboxPlan sandbox_plan(const AppSpec& app, const FunctionSpec& fn, const Sandb
   // launcher refuses to start without one: fail closed.
   if (const auto& program = seccomp_program(); program) plan.seccomp = *program;
   return plan;
+}
+
+namespace {
+
+// The real path of `path`, as far as it exists.
+fs::path real(const fs::path& path) {
+  std::error_code ec;
+  fs::path out = fs::weakly_canonical(path, ec);
+  return ec ? path.lexically_normal() : out;
+}
+
+}  // namespace
+
+Status check_sandbox_plan(const AppSpec& app, const std::string& function, const SandboxPlan& plan) {
+  struct Writable {
+    fs::path path;
+    std::string name;   // as the manifest writes it
+    std::string owner;  // the function
+  };
+  std::vector<Writable> writable;
+  for (const auto& fn : app.functions) {
+    if (fn.isolation != Isolation::sandbox) continue;
+    for (const auto& dir : fn.writable) writable.push_back({real(app.dir / dir), dir, fn.name});
+  }
+  auto where = [&](const Writable& w) {
+    return "the folder " + w.name + " that function '" + w.owner + "' may write (writable:)";
+  };
+  for (const SandboxMount& m : plan.mounts) {
+    const bool bind = m.kind == SandboxMount::Kind::bind_ro || m.kind == SandboxMount::Kind::bind_rw;
+    const bool mask = m.kind == SandboxMount::Kind::tmpfs || (bind && m.source == "/dev/null");
+    if (!bind && !mask) continue;
+    const fs::path path = real(mask ? m.target : m.source);
+    for (const Writable& w : writable) {
+      const bool under = path != w.path && inside(path, w.path);
+      if (mask && (under || path == w.path) && inside(path, app.dir)) {
+        return Error{"function '" + function + "': the store's " + (m.kind == SandboxMount::Kind::tmpfs ? "blob folder " : "file ") +
+                     path.string() + " is inside " + where(w) + ": a sandbox could read or replace it. Keep the store " +
+                     "outside writable folders (the default, .nimbus/state.db, is)"};
+      }
+      if (!under) continue;
+      if (m.kind == SandboxMount::Kind::bind_rw) {
+        return Error{"function '" + function + "': writable folder " + path.string() + " is inside " + where(w) +
+                     ": a sandbox could swap it for a link to any host folder. Use one of them, or folders side by side"};
+      }
+      return Error{"function '" + function + "': isolation: sandbox shows it " + path.string() + ", which is inside " +
+                   where(w) + ": a sandbox could replace it with a link to a host file. Keep it out of writable folders"};
+    }
+  }
+  return ok_status();
 }
 
 }  // namespace nimbus

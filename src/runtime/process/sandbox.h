@@ -139,6 +139,13 @@ struct SandboxPlan {
 // that appears later is not seen, as with the rest of the plan.
 void prepare_launch(SandboxPlan& plan);
 
+// Refuses, at start, a plan whose file system a sandbox could redirect: nothing it binds (and
+// no mask) may lie inside a folder that a sandboxed function of the app may write, since
+// mounts follow links at every launch and a function can put a link there between two
+// launches. So: no store inside a writable folder, no writable folder inside another, no
+// program or library of a sandbox inside one. Errors name the function and both paths.
+Status check_sandbox_plan(const AppSpec& app, const std::string& function, const SandboxPlan& plan);
+
 // Just enough to run a program from /usr: /usr, its links, /proc, /dev and a small /tmp.
 std::vector<SandboxMount> sandbox_minimal_mounts();
 

@@ -23,6 +23,7 @@
 #include <linux/filter.h>
 #include <linux/mount.h>
 #include <linux/seccomp.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/mount.h>
@@ -33,7 +34,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <cstdlib>
 #include <deque>
@@ -54,7 +57,7 @@ namespace {
 enum Step : int {
   kSync = 1, kCgroup, kGroups, kGid, kUid, kPrivate, kBase, kPivotBase, kNewRoot, kMkdir, kBind, kBindAttr, kTmpfs,
   kSymlink, kFile, kProc, kProcKnob, kDevNode, kRemount, kRootRo, kPivot, kDetach, kCwd, kFds, kLimit, kCaps,
-  kNoNewPrivs, kSeccomp, kExec,
+  kNoNewPrivs, kSeccomp, kExec, kSession, kOrphaned,
 };
 
 const char* step_text(int step) {
@@ -88,6 +91,8 @@ const char* step_text(int step) {
     case kNoNewPrivs: return "set no_new_privs";
     case kSeccomp: return "load the seccomp filter";
     case kExec: return "exec";
+    case kSession: return "start a session";
+    case kOrphaned: return "start: the host went away during the launch";
     default: return "start";
   }
 }
@@ -113,6 +118,7 @@ struct Prepared {
 };
 
 constexpr const char* kOld = "/oldroot";
+constexpr std::chrono::seconds kLaunchTimeout{10};
 constexpr const char* kNew = "/newroot";
 constexpr const char* kProcKnobs[] = {"sys", "sysrq-trigger", "irq", "bus"};
 constexpr const char* kDevNodes[] = {"null", "zero", "full", "random", "urandom", "tty"};
@@ -253,7 +259,7 @@ struct Child {
   int report;  // write end, close-on-exec
   bool root_host;
   uint64_t dispositions;  // signals the host catches or ignores (bit n-1 for signal n)
-  sigset_t mask;          // the parent thread's, restored before exec
+  sigset_t mask;          // the parent thread's, restored in the parent after the clone
 };
 
 [[noreturn]] void child_main(const Child& c) {
@@ -261,16 +267,18 @@ struct Child {
   // stay ignored across the exec.
   struct sigaction dfl {};
   dfl.sa_handler = SIG_DFL;
-  for (int sig = 1; sig < 64; ++sig) {
+  for (int sig = 1; sig <= 64; ++sig) {
     if (c.dispositions & (uint64_t{1} << (sig - 1))) ::sigaction(sig, &dfl, nullptr);
   }
-  ::close(c.sync_w);  // else a parent that died would leave the read below waiting forever
+  // Its copies of the parent's ends: else a parent that died would leave the read below, and
+  // the check for a parent gone before the exec, waiting on an end the clone holds itself.
+  ::close(c.sync_w);
   ::close(c.report_r);
   char go = 0;
   ssize_t got;
   while ((got = ::read(c.sync, &go, 1)) < 0 && errno == EINTR) {
   }
-  if (got != 1) fail(c.report, kSync);
+  if (got != 1) fail(c.report, kSync);  // the parent is gone (its end closed)
   if (c.cgroup_procs) {
     int fd = ::open(c.cgroup_procs, O_WRONLY | O_CLOEXEC);
     if (fd < 0 || ::write(fd, "0", 1) != 1) fail(c.report, kCgroup);
@@ -296,13 +304,21 @@ struct Child {
   if (::umount2(".", MNT_DETACH) != 0) fail(c.report, kDetach);
   if (::chdir(c.cwd) != 0) fail(c.report, kCwd);
   ::sethostname("sandbox", 7);
-  if (::setsid() < 0) fail(c.report, kFds);
+  if (::setsid() < 0) fail(c.report, kSession);
   ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // after the uid change, which clears it
+  // A host that died before the line above sends no signal: its end of the sync pipe, held
+  // until the launch is over, says so instead.
+  pollfd gone{c.sync, POLLIN, 0};
+  if (::poll(&gone, 1, 0) > 0 && (gone.revents & (POLLHUP | POLLERR))) fail(c.report, kOrphaned);
   // The worker's fds: each source first above any target, then into place; every other fd
   // closes at the exec (the report pipe stays usable until then).
   int high[8];
   for (int i = 0; i < c.nfds; ++i) {
-    high[i] = c.fds[i] >= 0 ? ::fcntl(c.fds[i], F_DUPFD_CLOEXEC, 64) : ::open("/dev/null", O_RDWR | O_CLOEXEC);
+    // Each above 63 first, /dev/null too: opened low, it could be the very fd it must become,
+    // and a dup2 onto itself would leave it close-on-exec.
+    int from = c.fds[i] >= 0 ? c.fds[i] : ::open("/dev/null", O_RDWR | O_CLOEXEC);
+    high[i] = from >= 0 ? ::fcntl(from, F_DUPFD_CLOEXEC, 64) : -1;
+    if (c.fds[i] < 0 && from >= 0) ::close(from);
     if (high[i] < 0) fail(c.report, kFds);
   }
   for (int i = 0; i < c.nfds; ++i) {
@@ -330,7 +346,9 @@ struct Child {
   sock_fprog program{static_cast<unsigned short>(c.plan->seccomp.size() / sizeof(sock_filter)),
                      reinterpret_cast<sock_filter*>(const_cast<char*>(c.plan->seccomp.data()))};
   if (::prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &program, 0, 0) != 0) fail(c.report, kSeccomp);
-  ::sigprocmask(SIG_SETMASK, &c.mask, nullptr);
+  sigset_t unblocked;
+  sigemptyset(&unblocked);
+  ::sigprocmask(SIG_SETMASK, &unblocked, nullptr);  // not the host thread's (which blocks SIGTERM)
   ::execve(c.argv[0], c.argv, c.envp);
   fail(c.report, kExec);
 }
@@ -377,16 +395,16 @@ void prepare(const SandboxPlan& plan, SandboxLaunchSteps& l) {
     p.kind = m.kind;
     p.op = op++;
     const std::string target = std::string(kNew) + m.target;
+    struct stat st {};
+    const bool bind = m.kind == Kind::bind_ro || m.kind == Kind::bind_rw;
+    // A missing optional source drops its step before its folders are counted as made.
+    // A missing required one is left for the clone to fail on, with the path in the message.
+    if (bind && ::stat(m.source.c_str(), &st) != 0 && m.optional) continue;
     p.target = l.hold(target);
     p.mkdirs = l.folders(target);
     switch (m.kind) {
       case Kind::bind_ro:
       case Kind::bind_rw: {
-        struct stat st {};
-        if (::stat(m.source.c_str(), &st) != 0) {
-          if (m.optional) continue;
-          // Left for the clone to fail on, with the path in the message.
-        }
         p.file_point = !S_ISDIR(st.st_mode);
         // Resolved here: a link's absolute text (/etc/localtime -> /usr/share/...) would be
         // read from the clone's base tmpfs, not from under /oldroot.
@@ -474,6 +492,9 @@ Expected<pid_t> launch_sandboxed(const SandboxPlan& plan, const fs::path& cwd, c
   ::pthread_sigmask(SIG_SETMASK, &all, &c.mask);
   long flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS | SIGCHLD;
   if (!plan.network) flags |= CLONE_NEWNET;
+  // Its own cgroup namespace: /proc/self/cgroup shows "/", not the host's place. A sandbox
+  // that joins a cgroup makes it after joining, so that its cgroup is its root.
+  if (plan.cgroup.empty()) flags |= CLONE_NEWCGROUP;
   const long pid = ::syscall(SYS_clone, flags, nullptr, nullptr, nullptr, 0);
   if (pid == 0) child_main(c);
   const int clone_error = errno;
@@ -506,18 +527,31 @@ Expected<pid_t> launch_sandboxed(const SandboxPlan& plan, const fs::path& cwd, c
   if (mapped) mapped = write_file(proc + "uid_map", uid);
   if (mapped) mapped = write_file(proc + "gid_map", gid);
   if (!mapped) return end(mapped.error().message);
+  // The sync pipe stays open until the launch is over: the clone takes its closing for the
+  // host's death (see child_main).
   if (::write(sync[1], "g", 1) != 1) return end(std::string("sandbox: cannot start its clone: ") + std::strerror(errno));
-  ::close(sync[1]);
-  sync[1] = -1;
+  // Bounded: a mount source that hangs (a dead NFS or FUSE server) must not hold this thread.
   Report r;
-  ssize_t n;
-  while ((n = ::read(report[0], &r, sizeof r)) < 0 && errno == EINTR) {
+  ssize_t n = -1;
+  const auto until = std::chrono::steady_clock::now() + kLaunchTimeout;
+  for (;;) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - std::chrono::steady_clock::now());
+    pollfd ready{report[0], POLLIN, 0};
+    const int polled = ::poll(&ready, 1, static_cast<int>(std::max<int64_t>(left.count(), 0)));
+    if (polled < 0 && errno == EINTR) continue;
+    if (polled <= 0) {
+      return end("sandbox: its set-up did not finish within " + std::to_string(kLaunchTimeout.count()) +
+                 " s (a bind source that hangs, such as a dead network mount?)");
+    }
+    while ((n = ::read(report[0], &r, sizeof r)) < 0 && errno == EINTR) {
+    }
+    break;
   }
   if (n == 0) {  // closed by the exec: the worker runs
     ::close(report[0]);
+    ::close(sync[1]);
     return static_cast<pid_t>(pid);
   }
-  sync[1] = ::dup(report[0]);  // `end` closes both
   std::string what = std::string("sandbox: cannot ") + step_text(n == sizeof r ? r.step : 0);
   if (n == sizeof r && r.op >= 0 && static_cast<std::size_t>(r.op) < plan.mounts.size()) {
     const SandboxMount& m = plan.mounts[static_cast<std::size_t>(r.op)];

@@ -78,7 +78,14 @@ Status prepare_writable(const AppSpec& app, const FunctionSpec& fn) {
       return Error{"function '" + fn.name + "': writable folder " + path.string() +
                    " leads outside the app folder (a symbolic link?); expected a real folder inside " + app.dir.string()};
     }
-    if (::geteuid() == 0 && ::chown(path.c_str(), kSandboxUid, kSandboxGid) != 0) {
+    if (rel.begin()->string() == ".nimbus" || rel == ".") {
+      return Error{"function '" + fn.name + "': writable folder " + path.string() +
+                   " would hand the sandbox the host's own files (.nimbus: the admin token, keys, the store); "
+                   "name a folder of its own inside the app"};
+    }
+    // Not following a link: the folder was checked to be real just above, and a link put in
+    // its place since must not make this chown someone else's file.
+    if (::geteuid() == 0 && ::fchownat(AT_FDCWD, path.c_str(), kSandboxUid, kSandboxGid, AT_SYMLINK_NOFOLLOW) != 0) {
       return Error{"function '" + fn.name + "': cannot give writable folder " + path.string() + " to the sandbox user (uid " +
                    std::to_string(kSandboxUid) + "): " + std::strerror(errno)};
     }
