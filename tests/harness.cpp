@@ -40,6 +40,11 @@ void TempDir::write(const std::string& relative, const std::string& content) con
   std::ofstream(path_ / relative, std::ios::binary) << content;
 }
 
+std::string TempDir::read(const std::string& relative) const {
+  std::ifstream in(path_ / relative, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
 namespace {
 
 pid_t spawn(const std::vector<std::string>& args, const fs::path& cwd, int out_fd, int err_fd) {

@@ -21,6 +21,7 @@ class TempDir {
   ~TempDir();
   const std::filesystem::path& path() const { return path_; }
   void write(const std::string& relative, const std::string& content) const;
+  std::string read(const std::string& relative) const;  // "" when missing
 
  private:
   std::filesystem::path path_;

@@ -335,7 +335,7 @@ TEST_F(ScaffoldDirTest, NewRefusesDuplicatesAndLeavesTheManifestAlone) {
   EXPECT_EQ(read(dir_ / "nimbus.yaml"), before);
 
   for (const NewFunction& bad : {NewFunction{.name = "Bad"}, NewFunction{.name = "x", .runtime = "process"},
-                                 NewFunction{.name = "x", .trigger = "queue"}}) {
+                                 NewFunction{.name = "x", .trigger = "quue"}}) {
     auto st = add_function(dir_, bad);
     EXPECT_FALSE(st.ok()) << bad.name << " " << bad.runtime << " " << bad.trigger;
   }

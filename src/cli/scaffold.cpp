@@ -6,6 +6,7 @@
 
 #include "core/private_file.h"
 #include "manifest/manifest.h"
+#include "triggers/template.h"
 
 namespace nimbus {
 namespace fs = std::filesystem;
@@ -146,9 +147,13 @@ Status add_function(const fs::path& app_dir, const NewFunction& spec) {
   }
   const bool python = spec.runtime == "python";
   const bool node = spec.runtime == "node";
-  if (spec.trigger != "http") {
-    return Error{"trigger '" + spec.trigger + "' is not available in this build of Nimbus yet; use --trigger http"};
+  const TriggerTemplate* trigger = find_trigger_template(spec.trigger);
+  if (!trigger) {
+    std::string kinds;
+    for (const auto& t : trigger_templates()) kinds += (kinds.empty() ? "" : ", ") + std::string(t.kind);
+    return Error{"there is no trigger kind '" + spec.trigger + "'; use --trigger with one of: " + kinds};
   }
+  const bool http = spec.trigger == "http";
   const fs::path manifest = app_dir / "nimbus.yaml";
   auto text = read_file(manifest);
   if (!text) return Error{text.error().message + " (run `nimbus new` inside an app folder, or `nimbus init` first)"};
@@ -158,9 +163,8 @@ Status add_function(const fs::path& app_dir, const NewFunction& spec) {
                               "handler: functions/" + spec.name + "/index.js:handler\n"
                             : "runtime: native\n"
                               "handler: functions/" + spec.name + "\n";
-  body += "triggers:\n"
-          "  - http:\n"
-          "      route: /" + spec.name + "\n";
+  body += "triggers:\n";
+  for (const auto& line : trigger->manifest(spec.name)) body += "  " + line + "\n";
   auto updated = insert_function_block(*text, spec.name, body);
   if (!updated) return updated.error();
   auto check = parse_manifest(*updated, manifest.string(), app_dir,
@@ -168,21 +172,32 @@ Status add_function(const fs::path& app_dir, const NewFunction& spec) {
   if (!check.app) return Error{"the manifest would not be valid after adding '" + spec.name + "':\n" + check.report()};
   const fs::path folder = app_dir / "functions" / spec.name;
   std::vector<std::pair<fs::path, std::string>> files;
+  const std::string receives = "Called for " + trigger->receives(spec.name);
   if (node) {
-    files.emplace_back(folder / "index.js", "exports.handler = async (req, ctx) => {\n"
-                                            "  ctx.log.info('" + spec.name + " called');\n"
-                                            "  return { function: '" + spec.name + "' };\n"
-                                            "};\n");
+    files.emplace_back(folder / "index.js",
+                       "// " + receives + "\n"
+                       "exports.handler = async (req, ctx) => {\n" +
+                           (http ? "  ctx.log.info('" + spec.name + " called');\n"
+                                   "  return { function: '" + spec.name + "' };\n"
+                                 : "  ctx.log.info(`" + spec.name + ": ${req.trigger} event, ${req.body.length} bytes`);\n") +
+                           "};\n");
   } else if (python) {
-    files.emplace_back(folder / "main.py", "def handler(req, ctx):\n"
-                                           "    ctx.log.info(\"" + spec.name + " called\")\n"
-                                           "    return {\"function\": \"" + spec.name + "\"}\n");
+    files.emplace_back(folder / "main.py",
+                       "# " + receives + "\n"
+                       "def handler(req, ctx):\n" +
+                           (http ? "    ctx.log.info(\"" + spec.name + " called\")\n"
+                                   "    return {\"function\": \"" + spec.name + "\"}\n"
+                                 : "    ctx.log.info(\"" + spec.name + ": %s event, %d bytes\" % (req.trigger, len(req.body)))\n"));
   } else {
     files.emplace_back(folder / "CMakeLists.txt", function_cmake(spec.name));
     files.emplace_back(folder / (spec.name + ".cpp"),
-                       function_source(spec.name, "  ctx.log.info(\"" + spec.name + " called\");\n"
-                                                  "  return nimbus::Response::json(200, R\"({\"function\":\"" +
-                                                      spec.name + "\"})\");\n"));
+                       "// " + receives + "\n" +
+                           function_source(spec.name, http ? "  ctx.log.info(\"" + spec.name + " called\");\n"
+                                                             "  return nimbus::Response::json(200, R\"({\"function\":\"" +
+                                                                 spec.name + "\"})\");\n"
+                                                           : "  ctx.log.info(\"" + spec.name + ": \" + std::string(req.trigger()) + "
+                                                             "\" event, \" + std::to_string(req.body().size()) + \" bytes\");\n"
+                                                             "  return nimbus::Response::text(200, \"\");\n"));
   }
   for (const auto& [file, content] : files) {
     if (auto st = write_new(file, content); !st) return st;

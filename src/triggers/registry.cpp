@@ -7,6 +7,7 @@
 #include "triggers/queue/queue_trigger.h"
 #include "triggers/stream/stream_trigger.h"
 #include "triggers/timer/timer_trigger.h"
+#include "triggers/template.h"
 
 namespace nimbus {
 namespace {
@@ -45,6 +46,24 @@ Expected<std::vector<std::unique_ptr<Trigger>>> make_triggers(const TriggerConte
     out.push_back(std::move(*made));
   }
   return out;
+}
+
+// What `nimbus new --trigger KIND` writes, one per manifest kind (triggers/<kind>/template.cpp).
+extern const TriggerTemplate kHttpTemplate, kQueueTemplate, kTopicTemplate, kTimerTemplate, kStreamTemplate,
+    kBlobTemplate, kFileTemplate, kMqttTemplate;
+
+const std::vector<TriggerTemplate>& trigger_templates() {
+  static const std::vector<TriggerTemplate> templates = {kHttpTemplate,   kQueueTemplate, kTopicTemplate,
+                                                         kTimerTemplate,  kStreamTemplate, kBlobTemplate,
+                                                         kFileTemplate,   kMqttTemplate};
+  return templates;
+}
+
+const TriggerTemplate* find_trigger_template(std::string_view kind) {
+  for (const auto& t : trigger_templates()) {
+    if (t.kind == kind) return &t;
+  }
+  return nullptr;
 }
 
 }  // namespace nimbus
