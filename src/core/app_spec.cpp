@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <random>
 
 #include "core/ids.h"
 
@@ -32,6 +33,11 @@ Duration RetryPolicy::delay_after(int attempt, double random01) const {
   base = std::min(base, std::chrono::duration<double>(max).count());
   base *= 1.0 + jitter * (2.0 * random01 - 1.0);
   return std::chrono::duration_cast<Duration>(std::chrono::duration<double>(std::max(base, 0.0)));
+}
+
+Duration RetryPolicy::next_delay(int attempt) const {
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  return delay_after(attempt, std::uniform_real_distribution<double>(0.0, 1.0)(rng));
 }
 
 Invocation new_invocation(const FunctionSpec& function, TriggerKind trigger, std::string source,

@@ -150,6 +150,8 @@ struct RetryPolicy {
   double jitter = 0.2;  // +- this fraction of each delay, at random
   // The delay before delivery number attempt + 1, given a random draw in [0, 1).
   Duration delay_after(int attempt, double random01) const;
+  // The same with a random draw of this thread's own: what every retrying trigger uses.
+  Duration next_delay(int attempt) const;
 };
 
 struct EnvVar {

@@ -87,11 +87,6 @@ struct Bell {
   const int error;  // why there is no fd
 };
 
-double random01() {
-  thread_local std::mt19937_64 rng{std::random_device{}()};
-  return std::uniform_real_distribution<double>(0.0, 1.0)(rng);
-}
-
 }  // namespace
 
 // What the watches of one trigger share: the host's parts and the bell. Each watch holds it,
@@ -282,7 +277,7 @@ class FileTrigger::Watch : public std::enable_shared_from_this<FileTrigger::Watc
       }
     } else if (t.attempt < fn_.retry.max_attempts) {
       Taken again{t.name, t.attempt + 1};
-      after(fn_.retry.delay_after(t.attempt, random01()), [again](Watch& self) {
+      after(fn_.retry.next_delay(t.attempt), [again](Watch& self) {
         std::lock_guard lock(self.mu_);
         self.retries_.push_back(again);
       });

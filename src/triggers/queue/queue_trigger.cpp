@@ -24,11 +24,6 @@ namespace {
 
 int64_t to_ms(Duration d) { return std::chrono::duration_cast<std::chrono::milliseconds>(d).count(); }
 
-double random01() {
-  thread_local std::mt19937_64 rng{std::random_device{}()};
-  return std::uniform_real_distribution<double>(0.0, 1.0)(rng);
-}
-
 }  // namespace
 
 class QueueTrigger::Consumer : public std::enable_shared_from_this<QueueTrigger::Consumer> {
@@ -306,7 +301,7 @@ class QueueTrigger::Consumer : public std::enable_shared_from_this<QueueTrigger:
                      {{"function", fn_.name}, {"queue", queue_ + ".dead"}, {"message_id", ref.id},
                       {"attempts", attempt}, {"error", reason}});
       } else {
-        int64_t due = unix_ms(clock_) + to_ms(fn_.retry.delay_after(attempt, random01()));
+        int64_t due = unix_ms(clock_) + to_ms(fn_.retry.next_delay(attempt));
         batch.retries.push_back({ref, due, reason});
         what = "retry";
       }

@@ -274,8 +274,7 @@ class StreamTrigger::Partition : public std::enable_shared_from_this<Partition> 
     if (result.outcome != Outcome::success) {
       error = result.error.type + ": " + result.error.message;
       if (attempt_ < fn_.retry.max_attempts) {
-        static thread_local std::mt19937_64 rng{std::random_device{}()};
-        const Duration delay = fn_.retry.delay_after(attempt_, std::uniform_real_distribution<double>(0, 1)(rng));
+        const Duration delay = fn_.retry.next_delay(attempt_);
         std::lock_guard lock(mu_);
         waiting_retry_ = true;
         if (stopping_) {
