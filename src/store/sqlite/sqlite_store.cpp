@@ -610,19 +610,14 @@ bool subscription_matches(const Subscription& s, const NewMessage& m) {
   return true;
 }
 
-Expected<std::unique_ptr<Store>> open_store(const std::string& url, const std::filesystem::path& base, const Clock& clock,
-                                            StoreOptions options) {
-  if (url.rfind("sqlite:", 0) == 0) {
-    std::filesystem::path path = url.substr(7);
-    if (path.empty()) return Error{"store URL '" + url + "' names no file; expected sqlite:PATH"};
-    if (path.is_relative()) path = base / path;
-    auto store = std::make_unique<sqlite::SqliteStore>(path, clock, options);
-    if (auto st = store->open(); !st) return st.error();
-    return std::unique_ptr<Store>(std::move(store));
-  }
-  auto scheme = url.substr(0, url.find(':'));
-  return Error{"store '" + url + "': the " + scheme +
-               " backend is not available in this build of Nimbus yet; use sqlite:PATH (the embedded store)"};
+Expected<std::unique_ptr<Store>> open_sqlite_store(const std::string& url, const std::filesystem::path& base,
+                                                   const Clock& clock, StoreOptions options) {
+  std::filesystem::path path = url.substr(url.find(':') + 1);
+  if (path.empty()) return Error{"store URL '" + url + "' names no file; expected sqlite:PATH"};
+  if (path.is_relative()) path = base / path;
+  auto store = std::make_unique<sqlite::SqliteStore>(path, clock, options);
+  if (auto st = store->open(); !st) return st.error();
+  return std::unique_ptr<Store>(std::move(store));
 }
 
 }  // namespace nimbus

@@ -21,6 +21,14 @@
 #include "store/blob_files.h"
 #include "store/store.h"
 
+namespace nimbus {
+
+// sqlite:PATH (relative to `base`): the backend open_store (store/open_store.cpp) picks for it.
+Expected<std::unique_ptr<Store>> open_sqlite_store(const std::string& url, const std::filesystem::path& base,
+                                                   const Clock& clock, StoreOptions options);
+
+}  // namespace nimbus
+
 namespace nimbus::sqlite {
 
 // Headers as length-prefixed pairs: binary-safe, no parser needed.
