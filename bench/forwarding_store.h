@@ -39,10 +39,7 @@ class ForwardingStore : public Store {
   Expected<int64_t> stream_offset_at(const std::string& s, int p, int64_t t) override {
     return inner_.stream_offset_at(s, p, t);
   }
-  void on_enqueued(std::function<void(const std::vector<std::string>&)> l) override { inner_.on_enqueued(std::move(l)); }
-  void set_listener(uint64_t slot, std::function<void(const std::vector<std::string>&)> l) override {
-    inner_.set_listener(slot, std::move(l));
-  }
+  std::unique_ptr<ChangeWatch> watch_changes(ChangeListener l) override { return inner_.watch_changes(std::move(l)); }
   void set_blob_subscriptions(std::vector<BlobSubscription> s, std::function<void(Status)> done) override {
     inner_.set_blob_subscriptions(std::move(s), std::move(done));
   }

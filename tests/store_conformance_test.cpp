@@ -403,7 +403,7 @@ TEST_P(StoreConformance, PeekPurgeAndStatsAndWhatSurvivesAReopen) {
 TEST_P(StoreConformance, ListenersHearWhichQueuesGotWork) {
   std::mutex mu;
   std::vector<std::string> heard;
-  store_->on_enqueued([&](const std::vector<std::string>& queues) {
+  auto watch = store_->watch_changes([&](const std::vector<std::string>& queues) {
     std::lock_guard l(mu);
     heard.insert(heard.end(), queues.begin(), queues.end());
   });
@@ -415,6 +415,31 @@ TEST_P(StoreConformance, ListenersHearWhichQueuesGotWork) {
   ASSERT_TRUE(commit(b).ok());
   std::lock_guard l(mu);
   EXPECT_EQ(heard, std::vector<std::string>{"now"});
+}
+
+// Watches are handles: each hears every change while it lives, and nothing once dropped (the
+// seam a multi-host backend fills with LISTEN/NOTIFY or pub/sub).
+TEST_P(StoreConformance, EachWatchHearsChangesUntilItsHandleIsDropped) {
+  std::mutex mu;
+  std::vector<std::string> first, second;
+  auto a = store_->watch_changes([&](const std::vector<std::string>& q) {
+    std::lock_guard l(mu);
+    first.insert(first.end(), q.begin(), q.end());
+  });
+  auto b = store_->watch_changes([&](const std::vector<std::string>& q) {
+    std::lock_guard l(mu);
+    second.insert(second.end(), q.begin(), q.end());
+  });
+  Batch one;
+  one.enqueues.push_back({"q1", msg("x")});
+  ASSERT_TRUE(commit(one).ok());
+  a.reset();
+  Batch two;
+  two.enqueues.push_back({"q2", msg("y")});
+  ASSERT_TRUE(commit(two).ok());
+  std::lock_guard l(mu);
+  EXPECT_EQ(first, std::vector<std::string>{"q1"});
+  EXPECT_EQ(second, (std::vector<std::string>{"q1", "q2"}));
 }
 
 Batch::Append append_to(const std::string& stream, int partitions, std::string key, std::string payload) {
@@ -533,7 +558,7 @@ TEST_P(StoreConformance, RetentionDropsOldRecordsButNeverReusesOffsets) {
 TEST_P(StoreConformance, ListenersHearWhichStreamPartitionsGotRecords) {
   std::mutex mu;
   std::vector<std::string> heard;
-  store_->on_enqueued([&](const std::vector<std::string>& names) {
+  auto watch = store_->watch_changes([&](const std::vector<std::string>& names) {
     std::lock_guard l(mu);
     heard.insert(heard.end(), names.begin(), names.end());
   });
@@ -726,7 +751,7 @@ TEST_P(StoreConformance, BlobPutsEnqueueOneEventPerMatchingSubscriptionInTheSame
 
   std::mutex mu;
   std::vector<std::string> heard;
-  store_->on_enqueued([&](const std::vector<std::string>& q) {
+  auto watch = store_->watch_changes([&](const std::vector<std::string>& q) {
     std::lock_guard l(mu);
     heard.insert(heard.end(), q.begin(), q.end());
   });

@@ -1,6 +1,7 @@
 #include <condition_variable>
 #include <deque>
 #include <future>
+#include <map>
 #include <mutex>
 #include <thread>
 
@@ -36,7 +37,55 @@ struct Store::IoThreads {
   }
 };
 
-Store::Store() : io_(std::make_unique<IoThreads>()) {}
+// Who watches the store's changes: listeners by id, so that a handle removes exactly its own.
+struct Store::Watchers {
+  std::mutex mu;
+  uint64_t next = 1;
+  std::map<uint64_t, ChangeListener> listeners;
+};
+
+namespace {
+
+class Watch final : public Store::ChangeWatch {
+ public:
+  Watch(std::weak_ptr<void> owner, std::function<void()> remove) : owner_(std::move(owner)), remove_(std::move(remove)) {}
+  ~Watch() override {
+    if (auto alive = owner_.lock()) remove_();
+  }
+
+ private:
+  std::weak_ptr<void> owner_;
+  std::function<void()> remove_;
+};
+
+}  // namespace
+
+Store::Store() : io_(std::make_unique<IoThreads>()), watchers_(std::make_shared<Watchers>()) {}
+
+std::unique_ptr<Store::ChangeWatch> Store::watch_changes(ChangeListener listener) {
+  uint64_t id = 0;
+  {
+    std::lock_guard lock(watchers_->mu);
+    id = watchers_->next++;
+    watchers_->listeners[id] = std::move(listener);
+  }
+  std::weak_ptr<Watchers> weak = watchers_;
+  return std::make_unique<Watch>(weak, [weak, id] {
+    if (auto w = weak.lock()) {
+      std::lock_guard lock(w->mu);
+      w->listeners.erase(id);
+    }
+  });
+}
+
+void Store::notify_changes(const std::vector<std::string>& names) const {
+  std::vector<ChangeListener> listeners;
+  {
+    std::lock_guard lock(watchers_->mu);
+    for (const auto& [id, l] : watchers_->listeners) listeners.push_back(l);
+  }
+  for (const auto& l : listeners) l(names);
+}
 
 Store::~Store() { close_io(); }
 

@@ -322,12 +322,17 @@ class Store {
   virtual Expected<BlobPage> list_blobs(const std::string& container, const std::string& prefix, const std::string& after,
                                         int limit) = 0;
 
-  // Called (on the writer thread) after a commit made messages receivable in these queues
-  // (or appended to stream partitions, named by stream_wake_name): consumers wait on it
-  // instead of polling. on_enqueued sets slot 0; set_listener sets (null: clears) any slot, so
-  // several parts can listen.
-  virtual void on_enqueued(std::function<void(const std::vector<std::string>& queues)> listener) = 0;
-  virtual void set_listener(uint64_t slot, std::function<void(const std::vector<std::string>& names)> listener) = 0;
+  // Change notification: a commit made messages receivable in these queues, or appended to
+  // stream partitions (named by stream_wake_name). Consumers watch instead of polling. The
+  // listener runs where the backend learns of the change (SQLite: its writer thread, right
+  // after the commit; a backend across the network: its notification connection) and must not
+  // block. The watch lasts as long as its handle (a call already under way may still finish).
+  using ChangeListener = std::function<void(const std::vector<std::string>& names)>;
+  class ChangeWatch {
+   public:
+    virtual ~ChangeWatch() = default;
+  };
+  [[nodiscard]] virtual std::unique_ptr<ChangeWatch> watch_changes(ChangeListener listener);
 
   // Finishes what was submitted, then stops the writer.
   virtual void close() = 0;
@@ -347,10 +352,14 @@ class Store {
   // threads (their work may still commit, so before the writer stops).
   void close_io();
   static bool on_io_thread();
+  // A backend calls this with the names a commit woke (deduplicated).
+  void notify_changes(const std::vector<std::string>& names) const;
 
  private:
   struct IoThreads;
   std::unique_ptr<IoThreads> io_;
+  struct Watchers;
+  std::shared_ptr<Watchers> watchers_;
 };
 
 enum class Durability : uint8_t {

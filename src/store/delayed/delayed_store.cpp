@@ -93,11 +93,8 @@ class DelayedStore final : public Store {
     return inner_->list_blobs(container, prefix, after, limit);
   }
 
-  void on_enqueued(std::function<void(const std::vector<std::string>&)> listener) override {
-    inner_->on_enqueued(std::move(listener));
-  }
-  void set_listener(uint64_t slot, std::function<void(const std::vector<std::string>&)> listener) override {
-    inner_->set_listener(slot, std::move(listener));
+  std::unique_ptr<ChangeWatch> watch_changes(ChangeListener listener) override {
+    return inner_->watch_changes(std::move(listener));
   }
 
   void close() override {

@@ -430,19 +430,6 @@ void SqliteStore::set_blob_subscriptions(std::vector<BlobSubscription> subs, std
       std::move(done), true);
 }
 
-void SqliteStore::on_enqueued(std::function<void(const std::vector<std::string>&)> listener) {
-  set_listener(0, std::move(listener));
-}
-
-void SqliteStore::set_listener(uint64_t slot, std::function<void(const std::vector<std::string>&)> listener) {
-  std::lock_guard lock(mu_);
-  if (listener) {
-    listeners_[slot] = std::move(listener);
-  } else {
-    listeners_.erase(slot);
-  }
-}
-
 void SqliteStore::close() {
   close_io();  // what was handed to the I/O threads may still commit
   {
@@ -546,15 +533,10 @@ void SqliteStore::write_loop() {
     }
     std::vector<std::string> woken;
     Status commit = run_group(group, woken);
-    std::vector<std::function<void(const std::vector<std::string>&)>> listeners;
-    {
-      std::lock_guard lock(mu_);
-      for (const auto& [slot, l] : listeners_) listeners.push_back(l);
-    }
-    if (commit && !listeners.empty() && !woken.empty()) {  // consumers hear of work before committers return
+    if (commit && !woken.empty()) {  // consumers hear of work before committers return
       std::sort(woken.begin(), woken.end());
       woken.erase(std::unique(woken.begin(), woken.end()), woken.end());
-      for (const auto& l : listeners) l(woken);
+      notify_changes(woken);
     }
     for (auto& op : group) op.done(commit ? std::move(op.outcome) : commit);
     group.clear();

@@ -138,8 +138,6 @@ class SqliteStore final : public Store {
   Expected<std::vector<Message>> peek(const std::string& queue, int limit) override;
   Expected<std::vector<QueueStats>> stats() override;
   Expected<int64_t> next_due(const std::string& queue) override;
-  void on_enqueued(std::function<void(const std::vector<std::string>&)> listener) override;
-  void set_listener(uint64_t slot, std::function<void(const std::vector<std::string>&)> listener) override;
   void close() override;
 
  private:
@@ -236,7 +234,6 @@ class SqliteStore final : public Store {
   std::condition_variable cv_;
   std::deque<Op> pending_;
   bool closed_ = false;
-  std::map<uint64_t, std::function<void(const std::vector<std::string>&)>> listeners_;
   std::thread writer_;
   std::mutex readers_mu_;
   std::vector<sqlite3*> readers_;

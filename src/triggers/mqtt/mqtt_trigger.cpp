@@ -20,7 +20,6 @@
 namespace nimbus {
 namespace {
 
-constexpr uint64_t kListenerSlot = 6;  // the store's listener slot for the MQTT outbox
 constexpr auto kFirstBackoff = std::chrono::milliseconds(500);
 constexpr auto kMaxBackoff = std::chrono::seconds(30);
 constexpr int kLoopTimeoutMs = 100;
@@ -97,17 +96,15 @@ class MqttTrigger::Connection {
     mosquitto_publish_callback_set(mosq_, [](mosquitto*, void* self, int mid) {
       static_cast<Connection*>(self)->on_published(mid);
     });
-    store_.set_listener(kListenerSlot, [this](const std::vector<std::string>& names) {
+    outbox_watch_ = store_.watch_changes([this](const std::vector<std::string>& names) {
       if (std::find(names.begin(), names.end(), kMqttOutbox) != names.end()) pump_outbox();
     });
-    listening_ = true;
     thread_ = std::thread([this] { run(); });
     return ok_status();
   }
 
   void stop() {
-    if (listening_) store_.set_listener(kListenerSlot, nullptr);
-    listening_ = false;
+    outbox_watch_.reset();
     {
       std::lock_guard lock(mu_);
       stopping_ = true;
@@ -324,7 +321,7 @@ class MqttTrigger::Connection {
   std::map<std::string, int> filters_;  // each filter once, at the highest QoS asked for
   mosquitto* mosq_ = nullptr;
   std::thread thread_;
-  bool listening_ = false;
+  std::unique_ptr<Store::ChangeWatch> outbox_watch_;  // the outbox got messages
   std::atomic<bool> connected_{false};
   std::mutex mu_;
   std::condition_variable wake_;

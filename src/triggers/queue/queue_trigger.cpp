@@ -428,7 +428,7 @@ Status QueueTrigger::start() {
           std::make_shared<Consumer>(fn, t, *pool, store_, clock_, timers_, logger_, *dispatcher_));
     }
   }
-  store_.on_enqueued([this](const std::vector<std::string>& queues) { wake(queues); });
+  enqueued_ = store_.watch_changes([this](const std::vector<std::string>& queues) { wake(queues); });
   for (auto& c : consumers_) c->pump();
   return ok_status();
 }
@@ -440,7 +440,7 @@ void QueueTrigger::wake(const std::vector<std::string>& queues) {
 }
 
 void QueueTrigger::stop_taking_work() {
-  store_.on_enqueued(nullptr);
+  enqueued_.reset();
   for (auto& c : consumers_) c->stop();
   dispatcher_->drain();  // batches received before the stop are handed back now
 }

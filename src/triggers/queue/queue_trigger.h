@@ -16,6 +16,7 @@
 #include "core/app_spec.h"
 #include "core/clock.h"
 #include "core/expected.h"
+#include "store/store.h"
 #include "triggers/trigger.h"
 
 namespace nimbus {
@@ -23,7 +24,6 @@ namespace nimbus {
 class FunctionPools;
 class Logger;
 class TaskThread;
-class Store;
 
 class QueueTrigger final : public Trigger {
  public:
@@ -53,6 +53,7 @@ class QueueTrigger final : public Trigger {
   const Clock& clock_;
   Timers timers_;
   Logger& logger_;
+  std::unique_ptr<Store::ChangeWatch> enqueued_;  // queues that got messages wake their consumers
   std::unique_ptr<TaskThread> dispatcher_;  // outlives the consumers (declared before them)
   std::vector<std::unique_ptr<TriggerSpec>> async_triggers_;  // consumers of async HTTP routes
   std::vector<std::shared_ptr<Consumer>> consumers_;

@@ -19,7 +19,6 @@ namespace {
 
 namespace json = boost::json;
 
-constexpr uint64_t kListenerSlot = 2;  // the store's listener slot for stream appends
 constexpr auto kTrimEvery = std::chrono::minutes(1);
 
 }  // namespace
@@ -399,7 +398,7 @@ Status StreamTrigger::start() {
     }
   }
   if (partitions_.empty() && app_.streams.empty()) return ok_status();
-  store_.set_listener(kListenerSlot, [this](const std::vector<std::string>& names) { on_appended(names); });
+  appended_ = store_.watch_changes([this](const std::vector<std::string>& names) { on_appended(names); });
   started_ = true;
   for (auto& p : partitions_) p->poke();
   for (const auto& st : app_.streams) {
@@ -444,7 +443,7 @@ void StreamTrigger::stop_taking_work() {
   started_ = false;
   draining_ = true;
   timers_.cancel(trim_timer_);
-  store_.set_listener(kListenerSlot, nullptr);
+  appended_.reset();
   for (auto& p : partitions_) p->stop();
 }
 

@@ -68,6 +68,7 @@ class StreamTrigger final : public Trigger {
   std::shared_ptr<TaskThread> worker_;
   std::vector<std::shared_ptr<Partition>> partitions_;
   TimerQueue::Id trim_timer_ = 0;
+  std::unique_ptr<Store::ChangeWatch> appended_;  // partitions that got records wake their readers
   bool started_ = false;
   bool draining_ = false;
 };
