@@ -250,7 +250,7 @@ struct BatchResult {
   std::vector<int64_t> blobs_deleted;    // one per BlobDelete: the version it deleted, 0 = there was none
 };
 
-// The name a commit that appended to a stream partition reports to on_enqueued listeners.
+// The name a commit that appended to a stream partition reports to change watchers.
 std::string stream_wake_name(const std::string& stream, int partition);
 
 // Error codes a caller can act on (Error::message says the rest).
