@@ -5,11 +5,13 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+
 #include <unistd.h>
 
 #include <boost/json.hpp>
 #include <condition_variable>
 #include <filesystem>
+#include <future>
 #include <map>
 #include <random>
 #include <set>
@@ -109,11 +111,12 @@ class StreamTriggerTest : public TriggerTest {
     pools_.reset();
     TriggerTest::TearDown();
   }
-  void start() {
+  void start(std::unique_ptr<Executor> executor = nullptr) {
     workers_ = std::make_unique<WorkerThreads>(4);
     ctx_ = std::make_unique<PoolContext>(PoolContext{clock_, Timers(timers_, thread_.get()), *workers_, metrics_});
     pools_ = std::make_unique<FunctionPools>();
-    pools_->add(std::make_unique<FunctionPool>(app_.functions[0], 0, std::make_unique<BatchFunction>(seen_), *ctx_));
+    if (!executor) executor = std::make_unique<BatchFunction>(seen_);
+    pools_->add(std::make_unique<FunctionPool>(app_.functions[0], 0, std::move(executor), *ctx_));
     trigger_ = std::make_unique<StreamTrigger>(TriggerContext{app_, *pools_, *store_, clock_, Timers(timers_, thread_.get()), *logger_});
     auto st = trigger_->start();
     ASSERT_TRUE(st.ok()) << st.error().message;
@@ -296,6 +299,34 @@ TEST_F(StreamTriggerTest, RetentionTrimsEveryMinuteByCountAndByAge) {
   ASSERT_TRUE(eventually([&] { return kept() == 2; })) << kept();
   clock_.advance(2h);  // older than the retention: gone
   ASSERT_TRUE(eventually([&] { return kept() == 0; })) << kept();
+}
+
+// Found under AddressSanitizer (make test): a batch's completion, arriving on a pool thread
+// after the trigger was destroyed, posted to the trigger's freed task thread. It now posts to
+// a closed one, which drops it.
+TEST_F(StreamTriggerTest, ACompletionAfterTheTriggerIsGoneGoesNowhere) {
+  struct Gate final : Executor {
+    std::promise<void> entered;
+    std::shared_future<void> release;
+    std::atomic<bool> once{false};
+    Mode mode() const override { return Mode::synchronous; }
+    Result call(const Invocation&) override {
+      if (!once.exchange(true)) entered.set_value();
+      release.wait();
+      return Result{};
+    }
+  };
+  std::promise<void> open;
+  auto gate = std::make_unique<Gate>();
+  gate->release = open.get_future().share();
+  auto entered = gate->entered.get_future();
+  start(std::move(gate));
+  append({{"k", "1"}});
+  ASSERT_EQ(entered.wait_for(20s), std::future_status::ready);
+  trigger_.reset();  // the batch is still running
+  open.set_value();
+  workers_.reset();  // joins the pool's threads: the completion has run
+  SUCCEED();
 }
 
 TEST_F(StreamTriggerTest, AStoreWithMorePartitionsThanTheManifestIsAClearStartError) {

@@ -29,8 +29,8 @@ int64_t to_ms(Duration d) { return std::chrono::duration_cast<std::chrono::milli
 class QueueTrigger::Consumer : public std::enable_shared_from_this<QueueTrigger::Consumer> {
  public:
   Consumer(const FunctionSpec& fn, const TriggerSpec& trigger, FunctionPool& pool, Store& store, const Clock& clock,
-           Timers timers, Logger& logger, TaskThread& dispatcher)
-      : dispatcher_(dispatcher),
+           Timers timers, Logger& logger, std::shared_ptr<TaskThread> dispatcher)
+      : dispatcher_(std::move(dispatcher)),
         fn_(fn),
         kind_(trigger.kind),
         async_http_(trigger.kind == TriggerKind::http),
@@ -124,7 +124,7 @@ class QueueTrigger::Consumer : public std::enable_shared_from_this<QueueTrigger:
     const int received = static_cast<int>(messages.size());
     if (received > 0) {
       auto batch = std::make_shared<std::vector<Message>>(std::move(messages));
-      dispatcher_.post([self = shared_from_this(), batch] { self->run_batch(*batch); });
+      dispatcher_->post([self = shared_from_this(), batch] { self->run_batch(*batch); });
     }
     bool rescan;
     {
@@ -137,7 +137,7 @@ class QueueTrigger::Consumer : public std::enable_shared_from_this<QueueTrigger:
     }
     // Drained: sleep until the next delayed message is due, a commit wakes us, or max_wait.
     // The due time is a store read: on the dispatcher's thread, never the writer's (this one).
-    dispatcher_.post([self = shared_from_this()] { self->sleep_until_due(); });
+    dispatcher_->post([self = shared_from_this()] { self->sleep_until_due(); });
   }
 
   void sleep_until_due() {
@@ -348,7 +348,7 @@ class QueueTrigger::Consumer : public std::enable_shared_from_this<QueueTrigger:
     pump();
   }
 
-  TaskThread& dispatcher_;
+  std::shared_ptr<TaskThread> dispatcher_;  // shared: a completion may post after the trigger is gone (dropped)
   const FunctionSpec& fn_;
   TriggerKind kind_;
   bool async_http_;  // the queue of an async HTTP route: requests in, job records out
@@ -378,7 +378,7 @@ QueueTrigger::QueueTrigger(const TriggerContext& c)
       clock_(c.clock),
       timers_(c.timers),
       logger_(c.logger),
-      dispatcher_(std::make_unique<TaskThread>()) {}
+      dispatcher_(std::make_shared<TaskThread>()) {}
 
 QueueTrigger::~QueueTrigger() { stop(Duration::zero()); }
 
@@ -397,7 +397,7 @@ Status QueueTrigger::start() {
       for (const auto& b : fn.triggers)
         if (b.kind == TriggerKind::blob) t.queue.lease = std::max(t.queue.lease, b.blob.lease);
       async_triggers_.push_back(std::make_unique<TriggerSpec>(t));
-      consumers_.push_back(std::make_shared<Consumer>(fn, *async_triggers_.back(), *pool, store_, clock_, timers_, logger_, *dispatcher_));
+      consumers_.push_back(std::make_shared<Consumer>(fn, *async_triggers_.back(), *pool, store_, clock_, timers_, logger_, dispatcher_));
     }
     bool async_route = false;
     for (const auto& t : fn.triggers) async_route |= t.kind == TriggerKind::http && t.http.asynchronous;
@@ -406,7 +406,7 @@ Status QueueTrigger::start() {
       t.kind = TriggerKind::http;
       t.queue.name = async_queue_for(fn.name);
       async_triggers_.push_back(std::make_unique<TriggerSpec>(t));
-      consumers_.push_back(std::make_shared<Consumer>(fn, *async_triggers_.back(), *pool, store_, clock_, timers_, logger_, *dispatcher_));
+      consumers_.push_back(std::make_shared<Consumer>(fn, *async_triggers_.back(), *pool, store_, clock_, timers_, logger_, dispatcher_));
     }
     // MQTT messages wait in one queue per function (the MQTT trigger commits them there); the
     // first mqtt trigger's lease and batch size apply to it.
@@ -414,7 +414,7 @@ Status QueueTrigger::start() {
                              [](const TriggerSpec& t) { return t.kind == TriggerKind::mqtt; });
     if (mqtt != fn.triggers.end()) {
       consumers_.push_back(
-          std::make_shared<Consumer>(fn, *mqtt, *pool, store_, clock_, timers_, logger_, *dispatcher_));
+          std::make_shared<Consumer>(fn, *mqtt, *pool, store_, clock_, timers_, logger_, dispatcher_));
     }
     for (const auto& t : fn.triggers) {
       if (t.kind != TriggerKind::queue && t.kind != TriggerKind::topic) continue;
@@ -425,7 +425,7 @@ Status QueueTrigger::start() {
         }
       }
       consumers_.push_back(
-          std::make_shared<Consumer>(fn, t, *pool, store_, clock_, timers_, logger_, *dispatcher_));
+          std::make_shared<Consumer>(fn, t, *pool, store_, clock_, timers_, logger_, dispatcher_));
     }
   }
   enqueued_ = store_.watch_changes([this](const std::vector<std::string>& queues) { wake(queues); });

@@ -54,7 +54,7 @@ class QueueTrigger final : public Trigger {
   Timers timers_;
   Logger& logger_;
   std::unique_ptr<Store::ChangeWatch> enqueued_;  // queues that got messages wake their consumers
-  std::unique_ptr<TaskThread> dispatcher_;  // outlives the consumers (declared before them)
+  std::shared_ptr<TaskThread> dispatcher_;  // outlives the consumers (declared before them)
   std::vector<std::unique_ptr<TriggerSpec>> async_triggers_;  // consumers of async HTTP routes
   std::vector<std::shared_ptr<Consumer>> consumers_;
 };

@@ -85,7 +85,7 @@ std::string stream_batch_payload(const std::vector<StreamRecord>& records) {
 class StreamTrigger::Partition : public std::enable_shared_from_this<Partition> {
  public:
   Partition(const FunctionSpec& fn, const StreamTriggerSpec& spec, int partition, FunctionPool& pool, Store& store,
-            const Clock& clock, Timers timers, Logger& logger, TaskThread& worker)
+            const Clock& clock, Timers timers, Logger& logger, std::shared_ptr<TaskThread> worker)
       : fn_(fn),
         spec_(spec),
         partition_(partition),
@@ -95,7 +95,7 @@ class StreamTrigger::Partition : public std::enable_shared_from_this<Partition> 
         clock_(clock),
         timers_(timers),
         logger_(logger),
-        worker_(worker) {}
+        worker_(std::move(worker)) {}
 
   const std::string& wake_name() const { return wake_name_; }
 
@@ -122,7 +122,7 @@ class StreamTrigger::Partition : public std::enable_shared_from_this<Partition> 
   // Looks for records now (on the trigger's worker thread).
   void poke() {
     std::weak_ptr<Partition> weak = weak_from_this();
-    worker_.post([weak] {
+    worker_->post([weak] {
       if (auto self = weak.lock()) self->pump();
     });
   }
@@ -210,7 +210,7 @@ class StreamTrigger::Partition : public std::enable_shared_from_this<Partition> 
               self->timer_ = 0;
             }
             if (retry) {
-              self->worker_.post([weak] {
+              self->worker_->post([weak] {
                 if (auto s = weak.lock()) s->run();
               });
             } else {
@@ -249,7 +249,7 @@ class StreamTrigger::Partition : public std::enable_shared_from_this<Partition> 
                                 self->clock_.now() - started, result.error.type, result.error.message, {}});
       auto held = std::make_shared<Result>(std::move(result));
       std::weak_ptr<Partition> weak = self;
-      self->worker_.post([weak, held] {
+      self->worker_->post([weak, held] {
         if (auto s = weak.lock()) s->finish(std::move(*held));
       });
     });
@@ -301,7 +301,7 @@ class StreamTrigger::Partition : public std::enable_shared_from_this<Partition> 
       auto self = weak.lock();
       if (!self) return;
       // The store's writer thread: hand the rest to the trigger's own.
-      self->worker_.post([weak, ok = done.ok(), conflict = !done.ok() && done.error().code == store_error::conflict,
+      self->worker_->post([weak, ok = done.ok(), conflict = !done.ok() && done.error().code == store_error::conflict,
                           message = done.ok() ? std::string() : done.error().message, next, dead, error] {
         auto s = weak.lock();
         if (!s) return;
@@ -347,7 +347,9 @@ class StreamTrigger::Partition : public std::enable_shared_from_this<Partition> 
   const Clock& clock_;
   Timers timers_;
   Logger& logger_;
-  TaskThread& worker_;
+  // Shared: a batch's completion may come back (on a pool thread) after the trigger is gone, and
+  // then posts to a closed thread, which drops it.
+  std::shared_ptr<TaskThread> worker_;
   mutable std::mutex mu_;
   bool running_ = false;        // a batch is being read, run or committed
   bool waiting_retry_ = false;  // a failed batch waits for its next attempt
@@ -388,7 +390,7 @@ Status StreamTrigger::start() {
       const int partitions = st ? st->partitions : 1;
       for (int p = 0; p < partitions; ++p) {
         auto part = std::make_shared<Partition>(fn, t.stream, p, *pool, store_, clock_, timers_, logger_,
-                                                *worker_);
+                                                worker_);
         if (auto s = part->load(); !s) {
           return Error{"function '" + fn.name + "': cannot read the checkpoints of stream '" + t.stream.name +
                        "': " + s.error().message};

@@ -40,7 +40,7 @@ class TimerTrigger::Timer : public std::enable_shared_from_this<TimerTrigger::Ti
  public:
   Timer(const FunctionSpec& fn, int index, const TimerTriggerSpec& spec, CronSchedule cron, TimeZone zone,
         FunctionPool& pool, Store& store, const Clock& clock, Timers timers, Logger& logger,
-        TaskThread& runs)
+        std::shared_ptr<TaskThread> runs)
       : fn_(fn),
         spec_(spec),
         key_(fn.name + "#" + std::to_string(index)),
@@ -51,7 +51,7 @@ class TimerTrigger::Timer : public std::enable_shared_from_this<TimerTrigger::Ti
         clock_(clock),
         timers_(timers),
         logger_(logger),
-        runs_(runs) {}
+        runs_(std::move(runs)) {}
 
   void start() {
     const int64_t now = unix_seconds(clock_);
@@ -145,7 +145,7 @@ class TimerTrigger::Timer : public std::enable_shared_from_this<TimerTrigger::Ti
     // not replayed one by one.
     const int64_t now = unix_seconds(clock_);
     arm(next_after(std::max(due_s, now)));
-    runs_.post([self = shared_from_this(), due_s, past_due = now - due_s > 1] { self->run(due_s, past_due); });
+    runs_->post([self = shared_from_this(), due_s, past_due = now - due_s > 1] { self->run(due_s, past_due); });
   }
 
   // Claims due time `due_s` in the store and runs the function if the claim lands. The claim
@@ -173,7 +173,7 @@ class TimerTrigger::Timer : public std::enable_shared_from_this<TimerTrigger::Ti
         return;
       }
       if (!r && attempt >= 4) return;
-      self->runs_.post([self, r = r.ok(), due_s, past_due, attempt, busy, last, next] {
+      self->runs_->post([self, r = r.ok(), due_s, past_due, attempt, busy, last, next] {
         if (!r) return self->run(due_s, past_due, attempt + 1);  // raced another host: look again
         bool stopping;
         {
@@ -217,7 +217,7 @@ class TimerTrigger::Timer : public std::enable_shared_from_this<TimerTrigger::Ti
         // This may be the store's writer thread (after an output commit), where a blocking
         // commit would wait on itself: the hold is released from the trigger's thread.
         std::weak_ptr<Timer> weak = self;
-        self->runs_.post([weak, due_s] {
+        self->runs_->post([weak, due_s] {
           if (auto t = weak.lock()) t->release(due_s);
         });
       });
@@ -244,7 +244,7 @@ class TimerTrigger::Timer : public std::enable_shared_from_this<TimerTrigger::Ti
   const Clock& clock_;
   Timers timers_;
   Logger& logger_;
-  TaskThread& runs_;
+  std::shared_ptr<TaskThread> runs_;  // shared: a completion may post after the trigger is gone (dropped)
   std::mutex mu_;
   TimerQueue::Id timer_id_ = 0;
   int64_t armed_for_ = 0;
@@ -258,7 +258,7 @@ TimerTrigger::TimerTrigger(const TriggerContext& c)
       clock_(c.clock),
       timers_(c.timers),
       logger_(c.logger),
-      runs_(std::make_unique<TaskThread>()) {}
+      runs_(std::make_shared<TaskThread>()) {}
 
 TimerTrigger::~TimerTrigger() {
   stop_taking_work();
@@ -277,7 +277,7 @@ Status TimerTrigger::start() {
       auto zone = TimeZone::find(t.timer.time_zone);
       if (!zone) return Error{"function '" + fn.name + "': " + zone.error().message};
       list_.push_back(std::make_shared<Timer>(fn, index++, t.timer, std::move(*cron), std::move(*zone), *pool, store_, clock_,
-                                              timers_, logger_, *runs_));
+                                              timers_, logger_, runs_));
     }
   }
   for (auto& t : list_) t->start();

@@ -61,7 +61,7 @@ class TimerTrigger final : public Trigger {
   Timers timers_;
   Logger& logger_;
   // Where due times run (store reads, claims, dispatch): never the timer thread.
-  std::unique_ptr<TaskThread> runs_;
+  std::shared_ptr<TaskThread> runs_;
   std::vector<std::shared_ptr<Timer>> list_;
 };
 

@@ -1,0 +1,212 @@
+// End to end: every example app, run from a copy.
+#include "it_common.h"
+
+namespace nimbus::testing {
+namespace {
+
+// Each example runs from a copy (the host writes .nimbus/ into its app folder).
+std::unique_ptr<TempDir> copy_example(const std::string& name) {
+  auto dir = std::make_unique<TempDir>();
+  std::filesystem::copy(std::filesystem::path(NIMBUS_SOURCE_DIR) / "examples" / name, dir->path(),
+                        std::filesystem::copy_options::recursive);
+  std::filesystem::remove_all(dir->path() / ".nimbus");
+  std::filesystem::remove_all(dir->path() / "showcase" / ".nimbus");
+  return dir;
+}
+
+TEST(Examples, BackgroundJobs) {
+  auto dir = copy_example("background-jobs");
+  Host host(dir->path());
+  ASSERT_TRUE(host.started()) << host.errors();
+  Admin admin{host.admin_port(), host.admin_token()};
+  Response r = request(host.http_port(), "POST", "/reports", {}, "{\"title\": \"sales\", \"rows\": 500}");
+  ASSERT_EQ(r.status, 202) << r.body;
+  std::string id = std::string(parse_object(r.body)["id"].as_string());
+  json::object job;
+  ASSERT_TRUE(admin.wait([&] {
+    job = parse_object(request(host.http_port(), "GET", r.header("location")).body);
+    return job["status"].as_string() == "succeeded";
+  })) << json::serialize(job) << host.output();
+  auto report = parse_object(std::string(job["result"].as_object()["body"].as_string()));
+  EXPECT_EQ(report["rows"].as_int64(), 500);
+  EXPECT_EQ(report["checksum"].as_string().size(), 16u);
+  Response note;
+  ASSERT_TRUE(admin.wait([&] {
+    note = request(host.http_port(), "GET", "/notifications/" + id);
+    return note.status == 200;
+  })) << note.body << host.output();
+  EXPECT_EQ(parse_object(note.body)["title"].as_string(), "sales");
+}
+
+TEST(Examples, AsyncMessaging) {
+  auto dir = copy_example("async-messaging");
+  Host host(dir->path());
+  ASSERT_TRUE(host.started()) << host.errors();
+  Admin admin{host.admin_port(), host.admin_token()};
+  ASSERT_EQ(request(host.http_port(), "POST", "/orders", {},
+                    "{\"id\": \"v1\", \"vip\": true, \"total\": 120, \"email\": \"a@example.com\", \"items\": [\"x\"]}")
+                .status,
+            201);
+  ASSERT_EQ(request(host.http_port(), "POST", "/orders", {}, "{\"id\": \"s1\", \"total\": 10}").status, 201);
+  for (const char* path : {"/seen/email-log/v1", "/seen/reservations/v1", "/seen/loyalty-points/v1",
+                           "/seen/email-log/s1", "/seen/reservations/s1"}) {
+    ASSERT_TRUE(admin.wait([&] { return request(host.http_port(), "GET", path).status == 200; }))
+        << path << host.output();
+  }
+  EXPECT_EQ(parse_object(request(host.http_port(), "GET", "/seen/loyalty-points/v1").body)["points"].as_int64(), 120);
+  EXPECT_EQ(parse_object(request(host.http_port(), "GET", "/seen/reservations/v1").body)["reservedBy"].as_string(),
+            "inventory");
+  // The filtered subscriber never saw the standard order.
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  EXPECT_EQ(request(host.http_port(), "GET", "/seen/loyalty-points/s1").status, 404);
+}
+
+TEST(Examples, Cqrs) {
+  auto dir = copy_example("cqrs");
+  Host host(dir->path());
+  ASSERT_TRUE(host.started()) << host.errors();
+  Admin admin{host.admin_port(), host.admin_token()};
+  Response put = request(host.http_port(), "PUT", "/contacts/c1", {},
+                         "{\"name\": \"Ada\", \"email\": \"ada@example.com\", \"street\": \"1 Loop Rd\", "
+                         "\"city\": \"Leeds\", \"zip\": \"LS1\"}");
+  ASSERT_EQ(put.status, 202) << put.body;
+  EXPECT_EQ(parse_object(put.body)["events"].as_int64(), 2);
+  json::object model;
+  ASSERT_TRUE(admin.wait([&] {
+    Response r = request(host.http_port(), "GET", "/contacts/c1");
+    if (r.status != 200) return false;
+    model = parse_object(r.body);
+    return model["version"].as_int64() == 2;
+  })) << host.output();
+  EXPECT_EQ(model["name"].as_string(), "Ada");
+  EXPECT_EQ(model["address"].as_string(), "1 Loop Rd, LS1, Leeds");
+  // A second address change updates the flattened model in place.
+  ASSERT_EQ(request(host.http_port(), "PUT", "/contacts/c1", {}, "{\"street\": \"2 Ring St\", \"city\": \"York\", \"zip\": \"Y1\"}").status, 202);
+  ASSERT_TRUE(admin.wait([&] {
+    model = parse_object(request(host.http_port(), "GET", "/contacts/c1").body);
+    return model["version"].as_int64() == 3;
+  }));
+  EXPECT_EQ(model["city"].as_string(), "York");
+  EXPECT_EQ(model["name"].as_string(), "Ada");
+  EXPECT_EQ(request(host.http_port(), "GET", "/contacts/nobody").status, 404);
+}
+
+TEST(Examples, DataPipeline) {
+  auto dir = copy_example("data-pipeline");
+  Host host(dir->path());
+  ASSERT_TRUE(host.started()) << host.errors();
+  Admin admin{host.admin_port(), host.admin_token()};
+  std::string lines;
+  // ada: 2 x coffee (15.8) + 4 x apple (2.0); bob: 1 x pear (1.25); then three bad lines.
+  lines += R"({"id": 1, "customer": "ada", "sku": "coffee", "quantity": 2, "country": "de"})" "\n";
+  lines += R"({"id": 2, "customer": "bob", "sku": "pear", "quantity": 1, "country": "us"})" "\n";
+  lines += R"({"id": 3, "customer": "ada", "sku": "apple", "quantity": 4, "country": "de"})" "\n";
+  lines += R"({"id": 4, "customer": "cy", "sku": "caviar", "quantity": 1, "country": "fr"})" "\n";
+  lines += R"({"id": 5, "customer": "cy", "sku": "pear", "quantity": 0, "country": "fr"})" "\n";
+  lines += "not json at all\n";
+  Response r = request(host.http_port(), "POST", "/orders", {}, lines);
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(parse_object(r.body)["accepted"].as_int64(), 6);
+  auto totals = [&](const std::string& c) { return request(host.http_port(), "GET", "/customers/" + c); };
+  ASSERT_TRUE(admin.wait([&] {
+    Response a = totals("ada");
+    return a.status == 200 && parse_object(a.body)["orders"].as_int64() == 2 && totals("bob").status == 200;
+  })) << host.output();
+  json::object ada = parse_object(totals("ada").body);
+  EXPECT_DOUBLE_EQ(ada["spent"].to_number<double>(), 17.8);
+  EXPECT_EQ(ada["region"].as_string(), "eu");
+  EXPECT_DOUBLE_EQ(ada["by_category"].as_object()["pantry"].to_number<double>(), 15.8);
+  EXPECT_DOUBLE_EQ(parse_object(totals("bob").body)["spent"].to_number<double>(), 1.25);
+  EXPECT_EQ(totals("cy").status, 404);
+  ASSERT_TRUE(admin.wait([&] { return admin.peek("rejected-orders").size() == 3; }));
+  std::set<std::string> reasons;
+  for (auto& m : admin.peek("rejected-orders")) {
+    reasons.insert(std::string(parse_object(std::string(m["payload"].as_string()))["reason"].as_string()));
+  }
+  EXPECT_TRUE(reasons.count("unknown sku caviar")) << *reasons.begin();
+  EXPECT_TRUE(reasons.count("quantity must be a positive whole number"));
+  EXPECT_TRUE(reasons.count("not JSON: not json at all"));
+  // The stages' groups are all caught up.
+  CommandResult groups = run_nimbus({"stream", "groups", "orders-enriched"}, dir->path());
+  EXPECT_NE(groups.out.find("store"), std::string::npos) << groups.out;
+  EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
+}
+
+// `make run` serves the showcase: it starts (building its C++ functions), answers, and its
+// stream stages carry an order through to the customer's totals.
+TEST(Examples, ShowcaseStartsAndCarriesAnOrderThroughItsStreams) {
+  auto dir = copy_example("");  // the showcase names sibling examples' files: copy them all
+  Host host(dir->path() / "showcase");
+  ASSERT_TRUE(host.started()) << host.errors();
+  EXPECT_EQ(request(host.http_port(), "GET", "/hello").body, "Hello, World!");
+  Response r = request(host.http_port(), "POST", "/orders", {},
+                       R"({"id": 7, "customer": "ada", "sku": "pear", "quantity": 2, "country": "fr"})" "\n");
+  ASSERT_EQ(r.status, 200) << r.body;
+  Admin admin{host.admin_port(), host.admin_token()};
+  ASSERT_TRUE(admin.wait([&] { return request(host.http_port(), "GET", "/customers/ada").status == 200; }, 20000))
+      << host.output();
+  EXPECT_DOUBLE_EQ(parse_object(request(host.http_port(), "GET", "/customers/ada").body)["spent"].to_number<double>(), 2.5);
+  EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
+}
+
+TEST(Examples, FileTransform) {
+  auto dir = copy_example("file-transform");
+  std::filesystem::create_directories(dir->path() / "inbox");
+  // One file is there before the host starts; the rest are dropped while it runs.
+  dir->write("inbox/early.csv", "name,qty\nbolts,10\nnuts,5\n");
+  Host host(dir->path());
+  ASSERT_TRUE(host.started()) << host.errors();
+  dir->write("inbox/.sales.tmp", "region,units,revenue\nnorth,3,29.7\nsouth,5,49.5\n");
+  std::filesystem::rename(dir->path() / "inbox/.sales.tmp", dir->path() / "inbox/sales.csv");
+  dir->write("inbox/bad.csv", "a,b\n1,2\n3\n");
+  dir->write("inbox/notes.txt", "not a csv: left alone");
+  auto exists = [&](const std::string& p) { return std::filesystem::exists(dir->path() / p); };
+  Admin admin{host.admin_port(), host.admin_token()};
+  ASSERT_TRUE(admin.wait([&] {
+    return exists("inbox/processed/sales.csv") && exists("inbox/processed/early.csv") &&
+           exists("inbox/failed/bad.csv.reason.json");
+  }, 20000)) << host.output();
+  json::value rows = json::parse(slurp(dir->path() / "outbox/sales.json"));
+  ASSERT_EQ(rows.as_array().size(), 2u);
+  EXPECT_EQ(rows.as_array()[1].as_object().at("region").as_string(), "south");
+  Response s = request(host.http_port(), "GET", "/summaries/sales.csv");
+  ASSERT_EQ(s.status, 200) << s.body;
+  json::object summary = parse_object(s.body);
+  EXPECT_EQ(summary["rows"].as_int64(), 2);
+  EXPECT_DOUBLE_EQ(summary["sums"].as_object()["revenue"].to_number<double>(), 79.2);
+  EXPECT_FALSE(summary["sums"].as_object().contains("region"));
+  EXPECT_EQ(parse_object(request(host.http_port(), "GET", "/summaries/early.csv").body)["rows"].as_int64(), 2);
+  json::object reason = parse_object(slurp(dir->path() / "inbox/failed/bad.csv.reason.json"));
+  EXPECT_EQ(reason["error_type"].as_string(), "ValueError");
+  EXPECT_NE(reason["message"].as_string().find("line 3 has 1 fields, the header has 2"), std::string::npos)
+      << reason["message"];
+  EXPECT_EQ(reason["attempts"].as_int64(), 2);
+  EXPECT_FALSE(exists("outbox/bad.json"));
+  EXPECT_TRUE(exists("inbox/notes.txt"));
+  EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
+}
+
+TEST(Examples, Pipeline) {
+  auto dir = copy_example("pipeline");
+  Host host(dir->path());
+  ASSERT_TRUE(host.started()) << host.errors();
+  Admin admin{host.admin_port(), host.admin_token()};
+  Response r = request(host.http_port(), "POST", "/ingest", {}, "apple,3,0.5\npear,2,1.25\nnot a record\n");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(parse_object(r.body)["accepted"].as_int64(), 3);
+  ASSERT_TRUE(admin.wait([&] { return admin.peek("enriched-records").size() == 2 && admin.peek("raw-records.dead").size() == 1; }))
+      << host.output();
+  std::map<std::string, double> totals;
+  for (auto& m : admin.peek("enriched-records")) {
+    auto rec = parse_object(std::string(m["payload"].as_string()));
+    totals[std::string(rec["sku"].as_string())] = rec["total"].to_number<double>();
+  }
+  EXPECT_EQ(totals, (std::map<std::string, double>{{"apple", 1.5}, {"pear", 2.5}}));
+  auto dead = admin.peek("raw-records.dead");
+  EXPECT_EQ(dead[0]["payload"].as_string(), "not a record");
+  EXPECT_EQ(dead[0]["deliveries"].as_int64(), 3);
+  EXPECT_NE(dead[0]["error"].as_string().find("ValueError"), std::string::npos) << dead[0]["error"];
+}
+
+}  // namespace
+}  // namespace nimbus::testing

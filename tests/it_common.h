@@ -1,0 +1,145 @@
+#pragma once
+// What the end-to-end tests share: the real `nimbus` binary on port 0, real HTTP over
+// loopback (harness.h), a manifest of the test functions, an app folder with its host, the
+// admin API client, and small waits (bounded, real time: the host runs on the system clock).
+#include <signal.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <boost/json.hpp>
+#include <fstream>
+#include <future>
+#include <gtest/gtest.h>
+#include <random>
+#include <regex>
+#include <map>
+#include <set>
+
+#include "core/text.h"
+#include "observe/metrics.h"
+#include "store/store.h"
+#include <thread>
+#include "harness.h"
+
+namespace nimbus::testing {
+
+namespace json = boost::json;
+
+inline std::string fn(const std::string& name) { return test_function(name).string(); }
+
+// A manifest with the test functions; `extra` lands under the top level, `fn_extra` maps
+// function name -> extra lines (already indented by 4).
+inline std::string manifest(const std::string& extra = "", std::map<std::string, std::string> fn_extra = {}) {
+  auto f = [&](const std::string& name, const std::string& lib, const std::string& triggers) {
+    return "  " + name + ":\n    runtime: native\n    handler: " + fn(lib) + "\n" + fn_extra[name] +
+           "    triggers:\n" + triggers;
+  };
+  return "name: it\n" + extra + "functions:\n" +
+         f("hello", "hello", "      - http: {route: /hello, methods: [GET]}\n") +
+         f("echo", "echo", "      - http: {route: \"/orders/{id}\"}\n      - http: {route: \"/files/{*path}\", methods: [PUT]}\n") +
+         f("secure", "echo", "      - http: {route: /secure, auth: function}\n") +
+         f("sleepy", "sleepy", "      - http: {route: /sleep}\n") +
+         f("thrower", "thrower", "      - http: {route: /boom}\n");
+}
+
+struct App {
+  explicit App(const std::string& text, std::vector<std::string> extra = {}) {
+    dir.write("nimbus.yaml", text);
+    host = std::make_unique<Host>(dir.path(), std::move(extra));
+  }
+  TempDir dir;
+  std::unique_ptr<Host> host;
+  int port() const { return host->http_port(); }
+  int admin() const { return host->admin_port(); }
+};
+
+inline std::string slurp(const std::filesystem::path& file) {
+  std::ifstream in(file);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+inline json::object parse_object(const std::string& s);
+inline bool wait_count(App& app, const std::string& function, const char* field, int want);
+inline bool wait_running(App& app, const std::string& function, int running) {
+  return wait_count(app, function, "running", running);
+}
+
+inline json::object parse_object(const std::string& s) {
+  boost::system::error_code ec;
+  auto v = json::parse(s, ec);
+  EXPECT_FALSE(ec) << s;
+  return ec || !v.is_object() ? json::object{} : v.as_object();
+}
+
+// Waits until the admin API reports `want` as `field` ("running" or "waiting") of `function`.
+inline bool wait_count(App& app, const std::string& function, const char* field, int want) {
+  for (int i = 0; i < 2000; ++i) {
+    auto r = request(app.admin(), "GET", "/admin/functions", {{"Authorization", "Bearer " + app.host->admin_token()}});
+    auto o = parse_object(r.body);
+    for (const auto& f : o["functions"].as_array()) {
+      if (f.as_object().at("name").as_string() == function && f.as_object().at(field).as_int64() == want) return true;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return false;
+}
+
+// Python functions through the process runtime, end to end.
+inline std::string python_app(const std::string& extra_fn_keys = "") {
+  return "name: py\nfunctions:\n"
+         "  hello:\n    runtime: python\n    handler: app.py:hello\n    timeout: 5s\n" + extra_fn_keys +
+         "    triggers: [{http: {route: /hello}}]\n"
+         "  boom:\n    runtime: python\n    handler: app.py:boom\n    triggers: [{http: {route: /boom}}]\n"
+         "  crash:\n    runtime: python\n    handler: app.py:crash\n    triggers: [{http: {route: /crash}}]\n"
+         "  slow:\n    runtime: python\n    handler: app.py:slow\n    timeout: 300ms\n    triggers: [{http: {route: /slow}}]\n";
+}
+inline const char* kPythonHandlers = R"PY(
+import os, time
+def hello(req, ctx):
+    ctx.log.info("hello from python " + ctx.invocation_id)
+    return "Hello, " + req.query.get("name", "World") + "!"
+def boom(req, ctx):
+    raise KeyError("secret-detail")
+def crash(req, ctx):
+    os._exit(3)
+def slow(req, ctx):
+    time.sleep(float(req.query.get("s", "5")))
+    return "late"
+)PY";
+
+struct Admin {
+  int port;
+  std::string token;
+  Response call(const std::string& method, const std::string& target, const std::string& body = "",
+                std::map<std::string, std::string> headers = {}) const {
+    headers["authorization"] = "Bearer " + token;
+    return request(port, method, target, headers, body);
+  }
+  std::vector<json::object> peek(const std::string& queue, int limit = 100000) const {
+    Response r = call("GET", "/admin/queues/" + queue + "/messages?limit=" + std::to_string(limit));
+    std::vector<json::object> out;
+    if (r.status != 200) return out;
+    json::object body = parse_object(r.body);  // the range below must not outlive it
+    for (auto& m : body["messages"].as_array()) out.push_back(m.as_object());
+    return out;
+  }
+  // Polls (bounded, real time: the host runs on the system clock) until `pred` holds.
+  template <class Pred>
+  bool wait(Pred pred, int timeout_ms = 15000) const {
+    for (int waited = 0; waited < timeout_ms; waited += 20) {
+      if (pred()) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return pred();
+  }
+};
+
+inline std::string relay_stage(const std::string& name, const std::string& trigger, const std::string& output,
+                        const std::string& extra = "") {
+  return "  " + name + ":\n    runtime: native\n    handler: " + test_function("relay").string() + "\n    triggers: [" +
+         trigger + "]\n    outputs: {next: " + output + "}\n" + extra;
+}
+
+}  // namespace nimbus::testing

@@ -1,0 +1,299 @@
+// The embedded SQLite backend's own promises: the WAL, damaged files, a full disk, kill -9.
+#include "store_conformance.h"
+
+namespace nimbus {
+namespace {
+
+
+// --- the embedded backend's own promises -------------------------------------------------------
+
+// The WAL is copied back into the database while the store runs (it once grew without bound
+// until the host stopped: the checkpointer's connection had never read, and did nothing).
+TEST(SqliteStore, TheWalIsCheckpointedWhileTheStoreRuns) {
+  fs::path dir = fresh_dir();
+  ManualClock clock;
+  {
+    auto s = open_store("sqlite:state.db", dir, clock);
+    ASSERT_TRUE(s.ok()) << s.error().message;
+    const auto db_size = [&] {
+      std::error_code ec;
+      auto n = fs::file_size(dir / "state.db", ec);
+      return ec ? std::uintmax_t{0} : n;
+    };
+    // Well past the checkpoint threshold (1,000 pages of 4 KiB).
+    for (int round = 0; round < 30; ++round) {
+      Batch b;
+      for (int i = 0; i < 100; ++i) {
+        NewMessage m;
+        m.payload = std::string(2000, static_cast<char>('a' + i % 26));
+        b.enqueues.push_back({"q", std::move(m)});
+      }
+      ASSERT_TRUE((*s)->commit_sync(std::move(b)).ok());
+    }
+    for (int i = 0; i < 1000 && db_size() < 4'000'000; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    EXPECT_GE(db_size(), 4'000'000u) << "the database file holds nothing of the 6 MB committed: no checkpoint ran";
+  }
+  fs::remove_all(dir);
+}
+
+TEST(SqliteStore, ANonDatabaseFileIsAClearStartupError) {
+  fs::path dir = fresh_dir();
+  std::ofstream(dir / "state.db") << "this is not a database, it is a text file that happens to be here";
+  ManualClock clock;
+  auto s = open_store("sqlite:state.db", dir, clock);
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.error().message.find((dir / "state.db").string()), std::string::npos) << s.error().message;
+  EXPECT_NE(s.error().message.find("not a database"), std::string::npos) << s.error().message;
+  // Nothing was overwritten.
+  std::ifstream in(dir / "state.db");
+  std::string text((std::istreambuf_iterator<char>(in)), {});
+  EXPECT_EQ(text.rfind("this is not a database", 0), 0u);
+  fs::remove_all(dir);
+}
+
+TEST(SqliteStore, ADamagedDatabaseIsAClearStartupError) {
+  fs::path dir = fresh_dir();
+  ManualClock clock;
+  {
+    auto s = open_store("sqlite:state.db", dir, clock);
+    ASSERT_TRUE(s.ok());
+    Batch b;
+    NewMessage m;
+    m.payload = std::string(200, 'x');
+    for (int i = 0; i < 2000; ++i) b.enqueues.push_back({"q", m});
+    ASSERT_TRUE((*s)->commit_sync(std::move(b)).ok());
+  }
+  {
+    // Scribble over pages in the middle of the file (the header stays valid).
+    std::fstream f(dir / "state.db", std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(4096 * 3);
+    std::string junk(4096 * 4, '\x5a');
+    f.write(junk.data(), static_cast<std::streamsize>(junk.size()));
+  }
+  auto s = open_store("sqlite:state.db", dir, clock);
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.error().message.find("state.db"), std::string::npos) << s.error().message;
+  EXPECT_NE(s.error().message.find("move it aside"), std::string::npos) << s.error().message;
+  fs::remove_all(dir);
+}
+
+TEST(SqliteStore, UnknownSchemesAreRefusedClearly) {
+  ManualClock clock;
+  auto s = open_store("redis://127.0.0.1:6379", fs::temp_directory_path(), clock);
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.error().message.find("not available in this build"), std::string::npos);
+}
+
+// A full disk: commits fail with an io error that says so, and nothing already committed is
+// damaged or lost (a 1 MiB tmpfs; root can mount one, others skip with the reason).
+TEST(SqliteStore, AFullDiskFailsCommitsClearlyAndCorruptsNothing) {
+  fs::path dir = fresh_dir();
+  if (::mount("tmpfs", dir.c_str(), "tmpfs", 0, "size=1m") != 0) {
+    fs::remove_all(dir);
+    GTEST_SKIP() << "cannot mount a small tmpfs here (" << std::strerror(errno) << "); needs root";
+  }
+  int64_t committed = 0;
+  std::string failure;
+  {
+    ManualClock clock;
+    auto s = open_store("sqlite:state.db", dir, clock);
+    ASSERT_TRUE(s.ok()) << s.error().message;
+    for (int round = 0; round < 1000 && failure.empty(); ++round) {
+      Batch b;
+      for (int i = 0; i < 20; ++i) {
+        NewMessage m;
+        m.payload = std::string(1000, static_cast<char>('a' + round % 26));
+        b.enqueues.push_back({"q", m});
+      }
+      auto r = (*s)->commit_sync(std::move(b));
+      if (r.ok()) committed += 20;
+      else failure = r.error().message + " [" + r.error().code + "]";
+    }
+    ASSERT_FALSE(failure.empty()) << "1 MiB never filled up";
+    EXPECT_NE(failure.find("full"), std::string::npos) << failure;
+    EXPECT_NE(failure.find("[io]"), std::string::npos) << failure;
+    // Still usable for reads, and everything it acknowledged is there.
+    auto all = (*s)->peek("q", 100000);
+    ASSERT_TRUE(all.ok()) << all.error().message;
+    EXPECT_EQ(static_cast<int64_t>(all->size()), committed);
+  }
+  {
+    ManualClock clock;
+    auto s = open_store("sqlite:state.db", dir, clock);  // quick_check runs at open
+    ASSERT_TRUE(s.ok()) << s.error().message;
+    auto all = (*s)->peek("q", 100000);
+    ASSERT_TRUE(all.ok());
+    EXPECT_EQ(static_cast<int64_t>(all->size()), committed) << "after a reopen";
+  }
+  ::umount(dir.c_str());
+  fs::remove_all(dir);
+}
+
+// Reads `fd` into `into` until it holds `lines` newlines, the writer is gone, or 30 s pass.
+void read_lines_until(int fd, std::string& into, std::size_t lines) {
+  auto until = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  char buf[4096];
+  while (static_cast<std::size_t>(std::count(into.begin(), into.end(), '\n')) < lines &&
+         std::chrono::steady_clock::now() < until) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 100) <= 0) continue;
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n <= 0) return;
+    into.append(buf, static_cast<std::size_t>(n));
+  }
+}
+
+// The default durability: a host killed with SIGKILL loses nothing it was told was committed.
+TEST(SqliteStore, KillNineLosesNoAcknowledgedCommit) {
+  fs::path dir = fresh_dir();
+  int pipefd[2];
+  ASSERT_EQ(::pipe(pipefd), 0);
+  pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    ::close(pipefd[0]);
+    SystemClock clock;
+    auto s = open_store("sqlite:state.db", dir, clock);
+    if (!s.ok()) ::_exit(2);
+    for (int i = 0;; ++i) {
+      Batch b;
+      NewMessage m;
+      m.id = "m" + std::to_string(i);
+      b.enqueues.push_back({"q", m});
+      (*s)->commit(std::move(b), [fd = pipefd[1], i](Expected<BatchResult> r) {
+        if (r.ok()) {
+          std::string line = std::to_string(i) + "\n";
+          (void)!::write(fd, line.data(), line.size());  // told committed: must survive
+        }
+      });
+      if (i % 64 == 0) ::usleep(100);
+    }
+  }
+  ::close(pipefd[1]);
+  // Kill it at a random moment once it has been told of enough commits to prove something
+  // (however slowly it starts: under a sanitizer it can take a while).
+  std::string acked;
+  read_lines_until(pipefd[0], acked, 101);
+  std::this_thread::sleep_for(std::chrono::milliseconds(std::random_device{}() % 300));
+  ::kill(child, SIGKILL);
+  ::waitpid(child, nullptr, 0);
+  char buf[4096];
+  ssize_t n;
+  while ((n = ::read(pipefd[0], buf, sizeof buf)) > 0) acked.append(buf, static_cast<std::size_t>(n));
+  ::close(pipefd[0]);
+  std::set<std::string> told;
+  std::size_t start = 0, nl;
+  while ((nl = acked.find('\n', start)) != std::string::npos) {
+    told.insert("m" + acked.substr(start, nl - start));
+    start = nl + 1;
+  }
+  ASSERT_GT(told.size(), 100u) << "the child committed too little to prove anything";
+
+  ManualClock clock;
+  auto s = open_store("sqlite:state.db", dir, clock);
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  auto all = (*s)->peek("q", 10000000);
+  ASSERT_TRUE(all.ok());
+  std::set<std::string> present;
+  for (auto& m : *all) present.insert(m.id);
+  for (const auto& id : told) ASSERT_TRUE(present.count(id)) << id << " was acknowledged and then lost";
+  s->reset();
+  fs::remove_all(dir);
+}
+
+
+std::size_t files_in(const fs::path& dir) {
+  std::error_code ec;
+  std::size_t n = 0;
+  for (const auto& f : fs::directory_iterator(dir, ec)) n += f.is_regular_file() ? 1 : 0;
+  return n;
+}
+
+// The embedded backend keeps blob bytes in files beside the database: one per live version;
+// a replaced or deleted version's file goes with its commit, and files a crash left without
+// metadata (written, not yet committed) are removed when the store opens.
+TEST(SqliteStore, BlobFilesFollowTheirMetadataAndCrashLeftoversAreRemovedAtOpen) {
+  fs::path dir = fresh_dir();
+  ManualClock clock;
+  {
+    auto s = open_store("sqlite:state.db", dir, clock);
+    ASSERT_TRUE(s.ok()) << s.error().message;
+    for (const char* v : {"v1", "v2", "v3"}) ASSERT_TRUE((*s)->commit_sync(put_batch(blob_put("up", "a/b.txt", v))).ok());
+    ASSERT_TRUE((*s)->commit_sync(put_batch(blob_put("up", "gone", "x"))).ok());
+    ASSERT_TRUE((*s)->commit_sync(delete_batch("up", "gone")).ok());
+    EXPECT_EQ(files_in(dir / "blobs" / "up"), 1u) << "one file per live blob";
+    // A refused put leaves no file behind.
+    ASSERT_FALSE((*s)->commit_sync(put_batch(blob_put("up", "a/b.txt", "v4", "no"))).ok());
+    EXPECT_EQ(files_in(dir / "blobs" / "up"), 1u);
+  }
+  // What a crash between writing a file and committing its metadata leaves behind.
+  std::ofstream(dir / "blobs" / "up" / "0123456789abcdef0123456789abcdef") << "orphan";
+  std::ofstream(dir / "blobs" / ".tmp" / "fedcba9876543210fedcba9876543210") << "half-written";
+  {
+    auto s = open_store("sqlite:state.db", dir, clock);
+    ASSERT_TRUE(s.ok()) << s.error().message;
+    EXPECT_EQ(files_in(dir / "blobs" / "up"), 1u) << "the orphan is removed at open";
+    EXPECT_EQ(files_in(dir / "blobs" / ".tmp"), 0u);
+    auto got = (*s)->get_blob("up", "a/b.txt");
+    ASSERT_TRUE(got.ok() && got->has_value());
+    EXPECT_EQ((*got)->data, "v3");
+    // While a store has it open, a second opener removes nothing: the files in flight of a
+    // running process are not leftovers.
+    std::ofstream(dir / "blobs" / "up" / "00000000000000000000000000000000") << "in flight";
+    auto second = open_store("sqlite:state.db", dir, clock);
+    ASSERT_TRUE(second.ok()) << second.error().message;
+    EXPECT_EQ(files_in(dir / "blobs" / "up"), 2u);
+  }
+  fs::remove_all(dir);
+}
+
+// kill -9 while blobs are put and replaced: after a reopen every committed blob reads back
+// whole (its bytes match its SHA-256) and no file is left without metadata.
+TEST(SqliteStore, KillNineDuringBlobPutsNeverLeavesMetadataWithoutItsFile) {
+  fs::path dir = fresh_dir();
+  int pipefd[2];
+  ASSERT_EQ(::pipe(pipefd), 0);
+  pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    ::close(pipefd[0]);
+    SystemClock clock;
+    auto s = open_store("sqlite:state.db", dir, clock);
+    if (!s.ok()) ::_exit(2);
+    for (int i = 0;; ++i) {
+      Batch b = put_batch(blob_put("c", "n" + std::to_string(i % 50), std::string(1000 + i % 4000, static_cast<char>('a' + i % 26))));
+      if (i % 7 == 0) b.blob_deletes.push_back({"c", "n" + std::to_string((i + 3) % 50), std::nullopt});
+      (*s)->commit(std::move(b), [fd = pipefd[1]](Expected<BatchResult> r) {
+        if (r.ok()) (void)!::write(fd, "\n", 1);
+      });
+      if (i % 16 == 0) ::usleep(200);
+    }
+  }
+  ::close(pipefd[1]);
+  std::string committed;
+  read_lines_until(pipefd[0], committed, 60);  // enough puts that more than 10 names hold blobs
+  std::this_thread::sleep_for(std::chrono::milliseconds(std::random_device{}() % 300));
+  ::kill(child, SIGKILL);
+  ::waitpid(child, nullptr, 0);
+  ::close(pipefd[0]);
+  ManualClock clock;
+  auto s = open_store("sqlite:state.db", dir, clock);
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  auto page = (*s)->list_blobs("c", "", "", 1000);
+  ASSERT_TRUE(page.ok());
+  ASSERT_GT(page->blobs.size(), 10u) << "the child committed too little to prove anything";
+  for (const auto& info : page->blobs) {
+    auto got = (*s)->get_blob("c", info.name);
+    ASSERT_TRUE(got.ok()) << got.error().message;
+    ASSERT_TRUE(got->has_value());
+    EXPECT_EQ(sha256_hex((*got)->data), info.sha256) << info.name;
+    EXPECT_EQ(static_cast<int64_t>((*got)->data.size()), info.size);
+  }
+  EXPECT_EQ(files_in(dir / "blobs" / "c"), page->blobs.size()) << "a file without metadata survived the reopen";
+  s->reset();
+  fs::remove_all(dir);
+}
+
+
+}  // namespace
+}  // namespace nimbus
