@@ -9,6 +9,7 @@
 #include "pool/function_pools.h"
 #include "store/store.h"
 #include "triggers/blob/blob_trigger.h"
+#include "triggers/http/async_jobs.h"
 #include "triggers/outputs.h"
 
 namespace nimbus {
@@ -252,8 +253,7 @@ void HttpTrigger::enqueue_async(const FunctionSpec& fn, Invocation&& inv, Respon
   m.payload = std::move(inv.payload);
   Batch b;
   b.enqueues.push_back({async_queue_for(fn.name), std::move(m)});
-  std::string status = "{\"id\":\"" + inv.id + "\",\"function\":\"" + fn.name + "\",\"status\":\"pending\"}";
-  b.puts.push_back({kJobStore, inv.id, status, std::nullopt, 7 * 24 * 3600 * 1000LL});
+  b.puts.push_back({kJobStore, inv.id, job_record(inv.id, fn.name, "pending", 0, unix_ms(clock_)), std::nullopt, kJobTtlMs});
   options_.store->commit(std::move(b), [id = inv.id, respond = std::move(respond)](Expected<BatchResult> r) {
     if (!r) return respond(json_error(503, "store", "the request could not be queued: " + r.error().message, id));
     std::string url = std::string(kJobsPath) + id;

@@ -17,6 +17,7 @@
 #include "store/store.h"
 #include "triggers/blob/blob_trigger.h"
 #include "triggers/outputs.h"
+#include "triggers/http/async_jobs.h"
 #include "triggers/task_thread.h"
 
 namespace nimbus {
@@ -311,22 +312,9 @@ class QueueTrigger::Consumer : public std::enable_shared_from_this<QueueTrigger:
     });
   }
 
-  static constexpr int64_t kJobTtlMs = 7 * 24 * 3600 * 1000LL;
-
   std::string job_json(const std::string& id, const char* status, int attempts, const HttpReply* reply,
                        const std::string& error) const {
-    boost::json::object o{{"id", id}, {"function", fn_.name}, {"status", status}, {"attempts", attempts},
-                          {"updated_ms", unix_ms(clock_)}};
-    if (reply) {
-      boost::json::object result{{"status", reply->status}};
-      if (const std::string* ct = find_header(reply->headers, "content-type")) result["content_type"] = *ct;
-      bool text = std::all_of(reply->body.begin(), reply->body.end(), [](char c) { return c != '\0'; });
-      if (text) result["body"] = reply->body;
-      result["body_size"] = reply->body.size();
-      o["result"] = std::move(result);
-    }
-    if (!error.empty()) o["error"] = error;
-    return boost::json::serialize(o);
+    return job_record(id, fn_.name, status, attempts, unix_ms(clock_), reply, error);
   }
 
   void committed(const LeaseRef& ref, const char* what, Status st) {
