@@ -130,6 +130,7 @@ constexpr const char* kDevLinks[][2] = {
 
 struct SandboxLaunchSteps {
   std::deque<std::string> strings;  // stable addresses for the clone
+  uint64_t dispositions = ~uint64_t{0};  // the signals the clone resets (see changed_dispositions)
   std::vector<Prepared> steps;
   std::set<std::string> made;  // folders an earlier step makes or mounts
   const char* hold(std::string s) { return strings.emplace_back(std::move(s)).c_str(); }
@@ -366,7 +367,9 @@ Status write_file(const std::string& path, const std::string& text) {
 }
 
 // The signals whose disposition is not the default, from /proc/self/status (SigCgt, SigIgn):
-// the clone resets just these (each call costs ~5 us on this VM; all 64 cost 0.4 ms).
+// the clone resets just these (each call costs ~5 us on this VM; all 64 cost 0.4 ms). Read
+// when a function's launch is prepared, at host start once the host's handlers are set, not
+// at every launch (a launch may run on an event loop).
 uint64_t changed_dispositions() {
   uint64_t bits = ~uint64_t{0};  // unknown: reset them all
   int fd = ::open("/proc/self/status", O_RDONLY | O_CLOEXEC);
@@ -389,6 +392,7 @@ uint64_t changed_dispositions() {
 // Every step's paths, in the clone's terms; a missing optional source drops its step.
 void prepare(const SandboxPlan& plan, SandboxLaunchSteps& l) {
   using Kind = SandboxMount::Kind;
+  l.dispositions = changed_dispositions();
   int op = 0;
   for (const SandboxMount& m : plan.mounts) {
     Prepared p;
@@ -485,7 +489,7 @@ Expected<pid_t> launch_sandboxed(const SandboxPlan& plan, const fs::path& cwd, c
     return Error{std::string("sandbox: cannot create its pipes: ") + std::strerror(e)};
   }
   Child c{&plan, steps.get(), procs.empty() ? nullptr : procs.c_str(), inside_cwd.c_str(), args.data(), env.data(),
-          fds.data(), static_cast<int>(fds.size()), sync[0], sync[1], report[0], report[1], ::geteuid() == 0, changed_dispositions(), {}};
+          fds.data(), static_cast<int>(fds.size()), sync[0], sync[1], report[0], report[1], ::geteuid() == 0, steps->dispositions, {}};
   // No signal handler may run in the clone before it resets them.
   sigset_t all;
   sigfillset(&all);
