@@ -8,6 +8,8 @@
 
 #include <filesystem>
 
+#include "triggers/kind.h"
+#include "triggers/http/http_spec.h"
 #include "core/app_spec.h"
 #include "observe/log.h"
 #include "observe/metrics.h"
@@ -42,10 +44,10 @@ void BM_HttpTriggerInlineHello(benchmark::State& state) {
   fn.name = "hello";
   fn.handler = NIMBUS_TEST_FUNCTIONS "/hello.so";
   fn.blocking = false;
-  TriggerSpec t;
-  t.http.route = "/hello";
-  t.http.methods = {"GET"};
-  fn.triggers.push_back(t);
+  HttpTriggerSpec t;
+  t.route = "/hello";
+  t.methods = {"GET"};
+  fn.triggers.push_back(make_trigger("http", t));
   app.functions.push_back(fn);
 
   SystemClock clock;

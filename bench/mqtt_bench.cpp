@@ -16,6 +16,8 @@
 #include <random>
 #include <thread>
 
+#include "triggers/kind.h"
+#include "triggers/mqtt/mqtt_spec.h"
 #include "latency_samples.h"
 #include "mosquitto_broker.h"
 #include "observe/log.h"
@@ -24,7 +26,7 @@
 #include "pool/worker_threads.h"
 #include "store/store.h"
 #include "triggers/mqtt/mqtt_trigger.h"
-#include "triggers/queue/queue_trigger.h"
+#include "triggers/dispatch/dispatcher.h"
 
 namespace nimbus {
 namespace {
@@ -61,11 +63,9 @@ int run() {
   FunctionSpec fn;
   fn.name = "stamp";
   fn.blocking = false;
-  TriggerSpec t;
-  t.kind = TriggerKind::mqtt;
-  t.mqtt.filter = "bench/+/reading";
-  t.queue.name = mqtt_queue_for(fn.name);
-  fn.triggers.push_back(t);
+  MqttTriggerSpec t;
+  t.filter = "bench/+/reading";
+  fn.triggers.push_back(make_trigger("mqtt", t));
   app.functions.push_back(fn);
 
   int devnull = ::open("/dev/null", O_WRONLY);
@@ -80,7 +80,7 @@ int run() {
   bench::LatencySamples samples;
   pools.add(std::make_unique<FunctionPool>(app.functions[0], 0,
                                            std::make_unique<bench::StampExecutor>(samples, since_published), ctx));
-  QueueTrigger queues(TriggerContext{app, pools, **store, clock, Timers(timers, &timer_thread), logger});
+  StoreDispatcher queues(TriggerContext{app, pools, **store, clock, Timers(timers, &timer_thread), logger});
   MqttTrigger mqtt(TriggerContext{app, pools, **store, clock, Timers(timers, &timer_thread), logger});
   if (auto st = queues.start(); !st) {
     std::fprintf(stderr, "mqtt_bench: %s\n", st.error().message.c_str());

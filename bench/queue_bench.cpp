@@ -21,6 +21,8 @@
 #include <random>
 #include <thread>
 
+#include "triggers/kind.h"
+#include "triggers/queue/queue_spec.h"
 #include "core/ids.h"
 #include "observe/log.h"
 #include "observe/metrics.h"
@@ -28,7 +30,7 @@
 #include "pool/worker_threads.h"
 #include "runtime/native/native_runtime.h"
 #include "store/store.h"
-#include "triggers/queue/queue_trigger.h"
+#include "triggers/dispatch/dispatcher.h"
 #include "forwarding_store.h"
 
 namespace nimbus {
@@ -99,11 +101,10 @@ int run() {
   fn.handler = NIMBUS_TEST_FUNCTIONS "/hello.so";
   fn.blocking = false;
   fn.concurrency = env_int("CONCURRENCY", 256);
-  TriggerSpec t;
-  t.kind = TriggerKind::queue;
-  t.queue.name = "bench";
-  t.queue.batch_size = env_int("BATCH_SIZE", 256);
-  fn.triggers.push_back(t);
+  QueueTriggerSpec t;
+  t.name = "bench";
+  t.batch_size = env_int("BATCH_SIZE", 256);
+  fn.triggers.push_back(make_trigger("queue", t));
   app.functions.push_back(fn);
   int devnull = ::open("/dev/null", O_WRONLY);
   LogSink sink(devnull);
@@ -137,7 +138,7 @@ int run() {
     }
     cv.notify_all();
   };
-  QueueTrigger trigger(TriggerContext{app, pools, store, clock, Timers(timers, &timer_thread), logger});
+  StoreDispatcher trigger(TriggerContext{app, pools, store, clock, Timers(timers, &timer_thread), logger});
   t0 = Clock_::now();
   if (auto st = trigger.start(); !st) {
     std::fprintf(stderr, "%s\n", st.error().message.c_str());
@@ -180,7 +181,7 @@ int run() {
   std::printf(
       "{\"messages\":%d,\"enqueue_ms\":%.1f,\"enqueue_per_s\":%.0f,\"drain_ms\":%.1f,\"processed_per_s\":%.0f,"
       "\"batch_size\":%d,\"concurrency\":%d,\"latency_n\":%zu,\"latency_p50_ms\":%.3f,\"latency_p99_ms\":%.3f}\n",
-      n, enqueue_ms, n / (enqueue_ms / 1000), drain_ms, n / (drain_ms / 1000), t.queue.batch_size, fn.concurrency,
+      n, enqueue_ms, n / (enqueue_ms / 1000), drain_ms, n / (drain_ms / 1000), t.batch_size, fn.concurrency,
       latencies.size(), pct(50), pct(99));
   std::error_code ec;
   std::filesystem::remove_all(dir, ec);

@@ -18,6 +18,7 @@
 #include <mutex>
 #include <random>
 
+#include "triggers/kind.h"
 #include "forwarding_store.h"
 #include "observe/log.h"
 #include "observe/metrics.h"
@@ -123,12 +124,11 @@ Expected<Figures> measure(int batch, int records, int partitions) {
   fn.handler = NIMBUS_TEST_FUNCTIONS "/hello.so";
   fn.blocking = false;
   fn.concurrency = 64;
-  TriggerSpec t;
-  t.kind = TriggerKind::stream;
-  t.stream.name = "bench";
-  t.stream.group = "noop";
-  t.stream.batch_size = batch;
-  fn.triggers.push_back(t);
+  StreamTriggerSpec t;
+  t.name = "bench";
+  t.group = "noop";
+  t.batch_size = batch;
+  fn.triggers.push_back(make_trigger("stream", t));
   app.functions.push_back(fn);
   int devnull = ::open("/dev/null", O_WRONLY);
   LogSink sink(devnull);

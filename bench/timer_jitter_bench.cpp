@@ -16,6 +16,7 @@
 #include <sstream>
 #include <thread>
 
+#include "triggers/kind.h"
 #include "latency_samples.h"
 #include "observe/log.h"
 #include "observe/metrics.h"
@@ -59,10 +60,9 @@ int run() {
     FunctionSpec fn;
     fn.name = "t" + std::to_string(i);
     fn.blocking = false;
-    TriggerSpec t;
-    t.kind = TriggerKind::timer;
-    t.timer.schedule = "* * * * * *";
-    fn.triggers.push_back(t);
+    TimerTriggerSpec t;
+    t.schedule = "* * * * * *";
+    fn.triggers.push_back(make_trigger("timer", t));
     app.functions.push_back(fn);
     names.push_back(fn.name);
   }

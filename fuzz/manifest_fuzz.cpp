@@ -9,6 +9,9 @@
 #include <filesystem>
 #include <map>
 
+#include "triggers/blob/blob_spec.h"
+#include "triggers/mqtt/mqtt_spec.h"
+#include "triggers/timer/timer_spec.h"
 #include "fuzz/fuzz_input.h"
 #include "core/cron.h"
 #include "core/mqtt_topic.h"
@@ -42,21 +45,17 @@ std::string check_app(const AppSpec& app) {
     FUZZ_EXPECT(fn.concurrency > 0 && fn.wait_queue >= 0 && fn.timeout.count() > 0, "function " + fn.name + " limits");
     FUZZ_EXPECT(fn.retry.max_attempts >= 1, "function " + fn.name + " retry");
     for (const auto& t : fn.triggers) {
-      switch (t.kind) {
-        case TriggerKind::http:
-          FUZZ_EXPECT(check_route(t.http.route).empty(), "a loaded route that does not parse: " + shown(t.http.route));
-          break;
-        case TriggerKind::timer:
-          FUZZ_EXPECT(static_cast<bool>(parse_cron(t.timer.schedule)), "a loaded schedule that does not parse");
-          break;
-        case TriggerKind::mqtt:
-          FUZZ_EXPECT(check_topic_filter(t.mqtt.filter).empty(), "a loaded topic filter that is not valid");
-          break;
-        case TriggerKind::blob:
-          FUZZ_EXPECT(check_blob_container(t.blob.container).empty(), "a loaded container that is not valid");
-          FUZZ_EXPECT(parse_blob_pattern(t.blob.pattern, nullptr).has_value(), "a loaded blob pattern that does not parse");
-          break;
-        default: break;
+      FUZZ_EXPECT(t.settings != nullptr, "a loaded trigger with no settings");
+      for (const auto& r : t.settings->public_routes()) {
+        FUZZ_EXPECT(check_route(r.route).empty(), "a loaded route that does not parse: " + shown(r.route));
+      }
+      if (const auto* timer = t.as<TimerTriggerSpec>()) {
+        FUZZ_EXPECT(static_cast<bool>(parse_cron(timer->schedule)), "a loaded schedule that does not parse");
+      } else if (const auto* mqtt = t.as<MqttTriggerSpec>()) {
+        FUZZ_EXPECT(check_topic_filter(mqtt->filter).empty(), "a loaded topic filter that is not valid");
+      } else if (const auto* blob = t.as<BlobTriggerSpec>()) {
+        FUZZ_EXPECT(check_blob_container(blob->container).empty(), "a loaded container that is not valid");
+        FUZZ_EXPECT(parse_blob_pattern(blob->pattern, nullptr).has_value(), "a loaded blob pattern that does not parse");
       }
     }
   }

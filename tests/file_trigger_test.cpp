@@ -3,6 +3,7 @@
 // outputs are committed; other names are left alone; files already there and files a crash
 // left in .processing/ run on start; failures retry per the policy, then land in failed/ with
 // a reason; two hosts on one folder never take the same file.
+#include "triggers/kind.h"
 #include "triggers/file/file_trigger.h"
 
 #include <gtest/gtest.h>
@@ -91,11 +92,10 @@ class FileTriggerTest : public TriggerTest {
     fn.retry.initial = 10s;
     fn.retry.jitter = 0;
     fn.outputs.push_back({"next", OutputSpec::Kind::queue, "parsed"});
-    TriggerSpec t;
-    t.kind = TriggerKind::file;
-    t.file.path = inbox_;
-    t.file.pattern = "*.csv";
-    fn.triggers.push_back(t);
+    FileTriggerSpec t;
+    t.path = inbox_;
+    t.pattern = "*.csv";
+    fn.triggers.push_back(make_trigger("file", t));
     app_.functions.push_back(fn);
   }
   std::unique_ptr<HostParts<FileTrigger>> host() { return host_of<FileTrigger>(std::make_unique<Recorder>(calls_)); }
@@ -134,7 +134,7 @@ TEST_F(FileTriggerTest, DroppedCsvRunsOnceWithItsContentsThenMovesToProcessedAft
 
   ASSERT_EQ(calls_.count(), 1u);
   const Call& c = calls_.list[0];
-  EXPECT_EQ(c.trigger, TriggerKind::file);
+  EXPECT_EQ(c.trigger, TriggerKind::named("file"));
   EXPECT_EQ(c.subject, "orders.csv");
   EXPECT_EQ(c.payload, "id,price\n1,9.50\n");
   EXPECT_EQ(c.attempt, 1);
@@ -207,7 +207,11 @@ TEST_F(FileTriggerTest, FailuresRetryAfterTheBackoffThenTheFileLandsInFailedWith
 }
 
 TEST_F(FileTriggerTest, OversizedFileFailsWithoutRunning) {
-  app_.functions[0].triggers[0].file.max_size = 8;
+  {
+    FileTriggerSpec t = *app_.functions[0].triggers[0].as<FileTriggerSpec>();
+    t.max_size = 8;
+    app_.functions[0].triggers[0] = make_trigger("file", t);
+  }
   auto h = started();
   drop(inbox_, "huge.csv", "more than eight bytes");
   ASSERT_TRUE(eventually([&] { return in("failed", "huge.csv.reason.json"); }));
@@ -256,7 +260,11 @@ TEST_F(FileTriggerTest, AStopLeavesAFileWaitingForItsRetryInProcessing) {
 
 TEST_F(FileTriggerTest, APathThatIsAFileIsAStartErrorNamingTheFunction) {
   write(dir_ / "plain", "x");
-  app_.functions[0].triggers[0].file.path = dir_ / "plain";
+  {
+    FileTriggerSpec t = *app_.functions[0].triggers[0].as<FileTriggerSpec>();
+    t.path = dir_ / "plain";
+    app_.functions[0].triggers[0] = make_trigger("file", t);
+  }
   auto h = host();
   auto st = h->trigger->start();
   ASSERT_FALSE(st.ok());

@@ -237,7 +237,7 @@ std::string tricky(std::string_view base) {
 TEST(FrameTypedTest, AnInvokeFrameDecodesStraightIntoTheInvocation) {
   Invocation inv;
   inv.id = tricky("id");
-  inv.trigger = TriggerKind::queue;
+  inv.trigger = TriggerKind::named("queue");
   inv.attempt = 3;
   inv.event_id = tricky("event");
   inv.message_id = "m-42";

@@ -133,7 +133,7 @@ TEST(LogTest, FailedInvocationIsAWarningWithItsError) {
   LogSink sink(file.fd());
   Logger log(sink, clock, "shop");
   log.invocation({.function = "orders",
-                  .trigger = TriggerKind::queue,
+                  .trigger = TriggerKind::named("queue"),
                   .invocation_id = "id-1",
                   .traceparent = "",
                   .outcome = Outcome::error,

@@ -1,6 +1,7 @@
 // nimbus.yaml: a full manifest becomes the right AppSpec; every class of mistake becomes a
 // diagnostic that says where (FILE:LINE:COL and the key path), what, and what is expected.
 // App and function keys, values, environment expansion, loading (triggers: manifest_triggers_test.cpp).
+#include "trigger_settings.h"
 #include "manifest_test.h"
 
 namespace nimbus {
@@ -48,21 +49,21 @@ TEST(ManifestTest, FullManifestProducesTheAppSpec) {
 
   ASSERT_EQ(orders->triggers.size(), 2u);
   EXPECT_EQ(orders->triggers[0].kind, TriggerKind::http);
-  EXPECT_EQ(orders->triggers[0].http.route, "/orders/{id}");
-  EXPECT_EQ(orders->triggers[0].http.methods, (std::vector<std::string>{"GET", "PUT"}))
+  EXPECT_EQ(settings_of<HttpTriggerSpec>(orders->triggers[0]).route, "/orders/{id}");
+  EXPECT_EQ(settings_of<HttpTriggerSpec>(orders->triggers[0]).methods, (std::vector<std::string>{"GET", "PUT"}))
       << "methods are upper-cased";
-  EXPECT_EQ(orders->triggers[0].http.auth, AuthLevel::function);
-  EXPECT_EQ(orders->triggers[1].http.route, "/orders");
-  EXPECT_EQ(orders->triggers[1].http.methods, (std::vector<std::string>{"POST"}))
+  EXPECT_EQ(settings_of<HttpTriggerSpec>(orders->triggers[0]).auth, AuthLevel::function);
+  EXPECT_EQ(settings_of<HttpTriggerSpec>(orders->triggers[1]).route, "/orders");
+  EXPECT_EQ(settings_of<HttpTriggerSpec>(orders->triggers[1]).methods, (std::vector<std::string>{"POST"}))
       << "a single method may be given without a list";
-  EXPECT_EQ(orders->triggers[1].http.auth, AuthLevel::anonymous);
+  EXPECT_EQ(settings_of<HttpTriggerSpec>(orders->triggers[1]).auth, AuthLevel::anonymous);
 
   const FunctionSpec* health = app.find("health");
   ASSERT_NE(health, nullptr);
   EXPECT_EQ(health->handler, "lib/health.so");
   ASSERT_EQ(health->triggers.size(), 1u);
-  EXPECT_EQ(health->triggers[0].http.route, "/health");
-  EXPECT_TRUE(health->triggers[0].http.methods.empty()) << "no methods means any method";
+  EXPECT_EQ(settings_of<HttpTriggerSpec>(health->triggers[0]).route, "/health");
+  EXPECT_TRUE(settings_of<HttpTriggerSpec>(health->triggers[0]).methods.empty()) << "no methods means any method";
   EXPECT_EQ(app.find("missing"), nullptr);
 }
 

@@ -1,4 +1,5 @@
 // nimbus.yaml: every trigger kind's keys, outputs, routes that conflict, retries.
+#include "trigger_settings.h"
 #include "manifest_test.h"
 
 namespace nimbus {
@@ -53,13 +54,13 @@ TEST(ManifestTest, MqttBrokerTriggersAndOutputs) {
   EXPECT_EQ(app.mqtt->keepalive, std::chrono::seconds(20));
   const auto& t = app.functions[0].triggers;
   ASSERT_EQ(t.size(), 2u);
-  EXPECT_EQ(t[0].kind, TriggerKind::mqtt);
-  EXPECT_EQ(t[0].mqtt.filter, "devices/+/telemetry");
-  EXPECT_EQ(t[0].mqtt.qos, 1);
-  EXPECT_EQ(t[0].queue.name, "_mqtt.orders");  // where its messages wait for the function
-  EXPECT_EQ(t[0].queue.lease, std::chrono::seconds(5));
-  EXPECT_EQ(t[0].queue.batch_size, 8);
-  EXPECT_EQ(t[1].mqtt.qos, 0);
+  EXPECT_EQ(t[0].kind, TriggerKind::named("mqtt"));
+  EXPECT_EQ(settings_of<MqttTriggerSpec>(t[0]).filter, "devices/+/telemetry");
+  EXPECT_EQ(settings_of<MqttTriggerSpec>(t[0]).qos, 1);
+  EXPECT_EQ(find_trigger_kind("mqtt")->feed(app.functions[0], t[0])->queue, "_mqtt.orders");  // where its messages wait
+  EXPECT_EQ(settings_of<MqttTriggerSpec>(t[0]).lease, std::chrono::seconds(5));
+  EXPECT_EQ(settings_of<MqttTriggerSpec>(t[0]).batch_size, 8);
+  EXPECT_EQ(settings_of<MqttTriggerSpec>(t[1]).qos, 0);
   const auto& outs = app.functions[0].outputs;
   ASSERT_EQ(outs.size(), 2u);
   EXPECT_EQ(outs[0].kind, OutputSpec::Kind::mqtt);
@@ -110,15 +111,15 @@ TEST(ManifestTest, BlobTriggersOutputsUploadRoutesAndTheSizeLimit) {
   EXPECT_EQ(app.max_blob_size, 8u << 20);
   const auto& t = app.functions[0].triggers;
   ASSERT_EQ(t.size(), 3u);
-  EXPECT_EQ(t[0].kind, TriggerKind::blob);
-  EXPECT_EQ(t[0].blob.container, "uploads");
-  EXPECT_EQ(t[0].blob.pattern, "{name}.csv");
-  EXPECT_EQ(t[0].blob.events, kBlobCreated | kBlobUpdated | kBlobDeleted);
-  EXPECT_EQ(t[0].blob.lease, std::chrono::seconds(10));
-  EXPECT_EQ(t[1].blob.container, "in");
-  EXPECT_EQ(t[1].blob.events, kBlobCreated | kBlobUpdated);  // the default
-  EXPECT_EQ(t[2].http.upload_container, "uploads");
-  EXPECT_EQ(t[2].http.methods, (std::vector<std::string>{"PUT", "POST"}));
+  EXPECT_EQ(t[0].kind, TriggerKind::named("blob"));
+  EXPECT_EQ(settings_of<BlobTriggerSpec>(t[0]).container, "uploads");
+  EXPECT_EQ(settings_of<BlobTriggerSpec>(t[0]).pattern, "{name}.csv");
+  EXPECT_EQ(settings_of<BlobTriggerSpec>(t[0]).events, kBlobCreated | kBlobUpdated | kBlobDeleted);
+  EXPECT_EQ(settings_of<BlobTriggerSpec>(t[0]).lease, std::chrono::seconds(10));
+  EXPECT_EQ(settings_of<BlobTriggerSpec>(t[1]).container, "in");
+  EXPECT_EQ(settings_of<BlobTriggerSpec>(t[1]).events, kBlobCreated | kBlobUpdated);  // the default
+  EXPECT_EQ(settings_of<HttpTriggerSpec>(t[2]).upload_container, "uploads");
+  EXPECT_EQ(settings_of<HttpTriggerSpec>(t[2]).methods, (std::vector<std::string>{"PUT", "POST"}));
   ASSERT_EQ(app.functions[0].outputs.size(), 1u);
   EXPECT_EQ(app.functions[0].outputs[0].kind, OutputSpec::Kind::blob);
   EXPECT_EQ(app.functions[0].outputs[0].target, "thumbnails");
@@ -162,13 +163,13 @@ TEST(ManifestTest, StreamsTheirTriggersAndOutputs) {
   ASSERT_NE(app.find_stream("clicks"), nullptr);
   EXPECT_EQ(app.find_stream("clicks")->partitions, 4);
   const auto& tr = app.functions[0].triggers;
-  EXPECT_EQ(tr[0].kind, TriggerKind::stream);
-  EXPECT_EQ(tr[0].stream.group, "orders");  // the function's name by default
-  EXPECT_EQ(tr[0].stream.batch_size, 50);
-  EXPECT_EQ(tr[0].stream.max_wait, std::chrono::milliseconds(200));
-  EXPECT_TRUE(tr[0].stream.from_latest);
-  EXPECT_EQ(tr[1].stream.group, "clicks-v2");
-  EXPECT_FALSE(tr[1].stream.from_latest);
+  EXPECT_EQ(tr[0].kind, TriggerKind::named("stream"));
+  EXPECT_EQ(settings_of<StreamTriggerSpec>(tr[0]).group, "orders");  // the function's name by default
+  EXPECT_EQ(settings_of<StreamTriggerSpec>(tr[0]).batch_size, 50);
+  EXPECT_EQ(settings_of<StreamTriggerSpec>(tr[0]).max_wait, std::chrono::milliseconds(200));
+  EXPECT_TRUE(settings_of<StreamTriggerSpec>(tr[0]).from_latest);
+  EXPECT_EQ(settings_of<StreamTriggerSpec>(tr[1]).group, "clicks-v2");
+  EXPECT_FALSE(settings_of<StreamTriggerSpec>(tr[1]).from_latest);
   const auto& outs = app.functions[0].outputs;
   ASSERT_EQ(outs.size(), 2u);
   EXPECT_EQ(outs[0].kind, OutputSpec::Kind::stream);
@@ -190,13 +191,13 @@ TEST(ManifestTest, FileTriggersTakeAFolderAPatternAndAMaximumSize) {
   ASSERT_TRUE(load.app.has_value()) << load.report();
   const auto& t = load.app->functions[0].triggers;
   ASSERT_EQ(t.size(), 2u);
-  EXPECT_EQ(t[0].kind, TriggerKind::file);
-  EXPECT_EQ(t[0].file.path, "/srv/shop/inbox");  // relative to the app folder
-  EXPECT_EQ(t[0].file.pattern, "*.csv");
-  EXPECT_EQ(t[0].file.max_size, 1u << 20);
-  EXPECT_EQ(t[1].file.path, "/var/spool/legacy");
-  EXPECT_EQ(t[1].file.pattern, "*");
-  EXPECT_EQ(t[1].file.max_size, 64u << 20);
+  EXPECT_EQ(t[0].kind, TriggerKind::named("file"));
+  EXPECT_EQ(settings_of<FileTriggerSpec>(t[0]).path, "/srv/shop/inbox");  // relative to the app folder
+  EXPECT_EQ(settings_of<FileTriggerSpec>(t[0]).pattern, "*.csv");
+  EXPECT_EQ(settings_of<FileTriggerSpec>(t[0]).max_size, 1u << 20);
+  EXPECT_EQ(settings_of<FileTriggerSpec>(t[1]).path, "/var/spool/legacy");
+  EXPECT_EQ(settings_of<FileTriggerSpec>(t[1]).pattern, "*");
+  EXPECT_EQ(settings_of<FileTriggerSpec>(t[1]).max_size, 64u << 20);
 }
 
 TEST(ManifestTest, FileTriggerProblemsNameTheFunctionAndTheKey) {
@@ -220,11 +221,11 @@ TEST(ManifestTest, TimerTriggersTakeACronAZoneAndRunOnStartup) {
   ASSERT_TRUE(load.app.has_value()) << load.report();
   const auto& t = load.app->functions[0].triggers;
   ASSERT_EQ(t.size(), 2u);
-  EXPECT_EQ(t[0].kind, TriggerKind::timer);
-  EXPECT_EQ(t[0].timer.schedule, "0 30 2 * * MON-FRI");
-  EXPECT_EQ(t[0].timer.time_zone, "Europe/Berlin");
-  EXPECT_TRUE(t[0].timer.run_on_startup);
-  EXPECT_EQ(t[1].timer.time_zone, "UTC");
+  EXPECT_EQ(t[0].kind, TriggerKind::named("timer"));
+  EXPECT_EQ(settings_of<TimerTriggerSpec>(t[0]).schedule, "0 30 2 * * MON-FRI");
+  EXPECT_EQ(settings_of<TimerTriggerSpec>(t[0]).time_zone, "Europe/Berlin");
+  EXPECT_TRUE(settings_of<TimerTriggerSpec>(t[0]).run_on_startup);
+  EXPECT_EQ(settings_of<TimerTriggerSpec>(t[1]).time_zone, "UTC");
   auto bad = parse(one_function(kBasicFn + "triggers:\n  - timer: {schedule: \"0 61 * * * *\"}\n"));
   const Diagnostic& d = expect_diag(bad, "functions.orders.triggers[0].timer.schedule", "minute field '61'");
   EXPECT_GT(d.line, 0);
@@ -250,16 +251,16 @@ TEST(ManifestTest, QueueAndTopicTriggersOutputsRetryAndDurability) {
   EXPECT_TRUE(load.app->fsync);
   const FunctionSpec& fn = load.app->functions[0];
   ASSERT_EQ(fn.triggers.size(), 3u);
-  EXPECT_EQ(fn.triggers[0].kind, TriggerKind::queue);
-  EXPECT_EQ(fn.triggers[0].queue.name, "orders");
-  EXPECT_EQ(fn.triggers[0].queue.batch_size, 4);
-  EXPECT_EQ(fn.triggers[0].queue.max_wait, 250ms);
-  EXPECT_EQ(fn.triggers[0].queue.lease, 2min);
-  EXPECT_EQ(fn.triggers[1].kind, TriggerKind::topic);
-  EXPECT_EQ(fn.triggers[1].queue.subscription, "orders") << "a subscription is named after its function";
-  EXPECT_EQ(fn.triggers[1].queue.type, "order.created");
-  EXPECT_EQ(fn.triggers[1].queue.subject_prefix, "eu/");
-  EXPECT_EQ(fn.triggers[2].queue.subscription, "orders-audit");
+  EXPECT_EQ(fn.triggers[0].kind, TriggerKind::named("queue"));
+  EXPECT_EQ(settings_of<QueueTriggerSpec>(fn.triggers[0]).name, "orders");
+  EXPECT_EQ(settings_of<QueueTriggerSpec>(fn.triggers[0]).batch_size, 4);
+  EXPECT_EQ(settings_of<QueueTriggerSpec>(fn.triggers[0]).max_wait, 250ms);
+  EXPECT_EQ(settings_of<QueueTriggerSpec>(fn.triggers[0]).lease, 2min);
+  EXPECT_EQ(fn.triggers[1].kind, TriggerKind::named("topic"));
+  EXPECT_EQ(settings_of<TopicTriggerSpec>(fn.triggers[1]).subscription, "orders") << "a subscription is named after its function";
+  EXPECT_EQ(settings_of<TopicTriggerSpec>(fn.triggers[1]).type, "order.created");
+  EXPECT_EQ(settings_of<TopicTriggerSpec>(fn.triggers[1]).subject_prefix, "eu/");
+  EXPECT_EQ(settings_of<TopicTriggerSpec>(fn.triggers[2]).subscription, "orders-audit");
   ASSERT_EQ(fn.outputs.size(), 3u);
   EXPECT_EQ(fn.outputs[0].name, "done");
   EXPECT_EQ(fn.outputs[0].kind, OutputSpec::Kind::queue);
@@ -291,7 +292,7 @@ TEST(ManifestTest, QueueAndTopicTriggersOutputsRetryAndDurability) {
 TEST(ManifestTest, AsyncRoutesAndTheReservedPrefix) {
   auto load = parse(one_function(kBasicFn + "triggers:\n  - http: {route: /jobs, methods: [POST], async: true}\n"));
   ASSERT_TRUE(load.app.has_value()) << load.report();
-  EXPECT_TRUE(load.app->functions[0].triggers[0].http.asynchronous);
+  EXPECT_TRUE(settings_of<HttpTriggerSpec>(load.app->functions[0].triggers[0]).asynchronous);
   expect_diag(parse(one_function(kBasicFn + "triggers:\n  - http: {route: /_nimbus/x}\n")),
               "functions.orders.triggers[0].http.route", "keeps for itself");
   expect_diag(parse(one_function(kBasicFn + "triggers:\n  - http: {route: /a, async: maybe}\n")),

@@ -53,7 +53,7 @@ TEST(MetricsTest, RenderedTextIsValidPrometheus) {
   m.invocation(0, TriggerKind::http, Outcome::success, 3ms);
   m.invocation(0, TriggerKind::http, Outcome::error, 20ms);
   m.invocation(1, TriggerKind::admin, Outcome::success, 100us);
-  m.invocation(1, TriggerKind::timer, Outcome::timeout, 2s);
+  m.invocation(1, TriggerKind::named("timer"), Outcome::timeout, 2s);
   m.in_flight(0, +3);
   m.in_flight(0, -1);
   m.cold_start(1, 40ms);

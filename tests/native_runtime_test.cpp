@@ -201,7 +201,7 @@ TEST_F(NativeRuntimeTest, NonHttpInvocationPassesMetadataAsHeaders) {
   Invocation inv;
   inv.id = "fedcba9876543210fedcba9876543210";
   inv.function = "echo";
-  inv.trigger = TriggerKind::timer;
+  inv.trigger = TriggerKind::named("timer");
   inv.metadata = {{"schedule", "*/5 * * * *"}};
   inv.payload = "tick";
   Result r = fn->call(inv);

@@ -1,5 +1,6 @@
 // `nimbus init` / `nimbus new`: inserting a function into a manifest keeps the user's layout,
 // and a scaffolded app is one the manifest parser accepts.
+#include "trigger_settings.h"
 #include "cli/scaffold.h"
 
 #include <unistd.h>
@@ -70,7 +71,7 @@ TEST(InsertFunctionBlockTest, AppendsAfterTheLastFunction) {
   ASSERT_NE(orders, nullptr);
   EXPECT_EQ(orders->handler, "functions/orders");
   ASSERT_EQ(orders->triggers.size(), 1u);
-  EXPECT_EQ(orders->triggers[0].http.route, "/orders");
+  EXPECT_EQ(settings_of<HttpTriggerSpec>(orders->triggers[0]).route, "/orders");
 }
 
 TEST(InsertFunctionBlockTest, EmptyFlowMappingBecomesABlock) {
@@ -111,7 +112,7 @@ TEST(InsertFunctionBlockTest, FourSpaceIndentationIsKept) {
                      "          - http:\n"
                      "              route: /orders\n");
   EXPECT_EQ(functions_of(out), (std::vector<std::string>{"hello", "orders"}));
-  EXPECT_EQ(parse(out).app->find("orders")->triggers.at(0).http.route, "/orders");
+  EXPECT_EQ(settings_of<HttpTriggerSpec>(parse(out).app->find("orders")->triggers.at(0)).route, "/orders");
 }
 
 TEST(InsertFunctionBlockTest, CommentOnTheFunctionsLineIsKept) {
@@ -279,13 +280,13 @@ TEST_F(ScaffoldDirTest, InitThenNewGivesAValidManifest) {
     EXPECT_EQ(f.handler, "functions/" + f.name);
     ASSERT_EQ(f.triggers.size(), 1u) << f.name;
     EXPECT_EQ(f.triggers[0].kind, TriggerKind::http);
-    routes[f.name] = f.triggers[0].http.route;
+    routes[f.name] = settings_of<HttpTriggerSpec>(f.triggers[0]).route;
   }
   EXPECT_EQ(routes, (std::map<std::string, std::string>{
                         {"hello", "/hello"}, {"orders", "/orders"}, {"order-items", "/order-items"}}));
   const FunctionSpec* hello = load.app->find("hello");
   EXPECT_FALSE(hello->blocking);
-  EXPECT_EQ(hello->triggers[0].http.methods, (std::vector<std::string>{"GET"}));
+  EXPECT_EQ(settings_of<HttpTriggerSpec>(hello->triggers[0]).methods, (std::vector<std::string>{"GET"}));
 
   st = add_function(dir_, NewFunction{.name = "report", .runtime = "python"});
   ASSERT_TRUE(st.ok()) << st.error().message;

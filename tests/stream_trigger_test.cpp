@@ -1,6 +1,7 @@
 // Stream triggers against a real (SQLite) store: order within a partition while batches of
 // other partitions run concurrently, checkpoints committed with outputs, retries on the
 // injected clock then a dead-lettered batch, a group starting at the end, and a replay.
+#include "triggers/kind.h"
 #include "triggers/stream/stream_trigger.h"
 
 #include <fcntl.h>
@@ -96,12 +97,11 @@ class StreamTriggerTest : public TriggerTest {
     fn.retry.max_attempts = 2;
     fn.retry.initial = 1s;
     fn.retry.jitter = 0;
-    TriggerSpec t;
-    t.kind = TriggerKind::stream;
-    t.stream.name = "readings";
-    t.stream.group = "agg";
-    t.stream.batch_size = 7;
-    fn.triggers.push_back(t);
+    StreamTriggerSpec t;
+    t.name = "readings";
+    t.group = "agg";
+    t.batch_size = 7;
+    fn.triggers.push_back(make_trigger("stream", t));
     fn.outputs.push_back(OutputSpec{"copy", OutputSpec::Kind::queue, "copies", 1});
     app_.functions.push_back(fn);
   }
@@ -254,7 +254,11 @@ TEST_F(StreamTriggerTest, AStopWhileABatchWaitsForItsRetryDoesNotWaitForIt) {
 
 TEST_F(StreamTriggerTest, ANewGroupAtLatestSkipsWhatIsThereAndAReplayReadsItAgain) {
   append({{"a", "1"}, {"a", "2"}});
-  app_.functions[0].triggers[0].stream.from_latest = true;
+  {
+    StreamTriggerSpec t = *app_.functions[0].triggers[0].as<StreamTriggerSpec>();
+    t.from_latest = true;
+    app_.functions[0].triggers[0] = make_trigger("stream", t);
+  }
   start();
   append({{"a", "3"}});
   ASSERT_TRUE(seen_.wait_records(1));

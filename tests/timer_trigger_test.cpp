@@ -1,6 +1,7 @@
 // Timer triggers on a ManualClock against a real (SQLite) store: due times fire with their
 // scheduled time, a host that was down runs a missed schedule once (past due), two hosts on
 // one store run each due time once, run_on_startup, and runs never overlap.
+#include "triggers/kind.h"
 #include "triggers/timer/timer_trigger.h"
 
 #include <gtest/gtest.h>
@@ -56,14 +57,20 @@ class TimerTriggerTest : public TriggerTest {
     FunctionSpec fn;
     fn.name = "job";
     fn.timeout = 5s;
-    TriggerSpec t;
-    t.kind = TriggerKind::timer;
-    t.timer.schedule = "*/10 * * * * *";
-    fn.triggers.push_back(t);
+    TimerTriggerSpec t;
+    t.schedule = "*/10 * * * * *";
+    fn.triggers.push_back(make_trigger("timer", t));
     app_.functions.push_back(fn);
   }
   std::unique_ptr<HostParts<TimerTrigger>> host() { return host_of<TimerTrigger>(std::make_unique<Recorder>(runs_)); }
   // Moves the clock to `s` seconds past the next multiple of 10 seconds (a due time).
+  // Changes the first function's timer settings before its trigger is built.
+  template <class Change>
+  void set_timer(Change change) {
+    TimerTriggerSpec t = *app_.functions[0].triggers[0].as<TimerTriggerSpec>();
+    change(t);
+    app_.functions[0].triggers[0] = make_trigger("timer", t);
+  }
   void advance_past_due(int s = 1) {
     auto now = std::chrono::duration_cast<std::chrono::seconds>(clock_.wall().time_since_epoch()).count();
     advance(std::chrono::seconds(10 - now % 10 + s));
@@ -136,7 +143,7 @@ TEST_F(TimerTriggerTest, TwoHostsOnOneStoreRunEachDueTimeOnce) {
 }
 
 TEST_F(TimerTriggerTest, RunOnStartupRunsOnceAtStart) {
-  app_.functions[0].triggers[0].timer.run_on_startup = true;
+  set_timer([](TimerTriggerSpec& t) { t.run_on_startup = true; });
   auto h = host();
   ASSERT_TRUE(h->trigger->start().ok());
   ASSERT_TRUE(runs_.wait_for(1));
@@ -164,7 +171,7 @@ TEST_F(TimerTriggerTest, RunsNeverOverlap) {
 }
 
 TEST_F(TimerTriggerTest, AnUnknownTimeZoneIsAStartError) {
-  app_.functions[0].triggers[0].timer.time_zone = "Atlantis/Capital";
+  set_timer([](TimerTriggerSpec& t) { t.time_zone = "Atlantis/Capital"; });
   auto h = host();
   auto st = h->trigger->start();
   ASSERT_FALSE(st.ok());

@@ -521,12 +521,12 @@ std::string AdminApi::functions_json() const {
     json::array triggers;
     for (const auto& t : fn.triggers) {
       json::object o{{"kind", std::string(to_string(t.kind))}};
-      if (t.kind == TriggerKind::http) {
-        o["route"] = t.http.route;
+      for (const auto& route : t.settings->public_routes()) {  // one at most, today
+        o["route"] = route.route;
         json::array methods;
-        for (const auto& m : t.http.methods) methods.push_back(json::value(m));
+        for (const auto& m : route.methods) methods.push_back(json::value(m));
         o["methods"] = std::move(methods);
-        o["auth"] = t.http.auth == AuthLevel::function ? "function" : "anonymous";
+        o["auth"] = route.auth == AuthLevel::function ? "function" : "anonymous";
       }
       triggers.push_back(std::move(o));
     }

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cstddef>
 #include <filesystem>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -25,70 +26,34 @@ std::string_view to_string(Isolation isolation);
 
 enum class AuthLevel : uint8_t { anonymous, function };
 
-struct HttpTriggerSpec {
+// One trigger kind's settings for one function, as its manifest keys said: a type of the
+// kind's own, defined in its folder (triggers/<kind>/), read by the kind's key reader.
+// What the app's checks ask of every kind: the routes it serves on the public listener (two
+// functions may not serve one), the streams it reads (made with defaults when not declared),
+// and whether it needs the app's MQTT broker.
+struct PublicRoute {
   std::string route;                 // "/orders/{id}"
   std::vector<std::string> methods;  // upper case; empty = any
   AuthLevel auth = AuthLevel::anonymous;
-  // async: the request is queued (durably) and answered 202 with a status URL at once; the
-  // function runs from the queue `_async.<function>` with retries, and its reply is kept.
-  bool asynchronous = false;
-  // upload: a PUT or POST body is stored as a blob in this container, named by the route's
-  // last parameter, and answered 201 with the blob's metadata; the function is not invoked.
-  std::string upload_container;
+};
+struct TriggerSettings {
+  virtual ~TriggerSettings() = default;
+  virtual std::vector<PublicRoute> public_routes() const { return {}; }
+  virtual std::vector<std::string> streams_read() const { return {}; }
+  virtual bool uses_mqtt_broker() const { return false; }
 };
 
-// Where async HTTP requests wait and their outcomes are kept.
-inline std::string async_queue_for(const std::string& function) { return "_async." + function; }
-inline constexpr const char* kJobStore = "_jobs";
-inline constexpr const char* kJobsPath = "/_nimbus/jobs/";
+// One trigger of a function: its kind and that kind's settings.
+struct TriggerSpec {
+  TriggerKind kind;
+  std::shared_ptr<const TriggerSettings> settings;
 
-// A queue (or a topic subscription, which is a queue named <topic>/<subscription>) that
-// delivers messages to the function.
-struct QueueTriggerSpec {
-  std::string name;                                    // the queue, or the topic
-  int batch_size = 16;                                 // received at a time (never above free capacity)
-  Duration max_wait = std::chrono::seconds(1);         // an idle consumer looks again at least this often
-  Duration lease{};                                    // visibility timeout; 0 = the function's timeout + 30 s
-  // Topics only: the subscription (default: the function's name) and its filters.
-  std::string subscription;
-  std::string type, source, subject_prefix;
+  // The settings as the kind's own type, or null when it is another kind's.
+  template <class Settings>
+  const Settings* as() const {
+    return dynamic_cast<const Settings*>(settings.get());
+  }
 };
-
-// A schedule: cron (6 fields with seconds, or 5) in an IANA time zone.
-struct TimerTriggerSpec {
-  std::string schedule;
-  std::string time_zone = "UTC";
-  bool run_on_startup = false;
-};
-
-// Ordered batches from every partition of a stream, for one consumer group.
-struct StreamTriggerSpec {
-  std::string name;
-  std::string group;                            // default: the function's name
-  int batch_size = 100;                         // records per invocation, at most
-  Duration max_wait = std::chrono::seconds(1);  // an idle partition is looked at again this often
-  bool from_latest = false;                     // a new group starts at the end (true) or the start
-};
-
-// A folder that legacy systems drop files into; each file whose name matches `pattern` (a
-// glob) is one invocation, then moves to processed/ or failed/ under the folder.
-struct FileTriggerSpec {
-  std::filesystem::path path;  // absolute: relative manifest paths are resolved against the app folder
-  std::string pattern = "*";
-  std::size_t max_size = 64u << 20;  // larger files fail without running the function
-};
-
-// Messages from the app's MQTT broker on topics matching `filter`. Each is committed to the
-// queue mqtt_queue_for(function) before the broker hears PUBACK; the function runs from there
-// (`queue` of the TriggerSpec: lease and batch size) like a queue trigger.
-struct MqttTriggerSpec {
-  std::string filter;  // "devices/+/telemetry", "site/#"
-  int qos = 1;         // 0 or 1
-};
-inline std::string mqtt_queue_for(const std::string& function) { return "_mqtt." + function; }
-// MQTT outputs wait here (committed with the function's other outputs) until the broker has
-// acknowledged their publish.
-inline constexpr const char* kMqttOutbox = "_mqtt-out";
 
 // The broker an app's mqtt triggers and outputs use, through one connection per host.
 struct MqttBrokerSpec {
@@ -100,26 +65,9 @@ struct MqttBrokerSpec {
   Duration keepalive = std::chrono::seconds(30);
 };
 
-// Blobs in `container` whose names match `pattern`: one invocation per blob version and event
-// asked for, from the queue `_blobs.<function>` (retries and dead letters as any queue).
-struct BlobTriggerSpec {
-  std::string container;
-  std::string pattern;  // the name part, after the container: "{name}.csv"
-  unsigned events = kBlobCreated | kBlobUpdated;
-  Duration lease{};  // visibility timeout of an event; 0 = the function's timeout + 30 s (the longest of a function's triggers counts)
-};
-inline std::string blob_queue_for(const std::string& function) { return "_blobs." + function; }
-
-struct TriggerSpec {
-  TriggerKind kind = TriggerKind::http;
-  HttpTriggerSpec http;
-  QueueTriggerSpec queue;  // kind queue or topic
-  TimerTriggerSpec timer;
-  StreamTriggerSpec stream;
-  FileTriggerSpec file;
-  MqttTriggerSpec mqtt;
-  BlobTriggerSpec blob;
-};
+// MQTT outputs wait here (committed with the function's other outputs) until the broker has
+// acknowledged their publish.
+inline constexpr const char* kMqttOutbox = "_mqtt-out";
 
 // A stream the app uses: its partitions (fixed once records exist: keys would move) and
 // retention. Streams a function names without declaring them get these defaults.
@@ -168,6 +116,14 @@ struct FunctionSpec {
   Isolation isolation = Isolation::none;  // worker runtimes: process unless sandbox
   bool network = false;                   // sandbox: may the worker reach the network
   std::vector<TriggerSpec> triggers;
+  // The settings of every trigger of one kind's type, in manifest order.
+  template <class Settings>
+  std::vector<const Settings*> triggers_of() const {
+    std::vector<const Settings*> out;
+    for (const auto& t : triggers)
+      if (const auto* s = t.template as<Settings>()) out.push_back(s);
+    return out;
+  }
   std::vector<OutputSpec> outputs;
   RetryPolicy retry;
   std::vector<EnvVar> env;

@@ -2,21 +2,46 @@
 
 #include <strings.h>
 
+#include <atomic>
+#include <mutex>
+
 namespace nimbus {
 
-std::string_view to_string(TriggerKind kind) {
-  switch (kind) {
-    case TriggerKind::http: return "http";
-    case TriggerKind::admin: return "admin";
-    case TriggerKind::queue: return "queue";
-    case TriggerKind::topic: return "topic";
-    case TriggerKind::timer: return "timer";
-    case TriggerKind::stream: return "stream";
-    case TriggerKind::blob: return "blob";
-    case TriggerKind::mqtt: return "mqtt";
-    case TriggerKind::file: return "file";
+namespace {
+
+struct KindNames {
+  std::mutex mu;
+  std::string names[TriggerKind::kMax] = {"http", "admin"};
+  std::atomic<int> count{2};
+};
+
+KindNames& kind_names() {
+  static KindNames names;
+  return names;
+}
+
+}  // namespace
+
+TriggerKind TriggerKind::named(std::string_view name) {
+  KindNames& k = kind_names();
+  std::lock_guard lock(k.mu);
+  const int n = k.count.load(std::memory_order_relaxed);
+  for (int i = 0; i < n; ++i) {
+    if (k.names[i] == name) return TriggerKind(static_cast<uint8_t>(i));
   }
-  return "unknown";
+  if (n == kMax - 1) {  // the last is kept for every name beyond
+    k.names[n] = "other";
+    k.count.store(kMax, std::memory_order_release);
+  }
+  if (n >= kMax - 1) return TriggerKind(static_cast<uint8_t>(kMax - 1));
+  k.names[n] = std::string(name);
+  k.count.store(n + 1, std::memory_order_release);
+  return TriggerKind(static_cast<uint8_t>(n));
+}
+
+std::string_view TriggerKind::name() const {
+  // A kind's name never changes once made, so reading it needs no lock.
+  return kind_names().names[index_];
 }
 
 std::string_view to_string(Outcome outcome) {

@@ -12,9 +12,33 @@
 
 namespace nimbus {
 
-enum class TriggerKind : uint8_t { http, admin, queue, topic, timer, stream, blob, mqtt, file };
-inline constexpr int kTriggerKindCount = 9;
-std::string_view to_string(TriggerKind kind);
+// Which kind of trigger made an invocation: a small number standing for the name a kind goes
+// by ("queue", "cloudevents", ...). The set is open: each folder under triggers/ names its own
+// kind, and the same name is always the same number in one process. Two are the host's own and
+// always present: the public HTTP listener (`http`) and invocations the host makes itself
+// (`admin`: the admin API and function-to-function calls).
+class TriggerKind {
+ public:
+  static constexpr int kMax = 16;  // kinds in one process; names past it share the last, "other"
+  static const TriggerKind http;
+  static const TriggerKind admin;
+
+  constexpr TriggerKind() = default;  // http
+  // The kind going by `name`, made on first use.
+  static TriggerKind named(std::string_view name);
+  std::string_view name() const;
+  constexpr int index() const { return index_; }
+  // The kind numbered `index` (0 <= index < kMax); its name is "" until a kind goes by it.
+  static constexpr TriggerKind at(int index) { return TriggerKind(static_cast<uint8_t>(index)); }
+  friend constexpr bool operator==(TriggerKind a, TriggerKind b) { return a.index_ == b.index_; }
+
+ private:
+  constexpr explicit TriggerKind(uint8_t index) : index_(index) {}
+  uint8_t index_ = 0;
+};
+inline constexpr TriggerKind TriggerKind::http{0};
+inline constexpr TriggerKind TriggerKind::admin{1};
+inline std::string_view to_string(TriggerKind kind) { return kind.name(); }
 
 struct Header {
   std::string name;

@@ -24,6 +24,7 @@
 #include "store/store.h"
 #include "triggers/api/service_api.h"
 #include "triggers/host_services.h"
+#include "triggers/http/public_routes.h"
 #include "triggers/registry.h"
 
 namespace nimbus {
@@ -180,8 +181,9 @@ int run_host(const AppSpec& app, const HostOptions& options) {
   }
 
   // Every trigger kind the registry knows, started in its order; the host knows none by name.
-  TriggerContext trigger_context{app, pools, **store, clock, Timers(timers, &timer_thread), logger, &metrics, &loops,
-                                 options.address, options.port};
+  PublicRoutes routes;  // what kinds other than http serve on the public listener
+  TriggerContext trigger_context{app,     pools,  **store, clock,           Timers(timers, &timer_thread), logger,
+                                 &metrics, &loops, &routes, options.address, options.port};
   auto made = make_triggers(trigger_context);
   if (!made) return fail(made.error().message);
   std::vector<std::unique_ptr<Trigger>> triggers = std::move(*made);

@@ -136,7 +136,7 @@ void ManifestReader::check_mqtt_broker(const YAML::Node& root, const AppSpec& ap
   if (app.mqtt) return;
   for (const auto& fn : app.functions) {
     bool uses = false;
-    for (const auto& t : fn.triggers) uses |= t.kind == TriggerKind::mqtt;
+    for (const auto& t : fn.triggers) uses |= t.settings->uses_mqtt_broker();
     for (const auto& o : fn.outputs) uses |= o.kind == OutputSpec::Kind::mqtt;
     if (uses) {
       error(root, "mqtt",
@@ -183,7 +183,7 @@ void ManifestReader::resolve_streams(AppSpec& app) {
   };
   for (auto& fn : app.functions) {
     for (const auto& t : fn.triggers)
-      if (t.kind == TriggerKind::stream) ensure(t.stream.name);
+      for (const auto& stream : t.settings->streams_read()) ensure(stream);
     for (auto& o : fn.outputs)
       if (o.kind == OutputSpec::Kind::stream) o.partitions = ensure(o.target).partitions;
   }

@@ -25,12 +25,12 @@ void ManifestReader::error(const YAML::Node& at, const std::string& path, std::s
 }
 
 bool ManifestReader::check_map(const YAML::Node& node, const std::string& path,
-                               std::initializer_list<std::string_view> known) {
+                               const std::vector<std::string_view>& known) {
   if (!node.IsMap()) {
     error(node, path, "is " + kind_of(node) + "; expected a mapping of keys to values");
     return false;
   }
-  std::vector<std::string_view> candidates(known);
+  const std::vector<std::string_view>& candidates = known;
   std::set<std::string> seen;
   for (auto it = node.begin(); it != node.end(); ++it) {
     std::string key = it->first.Scalar();

@@ -2,7 +2,8 @@
 // The manifest's reader, inside the manifest part (manifest.h is its interface): it walks the
 // YAML tree into an AppSpec and records every problem as a Diagnostic with its place. The
 // value readers (scalars with ${VAR}, durations, sizes, names) are in manifest_reader.cpp; the
-// app, function and output keys in manifest.cpp; triggers in manifest_triggers.cpp.
+// app, function and output keys in manifest.cpp; the list of triggers in manifest_triggers.cpp,
+// each kind's own keys in its folder (triggers/<kind>/kind.cpp).
 #include <yaml-cpp/yaml.h>
 
 #include <filesystem>
@@ -31,7 +32,9 @@ class ManifestReader {
   // Records a problem at `at` (its line and column) under the key path `path`.
   void error(const YAML::Node& at, const std::string& path, std::string message);
 
- private:
+ public:
+  // The values a key can hold, for every key reader (the app's here, each trigger kind's in
+  // its folder under triggers/). Each reports what is wrong and returns nullopt/false.
   // CONTAINER/PATTERN: a container, and a name pattern with captures (core/blob_path.h).
   struct BlobPathSpec {
     std::string container, text;
@@ -42,7 +45,7 @@ class ManifestReader {
   // Checks that `node` is a map whose keys are all in `known`; reports unknown and repeated
   // keys. Returns false when `node` is not a map.
   bool check_map(const YAML::Node& node, const std::string& path,
-                 std::initializer_list<std::string_view> known);
+                 const std::vector<std::string_view>& known);
   // A scalar with ${VAR} expanded; nullopt (after reporting) when it is not a scalar.
   std::optional<std::string> scalar(const YAML::Node& node, const std::string& path,
                                     std::string_view expected);
@@ -61,6 +64,21 @@ class ManifestReader {
   static std::string kind_of(const YAML::Node& n);
   static std::string join(const std::string& path, const std::string& key);
   static bool is_name(const std::string& s);
+  // A list for messages: "a, b, c".
+  template <class Range>
+  static std::string list(const Range& items) {
+    std::string out;
+    for (std::string_view s : items) {
+      if (!out.empty()) out += ", ";
+      out += s;
+    }
+    return out;
+  }
+  // Where relative paths in the manifest (file triggers) start.
+  const std::filesystem::path& app_dir() const { return app_dir_; }
+  const std::string& file() const { return file_; }
+
+ private:
 
   // The app, its functions and their outputs (manifest.cpp).
   // mqtt: {url, client_id, username, password, keepalive}: the one broker of the app.
@@ -79,29 +97,10 @@ class ManifestReader {
   void read_outputs(const YAML::Node& n, const std::string& path, FunctionSpec& fn);
   void read_retry(const YAML::Node& n, const std::string& path, RetryPolicy& r);
 
-  // Triggers (manifest_triggers.cpp).
+  // Triggers: the list, each read by its kind's reader (triggers/<kind>/kind.cpp); then
+  // the checks across functions every kind's settings take part in.
   void read_triggers(const YAML::Node& n, const std::string& path, FunctionSpec& fn);
-  bool read_http_trigger(const YAML::Node& n, const std::string& path, HttpTriggerSpec& http);
-  // upload: {container: NAME}: PUT and POST only, and a route parameter to name the blob.
-  void read_upload(const YAML::Node& v, const std::string& path, HttpTriggerSpec& http);
   void check_route_conflicts(const AppSpec& app);
-  bool read_queue_trigger(const YAML::Node& n, const std::string& path, bool topic, const FunctionSpec& fn,
-                          QueueTriggerSpec& q);
-  bool read_timer_trigger(const YAML::Node& n, const std::string& path, TimerTriggerSpec& t);
-  bool read_stream_trigger(const YAML::Node& n, const std::string& path, StreamTriggerSpec& t);
-  bool read_file_trigger(const YAML::Node& n, const std::string& path, FileTriggerSpec& f);
-  bool read_blob_trigger(const YAML::Node& n, const std::string& path, BlobTriggerSpec& b);
-  bool read_mqtt_trigger(const YAML::Node& n, const std::string& path, const FunctionSpec& fn, TriggerSpec& t);
-
-  template <class Range>
-  static std::string list(const Range& items) {
-    std::string out;
-    for (std::string_view s : items) {
-      if (!out.empty()) out += ", ";
-      out += s;
-    }
-    return out;
-  }
 
   std::string file_;
   const EnvLookup& env_;

@@ -62,8 +62,8 @@ const double Metrics::kBucketBounds[Metrics::kBuckets] = {
 
 struct Metrics::Shard {
   explicit Shard(std::size_t functions)
-      : invocations(functions * kTriggerKindCount * kOutcomeCount),
-        durations(functions * kTriggerKindCount),
+      : invocations(functions * TriggerKind::kMax * kOutcomeCount),
+        durations(functions * TriggerKind::kMax),
         in_flight(functions),
         cold_starts(functions),
         cold_start_durations(functions),
@@ -94,11 +94,11 @@ Metrics::Shard& Metrics::shard() {
 
 void Metrics::invocation(int fn, TriggerKind trigger, Outcome outcome, Duration duration) {
   Shard& s = shard();
-  auto t = static_cast<std::size_t>(trigger);
+  auto t = static_cast<std::size_t>(trigger.index());
   auto f = static_cast<std::size_t>(fn);
-  bump(s.invocations[(f * kTriggerKindCount + t) * kOutcomeCount + static_cast<std::size_t>(outcome)]);
+  bump(s.invocations[(f * TriggerKind::kMax + t) * kOutcomeCount + static_cast<std::size_t>(outcome)]);
   if (outcome != Outcome::overloaded && outcome != Outcome::unavailable) {
-    s.durations[f * kTriggerKindCount + t].observe(duration);
+    s.durations[f * TriggerKind::kMax + t].observe(duration);
   }
 }
 
@@ -132,22 +132,22 @@ std::string Metrics::render() const {
   out += "# HELP nimbus_invocations_total Invocations finished, by function, trigger and outcome.\n";
   out += "# TYPE nimbus_invocations_total counter\n";
   for (std::size_t f = 0; f < nf; ++f) {
-    for (int t = 0; t < kTriggerKindCount; ++t) {
-      if (t != static_cast<int>(TriggerKind::http) && t != static_cast<int>(TriggerKind::admin)) {
+    for (int t = 0; t < TriggerKind::kMax; ++t) {
+      if (t != TriggerKind::http.index() && t != TriggerKind::admin.index()) {
         // Only triggers this host has emit series; the rest would be noise at zero.
         bool any = false;
         for (const auto& s : shards_)
           for (int o = 0; o < kOutcomeCount; ++o)
-            any |= load(s->invocations[(f * kTriggerKindCount + t) * kOutcomeCount + o]) != 0;
+            any |= load(s->invocations[(f * TriggerKind::kMax + t) * kOutcomeCount + o]) != 0;
         if (!any) continue;
       }
       for (int o = 0; o < kOutcomeCount; ++o) {
         uint64_t sum = 0;
-        for (const auto& s : shards_) sum += load(s->invocations[(f * kTriggerKindCount + t) * kOutcomeCount + o]);
+        for (const auto& s : shards_) sum += load(s->invocations[(f * TriggerKind::kMax + t) * kOutcomeCount + o]);
         out += "nimbus_invocations_total{function=\"";
         append_label_value(out, functions_[f]);
         out += "\",trigger=\"";
-        out += to_string(static_cast<TriggerKind>(t));
+        out += TriggerKind::at(t).name();
         out += "\",outcome=\"";
         out += to_string(static_cast<Outcome>(o));
         out += "\"} " + std::to_string(sum) + "\n";
@@ -190,8 +190,8 @@ std::string Metrics::render() const {
     render_histogram(
         "nimbus_invocation_duration_seconds", "Time from dispatch to result, by function and trigger.",
         [](const Shard& s, std::size_t i) -> const Histogram& { return s.durations[i]; }, "trigger",
-        [](std::size_t i) { return to_string(static_cast<TriggerKind>(i % kTriggerKindCount)); },
-        nf * kTriggerKindCount);
+        [](std::size_t i) { return TriggerKind::at(static_cast<int>(i % TriggerKind::kMax)).name(); },
+        nf * TriggerKind::kMax);
   }
 
   out += "# HELP nimbus_invocations_in_flight Invocations running or waiting for a slot now.\n";

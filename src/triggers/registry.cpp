@@ -1,61 +1,67 @@
 #include "triggers/registry.h"
 
-#include "triggers/file/file_trigger.h"
-#include "triggers/http/function_keys.h"
-#include "triggers/http/http_trigger.h"
-#include "triggers/mqtt/mqtt_trigger.h"
-#include "triggers/queue/queue_trigger.h"
-#include "triggers/stream/stream_trigger.h"
-#include "triggers/timer/timer_trigger.h"
-#include "triggers/template.h"
+#include "triggers/dispatch/dispatcher.h"
 
 namespace nimbus {
-namespace {
 
-template <class T>
-Expected<std::unique_ptr<Trigger>> plain(const TriggerContext& context) {
-  return std::unique_ptr<Trigger>(std::make_unique<T>(context));
+Status FeedHooks::prepare(Store&, const Message&, Invocation&, std::shared_ptr<const Headers>&, int64_t) const {
+  return ok_status();
 }
 
-// The public listener, with the function keys kept beside the app (made on first start).
-Expected<std::unique_ptr<Trigger>> http(const TriggerContext& context) {
-  auto keys = FunctionKeys::load_or_create(context.app.dir / ".nimbus" / "keys.json", context.app);
-  if (!keys) return keys.error();
-  return std::unique_ptr<Trigger>(std::make_unique<HttpTrigger>(context, std::move(*keys)));
-}
+void FeedHooks::complete(Batch&, const std::string&, int, Outcome, bool, const Result&, const std::string&,
+                         int64_t) const {}
 
-}  // namespace
+// Each defined in triggers/<kind>/kind.cpp.
+extern const TriggerKindInfo kHttpKind, kQueueKind, kTopicKind, kTimerKind, kStreamKind, kBlobKind, kFileKind,
+    kMqttKind;
 
-const std::vector<TriggerFactory>& trigger_registry() {
-  static const std::vector<TriggerFactory> kinds = {
-      {"http", http},
-      {"queue", plain<QueueTrigger>},  // also topics, blobs, MQTT messages and async HTTP jobs
-      {"timer", plain<TimerTrigger>},
-      {"stream", plain<StreamTrigger>},
-      {"file", plain<FileTrigger>},
-      {"mqtt", plain<MqttTrigger>},  // a broker that is down is retried, never fatal
+// A new kind is one line here (and its folder).
+const std::vector<const TriggerKindInfo*>& trigger_kinds() {
+  static const std::vector<const TriggerKindInfo*> kinds = {
+      &kHttpKind,
+      &kQueueKind,
+      &kTopicKind,
+      &kTimerKind,
+      &kStreamKind,
+      &kBlobKind,
+      &kMqttKind,
+      &kFileKind,
   };
   return kinds;
 }
 
+const TriggerKindInfo* find_trigger_kind(std::string_view name) {
+  for (const auto* k : trigger_kinds())
+    if (k->name == name) return k;
+  return nullptr;
+}
+
+const TriggerKindInfo* find_trigger_kind(TriggerKind kind) { return find_trigger_kind(kind.name()); }
+
 Expected<std::vector<std::unique_ptr<Trigger>>> make_triggers(const TriggerContext& context) {
   std::vector<std::unique_ptr<Trigger>> out;
-  for (const auto& kind : trigger_registry()) {
-    auto made = kind.make(context);
-    if (!made) return made.error();
-    out.push_back(std::move(*made));
+  bool dispatcher = false;
+  for (const auto* kind : trigger_kinds()) {
+    if (kind->make) {
+      auto made = kind->make(context);
+      if (!made) return made.error();
+      out.push_back(std::move(*made));
+    }
+    if (kind->feed && !dispatcher) {  // the dispatcher starts after the first store-fed kind
+      out.push_back(std::make_unique<StoreDispatcher>(context));
+      dispatcher = true;
+    }
   }
   return out;
 }
 
-// What `nimbus new --trigger KIND` writes, one per manifest kind (triggers/<kind>/template.cpp).
-extern const TriggerTemplate kHttpTemplate, kQueueTemplate, kTopicTemplate, kTimerTemplate, kStreamTemplate,
-    kBlobTemplate, kFileTemplate, kMqttTemplate;
-
 const std::vector<TriggerTemplate>& trigger_templates() {
-  static const std::vector<TriggerTemplate> templates = {kHttpTemplate,   kQueueTemplate, kTopicTemplate,
-                                                         kTimerTemplate,  kStreamTemplate, kBlobTemplate,
-                                                         kFileTemplate,   kMqttTemplate};
+  static const std::vector<TriggerTemplate> templates = [] {
+    std::vector<TriggerTemplate> out;
+    for (const auto* k : trigger_kinds())
+      if (k->scaffold) out.push_back(*k->scaffold);
+    return out;
+  }();
   return templates;
 }
 

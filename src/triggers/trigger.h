@@ -20,6 +20,7 @@ class EventLoops;
 class FunctionPools;
 class Logger;
 class Metrics;
+class PublicRoutes;
 class Store;
 
 // What every trigger is built from: one object, the same for all kinds.
@@ -32,6 +33,7 @@ struct TriggerContext {
   Logger& logger;
   Metrics* metrics = nullptr;    // the host's; null in tests that do not look
   EventLoops* loops = nullptr;   // the host's event loops (listeners run on them)
+  PublicRoutes* routes = nullptr;  // routes kinds add to the public listener (http/public_routes.h)
   std::string http_address = "127.0.0.1";  // where the public HTTP listener binds
   int http_port = 0;                       // 0: any free port
 };

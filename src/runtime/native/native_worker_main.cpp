@@ -178,9 +178,7 @@ Invocation invocation_from(const std::string& function, Frame& f) {
   InvokeHeader& h = f.invoke;
   Invocation inv = std::move(h.inv);
   inv.function = function;
-  for (int k = 0; k < kTriggerKindCount; ++k) {
-    if (to_string(static_cast<TriggerKind>(k)) == h.trigger) inv.trigger = static_cast<TriggerKind>(k);
-  }
+  inv.trigger = TriggerKind::named(h.trigger);
   inv.attempt = static_cast<int>(h.attempt);
   inv.started = std::chrono::steady_clock::now();
   inv.time = std::chrono::system_clock::now();

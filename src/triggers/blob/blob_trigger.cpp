@@ -2,14 +2,16 @@
 
 #include <boost/json.hpp>
 
+#include "triggers/blob/blob_spec.h"
+
 namespace nimbus {
 namespace json = boost::json;
 
 std::vector<BlobSubscription> blob_subscriptions(const AppSpec& app) {
   std::vector<BlobSubscription> out;
   for (const auto& fn : app.functions) {
-    for (const auto& t : fn.triggers) {
-      if (t.kind == TriggerKind::blob) out.push_back({blob_queue_for(fn.name), t.blob.container, t.blob.pattern, t.blob.events});
+    for (const auto* b : fn.triggers_of<BlobTriggerSpec>()) {
+      out.push_back({blob_queue_for(fn.name), b->container, b->pattern, b->events});
     }
   }
   return out;

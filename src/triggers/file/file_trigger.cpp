@@ -29,6 +29,7 @@ namespace nimbus {
 namespace {
 
 namespace fs = std::filesystem;
+const TriggerKind kFile = TriggerKind::named("file");
 
 constexpr const char* kProcessing = ".processing";
 constexpr const char* kProcessed = "processed";
@@ -242,7 +243,7 @@ class FileTrigger::Watch : public std::enable_shared_from_this<FileTrigger::Watc
     auto bytes = read_file(file);
     if (!bytes) return settle(t, Result::failure(Outcome::error, "unreadable", bytes.error().message));
     Invocation inv =
-        new_invocation(fn_, TriggerKind::file, "/files/" + fn_.name, "nimbus.file.dropped", shared_->clock);
+        new_invocation(fn_, kFile, "/files/" + fn_.name, "nimbus.file.dropped", shared_->clock);
     inv.subject = t.name;
     inv.attempt = t.attempt;
     inv.payload = std::move(*bytes);
@@ -260,7 +261,7 @@ class FileTrigger::Watch : public std::enable_shared_from_this<FileTrigger::Watc
   void ran(const Taken& t, const std::string& id, const std::string& trace, TimePoint started, const Result& r) {
     const Duration took = shared_->clock.now() - started;
     shared_->logger.invocation(
-        {fn_.name, TriggerKind::file, id, trace, r.outcome, 0, took, r.error.type, r.error.message});
+        {fn_.name, kFile, id, trace, r.outcome, 0, took, r.error.type, r.error.message});
     // Moving the file out is file I/O, and this may be an event loop, the timer thread or the
     // store's writer: the store's I/O threads do it (they run until the store closes, after
     // the host has waited for files in progress).
@@ -389,9 +390,8 @@ Status FileTrigger::start() {
   for (const auto& fn : app_.functions) {
     FunctionPool* pool = shared_->pools.find(fn.name);
     if (!pool) continue;
-    for (const auto& t : fn.triggers) {
-      if (t.kind != TriggerKind::file) continue;
-      watches_.push_back(std::make_shared<Watch>(fn, t.file, *pool, shared_));
+    for (const auto* t : fn.triggers_of<FileTriggerSpec>()) {
+      watches_.push_back(std::make_shared<Watch>(fn, *t, *pool, shared_));
     }
   }
   if (watches_.empty()) return ok_status();

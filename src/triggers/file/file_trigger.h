@@ -19,6 +19,7 @@
 #include "core/app_spec.h"
 #include "core/clock.h"
 #include "core/expected.h"
+#include "triggers/file/file_spec.h"
 #include "triggers/trigger.h"
 
 namespace nimbus {

@@ -10,6 +10,7 @@
 #include "store/store.h"
 #include "triggers/blob/blob_trigger.h"
 #include "triggers/http/async_jobs.h"
+#include "triggers/http/http_spec.h"
 #include "triggers/outputs.h"
 
 namespace nimbus {
@@ -83,23 +84,31 @@ HttpTrigger::HttpTrigger(const AppSpec& app, FunctionPools& pools, FunctionKeys 
   for (const auto& fn : app.functions) {
     FunctionPool* pool = pools.find(fn.name);
     if (!pool) continue;
-    for (const auto& t : fn.triggers) {
-      if (t.kind != TriggerKind::http) continue;
-      auto pattern = parse_route(t.http.route, nullptr);
+    for (const auto* t : fn.triggers_of<HttpTriggerSpec>()) {
+      auto pattern = parse_route(t->route, nullptr);
       if (!pattern) continue;  // the manifest check already reported it
-      router_.add(std::move(*pattern), t.http.methods, static_cast<int>(targets_.size()));
-      targets_.push_back({pool->index(), t.http.auth, t.http.asynchronous, t.http.upload_container});
+      router_.add(std::move(*pattern), t->methods, static_cast<int>(targets_.size()));
+      targets_.push_back({pool->index(), t->auth, t->asynchronous, t->upload_container, {}});
     }
   }
 }
 
 HttpTrigger::HttpTrigger(const TriggerContext& c, FunctionKeys keys)
     : HttpTrigger(c.app, c.pools, std::move(keys), *c.loops, c.logger, *c.metrics, c.clock,
-                  HttpTriggerOptions{c.http_address, c.http_port, &c.store}) {}
+                  HttpTriggerOptions{c.http_address, c.http_port, &c.store, c.routes}) {}
 
 HttpTrigger::~HttpTrigger() = default;
 
 Status HttpTrigger::start() {
+  if (options_.routes) {
+    for (auto& e : options_.routes->endpoints()) {
+      FunctionPool* pool = pools_.find(e.function);
+      auto pattern = parse_route(e.route, nullptr);
+      if (!pool || !pattern) return Error{"the route " + e.route + " of function '" + e.function + "' cannot be served"};
+      router_.add(std::move(*pattern), e.methods, static_cast<int>(targets_.size()));
+      targets_.push_back({pool->index(), e.auth, false, {}, std::move(e.handle)});
+    }
+  }
   ListenOptions lo;
   lo.address = options_.address;
   lo.port = options_.port;
@@ -173,6 +182,7 @@ void HttpTrigger::handle(IncomingRequest& request, Responder respond) {
     }
   }
 
+  if (rt.handle) return rt.handle(request, std::move(match.params), std::move(respond));
   if (!rt.upload.empty()) return upload(rt.upload, std::move(match.params), request, std::move(respond));
 
   auto traceparent = request.header("traceparent");

@@ -11,6 +11,7 @@
 #include "core/app_spec.h"
 #include "core/clock.h"
 #include "triggers/http/function_keys.h"
+#include "triggers/http/public_routes.h"
 #include "triggers/http/router.h"
 #include "triggers/http/server.h"
 #include "triggers/trigger.h"
@@ -27,6 +28,7 @@ struct HttpTriggerOptions {
   std::string address = "127.0.0.1";
   int port = 0;
   Store* store = nullptr;  // where functions' outputs are committed before the reply
+  PublicRoutes* routes = nullptr;  // other kinds' routes, served from start()
 };
 
 class HttpTrigger final : public Trigger, public RequestHandler {
@@ -54,6 +56,7 @@ class HttpTrigger final : public Trigger, public RequestHandler {
     AuthLevel auth;
     bool asynchronous;
     std::string upload;  // the container of an upload route
+    std::function<void(IncomingRequest&, Headers, Responder)> handle;  // another kind's route
   };
   void enqueue_async(const FunctionSpec& fn, Invocation&& inv, Responder respond);
   void job_status(std::string_view id, Responder respond);

@@ -16,6 +16,7 @@
 #include "core/mqtt_topic.h"
 #include "observe/log.h"
 #include "store/store.h"
+#include "triggers/mqtt/mqtt_spec.h"
 
 namespace nimbus {
 namespace {
@@ -52,11 +53,10 @@ class MqttTrigger::Connection {
   Connection(const AppSpec& app, const MqttBrokerSpec& broker, Store& store, Logger& logger)
       : broker_(broker), store_(store), logger_(logger) {
     for (const auto& fn : app.functions) {
-      for (const auto& t : fn.triggers) {
-        if (t.kind != TriggerKind::mqtt) continue;
-        routes_.push_back({fn.name, t.mqtt.filter});
-        auto& qos = filters_[t.mqtt.filter];
-        qos = std::max(qos, t.mqtt.qos);
+      for (const auto* t : fn.triggers_of<MqttTriggerSpec>()) {
+        routes_.push_back({fn.name, t->filter});
+        auto& qos = filters_[t->filter];
+        qos = std::max(qos, t->qos);
       }
     }
   }

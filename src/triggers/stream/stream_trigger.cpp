@@ -18,6 +18,7 @@ namespace nimbus {
 namespace {
 
 namespace json = boost::json;
+const TriggerKind kStream = TriggerKind::named("stream");
 
 constexpr auto kTrimEvery = std::chrono::minutes(1);
 
@@ -230,7 +231,7 @@ class StreamTrigger::Partition : public std::enable_shared_from_this<Partition> 
       }
     }
     ++attempt_;
-    Invocation inv = new_invocation(fn_, TriggerKind::stream, "/streams/" + spec_.name,
+    Invocation inv = new_invocation(fn_, kStream, "/streams/" + spec_.name,
                                     "nimbus.stream.batch", clock_);
     inv.subject = spec_.name + "/" + std::to_string(partition_);
     inv.attempt = attempt_;
@@ -245,7 +246,7 @@ class StreamTrigger::Partition : public std::enable_shared_from_this<Partition> 
     std::string id = inv.id, trace = inv.traceparent;
     TimePoint started = inv.started;
     pool_.dispatch(std::move(inv), [self = shared_from_this(), id, trace, started](Result&& result) {
-      self->logger_.invocation({self->fn_.name, TriggerKind::stream, id, trace, result.outcome, 0,
+      self->logger_.invocation({self->fn_.name, kStream, id, trace, result.outcome, 0,
                                 self->clock_.now() - started, result.error.type, result.error.message, {}});
       auto held = std::make_shared<Result>(std::move(result));
       std::weak_ptr<Partition> weak = self;
@@ -384,15 +385,14 @@ Status StreamTrigger::start() {
   for (const auto& fn : app_.functions) {
     FunctionPool* pool = pools_.find(fn.name);
     if (!pool) continue;
-    for (const auto& t : fn.triggers) {
-      if (t.kind != TriggerKind::stream) continue;
-      const StreamSpec* st = app_.find_stream(t.stream.name);
+    for (const auto* t : fn.triggers_of<StreamTriggerSpec>()) {
+      const StreamSpec* st = app_.find_stream(t->name);
       const int partitions = st ? st->partitions : 1;
       for (int p = 0; p < partitions; ++p) {
-        auto part = std::make_shared<Partition>(fn, t.stream, p, *pool, store_, clock_, timers_, logger_,
+        auto part = std::make_shared<Partition>(fn, *t, p, *pool, store_, clock_, timers_, logger_,
                                                 worker_);
         if (auto s = part->load(); !s) {
-          return Error{"function '" + fn.name + "': cannot read the checkpoints of stream '" + t.stream.name +
+          return Error{"function '" + fn.name + "': cannot read the checkpoints of stream '" + t->name +
                        "': " + s.error().message};
         }
         partitions_.push_back(std::move(part));

@@ -25,6 +25,7 @@
 #include "core/clock.h"
 #include "core/expected.h"
 #include "store/store.h"
+#include "triggers/stream/stream_spec.h"
 #include "triggers/trigger.h"
 
 namespace nimbus {

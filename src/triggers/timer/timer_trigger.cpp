@@ -16,6 +16,7 @@ namespace nimbus {
 namespace {
 
 namespace json = boost::json;
+const TriggerKind kTimer = TriggerKind::named("timer");
 constexpr const char* kTimerStore = "_timers";
 
 std::string rfc3339(int64_t s) {
@@ -197,7 +198,7 @@ class TimerTrigger::Timer : public std::enable_shared_from_this<TimerTrigger::Ti
   }
 
   void dispatch(int64_t due_s, bool past_due, int64_t last_s, int64_t next_s) {
-    Invocation inv = new_invocation(fn_, TriggerKind::timer, "/timers/" + fn_.name, "nimbus.timer.fired", clock_);
+    Invocation inv = new_invocation(fn_, kTimer, "/timers/" + fn_.name, "nimbus.timer.fired", clock_);
     inv.subject = spec_.schedule;
     json::object payload{{"schedule", spec_.schedule},
                          {"time_zone", zone_.name()},
@@ -212,7 +213,7 @@ class TimerTrigger::Timer : public std::enable_shared_from_this<TimerTrigger::Ti
     pool_.dispatch(std::move(inv), [self = shared_from_this(), id, trace, started, due_s](Result&& result) {
       // Outputs are committed before the run counts as done (and before its hold is released).
       commit_outputs_then(&self->store_, self->fn_, std::move(result), [self, id, trace, started, due_s](Result&& r) {
-        self->logger_.invocation({self->fn_.name, TriggerKind::timer, id, trace, r.outcome, 0,
+        self->logger_.invocation({self->fn_.name, kTimer, id, trace, r.outcome, 0,
                                   self->clock_.now() - started, r.error.type, r.error.message, {}});
         // This may be the store's writer thread (after an output commit), where a blocking
         // commit would wait on itself: the hold is released from the trigger's thread.
@@ -270,13 +271,12 @@ Status TimerTrigger::start() {
     FunctionPool* pool = pools_.find(fn.name);
     if (!pool) continue;
     int index = 0;
-    for (const auto& t : fn.triggers) {
-      if (t.kind != TriggerKind::timer) continue;
-      auto cron = parse_cron(t.timer.schedule);
+    for (const auto* t : fn.triggers_of<TimerTriggerSpec>()) {
+      auto cron = parse_cron(t->schedule);
       if (!cron) return Error{"function '" + fn.name + "': " + cron.error().message};
-      auto zone = TimeZone::find(t.timer.time_zone);
+      auto zone = TimeZone::find(t->time_zone);
       if (!zone) return Error{"function '" + fn.name + "': " + zone.error().message};
-      list_.push_back(std::make_shared<Timer>(fn, index++, t.timer, std::move(*cron), std::move(*zone), *pool, store_, clock_,
+      list_.push_back(std::make_shared<Timer>(fn, index++, *t, std::move(*cron), std::move(*zone), *pool, store_, clock_,
                                               timers_, logger_, runs_));
     }
   }

@@ -16,6 +16,7 @@
 #include "core/app_spec.h"
 #include "core/clock.h"
 #include "core/expected.h"
+#include "triggers/timer/timer_spec.h"
 #include "triggers/trigger.h"
 
 namespace nimbus {

@@ -1,4 +1,4 @@
-#include "triggers/queue/queue_trigger.h"
+#include "triggers/dispatch/dispatcher.h"
 
 #include <algorithm>
 #include <condition_variable>
@@ -15,9 +15,8 @@
 #include "observe/log.h"
 #include "pool/function_pools.h"
 #include "store/store.h"
-#include "triggers/blob/blob_trigger.h"
+#include "triggers/kind.h"
 #include "triggers/outputs.h"
-#include "triggers/http/async_jobs.h"
 #include "triggers/task_thread.h"
 
 namespace nimbus {
@@ -27,18 +26,15 @@ int64_t to_ms(Duration d) { return std::chrono::duration_cast<std::chrono::milli
 
 }  // namespace
 
-class QueueTrigger::Consumer : public std::enable_shared_from_this<QueueTrigger::Consumer> {
+class StoreDispatcher::Consumer : public std::enable_shared_from_this<StoreDispatcher::Consumer> {
  public:
-  Consumer(const FunctionSpec& fn, const TriggerSpec& trigger, FunctionPool& pool, Store& store, const Clock& clock,
-           Timers timers, Logger& logger, std::shared_ptr<TaskThread> dispatcher)
+  Consumer(const FunctionSpec& fn, TriggerKind kind, StoreFeed feed, FunctionPool& pool, Store& store,
+           const Clock& clock, Timers timers, Logger& logger, std::shared_ptr<TaskThread> dispatcher)
       : dispatcher_(std::move(dispatcher)),
         fn_(fn),
-        kind_(trigger.kind),
-        async_http_(trigger.kind == TriggerKind::http),
-        spec_(trigger.queue),
-        queue_(trigger.kind == TriggerKind::topic ? trigger.queue.name + "/" + trigger.queue.subscription
-               : trigger.kind == TriggerKind::http ? async_queue_for(fn.name)
-                                                   : trigger.queue.name),
+        kind_(kind),
+        spec_(std::move(feed)),
+        queue_(spec_.queue),
         pool_(pool),
         store_(store),
         clock_(clock),
@@ -215,10 +211,7 @@ class QueueTrigger::Consumer : public std::enable_shared_from_this<QueueTrigger:
 
   void dispatch(Message&& m) {
     Invocation inv = new_invocation(fn_, kind_, m.source.empty() ? "/queues/" + m.queue : m.source,
-                                    m.type.empty() ? std::string(kind_ == TriggerKind::topic ? "nimbus.topic.event"
-                                                                                             : "nimbus.queue.message")
-                                                   : m.type,
-                                    clock_, [&]() -> std::string_view {
+                                    m.type.empty() ? spec_.default_type : m.type, clock_, [&]() -> std::string_view {
                                       const std::string* tp = find_header(m.metadata, "traceparent");
                                       return tp ? std::string_view(*tp) : std::string_view();
                                     }());
@@ -230,29 +223,13 @@ class QueueTrigger::Consumer : public std::enable_shared_from_this<QueueTrigger:
     inv.payload = std::move(m.payload);
     inv.metadata = std::move(m.metadata);
     LeaseRef ref{m.id, m.lease};
-    // Blob events: the bytes are read now, and the captures fill blob output names later.
-    std::shared_ptr<const Headers> trigger_metadata;
-    if (kind_ == TriggerKind::blob) {
-      if (auto st = load_blob_payload(store_, inv); !st) {
+    std::shared_ptr<const Headers> trigger_metadata;  // what output names are filled from
+    if (spec_.hooks) {
+      if (auto st = spec_.hooks->prepare(store_, m, inv, trigger_metadata, unix_ms(clock_)); !st) {
         return complete(ref, m.deliveries, inv.id, inv.traceparent, inv.started, nullptr,
-                        Result::failure(Outcome::error, "blob_read", st.error().message));
+                        Result::failure(Outcome::error, st.error().code.empty() ? "prepare" : st.error().code,
+                                        st.error().message));
       }
-      trigger_metadata = std::make_shared<const Headers>(inv.metadata);
-    }
-    if (async_http_) {
-      // The queued request, as the function would have seen it synchronously.
-      HttpRequest& http = inv.http.emplace();
-      for (auto& h : inv.metadata) {
-        if (h.name == "http.method") http.method = std::move(h.value);
-        else if (h.name == "http.path") http.path = std::move(h.value);
-        else if (h.name == "http.query") http.query = std::move(h.value);
-        else if (h.name.rfind("param.", 0) == 0) http.params.push_back({h.name.substr(6), std::move(h.value)});
-        else if (h.name.rfind("header.", 0) == 0) http.headers.push_back({h.name.substr(7), std::move(h.value)});
-      }
-      inv.metadata.clear();  // the job id the caller holds is the message id (m.id)
-      Batch running;
-      running.puts.push_back({kJobStore, m.id, job_json(m.id, "running", m.deliveries, nullptr, {}), std::nullopt, kJobTtlMs});
-      store_.commit(std::move(running), [](Expected<BatchResult>) {});
     }
     std::string id = inv.id, trace = inv.traceparent;
     TimePoint started = inv.started;
@@ -278,23 +255,14 @@ class QueueTrigger::Consumer : public std::enable_shared_from_this<QueueTrigger:
     }
     logger_.invocation({fn_.name, kind_, id, trace, outcome, 0, clock_.now() - started, error_type, error, {}});
     const char* what;
+    const bool last = outcome != Outcome::success && attempt >= fn_.retry.max_attempts;
+    if (spec_.hooks) spec_.hooks->complete(batch, ref.id, attempt, outcome, last, r, error_type, unix_ms(clock_));
     if (outcome == Outcome::success) {
       batch.acks.push_back(ref);
       what = "ack";
-      if (async_http_) {
-        batch.puts.push_back({kJobStore, ref.id, job_json(ref.id, "succeeded", attempt, r.http ? &*r.http : nullptr, {}),
-                              std::nullopt, kJobTtlMs});
-      }
     } else {
       std::string reason = (error_type.empty() ? std::string(to_string(outcome)) : error_type) +
                            (error.empty() ? "" : ": " + error);
-      bool last = attempt >= fn_.retry.max_attempts;
-      if (async_http_) {  // a job record shows the error's kind only; the details are in the log
-        batch.puts.push_back({kJobStore, ref.id,
-                              job_json(ref.id, last ? "failed" : "pending", attempt, nullptr,
-                                       error_type.empty() ? std::string(to_string(outcome)) : error_type),
-                              std::nullopt, kJobTtlMs});
-      }
       if (last) {
         batch.dead.push_back({ref, reason});
         what = "dead-letter";
@@ -310,11 +278,6 @@ class QueueTrigger::Consumer : public std::enable_shared_from_this<QueueTrigger:
     store_.commit(std::move(batch), [self = shared_from_this(), ref, what](Expected<BatchResult> done) {
       self->committed(ref, what, done.ok() ? Status(ok_status()) : Status(done.error()));
     });
-  }
-
-  std::string job_json(const std::string& id, const char* status, int attempts, const HttpReply* reply,
-                       const std::string& error) const {
-    return job_record(id, fn_.name, status, attempts, unix_ms(clock_), reply, error);
   }
 
   void committed(const LeaseRef& ref, const char* what, Status st) {
@@ -339,8 +302,7 @@ class QueueTrigger::Consumer : public std::enable_shared_from_this<QueueTrigger:
   std::shared_ptr<TaskThread> dispatcher_;  // shared: a completion may post after the trigger is gone (dropped)
   const FunctionSpec& fn_;
   TriggerKind kind_;
-  bool async_http_;  // the queue of an async HTTP route: requests in, job records out
-  QueueTriggerSpec spec_;
+  StoreFeed spec_;
   std::string queue_;
   FunctionPool& pool_;
   Store& store_;
@@ -359,7 +321,7 @@ class QueueTrigger::Consumer : public std::enable_shared_from_this<QueueTrigger:
   TimerQueue::Id renew_timer_ = 0;
 };
 
-QueueTrigger::QueueTrigger(const TriggerContext& c)
+StoreDispatcher::StoreDispatcher(const TriggerContext& c)
     : app_(c.app),
       pools_(c.pools),
       store_(c.store),
@@ -368,52 +330,33 @@ QueueTrigger::QueueTrigger(const TriggerContext& c)
       logger_(c.logger),
       dispatcher_(std::make_shared<TaskThread>()) {}
 
-QueueTrigger::~QueueTrigger() { stop(Duration::zero()); }
+StoreDispatcher::~StoreDispatcher() { stop(Duration::zero()); }
 
-Status QueueTrigger::start() {
-  // One store serves one app: its blob triggers replace whatever subscriptions it had.
-  if (auto st = store_.set_blob_subscriptions_sync(blob_subscriptions(app_)); !st) {
-    return Error{"cannot subscribe the blob triggers: " + st.error().message};
-  }
+Status StoreDispatcher::start() {
   for (const auto& fn : app_.functions) {
     FunctionPool* pool = pools_.find(fn.name);
     if (!pool) continue;
-    if (std::any_of(fn.triggers.begin(), fn.triggers.end(), [](const TriggerSpec& t) { return t.kind == TriggerKind::blob; })) {
-      TriggerSpec t;  // every blob trigger of a function feeds one queue
-      t.kind = TriggerKind::blob;
-      t.queue.name = blob_queue_for(fn.name);
-      for (const auto& b : fn.triggers)
-        if (b.kind == TriggerKind::blob) t.queue.lease = std::max(t.queue.lease, b.blob.lease);
-      async_triggers_.push_back(std::make_unique<TriggerSpec>(t));
-      consumers_.push_back(std::make_shared<Consumer>(fn, *async_triggers_.back(), *pool, store_, clock_, timers_, logger_, dispatcher_));
-    }
-    bool async_route = false;
-    for (const auto& t : fn.triggers) async_route |= t.kind == TriggerKind::http && t.http.asynchronous;
-    if (async_route) {
-      TriggerSpec t;
-      t.kind = TriggerKind::http;
-      t.queue.name = async_queue_for(fn.name);
-      async_triggers_.push_back(std::make_unique<TriggerSpec>(t));
-      consumers_.push_back(std::make_shared<Consumer>(fn, *async_triggers_.back(), *pool, store_, clock_, timers_, logger_, dispatcher_));
-    }
-    // MQTT messages wait in one queue per function (the MQTT trigger commits them there); the
-    // first mqtt trigger's lease and batch size apply to it.
-    auto mqtt = std::find_if(fn.triggers.begin(), fn.triggers.end(),
-                             [](const TriggerSpec& t) { return t.kind == TriggerKind::mqtt; });
-    if (mqtt != fn.triggers.end()) {
-      consumers_.push_back(
-          std::make_shared<Consumer>(fn, *mqtt, *pool, store_, clock_, timers_, logger_, dispatcher_));
-    }
+    // Each of its triggers fed from the store, by kind; triggers fed from one queue share a
+    // consumer, with the longest lease.
+    std::vector<std::pair<TriggerKind, StoreFeed>> feeds;
     for (const auto& t : fn.triggers) {
-      if (t.kind != TriggerKind::queue && t.kind != TriggerKind::topic) continue;
-      if (t.kind == TriggerKind::topic) {
-        Subscription s{t.queue.name, t.queue.subscription, t.queue.type, t.queue.source, t.queue.subject_prefix};
-        if (auto st = store_.subscribe_sync(s); !st) {
-          return Error{"function '" + fn.name + "': cannot subscribe to topic '" + t.queue.name + "': " + st.error().message};
-        }
+      const TriggerKindInfo* kind = find_trigger_kind(t.kind);
+      if (!kind || !kind->feed) continue;
+      auto feed = kind->feed(fn, t);
+      if (!feed) continue;
+      auto same = std::find_if(feeds.begin(), feeds.end(), [&](const auto& f) { return f.second.queue == feed->queue; });
+      if (same != feeds.end()) {
+        same->second.lease = std::max(same->second.lease, feed->lease);
+        continue;
       }
-      consumers_.push_back(
-          std::make_shared<Consumer>(fn, t, *pool, store_, clock_, timers_, logger_, dispatcher_));
+      if (feed->setup) {
+        if (auto st = feed->setup(store_); !st) return st;
+      }
+      feeds.emplace_back(t.kind, std::move(*feed));
+    }
+    for (auto& [kind, feed] : feeds) {
+      consumers_.push_back(std::make_shared<Consumer>(fn, kind, std::move(feed), *pool, store_, clock_, timers_,
+                                                      logger_, dispatcher_));
     }
   }
   enqueued_ = store_.watch_changes([this](const std::vector<std::string>& queues) { wake(queues); });
@@ -421,25 +364,25 @@ Status QueueTrigger::start() {
   return ok_status();
 }
 
-void QueueTrigger::wake(const std::vector<std::string>& queues) {
+void StoreDispatcher::wake(const std::vector<std::string>& queues) {
   for (auto& c : consumers_) {
     if (std::find(queues.begin(), queues.end(), c->queue()) != queues.end()) c->pump();
   }
 }
 
-void QueueTrigger::stop_taking_work() {
+void StoreDispatcher::stop_taking_work() {
   enqueued_.reset();
   for (auto& c : consumers_) c->stop();
   dispatcher_->drain();  // batches received before the stop are handed back now
 }
 
-bool QueueTrigger::drain(Duration grace) {
+bool StoreDispatcher::drain(Duration grace) {
   TimePoint until = std::chrono::steady_clock::now() + grace;
   bool all = true;
   for (auto& c : consumers_) all &= c->wait_idle(until);
   return all;
 }
 
-int QueueTrigger::consumers() const { return static_cast<int>(consumers_.size()); }
+int StoreDispatcher::consumers() const { return static_cast<int>(consumers_.size()); }
 
 }  // namespace nimbus
