@@ -15,6 +15,7 @@
 #include "store/store.h"
 #include "triggers/blob/blob_trigger.h"
 #include "triggers/http/http_trigger.h"
+#include "triggers/finish.h"
 #include "triggers/outputs.h"
 #include "triggers/stream/stream_trigger.h"
 
@@ -486,7 +487,6 @@ void AdminApi::invoke(IncomingRequest& request, std::string_view name, Responder
   }
   const FunctionSpec& fn = pool->spec();
   Invocation inv = new_invocation(fn, TriggerKind::admin, "/admin", "nimbus.admin.invoke", clock_);
-  TimePoint t0 = inv.started;
   HttpRequest& http = inv.http.emplace();
   http.method = "POST";
   http.path = "/";
@@ -494,24 +494,24 @@ void AdminApi::invoke(IncomingRequest& request, std::string_view name, Responder
   if (auto q = target.find('?'); q != std::string_view::npos) http.query = std::string(target.substr(q + 1));
   if (auto ct = request.header("content-type")) http.headers.push_back({"content-type", std::string(*ct)});
   inv.payload = request.take_body();
-  std::string id = inv.id;
-  std::string trace = inv.traceparent;
-  pool->dispatch(std::move(inv), [this, spec = &fn, id, trace, name = fn.name, t0, respond = std::move(respond)](Result&& result) {
-    commit_outputs_then(store_, *spec, std::move(result), [this, id, trace, name, t0, respond](Result&& r) {
-    HttpReply reply = reply_for(std::move(r), name, id);
-    logger_.invocation({name, TriggerKind::admin, id, trace, r.outcome, reply.status, clock_.now() - t0,
-                        r.error.type, r.error.message});
+  // The function's reply, wrapped: the admin call itself succeeded.
+  auto answer = [respond = std::move(respond)](Result& r, const InvocationStamp& s) {
+    HttpReply reply = reply_for(std::move(r), s.function, s.id);
     json::object headers;
     for (const auto& h : reply.headers) headers[h.name] = h.value;
-    json::object out{{"invocation_id", id},
-                     {"function", name},
+    json::object out{{"invocation_id", s.id},
+                     {"function", s.function},
                      {"outcome", std::string(to_string(r.outcome))},
                      {"status", reply.status},
                      {"headers", std::move(headers)}};
     if (valid_utf8(reply.body)) out["body"] = reply.body;
     else out["body_base64"] = base64(reply.body);
     respond(json_reply(200, out));
-    });
+    return reply.status;
+  };
+  InvocationStamp stamp = InvocationStamp::of(inv);
+  pool->dispatch(std::move(inv), [this, spec = &fn, stamp = std::move(stamp), answer = std::move(answer)](Result&& result) mutable {
+    finish_invocation(store_, *spec, logger_, clock_, std::move(stamp), std::move(result), std::move(answer));
   });
 }
 

@@ -11,6 +11,7 @@
 #include "triggers/blob/blob_trigger.h"
 #include "triggers/http/async_jobs.h"
 #include "triggers/http/http_spec.h"
+#include "triggers/finish.h"
 #include "triggers/outputs.h"
 
 namespace nimbus {
@@ -188,7 +189,6 @@ void HttpTrigger::handle(IncomingRequest& request, Responder respond) {
   auto traceparent = request.header("traceparent");
   Invocation inv = new_invocation(fn, TriggerKind::http, "/http", "nimbus.http.request", clock_,
                                   traceparent ? *traceparent : std::string_view());
-  TimePoint t0 = inv.started;
   HttpRequest& http = inv.http.emplace();
   http.method = std::string(method);
   http.path = std::string(path);
@@ -202,43 +202,21 @@ void HttpTrigger::handle(IncomingRequest& request, Responder respond) {
 
   if (rt.asynchronous) return enqueue_async(fn, std::move(inv), std::move(respond));
 
-  auto finish = [this, spec = &fn](Result&& result, std::string_view function, std::string_view id,
-                            std::string_view trace, TimePoint started, TimePoint finished,
-                            WallTime started_wall, const Responder& respond) {
-    if (!result.outputs.empty()) {
-      // Outputs are committed before the reply: the caller never sees success for lost work.
-      commit_outputs_then(options_.store, *spec, std::move(result),
-                          [this, function = std::string(function), id = std::string(id), trace = std::string(trace),
-                           started, started_wall, respond](Result&& r) {
-                            HttpReply reply = reply_for(std::move(r), function, id);
-                            Duration took = clock_.now() - started;
-                            logger_.invocation({function, TriggerKind::http, id, trace, r.outcome, reply.status, took,
-                                                r.error.type, r.error.message,
-                                                started_wall + std::chrono::duration_cast<WallTime::duration>(took)});
-                            respond(std::move(reply));
-                          });
-      return;
-    }
-    HttpReply reply = reply_for(std::move(result), function, id);
-    Duration took = finished - started;
-    logger_.invocation({function, TriggerKind::http, id, trace, result.outcome, reply.status, took,
-                        result.error.type, result.error.message,
-                        started_wall + std::chrono::duration_cast<WallTime::duration>(took)});
+  auto answer = [respond](Result& r, const InvocationStamp& s) {
+    HttpReply reply = reply_for(std::move(r), s.function, s.id);
+    const int status = reply.status;
     respond(std::move(reply));
+    return status;
   };
-
   if (pool.runs_inline()) {
-    TimePoint finished;
-    if (auto result = pool.try_run_inline(inv, &finished)) {
-      return finish(std::move(*result), fn.name, inv.id, inv.traceparent, t0, finished, inv.time, respond);
+    if (auto result = pool.try_run_inline(inv)) {
+      return finish_invocation(options_.store, fn, logger_, clock_, InvocationStamp::take(inv), std::move(*result),
+                               std::move(answer));
     }
   }
-  std::string id = inv.id;
-  std::string trace = inv.traceparent;
-  WallTime wall = inv.time;
-  pool.dispatch(std::move(inv), [this, finish, id = std::move(id), trace = std::move(trace), name = fn.name, t0, wall,
-                                 respond = std::move(respond)](Result&& result) {
-    finish(std::move(result), name, id, trace, t0, clock_.now(), wall, respond);
+  InvocationStamp stamp = InvocationStamp::of(inv);
+  pool.dispatch(std::move(inv), [this, spec = &fn, stamp = std::move(stamp), answer = std::move(answer)](Result&& result) mutable {
+    finish_invocation(options_.store, *spec, logger_, clock_, std::move(stamp), std::move(result), std::move(answer));
   });
 }
 

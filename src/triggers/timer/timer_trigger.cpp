@@ -8,6 +8,7 @@
 #include "observe/log.h"
 #include "pool/function_pools.h"
 #include "store/store.h"
+#include "triggers/finish.h"
 #include "triggers/outputs.h"
 #include "triggers/task_thread.h"
 #include "triggers/timer/time_zone.h"
@@ -208,20 +209,20 @@ class TimerTrigger::Timer : public std::enable_shared_from_this<TimerTrigger::Ti
                          {"next", rfc3339(next_s)}};
     inv.payload = json::serialize(payload);
     inv.metadata.push_back({"content-type", "application/json"});
-    std::string id = inv.id, trace = inv.traceparent;
-    TimePoint started = inv.started;
-    pool_.dispatch(std::move(inv), [self = shared_from_this(), id, trace, started, due_s](Result&& result) {
+    InvocationStamp stamp = InvocationStamp::of(inv);
+    pool_.dispatch(std::move(inv), [self = shared_from_this(), stamp = std::move(stamp), due_s](Result&& result) mutable {
       // Outputs are committed before the run counts as done (and before its hold is released).
-      commit_outputs_then(&self->store_, self->fn_, std::move(result), [self, id, trace, started, due_s](Result&& r) {
-        self->logger_.invocation({self->fn_.name, kTimer, id, trace, r.outcome, 0,
-                                  self->clock_.now() - started, r.error.type, r.error.message, {}});
-        // This may be the store's writer thread (after an output commit), where a blocking
-        // commit would wait on itself: the hold is released from the trigger's thread.
-        std::weak_ptr<Timer> weak = self;
-        self->runs_->post([weak, due_s] {
-          if (auto t = weak.lock()) t->release(due_s);
-        });
-      });
+      finish_invocation(&self->store_, self->fn_, self->logger_, self->clock_, std::move(stamp), std::move(result),
+                        [self, due_s](Result&, const InvocationStamp&) {
+                          // This may be the store's writer thread (after an output commit), where a
+                          // blocking commit would wait on itself: the hold is released from the
+                          // trigger's thread.
+                          std::weak_ptr<Timer> weak = self;
+                          self->runs_->post([weak, due_s] {
+                            if (auto t = weak.lock()) t->release(due_s);
+                          });
+                          return 0;
+                        });
     });
   }
 

@@ -1,0 +1,60 @@
+#pragma once
+// The end of an invocation that someone waits for (an HTTP request, a CloudEvent, an admin
+// invoke, a timer's run): its outputs are committed first (outputs.h), so nobody hears of a
+// success whose outputs were lost; then `answer` gives the result to whoever waits and returns
+// the HTTP status it gave (0: none); then the invocation's log line is written. Store-fed
+// kinds end in the dispatcher instead, where the outputs share the ack's commit.
+#include <chrono>
+#include <memory>
+#include <string>
+#include <utility>
+
+#include "core/app_spec.h"
+#include "core/clock.h"
+#include "core/invocation.h"
+#include "observe/log.h"
+#include "triggers/outputs.h"
+
+namespace nimbus {
+
+// What the log line of an invocation needs once the invocation itself has gone to the pool.
+struct InvocationStamp {
+  std::string function;
+  TriggerKind trigger;
+  std::string id, traceparent;
+  TimePoint started;
+  WallTime started_wall;
+
+  static InvocationStamp of(const Invocation& inv) {
+    return {inv.function, inv.trigger, inv.id, inv.traceparent, inv.started, inv.time};
+  }
+  // From an invocation that is done with (run inline): its strings move.
+  static InvocationStamp take(Invocation& inv) {
+    return {std::move(inv.function), inv.trigger, std::move(inv.id), std::move(inv.traceparent), inv.started, inv.time};
+  }
+};
+
+inline void log_invocation(Logger& logger, const Clock& clock, const InvocationStamp& s, const Result& r, int status) {
+  const Duration took = clock.now() - s.started;
+  logger.invocation({s.function, s.trigger, s.id, s.traceparent, r.outcome, status, took, r.error.type,
+                     r.error.message, s.started_wall + std::chrono::duration_cast<WallTime::duration>(took)});
+}
+
+// `answer`: int(Result&, const InvocationStamp&), called once, on the caller's thread when
+// there are no outputs, else on the store's once they are committed. It may move parts of the
+// result out (the reply); the outcome and error stay for the log, written after it.
+template <class Answer>
+void finish_invocation(Store* store, const FunctionSpec& fn, Logger& logger, const Clock& clock, InvocationStamp stamp,
+                       Result&& result, Answer answer) {
+  if (result.outcome != Outcome::success || result.outputs.empty()) {
+    const int status = answer(result, std::as_const(stamp));
+    return log_invocation(logger, clock, stamp, result, status);
+  }
+  commit_outputs_then(store, fn, std::move(result),
+                      [&logger, &clock, stamp = std::move(stamp), answer = std::move(answer)](Result&& r) mutable {
+                        const int status = answer(r, std::as_const(stamp));
+                        log_invocation(logger, clock, stamp, r, status);
+                      });
+}
+
+}  // namespace nimbus
