@@ -16,6 +16,22 @@ if [[ ${NIMBUS_BENCH:-0} == 1 ]]; then
   packages+=(wrk procps util-linux)
 fi
 
+# npm comes with some builds of nodejs (NodeSource's); Debian's nodejs needs Debian's npm.
+if ! command -v npm >/dev/null 2>&1; then
+  packages+=(npm)
+fi
+
+# The CloudEvents SDK the cloudevents trigger's tests send with (tests/cloudevents), from npm,
+# at the version its lock file pins.
+node_packages() {
+  local dir
+  dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/tests/cloudevents"
+  if [[ ! -d $dir/node_modules/cloudevents ]]; then
+    echo "setup: npm ci in tests/cloudevents" >&2
+    (cd "$dir" && env -u NODE_EXTRA_CA_CERTS npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  fi
+}
+
 missing=()
 for p in "${packages[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
@@ -23,6 +39,7 @@ for p in "${packages[@]}"; do
   fi
 done
 if (( ${#missing[@]} == 0 )); then
+  node_packages
   exit 0
 fi
 
@@ -34,3 +51,4 @@ fi
 echo "setup: installing ${missing[*]}" >&2
 "${sudo[@]}" apt-get update -qq
 DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+node_packages

@@ -39,7 +39,7 @@ TEST(CliNew, EveryTriggerKindScaffoldsAFunctionThatValidates) {
   CommandResult unknown = run_nimbus({"new", "x", "--trigger", "quee"}, app);
   EXPECT_EQ(unknown.exit_code, 1);
   EXPECT_NE(unknown.err.find("there is no trigger kind 'quee'; use --trigger with one of: http, queue, topic, timer, "
-                             "stream, blob, mqtt, file"),
+                             "stream, blob, mqtt, file, cloudevents"),
             std::string::npos)
       << unknown.err;
 }

@@ -1,6 +1,7 @@
 #pragma once
 // Small text helpers shared by the parts that show payloads as JSON (the admin API, stream
 // batches, log lines, worker frames): is it UTF-8, and its base64 when it is not.
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -15,5 +16,7 @@ std::size_t utf8_sequence(const char* p, std::size_t left);
 // browsers decode such bytes): for text that goes into JSON, which readers take as UTF-8 only.
 std::string replace_invalid_utf8(std::string_view s);
 std::string base64(std::string_view in);  // standard alphabet, padded
+// The bytes of standard base64 (padding optional); nullopt when `in` is not base64.
+std::optional<std::string> base64_decode(std::string_view in);
 
 }  // namespace nimbus

@@ -13,7 +13,7 @@ void FeedHooks::complete(Batch&, const std::string&, int, Outcome, bool, const R
 
 // Each defined in triggers/<kind>/kind.cpp.
 extern const TriggerKindInfo kHttpKind, kQueueKind, kTopicKind, kTimerKind, kStreamKind, kBlobKind, kFileKind,
-    kMqttKind;
+    kMqttKind, kCloudEventsKind;
 
 // A new kind is one line here (and its folder).
 const std::vector<const TriggerKindInfo*>& trigger_kinds() {
@@ -26,6 +26,7 @@ const std::vector<const TriggerKindInfo*>& trigger_kinds() {
       &kBlobKind,
       &kMqttKind,
       &kFileKind,
+      &kCloudEventsKind,
   };
   return kinds;
 }
