@@ -36,6 +36,20 @@ TEST(Admin, TokenIsRequiredAndFunctionsAreListedWithSecretsMasked) {
   EXPECT_EQ(parse_object(std::string(io["body"].as_string()))["body_size"].as_int64(), 7);
   Response st = request(host.admin_port(), "GET", "/admin/status", {{"Authorization", "Bearer " + host.admin_token()}});
   EXPECT_EQ(parse_object(st.body)["pid"].as_int64(), host.pid());
+
+  // Routing (a Router, as the public listener's): 404 for no endpoint, 405 with Allow for a
+  // method an endpoint does not take, 400 for a path that does not decode, trigger views.
+  const std::map<std::string, std::string> bearer{{"Authorization", "Bearer " + host.admin_token()}};
+  Response none = request(host.admin_port(), "GET", "/admin/nothing", bearer);
+  EXPECT_EQ(none.status, 404);
+  EXPECT_EQ(parse_object(none.body)["error"].as_object()["message"].as_string(), "no admin endpoint GET /admin/nothing");
+  Response wrong = request(host.admin_port(), "GET", "/admin/functions/echo/invoke", bearer);
+  EXPECT_EQ(wrong.status, 405);
+  EXPECT_EQ(wrong.header("allow"), "POST");
+  EXPECT_EQ(request(host.admin_port(), "DELETE", "/admin/status", bearer).status, 405);
+  EXPECT_EQ(request(host.admin_port(), "PUT", "/admin/blobs/c/a%zz", bearer, "x").status, 400);
+  EXPECT_EQ(request(host.admin_port(), "GET", "/admin/timers", bearer).status, 200) << "a view the timer trigger adds";
+  EXPECT_EQ(request(host.admin_port(), "POST", "/admin/timers", bearer).status, 405);
   EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
   EXPECT_EQ(host.output().find("s3cr3t-value"), std::string::npos);
   EXPECT_EQ(host.errors().find("s3cr3t-value"), std::string::npos);

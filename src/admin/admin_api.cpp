@@ -56,10 +56,32 @@ AdminApi::AdminApi(const AppSpec& app, FunctionPools& pools, Metrics& metrics, L
       token_(std::move(token)),
       status_(status),
       request_shutdown_(std::move(request_shutdown)),
-      store_(store) {}
+      store_(store) {
+  route("/admin/functions", {"GET"}, kFunctions);
+  route("/admin/functions/{name}/invoke", {"POST"}, kInvoke);
+  route("/admin/status", {"GET"}, kStatus);
+  route("/admin/shutdown", {"POST"}, kShutdown);
+  // Queue and topic names hold '/' (a subscription is <topic>/<name>): the rest of the path is
+  // the name and an action, split at its last '/' by messages().
+  route("/admin/queues", {"GET"}, kMessages);
+  route("/admin/queues/{*rest}", {}, kMessages);
+  route("/admin/topics/{*rest}", {}, kMessages);
+  route("/admin/streams", {"GET"}, kStreams);
+  route("/admin/streams/{*rest}", {}, kStreams);
+  route("/admin/blobs/{*rest}", {}, kBlobs);
+}
+
+void AdminApi::route(std::string_view pattern, std::vector<std::string> methods, int target) {
+  auto parsed = parse_route(std::string(pattern), nullptr);
+  if (!parsed) throw std::logic_error("admin route " + std::string(pattern) + " does not parse");
+  router_.add(std::move(*parsed), std::move(methods), target);
+}
 
 void AdminApi::add(std::vector<AdminView> views, std::vector<StatusField> fields) {
-  for (auto& v : views) views_.push_back(std::move(v));
+  for (auto& v : views) {
+    route(v.path, {"GET"}, kViews + static_cast<int>(views_.size()));
+    views_.push_back(std::move(v));
+  }
   for (auto& f : fields) fields_.push_back(std::move(f));
 }
 
@@ -111,51 +133,50 @@ void AdminApi::handle(IncomingRequest& request, Responder respond) {
     r.headers.push_back({"www-authenticate", "Bearer"});
     return respond(std::move(r));
   }
-  if (path == "/admin/functions" && method == "GET") {
-    return respond(HttpReply{200, {{"content-type", "application/json"}}, functions_json()});
+  if (std::string decoded; !percent_decode(path, decoded)) {
+    return respond(json_error(400, "bad_request", "the path has a bad %-escape: " + std::string(path), ""));
   }
-  if (path == "/admin/status" && method == "GET") {
-    return respond(HttpReply{200, {{"content-type", "application/json"}}, status_json()});
+  RouteMatch match = router_.match(method, path);
+  if (match.kind == RouteMatch::Kind::not_found) {
+    return respond(json_error(404, "not_found", "no admin endpoint " + std::string(method) + " " + std::string(path), ""));
   }
-  if (path == "/admin/shutdown" && method == "POST") {
-    respond(json_reply(202, {{"status", "shutting down"}}));
-    request_shutdown_();
-    return;
+  if (match.kind == RouteMatch::Kind::method_not_allowed) {
+    HttpReply r = json_error(405, "method_not_allowed",
+                             std::string(method) + " is not allowed on " + std::string(path) + "; allowed: " + match.allow, "");
+    r.headers.push_back({"allow", match.allow});
+    return respond(std::move(r));
   }
-  for (const AdminView& view : views_) {
-    if (path != view.path || method != "GET") continue;
-    auto reply = [&view, respond = std::move(respond)] {
-      HttpReply r{200, {{"content-type", "application/json"}}, view.json()};
-      respond(std::move(r));
-    };
-    // A trigger's view may read the store: off the event loop.
-    if (store_) {
-      store_->run_blocking(std::move(reply));
-    } else {
-      reply();
-    }
-    return;
+  switch (match.target) {
+    case kFunctions:
+      return respond(HttpReply{200, {{"content-type", "application/json"}}, functions_json()});
+    case kStatus:
+      return respond(HttpReply{200, {{"content-type", "application/json"}}, status_json()});
+    case kShutdown:
+      respond(json_reply(202, {{"status", "shutting down"}}));
+      request_shutdown_();
+      return;
+    case kMessages:
+      return messages(request, path, method, std::move(respond));
+    case kStreams:
+      return streams(request, path, method, std::move(respond));
+    case kBlobs:
+      return blobs(request, path, method, std::move(respond));
+    case kInvoke:
+      return invoke(request, match.params.at(0).value, std::move(respond));
+    default:
+      break;
   }
-  if (path == "/admin/queues" || path.rfind("/admin/queues/", 0) == 0 || path.rfind("/admin/topics/", 0) == 0) {
-    return messages(request, path, method, std::move(respond));
+  const AdminView& view = views_.at(static_cast<std::size_t>(match.target - kViews));
+  auto reply = [&view, respond = std::move(respond)] {
+    HttpReply r{200, {{"content-type", "application/json"}}, view.json()};
+    respond(std::move(r));
+  };
+  // A trigger's view may read the store: off the event loop.
+  if (store_) {
+    store_->run_blocking(std::move(reply));
+  } else {
+    reply();
   }
-  if (path == "/admin/streams" || path.rfind("/admin/streams/", 0) == 0) {
-    return streams(request, path, method, std::move(respond));
-  }
-  if (path.rfind("/admin/blobs/", 0) == 0) return blobs(request, path, method, std::move(respond));
-  constexpr std::string_view kPrefix = "/admin/functions/";
-  constexpr std::string_view kSuffix = "/invoke";
-  if (path.rfind(kPrefix, 0) == 0 && path.size() > kPrefix.size() + kSuffix.size() &&
-      path.substr(path.size() - kSuffix.size()) == kSuffix) {
-    std::string_view name = path.substr(kPrefix.size(), path.size() - kPrefix.size() - kSuffix.size());
-    if (method != "POST") {
-      HttpReply r = json_error(405, "method_not_allowed", "invoke with POST", "");
-      r.headers.push_back({"allow", "POST"});
-      return respond(std::move(r));
-    }
-    return invoke(request, name, std::move(respond));
-  }
-  return respond(json_error(404, "not_found", "no admin endpoint " + std::string(method) + " " + std::string(path), ""));
 }
 
 namespace {

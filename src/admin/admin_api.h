@@ -17,6 +17,8 @@
 //   PUT  /admin/blobs/CONTAINER/PATH   put the body (content-type, If-Match, If-None-Match: *)
 //   GET  /admin/blobs/CONTAINER/PATH   the bytes (etag, x-blob-version, x-blob-sha256 headers)
 //   DELETE /admin/blobs/CONTAINER/PATH delete
+// and a GET for each view a trigger adds (Trigger::admin_views). Routed by a Router, as the
+// public listener is: 404 for no endpoint, 405 with Allow, 400 for a path that does not decode.
 #include <atomic>
 #include <filesystem>
 #include <functional>
@@ -26,6 +28,7 @@
 #include "core/app_spec.h"
 #include "core/clock.h"
 #include "core/expected.h"
+#include "triggers/http/router.h"
 #include "triggers/http/server.h"
 #include "triggers/trigger.h"
 
@@ -67,6 +70,9 @@ class AdminApi final : private RequestHandler {
   void list_queues(const Responder& respond);  // on a store I/O thread
   void streams(IncomingRequest& request, std::string_view path, std::string_view method, Responder respond);
   void blobs(IncomingRequest& request, std::string_view path, std::string_view method, Responder respond);
+  // What the router's targets stand for: the endpoints, then each trigger's view.
+  enum Endpoint : int { kFunctions, kStatus, kShutdown, kMessages, kStreams, kBlobs, kInvoke, kViews };
+  void route(std::string_view pattern, std::vector<std::string> methods, int target);
   std::string functions_json() const;
   std::string status_json() const;
 
@@ -78,6 +84,7 @@ class AdminApi final : private RequestHandler {
   std::string token_;
   AdminStatus& status_;
   std::function<void()> request_shutdown_;
+  Router router_;  // everything under /admin/, once the token is checked
   Store* store_;
   std::vector<AdminView> views_;
   std::vector<StatusField> fields_;
