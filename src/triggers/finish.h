@@ -7,6 +7,7 @@
 #include <chrono>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <utility>
 
 #include "core/app_spec.h"
@@ -17,7 +18,19 @@
 
 namespace nimbus {
 
-// What the log line of an invocation needs once the invocation itself has gone to the pool.
+// What the log line of an invocation (and its answer) needs.
+struct InvocationView {
+  std::string_view function;
+  TriggerKind trigger;
+  std::string_view id, traceparent;
+  TimePoint started;
+  WallTime started_wall;
+};
+inline InvocationView view_of(const Invocation& inv) {
+  return {inv.function, inv.trigger, inv.id, inv.traceparent, inv.started, inv.time};
+}
+
+// The same, kept once the invocation itself has gone to the pool.
 struct InvocationStamp {
   std::string function;
   TriggerKind trigger;
@@ -32,29 +45,44 @@ struct InvocationStamp {
   static InvocationStamp take(Invocation& inv) {
     return {std::move(inv.function), inv.trigger, std::move(inv.id), std::move(inv.traceparent), inv.started, inv.time};
   }
+  InvocationView view() const { return {function, trigger, id, traceparent, started, started_wall}; }
 };
 
-inline void log_invocation(Logger& logger, const Clock& clock, const InvocationStamp& s, const Result& r, int status) {
-  const Duration took = clock.now() - s.started;
+// `finished`: when it ended, if the caller knows already (saves reading the clock again).
+inline void log_invocation(Logger& logger, const Clock& clock, const InvocationView& s, const Result& r, int status,
+                           TimePoint finished = {}) {
+  const Duration took = (finished == TimePoint{} ? clock.now() : finished) - s.started;
   logger.invocation({s.function, s.trigger, s.id, s.traceparent, r.outcome, status, took, r.error.type,
                      r.error.message, s.started_wall + std::chrono::duration_cast<WallTime::duration>(took)});
 }
 
-// `answer`: int(Result&, const InvocationStamp&), called once, on the caller's thread when
+// `answer`: int(Result&, const InvocationView&), called once, on the caller's thread when
 // there are no outputs, else on the store's once they are committed. It may move parts of the
 // result out (the reply); the outcome and error stay for the log, written after it.
 template <class Answer>
 void finish_invocation(Store* store, const FunctionSpec& fn, Logger& logger, const Clock& clock, InvocationStamp stamp,
-                       Result&& result, Answer answer) {
+                       Result&& result, Answer answer, TimePoint finished = {}) {
   if (result.outcome != Outcome::success || result.outputs.empty()) {
-    const int status = answer(result, std::as_const(stamp));
-    return log_invocation(logger, clock, stamp, result, status);
+    const int status = answer(result, stamp.view());
+    return log_invocation(logger, clock, stamp.view(), result, status, finished);
   }
   commit_outputs_then(store, fn, std::move(result),
                       [&logger, &clock, stamp = std::move(stamp), answer = std::move(answer)](Result&& r) mutable {
-                        const int status = answer(r, std::as_const(stamp));
-                        log_invocation(logger, clock, stamp, r, status);
+                        const int status = answer(r, stamp.view());
+                        log_invocation(logger, clock, stamp.view(), r, status);
                       });
+}
+
+// For an invocation run inline and still at hand: nothing of it is copied unless its outputs
+// must be committed first.
+template <class Answer>
+void finish_inline(Store* store, const FunctionSpec& fn, Logger& logger, const Clock& clock, Invocation& inv,
+                   Result&& result, Answer answer, TimePoint finished = {}) {
+  if (result.outcome != Outcome::success || result.outputs.empty()) {
+    const int status = answer(result, view_of(inv));
+    return log_invocation(logger, clock, view_of(inv), result, status, finished);
+  }
+  finish_invocation(store, fn, logger, clock, InvocationStamp::take(inv), std::move(result), std::move(answer));
 }
 
 }  // namespace nimbus

@@ -109,7 +109,7 @@ struct CloudEventsTrigger::Shared {
     if (events->size() == 1) {
       Invocation inv = invocation_for(fn, std::move(events->front()), clock);
       InvocationStamp stamp = InvocationStamp::of(inv);
-      auto answer = [respond = std::move(respond)](Result& r, const InvocationStamp& s) {
+      auto answer = [respond = std::move(respond)](Result& r, const InvocationView& s) {
         HttpReply reply = reply_for(std::move(r), s.function, s.id);
         const int status = reply.status;
         respond(std::move(reply));
@@ -125,10 +125,10 @@ struct CloudEventsTrigger::Shared {
       std::string event_id = (*events)[i].id;
       Invocation inv = invocation_for(fn, std::move((*events)[i]), clock);
       InvocationStamp stamp = InvocationStamp::of(inv);
-      auto answer = [batch, i, event_id = std::move(event_id)](Result& r, const InvocationStamp& s) mutable {
+      auto answer = [batch, i, event_id = std::move(event_id)](Result& r, const InvocationView& s) mutable {
         HttpReply reply = reply_for(std::move(r), s.function, s.id);
         const int status = reply.status;
-        batch->done(i, std::move(event_id), s.id, std::move(reply));
+        batch->done(i, std::move(event_id), std::string(s.id), std::move(reply));
         return status;
       };
       pool.dispatch(std::move(inv), [this, spec = &fn, stamp = std::move(stamp), answer = std::move(answer)](Result&& r) mutable {

@@ -202,16 +202,16 @@ void HttpTrigger::handle(IncomingRequest& request, Responder respond) {
 
   if (rt.asynchronous) return enqueue_async(fn, std::move(inv), std::move(respond));
 
-  auto answer = [respond](Result& r, const InvocationStamp& s) {
+  auto answer = [respond = std::move(respond)](Result& r, const InvocationView& s) {
     HttpReply reply = reply_for(std::move(r), s.function, s.id);
     const int status = reply.status;
     respond(std::move(reply));
     return status;
   };
   if (pool.runs_inline()) {
-    if (auto result = pool.try_run_inline(inv)) {
-      return finish_invocation(options_.store, fn, logger_, clock_, InvocationStamp::take(inv), std::move(*result),
-                               std::move(answer));
+    TimePoint finished;
+    if (auto result = pool.try_run_inline(inv, &finished)) {
+      return finish_inline(options_.store, fn, logger_, clock_, inv, std::move(*result), std::move(answer), finished);
     }
   }
   InvocationStamp stamp = InvocationStamp::of(inv);

@@ -213,7 +213,7 @@ class TimerTrigger::Timer : public std::enable_shared_from_this<TimerTrigger::Ti
     pool_.dispatch(std::move(inv), [self = shared_from_this(), stamp = std::move(stamp), due_s](Result&& result) mutable {
       // Outputs are committed before the run counts as done (and before its hold is released).
       finish_invocation(&self->store_, self->fn_, self->logger_, self->clock_, std::move(stamp), std::move(result),
-                        [self, due_s](Result&, const InvocationStamp&) {
+                        [self, due_s](Result&, const InvocationView&) {
                           // This may be the store's writer thread (after an output commit), where a
                           // blocking commit would wait on itself: the hold is released from the
                           // trigger's thread.
