@@ -516,7 +516,7 @@ void AdminApi::invoke(IncomingRequest& request, std::string_view name, Responder
   if (auto ct = request.header("content-type")) http.headers.push_back({"content-type", std::string(*ct)});
   inv.payload = request.take_body();
   // The function's reply, wrapped: the admin call itself succeeded.
-  auto answer = [respond = std::move(respond)](Result& r, const InvocationStamp& s) {
+  auto answer = [respond = std::move(respond)](Result& r, const InvocationView& s) {
     HttpReply reply = reply_for(std::move(r), s.function, s.id);
     json::object headers;
     for (const auto& h : reply.headers) headers[h.name] = h.value;
