@@ -65,8 +65,10 @@ struct Gate {
 // A synchronous executor whose call() blocks until the test releases that invocation.
 class GatedExecutor final : public Executor {
  public:
-  explicit GatedExecutor(std::shared_ptr<Gate> gate) : gate_(std::move(gate)) {}
+  explicit GatedExecutor(std::shared_ptr<Gate> gate, int instances = 1) : gate_(std::move(gate)), instances_(instances) {}
   Mode mode() const override { return Mode::synchronous; }
+  // As a fleet: `concurrency` on each of `instances`.
+  int capacity(const FunctionSpec& fn) const override { return fn.concurrency * instances_; }
   Result call(const Invocation& inv) override {
     std::unique_lock lock(gate_->mu);
     gate_->started.push_back(inv.id);
@@ -83,6 +85,7 @@ class GatedExecutor final : public Executor {
 
  private:
   std::shared_ptr<Gate> gate_;
+  int instances_;
 };
 
 // Every completion, by invocation id.
@@ -124,13 +127,13 @@ struct Completions {
 
 class FunctionPoolTest : public ::testing::Test {
  protected:
-  void make_pool(int concurrency, int wait_queue, bool blocking = true) {
+  void make_pool(int concurrency, int wait_queue, bool blocking = true, int instances = 1) {
     spec_.name = "orders";
     spec_.concurrency = concurrency;
     spec_.wait_queue = wait_queue;
     spec_.blocking = blocking;
     pool_ = std::make_unique<FunctionPool>(
-        spec_, 0, std::make_unique<GatedExecutor>(gate_),
+        spec_, 0, std::make_unique<GatedExecutor>(gate_, instances),
         PoolContext{clock_, Timers(timers_, nullptr), *workers_, metrics_});
   }
 
@@ -260,6 +263,20 @@ TEST_F(FunctionPoolTest, FullWaitQueueIsOverloadedAtOnce) {
   ASSERT_TRUE(done_.wait("running"));
   ASSERT_TRUE(done_.wait("waiting"));
   EXPECT_EQ(done_.first("waiting").outcome, Outcome::success);
+}
+
+// The pool admits what its executor can run (a fleet: concurrency x instances), not the
+// function's per-instance concurrency: nobody patches the spec for it.
+TEST_F(FunctionPoolTest, ThePoolAdmitsWhatItsExecutorCanRun) {
+  make_pool(/*concurrency=*/2, /*wait_queue=*/0, /*blocking=*/true, /*instances=*/2);  // 4 worker threads
+  EXPECT_EQ(pool_->capacity(), 4);
+  EXPECT_EQ(pool_->spec().concurrency, 2);
+  for (int i = 0; i < 4; ++i) dispatch("r" + std::to_string(i));
+  for (int i = 0; i < 4; ++i) ASSERT_TRUE(gate_->wait_started("r" + std::to_string(i)));
+  dispatch("fifth");
+  ASSERT_TRUE(done_.has("fifth"));
+  EXPECT_EQ(done_.first("fifth").outcome, Outcome::overloaded);
+  EXPECT_NE(done_.first("fifth").error.message.find("concurrency limit (4)"), std::string::npos);
 }
 
 TEST_F(FunctionPoolTest, ShedCallLeavesNoTimerBehind) {

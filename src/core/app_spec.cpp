@@ -18,6 +18,14 @@ std::string_view to_string(RuntimeKind kind) {
   return "unknown";
 }
 
+std::string_view to_string(Transport transport) {
+  switch (transport) {
+    case Transport::in_process: return "in_process";
+    case Transport::frames: return "frames";
+  }
+  return "unknown";
+}
+
 std::string_view to_string(Isolation isolation) {
   switch (isolation) {
     case Isolation::none: return "none";

@@ -15,8 +15,16 @@
 
 namespace nimbus {
 
+// The language a function is written in (the manifest's `runtime`): native (C++ against the
+// C ABI), python, node, or any command that speaks the worker protocol (`process`).
 enum class RuntimeKind : uint8_t { native, python, node, process };
 std::string_view to_string(RuntimeKind kind);
+
+// How the host talks to a function's code, the other axis (runtime/registry.h): a call into a
+// library in its own process, or frames to worker processes. (An HTTP server on $PORT and the
+// Lambda Runtime API are the transports to come.)
+enum class Transport : uint8_t { in_process, frames };
+std::string_view to_string(Transport transport);
 
 // Where a function's code runs: in the host's address space (native only), in a worker
 // process, or in a sandboxed worker process: an unprivileged user in its own
@@ -136,6 +144,7 @@ struct FunctionSpec {
   int max_instances = 4;
   Duration idle_timeout = std::chrono::minutes(5);
   bool in_worker() const { return runtime != RuntimeKind::native || isolation != Isolation::none; }
+  Transport transport() const { return in_worker() ? Transport::frames : Transport::in_process; }
   // Limits and environment of each worker process (0 / empty = none).
   std::size_t memory_limit = 0;         // bytes of writable memory (RLIMIT_DATA)
   Duration cpu_limit{};                 // CPU time per instance (RLIMIT_CPU)

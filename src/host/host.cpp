@@ -17,8 +17,7 @@
 #include "pool/function_pools.h"
 #include "pool/worker_threads.h"
 #include "runtime/native/native_build.h"
-#include "runtime/native/native_runtime.h"
-#include "runtime/process/process_runtime.h"
+#include "runtime/registry.h"
 #include "core/units.h"
 #include "store/delayed/delayed_store.h"
 #include "store/store.h"
@@ -134,50 +133,33 @@ int run_host(const AppSpec& app, const HostOptions& options) {
   ServiceApi service_api(services, loops, app.http);
   auto api_url = service_api.start(options.admin_address, 0);
   if (!api_url) return fail("service API listener: " + api_url.error().message);
-  std::vector<ProcessExecutor*> worker_functions;  // stopped before the pools go
+  // Each function's executor from its transport (runtime/registry.h); the host knows none by name.
+  RuntimeContext runtime_context{app,
+                                 clock,
+                                 Timers(timers, &timer_thread),
+                                 logger,
+                                 metrics,
+                                 &services,
+                                 reactors,
+                                 *api_url,
+                                 [&service_api](const std::string& function) { return service_api.issue(function); },
+                                 [&service_api](const std::string& token) { service_api.revoke(token); },
+                                 *libraries};
+  std::vector<Executor*> executors;  // stopped before the pools go
   for (std::size_t i = 0; i < app.functions.size(); ++i) {
     const FunctionSpec& fn = app.functions[i];
     const int index = static_cast<int>(i);
-    if (!fn.in_worker()) {
-      TimePoint t0 = clock.now();
-      auto executor = load_native_function(fn, libraries->at(fn.name), clock, logger, &services);
-      if (!executor) {
-        sink.flush();
-        return fail(executor.error().message);
-      }
-      metrics.cold_start(index, clock.now() - t0);
-      metrics.instances(index, 1);
-      pools.add(std::make_unique<FunctionPool>(fn, index, std::move(*executor), pool_context));
-      continue;
+    auto executor = make_executor(fn, index, runtime_context);
+    if (!executor) {
+      sink.flush();
+      return fail(executor.error().message);
     }
-    SandboxSetup sandbox;
-    if (fn.isolation == Isolation::sandbox) {
-      auto prepared = prepare_sandbox(app, fn);
-      if (!prepared) return fail(prepared.error().message);
-      sandbox = std::move(*prepared);
-      logger.host(LogLevel::info, "sandbox limits", {{"function", fn.name}, {"limits", sandbox.limits}});
-    }
-    std::filesystem::path library;
-    if (fn.runtime == RuntimeKind::native) library = libraries->at(fn.name);
-    ProcessOptions options = process_options_for(app, fn, library, sandbox);
-    if (options.sandbox) {
-      if (auto st = check_sandbox_plan(app, fn.name, *options.sandbox); !st) return fail(st.error().message);
-    }
-    auto executor = std::make_unique<ProcessExecutor>(fn, index, std::move(options), clock,
-                                                      Timers(timers, &timer_thread), logger, metrics);
-    executor->set_services(&services);
-    executor->set_reactors(reactors);
-    executor->set_api(*api_url, [&service_api, name = fn.name] { return service_api.issue(name); },
-                      [&service_api](const std::string& token) { service_api.revoke(token); });
-    if (auto st = executor->warm_up(); !st) {
+    if (auto st = (*executor)->warm_up(); !st) {
       sink.flush();
       return fail(st.error().message);
     }
-    worker_functions.push_back(executor.get());
-    // The pool bounds the whole function; each instance takes `concurrency` of it.
-    FunctionSpec pooled = fn;
-    pooled.concurrency = fn.concurrency * fn.max_instances;
-    pools.add(std::make_unique<FunctionPool>(pooled, index, std::move(executor), pool_context));
+    executors.push_back(executor->get());
+    pools.add(std::make_unique<FunctionPool>(fn, index, std::move(*executor), pool_context));
   }
 
   // Every trigger kind the registry knows, started in its order; the host knows none by name.
@@ -225,7 +207,7 @@ int run_host(const AppSpec& app, const HostOptions& options) {
   // Graceful shutdown: stop taking work, let what was taken finish within the grace period.
   logger.host(LogLevel::info, "shutting down", {{"signal", sig == SIGINT ? "SIGINT" : "SIGTERM"}});
   auto kill_workers = [&] {
-    for (auto* w : worker_functions) w->kill_all();
+    for (auto* e : executors) e->kill_all();
   };
   // Whatever a step below waits for, the host is gone within a second past the grace period:
   // a watchdog kills the workers and ends the process (its last line is flushed if stdout
@@ -281,7 +263,7 @@ int run_host(const AppSpec& app, const HostOptions& options) {
   admin.close();
   service_api.close();
   pools.close_all();
-  for (auto* w : worker_functions) w->stop(std::chrono::seconds(2));  // their exits are read on the loops
+  for (auto* e : executors) e->stop(std::chrono::seconds(2));  // workers' exits are read on the loops
   loops.drain();
   (*store)->close();
   watchdog.disarm();

@@ -1,5 +1,7 @@
 #include "pool/function_pool.h"
 
+#include <algorithm>
+
 #include "observe/metrics.h"
 #include "pool/worker_threads.h"
 
@@ -20,13 +22,14 @@ FunctionPool::FunctionPool(const FunctionSpec& spec, int index, std::unique_ptr<
       index_(index),
       executor_(std::move(executor)),
       ctx_(context),
-      inline_(!spec.blocking && executor_->mode() == Executor::Mode::synchronous) {}
+      inline_(!spec.blocking && executor_->mode() == Executor::Mode::synchronous),
+      capacity_(std::max(executor_->capacity(spec), 1)) {}
 
 FunctionPool::~FunctionPool() = default;
 
 bool FunctionPool::claim_slot() {
   int cur = running_.load(std::memory_order_relaxed);
-  while (cur < spec_.concurrency) {
+  while (cur < capacity_) {
     if (running_.compare_exchange_weak(cur, cur + 1, std::memory_order_acq_rel)) return true;
   }
   return false;
@@ -70,7 +73,7 @@ void FunctionPool::dispatch(Invocation inv, Completion done) {
     // Shed before any deadline is armed: overload must not add timer work.
     settle(call, Result::failure(Outcome::overloaded, "overloaded",
                                  "function '" + spec_.name + "' is at its concurrency limit (" +
-                                     std::to_string(spec_.concurrency) + ") and its wait queue is full"));
+                                     std::to_string(capacity_) + ") and its wait queue is full"));
     return;
   }
   arm_deadline(call);  // its callback takes mu_, so it sees the call queued below

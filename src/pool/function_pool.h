@@ -34,6 +34,9 @@ class FunctionPool {
 
   const FunctionSpec& spec() const { return spec_; }
   int index() const { return index_; }
+  // Invocations it runs at once, at most: the executor's capacity for the function (for a
+  // fleet of worker instances, concurrency x max_instances). Triggers lease no more than this.
+  int capacity() const { return capacity_; }
 
   // True when invocations may run inline on the calling (event-loop) thread.
   bool runs_inline() const { return inline_; }
@@ -69,6 +72,7 @@ class FunctionPool {
   std::unique_ptr<Executor> executor_;
   PoolContext ctx_;
   bool inline_;
+  int capacity_;
   std::atomic<int> running_{0};
   std::atomic<int> waiting_count_{0};
   std::atomic<bool> closed_{false};

@@ -80,13 +80,15 @@ class ProcessExecutor final : public Executor {
   // first start. Without any, each worker has a reader thread of its own. The loops must run
   // until stop() has returned.
   void set_reactors(std::vector<Reactor*> reactors) { reactors_ = std::move(reactors); }
+  // concurrency per instance x max_instances.
+  int capacity(const FunctionSpec& function) const override { return function.concurrency * function.max_instances; }
   // Starts min_instances; returns the first start-up failure (bad handler, missing program).
-  Status warm_up();
+  Status warm_up() override;
   int instances() const;
   // Sends shutdown to every instance and waits up to `grace` for them to end.
-  void stop(Duration grace);
+  void stop(Duration grace) override;
   // SIGKILL to every worker at once, waiting for nothing (a host out of grace, about to exit).
-  void kill_all();
+  void kill_all() override;
 
  private:
   struct Instance;

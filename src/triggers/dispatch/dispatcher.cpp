@@ -41,7 +41,7 @@ class StoreDispatcher::Consumer : public std::enable_shared_from_this<StoreDispa
         timers_(timers),
         logger_(logger),
         lease_ms_(to_ms(spec_.lease > Duration::zero() ? spec_.lease : fn.timeout + std::chrono::seconds(30))),
-        limit_(pool.spec().concurrency) {}
+        limit_(pool.capacity()) {}
 
   const std::string& queue() const { return queue_; }
 

@@ -110,7 +110,7 @@ class FileTrigger::Watch : public std::enable_shared_from_this<FileTrigger::Watc
         processing_(dir_ / kProcessing),
         pool_(pool),
         shared_(std::move(shared)),
-        limit_(std::max(pool.spec().concurrency, 1)) {}
+        limit_(pool.capacity()) {}
 
   const fs::path& dir() const { return dir_; }
   int wd = -1;
