@@ -8,13 +8,14 @@
 #include "core/services.h"
 #include "observe/log.h"
 #include "observe/metrics.h"
+#include "runtime/process/frames_transport.h"
 
 namespace nimbus {
 namespace json = boost::json;
 
 struct ProcessExecutor::Instance {
   uint64_t serial = 0;
-  std::shared_ptr<WorkerProcess> process;  // shared with writes in progress outside the lock
+  std::shared_ptr<InstanceConnection> conn;  // shared with writes in progress outside the lock
   bool ready = false;
   bool retiring = false;
   TimePoint spawned{};
@@ -42,55 +43,9 @@ struct ExecutorGuard {
   bool alive = true;
 };
 
-namespace {
-
-std::string str(const json::object& o, std::string_view key) {
-  auto* v = o.if_contains(key);
-  return v && v->is_string() ? std::string(v->as_string()) : std::string();
-}
-
-// A worker's result frame (decoded typed) as a Result; malformed replies are the worker's
-// error, not ours.
-Result result_from(const std::string& function, Frame& f) {
-  ResultHeader& h = f.result;
-  if (h.status == "error") {
-    std::string type = h.has_error ? h.error_type : "error";
-    std::string message = h.has_error ? h.error_message : "the worker reported an error";
-    const std::string& stack = h.error_stack;
-    return Result::failure(Outcome::error, type.empty() ? "error" : type, stack.empty() ? message : message + "\n" + stack);
-  }
-  Result r;
-  HttpReply reply;
-  reply.status = 200;
-  if (h.has_http) {
-    if (h.http_status < 100 || h.http_status > 599) {
-      return Result::failure(Outcome::error, "invalid_reply",
-                             "function '" + function + "' replied with HTTP status " + std::to_string(h.http_status));
-    }
-    if (h.malformed_headers) {
-      return Result::failure(Outcome::error, "invalid_reply", "function '" + function + "' replied with a malformed header");
-    }
-    reply.status = static_cast<int>(h.http_status);
-    reply.headers = std::move(h.headers);
-  } else if (f.body.empty()) {
-    reply.status = 204;
-  }
-  reply.body = std::move(f.body);
-  r.http = std::move(reply);
-  return r;
-}
-
-LogLevel level_of(const std::string& level) {
-  if (level == "debug") return LogLevel::debug;
-  if (level == "warn") return LogLevel::warn;
-  if (level == "error") return LogLevel::error;
-  return LogLevel::info;
-}
-
-}  // namespace
-
 ProcessExecutor::ProcessExecutor(const FunctionSpec& function, int index, ProcessOptions options, const Clock& clock,
-                                 Timers timers, Logger& logger, Metrics& metrics)
+                                 Timers timers, Logger& logger, Metrics& metrics,
+                                 std::unique_ptr<InstanceTransport> transport)
     : spec_(function),
       index_(index),
       options_(std::move(options)),
@@ -101,7 +56,23 @@ ProcessExecutor::ProcessExecutor(const FunctionSpec& function, int index, Proces
       guard_(std::make_shared<ExecutorGuard>()),
       autoscaler_(AutoscalerConfig{.target_per_instance = options_.concurrency * options_.target_utilization,
                                    .min_instances = options_.min_instances,
-                                   .max_instances = options_.max_instances}) {}
+                                   .max_instances = options_.max_instances}) {
+  if (transport) {
+    transport_ = std::move(transport);
+  } else {
+    auto frames = std::make_unique<FramesTransport>(spec_, options_, logger_);
+    frames_ = frames.get();
+    transport_ = std::move(frames);
+  }
+}
+
+void ProcessExecutor::set_services(Services* services) {
+  if (frames_) frames_->set_services(services);
+}
+
+void ProcessExecutor::set_reactors(std::vector<Reactor*> reactors) {
+  if (frames_) frames_->set_reactors(std::move(reactors));
+}
 
 ProcessExecutor::~ProcessExecutor() {
   {
@@ -133,48 +104,40 @@ std::shared_ptr<ProcessExecutor::Instance> ProcessExecutor::spawn_locked(std::st
   inst->spawned = clock_.now();
   inst->last_used = inst->spawned;
   std::weak_ptr<Instance> weak = inst;
-  WorkerSpawn spawn{options_.argv, options_.env, options_.cwd, kDefaultMaxFrame,
-                    options_.memory_limit, options_.cpu_seconds, options_.open_files};
-  spawn.typed_results = true;
+  std::vector<std::string> extra_env;
   if (api_issue_) {
     inst->api_token = api_issue_();
-    spawn.env.push_back("NIMBUS_API=" + api_url_);
-    spawn.env.push_back("NIMBUS_API_TOKEN=" + inst->api_token);
+    extra_env.push_back("NIMBUS_API=" + api_url_);
+    extra_env.push_back("NIMBUS_API_TOKEN=" + inst->api_token);
   }
-  WorkerCallbacks callbacks{
-      [this, weak](Frame&& f) {
-        if (auto i = weak.lock()) on_frame(i, std::move(f));
+  InstanceEvents events{
+      [this, weak] {
+        if (auto i = weak.lock()) on_ready(i);
       },
-      [this, serial = inst->serial](std::string_view line, bool from_stderr) {
-        logger_.host(from_stderr ? LogLevel::warn : LogLevel::info, line,
-                     {{"function", spec_.name}, {"instance", static_cast<int64_t>(serial)},
-                      {"stream", from_stderr ? "stderr" : "stdout"}});
+      [this, weak](const std::string& id, Result r) {
+        if (auto i = weak.lock()) on_result(i, id, std::move(r));
+      },
+      [this, weak](const std::string& id, OutputMessage out) {
+        if (auto i = weak.lock()) on_output(i, id, std::move(out));
+      },
+      [this, weak](std::string message) {
+        if (auto i = weak.lock()) on_fatal(i, std::move(message));
       },
       [this, weak](int code, const std::string& why) {
         if (auto i = weak.lock()) on_exit(i, code, why);
+      },
+      [this, weak](const std::string& id) {
+        auto i = weak.lock();
+        return i ? traceparent_of(i, id) : std::string();
       }};
-  Reactor* reactor = reactors_.empty() ? nullptr : reactors_[inst->serial % reactors_.size()];
-  spawn.sandbox = options_.sandbox;
-  auto process = WorkerProcess::spawn(spawn, std::move(callbacks), reactor);
-  if (!process) {
-    *error = process.error().message;
+  auto conn = transport_->launch(inst->serial, std::move(extra_env), std::move(events));
+  if (!conn) {
+    if (!inst->api_token.empty() && api_revoke_) api_revoke_(inst->api_token);
+    *error = conn.error().message;
     return nullptr;
   }
-  inst->process = std::move(*process);
-  json::object env;
-  for (const auto& e : spec_.env) env[e.name] = e.value;
-  std::string init;
-  encode_frame(FrameType::init,
-               {{"protocol", kWorkerProtocolVersion},
-                {"function", spec_.name},
-                {"handler", options_.handler},
-                {"runtime", options_.runtime},
-                {"max_frame", kDefaultMaxFrame},
-                {"concurrency", options_.concurrency},
-                {"env", std::move(env)}},
-               {}, init);
-  inst->pipelined = init.size();
-  if (!inst->process->send_raw(init)) inst->process->kill();
+  inst->conn = std::move(*conn);
+  inst->pipelined = inst->conn->launch_bytes();
   instances_.push_back(inst);
   metrics_.instances(index_, static_cast<int>(instances_.size()));
   return inst;
@@ -212,7 +175,7 @@ int ProcessExecutor::instances() const {
 void ProcessExecutor::start(const Invocation& inv, Completion done) {
   Waiting w;
   w.id = inv.id;
-  encode_invoke(inv, w.wire);
+  transport_->encode(inv, w.wire);
   w.done = std::move(done);
   w.deadline = inv.deadline;
   w.traceparent = inv.traceparent;
@@ -251,7 +214,7 @@ void ProcessExecutor::start(const Invocation& inv, Completion done) {
 }
 
 void ProcessExecutor::Outgoing::send() {
-  if (process && !process->send_raw(wire)) process->kill();  // its exit fails what it holds
+  if (conn && !conn->send(wire)) conn->kill();  // its exit fails what it holds
 }
 
 void ProcessExecutor::scale_up_locked(std::vector<std::function<void()>>& after) {
@@ -289,7 +252,7 @@ std::shared_ptr<ProcessExecutor::Instance> ProcessExecutor::starting_with_room_l
     if (i->retiring) continue;
     if (i->ready) return nullptr;
     if (!found && static_cast<int>(i->in_flight.size()) < options_.concurrency &&
-        i->pipelined + w.wire.size() <= std::min(kPipelineBudget, i->process->pipe_capacity() / 2)) {
+        i->pipelined + w.wire.size() <= std::min(kPipelineBudget, i->conn->pipeline_capacity() / 2)) {
       found = i;
     }
   }
@@ -332,10 +295,10 @@ void ProcessExecutor::assign_locked(const std::shared_ptr<Instance>& inst, Waiti
   if (w.deadline != TimePoint{} && (inst->deadline_timer == 0 || w.deadline < inst->deadline_armed)) {
     arm_deadline_locked(inst, w.deadline);
   }
-  Outgoing out{inst->process, std::move(w.wire)};
+  Outgoing out{inst->conn, std::move(w.wire)};
   std::string id = w.id;
   inst->in_flight.emplace(std::move(id), std::move(w));
-  if (direct && !direct->process) {
+  if (direct && !direct->conn) {
     *direct = std::move(out);
   } else {
     after.push_back([out = std::move(out)]() mutable { out.send(); });
@@ -366,124 +329,71 @@ void ProcessExecutor::drain_waiting_locked(std::vector<std::function<void()>>& a
   if (scale_up && !waiting_.empty()) scale_up_locked(after);
 }
 
-void ProcessExecutor::on_frame(const std::shared_ptr<Instance>& inst, Frame&& f) {
+void ProcessExecutor::on_ready(const std::shared_ptr<Instance>& inst) {
   std::vector<std::function<void()>> after;
-  switch (f.type) {
-    case FrameType::ready: {
-      std::lock_guard lock(mu_);
-      inst->ready = true;
-      const TimePoint now = clock_.now();
-      metrics_.cold_start(index_, now - inst->spawned);
-      for (auto& [id, w] : inst->in_flight) {
-        if (w.resend.empty()) continue;  // sent behind init: it waited until now
-        std::string().swap(w.resend);
-        if (w.abandoned) continue;
-        if (w.deadline != TimePoint{} && w.deadline <= now) {
-          // Past its deadline before the worker could start it (a worker of ours skips it).
-          time_out_locked(w, after);
-          w.abandoned = true;
-          continue;
-        }
-        metrics_.queue_wait(index_, now - w.queued_at);
+  {
+    std::lock_guard lock(mu_);
+    inst->ready = true;
+    const TimePoint now = clock_.now();
+    metrics_.cold_start(index_, now - inst->spawned);
+    for (auto& [id, w] : inst->in_flight) {
+      if (w.resend.empty()) continue;  // sent behind init: it waited until now
+      std::string().swap(w.resend);
+      if (w.abandoned) continue;
+      if (w.deadline != TimePoint{} && w.deadline <= now) {
+        // Past its deadline before the worker could start it (a worker of ours skips it).
+        time_out_locked(w, after);
+        w.abandoned = true;
+        continue;
       }
-      drain_waiting_locked(after);
-      if (inst->in_flight.empty()) arm_idle_locked(inst);
-      ready_cv_.notify_all();
-      break;
+      metrics_.queue_wait(index_, now - w.queued_at);
     }
-    case FrameType::result: {
-      // The completion runs after the lock is released, before any work the reply let through.
-      Completion done;
-      Result r;
-      {
-        std::lock_guard lock(mu_);
-        auto it = inst->in_flight.find(f.result.id);
-        if (it != inst->in_flight.end() && it->second.abandoned) {
-          inst->in_flight.erase(it);  // its caller has had its answer
-        } else if (it != inst->in_flight.end()) {
-          done = take_locked(it->second);
-          r = result_from(spec_.name, f);
-          if (r.outcome == Outcome::success) r.outputs = std::move(it->second.outputs);
-          inst->in_flight.erase(it);
-          inst->last_used = clock_.now();
-        }
-        drain_waiting_locked(after);
-        if (inst->in_flight.empty()) arm_idle_locked(inst);
-      }
-      if (done) done(std::move(r));
-      break;
-    }
-    case FrameType::log:
-      logger_.user(level_of(str(f.header, "level")), spec_.name, str(f.header, "id"), str(f.header, "message"));
-      break;
-    case FrameType::fatal: {
-      std::lock_guard lock(mu_);
-      inst->fatal = str(f.header, "message");
-      logger_.host(LogLevel::error, "worker gave up", {{"function", spec_.name}, {"reason", inst->fatal}});
-      break;
-    }
-    case FrameType::host_call:
-      if (str(f.header, "op") == "output") {
-        // An output of an invocation in flight: kept until its result, then committed with it.
-        std::lock_guard lock(mu_);
-        auto it = inst->in_flight.find(str(f.header, "id"));
-        if (it != inst->in_flight.end()) {
-          OutputMessage out;
-          out.payload = std::move(f.body);
-          if (auto* args = f.header.if_contains("args"); args && args->is_object()) {
-            out.binding = str(args->as_object(), "binding");
-            if (auto* md = args->as_object().if_contains("metadata"); md && md->is_object()) {
-              for (const auto& [k, v] : md->as_object()) {
-                if (v.is_string()) out.metadata.push_back({std::string(k), std::string(v.as_string())});
-              }
-            }
-          }
-          it->second.outputs.push_back(std::move(out));
-        }
-        // No reply, even to a call_id: nobody waits for one, and a worker writing outputs in
-        // a loop would not read replies until it returns (a reply per output once filled both
-        // pipes, worker and host each waiting for the other).
-        break;
-      }
-      {
-        // A host service (state, publish, enqueue, invoke): answered whenever it is done, on
-        // whatever thread finishes it; the worker matches the answer by call_id.
-        json::value call_id = f.header.contains("call_id") ? f.header.at("call_id") : json::value();
-        std::shared_ptr<WorkerProcess> process = inst->process;
-        auto answer = [process, call_id](ServiceResult r) {
-          json::object fields;
-          for (const auto& h : r.fields) fields[h.name] = h.value;
-          json::object header{{"call_id", call_id}, {"ok", r.ok}, {"fields", std::move(fields)}};
-          if (!r.ok) header["error"] = r.error;
-          (void)process->send(FrameType::host_result, header, r.body);
-        };
-        if (!services_) {
-          answer(ServiceResult::failure("host services are not available to this function"));
-          break;
-        }
-        ServiceCall c;
-        c.op = str(f.header, "op");
-        c.caller = spec_.name;
-        if (auto* args = f.header.if_contains("args"); args && args->is_object()) {
-          for (const auto& [k, v] : args->as_object()) {
-            if (v.is_string()) c.args.push_back({std::string(k), std::string(v.as_string())});
-            else if (v.is_int64()) c.args.push_back({std::string(k), std::to_string(v.as_int64())});
-          }
-        }
-        {
-          std::lock_guard lock(mu_);
-          if (auto it = inst->in_flight.find(str(f.header, "id")); it != inst->in_flight.end()) {
-            c.traceparent = it->second.traceparent;
-          }
-        }
-        c.body = std::move(f.body);
-        services_->call(std::move(c), std::move(answer));
-      }
-      break;
-    default:
-      break;  // heartbeats and anything a later version adds
+    drain_waiting_locked(after);
+    if (inst->in_flight.empty()) arm_idle_locked(inst);
+    ready_cv_.notify_all();
   }
   for (auto& fn : after) fn();
+}
+
+void ProcessExecutor::on_result(const std::shared_ptr<Instance>& inst, const std::string& id, Result&& r) {
+  // The completion runs after the lock is released, before any work the reply let through.
+  std::vector<std::function<void()>> after;
+  Completion done;
+  {
+    std::lock_guard lock(mu_);
+    auto it = inst->in_flight.find(id);
+    if (it != inst->in_flight.end() && it->second.abandoned) {
+      inst->in_flight.erase(it);  // its caller has had its answer
+    } else if (it != inst->in_flight.end()) {
+      done = take_locked(it->second);
+      if (r.outcome == Outcome::success) r.outputs = std::move(it->second.outputs);
+      inst->in_flight.erase(it);
+      inst->last_used = clock_.now();
+    }
+    drain_waiting_locked(after);
+    if (inst->in_flight.empty()) arm_idle_locked(inst);
+  }
+  if (done) done(std::move(r));
+  for (auto& fn : after) fn();
+}
+
+// An output of an invocation in flight: kept until its result, then committed with it.
+void ProcessExecutor::on_output(const std::shared_ptr<Instance>& inst, const std::string& id, OutputMessage&& out) {
+  std::lock_guard lock(mu_);
+  auto it = inst->in_flight.find(id);
+  if (it != inst->in_flight.end()) it->second.outputs.push_back(std::move(out));
+}
+
+void ProcessExecutor::on_fatal(const std::shared_ptr<Instance>& inst, std::string message) {
+  std::lock_guard lock(mu_);
+  inst->fatal = std::move(message);
+  logger_.host(LogLevel::error, "worker gave up", {{"function", spec_.name}, {"reason", inst->fatal}});
+}
+
+std::string ProcessExecutor::traceparent_of(const std::shared_ptr<Instance>& inst, const std::string& id) {
+  std::lock_guard lock(mu_);
+  auto it = inst->in_flight.find(id);
+  return it == inst->in_flight.end() ? std::string() : it->second.traceparent;
 }
 
 void ProcessExecutor::on_exit(const std::shared_ptr<Instance>& inst, int, const std::string& why) {
@@ -495,7 +405,7 @@ void ProcessExecutor::on_exit(const std::shared_ptr<Instance>& inst, int, const 
     if (!inst->api_token.empty() && api_revoke_) api_revoke_(inst->api_token);
     std::erase(instances_, inst);
     metrics_.instances(index_, static_cast<int>(instances_.size()));
-    std::string reason = "the worker of function '" + spec_.name + "' (pid " + std::to_string(inst->process->pid()) + ") " + why +
+    std::string reason = "the worker of function '" + spec_.name + "' (pid " + std::to_string(inst->conn->pid()) + ") " + why +
                          (inst->fatal.empty() ? "" : ": " + inst->fatal);
     if (options_.memory_limit > 0) reason += " (memory_limit " + std::to_string(options_.memory_limit) + " bytes)";
     if (options_.cpu_seconds > 0) reason += " (cpu_limit " + std::to_string(options_.cpu_seconds) + " s)";
@@ -539,7 +449,7 @@ void ProcessExecutor::on_exit(const std::shared_ptr<Instance>& inst, int, const 
     } else if (!stopping_) {
       drain_waiting_locked(after);
     }
-    graveyard_.push_back(std::move(inst->process));
+    graveyard_.push_back(std::move(inst->conn));
     schedule(clock_.now(), [this] { bury(); });
     ready_cv_.notify_all();
   }
@@ -547,7 +457,7 @@ void ProcessExecutor::on_exit(const std::shared_ptr<Instance>& inst, int, const 
 }
 
 void ProcessExecutor::bury() {
-  std::vector<std::shared_ptr<WorkerProcess>> dead;
+  std::vector<std::shared_ptr<InstanceConnection>> dead;
   {
     std::lock_guard lock(mu_);
     dead.swap(graveyard_);
@@ -606,7 +516,7 @@ void ProcessExecutor::on_deadline(const std::weak_ptr<Instance>& weak) {
                    {{"function", spec_.name}, {"invocation_id", overran}});
       if (inst->fatal.empty()) inst->fatal = "killed because invocation " + overran + " overran its deadline";
       inst->retiring = true;  // no new work for it while its end is on the way
-      inst->process->kill();  // its exit fails what else it holds
+      inst->conn->kill();  // its exit fails what else it holds
     } else if (earliest != TimePoint{}) {
       arm_deadline_locked(inst, earliest);
     }
@@ -641,7 +551,7 @@ void ProcessExecutor::on_start_timeout(const std::string& id) {
         inst->fatal = "no ready message within " + format_duration(options_.start_timeout);
         logger_.host(LogLevel::warn, "worker did not start in time; killing it",
                      {{"function", spec_.name}, {"reason", inst->fatal}});
-        inst->process->kill();
+        inst->conn->kill();
         break;
       }
     }
@@ -671,7 +581,7 @@ void ProcessExecutor::on_idle(const std::weak_ptr<Instance>& weak) {
     return;
   }
   inst->retiring = true;  // scale down: it takes no new work and ends when told
-  (void)inst->process->send(FrameType::shutdown, {{"grace_ms", 1000}});
+  inst->conn->shutdown(std::chrono::seconds(1));
 }
 
 void ProcessExecutor::load_changed_locked(int delta) {
@@ -734,7 +644,7 @@ void ProcessExecutor::on_tick() {
     }
     for (int i = 0; i < retire; ++i) {
       idle[i]->retiring = true;
-      (void)idle[i]->process->send(FrameType::shutdown, {{"grace_ms", 1000}});
+      idle[i]->conn->shutdown(std::chrono::seconds(1));
     }
   }
   // Nothing running, waiting or alive: stop ticking until work arrives (no wake-ups at zero).
@@ -754,8 +664,7 @@ void ProcessExecutor::stop(Duration grace) {
     all = instances_;
     for (auto& i : all) {
       i->retiring = true;
-      (void)i->process->send(FrameType::shutdown,
-                             {{"grace_ms", std::chrono::duration_cast<std::chrono::milliseconds>(grace).count()}});
+      i->conn->shutdown(grace);
     }
     while (!waiting_.empty()) {
       after.push_back([d = take_locked(waiting_.front()), name = spec_.name]() mutable {
@@ -769,7 +678,7 @@ void ProcessExecutor::stop(Duration grace) {
   {
     std::unique_lock lock(mu_);
     ready_cv_.wait_until(lock, give_up, [&] { return instances_.empty(); });
-    for (auto& i : instances_) i->process->kill();
+    for (auto& i : instances_) i->conn->kill();
     ready_cv_.wait_for(lock, std::chrono::seconds(5), [&] { return instances_.empty(); });
   }
   bury();
@@ -778,7 +687,7 @@ void ProcessExecutor::stop(Duration grace) {
 void ProcessExecutor::kill_all() {
   std::lock_guard lock(mu_);
   stopping_ = true;
-  for (auto& i : instances_) i->process->kill();
+  for (auto& i : instances_) i->conn->kill();
 }
 
 }  // namespace nimbus

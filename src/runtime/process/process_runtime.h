@@ -1,6 +1,7 @@
 #pragma once
-// The process runtime: a function's code runs in worker processes that speak the worker
-// protocol (docs/worker-protocol.md). This executor owns a function's instances: it starts
+// A function's fleet of instances. How one instance is started and spoken to is its
+// transport's (runtime/instance.h): worker processes over frames (frames_transport.h) unless
+// another is given. This executor owns a function's instances: it starts
 // them on demand (a request that finds none waits for the cold start), keeps at least
 // min_instances, adds instances up to max_instances when every one is at its concurrency or
 // when the autoscaler (Knative's KPA as the model: stable and panic windows over the average
@@ -19,12 +20,14 @@
 #include "core/app_spec.h"
 #include "core/clock.h"
 #include "runtime/executor.h"
+#include "runtime/instance.h"
 #include "runtime/process/autoscaler.h"
 #include "runtime/process/sandbox.h"
 #include "runtime/process/worker_process.h"
 
 namespace nimbus {
 
+class FramesTransport;
 class Logger;
 class Metrics;
 class Services;
@@ -59,16 +62,19 @@ ProcessOptions process_options_for(const AppSpec& app, const FunctionSpec& funct
 
 class ProcessExecutor final : public Executor {
  public:
+  // `transport`: how its instances are started and spoken to; null: worker processes over
+  // frames, launched as `options` says.
   ProcessExecutor(const FunctionSpec& function, int index, ProcessOptions options, const Clock& clock,
-                  Timers timers, Logger& logger, Metrics& metrics);
+                  Timers timers, Logger& logger, Metrics& metrics, std::unique_ptr<InstanceTransport> transport = nullptr);
   ~ProcessExecutor() override;
 
   Mode mode() const override { return Mode::asynchronous; }
   Result call(const Invocation& invocation) override;
   void start(const Invocation& invocation, Completion done) override;
 
-  // Who answers the workers' host calls (state, publish, invoke); set before the first start.
-  void set_services(Services* services) { services_ = services; }
+  // Who answers the workers' host calls (state, publish, invoke); set before the first start
+  // (frames transport).
+  void set_services(Services* services);
   // The loopback service API: each instance gets NIMBUS_API=url and a token of its own
   // (issued at spawn, revoked when it ends).
   void set_api(std::string url, std::function<std::string()> issue, std::function<void(const std::string&)> revoke) {
@@ -79,7 +85,7 @@ class ProcessExecutor final : public Executor {
   // Event loops to read the workers' pipes on (round robin by instance); set before the
   // first start. Without any, each worker has a reader thread of its own. The loops must run
   // until stop() has returned.
-  void set_reactors(std::vector<Reactor*> reactors) { reactors_ = std::move(reactors); }
+  void set_reactors(std::vector<Reactor*> reactors);
   // concurrency per instance x max_instances.
   int capacity(const FunctionSpec& function) const override { return function.concurrency * function.max_instances; }
   // Starts min_instances; returns the first start-up failure (bad handler, missing program).
@@ -113,7 +119,7 @@ class ProcessExecutor final : public Executor {
   std::shared_ptr<Instance> least_loaded_locked() const;
   // An invoke frame to write once the lock is released.
   struct Outgoing {
-    std::shared_ptr<WorkerProcess> process;
+    std::shared_ptr<InstanceConnection> conn;
     std::string wire;
     void send();
   };
@@ -130,7 +136,12 @@ class ProcessExecutor final : public Executor {
   // w's caller hears that it timed out while it waited for a worker (after the lock).
   void time_out_locked(Waiting& w, std::vector<std::function<void()>>& after);
   void scale_up_locked(std::vector<std::function<void()>>& after);
-  void on_frame(const std::shared_ptr<Instance>& instance, Frame&& frame);
+  // What an instance says (InstanceEvents), on its transport's threads.
+  void on_ready(const std::shared_ptr<Instance>& instance);
+  void on_result(const std::shared_ptr<Instance>& instance, const std::string& id, Result&& result);
+  void on_output(const std::shared_ptr<Instance>& instance, const std::string& id, OutputMessage&& output);
+  void on_fatal(const std::shared_ptr<Instance>& instance, std::string message);
+  std::string traceparent_of(const std::shared_ptr<Instance>& instance, const std::string& id);
   void on_exit(const std::shared_ptr<Instance>& instance, int code, const std::string& why);
   // One deadline timer per instance, armed for the earliest deadline it holds (see the .cpp).
   void arm_deadline_locked(const std::shared_ptr<Instance>& instance, TimePoint at);
@@ -152,8 +163,8 @@ class ProcessExecutor final : public Executor {
   Timers timers_;
   Logger& logger_;
   Metrics& metrics_;
-  Services* services_ = nullptr;
-  std::vector<Reactor*> reactors_;
+  std::unique_ptr<InstanceTransport> transport_;
+  FramesTransport* frames_ = nullptr;  // transport_, when it is the frames one this made
   std::string api_url_;
   std::function<std::string()> api_issue_;
   std::function<void(const std::string&)> api_revoke_;
@@ -162,7 +173,7 @@ class ProcessExecutor final : public Executor {
   std::condition_variable ready_cv_;
   std::vector<std::shared_ptr<Instance>> instances_;
   std::deque<Waiting> waiting_;
-  std::vector<std::shared_ptr<WorkerProcess>> graveyard_;  // ended workers, joined off their threads
+  std::vector<std::shared_ptr<InstanceConnection>> graveyard_;  // ended instances, joined off their threads
   uint64_t next_serial_ = 1;
   Autoscaler autoscaler_;
   int load_ = 0;             // invocations running or waiting for an instance
