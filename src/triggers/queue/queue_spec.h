@@ -21,7 +21,8 @@ struct QueueTriggerSpec : TriggerSettings {
   Duration lease{};                             // visibility timeout; 0 = the function's timeout + 30 s
 };
 
-// A topic subscription is a queue named <topic>/<subscription>.
+// A topic subscription is a queue named <topic>/<subscription>. (A topic trigger's settings are
+// a QueueTriggerSpec too: tell them apart by TriggerSpec::kind, or ask for this type.)
 struct TopicTriggerSpec final : QueueTriggerSpec {
   std::string subscription;  // default: the function's name
   std::string type, source, subject_prefix;  // filters
