@@ -1,6 +1,10 @@
 // The embedded SQLite backend's own promises: the WAL, damaged files, a full disk, kill -9.
 #include "store_conformance.h"
 
+#include <future>
+
+#include "core/thread_role.h"
+
 namespace nimbus {
 namespace {
 
@@ -294,6 +298,42 @@ TEST(SqliteStore, KillNineDuringBlobPutsNeverLeavesMetadataWithoutItsFile) {
   fs::remove_all(dir);
 }
 
+
+}  // namespace
+}  // namespace nimbus
+
+namespace nimbus {
+namespace {
+
+// Reads may block (for a network backend, on the network): never on an event loop, the timer
+// thread or the writer. Checked builds (the sanitized run of `make test`) stop there at once.
+TEST(SqliteStoreDeathTest, AReadOnAThreadThatMustNotBlockStopsTheProcessInCheckedBuilds) {
+#ifdef NDEBUG
+  GTEST_SKIP() << "checked builds only (make test runs this in the sanitized, debug build)";
+#else
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  fs::path dir = fresh_dir();
+  ManualClock clock;
+  auto s = open_store("sqlite:state.db", dir, clock);
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  EXPECT_TRUE((*s)->get("st", "k").ok()) << "a free thread may read";
+  for (ThreadRole role : {ThreadRole::event_loop, ThreadRole::timer, ThreadRole::store_writer}) {
+    EXPECT_DEATH(
+        {
+          set_thread_role(role);
+          (void)(*s)->get("st", "k");
+        },
+        std::string("a store read on ") + to_string(role))
+        << to_string(role);
+  }
+  // On the store's own I/O threads a read is where it belongs.
+  std::promise<bool> read;
+  (*s)->run_blocking([&] { read.set_value((*s)->get("st", "k").ok()); });
+  EXPECT_TRUE(read.get_future().get());
+  s->reset();
+  fs::remove_all(dir);
+#endif
+}
 
 }  // namespace
 }  // namespace nimbus

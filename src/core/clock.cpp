@@ -1,5 +1,7 @@
 #include "core/clock.h"
 
+#include "core/thread_role.h"
+
 namespace nimbus {
 
 ManualClock::ManualClock()
@@ -79,7 +81,10 @@ size_t TimerQueue::size() const {
 }
 
 TimerThread::TimerThread(const Clock& clock, TimerQueue& queue)
-    : clock_(clock), queue_(queue), thread_([this] { run(); }) {}
+    : clock_(clock), queue_(queue), thread_([this] {
+        set_thread_role(ThreadRole::timer);
+        run();
+      }) {}
 
 TimerThread::~TimerThread() {
   {

@@ -12,6 +12,7 @@
 #include <set>
 
 #include "core/ids.h"
+#include "core/thread_role.h"
 
 namespace nimbus {
 namespace sqlite {
@@ -213,7 +214,10 @@ Status SqliteStore::open() {
   // does nothing at all (the WAL then grew without bound while the host ran): read once.
   if (auto s = exec(checkpoint_db_, "SELECT count(*) FROM sqlite_master;"); !s) return s;
   checkpointer_ = std::thread([this] { checkpoint_loop(); });
-  writer_ = std::thread([this] { write_loop(); });
+  writer_ = std::thread([this] {
+    set_thread_role(ThreadRole::store_writer);
+    write_loop();
+  });
   return ok_status();
 }
 

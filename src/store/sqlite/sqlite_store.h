@@ -18,6 +18,7 @@
 #include <thread>
 #include <vector>
 
+#include "core/thread_role.h"
 #include "store/blob_files.h"
 #include "store/store.h"
 
@@ -181,6 +182,7 @@ class SqliteStore final : public Store {
               bool needs_savepoint = false);
   template <class T, class F>
   Expected<T> read(F&& fn) {
+    check_may_block("a store read");
     sqlite3* db = nullptr;
     {
       std::lock_guard lock(readers_mu_);

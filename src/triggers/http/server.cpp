@@ -30,6 +30,7 @@
 #include "observe/log.h"
 #include "observe/metrics.h"
 #include "triggers/http/http_syntax.h"
+#include "core/thread_role.h"
 
 namespace nimbus {
 
@@ -169,7 +170,10 @@ int EventLoops::size() const { return static_cast<int>(impl_->contexts.size()); 
 
 void EventLoops::start() {
   for (auto& ctx : impl_->contexts) {
-    impl_->threads.emplace_back([c = ctx.get()] { c->run(); });
+    impl_->threads.emplace_back([c = ctx.get()] {
+      set_thread_role(ThreadRole::event_loop);
+      c->run();
+    });
   }
 }
 
