@@ -421,6 +421,11 @@ void StreamTrigger::on_appended(const std::vector<std::string>& names) {
 }
 
 void StreamTrigger::trim() {
+  // The next round is armed before this one's trims are submitted: a trim can commit before
+  // this returns, and whoever saw it (a test moving a manual clock on) must find the next
+  // round already counted from now.
+  const TimePoint at = clock_.now() + kTrimEvery;
+  trim_timer_ = timers_.at(at, [this] { trim(); });
   for (const auto& st : app_.streams) {
     if (st.retention == Duration{} && st.max_records == 0) continue;
     const int64_t before =
@@ -436,8 +441,6 @@ void StreamTrigger::trim() {
       }
     });
   }
-  const TimePoint at = clock_.now() + kTrimEvery;
-  trim_timer_ = timers_.at(at, [this] { trim(); });
 }
 
 void StreamTrigger::stop_taking_work() {
