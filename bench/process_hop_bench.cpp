@@ -18,7 +18,8 @@
 #include "observe/log.h"
 #include "observe/metrics.h"
 #include "runtime/native/native_runtime.h"
-#include "runtime/process/process_runtime.h"
+#include "pool/fleet.h"
+#include "runtime/process/frames_transport.h"
 #include "triggers/http/server.h"
 
 namespace nimbus {
@@ -76,8 +77,9 @@ void BM_NativeInWorker(benchmark::State& state) {
   Fixture f;
   TimerQueue timers;
   TimerThread timer_thread(f.clock, timers);
-  ProcessExecutor executor(f.fn, 0, process_options_for(f.app, f.fn, f.fn.handler), f.clock, Timers(timers, &timer_thread),
-                           f.logger, f.metrics);
+  InstanceFleet executor(f.fn, 0, fleet_options_for(f.fn),
+                         std::make_unique<FramesTransport>(f.fn, worker_launch_for(f.app, f.fn, f.fn.handler), f.logger),
+                         f.clock, Timers(timers, &timer_thread), f.logger, f.metrics);
   if (auto st = executor.warm_up(); !st) {
     state.SkipWithError(st.error().message.c_str());
     return;
@@ -117,9 +119,11 @@ void BM_NativeInWorkerOnLoop(benchmark::State& state) {
   TimerThread timer_thread(f.clock, timers);
   EventLoops loops(1);
   loops.start();
-  auto executor = std::make_unique<ProcessExecutor>(f.fn, 0, process_options_for(f.app, f.fn, f.fn.handler), f.clock,
-                                                    Timers(timers, &timer_thread), f.logger, f.metrics);
-  executor->set_reactors({&loops.reactor(0)});
+  auto executor = std::make_unique<InstanceFleet>(
+      f.fn, 0, fleet_options_for(f.fn),
+      std::make_unique<FramesTransport>(f.fn, worker_launch_for(f.app, f.fn, f.fn.handler), f.logger, nullptr,
+                                        std::vector<Reactor*>{&loops.reactor(0)}),
+      f.clock, Timers(timers, &timer_thread), f.logger, f.metrics);
   if (auto st = executor->warm_up(); !st) {
     state.SkipWithError(st.error().message.c_str());
     return;

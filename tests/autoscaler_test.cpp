@@ -1,5 +1,5 @@
 // Autoscaler decisions replayed on load traces, one sample a second.
-#include "runtime/process/autoscaler.h"
+#include "pool/autoscaler.h"
 
 #include <gtest/gtest.h>
 

@@ -1,4 +1,4 @@
-// The instance seam: the fleet (ProcessExecutor) runs a function on any InstanceTransport.
+// The instance seam: the fleet (InstanceFleet) runs a function on any InstanceTransport.
 // Here a transport of the test's own, with no process at all, shows that a new runtime kind
 // is only a transport: the fleet starts instances on demand, waits for ready, spreads work by
 // concurrency, hands outputs over with the result, fails what a lost instance held, and
@@ -15,7 +15,7 @@
 #include "observe/log.h"
 #include "observe/metrics.h"
 #include "runtime/instance.h"
-#include "runtime/process/process_runtime.h"
+#include "pool/fleet.h"
 
 namespace nimbus {
 namespace {
@@ -106,14 +106,10 @@ class InstanceTransportTest : public ::testing::Test {
     fn_.concurrency = 2;
     fn_.max_instances = 2;
     fn_.idle_timeout = 10s;
-    ProcessOptions options;
-    options.concurrency = 2;
-    options.max_instances = 2;
-    options.idle_timeout = 10s;
     auto transport = std::make_unique<LoopbackTransport>();
     transport_ = transport.get();
-    executor_ = std::make_unique<ProcessExecutor>(fn_, 0, options, clock_, Timers(timers_, timer_thread_.get()), *logger_,
-                                                  metrics_, std::move(transport));
+    executor_ = std::make_unique<InstanceFleet>(fn_, 0, fleet_options_for(fn_), std::move(transport), clock_,
+                                                Timers(timers_, timer_thread_.get()), *logger_, metrics_);
   }
   void TearDown() override {
     auto threads = transport_->threads;
@@ -143,7 +139,7 @@ class InstanceTransportTest : public ::testing::Test {
   Metrics metrics_{{"rev"}};
   FunctionSpec fn_;
   LoopbackTransport* transport_ = nullptr;
-  std::unique_ptr<ProcessExecutor> executor_;
+  std::unique_ptr<InstanceFleet> executor_;
 };
 
 TEST_F(InstanceTransportTest, TheFleetRunsAFunctionOnATransportWithNoProcess) {

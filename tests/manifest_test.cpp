@@ -183,6 +183,18 @@ TEST(ManifestTest, BadStoreUrlIsAnError) {
   }
 }
 
+// Options only one backend has are in its URL, read by that backend (store/open_store.cpp).
+TEST(ManifestTest, TheStoreBackendChecksItsOwnUrlOptions) {
+  auto ok = parse("name: shop\nstore: sqlite:data/x.db?blobs=bytes\nfunctions:\n");
+  ASSERT_TRUE(ok.app.has_value()) << ok.report();
+  EXPECT_EQ(ok.app->store, "sqlite:data/x.db?blobs=bytes");
+  auto load = parse("name: shop\nstore: sqlite:x.db?colour=blue\nfunctions:\n");
+  const Diagnostic& d = expect_diag(load, "store", "unknown option 'colour'");
+  EXPECT_EQ(d.line, 2);
+  EXPECT_EQ(d.column, 8);
+  EXPECT_NE(d.message.find("blobs=DIR"), std::string::npos) << d.message;
+}
+
 TEST(ManifestTest, UnknownTopLevelKeySuggestsTheClosest) {
   const std::string text = "name: shop\nfuctions:\n";
   auto load = parse(text);

@@ -1,5 +1,6 @@
 // Language and transport are two axes: the runtime registry picks a function's transport from
 // its spec, and each transport's executor says what its pool admits.
+#include "pool/fleet.h"
 #include "runtime/registry.h"
 
 #include <fcntl.h>

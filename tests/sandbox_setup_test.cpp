@@ -222,6 +222,26 @@ TEST(SandboxPlan, NothingItShowsMayLieInsideAWritableFolder) {
   EXPECT_NE(program.error().message.find("that function 'writer' may write"), std::string::npos) << program.error().message;
 }
 
+// The store part says where its backend keeps data (store_files): a blob folder named in
+// the URL is hidden like the default one, and so are the database's files.
+TEST(SandboxPlan, TheStoresFilesAndBlobFolderAreMaskedWhereverTheUrlPutsThem) {
+  FakeRoot dir;
+  dir.write("data/app.db", "");
+  dir.write("data/app.db-wal", "");
+  dir.write("uploads/c/0123", "bytes");
+  AppSpec app;
+  app.dir = dir.path;
+  app.store = "sqlite:data/app.db?blobs=uploads";
+  FunctionSpec fn;
+  fn.isolation = Isolation::sandbox;
+  auto p = sandbox_plan(app, fn, SandboxView{app.dir, {}}, SandboxSetup{});
+  const std::string uploads = (dir.path / "uploads").string();
+  EXPECT_TRUE(has(p, Kind::bind_ro, (dir.path / "data/app.db").string(), "/dev/null"));
+  EXPECT_TRUE(has(p, Kind::bind_ro, (dir.path / "data/app.db-wal").string(), "/dev/null"));
+  EXPECT_TRUE(has(p, Kind::tmpfs, uploads));
+  EXPECT_TRUE(has(p, Kind::remount_ro, uploads));
+}
+
 TEST(SandboxPlan, TheMasksComeAfterTheWritableFolders) {
   FakeRoot dir;
   dir.write("data/app.db", "");

@@ -17,7 +17,8 @@
 #include "observe/metrics.h"
 #include "pool/function_pools.h"
 #include "pool/worker_threads.h"
-#include "runtime/process/process_runtime.h"
+#include "pool/fleet.h"
+#include "runtime/process/frames_transport.h"
 #include "store/store.h"
 #include "triggers/timer/timer_trigger.h"
 
@@ -73,7 +74,7 @@ class ExampleScheduledScrub : public ::testing::Test {
     const FunctionSpec& fn = *app_.find("scrub");
     workers_ = std::make_unique<WorkerThreads>(2);
     ctx_ = std::make_unique<PoolContext>(PoolContext{clock_, Timers(timers_, thread_.get()), *workers_, metrics_});
-    auto executor = std::make_unique<ProcessExecutor>(fn, 0, process_options_for(app_, fn), clock_, Timers(timers_, thread_.get()),
+    auto executor = std::make_unique<InstanceFleet>(fn, 0, fleet_options_for(fn), std::make_unique<FramesTransport>(fn, worker_launch_for(app_, fn), *logger_), clock_, Timers(timers_, thread_.get()),
                                                       *logger_, metrics_);
     pools_ = std::make_unique<FunctionPools>();
     pools_->add(std::make_unique<FunctionPool>(fn, 0, std::move(executor), *ctx_));

@@ -1,6 +1,7 @@
 // The embedded SQLite backend's own promises: the WAL, damaged files, a full disk, kill -9.
 #include "store_conformance.h"
 
+#include <algorithm>
 #include <future>
 
 #include "core/thread_role.h"
@@ -211,6 +212,43 @@ std::size_t files_in(const fs::path& dir) {
   std::size_t n = 0;
   for (const auto& f : fs::directory_iterator(dir, ec)) n += f.is_regular_file() ? 1 : 0;
   return n;
+}
+
+// Where the blob bytes live is the SQLite backend's own option, in its URL: blobs=DIR
+// (relative to the app folder); the default is blobs/ beside the database. Unknown options
+// are refused by name, and store_files tells a sandbox what to hide.
+TEST(SqliteStore, TheBlobFolderIsAnOptionOfItsUrl) {
+  fs::path dir = fresh_dir();
+  ManualClock clock;
+  {
+    auto s = open_store("sqlite:db/state.db?blobs=bytes", dir, clock);
+    ASSERT_TRUE(s.ok()) << s.error().message;
+    ASSERT_TRUE((*s)->commit_sync(put_batch(blob_put("up", "a.txt", "hello"))).ok());
+    EXPECT_EQ(files_in(dir / "bytes" / "up"), 1u);
+    EXPECT_FALSE(fs::exists(dir / "db" / "blobs"));
+    auto got = (*s)->get_blob("up", "a.txt");
+    ASSERT_TRUE(got.ok() && got->has_value());
+    EXPECT_EQ((*got)->data, "hello");
+  }
+  auto files = store_files("sqlite:db/state.db?blobs=bytes", dir);
+  ASSERT_TRUE(files.ok()) << files.error().message;
+  EXPECT_NE(std::find(files->files.begin(), files->files.end(), dir / "db" / "state.db-wal"), files->files.end());
+  ASSERT_EQ(files->folders.size(), 1u);
+  EXPECT_EQ(files->folders[0], dir / "bytes");
+  auto by_default = store_files("sqlite:db/state.db", dir);
+  ASSERT_TRUE(by_default.ok());
+  EXPECT_EQ(by_default->folders[0], dir / "db" / "blobs");
+
+  auto unknown = open_store("sqlite:db/state.db?colour=blue", dir, clock);
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_NE(unknown.error().message.find("unknown option 'colour'"), std::string::npos) << unknown.error().message;
+  auto empty = open_store("sqlite:db/state.db?blobs=", dir, clock);
+  ASSERT_FALSE(empty.ok());
+  EXPECT_NE(empty.error().message.find("blobs= names no folder"), std::string::npos) << empty.error().message;
+  auto elsewhere = store_files("postgres://db/x", dir);
+  ASSERT_FALSE(elsewhere.ok());
+  EXPECT_NE(elsewhere.error().message.find("not available in this build"), std::string::npos);
+  fs::remove_all(dir);
 }
 
 // The embedded backend keeps blob bytes in files beside the database: one per live version;

@@ -17,6 +17,7 @@
 #include "pool/function_pools.h"
 #include "pool/worker_threads.h"
 #include "runtime/native/native_build.h"
+#include "pool/fleet.h"
 #include "runtime/registry.h"
 #include "core/units.h"
 #include "store/delayed/delayed_store.h"
@@ -133,7 +134,7 @@ int run_host(const AppSpec& app, const HostOptions& options) {
   ServiceApi service_api(services, loops, app.http);
   auto api_url = service_api.start(options.admin_address, 0);
   if (!api_url) return fail("service API listener: " + api_url.error().message);
-  // Each function's executor from its transport (runtime/registry.h); the host knows none by name.
+  // Each function's executor from its transport (runtime/registry.h, pool/fleet.h); the host knows none by name.
   RuntimeContext runtime_context{app,
                                  clock,
                                  Timers(timers, &timer_thread),

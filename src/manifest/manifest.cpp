@@ -13,6 +13,7 @@
 
 #include "core/mqtt_topic.h"
 #include "manifest/manifest_reader.h"
+#include "store/store.h"
 
 namespace nimbus {
 
@@ -35,12 +36,17 @@ void ManifestReader::read_app(const YAML::Node& root, AppSpec& app) {
   if (auto n = root["store"]) {
     if (auto v = scalar(n, "store", "a store URL")) {
       if (v->rfind("sqlite:", 0) == 0 && v->size() > 7) {
-        app.store = *v;
+        // The backend reads its own options (sqlite:PATH?blobs=DIR): a bad one is named here.
+        if (auto files = store_files(*v, {}); !files) {
+          error(n, "store", files.error().message);
+        } else {
+          app.store = *v;
+        }
       } else if (v->rfind("redis://", 0) == 0 || v->rfind("postgres://", 0) == 0 ||
                  v->rfind("postgresql://", 0) == 0) {
         app.store = *v;
       } else {
-        error(n, "store", "'" + *v + "' is not a store URL; expected sqlite:PATH, redis://HOST:PORT or postgres://...");
+        error(n, "store", "'" + *v + "' is not a store URL; expected sqlite:PATH[?blobs=DIR], redis://HOST:PORT or postgres://...");
       }
     }
   }

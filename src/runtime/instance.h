@@ -1,5 +1,5 @@
 #pragma once
-// The instance seam. A fleet of instances (runtime/process/process_runtime.h: spawn, ready,
+// The instance seam. A fleet of instances (pool/fleet.h: spawn, ready,
 // per-instance concurrency, the autoscaler, scale to zero, deadlines, replacement) runs a
 // function; a transport says how one instance is started and spoken to. Frames to a worker
 // process are one transport (runtime/process/frames_transport.h); an HTTP server on $PORT or
@@ -52,6 +52,8 @@ class InstanceTransport {
   // Starts instance number `serial` with `extra_env` added to its environment.
   virtual Expected<std::shared_ptr<InstanceConnection>> launch(uint64_t serial, std::vector<std::string> extra_env,
                                                                 InstanceEvents events) = 0;
+  // Appended to the reason an instance ended: the limits it ran under (" (memory_limit N bytes)").
+  virtual std::string limits_note() const { return {}; }
 };
 
 }  // namespace nimbus

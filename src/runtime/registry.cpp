@@ -14,12 +14,11 @@ const std::vector<RuntimeTransport>& runtime_transports() {
   return transports;
 }
 
-Expected<std::unique_ptr<Executor>> make_executor(const FunctionSpec& function, int index, const RuntimeContext& context) {
+const RuntimeTransport* find_runtime_transport(Transport transport) {
   for (const auto& t : runtime_transports()) {
-    if (t.transport == function.transport()) return t.make(function, index, context);
+    if (t.transport == transport) return &t;
   }
-  return Error{"function '" + function.name + "': no runtime transport '" + std::string(to_string(function.transport())) +
-               "' in this build"};
+  return nullptr;
 }
 
 }  // namespace nimbus

@@ -4,8 +4,10 @@
 // the other (FunctionSpec::transport): native code without isolation is called in the host's
 // process; everything else runs in worker processes spoken to in frames
 // (docs/worker-protocol.md). A new transport (an HTTP server on $PORT, the Lambda Runtime API)
-// is a folder under runtime/ with a `make` and one line in registry.cpp; the host knows none
-// by name: it asks make_executor for each function, warms it up, and stops it at the end.
+// is a folder under runtime/ implementing runtime/instance.h, with a `make_instances` and one
+// line in registry.cpp: the pool's InstanceFleet runs its instances (pool/fleet.h). The host
+// knows none by name: it asks make_executor (pool/fleet.h) for each function, warms it up, and
+// stops it at the end.
 #include <filesystem>
 #include <functional>
 #include <map>
@@ -18,6 +20,7 @@
 #include "core/clock.h"
 #include "core/expected.h"
 #include "runtime/executor.h"
+#include "runtime/instance.h"
 
 namespace nimbus {
 
@@ -43,13 +46,18 @@ struct RuntimeContext {
   std::map<std::string, std::filesystem::path> native_libraries;
 };
 
+// A transport gives one of the two: an executor of its own (code in the host's process), or
+// how to start and speak to one instance, run under the pool's fleet.
 struct RuntimeTransport {
   Transport transport;
   // An executor for function `function` (the `index`th of the app), not yet warmed up.
-  Expected<std::unique_ptr<Executor>> (*make)(const FunctionSpec& function, int index, const RuntimeContext& context);
+  Expected<std::unique_ptr<Executor>> (*make_executor)(const FunctionSpec& function, int index,
+                                                       const RuntimeContext& context) = nullptr;
+  Expected<std::unique_ptr<InstanceTransport>> (*make_instances)(const FunctionSpec& function,
+                                                                 const RuntimeContext& context) = nullptr;
 };
 
 const std::vector<RuntimeTransport>& runtime_transports();
-Expected<std::unique_ptr<Executor>> make_executor(const FunctionSpec& function, int index, const RuntimeContext& context);
+const RuntimeTransport* find_runtime_transport(Transport transport);  // null: not in this build
 
 }  // namespace nimbus

@@ -12,27 +12,42 @@ struct Backend {
   std::string_view scheme;  // before the ':'
   Expected<std::unique_ptr<Store>> (*open)(const std::string& url, const std::filesystem::path& base,
                                            const Clock& clock, StoreOptions options);
+  Expected<StoreFiles> (*files)(const std::string& url, const std::filesystem::path& base);
 };
 
 constexpr Backend kBackends[] = {
-    {"sqlite", open_sqlite_store},
+    {"sqlite", open_sqlite_store, sqlite_store_files},
 };
+
+const Backend* backend_of(const std::string& url) {
+  const auto colon = url.find(':');
+  if (colon == std::string::npos) return nullptr;
+  for (const Backend& b : kBackends) {
+    if (b.scheme == std::string_view(url).substr(0, colon)) return &b;
+  }
+  return nullptr;
+}
+
+Error unknown_backend(const std::string& url) {
+  std::string known;
+  for (const Backend& b : kBackends) known += (known.empty() ? "" : ", ") + std::string(b.scheme) + ":";
+  return Error{"store '" + url + "': the " + url.substr(0, url.find(':')) +
+               " backend is not available in this build of Nimbus yet; use " + known + "PATH (the embedded store)"};
+}
 
 }  // namespace
 
 Expected<std::unique_ptr<Store>> open_store(const std::string& url, const std::filesystem::path& base,
                                             const Clock& clock, StoreOptions options) {
-  const auto colon = url.find(':');
-  const std::string scheme = url.substr(0, colon);
-  if (colon != std::string::npos) {
-    for (const Backend& b : kBackends) {
-      if (b.scheme == scheme) return b.open(url, base, clock, options);
-    }
-  }
-  std::string known;
-  for (const Backend& b : kBackends) known += (known.empty() ? "" : ", ") + std::string(b.scheme) + ":";
-  return Error{"store '" + url + "': the " + scheme + " backend is not available in this build of Nimbus yet; use " +
-               known + "PATH (the embedded store)"};
+  const Backend* b = backend_of(url);
+  if (!b) return unknown_backend(url);
+  return b->open(url, base, clock, options);
+}
+
+Expected<StoreFiles> store_files(const std::string& url, const std::filesystem::path& base) {
+  const Backend* b = backend_of(url);
+  if (!b) return unknown_backend(url);
+  return b->files(url, base);
 }
 
 }  // namespace nimbus

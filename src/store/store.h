@@ -298,7 +298,10 @@ class Store {
   // blob triggers are the whole set). Patterns that do not parse fail it with `invalid`.
   virtual void set_blob_subscriptions(std::vector<BlobSubscription> subscriptions, std::function<void(Status)> done) = 0;
 
-  // --- reads: on the caller's thread, from a reader connection; they see committed data.
+  // --- reads: they block until the backend answers, and see committed data. They run on the
+  // store's own I/O threads (run_blocking), on a thread of a trigger's own that may wait, or
+  // in tools and tests; never on an event loop, the timer thread or the writer (a checked
+  // build stops the process if one does: core/thread_role.h).
   virtual Expected<std::optional<StateEntry>> get(const std::string& store, const std::string& key) = 0;
   virtual Expected<std::vector<StateEntry>> scan(const std::string& store, const std::string& prefix, int limit) = 0;
   virtual Expected<std::vector<Message>> peek(const std::string& queue, int limit) = 0;
@@ -362,21 +365,33 @@ class Store {
   std::shared_ptr<Watchers> watchers_;
 };
 
+// What an acknowledged commit survives: the promise a user picks (the manifest's
+// `durability`); each backend keeps it in its own way (docs/guarantees.md).
 enum class Durability : uint8_t {
-  process,  // survives a killed host (committed data is in the OS's hands); the default
-  fsync,    // survives power loss too: every commit waits for the disk
+  process,  // survives a killed host: committed data is out of the host's hands; the default
+  fsync,    // survives power loss too: every commit waits for stable storage
 };
 
+// What every backend takes. What only one backend has (SQLite's blob folder) is in its URL,
+// read by the backend itself.
 struct StoreOptions {
   Durability durability = Durability::process;
   std::size_t max_blob_size = 256u << 20;  // a larger put fails with store_error::too_large
 };
 
-// Opens the store a URL names (sqlite:PATH, relative to `base`; blob bytes are kept as files
-// under blobs/ beside the database file). Errors name the file and
-// what is wrong with it (not a database, corrupt, unreadable, locked).
+// Opens the store a URL names; its scheme picks the backend (store/open_store.cpp):
+// sqlite:PATH[?blobs=DIR] (relative to `base`). Errors name the store and what is wrong
+// with it (not a database, corrupt, unreadable, locked; an unknown scheme or option).
 Expected<std::unique_ptr<Store>> open_store(const std::string& url, const std::filesystem::path& base,
                                             const Clock& clock, StoreOptions options = {});
+
+// The files and folders on this machine that the store a URL names keeps its data in (a
+// sandbox hides them from functions); none for a store across the network.
+struct StoreFiles {
+  std::vector<std::filesystem::path> files;
+  std::vector<std::filesystem::path> folders;
+};
+Expected<StoreFiles> store_files(const std::string& url, const std::filesystem::path& base);
 
 // Does `subscription` take a message with these CloudEvents attributes?
 bool subscription_matches(const Subscription& subscription, const NewMessage& message);

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""A worker for the process runtime's start-up tests (tests/process_runtime_test.cpp).
+"""A worker for the process runtime's start-up tests (tests/fleet_test.cpp).
 
   start_worker.py hold N [GO]  answers ready only once init and N invocations have arrived
                               (and the file GO exists, when named): it starts only if the

@@ -20,6 +20,6 @@ Expected<std::unique_ptr<Executor>> make(const FunctionSpec& fn, int index, cons
 
 }  // namespace
 
-extern const RuntimeTransport kInProcessTransport = {Transport::in_process, make};
+extern const RuntimeTransport kInProcessTransport = {.transport = Transport::in_process, .make_executor = make};
 
 }  // namespace nimbus

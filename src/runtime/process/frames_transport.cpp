@@ -2,7 +2,6 @@
 
 #include "core/services.h"
 #include "observe/log.h"
-#include "runtime/process/process_runtime.h"
 #include "runtime/process/worker_process.h"
 
 namespace nimbus {
@@ -157,8 +156,16 @@ class FramesTransport::Connection final : public InstanceConnection {
   std::size_t launch_bytes_ = 0;
 };
 
-FramesTransport::FramesTransport(const FunctionSpec& function, const ProcessOptions& options, Logger& logger)
-    : spec_(function), options_(options), logger_(logger) {}
+FramesTransport::FramesTransport(const FunctionSpec& function, WorkerLaunch launch, Logger& logger, Services* services,
+                                 std::vector<Reactor*> reactors)
+    : spec_(function), options_(std::move(launch)), logger_(logger), services_(services), reactors_(std::move(reactors)) {}
+
+std::string FramesTransport::limits_note() const {
+  std::string note;
+  if (options_.memory_limit > 0) note += " (memory_limit " + std::to_string(options_.memory_limit) + " bytes)";
+  if (options_.cpu_seconds > 0) note += " (cpu_limit " + std::to_string(options_.cpu_seconds) + " s)";
+  return note;
+}
 
 FramesTransport::~FramesTransport() = default;
 

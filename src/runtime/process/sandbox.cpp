@@ -9,6 +9,7 @@
 #include <fstream>
 
 #include "runtime/process/sandbox.h"
+#include "store/store.h"
 
 namespace nimbus {
 namespace fs = std::filesystem;
@@ -82,17 +83,18 @@ void mask_host_files(const AppSpec& app, std::vector<SandboxMount>& out) {
   std::error_code ec;
   const fs::path state = app.dir / ".nimbus";
   if (fs::is_directory(state, ec)) out.push_back(SandboxMount::at(Kind::tmpfs, state.string(), 1u << 20));
-  if (app.store.rfind("sqlite:", 0) != 0) return;
-  fs::path db = app.store.substr(7);
-  if (db.is_relative()) db = app.dir / db;
-  if (!inside(db, app.dir) || inside(db, state)) return;
-  for (const char* suffix : {"", "-wal", "-shm", "-journal"}) {
-    fs::path f = db.string() + suffix;
-    if (fs::exists(f, ec)) out.push_back(SandboxMount::bind("/dev/null", f.string()));
+  auto kept = store_files(app.store, app.dir);  // the store part knows where its backend keeps data
+  if (!kept) return;
+  for (const auto& f : kept->files) {
+    if (inside(f, app.dir) && !inside(f, state) && fs::exists(f, ec)) {
+      out.push_back(SandboxMount::bind("/dev/null", f.string()));
+    }
   }
-  if (fs::is_directory(db.parent_path() / "blobs", ec)) {
-    out.push_back(SandboxMount::at(Kind::tmpfs, (db.parent_path() / "blobs").string(), 1u << 20));
-    out.push_back(SandboxMount::at(Kind::remount_ro, (db.parent_path() / "blobs").string()));
+  for (const auto& d : kept->folders) {
+    if (inside(d, app.dir) && !inside(d, state) && fs::is_directory(d, ec)) {
+      out.push_back(SandboxMount::at(Kind::tmpfs, d.string(), 1u << 20));
+      out.push_back(SandboxMount::at(Kind::remount_ro, d.string()));
+    }
   }
 }
 

@@ -6,7 +6,7 @@
 #include <cstdlib>
 
 #include "runtime/native/native_build.h"
-#include "runtime/process/process_runtime.h"
+#include "runtime/process/frames_transport.h"
 #include "runtime/process/sandbox.h"
 
 namespace nimbus {
@@ -28,10 +28,10 @@ std::string resolve_program(const AppSpec& app, const std::string& program) {
 
 }  // namespace
 
-ProcessOptions process_options_for(const AppSpec& app, const FunctionSpec& fn, const std::filesystem::path& native_library,
-                                   const SandboxSetup& sandbox) {
+WorkerLaunch worker_launch_for(const AppSpec& app, const FunctionSpec& fn, const std::filesystem::path& native_library,
+                               const SandboxSetup& sandbox) {
   const bool boxed = fn.isolation == Isolation::sandbox;
-  ProcessOptions o;
+  WorkerLaunch o;
   const auto sdk = sdk_cpp_dir().parent_path();
   o.cwd = fn.working_dir.empty() ? app.dir : (app.dir / fn.working_dir).lexically_normal();
   o.memory_limit = boxed ? sandbox_data_limit(fn) : fn.memory_limit;
@@ -47,10 +47,7 @@ ProcessOptions process_options_for(const AppSpec& app, const FunctionSpec& fn, c
     o.handler = fn.handler;
   }
   o.runtime = std::string(to_string(fn.runtime));
-  o.min_instances = fn.min_instances;
-  o.max_instances = fn.max_instances;
   o.concurrency = fn.concurrency;
-  o.idle_timeout = fn.idle_timeout;
   // A clean, explicit environment: nothing of the host's leaks in (and nothing that slows a
   // start, such as NODE_EXTRA_CA_CERTS or a pyenv shim on PATH).
   // A sandbox has no home folder: its HOME is its private /tmp.

@@ -465,7 +465,7 @@ Status SqliteStore::open_blob_files() {
     while ((rc = st.step()) == SQLITE_ROW) referenced.insert({st.col_text(0), st.col_text(1)});
     if (rc != SQLITE_DONE) return fail("cannot be read", sqlite3_errmsg(db_));
   }
-  blob_files_ = std::make_unique<BlobFiles>(path_.parent_path() / "blobs", options_.durability == Durability::fsync);
+  blob_files_ = std::make_unique<BlobFiles>(blob_dir_, options_.durability == Durability::fsync);
   auto swept = blob_files_->open([&](const std::string& container, const std::string& file) {
     return referenced.count({container, file}) > 0;
   });
@@ -596,14 +596,56 @@ bool subscription_matches(const Subscription& s, const NewMessage& m) {
   return true;
 }
 
+Expected<SqliteLocation> parse_sqlite_url(const std::string& url, const std::filesystem::path& base) {
+  std::string rest = url.substr(url.find(':') + 1);
+  std::string query;
+  if (auto q = rest.find('?'); q != std::string::npos) {
+    query = rest.substr(q + 1);
+    rest.resize(q);
+  }
+  SqliteLocation where;
+  where.database = rest;
+  if (where.database.empty()) return Error{"store URL '" + url + "' names no file; expected sqlite:PATH[?blobs=DIR]"};
+  if (where.database.is_relative()) where.database = base / where.database;
+  where.blobs = where.database.parent_path() / "blobs";
+  for (std::size_t at = 0; at < query.size();) {
+    std::size_t end = query.find('&', at);
+    if (end == std::string::npos) end = query.size();
+    const std::string option = query.substr(at, end - at);
+    at = end + 1;
+    const auto eq = option.find('=');
+    const std::string name = option.substr(0, eq);
+    const std::string value = eq == std::string::npos ? std::string() : option.substr(eq + 1);
+    if (name == "blobs" && !value.empty()) {
+      where.blobs = value;
+      if (where.blobs.is_relative()) where.blobs = base / where.blobs;
+    } else if (name == "blobs") {
+      return Error{"store URL '" + url + "': blobs= names no folder"};
+    } else {
+      return Error{"store URL '" + url + "': unknown option '" + name + "'; the sqlite backend takes blobs=DIR"};
+    }
+  }
+  where.database = where.database.lexically_normal();
+  where.blobs = where.blobs.lexically_normal();
+  return where;
+}
+
 Expected<std::unique_ptr<Store>> open_sqlite_store(const std::string& url, const std::filesystem::path& base,
                                                    const Clock& clock, StoreOptions options) {
-  std::filesystem::path path = url.substr(url.find(':') + 1);
-  if (path.empty()) return Error{"store URL '" + url + "' names no file; expected sqlite:PATH"};
-  if (path.is_relative()) path = base / path;
-  auto store = std::make_unique<sqlite::SqliteStore>(path, clock, options);
+  auto where = parse_sqlite_url(url, base);
+  if (!where) return where.error();
+  auto store = std::make_unique<sqlite::SqliteStore>(std::move(*where), clock, options);
   if (auto st = store->open(); !st) return st.error();
   return std::unique_ptr<Store>(std::move(store));
+}
+
+Expected<StoreFiles> sqlite_store_files(const std::string& url, const std::filesystem::path& base) {
+  auto where = parse_sqlite_url(url, base);
+  if (!where) return where.error();
+  StoreFiles files;
+  for (const char* suffix : {"", "-wal", "-shm", "-journal"}) files.files.push_back(where->database.string() + suffix);
+  files.folders.push_back(where->blobs);
+  return files;
 }
 
 }  // namespace nimbus

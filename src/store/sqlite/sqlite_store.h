@@ -24,9 +24,16 @@
 
 namespace nimbus {
 
-// sqlite:PATH (relative to `base`): the backend open_store (store/open_store.cpp) picks for it.
+// sqlite:PATH[?blobs=DIR] (relative to `base`): the backend open_store (store/open_store.cpp)
+// picks for it. Blob bytes live as files under DIR, by default blobs/ beside the database.
+struct SqliteLocation {
+  std::filesystem::path database;
+  std::filesystem::path blobs;
+};
+Expected<SqliteLocation> parse_sqlite_url(const std::string& url, const std::filesystem::path& base);
 Expected<std::unique_ptr<Store>> open_sqlite_store(const std::string& url, const std::filesystem::path& base,
                                                    const Clock& clock, StoreOptions options);
+Expected<StoreFiles> sqlite_store_files(const std::string& url, const std::filesystem::path& base);
 
 }  // namespace nimbus
 
@@ -108,8 +115,8 @@ Error conflict(std::string message);
 
 class SqliteStore final : public Store {
  public:
-  SqliteStore(std::filesystem::path path, const Clock& clock, StoreOptions options)
-      : path_(std::move(path)), clock_(clock), options_(options) {}
+  SqliteStore(SqliteLocation location, const Clock& clock, StoreOptions options)
+      : path_(std::move(location.database)), blob_dir_(std::move(location.blobs)), clock_(clock), options_(options) {}
   ~SqliteStore() override;
   Status open();
 
@@ -226,6 +233,7 @@ class SqliteStore final : public Store {
   // of a queue gives its captures); read inside the writing transaction, like topics.
   Status emit_blob_events(const BlobInfo& info, BlobEvent event, int64_t now, std::vector<std::string>& woken);
   std::filesystem::path path_;
+  std::filesystem::path blob_dir_;
   const Clock& clock_;
   StoreOptions options_;
   std::unique_ptr<BlobFiles> blob_files_;

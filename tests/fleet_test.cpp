@@ -1,7 +1,8 @@
-// The process runtime's instance lifecycle, with time driven by a ManualClock: cold start
+// The fleet's instance lifecycle (pool/fleet.h) over worker processes, with time driven by a ManualClock: cold start
 // from zero, scale to zero after idle_timeout, min_instances kept warm, and the autoscaler
 // adding instances under sustained load and retiring the surplus when it passes.
-#include "runtime/process/process_runtime.h"
+#include "pool/fleet.h"
+#include "runtime/process/frames_transport.h"
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
@@ -21,7 +22,7 @@ namespace {
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 
-class ProcessRuntimeTest : public ::testing::Test {
+class FleetTest : public ::testing::Test {
  protected:
   void SetUp() override {
     std::random_device rd;
@@ -53,7 +54,7 @@ class ProcessRuntimeTest : public ::testing::Test {
     fn_.min_instances = min_instances;
     fn_.max_instances = 2;
     fn_.idle_timeout = idle;
-    executor_ = std::make_unique<ProcessExecutor>(fn_, 0, process_options_for(app, fn_), clock_, Timers(timers_, timer_thread_.get()),
+    executor_ = std::make_unique<InstanceFleet>(fn_, 0, fleet_options_for(fn_), std::make_unique<FramesTransport>(fn_, worker_launch_for(app, fn_), *logger_), clock_, Timers(timers_, timer_thread_.get()),
                                                   *logger_, metrics_);
   }
   Result invoke() {
@@ -84,7 +85,7 @@ class ProcessRuntimeTest : public ::testing::Test {
     fn_.concurrency = concurrency;
     fn_.max_instances = max_instances;
     fn_.idle_timeout = 1h;
-    executor_ = std::make_unique<ProcessExecutor>(fn_, 0, process_options_for(app, fn_), clock_, Timers(timers_, timer_thread_.get()),
+    executor_ = std::make_unique<InstanceFleet>(fn_, 0, fleet_options_for(fn_), std::make_unique<FramesTransport>(fn_, worker_launch_for(app, fn_), *logger_), clock_, Timers(timers_, timer_thread_.get()),
                                                   *logger_, metrics_);
   }
   // Starts an invocation whose result arrives later; `timeout` > 0 gives it a deadline.
@@ -111,7 +112,7 @@ class ProcessRuntimeTest : public ::testing::Test {
   std::unique_ptr<Logger> logger_;
   Metrics metrics_{{"hello"}};
   FunctionSpec fn_;
-  std::unique_ptr<ProcessExecutor> executor_;
+  std::unique_ptr<InstanceFleet> executor_;
 };
 
 // A call that runs in the background: its result arrives later, or never.
@@ -129,7 +130,7 @@ struct Pending {
   }
 };
 
-std::shared_ptr<Pending> ProcessRuntimeTest::start(const std::string& id, Duration timeout, std::string payload) {
+std::shared_ptr<Pending> FleetTest::start(const std::string& id, Duration timeout, std::string payload) {
   auto p = std::make_shared<Pending>();
   Invocation inv;
   inv.id = id;
@@ -150,7 +151,7 @@ std::shared_ptr<Pending> ProcessRuntimeTest::start(const std::string& id, Durati
 // A start from zero sends the work that waits for it right behind init, up to the function's
 // concurrency: the worker answers ready only once two invocations have arrived, so without
 // that it would never start (the start timeout runs on the manual clock, which stands still).
-TEST_F(ProcessRuntimeTest, AStartFromZeroSendsTheWaitingWorkBehindInitUpToTheConcurrency) {
+TEST_F(FleetTest, AStartFromZeroSendsTheWaitingWorkBehindInitUpToTheConcurrency) {
   make_start_worker({"hold", "2"}, /*concurrency=*/2, /*max_instances=*/1);
   auto a = start("a");
   auto b = start("b");
@@ -169,7 +170,7 @@ TEST_F(ProcessRuntimeTest, AStartFromZeroSendsTheWaitingWorkBehindInitUpToTheCon
 
 // What goes behind init stays within half the pipe (32 KiB): a bigger request waits for ready,
 // so that writing to a worker still loading its code never blocks the host.
-TEST_F(ProcessRuntimeTest, WorkBeyondThePipeBudgetWaitsForReady) {
+TEST_F(FleetTest, WorkBeyondThePipeBudgetWaitsForReady) {
   make_start_worker({"hold", "1"}, /*concurrency=*/2, /*max_instances=*/1);
   auto a = start("a");
   auto b = start("b", {}, std::string(40 * 1024, 'b'));
@@ -183,7 +184,7 @@ TEST_F(ProcessRuntimeTest, WorkBeyondThePipeBudgetWaitsForReady) {
 
 // Work sent behind init whose deadline passes while the worker is still starting fails as a
 // timeout; the worker, which overran nothing, is not killed, and takes the next work.
-TEST_F(ProcessRuntimeTest, WorkWhoseDeadlinePassesWhileTheWorkerStartsTimesOutAndTheWorkerLives) {
+TEST_F(FleetTest, WorkWhoseDeadlinePassesWhileTheWorkerStartsTimesOutAndTheWorkerLives) {
   make_start_worker({"hold", "2"}, /*concurrency=*/2, /*max_instances=*/1);
   auto a = start("a", 5s);
   ASSERT_TRUE(wait_instances(1));
@@ -199,7 +200,7 @@ TEST_F(ProcessRuntimeTest, WorkWhoseDeadlinePassesWhileTheWorkerStartsTimesOutAn
 
 // Work that waited in line past its deadline is not sent when an instance frees up: no worker
 // is killed for work it never had.
-TEST_F(ProcessRuntimeTest, WorkWhoseDeadlinePassedInLineIsNotSentAndKillsNoWorker) {
+TEST_F(FleetTest, WorkWhoseDeadlinePassedInLineIsNotSentAndKillsNoWorker) {
   const fs::path go = dir_ / "go";
   make_start_worker({"hold", "2", go.string()}, /*concurrency=*/2, /*max_instances=*/1);
   auto a = start("a", 5s);
@@ -222,7 +223,7 @@ TEST_F(ProcessRuntimeTest, WorkWhoseDeadlinePassedInLineIsNotSentAndKillsNoWorke
 // A start that takes longer than the bound answers the work behind its init with 503
 // (cold_start_timeout), and the instance is killed: that work must not run after its caller
 // heard it did not. The next request starts a new instance.
-TEST_F(ProcessRuntimeTest, AStartPastTheBoundFailsTheWorkBehindInitAndTheWorkerIsKilled) {
+TEST_F(FleetTest, AStartPastTheBoundFailsTheWorkBehindInitAndTheWorkerIsKilled) {
   const fs::path go = dir_ / "go";
   make_start_worker({"hold", "1", go.string()}, /*concurrency=*/1, /*max_instances=*/1);
   auto a = start("a");
@@ -241,7 +242,7 @@ TEST_F(ProcessRuntimeTest, AStartPastTheBoundFailsTheWorkBehindInitAndTheWorkerI
 
 // A worker that dies before ready hands what was sent behind its init back to the line, for
 // another instance that is starting; only when none is left does the work fail.
-TEST_F(ProcessRuntimeTest, WorkBehindTheInitOfAWorkerThatNeverStartsGoesToAnotherInstance) {
+TEST_F(FleetTest, WorkBehindTheInitOfAWorkerThatNeverStartsGoesToAnotherInstance) {
   make_start_worker({"fail-first", dir_.string()}, /*concurrency=*/1, /*max_instances=*/2);
   auto a = start("a");  // behind the init of the first instance, which will fail
   auto b = start("b");  // the first has no room: a second instance starts for it
@@ -256,7 +257,7 @@ TEST_F(ProcessRuntimeTest, WorkBehindTheInitOfAWorkerThatNeverStartsGoesToAnothe
   EXPECT_EQ(bodies, (std::multiset<std::string>{"after ready", "behind init"}));
 }
 
-TEST_F(ProcessRuntimeTest, ADeadlineKillsTheWorkerOnceWorkIsPastItAndAnEarlierOneIsFollowed) {
+TEST_F(FleetTest, ADeadlineKillsTheWorkerOnceWorkIsPastItAndAnEarlierOneIsFollowed) {
   std::ofstream(dir_ / "app.py") << "import asyncio\n"
                                     "def hello(req, ctx):\n    return 'hi'\n"
                                     "async def hold(req, ctx):\n"
@@ -309,7 +310,7 @@ TEST_F(ProcessRuntimeTest, ADeadlineKillsTheWorkerOnceWorkIsPastItAndAnEarlierOn
       << slow->result->error.message;
 }
 
-TEST_F(ProcessRuntimeTest, ScalesFromZeroAndBackToZeroAfterIdleTimeout) {
+TEST_F(FleetTest, ScalesFromZeroAndBackToZeroAfterIdleTimeout) {
   make(/*min_instances=*/0, 60s);
   ASSERT_TRUE(executor_->warm_up().ok());
   EXPECT_EQ(executor_->instances(), 0);
@@ -329,7 +330,7 @@ TEST_F(ProcessRuntimeTest, ScalesFromZeroAndBackToZeroAfterIdleTimeout) {
   EXPECT_NE(metrics_.render().find("nimbus_cold_starts_total{function=\"hello\"} 2\n"), std::string::npos);
 }
 
-TEST_F(ProcessRuntimeTest, UseResetsTheIdleClock) {
+TEST_F(FleetTest, UseResetsTheIdleClock) {
   make(0, 60s);
   ASSERT_EQ(invoke().outcome, Outcome::success);
   advance(50s);
@@ -341,7 +342,7 @@ TEST_F(ProcessRuntimeTest, UseResetsTheIdleClock) {
   EXPECT_TRUE(wait_instances(0));
 }
 
-TEST_F(ProcessRuntimeTest, MinInstancesAreStartedAndKeptWarm) {
+TEST_F(FleetTest, MinInstancesAreStartedAndKeptWarm) {
   make(/*min_instances=*/1, 10s);
   ASSERT_TRUE(executor_->warm_up().ok());
   EXPECT_EQ(executor_->instances(), 1);
@@ -352,7 +353,7 @@ TEST_F(ProcessRuntimeTest, MinInstancesAreStartedAndKeptWarm) {
 }
 
 // Work held open in a Node worker (concurrency 4 per instance) until the test releases it.
-TEST_F(ProcessRuntimeTest, AutoscalerAddsInstancesUnderSustainedLoadAndRetiresTheSurplus) {
+TEST_F(FleetTest, AutoscalerAddsInstancesUnderSustainedLoadAndRetiresTheSurplus) {
   const fs::path release = dir_ / "release";
   std::ofstream(dir_ / "hold.js") << "const fs = require('fs');\n"
                                      "exports.hold = async () => {\n"
@@ -368,7 +369,7 @@ TEST_F(ProcessRuntimeTest, AutoscalerAddsInstancesUnderSustainedLoadAndRetiresTh
   fn_.concurrency = 4;
   fn_.max_instances = 4;
   fn_.idle_timeout = 1h;  // only the autoscaler retires here
-  executor_ = std::make_unique<ProcessExecutor>(fn_, 0, process_options_for(app, fn_), clock_, Timers(timers_, timer_thread_.get()),
+  executor_ = std::make_unique<InstanceFleet>(fn_, 0, fleet_options_for(fn_), std::make_unique<FramesTransport>(fn_, worker_launch_for(app, fn_), *logger_), clock_, Timers(timers_, timer_thread_.get()),
                                                 *logger_, metrics_);
   std::mutex mu;
   std::condition_variable cv;

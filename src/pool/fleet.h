@@ -1,13 +1,15 @@
 #pragma once
-// A function's fleet of instances. How one instance is started and spoken to is its
-// transport's (runtime/instance.h): worker processes over frames (frames_transport.h) unless
-// another is given. This executor owns a function's instances: it starts
-// them on demand (a request that finds none waits for the cold start), keeps at least
+// A function's fleet of instances: the pool that owns them. How one instance is started and
+// spoken to is its transport's (runtime/instance.h): worker processes over frames today
+// (runtime/process/frames_transport.h), an HTTP server on $PORT or the Lambda Runtime API next.
+// The fleet starts instances on demand (a request that finds none waits for the cold start,
+// sent behind the instance's launch when its transport has room), keeps at least
 // min_instances, adds instances up to max_instances when every one is at its concurrency or
 // when the autoscaler (Knative's KPA as the model: stable and panic windows over the average
 // in-flight work) asks for more, retires surplus idle instances when it asks for fewer, and
-// retires any instance idle for idle_timeout (the last one too: scale to zero). A worker that dies fails its
-// in-flight invocations (Outcome::crashed); one that overruns a deadline is killed.
+// retires any instance idle for idle_timeout (the last one too: scale to zero). An instance
+// that ends fails its in-flight invocations (Outcome::crashed); one that overruns a deadline
+// is killed and replaced on demand.
 #include <condition_variable>
 #include <functional>
 #include <deque>
@@ -19,25 +21,17 @@
 
 #include "core/app_spec.h"
 #include "core/clock.h"
+#include "pool/autoscaler.h"
 #include "runtime/executor.h"
 #include "runtime/instance.h"
-#include "runtime/process/autoscaler.h"
-#include "runtime/process/sandbox.h"
-#include "runtime/process/worker_process.h"
 
 namespace nimbus {
 
-class FramesTransport;
 class Logger;
 class Metrics;
-class Services;
+struct RuntimeContext;
 
-struct ProcessOptions {
-  std::vector<std::string> argv;  // the worker command
-  std::vector<std::string> env;   // its whole environment
-  std::filesystem::path cwd;
-  std::string handler;            // sent in init
-  std::string runtime;            // "python", "node", "process", "native"
+struct FleetOptions {
   int min_instances = 0;
   int max_instances = 4;
   int concurrency = 1;            // in-flight invocations per instance
@@ -47,34 +41,27 @@ struct ProcessOptions {
   // the autoscaler, which aims for target_utilization x concurrency per instance.
   Duration scale_tick = std::chrono::seconds(2);
   double target_utilization = 0.7;
-  std::size_t memory_limit = 0;
-  int64_t cpu_seconds = 0;
-  int open_files = 0;
-  // isolation: sandbox: what each instance is launched into (null: a plain process).
-  std::shared_ptr<const SandboxPlan> sandbox;
 };
 
-// How a manifest function becomes a worker command and environment. `native_library` is the
-// built library of a native function that runs in a worker (isolation: process | sandbox);
-// `sandbox` what prepare_sandbox made for it (isolation: sandbox).
-ProcessOptions process_options_for(const AppSpec& app, const FunctionSpec& function,
-                                   const std::filesystem::path& native_library = {}, const SandboxSetup& sandbox = {});
+// A manifest function's fleet settings (min_instances, max_instances, concurrency, idle_timeout).
+FleetOptions fleet_options_for(const FunctionSpec& function);
 
-class ProcessExecutor final : public Executor {
+// Every function's executor, from its runtime transport (runtime/registry.h): an in-process
+// transport's executor as it is; an instance transport under an InstanceFleet that hands its
+// instances the loopback service API. The host knows no transport by name.
+Expected<std::unique_ptr<Executor>> make_executor(const FunctionSpec& function, int index, const RuntimeContext& context);
+
+class InstanceFleet final : public Executor {
  public:
-  // `transport`: how its instances are started and spoken to; null: worker processes over
-  // frames, launched as `options` says.
-  ProcessExecutor(const FunctionSpec& function, int index, ProcessOptions options, const Clock& clock,
-                  Timers timers, Logger& logger, Metrics& metrics, std::unique_ptr<InstanceTransport> transport = nullptr);
-  ~ProcessExecutor() override;
+  // `transport`: how its instances are started and spoken to.
+  InstanceFleet(const FunctionSpec& function, int index, FleetOptions options, std::unique_ptr<InstanceTransport> transport,
+                const Clock& clock, Timers timers, Logger& logger, Metrics& metrics);
+  ~InstanceFleet() override;
 
   Mode mode() const override { return Mode::asynchronous; }
   Result call(const Invocation& invocation) override;
   void start(const Invocation& invocation, Completion done) override;
 
-  // Who answers the workers' host calls (state, publish, invoke); set before the first start
-  // (frames transport).
-  void set_services(Services* services);
   // The loopback service API: each instance gets NIMBUS_API=url and a token of its own
   // (issued at spawn, revoked when it ends).
   void set_api(std::string url, std::function<std::string()> issue, std::function<void(const std::string&)> revoke) {
@@ -82,10 +69,6 @@ class ProcessExecutor final : public Executor {
     api_issue_ = std::move(issue);
     api_revoke_ = std::move(revoke);
   }
-  // Event loops to read the workers' pipes on (round robin by instance); set before the
-  // first start. Without any, each worker has a reader thread of its own. The loops must run
-  // until stop() has returned.
-  void set_reactors(std::vector<Reactor*> reactors);
   // concurrency per instance x max_instances.
   int capacity(const FunctionSpec& function) const override { return function.concurrency * function.max_instances; }
   // Starts min_instances; returns the first start-up failure (bad handler, missing program).
@@ -93,7 +76,7 @@ class ProcessExecutor final : public Executor {
   int instances() const;
   // Sends shutdown to every instance and waits up to `grace` for them to end.
   void stop(Duration grace) override;
-  // SIGKILL to every worker at once, waiting for nothing (a host out of grace, about to exit).
+  // Kills every instance at once, waiting for nothing (a host out of grace, about to exit).
   void kill_all() override;
 
  private:
@@ -104,13 +87,13 @@ class ProcessExecutor final : public Executor {
     Completion done;
     TimePoint deadline;
     TimePoint queued_at{};  // set while it waits for an instance
-    std::vector<OutputMessage> outputs;  // sent by the worker before its result
+    std::vector<OutputMessage> outputs;  // sent by the instance before its result
     std::string traceparent;
     // Sent to an instance still starting (behind init): a copy of the frame, to hand the work
     // to another instance if this one never starts.
     std::string resend;
-    // Its caller has had an answer (a timeout) while the worker still holds it: it keeps its
-    // slot until the worker answers or ends, and that answer goes nowhere.
+    // Its caller has had an answer (a timeout) while an instance still holds it: it keeps its
+    // slot until the instance answers or ends, and that answer goes nowhere.
     bool abandoned = false;
   };
 
@@ -123,7 +106,7 @@ class ProcessExecutor final : public Executor {
     std::string wire;
     void send();
   };
-  // Hands w to the instance; the write to the worker goes to `direct` when given and still
+  // Hands w to the instance; the send to the instance goes to `direct` when given and still
   // empty (no allocation for the common case), else is added to `after`.
   void assign_locked(const std::shared_ptr<Instance>& instance, Waiting&& w, std::vector<std::function<void()>>& after,
                      Outgoing* direct = nullptr);
@@ -133,7 +116,7 @@ class ProcessExecutor final : public Executor {
   // Sends what waits, in order, behind the init of starting instances with room.
   void pipeline_waiting_locked(std::vector<std::function<void()>>& after);
   void drain_waiting_locked(std::vector<std::function<void()>>& after, bool scale_up = true);
-  // w's caller hears that it timed out while it waited for a worker (after the lock).
+  // w's caller hears that it timed out while it waited for an instance (after the lock).
   void time_out_locked(Waiting& w, std::vector<std::function<void()>>& after);
   void scale_up_locked(std::vector<std::function<void()>>& after);
   // What an instance says (InstanceEvents), on its transport's threads.
@@ -158,13 +141,12 @@ class ProcessExecutor final : public Executor {
 
   FunctionSpec spec_;
   int index_;
-  ProcessOptions options_;
+  FleetOptions options_;
   const Clock& clock_;
   Timers timers_;
   Logger& logger_;
   Metrics& metrics_;
   std::unique_ptr<InstanceTransport> transport_;
-  FramesTransport* frames_ = nullptr;  // transport_, when it is the frames one this made
   std::string api_url_;
   std::function<std::string()> api_issue_;
   std::function<void(const std::string&)> api_revoke_;

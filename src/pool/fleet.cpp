@@ -1,4 +1,4 @@
-#include "runtime/process/process_runtime.h"
+#include "pool/fleet.h"
 
 #include <algorithm>
 #include <cstdio>
@@ -8,12 +8,11 @@
 #include "core/services.h"
 #include "observe/log.h"
 #include "observe/metrics.h"
-#include "runtime/process/frames_transport.h"
+#include "runtime/registry.h"
 
 namespace nimbus {
-namespace json = boost::json;
 
-struct ProcessExecutor::Instance {
+struct InstanceFleet::Instance {
   uint64_t serial = 0;
   std::shared_ptr<InstanceConnection> conn;  // shared with writes in progress outside the lock
   bool ready = false;
@@ -43,9 +42,9 @@ struct ExecutorGuard {
   bool alive = true;
 };
 
-ProcessExecutor::ProcessExecutor(const FunctionSpec& function, int index, ProcessOptions options, const Clock& clock,
-                                 Timers timers, Logger& logger, Metrics& metrics,
-                                 std::unique_ptr<InstanceTransport> transport)
+InstanceFleet::InstanceFleet(const FunctionSpec& function, int index, FleetOptions options,
+                             std::unique_ptr<InstanceTransport> transport, const Clock& clock, Timers timers,
+                             Logger& logger, Metrics& metrics)
     : spec_(function),
       index_(index),
       options_(std::move(options)),
@@ -53,28 +52,37 @@ ProcessExecutor::ProcessExecutor(const FunctionSpec& function, int index, Proces
       timers_(timers),
       logger_(logger),
       metrics_(metrics),
+      transport_(std::move(transport)),
       guard_(std::make_shared<ExecutorGuard>()),
       autoscaler_(AutoscalerConfig{.target_per_instance = options_.concurrency * options_.target_utilization,
                                    .min_instances = options_.min_instances,
-                                   .max_instances = options_.max_instances}) {
-  if (transport) {
-    transport_ = std::move(transport);
-  } else {
-    auto frames = std::make_unique<FramesTransport>(spec_, options_, logger_);
-    frames_ = frames.get();
-    transport_ = std::move(frames);
+                                   .max_instances = options_.max_instances}) {}
+
+FleetOptions fleet_options_for(const FunctionSpec& fn) {
+  FleetOptions o;
+  o.min_instances = fn.min_instances;
+  o.max_instances = fn.max_instances;
+  o.concurrency = fn.concurrency;
+  o.idle_timeout = fn.idle_timeout;
+  return o;
+}
+
+Expected<std::unique_ptr<Executor>> make_executor(const FunctionSpec& fn, int index, const RuntimeContext& c) {
+  const RuntimeTransport* t = find_runtime_transport(fn.transport());
+  if (!t) {
+    return Error{"function '" + fn.name + "': no runtime transport '" + std::string(to_string(fn.transport())) +
+                 "' in this build"};
   }
+  if (t->make_executor) return t->make_executor(fn, index, c);
+  auto transport = t->make_instances(fn, c);
+  if (!transport) return transport.error();
+  auto fleet = std::make_unique<InstanceFleet>(fn, index, fleet_options_for(fn), std::move(*transport), c.clock, c.timers,
+                                               c.logger, c.metrics);
+  if (c.api_issue) fleet->set_api(c.api_url, [issue = c.api_issue, name = fn.name] { return issue(name); }, c.api_revoke);
+  return std::unique_ptr<Executor>(std::move(fleet));
 }
 
-void ProcessExecutor::set_services(Services* services) {
-  if (frames_) frames_->set_services(services);
-}
-
-void ProcessExecutor::set_reactors(std::vector<Reactor*> reactors) {
-  if (frames_) frames_->set_reactors(std::move(reactors));
-}
-
-ProcessExecutor::~ProcessExecutor() {
+InstanceFleet::~InstanceFleet() {
   {
     std::lock_guard lock(guard_->mu);
     guard_->alive = false;
@@ -82,11 +90,11 @@ ProcessExecutor::~ProcessExecutor() {
   stop(Duration::zero());
 }
 
-Result ProcessExecutor::call(const Invocation&) {
+Result InstanceFleet::call(const Invocation&) {
   return Result::failure(Outcome::unavailable, "internal", "process functions run asynchronously");
 }
 
-TimerQueue::Id ProcessExecutor::schedule(TimePoint at, std::function<void()> fn) {
+TimerQueue::Id InstanceFleet::schedule(TimePoint at, std::function<void()> fn) {
   std::weak_ptr<ExecutorGuard> guard = guard_;
   auto id = timers_.at(at,
       [guard, fn = std::move(fn)] {
@@ -98,7 +106,7 @@ TimerQueue::Id ProcessExecutor::schedule(TimePoint at, std::function<void()> fn)
   return id;
 }
 
-std::shared_ptr<ProcessExecutor::Instance> ProcessExecutor::spawn_locked(std::string* error) {
+std::shared_ptr<InstanceFleet::Instance> InstanceFleet::spawn_locked(std::string* error) {
   auto inst = std::make_shared<Instance>();
   inst->serial = next_serial_++;
   inst->spawned = clock_.now();
@@ -143,7 +151,7 @@ std::shared_ptr<ProcessExecutor::Instance> ProcessExecutor::spawn_locked(std::st
   return inst;
 }
 
-Status ProcessExecutor::warm_up() {
+Status InstanceFleet::warm_up() {
   std::unique_lock lock(mu_);
   std::string error;
   std::vector<std::shared_ptr<Instance>> started;
@@ -167,12 +175,12 @@ Status ProcessExecutor::warm_up() {
   return ok_status();
 }
 
-int ProcessExecutor::instances() const {
+int InstanceFleet::instances() const {
   std::lock_guard lock(mu_);
   return static_cast<int>(instances_.size());
 }
 
-void ProcessExecutor::start(const Invocation& inv, Completion done) {
+void InstanceFleet::start(const Invocation& inv, Completion done) {
   Waiting w;
   w.id = inv.id;
   transport_->encode(inv, w.wire);
@@ -213,11 +221,11 @@ void ProcessExecutor::start(const Invocation& inv, Completion done) {
   for (auto& fn : after) fn();
 }
 
-void ProcessExecutor::Outgoing::send() {
+void InstanceFleet::Outgoing::send() {
   if (conn && !conn->send(wire)) conn->kill();  // its exit fails what it holds
 }
 
-void ProcessExecutor::scale_up_locked(std::vector<std::function<void()>>& after) {
+void InstanceFleet::scale_up_locked(std::vector<std::function<void()>>& after) {
   std::size_t room = 0;  // what the instances starting will take when ready
   int live = 0;
   for (auto& i : instances_) {
@@ -246,7 +254,7 @@ void ProcessExecutor::scale_up_locked(std::vector<std::function<void()>>& after)
 // loop has turned once), which saves a round trip and, for Node, the loading of `net`
 // before the first reply. Only while no instance is ready (scaling up under load keeps work
 // in line for whichever instance frees up first), and within the pipe budget.
-std::shared_ptr<ProcessExecutor::Instance> ProcessExecutor::starting_with_room_locked(const Waiting& w) const {
+std::shared_ptr<InstanceFleet::Instance> InstanceFleet::starting_with_room_locked(const Waiting& w) const {
   std::shared_ptr<Instance> found;
   for (const auto& i : instances_) {
     if (i->retiring) continue;
@@ -259,7 +267,7 @@ std::shared_ptr<ProcessExecutor::Instance> ProcessExecutor::starting_with_room_l
   return found;
 }
 
-void ProcessExecutor::pipeline_waiting_locked(std::vector<std::function<void()>>& after) {
+void InstanceFleet::pipeline_waiting_locked(std::vector<std::function<void()>>& after) {
   while (!waiting_.empty()) {
     auto inst = starting_with_room_locked(waiting_.front());
     if (!inst) return;
@@ -271,7 +279,7 @@ void ProcessExecutor::pipeline_waiting_locked(std::vector<std::function<void()>>
   }
 }
 
-std::shared_ptr<ProcessExecutor::Instance> ProcessExecutor::least_loaded_locked() const {
+std::shared_ptr<InstanceFleet::Instance> InstanceFleet::least_loaded_locked() const {
   std::shared_ptr<Instance> best;
   for (const auto& i : instances_) {
     if (i->ready && !i->retiring && static_cast<int>(i->in_flight.size()) < options_.concurrency &&
@@ -282,7 +290,7 @@ std::shared_ptr<ProcessExecutor::Instance> ProcessExecutor::least_loaded_locked(
   return best;
 }
 
-void ProcessExecutor::assign_locked(const std::shared_ptr<Instance>& inst, Waiting&& w,
+void InstanceFleet::assign_locked(const std::shared_ptr<Instance>& inst, Waiting&& w,
                                     std::vector<std::function<void()>>& after, Outgoing* direct) {
   if (w.queued_at != TimePoint{} && w.resend.empty()) metrics_.queue_wait(index_, clock_.now() - w.queued_at);
   if (inst->in_flight.count(w.id)) {
@@ -305,13 +313,13 @@ void ProcessExecutor::assign_locked(const std::shared_ptr<Instance>& inst, Waiti
   }
 }
 
-void ProcessExecutor::time_out_locked(Waiting& w, std::vector<std::function<void()>>& after) {
+void InstanceFleet::time_out_locked(Waiting& w, std::vector<std::function<void()>>& after) {
   after.push_back([d = take_locked(w), name = spec_.name]() mutable {
     d(Result::failure(Outcome::timeout, "timeout", "function '" + name + "' timed out while it waited for a worker"));
   });
 }
 
-void ProcessExecutor::drain_waiting_locked(std::vector<std::function<void()>>& after, bool scale_up) {
+void InstanceFleet::drain_waiting_locked(std::vector<std::function<void()>>& after, bool scale_up) {
   const TimePoint now = waiting_.empty() ? TimePoint{} : clock_.now();
   while (!waiting_.empty()) {
     auto best = least_loaded_locked();
@@ -329,7 +337,7 @@ void ProcessExecutor::drain_waiting_locked(std::vector<std::function<void()>>& a
   if (scale_up && !waiting_.empty()) scale_up_locked(after);
 }
 
-void ProcessExecutor::on_ready(const std::shared_ptr<Instance>& inst) {
+void InstanceFleet::on_ready(const std::shared_ptr<Instance>& inst) {
   std::vector<std::function<void()>> after;
   {
     std::lock_guard lock(mu_);
@@ -355,7 +363,7 @@ void ProcessExecutor::on_ready(const std::shared_ptr<Instance>& inst) {
   for (auto& fn : after) fn();
 }
 
-void ProcessExecutor::on_result(const std::shared_ptr<Instance>& inst, const std::string& id, Result&& r) {
+void InstanceFleet::on_result(const std::shared_ptr<Instance>& inst, const std::string& id, Result&& r) {
   // The completion runs after the lock is released, before any work the reply let through.
   std::vector<std::function<void()>> after;
   Completion done;
@@ -378,25 +386,25 @@ void ProcessExecutor::on_result(const std::shared_ptr<Instance>& inst, const std
 }
 
 // An output of an invocation in flight: kept until its result, then committed with it.
-void ProcessExecutor::on_output(const std::shared_ptr<Instance>& inst, const std::string& id, OutputMessage&& out) {
+void InstanceFleet::on_output(const std::shared_ptr<Instance>& inst, const std::string& id, OutputMessage&& out) {
   std::lock_guard lock(mu_);
   auto it = inst->in_flight.find(id);
   if (it != inst->in_flight.end()) it->second.outputs.push_back(std::move(out));
 }
 
-void ProcessExecutor::on_fatal(const std::shared_ptr<Instance>& inst, std::string message) {
+void InstanceFleet::on_fatal(const std::shared_ptr<Instance>& inst, std::string message) {
   std::lock_guard lock(mu_);
   inst->fatal = std::move(message);
   logger_.host(LogLevel::error, "worker gave up", {{"function", spec_.name}, {"reason", inst->fatal}});
 }
 
-std::string ProcessExecutor::traceparent_of(const std::shared_ptr<Instance>& inst, const std::string& id) {
+std::string InstanceFleet::traceparent_of(const std::shared_ptr<Instance>& inst, const std::string& id) {
   std::lock_guard lock(mu_);
   auto it = inst->in_flight.find(id);
   return it == inst->in_flight.end() ? std::string() : it->second.traceparent;
 }
 
-void ProcessExecutor::on_exit(const std::shared_ptr<Instance>& inst, int, const std::string& why) {
+void InstanceFleet::on_exit(const std::shared_ptr<Instance>& inst, int, const std::string& why) {
   std::vector<std::function<void()>> after;
   {
     std::lock_guard lock(mu_);
@@ -407,8 +415,7 @@ void ProcessExecutor::on_exit(const std::shared_ptr<Instance>& inst, int, const 
     metrics_.instances(index_, static_cast<int>(instances_.size()));
     std::string reason = "the worker of function '" + spec_.name + "' (pid " + std::to_string(inst->conn->pid()) + ") " + why +
                          (inst->fatal.empty() ? "" : ": " + inst->fatal);
-    if (options_.memory_limit > 0) reason += " (memory_limit " + std::to_string(options_.memory_limit) + " bytes)";
-    if (options_.cpu_seconds > 0) reason += " (cpu_limit " + std::to_string(options_.cpu_seconds) + " s)";
+    reason += transport_->limits_note();
     if (!inst->retiring && !stopping_) {
       logger_.host(LogLevel::warn, "worker ended", {{"function", spec_.name}, {"reason", reason}});
     }
@@ -456,7 +463,7 @@ void ProcessExecutor::on_exit(const std::shared_ptr<Instance>& inst, int, const 
   for (auto& fn : after) fn();
 }
 
-void ProcessExecutor::bury() {
+void InstanceFleet::bury() {
   std::vector<std::shared_ptr<InstanceConnection>> dead;
   {
     std::lock_guard lock(mu_);
@@ -469,14 +476,14 @@ void ProcessExecutor::bury() {
 // the earliest deadline it has been given (re-armed earlier only when an invocation with an
 // earlier deadline arrives). When it fires, an instance holding work past its deadline is
 // killed; otherwise the timer is armed again for the earliest deadline still held, if any.
-void ProcessExecutor::arm_deadline_locked(const std::shared_ptr<Instance>& inst, TimePoint at) {
+void InstanceFleet::arm_deadline_locked(const std::shared_ptr<Instance>& inst, TimePoint at) {
   if (inst->deadline_timer != 0) timers_.cancel(std::exchange(inst->deadline_timer, 0));
   std::weak_ptr<Instance> weak = inst;
   inst->deadline_armed = at;
   inst->deadline_timer = schedule(at, [this, weak] { on_deadline(weak); });
 }
 
-void ProcessExecutor::on_deadline(const std::weak_ptr<Instance>& weak) {
+void InstanceFleet::on_deadline(const std::weak_ptr<Instance>& weak) {
   auto inst = weak.lock();
   if (!inst) return;
   std::vector<std::function<void()>> after;
@@ -524,7 +531,7 @@ void ProcessExecutor::on_deadline(const std::weak_ptr<Instance>& weak) {
   for (auto& fn : after) fn();
 }
 
-void ProcessExecutor::on_start_timeout(const std::string& id) {
+void InstanceFleet::on_start_timeout(const std::string& id) {
   std::vector<std::function<void()>> after;
   {
     std::lock_guard lock(mu_);
@@ -562,13 +569,13 @@ void ProcessExecutor::on_start_timeout(const std::string& id) {
 // One idle timer per instance, armed when it goes idle and left alone while it works: when it
 // fires, on_idle looks at last_used and re-arms for the rest of the idle time if need be. Use
 // costs no timer operations.
-void ProcessExecutor::arm_idle_locked(const std::shared_ptr<Instance>& inst) {
+void InstanceFleet::arm_idle_locked(const std::shared_ptr<Instance>& inst) {
   if (inst->idle_timer != 0) return;
   std::weak_ptr<Instance> weak = inst;
   inst->idle_timer = schedule(inst->last_used + options_.idle_timeout, [this, weak] { on_idle(weak); });
 }
 
-void ProcessExecutor::on_idle(const std::weak_ptr<Instance>& weak) {
+void InstanceFleet::on_idle(const std::weak_ptr<Instance>& weak) {
   auto inst = weak.lock();
   if (!inst) return;
   std::lock_guard lock(mu_);
@@ -584,7 +591,7 @@ void ProcessExecutor::on_idle(const std::weak_ptr<Instance>& weak) {
   inst->conn->shutdown(std::chrono::seconds(1));
 }
 
-void ProcessExecutor::load_changed_locked(int delta) {
+void InstanceFleet::load_changed_locked(int delta) {
   TimePoint now = clock_.now();
   if (load_changed_ != TimePoint{} && now > load_changed_) {
     load_area_ += load_ * std::chrono::duration<double>(now - load_changed_).count();
@@ -593,12 +600,12 @@ void ProcessExecutor::load_changed_locked(int delta) {
   load_ += delta;
 }
 
-Completion ProcessExecutor::take_locked(Waiting& w) {
+Completion InstanceFleet::take_locked(Waiting& w) {
   load_changed_locked(-1);
   return std::move(w.done);
 }
 
-void ProcessExecutor::on_tick() {
+void InstanceFleet::on_tick() {
   std::lock_guard lock(mu_);
   if (stopping_) {
     ticking_ = false;
@@ -655,7 +662,7 @@ void ProcessExecutor::on_tick() {
   schedule(now + options_.scale_tick, [this] { on_tick(); });
 }
 
-void ProcessExecutor::stop(Duration grace) {
+void InstanceFleet::stop(Duration grace) {
   std::vector<std::shared_ptr<Instance>> all;
   std::vector<std::function<void()>> after;
   {
@@ -684,7 +691,7 @@ void ProcessExecutor::stop(Duration grace) {
   bury();
 }
 
-void ProcessExecutor::kill_all() {
+void InstanceFleet::kill_all() {
   std::lock_guard lock(mu_);
   stopping_ = true;
   for (auto& i : instances_) i->conn->kill();

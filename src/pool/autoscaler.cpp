@@ -1,4 +1,4 @@
-#include "runtime/process/autoscaler.h"
+#include "pool/autoscaler.h"
 
 #include <algorithm>
 #include <cmath>
