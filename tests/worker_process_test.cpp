@@ -16,6 +16,7 @@
 
 #include "runtime/native/native_build.h"
 #include "triggers/http/server.h"
+#include "worker_seen.h"
 
 namespace nimbus {
 namespace {
@@ -23,55 +24,6 @@ namespace {
 namespace fs = std::filesystem;
 namespace json = boost::json;
 using namespace std::chrono_literals;
-
-struct Seen {
-  std::mutex mu;
-  std::condition_variable cv;
-  std::vector<Frame> frames;
-  std::vector<std::string> lines;
-  bool exited = false;
-  int code = -1;
-  std::string why;
-
-  WorkerCallbacks callbacks() {
-    return {[this](Frame&& f) {
-              std::lock_guard l(mu);
-              frames.push_back(std::move(f));
-              cv.notify_all();
-            },
-            [this](std::string_view line, bool) {
-              std::lock_guard l(mu);
-              lines.emplace_back(line);
-              cv.notify_all();
-            },
-            [this](int c, const std::string& w) {
-              std::lock_guard l(mu);
-              exited = true;
-              code = c;
-              why = w;
-              cv.notify_all();
-            }};
-  }
-  // Waits (bounded) for a frame of `type` whose id is `id` ("" = any); returns it.
-  std::optional<Frame> wait_frame(FrameType type, const std::string& id = "") {
-    std::unique_lock l(mu);
-    std::optional<Frame> found;
-    cv.wait_for(l, 20s, [&] {
-      for (auto& f : frames) {
-        if (f.type != type) continue;
-        if (!id.empty() && (!f.header.contains("id") || f.header.at("id").as_string() != id)) continue;
-        found = f;
-        return true;
-      }
-      return exited;
-    });
-    return found;
-  }
-  bool wait_exit() {
-    std::unique_lock l(mu);
-    return cv.wait_for(l, 20s, [&] { return exited; });
-  }
-};
 
 class PythonWorkerTest : public ::testing::Test {
  public:  // for the helpers below
@@ -676,142 +628,6 @@ TEST_F(NodeWorkerTest, MissingExportIsFatal) {
   EXPECT_NE(std::string(fatal->header.at("message").as_string()).find("no export 'nope'"), std::string::npos);
   EXPECT_TRUE(seen_.wait_exit());
   EXPECT_EQ(seen_.code, 1);
-}
-
-}  // namespace
-}  // namespace nimbus
-
-namespace nimbus {
-namespace {
-
-// A worker that takes nothing from its input for a while, then copies all of it to a file.
-WorkerSpawn late_reader(const fs::path& into, double after_s) {
-  WorkerSpawn spec;
-  spec.argv = {"/usr/bin/python3", "-c",
-               "import os,sys,time\n"
-               "time.sleep(" + std::to_string(after_s) + ")\n"
-               "with open(sys.argv[1],'wb') as f:\n"
-               "  while True:\n"
-               "    b=os.read(3,1<<16)\n"
-               "    if not b: break\n"
-               "    f.write(b)\n",
-               into.string()};
-  spec.env = {"PATH=/usr/bin:/bin"};
-  return spec;
-}
-
-std::string numbered_frames(int count, std::size_t pad) {
-  std::string all;
-  for (int i = 0; i < count; ++i) {
-    std::string wire;
-    encode_frame(FrameType::heartbeat, {{"n", i}, {"pad", std::string(pad, 'x')}}, {}, wire);
-    all += wire;
-  }
-  return all;
-}
-
-// Sending to a worker that is not reading returns at once, whatever the pipe holds: what it
-// cannot take waits in the outbox, and reaches the worker whole and in order once it reads —
-// with a reader thread, and on an event loop.
-void sends_never_block_and_arrive_in_order(Reactor* reactor) {
-  const fs::path out = fs::temp_directory_path() / ("nimbus-outbox-" + std::to_string(std::random_device{}()));
-  Seen seen;
-  auto w = WorkerProcess::spawn(late_reader(out, 0.5), seen.callbacks(), reactor);
-  ASSERT_TRUE(w.ok()) << w.error().message;
-  const std::string all = numbered_frames(400, 4000);  // ~1.6 MB: 25 times the pipe
-  ASSERT_GT(all.size(), 20 * (*w)->pipe_capacity());
-  auto t0 = std::chrono::steady_clock::now();
-  for (int i = 0; i < 400; ++i) {
-    std::string wire;
-    encode_frame(FrameType::heartbeat, {{"n", i}, {"pad", std::string(4000, 'x')}}, {}, wire);
-    ASSERT_TRUE((*w)->send_raw(wire));
-  }
-  EXPECT_LT(std::chrono::steady_clock::now() - t0, 300ms) << "a send waited for the worker";
-  EXPECT_GT((*w)->outbox_size(), all.size() / 2);
-  // The worker reads from 0.5 s on: wait (bounded) until it has written all it was sent.
-  auto written = [&] {
-    std::error_code ec;
-    auto n = fs::file_size(out, ec);
-    return ec ? 0 : static_cast<std::size_t>(n);
-  };
-  for (int i = 0; i < 4000 && written() < all.size(); ++i) std::this_thread::sleep_for(5ms);
-  EXPECT_EQ((*w)->outbox_size(), 0u);
-  w->reset();
-  std::ifstream in(out, std::ios::binary);
-  std::string got((std::istreambuf_iterator<char>(in)), {});
-  fs::remove(out);
-  EXPECT_EQ(got.size(), all.size());
-  EXPECT_TRUE(got == all) << "the frames arrived changed or out of order";
-}
-
-TEST(WorkerProcessTest, SendsNeverBlockAndTheOutboxArrivesWholeAndInOrder) {
-  sends_never_block_and_arrive_in_order(nullptr);
-}
-
-TEST(WorkerProcessTest, OnAnEventLoopSendsNeverBlockAndTheOutboxArrivesWholeAndInOrder) {
-  EventLoops loops(1);
-  loops.start();
-  sends_never_block_and_arrive_in_order(&loops.reactor(0));
-  loops.drain();
-}
-
-// A worker that lets its outbox pass the bound is killed, and its end says why.
-TEST(WorkerProcessTest, AWorkerThatDoesNotReadIsKilledWhenItsOutboxPassesTheBound) {
-  EventLoops loops(1);
-  loops.start();
-  {
-    Seen seen;
-    WorkerSpawn spec;
-    spec.argv = {"/usr/bin/python3", "-c", "import time; time.sleep(60)"};
-    spec.env = {"PATH=/usr/bin:/bin"};
-    spec.max_outbox = 256 * 1024;
-    auto w = WorkerProcess::spawn(spec, seen.callbacks(), &loops.reactor(0));
-    ASSERT_TRUE(w.ok()) << w.error().message;
-    std::string wire;
-    encode_frame(FrameType::heartbeat, {{"pad", std::string(32 * 1024, 'x')}}, {}, wire);
-    auto t0 = std::chrono::steady_clock::now();
-    int sent = 0;
-    while (sent < 100 && (*w)->send_raw(wire)) ++sent;
-    EXPECT_LT(std::chrono::steady_clock::now() - t0, 300ms);
-    EXPECT_LT(sent, 100) << "the outbox grew past its bound";
-    EXPECT_GE(static_cast<std::size_t>(sent) * wire.size(), 256u * 1024) << "killed before the bound";
-    ASSERT_TRUE(seen.wait_exit());
-    EXPECT_NE(seen.why.find("did not read its input"), std::string::npos) << seen.why;
-    EXPECT_EQ(seen.code, 128 + SIGKILL);
-    Status after = (*w)->send(FrameType::heartbeat, {});
-    EXPECT_FALSE(after.ok());
-    EXPECT_NE(after.error().message.find("did not read its input"), std::string::npos) << after.error().message;
-  }
-  loops.drain();
-}
-
-// A worker that takes nothing of its input for input_stall while more is sent is killed,
-// and its end says so (time by the injected clock).
-TEST(WorkerProcessTest, AWorkerThatTakesNothingForTheStallBoundIsKilled) {
-  EventLoops loops(1);
-  loops.start();
-  {
-    ManualClock clock;
-    Seen seen;
-    WorkerSpawn spec;
-    spec.argv = {"/usr/bin/python3", "-c", "import time; time.sleep(60)"};
-    spec.env = {"PATH=/usr/bin:/bin"};
-    spec.input_stall = 5000ms;
-    spec.clock = &clock;
-    auto w = WorkerProcess::spawn(spec, seen.callbacks(), &loops.reactor(0));
-    ASSERT_TRUE(w.ok()) << w.error().message;
-    std::string wire;
-    encode_frame(FrameType::heartbeat, {{"pad", std::string(64 * 1024, 'x')}}, {}, wire);
-    ASSERT_TRUE((*w)->send_raw(wire));  // more than the pipe takes: the rest waits
-    ASSERT_GT((*w)->outbox_size(), 0u);
-    clock.advance(4s);
-    EXPECT_TRUE((*w)->send_raw(wire)) << "killed before the stall bound";
-    clock.advance(2s);
-    EXPECT_FALSE((*w)->send_raw(wire)) << "not killed past the stall bound";
-    ASSERT_TRUE(seen.wait_exit());
-    EXPECT_NE(seen.why.find("did not read its input for 5000 ms"), std::string::npos) << seen.why;
-  }
-  loops.drain();
 }
 
 }  // namespace
