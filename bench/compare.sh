@@ -80,13 +80,20 @@ http_rounds() {  # http_rounds BUILD NAME
 
 micro() {  # micro BUILD NAME
   local line
-  # host_overhead_bench: the host's own work per request (ns), median of 3 repetitions.
-  taskset -c 0 "$1/bench/host_overhead_bench" --benchmark_repetitions=3 --benchmark_report_aggregates_only=true \
-    --benchmark_format=csv 2>/dev/null | awk -F, -v n="$2" '$1 ~ /_median"?$/ {gsub(/"/,"",$1); sub(/_median$/,"",$1);
-      printf "%s\thost_ns:%s\t%s\n", n, $1, $3}' >> "$out"
-  taskset -c 0 "$1/bench/process_hop_bench" --benchmark_repetitions=3 --benchmark_report_aggregates_only=true \
-    --benchmark_format=csv 2>/dev/null | awk -F, -v n="$2" '$1 ~ /_median"?$/ {gsub(/"/,"",$1); sub(/_median$/,"",$1);
-      printf "%s\thop_ns:%s\t%s\n", n, $1, $3}' >> "$out"
+  # Google Benchmark medians of 3 repetitions, in ns per operation (a benchmark that counts
+  # per_invocation reports that instead of its batch time).
+  for b in host_overhead_bench:host process_hop_bench:hop; do
+    taskset -c 0 "$1/bench/${b%%:*}" --benchmark_repetitions=3 --benchmark_report_aggregates_only=true \
+      --benchmark_format=json 2>/dev/null | /usr/bin/python3 -c '
+import json, sys
+scale = {"ns": 1, "us": 1e3, "ms": 1e6, "s": 1e9}
+for r in json.load(sys.stdin)["benchmarks"]:
+    if r.get("aggregate_name") != "median":
+        continue
+    ns = r["per_invocation"] * 1e9 if "per_invocation" in r else r["real_time"] * scale[r["time_unit"]]
+    print("%s\t%s_ns:%s\t%.1f" % (sys.argv[1], sys.argv[2], r["run_name"], ns))
+' "$2" "${b##*:}" >> "$out"
+  done
   line=$(env -i PATH=/usr/bin:/bin N="$N" "$1/bench/queue_bench")
   record "$2" queue_processed_per_s "$(sed -E 's/.*"processed_per_s":([0-9.]+).*/\1/' <<< "$line")"
   record "$2" queue_enqueue_per_s "$(sed -E 's/.*"enqueue_per_s":([0-9.]+).*/\1/' <<< "$line")"
