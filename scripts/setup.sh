@@ -9,6 +9,7 @@ packages=(
   libyaml-cpp-dev libcli11-dev libspdlog-dev libsqlite3-dev libhowardhinnant-date-dev tzdata
   libgtest-dev libgmock-dev libbenchmark-dev
   libmosquitto-dev mosquitto mosquitto-clients
+  libpq-dev postgresql  # store: postgres:// (libpq), and the server its tests start (initdb, pg_ctl)
   python3 python3-prometheus-client nodejs libseccomp-dev
   clang libclang-rt-dev  # the fuzz targets (make fuzz, make test): libFuzzer comes with compiler-rt
 )

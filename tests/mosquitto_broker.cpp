@@ -42,18 +42,6 @@ std::string broker_binary() {
 
 }  // namespace
 
-int free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t len = sizeof a;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
-
 MosquittoBroker::MosquittoBroker(fs::path dir, int port) : dir_(std::move(dir)), port_(port > 0 ? port : free_port()) {
   fs::create_directories(dir_);
   // Run as whoever runs the test: as root, mosquitto would switch to the user 'mosquitto',

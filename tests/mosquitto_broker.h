@@ -11,12 +11,11 @@
 #include <string>
 #include <vector>
 
+#include "free_port.h"
+
 struct mosquitto;
 
 namespace nimbus::testing {
-
-// A loopback TCP port nothing listens on right now.
-int free_port();
 
 class MosquittoBroker {
  public:

@@ -1,6 +1,7 @@
 #pragma once
 // The store conformance suite's fixture and helpers: every backend must pass the whole suite
-// unchanged (parameterized by store URL; sqlite now, redis:// and postgres:// when they exist).
+// unchanged (parameterized by backend: sqlite, and postgres on the run's PostgreSQL server;
+// redis:// when it exists).
 // Time is a ManualClock, so leases, delays and TTLs expire when the test says. The suite is
 // instantiated once, in store_conformance_test.cpp.
 #include <gtest/gtest.h>
@@ -17,6 +18,7 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <map>
 #include <mutex>
@@ -24,6 +26,7 @@
 #include <set>
 #include <thread>
 
+#include "postgres_server.h"
 #include "store/store.h"
 
 namespace nimbus {
@@ -42,6 +45,15 @@ class StoreConformance : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
     dir_ = fresh_dir();
+    url_ = GetParam();
+    if (url_.rfind("postgres", 0) == 0) {
+      // A fresh database on the run's PostgreSQL server (tests/postgres_server.h).
+      std::string why;
+      auto* server = testing::shared_postgres(&why);
+      ASSERT_NE(server, nullptr) << why;
+      url_ = server->create_database();
+      ASSERT_FALSE(url_.empty()) << server->error();
+    }
     reopen();
   }
   void TearDown() override {
@@ -51,7 +63,7 @@ class StoreConformance : public ::testing::TestWithParam<std::string> {
   }
   void reopen() {
     store_.reset();
-    auto s = open_store(GetParam(), dir_, clock_);
+    auto s = open_store(url_, dir_, clock_);
     ASSERT_TRUE(s.ok()) << s.error().message;
     store_ = std::move(*s);
   }
@@ -90,6 +102,7 @@ class StoreConformance : public ::testing::TestWithParam<std::string> {
   }
 
   fs::path dir_;
+  std::string url_;  // the store this test runs on
   ManualClock clock_;
   std::unique_ptr<Store> store_;
 };
@@ -126,6 +139,63 @@ inline Batch delete_batch(std::string container, std::string name, std::optional
   Batch b;
   b.blob_deletes.push_back({std::move(container), std::move(name), std::move(if_match)});
   return b;
+}
+
+// Reads `fd` into `into` until it holds `lines` newlines, the writer is gone, or 30 s pass.
+inline void read_lines_until(int fd, std::string& into, std::size_t lines) {
+  auto until = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  char buf[4096];
+  while (static_cast<std::size_t>(std::count(into.begin(), into.end(), '\n')) < lines &&
+         std::chrono::steady_clock::now() < until) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 100) <= 0) continue;
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n <= 0) return;
+    into.append(buf, static_cast<std::size_t>(n));
+  }
+}
+
+// A host killed with SIGKILL: `work` runs in a forked child on the store at `url` (it writes
+// a line to `fd` for each thing it was told is committed), and is killed at a random moment
+// once it has told `lines` of them (however slowly it starts: under a sanitizer it can take a
+// while). Returns every line it told.
+inline std::string run_then_kill(const std::string& url, const fs::path& dir, std::size_t lines,
+                                 const std::function<void(Store& store, int fd)>& work) {
+  int pipefd[2];
+  if (::pipe(pipefd) != 0) return {};
+  pid_t child = ::fork();
+  if (child == 0) {
+    ::close(pipefd[0]);
+    SystemClock clock;
+    auto s = open_store(url, dir, clock);
+    if (!s.ok()) ::_exit(2);
+    work(**s, pipefd[1]);
+    ::_exit(0);
+  }
+  ::close(pipefd[1]);
+  std::string told;
+  read_lines_until(pipefd[0], told, lines);
+  std::this_thread::sleep_for(std::chrono::milliseconds(std::random_device{}() % 300));
+  ::kill(child, SIGKILL);
+  ::waitpid(child, nullptr, 0);
+  char buf[4096];
+  ssize_t n;
+  while ((n = ::read(pipefd[0], buf, sizeof buf)) > 0) told.append(buf, static_cast<std::size_t>(n));
+  ::close(pipefd[0]);
+  return told;
+}
+
+// Puts and replaces blobs under 50 names (deleting one every 7th commit) until killed; a line
+// per commit it was told of.
+inline void put_blobs_forever(Store& s, int fd) {
+  for (int i = 0;; ++i) {
+    Batch b = put_batch(blob_put("c", "n" + std::to_string(i % 50), std::string(1000 + i % 4000, static_cast<char>('a' + i % 26))));
+    if (i % 7 == 0) b.blob_deletes.push_back({"c", "n" + std::to_string((i + 3) % 50), std::nullopt});
+    s.commit(std::move(b), [fd](Expected<BatchResult> r) {
+      if (r.ok()) (void)!::write(fd, "\n", 1);
+    });
+    if (i % 16 == 0) ::usleep(200);
+  }
 }
 
 inline int64_t now_ms(const ManualClock& clock) { return unix_ms(clock); }

@@ -252,7 +252,7 @@ TEST_P(StoreConformance, BadBlobNamesAndOversizedBlobsAreRefusedClearly) {
   store_.reset();
   StoreOptions small;
   small.max_blob_size = 4;
-  auto s = open_store(GetParam(), dir_, clock_, small);
+  auto s = open_store(url_, dir_, clock_, small);
   ASSERT_TRUE(s.ok()) << s.error().message;
   store_ = std::move(*s);
   ASSERT_TRUE(commit(put_batch(blob_put("uploads", "fits", "1234"))).ok());

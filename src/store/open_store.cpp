@@ -2,6 +2,7 @@
 // a class implementing Store (passing tests/store_conformance_test.cpp) and one line below.
 #include <string_view>
 
+#include "store/postgres/pg_store.h"
 #include "store/sqlite/sqlite_store.h"
 #include "store/store.h"
 
@@ -17,6 +18,8 @@ struct Backend {
 
 constexpr Backend kBackends[] = {
     {"sqlite", open_sqlite_store, sqlite_store_files},
+    {"postgres", open_postgres_store, postgres_store_files},
+    {"postgresql", open_postgres_store, postgres_store_files},
 };
 
 const Backend* backend_of(const std::string& url) {

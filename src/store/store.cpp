@@ -1,4 +1,5 @@
 #include <condition_variable>
+#include <cstring>
 #include <deque>
 #include <future>
 #include <map>
@@ -227,6 +228,42 @@ std::string blob_event_id(const std::string& queue, const BlobInfo& info, BlobEv
   // the same id if one event were ever written twice.
   return queue + "/" + info.container + "/" + info.name + "#" + std::to_string(info.version) +
          (event == kBlobDeleted ? ":deleted" : "");
+}
+
+std::string encode_headers(const Headers& headers) {
+  std::string out;
+  auto put = [&out](const std::string& s) {
+    uint32_t n = static_cast<uint32_t>(s.size());
+    out.append(reinterpret_cast<const char*>(&n), 4);
+    out += s;
+  };
+  for (const auto& h : headers) {
+    put(h.name);
+    put(h.value);
+  }
+  return out;
+}
+
+Headers decode_headers(const void* data, int size) {
+  Headers out;
+  const char* p = static_cast<const char*>(data);
+  const char* end = p + (size > 0 ? size : 0);
+  auto take = [&](std::string& s) {
+    uint32_t n;
+    if (end - p < 4) return false;
+    std::memcpy(&n, p, 4);
+    p += 4;
+    if (static_cast<uint32_t>(end - p) < n) return false;
+    s.assign(p, n);
+    p += n;
+    return true;
+  };
+  while (p < end) {
+    Header h;
+    if (!take(h.name) || !take(h.value)) break;
+    out.push_back(std::move(h));
+  }
+  return out;
 }
 
 }  // namespace nimbus

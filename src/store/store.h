@@ -393,6 +393,11 @@ struct StoreFiles {
 };
 Expected<StoreFiles> store_files(const std::string& url, const std::filesystem::path& base);
 
+// Headers (message and blob metadata) as backends keep them: length-prefixed pairs,
+// binary-safe, no parser needed.
+std::string encode_headers(const Headers& headers);
+Headers decode_headers(const void* data, int size);
+
 // Does `subscription` take a message with these CloudEvents attributes?
 bool subscription_matches(const Subscription& subscription, const NewMessage& message);
 

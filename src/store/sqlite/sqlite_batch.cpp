@@ -9,17 +9,6 @@
 #include "store/sqlite/sqlite_store.h"
 
 namespace nimbus::sqlite {
-namespace {
-
-// `now` plus a delay or a time to live that came from outside (an x-delay-ms header, a
-// function's delay_ms or ttl_ms metadata) and may be any int64: beyond the end of int64 is
-// the end of int64, never an overflow.
-int64_t after(int64_t now, int64_t delay) {
-  delay = std::max<int64_t>(delay, 0);
-  return delay > std::numeric_limits<int64_t>::max() - now ? std::numeric_limits<int64_t>::max() : now + delay;
-}
-
-}  // namespace
 
 Status SqliteStore::write_blob_files(Batch& batch, std::vector<WrittenBlob>& written) {
   Status st = ok_status();
@@ -58,7 +47,7 @@ Status SqliteStore::insert_message(const std::string& queue, const NewMessage& m
       .text(id)
       .text(m.event_id.empty() ? id : m.event_id)
       .text(queue)
-      .integer(after(now, m.delay_ms))
+      .integer(saturating_after(now, m.delay_ms))
       .integer(now)
       .text(m.type)
       .text(m.source)
@@ -153,7 +142,7 @@ Status SqliteStore::apply(const Batch& b, BatchResult& result, std::vector<std::
         "INSERT INTO state(store, key, value, etag, expires) VALUES(?,?,?,1,?) ON CONFLICT(store, key) DO UPDATE SET "
         "value=excluded.value, etag=CASE WHEN state.expires<>0 AND state.expires<=? THEN 1 ELSE state.etag+1 END, "
         "expires=excluded.expires RETURNING etag");
-    up.reset().text(p.store).text(p.key).blob(p.value).integer(p.ttl_ms > 0 ? after(now, p.ttl_ms) : 0).integer(now);
+    up.reset().text(p.store).text(p.key).blob(p.value).integer(p.ttl_ms > 0 ? saturating_after(now, p.ttl_ms) : 0).integer(now);
     if (up.step() != SQLITE_ROW) return sql_error("state put");
     result.etags.push_back(std::to_string(up.col_int(0)));
     while (up.step() == SQLITE_ROW) {
@@ -173,15 +162,11 @@ Status SqliteStore::apply(const Batch& b, BatchResult& result, std::vector<std::
     if (del.step() != SQLITE_DONE) return sql_error("state delete");
   }
   // Offsets: one counter update per (stream, partition) in the batch, then the records.
-  std::vector<int> partitions;
-  std::vector<std::string> ids;
-  std::map<std::pair<std::string, int>, int64_t> count, next;
-  for (const auto& a : b.appends) {
-    ids.push_back(a.record.id.empty() ? new_invocation_id() : a.record.id);
-    partitions.push_back(stream_partition(a.key.empty() ? ids.back() : a.key, a.partitions));
-    ++count[{a.stream, partitions.back()}];
-  }
-  for (const auto& [sp, n] : count) {
+  const AppendPlan plan = plan_appends(b);
+  const auto& partitions = plan.partitions;
+  const auto& ids = plan.ids;
+  std::map<std::pair<std::string, int>, int64_t> next;
+  for (const auto& [sp, n] : plan.count) {
     auto& up = stmt(
         "INSERT INTO stream_partitions(stream, partition, next_offset) VALUES(?1,?2,?3) ON CONFLICT(stream, partition) "
         "DO UPDATE SET next_offset=next_offset+?3 RETURNING next_offset - ?3");

@@ -71,42 +71,6 @@ CREATE TABLE IF NOT EXISTS blob_subscriptions(
 
 }  // namespace
 
-std::string encode_headers(const Headers& headers) {
-  std::string out;
-  auto put = [&out](const std::string& s) {
-    uint32_t n = static_cast<uint32_t>(s.size());
-    out.append(reinterpret_cast<const char*>(&n), 4);
-    out += s;
-  };
-  for (const auto& h : headers) {
-    put(h.name);
-    put(h.value);
-  }
-  return out;
-}
-
-Headers decode_headers(const void* data, int size) {
-  Headers out;
-  const char* p = static_cast<const char*>(data);
-  const char* end = p + (size > 0 ? size : 0);
-  auto take = [&](std::string& s) {
-    uint32_t n;
-    if (end - p < 4) return false;
-    std::memcpy(&n, p, 4);
-    p += 4;
-    if (static_cast<uint32_t>(end - p) < n) return false;
-    s.assign(p, n);
-    p += n;
-    return true;
-  };
-  while (p < end) {
-    Header h;
-    if (!take(h.name) || !take(h.value)) break;
-    out.push_back(std::move(h));
-  }
-  return out;
-}
-
 Message read_message(Stmt& st) {
   Message m;
   m.id = st.col_text(0);
@@ -146,16 +110,6 @@ BlobInfo blob_named(const std::string& container, const std::string& name) {
   b.container = container;
   b.name = name;
   return b;
-}
-
-Status check_blob_address(const std::string& container, const std::string& name) {
-  if (auto why = check_blob_container(container); !why.empty()) {
-    return Error{"blob container '" + container + "' " + why, store_error::invalid};
-  }
-  if (auto why = check_blob_name(name); !why.empty()) {
-    return Error{"blob name '" + name + "' in container " + container + " " + why, store_error::invalid};
-  }
-  return ok_status();
 }
 
 Error read_error(sqlite3* db, const char* what) {
@@ -410,15 +364,9 @@ void SqliteStore::trim_stream(std::string stream, int64_t before_ms, int64_t kee
 }
 
 void SqliteStore::set_blob_subscriptions(std::vector<BlobSubscription> subs, std::function<void(Status)> done) {
-  for (const auto& sub : subs) {
-    std::string problem;
-    if (auto why = check_blob_container(sub.container); !why.empty()) problem = "container '" + sub.container + "' " + why;
-    else if (!parse_blob_pattern(sub.pattern, &problem)) problem = "pattern '" + sub.pattern + "' " + problem;
-    if (!problem.empty()) {
-      Status st = Error{"blob subscription of queue " + sub.queue + ": " + problem, store_error::invalid};
-      submit([st](std::vector<std::string>&) { return st; }, std::move(done));
-      return;
-    }
+  if (auto st = check_blob_subscriptions(subs); !st) {
+    submit([st](std::vector<std::string>&) { return st; }, std::move(done));
+    return;
   }
   submit(
       [this, subs = std::move(subs)](std::vector<std::string>&) -> Status {
@@ -436,12 +384,7 @@ void SqliteStore::set_blob_subscriptions(std::vector<BlobSubscription> subs, std
 
 void SqliteStore::close() {
   close_io();  // what was handed to the I/O threads may still commit
-  {
-    std::lock_guard lock(mu_);
-    if (closed_) return;
-    closed_ = true;
-  }
-  cv_.notify_all();
+  if (!queue_.close()) return;
   if (writer_.joinable()) writer_.join();
   {
     std::lock_guard lock(checkpoint_mu_);
@@ -514,27 +457,14 @@ Stmt& SqliteStore::stmt(const std::string& sql) {
 
 void SqliteStore::submit(std::function<Status(std::vector<std::string>&)> apply, std::function<void(Status)> done,
                          bool needs_savepoint) {
-  {
-    std::lock_guard lock(mu_);
-    if (!closed_) {
-      pending_.push_back(Op{std::move(apply), std::move(done), ok_status(), needs_savepoint});
-      cv_.notify_one();
-      return;
-    }
-  }
-  done(Error{"the store is closed", store_error::io});
+  Op op{std::move(apply), std::move(done), ok_status(), needs_savepoint};
+  if (!queue_.push(op)) op.done(Error{"the store is closed", store_error::io});
 }
 
 void SqliteStore::write_loop() {
-  std::vector<Op> group;
   for (;;) {
-    {
-      std::unique_lock lock(mu_);
-      cv_.wait(lock, [&] { return closed_ || !pending_.empty(); });
-      if (pending_.empty()) return;  // closed and drained
-      group.assign(std::make_move_iterator(pending_.begin()), std::make_move_iterator(pending_.end()));
-      pending_.clear();
-    }
+    std::vector<Op> group = queue_.take();
+    if (group.empty()) return;  // closed and drained
     std::vector<std::string> woken;
     Status commit = run_group(group, woken);
     if (commit && !woken.empty()) {  // consumers hear of work before committers return

@@ -19,7 +19,9 @@
 #include <vector>
 
 #include "core/thread_role.h"
+#include "store/backend.h"
 #include "store/blob_files.h"
+#include "store/commit_queue.h"
 #include "store/store.h"
 
 namespace nimbus {
@@ -38,10 +40,6 @@ Expected<StoreFiles> sqlite_store_files(const std::string& url, const std::files
 }  // namespace nimbus
 
 namespace nimbus::sqlite {
-
-// Headers as length-prefixed pairs: binary-safe, no parser needed.
-std::string encode_headers(const Headers& headers);
-Headers decode_headers(const void* data, int size);
 
 class Stmt {
  public:
@@ -109,7 +107,6 @@ inline constexpr const char* kBlobColumns = "name, version, size, content_type, 
 Message read_message(Stmt& st);
 BlobInfo read_blob_info(Stmt& st, const std::string& container);
 BlobInfo blob_named(const std::string& container, const std::string& name);
-Status check_blob_address(const std::string& container, const std::string& name);
 Error read_error(sqlite3* db, const char* what);
 Error conflict(std::string message);
 
@@ -240,10 +237,7 @@ class SqliteStore final : public Store {
   std::map<std::string, BlobPattern> patterns_;  // parsed blob subscription patterns (writer thread)
   sqlite3* db_ = nullptr;  // the writer's connection (writer thread only, after open)
   std::map<std::string, std::unique_ptr<Stmt>> statements_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<Op> pending_;
-  bool closed_ = false;
+  CommitQueue<Op> queue_;
   std::thread writer_;
   std::mutex readers_mu_;
   std::vector<sqlite3*> readers_;

@@ -1,0 +1,363 @@
+// The PostgreSQL store's writes inside the writer's transaction: one Batch (acks, retries,
+// dead letters, enqueues, topic fan-out, state, stream appends and checkpoints, blobs and the
+// events they raise) applied as a unit. Every condition (a lease, an ETag, create-only, a
+// checkpoint's offset) is in the WHERE clause of the statement it guards, so two hosts
+// racing for the same row cannot both pass it.
+#include <algorithm>
+#include <limits>
+#include <map>
+#include <set>
+
+#include "core/blob_path.h"
+#include "core/ids.h"
+#include "store/backend.h"
+#include "store/postgres/pg_store.h"
+
+namespace nimbus::pg {
+namespace {
+
+constexpr std::size_t kChunk = 1u << 20;  // blob bytes per row of blob_chunks
+
+Error conflict(std::string message) { return Error{std::move(message), store_error::conflict}; }
+
+Error not_leased(const std::string& id) { return conflict("message " + id + " is no longer leased by this delivery"); }
+
+// The ETag a state entry has now ("" when there is none), for a conflict's message.
+std::string state_etag(Connection& c, const std::string& store, const std::string& key, int64_t now) {
+  auto r = c.run("SELECT etag FROM state WHERE store=$1 AND key=$2 AND (expires=0 OR expires>$3)",
+                 {Param::of(store), Param::of(key), Param::of(now)});
+  return r && r->size() > 0 ? std::to_string(r->integer(0, 0)) : std::string();
+}
+
+}  // namespace
+
+Status PgStore::insert_message(Connection& c, const std::string& queue, const NewMessage& m, const std::string& id,
+                               int64_t now, std::vector<std::string>& woken) {
+  auto r = c.run(
+      "INSERT INTO messages(id, event_id, queue, due, enqueued, type, source, subject, metadata, payload) "
+      "VALUES($1,$2,$3,$4,$5,$6,$7,$8,$9,$10) ON CONFLICT (id) DO NOTHING",
+      {Param::of(id), Param::of(m.event_id.empty() ? id : m.event_id), Param::of(queue), Param::of(saturating_after(now, m.delay_ms)),
+       Param::of(now), Param::of(m.type), Param::of(m.source), Param::of(m.subject),
+       Param::blob(encode_headers(m.metadata)), Param::blob(m.payload)});
+  if (!r) return r.error();
+  if (r->affected() != 1) return conflict("a message with id " + id + " already exists");
+  if (m.delay_ms <= 0) woken.push_back(queue);
+  return ok_status();
+}
+
+Status PgStore::apply(Connection& c, const Batch& b, BatchResult& result, std::vector<std::string>& woken) {
+  const int64_t now = unix_ms(clock_);
+  for (const auto& ref : b.acks) {
+    auto r = c.run("DELETE FROM messages WHERE id=$1 AND lease=$2", {Param::of(ref.id), Param::of(ref.lease)});
+    if (!r) return r.error();
+    if (r->affected() != 1) return not_leased(ref.id);
+  }
+  for (const auto& rt : b.retries) {
+    if (rt.release) {
+      auto r = c.run("UPDATE messages SET lease=NULL, due=$1, deliveries=greatest(deliveries-1, 0) WHERE id=$2 AND lease=$3",
+                     {Param::of(rt.due_ms), Param::of(rt.ref.id), Param::of(rt.ref.lease)});
+      if (!r) return r.error();
+      if (r->affected() != 1) return not_leased(rt.ref.id);
+      continue;
+    }
+    auto r = c.run(
+        "UPDATE messages SET lease=NULL, due=$1, error=$2, last_failed=$3, "
+        "first_failed=CASE first_failed WHEN 0 THEN $3 ELSE first_failed END WHERE id=$4 AND lease=$5 RETURNING queue",
+        {Param::of(rt.due_ms), Param::of(rt.error), Param::of(now), Param::of(rt.ref.id), Param::of(rt.ref.lease)});
+    if (!r) return r.error();
+    if (r->size() != 1) return not_leased(rt.ref.id);
+    if (rt.due_ms <= now) woken.push_back(r->text(0, 0));
+  }
+  for (const auto& d : b.dead) {
+    auto r = c.run(
+        "UPDATE messages SET queue=queue||'.dead', lease=NULL, due=$1, error=$2, last_failed=$1, "
+        "first_failed=CASE first_failed WHEN 0 THEN $1 ELSE first_failed END WHERE id=$3 AND lease=$4",
+        {Param::of(now), Param::of(d.error), Param::of(d.ref.id), Param::of(d.ref.lease)});
+    if (!r) return r.error();
+    if (r->affected() != 1) return not_leased(d.ref.id);
+  }
+  for (const auto& e : b.enqueues) {
+    std::string id = e.message.id.empty() ? new_invocation_id() : e.message.id;
+    if (auto st = insert_message(c, e.queue, e.message, id, now, woken); !st) return st;
+    result.message_ids.push_back(id);
+  }
+  for (const auto& p : b.publishes) {
+    std::string event_id = p.message.event_id.empty() ? (p.message.id.empty() ? new_invocation_id() : p.message.id)
+                                                      : p.message.event_id;
+    NewMessage copy = p.message;
+    copy.event_id = event_id;
+    auto subs = c.run("SELECT topic, name, type, source, subject_prefix FROM subscriptions WHERE topic=$1 ORDER BY name",
+                      {Param::of(p.topic)});
+    if (!subs) return subs.error();
+    for (int i = 0; i < subs->size(); ++i) {
+      Subscription s{subs->text(i, 0), subs->text(i, 1), subs->text(i, 2), subs->text(i, 3), subs->text(i, 4)};
+      if (!subscription_matches(s, copy)) continue;
+      // One copy per subscription; ids derive from the event id, so a publish is idempotent.
+      if (auto st = insert_message(c, p.topic + "/" + s.name, copy, event_id + "/" + s.name, now, woken); !st) return st;
+    }
+    result.message_ids.push_back(event_id);
+  }
+  if (auto st = apply_state(c, b, result, now); !st) return st;
+  if (auto st = apply_streams(c, b, result, woken, now); !st) return st;
+  return apply_blobs(c, b, result, woken, now);
+}
+
+Status PgStore::apply_state(Connection& c, const Batch& b, BatchResult& result, int64_t now) {
+  for (const auto& p : b.puts) {
+    const int64_t expires = p.ttl_ms > 0 ? saturating_after(now, p.ttl_ms) : 0;
+    Expected<Rows> r = Error{""};
+    if (!p.if_match) {
+      r = c.run(
+          "INSERT INTO state(store, key, value, etag, expires) VALUES($1,$2,$3,1,$4) ON CONFLICT(store, key) DO UPDATE SET "
+          "value=excluded.value, etag=CASE WHEN state.expires<>0 AND state.expires<=$5 THEN 1 ELSE state.etag+1 END, "
+          "expires=excluded.expires RETURNING etag",
+          {Param::of(p.store), Param::of(p.key), Param::blob(p.value), Param::of(expires), Param::of(now)});
+    } else if (p.if_match->empty()) {
+      // Create only: an entry that is there and alive stays as it is.
+      r = c.run(
+          "INSERT INTO state(store, key, value, etag, expires) VALUES($1,$2,$3,1,$4) ON CONFLICT(store, key) DO UPDATE SET "
+          "value=excluded.value, etag=1, expires=excluded.expires WHERE state.expires<>0 AND state.expires<=$5 "
+          "RETURNING etag",
+          {Param::of(p.store), Param::of(p.key), Param::blob(p.value), Param::of(expires), Param::of(now)});
+    } else {
+      r = c.run(
+          "UPDATE state SET value=$3, etag=etag+1, expires=$4 WHERE store=$1 AND key=$2 AND etag::text=$5 "
+          "AND (expires=0 OR expires>$6) RETURNING etag",
+          {Param::of(p.store), Param::of(p.key), Param::blob(p.value), Param::of(expires), Param::of(*p.if_match),
+           Param::of(now)});
+    }
+    if (!r) return r.error();
+    if (r->size() != 1) {
+      return conflict("state " + p.store + "/" + p.key + " has ETag '" + state_etag(c, p.store, p.key, now) + "', not '" +
+                      *p.if_match + "'");
+    }
+    result.etags.push_back(std::to_string(r->integer(0, 0)));
+  }
+  for (const auto& d : b.deletes) {
+    if (d.if_match && d.if_match->empty()) {
+      // "Must not exist": deleting nothing, if nothing is there.
+      if (auto etag = state_etag(c, d.store, d.key, now); !etag.empty()) {
+        return conflict("state " + d.store + "/" + d.key + " has ETag '" + etag + "', not ''");
+      }
+      continue;
+    }
+    if (d.if_match) {
+      auto r = c.run("DELETE FROM state WHERE store=$1 AND key=$2 AND etag::text=$3 AND (expires=0 OR expires>$4)",
+                     {Param::of(d.store), Param::of(d.key), Param::of(*d.if_match), Param::of(now)});
+      if (!r) return r.error();
+      if (r->affected() != 1) {
+        return conflict("state " + d.store + "/" + d.key + " has ETag '" + state_etag(c, d.store, d.key, now) +
+                        "', not '" + *d.if_match + "'");
+      }
+      continue;
+    }
+    auto r = c.run("DELETE FROM state WHERE store=$1 AND key=$2", {Param::of(d.store), Param::of(d.key)});
+    if (!r) return r.error();
+  }
+  return ok_status();
+}
+
+Status PgStore::apply_streams(Connection& c, const Batch& b, BatchResult& result, std::vector<std::string>& woken,
+                              int64_t now) {
+  // Offsets: one counter update per (stream, partition) in the batch (its row lock orders
+  // appenders on every host), then the records.
+  const AppendPlan plan = plan_appends(b);
+  const auto& partitions = plan.partitions;
+  const auto& ids = plan.ids;
+  std::map<std::pair<std::string, int>, int64_t> next;
+  for (const auto& [sp, n] : plan.count) {
+    auto r = c.run(
+        "INSERT INTO stream_partitions(stream, part, next_offset) VALUES($1,$2,$3) ON CONFLICT(stream, part) "
+        "DO UPDATE SET next_offset=stream_partitions.next_offset+$3 RETURNING next_offset - $3",
+        {Param::of(sp.first), Param::of(int64_t{sp.second}), Param::of(n)});
+    if (!r) return r.error();
+    next[sp] = r->integer(0, 0);
+  }
+  for (std::size_t i = 0; i < b.appends.size(); ++i) {
+    const auto& a = b.appends[i];
+    const int partition = partitions[i];
+    const int64_t offset = next[{a.stream, partition}]++;
+    auto r = c.run(
+        "INSERT INTO stream_records(stream, part, off, key, id, type, source, subject, metadata, payload, time) "
+        "VALUES($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)",
+        {Param::of(a.stream), Param::of(int64_t{partition}), Param::of(offset), Param::of(a.key),
+         Param::of(a.record.event_id.empty() ? ids[i] : a.record.event_id), Param::of(a.record.type),
+         Param::of(a.record.source), Param::of(a.record.subject), Param::blob(encode_headers(a.record.metadata)),
+         Param::blob(a.record.payload), Param::of(now)});
+    if (!r) return r.error();
+    result.appended.push_back({partition, offset});
+    woken.push_back(stream_wake_name(a.stream, partition));
+  }
+  for (const auto& cp : b.checkpoints) {
+    const Params key{Param::of(cp.group), Param::of(cp.stream), Param::of(int64_t{cp.partition}), Param::of(cp.offset),
+                     Param::of(now)};
+    Expected<Rows> r = Error{""};
+    if (!cp.if_at) {
+      r = c.run(
+          "INSERT INTO stream_checkpoints(grp, stream, part, off, updated) VALUES($1,$2,$3,$4,$5) "
+          "ON CONFLICT(grp, stream, part) DO UPDATE SET off=excluded.off, updated=excluded.updated RETURNING 1",
+          key);
+    } else if (*cp.if_at == 0) {
+      // At 0: no checkpoint yet, or one at 0.
+      Params p = key;
+      r = c.run(
+          "INSERT INTO stream_checkpoints(grp, stream, part, off, updated) VALUES($1,$2,$3,$4,$5) "
+          "ON CONFLICT(grp, stream, part) DO UPDATE SET off=excluded.off, updated=excluded.updated "
+          "WHERE stream_checkpoints.off=0 RETURNING 1",
+          p);
+    } else {
+      Params p = key;
+      p.push_back(Param::of(*cp.if_at));
+      r = c.run("UPDATE stream_checkpoints SET off=$4, updated=$5 WHERE grp=$1 AND stream=$2 AND part=$3 AND off=$6 "
+                "RETURNING 1",
+                p);
+    }
+    if (!r) return r.error();
+    if (r->size() != 1) {
+      auto at = c.run("SELECT off FROM stream_checkpoints WHERE grp=$1 AND stream=$2 AND part=$3",
+                      {Param::of(cp.group), Param::of(cp.stream), Param::of(int64_t{cp.partition})});
+      const int64_t was = at && at->size() > 0 ? at->integer(0, 0) : 0;
+      return conflict("checkpoint of group " + cp.group + " on " + cp.stream + "/" + std::to_string(cp.partition) +
+                      " is at " + std::to_string(was) + ", not " + std::to_string(*cp.if_at));
+    }
+  }
+  return ok_status();
+}
+
+Status PgStore::apply_blobs(Connection& c, const Batch& b, BatchResult& result, std::vector<std::string>& woken,
+                            int64_t now) {
+  for (const auto& d : b.blob_deletes) {
+    if (auto st = check_blob_address(d.container, d.name); !st) return st;
+  }
+  // The current row of a blob, locked for this transaction. A name never seen gets a deleted
+  // row at version 0 first, so that there is always a row to lock: two hosts creating one
+  // name queue up here instead of both seeing "none".
+  auto lock_row = [&](const std::string& container, const std::string& name) -> Expected<Rows> {
+    auto seed = c.run(
+        "INSERT INTO blobs(container, name, version, deleted, size, content_type, sha256, created, updated, metadata) "
+        "VALUES($1,$2,0,1,0,'','',0,0,NULL) ON CONFLICT DO NOTHING",
+        {Param::of(container), Param::of(name)});
+    if (!seed) return seed.error();
+    return c.run(
+        "SELECT name, version, size, content_type, sha256, created, updated, metadata, deleted FROM blobs "
+        "WHERE container=$1 AND name=$2 FOR UPDATE",
+        {Param::of(container), Param::of(name)});
+  };
+  auto info_of = [](const Rows& r, const std::string& container) {
+    const std::string meta = r.text(0, 7);
+    const int64_t version = r.integer(0, 1);
+    return BlobInfo{.container = container,
+                    .name = r.text(0, 0),
+                    .version = version,
+                    .etag = std::to_string(version),
+                    .size = r.integer(0, 2),
+                    .content_type = r.text(0, 3),
+                    .sha256 = r.text(0, 4),
+                    .created_ms = r.integer(0, 5),
+                    .updated_ms = r.integer(0, 6),
+                    .metadata = decode_headers(meta.data(), static_cast<int>(meta.size()))};
+  };
+  auto check = [](const char* what, const BlobInfo& info, bool live, const std::optional<std::string>& if_match) -> Status {
+    if (!if_match) return ok_status();
+    const std::string etag = live ? info.etag : std::string();
+    if (if_match->empty() ? !live : etag == *if_match) return ok_status();
+    return conflict("blob " + info.container + "/" + info.name + " has ETag '" + etag + "', not '" + *if_match + "'" +
+                    (if_match->empty() ? std::string(" (it exists; this ") + what + " was create-only)" : ""));
+  };
+  for (const auto& p : b.blob_puts) {
+    if (auto st = check_blob_address(p.container, p.name); !st) return st;
+    if (p.data.size() > options_.max_blob_size) {
+      return Error{"blob " + p.container + "/" + p.name + " is " + std::to_string(p.data.size()) +
+                       " bytes; this store takes at most " + std::to_string(options_.max_blob_size),
+                   store_error::too_large};
+    }
+    auto row = lock_row(p.container, p.name);
+    if (!row) return row.error();
+    BlobInfo info = info_of(*row, p.container);
+    const bool live = row->integer(0, 8) == 0;
+    if (auto st = check("put", info, live, p.if_match); !st) return st;
+    const int64_t old_version = info.version;
+    info.version += 1;
+    info.etag = std::to_string(info.version);
+    info.size = static_cast<int64_t>(p.data.size());
+    info.content_type = p.content_type.empty() ? "application/octet-stream" : p.content_type;
+    info.sha256 = sha256_hex(p.data);
+    if (!live) info.created_ms = now;
+    info.updated_ms = now;
+    info.metadata = p.metadata;
+    std::size_t at = 0;
+    int64_t n = 0;
+    do {  // an empty blob is one empty chunk
+      auto r = c.run("INSERT INTO blob_chunks(container, name, version, n, data) VALUES($1,$2,$3,$4,$5)",
+                     {Param::of(p.container), Param::of(p.name), Param::of(info.version), Param::of(n++),
+                      Param::blob(std::string_view(p.data).substr(at, kChunk))});
+      if (!r) return r.error();
+      at += kChunk;
+    } while (at < p.data.size());
+    auto del = c.run("DELETE FROM blob_chunks WHERE container=$1 AND name=$2 AND version=$3",
+                     {Param::of(p.container), Param::of(p.name), Param::of(old_version)});
+    if (!del) return del.error();
+    auto up = c.run(
+        "UPDATE blobs SET version=$3, deleted=0, size=$4, content_type=$5, sha256=$6, created=$7, updated=$8, metadata=$9 "
+        "WHERE container=$1 AND name=$2",
+        {Param::of(p.container), Param::of(p.name), Param::of(info.version), Param::of(info.size),
+         Param::of(info.content_type), Param::of(info.sha256), Param::of(info.created_ms), Param::of(info.updated_ms),
+         Param::blob(encode_headers(info.metadata))});
+    if (!up) return up.error();
+    if (auto st = emit_blob_events(c, info, live ? kBlobUpdated : kBlobCreated, now, woken); !st) return st;
+    result.blobs.push_back(std::move(info));
+  }
+  for (const auto& d : b.blob_deletes) {
+    auto row = lock_row(d.container, d.name);
+    if (!row) return row.error();
+    BlobInfo info = info_of(*row, d.container);
+    const bool live = row->integer(0, 8) == 0;
+    if (auto st = check("delete", info, live, d.if_match); !st) return st;
+    if (!live) {
+      result.blobs_deleted.push_back(0);
+      continue;
+    }
+    auto up = c.run("UPDATE blobs SET deleted=1, updated=$3 WHERE container=$1 AND name=$2",
+                    {Param::of(d.container), Param::of(d.name), Param::of(now)});
+    if (!up) return up.error();
+    auto del = c.run("DELETE FROM blob_chunks WHERE container=$1 AND name=$2",
+                     {Param::of(d.container), Param::of(d.name)});
+    if (!del) return del.error();
+    if (auto st = emit_blob_events(c, info, kBlobDeleted, now, woken); !st) return st;
+    result.blobs_deleted.push_back(info.version);
+  }
+  return ok_status();
+}
+
+Status PgStore::emit_blob_events(Connection& c, const BlobInfo& info, BlobEvent event, int64_t now,
+                                 std::vector<std::string>& woken) {
+  auto subs = c.run("SELECT queue, pattern, events FROM blob_subscriptions WHERE container=$1 ORDER BY queue, position",
+                    {Param::of(info.container)});
+  if (!subs) return subs.error();
+  std::set<std::string> sent;
+  for (int i = 0; i < subs->size(); ++i) {
+    const std::string queue = subs->text(i, 0);
+    const auto events = static_cast<unsigned>(subs->integer(i, 2));
+    if (!(events & event) || sent.count(queue)) continue;
+    auto pattern = parse_blob_pattern(subs->text(i, 1), nullptr);
+    if (!pattern) continue;  // refused when it was set
+    auto captures = match_blob_pattern(*pattern, info.name);
+    if (!captures) continue;
+    sent.insert(queue);
+    NewMessage m = blob_event_message(info, event, *captures);
+    if (auto st = insert_message(c, queue, m, blob_event_id(queue, info, event), now, woken); !st) return st;
+  }
+  return ok_status();
+}
+
+void PgStore::commit(Batch batch, CommitDone done) {
+  auto b = std::make_shared<Batch>(std::move(batch));
+  auto result = std::make_shared<BatchResult>();
+  submit([this, b, result](Connection& c, std::vector<std::string>& woken) { return apply(c, *b, *result, woken); },
+         [done = std::move(done), result](Status st) {
+           if (!st) return done(st.error());
+           done(std::move(*result));
+         });
+}
+
+}  // namespace nimbus::pg

@@ -1,0 +1,146 @@
+#include "store/postgres/pg_conn.h"
+
+#include <arpa/inet.h>
+#include <libpq-fe.h>
+
+#include <cstring>
+
+#include "store/store.h"
+
+namespace nimbus::pg {
+
+Rows::Rows(PGresult* result) : result_(result) {}
+Rows::~Rows() { PQclear(result_); }
+Rows::Rows(Rows&& other) noexcept : result_(std::exchange(other.result_, nullptr)) {}
+Rows& Rows::operator=(Rows&& other) noexcept {
+  if (this != &other) {
+    PQclear(result_);
+    result_ = std::exchange(other.result_, nullptr);
+  }
+  return *this;
+}
+
+int Rows::size() const { return result_ ? PQntuples(result_) : 0; }
+bool Rows::null(int row, int col) const { return PQgetisnull(result_, row, col) != 0; }
+
+int64_t Rows::integer(int row, int col) const {
+  if (null(row, col)) return 0;
+  const char* v = PQgetvalue(result_, row, col);
+  const int len = PQgetlength(result_, row, col);
+  if (len == 8) {
+    uint64_t be;
+    std::memcpy(&be, v, 8);
+    return static_cast<int64_t>(be64toh(be));
+  }
+  if (len == 4) {
+    uint32_t be;
+    std::memcpy(&be, v, 4);
+    return static_cast<int32_t>(ntohl(be));
+  }
+  if (len == 2) {
+    uint16_t be;
+    std::memcpy(&be, v, 2);
+    return static_cast<int16_t>(ntohs(be));
+  }
+  return 0;
+}
+
+std::string Rows::text(int row, int col) const {
+  if (null(row, col)) return {};
+  return std::string(PQgetvalue(result_, row, col), static_cast<std::size_t>(PQgetlength(result_, row, col)));
+}
+
+int64_t Rows::affected() const {
+  const char* n = result_ ? PQcmdTuples(result_) : "";
+  return *n ? std::strtoll(n, nullptr, 10) : 0;
+}
+
+Connection::Connection(std::string url) : url_(std::move(url)) {}
+Connection::~Connection() {
+  if (conn_) PQfinish(conn_);
+}
+
+bool Connection::connected() const { return conn_ && PQstatus(conn_) == CONNECTION_OK; }
+int Connection::backend_pid() const { return conn_ ? PQbackendPID(conn_) : 0; }
+
+Status Connection::connect() {
+  if (connected()) return ok_status();
+  if (conn_) PQfinish(conn_);
+  prepared_.clear();
+  conn_ = PQconnectdb(url_.c_str());
+  if (PQstatus(conn_) != CONNECTION_OK) {
+    std::string why = conn_ ? PQerrorMessage(conn_) : "out of memory";
+    while (!why.empty() && (why.back() == '\n' || why.back() == ' ')) why.pop_back();
+    last_ = PgError{"08001", why, true};
+    return Error{"cannot connect to PostgreSQL at " + redact_url(url_) + ": " + why, store_error::io};
+  }
+  // Times are the host's (its injected clock), never the server's; text is UTF-8.
+  return exec("SET client_encoding = 'UTF8'; SET TIME ZONE 'UTC'");
+}
+
+Error Connection::fail(const std::string& what, PGresult* result) {
+  const char* state = result ? PQresultErrorField(result, PG_DIAG_SQLSTATE) : nullptr;
+  std::string why = result ? PQresultErrorMessage(result) : "";
+  if (why.empty() && conn_) why = PQerrorMessage(conn_);
+  while (!why.empty() && (why.back() == '\n' || why.back() == ' ')) why.pop_back();
+  last_ = PgError{state ? state : "", why, !conn_ || PQstatus(conn_) != CONNECTION_OK};
+  if (state && std::strncmp(state, "08", 2) == 0) last_.connection_lost = true;
+  PQclear(result);
+  return Error{"PostgreSQL " + what + " failed: " + why, store_error::io};
+}
+
+Expected<Rows> Connection::run(const std::string& sql, const Params& params) {
+  if (!connected()) {
+    if (auto st = connect(); !st) return st.error();
+  }
+  auto it = prepared_.find(sql);
+  if (it == prepared_.end()) {
+    std::string name = "s" + std::to_string(prepared_.size());
+    PGresult* r = PQprepare(conn_, name.c_str(), sql.c_str(), 0, nullptr);
+    if (PQresultStatus(r) != PGRES_COMMAND_OK) return fail("prepare", r);
+    PQclear(r);
+    it = prepared_.emplace(sql, std::move(name)).first;
+  }
+  std::vector<const char*> values(params.size());
+  std::vector<int> lengths(params.size()), formats(params.size());
+  for (std::size_t i = 0; i < params.size(); ++i) {
+    const Param& p = params[i];
+    values[i] = p.kind == Param::null ? nullptr : p.value.data();
+    lengths[i] = static_cast<int>(p.value.size());
+    formats[i] = p.kind == Param::bytes ? 1 : 0;
+  }
+  PGresult* r = PQexecPrepared(conn_, it->second.c_str(), static_cast<int>(params.size()), values.data(),
+                               lengths.data(), formats.data(), 1);
+  const auto status = PQresultStatus(r);
+  if (status != PGRES_TUPLES_OK && status != PGRES_COMMAND_OK) return fail("statement", r);
+  return Rows(r);
+}
+
+Status Connection::exec(const std::string& sql) {
+  if (!conn_) {
+    if (auto st = connect(); !st) return st;
+  }
+  PGresult* r = PQexec(conn_, sql.c_str());
+  const auto status = PQresultStatus(r);
+  if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) return fail("statement", r);
+  PQclear(r);
+  return ok_status();
+}
+
+void Connection::rollback() {
+  if (!connected()) return;
+  PQclear(PQexec(conn_, "ROLLBACK"));
+}
+
+std::string redact_url(const std::string& url) {
+  // scheme://user:password@host... -> scheme://user:***@host...
+  const auto scheme = url.find("://");
+  if (scheme == std::string::npos) return url;
+  const auto at = url.find('@', scheme + 3);
+  if (at == std::string::npos) return url;
+  const auto colon = url.find(':', scheme + 3);
+  if (colon == std::string::npos || colon > at) return url;
+  return url.substr(0, colon + 1) + "***" + url.substr(at);
+}
+
+}  // namespace nimbus::pg

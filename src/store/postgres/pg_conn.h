@@ -1,0 +1,94 @@
+#pragma once
+// One libpq connection, as the PostgreSQL store uses it: statements prepared once per
+// connection (by their SQL text), parameters as text or bytes, results in binary (BIGINT,
+// TEXT and BYTEA columns only, decoded here), errors with the SQLSTATE, and a reconnect when
+// the server went away. Not thread-safe: one thread uses a connection at a time.
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/expected.h"
+
+typedef struct pg_conn PGconn;
+typedef struct pg_result PGresult;
+
+namespace nimbus::pg {
+
+// A statement's parameter: NULL, text (numbers are sent as their decimal text), or bytes.
+struct Param {
+  enum Kind : uint8_t { null, text, bytes } kind = null;
+  std::string value;
+  static Param of(std::string_view v) { return Param{text, std::string(v)}; }
+  static Param of(int64_t v) { return Param{text, std::to_string(v)}; }
+  static Param blob(std::string_view v) { return Param{bytes, std::string(v)}; }
+};
+using Params = std::vector<Param>;
+
+// A statement's rows, binary: int64 for BIGINT (and INTEGER) columns, bytes for the rest.
+class Rows {
+ public:
+  Rows() = default;
+  explicit Rows(PGresult* result);
+  ~Rows();
+  Rows(Rows&& other) noexcept;
+  Rows& operator=(Rows&& other) noexcept;
+  Rows(const Rows&) = delete;
+  Rows& operator=(const Rows&) = delete;
+
+  int size() const;
+  bool null(int row, int col) const;
+  int64_t integer(int row, int col) const;  // BIGINT or INTEGER; 0 for NULL
+  std::string text(int row, int col) const;  // TEXT or BYTEA bytes; "" for NULL
+  int64_t affected() const;                  // rows an INSERT, UPDATE or DELETE touched
+
+ private:
+  PGresult* result_ = nullptr;
+};
+
+// What a failed statement says: the SQLSTATE (23505 a unique violation, 40001 a
+// serialization failure, 08xxx the connection) and the server's message.
+struct PgError {
+  std::string sqlstate;
+  std::string message;
+  bool connection_lost = false;
+};
+
+class Connection {
+ public:
+  explicit Connection(std::string url);
+  ~Connection();
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+
+  // Connects (again, if the last connection broke); the error names the server and why.
+  Status connect();
+  bool connected() const;
+  // Runs one statement (prepared on first use on this connection).
+  Expected<Rows> run(const std::string& sql, const Params& params = {});
+  // Runs SQL text with no parameters (several statements allowed), for BEGIN, schema, LISTEN.
+  Status exec(const std::string& sql);
+  // Ends the transaction under way, if any, changing nothing (best effort: a lost connection
+  // has no transaction left to end).
+  void rollback();
+  // The last failure's details (SQLSTATE, whether the connection was lost).
+  const PgError& last_error() const { return last_; }
+  PGconn* raw() const { return conn_; }
+  int backend_pid() const;
+  const std::string& url() const { return url_; }
+
+ private:
+  Error fail(const std::string& what, PGresult* result);
+
+  std::string url_;
+  PGconn* conn_ = nullptr;
+  std::map<std::string, std::string> prepared_;  // SQL text -> statement name
+  PgError last_;
+};
+
+// The URL with its password (if any) replaced by "***", for log lines and errors.
+std::string redact_url(const std::string& url);
+
+}  // namespace nimbus::pg

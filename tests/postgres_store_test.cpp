@@ -1,0 +1,147 @@
+// The PostgreSQL backend's own promises, beyond the conformance suite: hosts on one database
+// hear each other's commits (LISTEN/NOTIFY) and never share a message, the schema version is
+// checked, a server restart is carried through, and errors name the server without its
+// password.
+#include <libpq-fe.h>
+
+#include "free_port.h"
+#include "store_conformance.h"
+
+namespace nimbus {
+namespace {
+
+std::string fresh_database() {
+  std::string why;
+  auto* server = testing::shared_postgres(&why);
+  if (!server) return "no server: " + why;
+  return server->create_database();
+}
+
+bool sql(const std::string& url, const std::string& statement) {
+  PGconn* c = PQconnectdb(url.c_str());
+  PGresult* r = PQexec(c, statement.c_str());
+  const bool ok = PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK;
+  PQclear(r);
+  PQfinish(c);
+  return ok;
+}
+
+TEST(PostgresStore, TwoHostsOnOneDatabaseHearEachOthersCommitsAndNeverShareAMessage) {
+  const std::string url = fresh_database();
+  ASSERT_EQ(url.rfind("postgres://", 0), 0u) << url;
+  ManualClock clock;
+  auto a = open_store(url, "", clock);
+  auto b = open_store(url, "", clock);
+  ASSERT_TRUE(a.ok() && b.ok()) << (a.ok() ? b.error().message : a.error().message);
+
+  // A wake-up crosses hosts: a commit on b reaches a's watcher through NOTIFY.
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<std::string> heard;
+  auto watch = (*a)->watch_changes([&](const std::vector<std::string>& names) {
+    std::lock_guard l(mu);
+    heard.insert(heard.end(), names.begin(), names.end());
+    cv.notify_all();
+  });
+  Batch one;
+  for (int i = 0; i < 400; ++i) {
+    NewMessage m;
+    m.payload = std::to_string(i);
+    one.enqueues.push_back({"work", m});
+  }
+  ASSERT_TRUE((*b)->commit_sync(std::move(one)).ok());
+  {
+    std::unique_lock l(mu);
+    ASSERT_TRUE(cv.wait_for(l, 10s, [&] { return std::count(heard.begin(), heard.end(), "work") > 0; }))
+        << "host a never heard of host b's commit";
+  }
+
+  // Competing consumers on two hosts: every message is leased by exactly one.
+  std::set<std::string> seen_a, seen_b;
+  auto drain = [](Store& s, std::set<std::string>& seen) {
+    for (;;) {
+      auto got = s.receive_sync("work", 7, 60000);
+      if (!got.ok() || got->empty()) return;
+      Batch acks;
+      for (auto& m : *got) {
+        seen.insert(m.id);
+        acks.acks.push_back({m.id, m.lease});
+      }
+      if (!s.commit_sync(std::move(acks)).ok()) return;
+    }
+  };
+  std::thread ta([&] { drain(**a, seen_a); });
+  std::thread tb([&] { drain(**b, seen_b); });
+  ta.join();
+  tb.join();
+  EXPECT_EQ(seen_a.size() + seen_b.size(), 400u);
+  for (const auto& id : seen_a) EXPECT_EQ(seen_b.count(id), 0u) << id << " went to both hosts";
+  EXPECT_GT(seen_a.size(), 0u) << "host a took no share of the queue";
+  EXPECT_GT(seen_b.size(), 0u) << "host b took no share of the queue";
+}
+
+TEST(PostgresStore, ADatabaseWrittenByANewerNimbusIsRefusedAndLeftAsItIs) {
+  const std::string url = fresh_database();
+  ManualClock clock;
+  {
+    auto s = open_store(url, "", clock);
+    ASSERT_TRUE(s.ok()) << s.error().message;
+  }
+  ASSERT_TRUE(sql(url, "UPDATE nimbus_meta SET value='99' WHERE key='schema'"));
+  auto newer = open_store(url, "", clock);
+  ASSERT_FALSE(newer.ok());
+  EXPECT_NE(newer.error().message.find("written by a newer Nimbus (schema version 99, this build reads up to 1)"),
+            std::string::npos)
+      << newer.error().message;
+}
+
+TEST(PostgresStore, AnUnreachableServerIsNamedWithoutItsPassword) {
+  ManualClock clock;
+  const std::string url = "postgres://nimbus:s3cret@127.0.0.1:" + std::to_string(testing::free_port()) + "/x?connect_timeout=2";
+  auto s = open_store(url, "", clock);
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.error().message.find("cannot connect to PostgreSQL at postgres://nimbus:***@127.0.0.1:"), std::string::npos)
+      << s.error().message;
+  EXPECT_EQ(s.error().message.find("s3cret"), std::string::npos) << s.error().message;
+}
+
+// The server stops and comes back (its own folder: the run's shared server stays up): what
+// is submitted meanwhile fails with an io error naming PostgreSQL, and the same store works
+// again once the server is back, without being reopened. Nothing committed before is lost.
+TEST(PostgresStore, TheStoreCarriesOnAfterTheServerRestarts) {
+  testing::PostgresServer server(fresh_dir());
+  ASSERT_TRUE(server.start()) << server.error();
+  const std::string url = server.url("postgres");
+  ManualClock clock;
+  auto s = open_store(url, "", clock);
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  auto enqueue = [&](const std::string& payload) {
+    Batch b;
+    NewMessage m;
+    m.payload = payload;
+    b.enqueues.push_back({"q", m});
+    return (*s)->commit_sync(std::move(b));
+  };
+  ASSERT_TRUE(enqueue("before").ok());
+  server.stop();
+  auto down = enqueue("while down");
+  ASSERT_FALSE(down.ok());
+  EXPECT_EQ(down.error().code, store_error::io);
+  EXPECT_NE(down.error().message.find("PostgreSQL"), std::string::npos) << down.error().message;
+  auto read_down = (*s)->peek("q", 10);
+  EXPECT_FALSE(read_down.ok());
+  ASSERT_TRUE(server.start()) << server.error();
+  ASSERT_TRUE(enqueue("after").ok());
+  auto all = (*s)->peek("q", 10);
+  ASSERT_TRUE(all.ok()) << all.error().message;
+  std::vector<std::string> payloads;
+  for (const auto& m : *all) payloads.push_back(m.payload);
+  EXPECT_EQ(payloads, (std::vector<std::string>{"before", "after"}));
+  s->reset();
+  server.stop();
+  std::error_code ec;
+  fs::remove_all(server.dir(), ec);
+}
+
+}  // namespace
+}  // namespace nimbus
