@@ -10,11 +10,17 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libmosquitto-dev mosquitto mosquitto-clients
   libpq-dev postgresql  # store: postgres:// (libpq), and the server its tests start (initdb, pg_ctl)
+  haproxy nginx python3-yaml  # tests of deploy/ (and the load balancer of the many-host tests)
   python3 python3-prometheus-client nodejs libseccomp-dev
   clang libclang-rt-dev  # the fuzz targets (make fuzz, make test): libFuzzer comes with compiler-rt
 )
 if [[ ${NIMBUS_BENCH:-0} == 1 ]]; then
   packages+=(wrk procps util-linux)
+fi
+
+# kubectl checks deploy/kubernetes (kubectl kustomize); Debian ships it as kubernetes-client.
+if ! command -v kubectl >/dev/null 2>&1; then
+  packages+=(kubernetes-client)
 fi
 
 # npm comes with some builds of nodejs (NodeSource's); Debian's nodejs needs Debian's npm.

@@ -22,6 +22,7 @@
 #include "store/store.h"
 #include <thread>
 #include "harness.h"
+#include "postgres_server.h"
 
 namespace nimbus::testing {
 
@@ -135,6 +136,53 @@ struct Admin {
     return pred();
   }
 };
+
+// The `store:` URL of a test app on `backend`: the embedded file, or a fresh database on the
+// run's PostgreSQL server (tests/postgres_server.h). Empty with a test failure if there is none.
+inline std::string store_url(const std::string& backend) {
+  if (backend == "sqlite") return "sqlite:.nimbus/state.db";
+  std::string why;
+  PostgresServer* server = shared_postgres(&why);
+  EXPECT_NE(server, nullptr) << why;
+  if (!server) return {};
+  std::string url = server->create_database();
+  EXPECT_FALSE(url.empty()) << server->error();
+  return url;
+}
+
+// Enqueues messages with payloads "0" to "count - 1" into `queue` of the store at `url`, in
+// one commit from outside any host; the error, if it failed.
+inline std::string enqueue_numbered(const std::string& url, const std::filesystem::path& base, const std::string& queue,
+                                    int count) {
+  ManualClock clock;
+  auto store = open_store(url, base, clock);
+  if (!store.ok()) return store.error().message;
+  Batch b;
+  for (int i = 0; i < count; ++i) {
+    NewMessage m;
+    m.payload = std::to_string(i);
+    b.enqueues.push_back({queue, std::move(m)});
+  }
+  auto r = (*store)->commit_sync(std::move(b));
+  return r.ok() ? std::string() : r.error().message;
+}
+
+// `nimbus_invocations_total` of `function` with outcome success, summed over triggers, from a
+// host's /metrics.
+inline int64_t invocations_succeeded(int admin_port, const std::string& function) {
+  Response r = request(admin_port, "GET", "/metrics");
+  int64_t sum = 0;
+  const std::string prefix = "nimbus_invocations_total{function=\"" + function + "\",";
+  std::size_t at = 0;
+  while ((at = r.body.find(prefix, at)) != std::string::npos) {
+    const std::size_t end = r.body.find('\n', at);
+    const std::string line = r.body.substr(at, end - at);
+    at = end;
+    if (line.find("outcome=\"success\"") == std::string::npos) continue;
+    sum += std::stoll(line.substr(line.rfind(' ') + 1));
+  }
+  return sum;
+}
 
 inline std::string relay_stage(const std::string& name, const std::string& trigger, const std::string& output,
                         const std::string& extra = "") {

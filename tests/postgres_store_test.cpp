@@ -130,8 +130,12 @@ TEST(PostgresStore, TheStoreCarriesOnAfterTheServerRestarts) {
   EXPECT_NE(down.error().message.find("PostgreSQL"), std::string::npos) << down.error().message;
   auto read_down = (*s)->peek("q", 10);
   EXPECT_FALSE(read_down.ok());
+  const Store::Health down_health = (*s)->health();
+  EXPECT_FALSE(down_health.available);
+  EXPECT_NE(down_health.problem.find("PostgreSQL"), std::string::npos) << down_health.problem;
   ASSERT_TRUE(server.start()) << server.error();
   ASSERT_TRUE(enqueue("after").ok());
+  EXPECT_TRUE((*s)->health().available) << "a commit went through: the store is back";
   auto all = (*s)->peek("q", 10);
   ASSERT_TRUE(all.ok()) << all.error().message;
   std::vector<std::string> payloads;

@@ -112,10 +112,7 @@ void AdminApi::handle(IncomingRequest& request, Responder respond) {
   std::string_view path = target.substr(0, target.find('?'));
   std::string_view method = request.method();
   if (path == "/healthz") return respond(json_reply(200, {{"status", "ok"}}));
-  if (path == "/readyz") {
-    return status_.draining.load() ? respond(json_reply(503, {{"status", "draining"}}))
-                                   : respond(json_reply(200, {{"status", "ready"}}));
-  }
+  if (path == "/readyz") return respond(readiness(status_.draining.load(), store_));
   if (path == "/metrics") {
     return respond(HttpReply{200, {{"content-type", "text/plain; version=0.0.4; charset=utf-8"}}, metrics_.render()});
   }
@@ -584,13 +581,22 @@ std::string AdminApi::status_json() const {
       {"pid", status_.pid},
       {"http", status_.http_url},
       {"admin", status_.admin_url},
-      {"store", app_.store},
+      {"store", redact_store_url(app_.store)},
       {"uptime_seconds", uptime},
       {"draining", status_.draining.load()},
       {"functions", app_.functions.size()},
       {"running", running},
       {"waiting", waiting},
   };
+  if (store_) {
+    const Store::Health health = store_->health();
+    json::object h{{"available", health.available}};
+    if (!health.available) {
+      h["problem"] = health.problem;
+      h["since_ms"] = health.since_ms;
+    }
+    out["store_health"] = std::move(h);
+  }
   for (const StatusField& field : fields_) {
     boost::system::error_code ec;
     json::value v = json::parse(field.json(), ec);

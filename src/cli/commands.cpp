@@ -123,7 +123,11 @@ int cmd_status(const fs::path& dir, bool as_json) {
             << (s.at("draining").as_bool() ? ", draining" : "") << ")\n"
             << "http     " << json_string(s, "http") << "\n"
             << "admin    " << json_string(s, "admin") << "\n"
-            << "store    " << json_string(s, "store") << "\n";
+            << "store    " << json_string(s, "store");
+  if (const auto* h = s.if_contains("store_health"); h && h->is_object() && !h->as_object().at("available").as_bool()) {
+    std::cout << " (UNAVAILABLE: " << json_string(h->as_object(), "problem") << ")";
+  }
+  std::cout << "\n";
   if (const auto* m = s.if_contains("mqtt"); m && m->is_object()) {
     std::cout << "mqtt     " << json_string(m->as_object(), "broker")
               << (m->as_object().at("connected").as_bool() ? " (connected)" : " (not connected; retrying)") << "\n";

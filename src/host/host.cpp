@@ -116,6 +116,16 @@ int run_host(const AppSpec& app, const HostOptions& options) {
   }
   LogSink sink(STDOUT_FILENO);
   Logger logger(sink, clock, app.name);
+  // A store across the network may lose its server: say so once when it goes and once when it
+  // is back (/readyz answers 503 meanwhile; work that needs the store fails and is retried).
+  (*store)->on_health_change([&logger, url = redact_store_url(app.store)](const Store::Health& h) {
+    if (h.available) {
+      logger.host(LogLevel::info, "store available again", {{"store", url}});
+    } else {
+      logger.host(LogLevel::error, "store unavailable; /readyz answers 503 until it is back",
+                  {{"store", url}, {"reason", h.problem}});
+    }
+  });
   std::vector<std::string> names;
   for (const auto& fn : app.functions) names.push_back(fn.name);
   Metrics metrics(names);
@@ -197,7 +207,7 @@ int run_host(const AppSpec& app, const HostOptions& options) {
   }
   std::cout << "nimbus listening on " << status.http_url << " admin " << status.admin_url << std::endl;
   logger.host(LogLevel::info, "host started",
-              {{"http", status.http_url}, {"admin", status.admin_url}, {"store", app.store},
+              {{"http", status.http_url}, {"admin", status.admin_url}, {"store", redact_store_url(app.store)},
                {"functions", static_cast<int64_t>(app.functions.size())},
                {"loops", static_cast<int64_t>(loops.size())}});
 

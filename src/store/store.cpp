@@ -61,7 +61,40 @@ class Watch final : public Store::ChangeWatch {
 
 }  // namespace
 
-Store::Store() : io_(std::make_unique<IoThreads>()), watchers_(std::make_shared<Watchers>()) {}
+struct Store::HealthState {
+  mutable std::mutex mu;
+  Health now;
+  std::function<void(const Health&)> listener;
+};
+
+Store::Store()
+    : io_(std::make_unique<IoThreads>()), watchers_(std::make_shared<Watchers>()), health_(std::make_unique<HealthState>()) {}
+
+Store::Health Store::health() const {
+  std::lock_guard lock(health_->mu);
+  return health_->now;
+}
+
+void Store::on_health_change(std::function<void(const Health&)> listener) {
+  std::lock_guard lock(health_->mu);
+  health_->listener = std::move(listener);
+}
+
+void Store::set_health(bool available, const std::string& problem, int64_t now_ms) {
+  std::function<void(const Health&)> listener;
+  Health changed;
+  {
+    std::lock_guard lock(health_->mu);
+    if (health_->now.available == available) {
+      if (!available) health_->now.problem = problem;  // the latest reason, no new event
+      return;
+    }
+    health_->now = Health{available, available ? std::string() : problem, now_ms};
+    changed = health_->now;
+    listener = health_->listener;
+  }
+  if (listener) listener(changed);
+}
 
 std::unique_ptr<Store::ChangeWatch> Store::watch_changes(ChangeListener listener) {
   uint64_t id = 0;
@@ -264,6 +297,17 @@ Headers decode_headers(const void* data, int size) {
     out.push_back(std::move(h));
   }
   return out;
+}
+
+std::string redact_store_url(const std::string& url) {
+  // scheme://user:password@host... -> scheme://user:***@host...
+  const auto scheme = url.find("://");
+  if (scheme == std::string::npos) return url;
+  const auto at = url.find('@', scheme + 3);
+  if (at == std::string::npos) return url;
+  const auto colon = url.find(':', scheme + 3);
+  if (colon == std::string::npos || colon > at) return url;
+  return url.substr(0, colon + 1) + "***" + url.substr(at);
 }
 
 }  // namespace nimbus

@@ -337,6 +337,18 @@ class Store {
   };
   [[nodiscard]] virtual std::unique_ptr<ChangeWatch> watch_changes(ChangeListener listener);
 
+  // Whether the backend can reach its data now. The embedded store always can; a backend
+  // across the network loses its server (the PostgreSQL one says why and since when). The
+  // host answers /readyz 503 while it cannot, and logs each change.
+  struct Health {
+    bool available = true;
+    std::string problem;   // why not, while not
+    int64_t since_ms = 0;  // when it last changed (unix ms, the host's clock); 0 = never
+  };
+  Health health() const;
+  // Called on each change of health, on the backend's thread that saw it; must not block.
+  void on_health_change(std::function<void(const Health&)> listener);
+
   // Finishes what was submitted, then stops the writer.
   virtual void close() = 0;
 
@@ -357,12 +369,16 @@ class Store {
   static bool on_io_thread();
   // A backend calls this with the names a commit woke (deduplicated).
   void notify_changes(const std::vector<std::string>& names) const;
+  // A backend says it can (or cannot, and why) reach its data; only changes are passed on.
+  void set_health(bool available, const std::string& problem, int64_t now_ms);
 
  private:
   struct IoThreads;
   std::unique_ptr<IoThreads> io_;
   struct Watchers;
   std::shared_ptr<Watchers> watchers_;
+  struct HealthState;
+  std::unique_ptr<HealthState> health_;
 };
 
 // What an acknowledged commit survives: the promise a user picks (the manifest's
@@ -384,6 +400,9 @@ struct StoreOptions {
 // with it (not a database, corrupt, unreadable, locked; an unknown scheme or option).
 Expected<std::unique_ptr<Store>> open_store(const std::string& url, const std::filesystem::path& base,
                                             const Clock& clock, StoreOptions options = {});
+
+// The URL with its password (if any) replaced by "***", for log lines, errors and status.
+std::string redact_store_url(const std::string& url);
 
 // The files and folders on this machine that the store a URL names keeps its data in (a
 // sandbox hides them from functions); none for a store across the network.

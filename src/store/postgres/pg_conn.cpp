@@ -72,7 +72,7 @@ Status Connection::connect() {
     std::string why = conn_ ? PQerrorMessage(conn_) : "out of memory";
     while (!why.empty() && (why.back() == '\n' || why.back() == ' ')) why.pop_back();
     last_ = PgError{"08001", why, true};
-    return Error{"cannot connect to PostgreSQL at " + redact_url(url_) + ": " + why, store_error::io};
+    return Error{"cannot connect to PostgreSQL at " + redact_store_url(url_) + ": " + why, store_error::io};
   }
   // Times are the host's (its injected clock), never the server's; text is UTF-8.
   return exec("SET client_encoding = 'UTF8'; SET TIME ZONE 'UTC'");
@@ -130,17 +130,6 @@ Status Connection::exec(const std::string& sql) {
 void Connection::rollback() {
   if (!connected()) return;
   PQclear(PQexec(conn_, "ROLLBACK"));
-}
-
-std::string redact_url(const std::string& url) {
-  // scheme://user:password@host... -> scheme://user:***@host...
-  const auto scheme = url.find("://");
-  if (scheme == std::string::npos) return url;
-  const auto at = url.find('@', scheme + 3);
-  if (at == std::string::npos) return url;
-  const auto colon = url.find(':', scheme + 3);
-  if (colon == std::string::npos || colon > at) return url;
-  return url.substr(0, colon + 1) + "***" + url.substr(at);
 }
 
 }  // namespace nimbus::pg

@@ -88,7 +88,4 @@ class Connection {
   PgError last_;
 };
 
-// The URL with its password (if any) replaced by "***", for log lines and errors.
-std::string redact_url(const std::string& url);
-
 }  // namespace nimbus::pg

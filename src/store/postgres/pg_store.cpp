@@ -131,7 +131,7 @@ Status PgStore::open() {
     if (v->size() > 0) {
       const int found = std::stoi(v->text(0, 0));
       if (found > kSchemaVersion) {
-        return Error{"the PostgreSQL database at " + redact_url(url_) + " was written by a newer Nimbus (schema version " +
+        return Error{"the PostgreSQL database at " + redact_store_url(url_) + " was written by a newer Nimbus (schema version " +
                          std::to_string(found) + ", this build reads up to " + std::to_string(kSchemaVersion) +
                          "); upgrade this host, or point it at another database",
                      store_error::io};
@@ -169,9 +169,12 @@ void PgStore::listen_loop_with(Connection& conn) {
   for (;;) {
     if (!conn.connected()) {
       // The server went away: try again every second until it is back (or the store closes).
+      // This connection is the store's probe: its loss and return are the store's health.
+      const std::string why = conn.last_error().connection_lost ? conn.last_error().message : "the server closed it";
+      set_health(false, "the connection to PostgreSQL at " + redact_store_url(url_) + " was lost: " + why, unix_ms(clock_));
       pollfd stop{stop_pipe_[0], POLLIN, 0};
       if (::poll(&stop, 1, 1000) > 0) return;
-      if (conn.connect()) (void)conn.exec(std::string("LISTEN ") + kChannel);
+      if (conn.connect() && conn.exec(std::string("LISTEN ") + kChannel)) set_health(true, {}, unix_ms(clock_));
       continue;
     }
     pollfd fds[2] = {{PQsocket(conn.raw()), POLLIN, 0}, {stop_pipe_[0], POLLIN, 0}};
@@ -204,6 +207,11 @@ void PgStore::write_loop() {
     if (group.empty()) return;  // closed and drained
     std::vector<std::string> woken;
     Status commit = run_group(group, woken);
+    if (commit) {
+      set_health(true, {}, unix_ms(clock_));
+    } else if (!writer_conn_->connected()) {
+      set_health(false, commit.error().message, unix_ms(clock_));
+    }
     if (commit && !woken.empty()) notify_changes(woken);  // consumers hear before committers return
     for (auto& op : group) op.done(commit ? std::move(op.outcome) : commit);
     group.clear();
@@ -231,7 +239,7 @@ Status PgStore::run_group(std::vector<Op>& group, std::vector<std::string>& woke
     op.outcome = op.apply(c, woken);
     if (c.last_error().connection_lost && !c.connected()) {
       woken.clear();
-      return Error{"the connection to PostgreSQL at " + redact_url(url_) + " was lost during a commit: " +
+      return Error{"the connection to PostgreSQL at " + redact_store_url(url_) + " was lost during a commit: " +
                        c.last_error().message,
                    store_error::io};
     }

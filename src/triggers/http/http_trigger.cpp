@@ -1,5 +1,6 @@
 #include "triggers/http/http_trigger.h"
 
+#include <boost/json.hpp>
 #include <cstring>
 #include <thread>
 
@@ -40,6 +41,20 @@ std::optional<std::string> query_param(std::string_view q, std::string_view name
     q.remove_prefix(amp + 1);
   }
   return std::nullopt;
+}
+
+namespace json = boost::json;
+
+HttpReply readiness(bool draining, const Store* store) {
+  if (draining) return plain_json(503, "{\"status\":\"draining\"}");
+  if (store) {
+    if (auto health = store->health(); !health.available) {
+      return plain_json(503, json::serialize(json::object{{"status", "store_unavailable"},
+                                                          {"reason", health.problem},
+                                                          {"since_ms", health.since_ms}}));
+    }
+  }
+  return plain_json(200, "{\"status\":\"ready\"}");
 }
 
 HttpReply reply_for(Result&& result, std::string_view function, std::string_view id) {
@@ -145,10 +160,7 @@ void HttpTrigger::handle(IncomingRequest& request, Responder respond) {
   std::string_view method = request.method();
 
   if (path == "/healthz") return respond(plain_json(200, "{\"status\":\"ok\"}"));
-  if (path == "/readyz") {
-    return draining_.load() ? respond(plain_json(503, "{\"status\":\"draining\"}"))
-                            : respond(plain_json(200, "{\"status\":\"ready\"}"));
-  }
+  if (path == "/readyz") return respond(readiness(draining_.load(), options_.store));
 
   if (path.rfind(kJobsPath, 0) == 0 && method == "GET") return job_status(path.substr(std::strlen(kJobsPath)), std::move(respond));
 

@@ -76,6 +76,11 @@ class HttpTrigger final : public Trigger, public RequestHandler {
   int port_ = 0;
 };
 
+// /readyz (public and admin listeners): 200 {"status":"ready"}; 503 {"status":"draining"} once
+// the host stops taking work; 503 {"status":"store_unavailable","reason":...} while the store
+// cannot reach its data (a database that is down), so a load balancer sends work elsewhere.
+HttpReply readiness(bool draining, const Store* store);
+
 // What the caller sees for a Result: the function's own reply, or a JSON error.
 HttpReply reply_for(Result&& result, std::string_view function, std::string_view invocation_id);
 

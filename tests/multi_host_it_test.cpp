@@ -1,0 +1,122 @@
+// End to end: several hosts (real `nimbus` processes, each with its own app folder) on one
+// PostgreSQL database: they share a queue as competing consumers and emit each output once,
+// and each due time of a timer runs once among them.
+#include "it_common.h"
+
+namespace nimbus::testing {
+namespace {
+
+// The same app in two folders of its own (keys, tokens, native builds are per host), on `url`.
+struct TwoHosts {
+  TwoHosts(const std::string& url, const std::string& functions) {
+    const std::string text = "name: shared\nstore: \"" + url + "\"\nfunctions:\n" + functions;
+    a_dir.write("nimbus.yaml", text);
+    b_dir.write("nimbus.yaml", text);
+    a = std::make_unique<Host>(a_dir.path());
+    b = std::make_unique<Host>(b_dir.path());
+  }
+  TempDir a_dir, b_dir;
+  std::unique_ptr<Host> a, b;
+};
+
+TEST(MultiHost, TwoHostsShareAQueueAndEmitEachOutputOnce) {
+  constexpr int kMessages = 4000;
+  const std::string url = store_url("postgres");
+  ASSERT_FALSE(url.empty());
+  TwoHosts hosts(url, relay_stage("stage1", "{queue: {name: in, batch_size: 16}}", "{queue: out}", "    concurrency: 8\n"));
+  ASSERT_TRUE(hosts.a->started()) << hosts.a->errors();
+  ASSERT_TRUE(hosts.b->started()) << hosts.b->errors();
+  // One commit from outside both hosts: its NOTIFY wakes both at once.
+  ASSERT_EQ(enqueue_numbered(url, "", "in", kMessages), "");
+  Admin admin{hosts.a->admin_port(), hosts.a->admin_token()};
+  ASSERT_TRUE(admin.wait([&] { return admin.peek("out").size() >= static_cast<std::size_t>(kMessages); }, 60000))
+      << admin.call("GET", "/admin/queues").body;
+  auto out = admin.peek("out");
+  std::set<std::string> payloads;
+  for (auto& m : out) payloads.insert(std::string(m["payload"].as_string()));
+  EXPECT_EQ(out.size(), static_cast<std::size_t>(kMessages)) << "an output emitted twice";
+  for (int i = 0; i < kMessages; ++i) ASSERT_TRUE(payloads.count(std::to_string(i) + "|stage1")) << "message " << i << " lost";
+  EXPECT_TRUE(admin.peek("in").empty());
+  const int64_t on_a = invocations_succeeded(hosts.a->admin_port(), "stage1");
+  const int64_t on_b = invocations_succeeded(hosts.b->admin_port(), "stage1");
+  EXPECT_EQ(on_a + on_b, kMessages) << "a message ran on both hosts (a " << on_a << ", b " << on_b << ")";
+  EXPECT_GT(on_a, 0) << "host a took no share";
+  EXPECT_GT(on_b, 0) << "host b took no share";
+  EXPECT_EQ(hosts.a->signal_and_wait(SIGTERM), 0);
+  EXPECT_EQ(hosts.b->signal_and_wait(SIGTERM), 0);
+}
+
+TEST(MultiHost, EachDueTimeOfATimerRunsOnceAmongTheHosts) {
+  const std::string url = store_url("postgres");
+  ASSERT_FALSE(url.empty());
+  TwoHosts hosts(url, relay_stage("tick", "{timer: {schedule: \"* * * * * *\"}}", "{queue: ticks}"));
+  ASSERT_TRUE(hosts.a->started()) << hosts.a->errors();
+  ASSERT_TRUE(hosts.b->started()) << hosts.b->errors();
+  Admin admin{hosts.b->admin_port(), hosts.b->admin_token()};
+  ASSERT_TRUE(admin.wait([&] { return admin.peek("ticks").size() >= 4; }, 15000)) << hosts.a->output();
+  EXPECT_EQ(hosts.a->signal_and_wait(SIGTERM), 0);
+  EXPECT_EQ(hosts.b->signal_and_wait(SIGTERM), 0);
+  ManualClock clock;
+  auto store = open_store(url, "", clock);
+  ASSERT_TRUE(store.ok()) << store.error().message;
+  auto all = (*store)->peek("ticks", 1000);
+  ASSERT_TRUE(all.ok()) << all.error().message;
+  std::multiset<std::string> times;
+  for (const auto& m : *all) {
+    const std::string payload = m.payload.substr(0, m.payload.rfind('|'));
+    times.insert(std::string(parse_object(payload)["scheduled_time"].as_string()));
+  }
+  ASSERT_GE(times.size(), 4u);
+  for (const auto& t : times) EXPECT_EQ(times.count(t), 1u) << "due time " << t << " ran on both hosts";
+}
+
+// The database stops under a running host (its own server here: the run's shared one stays
+// up): /readyz answers 503 naming the store, the log says so once, `nimbus status` shows it,
+// work that needs the store is refused rather than accepted and lost; when the database is
+// back the host says so and carries on by itself, without a restart.
+TEST(PostgresHost, ADatabaseThatStopsIsReportedAndTheHostResumesByItself) {
+  TempDir pg_dir;
+  PostgresServer server(pg_dir.path() / "pg");
+  ASSERT_TRUE(server.start()) << server.error();
+  TempDir dir;
+  dir.write("nimbus.yaml", "name: resume\nstore: \"" + server.url("postgres") + "\"\nfunctions:\n" +
+                               relay_stage("stage1", "{queue: {name: in}}", "{queue: out}"));
+  Host host(dir.path());
+  ASSERT_TRUE(host.started()) << host.errors();
+  Admin admin{host.admin_port(), host.admin_token()};
+  ASSERT_EQ(admin.call("POST", "/admin/queues/in/messages", "one").status, 201);
+  ASSERT_TRUE(admin.wait([&] { return admin.peek("out").size() == 1; })) << host.output();
+  EXPECT_EQ(request(host.http_port(), "GET", "/readyz").status, 200);
+
+  server.stop();
+  Response ready;
+  ASSERT_TRUE(admin.wait([&] {
+    ready = request(host.http_port(), "GET", "/readyz");
+    return ready.status == 503;
+  })) << ready.body;
+  EXPECT_NE(ready.body.find("\"status\":\"store_unavailable\""), std::string::npos) << ready.body;
+  EXPECT_NE(ready.body.find("PostgreSQL"), std::string::npos) << ready.body;
+  EXPECT_EQ(request(host.admin_port(), "GET", "/readyz").status, 503);
+  Response refused = admin.call("POST", "/admin/queues/in/messages", "two");
+  EXPECT_NE(refused.status, 201) << "accepted with no store to keep it";
+  CommandResult status = run_nimbus({"status"}, dir.path());
+  EXPECT_NE(status.out.find("UNAVAILABLE"), std::string::npos) << status.out << status.err;
+  EXPECT_TRUE(admin.wait([&] { return host.output().find("store unavailable") != std::string::npos; })) << host.output();
+
+  ASSERT_TRUE(server.start()) << server.error();
+  ASSERT_TRUE(admin.wait([&] { return request(host.http_port(), "GET", "/readyz").status == 200; }, 20000))
+      << host.output();
+  // The line follows the change of state that /readyz reads: wait for it too.
+  EXPECT_TRUE(admin.wait([&] { return host.output().find("store available again") != std::string::npos; }))
+      << host.output();
+  ASSERT_EQ(admin.call("POST", "/admin/queues/in/messages", "three").status, 201);
+  ASSERT_TRUE(admin.wait([&] { return admin.peek("out").size() == 2; }, 20000)) << host.output();
+  std::set<std::string> out;
+  for (auto& m : admin.peek("out")) out.insert(std::string(m["payload"].as_string()));
+  EXPECT_EQ(out, (std::set<std::string>{"one|stage1", "three|stage1"}));
+  EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
+  server.stop();
+}
+
+}  // namespace
+}  // namespace nimbus::testing
