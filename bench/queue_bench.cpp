@@ -6,7 +6,8 @@
 //   3. one message every 1 ms (LAT_N of them), consumer idle and waiting
 //                                                         -> enqueue-to-completion p50/p99
 // "Completion" is the commit of the message's ack (the moment BullMQ's 'completed' fires).
-// Prints one JSON object. Env: N (100000), LAT_N (1000), BATCH_SIZE (256), CONCURRENCY (256).
+// Prints one JSON object. Env: N (100000), LAT_N (1000), BATCH_SIZE (256), CONCURRENCY (256), STORE
+// (a store URL; default the embedded store in a temporary folder).
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -68,7 +69,9 @@ int run() {
   auto dir = std::filesystem::temp_directory_path() / ("nimbus-queue-bench-" + std::to_string(rd()));
   std::filesystem::create_directories(dir);
   SystemClock clock;
-  auto opened = open_store("sqlite:state.db", dir, clock);
+  // STORE: the store's URL (default: the embedded one in a temporary folder).
+  const char* url = std::getenv("STORE");
+  auto opened = open_store(url && *url ? url : "sqlite:state.db", dir, clock);
   if (!opened) {
     std::fprintf(stderr, "%s\n", opened.error().message.c_str());
     return 1;

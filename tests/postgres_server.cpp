@@ -88,9 +88,12 @@ bool PostgresServer::start() {
       return false;
     }
   }
-  // Tests simulate killed hosts and restarted servers, never power loss: no fsync.
+  // Tests simulate killed hosts and restarted servers, never power loss: no fsync, unless
+  // NIMBUS_PG_FSYNC=on asks for the server's defaults (benchmarks against peers that keep them).
+  const char* keep_fsync = std::getenv("NIMBUS_PG_FSYNC");
+  const bool fsync = keep_fsync && std::string(keep_fsync) == "on";
   const std::string options = "-p " + std::to_string(port_) + " -k " + dir_.string() +
-                              " -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off"
+                              " -c listen_addresses=127.0.0.1" + (fsync ? "" : " -c fsync=off -c full_page_writes=off") +
                               " -c max_connections=300 -c shared_buffers=32MB";
   if (!run("pg_ctl start", {(bin / "pg_ctl").string(), "-D", data.string(), "-l", (data / "postgres.log").string(), "-w",
                             "-t", "60", "-o", options, "start"})) {

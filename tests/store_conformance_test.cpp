@@ -189,6 +189,37 @@ TEST_P(StoreConformance, OneFailingCommitDoesNotFailOthersInTheSameGroup) {
   EXPECT_EQ(all->size(), 4u);
 }
 
+// Completions submitted in a burst share a commit: one with a stale lease among them fails
+// alone, and every other is acknowledged.
+TEST_P(StoreConformance, AStaleAckAmongABurstOfAcksFailsAloneAndTheRestAreAcked) {
+  for (int i = 0; i < 20; ++i) enqueue("burst", msg(std::to_string(i)));
+  auto got = receive("burst", 20);
+  ASSERT_EQ(got.size(), 20u);
+  std::mutex mu;
+  std::condition_variable cv;
+  int answered = 0, ok = 0, conflicts = 0;
+  for (int i = 0; i < 20; ++i) {
+    Batch b = ack(got[static_cast<std::size_t>(i)]);
+    if (i == 7) b.acks[0].lease = "stale";
+    store_->commit(std::move(b), [&](Expected<BatchResult> r) {
+      std::lock_guard l(mu);
+      ++answered;
+      if (r.ok()) ++ok;
+      else if (r.error().code == store_error::conflict) ++conflicts;
+      cv.notify_all();
+    });
+  }
+  std::unique_lock l(mu);
+  ASSERT_TRUE(cv.wait_for(l, 10s, [&] { return answered == 20; }));
+  EXPECT_EQ(ok, 19);
+  EXPECT_EQ(conflicts, 1);
+  l.unlock();
+  auto left = store_->peek("burst", 100);
+  ASSERT_TRUE(left.ok());
+  ASSERT_EQ(left->size(), 1u);
+  EXPECT_EQ((*left)[0].payload, "7");
+}
+
 TEST_P(StoreConformance, TopicsCopyToEveryMatchingSubscription) {
   ASSERT_TRUE(store_->subscribe_sync({"orders", "audit", "", "", ""}).ok());
   ASSERT_TRUE(store_->subscribe_sync({"orders", "created", "order.created", "", ""}).ok());

@@ -353,11 +353,20 @@ Status PgStore::emit_blob_events(Connection& c, const BlobInfo& info, BlobEvent 
 void PgStore::commit(Batch batch, CommitDone done) {
   auto b = std::make_shared<Batch>(std::move(batch));
   auto result = std::make_shared<BatchResult>();
-  submit([this, b, result](Connection& c, std::vector<std::string>& woken) { return apply(c, *b, *result, woken); },
-         [done = std::move(done), result](Status st) {
-           if (!st) return done(st.error());
-           done(std::move(*result));
-         });
+  // Nothing but acks (a consumer's completion with no outputs): acked with the group's others.
+  const bool acks_only = !b->acks.empty() && b->retries.empty() && b->dead.empty() && b->enqueues.empty() &&
+                         b->publishes.empty() && b->puts.empty() && b->deletes.empty() && b->appends.empty() &&
+                         b->checkpoints.empty() && b->blob_puts.empty() && b->blob_deletes.empty();
+  submit(
+      [this, b, result](Connection& c, std::vector<std::string>& woken) {
+        *result = BatchResult{};  // a group that runs again runs this again
+        return apply(c, *b, *result, woken);
+      },
+      [done = std::move(done), result](Status st) {
+        if (!st) return done(st.error());
+        done(std::move(*result));
+      },
+      acks_only ? b->acks : std::vector<LeaseRef>{});
 }
 
 }  // namespace nimbus::pg

@@ -196,8 +196,8 @@ void PgStore::listen_loop_with(Connection& conn) {
   }
 }
 
-void PgStore::submit(Apply apply, std::function<void(Status)> done) {
-  Op op{std::move(apply), std::move(done)};
+void PgStore::submit(Apply apply, std::function<void(Status)> done, std::vector<LeaseRef> acks_only) {
+  Op op{std::move(apply), std::move(done), ok_status(), std::move(acks_only)};
   if (!queue_.push(op)) op.done(Error{"the store is closed", store_error::io});
 }
 
@@ -225,9 +225,45 @@ Status PgStore::run_group(std::vector<Op>& group, std::vector<std::string>& woke
     if (auto st = c.exec("SET synchronous_commit = on"); !st) return st;
     writer_pid_ = c.backend_pid();
   }
+  // Optimistically without savepoints (each costs two round trips per operation): nearly
+  // every group commits whole. If one operation fails, the transaction is rolled back and the
+  // group runs again with a savepoint around each operation, so that only that one fails.
+  // Operations start from scratch each time they run (their results are reset by them).
+  bool retry = false;
+  Status st = run_pass(group, woken, group.size() > 1 ? Pass::optimistic : Pass::alone, retry);
+  if (retry) {
+    woken.clear();
+    st = run_pass(group, woken, Pass::savepoints, retry);
+  }
+  return st;
+}
+
+Status PgStore::run_pass(std::vector<Op>& group, std::vector<std::string>& woken, Pass pass, bool& retry) {
+  Connection& c = *writer_conn_;
+  retry = false;
   if (auto st = c.exec("BEGIN"); !st) return st;
-  const bool savepoints = group.size() > 1;
+  const bool savepoints = pass == Pass::savepoints;
+  bool acked_together = false;
+  if (pass == Pass::optimistic) {
+    auto all = ack_all(c, group);
+    if (!all) {
+      c.rollback();
+      if (!c.connected()) return all.error();
+      retry = true;
+      return ok_status();
+    }
+    if (!*all) {  // a stale lease among them: each op on its own, to fail only that one
+      c.rollback();
+      retry = true;
+      return ok_status();
+    }
+    acked_together = true;
+  }
   for (auto& op : group) {
+    if (acked_together && !op.acks_only.empty()) {
+      op.outcome = ok_status();
+      continue;
+    }
     if (savepoints) {
       if (auto st = c.exec("SAVEPOINT op"); !st) {
         c.rollback();
@@ -245,9 +281,14 @@ Status PgStore::run_group(std::vector<Op>& group, std::vector<std::string>& woke
     }
     if (!op.outcome) {
       woken.resize(mark);
-      if (!savepoints) {
+      if (pass == Pass::alone) {
         c.rollback();
         return ok_status();  // nothing else was in the transaction; the op carries its error
+      }
+      if (pass == Pass::optimistic) {
+        c.rollback();
+        retry = true;
+        return ok_status();
       }
       if (auto st = c.exec("ROLLBACK TO SAVEPOINT op"); !st) {
         c.rollback();
@@ -299,10 +340,46 @@ Status PgStore::run_group(std::vector<Op>& group, std::vector<std::string>& woke
   return ok_status();
 }
 
+namespace {
+
+// A PostgreSQL array literal of text values: {"a","b\"c"}.
+std::string text_array(const std::vector<std::string>& values) {
+  std::string out = "{";
+  for (std::size_t i = 0; i < values.size(); ++i) {
+    if (i) out += ',';
+    out += '"';
+    for (char ch : values[i]) {
+      if (ch == '"' || ch == '\\') out += '\\';
+      out += ch;
+    }
+    out += '"';
+  }
+  return out + "}";
+}
+
+}  // namespace
+
+Expected<bool> PgStore::ack_all(Connection& c, const std::vector<Op>& group) {
+  std::vector<std::string> ids, leases;
+  for (const auto& op : group) {
+    for (const auto& ref : op.acks_only) {
+      ids.push_back(ref.id);
+      leases.push_back(ref.lease);
+    }
+  }
+  if (ids.empty()) return true;
+  auto r = c.run(
+      "DELETE FROM messages m USING unnest($1::text[], $2::text[]) AS a(id, lease) WHERE m.id=a.id AND m.lease=a.lease",
+      {Param::of(text_array(ids)), Param::of(text_array(leases))});
+  if (!r) return r.error();
+  return r->affected() == static_cast<int64_t>(ids.size());
+}
+
 void PgStore::receive(std::string queue, int max, int64_t lease_ms, ReceiveDone done) {
   auto out = std::make_shared<std::vector<Message>>();
   submit(
       [this, queue = std::move(queue), max, lease_ms, out](Connection& c, std::vector<std::string>&) -> Status {
+        out->clear();  // a group that runs again runs this again
         const int64_t now = unix_ms(clock_);
         // Rows another host holds are skipped, not waited for: competing consumers never
         // block each other, and never take the same message.
@@ -396,6 +473,7 @@ void PgStore::trim_stream(std::string stream, int64_t before_ms, int64_t keep_la
   auto n = std::make_shared<int64_t>(0);
   submit(
       [stream = std::move(stream), before_ms, keep_last, n](Connection& c, std::vector<std::string>&) -> Status {
+        *n = 0;
         if (before_ms > 0) {
           auto del = c.run("DELETE FROM stream_records WHERE stream=$1 AND time<$2",
                            {Param::of(stream), Param::of(before_ms)});

@@ -3,8 +3,9 @@
 // embedded one (tests/store_conformance.h), for many hosts on one database.
 //
 // - Writes: one writer thread and connection per host takes every operation submitted since
-//   its last commit and runs them in one transaction (group commit), each in a savepoint when
-//   there are several, so a failing one (a stale lease, an ETag mismatch) is rolled back alone.
+//   its last commit and runs them in one transaction (group commit); if one fails (a stale
+//   lease, an ETag mismatch) the group runs again with a savepoint around each operation, so
+//   that one is rolled back alone.
 // - Queues: a receive leases with FOR UPDATE SKIP LOCKED, so hosts competing for one queue
 //   never take the same message and never wait for each other.
 // - Conditional writes (ETags, create-only, checkpoints at an offset) are single statements
@@ -85,10 +86,19 @@ class PgStore final : public Store {
     Apply apply;
     std::function<void(Status)> done;
     Status outcome = ok_status();
+    // A commit that only acknowledges (a consumer's usual completion): the optimistic pass
+    // deletes every such op's messages in one statement instead of running each.
+    std::vector<LeaseRef> acks_only;
   };
-  void submit(Apply apply, std::function<void(Status)> done);
+  void submit(Apply apply, std::function<void(Status)> done, std::vector<LeaseRef> acks_only = {});
+  // The optimistic pass's one statement for every acks-only op; false if any lease was stale.
+  Expected<bool> ack_all(Connection& c, const std::vector<Op>& group);
   void write_loop();
   Status run_group(std::vector<Op>& group, std::vector<std::string>& woken);
+  // One try at a group: `alone` (one operation, no savepoint), `optimistic` (several, none:
+  // sets `retry` and rolls back if one fails), `savepoints` (one around each operation).
+  enum class Pass { alone, optimistic, savepoints };
+  Status run_pass(std::vector<Op>& group, std::vector<std::string>& woken, Pass pass, bool& retry);
   // Runs `work` on a pooled connection; once more on a fresh one if the connection was lost.
   template <class T>
   Expected<T> read(const std::function<Expected<T>(Connection&)>& work);
