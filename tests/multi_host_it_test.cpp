@@ -70,6 +70,44 @@ TEST(MultiHost, EachDueTimeOfATimerRunsOnceAmongTheHosts) {
   for (const auto& t : times) EXPECT_EQ(times.count(t), 1u) << "due time " << t << " ran on both hosts";
 }
 
+// Every host writes a record of itself to the store: each sees the others (GET /admin/cluster,
+// nimbus status), one running another manifest is said in the log and the status, and a host
+// killed with SIGKILL drops out by itself when its record's time to live runs out.
+TEST(MultiHost, TheHostsKnowEachOtherAndADifferentManifestIsSaid) {
+  const std::string url = store_url("postgres");
+  ASSERT_FALSE(url.empty());
+  const std::string text = "name: shared\nstore: \"" + url + "\"\nfunctions:\n" + relay_stage("stage1", "{queue: {name: in}}", "{queue: out}");
+  TempDir a_dir, b_dir;
+  a_dir.write("nimbus.yaml", text);
+  b_dir.write("nimbus.yaml", text + relay_stage("stage2", "{queue: {name: out}}", "{queue: done}"));
+  Host a(a_dir.path()), b(b_dir.path());
+  ASSERT_TRUE(a.started() && b.started()) << a.errors() << b.errors();
+  Admin admin{a.admin_port(), a.admin_token()};
+  auto hosts = [&] {
+    json::object o = parse_object(admin.call("GET", "/admin/cluster").body);
+    return o.contains("hosts") ? o["hosts"].as_array() : json::array{};
+  };
+  ASSERT_TRUE(admin.wait([&] { return hosts().size() == 2; })) << admin.call("GET", "/admin/cluster").body;
+  int selves = 0, differing = 0;
+  for (const auto& h : hosts()) {
+    selves += h.as_object().at("self").as_bool() ? 1 : 0;
+    differing += h.as_object().at("same_manifest").as_bool() ? 0 : 1;
+    EXPECT_FALSE(std::string(h.as_object().at("http").as_string()).empty());
+  }
+  EXPECT_EQ(selves, 1);
+  EXPECT_EQ(differing, 1);
+  EXPECT_TRUE(admin.wait([&] { return a.output().find("another host on this store runs a different manifest") != std::string::npos; }))
+      << a.output();
+  CommandResult status = run_nimbus({"status"}, a_dir.path());
+  EXPECT_NE(status.out.find("hosts on this store (2)"), std::string::npos) << status.out << status.err;
+  EXPECT_NE(status.out.find("MANIFEST DIFFERS"), std::string::npos) << status.out;
+  EXPECT_NE(admin.call("GET", "/admin/status").body.find("\"manifest_differs_on\":[{"), std::string::npos);
+
+  EXPECT_EQ(b.signal_and_wait(SIGKILL), 128 + SIGKILL);
+  EXPECT_TRUE(admin.wait([&] { return hosts().size() == 1; }, 15000)) << "the dead host never dropped out";
+  EXPECT_EQ(a.signal_and_wait(SIGTERM), 0);
+}
+
 // The database stops under a running host (its own server here: the run's shared one stays
 // up): /readyz answers 503 naming the store, the log says so once, `nimbus status` shows it,
 // work that needs the store is refused rather than accepted and lost; when the database is

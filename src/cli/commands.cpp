@@ -112,8 +112,12 @@ int cmd_status(const fs::path& dir, bool as_json) {
   if (status->status != 200 || functions->status != 200) {
     return fail("the admin API answered " + std::to_string(status->status) + ": " + status->body);
   }
+  auto cluster = http_request(host->admin_host, host->admin_port, "GET", "/admin/cluster", "", host->token);
+  const bool has_cluster = cluster && cluster->status == 200;
   if (as_json) {
-    std::cout << "{\"status\":" << status->body << ",\"functions\":" << functions->body << "}\n";
+    std::cout << "{\"status\":" << status->body << ",\"functions\":" << functions->body;
+    if (has_cluster) std::cout << ",\"cluster\":" << cluster->body;
+    std::cout << "}\n";
     return 0;
   }
   json::object s = json::parse(status->body).as_object();
@@ -145,6 +149,21 @@ int cmd_status(const fs::path& dir, bool as_json) {
     }
     std::cout << "  " << json_string(fn, "name") << "  " << json_string(fn, "runtime") << "  " << routes
               << "  running " << fn.at("running").as_int64() << ", waiting " << fn.at("waiting").as_int64() << "\n";
+  }
+  if (has_cluster) {
+    boost::system::error_code ec;
+    json::value c = json::parse(cluster->body, ec);
+    if (!ec && c.is_object() && c.as_object().contains("hosts")) {
+      const auto& hosts = c.as_object().at("hosts").as_array();
+      std::cout << "hosts on this store (" << hosts.size() << "):\n";
+      for (const auto& hv : hosts) {
+        const auto& h = hv.as_object();
+        std::cout << "  " << json_string(h, "id") << (h.at("self").as_bool() ? " (this host)" : "") << "  "
+                  << json_string(h, "http") << "  running " << h.at("running").to_number<int64_t>() << ", waiting "
+                  << h.at("waiting").to_number<int64_t>() << ", stream partitions " << json_string(h, "partitions")
+                  << (h.at("same_manifest").as_bool() ? "" : "  MANIFEST DIFFERS") << "\n";
+      }
+    }
   }
   return 0;
 }

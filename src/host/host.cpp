@@ -17,6 +17,8 @@
 #include "pool/function_pools.h"
 #include "pool/worker_threads.h"
 #include "runtime/native/native_build.h"
+#include "core/ids.h"
+#include "host/cluster.h"
 #include "pool/fleet.h"
 #include "runtime/registry.h"
 #include "core/units.h"
@@ -191,6 +193,25 @@ int run_host(const AppSpec& app, const HostOptions& options) {
   status.started = clock.now();
   AdminApi admin(app, pools, metrics, logger, clock, *token, status, [] { kill(getpid(), SIGTERM); }, store->get());
   for (auto& t : triggers) admin.add(t->admin_views(), t->status_fields());
+  // Every host on this store, and which of them runs another manifest (host/cluster.h).
+  char hostname[256] = {};
+  ::gethostname(hostname, sizeof hostname - 1);
+  HostRegistry registry(
+      **store, clock, Timers(timers, &timer_thread), logger,
+      HostRegistry::Self{.id = std::string(hostname) + ":" + std::to_string(getpid()) + ":" +
+                               new_invocation_id().substr(0, 8),
+                         .manifest_sha256 = file_sha256(app.manifest.string()),
+                         .http = [&status] { return status.http_url; },
+                         .admin = [&status] { return status.admin_url; },
+                         .load = [&pools] {
+                           int running = 0, waiting = 0;
+                           for (int i = 0; i < pools.size(); ++i) {
+                             running += pools.at(i).running();
+                             waiting += pools.at(i).waiting();
+                           }
+                           return std::pair<int, int>{running, waiting};
+                         }});
+  admin.add({registry.view()}, {registry.status_field()});
   auto admin_port = admin.start(loops, options.admin_address, options.admin_port);
   if (!admin_port) return fail("admin listener: " + admin_port.error().message);
   status.http_url = url(options.address, http_port);
@@ -205,6 +226,7 @@ int run_host(const AppSpec& app, const HostOptions& options) {
   if (auto st = write_private_file(host_file(app.dir), boost::json::serialize(info) + "\n"); !st) {
     return fail(st.error().message);
   }
+  registry.start();
   std::cout << "nimbus listening on " << status.http_url << " admin " << status.admin_url << std::endl;
   logger.host(LogLevel::info, "host started",
               {{"http", status.http_url}, {"admin", status.admin_url}, {"store", redact_store_url(app.store)},
@@ -237,6 +259,7 @@ int run_host(const AppSpec& app, const HostOptions& options) {
   // missed while stopped runs past due later; a file waiting for a retry stays in
   // .processing/; the broker keeps what was not committed.
   for (auto& t : triggers) t->stop_taking_work();
+  registry.stop();  // leaves the cluster: the others stop counting on it at once
   // What was taken finishes and commits; the rest stays in the store for the next start.
   bool drained = true;
   for (auto& t : triggers) {
