@@ -150,6 +150,18 @@ inline std::string store_url(const std::string& backend) {
   return url;
 }
 
+// A manifest `text` (starting with its `name:` line) on the store at `url`.
+inline std::string on_store(const std::string& text, const std::string& url) {
+  const auto first = text.find('\n') + 1;
+  return text.substr(0, first) + "store: \"" + url + "\"\n" + text.substr(first);
+}
+
+// The backends every kill -9 test of the host runs on.
+inline const std::vector<std::string>& backends() {
+  static const std::vector<std::string> all = {"sqlite", "postgres"};
+  return all;
+}
+
 // Enqueues messages with payloads "0" to "count - 1" into `queue` of the store at `url`, in
 // one commit from outside any host; the error, if it failed.
 inline std::string enqueue_numbered(const std::string& url, const std::filesystem::path& base, const std::string& queue,

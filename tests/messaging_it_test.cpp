@@ -131,7 +131,7 @@ TEST_P(QueueOnEveryBackend, KillNineAtRandomMomentsLosesNothingAndEmitsNothingTw
   const std::string url = store_url(GetParam());
   ASSERT_FALSE(url.empty());
   dir.write("nimbus.yaml",
-            "name: crash\nstore: \"" + url + "\"\nfunctions:\n" +
+            on_store("name: crash\nfunctions:\n", url) +
                 relay_stage("stage1", "{queue: {name: in, lease: 1s, batch_size: 64}}", "{queue: mid}",
                             "    concurrency: 64\n") +
                 relay_stage("stage2", "{queue: {name: mid, lease: 1s, batch_size: 64}}", "{queue: out}",
@@ -175,7 +175,7 @@ TEST_P(QueueOnEveryBackend, KillNineAtRandomMomentsLosesNothingAndEmitsNothingTw
   EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
 }
 
-INSTANTIATE_TEST_SUITE_P(Backends, QueueOnEveryBackend, ::testing::Values("sqlite", "postgres"),
+INSTANTIATE_TEST_SUITE_P(Backends, QueueOnEveryBackend, ::testing::ValuesIn(backends()),
                          [](const auto& info) { return info.param; });
 
 // A legacy system drops files: the good one's output reaches the queue and the file moves to
@@ -284,10 +284,14 @@ TEST(Blob, TheTriggerFiresOncePerVersionAndItsOutputWritesABlob) {
 
 // The event is in the commit of the put: a host killed right after acknowledging puts runs
 // every one of them after its restart, and none twice (outputs and ack commit together).
-TEST(Blob, KillNineRightAfterPutsLosesNoEventAndRunsNoneTwice) {
+class BlobOnEveryBackend : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(BlobOnEveryBackend, KillNineRightAfterPutsLosesNoEventAndRunsNoneTwice) {
   constexpr int kBlobs = 20;
   TempDir dir;
-  dir.write("nimbus.yaml", blob_app("    concurrency: 1\n", "1s"));
+  const std::string url = store_url(GetParam());
+  ASSERT_FALSE(url.empty());
+  dir.write("nimbus.yaml", on_store(blob_app("    concurrency: 1\n", "1s"), url));
   {
     Host host(dir.path());
     ASSERT_TRUE(host.started()) << host.errors();
@@ -300,7 +304,7 @@ TEST(Blob, KillNineRightAfterPutsLosesNoEventAndRunsNoneTwice) {
   }
   {
     ManualClock clock;
-    auto store = open_store("sqlite:.nimbus/state.db", dir.path(), clock);
+    auto store = open_store(url, dir.path(), clock);
     ASSERT_TRUE(store.ok()) << store.error().message;
     auto log = (*store)->peek("log", 1000);
     ASSERT_TRUE(log.ok());
@@ -317,6 +321,9 @@ TEST(Blob, KillNineRightAfterPutsLosesNoEventAndRunsNoneTwice) {
   EXPECT_EQ(got, want);
   EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
 }
+
+INSTANTIATE_TEST_SUITE_P(Backends, BlobOnEveryBackend, ::testing::ValuesIn(backends()),
+                         [](const auto& info) { return info.param; });
 
 TEST(Blob, CliPutGetLsRmRoundTripTheBytesAndSayWhatIsWrong) {
   App app(manifest());

@@ -1,5 +1,6 @@
 // MQTT end to end: the real `nimbus` binary against a real Mosquitto broker started by the test
 // on a free loopback port (persistence on), with clients publishing and subscribing over it.
+#include <libpq-fe.h>
 #include <signal.h>
 #include <sqlite3.h>
 
@@ -9,6 +10,7 @@
 #include "core/clock.h"
 #include "harness.h"
 #include "mosquitto_broker.h"
+#include "postgres_server.h"
 #include "store/store.h"
 
 namespace nimbus::testing {
@@ -28,18 +30,36 @@ bool eventually(Pred pred, int timeout_ms = 15000) {
 
 // The messages of `queue` in the app's store, read the way any part reads them (a reader
 // connection beside the running host's).
-std::vector<Message> peek(const TempDir& app, const std::string& queue) {
+std::vector<Message> peek(const TempDir& app, const std::string& queue, const std::string& url = "sqlite:.nimbus/state.db") {
   ManualClock clock;
-  auto store = open_store("sqlite:.nimbus/state.db", app.path(), clock);
+  auto store = open_store(url, app.path(), clock);
   if (!store) return {};
   auto messages = (*store)->peek(queue, 1000);
   (*store)->close();
   return messages ? *messages : std::vector<Message>{};
 }
 
-std::string mqtt_app(const MosquittoBroker& broker, const std::string& functions) {
-  return "name: iot\nmqtt: {url: \"" + broker.url() + "\"}\nfunctions:\n" + functions;
+std::string mqtt_app(const MosquittoBroker& broker, const std::string& functions, const std::string& store = "") {
+  return "name: iot\n" + (store.empty() ? std::string() : "store: \"" + store + "\"\n") + "mqtt: {url: \"" +
+         broker.url() + "\"}\nfunctions:\n" + functions;
 }
+
+// The kill -9 tests run on every backend: the store URL of one (a fresh PostgreSQL database).
+class MqttOnEveryBackend : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    if (GetParam() == "sqlite") {
+      url_ = "sqlite:.nimbus/state.db";
+      return;
+    }
+    std::string why;
+    PostgresServer* server = shared_postgres(&why);
+    ASSERT_NE(server, nullptr) << why;
+    url_ = server->create_database();
+    ASSERT_FALSE(url_.empty()) << server->error();
+  }
+  std::string url_;
+};
 
 std::string native_stage(const std::string& name, const std::string& library, const std::string& topic,
                          const std::string& output, const std::string& extra = "") {
@@ -104,12 +124,13 @@ def handle(req, ctx):
 
 // kill -9 while the function runs: the message was committed before its PUBACK, so the next
 // host runs it again once its lease is over, and it is processed once.
-TEST(Mqtt, KillNineMidInvocationRunsTheMessageAgainOnTheNextHost) {
+TEST_P(MqttOnEveryBackend, KillNineMidInvocationRunsTheMessageAgainOnTheNextHost) {
   TempDir dir;
   MosquittoBroker broker(dir.path() / "broker");
   ASSERT_TRUE(broker.start()) << broker.error();
   dir.write("nimbus.yaml",
-            mqtt_app(broker, native_stage("stall", "stall", "plant/+/reading", "{queue: done}", ", lease: 1s")));
+            mqtt_app(broker, native_stage("stall", "stall", "plant/+/reading", "{queue: done}", ", lease: 1s"), url_));
+  auto peek = [&](const TempDir& app, const std::string& queue) { return testing::peek(app, queue, url_); };
   {
     Host host(dir.path());
     ASSERT_TRUE(host.started()) << host.errors();
@@ -140,24 +161,41 @@ TEST(Mqtt, KillNineMidInvocationRunsTheMessageAgainOnTheNextHost) {
 // kill -9 before the message could be committed (the store is held by another writer): no
 // PUBACK went out, so the broker keeps the message in the host's persistent session and sends
 // it again to the next host.
-TEST(Mqtt, KillNineBeforeTheCommitLeavesTheMessageWithTheBroker) {
+TEST_P(MqttOnEveryBackend, KillNineBeforeTheCommitLeavesTheMessageWithTheBroker) {
   TempDir dir;
   MosquittoBroker broker(dir.path() / "broker");
   ASSERT_TRUE(broker.start()) << broker.error();
-  dir.write("nimbus.yaml", mqtt_app(broker, native_stage("relay", "relay", "plant/#", "{queue: done}")));
+  dir.write("nimbus.yaml", mqtt_app(broker, native_stage("relay", "relay", "plant/#", "{queue: done}"), url_));
+  auto peek = [&](const TempDir& app, const std::string& queue) { return testing::peek(app, queue, url_); };
   {
     Host host(dir.path());
     ASSERT_TRUE(host.started()) << host.errors();
     ASSERT_TRUE(host.wait_for_output("\"msg\":\"mqtt subscribed\"")) << host.output();
+    // Another writer holds the store, so every commit waits: SQLite's write lock, or a lock on
+    // PostgreSQL's messages table that blocks every insert.
     sqlite3* db = nullptr;
-    ASSERT_EQ(sqlite3_open((dir.path() / ".nimbus" / "state.db").c_str(), &db), SQLITE_OK);
-    ASSERT_EQ(sqlite3_exec(db, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr), SQLITE_OK);  // every commit waits
+    PGconn* pg = nullptr;
+    if (GetParam() == "sqlite") {
+      ASSERT_EQ(sqlite3_open((dir.path() / ".nimbus" / "state.db").c_str(), &db), SQLITE_OK);
+      ASSERT_EQ(sqlite3_exec(db, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr), SQLITE_OK);
+    } else {
+      pg = PQconnectdb(url_.c_str());
+      PGresult* r = PQexec(pg, "BEGIN; LOCK TABLE messages IN EXCLUSIVE MODE");
+      ASSERT_EQ(PQresultStatus(r), PGRES_COMMAND_OK) << PQerrorMessage(pg);
+      PQclear(r);
+    }
     MqttTestClient device(broker.port());
     ASSERT_TRUE(device.publish("plant/p1/reading", "r1"));
     std::this_thread::sleep_for(std::chrono::milliseconds(500));  // the host has it and waits on the store
     EXPECT_EQ(host.signal_and_wait(SIGKILL), 128 + SIGKILL);
-    sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
-    sqlite3_close(db);
+    if (db) {
+      sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
+      sqlite3_close(db);
+    }
+    if (pg) {
+      PQclear(PQexec(pg, "ROLLBACK"));
+      PQfinish(pg);
+    }
   }
   EXPECT_TRUE(peek(dir, "_mqtt.relay").empty()) << "the message was committed after all: the test proved nothing";
   Host again(dir.path());
@@ -168,6 +206,9 @@ TEST(Mqtt, KillNineBeforeTheCommitLeavesTheMessageWithTheBroker) {
   EXPECT_EQ(done[0].subject, "plant/p1/reading");
   EXPECT_EQ(again.signal_and_wait(SIGTERM), 0);
 }
+
+INSTANTIATE_TEST_SUITE_P(Backends, MqttOnEveryBackend, ::testing::Values("sqlite", "postgres"),
+                         [](const auto& info) { return info.param; });
 
 // No broker at start: the host starts anyway, says it is retrying, and once the broker is up
 // subscribes, runs the function and publishes its MQTT output.

@@ -128,16 +128,20 @@ std::map<int64_t, int64_t> covered(const std::vector<json::object>& out, std::mu
   return n;
 }
 
-TEST(Stream, KillNineNeverLeavesACheckpointAheadOfItsOutputsAndLosesNothing) {
+class StreamOnEveryBackend : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(StreamOnEveryBackend, KillNineNeverLeavesACheckpointAheadOfItsOutputsAndLosesNothing) {
   constexpr int kRecords = 20000;
   TempDir dir;
-  dir.write("nimbus.yaml", "name: crash\nstreams:\n  events: {partitions: 4}\nfunctions:\n  sink:\n"
+  const std::string url = store_url(GetParam());
+  ASSERT_FALSE(url.empty());
+  dir.write("nimbus.yaml", on_store("name: crash\nstreams:\n  events: {partitions: 4}\nfunctions:\n  sink:\n"
                            "    runtime: native\n    handler: " + test_function("relay").string() + "\n"
                            "    concurrency: 8\n"
-                           "    triggers: [{stream: {name: events, batch_size: 16}}]\n    outputs: {next: {queue: out}}\n");
+                           "    triggers: [{stream: {name: events, batch_size: 16}}]\n    outputs: {next: {queue: out}}\n", url));
   auto with_store = [&](auto fn) {
     ManualClock clock;
-    auto store = open_store("sqlite:.nimbus/state.db", dir.path(), clock);
+    auto store = open_store(url, dir.path(), clock);
     ASSERT_TRUE(store.ok()) << store.error().message;
     fn(**store);
   };
@@ -200,6 +204,9 @@ TEST(Stream, KillNineNeverLeavesACheckpointAheadOfItsOutputsAndLosesNothing) {
   for (int i = 0; i < kRecords; i += 997) EXPECT_EQ(values.count(std::to_string(i)), 1u) << i;
   EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
 }
+
+INSTANTIATE_TEST_SUITE_P(Backends, StreamOnEveryBackend, ::testing::ValuesIn(backends()),
+                         [](const auto& info) { return info.param; });
 
 TEST(Stream, PythonProducerAndConsumerWithTheCli) {
   TempDir dir;
