@@ -80,6 +80,55 @@ TEST(PostgresStore, TwoHostsOnOneDatabaseHearEachOthersCommitsAndNeverShareAMess
   EXPECT_GT(seen_b.size(), 0u) << "host b took no share of the queue";
 }
 
+// PostgreSQL text is UTF-8 without NUL bytes. A name that is not is refused as invalid before
+// it reaches the server (so the commits grouped with it keep theirs), and a function's error
+// text that is not still reaches its retry and its dead letter, made printable.
+TEST(PostgresStore, TextThatIsNotUtf8IsRefusedAloneAndErrorTextIsKeptPrintable) {
+  const std::string url = fresh_database();
+  ManualClock clock;
+  auto s = open_store(url, "", clock);
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<Expected<BatchResult>> results;
+  for (const std::string& key : {std::string("good-1"), std::string("bad-\xff"), std::string("nul-\0-x", 7), std::string("good-2")}) {
+    Batch b;
+    b.puts.push_back({"s", key, "v", std::nullopt, 0});
+    (*s)->commit(std::move(b), [&](Expected<BatchResult> r) {
+      std::lock_guard l(mu);
+      results.push_back(std::move(r));
+      cv.notify_all();
+    });
+  }
+  {
+    std::unique_lock l(mu);
+    ASSERT_TRUE(cv.wait_for(l, 10s, [&] { return results.size() == 4; }));
+  }
+  int ok = 0, invalid = 0;
+  for (const auto& r : results) {
+    if (r.ok()) ++ok;
+    else if (r.error().code == store_error::invalid) ++invalid;
+  }
+  EXPECT_EQ(ok, 2);
+  EXPECT_EQ(invalid, 2);
+  auto all = (*s)->scan("s", "", 10);
+  ASSERT_TRUE(all.ok()) << all.error().message;
+  EXPECT_EQ(all->size(), 2u);
+
+  Batch e;
+  e.enqueues.push_back({"q", NewMessage{}});
+  ASSERT_TRUE((*s)->commit_sync(std::move(e)).ok());
+  auto got = (*s)->receive_sync("q", 1, 30000);
+  ASSERT_TRUE(got.ok() && got->size() == 1);
+  Batch dead;
+  dead.dead.push_back({{(*got)[0].id, (*got)[0].lease}, std::string("bad \xff bytes\0 and a NUL", 24)});
+  auto r = (*s)->commit_sync(std::move(dead));
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  auto dl = (*s)->peek("q.dead", 10);
+  ASSERT_TRUE(dl.ok() && dl->size() == 1);
+  EXPECT_NE((*dl)[0].last_error.find("bad "), std::string::npos) << (*dl)[0].last_error;
+}
+
 TEST(PostgresStore, ADatabaseWrittenByANewerNimbusIsRefusedAndLeftAsItIs) {
   const std::string url = fresh_database();
   ManualClock clock;

@@ -1,6 +1,7 @@
 #include "host/cluster.h"
 
 #include <boost/json.hpp>
+#include <condition_variable>
 #include <fstream>
 #include <iterator>
 #include <set>
@@ -18,11 +19,43 @@ constexpr const char* kHostsStore = "_hosts";
 
 struct HostRegistry::Shared {
   std::mutex mu;
+  std::condition_variable idle;
   bool running = false;
+  int in_flight = 0;  // callbacks using the registry now: stop() waits for them
   TimerQueue::Id timer = 0;
   std::set<std::string> told;  // hosts whose different manifest was logged already
   json::array differing;       // {id, manifest_sha256} of hosts whose manifest differs
 };
+
+namespace {
+
+// A callback's hold on the registry: taken only while it runs (running, alive); stop() waits
+// until none is held.
+class Hold {
+ public:
+  explicit Hold(const std::weak_ptr<HostRegistry::Shared>& weak) : shared_(weak.lock()) {
+    if (!shared_) return;
+    std::lock_guard lock(shared_->mu);
+    if (!shared_->running) {
+      shared_.reset();
+      return;
+    }
+    ++shared_->in_flight;
+  }
+  ~Hold() {
+    if (!shared_) return;
+    std::lock_guard lock(shared_->mu);
+    if (--shared_->in_flight == 0) shared_->idle.notify_all();
+  }
+  Hold(const Hold&) = delete;
+  Hold& operator=(const Hold&) = delete;
+  explicit operator bool() const { return shared_ != nullptr; }
+
+ private:
+  std::shared_ptr<HostRegistry::Shared> shared_;
+};
+
+}  // namespace
 
 std::string file_sha256(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -70,30 +103,18 @@ void HostRegistry::beat() {
   std::weak_ptr<Shared> weak = shared_;
   store_.commit(std::move(b), [this, weak](Expected<BatchResult> r) {
     if (!r) return;  // the store says why in its health; the next beat tries again
-    if (auto shared = weak.lock()) {
-      std::lock_guard lock(shared->mu);
-      if (!shared->running) return;
-    }
+    Hold hold(weak);
+    if (!hold) return;
     store_.run_blocking([this, weak] {
-      auto shared = weak.lock();
-      if (!shared) return;
-      {
-        std::lock_guard lock(shared->mu);
-        if (!shared->running) return;
-      }
-      compare_with_others();
+      Hold inner(weak);
+      if (inner) compare_with_others();
     });
   });
   std::lock_guard lock(shared_->mu);
   if (!shared_->running) return;
   shared_->timer = timers_.at(clock_.now() + interval_, [this, weak] {
-    auto shared = weak.lock();
-    if (!shared) return;
-    {
-      std::lock_guard lock(shared->mu);
-      if (!shared->running) return;
-    }
-    beat();
+    Hold hold(weak);
+    if (hold) beat();
   });
 }
 
@@ -128,10 +149,12 @@ void HostRegistry::compare_with_others() {
 
 void HostRegistry::stop() {
   {
-    std::lock_guard lock(shared_->mu);
+    std::unique_lock lock(shared_->mu);
     if (!shared_->running) return;
     shared_->running = false;
     if (shared_->timer != 0) timers_.cancel(shared_->timer);
+    // A beat under way finishes first, so its record cannot land after the delete below.
+    shared_->idle.wait(lock, [&] { return shared_->in_flight == 0; });
   }
   Batch b;
   b.deletes.push_back({kHostsStore, self_.id, std::nullopt});

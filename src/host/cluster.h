@@ -52,8 +52,12 @@ class HostRegistry {
   Self self_;
   Duration interval_;
   TimePoint started_;
-  struct Shared;
-  std::shared_ptr<Shared> shared_;  // what timer callbacks may still reach after stop()
+
+ public:
+  struct Shared;  // what callbacks may still reach after stop() (cluster.cpp)
+
+ private:
+  std::shared_ptr<Shared> shared_;
 };
 
 // The hex SHA-256 of a file's bytes; empty if it cannot be read.

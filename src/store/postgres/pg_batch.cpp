@@ -10,6 +10,7 @@
 
 #include "core/blob_path.h"
 #include "core/ids.h"
+#include "core/text.h"
 #include "store/backend.h"
 #include "store/postgres/pg_store.h"
 
@@ -20,13 +21,30 @@ constexpr std::size_t kChunk = 1u << 20;  // blob bytes per row of blob_chunks
 
 Error conflict(std::string message) { return Error{std::move(message), store_error::conflict}; }
 
+// A function's error text as PostgreSQL text can hold it (UTF-8, no NUL): whatever a
+// function said must not keep its message from its retry or its dead letter.
+std::string printable(const std::string& text) {
+  std::string out = replace_invalid_utf8(text);
+  std::replace(out.begin(), out.end(), '\0', ' ');
+  return out;
+}
+
 Error not_leased(const std::string& id) { return conflict("message " + id + " is no longer leased by this delivery"); }
 
-// The ETag a state entry has now ("" when there is none), for a conflict's message.
-std::string state_etag(Connection& c, const std::string& store, const std::string& key, int64_t now) {
+// The ETag a state entry has now ("" when there is none).
+Expected<std::string> state_etag(Connection& c, const std::string& store, const std::string& key, int64_t now) {
   auto r = c.run("SELECT etag FROM state WHERE store=$1 AND key=$2 AND (expires=0 OR expires>$3)",
                  {Param::of(store), Param::of(key), Param::of(now)});
-  return r && r->size() > 0 ? std::to_string(r->integer(0, 0)) : std::string();
+  if (!r) return r.error();
+  return r->size() > 0 ? std::to_string(r->integer(0, 0)) : std::string();
+}
+
+// The conflict of a state write whose ETag condition failed (or the error reading the ETag).
+Error etag_conflict(Connection& c, const std::string& store, const std::string& key, int64_t now,
+                    const std::string& wanted) {
+  auto etag = state_etag(c, store, key, now);
+  if (!etag) return etag.error();
+  return conflict("state " + store + "/" + key + " has ETag '" + *etag + "', not '" + wanted + "'");
 }
 
 }  // namespace
@@ -63,7 +81,8 @@ Status PgStore::apply(Connection& c, const Batch& b, BatchResult& result, std::v
     auto r = c.run(
         "UPDATE messages SET lease=NULL, due=$1, error=$2, last_failed=$3, "
         "first_failed=CASE first_failed WHEN 0 THEN $3 ELSE first_failed END WHERE id=$4 AND lease=$5 RETURNING queue",
-        {Param::of(rt.due_ms), Param::of(rt.error), Param::of(now), Param::of(rt.ref.id), Param::of(rt.ref.lease)});
+        {Param::of(rt.due_ms), Param::of(printable(rt.error)), Param::of(now), Param::of(rt.ref.id),
+         Param::of(rt.ref.lease)});
     if (!r) return r.error();
     if (r->size() != 1) return not_leased(rt.ref.id);
     if (rt.due_ms <= now) woken.push_back(r->text(0, 0));
@@ -72,7 +91,7 @@ Status PgStore::apply(Connection& c, const Batch& b, BatchResult& result, std::v
     auto r = c.run(
         "UPDATE messages SET queue=queue||'.dead', lease=NULL, due=$1, error=$2, last_failed=$1, "
         "first_failed=CASE first_failed WHEN 0 THEN $1 ELSE first_failed END WHERE id=$3 AND lease=$4",
-        {Param::of(now), Param::of(d.error), Param::of(d.ref.id), Param::of(d.ref.lease)});
+        {Param::of(now), Param::of(printable(d.error)), Param::of(d.ref.id), Param::of(d.ref.lease)});
     if (!r) return r.error();
     if (r->affected() != 1) return not_leased(d.ref.id);
   }
@@ -128,17 +147,16 @@ Status PgStore::apply_state(Connection& c, const Batch& b, BatchResult& result, 
     }
     if (!r) return r.error();
     if (r->size() != 1) {
-      return conflict("state " + p.store + "/" + p.key + " has ETag '" + state_etag(c, p.store, p.key, now) + "', not '" +
-                      *p.if_match + "'");
+      return etag_conflict(c, p.store, p.key, now, *p.if_match);
     }
     result.etags.push_back(std::to_string(r->integer(0, 0)));
   }
   for (const auto& d : b.deletes) {
     if (d.if_match && d.if_match->empty()) {
       // "Must not exist": deleting nothing, if nothing is there.
-      if (auto etag = state_etag(c, d.store, d.key, now); !etag.empty()) {
-        return conflict("state " + d.store + "/" + d.key + " has ETag '" + etag + "', not ''");
-      }
+      auto etag = state_etag(c, d.store, d.key, now);
+      if (!etag) return etag.error();
+      if (!etag->empty()) return conflict("state " + d.store + "/" + d.key + " has ETag '" + *etag + "', not ''");
       continue;
     }
     if (d.if_match) {
@@ -146,8 +164,7 @@ Status PgStore::apply_state(Connection& c, const Batch& b, BatchResult& result, 
                      {Param::of(d.store), Param::of(d.key), Param::of(*d.if_match), Param::of(now)});
       if (!r) return r.error();
       if (r->affected() != 1) {
-        return conflict("state " + d.store + "/" + d.key + " has ETag '" + state_etag(c, d.store, d.key, now) +
-                        "', not '" + *d.if_match + "'");
+        return etag_conflict(c, d.store, d.key, now, *d.if_match);
       }
       continue;
     }

@@ -5,6 +5,7 @@
 
 #include <cstring>
 
+#include "core/text.h"
 #include "store/store.h"
 
 namespace nimbus::pg {
@@ -67,7 +68,13 @@ Status Connection::connect() {
   if (connected()) return ok_status();
   if (conn_) PQfinish(conn_);
   prepared_.clear();
-  conn_ = PQconnectdb(url_.c_str());
+  last_ = PgError{};
+  // Defaults the URL may override: a server that stops answering (a network that drops
+  // packets rather than refusing them) is noticed in seconds, not minutes.
+  const char* keys[] = {"connect_timeout", "keepalives", "keepalives_idle", "keepalives_interval",
+                        "keepalives_count", "tcp_user_timeout", "dbname", nullptr};
+  const char* values[] = {"5", "1", "10", "3", "3", "15000", url_.c_str(), nullptr};
+  conn_ = PQconnectdbParams(keys, values, 1);
   if (PQstatus(conn_) != CONNECTION_OK) {
     std::string why = conn_ ? PQerrorMessage(conn_) : "out of memory";
     while (!why.empty() && (why.back() == '\n' || why.back() == ' ')) why.pop_back();
@@ -90,8 +97,25 @@ Error Connection::fail(const std::string& what, PGresult* result) {
 }
 
 Expected<Rows> Connection::run(const std::string& sql, const Params& params) {
-  if (!connected()) {
+  last_ = PgError{};
+  // A connection that was never made is made now; one that broke is not made again here:
+  // statements after it would run outside the transaction they belonged to. Its owner
+  // reconnects (the writer before its next group, a reader with a fresh connection).
+  if (!conn_) {
     if (auto st = connect(); !st) return st.error();
+  } else if (!connected()) {
+    last_ = PgError{"08006", "the connection to the server was lost", true};
+    return Error{"PostgreSQL statement failed: the connection to the server was lost", store_error::io};
+  }
+  // PostgreSQL text is UTF-8 without NUL bytes: refuse anything else before it reaches the
+  // server (a failed statement would abort the whole transaction, others' work with it).
+  for (std::size_t i = 0; i < params.size(); ++i) {
+    const Param& p = params[i];
+    if (p.kind == Param::text && (p.value.find('\0') != std::string::npos || !valid_utf8(p.value))) {
+      return Error{"a name or text value is not valid UTF-8 text (or holds a NUL byte); PostgreSQL stores text "
+                   "as UTF-8",
+                   store_error::invalid};
+    }
   }
   auto it = prepared_.find(sql);
   if (it == prepared_.end()) {
@@ -117,6 +141,7 @@ Expected<Rows> Connection::run(const std::string& sql, const Params& params) {
 }
 
 Status Connection::exec(const std::string& sql) {
+  last_ = PgError{};
   if (!conn_) {
     if (auto st = connect(); !st) return st;
   }
@@ -124,6 +149,21 @@ Status Connection::exec(const std::string& sql) {
   const auto status = PQresultStatus(r);
   if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) return fail("statement", r);
   PQclear(r);
+  return ok_status();
+}
+
+Status Connection::commit() {
+  if (PQtransactionStatus(conn_) != PQTRANS_INTRANS) {
+    // A statement failed and the server aborted the transaction: a COMMIT would answer
+    // ROLLBACK. Nothing of it was kept.
+    rollback();
+    return Error{"PostgreSQL aborted the transaction; nothing of it was committed", store_error::io};
+  }
+  PGresult* r = PQexec(conn_, "COMMIT");
+  if (PQresultStatus(r) != PGRES_COMMAND_OK) return fail("commit", r);
+  const bool committed = std::strcmp(PQcmdStatus(r), "COMMIT") == 0;
+  PQclear(r);
+  if (!committed) return Error{"PostgreSQL rolled the transaction back at its commit", store_error::io};
   return ok_status();
 }
 

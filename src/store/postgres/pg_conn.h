@@ -63,13 +63,17 @@ class Connection {
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
 
-  // Connects (again, if the last connection broke); the error names the server and why.
+  // Connects (again, if the last connection broke); the error names the server and why. run()
+  // connects a connection never made, never one that broke (its owner decides).
   Status connect();
   bool connected() const;
   // Runs one statement (prepared on first use on this connection).
   Expected<Rows> run(const std::string& sql, const Params& params = {});
   // Runs SQL text with no parameters (several statements allowed), for BEGIN, schema, LISTEN.
   Status exec(const std::string& sql);
+  // Commits the transaction under way: an error unless the server says COMMIT (a transaction
+  // it aborted after a failed statement is rolled back, and said so).
+  Status commit();
   // Ends the transaction under way, if any, changing nothing (best effort: a lost connection
   // has no transaction left to end).
   void rollback();

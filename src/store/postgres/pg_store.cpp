@@ -231,9 +231,16 @@ Status PgStore::run_group(std::vector<Op>& group, std::vector<std::string>& woke
   // Operations start from scratch each time they run (their results are reset by them).
   bool retry = false;
   Status st = run_pass(group, woken, group.size() > 1 ? Pass::optimistic : Pass::alone, retry);
-  if (retry) {
+  // Hosts' groups lock rows in no common order: PostgreSQL may pick this one to break a
+  // deadlock (40P01) or a serialization conflict (40001). That is not the work's failure:
+  // run it again.
+  const auto transient = [&] {
+    const std::string& state = c.last_error().sqlstate;
+    return !st && c.connected() && (state == "40P01" || state == "40001");
+  };
+  for (int again = 0; again < 3 && (retry || transient()); ++again) {
     woken.clear();
-    st = run_pass(group, woken, Pass::savepoints, retry);
+    st = run_pass(group, woken, group.size() > 1 ? Pass::savepoints : Pass::alone, retry);
   }
   return st;
 }
@@ -332,9 +339,8 @@ Status PgStore::run_pass(std::vector<Op>& group, std::vector<std::string>& woken
       return st;
     }
   }
-  if (auto st = c.exec("COMMIT"); !st) {
+  if (auto st = c.commit(); !st) {
     woken.clear();
-    c.rollback();
     return st;
   }
   return ok_status();
@@ -503,6 +509,8 @@ void PgStore::set_blob_subscriptions(std::vector<BlobSubscription> subs, std::fu
   }
   submit(
       [subs = std::move(subs)](Connection& c, std::vector<std::string>&) -> Status {
+        // Hosts starting together replace the set one after the other, not interleaved.
+        if (auto lock = c.run("SELECT pg_advisory_xact_lock(7235160316)"); !lock) return lock.error();
         if (auto del = c.run("DELETE FROM blob_subscriptions"); !del) return del.error();
         int64_t position = 0;
         for (const auto& sub : subs) {
