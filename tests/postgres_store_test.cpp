@@ -121,7 +121,7 @@ TEST(PostgresStore, TextThatIsNotUtf8IsRefusedAloneAndErrorTextIsKeptPrintable) 
   auto got = (*s)->receive_sync("q", 1, 30000);
   ASSERT_TRUE(got.ok() && got->size() == 1);
   Batch dead;
-  dead.dead.push_back({{(*got)[0].id, (*got)[0].lease}, std::string("bad \xff bytes\0 and a NUL", 24)});
+  dead.dead.push_back({{(*got)[0].id, (*got)[0].lease}, std::string("bad \xff bytes") + '\0' + " and a NUL"});
   auto r = (*s)->commit_sync(std::move(dead));
   ASSERT_TRUE(r.ok()) << r.error().message;
   auto dl = (*s)->peek("q.dead", 10);

@@ -128,6 +128,12 @@ int run_host(const AppSpec& app, const HostOptions& options) {
                   {{"store", url}, {"reason", h.problem}});
     }
   });
+  // The store's threads may call the logger (above): on every way out of here they end
+  // before it does (closing twice is harmless; the clean stop closes it earlier).
+  struct CloseStoreFirst {
+    Store& store;
+    ~CloseStoreFirst() { store.close(); }
+  } close_store_first{**store};
   std::vector<std::string> names;
   for (const auto& fn : app.functions) names.push_back(fn.name);
   Metrics metrics(names);
