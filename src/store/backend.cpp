@@ -33,6 +33,11 @@ int64_t saturating_after(int64_t now, int64_t delay) {
   return delay > std::numeric_limits<int64_t>::max() - now ? std::numeric_limits<int64_t>::max() : now + delay;
 }
 
+std::string publish_event_id(const NewMessage& m) {
+  if (!m.event_id.empty()) return m.event_id;
+  return m.id.empty() ? new_invocation_id() : m.id;
+}
+
 AppendPlan plan_appends(const Batch& b) {
   AppendPlan plan;
   for (const auto& a : b.appends) {

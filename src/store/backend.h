@@ -22,6 +22,10 @@ Status check_blob_subscriptions(const std::vector<BlobSubscription>& subscriptio
 // the end of int64, never an overflow.
 int64_t saturating_after(int64_t now, int64_t delay);
 
+// The CloudEvents id a publish gives its copies: the message's event id, else its id, else a
+// new one (every copy carries it; copy ids derive from it, so a publish is idempotent).
+std::string publish_event_id(const NewMessage& message);
+
 // Where a batch's appends go: each record's id (given, or made now) and partition, and how
 // many records each (stream, partition) receives (one offset counter update each).
 struct AppendPlan {

@@ -101,8 +101,7 @@ Status PgStore::apply(Connection& c, const Batch& b, BatchResult& result, std::v
     result.message_ids.push_back(id);
   }
   for (const auto& p : b.publishes) {
-    std::string event_id = p.message.event_id.empty() ? (p.message.id.empty() ? new_invocation_id() : p.message.id)
-                                                      : p.message.event_id;
+    const std::string event_id = publish_event_id(p.message);
     NewMessage copy = p.message;
     copy.event_id = event_id;
     auto subs = c.run("SELECT topic, name, type, source, subject_prefix FROM subscriptions WHERE topic=$1 ORDER BY name",

@@ -116,8 +116,7 @@ Status SqliteStore::apply(const Batch& b, BatchResult& result, std::vector<std::
     result.message_ids.push_back(id);
   }
   for (const auto& p : b.publishes) {
-    std::string event_id = p.message.event_id.empty() ? (p.message.id.empty() ? new_invocation_id() : p.message.id)
-                                                      : p.message.event_id;
+    const std::string event_id = publish_event_id(p.message);
     NewMessage copy = p.message;
     copy.event_id = event_id;
     for (const auto& s : subscriptions(p.topic)) {
