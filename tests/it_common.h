@@ -23,6 +23,7 @@
 #include <thread>
 #include "harness.h"
 #include "postgres_server.h"
+#include "redis_server.h"
 
 namespace nimbus::testing {
 
@@ -141,6 +142,12 @@ struct Admin {
 // run's PostgreSQL server (tests/postgres_server.h). Empty with a test failure if there is none.
 inline std::string store_url(const std::string& backend) {
   if (backend == "sqlite") return "sqlite:.nimbus/state.db";
+  if (backend == "redis") {
+    std::string why;
+    RedisServer* server = shared_redis(&why);
+    EXPECT_NE(server, nullptr) << why;
+    return server ? server->create_url() : std::string();
+  }
   std::string why;
   PostgresServer* server = shared_postgres(&why);
   EXPECT_NE(server, nullptr) << why;
@@ -158,7 +165,7 @@ inline std::string on_store(const std::string& text, const std::string& url) {
 
 // The backends every kill -9 test of the host runs on.
 inline const std::vector<std::string>& backends() {
-  static const std::vector<std::string> all = {"sqlite", "postgres"};
+  static const std::vector<std::string> all = {"sqlite", "postgres", "redis"};
   return all;
 }
 

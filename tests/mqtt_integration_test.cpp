@@ -207,7 +207,7 @@ TEST_P(MqttOnEveryBackend, KillNineBeforeTheCommitLeavesTheMessageWithTheBroker)
   EXPECT_EQ(again.signal_and_wait(SIGTERM), 0);
 }
 
-INSTANTIATE_TEST_SUITE_P(Backends, MqttOnEveryBackend, ::testing::Values("sqlite", "postgres"),
+INSTANTIATE_TEST_SUITE_P(Backends, MqttOnEveryBackend, ::testing::Values("sqlite", "postgres", "redis"),
                          [](const auto& info) { return info.param; });
 
 // No broker at start: the host starts anyway, says it is retrying, and once the broker is up

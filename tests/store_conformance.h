@@ -1,7 +1,7 @@
 #pragma once
 // The store conformance suite's fixture and helpers: every backend must pass the whole suite
 // unchanged (parameterized by backend: sqlite, and postgres on the run's PostgreSQL server;
-// redis:// when it exists).
+// and redis on a redis-server this process starts).
 // Time is a ManualClock, so leases, delays and TTLs expire when the test says. The suite is
 // instantiated once, in store_conformance_test.cpp.
 #include <gtest/gtest.h>
@@ -27,6 +27,7 @@
 #include <thread>
 
 #include "postgres_server.h"
+#include "redis_server.h"
 #include "store/store.h"
 
 namespace nimbus {
@@ -53,6 +54,12 @@ class StoreConformance : public ::testing::TestWithParam<std::string> {
       ASSERT_NE(server, nullptr) << why;
       url_ = server->create_database();
       ASSERT_FALSE(url_.empty()) << server->error();
+    } else if (url_ == "redis") {
+      // A prefix of its own on this process's Redis server (tests/redis_server.h).
+      std::string why;
+      auto* server = testing::shared_redis(&why);
+      ASSERT_NE(server, nullptr) << why;
+      url_ = server->create_url();
     }
     reopen();
   }

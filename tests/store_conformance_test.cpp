@@ -386,7 +386,7 @@ TEST_P(StoreConformance, EachWatchHearsChangesUntilItsHandleIsDropped) {
 
 
 
-INSTANTIATE_TEST_SUITE_P(Backends, StoreConformance, ::testing::Values("sqlite:store.db", "postgres"),
+INSTANTIATE_TEST_SUITE_P(Backends, StoreConformance, ::testing::Values("sqlite:store.db", "postgres", "redis"),
                          [](const auto& info) { return info.param.substr(0, info.param.find(':')); });
 
 }  // namespace

@@ -35,15 +35,15 @@ void ManifestReader::read_app(const YAML::Node& root, AppSpec& app) {
   }
   if (auto n = root["store"]) {
     if (auto v = scalar(n, "store", "a store URL")) {
-      if (v->rfind("sqlite:", 0) == 0 && v->size() > 7) {
-        // The backend reads its own options (sqlite:PATH?blobs=DIR): a bad one is named here.
+      if ((v->rfind("sqlite:", 0) == 0 && v->size() > 7) || v->rfind("redis://", 0) == 0) {
+        // The backend reads its own options (sqlite:PATH?blobs=DIR, redis://...?prefix=P): a
+        // bad one is named here.
         if (auto files = store_files(*v, {}); !files) {
           error(n, "store", files.error().message);
         } else {
           app.store = *v;
         }
-      } else if (v->rfind("redis://", 0) == 0 || v->rfind("postgres://", 0) == 0 ||
-                 v->rfind("postgresql://", 0) == 0) {
+      } else if (v->rfind("postgres://", 0) == 0 || v->rfind("postgresql://", 0) == 0) {
         app.store = *v;
       } else {
         error(n, "store", "'" + *v + "' is not a store URL; expected sqlite:PATH[?blobs=DIR], redis://HOST:PORT or postgres://...");

@@ -3,6 +3,7 @@
 #include <string_view>
 
 #include "store/postgres/pg_store.h"
+#include "store/redis/redis_store.h"
 #include "store/sqlite/sqlite_store.h"
 #include "store/store.h"
 
@@ -20,6 +21,7 @@ constexpr Backend kBackends[] = {
     {"sqlite", open_sqlite_store, sqlite_store_files},
     {"postgres", open_postgres_store, postgres_store_files},
     {"postgresql", open_postgres_store, postgres_store_files},
+    {"redis", open_redis_store, redis_store_files},
 };
 
 const Backend* backend_of(const std::string& url) {

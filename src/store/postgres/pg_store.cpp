@@ -533,8 +533,7 @@ void PgStore::close() {
     (void)!::write(stop_pipe_[1], &x, 1);
   }
   if (listener_.joinable()) listener_.join();
-  std::lock_guard lock(pool_mu_);
-  idle_.clear();
+  pool_.clear();
 }
 
 // --- reads ---------------------------------------------------------------------------------

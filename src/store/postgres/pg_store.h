@@ -32,6 +32,7 @@
 
 #include "core/thread_role.h"
 #include "store/commit_queue.h"
+#include "store/connection_pool.h"
 #include "store/postgres/pg_conn.h"
 #include "store/store.h"
 
@@ -123,8 +124,7 @@ class PgStore final : public Store {
   CommitQueue<Op> queue_;
   std::thread writer_;
 
-  std::mutex pool_mu_;
-  std::vector<std::unique_ptr<Connection>> idle_;
+  ConnectionPool<Connection> pool_;
 
   std::thread listener_;
   int stop_pipe_[2] = {-1, -1};
@@ -134,14 +134,7 @@ class PgStore final : public Store {
 template <class T>
 inline Expected<T> PgStore::read(const std::function<Expected<T>(Connection&)>& work) {
   check_may_block("a store read");
-  std::unique_ptr<Connection> conn;
-  {
-    std::lock_guard lock(pool_mu_);
-    if (!idle_.empty()) {
-      conn = std::move(idle_.back());
-      idle_.pop_back();
-    }
-  }
+  std::unique_ptr<Connection> conn = pool_.take();
   if (!conn) conn = std::make_unique<Connection>(url_);
   Expected<T> out = work(*conn);
   if (!out && conn->last_error().connection_lost) {
@@ -149,10 +142,7 @@ inline Expected<T> PgStore::read(const std::function<Expected<T>(Connection&)>& 
     out = work(*conn);
     if (!out && conn->last_error().connection_lost) set_health(false, out.error().message, unix_ms(clock_));
   }
-  if (conn->connected()) {
-    std::lock_guard lock(pool_mu_);
-    idle_.push_back(std::move(conn));
-  }
+  if (conn->connected()) pool_.give(std::move(conn));
   return out;
 }
 

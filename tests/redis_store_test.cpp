@@ -1,0 +1,223 @@
+// The Redis backend's own promises, beyond the conformance suite: hosts on one server hear
+// each other's commits (pub/sub) and never share a message; a server killed with SIGKILL
+// under appendfsync always loses no acknowledged commit and the store carries on once it is
+// back; a server that forgot the script (a restart, SCRIPT FLUSH) gets it again; the layout
+// version is checked; durability: fsync is refused on a server that would not keep it; errors
+// name the server without its password and a bad option by name.
+#include <hiredis/hiredis.h>
+
+#include "free_port.h"
+#include "store_conformance.h"
+
+namespace nimbus {
+namespace {
+
+std::string fresh_url() {
+  std::string why;
+  auto* server = testing::shared_redis(&why);
+  if (!server) return "no server: " + why;
+  return server->create_url();
+}
+
+// Runs one command on the server at `port` (a test's side door); the reply as text.
+std::string redis_command(int port, const std::vector<std::string>& argv) {
+  redisContext* c = redisConnect("127.0.0.1", port);
+  if (!c || c->err) return "cannot connect";
+  std::vector<const char*> p;
+  std::vector<size_t> n;
+  for (const auto& a : argv) {
+    p.push_back(a.data());
+    n.push_back(a.size());
+  }
+  auto* r = static_cast<redisReply*>(redisCommandArgv(c, static_cast<int>(p.size()), p.data(), n.data()));
+  std::string out = r && r->str ? std::string(r->str, r->len) : (r ? std::to_string(r->integer) : "no reply");
+  if (r) freeReplyObject(r);
+  redisFree(c);
+  return out;
+}
+
+int port_of(const std::string& url) { return std::stoi(url.substr(url.rfind(':') + 1)); }
+std::string prefix_of(const std::string& url) { return url.substr(url.find("prefix=") + 7); }
+
+Expected<BatchResult> enqueue(Store& s, const std::string& queue, const std::string& payload) {
+  Batch b;
+  NewMessage m;
+  m.payload = payload;
+  b.enqueues.push_back({queue, m});
+  return s.commit_sync(std::move(b));
+}
+
+TEST(RedisStore, TwoHostsOnOneServerHearEachOthersCommitsAndNeverShareAMessage) {
+  const std::string url = fresh_url();
+  ASSERT_EQ(url.rfind("redis://", 0), 0u) << url;
+  ManualClock clock;
+  auto a = open_store(url, "", clock);
+  auto b = open_store(url, "", clock);
+  ASSERT_TRUE(a.ok() && b.ok()) << (a.ok() ? b.error().message : a.error().message);
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<std::string> heard;
+  auto watch = (*a)->watch_changes([&](const std::vector<std::string>& names) {
+    std::lock_guard l(mu);
+    heard.insert(heard.end(), names.begin(), names.end());
+    cv.notify_all();
+  });
+  Batch one;
+  for (int i = 0; i < 400; ++i) {
+    NewMessage m;
+    m.payload = std::to_string(i);
+    one.enqueues.push_back({"work", m});
+  }
+  ASSERT_TRUE((*b)->commit_sync(std::move(one)).ok());
+  {
+    std::unique_lock l(mu);
+    ASSERT_TRUE(cv.wait_for(l, 10s, [&] { return std::count(heard.begin(), heard.end(), "work") > 0; }))
+        << "host a never heard of host b's commit";
+  }
+  std::set<std::string> seen_a, seen_b;
+  auto drain = [](Store& s, std::set<std::string>& seen) {
+    for (;;) {
+      auto got = s.receive_sync("work", 7, 60000);
+      if (!got.ok() || got->empty()) return;
+      Batch acks;
+      for (auto& m : *got) {
+        seen.insert(m.id);
+        acks.acks.push_back({m.id, m.lease});
+      }
+      if (!s.commit_sync(std::move(acks)).ok()) return;
+    }
+  };
+  std::thread ta([&] { drain(**a, seen_a); });
+  std::thread tb([&] { drain(**b, seen_b); });
+  ta.join();
+  tb.join();
+  EXPECT_EQ(seen_a.size() + seen_b.size(), 400u);
+  for (const auto& id : seen_a) EXPECT_EQ(seen_b.count(id), 0u) << id << " went to both hosts";
+  EXPECT_GT(seen_a.size(), 0u) << "host a took no share of the queue";
+  EXPECT_GT(seen_b.size(), 0u) << "host b took no share of the queue";
+}
+
+// redis-server is killed with SIGKILL while commits stream in: every commit the store
+// acknowledged is in the append-only file and is there after the restart; meanwhile the
+// store says it is unavailable, commits fail with an io error naming Redis, and the same
+// store works again once the server is back.
+TEST(RedisStore, AServerKilledHardUnderAppendfsyncAlwaysLosesNoAcknowledgedCommit) {
+  testing::RedisServer server(fresh_dir(), 0, "always");
+  ASSERT_TRUE(server.start()) << server.error();
+  const std::string url = "redis://127.0.0.1:" + std::to_string(server.port()) + "/0?timeout=5";
+  ManualClock clock;
+  auto s = open_store(url, "", clock, StoreOptions{.durability = Durability::fsync});
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  std::mutex mu;
+  std::set<std::string> acknowledged;
+  std::atomic<int> failed{0};
+  std::atomic<bool> stop{false};
+  std::thread writer([&] {
+    for (int i = 0; !stop; ++i) {
+      auto r = enqueue(**s, "q", std::to_string(i));
+      std::lock_guard l(mu);
+      if (r.ok()) {
+        acknowledged.insert(std::to_string(i));
+      } else {
+        ++failed;
+        EXPECT_EQ(r.error().code, store_error::io) << r.error().message;
+        EXPECT_NE(r.error().message.find("Redis"), std::string::npos) << r.error().message;
+        std::this_thread::sleep_for(20ms);
+      }
+    }
+  });
+  while ([&] { std::lock_guard l(mu); return acknowledged.size() < 300; }()) std::this_thread::sleep_for(5ms);
+  server.kill_hard();
+  while (failed == 0) std::this_thread::sleep_for(5ms);
+  EXPECT_FALSE((*s)->health().available);
+  EXPECT_NE((*s)->health().problem.find("Redis"), std::string::npos) << (*s)->health().problem;
+  ASSERT_TRUE(server.start()) << server.error();
+  const auto back_by = std::chrono::steady_clock::now() + 20s;
+  std::size_t before = 0;
+  {
+    std::lock_guard l(mu);
+    before = acknowledged.size();
+  }
+  while (std::chrono::steady_clock::now() < back_by && [&] { std::lock_guard l(mu); return acknowledged.size() < before + 50; }()) {
+    std::this_thread::sleep_for(10ms);
+  }
+  stop = true;
+  writer.join();
+  EXPECT_TRUE((*s)->health().available) << "commits go through again: the store is back";
+  auto all = (*s)->peek("q", 1000000);
+  ASSERT_TRUE(all.ok()) << all.error().message;
+  std::set<std::string> kept;
+  for (const auto& m : *all) kept.insert(m.payload);
+  std::lock_guard l(mu);
+  EXPECT_GE(acknowledged.size(), before + 50) << "the store did not carry on after the restart";
+  for (const auto& p : acknowledged) ASSERT_EQ(kept.count(p), 1u) << "acknowledged commit " << p << " was lost";
+  s->reset();
+  server.stop();
+  std::error_code ec;
+  fs::remove_all(server.dir(), ec);
+}
+
+TEST(RedisStore, AServerThatForgotTheScriptIsGivenItAgain) {
+  const std::string url = fresh_url();
+  ManualClock clock;
+  auto s = open_store(url, "", clock);
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  ASSERT_TRUE(enqueue(**s, "q", "one").ok());
+  ASSERT_EQ(redis_command(port_of(url), {"SCRIPT", "FLUSH"}), "OK");
+  auto r = enqueue(**s, "q", "two");
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  ASSERT_EQ(redis_command(port_of(url), {"SCRIPT", "FLUSH"}), "OK");
+  auto all = (*s)->peek("q", 10);
+  ASSERT_TRUE(all.ok()) << all.error().message;
+  EXPECT_EQ(all->size(), 2u);
+}
+
+TEST(RedisStore, ADatabaseWrittenByANewerNimbusIsRefused) {
+  const std::string url = fresh_url();
+  ManualClock clock;
+  {
+    auto s = open_store(url, "", clock);
+    ASSERT_TRUE(s.ok()) << s.error().message;
+  }
+  ASSERT_EQ(redis_command(port_of(url), {"SET", prefix_of(url) + ":schema", "99"}), "OK");
+  auto newer = open_store(url, "", clock);
+  ASSERT_FALSE(newer.ok());
+  EXPECT_NE(newer.error().message.find("written by a newer Nimbus (schema version 99, this build reads up to 1)"),
+            std::string::npos)
+      << newer.error().message;
+}
+
+TEST(RedisStore, DurabilityFsyncIsRefusedOnAServerThatWouldNotKeepIt) {
+  testing::RedisServer server(fresh_dir(), 0, "everysec");
+  ASSERT_TRUE(server.start()) << server.error();
+  ManualClock clock;
+  auto s = open_store("redis://127.0.0.1:" + std::to_string(server.port()), "", clock,
+                      StoreOptions{.durability = Durability::fsync});
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.error().message.find("appendfsync always"), std::string::npos) << s.error().message;
+  EXPECT_NE(s.error().message.find("appendfsync everysec"), std::string::npos) << s.error().message;
+  auto process = open_store("redis://127.0.0.1:" + std::to_string(server.port()), "", clock);
+  EXPECT_TRUE(process.ok()) << "durability: process needs no more than Redis gives";
+  process->reset();
+  server.stop();
+  std::error_code ec;
+  fs::remove_all(server.dir(), ec);
+}
+
+TEST(RedisStore, BadUrlsAndUnreachableServersAreNamedWithoutThePassword) {
+  ManualClock clock;
+  auto option = open_store("redis://127.0.0.1:6379/0?prefx=a", "", clock);
+  ASSERT_FALSE(option.ok());
+  EXPECT_NE(option.error().message.find("unknown option 'prefx'"), std::string::npos) << option.error().message;
+  auto db = open_store("redis://127.0.0.1:6379/abc", "", clock);
+  ASSERT_FALSE(db.ok());
+  EXPECT_NE(db.error().message.find("database number"), std::string::npos) << db.error().message;
+  const std::string url = "redis://:s3cret@127.0.0.1:" + std::to_string(testing::free_port()) + "?connect_timeout=2";
+  auto s = open_store(url, "", clock);
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.error().message.find("Redis at 127.0.0.1:"), std::string::npos) << s.error().message;
+  EXPECT_EQ(s.error().message.find("s3cret"), std::string::npos) << s.error().message;
+}
+
+}  // namespace
+}  // namespace nimbus
