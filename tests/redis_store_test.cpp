@@ -187,7 +187,7 @@ TEST(RedisStore, ADatabaseWrittenByANewerNimbusIsRefused) {
       << newer.error().message;
 }
 
-TEST(RedisStore, DurabilityFsyncIsRefusedOnAServerThatWouldNotKeepIt) {
+TEST(RedisStore, AServerThatWouldNotKeepWhatTheStorePromisesIsRefused) {
   testing::RedisServer server(fresh_dir(), 0, "everysec");
   ASSERT_TRUE(server.start()) << server.error();
   ManualClock clock;
@@ -199,6 +199,11 @@ TEST(RedisStore, DurabilityFsyncIsRefusedOnAServerThatWouldNotKeepIt) {
   auto process = open_store("redis://127.0.0.1:" + std::to_string(server.port()), "", clock);
   EXPECT_TRUE(process.ok()) << "durability: process needs no more than Redis gives";
   process->reset();
+  // A server that may evict keys would lose messages: refused, naming the setting.
+  ASSERT_EQ(redis_command(server.port(), {"CONFIG", "SET", "maxmemory-policy", "allkeys-lru"}), "OK");
+  auto evicting = open_store("redis://127.0.0.1:" + std::to_string(server.port()), "", clock);
+  ASSERT_FALSE(evicting.ok());
+  EXPECT_NE(evicting.error().message.find("maxmemory-policy allkeys-lru"), std::string::npos) << evicting.error().message;
   server.stop();
   std::error_code ec;
   fs::remove_all(server.dir(), ec);

@@ -84,7 +84,7 @@ TEST(SqliteStore, ADamagedDatabaseIsAClearStartupError) {
 
 TEST(SqliteStore, UnknownSchemesAreRefusedClearly) {
   ManualClock clock;
-  auto s = open_store("redis://127.0.0.1:6379", fs::temp_directory_path(), clock);
+  auto s = open_store("mongodb://127.0.0.1:27017", fs::temp_directory_path(), clock);
   ASSERT_FALSE(s.ok());
   EXPECT_NE(s.error().message.find("not available in this build"), std::string::npos);
 }
@@ -175,7 +175,7 @@ TEST(SqliteStore, TheBlobFolderIsAnOptionOfItsUrl) {
   auto network = store_files("postgres://nimbus@db/x", dir);
   ASSERT_TRUE(network.ok()) << network.error().message;
   EXPECT_TRUE(network->files.empty() && network->folders.empty()) << "a store across the network keeps nothing here";
-  auto unknown_scheme = store_files("redis://db:6379", dir);
+  auto unknown_scheme = store_files("mongodb://db:27017", dir);
   ASSERT_FALSE(unknown_scheme.ok());
   EXPECT_NE(unknown_scheme.error().message.find("not available in this build"), std::string::npos);
   fs::remove_all(dir);

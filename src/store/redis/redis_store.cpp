@@ -79,6 +79,14 @@ Status RedisStore::open() {
                      "); upgrade this host, or give it another prefix= or database",
                  store_error::io};
   }
+  // A server that may evict keys would drop messages silently: refused (a server that hides
+  // CONFIG, as some managed ones do, is taken at its word).
+  if (auto policy = c.run({"CONFIG", "GET", "maxmemory-policy"}); policy && policy->operator[](1).str() != "" &&
+                                                                   policy->operator[](1).str() != "noeviction") {
+    return Error{"store " + redact_store_url(url_) + ": the Redis server has maxmemory-policy " + policy->operator[](1).str() +
+                     ", so it may evict (lose) messages and state when memory is full; set maxmemory-policy noeviction",
+                 store_error::io};
+  }
   // Durability is the server's (appendonly / appendfsync, docs/redis.md): say what it keeps.
   if (options_.durability == Durability::fsync) {
     auto conf = c.run({"CONFIG", "GET", "appendfsync"});
