@@ -285,6 +285,10 @@ RedisStore::Op RedisStore::commit_op(Batch batch, CommitDone done) {
     if (!st) return done(st.error());
     done(std::move(s->result));
   };
+  const bool acks_only = !b.acks.empty() && b.retries.empty() && b.dead.empty() && b.enqueues.empty() &&
+                         b.publishes.empty() && b.puts.empty() && b.deletes.empty() && b.appends.empty() &&
+                         b.checkpoints.empty() && b.blob_puts.empty() && b.blob_deletes.empty();
+  if (acks_only) op.acks_only = b.acks;
   return op;
 }
 

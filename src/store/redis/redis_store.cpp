@@ -189,6 +189,24 @@ void RedisStore::run_group(std::vector<Op>& group) {
     const int64_t now = unix_ms(clock_);
     std::vector<std::vector<std::string>> commands;
     std::vector<Op*> sent;
+    // Commits that only acknowledge go in one call, first (a consumer's usual completion).
+    std::vector<Op*> acking;
+    for (Op* op : pending) {
+      if (!op->acks_only.empty()) acking.push_back(op);
+    }
+    if (acking.size() > 1) {
+      auto argv = command("acks", now);
+      argv.push_back(std::to_string(acking.size()));
+      for (Op* op : acking) {
+        argv.push_back(std::to_string(op->acks_only.size()));
+        for (const auto& ref : op->acks_only) argv.insert(argv.end(), {ref.id, ref.lease});
+      }
+      commands.push_back(std::move(argv));
+      pending.erase(std::remove_if(pending.begin(), pending.end(), [](Op* op) { return !op->acks_only.empty(); }),
+                    pending.end());
+    } else {
+      acking.clear();
+    }
     for (Op* op : pending) {
       if (op->prepare) {
         // Reads what it is prepared from (a lost connection reconnects on the next command).
@@ -204,11 +222,12 @@ void RedisStore::run_group(std::vector<Op>& group) {
       sent.push_back(op);
     }
     pending.clear();
-    if (sent.empty()) break;
+    if (commands.empty()) break;
     auto replies = c.pipeline(commands);
     if (!replies) {
       // Whether they ran is unknown: each caller hears of the failure (at least once, never lost).
       set_health(false, replies.error().message, unix_ms(clock_));
+      sent.insert(sent.end(), acking.begin(), acking.end());
       for (Op* op : sent) {
         outcomes.emplace_back(op, Error{"the connection to Redis at " + redact_store_url(url_) +
                                             " was lost during a commit: " + replies.error().message,
@@ -218,8 +237,26 @@ void RedisStore::run_group(std::vector<Op>& group) {
     }
     set_health(true, {}, unix_ms(clock_));
     bool reload = false;
+    const std::size_t first = acking.empty() ? 0 : 1;
+    if (!acking.empty()) {
+      const Value& r = (*replies)[0];
+      if (r.kind == Value::error && is_noscript(r.text)) {
+        reload = true;
+        pending.insert(pending.end(), acking.begin(), acking.end());
+      } else {
+        for (std::size_t i = 0; i < acking.size(); ++i) {
+          if (r.kind == Value::error) {
+            outcomes.emplace_back(acking[i], Error{"Redis: " + r.text, store_error::io});
+          } else if (r[i].str() == "ok") {
+            outcomes.emplace_back(acking[i], ok_status());
+          } else {
+            outcomes.emplace_back(acking[i], Error{r[i].str(), store_error::conflict});
+          }
+        }
+      }
+    }
     for (std::size_t i = 0; i < sent.size(); ++i) {
-      const Value& r = (*replies)[i];
+      const Value& r = (*replies)[first + i];
       if (r.kind == Value::error && is_noscript(r.text)) {
         reload = true;
         pending.push_back(sent[i]);

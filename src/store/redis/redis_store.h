@@ -83,6 +83,8 @@ class RedisStore final : public Store {
     std::function<Status(const Value& reply, std::vector<std::string>& woken)> finish;
     std::function<void(Status)> done;
     Status refused = ok_status();  // refused before it is sent (a bad name, a blob too large)
+    // A commit that only acknowledges: sent with the group's others in one call ("acks").
+    std::vector<LeaseRef> acks_only;
   };
 
  private:

@@ -79,6 +79,42 @@ end
 
 local function conflict(text) return {'conflict', text} end
 
+local function remove_message(id)
+  local mk = key('m', id)
+  local f = redis.call('HMGET', mk, 'q', 'z')
+  redis.call('DEL', mk)
+  redis.call('ZREM', key('q', f[1]), f[2])
+  redis.call('ZREM', key('ql', f[1]), f[2])
+end
+
+local function not_leased(id) return 'message ' .. id .. ' is no longer leased by this delivery' end
+
+-- Many commits that only acknowledge (a consumer's usual completion), in one call: each is
+-- checked and applied on its own, as a commit of its own would be. Returns 'ok' or the
+-- conflict for each.
+local function acks()
+  local out = {}
+  for o = 1, nn() do
+    local refs = {}
+    for _ = 1, nn() do refs[#refs + 1] = {id = nx(), lease = nx()} end
+    local seen, stale = {}, nil
+    for _, r in ipairs(refs) do
+      if seen[r.id] or r.lease == '' or redis.call('HGET', key('m', r.id), 'ls') ~= r.lease then
+        stale = r.id
+        break
+      end
+      seen[r.id] = true
+    end
+    if stale then
+      out[o] = not_leased(stale)
+    else
+      for _, r in ipairs(refs) do remove_message(r.id) end
+      out[o] = 'ok'
+    end
+  end
+  return out
+end
+
 -- --- commit ------------------------------------------------------------------------------------
 
 local function subscription_matches(topic, name, ty, src, sub)
@@ -131,9 +167,7 @@ local function commit()
   -- Check every condition, as the batch would see them in order.
   local leased = {}
   local function check_lease(id, lease)
-    if leased[id] or redis.call('HGET', key('m', id), 'ls') ~= lease or lease == '' then
-      return 'message ' .. id .. ' is no longer leased by this delivery'
-    end
+    if leased[id] or redis.call('HGET', key('m', id), 'ls') ~= lease or lease == '' then return not_leased(id) end
     leased[id] = true
   end
   for _, a in ipairs(acks) do
@@ -242,13 +276,7 @@ local function commit()
   end
 
   -- Every check passed: write.
-  for _, a in ipairs(acks) do
-    local mk = key('m', a.id)
-    local f = redis.call('HMGET', mk, 'q', 'z')
-    redis.call('DEL', mk)
-    redis.call('ZREM', key('q', f[1]), f[2])
-    redis.call('ZREM', key('ql', f[1]), f[2])
-  end
+  for _, a in ipairs(acks) do remove_message(a.id) end
   for _, r in ipairs(retries) do
     local mk = key('m', r.id)
     local f = redis.call('HMGET', mk, 'q', 'z', 'dl', 'ff')
@@ -592,7 +620,7 @@ local function set_blob_subscriptions()
 end
 
 local ops = {
-  commit = commit, receive = receive, extend = extend, subscribe = subscribe, purge = purge, replay_dead = replay_dead,
+  commit = commit, acks = acks, receive = receive, extend = extend, subscribe = subscribe, purge = purge, replay_dead = replay_dead,
   trim_stream = trim_stream, set_blob_subscriptions = set_blob_subscriptions, peek = peek, stats = stats,
   next_due = next_due, get = get, scan = scan, read_stream = read_stream, stream_info = stream_info,
   checkpoints = checkpoints, stream_offset_at = stream_offset_at, head_blob = head_blob, get_blob = get_blob,
