@@ -108,6 +108,102 @@ TEST(MultiHost, TheHostsKnowEachOtherAndADifferentManifestIsSaid) {
   EXPECT_EQ(a.signal_and_wait(SIGTERM), 0);
 }
 
+// Stream partitions are dealt among the hosts by leases: one host holds all four; a second
+// that joins gets half; one killed with SIGKILL loses its leases when they expire and the
+// other takes them; one that stops gives them back at once. Through it all every record is
+// processed once (the outputs cover each record exactly once).
+TEST(MultiHost, StreamPartitionsAreDealtByLeasesAndMoveWhenAHostJoinsDiesOrLeaves) {
+  const std::string url = store_url("postgres");
+  ASSERT_FALSE(url.empty());
+  const std::string text = "name: shared\nstore: \"" + url + "\"\nstreams:\n  events: {partitions: 4}\nfunctions:\n"
+                           "  sink:\n    runtime: native\n    handler: " + test_function("relay").string() + "\n"
+                           "    triggers: [{stream: {name: events, batch_size: 16, max_wait: 200ms}}]\n"
+                           "    outputs: {next: {queue: out}}\n";
+  TempDir a_dir, b_dir, c_dir;
+  for (auto* d : {&a_dir, &b_dir, &c_dir}) d->write("nimbus.yaml", text);
+  auto a = std::make_unique<Host>(a_dir.path());
+  ASSERT_TRUE(a->started()) << a->errors();
+  Admin admin{a->admin_port(), a->admin_token()};
+  // Each live host's id and how many partitions it holds, as /admin/cluster says.
+  auto held = [](Admin& on) {
+    std::map<std::string, std::size_t> out;
+    json::object o = parse_object(on.call("GET", "/admin/cluster").body);
+    if (!o.contains("hosts")) return out;
+    for (const auto& h : o["hosts"].as_array()) {
+      out[std::string(h.as_object().at("id").as_string())] = h.as_object().at("partitions").as_array().size();
+    }
+    return out;
+  };
+  auto dealt = [&](Admin& on, std::vector<std::size_t> want) {
+    auto h = held(on);
+    std::vector<std::size_t> got;
+    for (auto& [id, n] : h) got.push_back(n);
+    std::sort(got.begin(), got.end());
+    return got == want;
+  };
+  ASSERT_TRUE(admin.wait([&] { return dealt(admin, {4}); }, 15000)) << admin.call("GET", "/admin/cluster").body;
+
+  int appended = 0;
+  auto append = [&](int n) {
+    ManualClock clock;
+    auto store = open_store(url, "", clock);
+    ASSERT_TRUE(store.ok()) << store.error().message;
+    Batch b;
+    for (int i = 0; i < n; ++i, ++appended) {
+      Batch::Append rec;
+      rec.stream = "events";
+      rec.partitions = 4;
+      rec.key = "k" + std::to_string(appended % 61);
+      rec.record.payload = std::to_string(appended);
+      b.appends.push_back(std::move(rec));
+    }
+    ASSERT_TRUE((*store)->commit_sync(std::move(b)).ok());
+  };
+  // Every record appended so far is covered by exactly one output.
+  auto all_once = [&](Admin& on) {
+    std::multiset<std::string> values;
+    for (auto& m : on.peek("out")) {
+      std::string payload(m["payload"].as_string());
+      const json::value batch = json::parse(payload.substr(0, payload.rfind('|')));
+      for (const auto& rec : batch.as_array()) values.insert(json::serialize(rec.as_object().at("data")));
+    }
+    if (values.size() < static_cast<std::size_t>(appended)) return false;
+    for (int i = 0; i < appended; ++i) EXPECT_EQ(values.count(std::to_string(i)), 1u) << "record " << i;
+    EXPECT_EQ(values.size(), static_cast<std::size_t>(appended)) << "a record was processed twice";
+    return true;
+  };
+
+  auto b = std::make_unique<Host>(b_dir.path());
+  ASSERT_TRUE(b->started()) << b->errors();
+  ASSERT_TRUE(admin.wait([&] { return dealt(admin, {2, 2}); }, 15000)) << admin.call("GET", "/admin/cluster").body;
+  CommandResult status = run_nimbus({"status"}, a_dir.path());
+  EXPECT_NE(status.out.find("stream partitions 2 (events/"), std::string::npos) << status.out << status.err;
+  append(2000);
+  ASSERT_TRUE(admin.wait([&] { return all_once(admin); }, 30000));
+  const int64_t on_b = invocations_succeeded(b->admin_port(), "sink");
+  EXPECT_GT(on_b, 0) << "host b read none of its partitions";
+
+  // Killed: its leases expire (5 s) and its registry record too (6 s); then a takes them.
+  EXPECT_EQ(b->signal_and_wait(SIGKILL), 128 + SIGKILL);
+  ASSERT_TRUE(admin.wait([&] { return dealt(admin, {4}); }, 20000)) << admin.call("GET", "/admin/cluster").body;
+  append(1000);
+  ASSERT_TRUE(admin.wait([&] { return all_once(admin); }, 30000));
+
+  // A third joins, then the first stops: it gives its leases back at once.
+  auto c = std::make_unique<Host>(c_dir.path());
+  ASSERT_TRUE(c->started()) << c->errors();
+  Admin admin_c{c->admin_port(), c->admin_token()};
+  ASSERT_TRUE(admin_c.wait([&] { return dealt(admin_c, {2, 2}); }, 15000)) << admin_c.call("GET", "/admin/cluster").body;
+  EXPECT_EQ(a->signal_and_wait(SIGTERM), 0);
+  const auto stopped = std::chrono::steady_clock::now();
+  ASSERT_TRUE(admin_c.wait([&] { return dealt(admin_c, {4}); }, 15000)) << admin_c.call("GET", "/admin/cluster").body;
+  EXPECT_LT(std::chrono::steady_clock::now() - stopped, std::chrono::seconds(4))
+      << "the leases of a host that stopped were not given back: they had to expire";
+  append(1000);
+  ASSERT_TRUE(admin_c.wait([&] { return all_once(admin_c); }, 30000));
+  EXPECT_EQ(c->signal_and_wait(SIGTERM), 0);
+}
+
 // The database stops under a running host (its own server here: the run's shared one stays
 // up): /readyz answers 503 naming the store, the log says so once, `nimbus status` shows it,
 // work that needs the store is refused rather than accepted and lost; when the database is

@@ -47,6 +47,19 @@ std::string json_string(const json::object& o, std::string_view key) {
   return v && v->is_string() ? std::string(v->as_string()) : std::string();
 }
 
+// The stream partitions a host of `nimbus status` holds leases on: "none", or the count and
+// each lease's <stream>/<partition>/<group>.
+std::string held_partitions(const json::object& host) {
+  const auto* p = host.if_contains("partitions");
+  if (!p || !p->is_array() || p->as_array().empty()) return "none";
+  std::string out = std::to_string(p->as_array().size()) + " (";
+  for (const auto& v : p->as_array()) {
+    if (out.back() != '(') out += ", ";
+    out += v.is_string() ? std::string(v.as_string()) : std::string("?");
+  }
+  return out + ")";
+}
+
 int cmd_validate(const fs::path& dir) {
   auto app = load_app(dir);
   if (!app) return 1;
@@ -160,7 +173,7 @@ int cmd_status(const fs::path& dir, bool as_json) {
         const auto& h = hv.as_object();
         std::cout << "  " << json_string(h, "id") << (h.at("self").as_bool() ? " (this host)" : "") << "  "
                   << json_string(h, "http") << "  running " << h.at("running").to_number<int64_t>() << ", waiting "
-                  << h.at("waiting").to_number<int64_t>() << ", stream partitions " << json_string(h, "partitions")
+                  << h.at("waiting").to_number<int64_t>() << ", stream partitions " << held_partitions(h)
                   << (h.at("same_manifest").as_bool() ? "" : "  MANIFEST DIFFERS") << "\n";
       }
     }

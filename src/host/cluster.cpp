@@ -4,17 +4,19 @@
 #include <condition_variable>
 #include <fstream>
 #include <iterator>
+#include <map>
 #include <set>
 
 #include "core/blob_path.h"
 #include "observe/log.h"
 #include "store/store.h"
+#include "triggers/stream/partition_leases.h"
 
 namespace nimbus {
 namespace json = boost::json;
 
 namespace {
-constexpr const char* kHostsStore = "_hosts";
+constexpr const char* kHostsStore = kHostsStateStore;
 }  // namespace
 
 struct HostRegistry::Shared {
@@ -94,9 +96,7 @@ void HostRegistry::beat() {
                                                            clock_.now() - started_).count()},
                       {"heartbeat_ms", unix_ms(clock_)},
                       {"running", running},
-                      {"waiting", waiting},
-                      // Stream partitions are not assigned to hosts yet: every host reads all.
-                      {"partitions", "all"}};
+                      {"waiting", waiting}};
   Batch b;
   const auto ttl = std::chrono::duration_cast<std::chrono::milliseconds>(interval_ * 3).count();
   b.puts.push_back({kHostsStore, self_.id, json::serialize(record), std::nullopt, ttl});
@@ -165,6 +165,11 @@ AdminView HostRegistry::view() {
   return AdminView{"/admin/cluster", [this] {
                      json::array hosts;
                      auto entries = store_.scan(kHostsStore, "", 1000);
+                     // The stream partitions each host holds a lease on (triggers/stream/partition_leases.h).
+                     std::map<std::string, json::array> held;
+                     if (auto leases = store_.scan(kStreamLeasesStore, "", 100000)) {
+                       for (const auto& l : *leases) held[l.value].push_back(json::string(l.key));
+                     }
                      if (entries) {
                        for (const auto& entry : *entries) {
                          boost::system::error_code ec;
@@ -173,6 +178,7 @@ AdminView HostRegistry::view() {
                          v.as_object()["self"] = entry.key == self_.id;
                          v.as_object()["same_manifest"] =
                              v.as_object()["manifest_sha256"] == json::value(self_.manifest_sha256);
+                         v.as_object()["partitions"] = std::move(held[entry.key]);
                          hosts.push_back(std::move(v));
                        }
                      }

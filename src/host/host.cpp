@@ -181,10 +181,15 @@ int run_host(const AppSpec& app, const HostOptions& options) {
     pools.add(std::make_unique<FunctionPool>(fn, index, std::move(*executor), pool_context));
   }
 
+  // This host's id on the store (its registry record, its stream partition leases).
+  char hostname[256] = {};
+  ::gethostname(hostname, sizeof hostname - 1);
+  const std::string host_id = std::string(hostname) + ":" + std::to_string(getpid()) + ":" + new_invocation_id().substr(0, 8);
+
   // Every trigger kind the registry knows, started in its order; the host knows none by name.
   PublicRoutes routes;  // what kinds other than http serve on the public listener
   TriggerContext trigger_context{app,     pools,  **store, clock,           Timers(timers, &timer_thread), logger,
-                                 &metrics, &loops, &routes, options.address, options.port};
+                                 &metrics, &loops, &routes, options.address, options.port, host_id};
   auto made = make_triggers(trigger_context);
   if (!made) return fail(made.error().message);
   std::vector<std::unique_ptr<Trigger>> triggers = std::move(*made);
@@ -200,12 +205,9 @@ int run_host(const AppSpec& app, const HostOptions& options) {
   AdminApi admin(app, pools, metrics, logger, clock, *token, status, [] { kill(getpid(), SIGTERM); }, store->get());
   for (auto& t : triggers) admin.add(t->admin_views(), t->status_fields());
   // Every host on this store, and which of them runs another manifest (host/cluster.h).
-  char hostname[256] = {};
-  ::gethostname(hostname, sizeof hostname - 1);
   HostRegistry registry(
       **store, clock, Timers(timers, &timer_thread), logger,
-      HostRegistry::Self{.id = std::string(hostname) + ":" + std::to_string(getpid()) + ":" +
-                               new_invocation_id().substr(0, 8),
+      HostRegistry::Self{.id = host_id,
                          .manifest_sha256 = file_sha256(app.manifest.string()),
                          .http = [&status] { return status.http_url; },
                          .admin = [&status] { return status.admin_url; },

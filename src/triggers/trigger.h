@@ -36,7 +36,12 @@ struct TriggerContext {
   PublicRoutes* routes = nullptr;  // routes kinds add to the public listener (http/public_routes.h)
   std::string http_address = "127.0.0.1";  // where the public HTTP listener binds
   int http_port = 0;                       // 0: any free port
+  std::string host_id;  // this host's id in the registry (host/cluster.h); empty: a new one
 };
+
+// The state store where every host on a store keeps its registry record (host/cluster.h),
+// keyed by host id, with a time to live: what is there is alive.
+inline constexpr const char* kHostsStateStore = "_hosts";
 
 // A read-only view a trigger adds to the admin API (`GET <path>`): a JSON document made when
 // asked, off the event loop (it may read the store).

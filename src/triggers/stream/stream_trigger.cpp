@@ -8,6 +8,7 @@
 #include <random>
 #include <thread>
 
+#include "core/ids.h"
 #include "core/text.h"
 #include "observe/log.h"
 #include "pool/function_pools.h"
@@ -21,6 +22,9 @@ namespace json = boost::json;
 const TriggerKind kStream = TriggerKind::named("stream");
 
 constexpr auto kTrimEvery = std::chrono::minutes(1);
+// Partition leases: renewed every kLeaseEvery, lost kLeaseTtl after the last renewal.
+constexpr auto kLeaseEvery = std::chrono::seconds(1);
+constexpr auto kLeaseTtl = std::chrono::seconds(5);
 
 }  // namespace
 
@@ -99,6 +103,27 @@ class StreamTrigger::Partition : public std::enable_shared_from_this<Partition> 
         worker_(std::move(worker)) {}
 
   const std::string& wake_name() const { return wake_name_; }
+  // This partition's lease (triggers/stream/partition_leases.h).
+  std::string lease_key() const { return spec_.name + "/" + std::to_string(partition_) + "/" + spec_.group; }
+
+  // Whether this host holds the partition's lease and reads it. Taken: it starts again from
+  // the group's committed checkpoint. Given up: no new batch starts (a running one commits,
+  // fenced by its checkpoint). On the thread that runs the lease rounds (or before any pump).
+  void set_owned(bool owned) {
+    {
+      std::lock_guard lock(mu_);
+      if (owned_ == owned) return;
+      owned_ = owned;
+      if (!owned || running_ || stopping_) return;
+    }
+    has_stored_ = false;
+    stored_ = 0;
+    if (auto st = load(); !st) {
+      logger_.host(LogLevel::warn, "stream checkpoint read failed; trying again",
+                   {{"function", fn_.name}, {"stream", spec_.name}, {"error", st.error().message}});
+    }
+    poke();
+  }
 
   // Where the group stands: its committed checkpoint, or (a new group) the start or the end.
   Status load() {
@@ -148,7 +173,7 @@ class StreamTrigger::Partition : public std::enable_shared_from_this<Partition> 
   void pump() {
     {
       std::lock_guard lock(mu_);
-      if (running_ || stopping_ || waiting_retry_) return;
+      if (running_ || stopping_ || waiting_retry_ || !owned_) return;
       running_ = true;
     }
     auto records = store_.read_stream(spec_.name, partition_, position_, spec_.batch_size);
@@ -225,7 +250,7 @@ class StreamTrigger::Partition : public std::enable_shared_from_this<Partition> 
     {
       std::lock_guard lock(mu_);
       waiting_retry_ = false;
-      if (stopping_) {
+      if (stopping_ || !owned_) {  // given up meanwhile: its next holder reads it from the checkpoint
         running_ = false;
         return;
       }
@@ -355,6 +380,7 @@ class StreamTrigger::Partition : public std::enable_shared_from_this<Partition> 
   bool running_ = false;        // a batch is being read, run or committed
   bool waiting_retry_ = false;  // a failed batch waits for its next attempt
   bool stopping_ = false;
+  bool owned_ = false;          // this host holds the partition's lease
   TimerQueue::Id timer_ = 0;
   // Worker thread only:
   int64_t stored_ = 0;    // the committed checkpoint
@@ -365,7 +391,8 @@ class StreamTrigger::Partition : public std::enable_shared_from_this<Partition> 
 };
 
 StreamTrigger::StreamTrigger(const TriggerContext& c)
-    : app_(c.app), pools_(c.pools), store_(c.store), clock_(c.clock), timers_(c.timers), logger_(c.logger) {}
+    : app_(c.app), pools_(c.pools), store_(c.store), clock_(c.clock), timers_(c.timers), logger_(c.logger),
+      host_id_(c.host_id.empty() ? "host-" + new_invocation_id().substr(0, 12) : c.host_id) {}
 
 StreamTrigger::~StreamTrigger() { stop(Duration::zero()); }
 
@@ -400,8 +427,32 @@ Status StreamTrigger::start() {
     }
   }
   if (partitions_.empty() && app_.streams.empty()) return ok_status();
+  // Which partitions this host reads: those it holds a lease on (partition_leases.h). The
+  // first round runs now; the next ones every kLeaseEvery on the trigger's thread.
+  std::vector<PartitionLeases::Unit> units;
+  for (auto& p : partitions_) {
+    std::weak_ptr<Partition> weak = p;
+    units.push_back({p->lease_key(),
+                     [weak](bool owned) {
+                       if (auto s = weak.lock()) s->set_owned(owned);
+                     },
+                     [weak] {
+                       auto s = weak.lock();
+                       return s && s->busy();
+                     }});
+  }
+  // The embedded store is one host's alone (its writer locks the file): no one to share with,
+  // and after a crash no dead host's leases to wait for.
+  const bool alone = app_.store.rfind("sqlite:", 0) == 0;
+  if (alone) {
+    for (auto& p : partitions_) p->set_owned(true);
+  } else {
+    leases_ = std::make_unique<PartitionLeases>(store_, clock_, logger_, host_id_, std::move(units), kLeaseTtl);
+    leases_->round();
+  }
   appended_ = store_.watch_changes([this](const std::vector<std::string>& names) { on_appended(names); });
   started_ = true;
+  if (!alone) arm_lease_round();
   for (auto& p : partitions_) p->poke();
   for (const auto& st : app_.streams) {
     if (st.retention != Duration{} || st.max_records != 0) {
@@ -410,6 +461,17 @@ Status StreamTrigger::start() {
     }
   }
   return ok_status();
+}
+
+void StreamTrigger::arm_lease_round() {
+  std::lock_guard lock(lease_mu_);
+  if (!started_) return;
+  lease_timer_ = timers_.at(clock_.now() + kLeaseEvery, [this] {
+    worker_->post([this] {
+      leases_->round();
+      arm_lease_round();
+    });
+  });
 }
 
 void StreamTrigger::on_appended(const std::vector<std::string>& names) {
@@ -445,7 +507,11 @@ void StreamTrigger::trim() {
 
 void StreamTrigger::stop_taking_work() {
   if (!started_) return;
-  started_ = false;
+  {
+    std::lock_guard lock(lease_mu_);
+    started_ = false;
+    timers_.cancel(lease_timer_);
+  }
   draining_ = true;
   timers_.cancel(trim_timer_);
   appended_.reset();
@@ -464,6 +530,9 @@ bool StreamTrigger::drain(Duration grace) {
   while (busy() && std::chrono::steady_clock::now() < give_up) std::this_thread::sleep_for(std::chrono::milliseconds(2));
   const bool done = !busy();
   worker_->close();
+  // A host that stops gives its partitions back at once: the others need not wait for the
+  // leases to expire.
+  if (leases_) leases_->release_all();
   return done;
 }
 

@@ -6,8 +6,9 @@
 // - within a partition, batches never overlap and never run out of order;
 // - a host killed at any moment re-reads from the last committed checkpoint: the checkpoint
 //   is never ahead of processed work, and outputs of an uncommitted batch never appear;
-// - several hosts on one store may read the same partition, but a checkpoint commit is fenced
-//   by the value it started from, so each batch's checkpoint and outputs land once.
+// - hosts on one store share the partitions by leases (partition_leases.h): each reads those
+//   it holds; and a checkpoint commit is still fenced by the value it started from, so in a
+//   handover each batch's checkpoint and outputs land once.
 // A failed batch is retried with the function's retry policy; after the last attempt it goes
 // to the queue `<stream>.<group>.dead` (with its error) and the partition moves on.
 //
@@ -18,6 +19,7 @@
 //
 // Retention runs here too: every minute, streams with `retention` or `max_records` are trimmed.
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -25,6 +27,7 @@
 #include "core/clock.h"
 #include "core/expected.h"
 #include "store/store.h"
+#include "triggers/stream/partition_leases.h"
 #include "triggers/stream/stream_spec.h"
 #include "triggers/trigger.h"
 
@@ -60,6 +63,7 @@ class StreamTrigger final : public Trigger {
 
  private:
   void trim();
+  void arm_lease_round();
   const AppSpec& app_;
   FunctionPools& pools_;
   Store& store_;
@@ -70,6 +74,10 @@ class StreamTrigger final : public Trigger {
   std::vector<std::shared_ptr<Partition>> partitions_;
   TimerQueue::Id trim_timer_ = 0;
   std::unique_ptr<Store::ChangeWatch> appended_;  // partitions that got records wake their readers
+  std::string host_id_;
+  std::unique_ptr<PartitionLeases> leases_;
+  std::mutex lease_mu_;  // started_ and lease_timer_ between the timer and stop_taking_work
+  TimerQueue::Id lease_timer_ = 0;
   bool started_ = false;
   bool draining_ = false;
 };
