@@ -11,6 +11,8 @@
 #include "harness.h"
 #include "mosquitto_broker.h"
 #include "postgres_server.h"
+#include "redis_server.h"
+#include <hiredis/hiredis.h>
 #include "store/store.h"
 
 namespace nimbus::testing {
@@ -53,6 +55,12 @@ class MqttOnEveryBackend : public ::testing::TestWithParam<std::string> {
       return;
     }
     std::string why;
+    if (GetParam() == "redis") {
+      RedisServer* server = shared_redis(&why);
+      ASSERT_NE(server, nullptr) << why;
+      url_ = server->create_url();
+      return;
+    }
     PostgresServer* server = shared_postgres(&why);
     ASSERT_NE(server, nullptr) << why;
     url_ = server->create_database();
@@ -171,11 +179,18 @@ TEST_P(MqttOnEveryBackend, KillNineBeforeTheCommitLeavesTheMessageWithTheBroker)
     Host host(dir.path());
     ASSERT_TRUE(host.started()) << host.errors();
     ASSERT_TRUE(host.wait_for_output("\"msg\":\"mqtt subscribed\"")) << host.output();
-    // Another writer holds the store, so every commit waits: SQLite's write lock, or a lock on
-    // PostgreSQL's messages table that blocks every insert.
+    // Another writer holds the store, so every commit waits: SQLite's write lock, a lock on
+    // PostgreSQL's messages table that blocks every insert, or Redis's clients paused for writes.
     sqlite3* db = nullptr;
     PGconn* pg = nullptr;
-    if (GetParam() == "sqlite") {
+    redisContext* redis = nullptr;
+    if (GetParam() == "redis") {
+      redis = redisConnect("127.0.0.1", std::stoi(url_.substr(url_.rfind(':') + 1)));
+      ASSERT_TRUE(redis && !redis->err);
+      auto* r = static_cast<redisReply*>(redisCommand(redis, "CLIENT PAUSE 20000 WRITE"));
+      ASSERT_TRUE(r && r->type == REDIS_REPLY_STATUS) << (r && r->str ? r->str : "no reply");
+      freeReplyObject(r);
+    } else if (GetParam() == "sqlite") {
       ASSERT_EQ(sqlite3_open((dir.path() / ".nimbus" / "state.db").c_str(), &db), SQLITE_OK);
       ASSERT_EQ(sqlite3_exec(db, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr), SQLITE_OK);
     } else {
@@ -196,6 +211,10 @@ TEST_P(MqttOnEveryBackend, KillNineBeforeTheCommitLeavesTheMessageWithTheBroker)
       PQclear(PQexec(pg, "ROLLBACK"));
       PQfinish(pg);
     }
+    if (redis) {
+      freeReplyObject(redisCommand(redis, "CLIENT UNPAUSE"));
+      redisFree(redis);
+    }
   }
   EXPECT_TRUE(peek(dir, "_mqtt.relay").empty()) << "the message was committed after all: the test proved nothing";
   Host again(dir.path());
@@ -205,6 +224,59 @@ TEST_P(MqttOnEveryBackend, KillNineBeforeTheCommitLeavesTheMessageWithTheBroker)
   EXPECT_EQ(done[0].payload, "r1|relay");
   EXPECT_EQ(done[0].subject, "plant/p1/reading");
   EXPECT_EQ(again.signal_and_wait(SIGTERM), 0);
+}
+
+// Hosts on a shared store share the subscriptions: each holds a session slot and subscribes
+// through $share, so the broker gives each message to one host (without it, each host would
+// commit its own copy and every output would come twice). A host killed with SIGKILL leaves
+// its session with the broker, which keeps queuing its share there; the other host takes the
+// session over once the slot's lease expires, and nothing published is lost.
+TEST(MqttCluster, HostsShareTheSubscriptionsAndOneTakesOverTheSessionOfAKilledHost) {
+  TempDir a_dir, b_dir;
+  MosquittoBroker broker(a_dir.path() / "broker");
+  ASSERT_TRUE(broker.start()) << broker.error();
+  std::string why;
+  PostgresServer* server = shared_postgres(&why);
+  ASSERT_NE(server, nullptr) << why;
+  const std::string url = server->create_database();
+  ASSERT_FALSE(url.empty()) << server->error();
+  const std::string app = mqtt_app(broker, native_stage("relay", "relay", "plant/#", "{queue: done}"), url);
+  a_dir.write("nimbus.yaml", app);
+  b_dir.write("nimbus.yaml", app);
+  auto a = std::make_unique<Host>(a_dir.path());
+  Host b(b_dir.path());
+  ASSERT_TRUE(a->started() && b.started()) << a->errors() << b.errors();
+  ASSERT_TRUE(a->wait_for_output("\"msg\":\"mqtt subscribed\"")) << a->output();
+  ASSERT_TRUE(b.wait_for_output("\"msg\":\"mqtt subscribed\"")) << b.output();
+  EXPECT_NE(a->output().find("$share/nimbus-iot/plant/#"), std::string::npos) << a->output();
+  MqttTestClient device(broker.port());
+  auto publish = [&](int from, int to) {
+    for (int i = from; i < to; ++i) ASSERT_TRUE(device.publish("plant/p1/reading", "r" + std::to_string(i)));
+  };
+  // Every payload from 0 to n-1 is in `done`, each once.
+  auto all_once = [&](int n) {
+    auto done = peek(a_dir, "done", url);
+    if (done.size() < static_cast<std::size_t>(n)) return false;
+    std::multiset<std::string> got;
+    for (const auto& m : done) got.insert(m.payload);
+    for (int i = 0; i < n; ++i) EXPECT_EQ(got.count("r" + std::to_string(i) + "|relay"), 1u) << "message " << i;
+    EXPECT_EQ(done.size(), static_cast<std::size_t>(n)) << "a message was received by both hosts";
+    return true;
+  };
+  publish(0, 100);
+  ASSERT_TRUE(eventually([&] { return all_once(100); }, 30000)) << a->output() << b.output();
+
+  EXPECT_EQ(a->signal_and_wait(SIGKILL), 128 + SIGKILL);
+  a.reset();
+  publish(100, 200);  // about half of them queue in the killed host's session
+  ASSERT_TRUE(eventually([&] { return peek(a_dir, "done", url).size() >= 200; }, 30000))
+      << "the killed host's session was not taken over\n" << b.output();
+  auto done = peek(a_dir, "done", url);
+  std::set<std::string> got;
+  for (const auto& m : done) got.insert(m.payload);
+  for (int i = 0; i < 200; ++i) EXPECT_EQ(got.count("r" + std::to_string(i) + "|relay"), 1u) << "message " << i << " lost";
+  EXPECT_NE(b.output().find("mqtt session slot taken"), std::string::npos);
+  EXPECT_EQ(b.signal_and_wait(SIGTERM), 0);
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, MqttOnEveryBackend, ::testing::Values("sqlite", "postgres", "redis"),

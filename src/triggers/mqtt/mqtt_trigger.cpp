@@ -13,6 +13,7 @@
 #include <set>
 #include <thread>
 
+#include "core/ids.h"
 #include "core/mqtt_topic.h"
 #include "observe/log.h"
 #include "store/store.h"
@@ -27,6 +28,13 @@ constexpr int kLoopTimeoutMs = 100;
 constexpr int kOutboxWindow = 64;        // outbox messages published and not yet acknowledged, at most
 constexpr int64_t kOutboxLeaseMs = 60000;  // a publish unacknowledged this long goes out again
 constexpr auto kOutboxLookEvery = std::chrono::seconds(1);  // work committed by other hosts
+
+// Session slots of hosts sharing a store (see mqtt_trigger.h).
+constexpr auto kSlotEvery = std::chrono::seconds(2);
+constexpr auto kSlotTtl = std::chrono::seconds(6);
+constexpr int kMaxSlots = 1000;
+constexpr const char* kMqttSlotsStore = "_mqtt_slots";
+constexpr const char* kMqttSessionsStore = "_mqtt_sessions";
 
 std::once_flag library_once;
 
@@ -50,8 +58,10 @@ struct Route {
 
 class MqttTrigger::Connection {
  public:
-  Connection(const AppSpec& app, const MqttBrokerSpec& broker, Store& store, Logger& logger)
-      : broker_(broker), store_(store), logger_(logger) {
+  // `share`: the shared-subscription group its filters join ($share/<share>/<filter>), when
+  // several hosts take turns; empty: plain subscriptions (one host).
+  Connection(const AppSpec& app, const MqttBrokerSpec& broker, std::string share, Store& store, Logger& logger)
+      : broker_(broker), share_(std::move(share)), store_(store), logger_(logger) {
     for (const auto& fn : app.functions) {
       for (const auto* t : fn.triggers_of<MqttTriggerSpec>()) {
         routes_.push_back({fn.name, t->filter});
@@ -67,7 +77,6 @@ class MqttTrigger::Connection {
   }
 
   Status start() {
-    std::call_once(library_once, [] { mosquitto_lib_init(); });
     // clean_session off: the broker keeps the subscriptions and unacknowledged QoS 1 messages
     // under the client id while no host is connected.
     mosq_ = mosquitto_new(broker_.client_id.c_str(), false, this);
@@ -114,6 +123,7 @@ class MqttTrigger::Connection {
   }
 
   bool connected() const { return connected_.load(); }
+  const std::string& client_id() const { return broker_.client_id; }
 
  private:
   // The network thread: connects, runs libmosquitto's loop, reconnects with backoff.
@@ -179,7 +189,9 @@ class MqttTrigger::Connection {
     logger_.host(LogLevel::info, "mqtt broker connected",
                  {{"broker", broker_.url}, {"client_id", broker_.client_id},
                   {"session_present", (flags & 1) ? "true" : "false"}});
-    for (const auto& [filter, qos] : filters_) {
+    for (const auto& [plain, qos] : filters_) {
+      // Shared: the broker gives each message to one member of the group (one host).
+      const std::string filter = share_.empty() ? plain : "$share/" + share_ + "/" + plain;
       int mid = 0;
       if (auto st = checked(mosquitto_subscribe(mosq_, &mid, filter.c_str(), qos), "mqtt: subscribe"); !st) {
         logger_.host(LogLevel::error, "mqtt subscribe failed", {{"topic", filter}, {"error", st.error().message}});
@@ -315,6 +327,7 @@ class MqttTrigger::Connection {
   }
 
   MqttBrokerSpec broker_;
+  std::string share_;
   Store& store_;
   Logger& logger_;
   std::vector<Route> routes_;
@@ -331,30 +344,167 @@ class MqttTrigger::Connection {
   std::map<int, std::string> subscribing_;  // subscribe mid -> filter
 };
 
-MqttTrigger::MqttTrigger(const TriggerContext& c) : app_(c.app), store_(c.store), clock_(c.clock), logger_(c.logger) {}
+MqttTrigger::MqttTrigger(const TriggerContext& c)
+    : app_(c.app), store_(c.store), clock_(c.clock), logger_(c.logger),
+      host_id_(c.host_id.empty() ? "host-" + new_invocation_id().substr(0, 12) : c.host_id) {}
 
 MqttTrigger::~MqttTrigger() { stop_taking_work(); }
 
 Status MqttTrigger::start() {
   if (!app_.mqtt) return ok_status();
-  connection_ = std::make_unique<Connection>(app_, *app_.mqtt, store_, logger_);
-  if (auto st = connection_->start(); !st) {
-    connection_.reset();
-    return Error{"mqtt broker " + app_.mqtt->url + ": " + st.error().message};
+  std::call_once(library_once, [] { mosquitto_lib_init(); });
+  // The embedded store is one host's: one session under the configured client id. A shared
+  // store: each host takes a session slot (below).
+  if (app_.store.rfind("sqlite:", 0) == 0) {
+    auto conn = std::make_unique<Connection>(app_, *app_.mqtt, std::string(), store_, logger_);
+    if (auto st = conn->start(); !st) return Error{"mqtt broker " + app_.mqtt->url + ": " + st.error().message};
+    std::lock_guard lock(slots_mu_);
+    slots_.push_back(Slot{-1, {}, std::move(conn)});
+    return ok_status();
   }
+  for (int k = 0; k < kMaxSlots; ++k) {
+    auto st = take_slot(k);
+    if (!st) return Error{"mqtt broker " + app_.mqtt->url + ": " + st.error().message};
+    if (*st) break;
+  }
+  keeper_ = std::thread([this] { keep_slots(); });
   return ok_status();
 }
 
-void MqttTrigger::stop_taking_work() {
-  if (connection_) connection_->stop();
+// Takes session slot k if no live host holds it: a lease (create-only, with a time to live)
+// in _mqtt_slots, and a mark in _mqtt_sessions that the session exists (the broker queues a
+// share of the messages for it even while no one is connected, so a slot is never forgotten).
+// Then connects as <client_id>-<k>. False: another host holds it.
+Expected<bool> MqttTrigger::take_slot(int k) {
+  const int64_t ttl_ms = std::chrono::duration_cast<std::chrono::milliseconds>(kSlotTtl).count();
+  Batch b;
+  b.puts.push_back({kMqttSlotsStore, std::to_string(k), host_id_, std::string(), ttl_ms});
+  b.puts.push_back({kMqttSessionsStore, std::to_string(k), app_.mqtt->client_id, std::nullopt, 0});
+  auto r = store_.commit_sync(std::move(b));
+  if (!r) {
+    if (r.error().code == store_error::conflict) return false;
+    return r.error();
+  }
+  MqttBrokerSpec broker = *app_.mqtt;
+  broker.client_id = app_.mqtt->client_id + "-" + std::to_string(k);
+  auto conn = std::make_unique<Connection>(app_, broker, app_.mqtt->client_id, store_, logger_);
+  if (auto st = conn->start(); !st) return st.error();
+  logger_.host(LogLevel::info, "mqtt session slot taken", {{"slot", k}, {"client_id", broker.client_id}});
+  std::lock_guard lock(slots_mu_);
+  slots_.push_back(Slot{k, r->etags.at(0), std::move(conn)});
+  return true;
 }
 
-bool MqttTrigger::connected() const { return connection_ && connection_->connected(); }
+// Every kSlotEvery: renews the slots this host holds (one it can no longer renew is given up
+// at once: another host may have it); takes every slot whose host is gone (its session's
+// queued messages are delivered to whoever connects under its id); and makes sure this host
+// holds at least one.
+void MqttTrigger::keep_slots() {
+  const int64_t ttl_ms = std::chrono::duration_cast<std::chrono::milliseconds>(kSlotTtl).count();
+  for (;;) {
+    {
+      std::unique_lock lock(slots_mu_);
+      if (stop_cv_.wait_for(lock, kSlotEvery, [&] { return stopping_; })) return;
+    }
+    std::vector<std::pair<int, std::string>> held;
+    {
+      std::lock_guard lock(slots_mu_);
+      for (const auto& s : slots_) held.emplace_back(s.index, s.etag);
+    }
+    for (const auto& [k, etag] : held) {
+      Batch b;
+      b.puts.push_back({kMqttSlotsStore, std::to_string(k), host_id_, etag, ttl_ms});
+      auto r = store_.commit_sync(std::move(b));
+      std::unique_ptr<Connection> dropped;
+      {
+        std::lock_guard lock(slots_mu_);
+        for (auto it = slots_.begin(); it != slots_.end(); ++it) {
+          if (it->index != k) continue;
+          if (r) {
+            it->etag = r->etags.at(0);
+          } else {
+            dropped = std::move(it->conn);
+            slots_.erase(it);
+          }
+          break;
+        }
+      }
+      if (dropped) {
+        logger_.host(LogLevel::warn, "mqtt session slot lost; disconnecting it", {{"slot", k}, {"error", r.error().message}});
+        dropped->stop();
+      }
+    }
+    auto sessions = store_.scan(kMqttSessionsStore, "", kMaxSlots);
+    if (!sessions) continue;
+    for (const auto& s : *sessions) {
+      int k = -1;
+      try {
+        k = std::stoi(s.key);
+      } catch (...) {
+        continue;
+      }
+      bool mine = false;
+      {
+        std::lock_guard lock(slots_mu_);
+        for (const auto& slot : slots_) mine = mine || slot.index == k;
+      }
+      if (!mine) (void)take_slot(k);  // free only if its host is gone
+    }
+    bool none;
+    {
+      std::lock_guard lock(slots_mu_);
+      none = slots_.empty();
+    }
+    for (int k = 0; none && k < kMaxSlots; ++k) {
+      auto took = take_slot(k);
+      if (!took) break;
+      none = !*took;
+    }
+  }
+}
+
+void MqttTrigger::stop_taking_work() {
+  {
+    std::lock_guard lock(slots_mu_);
+    stopping_ = true;
+  }
+  stop_cv_.notify_all();
+  if (keeper_.joinable()) keeper_.join();
+  std::vector<Slot> slots;
+  {
+    std::lock_guard lock(slots_mu_);
+    slots.swap(slots_);
+  }
+  for (auto& s : slots) s.conn->stop();
+  // Gives the slots back at once: another host takes over their sessions without waiting.
+  for (auto& s : slots) {
+    if (s.index < 0) continue;
+    Batch b;
+    b.deletes.push_back({kMqttSlotsStore, std::to_string(s.index), s.etag});
+    (void)store_.commit_sync(std::move(b));
+  }
+}
+
+bool MqttTrigger::connected() const {
+  std::lock_guard lock(slots_mu_);
+  for (const auto& s : slots_) {
+    if (s.conn->connected()) return true;
+  }
+  return false;
+}
 
 std::vector<StatusField> MqttTrigger::status_fields() {
   if (!app_.mqtt) return {};
   return {{"mqtt", [this] {
-             return boost::json::serialize(boost::json::object{{"broker", app_.mqtt->url}, {"connected", connected()}});
+             boost::json::array clients;
+             {
+               std::lock_guard lock(slots_mu_);
+               for (const auto& s : slots_) {
+                 clients.push_back(boost::json::object{{"client_id", s.conn->client_id()}, {"connected", s.conn->connected()}});
+               }
+             }
+             return boost::json::serialize(
+                 boost::json::object{{"broker", app_.mqtt->url}, {"connected", connected()}, {"sessions", std::move(clients)}});
            }}};
 }
 

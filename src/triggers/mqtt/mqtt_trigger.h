@@ -14,9 +14,18 @@
 //   publish. At least once: a host or a connection lost before that publishes them again.
 // A broker that is down or refuses the connection never stops the host: connecting is retried
 // with a doubling backoff (0.5 s to 30 s), each failure logged.
+// Hosts sharing a store (PostgreSQL, Redis) share the subscriptions: each host holds a session
+// slot k (a lease in the store) and connects as <client_id>-k, subscribed to
+// $share/<client_id>/<filter>, so the broker gives each message to one host. The broker keeps
+// queuing a share for a slot whose host died; a live host takes that slot over once its lease
+// has expired (about 6 s) and receives them; a host that stops gives its slots back at once.
 #include <atomic>
+#include <condition_variable>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "core/app_spec.h"
 #include "core/clock.h"
@@ -50,11 +59,24 @@ class MqttTrigger final : public Trigger {
   class Connection;
 
  private:
+  Expected<bool> take_slot(int k);
+  void keep_slots();
+
   const AppSpec& app_;
   Store& store_;
   const Clock& clock_;
   Logger& logger_;
-  std::unique_ptr<Connection> connection_;
+  std::string host_id_;
+  struct Slot {
+    int index;         // -1: the one session of a host alone on its store
+    std::string etag;  // of its lease
+    std::unique_ptr<Connection> conn;
+  };
+  mutable std::mutex slots_mu_;
+  std::vector<Slot> slots_;
+  std::condition_variable stop_cv_;
+  bool stopping_ = false;
+  std::thread keeper_;  // renews and takes over slots (shared stores)
 };
 
 }  // namespace nimbus
