@@ -6,6 +6,8 @@
 namespace nimbus::testing {
 namespace {
 
+namespace fs = std::filesystem;
+
 // The same app in two folders of its own (keys, tokens, native builds are per host), on `url`.
 struct TwoHosts {
   TwoHosts(const std::string& url, const std::string& functions) {
@@ -202,6 +204,63 @@ TEST(MultiHost, StreamPartitionsAreDealtByLeasesAndMoveWhenAHostJoinsDiesOrLeave
   append(1000);
   ASSERT_TRUE(admin_c.wait([&] { return all_once(admin_c); }, 30000));
   EXPECT_EQ(c->signal_and_wait(SIGTERM), 0);
+}
+
+// A file-drop folder watched by two hosts on one store: each file runs once (the first to
+// rename it into its own .processing/<host id>/ takes it); a host killed with files in hand
+// leaves them in its folder, and the other hands them back and runs them once the killed
+// host is out of the registry and its folder has been still for 10 s.
+TEST(MultiHost, AFileDropFolderSharedByTwoHostsRunsEachFileOnceAndTakesBackAKilledHostsFiles) {
+  const std::string url = store_url("postgres");
+  ASSERT_FALSE(url.empty());
+  TempDir inbox, a_dir, b_dir;
+  const std::string text = "name: shared\nstore: \"" + url + "\"\nfunctions:\n  sink:\n    runtime: native\n    handler: " +
+                           test_function("sleepy").string() + "\n    concurrency: 2\n    triggers: [{file: {path: \"" +
+                           inbox.path().string() + "\", pattern: \"*.txt\"}}]\n";
+  a_dir.write("nimbus.yaml", text);
+  b_dir.write("nimbus.yaml", text);
+  auto a = std::make_unique<Host>(a_dir.path());
+  Host b(b_dir.path());
+  ASSERT_TRUE(a->started() && b.started()) << a->errors() << b.errors();
+  auto drop = [&](const std::string& name, const std::string& content) {
+    inbox.write(name + ".tmp", content);
+    fs::rename(inbox.path() / (name + ".tmp"), inbox.path() / name);
+  };
+  auto processed = [&] {
+    std::size_t n = 0;
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(inbox.path() / "processed", ec)) n += e.is_regular_file() ? 1 : 0;
+    return n;
+  };
+  for (int i = 0; i < 20; ++i) drop("f" + std::to_string(i) + ".txt", "50");
+  Admin admin{b.admin_port(), b.admin_token()};
+  ASSERT_TRUE(admin.wait([&] { return processed() == 20; }, 30000)) << a->output() << b.output();
+  const int64_t on_a = invocations_succeeded(a->admin_port(), "sink");
+  const int64_t on_b = invocations_succeeded(b.admin_port(), "sink");
+  EXPECT_EQ(on_a + on_b, 20) << "a file ran on both hosts (a " << on_a << ", b " << on_b << ")";
+
+  // Host a's id, and its folder under .processing/.
+  Admin admin_a{a->admin_port(), a->admin_token()};
+  std::string a_id;
+  json::object cluster = parse_object(admin_a.call("GET", "/admin/cluster").body);  // held: a range-for over a temporary's member dangles
+  for (const auto& h : cluster["hosts"].as_array()) {
+    if (h.as_object().at("self").as_bool()) a_id = std::string(h.as_object().at("id").as_string());
+  }
+  ASSERT_FALSE(a_id.empty());
+  const fs::path a_folder = inbox.path() / ".processing" / a_id;
+  for (int i = 0; i < 6; ++i) drop("slow" + std::to_string(i) + ".txt", "3000");
+  ASSERT_TRUE(admin.wait([&] {
+    std::error_code ec;
+    return fs::exists(a_folder, ec) && !fs::is_empty(a_folder, ec);
+  }, 10000)) << "host a took none of the slow files";
+  EXPECT_EQ(a->signal_and_wait(SIGKILL), 128 + SIGKILL);
+  a.reset();
+  ASSERT_TRUE(admin.wait([&] { return processed() == 26; }, 60000))
+      << "the killed host's files were not taken back\n" << b.output();
+  for (int i = 0; i < 6; ++i) EXPECT_TRUE(fs::exists(inbox.path() / "processed" / ("slow" + std::to_string(i) + ".txt")));
+  EXPECT_FALSE(fs::exists(a_folder)) << "the killed host's folder was left behind";
+  EXPECT_NE(b.output().find("taking again a file an earlier run left in .processing/"), std::string::npos);
+  EXPECT_EQ(b.signal_and_wait(SIGTERM), 0);
 }
 
 // The database stops under a running host (its own server here: the run's shared one stays

@@ -20,9 +20,11 @@
 #include <random>
 #include <set>
 
+#include "core/ids.h"
 #include "core/private_file.h"
 #include "observe/log.h"
 #include "pool/function_pools.h"
+#include "store/store.h"
 #include "triggers/outputs.h"
 
 namespace nimbus {
@@ -36,6 +38,11 @@ constexpr const char* kProcessed = "processed";
 constexpr const char* kFailed = "failed";
 // A name still held in .processing/ (an earlier file of that name runs) is looked at again after this.
 constexpr Duration kLookAgain = std::chrono::seconds(1);
+// Hosts sharing a store: the folders are listed (a drop on another machine of a network share
+// raises no inotify event here) and the .processing/ folders of hosts gone are handed back
+// this often; a folder counts as gone once untouched this long with its host out of the registry.
+constexpr auto kLookEvery = std::chrono::seconds(2);
+constexpr auto kOrphanAge = std::chrono::seconds(10);
 
 std::string posix_error(const std::string& what, const fs::path& path, int err) {
   return "cannot " + what + " " + path.string() + ": " + std::strerror(err);
@@ -99,6 +106,8 @@ struct FileTrigger::Shared {
   Timers timers;
   Logger& logger;
   Bell bell;
+  std::string host_id;  // names this host's folder under .processing/ (a shared store)
+  bool alone;           // the embedded store: no other host can share these folders
 };
 
 class FileTrigger::Watch : public std::enable_shared_from_this<FileTrigger::Watch> {
@@ -107,7 +116,10 @@ class FileTrigger::Watch : public std::enable_shared_from_this<FileTrigger::Watc
       : fn_(fn),
         spec_(spec),
         dir_(spec.path),
-        processing_(dir_ / kProcessing),
+        // One host alone takes files into .processing/ itself; hosts sharing a store (and
+        // maybe the folder) each into .processing/<host id>/, so that one starting never
+        // takes back what another is running.
+        processing_(shared->alone ? dir_ / kProcessing : dir_ / kProcessing / shared->host_id),
         pool_(pool),
         shared_(std::move(shared)),
         limit_(pool.capacity()) {}
@@ -126,19 +138,66 @@ class FileTrigger::Watch : public std::enable_shared_from_this<FileTrigger::Watc
         return Error{"function '" + fn_.name + "': cannot create " + d.string() + ": " + ec.message()};
       }
     }
-    for (const auto& entry : fs::directory_iterator(processing_, ec)) {
-      if (!entry.is_regular_file(ec)) continue;
-      std::string name = entry.path().filename().string();
-      int err = move_no_replace(entry.path(), dir_ / name);
-      if (err != 0 && err != EEXIST) {
-        return Error{"function '" + fn_.name + "': " + posix_error("move back", entry.path(), err)};
+    return recover({});
+  }
+
+  // Hands back to the folder what earlier runs left in .processing/: files directly in it (a
+  // host alone, or an older version), and the folders of hosts that are gone: not in `live`
+  // (the registry's hosts) and untouched for kOrphanAge (a host that has just started may not
+  // be in the registry yet). A host alone on its store has no one to wait for.
+  Status recover(const std::set<std::string>& live) {
+    std::error_code ec;
+    const fs::path base = dir_ / kProcessing;
+    for (const auto& entry : fs::directory_iterator(base, ec)) {
+      const std::string name = entry.path().filename().string();
+      if (entry.is_regular_file(ec)) {
+        if (auto st = hand_back(entry.path()); !st) return st;
+        continue;
       }
-      shared_->logger.host(LogLevel::info, "taking again a file an earlier run left in .processing/",
-                           {{"function", fn_.name}, {"file", name}});
-      std::lock_guard lock(mu_);
-      if (err == EEXIST) retries_.push_back({name, 1});  // a newer file took its name: run it where it is
+      if (!entry.is_directory(ec) || entry.path() == processing_ || live.count(name)) continue;
+      if (!shared_->alone) {
+        std::error_code tec;
+        const auto touched = fs::last_write_time(entry.path(), tec);
+        if (tec || fs::file_time_type::clock::now() - touched < kOrphanAge) continue;
+      }
+      std::error_code dec;
+      for (const auto& left : fs::directory_iterator(entry.path(), dec)) {
+        if (left.is_regular_file(dec)) {
+          if (auto st = hand_back(left.path()); !st) return st;
+        }
+      }
+      fs::remove(entry.path(), dec);  // empty now (or another host emptied it first)
     }
-    if (ec) return Error{"function '" + fn_.name + "': " + posix_error("list", processing_, ec.value())};
+    if (ec) return Error{"function '" + fn_.name + "': " + posix_error("list", base, ec.value())};
+    return ok_status();
+  }
+
+  // A file an earlier run took: back into the folder, to be taken again; if a newer file
+  // has its name there, into this host's .processing/ folder, to run from there.
+  Status hand_back(const fs::path& file) {
+    const std::string name = file.filename().string();
+    int err = move_no_replace(file, dir_ / name);
+    bool run_here = false;  // a newer file took its name: run it from this host's .processing/
+    if (err == EEXIST && file.parent_path() == processing_) {
+      run_here = true;
+      err = 0;
+    } else if (err == EEXIST) {
+      err = move_no_replace(file, processing_ / name);
+      run_here = err == 0;
+    }
+    if (err == ENOENT) return ok_status();  // another host took it back first
+    if (err == EEXIST) {
+      shared_->logger.host(LogLevel::warn, "a file left in .processing/ waits: its name is taken in the folder and here",
+                           {{"function", fn_.name}, {"file", file.string()}});
+      return ok_status();
+    }
+    if (err != 0) return Error{"function '" + fn_.name + "': " + posix_error("move back", file, err)};
+    shared_->logger.host(LogLevel::info, "taking again a file an earlier run left in .processing/",
+                         {{"function", fn_.name}, {"file", name}});
+    if (run_here) {
+      std::lock_guard lock(mu_);
+      retries_.push_back({name, 1});
+    }
     return ok_status();
   }
 
@@ -378,8 +437,9 @@ class FileTrigger::Watch : public std::enable_shared_from_this<FileTrigger::Watc
 
 FileTrigger::FileTrigger(const TriggerContext& c)
     : app_(c.app),
-      shared_(new Shared{c.pools, c.store, c.clock, c.timers, c.logger,
-                         Bell(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC))}) {}
+      shared_(new Shared{c.pools, c.store, c.clock, c.timers, c.logger, Bell(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)),
+                         c.host_id.empty() ? "host-" + new_invocation_id().substr(0, 12) : c.host_id,
+                         c.app.store.rfind("sqlite:", 0) == 0}) {}
 
 FileTrigger::~FileTrigger() {
   stop_taking_work();
@@ -428,9 +488,15 @@ bool FileTrigger::wait_idle(TimePoint until) {
 void FileTrigger::run() {
   alignas(inotify_event) char buf[16 * 1024];
   pollfd fds[2] = {{inotify_fd_, POLLIN, 0}, {shared_->bell.fd, POLLIN, 0}};
+  auto last_look = std::chrono::steady_clock::now();
   for (;;) {
+    if (!shared_->alone && std::chrono::steady_clock::now() - last_look >= kLookEvery) {
+      last_look = std::chrono::steady_clock::now();
+      look_around();
+    }
     for (auto& w : watches_) w->pump();
-    if (::poll(fds, 2, -1) < 0 && errno != EINTR) {
+    const int timeout = shared_->alone ? -1 : static_cast<int>(std::chrono::milliseconds(kLookEvery).count());
+    if (::poll(fds, 2, timeout) < 0 && errno != EINTR) {
       shared_->logger.host(LogLevel::error, "file triggers stopped watching", {{"error", std::strerror(errno)}});
       return;
     }
@@ -440,6 +506,21 @@ void FileTrigger::run() {
     }
     if (stopping_) return;
     if (fds[0].revents & POLLIN) read_events(buf, sizeof buf);
+  }
+}
+
+void FileTrigger::look_around() {
+  // Who is alive: the registry's records (host/cluster.h). A read that fails hands nothing back.
+  auto hosts = shared_->store.scan(kHostsStateStore, "", 100000);
+  for (auto& w : watches_) {
+    if (hosts) {
+      std::set<std::string> live{shared_->host_id};
+      for (const auto& h : *hosts) live.insert(h.key);
+      if (auto st = w->recover(live); !st) {
+        shared_->logger.host(LogLevel::error, "cannot hand back files of a host that is gone", {{"error", st.error().message}});
+      }
+    }
+    w->scan();
   }
 }
 

@@ -3,7 +3,10 @@
 // matches the trigger's pattern is one invocation (payload: its bytes; subject: its name).
 // - A file is taken by renaming it into `<folder>/.processing/` (atomic, never over another
 //   file), so hosts watching one folder never both take it; a file that a crash left there is
-//   moved back on the next start and runs again (at least once).
+//   moved back on the next start and runs again (at least once). Hosts sharing a store (and a
+//   folder, on one machine or a network share) each take into `.processing/<host id>/`; every
+//   2 s they list the folders (a drop on another machine raises no inotify event here) and hand
+//   back the files of a host that is gone (out of the registry, its folder untouched for 10 s).
 // - On success the function's outputs are committed first, then the file moves to
 //   `processed/`; after the last failed attempt of the function's retry policy it moves to
 //   `failed/` with `<name>.reason.json` beside it. A name already taken there gets a time stamp.
@@ -53,6 +56,7 @@ class FileTrigger final : public Trigger {
  private:
   void run();
   void read_events(char* buf, std::size_t size);
+  void look_around();  // hosts sharing a store: list the folders, hand back files of hosts gone
 
   const AppSpec& app_;
   std::shared_ptr<Shared> shared_;  // the host's parts and the thread's bell, shared with every watch
