@@ -36,6 +36,9 @@ bench: build
 	bash bench/run.sh
 	bash bench/workers.sh
 	bash bench/queue.sh
+	bash bench/queue_pg.sh
+	bash bench/queue_redis.sh
+	bash bench/cluster_pg.sh
 	bash bench/mqtt.sh
 	$(BUILD)/bench/timer_jitter_bench
 	$(BUILD)/bench/stream_bench

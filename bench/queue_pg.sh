@@ -6,7 +6,8 @@
 #           pool, a native no-op), RUNS times, medians;
 #   pgboss: ../shared/peers' bench-queue.sh pgboss.
 # Usage: bash bench/queue_pg.sh   (after make build). Env: RUNS=3 N=20000. Also one run at
-# concurrency 1 (CONCURRENCY=1 BATCH_SIZE=1, 2,000 messages), like pg-boss's tight_batch1.
+# concurrency 1 (CONCURRENCY=1 BATCH_SIZE=1, 2,000 messages), like pg-boss's tight_batch1, and
+# one at concurrency 50.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 export PEERS_HOME=${PEERS_HOME:-/tmp/nimbus-peers}
@@ -36,6 +37,10 @@ log "nimbus on postgres, medians: enqueue $(field enqueue_per_s)/s, processed $(
 psql -q "postgres://nimbus@127.0.0.1:$port/postgres" -c "CREATE DATABASE benchc1" >&2
 c1=$(env -i PATH=/usr/bin:/bin N=2000 LAT_N=100 CONCURRENCY=1 BATCH_SIZE=1 STORE="postgres://nimbus@127.0.0.1:$port/benchc1" "$BENCH")
 log "nimbus on postgres, concurrency 1: $c1"
+# Concurrency 50 (BullMQ's and the issue's other point).
+psql -q "postgres://nimbus@127.0.0.1:$port/postgres" -c "CREATE DATABASE benchc50" >&2
+c50=$(env -i PATH=/usr/bin:/bin N="$N" CONCURRENCY=50 BATCH_SIZE=50 STORE="postgres://nimbus@127.0.0.1:$port/benchc50" "$BENCH")
+log "nimbus on postgres, concurrency 50: $c50"
 "$CLUSTER" stop "$pg" >&2
 PGB_N=$N bash "$PEERS_HOME/bench-queue.sh" pgboss >&2
 log "pgboss: $(cat "$DATA_DIR/pgboss.json")"

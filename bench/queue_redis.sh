@@ -39,6 +39,8 @@ for setting in "no" "everysec"; do
   log "nimbus on redis ($setting), medians: enqueue $(field enqueue_per_s)/s, processed $(field processed_per_s)/s, latency p50 $(field latency_p50_ms) ms p99 $(field latency_p99_ms) ms"
   c1=$(env -i PATH=/usr/bin:/bin N=2000 LAT_N=100 CONCURRENCY=1 BATCH_SIZE=1 STORE="redis://127.0.0.1:$port/0?prefix=c1" "$BENCH")
   log "nimbus on redis ($setting), concurrency 1: $c1"
+  c50=$(env -i PATH=/usr/bin:/bin N="$N" CONCURRENCY=50 BATCH_SIZE=50 STORE="redis://127.0.0.1:$port/0?prefix=c50" "$BENCH")
+  log "nimbus on redis ($setting), concurrency 50: $c50"
   stop_redis
 done
 BULL_N=$N bash "$PEERS_HOME/bench-queue.sh" bullmq >&2

@@ -170,6 +170,54 @@ TEST_P(StoreConformance, ABatchAppliesWhollyOrNotAtAll) {
   EXPECT_EQ((*store_->get("s", "k"))->value, "v2");
 }
 
+// A commit of many enqueues (a function's 1,000 outputs) keeps their order and bytes; one id
+// that exists already, or twice in the commit, fails the whole commit and names it.
+TEST_P(StoreConformance, ManyEnqueuesInOneCommitKeepTheirOrderAndADuplicateIdFailsThemAll) {
+  Batch many;
+  for (int i = 0; i < 300; ++i) {
+    NewMessage m = msg(std::string("payload ") + std::to_string(i) + std::string("\0\xff\\\"{}", 6), "type \"" + std::to_string(i));
+    m.metadata = {{"n", std::to_string(i)}, {"quote", "a\"b\\c,{d}"}};
+    if (i % 50 == 0) m.delay_ms = 1000;
+    many.enqueues.push_back({i % 2 ? "odd" : "even", std::move(m)});
+  }
+  auto r = commit(many);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  ASSERT_EQ(r->message_ids.size(), 300u);
+  auto even = receive("even", 1000);
+  ASSERT_EQ(even.size(), 144u);  // 150, less the six delayed (0, 50, ..., 250)
+  int last = -1;
+  for (const auto& m : even) {
+    const int n = std::stoi(meta(m, "n"));
+    EXPECT_GT(n, last) << "out of order";
+    last = n;
+    EXPECT_EQ(m.payload, std::string("payload ") + std::to_string(n) + std::string("\0\xff\\\"{}", 6));
+    EXPECT_EQ(m.type, "type \"" + std::to_string(n));
+    EXPECT_EQ(meta(m, "quote"), "a\"b\\c,{d}");
+    EXPECT_EQ(m.id, r->message_ids[static_cast<std::size_t>(n)]);
+  }
+  EXPECT_EQ(stats_of("even").delayed, 6);
+
+  Batch dup;
+  NewMessage a = msg("a");
+  a.id = "fixed-1";
+  dup.enqueues.push_back({"q", a});
+  NewMessage b = msg("b");
+  b.id = r->message_ids[1];  // exists
+  dup.enqueues.push_back({"q", b});
+  auto failed = commit(dup);
+  ASSERT_FALSE(failed.ok());
+  EXPECT_EQ(failed.error().code, store_error::conflict);
+  EXPECT_NE(failed.error().message.find(r->message_ids[1]), std::string::npos) << failed.error().message;
+  EXPECT_TRUE(store_->peek("q", 10)->empty()) << "part of a failed commit was kept";
+  Batch twice;
+  twice.enqueues.push_back({"q", a});
+  twice.enqueues.push_back({"q", a});
+  failed = commit(twice);
+  ASSERT_FALSE(failed.ok());
+  EXPECT_NE(failed.error().message.find("fixed-1"), std::string::npos) << failed.error().message;
+  EXPECT_TRUE(store_->peek("q", 10)->empty());
+}
+
 TEST_P(StoreConformance, OneFailingCommitDoesNotFailOthersInTheSameGroup) {
   std::vector<std::thread> threads;
   std::atomic<int> ok{0}, conflicts{0};

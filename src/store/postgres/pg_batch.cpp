@@ -63,6 +63,47 @@ Status PgStore::insert_message(Connection& c, const std::string& queue, const Ne
   return ok_status();
 }
 
+Status PgStore::insert_messages(Connection& c, const std::vector<Batch::Enqueue>& enqueues,
+                                const std::vector<std::string>& ids, int64_t now, std::vector<std::string>& woken) {
+  std::vector<std::string> event_ids, queues, types, sources, subjects, metadata, payloads;
+  std::vector<int64_t> dues;
+  for (std::size_t i = 0; i < enqueues.size(); ++i) {
+    const NewMessage& m = enqueues[i].message;
+    event_ids.push_back(m.event_id.empty() ? ids[i] : m.event_id);
+    queues.push_back(enqueues[i].queue);
+    dues.push_back(saturating_after(now, m.delay_ms));
+    types.push_back(m.type);
+    sources.push_back(m.source);
+    subjects.push_back(m.subject);
+    metadata.push_back(hex(encode_headers(m.metadata)));  // bytes travel as hex in a text array
+    payloads.push_back(hex(m.payload));
+    if (m.delay_ms <= 0) woken.push_back(enqueues[i].queue);
+  }
+  // Rows are inserted in array order, so their sequence (the FIFO order) follows the batch.
+  auto r = c.run(
+      "INSERT INTO messages(id, event_id, queue, due, enqueued, type, source, subject, metadata, payload) "
+      "SELECT u.id, u.event_id, u.queue, u.due, $5, u.type, u.source, u.subject, decode(u.metadata, 'hex'), "
+      "decode(u.payload, 'hex') FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $6::text[], $7::text[], "
+      "$8::text[], $9::text[], $10::text[]) AS u(id, event_id, queue, due, type, source, subject, metadata, payload) "
+      "ON CONFLICT (id) DO NOTHING RETURNING id",
+      {Param::of(text_array(ids)), Param::of(text_array(event_ids)), Param::of(text_array(queues)),
+       Param::of(bigint_array(dues)), Param::of(now), Param::of(text_array(types)), Param::of(text_array(sources)),
+       Param::of(text_array(subjects)), Param::of(text_array(metadata)), Param::of(text_array(payloads))});
+  if (!r) return r.error();
+  if (r->size() != static_cast<int>(ids.size())) {
+    // Named: the first id that was not inserted (it existed, or came twice in this commit).
+    std::multiset<std::string> inserted;
+    for (int i = 0; i < r->size(); ++i) inserted.insert(r->text(i, 0));
+    for (const auto& id : ids) {
+      auto it = inserted.find(id);
+      if (it == inserted.end()) return conflict("a message with id " + id + " already exists");
+      inserted.erase(it);
+    }
+    return conflict("a message with one of this commit's ids already exists");
+  }
+  return ok_status();
+}
+
 Status PgStore::apply(Connection& c, const Batch& b, BatchResult& result, std::vector<std::string>& woken) {
   const int64_t now = unix_ms(clock_);
   for (const auto& ref : b.acks) {
@@ -95,10 +136,15 @@ Status PgStore::apply(Connection& c, const Batch& b, BatchResult& result, std::v
     if (!r) return r.error();
     if (r->affected() != 1) return not_leased(d.ref.id);
   }
-  for (const auto& e : b.enqueues) {
-    std::string id = e.message.id.empty() ? new_invocation_id() : e.message.id;
-    if (auto st = insert_message(c, e.queue, e.message, id, now, woken); !st) return st;
-    result.message_ids.push_back(id);
+  if (b.enqueues.size() > 1) {
+    for (const auto& e : b.enqueues) result.message_ids.push_back(e.message.id.empty() ? new_invocation_id() : e.message.id);
+    if (auto st = insert_messages(c, b.enqueues, result.message_ids, now, woken); !st) return st;
+  } else {
+    for (const auto& e : b.enqueues) {
+      std::string id = e.message.id.empty() ? new_invocation_id() : e.message.id;
+      if (auto st = insert_message(c, e.queue, e.message, id, now, woken); !st) return st;
+      result.message_ids.push_back(id);
+    }
   }
   for (const auto& p : b.publishes) {
     const std::string event_id = publish_event_id(p.message);

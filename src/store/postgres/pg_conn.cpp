@@ -10,6 +10,29 @@
 
 namespace nimbus::pg {
 
+std::string text_array(const std::vector<std::string>& values) {
+  std::string out = "{";
+  for (std::size_t i = 0; i < values.size(); ++i) {
+    if (i) out += ',';
+    out += '"';
+    for (char ch : values[i]) {
+      if (ch == '"' || ch == '\\') out += '\\';
+      out += ch;
+    }
+    out += '"';
+  }
+  return out + "}";
+}
+
+std::string bigint_array(const std::vector<int64_t>& values) {
+  std::string out = "{";
+  for (std::size_t i = 0; i < values.size(); ++i) {
+    if (i) out += ',';
+    out += std::to_string(values[i]);
+  }
+  return out + "}";
+}
+
 Rows::Rows(PGresult* result) : result_(result) {}
 Rows::~Rows() { PQclear(result_); }
 Rows::Rows(Rows&& other) noexcept : result_(std::exchange(other.result_, nullptr)) {}

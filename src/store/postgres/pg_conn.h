@@ -27,6 +27,12 @@ struct Param {
 };
 using Params = std::vector<Param>;
 
+// A PostgreSQL array literal of text values ({"a","b\"c"}), for `= ANY($1::text[])` and
+// unnest(): many rows in one statement.
+std::string text_array(const std::vector<std::string>& values);
+// Of bigint values: {1,2,3}.
+std::string bigint_array(const std::vector<int64_t>& values);
+
 // A statement's rows, binary: int64 for BIGINT (and INTEGER) columns, bytes for the rest.
 class Rows {
  public:

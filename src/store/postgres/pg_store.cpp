@@ -346,24 +346,6 @@ Status PgStore::run_pass(std::vector<Op>& group, std::vector<std::string>& woken
   return ok_status();
 }
 
-namespace {
-
-// A PostgreSQL array literal of text values: {"a","b\"c"}.
-std::string text_array(const std::vector<std::string>& values) {
-  std::string out = "{";
-  for (std::size_t i = 0; i < values.size(); ++i) {
-    if (i) out += ',';
-    out += '"';
-    for (char ch : values[i]) {
-      if (ch == '"' || ch == '\\') out += '\\';
-      out += ch;
-    }
-    out += '"';
-  }
-  return out + "}";
-}
-
-}  // namespace
 
 Expected<bool> PgStore::ack_all(Connection& c, const std::vector<Op>& group) {
   std::vector<std::string> ids, leases;

@@ -107,6 +107,9 @@ class PgStore final : public Store {
 
   // The batch inside the writer's transaction (pg_batch.cpp).
   Status apply(Connection& c, const Batch& b, BatchResult& result, std::vector<std::string>& woken);
+  // Many enqueues in one statement (unnest of arrays): a commit of 1,000 outputs is one round trip.
+  Status insert_messages(Connection& c, const std::vector<Batch::Enqueue>& enqueues, const std::vector<std::string>& ids,
+                         int64_t now, std::vector<std::string>& woken);
   Status insert_message(Connection& c, const std::string& queue, const NewMessage& m, const std::string& id,
                         int64_t now, std::vector<std::string>& woken);
   Status apply_state(Connection& c, const Batch& b, BatchResult& result, int64_t now);
