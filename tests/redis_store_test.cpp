@@ -143,7 +143,8 @@ TEST(RedisStore, AServerKilledHardUnderAppendfsyncAlwaysLosesNoAcknowledgedCommi
   }
   stop = true;
   writer.join();
-  EXPECT_TRUE((*s)->health().available) << "commits go through again: the store is back";
+  for (int i = 0; i < 100 && !(*s)->health().available; ++i) std::this_thread::sleep_for(50ms);
+  EXPECT_TRUE((*s)->health().available) << "the server is back: so is the store";
   auto all = (*s)->peek("q", 1000000);
   ASSERT_TRUE(all.ok()) << all.error().message;
   std::set<std::string> kept;

@@ -65,6 +65,8 @@ struct Store::HealthState {
   mutable std::mutex mu;
   Health now;
   std::function<void(const Health&)> listener;
+  bool probe_ok = true, work_ok = true;
+  std::string probe_problem, work_problem;
 };
 
 Store::Store()
@@ -94,6 +96,25 @@ void Store::set_health(bool available, const std::string& problem, int64_t now_m
     listener = health_->listener;
   }
   if (listener) listener(changed);
+}
+
+void Store::set_health(HealthSource source, bool ok, const std::string& problem, int64_t now_ms) {
+  bool available;
+  std::string why;
+  {
+    std::lock_guard lock(health_->mu);
+    if (source == HealthSource::probe) {
+      health_->probe_ok = ok;
+      health_->probe_problem = problem;
+      if (ok) health_->work_ok = true;  // the server answers again: the next commit will tell
+    } else {
+      health_->work_ok = ok;
+      health_->work_problem = problem;
+    }
+    available = health_->probe_ok && health_->work_ok;
+    why = !health_->probe_ok ? health_->probe_problem : health_->work_problem;
+  }
+  set_health(available, why, now_ms);
 }
 
 std::unique_ptr<Store::ChangeWatch> Store::watch_changes(ChangeListener listener) {

@@ -371,6 +371,12 @@ class Store {
   void notify_changes(const std::vector<std::string>& names) const;
   // A backend says it can (or cannot, and why) reach its data; only changes are passed on.
   void set_health(bool available, const std::string& problem, int64_t now_ms);
+  // What a backend across the network knows its health from: its probe (the connection it
+  // hears other hosts' commits on) and its work (commits, reads). It is available while both
+  // are: a probe that is lost keeps it unavailable however many commits go through (no
+  // flapping) until the probe is back, which clears a failed work too (the server answers).
+  enum class HealthSource : uint8_t { probe, work };
+  void set_health(HealthSource source, bool ok, const std::string& problem, int64_t now_ms);
 
  private:
   struct IoThreads;

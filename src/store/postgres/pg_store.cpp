@@ -171,10 +171,10 @@ void PgStore::listen_loop_with(Connection& conn) {
       // The server went away: try again every second until it is back (or the store closes).
       // This connection is the store's probe: its loss and return are the store's health.
       const std::string why = conn.last_error().connection_lost ? conn.last_error().message : "the server closed it";
-      set_health(false, "the connection to PostgreSQL at " + redact_store_url(url_) + " was lost: " + why, unix_ms(clock_));
+      set_health(HealthSource::probe, false, "the connection to PostgreSQL at " + redact_store_url(url_) + " was lost: " + why, unix_ms(clock_));
       pollfd stop{stop_pipe_[0], POLLIN, 0};
       if (::poll(&stop, 1, 1000) > 0) return;
-      if (conn.connect() && conn.exec(std::string("LISTEN ") + kChannel)) set_health(true, {}, unix_ms(clock_));
+      if (conn.connect() && conn.exec(std::string("LISTEN ") + kChannel)) set_health(HealthSource::probe, true, {}, unix_ms(clock_));
       continue;
     }
     pollfd fds[2] = {{PQsocket(conn.raw()), POLLIN, 0}, {stop_pipe_[0], POLLIN, 0}};
@@ -208,9 +208,9 @@ void PgStore::write_loop() {
     std::vector<std::string> woken;
     Status commit = run_group(group, woken);
     if (commit) {
-      set_health(true, {}, unix_ms(clock_));
+      set_health(HealthSource::work, true, {}, unix_ms(clock_));
     } else if (!writer_conn_->connected()) {
-      set_health(false, commit.error().message, unix_ms(clock_));
+      set_health(HealthSource::work, false, commit.error().message, unix_ms(clock_));
     }
     if (commit && !woken.empty()) notify_changes(woken);  // consumers hear before committers return
     for (auto& op : group) op.done(commit ? std::move(op.outcome) : commit);

@@ -143,7 +143,7 @@ inline Expected<T> PgStore::read(const std::function<Expected<T>(Connection&)>& 
   if (!out && conn->last_error().connection_lost) {
     conn = std::make_unique<Connection>(url_);
     out = work(*conn);
-    if (!out && conn->last_error().connection_lost) set_health(false, out.error().message, unix_ms(clock_));
+    if (!out && conn->last_error().connection_lost) set_health(HealthSource::work, false, out.error().message, unix_ms(clock_));
   }
   if (conn->connected()) pool_.give(std::move(conn));
   return out;

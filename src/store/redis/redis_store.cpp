@@ -122,13 +122,13 @@ void RedisStore::listen_loop() {
       if (conn.send({"SUBSCRIBE", channel}) && conn.read_reply(1000, stop_pipe_[0])) {
         subscribed = conn.connected();
         if (subscribed) {
-          set_health(true, {}, unix_ms(clock_));
+          set_health(HealthSource::probe, true, {}, unix_ms(clock_));
           continue;
         }
       }
       // The server is away: this connection is the store's probe, so the store is unhealthy
       // until it is back. Try again every second until then (or until the store closes).
-      set_health(false, "the connection to Redis at " + redact_store_url(url_) + " was lost", unix_ms(clock_));
+      set_health(HealthSource::probe, false, "the connection to Redis at " + redact_store_url(url_) + " was lost", unix_ms(clock_));
       pollfd stop{stop_pipe_[0], POLLIN, 0};
       ::poll(&stop, 1, 1000);
       continue;
@@ -226,7 +226,7 @@ void RedisStore::run_group(std::vector<Op>& group) {
     auto replies = c.pipeline(commands);
     if (!replies) {
       // Whether they ran is unknown: each caller hears of the failure (at least once, never lost).
-      set_health(false, replies.error().message, unix_ms(clock_));
+      set_health(HealthSource::work, false, replies.error().message, unix_ms(clock_));
       sent.insert(sent.end(), acking.begin(), acking.end());
       for (Op* op : sent) {
         outcomes.emplace_back(op, Error{"the connection to Redis at " + redact_store_url(url_) +
@@ -235,7 +235,7 @@ void RedisStore::run_group(std::vector<Op>& group) {
       }
       break;
     }
-    set_health(true, {}, unix_ms(clock_));
+    set_health(HealthSource::work, true, {}, unix_ms(clock_));
     bool reload = false;
     const std::size_t first = acking.empty() ? 0 : 1;
     if (!acking.empty()) {
@@ -432,7 +432,7 @@ Expected<Value> RedisStore::read(const std::string& op, const std::vector<std::s
     out = conn->run(argv);
   }
   if (!out) {
-    if (!conn->connected()) set_health(false, out.error().message, unix_ms(clock_));
+    if (!conn->connected()) set_health(HealthSource::work, false, out.error().message, unix_ms(clock_));
     return Error{out.error().message, store_error::io};
   }
   if (conn->connected()) pool_.give(std::move(conn));
