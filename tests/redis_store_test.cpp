@@ -7,6 +7,7 @@
 #include <hiredis/hiredis.h>
 
 #include "free_port.h"
+#include "store/redis/redis_store.h"
 #include "store_conformance.h"
 
 namespace nimbus {
@@ -101,6 +102,33 @@ TEST(RedisStore, TwoHostsOnOneServerHearEachOthersCommitsAndNeverShareAMessage) 
 // acknowledged is in the append-only file and is there after the restart; meanwhile the
 // store says it is unavailable, commits fail with an io error naming Redis, and the same
 // store works again once the server is back.
+// A conditional put prepared from a live blob that another host deletes before the put is
+// sent: the script sees the delete (not only the version, which a delete keeps), the put is
+// prepared again and refused for its ETag; it does not bring the blob back.
+TEST(RedisStore, ABlobDeletedByAnotherHostBetweenPrepareAndCommitFailsAConditionalPut) {
+  const std::string url = fresh_url();
+  ManualClock clock;
+  auto a = open_store(url, fresh_dir(), clock);
+  auto b = open_store(url, fresh_dir(), clock);
+  ASSERT_TRUE(a.ok() && b.ok());
+  auto first = (*a)->commit_sync(put_batch(blob_put("c", "x", "one")));
+  ASSERT_TRUE(first.ok()) << first.error().message;
+  const std::string etag = first->blobs.at(0).etag;
+  auto* redis_a = dynamic_cast<rd::RedisStore*>(a->get());
+  ASSERT_NE(redis_a, nullptr);
+  std::atomic<int> deletes{0};
+  redis_a->set_after_prepare_for_test([&] {
+    if (deletes++ == 0) {
+      auto gone = (*b)->commit_sync(delete_batch("c", "x"));
+      EXPECT_TRUE(gone.ok()) << gone.error().message;
+    }
+  });
+  auto put = (*a)->commit_sync(put_batch(blob_put("c", "x", "two", etag)));
+  ASSERT_FALSE(put.ok()) << "a put conditional on ETag " << etag << " went through after the blob was deleted";
+  EXPECT_EQ(put.error().code, store_error::conflict);
+  EXPECT_FALSE((*b)->get_blob("c", "x")->has_value()) << "the deleted blob came back";
+}
+
 TEST(RedisStore, AServerKilledHardUnderAppendfsyncAlwaysLosesNoAcknowledgedCommit) {
   testing::RedisServer server(fresh_dir(), 0, "always");
   ASSERT_TRUE(server.start()) << server.error();

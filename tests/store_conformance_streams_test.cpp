@@ -231,6 +231,32 @@ TEST_P(StoreConformance, BlobVersionsCountOnAcrossDeletesAndConditionalPutsConfl
   EXPECT_FALSE(store_->get_blob("c", "y")->has_value());
 }
 
+// Hundreds of puts of one name submitted at once (they share commit groups): each is a
+// version of its own, none fails.
+TEST_P(StoreConformance, ManyPutsOfOneBlobAtOnceEachMakeAVersion) {
+  constexpr int kPuts = 300;
+  std::mutex mu;
+  std::condition_variable cv;
+  int done = 0;
+  std::vector<std::string> errors;
+  std::set<int64_t> versions;
+  for (int i = 0; i < kPuts; ++i) {
+    store_->commit(put_batch(blob_put("c", "hot", "v" + std::to_string(i))), [&](Expected<BatchResult> r) {
+      std::lock_guard lock(mu);
+      if (!r.ok()) errors.push_back(r.error().message);
+      else versions.insert(r->blobs.at(0).version);
+      ++done;
+      cv.notify_all();
+    });
+  }
+  std::unique_lock lock(mu);
+  ASSERT_TRUE(cv.wait_for(lock, 60s, [&] { return done == kPuts; }));
+  EXPECT_TRUE(errors.empty()) << errors.size() << " failed, the first: " << errors.front();
+  EXPECT_EQ(versions.size(), static_cast<std::size_t>(kPuts));
+  EXPECT_EQ(*versions.rbegin(), kPuts);
+  EXPECT_EQ((*store_->head_blob("c", "hot"))->version, kPuts);
+}
+
 TEST_P(StoreConformance, BadBlobNamesAndOversizedBlobsAreRefusedClearly) {
   const std::vector<std::pair<std::string, std::string>> bad = {
       {"../etc/passwd", "'..'"}, {"a/../b", "'..'"},     {"/abs", "starts with '/'"},

@@ -218,6 +218,33 @@ TEST_P(StoreConformance, ManyEnqueuesInOneCommitKeepTheirOrderAndADuplicateIdFai
   EXPECT_TRUE(store_->peek("q", 10)->empty());
 }
 
+// A consumer that acknowledges a message and enqueues its successor under the same id (a
+// deduplicating id, say) in one commit: the ack removes it first, so the id is free again.
+TEST_P(StoreConformance, AnAckedMessagesIdMayBeUsedAgainInTheSameCommit) {
+  NewMessage first = msg("first");
+  first.id = "order-17";
+  enqueue("in", first);
+  auto got = receive("in", 1);
+  ASSERT_EQ(got.size(), 1u);
+  Batch b = ack(got[0]);
+  NewMessage next = msg("next");
+  next.id = "order-17";
+  b.enqueues.push_back({"in", next});
+  auto r = commit(b);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  auto again = receive("in", 5);
+  ASSERT_EQ(again.size(), 1u);
+  EXPECT_EQ(again[0].id, "order-17");
+  EXPECT_EQ(again[0].payload, "next");
+  // A retried (not acked) message still holds its id.
+  Batch held;
+  held.retries.push_back({{again[0].id, again[0].lease}, 0, "again", false});
+  held.enqueues.push_back({"in", next});
+  auto refused = commit(held);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.error().code, store_error::conflict);
+}
+
 TEST_P(StoreConformance, OneFailingCommitDoesNotFailOthersInTheSameGroup) {
   std::vector<std::thread> threads;
   std::atomic<int> ok{0}, conflicts{0};

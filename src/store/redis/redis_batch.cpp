@@ -40,6 +40,12 @@ Found found_of(const Value& f, const std::string& container, const std::string& 
   return out;
 }
 
+// What a put or delete expects to find, as the script compares it: "VERSION:DELETED" (the
+// deleted flag too: a blob deleted and not put again keeps its version), "" when never seen.
+std::string expected(const Found& f) {
+  return f.seen ? std::to_string(f.info.version) + (f.live ? ":0" : ":1") : std::string();
+}
+
 Error conflict(std::string message) { return Error{std::move(message), store_error::conflict}; }
 
 Status check_etag(const char* what, const BlobInfo& info, bool live, const std::optional<std::string>& if_match) {
@@ -100,6 +106,8 @@ RedisStore::Op RedisStore::commit_op(Batch batch, CommitDone done) {
     if (auto st = check_blob_address(d.container, d.name); !st && op.refused) op.refused = st;
   }
 
+  for (const auto& p : b.blob_puts) op.blob_keys.push_back(p.container + '\0' + p.name);
+  for (const auto& d : b.blob_deletes) op.blob_keys.push_back(d.container + '\0' + d.name);
   if (!b.blob_puts.empty() || !b.blob_deletes.empty()) {
     op.prepare = [this, s](Connection& c, int64_t now) -> Status {
       const Batch& b = s->batch;
@@ -110,7 +118,6 @@ RedisStore::Op RedisStore::commit_op(Batch batch, CommitDone done) {
       auto r = c.run(argv);
       if (!r && r.error().code == "redis" && r.error().message.find("NOSCRIPT") != std::string::npos) {
         if (auto st = load_script(c); !st) return st;
-        argv[1] = sha_;
         r = c.run(argv);
       }
       if (!r) return Error{r.error().message, store_error::io};
@@ -161,7 +168,7 @@ RedisStore::Op RedisStore::commit_op(Batch batch, CommitDone done) {
         }
         if (auto st = check_etag("put", f.info, f.live, p.if_match); !st) return st;
         Prepared prep;
-        prep.expect = f.seen ? std::to_string(f.info.version) : std::string();
+        prep.expect = expected(f);
         BlobInfo info = f.info;
         info.version += 1;
         info.etag = std::to_string(info.version);
@@ -184,7 +191,7 @@ RedisStore::Op RedisStore::commit_op(Batch batch, CommitDone done) {
         }
         if (auto st = check_etag("delete", f.info, f.live, d.if_match); !st) return st;
         Prepared prep;
-        prep.expect = f.seen ? std::to_string(f.info.version) : std::string();
+        prep.expect = expected(f);
         prep.info = f.info;
         prep.deletes = f.live;
         if (f.live) prep.events = events_of(f.info, kBlobDeleted);

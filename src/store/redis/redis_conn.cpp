@@ -129,16 +129,27 @@ Status Connection::connect() {
   redisSetTimeout(ctx_, rw);
   redisEnableKeepAlive(ctx_);
   lost_ = false;
+  // A refused AUTH or SELECT leaves no half-made connection behind (the next use tries again).
+  auto handshake = [&](const std::vector<std::string>& argv, const char* what) -> Status {
+    auto r = run(argv);
+    if (r) return ok_status();
+    if (ctx_) {
+      redisFree(ctx_);
+      ctx_ = nullptr;
+    }
+    lost_ = true;
+    return Error{"Redis at " + address_.host + ":" + std::to_string(address_.port) + ": " + what + ": " +
+                     r.error().message,
+                 "io"};
+  };
   if (!address_.password.empty()) {
     std::vector<std::string> auth{"AUTH"};
     if (!address_.user.empty()) auth.push_back(address_.user);
     auth.push_back(address_.password);
-    auto r = run(auth);
-    if (!r) return r.error();
+    if (auto st = handshake(auth, "AUTH was refused"); !st) return st;
   }
   if (address_.db != 0) {
-    auto r = run({"SELECT", std::to_string(address_.db)});
-    if (!r) return r.error();
+    if (auto st = handshake({"SELECT", std::to_string(address_.db)}, "SELECT was refused"); !st) return st;
   }
   return ok_status();
 }
@@ -154,21 +165,21 @@ Expected<Value> Connection::run(const std::vector<std::string>& argv) {
   return v;
 }
 
-Expected<std::vector<Value>> Connection::pipeline(const std::vector<std::vector<std::string>>& commands) {
-  if (auto st = connect(); !st) return st.error();
+Status Connection::pipeline(const std::vector<std::vector<std::string>>& commands, std::vector<Value>& replies) {
+  replies.clear();
+  if (auto st = connect(); !st) return st;
   for (const auto& argv : commands) {
     Argv a(argv);
     if (redisAppendCommandArgv(ctx_, a.size(), a.ptrs.data(), a.lens.data()) != REDIS_OK) return broken("send");
   }
-  std::vector<Value> out;
-  out.reserve(commands.size());
+  replies.reserve(commands.size());
   for (std::size_t i = 0; i < commands.size(); ++i) {
     void* reply = nullptr;
     if (redisGetReply(ctx_, &reply) != REDIS_OK || !reply) return broken("reply");
-    out.push_back(convert(static_cast<redisReply*>(reply)));
+    replies.push_back(convert(static_cast<redisReply*>(reply)));
     freeReplyObject(reply);
   }
-  return out;
+  return ok_status();
 }
 
 Status Connection::send(const std::vector<std::string>& argv) {

@@ -51,8 +51,10 @@ class Connection {
   // One command and its reply. An error reply is an Error (code "redis"); a broken
   // connection is an Error too, and the connection is dropped (connected() is false).
   Expected<Value> run(const std::vector<std::string>& argv);
-  // Several commands in one round trip; each reply (error replies as values) in order.
-  Expected<std::vector<Value>> pipeline(const std::vector<std::vector<std::string>>& commands);
+  // Several commands in one round trip; each reply (error replies as values) in order into
+  // `replies`. A connection lost on the way is an Error, and `replies` holds those answered
+  // before it (they ran; whether the others did is unknown).
+  Status pipeline(const std::vector<std::vector<std::string>>& commands, std::vector<Value>& replies);
   // For the subscriber: sends a command without waiting; reads one reply (waiting at most
   // timeout_ms, or until `wake_fd` is readable: a nil Value when none came by then).
   Status send(const std::vector<std::string>& argv);

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <set>
 
 #include "core/ids.h"
 #include "core/thread_role.h"
@@ -55,10 +56,13 @@ RedisStore::~RedisStore() {
   }
 }
 
+// The script's SHA is fixed in open(), before any thread reads it; after a server restart
+// (or SCRIPT FLUSH) the same text is loaded again and gets the same SHA.
 Status RedisStore::load_script(Connection& c) {
   auto r = c.run({"SCRIPT", "LOAD", std::string(kStoreScript)});
-  if (!r) return r.error();
-  sha_ = r->str();
+  if (!r) return Error{r.error().message, store_error::io};
+  if (sha_.empty()) sha_ = r->str();
+  if (r->str() != sha_) return Error{"Redis answered SCRIPT LOAD with SHA " + r->str() + ", not " + sha_, store_error::io};
   return ok_status();
 }
 
@@ -114,26 +118,29 @@ std::vector<std::string> RedisStore::command(const std::string& op, int64_t now)
 // --- the subscriber ------------------------------------------------------------------------
 
 void RedisStore::listen_loop() {
-  Connection conn(address_);
+  auto conn = std::make_unique<Connection>(address_);
   const std::string channel = address_.prefix + ":changes";
   bool subscribed = false;
   while (!stopping_) {
     if (!subscribed) {
-      if (conn.send({"SUBSCRIBE", channel}) && conn.read_reply(1000, stop_pipe_[0])) {
-        subscribed = conn.connected();
-        if (subscribed) {
-          set_health(HealthSource::probe, true, {}, unix_ms(clock_));
-          continue;
-        }
+      // Subscribed once the server confirms: ["subscribe", channel, count].
+      auto confirm = conn->send({"SUBSCRIBE", channel}) ? conn->read_reply(1000, stop_pipe_[0]) : Expected<Value>(Value{});
+      if (confirm && confirm->kind == Value::array && (*confirm)[0].str() == "subscribe" &&
+          (*confirm)[1].str() == channel) {
+        subscribed = true;
+        set_health(HealthSource::probe, true, {}, unix_ms(clock_));
+        continue;
       }
-      // The server is away: this connection is the store's probe, so the store is unhealthy
-      // until it is back. Try again every second until then (or until the store closes).
+      if (stopping_) break;
+      // The server is away (or did not confirm): this connection is the store's probe, so the
+      // store is unhealthy until it is back. A fresh connection every second until then.
       set_health(HealthSource::probe, false, "the connection to Redis at " + redact_store_url(url_) + " was lost", unix_ms(clock_));
+      conn = std::make_unique<Connection>(address_);
       pollfd stop{stop_pipe_[0], POLLIN, 0};
       ::poll(&stop, 1, 1000);
       continue;
     }
-    auto v = conn.read_reply(-1, stop_pipe_[0]);
+    auto v = conn->read_reply(-1, stop_pipe_[0]);
     if (!v) {
       subscribed = false;
       continue;
@@ -183,9 +190,12 @@ void RedisStore::run_group(std::vector<Op>& group) {
   }
   std::vector<std::string> woken;
   std::vector<std::pair<Op*, Status>> outcomes;
+  constexpr int kMaxReloads = 3;  // a server that keeps forgetting the script is not retried forever
+  constexpr int kMaxStale = 50;   // nor a blob that keeps changing under one commit
+  int reloads = 0;
   // Sent together; those whose preparation went stale (or whose script the server forgot,
   // after a restart) are sent again. A lost connection fails what was not answered.
-  for (int attempt = 0; !pending.empty(); ++attempt) {
+  while (!pending.empty()) {
     const int64_t now = unix_ms(clock_);
     std::vector<std::vector<std::string>> commands;
     std::vector<Op*> sent;
@@ -207,11 +217,19 @@ void RedisStore::run_group(std::vector<Op>& group) {
     } else {
       acking.clear();
     }
+    // One operation per blob name in a round trip: one prepared before the one ahead of it
+    // committed would only go stale. The others wait for the next round trip.
+    std::set<std::string> blobs_taken;
+    std::vector<Op*> later;
     for (Op* op : pending) {
+      if (std::any_of(op->blob_keys.begin(), op->blob_keys.end(), [&](auto& k) { return blobs_taken.count(k) > 0; })) {
+        later.push_back(op);
+        continue;
+      }
+      blobs_taken.insert(op->blob_keys.begin(), op->blob_keys.end());
       if (op->prepare) {
         // Reads what it is prepared from (a lost connection reconnects on the next command).
-        if (auto st = attempt < 100 ? op->prepare(c, now) : Status(Error{"blob kept changing", store_error::conflict});
-            !st) {
+        if (auto st = op->prepare(c, now); !st) {
           outcomes.emplace_back(op, st);
           continue;
         }
@@ -221,25 +239,26 @@ void RedisStore::run_group(std::vector<Op>& group) {
       commands.push_back(std::move(argv));
       sent.push_back(op);
     }
-    pending.clear();
-    if (commands.empty()) break;
-    auto replies = c.pipeline(commands);
-    if (!replies) {
-      // Whether they ran is unknown: each caller hears of the failure (at least once, never lost).
-      set_health(HealthSource::work, false, replies.error().message, unix_ms(clock_));
-      sent.insert(sent.end(), acking.begin(), acking.end());
-      for (Op* op : sent) {
-        outcomes.emplace_back(op, Error{"the connection to Redis at " + redact_store_url(url_) +
-                                            " was lost during a commit: " + replies.error().message,
-                                        store_error::io});
-      }
-      break;
-    }
-    set_health(HealthSource::work, true, {}, unix_ms(clock_));
+    pending = std::move(later);
+    if (commands.empty()) continue;
+    if (after_prepare_ && std::any_of(sent.begin(), sent.end(), [](Op* op) { return bool(op->prepare); })) after_prepare_();
+    std::vector<Value> replies;
+    const Status delivered = c.pipeline(commands, replies);
+    set_health(HealthSource::work, bool(delivered), delivered ? std::string() : delivered.error().message,
+               unix_ms(clock_));
+    // Those the connection lost before they were answered: whether they ran is unknown, so
+    // each caller hears of the failure (at least once, never lost).
+    auto lost = [&](Op* op) {
+      outcomes.emplace_back(op, Error{"the connection to Redis at " + redact_store_url(url_) +
+                                          " was lost during a commit: " + delivered.error().message,
+                                      store_error::io});
+    };
     bool reload = false;
     const std::size_t first = acking.empty() ? 0 : 1;
-    if (!acking.empty()) {
-      const Value& r = (*replies)[0];
+    if (!acking.empty() && replies.empty()) {
+      for (Op* op : acking) lost(op);
+    } else if (!acking.empty()) {
+      const Value& r = replies[0];
       if (r.kind == Value::error && is_noscript(r.text)) {
         reload = true;
         pending.insert(pending.end(), acking.begin(), acking.end());
@@ -256,24 +275,40 @@ void RedisStore::run_group(std::vector<Op>& group) {
       }
     }
     for (std::size_t i = 0; i < sent.size(); ++i) {
-      const Value& r = (*replies)[first + i];
+      Op* op = sent[i];
+      if (first + i >= replies.size()) {
+        lost(op);
+        continue;
+      }
+      const Value& r = replies[first + i];
       if (r.kind == Value::error && is_noscript(r.text)) {
         reload = true;
-        pending.push_back(sent[i]);
+        pending.push_back(op);
         continue;
       }
       if (r.kind == Value::error) {
-        outcomes.emplace_back(sent[i], Error{"Redis: " + r.text, store_error::io});
+        outcomes.emplace_back(op, Error{"Redis: " + r.text, store_error::io});
         continue;
       }
       if (r.kind == Value::array && r[0].str() == "stale") {
-        pending.push_back(sent[i]);
+        if (++op->stale >= kMaxStale) {
+          outcomes.emplace_back(op, Error{"a blob of this commit kept changing while it was prepared (" +
+                                              std::to_string(kMaxStale) + " tries)",
+                                          store_error::conflict});
+        } else {
+          pending.push_back(op);
+        }
         continue;
       }
-      outcomes.emplace_back(sent[i], sent[i]->finish(r, woken));
+      outcomes.emplace_back(op, op->finish(r, woken));
     }
     if (reload) {
-      if (auto st = load_script(c); !st) {
+      Status st = ++reloads > kMaxReloads
+                      ? Status(Error{"the Redis server forgot the store's script " + std::to_string(kMaxReloads) +
+                                         " times during one commit",
+                                     store_error::io})
+                      : load_script(c);
+      if (!st) {
         for (Op* op : pending) outcomes.emplace_back(op, st);
         pending.clear();
       }
@@ -423,7 +458,6 @@ Expected<Value> RedisStore::read(const std::string& op, const std::vector<std::s
   for (int again = 0; again < 2 && !out; ++again) {
     if (out.error().code == "redis" && is_noscript(out.error().message.substr(7))) {
       if (auto st = load_script(*conn); !st) return st.error();
-      argv[1] = sha_;
     } else if (!conn->connected()) {
       conn = std::make_unique<Connection>(address_);  // once more on a fresh connection
     } else {

@@ -73,6 +73,10 @@ class RedisStore final : public Store {
 
   void close() override;
 
+  // Tests only: runs on the writer thread between a group's blob preparation and its sending
+  // (where another host's commit may land). Set before the first commit.
+  void set_after_prepare_for_test(std::function<void()> hook) { after_prepare_ = std::move(hook); }
+
   // One operation for the writer: its script arguments (after the operation's name), built
   // each time it is sent; what it makes of the reply; and, for blobs, what it must read first.
   struct Op {
@@ -85,6 +89,9 @@ class RedisStore final : public Store {
     Status refused = ok_status();  // refused before it is sent (a bad name, a blob too large)
     // A commit that only acknowledges: sent with the group's others in one call ("acks").
     std::vector<LeaseRef> acks_only;
+    // The blobs it writes (container NUL name): one op per blob in a round trip.
+    std::vector<std::string> blob_keys;
+    int stale = 0;  // times its preparation went stale
   };
 
  private:
@@ -104,6 +111,7 @@ class RedisStore final : public Store {
   StoreOptions options_;
   std::string origin_;  // this store's name in wake-ups (its own are skipped by its listener)
   std::string sha_;     // of store.lua
+  std::function<void()> after_prepare_;
 
   std::unique_ptr<Connection> writer_conn_;
   CommitQueue<Op> queue_;

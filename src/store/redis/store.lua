@@ -170,9 +170,11 @@ local function commit()
     if leased[id] or redis.call('HGET', key('m', id), 'ls') ~= lease or lease == '' then return not_leased(id) end
     leased[id] = true
   end
+  local acked = {}  -- removed by this batch first, so their ids may be used again by it
   for _, a in ipairs(acks) do
     local e = check_lease(a.id, a.lease)
     if e then return conflict(e) end
+    acked[a.id] = true
   end
   for _, r in ipairs(retries) do
     local e = check_lease(r.id, r.lease)
@@ -184,7 +186,7 @@ local function commit()
   end
   local new_ids = {}
   local function check_new(id)
-    if new_ids[id] or redis.call('EXISTS', key('m', id)) == 1 then
+    if new_ids[id] or (not acked[id] and redis.call('EXISTS', key('m', id)) == 1) then
       return 'a message with id ' .. id .. ' already exists'
     end
     new_ids[id] = true
@@ -250,20 +252,26 @@ local function commit()
   -- Blobs were prepared by the host from what it read; if anything moved since, it reads again.
   if #bputs + #bdels > 0 then
     if bgen ~= (redis.call('GET', P .. ':bgen') or '0') then return {'stale'} end
+    -- Each name as "VERSION:DELETED" ('' never seen), as the host read it, and as the batch
+    -- leaves it for its next operation on the same name.
     local version = {}
     local function check_version(b)
       local bk = field(b.c, b.n)
-      if version[bk] == nil then version[bk] = redis.call('HGET', key('b', b.c, b.n), 'v') or '' end
+      if version[bk] == nil then
+        local f = redis.call('HMGET', key('b', b.c, b.n), 'v', 'del')
+        version[bk] = f[1] and (f[1] .. ':' .. (f[2] or '0')) or ''
+      end
       return version[bk] == b.expect, bk
     end
     for _, b in ipairs(bputs) do
       local ok, bk = check_version(b)
       if not ok then return {'stale'} end
-      version[bk] = b.v
+      version[bk] = b.v .. ':0'
     end
     for _, b in ipairs(bdels) do
-      local ok = check_version(b)
+      local ok, bk = check_version(b)
       if not ok then return {'stale'} end
+      if b.expect ~= '' then version[bk] = string.match(b.expect, '^(%d+):') .. ':1' end
     end
     for _, list in ipairs({bputs, bdels}) do
       for _, b in ipairs(list) do
@@ -486,7 +494,8 @@ end
 local function read_stream()
   local stream, part, from, max = nx(), nx(), nn(), nn()
   local out = {}
-  if max <= 0 then return out end
+  -- Past the end is nothing (and a huge offset never reaches XRANGE as a number in E notation).
+  if max <= 0 or from >= tonumber(redis.call('HGET', key('xn', stream), part) or '0') then return out end
   for _, e in ipairs(redis.call('XRANGE', key('x', stream, part), '0-' .. (from + 1), '+', 'COUNT', max)) do
     out[#out + 1] = record_fields(e)
   end
@@ -548,7 +557,8 @@ local function stream_offset_at()
 end
 
 local function trim_stream()
-  local stream, before, keep = nx(), nn(), nn()
+  local stream, before, keep_text = nx(), nn(), nx()
+  local keep = tonumber(keep_text)
   local removed = 0
   for _, part in ipairs(redis.call('SMEMBERS', key('xp', stream))) do
     local xk = key('x', stream, part)
@@ -556,7 +566,7 @@ local function trim_stream()
       local off = offset_at(stream, part, before)
       removed = removed + redis.call('XTRIM', xk, 'MINID', '0-' .. (off + 1))
     end
-    if keep > 0 then removed = removed + redis.call('XTRIM', xk, 'MAXLEN', keep) end
+    if keep > 0 then removed = removed + redis.call('XTRIM', xk, 'MAXLEN', keep_text) end
   end
   return removed
 end
