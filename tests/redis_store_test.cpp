@@ -7,6 +7,7 @@
 #include <hiredis/hiredis.h>
 
 #include "free_port.h"
+#include "store/delayed/delayed_store.h"
 #include "store/redis/redis_store.h"
 #include "store_conformance.h"
 
@@ -181,6 +182,32 @@ TEST(RedisStore, AServerKilledHardUnderAppendfsyncAlwaysLosesNoAcknowledgedCommi
   EXPECT_GE(acknowledged.size(), before + 50) << "the store did not carry on after the restart";
   for (const auto& p : acknowledged) ASSERT_EQ(kept.count(p), 1u) << "acknowledged commit " << p << " was lost";
   s->reset();
+  server.stop();
+  std::error_code ec;
+  fs::remove_all(server.dir(), ec);
+}
+
+// The fault-injection wrapper (--inject-store-latency) passes its store's health on: a host
+// on a slow Redis still says when the server is gone and when it is back.
+TEST(RedisStore, AStoreBehindInjectedLatencyReportsTheServersHealth) {
+  testing::RedisServer server(fresh_dir(), 0, "no");
+  ASSERT_TRUE(server.start()) << server.error();
+  ManualClock clock;
+  auto inner = open_store("redis://127.0.0.1:" + std::to_string(server.port()) + "/0?timeout=2", "", clock);
+  ASSERT_TRUE(inner.ok()) << inner.error().message;
+  auto s = with_injected_latency(std::move(*inner), std::chrono::milliseconds(1));
+  std::atomic<int> changes{0};
+  s->on_health_change([&](const Store::Health&) { ++changes; });
+  EXPECT_TRUE(s->health().available);
+  server.stop();
+  for (int i = 0; i < 100 && s->health().available; ++i) std::this_thread::sleep_for(50ms);
+  EXPECT_FALSE(s->health().available) << "the server is gone";
+  EXPECT_NE(s->health().problem.find("Redis"), std::string::npos) << s->health().problem;
+  ASSERT_TRUE(server.start()) << server.error();
+  for (int i = 0; i < 100 && !s->health().available; ++i) std::this_thread::sleep_for(50ms);
+  EXPECT_TRUE(s->health().available) << "the server is back";
+  EXPECT_GE(changes.load(), 2);
+  s.reset();
   server.stop();
   std::error_code ec;
   fs::remove_all(server.dir(), ec);

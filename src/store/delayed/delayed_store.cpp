@@ -11,7 +11,12 @@ namespace {
 class DelayedStore final : public Store {
  public:
   DelayedStore(std::unique_ptr<Store> inner, Duration latency)
-      : inner_(std::move(inner)), latency_(latency), writer_([this] { run(); }) {}
+      : inner_(std::move(inner)), latency_(latency), writer_([this] { run(); }) {
+    // The inner store's health is this one's (a network store behind the injected latency).
+    const Health now = inner_->health();
+    set_health(now.available, now.problem, now.since_ms);
+    inner_->on_health_change([this](const Health& h) { set_health(h.available, h.problem, h.since_ms); });
+  }
   ~DelayedStore() override { close(); }
 
   void commit(Batch batch, CommitDone done) override {
