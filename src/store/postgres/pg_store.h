@@ -90,8 +90,11 @@ class PgStore final : public Store {
     // A commit that only acknowledges (a consumer's usual completion): the optimistic pass
     // deletes every such op's messages in one statement instead of running each.
     std::vector<LeaseRef> acks_only;
+    // Only takes or extends leases: a group of these alone does not wait for the disk (below).
+    bool lease_only = false;
   };
-  void submit(Apply apply, std::function<void(Status)> done, std::vector<LeaseRef> acks_only = {});
+  void submit(Apply apply, std::function<void(Status)> done, std::vector<LeaseRef> acks_only = {},
+              bool lease_only = false);
   // The optimistic pass's one statement for every acks-only op; false if any lease was stale.
   Expected<bool> ack_all(Connection& c, const std::vector<Op>& group);
   void write_loop();
