@@ -208,5 +208,59 @@ TEST(Examples, Pipeline) {
   EXPECT_NE(dead[0]["error"].as_string().find("ValueError"), std::string::npos) << dead[0]["error"];
 }
 
+// A durable orchestration: a small order ships; a large one waits for approval (an external
+// event) and then ships; a declined card and an approval that never comes are compensated.
+TEST(Examples, OrderWorkflow) {
+  auto dir = copy_example("order-workflow");
+  Host host(dir->path());
+  ASSERT_TRUE(host.started()) << host.errors();
+  Admin admin{host.admin_port(), host.admin_token()};
+  auto start = [&](const std::string& id, const std::string& body) {
+    Response r = request(host.http_port(), "POST", "/_nimbus/orchestrations/order?instance=" + id, {}, body);
+    EXPECT_EQ(r.status, 202) << r.body;
+  };
+  auto status = [&](const std::string& id) {
+    return parse_object(request(host.http_port(), "GET", "/_nimbus/orchestrations/order/instances/" + id).body);
+  };
+  auto finished = [&](const std::string& id) {
+    json::object s;
+    EXPECT_TRUE(admin.wait([&] {
+      s = status(id);
+      return s["runtimeStatus"].as_string() == "Completed";
+    })) << json::serialize(s) << host.output();
+    return s["output"].as_object();
+  };
+  start("small", R"({"id": "small", "amount": 20, "card": "ok"})");
+  start("large", R"({"id": "large", "amount": 2500, "card": "ok"})");
+  start("declined", R"({"id": "declined", "amount": 20, "card": "declined"})");
+  start("ignored", R"({"id": "ignored", "amount": 5000, "card": "ok", "approval_timeout_ms": 300})");
+
+  auto small = finished("small");
+  EXPECT_EQ(small["status"].as_string(), "shipped");
+  EXPECT_EQ(json::serialize(small["steps"]), R"(["reserved","charged receipt-small","shipped track-small"])");
+
+  json::object waiting;
+  ASSERT_TRUE(admin.wait([&] {
+    waiting = status("large");
+    return waiting["customStatus"].is_object() && waiting["customStatus"].as_object().contains("waiting_for");
+  })) << json::serialize(waiting);
+  Response approve = request(host.http_port(), "POST", "/_nimbus/orchestrations/order/instances/large/events/approval",
+                             {}, R"({"approved": true, "by": "ann"})");
+  EXPECT_EQ(approve.status, 202) << approve.body;
+  auto large = finished("large");
+  EXPECT_EQ(large["status"].as_string(), "shipped");
+  EXPECT_EQ(large["steps"].as_array()[1].as_string(), "approved by ann");
+
+  auto declined = finished("declined");
+  EXPECT_EQ(declined["status"].as_string(), "cancelled");
+  EXPECT_NE(std::string(declined["reason"].as_string()).find("card declined"), std::string::npos) << json::serialize(declined);
+  EXPECT_EQ(json::serialize(declined["steps"]), R"(["reserved","released"])");
+
+  auto ignored = finished("ignored");
+  EXPECT_EQ(ignored["status"].as_string(), "cancelled");
+  EXPECT_EQ(ignored["reason"].as_string(), "no approval in time");
+  EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
+}
+
 }  // namespace
 }  // namespace nimbus::testing

@@ -200,6 +200,24 @@ TEST(ManifestTest, FileTriggersTakeAFolderAPatternAndAMaximumSize) {
   EXPECT_EQ(settings_of<FileTriggerSpec>(t[1]).max_size, 64u << 20);
 }
 
+TEST(ManifestTest, OrchestrationAndActivityTriggersTakeAuthBatchSizeAndLease) {
+  auto load = parse(one_function(kBasicFn + "triggers:\n  - orchestration: {auth: anonymous, lease: 5s}\n"
+                                            "  - activity: {batch_size: 4}\n  - orchestration:\n"));
+  ASSERT_TRUE(load.app.has_value()) << load.report();
+  const auto& t = load.app->functions[0].triggers;
+  ASSERT_EQ(t.size(), 3u);
+  EXPECT_EQ(t[0].kind, TriggerKind::named("orchestration"));
+  EXPECT_EQ(settings_of<durable::OrchestrationTriggerSpec>(t[0]).auth, AuthLevel::anonymous);
+  EXPECT_EQ(settings_of<durable::OrchestrationTriggerSpec>(t[0]).lease, std::chrono::seconds(5));
+  EXPECT_EQ(settings_of<durable::ActivityTriggerSpec>(t[1]).batch_size, 4);
+  EXPECT_EQ(settings_of<durable::OrchestrationTriggerSpec>(t[2]).auth, AuthLevel::function) << "function keys by default";
+  const std::string at = "functions.orders.triggers[0]";
+  expect_diag(parse(one_function(kBasicFn + "triggers:\n  - orchestration: {auht: anonymous}\n")),
+              at + ".orchestration.auht", "did you mean 'auth'?");
+  expect_diag(parse(one_function(kBasicFn + "triggers:\n  - activity: {batch_size: 0}\n")), at + ".activity.batch_size",
+              "");
+}
+
 TEST(ManifestTest, FileTriggerProblemsNameTheFunctionAndTheKey) {
   const std::string at = "functions.orders.triggers[0].file";
   expect_diag(parse(one_function(kBasicFn + "triggers:\n  - file: {pattern: \"*.csv\"}\n")), at + ".path", "is missing");

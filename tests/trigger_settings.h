@@ -4,6 +4,7 @@
 #include <string>
 
 #include "core/app_spec.h"
+#include "durable/durable.h"
 #include "triggers/blob/blob_spec.h"
 #include "triggers/file/file_spec.h"
 #include "triggers/http/http_spec.h"

@@ -13,7 +13,7 @@ void FeedHooks::complete(Batch&, const std::string&, int, Outcome, bool, const R
 
 // Each defined in triggers/<kind>/kind.cpp.
 extern const TriggerKindInfo kHttpKind, kQueueKind, kTopicKind, kTimerKind, kStreamKind, kBlobKind, kFileKind,
-    kMqttKind, kCloudEventsKind;
+    kMqttKind, kCloudEventsKind, kActivityKind, kOrchestrationKind;
 
 // A new kind is one line here (and its folder).
 const std::vector<const TriggerKindInfo*>& trigger_kinds() {
@@ -27,6 +27,8 @@ const std::vector<const TriggerKindInfo*>& trigger_kinds() {
       &kMqttKind,
       &kFileKind,
       &kCloudEventsKind,
+      &kActivityKind,       // durable/kind.cpp
+      &kOrchestrationKind,  // durable/kind.cpp
   };
   return kinds;
 }

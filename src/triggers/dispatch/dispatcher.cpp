@@ -15,6 +15,7 @@
 #include "observe/log.h"
 #include "pool/function_pools.h"
 #include "store/store.h"
+#include "triggers/dispatch/leased_feed.h"
 #include "triggers/kind.h"
 #include "triggers/outputs.h"
 #include "triggers/task_thread.h"
@@ -29,7 +30,7 @@ int64_t to_ms(Duration d) { return std::chrono::duration_cast<std::chrono::milli
 class StoreDispatcher::Consumer : public std::enable_shared_from_this<StoreDispatcher::Consumer> {
  public:
   Consumer(const FunctionSpec& fn, TriggerKind kind, StoreFeed feed, FunctionPool& pool, Store& store,
-           const Clock& clock, Timers timers, Logger& logger, std::shared_ptr<TaskThread> dispatcher)
+           const Clock& clock, Logger& logger, std::shared_ptr<TaskThread> dispatcher)
       : dispatcher_(std::move(dispatcher)),
         fn_(fn),
         kind_(kind),
@@ -38,175 +39,44 @@ class StoreDispatcher::Consumer : public std::enable_shared_from_this<StoreDispa
         pool_(pool),
         store_(store),
         clock_(clock),
-        timers_(timers),
-        logger_(logger),
-        lease_ms_(to_ms(spec_.lease > Duration::zero() ? spec_.lease : fn.timeout + std::chrono::seconds(30))),
-        limit_(pool.capacity()) {}
+        logger_(logger) {}
+
+  // Made shared first: the feed's hand-offs hold the consumer weakly.
+  static std::shared_ptr<Consumer> make(const FunctionSpec& fn, TriggerKind kind, StoreFeed feed, FunctionPool& pool,
+                                        Store& store, const Clock& clock, Timers timers, Logger& logger,
+                                        std::shared_ptr<TaskThread> dispatcher) {
+    auto c = std::make_shared<Consumer>(fn, kind, std::move(feed), pool, store, clock, logger, dispatcher);
+    LeasedFeed::Options o;
+    o.queue = c->queue_;
+    o.batch_size = c->spec_.batch_size;
+    o.max_wait = c->spec_.max_wait;
+    o.lease_ms = to_ms(c->spec_.lease > Duration::zero() ? c->spec_.lease : fn.timeout + std::chrono::seconds(30));
+    o.capacity = pool.capacity();
+    o.owner = fn.name;
+    std::weak_ptr<Consumer> weak = c;
+    c->feed_ = std::make_shared<LeasedFeed>(std::move(o), store, clock, timers, logger, std::move(dispatcher),
+                                            [weak](std::vector<Message> batch) {
+                                              if (auto self = weak.lock()) self->received(std::move(batch));
+                                            });
+    return c;
+  }
 
   const std::string& queue() const { return queue_; }
-
-  // Leases as many messages as there is room for, unless a receive is already under way.
-  void pump() {
-    int want;
-    {
-      std::lock_guard lock(mu_);
-      if (stopping_) return;
-      if (receiving_) {
-        rescan_ = true;  // work may have arrived after that receive looked: look again after it
-        return;
-      }
-      want = std::min(spec_.batch_size, limit_ - static_cast<int>(in_flight_.size()));
-      if (want <= 0) return;
-      receiving_ = true;
-      if (wake_timer_ != 0) {
-        timers_.cancel(wake_timer_);
-        wake_timer_ = 0;
-      }
-    }
-    auto self = shared_from_this();
-    store_.receive(queue_, want, lease_ms_, [self, want](Expected<std::vector<Message>> got) { self->on_received(want, std::move(got)); });
-  }
-
-  void stop() {
-    std::lock_guard lock(mu_);
-    stopping_ = true;
-    for (auto* id : {&wake_timer_, &renew_timer_}) {
-      if (*id != 0) timers_.cancel(*id);
-      *id = 0;
-    }
-  }
-
-  bool wait_idle(TimePoint until) {
-    std::unique_lock lock(mu_);
-    return idle_cv_.wait_until(lock, until, [&] { return in_flight_.empty() && !receiving_; });
-  }
+  void pump() { feed_->pump(); }
+  void stop() { feed_->stop(); }
+  bool wait_idle(TimePoint until) { return feed_->wait_idle(until); }
 
  private:
-  void on_received(int wanted, Expected<std::vector<Message>> got) {
-    if (!got) {
-      logger_.host(LogLevel::error, "cannot receive from the store",
-                   {{"function", fn_.name}, {"queue", queue_}, {"error", got.error().message}});
-      std::lock_guard lock(mu_);
-      receiving_ = false;
-      arm_wake_locked(clock_.now() + spec_.max_wait);
-      idle_cv_.notify_all();
-      return;
-    }
-    std::vector<Message>& messages = *got;
-    bool stopping;
-    {
-      std::lock_guard lock(mu_);
-      stopping = stopping_;
-    }
-    if (stopping && !messages.empty()) {
-      // Received as the host stops: hand them straight back rather than leave them leased.
-      Batch release;
-      for (const auto& m : messages) release.retries.push_back({{m.id, m.lease}, unix_ms(clock_), m.last_error, true});
-      store_.commit(std::move(release), [self = shared_from_this()](Expected<BatchResult>) {
-        std::lock_guard lock(self->mu_);
-        self->receiving_ = false;
-        self->idle_cv_.notify_all();
-      });
-      return;
-    }
-    {
-      std::lock_guard lock(mu_);
-      receiving_ = false;
-      for (const auto& m : messages) in_flight_[m.id] = m.lease;
-      if (!messages.empty()) arm_renewal_locked();
-      idle_cv_.notify_all();
-    }
-    // Functions run off the store's writer thread (this callback's): an inline function that
-    // called a store service from here would wait on its own thread. One hand-off per batch.
-    const int received = static_cast<int>(messages.size());
-    if (received > 0) {
-      auto batch = std::make_shared<std::vector<Message>>(std::move(messages));
-      dispatcher_->post([self = shared_from_this(), batch] { self->run_batch(*batch); });
-    }
-    bool rescan;
-    {
-      std::lock_guard lock(mu_);
-      rescan = std::exchange(rescan_, false);
-    }
-    if (received >= wanted || rescan) {
-      pump();  // there may be more
-      return;
-    }
-    // Drained: sleep until the next delayed message is due, a commit wakes us, or max_wait.
-    // The due time is a store read: on the dispatcher's thread, never the writer's (this one).
-    dispatcher_->post([self = shared_from_this()] { self->sleep_until_due(); });
-  }
-
-  void sleep_until_due() {
-    TimePoint at = clock_.now() + spec_.max_wait;
-    if (auto due = store_.next_due(queue_); due && *due > 0) {
-      TimePoint when = clock_.now() + std::chrono::milliseconds(std::max<int64_t>(*due - unix_ms(clock_), 0));
-      at = std::min(at, when);
-    }
-    std::lock_guard lock(mu_);
-    arm_wake_locked(at);
-  }
-
-  void arm_wake_locked(TimePoint at) {
-    if (stopping_) return;
-    if (wake_timer_ != 0) timers_.cancel(wake_timer_);
-    std::weak_ptr<Consumer> weak = weak_from_this();
-    wake_timer_ = timers_.at(at,
-        [weak] {
-          if (auto self = weak.lock()) {
-            {
-              std::lock_guard lock(self->mu_);
-              self->wake_timer_ = 0;
-            }
-            self->pump();
-          }
-        });
-  }
-
-  // While anything is in flight, extend its leases every third of the lease.
-  void arm_renewal_locked() {
-    if (renew_timer_ != 0 || stopping_) return;
-    std::weak_ptr<Consumer> weak = weak_from_this();
-    const TimePoint at = clock_.now() + std::chrono::milliseconds(std::max<int64_t>(lease_ms_ / 3, 1));
-    renew_timer_ = timers_.at(at,
-        [weak] {
-          if (auto self = weak.lock()) self->renew();
-        });
-  }
-
-  void renew() {
-    std::vector<LeaseRef> refs;
-    {
-      std::lock_guard lock(mu_);
-      renew_timer_ = 0;
-      if (in_flight_.empty()) return;
-      for (const auto& [id, lease] : in_flight_) refs.push_back({id, lease});
-      arm_renewal_locked();
-    }
-    store_.extend(std::move(refs), lease_ms_, [this, self = shared_from_this()](Status st) {
-      if (!st) {
-        logger_.host(LogLevel::warn, "cannot extend leases", {{"queue", queue_}, {"error", st.error().message}});
-      }
-    });
+  // On the store's writer thread: functions run off it (an inline function that called a
+  // store service from here would wait on its own thread). One hand-off per batch.
+  void received(std::vector<Message> messages) {
+    auto batch = std::make_shared<std::vector<Message>>(std::move(messages));
+    dispatcher_->post([self = shared_from_this(), batch] { self->run_batch(*batch); });
   }
 
   void run_batch(std::vector<Message>& batch) {
-    bool stopping;
-    {
-      std::lock_guard lock(mu_);
-      stopping = stopping_;
-    }
-    if (!stopping) {
-      for (auto& m : batch) dispatch(std::move(m));
-      return;
-    }
-    Batch release;  // the host stops: hand them back for the next start
-    for (const auto& m : batch) release.retries.push_back({{m.id, m.lease}, unix_ms(clock_), m.last_error, true});
-    store_.commit(std::move(release), [self = shared_from_this(), batch](Expected<BatchResult>) {
-      std::lock_guard lock(self->mu_);
-      for (const auto& m : batch) self->in_flight_.erase(m.id);
-      self->idle_cv_.notify_all();
-    });
+    if (feed_->stopping()) return feed_->release(batch);  // the host stops: back for the next start
+    for (auto& m : batch) dispatch(std::move(m));
   }
 
   void dispatch(Message&& m) {
@@ -291,12 +161,7 @@ class StoreDispatcher::Consumer : public std::enable_shared_from_this<StoreDispa
                    {{"function", fn_.name}, {"queue", queue_}, {"message_id", ref.id}, {"step", what},
                     {"error", st.error().message}});
     }
-    {
-      std::lock_guard lock(mu_);
-      in_flight_.erase(ref.id);
-      idle_cv_.notify_all();
-    }
-    pump();
+    feed_->forget({ref.id});
   }
 
   std::shared_ptr<TaskThread> dispatcher_;  // shared: a completion may post after the trigger is gone (dropped)
@@ -307,18 +172,8 @@ class StoreDispatcher::Consumer : public std::enable_shared_from_this<StoreDispa
   FunctionPool& pool_;
   Store& store_;
   const Clock& clock_;
-  Timers timers_;
   Logger& logger_;
-  int64_t lease_ms_;
-  int limit_;
-  std::mutex mu_;
-  std::condition_variable idle_cv_;
-  std::map<std::string, std::string> in_flight_;  // message id -> lease
-  bool receiving_ = false;
-  bool rescan_ = false;  // a wake-up came while a receive was under way
-  bool stopping_ = false;
-  TimerQueue::Id wake_timer_ = 0;
-  TimerQueue::Id renew_timer_ = 0;
+  std::shared_ptr<LeasedFeed> feed_;  // leases, renewal, wake-ups
 };
 
 StoreDispatcher::StoreDispatcher(const TriggerContext& c)
@@ -355,7 +210,7 @@ Status StoreDispatcher::start() {
       feeds.emplace_back(t.kind, std::move(*feed));
     }
     for (auto& [kind, feed] : feeds) {
-      consumers_.push_back(std::make_shared<Consumer>(fn, kind, std::move(feed), *pool, store_, clock_, timers_,
+      consumers_.push_back(Consumer::make(fn, kind, std::move(feed), *pool, store_, clock_, timers_,
                                                       logger_, dispatcher_));
     }
   }

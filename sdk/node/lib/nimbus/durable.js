@@ -1,0 +1,179 @@
+'use strict';
+// Durable orchestrations in Node: an orchestrator is a generator function that yields tasks
+// (the same model and wire as the Python SDK, sdk/python/nimbus/durable.py; docs/durable.md).
+//
+//   const durable = require('nimbus/durable');
+//   module.exports.helloCities = durable.orchestrator(function* (ctx) {
+//     const out = [];
+//     for (const city of ctx.input) out.push(yield ctx.callActivity('say_hello', city));
+//     return out;
+//   });
+//
+// The function runs again from the start at every step against the instance's history, so it
+// must be deterministic: time from ctx.currentTimeMs, ids from ctx.newGuid(), I/O in activities.
+const crypto = require('crypto');
+
+class ActivityFailed extends Error {
+  constructor(error) {
+    super((error && (error.message || error.type)) || 'failed');
+    this.name = 'ActivityFailed';
+    this.error = error || {};
+  }
+}
+
+class Task {
+  constructor() { this.done = false; this.result = undefined; this.error = null; this.parents = []; }
+  finish(result, error) {
+    if (this.done) return;
+    this.done = true; this.result = result; this.error = error || null;
+    for (const p of this.parents) p.childDone(this);
+  }
+  childDone() {}
+}
+
+class WhenAll extends Task {
+  constructor(tasks) {
+    super();
+    this.tasks = [...tasks];
+    for (const t of this.tasks) t.parents.push(this);
+    this.childDone(null);
+  }
+  childDone(child) {
+    if (child && child.error) return this.finish(undefined, child.error);
+    if (this.tasks.every((t) => t.done)) this.finish(this.tasks.map((t) => t.result));
+  }
+}
+
+class WhenAny extends Task {
+  constructor(tasks) {
+    super();
+    this.tasks = [...tasks];
+    for (const t of this.tasks) t.parents.push(this);
+    const first = this.tasks.find((t) => t.done);
+    if (first) this.finish(first);
+  }
+  childDone(child) { this.finish(child); }
+}
+
+class ContinueAsNew { constructor(input) { this.input = input; } }
+
+class Context {
+  constructor(work) {
+    this.instanceId = work.instance;
+    this.name = work.name || '';
+    this.input = null;
+    this.currentTimeMs = 0;
+    this.isReplaying = true;
+    this.actions = [];
+    this.tasks = new Map();
+    this.results = new Map();
+    this.waiters = new Map();
+    this.events = new Map();
+    this.guids = 0;
+    this.customStatus = undefined;
+  }
+  schedule(action) {
+    const id = this.actions.length;
+    this.actions.push(action);
+    const task = new Task();
+    this.tasks.set(id, task);
+    if (this.results.has(id)) { const [r, e] = this.results.get(id); this.results.delete(id); task.finish(r, e); }
+    return task;
+  }
+  callActivity(name, input = null) { return this.schedule({ type: 'call_activity', name, input }); }
+  callSubOrchestration(name, input = null) { return this.schedule({ type: 'call_sub_orchestration', name, input }); }
+  createTimer(fireAtMs) { return this.schedule({ type: 'create_timer', fire_at_ms: Math.trunc(fireAtMs) }); }
+  waitForExternalEvent(name) {
+    const task = new Task();
+    const pending = this.events.get(name);
+    if (pending && pending.length) task.finish(pending.shift());
+    else { if (!this.waiters.has(name)) this.waiters.set(name, []); this.waiters.get(name).push(task); }
+    return task;
+  }
+  whenAll(tasks) { return new WhenAll(tasks); }
+  whenAny(tasks) { return new WhenAny(tasks); }
+  newGuid() {
+    this.guids += 1;
+    const h = crypto.createHash('sha1').update(`nimbus:${this.instanceId}:${this.guids}`).digest('hex');
+    return `${h.slice(0, 8)}-${h.slice(8, 12)}-5${h.slice(13, 16)}-${((parseInt(h[16], 16) & 3) | 8).toString(16)}${h.slice(17, 20)}-${h.slice(20, 32)}`;
+  }
+  setCustomStatus(value) { this.customStatus = value; }
+  continueAsNew(input = null) { throw new ContinueAsNew(input); }
+  log(...args) { if (!this.isReplaying) console.log(...args); }
+
+  apply(event) {
+    switch (event.type) {
+      case 'orchestrator_started': this.currentTimeMs = event.time_ms ?? this.currentTimeMs; break;
+      case 'execution_started': this.input = event.input ?? null; break;
+      case 'task_completed': case 'sub_orchestration_completed': this.resolve(event.task_id, event.result ?? null, null); break;
+      case 'task_failed': case 'sub_orchestration_failed': this.resolve(event.task_id, undefined, event.error || { message: 'failed' }); break;
+      case 'timer_fired': this.resolve(event.task_id, null, null); break;
+      case 'event_raised': {
+        const waiting = this.waiters.get(event.name);
+        if (waiting && waiting.length) waiting.shift().finish(event.data ?? null);
+        else { if (!this.events.has(event.name)) this.events.set(event.name, []); this.events.get(event.name).push(event.data ?? null); }
+        break;
+      }
+      default: break;
+    }
+  }
+  resolve(id, result, error) {
+    const task = this.tasks.get(id);
+    if (task) task.finish(result, error); else this.results.set(id, [result, error]);
+  }
+}
+
+function step(fn, work) {
+  const ctx = new Context(work);
+  const history = work.history || [];
+  const events = history.concat(work.new_events || []);
+  let outcome = { type: 'running' };
+  let gen = null;
+  let waiting = null;
+  let started = false;
+  let finished = false;
+  const advance = () => {
+    for (;;) {
+      if (waiting && !waiting.done) return false;
+      let next;
+      try {
+        if (!gen) {
+          const value = fn(ctx);
+          if (!value || typeof value.next !== 'function') { outcome = { type: 'completed', output: value ?? null }; return true; }
+          gen = value;
+          next = gen.next();
+        } else if (waiting.error) {
+          next = gen.throw(new ActivityFailed(waiting.error));
+        } else {
+          next = gen.next(waiting.result);
+        }
+      } catch (e) {
+        if (e instanceof ContinueAsNew) outcome = { type: 'continued_as_new', input: e.input };
+        else outcome = { type: 'failed', error: { type: (e && e.name) || 'Error', message: String((e && e.message) || e) } };
+        return true;
+      }
+      if (next.done) { outcome = { type: 'completed', output: next.value ?? null }; return true; }
+      if (!(next.value instanceof Task)) {
+        outcome = { type: 'failed', error: { type: 'TypeError', message: 'an orchestrator yields tasks' } };
+        return true;
+      }
+      waiting = next.value;
+    }
+  };
+  events.forEach((event, i) => {
+    ctx.isReplaying = i < history.length;
+    ctx.apply(event);
+    if (event.type === 'execution_started') started = true;
+    if (started && !finished) finished = advance();
+  });
+  const reply = { actions: ctx.actions, outcome };
+  if (ctx.customStatus !== undefined) reply.custom_status = ctx.customStatus;
+  return reply;
+}
+
+// Makes a generator function an orchestrator's handler (the host sends it each step).
+function orchestrator(fn) {
+  return (req) => step(fn, req.json());
+}
+
+module.exports = { orchestrator, ActivityFailed, Task };

@@ -1,0 +1,257 @@
+"""Durable orchestrations in Python: an orchestrator is a generator that yields tasks.
+
+    from nimbus import durable
+
+    @durable.orchestrator
+    def hello_cities(ctx):
+        a = yield ctx.call_activity("say_hello", "Tokyo")
+        b = yield ctx.call_activity("say_hello", "London")
+        return [a, b]
+
+The function runs again from the start at every step, against the instance's history
+(deterministic replay): a task the history says is done gives its result at once, so code
+must be deterministic: take time from ctx.current_time_ms, ids from ctx.new_guid(), and
+do I/O only in activities. Yield:
+
+    ctx.call_activity(name, input)              the activity's result (raises ActivityFailed)
+    ctx.call_sub_orchestration(name, input)     the child's output
+    ctx.create_timer(fire_at_ms)                None, at that time (durable: survives restarts)
+    ctx.wait_for_external_event(name)           the data of the next event by that name
+    ctx.when_all([tasks])                       a list of their results
+    ctx.when_any([tasks])                       the first task done (its .result)
+
+ctx.set_custom_status(value) shows a JSON value in the instance's status; return ends the
+instance with its output; ctx.continue_as_new(input) starts it again from a fresh history.
+The host side is src/durable/; docs/durable.md is the guide.
+"""
+
+import uuid
+
+__all__ = ["orchestrator", "ActivityFailed", "NonDeterminism", "Task"]
+
+
+class ActivityFailed(Exception):
+    """A called activity or sub-orchestration failed after its retries."""
+
+    def __init__(self, error):
+        self.error = error or {}
+        super().__init__(self.error.get("message") or self.error.get("type") or "failed")
+
+
+class NonDeterminism(Exception):
+    pass
+
+
+class Task:
+    """Something an orchestrator waits for; done once the history says so."""
+
+    def __init__(self):
+        self.done = False
+        self.result = None
+        self.error = None
+        self._parents = []
+
+    def _finish(self, result=None, error=None):
+        if self.done:
+            return
+        self.done, self.result, self.error = True, result, error
+        for parent in self._parents:
+            parent._child_done(self)
+
+    def _child_done(self, child):
+        pass
+
+
+class _WhenAll(Task):
+    def __init__(self, tasks):
+        super().__init__()
+        self.tasks = list(tasks)
+        for t in self.tasks:
+            t._parents.append(self)
+        self._child_done(None)
+
+    def _child_done(self, child):
+        if child is not None and child.error is not None:
+            return self._finish(error=child.error)
+        if all(t.done for t in self.tasks):
+            self._finish(result=[t.result for t in self.tasks])
+
+
+class _WhenAny(Task):
+    def __init__(self, tasks):
+        super().__init__()
+        self.tasks = list(tasks)
+        for t in self.tasks:
+            t._parents.append(self)
+        for t in self.tasks:
+            if t.done:
+                self._finish(result=t)
+                break
+
+    def _child_done(self, child):
+        self._finish(result=child)
+
+
+class _Continue(Exception):
+    def __init__(self, value):
+        self.value = value
+
+
+class Context:
+    def __init__(self, work):
+        self.instance_id = work["instance"]
+        self.name = work.get("name", "")
+        self.input = None
+        self.current_time_ms = 0
+        self.is_replaying = True
+        self._actions = []
+        self._tasks = {}        # task id -> Task
+        self._results = {}      # task id -> (result, error) seen before the task was made
+        self._waiters = {}      # event name -> [Task]
+        self._events = {}       # event name -> [data] raised before anyone waited
+        self._guids = 0
+        self._custom_status = None
+        self._has_custom_status = False
+
+    # --- what an orchestrator calls -----------------------------------------------------
+    def _schedule(self, action):
+        task_id = len(self._actions)
+        self._actions.append(action)
+        task = Task()
+        self._tasks[task_id] = task
+        if task_id in self._results:
+            task._finish(*self._results.pop(task_id))
+        return task
+
+    def call_activity(self, name, input=None):
+        return self._schedule({"type": "call_activity", "name": name, "input": input})
+
+    def call_sub_orchestration(self, name, input=None):
+        return self._schedule({"type": "call_sub_orchestration", "name": name, "input": input})
+
+    def create_timer(self, fire_at_ms):
+        return self._schedule({"type": "create_timer", "fire_at_ms": int(fire_at_ms)})
+
+    def wait_for_external_event(self, name):
+        task = Task()
+        pending = self._events.get(name)
+        if pending:
+            task._finish(pending.pop(0))
+        else:
+            self._waiters.setdefault(name, []).append(task)
+        return task
+
+    def when_all(self, tasks):
+        return _WhenAll(tasks)
+
+    def when_any(self, tasks):
+        return _WhenAny(tasks)
+
+    def new_guid(self):
+        self._guids += 1
+        return str(uuid.uuid5(uuid.NAMESPACE_URL, f"nimbus:{self.instance_id}:{self._guids}"))
+
+    def set_custom_status(self, value):
+        self._custom_status, self._has_custom_status = value, True
+
+    def continue_as_new(self, input=None):
+        raise _Continue(input)
+
+    def log(self, *args):
+        """Prints only when not replaying (each line once, not once per step)."""
+        if not self.is_replaying:
+            print(*args, flush=True)
+
+    # --- the history, one event at a time -------------------------------------------------
+    def _apply(self, event):
+        kind = event.get("type")
+        if kind == "orchestrator_started":
+            self.current_time_ms = event.get("time_ms", self.current_time_ms)
+        elif kind == "execution_started":
+            self.input = event.get("input")
+        elif kind in ("task_completed", "sub_orchestration_completed"):
+            self._resolve(event["task_id"], event.get("result"), None)
+        elif kind in ("task_failed", "sub_orchestration_failed"):
+            self._resolve(event["task_id"], None, event.get("error") or {"message": "failed"})
+        elif kind == "timer_fired":
+            self._resolve(event["task_id"], None, None)
+        elif kind == "event_raised":
+            name = event.get("name")
+            waiters = self._waiters.get(name)
+            if waiters:
+                waiters.pop(0)._finish(event.get("data"))
+            else:
+                self._events.setdefault(name, []).append(event.get("data"))
+
+    def _resolve(self, task_id, result, error):
+        task = self._tasks.get(task_id)
+        if task is None:
+            self._results[task_id] = (result, error)
+        else:
+            task._finish(result, error)
+
+
+def _step(fn, work):
+    ctx = Context(work)
+    history = work.get("history", [])
+    events = list(history) + list(work.get("new_events", []))
+    outcome = {"type": "running"}
+    gen = None
+    waiting = None
+    started = False
+
+    def advance():
+        nonlocal gen, waiting, outcome
+        while True:
+            if waiting is not None and not waiting.done:
+                return False
+            try:
+                if gen is None:
+                    value = fn(ctx)
+                    if not hasattr(value, "send"):  # a plain function: done at once
+                        outcome = {"type": "completed", "output": value}
+                        return True
+                    gen = value
+                    yielded = gen.send(None)
+                elif waiting.error is not None:
+                    yielded = gen.throw(ActivityFailed(waiting.error))
+                else:
+                    yielded = gen.send(waiting.result)
+            except StopIteration as stop:
+                outcome = {"type": "completed", "output": stop.value}
+                return True
+            except _Continue as more:
+                outcome = {"type": "continued_as_new", "input": more.value}
+                return True
+            except Exception as exc:  # the orchestration fails (its code raised)
+                outcome = {"type": "failed", "error": {"type": type(exc).__name__, "message": str(exc)}}
+                return True
+            if not isinstance(yielded, Task):
+                outcome = {"type": "failed", "error": {"type": "TypeError",
+                                                      "message": f"an orchestrator yields tasks, not {type(yielded).__name__}"}}
+                return True
+            waiting = yielded
+
+    finished = False
+    for i, event in enumerate(events):
+        ctx.is_replaying = i < len(history)
+        ctx._apply(event)
+        if event.get("type") == "execution_started":
+            started = True
+        if started and not finished:
+            finished = advance()
+    reply = {"actions": ctx._actions, "outcome": outcome}
+    if ctx._has_custom_status:
+        reply["custom_status"] = ctx._custom_status
+    return reply
+
+
+def orchestrator(fn):
+    """Makes a generator function an orchestrator's handler (the host sends it each step)."""
+
+    def handler(req, _ctx):
+        return _step(fn, req.json())
+
+    handler.__name__ = getattr(fn, "__name__", "orchestrator")
+    handler.__doc__ = fn.__doc__
+    return handler

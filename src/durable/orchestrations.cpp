@@ -1,0 +1,831 @@
+// The orchestration trigger (orchestrations.h): the step engine and the management routes.
+#include "durable/orchestrations.h"
+
+#include <algorithm>
+#include <boost/json.hpp>
+#include <map>
+#include <mutex>
+#include <set>
+
+#include "core/ids.h"
+#include "durable/durable.h"
+#include "observe/log.h"
+#include "pool/function_pools.h"
+#include "store/store.h"
+#include "triggers/dispatch/leased_feed.h"
+#include "triggers/http/http_trigger.h"
+#include "triggers/http/public_routes.h"
+#include "triggers/http/server.h"
+#include "triggers/task_thread.h"
+
+namespace nimbus::durable {
+namespace json = boost::json;
+namespace {
+
+constexpr int kMaxHeld = 2048;  // events leased by one orchestrator's consumer at once
+constexpr int kMaxList = 1000;
+
+int64_t to_ms(Duration d) { return std::chrono::duration_cast<std::chrono::milliseconds>(d).count(); }
+
+std::string str(const json::object& o, const char* key) {
+  const auto* v = o.if_contains(key);
+  return v && v->is_string() ? std::string(v->as_string()) : std::string();
+}
+std::optional<int64_t> integer(const json::object& o, const char* key) {
+  const auto* v = o.if_contains(key);
+  if (v && v->is_int64()) return v->as_int64();
+  if (v && v->is_uint64()) return static_cast<int64_t>(v->as_uint64());
+  if (v && v->is_double()) return static_cast<int64_t>(v->as_double());
+  return std::nullopt;
+}
+json::value value_of(const std::string& text) {
+  boost::system::error_code ec;
+  json::value v = json::parse(text, ec);
+  return ec ? json::value(nullptr) : v;
+}
+
+NewMessage event_message(const std::string& instance, json::object event) {
+  NewMessage m;
+  m.type = "nimbus.durable.event";
+  m.subject = instance;
+  m.payload = json::serialize(json::object{{"instance", instance}, {"event", std::move(event)}});
+  return m;
+}
+
+HttpReply json_reply(int status, const json::value& body, Headers extra = {}) {
+  HttpReply r;
+  r.status = status;
+  r.headers = {{"content-type", "application/json"}};
+  r.headers.insert(r.headers.end(), extra.begin(), extra.end());
+  r.body = json::serialize(body);
+  return r;
+}
+HttpReply error_reply(int status, const std::string& code, const std::string& message) {
+  return json_reply(status, json::object{{"error", code}, {"message", message}});
+}
+
+bool valid_instance_id(const std::string& id) {
+  if (id.empty() || id.size() > 200) return false;
+  return std::all_of(id.begin(), id.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.' || c == ':';
+  });
+}
+
+std::string iso_time(int64_t ms) {
+  std::time_t s = static_cast<std::time_t>(ms / 1000);
+  std::tm tm{};
+  gmtime_r(&s, &tm);
+  char out[40];
+  std::size_t n = std::strftime(out, sizeof out, "%Y-%m-%dT%H:%M:%S", &tm);
+  std::snprintf(out + n, sizeof out - n, ".%03dZ", static_cast<int>(ms % 1000));
+  return out;
+}
+
+// What a scheduled step is, for the determinism check: "call_activity 'name'".
+std::string describe(const std::string& type, const std::string& name) {
+  return name.empty() ? type : type + " '" + name + "'";
+}
+
+// The instance as the management API shows it (Durable Functions' shape).
+json::object status_body(const Instance& i) {
+  json::object o{{"name", i.name},
+                 {"instanceId", i.id},
+                 {"runtimeStatus", to_string(i.status)},
+                 {"input", value_of(i.input)},
+                 {"output", value_of(i.output)},
+                 {"customStatus", value_of(i.custom_status)},
+                 {"createdTime", iso_time(i.created_ms)},
+                 {"lastUpdatedTime", iso_time(i.updated_ms)},
+                 {"historyEvents", i.events},
+                 {"generation", i.generation}};
+  if (!i.error.empty()) o["error"] = i.error;
+  if (!i.parent_instance.empty()) o["parentInstanceId"] = i.parent_instance;
+  return o;
+}
+
+}  // namespace
+
+class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
+ public:
+  Orchestrator(const FunctionSpec& fn, const OrchestrationTriggerSpec& spec, FunctionPool& pool,
+               const TriggerContext& c, std::shared_ptr<TaskThread> thread, std::set<std::string> activities,
+               std::set<std::string> orchestrators)
+      : thread_(std::move(thread)),
+        fn_(fn),
+        spec_(spec),
+        pool_(pool),
+        store_(c.store),
+        clock_(c.clock),
+        logger_(c.logger),
+        queue_(orchestrator_queue(fn.name)),
+        kind_(TriggerKind::named("orchestration")),
+        activities_(std::move(activities)),
+        orchestrators_(std::move(orchestrators)) {}
+
+  // Made shared first: the feed's hand-offs hold the orchestrator weakly.
+  static std::shared_ptr<Orchestrator> make(const FunctionSpec& fn, const OrchestrationTriggerSpec& spec,
+                                            FunctionPool& pool, const TriggerContext& c,
+                                            std::shared_ptr<TaskThread> thread, std::set<std::string> activities,
+                                            std::set<std::string> orchestrators) {
+    auto o = std::make_shared<Orchestrator>(fn, spec, pool, c, thread, std::move(activities), std::move(orchestrators));
+    LeasedFeed::Options options;
+    options.queue = o->queue_;
+    options.batch_size = spec.batch_size;
+    options.lease_ms = to_ms(spec.lease > Duration::zero() ? spec.lease : fn.timeout + std::chrono::seconds(30));
+    options.capacity = kMaxHeld;
+    options.owner = fn.name;
+    std::weak_ptr<Orchestrator> weak = o;
+    o->feed_ = std::make_shared<LeasedFeed>(std::move(options), c.store, c.clock, c.timers, c.logger, thread,
+                                            [weak](std::vector<Message> batch) {
+                                              if (auto self = weak.lock()) {
+                                                auto b = std::make_shared<std::vector<Message>>(std::move(batch));
+                                                self->thread_->post([self, b] { self->take(std::move(*b)); });
+                                              }
+                                            });
+    return o;
+  }
+
+  const std::string& queue() const { return queue_; }
+  void pump() { feed_->pump(); }
+
+  void stop() {
+    feed_->stop();
+    // Events waiting behind a running step go back to the store for the next start.
+    std::vector<Message> back;
+    {
+      std::lock_guard lock(mu_);
+      for (auto& [id, msgs] : waiting_) {
+        for (auto& m : msgs) back.push_back(std::move(m));
+      }
+      waiting_.clear();
+    }
+    if (!back.empty()) feed_->release(back);
+  }
+
+  bool wait_idle(TimePoint until) { return feed_->wait_idle(until); }
+
+  void add_routes(PublicRoutes& routes);
+
+ private:
+  struct Step {
+    std::string id;
+    std::vector<Message> messages;
+    Instance record;
+    std::string etag;
+    json::array history;     // this generation's, before this step
+    json::array new_events;  // this step's, orchestrator_started first
+    std::vector<std::string> page_keys;
+    std::vector<std::pair<std::string, std::string>> scheduled;  // (type, name) by task id
+    int attempt = 1;
+    std::string traceparent;
+  };
+  using StepPtr = std::shared_ptr<Step>;
+
+  void forget(const std::vector<std::string>& ids) { feed_->forget(ids); }
+  // Hands messages back, not counting the delivery (a step lost to another host's).
+  void release_now(const std::vector<Message>& msgs, int64_t delay_ms = 0) { feed_->release(msgs, delay_ms); }
+
+  // On the task thread: the events by instance; one step per instance at a time.
+  void take(std::vector<Message> messages) {
+    std::map<std::string, std::vector<Message>> by_instance;
+    Batch dead;
+    for (auto& m : messages) {
+      boost::system::error_code ec;
+      json::value v = json::parse(m.payload, ec);
+      const json::object* o = !ec && v.is_object() ? &v.as_object() : nullptr;
+      const std::string id = o ? str(*o, "instance") : std::string();
+      if (id.empty() || !o->if_contains("event") || !o->at("event").is_object()) {
+        dead.dead.push_back({{m.id, m.lease}, "not an orchestration event: expected {\"instance\": ID, \"event\": {...}}"});
+        logger_.host(LogLevel::error, "an orchestration event is malformed; moved to the dead-letter queue",
+                     {{"function", fn_.name}, {"queue", queue_}, {"message_id", m.id}});
+        continue;
+      }
+      by_instance[id].push_back(std::move(m));
+    }
+    if (!dead.dead.empty()) {
+      std::vector<std::string> ids;
+      for (const auto& d : dead.dead) ids.push_back(d.ref.id);
+      store_.commit(std::move(dead), [self = shared_from_this(), ids](Expected<BatchResult>) { self->forget(ids); });
+    }
+    for (auto& [id, msgs] : by_instance) {
+      if (feed_->stopping()) {
+        release_now(msgs);
+        continue;
+      }
+      {
+        std::lock_guard lock(mu_);
+        if (running_.count(id)) {
+          auto& w = waiting_[id];
+          for (auto& m : msgs) w.push_back(std::move(m));
+          continue;
+        }
+        running_.insert(id);
+      }
+      begin(id, std::move(msgs));
+    }
+  }
+
+  // --- a step ----------------------------------------------------------------------------
+
+  void begin(const std::string& id, std::vector<Message> messages) {
+    auto s = std::make_shared<Step>();
+    s->id = id;
+    s->messages = std::move(messages);
+    for (const auto& m : s->messages) s->attempt = std::max(s->attempt, m.deliveries);
+    if (const std::string* tp = find_header(s->messages.front().metadata, "traceparent")) s->traceparent = *tp;
+    const int64_t now = unix_ms(clock_);
+    auto got = store_.get(kInstances, id);
+    if (!got) return give_up_for_now(s, "cannot read the instance: " + got.error().message);
+    if (!*got) {
+      logger_.host(LogLevel::warn, "events for an orchestration instance that does not exist (purged?) are dropped",
+                   {{"function", fn_.name}, {"instance", id}, {"events", static_cast<int64_t>(s->messages.size())}});
+      Batch b;
+      for (const auto& m : s->messages) b.acks.push_back({m.id, m.lease});
+      return commit(s, std::move(b));
+    }
+    auto record = decode_instance((*got)->value);
+    if (!record) return give_up_for_now(s, "the instance record is not valid JSON");
+    s->record = std::move(*record);
+    s->etag = (*got)->etag;
+    s->new_events.push_back(json::object{{"type", "orchestrator_started"}, {"time_ms", now}});
+    bool run = false;
+    bool appended = false;
+    for (const auto& m : s->messages) {
+      json::object event = json::parse(m.payload).as_object().at("event").as_object();
+      const std::string type = str(event, "type");
+      if (finished(s->record.status)) {
+        logger_.host(LogLevel::debug, "an event for a finished orchestration instance is dropped",
+                     {{"instance", id}, {"event", type}});
+        continue;
+      }
+      if (type == "execution_terminated") {
+        s->record.status = RuntimeStatus::terminated;
+        s->record.error = "terminated: " + str(event, "reason");
+        s->new_events.push_back(std::move(event));
+        appended = true;
+        continue;
+      }
+      if (type == "execution_suspended") {
+        if (s->record.status != RuntimeStatus::suspended) s->record.status = RuntimeStatus::suspended;
+        s->new_events.push_back(std::move(event));
+        appended = true;
+        continue;
+      }
+      if (type == "execution_resumed") {
+        if (s->record.status == RuntimeStatus::suspended) s->record.status = RuntimeStatus::running;
+      } else if (type == "execution_started") {
+        s->record.status = RuntimeStatus::running;
+      }
+      s->new_events.push_back(std::move(event));
+      appended = true;
+      run = true;
+    }
+    if (!appended) {  // only events for a finished instance: acknowledged, nothing else
+      Batch b;
+      for (const auto& m : s->messages) b.acks.push_back({m.id, m.lease});
+      return commit(s, std::move(b));
+    }
+    if (s->record.status == RuntimeStatus::terminated) {
+      Batch b;
+      json::array page = s->new_events;
+      notify_parent(s->record, b, false, json::value(s->record.error));
+      return commit_step(s, std::move(page), std::move(b));
+    }
+    if (!run || s->record.status == RuntimeStatus::suspended) {
+      // Suspended: the events join the history, the orchestrator runs once it is resumed.
+      return commit_step(s, s->new_events, Batch{});
+    }
+    if (auto st = load_history(*s); !st) return give_up_for_now(s, st.error().message);
+    json::object work{{"instance", id},
+                      {"name", fn_.name},
+                      {"history", s->history},
+                      {"new_events", s->new_events}};
+    Invocation inv = new_invocation(fn_, kind_, "/orchestrations/" + fn_.name, "nimbus.durable.step", clock_,
+                                    s->traceparent);
+    inv.subject = id;
+    inv.message_id = s->messages.front().id;
+    inv.attempt = s->attempt;
+    inv.payload = json::serialize(work);
+    inv.metadata = {{"content-type", "application/json"}};
+    pool_.dispatch(std::move(inv), [self = shared_from_this(), s](Result&& r) {
+      auto result = std::make_shared<Result>(std::move(r));
+      self->thread_->post([self, s, result] { self->decide(s, std::move(*result)); });
+    });
+  }
+
+  Status load_history(Step& s) {
+    auto pages = store_.scan(kHistory, history_prefix(s.id, s.record.generation), 1 << 30);
+    if (!pages) return Error{"cannot read the history: " + pages.error().message};
+    std::sort(pages->begin(), pages->end(), [](const StateEntry& a, const StateEntry& b) { return a.key < b.key; });
+    for (const auto& p : *pages) {
+      s.page_keys.push_back(p.key);
+      boost::system::error_code ec;
+      json::value v = json::parse(p.value, ec);
+      if (ec || !v.is_array()) return Error{"history page " + p.key + " is not a JSON array"};
+      for (auto& e : v.as_array()) {
+        if (!e.is_object()) continue;
+        const std::string type = str(e.as_object(), "type");
+        if (type == "task_scheduled" || type == "timer_created" || type == "sub_orchestration_created") {
+          s.scheduled.emplace_back(type, str(e.as_object(), "name"));
+        }
+        s.history.push_back(std::move(e));
+      }
+    }
+    return ok_status();
+  }
+
+  // The store could not be read: the events go back, to be tried again in a second.
+  void give_up_for_now(const StepPtr& s, const std::string& why) {
+    logger_.host(LogLevel::error, "cannot run an orchestration step; its events are tried again",
+                 {{"function", fn_.name}, {"instance", s->id}, {"error", why}});
+    release_now(s->messages, 1000);
+    step_done(s->id);
+  }
+
+  // On the task thread: what the orchestrator answered, into history and messages.
+  void decide(const StepPtr& s, Result r) {
+    const int64_t now = unix_ms(clock_);
+    if (r.outcome != Outcome::success) {
+      const std::string why = (r.error.type.empty() ? std::string(to_string(r.outcome)) : r.error.type) +
+                              (r.error.message.empty() ? "" : ": " + r.error.message);
+      if (s->attempt < fn_.retry.max_attempts) {
+        logger_.host(LogLevel::warn, "an orchestration step failed; it is tried again",
+                     {{"function", fn_.name}, {"instance", s->id}, {"attempt", s->attempt}, {"error", why}});
+        Batch b;
+        const int64_t due = now + to_ms(fn_.retry.next_delay(s->attempt));
+        for (const auto& m : s->messages) b.retries.push_back({{m.id, m.lease}, due, why});
+        return commit(s, std::move(b));
+      }
+      return fail_instance(s, "the orchestrator failed " + std::to_string(s->attempt) + " times: " + why);
+    }
+    const std::string body = r.http ? r.http->body : std::string();
+    boost::system::error_code ec;
+    json::value answer = json::parse(body, ec);
+    if (ec || !answer.is_object() || !answer.as_object().if_contains("actions") ||
+        !answer.as_object().at("actions").is_array()) {
+      return fail_instance(s, "the orchestrator's answer is not a step's result ({\"actions\": [...], \"outcome\": "
+                              "{...}}; is the handler wrapped by the SDK's orchestrator?): " +
+                                  body.substr(0, 200));
+    }
+    json::object& o = answer.as_object();
+    json::array& actions = o.at("actions").as_array();
+    json::array page = s->new_events;
+    Batch b;
+    // Replayed actions must be the ones the history holds, in order.
+    for (std::size_t i = 0; i < actions.size() && i < s->scheduled.size(); ++i) {
+      if (!actions[i].is_object()) return fail_instance(s, "action " + std::to_string(i) + " is not an object");
+      const json::object& a = actions[i].as_object();
+      const std::string type = str(a, "type");
+      const std::string want_type = s->scheduled[i].first == "task_scheduled"   ? "call_activity"
+                                    : s->scheduled[i].first == "timer_created" ? "create_timer"
+                                                                               : "call_sub_orchestration";
+      const std::string name = type == "create_timer" ? std::string() : str(a, "name");
+      if (type != want_type || name != s->scheduled[i].second) {
+        return fail_instance(s, "non-determinism: at step " + std::to_string(i) + " the history has " +
+                                    describe(want_type, s->scheduled[i].second) + " but the code now asks for " +
+                                    describe(type, name) +
+                                    " (orchestrator code changed while this instance was in flight?)");
+      }
+    }
+    for (std::size_t i = s->scheduled.size(); i < actions.size(); ++i) {
+      if (!actions[i].is_object()) return fail_instance(s, "action " + std::to_string(i) + " is not an object");
+      const json::object& a = actions[i].as_object();
+      const std::string type = str(a, "type");
+      const int64_t task = static_cast<int64_t>(i);
+      const json::value input = a.if_contains("input") ? a.at("input") : json::value(nullptr);
+      if (type == "call_activity") {
+        const std::string name = str(a, "name");
+        if (!activities_.count(name)) {
+          return fail_instance(s, "step " + std::to_string(i) + " calls activity '" + name +
+                                      "', but no function has an activity trigger by that name");
+        }
+        page.push_back(json::object{{"type", "task_scheduled"}, {"task_id", task}, {"name", name}, {"input", input}});
+        NewMessage m;
+        m.type = "nimbus.durable.activity";
+        m.subject = s->id;
+        m.payload = json::serialize(input);
+        m.metadata = {{kMetaInstance, s->id}, {kMetaTask, std::to_string(task)}, {kMetaReply, queue_},
+                      {"content-type", "application/json"}};
+        if (!s->traceparent.empty()) m.metadata.push_back({"traceparent", s->traceparent});
+        b.enqueues.push_back({activity_queue(name), std::move(m)});
+      } else if (type == "create_timer") {
+        const auto fire_at = integer(a, "fire_at_ms");
+        if (!fire_at) return fail_instance(s, "step " + std::to_string(i) + ": create_timer needs fire_at_ms");
+        page.push_back(json::object{{"type", "timer_created"}, {"task_id", task}, {"fire_at_ms", *fire_at}});
+        NewMessage m = event_message(s->id, json::object{{"type", "timer_fired"}, {"task_id", task}, {"fire_at_ms", *fire_at}});
+        m.delay_ms = std::max<int64_t>(*fire_at - now, 0);
+        b.enqueues.push_back({queue_, std::move(m)});
+      } else if (type == "call_sub_orchestration") {
+        const std::string name = str(a, "name");
+        if (!orchestrators_.count(name)) {
+          return fail_instance(s, "step " + std::to_string(i) + " calls orchestration '" + name +
+                                      "', but no function has an orchestration trigger by that name");
+        }
+        const std::string child = s->id + ":" + std::to_string(task);
+        page.push_back(json::object{{"type", "sub_orchestration_created"}, {"task_id", task}, {"name", name},
+                                    {"instance", child}, {"input", input}});
+        Instance c;
+        c.id = child;
+        c.name = name;
+        c.input = json::serialize(input);
+        c.created_ms = c.updated_ms = now;
+        c.parent_instance = s->id;
+        c.parent_queue = queue_;
+        c.parent_task = task;
+        b.puts.push_back({kInstances, child, encode(c), std::string(), 0});
+        b.enqueues.push_back({orchestrator_queue(name),
+                              event_message(child, json::object{{"type", "execution_started"}, {"input", input}, {"time_ms", now}})});
+      } else {
+        return fail_instance(s, "step " + std::to_string(i) + " is an unknown action '" + type +
+                                    "' (known: call_activity, create_timer, call_sub_orchestration)");
+      }
+    }
+    if (const auto* cs = o.if_contains("custom_status")) s->record.custom_status = json::serialize(*cs);
+    const json::object* outcome = o.if_contains("outcome") && o.at("outcome").is_object() ? &o.at("outcome").as_object() : nullptr;
+    const std::string what = outcome ? str(*outcome, "type") : "running";
+    if (what == "completed") {
+      const json::value output = outcome->if_contains("output") ? outcome->at("output") : json::value(nullptr);
+      s->record.status = RuntimeStatus::completed;
+      s->record.output = json::serialize(output);
+      page.push_back(json::object{{"type", "execution_completed"}, {"output", output}, {"time_ms", now}});
+      notify_parent(s->record, b, true, output);
+    } else if (what == "failed") {
+      const json::value error = outcome->if_contains("error") ? outcome->at("error") : json::value("failed");
+      s->record.status = RuntimeStatus::failed;
+      s->record.error = error.is_string() ? std::string(error.as_string()) : json::serialize(error);
+      page.push_back(json::object{{"type", "execution_failed"}, {"error", error}, {"time_ms", now}});
+      notify_parent(s->record, b, false, error);
+    } else if (what == "continued_as_new") {
+      // The next generation starts from its input alone; this one's history is deleted with
+      // this commit (that is what bounds an eternal orchestration's history).
+      const json::value input = outcome->if_contains("input") ? outcome->at("input") : json::value(nullptr);
+      for (const auto& key : s->page_keys) b.deletes.push_back({kHistory, key, std::nullopt});
+      s->record.generation += 1;
+      s->record.pages = 0;
+      s->record.events = 0;
+      s->record.input = json::serialize(input);
+      s->record.status = RuntimeStatus::running;
+      b.enqueues.push_back({queue_, event_message(s->id, json::object{{"type", "execution_started"}, {"input", input}, {"time_ms", now}})});
+      return commit_step(s, json::array{}, std::move(b));
+    } else if (what != "running") {
+      return fail_instance(s, "the orchestrator's outcome '" + what + "' is unknown (known: running, completed, failed, continued_as_new)");
+    }
+    commit_step(s, std::move(page), std::move(b));
+  }
+
+  void notify_parent(const Instance& i, Batch& b, bool ok, const json::value& value) {
+    if (i.parent_instance.empty()) return;
+    json::object e{{"task_id", i.parent_task}, {"time_ms", unix_ms(clock_)}};
+    if (ok) {
+      e["type"] = "sub_orchestration_completed";
+      e["result"] = value;
+    } else {
+      e["type"] = "sub_orchestration_failed";
+      e["error"] = json::object{{"type", "orchestration_failed"}, {"message", value.is_string() ? value : json::value(json::serialize(value))}};
+    }
+    b.enqueues.push_back({i.parent_queue, event_message(i.parent_instance, std::move(e))});
+  }
+
+  void fail_instance(const StepPtr& s, const std::string& why) {
+    logger_.host(LogLevel::error, "orchestration instance failed",
+                 {{"function", fn_.name}, {"instance", s->id}, {"error", why}});
+    s->record.status = RuntimeStatus::failed;
+    s->record.error = why;
+    json::array page = s->new_events;
+    page.push_back(json::object{{"type", "execution_failed"}, {"error", why}, {"time_ms", unix_ms(clock_)}});
+    Batch b;
+    notify_parent(s->record, b, false, json::value(why));
+    commit_step(s, std::move(page), std::move(b));
+  }
+
+  // The step's one commit: acks, its history page, the record (fenced by its ETag) and `b`.
+  void commit_step(const StepPtr& s, json::array page, Batch b) {
+    for (const auto& m : s->messages) b.acks.push_back({m.id, m.lease});
+    if (!page.empty()) {
+      b.puts.push_back({kHistory, page_key(s->id, s->record.generation, s->record.pages), json::serialize(page),
+                        std::string(), 0});
+      s->record.pages += 1;
+      s->record.events += static_cast<int64_t>(page.size());
+    }
+    s->record.updated_ms = unix_ms(clock_);
+    b.puts.push_back({kInstances, s->id, encode(s->record), s->etag, 0});
+    commit(s, std::move(b));
+  }
+
+  void commit(const StepPtr& s, Batch b) {
+    store_.commit(std::move(b), [self = shared_from_this(), s](Expected<BatchResult> done) {
+      Status st = done ? Status(ok_status()) : Status(done.error());
+      self->thread_->post([self, s, st] { self->committed(s, st); });
+    });
+  }
+
+  void committed(const StepPtr& s, const Status& st) {
+    if (!st) {
+      // Another host advanced the instance first (its ETag moved), or the store failed: this
+      // step's effects were not kept; its events are delivered again and replayed then.
+      const bool conflict = st.error().code == store_error::conflict;
+      logger_.host(conflict ? LogLevel::info : LogLevel::error,
+                   conflict ? "an orchestration step lost to another one; its events are run again"
+                            : "cannot commit an orchestration step; its events are run again",
+                   {{"function", fn_.name}, {"instance", s->id}, {"error", st.error().message}});
+      release_now(s->messages, conflict ? 0 : 1000);
+    } else {
+      std::vector<std::string> ids;
+      for (const auto& m : s->messages) ids.push_back(m.id);
+      forget(ids);
+    }
+    step_done(s->id);
+  }
+
+  // The instance's step is over: the events that waited for it make the next one.
+  void step_done(const std::string& id) {
+    std::vector<Message> next;
+    {
+      std::lock_guard lock(mu_);
+      auto it = waiting_.find(id);
+      if (it == waiting_.end() || feed_->stopping()) {
+        running_.erase(id);
+      } else {
+        next = std::move(it->second);
+        waiting_.erase(it);
+      }
+    }
+    if (!next.empty()) begin(id, std::move(next));
+    pump();
+  }
+
+  // --- management -------------------------------------------------------------------------
+
+  std::string base_url(IncomingRequest& request) const {
+    auto host = request.header("host");
+    return "http://" + std::string(host ? *host : "localhost") + "/_nimbus/orchestrations/" + fn_.name;
+  }
+
+  json::object urls(const std::string& base, const std::string& id) const {
+    const std::string at = base + "/instances/" + id;
+    return json::object{{"id", id},
+                        {"statusQueryGetUri", at},
+                        {"sendEventPostUri", at + "/events/{eventName}"},
+                        {"terminatePostUri", at + "/terminate?reason={text}"},
+                        {"suspendPostUri", at + "/suspend?reason={text}"},
+                        {"resumePostUri", at + "/resume?reason={text}"},
+                        {"purgeHistoryDeleteUri", at}};
+  }
+
+  void start_instance(IncomingRequest& request, Responder respond) {
+    const std::string target(request.target());
+    const auto q = target.find('?');
+    const std::string query = q == std::string::npos ? std::string() : target.substr(q + 1);
+    const std::string body = request.take_body();
+    std::string input = "null";
+    if (!body.empty()) {
+      boost::system::error_code ec;
+      json::value v = json::parse(body, ec);
+      if (ec) return respond(error_reply(400, "bad_input", "the input must be JSON: " + ec.message()));
+      input = json::serialize(v);
+    }
+    std::string id = query_param(query, "instance").value_or(new_invocation_id());
+    if (!valid_instance_id(id)) {
+      return respond(error_reply(400, "bad_instance_id",
+                                 "an instance id is 1-200 letters, digits, '-', '_', '.' or ':'"));
+    }
+    const int64_t now = unix_ms(clock_);
+    Instance rec;
+    rec.id = id;
+    rec.name = fn_.name;
+    rec.input = input;
+    rec.created_ms = rec.updated_ms = now;
+    Batch b;
+    b.puts.push_back({kInstances, id, encode(rec), std::string(), 0});  // create-only
+    b.enqueues.push_back({queue_, event_message(id, json::object{{"type", "execution_started"},
+                                                                 {"input", value_of(input)},
+                                                                 {"time_ms", now}})});
+    json::object links = urls(base_url(request), id);
+    store_.commit(std::move(b), [respond, links, id](Expected<BatchResult> done) {
+      if (!done && done.error().code == store_error::conflict) {
+        return respond(error_reply(409, "instance_exists", "an instance with id '" + id + "' exists already"));
+      }
+      if (!done) return respond(error_reply(503, "store_unavailable", done.error().message));
+      respond(json_reply(202, links, {{"location", std::string(links.at("statusQueryGetUri").as_string())}}));
+    });
+  }
+
+  // Reads run on the store's I/O threads, never on the event loop.
+  void instance_request(IncomingRequest& request, const Headers& params, Responder respond) {
+    const std::string method(request.method());
+    const std::string target(request.target());
+    const auto q = target.find('?');
+    const std::string query = q == std::string::npos ? std::string() : target.substr(q + 1);
+    const std::string* id_param = find_header(params, "id");
+    const std::string* action = find_header(params, "action");
+    const std::string* event_name = find_header(params, "event");
+    std::string body = request.take_body();
+    std::string base = base_url(request);
+    const std::string id = id_param ? *id_param : std::string();
+    auto self = shared_from_this();
+    store_.run_blocking([self, method, query, id, action = action ? *action : std::string(),
+                         event_name = event_name ? *event_name : std::string(), body = std::move(body),
+                         base = std::move(base), respond]() mutable {
+      respond(self->instance_reply(method, query, id, action, event_name, body, base));
+    });
+  }
+
+  HttpReply instance_reply(const std::string& method, const std::string& query, const std::string& id,
+                           const std::string& action, const std::string& event_name, const std::string& body,
+                           const std::string& base) {
+    if (id.empty()) return list_instances(query);
+    auto got = store_.get(kInstances, id);
+    if (!got) return error_reply(503, "store_unavailable", got.error().message);
+    std::optional<Instance> rec = *got ? decode_instance((*got)->value) : std::nullopt;
+    if (!rec || rec->name != fn_.name) {
+      return error_reply(404, "not_found", "no instance '" + id + "' of orchestration '" + fn_.name + "'");
+    }
+    if (method == "GET" && action.empty()) {
+      json::object out = status_body(*rec);
+      if (query_param(query, "history").value_or("") == "true") {
+        auto pages = store_.scan(kHistory, history_prefix(id, rec->generation), 1 << 30);
+        if (!pages) return error_reply(503, "store_unavailable", pages.error().message);
+        std::sort(pages->begin(), pages->end(), [](auto& a, auto& b) { return a.key < b.key; });
+        json::array history;
+        for (const auto& p : *pages) {
+          json::value v = value_of(p.value);
+          if (v.is_array()) {
+            for (auto& e : v.as_array()) history.push_back(std::move(e));
+          }
+        }
+        out["history"] = std::move(history);
+      }
+      const bool done = finished(rec->status);
+      return json_reply(done ? 200 : 202, out, done ? Headers{} : Headers{{"location", base + "/instances/" + id}});
+    }
+    if (method == "DELETE" && action.empty()) return purge(*rec, (*got)->etag);
+    if (method != "POST") return error_reply(405, "method_not_allowed", "use GET, DELETE or POST");
+    if (finished(rec->status)) {
+      return error_reply(410, "finished", "instance '" + id + "' is " + to_string(rec->status));
+    }
+    json::object event;
+    const std::string reason = query_param(query, "reason").value_or("");
+    if (action == "events") {
+      json::value data = nullptr;
+      if (!body.empty()) {
+        boost::system::error_code ec;
+        data = json::parse(body, ec);
+        if (ec) return error_reply(400, "bad_input", "the event's data must be JSON: " + ec.message());
+      }
+      event = json::object{{"type", "event_raised"}, {"name", event_name}, {"data", std::move(data)}};
+    } else if (action == "terminate") {
+      event = json::object{{"type", "execution_terminated"}, {"reason", reason}};
+    } else if (action == "suspend") {
+      event = json::object{{"type", "execution_suspended"}, {"reason", reason}};
+    } else if (action == "resume") {
+      event = json::object{{"type", "execution_resumed"}, {"reason", reason}};
+    } else {
+      return error_reply(404, "not_found", "unknown instance operation '" + action +
+                                               "' (known: events/<name>, terminate, suspend, resume)");
+    }
+    event["time_ms"] = unix_ms(clock_);
+    Batch b;
+    b.enqueues.push_back({queue_, event_message(id, std::move(event))});
+    auto done = store_.commit_sync(std::move(b));
+    if (!done) return error_reply(503, "store_unavailable", done.error().message);
+    return json_reply(202, json::object{{"id", id}, {"accepted", action}});
+  }
+
+  HttpReply purge(const Instance& rec, const std::string& etag) {
+    if (!finished(rec.status)) {
+      return error_reply(409, "running", "instance '" + rec.id + "' is " + to_string(rec.status) +
+                                             "; terminate it before purging");
+    }
+    auto pages = store_.scan(kHistory, rec.id + "/", 1 << 30);
+    if (!pages) return error_reply(503, "store_unavailable", pages.error().message);
+    Batch b;
+    for (const auto& p : *pages) b.deletes.push_back({kHistory, p.key, std::nullopt});
+    b.deletes.push_back({kInstances, rec.id, etag});
+    auto done = store_.commit_sync(std::move(b));
+    if (!done) {
+      return error_reply(done.error().code == store_error::conflict ? 409 : 503, "not_purged", done.error().message);
+    }
+    return json_reply(200, json::object{{"instancesDeleted", 1}});
+  }
+
+  HttpReply list_instances(const std::string& query) {
+    std::optional<RuntimeStatus> want;
+    if (auto s = query_param(query, "status")) {
+      want = status_from(*s);
+      if (!want) return error_reply(400, "bad_status", "unknown status '" + *s + "'");
+    }
+    int limit = 100;
+    if (auto l = query_param(query, "limit")) limit = std::clamp(std::atoi(l->c_str()), 1, kMaxList);
+    const std::string after = query_param(query, "after").value_or("");
+    auto all = store_.scan(kInstances, "", 1 << 30);
+    if (!all) return error_reply(503, "store_unavailable", all.error().message);
+    std::sort(all->begin(), all->end(), [](auto& a, auto& b) { return a.key < b.key; });
+    json::array out;
+    std::string last;
+    for (const auto& e : *all) {
+      if (!after.empty() && e.key <= after) continue;
+      auto rec = decode_instance(e.value);
+      if (!rec || rec->name != fn_.name || (want && rec->status != *want)) continue;
+      if (static_cast<int>(out.size()) == limit) break;
+      out.push_back(status_body(*rec));
+      last = rec->id;
+    }
+    json::object reply{{"instances", std::move(out)}};
+    if (static_cast<int>(reply.at("instances").as_array().size()) == limit) reply["next_after"] = last;
+    return json_reply(200, reply);
+  }
+
+  std::shared_ptr<TaskThread> thread_;
+  const FunctionSpec& fn_;
+  OrchestrationTriggerSpec spec_;
+  FunctionPool& pool_;
+  Store& store_;
+  const Clock& clock_;
+  Logger& logger_;
+  std::string queue_;
+  TriggerKind kind_;
+  std::set<std::string> activities_, orchestrators_;
+  std::shared_ptr<LeasedFeed> feed_;  // leases, renewal, wake-ups
+
+  std::mutex mu_;
+  std::set<std::string> running_;                        // instances with a step under way
+  std::map<std::string, std::vector<Message>> waiting_;  // events for them, for the next
+};
+
+void Orchestrator::add_routes(PublicRoutes& routes) {
+  const std::string base = "/_nimbus/orchestrations/" + fn_.name;
+  std::weak_ptr<Orchestrator> weak = weak_from_this();
+  auto instance = [weak](IncomingRequest& request, Headers params, Responder respond) {
+    if (auto self = weak.lock()) return self->instance_request(request, params, std::move(respond));
+    respond(error_reply(503, "stopping", "the host is stopping"));
+  };
+  routes.add({base, {"POST"}, fn_.name, spec_.auth, [weak](IncomingRequest& request, Headers, Responder respond) {
+                if (auto self = weak.lock()) return self->start_instance(request, std::move(respond));
+                respond(error_reply(503, "stopping", "the host is stopping"));
+              }});
+  routes.add({base + "/instances", {"GET"}, fn_.name, spec_.auth, instance});
+  routes.add({base + "/instances/{id}", {"GET", "DELETE"}, fn_.name, spec_.auth, instance});
+  routes.add({base + "/instances/{id}/{action}", {"POST"}, fn_.name, spec_.auth, instance});
+  routes.add({base + "/instances/{id}/{action}/{event}", {"POST"}, fn_.name, spec_.auth, instance});
+}
+
+namespace {
+
+class OrchestrationTrigger final : public Trigger {
+ public:
+  explicit OrchestrationTrigger(const TriggerContext& c) : store_(c.store), thread_(std::make_shared<TaskThread>()) {
+    std::set<std::string> activities, orchestrators;
+    for (const auto& fn : c.app.functions) {
+      if (!fn.triggers_of<ActivityTriggerSpec>().empty()) activities.insert(fn.name);
+      if (!fn.triggers_of<OrchestrationTriggerSpec>().empty()) orchestrators.insert(fn.name);
+    }
+    for (const auto& fn : c.app.functions) {
+      auto specs = fn.triggers_of<OrchestrationTriggerSpec>();
+      FunctionPool* pool = c.pools.find(fn.name);
+      if (specs.empty() || !pool) continue;
+      auto o = Orchestrator::make(fn, *specs.front(), *pool, c, thread_, activities, orchestrators);
+      if (c.routes) o->add_routes(*c.routes);
+      orchestrators_.push_back(std::move(o));
+    }
+  }
+  ~OrchestrationTrigger() override { stop(Duration::zero()); }
+
+  std::string_view kind() const override { return "orchestration"; }
+
+  Status start() override {
+    if (orchestrators_.empty()) return ok_status();
+    watch_ = store_.watch_changes([this](const std::vector<std::string>& queues) {
+      for (auto& o : orchestrators_) {
+        if (std::find(queues.begin(), queues.end(), o->queue()) != queues.end()) o->pump();
+      }
+    });
+    for (auto& o : orchestrators_) o->pump();
+    return ok_status();
+  }
+
+  void stop_taking_work() override {
+    watch_.reset();
+    for (auto& o : orchestrators_) o->stop();
+  }
+
+  bool drain(Duration grace) override {
+    const TimePoint until = std::chrono::steady_clock::now() + grace;
+    bool all = true;
+    for (auto& o : orchestrators_) all &= o->wait_idle(until);
+    return all;
+  }
+
+ private:
+  Store& store_;
+  std::shared_ptr<TaskThread> thread_;
+  std::unique_ptr<Store::ChangeWatch> watch_;
+  std::vector<std::shared_ptr<Orchestrator>> orchestrators_;
+};
+
+}  // namespace
+
+Expected<std::unique_ptr<Trigger>> make_orchestration_trigger(const TriggerContext& context) {
+  return std::unique_ptr<Trigger>(std::make_unique<OrchestrationTrigger>(context));
+}
+
+}  // namespace nimbus::durable

@@ -1,0 +1,79 @@
+#pragma once
+// Leasing from one store queue, for a consumer that runs what it leases elsewhere: the
+// dispatcher's consumers (dispatcher.cpp) and the orchestration steps (durable/). It receives
+// only as many messages as its owner has room for, hands each batch over, renews the leases of
+// everything it holds every third of the lease, sleeps when the queue is drained (until the
+// next delayed message is due, a commit wakes it, or `max_wait` passes: work enqueued by
+// another host), and on stop hands back what it received too late. The owner says when a
+// message is done with forget() (its commit is in), which frees room and looks for more.
+#include <condition_variable>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "core/clock.h"
+#include "store/store.h"
+
+namespace nimbus {
+
+class Logger;
+class TaskThread;
+
+class LeasedFeed : public std::enable_shared_from_this<LeasedFeed> {
+ public:
+  struct Options {
+    std::string queue;
+    int batch_size = 16;
+    Duration max_wait = std::chrono::seconds(1);
+    int64_t lease_ms = 30000;
+    int capacity = 16;         // messages held at once, at most
+    std::string owner;         // for log lines: the function
+  };
+  // `deliver` gets each received batch on the store's writer thread: hand it off. `thread` is
+  // where the next due time is read (a store read).
+  LeasedFeed(Options options, Store& store, const Clock& clock, Timers timers, Logger& logger,
+             std::shared_ptr<TaskThread> thread, std::function<void(std::vector<Message>)> deliver);
+
+  const std::string& queue() const { return options_.queue; }
+  int64_t lease_ms() const { return options_.lease_ms; }
+  // Leases as many as there is room for, unless a receive is already under way.
+  void pump();
+  // These are done (committed or handed back): room for more.
+  void forget(const std::vector<std::string>& ids);
+  // Receives nothing more; timers are cancelled.
+  void stop();
+  bool stopping() const;
+  // Until nothing is held and no receive is under way, or `until`.
+  bool wait_idle(TimePoint until);
+  // Hands messages back unrun (not counted as a delivery), `delay_ms` from now; forgotten then.
+  void release(const std::vector<Message>& messages, int64_t delay_ms = 0);
+
+ private:
+  void on_received(int wanted, Expected<std::vector<Message>> got);
+  void sleep_until_due();
+  void arm_wake_locked(TimePoint at);
+  void arm_renewal_locked();
+  void renew();
+
+  Options options_;
+  Store& store_;
+  const Clock& clock_;
+  Timers timers_;
+  Logger& logger_;
+  std::shared_ptr<TaskThread> thread_;
+  std::function<void(std::vector<Message>)> deliver_;
+
+  mutable std::mutex mu_;
+  std::condition_variable idle_cv_;
+  std::map<std::string, std::string> held_;  // message id -> lease
+  bool receiving_ = false;
+  bool rescan_ = false;  // a wake-up came while a receive was under way
+  bool stopping_ = false;
+  TimerQueue::Id wake_timer_ = 0;
+  TimerQueue::Id renew_timer_ = 0;
+};
+
+}  // namespace nimbus

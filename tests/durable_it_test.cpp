@@ -1,0 +1,344 @@
+// Durable orchestrations end to end (issue 15): the real host, Python orchestrators and
+// activities, driven through the management routes on the public listener: chaining,
+// fan-out/fan-in, an activity's failure caught and compensated, sub-orchestrations, an
+// external event (also one raised before the orchestrator waits for it), terminate, suspend
+// and resume, purge, the history, and non-determinism after a changed orchestrator.
+#include "it_common.h"
+
+namespace nimbus::testing {
+namespace {
+
+const char* kOrchestrators = R"(from nimbus import durable
+
+@durable.orchestrator
+def chain(ctx):
+    out = []
+    for city in ctx.input:
+        out.append((yield ctx.call_activity("say_hello", city)))
+    return out
+
+@durable.orchestrator
+def fan(ctx):
+    tasks = [ctx.call_activity("double", i) for i in range(ctx.input)]
+    results = yield ctx.when_all(tasks)
+    return sum(results)
+
+@durable.orchestrator
+def careful(ctx):
+    try:
+        yield ctx.call_activity("flaky", "x")
+        return "not reached"
+    except durable.ActivityFailed as failed:
+        undone = yield ctx.call_activity("say_hello", "compensation")
+        return {"compensated": undone, "because": str(failed)}
+
+@durable.orchestrator
+def approval(ctx):
+    ctx.set_custom_status("waiting")
+    deadline = ctx.current_time_ms + 3600 * 1000
+    winner = yield ctx.when_any([ctx.wait_for_external_event("approve"), ctx.create_timer(deadline)])
+    if winner.result is None:
+        return "timed out"
+    ctx.set_custom_status("approved")
+    return "approved by " + winner.result["by"]
+
+@durable.orchestrator
+def parent(ctx):
+    child = yield ctx.call_sub_orchestration("chain", ["Lima", "Quito"])
+    return {"child": child, "guid": ctx.new_guid()}
+
+@durable.orchestrator
+def early(ctx):
+    first = yield ctx.call_activity("say_hello", "first")
+    data = yield ctx.wait_for_external_event("go")
+    return [first, data]
+)";
+
+// The same chain in Node, calling the Python activity (runtimes mix freely).
+const char* kNodeOrchestrators = R"(const durable = require('nimbus/durable');
+module.exports.nodechain = durable.orchestrator(function* (ctx) {
+  const out = [];
+  for (const city of ctx.input) out.push(yield ctx.callActivity('say_hello', city));
+  const [a, b] = yield ctx.whenAll([ctx.callActivity('double', 1), ctx.callActivity('double', 2)]);
+  ctx.setCustomStatus({ step: 'done' });
+  return { out, sum: a + b };
+});
+)";
+
+const char* kActivities = R"(def say_hello(req, ctx):
+    return "Hello " + req.json()
+
+def double(req, ctx):
+    return req.json() * 2
+
+def flaky(req, ctx):
+    raise RuntimeError("the payment service said no")
+)";
+
+std::string app_manifest() {
+  std::string m = "name: durable\nfunctions:\n";
+  for (const char* o : {"chain", "fan", "careful", "approval", "parent", "early"}) {
+    m += std::string("  ") + o + ":\n    runtime: python\n    handler: orch.py:" + o +
+         "\n    triggers: [{orchestration: {auth: anonymous}}]\n";
+  }
+  m += "  nodechain:\n    runtime: node\n    handler: orch.js:nodechain\n"
+       "    triggers: [{orchestration: {auth: anonymous}}]\n";
+  for (const char* a : {"say_hello", "double", "flaky"}) {
+    m += std::string("  ") + a + ":\n    runtime: python\n    handler: acts.py:" + a +
+         "\n    concurrency: 16\n    retry: {max_attempts: 2, initial: 10ms}\n    triggers: [{activity: {}}]\n";
+  }
+  return m;
+}
+
+struct DurableApp {
+  DurableApp() {
+    dir.write("nimbus.yaml", app_manifest());
+    dir.write("orch.py", kOrchestrators);
+    dir.write("acts.py", kActivities);
+    dir.write("orch.js", kNodeOrchestrators);
+    host = std::make_unique<Host>(dir.path());
+  }
+  int port() const { return host->http_port(); }
+
+  // Starts an instance; its id.
+  std::string start(const std::string& name, const std::string& input, const std::string& id = "") {
+    Response r = request(port(), "POST", "/_nimbus/orchestrations/" + name + (id.empty() ? "" : "?instance=" + id),
+                         {{"content-type", "application/json"}}, input);
+    EXPECT_EQ(r.status, 202) << r.body;
+    if (r.status != 202) return "";
+    EXPECT_NE(r.header("location").find("/_nimbus/orchestrations/" + name + "/instances/"), std::string::npos);
+    return std::string(json::parse(r.body).as_object().at("id").as_string());
+  }
+  json::object status(const std::string& name, const std::string& id, bool history = false) {
+    Response r = request(port(), "GET", "/_nimbus/orchestrations/" + name + "/instances/" + id + (history ? "?history=true" : ""));
+    if (r.status != 200 && r.status != 202) return json::object{{"http", r.status}, {"body", r.body}};
+    json::object o = json::parse(r.body).as_object();
+    o["http"] = r.status;
+    return o;
+  }
+  // Waits until the instance's runtimeStatus is `want`; the status.
+  json::object wait_for(const std::string& name, const std::string& id, const std::string& want, int timeout_ms = 30000) {
+    json::object last;
+    const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+    while (std::chrono::steady_clock::now() < until) {
+      last = status(name, id);
+      if (last.if_contains("runtimeStatus") && last.at("runtimeStatus").as_string() == want) return last;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    ADD_FAILURE() << name << "/" << id << " never became " << want << ": " << json::serialize(last);
+    return last;
+  }
+  Response post(const std::string& path, const std::string& body = "") {
+    return request(port(), "POST", "/_nimbus/orchestrations/" + path, {{"content-type", "application/json"}}, body);
+  }
+
+  TempDir dir;
+  std::unique_ptr<Host> host;
+};
+
+TEST(Durable, ChainingFanOutCompensationAndSubOrchestrationsComplete) {
+  DurableApp app;
+  ASSERT_TRUE(app.host->started()) << app.host->errors();
+  const std::string chain = app.start("chain", R"(["Tokyo", "Seattle", "London"])");
+  const std::string fan = app.start("fan", "50");
+  const std::string careful = app.start("careful", "");
+  const std::string parent = app.start("parent", "");
+  const std::string node = app.start("nodechain", R"(["Oslo"])");
+
+  auto done = app.wait_for("chain", chain, "Completed");
+  EXPECT_EQ(done.at("http").as_int64(), 200);
+  EXPECT_EQ(json::serialize(done.at("output")), R"(["Hello Tokyo","Hello Seattle","Hello London"])");
+  EXPECT_EQ(json::serialize(done.at("input")), R"(["Tokyo","Seattle","London"])");
+
+  EXPECT_EQ(app.wait_for("fan", fan, "Completed").at("output").as_int64(), 2 * (49 * 50 / 2));
+
+  auto comp = app.wait_for("careful", careful, "Completed").at("output").as_object();
+  EXPECT_EQ(comp.at("compensated").as_string(), "Hello compensation");
+  EXPECT_NE(std::string(comp.at("because").as_string()).find("the payment service said no"), std::string::npos)
+      << json::serialize(comp);
+
+  auto p = app.wait_for("parent", parent, "Completed").at("output").as_object();
+  EXPECT_EQ(json::serialize(p.at("child")), R"(["Hello Lima","Hello Quito"])");
+  EXPECT_EQ(p.at("guid").as_string().size(), 36u);
+  // The child is an instance of its own, with its parent named.
+  auto child = app.status("chain", parent + ":0");
+  EXPECT_EQ(child.at("runtimeStatus").as_string(), "Completed") << json::serialize(child);
+  EXPECT_EQ(child.at("parentInstanceId").as_string(), parent);
+
+  auto n = app.wait_for("nodechain", node, "Completed");
+  EXPECT_EQ(json::serialize(n.at("output")), R"({"out":["Hello Oslo"],"sum":6})");
+  EXPECT_EQ(json::serialize(n.at("customStatus")), R"({"step":"done"})");
+
+  // The history, in order: started, three activities scheduled and completed one by one.
+  auto h = app.status("chain", chain, true).at("history").as_array();
+  std::vector<std::string> types;
+  for (auto& e : h) {
+    const std::string t(e.as_object().at("type").as_string());
+    if (t != "orchestrator_started") types.push_back(t);
+  }
+  EXPECT_EQ(types, (std::vector<std::string>{"execution_started", "task_scheduled", "task_completed", "task_scheduled",
+                                             "task_completed", "task_scheduled", "task_completed",
+                                             "execution_completed"}));
+
+  // Listing by status; starting an id twice is a conflict; unknown ids are 404.
+  Response list = request(app.port(), "GET", "/_nimbus/orchestrations/chain/instances?status=completed");
+  ASSERT_EQ(list.status, 200) << list.body;
+  EXPECT_EQ(json::parse(list.body).at("instances").as_array().size(), 2u) << list.body;  // its own and the child
+  Response again = app.post("chain?instance=" + chain, "[]");
+  EXPECT_EQ(again.status, 409) << again.body;
+  EXPECT_EQ(request(app.port(), "GET", "/_nimbus/orchestrations/chain/instances/nope").status, 404);
+  Response bad = app.post("chain", "{not json");
+  EXPECT_EQ(bad.status, 400) << bad.body;
+
+  // Purge: a finished instance's record and history are gone.
+  Response purged = request(app.port(), "DELETE", "/_nimbus/orchestrations/chain/instances/" + chain);
+  EXPECT_EQ(purged.status, 200) << purged.body;
+  EXPECT_EQ(request(app.port(), "GET", "/_nimbus/orchestrations/chain/instances/" + chain).status, 404);
+  EXPECT_EQ(app.host->signal_and_wait(SIGTERM), 0);
+}
+
+TEST(Durable, ExternalEventsTerminateSuspendAndResume) {
+  DurableApp app;
+  ASSERT_TRUE(app.host->started()) << app.host->errors();
+  const std::string a = app.start("approval", "", "order-17");
+  EXPECT_EQ(a, "order-17");
+  auto waiting = app.wait_for("approval", a, "Running");
+  for (int i = 0; i < 200 && waiting.at("customStatus") != json::value("waiting"); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    waiting = app.status("approval", a);
+  }
+  EXPECT_EQ(waiting.at("customStatus").as_string(), "waiting");
+  EXPECT_EQ(waiting.at("http").as_int64(), 202);
+  Response raised = app.post("approval/instances/" + a + "/events/approve", R"({"by": "ann"})");
+  EXPECT_EQ(raised.status, 202) << raised.body;
+  auto done = app.wait_for("approval", a, "Completed");
+  EXPECT_EQ(done.at("output").as_string(), "approved by ann");
+  EXPECT_EQ(done.at("customStatus").as_string(), "approved");
+  EXPECT_EQ(app.post("approval/instances/" + a + "/events/approve", "{}").status, 410) << "finished";
+
+  // An event raised before the orchestrator waits for it is kept for it.
+  const std::string e = app.start("early", "");
+  EXPECT_EQ(app.post("early/instances/" + e + "/events/go", "42").status, 202);
+  EXPECT_EQ(json::serialize(app.wait_for("early", e, "Completed").at("output")), R"(["Hello first",42])");
+
+  // Terminate.
+  const std::string t = app.start("approval", "");
+  app.wait_for("approval", t, "Running");
+  EXPECT_EQ(app.post("approval/instances/" + t + "/terminate?reason=cancelled").status, 202);
+  auto term = app.wait_for("approval", t, "Terminated");
+  EXPECT_NE(std::string(term.at("error").as_string()).find("cancelled"), std::string::npos);
+
+  // Suspend: an event that arrives meanwhile waits; resume runs it.
+  const std::string s = app.start("approval", "");
+  app.wait_for("approval", s, "Running");
+  EXPECT_EQ(app.post("approval/instances/" + s + "/suspend").status, 202);
+  app.wait_for("approval", s, "Suspended");
+  EXPECT_EQ(app.post("approval/instances/" + s + "/events/approve", R"({"by": "bo"})").status, 202);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_EQ(app.status("approval", s).at("runtimeStatus").as_string(), "Suspended");
+  EXPECT_EQ(app.post("approval/instances/" + s + "/resume").status, 202);
+  EXPECT_EQ(app.wait_for("approval", s, "Completed").at("output").as_string(), "approved by bo");
+  EXPECT_EQ(app.host->signal_and_wait(SIGTERM), 0);
+}
+
+// A deploy that changes an orchestrator under an instance in flight: its replay no longer
+// matches the history, and the instance fails saying where and how (never silently).
+TEST(Durable, AChangedOrchestratorFailsItsInstancesInFlightWithANonDeterminismError) {
+  auto app = std::make_unique<DurableApp>();
+  ASSERT_TRUE(app->host->started()) << app->host->errors();
+  const std::string e = app->start("early", "");
+  app->wait_for("early", e, "Running");
+  // Wait until the first activity is done and it waits for the event.
+  for (int i = 0; i < 300; ++i) {
+    auto h = app->status("early", e, true).at("history").as_array();
+    if (std::any_of(h.begin(), h.end(), [](auto& ev) { return ev.as_object().at("type") == "task_completed"; })) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_EQ(app->host->signal_and_wait(SIGTERM), 0);
+  std::string changed = kOrchestrators;
+  const std::string from = R"(first = yield ctx.call_activity("say_hello", "first"))";
+  changed.replace(changed.find(from), from.size(), R"(first = yield ctx.call_activity("double", 1))");
+  app->dir.write("orch.py", changed);
+  app->host = std::make_unique<Host>(app->dir.path());
+  ASSERT_TRUE(app->host->started()) << app->host->errors();
+  EXPECT_EQ(app->post("early/instances/" + e + "/events/go", "1").status, 202);
+  auto failed = app->wait_for("early", e, "Failed");
+  const std::string error(failed.at("error").as_string());
+  EXPECT_NE(error.find("non-determinism"), std::string::npos) << error;
+  EXPECT_NE(error.find("call_activity 'say_hello'"), std::string::npos) << error;
+  EXPECT_NE(error.find("call_activity 'double'"), std::string::npos) << error;
+  EXPECT_EQ(app->host->signal_and_wait(SIGTERM), 0);
+}
+
+// A fan-out of 1,000 activities whose effect is an output committed with the call's ack; the
+// host is killed with SIGKILL three times while it runs. Restarted, the instance completes
+// with the right sum, and every activity's committed effect is there exactly once.
+class DurableOnEveryBackend : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(DurableOnEveryBackend, KillNineDuringAFanOutOfAThousandLosesNoStepAndKeepsEachEffectOnce) {
+  constexpr int kItems = 1000;
+  TempDir dir;
+  const std::string url = store_url(GetParam());
+  ASSERT_FALSE(url.empty());
+  dir.write("nimbus.yaml", on_store("name: fanout\nfunctions:\n", url) +
+                               "  fan:\n    runtime: python\n    handler: orch.py:fan\n"
+                               "    triggers: [{orchestration: {auth: anonymous, lease: 2s}}]\n"
+                               "  work:\n    runtime: python\n    handler: acts.py:work\n    concurrency: 32\n"
+                               "    triggers: [{activity: {lease: 2s, batch_size: 64}}]\n"
+                               "    outputs: {effect: {queue: effects}}\n");
+  dir.write("orch.py", R"(from nimbus import durable
+
+@durable.orchestrator
+def fan(ctx):
+    results = yield ctx.when_all([ctx.call_activity("work", i) for i in range(ctx.input)])
+    return sum(results)
+)");
+  dir.write("acts.py", R"(def work(req, ctx):
+    i = req.json()
+    ctx.output("effect", str(i))
+    return i * 3
+)");
+  std::string id;
+  auto effects = [](const Admin& admin) { return admin.peek("effects").size(); };
+  int kills_mid_work = 0;
+  for (int round = 0; round < 3; ++round) {
+    Host host(dir.path());
+    ASSERT_TRUE(host.started()) << host.errors();
+    Admin admin{host.admin_port(), host.admin_token()};
+    if (id.empty()) {
+      Response r = request(host.http_port(), "POST", "/_nimbus/orchestrations/fan?instance=big", {}, std::to_string(kItems));
+      ASSERT_EQ(r.status, 202) << r.body;
+      id = "big";
+    }
+    const std::size_t before = effects(admin);
+    // Kill it once some more work committed (or after a few seconds: a round that waited out leases).
+    admin.wait([&] { return effects(admin) >= before + 150; }, 8000);
+    if (effects(admin) < static_cast<std::size_t>(kItems)) ++kills_mid_work;
+    EXPECT_EQ(host.signal_and_wait(SIGKILL), 128 + SIGKILL);
+  }
+  EXPECT_GE(kills_mid_work, 2) << "the fan-out finished before the kills: they proved nothing";
+  Host host(dir.path());
+  ASSERT_TRUE(host.started()) << host.errors();
+  Admin admin{host.admin_port(), host.admin_token()};
+  json::object status;
+  ASSERT_TRUE(admin.wait([&] {
+    Response r = request(host.http_port(), "GET", "/_nimbus/orchestrations/fan/instances/big");
+    if (r.status != 200) return false;
+    status = json::parse(r.body).as_object();
+    return true;
+  }, 90000)) << host.output().substr(0, 4000);
+  EXPECT_EQ(status.at("runtimeStatus").as_string(), "Completed") << json::serialize(status);
+  EXPECT_EQ(status.at("output").as_int64(), 3 * (kItems - 1) * kItems / 2);
+  auto out = admin.peek("effects");
+  std::set<std::string> seen;
+  for (auto& m : out) seen.insert(std::string(m["payload"].as_string()));
+  EXPECT_EQ(out.size(), static_cast<std::size_t>(kItems)) << "an activity's committed effect twice, or one lost";
+  EXPECT_EQ(seen.size(), static_cast<std::size_t>(kItems));
+  EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, DurableOnEveryBackend, ::testing::ValuesIn(backends()),
+                         [](const auto& info) { return info.param; });
+
+}  // namespace
+}  // namespace nimbus::testing
