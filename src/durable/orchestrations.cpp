@@ -178,8 +178,23 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
     std::vector<std::pair<std::string, std::string>> scheduled;  // (type, name) by task id
     int attempt = 1;
     std::string traceparent;
+    bool history_loaded = false;
+    bool record_put = false;  // commit_step: the record is the commit's last put
   };
   using StepPtr = std::shared_ptr<Step>;
+
+  // What this host last committed for an instance: the next step starts from it without a
+  // read. A stale entry (another host advanced the instance) only costs a conflict at commit
+  // (the ETag fences it), after which the entry is dropped and the next step reads afresh.
+  // Touched only on the task thread.
+  struct Cached {
+    Instance record;
+    std::string etag;
+    json::array history;
+    std::vector<std::string> page_keys;
+    std::vector<std::pair<std::string, std::string>> scheduled;
+  };
+  static constexpr std::size_t kMaxCached = 4096;
 
   void forget(const std::vector<std::string>& ids) { feed_->forget(ids); }
   // Hands messages back, not counting the delivery (a step lost to another host's).
@@ -234,6 +249,17 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
     for (const auto& m : s->messages) s->attempt = std::max(s->attempt, m.deliveries);
     if (const std::string* tp = find_header(s->messages.front().metadata, "traceparent")) s->traceparent = *tp;
     const int64_t now = unix_ms(clock_);
+    if (auto hit = cache_.find(id); hit != cache_.end()) {
+      Cached& c = hit->second;
+      s->record = std::move(c.record);
+      s->etag = std::move(c.etag);
+      s->history = std::move(c.history);
+      s->page_keys = std::move(c.page_keys);
+      s->scheduled = std::move(c.scheduled);
+      s->history_loaded = true;
+      cache_.erase(hit);
+      return run_step(s, now);
+    }
     auto got = store_.get(kInstances, id);
     if (!got) return give_up_for_now(s, "cannot read the instance: " + got.error().message);
     if (!*got) {
@@ -247,6 +273,13 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
     if (!record) return give_up_for_now(s, "the instance record is not valid JSON");
     s->record = std::move(*record);
     s->etag = (*got)->etag;
+    run_step(s, now);
+  }
+
+  // The step from the instance as it stands: its events into the history; the orchestrator
+  // runs unless they only stopped it.
+  void run_step(const StepPtr& s, int64_t now) {
+    const std::string& id = s->id;
     s->new_events.push_back(json::object{{"type", "orchestrator_started"}, {"time_ms", now}});
     bool run = false;
     bool appended = false;
@@ -295,7 +328,10 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
       // Suspended: the events join the history, the orchestrator runs once it is resumed.
       return commit_step(s, s->new_events, Batch{});
     }
-    if (auto st = load_history(*s); !st) return give_up_for_now(s, st.error().message);
+    if (!s->history_loaded) {
+      if (auto st = load_history(*s); !st) return give_up_for_now(s, st.error().message);
+      s->history_loaded = true;
+    }
     json::object work{{"instance", id},
                       {"name", fn_.name},
                       {"history", s->history},
@@ -460,6 +496,9 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
       // this commit (that is what bounds an eternal orchestration's history).
       const json::value input = outcome->if_contains("input") ? outcome->at("input") : json::value(nullptr);
       for (const auto& key : s->page_keys) b.deletes.push_back({kHistory, key, std::nullopt});
+      s->history = json::array{};
+      s->page_keys.clear();
+      s->scheduled.clear();
       s->record.generation += 1;
       s->record.pages = 0;
       s->record.events = 0;
@@ -502,24 +541,40 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
   void commit_step(const StepPtr& s, json::array page, Batch b) {
     for (const auto& m : s->messages) b.acks.push_back({m.id, m.lease});
     if (!page.empty()) {
-      b.puts.push_back({kHistory, page_key(s->id, s->record.generation, s->record.pages), json::serialize(page),
-                        std::string(), 0});
+      const std::string key = page_key(s->id, s->record.generation, s->record.pages);
+      b.puts.push_back({kHistory, key, json::serialize(page), std::string(), 0});
       s->record.pages += 1;
       s->record.events += static_cast<int64_t>(page.size());
+      s->page_keys.push_back(key);
+      for (auto& e : page) {
+        const std::string type = str(e.as_object(), "type");
+        if (type == "task_scheduled" || type == "timer_created" || type == "sub_orchestration_created") {
+          s->scheduled.emplace_back(type, str(e.as_object(), "name"));
+        }
+        s->history.push_back(std::move(e));
+      }
     }
     s->record.updated_ms = unix_ms(clock_);
     b.puts.push_back({kInstances, s->id, encode(s->record), s->etag, 0});
+    s->record_put = true;
     commit(s, std::move(b));
   }
 
   void commit(const StepPtr& s, Batch b) {
     store_.commit(std::move(b), [self = shared_from_this(), s](Expected<BatchResult> done) {
       Status st = done ? Status(ok_status()) : Status(done.error());
-      self->thread_->post([self, s, st] { self->committed(s, st); });
+      std::string etag = done && !done->etags.empty() ? done->etags.back() : std::string();
+      self->thread_->post([self, s, st, etag] { self->committed(s, st, etag); });
     });
   }
 
-  void committed(const StepPtr& s, const Status& st) {
+  void committed(const StepPtr& s, const Status& st, const std::string& etag) {
+    cache_.erase(s->id);
+    if (st && s->record_put && s->history_loaded && !finished(s->record.status)) {
+      if (cache_.size() >= kMaxCached) cache_.erase(cache_.begin());
+      cache_[s->id] = Cached{std::move(s->record), etag, std::move(s->history), std::move(s->page_keys),
+                             std::move(s->scheduled)};
+    }
     if (!st) {
       // Another host advanced the instance first (its ETag moved), or the store failed: this
       // step's effects were not kept; its events are delivered again and replayed then.
@@ -747,6 +802,7 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
   std::set<std::string> activities_, orchestrators_;
   std::shared_ptr<LeasedFeed> feed_;  // leases, renewal, wake-ups
 
+  std::map<std::string, Cached> cache_;  // by instance id; the task thread's
   std::mutex mu_;
   std::set<std::string> running_;                        // instances with a step under way
   std::map<std::string, std::vector<Message>> waiting_;  // events for them, for the next

@@ -1,0 +1,161 @@
+#!/usr/bin/env python3
+"""Durable orchestrations (issue 15): the "hello cities" chain (an orchestrator calling 5
+activities in sequence) and a fan-out of 1,000, on the store given by STORE (default the
+embedded SQLite). The orchestrator is Python (the SDK's replay); the activity is the native
+hello function (build/tests/functions/hello.so). Prints one JSON line:
+  chain_instances, chain_s, orchestrations_per_s, history_events_per_s   (N chains started at once)
+  chain_p50_ms, chain_p99_ms      (start-to-complete, one at a time, LAT_N of them)
+  fanout_items, fanout_s, fanout_events_per_s
+Usage: python3 bench/durable.py   (after make build). Env: N=300 LAT_N=100 FAN=1000 STORE=...
+"""
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NIMBUS = os.path.join(REPO, "build", "nimbus")
+HELLO = os.path.join(REPO, "build", "tests", "functions", "hello.so")
+N = int(os.environ.get("N", "300"))
+LAT_N = int(os.environ.get("LAT_N", "100"))
+FAN = int(os.environ.get("FAN", "1000"))
+STORE = os.environ.get("STORE", "")
+
+ORCH = '''from nimbus import durable
+
+@durable.orchestrator
+def cities(ctx):
+    out = []
+    for city in ["Tokyo", "Seattle", "London", "Lima", "Oslo"]:
+        out.append((yield ctx.call_activity("hello", city)))
+    return len(out)
+
+@durable.orchestrator
+def fan(ctx):
+    results = yield ctx.when_all([ctx.call_activity("hello", i) for i in range(ctx.input)])
+    return len(results)
+'''
+
+
+def call(port, method, path, body=None):
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method,
+                                 data=None if body is None else body.encode())
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, json.loads(r.read() or b"null")
+    except urllib.error.HTTPError as e:
+        return e.code, None
+
+
+def start(port, name, instance, body):
+    status, _ = call(port, "POST", f"/_nimbus/orchestrations/{name}?instance={instance}", body)
+    assert status == 202, status
+
+
+def status_of(port, name, instance):
+    return call(port, "GET", f"/_nimbus/orchestrations/{name}/instances/{instance}")[1]
+
+
+def wait_done(port, name, instance, poll=0.0005):
+    while True:
+        s = status_of(port, name, instance)
+        if s and s["runtimeStatus"] in ("Completed", "Failed", "Terminated"):
+            assert s["runtimeStatus"] == "Completed", s
+            return s
+        time.sleep(poll)
+
+
+def main():
+    if not (os.path.exists(NIMBUS) and os.path.exists(HELLO)):
+        sys.exit("bench: build first (make build)")
+    app = tempfile.mkdtemp(prefix="nimbus-durable-bench-")
+    manifest = "name: durable-bench\n"
+    if STORE:
+        manifest += f'store: "{STORE}"\n'
+    manifest += f"""functions:
+  cities:
+    runtime: python
+    handler: orch.py:cities
+    concurrency: 64
+    triggers: [{{orchestration: {{auth: anonymous}}}}]
+  fan:
+    runtime: python
+    handler: orch.py:fan
+    triggers: [{{orchestration: {{auth: anonymous}}}}]
+  hello:
+    runtime: native
+    handler: {HELLO}
+    triggers: [{{activity: {{batch_size: 64}}}}]
+"""
+    with open(os.path.join(app, "nimbus.yaml"), "w") as f:
+        f.write(manifest)
+    with open(os.path.join(app, "orch.py"), "w") as f:
+        f.write(ORCH)
+    env = {"PATH": "/usr/bin:/bin", "HOME": app}
+    host = subprocess.Popen([NIMBUS, "start", app, "--port", "0", "--admin-port", "0"], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, env=env, text=True)
+    port = None
+    for line in host.stdout:
+        m = re.search(r"nimbus listening on http://[^:]+:(\d+)", line)
+        if m:
+            port = int(m.group(1))
+            break
+    threading.Thread(target=lambda: [None for _ in host.stdout], daemon=True).start()
+    try:
+        # Warm up (the workers start).
+        start(port, "cities", "warm", "")
+        wait_done(port, "cities", "warm")
+
+        # Throughput: N chains at once.
+        t0 = time.perf_counter()
+        starters = []
+        per = (N + 7) // 8
+        for k in range(8):
+            ids = [f"c{i}" for i in range(k * per, min(N, (k + 1) * per))]
+            t = threading.Thread(target=lambda ids=ids: [start(port, "cities", i, "") for i in ids])
+            t.start()
+            starters.append(t)
+        for t in starters:
+            t.join()
+        events = 0
+        for i in range(N):
+            events += wait_done(port, "cities", f"c{i}", poll=0.005)["historyEvents"]
+        chain_s = time.perf_counter() - t0
+
+        # Latency: one at a time.
+        lat = []
+        for i in range(LAT_N):
+            t = time.perf_counter()
+            start(port, "cities", f"l{i}", "")
+            wait_done(port, "cities", f"l{i}")
+            lat.append((time.perf_counter() - t) * 1000)
+        lat.sort()
+
+        # Fan-out.
+        t = time.perf_counter()
+        start(port, "fan", "f", str(FAN))
+        fan = wait_done(port, "fan", "f", poll=0.002)
+        fan_s = time.perf_counter() - t
+        print(json.dumps({
+            "store": STORE or "sqlite",
+            "chain_instances": N, "chain_s": round(chain_s, 3),
+            "orchestrations_per_s": round(N / chain_s, 1),
+            "history_events_per_s": round(events / chain_s),
+            "chain_p50_ms": round(lat[len(lat) // 2], 2), "chain_p99_ms": round(lat[min(len(lat) - 1, int(len(lat) * 0.99))], 2),
+            "fanout_items": FAN, "fanout_s": round(fan_s, 3),
+            "fanout_events_per_s": round(fan["historyEvents"] / fan_s),
+        }))
+    finally:
+        host.terminate()
+        host.wait(timeout=30)
+        shutil.rmtree(app, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
