@@ -401,5 +401,45 @@ def fan(ctx):
   EXPECT_EQ(b.signal_and_wait(SIGTERM), 0);
 }
 
+// A durable timer is a delayed message in the store: a host killed while an instance waits on
+// one, and started again, fires it on time and the instance goes on.
+TEST(Durable, ATimerSurvivesAHostKilledWhileItWaits) {
+  TempDir dir;
+  dir.write("nimbus.yaml", "name: timers\nfunctions:\n  nap:\n    runtime: python\n    handler: orch.py:nap\n"
+                           "    triggers: [{orchestration: {auth: anonymous, lease: 1s}}]\n");
+  dir.write("orch.py", R"(from nimbus import durable
+
+@durable.orchestrator
+def nap(ctx):
+    due = ctx.current_time_ms + ctx.input
+    yield ctx.create_timer(due)
+    return {"due": due, "woke": ctx.current_time_ms}
+)");
+  auto host = std::make_unique<Host>(dir.path());
+  ASSERT_TRUE(host->started()) << host->errors();
+  const auto started = std::chrono::steady_clock::now();
+  ASSERT_EQ(request(host->http_port(), "POST", "/_nimbus/orchestrations/nap?instance=n1", {}, "1500").status, 202);
+  Admin admin{host->admin_port(), host->admin_token()};
+  ASSERT_TRUE(admin.wait([&] {
+    return parse_object(request(host->http_port(), "GET", "/_nimbus/orchestrations/nap/instances/n1?history=true").body)["history"]
+               .as_array()
+               .size() >= 3;  // started, and the timer created
+  }));
+  EXPECT_EQ(host->signal_and_wait(SIGKILL), 128 + SIGKILL);
+  host = std::make_unique<Host>(dir.path());
+  ASSERT_TRUE(host->started()) << host->errors();
+  json::object s;
+  Admin again{host->admin_port(), host->admin_token()};
+  ASSERT_TRUE(again.wait([&] {
+    s = parse_object(request(host->http_port(), "GET", "/_nimbus/orchestrations/nap/instances/n1").body);
+    return s["runtimeStatus"].as_string() == "Completed";
+  }, 20000)) << json::serialize(s);
+  const auto waited = std::chrono::steady_clock::now() - started;
+  EXPECT_GE(waited, std::chrono::milliseconds(1400)) << "the timer fired early";
+  auto out = s["output"].as_object();
+  EXPECT_GE(out["woke"].as_int64(), out["due"].as_int64()) << "its step ran before the timer was due";
+  EXPECT_EQ(host->signal_and_wait(SIGTERM), 0);
+}
+
 }  // namespace
 }  // namespace nimbus::testing

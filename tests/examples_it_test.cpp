@@ -262,5 +262,38 @@ TEST(Examples, OrderWorkflow) {
   EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
 }
 
+// A monitor loop on a durable timer with continue-as-new: it checks until the job is done,
+// and its history holds one iteration however many it ran (the generation counts them).
+TEST(Examples, Monitor) {
+  auto dir = copy_example("monitor");
+  Host host(dir->path());
+  ASSERT_TRUE(host.started()) << host.errors();
+  Admin admin{host.admin_port(), host.admin_token()};
+  Response r = request(host.http_port(), "POST", "/_nimbus/orchestrations/watch?instance=w1", {},
+                       R"({"job": "nightly", "every_ms": 50})");
+  ASSERT_EQ(r.status, 202) << r.body;
+  auto status = [&] {
+    return parse_object(request(host.http_port(), "GET", "/_nimbus/orchestrations/watch/instances/w1").body);
+  };
+  json::object s;
+  ASSERT_TRUE(admin.wait([&] {
+    s = status();
+    return s["generation"].as_int64() >= 4;
+  })) << json::serialize(s);
+  EXPECT_EQ(s["runtimeStatus"].as_string(), "Running");
+  EXPECT_LE(s["historyEvents"].as_int64(), 8) << "continue-as-new keeps one iteration's history";
+  ASSERT_EQ(request(host.http_port(), "POST", "/jobs/nightly/done").status, 200);
+  ASSERT_TRUE(admin.wait([&] {
+    s = status();
+    return s["runtimeStatus"].as_string() == "Completed";
+  })) << json::serialize(s);
+  EXPECT_EQ(s["output"].as_object()["job"].as_string(), "nightly");
+  EXPECT_GE(s["output"].as_object()["checks"].as_int64(), 5);
+  EXPECT_EQ(s["output"].as_object()["checks"].as_int64(), s["generation"].as_int64() + 1);
+  Response history = request(host.http_port(), "GET", "/_nimbus/orchestrations/watch/instances/w1?history=true");
+  EXPECT_LE(parse_object(history.body)["history"].as_array().size(), 8u) << history.body;
+  EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
+}
+
 }  // namespace
 }  // namespace nimbus::testing
