@@ -441,5 +441,38 @@ def nap(ctx):
   EXPECT_EQ(host->signal_and_wait(SIGTERM), 0);
 }
 
+// A history past 10,000 events (a fan-out of 5,000, then one more call) replays correctly: the
+// last step sees every result, in order.
+TEST(Durable, AHistoryOfMoreThanTenThousandEventsReplays) {
+  TempDir dir;
+  dir.write("nimbus.yaml", "name: big\nfunctions:\n  big:\n    runtime: python\n    handler: orch.py:big\n"
+                           "    timeout: 60s\n    triggers: [{orchestration: {auth: anonymous, batch_size: 1000}}]\n"
+                           "  hello:\n    runtime: native\n    handler: " + fn("hello") + "\n"
+                           "    triggers: [{activity: {batch_size: 256}}]\n");
+  dir.write("orch.py", R"(from nimbus import durable
+
+@durable.orchestrator
+def big(ctx):
+    results = yield ctx.when_all([ctx.call_activity("hello", i) for i in range(ctx.input)])
+    last = yield ctx.call_activity("hello", "last")
+    return {"n": len(results), "same": len(set(results)), "last": last}
+)");
+  Host host(dir.path());
+  ASSERT_TRUE(host.started()) << host.errors();
+  ASSERT_EQ(request(host.http_port(), "POST", "/_nimbus/orchestrations/big?instance=b", {}, "5000").status, 202);
+  Admin admin{host.admin_port(), host.admin_token()};
+  json::object s;
+  ASSERT_TRUE(admin.wait([&] {
+    s = parse_object(request(host.http_port(), "GET", "/_nimbus/orchestrations/big/instances/b").body);
+    return s["runtimeStatus"].as_string() != "Running" && s["runtimeStatus"].as_string() != "Pending";
+  }, 120000)) << json::serialize(s);
+  EXPECT_EQ(s["runtimeStatus"].as_string(), "Completed") << json::serialize(s);
+  EXPECT_GT(s["historyEvents"].as_int64(), 10000);
+  EXPECT_EQ(json::serialize(s["output"]), R"({"n":5000,"same":1,"last":"Hello, World!"})");
+  Response h = request(host.http_port(), "GET", "/_nimbus/orchestrations/big/instances/b?history=true");
+  EXPECT_EQ(static_cast<int64_t>(parse_object(h.body)["history"].as_array().size()), s["historyEvents"].as_int64());
+  EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
+}
+
 }  // namespace
 }  // namespace nimbus::testing
