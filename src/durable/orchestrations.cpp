@@ -8,7 +8,9 @@
 #include <set>
 
 #include "core/ids.h"
+#include "durable/client.h"
 #include "durable/durable.h"
+#include "durable/events.h"
 #include "observe/log.h"
 #include "pool/function_pools.h"
 #include "store/store.h"
@@ -23,7 +25,6 @@ namespace json = boost::json;
 namespace {
 
 constexpr int kMaxHeld = 2048;  // events leased by one orchestrator's consumer at once
-constexpr int kMaxList = 1000;
 
 int64_t to_ms(Duration d) { return std::chrono::duration_cast<std::chrono::milliseconds>(d).count(); }
 
@@ -38,69 +39,14 @@ std::optional<int64_t> integer(const json::object& o, const char* key) {
   if (v && v->is_double()) return static_cast<int64_t>(v->as_double());
   return std::nullopt;
 }
-json::value value_of(const std::string& text) {
-  boost::system::error_code ec;
-  json::value v = json::parse(text, ec);
-  return ec ? json::value(nullptr) : v;
-}
-
-NewMessage event_message(const std::string& instance, json::object event) {
-  NewMessage m;
-  m.type = "nimbus.durable.event";
-  m.subject = instance;
-  m.payload = json::serialize(json::object{{"instance", instance}, {"event", std::move(event)}});
-  return m;
-}
-
-HttpReply json_reply(int status, const json::value& body, Headers extra = {}) {
-  HttpReply r;
-  r.status = status;
-  r.headers = {{"content-type", "application/json"}};
-  r.headers.insert(r.headers.end(), extra.begin(), extra.end());
-  r.body = json::serialize(body);
-  return r;
-}
-HttpReply error_reply(int status, const std::string& code, const std::string& message) {
-  return json_reply(status, json::object{{"error", code}, {"message", message}});
-}
-
-bool valid_instance_id(const std::string& id) {
-  if (id.empty() || id.size() > 200) return false;
-  return std::all_of(id.begin(), id.end(), [](char c) {
-    return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.' || c == ':';
-  });
-}
-
-std::string iso_time(int64_t ms) {
-  std::time_t s = static_cast<std::time_t>(ms / 1000);
-  std::tm tm{};
-  gmtime_r(&s, &tm);
-  char out[40];
-  std::size_t n = std::strftime(out, sizeof out, "%Y-%m-%dT%H:%M:%S", &tm);
-  std::snprintf(out + n, sizeof out - n, ".%03dZ", static_cast<int>(ms % 1000));
-  return out;
+HttpReply stopping_reply() {
+  return HttpReply{503, {{"content-type", "application/json"}},
+                   R"({"error":"stopping","message":"the host is stopping"})"};
 }
 
 // What a scheduled step is, for the determinism check: "call_activity 'name'".
 std::string describe(const std::string& type, const std::string& name) {
   return name.empty() ? type : type + " '" + name + "'";
-}
-
-// The instance as the management API shows it (Durable Functions' shape).
-json::object status_body(const Instance& i) {
-  json::object o{{"name", i.name},
-                 {"instanceId", i.id},
-                 {"runtimeStatus", to_string(i.status)},
-                 {"input", value_of(i.input)},
-                 {"output", value_of(i.output)},
-                 {"customStatus", value_of(i.custom_status)},
-                 {"createdTime", iso_time(i.created_ms)},
-                 {"lastUpdatedTime", iso_time(i.updated_ms)},
-                 {"historyEvents", i.events},
-                 {"generation", i.generation}};
-  if (!i.error.empty()) o["error"] = i.error;
-  if (!i.parent_instance.empty()) o["parentInstanceId"] = i.parent_instance;
-  return o;
 }
 
 }  // namespace
@@ -134,6 +80,7 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
     options.lease_ms = to_ms(spec.lease > Duration::zero() ? spec.lease : fn.timeout + std::chrono::seconds(30));
     options.capacity = kMaxHeld;
     options.owner = fn.name;
+    o->client_ = std::make_shared<Client>(c.store, c.clock, o->orchestrators_);
     std::weak_ptr<Orchestrator> weak = o;
     o->feed_ = std::make_shared<LeasedFeed>(std::move(options), c.store, c.clock, c.timers, c.logger, thread,
                                             [weak](std::vector<Message> batch) {
@@ -609,185 +556,41 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
     pump();
   }
 
-  // --- management -------------------------------------------------------------------------
+  // --- management (durable/client.h, on the store's I/O threads) -------------------------
 
   std::string base_url(IncomingRequest& request) const {
     auto host = request.header("host");
     return "http://" + std::string(host ? *host : "localhost") + "/_nimbus/orchestrations/" + fn_.name;
   }
 
-  json::object urls(const std::string& base, const std::string& id) const {
-    const std::string at = base + "/instances/" + id;
-    return json::object{{"id", id},
-                        {"statusQueryGetUri", at},
-                        {"sendEventPostUri", at + "/events/{eventName}"},
-                        {"terminatePostUri", at + "/terminate?reason={text}"},
-                        {"suspendPostUri", at + "/suspend?reason={text}"},
-                        {"resumePostUri", at + "/resume?reason={text}"},
-                        {"purgeHistoryDeleteUri", at}};
-  }
-
   void start_instance(IncomingRequest& request, Responder respond) {
     const std::string target(request.target());
     const auto q = target.find('?');
     const std::string query = q == std::string::npos ? std::string() : target.substr(q + 1);
-    const std::string body = request.take_body();
-    std::string input = "null";
-    if (!body.empty()) {
-      boost::system::error_code ec;
-      json::value v = json::parse(body, ec);
-      if (ec) return respond(error_reply(400, "bad_input", "the input must be JSON: " + ec.message()));
-      input = json::serialize(v);
-    }
-    std::string id = query_param(query, "instance").value_or(new_invocation_id());
-    if (!valid_instance_id(id)) {
-      return respond(error_reply(400, "bad_instance_id",
-                                 "an instance id is 1-200 letters, digits, '-', '_', '.' or ':'"));
-    }
-    const int64_t now = unix_ms(clock_);
-    Instance rec;
-    rec.id = id;
-    rec.name = fn_.name;
-    rec.input = input;
-    rec.created_ms = rec.updated_ms = now;
-    Batch b;
-    b.puts.push_back({kInstances, id, encode(rec), std::string(), 0});  // create-only
-    b.enqueues.push_back({queue_, event_message(id, json::object{{"type", "execution_started"},
-                                                                 {"input", value_of(input)},
-                                                                 {"time_ms", now}})});
-    json::object links = urls(base_url(request), id);
-    store_.commit(std::move(b), [respond, links, id](Expected<BatchResult> done) {
-      if (!done && done.error().code == store_error::conflict) {
-        return respond(error_reply(409, "instance_exists", "an instance with id '" + id + "' exists already"));
-      }
-      if (!done) return respond(error_reply(503, "store_unavailable", done.error().message));
-      respond(json_reply(202, links, {{"location", std::string(links.at("statusQueryGetUri").as_string())}}));
+    store_.run_blocking([client = client_, name = fn_.name, id = query_param(query, "instance").value_or(""),
+                         body = request.take_body(), base = base_url(request), respond] {
+      respond(client->start(name, id, body, base));
     });
   }
 
-  // Reads run on the store's I/O threads, never on the event loop.
   void instance_request(IncomingRequest& request, const Headers& params, Responder respond) {
-    const std::string method(request.method());
     const std::string target(request.target());
     const auto q = target.find('?');
     const std::string query = q == std::string::npos ? std::string() : target.substr(q + 1);
-    const std::string* id_param = find_header(params, "id");
-    const std::string* action = find_header(params, "action");
-    const std::string* event_name = find_header(params, "event");
-    std::string body = request.take_body();
-    std::string base = base_url(request);
-    const std::string id = id_param ? *id_param : std::string();
-    auto self = shared_from_this();
-    store_.run_blocking([self, method, query, id, action = action ? *action : std::string(),
-                         event_name = event_name ? *event_name : std::string(), body = std::move(body),
-                         base = std::move(base), respond]() mutable {
-      respond(self->instance_reply(method, query, id, action, event_name, body, base));
+    auto param = [&](const char* name) {
+      const std::string* v = find_header(params, name);
+      return v ? *v : std::string();
+    };
+    store_.run_blocking([client = client_, name = fn_.name, method = std::string(request.method()), id = param("id"),
+                         action = param("action"), event = param("event"), body = request.take_body(),
+                         reason = query_param(query, "reason").value_or(""),
+                         history = query_param(query, "history").value_or("") == "true",
+                         status = query_param(query, "status").value_or(""),
+                         limit = std::atoi(query_param(query, "limit").value_or("100").c_str()),
+                         after = query_param(query, "after").value_or(""), base = base_url(request), respond] {
+      if (id.empty()) return respond(client->list(name, status, limit, after));
+      respond(client->instance(method, name, id, action, event, body, reason, history, base));
     });
-  }
-
-  HttpReply instance_reply(const std::string& method, const std::string& query, const std::string& id,
-                           const std::string& action, const std::string& event_name, const std::string& body,
-                           const std::string& base) {
-    if (id.empty()) return list_instances(query);
-    auto got = store_.get(kInstances, id);
-    if (!got) return error_reply(503, "store_unavailable", got.error().message);
-    std::optional<Instance> rec = *got ? decode_instance((*got)->value) : std::nullopt;
-    if (!rec || rec->name != fn_.name) {
-      return error_reply(404, "not_found", "no instance '" + id + "' of orchestration '" + fn_.name + "'");
-    }
-    if (method == "GET" && action.empty()) {
-      json::object out = status_body(*rec);
-      if (query_param(query, "history").value_or("") == "true") {
-        auto pages = store_.scan(kHistory, history_prefix(id, rec->generation), 1 << 30);
-        if (!pages) return error_reply(503, "store_unavailable", pages.error().message);
-        std::sort(pages->begin(), pages->end(), [](auto& a, auto& b) { return a.key < b.key; });
-        json::array history;
-        for (const auto& p : *pages) {
-          json::value v = value_of(p.value);
-          if (v.is_array()) {
-            for (auto& e : v.as_array()) history.push_back(std::move(e));
-          }
-        }
-        out["history"] = std::move(history);
-      }
-      const bool done = finished(rec->status);
-      return json_reply(done ? 200 : 202, out, done ? Headers{} : Headers{{"location", base + "/instances/" + id}});
-    }
-    if (method == "DELETE" && action.empty()) return purge(*rec, (*got)->etag);
-    if (method != "POST") return error_reply(405, "method_not_allowed", "use GET, DELETE or POST");
-    if (finished(rec->status)) {
-      return error_reply(410, "finished", "instance '" + id + "' is " + to_string(rec->status));
-    }
-    json::object event;
-    const std::string reason = query_param(query, "reason").value_or("");
-    if (action == "events") {
-      json::value data = nullptr;
-      if (!body.empty()) {
-        boost::system::error_code ec;
-        data = json::parse(body, ec);
-        if (ec) return error_reply(400, "bad_input", "the event's data must be JSON: " + ec.message());
-      }
-      event = json::object{{"type", "event_raised"}, {"name", event_name}, {"data", std::move(data)}};
-    } else if (action == "terminate") {
-      event = json::object{{"type", "execution_terminated"}, {"reason", reason}};
-    } else if (action == "suspend") {
-      event = json::object{{"type", "execution_suspended"}, {"reason", reason}};
-    } else if (action == "resume") {
-      event = json::object{{"type", "execution_resumed"}, {"reason", reason}};
-    } else {
-      return error_reply(404, "not_found", "unknown instance operation '" + action +
-                                               "' (known: events/<name>, terminate, suspend, resume)");
-    }
-    event["time_ms"] = unix_ms(clock_);
-    Batch b;
-    b.enqueues.push_back({queue_, event_message(id, std::move(event))});
-    auto done = store_.commit_sync(std::move(b));
-    if (!done) return error_reply(503, "store_unavailable", done.error().message);
-    return json_reply(202, json::object{{"id", id}, {"accepted", action}});
-  }
-
-  HttpReply purge(const Instance& rec, const std::string& etag) {
-    if (!finished(rec.status)) {
-      return error_reply(409, "running", "instance '" + rec.id + "' is " + to_string(rec.status) +
-                                             "; terminate it before purging");
-    }
-    auto pages = store_.scan(kHistory, rec.id + "/", 1 << 30);
-    if (!pages) return error_reply(503, "store_unavailable", pages.error().message);
-    Batch b;
-    for (const auto& p : *pages) b.deletes.push_back({kHistory, p.key, std::nullopt});
-    b.deletes.push_back({kInstances, rec.id, etag});
-    auto done = store_.commit_sync(std::move(b));
-    if (!done) {
-      return error_reply(done.error().code == store_error::conflict ? 409 : 503, "not_purged", done.error().message);
-    }
-    return json_reply(200, json::object{{"instancesDeleted", 1}});
-  }
-
-  HttpReply list_instances(const std::string& query) {
-    std::optional<RuntimeStatus> want;
-    if (auto s = query_param(query, "status")) {
-      want = status_from(*s);
-      if (!want) return error_reply(400, "bad_status", "unknown status '" + *s + "'");
-    }
-    int limit = 100;
-    if (auto l = query_param(query, "limit")) limit = std::clamp(std::atoi(l->c_str()), 1, kMaxList);
-    const std::string after = query_param(query, "after").value_or("");
-    auto all = store_.scan(kInstances, "", 1 << 30);
-    if (!all) return error_reply(503, "store_unavailable", all.error().message);
-    std::sort(all->begin(), all->end(), [](auto& a, auto& b) { return a.key < b.key; });
-    json::array out;
-    std::string last;
-    for (const auto& e : *all) {
-      if (!after.empty() && e.key <= after) continue;
-      auto rec = decode_instance(e.value);
-      if (!rec || rec->name != fn_.name || (want && rec->status != *want)) continue;
-      if (static_cast<int>(out.size()) == limit) break;
-      out.push_back(status_body(*rec));
-      last = rec->id;
-    }
-    json::object reply{{"instances", std::move(out)}};
-    if (static_cast<int>(reply.at("instances").as_array().size()) == limit) reply["next_after"] = last;
-    return json_reply(200, reply);
   }
 
   std::shared_ptr<TaskThread> thread_;
@@ -801,6 +604,7 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
   TriggerKind kind_;
   std::set<std::string> activities_, orchestrators_;
   std::shared_ptr<LeasedFeed> feed_;  // leases, renewal, wake-ups
+  std::shared_ptr<Client> client_;    // the management routes
 
   std::map<std::string, Cached> cache_;  // by instance id; the task thread's
   std::mutex mu_;
@@ -813,11 +617,11 @@ void Orchestrator::add_routes(PublicRoutes& routes) {
   std::weak_ptr<Orchestrator> weak = weak_from_this();
   auto instance = [weak](IncomingRequest& request, Headers params, Responder respond) {
     if (auto self = weak.lock()) return self->instance_request(request, params, std::move(respond));
-    respond(error_reply(503, "stopping", "the host is stopping"));
+    respond(stopping_reply());
   };
   routes.add({base, {"POST"}, fn_.name, spec_.auth, [weak](IncomingRequest& request, Headers, Responder respond) {
                 if (auto self = weak.lock()) return self->start_instance(request, std::move(respond));
-                respond(error_reply(503, "stopping", "the host is stopping"));
+                respond(stopping_reply());
               }});
   routes.add({base + "/instances", {"GET"}, fn_.name, spec_.auth, instance});
   routes.add({base + "/instances/{id}", {"GET", "DELETE"}, fn_.name, spec_.auth, instance});
