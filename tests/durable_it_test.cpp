@@ -474,5 +474,52 @@ def big(ctx):
   EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
 }
 
+// `nimbus orch` drives instances through the admin API: start, status, raise, history, ls,
+// terminate, purge; errors are one clear line.
+TEST(Durable, TheCliStartsWatchesAndSteersInstances) {
+  DurableApp app;
+  ASSERT_TRUE(app.host->started()) << app.host->errors();
+  const auto dir = app.dir.path();
+  CommandResult started = run_nimbus({"orch", "start", "approval", "--id", "cli-1"}, dir);
+  ASSERT_EQ(started.exit_code, 0) << started.err;
+  EXPECT_EQ(started.out, "cli-1\n");
+  app.wait_for("approval", "cli-1", "Running");
+  CommandResult raised = run_nimbus({"orch", "raise", "cli-1", "approve", "--data", R"({"by": "cli"})"}, dir);
+  EXPECT_EQ(raised.exit_code, 0) << raised.err;
+  app.wait_for("approval", "cli-1", "Completed");
+  CommandResult status = run_nimbus({"orch", "status", "cli-1"}, dir);
+  EXPECT_EQ(status.exit_code, 0) << status.err;
+  EXPECT_NE(status.out.find("Completed"), std::string::npos) << status.out;
+  EXPECT_NE(status.out.find("\"approved by cli\""), std::string::npos) << status.out;
+  CommandResult history = run_nimbus({"orch", "history", "cli-1"}, dir);
+  EXPECT_NE(history.out.find("event_raised name=\"approve\" data={\"by\":\"cli\"}"), std::string::npos) << history.out;
+  EXPECT_NE(history.out.find("execution_completed"), std::string::npos) << history.out;
+
+  CommandResult chain = run_nimbus({"orch", "start", "chain", "--input", R"(["Rome"])", "--id", "cli-2"}, dir);
+  ASSERT_EQ(chain.exit_code, 0) << chain.err;
+  app.wait_for("chain", "cli-2", "Completed");
+  CommandResult ls = run_nimbus({"orch", "ls", "--status", "completed"}, dir);
+  EXPECT_NE(ls.out.find("cli-1"), std::string::npos) << ls.out;
+  EXPECT_NE(ls.out.find("cli-2"), std::string::npos) << ls.out;
+  CommandResult only = run_nimbus({"orch", "ls", "--name", "chain"}, dir);
+  EXPECT_EQ(only.out.find("cli-1"), std::string::npos) << only.out;
+
+  ASSERT_EQ(run_nimbus({"orch", "start", "approval", "--id", "cli-3"}, dir).exit_code, 0);
+  app.wait_for("approval", "cli-3", "Running");
+  CommandResult purge_running = run_nimbus({"orch", "purge", "cli-3"}, dir);
+  EXPECT_NE(purge_running.exit_code, 0);
+  EXPECT_NE(purge_running.err.find("terminate it before purging"), std::string::npos) << purge_running.err;
+  EXPECT_EQ(run_nimbus({"orch", "terminate", "cli-3", "--reason", "no longer needed"}, dir).exit_code, 0);
+  auto t = app.wait_for("approval", "cli-3", "Terminated");
+  EXPECT_NE(std::string(t.at("error").as_string()).find("no longer needed"), std::string::npos);
+  EXPECT_EQ(run_nimbus({"orch", "purge", "cli-3"}, dir).exit_code, 0);
+  CommandResult gone = run_nimbus({"orch", "status", "cli-3"}, dir);
+  EXPECT_NE(gone.exit_code, 0);
+  EXPECT_NE(gone.err.find("no instance 'cli-3'"), std::string::npos) << gone.err;
+  CommandResult unknown = run_nimbus({"orch", "start", "nope"}, dir);
+  EXPECT_NE(unknown.err.find("no function has an orchestration trigger named 'nope'"), std::string::npos) << unknown.err;
+  EXPECT_EQ(app.host->signal_and_wait(SIGTERM), 0);
+}
+
 }  // namespace
 }  // namespace nimbus::testing

@@ -3,12 +3,15 @@
 #include "admin/admin_request.h"
 
 #include <boost/json.hpp>
+#include <set>
 #include <date/date.h>
 
 #include "core/ids.h"
 #include "core/private_file.h"
 #include "core/text.h"
 #include "core/units.h"
+#include "durable/client.h"
+#include "durable/durable.h"
 #include "observe/log.h"
 #include "observe/metrics.h"
 #include "pool/function_pools.h"
@@ -69,6 +72,11 @@ AdminApi::AdminApi(const AppSpec& app, FunctionPools& pools, Metrics& metrics, L
   route("/admin/streams", {"GET"}, kStreams);
   route("/admin/streams/{*rest}", {}, kStreams);
   route("/admin/blobs/{*rest}", {}, kBlobs);
+  route("/admin/orchestrations", {"GET"}, kOrchestrations);
+  route("/admin/orchestrations/{name}", {"POST"}, kOrchestrationStart);
+  route("/admin/instances/{id}", {"GET", "DELETE"}, kInstance);
+  route("/admin/instances/{id}/{action}", {"POST"}, kInstanceAction);
+  route("/admin/instances/{id}/{action}/{event}", {"POST"}, kInstanceAction);
 }
 
 void AdminApi::route(std::string_view pattern, std::vector<std::string> methods, int target) {
@@ -160,6 +168,14 @@ void AdminApi::handle(IncomingRequest& request, Responder respond) {
       return blobs(request, path, method, std::move(respond));
     case kInvoke:
       return invoke(request, match.params.at(0).value, std::move(respond));
+    case kOrchestrations:
+    case kOrchestrationStart:
+    case kInstance:
+    case kInstanceAction: {
+      std::vector<std::string> params;
+      for (const auto& p : match.params) params.push_back(p.value);
+      return orchestrations(request, match.target, params, std::move(respond));
+    }
     default:
       break;
   }
@@ -603,6 +619,36 @@ std::string AdminApi::status_json() const {
     if (!ec) out[field.name] = std::move(v);
   }
   return json::serialize(out);
+}
+
+void AdminApi::orchestrations(IncomingRequest& request, int target, const std::vector<std::string>& params,
+                              Responder respond) {
+  if (!store_) return respond(json_error(503, "no_store", "this host has no store", ""));
+  std::set<std::string> names;
+  for (const auto& fn : app_.functions) {
+    if (!fn.triggers_of<durable::OrchestrationTriggerSpec>().empty()) names.insert(fn.name);
+  }
+  const std::string target_text(request.target());
+  const auto q = target_text.find('?');
+  const std::string query = q == std::string::npos ? std::string() : target_text.substr(q + 1);
+  auto client = std::make_shared<durable::Client>(*store_, clock_, std::move(names));
+  auto host = request.header("host");
+  const std::string origin = "http://" + std::string(host ? *host : "localhost");
+  store_->run_blocking([client, target, params, query, origin, method = std::string(request.method()),
+                        body = request.take_body(), respond = std::move(respond)] {
+    auto arg = [&](const char* name) { return query_param(query, name).value_or(""); };
+    auto param = [&](std::size_t i) { return i < params.size() ? params[i] : std::string(); };
+    switch (target) {
+      case kOrchestrations:
+        return respond(client->list(arg("name"), arg("status"), std::atoi(query_param(query, "limit").value_or("100").c_str()),
+                                    arg("after")));
+      case kOrchestrationStart:
+        return respond(client->start(param(0), arg("instance"), body, origin + "/admin"));
+      default:
+        return respond(client->instance(method, "", param(0), param(1), param(2), body, arg("reason"),
+                                        arg("history") == "true", origin + "/admin"));
+    }
+  });
 }
 
 }  // namespace nimbus

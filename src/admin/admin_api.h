@@ -70,8 +70,13 @@ class AdminApi final : private RequestHandler {
   void list_queues(const Responder& respond);  // on a store I/O thread
   void streams(IncomingRequest& request, std::string_view path, std::string_view method, Responder respond);
   void blobs(IncomingRequest& request, std::string_view path, std::string_view method, Responder respond);
+  // Orchestration instances (durable/client.h): /admin/orchestrations[/<name>], /admin/instances/...
+  void orchestrations(IncomingRequest& request, int target, const std::vector<std::string>& params, Responder respond);
   // What the router's targets stand for: the endpoints, then each trigger's view.
-  enum Endpoint : int { kFunctions, kStatus, kShutdown, kMessages, kStreams, kBlobs, kInvoke, kViews };
+  enum Endpoint : int {
+    kFunctions, kStatus, kShutdown, kMessages, kStreams, kBlobs, kInvoke,
+    kOrchestrations, kOrchestrationStart, kInstance, kInstanceAction, kViews
+  };
   void route(std::string_view pattern, std::vector<std::string> methods, int target);
   std::string functions_json() const;
   std::string status_json() const;

@@ -223,7 +223,9 @@ Expected<json::object> admin_call(const fs::path& dir, const std::string& method
   if (ec || !v.is_object()) return Error{"the host answered " + std::to_string(res->status) + " with: " + res->body};
   if (res->status >= 300) {
     const auto* err = v.as_object().if_contains("error");
-    return Error{err && err->is_object() ? json_string(err->as_object(), "message") : res->body};
+    if (err && err->is_object()) return Error{json_string(err->as_object(), "message")};
+    if (v.as_object().if_contains("message")) return Error{json_string(v.as_object(), "message")};  // durable's shape
+    return Error{res->body};
   }
   return v.as_object();
 }
@@ -467,6 +469,104 @@ int cmd_dlq_replay(const fs::path& dir, const std::string& queue) {
   return 0;
 }
 
+// --- nimbus orch: orchestration instances through the admin API (durable/client.h) ---------
+
+std::string query_escape(const std::string& text) {
+  std::string out;
+  for (unsigned char c : text) {
+    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
+      out += static_cast<char>(c);
+    } else {
+      char hex[4];
+      std::snprintf(hex, sizeof hex, "%%%02X", c);
+      out += hex;
+    }
+  }
+  return out;
+}
+
+std::string value_text(const json::object& o, const char* key) {
+  const auto* v = o.if_contains(key);
+  return v ? json::serialize(*v) : std::string("null");
+}
+
+int cmd_orch_start(const fs::path& dir, const std::string& name, const std::string& id, const std::string& input) {
+  auto body = data_arg(input);
+  if (!body) return fail(body.error().message);
+  auto r = admin_call(dir, "POST", "/admin/orchestrations/" + name + (id.empty() ? "" : "?instance=" + query_escape(id)), *body);
+  if (!r) return fail(r.error().message);
+  std::cout << json_string(*r, "id") << "\n";
+  return 0;
+}
+
+int cmd_orch_status(const fs::path& dir, const std::string& id, bool as_json, bool history) {
+  auto r = admin_call(dir, "GET", "/admin/instances/" + query_escape(id) + (history ? "?history=true" : ""));
+  if (!r) return fail(r.error().message);
+  if (as_json) {
+    std::cout << json::serialize(*r) << "\n";
+    return 0;
+  }
+  if (history) {
+    for (const auto& e : r->at("history").as_array()) {
+      const auto& o = e.as_object();
+      std::string line = json_string(o, "type");
+      for (const char* k : {"task_id", "name", "input", "result", "error", "data", "fire_at_ms", "output", "reason"}) {
+        if (o.if_contains(k)) line += std::string(" ") + k + "=" + value_text(o, k);
+      }
+      std::cout << line << "\n";
+    }
+    return 0;
+  }
+  std::cout << "instance   " << json_string(*r, "instanceId") << "\n"
+            << "name       " << json_string(*r, "name") << "\n"
+            << "status     " << json_string(*r, "runtimeStatus") << "\n"
+            << "created    " << json_string(*r, "createdTime") << "\n"
+            << "updated    " << json_string(*r, "lastUpdatedTime") << "\n"
+            << "input      " << value_text(*r, "input") << "\n"
+            << "output     " << value_text(*r, "output") << "\n"
+            << "custom     " << value_text(*r, "customStatus") << "\n"
+            << "history    " << num(*r, "historyEvents") << " events, generation " << num(*r, "generation") << "\n";
+  if (r->if_contains("error")) std::cout << "error      " << json_string(*r, "error") << "\n";
+  return 0;
+}
+
+int cmd_orch_action(const fs::path& dir, const std::string& id, const std::string& action, const std::string& event,
+                    const std::string& data, const std::string& reason) {
+  auto body = data_arg(data);
+  if (!body) return fail(body.error().message);
+  std::string target = "/admin/instances/" + query_escape(id) + "/" + action;
+  if (action == "events") target += "/" + query_escape(event);
+  if (!reason.empty()) target += "?reason=" + query_escape(reason);
+  auto r = admin_call(dir, "POST", target, *body);
+  if (!r) return fail(r.error().message);
+  std::cout << (action == "events" ? "raised " + event + " on " : action + " sent to ") << id << "\n";
+  return 0;
+}
+
+int cmd_orch_purge(const fs::path& dir, const std::string& id) {
+  auto r = admin_call(dir, "DELETE", "/admin/instances/" + query_escape(id));
+  if (!r) return fail(r.error().message);
+  std::cout << "purged " << id << "\n";
+  return 0;
+}
+
+int cmd_orch_ls(const fs::path& dir, const std::string& name, const std::string& status, int limit) {
+  std::string target = "/admin/orchestrations?limit=" + std::to_string(limit);
+  if (!name.empty()) target += "&name=" + query_escape(name);
+  if (!status.empty()) target += "&status=" + query_escape(status);
+  auto r = admin_call(dir, "GET", target);
+  if (!r) return fail(r.error().message);
+  std::printf("%-36s %-20s %-11s %-24s %8s\n", "INSTANCE", "NAME", "STATUS", "UPDATED", "EVENTS");
+  for (const auto& i : r->at("instances").as_array()) {
+    const auto& o = i.as_object();
+    std::printf("%-36s %-20s %-11s %-24s %8lld\n", json_string(o, "instanceId").c_str(), json_string(o, "name").c_str(),
+                json_string(o, "runtimeStatus").c_str(), json_string(o, "lastUpdatedTime").c_str(),
+                static_cast<long long>(num(o, "historyEvents")));
+  }
+  if (r->if_contains("next_after")) std::cout << "(more after " << json_string(*r, "next_after") << ")\n";
+  return 0;
+}
+
 }  // namespace
 
 int run_cli(int argc, char** argv) {
@@ -606,6 +706,40 @@ int run_cli(int argc, char** argv) {
   auto* blob_rm = blob->add_subcommand("rm", "Delete a blob; blob triggers on deleted fire");
   blob_rm->add_option("path", b_path, "CONTAINER/PATH")->required();
 
+  std::string o_name, o_id, o_event, o_reason, o_status;
+  bool o_json = false;
+  auto* orch = command_group("orch", "Durable orchestrations: start, watch and steer instances");
+  auto* orch_start = orch->add_subcommand("start", "Start an instance; prints its id");
+  orch_start->add_option("name", o_name, "Orchestration (its function's name)")->required();
+  orch_start->add_option("--input", q_data, "Input: JSON, or @FILE");
+  orch_start->add_option("--id", o_id, "Instance id (default: a new one)");
+  auto* orch_status = orch->add_subcommand("status", "An instance's status, input, output and custom status");
+  orch_status->add_option("id", o_id, "Instance id")->required();
+  orch_status->add_flag("--json", o_json, "Print the admin API's JSON");
+  auto* orch_history = orch->add_subcommand("history", "An instance's history, one event a line");
+  orch_history->add_option("id", o_id, "Instance id")->required();
+  orch_history->add_flag("--json", o_json, "Print the admin API's JSON");
+  auto* orch_raise = orch->add_subcommand("raise", "Raise an event on an instance");
+  orch_raise->add_option("id", o_id, "Instance id")->required();
+  orch_raise->add_option("event", o_event, "Event name")->required();
+  orch_raise->add_option("--data", q_data, "Event data: JSON, or @FILE");
+  std::vector<std::pair<CLI::App*, const char*>> orch_controls;
+  for (const char* action : {"terminate", "suspend", "resume"}) {
+    auto* c = orch->add_subcommand(action, std::string(1, static_cast<char>(std::toupper(action[0]))) + (action + 1) +
+                                               " an instance");
+    c->add_option("id", o_id, "Instance id")->required();
+    c->add_option("--reason", o_reason, "Why (kept in its history)");
+    orch_controls.emplace_back(c, action);
+  }
+  auto* orch_purge = orch->add_subcommand("purge", "Delete a finished instance's record and history");
+  orch_purge->add_option("id", o_id, "Instance id")->required();
+  auto* orch_ls = orch->add_subcommand("ls", "Instances, by id");
+  orch_ls->add_option("--name", o_name, "Only this orchestration's");
+  orch_ls->add_option("--status", o_status, "Only these: pending, running, completed, failed, terminated, suspended");
+  orch_ls->add_option("--limit", q_limit, "How many")->capture_default_str();
+  for (auto* sub : {orch_start, orch_status, orch_history, orch_raise, orch_purge, orch_ls}) sub->fallthrough();
+  for (auto& [sub, action] : orch_controls) sub->fallthrough();
+
   for (auto* sub : {queue_ls, queue_peek, queue_send, queue_purge, topic_publish, dlq_replay, stream_ls, stream_append,
                     stream_tail, stream_groups, stream_replay, blob_put, blob_get, blob_ls, blob_rm}) {
     sub->fallthrough();
@@ -664,6 +798,15 @@ int run_cli(int argc, char** argv) {
   if (blob_get->parsed()) return cmd_blob_get(q_dir, b_path, b_out);
   if (blob_ls->parsed()) return cmd_blob_ls(q_dir, b_path);
   if (blob_rm->parsed()) return cmd_blob_rm(q_dir, b_path);
+  if (orch_start->parsed()) return cmd_orch_start(q_dir, o_name, o_id, q_data);
+  if (orch_status->parsed()) return cmd_orch_status(q_dir, o_id, o_json, false);
+  if (orch_history->parsed()) return cmd_orch_status(q_dir, o_id, o_json, true);
+  if (orch_raise->parsed()) return cmd_orch_action(q_dir, o_id, "events", o_event, q_data, "");
+  for (auto& [sub, action] : orch_controls) {
+    if (sub->parsed()) return cmd_orch_action(q_dir, o_id, action, "", "", o_reason);
+  }
+  if (orch_purge->parsed()) return cmd_orch_purge(q_dir, o_id);
+  if (orch_ls->parsed()) return cmd_orch_ls(q_dir, o_name, o_status, q_limit);
   return 2;
 }
 
