@@ -295,5 +295,62 @@ TEST(Examples, Monitor) {
   EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
 }
 
+// Fan-out / fan-in: a JavaScript orchestrator scores 500 items in parallel (Python activity)
+// and aggregates them.
+TEST(Examples, FanOut) {
+  auto dir = copy_example("fan-out");
+  Host host(dir->path());
+  ASSERT_TRUE(host.started()) << host.errors();
+  Admin admin{host.admin_port(), host.admin_token()};
+  json::array items;
+  int64_t total = 0;
+  for (int i = 0; i < 500; ++i) {
+    const std::string word = "item" + std::to_string(i);
+    items.push_back(json::value(word));
+    for (std::size_t k = 0; k < word.size(); ++k) total += static_cast<int64_t>(k + 1) * (word[k] % 32);
+  }
+  Response r = request(host.http_port(), "POST", "/_nimbus/orchestrations/batch?instance=b1", {},
+                       json::serialize(json::object{{"items", items}}));
+  ASSERT_EQ(r.status, 202) << r.body;
+  json::object s;
+  ASSERT_TRUE(admin.wait([&] {
+    s = parse_object(request(host.http_port(), "GET", "/_nimbus/orchestrations/batch/instances/b1").body);
+    return s["runtimeStatus"].as_string() == "Completed";
+  }, 60000)) << json::serialize(s);
+  auto out = s["output"].as_object();
+  EXPECT_EQ(out["count"].as_int64(), 500);
+  EXPECT_EQ(out["total"].as_int64(), total);
+  EXPECT_EQ(s["customStatus"].as_object()["phase"].as_string(), "done");
+  EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
+}
+
+// A long job behind 202 and a status URL: 202 with progress while it runs, 200 with the
+// result once done.
+TEST(Examples, AsyncHttpApi) {
+  auto dir = copy_example("async-http-api");
+  Host host(dir->path());
+  ASSERT_TRUE(host.started()) << host.errors();
+  Admin admin{host.admin_port(), host.admin_token()};
+  Response r = request(host.http_port(), "POST", "/_nimbus/orchestrations/report", {},
+                       R"({"regions": ["north", "south"], "work_ms": 600})");
+  ASSERT_EQ(r.status, 202) << r.body;
+  const std::string location = r.header("location");
+  ASSERT_EQ(location.rfind("http://", 0), 0u) << location;
+  const std::string path = location.substr(location.find('/', 7));
+  Response running = request(host.http_port(), "GET", path);
+  EXPECT_EQ(running.status, 202) << running.body;
+  EXPECT_FALSE(running.header("location").empty());
+  Response done;
+  ASSERT_TRUE(admin.wait([&] {
+    done = request(host.http_port(), "GET", path);
+    return done.status == 200;
+  })) << done.body;
+  auto s = parse_object(done.body);
+  EXPECT_EQ(s["runtimeStatus"].as_string(), "Completed");
+  EXPECT_EQ(s["output"].as_object()["total"].as_int64(), 1000);
+  EXPECT_EQ(s["customStatus"].as_object()["progress"].as_string(), "done");
+  EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
+}
+
 }  // namespace
 }  // namespace nimbus::testing
