@@ -3,6 +3,8 @@
 // fan-out/fan-in, an activity's failure caught and compensated, sub-orchestrations, an
 // external event (also one raised before the orchestrator waits for it), terminate, suspend
 // and resume, purge, the history, and non-determinism after a changed orchestrator.
+#include <atomic>
+
 #include "it_common.h"
 
 namespace nimbus::testing {
@@ -337,6 +339,57 @@ def fan(ctx):
   EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
 }
 
+// 2,000 signals to one entity, all accepted (202) before the host is killed with SIGKILL
+// twice while it works through them: restarted, the count is exactly 2,000 (each operation's
+// state change and its ack are one commit: none lost, none applied twice).
+TEST_P(DurableOnEveryBackend, KillNineWhileAnEntityWorksThroughSignalsLosesNoneAndAppliesEachOnce) {
+  constexpr int kSignals = 2000;
+  TempDir dir;
+  const std::string url = store_url(GetParam());
+  ASSERT_FALSE(url.empty());
+  dir.write("nimbus.yaml", on_store("name: tally\nfunctions:\n", url) +
+                               "  counter:\n    runtime: python\n    handler: ent.py:counter\n"
+                               "    triggers: [{entity: {auth: anonymous, batch_size: 16, lease: 2s}}]\n");
+  dir.write("ent.py", R"(import time
+from nimbus import durable
+
+@durable.entity
+def counter(ctx):
+    time.sleep(0.003)  # so that the kills find it at work
+    value = ctx.get_state(lambda: 0) + ctx.get_input()
+    ctx.set_state(value)
+    return value
+)");
+  auto count = [](const Host& host) -> int64_t {
+    Response r = request(host.http_port(), "GET", "/_nimbus/entities/counter/total");
+    return r.status == 200 ? json::parse(r.body).at("state").as_int64() : 0;
+  };
+  int kills_mid_work = 0;
+  for (int round = 0; round < 2; ++round) {
+    Host host(dir.path());
+    ASSERT_TRUE(host.started()) << host.errors();
+    Admin admin{host.admin_port(), host.admin_token()};
+    if (round == 0) {
+      for (int i = 0; i < kSignals; ++i) {
+        Response r = request(host.http_port(), "POST", "/_nimbus/entities/counter/total/add", {}, "1");
+        ASSERT_EQ(r.status, 202) << r.body;
+      }
+    }
+    const int64_t before = count(host);
+    admin.wait([&] { return count(host) >= before + 200; }, 8000);
+    if (count(host) < kSignals) ++kills_mid_work;
+    EXPECT_EQ(host.signal_and_wait(SIGKILL), 128 + SIGKILL);
+  }
+  EXPECT_GE(kills_mid_work, 1) << "the entity finished before the kills: they proved nothing";
+  Host host(dir.path());
+  ASSERT_TRUE(host.started()) << host.errors();
+  Admin admin{host.admin_port(), host.admin_token()};
+  EXPECT_TRUE(admin.wait([&] { return count(host) >= kSignals; }, 90000)) << count(host);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // nothing more may arrive
+  EXPECT_EQ(count(host), kSignals) << "a signal applied twice, or one lost";
+  EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
+}
+
 INSTANTIATE_TEST_SUITE_P(Backends, DurableOnEveryBackend, ::testing::ValuesIn(backends()),
                          [](const auto& info) { return info.param; });
 
@@ -519,6 +572,170 @@ TEST(Durable, TheCliStartsWatchesAndSteersInstances) {
   CommandResult unknown = run_nimbus({"orch", "start", "nope"}, dir);
   EXPECT_NE(unknown.err.find("no function has an orchestration trigger named 'nope'"), std::string::npos) << unknown.err;
   EXPECT_EQ(app.host->signal_and_wait(SIGTERM), 0);
+}
+
+}  // namespace
+}  // namespace nimbus::testing
+
+namespace nimbus::testing {
+namespace {
+
+const char* kEntities = R"(from nimbus import durable
+
+@durable.entity
+def counter(ctx):
+    value = ctx.get_state(lambda: 0)
+    op = ctx.operation_name
+    if op == "add":
+        value += ctx.get_input()
+        ctx.set_state(value)
+        return value
+    if op == "get":
+        return value
+    if op == "boom":
+        ctx.set_state(-1000)
+        raise ValueError("boom is not an operation of a counter")
+    if op == "delete":
+        ctx.delete_state()
+
+@durable.orchestrator
+def bank(ctx):
+    ctx.signal_entity("counter", "acct", "add", 5)
+    a = yield ctx.call_entity("counter", "acct", "add", 10)
+    b = yield ctx.call_entity("ncounter", "acct", "add", 7)
+    try:
+        yield ctx.call_entity("counter", "acct", "boom")
+        failed = None
+    except durable.ActivityFailed as e:
+        failed = str(e)
+    after = yield ctx.call_entity("counter", "acct", "get")
+    return {"a": a, "b": b, "failed": failed, "after": after}
+
+@durable.orchestrator
+def stray(ctx):
+    yield ctx.call_entity("nobody", "k", "get")
+)";
+
+const char* kNodeEntity = R"(const durable = require('nimbus/durable');
+module.exports.ncounter = durable.entity((ctx) => {
+  const value = ctx.getState(() => 0) + (ctx.operationName === 'add' ? ctx.getInput() : 0);
+  ctx.setState(value);
+  ctx.setResult(value);
+});
+module.exports.nbank = durable.orchestrator(function* (ctx) {
+  ctx.signalEntity('ncounter', 'n', 'add', 1);
+  return yield ctx.callEntity('counter', 'n', 'add', 2);
+});
+)";
+
+TEST(DurableEntities, RunOneOperationAtATimePerKeyKeepStateAndAnswerOrchestrations) {
+  TempDir dir;
+  dir.write("nimbus.yaml", R"(name: entities
+functions:
+  counter:
+    runtime: python
+    handler: ent.py:counter
+    concurrency: 8
+    triggers: [{entity: {auth: anonymous, batch_size: 8}}]
+  ncounter:
+    runtime: node
+    handler: ent.js:ncounter
+    triggers: [{entity: {auth: anonymous}}]
+  bank:
+    runtime: python
+    handler: ent.py:bank
+    triggers: [{orchestration: {auth: anonymous}}]
+  stray:
+    runtime: python
+    handler: ent.py:stray
+    triggers: [{orchestration: {auth: anonymous}}]
+  nbank:
+    runtime: node
+    handler: ent.js:nbank
+    triggers: [{orchestration: {auth: anonymous}}]
+)");
+  dir.write("ent.py", kEntities);
+  dir.write("ent.js", kNodeEntity);
+  Host host(dir.path());
+  ASSERT_TRUE(host.started()) << host.errors();
+  const int port = host.http_port();
+  Admin admin{host.admin_port(), host.admin_token()};
+  auto state = [&](const std::string& path) -> json::value {
+    Response r = request(port, "GET", "/_nimbus/entities/" + path);
+    return r.status == 200 ? json::parse(r.body).at("state") : json::value(r.status);
+  };
+
+  // Signals from four clients at once, to two keys: every one applied, none lost to a race
+  // (a step per key at a time, batches of 8, a pool of 8 workers).
+  EXPECT_EQ(request(port, "GET", "/_nimbus/entities/counter/hits").status, 404);
+  std::vector<std::thread> clients;
+  std::atomic<int> accepted{0};
+  for (int c = 0; c < 4; ++c) {
+    clients.emplace_back([&, c] {
+      for (int i = 0; i < 100; ++i) {
+        Response r = request(port, "POST", "/_nimbus/entities/counter/" + std::string(c % 2 ? "hits" : "misses") + "/add",
+                             {{"content-type", "application/json"}}, "1");
+        if (r.status == 202) ++accepted;
+      }
+    });
+  }
+  for (auto& t : clients) t.join();
+  EXPECT_EQ(accepted.load(), 400);
+  EXPECT_TRUE(admin.wait([&] { return state("counter/hits") == json::value(200) && state("counter/misses") == json::value(200); }))
+      << json::serialize(state("counter/hits")) << " " << json::serialize(state("counter/misses"));
+
+  // Bad requests name what is wrong; an entity's delete leaves no state.
+  Response bad_key = request(port, "POST", "/_nimbus/entities/counter/a%20b/add", {}, "1");
+  EXPECT_EQ(bad_key.status, 400) << bad_key.body;
+  Response bad_input = request(port, "POST", "/_nimbus/entities/counter/hits/add", {}, "{nope");
+  EXPECT_EQ(bad_input.status, 400) << bad_input.body;
+  EXPECT_NE(bad_input.body.find("not JSON"), std::string::npos) << bad_input.body;
+  EXPECT_EQ(request(port, "POST", "/_nimbus/entities/counter/misses/delete").status, 202);
+  EXPECT_TRUE(admin.wait([&] { return state("counter/misses") == json::value(404); }));
+
+  // From an orchestration: a signal and then calls, in order; a failing operation fails only
+  // its call (the state stays as it was before it); a Node entity and a Node orchestrator.
+  Response started = request(port, "POST", "/_nimbus/orchestrations/bank?instance=b1", {}, "");
+  ASSERT_EQ(started.status, 202) << started.body;
+  ASSERT_EQ(request(port, "POST", "/_nimbus/orchestrations/nbank?instance=n1", {}, "").status, 202);
+  ASSERT_EQ(request(port, "POST", "/_nimbus/orchestrations/stray?instance=s1", {}, "").status, 202);
+  json::object out;
+  ASSERT_TRUE(admin.wait([&] {
+    Response r = request(port, "GET", "/_nimbus/orchestrations/bank/instances/b1");
+    if (r.status != 200) return false;
+    out = json::parse(r.body).as_object();
+    return true;
+  }, 30000)) << host.output().substr(0, 3000);
+  ASSERT_EQ(out.at("runtimeStatus").as_string(), "Completed") << json::serialize(out);
+  const json::object& o = out.at("output").as_object();
+  EXPECT_EQ(o.at("a").as_int64(), 15) << json::serialize(o);  // the signal (5) came first
+  EXPECT_EQ(o.at("b").as_int64(), 7);
+  EXPECT_NE(std::string(o.at("failed").as_string()).find("boom is not an operation"), std::string::npos) << json::serialize(o);
+  EXPECT_EQ(o.at("after").as_int64(), 15) << "a failed operation's state change was kept";
+  EXPECT_EQ(state("counter/acct"), json::value(15));
+  EXPECT_EQ(state("ncounter/acct"), json::value(7));
+
+  json::object n;
+  ASSERT_TRUE(admin.wait([&] {
+    Response r = request(port, "GET", "/_nimbus/orchestrations/nbank/instances/n1");
+    if (r.status != 200) return false;
+    n = json::parse(r.body).as_object();
+    return true;
+  }));
+  EXPECT_EQ(n.at("output").as_int64(), 2) << json::serialize(n);
+  EXPECT_TRUE(admin.wait([&] { return state("ncounter/n") == json::value(1); }));
+
+  // Calling an entity no function provides fails the instance, naming it.
+  json::object s;
+  ASSERT_TRUE(admin.wait([&] {
+    Response r = request(port, "GET", "/_nimbus/orchestrations/stray/instances/s1");
+    if (r.status != 200) return false;
+    s = json::parse(r.body).as_object();
+    return true;
+  }));
+  EXPECT_EQ(s.at("runtimeStatus").as_string(), "Failed");
+  EXPECT_NE(std::string(s.at("error").as_string()).find("entity 'nobody'"), std::string::npos) << json::serialize(s);
+  EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
 }
 
 }  // namespace

@@ -218,6 +218,21 @@ TEST(ManifestTest, OrchestrationAndActivityTriggersTakeAuthBatchSizeAndLease) {
               "");
 }
 
+TEST(ManifestTest, EntityTriggersTakeAuthBatchSizeAndLease) {
+  auto load = parse(one_function(kBasicFn + "triggers:\n  - entity: {auth: anonymous, batch_size: 8, lease: 3s}\n  - entity:\n"));
+  ASSERT_TRUE(load.app.has_value()) << load.report();
+  const auto& t = load.app->functions[0].triggers;
+  ASSERT_EQ(t.size(), 2u);
+  EXPECT_EQ(t[0].kind, TriggerKind::named("entity"));
+  EXPECT_EQ(settings_of<durable::EntityTriggerSpec>(t[0]).auth, AuthLevel::anonymous);
+  EXPECT_EQ(settings_of<durable::EntityTriggerSpec>(t[0]).batch_size, 8);
+  EXPECT_EQ(settings_of<durable::EntityTriggerSpec>(t[0]).lease, std::chrono::seconds(3));
+  EXPECT_EQ(settings_of<durable::EntityTriggerSpec>(t[1]).auth, AuthLevel::function) << "function keys by default";
+  const std::string at = "functions.orders.triggers[0].entity";
+  expect_diag(parse(one_function(kBasicFn + "triggers:\n  - entity: {batch: 3}\n")), at + ".batch", "");
+  expect_diag(parse(one_function(kBasicFn + "triggers:\n  - entity: {auth: everyone}\n")), at + ".auth", "");
+}
+
 TEST(ManifestTest, FileTriggerProblemsNameTheFunctionAndTheKey) {
   const std::string at = "functions.orders.triggers[0].file";
   expect_diag(parse(one_function(kBasicFn + "triggers:\n  - file: {pattern: \"*.csv\"}\n")), at + ".path", "is missing");

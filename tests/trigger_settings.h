@@ -5,6 +5,7 @@
 
 #include "core/app_spec.h"
 #include "durable/durable.h"
+#include "durable/entities.h"
 #include "triggers/blob/blob_spec.h"
 #include "triggers/file/file_spec.h"
 #include "triggers/http/http_spec.h"

@@ -1,6 +1,7 @@
-// The two durable kinds: `orchestration` (its keys; its Trigger, durable/orchestrations.h) and
-// `activity` (its keys; fed from _activity/<name> by the dispatcher, whose hooks here send the
-// result back to the calling orchestration in the commit that acknowledges the call).
+// The durable kinds: `orchestration` (its keys; its Trigger, durable/orchestrations.h),
+// `entity` (its keys; its Trigger, durable/entities.h) and `activity` (its keys; fed from
+// _activity/<name> by the dispatcher, whose hooks here send the result back to the calling
+// orchestration in the commit that acknowledges the call).
 #include <yaml-cpp/yaml.h>
 
 #include <boost/json.hpp>
@@ -9,6 +10,7 @@
 #include <mutex>
 
 #include "durable/durable.h"
+#include "durable/entities.h"
 #include "durable/orchestrations.h"
 #include "manifest/manifest_reader.h"
 #include "store/store.h"
@@ -31,9 +33,11 @@ void read_feed_keys(ManifestReader& r, const YAML::Node& n, const std::string& p
   }
 }
 
-std::shared_ptr<const TriggerSettings> read_orchestration(ManifestReader& r, const YAML::Node& n,
-                                                          const std::string& path, const FunctionSpec&) {
-  auto t = std::make_shared<OrchestrationTriggerSpec>();
+// orchestration and entity: auth (of their routes), batch_size and lease.
+template <class Spec>
+std::shared_ptr<const TriggerSettings> read_routed(ManifestReader& r, const YAML::Node& n, const std::string& path,
+                                                   const FunctionSpec&) {
+  auto t = std::make_shared<Spec>();
   if (!n || n.IsNull()) return t;
   std::size_t errors_before = r.diagnostics.size();
   if (!r.check_map(n, path, {"auth", "batch_size", "lease"})) return nullptr;
@@ -57,6 +61,8 @@ std::shared_ptr<const TriggerSettings> read_activity(ManifestReader& r, const YA
   if (r.diagnostics.size() != errors_before) return nullptr;
   return t;
 }
+
+Expected<std::unique_ptr<Trigger>> make_entities(const TriggerContext& context) { return make_entity_trigger(context); }
 
 Expected<std::unique_ptr<Trigger>> make_orchestrations(const TriggerContext& context) {
   return make_orchestration_trigger(context);
@@ -142,8 +148,9 @@ std::optional<StoreFeed> activity_feed(const FunctionSpec& fn, const TriggerSpec
 }  // namespace
 }  // namespace durable
 
-extern const TriggerKindInfo kOrchestrationKind = {"orchestration", durable::read_orchestration, nullptr,
+extern const TriggerKindInfo kOrchestrationKind = {"orchestration", durable::read_routed<durable::OrchestrationTriggerSpec>, nullptr,
                                                    durable::make_orchestrations, nullptr};
+extern const TriggerKindInfo kEntityKind = {"entity", durable::read_routed<durable::EntityTriggerSpec>, nullptr, durable::make_entities, nullptr};
 extern const TriggerKindInfo kActivityKind = {"activity", durable::read_activity, nullptr, nullptr,
                                               durable::activity_feed};
 

@@ -10,7 +10,10 @@
 #include "core/ids.h"
 #include "durable/client.h"
 #include "durable/durable.h"
+#include "durable/entities.h"
 #include "durable/events.h"
+#include "durable/keyed_steps.h"
+#include "durable/worker_trigger.h"
 #include "observe/log.h"
 #include "pool/function_pools.h"
 #include "store/store.h"
@@ -44,6 +47,16 @@ HttpReply stopping_reply() {
                    R"({"error":"stopping","message":"the host is stopping"})"};
 }
 
+// The action a history event records the scheduling of ("" for other events).
+std::string action_of(const std::string& event_type) {
+  if (event_type == "task_scheduled") return "call_activity";
+  if (event_type == "timer_created") return "create_timer";
+  if (event_type == "sub_orchestration_created") return "call_sub_orchestration";
+  if (event_type == "entity_called") return "call_entity";
+  if (event_type == "entity_signaled") return "signal_entity";
+  return "";
+}
+
 // What a scheduled step is, for the determinism check: "call_activity 'name'".
 std::string describe(const std::string& type, const std::string& name) {
   return name.empty() ? type : type + " '" + name + "'";
@@ -55,7 +68,7 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
  public:
   Orchestrator(const FunctionSpec& fn, const OrchestrationTriggerSpec& spec, FunctionPool& pool,
                const TriggerContext& c, std::shared_ptr<TaskThread> thread, std::set<std::string> activities,
-               std::set<std::string> orchestrators)
+               std::set<std::string> orchestrators, std::set<std::string> entities)
       : thread_(std::move(thread)),
         fn_(fn),
         spec_(spec),
@@ -66,14 +79,16 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
         queue_(orchestrator_queue(fn.name)),
         kind_(TriggerKind::named("orchestration")),
         activities_(std::move(activities)),
-        orchestrators_(std::move(orchestrators)) {}
+        orchestrators_(std::move(orchestrators)),
+        entities_(std::move(entities)) {}
 
   // Made shared first: the feed's hand-offs hold the orchestrator weakly.
   static std::shared_ptr<Orchestrator> make(const FunctionSpec& fn, const OrchestrationTriggerSpec& spec,
                                             FunctionPool& pool, const TriggerContext& c,
                                             std::shared_ptr<TaskThread> thread, std::set<std::string> activities,
-                                            std::set<std::string> orchestrators) {
-    auto o = std::make_shared<Orchestrator>(fn, spec, pool, c, thread, std::move(activities), std::move(orchestrators));
+                                            std::set<std::string> orchestrators, std::set<std::string> entities) {
+    auto o = std::make_shared<Orchestrator>(fn, spec, pool, c, thread, std::move(activities), std::move(orchestrators),
+                                            std::move(entities));
     LeasedFeed::Options options;
     options.queue = o->queue_;
     options.batch_size = spec.batch_size;
@@ -98,14 +113,7 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
   void stop() {
     feed_->stop();
     // Events waiting behind a running step go back to the store for the next start.
-    std::vector<Message> back;
-    {
-      std::lock_guard lock(mu_);
-      for (auto& [id, msgs] : waiting_) {
-        for (auto& m : msgs) back.push_back(std::move(m));
-      }
-      waiting_.clear();
-    }
+    std::vector<Message> back = steps_.take_waiting();
     if (!back.empty()) feed_->release(back);
   }
 
@@ -174,16 +182,7 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
         release_now(msgs);
         continue;
       }
-      {
-        std::lock_guard lock(mu_);
-        if (running_.count(id)) {
-          auto& w = waiting_[id];
-          for (auto& m : msgs) w.push_back(std::move(m));
-          continue;
-        }
-        running_.insert(id);
-      }
-      begin(id, std::move(msgs));
+      if (steps_.enter(id, msgs)) begin(id, std::move(msgs));
     }
   }
 
@@ -308,9 +307,7 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
       for (auto& e : v.as_array()) {
         if (!e.is_object()) continue;
         const std::string type = str(e.as_object(), "type");
-        if (type == "task_scheduled" || type == "timer_created" || type == "sub_orchestration_created") {
-          s.scheduled.emplace_back(type, str(e.as_object(), "name"));
-        }
+        if (!action_of(type).empty()) s.scheduled.emplace_back(type, str(e.as_object(), "name"));
         s.history.push_back(std::move(e));
       }
     }
@@ -359,9 +356,7 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
       if (!actions[i].is_object()) return fail_instance(s, "action " + std::to_string(i) + " is not an object");
       const json::object& a = actions[i].as_object();
       const std::string type = str(a, "type");
-      const std::string want_type = s->scheduled[i].first == "task_scheduled"   ? "call_activity"
-                                    : s->scheduled[i].first == "timer_created" ? "create_timer"
-                                                                               : "call_sub_orchestration";
+      const std::string want_type = action_of(s->scheduled[i].first);
       const std::string name = type == "create_timer" ? std::string() : str(a, "name");
       if (type != want_type || name != s->scheduled[i].second) {
         return fail_instance(s, "non-determinism: at step " + std::to_string(i) + " the history has " +
@@ -418,9 +413,37 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
         b.puts.push_back({kInstances, child, encode(c), std::string(), 0});
         b.enqueues.push_back({orchestrator_queue(name),
                               event_message(child, json::object{{"type", "execution_started"}, {"input", input}, {"time_ms", now}})});
+      } else if (type == "call_entity" || type == "signal_entity") {
+        const std::string name = str(a, "name");
+        const std::string key = str(a, "key");
+        const std::string op = str(a, "op");
+        if (!entities_.count(name)) {
+          return fail_instance(s, "step " + std::to_string(i) + " " + (type == "call_entity" ? "calls" : "signals") +
+                                      " entity '" + name + "', but no function has an entity trigger by that name");
+        }
+        if (!valid_entity_key(key) || op.empty()) {
+          return fail_instance(s, "step " + std::to_string(i) + ": " + type +
+                                      " needs a key (1 to 200 letters, digits and - _ . : @) and an op");
+        }
+        const bool call = type == "call_entity";
+        page.push_back(json::object{{"type", call ? "entity_called" : "entity_signaled"}, {"task_id", task},
+                                    {"name", name}, {"key", key}, {"op", op}, {"input", input}});
+        NewMessage m;
+        m.type = call ? "nimbus.durable.entity.call" : "nimbus.durable.entity.signal";
+        m.subject = key;
+        m.payload = json::serialize(json::object{{"key", key}, {"op", op}, {"input", input}, {"from", s->id}});
+        m.metadata = {{"content-type", "application/json"}};
+        if (call) {
+          m.metadata.push_back({kMetaInstance, s->id});
+          m.metadata.push_back({kMetaTask, std::to_string(task)});
+          m.metadata.push_back({kMetaReply, queue_});
+        }
+        if (!s->traceparent.empty()) m.metadata.push_back({"traceparent", s->traceparent});
+        b.enqueues.push_back({entity_queue(name), std::move(m)});
       } else {
         return fail_instance(s, "step " + std::to_string(i) + " is an unknown action '" + type +
-                                    "' (known: call_activity, create_timer, call_sub_orchestration)");
+                                    "' (known: call_activity, create_timer, call_sub_orchestration, call_entity, "
+                                    "signal_entity)");
       }
     }
     if (const auto* cs = o.if_contains("custom_status")) s->record.custom_status = json::serialize(*cs);
@@ -495,9 +518,7 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
       s->page_keys.push_back(key);
       for (auto& e : page) {
         const std::string type = str(e.as_object(), "type");
-        if (type == "task_scheduled" || type == "timer_created" || type == "sub_orchestration_created") {
-          s->scheduled.emplace_back(type, str(e.as_object(), "name"));
-        }
+        if (!action_of(type).empty()) s->scheduled.emplace_back(type, str(e.as_object(), "name"));
         s->history.push_back(std::move(e));
       }
     }
@@ -541,17 +562,7 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
 
   // The instance's step is over: the events that waited for it make the next one.
   void step_done(const std::string& id) {
-    std::vector<Message> next;
-    {
-      std::lock_guard lock(mu_);
-      auto it = waiting_.find(id);
-      if (it == waiting_.end() || feed_->stopping()) {
-        running_.erase(id);
-      } else {
-        next = std::move(it->second);
-        waiting_.erase(it);
-      }
-    }
+    std::vector<Message> next = steps_.leave(id, feed_->stopping());
     if (!next.empty()) begin(id, std::move(next));
     pump();
   }
@@ -602,14 +613,12 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
   Logger& logger_;
   std::string queue_;
   TriggerKind kind_;
-  std::set<std::string> activities_, orchestrators_;
+  std::set<std::string> activities_, orchestrators_, entities_;
   std::shared_ptr<LeasedFeed> feed_;  // leases, renewal, wake-ups
   std::shared_ptr<Client> client_;    // the management routes
 
   std::map<std::string, Cached> cache_;  // by instance id; the task thread's
-  std::mutex mu_;
-  std::set<std::string> running_;                        // instances with a step under way
-  std::map<std::string, std::vector<Message>> waiting_;  // events for them, for the next
+  KeyedSteps steps_;  // one step per instance at a time
 };
 
 void Orchestrator::add_routes(PublicRoutes& routes) {
@@ -629,63 +638,25 @@ void Orchestrator::add_routes(PublicRoutes& routes) {
   routes.add({base + "/instances/{id}/{action}/{event}", {"POST"}, fn_.name, spec_.auth, instance});
 }
 
-namespace {
-
-class OrchestrationTrigger final : public Trigger {
- public:
-  explicit OrchestrationTrigger(const TriggerContext& c) : store_(c.store), thread_(std::make_shared<TaskThread>()) {
-    std::set<std::string> activities, orchestrators;
-    for (const auto& fn : c.app.functions) {
-      if (!fn.triggers_of<ActivityTriggerSpec>().empty()) activities.insert(fn.name);
-      if (!fn.triggers_of<OrchestrationTriggerSpec>().empty()) orchestrators.insert(fn.name);
-    }
-    for (const auto& fn : c.app.functions) {
-      auto specs = fn.triggers_of<OrchestrationTriggerSpec>();
-      FunctionPool* pool = c.pools.find(fn.name);
-      if (specs.empty() || !pool) continue;
-      auto o = Orchestrator::make(fn, *specs.front(), *pool, c, thread_, activities, orchestrators);
-      if (c.routes) o->add_routes(*c.routes);
-      orchestrators_.push_back(std::move(o));
-    }
+Expected<std::unique_ptr<Trigger>> make_orchestration_trigger(const TriggerContext& c) {
+  std::set<std::string> activities, orchestrators, entities;
+  for (const auto& fn : c.app.functions) {
+    if (!fn.triggers_of<ActivityTriggerSpec>().empty()) activities.insert(fn.name);
+    if (!fn.triggers_of<EntityTriggerSpec>().empty()) entities.insert(fn.name);
+    if (!fn.triggers_of<OrchestrationTriggerSpec>().empty()) orchestrators.insert(fn.name);
   }
-  ~OrchestrationTrigger() override { stop(Duration::zero()); }
-
-  std::string_view kind() const override { return "orchestration"; }
-
-  Status start() override {
-    if (orchestrators_.empty()) return ok_status();
-    watch_ = store_.watch_changes([this](const std::vector<std::string>& queues) {
-      for (auto& o : orchestrators_) {
-        if (std::find(queues.begin(), queues.end(), o->queue()) != queues.end()) o->pump();
-      }
-    });
-    for (auto& o : orchestrators_) o->pump();
-    return ok_status();
+  auto thread = std::make_shared<TaskThread>();  // the steps' reads and decisions, for every orchestrator
+  std::vector<std::shared_ptr<Orchestrator>> workers;
+  for (const auto& fn : c.app.functions) {
+    auto specs = fn.triggers_of<OrchestrationTriggerSpec>();
+    FunctionPool* pool = c.pools.find(fn.name);
+    if (specs.empty() || !pool) continue;
+    auto o = Orchestrator::make(fn, *specs.front(), *pool, c, thread, activities, orchestrators, entities);
+    if (c.routes) o->add_routes(*c.routes);
+    workers.push_back(std::move(o));
   }
-
-  void stop_taking_work() override {
-    watch_.reset();
-    for (auto& o : orchestrators_) o->stop();
-  }
-
-  bool drain(Duration grace) override {
-    const TimePoint until = std::chrono::steady_clock::now() + grace;
-    bool all = true;
-    for (auto& o : orchestrators_) all &= o->wait_idle(until);
-    return all;
-  }
-
- private:
-  Store& store_;
-  std::shared_ptr<TaskThread> thread_;
-  std::unique_ptr<Store::ChangeWatch> watch_;
-  std::vector<std::shared_ptr<Orchestrator>> orchestrators_;
-};
-
-}  // namespace
-
-Expected<std::unique_ptr<Trigger>> make_orchestration_trigger(const TriggerContext& context) {
-  return std::unique_ptr<Trigger>(std::make_unique<OrchestrationTrigger>(context));
+  return std::unique_ptr<Trigger>(
+      std::make_unique<WorkerTrigger<Orchestrator>>(c.store, "orchestration", thread, std::move(workers)));
 }
 
 }  // namespace nimbus::durable

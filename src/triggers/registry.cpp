@@ -13,7 +13,7 @@ void FeedHooks::complete(Batch&, const std::string&, int, Outcome, bool, const R
 
 // Each defined in triggers/<kind>/kind.cpp.
 extern const TriggerKindInfo kHttpKind, kQueueKind, kTopicKind, kTimerKind, kStreamKind, kBlobKind, kFileKind,
-    kMqttKind, kCloudEventsKind, kActivityKind, kOrchestrationKind;
+    kMqttKind, kCloudEventsKind, kActivityKind, kOrchestrationKind, kEntityKind;
 
 // A new kind is one line here (and its folder).
 const std::vector<const TriggerKindInfo*>& trigger_kinds() {
@@ -29,6 +29,7 @@ const std::vector<const TriggerKindInfo*>& trigger_kinds() {
       &kCloudEventsKind,
       &kActivityKind,       // durable/kind.cpp
       &kOrchestrationKind,  // durable/kind.cpp
+      &kEntityKind,         // durable/kind.cpp
   };
   return kinds;
 }

@@ -15,19 +15,37 @@ do I/O only in activities. Yield:
 
     ctx.call_activity(name, input)              the activity's result (raises ActivityFailed)
     ctx.call_sub_orchestration(name, input)     the child's output
+    ctx.call_entity(name, key, op, input)       an entity operation's result
     ctx.create_timer(fire_at_ms)                None, at that time (durable: survives restarts)
     ctx.wait_for_external_event(name)           the data of the next event by that name
     ctx.when_all([tasks])                       a list of their results
     ctx.when_any([tasks])                       the first task done (its .result)
 
-ctx.set_custom_status(value) shows a JSON value in the instance's status; return ends the
+ctx.signal_entity(name, key, op, input) sends an entity an operation without waiting (not
+yielded). ctx.set_custom_status(value) shows a JSON value in the instance's status; return ends the
 instance with its output; ctx.continue_as_new(input) starts it again from a fresh history.
+
+An entity is a keyed object whose operations run one at a time per key:
+
+    @durable.entity
+    def counter(ctx):
+        value = ctx.get_state(lambda: 0)
+        if ctx.operation_name == "add":
+            ctx.set_state(value + ctx.get_input())
+        elif ctx.operation_name == "get":
+            return value                     # the caller's result (or ctx.set_result)
+        elif ctx.operation_name == "delete":
+            ctx.delete_state()
+
+An operation that raises leaves the state as it was before it and fails only its caller.
 The host side is src/durable/; docs/durable.md is the guide.
 """
 
+import copy
+
 import uuid
 
-__all__ = ["orchestrator", "ActivityFailed", "NonDeterminism", "Task"]
+__all__ = ["orchestrator", "entity", "ActivityFailed", "NonDeterminism", "Task", "EntityContext"]
 
 
 class ActivityFailed(Exception):
@@ -128,6 +146,14 @@ class Context:
 
     def call_sub_orchestration(self, name, input=None):
         return self._schedule({"type": "call_sub_orchestration", "name": name, "input": input})
+
+    def call_entity(self, name, key, operation, input=None):
+        """An entity's operation, request/reply: its result (raises ActivityFailed)."""
+        return self._schedule({"type": "call_entity", "name": name, "key": str(key), "op": operation, "input": input})
+
+    def signal_entity(self, name, key, operation, input=None):
+        """An entity's operation, one way: nothing to wait for (do not yield it)."""
+        self._actions.append({"type": "signal_entity", "name": name, "key": str(key), "op": operation, "input": input})
 
     def create_timer(self, fire_at_ms):
         return self._schedule({"type": "create_timer", "fire_at_ms": int(fire_at_ms)})
@@ -253,5 +279,64 @@ def orchestrator(fn):
         return _step(fn, req.json())
 
     handler.__name__ = getattr(fn, "__name__", "orchestrator")
+    handler.__doc__ = fn.__doc__
+    return handler
+
+
+class EntityContext:
+    """One operation on an entity: its name and input, the entity's state."""
+
+    def __init__(self, name, key, operation, input, state, exists):
+        self.entity_name = name
+        self.entity_key = key
+        self.operation_name = operation
+        self._input = input
+        self._state = state
+        self._exists = exists
+        self._result = None
+        self._has_result = False
+
+    def get_input(self):
+        return self._input
+
+    def get_state(self, initializer=None):
+        """The state; with none yet, initializer() (or None)."""
+        if not self._exists:
+            return initializer() if initializer is not None else None
+        return self._state
+
+    def set_state(self, value):
+        self._state, self._exists = value, True
+
+    def delete_state(self):
+        self._state, self._exists = None, False
+
+    def has_state(self):
+        return self._exists
+
+    def set_result(self, value):
+        self._result, self._has_result = value, True
+
+
+def entity(fn):
+    """Makes a function an entity's handler: it runs once per operation, in order."""
+
+    def handler(req, _ctx):
+        work = req.json()
+        state, exists = work.get("state"), bool(work.get("exists"))
+        results = []
+        for op in work.get("operations", []):
+            ctx = EntityContext(work.get("name"), work.get("key"), op.get("op"), op.get("input"),
+                                copy.deepcopy(state), exists)
+            try:
+                returned = fn(ctx)
+            except Exception as exc:  # this operation fails; the state stays as before it
+                results.append({"error": {"type": type(exc).__name__, "message": str(exc)}})
+                continue
+            state, exists = ctx._state, ctx._exists
+            results.append({"result": ctx._result if ctx._has_result else returned})
+        return {"state": state, "exists": exists, "results": results}
+
+    handler.__name__ = getattr(fn, "__name__", "entity")
     handler.__doc__ = fn.__doc__
     return handler

@@ -9,6 +9,10 @@
 //     return out;
 //   });
 //
+// An entity is a function of one operation (ctx.operationName, ctx.getInput(), ctx.getState(init),
+// ctx.setState(v), ctx.deleteState(), ctx.setResult(v) or return the result):
+//   module.exports.counter = durable.entity((ctx) => { ... });
+//
 // The function runs again from the start at every step against the instance's history, so it
 // must be deterministic: time from ctx.currentTimeMs, ids from ctx.newGuid(), I/O in activities.
 const crypto = require('crypto');
@@ -82,6 +86,9 @@ class Context {
   }
   callActivity(name, input = null) { return this.schedule({ type: 'call_activity', name, input }); }
   callSubOrchestration(name, input = null) { return this.schedule({ type: 'call_sub_orchestration', name, input }); }
+  // An entity's operation, request/reply (yield it: its result) or one way (nothing to wait for).
+  callEntity(name, key, op, input = null) { return this.schedule({ type: 'call_entity', name, key: String(key), op, input }); }
+  signalEntity(name, key, op, input = null) { this.actions.push({ type: 'signal_entity', name, key: String(key), op, input }); }
   createTimer(fireAtMs) { return this.schedule({ type: 'create_timer', fire_at_ms: Math.trunc(fireAtMs) }); }
   waitForExternalEvent(name) {
     const task = new Task();
@@ -176,4 +183,44 @@ function orchestrator(fn) {
   return (req) => step(fn, req.json());
 }
 
-module.exports = { orchestrator, ActivityFailed, Task };
+// One operation on an entity: its name and input, the entity's state.
+class EntityContext {
+  constructor(name, key, op, input, state, exists) {
+    this.entityName = name; this.entityKey = key; this.operationName = op;
+    this.input = input; this.state = state; this.exists = exists;
+    this.result = undefined; this.hasResult = false;
+  }
+  getInput() { return this.input; }
+  getState(initializer) { return this.exists ? this.state : (initializer ? initializer() : null); }
+  setState(value) { this.state = value; this.exists = true; }
+  deleteState() { this.state = null; this.exists = false; }
+  hasState() { return this.exists; }
+  setResult(value) { this.result = value; this.hasResult = true; }
+}
+
+// Makes a function an entity's handler: it runs once per operation, in order; an operation
+// that throws leaves the state as it was before it and fails only its caller.
+function entity(fn) {
+  return (req) => {
+    const work = req.json();
+    let state = work.state ?? null;
+    let exists = !!work.exists;
+    const results = [];
+    for (const op of work.operations || []) {
+      const ctx = new EntityContext(work.name, work.key, op.op, op.input ?? null,
+        state === null ? null : JSON.parse(JSON.stringify(state)), exists);
+      let returned;
+      try {
+        returned = fn(ctx);
+      } catch (e) {
+        results.push({ error: { type: (e && e.name) || 'Error', message: String((e && e.message) || e) } });
+        continue;
+      }
+      state = ctx.state; exists = ctx.exists;
+      results.push({ result: (ctx.hasResult ? ctx.result : returned) ?? null });
+    }
+    return { state, exists, results };
+  };
+}
+
+module.exports = { orchestrator, entity, ActivityFailed, Task, EntityContext };
