@@ -74,20 +74,7 @@ class EntityWorker : public std::enable_shared_from_this<EntityWorker> {
   static std::shared_ptr<EntityWorker> make(const FunctionSpec& fn, const EntityTriggerSpec& spec, FunctionPool& pool,
                                             const TriggerContext& c, std::shared_ptr<TaskThread> thread) {
     auto w = std::make_shared<EntityWorker>(fn, spec, pool, c, thread);
-    LeasedFeed::Options options;
-    options.queue = w->queue_;
-    options.batch_size = spec.batch_size;
-    options.lease_ms = to_ms(spec.lease > Duration::zero() ? spec.lease : fn.timeout + std::chrono::seconds(30));
-    options.capacity = kMaxHeld;
-    options.owner = fn.name;
-    std::weak_ptr<EntityWorker> weak = w;
-    w->feed_ = std::make_shared<LeasedFeed>(std::move(options), c.store, c.clock, c.timers, c.logger, thread,
-                                            [weak](std::vector<Message> batch) {
-                                              if (auto self = weak.lock()) {
-                                                auto b = std::make_shared<std::vector<Message>>(std::move(batch));
-                                                self->thread_->post([self, b] { self->take(std::move(*b)); });
-                                              }
-                                            });
+    w->feed_ = worker_feed(w, w->queue_, fn, spec.batch_size, spec.lease, kMaxHeld, c, thread);
     return w;
   }
 
@@ -100,20 +87,6 @@ class EntityWorker : public std::enable_shared_from_this<EntityWorker> {
   }
   bool wait_idle(TimePoint until) { return feed_->wait_idle(until); }
   void add_routes(PublicRoutes& routes);
-
- private:
-  struct Step {
-    std::string key;
-    std::vector<Operation> ops;
-    std::vector<Message> messages;  // every message of the step (the malformed too)
-    Batch dead;                     // the malformed, dead-lettered with the step's commit
-    std::string etag;               // of the state document; "" = there is none
-    json::value state = nullptr;
-    bool exists = false;
-    int attempt = 1;
-    std::string traceparent;
-  };
-  using StepPtr = std::shared_ptr<Step>;
 
   // On the task thread: the operations by key; one step per key at a time.
   void take(std::vector<Message> messages) {
@@ -146,6 +119,19 @@ class EntityWorker : public std::enable_shared_from_this<EntityWorker> {
       if (steps_.enter(key, msgs)) begin(key, std::move(msgs));
     }
   }
+
+ private:
+  struct Step {
+    std::string key;
+    std::vector<Operation> ops;
+    std::vector<Message> messages;  // every message of the step (the malformed too)
+    std::string etag;               // of the state document; "" = there is none
+    json::value state = nullptr;
+    bool exists = false;
+    int attempt = 1;
+    std::string traceparent;
+  };
+  using StepPtr = std::shared_ptr<Step>;
 
   void begin(const std::string& key, std::vector<Message> messages) {
     auto s = std::make_shared<Step>();

@@ -89,21 +89,8 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
                                             std::set<std::string> orchestrators, std::set<std::string> entities) {
     auto o = std::make_shared<Orchestrator>(fn, spec, pool, c, thread, std::move(activities), std::move(orchestrators),
                                             std::move(entities));
-    LeasedFeed::Options options;
-    options.queue = o->queue_;
-    options.batch_size = spec.batch_size;
-    options.lease_ms = to_ms(spec.lease > Duration::zero() ? spec.lease : fn.timeout + std::chrono::seconds(30));
-    options.capacity = kMaxHeld;
-    options.owner = fn.name;
     o->client_ = std::make_shared<Client>(c.store, c.clock, o->orchestrators_);
-    std::weak_ptr<Orchestrator> weak = o;
-    o->feed_ = std::make_shared<LeasedFeed>(std::move(options), c.store, c.clock, c.timers, c.logger, thread,
-                                            [weak](std::vector<Message> batch) {
-                                              if (auto self = weak.lock()) {
-                                                auto b = std::make_shared<std::vector<Message>>(std::move(batch));
-                                                self->thread_->post([self, b] { self->take(std::move(*b)); });
-                                              }
-                                            });
+    o->feed_ = worker_feed(o, o->queue_, fn, spec.batch_size, spec.lease, kMaxHeld, c, thread);
     return o;
   }
 
@@ -120,6 +107,37 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
   bool wait_idle(TimePoint until) { return feed_->wait_idle(until); }
 
   void add_routes(PublicRoutes& routes);
+
+  // On the task thread: the events by instance; one step per instance at a time.
+  void take(std::vector<Message> messages) {
+    std::map<std::string, std::vector<Message>> by_instance;
+    Batch dead;
+    for (auto& m : messages) {
+      boost::system::error_code ec;
+      json::value v = json::parse(m.payload, ec);
+      const json::object* o = !ec && v.is_object() ? &v.as_object() : nullptr;
+      const std::string id = o ? str(*o, "instance") : std::string();
+      if (id.empty() || !o->if_contains("event") || !o->at("event").is_object()) {
+        dead.dead.push_back({{m.id, m.lease}, "not an orchestration event: expected {\"instance\": ID, \"event\": {...}}"});
+        logger_.host(LogLevel::error, "an orchestration event is malformed; moved to the dead-letter queue",
+                     {{"function", fn_.name}, {"queue", queue_}, {"message_id", m.id}});
+        continue;
+      }
+      by_instance[id].push_back(std::move(m));
+    }
+    if (!dead.dead.empty()) {
+      std::vector<std::string> ids;
+      for (const auto& d : dead.dead) ids.push_back(d.ref.id);
+      store_.commit(std::move(dead), [self = shared_from_this(), ids](Expected<BatchResult>) { self->forget(ids); });
+    }
+    for (auto& [id, msgs] : by_instance) {
+      if (feed_->stopping()) {
+        release_now(msgs);
+        continue;
+      }
+      if (steps_.enter(id, msgs)) begin(id, std::move(msgs));
+    }
+  }
 
  private:
   struct Step {
@@ -154,37 +172,6 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
   void forget(const std::vector<std::string>& ids) { feed_->forget(ids); }
   // Hands messages back, not counting the delivery (a step lost to another host's).
   void release_now(const std::vector<Message>& msgs, int64_t delay_ms = 0) { feed_->release(msgs, delay_ms); }
-
-  // On the task thread: the events by instance; one step per instance at a time.
-  void take(std::vector<Message> messages) {
-    std::map<std::string, std::vector<Message>> by_instance;
-    Batch dead;
-    for (auto& m : messages) {
-      boost::system::error_code ec;
-      json::value v = json::parse(m.payload, ec);
-      const json::object* o = !ec && v.is_object() ? &v.as_object() : nullptr;
-      const std::string id = o ? str(*o, "instance") : std::string();
-      if (id.empty() || !o->if_contains("event") || !o->at("event").is_object()) {
-        dead.dead.push_back({{m.id, m.lease}, "not an orchestration event: expected {\"instance\": ID, \"event\": {...}}"});
-        logger_.host(LogLevel::error, "an orchestration event is malformed; moved to the dead-letter queue",
-                     {{"function", fn_.name}, {"queue", queue_}, {"message_id", m.id}});
-        continue;
-      }
-      by_instance[id].push_back(std::move(m));
-    }
-    if (!dead.dead.empty()) {
-      std::vector<std::string> ids;
-      for (const auto& d : dead.dead) ids.push_back(d.ref.id);
-      store_.commit(std::move(dead), [self = shared_from_this(), ids](Expected<BatchResult>) { self->forget(ids); });
-    }
-    for (auto& [id, msgs] : by_instance) {
-      if (feed_->stopping()) {
-        release_now(msgs);
-        continue;
-      }
-      if (steps_.enter(id, msgs)) begin(id, std::move(msgs));
-    }
-  }
 
   // --- a step ----------------------------------------------------------------------------
 

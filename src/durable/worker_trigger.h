@@ -8,13 +8,35 @@
 #include <vector>
 
 #include "store/store.h"
+#include "triggers/dispatch/leased_feed.h"
+#include "triggers/task_thread.h"
 #include "triggers/trigger.h"
 
-namespace nimbus {
-class TaskThread;
-}
-
 namespace nimbus::durable {
+
+// A worker's feed from `queue` for function `fn`: each leased batch goes to
+// worker->take(batch) on `thread` (the worker is held weakly). `lease` 0 = fn's timeout + 30 s.
+template <class Worker>
+std::shared_ptr<LeasedFeed> worker_feed(const std::shared_ptr<Worker>& worker, std::string queue, const FunctionSpec& fn,
+                                        int batch_size, Duration lease, int capacity, const TriggerContext& c,
+                                        std::shared_ptr<TaskThread> thread) {
+  LeasedFeed::Options options;
+  options.queue = std::move(queue);
+  options.batch_size = batch_size;
+  options.lease_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                         lease > Duration::zero() ? lease : fn.timeout + std::chrono::seconds(30))
+                         .count();
+  options.capacity = capacity;
+  options.owner = fn.name;
+  std::weak_ptr<Worker> weak = worker;
+  return std::make_shared<LeasedFeed>(std::move(options), c.store, c.clock, c.timers, c.logger, thread,
+                                      [weak, thread](std::vector<Message> batch) {
+                                        if (auto self = weak.lock()) {
+                                          auto b = std::make_shared<std::vector<Message>>(std::move(batch));
+                                          thread->post([self, b] { self->take(std::move(*b)); });
+                                        }
+                                      });
+}
 
 template <class Worker>
 class WorkerTrigger final : public Trigger {
