@@ -740,3 +740,120 @@ functions:
 
 }  // namespace
 }  // namespace nimbus::testing
+
+namespace nimbus::testing {
+namespace {
+
+const char* kAccounts = R"(from nimbus import durable
+
+@durable.entity
+def account(ctx):
+    balance = ctx.get_state(lambda: 0)
+    if ctx.operation_name == "add":
+        ctx.set_state(balance + ctx.get_input())
+    return balance
+
+@durable.orchestrator
+def transfer(ctx):
+    src, dst, amount = ctx.input
+    yield ctx.lock_entities([("account", src), ("account", dst)])
+    balance = yield ctx.call_entity("account", src, "get")
+    if balance < amount:
+        ctx.unlock_entities()
+        return False
+    yield ctx.call_entity("account", src, "add", -amount)
+    yield ctx.call_entity("account", dst, "add", amount)
+    ctx.unlock_entities()
+    return True
+
+@durable.orchestrator
+def hold(ctx):
+    yield ctx.lock_entities([("account", "c")])
+    yield ctx.wait_for_external_event("go")
+    return "done"
+)";
+
+// Critical sections: twenty transfers of 30 out of an account holding 100 run at once; each
+// checks the balance and moves the money inside a lock on both accounts, so exactly three
+// succeed and no money is made or lost. Others' operations on a locked entity wait (parked in
+// its document) and run once the instance that holds it ends, even without unlocking.
+TEST(DurableEntities, CriticalSectionsLockEntitiesAndOthersWaitTheirTurn) {
+  TempDir dir;
+  dir.write("nimbus.yaml", R"(name: bank
+functions:
+  account:
+    runtime: python
+    handler: bank.py:account
+    triggers: [{entity: {auth: anonymous}}]
+  transfer:
+    runtime: python
+    handler: bank.py:transfer
+    concurrency: 4
+    triggers: [{orchestration: {auth: anonymous}}]
+  hold:
+    runtime: python
+    handler: bank.py:hold
+    triggers: [{orchestration: {auth: anonymous}}]
+)");
+  dir.write("bank.py", kAccounts);
+  Host host(dir.path());
+  ASSERT_TRUE(host.started()) << host.errors();
+  const int port = host.http_port();
+  Admin admin{host.admin_port(), host.admin_token()};
+  auto entity = [&](const std::string& key) -> json::object {
+    Response r = request(port, "GET", "/_nimbus/entities/account/" + key);
+    return r.status == 200 ? json::parse(r.body).as_object() : json::object{{"http", r.status}};
+  };
+  auto balance = [&](const std::string& key) -> int64_t {
+    auto e = entity(key);
+    return e.if_contains("state") ? e.at("state").as_int64() : -1;
+  };
+  ASSERT_EQ(request(port, "POST", "/_nimbus/entities/account/a/add", {}, "100").status, 202);
+  ASSERT_EQ(request(port, "POST", "/_nimbus/entities/account/b/add", {}, "0").status, 202);
+  ASSERT_TRUE(admin.wait([&] { return balance("a") == 100 && balance("b") == 0; }));
+
+  constexpr int kTransfers = 20;
+  for (int i = 0; i < kTransfers; ++i) {
+    Response r = request(port, "POST", "/_nimbus/orchestrations/transfer?instance=t" + std::to_string(i), {},
+                         R"(["a", "b", 30])");
+    ASSERT_EQ(r.status, 202) << r.body;
+  }
+  int succeeded = 0, finished = 0;
+  for (int i = 0; i < kTransfers; ++i) {
+    json::object st;
+    ASSERT_TRUE(admin.wait([&] {
+      Response r = request(port, "GET", "/_nimbus/orchestrations/transfer/instances/t" + std::to_string(i));
+      if (r.status != 200) return false;
+      st = json::parse(r.body).as_object();
+      return true;
+    }, 60000)) << "transfer " << i << " never finished";
+    ASSERT_EQ(st.at("runtimeStatus").as_string(), "Completed") << json::serialize(st);
+    ++finished;
+    if (st.at("output").as_bool()) ++succeeded;
+  }
+  EXPECT_EQ(finished, kTransfers);
+  EXPECT_EQ(succeeded, 3) << "a transfer saw a balance another one was changing";
+  EXPECT_EQ(balance("a"), 10);
+  EXPECT_EQ(balance("b"), 90);
+  EXPECT_FALSE(entity("a").if_contains("lockedBy")) << json::serialize(entity("a"));
+
+  // An entity held by an instance: a client's signal waits, parked, until the instance ends.
+  ASSERT_EQ(request(port, "POST", "/_nimbus/entities/account/c/add", {}, "1").status, 202);
+  ASSERT_TRUE(admin.wait([&] { return balance("c") == 1; }));
+  ASSERT_EQ(request(port, "POST", "/_nimbus/orchestrations/hold?instance=h1", {}, "").status, 202);
+  ASSERT_TRUE(admin.wait([&] { return entity("c").if_contains("lockedBy"); })) << json::serialize(entity("c"));
+  EXPECT_EQ(entity("c").at("lockedBy").as_string(), "h1");
+  ASSERT_EQ(request(port, "POST", "/_nimbus/entities/account/c/add", {}, "5").status, 202);
+  ASSERT_TRUE(admin.wait([&] {
+    auto e = entity("c");
+    return e.if_contains("parked") && e.at("parked").as_int64() == 1;
+  })) << json::serialize(entity("c"));
+  EXPECT_EQ(balance("c"), 1) << "an operation ran on an entity another instance holds";
+  ASSERT_EQ(request(port, "POST", "/_nimbus/orchestrations/hold/instances/h1/events/go", {}, "{}").status, 202);
+  EXPECT_TRUE(admin.wait([&] { return balance("c") == 6; })) << json::serialize(entity("c"));
+  EXPECT_FALSE(entity("c").if_contains("lockedBy"));
+  EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
+}
+
+}  // namespace
+}  // namespace nimbus::testing

@@ -67,6 +67,7 @@ std::string encode(const Instance& i) {
     o["parent_queue"] = i.parent_queue;
     o["parent_task"] = i.parent_task;
   }
+  if (!i.locks.empty()) o["locks"] = parsed(i.locks);
   return json::serialize(o);
 }
 
@@ -93,6 +94,7 @@ std::optional<Instance> decode_instance(const std::string& text) {
   i.parent_instance = durable::text(o, "parent_instance");
   i.parent_queue = durable::text(o, "parent_queue");
   i.parent_task = number(o, "parent_task", -1);
+  if (o.if_contains("locks") && o.at("locks").is_object()) i.locks = json::serialize(o.at("locks"));
   return i;
 }
 

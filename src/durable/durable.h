@@ -70,6 +70,9 @@ struct Instance {
   int64_t events = 0;   // history events of this generation
   std::string parent_instance, parent_queue;  // a sub-orchestration's parent
   int64_t parent_task = -1;
+  // Entity locks it asked for or holds (JSON, "" = none):
+  // {"task": N, "generation": G, "entities": [{"name", "key"}], "held": bool}
+  std::string locks;
 };
 std::string encode(const Instance& i);
 std::optional<Instance> decode_instance(const std::string& json);

@@ -4,7 +4,10 @@
 #include <algorithm>
 #include <boost/json.hpp>
 #include <charconv>
+#include <deque>
 #include <map>
+#include <optional>
+#include <set>
 
 #include "durable/durable.h"
 #include "durable/keyed_steps.h"
@@ -45,15 +48,66 @@ HttpReply error_reply(int status, const std::string& code, const std::string& me
   return json_reply(status, json::object{{"error", code}, {"message", message}});
 }
 
-// One operation of a step, from its message.
+// Reserved operations: the lock protocol of critical sections (orchestrations.cpp).
+constexpr const char* kLockOp = "__lock";
+constexpr const char* kUnlockOp = "__unlock";
+
+// One operation of a step: from a leased message, or parked in the entity's document while a
+// critical section of another orchestration held it.
 struct Operation {
-  Message message;
-  std::string op;
+  json::object body;  // {"key", "op", "input", "from"}
+  Headers metadata;
+  std::optional<Message> message;  // absent: it was parked
+  std::string op, from;
   json::value input;
   // A call's reply: the calling instance, its task and its orchestrator's queue.
   std::string instance, reply;
   int64_t task = -1;
 };
+
+Operation operation_of(json::object body, Headers metadata, std::optional<Message> message) {
+  Operation op;
+  op.op = str(body, "op");
+  op.from = str(body, "from");
+  op.input = body.if_contains("input") ? body.at("input") : json::value(nullptr);
+  const std::string* instance = find_header(metadata, kMetaInstance);
+  const std::string* task = find_header(metadata, kMetaTask);
+  const std::string* reply = find_header(metadata, kMetaReply);
+  if (instance && task && reply) {
+    int64_t n = -1;
+    auto [end, ec] = std::from_chars(task->data(), task->data() + task->size(), n);
+    if (ec == std::errc() && end == task->data() + task->size()) {
+      op.instance = *instance;
+      op.reply = *reply;
+      op.task = n;
+    }
+  }
+  op.body = std::move(body);
+  op.metadata = std::move(metadata);
+  op.message = std::move(message);
+  return op;
+}
+
+// A parked operation as the document keeps it, and back.
+json::object parked_entry(const Operation& op) {
+  json::array meta;
+  for (const auto& [k, v] : op.metadata) meta.push_back(json::array{json::string(k), json::string(v)});
+  return json::object{{"body", op.body}, {"metadata", std::move(meta)}};
+}
+std::optional<Operation> from_parked(const json::value& entry) {
+  if (!entry.is_object() || !entry.as_object().if_contains("body") || !entry.as_object().at("body").is_object()) {
+    return std::nullopt;
+  }
+  Headers metadata;
+  if (const auto* m = entry.as_object().if_contains("metadata"); m && m->is_array()) {
+    for (const auto& kv : m->as_array()) {
+      if (kv.is_array() && kv.as_array().size() == 2 && kv.as_array()[0].is_string() && kv.as_array()[1].is_string()) {
+        metadata.push_back({std::string(kv.as_array()[0].as_string()), std::string(kv.as_array()[1].as_string())});
+      }
+    }
+  }
+  return operation_of(entry.as_object().at("body").as_object(), std::move(metadata), std::nullopt);
+}
 
 }  // namespace
 
@@ -123,11 +177,14 @@ class EntityWorker : public std::enable_shared_from_this<EntityWorker> {
  private:
   struct Step {
     std::string key;
-    std::vector<Operation> ops;
-    std::vector<Message> messages;  // every message of the step (the malformed too)
-    std::string etag;               // of the state document; "" = there is none
+    std::vector<Message> messages;  // every leased message of the step
+    std::string etag;               // of the entity's document; "" = there is none
     json::value state = nullptr;
     bool exists = false;
+    std::string lock;               // the orchestration instance whose critical section holds it
+    json::array parked;             // operations of others, waiting for the lock's release
+    std::vector<Operation> run;     // the operations the entity function runs, in order
+    Batch protocol;                 // the lock protocol's messages (forwards, grants)
     int attempt = 1;
     std::string traceparent;
   };
@@ -137,27 +194,7 @@ class EntityWorker : public std::enable_shared_from_this<EntityWorker> {
     auto s = std::make_shared<Step>();
     s->key = key;
     s->messages = std::move(messages);
-    for (const auto& m : s->messages) {
-      s->attempt = std::max(s->attempt, m.deliveries);
-      json::object o = json::parse(m.payload).as_object();
-      Operation op;
-      op.message = m;
-      op.op = str(o, "op");
-      op.input = o.if_contains("input") ? o.at("input") : json::value(nullptr);
-      const std::string* instance = find_header(m.metadata, kMetaInstance);
-      const std::string* task = find_header(m.metadata, kMetaTask);
-      const std::string* reply = find_header(m.metadata, kMetaReply);
-      if (instance && task && reply) {
-        int64_t n = -1;
-        auto [end, ec] = std::from_chars(task->data(), task->data() + task->size(), n);
-        if (ec == std::errc() && end == task->data() + task->size()) {
-          op.instance = *instance;
-          op.reply = *reply;
-          op.task = n;
-        }
-      }
-      s->ops.push_back(std::move(op));
-    }
+    for (const auto& m : s->messages) s->attempt = std::max(s->attempt, m.deliveries);
     if (const std::string* tp = find_header(s->messages.front().metadata, "traceparent")) s->traceparent = *tp;
     auto got = store_.get(kEntities, entity_state_key(fn_.name, key));
     if (!got) {
@@ -167,19 +204,54 @@ class EntityWorker : public std::enable_shared_from_this<EntityWorker> {
       return step_done(key);
     }
     if (*got) {
+      s->etag = (*got)->etag;
       boost::system::error_code ec;
       json::value doc = json::parse((*got)->value, ec);
       if (ec || !doc.is_object()) {
-        logger_.host(LogLevel::error, "an entity's stored state is not a JSON document; it starts again from none",
+        logger_.host(LogLevel::error, "an entity's stored document is not JSON; it starts again from none",
                      {{"function", fn_.name}, {"key", key}});
       } else {
-        s->state = doc.as_object().if_contains("state") ? doc.as_object().at("state") : json::value(nullptr);
-        s->exists = true;
+        const json::object& d = doc.as_object();
+        if (d.if_contains("state")) {
+          s->state = d.at("state");
+          s->exists = true;
+        }
+        s->lock = str(d, "lock");
+        if (d.if_contains("parked") && d.at("parked").is_array()) s->parked = d.at("parked").as_array();
       }
-      s->etag = (*got)->etag;
     }
+    // In arrival order: a lock held by one orchestration parks the others' operations; its
+    // release runs them first, in the order they came.
+    std::deque<Operation> todo;
+    for (const auto& m : s->messages) {
+      todo.push_back(operation_of(json::parse(m.payload).as_object(), m.metadata, m));
+    }
+    while (!todo.empty()) {
+      Operation op = std::move(todo.front());
+      todo.pop_front();
+      if (op.op == kUnlockOp) {
+        if (!s->lock.empty() && op.from == s->lock) {
+          s->lock.clear();
+          for (auto it = s->parked.rbegin(); it != s->parked.rend(); ++it) {
+            if (auto p = from_parked(*it)) todo.push_front(std::move(*p));
+          }
+          s->parked.clear();
+        }
+        continue;
+      }
+      if (!s->lock.empty() && op.from != s->lock) {
+        s->parked.push_back(parked_entry(op));
+        continue;
+      }
+      if (op.op == kLockOp) {
+        take_lock(*s, op);
+        continue;
+      }
+      s->run.push_back(std::move(op));
+    }
+    if (s->run.empty()) return decide(s, Result{});
     json::array operations;
-    for (const auto& op : s->ops) operations.push_back(json::object{{"op", op.op}, {"input", op.input}});
+    for (const auto& op : s->run) operations.push_back(json::object{{"op", op.op}, {"input", op.input}});
     json::object work{{"name", fn_.name}, {"key", key}, {"state", s->state}, {"exists", s->exists},
                       {"operations", std::move(operations)}};
     Invocation inv = new_invocation(fn_, kind_, "/entities/" + fn_.name + "/" + key, "nimbus.durable.entity", clock_,
@@ -195,12 +267,50 @@ class EntityWorker : public std::enable_shared_from_this<EntityWorker> {
     });
   }
 
+  // A critical section's lock request reached this entity (entities are locked one after the
+  // other, in the order of their names and keys, so two sections never wait on each other):
+  // it is the owner's now; the request goes on to the next entity, or the owner hears that it
+  // holds them all.
+  void take_lock(Step& s, const Operation& op) {
+    const json::object* in = op.input.is_object() ? &op.input.as_object() : nullptr;
+    const json::array* entities = in && in->if_contains("entities") && in->at("entities").is_array()
+                                      ? &in->at("entities").as_array()
+                                      : nullptr;
+    const auto index = in && in->if_contains("index") && in->at("index").is_int64() ? in->at("index").as_int64() : -1;
+    const std::string owner = in ? str(*in, "owner") : std::string();
+    if (!entities || owner.empty() || index < 0 || index >= static_cast<int64_t>(entities->size())) {
+      logger_.host(LogLevel::error, "a malformed lock request is dropped", {{"function", fn_.name}, {"key", s.key}});
+      return;
+    }
+    s.lock = owner;
+    if (index + 1 < static_cast<int64_t>(entities->size())) {
+      const json::object& next = entities->at(index + 1).as_object();
+      json::object input = *in;
+      input["index"] = index + 1;
+      NewMessage m;
+      m.type = "nimbus.durable.entity.lock";
+      m.subject = str(next, "key");
+      m.payload = json::serialize(json::object{{"key", str(next, "key")}, {"op", kLockOp}, {"from", owner}, {"input", std::move(input)}});
+      s.protocol.enqueues.push_back({entity_queue(str(next, "name")), std::move(m)});
+      return;
+    }
+    json::object event{{"type", "lock_acquired"}, {"task_id", in->if_contains("task") ? in->at("task") : json::value(-1)},
+                       {"generation", in->if_contains("generation") ? in->at("generation") : json::value(0)},
+                       {"entities", *entities}, {"time_ms", unix_ms(clock_)}};
+    NewMessage m;
+    m.type = "nimbus.durable.event";
+    m.payload = json::serialize(json::object{{"instance", owner}, {"event", std::move(event)}});
+    s.protocol.enqueues.push_back({str(*in, "reply"), std::move(m)});
+  }
+
   // On the task thread: the entity's answer, into the new state and the replies.
   void decide(const StepPtr& s, Result r) {
     const int64_t now = unix_ms(clock_);
     std::string failure;
     json::value answer;
-    if (r.outcome != Outcome::success) {
+    if (s->run.empty()) {
+      answer = json::object{{"state", s->state}, {"exists", s->exists}, {"results", json::array{}}};
+    } else if (r.outcome != Outcome::success) {
       failure = (r.error.type.empty() ? std::string(to_string(r.outcome)) : r.error.type) +
                 (r.error.message.empty() ? "" : ": " + r.error.message);
       if (s->attempt < fn_.retry.max_attempts) {
@@ -216,41 +326,59 @@ class EntityWorker : public std::enable_shared_from_this<EntityWorker> {
       answer = json::parse(r.http ? r.http->body : std::string(), ec);
       const json::object* o = !ec && answer.is_object() ? &answer.as_object() : nullptr;
       const json::value* results = o ? o->if_contains("results") : nullptr;
-      if (!results || !results->is_array() || results->as_array().size() != s->ops.size()) {
+      if (!results || !results->is_array() || results->as_array().size() != s->run.size()) {
         failure = "the entity's answer is not a step's result ({\"state\", \"exists\", \"results\": [one per operation]}; "
                   "is the handler wrapped by the SDK's entity?): " +
                   (r.http ? r.http->body.substr(0, 200) : std::string());
       }
     }
-    Batch b;
+    Batch b = std::move(s->protocol);
+    std::set<std::string> dead_ids;
     if (!failure.empty()) {
-      // Its operations cannot run: they go to the dead-letter queue, and callers learn it.
+      // The operations cannot run: they go to the dead-letter queue (the state stays as it
+      // was), and their callers learn it; the lock protocol's part of the step still counts.
       logger_.host(LogLevel::error, "an entity step failed; its operations are moved to the dead-letter queue",
                    {{"function", fn_.name}, {"key", s->key}, {"error", failure}});
-      for (const auto& op : s->ops) {
-        b.dead.push_back({{op.message.id, op.message.lease}, failure});
+      for (const auto& op : s->run) {
+        if (op.message) {
+          b.dead.push_back({{op.message->id, op.message->lease}, failure});
+          dead_ids.insert(op.message->id);
+        } else {  // a parked operation has no lease of its own: straight to the dead letters
+          NewMessage m;
+          m.type = "nimbus.durable.entity.op";
+          m.payload = json::serialize(op.body);
+          m.metadata = op.metadata;
+          m.metadata.push_back({"error", failure});
+          b.enqueues.push_back({queue_ + ".dead", std::move(m)});
+        }
         reply(b, op, false, json::object{{"type", "entity_failed"}, {"message", failure}}, now);
       }
-      return commit(s, std::move(b));
-    }
-    const json::object& o = answer.as_object();
-    const json::array& results = o.at("results").as_array();
-    for (std::size_t i = 0; i < s->ops.size(); ++i) {
-      b.acks.push_back({s->ops[i].message.id, s->ops[i].message.lease});
-      const json::object* res = results[i].is_object() ? &results[i].as_object() : nullptr;
-      if (res && res->if_contains("error")) {
-        const json::value& e = res->at("error");
-        reply(b, s->ops[i], false,
-              e.is_object() ? e.as_object() : json::object{{"type", "entity_operation_failed"}, {"message", e}}, now);
-      } else {
-        reply(b, s->ops[i], true, res && res->if_contains("result") ? res->at("result") : json::value(nullptr), now);
+    } else {
+      const json::object& o = answer.as_object();
+      const json::array& results = o.at("results").as_array();
+      for (std::size_t i = 0; i < s->run.size(); ++i) {
+        const json::object* res = results[i].is_object() ? &results[i].as_object() : nullptr;
+        if (res && res->if_contains("error")) {
+          const json::value& e = res->at("error");
+          reply(b, s->run[i], false,
+                e.is_object() ? e.as_object() : json::object{{"type", "entity_operation_failed"}, {"message", e}}, now);
+        } else {
+          reply(b, s->run[i], true, res && res->if_contains("result") ? res->at("result") : json::value(nullptr), now);
+        }
       }
+      const json::value* exists = o.if_contains("exists");
+      s->exists = exists ? exists->is_bool() && exists->as_bool() : true;
+      s->state = o.if_contains("state") ? o.at("state") : json::value(nullptr);
     }
-    const json::value* exists = o.if_contains("exists");
-    const bool keep = exists ? exists->is_bool() && exists->as_bool() : true;
+    for (const auto& m : s->messages) {
+      if (!dead_ids.count(m.id)) b.acks.push_back({m.id, m.lease});
+    }
+    json::object doc;
+    if (s->exists) doc["state"] = s->state;
+    if (!s->lock.empty()) doc["lock"] = s->lock;
+    if (!s->parked.empty()) doc["parked"] = s->parked;
     const std::string key = entity_state_key(fn_.name, s->key);
-    if (keep) {
-      json::object doc{{"state", o.if_contains("state") ? o.at("state") : json::value(nullptr)}};
+    if (!doc.empty()) {
       b.puts.push_back({kEntities, key, json::serialize(doc), s->etag, 0});
     } else if (!s->etag.empty()) {
       b.deletes.push_back({kEntities, key, s->etag});
@@ -343,14 +471,16 @@ class EntityWorker : public std::enable_shared_from_this<EntityWorker> {
     store_.run_blocking([this, self = shared_from_this(), key = *key, respond] {
       auto got = store_.get(kEntities, entity_state_key(fn_.name, key));
       if (!got) return respond(error_reply(503, "store_unavailable", got.error().message));
-      if (!*got) {
+      boost::system::error_code ec;
+      json::value doc = *got ? json::parse((*got)->value, ec) : json::value(nullptr);
+      const json::object* d = !ec && doc.is_object() ? &doc.as_object() : nullptr;
+      if (!d || !d->if_contains("state")) {
         return respond(error_reply(404, "not_found", "entity " + fn_.name + "/" + key + " has no state"));
       }
-      boost::system::error_code ec;
-      json::value doc = json::parse((*got)->value, ec);
-      json::value state = !ec && doc.is_object() && doc.as_object().if_contains("state") ? doc.as_object().at("state")
-                                                                                          : json::value(nullptr);
-      respond(json_reply(200, json::object{{"entity", fn_.name}, {"key", key}, {"state", std::move(state)}}));
+      json::object body{{"entity", fn_.name}, {"key", key}, {"state", d->at("state")}};
+      if (const std::string lock = str(*d, "lock"); !lock.empty()) body["lockedBy"] = lock;
+      if (const auto* p = d->if_contains("parked"); p && p->is_array()) body["parked"] = p->as_array().size();
+      respond(json_reply(200, body));
     });
   }
 

@@ -54,6 +54,8 @@ std::string action_of(const std::string& event_type) {
   if (event_type == "sub_orchestration_created") return "call_sub_orchestration";
   if (event_type == "entity_called") return "call_entity";
   if (event_type == "entity_signaled") return "signal_entity";
+  if (event_type == "entities_lock_requested") return "lock_entities";
+  if (event_type == "entities_unlocked") return "unlock_entities";
   return "";
 }
 
@@ -153,6 +155,7 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
     std::string traceparent;
     bool history_loaded = false;
     bool record_put = false;  // commit_step: the record is the commit's last put
+    Batch extra;              // messages the step sends whatever it decides (lock releases)
   };
   using StepPtr = std::shared_ptr<Step>;
 
@@ -219,6 +222,12 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
     for (const auto& m : s->messages) {
       json::object event = json::parse(m.payload).as_object().at("event").as_object();
       const std::string type = str(event, "type");
+      if (type == "lock_acquired" && !lock_granted(s->record, event)) {
+        // A critical section's locks came too late (the instance ended or let go of them
+        // meanwhile): they are released at once.
+        unlock(s->extra, id, event.if_contains("entities") ? event.at("entities") : json::value(nullptr));
+        continue;
+      }
       if (finished(s->record.status)) {
         logger_.host(LogLevel::debug, "an event for a finished orchestration instance is dropped",
                      {{"instance", id}, {"event", type}});
@@ -255,6 +264,7 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
       Batch b;
       json::array page = s->new_events;
       notify_parent(s->record, b, false, json::value(s->record.error));
+      release_locks(s->record, b);
       return commit_step(s, std::move(page), std::move(b));
     }
     if (!run || s->record.status == RuntimeStatus::suspended) {
@@ -427,10 +437,48 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
         }
         if (!s->traceparent.empty()) m.metadata.push_back({"traceparent", s->traceparent});
         b.enqueues.push_back({entity_queue(name), std::move(m)});
+      } else if (type == "lock_entities") {
+        // A critical section: the entities are locked one after the other in a fixed order
+        // (entities.cpp), and the instance hears lock_acquired once it holds them all.
+        std::vector<std::pair<std::string, std::string>> wanted;
+        const json::value* list = a.if_contains("entities");
+        for (const auto& e : list && list->is_array() ? list->as_array() : json::array{}) {
+          const json::object* eo = e.is_object() ? &e.as_object() : nullptr;
+          const std::string name = eo ? str(*eo, "name") : std::string();
+          const std::string key = eo ? str(*eo, "key") : std::string();
+          if (!entities_.count(name) || !valid_entity_key(key)) {
+            return fail_instance(s, "step " + std::to_string(i) + ": lock_entities names entity '" + name + "' key '" +
+                                        key + "', which no function with an entity trigger provides (or the key is not valid)");
+          }
+          wanted.emplace_back(name, key);
+        }
+        std::sort(wanted.begin(), wanted.end());
+        wanted.erase(std::unique(wanted.begin(), wanted.end()), wanted.end());
+        if (wanted.empty()) return fail_instance(s, "step " + std::to_string(i) + ": lock_entities needs entities");
+        if (!s->record.locks.empty()) {
+          return fail_instance(s, "step " + std::to_string(i) + ": lock_entities while the instance holds (or waits "
+                                      "for) other locks: unlock them first (critical sections do not nest)");
+        }
+        json::array names;
+        for (const auto& [name, key] : wanted) names.push_back(json::object{{"name", name}, {"key", key}});
+        page.push_back(json::object{{"type", "entities_lock_requested"}, {"task_id", task}, {"entities", names}});
+        s->record.locks = json::serialize(json::object{
+            {"task", task}, {"generation", s->record.generation}, {"entities", names}, {"held", false}});
+        json::object request{{"owner", s->id}, {"generation", s->record.generation}, {"task", task},
+                             {"reply", queue_}, {"entities", names}, {"index", 0}};
+        NewMessage m;
+        m.type = "nimbus.durable.entity.lock";
+        m.subject = wanted.front().second;
+        m.payload = json::serialize(json::object{{"key", wanted.front().second}, {"op", "__lock"}, {"from", s->id},
+                                                 {"input", std::move(request)}});
+        b.enqueues.push_back({entity_queue(wanted.front().first), std::move(m)});
+      } else if (type == "unlock_entities") {
+        page.push_back(json::object{{"type", "entities_unlocked"}, {"task_id", task}});
+        release_locks(s->record, b);
       } else {
         return fail_instance(s, "step " + std::to_string(i) + " is an unknown action '" + type +
                                     "' (known: call_activity, create_timer, call_sub_orchestration, call_entity, "
-                                    "signal_entity)");
+                                    "signal_entity, lock_entities, unlock_entities)");
       }
     }
     if (const auto* cs = o.if_contains("custom_status")) s->record.custom_status = json::serialize(*cs);
@@ -442,17 +490,20 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
       s->record.output = json::serialize(output);
       page.push_back(json::object{{"type", "execution_completed"}, {"output", output}, {"time_ms", now}});
       notify_parent(s->record, b, true, output);
+      release_locks(s->record, b);
     } else if (what == "failed") {
       const json::value error = outcome->if_contains("error") ? outcome->at("error") : json::value("failed");
       s->record.status = RuntimeStatus::failed;
       s->record.error = error.is_string() ? std::string(error.as_string()) : json::serialize(error);
       page.push_back(json::object{{"type", "execution_failed"}, {"error", error}, {"time_ms", now}});
       notify_parent(s->record, b, false, error);
+      release_locks(s->record, b);
     } else if (what == "continued_as_new") {
       // The next generation starts from its input alone; this one's history is deleted with
       // this commit (that is what bounds an eternal orchestration's history).
       const json::value input = outcome->if_contains("input") ? outcome->at("input") : json::value(nullptr);
       for (const auto& key : s->page_keys) b.deletes.push_back({kHistory, key, std::nullopt});
+      release_locks(s->record, b);
       s->history = json::array{};
       s->page_keys.clear();
       s->scheduled.clear();
@@ -482,6 +533,50 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
     b.enqueues.push_back({i.parent_queue, event_message(i.parent_instance, std::move(e))});
   }
 
+  // The lock_acquired `event` answers the critical section `i` waits for: it holds its locks now.
+  static bool lock_granted(Instance& i, const json::object& event) {
+    if (i.locks.empty() || finished(i.status)) return false;
+    boost::system::error_code ec;
+    json::value v = json::parse(i.locks, ec);
+    if (ec || !v.is_object()) return false;
+    json::object& l = v.as_object();
+    const auto task = integer(l, "task"), generation = integer(l, "generation");
+    if (task != integer(event, "task_id") || generation != integer(event, "generation") ||
+        (l.if_contains("held") && l.at("held").is_bool() && l.at("held").as_bool())) {
+      return false;
+    }
+    l["held"] = true;
+    i.locks = json::serialize(l);
+    return true;
+  }
+
+  // Releases the entities `entities` ([{"name", "key"}]) that `owner` locked.
+  static void unlock(Batch& b, const std::string& owner, const json::value& entities) {
+    if (!entities.is_array()) return;
+    for (const auto& e : entities.as_array()) {
+      if (!e.is_object()) continue;
+      const std::string name = str(e.as_object(), "name"), key = str(e.as_object(), "key");
+      NewMessage m;
+      m.type = "nimbus.durable.entity.unlock";
+      m.subject = key;
+      m.payload = json::serialize(json::object{{"key", key}, {"op", "__unlock"}, {"from", owner}});
+      b.enqueues.push_back({entity_queue(name), std::move(m)});
+    }
+  }
+
+  // The instance lets go of its critical section: held locks are released; a request still
+  // under way is forgotten (its grant, when it comes, is released then: lock_granted fails).
+  static void release_locks(Instance& i, Batch& b) {
+    if (i.locks.empty()) return;
+    boost::system::error_code ec;
+    json::value v = json::parse(i.locks, ec);
+    if (!ec && v.is_object() && v.as_object().if_contains("held") && v.as_object().at("held").is_bool() &&
+        v.as_object().at("held").as_bool()) {
+      unlock(b, i.id, v.as_object().if_contains("entities") ? v.as_object().at("entities") : json::value(nullptr));
+    }
+    i.locks.clear();
+  }
+
   void fail_instance(const StepPtr& s, const std::string& why) {
     logger_.host(LogLevel::error, "orchestration instance failed",
                  {{"function", fn_.name}, {"instance", s->id}, {"error", why}});
@@ -491,6 +586,7 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
     page.push_back(json::object{{"type", "execution_failed"}, {"error", why}, {"time_ms", unix_ms(clock_)}});
     Batch b;
     notify_parent(s->record, b, false, json::value(why));
+    release_locks(s->record, b);
     commit_step(s, std::move(page), std::move(b));
   }
 
@@ -516,6 +612,8 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
   }
 
   void commit(const StepPtr& s, Batch b) {
+    for (auto& e : s->extra.enqueues) b.enqueues.push_back(std::move(e));
+    s->extra.enqueues.clear();
     store_.commit(std::move(b), [self = shared_from_this(), s](Expected<BatchResult> done) {
       Status st = done ? Status(ok_status()) : Status(done.error());
       std::string etag = done && !done->etags.empty() ? done->etags.back() : std::string();

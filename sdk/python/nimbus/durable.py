@@ -21,6 +21,8 @@ do I/O only in activities. Yield:
     ctx.when_all([tasks])                       a list of their results
     ctx.when_any([tasks])                       the first task done (its .result)
 
+`yield ctx.lock_entities([(name, key), ...])` starts a critical section over those entities
+(others' operations on them wait) until ctx.unlock_entities() or the instance ends.
 ctx.signal_entity(name, key, op, input) sends an entity an operation without waiting (not
 yielded). ctx.set_custom_status(value) shows a JSON value in the instance's status; return ends the
 instance with its output; ctx.continue_as_new(input) starts it again from a fresh history.
@@ -155,6 +157,16 @@ class Context:
         """An entity's operation, one way: nothing to wait for (do not yield it)."""
         self._actions.append({"type": "signal_entity", "name": name, "key": str(key), "op": operation, "input": input})
 
+    def lock_entities(self, entities):
+        """A critical section: yield it to hold every (name, key) in `entities`; operations of
+        others on them wait until ctx.unlock_entities() or the end of the instance."""
+        return self._schedule({"type": "lock_entities",
+                               "entities": [{"name": name, "key": str(key)} for name, key in entities]})
+
+    def unlock_entities(self):
+        """Ends the critical section (not yielded)."""
+        self._actions.append({"type": "unlock_entities"})
+
     def create_timer(self, fire_at_ms):
         return self._schedule({"type": "create_timer", "fire_at_ms": int(fire_at_ms)})
 
@@ -199,7 +211,7 @@ class Context:
             self._resolve(event["task_id"], event.get("result"), None)
         elif kind in ("task_failed", "sub_orchestration_failed"):
             self._resolve(event["task_id"], None, event.get("error") or {"message": "failed"})
-        elif kind == "timer_fired":
+        elif kind in ("timer_fired", "lock_acquired"):
             self._resolve(event["task_id"], None, None)
         elif kind == "event_raised":
             name = event.get("name")

@@ -89,6 +89,12 @@ class Context {
   // An entity's operation, request/reply (yield it: its result) or one way (nothing to wait for).
   callEntity(name, key, op, input = null) { return this.schedule({ type: 'call_entity', name, key: String(key), op, input }); }
   signalEntity(name, key, op, input = null) { this.actions.push({ type: 'signal_entity', name, key: String(key), op, input }); }
+  // A critical section: yield it to hold every [name, key]; others' operations on them wait
+  // until unlockEntities() (not yielded) or the end of the instance.
+  lockEntities(entities) {
+    return this.schedule({ type: 'lock_entities', entities: entities.map(([name, key]) => ({ name, key: String(key) })) });
+  }
+  unlockEntities() { this.actions.push({ type: 'unlock_entities' }); }
   createTimer(fireAtMs) { return this.schedule({ type: 'create_timer', fire_at_ms: Math.trunc(fireAtMs) }); }
   waitForExternalEvent(name) {
     const task = new Task();
@@ -114,7 +120,7 @@ class Context {
       case 'execution_started': this.input = event.input ?? null; break;
       case 'task_completed': case 'sub_orchestration_completed': this.resolve(event.task_id, event.result ?? null, null); break;
       case 'task_failed': case 'sub_orchestration_failed': this.resolve(event.task_id, undefined, event.error || { message: 'failed' }); break;
-      case 'timer_fired': this.resolve(event.task_id, null, null); break;
+      case 'timer_fired': case 'lock_acquired': this.resolve(event.task_id, null, null); break;
       case 'event_raised': {
         const waiting = this.waiters.get(event.name);
         if (waiting && waiting.length) waiting.shift().finish(event.data ?? null);
