@@ -4,6 +4,7 @@
 // external event (also one raised before the orchestrator waits for it), terminate, suspend
 // and resume, purge, the history, and non-determinism after a changed orchestrator.
 #include <atomic>
+#include <numeric>
 
 #include "it_common.h"
 
@@ -691,6 +692,18 @@ functions:
   EXPECT_EQ(bad_input.status, 400) << bad_input.body;
   EXPECT_NE(bad_input.body.find("not JSON"), std::string::npos) << bad_input.body;
   EXPECT_EQ(request(port, "POST", "/_nimbus/entities/counter/misses/delete").status, 202);
+  EXPECT_EQ(request(port, "POST", "/_nimbus/entities/counter/misses/__unlock").status, 400);
+  EXPECT_EQ(request(port, "POST", "/_nimbus/entities/counter/misses/add?call=true&timeout_ms=0", {}, "1").status, 400);
+
+  // A client's call waits for the operation's result; a failing operation answers 500.
+  Response called = request(port, "POST", "/_nimbus/entities/counter/calls/add?call=true", {}, "3");
+  EXPECT_EQ(called.status, 200) << called.body;
+  EXPECT_EQ(called.body, R"({"result":3})");
+  called = request(port, "POST", "/_nimbus/entities/counter/calls/add?call=true", {}, "4");
+  EXPECT_EQ(called.body, R"({"result":7})");
+  Response boom = request(port, "POST", "/_nimbus/entities/counter/calls/boom?call=true");
+  EXPECT_EQ(boom.status, 500) << boom.body;
+  EXPECT_NE(boom.body.find("boom is not an operation of a counter"), std::string::npos) << boom.body;
   EXPECT_TRUE(admin.wait([&] { return state("counter/misses") == json::value(404); }));
 
   // From an orchestration: a signal and then calls, in order; a failing operation fails only
@@ -853,6 +866,54 @@ functions:
   EXPECT_TRUE(admin.wait([&] { return balance("c") == 6; })) << json::serialize(entity("c"));
   EXPECT_FALSE(entity("c").if_contains("lockedBy"));
   EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
+}
+
+}  // namespace
+}  // namespace nimbus::testing
+
+namespace nimbus::testing {
+namespace {
+
+// Two hosts on one PostgreSQL: clients call one entity through either host. The state's ETag
+// fences the steps of the two hosts, so the calls run one at a time: their results are 1 to
+// 40, each once. A call run by the other host reaches its client through the store.
+TEST(DurableEntities, TwoHostsRunOneKeysOperationsOneAtATimeAndAnswerCallsThroughEither) {
+  const std::string url = store_url("postgres");
+  ASSERT_FALSE(url.empty());
+  TempDir dir, other;
+  dir.write("nimbus.yaml", on_store("name: two\nfunctions:\n", url) +
+                               "  counter:\n    runtime: python\n    handler: ent.py:counter\n"
+                               "    triggers: [{entity: {auth: anonymous}}]\n");
+  dir.write("ent.py", kEntities);
+  for (const char* f : {"nimbus.yaml", "ent.py"}) other.write(f, dir.read(f));
+  Host a(dir.path()), b(other.path());
+  ASSERT_TRUE(a.started() && b.started()) << a.errors() << b.errors();
+  std::vector<std::thread> clients;
+  std::mutex mu;
+  std::vector<int64_t> results;
+  std::vector<std::string> failures;
+  for (int c = 0; c < 4; ++c) {
+    clients.emplace_back([&, c] {
+      for (int i = 0; i < 10; ++i) {
+        Response r = request((c + i) % 2 ? a.http_port() : b.http_port(), "POST",
+                             "/_nimbus/entities/counter/shared/add?call=true", {}, "1");
+        std::lock_guard lock(mu);
+        if (r.status == 200) {
+          results.push_back(json::parse(r.body).at("result").as_int64());
+        } else {
+          failures.push_back(std::to_string(r.status) + " " + r.body);
+        }
+      }
+    });
+  }
+  for (auto& t : clients) t.join();
+  EXPECT_TRUE(failures.empty()) << failures.front();
+  std::sort(results.begin(), results.end());
+  std::vector<int64_t> want(40);
+  std::iota(want.begin(), want.end(), 1);
+  EXPECT_EQ(results, want) << "two operations on one key ran at once, or a call got another's answer";
+  EXPECT_EQ(a.signal_and_wait(SIGTERM), 0);
+  EXPECT_EQ(b.signal_and_wait(SIGTERM), 0);
 }
 
 }  // namespace

@@ -16,6 +16,8 @@
 #include "pool/function_pools.h"
 #include "store/store.h"
 #include "triggers/dispatch/leased_feed.h"
+#include "core/ids.h"
+#include "triggers/http/http_trigger.h"
 #include "triggers/http/public_routes.h"
 #include "triggers/http/server.h"
 #include "triggers/task_thread.h"
@@ -48,6 +50,28 @@ HttpReply error_reply(int status, const std::string& code, const std::string& me
   return json_reply(status, json::object{{"error", code}, {"message", message}});
 }
 
+// A client's call (POST .../<op>?call=true) waits for its reply: the step that runs it puts the
+// reply in _entity_replies under the call's id (kept 10 minutes); the waiting route hears of it
+// at once when this host ran the step, else by reading it there every 100 ms.
+constexpr const char* kMetaClientCall = "durable-client-call";
+constexpr const char* kReplies = "_entity_replies";
+constexpr int64_t kReplyTtlMs = 10 * 60 * 1000;
+constexpr int64_t kDefaultCallTimeoutMs = 30000, kMaxCallTimeoutMs = 300000;
+
+// The HTTP reply to a client's call, from the stored reply {"ok", "result" | "error"}.
+HttpReply call_reply(const json::object& stored) {
+  const json::value* ok = stored.if_contains("ok");
+  if (ok && ok->is_bool() && ok->as_bool()) {
+    return json_reply(200, json::object{{"result", stored.if_contains("result") ? stored.at("result") : json::value(nullptr)}});
+  }
+  json::object body{{"error", "operation_failed"}};
+  if (const auto* e = stored.if_contains("error"); e && e->is_object()) {
+    body["type"] = e->as_object().if_contains("type") ? e->as_object().at("type") : json::value("");
+    body["message"] = e->as_object().if_contains("message") ? e->as_object().at("message") : json::value("");
+  }
+  return json_reply(500, body);
+}
+
 // Reserved operations: the lock protocol of critical sections (orchestrations.cpp).
 constexpr const char* kLockOp = "__lock";
 constexpr const char* kUnlockOp = "__unlock";
@@ -63,6 +87,7 @@ struct Operation {
   // A call's reply: the calling instance, its task and its orchestrator's queue.
   std::string instance, reply;
   int64_t task = -1;
+  std::string client_call;  // a client's call id, waiting for the reply
 };
 
 Operation operation_of(json::object body, Headers metadata, std::optional<Message> message) {
@@ -82,6 +107,7 @@ Operation operation_of(json::object body, Headers metadata, std::optional<Messag
       op.task = n;
     }
   }
+  if (const std::string* call = find_header(metadata, kMetaClientCall)) op.client_call = *call;
   op.body = std::move(body);
   op.metadata = std::move(metadata);
   op.message = std::move(message);
@@ -123,7 +149,8 @@ class EntityWorker : public std::enable_shared_from_this<EntityWorker> {
         clock_(c.clock),
         logger_(c.logger),
         queue_(entity_queue(fn.name)),
-        kind_(TriggerKind::named("entity")) {}
+        kind_(TriggerKind::named("entity")),
+        timers_(c.timers) {}
 
   static std::shared_ptr<EntityWorker> make(const FunctionSpec& fn, const EntityTriggerSpec& spec, FunctionPool& pool,
                                             const TriggerContext& c, std::shared_ptr<TaskThread> thread) {
@@ -138,6 +165,16 @@ class EntityWorker : public std::enable_shared_from_this<EntityWorker> {
     feed_->stop();
     std::vector<Message> back = steps_.take_waiting();
     if (!back.empty()) feed_->release(back);
+    // Clients' calls still waiting: their operations stay queued and run later.
+    std::map<std::string, Responder> calls;
+    {
+      std::lock_guard lock(calls_mu_);
+      calls.swap(calls_);
+    }
+    for (auto& [id, respond] : calls) {
+      respond(json_reply(202, json::object{{"call", id}, {"signaled", true},
+                                           {"message", "the host is stopping: the operation is accepted and will run"}}));
+    }
   }
   bool wait_idle(TimePoint until) { return feed_->wait_idle(until); }
   void add_routes(PublicRoutes& routes);
@@ -185,6 +222,7 @@ class EntityWorker : public std::enable_shared_from_this<EntityWorker> {
     json::array parked;             // operations of others, waiting for the lock's release
     std::vector<Operation> run;     // the operations the entity function runs, in order
     Batch protocol;                 // the lock protocol's messages (forwards, grants)
+    std::vector<std::pair<std::string, json::object>> client_replies;  // by call id, once committed
     int attempt = 1;
     std::string traceparent;
   };
@@ -351,7 +389,7 @@ class EntityWorker : public std::enable_shared_from_this<EntityWorker> {
           m.metadata.push_back({"error", failure});
           b.enqueues.push_back({queue_ + ".dead", std::move(m)});
         }
-        reply(b, op, false, json::object{{"type", "entity_failed"}, {"message", failure}}, now);
+        reply(*s, b, op, false, json::object{{"type", "entity_failed"}, {"message", failure}}, now);
       }
     } else {
       const json::object& o = answer.as_object();
@@ -360,10 +398,10 @@ class EntityWorker : public std::enable_shared_from_this<EntityWorker> {
         const json::object* res = results[i].is_object() ? &results[i].as_object() : nullptr;
         if (res && res->if_contains("error")) {
           const json::value& e = res->at("error");
-          reply(b, s->run[i], false,
+          reply(*s, b, s->run[i], false,
                 e.is_object() ? e.as_object() : json::object{{"type", "entity_operation_failed"}, {"message", e}}, now);
         } else {
-          reply(b, s->run[i], true, res && res->if_contains("result") ? res->at("result") : json::value(nullptr), now);
+          reply(*s, b, s->run[i], true, res && res->if_contains("result") ? res->at("result") : json::value(nullptr), now);
         }
       }
       const json::value* exists = o.if_contains("exists");
@@ -386,8 +424,14 @@ class EntityWorker : public std::enable_shared_from_this<EntityWorker> {
     commit(s, std::move(b));
   }
 
-  // A call's result back to the calling orchestration, as an activity's would come.
-  void reply(Batch& b, const Operation& op, bool ok, json::value value, int64_t now) {
+  // A call's result back to its caller: a client's into _entity_replies, an orchestration's
+  // as an event like an activity's result.
+  void reply(Step& s, Batch& b, const Operation& op, bool ok, json::value value, int64_t now) {
+    if (!op.client_call.empty()) {
+      json::object stored{{"ok", ok}, {ok ? "result" : "error", value}};
+      b.puts.push_back({kReplies, op.client_call, json::serialize(stored), std::nullopt, kReplyTtlMs});
+      s.client_replies.emplace_back(op.client_call, std::move(stored));
+    }
     if (op.reply.empty()) return;
     json::object event{{"task_id", op.task}, {"time_ms", now}};
     if (ok) {
@@ -424,6 +468,7 @@ class EntityWorker : public std::enable_shared_from_this<EntityWorker> {
       std::vector<std::string> ids;
       for (const auto& m : s->messages) ids.push_back(m.id);
       feed_->forget(ids);
+      for (const auto& [call, stored] : s->client_replies) finish_call(call, call_reply(stored));
     }
     step_done(s->key);
   }
@@ -442,6 +487,20 @@ class EntityWorker : public std::enable_shared_from_this<EntityWorker> {
     if (!key || !valid_entity_key(*key)) {
       return respond(error_reply(400, "bad_key", "an entity key is 1 to 200 letters, digits and - _ . : @"));
     }
+    if (op->rfind("__", 0) == 0) {
+      return respond(error_reply(400, "bad_operation", "operations starting with __ are the host's own"));
+    }
+    const std::string target(request.target());
+    const auto q = target.find('?');
+    const std::string query = q == std::string::npos ? std::string() : target.substr(q + 1);
+    const bool call = query_param(query, "call").value_or("") == "true";
+    int64_t timeout_ms = kDefaultCallTimeoutMs;
+    if (auto t = query_param(query, "timeout_ms")) {
+      timeout_ms = std::atoll(t->c_str());
+      if (timeout_ms <= 0 || timeout_ms > kMaxCallTimeoutMs) {
+        return respond(error_reply(400, "bad_timeout", "timeout_ms is 1 to " + std::to_string(kMaxCallTimeoutMs)));
+      }
+    }
     std::string body = request.take_body();
     json::value input = nullptr;
     if (!body.empty()) {
@@ -455,11 +514,64 @@ class EntityWorker : public std::enable_shared_from_this<EntityWorker> {
     m.payload = json::serialize(json::object{{"key", *key}, {"op", *op}, {"input", std::move(input)}});
     m.metadata = {{"content-type", "application/json"}};
     if (auto tp = request.header("traceparent")) m.metadata.push_back({"traceparent", std::string(*tp)});
+    std::string id;
+    if (call) {  // waits from before the enqueue: the reply may come before the commit's callback
+      id = new_invocation_id();
+      m.metadata.push_back({kMetaClientCall, id});
+      std::lock_guard lock(calls_mu_);
+      calls_.emplace(id, respond);
+    }
     Batch b;
     b.enqueues.push_back({queue_, std::move(m)});
-    store_.commit(std::move(b), [respond, name = fn_.name, key = *key, op = *op](Expected<BatchResult> done) {
-      if (!done) return respond(error_reply(503, "store_unavailable", "cannot keep the signal: " + done.error().message));
-      respond(json_reply(202, json::object{{"entity", name}, {"key", key}, {"op", op}, {"signaled", true}}));
+    store_.commit(std::move(b), [self = shared_from_this(), respond, id, timeout_ms, name = fn_.name, key = *key,
+                                 op = *op](Expected<BatchResult> done) {
+      if (!done) {
+        HttpReply r = error_reply(503, "store_unavailable", "cannot keep the operation: " + done.error().message);
+        return id.empty() ? respond(std::move(r)) : self->finish_call(id, std::move(r));
+      }
+      if (id.empty()) return respond(json_reply(202, json::object{{"entity", name}, {"key", key}, {"op", op}, {"signaled", true}}));
+      self->poll_call(id, self->clock_.now() + std::chrono::milliseconds(timeout_ms));
+    });
+  }
+
+  // Answers a waiting client call, once (a local step's commit, a poll, or its timeout).
+  void finish_call(const std::string& id, HttpReply reply) {
+    std::optional<Responder> respond;
+    {
+      std::lock_guard lock(calls_mu_);
+      auto it = calls_.find(id);
+      if (it == calls_.end()) return;
+      respond = std::move(it->second);
+      calls_.erase(it);
+    }
+    (*respond)(std::move(reply));
+  }
+
+  // Another host may run the call: its reply is read from the store now and then (on the
+  // store's I/O threads; the timer thread only schedules) until `deadline`.
+  void poll_call(const std::string& id, TimePoint deadline) {
+    std::weak_ptr<EntityWorker> weak = weak_from_this();
+    timers_.at(clock_.now() + std::chrono::milliseconds(100), [weak, id, deadline] {
+      auto self = weak.lock();
+      if (!self) return;
+      {
+        std::lock_guard lock(self->calls_mu_);
+        if (!self->calls_.count(id)) return;  // answered
+      }
+      self->store_.run_blocking([self, id, deadline] {
+        auto got = self->store_.get(kReplies, id);
+        if (got && *got) {
+          boost::system::error_code ec;
+          json::value v = json::parse((*got)->value, ec);
+          if (!ec && v.is_object()) return self->finish_call(id, call_reply(v.as_object()));
+        }
+        if (self->clock_.now() >= deadline) {
+          return self->finish_call(id, json_reply(202, json::object{{"call", id}, {"signaled", true},
+                                                                     {"message", "the operation is accepted and will run, "
+                                                                                 "but did not finish within timeout_ms"}}));
+        }
+        self->poll_call(id, deadline);
+      });
     });
   }
 
@@ -495,6 +607,9 @@ class EntityWorker : public std::enable_shared_from_this<EntityWorker> {
   TriggerKind kind_;
   std::shared_ptr<LeasedFeed> feed_;
   KeyedSteps steps_;
+  Timers timers_;
+  std::mutex calls_mu_;
+  std::map<std::string, Responder> calls_;  // clients' calls waiting for their reply, by id
 };
 
 void EntityWorker::add_routes(PublicRoutes& routes) {
