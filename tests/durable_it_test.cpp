@@ -918,3 +918,107 @@ TEST(DurableEntities, TwoHostsRunOneKeysOperationsOneAtATimeAndAnswerCallsThroug
 
 }  // namespace
 }  // namespace nimbus::testing
+
+namespace nimbus::testing {
+namespace {
+
+// Per-call retry policies: a failed call is tried again after a durable timer, as many times
+// as the policy says, in Python and in Node; the waits are in the history.
+TEST(Durable, RetryPoliciesTryACallAgainOnDurableTimers) {
+  TempDir dir;
+  dir.write("nimbus.yaml", R"(name: retries
+functions:
+  retrying:
+    runtime: python
+    handler: orch.py:retrying
+    triggers: [{orchestration: {auth: anonymous}}]
+  noderetrying:
+    runtime: node
+    handler: orch.js:noderetrying
+    triggers: [{orchestration: {auth: anonymous}}]
+  attempts:
+    runtime: python
+    handler: acts.py:attempts
+    retry: {max_attempts: 1}
+    triggers: [{activity: {}}]
+)");
+  dir.write("orch.py", R"(from nimbus import durable
+
+@durable.orchestrator
+def retrying(ctx):
+    policy = durable.RetryPolicy(max_attempts=5, first_interval_ms=200, backoff=1.5)
+    third = yield ctx.call_activity("attempts", {"key": ctx.instance_id + "-a", "succeed_on": 3}, retry=policy)
+    try:
+        yield ctx.call_activity("attempts", {"key": ctx.instance_id + "-b", "succeed_on": 9},
+                                retry=durable.RetryPolicy(max_attempts=2, first_interval_ms=10))
+        gave_up = None
+    except durable.ActivityFailed as e:
+        gave_up = str(e)
+    return {"third": third, "gave_up": gave_up}
+)");
+  dir.write("orch.js", R"(const durable = require('nimbus/durable');
+module.exports.noderetrying = durable.orchestrator(function* (ctx) {
+  return yield ctx.callActivity('attempts', { key: ctx.instanceId, succeed_on: 2 },
+                                { retry: { maxAttempts: 3, firstIntervalMs: 50 } });
+});
+)");
+  dir.write("acts.py", R"(def attempts(req, ctx):
+    a = req.json()
+    path = "attempts-" + a["key"] + ".txt"
+    with open(path, "a") as f:
+        f.write("x")
+    with open(path) as f:
+        n = len(f.read())
+    if n < a["succeed_on"]:
+        raise RuntimeError(f"attempt {n} failed")
+    return n
+)");
+  Host host(dir.path());
+  ASSERT_TRUE(host.started()) << host.errors();
+  const int port = host.http_port();
+  Admin admin{host.admin_port(), host.admin_token()};
+  ASSERT_EQ(request(port, "POST", "/_nimbus/orchestrations/retrying?instance=r1", {}, "").status, 202);
+  ASSERT_EQ(request(port, "POST", "/_nimbus/orchestrations/noderetrying?instance=n1", {}, "").status, 202);
+  auto finished = [&](const std::string& name, const std::string& id) {
+    json::object st;
+    EXPECT_TRUE(admin.wait([&] {
+      Response r = request(port, "GET", "/_nimbus/orchestrations/" + name + "/instances/" + id + "?history=true");
+      if (r.status != 200) return false;
+      st = json::parse(r.body).as_object();
+      return true;
+    }, 30000)) << name << "/" << id;
+    return st;
+  };
+  json::object r1 = finished("retrying", "r1");
+  ASSERT_EQ(r1.at("runtimeStatus").as_string(), "Completed") << json::serialize(r1);
+  EXPECT_EQ(r1.at("output").at("third").as_int64(), 3);
+  EXPECT_EQ(std::string(r1.at("output").at("gave_up").as_string()).rfind("attempt 2 failed", 0), 0u)
+      << json::serialize(r1.at("output"));
+  // The first call: failed, timer, failed, timer, completed; the waits were 200 and 300 ms.
+  std::vector<std::string> types;
+  int64_t first_failed = -1, completed = -1, step_time = 0;
+  for (const auto& e : r1.at("history").as_array()) {
+    const std::string type(e.at("type").as_string());
+    if (type == "orchestrator_started") {
+      step_time = e.at("time_ms").as_int64();
+      continue;
+    }
+    types.push_back(type);
+    if (type == "task_failed" && first_failed < 0) first_failed = step_time;
+    if (type == "task_completed" && completed < 0) completed = step_time;
+  }
+  ASSERT_GE(types.size(), 11u);
+  EXPECT_EQ(std::vector<std::string>(types.begin(), types.begin() + 11),
+            (std::vector<std::string>{"execution_started", "task_scheduled", "task_failed", "timer_created", "timer_fired",
+                                      "task_scheduled", "task_failed", "timer_created", "timer_fired", "task_scheduled",
+                                      "task_completed"}));
+  EXPECT_GE(completed - first_failed, 500) << "the retries did not wait out their intervals";
+
+  json::object n1 = finished("noderetrying", "n1");
+  ASSERT_EQ(n1.at("runtimeStatus").as_string(), "Completed") << json::serialize(n1);
+  EXPECT_EQ(n1.at("output").as_int64(), 2);
+  EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
+}
+
+}  // namespace
+}  // namespace nimbus::testing

@@ -14,6 +14,8 @@ must be deterministic: take time from ctx.current_time_ms, ids from ctx.new_guid
 do I/O only in activities. Yield:
 
     ctx.call_activity(name, input)              the activity's result (raises ActivityFailed)
+    ctx.call_activity(name, input, retry=durable.RetryPolicy(max_attempts=5, first_interval_ms=1000))
+                                                the same, tried again on durable timers
     ctx.call_sub_orchestration(name, input)     the child's output
     ctx.call_entity(name, key, op, input)       an entity operation's result
     ctx.create_timer(fire_at_ms)                None, at that time (durable: survives restarts)
@@ -47,7 +49,7 @@ import copy
 
 import uuid
 
-__all__ = ["orchestrator", "entity", "ActivityFailed", "NonDeterminism", "Task", "EntityContext"]
+__all__ = ["orchestrator", "entity", "ActivityFailed", "NonDeterminism", "Task", "EntityContext", "RetryPolicy"]
 
 
 class ActivityFailed(Exception):
@@ -112,6 +114,61 @@ class _WhenAny(Task):
         self._finish(result=child)
 
 
+class RetryPolicy:
+    """How a call is tried again when it fails: up to max_attempts in all, waiting
+    first_interval_ms, then that times backoff each time (at most max_interval_ms) on a durable
+    timer. handle(error) -> bool may say which failures are worth another try."""
+
+    def __init__(self, max_attempts, first_interval_ms=1000, backoff=2.0, max_interval_ms=None, handle=None):
+        if int(max_attempts) < 1:
+            raise ValueError("max_attempts is at least 1")
+        self.max_attempts = int(max_attempts)
+        self.first_interval_ms = max(0, int(first_interval_ms))
+        self.backoff = float(backoff)
+        self.max_interval_ms = max_interval_ms
+        self.handle = handle
+
+    def delay_ms(self, attempt):
+        """The wait after failed attempt number `attempt` (1-based)."""
+        delay = self.first_interval_ms * (self.backoff ** (attempt - 1))
+        if self.max_interval_ms is not None:
+            delay = min(delay, self.max_interval_ms)
+        return int(delay)
+
+
+class _Retrying(Task):
+    """A call with a RetryPolicy: each failure schedules a durable timer, then the call again
+    (all of it in the history, so replay makes the same steps)."""
+
+    def __init__(self, ctx, start, policy):
+        super().__init__()
+        self._ctx, self._start, self._policy = ctx, start, policy
+        self._attempt = 1
+        self._timer = None
+        self._watch(start())
+
+    def _watch(self, task):
+        self._current = task
+        task._parents.append(self)
+        if task.done:
+            self._child_done(task)
+
+    def _child_done(self, child):
+        if self.done or child is not self._current:
+            return
+        if child is self._timer:
+            self._timer = None
+            self._attempt += 1
+            return self._watch(self._start())
+        if child.error is None:
+            return self._finish(child.result)
+        policy = self._policy
+        if self._attempt >= policy.max_attempts or (policy.handle is not None and not policy.handle(child.error)):
+            return self._finish(error=child.error)
+        self._timer = self._ctx.create_timer(self._ctx.current_time_ms + policy.delay_ms(self._attempt))
+        self._watch(self._timer)
+
+
 class _Continue(Exception):
     def __init__(self, value):
         self.value = value
@@ -143,11 +200,13 @@ class Context:
             task._finish(*self._results.pop(task_id))
         return task
 
-    def call_activity(self, name, input=None):
-        return self._schedule({"type": "call_activity", "name": name, "input": input})
+    def call_activity(self, name, input=None, retry=None):
+        start = lambda: self._schedule({"type": "call_activity", "name": name, "input": input})
+        return _Retrying(self, start, retry) if retry is not None else start()
 
-    def call_sub_orchestration(self, name, input=None):
-        return self._schedule({"type": "call_sub_orchestration", "name": name, "input": input})
+    def call_sub_orchestration(self, name, input=None, retry=None):
+        start = lambda: self._schedule({"type": "call_sub_orchestration", "name": name, "input": input})
+        return _Retrying(self, start, retry) if retry is not None else start()
 
     def call_entity(self, name, key, operation, input=None):
         """An entity's operation, request/reply: its result (raises ActivityFailed)."""

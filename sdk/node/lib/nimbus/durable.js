@@ -59,6 +59,43 @@ class WhenAny extends Task {
   childDone(child) { this.finish(child); }
 }
 
+// A call with a retry policy {maxAttempts, firstIntervalMs = 1000, backoff = 2, maxIntervalMs,
+// handle(error) -> bool}: each failure schedules a durable timer, then the call again (all of
+// it in the history, so replay makes the same steps).
+class Retrying extends Task {
+  constructor(ctx, start, policy) {
+    super();
+    if (!(policy.maxAttempts >= 1)) throw new TypeError('retry.maxAttempts is at least 1');
+    this.ctx = ctx; this.start = start; this.policy = policy;
+    this.attempt = 1; this.timer = null; this.current = null;
+    this.watch(start());
+  }
+  watch(task) {
+    this.current = task;
+    task.parents.push(this);
+    if (task.done) this.childDone(task);
+  }
+  delayMs() {
+    const p = this.policy;
+    let d = (p.firstIntervalMs ?? 1000) * Math.pow(p.backoff ?? 2, this.attempt - 1);
+    if (p.maxIntervalMs != null) d = Math.min(d, p.maxIntervalMs);
+    return Math.trunc(d);
+  }
+  childDone(child) {
+    if (this.done || child !== this.current) return;
+    if (child === this.timer) {
+      this.timer = null; this.attempt += 1;
+      this.watch(this.start());
+      return;
+    }
+    if (!child.error) { this.finish(child.result); return; }
+    const p = this.policy;
+    if (this.attempt >= p.maxAttempts || (p.handle && !p.handle(child.error))) { this.finish(undefined, child.error); return; }
+    this.timer = this.ctx.createTimer(this.ctx.currentTimeMs + this.delayMs());
+    this.watch(this.timer);
+  }
+}
+
 class ContinueAsNew { constructor(input) { this.input = input; } }
 
 class Context {
@@ -84,8 +121,15 @@ class Context {
     if (this.results.has(id)) { const [r, e] = this.results.get(id); this.results.delete(id); task.finish(r, e); }
     return task;
   }
-  callActivity(name, input = null) { return this.schedule({ type: 'call_activity', name, input }); }
-  callSubOrchestration(name, input = null) { return this.schedule({ type: 'call_sub_orchestration', name, input }); }
+  // options.retry: a retry policy (class Retrying).
+  callActivity(name, input = null, options = {}) {
+    const start = () => this.schedule({ type: 'call_activity', name, input });
+    return options.retry ? new Retrying(this, start, options.retry) : start();
+  }
+  callSubOrchestration(name, input = null, options = {}) {
+    const start = () => this.schedule({ type: 'call_sub_orchestration', name, input });
+    return options.retry ? new Retrying(this, start, options.retry) : start();
+  }
   // An entity's operation, request/reply (yield it: its result) or one way (nothing to wait for).
   callEntity(name, key, op, input = null) { return this.schedule({ type: 'call_entity', name, key: String(key), op, input }); }
   signalEntity(name, key, op, input = null) { this.actions.push({ type: 'signal_entity', name, key: String(key), op, input }); }
