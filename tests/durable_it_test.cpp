@@ -1022,3 +1022,67 @@ module.exports.noderetrying = durable.orchestrator(function* (ctx) {
 
 }  // namespace
 }  // namespace nimbus::testing
+
+namespace nimbus::testing {
+namespace {
+
+// `retention`: a finished instance is purged (record and history) that long after it
+// finished, by a delayed event of its own; one still running is kept.
+TEST(Durable, FinishedInstancesArePurgedAfterTheirRetention) {
+  TempDir dir;
+  dir.write("nimbus.yaml", R"(name: retention
+functions:
+  chain:
+    runtime: python
+    handler: orch.py:chain
+    triggers: [{orchestration: {auth: anonymous, retention: 600ms}}]
+  waiter:
+    runtime: python
+    handler: orch.py:waiter
+    triggers: [{orchestration: {auth: anonymous, retention: 100ms}}]
+  say_hello:
+    runtime: python
+    handler: acts.py:say_hello
+    triggers: [{activity: {}}]
+)");
+  dir.write("orch.py", std::string(kOrchestrators) + R"(
+@durable.orchestrator
+def waiter(ctx):
+    return (yield ctx.wait_for_external_event("go"))
+)");
+  dir.write("acts.py", kActivities);
+  std::chrono::steady_clock::time_point done_at;
+  {
+    Host host(dir.path());
+    ASSERT_TRUE(host.started()) << host.errors();
+    const int port = host.http_port();
+    Admin admin{host.admin_port(), host.admin_token()};
+    ASSERT_EQ(request(port, "POST", "/_nimbus/orchestrations/chain?instance=c1", {}, R"(["Oslo", "Rome"])").status, 202);
+    ASSERT_EQ(request(port, "POST", "/_nimbus/orchestrations/waiter?instance=w1", {}, "").status, 202);
+    ASSERT_TRUE(admin.wait([&] { return request(port, "GET", "/_nimbus/orchestrations/chain/instances/c1").status == 200; }));
+    done_at = std::chrono::steady_clock::now();
+    ASSERT_TRUE(admin.wait([&] { return request(port, "GET", "/_nimbus/orchestrations/chain/instances/c1").status == 404; }, 10000));
+    EXPECT_GE(std::chrono::steady_clock::now() - done_at, std::chrono::milliseconds(450)) << "purged before its retention";
+    // A running instance is not purged, however long it runs.
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    EXPECT_EQ(request(port, "GET", "/_nimbus/orchestrations/waiter/instances/w1").status, 202);
+    ASSERT_EQ(request(port, "POST", "/_nimbus/orchestrations/waiter/instances/w1/events/go", {}, "1").status, 202);
+    EXPECT_TRUE(admin.wait([&] { return request(port, "GET", "/_nimbus/orchestrations/waiter/instances/w1").status == 404; }));
+    EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
+  }
+  // Nothing of them is left in the store.
+  ManualClock clock;
+  auto store = open_store("sqlite:.nimbus/state.db", dir.path(), clock);
+  ASSERT_TRUE(store.ok()) << store.error().message;
+  for (const char* id : {"c1", "w1"}) {
+    auto pages = (*store)->scan("_orch_history", std::string(id) + "/", 1000);
+    ASSERT_TRUE(pages.ok());
+    EXPECT_TRUE(pages->empty()) << id << " kept " << pages->size() << " history pages";
+    auto record = (*store)->get("_orch", id);
+    ASSERT_TRUE(record.ok());
+    EXPECT_FALSE(record->has_value()) << id;
+  }
+}
+
+}  // namespace
+}  // namespace nimbus::testing

@@ -216,6 +216,13 @@ TEST(ManifestTest, OrchestrationAndActivityTriggersTakeAuthBatchSizeAndLease) {
               at + ".orchestration.auht", "did you mean 'auth'?");
   expect_diag(parse(one_function(kBasicFn + "triggers:\n  - activity: {batch_size: 0}\n")), at + ".activity.batch_size",
               "");
+  auto kept = parse(one_function(kBasicFn + "triggers:\n  - orchestration: {retention: 7d}\n"));
+  ASSERT_TRUE(kept.app.has_value()) << kept.report();
+  EXPECT_EQ(settings_of<durable::OrchestrationTriggerSpec>(kept.app->functions[0].triggers[0]).retention,
+            std::chrono::hours(24 * 7));
+  EXPECT_EQ(settings_of<durable::OrchestrationTriggerSpec>(t[0]).retention, Duration::zero()) << "kept by default";
+  expect_diag(parse(one_function(kBasicFn + "triggers:\n  - orchestration: {retention: forever}\n")),
+              at + ".orchestration.retention", "");
 }
 
 TEST(ManifestTest, EntityTriggersTakeAuthBatchSizeAndLease) {
@@ -231,6 +238,7 @@ TEST(ManifestTest, EntityTriggersTakeAuthBatchSizeAndLease) {
   const std::string at = "functions.orders.triggers[0].entity";
   expect_diag(parse(one_function(kBasicFn + "triggers:\n  - entity: {batch: 3}\n")), at + ".batch", "");
   expect_diag(parse(one_function(kBasicFn + "triggers:\n  - entity: {auth: everyone}\n")), at + ".auth", "");
+  expect_diag(parse(one_function(kBasicFn + "triggers:\n  - entity: {retention: 1d}\n")), at + ".retention", "");
 }
 
 TEST(ManifestTest, FileTriggerProblemsNameTheFunctionAndTheKey) {

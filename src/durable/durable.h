@@ -40,6 +40,7 @@ struct OrchestrationTriggerSpec final : TriggerSettings {
   AuthLevel auth = AuthLevel::function;  // of its management routes
   int batch_size = 64;                   // events received at a time
   Duration lease{};                      // of a step's events; 0 = the function's timeout + 30 s
+  Duration retention{};                  // a finished instance is purged this long after; 0 = kept
 };
 
 // `- activity: {}`: the function is an activity (called by its name).

@@ -8,6 +8,7 @@
 #include <charconv>
 #include <map>
 #include <mutex>
+#include <type_traits>
 
 #include "durable/durable.h"
 #include "durable/entities.h"
@@ -33,17 +34,26 @@ void read_feed_keys(ManifestReader& r, const YAML::Node& n, const std::string& p
   }
 }
 
-// orchestration and entity: auth (of their routes), batch_size and lease.
+// orchestration and entity: auth (of their routes), batch_size and lease; an orchestration's
+// retention.
 template <class Spec>
 std::shared_ptr<const TriggerSettings> read_routed(ManifestReader& r, const YAML::Node& n, const std::string& path,
                                                    const FunctionSpec&) {
   auto t = std::make_shared<Spec>();
   if (!n || n.IsNull()) return t;
   std::size_t errors_before = r.diagnostics.size();
-  if (!r.check_map(n, path, {"auth", "batch_size", "lease"})) return nullptr;
+  constexpr bool orchestration = std::is_same_v<Spec, OrchestrationTriggerSpec>;
+  std::vector<std::string_view> keys = {"auth", "batch_size", "lease"};
+  if (orchestration) keys.push_back("retention");
+  if (!r.check_map(n, path, keys)) return nullptr;
   if (auto v = n["auth"]) {
     if (auto a = r.choice(v, path + ".auth", {"anonymous", "function"})) {
       t->auth = *a == "function" ? AuthLevel::function : AuthLevel::anonymous;
+    }
+  }
+  if constexpr (orchestration) {
+    if (auto v = n["retention"]) {
+      if (auto d = r.duration(v, path + ".retention")) t->retention = *d;
     }
   }
   read_feed_keys(r, n, path, *t);

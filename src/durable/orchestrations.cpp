@@ -199,7 +199,11 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
     auto got = store_.get(kInstances, id);
     if (!got) return give_up_for_now(s, "cannot read the instance: " + got.error().message);
     if (!*got) {
-      logger_.host(LogLevel::warn, "events for an orchestration instance that does not exist (purged?) are dropped",
+      const bool only_purges = std::all_of(s->messages.begin(), s->messages.end(), [](const Message& m) {
+        return m.payload.find(R"("type":"purge_due")") != std::string::npos;
+      });
+      logger_.host(only_purges ? LogLevel::debug : LogLevel::warn,
+                   "events for an orchestration instance that does not exist (purged?) are dropped",
                    {{"function", fn_.name}, {"instance", id}, {"events", static_cast<int64_t>(s->messages.size())}});
       Batch b;
       for (const auto& m : s->messages) b.acks.push_back({m.id, m.lease});
@@ -219,9 +223,15 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
     s->new_events.push_back(json::object{{"type", "orchestrator_started"}, {"time_ms", now}});
     bool run = false;
     bool appended = false;
+    bool purge_now = false;
     for (const auto& m : s->messages) {
       json::object event = json::parse(m.payload).as_object().at("event").as_object();
       const std::string type = str(event, "type");
+      if (type == "purge_due") {
+        // Only the instance it was set for, once finished (an id may be started again).
+        if (finished(s->record.status) && integer(event, "created_ms") == s->record.created_ms) purge_now = true;
+        continue;
+      }
       if (type == "lock_acquired" && !lock_granted(s->record, event)) {
         // A critical section's locks came too late (the instance ended or let go of them
         // meanwhile): they are released at once.
@@ -255,6 +265,7 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
       appended = true;
       run = true;
     }
+    if (purge_now) return purge(s);
     if (!appended) {  // only events for a finished instance: acknowledged, nothing else
       Batch b;
       for (const auto& m : s->messages) b.acks.push_back({m.id, m.lease});
@@ -264,7 +275,7 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
       Batch b;
       json::array page = s->new_events;
       notify_parent(s->record, b, false, json::value(s->record.error));
-      release_locks(s->record, b);
+      finishing(s->record, b);
       return commit_step(s, std::move(page), std::move(b));
     }
     if (!run || s->record.status == RuntimeStatus::suspended) {
@@ -490,20 +501,20 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
       s->record.output = json::serialize(output);
       page.push_back(json::object{{"type", "execution_completed"}, {"output", output}, {"time_ms", now}});
       notify_parent(s->record, b, true, output);
-      release_locks(s->record, b);
+      finishing(s->record, b);
     } else if (what == "failed") {
       const json::value error = outcome->if_contains("error") ? outcome->at("error") : json::value("failed");
       s->record.status = RuntimeStatus::failed;
       s->record.error = error.is_string() ? std::string(error.as_string()) : json::serialize(error);
       page.push_back(json::object{{"type", "execution_failed"}, {"error", error}, {"time_ms", now}});
       notify_parent(s->record, b, false, error);
-      release_locks(s->record, b);
+      finishing(s->record, b);
     } else if (what == "continued_as_new") {
       // The next generation starts from its input alone; this one's history is deleted with
       // this commit (that is what bounds an eternal orchestration's history).
       const json::value input = outcome->if_contains("input") ? outcome->at("input") : json::value(nullptr);
       for (const auto& key : s->page_keys) b.deletes.push_back({kHistory, key, std::nullopt});
-      release_locks(s->record, b);
+      release_locks(s->record, b);  // a new generation holds nothing
       s->history = json::array{};
       s->page_keys.clear();
       s->scheduled.clear();
@@ -577,6 +588,31 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
     i.locks.clear();
   }
 
+  // The instance finished (completed, failed, terminated): its locks are released, and with a
+  // retention its purge is due then (a delayed event of its own: every host, no scans).
+  void finishing(Instance& i, Batch& b) {
+    release_locks(i, b);
+    if (spec_.retention <= Duration::zero()) return;
+    NewMessage m = event_message(i.id, json::object{{"type", "purge_due"}, {"created_ms", i.created_ms}});
+    m.delay_ms = to_ms(spec_.retention);
+    b.enqueues.push_back({queue_, std::move(m)});
+  }
+
+  // A finished instance's retention is over: its record and history go, with the acks.
+  void purge(const StepPtr& s) {
+    if (!s->history_loaded) {
+      if (auto st = load_history(*s); !st) return give_up_for_now(s, st.error().message);
+      s->history_loaded = true;
+    }
+    Batch b = std::move(s->extra);
+    for (const auto& m : s->messages) b.acks.push_back({m.id, m.lease});
+    for (const auto& key : s->page_keys) b.deletes.push_back({kHistory, key, std::nullopt});
+    b.deletes.push_back({kInstances, s->id, s->etag});
+    logger_.host(LogLevel::info, "a finished orchestration instance's retention is over; it is purged",
+                 {{"function", fn_.name}, {"instance", s->id}});
+    commit(s, std::move(b));
+  }
+
   void fail_instance(const StepPtr& s, const std::string& why) {
     logger_.host(LogLevel::error, "orchestration instance failed",
                  {{"function", fn_.name}, {"instance", s->id}, {"error", why}});
@@ -586,7 +622,7 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
     page.push_back(json::object{{"type", "execution_failed"}, {"error", why}, {"time_ms", unix_ms(clock_)}});
     Batch b;
     notify_parent(s->record, b, false, json::value(why));
-    release_locks(s->record, b);
+    finishing(s->record, b);
     commit_step(s, std::move(page), std::move(b));
   }
 
