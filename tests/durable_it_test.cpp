@@ -1086,3 +1086,91 @@ def waiter(ctx):
 
 }  // namespace
 }  // namespace nimbus::testing
+
+namespace nimbus::testing {
+namespace {
+
+// Versioning: each instance records the version of its orchestrator's code it started on (a
+// hash of the handler's file, or the trigger's `version:`). After a deploy that changes the
+// file, `versioning: {on_mismatch: fail}` fails the instance in flight naming both versions;
+// the default replays on the new code (a compatible change completes); an explicit version
+// that did not change is no mismatch.
+TEST(Durable, VersioningFailsInstancesOfAnotherVersionByPolicy) {
+  TempDir dir;
+  auto manifest = [](const std::string& pinned) {
+    std::string m = "name: versions\nfunctions:\n";
+    m += "  strict:\n    runtime: python\n    handler: strict.py:waits\n"
+         "    triggers: [{orchestration: {auth: anonymous, versioning: {on_mismatch: fail}}}]\n";
+    m += "  lenient:\n    runtime: python\n    handler: lenient.py:waits\n"
+         "    triggers: [{orchestration: {auth: anonymous}}]\n";
+    m += "  pinned:\n    runtime: python\n    handler: pinned.py:waits\n"
+         "    triggers: [{orchestration: {auth: anonymous, version: \"" + pinned + "\", versioning: {on_mismatch: fail}}}]\n";
+    return m;
+  };
+  const std::string code = R"(from nimbus import durable
+
+@durable.orchestrator
+def waits(ctx):
+    data = yield ctx.wait_for_external_event("go")
+    return data
+)";
+  dir.write("nimbus.yaml", manifest("1"));
+  for (const char* f : {"strict.py", "lenient.py", "pinned.py"}) dir.write(f, code);
+  std::string started_on;
+  {
+    Host host(dir.path());
+    ASSERT_TRUE(host.started()) << host.errors();
+    Admin admin{host.admin_port(), host.admin_token()};
+    for (const char* name : {"strict", "lenient", "pinned"}) {
+      ASSERT_EQ(request(host.http_port(), "POST", std::string("/_nimbus/orchestrations/") + name + "?instance=" + name + "-1", {}, "").status, 202);
+      ASSERT_TRUE(admin.wait([&] {
+        Response r = request(host.http_port(), "GET", std::string("/_nimbus/orchestrations/") + name + "/instances/" + name + "-1");
+        return r.body.find("\"Running\"") != std::string::npos;
+      }));
+    }
+    Response st = request(host.http_port(), "GET", "/_nimbus/orchestrations/strict/instances/strict-1");
+    started_on = std::string(json::parse(st.body).at("version").as_string());
+    EXPECT_EQ(started_on.size(), 16u) << st.body;
+    Response pinned = request(host.http_port(), "GET", "/_nimbus/orchestrations/pinned/instances/pinned-1");
+    EXPECT_EQ(json::parse(pinned.body).at("version").as_string(), "1") << pinned.body;
+    EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
+  }
+  // The deploy: every file changes (compatibly: a comment), the pinned version stays "1".
+  for (const char* f : {"strict.py", "lenient.py", "pinned.py"}) dir.write(f, "# v2: reviewed\n" + code);
+  Host host(dir.path());
+  ASSERT_TRUE(host.started()) << host.errors();
+  Admin admin{host.admin_port(), host.admin_token()};
+  std::map<std::string, json::object> done;
+  for (const char* name : {"strict", "lenient", "pinned"}) {
+    ASSERT_EQ(request(host.http_port(), "POST", std::string("/_nimbus/orchestrations/") + name + "/instances/" + name + "-1/events/go", {}, "7").status, 202);
+    ASSERT_TRUE(admin.wait([&] {
+      Response r = request(host.http_port(), "GET", std::string("/_nimbus/orchestrations/") + name + "/instances/" + name + "-1");
+      if (r.status != 200) return false;
+      done[name] = json::parse(r.body).as_object();
+      return true;
+    })) << name;
+  }
+  EXPECT_EQ(done["strict"].at("runtimeStatus").as_string(), "Failed") << json::serialize(done["strict"]);
+  const std::string error(done["strict"].at("error").as_string());
+  EXPECT_NE(error.find("version mismatch"), std::string::npos) << error;
+  EXPECT_NE(error.find(started_on), std::string::npos) << error;
+  EXPECT_EQ(done["lenient"].at("runtimeStatus").as_string(), "Completed") << json::serialize(done["lenient"]);
+  EXPECT_EQ(done["pinned"].at("runtimeStatus").as_string(), "Completed") << json::serialize(done["pinned"]);
+  EXPECT_EQ(done["pinned"].at("output").as_int64(), 7);
+  // A new instance records the new version and runs.
+  ASSERT_EQ(request(host.http_port(), "POST", "/_nimbus/orchestrations/strict?instance=v2", {}, "").status, 202);
+  ASSERT_EQ(request(host.http_port(), "POST", "/_nimbus/orchestrations/strict/instances/v2/events/go", {}, "8").status, 202);
+  json::object v2;
+  ASSERT_TRUE(admin.wait([&] {
+    Response r = request(host.http_port(), "GET", "/_nimbus/orchestrations/strict/instances/v2");
+    if (r.status != 200) return false;
+    v2 = json::parse(r.body).as_object();
+    return true;
+  }));
+  EXPECT_EQ(v2.at("runtimeStatus").as_string(), "Completed") << json::serialize(v2);
+  EXPECT_NE(v2.at("version").as_string(), started_on);
+  EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
+}
+
+}  // namespace
+}  // namespace nimbus::testing

@@ -223,6 +223,16 @@ TEST(ManifestTest, OrchestrationAndActivityTriggersTakeAuthBatchSizeAndLease) {
   EXPECT_EQ(settings_of<durable::OrchestrationTriggerSpec>(t[0]).retention, Duration::zero()) << "kept by default";
   expect_diag(parse(one_function(kBasicFn + "triggers:\n  - orchestration: {retention: forever}\n")),
               at + ".orchestration.retention", "");
+  auto versioned = parse(one_function(kBasicFn + "triggers:\n  - orchestration: {version: \"2.1\", versioning: {on_mismatch: fail}}\n"));
+  ASSERT_TRUE(versioned.app.has_value()) << versioned.report();
+  EXPECT_EQ(settings_of<durable::OrchestrationTriggerSpec>(versioned.app->functions[0].triggers[0]).version, "2.1");
+  EXPECT_EQ(settings_of<durable::OrchestrationTriggerSpec>(versioned.app->functions[0].triggers[0]).on_mismatch,
+            durable::OnMismatch::fail);
+  EXPECT_EQ(settings_of<durable::OrchestrationTriggerSpec>(t[0]).on_mismatch, durable::OnMismatch::replay);
+  expect_diag(parse(one_function(kBasicFn + "triggers:\n  - orchestration: {versioning: {on_mismatch: keep_old}}\n")),
+              at + ".orchestration.versioning.on_mismatch", "not built yet");
+  expect_diag(parse(one_function(kBasicFn + "triggers:\n  - orchestration: {versioning: {on_mismach: fail}}\n")),
+              at + ".orchestration.versioning.on_mismach", "did you mean 'on_mismatch'?");
 }
 
 TEST(ManifestTest, EntityTriggersTakeAuthBatchSizeAndLease) {

@@ -59,7 +59,8 @@ AdminApi::AdminApi(const AppSpec& app, FunctionPools& pools, Metrics& metrics, L
       token_(std::move(token)),
       status_(status),
       request_shutdown_(std::move(request_shutdown)),
-      store_(store) {
+      store_(store),
+      orchestration_versions_(durable::orchestrator_versions(app)) {
   route("/admin/functions", {"GET"}, kFunctions);
   route("/admin/functions/{name}/invoke", {"POST"}, kInvoke);
   route("/admin/status", {"GET"}, kStatus);
@@ -624,14 +625,10 @@ std::string AdminApi::status_json() const {
 void AdminApi::orchestrations(IncomingRequest& request, int target, const std::vector<std::string>& params,
                               Responder respond) {
   if (!store_) return respond(json_error(503, "no_store", "this host has no store", ""));
-  std::set<std::string> names;
-  for (const auto& fn : app_.functions) {
-    if (!fn.triggers_of<durable::OrchestrationTriggerSpec>().empty()) names.insert(fn.name);
-  }
   const std::string target_text(request.target());
   const auto q = target_text.find('?');
   const std::string query = q == std::string::npos ? std::string() : target_text.substr(q + 1);
-  auto client = std::make_shared<durable::Client>(*store_, clock_, std::move(names));
+  auto client = std::make_shared<durable::Client>(*store_, clock_, orchestration_versions_);
   auto host = request.header("host");
   const std::string origin = "http://" + std::string(host ? *host : "localhost");
   store_->run_blocking([client, target, params, query, origin, method = std::string(request.method()),

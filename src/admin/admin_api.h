@@ -22,6 +22,7 @@
 #include <atomic>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 
@@ -91,6 +92,7 @@ class AdminApi final : private RequestHandler {
   std::function<void()> request_shutdown_;
   Router router_;  // everything under /admin/, once the token is checked
   Store* store_;
+  std::map<std::string, std::string> orchestration_versions_;  // name -> code version, read at start
   std::vector<AdminView> views_;
   std::vector<StatusField> fields_;
   std::unique_ptr<HttpServer> server_;

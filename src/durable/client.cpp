@@ -67,6 +67,7 @@ json::object status_body(const Instance& i) {
                  {"generation", i.generation}};
   if (!i.error.empty()) o["error"] = i.error;
   if (!i.parent_instance.empty()) o["parentInstanceId"] = i.parent_instance;
+  if (!i.version.empty()) o["version"] = i.version;
   return o;
 }
 
@@ -91,12 +92,13 @@ NewMessage event_message(const std::string& instance, json::object event) {
   return m;
 }
 
-Client::Client(Store& store, const Clock& clock, std::set<std::string> orchestrations)
-    : store_(store), clock_(clock), orchestrations_(std::move(orchestrations)) {}
+Client::Client(Store& store, const Clock& clock, std::map<std::string, std::string> versions)
+    : store_(store), clock_(clock), versions_(std::move(versions)) {}
 
 HttpReply Client::start(const std::string& name, const std::string& requested_id, const std::string& body,
                         const std::string& base) {
-  if (!orchestrations_.count(name)) {
+  const auto version = versions_.find(name);
+  if (version == versions_.end()) {
     return error_reply(404, "not_found", "no function has an orchestration trigger named '" + name + "'");
   }
   std::string input = "null";
@@ -116,6 +118,7 @@ HttpReply Client::start(const std::string& name, const std::string& requested_id
   rec.name = name;
   rec.input = input;
   rec.created_ms = rec.updated_ms = now;
+  rec.version = version->second;
   Batch b;
   b.puts.push_back({kInstances, id, encode(rec), std::string(), 0});  // create-only
   b.enqueues.push_back({orchestrator_queue(name),

@@ -6,6 +6,7 @@
 // replies are one shape: JSON bodies in Durable Functions' terms and HTTP statuses (202 while
 // an instance runs, 200 once it finished, 404, 409, 410). Each call reads or commits and waits
 // for the store: never on an event loop (run them through Store::run_blocking).
+#include <map>
 #include <optional>
 #include <set>
 #include <string>
@@ -21,9 +22,9 @@ namespace nimbus::durable {
 
 class Client {
  public:
-  // `orchestrations`: the names an instance may be started by (functions with an
-  // orchestration trigger).
-  Client(Store& store, const Clock& clock, std::set<std::string> orchestrations);
+  // `versions`: the names an instance may be started by (functions with an orchestration
+  // trigger), each with its code's version (orchestrator_version), which a new instance records.
+  Client(Store& store, const Clock& clock, std::map<std::string, std::string> versions);
 
   // Starts `name` with `input` (JSON text; empty = null) as `id` (empty = a new one).
   // `base` is where the instance URLs in the reply point (".../_nimbus/orchestrations/<name>").
@@ -42,7 +43,7 @@ class Client {
 
   Store& store_;
   const Clock& clock_;
-  std::set<std::string> orchestrations_;
+  std::map<std::string, std::string> versions_;
 };
 
 }  // namespace nimbus::durable

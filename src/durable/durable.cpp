@@ -4,6 +4,10 @@
 #include <algorithm>
 #include <boost/json.hpp>
 #include <cctype>
+#include <fstream>
+#include <iterator>
+
+#include "core/blob_path.h"
 
 namespace nimbus::durable {
 namespace json = boost::json;
@@ -68,6 +72,7 @@ std::string encode(const Instance& i) {
     o["parent_task"] = i.parent_task;
   }
   if (!i.locks.empty()) o["locks"] = parsed(i.locks);
+  if (!i.version.empty()) o["version"] = i.version;
   return json::serialize(o);
 }
 
@@ -95,7 +100,30 @@ std::optional<Instance> decode_instance(const std::string& text) {
   i.parent_queue = durable::text(o, "parent_queue");
   i.parent_task = number(o, "parent_task", -1);
   if (o.if_contains("locks") && o.at("locks").is_object()) i.locks = json::serialize(o.at("locks"));
+  i.version = durable::text(o, "version");
   return i;
+}
+
+std::string orchestrator_version(const AppSpec& app, const FunctionSpec& fn) {
+  auto specs = fn.triggers_of<OrchestrationTriggerSpec>();
+  if (!specs.empty() && !specs.front()->version.empty()) return specs.front()->version;
+  std::string text = fn.handler;
+  if (fn.runtime == RuntimeKind::python || fn.runtime == RuntimeKind::node) {
+    const std::string file = fn.handler.substr(0, fn.handler.rfind(':'));
+    std::ifstream in(app.dir / file, std::ios::binary);
+    if (in) text.assign(std::istreambuf_iterator<char>(in), {});
+  } else {
+    for (const auto& arg : fn.command) text += "\n" + arg;
+  }
+  return sha256_hex(text).substr(0, 16);
+}
+
+std::map<std::string, std::string> orchestrator_versions(const AppSpec& app) {
+  std::map<std::string, std::string> out;
+  for (const auto& fn : app.functions) {
+    if (!fn.triggers_of<OrchestrationTriggerSpec>().empty()) out[fn.name] = orchestrator_version(app, fn);
+  }
+  return out;
 }
 
 }  // namespace nimbus::durable

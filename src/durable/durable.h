@@ -18,6 +18,7 @@
 // docs/durable.md is the user's guide; this file is the shared vocabulary of the host's side.
 #include <cstdint>
 #include <cstdio>
+#include <map>
 #include <optional>
 #include <string>
 
@@ -35,12 +36,20 @@ inline constexpr const char* kMetaInstance = "durable-instance";
 inline constexpr const char* kMetaTask = "durable-task";
 inline constexpr const char* kMetaReply = "durable-reply";
 
+// What a step does when its instance started on another version of the orchestrator's code.
+enum class OnMismatch : uint8_t {
+  replay,  // run the new code (the default): a replay that differs fails as non-determinism
+  fail,    // fail the instance at once, naming both versions
+};
+
 // `- orchestration: {auth}`: the function is an orchestrator (its name is the orchestration's).
 struct OrchestrationTriggerSpec final : TriggerSettings {
   AuthLevel auth = AuthLevel::function;  // of its management routes
   int batch_size = 64;                   // events received at a time
   Duration lease{};                      // of a step's events; 0 = the function's timeout + 30 s
   Duration retention{};                  // a finished instance is purged this long after; 0 = kept
+  std::string version;                   // the code's version; "" = a hash of the handler's file
+  OnMismatch on_mismatch = OnMismatch::replay;  // versioning.on_mismatch
 };
 
 // `- activity: {}`: the function is an activity (called by its name).
@@ -74,8 +83,17 @@ struct Instance {
   // Entity locks it asked for or holds (JSON, "" = none):
   // {"task": N, "generation": G, "entities": [{"name", "key"}], "held": bool}
   std::string locks;
+  std::string version;  // of the orchestrator's code it started on (orchestrator_version)
 };
 std::string encode(const Instance& i);
+
+// The version of `fn`'s code as instances record it: its trigger's `version:` if set, else the
+// first 16 hex digits of the SHA-256 of its handler's file (Python, Node; a native handler's
+// folder or .so path, a process's command line, are hashed as text). Reads the file: not on an
+// event loop.
+std::string orchestrator_version(const AppSpec& app, const FunctionSpec& fn);
+// Every orchestration's name -> its version.
+std::map<std::string, std::string> orchestrator_versions(const AppSpec& app);
 std::optional<Instance> decode_instance(const std::string& json);
 
 inline std::string page_key(const std::string& id, int generation, int page) {

@@ -44,7 +44,7 @@ std::shared_ptr<const TriggerSettings> read_routed(ManifestReader& r, const YAML
   std::size_t errors_before = r.diagnostics.size();
   constexpr bool orchestration = std::is_same_v<Spec, OrchestrationTriggerSpec>;
   std::vector<std::string_view> keys = {"auth", "batch_size", "lease"};
-  if (orchestration) keys.push_back("retention");
+  if (orchestration) keys.insert(keys.end(), {"retention", "version", "versioning"});
   if (!r.check_map(n, path, keys)) return nullptr;
   if (auto v = n["auth"]) {
     if (auto a = r.choice(v, path + ".auth", {"anonymous", "function"})) {
@@ -54,6 +54,29 @@ std::shared_ptr<const TriggerSettings> read_routed(ManifestReader& r, const YAML
   if constexpr (orchestration) {
     if (auto v = n["retention"]) {
       if (auto d = r.duration(v, path + ".retention")) t->retention = *d;
+    }
+    if (auto v = n["version"]) {
+      if (auto text = r.scalar(v, path + ".version", "a version (text)")) {
+        if (text->empty() || text->size() > 64) {
+          r.error(v, path + ".version", "a version is 1 to 64 characters");
+        } else {
+          t->version = *text;
+        }
+      }
+    }
+    if (auto v = n["versioning"]) {
+      const std::string at = path + ".versioning";
+      if (r.check_map(v, at, {"on_mismatch"}) && v["on_mismatch"]) {
+        if (auto c = r.choice(v["on_mismatch"], at + ".on_mismatch", {"replay", "fail", "keep_old"})) {
+          if (*c == "keep_old") {
+            r.error(v["on_mismatch"], at + ".on_mismatch",
+                    "keep_old is not built yet: running in-flight instances on their old code needs versions of "
+                    "functions, which Nimbus does not have yet; use fail (or replay, the default)");
+          } else {
+            t->on_mismatch = *c == "fail" ? OnMismatch::fail : OnMismatch::replay;
+          }
+        }
+      }
     }
   }
   read_feed_keys(r, n, path, *t);

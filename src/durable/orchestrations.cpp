@@ -70,7 +70,7 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
  public:
   Orchestrator(const FunctionSpec& fn, const OrchestrationTriggerSpec& spec, FunctionPool& pool,
                const TriggerContext& c, std::shared_ptr<TaskThread> thread, std::set<std::string> activities,
-               std::set<std::string> orchestrators, std::set<std::string> entities)
+               std::map<std::string, std::string> orchestrators, std::set<std::string> entities)
       : thread_(std::move(thread)),
         fn_(fn),
         spec_(spec),
@@ -88,7 +88,8 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
   static std::shared_ptr<Orchestrator> make(const FunctionSpec& fn, const OrchestrationTriggerSpec& spec,
                                             FunctionPool& pool, const TriggerContext& c,
                                             std::shared_ptr<TaskThread> thread, std::set<std::string> activities,
-                                            std::set<std::string> orchestrators, std::set<std::string> entities) {
+                                            std::map<std::string, std::string> orchestrators,
+                                            std::set<std::string> entities) {
     auto o = std::make_shared<Orchestrator>(fn, spec, pool, c, thread, std::move(activities), std::move(orchestrators),
                                             std::move(entities));
     o->client_ = std::make_shared<Client>(c.store, c.clock, o->orchestrators_);
@@ -97,6 +98,7 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
   }
 
   const std::string& queue() const { return queue_; }
+  const std::string& version() const { return orchestrators_.at(fn_.name); }
   void pump() { feed_->pump(); }
 
   void stop() {
@@ -282,6 +284,11 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
       // Suspended: the events join the history, the orchestrator runs once it is resumed.
       return commit_step(s, s->new_events, Batch{});
     }
+    if (spec_.on_mismatch == OnMismatch::fail && !s->record.version.empty() && s->record.version != version()) {
+      return fail_instance(s, "version mismatch: the instance started on version " + s->record.version +
+                                  " of orchestrator '" + fn_.name + "', this host runs version " + version() +
+                                  " (versioning.on_mismatch: fail)");
+    }
     if (!s->history_loaded) {
       if (auto st = load_history(*s); !st) return give_up_for_now(s, st.error().message);
       s->history_loaded = true;
@@ -418,6 +425,7 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
         c.parent_instance = s->id;
         c.parent_queue = queue_;
         c.parent_task = task;
+        c.version = orchestrators_.at(name);
         b.puts.push_back({kInstances, child, encode(c), std::string(), 0});
         b.enqueues.push_back({orchestrator_queue(name),
                               event_message(child, json::object{{"type", "execution_started"}, {"input", input}, {"time_ms", now}})});
@@ -523,6 +531,7 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
       s->record.events = 0;
       s->record.input = json::serialize(input);
       s->record.status = RuntimeStatus::running;
+      s->record.version = version();  // a new generation replays nothing: it runs this code
       b.enqueues.push_back({queue_, event_message(s->id, json::object{{"type", "execution_started"}, {"input", input}, {"time_ms", now}})});
       return commit_step(s, json::array{}, std::move(b));
     } else if (what != "running") {
@@ -734,7 +743,8 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
   Logger& logger_;
   std::string queue_;
   TriggerKind kind_;
-  std::set<std::string> activities_, orchestrators_, entities_;
+  std::set<std::string> activities_, entities_;
+  std::map<std::string, std::string> orchestrators_;  // name -> its code's version
   std::shared_ptr<LeasedFeed> feed_;  // leases, renewal, wake-ups
   std::shared_ptr<Client> client_;    // the management routes
 
@@ -760,12 +770,12 @@ void Orchestrator::add_routes(PublicRoutes& routes) {
 }
 
 Expected<std::unique_ptr<Trigger>> make_orchestration_trigger(const TriggerContext& c) {
-  std::set<std::string> activities, orchestrators, entities;
+  std::set<std::string> activities, entities;
   for (const auto& fn : c.app.functions) {
     if (!fn.triggers_of<ActivityTriggerSpec>().empty()) activities.insert(fn.name);
     if (!fn.triggers_of<EntityTriggerSpec>().empty()) entities.insert(fn.name);
-    if (!fn.triggers_of<OrchestrationTriggerSpec>().empty()) orchestrators.insert(fn.name);
   }
+  const std::map<std::string, std::string> orchestrators = orchestrator_versions(c.app);  // reads their files
   auto thread = std::make_shared<TaskThread>();  // the steps' reads and decisions, for every orchestrator
   std::vector<std::shared_ptr<Orchestrator>> workers;
   for (const auto& fn : c.app.functions) {
