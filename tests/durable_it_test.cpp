@@ -1174,3 +1174,70 @@ def waits(ctx):
 
 }  // namespace
 }  // namespace nimbus::testing
+
+namespace nimbus::testing {
+namespace {
+
+// A C++ orchestrator (a coroutine: co_await ctx.call_activity(...)) and a C++ entity
+// (tests/functions/durable_cpp.cpp) run with Python activities: chaining, fan-out, a retry
+// policy that gives up, a signal and a call to the entity, a timer, an external event raced
+// against a timer, custom status and a deterministic guid; replayed at every step.
+TEST(Durable, ACppOrchestratorAndEntityRunOnCoroutines) {
+  TempDir dir;
+  std::string m = "name: cpp\nfunctions:\n";
+  m += "  cppchain:\n    runtime: native\n    handler: " + fn("durable_cpp") +
+       "\n    triggers: [{orchestration: {auth: anonymous}}]\n";
+  m += "  cppcounter:\n    runtime: native\n    handler: " + fn("durable_cpp_entity") +
+       "\n    triggers: [{entity: {auth: anonymous}}]\n";
+  for (const char* a : {"say_hello", "double", "flaky"}) {
+    m += std::string("  ") + a + ":\n    runtime: python\n    handler: acts.py:" + a +
+         "\n    retry: {max_attempts: 1}\n    triggers: [{activity: {}}]\n";
+  }
+  dir.write("nimbus.yaml", m);
+  dir.write("acts.py", kActivities);
+  Host host(dir.path());
+  ASSERT_TRUE(host.started()) << host.errors();
+  const int port = host.http_port();
+  Admin admin{host.admin_port(), host.admin_token()};
+  ASSERT_EQ(request(port, "POST", "/_nimbus/orchestrations/cppchain?instance=c1", {}, R"(["Tokyo", "Lima"])").status, 202);
+  // It waits for "go" after its timer: raise it once it waits.
+  ASSERT_TRUE(admin.wait([&] {
+    Response r = request(port, "GET", "/_nimbus/orchestrations/cppchain/instances/c1?history=true");
+    return r.body.find("timer_fired") != std::string::npos;  // the first timer: it waits for "go" now
+  }, 30000)) << host.output().substr(0, 3000) << request(port, "GET", "/_nimbus/orchestrations/cppchain/instances/c1?history=true").body;
+  ASSERT_EQ(request(port, "POST", "/_nimbus/orchestrations/cppchain/instances/c1/events/go", {}, "1").status, 202);
+  json::object st;
+  ASSERT_TRUE(admin.wait([&] {
+    Response r = request(port, "GET", "/_nimbus/orchestrations/cppchain/instances/c1");
+    if (r.status != 200) return false;
+    st = json::parse(r.body).as_object();
+    return true;
+  }, 30000));
+  ASSERT_EQ(st.at("runtimeStatus").as_string(), "Completed") << json::serialize(st);
+  const json::object& out = st.at("output").as_object();
+  EXPECT_EQ(json::serialize(out.at("hellos")), R"(["Hello Tokyo","Hello Lima"])");
+  EXPECT_EQ(out.at("sum").as_int64(), 110);
+  EXPECT_NE(std::string(out.at("failure").as_string()).find("the payment service said no"), std::string::npos)
+      << json::serialize(out);
+  EXPECT_EQ(out.at("counted").as_int64(), 7) << "the signal (5) and the call (2), in order";
+  EXPECT_EQ(out.at("go").as_string(), "event");
+  EXPECT_EQ(out.at("guid").as_string().size(), 36u);
+  EXPECT_EQ(st.at("customStatus").as_string(), "fanned out");
+  // The retry policy tried the failing call twice, with a timer between.
+  Response h = request(port, "GET", "/_nimbus/orchestrations/cppchain/instances/c1?history=true");
+  std::size_t failed = 0;
+  for (std::size_t at = 0; (at = h.body.find("\"task_failed\"", at)) != std::string::npos; ++at) ++failed;
+  EXPECT_EQ(failed, 2u) << h.body.substr(0, 2000);
+  // The entity from a client: a call's result, and a failing operation that leaves the state.
+  Response called = request(port, "POST", "/_nimbus/entities/cppcounter/k/add?call=true", {}, "3");
+  EXPECT_EQ(called.body, R"({"result":10})");
+  Response boom = request(port, "POST", "/_nimbus/entities/cppcounter/k/boom?call=true");
+  EXPECT_EQ(boom.status, 500) << boom.body;
+  EXPECT_NE(boom.body.find("no such operation"), std::string::npos) << boom.body;
+  Response state = request(port, "GET", "/_nimbus/entities/cppcounter/k");
+  EXPECT_EQ(json::parse(state.body).at("state").as_int64(), 10) << state.body;
+  EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
+}
+
+}  // namespace
+}  // namespace nimbus::testing

@@ -1,0 +1,60 @@
+// A C++ orchestrator and entity (sdk/cpp/nimbus/durable.h) for tests/durable_it_test.cpp:
+// chaining, fan-out, a retry policy, an entity call, a timer, custom status and a new guid.
+#include <nimbus/durable.h>
+
+namespace durable = nimbus::durable;
+namespace json = boost::json;
+
+durable::Orchestration cppchain(durable::OrchestrationContext& ctx) {
+  json::array hellos;
+  for (const auto& city : ctx.input().as_array()) hellos.push_back(co_await ctx.call_activity("say_hello", city));
+  ctx.log("said hello to every city");
+  std::vector<durable::Task> doubles;
+  for (int i = 1; i <= 10; ++i) doubles.push_back(ctx.call_activity("double", i));
+  int64_t sum = 0;
+  json::value doubled = co_await ctx.when_all(doubles);
+  for (const auto& d : doubled.as_array()) sum += d.to_number<int64_t>();
+  ctx.set_custom_status("fanned out");
+  std::string failure;
+  try {
+    durable::RetryPolicy policy;
+    policy.max_attempts = 2;
+    policy.first_interval_ms = 20;
+    co_await ctx.call_activity("flaky", "x", policy);
+  } catch (const durable::ActivityFailed& e) {
+    failure = e.what();
+  }
+  ctx.signal_entity("cppcounter", "k", "add", 5);
+  json::value counted = co_await ctx.call_entity("cppcounter", "k", "add", 2);
+  co_await ctx.create_timer(ctx.current_time_ms() + 50);
+  std::vector<durable::Task> either;
+  either.push_back(ctx.wait_for_external_event("go"));
+  either.push_back(ctx.create_timer(ctx.current_time_ms() + 3600000));
+  json::value first = co_await ctx.when_any(either);
+  json::object out;
+  out["hellos"] = hellos;
+  out["sum"] = sum;
+  out["failure"] = failure;
+  out["counted"] = counted;
+  out["go"] = first.as_int64() == 0 ? "event" : "timeout";
+  out["guid"] = ctx.new_guid();
+  co_return out;
+}
+
+json::value cppcounter(durable::EntityContext& ctx) {
+  int64_t value = ctx.state(0).to_number<int64_t>();
+  if (ctx.operation() == "add") {
+    value += ctx.input().to_number<int64_t>();
+    ctx.set_state(value);
+  } else if (ctx.operation() == "boom") {
+    ctx.set_state(-1);
+    throw std::runtime_error("no such operation");
+  }
+  return value;
+}
+
+#ifdef NIMBUS_TEST_ENTITY
+NIMBUS_ENTITY(cppcounter)
+#else
+NIMBUS_ORCHESTRATOR(cppchain)
+#endif
