@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 """Durable orchestrations (issue 15): the "hello cities" chain (an orchestrator calling 5
 activities in sequence) and a fan-out of 1,000, on the store given by STORE (default the
-embedded SQLite). The orchestrator is Python (the SDK's replay); the activity is the native
-hello function (build/tests/functions/hello.so). Prints one JSON line:
+embedded SQLite). The orchestrators are Python (the SDK's replay), or with ORCH=native C++
+coroutines (bench/functions/durable_cities.cpp); the activity is the native hello function
+(build/tests/functions/hello.so). Prints one JSON line:
   chain_instances, chain_s, orchestrations_per_s, history_events_per_s   (N chains started at once)
   chain_p50_ms, chain_p99_ms      (start-to-complete, one at a time, LAT_N of them)
   fanout_items, fanout_s, fanout_events_per_s
 Usage: python3 bench/durable.py   (after make build). Env: N=300 LAT_N=100 FAN=1000 STORE=...
+ORCH=python|native
 """
 import json
 import os
@@ -26,6 +28,8 @@ N = int(os.environ.get("N", "300"))
 LAT_N = int(os.environ.get("LAT_N", "100"))
 FAN = int(os.environ.get("FAN", "1000"))
 STORE = os.environ.get("STORE", "")
+ORCH_KIND = os.environ.get("ORCH", "python")
+NATIVE = os.path.join(REPO, "build", "bench", "functions")
 
 ORCH = '''from nimbus import durable
 
@@ -78,15 +82,18 @@ def main():
     manifest = "name: durable-bench\n"
     if STORE:
         manifest += f'store: "{STORE}"\n'
+    if ORCH_KIND == "native":
+        cities = f"runtime: native\n    handler: {NATIVE}/durable_cities.so"
+        fan = f"runtime: native\n    handler: {NATIVE}/durable_fan.so"
+    else:
+        cities, fan = "runtime: python\n    handler: orch.py:cities", "runtime: python\n    handler: orch.py:fan"
     manifest += f"""functions:
   cities:
-    runtime: python
-    handler: orch.py:cities
+    {cities}
     concurrency: 64
     triggers: [{{orchestration: {{auth: anonymous}}}}]
   fan:
-    runtime: python
-    handler: orch.py:fan
+    {fan}
     triggers: [{{orchestration: {{auth: anonymous}}}}]
   hello:
     runtime: native
@@ -143,7 +150,7 @@ def main():
         fan = wait_done(port, "fan", "f", poll=0.002)
         fan_s = time.perf_counter() - t
         print(json.dumps({
-            "store": STORE or "sqlite",
+            "store": STORE or "sqlite", "orchestrator": ORCH_KIND,
             "chain_instances": N, "chain_s": round(chain_s, 3),
             "orchestrations_per_s": round(N / chain_s, 1),
             "history_events_per_s": round(events / chain_s),

@@ -352,6 +352,16 @@ TEST_P(StoreConformance, StateHasETagsTtlPrefixScansAndConditionalWrites) {
   EXPECT_EQ((*scan)[2].key, "a/3");
   EXPECT_EQ(store_->scan("docs", "a/", 2)->size(), 2u);
   EXPECT_EQ(store_->scan("docs", "", 10)->size(), 4u);
+  // The bounds of a prefix: "a0" is the first string after every "a/..." one; "a." and "a" are before.
+  Batch edges;
+  for (const char* k : {"a", "a.", "a/", "a/z", "a0", "b"}) edges.puts.push_back({"edges", k, k, std::nullopt, 0});
+  ASSERT_TRUE(commit(edges).ok());
+  auto bounded = store_->scan("edges", "a/", 10);
+  ASSERT_TRUE(bounded.ok());
+  ASSERT_EQ(bounded->size(), 2u);
+  EXPECT_EQ((*bounded)[0].key, "a/");
+  EXPECT_EQ((*bounded)[1].key, "a/z");
+  EXPECT_EQ(store_->scan("edges", "a", 10)->size(), 5u);
 
   clock_.advance(1001ms);
   EXPECT_FALSE(store_->get("docs", "a/3")->has_value()) << "expired";

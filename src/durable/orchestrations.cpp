@@ -311,6 +311,7 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
   }
 
   Status load_history(Step& s) {
+    if (s.record.pages == 0) return ok_status();  // a new instance (or generation): nothing to read
     auto pages = store_.scan(kHistory, history_prefix(s.id, s.record.generation), 1 << 30);
     if (!pages) return Error{"cannot read the history: " + pages.error().message};
     std::sort(pages->begin(), pages->end(), [](const StateEntry& a, const StateEntry& b) { return a.key < b.key; });

@@ -157,11 +157,19 @@ Expected<std::optional<StateEntry>> SqliteStore::get(const std::string& store, c
 
 Expected<std::vector<StateEntry>> SqliteStore::scan(const std::string& store, const std::string& prefix, int limit) {
   return read<std::vector<StateEntry>>([&](sqlite3* db) -> Expected<std::vector<StateEntry>> {
-    Stmt st(db,
-            "SELECT key, value, etag, expires FROM state WHERE store=? AND substr(key, 1, ?)=? "
-            "AND (expires=0 OR expires>?) ORDER BY key LIMIT ?");
+    // A range of the primary key (keys compare bytewise): [prefix, the next string after every
+    // one that starts with it), so a scan reads only what it returns, however big the store.
+    std::string end = prefix;
+    while (!end.empty() && static_cast<unsigned char>(end.back()) == 0xFF) end.pop_back();
+    if (!end.empty()) end.back() = static_cast<char>(static_cast<unsigned char>(end.back()) + 1);
+    Stmt st(db, end.empty() ? "SELECT key, value, etag, expires FROM state WHERE store=? AND key>=? "
+                              "AND (expires=0 OR expires>?) ORDER BY key LIMIT ?"
+                            : "SELECT key, value, etag, expires FROM state WHERE store=? AND key>=? AND key<? "
+                              "AND (expires=0 OR expires>?) ORDER BY key LIMIT ?");
     if (!st.ok()) return Error{st.error()};
-    st.text(store).integer(static_cast<int64_t>(prefix.size())).text(prefix).integer(unix_ms(clock_)).integer(limit);
+    st.text(store).text(prefix);
+    if (!end.empty()) st.text(end);
+    st.integer(unix_ms(clock_)).integer(limit);
     std::vector<StateEntry> out;
     int rc;
     while ((rc = st.step()) == SQLITE_ROW) {
