@@ -540,10 +540,20 @@ Expected<std::optional<StateEntry>> PgStore::get(const std::string& store, const
 Expected<std::vector<StateEntry>> PgStore::scan(const std::string& store, const std::string& prefix, int limit) {
   using R = std::vector<StateEntry>;
   return read<R>([&](Connection& c) -> Expected<R> {
-    auto r = c.run(
-        "SELECT key, value, etag, expires FROM state WHERE store=$1 AND starts_with(key, $2) "
-        "AND (expires=0 OR expires>$3) ORDER BY key LIMIT $4",
-        {Param::of(store), Param::of(prefix), Param::of(unix_ms(clock_)), Param::of(int64_t{limit})});
+    // Keys compare bytewise (COLLATE "C"): a prefix ending in an ASCII character below DEL is
+    // the key range [prefix, prefix with that character + 1), which the primary key serves
+    // without reading the rest of the store; other prefixes filter from the prefix on.
+    const bool ranged = !prefix.empty() && static_cast<unsigned char>(prefix.back()) < 0x7F;
+    std::string end = prefix;
+    if (ranged) end.back() = static_cast<char>(end.back() + 1);
+    auto r = c.run(ranged ? "SELECT key, value, etag, expires FROM state WHERE store=$1 AND key>=$2 AND key<$5 "
+                            "AND (expires=0 OR expires>$3) ORDER BY key LIMIT $4"
+                          : "SELECT key, value, etag, expires FROM state WHERE store=$1 AND key>=$2 AND starts_with(key, $2) "
+                            "AND (expires=0 OR expires>$3) ORDER BY key LIMIT $4",
+                   ranged ? std::vector<Param>{Param::of(store), Param::of(prefix), Param::of(unix_ms(clock_)),
+                                               Param::of(int64_t{limit}), Param::of(end)}
+                          : std::vector<Param>{Param::of(store), Param::of(prefix), Param::of(unix_ms(clock_)),
+                                               Param::of(int64_t{limit})});
     if (!r) return r.error();
     R out;
     for (int i = 0; i < r->size(); ++i) {
