@@ -1236,7 +1236,7 @@ TEST(Durable, ACppOrchestratorAndEntityRunOnCoroutines) {
   EXPECT_NE(boom.body.find("no such operation"), std::string::npos) << boom.body;
   Response state = request(port, "GET", "/_nimbus/entities/cppcounter/k");
   EXPECT_EQ(json::parse(state.body).at("state").as_int64(), 10) << state.body;
-  EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
+  EXPECT_EQ(host.signal_and_wait(SIGTERM), 0) << host.errors().substr(0, 6000);
 }
 
 }  // namespace

@@ -162,6 +162,11 @@ class OrchestrationContext {
  public:
   OrchestrationContext(std::string instance, const Context* host) : instance_(std::move(instance)), host_(host) {}
   OrchestrationContext(const OrchestrationContext&) = delete;
+  // Tasks wait on each other through callbacks (when_all, retries): the step's end breaks those
+  // cycles, so nothing of a step outlives it.
+  ~OrchestrationContext() {
+    for (auto& s : states_) s->on_done.clear();
+  }
 
   const std::string& instance_id() const { return instance_; }
   const json::value& input() const { return input_; }
@@ -181,7 +186,7 @@ class OrchestrationContext {
   Task create_timer(int64_t fire_at_ms) { return schedule({{"type", "create_timer"}, {"fire_at_ms", fire_at_ms}}); }
   // The data of the next event raised by that name (events raised earlier wait for it).
   Task wait_for_external_event(const std::string& name) {
-    auto s = std::make_shared<detail::TaskState>();
+    auto s = new_state();
     auto& pending = events_[name];
     if (!pending.empty()) {
       json::value data = std::move(pending.front());
@@ -211,7 +216,7 @@ class OrchestrationContext {
 
   // Their results as a JSON array once all are done (the first failure fails it).
   Task when_all(const std::vector<Task>& tasks) {
-    auto s = std::make_shared<detail::TaskState>();
+    auto s = new_state();
     auto states = std::make_shared<std::vector<std::shared_ptr<detail::TaskState>>>();
     for (const auto& t : tasks) states->push_back(t.state());
     auto check = [s, states] {
@@ -234,7 +239,7 @@ class OrchestrationContext {
   }
   // The index (in `tasks`) of the first one done.
   Task when_any(const std::vector<Task>& tasks) {
-    auto s = std::make_shared<detail::TaskState>();
+    auto s = new_state();
     for (std::size_t i = 0; i < tasks.size(); ++i) {
       if (tasks[i].done()) {
         s->finish(static_cast<int64_t>(i), std::nullopt);
@@ -307,10 +312,14 @@ class OrchestrationContext {
   const std::optional<json::value>& custom_status() const { return custom_status_; }
 
  private:
+  std::shared_ptr<detail::TaskState> new_state() {
+    states_.push_back(std::make_shared<detail::TaskState>());
+    return states_.back();
+  }
   Task schedule(json::object action) {
     const int64_t id = static_cast<int64_t>(actions_.size());
     actions_.push_back(std::move(action));
-    auto s = std::make_shared<detail::TaskState>();
+    auto s = new_state();
     tasks_[id] = s;
     if (auto early = early_.find(id); early != early_.end()) {
       auto [result, error] = std::move(early->second);
@@ -330,7 +339,7 @@ class OrchestrationContext {
       json::object action;
       RetryPolicy policy;
       int attempt = 1;
-      std::shared_ptr<detail::TaskState> out = std::make_shared<detail::TaskState>();
+      std::shared_ptr<detail::TaskState> out;
       void call(const std::shared_ptr<Run>& self) {
         Task t = ctx->schedule(action);
         t.state()->then([self, s = t.state()] { self->called(self, s); });
@@ -348,6 +357,7 @@ class OrchestrationContext {
       }
     };
     auto run = std::make_shared<Run>(Run{this, std::move(action), std::move(policy)});
+    run->out = new_state();
     run->call(run);
     return Task(run->out);
   }
@@ -364,6 +374,7 @@ class OrchestrationContext {
   std::map<std::string, std::vector<json::value>> events_;  // raised before anyone waited
   std::optional<json::value> custom_status_;
   int guids_ = 0;
+  std::vector<std::shared_ptr<detail::TaskState>> states_;  // every task of the step
 };
 
 // One operation on an entity: its name and input, and the entity's state.
