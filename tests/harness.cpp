@@ -255,7 +255,19 @@ Response parse_response(const std::string& raw) {
 
 Response request(int port, const std::string& method, const std::string& target,
                  const std::map<std::string, std::string>& headers, const std::string& body) {
-  std::string req = method + " " + target + " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n";
+  auto given = [&](std::string_view name) {
+    for (const auto& [n, v] : headers) {
+      if (n.size() == name.size() && std::equal(n.begin(), n.end(), name.begin(), [](char a, char b) {
+            return std::tolower(static_cast<unsigned char>(a)) == b;
+          })) {
+        return true;
+      }
+    }
+    return false;
+  };
+  std::string req = method + " " + target + " HTTP/1.1\r\n";
+  if (!given("host")) req += "Host: 127.0.0.1\r\n";
+  if (!given("connection")) req += "Connection: close\r\n";
   for (const auto& [n, v] : headers) req += n + ": " + v + "\r\n";
   if (!body.empty() || method == "POST" || method == "PUT") req += "Content-Length: " + std::to_string(body.size()) + "\r\n";
   req += "\r\n" + body;

@@ -11,6 +11,7 @@
 
 #include "core/blob_path.h"
 #include "core/clock.h"
+#include "core/gateway_spec.h"
 #include "core/invocation.h"
 
 namespace nimbus {
@@ -181,6 +182,7 @@ struct AppSpec {
   std::vector<StreamSpec> streams;  // declared ones and those functions name, with defaults
   std::optional<MqttBrokerSpec> mqtt;  // set when the manifest has `mqtt:`
   std::size_t max_blob_size = 256u << 20;  // blobs: {max_size}
+  GatewaySpec gateway;  // gateway: {upstreams, routes}
 
   const StreamSpec* find_stream(std::string_view stream) const {
     for (const auto& s : streams)

@@ -316,7 +316,15 @@ class EntityWorker : public std::enable_shared_from_this<EntityWorker> {
                                       : nullptr;
     const auto index = in && in->if_contains("index") && in->at("index").is_int64() ? in->at("index").as_int64() : -1;
     const std::string owner = in ? str(*in, "owner") : std::string();
-    if (!entities || owner.empty() || index < 0 || index >= static_cast<int64_t>(entities->size())) {
+    bool well_formed = entities && !owner.empty() && index >= 0 && index < static_cast<int64_t>(entities->size()) &&
+                       str(*in, "reply").rfind("_orch/", 0) == 0;
+    if (well_formed) {
+      for (const auto& e : *entities) {
+        well_formed = well_formed && e.is_object() && !str(e.as_object(), "name").empty() &&
+                      valid_entity_key(str(e.as_object(), "key"));
+      }
+    }
+    if (!well_formed) {
       logger_.host(LogLevel::error, "a malformed lock request is dropped", {{"function", fn_.name}, {"key", s.key}});
       return;
     }

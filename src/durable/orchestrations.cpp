@@ -442,6 +442,10 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
           return fail_instance(s, "step " + std::to_string(i) + ": " + type +
                                       " needs a key (1 to 200 letters, digits and - _ . : @) and an op");
         }
+        if (op.rfind("__", 0) == 0) {
+          return fail_instance(s, "step " + std::to_string(i) + ": " + type + " names the operation '" + op +
+                                      "'; operations starting with __ are Nimbus's own (locks)");
+        }
         const bool call = type == "call_entity";
         page.push_back(json::object{{"type", call ? "entity_called" : "entity_signaled"}, {"task_id", task},
                                     {"name", name}, {"key", key}, {"op", op}, {"input", input}});
@@ -494,7 +498,8 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
         b.enqueues.push_back({entity_queue(wanted.front().first), std::move(m)});
       } else if (type == "unlock_entities") {
         page.push_back(json::object{{"type", "entities_unlocked"}, {"task_id", task}});
-        release_locks(s->record, b);
+        // Into the step's extra messages: they go out even if a later action fails the instance.
+        release_locks(s->record, s->extra);
       } else {
         return fail_instance(s, "step " + std::to_string(i) + " is an unknown action '" + type +
                                     "' (known: call_activity, create_timer, call_sub_orchestration, call_entity, "

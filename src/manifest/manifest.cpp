@@ -21,7 +21,7 @@ namespace fs = std::filesystem;
 
 void ManifestReader::read_app(const YAML::Node& root, AppSpec& app) {
   if (!check_map(root, "", {"name", "store", "durability", "http", "shutdown_grace", "worker_threads",
-                            "streams", "mqtt", "blobs", "functions"})) {
+                            "streams", "mqtt", "blobs", "gateway", "functions"})) {
     return;
   }
   if (auto n = root["name"]; !n) {
@@ -72,7 +72,10 @@ void ManifestReader::read_app(const YAML::Node& root, AppSpec& app) {
     error(root, "functions", "is missing; expected a mapping of function names to functions");
     return;
   }
-  if (functions.IsNull()) return;  // an app with no functions yet
+  if (functions.IsNull()) {  // an app with no functions yet (a gateway in front of others, say)
+    if (auto n = root["gateway"]) read_gateway(n, app);
+    return;
+  }
   if (!functions.IsMap()) {
     error(functions, "functions", "is " + kind_of(functions) + "; expected a mapping of function names to functions");
     return;
@@ -94,6 +97,7 @@ void ManifestReader::read_app(const YAML::Node& root, AppSpec& app) {
     if (read_function(it->second, path, fn)) app.functions.push_back(std::move(fn));
   }
   check_route_conflicts(app);
+  if (auto n = root["gateway"]) read_gateway(n, app);
   resolve_streams(app);
   check_mqtt_broker(root, app);
 }

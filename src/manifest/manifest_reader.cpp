@@ -207,4 +207,31 @@ bool ManifestReader::is_name(const std::string& s) {
   });
 }
 
+std::vector<std::pair<YAML::Node, std::string>> ManifestReader::one_or_list(const YAML::Node& v, const std::string& path) {
+  std::vector<std::pair<YAML::Node, std::string>> out;
+  if (v.IsSequence()) {
+    for (std::size_t i = 0; i < v.size(); ++i) out.emplace_back(v[i], path + "[" + std::to_string(i) + "]");
+  } else {
+    out.emplace_back(v, path);
+  }
+  return out;
+}
+
+std::vector<std::string> ManifestReader::http_methods(const YAML::Node& v, const std::string& path) {
+  static const std::vector<std::string_view> kMethods = {"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"};
+  std::vector<std::string> out;
+  for (const auto& [item, p] : one_or_list(v, path)) {
+    auto m = scalar(item, p, "an HTTP method");
+    if (!m) continue;
+    std::string upper = *m;
+    std::transform(upper.begin(), upper.end(), upper.begin(), ::toupper);
+    if (std::find(kMethods.begin(), kMethods.end(), upper) == kMethods.end()) {
+      error(item, p, "'" + *m + "' is not an HTTP method; expected one of: " + list(kMethods));
+    } else if (std::find(out.begin(), out.end(), upper) == out.end()) {
+      out.push_back(upper);
+    }
+  }
+  return out;
+}
+
 }  // namespace nimbus

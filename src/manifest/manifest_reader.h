@@ -60,6 +60,10 @@ class ManifestReader {
                                     const std::vector<std::string_view>& choices);
   // Queue, topic and state names: lower-case letters, digits, '.', '-', '_'.
   bool check_name(const YAML::Node& at, const std::string& path, const std::string& name, const char* what);
+  // A value or a list of values, each with its path (`path[i]` inside a list).
+  std::vector<std::pair<YAML::Node, std::string>> one_or_list(const YAML::Node& v, const std::string& path);
+  // methods: GET or [GET, POST]: upper case, each once; reports what is not an HTTP method.
+  std::vector<std::string> http_methods(const YAML::Node& v, const std::string& path);
   std::optional<BlobPathSpec> blob_path(const YAML::Node& v, const std::string& path, const char* example);
   static std::string kind_of(const YAML::Node& n);
   static std::string join(const std::string& path, const std::string& key);
@@ -90,6 +94,13 @@ class ManifestReader {
   // outputs learn their stream's partition count (a record's key picks the partition).
   void resolve_streams(AppSpec& app);
   void read_http(const YAML::Node& n, HttpSettings& http);
+  // gateway: {upstreams, routes} (manifest_gateway.cpp); after the functions, which routes name.
+  void read_gateway(const YAML::Node& n, AppSpec& app);
+  void read_upstream(const YAML::Node& n, const std::string& path, UpstreamSpec& u);
+  std::optional<UpstreamTarget> upstream_url(const YAML::Node& v, const std::string& path);
+  void read_header_edits(const YAML::Node& n, const std::string& path, HeaderEdits& edits);
+  void read_gateway_route(const YAML::Node& n, const std::string& path, const AppSpec& app, GatewaySpec& gw,
+                          GatewayRouteSpec& r);
   bool read_function(const YAML::Node& n, const std::string& path, FunctionSpec& fn);
   void read_env(const YAML::Node& n, const std::string& path, FunctionSpec& fn);
   // max_processes and writable: isolation: sandbox only (outside one they would promise nothing).

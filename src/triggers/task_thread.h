@@ -2,6 +2,8 @@
 // One thread that runs posted tasks in order: the triggers start invocations and read the
 // store here, never on the store's writer or the timer thread.
 #include <condition_variable>
+#include <cstdio>
+#include <exception>
 #include <deque>
 #include <functional>
 #include <future>
@@ -52,7 +54,13 @@ class TaskThread {
       auto task = std::move(tasks_.front());
       tasks_.pop_front();
       lock.unlock();
-      task();
+      try {
+        task();
+      } catch (const std::exception& e) {
+        // A bug that a malformed message reached: logged, and the thread goes on with the next
+        // task (the message's lease runs out and it comes again, towards its dead letter).
+        std::fprintf(stderr, "nimbus: a task failed: %s\n", e.what());
+      }
       lock.lock();
     }
   }

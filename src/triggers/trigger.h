@@ -79,6 +79,13 @@ class Trigger {
   virtual int public_port() const { return 0; }
   // What it shows through the admin API.
   virtual std::vector<AdminView> admin_views() { return {}; }
+  // A changed manifest while running (`nimbus reload`): the kind takes what it can change in
+  // place (the gateway's routes and upstreams) from `next`, or says why not. Blocking is fine:
+  // the host calls it off the event loops. The host has checked that nothing else changed.
+  virtual Status apply(const AppSpec& next) {
+    (void)next;
+    return ok_status();
+  }
   virtual std::vector<StatusField> status_fields() { return {}; }
 };
 

@@ -96,17 +96,85 @@ HttpTrigger::HttpTrigger(const AppSpec& app, FunctionPools& pools, FunctionKeys 
       metrics_(metrics),
       clock_(clock),
       options_(std::move(options)),
-      server_(std::make_unique<HttpServer>(loops, static_cast<RequestHandler&>(*this))) {
-  for (const auto& fn : app.functions) {
-    FunctionPool* pool = pools.find(fn.name);
+      server_(std::make_unique<HttpServer>(loops, static_cast<RequestHandler&>(*this))),
+      loops_(loops),
+      loop_tables_(static_cast<std::size_t>(loops.size())) {}
+
+HttpTrigger::RouteTable::~RouteTable() {
+  if (gateway) gateway->retire();  // requests in flight finish on it; nothing new goes there
+}
+
+Expected<std::shared_ptr<HttpTrigger::RouteTable>> HttpTrigger::build_table(std::shared_ptr<const GatewaySpec> gw) const {
+  auto t = std::make_shared<RouteTable>();
+  for (const auto& fn : app_.functions) {
+    FunctionPool* pool = pools_.find(fn.name);
     if (!pool) continue;
-    for (const auto* t : fn.triggers_of<HttpTriggerSpec>()) {
-      auto pattern = parse_route(t->route, nullptr);
+    for (const auto* h : fn.triggers_of<HttpTriggerSpec>()) {
+      auto pattern = parse_route(h->route, nullptr);
       if (!pattern) continue;  // the manifest check already reported it
-      router_.add(std::move(*pattern), t->methods, static_cast<int>(targets_.size()));
-      targets_.push_back({pool->index(), t->auth, t->asynchronous, t->upload_container, {}});
+      t->router.add(std::move(*pattern), h->methods, static_cast<int>(t->targets.size()));
+      t->targets.push_back({pool->index(), h->auth, h->asynchronous, h->upload_container, {}});
     }
   }
+  for (const auto& e : endpoints_) {
+    FunctionPool* pool = pools_.find(e.function);
+    auto pattern = parse_route(e.route, nullptr);
+    if (!pool || !pattern) return Error{"the route " + e.route + " of function '" + e.function + "' cannot be served"};
+    t->router.add(std::move(*pattern), e.methods, static_cast<int>(t->targets.size()));
+    t->targets.push_back({pool->index(), e.auth, false, {}, e.handle});
+  }
+  t->gateway_spec = std::move(gw);
+  if (t->gateway_spec && !t->gateway_spec->routes.empty()) {
+    t->gateway = std::make_unique<Gateway>(t->gateway_spec, loops_);
+    for (const auto& route : t->gateway_spec->routes) {
+      auto pattern = parse_route(route.path, nullptr);
+      if (!pattern) return Error{route.where + ": the path " + route.path + " is not a route"};
+      RouteTarget target{-1, route.function_keys ? AuthLevel::function : AuthLevel::anonymous, false, {}, {}, &route, nullptr};
+      if (!route.function.empty()) {
+        FunctionPool* pool = pools_.find(route.function);
+        if (!pool) return Error{route.where + ": no function '" + route.function + "' runs on this host"};
+        target.function = pool->index();
+      } else {
+        target.upstream = t->gateway->upstream_of(route);
+        if (!target.upstream) return Error{route.where + ": no upstream '" + route.upstream + "'"};
+      }
+      t->router.add(std::move(*pattern), route.methods, static_cast<int>(t->targets.size()), route.host);
+      t->targets.push_back(std::move(target));
+    }
+    if (auto st = t->gateway->start(); !st) return st.error();
+  }
+  return t;
+}
+
+HttpTrigger::RouteTable& HttpTrigger::table_here(std::shared_ptr<RouteTable>& holder) {
+  const uint64_t generation = table_generation_.load(std::memory_order_acquire);
+  const int i = loops_.current_index();
+  if (i >= 0 && static_cast<std::size_t>(i) < loop_tables_.size()) {
+    LoopTable& mine = loop_tables_[static_cast<std::size_t>(i)];
+    if (mine.generation != generation) {
+      std::lock_guard lock(table_mu_);
+      mine.table = table_;
+      mine.generation = table_generation_.load(std::memory_order_relaxed);
+    }
+    return *mine.table;
+  }
+  std::lock_guard lock(table_mu_);
+  holder = table_;
+  return *holder;
+}
+
+Status HttpTrigger::apply(const AppSpec& next) {
+  auto table = build_table(std::make_shared<const GatewaySpec>(next.gateway));
+  if (!table) return table.error();
+  std::shared_ptr<RouteTable> old;
+  {
+    std::lock_guard lock(table_mu_);
+    old = std::exchange(table_, std::move(*table));
+    table_generation_.fetch_add(1, std::memory_order_release);
+  }
+  // Each loop drops its reference to the old table at its next request; the last one to let
+  // go retires its upstreams (after the requests they carry).
+  return ok_status();
 }
 
 HttpTrigger::HttpTrigger(const TriggerContext& c, FunctionKeys keys)
@@ -116,14 +184,13 @@ HttpTrigger::HttpTrigger(const TriggerContext& c, FunctionKeys keys)
 HttpTrigger::~HttpTrigger() = default;
 
 Status HttpTrigger::start() {
-  if (options_.routes) {
-    for (auto& e : options_.routes->endpoints()) {
-      FunctionPool* pool = pools_.find(e.function);
-      auto pattern = parse_route(e.route, nullptr);
-      if (!pool || !pattern) return Error{"the route " + e.route + " of function '" + e.function + "' cannot be served"};
-      router_.add(std::move(*pattern), e.methods, static_cast<int>(targets_.size()));
-      targets_.push_back({pool->index(), e.auth, false, {}, std::move(e.handle)});
-    }
+  if (options_.routes) endpoints_ = options_.routes->endpoints();
+  auto table = build_table(std::make_shared<const GatewaySpec>(app_.gateway));
+  if (!table) return table.error();
+  {
+    std::lock_guard lock(table_mu_);
+    table_ = std::move(*table);
+    table_generation_.fetch_add(1, std::memory_order_release);
   }
   ListenOptions lo;
   lo.address = options_.address;
@@ -143,6 +210,25 @@ void HttpTrigger::stop_taking_work() {
 }
 
 int HttpTrigger::in_progress() const { return server_->active_requests(); }
+
+void HttpTrigger::close() {
+  {
+    std::lock_guard lock(table_mu_);
+    if (table_ && table_->gateway) table_->gateway->stop();
+  }
+  server_->close();
+}
+
+std::vector<AdminView> HttpTrigger::admin_views() {
+  return {{"/admin/gateway", [this] {
+             std::shared_ptr<RouteTable> t;
+             {
+               std::lock_guard lock(table_mu_);
+               t = table_;
+             }
+             return t && t->gateway ? t->gateway->status_json() : std::string("{\"upstreams\":[]}");
+           }}};
+}
 
 bool HttpTrigger::drain(Duration grace) {
   const auto until = std::chrono::steady_clock::now() + grace;  // real time: the clock may be a test's
@@ -164,7 +250,9 @@ void HttpTrigger::handle(IncomingRequest& request, Responder respond) {
 
   if (path.rfind(kJobsPath, 0) == 0 && method == "GET") return job_status(path.substr(std::strlen(kJobsPath)), std::move(respond));
 
-  RouteMatch match = router_.match(method, path);
+  std::shared_ptr<RouteTable> holder;
+  RouteTable& table = table_here(holder);
+  RouteMatch match = table.router.match(method, path, request.header("host").value_or(std::string_view()));
   if (match.kind == RouteMatch::Kind::not_found) {
     return respond(json_error(404, "not_found",
                               "no function serves " + std::string(method) + " " + std::string(path),
@@ -178,44 +266,69 @@ void HttpTrigger::handle(IncomingRequest& request, Responder respond) {
     r.headers.push_back({"allow", match.allow});
     return respond(std::move(r));
   }
-  const RouteTarget& rt = targets_[static_cast<std::size_t>(match.target)];
-  FunctionPool& pool = pools_.at(rt.function);
-  const FunctionSpec& fn = pool.spec();
-  if (rt.auth == AuthLevel::function) {
-    std::optional<std::string> presented;
-    if (auto h = request.header("x-functions-key")) presented = std::string(*h);
-    else presented = query_param(query, "code");
-    if (!presented || !keys_.accepts(fn.name, *presented)) {
-      HttpReply r = json_error(401, "unauthorized",
-                               presented ? "the function key is not valid for '" + fn.name + "'"
-                                         : "function '" + fn.name +
-                                               "' needs a key: send it in the x-functions-key header or the code query parameter",
-                               new_invocation_id());
-      return respond(std::move(r));
+  const RouteTarget& rt = table.targets[static_cast<std::size_t>(match.target)];
+  if (rt.function >= 0) {
+    const std::string& fname = pools_.at(rt.function).spec().name;
+    if (rt.auth == AuthLevel::function) {
+      std::optional<std::string> presented;
+      if (auto h = request.header("x-functions-key")) presented = std::string(*h);
+      else presented = query_param(query, "code");
+      if (!presented || !keys_.accepts(fname, *presented)) {
+        HttpReply r = json_error(401, "unauthorized",
+                                 presented ? "the function key is not valid for '" + fname + "'"
+                                           : "function '" + fname +
+                                                 "' needs a key: send it in the x-functions-key header or the code query parameter",
+                                 new_invocation_id());
+        return respond(std::move(r));
+      }
     }
   }
-
   if (rt.handle) return rt.handle(request, std::move(match.params), std::move(respond));
-  if (!rt.upload.empty()) return upload(rt.upload, std::move(match.params), request, std::move(respond));
+  std::string body = request.take_body();
+  if (rt.gateway && rt.gateway->max_body && body.size() > *rt.gateway->max_body) {
+    // The listener read up to http.max_body; the route allows less.
+    return respond(json_error(413, "payload_too_large",
+                              "the request body is over this route's limit of " + std::to_string(*rt.gateway->max_body) +
+                                  " bytes",
+                              ""));
+  }
+  route_with_body(table, rt, request, std::move(match.params), path, query, std::move(body), std::move(respond));
+}
+
+void HttpTrigger::route_with_body(const RouteTable& table, const RouteTarget& rt, IncomingRequest& request, Headers params,
+                                  std::string_view path, std::string_view query, std::string body, Responder respond) {
+  const GatewayRouteSpec* gw = rt.gateway;
+  if (rt.upstream) {
+    return table.gateway->proxy(*gw, *rt.upstream, request, params, path, query, std::move(body), std::move(respond));
+  }
+  std::string_view method = request.method();
+  FunctionPool& pool = pools_.at(rt.function);
+  const FunctionSpec& fn = pool.spec();
+  if (!rt.upload.empty()) return upload(rt.upload, std::move(params), request, std::move(body), std::move(respond));
 
   auto traceparent = request.header("traceparent");
   Invocation inv = new_invocation(fn, TriggerKind::http, "/http", "nimbus.http.request", clock_,
                                   traceparent ? *traceparent : std::string_view());
   HttpRequest& http = inv.http.emplace();
   http.method = std::string(method);
-  http.path = std::string(path);
+  http.path = gw ? target_path(*gw, path) : std::string(path);
   http.query = std::string(query);
   http.headers.reserve(request.header_count());
   request.for_each_header([&](std::string_view n, std::string_view v) {
     http.headers.push_back({std::string(n), std::string(v)});
   });
-  http.params = std::move(match.params);
-  inv.payload = request.take_body();
+  if (gw) edit_headers(gw->request_headers, http.headers);
+  http.params = std::move(params);
+  inv.payload = std::move(body);
 
   if (rt.asynchronous) return enqueue_async(fn, std::move(inv), std::move(respond));
 
-  auto answer = [respond = std::move(respond)](Result& r, const InvocationView& s) {
+  const HeaderEdits* reply_edits = gw && !gw->response_headers.empty() ? &gw->response_headers : nullptr;
+  // The edits live in the route table, which a reload may replace while the function runs.
+  std::shared_ptr<const GatewaySpec> edits_owner = reply_edits ? table.gateway_spec : nullptr;
+  auto answer = [respond = std::move(respond), reply_edits, edits_owner](Result& r, const InvocationView& s) {
     HttpReply reply = reply_for(std::move(r), s.function, s.id);
+    if (reply_edits) edit_headers(*reply_edits, reply.headers);
     const int status = reply.status;
     respond(std::move(reply));
     return status;
@@ -265,11 +378,16 @@ void HttpTrigger::enqueue_async(const FunctionSpec& fn, Invocation&& inv, Respon
 
 // An upload route: the body is committed as a blob named by the route's last parameter (its
 // events go out in the same commit); the reply says what was stored.
-void HttpTrigger::upload(const std::string& container, Headers params, IncomingRequest& request, Responder respond) {
+void HttpTrigger::upload(const std::string& container, Headers params, IncomingRequest& request, std::string body,
+                         Responder respond) {
   if (!options_.store) return respond(json_error(503, "no_store", "uploads need a store, and this host has none", ""));
   if (params.empty()) return respond(json_error(500, "internal", "the upload route has no parameter to name the blob", ""));
+  if (params.back().value.empty()) {
+    return respond(json_error(400, "bad_request", "the path names no blob; expected a name after the route's prefix", ""));
+  }
   Batch b;
   b.blob_puts.push_back(blob_put_from(request, container, std::move(params.back().value)));
+  b.blob_puts.back().data = std::move(body);
   options_.store->commit(std::move(b), [respond = std::move(respond)](Expected<BatchResult> r) {
     respond(blob_written_reply(r));
   });

@@ -5,11 +5,13 @@
 // routes store the body as a blob instead of invoking (HttpTriggerSpec::upload_container).
 #include <atomic>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
 #include "core/app_spec.h"
 #include "core/clock.h"
+#include "gateway/gateway.h"
 #include "triggers/http/function_keys.h"
 #include "triggers/http/public_routes.h"
 #include "triggers/http/router.h"
@@ -45,22 +47,33 @@ class HttpTrigger final : public Trigger, public RequestHandler {
   // Waits up to `grace` for the requests in flight to be answered.
   bool drain(Duration grace) override;
   int in_progress() const override;
-  void close() override { server_->close(); }
+  void close() override;
+  // GET /admin/gateway: each upstream target's health, breaker and counts (Gateway::status_json).
+  std::vector<AdminView> admin_views() override;
+  // Swaps in `next`'s gateway routes and upstreams: requests already routed finish on the old
+  // ones, new requests take the new table; no request is dropped.
+  Status apply(const AppSpec& next) override;
   int port() const { return port_; }
   int public_port() const override { return port_; }
   void handle(IncomingRequest& request, Responder respond) override;
 
  private:
   struct RouteTarget {
-    int function;
+    int function;  // -1 for an upstream route
     AuthLevel auth;
     bool asynchronous;
     std::string upload;  // the container of an upload route
     std::function<void(IncomingRequest&, Headers, Responder)> handle;  // another kind's route
+    const GatewayRouteSpec* gateway = nullptr;  // a gateway route (to a function or upstream)
+    Upstream* upstream = nullptr;
   };
   void enqueue_async(const FunctionSpec& fn, Invocation&& inv, Responder respond);
   void job_status(std::string_view id, Responder respond);
-  void upload(const std::string& container, Headers params, IncomingRequest& request, Responder respond);
+  void upload(const std::string& container, Headers params, IncomingRequest& request, std::string body,
+              Responder respond);
+  struct RouteTable;
+  void route_with_body(const RouteTable& table, const RouteTarget& rt, IncomingRequest& request, Headers params,
+                       std::string_view path, std::string_view query, std::string body, Responder respond);
 
   const AppSpec& app_;
   FunctionPools& pools_;
@@ -69,8 +82,29 @@ class HttpTrigger final : public Trigger, public RequestHandler {
   Metrics& metrics_;
   const Clock& clock_;
   HttpTriggerOptions options_;
-  Router router_;
-  std::vector<RouteTarget> targets_;
+  // What the router's targets stand for, and the gateway they use: replaced whole by apply().
+  struct RouteTable {
+    Router router;
+    std::vector<RouteTarget> targets;
+    std::shared_ptr<const GatewaySpec> gateway_spec;  // the specs targets point into
+    std::unique_ptr<Gateway> gateway;
+    ~RouteTable();
+  };
+  Expected<std::shared_ptr<RouteTable>> build_table(std::shared_ptr<const GatewaySpec> gateway) const;
+  // The table this request routes on. On a loop: the loop's own reference (refreshed when a
+  // new table comes), so the hot path shares no reference count; off the loops: *holder.
+  RouteTable& table_here(std::shared_ptr<RouteTable>& holder);
+
+  EventLoops& loops_;
+  std::vector<PublicEndpoint> endpoints_;  // other kinds' routes, from start()
+  std::mutex table_mu_;
+  std::shared_ptr<RouteTable> table_;  // the current one, under table_mu_
+  std::atomic<uint64_t> table_generation_{0};
+  struct LoopTable {
+    uint64_t generation = ~uint64_t{0};
+    std::shared_ptr<RouteTable> table;
+  };
+  std::vector<LoopTable> loop_tables_;  // one per loop, each touched by its loop only
   std::atomic<bool> draining_{false};
   std::unique_ptr<HttpServer> server_;
   int port_ = 0;

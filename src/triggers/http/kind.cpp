@@ -54,30 +54,7 @@ std::shared_ptr<const TriggerSettings> read(ManifestReader& r, const YAML::Node&
     if (!problem.empty()) r.error(v, path + ".route", "'" + *route + "' " + problem);
     http->route = *route;
   }
-  if (auto v = n["methods"]) {
-    static const std::vector<std::string_view> kMethods = {"GET", "POST", "PUT", "PATCH",
-                                                          "DELETE", "HEAD", "OPTIONS"};
-    std::vector<YAML::Node> items;
-    if (v.IsSequence()) {
-      for (std::size_t i = 0; i < v.size(); ++i) items.push_back(v[i]);
-    } else {
-      items.push_back(v);
-    }
-    for (std::size_t i = 0; i < items.size(); ++i) {
-      std::string p = path + ".methods" + (v.IsSequence() ? "[" + std::to_string(i) + "]" : "");
-      auto m = r.scalar(items[i], p, "an HTTP method");
-      if (!m) continue;
-      std::string upper = *m;
-      std::transform(upper.begin(), upper.end(), upper.begin(), ::toupper);
-      if (std::find(kMethods.begin(), kMethods.end(), upper) == kMethods.end()) {
-        r.error(items[i], p, "'" + *m + "' is not an HTTP method; expected one of: " + ManifestReader::list(kMethods));
-        continue;
-      }
-      if (std::find(http->methods.begin(), http->methods.end(), upper) == http->methods.end()) {
-        http->methods.push_back(upper);
-      }
-    }
-  }
+  if (auto v = n["methods"]) http->methods = r.http_methods(v, path + ".methods");
   if (auto v = n["auth"]) {
     if (auto a = r.choice(v, path + ".auth", {"anonymous", "function"})) {
       http->auth = *a == "function" ? AuthLevel::function : AuthLevel::anonymous;

@@ -1,6 +1,7 @@
 #include "triggers/http/router.h"
 
 #include <algorithm>
+#include <cctype>
 
 namespace nimbus {
 namespace {
@@ -49,9 +50,32 @@ bool percent_decode(std::string_view in, std::string& out) {
   return true;
 }
 
-void Router::add(RoutePattern pattern, std::vector<std::string> methods, int target) {
-  routes_.push_back({std::move(pattern), std::move(methods), target});
+std::string host_name(std::string_view h) {
+  if (!h.empty() && h.front() == '[') {
+    auto close = h.find(']');
+    h = h.substr(0, close == std::string_view::npos ? h.size() : close + 1);
+  } else if (auto colon = h.rfind(':'); colon != std::string_view::npos) {
+    h = h.substr(0, colon);
+  }
+  while (!h.empty() && h.back() == '.') h.remove_suffix(1);  // "example.com." is the same name
+  std::string out(h);
+  for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+bool Router::match_host(std::string_view pattern, std::string_view host) {
+  if (pattern.rfind("*.", 0) == 0) {
+    std::string_view suffix = pattern.substr(1);  // ".example.com"
+    return host.size() > suffix.size() && host.substr(host.size() - suffix.size()) == suffix;
+  }
+  return pattern == host;
+}
+
+void Router::add(RoutePattern pattern, std::vector<std::string> methods, int target, std::string host) {
+  if (!host.empty()) any_host_ = true;
+  routes_.push_back({std::move(pattern), std::move(methods), target, std::move(host)});
   std::stable_sort(routes_.begin(), routes_.end(), [](const Route& a, const Route& b) {
+    if (a.host.empty() != b.host.empty()) return !a.host.empty();  // host routes first
     if (a.pattern.segments.size() != b.pattern.segments.size()) {
       return a.pattern.segments.size() > b.pattern.segments.size();
     }
@@ -66,7 +90,14 @@ bool Router::match_path(const RoutePattern& p, std::string_view path, Headers* p
   std::size_t i = 0;
   const auto& segs = p.segments;
   while (true) {
-    if (rest.empty()) return i == segs.size();
+    if (rest.empty()) {
+      // A catch-all matches nothing too: /{*rest} serves "/", /files/{*path} serves /files.
+      if (i + 1 == segs.size() && segs[i].kind == RouteSegment::Kind::rest) {
+        if (params) params->push_back({segs[i].text, std::string()});
+        return true;
+      }
+      return i == segs.size();
+    }
     if (i == segs.size()) return false;
     const auto& seg = segs[i];
     if (seg.kind == RouteSegment::Kind::rest) {
@@ -92,10 +123,13 @@ bool Router::match_path(const RoutePattern& p, std::string_view path, Headers* p
   }
 }
 
-RouteMatch Router::match(std::string_view method, std::string_view path) const {
+RouteMatch Router::match(std::string_view method, std::string_view path, std::string_view host_header) const {
   RouteMatch m;
   std::vector<std::string> allowed;
+  std::string host;
+  if (any_host_) host = host_name(host_header);
   for (const auto& r : routes_) {
+    if (!r.host.empty() && !match_host(r.host, host)) continue;
     Headers params;
     if (!match_path(r.pattern, path, &params)) continue;
     if (method_allowed(r.methods, method)) {

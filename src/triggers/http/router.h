@@ -1,5 +1,6 @@
 #pragma once
-// Matches a request's method and path against the app's HTTP routes. Literal segments beat
+// Matches a request's host, method and path against the app's HTTP routes. Routes that name
+// the request's host are tried before those for any host; within each, literal segments beat
 // parameters; a path that matches a route but not its methods is a 405 with Allow.
 #include <string>
 #include <string_view>
@@ -19,9 +20,11 @@ struct RouteMatch {
 
 class Router {
  public:
-  // `methods` upper case; empty means every method.
-  void add(RoutePattern pattern, std::vector<std::string> methods, int target);
-  RouteMatch match(std::string_view method, std::string_view path) const;
+  // `methods` upper case; empty means every method. `host`: "" any, "api.example.com", or
+  // "*.example.com" (any name under it), lower case.
+  void add(RoutePattern pattern, std::vector<std::string> methods, int target, std::string host = {});
+  // `host`: the request's Host header as sent (a port and letter case are ignored).
+  RouteMatch match(std::string_view method, std::string_view path, std::string_view host = {}) const;
   std::size_t size() const { return routes_.size(); }
 
  private:
@@ -29,10 +32,16 @@ class Router {
     RoutePattern pattern;
     std::vector<std::string> methods;
     int target;
+    std::string host;
   };
+  static bool match_host(std::string_view pattern, std::string_view host);
+  bool any_host_ = false;
   static bool match_path(const RoutePattern& p, std::string_view path, Headers* params);
   std::vector<Route> routes_;
 };
+
+// The Host header's name, lower case, without a port ("Api.Example.com:8080" -> "api.example.com").
+std::string host_name(std::string_view host_header);
 
 // Percent-decodes a path segment; false when an escape is malformed.
 bool percent_decode(std::string_view in, std::string& out);

@@ -1,5 +1,6 @@
 // Boost.Beast lives only in this file (and the CLI's client): everything else sees server.h.
 #include "triggers/http/server.h"
+#include "triggers/http/loop_context.h"
 
 #include <fcntl.h>
 #include <sched.h>
@@ -168,10 +169,24 @@ EventLoops::~EventLoops() { stop(); }
 
 int EventLoops::size() const { return static_cast<int>(impl_->contexts.size()); }
 
+namespace {
+thread_local const EventLoops::Impl* tl_loops = nullptr;
+thread_local int tl_loop_index = -1;
+}  // namespace
+
+int EventLoops::current_index() const { return tl_loops == impl_.get() ? tl_loop_index : -1; }
+
+asio::io_context& loop_context(EventLoops& loops, int index) {
+  return *loops.impl().contexts[static_cast<std::size_t>(index)];
+}
+
 void EventLoops::start() {
+  int index = 0;
   for (auto& ctx : impl_->contexts) {
-    impl_->threads.emplace_back([c = ctx.get()] {
+    impl_->threads.emplace_back([c = ctx.get(), index = index++, owner = impl_.get()] {
       set_thread_role(ThreadRole::event_loop);
+      tl_loops = owner;
+      tl_loop_index = index;
       c->run();
     });
   }
@@ -323,7 +338,15 @@ void serialize_head(const HttpReply& reply, unsigned version, bool keep_alive, s
 
 class BeastRequest final : public IncomingRequest {
  public:
-  explicit BeastRequest(http::request<http::string_body>& r) : r_(r) {}
+  BeastRequest(http::request<http::string_body>& r, const tcp::socket& s) : r_(r), socket_(s) {}
+  std::string remote_address() const override {
+    boost::system::error_code ec;
+    auto endpoint = socket_.remote_endpoint(ec);
+    if (ec) return {};
+    auto a = endpoint.address();
+    if (a.is_v6() && a.to_v6().is_v4_mapped()) a = asio::ip::make_address_v4(asio::ip::v4_mapped, a.to_v6());
+    return a.to_string();
+  }
   std::string_view method() const override { return r_.method_string(); }
   std::string_view target() const override { return r_.target(); }
   std::optional<std::string_view> header(std::string_view name) const override {
@@ -343,6 +366,7 @@ class BeastRequest final : public IncomingRequest {
 
  private:
   http::request<http::string_body>& r_;
+  const tcp::socket& socket_;
 };
 
 }  // namespace
@@ -658,7 +682,7 @@ asio::awaitable<void> HttpServer::Impl::serve(LoopState& ls, tcp::socket socket)
       c.slot->wake = nullptr;
     }
     try {
-      BeastRequest view(request);
+      BeastRequest view(request, c.socket);
       handler.handle(view, Responder(c.slot, generation));
     } catch (const std::exception& e) {
       // A bug or exhaustion inside the host: the caller gets a 500, the connection lives on.

@@ -33,6 +33,8 @@ class EventLoops {
   // Loop `index` as a Reactor (for worker sockets). A loop with a watch left has work:
   // drain() waits for every watch to be destroyed.
   Reactor& reactor(int index);
+  // The index of the loop the calling thread runs, or -1 when it runs none of these loops.
+  int current_index() const;
   struct Impl;
   Impl& impl() { return *impl_; }
 
@@ -53,6 +55,8 @@ class IncomingRequest {
   virtual void for_each_header(const std::function<void(std::string_view, std::string_view)>& fn) const = 0;
   virtual std::size_t header_count() const = 0;
   virtual std::string take_body() = 0;
+  // The client's IP address ("203.0.113.7", "::1"), or "" when unknown (a socketpair).
+  virtual std::string remote_address() const { return {}; }
 };
 
 // Delivers the reply for one request. Call exactly once, from any thread, during or after

@@ -1,0 +1,87 @@
+#pragma once
+// The manifest's `gateway:` once read: routes on the public listener that go to a function or
+// to an upstream (a reverse proxy to other HTTP servers, a monolith being strangled, say), and
+// the upstreams with their pools, timeouts, retries, circuit breakers and health checks.
+// Plain values; the gateway part (src/gateway/) builds itself from them.
+#include <chrono>
+#include <cstddef>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/clock.h"
+#include "core/invocation.h"
+
+namespace nimbus {
+
+struct UpstreamTarget {
+  std::string url;        // as written: http://10.0.0.5:8080/base
+  std::string host;       // 10.0.0.5 (a name is resolved when the host starts)
+  int port = 80;
+  std::string base_path;  // "/base", or "" for none; prefixed to every forwarded path
+};
+
+struct UpstreamSpec {
+  std::string name;
+  std::vector<UpstreamTarget> targets;
+  enum class Balance : uint8_t { round_robin, least_requests } balance = Balance::round_robin;
+  Duration connect_timeout = std::chrono::seconds(2);
+  Duration timeout = std::chrono::seconds(30);  // the whole response, from the request's write
+  // Retries of a failed attempt on another target: connection failures for every method
+  // (nothing was sent), resets and malformed replies for idempotent methods only; never a
+  // timeout. The budget caps retries at this share of the requests of each second, beyond
+  // ten a second that are always allowed (per event loop).
+  int retries = 1;
+  double retry_budget = 0.2;
+  // Circuit breaker per target: this many failures in a row open it for `open_for`; then one
+  // probe request goes through (half-open) and its outcome closes or re-opens it. 0: off.
+  int breaker_failures = 5;
+  Duration breaker_open_for = std::chrono::seconds(10);
+  // Active health checks (off while `health_path` is empty): GET the path on every target each
+  // interval; `unhealthy` failures in a row take a target out, `healthy` successes put it back.
+  std::string health_path;
+  Duration health_interval = std::chrono::seconds(5);
+  Duration health_timeout = std::chrono::seconds(1);
+  int health_unhealthy = 2;
+  int health_healthy = 2;
+  // Keep-alive connections kept per event loop and target, and how long one may sit idle.
+  int max_idle = 64;
+  Duration idle_timeout = std::chrono::seconds(4);
+  std::size_t max_response = 64u << 20;
+};
+
+struct HeaderEdits {
+  std::vector<Header> set;           // replace (or add) these
+  std::vector<std::string> remove;   // lower case
+  bool empty() const { return set.empty() && remove.empty(); }
+};
+
+struct GatewayRouteSpec {
+  std::string where;                 // "gateway.routes[2]", for messages
+  std::string host;                  // "" any; "api.example.com"; "*.example.com"
+  std::string path;                  // a route template: "/orders/{id}", "/{*rest}"
+  std::vector<std::string> methods;  // upper case; empty = any
+  std::string function;              // the target: a function ...
+  std::string upstream;              // ... or an upstream's name
+  // The path the target sees: a template over the route's parameters ("/v2/{rest}"); empty
+  // keeps the request's path. `strip_prefix` removes a leading literal part instead.
+  std::string rewrite;
+  std::string strip_prefix;
+  HeaderEdits request_headers, response_headers;
+  bool preserve_host = false;  // send the client's Host to the upstream (not the target's)
+  std::optional<std::size_t> max_body;  // at most the app's http.max_body
+  std::optional<Duration> timeout;      // upstream routes: overrides the upstream's timeout
+  bool function_keys = false;           // auth: function (the target function's keys)
+};
+
+struct GatewaySpec {
+  std::vector<UpstreamSpec> upstreams;
+  std::vector<GatewayRouteSpec> routes;
+  const UpstreamSpec* find_upstream(std::string_view name) const {
+    for (const auto& u : upstreams)
+      if (u.name == name) return &u;
+    return nullptr;
+  }
+};
+
+}  // namespace nimbus

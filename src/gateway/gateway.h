@@ -1,0 +1,55 @@
+#pragma once
+// The gateway (manifest `gateway:`): routes on the public listener by host, path and method to
+// a function or an upstream. The HTTP trigger owns the listener and the router and asks this
+// part to shape and forward what goes to upstreams (upstream.h); function routes run as HTTP
+// invocations with the route's rewrite and header edits (the trigger applies them with
+// target_path() and edit_headers()). No Asio in this header.
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "core/expected.h"
+#include "core/gateway_spec.h"
+#include "core/invocation.h"
+#include "gateway/upstream.h"
+
+namespace nimbus {
+
+class EventLoops;
+class IncomingRequest;
+class Responder;
+
+class Gateway {
+ public:
+  Gateway(std::shared_ptr<const GatewaySpec> spec, EventLoops& loops);
+  ~Gateway();
+  Status start();  // resolves upstream names, starts health checks
+  void stop();     // cancels what is in flight, closes pooled connections; returns at once
+  void retire();   // a reload replaced it: what is in flight finishes (Upstream::retire)
+
+  // The upstream a route goes to, or null for a function route.
+  Upstream* upstream_of(const GatewayRouteSpec& route) const;
+
+  // Forwards a request on an upstream route: path rewritten, hop-by-hop headers dropped, the
+  // route's header edits, X-Forwarded-For/-Proto/-Host and Forwarded (RFC 7239) added.
+  void proxy(const GatewayRouteSpec& route, Upstream& upstream, IncomingRequest& request, const Headers& params,
+             std::string_view path, std::string_view query, std::string body, Responder respond);
+
+  // {"upstreams":[{"name":...,"targets":[{url, healthy, breaker, in_flight, requests, failures}]}]}
+  std::string status_json() const;
+
+ private:
+  std::shared_ptr<const GatewaySpec> spec_;
+  std::map<std::string, std::unique_ptr<Upstream>, std::less<>> upstreams_;
+};
+
+// The path a route's target sees: the rewrite template filled with the route's parameters as
+// the client spelled them (still percent-encoded), or the raw path without strip_prefix, or
+// the raw path.
+std::string target_path(const GatewayRouteSpec& route, std::string_view raw_path);
+
+// Applies a route's request-header edits to a function's invocation headers.
+void edit_headers(const HeaderEdits& edits, Headers& headers);
+
+}  // namespace nimbus

@@ -1,0 +1,690 @@
+// The gateway's reverse proxy (upstream.h). Asio and Beast stay in this file. Every request
+// runs as a coroutine on the loop that received it, with that loop's own connection pool;
+// what loops share (a target's health, breaker and in-flight count) is atomics.
+#include "gateway/upstream.h"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/connect.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http.hpp>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <charconv>
+#include <unordered_set>
+
+#include "triggers/http/loop_context.h"
+#include "triggers/http/server.h"
+
+namespace nimbus {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = asio::ip::tcp;
+namespace {
+constexpr auto kNoThrow = asio::as_tuple(asio::use_awaitable);
+using SteadyTime = std::chrono::steady_clock::time_point;
+
+int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+bool idempotent(std::string_view m) {
+  return m == "GET" || m == "HEAD" || m == "OPTIONS" || m == "PUT" || m == "DELETE" || m == "TRACE";
+}
+
+bool body_expected(std::string_view m) { return m == "POST" || m == "PUT" || m == "PATCH"; }
+
+enum class Breaker : int { closed = 0, open = 1, half_open = 2 };
+
+}  // namespace
+
+bool is_hop_by_hop(std::string_view n) {
+  return n == "connection" || n == "keep-alive" || n == "proxy-connection" || n == "te" || n == "trailer" ||
+         n == "transfer-encoding" || n == "upgrade" || n == "proxy-authenticate" || n == "proxy-authorization";
+}
+
+namespace {
+
+// What loops share about one target.
+struct TargetState {
+  UpstreamTarget spec;
+  std::string host_header;  // "10.0.0.5:8080"
+  std::vector<tcp::endpoint> endpoints;
+  std::atomic<int> in_flight{0};
+  std::atomic<bool> healthy{true};
+  std::atomic<int> failures_in_a_row{0};
+  std::atomic<int> breaker{static_cast<int>(Breaker::closed)};
+  std::atomic<int64_t> open_until_ns{0};
+  std::atomic<uint64_t> requests{0}, failures{0};
+  int health_ok = 0, health_bad = 0;  // loop 0 only
+};
+
+struct UpConn {
+  explicit UpConn(asio::io_context& c) : socket(c) {}
+  tcp::socket socket;
+  beast::flat_buffer buffer;
+  std::string head;  // the request head being written; its capacity is reused
+  SteadyTime idle_since;
+};
+
+// Cancels a connection's I/O when its time is up. The handler holds the connection, so a
+// fire that races the end of the exchange touches a live object.
+struct Watchdog {
+  struct State {
+    bool done = false, fired = false;
+  };
+  Watchdog(asio::io_context& ctx) : timer(ctx), state(std::make_shared<State>()) {}
+  ~Watchdog() { disarm(); }
+  void arm(const std::shared_ptr<UpConn>& conn, Duration after) {
+    timer.expires_after(after);
+    timer.async_wait([s = state, conn](boost::system::error_code ec) {
+      if (ec || s->done) return;
+      s->fired = true;
+      boost::system::error_code ignored;
+      conn->socket.cancel(ignored);
+    });
+  }
+  void disarm() {
+    state->done = true;
+    timer.cancel();
+  }
+  bool fired() const { return state->fired; }
+  asio::steady_timer timer;
+  std::shared_ptr<State> state;
+};
+
+enum class Fail : uint8_t { none, refused, connect_timeout, timeout, reset, bad_response, too_large, stopped };
+
+struct Attempt {
+  Fail fail = Fail::none;
+  bool stale = false;  // a reused connection that failed before any reply byte
+  bool keep_alive = false;  // the connection may carry the next request
+  std::string detail;
+  HttpReply reply;
+};
+
+bool counts_against_target(const Attempt& a) {
+  if (a.fail == Fail::stopped) return false;
+  if (a.fail != Fail::none) return true;
+  return a.reply.status == 502 || a.reply.status == 503 || a.reply.status == 504;
+}
+
+}  // namespace
+
+// Per event loop: its pools and counters, touched only on that loop.
+struct LoopPool {
+  std::vector<std::vector<std::shared_ptr<UpConn>>> idle;  // per target, most recent last
+  std::size_t next = 0;                                    // round-robin cursor
+  int64_t window_start_ns = 0;
+  int window_requests = 0, window_retries = 0;
+  std::unordered_set<UpConn*> busy;  // exchanges under way, cancelled by stop()
+};
+
+struct Upstream::Impl : std::enable_shared_from_this<Upstream::Impl> {
+  Impl(const UpstreamSpec& s, EventLoops& l) : spec(s), loops(l) {}
+  UpstreamSpec spec;
+  EventLoops& loops;
+  std::vector<std::unique_ptr<TargetState>> targets;
+  std::vector<std::unique_ptr<LoopPool>> pools;
+  std::atomic<bool> stopped{false};
+  std::atomic<bool> retired{false};  // replaced by a reload: no pooling, no health checks
+  std::unique_ptr<asio::steady_timer> health_timer;  // loop 0
+  std::shared_ptr<UpConn> health_conn;               // the check under way, loop 0
+
+  asio::awaitable<void> run(LoopPool& lp, std::shared_ptr<ProxyRequest> req, Responder respond);
+  asio::awaitable<Attempt> attempt(LoopPool& lp, int target, const ProxyRequest& req, bool may_replay);
+  asio::awaitable<Fail> connect(UpConn& conn, const TargetState& t, Duration timeout);
+  asio::awaitable<Attempt> exchange(LoopPool& lp, const std::shared_ptr<UpConn>& conn, const TargetState& t,
+                                    const ProxyRequest& req);
+  asio::awaitable<void> health_loop();
+  asio::awaitable<bool> health_check(TargetState& t);
+
+  // Picks a target not yet tried, healthy and admitted by its breaker; -1 when none is.
+  // *probe says the pick is a half-open breaker's one probe.
+  int pick(LoopPool& lp, const std::vector<int>& tried, bool* probe);
+  bool admits(TargetState& t, bool* probe);
+  void record(TargetState& t, bool failed, bool probe);
+  bool budget_allows_retry(LoopPool& lp);
+  std::shared_ptr<UpConn> take_idle(LoopPool& lp, int target);
+  void put_idle(LoopPool& lp, int target, std::shared_ptr<UpConn> conn);
+  HttpReply unavailable_reply() const;
+};
+
+Upstream::Upstream(const UpstreamSpec& spec, EventLoops& loops) : impl_(std::make_shared<Impl>(spec, loops)) {
+  for (const auto& t : spec.targets) {
+    auto state = std::make_unique<TargetState>();
+    state->spec = t;
+    bool v6 = t.host.find(':') != std::string::npos;
+    state->host_header = (v6 ? "[" + t.host + "]" : t.host) + (t.port == 80 ? "" : ":" + std::to_string(t.port));
+    impl_->targets.push_back(std::move(state));
+  }
+  for (int i = 0; i < loops.size(); ++i) {
+    auto lp = std::make_unique<LoopPool>();
+    lp->idle.resize(impl_->targets.size());
+    impl_->pools.push_back(std::move(lp));
+  }
+}
+
+Upstream::~Upstream() = default;
+
+const std::string& Upstream::name() const { return impl_->spec.name; }
+
+Status Upstream::start() {
+  asio::io_context resolve_ctx;
+  tcp::resolver resolver(resolve_ctx);
+  for (auto& t : impl_->targets) {
+    boost::system::error_code ec;
+    auto results = resolver.resolve(t->spec.host, std::to_string(t->spec.port), ec);
+    if (ec || results.empty()) {
+      return Error{"upstream '" + impl_->spec.name + "': cannot resolve " + t->spec.host + " (" + t->spec.url +
+                   "): " + (ec ? ec.message() : "no addresses")};
+    }
+    for (const auto& r : results) t->endpoints.push_back(r.endpoint());
+  }
+  if (!impl_->spec.health_path.empty()) {
+    auto self = impl_;
+    auto& ctx = loop_context(self->loops, 0);
+    asio::post(ctx, [self, &ctx] {
+      self->health_timer = std::make_unique<asio::steady_timer>(ctx);
+      asio::co_spawn(ctx, self->health_loop(), asio::detached);
+    });
+  }
+  return ok_status();
+}
+
+void Upstream::stop() {
+  if (impl_->stopped.exchange(true)) return;
+  for (int i = 0; i < impl_->loops.size(); ++i) {
+    asio::post(loop_context(impl_->loops, i), [self = impl_, i] {
+      LoopPool& lp = *self->pools[static_cast<std::size_t>(i)];
+      boost::system::error_code ignored;
+      for (UpConn* c : lp.busy) c->socket.cancel(ignored);
+      for (auto& per_target : lp.idle) per_target.clear();
+      if (i == 0) {
+        if (self->health_timer) self->health_timer->cancel();
+        if (self->health_conn) self->health_conn->socket.cancel(ignored);
+      }
+    });
+  }
+}
+
+void Upstream::retire() {
+  if (impl_->retired.exchange(true)) return;
+  for (int i = 0; i < impl_->loops.size(); ++i) {
+    asio::post(loop_context(impl_->loops, i), [self = impl_, i] {
+      LoopPool& lp = *self->pools[static_cast<std::size_t>(i)];
+      for (auto& per_target : lp.idle) per_target.clear();
+      if (i == 0) {
+        boost::system::error_code ignored;
+        if (self->health_timer) self->health_timer->cancel();
+        if (self->health_conn) self->health_conn->socket.cancel(ignored);
+      }
+    });
+  }
+}
+
+std::vector<TargetStatus> Upstream::status() const {
+  std::vector<TargetStatus> out;
+  for (const auto& t : impl_->targets) {
+    TargetStatus s;
+    s.url = t->spec.url;
+    s.healthy = t->healthy.load();
+    switch (static_cast<Breaker>(t->breaker.load())) {
+      case Breaker::closed: s.breaker = "closed"; break;
+      case Breaker::open: s.breaker = "open"; break;
+      case Breaker::half_open: s.breaker = "half_open"; break;
+    }
+    s.in_flight = t->in_flight.load();
+    s.requests = t->requests.load();
+    s.failures = t->failures.load();
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+void Upstream::forward(ProxyRequest&& request, Responder respond) {
+  int index = impl_->loops.current_index();
+  auto req = std::make_shared<ProxyRequest>(std::move(request));
+  if (req->timeout <= Duration::zero()) req->timeout = impl_->spec.timeout;
+  auto self = impl_;
+  if (index < 0) {  // off the loops (tests driving the handler): run on loop 0
+    auto& ctx = loop_context(impl_->loops, 0);
+    asio::post(ctx, [self, req, respond, &ctx]() mutable {
+      asio::co_spawn(ctx, self->run(*self->pools[0], std::move(req), std::move(respond)), asio::detached);
+    });
+    return;
+  }
+  auto& ctx = loop_context(impl_->loops, index);
+  asio::co_spawn(ctx, impl_->run(*impl_->pools[static_cast<std::size_t>(index)], std::move(req), std::move(respond)),
+                 asio::detached);
+}
+
+// ---------------------------------------------------------------- choosing a target
+
+bool Upstream::Impl::admits(TargetState& t, bool* probe) {
+  *probe = false;
+  switch (static_cast<Breaker>(t.breaker.load(std::memory_order_relaxed))) {
+    case Breaker::closed: return true;
+    case Breaker::half_open: return false;  // its probe is under way
+    case Breaker::open: {
+      if (now_ns() < t.open_until_ns.load(std::memory_order_relaxed)) return false;
+      int expected = static_cast<int>(Breaker::open);
+      if (!t.breaker.compare_exchange_strong(expected, static_cast<int>(Breaker::half_open))) return false;
+      *probe = true;
+      return true;
+    }
+  }
+  return false;
+}
+
+void Upstream::Impl::record(TargetState& t, bool failed, bool probe) {
+  t.requests.fetch_add(1, std::memory_order_relaxed);
+  if (!failed) {
+    t.failures_in_a_row.store(0, std::memory_order_relaxed);
+    if (probe) t.breaker.store(static_cast<int>(Breaker::closed));
+    return;
+  }
+  t.failures.fetch_add(1, std::memory_order_relaxed);
+  int in_a_row = t.failures_in_a_row.fetch_add(1, std::memory_order_relaxed) + 1;
+  if (spec.breaker_failures <= 0) return;
+  auto reopen = [&] {
+    t.open_until_ns.store(now_ns() + std::chrono::duration_cast<std::chrono::nanoseconds>(spec.breaker_open_for).count());
+    t.breaker.store(static_cast<int>(Breaker::open));
+  };
+  if (probe) {
+    reopen();
+  } else if (in_a_row >= spec.breaker_failures) {
+    int expected = static_cast<int>(Breaker::closed);
+    if (t.breaker.load() == expected) reopen();
+  }
+}
+
+int Upstream::Impl::pick(LoopPool& lp, const std::vector<int>& tried, bool* probe) {
+  const int n = static_cast<int>(targets.size());
+  auto available = [&](int i) {
+    return targets[static_cast<std::size_t>(i)]->healthy.load(std::memory_order_relaxed) &&
+           std::find(tried.begin(), tried.end(), i) == tried.end();
+  };
+  const int start = static_cast<int>(lp.next++ % static_cast<std::size_t>(n));
+  if (spec.balance == UpstreamSpec::Balance::least_requests) {
+    // The fewest requests in flight, from the round-robin cursor so that ties take turns.
+    std::vector<int> order;
+    for (int k = 0; k < n; ++k)
+      if (int i = (start + k) % n; available(i)) order.push_back(i);
+    std::stable_sort(order.begin(), order.end(), [&](int a, int b) {
+      return targets[static_cast<std::size_t>(a)]->in_flight.load(std::memory_order_relaxed) <
+             targets[static_cast<std::size_t>(b)]->in_flight.load(std::memory_order_relaxed);
+    });
+    for (int i : order)
+      if (admits(*targets[static_cast<std::size_t>(i)], probe)) return i;
+    return -1;
+  }
+  for (int k = 0; k < n; ++k) {
+    int i = (start + k) % n;
+    if (available(i) && admits(*targets[static_cast<std::size_t>(i)], probe)) return i;
+  }
+  return -1;
+}
+
+bool Upstream::Impl::budget_allows_retry(LoopPool& lp) {
+  // Ten a second always (so a quiet upstream still gets its retries), more as a share of the
+  // requests: a failing upstream never sees more than (1 + budget) times the load.
+  if (lp.window_retries < 10) return true;
+  return lp.window_retries < static_cast<int>(spec.retry_budget * lp.window_requests);
+}
+
+HttpReply Upstream::Impl::unavailable_reply() const {
+  bool any_healthy = false;
+  int64_t soonest = INT64_MAX;
+  for (const auto& t : targets) {
+    if (!t->healthy.load()) continue;
+    any_healthy = true;
+    soonest = std::min(soonest, t->open_until_ns.load());
+  }
+  HttpReply r;
+  if (!any_healthy) {
+    r = json_error(503, "no_healthy_upstream",
+                   "upstream '" + spec.name + "' has no healthy target: every one failed its health check", "");
+    r.headers.push_back({"retry-after", "1"});
+  } else {
+    r = json_error(503, "circuit_open",
+                   "upstream '" + spec.name + "' is failing: its circuit breaker is open on every target", "");
+    int64_t wait_s = std::max<int64_t>(1, (soonest - now_ns() + 999'999'999) / 1'000'000'000);
+    r.headers.push_back({"retry-after", std::to_string(wait_s)});
+  }
+  return r;
+}
+
+// ---------------------------------------------------------------- connections
+
+std::shared_ptr<UpConn> Upstream::Impl::take_idle(LoopPool& lp, int target) {
+  auto& idle = lp.idle[static_cast<std::size_t>(target)];
+  const auto now = std::chrono::steady_clock::now();
+  while (!idle.empty()) {
+    auto conn = std::move(idle.back());
+    idle.pop_back();
+    if (now - conn->idle_since > spec.idle_timeout) continue;
+    // A connection the upstream closed (or that has stray bytes) reads as ready: drop it
+    // rather than find out by losing a request on it.
+    char probe;
+    ssize_t got = ::recv(conn->socket.native_handle(), &probe, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return conn;
+  }
+  return nullptr;
+}
+
+void Upstream::Impl::put_idle(LoopPool& lp, int target, std::shared_ptr<UpConn> conn) {
+  if (stopped.load(std::memory_order_relaxed) || retired.load(std::memory_order_relaxed)) return;
+  auto& idle = lp.idle[static_cast<std::size_t>(target)];
+  if (static_cast<int>(idle.size()) >= spec.max_idle) {
+    if (spec.max_idle == 0) return;
+    idle.erase(idle.begin());  // the oldest goes
+  }
+  conn->idle_since = std::chrono::steady_clock::now();
+  idle.push_back(std::move(conn));
+}
+
+asio::awaitable<Fail> Upstream::Impl::connect(UpConn& conn, const TargetState& t, Duration timeout) {
+  auto& ctx = static_cast<asio::io_context&>(conn.socket.get_executor().context());
+  asio::steady_timer timer(ctx);
+  auto state = std::make_shared<bool>(false);  // fired
+  timer.expires_after(timeout);
+  timer.async_wait([state, sock = &conn.socket](boost::system::error_code ec) {
+    if (ec) return;
+    *state = true;
+    boost::system::error_code ignored;
+    sock->cancel(ignored);
+  });
+  auto [ec, endpoint] = co_await asio::async_connect(conn.socket, t.endpoints, kNoThrow);
+  bool fired = *state;
+  *state = true;  // disarmed: a late fire must not touch the socket
+  timer.cancel();
+  if (fired) co_return Fail::connect_timeout;
+  if (stopped.load()) co_return Fail::stopped;
+  if (ec) co_return Fail::refused;
+  boost::system::error_code ignored;
+  conn.socket.set_option(tcp::no_delay(true), ignored);
+  co_return Fail::none;
+}
+
+asio::awaitable<Attempt> Upstream::Impl::exchange(LoopPool& lp, const std::shared_ptr<UpConn>& conn,
+                                                  const TargetState& t, const ProxyRequest& req) {
+  Attempt a;
+  auto& ctx = static_cast<asio::io_context&>(conn->socket.get_executor().context());
+  std::string& head = conn->head;
+  head.clear();
+  head += req.method;
+  head += ' ';
+  head += t.spec.base_path;
+  head += req.target;
+  head += " HTTP/1.1\r\nHost: ";
+  head += req.host.empty() ? t.host_header : req.host;
+  head += "\r\n";
+  head += req.header_block;
+  if (!req.body.empty() || body_expected(req.method)) {
+    char len[24];
+    auto [end, ec] = std::to_chars(len, len + sizeof len, req.body.size());
+    head += "Content-Length: ";
+    head.append(len, end);
+    head += "\r\n";
+  }
+  head += "\r\n";
+
+  Watchdog watchdog(ctx);
+  watchdog.arm(conn, req.timeout);
+  lp.busy.insert(conn.get());
+  struct Unbusy {
+    LoopPool& lp;
+    UpConn* c;
+    ~Unbusy() { lp.busy.erase(c); }
+  } unbusy{lp, conn.get()};
+
+  std::array<asio::const_buffer, 2> wire = {asio::buffer(head), asio::buffer(req.body)};
+  auto [wec, written] = co_await asio::async_write(conn->socket, wire, kNoThrow);
+  if (wec) {
+    a.fail = watchdog.fired() ? Fail::timeout : stopped.load() ? Fail::stopped : Fail::reset;
+    a.stale = !watchdog.fired();
+    a.detail = wec.message();
+    co_return a;
+  }
+  std::optional<http::response_parser<http::string_body>> parser;
+  while (true) {
+    parser.emplace();
+    parser->header_limit(64 * 1024);
+    parser->body_limit(spec.max_response);
+    if (req.method == "HEAD") parser->skip(true);
+    auto [rec, n] = co_await http::async_read(conn->socket, conn->buffer, *parser, kNoThrow);
+    if (rec) {
+      a.detail = rec.message();
+      if (watchdog.fired()) {
+        a.fail = Fail::timeout;
+      } else if (stopped.load()) {
+        a.fail = Fail::stopped;
+      } else if (rec == http::error::body_limit) {
+        a.fail = Fail::too_large;
+      } else if (rec == http::error::end_of_stream || rec == http::error::partial_message || rec == asio::error::eof ||
+                 rec == asio::error::connection_reset || rec == asio::error::broken_pipe) {
+        a.fail = Fail::reset;
+        a.stale = !parser->got_some();
+      } else {
+        a.fail = Fail::bad_response;
+      }
+      co_return a;
+    }
+    const int status = parser->get().result_int();
+    if (status >= 100 && status < 200 && status != 101) continue;  // interim replies: read on
+    break;
+  }
+  watchdog.disarm();
+  auto& res = parser->get();
+  a.reply.status = res.result_int();
+  if (a.reply.status == 101) {  // we never ask to upgrade
+    a.fail = Fail::bad_response;
+    a.detail = "the upstream switched protocols unasked";
+    co_return a;
+  }
+  // Headers the Connection header names are this hop's too.
+  std::string connection_tokens;
+  if (auto c = res.find(http::field::connection); c != res.end()) {
+    connection_tokens = std::string(c->value());
+    for (auto& ch : connection_tokens) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  }
+  a.reply.headers.reserve(8);
+  for (const auto& f : res) {
+    std::string name(f.name_string());
+    for (auto& ch : name) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    if (is_hop_by_hop(name) || name == "content-length") continue;
+    if (!connection_tokens.empty() && connection_tokens.find(name) != std::string::npos) continue;
+    a.reply.headers.push_back({std::move(name), std::string(f.value())});
+  }
+  a.reply.body = std::move(res.body());
+  // Reusable when the upstream keeps it open and nothing unasked-for follows the reply.
+  a.keep_alive = res.keep_alive() && !res.need_eof() && conn->buffer.size() == 0;
+  co_return a;
+}
+
+asio::awaitable<Attempt> Upstream::Impl::attempt(LoopPool& lp, int target, const ProxyRequest& req, bool may_replay) {
+  TargetState& t = *targets[static_cast<std::size_t>(target)];
+  auto conn = take_idle(lp, target);
+  for (int round = 0; round < 2; ++round) {
+    const bool reused = conn != nullptr;
+    if (!conn) {
+      auto& loop_ctx = static_cast<asio::io_context&>((co_await asio::this_coro::executor).context());
+      conn = std::make_shared<UpConn>(loop_ctx);
+      Fail f = co_await connect(*conn, t, spec.connect_timeout);
+      if (f != Fail::none) {
+        Attempt a;
+        a.fail = f;
+        a.detail = f == Fail::connect_timeout ? "connect timed out" : "connection refused or unreachable";
+        co_return a;
+      }
+    }
+    Attempt a = co_await exchange(lp, conn, t, req);
+    if (a.fail == Fail::none) {
+      if (a.keep_alive) put_idle(lp, target, std::move(conn));
+      co_return a;
+    }
+    // A keep-alive connection the upstream had closed: once more on a fresh one, when
+    // nothing of the reply came and the request may be sent again.
+    if (reused && a.stale && may_replay) {
+      conn.reset();
+      continue;
+    }
+    co_return a;
+  }
+  Attempt a;
+  a.fail = Fail::reset;
+  a.detail = "the connection closed";
+  co_return a;
+}
+
+// ---------------------------------------------------------------- one request
+
+asio::awaitable<void> Upstream::Impl::run(LoopPool& lp, std::shared_ptr<ProxyRequest> req, Responder respond) {
+  auto self = shared_from_this();
+  if (stopped.load()) {
+    HttpReply r = json_error(503, "draining", "the gateway is shutting down", "");
+    r.headers.push_back({"retry-after", "1"});
+    respond(std::move(r));
+    co_return;
+  }
+  const int64_t now = now_ns();
+  if (now - lp.window_start_ns > 1'000'000'000) {
+    lp.window_start_ns = now;
+    lp.window_requests = 0;
+    lp.window_retries = 0;
+  }
+  ++lp.window_requests;
+  const bool may_replay = idempotent(req->method);
+  std::vector<int> tried;
+  Attempt last;
+  int last_target = -1;
+  for (int attempt_no = 0;; ++attempt_no) {
+    bool probe = false;
+    int target = pick(lp, tried, &probe);
+    if (target < 0) {
+      if (last_target >= 0) break;  // retries ran out of targets: report the last failure
+      respond(unavailable_reply());
+      co_return;
+    }
+    TargetState& t = *targets[static_cast<std::size_t>(target)];
+    t.in_flight.fetch_add(1, std::memory_order_relaxed);
+    last = co_await attempt(lp, target, *req, may_replay);
+    t.in_flight.fetch_sub(1, std::memory_order_relaxed);
+    last_target = target;
+    record(t, counts_against_target(last), probe);
+    if (last.fail == Fail::none) break;
+    if (last.fail == Fail::stopped) break;
+    const bool nothing_sent = last.fail == Fail::refused || last.fail == Fail::connect_timeout;
+    const bool retryable = nothing_sent || (may_replay && (last.fail == Fail::reset || last.fail == Fail::bad_response));
+    if (!retryable || attempt_no >= spec.retries || !budget_allows_retry(lp)) break;
+    ++lp.window_retries;
+    tried.push_back(target);
+    if (tried.size() >= targets.size()) tried.clear();  // one target: try it again
+  }
+  const std::string& url = targets[static_cast<std::size_t>(last_target)]->spec.url;
+  switch (last.fail) {
+    case Fail::none: {
+      if (req->response_edits) {
+        auto& hs = last.reply.headers;
+        for (const auto& name : req->response_edits->remove) {
+          std::erase_if(hs, [&](const Header& h) { return h.name == name; });
+        }
+        for (const auto& h : req->response_edits->set) {
+          std::erase_if(hs, [&](const Header& x) { return x.name == h.name; });
+          hs.push_back(h);
+        }
+      }
+      respond(std::move(last.reply));
+      break;
+    }
+    case Fail::refused:
+      respond(json_error(502, "upstream_unreachable", "upstream '" + spec.name + "' (" + url + ") refused the connection", ""));
+      break;
+    case Fail::connect_timeout:
+      respond(json_error(504, "upstream_connect_timeout",
+                         "upstream '" + spec.name + "' (" + url + ") did not accept a connection in time", ""));
+      break;
+    case Fail::timeout:
+      respond(json_error(504, "upstream_timeout", "upstream '" + spec.name + "' (" + url + ") did not reply in time", ""));
+      break;
+    case Fail::reset:
+      respond(json_error(502, "upstream_reset",
+                         "upstream '" + spec.name + "' (" + url + ") closed the connection before replying whole: " + last.detail, ""));
+      break;
+    case Fail::bad_response:
+      respond(json_error(502, "upstream_bad_response",
+                         "upstream '" + spec.name + "' (" + url + ") sent a malformed HTTP reply: " + last.detail, ""));
+      break;
+    case Fail::too_large:
+      respond(json_error(502, "upstream_response_too_large",
+                         "upstream '" + spec.name + "' (" + url + ") sent a reply over the limit of " +
+                             std::to_string(spec.max_response) + " bytes",
+                         ""));
+      break;
+    case Fail::stopped: {
+      HttpReply r = json_error(503, "draining", "the gateway is shutting down", "");
+      r.headers.push_back({"retry-after", "1"});
+      respond(std::move(r));
+      break;
+    }
+  }
+}
+
+// ---------------------------------------------------------------- health checks
+
+asio::awaitable<bool> Upstream::Impl::health_check(TargetState& t) {
+  auto& ctx = loop_context(loops, 0);
+  health_conn = std::make_shared<UpConn>(ctx);
+  auto conn = health_conn;
+  struct Clear {
+    Impl& impl;
+    ~Clear() { impl.health_conn.reset(); }
+  } clear{*this};
+  if (co_await connect(*conn, t, spec.health_timeout) != Fail::none) co_return false;
+  Watchdog watchdog(ctx);
+  watchdog.arm(conn, spec.health_timeout);
+  std::string request = "GET " + t.spec.base_path + spec.health_path + " HTTP/1.1\r\nHost: " + t.host_header +
+                        "\r\nUser-Agent: nimbus-health-check\r\nConnection: close\r\n\r\n";
+  auto [wec, w] = co_await asio::async_write(conn->socket, asio::buffer(request), kNoThrow);
+  if (wec) co_return false;
+  http::response_parser<http::string_body> parser;
+  parser.body_limit(1 << 20);
+  auto [rec, r] = co_await http::async_read(conn->socket, conn->buffer, parser, kNoThrow);
+  if (rec) co_return false;
+  int status = parser.get().result_int();
+  co_return status >= 200 && status < 400;
+}
+
+asio::awaitable<void> Upstream::Impl::health_loop() {
+  auto self = shared_from_this();
+  while (!stopped.load() && !retired.load()) {
+    for (auto& t : targets) {
+      if (stopped.load() || retired.load()) co_return;
+      bool ok = co_await health_check(*t);
+      if (ok) {
+        t->health_bad = 0;
+        if (++t->health_ok >= spec.health_healthy) t->healthy.store(true);
+      } else {
+        t->health_ok = 0;
+        if (++t->health_bad >= spec.health_unhealthy) t->healthy.store(false);
+      }
+    }
+    if (stopped.load() || retired.load()) co_return;
+    health_timer->expires_after(spec.health_interval);
+    co_await health_timer->async_wait(kNoThrow);
+  }
+}
+
+}  // namespace nimbus

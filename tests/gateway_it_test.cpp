@@ -1,0 +1,329 @@
+// End to end: the gateway in the real host, in front of real HTTP upstreams (test_upstream.h):
+// routing by host, path and method to functions and upstreams; what the upstream sees
+// (rewrites, header edits, X-Forwarded-*, Forwarded, Host); every failure mode with its status;
+// retries, balancing, circuit breakers, health checks and pooled keep-alive connections.
+#include "it_common.h"
+#include "test_upstream.h"
+
+namespace nimbus::testing {
+namespace {
+
+std::string gateway_app(const std::string& gateway) {
+  return "name: gw\nhttp: {max_body: 1MB}\ngateway:\n" + gateway + "functions:\n" +
+         "  hello:\n    runtime: native\n    handler: " + fn("hello") + "\n    triggers:\n      - http: {route: /hello, methods: [GET]}\n" +
+         "  echo:\n    runtime: native\n    handler: " + fn("echo") + "\n    triggers: []\n";
+}
+
+json::object admin_gateway(App& app) {
+  auto r = request(app.admin(), "GET", "/admin/gateway", {{"Authorization", "Bearer " + app.host->admin_token()}});
+  return parse_object(r.body);
+}
+
+json::object target_status(App& app, int port) {
+  json::object status = admin_gateway(app);
+  for (const auto& u : status["upstreams"].as_array()) {
+    for (const auto& t : u.as_object().at("targets").as_array()) {
+      if (t.as_object().at("url").as_string().ends_with(":" + std::to_string(port))) return t.as_object();
+    }
+  }
+  return {};
+}
+
+template <class Pred>
+bool eventually(Pred pred, int timeout_ms = 10000) {
+  auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (std::chrono::steady_clock::now() < until) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return pred();
+}
+
+std::string url(int port) { return "http://127.0.0.1:" + std::to_string(port); }
+
+TEST(Gateway, RoutesByHostPathAndMethodToFunctionsAndUpstreamsTheMonolithSeesOnlyTheRest) {
+  TestUpstream monolith("monolith");
+  TestUpstream api("api");
+  App app(gateway_app("  upstreams:\n    monolith: " + url(monolith.port()) + "\n    api: {targets: [" + url(api.port()) +
+                      "]}\n"
+                      "  routes:\n"
+                      "    - {path: \"/orders/{id}\", methods: [GET], function: echo}\n"
+                      "    - {path: \"/api/{*rest}\", host: api.example.com, upstream: api, rewrite: \"/v2/{rest}\"}\n"
+                      "    - {path: \"/legacy/{*rest}\", upstream: monolith, strip_prefix: /legacy}\n"
+                      "    - {path: \"/{*rest}\", upstream: monolith}\n"));
+  ASSERT_TRUE(app.host->started()) << app.host->errors();
+
+  // A function route through the gateway.
+  Response r = request(app.port(), "GET", "/orders/17?x=1");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(parse_object(r.body)["params"].as_object()["id"].as_string(), "17");
+  // The function's own http trigger still serves.
+  EXPECT_EQ(request(app.port(), "GET", "/hello").body, "Hello, World!");
+  // POST /orders/17 is not the function route's method: the catch-all takes it to the monolith.
+  r = request(app.port(), "POST", "/orders/17", {{"Content-Type", "text/plain"}}, "a body");
+  ASSERT_EQ(r.status, 200) << r.body;
+  auto o = parse_object(r.body);
+  EXPECT_EQ(o["server"].as_string(), "monolith");
+  EXPECT_EQ(o["method"].as_string(), "POST");
+  EXPECT_EQ(o["body"].as_string(), "a body");
+  // Everything else goes to the monolith, the root and the query included.
+  o = parse_object(request(app.port(), "GET", "/").body);
+  EXPECT_EQ(o["target"].as_string(), "/");
+  o = parse_object(request(app.port(), "GET", "/products/9?color=red%20ish").body);
+  EXPECT_EQ(o["server"].as_string(), "monolith");
+  EXPECT_EQ(o["target"].as_string(), "/products/9?color=red%20ish");
+  // strip_prefix
+  o = parse_object(request(app.port(), "GET", "/legacy/a/b?q=1").body);
+  EXPECT_EQ(o["target"].as_string(), "/a/b?q=1");
+  // Host routing with a rewrite: only for api.example.com (any port, any case).
+  o = parse_object(request(app.port(), "GET", "/api/users/a%2Fb", {{"Host", "API.example.com:8080"}}).body);
+  EXPECT_EQ(o["server"].as_string(), "api");
+  EXPECT_EQ(o["target"].as_string(), "/v2/users/a%2Fb");
+  o = parse_object(request(app.port(), "GET", "/api/users", {{"Host", "other.example.com"}}).body);
+  EXPECT_EQ(o["server"].as_string(), "monolith");
+
+  // The monolith saw only what no function serves.
+  for (const auto& s : monolith.seen()) {
+    EXPECT_NE(s.target.rfind("/orders/17?", 0), 0u) << s.method << " " << s.target;
+    EXPECT_NE(s.target, "/hello");
+  }
+  EXPECT_EQ(api.requests(), 1);
+}
+
+TEST(Gateway, TheUpstreamSeesForwardedHeadersEditsAndItsOwnHostButNoHopByHopHeaders) {
+  TestUpstream up("up");
+  App app(gateway_app("  upstreams:\n    up: " + url(up.port()) +
+                      "\n  routes:\n"
+                      "    - path: /plain/{*rest}\n      upstream: up\n"
+                      "    - path: /edited/{*rest}\n      upstream: up\n      preserve_host: true\n"
+                      "      headers: {set: {x-added: yes, x-replaced: new}, remove: [x-secret]}\n"
+                      "      response_headers: {set: {x-served-by: nimbus}, remove: [x-upstream-secret]}\n"));
+  ASSERT_TRUE(app.host->started()) << app.host->errors();
+
+  Response r = request(app.port(), "GET", "/plain/x",
+                       {{"Host", "shop.example.com"},
+                        {"X-Forwarded-For", "198.51.100.7"},
+                        {"Connection", "close, X-Conn-Only"},
+                        {"X-Conn-Only", "hop"},
+                        {"Keep-Alive", "timeout=5"},
+                        {"X-Secret", "s"}});
+  ASSERT_EQ(r.status, 200) << r.body;
+  auto h = parse_object(r.body)["headers"].as_object();
+  EXPECT_EQ(h["host"].as_string(), "127.0.0.1:" + std::to_string(up.port()));
+  EXPECT_EQ(h["x-forwarded-for"].as_string(), "198.51.100.7, 127.0.0.1");
+  EXPECT_EQ(h["x-forwarded-proto"].as_string(), "http");
+  EXPECT_EQ(h["x-forwarded-host"].as_string(), "shop.example.com");
+  EXPECT_EQ(h["forwarded"].as_string(), "for=127.0.0.1;host=shop.example.com;proto=http");
+  EXPECT_EQ(h["x-secret"].as_string(), "s");
+  EXPECT_FALSE(h.contains("x-conn-only"));
+  EXPECT_FALSE(h.contains("keep-alive"));
+  // The upstream's hop-by-hop headers do not reach the client; its own headers do.
+  EXPECT_EQ(r.header("x-hop"), "");
+  EXPECT_EQ(r.header("x-upstream-secret"), "hidden");
+  EXPECT_EQ(r.header("content-type"), "application/json");
+
+  r = request(app.port(), "GET", "/edited/x", {{"Host", "shop.example.com"}, {"X-Secret", "s"}, {"X-Replaced", "old"}});
+  ASSERT_EQ(r.status, 200) << r.body;
+  h = parse_object(r.body)["headers"].as_object();
+  EXPECT_EQ(h["host"].as_string(), "shop.example.com");
+  EXPECT_EQ(h["x-added"].as_string(), "yes");
+  EXPECT_EQ(h["x-replaced"].as_string(), "new");
+  EXPECT_FALSE(h.contains("x-secret"));
+  EXPECT_EQ(r.header("x-served-by"), "nimbus");
+  EXPECT_EQ(r.header("x-upstream-secret"), "");
+}
+
+TEST(Gateway, EveryUpstreamFailureHasItsOwnStatusAndAJsonError) {
+  TestUpstream up("up");
+  TestUpstream doomed("doomed");
+  const int down_port = doomed.port();
+  doomed.stop();  // nothing listens there now
+  App app(gateway_app("  upstreams:\n"
+                      "    up: {targets: [" + url(up.port()) + "], timeout: 300ms, retries: 0, max_response: 100KB,"
+                      " circuit_breaker: {failures: 0}}\n"
+                      "    down: {targets: [" + url(down_port) + "], retries: 0, circuit_breaker: {failures: 0}}\n"
+                      "  routes:\n"
+                      "    - {path: \"/down/{*rest}\", upstream: down}\n"
+                      "    - {path: \"/small/{*rest}\", upstream: up, max_body: 10B, strip_prefix: /small}\n"
+                      "    - {path: \"/patient/{*rest}\", upstream: up, timeout: 3s, strip_prefix: /patient}\n"
+                      "    - {path: \"/{*rest}\", upstream: up}\n"));
+  ASSERT_TRUE(app.host->started()) << app.host->errors();
+
+  auto expect_error = [&](const Response& r, int status, const std::string& code) {
+    EXPECT_EQ(r.status, status) << r.body;
+    EXPECT_EQ(r.header("content-type"), "application/json");
+    auto o = parse_object(r.body);
+    ASSERT_TRUE(o.contains("error")) << r.body;
+    EXPECT_EQ(o["error"].as_object()["code"].as_string(), code) << r.body;
+  };
+  expect_error(request(app.port(), "GET", "/down/x"), 502, "upstream_unreachable");
+  expect_error(request(app.port(), "GET", "/slow?ms=2000"), 504, "upstream_timeout");
+  expect_error(request(app.port(), "GET", "/reset"), 502, "upstream_reset");
+  expect_error(request(app.port(), "GET", "/garbage"), 502, "upstream_bad_response");
+  expect_error(request(app.port(), "GET", "/big?bytes=200000"), 502, "upstream_response_too_large");
+  expect_error(request(app.port(), "POST", "/small/x", {}, "more than ten bytes"), 413, "payload_too_large");
+  // A route's own timeout outlasts the upstream's.
+  Response slow = request(app.port(), "GET", "/patient/slow?ms=500");
+  EXPECT_EQ(slow.status, 200) << slow.body;
+  // Status codes from the upstream itself pass through untouched.
+  EXPECT_EQ(request(app.port(), "GET", "/status/503").status, 503);
+  EXPECT_EQ(request(app.port(), "GET", "/status/404").status, 404);
+  // The host is fine after all of that.
+  EXPECT_EQ(request(app.port(), "GET", "/x").status, 200);
+}
+
+TEST(Gateway, RetriesIdempotentRequestsOnAnotherTargetButNeverRepeatsAPost) {
+  TestUpstream good("good");
+  TestUpstream doomed("doomed");
+  const int down_port = doomed.port();
+  doomed.stop();
+  App app(gateway_app("  upstreams:\n"
+                      "    pair: {targets: [" + url(down_port) + ", " + url(good.port()) + "], retries: 1,"
+                      " circuit_breaker: {failures: 0}}\n"
+                      "    flaky: {targets: [" + url(good.port()) + ", " + url(good.port()) + "], retries: 1,"
+                      " circuit_breaker: {failures: 0}}\n"
+                      "  routes:\n"
+                      "    - {path: \"/flaky/{*rest}\", upstream: flaky, strip_prefix: /flaky}\n"
+                      "    - {path: \"/{*rest}\", upstream: pair}\n"));
+  ASSERT_TRUE(app.host->started()) << app.host->errors();
+  // Half the picks land on the dead target: a refused connection sent nothing, so every
+  // method is retried on the other one.
+  for (int i = 0; i < 10; ++i) {
+    Response r = request(app.port(), i % 2 ? "GET" : "POST", "/n/" + std::to_string(i), {}, "b");
+    EXPECT_EQ(r.status, 200) << r.body;
+  }
+  EXPECT_EQ(good.requests(), 10);
+  // A reset after the request was sent: GET goes again (twice in all), POST does not.
+  int before = good.requests();
+  EXPECT_EQ(request(app.port(), "GET", "/flaky/reset").status, 502);
+  EXPECT_EQ(good.requests() - before, 2);
+  before = good.requests();
+  EXPECT_EQ(request(app.port(), "POST", "/flaky/reset", {}, "once").status, 502);
+  EXPECT_EQ(good.requests() - before, 1);
+  // The retry budget: of 100 failing GETs in quick succession, not every one goes twice
+  // (ten retries a second, plus 20% of the requests).
+  before = good.requests();
+  for (int i = 0; i < 100; ++i) EXPECT_EQ(request(app.port(), "GET", "/flaky/reset").status, 502);
+  int sent = good.requests() - before;
+  EXPECT_GE(sent, 100 + 10);
+  EXPECT_LT(sent, 170);
+}
+
+TEST(Gateway, BalancesRoundRobinAndLeastRequestsOverPooledConnections) {
+  TestUpstream a("a"), b("b");
+  App app(gateway_app("  upstreams:\n"
+                      "    rr: {targets: [" + url(a.port()) + ", " + url(b.port()) + "]}\n"
+                      "    least: {targets: [" + url(a.port()) + ", " + url(b.port()) + "], balance: least_requests}\n"
+                      "  routes:\n"
+                      "    - {path: \"/least/{*rest}\", upstream: least, strip_prefix: /least}\n"
+                      "    - {path: \"/{*rest}\", upstream: rr}\n"));
+  ASSERT_TRUE(app.host->started()) << app.host->errors();
+  // 200 requests on one keep-alive client connection: an even split, over a handful of
+  // upstream connections (pooled per event loop), not one per request.
+  std::string batch;
+  for (int i = 0; i < 200; ++i) batch += "GET /r" + std::to_string(i) + " HTTP/1.1\r\nHost: x\r\n\r\n";
+  batch += "GET /last HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+  std::string raw = send_raw(app.port(), batch);
+  int ok = 0;
+  for (std::size_t p = raw.find("HTTP/1.1 200"); p != std::string::npos; p = raw.find("HTTP/1.1 200", p + 1)) ++ok;
+  EXPECT_EQ(ok, 201);
+  EXPECT_NEAR(a.requests(), 100, 2);
+  EXPECT_NEAR(b.requests(), 100, 2);
+  EXPECT_LE(a.connections() + b.connections(), 8);
+
+  // least_requests: while one target holds a slow request, every quick one goes to the other
+  // (round robin would send half of them to the busy one).
+  auto slow = std::async(std::launch::async, [&] { return request(app.port(), "GET", "/least/slow?ms=1500"); });
+  ASSERT_TRUE(eventually([&] {
+    return target_status(app, a.port())["in_flight"].as_int64() + target_status(app, b.port())["in_flight"].as_int64() == 1;
+  }));
+  TestUpstream& busy = target_status(app, a.port())["in_flight"].as_int64() == 1 ? a : b;
+  TestUpstream& idle = &busy == &a ? b : a;
+  const int busy_before = busy.requests(), idle_before = idle.requests();
+  for (int i = 0; i < 10; ++i) EXPECT_EQ(request(app.port(), "GET", "/least/quick").status, 200);
+  EXPECT_EQ(idle.requests() - idle_before, 10);
+  EXPECT_EQ(busy.requests() - busy_before, 0);
+  EXPECT_EQ(slow.get().status, 200);
+}
+
+TEST(Gateway, ACircuitBreakerOpensAfterFailuresProbesHalfOpenAndClosesWhenTheTargetRecovers) {
+  // The upstream answers 503 while "sick": five in a row open the breaker.
+  TestUpstream up("up");
+  App app(gateway_app("  upstreams:\n"
+                      "    up: {targets: [" + url(up.port()) + "], retries: 0,"
+                      " circuit_breaker: {failures: 3, open_for: 400ms}}\n"
+                      "  routes:\n"
+                      "    - {path: \"/{*rest}\", upstream: up}\n"));
+  ASSERT_TRUE(app.host->started()) << app.host->errors();
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(request(app.port(), "GET", "/status/503").status, 503);
+  EXPECT_EQ(target_status(app, up.port())["breaker"].as_string(), "open");
+  // Open: the gateway answers for the upstream, which sees nothing.
+  int seen = up.requests();
+  Response r = request(app.port(), "GET", "/fine");
+  EXPECT_EQ(r.status, 503);
+  EXPECT_EQ(parse_object(r.body)["error"].as_object()["code"].as_string(), "circuit_open");
+  EXPECT_FALSE(r.header("retry-after").empty());
+  EXPECT_EQ(up.requests(), seen);
+  // After open_for, one probe goes through; it fails, so the breaker opens again.
+  ASSERT_TRUE(eventually([&] { return request(app.port(), "GET", "/status/503").status == 503 && up.requests() > seen; }));
+  EXPECT_EQ(target_status(app, up.port())["breaker"].as_string(), "open");
+  // Next probe succeeds: closed, traffic flows.
+  seen = up.requests();
+  ASSERT_TRUE(eventually([&] { return request(app.port(), "GET", "/ok").status == 200; }));
+  EXPECT_EQ(target_status(app, up.port())["breaker"].as_string(), "closed");
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(request(app.port(), "GET", "/ok").status, 200);
+}
+
+TEST(Gateway, HealthChecksTakeAFailingTargetOutAndPutItBackWhenItRecovers) {
+  TestUpstream a("a"), b("b");
+  App app(gateway_app("  upstreams:\n"
+                      "    up:\n      targets: [" + url(a.port()) + ", " + url(b.port()) + "]\n"
+                      "      health_check: {path: /healthz, interval: 50ms, timeout: 500ms, unhealthy: 2, healthy: 2}\n"
+                      "  routes:\n"
+                      "    - {path: \"/{*rest}\", upstream: up}\n"));
+  ASSERT_TRUE(app.host->started()) << app.host->errors();
+  ASSERT_TRUE(eventually([&] { return a.health_checks() >= 2 && b.health_checks() >= 2; }));
+  b.set_healthy(false);
+  ASSERT_TRUE(eventually([&] { return !target_status(app, b.port())["healthy"].as_bool(); }));
+  int b_before = b.requests();
+  for (int i = 0; i < 20; ++i) EXPECT_EQ(request(app.port(), "GET", "/x").status, 200);
+  EXPECT_EQ(b.requests(), b_before);
+  // Both out: 503 with a JSON error and Retry-After.
+  a.set_healthy(false);
+  ASSERT_TRUE(eventually([&] { return !target_status(app, a.port())["healthy"].as_bool(); }));
+  Response r = request(app.port(), "GET", "/x");
+  EXPECT_EQ(r.status, 503);
+  EXPECT_EQ(parse_object(r.body)["error"].as_object()["code"].as_string(), "no_healthy_upstream");
+  EXPECT_EQ(r.header("retry-after"), "1");
+  b.set_healthy(true);
+  a.set_healthy(true);
+  ASSERT_TRUE(eventually([&] { return target_status(app, b.port())["healthy"].as_bool() &&
+                                      target_status(app, a.port())["healthy"].as_bool(); }));
+  b_before = b.requests();
+  for (int i = 0; i < 20; ++i) EXPECT_EQ(request(app.port(), "GET", "/x").status, 200);
+  EXPECT_NEAR(b.requests() - b_before, 10, 1);
+}
+
+TEST(Gateway, AManifestThatProxiesWrongSaysWhatAndWhere) {
+  TempDir dir;
+  auto check = [&](const std::string& gateway, const std::string& expect) {
+    dir.write("nimbus.yaml", gateway_app(gateway));
+    CommandResult r = run_nimbus({"validate", dir.path().string()}, dir.path());
+    EXPECT_NE(r.exit_code, 0) << gateway;
+    EXPECT_NE((r.out + r.err).find(expect), std::string::npos) << r.out << r.err;
+  };
+  check("  routes:\n    - {path: /x, upstream: https://example.com}\n", "TLS to upstreams is not built yet");
+  check("  routes:\n    - {path: /x, upstream: nowhere}\n", "'nowhere' is not an upstream under gateway.upstreams");
+  check("  routes:\n    - {path: /x, function: nope}\n", "'nope' is not a function of this app");
+  check("  routes:\n    - {path: /x, function: echo, upstream: http://127.0.0.1:1}\n", "names both a function and an upstream");
+  check("  routes:\n    - {path: \"/a/{id}\", upstream: \"http://127.0.0.1:1\", rewrite: \"/b/{other}\"}\n",
+        "uses {other}, which is not a parameter");
+  check("  routes:\n    - {path: /hello, methods: [GET], upstream: \"http://127.0.0.1:1\"}\n",
+        "which function 'hello' already serves");
+  check("  routes:\n    - {path: /x, upstream: \"http://127.0.0.1:99999\"}\n", "expected a number from 1 to 65535");
+  check("  routes:\n    - {path: /x, upstream: \"http://127.0.0.1:1\", headers: {set: {content-length: 5}}}\n",
+        "is managed by the proxy");
+}
+
+}  // namespace
+}  // namespace nimbus::testing

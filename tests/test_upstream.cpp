@@ -1,0 +1,195 @@
+#include "test_upstream.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <boost/json.hpp>
+#include <cctype>
+#include <chrono>
+#include <stdexcept>
+
+namespace nimbus::testing {
+namespace {
+
+bool send_all(int fd, const std::string& s) {
+  std::size_t off = 0;
+  while (off < s.size()) {
+    ssize_t n = ::send(fd, s.data() + off, s.size() - off, MSG_NOSIGNAL);
+    if (n <= 0) return false;
+    off += static_cast<std::size_t>(n);
+  }
+  return true;
+}
+
+std::string lower(std::string s) {
+  for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+std::string query_value(const std::string& target, const std::string& key) {
+  auto q = target.find('?');
+  if (q == std::string::npos) return {};
+  std::string query = target.substr(q + 1);
+  std::size_t at = 0;
+  while (at < query.size()) {
+    auto amp = query.find('&', at);
+    std::string pair = query.substr(at, amp == std::string::npos ? std::string::npos : amp - at);
+    auto eq = pair.find('=');
+    if (pair.substr(0, eq) == key) return eq == std::string::npos ? "" : pair.substr(eq + 1);
+    if (amp == std::string::npos) break;
+    at = amp + 1;
+  }
+  return {};
+}
+
+std::string reply(int status, const std::string& body, const std::string& extra = "") {
+  return "HTTP/1.1 " + std::to_string(status) + " X\r\nContent-Type: application/json\r\nContent-Length: " +
+         std::to_string(body.size()) + "\r\nX-Upstream-Secret: hidden\r\n" + extra + "\r\n" + body;
+}
+
+}  // namespace
+
+TestUpstream::TestUpstream(std::string name, int port) : name_(std::move(name)) {
+  listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int one = 1;
+  ::setsockopt(listen_fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  if (::bind(listen_fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::listen(listen_fd_, 512) != 0) {
+    throw std::runtime_error("test upstream cannot listen");
+  }
+  socklen_t len = sizeof a;
+  ::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&a), &len);
+  port_ = ntohs(a.sin_port);
+  acceptor_ = std::thread([this] { accept_loop(); });
+}
+
+TestUpstream::~TestUpstream() {
+  stop();
+  for (auto& t : threads_)
+    if (t.joinable()) t.join();
+}
+
+void TestUpstream::stop() {
+  if (stopping_.exchange(true)) return;
+  ::shutdown(listen_fd_, SHUT_RDWR);
+  ::close(listen_fd_);
+  if (acceptor_.joinable()) acceptor_.join();
+  std::lock_guard lock(mu_);
+  for (int fd : open_fds_) ::shutdown(fd, SHUT_RDWR);
+}
+
+std::vector<TestUpstream::Seen> TestUpstream::seen() {
+  std::lock_guard lock(mu_);
+  return seen_;
+}
+
+void TestUpstream::accept_loop() {
+  while (!stopping_) {
+    int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (stopping_) return;
+      continue;
+    }
+    int id = ++connections_;
+    std::lock_guard lock(mu_);
+    open_fds_.insert(fd);
+    threads_.emplace_back([this, fd, id] { serve(fd, id); });
+  }
+}
+
+void TestUpstream::serve(int fd, int connection) {
+  std::string buf;
+  char chunk[16384];
+  auto done = [&] {
+    std::lock_guard lock(mu_);
+    open_fds_.erase(fd);
+    ::close(fd);
+  };
+  while (!stopping_) {
+    std::size_t end;
+    while ((end = buf.find("\r\n\r\n")) == std::string::npos) {
+      ssize_t n = ::recv(fd, chunk, sizeof chunk, 0);
+      if (n <= 0) return done();
+      buf.append(chunk, static_cast<std::size_t>(n));
+    }
+    Seen s;
+    s.connection = connection;
+    std::string head = buf.substr(0, end);
+    buf.erase(0, end + 4);
+    auto line_end = head.find("\r\n");
+    std::string start = head.substr(0, line_end);
+    auto sp1 = start.find(' '), sp2 = start.rfind(' ');
+    s.method = start.substr(0, sp1);
+    s.target = start.substr(sp1 + 1, sp2 - sp1 - 1);
+    std::size_t at = line_end == std::string::npos ? head.size() : line_end + 2;
+    while (at < head.size()) {
+      auto e = head.find("\r\n", at);
+      std::string line = head.substr(at, e == std::string::npos ? std::string::npos : e - at);
+      auto colon = line.find(':');
+      if (colon != std::string::npos) {
+        std::string value = line.substr(colon + 1);
+        while (!value.empty() && value.front() == ' ') value.erase(0, 1);
+        s.headers[lower(line.substr(0, colon))] = value;
+      }
+      if (e == std::string::npos) break;
+      at = e + 2;
+    }
+    std::size_t length = s.headers.count("content-length") ? std::stoul(s.headers["content-length"]) : 0;
+    while (buf.size() < length) {
+      ssize_t n = ::recv(fd, chunk, sizeof chunk, 0);
+      if (n <= 0) return done();
+      buf.append(chunk, static_cast<std::size_t>(n));
+    }
+    s.body = buf.substr(0, length);
+    buf.erase(0, length);
+    std::string path = s.target.substr(0, s.target.find('?'));
+    if (path == "/healthz") {
+      ++health_checks_;
+      bool ok = healthy_;
+      if (!send_all(fd, reply(ok ? 200 : 503, ok ? "{\"ok\":true}" : "{\"ok\":false}"))) return done();
+      continue;
+    }
+    {
+      std::lock_guard lock(mu_);
+      seen_.push_back(s);
+    }
+    if (path == "/reset") {
+      linger l{1, 0};
+      ::setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof l);
+      return done();
+    }
+    if (path == "/garbage") {
+      send_all(fd, "THIS IS NOT HTTP AT ALL\r\n\r\n");
+      return done();
+    }
+    if (path == "/slow") {
+      int ms = std::atoi(query_value(s.target, "ms").c_str());
+      for (int waited = 0; waited < ms && !stopping_; waited += 10) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    int status = 200;
+    if (path.rfind("/status/", 0) == 0) status = std::atoi(path.c_str() + 8);
+    std::string body;
+    if (path == "/big") {
+      body.assign(static_cast<std::size_t>(std::atol(query_value(s.target, "bytes").c_str())), 'x');
+    } else {
+      boost::json::object headers;
+      for (const auto& [k, v] : s.headers) headers[k] = v;
+      body = boost::json::serialize(boost::json::object{{"server", name_},
+                                                        {"method", s.method},
+                                                        {"target", s.target},
+                                                        {"headers", std::move(headers)},
+                                                        {"body", s.body},
+                                                        {"connection", connection}});
+    }
+    if (!send_all(fd, reply(status, body, "Connection: keep-alive, X-Hop\r\nX-Hop: drop-me\r\n"))) return done();
+  }
+  done();
+}
+
+}  // namespace nimbus::testing

@@ -1,0 +1,54 @@
+#pragma once
+// A real HTTP/1.1 server on a loopback port for the gateway's tests: keep-alive, one thread
+// per connection, and paths that misbehave on purpose.
+//   /slow?ms=N      replies after N ms          /reset      closes with RST, no reply
+//   /garbage        replies with non-HTTP bytes  /status/N   replies with status N
+//   /healthz        200, or 503 while set_healthy(false)
+//   /big?bytes=N    a body of N bytes            anything else: 200 with a JSON echo
+// The echo: {"server", "method", "target", "headers": {lower-case name: value}, "body", "connection"}.
+#include <atomic>
+#include <map>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace nimbus::testing {
+
+class TestUpstream {
+ public:
+  explicit TestUpstream(std::string name, int port = 0);
+  ~TestUpstream();
+  int port() const { return port_; }
+  void stop();                 // closes the listener and every connection: "upstream down"
+  void set_healthy(bool ok) { healthy_ = ok; }
+  struct Seen {
+    std::string method, target;
+    std::map<std::string, std::string> headers;
+    std::string body;
+    int connection = 0;
+  };
+  std::vector<Seen> seen();     // requests so far, in order (health checks excluded)
+  int requests() { return static_cast<int>(seen().size()); }
+  int connections() const { return connections_.load(); }
+  int health_checks() const { return health_checks_.load(); }
+
+ private:
+  void accept_loop();
+  void serve(int fd, int connection);
+  std::string name_;
+  int listen_fd_ = -1;
+  int port_ = 0;
+  std::atomic<bool> stopping_{false};
+  std::atomic<bool> healthy_{true};
+  std::atomic<int> connections_{0};
+  std::atomic<int> health_checks_{0};
+  std::mutex mu_;
+  std::vector<Seen> seen_;
+  std::set<int> open_fds_;
+  std::thread acceptor_;
+  std::vector<std::thread> threads_;
+};
+
+}  // namespace nimbus::testing
