@@ -1,6 +1,10 @@
 // End to end: every example app, run from a copy.
+#include <spawn.h>
+#include <sys/wait.h>
+
 #include <atomic>
 
+#include "free_port.h"
 #include "it_common.h"
 
 namespace nimbus::testing {
@@ -412,6 +416,139 @@ TEST(Examples, AsyncHttpApi) {
   EXPECT_EQ(s["output"].as_object()["total"].as_int64(), 1000);
   EXPECT_EQ(s["customStatus"].as_object()["progress"].as_string(), "done");
   EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
+}
+
+}  // namespace
+}  // namespace nimbus::testing
+
+namespace nimbus::testing {
+namespace {
+
+// The legacy app of examples/strangler, run as its own process on a free port.
+class Monolith {
+ public:
+  explicit Monolith(const std::filesystem::path& dir) : port_(free_port()) {
+    std::string script = (dir / "monolith.py").string();
+    std::string env_port = "MONOLITH_PORT=" + std::to_string(port_);
+    const char* argv[] = {"/usr/bin/python3", script.c_str(), nullptr};
+    const char* envp[] = {env_port.c_str(), "PATH=/usr/bin:/bin", nullptr};
+    if (::posix_spawn(&pid_, argv[0], nullptr, nullptr, const_cast<char**>(argv), const_cast<char**>(envp)) != 0) pid_ = -1;
+    for (int i = 0; i < 500 && pid_ > 0; ++i) {
+      int fd = connect_to(port_);
+      if (fd >= 0) {
+        ::close(fd);
+        ready_ = true;
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  }
+  ~Monolith() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, nullptr, 0);
+    }
+  }
+  bool ready() const { return ready_; }
+  int port() const { return port_; }
+  std::vector<std::string> seen() const {
+    std::vector<std::string> out;
+    json::object o = parse_object(request(port_, "GET", "/_seen").body);
+    for (const auto& s : o["seen"].as_array()) out.emplace_back(s.as_string());
+    return out;
+  }
+
+ private:
+  int port_;
+  pid_t pid_ = -1;
+  bool ready_ = false;
+};
+
+TEST(Examples, StranglerMovesPathsToFunctionsAndAThirdOneWithAReloadWithoutDroppingARequest) {
+  auto dir = copy_example("strangler");
+  Monolith monolith(dir->path());
+  ASSERT_TRUE(monolith.ready());
+  ::setenv("MONOLITH_PORT", std::to_string(monolith.port()).c_str(), 1);
+  Host host(dir->path());
+  ::unsetenv("MONOLITH_PORT");
+  ASSERT_TRUE(host.started()) << host.errors();
+
+  auto source = [](const Response& r) { return std::string(parse_object(r.body)["source"].as_string()); };
+  Response r = request(host.http_port(), "GET", "/api/orders/17");
+  ASSERT_EQ(r.status, 200) << r.body << host.output();
+  EXPECT_EQ(source(r), "function");
+  EXPECT_EQ(parse_object(r.body)["order"].as_string(), "17");
+  r = request(host.http_port(), "POST", "/api/quotes", {{"Content-Type", "application/json"}},
+              R"({"items":[{"sku":"a","qty":2,"price":5}]})");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(source(r), "function");
+  EXPECT_DOUBLE_EQ(parse_object(r.body)["total"].to_number<double>(), 10.8);
+  // Not moved: the monolith, with the route's response header and the client's address.
+  r = request(host.http_port(), "GET", "/api/inventory/sku-1");
+  EXPECT_EQ(source(r), "monolith");
+  EXPECT_EQ(r.header("x-served-by"), "monolith");
+  EXPECT_EQ(parse_object(r.body)["forwarded_for"].as_string(), "127.0.0.1");
+  r = request(host.http_port(), "POST", "/api/orders/17", {}, "legacy write");
+  EXPECT_EQ(source(r), "monolith");
+  EXPECT_EQ(parse_object(r.body)["body_bytes"].as_int64(), 12);
+  EXPECT_EQ(source(request(host.http_port(), "GET", "/catalog?page=2")), "monolith");
+
+  // The monolith saw exactly the rest.
+  std::vector<std::string> expected = {"GET /api/inventory/sku-1", "POST /api/orders/17", "GET /catalog?page=2"};
+  auto seen = monolith.seen();
+  for (const auto& s : seen) EXPECT_NE(s.find("/api/quotes"), 0u);
+  EXPECT_EQ(std::set<std::string>(seen.begin(), seen.end()), std::set<std::string>(expected.begin(), expected.end()));
+
+  // Move /api/inventory while a client keeps asking for it: every request is answered 200,
+  // first by the monolith, then by the function; none fails across the swap.
+  std::atomic<bool> stop{false};
+  std::atomic<int> sent{0}, failed{0}, by_function{0};
+  std::thread client([&] {
+    while (!stop) {
+      Response x = request(host.http_port(), "GET", "/api/inventory/sku-" + std::to_string(sent.load()));
+      ++sent;
+      if (x.status != 200) ++failed;
+      else if (parse_object(x.body)["source"].as_string() == "function") ++by_function;
+    }
+  });
+  while (sent < 50) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  std::string manifest = dir->read("nimbus.yaml");
+  const std::string commented = "    # - {path: \"/api/inventory/{sku}\"";
+  ASSERT_NE(manifest.find(commented), std::string::npos);
+  manifest.replace(manifest.find(commented), commented.size(), "    - {path: \"/api/inventory/{sku}\"");
+  dir->write("nimbus.yaml", manifest);
+  CommandResult reload = run_nimbus({"reload", "--dir", dir->path().string()}, dir->path());
+  EXPECT_EQ(reload.exit_code, 0) << reload.out << reload.err;
+  EXPECT_NE(reload.out.find("reloaded"), std::string::npos);
+  const int at_swap = sent;
+  while (sent < at_swap + 50) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  stop = true;
+  client.join();
+  EXPECT_EQ(failed, 0);
+  EXPECT_GE(by_function, 50);
+  const int monolith_inventory_before = static_cast<int>(std::count_if(seen.begin(), seen.end(), [](const std::string& s) {
+    return s.find("/api/inventory/") != std::string::npos;
+  }));
+  seen = monolith.seen();
+  const int monolith_inventory = static_cast<int>(std::count_if(seen.begin(), seen.end(), [](const std::string& s) {
+    return s.find("/api/inventory/") != std::string::npos;
+  }));
+  // Each request went to exactly one of the two.
+  EXPECT_EQ(monolith_inventory - monolith_inventory_before + by_function, sent.load());
+  EXPECT_EQ(source(request(host.http_port(), "GET", "/api/inventory/sku-9")), "function");
+
+  // A change outside gateway: is refused, and the host serves on as it was.
+  dir->write("nimbus.yaml", manifest + "  extra:\n    runtime: python\n    handler: functions/shop.py:quote\n    triggers: []\n");
+  reload = run_nimbus({"reload", "--dir", dir->path().string()}, dir->path());
+  EXPECT_NE(reload.exit_code, 0);
+  EXPECT_NE((reload.out + reload.err).find("changed outside gateway"), std::string::npos) << reload.out << reload.err;
+  // A manifest with a problem: refused, naming it.
+  dir->write("nimbus.yaml", manifest + "gateway_typo: 1\n");
+  reload = run_nimbus({"reload", "--dir", dir->path().string()}, dir->path());
+  EXPECT_NE(reload.exit_code, 0);
+  EXPECT_NE((reload.out + reload.err).find("gateway_typo"), std::string::npos) << reload.out << reload.err;
+  EXPECT_EQ(source(request(host.http_port(), "GET", "/api/inventory/sku-9")), "function");
+  EXPECT_EQ(source(request(host.http_port(), "GET", "/elsewhere")), "monolith");
 }
 
 }  // namespace

@@ -65,6 +65,7 @@ AdminApi::AdminApi(const AppSpec& app, FunctionPools& pools, Metrics& metrics, L
   route("/admin/functions/{name}/invoke", {"POST"}, kInvoke);
   route("/admin/status", {"GET"}, kStatus);
   route("/admin/shutdown", {"POST"}, kShutdown);
+  route("/admin/reload", {"POST"}, kReload);
   // Queue and topic names hold '/' (a subscription is <topic>/<name>): the rest of the path is
   // the name and an action, split at its last '/' by messages().
   route("/admin/queues", {"GET"}, kMessages);
@@ -161,6 +162,9 @@ void AdminApi::handle(IncomingRequest& request, Responder respond) {
       respond(json_reply(202, {{"status", "shutting down"}}));
       request_shutdown_();
       return;
+    case kReload:
+      if (!reload_) return respond(json_error(501, "not_implemented", "this host cannot reload", ""));
+      return reload_(std::move(respond));
     case kMessages:
       return messages(request, path, method, std::move(respond));
     case kStreams:

@@ -6,6 +6,7 @@
 //   POST /admin/functions/NAME/invoke  invoke with the request body as payload
 //   GET  /admin/status                 host status
 //   POST /admin/shutdown               graceful stop (as SIGTERM)
+//   POST /admin/reload                 re-read nimbus.yaml; apply gateway changes in place
 //   GET  /admin/queues                 every queue: ready, delayed, in flight, dead
 //   POST /admin/queues/NAME/messages   enqueue the body (ce-type, ce-subject, x-delay-ms headers)
 //   GET  /admin/queues/NAME/messages   peek (?limit=N); NAME.dead for dead letters
@@ -58,6 +59,8 @@ class AdminApi final : private RequestHandler {
            std::function<void()> request_shutdown, Store* store = nullptr);
   // What the triggers add (Trigger::admin_views, status_fields); before start().
   void add(std::vector<AdminView> views, std::vector<StatusField> fields);
+  // What POST /admin/reload does: the host re-reads its manifest off the loops and answers.
+  void on_reload(std::function<void(Responder)> reload) { reload_ = std::move(reload); }
   ~AdminApi() override;
   Expected<int> start(EventLoops& loops, const std::string& address, int port);
   void stop_accepting();
@@ -75,7 +78,7 @@ class AdminApi final : private RequestHandler {
   void orchestrations(IncomingRequest& request, int target, const std::vector<std::string>& params, Responder respond);
   // What the router's targets stand for: the endpoints, then each trigger's view.
   enum Endpoint : int {
-    kFunctions, kStatus, kShutdown, kMessages, kStreams, kBlobs, kInvoke,
+    kFunctions, kStatus, kShutdown, kReload, kMessages, kStreams, kBlobs, kInvoke,
     kOrchestrations, kOrchestrationStart, kInstance, kInstanceAction, kViews
   };
   void route(std::string_view pattern, std::vector<std::string> methods, int target);
@@ -90,6 +93,7 @@ class AdminApi final : private RequestHandler {
   std::string token_;
   AdminStatus& status_;
   std::function<void()> request_shutdown_;
+  std::function<void(Responder)> reload_;
   Router router_;  // everything under /admin/, once the token is checked
   Store* store_;
   std::map<std::string, std::string> orchestration_versions_;  // name -> code version, read at start

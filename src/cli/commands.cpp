@@ -295,6 +295,13 @@ int cmd_queue_purge(const fs::path& dir, const std::string& queue) {
   return 0;
 }
 
+int cmd_reload(const fs::path& dir) {
+  auto r = admin_call(dir, "POST", "/admin/reload");
+  if (!r) return fail(r.error().message);
+  std::cout << "reloaded: the host serves the manifest's gateway routes and upstreams now\n";
+  return 0;
+}
+
 int cmd_timers(const fs::path& dir) {
   auto r = admin_call(dir, "GET", "/admin/timers");
   if (!r) return fail(r.error().message);
@@ -624,6 +631,10 @@ int run_cli(int argc, char** argv) {
   stop->add_option("--dir", stop_dir, "App folder")->capture_default_str();
   stop->add_option("--wait", stop_wait, "Seconds to wait for it to drain")->capture_default_str();
 
+  std::string reload_dir = ".";
+  auto* reload = cli.add_subcommand("reload", "Apply nimbus.yaml's gateway changes to the running host, dropping no request");
+  reload->add_option("--dir", reload_dir, "App folder")->capture_default_str();
+
   std::string q_dir = ".", q_name, q_data, q_type, q_subject;
   // A command with subcommands that talk to the running host of the app in --dir.
   auto command_group = [&cli, &q_dir](const char* name, const char* description) {
@@ -782,6 +793,7 @@ int run_cli(int argc, char** argv) {
   if (invoke->parsed()) return cmd_invoke(invoke_dir, invoke_name, invoke_data);
   if (status->parsed()) return cmd_status(status_dir, status_json);
   if (stop->parsed()) return cmd_stop(stop_dir, stop_wait);
+  if (reload->parsed()) return cmd_reload(reload_dir);
   if (queue_ls->parsed()) return cmd_queue_ls(q_dir);
   if (queue_peek->parsed()) return cmd_queue_peek(q_dir, q_name, q_dead, q_limit, q_json);
   if (queue_send->parsed()) return cmd_send(q_dir, false, q_name, q_data, q_type, q_subject, q_delay);

@@ -22,12 +22,15 @@
 #include "pool/fleet.h"
 #include "runtime/registry.h"
 #include "core/units.h"
+#include "manifest/manifest.h"
 #include "store/delayed/delayed_store.h"
 #include "store/store.h"
 #include "triggers/api/service_api.h"
 #include "triggers/host_services.h"
 #include "triggers/http/public_routes.h"
 #include "triggers/registry.h"
+#include "triggers/task_thread.h"
+#include "triggers/http/server.h"
 
 namespace nimbus {
 
@@ -80,6 +83,7 @@ int run_host(const AppSpec& app, const HostOptions& options) {
   sigemptyset(&stop_signals);
   sigaddset(&stop_signals, SIGINT);
   sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGHUP);  // reload the manifest (what can change in place)
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
@@ -204,6 +208,41 @@ int run_host(const AppSpec& app, const HostOptions& options) {
   status.started = clock.now();
   AdminApi admin(app, pools, metrics, logger, clock, *token, status, [] { kill(getpid(), SIGTERM); }, store->get());
   for (auto& t : triggers) admin.add(t->admin_views(), t->status_fields());
+  // Reloads (POST /admin/reload, SIGHUP) run one at a time on a thread of their own: reading
+  // the manifest and resolving upstream names block.
+  std::string loaded_text;
+  if (auto text = read_file(app.manifest)) loaded_text = std::move(*text);
+  TaskThread reloads;
+  auto reload = [&]() -> Status {
+    auto text = read_file(app.manifest);
+    if (!text) return Error{"cannot read " + app.manifest.string()};
+    auto load = parse_manifest(*text, app.manifest.string(), app.dir, process_environment());
+    if (!load.app) return Error{"the manifest has problems; nothing changed:\n" + load.report()};
+    auto before = manifest_without(loaded_text, "gateway");
+    auto after = manifest_without(*text, "gateway");
+    if (!before || !after || *before != *after) {
+      return Error{"the manifest changed outside gateway:, which a running host cannot take; nothing changed. "
+                   "Restart the host for those changes"};
+    }
+    for (auto& t : triggers) {
+      if (auto st = t->apply(*load.app); !st) return Error{"nothing changed: " + st.error().message};
+    }
+    loaded_text = *text;
+    logger.host(LogLevel::info, "manifest reloaded: the gateway's routes and upstreams are the new ones",
+                {{"routes", static_cast<int64_t>(load.app->gateway.routes.size())},
+                 {"upstreams", static_cast<int64_t>(load.app->gateway.upstreams.size())}});
+    return ok_status();
+  };
+  admin.on_reload([&](Responder respond) {
+    reloads.post([&, respond] {
+      Status st = reload();
+      if (!st) {
+        logger.host(LogLevel::warn, "manifest reload refused", {{"reason", st.error().message}});
+        return respond(json_error(409, "reload_refused", st.error().message, ""));
+      }
+      respond(HttpReply{200, {{"content-type", "application/json"}}, "{\"status\":\"reloaded\"}"});
+    });
+  });
   // Every host on this store, and which of them runs another manifest (host/cluster.h).
   HostRegistry registry(
       **store, clock, Timers(timers, &timer_thread), logger,
@@ -242,7 +281,13 @@ int run_host(const AppSpec& app, const HostOptions& options) {
                {"loops", static_cast<int64_t>(loops.size())}});
 
   int sig = 0;
-  while (sigwait(&stop_signals, &sig) != 0) {
+  while (sigwait(&stop_signals, &sig) != 0 || sig == SIGHUP) {
+    if (sig == SIGHUP) {
+      reloads.post([&] {
+        if (Status st = reload(); !st) logger.host(LogLevel::warn, "manifest reload refused", {{"reason", st.error().message}});
+      });
+      sig = 0;
+    }
   }
 
   // Graceful shutdown: stop taking work, let what was taken finish within the grace period.

@@ -630,4 +630,18 @@ std::string did_you_mean(std::string_view word, const std::vector<std::string_vi
   return best;
 }
 
+Expected<std::string> manifest_without(std::string_view text, std::string_view key) {
+  try {
+    YAML::Node root = YAML::Load(std::string(text));
+    if (!root.IsMap()) return Error{"the manifest is not a YAML mapping"};
+    YAML::Node copy = YAML::Clone(root);
+    copy.remove(std::string(key));
+    YAML::Emitter out;
+    out << copy;
+    return std::string(out.c_str());
+  } catch (const YAML::Exception& e) {
+    return Error{std::string("the manifest is not valid YAML: ") + e.what()};
+  }
+}
+
 }  // namespace nimbus

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "core/app_spec.h"
+#include "core/expected.h"
 
 namespace nimbus {
 
@@ -37,6 +38,11 @@ ManifestLoad load_manifest(const std::filesystem::path& path, const EnvLookup& e
 // Parses manifest text; `file` names it in diagnostics and `app_dir` anchors relative paths.
 ManifestLoad parse_manifest(std::string_view text, const std::string& file,
                             const std::filesystem::path& app_dir, const EnvLookup& env);
+
+// The manifest's text in a canonical form without the top-level `key` (YAML re-emitted, so
+// comments and layout do not count): two manifests that differ only under `key` compare
+// equal. An error when the text is not a YAML mapping.
+Expected<std::string> manifest_without(std::string_view text, std::string_view key);
 
 // The closest candidate to `word` within a small edit distance, or "".
 std::string did_you_mean(std::string_view word, const std::vector<std::string_view>& candidates);
