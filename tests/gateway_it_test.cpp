@@ -304,6 +304,81 @@ TEST(Gateway, HealthChecksTakeAFailingTargetOutAndPutItBackWhenItRecovers) {
   EXPECT_NEAR(b.requests() - b_before, 10, 1);
 }
 
+TEST(Gateway, CorsPreflightsAreAnsweredAndRepliesCarryTheAllowHeadersForFunctionsAndUpstreams) {
+  TestUpstream up("up");
+  App app(gateway_app("  cors: {origins: [\"https://app.example.com\"], expose: [x-total], max_age: 1m}\n"
+                      "  upstreams:\n    up: " + url(up.port()) + "\n"
+                      "  routes:\n"
+                      "    - {path: \"/open/{*rest}\", upstream: up, cors: {origins: \"*\"}}\n"
+                      "    - {path: \"/orders/{id}\", methods: [GET, PUT], function: echo}\n"
+                      "    - {path: \"/{*rest}\", upstream: up}\n"));
+  ASSERT_TRUE(app.host->started()) << app.host->errors();
+  const std::string origin = "https://app.example.com";
+  Response pre = request(app.port(), "OPTIONS", "/orders/7",
+                         {{"Origin", origin}, {"Access-Control-Request-Method", "PUT"},
+                          {"Access-Control-Request-Headers", "content-type"}});
+  EXPECT_EQ(pre.status, 204) << pre.body;
+  EXPECT_EQ(pre.header("access-control-allow-origin"), origin);
+  EXPECT_EQ(pre.header("access-control-allow-methods"), "GET, PUT");
+  EXPECT_EQ(pre.header("access-control-allow-headers"), "content-type");
+  EXPECT_EQ(pre.header("access-control-max-age"), "60");
+  // Another origin, or a method the route does not take: 403 with a JSON error.
+  Response denied = request(app.port(), "OPTIONS", "/orders/7", {{"Origin", "https://evil.example"}, {"Access-Control-Request-Method", "PUT"}});
+  EXPECT_EQ(denied.status, 403);
+  EXPECT_EQ(parse_object(denied.body)["error"].as_object()["code"].as_string(), "cors_origin_not_allowed");
+  // DELETE /orders/7 is not the function route's method: the preflight answers for the route
+  // the DELETE would take (the catch-all upstream, any method).
+  Response del = request(app.port(), "OPTIONS", "/orders/7", {{"Origin", origin}, {"Access-Control-Request-Method", "DELETE"}});
+  EXPECT_EQ(del.status, 204);
+  EXPECT_NE(del.header("access-control-allow-methods").find("DELETE"), std::string::npos);
+  // The function's reply and the upstream's carry the allow headers; no Origin, no headers.
+  Response fn_reply = request(app.port(), "GET", "/orders/7", {{"Origin", origin}});
+  EXPECT_EQ(fn_reply.status, 200);
+  EXPECT_EQ(fn_reply.header("access-control-allow-origin"), origin);
+  EXPECT_EQ(fn_reply.header("access-control-expose-headers"), "x-total");
+  EXPECT_EQ(fn_reply.header("vary"), "Origin");
+  Response up_reply = request(app.port(), "GET", "/x", {{"Origin", origin}});
+  EXPECT_EQ(up_reply.header("access-control-allow-origin"), origin);
+  EXPECT_EQ(request(app.port(), "GET", "/x").header("access-control-allow-origin"), "");
+  EXPECT_EQ(request(app.port(), "GET", "/x", {{"Origin", "https://evil.example"}}).header("access-control-allow-origin"), "");
+  // A route's own policy: any origin.
+  EXPECT_EQ(request(app.port(), "GET", "/open/x", {{"Origin", "https://evil.example"}}).header("access-control-allow-origin"), "*");
+  // The app-wide policy covers the functions' own http triggers too.
+  EXPECT_EQ(request(app.port(), "GET", "/hello", {{"Origin", origin}}).header("access-control-allow-origin"), origin);
+  // The upstream never saw a preflight.
+  for (const auto& s : up.seen()) EXPECT_NE(s.method, "OPTIONS");
+}
+
+TEST(Gateway, RateLimitsRefuseWith429AndRetryAfterPerClientOrPerKey) {
+  TestUpstream up("up");
+  App app(gateway_app("  upstreams:\n    up: " + url(up.port()) + "\n"
+                      "  routes:\n"
+                      "    - {path: \"/keyed/{*rest}\", upstream: up, rate_limit: {rate: 3/m, per: \"header:x-api-key\"}}\n"
+                      "    - {path: \"/orders/{id}\", function: echo, rate_limit: {rate: 5/m}}\n"
+                      "    - {path: \"/{*rest}\", upstream: up, rate_limit: {rate: 2/h, burst: 4}}\n"));
+  ASSERT_TRUE(app.host->started()) << app.host->errors();
+  for (int i = 0; i < 4; ++i) {
+    Response r = request(app.port(), "GET", "/x");
+    EXPECT_EQ(r.status, 200) << i;
+    EXPECT_EQ(r.header("ratelimit-limit"), "4");
+    EXPECT_EQ(r.header("ratelimit-remaining"), std::to_string(3 - i));
+  }
+  int before = up.requests();
+  Response limited = request(app.port(), "GET", "/x");
+  EXPECT_EQ(limited.status, 429);
+  EXPECT_EQ(parse_object(limited.body)["error"].as_object()["code"].as_string(), "rate_limited");
+  EXPECT_EQ(limited.header("retry-after"), "1800");  // 2 an hour: one every 30 minutes
+  EXPECT_EQ(limited.header("ratelimit-remaining"), "0");
+  EXPECT_EQ(up.requests(), before);  // refused at the gateway
+  // Function routes too.
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(request(app.port(), "GET", "/orders/1").status, 200);
+  EXPECT_EQ(request(app.port(), "GET", "/orders/1").status, 429);
+  // Per key: each key has its own bucket.
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(request(app.port(), "GET", "/keyed/a", {{"X-Api-Key", "alice"}}).status, 200);
+  EXPECT_EQ(request(app.port(), "GET", "/keyed/a", {{"X-Api-Key", "alice"}}).status, 429);
+  EXPECT_EQ(request(app.port(), "GET", "/keyed/a", {{"X-Api-Key", "bob"}}).status, 200);
+}
+
 TEST(Gateway, AManifestThatProxiesWrongSaysWhatAndWhere) {
   TempDir dir;
   auto check = [&](const std::string& gateway, const std::string& expect) {
@@ -323,6 +398,9 @@ TEST(Gateway, AManifestThatProxiesWrongSaysWhatAndWhere) {
   check("  routes:\n    - {path: /x, upstream: \"http://127.0.0.1:99999\"}\n", "expected a number from 1 to 65535");
   check("  routes:\n    - {path: /x, upstream: \"http://127.0.0.1:1\", headers: {set: {content-length: 5}}}\n",
         "is managed by the proxy");
+  check("  routes:\n    - {path: /x, upstream: \"http://127.0.0.1:1\", rate_limit: {rate: lots}}\n", "is not a rate");
+  check("  cors: {origins: [app.example.com]}\n", "is not an origin");
+  check("  cors: {origins: \"*\", credentials: true}\n", "which browsers refuse");
 }
 
 }  // namespace

@@ -56,6 +56,26 @@ struct HeaderEdits {
   bool empty() const { return set.empty() && remove.empty(); }
 };
 
+// CORS (the Fetch standard's): which origins may call, and what a preflight answers.
+struct CorsSpec {
+  std::vector<std::string> origins;  // exact "https://app.example.com", or "*"
+  std::vector<std::string> methods;  // empty: the route's own (or the common ones)
+  std::vector<std::string> headers;  // request headers allowed; empty: those the preflight asks for
+  std::vector<std::string> expose;   // response headers the page may read
+  bool credentials = false;
+  Duration max_age = std::chrono::minutes(10);
+};
+
+// A token bucket: `rate` requests a second on average, up to `burst` at once, per client IP,
+// per value of a header (an API key, say), or for the whole route.
+struct RateLimitSpec {
+  double rate = 10;   // tokens a second
+  double burst = 10;  // the bucket's size
+  enum class Per : uint8_t { ip, header, route } per = Per::ip;
+  std::string header;  // for Per::header, lower case
+  std::string text;    // as written ("100/m"), for headers and messages
+};
+
 struct GatewayRouteSpec {
   std::string where;                 // "gateway.routes[2]", for messages
   std::string host;                  // "" any; "api.example.com"; "*.example.com"
@@ -72,11 +92,16 @@ struct GatewayRouteSpec {
   std::optional<std::size_t> max_body;  // at most the app's http.max_body
   std::optional<Duration> timeout;      // upstream routes: overrides the upstream's timeout
   bool function_keys = false;           // auth: function (the target function's keys)
+  std::optional<CorsSpec> cors;         // the route's, else the gateway's
+  std::optional<RateLimitSpec> rate_limit;
 };
 
 struct GatewaySpec {
   std::vector<UpstreamSpec> upstreams;
   std::vector<GatewayRouteSpec> routes;
+  // For every route on the public listener (functions' http triggers too) unless a gateway
+  // route has its own.
+  std::optional<CorsSpec> cors;
   const UpstreamSpec* find_upstream(std::string_view name) const {
     for (const auto& u : upstreams)
       if (u.name == name) return &u;

@@ -146,9 +146,10 @@ Upstream* Gateway::upstream_of(const GatewayRouteSpec& route) const {
   return it == upstreams_.end() ? nullptr : it->second.get();
 }
 
-void Gateway::proxy(const GatewayRouteSpec& route, Upstream& upstream, IncomingRequest& request, const Headers& params,
-                    std::string_view path, std::string_view query, std::string body, Responder respond) {
+void Gateway::proxy(const GatewayRouteSpec& route, Upstream& upstream, IncomingRequest& request, std::string_view path,
+                    std::string_view query, std::string body, std::vector<Header> reply_headers, Responder respond) {
   ProxyRequest p;
+  p.reply_headers = std::move(reply_headers);
   p.method = std::string(request.method());
   p.target = target_path(route, path);
   if (!query.empty()) {

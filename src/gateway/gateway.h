@@ -33,8 +33,8 @@ class Gateway {
 
   // Forwards a request on an upstream route: path rewritten, hop-by-hop headers dropped, the
   // route's header edits, X-Forwarded-For/-Proto/-Host and Forwarded (RFC 7239) added.
-  void proxy(const GatewayRouteSpec& route, Upstream& upstream, IncomingRequest& request, const Headers& params,
-             std::string_view path, std::string_view query, std::string body, Responder respond);
+  void proxy(const GatewayRouteSpec& route, Upstream& upstream, IncomingRequest& request, std::string_view path,
+             std::string_view query, std::string body, std::vector<Header> reply_headers, Responder respond);
 
   // {"upstreams":[{"name":...,"targets":[{url, healthy, breaker, in_flight, requests, failures}]}]}
   std::string status_json() const;

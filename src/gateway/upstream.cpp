@@ -606,6 +606,10 @@ asio::awaitable<void> Upstream::Impl::run(LoopPool& lp, std::shared_ptr<ProxyReq
           hs.push_back(h);
         }
       }
+      for (auto& h : req->reply_headers) {
+        std::erase_if(last.reply.headers, [&](const Header& x) { return x.name == h.name; });
+        last.reply.headers.push_back(std::move(h));
+      }
       respond(std::move(last.reply));
       break;
     }

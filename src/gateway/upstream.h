@@ -29,6 +29,7 @@ struct ProxyRequest {
   Duration timeout{};            // the route's, else the upstream's
   const HeaderEdits* response_edits = nullptr;
   std::shared_ptr<const void> owner;  // keeps response_edits alive (the gateway's spec)
+  std::vector<Header> reply_headers;  // the gateway's own (CORS, RateLimit-*), replacing the upstream's
 };
 
 // How each target stands, for `GET /admin/status` and tests.

@@ -204,11 +204,93 @@ void ManifestReader::read_header_edits(const YAML::Node& n, const std::string& p
   }
 }
 
+// cors: {origins, methods, headers, expose, credentials, max_age}
+std::optional<CorsSpec> ManifestReader::read_cors(const YAML::Node& n, const std::string& path) {
+  if (!check_map(n, path, {"origins", "methods", "headers", "expose", "credentials", "max_age"})) return std::nullopt;
+  CorsSpec c;
+  auto strings = [&](const char* key, std::vector<std::string>& out, bool lower_case) {
+    auto v = n[key];
+    if (!v) return;
+    for (const auto& [item, p] : one_or_list(v, path + "." + key)) {
+      if (auto s = scalar(item, p, "a string")) out.push_back(lower_case ? lower(*s) : *s);
+    }
+  };
+  if (!n["origins"]) {
+    error(n, path + ".origins", "is missing; expected the origins allowed, e.g. [https://app.example.com] or \"*\"");
+  }
+  strings("origins", c.origins, false);
+  for (const auto& o : c.origins) {
+    if (o != "*" && o.rfind("http://", 0) != 0 && o.rfind("https://", 0) != 0) {
+      error(n["origins"], path + ".origins", "'" + o + "' is not an origin; expected scheme://host[:port], or \"*\"");
+    } else if (o != "*" && o.find('/', o.find("//") + 2) != std::string::npos) {
+      error(n["origins"], path + ".origins", "'" + o + "' has a path; an origin is scheme://host[:port] only");
+    }
+  }
+  if (auto v = n["methods"]) c.methods = http_methods(v, path + ".methods");
+  strings("headers", c.headers, true);
+  strings("expose", c.expose, true);
+  if (auto v = n["credentials"]) {
+    if (auto b = boolean(v, path + ".credentials")) c.credentials = *b;
+  }
+  if (c.credentials && std::find(c.origins.begin(), c.origins.end(), "*") != c.origins.end()) {
+    error(n, path + ".credentials", "is true with origins \"*\", which browsers refuse; expected the origins by name");
+  }
+  if (auto v = n["max_age"]) {
+    if (auto d = duration(v, path + ".max_age")) c.max_age = *d;
+  }
+  return c;
+}
+
+// rate_limit: {rate: 100/s, burst: 200, per: ip | route | header:x-api-key}
+std::optional<RateLimitSpec> ManifestReader::read_rate_limit(const YAML::Node& n, const std::string& path) {
+  if (!check_map(n, path, {"rate", "burst", "per"})) return std::nullopt;
+  RateLimitSpec r;
+  auto rate = n["rate"];
+  if (!rate) {
+    error(n, path + ".rate", "is missing; expected requests per unit of time, e.g. rate: 100/s or 6000/m");
+    return std::nullopt;
+  }
+  auto text = scalar(rate, path + ".rate", "a rate such as 100/s");
+  if (!text) return std::nullopt;
+  const auto slash = std::min(text->find('/'), text->size());
+  double count = 0;
+  const char* b = text->data();
+  auto [end, ec] = std::from_chars(b, b + slash, count);
+  std::string unit = slash < text->size() ? text->substr(slash + 1) : "";
+  double per_second = unit == "s" ? 1 : unit == "m" ? 1.0 / 60 : unit == "h" ? 1.0 / 3600 : 0;
+  if (ec != std::errc() || end != b + slash || count <= 0 || per_second == 0) {
+    error(rate, path + ".rate", "'" + *text + "' is not a rate; expected N/s, N/m or N/h, e.g. 100/s");
+    return std::nullopt;
+  }
+  r.text = *text;
+  r.rate = count * per_second;
+  r.burst = std::max(1.0, count);  // by default a unit's worth may come at once
+  if (auto v = n["burst"]) {
+    if (auto x = integer(v, path + ".burst", 1, 100000000)) r.burst = static_cast<double>(*x);
+  }
+  if (auto v = n["per"]) {
+    if (auto p = scalar(v, path + ".per", "ip, route or header:NAME")) {
+      if (*p == "ip") {
+        r.per = RateLimitSpec::Per::ip;
+      } else if (*p == "route") {
+        r.per = RateLimitSpec::Per::route;
+      } else if (p->rfind("header:", 0) == 0 && is_header_name(lower(p->substr(7)))) {
+        r.per = RateLimitSpec::Per::header;
+        r.header = lower(p->substr(7));
+      } else {
+        error(v, path + ".per", "'" + *p + "' is not a key; expected ip, route or header:NAME (header:x-api-key)");
+      }
+    }
+  }
+  return r;
+}
+
 void ManifestReader::read_gateway_route(const YAML::Node& n, const std::string& path, const AppSpec& app,
                                         GatewaySpec& gw, GatewayRouteSpec& r) {
   r.where = path;
   if (!check_map(n, path, {"path", "host", "methods", "function", "upstream", "rewrite", "strip_prefix", "headers",
-                           "response_headers", "preserve_host", "max_body", "timeout", "auth"})) {
+                           "response_headers", "preserve_host", "max_body", "timeout", "auth", "cors",
+                           "rate_limit"})) {
     return;
   }
   std::optional<RoutePattern> pattern;
@@ -335,6 +417,8 @@ void ManifestReader::read_gateway_route(const YAML::Node& n, const std::string& 
       r.timeout = *d;
     }
   }
+  if (auto v = n["cors"]) r.cors = read_cors(v, path + ".cors");
+  if (auto v = n["rate_limit"]) r.rate_limit = read_rate_limit(v, path + ".rate_limit");
   if (auto v = n["auth"]) {
     if (auto a = choice(v, path + ".auth", {"anonymous", "function"})) {
       if (*a == "function" && r.function.empty()) {
@@ -346,8 +430,9 @@ void ManifestReader::read_gateway_route(const YAML::Node& n, const std::string& 
 }
 
 void ManifestReader::read_gateway(const YAML::Node& n, AppSpec& app) {
-  if (!check_map(n, "gateway", {"upstreams", "routes"})) return;
+  if (!check_map(n, "gateway", {"upstreams", "routes", "cors"})) return;
   GatewaySpec& gw = app.gateway;
+  if (auto v = n["cors"]) gw.cors = read_cors(v, "gateway.cors");
   if (auto ups = n["upstreams"]) {
     if (!ups.IsMap()) {
       error(ups, "gateway.upstreams", "is " + kind_of(ups) + "; expected a mapping of upstream names to URLs or settings");
@@ -368,7 +453,7 @@ void ManifestReader::read_gateway(const YAML::Node& n, AppSpec& app) {
   }
   auto routes = n["routes"];
   if (!routes) {
-    error(n, "gateway.routes", "is missing; expected a list of routes, e.g. - {path: /{*rest}, upstream: monolith}");
+    if (!gw.cors) error(n, "gateway.routes", "is missing; expected a list of routes, e.g. - {path: /{*rest}, upstream: monolith}");
     return;
   }
   if (!routes.IsSequence()) {

@@ -99,6 +99,8 @@ class ManifestReader {
   void read_upstream(const YAML::Node& n, const std::string& path, UpstreamSpec& u);
   std::optional<UpstreamTarget> upstream_url(const YAML::Node& v, const std::string& path);
   void read_header_edits(const YAML::Node& n, const std::string& path, HeaderEdits& edits);
+  std::optional<CorsSpec> read_cors(const YAML::Node& n, const std::string& path);
+  std::optional<RateLimitSpec> read_rate_limit(const YAML::Node& n, const std::string& path);
   void read_gateway_route(const YAML::Node& n, const std::string& path, const AppSpec& app, GatewaySpec& gw,
                           GatewayRouteSpec& r);
   bool read_function(const YAML::Node& n, const std::string& path, FunctionSpec& fn);

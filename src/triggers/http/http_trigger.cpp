@@ -114,6 +114,7 @@ Expected<std::shared_ptr<HttpTrigger::RouteTable>> HttpTrigger::build_table(std:
       if (!pattern) continue;  // the manifest check already reported it
       t->router.add(std::move(*pattern), h->methods, static_cast<int>(t->targets.size()));
       t->targets.push_back({pool->index(), h->auth, h->asynchronous, h->upload_container, {}});
+      t->targets.back().methods = &h->methods;
     }
   }
   for (const auto& e : endpoints_) {
@@ -124,12 +125,17 @@ Expected<std::shared_ptr<HttpTrigger::RouteTable>> HttpTrigger::build_table(std:
     t->targets.push_back({pool->index(), e.auth, false, {}, e.handle});
   }
   t->gateway_spec = std::move(gw);
+  const CorsSpec* app_cors = t->gateway_spec && t->gateway_spec->cors ? &*t->gateway_spec->cors : nullptr;
+  for (auto& target : t->targets) target.cors = app_cors;
   if (t->gateway_spec && !t->gateway_spec->routes.empty()) {
     t->gateway = std::make_unique<Gateway>(t->gateway_spec, loops_);
     for (const auto& route : t->gateway_spec->routes) {
       auto pattern = parse_route(route.path, nullptr);
       if (!pattern) return Error{route.where + ": the path " + route.path + " is not a route"};
       RouteTarget target{-1, route.function_keys ? AuthLevel::function : AuthLevel::anonymous, false, {}, {}, &route, nullptr};
+      target.cors = route.cors ? &*route.cors : app_cors;
+      target.methods = &route.methods;
+      if (route.rate_limit) target.limiter = std::make_shared<RateLimiter>(*route.rate_limit, clock_);
       if (!route.function.empty()) {
         FunctionPool* pool = pools_.find(route.function);
         if (!pool) return Error{route.where + ": no function '" + route.function + "' runs on this host"};
@@ -252,7 +258,24 @@ void HttpTrigger::handle(IncomingRequest& request, Responder respond) {
 
   std::shared_ptr<RouteTable> holder;
   RouteTable& table = table_here(holder);
-  RouteMatch match = table.router.match(method, path, request.header("host").value_or(std::string_view()));
+  const std::string_view host = request.header("host").value_or(std::string_view());
+  const std::string_view origin = request.header("origin").value_or(std::string_view());
+  if (method == "OPTIONS" && !origin.empty()) {
+    // A CORS preflight: answered for the route the real request would take.
+    if (auto wanted = request.header("access-control-request-method")) {
+      RouteMatch pre = table.router.match(*wanted, path, host);
+      if (pre.kind == RouteMatch::Kind::found) {
+        const RouteTarget& t = table.targets[static_cast<std::size_t>(pre.target)];
+        if (t.cors) {
+          static const std::vector<std::string> kAny;
+          return respond(cors_preflight(*t.cors, origin, *wanted,
+                                        request.header("access-control-request-headers").value_or(std::string_view()),
+                                        t.methods ? *t.methods : kAny));
+        }
+      }
+    }
+  }
+  RouteMatch match = table.router.match(method, path, host);
   if (match.kind == RouteMatch::Kind::not_found) {
     return respond(json_error(404, "not_found",
                               "no function serves " + std::string(method) + " " + std::string(path),
@@ -284,6 +307,29 @@ void HttpTrigger::handle(IncomingRequest& request, Responder respond) {
     }
   }
   if (rt.handle) return rt.handle(request, std::move(match.params), std::move(respond));
+  // What the gateway adds to the reply, whoever makes it: CORS and rate-limit headers.
+  std::vector<Header> reply_headers;
+  if (rt.cors && !origin.empty()) reply_headers = cors_reply_headers(*rt.cors, origin);
+  if (rt.limiter) {
+    std::string key;
+    const RateLimitSpec& spec = *rt.gateway->rate_limit;
+    if (spec.per == RateLimitSpec::Per::header) {
+      if (auto v = request.header(spec.header)) key = "h:" + std::string(*v);
+    }
+    if (spec.per == RateLimitSpec::Per::ip || (spec.per == RateLimitSpec::Per::header && key.empty())) {
+      key = "ip:" + request.remote_address();
+    }
+    RateLimiter::Decision d = rt.limiter->take(key);
+    RateLimiter::add_headers(d, reply_headers);
+    if (!d.allowed) {
+      HttpReply r = json_error(429, "rate_limited",
+                               "over this route's rate limit of " + spec.text + "; retry after " +
+                                   std::to_string(d.retry_after_s) + " s",
+                               "");
+      for (auto& h : reply_headers) r.headers.push_back(std::move(h));
+      return respond(std::move(r));
+    }
+  }
   std::string body = request.take_body();
   if (rt.gateway && rt.gateway->max_body && body.size() > *rt.gateway->max_body) {
     // The listener read up to http.max_body; the route allows less.
@@ -292,14 +338,17 @@ void HttpTrigger::handle(IncomingRequest& request, Responder respond) {
                                   " bytes",
                               ""));
   }
-  route_with_body(table, rt, request, std::move(match.params), path, query, std::move(body), std::move(respond));
+  route_with_body(table, rt, request, std::move(match.params), path, query, std::move(body), std::move(reply_headers),
+                  std::move(respond));
 }
 
 void HttpTrigger::route_with_body(const RouteTable& table, const RouteTarget& rt, IncomingRequest& request, Headers params,
-                                  std::string_view path, std::string_view query, std::string body, Responder respond) {
+                                  std::string_view path, std::string_view query, std::string body,
+                                  std::vector<Header> reply_headers, Responder respond) {
   const GatewayRouteSpec* gw = rt.gateway;
   if (rt.upstream) {
-    return table.gateway->proxy(*gw, *rt.upstream, request, params, path, query, std::move(body), std::move(respond));
+    return table.gateway->proxy(*gw, *rt.upstream, request, path, query, std::move(body), std::move(reply_headers),
+                                std::move(respond));
   }
   std::string_view method = request.method();
   FunctionPool& pool = pools_.at(rt.function);
@@ -326,9 +375,14 @@ void HttpTrigger::route_with_body(const RouteTable& table, const RouteTarget& rt
   const HeaderEdits* reply_edits = gw && !gw->response_headers.empty() ? &gw->response_headers : nullptr;
   // The edits live in the route table, which a reload may replace while the function runs.
   std::shared_ptr<const GatewaySpec> edits_owner = reply_edits ? table.gateway_spec : nullptr;
-  auto answer = [respond = std::move(respond), reply_edits, edits_owner](Result& r, const InvocationView& s) {
+  auto answer = [respond = std::move(respond), reply_edits, edits_owner, reply_headers = std::move(reply_headers)](
+                    Result& r, const InvocationView& s) mutable {
     HttpReply reply = reply_for(std::move(r), s.function, s.id);
     if (reply_edits) edit_headers(*reply_edits, reply.headers);
+    for (auto& h : reply_headers) {
+      std::erase_if(reply.headers, [&](const Header& x) { return x.name == h.name; });
+      reply.headers.push_back(std::move(h));
+    }
     const int status = reply.status;
     respond(std::move(reply));
     return status;

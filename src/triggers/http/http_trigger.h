@@ -12,6 +12,7 @@
 #include "core/app_spec.h"
 #include "core/clock.h"
 #include "gateway/gateway.h"
+#include "gateway/policies.h"
 #include "triggers/http/function_keys.h"
 #include "triggers/http/public_routes.h"
 #include "triggers/http/router.h"
@@ -66,6 +67,9 @@ class HttpTrigger final : public Trigger, public RequestHandler {
     std::function<void(IncomingRequest&, Headers, Responder)> handle;  // another kind's route
     const GatewayRouteSpec* gateway = nullptr;  // a gateway route (to a function or upstream)
     Upstream* upstream = nullptr;
+    const CorsSpec* cors = nullptr;              // the route's or the gateway's
+    const std::vector<std::string>* methods = nullptr;
+    std::shared_ptr<RateLimiter> limiter;
   };
   void enqueue_async(const FunctionSpec& fn, Invocation&& inv, Responder respond);
   void job_status(std::string_view id, Responder respond);
@@ -73,7 +77,8 @@ class HttpTrigger final : public Trigger, public RequestHandler {
               Responder respond);
   struct RouteTable;
   void route_with_body(const RouteTable& table, const RouteTarget& rt, IncomingRequest& request, Headers params,
-                       std::string_view path, std::string_view query, std::string body, Responder respond);
+                       std::string_view path, std::string_view query, std::string body,
+                       std::vector<Header> reply_headers, Responder respond);
 
   const AppSpec& app_;
   FunctionPools& pools_;
