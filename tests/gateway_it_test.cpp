@@ -3,6 +3,7 @@
 // (rewrites, header edits, X-Forwarded-*, Forwarded, Host); every failure mode with its status;
 // retries, balancing, circuit breakers, health checks and pooled keep-alive connections.
 #include "it_common.h"
+#include "jwt_signer.h"
 #include "test_upstream.h"
 
 namespace nimbus::testing {
@@ -379,6 +380,56 @@ TEST(Gateway, RateLimitsRefuseWith429AndRetryAfterPerClientOrPerKey) {
   EXPECT_EQ(request(app.port(), "GET", "/keyed/a", {{"X-Api-Key", "bob"}}).status, 200);
 }
 
+TEST(Gateway, JwtRoutesLetValidTokensThroughWithTheirClaimsAndRefuseTheRestWithAChallenge) {
+  TestUpstream up("up");
+  TestKey rsa = TestKey::rsa("r1"), ec = TestKey::ec("e1");
+  TempDir keys;
+  keys.write("jwks.json", jwks({&rsa, &ec}));
+  App app(gateway_app("  jwt: {issuer: https://auth.test, audience: shop, jwks_file: " + (keys.path() / "jwks.json").string() +
+                      "}\n  upstreams:\n    up: " + url(up.port()) + "\n"
+                      "  routes:\n"
+                      "    - {path: \"/orders/{id}\", function: echo, auth: jwt}\n"
+                      "    - {path: \"/admin/{*rest}\", upstream: up, jwt: {scopes: [admin]}}\n"
+                      "    - {path: \"/{*rest}\", upstream: up, auth: jwt}\n"));
+  ASSERT_TRUE(app.host->started()) << app.host->errors();
+  const int64_t now = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+  json::object claims{{"sub", "alice"}, {"iss", "https://auth.test"}, {"aud", "shop"}, {"exp", now + 600}, {"scope", "orders"}};
+  const std::string bearer = "Bearer " + rsa.token(claims);
+
+  // The upstream gets the claims (and never a client's own X-Nimbus-Claims).
+  Response r = request(app.port(), "GET", "/x", {{"Authorization", bearer}, {"X-Nimbus-Claims", "{\"sub\":\"root\"}"}});
+  ASSERT_EQ(r.status, 200) << r.body;
+  auto seen = parse_object(parse_object(r.body)["headers"].as_object()["x-nimbus-claims"].as_string().c_str());
+  EXPECT_EQ(seen["sub"].as_string(), "alice");
+  // So does a function.
+  r = request(app.port(), "GET", "/orders/5", {{"Authorization", "Bearer " + ec.token(claims)}});
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_NE(parse_object(r.body)["headers"].as_object()["x-nimbus-claims"].as_string().find("alice"), std::string::npos);
+  // No token, a bad one, an expired one: 401 with a JSON error and a Bearer challenge.
+  const int before = up.requests();
+  Response none = request(app.port(), "GET", "/x");
+  EXPECT_EQ(none.status, 401);
+  EXPECT_EQ(parse_object(none.body)["error"].as_object()["code"].as_string(), "unauthorized");
+  EXPECT_NE(none.header("www-authenticate").find("Bearer realm=\"nimbus\", error=\"invalid_request\""), std::string::npos)
+      << none.header("www-authenticate");
+  Response forged = request(app.port(), "GET", "/x", {{"Authorization", "Bearer " + TestKey::rsa("r1").token(claims)}});
+  EXPECT_EQ(forged.status, 401);
+  EXPECT_NE(forged.header("www-authenticate").find("invalid_token"), std::string::npos);
+  auto old = claims;
+  old["exp"] = now - 3600;
+  Response expired = request(app.port(), "GET", "/x", {{"Authorization", "Bearer " + rsa.token(old)}});
+  EXPECT_EQ(expired.status, 401);
+  EXPECT_NE(expired.body.find("expired"), std::string::npos);
+  // A valid token without the route's scope: 403 insufficient_scope.
+  Response scope = request(app.port(), "GET", "/admin/x", {{"Authorization", bearer}});
+  EXPECT_EQ(scope.status, 403);
+  EXPECT_NE(scope.header("www-authenticate").find("insufficient_scope"), std::string::npos);
+  EXPECT_EQ(up.requests(), before);  // none of those reached the upstream
+  auto admin = claims;
+  admin["scope"] = "orders admin";
+  EXPECT_EQ(request(app.port(), "GET", "/admin/x", {{"Authorization", "Bearer " + rsa.token(admin)}}).status, 200);
+}
+
 TEST(Gateway, AManifestThatProxiesWrongSaysWhatAndWhere) {
   TempDir dir;
   auto check = [&](const std::string& gateway, const std::string& expect) {
@@ -401,6 +452,8 @@ TEST(Gateway, AManifestThatProxiesWrongSaysWhatAndWhere) {
   check("  routes:\n    - {path: /x, upstream: \"http://127.0.0.1:1\", rate_limit: {rate: lots}}\n", "is not a rate");
   check("  cors: {origins: [app.example.com]}\n", "is not an origin");
   check("  cors: {origins: \"*\", credentials: true}\n", "which browsers refuse");
+  check("  routes:\n    - {path: /x, upstream: \"http://127.0.0.1:1\", auth: jwt}\n", "gateway.jwt is not set");
+  check("  jwt: {secret: short}\n", "expected at least 32");
 }
 
 }  // namespace

@@ -76,6 +76,22 @@ struct RateLimitSpec {
   std::string text;    // as written ("100/m"), for headers and messages
 };
 
+// Bearer tokens (RFC 7519) the gateway verifies: HS256 with a shared secret, RS256 and ES256
+// with the public keys of a JWKS file (RFC 7517), read when the host starts or reloads.
+struct JwtSpec {
+  std::string issuer;                  // required "iss", when set
+  std::vector<std::string> audiences;  // "aud" must name one of them, when set
+  std::string secret;                  // HS256
+  std::string jwks_file;               // RS256 / ES256 keys, by "kid" (absolute path)
+  Duration clock_skew = std::chrono::seconds(60);
+};
+
+// What a route asks of a verified token.
+struct JwtRule {
+  std::vector<std::string> scopes;  // each in "scope" (space-separated) or "scp" (a list)
+  std::vector<Header> claims;       // claim name -> the value it must have (strings)
+};
+
 struct GatewayRouteSpec {
   std::string where;                 // "gateway.routes[2]", for messages
   std::string host;                  // "" any; "api.example.com"; "*.example.com"
@@ -94,6 +110,7 @@ struct GatewayRouteSpec {
   bool function_keys = false;           // auth: function (the target function's keys)
   std::optional<CorsSpec> cors;         // the route's, else the gateway's
   std::optional<RateLimitSpec> rate_limit;
+  std::optional<JwtRule> jwt;           // auth: jwt (the gateway's jwt: settings verify)
 };
 
 struct GatewaySpec {
@@ -102,6 +119,7 @@ struct GatewaySpec {
   // For every route on the public listener (functions' http triggers too) unless a gateway
   // route has its own.
   std::optional<CorsSpec> cors;
+  std::optional<JwtSpec> jwt;
   const UpstreamSpec* find_upstream(std::string_view name) const {
     for (const auto& u : upstreams)
       if (u.name == name) return &u;

@@ -147,7 +147,8 @@ Upstream* Gateway::upstream_of(const GatewayRouteSpec& route) const {
 }
 
 void Gateway::proxy(const GatewayRouteSpec& route, Upstream& upstream, IncomingRequest& request, std::string_view path,
-                    std::string_view query, std::string body, std::vector<Header> reply_headers, Responder respond) {
+                    std::string_view query, std::string body, std::vector<Header> reply_headers, const std::string& claims,
+                    Responder respond) {
   ProxyRequest p;
   p.reply_headers = std::move(reply_headers);
   p.method = std::string(request.method());
@@ -178,7 +179,7 @@ void Gateway::proxy(const GatewayRouteSpec& route, Upstream& upstream, IncomingR
       prior_forwarded = prior_forwarded.empty() ? std::string(value) : prior_forwarded + ", " + std::string(value);
       return;
     }
-    if (l == "x-forwarded-proto" || l == "x-forwarded-host") return;  // ours: this is the edge
+    if (l == "x-forwarded-proto" || l == "x-forwarded-host" || l == kClaimsHeader) return;  // ours: this is the edge
     if (std::find(route.request_headers.remove.begin(), route.request_headers.remove.end(), l) !=
         route.request_headers.remove.end()) {
       return;
@@ -191,6 +192,11 @@ void Gateway::proxy(const GatewayRouteSpec& route, Upstream& upstream, IncomingR
     block += value;
     block += "\r\n";
   });
+  if (!claims.empty()) {
+    block += "X-Nimbus-Claims: ";
+    block += claims;
+    block += "\r\n";
+  }
   for (const auto& s : route.request_headers.set) {
     block += s.name;
     block += ": ";

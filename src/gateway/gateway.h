@@ -33,8 +33,11 @@ class Gateway {
 
   // Forwards a request on an upstream route: path rewritten, hop-by-hop headers dropped, the
   // route's header edits, X-Forwarded-For/-Proto/-Host and Forwarded (RFC 7239) added.
+  // `claims`: a verified JWT's claims (JSON), sent as X-Nimbus-Claims; a client's own header
+  // by that name never passes.
   void proxy(const GatewayRouteSpec& route, Upstream& upstream, IncomingRequest& request, std::string_view path,
-             std::string_view query, std::string body, std::vector<Header> reply_headers, Responder respond);
+             std::string_view query, std::string body, std::vector<Header> reply_headers, const std::string& claims,
+             Responder respond);
 
   // {"upstreams":[{"name":...,"targets":[{url, healthy, breaker, in_flight, requests, failures}]}]}
   std::string status_json() const;
@@ -48,6 +51,9 @@ class Gateway {
 // the client spelled them (still percent-encoded), or the raw path without strip_prefix, or
 // the raw path.
 std::string target_path(const GatewayRouteSpec& route, std::string_view raw_path);
+
+// The header that carries a verified JWT's claims to a route's target.
+inline constexpr const char* kClaimsHeader = "x-nimbus-claims";
 
 // Applies a route's request-header edits to a function's invocation headers.
 void edit_headers(const HeaderEdits& edits, Headers& headers);

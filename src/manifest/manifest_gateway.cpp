@@ -285,12 +285,48 @@ std::optional<RateLimitSpec> ManifestReader::read_rate_limit(const YAML::Node& n
   return r;
 }
 
+// jwt: {issuer, audience, secret, jwks_file, clock_skew}
+std::optional<JwtSpec> ManifestReader::read_jwt(const YAML::Node& n, const std::string& path) {
+  if (!check_map(n, path, {"issuer", "audience", "secret", "jwks_file", "clock_skew"})) return std::nullopt;
+  JwtSpec j;
+  if (auto v = n["issuer"]) {
+    if (auto s = scalar(v, path + ".issuer", "the issuer (iss) tokens must name")) j.issuer = *s;
+  }
+  if (auto v = n["audience"]) {
+    for (const auto& [item, p] : one_or_list(v, path + ".audience")) {
+      if (auto s = scalar(item, p, "an audience (aud)")) j.audiences.push_back(*s);
+    }
+  }
+  if (auto v = n["secret"]) {
+    if (auto s = scalar(v, path + ".secret", "the HS256 secret, e.g. ${JWT_SECRET}")) {
+      if (s->size() < 32) error(v, path + ".secret", "is " + std::to_string(s->size()) + " bytes; expected at least 32 for HS256");
+      else j.secret = *s;
+    }
+  }
+  if (auto v = n["jwks_file"]) {
+    if (auto s = scalar(v, path + ".jwks_file", "a JWKS file (RS256/ES256 public keys)")) {
+      std::filesystem::path f(*s);
+      if (f.is_relative()) f = app_dir() / f;
+      if (!std::filesystem::exists(f)) error(v, path + ".jwks_file", "'" + *s + "' does not exist (" + f.string() + ")");
+      else j.jwks_file = f.string();
+    }
+  }
+  if (auto v = n["clock_skew"]) {
+    if (auto d = duration(v, path + ".clock_skew")) j.clock_skew = *d;
+  }
+  if (j.secret.empty() && j.jwks_file.empty()) {
+    error(n, path, "has no keys; expected secret (HS256) or jwks_file (RS256, ES256)");
+    return std::nullopt;
+  }
+  return j;
+}
+
 void ManifestReader::read_gateway_route(const YAML::Node& n, const std::string& path, const AppSpec& app,
                                         GatewaySpec& gw, GatewayRouteSpec& r) {
   r.where = path;
   if (!check_map(n, path, {"path", "host", "methods", "function", "upstream", "rewrite", "strip_prefix", "headers",
                            "response_headers", "preserve_host", "max_body", "timeout", "auth", "cors",
-                           "rate_limit"})) {
+                           "rate_limit", "jwt"})) {
     return;
   }
   std::optional<RoutePattern> pattern;
@@ -420,19 +456,45 @@ void ManifestReader::read_gateway_route(const YAML::Node& n, const std::string& 
   if (auto v = n["cors"]) r.cors = read_cors(v, path + ".cors");
   if (auto v = n["rate_limit"]) r.rate_limit = read_rate_limit(v, path + ".rate_limit");
   if (auto v = n["auth"]) {
-    if (auto a = choice(v, path + ".auth", {"anonymous", "function"})) {
+    if (auto a = choice(v, path + ".auth", {"anonymous", "function", "jwt"})) {
       if (*a == "function" && r.function.empty()) {
-        error(v, path + ".auth", "is function (function keys), but the route goes to an upstream; expected anonymous");
+        error(v, path + ".auth", "is function (function keys), but the route goes to an upstream; expected anonymous or jwt");
       }
       r.function_keys = *a == "function";
+      if (*a == "jwt") r.jwt.emplace();
     }
   }
+  if (auto v = n["jwt"]; v && check_map(v, path + ".jwt", {"scopes", "claims"})) {
+    JwtRule rule;
+    if (auto s = v["scopes"]) {
+      for (const auto& [item, p] : one_or_list(s, path + ".jwt.scopes")) {
+        if (auto x = scalar(item, p, "a scope")) rule.scopes.push_back(*x);
+      }
+    }
+    if (auto c = v["claims"]) {
+      if (!c.IsMap()) {
+        error(c, path + ".jwt.claims", "is " + kind_of(c) + "; expected a mapping of claim names to values");
+      } else {
+        for (auto it = c.begin(); it != c.end(); ++it) {
+          if (auto x = scalar(it->second, path + ".jwt.claims." + it->first.Scalar(), "a value")) {
+            rule.claims.push_back({it->first.Scalar(), *x});
+          }
+        }
+      }
+    }
+    r.jwt = std::move(rule);
+  }
+  if (r.jwt && !gw.jwt) {
+    error(n, path + ".auth", "asks for a JWT, but gateway.jwt is not set; expected gateway: {jwt: {secret or jwks_file}}");
+  }
+  if (r.jwt && r.function_keys) error(n, path + ".auth", "cannot be both function keys and jwt");
 }
 
 void ManifestReader::read_gateway(const YAML::Node& n, AppSpec& app) {
-  if (!check_map(n, "gateway", {"upstreams", "routes", "cors"})) return;
+  if (!check_map(n, "gateway", {"upstreams", "routes", "cors", "jwt"})) return;
   GatewaySpec& gw = app.gateway;
   if (auto v = n["cors"]) gw.cors = read_cors(v, "gateway.cors");
+  if (auto v = n["jwt"]) gw.jwt = read_jwt(v, "gateway.jwt");
   if (auto ups = n["upstreams"]) {
     if (!ups.IsMap()) {
       error(ups, "gateway.upstreams", "is " + kind_of(ups) + "; expected a mapping of upstream names to URLs or settings");

@@ -101,6 +101,7 @@ class ManifestReader {
   void read_header_edits(const YAML::Node& n, const std::string& path, HeaderEdits& edits);
   std::optional<CorsSpec> read_cors(const YAML::Node& n, const std::string& path);
   std::optional<RateLimitSpec> read_rate_limit(const YAML::Node& n, const std::string& path);
+  std::optional<JwtSpec> read_jwt(const YAML::Node& n, const std::string& path);
   void read_gateway_route(const YAML::Node& n, const std::string& path, const AppSpec& app, GatewaySpec& gw,
                           GatewayRouteSpec& r);
   bool read_function(const YAML::Node& n, const std::string& path, FunctionSpec& fn);

@@ -2,6 +2,7 @@
 
 #include <boost/json.hpp>
 #include <cstring>
+#include <strings.h>
 #include <thread>
 
 #include "core/ids.h"
@@ -127,6 +128,11 @@ Expected<std::shared_ptr<HttpTrigger::RouteTable>> HttpTrigger::build_table(std:
   t->gateway_spec = std::move(gw);
   const CorsSpec* app_cors = t->gateway_spec && t->gateway_spec->cors ? &*t->gateway_spec->cors : nullptr;
   for (auto& target : t->targets) target.cors = app_cors;
+  if (t->gateway_spec && t->gateway_spec->jwt) {
+    auto jwt = JwtVerifier::make(*t->gateway_spec->jwt, clock_);
+    if (!jwt) return jwt.error();
+    t->jwt = std::move(*jwt);
+  }
   if (t->gateway_spec && !t->gateway_spec->routes.empty()) {
     t->gateway = std::make_unique<Gateway>(t->gateway_spec, loops_);
     for (const auto& route : t->gateway_spec->routes) {
@@ -135,6 +141,7 @@ Expected<std::shared_ptr<HttpTrigger::RouteTable>> HttpTrigger::build_table(std:
       RouteTarget target{-1, route.function_keys ? AuthLevel::function : AuthLevel::anonymous, false, {}, {}, &route, nullptr};
       target.cors = route.cors ? &*route.cors : app_cors;
       target.methods = &route.methods;
+      if (route.jwt) target.jwt = &*route.jwt;
       if (route.rate_limit) target.limiter = std::make_shared<RateLimiter>(*route.rate_limit, clock_);
       if (!route.function.empty()) {
         FunctionPool* pool = pools_.find(route.function);
@@ -310,6 +317,19 @@ void HttpTrigger::handle(IncomingRequest& request, Responder respond) {
   // What the gateway adds to the reply, whoever makes it: CORS and rate-limit headers.
   std::vector<Header> reply_headers;
   if (rt.cors && !origin.empty()) reply_headers = cors_reply_headers(*rt.cors, origin);
+  std::string claims;
+  if (rt.jwt && table.jwt) {
+    JwtVerifier::Verdict v = table.jwt->verify(request.header("authorization").value_or(std::string_view()), *rt.jwt);
+    if (v.status != 200) {
+      HttpReply r = json_error(v.status, v.status == 401 ? "unauthorized" : "forbidden", v.description, "");
+      std::string challenge = "Bearer realm=\"nimbus\", error=\"" + v.error + "\", error_description=\"";
+      for (char c : v.description) challenge += c == '"' ? '\'' : c;
+      r.headers.push_back({"www-authenticate", challenge + "\""});
+      for (auto& h : reply_headers) r.headers.push_back(std::move(h));
+      return respond(std::move(r));
+    }
+    claims = std::move(v.claims);
+  }
   if (rt.limiter) {
     std::string key;
     const RateLimitSpec& spec = *rt.gateway->rate_limit;
@@ -339,16 +359,16 @@ void HttpTrigger::handle(IncomingRequest& request, Responder respond) {
                               ""));
   }
   route_with_body(table, rt, request, std::move(match.params), path, query, std::move(body), std::move(reply_headers),
-                  std::move(respond));
+                  std::move(claims), std::move(respond));
 }
 
 void HttpTrigger::route_with_body(const RouteTable& table, const RouteTarget& rt, IncomingRequest& request, Headers params,
                                   std::string_view path, std::string_view query, std::string body,
-                                  std::vector<Header> reply_headers, Responder respond) {
+                                  std::vector<Header> reply_headers, std::string claims, Responder respond) {
   const GatewayRouteSpec* gw = rt.gateway;
   if (rt.upstream) {
     return table.gateway->proxy(*gw, *rt.upstream, request, path, query, std::move(body), std::move(reply_headers),
-                                std::move(respond));
+                                claims, std::move(respond));
   }
   std::string_view method = request.method();
   FunctionPool& pool = pools_.at(rt.function);
@@ -366,6 +386,9 @@ void HttpTrigger::route_with_body(const RouteTable& table, const RouteTarget& rt
   request.for_each_header([&](std::string_view n, std::string_view v) {
     http.headers.push_back({std::string(n), std::string(v)});
   });
+  // Claims come from the gateway's verification only, never from the client.
+  std::erase_if(http.headers, [](const Header& h) { return h.name.size() == 15 && strcasecmp(h.name.c_str(), kClaimsHeader) == 0; });
+  if (!claims.empty()) http.headers.push_back({kClaimsHeader, std::move(claims)});
   if (gw) edit_headers(gw->request_headers, http.headers);
   http.params = std::move(params);
   inv.payload = std::move(body);

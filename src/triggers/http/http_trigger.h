@@ -12,6 +12,7 @@
 #include "core/app_spec.h"
 #include "core/clock.h"
 #include "gateway/gateway.h"
+#include "gateway/jwt.h"
 #include "gateway/policies.h"
 #include "triggers/http/function_keys.h"
 #include "triggers/http/public_routes.h"
@@ -70,6 +71,7 @@ class HttpTrigger final : public Trigger, public RequestHandler {
     const CorsSpec* cors = nullptr;              // the route's or the gateway's
     const std::vector<std::string>* methods = nullptr;
     std::shared_ptr<RateLimiter> limiter;
+    const JwtRule* jwt = nullptr;  // auth: jwt
   };
   void enqueue_async(const FunctionSpec& fn, Invocation&& inv, Responder respond);
   void job_status(std::string_view id, Responder respond);
@@ -78,7 +80,7 @@ class HttpTrigger final : public Trigger, public RequestHandler {
   struct RouteTable;
   void route_with_body(const RouteTable& table, const RouteTarget& rt, IncomingRequest& request, Headers params,
                        std::string_view path, std::string_view query, std::string body,
-                       std::vector<Header> reply_headers, Responder respond);
+                       std::vector<Header> reply_headers, std::string claims, Responder respond);
 
   const AppSpec& app_;
   FunctionPools& pools_;
@@ -93,6 +95,7 @@ class HttpTrigger final : public Trigger, public RequestHandler {
     std::vector<RouteTarget> targets;
     std::shared_ptr<const GatewaySpec> gateway_spec;  // the specs targets point into
     std::unique_ptr<Gateway> gateway;
+    std::unique_ptr<JwtVerifier> jwt;
     ~RouteTable();
   };
   Expected<std::shared_ptr<RouteTable>> build_table(std::shared_ptr<const GatewaySpec> gateway) const;
