@@ -47,12 +47,19 @@ nginx_conf upstream $UP "" 'return 200 "Hello, World!";'
 nginx_conf proxy $NGX "upstream up { server 127.0.0.1:$UP; keepalive 64; }" \
   'proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection "";'
 mkdir -p "$work/app"
+MINT=$repo/build/bench/jwt_mint
+[[ -x $MINT ]] || { echo "bench: build first (make build): no $MINT" >&2; exit 1; }
+mapfile -t TOKENS < <("$MINT" "$work")
 cat > "$work/app/nimbus.yaml" <<YAML
 name: gwbench
 gateway:
+  jwt: {audience: bench, jwks_file: $work/jwks.json}
   upstreams:
     up: {targets: ["http://127.0.0.1:$UP"]}
   routes:
+    - {path: "/rs/{*rest}", upstream: up, auth: jwt, rewrite: "/{rest}"}
+    - {path: "/es/{*rest}", upstream: up, auth: jwt, rewrite: "/{rest}"}
+    - {path: "/limited/{*rest}", upstream: up, rewrite: "/{rest}", rate_limit: {rate: 100000000/s, per: ip}}
     - {path: "/{*rest}", upstream: up}
 functions:
 YAML
@@ -76,9 +83,10 @@ wait_200() {
 for p in $UP $NGX $NIM; do wait_200 $p; done
 
 # wrk's "Requests/sec" and its p50 in microseconds.
-measure() {  # port connections threads seconds -> "rps p50_us"
-  local out
-  out=$(taskset -c 1 wrk -t"$3" -c"$2" -d"$4"s --latency "http://127.0.0.1:$1/")
+measure() {  # port connections threads seconds [path] [header] -> "rps p50_us"
+  local out hdr=()
+  [[ -n ${6:-} ]] && hdr=(-H "$6")
+  out=$(taskset -c 1 wrk -t"$3" -c"$2" -d"$4"s --latency "${hdr[@]}" "http://127.0.0.1:$1${5:-/}")
   local rps p50
   rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
   p50=$(awk '$1=="50%" {v=$2; if (v ~ /us$/) {sub(/us/,"",v); print v} else if (v ~ /ms$/) {sub(/ms/,"",v); print v*1000} else {sub(/s/,"",v); print v*1000000}}' <<<"$out")
@@ -107,3 +115,28 @@ echo "|---|---:|---:|---:|---:|"
 echo "| upstream directly (nginx, 1 worker) | ${RPS[direct]} | ${P50[direct]} µs | - | - |"
 echo "| nginx proxy_pass (1 worker, keepalive 64) | ${RPS[nginx]} | ${P50[nginx]} µs | $(added "${P50[nginx]}" "${P50[direct]}") µs | 1.00 |"
 echo "| Nimbus gateway (1 loop) | ${RPS[nimbus]} | ${P50[nimbus]} µs | $(added "${P50[nimbus]}" "${P50[direct]}") µs | $(ratio "${RPS[nimbus]}" "${RPS[nginx]}") |"
+
+# What a route's policies cost on the same proxying path (c64, medians of REPS).
+declare -A POLICY
+for name in plain rs256 es256 limited; do
+  path=/ hdr=""
+  case $name in
+    rs256) path=/rs/; hdr="Authorization: Bearer ${TOKENS[0]}" ;;
+    es256) path=/es/; hdr="Authorization: Bearer ${TOKENS[1]}" ;;
+    limited) path=/limited/ ;;
+  esac
+  [[ $(curl -s -o /dev/null -w '%{http_code}' ${hdr:+-H "$hdr"} "http://127.0.0.1:$NIM$path") == 200 ]] || { echo "bench: $name is not 200" >&2; exit 1; }
+  rs=()
+  for _ in $(seq 1 "$REPS"); do
+    read -r r _ < <(measure $NIM 64 2 10 "$path" "$hdr")
+    rs+=("$r")
+  done
+  POLICY[$name]=$(printf '%s\n' "${rs[@]}" | median)
+done
+echo
+echo "| Nimbus gateway route (c64) | req/s | vs the same route without the policy |"
+echo "|---|---:|---:|"
+echo "| no auth, no limit | ${POLICY[plain]} | 1.00 |"
+echo "| JWT RS256 (one token, verified once, then cached) | ${POLICY[rs256]} | $(ratio "${POLICY[rs256]}" "${POLICY[plain]}") |"
+echo "| JWT ES256 (one token, verified once, then cached) | ${POLICY[es256]} | $(ratio "${POLICY[es256]}" "${POLICY[plain]}") |"
+echo "| rate limit per client IP (never reached) | ${POLICY[limited]} | $(ratio "${POLICY[limited]}" "${POLICY[plain]}") |"

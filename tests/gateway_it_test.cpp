@@ -89,6 +89,20 @@ TEST(Gateway, RoutesByHostPathAndMethodToFunctionsAndUpstreamsTheMonolithSeesOnl
     EXPECT_NE(s.target, "/hello");
   }
   EXPECT_EQ(api.requests(), 1);
+
+  // The routes, described: OpenAPI 3 on the public listener, and `nimbus routes`.
+  auto doc = parse_object(request(app.port(), "GET", "/openapi.json").body);
+  EXPECT_EQ(doc["openapi"].as_string(), "3.0.3");
+  auto& paths = doc["paths"].as_object();
+  ASSERT_TRUE(paths.contains("/orders/{id}"));
+  EXPECT_EQ(paths["/orders/{id}"].as_object()["get"].as_object()["parameters"].as_array()[0].as_object()["name"].as_string(), "id");
+  EXPECT_TRUE(paths.contains("/hello"));
+  EXPECT_EQ(paths["/api/{rest}"].as_object()["get"].as_object()["x-nimbus-host"].as_string(), "api.example.com");
+  CommandResult routes = run_nimbus({"routes", "--dir", app.dir.path().string()}, app.dir.path());
+  EXPECT_EQ(routes.exit_code, 0) << routes.err;
+  EXPECT_NE(routes.out.find("upstream:monolith"), std::string::npos) << routes.out;
+  EXPECT_NE(routes.out.find("api.example.com"), std::string::npos) << routes.out;
+  EXPECT_NE(routes.out.find("function:hello"), std::string::npos) << routes.out;
 }
 
 TEST(Gateway, TheUpstreamSeesForwardedHeadersEditsAndItsOwnHostButNoHopByHopHeaders) {

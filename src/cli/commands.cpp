@@ -302,6 +302,32 @@ int cmd_reload(const fs::path& dir) {
   return 0;
 }
 
+int cmd_routes(const fs::path& dir, bool as_json) {
+  auto r = admin_call(dir, "GET", "/admin/routes");
+  if (!r) return fail(r.error().message);
+  if (as_json) {
+    std::cout << json::serialize(*r) << "\n";
+    return 0;
+  }
+  std::printf("%-18s %-28s %-16s %-22s %-10s %s\n", "HOST", "PATH", "METHODS", "TARGET", "AUTH", "LIMITS");
+  for (const auto& v : r->at("routes").as_array()) {
+    const auto& o = v.as_object();
+    std::string methods;
+    for (const auto& m : o.at("methods").as_array()) methods += (methods.empty() ? "" : ",") + std::string(m.as_string());
+    if (methods.empty()) methods = "any";
+    std::string limits;
+    if (const auto* x = o.if_contains("rate_limit")) limits += "rate " + std::string(x->as_string()) + " ";
+    if (const auto* x = o.if_contains("timeout_ms")) limits += "timeout " + std::to_string(x->as_int64()) + "ms ";
+    if (const auto* x = o.if_contains("max_body")) limits += "body " + std::to_string(x->to_number<int64_t>()) + "B ";
+    if (o.if_contains("cors")) limits += "cors";
+    std::string target = std::string(o.at("kind").as_string()) + ":" + std::string(o.at("target").as_string());
+    std::printf("%-18s %-28s %-16s %-22s %-10s %s\n", std::string(o.at("host").as_string()).c_str(),
+                std::string(o.at("path").as_string()).c_str(), methods.c_str(), target.c_str(),
+                std::string(o.at("auth").as_string()).c_str(), limits.c_str());
+  }
+  return 0;
+}
+
 int cmd_timers(const fs::path& dir) {
   auto r = admin_call(dir, "GET", "/admin/timers");
   if (!r) return fail(r.error().message);
@@ -631,6 +657,12 @@ int run_cli(int argc, char** argv) {
   stop->add_option("--dir", stop_dir, "App folder")->capture_default_str();
   stop->add_option("--wait", stop_wait, "Seconds to wait for it to drain")->capture_default_str();
 
+  std::string routes_dir = ".";
+  bool routes_as_json = false;
+  auto* routes = cli.add_subcommand("routes", "Every route the running host serves: host, path, methods, target, auth, limits");
+  routes->add_option("--dir", routes_dir, "App folder")->capture_default_str();
+  routes->add_flag("--json", routes_as_json, "Print the admin API's JSON");
+
   std::string reload_dir = ".";
   auto* reload = cli.add_subcommand("reload", "Apply nimbus.yaml's gateway changes to the running host, dropping no request");
   reload->add_option("--dir", reload_dir, "App folder")->capture_default_str();
@@ -794,6 +826,7 @@ int run_cli(int argc, char** argv) {
   if (status->parsed()) return cmd_status(status_dir, status_json);
   if (stop->parsed()) return cmd_stop(stop_dir, stop_wait);
   if (reload->parsed()) return cmd_reload(reload_dir);
+  if (routes->parsed()) return cmd_routes(routes_dir, routes_as_json);
   if (queue_ls->parsed()) return cmd_queue_ls(q_dir);
   if (queue_peek->parsed()) return cmd_queue_peek(q_dir, q_name, q_dead, q_limit, q_json);
   if (queue_send->parsed()) return cmd_send(q_dir, false, q_name, q_data, q_type, q_subject, q_delay);

@@ -11,6 +11,7 @@
 #include "pool/function_pools.h"
 #include "store/store.h"
 #include "triggers/blob/blob_trigger.h"
+#include "gateway/openapi.h"
 #include "triggers/http/async_jobs.h"
 #include "triggers/http/http_spec.h"
 #include "triggers/finish.h"
@@ -99,7 +100,11 @@ HttpTrigger::HttpTrigger(const AppSpec& app, FunctionPools& pools, FunctionKeys 
       options_(std::move(options)),
       server_(std::make_unique<HttpServer>(loops, static_cast<RequestHandler&>(*this))),
       loops_(loops),
-      loop_tables_(static_cast<std::size_t>(loops.size())) {}
+      loop_tables_(static_cast<std::size_t>(loops.size())) {
+  // The functions' own routes serve from the start (tests and the fuzzer drive handle()
+  // without start()); start() adds the other kinds' routes and the gateway.
+  if (auto t = build_table(nullptr)) table_ = std::move(*t);
+}
 
 HttpTrigger::RouteTable::~RouteTable() {
   if (gateway) gateway->retire();  // requests in flight finish on it; nothing new goes there
@@ -128,6 +133,16 @@ Expected<std::shared_ptr<HttpTrigger::RouteTable>> HttpTrigger::build_table(std:
   t->gateway_spec = std::move(gw);
   const CorsSpec* app_cors = t->gateway_spec && t->gateway_spec->cors ? &*t->gateway_spec->cors : nullptr;
   for (auto& target : t->targets) target.cors = app_cors;
+  static const GatewaySpec kNoGateway;
+  // Served at /openapi.json, ahead of a catch-all route, unless a route names that path itself.
+  t->openapi = openapi_document(app_, t->gateway_spec ? *t->gateway_spec : kNoGateway);
+  bool claimed = t->gateway_spec && std::any_of(t->gateway_spec->routes.begin(), t->gateway_spec->routes.end(),
+                                                [](const GatewayRouteSpec& r) { return r.path == "/openapi.json"; });
+  for (const auto& fn : app_.functions)
+    for (const auto& trig : fn.triggers)
+      for (const auto& r : trig.settings->public_routes()) claimed = claimed || r.route == "/openapi.json";
+  if (claimed) t->openapi.clear();
+  t->routes = routes_json(app_, t->gateway_spec ? *t->gateway_spec : kNoGateway);
   if (t->gateway_spec && t->gateway_spec->jwt) {
     auto jwt = JwtVerifier::make(*t->gateway_spec->jwt, clock_);
     if (!jwt) return jwt.error();
@@ -233,7 +248,15 @@ void HttpTrigger::close() {
 }
 
 std::vector<AdminView> HttpTrigger::admin_views() {
-  return {{"/admin/gateway", [this] {
+  auto current = [this] {
+    std::lock_guard lock(table_mu_);
+    return table_;
+  };
+  return {{"/admin/routes", [current] {
+             auto t = current();
+             return t ? t->routes : std::string("{\"routes\":[]}");
+           }},
+          {"/admin/gateway", [this] {
              std::shared_ptr<RouteTable> t;
              {
                std::lock_guard lock(table_mu_);
@@ -283,6 +306,9 @@ void HttpTrigger::handle(IncomingRequest& request, Responder respond) {
     }
   }
   RouteMatch match = table.router.match(method, path, host);
+  if (!table.openapi.empty() && path == "/openapi.json" && (method == "GET" || method == "HEAD")) {
+    return respond(HttpReply{200, {{"content-type", "application/json"}}, table.openapi});
+  }
   if (match.kind == RouteMatch::Kind::not_found) {
     return respond(json_error(404, "not_found",
                               "no function serves " + std::string(method) + " " + std::string(path),

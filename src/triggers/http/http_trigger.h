@@ -96,6 +96,8 @@ class HttpTrigger final : public Trigger, public RequestHandler {
     std::shared_ptr<const GatewaySpec> gateway_spec;  // the specs targets point into
     std::unique_ptr<Gateway> gateway;
     std::unique_ptr<JwtVerifier> jwt;
+    std::string openapi;  // GET /openapi.json
+    std::string routes;   // GET /admin/routes
     ~RouteTable();
   };
   Expected<std::shared_ptr<RouteTable>> build_table(std::shared_ptr<const GatewaySpec> gateway) const;
