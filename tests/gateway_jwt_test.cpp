@@ -100,6 +100,14 @@ TEST_F(Jwt, RefusesForgedTamperedExpiredEarlyAndForeignTokensWithTheReason) {
   EXPECT_EQ(v->verify("Bearer " + short_lived, {}).status, 200);
   clock.advance(std::chrono::seconds(10));  // the cached token is checked again
   refused("Bearer " + short_lived, 401, "expired");
+  auto text_exp = claims();
+  text_exp["exp"] = std::to_string(now() - 10000);  // a string: never "absent"
+  refused("Bearer " + rsa.token(text_exp), 401, "not a number of seconds");
+  std::string crit_header = b64url(R"({"alg":"HS256","crit":["exp"],"exp":1})");
+  std::string signing = crit_header + "." + b64url(json::serialize(claims()));
+  std::string crit_token = hs256_token(secret, claims());
+  crit_token = signing + crit_token.substr(crit_token.rfind('.'));
+  refused("Bearer " + crit_token, 401, "critical extensions");
   auto early = claims();
   early["nbf"] = now() + 120;
   refused("Bearer " + rsa.token(early), 401, "not valid for another");

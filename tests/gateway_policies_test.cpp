@@ -5,6 +5,7 @@
 #include "core/clock.h"
 #include "gateway/gateway.h"
 #include "gateway/policies.h"
+#include "triggers/http/router.h"
 
 namespace nimbus {
 namespace {
@@ -99,6 +100,28 @@ TEST(Cors, PreflightsAnswerForAllowedOriginsMethodsAndHeadersOnly) {
   // Without a list of headers, those the preflight asks for are allowed.
   EXPECT_EQ(header(cors_preflight(any, "https://x.example", "POST", "x-a, x-b", {}).headers, "access-control-allow-headers"),
             "x-a, x-b");
+}
+
+TEST(GatewayPaths, PathsAreNormalizedBeforeRoutingAndEncodedSlashesRefused) {
+  auto norm = [](std::string_view p) {
+    std::string why;
+    bool changed = false;
+    auto n = normalize_path(p, &why, &changed);
+    if (!why.empty()) return "refused: " + why;
+    return changed ? *n : std::string(p);
+  };
+  EXPECT_EQ(norm("/orders/17"), "/orders/17");
+  EXPECT_EQ(norm("/x/../admin"), "/admin");
+  EXPECT_EQ(norm("/../../etc/passwd"), "/etc/passwd");
+  EXPECT_EQ(norm("/a/./b/."), "/a/b/");
+  EXPECT_EQ(norm("/%61dmin/%7e%2d"), "/admin/~-");
+  EXPECT_EQ(norm("/a%20b/%c3%a9"), "/a%20b/%C3%A9");
+  EXPECT_EQ(norm("/%2e%2E/admin"), "/admin");
+  EXPECT_EQ(norm("/a/"), "/a/");
+  EXPECT_NE(norm("/a%2Fb").find("refused"), std::string::npos);
+  EXPECT_NE(norm("/a%5cb").find("refused"), std::string::npos);
+  EXPECT_NE(norm("/a%zz").find("refused"), std::string::npos);
+  EXPECT_NE(norm("/a%2").find("refused"), std::string::npos);
 }
 
 TEST(GatewayPaths, RewritesForwardTheClientsSpellingAndStripPrefixesWholeSegmentsOnly) {

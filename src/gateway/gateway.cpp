@@ -70,6 +70,17 @@ std::vector<std::pair<std::string, std::string_view>> raw_params(std::string_vie
 
 }  // namespace
 
+bool is_claims_header(std::string_view name) {
+  const std::string_view want = kClaimsHeader;
+  if (name.size() != want.size()) return false;
+  for (std::size_t i = 0; i < name.size(); ++i) {
+    char c = static_cast<char>(std::tolower(static_cast<unsigned char>(name[i])));
+    if (c == '_') c = '-';
+    if (c != want[i]) return false;
+  }
+  return true;
+}
+
 std::string target_path(const GatewayRouteSpec& route, std::string_view raw_path) {
   if (!route.rewrite.empty()) {
     const auto params = raw_params(route.path, raw_path);
@@ -167,8 +178,12 @@ void Gateway::proxy(const GatewayRouteSpec& route, Upstream& upstream, IncomingR
   std::string prior_xff, prior_forwarded;
   std::string& block = p.header_block;
   block.reserve(512);
+  char lowered[64];
   request.for_each_header([&](std::string_view name, std::string_view value) {
-    std::string l = lower(name);
+    // Lower case on the stack: names past 63 bytes are no header the proxy treats specially.
+    const std::size_t n = std::min(name.size(), sizeof lowered - 1);
+    for (std::size_t i = 0; i < n; ++i) lowered[i] = static_cast<char>(std::tolower(static_cast<unsigned char>(name[i])));
+    const std::string_view l(lowered, name.size() < sizeof lowered ? n : 0);
     if (is_hop_by_hop(l) || l == "host" || l == "content-length" || l == "expect") return;
     if (!connection.empty() && connection_names(connection, l)) return;
     if (l == "x-forwarded-for") {
@@ -179,7 +194,7 @@ void Gateway::proxy(const GatewayRouteSpec& route, Upstream& upstream, IncomingR
       prior_forwarded = prior_forwarded.empty() ? std::string(value) : prior_forwarded + ", " + std::string(value);
       return;
     }
-    if (l == "x-forwarded-proto" || l == "x-forwarded-host" || l == kClaimsHeader) return;  // ours: this is the edge
+    if (l == "x-forwarded-proto" || l == "x-forwarded-host" || is_claims_header(l)) return;  // ours: this is the edge
     if (std::find(route.request_headers.remove.begin(), route.request_headers.remove.end(), l) !=
         route.request_headers.remove.end()) {
       return;

@@ -54,6 +54,9 @@ std::string target_path(const GatewayRouteSpec& route, std::string_view raw_path
 
 // The header that carries a verified JWT's claims to a route's target.
 inline constexpr const char* kClaimsHeader = "x-nimbus-claims";
+// Whether a client's header could pass for it: any letter case, '_' for '-' (CGI-style
+// servers fold both into HTTP_X_NIMBUS_CLAIMS).
+bool is_claims_header(std::string_view name);
 
 // Applies a route's request-header edits to a function's invocation headers.
 void edit_headers(const HeaderEdits& edits, Headers& headers);

@@ -10,6 +10,7 @@
 #include <boost/json.hpp>
 #include <algorithm>
 #include <fstream>
+#include <optional>
 #include <sstream>
 
 #include "core/text.h"
@@ -45,13 +46,15 @@ std::string str(const json::object& o, std::string_view key) {
   return v && v->is_string() ? std::string(v->as_string()) : std::string();
 }
 
-int64_t seconds_claim(const json::object& o, std::string_view key) {
+// A NumericDate claim (RFC 7519 2): 0 when absent, nullopt when present but not a number of
+// seconds in range (a string, null, a huge double): such a token is refused, not let through.
+std::optional<int64_t> seconds_claim(const json::object& o, std::string_view key) {
   auto* v = o.if_contains(key);
   if (!v) return 0;
-  if (v->is_int64()) return v->as_int64();
-  if (v->is_uint64()) return static_cast<int64_t>(v->as_uint64());
-  if (v->is_double()) return static_cast<int64_t>(v->as_double());
-  return 0;
+  if (v->is_int64() && v->as_int64() > 0) return v->as_int64();
+  if (v->is_uint64() && v->as_uint64() < (uint64_t{1} << 62)) return static_cast<int64_t>(v->as_uint64());
+  if (v->is_double() && v->as_double() > 0 && v->as_double() < 4e18) return static_cast<int64_t>(v->as_double());
+  return std::nullopt;
 }
 
 struct Params {
@@ -221,10 +224,9 @@ JwtVerifier::Verdict JwtVerifier::verify(std::string_view authorization, const J
     return refuse(401, "invalid_token", "the token is not a JWS compact serialization (header.payload.signature)");
   }
   const std::string_view signature_text = token.substr(dot2 + 1);
-  const std::string cache_key(token);  // the whole token: header, claims and signature
   {
     std::lock_guard lock(mu_);
-    auto it = cache_.find(cache_key);
+    auto it = cache_.find(token);  // the whole token: header, claims and signature
     if (it != cache_.end()) return check(it->second, rule);
   }
   auto header_text = base64url_decode(token.substr(0, dot1));
@@ -236,6 +238,10 @@ JwtVerifier::Verdict JwtVerifier::verify(std::string_view authorization, const J
   if (ec || !header.is_object()) return refuse(401, "invalid_token", "the token's header is not a JSON object");
   json::value payload = json::parse(*payload_text, ec);
   if (ec || !payload.is_object()) return refuse(401, "invalid_token", "the token's claims are not a JSON object");
+  if (header.as_object().contains("crit")) {
+    // RFC 7515 4.1.11: extensions we do not understand must not be ignored.
+    return refuse(401, "invalid_token", "the token's header names critical extensions (crit), which are not supported");
+  }
   const std::string alg = str(header.as_object(), "alg");
   const std::string kid = str(header.as_object(), "kid");
   const std::string_view signed_part = token.substr(0, dot2);
@@ -265,15 +271,18 @@ JwtVerifier::Verdict JwtVerifier::verify(std::string_view authorization, const J
     return refuse(401, "invalid_token", "the algorithm '" + alg + "' is not accepted; expected HS256, RS256 or ES256");
   }
   if (!valid) return refuse(401, "invalid_token", "the token's signature does not verify");
+  auto exp = seconds_claim(payload.as_object(), "exp");
+  auto nbf = seconds_claim(payload.as_object(), "nbf");
+  if (!exp || !nbf) return refuse(401, "invalid_token", "the token's exp or nbf is not a number of seconds");
   Cached c;
   c.claims = json::serialize(payload);  // one line, whatever the token's layout: fit for a header
-  c.exp = seconds_claim(payload.as_object(), "exp");
-  c.nbf = seconds_claim(payload.as_object(), "nbf");
+  c.exp = *exp;
+  c.nbf = *nbf;
   c.parsed = std::make_shared<json::object>(std::move(payload.as_object()));
   Verdict v = check(c, rule);
   std::lock_guard lock(mu_);
   if (cache_.size() >= kMaxCached) cache_.clear();  // bounded; a miss costs one verify again
-  cache_.emplace(cache_key, std::move(c));
+  cache_.emplace(std::string(token), std::move(c));
   return v;
 }
 

@@ -49,7 +49,11 @@ class JwtVerifier {
   const Clock& clock_;
   std::vector<std::shared_ptr<Key>> keys_;
   std::mutex mu_;
-  std::unordered_map<std::string, Cached> cache_;  // by the whole token
+  struct Hash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+  };
+  std::unordered_map<std::string, Cached, Hash, std::equal_to<>> cache_;  // by the whole token
 };
 
 }  // namespace nimbus

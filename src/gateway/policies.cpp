@@ -99,14 +99,12 @@ std::size_t RateLimiter::keys() const {
 RateLimiter::Decision RateLimiter::take(std::string_view key) {
   const int64_t now = nanos(clock_.now());
   std::lock_guard lock(mu_);
-  auto it = buckets_.find(std::string(key));
+  auto it = buckets_.find(key);
   if (it == buckets_.end()) {
     if (buckets_.size() >= max_keys_) {
-      // Full buckets hold nothing a fresh one would not: drop those first, then the oldest.
-      std::erase_if(buckets_, [&](const auto& kv) {
-        return kv.second.tokens + (now - kv.second.at_ns) * 1e-9 * spec_.rate >= spec_.burst;
-      });
-      if (buckets_.size() >= max_keys_) buckets_.erase(buckets_.begin());
+      // Bounded and O(1): one bucket goes to make room (a client with many keys can only
+      // reset buckets, never grow the map or slow the loops with a scan).
+      buckets_.erase(buckets_.begin());
     }
     it = buckets_.emplace(std::string(key), Bucket{spec_.burst, now}).first;
   }

@@ -28,7 +28,7 @@ HttpReply cors_preflight(const CorsSpec& cors, std::string_view origin, std::str
 std::vector<Header> cors_reply_headers(const CorsSpec& cors, std::string_view origin);
 
 // Token buckets for one route, keyed by client (IP, header value) or one for the route. Safe
-// from any thread; bounded: past `max_keys` buckets, full ones are dropped first.
+// from any thread; bounded: past `max_keys` buckets, one is dropped for each new key.
 class RateLimiter {
  public:
   RateLimiter(const RateLimitSpec& spec, const Clock& clock, std::size_t max_keys = 100000);
@@ -53,7 +53,11 @@ class RateLimiter {
   const Clock& clock_;
   std::size_t max_keys_;
   mutable std::mutex mu_;
-  std::unordered_map<std::string, Bucket> buckets_;
+  struct Hash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+  };
+  std::unordered_map<std::string, Bucket, Hash, std::equal_to<>> buckets_;
 };
 
 }  // namespace nimbus

@@ -144,7 +144,7 @@ struct Upstream::Impl : std::enable_shared_from_this<Upstream::Impl> {
 
   asio::awaitable<void> run(LoopPool& lp, std::shared_ptr<ProxyRequest> req, Responder respond);
   asio::awaitable<Attempt> attempt(LoopPool& lp, int target, const ProxyRequest& req, bool may_replay);
-  asio::awaitable<Fail> connect(UpConn& conn, const TargetState& t, Duration timeout);
+  asio::awaitable<Fail> connect(LoopPool* lp, const std::shared_ptr<UpConn>& conn, const TargetState& t, Duration timeout);
   asio::awaitable<Attempt> exchange(LoopPool& lp, const std::shared_ptr<UpConn>& conn, const TargetState& t,
                                     const ProxyRequest& req);
   asio::awaitable<void> health_loop();
@@ -395,26 +395,34 @@ void Upstream::Impl::put_idle(LoopPool& lp, int target, std::shared_ptr<UpConn> 
   idle.push_back(std::move(conn));
 }
 
-asio::awaitable<Fail> Upstream::Impl::connect(UpConn& conn, const TargetState& t, Duration timeout) {
-  auto& ctx = static_cast<asio::io_context&>(conn.socket.get_executor().context());
-  asio::steady_timer timer(ctx);
-  auto state = std::make_shared<bool>(false);  // fired
-  timer.expires_after(timeout);
-  timer.async_wait([state, sock = &conn.socket](boost::system::error_code ec) {
-    if (ec) return;
-    *state = true;
+// Tries the target's addresses in turn, all within one deadline; stop() cancels it too (the
+// socket is in `busy` meanwhile, on request paths).
+asio::awaitable<Fail> Upstream::Impl::connect(LoopPool* lp, const std::shared_ptr<UpConn>& conn, const TargetState& t,
+                                              Duration timeout) {
+  auto& ctx = static_cast<asio::io_context&>(conn->socket.get_executor().context());
+  Watchdog watchdog(ctx);
+  watchdog.arm(conn, timeout);
+  if (lp) lp->busy.insert(conn.get());
+  struct Unbusy {
+    LoopPool* lp;
+    UpConn* c;
+    ~Unbusy() {
+      if (lp) lp->busy.erase(c);
+    }
+  } unbusy{lp, conn.get()};
+  boost::system::error_code ec = asio::error::host_not_found;
+  for (const auto& endpoint : t.endpoints) {
     boost::system::error_code ignored;
-    sock->cancel(ignored);
-  });
-  auto [ec, endpoint] = co_await asio::async_connect(conn.socket, t.endpoints, kNoThrow);
-  bool fired = *state;
-  *state = true;  // disarmed: a late fire must not touch the socket
-  timer.cancel();
-  if (fired) co_return Fail::connect_timeout;
+    conn->socket.close(ignored);
+    std::tie(ec) = co_await conn->socket.async_connect(endpoint, kNoThrow);
+    if (!ec || watchdog.fired() || stopped.load()) break;
+  }
+  watchdog.disarm();
+  if (watchdog.fired()) co_return Fail::connect_timeout;
   if (stopped.load()) co_return Fail::stopped;
   if (ec) co_return Fail::refused;
   boost::system::error_code ignored;
-  conn.socket.set_option(tcp::no_delay(true), ignored);
+  conn->socket.set_option(tcp::no_delay(true), ignored);
   co_return Fail::none;
 }
 
@@ -495,17 +503,25 @@ asio::awaitable<Attempt> Upstream::Impl::exchange(LoopPool& lp, const std::share
     co_return a;
   }
   // Headers the Connection header names are this hop's too.
-  std::string connection_tokens;
+  std::vector<std::string> connection_tokens;
   if (auto c = res.find(http::field::connection); c != res.end()) {
-    connection_tokens = std::string(c->value());
-    for (auto& ch : connection_tokens) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    std::string_view rest = c->value();
+    while (!rest.empty()) {
+      auto comma = rest.find(',');
+      std::string token(rest.substr(0, comma));
+      std::erase_if(token, [](char ch) { return ch == ' ' || ch == '\t'; });
+      for (auto& ch : token) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+      if (!token.empty()) connection_tokens.push_back(std::move(token));
+      if (comma == std::string_view::npos) break;
+      rest.remove_prefix(comma + 1);
+    }
   }
   a.reply.headers.reserve(8);
   for (const auto& f : res) {
     std::string name(f.name_string());
     for (auto& ch : name) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
     if (is_hop_by_hop(name) || name == "content-length") continue;
-    if (!connection_tokens.empty() && connection_tokens.find(name) != std::string::npos) continue;
+    if (std::find(connection_tokens.begin(), connection_tokens.end(), name) != connection_tokens.end()) continue;
     a.reply.headers.push_back({std::move(name), std::string(f.value())});
   }
   a.reply.body = std::move(res.body());
@@ -522,7 +538,7 @@ asio::awaitable<Attempt> Upstream::Impl::attempt(LoopPool& lp, int target, const
     if (!conn) {
       auto& loop_ctx = static_cast<asio::io_context&>((co_await asio::this_coro::executor).context());
       conn = std::make_shared<UpConn>(loop_ctx);
-      Fail f = co_await connect(*conn, t, spec.connect_timeout);
+      Fail f = co_await connect(&lp, conn, t, spec.connect_timeout);
       if (f != Fail::none) {
         Attempt a;
         a.fail = f;
@@ -656,7 +672,7 @@ asio::awaitable<bool> Upstream::Impl::health_check(TargetState& t) {
     Impl& impl;
     ~Clear() { impl.health_conn.reset(); }
   } clear{*this};
-  if (co_await connect(*conn, t, spec.health_timeout) != Fail::none) co_return false;
+  if (co_await connect(nullptr, conn, t, spec.health_timeout) != Fail::none) co_return false;
   Watchdog watchdog(ctx);
   watchdog.arm(conn, spec.health_timeout);
   std::string request = "GET " + t.spec.base_path + spec.health_path + " HTTP/1.1\r\nHost: " + t.host_header +

@@ -306,6 +306,7 @@ int run_host(const AppSpec& app, const HostOptions& options) {
     std::_Exit(0);
   });
   status.draining.store(true);
+  reloads.close();  // a reload under way finishes first; none starts after
   admin.stop_accepting();
   TimePoint give_up = clock.now() + app.shutdown_grace;
   // No trigger takes new work: no request, timer run, file, MQTT message or batch. A due time

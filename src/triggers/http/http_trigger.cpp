@@ -1,6 +1,8 @@
 #include "triggers/http/http_trigger.h"
 
 #include <boost/json.hpp>
+#include <arpa/inet.h>
+
 #include <cstring>
 #include <strings.h>
 #include <thread>
@@ -192,6 +194,7 @@ HttpTrigger::RouteTable& HttpTrigger::table_here(std::shared_ptr<RouteTable>& ho
 }
 
 Status HttpTrigger::apply(const AppSpec& next) {
+  if (draining_.load()) return Error{"the host is stopping"};
   auto table = build_table(std::make_shared<const GatewaySpec>(next.gateway));
   if (!table) return table.error();
   std::shared_ptr<RouteTable> old;
@@ -199,9 +202,12 @@ Status HttpTrigger::apply(const AppSpec& next) {
     std::lock_guard lock(table_mu_);
     old = std::exchange(table_, std::move(*table));
     table_generation_.fetch_add(1, std::memory_order_release);
+    if (old) old_tables_.push_back(old);
+    std::erase_if(old_tables_, [](const std::weak_ptr<RouteTable>& w) { return w.expired(); });
   }
-  // Each loop drops its reference to the old table at its next request; the last one to let
-  // go retires its upstreams (after the requests they carry).
+  // The old upstreams stop their health checks and pooling now; requests already routed to
+  // them finish. Each loop lets go of the old table at its next request (or when closing).
+  if (old && old->gateway) old->gateway->retire();
   return ok_status();
 }
 
@@ -243,6 +249,9 @@ void HttpTrigger::close() {
   {
     std::lock_guard lock(table_mu_);
     if (table_ && table_->gateway) table_->gateway->stop();
+    for (auto& w : old_tables_) {
+      if (auto t = w.lock(); t && t->gateway) t->gateway->stop();  // a loop may still hold it
+    }
   }
   server_->close();
 }
@@ -280,6 +289,14 @@ void HttpTrigger::handle(IncomingRequest& request, Responder respond) {
   std::string_view path = target.substr(0, qmark);
   std::string_view query = qmark == std::string_view::npos ? std::string_view() : target.substr(qmark + 1);
   std::string_view method = request.method();
+  std::string normalized, why;
+  bool changed = false;
+  if (auto n = normalize_path(path, &why, &changed); changed) {
+    normalized = std::move(*n);
+    path = normalized;
+  } else if (!why.empty()) {
+    return respond(json_error(400, "bad_path", why, new_invocation_id()));
+  }
 
   if (path == "/healthz") return respond(plain_json(200, "{\"status\":\"ok\"}"));
   if (path == "/readyz") return respond(readiness(draining_.load(), options_.store));
@@ -363,7 +380,15 @@ void HttpTrigger::handle(IncomingRequest& request, Responder respond) {
       if (auto v = request.header(spec.header)) key = "h:" + std::string(*v);
     }
     if (spec.per == RateLimitSpec::Per::ip || (spec.per == RateLimitSpec::Per::header && key.empty())) {
-      key = "ip:" + request.remote_address();
+      // An IPv6 client counts by its /64: one host holds a whole /64 and could rotate through it.
+      std::string ip = request.remote_address();
+      unsigned char v6[16];
+      if (ip.find(':') != std::string::npos && ::inet_pton(AF_INET6, ip.c_str(), v6) == 1) {
+        std::memset(v6 + 8, 0, 8);
+        char text[INET6_ADDRSTRLEN];
+        if (::inet_ntop(AF_INET6, v6, text, sizeof text)) ip = std::string(text) + "/64";
+      }
+      key = "ip:" + ip;
     }
     RateLimiter::Decision d = rt.limiter->take(key);
     RateLimiter::add_headers(d, reply_headers);
@@ -413,7 +438,7 @@ void HttpTrigger::route_with_body(const RouteTable& table, const RouteTarget& rt
     http.headers.push_back({std::string(n), std::string(v)});
   });
   // Claims come from the gateway's verification only, never from the client.
-  std::erase_if(http.headers, [](const Header& h) { return h.name.size() == 15 && strcasecmp(h.name.c_str(), kClaimsHeader) == 0; });
+  std::erase_if(http.headers, [](const Header& h) { return is_claims_header(h.name); });
   if (!claims.empty()) http.headers.push_back({kClaimsHeader, std::move(claims)});
   if (gw) edit_headers(gw->request_headers, http.headers);
   http.params = std::move(params);

@@ -109,6 +109,7 @@ class HttpTrigger final : public Trigger, public RequestHandler {
   std::vector<PublicEndpoint> endpoints_;  // other kinds' routes, from start()
   std::mutex table_mu_;
   std::shared_ptr<RouteTable> table_;  // the current one, under table_mu_
+  std::vector<std::weak_ptr<RouteTable>> old_tables_;  // replaced ones a loop may still hold
   std::atomic<uint64_t> table_generation_{0};
   struct LoopTable {
     uint64_t generation = ~uint64_t{0};

@@ -50,6 +50,70 @@ bool percent_decode(std::string_view in, std::string& out) {
   return true;
 }
 
+std::optional<std::string> normalize_path(std::string_view path, std::string* why, bool* changed) {
+  *changed = false;
+  const bool escapes = path.find('%') != std::string_view::npos;
+  const bool dots = path.find("/.") != std::string_view::npos;
+  if (!escapes && !dots) return std::nullopt;  // the common case: nothing to do, no copy
+  std::string decoded;
+  decoded.reserve(path.size());
+  for (std::size_t i = 0; i < path.size(); ++i) {
+    if (path[i] != '%') {
+      decoded.push_back(path[i]);
+      continue;
+    }
+    int h = i + 2 < path.size() ? hex(path[i + 1]) : -1, l = i + 2 < path.size() ? hex(path[i + 2]) : -1;
+    if (h < 0 || l < 0) {
+      *why = "the path has a malformed percent-escape";
+      return std::nullopt;
+    }
+    const char c = static_cast<char>(h * 16 + l);
+    if (c == '/' || c == '\\') {
+      *why = "the path has an encoded '/' or '\\' (%2F, %5C), which this gateway refuses";
+      return std::nullopt;
+    }
+    if (std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '.' || c == '_' || c == '~') {
+      decoded.push_back(c);
+    } else {
+      static const char* kHex = "0123456789ABCDEF";
+      decoded.push_back('%');
+      decoded.push_back(kHex[(h * 16 + l) >> 4]);
+      decoded.push_back(kHex[(h * 16 + l) & 15]);
+    }
+    i += 2;
+  }
+  // remove_dot_segments (RFC 3986 5.2.4) over whole segments.
+  std::vector<std::string_view> segments;
+  std::string_view rest = decoded;
+  if (!rest.empty() && rest.front() == '/') rest.remove_prefix(1);
+  bool trailing = false;
+  while (true) {
+    auto slash = rest.find('/');
+    std::string_view seg = rest.substr(0, slash);
+    const bool last = slash == std::string_view::npos;
+    if (seg == ".") {
+      trailing = last;
+    } else if (seg == "..") {
+      if (!segments.empty()) segments.pop_back();
+      trailing = last;
+    } else {
+      segments.push_back(seg);
+      trailing = false;
+    }
+    if (last) break;
+    rest.remove_prefix(slash + 1);
+  }
+  std::string out;
+  out.reserve(decoded.size());
+  for (const auto& seg : segments) {
+    out.push_back('/');
+    out.append(seg);
+  }
+  if (trailing || out.empty()) out.push_back('/');
+  *changed = out != path;
+  return out;
+}
+
 std::string host_name(std::string_view h) {
   if (!h.empty() && h.front() == '[') {
     auto close = h.find(']');

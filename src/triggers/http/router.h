@@ -2,6 +2,7 @@
 // Matches a request's host, method and path against the app's HTTP routes. Routes that name
 // the request's host are tried before those for any host; within each, literal segments beat
 // parameters; a path that matches a route but not its methods is a 405 with Allow.
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -39,6 +40,14 @@ class Router {
   static bool match_path(const RoutePattern& p, std::string_view path, Headers* params);
   std::vector<Route> routes_;
 };
+
+// The path every route sees and every target gets (RFC 3986 6.2.2): percent-escapes of
+// unreserved characters decoded ("/%61dmin" is "/admin"), other escapes upper-cased, and dot
+// segments removed ("/x/../admin" is "/admin"), so no spelling of a path slips past a route
+// meant for it. An encoded '/' or '\' (which would let a server behind us see segments the
+// router did not) and malformed escapes are refused: the reason is in *why. The new path when
+// *changed; nullopt (and no copy) when there is nothing to do or the path is refused.
+std::optional<std::string> normalize_path(std::string_view path, std::string* why, bool* changed);
 
 // The Host header's name, lower case, without a port ("Api.Example.com:8080" -> "api.example.com").
 std::string host_name(std::string_view host_header);

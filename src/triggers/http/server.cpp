@@ -285,6 +285,7 @@ struct Connection {
   std::string head;  // the response head being written; its capacity is reused
   Phase phase = Phase::reading;
   PhaseTime phase_started;
+  std::optional<std::string> peer;  // the client's address, once asked for
   Parser* parser = nullptr;
   bool timed_out = false;
   bool timed_out_mid_request = false;
@@ -338,14 +339,22 @@ void serialize_head(const HttpReply& reply, unsigned version, bool keep_alive, s
 
 class BeastRequest final : public IncomingRequest {
  public:
-  BeastRequest(http::request<http::string_body>& r, const tcp::socket& s) : r_(r), socket_(s) {}
+  BeastRequest(http::request<http::string_body>& r, const tcp::socket& s, std::optional<std::string>& peer)
+      : r_(r), socket_(s), peer_(peer) {}
+  // Asked once per connection (a system call), then kept with it.
   std::string remote_address() const override {
-    boost::system::error_code ec;
-    auto endpoint = socket_.remote_endpoint(ec);
-    if (ec) return {};
-    auto a = endpoint.address();
-    if (a.is_v6() && a.to_v6().is_v4_mapped()) a = asio::ip::make_address_v4(asio::ip::v4_mapped, a.to_v6());
-    return a.to_string();
+    if (!peer_) {
+      boost::system::error_code ec;
+      auto endpoint = socket_.remote_endpoint(ec);
+      if (ec) {
+        peer_.emplace();
+      } else {
+        auto a = endpoint.address();
+        if (a.is_v6() && a.to_v6().is_v4_mapped()) a = asio::ip::make_address_v4(asio::ip::v4_mapped, a.to_v6());
+        peer_ = a.to_string();
+      }
+    }
+    return *peer_;
   }
   std::string_view method() const override { return r_.method_string(); }
   std::string_view target() const override { return r_.target(); }
@@ -367,6 +376,7 @@ class BeastRequest final : public IncomingRequest {
  private:
   http::request<http::string_body>& r_;
   const tcp::socket& socket_;
+  std::optional<std::string>& peer_;
 };
 
 }  // namespace
@@ -682,7 +692,7 @@ asio::awaitable<void> HttpServer::Impl::serve(LoopState& ls, tcp::socket socket)
       c.slot->wake = nullptr;
     }
     try {
-      BeastRequest view(request, c.socket);
+      BeastRequest view(request, c.socket, c.peer);
       handler.handle(view, Responder(c.slot, generation));
     } catch (const std::exception& e) {
       // A bug or exhaustion inside the host: the caller gets a 500, the connection lives on.
