@@ -40,6 +40,7 @@ bench: build
 	bash bench/queue_redis.sh
 	bash bench/cluster_pg.sh
 	bash bench/durable.sh
+	bash bench/gateway.sh
 	bash bench/mqtt.sh
 	$(BUILD)/bench/timer_jitter_bench
 	$(BUILD)/bench/stream_bench

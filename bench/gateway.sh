@@ -5,7 +5,9 @@
 #   Nimbus: `gateway: routes: [{path: /{*rest}, upstream: ...}]`, one event loop; both
 #   proxies pinned to core 0; wrk on core 1; 3 s warm-up, then
 #   `wrk -t2 -c64 -d10s --latency` (throughput) and `wrk -t1 -c1 -d5s --latency` (p50 added
-#   over going to the upstream directly). REPS runs each; the median is reported.
+#   over going to the upstream directly). REPS sweeps, each measuring every case in turn; the
+#   median of each case is reported. Then the same route with JWT (RS256, ES256) and a rate
+#   limit, against none, the same way.
 # Prints a markdown table for bench/RESULTS.md. Env: REPS=3.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -94,18 +96,19 @@ measure() {  # port connections threads seconds [path] [header] -> "rps p50_us"
 }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
-declare -A RPS P50
-for name in direct nginx nimbus; do
-  case $name in direct) port=$UP ;; nginx) port=$NGX ;; nimbus) port=$NIM ;; esac
-  taskset -c 1 wrk -t2 -c64 -d3s "http://127.0.0.1:$port/" > /dev/null
-  rs=() ls=()
-  for _ in $(seq 1 "$REPS"); do
-    read -r r _ < <(measure $port 64 2 10)
-    read -r _ l < <(measure $port 1 1 5)
-    rs+=("$r") ls+=("$l")
+# The three are measured in turn within each sweep (this VM's speed drifts between minutes).
+declare -A RPS P50 RS LS PORT=([direct]=$UP [nginx]=$NGX [nimbus]=$NIM)
+for name in direct nginx nimbus; do taskset -c 1 wrk -t2 -c64 -d3s "http://127.0.0.1:${PORT[$name]}/" > /dev/null; done
+for _ in $(seq 1 "$REPS"); do
+  for name in direct nginx nimbus; do
+    read -r r _ < <(measure "${PORT[$name]}" 64 2 10)
+    read -r _ l < <(measure "${PORT[$name]}" 1 1 5)
+    RS[$name]+="$r " LS[$name]+="$l "
   done
-  RPS[$name]=$(printf '%s\n' "${rs[@]}" | median)
-  P50[$name]=$(printf '%s\n' "${ls[@]}" | median)
+done
+for name in direct nginx nimbus; do
+  RPS[$name]=$(tr ' ' '\n' <<<"${RS[$name]}" | grep . | median)
+  P50[$name]=$(tr ' ' '\n' <<<"${LS[$name]}" | grep . | median)
 done
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
@@ -117,22 +120,19 @@ echo "| nginx proxy_pass (1 worker, keepalive 64) | ${RPS[nginx]} | ${P50[nginx]
 echo "| Nimbus gateway (1 loop) | ${RPS[nimbus]} | ${P50[nimbus]} µs | $(added "${P50[nimbus]}" "${P50[direct]}") µs | $(ratio "${RPS[nimbus]}" "${RPS[nginx]}") |"
 
 # What a route's policies cost on the same proxying path (c64, medians of REPS).
-declare -A POLICY
+declare -A POLICY SAMPLES PATHS=([plain]=/ [rs256]=/rs/ [es256]=/es/ [limited]=/limited/)
+declare -A HDRS=([plain]="" [rs256]="Authorization: Bearer ${TOKENS[0]}" [es256]="Authorization: Bearer ${TOKENS[1]}" [limited]="")
 for name in plain rs256 es256 limited; do
-  path=/ hdr=""
-  case $name in
-    rs256) path=/rs/; hdr="Authorization: Bearer ${TOKENS[0]}" ;;
-    es256) path=/es/; hdr="Authorization: Bearer ${TOKENS[1]}" ;;
-    limited) path=/limited/ ;;
-  esac
-  [[ $(curl -s -o /dev/null -w '%{http_code}' ${hdr:+-H "$hdr"} "http://127.0.0.1:$NIM$path") == 200 ]] || { echo "bench: $name is not 200" >&2; exit 1; }
-  rs=()
-  for _ in $(seq 1 "$REPS"); do
-    read -r r _ < <(measure $NIM 64 2 10 "$path" "$hdr")
-    rs+=("$r")
-  done
-  POLICY[$name]=$(printf '%s\n' "${rs[@]}" | median)
+  hdr=${HDRS[$name]}
+  [[ $(curl -s -o /dev/null -w '%{http_code}' ${hdr:+-H "$hdr"} "http://127.0.0.1:$NIM${PATHS[$name]}") == 200 ]] || { echo "bench: $name is not 200" >&2; exit 1; }
 done
+for _ in $(seq 1 "$REPS"); do
+  for name in plain rs256 es256 limited; do
+    read -r r _ < <(measure $NIM 64 2 10 "${PATHS[$name]}" "${HDRS[$name]}")
+    SAMPLES[$name]+="$r "
+  done
+done
+for name in plain rs256 es256 limited; do POLICY[$name]=$(tr ' ' '\n' <<<"${SAMPLES[$name]}" | grep . | median); done
 echo
 echo "| Nimbus gateway route (c64) | req/s | vs the same route without the policy |"
 echo "|---|---:|---:|"
