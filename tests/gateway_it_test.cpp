@@ -3,6 +3,9 @@
 // (rewrites, header edits, X-Forwarded-*, Forwarded, Host); every failure mode with its status;
 // retries, balancing, circuit breakers, health checks and pooled keep-alive connections.
 #include "it_common.h"
+#include <brotli/decode.h>
+#include <zlib.h>
+
 #include "jwt_signer.h"
 #include "test_upstream.h"
 
@@ -459,6 +462,94 @@ TEST(Gateway, JwtRoutesLetValidTokensThroughWithTheirClaimsAndRefuseTheRestWithA
   EXPECT_EQ(parse_object(resolved.body)["target"].as_string(), "/a/c/~user");
 }
 
+TEST(Gateway, StaticFilesServeAWebFrontEndWithETagsRangesAndAnSpaFallback) {
+  TempDir site;
+  const std::string index = "<!doctype html><title>shop</title><script src=/app.js></script>";
+  std::string js(1000, 'x');
+  for (std::size_t i = 0; i < js.size(); ++i) js[i] = static_cast<char>('a' + i % 26);
+  site.write("index.html", index);
+  site.write("app.js", js);
+  site.write("img/logo.svg", "<svg/>");
+  App app(gateway_app("  compression: {min_size: 200}\n"
+                      "  routes:\n"
+                      "    - {path: \"/orders/{id}\", function: echo}\n"
+                      "    - {path: \"/{*path}\", static: {dir: " + site.path().string() + ", spa: true, max_age: 1h}}\n"));
+  ASSERT_TRUE(app.host->started()) << app.host->errors();
+  Response r = request(app.port(), "GET", "/");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.body, index);
+  EXPECT_EQ(r.header("content-type"), "text/html; charset=utf-8");
+  EXPECT_EQ(r.header("cache-control"), "no-cache");
+  const std::string etag = r.header("etag");
+  ASSERT_FALSE(etag.empty());
+  // Revalidation: 304, no body.
+  Response again = request(app.port(), "GET", "/", {{"If-None-Match", etag}});
+  EXPECT_EQ(again.status, 304);
+  EXPECT_TRUE(again.body.empty());
+  Response a = request(app.port(), "GET", "/app.js");
+  EXPECT_EQ(a.body, js);
+  EXPECT_EQ(a.header("content-type"), "text/javascript; charset=utf-8");
+  EXPECT_EQ(a.header("cache-control"), "public, max-age=3600");
+  EXPECT_EQ(request(app.port(), "GET", "/img/logo.svg").header("content-type"), "image/svg+xml");
+  // Ranges: one range is 206 with Content-Range; past the end is 416.
+  Response part = request(app.port(), "GET", "/app.js", {{"Range", "bytes=10-19"}});
+  EXPECT_EQ(part.status, 206);
+  EXPECT_EQ(part.body, js.substr(10, 10));
+  EXPECT_EQ(part.header("content-range"), "bytes 10-19/1000");
+  EXPECT_EQ(request(app.port(), "GET", "/app.js", {{"Range", "bytes=-5"}}).body, js.substr(995));
+  Response past = request(app.port(), "GET", "/app.js", {{"Range", "bytes=5000-"}});
+  EXPECT_EQ(past.status, 416);
+  EXPECT_EQ(past.header("content-range"), "bytes */1000");
+  // HEAD: the length, no body.
+  std::string head = send_raw(app.port(), "HEAD /app.js HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  EXPECT_NE(head.find("Content-Length: 1000"), std::string::npos) << head;
+  EXPECT_EQ(head.find("abcdef"), std::string::npos);
+  // The SPA fallback: a client-side route gets the index; a missing asset is 404.
+  EXPECT_EQ(request(app.port(), "GET", "/account/settings").body, index);
+  EXPECT_EQ(request(app.port(), "GET", "/missing.png").status, 404);
+  // The API beside it still goes to its function; writes to files are 405.
+  EXPECT_EQ(parse_object(request(app.port(), "GET", "/orders/3").body)["params"].as_object()["id"].as_string(), "3");
+  Response post = request(app.port(), "POST", "/app.js", {}, "x");
+  EXPECT_EQ(post.status, 405);
+  EXPECT_EQ(post.header("allow"), "GET, HEAD");
+  // Compression for clients that ask: gzip or br, decoded back to the same bytes; the ETag
+  // turns weak; small bodies (the index) and ranges stay as they are.
+  Response gz = request(app.port(), "GET", "/app.js", {{"Accept-Encoding", "gzip, deflate"}});
+  EXPECT_EQ(gz.header("content-encoding"), "gzip");
+  EXPECT_EQ(gz.header("vary"), "Accept-Encoding");
+  EXPECT_EQ(gz.header("etag"), "W/" + a.header("etag"));
+  EXPECT_LT(gz.body.size(), js.size());
+  std::string inflated(js.size() * 2, '\0');
+  z_stream z{};
+  inflateInit2(&z, 15 + 16);
+  z.next_in = reinterpret_cast<Bytef*>(gz.body.data());
+  z.avail_in = static_cast<uInt>(gz.body.size());
+  z.next_out = reinterpret_cast<Bytef*>(inflated.data());
+  z.avail_out = static_cast<uInt>(inflated.size());
+  EXPECT_EQ(inflate(&z, Z_FINISH), Z_STREAM_END);
+  inflated.resize(z.total_out);
+  inflateEnd(&z);
+  EXPECT_EQ(inflated, js);
+  Response br = request(app.port(), "GET", "/app.js", {{"Accept-Encoding", "gzip;q=0.5, br"}});
+  EXPECT_EQ(br.header("content-encoding"), "br");
+  std::string decoded(js.size() * 2, '\0');
+  std::size_t decoded_size = decoded.size();
+  EXPECT_EQ(BrotliDecoderDecompress(br.body.size(), reinterpret_cast<const uint8_t*>(br.body.data()), &decoded_size,
+                                    reinterpret_cast<uint8_t*>(decoded.data())),
+            BROTLI_DECODER_RESULT_SUCCESS);
+  decoded.resize(decoded_size);
+  EXPECT_EQ(decoded, js);
+  EXPECT_EQ(request(app.port(), "GET", "/app.js", {{"Accept-Encoding", "gzip;q=0"}}).header("content-encoding"), "");
+  EXPECT_EQ(request(app.port(), "GET", "/", {{"Accept-Encoding", "gzip"}}).header("content-encoding"), "");
+  EXPECT_EQ(request(app.port(), "GET", "/app.js", {{"Accept-Encoding", "gzip"}, {"Range", "bytes=0-499"}}).header("content-encoding"), "");
+  // A weak validator still revalidates.
+  EXPECT_EQ(request(app.port(), "GET", "/app.js", {{"Accept-Encoding", "gzip"}, {"If-None-Match", gz.header("etag")}}).status, 304);
+  // No escape from the folder, whatever the spelling: /etc/passwd is a client-side route here.
+  EXPECT_EQ(request(app.port(), "GET", "/../../etc/passwd").body, index);
+  EXPECT_EQ(request(app.port(), "GET", "/%2e%2e/%2e%2e/etc/passwd").body, index);
+  EXPECT_EQ(request(app.port(), "GET", "/../../etc/hosts.txt").status, 404);
+}
+
 TEST(Gateway, AReloadRetiresTheOldUpstreamsAndTheHostStillStopsPromptly) {
   TestUpstream a("a"), b("b");
   auto manifest = [&](int port) {
@@ -498,7 +589,7 @@ TEST(Gateway, AManifestThatProxiesWrongSaysWhatAndWhere) {
   check("  routes:\n    - {path: /x, upstream: https://example.com}\n", "TLS to upstreams is not built yet");
   check("  routes:\n    - {path: /x, upstream: nowhere}\n", "'nowhere' is not an upstream under gateway.upstreams");
   check("  routes:\n    - {path: /x, function: nope}\n", "'nope' is not a function of this app");
-  check("  routes:\n    - {path: /x, function: echo, upstream: http://127.0.0.1:1}\n", "names both a function and an upstream");
+  check("  routes:\n    - {path: /x, function: echo, upstream: http://127.0.0.1:1}\n", "names more than one target");
   check("  routes:\n    - {path: \"/a/{id}\", upstream: \"http://127.0.0.1:1\", rewrite: \"/b/{other}\"}\n",
         "uses {other}, which is not a parameter");
   check("  routes:\n    - {path: /hello, methods: [GET], upstream: \"http://127.0.0.1:1\"}\n",

@@ -92,13 +92,23 @@ struct JwtRule {
   std::vector<Header> claims;       // claim name -> the value it must have (strings)
 };
 
+// Static files a route serves from a folder (a web front end).
+struct StaticSpec {
+  std::string dir;                 // absolute
+  std::string index = "index.html";
+  bool spa = false;                // a path with no extension that is not a file gets the index
+  Duration max_age = std::chrono::hours(1);  // Cache-Control for files; the index: no-cache
+  std::size_t max_total = 64u << 20;         // the folder is held in memory: at most this
+};
+
 struct GatewayRouteSpec {
   std::string where;                 // "gateway.routes[2]", for messages
   std::string host;                  // "" any; "api.example.com"; "*.example.com"
   std::string path;                  // a route template: "/orders/{id}", "/{*rest}"
   std::vector<std::string> methods;  // upper case; empty = any
   std::string function;              // the target: a function ...
-  std::string upstream;              // ... or an upstream's name
+  std::string upstream;              // ... or an upstream's name ...
+  std::optional<StaticSpec> static_files;  // ... or a folder of static files
   // The path the target sees: a template over the route's parameters ("/v2/{rest}"); empty
   // keeps the request's path. `strip_prefix` removes a leading literal part instead.
   std::string rewrite;
@@ -120,6 +130,9 @@ struct GatewaySpec {
   // route has its own.
   std::optional<CorsSpec> cors;
   std::optional<JwtSpec> jwt;
+  // gzip/br for compressible replies of at least this size, on every route (set at start).
+  bool compression = false;
+  std::size_t compression_min_size = 1024;
   const UpstreamSpec* find_upstream(std::string_view name) const {
     for (const auto& u : upstreams)
       if (u.name == name) return &u;

@@ -31,8 +31,9 @@ std::vector<Row> rows(const AppSpec& app, const GatewaySpec& gw) {
     }
   }
   for (const auto& r : gw.routes) {
-    out.push_back({r.host, r.path, r.methods, r.function.empty() ? "upstream" : "function",
-                   r.function.empty() ? r.upstream : r.function,
+    out.push_back({r.host, r.path, r.methods,
+                   r.static_files ? "static" : r.function.empty() ? "upstream" : "function",
+                   r.static_files ? r.static_files->dir : r.function.empty() ? r.upstream : r.function,
                    r.jwt ? "jwt" : r.function_keys ? "function" : "anonymous", &r});
   }
   return out;
@@ -70,10 +71,11 @@ std::string openapi_document(const AppSpec& app, const GatewaySpec& gw) {
     std::vector<std::string> methods = row.methods;
     if (methods.empty()) methods = {"GET", "POST", "PUT", "PATCH", "DELETE"};
     for (const auto& m : methods) {
-      json::object op{{"operationId", row.target + "_" + lower(m) + "_" + std::to_string(++operations)},
+      json::object op{{"operationId", (row.kind == "static" ? std::string("static") : row.target) + "_" + lower(m) + "_" +
+                                           std::to_string(++operations)},
                       {"summary", row.kind + " " + row.target},
                       {"responses", {{"default", {{"description", row.kind == "function" ? "the function's reply"
-                                                                                           : "the upstream's reply"}}}}}};
+                                                                 : row.kind == "static" ? "a file" : "the upstream's reply"}}}}}};
       if (!parameters.empty()) op["parameters"] = parameters;
       if (!row.host.empty()) op["x-nimbus-host"] = row.host;
       if (row.auth == "function") op["security"] = json::array{json::object{{"functionKey", json::array{}}}};

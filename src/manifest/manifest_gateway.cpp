@@ -326,7 +326,7 @@ void ManifestReader::read_gateway_route(const YAML::Node& n, const std::string& 
   r.where = path;
   if (!check_map(n, path, {"path", "host", "methods", "function", "upstream", "rewrite", "strip_prefix", "headers",
                            "response_headers", "preserve_host", "max_body", "timeout", "auth", "cors",
-                           "rate_limit", "jwt"})) {
+                           "rate_limit", "jwt", "static"})) {
     return;
   }
   std::optional<RoutePattern> pattern;
@@ -354,10 +354,36 @@ void ManifestReader::read_gateway_route(const YAML::Node& n, const std::string& 
   if (auto v = n["methods"]) r.methods = http_methods(v, path + ".methods");
   auto fn = n["function"];
   auto up = n["upstream"];
-  if (fn && up) {
-    error(n, path, "names both a function and an upstream; expected one target");
-  } else if (!fn && !up) {
-    error(n, path, "has no target; expected function: NAME or upstream: NAME (or an http:// URL)");
+  auto st = n["static"];
+  if (int(bool(fn)) + int(bool(up)) + int(bool(st)) > 1) {
+    error(n, path, "names more than one target (function, upstream, static); expected one");
+  } else if (!fn && !up && !st) {
+    error(n, path, "has no target; expected function: NAME, upstream: NAME (or an http:// URL) or static: {dir}");
+  } else if (st) {
+    if (check_map(st, path + ".static", {"dir", "index", "spa", "max_age", "max_total"})) {
+      StaticSpec s;
+      if (auto d = st["dir"]; !d) {
+        error(st, path + ".static.dir", "is missing; expected the folder of files, e.g. dir: public");
+      } else if (auto text = scalar(d, path + ".static.dir", "a folder")) {
+        std::filesystem::path f(*text);
+        if (f.is_relative()) f = app_dir() / f;
+        if (!std::filesystem::is_directory(f)) error(d, path + ".static.dir", "'" + *text + "' is not a folder (" + f.string() + ")");
+        s.dir = f.lexically_normal().string();
+      }
+      if (auto v = st["index"]) {
+        if (auto x = scalar(v, path + ".static.index", "a file name")) s.index = *x;
+      }
+      if (auto v = st["spa"]) {
+        if (auto b = boolean(v, path + ".static.spa")) s.spa = *b;
+      }
+      if (auto v = st["max_age"]) {
+        if (auto d = duration(v, path + ".static.max_age")) s.max_age = *d;
+      }
+      if (auto v = st["max_total"]) {
+        if (auto z = size(v, path + ".static.max_total")) s.max_total = *z;
+      }
+      r.static_files = std::move(s);
+    }
   } else if (fn) {
     if (auto f = scalar(fn, path + ".function", "a function name")) {
       if (!app.find(*f)) {
@@ -488,11 +514,24 @@ void ManifestReader::read_gateway_route(const YAML::Node& n, const std::string& 
     error(n, path + ".auth", "asks for a JWT, but gateway.jwt is not set; expected gateway: {jwt: {secret or jwks_file}}");
   }
   if (r.jwt && r.function_keys) error(n, path + ".auth", "cannot be both function keys and jwt");
+  if (r.static_files && (!r.rewrite.empty() || !r.strip_prefix.empty() || !r.request_headers.empty() || r.timeout)) {
+    error(n, path, "serves static files: rewrite, strip_prefix, headers and timeout do not apply");
+  }
 }
 
 void ManifestReader::read_gateway(const YAML::Node& n, AppSpec& app) {
-  if (!check_map(n, "gateway", {"upstreams", "routes", "cors", "jwt"})) return;
+  if (!check_map(n, "gateway", {"upstreams", "routes", "cors", "jwt", "compression"})) return;
   GatewaySpec& gw = app.gateway;
+  if (auto v = n["compression"]) {
+    if (v.IsScalar()) {
+      if (auto b = boolean(v, "gateway.compression")) gw.compression = *b;
+    } else if (check_map(v, "gateway.compression", {"min_size"})) {
+      gw.compression = true;
+      if (auto m = v["min_size"]) {
+        if (auto z = size(m, "gateway.compression.min_size")) gw.compression_min_size = *z;
+      }
+    }
+  }
   if (auto v = n["cors"]) gw.cors = read_cors(v, "gateway.cors");
   if (auto v = n["jwt"]) gw.jwt = read_jwt(v, "gateway.jwt");
   if (auto ups = n["upstreams"]) {
@@ -515,7 +554,9 @@ void ManifestReader::read_gateway(const YAML::Node& n, AppSpec& app) {
   }
   auto routes = n["routes"];
   if (!routes) {
-    if (!gw.cors) error(n, "gateway.routes", "is missing; expected a list of routes, e.g. - {path: /{*rest}, upstream: monolith}");
+    if (!gw.cors && !gw.compression) {
+      error(n, "gateway.routes", "is missing; expected a list of routes, e.g. - {path: /{*rest}, upstream: monolith}");
+    }
     return;
   }
   if (!routes.IsSequence()) {

@@ -160,7 +160,12 @@ Expected<std::shared_ptr<HttpTrigger::RouteTable>> HttpTrigger::build_table(std:
       target.methods = &route.methods;
       if (route.jwt) target.jwt = &*route.jwt;
       if (route.rate_limit) target.limiter = std::make_shared<RateLimiter>(*route.rate_limit, clock_);
-      if (!route.function.empty()) {
+      if (route.static_files) {
+        auto site = StaticSite::load(*route.static_files);
+        if (!site) return Error{route.where + ": " + site.error().message};
+        target.site = site->get();
+        t->sites.push_back(std::move(*site));
+      } else if (!route.function.empty()) {
         FunctionPool* pool = pools_.find(route.function);
         if (!pool) return Error{route.where + ": no function '" + route.function + "' runs on this host"};
         target.function = pool->index();
@@ -232,6 +237,8 @@ Status HttpTrigger::start() {
   lo.every_loop = true;
   lo.limits = app_.http;
   lo.metrics = &metrics_;
+  lo.compression.enabled = app_.gateway.compression;
+  lo.compression.min_size = app_.gateway.compression_min_size;
   auto port = server_->listen(lo);
   if (!port) return port.error();
   port_ = *port;
@@ -417,6 +424,14 @@ void HttpTrigger::route_with_body(const RouteTable& table, const RouteTarget& rt
                                   std::string_view path, std::string_view query, std::string body,
                                   std::vector<Header> reply_headers, std::string claims, Responder respond) {
   const GatewayRouteSpec* gw = rt.gateway;
+  if (rt.site) {
+    // The file's path: the route's catch-all (or its last parameter); none: the index.
+    HttpReply reply = rt.site->serve(request.method(), params.empty() ? std::string_view() : std::string_view(params.back().value),
+                                     request);
+    if (!gw->response_headers.empty()) edit_headers(gw->response_headers, reply.headers);
+    for (auto& h : reply_headers) reply.headers.push_back(std::move(h));
+    return respond(std::move(reply));
+  }
   if (rt.upstream) {
     return table.gateway->proxy(*gw, *rt.upstream, request, path, query, std::move(body), std::move(reply_headers),
                                 claims, std::move(respond));

@@ -14,6 +14,7 @@
 #include "gateway/gateway.h"
 #include "gateway/jwt.h"
 #include "gateway/policies.h"
+#include "gateway/static_site.h"
 #include "triggers/http/function_keys.h"
 #include "triggers/http/public_routes.h"
 #include "triggers/http/router.h"
@@ -72,6 +73,7 @@ class HttpTrigger final : public Trigger, public RequestHandler {
     const std::vector<std::string>* methods = nullptr;
     std::shared_ptr<RateLimiter> limiter;
     const JwtRule* jwt = nullptr;  // auth: jwt
+    const StaticSite* site = nullptr;  // static files
   };
   void enqueue_async(const FunctionSpec& fn, Invocation&& inv, Responder respond);
   void job_status(std::string_view id, Responder respond);
@@ -96,6 +98,7 @@ class HttpTrigger final : public Trigger, public RequestHandler {
     std::shared_ptr<const GatewaySpec> gateway_spec;  // the specs targets point into
     std::unique_ptr<Gateway> gateway;
     std::unique_ptr<JwtVerifier> jwt;
+    std::vector<std::unique_ptr<StaticSite>> sites;
     std::string openapi;  // GET /openapi.json
     std::string routes;   // GET /admin/routes
     ~RouteTable();

@@ -19,6 +19,8 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http.hpp>
+#include <brotli/encode.h>
+#include <zlib.h>
 #include <cstdio>
 #include <algorithm>
 #include <array>
@@ -266,6 +268,96 @@ HttpReply json_error(int status, std::string_view code, std::string_view message
   append_json_escaped(b, invocation_id);
   b += "\"}}";
   return r;
+}
+
+// ---------------------------------------------------------------- compression
+
+namespace {
+
+bool carries_body(int status);
+
+bool compressible(std::string_view type) {
+  type = type.substr(0, type.find(';'));
+  return type.rfind("text/", 0) == 0 || type == "application/json" || type == "application/javascript" ||
+         type == "application/xml" || type == "image/svg+xml" || type == "application/manifest+json" ||
+         type.ends_with("+json") || type.ends_with("+xml");
+}
+
+// The q-value the client gives `coding` (or "*"), 0 when refused or absent.
+double accepts(std::string_view header, std::string_view coding) {
+  double star = 0, exact = -1;
+  while (!header.empty()) {
+    auto comma = header.find(',');
+    std::string_view item = header.substr(0, comma);
+    auto semi = item.find(';');
+    std::string_view name = item.substr(0, semi);
+    while (!name.empty() && name.front() == ' ') name.remove_prefix(1);
+    while (!name.empty() && name.back() == ' ') name.remove_suffix(1);
+    double q = 1;
+    if (semi != std::string_view::npos) {
+      auto qpos = item.find("q=", semi);
+      if (qpos != std::string_view::npos) q = std::atof(std::string(item.substr(qpos + 2)).c_str());
+    }
+    if (beast::iequals(name, coding)) exact = q;
+    else if (name == "*") star = q;
+    if (comma == std::string_view::npos) break;
+    header.remove_prefix(comma + 1);
+  }
+  return exact >= 0 ? exact : star;
+}
+
+bool gzip(const std::string& in, std::string& out) {
+  z_stream z{};
+  if (deflateInit2(&z, 5, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK) return false;
+  out.resize(deflateBound(&z, in.size()) + 32);
+  z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(in.data()));
+  z.avail_in = static_cast<uInt>(in.size());
+  z.next_out = reinterpret_cast<Bytef*>(out.data());
+  z.avail_out = static_cast<uInt>(out.size());
+  const int rc = deflate(&z, Z_FINISH);
+  out.resize(z.total_out);
+  deflateEnd(&z);
+  return rc == Z_STREAM_END;
+}
+
+bool brotli(const std::string& in, std::string& out) {
+  std::size_t size = BrotliEncoderMaxCompressedSize(in.size());
+  if (size == 0) return false;
+  out.resize(size);
+  if (!BrotliEncoderCompress(4, BROTLI_DEFAULT_WINDOW, BROTLI_MODE_GENERIC, in.size(),
+                             reinterpret_cast<const uint8_t*>(in.data()), &size, reinterpret_cast<uint8_t*>(out.data()))) {
+    return false;
+  }
+  out.resize(size);
+  return true;
+}
+
+}  // namespace
+
+std::string_view compress_reply(HttpReply& reply, std::string_view accept_encoding, const CompressionOptions& options) {
+  if (!options.enabled || accept_encoding.empty() || reply.body.size() < options.min_size || reply.status == 206 ||
+      !carries_body(reply.status) || reply.body.size() > (64u << 20)) {
+    return {};
+  }
+  std::string_view type;
+  for (const auto& h : reply.headers) {
+    if (beast::iequals(h.name, "content-encoding") || beast::iequals(h.name, "content-range")) return {};
+    if (beast::iequals(h.name, "content-type")) type = h.value;
+  }
+  if (!compressible(type)) return {};
+  const double br = accepts(accept_encoding, "br"), gz = accepts(accept_encoding, "gzip");
+  std::string_view coding = br > 0 && br >= gz ? "br" : gz > 0 ? "gzip" : "";
+  if (coding.empty()) return {};
+  std::string out;
+  if (!(coding == "br" ? brotli(reply.body, out) : gzip(reply.body, out)) || out.size() >= reply.body.size()) return {};
+  reply.body = std::move(out);
+  reply.headers.push_back({"content-encoding", std::string(coding)});
+  reply.headers.push_back({"vary", "Accept-Encoding"});
+  for (auto& h : reply.headers) {
+    // Another representation: its strong validator would lie (RFC 9110 8.8.1).
+    if (beast::iequals(h.name, "etag") && h.value.rfind("W/", 0) != 0) h.value = "W/" + h.value;
+  }
+  return coding;
 }
 
 // ---------------------------------------------------------------- connections
@@ -724,6 +816,11 @@ asio::awaitable<void> HttpServer::Impl::serve(LoopState& ls, tcp::socket socket)
 
     bool keep_alive = request.keep_alive() && !stopping.load(std::memory_order_relaxed);
     bool head = request.method() == http::verb::head;
+    if (options.compression.enabled) {
+      if (auto ae = request.find(http::field::accept_encoding); ae != request.end()) {
+        compress_reply(reply, ae->value(), options.compression);
+      }
+    }
     if (options.metrics) options.metrics->http_response(reply.status);
     serialize_head(reply, request.version(), keep_alive, c.head);
     std::array<asio::const_buffer, 2> wire = {asio::buffer(c.head), asio::buffer(reply.body)};

@@ -82,13 +82,26 @@ class RequestHandler {
   virtual void handle(IncomingRequest& request, Responder respond) = 0;
 };
 
+// Response compression (gzip, br) for clients that accept it: compressible types only
+// (text, JSON, JavaScript, XML, SVG), bodies of at least `min_size`, not ranges, not bodies
+// already encoded; a strong ETag turns weak. Off unless enabled.
+struct CompressionOptions {
+  bool enabled = false;
+  std::size_t min_size = 1024;
+};
+
 struct ListenOptions {
   std::string address = "127.0.0.1";
   int port = 0;             // 0 picks a free port
   bool every_loop = true;   // one acceptor per loop (the public listener) or one in all (admin)
   HttpSettings limits;
   Metrics* metrics = nullptr;  // counts responses by status when set
+  CompressionOptions compression;
 };
+
+// Compresses `reply` in place for a client whose Accept-Encoding is `accept_encoding`, when
+// `options` allow and it pays (see CompressionOptions). Returns the coding used, or "".
+std::string_view compress_reply(HttpReply& reply, std::string_view accept_encoding, const CompressionOptions& options);
 
 class HttpServer {
  public:
