@@ -550,6 +550,56 @@ TEST(Gateway, StaticFilesServeAWebFrontEndWithETagsRangesAndAnSpaFallback) {
   EXPECT_EQ(request(app.port(), "GET", "/../../etc/hosts.txt").status, 404);
 }
 
+TEST(Gateway, ApiKeysAreMadeOnceKeptHashedCheckedWithQuotasAndRevokedEverywhere) {
+  TestUpstream up("up");
+  App app(gateway_app("  upstreams:\n    up: " + url(up.port()) + "\n"
+                      "  routes:\n"
+                      "    - {path: \"/orders/{id}\", function: echo, auth: api_key}\n"
+                      "    - {path: \"/{*rest}\", upstream: up, auth: api_key}\n"));
+  ASSERT_TRUE(app.host->started()) << app.host->errors();
+  const auto dir = app.dir.path().string();
+  CommandResult made = run_nimbus({"keys", "--dir", dir, "create", "partner-a"}, app.dir.path());
+  ASSERT_EQ(made.exit_code, 0) << made.err;
+  const std::string key = made.out.substr(0, made.out.find('\n'));
+  ASSERT_EQ(key.rfind("nk_", 0), 0u) << made.out;
+  CommandResult limited = run_nimbus({"keys", "--dir", dir, "create", "trial", "--quota", "3/h"}, app.dir.path());
+  ASSERT_EQ(limited.exit_code, 0) << limited.err;
+  const std::string trial = limited.out.substr(0, limited.out.find('\n'));
+  // The store keeps a hash, never the key; a second key by one name is refused.
+  Admin admin{app.admin(), app.host->admin_token()};
+  EXPECT_EQ(admin.call("GET", "/admin/keys").body.find(key.substr(key.find('.') + 1)), std::string::npos);
+  EXPECT_EQ(admin.call("POST", "/admin/keys", "{\"name\":\"trial\"}").status, 409);
+  CommandResult ls = run_nimbus({"keys", "--dir", dir, "ls"}, app.dir.path());
+  EXPECT_NE(ls.out.find("partner-a"), std::string::npos);
+  EXPECT_NE(ls.out.find("3/h"), std::string::npos);
+
+  // Within a second every host knows the new keys; the upstream gets the key's name, not the key.
+  Response r;
+  ASSERT_TRUE(eventually([&] { return (r = request(app.port(), "GET", "/x", {{"X-Api-Key", key}})).status == 200; }, 5000));
+  auto headers = parse_object(r.body)["headers"].as_object();
+  EXPECT_FALSE(headers.contains("x-api-key"));
+  EXPECT_EQ(parse_object(std::string(headers["x-nimbus-claims"].as_string()))["api_key"].as_string(), "partner-a");
+  r = request(app.port(), "GET", "/orders/4", {{"X-Api-Key", key}});
+  EXPECT_EQ(r.status, 200);
+  EXPECT_FALSE(parse_object(r.body)["headers"].as_object().contains("x-api-key"));
+  // Missing, wrong, or forged: 401 with a challenge.
+  Response none = request(app.port(), "GET", "/x");
+  EXPECT_EQ(none.status, 401);
+  EXPECT_NE(none.header("www-authenticate").find("ApiKey"), std::string::npos);
+  EXPECT_EQ(request(app.port(), "GET", "/x", {{"X-Api-Key", key.substr(0, key.size() - 2) + "xx"}}).status, 401);
+  EXPECT_EQ(request(app.port(), "GET", "/x", {{"X-Api-Key", "nk_000000000000.abc"}}).status, 401);
+  // A quota: three an hour, then 429 with Retry-After.
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(request(app.port(), "GET", "/x", {{"X-Api-Key", trial}}).status, 200) << i;
+  Response over = request(app.port(), "GET", "/x", {{"X-Api-Key", trial}});
+  EXPECT_EQ(over.status, 429);
+  EXPECT_EQ(over.header("retry-after"), "1200");
+  // Revoked: refused within about a second.
+  CommandResult revoked = run_nimbus({"keys", "--dir", dir, "revoke", "partner-a"}, app.dir.path());
+  EXPECT_EQ(revoked.exit_code, 0) << revoked.err;
+  EXPECT_TRUE(eventually([&] { return request(app.port(), "GET", "/x", {{"X-Api-Key", key}}).status == 401; }, 5000));
+  EXPECT_NE(run_nimbus({"keys", "--dir", dir, "revoke", "nobody"}, app.dir.path()).exit_code, 0);
+}
+
 TEST(Gateway, AReloadRetiresTheOldUpstreamsAndTheHostStillStopsPromptly) {
   TestUpstream a("a"), b("b");
   auto manifest = [&](int port) {

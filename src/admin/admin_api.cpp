@@ -1,6 +1,7 @@
 #include "admin/admin_api.h"
 
 #include "admin/admin_request.h"
+#include "gateway/api_keys.h"
 
 #include <boost/json.hpp>
 #include <set>
@@ -66,6 +67,8 @@ AdminApi::AdminApi(const AppSpec& app, FunctionPools& pools, Metrics& metrics, L
   route("/admin/status", {"GET"}, kStatus);
   route("/admin/shutdown", {"POST"}, kShutdown);
   route("/admin/reload", {"POST"}, kReload);
+  route("/admin/keys", {"GET", "POST"}, kKeys);
+  route("/admin/keys/{name}", {"DELETE"}, kKeys);
   // Queue and topic names hold '/' (a subscription is <topic>/<name>): the rest of the path is
   // the name and an action, split at its last '/' by messages().
   route("/admin/queues", {"GET"}, kMessages);
@@ -162,6 +165,11 @@ void AdminApi::handle(IncomingRequest& request, Responder respond) {
       respond(json_reply(202, {{"status", "shutting down"}}));
       request_shutdown_();
       return;
+    case kKeys: {
+      std::vector<std::string> params;
+      for (auto& p : match.params) params.push_back(std::move(p.value));
+      return api_keys(request, params, method, std::move(respond));
+    }
     case kReload:
       if (!reload_) return respond(json_error(501, "not_implemented", "this host cannot reload", ""));
       return reload_(std::move(respond));
@@ -450,6 +458,69 @@ void AdminApi::streams(IncomingRequest& request, std::string_view path, std::str
 }
 
 // /admin/blobs/CONTAINER[/PATH], the path percent-decoded. Names are checked by the store.
+// The gateway's API keys (gateway/api_keys.h): created with the key shown once, listed
+// without their hashes, revoked by name. Store reads happen on the store's I/O threads.
+void AdminApi::api_keys(IncomingRequest& request, const std::vector<std::string>& params, std::string_view method,
+                        Responder respond) {
+  if (!store_) return respond(json_error(503, "no_store", "API keys live in the store, and this host has none", ""));
+  Store* store = store_;
+  if (method == "GET") {
+    return store->run_blocking([store, respond = std::move(respond)] {
+      auto rows = store->scan(kApiKeysStore, "", 100000);
+      if (!rows) return respond(json_error(503, "store", rows.error().message, ""));
+      boost::json::array keys;
+      for (const auto& row : *rows) {
+        if (auto r = decode_api_key(row.value)) {
+          keys.push_back(boost::json::object{{"name", r->name}, {"id", r->id}, {"prefix", "nk_" + r->id},
+                                             {"quota", r->quota ? r->quota->text : ""}, {"created_ms", r->created_ms}});
+        }
+      }
+      respond(json_reply(200, {{"keys", std::move(keys)}}));
+    });
+  }
+  if (method == "DELETE") {
+    return store->run_blocking([store, name = params.at(0), respond = std::move(respond)] {
+      auto rows = store->scan(kApiKeysStore, "", 100000);
+      if (!rows) return respond(json_error(503, "store", rows.error().message, ""));
+      Batch b;
+      for (const auto& row : *rows) {
+        if (auto r = decode_api_key(row.value); r && r->name == name) b.deletes.push_back({kApiKeysStore, row.key, std::nullopt});
+      }
+      if (b.deletes.empty()) return respond(json_error(404, "not_found", "no API key named '" + name + "'", ""));
+      const auto n = static_cast<int64_t>(b.deletes.size());
+      store->commit(std::move(b), [n, name, respond](Expected<BatchResult> done) {
+        if (!done) return respond(json_error(503, "store", done.error().message, ""));
+        respond(json_reply(200, {{"revoked", name}, {"keys", n}}));
+      });
+    });
+  }
+  boost::system::error_code ec;
+  auto body = boost::json::parse(request.take_body(), ec);
+  const auto* o = !ec && body.is_object() ? &body.as_object() : nullptr;
+  const auto* name = o ? o->if_contains("name") : nullptr;
+  if (!name || !name->is_string()) return respond(json_error(400, "bad_request", "expected {\"name\": ..., \"quota\": \"1000/h\"}", ""));
+  const auto* quota = o->if_contains("quota");
+  auto made = make_api_key(std::string(name->as_string()), quota && quota->is_string() ? std::string(quota->as_string()) : "",
+                           unix_ms(clock_));
+  if (!made) return respond(json_error(400, "bad_request", made.error().message, ""));
+  store->run_blocking([store, made = std::move(*made), respond = std::move(respond)] {
+    auto rows = store->scan(kApiKeysStore, "", 100000);
+    if (!rows) return respond(json_error(503, "store", rows.error().message, ""));
+    for (const auto& row : *rows) {
+      if (auto r = decode_api_key(row.value); r && r->name == made.record.name) {
+        return respond(json_error(409, "conflict", "an API key named '" + r->name + "' exists; revoke it first", ""));
+      }
+    }
+    Batch b;
+    b.puts.push_back({kApiKeysStore, made.record.id, encode_api_key(made.record), std::string(), 0});
+    store->commit(std::move(b), [made, respond](Expected<BatchResult> done) {
+      if (!done) return respond(json_error(503, "store", done.error().message, ""));
+      respond(json_reply(201, {{"name", made.record.name}, {"id", made.record.id}, {"key", made.key},
+                               {"quota", made.record.quota ? made.record.quota->text : ""}}));
+    });
+  });
+}
+
 void AdminApi::blobs(IncomingRequest& request, std::string_view path, std::string_view method, Responder respond) {
   if (!store_) return respond(json_error(503, "no_store", "this host runs without a store", ""));
   std::string decoded;

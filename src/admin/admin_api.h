@@ -7,6 +7,7 @@
 //   GET  /admin/status                 host status
 //   POST /admin/shutdown               graceful stop (as SIGTERM)
 //   POST /admin/reload                 re-read nimbus.yaml; apply gateway changes in place
+//   GET|POST /admin/keys, DELETE /admin/keys/NAME   the gateway's API keys (list, create, revoke)
 //   GET  /admin/queues                 every queue: ready, delayed, in flight, dead
 //   POST /admin/queues/NAME/messages   enqueue the body (ce-type, ce-subject, x-delay-ms headers)
 //   GET  /admin/queues/NAME/messages   peek (?limit=N); NAME.dead for dead letters
@@ -74,11 +75,12 @@ class AdminApi final : private RequestHandler {
   void list_queues(const Responder& respond);  // on a store I/O thread
   void streams(IncomingRequest& request, std::string_view path, std::string_view method, Responder respond);
   void blobs(IncomingRequest& request, std::string_view path, std::string_view method, Responder respond);
+  void api_keys(IncomingRequest& request, const std::vector<std::string>& params, std::string_view method, Responder respond);
   // Orchestration instances (durable/client.h): /admin/orchestrations[/<name>], /admin/instances/...
   void orchestrations(IncomingRequest& request, int target, const std::vector<std::string>& params, Responder respond);
   // What the router's targets stand for: the endpoints, then each trigger's view.
   enum Endpoint : int {
-    kFunctions, kStatus, kShutdown, kReload, kMessages, kStreams, kBlobs, kInvoke,
+    kFunctions, kStatus, kShutdown, kReload, kKeys, kMessages, kStreams, kBlobs, kInvoke,
     kOrchestrations, kOrchestrationStart, kInstance, kInstanceAction, kViews
   };
   void route(std::string_view pattern, std::vector<std::string> methods, int target);

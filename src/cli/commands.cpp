@@ -328,6 +328,34 @@ int cmd_routes(const fs::path& dir, bool as_json) {
   return 0;
 }
 
+int cmd_keys(const fs::path& dir, const std::string& action, const std::string& name, const std::string& quota) {
+  if (action == "create") {
+    json::object body{{"name", name}};
+    if (!quota.empty()) body["quota"] = quota;
+    auto r = admin_call(dir, "POST", "/admin/keys", json::serialize(body));
+    if (!r) return fail(r.error().message);
+    std::cout << json_string(*r, "key") << "\n";
+    std::cerr << "API key '" << name << "' created" << (quota.empty() ? "" : " with quota " + quota)
+              << ". It is shown only now: the host keeps its hash. Send it as X-Api-Key.\n";
+    return 0;
+  }
+  if (action == "revoke") {
+    auto r = admin_call(dir, "DELETE", "/admin/keys/" + name);
+    if (!r) return fail(r.error().message);
+    std::cout << "revoked " << name << " (every host stops taking it within about a second)\n";
+    return 0;
+  }
+  auto r = admin_call(dir, "GET", "/admin/keys");
+  if (!r) return fail(r.error().message);
+  std::printf("%-24s %-18s %-12s %s\n", "NAME", "PREFIX", "QUOTA", "CREATED (unix ms)");
+  for (const auto& v : r->at("keys").as_array()) {
+    const auto& o = v.as_object();
+    std::printf("%-24s %-18s %-12s %lld\n", json_string(o, "name").c_str(), json_string(o, "prefix").c_str(),
+                json_string(o, "quota").empty() ? "-" : json_string(o, "quota").c_str(), static_cast<long long>(num(o, "created_ms")));
+  }
+  return 0;
+}
+
 int cmd_timers(const fs::path& dir) {
   auto r = admin_call(dir, "GET", "/admin/timers");
   if (!r) return fail(r.error().message);
@@ -663,6 +691,17 @@ int run_cli(int argc, char** argv) {
   routes->add_option("--dir", routes_dir, "App folder")->capture_default_str();
   routes->add_flag("--json", routes_as_json, "Print the admin API's JSON");
 
+  std::string keys_dir = ".", key_name, key_quota;
+  auto* keys = cli.add_subcommand("keys", "API keys for gateway routes with auth: api_key");
+  keys->require_subcommand(1);
+  keys->add_option("--dir", keys_dir, "App folder")->capture_default_str();
+  auto* keys_create = keys->add_subcommand("create", "Make a key (shown once; the store keeps its hash)");
+  keys_create->add_option("name", key_name, "The key's name (who holds it)")->required();
+  keys_create->add_option("--quota", key_quota, "Requests per unit of time: N/s, N/m, N/h or N/d");
+  auto* keys_ls = keys->add_subcommand("ls", "Every key: name, prefix, quota (never the key)");
+  auto* keys_revoke = keys->add_subcommand("revoke", "Revoke a key by name");
+  keys_revoke->add_option("name", key_name, "The key's name")->required();
+
   std::string reload_dir = ".";
   auto* reload = cli.add_subcommand("reload", "Apply nimbus.yaml's gateway changes to the running host, dropping no request");
   reload->add_option("--dir", reload_dir, "App folder")->capture_default_str();
@@ -826,6 +865,9 @@ int run_cli(int argc, char** argv) {
   if (status->parsed()) return cmd_status(status_dir, status_json);
   if (stop->parsed()) return cmd_stop(stop_dir, stop_wait);
   if (reload->parsed()) return cmd_reload(reload_dir);
+  if (keys_create->parsed()) return cmd_keys(keys_dir, "create", key_name, key_quota);
+  if (keys_ls->parsed()) return cmd_keys(keys_dir, "ls", "", "");
+  if (keys_revoke->parsed()) return cmd_keys(keys_dir, "revoke", key_name, "");
   if (routes->parsed()) return cmd_routes(routes_dir, routes_as_json);
   if (queue_ls->parsed()) return cmd_queue_ls(q_dir);
   if (queue_peek->parsed()) return cmd_queue_peek(q_dir, q_name, q_dead, q_limit, q_json);

@@ -121,6 +121,7 @@ struct GatewayRouteSpec {
   std::optional<CorsSpec> cors;         // the route's, else the gateway's
   std::optional<RateLimitSpec> rate_limit;
   std::optional<JwtRule> jwt;           // auth: jwt (the gateway's jwt: settings verify)
+  bool api_key = false;                 // auth: api_key (keys made by `nimbus keys create`)
 };
 
 struct GatewaySpec {

@@ -195,6 +195,7 @@ void Gateway::proxy(const GatewayRouteSpec& route, Upstream& upstream, IncomingR
       return;
     }
     if (l == "x-forwarded-proto" || l == "x-forwarded-host" || is_claims_header(l)) return;  // ours: this is the edge
+    if (route.api_key && l == "x-api-key") return;  // the gateway's to check; the upstream gets the name
     if (std::find(route.request_headers.remove.begin(), route.request_headers.remove.end(), l) !=
         route.request_headers.remove.end()) {
       return;

@@ -482,11 +482,12 @@ void ManifestReader::read_gateway_route(const YAML::Node& n, const std::string& 
   if (auto v = n["cors"]) r.cors = read_cors(v, path + ".cors");
   if (auto v = n["rate_limit"]) r.rate_limit = read_rate_limit(v, path + ".rate_limit");
   if (auto v = n["auth"]) {
-    if (auto a = choice(v, path + ".auth", {"anonymous", "function", "jwt"})) {
+    if (auto a = choice(v, path + ".auth", {"anonymous", "function", "jwt", "api_key"})) {
       if (*a == "function" && r.function.empty()) {
-        error(v, path + ".auth", "is function (function keys), but the route goes to an upstream; expected anonymous or jwt");
+        error(v, path + ".auth", "is function (function keys), but the route goes to an upstream; expected anonymous, jwt or api_key");
       }
       r.function_keys = *a == "function";
+      r.api_key = *a == "api_key";
       if (*a == "jwt") r.jwt.emplace();
     }
   }
@@ -513,7 +514,7 @@ void ManifestReader::read_gateway_route(const YAML::Node& n, const std::string& 
   if (r.jwt && !gw.jwt) {
     error(n, path + ".auth", "asks for a JWT, but gateway.jwt is not set; expected gateway: {jwt: {secret or jwks_file}}");
   }
-  if (r.jwt && r.function_keys) error(n, path + ".auth", "cannot be both function keys and jwt");
+  if (r.jwt && (r.function_keys || r.api_key)) error(n, path + ".auth", "names jwt and another kind of auth; expected one");
   if (r.static_files && (!r.rewrite.empty() || !r.strip_prefix.empty() || !r.request_headers.empty() || r.timeout)) {
     error(n, path, "serves static files: rewrite, strip_prefix, headers and timeout do not apply");
   }

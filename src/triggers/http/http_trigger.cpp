@@ -200,6 +200,7 @@ HttpTrigger::RouteTable& HttpTrigger::table_here(std::shared_ptr<RouteTable>& ho
 
 Status HttpTrigger::apply(const AppSpec& next) {
   if (draining_.load()) return Error{"the host is stopping"};
+  if (auto st = ensure_api_keys(next.gateway); !st) return st;
   auto table = build_table(std::make_shared<const GatewaySpec>(next.gateway));
   if (!table) return table.error();
   std::shared_ptr<RouteTable> old;
@@ -218,12 +219,55 @@ Status HttpTrigger::apply(const AppSpec& next) {
 
 HttpTrigger::HttpTrigger(const TriggerContext& c, FunctionKeys keys)
     : HttpTrigger(c.app, c.pools, std::move(keys), *c.loops, c.logger, *c.metrics, c.clock,
-                  HttpTriggerOptions{c.http_address, c.http_port, &c.store, c.routes}) {}
+                  HttpTriggerOptions{c.http_address, c.http_port, &c.store, c.routes, c.timers}) {}
+
+// Reloads the keys on a store I/O thread each second until the trigger closes.
+struct HttpTrigger::KeyRefresh : std::enable_shared_from_this<KeyRefresh> {
+  std::weak_ptr<ApiKeys> keys;
+  Store* store = nullptr;
+  Timers timers;
+  const Clock* clock = nullptr;
+  Logger* logger = nullptr;
+  std::atomic<bool> stopped{false};
+  explicit KeyRefresh(Timers t) : timers(t) {}
+  void schedule() {
+    if (stopped.load()) return;
+    timers.at(clock->now() + std::chrono::seconds(1), [self = shared_from_this()] {
+      if (self->stopped.load()) return;
+      self->store->run_blocking([self] {
+        if (auto k = self->keys.lock()) {
+          if (auto st = k->load(); !st) self->logger->host(LogLevel::warn, "API keys not reloaded", {{"reason", st.error().message}});
+        }
+        self->schedule();
+      });
+    });
+  }
+};
+
+Status HttpTrigger::ensure_api_keys(const GatewaySpec& gateway) {
+  if (api_keys_ || std::none_of(gateway.routes.begin(), gateway.routes.end(), [](const auto& r) { return r.api_key; })) {
+    return ok_status();
+  }
+  if (!options_.store) return Error{"routes with auth: api_key need a store, and this host has none"};
+  auto keys = std::make_shared<ApiKeys>(*options_.store, clock_);
+  if (auto st = keys->load(); !st) return st;
+  api_keys_ = keys;
+  if (options_.timers) {
+    key_refresh_ = std::make_shared<KeyRefresh>(*options_.timers);
+    key_refresh_->keys = keys;
+    key_refresh_->store = options_.store;
+    key_refresh_->clock = &clock_;
+    key_refresh_->logger = &logger_;
+    key_refresh_->schedule();
+  }
+  return ok_status();
+}
 
 HttpTrigger::~HttpTrigger() = default;
 
 Status HttpTrigger::start() {
   if (options_.routes) endpoints_ = options_.routes->endpoints();
+  if (auto st = ensure_api_keys(app_.gateway); !st) return st;
   auto table = build_table(std::make_shared<const GatewaySpec>(app_.gateway));
   if (!table) return table.error();
   {
@@ -253,6 +297,7 @@ void HttpTrigger::stop_taking_work() {
 int HttpTrigger::in_progress() const { return server_->active_requests(); }
 
 void HttpTrigger::close() {
+  if (key_refresh_) key_refresh_->stopped.store(true);
   {
     std::lock_guard lock(table_mu_);
     if (table_ && table_->gateway) table_->gateway->stop();
@@ -380,6 +425,19 @@ void HttpTrigger::handle(IncomingRequest& request, Responder respond) {
     }
     claims = std::move(v.claims);
   }
+  if (rt.gateway && rt.gateway->api_key) {
+    ApiKeys::Check c;
+    if (api_keys_) c = api_keys_->check(request.header("x-api-key").value_or(std::string_view()));
+    else c = {401, "no API keys are loaded", {}, {}};
+    if (c.quota) RateLimiter::add_headers(*c.quota, reply_headers);
+    if (c.status != 200) {
+      HttpReply r = json_error(c.status, c.status == 429 ? "rate_limited" : "unauthorized", c.message, "");
+      if (c.status == 401) r.headers.push_back({"www-authenticate", "ApiKey realm=\"nimbus\", header=\"X-Api-Key\""});
+      for (auto& h : reply_headers) r.headers.push_back(std::move(h));
+      return respond(std::move(r));
+    }
+    claims = boost::json::serialize(boost::json::object{{"api_key", c.name}});
+  }
   if (rt.limiter) {
     std::string key;
     const RateLimitSpec& spec = *rt.gateway->rate_limit;
@@ -453,7 +511,9 @@ void HttpTrigger::route_with_body(const RouteTable& table, const RouteTarget& rt
     http.headers.push_back({std::string(n), std::string(v)});
   });
   // Claims come from the gateway's verification only, never from the client.
-  std::erase_if(http.headers, [](const Header& h) { return is_claims_header(h.name); });
+  std::erase_if(http.headers, [gw](const Header& h) {
+    return is_claims_header(h.name) || (gw && gw->api_key && strcasecmp(h.name.c_str(), "x-api-key") == 0);
+  });
   if (!claims.empty()) http.headers.push_back({kClaimsHeader, std::move(claims)});
   if (gw) edit_headers(gw->request_headers, http.headers);
   http.params = std::move(params);

@@ -11,6 +11,7 @@
 
 #include "core/app_spec.h"
 #include "core/clock.h"
+#include "gateway/api_keys.h"
 #include "gateway/gateway.h"
 #include "gateway/jwt.h"
 #include "gateway/policies.h"
@@ -34,6 +35,7 @@ struct HttpTriggerOptions {
   int port = 0;
   Store* store = nullptr;  // where functions' outputs are committed before the reply
   PublicRoutes* routes = nullptr;  // other kinds' routes, served from start()
+  std::optional<Timers> timers;    // API keys are reloaded on them (each second)
 };
 
 class HttpTrigger final : public Trigger, public RequestHandler {
@@ -119,6 +121,11 @@ class HttpTrigger final : public Trigger, public RequestHandler {
     std::shared_ptr<RouteTable> table;
   };
   std::vector<LoopTable> loop_tables_;  // one per loop, each touched by its loop only
+  // API keys, once a route asks for them: loaded before traffic, reloaded each second.
+  Status ensure_api_keys(const GatewaySpec& gateway);
+  struct KeyRefresh;
+  std::shared_ptr<ApiKeys> api_keys_;
+  std::shared_ptr<KeyRefresh> key_refresh_;
   std::atomic<bool> draining_{false};
   std::unique_ptr<HttpServer> server_;
   int port_ = 0;
