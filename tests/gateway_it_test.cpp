@@ -470,6 +470,9 @@ TEST(Gateway, StaticFilesServeAWebFrontEndWithETagsRangesAndAnSpaFallback) {
   site.write("index.html", index);
   site.write("app.js", js);
   site.write("img/logo.svg", "<svg/>");
+  site.write(".env", "SECRET=1");
+  site.write(".git/config", "[core]");
+  std::filesystem::create_symlink("/etc/hostname", site.path() / "leak.txt");
   App app(gateway_app("  compression: {min_size: 200}\n"
                       "  routes:\n"
                       "    - {path: \"/orders/{id}\", function: echo}\n"
@@ -548,6 +551,10 @@ TEST(Gateway, StaticFilesServeAWebFrontEndWithETagsRangesAndAnSpaFallback) {
   EXPECT_EQ(request(app.port(), "GET", "/../../etc/passwd").body, index);
   EXPECT_EQ(request(app.port(), "GET", "/%2e%2e/%2e%2e/etc/passwd").body, index);
   EXPECT_EQ(request(app.port(), "GET", "/../../etc/hosts.txt").status, 404);
+  // Dotfiles and symlinks are not part of the site.
+  EXPECT_EQ(request(app.port(), "GET", "/.env").status, 404);
+  EXPECT_EQ(request(app.port(), "GET", "/.git/config").body, index);  // a client-side route: the index, not the file
+  EXPECT_EQ(request(app.port(), "GET", "/leak.txt").status, 404);
 }
 
 TEST(Gateway, ApiKeysAreMadeOnceKeptHashedCheckedWithQuotasAndRevokedEverywhere) {

@@ -83,24 +83,33 @@ std::optional<ApiKeyRecord> decode_api_key(std::string_view text) {
 Status ApiKeys::load() {
   auto rows = store_.scan(kApiKeysStore, "", 100000);
   if (!rows) return Error{"cannot read the API keys: " + rows.error().message};
+  // Parsed without the lock (the loops take it to check keys); then swapped in.
+  std::vector<ApiKeyRecord> records;
+  for (const auto& row : *rows) {
+    if (auto r = decode_api_key(row.value)) records.push_back(std::move(*r));
+  }
   std::map<std::string, Entry, std::less<>> next;
+  std::map<std::string, Entry, std::less<>> old;
   {
     std::lock_guard lock(mu_);
-    for (const auto& row : *rows) {
-      auto r = decode_api_key(row.value);
-      if (!r) continue;
-      Entry e;
-      // A key whose quota is unchanged keeps its bucket (a reload must not refill it).
-      if (auto old = by_id_.find(r->id); old != by_id_.end() && old->second.limiter &&
-                                         old->second.record.quota && r->quota && old->second.record.quota->text == r->quota->text) {
-        e.limiter = old->second.limiter;
-      } else if (r->quota) {
-        e.limiter = std::make_shared<RateLimiter>(*r->quota, clock_, 1);
-      }
-      e.record = std::move(*r);
-      next.emplace(e.record.id, std::move(e));
+    old = by_id_;
+  }
+  for (auto& r : records) {
+    Entry e;
+    // A key whose quota is unchanged keeps its bucket (a reload must not refill it).
+    if (auto o = old.find(r.id); o != old.end() && o->second.limiter && o->second.record.quota && r.quota &&
+                                 o->second.record.quota->text == r.quota->text) {
+      e.limiter = o->second.limiter;
+    } else if (r.quota) {
+      e.limiter = std::make_shared<RateLimiter>(*r.quota, clock_, 1);
     }
-    by_id_ = std::move(next);
+    e.record = std::move(r);
+    next.emplace(e.record.id, std::move(e));
+  }
+  {
+    std::lock_guard lock(mu_);
+    by_id_.swap(next);
+    loaded_at_ = clock_.now();
   }
   return ok_status();
 }
@@ -127,6 +136,13 @@ ApiKeys::Check ApiKeys::check(std::string_view presented) {
   std::shared_ptr<RateLimiter> limiter;
   {
     std::lock_guard lock(mu_);
+    // Fail closed: keys not reloaded for a while may include revoked ones.
+    if (clock_.now() - loaded_at_ > kMaxStale) {
+      c.status = 503;
+      c.message = "API keys cannot be checked: the store has not been read for over " +
+                  std::to_string(std::chrono::duration_cast<std::chrono::seconds>(kMaxStale).count()) + " s";
+      return c;
+    }
     auto it = by_id_.find(id);
     if (it == by_id_.end() || !secrets_equal(hash, it->second.record.hash)) {
       c.message = "the API key is not valid (unknown or revoked)";

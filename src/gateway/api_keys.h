@@ -49,7 +49,7 @@ class ApiKeys {
   Status load();
 
   struct Check {
-    int status = 200;  // or 401 (missing, unknown, wrong), 429 (over its quota)
+    int status = 200;  // or 401 (missing, unknown, wrong), 429 (over its quota), 503 (keys stale)
     std::string message;
     std::string name;  // the key's name, when valid
     std::optional<RateLimiter::Decision> quota;
@@ -67,6 +67,8 @@ class ApiKeys {
   const Clock& clock_;
   mutable std::mutex mu_;
   std::map<std::string, Entry, std::less<>> by_id_;
+  TimePoint loaded_at_{};
+  static constexpr Duration kMaxStale = std::chrono::seconds(30);
 };
 
 }  // namespace nimbus

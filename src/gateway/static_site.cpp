@@ -42,7 +42,14 @@ Expected<std::unique_ptr<StaticSite>> StaticSite::load(const StaticSpec& spec) {
   if (!fs::is_directory(spec.dir, ec)) return Error{"static folder " + spec.dir + " is not a folder"};
   for (auto it = fs::recursive_directory_iterator(spec.dir, fs::directory_options::skip_permission_denied, ec);
        !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
-    if (!it->is_regular_file(ec)) continue;
+    // Only regular files that are what they seem: no symlinks (one could point out of the
+    // folder), no dotfiles (.env, .git).
+    const std::string leaf = it->path().filename().string();
+    if (!leaf.empty() && leaf.front() == '.') {
+      if (it->is_directory(ec)) it.disable_recursion_pending();
+      continue;
+    }
+    if (it->is_symlink(ec) || !fs::is_regular_file(it->symlink_status(ec))) continue;
     const auto size = it->file_size(ec);
     if (ec) break;
     site->bytes_ += size;
@@ -52,7 +59,7 @@ Expected<std::unique_ptr<StaticSite>> StaticSite::load(const StaticSpec& spec) {
     }
     std::ifstream in(it->path(), std::ios::binary);
     std::stringstream data;
-    data << in.rdbuf();
+    if (!(in && data << in.rdbuf()) && size > 0) return Error{"cannot read " + it->path().string()};
     File f;
     f.body = data.str();
     const std::string rel = "/" + fs::relative(it->path(), spec.dir, ec).generic_string();
@@ -126,7 +133,7 @@ HttpReply StaticSite::serve(std::string_view method, std::string_view rest, Inco
   const std::size_t size = file->body.size();
   auto range = request.header("range");
   auto if_range = request.header("if-range");
-  if (range && (!if_range || *if_range == file->etag) && range->rfind("bytes=", 0) == 0 &&
+  if (size > 0 && range && (!if_range || *if_range == file->etag) && range->rfind("bytes=", 0) == 0 &&
       range->find(',') == std::string_view::npos) {
     // One range (RFC 9110 14.2): a-b, a-, -n. Several ranges get the whole file (allowed).
     std::string_view spec = range->substr(6);

@@ -220,7 +220,9 @@ void Upstream::stop() {
 }
 
 void Upstream::retire() {
-  if (impl_->retired.exchange(true)) return;
+  // A stopped upstream has nothing left to retire, and its loops may be gone (the host drops
+  // its last route table after the loops have run dry): post nothing then.
+  if (impl_->stopped.load() || impl_->retired.exchange(true)) return;
   for (int i = 0; i < impl_->loops.size(); ++i) {
     asio::post(loop_context(impl_->loops, i), [self = impl_, i] {
       LoopPool& lp = *self->pools[static_cast<std::size_t>(i)];

@@ -235,9 +235,9 @@ struct HttpTrigger::KeyRefresh : std::enable_shared_from_this<KeyRefresh> {
     timers.at(clock->now() + std::chrono::seconds(1), [self = shared_from_this()] {
       if (self->stopped.load()) return;
       self->store->run_blocking([self] {
-        if (auto k = self->keys.lock()) {
-          if (auto st = k->load(); !st) self->logger->host(LogLevel::warn, "API keys not reloaded", {{"reason", st.error().message}});
-        }
+        auto k = self->keys.lock();
+        if (!k || self->stopped.load()) return;  // the trigger is gone or closing: no more rounds
+        if (auto st = k->load(); !st) self->logger->host(LogLevel::warn, "API keys not reloaded", {{"reason", st.error().message}});
         self->schedule();
       });
     });
@@ -263,7 +263,9 @@ Status HttpTrigger::ensure_api_keys(const GatewaySpec& gateway) {
   return ok_status();
 }
 
-HttpTrigger::~HttpTrigger() = default;
+HttpTrigger::~HttpTrigger() {
+  if (key_refresh_) key_refresh_->stopped.store(true);
+}
 
 Status HttpTrigger::start() {
   if (options_.routes) endpoints_ = options_.routes->endpoints();
@@ -431,7 +433,8 @@ void HttpTrigger::handle(IncomingRequest& request, Responder respond) {
     else c = {401, "no API keys are loaded", {}, {}};
     if (c.quota) RateLimiter::add_headers(*c.quota, reply_headers);
     if (c.status != 200) {
-      HttpReply r = json_error(c.status, c.status == 429 ? "rate_limited" : "unauthorized", c.message, "");
+      HttpReply r = json_error(c.status, c.status == 429 ? "rate_limited" : c.status == 503 ? "unavailable" : "unauthorized",
+                               c.message, "");
       if (c.status == 401) r.headers.push_back({"www-authenticate", "ApiKey realm=\"nimbus\", header=\"X-Api-Key\""});
       for (auto& h : reply_headers) r.headers.push_back(std::move(h));
       return respond(std::move(r));

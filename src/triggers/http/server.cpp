@@ -334,9 +334,13 @@ bool brotli(const std::string& in, std::string& out) {
 
 }  // namespace
 
+// Compression runs on the event loop: past this size a reply goes as it is (a few ms of
+// brotli at most per reply, not tens).
+constexpr std::size_t kMaxCompressedOnLoop = 1u << 20;
+
 std::string_view compress_reply(HttpReply& reply, std::string_view accept_encoding, const CompressionOptions& options) {
   if (!options.enabled || accept_encoding.empty() || reply.body.size() < options.min_size || reply.status == 206 ||
-      !carries_body(reply.status) || reply.body.size() > (64u << 20)) {
+      !carries_body(reply.status) || reply.body.size() > kMaxCompressedOnLoop) {
     return {};
   }
   std::string_view type;
@@ -816,7 +820,7 @@ asio::awaitable<void> HttpServer::Impl::serve(LoopState& ls, tcp::socket socket)
 
     bool keep_alive = request.keep_alive() && !stopping.load(std::memory_order_relaxed);
     bool head = request.method() == http::verb::head;
-    if (options.compression.enabled) {
+    if (options.compression.enabled && !head) {
       if (auto ae = request.find(http::field::accept_encoding); ae != request.end()) {
         compress_reply(reply, ae->value(), options.compression);
       }
