@@ -1,5 +1,7 @@
 #include "core/text.h"
 
+#include <cctype>
+
 #include <cstdint>
 
 namespace nimbus {
@@ -122,6 +124,12 @@ std::optional<std::string> base64_decode(std::string_view in) {
     out += static_cast<char>(bits >> 10);
     out += static_cast<char>((bits >> 2) & 0xff);
   }
+  return out;
+}
+
+std::string ascii_lower(std::string_view in) {
+  std::string out(in);
+  for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   return out;
 }
 

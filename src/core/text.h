@@ -17,6 +17,7 @@ std::size_t utf8_sequence(const char* p, std::size_t left);
 std::string replace_invalid_utf8(std::string_view s);
 std::string base64(std::string_view in);  // standard alphabet, padded
 std::string hex(std::string_view in);     // lowercase, two digits a byte
+std::string ascii_lower(std::string_view in);  // A-Z to a-z, other bytes as they are
 // The bytes of standard base64 (padding optional); nullopt when `in` is not base64.
 std::optional<std::string> base64_decode(std::string_view in);
 

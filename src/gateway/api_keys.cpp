@@ -22,7 +22,7 @@ Expected<RateLimitSpec> parse_quota(const std::string& text) {
   const std::string unit = slash < text.size() ? text.substr(slash + 1) : "";
   const double seconds = unit == "s" ? 1 : unit == "m" ? 60 : unit == "h" ? 3600 : unit == "d" ? 86400 : 0;
   if (ec != std::errc() || end != text.data() + slash || count < 1 || seconds == 0) {
-    return Error{"the quota '" + text + "' is not a rate; expected N/s, N/m, N/h or N/d, e.g. 1000/h"};
+    return Error{"'" + text + "' is not a rate; expected N/s, N/m, N/h or N/d, e.g. 100/s or 1000/h"};
   }
   r.rate = count / seconds;
   r.burst = count;

@@ -39,7 +39,8 @@ struct NewApiKey {
 Expected<NewApiKey> make_api_key(const std::string& name, const std::string& quota, int64_t now_ms);
 std::string encode_api_key(const ApiKeyRecord& r);
 std::optional<ApiKeyRecord> decode_api_key(std::string_view json);
-// "100/s", "6000/m", "1000/h", "10000/d" as a token bucket (burst: the count); an error names the text.
+// "100/s", "6000/m", "1000/h", "10000/d" as a token bucket (burst: the count); an error names
+// the text. The manifest's rate_limit.rate and `nimbus keys --quota` both read rates with it.
 Expected<RateLimitSpec> parse_quota(const std::string& text);
 
 class ApiKeys {

@@ -6,15 +6,10 @@
 #include <cctype>
 
 #include "triggers/http/server.h"
+#include "core/text.h"
 
 namespace nimbus {
 namespace {
-
-std::string lower(std::string_view s) {
-  std::string out(s);
-  for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
-}
 
 bool connection_names(std::string_view connection, std::string_view lowered_name) {
   while (!connection.empty()) {
@@ -122,10 +117,10 @@ std::string target_path(const GatewayRouteSpec& route, std::string_view raw_path
 void edit_headers(const HeaderEdits& edits, Headers& headers) {
   if (edits.empty()) return;
   for (const auto& name : edits.remove) {
-    std::erase_if(headers, [&](const Header& h) { return lower(h.name) == name; });
+    std::erase_if(headers, [&](const Header& h) { return ascii_lower(h.name) == name; });
   }
   for (const auto& h : edits.set) {
-    std::erase_if(headers, [&](const Header& x) { return lower(x.name) == h.name; });
+    std::erase_if(headers, [&](const Header& x) { return ascii_lower(x.name) == h.name; });
     headers.push_back(h);
   }
 }

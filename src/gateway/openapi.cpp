@@ -5,6 +5,7 @@
 
 #include "core/route_pattern.h"
 #include "core/units.h"
+#include "core/text.h"
 
 namespace nimbus {
 namespace {
@@ -46,11 +47,6 @@ std::string openapi_path(const std::string& route) {
   return out;
 }
 
-std::string lower(std::string s) {
-  for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return s;
-}
-
 }  // namespace
 
 std::string openapi_document(const AppSpec& app, const GatewaySpec& gw) {
@@ -71,7 +67,7 @@ std::string openapi_document(const AppSpec& app, const GatewaySpec& gw) {
     std::vector<std::string> methods = row.methods;
     if (methods.empty()) methods = {"GET", "POST", "PUT", "PATCH", "DELETE"};
     for (const auto& m : methods) {
-      json::object op{{"operationId", (row.kind == "static" ? std::string("static") : row.target) + "_" + lower(m) + "_" +
+      json::object op{{"operationId", (row.kind == "static" ? std::string("static") : row.target) + "_" + ascii_lower(m) + "_" +
                                            std::to_string(++operations)},
                       {"summary", row.kind + " " + row.target},
                       {"responses", {{"default", {{"description", row.kind == "function" ? "the function's reply"
@@ -85,7 +81,7 @@ std::string openapi_document(const AppSpec& app, const GatewaySpec& gw) {
         op["security"] = json::array{json::object{{"bearer", std::move(scopes)}}};
       }
       if (row.gateway && row.gateway->rate_limit) op["x-nimbus-rate-limit"] = row.gateway->rate_limit->text;
-      paths[key].as_object()[lower(m)] = std::move(op);
+      paths[key].as_object()[ascii_lower(m)] = std::move(op);
     }
   }
   json::object doc{

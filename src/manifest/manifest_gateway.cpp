@@ -6,15 +6,12 @@
 #include <set>
 
 #include "core/route_pattern.h"
+#include "gateway/api_keys.h"
 #include "manifest/manifest_reader.h"
+#include "core/text.h"
 
 namespace nimbus {
 namespace {
-
-std::string lower(std::string s) {
-  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return s;
-}
 
 bool is_header_name(std::string_view s) {
   return !s.empty() && std::all_of(s.begin(), s.end(), [](unsigned char c) {
@@ -179,7 +176,7 @@ void ManifestReader::read_header_edits(const YAML::Node& n, const std::string& p
       error(set, path + ".set", "is " + kind_of(set) + "; expected a mapping of header names to values");
     } else {
       for (auto it = set.begin(); it != set.end(); ++it) {
-        std::string name = lower(it->first.Scalar());
+        std::string name = ascii_lower(it->first.Scalar());
         std::string p = path + ".set." + it->first.Scalar();
         if (!is_header_name(name)) {
           error(it->first, p, "is not a header name; expected letters, digits and -");
@@ -196,7 +193,7 @@ void ManifestReader::read_header_edits(const YAML::Node& n, const std::string& p
     for (const auto& [item, p] : one_or_list(remove, path + ".remove")) {
       auto name = scalar(item, p, "a header name");
       if (!name) continue;
-      std::string l = lower(*name);
+      std::string l = ascii_lower(*name);
       if (!is_header_name(l)) error(item, p, "'" + *name + "' is not a header name");
       else if (is_framing_header(l)) error(item, p, "'" + *name + "' is managed by the proxy; it cannot be removed");
       else edits.remove.push_back(l);
@@ -212,7 +209,7 @@ std::optional<CorsSpec> ManifestReader::read_cors(const YAML::Node& n, const std
     auto v = n[key];
     if (!v) return;
     for (const auto& [item, p] : one_or_list(v, path + "." + key)) {
-      if (auto s = scalar(item, p, "a string")) out.push_back(lower_case ? lower(*s) : *s);
+      if (auto s = scalar(item, p, "a string")) out.push_back(lower_case ? ascii_lower(*s) : *s);
     }
   };
   if (!n["origins"]) {
@@ -252,19 +249,13 @@ std::optional<RateLimitSpec> ManifestReader::read_rate_limit(const YAML::Node& n
   }
   auto text = scalar(rate, path + ".rate", "a rate such as 100/s");
   if (!text) return std::nullopt;
-  const auto slash = std::min(text->find('/'), text->size());
-  double count = 0;
-  const char* b = text->data();
-  auto [end, ec] = std::from_chars(b, b + slash, count);
-  std::string unit = slash < text->size() ? text->substr(slash + 1) : "";
-  double per_second = unit == "s" ? 1 : unit == "m" ? 1.0 / 60 : unit == "h" ? 1.0 / 3600 : 0;
-  if (ec != std::errc() || end != b + slash || count <= 0 || per_second == 0) {
-    error(rate, path + ".rate", "'" + *text + "' is not a rate; expected N/s, N/m or N/h, e.g. 100/s");
+  auto parsed = parse_quota(*text);  // N/s, N/m, N/h, N/d; the burst defaults to N
+  if (!parsed) {
+    error(rate, path + ".rate", parsed.error().message);
     return std::nullopt;
   }
-  r.text = *text;
-  r.rate = count * per_second;
-  r.burst = std::max(1.0, count);  // by default a unit's worth may come at once
+  r = *parsed;
+  r.per = RateLimitSpec::Per::ip;
   if (auto v = n["burst"]) {
     if (auto x = integer(v, path + ".burst", 1, 100000000)) r.burst = static_cast<double>(*x);
   }
@@ -274,9 +265,9 @@ std::optional<RateLimitSpec> ManifestReader::read_rate_limit(const YAML::Node& n
         r.per = RateLimitSpec::Per::ip;
       } else if (*p == "route") {
         r.per = RateLimitSpec::Per::route;
-      } else if (p->rfind("header:", 0) == 0 && is_header_name(lower(p->substr(7)))) {
+      } else if (p->rfind("header:", 0) == 0 && is_header_name(ascii_lower(p->substr(7)))) {
         r.per = RateLimitSpec::Per::header;
-        r.header = lower(p->substr(7));
+        r.header = ascii_lower(p->substr(7));
       } else {
         error(v, path + ".per", "'" + *p + "' is not a key; expected ip, route or header:NAME (header:x-api-key)");
       }
@@ -341,7 +332,7 @@ void ManifestReader::read_gateway_route(const YAML::Node& n, const std::string& 
   }
   if (auto v = n["host"]) {
     if (auto h = scalar(v, path + ".host", "a host name such as api.example.com or *.example.com")) {
-      std::string host = lower(*h);
+      std::string host = ascii_lower(*h);
       std::string_view rest = host;
       if (rest.rfind("*.", 0) == 0) rest.remove_prefix(2);
       bool ok = !rest.empty() && std::all_of(rest.begin(), rest.end(), [](unsigned char c) {

@@ -15,18 +15,12 @@ namespace json = boost::json;
 constexpr std::string_view kStructured = "application/cloudevents+json";
 constexpr std::string_view kBatch = "application/cloudevents-batch+json";
 
-std::string lower(std::string_view s) {
-  std::string out(s);
-  for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
-}
-
 // The media type of a Content-Type value: before any ';', trimmed, lower case.
 std::string media_type(std::string_view content_type) {
   content_type = content_type.substr(0, content_type.find(';'));
   while (!content_type.empty() && content_type.back() == ' ') content_type.remove_suffix(1);
   while (!content_type.empty() && content_type.front() == ' ') content_type.remove_prefix(1);
-  return lower(content_type);
+  return ascii_lower(content_type);
 }
 
 bool is_json_type(const std::string& type) {
@@ -232,7 +226,7 @@ Expected<std::vector<CloudEvent>> read_cloudevents(const Headers& headers, std::
   // Binary mode: every attribute in a ce-* header.
   CloudEvent ev;
   for (const auto& h : headers) {
-    const std::string name = lower(h.name);
+    const std::string name = ascii_lower(h.name);
     if (name.rfind("ce-", 0) != 0) continue;
     const std::string attribute = name.substr(3);
     if (!valid_name(attribute)) {
