@@ -11,7 +11,7 @@ packages=(
   libmosquitto-dev mosquitto mosquitto-clients
   libpq-dev postgresql  # store: postgres:// (libpq), and the server its tests start (initdb, pg_ctl)
   libhiredis-dev redis-server  # store: redis:// (hiredis), and the server its tests start
-  libssl-dev  # the gateway: JWT signatures (HS256, RS256, ES256)
+  libssl-dev openssl  # the gateway: JWT signatures (HS256, RS256, ES256), TLS (tests make certificates)
   zlib1g-dev libbrotli-dev  # the gateway: gzip and br responses
   haproxy nginx python3-yaml  # tests of deploy/ (and the load balancer of the many-host tests)
   python3 python3-prometheus-client nodejs libseccomp-dev

@@ -33,16 +33,6 @@ json::object target_status(App& app, int port) {
   return {};
 }
 
-template <class Pred>
-bool eventually(Pred pred, int timeout_ms = 10000) {
-  auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
-  while (std::chrono::steady_clock::now() < until) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  return pred();
-}
-
 std::string url(int port) { return "http://127.0.0.1:" + std::to_string(port); }
 
 TEST(Gateway, RoutesByHostPathAndMethodToFunctionsAndUpstreamsTheMonolithSeesOnlyTheRest) {

@@ -100,7 +100,7 @@ CommandResult run_nimbus(const std::vector<std::string>& args, const fs::path& c
 }
 
 Host::Host(const fs::path& app_dir, std::vector<std::string> extra) : dir_(app_dir) {
-  std::vector<std::string> args = {"start", app_dir.string(), "--port", "0", "--admin-port", "0"};
+  std::vector<std::string> args = {"start", app_dir.string(), "--port", "0", "--admin-port", "0", "--tls-port", "0"};
   args.insert(args.end(), extra.begin(), extra.end());
   int out[2], err[2];
   if (pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0) throw std::runtime_error("pipe");
@@ -109,14 +109,16 @@ Host::Host(const fs::path& app_dir, std::vector<std::string> extra) : dir_(app_d
   ::close(err[1]);
   out_thread_ = std::thread([this, fd = out[0]] { pump(fd, &out_); });
   err_thread_ = std::thread([this, fd = err[0]] { pump(fd, &err_); });
-  static const std::regex kListening(R"(nimbus listening on http://[^:]+:(\d+) admin http://[^:]+:(\d+))");
+  static const std::regex kListening(
+      R"(nimbus listening on http://[^:]+:(\d+)(?: https://[^:]+:(\d+))? admin http://[^:]+:(\d+))");
   auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(120);
   while (std::chrono::steady_clock::now() < give_up) {
     std::smatch m;
     std::string text = output();
     if (std::regex_search(text, m, kListening)) {
       http_port_ = std::stoi(m[1]);
-      admin_port_ = std::stoi(m[2]);
+      if (m[2].matched) https_port_ = std::stoi(m[2]);
+      admin_port_ = std::stoi(m[3]);
       return;
     }
     int status = 0;

@@ -3,6 +3,7 @@
 // folder, talks real HTTP to it over loopback sockets, and collects what it prints.
 #include <sys/types.h>
 
+#include <chrono>
 #include <filesystem>
 #include <map>
 #include <mutex>
@@ -37,12 +38,14 @@ CommandResult run_nimbus(const std::vector<std::string>& args, const std::filesy
 
 class Host {
  public:
-  // Starts `nimbus start DIR --port 0 --admin-port 0 EXTRA...`; waits for the listening line.
+  // Starts `nimbus start DIR --port 0 --admin-port 0 --tls-port 0 EXTRA...`; waits for the
+  // listening line.
   explicit Host(const std::filesystem::path& app_dir, std::vector<std::string> extra = {});
   ~Host();
   bool started() const { return http_port_ > 0; }
   int http_port() const { return http_port_; }
   int admin_port() const { return admin_port_; }
+  int https_port() const { return https_port_; }  // 0 unless the app has gateway.tls
   pid_t pid() const { return pid_; }
   std::string output();            // stdout so far (logs)
   std::string errors();            // stderr so far
@@ -57,6 +60,7 @@ class Host {
   pid_t pid_ = -1;
   int http_port_ = 0;
   int admin_port_ = 0;
+  int https_port_ = 0;
   int exit_code_ = -1;
   std::filesystem::path dir_;
   std::mutex mu_;
@@ -82,5 +86,16 @@ std::string send_raw(int port, const std::string& bytes, int timeout_ms = 10000,
                      int pause_after_ms = 0);
 Response parse_response(const std::string& raw);
 int connect_to(int port);  // -1 when refused
+
+// Polls (bounded, real time) until `pred` holds; whether it did.
+template <class Pred>
+bool eventually(Pred pred, int timeout_ms = 15000) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (std::chrono::steady_clock::now() < until) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return pred();
+}
 
 }  // namespace nimbus::testing

@@ -446,5 +446,32 @@ functions:
 }
 
 
+TEST(ManifestTest, GatewayTlsTakesTwoPemFilesAPortAndARedirect) {
+  const std::string dir = "/tmp/nimbus-tls-manifest-" + new_suffix();
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir + "/cert.pem") << "x";
+  std::ofstream(dir + "/key.pem") << "x";
+  const std::string fn = kBasicFn + "triggers:\n  - http: {route: /a}\n";
+  auto good = parse("name: shop\ngateway:\n  tls: {cert: " + dir + "/cert.pem, key: " + dir + "/key.pem, port: 9443, redirect_http: true}\n" +
+                    one_function(fn).substr(std::string("name: shop\n").size()));
+  ASSERT_TRUE(good.app.has_value()) << good.report();
+  ASSERT_TRUE(good.app->gateway.tls.has_value());
+  EXPECT_EQ(good.app->gateway.tls->cert, dir + "/cert.pem");
+  EXPECT_EQ(good.app->gateway.tls->port, 9443);
+  EXPECT_TRUE(good.app->gateway.tls->redirect_http);
+
+  auto missing_key = parse("name: shop\ngateway:\n  tls: {cert: " + dir + "/cert.pem}\n" + one_function(fn).substr(11));
+  expect_diag(missing_key, "gateway.tls.key", "is missing; expected the private key");
+  auto no_file = parse("name: shop\ngateway:\n  tls: {cert: " + dir + "/nope.pem, key: " + dir + "/key.pem}\n" + one_function(fn).substr(11));
+  expect_diag(no_file, "gateway.tls.cert", "is not a file");
+  auto bad_port = parse("name: shop\ngateway:\n  tls: {cert: " + dir + "/cert.pem, key: " + dir + "/key.pem, port: 70000}\n" +
+                        one_function(fn).substr(11));
+  expect_diag(bad_port, "gateway.tls.port", "");
+  auto typo = parse("name: shop\ngateway:\n  tls: {cert: " + dir + "/cert.pem, key: " + dir + "/key.pem, redirect: true}\n" +
+                    one_function(fn).substr(11));
+  expect_diag(typo, "gateway.tls.redirect", "unknown key");
+  std::filesystem::remove_all(dir);
+}
+
 }  // namespace
 }  // namespace nimbus

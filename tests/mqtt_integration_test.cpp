@@ -20,16 +20,6 @@ namespace {
 
 namespace json = boost::json;
 
-// Polls (bounded, real time) until `pred` holds.
-template <class Pred>
-bool eventually(Pred pred, int timeout_ms = 15000) {
-  for (int waited = 0; waited < timeout_ms; waited += 20) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return pred();
-}
-
 // The messages of `queue` in the app's store, read the way any part reads them (a reader
 // connection beside the running host's).
 std::vector<Message> peek(const TempDir& app, const std::string& queue, const std::string& url = "sqlite:.nimbus/state.db") {

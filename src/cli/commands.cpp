@@ -659,6 +659,8 @@ int run_cli(int argc, char** argv) {
   start->add_option("dir", start_dir, "App folder")->capture_default_str();
   start->add_option("--port", options.port, "Public HTTP port (0 picks a free one)")->capture_default_str();
   start->add_option("--admin-port", options.admin_port, "Admin API port (0 picks a free one)")->capture_default_str();
+  start->add_option("--tls-port", options.tls_port,
+                    "HTTPS port of the gateway's TLS listener (gateway.tls; 0 picks a free one; default: the manifest's)");
   start->add_option("--address", options.address, "Public listen address")->capture_default_str();
   start->add_option("--admin-address", options.admin_address, "Admin listen address")->capture_default_str();
   start->add_option("--store", store, "Store URL, overriding the manifest's store:");

@@ -124,6 +124,16 @@ struct GatewayRouteSpec {
   bool api_key = false;                 // auth: api_key (keys made by `nimbus keys create`)
 };
 
+// TLS termination: HTTP/1.1 over TLS on a second public port, from PEM files that are read
+// again when they change (a renewed certificate needs no restart).
+struct TlsSpec {
+  std::string cert;  // absolute: the certificate chain (PEM), leaf first
+  std::string key;   // absolute: its private key (PEM)
+  int port = 8443;   // `nimbus start --tls-port` overrides
+  bool redirect_http = false;  // the plain listener answers 308 to https:// (health checks aside)
+  bool operator==(const TlsSpec&) const = default;
+};
+
 struct GatewaySpec {
   std::vector<UpstreamSpec> upstreams;
   std::vector<GatewayRouteSpec> routes;
@@ -134,6 +144,7 @@ struct GatewaySpec {
   // gzip/br for compressible replies of at least this size, on every route (set at start).
   bool compression = false;
   std::size_t compression_min_size = 1024;
+  std::optional<TlsSpec> tls;
   const UpstreamSpec* find_upstream(std::string_view name) const {
     for (const auto& u : upstreams)
       if (u.name == name) return &u;

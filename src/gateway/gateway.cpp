@@ -218,7 +218,10 @@ void Gateway::proxy(const GatewayRouteSpec& route, Upstream& upstream, IncomingR
   block += "X-Forwarded-For: ";
   if (!prior_xff.empty()) block += prior_xff + ", ";
   block += client.empty() ? "unknown" : client;
-  block += "\r\nX-Forwarded-Proto: http\r\n";
+  const char* proto = request.secure() ? "https" : "http";
+  block += "\r\nX-Forwarded-Proto: ";
+  block += proto;
+  block += "\r\n";
   if (!client_host.empty()) {
     block += "X-Forwarded-Host: ";
     block += client_host;
@@ -231,7 +234,9 @@ void Gateway::proxy(const GatewayRouteSpec& route, Upstream& upstream, IncomingR
     block += ";host=";
     block += client_host;
   }
-  block += ";proto=http\r\n";
+  block += ";proto=";
+  block += proto;
+  block += "\r\n";
   if (route.preserve_host) p.host = std::string(client_host);
   upstream.forward(std::move(p), std::move(respond));
 }

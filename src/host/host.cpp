@@ -193,14 +193,15 @@ int run_host(const AppSpec& app, const HostOptions& options) {
   // Every trigger kind the registry knows, started in its order; the host knows none by name.
   PublicRoutes routes;  // what kinds other than http serve on the public listener
   TriggerContext trigger_context{app,     pools,  **store, clock,           Timers(timers, &timer_thread), logger,
-                                 &metrics, &loops, &routes, options.address, options.port, host_id};
+                                 &metrics, &loops, &routes, options.address, options.port, options.tls_port, host_id};
   auto made = make_triggers(trigger_context);
   if (!made) return fail(made.error().message);
   std::vector<std::unique_ptr<Trigger>> triggers = std::move(*made);
-  int http_port = 0;
+  int http_port = 0, https_port = 0;
   for (auto& t : triggers) {
     if (auto st = t->start(); !st) return fail(st.error().message);
     if (http_port == 0) http_port = t->public_port();
+    if (https_port == 0) https_port = t->secure_port();
   }
 
   AdminStatus status;
@@ -270,11 +271,18 @@ int run_host(const AppSpec& app, const HostOptions& options) {
                            {"admin", status.admin_url},
                            {"http_port", http_port},
                            {"admin_port", *admin_port}};
+  std::string https_url;
+  if (https_port != 0) {
+    https_url = "https" + url(options.address, https_port).substr(4);
+    info["https"] = https_url;
+    info["https_port"] = https_port;
+  }
   if (auto st = write_private_file(host_file(app.dir), boost::json::serialize(info) + "\n"); !st) {
     return fail(st.error().message);
   }
   registry.start();
-  std::cout << "nimbus listening on " << status.http_url << " admin " << status.admin_url << std::endl;
+  std::cout << "nimbus listening on " << status.http_url << (https_url.empty() ? "" : " " + https_url) << " admin "
+            << status.admin_url << std::endl;
   logger.host(LogLevel::info, "host started",
               {{"http", status.http_url}, {"admin", status.admin_url}, {"store", redact_store_url(app.store)},
                {"functions", static_cast<int64_t>(app.functions.size())},

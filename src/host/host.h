@@ -16,6 +16,7 @@ struct HostOptions {
   int port = 8080;
   std::string admin_address = "127.0.0.1";
   int admin_port = 8081;
+  int tls_port = -1;  // the gateway's TLS listener (gateway.tls); -1: the manifest's port
   int loops = 0;  // event-loop threads; 0 = one per CPU this process may use
   // Fault injection (tests, drills): every store read and write takes this much longer.
   Duration store_latency = Duration::zero();

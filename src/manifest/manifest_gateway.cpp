@@ -512,8 +512,41 @@ void ManifestReader::read_gateway_route(const YAML::Node& n, const std::string& 
 }
 
 void ManifestReader::read_gateway(const YAML::Node& n, AppSpec& app) {
-  if (!check_map(n, "gateway", {"upstreams", "routes", "cors", "jwt", "compression"})) return;
+  if (!check_map(n, "gateway", {"upstreams", "routes", "cors", "jwt", "compression", "tls"})) return;
   GatewaySpec& gw = app.gateway;
+  if (auto v = n["tls"]; v && check_map(v, "gateway.tls", {"cert", "key", "port", "redirect_http"})) {
+    TlsSpec tls;
+    bool whole = true;
+    for (const char* name : {"cert", "key"}) {
+      const std::string path = std::string("gateway.tls.") + name;
+      auto item = v[name];
+      if (!item) {
+        error(v, path, std::string("is missing; expected the ") +
+                           (name == std::string("cert") ? "certificate chain" : "private key") + " as a PEM file");
+        whole = false;
+        continue;
+      }
+      auto text = scalar(item, path, "a PEM file");
+      if (!text) {
+        whole = false;
+        continue;
+      }
+      std::filesystem::path f(*text);
+      if (f.is_relative()) f = app_dir() / f;
+      if (!std::filesystem::is_regular_file(f)) {
+        error(item, path, "'" + *text + "' is not a file (" + f.string() + ")");
+        whole = false;
+      }
+      (name == std::string("cert") ? tls.cert : tls.key) = f.string();
+    }
+    if (auto p = v["port"]) {
+      if (auto i = integer(p, "gateway.tls.port", 0, 65535)) tls.port = static_cast<int>(*i);
+    }
+    if (auto r = v["redirect_http"]) {
+      if (auto b = boolean(r, "gateway.tls.redirect_http")) tls.redirect_http = *b;
+    }
+    if (whole) gw.tls = std::move(tls);
+  }
   if (auto v = n["compression"]) {
     if (v.IsScalar()) {
       if (auto b = boolean(v, "gateway.compression")) gw.compression = *b;
@@ -546,7 +579,7 @@ void ManifestReader::read_gateway(const YAML::Node& n, AppSpec& app) {
   }
   auto routes = n["routes"];
   if (!routes) {
-    if (!gw.cors && !gw.compression) {
+    if (!gw.cors && !gw.compression && !gw.tls) {
       error(n, "gateway.routes", "is missing; expected a list of routes, e.g. - {path: /{*rest}, upstream: monolith}");
     }
     return;

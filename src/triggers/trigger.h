@@ -36,6 +36,7 @@ struct TriggerContext {
   PublicRoutes* routes = nullptr;  // routes kinds add to the public listener (http/public_routes.h)
   std::string http_address = "127.0.0.1";  // where the public HTTP listener binds
   int http_port = 0;                       // 0: any free port
+  int https_port = -1;                     // the TLS listener's (gateway.tls); -1: the manifest's
   std::string host_id;  // this host's id in the registry (host/cluster.h); empty: a new one
 };
 
@@ -77,6 +78,8 @@ class Trigger {
   virtual void close() {}
   // The port of the public listener, for the kind that has one (the host announces it).
   virtual int public_port() const { return 0; }
+  // The port of its TLS listener, if it has one.
+  virtual int secure_port() const { return 0; }
   // What it shows through the admin API.
   virtual std::vector<AdminView> admin_views() { return {}; }
   // A changed manifest while running (`nimbus reload`): the kind takes what it can change in

@@ -49,6 +49,26 @@ std::optional<std::string> query_param(std::string_view q, std::string_view name
 
 namespace json = boost::json;
 
+namespace {
+
+// 308 to the same path on the TLS listener (gateway.tls.redirect_http): the method and body
+// are kept by clients that follow it.
+HttpReply to_https(IncomingRequest& request, int port) {
+  std::string_view host = request.header("host").value_or("localhost");
+  if (!host.empty() && host.front() == '[') host = host.substr(0, host.find(']') + 1);  // [::1]:8080
+  else host = host.substr(0, host.find(':'));
+  if (host.empty() || host.find_first_of("/\\@?#") != std::string_view::npos) host = "localhost";
+  std::string location = "https://" + std::string(host);
+  if (port != 443) location += ":" + std::to_string(port);
+  std::string_view target = request.target();
+  location += target.empty() || target.front() != '/' ? std::string_view("/") : target;
+  HttpReply r = json_error(308, "use_https", "this listener only redirects; use " + location, "");
+  r.headers.push_back({"location", std::move(location)});
+  return r;
+}
+
+}  // namespace
+
 HttpReply readiness(bool draining, const Store* store) {
   if (draining) return plain_json(503, "{\"status\":\"draining\"}");
   if (store) {
@@ -200,6 +220,14 @@ HttpTrigger::RouteTable& HttpTrigger::table_here(std::shared_ptr<RouteTable>& ho
 
 Status HttpTrigger::apply(const AppSpec& next) {
   if (draining_.load()) return Error{"the host is stopping"};
+  if (next.gateway.tls != app_.gateway.tls) {
+    return Error{"gateway.tls changed: its listener takes a restart (a renewed certificate in the same files needs none)"};
+  }
+  if (tls_) {
+    // The certificate files may have changed too: read them now, and say so if they are bad.
+    if (auto changed = tls_->reload_if_changed(); !changed) return Error{"gateway.tls: " + changed.error().message};
+    else if (*changed) logger_.host(LogLevel::info, "TLS certificate reloaded", {{"certificate", tls_->describe()}});
+  }
   if (auto st = ensure_api_keys(next.gateway); !st) return st;
   auto table = build_table(std::make_shared<const GatewaySpec>(next.gateway));
   if (!table) return table.error();
@@ -219,30 +247,41 @@ Status HttpTrigger::apply(const AppSpec& next) {
 
 HttpTrigger::HttpTrigger(const TriggerContext& c, FunctionKeys keys)
     : HttpTrigger(c.app, c.pools, std::move(keys), *c.loops, c.logger, *c.metrics, c.clock,
-                  HttpTriggerOptions{c.http_address, c.http_port, &c.store, c.routes, c.timers}) {}
+                  HttpTriggerOptions{c.http_address, c.http_port, &c.store, c.routes, c.timers, c.https_port}) {}
 
-// Reloads the keys on a store I/O thread each second until the trigger closes.
-struct HttpTrigger::KeyRefresh : std::enable_shared_from_this<KeyRefresh> {
-  std::weak_ptr<ApiKeys> keys;
+// A job run every `period` on a store I/O thread (it may block on files or the store), until
+// the trigger closes. The job holds what it needs weakly: it may outlive the trigger.
+struct HttpTrigger::Refresh : std::enable_shared_from_this<Refresh> {
+  std::function<void()> job;
   Store* store = nullptr;
   Timers timers;
   const Clock* clock = nullptr;
-  Logger* logger = nullptr;
+  Duration period{};
   std::atomic<bool> stopped{false};
-  explicit KeyRefresh(Timers t) : timers(t) {}
+  explicit Refresh(Timers t) : timers(t) {}
   void schedule() {
     if (stopped.load()) return;
-    timers.at(clock->now() + std::chrono::seconds(1), [self = shared_from_this()] {
+    timers.at(clock->now() + period, [self = shared_from_this()] {
       if (self->stopped.load()) return;
       self->store->run_blocking([self] {
-        auto k = self->keys.lock();
-        if (!k || self->stopped.load()) return;  // the trigger is gone or closing: no more rounds
-        if (auto st = k->load(); !st) self->logger->host(LogLevel::warn, "API keys not reloaded", {{"reason", st.error().message}});
+        if (self->stopped.load()) return;  // the trigger is closing: no more rounds
+        self->job();
         self->schedule();
       });
     });
   }
 };
+
+void HttpTrigger::refresh_every(Duration period, std::function<void()> job) {
+  if (!options_.timers || !options_.store) return;
+  auto r = std::make_shared<Refresh>(*options_.timers);
+  r->job = std::move(job);
+  r->store = options_.store;
+  r->clock = &clock_;
+  r->period = period;
+  refreshes_.push_back(r);
+  r->schedule();
+}
 
 Status HttpTrigger::ensure_api_keys(const GatewaySpec& gateway) {
   if (api_keys_ || std::none_of(gateway.routes.begin(), gateway.routes.end(), [](const auto& r) { return r.api_key; })) {
@@ -252,19 +291,16 @@ Status HttpTrigger::ensure_api_keys(const GatewaySpec& gateway) {
   auto keys = std::make_shared<ApiKeys>(*options_.store, clock_);
   if (auto st = keys->load(); !st) return st;
   api_keys_ = keys;
-  if (options_.timers) {
-    key_refresh_ = std::make_shared<KeyRefresh>(*options_.timers);
-    key_refresh_->keys = keys;
-    key_refresh_->store = options_.store;
-    key_refresh_->clock = &clock_;
-    key_refresh_->logger = &logger_;
-    key_refresh_->schedule();
-  }
+  refresh_every(std::chrono::seconds(1), [weak = std::weak_ptr<ApiKeys>(keys), logger = &logger_] {
+    auto k = weak.lock();
+    if (!k) return;
+    if (auto st = k->load(); !st) logger->host(LogLevel::warn, "API keys not reloaded", {{"reason", st.error().message}});
+  });
   return ok_status();
 }
 
 HttpTrigger::~HttpTrigger() {
-  if (key_refresh_) key_refresh_->stopped.store(true);
+  for (auto& r : refreshes_) r->stopped.store(true);
 }
 
 Status HttpTrigger::start() {
@@ -288,18 +324,62 @@ Status HttpTrigger::start() {
   auto port = server_->listen(lo);
   if (!port) return port.error();
   port_ = *port;
+  return start_tls();
+}
+
+Status HttpTrigger::start_tls() {
+  if (!app_.gateway.tls) return ok_status();
+  const TlsSpec& spec = *app_.gateway.tls;
+  auto certs = TlsCertificates::load(spec.cert, spec.key);
+  if (!certs) return Error{"gateway.tls: " + certs.error().message};
+  tls_ = *certs;
+  tls_server_ = std::make_unique<HttpServer>(loops_, static_cast<RequestHandler&>(*this));
+  ListenOptions lo;
+  lo.address = options_.address;
+  lo.port = options_.tls_port >= 0 ? options_.tls_port : spec.port;
+  lo.every_loop = true;
+  lo.limits = app_.http;
+  lo.metrics = &metrics_;
+  lo.compression.enabled = app_.gateway.compression;
+  lo.compression.min_size = app_.gateway.compression_min_size;
+  lo.tls = tls_;
+  auto port = tls_server_->listen(lo);
+  if (!port) return Error{"gateway.tls: " + port.error().message};
+  tls_port_ = *port;
+  logger_.host(LogLevel::info, "TLS listener started",
+               {{"port", static_cast<int64_t>(tls_port_)}, {"certificate", tls_->describe()}});
+  // A renewed certificate (certbot, cert-manager) is picked up within two seconds; a broken
+  // one is logged once and the old one stays.
+  refresh_every(std::chrono::seconds(2), [weak = std::weak_ptr<TlsCertificates>(tls_), logger = &logger_,
+                                          problem = std::string()]() mutable {
+    auto certs = weak.lock();
+    if (!certs) return;
+    auto changed = certs->reload_if_changed();
+    if (!changed) {
+      if (changed.error().message != problem) {
+        problem = changed.error().message;
+        logger->host(LogLevel::warn, "TLS certificate not reloaded; the old one stays in use", {{"reason", problem}});
+      }
+      return;
+    }
+    problem.clear();
+    if (*changed) logger->host(LogLevel::info, "TLS certificate reloaded", {{"certificate", certs->describe()}});
+  });
   return ok_status();
 }
 
 void HttpTrigger::stop_taking_work() {
   draining_.store(true);
   server_->stop_accepting();
+  if (tls_server_) tls_server_->stop_accepting();
 }
 
-int HttpTrigger::in_progress() const { return server_->active_requests(); }
+int HttpTrigger::in_progress() const {
+  return server_->active_requests() + (tls_server_ ? tls_server_->active_requests() : 0);
+}
 
 void HttpTrigger::close() {
-  if (key_refresh_) key_refresh_->stopped.store(true);
+  for (auto& r : refreshes_) r->stopped.store(true);
   {
     std::lock_guard lock(table_mu_);
     if (table_ && table_->gateway) table_->gateway->stop();
@@ -308,6 +388,7 @@ void HttpTrigger::close() {
     }
   }
   server_->close();
+  if (tls_server_) tls_server_->close();
 }
 
 std::vector<AdminView> HttpTrigger::admin_views() {
@@ -354,6 +435,7 @@ void HttpTrigger::handle(IncomingRequest& request, Responder respond) {
 
   if (path == "/healthz") return respond(plain_json(200, "{\"status\":\"ok\"}"));
   if (path == "/readyz") return respond(readiness(draining_.load(), options_.store));
+  if (tls_server_ && app_.gateway.tls->redirect_http && !request.secure()) return respond(to_https(request, tls_port_));
 
   if (path.rfind(kJobsPath, 0) == 0 && method == "GET") return job_status(path.substr(std::strlen(kJobsPath)), std::move(respond));
 

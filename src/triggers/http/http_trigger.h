@@ -35,7 +35,8 @@ struct HttpTriggerOptions {
   int port = 0;
   Store* store = nullptr;  // where functions' outputs are committed before the reply
   PublicRoutes* routes = nullptr;  // other kinds' routes, served from start()
-  std::optional<Timers> timers;    // API keys are reloaded on them (each second)
+  std::optional<Timers> timers;    // API keys and TLS certificates are reloaded on them
+  int tls_port = -1;               // gateway.tls's listener; -1: the manifest's port
 };
 
 class HttpTrigger final : public Trigger, public RequestHandler {
@@ -60,6 +61,7 @@ class HttpTrigger final : public Trigger, public RequestHandler {
   Status apply(const AppSpec& next) override;
   int port() const { return port_; }
   int public_port() const override { return port_; }
+  int secure_port() const override { return tls_port_; }
   void handle(IncomingRequest& request, Responder respond) override;
 
  private:
@@ -123,9 +125,15 @@ class HttpTrigger final : public Trigger, public RequestHandler {
   std::vector<LoopTable> loop_tables_;  // one per loop, each touched by its loop only
   // API keys, once a route asks for them: loaded before traffic, reloaded each second.
   Status ensure_api_keys(const GatewaySpec& gateway);
-  struct KeyRefresh;
+  struct Refresh;
+  void refresh_every(Duration period, std::function<void()> job);
   std::shared_ptr<ApiKeys> api_keys_;
-  std::shared_ptr<KeyRefresh> key_refresh_;
+  std::vector<std::shared_ptr<Refresh>> refreshes_;  // API keys, TLS certificates
+  // TLS termination (gateway.tls): a second listener on the same loops and handler.
+  Status start_tls();
+  std::shared_ptr<TlsCertificates> tls_;
+  std::unique_ptr<HttpServer> tls_server_;
+  int tls_port_ = 0;
   std::atomic<bool> draining_{false};
   std::unique_ptr<HttpServer> server_;
   int port_ = 0;

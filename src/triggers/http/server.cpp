@@ -1,6 +1,7 @@
 // Boost.Beast lives only in this file (and the CLI's client): everything else sees server.h.
 #include "triggers/http/server.h"
 #include "triggers/http/loop_context.h"
+#include "triggers/http/tls_context.h"
 
 #include <fcntl.h>
 #include <sched.h>
@@ -14,6 +15,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/ssl/stream.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -370,7 +372,7 @@ namespace {
 
 using Parser = http::request_parser<http::string_body>;
 
-enum class Phase : uint8_t { reading, handling, writing, draining };
+enum class Phase : uint8_t { handshake, reading, handling, writing, draining };
 
 struct Connection {
   explicit Connection(tcp::socket s)
@@ -382,6 +384,8 @@ struct Connection {
   Phase phase = Phase::reading;
   PhaseTime phase_started;
   std::optional<std::string> peer;  // the client's address, once asked for
+  std::shared_ptr<asio::ssl::context> tls_context;  // TLS connections: the pair they started with
+  std::optional<asio::ssl::stream<tcp::socket&>> tls;
   Parser* parser = nullptr;
   bool timed_out = false;
   bool timed_out_mid_request = false;
@@ -435,8 +439,9 @@ void serialize_head(const HttpReply& reply, unsigned version, bool keep_alive, s
 
 class BeastRequest final : public IncomingRequest {
  public:
-  BeastRequest(http::request<http::string_body>& r, const tcp::socket& s, std::optional<std::string>& peer)
-      : r_(r), socket_(s), peer_(peer) {}
+  BeastRequest(http::request<http::string_body>& r, const tcp::socket& s, std::optional<std::string>& peer, bool secure)
+      : r_(r), socket_(s), peer_(peer), secure_(secure) {}
+  bool secure() const override { return secure_; }
   // Asked once per connection (a system call), then kept with it.
   std::string remote_address() const override {
     if (!peer_) {
@@ -473,6 +478,7 @@ class BeastRequest final : public IncomingRequest {
   http::request<http::string_body>& r_;
   const tcp::socket& socket_;
   std::optional<std::string>& peer_;
+  bool secure_;
 };
 
 }  // namespace
@@ -510,6 +516,8 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
 
   asio::awaitable<void> accept_loop(LoopState& ls);
   asio::awaitable<void> serve(LoopState& ls, tcp::socket socket);
+  template <class Stream>
+  asio::awaitable<void> serve_requests(std::shared_ptr<Connection> conn, Stream& stream);
   void arm_sweep(LoopState& ls);
   // Runs fn on each loop's own thread, with this server's state for that loop.
   void on_every_loop(void (*fn)(Impl&, LoopState&)) {
@@ -518,7 +526,8 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
     }
   }
   void sweep(LoopState& ls);
-  asio::awaitable<void> send_error_and_close(Connection& c, int status, std::string_view code,
+  template <class Stream>
+  asio::awaitable<void> send_error_and_close(Connection& c, Stream& stream, int status, std::string_view code,
                                              std::string_view message);
 };
 
@@ -661,6 +670,7 @@ void HttpServer::Impl::sweep(LoopState& ls) {
     bool mid_request = c->parser && c->parser->got_some();
     bool expire = false;
     switch (c->phase) {
+      case Phase::handshake: expire = closing || age > options.limits.read_timeout; break;
       case Phase::reading:
         expire = mid_request ? age > options.limits.read_timeout
                              : (closing || age > options.limits.idle_timeout);
@@ -678,7 +688,8 @@ void HttpServer::Impl::sweep(LoopState& ls) {
   }
 }
 
-asio::awaitable<void> HttpServer::Impl::send_error_and_close(Connection& c, int status, std::string_view code,
+template <class Stream>
+asio::awaitable<void> HttpServer::Impl::send_error_and_close(Connection& c, Stream& stream, int status, std::string_view code,
                                                              std::string_view message) {
   HttpReply reply = json_error(status, code, message, "");
   http::response<http::string_body> res{static_cast<http::status>(status), 11};
@@ -690,8 +701,9 @@ asio::awaitable<void> HttpServer::Impl::send_error_and_close(Connection& c, int 
   c.phase = Phase::writing;
   c.phase_started = coarse_now();
   c.timed_out = false;
-  auto [ec, n] = co_await http::async_write(c.socket, res, kNoThrow);
+  auto [ec, n] = co_await http::async_write(stream, res, kNoThrow);
   if (ec) co_return;
+  if (c.tls) co_return;  // TLS: the close_notify at the end of serve() says the rest
   // Lingering close: stop sending, then read and discard briefly so the client sees our
   // reply instead of a reset caused by unread request bytes.
   boost::system::error_code ignored;
@@ -718,6 +730,31 @@ asio::awaitable<void> HttpServer::Impl::serve(LoopState& ls, tcp::socket socket)
     ~Unlink() { ls.remove(&c); }
   } unlink{ls, c};
 
+  if (options.tls) {
+    c.tls_context = options.tls->impl().current();
+    c.tls.emplace(c.socket, *c.tls_context);
+    c.phase = Phase::handshake;
+    c.phase_started = coarse_now();
+    auto [hec] = co_await c.tls->async_handshake(asio::ssl::stream_base::server, kNoThrow);
+    if (!hec) {
+      co_await serve_requests(conn, *c.tls);
+      // close_notify, so the client can tell the end from a cut; bounded by the sweep.
+      c.phase = Phase::draining;
+      c.phase_started = coarse_now();
+      c.timed_out = false;
+      if (!c.closing) co_await c.tls->async_shutdown(kNoThrow);
+    }
+  } else {
+    co_await serve_requests(conn, c.socket);
+  }
+  boost::system::error_code ignored;
+  c.socket.shutdown(tcp::socket::shutdown_send, ignored);
+  c.socket.close(ignored);
+}
+
+template <class Stream>
+asio::awaitable<void> HttpServer::Impl::serve_requests(std::shared_ptr<Connection> conn, Stream& stream) {
+  Connection& c = *conn;
   beast::flat_buffer buffer;
   uint64_t generation = 0;
   while (true) {
@@ -727,13 +764,13 @@ asio::awaitable<void> HttpServer::Impl::serve(LoopState& ls, tcp::socket socket)
     c.parser = &parser;
     c.phase = Phase::reading;
     c.phase_started = coarse_now();
-    auto [ec, n] = co_await http::async_read_header(c.socket, buffer, parser, kNoThrow);
+    auto [ec, n] = co_await http::async_read_header(stream, buffer, parser, kNoThrow);
     if (!ec) {
       // Beast decodes chunked and takes any other coding before it as opaque bytes: a coding
       // we cannot undo must be refused (RFC 9112 6.1), not handed on as if it were the body.
       if (auto te = parser.get().find(http::field::transfer_encoding); te != parser.get().end()) {
         if (std::string unknown = unsupported_transfer_coding(te->value()); !unknown.empty()) {
-          co_await send_error_and_close(c, 501, "not_implemented",
+          co_await send_error_and_close(c, stream, 501, "not_implemented",
                                         "the transfer coding '" + unknown + "' is not supported (only chunked is)");
           break;
         }
@@ -744,34 +781,34 @@ asio::awaitable<void> HttpServer::Impl::serve(LoopState& ls, tcp::socket socket)
       auto expect = parser.get().find(http::field::expect);
       if (expect != parser.get().end() && beast::iequals(expect->value(), "100-continue")) {
         http::response<http::empty_body> go{http::status::continue_, parser.get().version()};
-        std::tie(ec, n) = co_await http::async_write(c.socket, go, kNoThrow);
+        std::tie(ec, n) = co_await http::async_write(stream, go, kNoThrow);
       }
-      if (!ec) std::tie(ec, n) = co_await http::async_read(c.socket, buffer, parser, kNoThrow);
+      if (!ec) std::tie(ec, n) = co_await http::async_read(stream, buffer, parser, kNoThrow);
     }
     c.parser = nullptr;
     if (ec) {
       if (c.timed_out) {
         if (c.timed_out_mid_request) {
-          co_await send_error_and_close(c, 408, "request_timeout",
+          co_await send_error_and_close(c, stream, 408, "request_timeout",
                                         "the request did not arrive whole in time");
         }
       } else if (ec == http::error::body_limit) {
-        co_await send_error_and_close(c, 413, "payload_too_large",
+        co_await send_error_and_close(c, stream, 413, "payload_too_large",
                                       "the request body is over the limit of " +
                                           std::to_string(options.limits.max_body) + " bytes");
       } else if (ec == http::error::header_limit && parser.get().target().empty()) {
         // Beast hands the start line to the message as soon as it has it whole: with no
         // target yet, the request line itself is what went over the limit.
-        co_await send_error_and_close(c, 414, "uri_too_long",
+        co_await send_error_and_close(c, stream, 414, "uri_too_long",
                                       "the request line is over the limit of " +
                                           std::to_string(options.limits.max_header) + " bytes");
       } else if (ec == http::error::header_limit) {
-        co_await send_error_and_close(c, 431, "header_fields_too_large",
+        co_await send_error_and_close(c, stream, 431, "header_fields_too_large",
                                       "the request headers are over the limit of " +
                                           std::to_string(options.limits.max_header) + " bytes");
       } else if (ec.category() == http::make_error_code(http::error::bad_method).category() &&
                  ec != http::error::end_of_stream && ec != http::error::partial_message) {
-        co_await send_error_and_close(c, 400, "bad_request", "malformed HTTP request: " + ec.message());
+        co_await send_error_and_close(c, stream, 400, "bad_request", "malformed HTTP request: " + ec.message());
       }
       break;
     }
@@ -788,7 +825,7 @@ asio::awaitable<void> HttpServer::Impl::serve(LoopState& ls, tcp::socket socket)
       c.slot->wake = nullptr;
     }
     try {
-      BeastRequest view(request, c.socket, c.peer);
+      BeastRequest view(request, c.socket, c.peer, c.tls.has_value());
       handler.handle(view, Responder(c.slot, generation));
     } catch (const std::exception& e) {
       // A bug or exhaustion inside the host: the caller gets a 500, the connection lives on.
@@ -832,13 +869,10 @@ asio::awaitable<void> HttpServer::Impl::serve(LoopState& ls, tcp::socket socket)
 
     c.phase = Phase::writing;
     c.phase_started = coarse_now();
-    auto [wec, written] = co_await asio::async_write(c.socket, wire, kNoThrow);
+    auto [wec, written] = co_await asio::async_write(stream, wire, kNoThrow);
     active.fetch_sub(1, std::memory_order_relaxed);
     if (wec || !keep_alive) break;
   }
-  boost::system::error_code ignored;
-  c.socket.shutdown(tcp::socket::shutdown_send, ignored);
-  c.socket.close(ignored);
 }
 
 }  // namespace nimbus

@@ -57,6 +57,8 @@ class IncomingRequest {
   virtual std::string take_body() = 0;
   // The client's IP address ("203.0.113.7", "::1"), or "" when unknown (a socketpair).
   virtual std::string remote_address() const { return {}; }
+  // Whether the request came over TLS.
+  virtual bool secure() const { return false; }
 };
 
 // Delivers the reply for one request. Call exactly once, from any thread, during or after
@@ -90,6 +92,27 @@ struct CompressionOptions {
   std::size_t min_size = 1024;
 };
 
+// A certificate chain and private key for TLS listeners (TLS 1.2 and 1.3, ALPN http/1.1).
+// Connections take the current pair when they start; reload_if_changed() swaps in a new pair
+// for the connections after it, and keeps the old one when the new files do not load.
+class TlsCertificates {
+ public:
+  // Reads and checks both PEM files (they block: not on an event loop).
+  static Expected<std::shared_ptr<TlsCertificates>> load(const std::string& cert_file, const std::string& key_file);
+  ~TlsCertificates();
+  // Reads the files again if their size, modification time or inode changed. Returns whether
+  // a new pair is in use, or why the changed files were refused (the old pair stays).
+  Expected<bool> reload_if_changed();
+  // The leaf certificate's subject and expiry, for logs: "CN=localhost, not after 2027-...".
+  std::string describe() const;
+  struct Impl;
+  Impl& impl() { return *impl_; }
+
+ private:
+  TlsCertificates() = default;
+  std::unique_ptr<Impl> impl_;
+};
+
 struct ListenOptions {
   std::string address = "127.0.0.1";
   int port = 0;             // 0 picks a free port
@@ -97,6 +120,7 @@ struct ListenOptions {
   HttpSettings limits;
   Metrics* metrics = nullptr;  // counts responses by status when set
   CompressionOptions compression;
+  std::shared_ptr<TlsCertificates> tls;  // set: every connection speaks TLS first
 };
 
 // Compresses `reply` in place for a client whose Accept-Encoding is `accept_encoding`, when
