@@ -28,8 +28,18 @@ def handle(req, ctx):
     value, etag = ctx.state_get("docs", "a")
     missing = ctx.state_get("docs", "nothing")
     counted = ctx.invoke("counter", "").decode()
+    for k in ["item/2", "item/1", "item/3", "other"]:
+        ctx.state_put("list", k, "v-" + k)
+    ctx.state_put("list", "item/bin", b"\xff\x00")
+    listed = [[k, v.hex() if k == "item/bin" else v.decode(), e] for k, v, e in ctx.state_list("list", prefix="item/")]
+    two = [k for k, _, _ in ctx.state_list("list", prefix="item/", limit=2)]
+    try:
+        ctx.state_list("list", limit=5000)
+        too_many = "accepted"
+    except HostError as e:
+        too_many = str(e)
     return {"first": first, "second": second, "value": value.decode(), "etag": etag, "missing": missing,
-            "counted": counted}
+            "counted": counted, "listed": listed, "two": two, "too_many": too_many}
 )PY");
   dir.write("app.js", R"JS(
 exports.handle = async (req, ctx) => {
@@ -39,7 +49,8 @@ exports.handle = async (req, ctx) => {
   await ctx.invoke('relayer', 'via-invoke');
   let conflict = false;
   try { await ctx.statePut('docs', 'js', 'x', { ifMatch: 'stale' }); } catch (e) { conflict = e.conflict; }
-  return { value: got.value.toString(), eventId, conflict };
+  const listed = (await ctx.stateList('list', { prefix: 'item/' })).map((i) => i.key + '=' + i.value.toString('hex'));
+  return { value: got.value.toString(), eventId, conflict, listed };
 };
 )JS");
   Host host(dir.path());
@@ -68,12 +79,18 @@ exports.handle = async (req, ctx) => {
   EXPECT_EQ(p["etag"].as_string(), "1");
   EXPECT_TRUE(p["missing"].is_null());
   EXPECT_EQ(p["counted"].as_string(), "1") << "invoke ran the native counter (key 'default')";
+  // state.list: the keys under a prefix in key order, values (binary ones too) and ETags.
+  EXPECT_EQ(json::serialize(p["listed"]),
+            R"([["item/1","v-item/1","1"],["item/2","v-item/2","1"],["item/3","v-item/3","1"],["item/bin","ff00","1"]])");
+  EXPECT_EQ(json::serialize(p["two"]), R"(["item/1","item/2"])");
+  EXPECT_NE(p["too_many"].as_string().find("not between 1 and 1000"), std::string::npos) << p["too_many"];
 
   Response js = request(host.http_port(), "GET", "/js");
   ASSERT_EQ(js.status, 200) << js.body << host.output();
   auto j = parse_object(js.body);
   EXPECT_EQ(j["value"].as_string(), "from node");
   EXPECT_TRUE(j["conflict"].as_bool());
+  EXPECT_EQ(json::serialize(j["listed"]), R"(["item/1=762d6974656d2f31","item/2=762d6974656d2f32","item/3=762d6974656d2f33","item/bin=ff00"])");
   EXPECT_EQ(j["eventId"].as_string().size(), 32u);
   Admin admin{host.admin_port(), host.admin_token()};
   ASSERT_TRUE(admin.wait([&] { return admin.peek("heard").size() == 1; }));

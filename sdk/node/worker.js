@@ -265,6 +265,14 @@ class Worker {
       statePut: async (store, key, value, { ifMatch, ttlMs } = {}) =>
         (await ctx.call('state.put', { store, key, if_match: ifMatch, ttl_ms: ttlMs }, value)).fields.etag,
       stateDelete: async (store, key, { ifMatch } = {}) => { await ctx.call('state.delete', { store, key, if_match: ifMatch }); },
+      // [{ key, value (Buffer), etag }] under prefix, in key order, at most limit (1-1000).
+      stateList: async (store, { prefix = '', limit = 100 } = {}) => {
+        const r = await ctx.call('state.list', { store, prefix, limit });
+        return JSON.parse(r.body.toString()).items.map((i) => ({
+          key: i.key, etag: i.etag,
+          value: 'value' in i ? Buffer.from(i.value) : Buffer.from(i.value_base64, 'base64'),
+        }));
+      },
       publish: async (topic, payload, { type, subject } = {}) =>
         (await ctx.call('publish', { topic, type, subject }, payload)).fields.event_id,
       enqueue: async (queue, payload, { type, delayMs } = {}) =>

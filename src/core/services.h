@@ -8,6 +8,8 @@
 //   state.get     store, key                      -> body: value; fields: found ("true"/"false"), etag
 //   state.put     store, key, [if_match], [ttl_ms]; body: value -> fields: etag
 //   state.delete  store, key, [if_match]
+//   state.list    store, [prefix], [limit: 1-1000, 100] -> body: {"items":[{key, etag, value | value_base64}]}
+//                                                    in key order; fields: count
 //   publish       topic, [type], [subject]; body  -> fields: event_id
 //   enqueue       queue, [type], [subject], [delay_ms]; body -> fields: id
 //   invoke        function, [mode: sync|async]; body -> sync: body = reply body, fields: status;

@@ -1,6 +1,9 @@
 #include "triggers/host_services.h"
 
+#include <boost/json.hpp>
 #include <cstdlib>
+
+#include "core/text.h"
 
 #include "pool/function_pools.h"
 #include "store/store.h"
@@ -79,6 +82,36 @@ void HostServices::call(ServiceCall c, std::function<void(ServiceResult)> done) 
     });
     return;
   }
+  if (op == "state.list") {
+    // The keys of a store under a prefix, in key order, with their values: for a function
+    // that lists what it keeps (a CRUD API). Body: {"items":[{"key","etag","value"}]} where a
+    // value that is not UTF-8 comes as "value_base64" instead.
+    const std::string limit_text = arg(c.args, "limit");
+    const long limit = limit_text.empty() ? 100 : std::atol(limit_text.c_str());
+    if (arg(c.args, "store").empty()) return done(ServiceResult::failure("state.list needs 'store'"));
+    if (limit < 1 || limit > 1000) {
+      return done(ServiceResult::failure("state.list: limit '" + limit_text + "' is not between 1 and 1000"));
+    }
+    Store* store = store_;
+    store->run_blocking([store, name = arg(c.args, "store"), prefix = arg(c.args, "prefix"), limit,
+                         done = std::move(done)] {
+      auto entries = store->scan(name, prefix, static_cast<int>(limit));
+      if (!entries) return done(from_error(entries.error()));
+      boost::json::array items;
+      items.reserve(entries->size());
+      for (auto& e : *entries) {
+        boost::json::object item{{"key", e.key}, {"etag", e.etag}};
+        if (valid_utf8(e.value)) item["value"] = e.value;
+        else item["value_base64"] = base64(e.value);
+        items.push_back(std::move(item));
+      }
+      ServiceResult r;
+      r.fields.push_back({"count", std::to_string(items.size())});
+      r.body = boost::json::serialize(boost::json::object{{"items", std::move(items)}});
+      done(std::move(r));
+    });
+    return;
+  }
   Batch b;
   if (op == "state.put") {
     Batch::Put p{arg(c.args, "store"), arg(c.args, "key"), std::move(c.body), std::nullopt, 0};
@@ -100,7 +133,7 @@ void HostServices::call(ServiceCall c, std::function<void(ServiceResult)> done) 
     else b.enqueues.push_back({arg(c.args, "queue"), std::move(m)});
   } else {
     return done(ServiceResult::failure("unknown host service '" + op +
-                                       "'; expected state.get, state.put, state.delete, publish, enqueue or invoke"));
+                                       "'; expected state.get, state.put, state.delete, state.list, publish, enqueue or invoke"));
   }
   for (const char* required : {"store", "key"}) {
     if ((op == "state.put" || op == "state.delete") && arg(c.args, required).empty()) {

@@ -184,6 +184,20 @@ class Context:
         return self._then(self.call("state.delete", {"store": store, "key": key, "if_match": if_match}),
                           lambda h, b: None)
 
+    def state_list(self, store, prefix="", limit=100):
+        """[(key, value bytes, etag)] of the keys under prefix, in key order, at most limit (1-1000)."""
+        def items(h, b):
+            out = []
+            for item in loads(b)["items"]:
+                if "value" in item:
+                    value = item["value"].encode()
+                else:
+                    import base64  # only for values that are not UTF-8
+                    value = base64.b64decode(item["value_base64"])
+                out.append((item["key"], value, item["etag"]))
+            return out
+        return self._then(self.call("state.list", {"store": store, "prefix": prefix, "limit": limit}), items)
+
     def publish(self, topic, payload, type=None, subject=None):
         """Publishes now (not tied to this invocation's outcome: use outputs for that). Returns the event id."""
         return self._then(self.call("publish", {"topic": topic, "type": type, "subject": subject}, payload),

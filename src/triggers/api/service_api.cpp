@@ -77,7 +77,7 @@ void ServiceApi::handle(IncomingRequest& request, Responder respond) {
     return respond(json_error(401, "unauthorized", "send the instance's NIMBUS_API_TOKEN as Authorization: Bearer TOKEN", ""));
   }
   if (path.rfind("/v1/", 0) != 0 || request.method() != "POST") {
-    return respond(json_error(404, "not_found", "expected POST /v1/OP (state.get, state.put, state.delete, publish, enqueue, invoke)", ""));
+    return respond(json_error(404, "not_found", "expected POST /v1/OP (state.get, state.put, state.delete, state.list, publish, enqueue, invoke)", ""));
   }
   ServiceCall c;
   c.op = std::string(path.substr(4));

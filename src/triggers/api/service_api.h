@@ -5,7 +5,7 @@
 // instance ends; the token says which function is calling.
 //
 //   POST $NIMBUS_API/v1/OP?ARG=VALUE&...     Authorization: Bearer $NIMBUS_API_TOKEN
-//     OP: state.get, state.put, state.delete, publish, enqueue, invoke (core/services.h)
+//     OP: state.get, state.put, state.delete, state.list, publish, enqueue, invoke (core/services.h)
 //     body: the call's bytes (a value, a payload)
 //   200: body = the result's bytes, each result field as an x-nimbus-FIELD header
 //   409: an ETag or create-only condition failed; 401: no or unknown token; 400: the rest
