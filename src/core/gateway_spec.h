@@ -101,6 +101,20 @@ struct StaticSpec {
   std::size_t max_total = 64u << 20;         // the folder is held in memory: at most this
 };
 
+// A route's response cache (GET and HEAD): replies kept in the host's memory for `ttl` unless
+// their Cache-Control says otherwise, keyed by host, path and what `key` names.
+struct RouteCacheSpec {
+  Duration ttl = std::chrono::seconds(60);  // for replies that carry no max-age / s-maxage
+  bool query = true;                         // the query string is part of the key
+  std::vector<std::string> headers;          // request headers that are part of the key (lower case)
+};
+
+// The gateway's cache as a whole: one LRU over every cached route, bounded in bytes.
+struct CacheLimits {
+  std::size_t max_size = 64u << 20;
+  std::size_t max_object = 1u << 20;  // a bigger reply is passed on, not kept
+};
+
 struct GatewayRouteSpec {
   std::string where;                 // "gateway.routes[2]", for messages
   std::string host;                  // "" any; "api.example.com"; "*.example.com"
@@ -122,6 +136,7 @@ struct GatewayRouteSpec {
   std::optional<RateLimitSpec> rate_limit;
   std::optional<JwtRule> jwt;           // auth: jwt (the gateway's jwt: settings verify)
   bool api_key = false;                 // auth: api_key (keys made by `nimbus keys create`)
+  std::optional<RouteCacheSpec> cache;  // function and upstream routes
 };
 
 // TLS termination: HTTP/1.1 over TLS on a second public port, from PEM files that are read
@@ -145,6 +160,7 @@ struct GatewaySpec {
   bool compression = false;
   std::size_t compression_min_size = 1024;
   std::optional<TlsSpec> tls;
+  CacheLimits cache;
   const UpstreamSpec* find_upstream(std::string_view name) const {
     for (const auto& u : upstreams)
       if (u.name == name) return &u;

@@ -317,7 +317,7 @@ void ManifestReader::read_gateway_route(const YAML::Node& n, const std::string& 
   r.where = path;
   if (!check_map(n, path, {"path", "host", "methods", "function", "upstream", "rewrite", "strip_prefix", "headers",
                            "response_headers", "preserve_host", "max_body", "timeout", "auth", "cors",
-                           "rate_limit", "jwt", "static"})) {
+                           "rate_limit", "jwt", "static", "cache"})) {
     return;
   }
   std::optional<RoutePattern> pattern;
@@ -472,6 +472,43 @@ void ManifestReader::read_gateway_route(const YAML::Node& n, const std::string& 
   }
   if (auto v = n["cors"]) r.cors = read_cors(v, path + ".cors");
   if (auto v = n["rate_limit"]) r.rate_limit = read_rate_limit(v, path + ".rate_limit");
+  if (auto v = n["cache"]) {
+    // cache: 60s, or {ttl: 60s, key: [query, "header:accept-language"]}
+    RouteCacheSpec c;
+    bool good = true;
+    if (v.IsScalar()) {
+      if (auto d = duration(v, path + ".cache")) c.ttl = *d;
+      else good = false;
+    } else if (check_map(v, path + ".cache", {"ttl", "key"})) {
+      if (auto t = v["ttl"]) {
+        if (auto d = duration(t, path + ".cache.ttl")) c.ttl = *d;
+        else good = false;
+      }
+      if (auto k = v["key"]) {
+        c.query = false;
+        for (const auto& [item, p] : one_or_list(k, path + ".cache.key")) {
+          auto x = scalar(item, p, "query or header:NAME");
+          if (!x) {
+            good = false;
+          } else if (*x == "query") {
+            c.query = true;
+          } else if (x->rfind("header:", 0) == 0 && x->size() > 7) {
+            c.headers.push_back(ascii_lower(x->substr(7)));
+          } else {
+            error(item, p, "'" + *x + "' is not a cache key part; expected query or header:NAME (header:accept-language)");
+            good = false;
+          }
+        }
+      }
+    } else {
+      good = false;
+    }
+    if (!r.methods.empty() && std::none_of(r.methods.begin(), r.methods.end(), [](const std::string& m) { return m == "GET" || m == "HEAD"; })) {
+      error(v, path + ".cache", "is set, but the route takes no GET or HEAD; only their replies are cached");
+      good = false;
+    }
+    if (good) r.cache = std::move(c);
+  }
   if (auto v = n["auth"]) {
     if (auto a = choice(v, path + ".auth", {"anonymous", "function", "jwt", "api_key"})) {
       if (*a == "function" && r.function.empty()) {
@@ -506,14 +543,22 @@ void ManifestReader::read_gateway_route(const YAML::Node& n, const std::string& 
     error(n, path + ".auth", "asks for a JWT, but gateway.jwt is not set; expected gateway: {jwt: {secret or jwks_file}}");
   }
   if (r.jwt && (r.function_keys || r.api_key)) error(n, path + ".auth", "names jwt and another kind of auth; expected one");
-  if (r.static_files && (!r.rewrite.empty() || !r.strip_prefix.empty() || !r.request_headers.empty() || r.timeout)) {
-    error(n, path, "serves static files: rewrite, strip_prefix, headers and timeout do not apply");
+  if (r.static_files && (!r.rewrite.empty() || !r.strip_prefix.empty() || !r.request_headers.empty() || r.timeout || r.cache)) {
+    error(n, path, "serves static files: rewrite, strip_prefix, headers, timeout and cache do not apply (the files are held in memory)");
   }
 }
 
 void ManifestReader::read_gateway(const YAML::Node& n, AppSpec& app) {
-  if (!check_map(n, "gateway", {"upstreams", "routes", "cors", "jwt", "compression", "tls"})) return;
+  if (!check_map(n, "gateway", {"upstreams", "routes", "cors", "jwt", "compression", "tls", "cache"})) return;
   GatewaySpec& gw = app.gateway;
+  if (auto v = n["cache"]; v && check_map(v, "gateway.cache", {"max_size", "max_object"})) {
+    if (auto m = v["max_size"]) {
+      if (auto z = size(m, "gateway.cache.max_size")) gw.cache.max_size = *z;
+    }
+    if (auto m = v["max_object"]) {
+      if (auto z = size(m, "gateway.cache.max_object")) gw.cache.max_object = *z;
+    }
+  }
   if (auto v = n["tls"]; v && check_map(v, "gateway.tls", {"cert", "key", "port", "redirect_http"})) {
     TlsSpec tls;
     bool whole = true;

@@ -4,22 +4,18 @@
 
 namespace nimbus {
 
-namespace {
-
-std::string_view trim(std::string_view s) {
+std::string_view trim_ows(std::string_view s) {
   while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
   while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
   return s;
 }
 
-}  // namespace
-
 std::string unsupported_transfer_coding(std::string_view value) {
   bool any = false;
   while (true) {
     auto comma = value.find(',');
-    std::string_view item = trim(value.substr(0, comma));
-    if (auto semi = item.find(';'); semi != std::string_view::npos) item = trim(item.substr(0, semi));
+    std::string_view item = trim_ows(value.substr(0, comma));
+    if (auto semi = item.find(';'); semi != std::string_view::npos) item = trim_ows(item.substr(0, semi));
     if (!item.empty()) {
       any = true;
       std::string coding;

@@ -1,4 +1,5 @@
 #include "triggers/http/http_trigger.h"
+#include "core/text.h"
 
 #include <boost/json.hpp>
 #include <arpa/inet.h>
@@ -68,6 +69,55 @@ HttpReply to_https(IncomingRequest& request, int port) {
 }
 
 }  // namespace
+
+// The cache key of a request on a cached route: the route, host, path, and the query and
+// request headers the route's `cache.key` names.
+std::string HttpTrigger::cache_key(const RouteCacheSpec& spec, int target, std::string_view host, std::string_view path,
+                                   std::string_view query, IncomingRequest& request) {
+  std::string key = std::to_string(target);
+  key += '\n';
+  key += ascii_lower(host);
+  key += '\n';
+  key += path;
+  key += '\n';
+  if (spec.query) key += query;
+  for (const auto& h : spec.headers) {
+    key += '\n';
+    key += request.header(h).value_or(std::string_view());
+  }
+  return key;
+}
+
+// A Responder that keeps the reply in the cache (when HTTP caching allows) on its way out.
+Responder HttpTrigger::keep_in_cache(std::shared_ptr<ResponseCache> cache, std::string key, const RouteTarget& rt,
+                                     IncomingRequest& request, const std::vector<Header>& added, Responder respond) {
+  Headers request_headers;
+  request_headers.reserve(request.header_count());
+  request.for_each_header([&](std::string_view n, std::string_view v) { request_headers.push_back({ascii_lower(n), std::string(v)}); });
+  const bool credentials = rt.jwt || (rt.gateway && rt.gateway->api_key) || rt.auth == AuthLevel::function ||
+                           request.header("authorization") || request.header("x-api-key") || request.header("x-functions-key");
+  // The gateway's own reply headers (CORS, rate limits) are made anew on each hit: the exact
+  // ones it added are not kept (an upstream's own Vary, say, is).
+  std::vector<Header> ours;
+  for (const auto& h : added) ours.push_back({ascii_lower(h.name), h.value});
+  return intercept(std::move(respond), [cache = std::move(cache), key = std::move(key), ttl = rt.cache->ttl, credentials,
+                                        request_headers = std::move(request_headers), ours = std::move(ours)](HttpReply& reply) {
+    const Duration life = ResponseCache::lifetime(reply, ttl, credentials);
+    if (life > Duration::zero()) {
+      if (ours.empty()) {
+        cache->put(key, reply, life, request_headers);
+      } else {
+        HttpReply kept = reply;
+        std::erase_if(kept.headers, [&](const Header& h) {
+          return std::any_of(ours.begin(), ours.end(),
+                             [&](const Header& o) { return o.value == h.value && o.name == ascii_lower(h.name); });
+        });
+        cache->put(key, kept, life, request_headers);
+      }
+    }
+    reply.headers.push_back({"cache-status", life > Duration::zero() ? "nimbus; fwd=miss; stored" : "nimbus; fwd=miss"});
+  });
+}
 
 HttpReply readiness(bool draining, const Store* store) {
   if (draining) return plain_json(503, "{\"status\":\"draining\"}");
@@ -180,6 +230,10 @@ Expected<std::shared_ptr<HttpTrigger::RouteTable>> HttpTrigger::build_table(std:
       target.methods = &route.methods;
       if (route.jwt) target.jwt = &*route.jwt;
       if (route.rate_limit) target.limiter = std::make_shared<RateLimiter>(*route.rate_limit, clock_);
+      if (route.cache) {
+        target.cache = &*route.cache;
+        if (!t->cache) t->cache = std::make_shared<ResponseCache>(t->gateway_spec->cache, clock_);
+      }
       if (route.static_files) {
         auto site = StaticSite::load(*route.static_files);
         if (!site) return Error{route.where + ": " + site.error().message};
@@ -407,6 +461,14 @@ std::vector<AdminView> HttpTrigger::admin_views() {
                t = table_;
              }
              return t && t->gateway ? t->gateway->status_json() : std::string("{\"upstreams\":[]}");
+           }},
+          {"/admin/cache", [current] {
+             auto t = current();
+             if (!t || !t->cache) return std::string("{\"enabled\":false}");
+             auto s = t->cache->stats();
+             return boost::json::serialize(boost::json::object{
+                 {"enabled", true}, {"entries", s.entries}, {"bytes", s.bytes}, {"hits", s.hits}, {"misses", s.misses},
+                 {"stored", s.stored}, {"evicted", s.evicted}});
            }}};
 }
 
@@ -549,6 +611,21 @@ void HttpTrigger::handle(IncomingRequest& request, Responder respond) {
                                "");
       for (auto& h : reply_headers) r.headers.push_back(std::move(h));
       return respond(std::move(r));
+    }
+  }
+  if (rt.cache && table.cache && (method == "GET" || method == "HEAD")) {
+    auto policy = ResponseCache::request_policy(request.header("cache-control").value_or(std::string_view()),
+                                                request.header("pragma").value_or(std::string_view()));
+    if (policy.store) {
+      std::string key = cache_key(*rt.cache, match.target, host, path, query, request);
+      if (policy.lookup) {
+        if (auto hit = table.cache->get(key, [&](std::string_view n) { return request.header(n); })) {
+          for (auto& h : reply_headers) hit->headers.push_back(std::move(h));
+          return respond(std::move(*hit));
+        }
+      }
+      // HEAD replies have no body to keep: only a GET's reply is stored.
+      if (method == "GET") respond = keep_in_cache(table.cache, std::move(key), rt, request, reply_headers, std::move(respond));
     }
   }
   std::string body = request.take_body();

@@ -12,6 +12,7 @@
 #include "core/app_spec.h"
 #include "core/clock.h"
 #include "gateway/api_keys.h"
+#include "gateway/cache.h"
 #include "gateway/gateway.h"
 #include "gateway/jwt.h"
 #include "gateway/policies.h"
@@ -78,7 +79,12 @@ class HttpTrigger final : public Trigger, public RequestHandler {
     std::shared_ptr<RateLimiter> limiter;
     const JwtRule* jwt = nullptr;  // auth: jwt
     const StaticSite* site = nullptr;  // static files
+    const RouteCacheSpec* cache = nullptr;  // cache: (GET and HEAD)
   };
+  static std::string cache_key(const RouteCacheSpec& spec, int target, std::string_view host, std::string_view path,
+                               std::string_view query, IncomingRequest& request);
+  static Responder keep_in_cache(std::shared_ptr<ResponseCache> cache, std::string key, const RouteTarget& rt,
+                                 IncomingRequest& request, const std::vector<Header>& added, Responder respond);
   void enqueue_async(const FunctionSpec& fn, Invocation&& inv, Responder respond);
   void job_status(std::string_view id, Responder respond);
   void upload(const std::string& container, Headers params, IncomingRequest& request, std::string body,
@@ -103,6 +109,7 @@ class HttpTrigger final : public Trigger, public RequestHandler {
     std::unique_ptr<Gateway> gateway;
     std::unique_ptr<JwtVerifier> jwt;
     std::vector<std::unique_ptr<StaticSite>> sites;
+    std::shared_ptr<ResponseCache> cache;  // when a route has cache: (a reload starts empty)
     std::string openapi;  // GET /openapi.json
     std::string routes;   // GET /admin/routes
     ~RouteTable();

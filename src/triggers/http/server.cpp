@@ -255,6 +255,17 @@ Responder detached_responder(std::shared_ptr<HttpReply> out) {
   return Responder(slot, 1);
 }
 
+Responder intercept(Responder inner, std::function<void(HttpReply&)> edit) {
+  auto slot = std::make_shared<Responder::Slot>();
+  slot->generation = 1;
+  slot->wake = [slot_ptr = slot.get(), inner = std::move(inner), edit = std::move(edit)] {
+    HttpReply reply = std::move(slot_ptr->reply);
+    edit(reply);
+    inner(std::move(reply));
+  };
+  return Responder(slot, 1);
+}
+
 HttpReply json_error(int status, std::string_view code, std::string_view message,
                      std::string_view invocation_id) {
   HttpReply r;

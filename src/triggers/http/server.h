@@ -78,6 +78,9 @@ class Responder {
 // benchmarks that drive a RequestHandler directly).
 Responder detached_responder(std::shared_ptr<HttpReply> out);
 
+// A Responder that hands the reply to `edit` (on the thread that answers) and then to `inner`.
+Responder intercept(Responder inner, std::function<void(HttpReply&)> edit);
+
 class RequestHandler {
  public:
   virtual ~RequestHandler() = default;
