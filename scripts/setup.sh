@@ -15,6 +15,7 @@ packages=(
   zlib1g-dev libbrotli-dev  # the gateway: gzip and br responses
   haproxy nginx python3-yaml  # tests of deploy/ (and the load balancer of the many-host tests)
   python3 python3-prometheus-client nodejs libseccomp-dev
+  chromium  # the web-app example's browser test (tests/browser, driven by puppeteer-core)
   clang libclang-rt-dev  # the fuzz targets (make fuzz, make test): libFuzzer comes with compiler-rt
 )
 if [[ ${NIMBUS_BENCH:-0} == 1 ]]; then
@@ -31,14 +32,19 @@ if ! command -v npm >/dev/null 2>&1; then
   packages+=(npm)
 fi
 
-# The CloudEvents SDK the cloudevents trigger's tests send with (tests/cloudevents), from npm,
-# at the version its lock file pins.
+# From npm, at the versions their lock files pin: the CloudEvents SDK the cloudevents trigger's
+# tests send with (tests/cloudevents), and puppeteer-core, which drives Debian's chromium in the
+# web-app example's browser test (tests/browser; it downloads no browser of its own).
 node_packages() {
-  local dir
-  dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/tests/cloudevents"
-  if [[ ! -d $dir/node_modules/cloudevents ]]; then
-    echo "setup: npm ci in tests/cloudevents" >&2
-    (cd "$dir" && env -u NODE_EXTRA_CA_CERTS npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  local root
+  root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+  npm_ci "$root" tests/cloudevents cloudevents
+  npm_ci "$root" tests/browser puppeteer-core
+}
+npm_ci() {  # ROOT FOLDER MODULE: npm ci in FOLDER unless MODULE is installed there
+  if [[ ! -d $1/$2/node_modules/$3 ]]; then
+    echo "setup: npm ci in $2" >&2
+    (cd "$1/$2" && env -u NODE_EXTRA_CA_CERTS npm ci --no-audit --no-fund --loglevel=error >/dev/null)
   fi
 }
 

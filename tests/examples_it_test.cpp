@@ -3,6 +3,8 @@
 #include <sys/wait.h>
 
 #include <atomic>
+#include <cstdio>
+#include <cstdlib>
 
 #include "free_port.h"
 #include "it_common.h"
@@ -415,6 +417,88 @@ TEST(Examples, AsyncHttpApi) {
   EXPECT_EQ(s["runtimeStatus"].as_string(), "Completed");
   EXPECT_EQ(s["output"].as_object()["total"].as_int64(), 1000);
   EXPECT_EQ(s["customStatus"].as_object()["progress"].as_string(), "done");
+  EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
+}
+
+std::string shell_quoted(const std::string& text) {
+  std::string out = "'";
+  for (char c : text) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
+
+// Runs `command` with /bin/sh; its exit code and its standard output.
+CommandResult run_shell(const std::string& command) {
+  CommandResult r;
+  FILE* p = ::popen(command.c_str(), "r");
+  if (p == nullptr) return r;
+  char buf[4096];
+  std::size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
+  const int status = ::pclose(p);
+  r.exit_code = status == -1 ? -1 : WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return r;
+}
+
+// A web front end and its API on one host, in a real browser: headless Chromium (Debian's),
+// driven through puppeteer-core by tests/browser/web_app.mjs, adds items through the page of
+// examples/web-app, ticks one done, reloads, deletes the other and provokes the API's error.
+// Then the API itself, over plain HTTP, must hold what the browser made. The screenshot is kept
+// in BUILD_DIR/test-artifacts/web-app.png for a human to look at.
+TEST(Examples, WebAppInHeadlessChromium) {
+  const std::filesystem::path source(NIMBUS_SOURCE_DIR);
+  const char* chromium_env = std::getenv("CHROMIUM");
+  const std::filesystem::path chromium = chromium_env && *chromium_env ? chromium_env : "/usr/bin/chromium";
+  ASSERT_TRUE(std::filesystem::exists(chromium))
+      << "no Chromium at " << chromium << ": run scripts/setup.sh (it installs Debian's chromium)";
+  ASSERT_TRUE(std::filesystem::exists(source / "tests/browser/node_modules/puppeteer-core"))
+      << "puppeteer-core is not installed: run scripts/setup.sh (npm ci in tests/browser)";
+
+  auto dir = copy_example("web-app");
+  Host host(dir->path());
+  ASSERT_TRUE(host.started()) << host.errors();
+  TempDir out;
+  const std::filesystem::path shot = out.path() / "web-app.png";
+  CommandResult run = run_shell("env -u NODE_EXTRA_CA_CERTS node " +
+                                shell_quoted((source / "tests/browser/web_app.mjs").string()) + " http://127.0.0.1:" +
+                                std::to_string(host.http_port()) + " " + shell_quoted(shot.string()) + " 2>" +
+                                shell_quoted((out.path() / "driver.err").string()));
+  run.err = out.read("driver.err");
+  ASSERT_EQ(run.exit_code, 0) << run.out << run.err
+                              << (run.exit_code == 127 ? "no node: run scripts/setup.sh\n" : "") << host.output();
+
+  // A real PNG, not an empty page: kept where a human can find it.
+  const std::string png = out.read("web-app.png");
+  EXPECT_EQ(png.substr(0, 8), std::string("\x89PNG\r\n\x1a\n", 8));
+  EXPECT_GT(png.size(), 10u * 1024) << "a screenshot this small shows next to nothing";
+  const std::filesystem::path artifacts = std::filesystem::path(NIMBUS_BINARY).parent_path() / "test-artifacts";
+  std::error_code ec;
+  std::filesystem::create_directories(artifacts, ec);
+  std::filesystem::copy_file(shot, artifacts / "web-app.png", std::filesystem::copy_options::overwrite_existing, ec);
+  EXPECT_FALSE(ec) << "cannot keep the screenshot in " << artifacts << ": " << ec.message();
+
+  // What the browser saw, as the driver's last line of JSON.
+  const std::string last_line = run.out.substr(run.out.find_last_of('\n', run.out.size() - 2) + 1);
+  json::object seen = parse_object(last_line);
+  ASSERT_TRUE(seen.contains("created") && seen.contains("deleted")) << run.out;
+  const json::object created = seen["created"].as_object();
+  const std::string created_id(created.at("id").as_string());
+  const std::string deleted_id(seen["deleted"].as_object().at("id").as_string());
+  EXPECT_EQ(seen["error_shown"].as_object()["code"].as_string(), "invalid_title") << run.out;
+
+  // The server's side: the list (the app started empty) holds exactly the item the browser
+  // kept, done; the one it deleted is gone.
+  Response list = request(host.http_port(), "GET", "/api/items");
+  ASSERT_EQ(list.status, 200) << list.body;
+  json::array items = parse_object(list.body)["items"].as_array();
+  ASSERT_EQ(items.size(), 1u) << list.body;
+  json::object item = items[0].as_object();
+  EXPECT_EQ(item["id"].as_string(), created_id) << list.body;
+  EXPECT_EQ(item["title"], created.at("title")) << list.body;
+  EXPECT_EQ(item["done"], json::value(true)) << list.body;
+  Response one = request(host.http_port(), "GET", "/api/items/" + created_id);
+  EXPECT_EQ(one.status, 200) << one.body;
+  EXPECT_EQ(one.header("etag"), "\"" + std::string(item["etag"].as_string()) + "\"");
+  EXPECT_EQ(request(host.http_port(), "GET", "/api/items/" + deleted_id).status, 404);
   EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
 }
 
