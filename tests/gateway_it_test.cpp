@@ -763,3 +763,116 @@ def handle(req, ctx):
 
 }  // namespace
 }  // namespace nimbus::testing
+
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core/buffers_to_string.hpp>
+#include <boost/beast/websocket.hpp>
+
+namespace nimbus::testing {
+namespace {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace websocket = beast::websocket;
+
+// A WebSocket client (Beast's) through the gateway, with a 10 s bound on each read.
+struct WsClient {
+  explicit WsClient(int port) : ws(ioc) {
+    asio::ip::tcp::socket& s = ws.next_layer();
+    s.connect({asio::ip::address_v4::loopback(), static_cast<unsigned short>(port)});
+    s.set_option(asio::ip::tcp::no_delay(true));
+    timeval tv{10, 0};
+    ::setsockopt(s.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    host = "127.0.0.1:" + std::to_string(port);
+  }
+  std::string read() {
+    beast::flat_buffer b;
+    ws.read(b);
+    return beast::buffers_to_string(b.data());
+  }
+  asio::io_context ioc;
+  websocket::stream<asio::ip::tcp::socket> ws;
+  std::string host;
+};
+
+TEST(Gateway, WebSocketsPassThroughToTheUpstreamBothWaysAndEndWithEitherSide) {
+  TestUpstream up("up");
+  App app(gateway_app("  upstreams:\n    up: {targets: [" + url(up.port()) + "], websocket_idle: 1s}\n"
+                      "  routes:\n    - {path: \"/ws/{*rest}\", upstream: up}\n    - {path: /refuse-upgrade, upstream: up}\n"));
+  ASSERT_TRUE(app.host->started()) << app.host->errors();
+
+  WsClient c(app.port());
+  websocket::response_type handshake;
+  c.ws.handshake(handshake, c.host, "/ws/chat?room=1");  // Beast checks Sec-WebSocket-Accept
+  EXPECT_EQ(handshake.result_int(), 101);
+  EXPECT_EQ(std::string(handshake["x-upstream"]), "up");
+  EXPECT_EQ(c.read(), "hello from up") << "what the upstream sent with its 101 arrives first";
+  // Messages both ways, in order, small and large (several frames of the tunnel's buffer).
+  for (int i = 0; i < 200; ++i) {
+    const std::string m = "message " + std::to_string(i) + std::string(static_cast<std::size_t>(i % 7) * 1000, 'x');
+    c.ws.write(asio::buffer(m));
+    ASSERT_EQ(c.read(), "echo:" + m) << i;
+  }
+  const std::string big(300 * 1024, 'b');
+  c.ws.binary(true);
+  c.ws.write(asio::buffer(big));
+  EXPECT_EQ(c.read(), "echo:" + big);
+  c.ws.close(websocket::close_code::normal);
+  auto seen = up.seen();
+  ASSERT_EQ(seen.size(), 1u);
+  EXPECT_EQ(seen[0].target, "/ws/chat?room=1");
+  EXPECT_EQ(seen[0].headers["upgrade"], "websocket");
+  EXPECT_EQ(seen[0].headers["x-forwarded-for"], "127.0.0.1");
+  EXPECT_FALSE(seen[0].headers["sec-websocket-key"].empty());
+
+  // The upstream closing ends the client's connection.
+  WsClient closing(app.port());
+  closing.ws.handshake(closing.host, "/ws/x");
+  EXPECT_EQ(closing.read(), "hello from up");
+  closing.ws.write(asio::buffer(std::string("close-now")));
+  beast::flat_buffer b;
+  boost::system::error_code ec;
+  closing.ws.read(b, ec);
+  EXPECT_EQ(ec, websocket::error::closed) << ec.message();
+
+  // An upstream that does not switch: the client gets its reply, and plain HTTP goes on.
+  WsClient refused(app.port());
+  websocket::response_type no;
+  refused.ws.handshake(no, refused.host, "/refuse-upgrade", ec);
+  EXPECT_EQ(ec, websocket::error::upgrade_declined) << ec.message();
+  EXPECT_EQ(no.result_int(), 200);
+  EXPECT_EQ(up.seen().back().target, "/refuse-upgrade");
+  EXPECT_EQ(request(app.port(), "GET", "/hello").body, "Hello, World!");
+
+  // Nothing either way for websocket_idle (1 s): the tunnel ends.
+  WsClient idle(app.port());
+  idle.ws.handshake(idle.host, "/ws/idle");
+  EXPECT_EQ(idle.read(), "hello from up");
+  const auto t0 = std::chrono::steady_clock::now();
+  idle.ws.read(b, ec);
+  EXPECT_TRUE(ec);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(5)) << "closed by the idle timeout, not the client's";
+}
+
+TEST(Gateway, OpenWebSocketsDoNotHoldUpAShutdown) {
+  TestUpstream up("up");
+  App app(gateway_app("  upstreams:\n    up: " + url(up.port()) + "\n  routes:\n    - {path: \"/ws\", upstream: up}\n"));
+  ASSERT_TRUE(app.host->started()) << app.host->errors();
+  std::vector<std::unique_ptr<WsClient>> open;
+  for (int i = 0; i < 50; ++i) {
+    open.push_back(std::make_unique<WsClient>(app.port()));
+    open.back()->ws.handshake(open.back()->host, "/ws");
+    ASSERT_EQ(open.back()->read(), "hello from up");
+  }
+  EXPECT_EQ(up.websockets(), 50);
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ(app.host->signal_and_wait(SIGTERM), 0);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(5));
+  beast::flat_buffer b;
+  boost::system::error_code ec;
+  open.front()->ws.read(b, ec);
+  EXPECT_TRUE(ec) << "the client sees its connection end";
+}
+
+}  // namespace
+}  // namespace nimbus::testing

@@ -178,3 +178,53 @@ TEST(GatewayTls, AKeyThatIsNotTheCertificatesStopsTheStartWithTheReason) {
 
 }  // namespace
 }  // namespace nimbus::testing
+
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/beast/core/buffers_to_string.hpp>
+#include <boost/beast/ssl.hpp>
+#include <boost/beast/websocket.hpp>
+#include <boost/beast/websocket/ssl.hpp>
+
+namespace nimbus::testing {
+namespace {
+
+TEST(GatewayTls, WebSocketsPassThroughOverTls) {
+  namespace asio = boost::asio;
+  namespace beast = boost::beast;
+  namespace websocket = beast::websocket;
+  Certs certs;
+  TestUpstream up("up");
+  App app(tls_app(certs, "", "http://127.0.0.1:" + std::to_string(up.port())));
+  ASSERT_TRUE(app.host->started()) << app.host->errors();
+
+  asio::io_context ioc;
+  asio::ssl::context ctx(asio::ssl::context::tls_client);
+  ctx.load_verify_file(certs.cert().string());
+  ctx.set_verify_mode(asio::ssl::verify_peer);
+  websocket::stream<asio::ssl::stream<asio::ip::tcp::socket>> ws(ioc, ctx);
+  beast::get_lowest_layer(ws).connect({asio::ip::address_v4::loopback(), static_cast<unsigned short>(app.host->https_port())});
+  beast::get_lowest_layer(ws).set_option(asio::ip::tcp::no_delay(true));
+  timeval tv{10, 0};
+  ::setsockopt(beast::get_lowest_layer(ws).native_handle(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  SSL_set_tlsext_host_name(ws.next_layer().native_handle(), "localhost");
+  ws.next_layer().set_verify_callback(asio::ssl::host_name_verification("localhost"));
+  ws.next_layer().handshake(asio::ssl::stream_base::client);
+  ws.handshake("localhost", "/up/socket");
+  beast::flat_buffer b;
+  ws.read(b);
+  EXPECT_EQ(beast::buffers_to_string(b.data()), "hello from up");
+  for (int i = 0; i < 50; ++i) {
+    b.clear();
+    const std::string m = "over tls " + std::to_string(i) + std::string(static_cast<std::size_t>(i) * 500, 'z');
+    ws.write(asio::buffer(m));
+    ws.read(b);
+    ASSERT_EQ(beast::buffers_to_string(b.data()), "echo:" + m) << i;
+  }
+  ws.close(websocket::close_code::normal);
+  ASSERT_FALSE(up.seen().empty());
+  EXPECT_EQ(up.seen().back().headers["x-forwarded-proto"], "https");
+}
+
+}  // namespace
+}  // namespace nimbus::testing

@@ -6,6 +6,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <openssl/evp.h>
+#include <openssl/sha.h>
+
 #include <boost/json.hpp>
 #include <cctype>
 #include <chrono>
@@ -50,7 +53,94 @@ std::string reply(int status, const std::string& body, const std::string& extra 
          std::to_string(body.size()) + "\r\nX-Upstream-Secret: hidden\r\n" + extra + "\r\n" + body;
 }
 
+// RFC 6455 4.2.2: base64(SHA-1(key + the protocol's GUID)).
+std::string websocket_accept(const std::string& key) {
+  const std::string text = key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+  unsigned char digest[SHA_DIGEST_LENGTH];
+  SHA1(reinterpret_cast<const unsigned char*>(text.data()), text.size(), digest);
+  unsigned char out[64];
+  int n = EVP_EncodeBlock(out, digest, SHA_DIGEST_LENGTH);
+  return std::string(reinterpret_cast<char*>(out), static_cast<std::size_t>(n));
+}
+
+// One unmasked frame from the server.
+std::string frame(int opcode, const std::string& payload) {
+  std::string f(1, static_cast<char>(0x80 | opcode));
+  if (payload.size() < 126) {
+    f += static_cast<char>(payload.size());
+  } else if (payload.size() < 65536) {
+    f += static_cast<char>(126);
+    f += static_cast<char>(payload.size() >> 8);
+    f += static_cast<char>(payload.size() & 0xff);
+  } else {
+    f += static_cast<char>(127);
+    for (int i = 7; i >= 0; --i) f += static_cast<char>((static_cast<uint64_t>(payload.size()) >> (8 * i)) & 0xff);
+  }
+  return f + payload;
+}
+
 }  // namespace
+
+// A WebSocket that greets first ("hello from NAME", sent with the 101 head), then echoes each
+// text or binary message as "echo:" + message, answers pings, and closes when asked; a text
+// message "close-now" makes the server close.
+void TestUpstream::websocket(int fd, std::string buf, const std::string& key) {
+  std::string head = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     "Sec-WebSocket-Accept: " + websocket_accept(key) + "\r\nX-Upstream: " + name_ + "\r\n\r\n";
+  if (!send_all(fd, head + frame(1, "hello from " + name_))) return;
+  ++websockets_;
+  char chunk[16384];
+  std::string message;
+  int message_opcode = 0;
+  while (!stopping_) {
+    // A whole frame in buf, or read more.
+    auto need = [&](std::size_t n) {
+      while (buf.size() < n) {
+        ssize_t got = ::recv(fd, chunk, sizeof chunk, 0);
+        if (got <= 0) return false;
+        buf.append(chunk, static_cast<std::size_t>(got));
+      }
+      return true;
+    };
+    if (!need(2)) return;
+    const bool fin = (buf[0] & 0x80) != 0;
+    const int opcode = buf[0] & 0x0f;
+    uint64_t len = static_cast<unsigned char>(buf[1]) & 0x7f;
+    std::size_t at = 2;
+    if (len == 126) {
+      if (!need(4)) return;
+      len = (static_cast<unsigned char>(buf[2]) << 8) | static_cast<unsigned char>(buf[3]);
+      at = 4;
+    } else if (len == 127) {
+      if (!need(10)) return;
+      len = 0;
+      for (int i = 0; i < 8; ++i) len = (len << 8) | static_cast<unsigned char>(buf[2 + i]);
+      at = 10;
+    }
+    if (!need(at + 4 + len)) return;
+    const std::string mask = buf.substr(at, 4);
+    std::string payload = buf.substr(at + 4, len);
+    for (std::size_t i = 0; i < payload.size(); ++i) payload[i] = static_cast<char>(payload[i] ^ mask[i % 4]);
+    buf.erase(0, at + 4 + len);
+    if (opcode == 8) {  // close: answer it, then end
+      send_all(fd, frame(8, payload.substr(0, 2)));
+      return;
+    }
+    if (opcode == 9) {
+      if (!send_all(fd, frame(10, payload))) return;
+      continue;
+    }
+    if (opcode == 1 || opcode == 2) message_opcode = opcode;
+    message += payload;
+    if (!fin) continue;
+    if (message == "close-now") {
+      send_all(fd, frame(8, std::string("\x03\xe8", 2)));
+      return;
+    }
+    if (!send_all(fd, frame(message_opcode, "echo:" + message))) return;
+    message.clear();
+  }
+}
 
 TestUpstream::TestUpstream(std::string name, int port) : name_(std::move(name)) {
   listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -149,6 +239,14 @@ void TestUpstream::serve(int fd, int connection) {
     s.body = buf.substr(0, length);
     buf.erase(0, length);
     std::string path = s.target.substr(0, s.target.find('?'));
+    if (lower(s.headers["upgrade"]) == "websocket" && path != "/refuse-upgrade") {
+      {
+        std::lock_guard lock(mu_);
+        seen_.push_back(s);
+      }
+      websocket(fd, std::move(buf), s.headers["sec-websocket-key"]);
+      return done();
+    }
     if (path == "/healthz") {
       ++health_checks_;
       bool ok = healthy_;

@@ -5,6 +5,7 @@
 //   /garbage        replies with non-HTTP bytes  /status/N   replies with status N
 //   /healthz        200, or 503 while set_healthy(false)
 //   /big?bytes=N    a body of N bytes            anything else: 200 with a JSON echo
+//   Upgrade: websocket on any path but /refuse-upgrade: a WebSocket echo (TestUpstream::websocket)
 // The echo: {"server", "method", "target", "headers": {lower-case name: value}, "body", "connection"}.
 #include <atomic>
 #include <map>
@@ -33,10 +34,12 @@ class TestUpstream {
   int requests() { return static_cast<int>(seen().size()); }
   int connections() const { return connections_.load(); }
   int health_checks() const { return health_checks_.load(); }
+  int websockets() const { return websockets_.load(); }
 
  private:
   void accept_loop();
   void serve(int fd, int connection);
+  void websocket(int fd, std::string buf, const std::string& key);
   std::string name_;
   int listen_fd_ = -1;
   int port_ = 0;
@@ -44,6 +47,7 @@ class TestUpstream {
   std::atomic<bool> healthy_{true};
   std::atomic<int> connections_{0};
   std::atomic<int> health_checks_{0};
+  std::atomic<int> websockets_{0};
   std::mutex mu_;
   std::vector<Seen> seen_;
   std::set<int> open_fds_;

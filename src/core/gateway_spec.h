@@ -47,6 +47,8 @@ struct UpstreamSpec {
   // Keep-alive connections kept per event loop and target, and how long one may sit idle.
   int max_idle = 64;
   Duration idle_timeout = std::chrono::seconds(4);
+  // A WebSocket passed through ends after this long with no bytes either way.
+  Duration websocket_idle = std::chrono::seconds(60);
   std::size_t max_response = 64u << 20;
 };
 

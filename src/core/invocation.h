@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <functional>
 #include <optional>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -89,10 +90,15 @@ enum class Outcome : uint8_t {
 inline constexpr int kOutcomeCount = 6;
 std::string_view to_string(Outcome outcome);
 
+struct UpgradedStream;  // triggers/http/server.h
+
 struct HttpReply {
   int status = 200;
   Headers headers;
   std::string body;
+  // A 101 from a proxied upstream (a WebSocket): the upstream connection the listener splices
+  // to the client's once this head is written.
+  std::shared_ptr<UpgradedStream> upgrade{};
 };
 
 struct FunctionError {

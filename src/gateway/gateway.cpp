@@ -170,6 +170,11 @@ void Gateway::proxy(const GatewayRouteSpec& route, Upstream& upstream, IncomingR
 
   std::string_view connection = request.header("connection").value_or(std::string_view());
   std::string_view client_host = request.header("host").value_or(std::string_view());
+  // A WebSocket handshake (or another upgrade) on GET: passed through, and on a 101 the
+  // listener splices the two connections.
+  if (p.method == "GET" && !connection.empty() && connection_names(connection, "upgrade")) {
+    if (auto u = request.header("upgrade"); u && !u->empty()) p.upgrade = std::string(*u);
+  }
   std::string prior_xff, prior_forwarded;
   std::string& block = p.header_block;
   block.reserve(512);

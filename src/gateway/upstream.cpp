@@ -442,6 +442,11 @@ asio::awaitable<Attempt> Upstream::Impl::exchange(LoopPool& lp, const std::share
   head += req.host.empty() ? t.host_header : req.host;
   head += "\r\n";
   head += req.header_block;
+  if (!req.upgrade.empty()) {
+    head += "Connection: Upgrade\r\nUpgrade: ";
+    head += req.upgrade;
+    head += "\r\n";
+  }
   if (!req.body.empty() || body_expected(req.method)) {
     char len[24];
     auto [end, ec] = std::to_chars(len, len + sizeof len, req.body.size());
@@ -499,7 +504,7 @@ asio::awaitable<Attempt> Upstream::Impl::exchange(LoopPool& lp, const std::share
   watchdog.disarm();
   auto& res = parser->get();
   a.reply.status = res.result_int();
-  if (a.reply.status == 101) {  // we never ask to upgrade
+  if (a.reply.status == 101 && req.upgrade.empty()) {
     a.fail = Fail::bad_response;
     a.detail = "the upstream switched protocols unasked";
     co_return a;
@@ -527,6 +532,22 @@ asio::awaitable<Attempt> Upstream::Impl::exchange(LoopPool& lp, const std::share
     a.reply.headers.push_back({std::move(name), std::string(f.value())});
   }
   a.reply.body = std::move(res.body());
+  if (a.reply.status == 101) {
+    // The connection is the client's now: the listener takes the socket, with what the
+    // upstream already sent past its head.
+    std::string pending(static_cast<const char*>(conn->buffer.data().data()), conn->buffer.size());
+    std::string protocol(res[http::field::upgrade]);
+    if (protocol.empty()) protocol = req.upgrade;
+    boost::system::error_code ec;
+    const int fd = conn->socket.release(ec);
+    if (ec) {
+      a.fail = Fail::reset;
+      a.detail = ec.message();
+      co_return a;
+    }
+    a.reply.upgrade = std::make_shared<UpgradedStream>(fd, std::move(pending), std::move(protocol), spec.websocket_idle);
+    co_return a;
+  }
   // Reusable when the upstream keeps it open and nothing unasked-for follows the reply.
   a.keep_alive = res.keep_alive() && !res.need_eof() && conn->buffer.size() == 0;
   co_return a;
@@ -534,7 +555,7 @@ asio::awaitable<Attempt> Upstream::Impl::exchange(LoopPool& lp, const std::share
 
 asio::awaitable<Attempt> Upstream::Impl::attempt(LoopPool& lp, int target, const ProxyRequest& req, bool may_replay) {
   TargetState& t = *targets[static_cast<std::size_t>(target)];
-  auto conn = take_idle(lp, target);
+  auto conn = req.upgrade.empty() ? take_idle(lp, target) : nullptr;  // an upgrade takes its connection away
   for (int round = 0; round < 2; ++round) {
     const bool reused = conn != nullptr;
     if (!conn) {

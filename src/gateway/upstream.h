@@ -30,6 +30,7 @@ struct ProxyRequest {
   const HeaderEdits* response_edits = nullptr;
   std::shared_ptr<const void> owner;  // keeps response_edits alive (the gateway's spec)
   std::vector<Header> reply_headers;  // the gateway's own (CORS, RateLimit-*), replacing the upstream's
+  std::string upgrade;  // the client asked to switch to this protocol ("websocket"): sent on a fresh connection
 };
 
 // How each target stands, for `GET /admin/status` and tests.

@@ -82,7 +82,7 @@ void ManifestReader::read_upstream(const YAML::Node& n, const std::string& path,
     return;
   }
   if (!check_map(n, path, {"targets", "balance", "connect_timeout", "timeout", "retries", "retry_budget",
-                           "circuit_breaker", "health_check", "keepalive", "max_response"})) {
+                           "circuit_breaker", "health_check", "keepalive", "max_response", "websocket_idle"})) {
     return;
   }
   auto targets = n["targets"];
@@ -166,6 +166,9 @@ void ManifestReader::read_upstream(const YAML::Node& n, const std::string& path,
   }
   if (auto v = n["max_response"]) {
     if (auto s = size(v, path + ".max_response")) u.max_response = *s;
+  }
+  if (auto v = n["websocket_idle"]) {
+    if (auto d = duration(v, path + ".websocket_idle")) u.websocket_idle = *d;
   }
 }
 

@@ -255,6 +255,15 @@ Responder detached_responder(std::shared_ptr<HttpReply> out) {
   return Responder(slot, 1);
 }
 
+UpgradedStream::UpgradedStream(int fd, std::string pending_bytes, std::string protocol_name, Duration idle)
+    : pending(std::move(pending_bytes)), protocol(std::move(protocol_name)), idle_timeout(idle), fd_(fd) {}
+
+UpgradedStream::~UpgradedStream() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+int UpgradedStream::take_fd() { return std::exchange(fd_, -1); }
+
 Responder intercept(Responder inner, std::function<void(HttpReply&)> edit) {
   auto slot = std::make_shared<Responder::Slot>();
   slot->generation = 1;
@@ -383,7 +392,7 @@ namespace {
 
 using Parser = http::request_parser<http::string_body>;
 
-enum class Phase : uint8_t { handshake, reading, handling, writing, draining };
+enum class Phase : uint8_t { handshake, reading, handling, writing, draining, tunnel };
 
 struct Connection {
   explicit Connection(tcp::socket s)
@@ -397,6 +406,8 @@ struct Connection {
   std::optional<std::string> peer;  // the client's address, once asked for
   std::shared_ptr<asio::ssl::context> tls_context;  // TLS connections: the pair they started with
   std::optional<asio::ssl::stream<tcp::socket&>> tls;
+  tcp::socket* tunnel_peer = nullptr;  // a spliced upstream connection (Phase::tunnel)
+  Duration tunnel_idle{};
   Parser* parser = nullptr;
   bool timed_out = false;
   bool timed_out_mid_request = false;
@@ -537,6 +548,9 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
     }
   }
   void sweep(LoopState& ls);
+  template <class Stream>
+  asio::awaitable<void> tunnel(std::shared_ptr<Connection> conn, Stream& stream, beast::flat_buffer& buffer,
+                               UpgradedStream& upgraded);
   template <class Stream>
   asio::awaitable<void> send_error_and_close(Connection& c, Stream& stream, int status, std::string_view code,
                                              std::string_view message);
@@ -689,12 +703,14 @@ void HttpServer::Impl::sweep(LoopState& ls) {
       case Phase::writing: expire = age > options.limits.read_timeout; break;
       case Phase::draining: expire = closing || age > std::chrono::seconds(1); break;
       case Phase::handling: break;  // the pool's deadline bounds this
+      case Phase::tunnel: expire = closing || age > c->tunnel_idle; break;
     }
     if (expire) {
       c->timed_out = true;
       c->timed_out_mid_request = c->phase == Phase::reading && mid_request;
       boost::system::error_code ignored;
       c->socket.cancel(ignored);
+      if (c->tunnel_peer) c->tunnel_peer->cancel(ignored);
     }
   }
 }
@@ -761,6 +777,92 @@ asio::awaitable<void> HttpServer::Impl::serve(LoopState& ls, tcp::socket socket)
   boost::system::error_code ignored;
   c.socket.shutdown(tcp::socket::shutdown_send, ignored);
   c.socket.close(ignored);
+}
+
+// Copies bytes both ways between the client's stream and the upstream's socket: this coroutine
+// the client's way up, a second one the upstream's way down. Either side closing, an error, or
+// `idle_timeout` with nothing passing (the sweep) ends both; the second is awaited, so nothing
+// writes to the client's stream after this returns.
+template <class Stream>
+asio::awaitable<void> HttpServer::Impl::tunnel(std::shared_ptr<Connection> conn, Stream& stream, beast::flat_buffer& buffer,
+                                               UpgradedStream& upgraded) {
+  Connection& c = *conn;
+  auto upstream = std::make_shared<tcp::socket>(c.socket.get_executor());
+  const int fd = upgraded.take_fd();
+  sockaddr_storage addr{};
+  socklen_t len = sizeof addr;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  boost::system::error_code ec;
+  upstream->assign(addr.ss_family == AF_INET6 ? tcp::v6() : tcp::v4(), fd, ec);
+  if (ec) {
+    ::close(fd);
+    co_return;
+  }
+  c.tunnel_peer = upstream.get();
+  c.tunnel_idle = upgraded.idle_timeout;
+  c.phase = Phase::tunnel;
+  c.phase_started = coarse_now();
+  c.timed_out = false;
+  struct Untunnel {
+    Connection& c;
+    ~Untunnel() { c.tunnel_peer = nullptr; }
+  } untunnel{c};
+  // What each side sent before the tunnel opened.
+  if (!upgraded.pending.empty()) {
+    auto [wec, n] = co_await asio::async_write(stream, asio::buffer(upgraded.pending), kNoThrow);
+    if (wec) co_return;
+  }
+  if (buffer.size() > 0) {
+    auto [wec, n] = co_await asio::async_write(*upstream, buffer.data(), kNoThrow);
+    if (wec) co_return;
+    buffer.consume(buffer.size());
+  }
+  auto down_done = std::make_shared<asio::steady_timer>(c.socket.get_executor(), asio::steady_timer::time_point::max());
+  auto down_running = std::make_shared<bool>(true);
+  asio::co_spawn(
+      c.socket.get_executor(),
+      [conn, upstream, &stream, down_done, down_running]() -> asio::awaitable<void> {
+        std::vector<char> chunk(16384);
+        boost::system::error_code ended;
+        while (true) {
+          auto [rec, n] = co_await upstream->async_read_some(asio::buffer(chunk), kNoThrow);
+          if (rec) {
+            ended = rec;
+            break;
+          }
+          conn->phase_started = coarse_now();
+          auto [wec, w] = co_await asio::async_write(stream, asio::buffer(chunk.data(), n), kNoThrow);
+          if (wec) {
+            ended = wec;
+            break;
+          }
+        }
+        boost::system::error_code ignored;
+        if (ended == asio::error::eof && std::is_same_v<Stream, tcp::socket>) {
+          // The upstream finished: so does this side, while the client may still say its last
+          // (a WebSocket close reply) before it closes; the idle timeout bounds the wait.
+          // (Over TLS the end is a close_notify, sent once both ways have stopped.)
+          conn->socket.shutdown(tcp::socket::shutdown_send, ignored);
+        } else {
+          conn->socket.cancel(ignored);  // an error, or the client's way ended first
+        }
+        *down_running = false;
+        down_done->cancel();
+      },
+      asio::detached);
+  std::vector<char> chunk(16384);
+  while (true) {
+    auto [rec, n] = co_await stream.async_read_some(asio::buffer(chunk), kNoThrow);
+    if (rec) break;
+    c.phase_started = coarse_now();
+    auto [wec, w] = co_await asio::async_write(*upstream, asio::buffer(chunk.data(), n), kNoThrow);
+    if (wec) break;
+  }
+  // The client closed (or the upstream went): pass the end on, and wait for the way down.
+  upstream->shutdown(tcp::socket::shutdown_send, ec);
+  upstream->cancel(ec);
+  while (*down_running) co_await down_done->async_wait(kNoThrow);
+  upstream->close(ec);
 }
 
 template <class Stream>
@@ -866,6 +968,25 @@ asio::awaitable<void> HttpServer::Impl::serve_requests(std::shared_ptr<Connectio
       reply = std::move(c.slot->reply);
     }
 
+    if (reply.status == 101 && reply.upgrade) {
+      // Switching protocols: the head, then the connection is a tunnel to the upstream's.
+      if (options.metrics) options.metrics->http_response(101);
+      c.head = "HTTP/1.1 101 Switching Protocols\r\n";
+      for (const auto& h : reply.headers) {
+        if (h.name.empty() || h.value.find_first_of("\r\n") != std::string::npos ||
+            !std::all_of(h.name.begin(), h.name.end(), [](char ch) { return is_token_char(static_cast<unsigned char>(ch)); })) {
+          continue;
+        }
+        c.head += h.name + ": " + h.value + "\r\n";
+      }
+      c.head += "Connection: Upgrade\r\nUpgrade: " + reply.upgrade->protocol + "\r\n\r\n";
+      c.phase = Phase::writing;
+      c.phase_started = coarse_now();
+      auto [hec, hn] = co_await asio::async_write(stream, asio::buffer(c.head), kNoThrow);
+      active.fetch_sub(1, std::memory_order_relaxed);  // a tunnel is no request: shutdown does not wait for it
+      if (!hec) co_await tunnel(conn, stream, buffer, *reply.upgrade);
+      break;
+    }
     bool keep_alive = request.keep_alive() && !stopping.load(std::memory_order_relaxed);
     bool head = request.method() == http::verb::head;
     if (options.compression.enabled && !head) {

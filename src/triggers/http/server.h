@@ -45,6 +45,23 @@ class EventLoops {
 // Event-loop threads for this process: one per CPU it may run on (taskset counts).
 int default_loop_count();
 
+// A connection switched to another protocol by an upstream (HttpReply::upgrade): once the
+// 101 head is written, the listener copies bytes both ways between it and the client until
+// either side closes, or nothing passes for `idle_timeout`.
+struct UpgradedStream {
+  UpgradedStream(int fd, std::string pending, std::string protocol, Duration idle_timeout);
+  ~UpgradedStream();  // closes the fd unless taken
+  UpgradedStream(const UpgradedStream&) = delete;
+  UpgradedStream& operator=(const UpgradedStream&) = delete;
+  int take_fd();
+  std::string pending;   // bytes the upstream sent after its 101 head
+  std::string protocol;  // the Upgrade value ("websocket")
+  Duration idle_timeout;
+
+ private:
+  int fd_;
+};
+
 // A parsed request, valid during RequestHandler::handle.
 class IncomingRequest {
  public:
