@@ -6,8 +6,12 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include <openssl/evp.h>
+
 #include "free_port.h"
 #include "it_common.h"
+#include "jwt_signer.h"
+#include "mosquitto_broker.h"
 
 namespace nimbus::testing {
 namespace {
@@ -633,6 +637,278 @@ TEST(Examples, StranglerMovesPathsToFunctionsAndAThirdOneWithAReloadWithoutDropp
   EXPECT_NE((reload.out + reload.err).find("gateway_typo"), std::string::npos) << reload.out << reload.err;
   EXPECT_EQ(source(request(host.http_port(), "GET", "/api/inventory/sku-9")), "function");
   EXPECT_EQ(source(request(host.http_port(), "GET", "/elsewhere")), "monolith");
+}
+
+}  // namespace
+}  // namespace nimbus::testing
+
+namespace nimbus::testing {
+namespace {
+
+// A JSON string's text; "" for anything else.
+std::string text_of(const json::value& v) { return v.is_string() ? std::string(v.as_string()) : std::string(); }
+
+// The `error.code` of a JSON error reply; "" when it is not one.
+std::string error_code_of(const Response& r) {
+  boost::system::error_code ec;
+  json::value v = json::parse(r.body, ec);
+  if (ec || !v.is_object()) return "";
+  const json::value* error = v.as_object().if_contains("error");
+  const json::value* code = error && error->is_object() ? error->as_object().if_contains("code") : nullptr;
+  return code && code->is_string() ? std::string(code->as_string()) : "";
+}
+
+// The claims of a JWS compact token, decoded without checking anything.
+json::object jwt_claims(const std::string& token) {
+  const auto dot1 = token.find('.');
+  const auto dot2 = dot1 == std::string::npos ? dot1 : token.find('.', dot1 + 1);
+  if (dot2 == std::string::npos) return {};
+  std::string part = token.substr(dot1 + 1, dot2 - dot1 - 1);
+  for (auto& c : part) c = c == '-' ? '+' : c == '_' ? '/' : c;
+  auto text = base64_decode(part);
+  return text ? parse_object(*text) : json::object{};
+}
+
+std::string to_hex(const unsigned char* bytes, std::size_t n) {
+  static const char* kDigits = "0123456789abcdef";
+  std::string out;
+  for (std::size_t i = 0; i < n; ++i) {
+    out += kDigits[bytes[i] >> 4];
+    out += kDigits[bytes[i] & 15];
+  }
+  return out;
+}
+
+std::string from_hex(std::string_view hex) {
+  std::string out;
+  for (std::size_t i = 0; i + 1 < hex.size(); i += 2) {
+    out += static_cast<char>(std::stoi(std::string(hex.substr(i, 2)), nullptr, 16));
+  }
+  return out;
+}
+
+// The back end of a phone app (examples/mobile-backend), driven as two phones would: register,
+// log in, keep notes. Each user sees and changes only their own notes (the other's ids are 404,
+// whatever the client sends as claims); forged and expired tokens are refused with a Bearer
+// challenge; passwords are stored only as PBKDF2 hashes; each user's MQTT client gets that
+// user's change pushes and never the other's; logins and /me routes are rate limited.
+TEST(Examples, MobileBackendKeepsEachUsersNotesToThemselvesAndPushesTheirChangesToTheirOwnTopic) {
+  auto dir = copy_example("mobile-backend");
+  MosquittoBroker broker(dir->path() / "broker");
+  ASSERT_TRUE(broker.start()) << broker.error();
+  const std::string secret = "mobile-backend-test-secret-0123456789abcdef";  // gateway.jwt wants 32 bytes or more
+  ::setenv("JWT_SECRET", secret.c_str(), 1);  // the manifest's ${JWT_SECRET} and ${MQTT_URL:-...}
+  ::setenv("MQTT_URL", broker.url().c_str(), 1);
+  Host host(dir->path());
+  ::unsetenv("JWT_SECRET");
+  ::unsetenv("MQTT_URL");
+  ASSERT_TRUE(host.started()) << host.errors();
+  ASSERT_TRUE(host.wait_for_output("\"msg\":\"mqtt broker connected\"")) << host.output();
+  const int port = host.http_port();
+  auto as = [](const std::string& token) {
+    return std::map<std::string, std::string>{{"Authorization", "Bearer " + token}};
+  };
+  auto credentials = [](const std::string& username, const std::string& password) {
+    return json::serialize(json::object{{"username", username}, {"password", password}});
+  };
+
+  // Two accounts; a taken name (in any letter case) and a short password are refused.
+  Response r = request(port, "POST", "/auth/register", {}, credentials("Ada", "correct horse battery"));
+  ASSERT_EQ(r.status, 201) << r.body << host.output();
+  json::object ada = parse_object(r.body);
+  EXPECT_EQ(ada["username"], "ada");
+  const std::string ada_id = text_of(ada["id"]);
+  r = request(port, "POST", "/auth/register", {}, credentials("bob", "hunter2hunter2"));
+  ASSERT_EQ(r.status, 201) << r.body;
+  const std::string bob_id = text_of(parse_object(r.body)["id"]);
+  ASSERT_FALSE(ada_id.empty() || bob_id.empty());
+  EXPECT_NE(ada_id, bob_id);
+  r = request(port, "POST", "/auth/register", {}, credentials("ADA", "another password"));
+  EXPECT_EQ(r.status, 409) << r.body;
+  EXPECT_EQ(error_code_of(r), "username_taken");
+  r = request(port, "POST", "/auth/register", {}, credentials("cyd", "short"));
+  EXPECT_EQ(r.status, 400) << r.body;
+  EXPECT_EQ(error_code_of(r), "invalid_password");
+
+  // The store holds PBKDF2-HMAC-SHA256 hashes with a salt of each user's own, never a password
+  // (read the way any part reads it, beside the running host).
+  {
+    ManualClock clock;
+    auto store = open_store("sqlite:.nimbus/state.db", dir->path(), clock);
+    ASSERT_TRUE(store.ok()) << store.error().message;
+    auto ada_record = (*store)->get("credentials", "ada");
+    auto bob_record = (*store)->get("credentials", "bob");
+    (*store)->close();
+    ASSERT_TRUE(ada_record.ok() && ada_record->has_value() && bob_record.ok() && bob_record->has_value());
+    const std::string& stored = (*ada_record)->value;
+    EXPECT_EQ(stored.find("correct horse"), std::string::npos) << stored;
+    json::object record = parse_object(stored);
+    EXPECT_EQ(record["algorithm"], "pbkdf2_sha256");
+    EXPECT_EQ(text_of(record["user"]), ada_id);
+    ASSERT_TRUE(record["iterations"].is_int64() && record["salt"].is_string() && record["hash"].is_string()) << stored;
+    EXPECT_GE(record["iterations"].as_int64(), 600000);
+    const std::string salt = from_hex(text_of(record["salt"]));
+    EXPECT_EQ(salt.size(), 16u);
+    const std::string password = "correct horse battery";
+    unsigned char derived[32];
+    ASSERT_EQ(PKCS5_PBKDF2_HMAC(password.data(), static_cast<int>(password.size()),
+                                reinterpret_cast<const unsigned char*>(salt.data()), static_cast<int>(salt.size()),
+                                static_cast<int>(record["iterations"].as_int64()), EVP_sha256(),
+                                static_cast<int>(sizeof derived), derived),
+              1);
+    EXPECT_EQ(text_of(record["hash"]), to_hex(derived, sizeof derived));
+    EXPECT_NE(parse_object((*bob_record)->value)["salt"], record["salt"]);
+  }
+
+  // Log in: an HS256 JWT for an hour, its subject the user's id. A wrong password and an
+  // unknown user get the same answer.
+  auto login = [&](const std::string& username, const std::string& password) {
+    return request(port, "POST", "/auth/login", {}, credentials(username, password));
+  };
+  auto token_of = [](const Response& reply) { return text_of(parse_object(reply.body)["token"]); };
+  r = login("ada", "correct horse battery");
+  ASSERT_EQ(r.status, 200) << r.body << host.output();
+  EXPECT_EQ(parse_object(r.body)["expires_in"], 3600);
+  EXPECT_EQ(r.header("cache-control"), "no-store");
+  const std::string ada_token = token_of(r);
+  json::object claims = jwt_claims(ada_token);
+  EXPECT_EQ(text_of(claims["sub"]), ada_id);
+  EXPECT_EQ(claims["iss"], "mobile-backend");
+  EXPECT_EQ(claims["aud"], "mobile-app");
+  ASSERT_TRUE(claims["exp"].is_int64() && claims["iat"].is_int64()) << json::serialize(claims);
+  EXPECT_EQ(claims["exp"].as_int64() - claims["iat"].as_int64(), 3600);
+  r = login("bob", "hunter2hunter2");
+  ASSERT_EQ(r.status, 200) << r.body;
+  const std::string bob_token = token_of(r);
+  Response wrong = login("bob", "hunter3hunter3");
+  Response nobody = login("nobody", "hunter2hunter2");
+  EXPECT_EQ(wrong.status, 401) << wrong.body;
+  EXPECT_EQ(error_code_of(wrong), "invalid_credentials");
+  EXPECT_EQ(nobody.status, 401) << nobody.body;
+  EXPECT_EQ(nobody.body, wrong.body) << "a reply must not tell which part was wrong";
+
+  // Each phone subscribes to its own topic before anything changes.
+  MqttTestClient ada_phone(broker.port());
+  MqttTestClient bob_phone(broker.port());
+  ASSERT_TRUE(ada_phone.connected() && bob_phone.connected());
+  const std::string ada_topic = "users/" + ada_id + "/changes", bob_topic = "users/" + bob_id + "/changes";
+  ASSERT_TRUE(ada_phone.subscribe(ada_topic));
+  ASSERT_TRUE(bob_phone.subscribe(bob_topic));
+
+  r = request(port, "GET", "/me", as(ada_token));
+  ASSERT_EQ(r.status, 200) << r.body << host.output();
+  EXPECT_EQ(text_of(parse_object(r.body)["id"]), ada_id);
+  EXPECT_EQ(parse_object(r.body)["username"], "ada");
+
+  // Notes: Ada makes two, changes one (a stale If-Match is 412) and deletes the other; Bob makes one.
+  auto create = [&](const std::string& token, const std::string& title) {
+    Response made = request(port, "POST", "/me/notes", as(token), json::serialize(json::object{{"title", title}}));
+    EXPECT_EQ(made.status, 201) << made.body;
+    EXPECT_EQ(made.header("etag"), "\"1\"") << made.body;
+    return text_of(parse_object(made.body)["id"]);
+  };
+  const std::string a1 = create(ada_token, "Buy milk");
+  const std::string a2 = create(ada_token, "Call mum");
+  const std::string b1 = create(bob_token, "Bob's secret");
+  ASSERT_FALSE(a1.empty() || a2.empty() || b1.empty());
+  auto with = [](std::map<std::string, std::string> headers, const std::string& name, const std::string& value) {
+    headers[name] = value;
+    return headers;
+  };
+  r = request(port, "PUT", "/me/notes/" + a1, with(as(ada_token), "If-Match", "\"1\""), R"({"title": "Buy oat milk"})");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(parse_object(r.body)["version"], 2);
+  r = request(port, "PUT", "/me/notes/" + a1, with(as(ada_token), "If-Match", "\"1\""), R"({"title": "stale"})");
+  EXPECT_EQ(r.status, 412) << r.body;
+  r = request(port, "DELETE", "/me/notes/" + a2, as(ada_token));
+  EXPECT_EQ(r.status, 204) << r.body;
+  r = request(port, "POST", "/me/notes", as(ada_token), R"({"title": )");
+  EXPECT_EQ(r.status, 400) << r.body;
+  EXPECT_EQ(error_code_of(r), "invalid_json");
+
+  // The other's notes are not there for them: 404, and nothing changes.
+  for (const auto& [method, body] : {std::pair{"PUT", R"({"title": "mine now"})"}, std::pair{"DELETE", ""}}) {
+    r = request(port, method, "/me/notes/" + a1, as(bob_token), body);
+    EXPECT_EQ(r.status, 404) << method << " " << r.body;
+    EXPECT_EQ(error_code_of(r), "not_found");
+    r = request(port, method, "/me/notes/" + b1, as(ada_token), body);
+    EXPECT_EQ(r.status, 404) << method << " " << r.body;
+  }
+  auto notes_of = [&](const std::map<std::string, std::string>& headers) {
+    Response list = request(port, "GET", "/me/notes", headers);
+    EXPECT_EQ(list.status, 200) << list.body;
+    std::vector<std::string> out;
+    json::object o = parse_object(list.body);
+    if (!o["notes"].is_array()) return out;
+    for (const auto& n : o["notes"].as_array()) {
+      const json::object& note = n.as_object();
+      out.push_back(text_of(note.at("id")) + " " + text_of(note.at("title")) + " v" +
+                    std::to_string(note.at("version").to_number<int64_t>()));
+    }
+    return out;
+  };
+  EXPECT_EQ(notes_of(as(ada_token)), std::vector<std::string>{a1 + " Buy oat milk v2"});
+  EXPECT_EQ(notes_of(as(bob_token)), std::vector<std::string>{b1 + " Bob's secret v1"});
+  // Claims a client sends itself never pass: the gateway's come from the verified token.
+  EXPECT_EQ(notes_of(with(as(bob_token), "X-Nimbus-Claims", "{\"sub\": \"" + ada_id + "\"}")),
+            std::vector<std::string>{b1 + " Bob's secret v1"});
+
+  // Tokens: none, one signed with another secret, an expired one: 401 with a Bearer challenge.
+  const int64_t now =
+      std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+  json::object valid{{"sub", ada_id}, {"iss", "mobile-backend"}, {"aud", "mobile-app"}, {"iat", now}, {"exp", now + 600}};
+  r = request(port, "GET", "/me/notes");
+  EXPECT_EQ(r.status, 401) << r.body;
+  EXPECT_EQ(r.header("www-authenticate").rfind("Bearer realm=", 0), 0u) << r.header("www-authenticate");
+  EXPECT_EQ(request(port, "GET", "/me/notes", {{"X-Nimbus-Claims", "{\"sub\": \"" + ada_id + "\"}"}}).status, 401);
+  r = request(port, "GET", "/me/notes", as(hs256_token("not-the-server-secret-but-as-long-as-one", valid)));
+  EXPECT_EQ(r.status, 401) << r.body;
+  EXPECT_NE(r.header("www-authenticate").find("error=\"invalid_token\""), std::string::npos) << r.header("www-authenticate");
+  json::object old = valid;
+  old["iat"] = now - 7200;
+  old["exp"] = now - 3600;
+  r = request(port, "GET", "/me/notes", as(hs256_token(secret, old)));
+  EXPECT_EQ(r.status, 401) << r.body;
+  EXPECT_NE(r.header("www-authenticate").find("error=\"invalid_token\""), std::string::npos) << r.header("www-authenticate");
+  EXPECT_NE(r.body.find("expired"), std::string::npos) << r.body;
+  // The same claims, unexpired and signed with the server's secret, pass: the refusals were
+  // about the signature and the time, nothing else.
+  EXPECT_EQ(request(port, "GET", "/me", as(hs256_token(secret, valid))).status, 200);
+
+  // Pushes: Ada's phone gets her four changes, Bob's his one; neither gets the other's.
+  std::vector<MqttMessage> to_ada = ada_phone.wait_messages(4);
+  std::vector<MqttMessage> to_bob = bob_phone.wait_messages(1);
+  ASSERT_EQ(to_ada.size(), 4u) << host.output();
+  ASSERT_EQ(to_bob.size(), 1u) << host.output();
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_EQ(ada_phone.wait_messages(5, 0).size(), 4u);
+  EXPECT_EQ(bob_phone.wait_messages(2, 0).size(), 1u);
+  auto changes = [](const std::vector<MqttMessage>& got, const std::string& topic) {
+    std::multiset<std::string> out;
+    for (const auto& m : got) {
+      EXPECT_EQ(m.topic, topic);
+      json::object change = parse_object(m.payload);
+      out.insert(text_of(change["type"]) + " " + text_of(change["id"]));
+    }
+    return out;
+  };
+  EXPECT_EQ(changes(to_ada, ada_topic), (std::multiset<std::string>{"note.created " + a1, "note.created " + a2,
+                                                                    "note.updated " + a1, "note.deleted " + a2}));
+  EXPECT_EQ(changes(to_bob, bob_topic), (std::multiset<std::string>{"note.created " + b1}));
+
+  // Rate limits. /me routes count per token: one token over its burst is refused while Ada's
+  // own goes on. Logins count per address: 5 at once, then 10 a minute.
+  const std::string busy = hs256_token(secret, valid);
+  Response limited;
+  for (int i = 0; i < 60 && limited.status != 429; ++i) limited = request(port, "GET", "/me", as(busy));
+  EXPECT_EQ(limited.status, 429) << limited.body;
+  EXPECT_EQ(request(port, "GET", "/me", as(ada_token)).status, 200);
+  limited = Response{};
+  for (int i = 0; i < 10 && limited.status != 429; ++i) limited = login("ada", "guess number " + std::to_string(i));
+  ASSERT_EQ(limited.status, 429) << limited.body;
+  EXPECT_EQ(error_code_of(limited), "rate_limited");
+  EXPECT_FALSE(limited.header("retry-after").empty());
+  EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
 }
 
 }  // namespace
