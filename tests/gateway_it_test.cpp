@@ -876,3 +876,76 @@ TEST(Gateway, OpenWebSocketsDoNotHoldUpAShutdown) {
 
 }  // namespace
 }  // namespace nimbus::testing
+
+namespace nimbus::testing {
+namespace {
+
+// The host's resident memory, from /proc.
+long rss_kib(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::atol(line.c_str() + 6);
+  }
+  return -1;
+}
+
+TEST(Gateway, LargeRepliesAreSentOnAsTheyArriveAndASlowClientSlowsTheUpstreamNotTheHost) {
+  TestUpstream up("up");
+  App app(gateway_app("  upstreams:\n    up: {targets: [" + url(up.port()) + "], max_response: 2GB, timeout: 5s}\n"
+                      "  routes:\n    - {path: \"/{*rest}\", upstream: up}\n"));
+  ASSERT_TRUE(app.host->started()) << app.host->errors();
+
+  // 30 MB with a length: the same length and bytes arrive.
+  Response big = request(app.port(), "GET", "/big?bytes=30000000");
+  ASSERT_EQ(big.status, 200);
+  EXPECT_EQ(big.header("content-length"), "30000000");
+  EXPECT_EQ(big.body.size(), 30000000u);
+  EXPECT_EQ(big.body.find_first_not_of('x'), std::string::npos);
+  // Chunked from the upstream, past what is held whole: chunked to an HTTP/1.1 client ...
+  std::string raw = send_raw(app.port(), "GET /chunked?bytes=300000 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  EXPECT_NE(raw.find("Transfer-Encoding: chunked\r\n"), std::string::npos) << raw.substr(0, 300);
+  EXPECT_TRUE(raw.ends_with("\r\n0\r\n\r\n"));
+  // ... and to HTTP/1.0, the end of the connection ends the body.
+  raw = send_raw(app.port(), "GET /chunked?bytes=300000 HTTP/1.0\r\nHost: x\r\n\r\n");
+  ASSERT_NE(raw.find("\r\n\r\n"), std::string::npos);
+  EXPECT_EQ(raw.find("Transfer-Encoding"), std::string::npos);
+  EXPECT_EQ(raw.substr(raw.find("\r\n\r\n") + 4), std::string(300000, 'c'));
+  // Small chunked replies are still held whole (and get a length).
+  Response small = request(app.port(), "GET", "/chunked?bytes=1000");
+  EXPECT_EQ(small.header("content-length"), "1000");
+  // A streamed reply hands its upstream connection back: the next request reuses it.
+  const int before = up.connections();
+  for (int i = 0; i < 5; ++i) ASSERT_EQ(request(app.port(), "GET", "/big?bytes=200000").body.size(), 200000u);
+  EXPECT_LE(up.connections() - before, 2) << "streamed replies' connections go back to the pool";
+
+  // An upstream that dies mid-body: the client's connection is cut short, never a whole-looking reply.
+  raw = send_raw(app.port(), "GET /truncated?bytes=400000 HTTP/1.1\r\nHost: x\r\n\r\n");
+  ASSERT_NE(raw.find("\r\n\r\n"), std::string::npos) << raw.substr(0, 200);
+  EXPECT_LT(raw.size() - raw.find("\r\n\r\n") - 4, 400000u);
+
+  // A client that stops reading a 400 MB reply: the host holds a little of it, not all.
+  const long rss_before = rss_kib(app.host->pid());
+  int fd = connect_to(app.port());
+  ASSERT_GE(fd, 0);
+  int small_buf = 64 * 1024;
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small_buf, sizeof small_buf);
+  const std::string get = "GET /big?bytes=400000000 HTTP/1.1\r\nHost: x\r\n\r\n";
+  ASSERT_EQ(::write(fd, get.data(), get.size()), static_cast<ssize_t>(get.size()));
+  char buf[65536];
+  std::size_t got = 0;
+  while (got < 1000000) {
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    ASSERT_GT(n, 0);
+    got += static_cast<std::size_t>(n);
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // the host has time to fill up, if it would
+  const long rss_during = rss_kib(app.host->pid());
+  EXPECT_LT(rss_during - rss_before, 64 * 1024) << "RSS grew from " << rss_before << " KiB to " << rss_during << " KiB";
+  // Meanwhile the host serves others.
+  EXPECT_EQ(request(app.port(), "GET", "/hello").status, 200);
+  ::close(fd);
+}
+
+}  // namespace
+}  // namespace nimbus::testing

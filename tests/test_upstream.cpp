@@ -270,6 +270,24 @@ void TestUpstream::serve(int fd, int connection) {
       int ms = std::atoi(query_value(s.target, "ms").c_str());
       for (int waited = 0; waited < ms && !stopping_; waited += 10) std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
+    if (path == "/chunked") {  // N bytes of 'c' in chunks of 10,000, no Content-Length
+      std::size_t left = static_cast<std::size_t>(std::atol(query_value(s.target, "bytes").c_str()));
+      if (!send_all(fd, "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n\r\n")) return done();
+      while (left > 0) {
+        std::size_t n = std::min<std::size_t>(left, 10000);
+        char size[16];
+        std::snprintf(size, sizeof size, "%zx\r\n", n);
+        if (!send_all(fd, size + std::string(n, 'c') + "\r\n")) return done();
+        left -= n;
+      }
+      if (!send_all(fd, "0\r\n\r\n")) return done();
+      continue;
+    }
+    if (path == "/truncated") {  // promises N bytes, sends half, closes
+      std::size_t n = static_cast<std::size_t>(std::atol(query_value(s.target, "bytes").c_str()));
+      send_all(fd, "HTTP/1.1 200 OK\r\nContent-Length: " + std::to_string(n) + "\r\n\r\n" + std::string(n / 2, 't'));
+      return done();
+    }
     int status = 200;
     if (path.rfind("/status/", 0) == 0) status = std::atoi(path.c_str() + 8);
     std::string body;

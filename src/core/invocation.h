@@ -91,6 +91,7 @@ inline constexpr int kOutcomeCount = 6;
 std::string_view to_string(Outcome outcome);
 
 struct UpgradedStream;  // triggers/http/server.h
+struct BodySource;      // triggers/http/body_source.h
 
 struct HttpReply {
   int status = 200;
@@ -99,6 +100,8 @@ struct HttpReply {
   // A 101 from a proxied upstream (a WebSocket): the upstream connection the listener splices
   // to the client's once this head is written.
   std::shared_ptr<UpgradedStream> upgrade{};
+  // A large proxied reply: `body` is empty and the listener sends this as it arrives.
+  std::shared_ptr<BodySource> stream{};
 };
 
 struct FunctionError {

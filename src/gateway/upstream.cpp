@@ -22,6 +22,7 @@
 #include <charconv>
 #include <unordered_set>
 
+#include "triggers/http/body_source.h"
 #include "triggers/http/loop_context.h"
 #include "triggers/http/server.h"
 
@@ -131,8 +132,13 @@ struct LoopPool {
   std::unordered_set<UpConn*> busy;  // exchanges under way, cancelled by stop()
 };
 
+// Replies are parsed into buffers the proxy hands out: held whole up to kHeldWhole, streamed past it.
+using StreamParser = http::response_parser<http::buffer_body>;
+constexpr std::size_t kHeldWhole = 64 * 1024;
+
 struct Upstream::Impl : std::enable_shared_from_this<Upstream::Impl> {
   Impl(const UpstreamSpec& s, EventLoops& l) : spec(s), loops(l) {}
+  struct UpstreamBody;
   UpstreamSpec spec;
   EventLoops& loops;
   std::vector<std::unique_ptr<TargetState>> targets;
@@ -428,6 +434,51 @@ asio::awaitable<Fail> Upstream::Impl::connect(LoopPool* lp, const std::shared_pt
   co_return Fail::none;
 }
 
+// The rest of a large reply, read as the listener sends it on; the connection goes back to
+// the pool when the body came whole and it may carry another request.
+struct Upstream::Impl::UpstreamBody final : BodySource {
+  UpstreamBody(std::shared_ptr<Impl> i, LoopPool& l, std::shared_ptr<UpConn> c, std::unique_ptr<StreamParser> p, Duration t)
+      : impl(std::move(i)), lp(l), conn(std::move(c)), parser(std::move(p)), timeout(t) {
+    lp.busy.insert(conn.get());  // stop() cancels it too
+  }
+  ~UpstreamBody() override { lp.busy.erase(conn.get()); }
+  asio::awaitable<std::pair<boost::system::error_code, std::size_t>> read(asio::mutable_buffer into) override {
+    if (parser->is_done()) {
+      finish();
+      co_return std::pair{boost::system::error_code(), std::size_t{0}};
+    }
+    auto& ctx = static_cast<asio::io_context&>(conn->socket.get_executor().context());
+    Watchdog watchdog(ctx);
+    watchdog.arm(conn, timeout);  // each piece must come within the timeout
+    parser->get().body().data = into.data();
+    parser->get().body().size = into.size();
+    auto [ec, n] = co_await http::async_read(conn->socket, conn->buffer, *parser, kNoThrow);
+    watchdog.disarm();
+    const std::size_t got = into.size() - parser->get().body().size;
+    if (ec == http::error::need_buffer) ec = {};
+    if (ec) co_return std::pair{watchdog.fired() ? boost::system::error_code(asio::error::timed_out) : ec, got};
+    if (got == 0 && parser->is_done()) finish();
+    co_return std::pair{boost::system::error_code(), got};
+  }
+  void finish() {
+    if (finished) return;
+    finished = true;
+    const auto& res = parser->get();
+    if (res.keep_alive() && !res.need_eof() && conn->buffer.size() == 0) {
+      for (std::size_t i = 0; i < impl->targets.size(); ++i) {
+        if (impl->targets[i].get() == target) impl->put_idle(lp, static_cast<int>(i), conn);
+      }
+    }
+  }
+  std::shared_ptr<Impl> impl;
+  LoopPool& lp;
+  std::shared_ptr<UpConn> conn;
+  std::unique_ptr<StreamParser> parser;
+  Duration timeout;
+  const TargetState* target = nullptr;
+  bool finished = false;
+};
+
 asio::awaitable<Attempt> Upstream::Impl::exchange(LoopPool& lp, const std::shared_ptr<UpConn>& conn,
                                                   const TargetState& t, const ProxyRequest& req) {
   Attempt a;
@@ -473,33 +524,56 @@ asio::awaitable<Attempt> Upstream::Impl::exchange(LoopPool& lp, const std::share
     a.detail = wec.message();
     co_return a;
   }
-  std::optional<http::response_parser<http::string_body>> parser;
+  std::unique_ptr<StreamParser> parser;
+  auto failed = [&](boost::system::error_code rec) {
+    a.detail = rec.message();
+    if (watchdog.fired()) {
+      a.fail = Fail::timeout;
+    } else if (stopped.load()) {
+      a.fail = Fail::stopped;
+    } else if (rec == http::error::body_limit) {
+      a.fail = Fail::too_large;
+    } else if (rec == http::error::end_of_stream || rec == http::error::partial_message || rec == asio::error::eof ||
+               rec == asio::error::connection_reset || rec == asio::error::broken_pipe) {
+      a.fail = Fail::reset;
+      a.stale = !parser->got_some();
+    } else {
+      a.fail = Fail::bad_response;
+    }
+  };
   while (true) {
-    parser.emplace();
+    parser = std::make_unique<StreamParser>();
     parser->header_limit(64 * 1024);
     parser->body_limit(spec.max_response);
     if (req.method == "HEAD") parser->skip(true);
-    auto [rec, n] = co_await http::async_read(conn->socket, conn->buffer, *parser, kNoThrow);
+    auto [rec, n] = co_await http::async_read_header(conn->socket, conn->buffer, *parser, kNoThrow);
     if (rec) {
-      a.detail = rec.message();
-      if (watchdog.fired()) {
-        a.fail = Fail::timeout;
-      } else if (stopped.load()) {
-        a.fail = Fail::stopped;
-      } else if (rec == http::error::body_limit) {
-        a.fail = Fail::too_large;
-      } else if (rec == http::error::end_of_stream || rec == http::error::partial_message || rec == asio::error::eof ||
-                 rec == asio::error::connection_reset || rec == asio::error::broken_pipe) {
-        a.fail = Fail::reset;
-        a.stale = !parser->got_some();
-      } else {
-        a.fail = Fail::bad_response;
-      }
+      failed(rec);
       co_return a;
     }
     const int status = parser->get().result_int();
     if (status >= 100 && status < 200 && status != 101) continue;  // interim replies: read on
     break;
+  }
+  if (auto length = parser->content_length(); length && *length > spec.max_response) {
+    a.fail = Fail::too_large;
+    a.detail = "Content-Length " + std::to_string(*length);
+    co_return a;
+  }
+  // The body: held whole up to kHeldWhole, else sent on as it arrives (BodySource).
+  std::string body;
+  while (!parser->is_done() && body.size() < kHeldWhole) {
+    const std::size_t had = body.size();
+    body.resize(had + 16384);
+    parser->get().body().data = body.data() + had;
+    parser->get().body().size = 16384;
+    auto [rec, n] = co_await http::async_read(conn->socket, conn->buffer, *parser, kNoThrow);
+    body.resize(had + 16384 - parser->get().body().size);
+    if (rec == http::error::need_buffer) rec = {};
+    if (rec) {
+      failed(rec);
+      co_return a;
+    }
   }
   watchdog.disarm();
   auto& res = parser->get();
@@ -531,7 +605,15 @@ asio::awaitable<Attempt> Upstream::Impl::exchange(LoopPool& lp, const std::share
     if (std::find(connection_tokens.begin(), connection_tokens.end(), name) != connection_tokens.end()) continue;
     a.reply.headers.push_back({std::move(name), std::string(f.value())});
   }
-  a.reply.body = std::move(res.body());
+  if (!parser->is_done()) {
+    auto source = std::make_shared<UpstreamBody>(shared_from_this(), lp, conn, std::move(parser), req.timeout);
+    source->first = std::move(body);
+    if (auto length = source->parser->content_length()) source->length = *length;
+    source->target = &t;
+    a.reply.stream = std::move(source);
+    co_return a;  // not kept alive here: the body's end gives the connection back
+  }
+  a.reply.body = std::move(body);
   if (a.reply.status == 101) {
     // The connection is the client's now: the listener takes the socket, with what the
     // upstream already sent past its head.
@@ -552,6 +634,7 @@ asio::awaitable<Attempt> Upstream::Impl::exchange(LoopPool& lp, const std::share
   a.keep_alive = res.keep_alive() && !res.need_eof() && conn->buffer.size() == 0;
   co_return a;
 }
+
 
 asio::awaitable<Attempt> Upstream::Impl::attempt(LoopPool& lp, int target, const ProxyRequest& req, bool may_replay) {
   TargetState& t = *targets[static_cast<std::size_t>(target)];

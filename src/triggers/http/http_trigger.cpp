@@ -102,7 +102,8 @@ Responder HttpTrigger::keep_in_cache(std::shared_ptr<ResponseCache> cache, std::
   for (const auto& h : added) ours.push_back({ascii_lower(h.name), h.value});
   return intercept(std::move(respond), [cache = std::move(cache), key = std::move(key), ttl = rt.cache->ttl, credentials,
                                         request_headers = std::move(request_headers), ours = std::move(ours)](HttpReply& reply) {
-    const Duration life = ResponseCache::lifetime(reply, ttl, credentials);
+    // A reply too large to hold whole is sent on as it arrives, and not kept.
+    const Duration life = reply.stream ? Duration::zero() : ResponseCache::lifetime(reply, ttl, credentials);
     if (life > Duration::zero()) {
       if (ours.empty()) {
         cache->put(key, reply, life, request_headers);

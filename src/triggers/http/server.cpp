@@ -1,5 +1,6 @@
 // Boost.Beast lives only in this file (and the CLI's client): everything else sees server.h.
 #include "triggers/http/server.h"
+#include "triggers/http/body_source.h"
 #include "triggers/http/loop_context.h"
 #include "triggers/http/tls_context.h"
 
@@ -26,6 +27,7 @@
 #include <cstdio>
 #include <algorithm>
 #include <array>
+#include <span>
 #include <charconv>
 #include <mutex>
 #include <stdexcept>
@@ -447,9 +449,11 @@ void serialize_head(const HttpReply& reply, unsigned version, bool keep_alive, s
     out += h.value;
     out += "\r\n";
   }
-  if (carries_body(reply.status)) {
+  if (reply.stream && !reply.stream->length) {
+    if (version != 10) out += "Transfer-Encoding: chunked\r\n";  // HTTP/1.0: the close ends it
+  } else if (carries_body(reply.status)) {
     char len[24];
-    auto [end, ec] = std::to_chars(len, len + sizeof len, reply.body.size());
+    auto [end, ec] = std::to_chars(len, len + sizeof len, reply.stream ? *reply.stream->length : reply.body.size());
     out += "Content-Length: ";
     out.append(len, end);
     out += "\r\n";
@@ -548,6 +552,8 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
     }
   }
   void sweep(LoopState& ls);
+  template <class Stream>
+  asio::awaitable<bool> send_streamed(Connection& c, Stream& stream, BodySource& body, bool may_chunk);
   template <class Stream>
   asio::awaitable<void> tunnel(std::shared_ptr<Connection> conn, Stream& stream, beast::flat_buffer& buffer,
                                UpgradedStream& upgraded);
@@ -779,6 +785,48 @@ asio::awaitable<void> HttpServer::Impl::serve(LoopState& ls, tcp::socket socket)
   c.socket.close(ignored);
 }
 
+// Writes c.head, then the body as it arrives (chunked when it has no length and the client
+// speaks HTTP/1.1). Whether all of it went: else the connection must close, so the client
+// cannot take a part for the whole. Each piece waits for the client to take the last one.
+template <class Stream>
+asio::awaitable<bool> HttpServer::Impl::send_streamed(Connection& c, Stream& stream, BodySource& body, bool may_chunk) {
+  const bool chunked = !body.length && may_chunk;
+  c.phase = Phase::writing;
+  c.phase_started = coarse_now();
+  auto send = [&](const char* data, std::size_t n) -> asio::awaitable<bool> {
+    char size_line[24];
+    std::array<asio::const_buffer, 4> wire;
+    std::size_t parts = 0;
+    if (!c.head.empty()) wire[parts++] = asio::buffer(c.head);
+    if (chunked && n > 0) {
+      int len = std::snprintf(size_line, sizeof size_line, "%zx\r\n", n);
+      wire[parts++] = asio::buffer(size_line, static_cast<std::size_t>(len));
+    }
+    if (n > 0) wire[parts++] = asio::buffer(data, n);
+    if (chunked && n > 0) wire[parts++] = asio::buffer("\r\n", 2);
+    auto [ec, w] = co_await asio::async_write(stream, std::span(wire.data(), parts), kNoThrow);
+    c.head.clear();
+    c.phase_started = coarse_now();
+    co_return !ec;
+  };
+  uint64_t sent = body.first.size();
+  if (!co_await send(body.first.data(), body.first.size())) co_return false;
+  std::vector<char> chunk(64 * 1024);
+  while (true) {
+    auto [ec, n] = co_await body.read(asio::buffer(chunk));
+    if (ec) co_return false;
+    if (n == 0) break;
+    sent += n;
+    if (!co_await send(chunk.data(), n)) co_return false;
+  }
+  if (body.length && sent != *body.length) co_return false;
+  if (chunked) {
+    auto [ec, w] = co_await asio::async_write(stream, asio::buffer("0\r\n\r\n", 5), kNoThrow);
+    if (ec) co_return false;
+  }
+  co_return true;
+}
+
 // Copies bytes both ways between the client's stream and the upstream's socket: this coroutine
 // the client's way up, a second one the upstream's way down. Either side closing, an error, or
 // `idle_timeout` with nothing passing (the sweep) ends both; the second is awaited, so nothing
@@ -989,6 +1037,15 @@ asio::awaitable<void> HttpServer::Impl::serve_requests(std::shared_ptr<Connectio
     }
     bool keep_alive = request.keep_alive() && !stopping.load(std::memory_order_relaxed);
     bool head = request.method() == http::verb::head;
+    if (reply.stream && !head) {
+      if (!reply.stream->length && request.version() == 10) keep_alive = false;
+      if (options.metrics) options.metrics->http_response(reply.status);
+      serialize_head(reply, request.version(), keep_alive, c.head);
+      const bool whole = co_await send_streamed(c, stream, *reply.stream, request.version() != 10);
+      active.fetch_sub(1, std::memory_order_relaxed);
+      if (!whole || !keep_alive) break;
+      continue;
+    }
     if (options.compression.enabled && !head) {
       if (auto ae = request.find(http::field::accept_encoding); ae != request.end()) {
         compress_reply(reply, ae->value(), options.compression);
