@@ -8,6 +8,7 @@
 #include "core/clock.h"
 #include "gateway/jwt.h"
 #include "jwt_signer.h"
+#include "test_upstream.h"
 
 namespace nimbus::testing {
 namespace {
@@ -140,6 +141,58 @@ TEST_F(Jwt, ABadKeySetIsReportedWithTheKeyThatIsWrong) {
   ASSERT_FALSE(v);
   EXPECT_NE(v.error().message.find("kid 'k9'"), std::string::npos) << v.error().message;
   EXPECT_NE(v.error().message.find("P-256"), std::string::npos) << v.error().message;
+}
+
+
+TEST_F(Jwt, KeysFromAUrlAreFetchedAtStartAgainWhenAnUnknownKidComesAndKeptWhenTheProviderFails) {
+  TestUpstream idp("idp");
+  idp.set_reply("/jwks.json", 200, jwks({&rsa}));
+  JwtSpec spec;
+  spec.jwks_url = "http://127.0.0.1:" + std::to_string(idp.port()) + "/jwks.json";
+  auto made = JwtVerifier::make(spec, clock);
+  ASSERT_TRUE(made) << made.error().message;
+  auto& v = **made;
+  EXPECT_EQ(v.describe(), "RS256 (kid 'r1')");
+  const std::string old_token = rsa.token(claims(7200)), new_token = ec.token(claims(7200));
+  EXPECT_EQ(v.verify("Bearer " + old_token, {}).status, 200);
+  EXPECT_NE(v.verify("Bearer " + new_token, {}).description.find("no ES256 key with kid 'e1'"), std::string::npos);
+
+  // The provider rotates: r1 out, e1 in. An unknown kid asks for a fetch, at most every 30 s.
+  idp.set_reply("/jwks.json", 200, jwks({&ec}));
+  const int fetches = idp.requests();
+  EXPECT_FALSE(v.refresh_keys());
+  EXPECT_EQ(idp.requests(), fetches) << "not within 30 s of the last fetch";
+  clock.advance(std::chrono::seconds(31));
+  EXPECT_FALSE(v.refresh_keys());
+  EXPECT_EQ(idp.requests(), fetches + 1);
+  EXPECT_EQ(v.verify("Bearer " + new_token, {}).status, 200);
+  EXPECT_EQ(v.verify("Bearer " + old_token, {}).status, 401) << "a cached token of a key that is gone is verified again";
+  EXPECT_FALSE(v.refresh_keys());
+  EXPECT_EQ(idp.requests(), fetches + 1) << "nothing is due: no fetch";
+
+  // Every jwks_refresh (10 min) it fetches again; a failing provider leaves the keys in use.
+  idp.set_reply("/jwks.json", 500, "{}");
+  clock.advance(std::chrono::minutes(10));
+  auto problem = v.refresh_keys();
+  ASSERT_TRUE(problem);
+  EXPECT_NE(problem->find("answered 500"), std::string::npos) << *problem;
+  idp.set_reply("/jwks.json", 200, "{\"not\": \"a jwks\"}");
+  clock.advance(std::chrono::minutes(10));
+  problem = v.refresh_keys();
+  ASSERT_TRUE(problem);
+  EXPECT_NE(problem->find("is not a JWKS document"), std::string::npos) << *problem;
+  idp.stop();
+  clock.advance(std::chrono::minutes(10));
+  problem = v.refresh_keys();
+  ASSERT_TRUE(problem);
+  EXPECT_NE(problem->find("cannot connect"), std::string::npos) << *problem;
+  EXPECT_EQ(v.verify("Bearer " + new_token, {}).status, 200) << "the last good keys stay in use";
+
+  // At start, a provider that cannot be reached stops the start with the URL and the reason.
+  auto unreachable = JwtVerifier::make(spec, clock);
+  ASSERT_FALSE(unreachable);
+  EXPECT_NE(unreachable.error().message.find("gateway.jwt.jwks_url: cannot connect to 127.0.0.1:"), std::string::npos)
+      << unreachable.error().message;
 }
 
 }  // namespace

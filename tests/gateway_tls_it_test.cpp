@@ -228,3 +228,43 @@ TEST(GatewayTls, WebSocketsPassThroughOverTls) {
 
 }  // namespace
 }  // namespace nimbus::testing
+
+#include "jwt_signer.h"
+
+namespace nimbus::testing {
+namespace {
+
+TEST(GatewayTls, AJwksUrlOverHttpsIsVerifiedAgainstItsCaAndItsKeysCheckTokens) {
+  // The identity provider: another host serving its JWKS as a static file over TLS.
+  Certs certs;
+  TempDir keys;
+  TestKey key = TestKey::rsa("idp-1");
+  keys.write("jwks.json", jwks({&key}));
+  const std::string hello = "functions:\n  hello:\n    runtime: native\n    handler: " + fn("hello") +
+                            "\n    triggers:\n      - http: {route: /hello}\n";
+  App idp("name: idp\ngateway:\n  tls: {cert: " + certs.cert().string() + ", key: " + certs.key().string() +
+          "}\n  routes:\n    - {path: \"/{*rest}\", methods: [GET], static: {dir: " + keys.path().string() + "}}\n" + hello);
+  ASSERT_TRUE(idp.host->started()) << idp.host->errors();
+  const std::string url = "https://localhost:" + std::to_string(idp.host->https_port()) + "/jwks.json";
+
+  App api("name: api\ngateway:\n  jwt: {jwks_url: \"" + url + "\", jwks_ca: " + certs.cert().string() +
+          "}\n  routes:\n    - {path: /secure, function: hello, auth: jwt}\n" + hello);
+  ASSERT_TRUE(api.host->started()) << api.host->errors();
+  const int64_t now = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+  Response ok = request(api.port(), "GET", "/secure", {{"Authorization", "Bearer " + key.token({{"sub", "a"}, {"exp", now + 600}})}});
+  EXPECT_EQ(ok.status, 200) << ok.body;
+  EXPECT_EQ(request(api.port(), "GET", "/secure").status, 401);
+  TestKey stranger = TestKey::rsa("idp-1");
+  EXPECT_EQ(request(api.port(), "GET", "/secure", {{"Authorization", "Bearer " + stranger.token({{"sub", "a"}, {"exp", now + 600}})}}).status,
+            401);
+
+  // Without the provider's CA the certificate does not verify: the start stops and says so.
+  App untrusting("name: api\ngateway:\n  jwt: {jwks_url: \"" + url + "\"}\n  routes:\n    - {path: /secure, function: hello, auth: jwt}\n" + hello);
+  EXPECT_FALSE(untrusting.host->started());
+  EXPECT_NE(untrusting.host->wait_exit(), 0);
+  EXPECT_NE(untrusting.host->errors().find("gateway.jwt.jwks_url: TLS with localhost:"), std::string::npos)
+      << untrusting.host->errors();
+}
+
+}  // namespace
+}  // namespace nimbus::testing

@@ -12,6 +12,7 @@
 #include <boost/json.hpp>
 #include <cctype>
 #include <chrono>
+#include <optional>
 #include <stdexcept>
 
 namespace nimbus::testing {
@@ -269,6 +270,15 @@ void TestUpstream::serve(int fd, int connection) {
     if (path == "/slow") {
       int ms = std::atoi(query_value(s.target, "ms").c_str());
       for (int waited = 0; waited < ms && !stopping_; waited += 10) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    std::optional<std::pair<int, std::string>> fixed;
+    {
+      std::lock_guard lock(mu_);
+      if (auto it = fixed_.find(path); it != fixed_.end()) fixed = it->second;
+    }
+    if (fixed) {
+      if (!send_all(fd, reply(fixed->first, fixed->second))) return done();
+      continue;
     }
     if (path == "/chunked") {  // N bytes of 'c' in chunks of 10,000, no Content-Length
       std::size_t left = static_cast<std::size_t>(std::atol(query_value(s.target, "bytes").c_str()));

@@ -25,6 +25,11 @@ class TestUpstream {
   int port() const { return port_; }
   void stop();                 // closes the listener and every connection: "upstream down"
   void set_healthy(bool ok) { healthy_ = ok; }
+  // GET `path` answers `status` with `body` (JSON) from now on.
+  void set_reply(const std::string& path, int status, std::string body) {
+    std::lock_guard lock(mu_);
+    fixed_[path] = {status, std::move(body)};
+  }
   struct Seen {
     std::string method, target;
     std::map<std::string, std::string> headers;
@@ -51,6 +56,7 @@ class TestUpstream {
   std::atomic<int> websockets_{0};
   std::mutex mu_;
   std::vector<Seen> seen_;
+  std::map<std::string, std::pair<int, std::string>> fixed_;
   std::set<int> open_fds_;
   std::thread acceptor_;
   std::vector<std::thread> threads_;

@@ -79,12 +79,16 @@ struct RateLimitSpec {
 };
 
 // Bearer tokens (RFC 7519) the gateway verifies: HS256 with a shared secret, RS256 and ES256
-// with the public keys of a JWKS file (RFC 7517), read when the host starts or reloads.
+// with the public keys of a JWKS (RFC 7517): a file read when the host starts or reloads, or a
+// URL fetched then and again every jwks_refresh (keys rotate without a reload).
 struct JwtSpec {
   std::string issuer;                  // required "iss", when set
   std::vector<std::string> audiences;  // "aud" must name one of them, when set
   std::string secret;                  // HS256
   std::string jwks_file;               // RS256 / ES256 keys, by "kid" (absolute path)
+  std::string jwks_url;                // ... or fetched from an identity provider (http:// or https://)
+  std::string jwks_ca;                 // https: the CA file to trust (absolute); "" the system's
+  Duration jwks_refresh = std::chrono::minutes(10);  // fetched again this often (sooner for an unknown kid)
   Duration clock_skew = std::chrono::seconds(60);
 };
 

@@ -1,4 +1,5 @@
 #include "gateway/jwt.h"
+#include "gateway/fetch.h"
 
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
@@ -175,38 +176,78 @@ bool claim_has(const json::value& v, const std::string& want) {
 JwtVerifier::JwtVerifier(const JwtSpec& spec, const Clock& clock) : spec_(spec), clock_(clock) {}
 JwtVerifier::~JwtVerifier() = default;
 
+Status JwtVerifier::set_keys(const std::string& text, const std::string& source) {
+  boost::system::error_code ec;
+  json::value doc = json::parse(text, ec);
+  if (ec || !doc.is_object() || !doc.as_object().if_contains("keys") || !doc.as_object().at("keys").is_array()) {
+    return Error{source + " is not a JWKS document ({\"keys\": [...]})"};
+  }
+  auto next = std::make_shared<Keys>();
+  const auto& keys = doc.as_object().at("keys").as_array();
+  for (std::size_t i = 0; i < keys.size(); ++i) {
+    if (!keys[i].is_object()) return Error{source + ": key " + std::to_string(i) + " is not an object"};
+    const auto& jwk = keys[i].as_object();
+    if (auto use = str(jwk, "use"); !use.empty() && use != "sig") continue;  // an encryption key: not ours
+    auto key = read_jwk(jwk);
+    if (!key) {
+      // A provider's JWKS may hold kinds of keys we do not verify with (EdDSA, RS512): those
+      // are left out from a URL; a file is the operator's own and must be all good.
+      if (!spec_.jwks_url.empty()) continue;
+      return Error{source + ": key " + std::to_string(i) + " (kid '" + str(jwk, "kid") + "'): " + key.error().message};
+    }
+    next->push_back(std::move(*key));
+  }
+  if (next->empty() && spec_.secret.empty()) return Error{source + " holds no RS256 or ES256 key"};
+  std::lock_guard lock(mu_);
+  keys_ = std::move(next);
+  cache_.clear();  // a token verified with a key that is gone is verified again
+  return ok_status();
+}
+
+std::shared_ptr<const JwtVerifier::Keys> JwtVerifier::keys() const {
+  std::lock_guard lock(mu_);
+  return keys_;
+}
+
 Expected<std::unique_ptr<JwtVerifier>> JwtVerifier::make(const JwtSpec& spec, const Clock& clock) {
   std::unique_ptr<JwtVerifier> v(new JwtVerifier(spec, clock));
+  v->keys_ = std::make_shared<Keys>();
   if (!spec.jwks_file.empty()) {
     std::ifstream in(spec.jwks_file);
     if (!in) return Error{"gateway.jwt.jwks_file: cannot read " + spec.jwks_file};
     std::stringstream text;
     text << in.rdbuf();
-    boost::system::error_code ec;
-    json::value doc = json::parse(text.str(), ec);
-    if (ec || !doc.is_object() || !doc.as_object().if_contains("keys") || !doc.as_object().at("keys").is_array()) {
-      return Error{"gateway.jwt.jwks_file: " + spec.jwks_file + " is not a JWKS document ({\"keys\": [...]})"};
-    }
-    const auto& keys = doc.as_object().at("keys").as_array();
-    for (std::size_t i = 0; i < keys.size(); ++i) {
-      if (!keys[i].is_object()) return Error{"gateway.jwt.jwks_file: key " + std::to_string(i) + " is not an object"};
-      auto key = read_jwk(keys[i].as_object());
-      if (!key) {
-        return Error{"gateway.jwt.jwks_file: " + spec.jwks_file + ": key " + std::to_string(i) + " (kid '" +
-                     str(keys[i].as_object(), "kid") + "'): " + key.error().message};
-      }
-      v->keys_.push_back(std::move(*key));
-    }
+    if (auto st = v->set_keys(text.str(), "gateway.jwt.jwks_file: " + spec.jwks_file); !st) return st.error();
   }
-  if (spec.secret.empty() && v->keys_.empty()) {
-    return Error{"gateway.jwt has no keys: give a secret (HS256) or a jwks_file with RS256/ES256 keys"};
+  if (!spec.jwks_url.empty()) {
+    auto body = fetch_url(spec.jwks_url, spec.jwks_ca, std::chrono::seconds(5), 1u << 20);
+    if (!body) return Error{"gateway.jwt.jwks_url: " + body.error().message};
+    if (auto st = v->set_keys(*body, "gateway.jwt.jwks_url: " + spec.jwks_url); !st) return st.error();
+    v->fetched_ = clock.now();
+  }
+  if (spec.secret.empty() && v->keys_->empty()) {
+    return Error{"gateway.jwt has no keys: give a secret (HS256), a jwks_file or a jwks_url with RS256/ES256 keys"};
   }
   return v;
 }
 
+std::optional<std::string> JwtVerifier::refresh_keys() {
+  if (spec_.jwks_url.empty()) return std::nullopt;
+  const TimePoint now = clock_.now();
+  const bool due = now - fetched_ >= spec_.jwks_refresh;
+  const bool rotated = unknown_kid_.load() && now - fetched_ >= std::chrono::seconds(30);
+  if (!due && !rotated) return std::nullopt;
+  fetched_ = now;  // a failed fetch waits its turn too: the provider is not hammered
+  unknown_kid_.store(false);
+  auto body = fetch_url(spec_.jwks_url, spec_.jwks_ca, std::chrono::seconds(5), 1u << 20);
+  if (!body) return "gateway.jwt.jwks_url: " + body.error().message;
+  if (auto st = set_keys(*body, "gateway.jwt.jwks_url: " + spec_.jwks_url); !st) return st.error().message;
+  return std::nullopt;
+}
+
 std::string JwtVerifier::describe() const {
   std::string out = spec_.secret.empty() ? "" : "HS256";
-  for (const auto& k : keys_) out += (out.empty() ? "" : ", ") + k->alg + " (kid '" + k->kid + "')";
+  for (const auto& k : *keys()) out += (out.empty() ? "" : ", ") + k->alg + " (kid '" + k->kid + "')";
   return out;
 }
 
@@ -255,7 +296,8 @@ JwtVerifier::Verdict JwtVerifier::verify(std::string_view authorization, const J
     valid = signature->size() == len && CRYPTO_memcmp(mac, signature->data(), len) == 0;
   } else if (alg == "RS256" || alg == "ES256") {
     bool known = false;
-    for (const auto& k : keys_) {
+    const auto keys_now = keys();
+    for (const auto& k : *keys_now) {
       if (k->alg != alg || (!kid.empty() && k->kid != kid)) continue;
       known = true;
       if (verify_signature(*k, signed_part, *signature)) {
@@ -264,6 +306,7 @@ JwtVerifier::Verdict JwtVerifier::verify(std::string_view authorization, const J
       }
     }
     if (!known) {
+      unknown_kid_.store(true);  // perhaps a key the provider has just rotated in
       return refuse(401, "invalid_token", "no " + alg + " key" + (kid.empty() ? std::string() : " with kid '" + kid + "'") +
                                               " is known here");
     }

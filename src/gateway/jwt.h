@@ -4,11 +4,14 @@
 // A signature is verified once: the token's claims are cached by the token (bounded), so
 // the next request with the same token costs a hash lookup (an RS256 verify is ~17 µs, ES256
 // ~58 µs: more than a whole request). No OpenSSL in this header.
+#include <atomic>
 #include <memory>
+#include <optional>
 #include <mutex>
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <vector>
 
 #include "core/clock.h"
 #include "core/expected.h"
@@ -18,8 +21,17 @@ namespace nimbus {
 
 class JwtVerifier {
  public:
-  // Reads the JWKS file (blocking: at start or reload). An error names the file and the key.
+  // Reads the JWKS file or fetches the JWKS URL (blocking: at start or reload). An error names
+  // the file or URL and the key.
   static Expected<std::unique_ptr<JwtVerifier>> make(const JwtSpec& spec, const Clock& clock);
+
+  // With a jwks_url: fetches the keys again when jwks_refresh has passed, or sooner (at most
+  // every 30 s) when a token named a kid no key has. Blocking: on an I/O thread. Returns the
+  // problem when the fetch failed (the keys in use stay), nothing when all is well.
+  std::optional<std::string> refresh_keys();
+  // The keys from a JWKS document, replacing the ones in use (tokens verified with the old
+  // ones are verified again).
+  Status set_keys(const std::string& jwks, const std::string& source);
   ~JwtVerifier();
 
   struct Verdict {
@@ -45,10 +57,15 @@ class JwtVerifier {
   };
   Verdict check(const Cached& c, const JwtRule& rule) const;
 
+  using Keys = std::vector<std::shared_ptr<Key>>;
+  std::shared_ptr<const Keys> keys() const;
+
   JwtSpec spec_;
   const Clock& clock_;
-  std::vector<std::shared_ptr<Key>> keys_;
-  std::mutex mu_;
+  mutable std::mutex mu_;
+  std::shared_ptr<const Keys> keys_;  // under mu_: swapped whole by set_keys
+  TimePoint fetched_{};                // jwks_url: the last fetch (I/O thread only)
+  std::atomic<bool> unknown_kid_{false};
   struct Hash {
     using is_transparent = void;
     std::size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }

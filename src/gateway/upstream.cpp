@@ -2,6 +2,7 @@
 // runs as a coroutine on the loop that received it, with that loop's own connection pool;
 // what loops share (a target's health, breaker and in-flight count) is atomics.
 #include "gateway/upstream.h"
+#include "triggers/http/asio_names.h"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -28,12 +29,7 @@
 
 namespace nimbus {
 
-namespace asio = boost::asio;
-namespace beast = boost::beast;
-namespace http = beast::http;
-using tcp = asio::ip::tcp;
 namespace {
-constexpr auto kNoThrow = asio::as_tuple(asio::use_awaitable);
 using SteadyTime = std::chrono::steady_clock::time_point;
 
 int64_t now_ns() {

@@ -281,7 +281,9 @@ std::optional<RateLimitSpec> ManifestReader::read_rate_limit(const YAML::Node& n
 
 // jwt: {issuer, audience, secret, jwks_file, clock_skew}
 std::optional<JwtSpec> ManifestReader::read_jwt(const YAML::Node& n, const std::string& path) {
-  if (!check_map(n, path, {"issuer", "audience", "secret", "jwks_file", "clock_skew"})) return std::nullopt;
+  if (!check_map(n, path, {"issuer", "audience", "secret", "jwks_file", "jwks_url", "jwks_ca", "jwks_refresh", "clock_skew"})) {
+    return std::nullopt;
+  }
   JwtSpec j;
   if (auto v = n["issuer"]) {
     if (auto s = scalar(v, path + ".issuer", "the issuer (iss) tokens must name")) j.issuer = *s;
@@ -298,18 +300,33 @@ std::optional<JwtSpec> ManifestReader::read_jwt(const YAML::Node& n, const std::
     }
   }
   if (auto v = n["jwks_file"]) {
-    if (auto s = scalar(v, path + ".jwks_file", "a JWKS file (RS256/ES256 public keys)")) {
-      std::filesystem::path f(*s);
-      if (f.is_relative()) f = app_dir() / f;
-      if (!std::filesystem::exists(f)) error(v, path + ".jwks_file", "'" + *s + "' does not exist (" + f.string() + ")");
-      else j.jwks_file = f.string();
+    if (auto f = app_file(v, path + ".jwks_file", "a JWKS file (RS256/ES256 public keys)")) j.jwks_file = *f;
+  }
+  if (auto v = n["jwks_url"]) {
+    if (auto s = scalar(v, path + ".jwks_url", "the identity provider's JWKS URL, e.g. https://auth.example.com/.well-known/jwks.json")) {
+      if (s->rfind("https://", 0) != 0 && s->rfind("http://", 0) != 0) {
+        error(v, path + ".jwks_url", "'" + *s + "' is not an http:// or https:// URL");
+      } else if (!j.jwks_file.empty()) {
+        error(v, path + ".jwks_url", "is set with jwks_file; expected one of the two");
+      } else {
+        j.jwks_url = *s;
+      }
+    }
+  }
+  if (auto v = n["jwks_ca"]) {
+    if (auto f = app_file(v, path + ".jwks_ca", "a PEM file of CA certificates")) j.jwks_ca = *f;
+  }
+  if (auto v = n["jwks_refresh"]) {
+    if (auto d = duration(v, path + ".jwks_refresh")) {
+      if (*d < std::chrono::seconds(30)) error(v, path + ".jwks_refresh", "is under 30s; expected 30s or more");
+      else j.jwks_refresh = *d;
     }
   }
   if (auto v = n["clock_skew"]) {
     if (auto d = duration(v, path + ".clock_skew")) j.clock_skew = *d;
   }
-  if (j.secret.empty() && j.jwks_file.empty()) {
-    error(n, path, "has no keys; expected secret (HS256) or jwks_file (RS256, ES256)");
+  if (j.secret.empty() && j.jwks_file.empty() && j.jwks_url.empty()) {
+    error(n, path, "has no keys; expected secret (HS256), jwks_file or jwks_url (RS256, ES256)");
     return std::nullopt;
   }
   return j;
@@ -574,18 +591,12 @@ void ManifestReader::read_gateway(const YAML::Node& n, AppSpec& app) {
         whole = false;
         continue;
       }
-      auto text = scalar(item, path, "a PEM file");
-      if (!text) {
+      auto f = app_file(item, path, "a PEM file");
+      if (!f) {
         whole = false;
         continue;
       }
-      std::filesystem::path f(*text);
-      if (f.is_relative()) f = app_dir() / f;
-      if (!std::filesystem::is_regular_file(f)) {
-        error(item, path, "'" + *text + "' is not a file (" + f.string() + ")");
-        whole = false;
-      }
-      (name == std::string("cert") ? tls.cert : tls.key) = f.string();
+      (name == std::string("cert") ? tls.cert : tls.key) = *f;
     }
     if (auto p = v["port"]) {
       if (auto i = integer(p, "gateway.tls.port", 0, 65535)) tls.port = static_cast<int>(*i);

@@ -109,6 +109,18 @@ std::optional<Duration> ManifestReader::duration(const YAML::Node& node, const s
   return d;
 }
 
+std::optional<std::string> ManifestReader::app_file(const YAML::Node& node, const std::string& path, const char* what) {
+  auto text = scalar(node, path, what);
+  if (!text) return std::nullopt;
+  std::filesystem::path f(*text);
+  if (f.is_relative()) f = app_dir() / f;
+  if (!std::filesystem::is_regular_file(f)) {
+    error(node, path, "'" + *text + "' is not a file (" + f.string() + ")");
+    return std::nullopt;
+  }
+  return f.string();
+}
+
 std::optional<std::size_t> ManifestReader::size(const YAML::Node& node, const std::string& path) {
   auto text = scalar(node, path, "a size such as 512KiB or 10MiB");
   if (!text) return std::nullopt;

@@ -53,6 +53,9 @@ class ManifestReader {
                                     const std::string& text);
   std::optional<Duration> duration(const YAML::Node& node, const std::string& path);
   std::optional<std::size_t> size(const YAML::Node& node, const std::string& path);
+  // A file the manifest names (relative to the app's folder): its absolute path, or an error
+  // at `path` when it is not a file. `what` says what it should be ("a PEM file").
+  std::optional<std::string> app_file(const YAML::Node& node, const std::string& path, const char* what);
   std::optional<long> integer(const YAML::Node& node, const std::string& path, long min, long max);
   std::optional<bool> boolean(const YAML::Node& node, const std::string& path);
   // Reads one of `choices`; reports a did-you-mean otherwise.

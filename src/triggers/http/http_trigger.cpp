@@ -297,7 +297,24 @@ Status HttpTrigger::apply(const AppSpec& next) {
   // The old upstreams stop their health checks and pooling now; requests already routed to
   // them finish. Each loop lets go of the old table at its next request (or when closing).
   if (old && old->gateway) old->gateway->retire();
+  refresh_jwks(table_);
   return ok_status();
+}
+
+// A JWKS from a URL is fetched again off the loops while its table is in use (the check each
+// second is a comparison; the fetch happens every jwks_refresh, or after an unknown kid).
+void HttpTrigger::refresh_jwks(const std::shared_ptr<RouteTable>& table) {
+  if (!table || !table->jwt || !table->gateway_spec || !table->gateway_spec->jwt || table->gateway_spec->jwt->jwks_url.empty()) {
+    return;
+  }
+  refresh_every(std::chrono::seconds(1), [weak = std::weak_ptr<JwtVerifier>(table->jwt), logger = &logger_] {
+    auto verifier = weak.lock();
+    if (!verifier) return false;  // a reload replaced its table
+    if (auto problem = verifier->refresh_keys()) {
+      logger->host(LogLevel::warn, "JWKS not refreshed; the keys in use stay", {{"reason", *problem}});
+    }
+    return true;
+  });
 }
 
 HttpTrigger::HttpTrigger(const TriggerContext& c, FunctionKeys keys)
@@ -307,7 +324,7 @@ HttpTrigger::HttpTrigger(const TriggerContext& c, FunctionKeys keys)
 // A job run every `period` on a store I/O thread (it may block on files or the store), until
 // the trigger closes. The job holds what it needs weakly: it may outlive the trigger.
 struct HttpTrigger::Refresh : std::enable_shared_from_this<Refresh> {
-  std::function<void()> job;
+  std::function<bool()> job;  // false: no more rounds
   Store* store = nullptr;
   Timers timers;
   const Clock* clock = nullptr;
@@ -320,14 +337,13 @@ struct HttpTrigger::Refresh : std::enable_shared_from_this<Refresh> {
       if (self->stopped.load()) return;
       self->store->run_blocking([self] {
         if (self->stopped.load()) return;  // the trigger is closing: no more rounds
-        self->job();
-        self->schedule();
+        if (self->job()) self->schedule();
       });
     });
   }
 };
 
-void HttpTrigger::refresh_every(Duration period, std::function<void()> job) {
+void HttpTrigger::refresh_every(Duration period, std::function<bool()> job) {
   if (!options_.timers || !options_.store) return;
   auto r = std::make_shared<Refresh>(*options_.timers);
   r->job = std::move(job);
@@ -348,8 +364,9 @@ Status HttpTrigger::ensure_api_keys(const GatewaySpec& gateway) {
   api_keys_ = keys;
   refresh_every(std::chrono::seconds(1), [weak = std::weak_ptr<ApiKeys>(keys), logger = &logger_] {
     auto k = weak.lock();
-    if (!k) return;
+    if (!k) return false;
     if (auto st = k->load(); !st) logger->host(LogLevel::warn, "API keys not reloaded", {{"reason", st.error().message}});
+    return true;
   });
   return ok_status();
 }
@@ -368,6 +385,7 @@ Status HttpTrigger::start() {
     table_ = std::move(*table);
     table_generation_.fetch_add(1, std::memory_order_release);
   }
+  refresh_jwks(table_);
   ListenOptions lo;
   lo.address = options_.address;
   lo.port = options_.port;
@@ -408,17 +426,18 @@ Status HttpTrigger::start_tls() {
   refresh_every(std::chrono::seconds(2), [weak = std::weak_ptr<TlsCertificates>(tls_), logger = &logger_,
                                           problem = std::string()]() mutable {
     auto certs = weak.lock();
-    if (!certs) return;
+    if (!certs) return false;
     auto changed = certs->reload_if_changed();
     if (!changed) {
       if (changed.error().message != problem) {
         problem = changed.error().message;
         logger->host(LogLevel::warn, "TLS certificate not reloaded; the old one stays in use", {{"reason", problem}});
       }
-      return;
+      return true;
     }
     problem.clear();
     if (*changed) logger->host(LogLevel::info, "TLS certificate reloaded", {{"certificate", certs->describe()}});
+    return true;
   });
   return ok_status();
 }

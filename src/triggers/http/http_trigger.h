@@ -107,7 +107,7 @@ class HttpTrigger final : public Trigger, public RequestHandler {
     std::vector<RouteTarget> targets;
     std::shared_ptr<const GatewaySpec> gateway_spec;  // the specs targets point into
     std::unique_ptr<Gateway> gateway;
-    std::unique_ptr<JwtVerifier> jwt;
+    std::shared_ptr<JwtVerifier> jwt;
     std::vector<std::unique_ptr<StaticSite>> sites;
     std::shared_ptr<ResponseCache> cache;  // when a route has cache: (a reload starts empty)
     std::string openapi;  // GET /openapi.json
@@ -133,7 +133,9 @@ class HttpTrigger final : public Trigger, public RequestHandler {
   // API keys, once a route asks for them: loaded before traffic, reloaded each second.
   Status ensure_api_keys(const GatewaySpec& gateway);
   struct Refresh;
-  void refresh_every(Duration period, std::function<void()> job);
+  // Runs `job` every `period` on a store I/O thread until the trigger closes or it returns false.
+  void refresh_every(Duration period, std::function<bool()> job);
+  void refresh_jwks(const std::shared_ptr<RouteTable>& table);
   std::shared_ptr<ApiKeys> api_keys_;
   std::vector<std::shared_ptr<Refresh>> refreshes_;  // API keys, TLS certificates
   // TLS termination (gateway.tls): a second listener on the same loops and handler.

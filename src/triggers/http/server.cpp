@@ -1,5 +1,6 @@
 // Boost.Beast lives only in this file (and the CLI's client): everything else sees server.h.
 #include "triggers/http/server.h"
+#include "triggers/http/asio_names.h"
 #include "triggers/http/body_source.h"
 #include "triggers/http/loop_context.h"
 #include "triggers/http/tls_context.h"
@@ -41,11 +42,6 @@
 
 namespace nimbus {
 
-namespace asio = boost::asio;
-namespace beast = boost::beast;
-namespace http = beast::http;
-using tcp = asio::ip::tcp;
-constexpr auto kNoThrow = asio::as_tuple(asio::use_awaitable);
 
 // Phase stamps only feed timeouts of 100 ms and more: the coarse clock (a few ms of
 // resolution, no TSC read) is plenty and costs a fraction of steady_clock::now().
