@@ -33,7 +33,15 @@ TEST(ResponseCache, TheRepliesCacheControlDecidesWhetherAndHowLongAReplyIsKept) 
   EXPECT_EQ(ResponseCache::lifetime(reply(404, {}), ttl, false), 60s) << "404 is cacheable by default";
   EXPECT_EQ(ResponseCache::lifetime(reply(500, {}), ttl, false), 0s);
   EXPECT_EQ(ResponseCache::lifetime(reply(201, {}), ttl, false), 0s);
-  EXPECT_EQ(ResponseCache::lifetime(reply(500, {{"Cache-Control", "max-age=5"}}), ttl, false), 5s) << "explicit freshness";
+  // Replies to one request, not the resource: never kept, whatever they say.
+  EXPECT_EQ(ResponseCache::lifetime(reply(500, {{"Cache-Control", "max-age=5"}}), ttl, false), 0s);
+  EXPECT_EQ(ResponseCache::lifetime(reply(304, {{"Cache-Control", "max-age=300"}}), ttl, false), 0s);
+  EXPECT_EQ(ResponseCache::lifetime(reply(206, {{"Cache-Control", "max-age=300"}}), ttl, false), 0s);
+  EXPECT_EQ(ResponseCache::lifetime(reply(101, {{"Cache-Control", "max-age=300"}}), ttl, false), 0s);
+  // Time spent in caches before counts; a max-age past 2^31 s is taken as 2^31 s.
+  EXPECT_EQ(ResponseCache::lifetime(reply(200, {{"Cache-Control", "max-age=60"}, {"Age", "20"}}), ttl, false), 40s);
+  EXPECT_EQ(ResponseCache::lifetime(reply(200, {{"Cache-Control", "max-age=99999999999999999"}}), ttl, false),
+            std::chrono::seconds(int64_t{1} << 31));
   // With credentials, only what the reply declares shareable.
   EXPECT_EQ(ResponseCache::lifetime(reply(200, {}), ttl, true), 0s);
   EXPECT_EQ(ResponseCache::lifetime(reply(200, {{"Cache-Control", "max-age=9"}}), ttl, true), 0s);

@@ -726,10 +726,16 @@ def handle(req, ctx):
   request(app.port(), "GET", "/cached/private", {{"Authorization", "Bearer x"}});
   request(app.port(), "GET", "/cached/private", {{"Authorization", "Bearer x"}});
   EXPECT_EQ(up.requests(), 9);
+  // A cookie is credentials too; a range passes by the cache (the upstream sees both).
+  request(app.port(), "GET", "/cached/session", {{"Cookie", "sid=a"}});
+  request(app.port(), "GET", "/cached/session", {{"Cookie", "sid=b"}});
+  request(app.port(), "GET", "/cached/a?x=1", {{"Range", "bytes=0-0"}});
+  EXPECT_EQ(up.requests(), 12);
+  EXPECT_NE(request(app.port(), "GET", "/cached/a?x=1").header("cache-status").find("hit"), std::string::npos);
   // A route without cache: is never cached.
   request(app.port(), "GET", "/plain/a");
   request(app.port(), "GET", "/plain/a");
-  EXPECT_EQ(up.requests(), 11);
+  EXPECT_EQ(up.requests(), 14);
   // An upstream's Vary is honoured: TestUpstream replies vary on nothing, so check by key
   // parts above; a hit on another loop's connection (a new connection each time) still hits.
   // The gateway's own headers (CORS, rate limits) are made anew on a hit, once each.
@@ -911,18 +917,45 @@ TEST(Gateway, LargeRepliesAreSentOnAsTheyArriveAndASlowClientSlowsTheUpstreamNot
   ASSERT_NE(raw.find("\r\n\r\n"), std::string::npos);
   EXPECT_EQ(raw.find("Transfer-Encoding"), std::string::npos);
   EXPECT_EQ(raw.substr(raw.find("\r\n\r\n") + 4), std::string(300000, 'c'));
-  // Small chunked replies are still held whole (and get a length).
+  // Small chunked replies that come with their head are held whole (and get a length).
   Response small = request(app.port(), "GET", "/chunked?bytes=1000");
   EXPECT_EQ(small.header("content-length"), "1000");
+  // Server-sent events pass as they come: the first long before the last is sent.
+  {
+    int fd = connect_to(app.port());
+    ASSERT_GE(fd, 0);
+    const auto t0 = std::chrono::steady_clock::now();
+    const std::string get = "GET /events?n=4&ms=400 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    ASSERT_EQ(::write(fd, get.data(), get.size()), static_cast<ssize_t>(get.size()));
+    std::string got;
+    char buf[4096];
+    while (got.find("event 0") == std::string::npos) {
+      ssize_t n = ::read(fd, buf, sizeof buf);
+      ASSERT_GT(n, 0);
+      got.append(buf, static_cast<std::size_t>(n));
+    }
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(800)) << "the first event waited for the rest";
+    EXPECT_NE(got.find("Transfer-Encoding: chunked"), std::string::npos);
+    ssize_t n;
+    while ((n = ::read(fd, buf, sizeof buf)) > 0) got.append(buf, static_cast<std::size_t>(n));
+    EXPECT_NE(got.find("event 3"), std::string::npos);
+    EXPECT_TRUE(got.ends_with("0\r\n\r\n"));
+    ::close(fd);
+  }
   // A streamed reply hands its upstream connection back: the next request reuses it.
   const int before = up.connections();
-  for (int i = 0; i < 5; ++i) ASSERT_EQ(request(app.port(), "GET", "/big?bytes=200000").body.size(), 200000u);
+  for (int i = 0; i < 5; ++i) ASSERT_EQ(request(app.port(), "GET", "/big?bytes=2000000").body.size(), 2000000u);
   EXPECT_LE(up.connections() - before, 2) << "streamed replies' connections go back to the pool";
 
   // An upstream that dies mid-body: the client's connection is cut short, never a whole-looking reply.
-  raw = send_raw(app.port(), "GET /truncated?bytes=400000 HTTP/1.1\r\nHost: x\r\n\r\n");
+  raw = send_raw(app.port(), "GET /truncated?bytes=4000000 HTTP/1.1\r\nHost: x\r\n\r\n", 5000);
   ASSERT_NE(raw.find("\r\n\r\n"), std::string::npos) << raw.substr(0, 200);
-  EXPECT_LT(raw.size() - raw.find("\r\n\r\n") - 4, 400000u);
+  EXPECT_NE(raw.find("Content-Length: 4000000"), std::string::npos) << raw.substr(0, 200);
+  EXPECT_LT(raw.size() - raw.find("\r\n\r\n") - 4, 4000000u);
+  // Held whole (a known length up to 1 MiB), the same failure is a 502 before anything is sent.
+  Response cut = request(app.port(), "GET", "/truncated?bytes=400000");
+  EXPECT_EQ(cut.status, 502);
+  EXPECT_NE(cut.body.find("upstream_reset"), std::string::npos) << cut.body;
 
   // A client that stops reading a 400 MB reply: the host holds a little of it, not all.
   const long rss_before = rss_kib(app.host->pid());

@@ -280,15 +280,31 @@ void TestUpstream::serve(int fd, int connection) {
       if (!send_all(fd, reply(fixed->first, fixed->second))) return done();
       continue;
     }
-    if (path == "/chunked") {  // N bytes of 'c' in chunks of 10,000, no Content-Length
+    if (path == "/chunked") {  // N bytes of 'c' in chunks of 10,000, no Content-Length; one write up to 10,000
       std::size_t left = static_cast<std::size_t>(std::atol(query_value(s.target, "bytes").c_str()));
-      if (!send_all(fd, "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n\r\n")) return done();
+      std::string out = "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n\r\n";
       while (left > 0) {
         std::size_t n = std::min<std::size_t>(left, 10000);
         char size[16];
         std::snprintf(size, sizeof size, "%zx\r\n", n);
-        if (!send_all(fd, size + std::string(n, 'c') + "\r\n")) return done();
+        out += size + std::string(n, 'c') + "\r\n";
         left -= n;
+        if (left == 0) break;  // the last chunk goes with the end
+        if (!send_all(fd, out)) return done();
+        out.clear();
+      }
+      if (!send_all(fd, out + "0\r\n\r\n")) return done();
+      continue;
+    }
+    if (path == "/events") {  // server-sent events: N of them, MS apart, chunked
+      const int n = std::atoi(query_value(s.target, "n").c_str()), ms = std::atoi(query_value(s.target, "ms").c_str());
+      if (!send_all(fd, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")) return done();
+      for (int i = 0; i < n && !stopping_; ++i) {
+        if (i > 0) std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+        const std::string event = "data: event " + std::to_string(i) + "\n\n";
+        char size[16];
+        std::snprintf(size, sizeof size, "%zx\r\n", event.size());
+        if (!send_all(fd, size + event + "\r\n")) return done();
       }
       if (!send_all(fd, "0\r\n\r\n")) return done();
       continue;

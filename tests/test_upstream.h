@@ -6,6 +6,7 @@
 //   /healthz        200, or 503 while set_healthy(false)
 //   /big?bytes=N    a body of N bytes            anything else: 200 with a JSON echo
 //   /chunked?bytes=N  N bytes, chunked          /truncated?bytes=N  promises N, sends N/2, closes
+//   /events?n=N&ms=M  N server-sent events, M ms apart (chunked)
 //   Upgrade: websocket on any path but /refuse-upgrade: a WebSocket echo (TestUpstream::websocket)
 // The echo: {"server", "method", "target", "headers": {lower-case name: value}, "body", "connection"}.
 #include <atomic>

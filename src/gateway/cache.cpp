@@ -34,7 +34,7 @@ std::optional<int64_t> seconds(std::string_view v) {
   int64_t n = 0;
   auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
   if (ec != std::errc() || end != v.data() + v.size() || n < 0) return std::nullopt;
-  return n;
+  return std::min<int64_t>(n, int64_t{1} << 31);  // RFC 9111 1.2.2: beyond 2^31 s is "forever"
 }
 
 const std::string* reply_header(const HttpReply& r, std::string_view name) {
@@ -43,7 +43,8 @@ const std::string* reply_header(const HttpReply& r, std::string_view name) {
   return nullptr;
 }
 
-// RFC 9110 15.1: the statuses a cache may keep without explicit freshness.
+// RFC 9110 15.1: the statuses a cache may keep without explicit freshness; the only ones this
+// cache keeps at all (never a 206, a 304 or a 1xx, which answer one request, not the resource).
 bool heuristically_cacheable(int status) {
   switch (status) {
     case 200: case 203: case 204: case 300: case 301: case 308: case 404: case 405: case 410: case 414: case 501:
@@ -99,6 +100,7 @@ ResponseCache::RequestPolicy ResponseCache::request_policy(std::string_view cach
 
 Duration ResponseCache::lifetime(const HttpReply& reply, Duration route_ttl, bool credentials) {
   if (reply_header(reply, "set-cookie")) return Duration::zero();  // one client's session
+  if (reply.upgrade || reply.stream || !heuristically_cacheable(reply.status)) return Duration::zero();
   bool never = false, shared_ok = false;
   std::optional<int64_t> max_age, s_maxage;
   if (const std::string* cc = reply_header(reply, "cache-control")) {
@@ -113,16 +115,20 @@ Duration ResponseCache::lifetime(const HttpReply& reply, Duration route_ttl, boo
   if (credentials && !shared_ok) return Duration::zero();
   for (const auto& v : vary_names(reply))
     if (v == "*") return Duration::zero();
-  if (s_maxage) return std::chrono::seconds(*s_maxage);
-  if (max_age) return std::chrono::seconds(*max_age);
-  return heuristically_cacheable(reply.status) ? route_ttl : Duration::zero();
+  // What the reply has already spent in caches upstream counts against it.
+  int64_t age = 0;
+  if (const std::string* a = reply_header(reply, "age")) age = seconds(*a).value_or(0);
+  if (s_maxage) return std::chrono::seconds(std::max<int64_t>(0, *s_maxage - age));
+  if (max_age) return std::chrono::seconds(std::max<int64_t>(0, *max_age - age));
+  return route_ttl;
 }
 
 void ResponseCache::put(const std::string& key, const HttpReply& reply, Duration ttl, const Headers& request_headers) {
-  if (ttl <= Duration::zero()) return;
+  if (ttl <= Duration::zero() || reply.body.size() + key.size() > limits_.max_object) return;
   Entry e;
   e.key = key;
   e.reply = reply;
+  std::erase_if(e.reply.headers, [](const Header& h) { return strcasecmp(h.name.c_str(), "age") == 0; });  // ours, on a hit
   for (const auto& name : vary_names(reply)) {
     std::string value;
     for (const auto& h : request_headers)

@@ -128,9 +128,11 @@ struct LoopPool {
   std::unordered_set<UpConn*> busy;  // exchanges under way, cancelled by stop()
 };
 
-// Replies are parsed into buffers the proxy hands out: held whole up to kHeldWhole, streamed past it.
+// Replies are parsed into buffers the proxy hands out. A body whose length is known and at most
+// kHeldWhole is held whole (it can be compressed and cached); a longer one, or one of unknown
+// length that has not ended with what came along with the head, is sent on as it arrives.
 using StreamParser = http::response_parser<http::buffer_body>;
-constexpr std::size_t kHeldWhole = 64 * 1024;
+constexpr std::size_t kHeldWhole = 1u << 20;
 
 struct Upstream::Impl : std::enable_shared_from_this<Upstream::Impl> {
   Impl(const UpstreamSpec& s, EventLoops& l) : spec(s), loops(l) {}
@@ -434,10 +436,10 @@ asio::awaitable<Fail> Upstream::Impl::connect(LoopPool* lp, const std::shared_pt
 // the pool when the body came whole and it may carry another request.
 struct Upstream::Impl::UpstreamBody final : BodySource {
   UpstreamBody(std::shared_ptr<Impl> i, LoopPool& l, std::shared_ptr<UpConn> c, std::unique_ptr<StreamParser> p, Duration t)
-      : impl(std::move(i)), lp(l), conn(std::move(c)), parser(std::move(p)), timeout(t) {
-    lp.busy.insert(conn.get());  // stop() cancels it too
+      : impl(std::move(i)), lp(l), conn(std::move(c)), parser(std::move(p)), timeout(t) {}  // in `busy` still
+  ~UpstreamBody() override {
+    if (!finished) lp.busy.erase(conn.get());
   }
-  ~UpstreamBody() override { lp.busy.erase(conn.get()); }
   asio::awaitable<std::pair<boost::system::error_code, std::size_t>> read(asio::mutable_buffer into) override {
     if (parser->is_done()) {
       finish();
@@ -446,19 +448,24 @@ struct Upstream::Impl::UpstreamBody final : BodySource {
     auto& ctx = static_cast<asio::io_context&>(conn->socket.get_executor().context());
     Watchdog watchdog(ctx);
     watchdog.arm(conn, timeout);  // each piece must come within the timeout
-    parser->get().body().data = into.data();
-    parser->get().body().size = into.size();
-    auto [ec, n] = co_await http::async_read(conn->socket, conn->buffer, *parser, kNoThrow);
+    // What has come, as soon as some has (a chunk's head alone gives no bytes: read on).
+    std::size_t got = 0;
+    while (got == 0 && !parser->is_done()) {
+      parser->get().body().data = into.data();
+      parser->get().body().size = into.size();
+      auto [ec, n] = co_await http::async_read_some(conn->socket, conn->buffer, *parser, kNoThrow);
+      got = into.size() - parser->get().body().size;
+      if (ec == http::error::need_buffer) ec = {};
+      if (ec) co_return std::pair{watchdog.fired() ? boost::system::error_code(asio::error::timed_out) : ec, got};
+    }
     watchdog.disarm();
-    const std::size_t got = into.size() - parser->get().body().size;
-    if (ec == http::error::need_buffer) ec = {};
-    if (ec) co_return std::pair{watchdog.fired() ? boost::system::error_code(asio::error::timed_out) : ec, got};
     if (got == 0 && parser->is_done()) finish();
     co_return std::pair{boost::system::error_code(), got};
   }
   void finish() {
     if (finished) return;
     finished = true;
+    lp.busy.erase(conn.get());
     const auto& res = parser->get();
     if (res.keep_alive() && !res.need_eof() && conn->buffer.size() == 0) {
       for (std::size_t i = 0; i < impl->targets.size(); ++i) {
@@ -509,7 +516,10 @@ asio::awaitable<Attempt> Upstream::Impl::exchange(LoopPool& lp, const std::share
   struct Unbusy {
     LoopPool& lp;
     UpConn* c;
-    ~Unbusy() { lp.busy.erase(c); }
+    bool handed_off = false;  // a streamed body keeps it in `busy` until its end
+    ~Unbusy() {
+      if (!handed_off) lp.busy.erase(c);
+    }
   } unbusy{lp, conn.get()};
 
   std::array<asio::const_buffer, 2> wire = {asio::buffer(head), asio::buffer(req.body)};
@@ -551,23 +561,46 @@ asio::awaitable<Attempt> Upstream::Impl::exchange(LoopPool& lp, const std::share
     if (status >= 100 && status < 200 && status != 101) continue;  // interim replies: read on
     break;
   }
-  if (auto length = parser->content_length(); length && *length > spec.max_response) {
+  const auto length = parser->content_length();
+  if (!parser->is_done() && length && *length > spec.max_response) {  // a HEAD's or 304's length is no body
     a.fail = Fail::too_large;
     a.detail = "Content-Length " + std::to_string(*length);
     co_return a;
   }
-  // The body: held whole up to kHeldWhole, else sent on as it arrives (BodySource).
   std::string body;
-  while (!parser->is_done() && body.size() < kHeldWhole) {
-    const std::size_t had = body.size();
-    body.resize(had + 16384);
-    parser->get().body().data = body.data() + had;
-    parser->get().body().size = 16384;
+  if (!parser->is_done() && length && *length <= kHeldWhole) {
+    body.resize(*length);
+    parser->get().body().data = body.data();
+    parser->get().body().size = body.size();
     auto [rec, n] = co_await http::async_read(conn->socket, conn->buffer, *parser, kNoThrow);
-    body.resize(had + 16384 - parser->get().body().size);
     if (rec == http::error::need_buffer) rec = {};
     if (rec) {
       failed(rec);
+      co_return a;
+    }
+    body.resize(body.size() - parser->get().body().size);
+  } else if (!parser->is_done() && !length) {
+    // Chunked or ended by the close: what has come by now decides (no waiting, so a stream of
+    // events starts at once). The head's read took a first slice of the socket: take the rest
+    // that is there (it does not block).
+    boost::system::error_code aec;
+    if (std::size_t there = conn->socket.available(aec); !aec && there > 0) {
+      const std::size_t got = conn->socket.read_some(conn->buffer.prepare(std::min(there, kHeldWhole)), aec);
+      if (!aec) conn->buffer.commit(got);
+    }
+    body.resize(conn->buffer.size());
+    parser->get().body().data = body.data();
+    parser->get().body().size = body.size();
+    boost::system::error_code pec;
+    while (conn->buffer.size() > 0 && !parser->is_done() && !pec) {
+      const std::size_t used = parser->put(conn->buffer.data(), pec);
+      conn->buffer.consume(used);
+      if (pec == http::error::need_more || pec == http::error::need_buffer) pec = {};
+      if (used == 0) break;
+    }
+    body.resize(body.size() - parser->get().body().size);
+      if (pec) {
+      failed(pec);
       co_return a;
     }
   }
@@ -602,6 +635,7 @@ asio::awaitable<Attempt> Upstream::Impl::exchange(LoopPool& lp, const std::share
     a.reply.headers.push_back({std::move(name), std::string(f.value())});
   }
   if (!parser->is_done()) {
+    unbusy.handed_off = true;
     auto source = std::make_shared<UpstreamBody>(shared_from_this(), lp, conn, std::move(parser), req.timeout);
     source->first = std::move(body);
     if (auto length = source->parser->content_length()) source->length = *length;

@@ -1,6 +1,7 @@
 #include "triggers/host_services.h"
 
 #include <boost/json.hpp>
+#include <charconv>
 #include <cstdlib>
 
 #include "core/text.h"
@@ -11,6 +12,8 @@
 
 namespace nimbus {
 namespace {
+
+constexpr std::size_t kMaxListBytes = 16u << 20;  // state.list: keys and values in one reply
 
 std::string arg(const Headers& args, std::string_view name) {
   const std::string* v = find_header(args, name);
@@ -87,7 +90,11 @@ void HostServices::call(ServiceCall c, std::function<void(ServiceResult)> done) 
     // that lists what it keeps (a CRUD API). Body: {"items":[{"key","etag","value"}]} where a
     // value that is not UTF-8 comes as "value_base64" instead.
     const std::string limit_text = arg(c.args, "limit");
-    const long limit = limit_text.empty() ? 100 : std::atol(limit_text.c_str());
+    long limit = 100;
+    if (!limit_text.empty()) {
+      auto [end, ec] = std::from_chars(limit_text.data(), limit_text.data() + limit_text.size(), limit);
+      if (ec != std::errc() || end != limit_text.data() + limit_text.size()) limit = -1;
+    }
     if (arg(c.args, "store").empty()) return done(ServiceResult::failure("state.list needs 'store'"));
     if (limit < 1 || limit > 1000) {
       return done(ServiceResult::failure("state.list: limit '" + limit_text + "' is not between 1 and 1000"));
@@ -99,7 +106,13 @@ void HostServices::call(ServiceCall c, std::function<void(ServiceResult)> done) 
       if (!entries) return done(from_error(entries.error()));
       boost::json::array items;
       items.reserve(entries->size());
+      std::size_t bytes = 0;
       for (auto& e : *entries) {
+        bytes += e.key.size() + e.value.size();
+        if (bytes > kMaxListBytes) {
+          return done(ServiceResult::failure("state.list: the values under '" + e.key.substr(0, 64) +
+                                             "...' pass 16 MiB in all; ask for fewer (limit) or a narrower prefix"));
+        }
         boost::json::object item{{"key", e.key}, {"etag", e.etag}};
         if (valid_utf8(e.value)) item["value"] = e.value;
         else item["value_base64"] = base64(e.value);

@@ -75,7 +75,7 @@ HttpReply to_https(IncomingRequest& request, int port) {
 std::string HttpTrigger::cache_key(const RouteCacheSpec& spec, int target, std::string_view host, std::string_view path,
                                    std::string_view query, IncomingRequest& request) {
   std::string key = std::to_string(target);
-  key += '\n';
+  key += request.secure() ? "\nhttps\n" : "\nhttp\n";  // an upstream may answer each scheme its own way
   key += ascii_lower(host);
   key += '\n';
   key += path;
@@ -94,8 +94,10 @@ Responder HttpTrigger::keep_in_cache(std::shared_ptr<ResponseCache> cache, std::
   Headers request_headers;
   request_headers.reserve(request.header_count());
   request.for_each_header([&](std::string_view n, std::string_view v) { request_headers.push_back({ascii_lower(n), std::string(v)}); });
+  // A cookie is credentials too: a session's page is that user's (as Varnish holds by default).
   const bool credentials = rt.jwt || (rt.gateway && rt.gateway->api_key) || rt.auth == AuthLevel::function ||
-                           request.header("authorization") || request.header("x-api-key") || request.header("x-functions-key");
+                           request.header("authorization") || request.header("x-api-key") ||
+                           request.header("x-functions-key") || request.header("cookie");
   // The gateway's own reply headers (CORS, rate limits) are made anew on each hit: the exact
   // ones it added are not kept (an upstream's own Vary, say, is).
   std::vector<Header> ours;
@@ -345,6 +347,8 @@ struct HttpTrigger::Refresh : std::enable_shared_from_this<Refresh> {
 
 void HttpTrigger::refresh_every(Duration period, std::function<bool()> job) {
   if (!options_.timers || !options_.store) return;
+  std::lock_guard lock(refreshes_mu_);
+  if (draining_.load()) return;  // closing: no new rounds
   auto r = std::make_shared<Refresh>(*options_.timers);
   r->job = std::move(job);
   r->store = options_.store;
@@ -371,7 +375,10 @@ Status HttpTrigger::ensure_api_keys(const GatewaySpec& gateway) {
   return ok_status();
 }
 
-HttpTrigger::~HttpTrigger() {
+HttpTrigger::~HttpTrigger() { stop_refreshes(); }
+
+void HttpTrigger::stop_refreshes() {
+  std::lock_guard lock(refreshes_mu_);
   for (auto& r : refreshes_) r->stopped.store(true);
 }
 
@@ -386,6 +393,8 @@ Status HttpTrigger::start() {
     table_generation_.fetch_add(1, std::memory_order_release);
   }
   refresh_jwks(table_);
+  // The TLS listener first: once the plain one serves, a redirect must know its port.
+  if (auto st = start_tls(); !st) return st;
   ListenOptions lo;
   lo.address = options_.address;
   lo.port = options_.port;
@@ -397,7 +406,7 @@ Status HttpTrigger::start() {
   auto port = server_->listen(lo);
   if (!port) return port.error();
   port_ = *port;
-  return start_tls();
+  return ok_status();
 }
 
 Status HttpTrigger::start_tls() {
@@ -453,7 +462,7 @@ int HttpTrigger::in_progress() const {
 }
 
 void HttpTrigger::close() {
-  for (auto& r : refreshes_) r->stopped.store(true);
+  stop_refreshes();
   {
     std::lock_guard lock(table_mu_);
     if (table_ && table_->gateway) table_->gateway->stop();
@@ -633,7 +642,9 @@ void HttpTrigger::handle(IncomingRequest& request, Responder respond) {
       return respond(std::move(r));
     }
   }
-  if (rt.cache && table.cache && (method == "GET" || method == "HEAD")) {
+  // A range, or a WebSocket handshake, is no request for the whole representation: it passes by.
+  if (rt.cache && table.cache && (method == "GET" || method == "HEAD") && !request.header("range") &&
+      !request.header("upgrade")) {
     auto policy = ResponseCache::request_policy(request.header("cache-control").value_or(std::string_view()),
                                                 request.header("pragma").value_or(std::string_view()));
     if (policy.store) {

@@ -137,7 +137,9 @@ class HttpTrigger final : public Trigger, public RequestHandler {
   void refresh_every(Duration period, std::function<bool()> job);
   void refresh_jwks(const std::shared_ptr<RouteTable>& table);
   std::shared_ptr<ApiKeys> api_keys_;
-  std::vector<std::shared_ptr<Refresh>> refreshes_;  // API keys, TLS certificates
+  std::mutex refreshes_mu_;
+  std::vector<std::shared_ptr<Refresh>> refreshes_;  // API keys, TLS certificates, JWKS; under refreshes_mu_
+  void stop_refreshes();
   // TLS termination (gateway.tls): a second listener on the same loops and handler.
   Status start_tls();
   std::shared_ptr<TlsCertificates> tls_;

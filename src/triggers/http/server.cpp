@@ -390,7 +390,8 @@ namespace {
 
 using Parser = http::request_parser<http::string_body>;
 
-enum class Phase : uint8_t { handshake, reading, handling, writing, draining, tunnel };
+// upstream: a streamed reply waits for its next piece (the proxy's own timeout bounds that).
+enum class Phase : uint8_t { handshake, reading, handling, writing, draining, tunnel, upstream };
 
 struct Connection {
   explicit Connection(tcp::socket s)
@@ -405,6 +406,7 @@ struct Connection {
   std::shared_ptr<asio::ssl::context> tls_context;  // TLS connections: the pair they started with
   std::optional<asio::ssl::stream<tcp::socket&>> tls;
   tcp::socket* tunnel_peer = nullptr;  // a spliced upstream connection (Phase::tunnel)
+  bool abortive = false;  // a reply cut short: reset the connection, no clean end it could take for the whole
   Duration tunnel_idle{};
   Parser* parser = nullptr;
   bool timed_out = false;
@@ -706,11 +708,17 @@ void HttpServer::Impl::sweep(LoopState& ls) {
       case Phase::draining: expire = closing || age > std::chrono::seconds(1); break;
       case Phase::handling: break;  // the pool's deadline bounds this
       case Phase::tunnel: expire = closing || age > c->tunnel_idle; break;
+      case Phase::upstream: break;
     }
     if (expire) {
       c->timed_out = true;
       c->timed_out_mid_request = c->phase == Phase::reading && mid_request;
       boost::system::error_code ignored;
+      if (c->phase == Phase::tunnel) {
+        // Either way may be between operations: shut both so the next one fails too.
+        c->socket.shutdown(tcp::socket::shutdown_both, ignored);
+        if (c->tunnel_peer) c->tunnel_peer->shutdown(tcp::socket::shutdown_both, ignored);
+      }
       c->socket.cancel(ignored);
       if (c->tunnel_peer) c->tunnel_peer->cancel(ignored);
     }
@@ -771,12 +779,13 @@ asio::awaitable<void> HttpServer::Impl::serve(LoopState& ls, tcp::socket socket)
       c.phase = Phase::draining;
       c.phase_started = coarse_now();
       c.timed_out = false;
-      if (!c.closing) co_await c.tls->async_shutdown(kNoThrow);
+      if (!c.closing && !c.abortive) co_await c.tls->async_shutdown(kNoThrow);
     }
   } else {
     co_await serve_requests(conn, c.socket);
   }
   boost::system::error_code ignored;
+  if (c.abortive) c.socket.set_option(asio::socket_base::linger(true, 0), ignored);  // RST, not FIN
   c.socket.shutdown(tcp::socket::shutdown_send, ignored);
   c.socket.close(ignored);
 }
@@ -790,6 +799,8 @@ asio::awaitable<bool> HttpServer::Impl::send_streamed(Connection& c, Stream& str
   c.phase = Phase::writing;
   c.phase_started = coarse_now();
   auto send = [&](const char* data, std::size_t n) -> asio::awaitable<bool> {
+    c.phase = Phase::writing;  // the client must take each piece within read_timeout
+    c.phase_started = coarse_now();
     char size_line[24];
     std::array<asio::const_buffer, 4> wire;
     std::size_t parts = 0;
@@ -809,7 +820,10 @@ asio::awaitable<bool> HttpServer::Impl::send_streamed(Connection& c, Stream& str
   if (!co_await send(body.first.data(), body.first.size())) co_return false;
   std::vector<char> chunk(64 * 1024);
   while (true) {
+    c.phase = Phase::upstream;
     auto [ec, n] = co_await body.read(asio::buffer(chunk));
+    c.phase = Phase::writing;
+    c.phase_started = coarse_now();
     if (ec) co_return false;
     if (n == 0) break;
     sent += n;
@@ -895,16 +909,24 @@ asio::awaitable<void> HttpServer::Impl::tunnel(std::shared_ptr<Connection> conn,
       },
       asio::detached);
   std::vector<char> chunk(16384);
+  boost::system::error_code ended;
   while (true) {
     auto [rec, n] = co_await stream.async_read_some(asio::buffer(chunk), kNoThrow);
-    if (rec) break;
+    if (rec) {
+      ended = rec;
+      break;
+    }
     c.phase_started = coarse_now();
     auto [wec, w] = co_await asio::async_write(*upstream, asio::buffer(chunk.data(), n), kNoThrow);
-    if (wec) break;
+    if (wec) {
+      ended = wec;
+      break;
+    }
   }
-  // The client closed (or the upstream went): pass the end on, and wait for the way down.
+  // The client finished: pass the end on and let the upstream say its last (bounded by the
+  // idle timeout). Anything else: the way down ends now.
   upstream->shutdown(tcp::socket::shutdown_send, ec);
-  upstream->cancel(ec);
+  if (!(ended == asio::error::eof && std::is_same_v<Stream, tcp::socket>)) upstream->cancel(ec);
   while (*down_running) co_await down_done->async_wait(kNoThrow);
   upstream->close(ec);
 }
@@ -916,6 +938,7 @@ asio::awaitable<void> HttpServer::Impl::serve_requests(std::shared_ptr<Connectio
   uint64_t generation = 0;
   while (true) {
     Parser parser;
+    c.timed_out = false;  // each request starts with its own clock
     parser.header_limit(static_cast<std::uint32_t>(options.limits.max_header));
     parser.body_limit(options.limits.max_body);
     c.parser = &parser;
@@ -1039,7 +1062,11 @@ asio::awaitable<void> HttpServer::Impl::serve_requests(std::shared_ptr<Connectio
       serialize_head(reply, request.version(), keep_alive, c.head);
       const bool whole = co_await send_streamed(c, stream, *reply.stream, request.version() != 10);
       active.fetch_sub(1, std::memory_order_relaxed);
-      if (!whole || !keep_alive) break;
+      if (!whole) {
+        c.abortive = true;
+        break;
+      }
+      if (!keep_alive) break;
       continue;
     }
     if (options.compression.enabled && !head) {

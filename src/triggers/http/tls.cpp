@@ -76,7 +76,9 @@ Expected<Made> make_context(const std::string& cert_file, const std::string& key
   SSL_CTX* raw = ctx->native_handle();
   SSL_CTX_set_min_proto_version(raw, TLS1_2_VERSION);
   SSL_CTX_set_options(raw, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_COMPRESSION);
-  SSL_CTX_set_mode(raw, SSL_MODE_RELEASE_BUFFERS);  // idle keep-alive connections hold no 34 KiB buffers
+  SSL_CTX_set_mode(raw, SSL_MODE_RELEASE_BUFFERS);
+  // An encrypted key gets no password (OpenSSL would ask on the terminal, and wait): it fails.
+  SSL_CTX_set_default_passwd_cb(raw, [](char*, int, int, void*) { return 0; });  // idle keep-alive connections hold no 34 KiB buffers
   if (SSL_CTX_use_certificate_chain_file(raw, cert_file.c_str()) != 1) {
     return Error{"tls cert '" + cert_file + "' is not a PEM certificate chain: " + openssl_reason()};
   }
