@@ -804,7 +804,8 @@ struct WsClient {
 TEST(Gateway, WebSocketsPassThroughToTheUpstreamBothWaysAndEndWithEitherSide) {
   TestUpstream up("up");
   App app(gateway_app("  upstreams:\n    up: {targets: [" + url(up.port()) + "], websocket_idle: 1s}\n"
-                      "  routes:\n    - {path: \"/ws/{*rest}\", upstream: up}\n    - {path: /refuse-upgrade, upstream: up}\n"));
+                      "  routes:\n    - {path: \"/ws/{*rest}\", upstream: up}\n    - {path: /refuse-upgrade, upstream: up}\n"
+                      "    - {path: /wrong-upgrade, upstream: up}\n"));
   ASSERT_TRUE(app.host->started()) << app.host->errors();
 
   WsClient c(app.port());
@@ -848,6 +849,12 @@ TEST(Gateway, WebSocketsPassThroughToTheUpstreamBothWaysAndEndWithEitherSide) {
   EXPECT_EQ(ec, websocket::error::upgrade_declined) << ec.message();
   EXPECT_EQ(no.result_int(), 200);
   EXPECT_EQ(up.seen().back().target, "/refuse-upgrade");
+  // An upstream that switches to another protocol than the one asked for: 502.
+  Response wrong = request(app.port(), "GET", "/ws/../wrong-upgrade",
+                           {{"Connection", "Upgrade"}, {"Upgrade", "websocket"}, {"Sec-WebSocket-Version", "13"},
+                            {"Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="}});
+  EXPECT_EQ(wrong.status, 502) << wrong.body;
+  EXPECT_NE(wrong.body.find("switched to 'h2c'"), std::string::npos) << wrong.body;
   EXPECT_EQ(request(app.port(), "GET", "/hello").body, "Hello, World!");
 
   // Nothing either way for websocket_idle (1 s): the tunnel ends.

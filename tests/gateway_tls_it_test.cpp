@@ -28,7 +28,8 @@ std::string tls_app(const Certs& certs, const std::string& tls_extra = "", const
     text += "  upstreams:\n    up: " + upstream + "\n  routes:\n    - {path: \"/up/{*rest}\", upstream: up}\n";
   }
   return text + "functions:\n  hello:\n    runtime: native\n    handler: " + fn("hello") +
-         "\n    triggers:\n      - http: {route: /hello}\n";
+         "\n    triggers:\n      - http: {route: /hello}\n"
+         "  echo:\n    runtime: native\n    handler: " + fn("echo") + "\n    triggers:\n      - http: {route: /echo}\n";
 }
 
 TEST(GatewayTls, ServesHttpsWithTheManifestsCertificateOnKeptAliveConnections) {
@@ -56,6 +57,11 @@ TEST(GatewayTls, ServesHttpsWithTheManifestsCertificateOnKeptAliveConnections) {
   ASSERT_EQ(seen.size(), 1u);
   EXPECT_EQ(seen[0].headers["x-forwarded-proto"], "https") << "the client's own value never passes";
   EXPECT_NE(seen[0].headers["forwarded"].find("proto=https"), std::string::npos) << seen[0].headers["forwarded"];
+  // A function is told the scheme too, and a client's own claim never reaches it.
+  auto echoed = parse_object(client.request("GET", "/echo", {{"X-Forwarded-Proto", "http"}}).body);
+  EXPECT_EQ(echoed["headers"].as_object()["x-forwarded-proto"].as_string(), "https");
+  echoed = parse_object(request(app.port(), "GET", "/echo", {{"X-Forwarded-Proto", "https"}}).body);
+  EXPECT_EQ(echoed["headers"].as_object()["x-forwarded-proto"].as_string(), "http");
   // Plain HTTP goes on serving beside it (no redirect asked for), and says http.
   EXPECT_EQ(request(app.port(), "GET", "/hello").body, "Hello, World!");
   ASSERT_EQ(request(app.port(), "GET", "/up/y").status, 200);

@@ -240,6 +240,10 @@ void TestUpstream::serve(int fd, int connection) {
     s.body = buf.substr(0, length);
     buf.erase(0, length);
     std::string path = s.target.substr(0, s.target.find('?'));
+    if (path == "/wrong-upgrade") {  // switches to a protocol nobody asked for
+      send_all(fd, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n");
+      return done();
+    }
     if (lower(s.headers["upgrade"]) == "websocket" && path != "/refuse-upgrade") {
       {
         std::lock_guard lock(mu_);

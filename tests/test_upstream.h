@@ -8,6 +8,7 @@
 //   /chunked?bytes=N  N bytes, chunked          /truncated?bytes=N  promises N, sends N/2, closes
 //   /events?n=N&ms=M  N server-sent events, M ms apart (chunked)
 //   Upgrade: websocket on any path but /refuse-upgrade: a WebSocket echo (TestUpstream::websocket)
+//   /wrong-upgrade  101 to h2c, whatever was asked
 // The echo: {"server", "method", "target", "headers": {lower-case name: value}, "body", "connection"}.
 #include <atomic>
 #include <map>

@@ -650,6 +650,11 @@ asio::awaitable<Attempt> Upstream::Impl::exchange(LoopPool& lp, const std::share
     std::string pending(static_cast<const char*>(conn->buffer.data().data()), conn->buffer.size());
     std::string protocol(res[http::field::upgrade]);
     if (protocol.empty()) protocol = req.upgrade;
+    if (!beast::iequals(protocol, req.upgrade)) {  // RFC 9110 7.8: only to a protocol the client asked for
+      a.fail = Fail::bad_response;
+      a.detail = "the upstream switched to '" + protocol + "', not to '" + req.upgrade + "'";
+      co_return a;
+    }
     boost::system::error_code ec;
     const int fd = conn->socket.release(ec);
     if (ec) {

@@ -708,6 +708,10 @@ void HttpTrigger::route_with_body(const RouteTable& table, const RouteTarget& rt
     return is_claims_header(h.name) || (gw && gw->api_key && strcasecmp(h.name.c_str(), "x-api-key") == 0);
   });
   if (!claims.empty()) http.headers.push_back({kClaimsHeader, std::move(claims)});
+  // The scheme the client used on this host's listener, as the proxy tells upstreams: a
+  // client's own X-Forwarded-Proto never passes (a function checking for https would trust it).
+  std::erase_if(http.headers, [](const Header& h) { return strcasecmp(h.name.c_str(), "x-forwarded-proto") == 0; });
+  http.headers.push_back({"x-forwarded-proto", request.secure() ? "https" : "http"});
   if (gw) edit_headers(gw->request_headers, http.headers);
   http.params = std::move(params);
   inv.payload = std::move(body);
