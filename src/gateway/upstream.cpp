@@ -131,8 +131,10 @@ struct LoopPool {
 // Replies are parsed into buffers the proxy hands out. A body whose length is known and at most
 // kHeldWhole is held whole (it can be compressed and cached); a longer one, or one of unknown
 // length that has not ended with what came along with the head, is sent on as it arrives.
+// 64 KiB: a host with thousands of slow clients holds that much each at most, and a slow
+// client gets read_timeout for each piece, not for a whole large body.
 using StreamParser = http::response_parser<http::buffer_body>;
-constexpr std::size_t kHeldWhole = 1u << 20;
+constexpr std::size_t kHeldWhole = 64 * 1024;
 
 struct Upstream::Impl : std::enable_shared_from_this<Upstream::Impl> {
   Impl(const UpstreamSpec& s, EventLoops& l) : spec(s), loops(l) {}
@@ -650,7 +652,17 @@ asio::awaitable<Attempt> Upstream::Impl::exchange(LoopPool& lp, const std::share
     std::string pending(static_cast<const char*>(conn->buffer.data().data()), conn->buffer.size());
     std::string protocol(res[http::field::upgrade]);
     if (protocol.empty()) protocol = req.upgrade;
-    if (!beast::iequals(protocol, req.upgrade)) {  // RFC 9110 7.8: only to a protocol the client asked for
+    bool asked = false;  // RFC 9110 7.8: only to one of the protocols the client listed
+    for (std::string_view offered = req.upgrade; !offered.empty();) {
+      const auto comma = offered.find(',');
+      std::string_view one = offered.substr(0, comma);
+      while (!one.empty() && (one.front() == ' ' || one.front() == '\t')) one.remove_prefix(1);
+      while (!one.empty() && (one.back() == ' ' || one.back() == '\t')) one.remove_suffix(1);
+      asked = asked || beast::iequals(one, protocol);
+      if (comma == std::string_view::npos) break;
+      offered.remove_prefix(comma + 1);
+    }
+    if (!asked) {
       a.fail = Fail::bad_response;
       a.detail = "the upstream switched to '" + protocol + "', not to '" + req.upgrade + "'";
       co_return a;

@@ -785,8 +785,11 @@ asio::awaitable<void> HttpServer::Impl::serve(LoopState& ls, tcp::socket socket)
     co_await serve_requests(conn, c.socket);
   }
   boost::system::error_code ignored;
-  if (c.abortive) c.socket.set_option(asio::socket_base::linger(true, 0), ignored);  // RST, not FIN
-  c.socket.shutdown(tcp::socket::shutdown_send, ignored);
+  if (c.abortive) {
+    c.socket.set_option(asio::socket_base::linger(true, 0), ignored);  // RST at close, and no FIN before it
+  } else {
+    c.socket.shutdown(tcp::socket::shutdown_send, ignored);
+  }
   c.socket.close(ignored);
 }
 
