@@ -88,8 +88,8 @@ std::string frame(int opcode, const std::string& payload) {
 void TestUpstream::websocket(int fd, std::string buf, const std::string& key) {
   std::string head = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                      "Sec-WebSocket-Accept: " + websocket_accept(key) + "\r\nX-Upstream: " + name_ + "\r\n\r\n";
+  ++websockets_;  // before the greeting: a client that has read it may count at once
   if (!send_all(fd, head + frame(1, "hello from " + name_))) return;
-  ++websockets_;
   char chunk[16384];
   std::string message;
   int message_opcode = 0;
