@@ -649,6 +649,9 @@ TEST(Gateway, AManifestThatProxiesWrongSaysWhatAndWhere) {
   check("  cors: {origins: \"*\", credentials: true}\n", "which browsers refuse");
   check("  routes:\n    - {path: /x, upstream: \"http://127.0.0.1:1\", auth: jwt}\n", "gateway.jwt is not set");
   check("  jwt: {secret: short}\n", "expected at least 32");
+  check("  rate_limits: {sync: 1ms}\n", "gateway.rate_limits.sync: is 1ms; expected 10ms to 1m");
+  check("  rate_limits: {shared: sometimes}\n", "gateway.rate_limits.shared");
+  check("  rate_limits: {every: 1s}\n", "every");
 }
 
 }  // namespace

@@ -110,6 +110,72 @@ TEST(MultiHost, TheHostsKnowEachOtherAndADifferentManifestIsSaid) {
   EXPECT_EQ(a.signal_and_wait(SIGTERM), 0);
 }
 
+// Rate limits and API key quotas count one bucket for every host of a shared store: what one
+// host let through, the other refuses, within one merge (gateway.rate_limits.sync). Without
+// the sharing, the second host would let its own whole burst through.
+TEST(MultiHost, RateLimitsAndKeyQuotasAreOneBucketForAllTheHosts) {
+  for (const std::string backend : {"postgres", "redis"}) {
+    SCOPED_TRACE(backend);
+    const std::string url = store_url(backend);
+    ASSERT_FALSE(url.empty());
+    constexpr int kBurst = 30;
+    const std::string text = "name: shared\nstore: \"" + url + "\"\ngateway:\n  routes:\n" +
+                             "    - {path: /limited, function: echo, rate_limit: {rate: 1/h, burst: " + std::to_string(kBurst) +
+                             ", per: route}}\n" + "    - {path: /keyed, function: echo, auth: api_key}\n" +
+                             "functions:\n  echo:\n    runtime: native\n    handler: " + fn("echo") + "\n    triggers: []\n";
+    TempDir a_dir, b_dir;
+    a_dir.write("nimbus.yaml", text);
+    b_dir.write("nimbus.yaml", text);
+    Host a(a_dir.path()), b(b_dir.path());
+    ASSERT_TRUE(a.started() && b.started()) << a.errors() << b.errors();
+    Admin admin_a{a.admin_port(), a.admin_token()}, admin_b{b.admin_port(), b.admin_token()};
+    auto merged = [](Admin& admin) {
+      json::object o = parse_object(admin.call("GET", "/admin/rate-limits").body);
+      EXPECT_TRUE(o["shared"].as_bool());
+      return o.contains("merged") ? o["merged"].as_int64() : int64_t{0};
+    };
+    // Host a lets the whole burst through and merges it.
+    for (int i = 0; i < kBurst; ++i) ASSERT_EQ(request(a.http_port(), "GET", "/limited").status, 200) << i;
+    EXPECT_EQ(request(a.http_port(), "GET", "/limited").status, 429);
+    ASSERT_TRUE(admin_a.wait([&] { return merged(admin_a) >= 1; })) << admin_a.call("GET", "/admin/rate-limits").body;
+    ASSERT_TRUE(admin_a.wait([&] { return admin_a.call("GET", "/admin/rate-limits").body.find("\"failures\":0") != std::string::npos; }));
+    // Host b has never seen the route's bucket: it lets one through on trust, learns the
+    // bucket at once, and refuses from then on.
+    int through_b = 0;
+    Response last;
+    for (int i = 0; i < kBurst + 5 && (last = request(b.http_port(), "GET", "/limited")).status == 200; ++i) {
+      ++through_b;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));  // pacing: a client, not a flood
+    }
+    EXPECT_EQ(last.status, 429) << last.body;
+    EXPECT_EQ(last.header("ratelimit-remaining"), "0");
+    EXPECT_LE(through_b, 5) << "host b let through " << through_b << " of a bucket host a had emptied";
+    EXPECT_GE(merged(admin_b), 1);
+
+    // A key's quota (5 an hour) is spent on host a, then refused on host b.
+    CommandResult made = run_nimbus({"keys", "--dir", a_dir.path().string(), "create", "trial", "--quota", "5/h"}, a_dir.path());
+    ASSERT_EQ(made.exit_code, 0) << made.err;
+    const std::string key = made.out.substr(0, made.out.find('\n'));
+    Response r;
+    ASSERT_TRUE(eventually([&] { return (r = request(a.http_port(), "GET", "/keyed", {{"X-Api-Key", key}})).status != 401; }, 5000));
+    EXPECT_EQ(r.status, 200);
+    for (int i = 1; i < 5; ++i) EXPECT_EQ(request(a.http_port(), "GET", "/keyed", {{"X-Api-Key", key}}).status, 200) << i;
+    EXPECT_EQ(request(a.http_port(), "GET", "/keyed", {{"X-Api-Key", key}}).status, 429);
+    const int64_t before = merged(admin_a);
+    ASSERT_TRUE(admin_a.wait([&] { return merged(admin_a) > before; }));
+    ASSERT_TRUE(eventually([&] { return (r = request(b.http_port(), "GET", "/keyed", {{"X-Api-Key", key}})).status != 401; }, 5000));
+    int keyed_through_b = r.status == 200 ? 1 : 0;
+    for (int i = 0; i < 10 && r.status == 200; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      if ((r = request(b.http_port(), "GET", "/keyed", {{"X-Api-Key", key}})).status == 200) ++keyed_through_b;
+    }
+    EXPECT_EQ(r.status, 429) << r.body;
+    EXPECT_LE(keyed_through_b, 2) << "host b let through " << keyed_through_b << " of a spent quota";
+    EXPECT_EQ(a.signal_and_wait(SIGTERM), 0);
+    EXPECT_EQ(b.signal_and_wait(SIGTERM), 0);
+  }
+}
+
 // Stream partitions are dealt among the hosts by leases: one host holds all four; a second
 // that joins gets half; one killed with SIGKILL loses its leases when they expire and the
 // other takes them; one that stops gives them back at once. Through it all every record is

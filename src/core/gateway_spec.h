@@ -167,6 +167,12 @@ struct GatewaySpec {
   std::size_t compression_min_size = 1024;
   std::optional<TlsSpec> tls;
   CacheLimits cache;
+  // On a store several hosts share (PostgreSQL, Redis): rate limits and API key quotas count
+  // one bucket for all of them, merged through the store every `sync` (gateway/rate_sync.h).
+  struct RateLimitSharing {
+    bool shared = true;  // false: each host counts its own
+    Duration sync = std::chrono::milliseconds(100);
+  } rate_limits;
   const UpstreamSpec* find_upstream(std::string_view name) const {
     for (const auto& u : upstreams)
       if (u.name == name) return &u;

@@ -101,7 +101,8 @@ Status ApiKeys::load() {
                                  o->second.record.quota->text == r.quota->text) {
       e.limiter = o->second.limiter;
     } else if (r.quota) {
-      e.limiter = std::make_shared<RateLimiter>(*r.quota, clock_, 1);
+      e.limiter = std::make_shared<RateLimiter>(*r.quota, clock_, 1, sync_ ? "api_key " + r.id : std::string());
+      if (sync_) sync_->add(e.limiter);
     }
     e.record = std::move(r);
     next.emplace(e.record.id, std::move(e));

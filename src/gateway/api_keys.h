@@ -5,7 +5,8 @@
 // "nk_<id>.<secret>": the id finds the record, the secret is checked against its hash in
 // constant time. Each host holds the records in memory (the event loops never read the
 // store) and reloads them every second off the loops, so a new or revoked key counts on every
-// host within about a second. A key's quota is a token bucket per host.
+// host within about a second. A key's quota is a token bucket, one for all the hosts of a
+// shared store (gateway/rate_sync.h), else per host.
 #include <map>
 #include <memory>
 #include <mutex>
@@ -18,6 +19,7 @@
 #include "core/expected.h"
 #include "core/gateway_spec.h"
 #include "gateway/policies.h"
+#include "gateway/rate_sync.h"
 
 namespace nimbus {
 
@@ -45,7 +47,9 @@ Expected<RateLimitSpec> parse_quota(const std::string& text);
 
 class ApiKeys {
  public:
-  ApiKeys(Store& store, const Clock& clock) : store_(store), clock_(clock) {}
+  // `sync`: quotas shared by the hosts of a shared store (null: each host counts its own).
+  ApiKeys(Store& store, const Clock& clock, std::shared_ptr<RateLimitSync> sync = nullptr)
+      : store_(store), clock_(clock), sync_(std::move(sync)) {}
   // Reads every record from the store (blocking: not on an event loop).
   Status load();
 
@@ -66,6 +70,7 @@ class ApiKeys {
   };
   Store& store_;
   const Clock& clock_;
+  std::shared_ptr<RateLimitSync> sync_;
   mutable std::mutex mu_;
   std::map<std::string, Entry, std::less<>> by_id_;
   TimePoint loaded_at_{};

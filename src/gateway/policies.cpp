@@ -88,41 +88,102 @@ HttpReply cors_preflight(const CorsSpec& cors, std::string_view origin, std::str
   return r;
 }
 
-RateLimiter::RateLimiter(const RateLimitSpec& spec, const Clock& clock, std::size_t max_keys)
-    : spec_(spec), clock_(clock), max_keys_(max_keys) {}
+RateLimiter::RateLimiter(const RateLimitSpec& spec, const Clock& clock, std::size_t max_keys, std::string shared_id)
+    : spec_(spec), clock_(clock), max_keys_(std::max<std::size_t>(1, max_keys)), shared_id_(std::move(shared_id)) {}
 
 std::size_t RateLimiter::keys() const {
   std::lock_guard lock(mu_);
   return buckets_.size();
 }
 
+void RateLimiter::on_new_key(std::function<void()> hook) {
+  std::lock_guard lock(mu_);
+  on_new_key_ = std::move(hook);
+}
+
 RateLimiter::Decision RateLimiter::take(std::string_view key) {
   const int64_t now = nanos(clock_.now());
+  const bool shared = !shared_id_.empty();
+  std::function<void()> learn;
+  Decision d;
+  {
+    std::lock_guard lock(mu_);
+    auto it = buckets_.find(key);
+    if (it == buckets_.end()) {
+      if (buckets_.size() >= max_keys_) {
+        // Bounded and O(1): one bucket goes to make room (a client with many keys can only
+        // reset buckets, never grow the map or slow the loops with a scan).
+        buckets_.erase(buckets_.begin());
+      }
+      it = buckets_.emplace(std::string(key), Bucket{spec_.burst, now}).first;
+      if (shared && !learning_ && on_new_key_) {
+        learning_ = true;
+        learn = on_new_key_;
+      }
+    }
+    Bucket& b = it->second;
+    b.tokens = std::min(spec_.burst, b.tokens + std::max<int64_t>(0, now - b.at_ns) * 1e-9 * spec_.rate);
+    b.at_ns = now;
+    d.limit = static_cast<int64_t>(spec_.burst);
+    if (b.tokens >= 1) {
+      b.tokens -= 1;
+      d.allowed = true;
+      if (shared) b.used += 1;
+    } else {
+      d.allowed = false;
+      d.retry_after_s = std::max<int64_t>(1, static_cast<int64_t>(std::ceil((1 - b.tokens) / spec_.rate)));
+    }
+    if (shared && !b.touched) {
+      b.touched = true;
+      touched_.push_back(it->first);
+    }
+    d.remaining = std::max<int64_t>(0, static_cast<int64_t>(std::floor(b.tokens)));
+    d.reset_s = static_cast<int64_t>(std::ceil((spec_.burst - b.tokens) / spec_.rate));
+  }
+  if (learn) learn();
+  return d;
+}
+
+std::vector<RateLimiter::Use> RateLimiter::collect(std::size_t max, bool new_only) {
+  std::lock_guard lock(mu_);
+  if (new_only) learning_ = false;
+  std::vector<Use> out;
+  std::vector<std::string> keep;
+  for (auto& key : touched_) {
+    auto it = buckets_.find(key);
+    if (it == buckets_.end() || !it->second.touched) continue;  // dropped, or listed twice
+    if (out.size() >= max || (new_only && !it->second.fresh)) {
+      keep.push_back(std::move(key));
+      continue;
+    }
+    out.push_back({it->first, it->second.used});
+    it->second.used = 0;
+    it->second.touched = false;
+  }
+  touched_ = std::move(keep);
+  return out;
+}
+
+void RateLimiter::merged(std::string_view key, double tokens, TimePoint at) {
   std::lock_guard lock(mu_);
   auto it = buckets_.find(key);
-  if (it == buckets_.end()) {
-    if (buckets_.size() >= max_keys_) {
-      // Bounded and O(1): one bucket goes to make room (a client with many keys can only
-      // reset buckets, never grow the map or slow the loops with a scan).
-      buckets_.erase(buckets_.begin());
-    }
-    it = buckets_.emplace(std::string(key), Bucket{spec_.burst, now}).first;
-  }
+  if (it == buckets_.end()) return;
   Bucket& b = it->second;
-  b.tokens = std::min(spec_.burst, b.tokens + std::max<int64_t>(0, now - b.at_ns) * 1e-9 * spec_.rate);
-  b.at_ns = now;
-  Decision d;
-  d.limit = static_cast<int64_t>(spec_.burst);
-  if (b.tokens >= 1) {
-    b.tokens -= 1;
-    d.allowed = true;
-  } else {
-    d.allowed = false;
-    d.retry_after_s = std::max<int64_t>(1, static_cast<int64_t>(std::ceil((1 - b.tokens) / spec_.rate)));
+  // What the store holds, less what was taken here since the use was collected.
+  b.tokens = std::min(spec_.burst, tokens - b.used);
+  b.at_ns = nanos(at);
+  b.fresh = false;
+}
+
+void RateLimiter::merge_failed(const Use& use) {
+  std::lock_guard lock(mu_);
+  auto it = buckets_.find(use.key);
+  if (it == buckets_.end()) return;
+  it->second.used += use.used;
+  if (!it->second.touched) {
+    it->second.touched = true;
+    touched_.push_back(it->first);
   }
-  d.remaining = static_cast<int64_t>(std::floor(b.tokens));
-  d.reset_s = static_cast<int64_t>(std::ceil((spec_.burst - b.tokens) / spec_.rate));
-  return d;
 }
 
 void RateLimiter::add_headers(const Decision& d, std::vector<Header>& headers) {

@@ -569,8 +569,24 @@ void ManifestReader::read_gateway_route(const YAML::Node& n, const std::string& 
 }
 
 void ManifestReader::read_gateway(const YAML::Node& n, AppSpec& app) {
-  if (!check_map(n, "gateway", {"upstreams", "routes", "cors", "jwt", "compression", "tls", "cache"})) return;
+  if (!check_map(n, "gateway", {"upstreams", "routes", "cors", "jwt", "compression", "tls", "cache", "rate_limits"})) {
+    return;
+  }
   GatewaySpec& gw = app.gateway;
+  if (auto v = n["rate_limits"]; v && check_map(v, "gateway.rate_limits", {"shared", "sync"})) {
+    if (auto m = v["shared"]) {
+      if (auto b = boolean(m, "gateway.rate_limits.shared")) gw.rate_limits.shared = *b;
+    }
+    if (auto m = v["sync"]) {
+      if (auto d = duration(m, "gateway.rate_limits.sync")) {
+        if (*d < std::chrono::milliseconds(10) || *d > std::chrono::minutes(1)) {
+          error(m, "gateway.rate_limits.sync", "is " + m.Scalar() + "; expected 10ms to 1m");
+        } else {
+          gw.rate_limits.sync = *d;
+        }
+      }
+    }
+  }
   if (auto v = n["cache"]; v && check_map(v, "gateway.cache", {"max_size", "max_object"})) {
     if (auto m = v["max_size"]) {
       if (auto z = size(m, "gateway.cache.max_size")) gw.cache.max_size = *z;
@@ -638,7 +654,7 @@ void ManifestReader::read_gateway(const YAML::Node& n, AppSpec& app) {
   }
   auto routes = n["routes"];
   if (!routes) {
-    if (!gw.cors && !gw.compression && !gw.tls) {
+    if (!gw.cors && !gw.compression && !gw.tls && !n["rate_limits"]) {
       error(n, "gateway.routes", "is missing; expected a list of routes, e.g. - {path: /{*rest}, upstream: monolith}");
     }
     return;

@@ -232,7 +232,17 @@ Expected<std::shared_ptr<HttpTrigger::RouteTable>> HttpTrigger::build_table(std:
       target.cors = route.cors ? &*route.cors : app_cors;
       target.methods = &route.methods;
       if (route.jwt) target.jwt = &*route.jwt;
-      if (route.rate_limit) target.limiter = std::make_shared<RateLimiter>(*route.rate_limit, clock_);
+      if (route.rate_limit) {
+        // On a shared store, the hosts' buckets are one: named by what the route matches.
+        std::string id;
+        if (rate_sync_) {
+          id = "route ";
+          for (const auto& m : route.methods) id += m + (&m == &route.methods.back() ? "" : ",");
+          id += " " + route.host + route.path;
+        }
+        target.limiter = std::make_shared<RateLimiter>(*route.rate_limit, clock_, 100000, id);
+        if (rate_sync_) rate_sync_->add(target.limiter);
+      }
       if (route.cache) {
         target.cache = &*route.cache;
         if (!t->cache) t->cache = std::make_shared<ResponseCache>(t->gateway_spec->cache, clock_);
@@ -358,12 +368,26 @@ void HttpTrigger::refresh_every(Duration period, std::function<bool()> job) {
   r->schedule();
 }
 
+// On a store several hosts share, rate limits and key quotas are merged through it every
+// gateway.rate_limits.sync (the period set at start), off the loops.
+void HttpTrigger::start_rate_sync() {
+  const auto& sharing = app_.gateway.rate_limits;
+  if (!options_.store || !sharing.shared || app_.store.rfind("sqlite:", 0) == 0) return;
+  rate_sync_ = std::make_shared<RateLimitSync>(*options_.store, clock_);
+  refresh_every(sharing.sync, [weak = std::weak_ptr<RateLimitSync>(rate_sync_)] {
+    auto sync = weak.lock();
+    if (!sync) return false;
+    sync->round();
+    return true;
+  });
+}
+
 Status HttpTrigger::ensure_api_keys(const GatewaySpec& gateway) {
   if (api_keys_ || std::none_of(gateway.routes.begin(), gateway.routes.end(), [](const auto& r) { return r.api_key; })) {
     return ok_status();
   }
   if (!options_.store) return Error{"routes with auth: api_key need a store, and this host has none"};
-  auto keys = std::make_shared<ApiKeys>(*options_.store, clock_);
+  auto keys = std::make_shared<ApiKeys>(*options_.store, clock_, rate_sync_);
   if (auto st = keys->load(); !st) return st;
   api_keys_ = keys;
   refresh_every(std::chrono::seconds(1), [weak = std::weak_ptr<ApiKeys>(keys), logger = &logger_] {
@@ -384,6 +408,7 @@ void HttpTrigger::stop_refreshes() {
 
 Status HttpTrigger::start() {
   if (options_.routes) endpoints_ = options_.routes->endpoints();
+  start_rate_sync();
   if (auto st = ensure_api_keys(app_.gateway); !st) return st;
   auto table = build_table(std::make_shared<const GatewaySpec>(app_.gateway));
   if (!table) return table.error();
@@ -490,6 +515,19 @@ std::vector<AdminView> HttpTrigger::admin_views() {
                t = table_;
              }
              return t && t->gateway ? t->gateway->status_json() : std::string("{\"upstreams\":[]}");
+           }},
+          {"/admin/rate-limits", [this] {
+             boost::json::object o{{"shared", rate_sync_ != nullptr}};
+             if (rate_sync_) {
+               auto st = rate_sync_->stats();
+               o["sync_ms"] = std::chrono::duration_cast<std::chrono::milliseconds>(app_.gateway.rate_limits.sync).count();
+               o["limiters"] = rate_sync_->limiters();
+               o["merged"] = st.merged;
+               o["conflicts"] = st.conflicts;
+               o["failures"] = st.failures;
+               if (!st.last_failure.empty()) o["last_failure"] = st.last_failure;
+             }
+             return boost::json::serialize(o);
            }},
           {"/admin/cache", [current] {
              auto t = current();

@@ -16,6 +16,7 @@
 #include "gateway/gateway.h"
 #include "gateway/jwt.h"
 #include "gateway/policies.h"
+#include "gateway/rate_sync.h"
 #include "gateway/static_site.h"
 #include "triggers/http/function_keys.h"
 #include "triggers/http/public_routes.h"
@@ -137,6 +138,9 @@ class HttpTrigger final : public Trigger, public RequestHandler {
   void refresh_every(Duration period, std::function<bool()> job);
   void refresh_jwks(const std::shared_ptr<RouteTable>& table);
   std::shared_ptr<ApiKeys> api_keys_;
+  // Rate limits and key quotas shared by the hosts of a shared store (else null).
+  std::shared_ptr<RateLimitSync> rate_sync_;
+  void start_rate_sync();
   std::mutex refreshes_mu_;
   std::vector<std::shared_ptr<Refresh>> refreshes_;  // API keys, TLS certificates, JWKS; under refreshes_mu_
   void stop_refreshes();
