@@ -1004,5 +1004,241 @@ TEST(Gateway, LargeRepliesAreSentOnAsTheyArriveAndASlowClientSlowsTheUpstreamNot
   ::close(fd);
 }
 
+
+// ------------------------------------------------------------ request bodies streamed through
+
+// The bytes of a test upload: position i holds (i * 31 + 7) & 0xff.
+void upload_bytes(uint64_t from, std::size_t n, std::string& out) {
+  out.resize(n);
+  for (std::size_t i = 0; i < n; ++i) out[i] = static_cast<char>(((from + i) * 31 + 7) & 0xff);
+}
+
+std::string fnv_of_upload(uint64_t size) {
+  uint64_t fnv = 1469598103934665603ull;
+  for (uint64_t i = 0; i < size; ++i) fnv = (fnv ^ (((i * 31 + 7) & 0xff))) * 1099511628211ull;
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(fnv));
+  return hex;
+}
+
+bool write_all(int fd, const char* data, std::size_t n) {
+  while (n > 0) {
+    ssize_t w = ::send(fd, data, n, MSG_NOSIGNAL);
+    if (w <= 0) return false;
+    data += w;
+    n -= static_cast<std::size_t>(w);
+  }
+  return true;
+}
+bool write_all(int fd, const std::string& s) { return write_all(fd, s.data(), s.size()); }
+
+// Writes `size` upload bytes from `from` on, in pieces of `piece` (chunked frames if `chunked`).
+bool write_upload(int fd, uint64_t from, uint64_t size, std::size_t piece, bool chunked) {
+  std::string buf;
+  for (uint64_t at = from; at < from + size;) {
+    const std::size_t n = static_cast<std::size_t>(std::min<uint64_t>(piece, from + size - at));
+    upload_bytes(at, n, buf);
+    if (chunked) {
+      char line[24];
+      std::snprintf(line, sizeof line, "%zx\r\n", n);
+      if (!write_all(fd, line) || !write_all(fd, buf) || !write_all(fd, "\r\n")) return false;
+    } else if (!write_all(fd, buf)) {
+      return false;
+    }
+    at += n;
+  }
+  return !chunked || write_all(fd, "0\r\n\r\n");
+}
+
+// One reply read off a raw connection (interim 1xx ones included when `interim`): its status
+// line and headers, and a body of its Content-Length.
+struct RawReply {
+  int status = 0;
+  std::string head, body;
+};
+RawReply read_reply(int fd, std::string& pending, int timeout_ms = 10000) {
+  timeval tv{timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  RawReply r;
+  char buf[65536];
+  auto more = [&] {
+    ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) return false;
+    pending.append(buf, static_cast<std::size_t>(n));
+    return true;
+  };
+  std::size_t end;
+  while ((end = pending.find("\r\n\r\n")) == std::string::npos)
+    if (!more()) return r;
+  r.head = pending.substr(0, end + 2);
+  pending.erase(0, end + 4);
+  r.status = std::atoi(r.head.c_str() + 9);
+  std::size_t length = 0;
+  if (auto at = r.head.find("Content-Length: "); at != std::string::npos) length = std::stoul(r.head.substr(at + 16));
+  while (pending.size() < length)
+    if (!more()) break;
+  r.body = pending.substr(0, std::min(length, pending.size()));
+  pending.erase(0, r.body.size());
+  return r;
+}
+
+long hwm_kib(pid_t pid) {  // the peak resident set since the process started
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("VmHWM:", 0) == 0) return std::atol(line.c_str() + 6);
+  }
+  return -1;
+}
+
+std::string upload_app(int upstream_port) {
+  return "name: gw\nhttp: {max_body: 1GB, read_timeout: 2s}\ngateway:\n  upstreams:\n    up: {targets: [" + url(upstream_port) +
+         "], timeout: 10s}\n  routes:\n"
+         "    - {path: /upload, upstream: up}\n"
+         "    - {path: /limited-upload, upstream: up, rewrite: /upload, max_body: 100KB}\n"
+         "    - {path: /keyed-upload, upstream: up, rewrite: /upload, auth: api_key}\n"
+         "    - {path: \"/{*rest}\", upstream: up}\n"
+         "functions:\n  echo:\n    runtime: native\n    handler: " + fn("echo") + "\n    triggers: []\n";
+}
+
+TEST(Gateway, LargeRequestBodiesAreSentOnAsTheyArriveAndTheHostHoldsLittleOfThem) {
+  TestUpstream up("up");
+  App app(upload_app(up.port()));
+  ASSERT_TRUE(app.host->started()) << app.host->errors();
+
+  // 200 MB with a length: the upstream gets every byte, and the host's peak memory hardly moves.
+  {
+    const long peak_before = hwm_kib(app.host->pid());
+    int fd = connect_to(app.port());
+    ASSERT_GE(fd, 0);
+    constexpr uint64_t kSize = 200'000'000;
+    ASSERT_TRUE(write_all(fd, "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: " + std::to_string(kSize) + "\r\n\r\n"));
+    ASSERT_TRUE(write_upload(fd, 0, kSize, 1 << 20, false));
+    std::string pending;
+    RawReply r = read_reply(fd, pending, 30000);
+    ASSERT_EQ(r.status, 200) << r.head << r.body;
+    auto got = parse_object(r.body);
+    EXPECT_EQ(got["bytes"].as_int64(), static_cast<int64_t>(kSize));
+    EXPECT_EQ(got["fnv"].as_string(), fnv_of_upload(kSize));
+    EXPECT_FALSE(got["chunked"].as_bool());  // its length was passed on
+    const long peak_after = hwm_kib(app.host->pid());
+    EXPECT_LT(peak_after - peak_before, 64 * 1024) << "peak RSS grew from " << peak_before << " KiB to " << peak_after << " KiB";
+    ::close(fd);
+  }
+
+  // The upstream sees the first part while the client still holds the rest back; the
+  // connection then carries the next request.
+  {
+    int fd = connect_to(app.port());
+    ASSERT_GE(fd, 0);
+    const int64_t before = up.upload_bytes();
+    ASSERT_TRUE(write_all(fd, "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n"));
+    ASSERT_TRUE(write_upload(fd, 0, 300000, 65536, false));
+    EXPECT_TRUE(eventually([&] { return up.upload_bytes() - before >= 200000; }, 5000))
+        << "the upstream saw " << up.upload_bytes() - before << " bytes before the body was whole";
+    ASSERT_TRUE(write_upload(fd, 300000, 700000, 65536, false));
+    std::string pending;
+    RawReply r = read_reply(fd, pending);
+    ASSERT_EQ(r.status, 200) << r.head << r.body;
+    EXPECT_EQ(parse_object(r.body)["fnv"].as_string(), fnv_of_upload(1000000));
+    ASSERT_TRUE(write_all(fd, "GET /after HTTP/1.1\r\nHost: x\r\n\r\n"));
+    r = read_reply(fd, pending);
+    EXPECT_EQ(r.status, 200) << r.head;
+    EXPECT_EQ(parse_object(r.body)["target"].as_string(), "/after");
+    ::close(fd);
+  }
+
+  // Chunked from the client (no length known): chunked to the upstream, every byte.
+  {
+    int fd = connect_to(app.port());
+    ASSERT_GE(fd, 0);
+    ASSERT_TRUE(write_all(fd, "POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"));
+    ASSERT_TRUE(write_upload(fd, 0, 30'000'000, 1 << 20, true));
+    std::string pending;
+    RawReply r = read_reply(fd, pending);
+    ASSERT_EQ(r.status, 200) << r.head << r.body;
+    auto got = parse_object(r.body);
+    EXPECT_EQ(got["bytes"].as_int64(), 30'000'000);
+    EXPECT_EQ(got["fnv"].as_string(), fnv_of_upload(30'000'000));
+    EXPECT_TRUE(got["chunked"].as_bool());
+    ::close(fd);
+  }
+
+  // Expect: 100-continue: the go-ahead comes when the body is wanted, then the reply.
+  {
+    int fd = connect_to(app.port());
+    ASSERT_GE(fd, 0);
+    ASSERT_TRUE(write_all(fd, "POST /upload HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 100000\r\n\r\n"));
+    std::string pending;
+    RawReply go = read_reply(fd, pending, 3000);
+    EXPECT_EQ(go.status, 100) << go.head;
+    ASSERT_TRUE(write_upload(fd, 0, 100000, 65536, false));
+    RawReply r = read_reply(fd, pending);
+    EXPECT_EQ(r.status, 200) << r.head << r.body;
+    ::close(fd);
+  }
+}
+
+TEST(Gateway, AStreamedRequestBodyThatIsRefusedOverLongOrStalledGetsItsOwnStatus) {
+  TestUpstream up("up");
+  App app(upload_app(up.port()));
+  ASSERT_TRUE(app.host->started()) << app.host->errors();
+  // Refused before the body is read (no key; over the route's limit by its length): the
+  // client that waits for 100 Continue gets the refusal instead, the upstream nothing, and
+  // the connection ends after the reply.
+  const int64_t before = up.upload_bytes();
+  for (const std::string& head :
+       {std::string("POST /keyed-upload HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 10000000\r\n\r\n"),
+        std::string("POST /limited-upload HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 200000\r\n\r\n")}) {
+    int fd = connect_to(app.port());
+    ASSERT_GE(fd, 0);
+    ASSERT_TRUE(write_all(fd, head));
+    std::string pending;
+    RawReply r = read_reply(fd, pending, 5000);
+    EXPECT_EQ(r.status, head.find("keyed") != std::string::npos ? 401 : 413) << r.head << r.body;
+    EXPECT_NE(r.head.find("Connection: close"), std::string::npos) << r.head;
+    ::close(fd);
+  }
+  EXPECT_EQ(up.upload_bytes(), before);
+  // Chunked past the route's limit: 413 once the limit is crossed.
+  {
+    int fd = connect_to(app.port());
+    ASSERT_GE(fd, 0);
+    ASSERT_TRUE(write_all(fd, "POST /limited-upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"));
+    write_upload(fd, 0, 300000, 65536, true);  // the host may stop reading part way
+    std::string pending;
+    RawReply r = read_reply(fd, pending, 5000);
+    EXPECT_EQ(r.status, 413) << r.head << r.body;
+    ::close(fd);
+  }
+  // The upstream answers before it has the body (and stops reading): its answer is the reply.
+  {
+    int fd = connect_to(app.port());
+    ASSERT_GE(fd, 0);
+    ASSERT_TRUE(write_all(fd, "POST /refuse-upload HTTP/1.1\r\nHost: x\r\nContent-Length: 5000000\r\n\r\n"));
+    write_upload(fd, 0, 5'000'000, 65536, false);
+    std::string pending;
+    RawReply r = read_reply(fd, pending, 10000);
+    EXPECT_EQ(r.status, 413) << r.head << r.body;
+    EXPECT_NE(r.body.find("too big for me"), std::string::npos) << r.body;
+    ::close(fd);
+  }
+  // A client that stops sending part way: 408 after read_timeout (2 s), and the host goes on.
+  {
+    int fd = connect_to(app.port());
+    ASSERT_GE(fd, 0);
+    const auto t0 = std::chrono::steady_clock::now();
+    ASSERT_TRUE(write_all(fd, "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n"));
+    ASSERT_TRUE(write_upload(fd, 0, 200000, 65536, false));
+    std::string pending;
+    RawReply r = read_reply(fd, pending, 8000);
+    EXPECT_EQ(r.status, 408) << r.head << r.body;
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(6));
+    ::close(fd);
+  }
+  Response ok = request(app.port(), "GET", "/still-here");
+  EXPECT_EQ(ok.status, 200);
+}
+
 }  // namespace
 }  // namespace nimbus::testing

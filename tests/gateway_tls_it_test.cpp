@@ -62,6 +62,14 @@ TEST(GatewayTls, ServesHttpsWithTheManifestsCertificateOnKeptAliveConnections) {
   EXPECT_EQ(echoed["headers"].as_object()["x-forwarded-proto"].as_string(), "https");
   echoed = parse_object(request(app.port(), "GET", "/echo", {{"X-Forwarded-Proto", "https"}}).body);
   EXPECT_EQ(echoed["headers"].as_object()["x-forwarded-proto"].as_string(), "http");
+  // A body past 64 KiB goes on to the upstream as it arrives, over TLS as over plain HTTP,
+  // and the connection carries on.
+  const std::string upload(3'000'000, 'u');
+  r = client.request("POST", "/up/upload", {}, upload);
+  ASSERT_EQ(r.status, 200) << r.body.substr(0, 300);
+  EXPECT_EQ(parse_object(r.body)["body"].as_string().size(), upload.size());
+  EXPECT_EQ(up.seen().back().headers["content-length"], "3000000");
+  EXPECT_EQ(client.request("GET", "/hello").status, 200);
   // Plain HTTP goes on serving beside it (no redirect asked for), and says http.
   EXPECT_EQ(request(app.port(), "GET", "/hello").body, "Hello, World!");
   ASSERT_EQ(request(app.port(), "GET", "/up/y").status, 200);

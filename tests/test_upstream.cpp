@@ -231,6 +231,69 @@ void TestUpstream::serve(int fd, int connection) {
       if (e == std::string::npos) break;
       at = e + 2;
     }
+    const std::string upload_path = s.target.substr(0, s.target.find('?'));
+    if (upload_path == "/refuse-upload") {
+      {
+        std::lock_guard lock(mu_);
+        seen_.push_back(s);
+      }
+      send_all(fd, reply(413, "{\"error\":\"too big for me\"}", "Connection: close\r\n"));
+      ::shutdown(fd, SHUT_WR);  // a lingering close: the reply is not lost to a reset
+      timeval tv{2, 0};
+      ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+      while (::recv(fd, chunk, sizeof chunk, 0) > 0) {
+      }
+      return done();
+    }
+    if (upload_path == "/upload") {
+      // Taken piece by piece: only the count and a hash are kept.
+      uint64_t fnv = 1469598103934665603ull;
+      int64_t bytes = 0;
+      auto take = [&](const char* p, std::size_t n) {
+        for (std::size_t i = 0; i < n; ++i) fnv = (fnv ^ static_cast<unsigned char>(p[i])) * 1099511628211ull;
+        bytes += static_cast<int64_t>(n);
+        upload_bytes_.fetch_add(static_cast<int64_t>(n));
+      };
+      auto more = [&] {
+        ssize_t n = ::recv(fd, chunk, sizeof chunk, 0);
+        if (n <= 0) return false;
+        buf.append(chunk, static_cast<std::size_t>(n));
+        return true;
+      };
+      const bool chunked = lower(s.headers["transfer-encoding"]).find("chunked") != std::string::npos;
+      if (chunked) {
+        while (true) {
+          std::size_t eol;
+          while ((eol = buf.find("\r\n")) == std::string::npos)
+            if (!more()) return done();
+          const std::size_t size = std::stoul(buf.substr(0, eol), nullptr, 16);
+          buf.erase(0, eol + 2);
+          while (buf.size() < size + 2)
+            if (!more()) return done();
+          take(buf.data(), size);
+          buf.erase(0, size + 2);
+          if (size == 0) break;
+        }
+      } else {
+        std::size_t left = s.headers.count("content-length") ? std::stoul(s.headers["content-length"]) : 0;
+        while (left > 0) {
+          if (buf.empty() && !more()) return done();
+          const std::size_t n = std::min(left, buf.size());
+          take(buf.data(), n);
+          buf.erase(0, n);
+          left -= n;
+        }
+      }
+      {
+        std::lock_guard lock(mu_);
+        seen_.push_back(s);
+      }
+      char hex[17];
+      std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(fnv));
+      const std::string body = boost::json::serialize(boost::json::object{{"bytes", bytes}, {"fnv", hex}, {"chunked", chunked}});
+      if (!send_all(fd, reply(200, body, ""))) return done();
+      continue;
+    }
     std::size_t length = s.headers.count("content-length") ? std::stoul(s.headers["content-length"]) : 0;
     while (buf.size() < length) {
       ssize_t n = ::recv(fd, chunk, sizeof chunk, 0);

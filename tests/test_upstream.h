@@ -9,6 +9,10 @@
 //   /events?n=N&ms=M  N server-sent events, M ms apart (chunked)
 //   Upgrade: websocket on any path but /refuse-upgrade: a WebSocket echo (TestUpstream::websocket)
 //   /wrong-upgrade  101 to h2c, whatever was asked
+//   /upload         takes a body of any size (Content-Length or chunked) piece by piece, keeping
+//                   only its count (upload_bytes(), as it arrives) and FNV-1a; replies
+//                   {"bytes", "fnv", "chunked"}; a body cut short ends the connection
+//   /refuse-upload  413 at once, without reading the body (then drains it and closes)
 // The echo: {"server", "method", "target", "headers": {lower-case name: value}, "body", "connection"}.
 #include <atomic>
 #include <map>
@@ -43,6 +47,7 @@ class TestUpstream {
   int connections() const { return connections_.load(); }
   int health_checks() const { return health_checks_.load(); }
   int websockets() const { return websockets_.load(); }
+  int64_t upload_bytes() const { return upload_bytes_.load(); }  // /upload bytes received so far (all uploads)
 
  private:
   void accept_loop();
@@ -56,6 +61,7 @@ class TestUpstream {
   std::atomic<int> connections_{0};
   std::atomic<int> health_checks_{0};
   std::atomic<int> websockets_{0};
+  std::atomic<int64_t> upload_bytes_{0};
   std::mutex mu_;
   std::vector<Seen> seen_;
   std::map<std::string, std::pair<int, std::string>> fixed_;

@@ -164,6 +164,7 @@ void Gateway::proxy(const GatewayRouteSpec& route, Upstream& upstream, IncomingR
     p.target += query;
   }
   p.body = std::move(body);
+  p.body_stream = request.body_stream();
   p.timeout = route.timeout.value_or(Duration{});
   p.response_edits = route.response_headers.empty() ? nullptr : &route.response_headers;
   if (p.response_edits) p.owner = spec_;

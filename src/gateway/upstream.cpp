@@ -21,6 +21,8 @@
 #include <array>
 #include <atomic>
 #include <charconv>
+#include <cstdio>
+#include <cstring>
 #include <unordered_set>
 
 #include "triggers/http/body_source.h"
@@ -83,7 +85,10 @@ struct Watchdog {
   };
   Watchdog(asio::io_context& ctx) : timer(ctx), state(std::make_shared<State>()) {}
   ~Watchdog() { disarm(); }
+  // Each arm starts afresh: fired() says whether this one fired.
   void arm(const std::shared_ptr<UpConn>& conn, Duration after) {
+    state->done = true;
+    state = std::make_shared<State>();
     timer.expires_after(after);
     timer.async_wait([s = state, conn](boost::system::error_code ec) {
       if (ec || s->done) return;
@@ -101,18 +106,21 @@ struct Watchdog {
   std::shared_ptr<State> state;
 };
 
-enum class Fail : uint8_t { none, refused, connect_timeout, timeout, reset, bad_response, too_large, stopped };
+// client_body: the client's streamed body could not be read (cut, too slow, over the limit).
+enum class Fail : uint8_t { none, refused, connect_timeout, timeout, reset, bad_response, too_large, stopped, client_body };
 
 struct Attempt {
   Fail fail = Fail::none;
   bool stale = false;  // a reused connection that failed before any reply byte
   bool keep_alive = false;  // the connection may carry the next request
+  bool body_started = false;  // some of a streamed request body was read: it cannot be sent again
+  boost::system::error_code client_error;  // Fail::client_body: why
   std::string detail;
   HttpReply reply;
 };
 
 bool counts_against_target(const Attempt& a) {
-  if (a.fail == Fail::stopped) return false;
+  if (a.fail == Fail::stopped || a.fail == Fail::client_body) return false;
   if (a.fail != Fail::none) return true;
   return a.reply.status == 502 || a.reply.status == 503 || a.reply.status == 504;
 }
@@ -135,6 +143,7 @@ struct LoopPool {
 // client gets read_timeout for each piece, not for a whole large body.
 using StreamParser = http::response_parser<http::buffer_body>;
 constexpr std::size_t kHeldWhole = 64 * 1024;
+constexpr std::size_t kPiece = 64 * 1024;  // a streamed request body is sent on in pieces of at most this
 
 struct Upstream::Impl : std::enable_shared_from_this<Upstream::Impl> {
   Impl(const UpstreamSpec& s, EventLoops& l) : spec(s), loops(l) {}
@@ -503,9 +512,12 @@ asio::awaitable<Attempt> Upstream::Impl::exchange(LoopPool& lp, const std::share
     head += req.upgrade;
     head += "\r\n";
   }
-  if (!req.body.empty() || body_expected(req.method)) {
+  const bool chunked = req.body_stream && !req.body_stream->length;
+  if (chunked) {
+    head += "Transfer-Encoding: chunked\r\n";
+  } else if (req.body_stream || !req.body.empty() || body_expected(req.method)) {
     char len[24];
-    auto [end, ec] = std::to_chars(len, len + sizeof len, req.body.size());
+    auto [end, ec] = std::to_chars(len, len + sizeof len, req.body_stream ? *req.body_stream->length : req.body.size());
     head += "Content-Length: ";
     head.append(len, end);
     head += "\r\n";
@@ -514,6 +526,7 @@ asio::awaitable<Attempt> Upstream::Impl::exchange(LoopPool& lp, const std::share
 
   Watchdog watchdog(ctx);
   watchdog.arm(conn, req.timeout);
+  boost::system::error_code early_error;  // the upstream stopped taking a streamed body
   lp.busy.insert(conn.get());
   struct Unbusy {
     LoopPool& lp;
@@ -526,7 +539,60 @@ asio::awaitable<Attempt> Upstream::Impl::exchange(LoopPool& lp, const std::share
 
   std::array<asio::const_buffer, 2> wire = {asio::buffer(head), asio::buffer(req.body)};
   auto [wec, written] = co_await asio::async_write(conn->socket, wire, kNoThrow);
-  if (wec) {
+  if (!wec && req.body_stream) {
+    // The client's body, piece by piece as it comes: each piece within the timeout. An
+    // upstream that stops taking it (it answered early, or went away) ends the sending; its
+    // reply, if one came, is still read below.
+    a.body_started = true;
+    std::unique_ptr<char[]> piece(new char[kPiece + 32]);
+    uint64_t sent = 0;
+    while (true) {
+      char* data = piece.get() + 16;  // room for a chunk's size line before the data
+      watchdog.disarm();  // the client's pace is the listener's to bound (read_timeout a piece)
+      auto [rec, n] = co_await req.body_stream->read(asio::mutable_buffer(data, kPiece));
+      if (rec) {
+        a.fail = Fail::client_body;
+        a.client_error = rec;
+        a.detail = rec.message();
+        co_return a;
+      }
+      sent += n;
+      if (!chunked && n == 0 && sent != *req.body_stream->length) {
+        a.fail = Fail::client_body;
+        a.client_error = http::error::partial_message;
+        a.detail = "the body ended before its Content-Length";
+        co_return a;
+      }
+      std::array<asio::const_buffer, 2> out;
+      if (chunked) {
+        char size_line[16];
+        int len = n == 0 ? std::snprintf(size_line, sizeof size_line, "0\r\n\r\n")
+                         : std::snprintf(size_line, sizeof size_line, "%zx\r\n", n);
+        std::memcpy(data - len, size_line, static_cast<std::size_t>(len));
+        if (n > 0) std::memcpy(data + n, "\r\n", 2);
+        out = {asio::const_buffer(data - len, static_cast<std::size_t>(len) + (n > 0 ? n + 2 : 0)), asio::const_buffer()};
+      } else {
+        out = {asio::const_buffer(data, n), asio::const_buffer()};
+      }
+      if (out[0].size() > 0) {
+        watchdog.arm(conn, req.timeout);  // each piece goes within the timeout
+        std::tie(wec, written) = co_await asio::async_write(conn->socket, out, kNoThrow);
+        if (wec) break;
+      }
+      if (n == 0) break;
+    }
+    watchdog.arm(conn, req.timeout);  // now the reply, within the timeout
+    if (wec) {
+      // It stopped reading: perhaps it said why first. Its reply, if there is one, is the
+      // answer; if not, the write's failure is.
+      if (watchdog.fired() || stopped.load()) {
+        a.fail = watchdog.fired() ? Fail::timeout : Fail::stopped;
+        a.detail = wec.message();
+        co_return a;
+      }
+      early_error = wec;
+    }
+  } else if (wec) {
     a.fail = watchdog.fired() ? Fail::timeout : stopped.load() ? Fail::stopped : Fail::reset;
     a.stale = !watchdog.fired();
     a.detail = wec.message();
@@ -556,7 +622,8 @@ asio::awaitable<Attempt> Upstream::Impl::exchange(LoopPool& lp, const std::share
     if (req.method == "HEAD") parser->skip(true);
     auto [rec, n] = co_await http::async_read_header(conn->socket, conn->buffer, *parser, kNoThrow);
     if (rec) {
-      failed(rec);
+      failed(early_error ? early_error : rec);
+      if (early_error) a.stale = false;
       co_return a;
     }
     const int status = parser->get().result_int();
@@ -678,7 +745,7 @@ asio::awaitable<Attempt> Upstream::Impl::exchange(LoopPool& lp, const std::share
     co_return a;
   }
   // Reusable when the upstream keeps it open and nothing unasked-for follows the reply.
-  a.keep_alive = res.keep_alive() && !res.need_eof() && conn->buffer.size() == 0;
+  a.keep_alive = res.keep_alive() && !res.need_eof() && conn->buffer.size() == 0 && !early_error;
   co_return a;
 }
 
@@ -706,7 +773,7 @@ asio::awaitable<Attempt> Upstream::Impl::attempt(LoopPool& lp, int target, const
     }
     // A keep-alive connection the upstream had closed: once more on a fresh one, when
     // nothing of the reply came and the request may be sent again.
-    if (reused && a.stale && may_replay) {
+    if (reused && a.stale && (may_replay || !a.body_started)) {
       conn.reset();
       continue;
     }
@@ -735,7 +802,7 @@ asio::awaitable<void> Upstream::Impl::run(LoopPool& lp, std::shared_ptr<ProxyReq
     lp.window_retries = 0;
   }
   ++lp.window_requests;
-  const bool may_replay = idempotent(req->method);
+  const bool may_replay = idempotent(req->method) && !req->body_stream;  // a streamed body goes once
   std::vector<int> tried;
   Attempt last;
   int last_target = -1;
@@ -795,6 +862,16 @@ asio::awaitable<void> Upstream::Impl::run(LoopPool& lp, std::shared_ptr<ProxyReq
     case Fail::reset:
       respond(json_error(502, "upstream_reset",
                          "upstream '" + spec.name + "' (" + url + ") closed the connection before replying whole: " + last.detail, ""));
+      break;
+    case Fail::client_body:
+      // Not the upstream's doing: the client's body did not come whole.
+      if (last.client_error == http::error::body_limit) {
+        respond(json_error(413, "payload_too_large", "the request body is over this route's limit", ""));
+      } else if (last.client_error == asio::error::timed_out) {
+        respond(json_error(408, "request_timeout", "the request body did not arrive whole in time", ""));
+      } else {
+        respond(json_error(400, "bad_request", "the request body could not be read whole: " + last.detail, ""));
+      }
       break;
     case Fail::bad_response:
       respond(json_error(502, "upstream_bad_response",

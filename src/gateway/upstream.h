@@ -16,6 +16,8 @@
 
 namespace nimbus {
 
+struct BodySource;  // triggers/http/body_source.h
+
 class EventLoops;
 class Responder;
 
@@ -26,6 +28,9 @@ struct ProxyRequest {
   std::string host;              // the Host header to send when the route preserves it; else ""
   std::string header_block;      // "Name: value\r\n" lines: every header but Host and framing
   std::string body;
+  // ... or the client's body as it arrives (IncomingRequest::body_stream): sent on piece by
+  // piece with its length or chunked, and never sent twice (no retry once it has begun).
+  std::shared_ptr<BodySource> body_stream;
   Duration timeout{};            // the route's, else the upstream's
   const HeaderEdits* response_edits = nullptr;
   std::shared_ptr<const void> owner;  // keeps response_edits alive (the gateway's spec)

@@ -4,6 +4,7 @@
 #include <boost/json.hpp>
 #include <arpa/inet.h>
 
+#include <charconv>
 #include <cstring>
 #include <strings.h>
 #include <thread>
@@ -547,6 +548,47 @@ bool HttpTrigger::drain(Duration grace) {
   return in_progress() == 0;
 }
 
+// The path as routes match it: `path` now views `storage` when normalizing changed it. False
+// (with `why`) for a path no route may take.
+static bool routable_path(std::string_view& path, std::string& storage, std::string& why) {
+  bool changed = false;
+  if (auto n = normalize_path(path, &why, &changed); changed) {
+    storage = std::move(*n);
+    path = storage;
+    return true;
+  }
+  return why.empty();
+}
+
+// A body larger than this (or of unknown length) on a route to an upstream is sent on as it
+// arrives rather than held whole first; a smaller one is held, so it can be sent again on a retry.
+constexpr uint64_t kStreamedBody = 64 * 1024;
+
+std::optional<uint64_t> HttpTrigger::streams_body(IncomingRequest& head) {
+  if (!head.header("transfer-encoding")) {
+    auto length = head.header("content-length");
+    uint64_t n = 0;
+    if (!length || std::from_chars(length->data(), length->data() + length->size(), n).ec != std::errc() ||
+        n <= kStreamedBody) {
+      return std::nullopt;
+    }
+  }
+  std::string_view target = head.target();
+  std::string_view path = target.substr(0, target.find('?'));
+  std::string normalized, why;
+  if (!routable_path(path, normalized, why)) return std::nullopt;
+  std::shared_ptr<RouteTable> holder;
+  RouteTable& table = table_here(holder);
+  if (!table.gateway) return std::nullopt;
+  RouteMatch match = table.router.match(head.method(), path, head.header("host").value_or(std::string_view()));
+  if (match.kind != RouteMatch::Kind::found) return std::nullopt;
+  const RouteTarget& rt = table.targets[static_cast<std::size_t>(match.target)];
+  if (!rt.upstream || !rt.gateway) return std::nullopt;
+  uint64_t limit = app_.http.max_body;
+  if (rt.gateway->max_body) limit = std::min<uint64_t>(limit, *rt.gateway->max_body);
+  return limit;
+}
+
 void HttpTrigger::handle(IncomingRequest& request, Responder respond) {
   std::string_view target = request.target();
   auto qmark = target.find('?');
@@ -554,13 +596,7 @@ void HttpTrigger::handle(IncomingRequest& request, Responder respond) {
   std::string_view query = qmark == std::string_view::npos ? std::string_view() : target.substr(qmark + 1);
   std::string_view method = request.method();
   std::string normalized, why;
-  bool changed = false;
-  if (auto n = normalize_path(path, &why, &changed); changed) {
-    normalized = std::move(*n);
-    path = normalized;
-  } else if (!why.empty()) {
-    return respond(json_error(400, "bad_path", why, new_invocation_id()));
-  }
+  if (!routable_path(path, normalized, why)) return respond(json_error(400, "bad_path", why, new_invocation_id()));
 
   if (path == "/healthz") return respond(plain_json(200, "{\"status\":\"ok\"}"));
   if (path == "/readyz") return respond(readiness(draining_.load(), options_.store));
@@ -696,6 +732,25 @@ void HttpTrigger::handle(IncomingRequest& request, Responder respond) {
       // HEAD replies have no body to keep: only a GET's reply is stored.
       if (method == "GET") respond = keep_in_cache(table.cache, std::move(key), rt, request, reply_headers, std::move(respond));
     }
+  }
+  if (auto streamed = request.body_stream()) {
+    // streams_body() chose this for an upstream route; a reload in between may have changed it.
+    if (!rt.upstream) {
+      HttpReply r = json_error(503, "routes_changed", "the routes changed while the request arrived; send it again", "");
+      r.headers.push_back({"retry-after", "1"});
+      return respond(std::move(r));
+    }
+    uint64_t length = 0;
+    auto declared = request.header("content-length").value_or(std::string_view());
+    if (rt.gateway->max_body && std::from_chars(declared.data(), declared.data() + declared.size(), length).ec == std::errc() &&
+        length > *rt.gateway->max_body) {
+      return respond(json_error(413, "payload_too_large",
+                                "the request body is over this route's limit of " + std::to_string(*rt.gateway->max_body) +
+                                    " bytes",
+                                ""));
+    }
+    return table.gateway->proxy(*rt.gateway, *rt.upstream, request, path, query, std::string(), std::move(reply_headers),
+                                claims, std::move(respond));
   }
   std::string body = request.take_body();
   if (rt.gateway && rt.gateway->max_body && body.size() > *rt.gateway->max_body) {

@@ -65,6 +65,8 @@ class HttpTrigger final : public Trigger, public RequestHandler {
   int public_port() const override { return port_; }
   int secure_port() const override { return tls_port_; }
   void handle(IncomingRequest& request, Responder respond) override;
+  // Bodies over 64 KiB (or chunked) on routes to upstreams are sent on as they arrive.
+  std::optional<uint64_t> streams_body(IncomingRequest& head) override;
 
  private:
   struct RouteTarget {

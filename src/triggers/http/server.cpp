@@ -408,7 +408,8 @@ struct Connection {
   tcp::socket* tunnel_peer = nullptr;  // a spliced upstream connection (Phase::tunnel)
   bool abortive = false;  // a reply cut short: reset the connection, no clean end it could take for the whole
   Duration tunnel_idle{};
-  Parser* parser = nullptr;
+  http::basic_parser<true>* parser = nullptr;  // the request being read, if any
+  beast::flat_buffer in;  // what came from the client and is not parsed yet
   bool timed_out = false;
   bool timed_out_mid_request = false;
   bool closing = false;  // the server is closing: stop waiting for a reply
@@ -463,8 +464,10 @@ void serialize_head(const HttpReply& reply, unsigned version, bool keep_alive, s
 
 class BeastRequest final : public IncomingRequest {
  public:
-  BeastRequest(http::request<http::string_body>& r, const tcp::socket& s, std::optional<std::string>& peer, bool secure)
-      : r_(r), socket_(s), peer_(peer), secure_(secure) {}
+  // `body`: the body read whole (null: none, or it comes through `stream`).
+  BeastRequest(http::request_header<>& r, std::string* body, const tcp::socket& s, std::optional<std::string>& peer,
+               bool secure, std::shared_ptr<BodySource> stream = nullptr)
+      : r_(r), body_(body), socket_(s), peer_(peer), secure_(secure), stream_(std::move(stream)) {}
   bool secure() const override { return secure_; }
   // Asked once per connection (a system call), then kept with it.
   std::string remote_address() const override {
@@ -496,13 +499,62 @@ class BeastRequest final : public IncomingRequest {
     for (auto it = r_.begin(); it != r_.end(); ++it) ++n;
     return n;
   }
-  std::string take_body() override { return std::move(r_.body()); }
+  std::string take_body() override { return body_ ? std::move(*body_) : std::string(); }
+  std::shared_ptr<BodySource> body_stream() override { return stream_; }
 
  private:
-  http::request<http::string_body>& r_;
+  http::request_header<>& r_;
+  std::string* body_;
   const tcp::socket& socket_;
   std::optional<std::string>& peer_;
   bool secure_;
+  std::shared_ptr<BodySource> stream_;
+};
+
+// A request body read as the handler asks for it (RequestHandler::streams_body): each read
+// takes what the client has sent, within read_timeout; the first sends 100 Continue if the
+// client waits for it (a request refused before its body is read never asks for the body).
+// It holds the connection, so a read under way when the server closes finds it alive.
+using BodyParser = http::request_parser<http::buffer_body>;
+template <class Stream>
+struct ClientBody final : BodySource {
+  ClientBody(std::shared_ptr<Connection> c, Stream& s, std::shared_ptr<BodyParser> p, bool expects_continue)
+      : conn(std::move(c)), stream(s), parser(std::move(p)), send_continue(expects_continue) {
+    if (auto n = parser->content_length()) length = *n;
+  }
+  asio::awaitable<std::pair<boost::system::error_code, std::size_t>> read(asio::mutable_buffer into) override {
+    using Result = std::pair<boost::system::error_code, std::size_t>;
+    Connection& c = *conn;
+    if (over) co_return Result{asio::error::operation_aborted, 0};
+    if (send_continue) {
+      send_continue = false;
+      static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+      auto [wec, w] = co_await asio::async_write(stream, asio::buffer(kContinue.data(), kContinue.size()), kNoThrow);
+      if (wec) co_return Result{wec, 0};
+    }
+    std::size_t got = 0;
+    const Phase was = c.phase;
+    while (got == 0 && !parser->is_done() && !over) {
+      parser->get().body().data = into.data();
+      parser->get().body().size = into.size();
+      c.phase = Phase::reading;  // mid-request: each piece within read_timeout
+      c.phase_started = coarse_now();
+      c.parser = parser.get();
+      auto [ec, n] = co_await http::async_read_some(stream, c.in, *parser, kNoThrow);
+      c.parser = nullptr;
+      c.phase = was;
+      c.phase_started = coarse_now();
+      got = into.size() - parser->get().body().size;
+      if (ec == http::error::need_buffer) ec = {};
+      if (ec) co_return Result{c.timed_out ? boost::system::error_code(asio::error::timed_out) : ec, got};
+    }
+    co_return Result{{}, got};
+  }
+  std::shared_ptr<Connection> conn;
+  Stream& stream;
+  std::shared_ptr<BodyParser> parser;
+  bool send_continue;
+  bool over = false;  // the request was answered: no more reads
 };
 
 }  // namespace
@@ -555,6 +607,7 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
   template <class Stream>
   asio::awaitable<void> tunnel(std::shared_ptr<Connection> conn, Stream& stream, beast::flat_buffer& buffer,
                                UpgradedStream& upgraded);
+  asio::awaitable<void> linger(Connection& c);
   template <class Stream>
   asio::awaitable<void> send_error_and_close(Connection& c, Stream& stream, int status, std::string_view code,
                                              std::string_view message);
@@ -740,9 +793,15 @@ asio::awaitable<void> HttpServer::Impl::send_error_and_close(Connection& c, Stre
   c.timed_out = false;
   auto [ec, n] = co_await http::async_write(stream, res, kNoThrow);
   if (ec) co_return;
-  if (c.tls) co_return;  // TLS: the close_notify at the end of serve() says the rest
-  // Lingering close: stop sending, then read and discard briefly so the client sees our
-  // reply instead of a reset caused by unread request bytes.
+  co_await linger(c);
+}
+
+// Lingering close: stop sending, then read and discard briefly so the client sees our reply
+// instead of a reset caused by unread request bytes. TLS: the close_notify at the end of
+// serve() says the rest.
+asio::awaitable<void> HttpServer::Impl::linger(Connection& c) {
+  if (c.tls) co_return;
+  c.timed_out = false;  // the drain has its own bound
   boost::system::error_code ignored;
   c.socket.shutdown(tcp::socket::shutdown_send, ignored);
   c.phase = Phase::draining;
@@ -937,10 +996,12 @@ asio::awaitable<void> HttpServer::Impl::tunnel(std::shared_ptr<Connection> conn,
 template <class Stream>
 asio::awaitable<void> HttpServer::Impl::serve_requests(std::shared_ptr<Connection> conn, Stream& stream) {
   Connection& c = *conn;
-  beast::flat_buffer buffer;
+  beast::flat_buffer& buffer = c.in;
   uint64_t generation = 0;
   while (true) {
     Parser parser;
+    std::shared_ptr<BodyParser> body_parser;  // a body the handler reads as it comes
+    std::shared_ptr<ClientBody<Stream>> streamed;
     c.timed_out = false;  // each request starts with its own clock
     parser.header_limit(static_cast<std::uint32_t>(options.limits.max_header));
     parser.body_limit(options.limits.max_body);
@@ -960,13 +1021,28 @@ asio::awaitable<void> HttpServer::Impl::serve_requests(std::shared_ptr<Connectio
       }
     }
     if (!ec && !parser.is_done()) {
-      // A body follows. Clients that sent Expect: 100-continue wait for our go-ahead.
+      // A body follows: read whole now, or as the handler reads it.
       auto expect = parser.get().find(http::field::expect);
-      if (expect != parser.get().end() && beast::iequals(expect->value(), "100-continue")) {
+      const bool expects_continue = expect != parser.get().end() && beast::iequals(expect->value(), "100-continue");
+      std::optional<uint64_t> limit;
+      try {
+        BeastRequest head(parser.get(), nullptr, c.socket, c.peer, c.tls.has_value());
+        limit = handler.streams_body(head);
+      } catch (const std::exception&) {
+        limit.reset();
+      }
+      if (limit) {
+        body_parser = std::make_shared<BodyParser>(std::move(parser));
+        body_parser->body_limit(*limit);
+        streamed = std::make_shared<ClientBody<Stream>>(conn, stream, body_parser, expects_continue);
+      }
+      // Clients that sent Expect: 100-continue wait for our go-ahead.
+      if (streamed) {
+      } else if (expects_continue) {
         http::response<http::empty_body> go{http::status::continue_, parser.get().version()};
         std::tie(ec, n) = co_await http::async_write(stream, go, kNoThrow);
       }
-      if (!ec) std::tie(ec, n) = co_await http::async_read(stream, buffer, parser, kNoThrow);
+      if (!ec && !streamed) std::tie(ec, n) = co_await http::async_read(stream, buffer, parser, kNoThrow);
     }
     c.parser = nullptr;
     if (ec) {
@@ -995,7 +1071,10 @@ asio::awaitable<void> HttpServer::Impl::serve_requests(std::shared_ptr<Connectio
       }
       break;
     }
-    auto& request = parser.get();
+    // The head (a streamed body's parser took it over from `parser`).
+    http::request_header<>& request = body_parser ? static_cast<http::request_header<>&>(body_parser->get())
+                                                  : static_cast<http::request_header<>&>(parser.get());
+    const bool request_keep_alive = body_parser ? body_parser->get().keep_alive() : parser.get().keep_alive();
     active.fetch_add(1, std::memory_order_relaxed);
     c.phase = Phase::handling;
 
@@ -1008,7 +1087,7 @@ asio::awaitable<void> HttpServer::Impl::serve_requests(std::shared_ptr<Connectio
       c.slot->wake = nullptr;
     }
     try {
-      BeastRequest view(request, c.socket, c.peer, c.tls.has_value());
+      BeastRequest view(request, streamed ? nullptr : &parser.get().body(), c.socket, c.peer, c.tls.has_value(), streamed);
       handler.handle(view, Responder(c.slot, generation));
     } catch (const std::exception& e) {
       // A bug or exhaustion inside the host: the caller gets a 500, the connection lives on.
@@ -1029,6 +1108,7 @@ asio::awaitable<void> HttpServer::Impl::serve_requests(std::shared_ptr<Connectio
       std::lock_guard lock(c.slot->mu);
       ready = c.slot->ready;
     }
+    if (streamed) streamed->over = true;
     if (!ready) {
       active.fetch_sub(1, std::memory_order_relaxed);
       break;
@@ -1037,6 +1117,10 @@ asio::awaitable<void> HttpServer::Impl::serve_requests(std::shared_ptr<Connectio
       std::lock_guard lock(c.slot->mu);
       reply = std::move(c.slot->reply);
     }
+    // A body the handler did not read to its end (refused first, or cut): the reply is the
+    // connection's last, and the rest of the body is read and dropped briefly after it.
+    const bool body_left = streamed && !body_parser->is_done();
+    if (streamed) c.timed_out = false;  // a piece that timed out has been answered: the reply's own clock now
 
     if (reply.status == 101 && reply.upgrade) {
       // Switching protocols: the head, then the connection is a tunnel to the upstream's.
@@ -1057,7 +1141,7 @@ asio::awaitable<void> HttpServer::Impl::serve_requests(std::shared_ptr<Connectio
       if (!hec) co_await tunnel(conn, stream, buffer, *reply.upgrade);
       break;
     }
-    bool keep_alive = request.keep_alive() && !stopping.load(std::memory_order_relaxed);
+    bool keep_alive = request_keep_alive && !body_left && !stopping.load(std::memory_order_relaxed);
     bool head = request.method() == http::verb::head;
     if (reply.stream && !head) {
       if (!reply.stream->length && request.version() == 10) keep_alive = false;
@@ -1069,7 +1153,10 @@ asio::awaitable<void> HttpServer::Impl::serve_requests(std::shared_ptr<Connectio
         c.abortive = true;
         break;
       }
-      if (!keep_alive) break;
+      if (!keep_alive) {
+        if (body_left) co_await linger(c);
+        break;
+      }
       continue;
     }
     if (options.compression.enabled && !head) {
@@ -1086,7 +1173,10 @@ asio::awaitable<void> HttpServer::Impl::serve_requests(std::shared_ptr<Connectio
     c.phase_started = coarse_now();
     auto [wec, written] = co_await asio::async_write(stream, wire, kNoThrow);
     active.fetch_sub(1, std::memory_order_relaxed);
-    if (wec || !keep_alive) break;
+    if (wec || !keep_alive) {
+      if (!wec && body_left) co_await linger(c);
+      break;
+    }
   }
 }
 

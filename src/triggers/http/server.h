@@ -62,6 +62,8 @@ struct UpgradedStream {
   int fd_;
 };
 
+struct BodySource;  // triggers/http/body_source.h
+
 // A parsed request, valid during RequestHandler::handle.
 class IncomingRequest {
  public:
@@ -76,6 +78,9 @@ class IncomingRequest {
   virtual std::string remote_address() const { return {}; }
   // Whether the request came over TLS.
   virtual bool secure() const { return false; }
+  // The body as it arrives, when the handler's streams_body() asked for it (take_body() is
+  // then empty); read it on the loop that called handle(), before answering. Null otherwise.
+  virtual std::shared_ptr<BodySource> body_stream() { return nullptr; }
 };
 
 // Delivers the reply for one request. Call exactly once, from any thread, during or after
@@ -102,6 +107,10 @@ class RequestHandler {
  public:
   virtual ~RequestHandler() = default;
   virtual void handle(IncomingRequest& request, Responder respond) = 0;
+  // Asked when a request's head has come and a body follows: a limit on the body, to have it
+  // through body_stream() as it arrives instead of whole before handle(); nullopt: whole. A
+  // body not read to its end before the reply closes the connection after it.
+  virtual std::optional<uint64_t> streams_body(IncomingRequest& /*head*/) { return std::nullopt; }
 };
 
 // Response compression (gzip, br) for clients that accept it: compressible types only
