@@ -78,6 +78,15 @@ TEST(ResponseCache, HitsCarryAgeUntilTheyExpireOnTheInjectedClock) {
   EXPECT_EQ(s.hits, 1u);
   EXPECT_EQ(s.misses, 2u);
   EXPECT_EQ(s.entries, 0u) << "the stale entry is dropped";
+  // A reply that had spent 20 s in caches upstream when it came: its Age counts on from there
+  // (RFC 9111 4.2.3), and it is kept for what its max-age leaves.
+  auto aged = reply(200, {{"Cache-Control", "max-age=60"}, {"Age", "20"}}, "old news");
+  cache.put("a", aged, ResponseCache::lifetime(aged, 10s, false), {});
+  clock.advance(5s);
+  hit = cache.get("a", no_headers);
+  ASSERT_TRUE(hit);
+  EXPECT_EQ(header(*hit, "age"), "25");
+  EXPECT_EQ(header(*hit, "cache-status"), "nimbus; hit; ttl=35");
   EXPECT_EQ(s.bytes, 0u);
   cache.put("z", reply(200, {}), 0s, {});
   EXPECT_FALSE(cache.get("z", no_headers)) << "a lifetime of zero is not kept";

@@ -890,6 +890,49 @@ TEST(Gateway, OpenWebSocketsDoNotHoldUpAShutdown) {
   EXPECT_TRUE(ec) << "the client sees its connection end";
 }
 
+// Server-sent event streams never end by themselves: a shutdown ends them cleanly (their last
+// chunk, so EventSource reconnects elsewhere) instead of waiting out its grace, while an
+// ordinary request in flight is still answered.
+TEST(Gateway, OpenEventStreamsAreEndedCleanlyByAShutdownAndRequestsInFlightStillFinish) {
+  TestUpstream up("up");
+  App app(gateway_app("  upstreams:\n    up: " + url(up.port()) + "\n  routes:\n    - {path: \"/{*rest}\", upstream: up}\n"));
+  ASSERT_TRUE(app.host->started()) << app.host->errors();
+  std::vector<int> streams;
+  for (int i = 0; i < 10; ++i) {
+    int fd = connect_to(app.port());
+    ASSERT_GE(fd, 0);
+    const std::string get = "GET /events?n=1000&ms=100 HTTP/1.1\r\nHost: x\r\n\r\n";
+    ASSERT_EQ(::write(fd, get.data(), get.size()), static_cast<ssize_t>(get.size()));
+    std::string got;
+    char buf[4096];
+    while (got.find("event 0") == std::string::npos) {
+      ssize_t n = ::read(fd, buf, sizeof buf);
+      ASSERT_GT(n, 0);
+      got.append(buf, static_cast<std::size_t>(n));
+    }
+    streams.push_back(fd);
+  }
+  Response slow;
+  std::thread in_flight([&] { slow = request(app.port(), "GET", "/slow?ms=1500"); });
+  ASSERT_TRUE(eventually([&] { return up.requests() >= 11; }, 5000));
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ(app.host->signal_and_wait(SIGTERM), 0);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(5)) << "the shutdown waited for the event streams";
+  in_flight.join();
+  EXPECT_EQ(slow.status, 200) << "a request in flight is answered before the host stops";
+  for (int fd : streams) {
+    std::string rest;
+    char buf[4096];
+    timeval tv{5, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    ssize_t n;
+    while ((n = ::read(fd, buf, sizeof buf)) > 0) rest.append(buf, static_cast<std::size_t>(n));
+    EXPECT_EQ(n, 0) << "the stream ends with a close, not a reset (" << std::strerror(errno) << ")";
+    EXPECT_TRUE(rest.ends_with("0\r\n\r\n")) << "the stream ends with its last chunk: ..." << rest.substr(rest.size() > 40 ? rest.size() - 40 : 0);
+    ::close(fd);
+  }
+}
+
 }  // namespace
 }  // namespace nimbus::testing
 
@@ -918,6 +961,10 @@ TEST(Gateway, LargeRepliesAreSentOnAsTheyArriveAndASlowClientSlowsTheUpstreamNot
   EXPECT_EQ(big.header("content-length"), "30000000");
   EXPECT_EQ(big.body.size(), 30000000u);
   EXPECT_EQ(big.body.find_first_not_of('x'), std::string::npos);
+  // HEAD: the length a GET would have, and no body.
+  std::string head_only = send_raw(app.port(), "HEAD /big?bytes=12345 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  EXPECT_NE(head_only.find("Content-Length: 12345\r\n"), std::string::npos) << head_only;
+  EXPECT_TRUE(head_only.ends_with("\r\n\r\n")) << head_only;
   // Chunked from the upstream, past what is held whole: chunked to an HTTP/1.1 client ...
   std::string raw = send_raw(app.port(), "GET /chunked?bytes=300000 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
   EXPECT_NE(raw.find("Transfer-Encoding: chunked\r\n"), std::string::npos) << raw.substr(0, 300);

@@ -102,6 +102,9 @@ struct HttpReply {
   std::shared_ptr<UpgradedStream> upgrade{};
   // A large proxied reply: `body` is empty and the listener sends this as it arrives.
   std::shared_ptr<BodySource> stream{};
+  // A proxied reply to HEAD: the Content-Length the upstream gave (what a GET would carry),
+  // sent instead of the empty body's.
+  std::optional<uint64_t> head_length{};
 };
 
 struct FunctionError {

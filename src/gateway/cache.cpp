@@ -127,8 +127,10 @@ void ResponseCache::put(const std::string& key, const HttpReply& reply, Duration
   if (ttl <= Duration::zero() || reply.body.size() + key.size() > limits_.max_object) return;
   Entry e;
   e.key = key;
-  e.reply = reply;
-  std::erase_if(e.reply.headers, [](const Header& h) { return strcasecmp(h.name.c_str(), "age") == 0; });  // ours, on a hit
+  auto kept = std::make_shared<HttpReply>(reply);
+  if (const std::string* a = reply_header(reply, "age")) e.initial_age = std::max<int64_t>(0, seconds(*a).value_or(0));
+  std::erase_if(kept->headers, [](const Header& h) { return strcasecmp(h.name.c_str(), "age") == 0; });  // ours, on a hit
+  e.reply = std::move(kept);
   for (const auto& name : vary_names(reply)) {
     std::string value;
     for (const auto& h : request_headers)
@@ -155,39 +157,46 @@ void ResponseCache::put(const std::string& key, const HttpReply& reply, Duration
 std::optional<HttpReply> ResponseCache::get_impl(const std::string& key,
                                                  const std::function<std::string(std::string_view)>& header) {
   const TimePoint now = clock_.now();
-  std::lock_guard lock(mu_);
-  auto it = index_.find(key);
-  if (it == index_.end()) {
-    ++stats_.misses;
-    return std::nullopt;
-  }
-  auto entry = it->second;
-  if (entry->expires <= now) {
-    drop(entry);
-    ++stats_.misses;
-    return std::nullopt;
-  }
-  for (const auto& [name, value] : entry->vary) {
-    if (header(name) != value) {
+  std::shared_ptr<const HttpReply> kept;
+  int64_t age = 0, ttl_left = 0;
+  {
+    std::lock_guard lock(mu_);
+    auto it = index_.find(key);
+    if (it == index_.end()) {
       ++stats_.misses;
-      return std::nullopt;  // another variant; the fetched one replaces this
+      return std::nullopt;
     }
+    auto entry = it->second;
+    if (entry->expires <= now) {
+      drop(entry);
+      ++stats_.misses;
+      return std::nullopt;
+    }
+    for (const auto& [name, value] : entry->vary) {
+      if (header(name) != value) {
+        ++stats_.misses;
+        return std::nullopt;  // another variant; the fetched one replaces this
+      }
+    }
+    lru_.splice(lru_.begin(), lru_, entry);
+    ++stats_.hits;
+    // RFC 9111 4.2.3: its age when it came, plus how long it has been here.
+    age = entry->initial_age + std::chrono::duration_cast<std::chrono::seconds>(now - entry->stored).count();
+    ttl_left = std::chrono::duration_cast<std::chrono::seconds>(entry->expires - now).count();
+    kept = entry->reply;
   }
-  lru_.splice(lru_.begin(), lru_, entry);
-  ++stats_.hits;
-  const int64_t age = std::chrono::duration_cast<std::chrono::seconds>(now - entry->stored).count();
-  const int64_t ttl_left = std::chrono::duration_cast<std::chrono::seconds>(entry->expires - now).count();
+  // The copy is made outside the lock: the other loops' lookups do not wait for it.
   HttpReply out;
-  const std::string* etag = reply_header(entry->reply, "etag");
+  const std::string* etag = reply_header(*kept, "etag");
   const std::string inm = header("if-none-match");
   if (etag && !inm.empty() && etag_matches(inm, *etag)) {
     out.status = 304;
-    for (const auto& h : entry->reply.headers) {
+    for (const auto& h : kept->headers) {
       const std::string n = ascii_lower(h.name);
       if (n == "etag" || n == "cache-control" || n == "vary" || n == "expires" || n == "content-location") out.headers.push_back(h);
     }
   } else {
-    out = entry->reply;
+    out = *kept;
   }
   out.headers.push_back({"age", std::to_string(age)});
   out.headers.push_back({"cache-status", "nimbus; hit; ttl=" + std::to_string(ttl_left)});

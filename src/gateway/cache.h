@@ -9,6 +9,7 @@
 // matches gets 304. One LRU bounded in bytes; safe from any thread. No Asio in this header.
 #include <functional>
 #include <list>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -58,9 +59,10 @@ class ResponseCache {
  private:
   struct Entry {
     std::string key;
-    HttpReply reply;
+    std::shared_ptr<const HttpReply> reply;  // shared: a hit copies it outside the lock
     std::vector<std::pair<std::string, std::string>> vary;  // request header name -> value
     TimePoint stored, expires;
+    int64_t initial_age = 0;  // seconds it had spent in caches upstream when stored (its Age)
     std::size_t bytes = 0;
   };
   std::optional<HttpReply> get_impl(const std::string& key, const std::function<std::string(std::string_view)>& header);

@@ -473,6 +473,10 @@ struct Upstream::Impl::UpstreamBody final : BodySource {
     if (got == 0 && parser->is_done()) finish();
     co_return std::pair{boost::system::error_code(), got};
   }
+  void cancel() override {
+    boost::system::error_code ignored;
+    conn->socket.cancel(ignored);
+  }
   void finish() {
     if (finished) return;
     finished = true;
@@ -713,6 +717,12 @@ asio::awaitable<Attempt> Upstream::Impl::exchange(LoopPool& lp, const std::share
     co_return a;  // not kept alive here: the body's end gives the connection back
   }
   a.reply.body = std::move(body);
+  if (req.method == "HEAD") {
+    if (auto it = res.find(http::field::content_length); it != res.end()) {
+      uint64_t n = 0;
+      if (std::from_chars(it->value().data(), it->value().data() + it->value().size(), n).ec == std::errc()) a.reply.head_length = n;
+    }
+  }
   if (a.reply.status == 101) {
     // The connection is the client's now: the listener takes the socket, with what the
     // upstream already sent past its head.

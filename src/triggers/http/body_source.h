@@ -21,6 +21,9 @@ struct BodySource {
   // Reads more into `into`: the bytes read, 0 at the end; an error when the body cannot be
   // had whole (the client's connection is then cut, so it cannot take a part for the whole).
   virtual boost::asio::awaitable<std::pair<boost::system::error_code, std::size_t>> read(boost::asio::mutable_buffer into) = 0;
+  // Ends a read under way (it returns an error); on the loop that reads. The listener calls it
+  // to end a server-sent event stream when the host stops taking work.
+  virtual void cancel() {}
 };
 
 }  // namespace nimbus

@@ -291,14 +291,15 @@ Status HttpTrigger::apply(const AppSpec& next) {
   if (next.gateway.tls != app_.gateway.tls) {
     return Error{"gateway.tls changed: its listener takes a restart (a renewed certificate in the same files needs none)"};
   }
-  if (tls_) {
-    // The certificate files may have changed too: read them now, and say so if they are bad.
-    if (auto changed = tls_->reload_if_changed(); !changed) return Error{"gateway.tls: " + changed.error().message};
-    else if (*changed) logger_.host(LogLevel::info, "TLS certificate reloaded", {{"certificate", tls_->describe()}});
-  }
   if (auto st = ensure_api_keys(next.gateway); !st) return st;
   auto table = build_table(std::make_shared<const GatewaySpec>(next.gateway));
   if (!table) return table.error();
+  if (tls_) {
+    // The certificate files may have changed too: read them now (once nothing else can refuse
+    // the reload, so a refused one changes nothing), and say so if they are bad.
+    if (auto changed = tls_->reload_if_changed(); !changed) return Error{"gateway.tls: " + changed.error().message};
+    else if (*changed) logger_.host(LogLevel::info, "TLS certificate reloaded", {{"certificate", tls_->describe()}});
+  }
   std::shared_ptr<RouteTable> old;
   {
     std::lock_guard lock(table_mu_);
@@ -343,6 +344,7 @@ struct HttpTrigger::Refresh : std::enable_shared_from_this<Refresh> {
   const Clock* clock = nullptr;
   Duration period{};
   std::atomic<bool> stopped{false};
+  std::atomic<bool> finished{false};  // its job said no more rounds
   explicit Refresh(Timers t) : timers(t) {}
   void schedule() {
     if (stopped.load()) return;
@@ -351,6 +353,7 @@ struct HttpTrigger::Refresh : std::enable_shared_from_this<Refresh> {
       self->store->run_blocking([self] {
         if (self->stopped.load()) return;  // the trigger is closing: no more rounds
         if (self->job()) self->schedule();
+        else self->finished.store(true);
       });
     });
   }
@@ -360,6 +363,7 @@ void HttpTrigger::refresh_every(Duration period, std::function<bool()> job) {
   if (!options_.timers || !options_.store) return;
   std::lock_guard lock(refreshes_mu_);
   if (draining_.load()) return;  // closing: no new rounds
+  std::erase_if(refreshes_, [](const std::shared_ptr<Refresh>& r) { return r->finished.load(); });  // reloads add more
   auto r = std::make_shared<Refresh>(*options_.timers);
   r->job = std::move(job);
   r->store = options_.store;

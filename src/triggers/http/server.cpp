@@ -413,6 +413,11 @@ struct Connection {
   bool timed_out = false;
   bool timed_out_mid_request = false;
   bool closing = false;  // the server is closing: stop waiting for a reply
+  // A reply sent as it arrives: the read under way (Phase::upstream), and whether it is a
+  // server-sent event stream (text/event-stream), which a shutdown ends rather than awaits.
+  BodySource* streaming = nullptr;
+  bool event_stream = false;
+  bool ending = false;  // the event stream is being ended: the end of its reads is its clean end
   Connection* prev = nullptr;
   Connection* next = nullptr;
 };
@@ -452,7 +457,8 @@ void serialize_head(const HttpReply& reply, unsigned version, bool keep_alive, s
     if (version != 10) out += "Transfer-Encoding: chunked\r\n";  // HTTP/1.0: the close ends it
   } else if (carries_body(reply.status)) {
     char len[24];
-    auto [end, ec] = std::to_chars(len, len + sizeof len, reply.stream ? *reply.stream->length : reply.body.size());
+    const uint64_t length = reply.stream ? *reply.stream->length : reply.head_length ? *reply.head_length : reply.body.size();
+    auto [end, ec] = std::to_chars(len, len + sizeof len, length);
     out += "Content-Length: ";
     out.append(len, end);
     out += "\r\n";
@@ -761,7 +767,13 @@ void HttpServer::Impl::sweep(LoopState& ls) {
       case Phase::draining: expire = closing || age > std::chrono::seconds(1); break;
       case Phase::handling: break;  // the pool's deadline bounds this
       case Phase::tunnel: expire = closing || age > c->tunnel_idle; break;
-      case Phase::upstream: break;
+      case Phase::upstream:
+        // An event stream never ends by itself: a shutdown ends it (cleanly), as it does tunnels.
+        if (closing && c->event_stream && c->streaming && !c->ending) {
+          c->ending = true;
+          c->streaming->cancel();
+        }
+        break;
     }
     if (expire) {
       c->timed_out = true;
@@ -883,9 +895,12 @@ asio::awaitable<bool> HttpServer::Impl::send_streamed(Connection& c, Stream& str
   std::vector<char> chunk(64 * 1024);
   while (true) {
     c.phase = Phase::upstream;
+    c.streaming = &body;
     auto [ec, n] = co_await body.read(asio::buffer(chunk));
+    c.streaming = nullptr;
     c.phase = Phase::writing;
     c.phase_started = coarse_now();
+    if (ec && c.ending && chunked) break;  // a shutdown ends an event stream: with its last chunk
     if (ec) co_return false;
     if (n == 0) break;
     sent += n;
@@ -1147,8 +1162,18 @@ asio::awaitable<void> HttpServer::Impl::serve_requests(std::shared_ptr<Connectio
       if (!reply.stream->length && request.version() == 10) keep_alive = false;
       if (options.metrics) options.metrics->http_response(reply.status);
       serialize_head(reply, request.version(), keep_alive, c.head);
+      for (const auto& h : reply.headers) {
+        if (beast::iequals(h.name, "content-type") && h.value.size() >= 17 &&
+            beast::iequals(std::string_view(h.value).substr(0, 17), "text/event-stream")) {
+          c.event_stream = true;
+        }
+      }
+      // An event stream is no request a shutdown waits for (like a tunnel): it ends it.
+      if (c.event_stream) active.fetch_sub(1, std::memory_order_relaxed);
       const bool whole = co_await send_streamed(c, stream, *reply.stream, request.version() != 10);
-      active.fetch_sub(1, std::memory_order_relaxed);
+      if (!c.event_stream) active.fetch_sub(1, std::memory_order_relaxed);
+      c.event_stream = false;
+      if (c.ending) keep_alive = false;
       if (!whole) {
         c.abortive = true;
         break;
