@@ -890,6 +890,21 @@ TEST(Gateway, OpenWebSocketsDoNotHoldUpAShutdown) {
   EXPECT_TRUE(ec) << "the client sees its connection end";
 }
 
+// Sends `get` on a new connection (left open in `fd`) and reads until the first event has
+// come: what was read, or "" if the connection failed first.
+std::string first_event(int port, const std::string& get, int& fd) {
+  fd = connect_to(port);
+  if (fd < 0 || ::write(fd, get.data(), get.size()) != static_cast<ssize_t>(get.size())) return {};
+  std::string got;
+  char buf[4096];
+  while (got.find("event 0") == std::string::npos) {
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n <= 0) return {};
+    got.append(buf, static_cast<std::size_t>(n));
+  }
+  return got;
+}
+
 // Server-sent event streams never end by themselves: a shutdown ends them cleanly (their last
 // chunk, so EventSource reconnects elsewhere) instead of waiting out its grace, while an
 // ordinary request in flight is still answered.
@@ -899,17 +914,8 @@ TEST(Gateway, OpenEventStreamsAreEndedCleanlyByAShutdownAndRequestsInFlightStill
   ASSERT_TRUE(app.host->started()) << app.host->errors();
   std::vector<int> streams;
   for (int i = 0; i < 10; ++i) {
-    int fd = connect_to(app.port());
-    ASSERT_GE(fd, 0);
-    const std::string get = "GET /events?n=1000&ms=100 HTTP/1.1\r\nHost: x\r\n\r\n";
-    ASSERT_EQ(::write(fd, get.data(), get.size()), static_cast<ssize_t>(get.size()));
-    std::string got;
-    char buf[4096];
-    while (got.find("event 0") == std::string::npos) {
-      ssize_t n = ::read(fd, buf, sizeof buf);
-      ASSERT_GT(n, 0);
-      got.append(buf, static_cast<std::size_t>(n));
-    }
+    int fd = -1;
+    ASSERT_FALSE(first_event(app.port(), "GET /events?n=1000&ms=100 HTTP/1.1\r\nHost: x\r\n\r\n", fd).empty());
     streams.push_back(fd);
   }
   Response slow;
@@ -979,18 +985,11 @@ TEST(Gateway, LargeRepliesAreSentOnAsTheyArriveAndASlowClientSlowsTheUpstreamNot
   EXPECT_EQ(small.header("content-length"), "1000");
   // Server-sent events pass as they come: the first long before the last is sent.
   {
-    int fd = connect_to(app.port());
-    ASSERT_GE(fd, 0);
     const auto t0 = std::chrono::steady_clock::now();
-    const std::string get = "GET /events?n=4&ms=400 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
-    ASSERT_EQ(::write(fd, get.data(), get.size()), static_cast<ssize_t>(get.size()));
-    std::string got;
+    int fd = -1;
+    std::string got = first_event(app.port(), "GET /events?n=4&ms=400 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", fd);
+    ASSERT_FALSE(got.empty());
     char buf[4096];
-    while (got.find("event 0") == std::string::npos) {
-      ssize_t n = ::read(fd, buf, sizeof buf);
-      ASSERT_GT(n, 0);
-      got.append(buf, static_cast<std::size_t>(n));
-    }
     EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(800)) << "the first event waited for the rest";
     EXPECT_NE(got.find("Transfer-Encoding: chunked"), std::string::npos);
     ssize_t n;
