@@ -5,6 +5,8 @@
 #include "it_common.h"
 #include <brotli/decode.h>
 #include <zlib.h>
+#include <poll.h>
+#include <sys/resource.h>
 
 #include "jwt_signer.h"
 #include "test_upstream.h"
@@ -1143,6 +1145,7 @@ std::string upload_app(int upstream_port) {
          "    - {path: /upload, upstream: up}\n"
          "    - {path: /limited-upload, upstream: up, rewrite: /upload, max_body: 100KB}\n"
          "    - {path: /keyed-upload, upstream: up, rewrite: /upload, auth: api_key}\n"
+         "    - {path: /fn, function: echo}\n"
          "    - {path: \"/{*rest}\", upstream: up}\n"
          "functions:\n  echo:\n    runtime: native\n    handler: " + fn("echo") + "\n    triggers: []\n";
 }
@@ -1284,6 +1287,98 @@ TEST(Gateway, AStreamedRequestBodyThatIsRefusedOverLongOrStalledGetsItsOwnStatus
   }
   Response ok = request(app.port(), "GET", "/still-here");
   EXPECT_EQ(ok.status, 200);
+}
+
+// Reads every connection in `fds` to its end (poll, bounded by `within`): what each received.
+std::vector<std::string> read_all_to_end(const std::vector<int>& fds, std::chrono::milliseconds within) {
+  std::vector<std::string> got(fds.size());
+  std::vector<bool> open(fds.size(), true);
+  std::size_t left = fds.size();
+  const auto until = std::chrono::steady_clock::now() + within;
+  char buf[16384];
+  while (left > 0 && std::chrono::steady_clock::now() < until) {
+    std::vector<pollfd> polled;
+    std::vector<std::size_t> which;
+    for (std::size_t i = 0; i < fds.size(); ++i) {
+      if (!open[i]) continue;
+      polled.push_back({fds[i], POLLIN, 0});
+      which.push_back(i);
+    }
+    if (::poll(polled.data(), polled.size(), 200) <= 0) continue;
+    for (std::size_t k = 0; k < polled.size(); ++k) {
+      if (!(polled[k].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+      const std::size_t i = which[k];
+      ssize_t n = ::recv(fds[i], buf, sizeof buf, MSG_DONTWAIT);
+      if (n > 0) {
+        got[i].append(buf, static_cast<std::size_t>(n));
+      } else if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) {
+        open[i] = false;
+        --left;
+      }
+    }
+  }
+  return got;
+}
+
+// Volume and hostility: thousands of connections through the proxy at once, each answered;
+// clients that dribble a head or a body are cut after read_timeout (a body's with a 408);
+// and all the while the host answers others at once.
+TEST(Gateway, ThousandsOfProxiedConnectionsAndSlowClientsLeaveTheHostServing) {
+  rlimit files{};
+  ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &files), 0);
+  files.rlim_cur = files.rlim_max;  // this process holds the clients' ends and the upstream's
+  ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &files), 0);
+  const int connections = static_cast<int>(std::min<rlim_t>(2000, (files.rlim_cur - 200) / 3));
+  ASSERT_GE(connections, 300) << "the hard limit on open files is " << files.rlim_max;
+  TestUpstream up("up");
+  App app(upload_app(up.port()));
+  ASSERT_TRUE(app.host->started()) << app.host->errors();
+  auto quick = [&] {
+    const auto t0 = std::chrono::steady_clock::now();
+    Response r = request(app.port(), "GET", "/fn");
+    return r.status == 200 && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(1);
+  };
+
+  std::vector<int> fds;
+  for (int i = 0; i < connections; ++i) {
+    int fd = connect_to(app.port());
+    ASSERT_GE(fd, 0) << "connection " << i;
+    ASSERT_TRUE(write_all(fd, "GET /slow?ms=1500 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"));
+    fds.push_back(fd);
+  }
+  EXPECT_TRUE(quick()) << "the host kept another client waiting while " << connections << " were in flight";
+  auto replies = read_all_to_end(fds, std::chrono::seconds(60));
+  int ok = 0;
+  for (const auto& r : replies) ok += r.rfind("HTTP/1.1 200", 0) == 0 ? 1 : 0;
+  EXPECT_EQ(ok, connections) << "first failure: " << [&] {
+    for (const auto& r : replies)
+      if (r.rfind("HTTP/1.1 200", 0) != 0) return r.substr(0, 200);
+    return std::string();
+  }();
+  for (int fd : fds) ::close(fd);
+
+  // Slowloris: half a head, or a head and a little of a large body, then nothing.
+  std::vector<int> heads, bodies;
+  for (int i = 0; i < 300; ++i) {
+    int a = connect_to(app.port()), b = connect_to(app.port());
+    ASSERT_GE(a, 0);
+    ASSERT_GE(b, 0);
+    ASSERT_TRUE(write_all(a, "GET /slow?ms=1 HTTP/1.1\r\nHost: x\r\nX-Slow"));
+    ASSERT_TRUE(write_all(b, "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n" + std::string(1000, 'b')));
+    heads.push_back(a);
+    bodies.push_back(b);
+  }
+  EXPECT_TRUE(quick()) << "the host kept another client waiting behind 600 slow ones";
+  const auto t0 = std::chrono::steady_clock::now();
+  auto cut_heads = read_all_to_end(heads, std::chrono::seconds(15));
+  auto cut_bodies = read_all_to_end(bodies, std::chrono::seconds(15));
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(12)) << "slow clients were not cut after read_timeout";
+  int timed_out = 0;
+  for (const auto& r : cut_bodies) timed_out += r.rfind("HTTP/1.1 408", 0) == 0 ? 1 : 0;
+  EXPECT_EQ(timed_out, 300) << "a body that stops coming is a 408";
+  for (int fd : heads) ::close(fd);
+  for (int fd : bodies) ::close(fd);
+  EXPECT_TRUE(quick());
 }
 
 }  // namespace

@@ -151,7 +151,7 @@ TestUpstream::TestUpstream(std::string name, int port) : name_(std::move(name)) 
   a.sin_family = AF_INET;
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   a.sin_port = htons(static_cast<uint16_t>(port));
-  if (::bind(listen_fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::listen(listen_fd_, 512) != 0) {
+  if (::bind(listen_fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::listen(listen_fd_, 4096) != 0) {
     throw std::runtime_error("test upstream cannot listen");
   }
   socklen_t len = sizeof a;

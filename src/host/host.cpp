@@ -1,6 +1,7 @@
 #include "host/host.h"
 
 #include <signal.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <boost/json.hpp>
@@ -86,6 +87,12 @@ int run_host(const AppSpec& app, const HostOptions& options) {
   sigaddset(&stop_signals, SIGHUP);  // reload the manifest (what can change in place)
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
+  // Every client and upstream connection is a descriptor: take all the system allows (the
+  // soft limit is often 1024 under a far higher hard one), as nginx and Go do.
+  if (rlimit files{}; getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < files.rlim_max) {
+    files.rlim_cur = files.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &files);
+  }
 
   const fs::path state_dir = app.dir / ".nimbus";
   std::error_code ec;
