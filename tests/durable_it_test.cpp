@@ -782,9 +782,29 @@ def transfer(ctx):
 
 @durable.orchestrator
 def hold(ctx):
-    yield ctx.lock_entities([("account", "c")])
+    yield ctx.lock_entities([("account", ctx.input or "c")])
     yield ctx.wait_for_external_event("go")
     return "done"
+
+@durable.orchestrator
+def impatient(ctx):
+    # Gives up waiting for a lock, lets go of the request, and asks again.
+    first = ctx.lock_entities([("account", "d")])
+    winner = yield ctx.when_any([first, ctx.create_timer(ctx.current_time_ms + 300)])
+    if winner is first:
+        return "unexpected"
+    ctx.unlock_entities()
+    yield ctx.lock_entities([("account", "d")])
+    ctx.set_custom_status("holding")
+    yield ctx.wait_for_external_event("done")
+    ctx.unlock_entities()
+    return "ok"
+
+@durable.orchestrator
+def stray(ctx):
+    yield ctx.lock_entities([("account", "e")])
+    yield ctx.call_entity("account", "f", "get")
+    return "never"
 )";
 
 // Critical sections: twenty transfers of 30 out of an account holding 100 run at once; each
@@ -866,6 +886,90 @@ functions:
   ASSERT_EQ(request(port, "POST", "/_nimbus/orchestrations/hold/instances/h1/events/go", {}, "{}").status, 202);
   EXPECT_TRUE(admin.wait([&] { return balance("c") == 6; })) << json::serialize(entity("c"));
   EXPECT_FALSE(entity("c").if_contains("lockedBy"));
+  EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
+}
+
+// A lock request abandoned before its grant (the instance stopped waiting and asked again):
+// the late grant is released by its own token, never the newer request's, so the entity stays
+// held and others' operations wait. A call inside a critical section to an entity it did not
+// lock fails the instance with the reason (it could wait for ever).
+TEST(DurableEntities, ALateGrantNeverReleasesANewerCriticalSectionAndCallsStayInTheLockedSet) {
+  TempDir dir;
+  dir.write("nimbus.yaml", R"(name: bank
+functions:
+  account:
+    runtime: python
+    handler: bank.py:account
+    triggers: [{entity: {auth: anonymous}}]
+  hold:
+    runtime: python
+    handler: bank.py:hold
+    triggers: [{orchestration: {auth: anonymous}}]
+  impatient:
+    runtime: python
+    handler: bank.py:impatient
+    triggers: [{orchestration: {auth: anonymous}}]
+  stray:
+    runtime: python
+    handler: bank.py:stray
+    triggers: [{orchestration: {auth: anonymous}}]
+)");
+  dir.write("bank.py", kAccounts);
+  Host host(dir.path());
+  ASSERT_TRUE(host.started()) << host.errors();
+  const int port = host.http_port();
+  Admin admin{host.admin_port(), host.admin_token()};
+  auto entity = [&](const std::string& key) -> json::object {
+    Response r = request(port, "GET", "/_nimbus/entities/account/" + key);
+    return r.status == 200 ? json::parse(r.body).as_object() : json::object{{"http", r.status}};
+  };
+  auto status = [&](const std::string& fn, const std::string& id) -> json::object {
+    Response r = request(port, "GET", "/_nimbus/orchestrations/" + fn + "/instances/" + id);
+    return r.status == 200 || r.status == 202 ? json::parse(r.body).as_object() : json::object{};
+  };
+  ASSERT_EQ(request(port, "POST", "/_nimbus/entities/account/d/add", {}, "1").status, 202);
+  ASSERT_TRUE(admin.wait([&] { return entity("d").if_contains("state"); }));
+  // h holds d; the impatient instance's first request waits behind it, times out, and a
+  // second request waits too. Then h lets go: the first request's grant comes, is refused and
+  // released; the second holds d.
+  ASSERT_EQ(request(port, "POST", "/_nimbus/orchestrations/hold?instance=h", {}, "\"d\"").status, 202);
+  ASSERT_TRUE(admin.wait([&] { return entity("d").if_contains("lockedBy"); }));
+  ASSERT_EQ(request(port, "POST", "/_nimbus/orchestrations/impatient?instance=i", {}, "").status, 202);
+  ASSERT_TRUE(admin.wait([&] {
+    auto e = entity("d");
+    return e.if_contains("parked") && e.at("parked").as_int64() == 2;
+  })) << json::serialize(entity("d"));
+  ASSERT_EQ(request(port, "POST", "/_nimbus/orchestrations/hold/instances/h/events/go", {}, "{}").status, 202);
+  ASSERT_TRUE(admin.wait([&] {
+    auto st = status("impatient", "i");
+    return st.if_contains("customStatus") && st.at("customStatus") == json::value("holding");
+  })) << json::serialize(status("impatient", "i"));
+  // For a while after, d stays held by i (the late grant's release named its own request).
+  for (int k = 0; k < 30; ++k) {
+    auto e = entity("d");
+    ASSERT_TRUE(e.if_contains("lockedBy") && e.at("lockedBy") == json::value("i")) << "at " << k << ": " << json::serialize(e);
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  // A client's operation waits for i's section to end.
+  ASSERT_EQ(request(port, "POST", "/_nimbus/entities/account/d/add", {}, "10").status, 202);
+  ASSERT_TRUE(admin.wait([&] {
+    auto e = entity("d");
+    return e.if_contains("parked") && e.at("parked").as_int64() == 1;
+  })) << json::serialize(entity("d"));
+  EXPECT_EQ(entity("d").at("state").as_int64(), 1);
+  ASSERT_EQ(request(port, "POST", "/_nimbus/orchestrations/impatient/instances/i/events/done", {}, "{}").status, 202);
+  EXPECT_TRUE(admin.wait([&] { return entity("d").at("state").as_int64() == 11; })) << json::serialize(entity("d"));
+  EXPECT_EQ(status("impatient", "i")["output"], json::value("ok"));
+
+  // A call outside the locked set: the instance fails, saying so, and lets e go.
+  ASSERT_EQ(request(port, "POST", "/_nimbus/orchestrations/stray?instance=s", {}, "").status, 202);
+  json::object st;
+  ASSERT_TRUE(admin.wait([&] {
+    st = status("stray", "s");
+    return st.if_contains("runtimeStatus") && st.at("runtimeStatus") == json::value("Failed");
+  })) << json::serialize(st);
+  EXPECT_NE(json::serialize(st).find("did not lock it"), std::string::npos) << json::serialize(st);
+  EXPECT_TRUE(admin.wait([&] { return !entity("e").if_contains("lockedBy"); })) << json::serialize(entity("e"));
   EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
 }
 

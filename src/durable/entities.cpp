@@ -268,7 +268,9 @@ class EntityWorker : public std::enable_shared_from_this<EntityWorker> {
       Operation op = std::move(todo.front());
       todo.pop_front();
       if (op.op == kUnlockOp) {
-        if (!s->lock.empty() && op.from == s->lock) {
+        // Only the request that holds it lets it go (a release without a token: from before them).
+        const std::string token = op.input.is_object() ? str(op.input.as_object(), "token") : std::string();
+        if (!s->lock.empty() && (token.empty() ? lock_holder(s->lock) == op.from : token == s->lock)) {
           s->lock.clear();
           for (auto it = s->parked.rbegin(); it != s->parked.rend(); ++it) {
             if (auto p = from_parked(*it)) todo.push_front(std::move(*p));
@@ -277,7 +279,9 @@ class EntityWorker : public std::enable_shared_from_this<EntityWorker> {
         }
         continue;
       }
-      if (!s->lock.empty() && op.from != s->lock) {
+      // Held: the holder's operations run; others', and the holder's own other lock requests
+      // (an abandoned one's grant is still to be released), wait.
+      if (!s->lock.empty() && (op.op == kLockOp ? request_token(op) != s->lock : lock_holder(s->lock) != op.from)) {
         s->parked.push_back(parked_entry(op));
         continue;
       }
@@ -305,6 +309,14 @@ class EntityWorker : public std::enable_shared_from_this<EntityWorker> {
     });
   }
 
+  // The token a lock request holds the entity by (its instance alone, for requests from before tokens).
+  static std::string request_token(const Operation& op) {
+    const json::object* in = op.input.is_object() ? &op.input.as_object() : nullptr;
+    std::string token = in ? str(*in, "token") : std::string();
+    if (token.empty() && in) token = str(*in, "owner");
+    return token.empty() ? op.from : token;
+  }
+
   // A critical section's lock request reached this entity (entities are locked one after the
   // other, in the order of their names and keys, so two sections never wait on each other):
   // it is the owner's now; the request goes on to the next entity, or the owner hears that it
@@ -328,7 +340,7 @@ class EntityWorker : public std::enable_shared_from_this<EntityWorker> {
       logger_.host(LogLevel::error, "a malformed lock request is dropped", {{"function", fn_.name}, {"key", s.key}});
       return;
     }
-    s.lock = owner;
+    s.lock = request_token(op);
     if (index + 1 < static_cast<int64_t>(entities->size())) {
       const json::object& next = entities->at(index + 1).as_object();
       json::object input = *in;
@@ -598,7 +610,7 @@ class EntityWorker : public std::enable_shared_from_this<EntityWorker> {
         return respond(error_reply(404, "not_found", "entity " + fn_.name + "/" + key + " has no state"));
       }
       json::object body{{"entity", fn_.name}, {"key", key}, {"state", d->at("state")}};
-      if (const std::string lock = str(*d, "lock"); !lock.empty()) body["lockedBy"] = lock;
+      if (const std::string lock = str(*d, "lock"); !lock.empty()) body["lockedBy"] = lock_holder(lock);
       if (const auto* p = d->if_contains("parked"); p && p->is_array()) body["parked"] = p->as_array().size();
       respond(json_reply(200, body));
     });

@@ -208,7 +208,18 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
                    "events for an orchestration instance that does not exist (purged?) are dropped",
                    {{"function", fn_.name}, {"instance", id}, {"events", static_cast<int64_t>(s->messages.size())}});
       Batch b;
-      for (const auto& m : s->messages) b.acks.push_back({m.id, m.lease});
+      for (const auto& m : s->messages) {
+        b.acks.push_back({m.id, m.lease});
+        // A grant for an instance that is gone (purged while it waited): released, or its
+        // entities would stay locked for ever.
+        boost::system::error_code ec;
+        json::value v = json::parse(m.payload, ec);
+        const json::object* event = !ec && v.is_object() && v.as_object().if_contains("event") &&
+                                            v.as_object().at("event").is_object()
+                                        ? &v.as_object().at("event").as_object()
+                                        : nullptr;
+        if (event && str(*event, "type") == "lock_acquired") release_grant(b, id, *event);
+      }
       return commit(s, std::move(b));
     }
     auto record = decode_instance((*got)->value);
@@ -236,8 +247,8 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
       }
       if (type == "lock_acquired" && !lock_granted(s->record, event)) {
         // A critical section's locks came too late (the instance ended or let go of them
-        // meanwhile): they are released at once.
-        unlock(s->extra, id, event.if_contains("entities") ? event.at("entities") : json::value(nullptr));
+        // meanwhile): they are released at once, by the token of the request they answer.
+        release_grant(s->extra, id, event);
         continue;
       }
       if (finished(s->record.status)) {
@@ -447,6 +458,13 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
                                       "'; operations starting with __ are Nimbus's own (locks)");
         }
         const bool call = type == "call_entity";
+        if (call && !s->record.locks.empty() && !in_locked_set(s->record, name, key)) {
+          // Inside a critical section a call waits for its answer, and the entity may be held by
+          // a section that waits for ours: only the locked entities may be called (signals may go anywhere).
+          return fail_instance(s, "step " + std::to_string(i) + " calls entity '" + name + "' key '" + key +
+                                      "' inside a critical section that did not lock it; call only the locked "
+                                      "entities there (or signal it, or unlock first)");
+        }
         page.push_back(json::object{{"type", call ? "entity_called" : "entity_signaled"}, {"task_id", task},
                                     {"name", name}, {"key", key}, {"op", op}, {"input", input}});
         NewMessage m;
@@ -486,9 +504,13 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
         json::array names;
         for (const auto& [name, key] : wanted) names.push_back(json::object{{"name", name}, {"key", key}});
         page.push_back(json::object{{"type", "entities_lock_requested"}, {"task_id", task}, {"entities", names}});
-        s->record.locks = json::serialize(json::object{
-            {"task", task}, {"generation", s->record.generation}, {"entities", names}, {"held", false}});
-        json::object request{{"owner", s->id}, {"generation", s->record.generation}, {"task", task},
+        const std::string token = lock_token(s->id, s->record.generation, task);
+        s->record.locks = json::serialize(json::object{{"task", task},
+                                                       {"generation", s->record.generation},
+                                                       {"entities", names},
+                                                       {"held", false},
+                                                       {"token", token}});
+        json::object request{{"owner", s->id}, {"generation", s->record.generation}, {"task", task}, {"token", token},
                              {"reply", queue_}, {"entities", names}, {"index", 0}};
         NewMessage m;
         m.type = "nimbus.durable.entity.lock";
@@ -576,8 +598,9 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
     return true;
   }
 
-  // Releases the entities `entities` ([{"name", "key"}]) that `owner` locked.
-  static void unlock(Batch& b, const std::string& owner, const json::value& entities) {
+  // Releases the entities `entities` ([{"name", "key"}]) that `owner`'s request `token` locked
+  // (token "": whatever the owner holds; locks taken before tokens).
+  static void unlock(Batch& b, const std::string& owner, const std::string& token, const json::value& entities) {
     if (!entities.is_array()) return;
     for (const auto& e : entities.as_array()) {
       if (!e.is_object()) continue;
@@ -585,9 +608,28 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
       NewMessage m;
       m.type = "nimbus.durable.entity.unlock";
       m.subject = key;
-      m.payload = json::serialize(json::object{{"key", key}, {"op", "__unlock"}, {"from", owner}});
+      json::object body{{"key", key}, {"op", "__unlock"}, {"from", owner}};
+      if (!token.empty()) body["input"] = json::object{{"token", token}};
+      m.payload = json::serialize(body);
       b.enqueues.push_back({entity_queue(name), std::move(m)});
     }
+  }
+
+  // Whether the critical section `i` asked for (or holds) entity `name`/`key`.
+  static bool in_locked_set(const Instance& i, const std::string& name, const std::string& key) {
+    boost::system::error_code ec;
+    json::value v = json::parse(i.locks, ec);
+    if (ec || !v.is_object() || !v.as_object().if_contains("entities") || !v.as_object().at("entities").is_array()) return false;
+    for (const auto& e : v.as_object().at("entities").as_array()) {
+      if (e.is_object() && str(e.as_object(), "name") == name && str(e.as_object(), "key") == key) return true;
+    }
+    return false;
+  }
+
+  // A grant nobody waits for (lock_acquired `event` for `owner`): its entities are released.
+  static void release_grant(Batch& b, const std::string& owner, const json::object& event) {
+    unlock(b, owner, lock_token(owner, integer(event, "generation").value_or(0), integer(event, "task_id").value_or(-1)),
+           event.if_contains("entities") ? event.at("entities") : json::value(nullptr));
   }
 
   // The instance lets go of its critical section: held locks are released; a request still
@@ -598,7 +640,8 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
     json::value v = json::parse(i.locks, ec);
     if (!ec && v.is_object() && v.as_object().if_contains("held") && v.as_object().at("held").is_bool() &&
         v.as_object().at("held").as_bool()) {
-      unlock(b, i.id, v.as_object().if_contains("entities") ? v.as_object().at("entities") : json::value(nullptr));
+      unlock(b, i.id, str(v.as_object(), "token"),
+             v.as_object().if_contains("entities") ? v.as_object().at("entities") : json::value(nullptr));
     }
     i.locks.clear();
   }
