@@ -807,13 +807,7 @@ def stray(ctx):
     return "never"
 )";
 
-// Critical sections: twenty transfers of 30 out of an account holding 100 run at once; each
-// checks the balance and moves the money inside a lock on both accounts, so exactly three
-// succeed and no money is made or lost. Others' operations on a locked entity wait (parked in
-// its document) and run once the instance that holds it ends, even without unlocking.
-TEST(DurableEntities, CriticalSectionsLockEntitiesAndOthersWaitTheirTurn) {
-  TempDir dir;
-  dir.write("nimbus.yaml", R"(name: bank
+const char* kBank = R"(name: bank
 functions:
   account:
     runtime: python
@@ -828,16 +822,35 @@ functions:
     runtime: python
     handler: bank.py:hold
     triggers: [{orchestration: {auth: anonymous}}]
-)");
+  impatient:
+    runtime: python
+    handler: bank.py:impatient
+    triggers: [{orchestration: {auth: anonymous}}]
+  stray:
+    runtime: python
+    handler: bank.py:stray
+    triggers: [{orchestration: {auth: anonymous}}]
+)";
+
+// An account entity as a client reads it ({"http": status} when that is not 200).
+json::object account_entity(int port, const std::string& key) {
+  Response r = request(port, "GET", "/_nimbus/entities/account/" + key);
+  return r.status == 200 ? json::parse(r.body).as_object() : json::object{{"http", r.status}};
+}
+
+// Critical sections: twenty transfers of 30 out of an account holding 100 run at once; each
+// checks the balance and moves the money inside a lock on both accounts, so exactly three
+// succeed and no money is made or lost. Others' operations on a locked entity wait (parked in
+// its document) and run once the instance that holds it ends, even without unlocking.
+TEST(DurableEntities, CriticalSectionsLockEntitiesAndOthersWaitTheirTurn) {
+  TempDir dir;
+  dir.write("nimbus.yaml", kBank);
   dir.write("bank.py", kAccounts);
   Host host(dir.path());
   ASSERT_TRUE(host.started()) << host.errors();
   const int port = host.http_port();
   Admin admin{host.admin_port(), host.admin_token()};
-  auto entity = [&](const std::string& key) -> json::object {
-    Response r = request(port, "GET", "/_nimbus/entities/account/" + key);
-    return r.status == 200 ? json::parse(r.body).as_object() : json::object{{"http", r.status}};
-  };
+  auto entity = [&](const std::string& key) { return account_entity(port, key); };
   auto balance = [&](const std::string& key) -> int64_t {
     auto e = entity(key);
     return e.if_contains("state") ? e.at("state").as_int64() : -1;
@@ -895,34 +908,13 @@ functions:
 // lock fails the instance with the reason (it could wait for ever).
 TEST(DurableEntities, ALateGrantNeverReleasesANewerCriticalSectionAndCallsStayInTheLockedSet) {
   TempDir dir;
-  dir.write("nimbus.yaml", R"(name: bank
-functions:
-  account:
-    runtime: python
-    handler: bank.py:account
-    triggers: [{entity: {auth: anonymous}}]
-  hold:
-    runtime: python
-    handler: bank.py:hold
-    triggers: [{orchestration: {auth: anonymous}}]
-  impatient:
-    runtime: python
-    handler: bank.py:impatient
-    triggers: [{orchestration: {auth: anonymous}}]
-  stray:
-    runtime: python
-    handler: bank.py:stray
-    triggers: [{orchestration: {auth: anonymous}}]
-)");
+  dir.write("nimbus.yaml", kBank);
   dir.write("bank.py", kAccounts);
   Host host(dir.path());
   ASSERT_TRUE(host.started()) << host.errors();
   const int port = host.http_port();
   Admin admin{host.admin_port(), host.admin_token()};
-  auto entity = [&](const std::string& key) -> json::object {
-    Response r = request(port, "GET", "/_nimbus/entities/account/" + key);
-    return r.status == 200 ? json::parse(r.body).as_object() : json::object{{"http", r.status}};
-  };
+  auto entity = [&](const std::string& key) { return account_entity(port, key); };
   auto status = [&](const std::string& fn, const std::string& id) -> json::object {
     Response r = request(port, "GET", "/_nimbus/orchestrations/" + fn + "/instances/" + id);
     return r.status == 200 || r.status == 202 ? json::parse(r.body).as_object() : json::object{};
