@@ -26,6 +26,7 @@ class SharedRateLimits : public StoreConformance {
   FakeHost host(const RateLimitSpec& s, const std::string& id = "route GET /x") {
     FakeHost h{std::make_shared<RateLimiter>(s, clock_, 1000, id), std::make_shared<RateLimitSync>(*store_, clock_)};
     h.sync->add(h.limiter);
+    h.sync->start(std::chrono::hours(1));  // new keys are learnt at once; rounds when the test says
     return h;
   }
   // The store's bucket: tokens and when (nullopt: none kept).
@@ -104,6 +105,22 @@ TEST_P(SharedRateLimits, KeysAreBucketsOfTheirOwnDebtsAreBoundedAndIdleBucketsEx
   ASSERT_TRUE(store_->commit_sync(std::move(garbage)).ok());
   a.sync->merge(*a.limiter, {{"ip:3", 1}});
   EXPECT_NEAR(*stored("ip:3"), 9, 1e-6);
+  // A bucket written by a host whose clock runs 10 s ahead: its time is kept (it never goes
+  // back, or the next host would refill those 10 s again).
+  const std::string ahead = std::to_string(unix_ms(clock_) + 10000);
+  const std::string k4 = RateLimitSync::bucket_key("route GET /x", "ip:4");
+  Batch future;
+  future.puts.push_back({kRateLimitsStore, k4, "5.000000 " + ahead, {}, 0});
+  ASSERT_TRUE(store_->commit_sync(std::move(future)).ok());
+  a.sync->merge(*a.limiter, {{"ip:4", 1}});
+  auto got = store_->get(kRateLimitsStore, k4);
+  ASSERT_TRUE(got.ok() && *got);
+  EXPECT_EQ((*got)->value, "4.000000 " + ahead);
+  // Only refused here (nothing let through): the count is read, nothing written.
+  a.sync->merge(*a.limiter, {{"ip:4", 0}});
+  auto again = store_->get(kRateLimitsStore, k4);
+  ASSERT_TRUE(again.ok() && *again);
+  EXPECT_EQ((*again)->etag, (*got)->etag);
 }
 
 // Two hosts merging the same key as fast as they can: whatever conflicts happen, every use

@@ -103,8 +103,9 @@ struct HttpReply {
   // A large proxied reply: `body` is empty and the listener sends this as it arrives.
   std::shared_ptr<BodySource> stream{};
   // A proxied reply to HEAD: the Content-Length the upstream gave (what a GET would carry),
-  // sent instead of the empty body's.
+  // sent instead of the empty body's; kNoLength: the upstream gave none, so none is sent.
   std::optional<uint64_t> head_length{};
+  static constexpr uint64_t kNoLength = ~uint64_t{0};
 };
 
 struct FunctionError {

@@ -17,6 +17,7 @@ struct RateLimitSync::Plan {
   std::string store_key;
   std::string etag;
   double tokens = 0;
+  int64_t at_ms = 0;  // the bucket's time as written back
   int64_t ttl_ms = 0;
 };
 
@@ -58,15 +59,58 @@ void RateLimitSync::add(const std::shared_ptr<RateLimiter>& limiter) {
     std::erase_if(limiters_, [](const std::weak_ptr<RateLimiter>& w) { return w.expired(); });
     limiters_.push_back(limiter);
   }
-  // Runs on the loop that met the key: it only hands the merge to an I/O thread.
-  limiter->on_new_key([store = &store_, weak = std::weak_ptr<RateLimiter>(limiter), self = weak_from_this()] {
-    store->run_blocking([weak, self] {
-      auto l = weak.lock();
-      auto s = self.lock();
-      if (!l || !s) return;
-      s->merge(*l, l->collect(kPerRound, true));
-    });
+  // Runs on the loop that met the key: it only wakes the thread.
+  limiter->on_new_key([weak = std::weak_ptr<RateLimiter>(limiter), self = weak_from_this()] {
+    if (auto s = self.lock()) s->learn_soon(weak);
   });
+}
+
+void RateLimitSync::learn_soon(std::weak_ptr<RateLimiter> limiter) {
+  {
+    std::lock_guard lock(worker_mu_);
+    if (stopping_ || !worker_.joinable()) return;  // a round merges it
+    to_learn_.push_back(std::move(limiter));
+  }
+  worker_cv_.notify_one();
+}
+
+void RateLimitSync::start(Duration period) {
+  std::lock_guard lock(worker_mu_);
+  if (worker_.joinable() || stopping_) return;
+  worker_ = std::thread([this, period] {
+    std::unique_lock lock(worker_mu_);
+    auto next = std::chrono::steady_clock::now() + period;
+    while (!stopping_) {
+      worker_cv_.wait_until(lock, next, [&] { return stopping_ || !to_learn_.empty(); });
+      if (stopping_) break;
+      auto learn = std::move(to_learn_);
+      to_learn_.clear();
+      const bool due = std::chrono::steady_clock::now() >= next;
+      lock.unlock();
+      for (auto& w : learn) {
+        if (auto l = w.lock()) merge(*l, l->collect(kPerRound, true));
+      }
+      if (due) {
+        round();
+        next = std::chrono::steady_clock::now() + period;
+      }
+      lock.lock();
+    }
+  });
+}
+
+void RateLimitSync::stop() {
+  {
+    std::lock_guard lock(worker_mu_);
+    stopping_ = true;
+  }
+  worker_cv_.notify_all();
+  if (worker_.joinable() && worker_.get_id() != std::this_thread::get_id()) worker_.join();
+}
+
+RateLimitSync::~RateLimitSync() {
+  stop();
+  if (worker_.joinable()) worker_.detach();  // only if the thread itself let go of the last reference
 }
 
 std::size_t RateLimitSync::limiters() const {
@@ -89,7 +133,7 @@ void RateLimitSync::round() {
 void RateLimitSync::merge(RateLimiter& limiter, const std::vector<RateLimiter::Use>& uses) {
   std::vector<Plan> plans;
   for (std::size_t i = 0; i < uses.size(); ++i) {
-    plans.push_back({uses[i], bucket_key(limiter.shared_id(), uses[i].key), {}, 0, 0});
+    plans.push_back({uses[i], bucket_key(limiter.shared_id(), uses[i].key), {}, 0, 0, 0});
     if (plans.size() == kPerCommit || i + 1 == uses.size()) {
       if (!write(limiter, plans)) {
         for (std::size_t j = i + 1; j < uses.size(); ++j) limiter.merge_failed(uses[j]);
@@ -112,11 +156,11 @@ bool RateLimitSync::write(RateLimiter& limiter, std::vector<Plan>& plans) {
     last_failure_ = why;
     return false;
   };
-  const int64_t now_ms = unix_ms(clock_);
   const TimePoint at = clock_.now();
   auto read = [&](Plan& p) -> Status {
     auto got = store_.get(kRateLimitsStore, p.store_key);
     if (!got) return got.error();
+    const int64_t now_ms = unix_ms(clock_);  // after the read: the time the bucket is refilled to
     double tokens = spec.burst;
     int64_t was = now_ms;
     p.etag.clear();
@@ -125,6 +169,9 @@ bool RateLimitSync::write(RateLimiter& limiter, std::vector<Plan>& plans) {
       if (auto b = parse_bucket((*got)->value)) std::tie(tokens, was) = *b;
     }
     tokens = std::min(spec.burst, tokens + static_cast<double>(std::max<int64_t>(0, now_ms - was)) * 1e-3 * spec.rate);
+    // The bucket's time never goes back (a host whose clock is behind must not make another
+    // refill the same span again).
+    p.at_ms = std::max(was, now_ms);
     // A debt of at most one burst: a client refused for a while is not refused for ever.
     p.tokens = std::max(-spec.burst, tokens - p.use.used);
     p.ttl_ms = static_cast<int64_t>(std::ceil((spec.burst - p.tokens) / spec.rate * 1000)) + 60000;
@@ -134,7 +181,7 @@ bool RateLimitSync::write(RateLimiter& limiter, std::vector<Plan>& plans) {
     Batch::Put put;
     put.store = kRateLimitsStore;
     put.key = p.store_key;
-    put.value = format_bucket(p.tokens, now_ms);
+    put.value = format_bucket(p.tokens, p.at_ms);
     put.if_match = p.etag;
     put.ttl_ms = std::max<int64_t>(1, p.ttl_ms);
     return put;
@@ -142,9 +189,10 @@ bool RateLimitSync::write(RateLimiter& limiter, std::vector<Plan>& plans) {
   Batch batch;
   for (auto& p : plans) {
     if (auto st = read(p); !st) return fail(st.error().message, 0);
-    batch.puts.push_back(put(p));
+    // Nothing let through here (only refused): the store's count is learnt, nothing written.
+    if (p.use.used > 0) batch.puts.push_back(put(p));
   }
-  auto done = store_.commit_sync(std::move(batch));
+  auto done = batch.puts.empty() ? Expected<BatchResult>(BatchResult{}) : store_.commit_sync(std::move(batch));
   if (done) {
     for (auto& p : plans) limiter.merged(p.use.key, p.tokens, at);
     merged_.fetch_add(static_cast<int64_t>(plans.size()));
@@ -158,6 +206,10 @@ bool RateLimitSync::write(RateLimiter& limiter, std::vector<Plan>& plans) {
     for (int attempt = 0; attempt < kAttempts && !written; ++attempt) {
       conflicts_.fetch_add(1);
       if (auto st = read(p); !st) return fail(st.error().message, i);
+      if (p.use.used <= 0) {
+        written = true;  // nothing to write: what was read is the count
+        break;
+      }
       Batch one;
       one.puts.push_back(put(p));
       auto r = store_.commit_sync(std::move(one));

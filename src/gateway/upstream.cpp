@@ -585,12 +585,13 @@ asio::awaitable<Attempt> Upstream::Impl::exchange(LoopPool& lp, const std::share
       }
       if (n == 0) break;
     }
+    const bool write_timed_out = wec && watchdog.fired();  // before the arm below starts afresh
     watchdog.arm(conn, req.timeout);  // now the reply, within the timeout
     if (wec) {
       // It stopped reading: perhaps it said why first. Its reply, if there is one, is the
       // answer; if not, the write's failure is.
-      if (watchdog.fired() || stopped.load()) {
-        a.fail = watchdog.fired() ? Fail::timeout : Fail::stopped;
+      if (write_timed_out || stopped.load()) {
+        a.fail = write_timed_out ? Fail::timeout : Fail::stopped;
         a.detail = wec.message();
         co_return a;
       }
@@ -718,6 +719,7 @@ asio::awaitable<Attempt> Upstream::Impl::exchange(LoopPool& lp, const std::share
   }
   a.reply.body = std::move(body);
   if (req.method == "HEAD") {
+    a.reply.head_length = HttpReply::kNoLength;  // the upstream gave none (a chunked GET): none is said
     if (auto it = res.find(http::field::content_length); it != res.end()) {
       uint64_t n = 0;
       if (std::from_chars(it->value().data(), it->value().data() + it->value().size(), n).ec == std::errc()) a.reply.head_length = n;
@@ -783,7 +785,7 @@ asio::awaitable<Attempt> Upstream::Impl::attempt(LoopPool& lp, int target, const
     }
     // A keep-alive connection the upstream had closed: once more on a fresh one, when
     // nothing of the reply came and the request may be sent again.
-    if (reused && a.stale && (may_replay || !a.body_started)) {
+    if (reused && a.stale && (may_replay || (req.body_stream && !a.body_started))) {
       conn.reset();
       continue;
     }

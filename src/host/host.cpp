@@ -2,6 +2,11 @@
 
 #include <signal.h>
 #include <sys/resource.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <unistd.h>
 
 #include <boost/json.hpp>
@@ -90,8 +95,16 @@ int run_host(const AppSpec& app, const HostOptions& options) {
   // Every client and upstream connection is a descriptor: take all the system allows (the
   // soft limit is often 1024 under a far higher hard one), as nginx and Go do.
   if (rlimit files{}; getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < files.rlim_max) {
-    files.rlim_cur = files.rlim_max;
-    setrlimit(RLIMIT_NOFILE, &files);
+    rlim_t most = files.rlim_max;
+    if (most == RLIM_INFINITY) {  // the kernel's own ceiling, then
+      most = 1048576;
+      if (auto nr = read_file("/proc/sys/fs/nr_open")) most = std::strtoull(nr->c_str(), nullptr, 10);
+    }
+    files.rlim_cur = most;
+    if (setrlimit(RLIMIT_NOFILE, &files) != 0) {
+      std::fprintf(stderr, "nimbus: cannot raise the open-file limit to %llu: %s\n", static_cast<unsigned long long>(most),
+                   std::strerror(errno));
+    }
   }
 
   const fs::path state_dir = app.dir / ".nimbus";

@@ -374,17 +374,12 @@ void HttpTrigger::refresh_every(Duration period, std::function<bool()> job) {
 }
 
 // On a store several hosts share, rate limits and key quotas are merged through it every
-// gateway.rate_limits.sync (the period set at start), off the loops.
+// gateway.rate_limits.sync (the period set at start), on the merging thread of their own.
 void HttpTrigger::start_rate_sync() {
   const auto& sharing = app_.gateway.rate_limits;
   if (!options_.store || !sharing.shared || app_.store.rfind("sqlite:", 0) == 0) return;
   rate_sync_ = std::make_shared<RateLimitSync>(*options_.store, clock_);
-  refresh_every(sharing.sync, [weak = std::weak_ptr<RateLimitSync>(rate_sync_)] {
-    auto sync = weak.lock();
-    if (!sync) return false;
-    sync->round();
-    return true;
-  });
+  rate_sync_->start(sharing.sync);
 }
 
 Status HttpTrigger::ensure_api_keys(const GatewaySpec& gateway) {
@@ -407,6 +402,7 @@ Status HttpTrigger::ensure_api_keys(const GatewaySpec& gateway) {
 HttpTrigger::~HttpTrigger() { stop_refreshes(); }
 
 void HttpTrigger::stop_refreshes() {
+  if (rate_sync_) rate_sync_->stop();  // its merges use the store: before it closes
   std::lock_guard lock(refreshes_mu_);
   for (auto& r : refreshes_) r->stopped.store(true);
 }
@@ -661,7 +657,14 @@ void HttpTrigger::handle(IncomingRequest& request, Responder respond) {
       }
     }
   }
-  if (rt.handle) return rt.handle(request, std::move(match.params), std::move(respond));
+  if (rt.handle) {
+    if (request.body_stream()) {  // streams_body() chose an upstream route; a reload changed it since
+      HttpReply r = json_error(503, "routes_changed", "the routes changed while the request arrived; send it again", "");
+      r.headers.push_back({"retry-after", "1"});
+      return respond(std::move(r));
+    }
+    return rt.handle(request, std::move(match.params), std::move(respond));
+  }
   // What the gateway adds to the reply, whoever makes it: CORS and rate-limit headers.
   std::vector<Header> reply_headers;
   if (rt.cors && !origin.empty()) reply_headers = cors_reply_headers(*rt.cors, origin);

@@ -455,7 +455,7 @@ void serialize_head(const HttpReply& reply, unsigned version, bool keep_alive, s
   }
   if (reply.stream && !reply.stream->length) {
     if (version != 10) out += "Transfer-Encoding: chunked\r\n";  // HTTP/1.0: the close ends it
-  } else if (carries_body(reply.status)) {
+  } else if (carries_body(reply.status) && reply.head_length != HttpReply::kNoLength) {
     char len[24];
     const uint64_t length = reply.stream ? *reply.stream->length : reply.head_length ? *reply.head_length : reply.body.size();
     auto [end, ec] = std::to_chars(len, len + sizeof len, length);
@@ -894,13 +894,14 @@ asio::awaitable<bool> HttpServer::Impl::send_streamed(Connection& c, Stream& str
   if (!co_await send(body.first.data(), body.first.size())) co_return false;
   std::vector<char> chunk(64 * 1024);
   while (true) {
+    if (c.ending && !body.length) break;  // a shutdown ends an event stream (and a cancel can miss)
     c.phase = Phase::upstream;
     c.streaming = &body;
     auto [ec, n] = co_await body.read(asio::buffer(chunk));
     c.streaming = nullptr;
     c.phase = Phase::writing;
     c.phase_started = coarse_now();
-    if (ec && c.ending && chunked) break;  // a shutdown ends an event stream: with its last chunk
+    if (ec && c.ending && !body.length) break;  // a shutdown ends an event stream: cleanly
     if (ec) co_return false;
     if (n == 0) break;
     sent += n;
