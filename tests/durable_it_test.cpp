@@ -902,11 +902,12 @@ TEST(DurableEntities, CriticalSectionsLockEntitiesAndOthersWaitTheirTurn) {
   EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
 }
 
+// (And: a locked entity's waiting operations are bounded.)
 // A lock request abandoned before its grant (the instance stopped waiting and asked again):
 // the late grant is released by its own token, never the newer request's, so the entity stays
 // held and others' operations wait. A call inside a critical section to an entity it did not
 // lock fails the instance with the reason (it could wait for ever).
-TEST(DurableEntities, ALateGrantNeverReleasesANewerCriticalSectionAndCallsStayInTheLockedSet) {
+TEST(DurableEntities, ALateGrantNeverReleasesANewerSectionCallsStayInTheLockedSetAndWaitingOperationsAreBounded) {
   TempDir dir;
   dir.write("nimbus.yaml", kBank);
   dir.write("bank.py", kAccounts);
@@ -962,6 +963,24 @@ TEST(DurableEntities, ALateGrantNeverReleasesANewerCriticalSectionAndCallsStayIn
   })) << json::serialize(st);
   EXPECT_NE(json::serialize(st).find("did not lock it"), std::string::npos) << json::serialize(st);
   EXPECT_TRUE(admin.wait([&] { return !entity("e").if_contains("lockedBy"); })) << json::serialize(entity("e"));
+
+  // A locked entity keeps at most 1,000 others' operations waiting; past that they go to the
+  // dead letters (saying why) instead of growing its document without end.
+  ASSERT_EQ(request(port, "POST", "/_nimbus/entities/account/g/add", {}, "0").status, 202);
+  ASSERT_TRUE(admin.wait([&] { return entity("g").if_contains("state"); }));
+  ASSERT_EQ(request(port, "POST", "/_nimbus/orchestrations/hold?instance=g", {}, "\"g\"").status, 202);
+  ASSERT_TRUE(admin.wait([&] { return entity("g").if_contains("lockedBy"); }));
+  for (int k = 0; k < 1005; ++k) ASSERT_EQ(request(port, "POST", "/_nimbus/entities/account/g/add", {}, "1").status, 202);
+  ASSERT_TRUE(admin.wait([&] {
+    auto e = entity("g");
+    return e.if_contains("parked") && e.at("parked").as_int64() == 1000 && admin.peek("_entity/account.dead").size() == 5;
+  }, 30000)) << json::serialize(entity("g")) << " dead: " << admin.peek("_entity/account.dead").size();
+  EXPECT_NE(json::serialize(admin.peek("_entity/account.dead").front()).find("operations already wait"), std::string::npos);
+  ASSERT_EQ(request(port, "POST", "/_nimbus/orchestrations/hold/instances/g/events/go", {}, "{}").status, 202);
+  EXPECT_TRUE(admin.wait([&] {
+    auto e = entity("g");
+    return e.if_contains("state") && e.at("state").as_int64() == 1000;
+  }, 30000)) << json::serialize(entity("g"));
   EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
 }
 

@@ -221,7 +221,8 @@ class EntityWorker : public std::enable_shared_from_this<EntityWorker> {
     std::string lock;               // the orchestration instance whose critical section holds it
     json::array parked;             // operations of others, waiting for the lock's release
     std::vector<Operation> run;     // the operations the entity function runs, in order
-    Batch protocol;                 // the lock protocol's messages (forwards, grants)
+    Batch protocol;                 // the lock protocol's messages (forwards, grants), refusals
+    std::set<std::string> refused;  // messages refused (dead-lettered) rather than run or parked
     std::vector<std::pair<std::string, json::object>> client_replies;  // by call id, once committed
     int attempt = 1;
     std::string traceparent;
@@ -282,6 +283,10 @@ class EntityWorker : public std::enable_shared_from_this<EntityWorker> {
       // Held: the holder's operations run; others', and the holder's own other lock requests
       // (an abandoned one's grant is still to be released), wait.
       if (!s->lock.empty() && (op.op == kLockOp ? request_token(op) != s->lock : lock_holder(s->lock) != op.from)) {
+        if (s->parked.size() >= kMaxParked) {
+          refuse_parking(*s, op);
+          continue;
+        }
         s->parked.push_back(parked_entry(op));
         continue;
       }
@@ -307,6 +312,28 @@ class EntityWorker : public std::enable_shared_from_this<EntityWorker> {
       auto result = std::make_shared<Result>(std::move(r));
       self->thread_->post([self, s, result] { self->decide(s, std::move(*result)); });
     });
+  }
+
+  // A locked entity keeps at most this many others' operations waiting (in its document, which
+  // every step rewrites); past it an operation goes to the dead letters and its caller hears why.
+  static constexpr std::size_t kMaxParked = 1000;
+  void refuse_parking(Step& s, const Operation& op) {
+    const std::string why = "entity '" + fn_.name + "' key '" + s.key + "' is locked by " + lock_holder(s.lock) + " and " +
+                            std::to_string(kMaxParked) + " operations already wait for it";
+    logger_.host(LogLevel::warn, "an operation on a locked entity is refused: too many wait",
+                 {{"function", fn_.name}, {"key", s.key}, {"op", op.op}});
+    if (op.message) {
+      s.protocol.dead.push_back({{op.message->id, op.message->lease}, why});
+      s.refused.insert(op.message->id);
+    } else {
+      NewMessage m;
+      m.type = "nimbus.durable.entity.op";
+      m.payload = json::serialize(op.body);
+      m.metadata = op.metadata;
+      m.metadata.push_back({"error", why});
+      s.protocol.enqueues.push_back({queue_ + ".dead", std::move(m)});
+    }
+    reply(s, s.protocol, op, false, json::object{{"type", "entity_locked"}, {"message", why}}, unix_ms(clock_));
   }
 
   // The token a lock request holds the entity by (its instance alone, for requests from before tokens).
@@ -429,7 +456,7 @@ class EntityWorker : public std::enable_shared_from_this<EntityWorker> {
       s->state = o.if_contains("state") ? o.at("state") : json::value(nullptr);
     }
     for (const auto& m : s->messages) {
-      if (!dead_ids.count(m.id)) b.acks.push_back({m.id, m.lease});
+      if (!dead_ids.count(m.id) && !s->refused.count(m.id)) b.acks.push_back({m.id, m.lease});
     }
     json::object doc;
     if (s->exists) doc["state"] = s->state;
