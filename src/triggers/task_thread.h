@@ -7,6 +7,7 @@
 #include <deque>
 #include <functional>
 #include <future>
+#include <memory>
 #include <mutex>
 #include <thread>
 
@@ -14,7 +15,7 @@ namespace nimbus {
 
 class TaskThread {
  public:
-  TaskThread() : thread_([this] { run(); }) {}
+  TaskThread() : thread_([s = state_] { run(s); }) {}
   ~TaskThread() { close(); }
   TaskThread(const TaskThread&) = delete;
   TaskThread& operator=(const TaskThread&) = delete;
@@ -22,11 +23,11 @@ class TaskThread {
   // Dropped once close() has begun.
   void post(std::function<void()> task) {
     {
-      std::lock_guard lock(mu_);
-      if (done_) return;
-      tasks_.push_back(std::move(task));
+      std::lock_guard lock(state_->mu);
+      if (state_->done) return;
+      state_->tasks.push_back(std::move(task));
     }
-    cv_.notify_one();
+    state_->cv.notify_one();
   }
   // Returns once every task posted before the call has run.
   void drain() {
@@ -35,24 +36,34 @@ class TaskThread {
     post([&ran] { ran.set_value(); });
     f.wait();
   }
-  // Runs what was posted, then joins the thread.
+  // Runs what was posted, then joins the thread. Called on the thread itself (a task let go of
+  // the last reference to its owner), it cannot join itself: the thread finishes what was
+  // posted and ends on its own (its state is its own to keep).
   void close() {
     {
-      std::lock_guard lock(mu_);
-      done_ = true;
+      std::lock_guard lock(state_->mu);
+      state_->done = true;
     }
-    cv_.notify_one();
-    if (thread_.joinable()) thread_.join();
+    state_->cv.notify_one();
+    if (!thread_.joinable()) return;
+    if (thread_.get_id() == std::this_thread::get_id()) thread_.detach();
+    else thread_.join();
   }
 
  private:
-  void run() {
-    std::unique_lock lock(mu_);
+  struct State {
+    std::mutex mu;
+    std::condition_variable cv;
+    std::deque<std::function<void()>> tasks;
+    bool done = false;
+  };
+  static void run(const std::shared_ptr<State>& s) {
+    std::unique_lock lock(s->mu);
     for (;;) {
-      cv_.wait(lock, [&] { return done_ || !tasks_.empty(); });
-      if (tasks_.empty()) return;
-      auto task = std::move(tasks_.front());
-      tasks_.pop_front();
+      s->cv.wait(lock, [&] { return s->done || !s->tasks.empty(); });
+      if (s->tasks.empty()) return;
+      auto task = std::move(s->tasks.front());
+      s->tasks.pop_front();
       lock.unlock();
       try {
         task();
@@ -61,14 +72,12 @@ class TaskThread {
         // task (the message's lease runs out and it comes again, towards its dead letter).
         std::fprintf(stderr, "nimbus: a task failed: %s\n", e.what());
       }
+      task = nullptr;  // what it held (perhaps this thread's owner) goes before the lock is taken
       lock.lock();
     }
   }
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<std::function<void()>> tasks_;
-  bool done_ = false;
-  std::thread thread_;
+  std::shared_ptr<State> state_ = std::make_shared<State>();
+  std::thread thread_;  // after state_: it starts with it
 };
 
 }  // namespace nimbus
