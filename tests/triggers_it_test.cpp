@@ -178,14 +178,26 @@ TEST_P(StreamOnEveryBackend, KillNineNeverLeavesACheckpointAheadOfItsOutputsAndL
   };
   std::mt19937 rng(std::random_device{}());
   int kills_mid_work = 0;
+  int64_t processed = 0;
   for (int round = 0; round < 4; ++round) {
     {
       Host host(dir.path());
       ASSERT_TRUE(host.started()) << host.errors();
-      std::this_thread::sleep_for(std::chrono::milliseconds(20 + rng() % 80));
+      // The kill lands mid-stream: once the host has committed past where it started (a fixed
+      // sleep raced a fast machine that had finished by then), a little later or sooner.
+      with_store([&](Store& store) {
+        for (int i = 0; i < 5000; ++i) {
+          auto cps = store.stream_checkpoints("events");
+          int64_t at = 0;
+          if (cps.ok())
+            for (const auto& c : *cps) at += c.offset;
+          if (at > processed) break;
+          std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        }
+      });
+      std::this_thread::sleep_for(std::chrono::milliseconds(rng() % 10));
       EXPECT_EQ(host.signal_and_wait(SIGKILL), 128 + SIGKILL);
     }
-    int64_t processed = 0;
     check(&processed);
     if (processed > 0 && processed < kRecords) ++kills_mid_work;
   }
