@@ -58,9 +58,16 @@ TEST(PostgresStore, TwoHostsOnOneDatabaseHearEachOthersCommitsAndNeverShareAMess
 
   // Competing consumers on two hosts: every message is leased by exactly one.
   std::set<std::string> seen_a, seen_b;
-  auto drain = [](Store& s, std::set<std::string>& seen) {
-    for (;;) {
+  // Each takes its first lease before either goes on (a loaded machine may otherwise run one
+  // thread to the end before the other starts); from then on they compete freely.
+  std::atomic<int> started{0};
+  auto drain = [&started](Store& s, std::set<std::string>& seen) {
+    for (bool first = true;; first = false) {
       auto got = s.receive_sync("work", 7, 60000);
+      if (first) {
+        started.fetch_add(1);
+        for (int i = 0; i < 10000 && started.load() < 2; ++i) std::this_thread::sleep_for(1ms);
+      }
       if (!got.ok() || got->empty()) return;
       Batch acks;
       for (auto& m : *got) {
