@@ -149,7 +149,9 @@ TEST(MultiHost, RateLimitsAndKeyQuotasAreOneBucketForAllTheHosts) {
     }
     EXPECT_EQ(last.status, 429) << last.body;
     EXPECT_EQ(last.header("ratelimit-remaining"), "0");
-    EXPECT_LE(through_b, 5) << "host b let through " << through_b << " of a bucket host a had emptied";
+    // Shared: one on trust, and what came before the merge landed (a few, more on a slow or
+    // sanitized build); each host counting its own would let the whole burst through.
+    EXPECT_LE(through_b, kBurst / 2) << "host b let through " << through_b << " of a bucket host a had emptied";
     EXPECT_GE(merged(admin_b), 1);
 
     // A key's quota (5 an hour) is spent on host a, then refused on host b.
@@ -170,7 +172,7 @@ TEST(MultiHost, RateLimitsAndKeyQuotasAreOneBucketForAllTheHosts) {
       if ((r = request(b.http_port(), "GET", "/keyed", {{"X-Api-Key", key}})).status == 200) ++keyed_through_b;
     }
     EXPECT_EQ(r.status, 429) << r.body;
-    EXPECT_LE(keyed_through_b, 2) << "host b let through " << keyed_through_b << " of a spent quota";
+    EXPECT_LE(keyed_through_b, 3) << "host b let through " << keyed_through_b << " of a spent quota of 5";
     EXPECT_EQ(a.signal_and_wait(SIGTERM), 0);
     EXPECT_EQ(b.signal_and_wait(SIGTERM), 0);
   }
