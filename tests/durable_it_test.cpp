@@ -984,56 +984,6 @@ TEST(DurableEntities, ALateGrantNeverReleasesANewerSectionCallsStayInTheLockedSe
   EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
 }
 
-// One operation that crashes its worker takes the whole batch down with it: the batch's
-// operations are then run one a step, so only the crashing one meets its dead letter and the
-// others' effects are kept.
-TEST(DurableEntities, AnOperationThatCrashesItsBatchIsFoundAloneAndTheOthersRun) {
-  TempDir dir;
-  dir.write("nimbus.yaml", R"(name: fragile
-functions:
-  fragile:
-    runtime: python
-    handler: fragile.py:fragile
-    retry: {max_attempts: 2, initial: 200ms}
-    triggers: [{entity: {auth: anonymous, batch_size: 16}}]
-)");
-  dir.write("fragile.py", R"(import os, time
-from nimbus import durable
-
-@durable.entity
-def fragile(ctx):
-    value = ctx.get_state(lambda: 0)
-    if ctx.operation_name == "slow":
-        time.sleep(0.5)
-    elif ctx.operation_name == "crash":
-        os._exit(3)
-    elif ctx.operation_name == "add":
-        ctx.set_state(value + ctx.get_input())
-)");
-  Host host(dir.path());
-  ASSERT_TRUE(host.started()) << host.errors();
-  const int port = host.http_port();
-  Admin admin{host.admin_port(), host.admin_token()};
-  auto state = [&] {
-    Response r = request(port, "GET", "/_nimbus/entities/fragile/k");
-    if (r.status != 200) return int64_t{-1};
-    auto o = json::parse(r.body).as_object();
-    return o.if_contains("state") ? o.at("state").as_int64() : int64_t{-1};
-  };
-  // The slow one holds the key while the rest arrive: they come to the next step together.
-  ASSERT_EQ(request(port, "POST", "/_nimbus/entities/fragile/k/slow", {}, "").status, 202);
-  std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  ASSERT_EQ(request(port, "POST", "/_nimbus/entities/fragile/k/add", {}, "1").status, 202);
-  ASSERT_EQ(request(port, "POST", "/_nimbus/entities/fragile/k/crash", {}, "").status, 202);
-  ASSERT_EQ(request(port, "POST", "/_nimbus/entities/fragile/k/add", {}, "2").status, 202);
-  ASSERT_TRUE(admin.wait([&] { return admin.peek("_entity/fragile.dead").size() == 1 && state() == 3; }, 30000))
-      << "state " << state() << ", dead letters " << admin.peek("_entity/fragile.dead").size() << "\n" << host.output();
-  auto dead = admin.peek("_entity/fragile.dead");
-  EXPECT_NE(json::serialize(dead.front()).find("crash"), std::string::npos) << json::serialize(dead.front());
-  EXPECT_TRUE(host.wait_for_output("they are tried one at a time"));
-  EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
-}
-
 }  // namespace
 }  // namespace nimbus::testing
 

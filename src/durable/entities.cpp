@@ -223,7 +223,6 @@ class EntityWorker : public std::enable_shared_from_this<EntityWorker> {
     std::vector<Operation> run;     // the operations the entity function runs, in order
     Batch protocol;                 // the lock protocol's messages (forwards, grants), refusals
     std::set<std::string> refused;  // messages refused (dead-lettered) rather than run or parked
-    std::set<std::string> deferred;  // messages left for later steps (one operation a step)
     std::vector<std::pair<std::string, json::object>> client_replies;  // by call id, once committed
     int attempt = 1;
     std::string traceparent;
@@ -296,17 +295,6 @@ class EntityWorker : public std::enable_shared_from_this<EntityWorker> {
         continue;
       }
       s->run.push_back(std::move(op));
-    }
-    // After a batch that failed as a whole: one operation a step (those with a message of their
-    // own; the rest go back to the queue), so only the one that fails meets its dead letter.
-    if (auto solo = solo_.find(key); solo != solo_.end() && s->run.size() > 1) {
-      std::vector<Operation> keep;
-      for (auto& op : s->run) {
-        if (!keep.empty() && op.message) s->deferred.insert(op.message->id);
-        else keep.push_back(std::move(op));
-      }
-      s->run = std::move(keep);
-      if (--solo->second <= 0) solo_.erase(solo);
     }
     if (s->run.empty()) return decide(s, Result{});
     json::array operations;
@@ -410,25 +398,12 @@ class EntityWorker : public std::enable_shared_from_this<EntityWorker> {
     } else if (r.outcome != Outcome::success) {
       failure = (r.error.type.empty() ? std::string(to_string(r.outcome)) : r.error.type) +
                 (r.error.message.empty() ? "" : ": " + r.error.message);
-      const auto with_messages = std::count_if(s->run.begin(), s->run.end(), [](const Operation& op) { return op.message.has_value(); });
-      if (with_messages > 1) {
-        // Several operations failed together (the function crashed or timed out): which one did
-        // it? They go back, untouched, and run one a step from now on.
-        logger_.host(LogLevel::warn, "an entity step of several operations failed; they are tried one at a time",
-                     {{"function", fn_.name}, {"key", s->key}, {"operations", static_cast<int64_t>(s->run.size())},
-                      {"error", failure}});
-        solo_[s->key] = static_cast<int>(s->run.size());
-        feed_->release(s->messages, 0);
-        return step_done(s->key);
-      }
       if (s->attempt < fn_.retry.max_attempts) {
         logger_.host(LogLevel::warn, "an entity step failed; its operations are tried again",
                      {{"function", fn_.name}, {"key", s->key}, {"attempt", s->attempt}, {"error", failure}});
         Batch b;
         const int64_t due = now + to_ms(fn_.retry.next_delay(s->attempt));
-        for (const auto& m : s->messages) {
-          if (!s->deferred.count(m.id)) b.retries.push_back({{m.id, m.lease}, due, failure});
-        }
+        for (const auto& m : s->messages) b.retries.push_back({{m.id, m.lease}, due, failure});
         return commit(s, std::move(b));
       }
     } else {
@@ -481,7 +456,7 @@ class EntityWorker : public std::enable_shared_from_this<EntityWorker> {
       s->state = o.if_contains("state") ? o.at("state") : json::value(nullptr);
     }
     for (const auto& m : s->messages) {
-      if (!dead_ids.count(m.id) && !s->refused.count(m.id) && !s->deferred.count(m.id)) b.acks.push_back({m.id, m.lease});
+      if (!dead_ids.count(m.id) && !s->refused.count(m.id)) b.acks.push_back({m.id, m.lease});
     }
     json::object doc;
     if (s->exists) doc["state"] = s->state;
@@ -538,13 +513,8 @@ class EntityWorker : public std::enable_shared_from_this<EntityWorker> {
       feed_->release(s->messages, conflict ? 0 : 1000);
     } else {
       std::vector<std::string> ids;
-      std::vector<Message> back;  // deferred (one operation a step): to the queue again
-      for (const auto& m : s->messages) {
-        if (s->deferred.count(m.id)) back.push_back(m);
-        else ids.push_back(m.id);
-      }
+      for (const auto& m : s->messages) ids.push_back(m.id);
       feed_->forget(ids);
-      if (!back.empty()) feed_->release(back, 0);
       for (const auto& [call, stored] : s->client_replies) finish_call(call, call_reply(stored));
     }
     step_done(s->key);
@@ -685,7 +655,6 @@ class EntityWorker : public std::enable_shared_from_this<EntityWorker> {
   std::shared_ptr<LeasedFeed> feed_;
   KeyedSteps steps_;
   Timers timers_;
-  std::map<std::string, int> solo_;  // keys whose next steps run one operation each (task thread)
   std::mutex calls_mu_;
   std::map<std::string, Responder> calls_;  // clients' calls waiting for their reply, by id
 };
