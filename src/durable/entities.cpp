@@ -271,7 +271,9 @@ class EntityWorker : public std::enable_shared_from_this<EntityWorker> {
       if (op.op == kUnlockOp) {
         // Only the request that holds it lets it go (a release without a token: from before them).
         const std::string token = op.input.is_object() ? str(op.input.as_object(), "token") : std::string();
-        if (!s->lock.empty() && (token.empty() ? lock_holder(s->lock) == op.from : token == s->lock)) {
+        // (A lock taken before tokens holds the bare instance id: its owner's release names it.)
+        if (!s->lock.empty() && (token.empty() || s->lock.find('#') == std::string::npos ? lock_holder(s->lock) == op.from
+                                                                                         : token == s->lock)) {
           s->lock.clear();
           for (auto it = s->parked.rbegin(); it != s->parked.rend(); ++it) {
             if (auto p = from_parked(*it)) todo.push_front(std::move(*p));
@@ -283,7 +285,9 @@ class EntityWorker : public std::enable_shared_from_this<EntityWorker> {
       // Held: the holder's operations run; others', and the holder's own other lock requests
       // (an abandoned one's grant is still to be released), wait.
       if (!s->lock.empty() && (op.op == kLockOp ? request_token(op) != s->lock : lock_holder(s->lock) != op.from)) {
-        if (s->parked.size() >= kMaxParked) {
+        // A lock request is never refused (nobody would hear of it, and the entities it holds
+        // further up its chain would stay locked): only operations are.
+        if (s->parked.size() >= kMaxParked && op.op != kLockOp) {
           refuse_parking(*s, op);
           continue;
         }
@@ -404,6 +408,7 @@ class EntityWorker : public std::enable_shared_from_this<EntityWorker> {
         Batch b;
         const int64_t due = now + to_ms(fn_.retry.next_delay(s->attempt));
         for (const auto& m : s->messages) b.retries.push_back({{m.id, m.lease}, due, failure});
+        s->client_replies.clear();  // nothing of this step is kept: no refusal is told either
         return commit(s, std::move(b));
       }
     } else {
