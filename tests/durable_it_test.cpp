@@ -981,6 +981,99 @@ TEST(DurableEntities, ALateGrantNeverReleasesANewerSectionCallsStayInTheLockedSe
     auto e = entity("g");
     return e.if_contains("state") && e.at("state").as_int64() == 1000;
   }, 30000)) << json::serialize(entity("g"));
+
+  // An instance id purged and started again is another instance: its lock request is not the
+  // old one's, even with the same generation and task. p's first request waits behind q; p is
+  // terminated and purged and started again, asking for r the same way. When q lets go, the old
+  // request's grant is released by its own token and the new p holds r, and goes on holding it.
+  ASSERT_EQ(request(port, "POST", "/_nimbus/entities/account/r/add", {}, "0").status, 202);
+  ASSERT_TRUE(admin.wait([&] { return entity("r").if_contains("state"); }));
+  ASSERT_EQ(request(port, "POST", "/_nimbus/orchestrations/hold?instance=q", {}, "\"r\"").status, 202);
+  ASSERT_TRUE(admin.wait([&] { return entity("r").if_contains("lockedBy"); }));
+  ASSERT_EQ(request(port, "POST", "/_nimbus/orchestrations/hold?instance=p", {}, "\"r\"").status, 202);
+  ASSERT_TRUE(admin.wait([&] {
+    auto e = entity("r");
+    return e.if_contains("parked") && e.at("parked").as_int64() == 1;
+  })) << json::serialize(entity("r"));
+  ASSERT_EQ(request(port, "POST", "/_nimbus/orchestrations/hold/instances/p/terminate?reason=again", {}, "").status, 202);
+  ASSERT_TRUE(admin.wait([&] { return status("hold", "p")["runtimeStatus"] == json::value("Terminated"); }));
+  ASSERT_EQ(request(port, "DELETE", "/_nimbus/orchestrations/hold/instances/p").status, 200);
+  ASSERT_EQ(request(port, "POST", "/_nimbus/orchestrations/hold?instance=p", {}, "\"r\"").status, 202);
+  ASSERT_TRUE(admin.wait([&] {
+    auto e = entity("r");
+    return e.if_contains("parked") && e.at("parked").as_int64() == 2;
+  })) << json::serialize(entity("r"));
+  ASSERT_EQ(request(port, "POST", "/_nimbus/orchestrations/hold/instances/q/events/go", {}, "{}").status, 202);
+  ASSERT_TRUE(admin.wait([&] {
+    auto e = entity("r");
+    return e.if_contains("lockedBy") && e.at("lockedBy") == json::value("p") &&
+           (!e.if_contains("parked") || e.at("parked").as_int64() == 0);
+  })) << json::serialize(entity("r"));
+  for (int k = 0; k < 30; ++k) {
+    auto e = entity("r");
+    ASSERT_TRUE(e.if_contains("lockedBy") && e.at("lockedBy") == json::value("p")) << "at " << k << ": " << json::serialize(e);
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_EQ(request(port, "POST", "/_nimbus/orchestrations/hold/instances/p/events/go", {}, "{}").status, 202);
+  EXPECT_TRUE(admin.wait([&] { return !entity("r").if_contains("lockedBy"); })) << json::serialize(entity("r"));
+  EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
+}
+
+// One operation that crashes its worker takes its whole batch down with it. The batch is tried
+// again whole; on its last attempt its operations run one at a time, in order, each on the
+// state the ones before it left, so only the crashing one meets its dead letter and the others'
+// effects are kept, in the order they came.
+TEST(DurableEntities, AnOperationThatCrashesItsBatchIsFoundAloneAndTheOthersRunInOrder) {
+  TempDir dir;
+  dir.write("nimbus.yaml", R"(name: fragile
+functions:
+  fragile:
+    runtime: python
+    handler: fragile.py:fragile
+    retry: {max_attempts: 2, initial: 200ms}
+    triggers: [{entity: {auth: anonymous, batch_size: 16}}]
+)");
+  dir.write("fragile.py", R"(import os, time
+from nimbus import durable
+
+@durable.entity
+def fragile(ctx):
+    value = ctx.get_state(lambda: [])
+    if ctx.operation_name == "slow":
+        time.sleep(0.5)
+    elif ctx.operation_name == "crash":
+        os._exit(3)
+    elif ctx.operation_name == "append":
+        ctx.set_state(value + [ctx.get_input()])
+)");
+  Host host(dir.path());
+  ASSERT_TRUE(host.started()) << host.errors();
+  const int port = host.http_port();
+  Admin admin{host.admin_port(), host.admin_token()};
+  auto state = [&] {
+    Response r = request(port, "GET", "/_nimbus/entities/fragile/k");
+    if (r.status != 200) return std::string("none");
+    auto o = json::parse(r.body).as_object();
+    return o.if_contains("state") ? json::serialize(o.at("state")) : std::string("none");
+  };
+  // The slow one holds the key while the rest arrive: they come to the next step together.
+  ASSERT_EQ(request(port, "POST", "/_nimbus/entities/fragile/k/slow", {}, "").status, 202);
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  ASSERT_EQ(request(port, "POST", "/_nimbus/entities/fragile/k/append", {}, "1").status, 202);
+  ASSERT_EQ(request(port, "POST", "/_nimbus/entities/fragile/k/append", {}, "2").status, 202);
+  ASSERT_EQ(request(port, "POST", "/_nimbus/entities/fragile/k/crash", {}, "").status, 202);
+  ASSERT_EQ(request(port, "POST", "/_nimbus/entities/fragile/k/append", {}, "3").status, 202);
+  ASSERT_EQ(request(port, "POST", "/_nimbus/entities/fragile/k/append", {}, "4").status, 202);
+  ASSERT_TRUE(admin.wait([&] { return admin.peek("_entity/fragile.dead").size() == 1 && state() == "[1,2,3,4]"; }, 30000))
+      << "state " << state() << ", dead letters " << admin.peek("_entity/fragile.dead").size() << "\n" << host.output();
+  auto dead = admin.peek("_entity/fragile.dead");
+  EXPECT_NE(json::serialize(dead.front()).find("'crash' failed when run alone"), std::string::npos)
+      << json::serialize(dead.front());
+  EXPECT_TRUE(host.wait_for_output("its operations are run one at a time"));
+  // And the key goes on: a later operation runs as usual (nothing loops, nothing is left held).
+  ASSERT_EQ(request(port, "POST", "/_nimbus/entities/fragile/k/append", {}, "5").status, 202);
+  EXPECT_TRUE(admin.wait([&] { return state() == "[1,2,3,4,5]"; })) << state();
+  EXPECT_EQ(admin.peek("_entity/fragile.dead").size(), 1u);
   EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
 }
 

@@ -212,6 +212,12 @@ class EntityWorker : public std::enable_shared_from_this<EntityWorker> {
   }
 
  private:
+  // One operation's end: its result object from the SDK ({"result"} or {"error"}), or the
+  // failure that sends it to the dead letters.
+  struct OpEnd {
+    json::value result = nullptr;
+    std::string failure;  // "" = it ran
+  };
   struct Step {
     std::string key;
     std::vector<Message> messages;  // every leased message of the step
@@ -226,6 +232,11 @@ class EntityWorker : public std::enable_shared_from_this<EntityWorker> {
     std::vector<std::pair<std::string, json::object>> client_replies;  // by call id, once committed
     int attempt = 1;
     std::string traceparent;
+    // Operations that failed together on their last attempt (a crash, a timeout) are run again
+    // one at a time, in order, within the step: only those that fail alone are dead-lettered.
+    bool singles = false;
+    std::size_t next = 0;            // singles: the operation running
+    std::vector<OpEnd> outcomes;  // singles: each operation's, so far
   };
   using StepPtr = std::shared_ptr<Step>;
 
@@ -301,14 +312,21 @@ class EntityWorker : public std::enable_shared_from_this<EntityWorker> {
       s->run.push_back(std::move(op));
     }
     if (s->run.empty()) return decide(s, Result{});
+    invoke(s, 0, s->run.size());
+  }
+
+  // The entity function runs `count` of the step's operations from `first`, on its state.
+  void invoke(const StepPtr& s, std::size_t first, std::size_t count) {
     json::array operations;
-    for (const auto& op : s->run) operations.push_back(json::object{{"op", op.op}, {"input", op.input}});
-    json::object work{{"name", fn_.name}, {"key", key}, {"state", s->state}, {"exists", s->exists},
+    for (std::size_t i = first; i < first + count; ++i) {
+      operations.push_back(json::object{{"op", s->run[i].op}, {"input", s->run[i].input}});
+    }
+    json::object work{{"name", fn_.name}, {"key", s->key}, {"state", s->state}, {"exists", s->exists},
                       {"operations", std::move(operations)}};
-    Invocation inv = new_invocation(fn_, kind_, "/entities/" + fn_.name + "/" + key, "nimbus.durable.entity", clock_,
+    Invocation inv = new_invocation(fn_, kind_, "/entities/" + fn_.name + "/" + s->key, "nimbus.durable.entity", clock_,
                                     s->traceparent);
-    inv.subject = key;
-    inv.message_id = s->messages.front().id;
+    inv.subject = s->key;
+    inv.message_id = count == 1 && s->run[first].message ? s->run[first].message->id : s->messages.front().id;
     inv.attempt = s->attempt;
     inv.payload = json::serialize(work);
     inv.metadata = {{"content-type", "application/json"}};
@@ -385,80 +403,134 @@ class EntityWorker : public std::enable_shared_from_this<EntityWorker> {
     }
     json::object event{{"type", "lock_acquired"}, {"task_id", in->if_contains("task") ? in->at("task") : json::value(-1)},
                        {"generation", in->if_contains("generation") ? in->at("generation") : json::value(0)},
-                       {"entities", *entities}, {"time_ms", unix_ms(clock_)}};
+                       {"token", s.lock}, {"entities", *entities}, {"time_ms", unix_ms(clock_)}};
     NewMessage m;
     m.type = "nimbus.durable.event";
     m.payload = json::serialize(json::object{{"instance", owner}, {"event", std::move(event)}});
     s.protocol.enqueues.push_back({str(*in, "reply"), std::move(m)});
   }
 
+  static std::string failure_of(const Result& r) {
+    return (r.error.type.empty() ? std::string(to_string(r.outcome)) : r.error.type) +
+           (r.error.message.empty() ? "" : ": " + r.error.message);
+  }
+
+  // The SDK's answer for `count` operations: {"state", "exists", "results": [one each]}, or
+  // why it is not one (into `failure`).
+  static const json::array* step_results(const Result& r, std::size_t count, json::value& answer, std::string& failure) {
+    boost::system::error_code ec;
+    answer = json::parse(r.http ? r.http->body : std::string(), ec);
+    const json::object* o = !ec && answer.is_object() ? &answer.as_object() : nullptr;
+    const json::value* results = o ? o->if_contains("results") : nullptr;
+    if (!results || !results->is_array() || results->as_array().size() != count) {
+      failure = "the entity's answer is not a step's result ({\"state\", \"exists\", \"results\": [one per operation]}; "
+                "is the handler wrapped by the SDK's entity?): " +
+                (r.http ? r.http->body.substr(0, 200) : std::string());
+      return nullptr;
+    }
+    return &results->as_array();
+  }
+
+  // The answer's new state becomes the step's.
+  static void take_state(Step& s, const json::object& answer) {
+    const json::value* exists = answer.if_contains("exists");
+    s.exists = exists ? exists->is_bool() && exists->as_bool() : true;
+    s.state = answer.if_contains("state") ? answer.at("state") : json::value(nullptr);
+  }
+
   // On the task thread: the entity's answer, into the new state and the replies.
   void decide(const StepPtr& s, Result r) {
-    const int64_t now = unix_ms(clock_);
-    std::string failure;
-    json::value answer;
-    if (s->run.empty()) {
-      answer = json::object{{"state", s->state}, {"exists", s->exists}, {"results", json::array{}}};
-    } else if (r.outcome != Outcome::success) {
-      failure = (r.error.type.empty() ? std::string(to_string(r.outcome)) : r.error.type) +
-                (r.error.message.empty() ? "" : ": " + r.error.message);
+    if (s->singles) return decide_single(s, std::move(r));
+    std::vector<OpEnd> outcomes(s->run.size());
+    if (s->run.empty()) return finish(s, std::move(outcomes));
+    if (r.outcome != Outcome::success) {
+      const std::string failure = failure_of(r);
       if (s->attempt < fn_.retry.max_attempts) {
         logger_.host(LogLevel::warn, "an entity step failed; its operations are tried again",
                      {{"function", fn_.name}, {"key", s->key}, {"attempt", s->attempt}, {"error", failure}});
         Batch b;
-        const int64_t due = now + to_ms(fn_.retry.next_delay(s->attempt));
+        const int64_t due = unix_ms(clock_) + to_ms(fn_.retry.next_delay(s->attempt));
         for (const auto& m : s->messages) b.retries.push_back({{m.id, m.lease}, due, failure});
         s->client_replies.clear();  // nothing of this step is kept: no refusal is told either
         return commit(s, std::move(b));
       }
+      if (s->run.size() > 1) {
+        // The last attempt: which operation brought the step down is found by running them
+        // one at a time, in order, each on the state the ones before it left.
+        logger_.host(LogLevel::warn, "an entity step failed on its last attempt; its operations are run one at a time",
+                     {{"function", fn_.name}, {"key", s->key}, {"operations", static_cast<int64_t>(s->run.size())}, {"error", failure}});
+        s->singles = true;
+        s->next = 0;
+        s->outcomes.assign(s->run.size(), OpEnd{});
+        return invoke(s, 0, 1);
+      }
+      outcomes[0].failure = failure;
+      return finish(s, std::move(outcomes));
+    }
+    json::value answer;
+    std::string failure;
+    const json::array* results = step_results(r, s->run.size(), answer, failure);
+    if (!results) {
+      for (auto& o : outcomes) o.failure = failure;
+      return finish(s, std::move(outcomes));
+    }
+    for (std::size_t i = 0; i < s->run.size(); ++i) outcomes[i].result = (*results)[i];
+    take_state(*s, answer.as_object());
+    finish(s, std::move(outcomes));
+  }
+
+  // Singles: one operation's answer; the next runs on the state it left, or the step ends.
+  void decide_single(const StepPtr& s, Result r) {
+    OpEnd& out = s->outcomes[s->next];
+    if (r.outcome != Outcome::success) {
+      out.failure = failure_of(r) + " (operation '" + s->run[s->next].op + "' failed when run alone)";
     } else {
-      boost::system::error_code ec;
-      answer = json::parse(r.http ? r.http->body : std::string(), ec);
-      const json::object* o = !ec && answer.is_object() ? &answer.as_object() : nullptr;
-      const json::value* results = o ? o->if_contains("results") : nullptr;
-      if (!results || !results->is_array() || results->as_array().size() != s->run.size()) {
-        failure = "the entity's answer is not a step's result ({\"state\", \"exists\", \"results\": [one per operation]}; "
-                  "is the handler wrapped by the SDK's entity?): " +
-                  (r.http ? r.http->body.substr(0, 200) : std::string());
+      json::value answer;
+      if (const json::array* results = step_results(r, 1, answer, out.failure)) {
+        out.result = (*results)[0];
+        take_state(*s, answer.as_object());
       }
     }
+    if (++s->next < s->run.size()) return invoke(s, s->next, 1);
+    finish(s, std::move(s->outcomes));
+  }
+
+  // The step's end: each operation's reply (a failed one to the dead letters, the state as it
+  // was before it), the entity's document, the acks.
+  void finish(const StepPtr& s, std::vector<OpEnd> outcomes) {
+    const int64_t now = unix_ms(clock_);
     Batch b = std::move(s->protocol);
     std::set<std::string> dead_ids;
-    if (!failure.empty()) {
-      // The operations cannot run: they go to the dead-letter queue (the state stays as it
-      // was), and their callers learn it; the lock protocol's part of the step still counts.
-      logger_.host(LogLevel::error, "an entity step failed; its operations are moved to the dead-letter queue",
-                   {{"function", fn_.name}, {"key", s->key}, {"error", failure}});
-      for (const auto& op : s->run) {
+    for (std::size_t i = 0; i < s->run.size(); ++i) {
+      const Operation& op = s->run[i];
+      const OpEnd& out = outcomes[i];
+      if (!out.failure.empty()) {
+        // The operation cannot run: it goes to the dead-letter queue and its caller learns it;
+        // the lock protocol's part of the step still counts.
+        logger_.host(LogLevel::error, "an entity operation failed; it is moved to the dead-letter queue",
+                     {{"function", fn_.name}, {"key", s->key}, {"op", op.op}, {"error", out.failure}});
         if (op.message) {
-          b.dead.push_back({{op.message->id, op.message->lease}, failure});
+          b.dead.push_back({{op.message->id, op.message->lease}, out.failure});
           dead_ids.insert(op.message->id);
         } else {  // a parked operation has no lease of its own: straight to the dead letters
           NewMessage m;
           m.type = "nimbus.durable.entity.op";
           m.payload = json::serialize(op.body);
           m.metadata = op.metadata;
-          m.metadata.push_back({"error", failure});
+          m.metadata.push_back({"error", out.failure});
           b.enqueues.push_back({queue_ + ".dead", std::move(m)});
         }
-        reply(*s, b, op, false, json::object{{"type", "entity_failed"}, {"message", failure}}, now);
+        reply(*s, b, op, false, json::object{{"type", "entity_failed"}, {"message", out.failure}}, now);
+        continue;
       }
-    } else {
-      const json::object& o = answer.as_object();
-      const json::array& results = o.at("results").as_array();
-      for (std::size_t i = 0; i < s->run.size(); ++i) {
-        const json::object* res = results[i].is_object() ? &results[i].as_object() : nullptr;
-        if (res && res->if_contains("error")) {
-          const json::value& e = res->at("error");
-          reply(*s, b, s->run[i], false,
-                e.is_object() ? e.as_object() : json::object{{"type", "entity_operation_failed"}, {"message", e}}, now);
-        } else {
-          reply(*s, b, s->run[i], true, res && res->if_contains("result") ? res->at("result") : json::value(nullptr), now);
-        }
+      const json::object* res = out.result.is_object() ? &out.result.as_object() : nullptr;
+      if (res && res->if_contains("error")) {
+        const json::value& e = res->at("error");
+        reply(*s, b, op, false,
+              e.is_object() ? e.as_object() : json::object{{"type", "entity_operation_failed"}, {"message", e}}, now);
+      } else {
+        reply(*s, b, op, true, res && res->if_contains("result") ? res->at("result") : json::value(nullptr), now);
       }
-      const json::value* exists = o.if_contains("exists");
-      s->exists = exists ? exists->is_bool() && exists->as_bool() : true;
-      s->state = o.if_contains("state") ? o.at("state") : json::value(nullptr);
     }
     for (const auto& m : s->messages) {
       if (!dead_ids.count(m.id) && !s->refused.count(m.id)) b.acks.push_back({m.id, m.lease});

@@ -40,11 +40,12 @@ Expected<std::unique_ptr<Trigger>> make_entity_trigger(const TriggerContext& con
 bool valid_entity_key(const std::string& key);
 
 // A critical section's lock request, named apart from the instance's other requests: the
-// instance, its generation and the task that asked. An entity holds the token; a release must
-// name it (a late grant of an abandoned request cannot release a newer one's locks), while the
-// holder's ordinary operations are known by the instance alone.
-inline std::string lock_token(const std::string& instance, int64_t generation, int64_t task) {
-  return instance + "#" + std::to_string(generation) + "." + std::to_string(task);
+// instance, when it was created (an id purged and started again is another instance), its
+// generation and the task that asked. An entity holds the token; a release must name it (a late
+// grant of an abandoned request cannot release a newer one's locks), while the holder's
+// ordinary operations are known by the instance alone.
+inline std::string lock_token(const std::string& instance, int64_t created_ms, int64_t generation, int64_t task) {
+  return instance + "#" + std::to_string(created_ms) + "." + std::to_string(generation) + "." + std::to_string(task);
 }
 // The instance a token (or, in documents from before tokens, a bare instance id) names.
 inline std::string lock_holder(const std::string& token) {

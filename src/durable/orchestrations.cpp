@@ -504,7 +504,7 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
         json::array names;
         for (const auto& [name, key] : wanted) names.push_back(json::object{{"name", name}, {"key", key}});
         page.push_back(json::object{{"type", "entities_lock_requested"}, {"task_id", task}, {"entities", names}});
-        const std::string token = lock_token(s->id, s->record.generation, task);
+        const std::string token = lock_token(s->id, s->record.created_ms, s->record.generation, task);
         s->record.locks = json::serialize(json::object{{"task", task},
                                                        {"generation", s->record.generation},
                                                        {"entities", names},
@@ -589,7 +589,10 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
     if (ec || !v.is_object()) return false;
     json::object& l = v.as_object();
     const auto task = integer(l, "task"), generation = integer(l, "generation");
-    if (task != integer(event, "task_id") || generation != integer(event, "generation") ||
+    // The grant names the request's token (grants from before tokens: its generation and task).
+    const std::string token = str(event, "token");
+    if ((!token.empty() && token != str(l, "token")) || task != integer(event, "task_id") ||
+        generation != integer(event, "generation") ||
         (l.if_contains("held") && l.at("held").is_bool() && l.at("held").as_bool())) {
       return false;
     }
@@ -627,9 +630,15 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
   }
 
   // A grant nobody waits for (lock_acquired `event` for `owner`): its entities are released.
+  // By the token the grant names (a grant from an earlier release names none: its request held
+  // the entities by the token of then, instance#generation.task).
   static void release_grant(Batch& b, const std::string& owner, const json::object& event) {
-    unlock(b, owner, lock_token(owner, integer(event, "generation").value_or(0), integer(event, "task_id").value_or(-1)),
-           event.if_contains("entities") ? event.at("entities") : json::value(nullptr));
+    std::string token = str(event, "token");
+    if (token.empty()) {
+      token = owner + "#" + std::to_string(integer(event, "generation").value_or(0)) + "." +
+              std::to_string(integer(event, "task_id").value_or(-1));
+    }
+    unlock(b, owner, token, event.if_contains("entities") ? event.at("entities") : json::value(nullptr));
   }
 
   // The instance lets go of its critical section: held locks are released; a request still
