@@ -13,6 +13,7 @@ packages=(
   libhiredis-dev redis-server  # store: redis:// (hiredis), and the server its tests start
   libssl-dev openssl  # the gateway: JWT signatures (HS256, RS256, ES256), TLS (tests make certificates)
   zlib1g-dev libbrotli-dev  # the gateway: gzip and br responses
+  libarchive-dev  # versions: an app folder packaged as a tar archive (nimbus deploy)
   haproxy nginx python3-yaml  # tests of deploy/ (and the load balancer of the many-host tests)
   python3 python3-prometheus-client nodejs libseccomp-dev
   chromium  # the web-app example's browser test (tests/browser, driven by puppeteer-core)

@@ -26,6 +26,56 @@ std::unique_ptr<TempDir> copy_example(const std::string& name) {
   return dir;
 }
 
+// A copy of `from` (its .nimbus/ left out) in `to`, with `over` (when given) copied on top.
+void copy_app(const std::filesystem::path& from, const std::filesystem::path& to,
+              const std::filesystem::path& over = {}) {
+  namespace fs = std::filesystem;
+  for (const auto& e : fs::directory_iterator(from)) {
+    if (e.path().filename() == ".nimbus") continue;
+    fs::copy(e.path(), to / e.path().filename(), fs::copy_options::recursive | fs::copy_options::overwrite_existing);
+  }
+  if (!over.empty()) fs::copy(over, to, fs::copy_options::recursive | fs::copy_options::overwrite_existing);
+}
+
+TEST(Examples, MigrationsRunBeforeTrafficAndAFailedOneAbortsTheDeploy) {
+  auto dir = copy_example("migrations");
+  Host host(dir->path());
+  ASSERT_TRUE(host.started()) << host.errors();
+  const int port = host.http_port();
+  EXPECT_TRUE(host.wait_for_output("a migration ran"));
+  Response added = request(port, "POST", "/notes", {}, R"({"text": "first"})");
+  ASSERT_EQ(added.status, 201) << added.body;
+  EXPECT_EQ(request(port, "GET", "/notes").body, R"([{"id": 1, "text": "first"}])");
+
+  // Version 2: its migration adds a column, its code uses it.
+  TempDir two;
+  copy_app(dir->path(), two.path(), dir->path() / "next");
+  CommandResult deployed = run_nimbus({"deploy", two.path().string(), "--to", dir->path().string(), "-m", "tags"}, dir->path());
+  ASSERT_EQ(deployed.exit_code, 0) << deployed.err << host.output();
+  EXPECT_NE(deployed.out.find("deployed v2"), std::string::npos) << deployed.out;
+  EXPECT_EQ(request(port, "GET", "/notes").body, R"([{"id": 1, "text": "first", "tag": "general"}])");
+  ASSERT_EQ(request(port, "POST", "/notes", {}, R"({"text": "second", "tag": "ops"})").status, 201);
+
+  // Version 3's migration fails: the deploy is aborted with the database's error, nothing of it
+  // is applied, and version 2 serves on.
+  TempDir three;
+  copy_app(two.path(), three.path());
+  three.write("migrations/003_broken.sql", "ALTER TABLE notes ADD COLUMN color TEXT;\nALTER TABLE nope ADD COLUMN x TEXT;\n");
+  CommandResult refused = run_nimbus({"deploy", three.path().string(), "--to", dir->path().string()}, dir->path());
+  EXPECT_NE(refused.exit_code, 0);
+  EXPECT_NE(refused.err.find("migration 'migrate' failed"), std::string::npos) << refused.err;
+  EXPECT_NE(refused.err.find("no such table: nope"), std::string::npos) << refused.err;
+  EXPECT_EQ(request(port, "GET", "/notes").body,
+            R"([{"id": 1, "text": "first", "tag": "general"}, {"id": 2, "text": "second", "tag": "ops"}])");
+  CommandResult versions = run_nimbus({"versions"}, dir->path());
+  EXPECT_EQ(versions.out.find("v3"), std::string::npos) << versions.out;
+  // The failed migration's first statement was rolled back with it: version 2 deployed again
+  // as a new version with a good 003 adds the column once.
+  three.write("migrations/003_broken.sql", "ALTER TABLE notes ADD COLUMN color TEXT;\n");
+  ASSERT_EQ(run_nimbus({"deploy", three.path().string(), "--to", dir->path().string()}, dir->path()).exit_code, 0);
+  EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
+}
+
 TEST(Examples, BackgroundJobs) {
   auto dir = copy_example("background-jobs");
   Host host(dir->path());

@@ -4,6 +4,7 @@
 #include "gateway/api_keys.h"
 
 #include <boost/json.hpp>
+#include <algorithm>
 #include <set>
 #include <date/date.h>
 
@@ -98,6 +99,13 @@ void AdminApi::add(std::vector<AdminView> views, std::vector<StatusField> fields
   for (auto& f : fields) fields_.push_back(std::move(f));
 }
 
+void AdminApi::add(std::vector<AdminEndpoint> endpoints) {
+  for (auto& e : endpoints) {
+    route(e.pattern, e.methods, kEndpoints + static_cast<int>(endpoints_.size()));
+    endpoints_.push_back(std::move(e));
+  }
+}
+
 AdminApi::~AdminApi() = default;
 
 Expected<int> AdminApi::start(EventLoops& loops, const std::string& address, int port) {
@@ -107,6 +115,8 @@ Expected<int> AdminApi::start(EventLoops& loops, const std::string& address, int
   lo.port = port;
   lo.every_loop = false;
   lo.limits = app_.http;
+  // A deploy's package comes in one request (deploy/package.h bounds it again).
+  lo.limits.max_body = std::max<std::size_t>(lo.limits.max_body, 256u << 20);
   return server_->listen(lo);
 }
 
@@ -191,6 +201,11 @@ void AdminApi::handle(IncomingRequest& request, Responder respond) {
     }
     default:
       break;
+  }
+  if (match.target >= kEndpoints) {
+    std::vector<std::string> params;
+    for (const auto& p : match.params) params.push_back(p.value);
+    return endpoints_.at(static_cast<std::size_t>(match.target - kEndpoints)).handle(request, params, std::move(respond));
   }
   const AdminView& view = views_.at(static_cast<std::size_t>(match.target - kViews));
   auto reply = [&view, respond = std::move(respond)] {

@@ -45,6 +45,14 @@ class Metrics;
 // Reads the token, creating it (mode 0600) when missing.
 Expected<std::string> load_or_create_admin_token(const std::filesystem::path& file);
 
+// An endpoint another part serves on the admin listener (deploy/), behind the token. Called
+// on an event loop: what blocks goes to a thread of its own, which answers through `respond`.
+struct AdminEndpoint {
+  std::string pattern;               // "/admin/aliases/{name}"
+  std::vector<std::string> methods;  // {"PUT"}
+  std::function<void(IncomingRequest& request, const std::vector<std::string>& params, Responder respond)> handle;
+};
+
 struct AdminStatus {
   int pid = 0;
   std::string http_url;
@@ -60,6 +68,7 @@ class AdminApi final : private RequestHandler {
            std::function<void()> request_shutdown, Store* store = nullptr);
   // What the triggers add (Trigger::admin_views, status_fields); before start().
   void add(std::vector<AdminView> views, std::vector<StatusField> fields);
+  void add(std::vector<AdminEndpoint> endpoints);
   // What POST /admin/reload does: the host re-reads its manifest off the loops and answers.
   void on_reload(std::function<void(Responder)> reload) { reload_ = std::move(reload); }
   ~AdminApi() override;
@@ -81,7 +90,8 @@ class AdminApi final : private RequestHandler {
   // What the router's targets stand for: the endpoints, then each trigger's view.
   enum Endpoint : int {
     kFunctions, kStatus, kShutdown, kReload, kKeys, kMessages, kStreams, kBlobs, kInvoke,
-    kOrchestrations, kOrchestrationStart, kInstance, kInstanceAction, kViews
+    kOrchestrations, kOrchestrationStart, kInstance, kInstanceAction, kViews,
+    kEndpoints = 100000
   };
   void route(std::string_view pattern, std::vector<std::string> methods, int target);
   std::string functions_json() const;
@@ -101,6 +111,7 @@ class AdminApi final : private RequestHandler {
   std::map<std::string, std::string> orchestration_versions_;  // name -> code version, read at start
   std::vector<AdminView> views_;
   std::vector<StatusField> fields_;
+  std::vector<AdminEndpoint> endpoints_;  // router targets kEndpoints + index
   std::unique_ptr<HttpServer> server_;
 };
 

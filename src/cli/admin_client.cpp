@@ -3,6 +3,7 @@
 #include <signal.h>
 
 #include <cctype>
+#include <iostream>
 
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
@@ -104,6 +105,38 @@ Expected<HttpResponse> http_request(const std::string& host, int port, const std
   out.content_type = std::string(parser.get()[http::field::content_type]);
   out.body = std::move(parser.get().body());
   return out;
+}
+
+int fail(const std::string& message) {
+  std::cerr << "nimbus: " << message << "\n";
+  return 1;
+}
+
+Expected<boost::json::object> admin_call(const std::filesystem::path& app_dir, const std::string& method,
+                                         const std::string& target, const std::string& body,
+                                         const std::vector<std::pair<std::string, std::string>>& headers) {
+  namespace json = boost::json;
+  auto host = find_running_host(app_dir);
+  if (!host) return host.error();
+  auto res = http_request(host->admin_host, host->admin_port, method, target, body, host->token, headers);
+  if (!res) return res.error();
+  boost::system::error_code ec;
+  json::value v = json::parse(res->body, ec);
+  if (ec || !v.is_object()) return Error{"the host answered " + std::to_string(res->status) + " with: " + res->body};
+  if (res->status >= 300) {
+    auto message_of = [](const json::object& o) -> std::optional<std::string> {
+      const auto* m = o.if_contains("message");
+      if (m && m->is_string()) return std::string(m->as_string());
+      return std::nullopt;
+    };
+    const auto* err = v.as_object().if_contains("error");
+    if (err && err->is_object()) {
+      if (auto m = message_of(err->as_object())) return Error{*m};
+    }
+    if (auto m = message_of(v.as_object())) return Error{*m};  // durable's shape
+    return Error{res->body};
+  }
+  return v.as_object();
 }
 
 }  // namespace nimbus

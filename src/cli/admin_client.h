@@ -1,6 +1,7 @@
 #pragma once
 // How the CLI reaches a running host: it reads .nimbus/host.json and .nimbus/admin.token in
 // the app folder and calls the admin API over loopback HTTP.
+#include <boost/json/object.hpp>
 #include <filesystem>
 #include <string>
 #include <utility>
@@ -31,5 +32,14 @@ Expected<HttpResponse> http_request(const std::string& host, int port, const std
                                     const std::string& target, const std::string& body,
                                     const std::string& bearer_token,
                                     const std::vector<std::pair<std::string, std::string>>& headers = {});
+
+// A command's failure: "nimbus: MESSAGE" on stderr; returns the exit code, 1.
+int fail(const std::string& message);
+
+// One admin call on the running host of the app in `app_dir`: the reply's JSON object, or a
+// one-line failure (the host's error message for a status of 300 or more).
+Expected<boost::json::object> admin_call(const std::filesystem::path& app_dir, const std::string& method,
+                                         const std::string& target, const std::string& body = "",
+                                         const std::vector<std::pair<std::string, std::string>>& headers = {});
 
 }  // namespace nimbus

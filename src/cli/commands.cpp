@@ -13,6 +13,7 @@
 #include <iostream>
 #include <thread>
 
+#include "cli/deploy_commands.h"
 #include "cli/admin_client.h"
 #include "cli/scaffold.h"
 #include "core/units.h"
@@ -25,11 +26,6 @@ namespace fs = std::filesystem;
 namespace json = boost::json;
 
 namespace {
-
-int fail(const std::string& message) {
-  std::cerr << "nimbus: " << message << "\n";
-  return 1;
-}
 
 std::optional<AppSpec> load_app(const fs::path& dir) {
   auto load = load_manifest(dir, process_environment());
@@ -208,26 +204,6 @@ int cmd_stop(const fs::path& dir, int wait_seconds) {
   }
   std::cout << "nimbus: stopped host pid " << host->pid << "\n";
   return 0;
-}
-
-// One admin call for the queue commands: the parsed JSON object, or a one-line failure.
-Expected<json::object> admin_call(const fs::path& dir, const std::string& method, const std::string& target,
-                                  const std::string& body = "",
-                                  const std::vector<std::pair<std::string, std::string>>& headers = {}) {
-  auto host = find_running_host(dir);
-  if (!host) return host.error();
-  auto res = http_request(host->admin_host, host->admin_port, method, target, body, host->token, headers);
-  if (!res) return res.error();
-  boost::system::error_code ec;
-  json::value v = json::parse(res->body, ec);
-  if (ec || !v.is_object()) return Error{"the host answered " + std::to_string(res->status) + " with: " + res->body};
-  if (res->status >= 300) {
-    const auto* err = v.as_object().if_contains("error");
-    if (err && err->is_object()) return Error{json_string(err->as_object(), "message")};
-    if (v.as_object().if_contains("message")) return Error{json_string(v.as_object(), "message")};  // durable's shape
-    return Error{res->body};
-  }
-  return v.as_object();
 }
 
 // --data: the text itself, or @FILE for a file's bytes.
@@ -665,6 +641,8 @@ int run_cli(int argc, char** argv) {
   start->add_option("--admin-address", options.admin_address, "Admin listen address")->capture_default_str();
   start->add_option("--store", store, "Store URL, overriding the manifest's store:");
   start->add_option("--threads", options.loops, "Event-loop threads (0 = one per usable CPU)")->capture_default_str();
+  start->add_flag("--deployed", options.serve_deployed,
+                  "Serve the versions the store's live alias names; the folder does not become live (hosts CI deploys to)");
   std::string store_latency;
   start->add_option("--inject-store-latency", store_latency,
                     "Fault injection for tests and drills: every store read and write takes this much longer (e.g. 200ms)");
@@ -703,6 +681,8 @@ int run_cli(int argc, char** argv) {
   auto* keys_ls = keys->add_subcommand("ls", "Every key: name, prefix, quota (never the key)");
   auto* keys_revoke = keys->add_subcommand("revoke", "Revoke a key by name");
   keys_revoke->add_option("name", key_name, "The key's name")->required();
+
+  DeployCommands deploy_commands(cli);
 
   std::string reload_dir = ".";
   auto* reload = cli.add_subcommand("reload", "Apply nimbus.yaml's gateway changes to the running host, dropping no request");
@@ -867,6 +847,7 @@ int run_cli(int argc, char** argv) {
   if (status->parsed()) return cmd_status(status_dir, status_json);
   if (stop->parsed()) return cmd_stop(stop_dir, stop_wait);
   if (reload->parsed()) return cmd_reload(reload_dir);
+  if (auto code = deploy_commands.run()) return *code;
   if (keys_create->parsed()) return cmd_keys(keys_dir, "create", key_name, key_quota);
   if (keys_ls->parsed()) return cmd_keys(keys_dir, "ls", "", "");
   if (keys_revoke->parsed()) return cmd_keys(keys_dir, "revoke", key_name, "");

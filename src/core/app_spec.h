@@ -50,6 +50,8 @@ struct TriggerSettings {
   virtual std::vector<PublicRoute> public_routes() const { return {}; }
   virtual std::vector<std::string> streams_read() const { return {}; }
   virtual bool uses_mqtt_broker() const { return false; }
+  // Folders the trigger keeps data in (file drops): never part of a version's package.
+  virtual std::vector<std::filesystem::path> data_folders() const { return {}; }
 };
 
 // One trigger of a function: its kind and that kind's settings.
@@ -140,6 +142,7 @@ struct FunctionSpec {
   int concurrency = 64;   // invocations in flight at once
   int wait_queue = 64;    // invocations allowed to wait for a slot; beyond that: 503
   bool blocking = true;   // false: runs inline on the event loop (fast, must not block)
+  bool migration = false;  // runs before its version takes traffic (deploy/), never from a trigger
   // Functions in worker processes: instances, and `concurrency` counts per instance.
   int min_instances = 0;
   int max_instances = 4;
@@ -172,6 +175,9 @@ struct HttpSettings {
 struct AppSpec {
   std::string name;
   std::filesystem::path dir;       // the app folder (absolute)
+  // Where the app's data lives, shared by all its versions: the folder the host was started
+  // from (a deployed version's code is in a folder of its own, `dir`). Empty: `dir`.
+  std::filesystem::path home;
   std::filesystem::path manifest;  // the nimbus.yaml it came from
   std::string store = "sqlite:.nimbus/state.db";
   bool fsync = false;  // durability: fsync (survives power loss) instead of process (survives kill -9)

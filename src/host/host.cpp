@@ -14,10 +14,12 @@
 #include <functional>
 #include <mutex>
 #include <iostream>
+#include <sstream>
 #include <thread>
 
 #include "admin/admin_api.h"
 #include "core/private_file.h"
+#include "deploy/deployments.h"
 #include "observe/log.h"
 #include "observe/metrics.h"
 #include "pool/function_pools.h"
@@ -177,17 +179,21 @@ int run_host(const AppSpec& app, const HostOptions& options) {
   auto api_url = service_api.start(options.admin_address, 0);
   if (!api_url) return fail("service API listener: " + api_url.error().message);
   // Each function's executor from its transport (runtime/registry.h, pool/fleet.h); the host knows none by name.
-  RuntimeContext runtime_context{app,
-                                 clock,
-                                 Timers(timers, &timer_thread),
-                                 logger,
-                                 metrics,
-                                 &services,
-                                 reactors,
-                                 *api_url,
-                                 [&service_api](const std::string& function) { return service_api.issue(function); },
-                                 [&service_api](const std::string& token) { service_api.revoke(token); },
-                                 *libraries};
+  // (Deployed versions' executors are made the same way, from their own app: below.)
+  auto runtime_context_for = [&](const AppSpec& of, std::map<std::string, fs::path> native_libraries) {
+    return RuntimeContext{of,
+                          clock,
+                          Timers(timers, &timer_thread),
+                          logger,
+                          metrics,
+                          &services,
+                          reactors,
+                          *api_url,
+                          [&service_api](const std::string& function) { return service_api.issue(function); },
+                          [&service_api](const std::string& token) { service_api.revoke(token); },
+                          std::move(native_libraries)};
+  };
+  RuntimeContext runtime_context = runtime_context_for(app, *libraries);
   std::vector<Executor*> executors;  // stopped before the pools go
   for (std::size_t i = 0; i < app.functions.size(); ++i) {
     const FunctionSpec& fn = app.functions[i];
@@ -203,6 +209,45 @@ int run_host(const AppSpec& app, const HostOptions& options) {
     }
     executors.push_back(executor->get());
     pools.add(std::make_unique<FunctionPool>(fn, index, std::move(*executor), pool_context));
+  }
+
+  // Versions (deploy/deployments.h): each deployed version's functions in pools of their own,
+  // made as the folder's were; the front pools above route to them. Made on the deploy thread.
+  std::mutex version_executors_mu;
+  std::vector<Executor*> version_executors;  // stopped with the others
+  deploy::Deployments deployments(app, pools, **store, clock, logger, [&](const AppSpec& version) {
+    using Made = std::map<std::string, std::shared_ptr<FunctionPool>>;
+    std::ostringstream progress;
+    auto libraries = build_native_functions(version, progress);
+    if (!libraries) return Expected<Made>(Error{libraries.error().message + "\n" + progress.str()});
+    RuntimeContext context = runtime_context_for(version, std::move(*libraries));
+    Made made;
+    for (const FunctionSpec& fn : version.functions) {
+      FunctionPool* front = pools.find(fn.name);
+      if (!front) return Expected<Made>(Error{"function '" + fn.name + "' is not one the host runs"});
+      auto executor = make_executor(fn, front->index(), context);
+      if (!executor) return Expected<Made>(executor.error());
+      if (auto st = (*executor)->warm_up(); !st) return Expected<Made>(st.error());
+      {
+        std::lock_guard lock(version_executors_mu);
+        version_executors.push_back(executor->get());
+      }
+      made[fn.name] = std::make_shared<FunctionPool>(fn, front->index(), std::move(*executor), pool_context);
+    }
+    return Expected<Made>(std::move(made));
+  });
+  // The folder's migrations run before anything takes traffic (a deployed version's ran at its deploy).
+  if (!options.serve_deployed) {
+    if (auto st = deploy::run_migrations(app, [&pools](const std::string& name) { return pools.find(name); }, "folder",
+                                         clock, logger);
+        !st) {
+      sink.flush();
+      return fail(st.error().message + "; the host does not start");
+    }
+  }
+  if (auto st = deployments.start(deploy::DeploymentsOptions{.serve_deployed = options.serve_deployed}); !st) {
+    sink.flush();
+    return fail(st.error().message);
   }
 
   // This host's id on the store (its registry record, its stream partition leases).
@@ -229,6 +274,8 @@ int run_host(const AppSpec& app, const HostOptions& options) {
   status.started = clock.now();
   AdminApi admin(app, pools, metrics, logger, clock, *token, status, [] { kill(getpid(), SIGTERM); }, store->get());
   for (auto& t : triggers) admin.add(t->admin_views(), t->status_fields());
+  admin.add(deployments.endpoints());
+  admin.add({}, {deployments.status_field()});
   // Reloads (POST /admin/reload, SIGHUP) run one at a time on a thread of their own: reading
   // the manifest and resolving upstream names block.
   std::string loaded_text;
@@ -322,6 +369,8 @@ int run_host(const AppSpec& app, const HostOptions& options) {
   logger.host(LogLevel::info, "shutting down", {{"signal", sig == SIGINT ? "SIGINT" : "SIGTERM"}});
   auto kill_workers = [&] {
     for (auto* e : executors) e->kill_all();
+    std::lock_guard lock(version_executors_mu);
+    for (auto* e : version_executors) e->kill_all();
   };
   // Whatever a step below waits for, the host is gone within a second past the grace period:
   // a watchdog kills the workers and ends the process (its last line is flushed if stdout
@@ -351,7 +400,7 @@ int run_host(const AppSpec& app, const HostOptions& options) {
   // Every invocation counts (HTTP, admin, queue, topic, timer, async routes): the parts they
   // use may only go once none is running.
   auto running = [&] {
-    int n = admin.in_progress();
+    int n = admin.in_progress() + deployments.running();
     for (int i = 0; i < pools.size(); ++i) n += pools.at(i).running();
     for (auto& t : triggers) n += t->in_progress();
     return n;
@@ -378,8 +427,10 @@ int run_host(const AppSpec& app, const HostOptions& options) {
   for (auto& t : triggers) t->close();
   admin.close();
   service_api.close();
+  deployments.stop();  // a deploy under way finishes first (the admin listener is closed)
   pools.close_all();
   for (auto* e : executors) e->stop(std::chrono::seconds(2));  // workers' exits are read on the loops
+  for (auto* e : version_executors) e->stop(std::chrono::seconds(2));
   loops.drain();
   (*store)->close();
   watchdog.disarm();

@@ -20,6 +20,9 @@ struct HostOptions {
   int loops = 0;  // event-loop threads; 0 = one per CPU this process may use
   // Fault injection (tests, drills): every store read and write takes this much longer.
   Duration store_latency = Duration::zero();
+  // Versions (deploy/): serve what the store's `live` alias names; the folder does not become
+  // live by itself (hosts that CI deploys to).
+  bool serve_deployed = false;
 };
 
 // Where a running host records itself, inside the app folder.

@@ -220,7 +220,8 @@ bool ManifestReader::read_function(const YAML::Node& n, const std::string& path,
   if (!check_map(n, path, {"runtime", "handler", "triggers", "env", "timeout", "concurrency",
                            "wait_queue", "blocking", "min_instances", "max_instances", "idle_timeout",
                            "memory_limit", "cpu_limit", "open_files", "env_allow", "working_dir",
-                           "command", "isolation", "network", "max_processes", "writable", "outputs", "retry"})) {
+                           "command", "isolation", "network", "max_processes", "writable", "outputs", "retry",
+                           "migration"})) {
     return false;
   }
   if (auto v = n["runtime"]; !v) {
@@ -369,6 +370,13 @@ bool ManifestReader::read_function(const YAML::Node& n, const std::string& path,
   if (auto v = n["retry"]) read_retry(v, path + ".retry", fn.retry);
   if (auto v = n["triggers"]) {
     read_triggers(v, path + ".triggers", fn);
+  }
+  if (auto v = n["migration"]) {
+    if (auto b = boolean(v, path + ".migration")) fn.migration = *b;
+    if (fn.migration && n["triggers"]) {
+      error(v, path + ".migration", "is true, but the function has triggers; a migration runs before its version "
+                                    "takes traffic (at a start, and once per deploy), never from a trigger");
+    }
   }
   return diagnostics.size() == errors_before;
 }
@@ -642,6 +650,87 @@ Expected<std::string> manifest_without(std::string_view text, std::string_view k
   } catch (const YAML::Exception& e) {
     return Error{std::string("the manifest is not valid YAML: ") + e.what()};
   }
+}
+
+namespace {
+
+// The keys of a function that belong to its triggers (a version keeps the running ones).
+bool trigger_side(const std::string& key) {
+  return key == "triggers" || key == "outputs" || key == "retry" || key == "timeout";
+}
+
+YAML::Node topology_of(const YAML::Node& root) {
+  YAML::Node copy = YAML::Clone(root);
+  if (YAML::Node fns = copy["functions"]; fns && fns.IsMap()) {
+    // Migrations are the version's own (no triggers): a version may add, change or drop them.
+    std::vector<std::string> migrations;
+    for (auto it = fns.begin(); it != fns.end(); ++it) {
+      if (it->second.IsMap() && it->second["migration"] && it->second["migration"].as<std::string>("") == "true") {
+        migrations.push_back(it->first.as<std::string>(""));
+      }
+    }
+    for (const auto& m : migrations) fns.remove(m);
+    for (auto it = fns.begin(); it != fns.end(); ++it) {
+      YAML::Node fn = it->second;
+      if (!fn.IsMap()) continue;
+      std::vector<std::string> drop;
+      for (auto k = fn.begin(); k != fn.end(); ++k) {
+        const std::string key = k->first.as<std::string>("");
+        if (!trigger_side(key)) drop.push_back(key);
+      }
+      for (const auto& key : drop) fn.remove(key);
+    }
+  }
+  return copy;
+}
+
+std::string emitted(const YAML::Node& n) {
+  YAML::Emitter out;
+  out << n;
+  return out.c_str();
+}
+
+}  // namespace
+
+Expected<std::string> manifest_topology(std::string_view text) {
+  try {
+    YAML::Node root = YAML::Load(std::string(text));
+    if (!root.IsMap()) return Error{"the manifest is not a YAML mapping"};
+    return emitted(topology_of(root));
+  } catch (const YAML::Exception& e) {
+    return Error{std::string("the manifest is not valid YAML: ") + e.what()};
+  }
+}
+
+std::vector<std::string> topology_differences(std::string_view before, std::string_view after) {
+  std::vector<std::string> out;
+  try {
+    YAML::Node a = topology_of(YAML::Load(std::string(before))), b = topology_of(YAML::Load(std::string(after)));
+    std::set<std::string> keys;
+    for (const auto* n : {&a, &b}) {
+      if (!n->IsMap()) continue;
+      for (auto it = n->begin(); it != n->end(); ++it) keys.insert(it->first.as<std::string>(""));
+    }
+    for (const auto& key : keys) {
+      if (key == "functions") continue;
+      if (emitted(a[key]) != emitted(b[key])) out.push_back("`" + key + ":` differs");
+    }
+    std::set<std::string> fns;
+    for (const auto* n : {&a, &b}) {
+      if (YAML::Node f = (*n)["functions"]; f && f.IsMap()) {
+        for (auto it = f.begin(); it != f.end(); ++it) fns.insert(it->first.as<std::string>(""));
+      }
+    }
+    for (const auto& fn : fns) {
+      YAML::Node fa = a["functions"][fn], fb = b["functions"][fn];
+      if (!fa) out.push_back("function '" + fn + "' is new");
+      else if (!fb) out.push_back("function '" + fn + "' is gone");
+      else if (emitted(fa) != emitted(fb)) out.push_back("function '" + fn + "' changes its triggers, outputs, retry or timeout");
+    }
+  } catch (const YAML::Exception& e) {
+    out.push_back(std::string("the manifest is not valid YAML: ") + e.what());
+  }
+  return out;
 }
 
 }  // namespace nimbus

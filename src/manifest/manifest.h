@@ -44,6 +44,14 @@ ManifestLoad parse_manifest(std::string_view text, const std::string& file,
 // equal. An error when the text is not a YAML mapping.
 Expected<std::string> manifest_without(std::string_view text, std::string_view key);
 
+// What a deployed version may not change while the host runs (deploy/): the manifest in a
+// canonical form with each function reduced to what its triggers use (triggers, outputs,
+// retry, timeout). Two manifests whose code settings alone differ (runtime, handler, env,
+// limits, instances, isolation) compare equal. topology_differences says, one line each,
+// which top-level keys and functions differ between two manifests' texts.
+Expected<std::string> manifest_topology(std::string_view text);
+std::vector<std::string> topology_differences(std::string_view before, std::string_view after);
+
 // The closest candidate to `word` within a small edit distance, or "".
 std::string did_you_mean(std::string_view word, const std::vector<std::string_view>& candidates);
 

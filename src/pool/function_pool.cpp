@@ -35,7 +35,97 @@ bool FunctionPool::claim_slot() {
   return false;
 }
 
+void FunctionPool::set_routes(std::shared_ptr<const VersionRoutes> routes) {
+  std::lock_guard lock(routes_mu_);
+  routed_.store(routes != nullptr, std::memory_order_release);
+  routes_ = std::move(routes);
+}
+
+std::shared_ptr<const VersionRoutes> FunctionPool::routes() const {
+  if (!routed_.load(std::memory_order_acquire)) return nullptr;
+  std::lock_guard lock(routes_mu_);
+  return routes_;
+}
+
+namespace {
+
+// The value of cookie `name` in a Cookie header ("a=1; b=2"), or "".
+std::string_view cookie_value(std::string_view header, std::string_view name) {
+  while (!header.empty()) {
+    const auto semi = header.find(';');
+    std::string_view pair = header.substr(0, semi);
+    header = semi == std::string_view::npos ? std::string_view() : header.substr(semi + 1);
+    while (!pair.empty() && pair.front() == ' ') pair.remove_prefix(1);
+    const auto eq = pair.find('=');
+    if (eq != std::string_view::npos && pair.substr(0, eq) == name) return pair.substr(eq + 1);
+  }
+  return {};
+}
+
+// 0..99 from a sticky key (FNV-1a: stable across hosts and restarts), or drawn.
+int bucket_of(std::string_view key) {
+  if (!key.empty()) {
+    uint64_t h = 1469598103934665603ull;
+    for (unsigned char c : key) h = (h ^ c) * 1099511628211ull;
+    return static_cast<int>(h % 100);
+  }
+  thread_local uint64_t state = 0x9e3779b97f4a7c15ull ^ reinterpret_cast<uintptr_t>(&state);
+  state ^= state << 13;
+  state ^= state >> 7;
+  state ^= state << 17;
+  return static_cast<int>(state % 100);
+}
+
+}  // namespace
+
+FunctionPool* FunctionPool::pick(const Invocation& inv, std::string* problem) const {
+  auto routes = this->routes();
+  if (!routes) return const_cast<FunctionPool*>(this);
+  const Headers* headers = inv.http ? &inv.http->headers : nullptr;
+  const VersionSplit* split = nullptr;
+  if (const std::string* pin = headers ? find_header(*headers, kVersionHeader) : nullptr; pin && !pin->empty()) {
+    if (auto v = routes->versions.find(*pin); v != routes->versions.end()) {
+      return v->second ? v->second : const_cast<FunctionPool*>(this);
+    }
+    auto a = routes->aliases.find(*pin);
+    if (a == routes->aliases.end()) {
+      *problem = "the request pins version or alias '" + *pin + "' (Nimbus-Version), which this host does not run";
+      return nullptr;
+    }
+    split = &a->second;
+  } else {
+    auto a = routes->aliases.find("live");
+    if (a == routes->aliases.end()) return const_cast<FunctionPool*>(this);
+    split = &a->second;
+  }
+  std::string_view key;
+  if (headers && !split->sticky_header.empty()) {
+    if (const std::string* v = find_header(*headers, split->sticky_header)) key = *v;
+  } else if (headers && !split->sticky_cookie.empty()) {
+    if (const std::string* c = find_header(*headers, "cookie")) key = cookie_value(*c, split->sticky_cookie);
+  }
+  int at = bucket_of(key);
+  for (const auto& [pool, weight] : split->weights) {
+    if (at < weight) return pool ? pool : const_cast<FunctionPool*>(this);
+    at -= weight;
+  }
+  return split->weights.empty() || !split->weights.back().first ? const_cast<FunctionPool*>(this)
+                                                                 : split->weights.back().first;
+}
+
 std::optional<Result> FunctionPool::try_run_inline(const Invocation& inv, TimePoint* finished) {
+  if (routed_.load(std::memory_order_relaxed)) {
+    std::string problem;
+    FunctionPool* to = pick(inv, &problem);
+    if (to != this) {
+      if (!to) {
+        if (finished) *finished = ctx_.clock.now();
+        ctx_.metrics.invocation(index_, inv.trigger, Outcome::unavailable, Duration::zero());
+        return Result::failure(Outcome::unavailable, "unknown_version", problem);
+      }
+      return to->try_run_inline(inv, finished);
+    }
+  }
   if (!inline_ || closed_.load(std::memory_order_relaxed) ||
       waiting_count_.load(std::memory_order_relaxed) > 0 || !claim_slot()) {
     return std::nullopt;
@@ -51,6 +141,15 @@ std::optional<Result> FunctionPool::try_run_inline(const Invocation& inv, TimePo
 }
 
 void FunctionPool::dispatch(Invocation inv, Completion done) {
+  if (routed_.load(std::memory_order_relaxed)) {
+    std::string problem;
+    FunctionPool* to = pick(inv, &problem);
+    if (!to) {
+      ctx_.metrics.invocation(index_, inv.trigger, Outcome::unavailable, Duration::zero());
+      return done(Result::failure(Outcome::unavailable, "unknown_version", problem));
+    }
+    if (to != this) return to->dispatch(std::move(inv), std::move(done));
+  }
   if (closed_.load()) {
     Result r = Result::failure(Outcome::unavailable, "unavailable",
                                "function '" + spec_.name + "' is shutting down");

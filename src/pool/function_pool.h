@@ -6,9 +6,12 @@
 // `blocking: false` ones run inline on the caller's thread.
 #include <atomic>
 #include <deque>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <string>
+#include <vector>
 
 #include "core/app_spec.h"
 #include "core/clock.h"
@@ -18,6 +21,23 @@ namespace nimbus {
 
 class Metrics;
 class WorkerThreads;
+class FunctionPool;
+
+// Versions (deploy/): where a function's invocations go when more than one version of its code
+// runs. A request may pin a version or an alias by the Nimbus-Version header; otherwise the
+// `live` alias's weights decide, by a sticky key's hash when the alias has one (the same user
+// sees the same version), else by a draw per invocation.
+struct VersionSplit {
+  std::vector<std::pair<FunctionPool*, int>> weights;  // pool (null: the front pool's own code), weight; sum 100
+  std::string sticky_header;                            // lower case; "" = none
+  std::string sticky_cookie;                            // "" = none
+};
+struct VersionRoutes {
+  std::map<std::string, FunctionPool*> versions;  // every version this host runs, by id (null: own code)
+  std::map<std::string, VersionSplit> aliases;    // "live" is every request's unless pinned
+  std::vector<std::shared_ptr<FunctionPool>> pools;  // keeps the versions' pools
+};
+inline constexpr const char* kVersionHeader = "nimbus-version";
 
 struct PoolContext {
   const Clock& clock;
@@ -53,11 +73,18 @@ class FunctionPool {
   // After close(), new invocations are refused (unavailable); those admitted still finish.
   void close();
 
+  // Sends invocations on to other versions' pools (null: only this pool's own code runs).
+  // The pools a routing names live as long as it does, and past it until their invocations end.
+  void set_routes(std::shared_ptr<const VersionRoutes> routes);
+  std::shared_ptr<const VersionRoutes> routes() const;
+
   int running() const { return running_.load(std::memory_order_relaxed); }
   int waiting() const;
 
  private:
   struct Call;
+  // The pool `inv` goes to (this one for its own code), or null with *problem said.
+  FunctionPool* pick(const Invocation& inv, std::string* problem) const;
   bool claim_slot();
   void arm_deadline(const std::shared_ptr<Call>& call);
   void start(std::shared_ptr<Call> call);
@@ -76,6 +103,9 @@ class FunctionPool {
   std::atomic<int> running_{0};
   std::atomic<int> waiting_count_{0};
   std::atomic<bool> closed_{false};
+  std::atomic<bool> routed_{false};  // routes_ is set: the fast path skips its lock otherwise
+  mutable std::mutex routes_mu_;
+  std::shared_ptr<const VersionRoutes> routes_;
   mutable std::mutex mu_;
   std::deque<std::shared_ptr<Call>> waiting_;
 };

@@ -14,6 +14,7 @@ struct FileTriggerSpec final : TriggerSettings {
   std::filesystem::path path;  // absolute: relative manifest paths are resolved against the app folder
   std::string pattern = "*";
   std::size_t max_size = 64u << 20;  // larger files fail without running the function
+  std::vector<std::filesystem::path> data_folders() const override { return {path}; }
 };
 
 }  // namespace nimbus

@@ -1,0 +1,260 @@
+// Versions and deployments end to end (deploy/): `nimbus deploy` to a running host, traffic
+// weights, pins, sticky users, rollback and swap under load with no failed request, a refused
+// deploy that leaves the old version serving, versions kept across a restart, and queue
+// consumers that switch versions (kill -9 in the middle included) losing and repeating nothing.
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <atomic>
+#include <filesystem>
+#include <map>
+#include <set>
+#include <thread>
+
+#include "it_common.h"
+
+namespace nimbus::testing {
+namespace {
+
+namespace fs = std::filesystem;
+
+const char* kApp = R"(name: versions
+functions:
+  hello:
+    runtime: python
+    handler: app.py:hello
+    triggers: [{http: {route: /hello}}]
+  work:
+    runtime: python
+    handler: app.py:work
+    triggers: [{queue: {name: jobs, batch_size: 16, lease: 2s}}]
+    outputs: {done: {queue: done}}
+)";
+
+std::string app_code(const std::string& version) {
+  return "import time\nVERSION = '" + version + R"('
+
+def hello(req, ctx):
+    return VERSION
+
+def work(req, ctx):
+    time.sleep(0.005)  # a backlog is still being worked when the host is killed
+    ctx.output("done", VERSION + ":" + req.text())
+)";
+}
+
+// Writes the app as version `name` into `dir`.
+void write_app(const TempDir& dir, const std::string& name) {
+  dir.write("nimbus.yaml", kApp);
+  dir.write("app.py", app_code(name));
+}
+
+std::string hello(int port, const std::map<std::string, std::string>& headers = {}) {
+  Response r = request(port, "GET", "/hello", headers);
+  return r.status == 200 ? r.body : std::to_string(r.status) + " " + r.body;
+}
+
+// Requests from a few threads until stopped: how many, and every one that did not get a 200.
+class Load {
+ public:
+  explicit Load(int port) {
+    for (int t = 0; t < 3; ++t) {
+      threads_.emplace_back([this, port] {
+        while (!stop_.load()) {
+          Response r = request(port, "GET", "/hello");
+          ++count_;
+          if (r.status != 200) {
+            std::lock_guard lock(mu_);
+            failures_.push_back(std::to_string(r.status) + " " + r.body);
+          }
+        }
+      });
+    }
+  }
+  ~Load() { finish(); }
+  void finish() {
+    stop_ = true;
+    for (auto& t : threads_) {
+      if (t.joinable()) t.join();
+    }
+  }
+  int count() const { return count_.load(); }
+  std::vector<std::string> failures() {
+    std::lock_guard lock(mu_);
+    return failures_;
+  }
+
+ private:
+  std::atomic<bool> stop_{false};
+  std::atomic<int> count_{0};
+  std::mutex mu_;
+  std::vector<std::string> failures_;
+  std::vector<std::thread> threads_;
+};
+
+TEST(Deploy, ANewVersionTakesTrafficByWeightPinsStickyUsersRollbackAndSwapWithNoFailedRequest) {
+  TempDir dir, two, bad;
+  write_app(dir, "one");
+  write_app(two, "two");
+  Host host(dir.path());
+  ASSERT_TRUE(host.started()) << host.errors();
+  const int port = host.http_port();
+  EXPECT_EQ(hello(port), "one");
+  CommandResult none = run_nimbus({"versions"}, dir.path());
+  EXPECT_EQ(none.exit_code, 0) << none.err;
+  EXPECT_NE(none.out.find("nothing is deployed yet"), std::string::npos) << none.out;
+
+  // Deployed under load: the folder becomes v1, the new code v2, and not one request fails.
+  Load load(port);
+  CommandResult deployed = run_nimbus({"deploy", two.path().string(), "--to", dir.path().string(), "-m", "second"}, dir.path());
+  ASSERT_EQ(deployed.exit_code, 0) << deployed.err;
+  EXPECT_NE(deployed.out.find("deployed v2"), std::string::npos) << deployed.out;
+  EXPECT_NE(deployed.out.find("live = v2 100%"), std::string::npos) << deployed.out;
+  EXPECT_EQ(hello(port), "two") << "the deploy answered before traffic moved";
+  CommandResult listed = run_nimbus({"versions"}, dir.path());
+  EXPECT_NE(listed.out.find("v1"), std::string::npos) << listed.out;
+  EXPECT_NE(listed.out.find("live:100%"), std::string::npos) << listed.out;
+  EXPECT_NE(listed.out.find("second"), std::string::npos) << listed.out;
+
+  // Weights: 10,000 requests split 90/10 within 2%.
+  CommandResult split = run_nimbus({"traffic", "set", "live", "v1=90", "v2=10"}, dir.path());
+  ASSERT_EQ(split.exit_code, 0) << split.err;
+  load.finish();
+  EXPECT_TRUE(load.failures().empty()) << load.failures().front();
+  EXPECT_GT(load.count(), 0);
+  std::map<std::string, int> seen;
+  {
+    std::mutex mu;
+    std::vector<std::thread> clients;
+    for (int c = 0; c < 4; ++c) {
+      clients.emplace_back([&] {
+        std::map<std::string, int> mine;
+        for (int i = 0; i < 2500; ++i) ++mine[hello(port)];
+        std::lock_guard lock(mu);
+        for (auto& [k, n] : mine) seen[k] += n;
+      });
+    }
+    for (auto& t : clients) t.join();
+  }
+  EXPECT_EQ(seen["one"] + seen["two"], 10000) << "other answers: " << seen.size();
+  EXPECT_NEAR(seen["one"], 9000, 200);
+  EXPECT_NEAR(seen["two"], 1000, 200);
+
+  // A pin by header, for trying a version; one the host does not run says so.
+  EXPECT_EQ(hello(port, {{"Nimbus-Version", "v2"}}), "two");
+  EXPECT_EQ(hello(port, {{"Nimbus-Version", "v1"}}), "one");
+  Response unknown = request(port, "GET", "/hello", {{"Nimbus-Version", "v7"}});
+  EXPECT_EQ(unknown.status, 503) << unknown.body;
+  EXPECT_NE(unknown.body.find("does not run"), std::string::npos) << unknown.body;
+
+  // Sticky: a user keeps one version; users split by the weights.
+  ASSERT_EQ(run_nimbus({"traffic", "set", "live", "v1=50", "v2=50", "--sticky", "header:x-user"}, dir.path()).exit_code, 0);
+  std::map<std::string, int> users;
+  for (int u = 0; u < 200; ++u) {
+    const std::map<std::string, std::string> h{{"x-user", "user-" + std::to_string(u)}};
+    const std::string first = hello(port, h);
+    for (int k = 0; k < 3; ++k) ASSERT_EQ(hello(port, h), first) << "user " << u << " moved between versions";
+    ++users[first];
+  }
+  EXPECT_GT(users["one"], 60);
+  EXPECT_GT(users["two"], 60);
+
+  // Rollback and a blue/green swap, under load: no request fails.
+  Load again(port);
+  ASSERT_EQ(run_nimbus({"traffic", "set", "live", "v2"}, dir.path()).exit_code, 0);
+  CommandResult back = run_nimbus({"rollback"}, dir.path());
+  ASSERT_EQ(back.exit_code, 0) << back.err;
+  EXPECT_NE(back.out.find("live = v1 50%, v2 50%"), std::string::npos) << back.out;
+  ASSERT_EQ(run_nimbus({"traffic", "set", "live", "v1"}, dir.path()).exit_code, 0);
+  ASSERT_EQ(run_nimbus({"traffic", "set", "staging", "v2"}, dir.path()).exit_code, 0);
+  EXPECT_EQ(hello(port), "one");
+  EXPECT_EQ(hello(port, {{"Nimbus-Version", "staging"}}), "two");
+  CommandResult swapped = run_nimbus({"swap", "staging", "live"}, dir.path());
+  ASSERT_EQ(swapped.exit_code, 0) << swapped.err;
+  for (int i = 0; i < 20; ++i) ASSERT_EQ(hello(port), "two");
+  EXPECT_EQ(hello(port, {{"Nimbus-Version", "staging"}}), "one");
+  again.finish();
+  EXPECT_TRUE(again.failures().empty()) << again.failures().size() << " failed, first: " << again.failures().front();
+  EXPECT_GT(again.count(), 20);
+
+  // A version that changes the triggers cannot run on this host: refused, saying what differs;
+  // the old version goes on serving.
+  bad.write("nimbus.yaml", std::string(kApp).replace(std::string(kApp).find("/hello"), 6, "/howdy"));
+  bad.write("app.py", app_code("bad"));
+  CommandResult refused = run_nimbus({"deploy", bad.path().string(), "--to", dir.path().string()}, dir.path());
+  EXPECT_NE(refused.exit_code, 0);
+  EXPECT_NE(refused.err.find("function 'hello' changes its triggers"), std::string::npos) << refused.err;
+  EXPECT_EQ(hello(port), "two");
+  // And an app with problems is refused before anything is sent.
+  bad.write("nimbus.yaml", "name: versions\nfunctions:\n  hello:\n    runtime: cobol\n");
+  CommandResult broken = run_nimbus({"deploy", bad.path().string(), "--to", dir.path().string()}, dir.path());
+  EXPECT_NE(broken.exit_code, 0);
+  EXPECT_NE(broken.err.find("runtime"), std::string::npos) << broken.err;
+
+  // Restarted from its folder (v1, which live no longer names): the folder is live again, and
+  // v2 is still a version the host can be pointed at.
+  EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
+  Host restarted(dir.path());
+  ASSERT_TRUE(restarted.started()) << restarted.errors();
+  EXPECT_EQ(hello(restarted.http_port()), "one");
+  EXPECT_EQ(hello(restarted.http_port(), {{"Nimbus-Version", "staging"}}), "one");
+  ASSERT_EQ(run_nimbus({"traffic", "set", "live", "v2"}, dir.path()).exit_code, 0);
+  EXPECT_EQ(hello(restarted.http_port()), "two");
+  EXPECT_EQ(restarted.signal_and_wait(SIGTERM), 0);
+  // With --deployed, a host serves what live names, whatever its folder holds.
+  Host deployed_host(dir.path(), {"--deployed"});
+  ASSERT_TRUE(deployed_host.started()) << deployed_host.errors();
+  EXPECT_EQ(hello(deployed_host.http_port()), "two");
+  EXPECT_EQ(deployed_host.signal_and_wait(SIGTERM), 0);
+}
+
+// Queue consumers follow the alias: while 600 messages are worked through, live moves between
+// two versions, and the host is killed (-9) in the middle and started again. Every message is
+// handled exactly once, some by each version.
+TEST(Deploy, QueueConsumersSwitchVersionsWithoutLossOrDuplicatesEvenAcrossAKill) {
+  constexpr int kMessages = 600;
+  TempDir dir, two;
+  write_app(dir, "one");
+  write_app(two, "two");
+  auto host = std::make_unique<Host>(dir.path(), std::vector<std::string>{"--deployed"});
+  ASSERT_TRUE(host->started()) << host->errors();
+  ASSERT_EQ(run_nimbus({"deploy", two.path().string(), "--to", dir.path().string(), "--weight", "50"}, dir.path()).exit_code, 0);
+  auto admin = [&] { return Admin{host->admin_port(), host->admin_token()}; };
+  auto enqueue = [&](int from, int to) {
+    for (int i = from; i < to; ++i) {
+      Response r = admin().call("POST", "/admin/queues/jobs/messages", std::to_string(i));
+      ASSERT_EQ(r.status, 201) << r.body;
+    }
+  };
+  enqueue(0, kMessages / 3);
+  ASSERT_EQ(run_nimbus({"traffic", "set", "live", "v2"}, dir.path()).exit_code, 0);
+  enqueue(kMessages / 3, kMessages / 2);
+  ASSERT_EQ(run_nimbus({"traffic", "set", "live", "v1=30", "v2=70"}, dir.path()).exit_code, 0);
+  // Killed while it works; started again, it serves what live names (v1 and v2).
+  ASSERT_EQ(host->signal_and_wait(SIGKILL), 128 + SIGKILL);
+  host = std::make_unique<Host>(dir.path(), std::vector<std::string>{"--deployed"});
+  ASSERT_TRUE(host->started()) << host->errors();
+  enqueue(kMessages / 2, kMessages);
+  ASSERT_EQ(run_nimbus({"traffic", "set", "live", "v1"}, dir.path()).exit_code, 0);
+  std::vector<json::object> done;
+  ASSERT_TRUE(admin().wait([&] {
+    done = admin().peek("done");
+    return done.size() >= static_cast<std::size_t>(kMessages) && admin().peek("jobs").empty();
+  }, 60000)) << done.size() << " of " << kMessages << " done";
+  std::map<std::string, int> times;
+  std::map<std::string, int> by_version;
+  for (const auto& m : done) {
+    const std::string payload(m.at("payload").as_string());
+    const auto colon = payload.find(':');
+    ++times[payload.substr(colon + 1)];
+    ++by_version[payload.substr(0, colon)];
+  }
+  EXPECT_EQ(done.size(), static_cast<std::size_t>(kMessages));
+  for (int i = 0; i < kMessages; ++i) EXPECT_EQ(times[std::to_string(i)], 1) << "message " << i;
+  EXPECT_GT(by_version["one"], 0);
+  EXPECT_GT(by_version["two"], 0);
+  EXPECT_EQ(host->signal_and_wait(SIGTERM), 0);
+}
+
+}  // namespace
+}  // namespace nimbus::testing
