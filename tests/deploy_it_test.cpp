@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "it_common.h"
+#include "observe/metrics.h"
 
 namespace nimbus::testing {
 namespace {
@@ -254,6 +255,103 @@ TEST(Deploy, QueueConsumersSwitchVersionsWithoutLossOrDuplicatesEvenAcrossAKill)
   EXPECT_GT(by_version["one"], 0);
   EXPECT_GT(by_version["two"], 0);
   EXPECT_EQ(host->signal_and_wait(SIGTERM), 0);
+}
+
+// `deploy: {canary}` in a version's manifest: a deploy moves traffic to it in steps while it
+// stays healthy, and rolls itself back when its error rate or its p99 crosses the bound. Every
+// step and rollback is logged, shown by `nimbus status` and in the per-version metrics.
+TEST(Deploy, ACanaryStepsUpWhileHealthyAndRollsItselfBackOnErrorsOrLatency) {
+  const std::string canary = std::string(kApp) +
+                             "deploy:\n  canary: {steps: [20, 60, 100], interval: 1s, max_error_rate: 5%, "
+                             "max_p99: 150ms, min_requests: 20}\n";
+  TempDir dir, good, failing, slow;
+  write_app(dir, "one");
+  good.write("nimbus.yaml", canary);
+  good.write("app.py", app_code("two"));
+  failing.write("nimbus.yaml", canary);
+  failing.write("app.py", app_code("three") + "\ndef hello(req, ctx):\n    raise RuntimeError('broken')\n");
+  slow.write("nimbus.yaml", canary);
+  slow.write("app.py", app_code("four") + "\ndef hello(req, ctx):\n    time.sleep(0.3)\n    return VERSION\n");
+  Host host(dir.path());
+  ASSERT_TRUE(host.started()) << host.errors();
+  const int port = host.http_port();
+  auto only = [&](const std::string& version) {
+    for (int i = 0; i < 30; ++i) {
+      if (hello(port) != version) return false;
+    }
+    return true;
+  };
+
+  Load load(port);
+  CommandResult deployed = run_nimbus({"deploy", good.path().string(), "--to", dir.path().string()}, dir.path());
+  ASSERT_EQ(deployed.exit_code, 0) << deployed.err;
+  EXPECT_NE(deployed.out.find("live = v1 80%, v2 20%"), std::string::npos) << deployed.out;
+  EXPECT_TRUE(host.wait_for_output("\"canary: completed\"", 30000)) << host.output();
+  EXPECT_TRUE(only("two"));
+  EXPECT_NE(host.output().find("\"weight\":60"), std::string::npos) << "the 60% step was skipped";
+  CommandResult status = run_nimbus({"status"}, dir.path());
+  EXPECT_NE(status.out.find("version  live = v2 100%"), std::string::npos) << status.out;
+  EXPECT_NE(status.out.find("canary   v2 at 100%: completed"), std::string::npos) << status.out;
+  load.finish();
+  EXPECT_TRUE(load.failures().empty()) << load.failures().front();
+
+  // A version that fails: rolled back by itself to what live named before.
+  Load errors(port);
+  ASSERT_EQ(run_nimbus({"deploy", failing.path().string(), "--to", dir.path().string()}, dir.path()).exit_code, 0);
+  EXPECT_TRUE(host.wait_for_output("rolled back: error rate", 30000)) << host.output();
+  errors.finish();
+  EXPECT_TRUE(only("two"));
+  status = run_nimbus({"status"}, dir.path());
+  EXPECT_NE(status.out.find("canary   v3 at 20%: rolled back: error rate"), std::string::npos) << status.out;
+  Response metrics = request(host.admin_port(), "GET", "/metrics");
+  EXPECT_EQ(check_prometheus_text(metrics.body), "") << metrics.body;
+  EXPECT_NE(metrics.body.find("nimbus_version_invocations_total{function=\"hello\",version=\"v3\",result=\"error\"} "),
+            std::string::npos) << metrics.body;
+  EXPECT_NE(metrics.body.find("nimbus_version_weight{alias=\"live\",version=\"v2\"} 100"), std::string::npos) << metrics.body;
+
+  // A version that is slow: rolled back on its p99.
+  Load latency(port);
+  ASSERT_EQ(run_nimbus({"deploy", slow.path().string(), "--to", dir.path().string()}, dir.path()).exit_code, 0);
+  EXPECT_TRUE(host.wait_for_output("rolled back: p99 above", 30000)) << host.output();
+  latency.finish();
+  EXPECT_TRUE(latency.failures().empty()) << latency.failures().front();
+  EXPECT_TRUE(only("two"));
+  EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
+}
+
+// Hosts on one shared store run the same versions: a deploy sent to one host reaches the
+// other (it reads the aliases every second, and loads and warms a version before routing to
+// it), and so does a change of weights or a rollback. On PostgreSQL and on Redis.
+TEST(Deploy, EveryHostOnASharedStoreRunsTheVersionsAnyOfThemWasSent) {
+  for (const std::string backend : {"postgres", "redis"}) {
+    SCOPED_TRACE(backend);
+    const std::string url = store_url(backend);
+    ASSERT_FALSE(url.empty());
+    TempDir a, b, two;
+    for (const TempDir* d : {&a, &b}) {
+      d->write("nimbus.yaml", on_store(kApp, url));
+      d->write("app.py", app_code("one"));
+    }
+    two.write("nimbus.yaml", on_store(kApp, url));
+    two.write("app.py", app_code("two"));
+    Host ha(a.path(), {"--deployed"}), hb(b.path(), {"--deployed"});
+    ASSERT_TRUE(ha.started() && hb.started()) << ha.errors() << hb.errors();
+    CommandResult deployed = run_nimbus({"deploy", two.path().string(), "--to", a.path().string()}, a.path());
+    ASSERT_EQ(deployed.exit_code, 0) << deployed.err;
+    EXPECT_EQ(hello(ha.http_port()), "two");
+    EXPECT_TRUE(eventually([&] { return hello(hb.http_port()) == "two"; }, 10000)) << hb.output();
+    // Weights set through host b reach host a.
+    ASSERT_EQ(run_nimbus({"traffic", "set", "live", "v1=50", "v2=50"}, b.path()).exit_code, 0);
+    EXPECT_TRUE(eventually([&] {
+      std::set<std::string> seen;
+      for (int i = 0; i < 60; ++i) seen.insert(hello(ha.http_port()));
+      return seen == std::set<std::string>{"one", "two"};
+    }, 10000));
+    ASSERT_EQ(run_nimbus({"traffic", "set", "live", "v1"}, a.path()).exit_code, 0);
+    EXPECT_TRUE(eventually([&] { return hello(hb.http_port()) == "one"; }, 10000));
+    EXPECT_EQ(ha.signal_and_wait(SIGTERM), 0);
+    EXPECT_EQ(hb.signal_and_wait(SIGTERM), 0);
+  }
 }
 
 }  // namespace

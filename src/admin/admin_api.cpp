@@ -137,7 +137,9 @@ void AdminApi::handle(IncomingRequest& request, Responder respond) {
   if (path == "/healthz") return respond(json_reply(200, {{"status", "ok"}}));
   if (path == "/readyz") return respond(readiness(status_.draining.load(), store_));
   if (path == "/metrics") {
-    return respond(HttpReply{200, {{"content-type", "text/plain; version=0.0.4; charset=utf-8"}}, metrics_.render()});
+    std::string text = metrics_.render();
+    for (const auto& render : extra_metrics_) text += render();
+    return respond(HttpReply{200, {{"content-type", "text/plain; version=0.0.4; charset=utf-8"}}, std::move(text)});
   }
   if (path.rfind("/admin/", 0) != 0) {
     return respond(json_error(404, "not_found", "no admin endpoint " + std::string(path), ""));

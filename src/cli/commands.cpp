@@ -145,6 +145,22 @@ int cmd_status(const fs::path& dir, bool as_json) {
     std::cout << "mqtt     " << json_string(m->as_object(), "broker")
               << (m->as_object().at("connected").as_bool() ? " (connected)" : " (not connected; retrying)") << "\n";
   }
+  // Versions (deploy/): what each alias routes to here, and a canary under way.
+  if (const auto* v = s.if_contains("versions"); v && v->is_object() && v->as_object().if_contains("aliases")) {
+    for (const auto& [alias, targets] : v->as_object().at("aliases").as_object()) {
+      std::string line;
+      for (const auto& t : targets.as_array()) {
+        line += (line.empty() ? "" : ", ") + json_string(t.as_object(), "version") + " " +
+                std::to_string(t.as_object().at("weight").to_number<int64_t>()) + "%";
+      }
+      std::cout << "version  " << alias << " = " << line << "\n";
+    }
+    if (const auto* c = v->as_object().if_contains("canary"); c && c->is_object()) {
+      const auto& o = c->as_object();
+      std::cout << "canary   " << json_string(o, "version") << " at " << o.at("weight").to_number<int64_t>() << "%: "
+                << json_string(o, "state") << "\n";
+    }
+  }
   std::cout << "functions:\n";
   for (const auto& fv : f.at("functions").as_array()) {
     const auto& fn = fv.as_object();

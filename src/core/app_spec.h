@@ -189,6 +189,17 @@ struct AppSpec {
   std::optional<MqttBrokerSpec> mqtt;  // set when the manifest has `mqtt:`
   std::size_t max_blob_size = 256u << 20;  // blobs: {max_size}
   GatewaySpec gateway;  // gateway: {upstreams, routes}
+  // deploy: {canary: {...}}: how a deploy of this version moves traffic to it (deploy/): in
+  // steps of `steps` percent, each held `interval`, rolled back by itself when its error rate or
+  // p99 crosses a bound (judged once `min_requests` reached it in the step).
+  struct Canary {
+    std::vector<int> steps;  // increasing, the last 100
+    Duration interval = std::chrono::minutes(5);
+    double max_error_rate = 0.01;
+    Duration max_p99 = Duration::zero();  // 0: latency is not judged
+    int min_requests = 20;
+  };
+  std::optional<Canary> canary;
 
   const StreamSpec* find_stream(std::string_view stream) const {
     for (const auto& s : streams)

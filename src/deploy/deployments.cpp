@@ -9,6 +9,7 @@
 #include "deploy/package.h"
 #include "manifest/manifest.h"
 #include "observe/log.h"
+#include "observe/metrics.h"
 #include "pool/function_pools.h"
 #include "core/app_spec.h"
 #include "store/store.h"
@@ -84,6 +85,7 @@ struct Deployments::Loaded {
   bool base = false;             // the folder's: its code is the front pools' own
   std::unique_ptr<AppSpec> app;  // a deployed version's app (its folder under .nimbus/versions)
   std::map<std::string, std::shared_ptr<FunctionPool>> pools;
+  std::map<std::string, std::unique_ptr<PoolStats>> stats;  // by function: what its pools count
 };
 
 Deployments::Deployments(const AppSpec& base, FunctionPools& pools, Store& store, const Clock& clock, Logger& logger,
@@ -98,7 +100,13 @@ Deployments::Deployments(const AppSpec& base, FunctionPools& pools, Store& store
   if (auto text = read_file(base.manifest)) base_text_ = std::move(*text);
 }
 
-Deployments::~Deployments() { stop(); }
+Deployments::~Deployments() {
+  stop();
+  // The pools may outlive this (the host's own, and versions' held by their routes): they stop counting.
+  for (int i = 0; i < pools_.size(); ++i) pools_.at(i).set_stats(nullptr);
+  std::lock_guard lock(mu_);
+  for (const auto& p : all_pools_) p->set_stats(nullptr);
+}
 
 Status Deployments::start(const DeploymentsOptions& options) {
   options_ = options;
@@ -146,6 +154,11 @@ Status Deployments::ensure_base() {
   auto base = std::make_shared<Loaded>();
   base->version = *version;
   base->base = true;
+  for (int i = 0; i < pools_.size(); ++i) {
+    auto& stats = base->stats[pools_.at(i).spec().name];
+    stats = std::make_unique<PoolStats>();
+    pools_.at(i).set_stats(stats.get());
+  }
   loaded_[version->id] = base;
   // No alias yet: the folder is what is live.
   auto live = update_alias("live", [&](Alias& a) -> Expected<bool> {
@@ -199,6 +212,7 @@ void Deployments::run() {
     }
     lock.unlock();
     refresh();
+    step_canary();
     lock.lock();
   }
 }
@@ -286,6 +300,11 @@ Expected<std::shared_ptr<Deployments::Loaded>> Deployments::load(const Version& 
   auto pools = factory_(*l->app);
   if (!pools) return pools.error();
   l->pools = std::move(*pools);
+  for (const auto& [name, pool] : l->pools) {
+    auto& stats = l->stats[name];
+    stats = std::make_unique<PoolStats>();
+    pool->set_stats(stats.get());
+  }
   {
     std::lock_guard lock(mu_);
     for (const auto& [name, pool] : l->pools) all_pools_.push_back(pool);
@@ -349,6 +368,24 @@ void Deployments::route(const std::vector<Alias>& aliases) {
   if (plain) alias_status["live"] = targets_json({{base_version_.id, 100}});
   status["aliases"] = std::move(alias_status);
   logger_.host(LogLevel::info, "versions: traffic routed", {{"routing", json::serialize(status)}});
+  routing_status_ = json::serialize(status);
+  {
+    std::lock_guard lock(mu_);
+    stats_views_.clear();
+    for (const auto& [id, l] : loaded_) {
+      for (const auto& [fn, stats] : l->stats) stats_views_.push_back({fn, id, stats.get()});
+    }
+    weights_view_.clear();
+    for (const auto& a : aliases) {
+      for (const auto& t : a.targets) weights_view_.emplace_back(a.name, t);
+    }
+  }
+  publish_status();
+}
+
+void Deployments::publish_status() {
+  json::value status = json::parse(routing_status_);
+  status.as_object()["canary"] = json::parse(canary_status_);
   std::lock_guard lock(mu_);
   status_json_ = json::serialize(status);
 }
@@ -395,8 +432,16 @@ HttpReply Deployments::deploy(const std::string& package, const std::string& mes
   if (!version) return json_error(503, "store_unavailable", "cannot keep the version: " + version.error().message, "");
   ready->version = *version;
   loaded_[version->id] = ready;
+  // A version with `deploy: {canary}` moves in its steps (unless --weight says otherwise).
+  const bool canary = ready->app && ready->app->canary && weight >= 100;
+  if (canary) {
+    weight = ready->app->canary->steps.front();
+    if (canary_) end_canary("replaced by the deploy of " + version->id, LogLevel::warn);
+  }
+  std::vector<Target> before;
   auto a = update_alias(alias, [&](Alias& al) -> Expected<bool> {
     std::vector<Target> others;
+    before = al.targets;
     for (const auto& t : al.targets) {
       if (t.version != version->id) others.push_back(t);
     }
@@ -407,7 +452,22 @@ HttpReply Deployments::deploy(const std::string& package, const std::string& mes
     return true;
   });
   if (!a) return json_error(503, "store_unavailable", "the version is kept but alias '" + alias + "' is not changed: " + a.error().message, "");
+  if (canary && weight < 100) {
+    Canary c;
+    c.alias = alias;
+    c.version = version->id;
+    c.before = std::move(before);
+    c.spec = *ready->app->canary;
+    c.step_started = clock_.now();
+    c.at_step_start = totals(version->id);
+    c.set = a->targets;
+    canary_ = std::move(c);
+    canary_status_ = json::serialize(json::object{{"version", version->id}, {"alias", alias}, {"state", "running"},
+                                                  {"weight", weight}, {"step", 1}});
+    logger_.host(LogLevel::info, "canary: begins", {{"version", version->id}, {"alias", alias_json(*a)}});
+  }
   refresh();
+  publish_status();
   logger_.host(LogLevel::info, "versions: deployed", {{"version", version->id}, {"alias", alias_json(*a)}});
   return json_ok(200, json::object{{"version", version->id},
                                    {"digest", version->digest},
@@ -527,6 +587,147 @@ HttpReply Deployments::versions_reply() {
   json::array as;
   for (const auto& a : *aliases) as.push_back(json::parse(alias_json(a)));
   return json_ok(200, json::object{{"versions", std::move(out)}, {"aliases", std::move(as)}});
+}
+
+Deployments::Totals Deployments::totals(const std::string& version) const {
+  Totals t;
+  auto it = loaded_.find(version);
+  if (it == loaded_.end()) return t;
+  for (const auto& [fn, stats] : it->second->stats) {
+    t.calls += stats->calls.load(std::memory_order_relaxed);
+    t.errors += stats->errors.load(std::memory_order_relaxed);
+    for (int b = 0; b < PoolStats::kBuckets; ++b) t.buckets[b] += stats->buckets[b].load(std::memory_order_relaxed);
+  }
+  return t;
+}
+
+void Deployments::end_canary(const std::string& outcome, LogLevel level) {
+  if (!canary_) return;
+  logger_.host(level, "canary: " + outcome, {{"version", canary_->version}, {"alias", canary_->alias}});
+  json::object st = json::parse(canary_status_).is_object() ? json::parse(canary_status_).as_object() : json::object{};
+  st["state"] = outcome;
+  canary_status_ = json::serialize(st);
+  canary_.reset();
+  publish_status();
+}
+
+void Deployments::step_canary() {
+  if (!canary_) return;
+  Canary& c = *canary_;
+  auto current = catalog_.alias(c.alias);
+  if (!current) return;  // the store is away: judged next time
+  auto same = [](const std::vector<Target>& a, const std::vector<Target>& b) {
+    if (a.size() != b.size()) return false;
+    for (std::size_t i = 0; i < a.size(); ++i) {
+      if (a[i].version != b[i].version || a[i].weight != b[i].weight) return false;
+    }
+    return true;
+  };
+  if (!*current || !same((*current)->targets, c.set)) return end_canary("stopped: the alias was changed by hand", LogLevel::warn);
+  const Totals now = totals(c.version);
+  Totals d;
+  d.calls = now.calls - c.at_step_start.calls;
+  d.errors = now.errors - c.at_step_start.errors;
+  for (int b = 0; b < PoolStats::kBuckets; ++b) d.buckets[b] = now.buckets[b] - c.at_step_start.buckets[b];
+  // p99 as the upper bound of the bucket that holds it (the last bucket: past the largest bound).
+  double p99 = 0;
+  uint64_t seen = 0;
+  for (int b = 0; b < PoolStats::kBuckets && d.calls > 0; ++b) {
+    seen += d.buckets[b];
+    if (static_cast<double>(seen) >= 0.99 * static_cast<double>(d.calls)) {
+      p99 = b < Metrics::kBuckets ? Metrics::kBucketBounds[b] : 1e9;
+      break;
+    }
+  }
+  const double rate = d.calls ? static_cast<double>(d.errors) / static_cast<double>(d.calls) : 0;
+  const double max_p99 = std::chrono::duration<double>(c.spec.max_p99).count();
+  const int weight = c.spec.steps[c.step];
+  json::object st{{"version", c.version}, {"alias", c.alias}, {"state", "running"}, {"weight", weight},
+                  {"step", static_cast<int64_t>(c.step + 1)}, {"calls", d.calls}, {"errors", d.errors},
+                  {"p99_ms", p99 >= 1e9 ? -1.0 : p99 * 1000}};
+  canary_status_ = json::serialize(st);
+  if (d.calls >= static_cast<uint64_t>(c.spec.min_requests) &&
+      (rate > c.spec.max_error_rate || (max_p99 > 0 && p99 > max_p99))) {
+    const std::string why = rate > c.spec.max_error_rate
+                                ? "error rate " + std::to_string(rate * 100).substr(0, 5) + "% over " + std::to_string(d.calls) + " requests"
+                                : "p99 above " + std::to_string(max_p99 * 1000).substr(0, 6) + " ms";
+    auto back = update_alias(c.alias, [&](Alias& al) -> Expected<bool> {
+      al.previous = al.targets;
+      al.targets = c.before;
+      return true;
+    });
+    if (!back) return;  // tried again next time
+    refresh();
+    return end_canary("rolled back: " + why, LogLevel::warn);
+  }
+  if (clock_.now() - c.step_started < c.spec.interval || d.calls < static_cast<uint64_t>(c.spec.min_requests)) {
+    publish_status();
+    return;
+  }
+  const int next = c.spec.steps[c.step + 1];
+  auto moved = update_alias(c.alias, [&](Alias& al) -> Expected<bool> {
+    std::vector<Target> others;
+    for (const auto& t : c.before) {
+      if (t.version != c.version) others.push_back(t);
+    }
+    std::vector<Target> targets = next >= 100 || others.empty() ? std::vector<Target>{} : scaled(others, 100 - next);
+    targets.push_back({c.version, next >= 100 || others.empty() ? 100 : next});
+    al.previous = c.before;
+    al.targets = std::move(targets);
+    return true;
+  });
+  if (!moved) return;
+  ++c.step;
+  c.step_started = clock_.now();
+  c.at_step_start = now;
+  c.set = moved->targets;
+  logger_.host(LogLevel::info, "canary: a step", {{"version", c.version}, {"weight", next}, {"calls", static_cast<int64_t>(d.calls)},
+                                                {"errors", static_cast<int64_t>(d.errors)}});
+  refresh();
+  st["weight"] = next;
+  st["step"] = static_cast<int64_t>(c.step + 1);
+  canary_status_ = json::serialize(st);
+  if (next >= 100) return end_canary("completed", LogLevel::info);
+  publish_status();
+}
+
+std::string Deployments::metrics_text() const {
+  std::lock_guard lock(mu_);
+  if (stats_views_.empty()) return "";
+  std::string out;
+  auto labels = [](const StatsView& v) { return "function=\"" + v.function + "\",version=\"" + v.version + "\""; };
+  out += "# HELP nimbus_version_invocations_total Invocations by function and deployed version; errors are failures and HTTP 5xx.\n"
+         "# TYPE nimbus_version_invocations_total counter\n";
+  for (const auto& v : stats_views_) {
+    const uint64_t calls = v.stats->calls.load(std::memory_order_relaxed), errors = v.stats->errors.load(std::memory_order_relaxed);
+    out += "nimbus_version_invocations_total{" + labels(v) + ",result=\"ok\"} " + std::to_string(calls - std::min(calls, errors)) + "\n";
+    out += "nimbus_version_invocations_total{" + labels(v) + ",result=\"error\"} " + std::to_string(errors) + "\n";
+  }
+  out += "# HELP nimbus_version_invocation_duration_seconds Invocation latency by function and deployed version.\n"
+         "# TYPE nimbus_version_invocation_duration_seconds histogram\n";
+  for (const auto& v : stats_views_) {
+    uint64_t cumulative = 0;
+    for (int b = 0; b < PoolStats::kBuckets; ++b) {
+      cumulative += v.stats->buckets[b].load(std::memory_order_relaxed);
+      char bound[32];
+      if (b < Metrics::kBuckets) {
+        std::snprintf(bound, sizeof bound, "%g", Metrics::kBucketBounds[b]);
+      } else {
+        std::snprintf(bound, sizeof bound, "+Inf");
+      }
+      out += "nimbus_version_invocation_duration_seconds_bucket{" + labels(v) + ",le=\"" + bound + "\"} " + std::to_string(cumulative) + "\n";
+    }
+    char sum[48];
+    std::snprintf(sum, sizeof sum, "%.6f", static_cast<double>(v.stats->sum_us.load(std::memory_order_relaxed)) / 1e6);
+    out += "nimbus_version_invocation_duration_seconds_sum{" + labels(v) + "} " + sum + "\n";
+    out += "nimbus_version_invocation_duration_seconds_count{" + labels(v) + "} " + std::to_string(cumulative) + "\n";
+  }
+  out += "# HELP nimbus_version_weight The share of an alias's traffic each version has, in percent.\n"
+         "# TYPE nimbus_version_weight gauge\n";
+  for (const auto& [alias, t] : weights_view_) {
+    out += "nimbus_version_weight{alias=\"" + alias + "\",version=\"" + t.version + "\"} " + std::to_string(t.weight) + "\n";
+  }
+  return out;
 }
 
 std::vector<AdminEndpoint> Deployments::endpoints() {

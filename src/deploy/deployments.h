@@ -26,6 +26,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -35,11 +36,11 @@
 #include "core/clock.h"
 #include "core/expected.h"
 #include "deploy/versions.h"
+#include "observe/log.h"
+#include "pool/function_pool.h"
 
 namespace nimbus {
-class FunctionPool;
 class FunctionPools;
-class Logger;
 class Store;
 }  // namespace nimbus
 
@@ -75,11 +76,27 @@ class Deployments {
   // PUT /admin/aliases/NAME, POST /admin/aliases/NAME/rollback, POST /admin/swap.
   std::vector<AdminEndpoint> endpoints();
   StatusField status_field();
+  // Per-version metrics in the Prometheus text format (appended to /metrics): invocations by
+  // function, version and outcome, their latency, and each alias's weights. "" until versions.
+  std::string metrics_text() const;
   // Invocations running in the versions' own pools (the host waits for them at shutdown).
   int running() const;
 
  private:
   struct Loaded;
+  struct Totals {
+    uint64_t calls = 0, errors = 0;
+    uint64_t buckets[PoolStats::kBuckets] = {};
+  };
+  struct Canary {
+    std::string alias, version;
+    std::vector<Target> before;  // what the alias named when it began (a rollback goes back to it)
+    AppSpec::Canary spec;
+    std::size_t step = 0;
+    TimePoint step_started{};
+    Totals at_step_start;
+    std::vector<Target> set;  // what it last set the alias to (a change by hand stops it)
+  };
   void run();
   bool post(std::function<void()> job);  // false: stopping
   // On the thread: reads the aliases, loads what they name, routes.
@@ -97,6 +114,11 @@ class Deployments {
   // Reads alias `name` (a new one when missing), lets `change` edit it (false: leave it), and
   // writes it back under its ETag, again from the start on a conflict.
   Expected<Alias> update_alias(const std::string& name, const std::function<Expected<bool>(Alias&)>& change);
+  // The canary under way (if any) judged and stepped: on the thread, every refresh.
+  void step_canary();
+  void end_canary(const std::string& outcome, LogLevel level);
+  Totals totals(const std::string& version) const;
+  void publish_status();
 
   const AppSpec& base_;
   std::string base_text_;  // the folder's manifest, as the running triggers have it
@@ -112,10 +134,19 @@ class Deployments {
   std::map<std::string, std::shared_ptr<Loaded>> loaded_;  // by version id
   std::map<std::string, int64_t> failed_;                  // version id -> when it last failed to load
   std::string routed_;                                     // the aliases as last routed
+  std::optional<Canary> canary_;
+  std::string canary_status_ = "null";                     // JSON: the last canary's state
+  std::string routing_status_ = "{}";                      // JSON: what route() set
   // For other threads (status, running).
   mutable std::mutex mu_;
   std::vector<std::shared_ptr<FunctionPool>> all_pools_;
-  std::string status_json_ = "{}";
+  std::string status_json_ = "{\"deployed\":false}";
+  struct StatsView {
+    std::string function, version;
+    const PoolStats* stats;
+  };
+  std::vector<StatsView> stats_views_;               // what metrics_text() renders
+  std::vector<std::pair<std::string, Target>> weights_view_;  // alias, target
   // The thread.
   std::thread thread_;
   std::mutex jobs_mu_;

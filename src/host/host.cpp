@@ -276,6 +276,7 @@ int run_host(const AppSpec& app, const HostOptions& options) {
   for (auto& t : triggers) admin.add(t->admin_views(), t->status_fields());
   admin.add(deployments.endpoints());
   admin.add({}, {deployments.status_field()});
+  admin.add_metrics([&deployments] { return deployments.metrics_text(); });
   // Reloads (POST /admin/reload, SIGHUP) run one at a time on a thread of their own: reading
   // the manifest and resolving upstream names block.
   std::string loaded_text;

@@ -21,7 +21,7 @@ namespace fs = std::filesystem;
 
 void ManifestReader::read_app(const YAML::Node& root, AppSpec& app) {
   if (!check_map(root, "", {"name", "store", "durability", "http", "shutdown_grace", "worker_threads",
-                            "streams", "mqtt", "blobs", "gateway", "functions"})) {
+                            "streams", "mqtt", "blobs", "gateway", "deploy", "functions"})) {
     return;
   }
   if (auto n = root["name"]; !n) {
@@ -54,6 +54,48 @@ void ManifestReader::read_app(const YAML::Node& root, AppSpec& app) {
     if (auto d = choice(n, "durability", {"process", "fsync"})) app.fsync = *d == "fsync";
   }
   if (auto n = root["http"]) read_http(n, app.http);
+  if (auto n = root["deploy"]; n && check_map(n, "deploy", {"canary"})) {
+    if (auto c = n["canary"]; c && check_map(c, "deploy.canary", {"steps", "interval", "max_error_rate", "max_p99", "min_requests"})) {
+      AppSpec::Canary canary;
+      if (auto steps = c["steps"]; !steps || !steps.IsSequence() || steps.size() == 0) {
+        error(c, "deploy.canary.steps", "is missing; expected increasing percentages ending at 100, e.g. [10, 50, 100]");
+      } else {
+        for (std::size_t i = 0; i < steps.size(); ++i) {
+          auto v = integer(steps[i], "deploy.canary.steps[" + std::to_string(i) + "]", 1, 100);
+          if (!v) continue;
+          if (!canary.steps.empty() && *v <= canary.steps.back()) {
+            error(steps[i], "deploy.canary.steps[" + std::to_string(i) + "]", "is not above the step before; expected increasing percentages");
+          }
+          canary.steps.push_back(static_cast<int>(*v));
+        }
+        if (!canary.steps.empty() && canary.steps.back() != 100) {
+          error(steps, "deploy.canary.steps", "ends at " + std::to_string(canary.steps.back()) + "; the last step is 100");
+        }
+      }
+      if (auto v = c["interval"]) {
+        if (auto d = duration(v, "deploy.canary.interval")) canary.interval = *d;
+      }
+      if (auto v = c["max_p99"]) {
+        if (auto d = duration(v, "deploy.canary.max_p99")) canary.max_p99 = *d;
+      }
+      if (auto v = c["min_requests"]) {
+        if (auto m = integer(v, "deploy.canary.min_requests", 1, 1000000)) canary.min_requests = static_cast<int>(*m);
+      }
+      if (auto v = c["max_error_rate"]) {
+        std::string text = v.IsScalar() ? v.Scalar() : "";
+        const bool percent = !text.empty() && text.back() == '%';
+        if (percent) text.pop_back();
+        char* end = nullptr;
+        const double rate = text.empty() ? -1 : std::strtod(text.c_str(), &end) / (percent ? 100.0 : 1.0);
+        if (text.empty() || *end != '\0' || rate < 0 || rate > 1) {
+          error(v, "deploy.canary.max_error_rate", "expected a share of requests such as 1% or 0.01");
+        } else {
+          canary.max_error_rate = rate;
+        }
+      }
+      app.canary = canary;
+    }
+  }
   if (auto n = root["shutdown_grace"]) {
     if (auto d = duration(n, "shutdown_grace")) app.shutdown_grace = *d;
   }
@@ -661,6 +703,7 @@ bool trigger_side(const std::string& key) {
 
 YAML::Node topology_of(const YAML::Node& root) {
   YAML::Node copy = YAML::Clone(root);
+  copy.remove("deploy");  // how a version is rolled out is the version's own
   if (YAML::Node fns = copy["functions"]; fns && fns.IsMap()) {
     // Migrations are the version's own (no triggers): a version may add, change or drop them.
     std::vector<std::string> migrations;

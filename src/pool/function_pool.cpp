@@ -35,6 +35,19 @@ bool FunctionPool::claim_slot() {
   return false;
 }
 
+void PoolStats::record(const Result& result, Duration took) {
+  calls.fetch_add(1, std::memory_order_relaxed);
+  if (result.outcome != Outcome::success || (result.http && result.http->status >= 500)) {
+    errors.fetch_add(1, std::memory_order_relaxed);
+  }
+  const double s = std::chrono::duration<double>(took).count();
+  int i = 0;
+  while (i < Metrics::kBuckets && s > Metrics::kBucketBounds[i]) ++i;
+  buckets[i].fetch_add(1, std::memory_order_relaxed);
+  sum_us.fetch_add(static_cast<uint64_t>(std::max<int64_t>(0, std::chrono::duration_cast<std::chrono::microseconds>(took).count())),
+                   std::memory_order_relaxed);
+}
+
 void FunctionPool::set_routes(std::shared_ptr<const VersionRoutes> routes) {
   std::lock_guard lock(routes_mu_);
   routed_.store(routes != nullptr, std::memory_order_release);
@@ -136,6 +149,7 @@ std::optional<Result> FunctionPool::try_run_inline(const Invocation& inv, TimePo
   TimePoint end = ctx_.clock.now();
   if (finished) *finished = end;
   ctx_.metrics.invocation(index_, inv.trigger, r.outcome, end - inv.started);
+  if (PoolStats* stats = stats_.load(std::memory_order_relaxed)) stats->record(r, end - inv.started);
   release_slot();
   return r;
 }
@@ -217,7 +231,9 @@ void FunctionPool::finish(const std::shared_ptr<Call>& call, Result&& result) {
 
 void FunctionPool::settle(const std::shared_ptr<Call>& call, Result&& result) {
   if (call->settled.exchange(true)) return;  // the deadline answered first
-  ctx_.metrics.invocation(index_, call->invocation.trigger, result.outcome, ctx_.clock.now() - call->started);
+  const Duration took = ctx_.clock.now() - call->started;
+  ctx_.metrics.invocation(index_, call->invocation.trigger, result.outcome, took);
+  if (PoolStats* stats = stats_.load(std::memory_order_relaxed)) stats->record(result, took);
   Completion done = std::move(call->done);
   done(std::move(result));
 }

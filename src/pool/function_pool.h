@@ -39,6 +39,17 @@ struct VersionRoutes {
 };
 inline constexpr const char* kVersionHeader = "nimbus-version";
 
+// One version's invocations of one function, for per-version metrics and canaries (deploy/):
+// counted only while versions are in use (set_stats), with Metrics' latency buckets.
+struct PoolStats {
+  static constexpr int kBuckets = 17;  // Metrics::kBuckets finite bounds, then +Inf
+  std::atomic<uint64_t> calls{0};
+  std::atomic<uint64_t> errors{0};  // not a success, or an HTTP reply of 500 or more
+  std::atomic<uint64_t> buckets[kBuckets] = {};
+  std::atomic<uint64_t> sum_us{0};
+  void record(const Result& result, Duration took);
+};
+
 struct PoolContext {
   const Clock& clock;
   Timers timers;
@@ -77,6 +88,8 @@ class FunctionPool {
   // The pools a routing names live as long as it does, and past it until their invocations end.
   void set_routes(std::shared_ptr<const VersionRoutes> routes);
   std::shared_ptr<const VersionRoutes> routes() const;
+  // Counts this pool's own invocations into `stats` (null: not counted); it must outlive the pool.
+  void set_stats(PoolStats* stats) { stats_.store(stats, std::memory_order_release); }
 
   int running() const { return running_.load(std::memory_order_relaxed); }
   int waiting() const;
@@ -104,6 +117,7 @@ class FunctionPool {
   std::atomic<int> waiting_count_{0};
   std::atomic<bool> closed_{false};
   std::atomic<bool> routed_{false};  // routes_ is set: the fast path skips its lock otherwise
+  std::atomic<PoolStats*> stats_{nullptr};
   mutable std::mutex routes_mu_;
   std::shared_ptr<const VersionRoutes> routes_;
   mutable std::mutex mu_;
