@@ -257,6 +257,34 @@ TEST(Deploy, QueueConsumersSwitchVersionsWithoutLossOrDuplicatesEvenAcrossAKill)
   EXPECT_EQ(host->signal_and_wait(SIGTERM), 0);
 }
 
+// Deploying the folder the host runs is the folder's version (nothing to load, no migration
+// again); a version may add a migration function the running app does not have, which runs
+// (in the version's folder, with NIMBUS_APP_DIR the host's) before the version takes traffic.
+TEST(Deploy, TheFolderItselfDeploysAndAVersionMayBringAMigrationOfItsOwn) {
+  TempDir dir, two;
+  write_app(dir, "one");
+  two.write("nimbus.yaml", std::string(kApp) + "  setup:\n    runtime: python\n    handler: app.py:setup\n    migration: true\n");
+  two.write("app.py", app_code("two") + R"(
+import os
+
+def setup(req, ctx):
+    with open(os.path.join(os.environ["NIMBUS_APP_DIR"], "migrated"), "w") as f:
+        f.write(req.text())
+    return "done"
+)");
+  Host host(dir.path());
+  ASSERT_TRUE(host.started()) << host.errors();
+  CommandResult itself = run_nimbus({"deploy", dir.path().string()}, dir.path());
+  ASSERT_EQ(itself.exit_code, 0) << itself.err << host.output();
+  EXPECT_NE(itself.out.find("deployed v1"), std::string::npos) << itself.out;
+  EXPECT_EQ(hello(host.http_port()), "one");
+  CommandResult deployed = run_nimbus({"deploy", two.path().string(), "--to", dir.path().string()}, dir.path());
+  ASSERT_EQ(deployed.exit_code, 0) << deployed.err;
+  EXPECT_EQ(hello(host.http_port()), "two");
+  EXPECT_NE(dir.read("migrated").find("\"version\""), std::string::npos) << "the migration did not run in the host's folder";
+  EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
+}
+
 // `deploy: {canary}` in a version's manifest: a deploy moves traffic to it in steps while it
 // stays healthy, and rolls itself back when its error rate or its p99 crosses the bound. Every
 // step and rollback is logged, shown by `nimbus status` and in the per-version metrics.

@@ -100,6 +100,8 @@ TEST(Package, TheSameFilesMakeTheSameBytesAndUnpackAsTheyWere) {
   copy.write("nimbus.yaml", "name: a\n");
   copy.write(".nimbusignore", "# not code\nsecret\n");
 
+  // Other times than the first folder's: times are not packaged.
+  fs::last_write_time(copy.path / "fns/hello.py", fs::last_write_time(copy.path / "fns/hello.py") - std::chrono::hours(48));
   PackOptions options;
   options.leave_out = {app.path / "inbox"};
   auto a = pack_app(app.path, options);
@@ -152,10 +154,45 @@ TEST(Package, AHostilePackageWritesNothingOutsideItsFolder) {
       {"link up", tar_of({{"l", AE_IFLNK, "../.."}})},
       // A link inside that points up, then a file written through it.
       {"through a link", tar_of({{"d", AE_IFDIR, ""}, {"d/up", AE_IFLNK, ".."}, {"d/up/x", AE_IFREG, "x"}})},
+      // Links that each stay inside by their words but climb out as a chain, in either order.
+      {"a chain of links", tar_of({{"p", AE_IFLNK, "."}, {"q", AE_IFLNK, "p/.."}, {"r", AE_IFLNK, "q/.."}})},
+      {"a chain made backwards", tar_of({{"q", AE_IFLNK, "p/.."}, {"p", AE_IFLNK, "."}})},
       {"device", tar_of({{"dev", AE_IFCHR, ""}})},
       {"not a tar", std::string("this is not an archive at all, just text long enough to be read")},
   };
   int n = 0;
+  // A hard link, and a sparse file claiming far more than the package holds (made by hand:
+  // tar_of writes plain entries only).
+  for (const std::string what : {"hard link", "sparse"}) {
+    std::string bytes;
+    archive* a = archive_write_new();
+    archive_write_set_format_pax_restricted(a);
+    archive_write_open(
+        a, &bytes, nullptr,
+        [](archive*, void* data, const void* buffer, size_t n) -> la_ssize_t {
+          static_cast<std::string*>(data)->append(static_cast<const char*>(buffer), n);
+          return static_cast<la_ssize_t>(n);
+        },
+        nullptr);
+    archive_entry* e = archive_entry_new();
+    archive_entry_set_pathname(e, "f");
+    archive_entry_set_filetype(e, AE_IFREG);
+    if (what == "hard link") {
+      archive_entry_set_hardlink(e, "/etc/passwd");
+      archive_write_header(a, e);
+    } else {
+      archive_entry_set_size(e, int64_t{1} << 40);
+      archive_entry_sparse_add_entry(e, 0, 1);
+      archive_write_header(a, e);
+      archive_write_data(a, "x", 1);
+    }
+    archive_entry_free(e);
+    archive_write_close(a);
+    archive_write_free(a);
+    const fs::path into = out.path / what;
+    EXPECT_FALSE(unpack_app(bytes, into)) << what;
+    EXPECT_FALSE(fs::exists(into)) << what;
+  }
   for (const auto& [what, package] : refused) {
     const fs::path into = out.path / ("v" + std::to_string(n++));
     EXPECT_FALSE(unpack_app(package, into)) << what;

@@ -102,10 +102,16 @@ Deployments::Deployments(const AppSpec& base, FunctionPools& pools, Store& store
 
 Deployments::~Deployments() {
   stop();
-  // The pools may outlive this (the host's own, and versions' held by their routes): they stop counting.
-  for (int i = 0; i < pools_.size(); ++i) pools_.at(i).set_stats(nullptr);
+  // The front pools outlive this: they stop counting and routing here, so the versions' pools
+  // (and their executors, which refer to their apps) go now, before the apps they were made from.
+  for (int i = 0; i < pools_.size(); ++i) {
+    pools_.at(i).set_stats(nullptr);
+    pools_.at(i).set_routes(nullptr);
+  }
   std::lock_guard lock(mu_);
   for (const auto& p : all_pools_) p->set_stats(nullptr);
+  all_pools_.clear();
+  stats_views_.clear();
 }
 
 Status Deployments::start(const DeploymentsOptions& options) {
@@ -178,6 +184,9 @@ void Deployments::stop() {
   }
   cv_.notify_all();
   if (thread_.joinable()) thread_.join();
+  // What comes after is refused (unavailable), as the host's own pools refuse it.
+  std::lock_guard lock(mu_);
+  for (const auto& p : all_pools_) p->close();
 }
 
 int Deployments::running() const {
@@ -199,10 +208,13 @@ bool Deployments::post(std::function<void()> job) {
 
 void Deployments::run() {
   std::unique_lock lock(jobs_mu_);
+  // A refresh every `refresh` however many jobs come between (a polling dashboard must not
+  // keep this host from following the others).
+  auto next_refresh = std::chrono::steady_clock::now() + options_.refresh;
   while (!stopping_) {
-    cv_.wait_for(lock, options_.refresh, [&] { return stopping_ || !jobs_.empty(); });
+    cv_.wait_until(lock, next_refresh, [&] { return stopping_ || !jobs_.empty(); });
     if (stopping_) break;
-    if (!jobs_.empty()) {
+    if (!jobs_.empty() && std::chrono::steady_clock::now() < next_refresh) {
       auto job = std::move(jobs_.front());
       jobs_.pop_front();
       lock.unlock();
@@ -210,6 +222,7 @@ void Deployments::run() {
       lock.lock();
       continue;
     }
+    next_refresh = std::chrono::steady_clock::now() + options_.refresh;
     lock.unlock();
     refresh();
     step_canary();
@@ -336,7 +349,14 @@ void Deployments::route(const std::vector<Alias>& aliases) {
       continue;
     }
     auto routes = std::make_shared<VersionRoutes>();
+    // Only what an alias names is reachable, by weight or by a pin: an old version stays loaded
+    // here but no request can ask for it.
+    std::set<std::string> named;
+    for (const auto& a : aliases) {
+      for (const auto& t : a.targets) named.insert(t.version);
+    }
     for (const auto& [id, l] : loaded_) {
+      if (!named.count(id)) continue;
       FunctionPool* p = nullptr;
       if (!l->base) {
         auto it = l->pools.find(front.spec().name);
@@ -352,12 +372,14 @@ void Deployments::route(const std::vector<Alias>& aliases) {
         if (routes->versions.count(t.version)) runnable.push_back(t);
       }
       runnable = scaled(std::move(runnable), 100);
+      VersionSplit split;
       if (runnable.empty()) {
         if (a.name != "live") continue;
-        runnable = {{base_version_.id, 100}};  // nothing live can run here: the folder's code
+        runnable = {{base_version_.id, 100}};  // nothing live names can run here: the folder's code
+        split.weights.emplace_back(nullptr, 100);
+      } else {
+        for (const auto& t : runnable) split.weights.emplace_back(routes->versions.at(t.version), t.weight);
       }
-      VersionSplit split;
-      for (const auto& t : runnable) split.weights.emplace_back(routes->versions.at(t.version), t.weight);
       if (a.sticky.from == Sticky::From::header) split.sticky_header = a.sticky.name;
       if (a.sticky.from == Sticky::From::cookie) split.sticky_cookie = a.sticky.name;
       routes->aliases[a.name] = std::move(split);
@@ -415,7 +437,7 @@ HttpReply Deployments::deploy(const std::string& package, const std::string& mes
   const std::string migrated_key = "migration/" + digest;
   auto migrated = store_.get(kDeployStore, migrated_key);
   if (!migrated) return json_error(503, "store_unavailable", migrated.error().message, "");
-  if (!*migrated) {
+  if (!*migrated && !ready->base) {  // (the folder's own ran at the start)
     auto st = run_migrations(*ready->app, [&](const std::string& name) -> FunctionPool* {
       auto it = ready->pools.find(name);
       return it == ready->pools.end() ? nullptr : it->second.get();

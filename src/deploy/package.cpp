@@ -93,6 +93,34 @@ bool under(const fs::path& relative, const std::vector<fs::path>& roots) {
   return false;
 }
 
+// Once everything is unpacked: the link at `name` resolves inside `root` without passing
+// through another link on the way (where links chain, the words of a target no longer say where
+// it leads: p -> ".", q -> "p/.." climbs out). With real folders only on the way, ".." means
+// what it says, so the lexical check of link_inside holds.
+Status link_stays_inside(const fs::path& root, const fs::path& name) {
+  std::error_code ec;
+  const fs::path target = fs::read_symlink(root / name, ec);
+  if (ec || !link_inside(name, target)) return Error{"the package holds a link '" + name.string() + "' to outside its folder"};
+  fs::path at;
+  const fs::path walk = name.parent_path() / target;
+  std::size_t left = static_cast<std::size_t>(std::distance(walk.begin(), walk.end()));
+  for (const auto& part : walk) {
+    --left;
+    if (part == "." || part.empty()) continue;
+    if (part == "..") {
+      at = at.parent_path();
+      continue;
+    }
+    at /= part;
+    struct stat info{};
+    if (left > 0 && ::lstat((root / at).c_str(), &info) == 0 && S_ISLNK(info.st_mode)) {
+      return Error{"the package's link '" + name.string() + "' leads through another link ('" + at.string() +
+                   "'); links may not chain through folders"};
+    }
+  }
+  return ok_status();
+}
+
 // Every folder on the way to `name` under `root` is a real folder (made when missing), never a
 // link: nothing of a package is written through a link, wherever it points.
 Status real_parents(const fs::path& root, const fs::path& name) {
@@ -149,6 +177,8 @@ Expected<std::string> pack_app(const fs::path& dir, const PackOptions& options, 
   if (!w) return Error{"cannot make a tar archive: out of memory"};
   if (auto st = check(w.get(), archive_write_set_format_pax_restricted(w.get()), "tar format"); !st) return st.error();
   if (auto st = check(w.get(), archive_write_set_bytes_in_last_block(w.get(), 1), "tar blocks"); !st) return st.error();
+  // Names in UTF-8 whatever the locale: the same files make the same bytes on every machine.
+  if (auto st = check(w.get(), archive_write_set_options(w.get(), "hdrcharset=UTF-8"), "tar names"); !st) return st.error();
   if (auto st = check(w.get(), archive_write_open(w.get(), &out, nullptr, append_to_string, nullptr), "tar open"); !st) {
     return st.error();
   }
@@ -156,7 +186,7 @@ Expected<std::string> pack_app(const fs::path& dir, const PackOptions& options, 
   for (const auto& relative : names) {
     const fs::path full = dir / relative;
     Entry e(archive_entry_new());
-    archive_entry_set_pathname(e.get(), relative.generic_string().c_str());
+    archive_entry_update_pathname_utf8(e.get(), relative.generic_string().c_str());
     archive_entry_set_mtime(e.get(), 0, 0);
     if (fs::is_symlink(full, ec)) {
       archive_entry_set_filetype(e.get(), AE_IFLNK);
@@ -176,6 +206,11 @@ Expected<std::string> pack_app(const fs::path& dir, const PackOptions& options, 
       if (auto st = skip(full, "went away or changed while it was packaged"); !st) return st.error();
       continue;
     }
+    if (out.size() + static_cast<uint64_t>(info.st_size) > kMaxPackageBytes) {
+      return Error{"the app folder " + dir.string() + " packs to more than " + std::to_string(kMaxPackageBytes >> 20) +
+                   " MiB (" + relative.string() + " is " + std::to_string(info.st_size >> 20) +
+                   " MiB); leave data out of it with .nimbusignore"};
+    }
     archive_entry_set_filetype(e.get(), AE_IFREG);
     archive_entry_set_perm(e.get(), (info.st_mode & 0111) ? 0755 : 0644);
     archive_entry_set_size(e.get(), info.st_size);
@@ -186,7 +221,10 @@ Expected<std::string> pack_app(const fs::path& dir, const PackOptions& options, 
     while (left > 0) {
       const auto want = static_cast<std::streamsize>(std::min<int64_t>(left, static_cast<int64_t>(buffer.size())));
       in.read(buffer.data(), want);
-      if (in.gcount() != want) return Error{full.string() + " changed while it was packaged"};
+      if (in.gcount() != want) {
+        // It shrank under us: the entry's size is promised, so the package cannot be finished.
+        return Error{full.string() + " changed while it was packaged; try again"};
+      }
       if (archive_write_data(w.get(), buffer.data(), static_cast<size_t>(want)) != want) {
         return Error{"tar " + relative.string() + ": " + (archive_error_string(w.get()) ? archive_error_string(w.get()) : "write failed")};
       }
@@ -240,15 +278,22 @@ Status unpack_app(const std::string& package, const fs::path& into) {
     return st.error();
   }
   std::vector<char> buffer(1 << 16);
+  std::vector<fs::path> links;
+  // A tar holds its files' bytes as they are, so unpacking writes no more than the package's
+  // size (a sparse entry could claim terabytes: refused); and no more entries than that bounds.
+  uint64_t written = 0, entries = 0;
   for (;;) {
     archive_entry* e = nullptr;
     const int got = archive_read_next_header(r.get(), &e);
     if (got == ARCHIVE_EOF) break;
     if (auto st = check(r.get(), got, "the package"); !st) return st.error();
-    const char* raw = archive_entry_pathname(e);
+    const char* raw = archive_entry_pathname_utf8(e);
+    if (!raw) raw = archive_entry_pathname(e);
     std::string name = raw ? raw : "";
     while (name.size() > 1 && name.back() == '/') name.pop_back();
     if (!safe_name(name)) return Error{"the package holds a file named '" + name + "', which would be outside its folder"};
+    if (++entries > kMaxPackageEntries) return Error{"the package holds more than " + std::to_string(kMaxPackageEntries) + " entries"};
+    if (archive_entry_sparse_count(e) > 0) return Error{"the package's '" + name + "' is a sparse file; packages hold plain files"};
     const fs::path target = work / name;
     const auto type = archive_entry_filetype(e);
     if (auto st = real_parents(work, name); !st) return st.error();
@@ -268,6 +313,7 @@ Status unpack_app(const std::string& package, const fs::path& into) {
         return Error{"the package holds a link '" + name + "' to outside its folder"};
       }
       if (::symlink(to, target.c_str()) != 0) return Error{"cannot create " + target.string() + ": " + std::strerror(errno)};
+      links.push_back(name);
       continue;
     }
     if (type != AE_IFREG || archive_entry_hardlink(e) != nullptr) {
@@ -284,6 +330,8 @@ Status unpack_app(const std::string& package, const fs::path& into) {
       const la_ssize_t n = archive_read_data(r.get(), buffer.data(), buffer.size());
       if (n == 0) break;
       if (n < 0) return Error{"the package's '" + name + "' cannot be read: " + (archive_error_string(r.get()) ? archive_error_string(r.get()) : "")};
+      written += static_cast<uint64_t>(n);
+      if (written > package.size()) return Error{"the package's files add up to more than the package itself"};
       for (la_ssize_t done = 0; done < n;) {
         const ssize_t w = ::write(fd, buffer.data() + done, static_cast<size_t>(n - done));
         if (w < 0 && errno == EINTR) continue;
@@ -291,6 +339,9 @@ Status unpack_app(const std::string& package, const fs::path& into) {
         done += w;
       }
     }
+  }
+  for (const auto& link : links) {
+    if (auto st = link_stays_inside(work, link); !st) return st.error();
   }
   fs::rename(work, into, ec);
   if (ec) return Error{"cannot move the unpacked version to " + into.string() + ": " + ec.message()};

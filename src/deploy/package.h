@@ -14,6 +14,7 @@ namespace nimbus::deploy {
 
 // Larger packages are refused (the store keeps each one as a blob).
 inline constexpr std::size_t kMaxPackageBytes = 256u << 20;
+inline constexpr uint64_t kMaxPackageEntries = 200000;
 
 struct PackOptions {
   // Left out besides .nimbus/ (the host's own state), .git/ and what .nimbusignore lists (one

@@ -481,6 +481,15 @@ class EntityWorker : public std::enable_shared_from_this<EntityWorker> {
 
   // Singles: one operation's answer; the next runs on the state it left, or the step ends.
   void decide_single(const StepPtr& s, Result r) {
+    if (r.outcome == Outcome::unavailable || r.outcome == Outcome::overloaded) {
+      // The host is stopping (or full): nothing of the step is kept, and the operations come
+      // back unrun (their delivery does not count) rather than meet dead letters they did not earn.
+      Batch b;
+      const int64_t now = unix_ms(clock_);
+      for (const auto& m : s->messages) b.retries.push_back({{m.id, m.lease}, now + 1000, failure_of(r), true});
+      s->client_replies.clear();
+      return commit(s, std::move(b));
+    }
     OpEnd& out = s->outcomes[s->next];
     if (r.outcome != Outcome::success) {
       out.failure = failure_of(r) + " (operation '" + s->run[s->next].op + "' failed when run alone)";

@@ -630,15 +630,10 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
   }
 
   // A grant nobody waits for (lock_acquired `event` for `owner`): its entities are released.
-  // By the token the grant names (a grant from an earlier release names none: its request held
-  // the entities by the token of then, instance#generation.task).
+  // By the token the grant names. A grant from an entity host of an earlier release names none,
+  // and what its entity holds cannot be told from the grant: released as the owner's (token "").
   static void release_grant(Batch& b, const std::string& owner, const json::object& event) {
-    std::string token = str(event, "token");
-    if (token.empty()) {
-      token = owner + "#" + std::to_string(integer(event, "generation").value_or(0)) + "." +
-              std::to_string(integer(event, "task_id").value_or(-1));
-    }
-    unlock(b, owner, token, event.if_contains("entities") ? event.at("entities") : json::value(nullptr));
+    unlock(b, owner, str(event, "token"), event.if_contains("entities") ? event.at("entities") : json::value(nullptr));
   }
 
   // The instance lets go of its critical section: held locks are released; a request still

@@ -222,18 +222,21 @@ int run_host(const AppSpec& app, const HostOptions& options) {
     if (!libraries) return Expected<Made>(Error{libraries.error().message + "\n" + progress.str()});
     RuntimeContext context = runtime_context_for(version, std::move(*libraries));
     Made made;
+    std::vector<Executor*> made_executors;
     for (const FunctionSpec& fn : version.functions) {
+      // A migration the running app does not have counts in the metrics of the first function.
       FunctionPool* front = pools.find(fn.name);
-      if (!front) return Expected<Made>(Error{"function '" + fn.name + "' is not one the host runs"});
-      auto executor = make_executor(fn, front->index(), context);
+      if (!front && !fn.migration) return Expected<Made>(Error{"function '" + fn.name + "' is not one the host runs"});
+      const int index = front ? front->index() : 0;
+      auto executor = make_executor(fn, index, context);
       if (!executor) return Expected<Made>(executor.error());
       if (auto st = (*executor)->warm_up(); !st) return Expected<Made>(st.error());
-      {
-        std::lock_guard lock(version_executors_mu);
-        version_executors.push_back(executor->get());
-      }
-      made[fn.name] = std::make_shared<FunctionPool>(fn, front->index(), std::move(*executor), pool_context);
+      made_executors.push_back(executor->get());
+      made[fn.name] = std::make_shared<FunctionPool>(fn, index, std::move(*executor), pool_context);
     }
+    // Known to the shutdown only once all are made (a failure above frees them with `made`).
+    std::lock_guard lock(version_executors_mu);
+    version_executors.insert(version_executors.end(), made_executors.begin(), made_executors.end());
     return Expected<Made>(std::move(made));
   });
   // The folder's migrations run before anything takes traffic (a deployed version's ran at its deploy).

@@ -49,15 +49,14 @@ void PoolStats::record(const Result& result, Duration took) {
 }
 
 void FunctionPool::set_routes(std::shared_ptr<const VersionRoutes> routes) {
-  std::lock_guard lock(routes_mu_);
-  routed_.store(routes != nullptr, std::memory_order_release);
-  routes_ = std::move(routes);
+  const bool routed = routes != nullptr;
+  routes_.store(std::move(routes), std::memory_order_release);
+  routed_.store(routed, std::memory_order_release);
 }
 
 std::shared_ptr<const VersionRoutes> FunctionPool::routes() const {
   if (!routed_.load(std::memory_order_acquire)) return nullptr;
-  std::lock_guard lock(routes_mu_);
-  return routes_;
+  return routes_.load(std::memory_order_acquire);
 }
 
 namespace {
@@ -75,7 +74,8 @@ std::string_view cookie_value(std::string_view header, std::string_view name) {
   return {};
 }
 
-// 0..99 from a sticky key (FNV-1a: stable across hosts and restarts), or drawn.
+// 0..99 from a sticky key or the invocation's id (FNV-1a: stable across hosts and restarts),
+// or drawn when there is neither.
 int bucket_of(std::string_view key) {
   if (!key.empty()) {
     uint64_t h = 1469598103934665603ull;
@@ -91,24 +91,22 @@ int bucket_of(std::string_view key) {
 
 }  // namespace
 
-FunctionPool* FunctionPool::pick(const Invocation& inv, std::string* problem) const {
-  auto routes = this->routes();
-  if (!routes) return const_cast<FunctionPool*>(this);
+FunctionPool* FunctionPool::pick(const VersionRoutes& routes, const Invocation& inv, std::string* problem) const {
   const Headers* headers = inv.http ? &inv.http->headers : nullptr;
   const VersionSplit* split = nullptr;
   if (const std::string* pin = headers ? find_header(*headers, kVersionHeader) : nullptr; pin && !pin->empty()) {
-    if (auto v = routes->versions.find(*pin); v != routes->versions.end()) {
+    if (auto v = routes.versions.find(*pin); v != routes.versions.end()) {
       return v->second ? v->second : const_cast<FunctionPool*>(this);
     }
-    auto a = routes->aliases.find(*pin);
-    if (a == routes->aliases.end()) {
+    auto a = routes.aliases.find(*pin);
+    if (a == routes.aliases.end()) {
       *problem = "the request pins version or alias '" + *pin + "' (Nimbus-Version), which this host does not run";
       return nullptr;
     }
     split = &a->second;
   } else {
-    auto a = routes->aliases.find("live");
-    if (a == routes->aliases.end()) return const_cast<FunctionPool*>(this);
+    auto a = routes.aliases.find("live");
+    if (a == routes.aliases.end()) return const_cast<FunctionPool*>(this);
     split = &a->second;
   }
   std::string_view key;
@@ -117,7 +115,7 @@ FunctionPool* FunctionPool::pick(const Invocation& inv, std::string* problem) co
   } else if (headers && !split->sticky_cookie.empty()) {
     if (const std::string* c = find_header(*headers, "cookie")) key = cookie_value(*c, split->sticky_cookie);
   }
-  int at = bucket_of(key);
+  int at = bucket_of(key.empty() ? std::string_view(inv.id) : key);
   for (const auto& [pool, weight] : split->weights) {
     if (at < weight) return pool ? pool : const_cast<FunctionPool*>(this);
     at -= weight;
@@ -127,9 +125,9 @@ FunctionPool* FunctionPool::pick(const Invocation& inv, std::string* problem) co
 }
 
 std::optional<Result> FunctionPool::try_run_inline(const Invocation& inv, TimePoint* finished) {
-  if (routed_.load(std::memory_order_relaxed)) {
+  if (auto routes = this->routes()) {  // held while the chosen version runs
     std::string problem;
-    FunctionPool* to = pick(inv, &problem);
+    FunctionPool* to = pick(*routes, inv, &problem);
     if (to != this) {
       if (!to) {
         if (finished) *finished = ctx_.clock.now();
@@ -155,14 +153,21 @@ std::optional<Result> FunctionPool::try_run_inline(const Invocation& inv, TimePo
 }
 
 void FunctionPool::dispatch(Invocation inv, Completion done) {
-  if (routed_.load(std::memory_order_relaxed)) {
+  if (auto routes = this->routes()) {
     std::string problem;
-    FunctionPool* to = pick(inv, &problem);
+    FunctionPool* to = pick(*routes, inv, &problem);
     if (!to) {
       ctx_.metrics.invocation(index_, inv.trigger, Outcome::unavailable, Duration::zero());
       return done(Result::failure(Outcome::unavailable, "unknown_version", problem));
     }
-    if (to != this) return to->dispatch(std::move(inv), std::move(done));
+    if (to != this) {
+      // The routes (and with them the chosen version's pool) live until it answers.
+      return to->dispatch(std::move(inv), [routes = std::move(routes), done = std::move(done)](Result&& r) mutable {
+        Completion finish = std::move(done);
+        routes.reset();
+        finish(std::move(r));
+      });
+    }
   }
   if (closed_.load()) {
     Result r = Result::failure(Outcome::unavailable, "unavailable",

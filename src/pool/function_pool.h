@@ -96,8 +96,10 @@ class FunctionPool {
 
  private:
   struct Call;
-  // The pool `inv` goes to (this one for its own code), or null with *problem said.
-  FunctionPool* pick(const Invocation& inv, std::string* problem) const;
+  // The pool `inv` goes to (this one for its own code), or null with *problem said. The same
+  // invocation picks the same pool every time (its id is the draw), so a caller that tries the
+  // inline path and then dispatches does not draw twice.
+  FunctionPool* pick(const VersionRoutes& routes, const Invocation& inv, std::string* problem) const;
   bool claim_slot();
   void arm_deadline(const std::shared_ptr<Call>& call);
   void start(std::shared_ptr<Call> call);
@@ -116,10 +118,9 @@ class FunctionPool {
   std::atomic<int> running_{0};
   std::atomic<int> waiting_count_{0};
   std::atomic<bool> closed_{false};
-  std::atomic<bool> routed_{false};  // routes_ is set: the fast path skips its lock otherwise
+  std::atomic<bool> routed_{false};  // routes_ is set: the fast path skips loading it otherwise
   std::atomic<PoolStats*> stats_{nullptr};
-  mutable std::mutex routes_mu_;
-  std::shared_ptr<const VersionRoutes> routes_;
+  std::atomic<std::shared_ptr<const VersionRoutes>> routes_;
   mutable std::mutex mu_;
   std::deque<std::shared_ptr<Call>> waiting_;
 };
