@@ -52,8 +52,9 @@ WorkerLaunch worker_launch_for(const AppSpec& app, const FunctionSpec& fn, const
   // start, such as NODE_EXTRA_CA_CERTS or a pyenv shim on PATH).
   // A sandbox has no home folder: its HOME is its private /tmp.
   o.env = {"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=" + (boxed ? std::string("/tmp") : app.dir.string()), "LANG=C.UTF-8",
-           "NIMBUS_FUNCTION=" + fn.name, "NIMBUS_APP=" + app.name,
-           "NIMBUS_APP_DIR=" + (app.home.empty() ? app.dir : app.home).string()};
+           "NIMBUS_FUNCTION=" + fn.name, "NIMBUS_APP=" + app.name};
+  // Where data every version shares lives (a sandbox sees only its own folders: not there).
+  if (!boxed) o.env.push_back("NIMBUS_APP_DIR=" + (app.home.empty() ? app.dir : app.home).string());
   if (fn.runtime == RuntimeKind::python) {
     // Not `-m nimbus`: runpy pulls in importlib.util and friends, ~5 ms of every cold start
     // here. The same code by import, with the working folder first on sys.path as with -m.
