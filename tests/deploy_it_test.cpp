@@ -347,6 +347,78 @@ TEST(Deploy, ACanaryStepsUpWhileHealthyAndRollsItselfBackOnErrorsOrLatency) {
   EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
 }
 
+// versioning: {on_mismatch: keep_old}: an instance that started on one version's orchestrator
+// finishes on that code after a deploy changed it, while a new instance runs the new code; and
+// after a restart that leaves only the newest version named, the host loads the old one back
+// for the instance that needs it.
+TEST(Deploy, OrchestrationsInFlightKeepTheCodeTheyStartedOn) {
+  auto app = [](const std::string& tag) {
+    return std::pair<std::string, std::string>{
+        "name: flows\nfunctions:\n  flow:\n    runtime: python\n    handler: orch.py:flow\n"
+        "    triggers: [{orchestration: {auth: anonymous, versioning: {on_mismatch: keep_old}}}]\n",
+        "from nimbus import durable\n\nTAG = '" + tag + "'\n\n@durable.orchestrator\ndef flow(ctx):\n"
+        "    yield ctx.wait_for_external_event('go')\n    return TAG\n"};
+  };
+  TempDir dir, two, three;
+  for (auto [d, tag] : {std::pair{&dir, "one"}, {&two, "two"}, {&three, "three"}}) {
+    auto [manifest, code] = app(tag);
+    d->write("nimbus.yaml", manifest);
+    d->write("orch.py", code);
+  }
+  auto host = std::make_unique<Host>(dir.path(), std::vector<std::string>{"--deployed"});
+  ASSERT_TRUE(host->started()) << host->errors();
+  auto start = [&](const std::string& id) {
+    return request(host->http_port(), "POST", "/_nimbus/orchestrations/flow?instance=" + id, {}, "").status;
+  };
+  auto go = [&](const std::string& id) {
+    return request(host->http_port(), "POST", "/_nimbus/orchestrations/flow/instances/" + id + "/events/go", {}, "{}").status;
+  };
+  auto output = [&](const std::string& id) -> std::string {
+    Response r = request(host->http_port(), "GET", "/_nimbus/orchestrations/flow/instances/" + id);
+    if (r.status != 200) return "";
+    auto o = json::parse(r.body).as_object();
+    return o.if_contains("output") && o.at("output").is_string() ? std::string(o.at("output").as_string()) : json::serialize(o);
+  };
+  auto waiting = [&](const std::string& id) {
+    return eventually([&] {
+      Response r = request(host->http_port(), "GET", "/_nimbus/orchestrations/flow/instances/" + id);
+      return r.status == 202 && r.body.find("\"Running\"") != std::string::npos;
+    });
+  };
+  // v2 deployed; instance a starts on it and waits.
+  ASSERT_EQ(run_nimbus({"deploy", two.path().string(), "--to", dir.path().string()}, dir.path()).exit_code, 0);
+  ASSERT_EQ(start("a"), 202);
+  ASSERT_TRUE(waiting("a"));
+  // v3 deployed: a new instance b runs v3; a, raised now, finishes on v2's code.
+  ASSERT_EQ(run_nimbus({"deploy", three.path().string(), "--to", dir.path().string()}, dir.path()).exit_code, 0);
+  ASSERT_EQ(start("b"), 202);
+  ASSERT_TRUE(waiting("b"));
+  ASSERT_EQ(start("c"), 202);  // waits across the restart below
+  ASSERT_TRUE(waiting("c"));
+  ASSERT_EQ(go("a"), 202);
+  ASSERT_EQ(go("b"), 202);
+  EXPECT_TRUE(eventually([&] { return output("a") == "two"; })) << output("a");
+  EXPECT_TRUE(eventually([&] { return output("b") == "three"; })) << output("b");
+  // Instance d starts on v3 too; then live goes back to v2, and the host restarts serving what
+  // is deployed: only v2 is named, so d's v3 is loaded back when d's next step comes.
+  ASSERT_EQ(start("d"), 202);
+  ASSERT_TRUE(waiting("d"));
+  ASSERT_EQ(run_nimbus({"traffic", "set", "live", "v2"}, dir.path()).exit_code, 0);
+  EXPECT_EQ(host->signal_and_wait(SIGTERM), 0);
+  host = std::make_unique<Host>(dir.path(), std::vector<std::string>{"--deployed"});
+  ASSERT_TRUE(host->started()) << host->errors();
+  ASSERT_EQ(go("c"), 202);
+  ASSERT_EQ(go("d"), 202);
+  EXPECT_TRUE(eventually([&] { return output("c") == "three"; }, 20000)) << output("c") << host->output();
+  EXPECT_TRUE(eventually([&] { return output("d") == "three"; }, 20000)) << output("d");
+  EXPECT_TRUE(host->wait_for_output("loaded for the orchestrations that started on it"));
+  ASSERT_EQ(start("e"), 202);  // live is v2 now
+  ASSERT_TRUE(waiting("e"));
+  ASSERT_EQ(go("e"), 202);
+  EXPECT_TRUE(eventually([&] { return output("e") == "two"; })) << output("e");
+  EXPECT_EQ(host->signal_and_wait(SIGTERM), 0);
+}
+
 // Hosts on one shared store run the same versions: a deploy sent to one host reaches the
 // other (it reads the aliases every second, and loads and warms a version before routing to
 // it), and so does a change of weights or a rollback. On PostgreSQL and on Redis.

@@ -7,6 +7,7 @@
 
 #include "core/private_file.h"
 #include "deploy/package.h"
+#include "durable/durable.h"
 #include "manifest/manifest.h"
 #include "observe/log.h"
 #include "observe/metrics.h"
@@ -276,6 +277,7 @@ void Deployments::refresh() {
       continue;
     }
     failed_.erase(id);
+    tag(**loaded);
     loaded_[id] = *loaded;
   }
   route(*aliases);
@@ -326,6 +328,43 @@ Expected<std::shared_ptr<Deployments::Loaded>> Deployments::load(const Version& 
   return l;
 }
 
+void Deployments::tag(Loaded& l) {
+  if (!l.app) return;
+  for (const auto& fn : l.app->functions) {
+    auto it = l.pools.find(fn.name);
+    if (it == l.pools.end()) continue;
+    const bool orchestrator = !fn.triggers_of<durable::OrchestrationTriggerSpec>().empty();
+    it->second->set_version(l.version.id, orchestrator ? durable::orchestrator_version(*l.app, fn) : std::string());
+  }
+}
+
+void Deployments::request_load(const std::string& id) {
+  {
+    std::lock_guard lock(jobs_mu_);
+    if (!asked_.insert(id).second) return;  // asked already
+  }
+  post([this, id] {
+    if (!loaded_.count(id)) {
+      auto version = catalog_.find(id);
+      Expected<std::shared_ptr<Loaded>> l = Error{"no version " + id + " in the store"};
+      if (version && *version) l = load(**version, nullptr);
+      if (l) {
+        tag(**l);
+        loaded_[id] = *l;
+        logger_.host(LogLevel::info, "versions: loaded for the orchestrations that started on it", {{"version", id}});
+      } else {
+        logger_.host(LogLevel::error, "versions: an orchestration's version cannot be loaded",
+                     {{"version", id}, {"error", l.error().message}});
+      }
+    }
+    {
+      std::lock_guard lock(jobs_mu_);
+      asked_.erase(id);
+    }
+    refresh();
+  });
+}
+
 void Deployments::route(const std::vector<Alias>& aliases) {
   std::string signature;
   for (const auto& a : aliases) signature += alias_json(Alias{a.name, a.targets, a.sticky, {}, 0, ""}) + "\n";
@@ -334,7 +373,11 @@ void Deployments::route(const std::vector<Alias>& aliases) {
   routed_ = signature;
 
   // Only the folder's code, live at 100 and nothing else: no routing at all (the fast path).
-  const bool plain = loaded_.size() == 1 && aliases.size() == 1 && aliases.front().name == "live" &&
+  bool orchestrations = false;  // (they need routes to find, or ask for, the code an instance started on)
+  for (int i = 0; i < pools_.size(); ++i) {
+    orchestrations = orchestrations || !pools_.at(i).spec().triggers_of<durable::OrchestrationTriggerSpec>().empty();
+  }
+  const bool plain = !orchestrations && loaded_.size() == 1 && aliases.size() == 1 && aliases.front().name == "live" &&
                      aliases.front().targets.size() == 1 && loaded_.begin()->second->base &&
                      aliases.front().targets.front().version == loaded_.begin()->first;
   json::object status{{"base", base_version_.id}};
@@ -365,6 +408,21 @@ void Deployments::route(const std::vector<Alias>& aliases) {
         routes->pools.push_back(it->second);
       }
       routes->versions[id] = p;
+    }
+    // Orchestrations keep their instances on the code they started on: every version loaded
+    // here, by its code's tag, and a way to ask for one that is not.
+    if (!front.spec().triggers_of<durable::OrchestrationTriggerSpec>().empty()) {
+      for (const auto& [id, l] : loaded_) {
+        if (l->base) {
+          routes->by_code[durable::orchestrator_version(base_, front.spec())] = nullptr;
+          continue;
+        }
+        auto it = l->pools.find(front.spec().name);
+        if (it == l->pools.end() || it->second->code_version().empty()) continue;
+        routes->by_code[it->second->code_version()] = it->second.get();
+        routes->pools.push_back(it->second);
+      }
+      routes->load = [this](const std::string& id) { request_load(id); };
     }
     for (const auto& a : aliases) {
       std::vector<Target> runnable;
@@ -453,6 +511,7 @@ HttpReply Deployments::deploy(const std::string& package, const std::string& mes
   auto version = catalog_.add(package, message);
   if (!version) return json_error(503, "store_unavailable", "cannot keep the version: " + version.error().message, "");
   ready->version = *version;
+  tag(*ready);
   loaded_[version->id] = ready;
   // A version with `deploy: {canary}` moves in its steps (unless --weight says otherwise).
   const bool canary = ready->app && ready->app->canary && weight >= 100;
@@ -532,6 +591,7 @@ HttpReply Deployments::set_alias(const std::string& name, const std::string& bod
     if (!*version) return json_error(404, "unknown_version", "there is no version " + t.version + " (nimbus versions lists them)", "");
     auto l = load(**version, nullptr);
     if (!l) return json_error(422, "version_cannot_run", t.version + " cannot run: " + l.error().message, "");
+    tag(**l);
     loaded_[t.version] = *l;
   }
   auto a = update_alias(name, [&](Alias& al) -> Expected<bool> {

@@ -27,6 +27,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -105,6 +106,10 @@ class Deployments {
   Status ensure_base();
   Expected<std::shared_ptr<Loaded>> load(const Version& version, const std::string* package);
   void route(const std::vector<Alias>& aliases);
+  // Tags a version's pools with its id and its orchestrators' code versions.
+  void tag(Loaded& l);
+  // From any thread: loads version `id` here (for an orchestration that started on it).
+  void request_load(const std::string& id);
   // The admin operations, on the thread.
   HttpReply deploy(const std::string& package, const std::string& message, const std::string& alias, int weight);
   HttpReply set_alias(const std::string& name, const std::string& body);
@@ -152,6 +157,7 @@ class Deployments {
   std::mutex jobs_mu_;
   std::condition_variable cv_;
   std::deque<std::function<void()>> jobs_;
+  std::set<std::string> asked_;  // versions request_load() was asked for and has not loaded yet
   bool stopping_ = false;
 };
 

@@ -73,6 +73,7 @@ std::string encode(const Instance& i) {
   }
   if (!i.locks.empty()) o["locks"] = parsed(i.locks);
   if (!i.version.empty()) o["version"] = i.version;
+  if (!i.app_version.empty()) o["app_version"] = i.app_version;
   return json::serialize(o);
 }
 
@@ -101,6 +102,7 @@ std::optional<Instance> decode_instance(const std::string& text) {
   i.parent_task = number(o, "parent_task", -1);
   if (o.if_contains("locks") && o.at("locks").is_object()) i.locks = json::serialize(o.at("locks"));
   i.version = durable::text(o, "version");
+  i.app_version = durable::text(o, "app_version");
   return i;
 }
 

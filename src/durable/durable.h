@@ -40,6 +40,7 @@ inline constexpr const char* kMetaReply = "durable-reply";
 enum class OnMismatch : uint8_t {
   replay,  // run the new code (the default): a replay that differs fails as non-determinism
   fail,    // fail the instance at once, naming both versions
+  keep_old,  // run it on the code it started on (a deployed version this host keeps loaded)
 };
 
 // `- orchestration: {auth}`: the function is an orchestrator (its name is the orchestration's).
@@ -84,6 +85,7 @@ struct Instance {
   // {"task": N, "generation": G, "entities": [{"name", "key"}], "held": bool}
   std::string locks;
   std::string version;  // of the orchestrator's code it started on (orchestrator_version)
+  std::string app_version;  // the deployed version (deploy/) that code came from; "" = the host's folder
 };
 std::string encode(const Instance& i);
 

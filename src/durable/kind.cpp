@@ -68,13 +68,7 @@ std::shared_ptr<const TriggerSettings> read_routed(ManifestReader& r, const YAML
       const std::string at = path + ".versioning";
       if (r.check_map(v, at, {"on_mismatch"}) && v["on_mismatch"]) {
         if (auto c = r.choice(v["on_mismatch"], at + ".on_mismatch", {"replay", "fail", "keep_old"})) {
-          if (*c == "keep_old") {
-            r.error(v["on_mismatch"], at + ".on_mismatch",
-                    "keep_old is not built yet: running in-flight instances on their old code needs versions of "
-                    "functions, which Nimbus does not have yet; use fail (or replay, the default)");
-          } else {
-            t->on_mismatch = *c == "fail" ? OnMismatch::fail : OnMismatch::replay;
-          }
+          t->on_mismatch = *c == "fail" ? OnMismatch::fail : *c == "keep_old" ? OnMismatch::keep_old : OnMismatch::replay;
         }
       }
     }

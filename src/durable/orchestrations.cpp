@@ -295,10 +295,41 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
       // Suspended: the events join the history, the orchestrator runs once it is resumed.
       return commit_step(s, s->new_events, Batch{});
     }
-    if (spec_.on_mismatch == OnMismatch::fail && !s->record.version.empty() && s->record.version != version()) {
-      return fail_instance(s, "version mismatch: the instance started on version " + s->record.version +
-                                  " of orchestrator '" + fn_.name + "', this host runs version " + version() +
-                                  " (versioning.on_mismatch: fail)");
+    Invocation inv = new_invocation(fn_, kind_, "/orchestrations/" + fn_.name, "nimbus.durable.step", clock_,
+                                    s->traceparent);
+    inv.subject = id;
+    inv.message_id = s->messages.front().id;
+    inv.attempt = s->attempt;
+    inv.metadata = {{"content-type", "application/json"}};
+    // Which code runs the step. With versions deployed (deploy/), the first step of an instance
+    // (or of a generation) runs on the version live picks, and the instance records that code;
+    // later steps follow versioning.on_mismatch: replay runs whatever live picks, fail fails the
+    // instance when that is other code, keep_old runs the code it started on.
+    FunctionPool* target = nullptr;  // null: the pool routes
+    std::string problem;
+    if (s->record.pages == 0 && s->record.events == 0) {
+      if (FunctionPool* chosen = pool_.choose(inv, &problem)) {
+        target = chosen;
+        s->record.version = chosen->code_version().empty() ? version() : chosen->code_version();
+        s->record.app_version = chosen->version_id();
+      }
+    } else if (spec_.on_mismatch != OnMismatch::replay && !s->record.version.empty()) {
+      FunctionPool* chosen = pool_.choose(inv, &problem);
+      const std::string current = chosen && !chosen->code_version().empty() ? chosen->code_version() : version();
+      if (s->record.version == current) {
+        target = chosen;
+      } else if (spec_.on_mismatch == OnMismatch::fail) {
+        return fail_instance(s, "version mismatch: the instance started on version " + s->record.version +
+                                    " of orchestrator '" + fn_.name + "', this host runs version " + current +
+                                    " (versioning.on_mismatch: fail)");
+      } else {
+        target = pool_.with_code(s->record.version, version(), s->record.app_version);
+        if (!target) {
+          return give_up_for_now(s, "the instance started on version " + s->record.version + " of the code" +
+                                        (s->record.app_version.empty() ? "" : " (deployed " + s->record.app_version + ")") +
+                                        ", which this host does not have loaded yet (versioning.on_mismatch: keep_old)");
+        }
+      }
     }
     if (!s->history_loaded) {
       if (auto st = load_history(*s); !st) return give_up_for_now(s, st.error().message);
@@ -308,17 +339,13 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
                       {"name", fn_.name},
                       {"history", s->history},
                       {"new_events", s->new_events}};
-    Invocation inv = new_invocation(fn_, kind_, "/orchestrations/" + fn_.name, "nimbus.durable.step", clock_,
-                                    s->traceparent);
-    inv.subject = id;
-    inv.message_id = s->messages.front().id;
-    inv.attempt = s->attempt;
     inv.payload = json::serialize(work);
-    inv.metadata = {{"content-type", "application/json"}};
-    pool_.dispatch(std::move(inv), [self = shared_from_this(), s](Result&& r) {
+    auto done = [self = shared_from_this(), s](Result&& r) {
       auto result = std::make_shared<Result>(std::move(r));
       self->thread_->post([self, s, result] { self->decide(s, std::move(*result)); });
-    });
+    };
+    if (target) return target->dispatch_here(std::move(inv), std::move(done));
+    pool_.dispatch(std::move(inv), std::move(done));
   }
 
   Status load_history(Step& s) {

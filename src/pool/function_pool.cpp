@@ -124,6 +124,20 @@ FunctionPool* FunctionPool::pick(const VersionRoutes& routes, const Invocation& 
                                                                  : split->weights.back().first;
 }
 
+FunctionPool* FunctionPool::choose(const Invocation& inv, std::string* problem) const {
+  auto routes = this->routes();
+  return routes ? pick(*routes, inv, problem) : const_cast<FunctionPool*>(this);
+}
+
+FunctionPool* FunctionPool::with_code(const std::string& code, const std::string& own_code, const std::string& version) {
+  auto routes = this->routes();
+  if (code == (code_version_.empty() ? own_code : code_version_)) return this;
+  if (!routes) return nullptr;
+  if (auto it = routes->by_code.find(code); it != routes->by_code.end()) return it->second ? it->second : this;
+  if (!version.empty() && routes->load) routes->load(version);
+  return nullptr;
+}
+
 std::optional<Result> FunctionPool::try_run_inline(const Invocation& inv, TimePoint* finished) {
   if (auto routes = this->routes()) {  // held while the chosen version runs
     std::string problem;
@@ -152,6 +166,16 @@ std::optional<Result> FunctionPool::try_run_inline(const Invocation& inv, TimePo
   return r;
 }
 
+void FunctionPool::dispatch_here(Invocation inv, Completion done) {
+  // (The pool chosen lives as long as the host's deployments: versions are not unloaded.)
+  if (closed_.load()) {
+    Result r = Result::failure(Outcome::unavailable, "unavailable", "function '" + spec_.name + "' is shutting down");
+    ctx_.metrics.invocation(index_, inv.trigger, r.outcome, Duration::zero());
+    return done(std::move(r));
+  }
+  run_here(std::move(inv), std::move(done));
+}
+
 void FunctionPool::dispatch(Invocation inv, Completion done) {
   if (auto routes = this->routes()) {
     std::string problem;
@@ -176,6 +200,10 @@ void FunctionPool::dispatch(Invocation inv, Completion done) {
     done(std::move(r));
     return;
   }
+  run_here(std::move(inv), std::move(done));
+}
+
+void FunctionPool::run_here(Invocation inv, Completion done) {
   auto call = std::make_shared<Call>();
   call->invocation = std::move(inv);
   call->done = std::move(done);

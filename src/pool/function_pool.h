@@ -6,6 +6,7 @@
 // `blocking: false` ones run inline on the caller's thread.
 #include <atomic>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -33,9 +34,15 @@ struct VersionSplit {
   std::string sticky_cookie;                            // "" = none
 };
 struct VersionRoutes {
-  std::map<std::string, FunctionPool*> versions;  // every version this host runs, by id (null: own code)
+  std::map<std::string, FunctionPool*> versions;  // what an alias names, by id (null: own code)
   std::map<std::string, VersionSplit> aliases;    // "live" is every request's unless pinned
   std::vector<std::shared_ptr<FunctionPool>> pools;  // keeps the versions' pools
+  // Every version loaded here by its code's tag (an orchestrator's code version), aliases or
+  // not (null: own code): an orchestration instance runs on the code it started on
+  // (durable/, versioning.on_mismatch: keep_old).
+  std::map<std::string, FunctionPool*> by_code;
+  // Asks for version `id` to be loaded here (it is, soon, unless it cannot be).
+  std::function<void(const std::string& id)> load;
 };
 inline constexpr const char* kVersionHeader = "nimbus-version";
 
@@ -88,6 +95,23 @@ class FunctionPool {
   // The pools a routing names live as long as it does, and past it until their invocations end.
   void set_routes(std::shared_ptr<const VersionRoutes> routes);
   std::shared_ptr<const VersionRoutes> routes() const;
+  // The pool `inv` would run on (this one for its own code), or null with *problem said. For
+  // a part that must know before it runs (an orchestration records the code its instance
+  // started on); dispatch_here() then runs it there without routing again.
+  FunctionPool* choose(const Invocation& inv, std::string* problem) const;
+  void dispatch_here(Invocation inv, Completion done);
+  // The version and code tag of this pool's own code (set by deploy/ before it is routed to).
+  void set_version(std::string id, std::string code) {
+    version_id_ = std::move(id);
+    code_version_ = std::move(code);
+  }
+  const std::string& version_id() const { return version_id_; }
+  const std::string& code_version() const { return code_version_; }
+  // The pool loaded here whose code tag is `code` (this one for its own, when it has that tag
+  // or `own_code` says it is; null: none). When none, and `version` names the version it came
+  // from, that version is asked to be loaded.
+  FunctionPool* with_code(const std::string& code, const std::string& own_code, const std::string& version);
+
   // Counts this pool's own invocations into `stats` (null: not counted); it must outlive the pool.
   void set_stats(PoolStats* stats) { stats_.store(stats, std::memory_order_release); }
 
@@ -100,6 +124,7 @@ class FunctionPool {
   // invocation picks the same pool every time (its id is the draw), so a caller that tries the
   // inline path and then dispatches does not draw twice.
   FunctionPool* pick(const VersionRoutes& routes, const Invocation& inv, std::string* problem) const;
+  void run_here(Invocation inv, Completion done);  // under this pool's limits, its own code
   bool claim_slot();
   void arm_deadline(const std::shared_ptr<Call>& call);
   void start(std::shared_ptr<Call> call);
@@ -121,6 +146,7 @@ class FunctionPool {
   std::atomic<bool> routed_{false};  // routes_ is set: the fast path skips loading it otherwise
   std::atomic<PoolStats*> stats_{nullptr};
   std::atomic<std::shared_ptr<const VersionRoutes>> routes_;
+  std::string version_id_, code_version_;
   mutable std::mutex mu_;
   std::deque<std::shared_ptr<Call>> waiting_;
 };
