@@ -340,7 +340,7 @@ TEST(Deploy, ACanaryStepsUpWhileHealthyAndRollsItselfBackOnErrorsOrLatency) {
   // A version that is slow: rolled back on its p99.
   Load latency(port);
   ASSERT_EQ(run_nimbus({"deploy", slow.path().string(), "--to", dir.path().string()}, dir.path()).exit_code, 0);
-  EXPECT_TRUE(host.wait_for_output("rolled back: p99 above", 30000)) << host.output();
+  EXPECT_TRUE(host.wait_for_output("rolled back: p99 above", 90000)) << host.output();
   latency.finish();
   EXPECT_TRUE(latency.failures().empty()) << latency.failures().front();
   EXPECT_TRUE(only("two"));

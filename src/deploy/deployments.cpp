@@ -334,7 +334,11 @@ void Deployments::tag(Loaded& l) {
     auto it = l.pools.find(fn.name);
     if (it == l.pools.end()) continue;
     const bool orchestrator = !fn.triggers_of<durable::OrchestrationTriggerSpec>().empty();
-    it->second->set_version(l.version.id, orchestrator ? durable::orchestrator_version(*l.app, fn) : std::string());
+    std::string code = orchestrator ? durable::orchestrator_version(*l.app, fn) : std::string();
+    // Only a pool nobody routes to yet is tagged: a version deployed again keeps its tags.
+    if (it->second->version_id() != l.version.id || it->second->code_version() != code) {
+      it->second->set_version(l.version.id, std::move(code));
+    }
   }
 }
 
@@ -344,6 +348,12 @@ void Deployments::request_load(const std::string& id) {
     if (!asked_.insert(id).second) return;  // asked already
   }
   post([this, id] {
+    const int64_t now = unix_ms(clock_);
+    if (auto f = failed_.find(id); f != failed_.end() && now - f->second < kRetryFailedMs) {
+      std::lock_guard lock(jobs_mu_);
+      asked_.erase(id);
+      return;  // it would not load a moment ago: not again so soon
+    }
     if (!loaded_.count(id)) {
       auto version = catalog_.find(id);
       Expected<std::shared_ptr<Loaded>> l = Error{"no version " + id + " in the store"};
@@ -353,6 +363,7 @@ void Deployments::request_load(const std::string& id) {
         loaded_[id] = *l;
         logger_.host(LogLevel::info, "versions: loaded for the orchestrations that started on it", {{"version", id}});
       } else {
+        failed_[id] = now;
         logger_.host(LogLevel::error, "versions: an orchestration's version cannot be loaded",
                      {{"version", id}, {"error", l.error().message}});
       }
@@ -373,11 +384,8 @@ void Deployments::route(const std::vector<Alias>& aliases) {
   routed_ = signature;
 
   // Only the folder's code, live at 100 and nothing else: no routing at all (the fast path).
-  bool orchestrations = false;  // (they need routes to find, or ask for, the code an instance started on)
-  for (int i = 0; i < pools_.size(); ++i) {
-    orchestrations = orchestrations || !pools_.at(i).spec().triggers_of<durable::OrchestrationTriggerSpec>().empty();
-  }
-  const bool plain = !orchestrations && loaded_.size() == 1 && aliases.size() == 1 && aliases.front().name == "live" &&
+  // (Orchestrators keep routes even then: they find, or ask for, the code an instance started on.)
+  const bool plain = loaded_.size() == 1 && aliases.size() == 1 && aliases.front().name == "live" &&
                      aliases.front().targets.size() == 1 && loaded_.begin()->second->base &&
                      aliases.front().targets.front().version == loaded_.begin()->first;
   json::object status{{"base", base_version_.id}};
@@ -387,7 +395,7 @@ void Deployments::route(const std::vector<Alias>& aliases) {
   json::object alias_status;
   for (int i = 0; i < pools_.size(); ++i) {
     FunctionPool& front = pools_.at(i);
-    if (plain) {
+    if (plain && front.spec().triggers_of<durable::OrchestrationTriggerSpec>().empty()) {
       front.set_routes(nullptr);
       continue;
     }
@@ -423,6 +431,7 @@ void Deployments::route(const std::vector<Alias>& aliases) {
         routes->pools.push_back(it->second);
       }
       routes->load = [this](const std::string& id) { request_load(id); };
+      routes->own_version = base_version_.id;
     }
     for (const auto& a : aliases) {
       std::vector<Target> runnable;
@@ -514,7 +523,11 @@ HttpReply Deployments::deploy(const std::string& package, const std::string& mes
   tag(*ready);
   loaded_[version->id] = ready;
   // A version with `deploy: {canary}` moves in its steps (unless --weight says otherwise).
-  const bool canary = ready->app && ready->app->canary && weight >= 100;
+  bool others = false;  // a canary needs something to step from
+  if (auto current = catalog_.alias(alias); current && *current) {
+    for (const auto& t : (*current)->targets) others = others || t.version != ready->version.id;
+  }
+  const bool canary = ready->app && ready->app->canary && weight >= 100 && others;
   if (canary) {
     weight = ready->app->canary->steps.front();
     if (canary_) end_canary("replaced by the deploy of " + version->id, LogLevel::warn);
@@ -711,13 +724,16 @@ void Deployments::step_canary() {
   d.calls = now.calls - c.at_step_start.calls;
   d.errors = now.errors - c.at_step_start.errors;
   for (int b = 0; b < PoolStats::kBuckets; ++b) d.buckets[b] = now.buckets[b] - c.at_step_start.buckets[b];
-  // p99 as the upper bound of the bucket that holds it (the last bucket: past the largest bound).
+  // p99 at least: the lower bound of the bucket that holds it (so a version is rolled back only
+  // when it is surely past the bound), judged from 100 calls on (one cold start among twenty
+  // is not a p99), counted from the buckets themselves.
   double p99 = 0;
-  uint64_t seen = 0;
-  for (int b = 0; b < PoolStats::kBuckets && d.calls > 0; ++b) {
+  uint64_t timed = 0, seen = 0;
+  for (int b = 0; b < PoolStats::kBuckets; ++b) timed += d.buckets[b];
+  for (int b = 0; b < PoolStats::kBuckets && timed >= 100; ++b) {
     seen += d.buckets[b];
-    if (static_cast<double>(seen) >= 0.99 * static_cast<double>(d.calls)) {
-      p99 = b < Metrics::kBuckets ? Metrics::kBucketBounds[b] : 1e9;
+    if (static_cast<double>(seen) >= 0.99 * static_cast<double>(timed)) {
+      p99 = b > 0 ? Metrics::kBucketBounds[b - 1] : 0;
       break;
     }
   }
@@ -726,28 +742,41 @@ void Deployments::step_canary() {
   const int weight = c.spec.steps[c.step];
   json::object st{{"version", c.version}, {"alias", c.alias}, {"state", "running"}, {"weight", weight},
                   {"step", static_cast<int64_t>(c.step + 1)}, {"calls", d.calls}, {"errors", d.errors},
-                  {"p99_ms", p99 >= 1e9 ? -1.0 : p99 * 1000}};
+                  {"p99_at_least_ms", p99 * 1000}};
   canary_status_ = json::serialize(st);
   if (d.calls >= static_cast<uint64_t>(c.spec.min_requests) &&
       (rate > c.spec.max_error_rate || (max_p99 > 0 && p99 > max_p99))) {
     const std::string why = rate > c.spec.max_error_rate
                                 ? "error rate " + std::to_string(rate * 100).substr(0, 5) + "% over " + std::to_string(d.calls) + " requests"
                                 : "p99 above " + std::to_string(max_p99 * 1000).substr(0, 6) + " ms";
+    bool moved_by_hand = false;
     auto back = update_alias(c.alias, [&](Alias& al) -> Expected<bool> {
+      if (!same(al.targets, c.set)) {
+        moved_by_hand = true;
+        return false;
+      }
       al.previous = al.targets;
       al.targets = c.before;
       return true;
     });
+    if (moved_by_hand) return end_canary("stopped: the alias was changed by hand", LogLevel::warn);
     if (!back) return;  // tried again next time
     refresh();
     return end_canary("rolled back: " + why, LogLevel::warn);
   }
-  if (clock_.now() - c.step_started < c.spec.interval || d.calls < static_cast<uint64_t>(c.spec.min_requests)) {
+  // A step is taken once the version could be judged on every bound it has (p99: 100 calls).
+  const uint64_t needed = max_p99 > 0 ? std::max<uint64_t>(c.spec.min_requests, 100) : c.spec.min_requests;
+  if (clock_.now() - c.step_started < c.spec.interval || d.calls < needed || timed < needed) {
     publish_status();
     return;
   }
   const int next = c.spec.steps[c.step + 1];
+  bool moved_by_hand = false;
   auto moved = update_alias(c.alias, [&](Alias& al) -> Expected<bool> {
+    if (!same(al.targets, c.set)) {
+      moved_by_hand = true;
+      return false;
+    }
     std::vector<Target> others;
     for (const auto& t : c.before) {
       if (t.version != c.version) others.push_back(t);
@@ -758,6 +787,7 @@ void Deployments::step_canary() {
     al.targets = std::move(targets);
     return true;
   });
+  if (moved_by_hand) return end_canary("stopped: the alias was changed by hand", LogLevel::warn);
   if (!moved) return;
   ++c.step;
   c.step_started = clock_.now();

@@ -307,14 +307,18 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
     // instance when that is other code, keep_old runs the code it started on.
     FunctionPool* target = nullptr;  // null: the pool routes
     std::string problem;
+    // An instance draws its version by its id: while the weights stay, its steps land on one
+    // version (a canary's split does not toss it between codes step by step).
+    Invocation draw;
+    draw.id = id;
     if (s->record.pages == 0 && s->record.events == 0) {
-      if (FunctionPool* chosen = pool_.choose(inv, &problem)) {
+      if (FunctionPool* chosen = pool_.choose(draw, &problem)) {
         target = chosen;
         s->record.version = chosen->code_version().empty() ? version() : chosen->code_version();
-        s->record.app_version = chosen->version_id();
+        s->record.app_version = pool_.version_of(chosen);
       }
     } else if (spec_.on_mismatch != OnMismatch::replay && !s->record.version.empty()) {
-      FunctionPool* chosen = pool_.choose(inv, &problem);
+      FunctionPool* chosen = pool_.choose(draw, &problem);
       const std::string current = chosen && !chosen->code_version().empty() ? chosen->code_version() : version();
       if (s->record.version == current) {
         target = chosen;

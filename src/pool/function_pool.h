@@ -43,6 +43,7 @@ struct VersionRoutes {
   std::map<std::string, FunctionPool*> by_code;
   // Asks for version `id` to be loaded here (it is, soon, unless it cannot be).
   std::function<void(const std::string& id)> load;
+  std::string own_version;  // the version id of the front pool's own code (the host's folder)
 };
 inline constexpr const char* kVersionHeader = "nimbus-version";
 
@@ -106,6 +107,12 @@ class FunctionPool {
     code_version_ = std::move(code);
   }
   const std::string& version_id() const { return version_id_; }
+  // The version id of `chosen` (this pool or one choose() gave).
+  std::string version_of(const FunctionPool* chosen) const {
+    if (chosen != this) return chosen->version_id();
+    auto r = routes();
+    return r ? r->own_version : std::string();
+  }
   const std::string& code_version() const { return code_version_; }
   // The pool loaded here whose code tag is `code` (this one for its own, when it has that tag
   // or `own_code` says it is; null: none). When none, and `version` names the version it came
