@@ -107,7 +107,7 @@ TEST(Deploy, ANewVersionTakesTrafficByWeightPinsStickyUsersRollbackAndSwapWithNo
 
   // Deployed under load: the folder becomes v1, the new code v2, and not one request fails.
   Load load(port);
-  CommandResult deployed = run_nimbus({"deploy", two.path().string(), "--to", dir.path().string(), "-m", "second"}, dir.path());
+  CommandResult deployed = run_nimbus({"deploy", two.path().string(), "--to", dir.path().string(), "-m", "second & last?"}, dir.path());
   ASSERT_EQ(deployed.exit_code, 0) << deployed.err;
   EXPECT_NE(deployed.out.find("deployed v2"), std::string::npos) << deployed.out;
   EXPECT_NE(deployed.out.find("live = v2 100%"), std::string::npos) << deployed.out;
@@ -115,7 +115,7 @@ TEST(Deploy, ANewVersionTakesTrafficByWeightPinsStickyUsersRollbackAndSwapWithNo
   CommandResult listed = run_nimbus({"versions"}, dir.path());
   EXPECT_NE(listed.out.find("v1"), std::string::npos) << listed.out;
   EXPECT_NE(listed.out.find("live:100%"), std::string::npos) << listed.out;
-  EXPECT_NE(listed.out.find("second"), std::string::npos) << listed.out;
+  EXPECT_NE(listed.out.find("second & last?"), std::string::npos) << listed.out;
 
   // Weights: 10,000 requests split 90/10 within 2%.
   CommandResult split = run_nimbus({"traffic", "set", "live", "v1=90", "v2=10"}, dir.path());

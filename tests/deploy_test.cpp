@@ -10,6 +10,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 
 #include "deploy/package.h"
@@ -45,8 +46,8 @@ struct Folder {
   }
 };
 
-// A tar archive with the given entries, made by hand (what a hostile package could hold).
-std::string tar_of(const std::vector<std::tuple<std::string, int, std::string>>& entries) {
+// A tar archive whose entries `write` adds, made by hand (what a hostile package could hold).
+std::string tar_by_hand(const std::function<void(archive*)>& write) {
   std::string out;
   archive* a = archive_write_new();
   archive_write_set_format_pax_restricted(a);
@@ -57,23 +58,30 @@ std::string tar_of(const std::vector<std::tuple<std::string, int, std::string>>&
         return static_cast<la_ssize_t>(n);
       },
       nullptr);
-  for (const auto& [name, type, content] : entries) {
-    archive_entry* e = archive_entry_new();
-    archive_entry_set_pathname(e, name.c_str());
-    archive_entry_set_filetype(e, static_cast<unsigned>(type));
-    archive_entry_set_perm(e, 0644);
-    if (type == AE_IFLNK) {
-      archive_entry_set_symlink(e, content.c_str());
-    } else if (type == AE_IFREG) {
-      archive_entry_set_size(e, static_cast<la_int64_t>(content.size()));
-    }
-    archive_write_header(a, e);
-    if (type == AE_IFREG) archive_write_data(a, content.data(), content.size());
-    archive_entry_free(e);
-  }
+  write(a);
   archive_write_close(a);
   archive_write_free(a);
   return out;
+}
+
+// A tar archive with the given entries: (name, type, content or a link's target).
+std::string tar_of(const std::vector<std::tuple<std::string, int, std::string>>& entries) {
+  return tar_by_hand([&](archive* a) {
+    for (const auto& [name, type, content] : entries) {
+      archive_entry* e = archive_entry_new();
+      archive_entry_set_pathname(e, name.c_str());
+      archive_entry_set_filetype(e, static_cast<unsigned>(type));
+      archive_entry_set_perm(e, 0644);
+      if (type == AE_IFLNK) {
+        archive_entry_set_symlink(e, content.c_str());
+      } else if (type == AE_IFREG) {
+        archive_entry_set_size(e, static_cast<la_int64_t>(content.size()));
+      }
+      archive_write_header(a, e);
+      if (type == AE_IFREG) archive_write_data(a, content.data(), content.size());
+      archive_entry_free(e);
+    }
+  });
 }
 
 TEST(Package, TheSameFilesMakeTheSameBytesAndUnpackAsTheyWere) {
@@ -164,31 +172,21 @@ TEST(Package, AHostilePackageWritesNothingOutsideItsFolder) {
   // A hard link, and a sparse file claiming far more than the package holds (made by hand:
   // tar_of writes plain entries only).
   for (const std::string what : {"hard link", "sparse"}) {
-    std::string bytes;
-    archive* a = archive_write_new();
-    archive_write_set_format_pax_restricted(a);
-    archive_write_open(
-        a, &bytes, nullptr,
-        [](archive*, void* data, const void* buffer, size_t n) -> la_ssize_t {
-          static_cast<std::string*>(data)->append(static_cast<const char*>(buffer), n);
-          return static_cast<la_ssize_t>(n);
-        },
-        nullptr);
-    archive_entry* e = archive_entry_new();
-    archive_entry_set_pathname(e, "f");
-    archive_entry_set_filetype(e, AE_IFREG);
-    if (what == "hard link") {
-      archive_entry_set_hardlink(e, "/etc/passwd");
-      archive_write_header(a, e);
-    } else {
-      archive_entry_set_size(e, int64_t{1} << 30);
-      archive_entry_sparse_add_entry(e, 0, 1);
-      archive_write_header(a, e);
-      archive_write_data(a, "x", 1);
-    }
-    archive_entry_free(e);
-    archive_write_close(a);
-    archive_write_free(a);
+    const std::string bytes = tar_by_hand([&](archive* a) {
+      archive_entry* e = archive_entry_new();
+      archive_entry_set_pathname(e, "f");
+      archive_entry_set_filetype(e, AE_IFREG);
+      if (what == "hard link") {
+        archive_entry_set_hardlink(e, "/etc/passwd");
+        archive_write_header(a, e);
+      } else {
+        archive_entry_set_size(e, int64_t{1} << 30);
+        archive_entry_sparse_add_entry(e, 0, 1);
+        archive_write_header(a, e);
+        archive_write_data(a, "x", 1);
+      }
+      archive_entry_free(e);
+    });
     const fs::path into = out.path / what;
     EXPECT_FALSE(unpack_app(bytes, into)) << what;
     EXPECT_FALSE(fs::exists(into)) << what;

@@ -2,6 +2,8 @@
 
 #include <CLI/CLI.hpp>
 #include <boost/json.hpp>
+#include <boost/url/encode.hpp>
+#include <boost/url/rfc/unreserved_chars.hpp>
 #include <iostream>
 
 #include "cli/admin_client.h"
@@ -15,20 +17,8 @@ namespace json = boost::json;
 
 namespace {
 
-std::string percent_encode(const std::string& s) {
-  static const char* hex = "0123456789ABCDEF";
-  std::string out;
-  for (unsigned char c : s) {
-    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
-      out.push_back(static_cast<char>(c));
-    } else {
-      out.push_back('%');
-      out.push_back(hex[c >> 4]);
-      out.push_back(hex[c & 15]);
-    }
-  }
-  return out;
-}
+// A query parameter's value, %-encoded (Boost.URL).
+std::string percent_encode(const std::string& s) { return boost::urls::encode(s, boost::urls::unreserved_chars); }
 
 // "v3 90%, v4 10%"
 std::string targets_text(const json::value& targets) {
