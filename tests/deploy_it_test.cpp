@@ -419,6 +419,31 @@ TEST(Deploy, OrchestrationsInFlightKeepTheCodeTheyStartedOn) {
   EXPECT_EQ(host->signal_and_wait(SIGTERM), 0);
 }
 
+// A canary stops when its alias is changed by hand (the hand wins); a migration that fails at a
+// start keeps the host from starting, saying which and why.
+TEST(Deploy, AHandOnTheAliasStopsACanaryAndAFailedMigrationStopsAStart) {
+  TempDir dir, good, broken;
+  write_app(dir, "one");
+  good.write("nimbus.yaml", std::string(kApp) + "deploy:\n  canary: {steps: [10, 100], interval: 10m, min_requests: 1}\n");
+  good.write("app.py", app_code("two"));
+  Host host(dir.path());
+  ASSERT_TRUE(host.started()) << host.errors();
+  CommandResult deployed = run_nimbus({"deploy", good.path().string(), "--to", dir.path().string()}, dir.path());
+  ASSERT_EQ(deployed.exit_code, 0) << deployed.err;
+  EXPECT_NE(deployed.out.find("live = v1 90%, v2 10%"), std::string::npos) << deployed.out;
+  ASSERT_EQ(run_nimbus({"traffic", "set", "live", "v1"}, dir.path()).exit_code, 0);
+  EXPECT_TRUE(host.wait_for_output("canary: stopped: the alias was changed by hand", 15000)) << host.output();
+  for (int i = 0; i < 20; ++i) ASSERT_EQ(hello(host.http_port()), "one");
+  EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
+
+  broken.write("nimbus.yaml", std::string(kApp) + "  setup:\n    runtime: python\n    handler: app.py:setup\n    migration: true\n");
+  broken.write("app.py", app_code("one") + "\ndef setup(req, ctx):\n    raise RuntimeError('no schema today')\n");
+  Host refused(broken.path());
+  EXPECT_FALSE(refused.started());
+  EXPECT_NE(refused.errors().find("migration 'setup' failed"), std::string::npos) << refused.errors();
+  EXPECT_NE(refused.errors().find("no schema today"), std::string::npos) << refused.errors();
+}
+
 // Hosts on one shared store run the same versions: a deploy sent to one host reaches the
 // other (it reads the aliases every second, and loads and warms a version before routing to
 // it), and so does a change of weights or a rollback. On PostgreSQL and on Redis.
