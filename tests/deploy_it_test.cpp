@@ -93,6 +93,22 @@ class Load {
   std::vector<std::thread> threads_;
 };
 
+// How many lines of `text` hold every one of `parts`.
+int lines_with(const std::string& text, std::initializer_list<std::string_view> parts) {
+  int n = 0;
+  std::size_t at = 0;
+  while (at < text.size()) {
+    std::size_t end = text.find('\n', at);
+    if (end == std::string::npos) end = text.size();
+    const std::string_view line(text.data() + at, end - at);
+    bool all = true;
+    for (auto part : parts) all = all && line.find(part) != std::string_view::npos;
+    n += all ? 1 : 0;
+    at = end + 1;
+  }
+  return n;
+}
+
 TEST(Deploy, ANewVersionTakesTrafficByWeightPinsStickyUsersRollbackAndSwapWithNoFailedRequest) {
   TempDir dir, two, bad;
   write_app(dir, "one");
@@ -144,6 +160,15 @@ TEST(Deploy, ANewVersionTakesTrafficByWeightPinsStickyUsersRollbackAndSwapWithNo
   // A pin by header, for trying a version; one the host does not run says so.
   EXPECT_EQ(hello(port, {{"Nimbus-Version", "v2"}}), "two");
   EXPECT_EQ(hello(port, {{"Nimbus-Version", "v1"}}), "one");
+  // Each invocation's log line names the version that ran it; none did before the first deploy.
+  // (The log is written off the loop: the last lines may still be on their way.)
+  EXPECT_TRUE(eventually([&] {
+    return lines_with(host.output(), {"\"msg\":\"invocation\"", "\"version\":\"v1\""}) >= seen["one"] + 1 &&
+           lines_with(host.output(), {"\"msg\":\"invocation\"", "\"version\":\"v2\""}) >= seen["two"] + 1;
+  }, 10000)) << "fewer invocation lines name v1 or v2 than requests they answered";
+  EXPECT_GE(lines_with(host.output(), {"\"msg\":\"invocation\"", "\"function\":\"hello\""}) -
+                lines_with(host.output(), {"\"msg\":\"invocation\"", "\"version\":\"v"}), 1)
+      << "the request before the first deploy names a version";
   Response unknown = request(port, "GET", "/hello", {{"Nimbus-Version", "v7"}});
   EXPECT_EQ(unknown.status, 503) << unknown.body;
   EXPECT_NE(unknown.body.find("does not run"), std::string::npos) << unknown.body;
@@ -254,6 +279,8 @@ TEST(Deploy, QueueConsumersSwitchVersionsWithoutLossOrDuplicatesEvenAcrossAKill)
   for (int i = 0; i < kMessages; ++i) EXPECT_EQ(times[std::to_string(i)], 1) << "message " << i;
   EXPECT_GT(by_version["one"], 0);
   EXPECT_GT(by_version["two"], 0);
+  // The queue's invocation lines name their version too.
+  EXPECT_GT(lines_with(host->output(), {"\"trigger\":\"queue\"", "\"version\":\"v1\""}), 0) << host->output();
   EXPECT_EQ(host->signal_and_wait(SIGTERM), 0);
 }
 

@@ -125,6 +125,8 @@ struct Result {
   std::optional<HttpReply> http;
   std::vector<OutputMessage> outputs;
   FunctionError error;
+  // The deployed version whose code ran it (set by its pool; empty before the first deploy).
+  std::string version;
 
   static Result failure(Outcome outcome, std::string type, std::string message) {
     Result r;

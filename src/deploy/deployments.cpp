@@ -87,6 +87,7 @@ struct Deployments::Loaded {
   std::unique_ptr<AppSpec> app;  // a deployed version's app (its folder under .nimbus/versions)
   std::map<std::string, std::shared_ptr<FunctionPool>> pools;
   std::map<std::string, std::unique_ptr<PoolStats>> stats;  // by function: what its pools count
+  std::unique_ptr<const std::string> label;  // its id once numbered, for the stats (log lines)
 };
 
 Deployments::Deployments(const AppSpec& base, FunctionPools& pools, Store& store, const Clock& clock, Logger& logger,
@@ -161,9 +162,11 @@ Status Deployments::ensure_base() {
   auto base = std::make_shared<Loaded>();
   base->version = *version;
   base->base = true;
+  base->label = std::make_unique<const std::string>(version->id);
   for (int i = 0; i < pools_.size(); ++i) {
     auto& stats = base->stats[pools_.at(i).spec().name];
     stats = std::make_unique<PoolStats>();
+    stats->version.store(base->label.get(), std::memory_order_release);
     pools_.at(i).set_stats(stats.get());
   }
   loaded_[version->id] = base;
@@ -329,6 +332,10 @@ Expected<std::shared_ptr<Deployments::Loaded>> Deployments::load(const Version& 
 }
 
 void Deployments::tag(Loaded& l) {
+  if (!l.label) {
+    l.label = std::make_unique<const std::string>(l.version.id);
+    for (auto& [name, stats] : l.stats) stats->version.store(l.label.get(), std::memory_order_release);
+  }
   if (!l.app) return;
   for (const auto& fn : l.app->functions) {
     auto it = l.pools.find(fn.name);

@@ -78,6 +78,7 @@ struct InvocationRecord {
   std::string_view error_type;     // empty on success
   std::string_view error_message;  // the log is the only place a function's error is shown
   WallTime time{};                 // when it finished; read from the clock when left empty
+  std::string_view version{};      // the deployed version that ran it; empty before any deploy
 };
 
 class Logger {

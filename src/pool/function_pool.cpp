@@ -161,7 +161,10 @@ std::optional<Result> FunctionPool::try_run_inline(const Invocation& inv, TimePo
   TimePoint end = ctx_.clock.now();
   if (finished) *finished = end;
   ctx_.metrics.invocation(index_, inv.trigger, r.outcome, end - inv.started);
-  if (PoolStats* stats = stats_.load(std::memory_order_relaxed)) stats->record(r, end - inv.started);
+  if (PoolStats* stats = stats_.load(std::memory_order_relaxed)) {
+    stats->record(r, end - inv.started);
+    if (const std::string* v = stats->version.load(std::memory_order_acquire)) r.version = *v;
+  }
   release_slot();
   return r;
 }
@@ -266,7 +269,10 @@ void FunctionPool::settle(const std::shared_ptr<Call>& call, Result&& result) {
   if (call->settled.exchange(true)) return;  // the deadline answered first
   const Duration took = ctx_.clock.now() - call->started;
   ctx_.metrics.invocation(index_, call->invocation.trigger, result.outcome, took);
-  if (PoolStats* stats = stats_.load(std::memory_order_relaxed)) stats->record(result, took);
+  if (PoolStats* stats = stats_.load(std::memory_order_relaxed)) {
+    stats->record(result, took);
+    if (const std::string* v = stats->version.load(std::memory_order_acquire)) result.version = *v;
+  }
   Completion done = std::move(call->done);
   done(std::move(result));
 }

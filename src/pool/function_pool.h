@@ -55,6 +55,9 @@ struct PoolStats {
   std::atomic<uint64_t> errors{0};  // not a success, or an HTTP reply of 500 or more
   std::atomic<uint64_t> buckets[kBuckets] = {};
   std::atomic<uint64_t> sum_us{0};
+  // The version id whose pool counts here, once it is numbered (null before); the string lives
+  // as long as the stats.
+  std::atomic<const std::string*> version{nullptr};
   void record(const Result& result, Duration took);
 };
 

@@ -53,7 +53,7 @@ inline void log_invocation(Logger& logger, const Clock& clock, const InvocationV
                            TimePoint finished = {}) {
   const Duration took = (finished == TimePoint{} ? clock.now() : finished) - s.started;
   logger.invocation({s.function, s.trigger, s.id, s.traceparent, r.outcome, status, took, r.error.type,
-                     r.error.message, s.started_wall + std::chrono::duration_cast<WallTime::duration>(took)});
+                     r.error.message, s.started_wall + std::chrono::duration_cast<WallTime::duration>(took), r.version});
 }
 
 // `answer`: int(Result&, const InvocationView&), called once, on the caller's thread when

@@ -272,7 +272,7 @@ class StreamTrigger::Partition : public std::enable_shared_from_this<Partition> 
     TimePoint started = inv.started;
     pool_.dispatch(std::move(inv), [self = shared_from_this(), id, trace, started](Result&& result) {
       self->logger_.invocation({self->fn_.name, kStream, id, trace, result.outcome, 0,
-                                self->clock_.now() - started, result.error.type, result.error.message, {}});
+                                self->clock_.now() - started, result.error.type, result.error.message, {}, result.version});
       auto held = std::make_shared<Result>(std::move(result));
       std::weak_ptr<Partition> weak = self;
       self->worker_->post([weak, held] {
