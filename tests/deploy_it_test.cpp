@@ -93,21 +93,6 @@ class Load {
   std::vector<std::thread> threads_;
 };
 
-// How many lines of `text` hold every one of `parts`.
-int lines_with(const std::string& text, std::initializer_list<std::string_view> parts) {
-  int n = 0;
-  std::size_t at = 0;
-  while (at < text.size()) {
-    std::size_t end = text.find('\n', at);
-    if (end == std::string::npos) end = text.size();
-    const std::string_view line(text.data() + at, end - at);
-    bool all = true;
-    for (auto part : parts) all = all && line.find(part) != std::string_view::npos;
-    n += all ? 1 : 0;
-    at = end + 1;
-  }
-  return n;
-}
 
 TEST(Deploy, ANewVersionTakesTrafficByWeightPinsStickyUsersRollbackAndSwapWithNoFailedRequest) {
   TempDir dir, two, bad;

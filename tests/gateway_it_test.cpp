@@ -148,21 +148,10 @@ TEST(Gateway, TheUpstreamSeesForwardedHeadersEditsAndItsOwnHostButNoHopByHopHead
 
 TEST(Gateway, EveryUpstreamFailureHasItsOwnStatusAndAJsonError) {
   TestUpstream up("up");
-  // A port nothing listens on, held (bound, not listening) for the whole test so that no other
-  // test's server can take it meanwhile: a connection to it is refused.
-  const int held = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  ASSERT_GE(held, 0);
-  struct CloseHeld {
-    int fd;
-    ~CloseHeld() { ::close(fd); }
-  } close_held{held};
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(::bind(held, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
-  socklen_t length = sizeof addr;
-  ASSERT_EQ(::getsockname(held, reinterpret_cast<sockaddr*>(&addr), &length), 0);
-  const int down_port = ntohs(addr.sin_port);
+  // A port nothing listens on, held for the whole test: a connection to it is refused.
+  HeldPort held;
+  ASSERT_NE(held.port(), 0);
+  const int down_port = held.port();
   App app(gateway_app("  upstreams:\n"
                       "    up: {targets: [" + url(up.port()) + "], timeout: 300ms, retries: 0, max_response: 100KB,"
                       " circuit_breaker: {failures: 0}}\n"

@@ -29,6 +29,49 @@ namespace nimbus::testing {
 
 namespace json = boost::json;
 
+// How many lines of `text` hold every one of `parts`.
+inline int lines_with(const std::string& text, std::initializer_list<std::string_view> parts) {
+  int n = 0;
+  std::size_t at = 0;
+  while (at < text.size()) {
+    std::size_t end = text.find('\n', at);
+    if (end == std::string::npos) end = text.size();
+    const std::string_view line(text.data() + at, end - at);
+    bool all = true;
+    for (auto part : parts) all = all && line.find(part) != std::string_view::npos;
+    n += all ? 1 : 0;
+    at = end + 1;
+  }
+  return n;
+}
+
+// A loopback port nothing listens on, held (bound, not listening) while this lives so that no
+// other test's server takes it meanwhile: a connection to it is refused.
+class HeldPort {
+ public:
+  HeldPort() {
+    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t length = sizeof addr;
+    if (fd_ >= 0 && ::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
+        ::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &length) == 0) {
+      port_ = ntohs(addr.sin_port);
+    }
+  }
+  ~HeldPort() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  HeldPort(const HeldPort&) = delete;
+  HeldPort& operator=(const HeldPort&) = delete;
+  int port() const { return port_; }  // 0 when none could be bound
+
+ private:
+  int fd_ = -1;
+  int port_ = 0;
+};
+
 inline std::string fn(const std::string& name) { return test_function(name).string(); }
 
 // A manifest with the test functions; `extra` lands under the top level, `fn_extra` maps

@@ -98,6 +98,23 @@ TEST(ManifestTest, SqliteStoreUrlIsAccepted) {
   EXPECT_EQ(load.app->store, "sqlite:/tmp/x.db");
 }
 
+TEST(ManifestTest, ObserveOtlpNamesTheCollectorItsHeadersAndTheSampleRatio) {
+  auto load = parse("name: shop\nobserve:\n  otlp: {endpoint: \"http://127.0.0.1:4318/v1/traces\", sample: 10%,"
+                    " headers: {api-key: \"${KEY}\"}}\nfunctions:\n", {{"KEY", "k1"}});
+  ASSERT_TRUE(load.app.has_value()) << load.report();
+  EXPECT_EQ(load.app->observe.otlp_endpoint, "http://127.0.0.1:4318/v1/traces");
+  ASSERT_TRUE(load.app->observe.sample.has_value());
+  EXPECT_DOUBLE_EQ(*load.app->observe.sample, 0.1);
+  ASSERT_EQ(load.app->observe.otlp_headers.size(), 1u);
+  EXPECT_EQ(load.app->observe.otlp_headers[0].value, "k1");
+  expect_diag(parse("name: shop\nobserve:\n  otlp: {endpoint: \"grpc://x:4317\"}\nfunctions:\n"), "observe.otlp.endpoint",
+              "is not an http:// URL");
+  expect_diag(parse("name: shop\nobserve:\n  otlp: {endpoint: \"http://x\", sample: 2}\nfunctions:\n"), "observe.otlp.sample",
+              "between 0 and 1");
+  expect_diag(parse("name: shop\nobserve:\n  otlp: {endpont: \"http://x\"}\nfunctions:\n"), "observe.otlp.endpont", "");
+  expect_diag(parse("name: shop\nobserve:\n  otlp: {headers: [a]}\nfunctions:\n"), "observe.otlp.headers", "expected a mapping");
+}
+
 TEST(ManifestTest, DiagnosticFormatIsFileLineColPathMessage) {
   const std::string text = one_function(kBasicFn +
                                         "triggers:\n"

@@ -627,6 +627,7 @@ int run_cli(int argc, char** argv) {
   cli.name("nimbus");
   cli.require_subcommand(1);
   cli.set_help_all_flag("--help-all", "Show help for every command");
+  cli.set_version_flag("--version", "nimbus " NIMBUS_VERSION_TEXT, "Show the version and exit");
 
   std::string init_dir, init_name;
   auto* init = cli.add_subcommand("init", "Create a new app: nimbus.yaml and a C++ HTTP function 'hello' at GET /hello");
@@ -829,6 +830,8 @@ int run_cli(int argc, char** argv) {
   } catch (const CLI::CallForHelp& e) {
     return cli.exit(e);
   } catch (const CLI::CallForAllHelp& e) {
+    return cli.exit(e);
+  } catch (const CLI::CallForVersion& e) {
     return cli.exit(e);
   } catch (const CLI::ParseError& e) {
     std::cerr << "nimbus: " << e.what() << " (see nimbus --help)\n";

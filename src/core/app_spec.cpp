@@ -60,6 +60,7 @@ Invocation new_invocation(const FunctionSpec& function, TriggerKind trigger, std
   inv.time = clock.wall();
   inv.deadline = inv.started + function.timeout;
   inv.traceparent = continue_trace(traceparent);
+  inv.parent_span = valid_traceparent(traceparent) ? span_id_of(traceparent) : 0;
   return inv;
 }
 

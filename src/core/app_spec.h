@@ -200,6 +200,13 @@ struct AppSpec {
     int min_requests = 20;
   };
   std::optional<Canary> canary;
+  // observe: {otlp: {endpoint, headers, sample}}: where spans are exported (observe/trace.h);
+  // what is unset here comes from the OTEL_EXPORTER_OTLP_* variables.
+  struct Observe {
+    std::string otlp_endpoint;
+    Headers otlp_headers;
+    std::optional<double> sample;
+  } observe;
 
   const StreamSpec* find_stream(std::string_view stream) const {
     for (const auto& s : streams)

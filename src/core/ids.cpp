@@ -2,7 +2,9 @@
 
 #include <sys/random.h>
 
+#include <algorithm>
 #include <atomic>
+#include <charconv>
 #include <chrono>
 #include <cstdint>
 #include <cstring>
@@ -60,6 +62,8 @@ bool is_lower_hex(std::string_view s) {
   return true;
 }
 
+std::atomic<double> g_sample_ratio{1.0};
+
 }  // namespace
 
 std::string new_invocation_id() {
@@ -83,6 +87,23 @@ bool valid_traceparent(std::string_view in) {
          is_lower_hex(in.substr(53, 2));
 }
 
+void set_trace_sample_ratio(double ratio) { g_sample_ratio.store(std::clamp(ratio, 0.0, 1.0)); }
+double trace_sample_ratio() { return g_sample_ratio.load(std::memory_order_relaxed); }
+
+uint64_t span_id_of(std::string_view tp) {
+  if (tp.size() < 55) return 0;
+  uint64_t v = 0;
+  auto [p, ec] = std::from_chars(tp.data() + 36, tp.data() + 52, v, 16);
+  return ec == std::errc() && p == tp.data() + 52 ? v : 0;
+}
+
+bool trace_sampled(std::string_view tp) {
+  if (tp.size() < 55) return false;
+  int flags = 0;
+  std::from_chars(tp.data() + 53, tp.data() + 55, flags, 16);
+  return (flags & 1) != 0;
+}
+
 std::string continue_trace(std::string_view in) {
   if (valid_traceparent(in)) {
     std::string out(in);
@@ -90,6 +111,9 @@ std::string continue_trace(std::string_view in) {
     return out;
   }
   std::string out = "00-00000000000000000000000000000000-0000000000000000-01";
+  const double ratio = g_sample_ratio.load(std::memory_order_relaxed);
+  // The low 53 bits of a draw as a number in [0, 1): below the ratio is sampled.
+  if (ratio < 1.0 && static_cast<double>(t_random.next() >> 11) * 0x1.0p-53 >= ratio) out[54] = '0';
   put_hex(out.data() + 3, t_random.next(), 16);
   put_hex(out.data() + 19, t_random.next() | 1, 16);
   put_hex(out.data() + 36, t_random.next() | 1, 16);

@@ -1,15 +1,24 @@
 #pragma once
 // Identifiers: invocation ids (unique, sortable by time within a host), W3C trace ids, and
 // secrets (function keys, admin tokens) from the OS's CSPRNG.
+#include <cstdint>
 #include <string>
+#include <string_view>
 
 namespace nimbus {
 
 // 32 lowercase hex characters; cheap enough for every request (per-thread state, no locks).
 std::string new_invocation_id();
 
-// A W3C traceparent continuing `incoming` when it is valid, else starting a new trace.
+// A W3C traceparent continuing `incoming` when it is valid (its sampled flag kept: parent-based
+// sampling), else starting a new trace, sampled with the ratio set below.
 std::string continue_trace(std::string_view incoming);
+// The share of new traces marked sampled (1.0 until the tracer, observe/trace.h, sets it).
+void set_trace_sample_ratio(double ratio);
+double trace_sample_ratio();
+// The span id in a traceparent's parent-id field (0 when malformed), and its sampled flag.
+uint64_t span_id_of(std::string_view traceparent);
+bool trace_sampled(std::string_view traceparent);
 bool valid_traceparent(std::string_view traceparent);
 // The trace-id part of a traceparent ("" when malformed).
 std::string_view trace_id_of(std::string_view traceparent);

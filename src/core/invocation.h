@@ -75,7 +75,8 @@ struct Invocation {
   int attempt = 1;
   TimePoint started{};   // when the trigger made it (steady); durations count from here
   TimePoint deadline{};  // steady; the wall-clock deadline is time + (deadline - started)
-  std::string traceparent;  // W3C trace context
+  std::string traceparent;  // W3C trace context: this invocation's own span is its parent-id
+  uint64_t parent_span = 0;  // the span that caused it (from the incoming traceparent); 0: a root
   std::optional<HttpRequest> http;
 };
 

@@ -20,6 +20,7 @@
 #include "admin/admin_api.h"
 #include "core/private_file.h"
 #include "deploy/deployments.h"
+#include "observe/trace.h"
 #include "observe/log.h"
 #include "observe/metrics.h"
 #include "pool/function_pools.h"
@@ -144,6 +145,20 @@ int run_host(const AppSpec& app, const HostOptions& options) {
   }
   LogSink sink(STDOUT_FILENO);
   Logger logger(sink, clock, app.name);
+  // Traces (observe/trace.h): on when the manifest or OTEL_EXPORTER_OTLP_* names a collector.
+  // Before the store: its threads may finish invocations (and so record spans) while it closes.
+  TraceSettings trace_settings;
+  trace_settings.endpoint = app.observe.otlp_endpoint;
+  trace_settings.headers = app.observe.otlp_headers;
+  if (app.observe.sample) trace_settings.sample = *app.observe.sample;
+  if (auto st = trace_settings.read_environment(); !st) return fail(st.error().message);
+  std::unique_ptr<Tracer> tracer;
+  if (!trace_settings.endpoint.empty()) {
+    tracer = std::make_unique<Tracer>(trace_settings, app.name, NIMBUS_VERSION_TEXT, logger);
+    logger.set_tracer(tracer.get());
+    logger.host(LogLevel::info, "traces: exporting spans over OTLP/HTTP (JSON)",
+                {{"endpoint", trace_settings.endpoint}, {"sample", std::to_string(trace_settings.sample)}});
+  }
   // A store across the network may lose its server: say so once when it goes and once when it
   // is back (/readyz answers 503 meanwhile; work that needs the store fails and is retried).
   (*store)->on_health_change([&logger, url = redact_store_url(app.store)](const Store::Health& h) {
@@ -280,6 +295,13 @@ int run_host(const AppSpec& app, const HostOptions& options) {
   admin.add(deployments.endpoints());
   admin.add({}, {deployments.status_field()});
   admin.add_metrics([&deployments] { return deployments.metrics_text(); });
+  if (tracer) {
+    admin.add_metrics([&tracer] {
+      std::string out;
+      tracer->metrics_text(out);
+      return out;
+    });
+  }
   // Reloads (POST /admin/reload, SIGHUP) run one at a time on a thread of their own: reading
   // the manifest and resolving upstream names block.
   std::string loaded_text;

@@ -21,7 +21,7 @@ namespace fs = std::filesystem;
 
 void ManifestReader::read_app(const YAML::Node& root, AppSpec& app) {
   if (!check_map(root, "", {"name", "store", "durability", "http", "shutdown_grace", "worker_threads",
-                            "streams", "mqtt", "blobs", "gateway", "deploy", "functions"})) {
+                            "streams", "mqtt", "blobs", "gateway", "deploy", "observe", "functions"})) {
     return;
   }
   if (auto n = root["name"]; !n) {
@@ -94,6 +94,43 @@ void ManifestReader::read_app(const YAML::Node& root, AppSpec& app) {
         }
       }
       app.canary = canary;
+    }
+  }
+  if (auto n = root["observe"]; n && check_map(n, "observe", {"otlp"})) {
+    if (auto o = n["otlp"]; o && check_map(o, "observe.otlp", {"endpoint", "headers", "sample"})) {
+      if (auto v = o["endpoint"]) {
+        if (auto e = scalar(v, "observe.otlp.endpoint", "the collector's traces URL, e.g. http://127.0.0.1:4318/v1/traces")) {
+          if (e->rfind("http://", 0) != 0 || e->size() <= 7) {
+            error(v, "observe.otlp.endpoint", "'" + *e + "' is not an http:// URL; expected the collector's traces URL, e.g. http://127.0.0.1:4318/v1/traces (https is not supported yet)");
+          } else {
+            app.observe.otlp_endpoint = *e;
+          }
+        }
+      }
+      if (auto h = o["headers"]) {
+        if (!h.IsMap()) {
+          error(h, "observe.otlp.headers", "is " + kind_of(h) + "; expected a mapping of header names to values");
+        } else {
+          for (auto it = h.begin(); it != h.end(); ++it) {
+            const std::string name = it->first.Scalar();
+            if (auto value = scalar(it->second, "observe.otlp.headers." + name, "a header value")) {
+              app.observe.otlp_headers.push_back({name, *value});
+            }
+          }
+        }
+      }
+      if (auto v = o["sample"]) {
+        std::string text = v.IsScalar() ? v.Scalar() : "";
+        const bool percent = !text.empty() && text.back() == '%';
+        if (percent) text.pop_back();
+        char* end = nullptr;
+        const double ratio = text.empty() ? -1 : std::strtod(text.c_str(), &end) / (percent ? 100.0 : 1.0);
+        if (text.empty() || *end != '\0' || ratio < 0 || ratio > 1) {
+          error(v, "observe.otlp.sample", "expected the share of new traces to record, between 0 and 1 (or 0% to 100%), e.g. 0.1");
+        } else {
+          app.observe.sample = ratio;
+        }
+      }
     }
   }
   if (auto n = root["shutdown_grace"]) {

@@ -1,5 +1,7 @@
 #include "observe/log.h"
 
+#include "observe/trace.h"
+
 #include "core/text.h"
 #include "observe/thread_shard.h"
 
@@ -282,6 +284,7 @@ void Logger::host(LogLevel level, std::string_view message, std::initializer_lis
 }
 
 void Logger::invocation(const InvocationRecord& r) {
+  if (tracer_) tracer_->invocation(r, r.time == WallTime{} ? clock_.wall() : r.time);
   LogLevel level = r.outcome == Outcome::success ? LogLevel::info : LogLevel::warn;
   if (!enabled(level)) return;
   if (r.error_type.empty() && r.error_message.empty() && app_.size() <= 64 && r.function.size() <= 64 &&

@@ -79,7 +79,10 @@ struct InvocationRecord {
   std::string_view error_message;  // the log is the only place a function's error is shown
   WallTime time{};                 // when it finished; read from the clock when left empty
   std::string_view version{};      // the deployed version that ran it; empty before any deploy
+  uint64_t parent_span = 0;        // the span that caused it (0: its trace started here)
 };
+
+class Tracer;  // observe/trace.h
 
 class Logger {
  public:
@@ -91,6 +94,9 @@ class Logger {
             std::string_view message);
   bool enabled(LogLevel level) const { return level >= min_level_; }
   LogSink& sink() { return sink_; }
+  // Each invocation's record is also a span for `tracer` (null: none). Set before triggers
+  // start; the tracer outlives the logger's use.
+  void set_tracer(Tracer* tracer) { tracer_ = tracer; }
 
  private:
   void begin(std::string& out, LogLevel level, WallTime at = {});
@@ -98,6 +104,7 @@ class Logger {
   const Clock& clock_;
   std::string app_;
   LogLevel min_level_;
+  Tracer* tracer_ = nullptr;
 };
 
 // Appends `s` to `out` as the inside of a JSON string: always valid UTF-8 (bytes that are not

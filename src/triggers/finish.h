@@ -25,9 +25,10 @@ struct InvocationView {
   std::string_view id, traceparent;
   TimePoint started;
   WallTime started_wall;
+  uint64_t parent_span;
 };
 inline InvocationView view_of(const Invocation& inv) {
-  return {inv.function, inv.trigger, inv.id, inv.traceparent, inv.started, inv.time};
+  return {inv.function, inv.trigger, inv.id, inv.traceparent, inv.started, inv.time, inv.parent_span};
 }
 
 // The same, kept once the invocation itself has gone to the pool.
@@ -37,15 +38,17 @@ struct InvocationStamp {
   std::string id, traceparent;
   TimePoint started;
   WallTime started_wall;
+  uint64_t parent_span;
 
   static InvocationStamp of(const Invocation& inv) {
-    return {inv.function, inv.trigger, inv.id, inv.traceparent, inv.started, inv.time};
+    return {inv.function, inv.trigger, inv.id, inv.traceparent, inv.started, inv.time, inv.parent_span};
   }
   // From an invocation that is done with (run inline): its strings move.
   static InvocationStamp take(Invocation& inv) {
-    return {std::move(inv.function), inv.trigger, std::move(inv.id), std::move(inv.traceparent), inv.started, inv.time};
+    return {std::move(inv.function), inv.trigger, std::move(inv.id), std::move(inv.traceparent), inv.started, inv.time,
+            inv.parent_span};
   }
-  InvocationView view() const { return {function, trigger, id, traceparent, started, started_wall}; }
+  InvocationView view() const { return {function, trigger, id, traceparent, started, started_wall, parent_span}; }
 };
 
 // `finished`: when it ended, if the caller knows already (saves reading the clock again).
@@ -53,7 +56,8 @@ inline void log_invocation(Logger& logger, const Clock& clock, const InvocationV
                            TimePoint finished = {}) {
   const Duration took = (finished == TimePoint{} ? clock.now() : finished) - s.started;
   logger.invocation({s.function, s.trigger, s.id, s.traceparent, r.outcome, status, took, r.error.type,
-                     r.error.message, s.started_wall + std::chrono::duration_cast<WallTime::duration>(took), r.version});
+                     r.error.message, s.started_wall + std::chrono::duration_cast<WallTime::duration>(took), r.version,
+                     s.parent_span});
 }
 
 // `answer`: int(Result&, const InvocationView&), called once, on the caller's thread when
@@ -66,7 +70,8 @@ void finish_invocation(Store* store, const FunctionSpec& fn, Logger& logger, con
     const int status = answer(result, stamp.view());
     return log_invocation(logger, clock, stamp.view(), result, status, finished);
   }
-  commit_outputs_then(store, fn, std::move(result),
+  const std::string traceparent = stamp.traceparent;  // (the lambda below takes the stamp)
+  commit_outputs_then(store, fn, std::move(result), traceparent,
                       [&logger, &clock, stamp = std::move(stamp), answer = std::move(answer)](Result&& r) mutable {
                         const int status = answer(r, stamp.view());
                         log_invocation(logger, clock, stamp.view(), r, status);

@@ -40,20 +40,20 @@ void HostServices::call(ServiceCall c, std::function<void(ServiceResult)> done) 
     inv.http->method = "POST";
     inv.http->path = "/";
     inv.payload = std::move(c.body);
-    std::string id = inv.id;
+    std::string id = inv.id, trace = inv.traceparent;
     const FunctionSpec* spec = &pool->spec();
     Store* store = store_;
     if (arg(c.args, "mode") == "async") {
       // Its outputs are committed like any caller's, even though nobody waits for it.
-      pool->dispatch(std::move(inv), [store, spec](Result&& result) {
-        commit_outputs_then(store, *spec, std::move(result), [](Result&&) {});
+      pool->dispatch(std::move(inv), [store, spec, trace](Result&& result) {
+        commit_outputs_then(store, *spec, std::move(result), trace, [](Result&&) {});
       });
       ServiceResult r;
       r.fields.push_back({"invocation_id", id});
       return done(std::move(r));
     }
-    pool->dispatch(std::move(inv), [done = std::move(done), name, store, spec](Result&& invoked) mutable {
-      commit_outputs_then(store, *spec, std::move(invoked), [done = std::move(done), name](Result&& result) {
+    pool->dispatch(std::move(inv), [done = std::move(done), name, store, spec, trace](Result&& invoked) mutable {
+      commit_outputs_then(store, *spec, std::move(invoked), trace, [done = std::move(done), name](Result&& result) {
       if (result.outcome != Outcome::success) {
         return done(ServiceResult::failure("function '" + name + "' failed: " + std::string(to_string(result.outcome)) +
                                            (result.error.type.empty() ? "" : " (" + result.error.type + ")")));
@@ -141,6 +141,7 @@ void HostServices::call(ServiceCall c, std::function<void(ServiceResult)> done) 
     m.type = arg(c.args, "type");
     m.subject = arg(c.args, "subject");
     m.source = "/functions/" + c.caller;
+    if (!c.traceparent.empty()) m.metadata.push_back({"traceparent", c.traceparent});  // the caller's trace goes on
     if (has(c.args, "delay_ms")) m.delay_ms = std::atoll(arg(c.args, "delay_ms").c_str());
     if (op == "publish") b.publishes.push_back({arg(c.args, "topic"), std::move(m)});
     else b.enqueues.push_back({arg(c.args, "queue"), std::move(m)});

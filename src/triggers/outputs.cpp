@@ -38,9 +38,12 @@ Expected<Batch::BlobPut> blob_output(const FunctionSpec& fn, const OutputSpec& s
 }  // namespace
 
 Status add_outputs(const FunctionSpec& fn, std::vector<OutputMessage> outputs, Batch& batch,
-                   const Headers* trigger_metadata) {
+                   const Headers* trigger_metadata, std::string_view traceparent) {
   Batch add;
   for (auto& out : outputs) {
+    if (!traceparent.empty() && !find_header(out.metadata, "traceparent")) {
+      out.metadata.push_back({"traceparent", std::string(traceparent)});
+    }
     const OutputSpec* spec = nullptr;
     for (const auto& o : fn.outputs)
       if (o.name == out.binding) spec = &o;
@@ -102,6 +105,7 @@ Status add_outputs(const FunctionSpec& fn, std::vector<OutputMessage> outputs, B
       m.source = "/functions/" + fn.name;
       m.subject = topic;
       m.metadata = {{"mqtt.topic", std::move(topic)}};
+      if (const auto* tp = find_header(out.metadata, "traceparent")) m.metadata.push_back({"traceparent", *tp});
       add.enqueues.push_back({kMqttOutbox, std::move(m)});
       continue;
     }
@@ -129,10 +133,10 @@ Status add_outputs(const FunctionSpec& fn, std::vector<OutputMessage> outputs, B
 namespace {
 
 // The commit itself, on the calling thread.
-void commit_outputs_then_here(Store* store, const FunctionSpec& fn, Result&& result,
+void commit_outputs_then_here(Store* store, const FunctionSpec& fn, Result&& result, std::string_view traceparent,
                               std::function<void(Result&&)> then) {
   Batch batch;
-  if (auto st = add_outputs(fn, std::move(result.outputs), batch); !st) {
+  if (auto st = add_outputs(fn, std::move(result.outputs), batch, nullptr, traceparent); !st) {
     return then(Result::failure(Outcome::error, "invalid_output", st.error().message));
   }
   result.outputs.clear();
@@ -146,17 +150,18 @@ void commit_outputs_then_here(Store* store, const FunctionSpec& fn, Result&& res
 
 }  // namespace
 
-void commit_outputs_then(Store* store, const FunctionSpec& fn, Result&& result, std::function<void(Result&&)> then) {
+void commit_outputs_then(Store* store, const FunctionSpec& fn, Result&& result, std::string_view traceparent,
+                         std::function<void(Result&&)> then) {
   if (result.outcome != Outcome::success || result.outputs.empty()) return then(std::move(result));
   if (store && result.outputs.size() > kOutputsBuiltInPlace) {
     // Many outputs: building their batch is work in proportion, and this may be an event loop.
     auto held = std::make_shared<Result>(std::move(result));
-    store->run_blocking([store, &fn, held, then = std::move(then)]() mutable {
-      commit_outputs_then_here(store, fn, std::move(*held), std::move(then));
+    store->run_blocking([store, &fn, held, tp = std::string(traceparent), then = std::move(then)]() mutable {
+      commit_outputs_then_here(store, fn, std::move(*held), tp, std::move(then));
     });
     return;
   }
-  commit_outputs_then_here(store, fn, std::move(result), std::move(then));
+  commit_outputs_then_here(store, fn, std::move(result), traceparent, std::move(then));
 }
 
 }  // namespace nimbus

@@ -19,8 +19,10 @@ namespace nimbus {
 // A blob output is named by its metadata "path" (a name in the binding's container), else by
 // the binding's template, whose {x} take metadata "x" of the output, else the trigger's blob.x
 // (`trigger_metadata`: a blob trigger's captures); metadata "content_type" sets its type.
+// Each message and stream record carries `traceparent` (the invocation's own: its span is the
+// parent of whatever handles the message) unless the function set one in its metadata.
 Status add_outputs(const FunctionSpec& function, std::vector<OutputMessage> outputs, Batch& batch,
-                   const Headers* trigger_metadata = nullptr);
+                   const Headers* trigger_metadata = nullptr, std::string_view traceparent = {});
 
 // For callers that reply (HTTP, admin invoke): commits a successful result's outputs, then
 // hands the result on (from the store's thread when there was something to commit). Outputs
@@ -28,7 +30,9 @@ Status add_outputs(const FunctionSpec& function, std::vector<OutputMessage> outp
 // work whose outputs were lost.
 // A result with more than kOutputsBuiltInPlace outputs has its batch built on one of the
 // store's I/O threads, not on the caller's (which may be an event loop).
-void commit_outputs_then(Store* store, const FunctionSpec& function, Result&& result, std::function<void(Result&&)> then);
+// `traceparent`: the invocation's, carried by the messages (see add_outputs).
+void commit_outputs_then(Store* store, const FunctionSpec& function, Result&& result, std::string_view traceparent,
+                         std::function<void(Result&&)> then);
 inline constexpr std::size_t kOutputsBuiltInPlace = 256;
 
 }  // namespace nimbus

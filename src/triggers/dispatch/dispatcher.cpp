@@ -96,34 +96,35 @@ class StoreDispatcher::Consumer : public std::enable_shared_from_this<StoreDispa
     std::shared_ptr<const Headers> trigger_metadata;  // what output names are filled from
     if (spec_.hooks) {
       if (auto st = spec_.hooks->prepare(store_, m, inv, trigger_metadata, unix_ms(clock_)); !st) {
-        return complete(ref, m.deliveries, inv.id, inv.traceparent, inv.started, nullptr,
+        return complete(ref, m.deliveries, inv.id, inv.traceparent, inv.parent_span, inv.started, nullptr,
                         Result::failure(Outcome::error, st.error().code.empty() ? "prepare" : st.error().code,
                                         st.error().message));
       }
     }
     std::string id = inv.id, trace = inv.traceparent;
     TimePoint started = inv.started;
+    const uint64_t parent = inv.parent_span;
     pool_.dispatch(std::move(inv), [self = shared_from_this(), ref = std::move(ref), attempt = m.deliveries,
-                                    id = std::move(id), trace = std::move(trace), started,
+                                    id = std::move(id), trace = std::move(trace), started, parent,
                                     trigger_metadata = std::move(trigger_metadata)](Result&& r) mutable {
-      self->complete(ref, attempt, id, trace, started, trigger_metadata.get(), std::move(r));
+      self->complete(ref, attempt, id, trace, parent, started, trigger_metadata.get(), std::move(r));
     });
   }
 
-  void complete(const LeaseRef& ref, int attempt, const std::string& id, const std::string& trace, TimePoint started,
+  void complete(const LeaseRef& ref, int attempt, const std::string& id, const std::string& trace, uint64_t parent, TimePoint started,
                 const Headers* trigger_metadata, Result&& r) {
     Batch batch;
     Outcome outcome = r.outcome;
     std::string error_type = r.error.type, error = r.error.message;
     if (outcome == Outcome::success) {
-      if (auto st = add_outputs(fn_, std::move(r.outputs), batch, trigger_metadata); !st) {
+      if (auto st = add_outputs(fn_, std::move(r.outputs), batch, trigger_metadata, trace); !st) {
         outcome = Outcome::error;
         error_type = "invalid_output";
         error = st.error().message;
         batch = Batch{};
       }
     }
-    logger_.invocation({fn_.name, kind_, id, trace, outcome, 0, clock_.now() - started, error_type, error, {}, r.version});
+    logger_.invocation({fn_.name, kind_, id, trace, outcome, 0, clock_.now() - started, error_type, error, {}, r.version, parent});
     const char* what;
     const bool last = outcome != Outcome::success && attempt >= fn_.retry.max_attempts;
     if (spec_.hooks) spec_.hooks->complete(batch, ref.id, attempt, outcome, last, r, error_type, unix_ms(clock_));

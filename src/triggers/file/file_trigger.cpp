@@ -312,7 +312,7 @@ class FileTrigger::Watch : public std::enable_shared_from_this<FileTrigger::Watc
     TimePoint started = inv.started;
     pool_.dispatch(std::move(inv), [self = shared_from_this(), t, id, trace, started](Result&& result) {
       // Outputs are committed before the file counts as processed.
-      commit_outputs_then(&self->shared_->store, self->fn_, std::move(result),
+      commit_outputs_then(&self->shared_->store, self->fn_, std::move(result), trace,
                           [self, t, id, trace, started](Result&& r) { self->ran(t, id, trace, started, r); });
     });
   }
@@ -320,7 +320,7 @@ class FileTrigger::Watch : public std::enable_shared_from_this<FileTrigger::Watc
   void ran(const Taken& t, const std::string& id, const std::string& trace, TimePoint started, const Result& r) {
     const Duration took = shared_->clock.now() - started;
     shared_->logger.invocation(
-        {fn_.name, kFile, id, trace, r.outcome, 0, took, r.error.type, r.error.message});
+        {fn_.name, kFile, id, trace, r.outcome, 0, took, r.error.type, r.error.message, {}, r.version});
     // Moving the file out is file I/O, and this may be an event loop, the timer thread or the
     // store's writer: the store's I/O threads do it (they run until the store closes, after
     // the host has waited for files in progress).

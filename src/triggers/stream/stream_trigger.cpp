@@ -256,8 +256,16 @@ class StreamTrigger::Partition : public std::enable_shared_from_this<Partition> 
       }
     }
     ++attempt_;
+    // The batch continues the trace of its first record that carries one.
+    std::string_view parent_trace;
+    for (const auto& rec : batch_) {
+      if (const std::string* tp = find_header(rec.metadata, "traceparent")) {
+        parent_trace = *tp;
+        break;
+      }
+    }
     Invocation inv = new_invocation(fn_, kStream, "/streams/" + spec_.name,
-                                    "nimbus.stream.batch", clock_);
+                                    "nimbus.stream.batch", clock_, parent_trace);
     inv.subject = spec_.name + "/" + std::to_string(partition_);
     inv.attempt = attempt_;
     inv.payload = stream_batch_payload(batch_);
@@ -270,24 +278,25 @@ class StreamTrigger::Partition : public std::enable_shared_from_this<Partition> 
                     {"count", std::to_string(batch_.size())}};
     std::string id = inv.id, trace = inv.traceparent;
     TimePoint started = inv.started;
-    pool_.dispatch(std::move(inv), [self = shared_from_this(), id, trace, started](Result&& result) {
+    const uint64_t parent = inv.parent_span;
+    pool_.dispatch(std::move(inv), [self = shared_from_this(), id, trace, started, parent](Result&& result) {
       self->logger_.invocation({self->fn_.name, kStream, id, trace, result.outcome, 0,
-                                self->clock_.now() - started, result.error.type, result.error.message, {}, result.version});
+                                self->clock_.now() - started, result.error.type, result.error.message, {}, result.version, parent});
       auto held = std::make_shared<Result>(std::move(result));
       std::weak_ptr<Partition> weak = self;
-      self->worker_->post([weak, held] {
-        if (auto s = weak.lock()) s->finish(std::move(*held));
+      self->worker_->post([weak, held, trace] {
+        if (auto s = weak.lock()) s->finish(std::move(*held), trace);
       });
     });
   }
 
   // Success: checkpoint past the batch with the outputs. Failure: retry, or dead-letter the
   // batch (and checkpoint past it) after the last attempt.
-  void finish(Result&& result) {
+  void finish(Result&& result, const std::string& trace) {
     const int64_t next = batch_.back().offset + 1;
     Batch commit;
     if (result.outcome == Outcome::success) {
-      if (auto st = add_outputs(fn_, std::move(result.outputs), commit); !st) {
+      if (auto st = add_outputs(fn_, std::move(result.outputs), commit, nullptr, trace); !st) {
         result = Result::failure(Outcome::error, "invalid_output", st.error().message);
         commit = Batch{};
       }

@@ -1,0 +1,108 @@
+#pragma once
+// Traces: spans of what the host does, exported over OTLP/HTTP (JSON) to a collector.
+//
+// A span is recorded by whoever finished the work (record() never blocks: a full buffer drops
+// the span and counts it). One exporter thread sends batches to the collector, retrying a
+// failed batch with backoff; a collector that is down or slow costs the host nothing but the
+// counters. Sampling is parent-based: a trace that arrives sampled (traceparent flags 01) is
+// recorded, one that arrives unsampled is not, and a trace the host starts is sampled with the
+// configured ratio (core/ids.h continue_trace reads it).
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include "core/expected.h"
+#include "core/invocation.h"
+
+namespace nimbus {
+
+class Logger;
+struct InvocationRecord;
+
+// Where spans go and how many: the manifest's `observe: {otlp: {...}}`, else the standard
+// OTEL_EXPORTER_OTLP_* variables.
+struct TraceSettings {
+  std::string endpoint;  // the traces URL (http://host:4318/v1/traces); empty: tracing is off
+  Headers headers;       // sent with every export (an API key for a hosted collector)
+  double sample = 1.0;   // the share of new traces recorded
+  std::size_t max_queue = 8192;   // spans waiting for export; past it new ones are dropped
+  std::size_t max_batch = 512;    // spans per export request
+  Duration flush = std::chrono::milliseconds(500);  // a batch waits at most this for company
+  Duration timeout = std::chrono::seconds(5);       // one export request
+  int max_attempts = 5;  // a batch the collector refuses (or cannot be reached) is tried this often
+
+  // The variables a user of OpenTelemetry sets: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT (the URL
+  // itself), else OTEL_EXPORTER_OTLP_ENDPOINT (+ /v1/traces); OTEL_EXPORTER_OTLP_HEADERS
+  // (k=v,k2=v2) and ..._TRACES_HEADERS; OTEL_TRACES_SAMPLER_ARG (the ratio). Fills only what
+  // `this` leaves unset (the manifest wins). A bad value is an error naming the variable.
+  Status read_environment();
+};
+
+enum class SpanKind : uint8_t { internal = 1, server = 2, client = 3, producer = 4, consumer = 5 };
+
+struct Span {
+  std::string trace_id;        // 32 hex
+  uint64_t span_id = 0;
+  uint64_t parent_span_id = 0;  // 0: a root
+  std::string name;
+  SpanKind kind = SpanKind::internal;
+  int64_t start_unix_ns = 0, end_unix_ns = 0;
+  bool error = false;
+  std::string status_message;
+  std::vector<std::pair<std::string, std::variant<std::string, int64_t>>> attributes;
+};
+
+struct TraceStats {
+  uint64_t recorded = 0, exported = 0, dropped = 0, failed = 0;  // spans
+  uint64_t export_requests = 0, export_failures = 0;             // requests
+};
+
+class Tracer {
+ public:
+  // Starts the exporter thread; `service` is the app's name (service.name).
+  Tracer(TraceSettings settings, std::string service, std::string service_version, Logger& logger);
+  ~Tracer();  // sends what is buffered (within one timeout), then stops
+  Tracer(const Tracer&) = delete;
+  Tracer& operator=(const Tracer&) = delete;
+
+  // Never blocks on I/O: the span is queued for export, or dropped and counted when the
+  // queue is full.
+  void record(Span span);
+  // The span of one invocation, from its log record (when its trace is sampled): a server span
+  // for HTTP and calls, a consumer span for messages, with the OpenTelemetry FaaS attributes.
+  void invocation(const InvocationRecord& r, WallTime finished);
+  TraceStats stats() const;
+  // The counters in Prometheus text format (nimbus_trace_*).
+  void metrics_text(std::string& out) const;
+  const TraceSettings& settings() const { return settings_; }
+
+  // The OTLP/JSON body for `spans` (ExportTraceServiceRequest).
+  static std::string otlp_json(const std::vector<Span>& spans, std::string_view service,
+                               std::string_view service_version);
+
+ private:
+  void run();
+  bool send(const std::string& body, std::string* problem, bool* retryable);
+
+  TraceSettings settings_;
+  std::string service_, service_version_;
+  Logger& logger_;
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Span> queue_;
+  bool stopping_ = false;
+  TraceStats stats_;
+  bool warned_ = false;  // the first failed export is logged; later ones are counted
+  std::thread thread_;
+};
+
+}  // namespace nimbus

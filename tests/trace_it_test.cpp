@@ -1,0 +1,202 @@
+// Traces end to end (observe/trace.h): one request through HTTP, a queue, a topic and a stream,
+// handled by Python and Node functions, is one trace whose spans form the right tree at a real
+// HTTP collector; parent-based sampling; a dead collector costs nothing but its counters.
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <boost/json.hpp>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "it_common.h"
+#include "test_upstream.h"
+
+namespace nimbus::testing {
+namespace {
+
+namespace json = boost::json;
+
+struct SeenSpan {
+  std::string trace_id, span_id, parent_span_id, name;
+  int kind = 0;
+  std::map<std::string, std::string> attributes;
+  bool error = false;
+};
+
+// Every span the collector was sent (OTLP/JSON bodies posted to /v1/traces).
+std::vector<SeenSpan> spans_at(TestUpstream& collector) {
+  std::vector<SeenSpan> out;
+  for (const auto& req : collector.seen()) {
+    if (req.method != "POST" || req.target != "/v1/traces") continue;
+    json::value body = json::parse(req.body);
+    for (const auto& rs : body.at("resourceSpans").as_array()) {
+      for (const auto& ss : rs.at("scopeSpans").as_array()) {
+        for (const auto& s : ss.at("spans").as_array()) {
+          const auto& o = s.as_object();
+          SeenSpan span;
+          span.trace_id = o.at("traceId").as_string();
+          span.span_id = o.at("spanId").as_string();
+          if (o.contains("parentSpanId")) span.parent_span_id = o.at("parentSpanId").as_string();
+          span.name = o.at("name").as_string();
+          span.kind = static_cast<int>(o.at("kind").as_int64());
+          for (const auto& a : o.at("attributes").as_array()) {
+            const auto& v = a.at("value").as_object();
+            span.attributes[std::string(a.at("key").as_string())] =
+                v.contains("stringValue") ? std::string(v.at("stringValue").as_string())
+                                          : std::string(v.at("intValue").as_string());
+          }
+          span.error = o.contains("status") && o.at("status").at("code").as_int64() == 2;
+          out.push_back(std::move(span));
+        }
+      }
+    }
+  }
+  return out;
+}
+
+std::string pipeline_manifest(const std::string& endpoint, const std::string& sample) {
+  return "name: traced\nobserve:\n  otlp: {endpoint: \"" + endpoint + "\", sample: " + sample +
+         ", headers: {x-collector-key: secret}}\n"
+         "functions:\n"
+         "  front:\n    runtime: python\n    handler: app.py:front\n"
+         "    triggers: [{http: {route: /order}}]\n    outputs: {next: {queue: orders}}\n"
+         "  worker:\n    runtime: node\n    handler: app.js:worker\n"
+         "    triggers: [{queue: {name: orders}}]\n    outputs: {placed: {topic: placed}}\n"
+         "  notify:\n    runtime: python\n    handler: app.py:notify\n"
+         "    triggers: [{topic: {name: placed}}]\n    outputs: {audit: {stream: audit}}\n"
+         "  audit:\n    runtime: node\n    handler: app.js:audit\n"
+         "    triggers: [{stream: {name: audit, batch_size: 1}}]\n";
+}
+
+void write_pipeline(const TempDir& dir, const std::string& endpoint, const std::string& sample = "1.0") {
+  dir.write("nimbus.yaml", pipeline_manifest(endpoint, sample));
+  dir.write("app.py",
+            "def front(req, ctx):\n    ctx.output('next', req.text())\n    return 'accepted'\n\n"
+            "def notify(req, ctx):\n    ctx.output('audit', req.text(), {'key': 'a'})\n");
+  dir.write("app.js",
+            "exports.worker = async (req, ctx) => { ctx.output('placed', req.text()); };\n"
+            "exports.audit = async (req, ctx) => {};\n");
+}
+
+TEST(Traces, OneRequestThroughHttpQueueTopicAndStreamIsOneTreeOfSpans) {
+  TestUpstream collector("collector");
+  TempDir dir;
+  write_pipeline(dir, "http://127.0.0.1:" + std::to_string(collector.port()) + "/v1/traces");
+  Host host(dir.path());
+  ASSERT_TRUE(host.started()) << host.errors();
+  // The client's own trace: the host's spans join it.
+  const std::string trace = "4bf92f3577b34da6a3ce929d0e0e4736", client_span = "00f067aa0ba902b7";
+  Response r = request(host.http_port(), "POST", "/order", {{"traceparent", "00-" + trace + "-" + client_span + "-01"}},
+                       "A-17");
+  ASSERT_EQ(r.status, 200) << r.body;
+  std::vector<SeenSpan> spans;
+  ASSERT_TRUE(eventually([&] {
+    spans = spans_at(collector);
+    return spans.size() >= 4;
+  }, 20000)) << spans.size() << " spans\n" << host.output();
+  std::map<std::string, SeenSpan> by_name;
+  for (const auto& s : spans) {
+    EXPECT_EQ(s.trace_id, trace) << s.name << " is in another trace";
+    EXPECT_TRUE(by_name.emplace(s.name, s).second) << s.name << " twice";
+  }
+  ASSERT_EQ(by_name.size(), 4u);
+  // The tree: client -> front (server) -> worker -> notify -> audit (consumers).
+  EXPECT_EQ(by_name["front"].parent_span_id, client_span);
+  EXPECT_EQ(by_name["worker"].parent_span_id, by_name["front"].span_id);
+  EXPECT_EQ(by_name["notify"].parent_span_id, by_name["worker"].span_id);
+  EXPECT_EQ(by_name["audit"].parent_span_id, by_name["notify"].span_id);
+  EXPECT_EQ(by_name["front"].kind, 2);
+  for (const char* consumer : {"worker", "notify", "audit"}) EXPECT_EQ(by_name[consumer].kind, 5) << consumer;
+  // The FaaS and messaging attributes of the OpenTelemetry conventions.
+  EXPECT_EQ(by_name["front"].attributes["faas.trigger"], "http");
+  EXPECT_EQ(by_name["front"].attributes["http.response.status_code"], "200");
+  EXPECT_EQ(by_name["front"].attributes["faas.invocation_id"].size(), 32u);
+  EXPECT_NE(host.output().find("\"invocation_id\":\"" + by_name["front"].attributes["faas.invocation_id"] + "\""),
+            std::string::npos) << "the span's invocation id is not the log line's";
+  EXPECT_EQ(by_name["worker"].attributes["faas.trigger"], "pubsub");
+  EXPECT_EQ(by_name["worker"].attributes["nimbus.trigger"], "queue");
+  EXPECT_EQ(by_name["notify"].attributes["nimbus.trigger"], "topic");
+  EXPECT_EQ(by_name["audit"].attributes["nimbus.trigger"], "stream");
+  EXPECT_EQ(by_name["audit"].attributes["messaging.operation.type"], "process");
+  // The manifest's headers go with every export; the resource names the app.
+  for (const auto& req : collector.seen()) {
+    EXPECT_EQ(req.headers.at("x-collector-key"), "secret");
+    EXPECT_EQ(req.headers.at("content-type"), "application/json");
+    EXPECT_NE(req.body.find("{\"key\":\"service.name\",\"value\":{\"stringValue\":\"traced\"}}"), std::string::npos);
+  }
+  // The log line of each invocation names the same trace.
+  EXPECT_NE(host.output().find("\"function\":\"audit\",\"trigger\":\"stream\""), std::string::npos);
+  EXPECT_NE(host.output().find("\"trace_id\":\"" + trace + "\""), std::string::npos);
+  const std::string metrics = request(host.admin_port(), "GET", "/metrics").body;
+  EXPECT_NE(metrics.find("nimbus_trace_spans_exported_total 4\n"), std::string::npos) << metrics;
+  EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
+}
+
+// Parent-based sampling at a ratio of 0: new traces are not recorded, a trace that arrives
+// sampled is (and its messages carry that on); one that arrives unsampled is not.
+TEST(Traces, SamplingFollowsTheParentAndTheRatioForNewTraces) {
+  TestUpstream collector("collector");
+  TempDir dir;
+  write_pipeline(dir, "http://127.0.0.1:" + std::to_string(collector.port()) + "/v1/traces", "0");
+  Host host(dir.path());
+  ASSERT_TRUE(host.started()) << host.errors();
+  for (int i = 0; i < 20; ++i) ASSERT_EQ(request(host.http_port(), "POST", "/order", {}, "new").status, 200);
+  const std::string unsampled = "00-11111111111111111111111111111111-2222222222222222-00";
+  ASSERT_EQ(request(host.http_port(), "POST", "/order", {{"traceparent", unsampled}}, "no").status, 200);
+  const std::string sampled = "00-33333333333333333333333333333333-4444444444444444-01";
+  ASSERT_EQ(request(host.http_port(), "POST", "/order", {{"traceparent", sampled}}, "yes").status, 200);
+  std::vector<SeenSpan> spans;
+  ASSERT_TRUE(eventually([&] {
+    spans = spans_at(collector);
+    return spans.size() >= 4;
+  }, 20000)) << spans.size();
+  // Let the other 21 requests' pipelines finish too: still only the sampled trace's 4 spans.
+  ASSERT_TRUE(eventually([&] {
+    return lines_with(host.output(), {"\"function\":\"audit\""}) >= 22;
+  }, 20000)) << host.output();
+  Admin admin{host.admin_port(), host.admin_token()};
+  ASSERT_TRUE(admin.wait([&] {
+    return request(host.admin_port(), "GET", "/metrics").body.find("nimbus_trace_spans_recorded_total 4\n") != std::string::npos;
+  }));
+  spans = spans_at(collector);
+  EXPECT_EQ(spans.size(), 4u);
+  for (const auto& s : spans) EXPECT_EQ(s.trace_id, "33333333333333333333333333333333") << s.name;
+  EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
+}
+
+// A collector that is not there: every request is answered as fast, and the spans it could
+// not take are counted (and the first failure logged once).
+TEST(Traces, ADeadCollectorCostsNothingButACounter) {
+  HeldPort dead;  // bound, never listening: connections are refused
+  ASSERT_NE(dead.port(), 0);
+  TempDir dir;
+  write_pipeline(dir, "http://127.0.0.1:" + std::to_string(dead.port()) + "/v1/traces");
+  Host host(dir.path());
+  ASSERT_TRUE(host.started()) << host.errors();
+  for (int i = 0; i < 50; ++i) ASSERT_EQ(request(host.http_port(), "POST", "/order", {}, "x").status, 200) << i;
+  EXPECT_TRUE(eventually([&] {
+    const std::string m = request(host.admin_port(), "GET", "/metrics").body;
+    return m.find("nimbus_trace_spans_failed_total 0\n") == std::string::npos &&
+           m.find("nimbus_trace_spans_failed_total") != std::string::npos;
+  }, 30000)) << request(host.admin_port(), "GET", "/metrics").body;
+  EXPECT_TRUE(host.wait_for_output("traces: the collector did not take a batch", 5000)) << host.output();
+  EXPECT_EQ(lines_with(host.output(), {"traces: the collector did not take a batch"}), 1);
+  EXPECT_EQ(request(host.http_port(), "POST", "/order", {}, "x").status, 200);
+  EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
+}
+
+}  // namespace
+}  // namespace nimbus::testing
+
+namespace nimbus::testing {
+namespace {
+
+TEST(Cli, VersionIsPrintedByEveryBuild) {
+  CommandResult r = run_nimbus({"--version"}, std::filesystem::temp_directory_path());
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "nimbus " NIMBUS_VERSION_TEXT "\n");
+}
+
+}  // namespace
+}  // namespace nimbus::testing

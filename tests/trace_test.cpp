@@ -1,0 +1,161 @@
+// Traces without a host (observe/trace.h): the sampling of new traces, the OTLP/JSON body, the
+// OTEL_* variables, and a bounded export queue that drops and counts instead of growing.
+#include "observe/trace.h"
+
+#include <gtest/gtest.h>
+#include <stdlib.h>
+
+#include <boost/json.hpp>
+
+#include "core/clock.h"
+#include "core/ids.h"
+#include "observe/log.h"
+
+namespace nimbus {
+namespace {
+
+namespace json = boost::json;
+
+struct RatioReset {
+  ~RatioReset() { set_trace_sample_ratio(1.0); }
+};
+
+TEST(Traces, NewTracesAreSampledAtTheRatioAndIncomingOnesKeepTheirFlag) {
+  RatioReset reset;
+  set_trace_sample_ratio(0.25);
+  int sampled = 0;
+  for (int i = 0; i < 20000; ++i) sampled += trace_sampled(continue_trace("")) ? 1 : 0;
+  EXPECT_NEAR(sampled, 5000, 300);
+  set_trace_sample_ratio(0.0);
+  const std::string in_sampled = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+  const std::string in_unsampled = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
+  EXPECT_TRUE(trace_sampled(continue_trace(in_sampled)));
+  EXPECT_FALSE(trace_sampled(continue_trace(in_unsampled)));
+  EXPECT_FALSE(trace_sampled(continue_trace("")));
+  set_trace_sample_ratio(1.0);
+  EXPECT_TRUE(trace_sampled(continue_trace("")));
+  EXPECT_FALSE(trace_sampled(continue_trace(in_unsampled))) << "an unsampled parent is followed";
+  // The incoming span is the parent; ours is new, in the same trace.
+  const std::string ours = continue_trace(in_sampled);
+  EXPECT_EQ(trace_id_of(ours), "4bf92f3577b34da6a3ce929d0e0e4736");
+  EXPECT_EQ(span_id_of(in_sampled), 0x00f067aa0ba902b7u);
+  EXPECT_NE(span_id_of(ours), span_id_of(in_sampled));
+  EXPECT_EQ(span_id_of("garbage"), 0u);
+}
+
+TEST(Traces, TheOtlpJsonBodyHasTheShapeCollectorsRead) {
+  Span s;
+  s.trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+  s.span_id = 0x1234;
+  s.parent_span_id = 0xabcdef;
+  s.name = "front";
+  s.kind = SpanKind::server;
+  s.start_unix_ns = 1700000000000000000;
+  s.end_unix_ns = 1700000000001000000;
+  s.error = true;
+  s.status_message = "timeout";
+  s.attributes = {{"faas.trigger", std::string("http")}, {"http.response.status_code", int64_t{504}}};
+  Span root = s;
+  root.parent_span_id = 0;
+  root.error = false;
+  json::value v = json::parse(Tracer::otlp_json({s, root}, "shop", "1.2.3"));
+  const auto& rs = v.at("resourceSpans").at(0);
+  const auto& res = rs.at("resource").at("attributes").as_array();
+  EXPECT_EQ(res.at(0).at("key"), "service.name");
+  EXPECT_EQ(res.at(0).at("value").at("stringValue"), "shop");
+  EXPECT_NE(json::serialize(res).find("\"service.version\""), std::string::npos);
+  const auto& spans = rs.at("scopeSpans").at(0).at("spans").as_array();
+  ASSERT_EQ(spans.size(), 2u);
+  const auto& o = spans.at(0).as_object();
+  EXPECT_EQ(o.at("traceId"), "4bf92f3577b34da6a3ce929d0e0e4736");
+  EXPECT_EQ(o.at("spanId"), "0000000000001234");  // hex, not base64, in OTLP/JSON
+  EXPECT_EQ(o.at("parentSpanId"), "0000000000abcdef");
+  EXPECT_EQ(o.at("kind"), 2);
+  EXPECT_EQ(o.at("startTimeUnixNano"), "1700000000000000000");  // 64-bit numbers as strings
+  EXPECT_EQ(o.at("endTimeUnixNano"), "1700000000001000000");
+  EXPECT_EQ(o.at("status").at("code"), 2);
+  EXPECT_EQ(o.at("status").at("message"), "timeout");
+  EXPECT_EQ(o.at("attributes").at(1).at("value").at("intValue"), "504");
+  EXPECT_FALSE(spans.at(1).as_object().contains("parentSpanId"));
+  EXPECT_FALSE(spans.at(1).as_object().contains("status"));
+}
+
+struct EnvVar {
+  const char* name;
+  EnvVar(const char* n, const char* value) : name(n) { setenv(n, value, 1); }
+  ~EnvVar() { unsetenv(name); }
+};
+
+TEST(Traces, TheOtelVariablesFillWhatTheManifestLeavesUnset) {
+  {
+    EnvVar e("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318/");
+    EnvVar h("OTEL_EXPORTER_OTLP_HEADERS", "api-key=abc%20def, tenant=t1");
+    EnvVar r("OTEL_TRACES_SAMPLER_ARG", "0.1");
+    TraceSettings s;
+    ASSERT_TRUE(s.read_environment());
+    EXPECT_EQ(s.endpoint, "http://collector:4318/v1/traces");
+    ASSERT_EQ(s.headers.size(), 2u);
+    EXPECT_EQ(s.headers[0].name, "api-key");
+    EXPECT_EQ(s.headers[0].value, "abc def");
+    EXPECT_EQ(s.headers[1].value, "t1");
+    EXPECT_DOUBLE_EQ(s.sample, 0.1);
+    // The manifest's endpoint wins; the traces variable is the URL itself.
+    EnvVar t("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://other:4318/custom");
+    TraceSettings from_manifest;
+    from_manifest.endpoint = "http://127.0.0.1:9/v1/traces";
+    ASSERT_TRUE(from_manifest.read_environment());
+    EXPECT_EQ(from_manifest.endpoint, "http://127.0.0.1:9/v1/traces");
+    TraceSettings traces_var;
+    ASSERT_TRUE(traces_var.read_environment());
+    EXPECT_EQ(traces_var.endpoint, "http://other:4318/custom");
+  }
+  {
+    EnvVar r("OTEL_TRACES_SAMPLER_ARG", "lots");
+    TraceSettings s;
+    auto st = s.read_environment();
+    ASSERT_FALSE(st);
+    EXPECT_NE(st.error().message.find("OTEL_TRACES_SAMPLER_ARG"), std::string::npos) << st.error().message;
+  }
+  {
+    EnvVar h("OTEL_EXPORTER_OTLP_HEADERS", "novalue");
+    TraceSettings s;
+    auto st = s.read_environment();
+    ASSERT_FALSE(st);
+    EXPECT_NE(st.error().message.find("OTEL_EXPORTER_OTLP_HEADERS: 'novalue'"), std::string::npos) << st.error().message;
+  }
+  {
+    EnvVar e("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "https://collector:4318/v1/traces");
+    TraceSettings s;
+    auto st = s.read_environment();
+    ASSERT_FALSE(st);
+    EXPECT_NE(st.error().message.find("https is not supported yet"), std::string::npos) << st.error().message;
+  }
+}
+
+TEST(Traces, AFullExportQueueDropsAndCountsNewSpansInsteadOfGrowing) {
+  RatioReset reset;
+  SystemClock clock;
+  LogSink sink(-1);
+  Logger logger(sink, clock, "t");
+  TraceSettings s;
+  s.endpoint = "http://127.0.0.1:1/v1/traces";  // nothing there
+  s.max_queue = 10;
+  s.max_batch = 1000;                   // never full enough to send early...
+  s.flush = std::chrono::hours(1);      // ...nor old enough: the queue only fills
+  Tracer tracer(s, "t", "", logger);
+  for (int i = 0; i < 100; ++i) {
+    Span span;
+    span.trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    span.span_id = static_cast<uint64_t>(i + 1);
+    tracer.record(std::move(span));
+  }
+  const TraceStats st = tracer.stats();
+  EXPECT_EQ(st.recorded, 100u);
+  EXPECT_EQ(st.dropped, 90u);
+  std::string text;
+  tracer.metrics_text(text);
+  EXPECT_NE(text.find("nimbus_trace_spans_dropped_total 90\n"), std::string::npos) << text;
+}
+
+}  // namespace
+}  // namespace nimbus
