@@ -82,15 +82,8 @@ void ManifestReader::read_app(const YAML::Node& root, AppSpec& app) {
         if (auto m = integer(v, "deploy.canary.min_requests", 1, 1000000)) canary.min_requests = static_cast<int>(*m);
       }
       if (auto v = c["max_error_rate"]) {
-        std::string text = v.IsScalar() ? v.Scalar() : "";
-        const bool percent = !text.empty() && text.back() == '%';
-        if (percent) text.pop_back();
-        char* end = nullptr;
-        const double rate = text.empty() ? -1 : std::strtod(text.c_str(), &end) / (percent ? 100.0 : 1.0);
-        if (text.empty() || *end != '\0' || rate < 0 || rate > 1) {
-          error(v, "deploy.canary.max_error_rate", "expected a share of requests such as 1% or 0.01");
-        } else {
-          canary.max_error_rate = rate;
+        if (auto rate = share(v, "deploy.canary.max_error_rate", "expected a share of requests such as 1% or 0.01")) {
+          canary.max_error_rate = *rate;
         }
       }
       app.canary = canary;
@@ -120,16 +113,8 @@ void ManifestReader::read_app(const YAML::Node& root, AppSpec& app) {
         }
       }
       if (auto v = o["sample"]) {
-        std::string text = v.IsScalar() ? v.Scalar() : "";
-        const bool percent = !text.empty() && text.back() == '%';
-        if (percent) text.pop_back();
-        char* end = nullptr;
-        const double ratio = text.empty() ? -1 : std::strtod(text.c_str(), &end) / (percent ? 100.0 : 1.0);
-        if (text.empty() || *end != '\0' || ratio < 0 || ratio > 1) {
-          error(v, "observe.otlp.sample", "expected the share of new traces to record, between 0 and 1 (or 0% to 100%), e.g. 0.1");
-        } else {
-          app.observe.sample = ratio;
-        }
+        app.observe.sample = share(v, "observe.otlp.sample",
+                                   "expected the share of new traces to record, between 0 and 1 (or 0% to 100%), e.g. 0.1");
       }
     }
   }

@@ -146,6 +146,19 @@ std::optional<long> ManifestReader::integer(const YAML::Node& node, const std::s
   return v;
 }
 
+std::optional<double> ManifestReader::share(const YAML::Node& node, const std::string& path, const char* problem) {
+  std::string text = node.IsScalar() ? node.Scalar() : "";
+  const bool percent = !text.empty() && text.back() == '%';
+  if (percent) text.pop_back();
+  char* end = nullptr;
+  const double value = text.empty() ? -1 : std::strtod(text.c_str(), &end) / (percent ? 100.0 : 1.0);
+  if (text.empty() || *end != '\0' || value < 0 || value > 1) {
+    error(node, path, problem);
+    return std::nullopt;
+  }
+  return value;
+}
+
 std::optional<bool> ManifestReader::boolean(const YAML::Node& node, const std::string& path) {
   auto text = scalar(node, path, "true or false");
   if (!text) return std::nullopt;

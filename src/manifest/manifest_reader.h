@@ -58,6 +58,8 @@ class ManifestReader {
   std::optional<std::string> app_file(const YAML::Node& node, const std::string& path, const char* what);
   std::optional<long> integer(const YAML::Node& node, const std::string& path, long min, long max);
   std::optional<bool> boolean(const YAML::Node& node, const std::string& path);
+  // A share between 0 and 1, written 0.01 or 1%; `problem` says what was expected otherwise.
+  std::optional<double> share(const YAML::Node& node, const std::string& path, const char* problem);
   // Reads one of `choices`; reports a did-you-mean otherwise.
   std::optional<std::string> choice(const YAML::Node& node, const std::string& path,
                                     const std::vector<std::string_view>& choices);
