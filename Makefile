@@ -39,6 +39,7 @@ bench: build
 	bash bench/queue_pg.sh
 	bash bench/queue_redis.sh
 	bash bench/deploy.sh
+	bash bench/tracing.sh
 	bash bench/cluster_pg.sh
 	bash bench/durable.sh
 	bash bench/gateway.sh

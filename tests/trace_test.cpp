@@ -53,7 +53,7 @@ TEST(Traces, TheOtlpJsonBodyHasTheShapeCollectorsRead) {
   s.start_unix_ns = 1700000000000000000;
   s.end_unix_ns = 1700000000001000000;
   s.error = true;
-  s.status_message = "timeout";
+  s.status_message = "time \"out\"\n\\ \x01 ü";  // escaped, and UTF-8 kept
   s.attributes = {{"faas.trigger", std::string("http")}, {"http.response.status_code", int64_t{504}}};
   Span root = s;
   root.parent_span_id = 0;
@@ -74,7 +74,7 @@ TEST(Traces, TheOtlpJsonBodyHasTheShapeCollectorsRead) {
   EXPECT_EQ(o.at("startTimeUnixNano"), "1700000000000000000");  // 64-bit numbers as strings
   EXPECT_EQ(o.at("endTimeUnixNano"), "1700000000001000000");
   EXPECT_EQ(o.at("status").at("code"), 2);
-  EXPECT_EQ(o.at("status").at("message"), "timeout");
+  EXPECT_EQ(o.at("status").at("message"), "time \"out\"\n\\ \x01 ü");
   EXPECT_EQ(o.at("attributes").at(1).at("value").at("intValue"), "504");
   EXPECT_FALSE(spans.at(1).as_object().contains("parentSpanId"));
   EXPECT_FALSE(spans.at(1).as_object().contains("status"));

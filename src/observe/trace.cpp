@@ -7,8 +7,6 @@
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
-#include <boost/json/serialize.hpp>
-#include <boost/json/value.hpp>
 #include <boost/url/parse.hpp>
 
 #include <algorithm>
@@ -23,7 +21,6 @@ namespace nimbus {
 namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
-namespace json = boost::json;
 
 namespace {
 
@@ -202,41 +199,86 @@ void Tracer::metrics_text(std::string& out) const {
   counter("nimbus_trace_export_failures_total", "Export requests that failed (each retry counts).", s.export_failures);
 }
 
+namespace {
+
+void append_json_string(std::string& out, std::string_view s) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  out += '"';
+  for (char c : s) {
+    const auto u = static_cast<unsigned char>(c);
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (u < 0x20) {
+      out += "\\u00";
+      out += kHex[u >> 4];
+      out += kHex[u & 15];
+    } else {
+      out += c;  // UTF-8 passes as it is
+    }
+  }
+  out += '"';
+}
+
+void append_attribute(std::string& out, std::string_view key, const std::variant<std::string, int64_t>& v) {
+  out += "{\"key\":";
+  append_json_string(out, key);
+  if (const auto* text = std::get_if<std::string>(&v)) {
+    out += ",\"value\":{\"stringValue\":";
+    append_json_string(out, *text);
+  } else {
+    out += ",\"value\":{\"intValue\":\"";  // int64 is a string in OTLP/JSON
+    out += std::to_string(std::get<int64_t>(v));
+    out += '"';
+  }
+  out += "}}";
+}
+
+}  // namespace
+
+// Written by hand, not through a JSON DOM: the exporter shares the host's cores, and at every
+// invocation traced this is most of what tracing costs.
 std::string Tracer::otlp_json(const std::vector<Span>& spans, std::string_view service,
                               std::string_view service_version) {
-  auto attr = [](std::string_view key, const std::variant<std::string, int64_t>& v) {
-    json::object value;
-    if (const auto* s = std::get_if<std::string>(&v)) value["stringValue"] = *s;
-    else value["intValue"] = std::to_string(std::get<int64_t>(v));  // int64 is a string in OTLP/JSON
-    return json::object{{"key", key}, {"value", std::move(value)}};
-  };
-  json::array out_spans;
-  out_spans.reserve(spans.size());
-  for (const auto& s : spans) {
-    json::object o;
-    o["traceId"] = s.trace_id;
-    o["spanId"] = hex16(s.span_id);
-    if (s.parent_span_id != 0) o["parentSpanId"] = hex16(s.parent_span_id);
-    o["name"] = s.name;
-    o["kind"] = static_cast<int>(s.kind);
-    o["startTimeUnixNano"] = std::to_string(s.start_unix_ns);
-    o["endTimeUnixNano"] = std::to_string(s.end_unix_ns);
-    json::array attrs;
-    for (const auto& [k, v] : s.attributes) attrs.push_back(attr(k, v));
-    o["attributes"] = std::move(attrs);
-    if (s.error) o["status"] = json::object{{"code", 2}, {"message", s.status_message}};
-    out_spans.push_back(std::move(o));
+  std::string out;
+  out.reserve(256 + spans.size() * 640);
+  out += "{\"resourceSpans\":[{\"resource\":{\"attributes\":[";
+  append_attribute(out, "service.name", std::string(service));
+  out += ',';
+  append_attribute(out, "telemetry.sdk.name", std::string("nimbus"));
+  if (!service_version.empty()) {
+    out += ',';
+    append_attribute(out, "service.version", std::string(service_version));
   }
-  json::array resource_attrs{attr("service.name", std::string(service)),
-                             attr("telemetry.sdk.name", std::string("nimbus"))};
-  if (!service_version.empty()) resource_attrs.push_back(attr("service.version", std::string(service_version)));
-  json::object body{
-      {"resourceSpans",
-       json::array{json::object{
-           {"resource", json::object{{"attributes", std::move(resource_attrs)}}},
-           {"scopeSpans", json::array{json::object{{"scope", json::object{{"name", "nimbus"}}},
-                                                   {"spans", std::move(out_spans)}}}}}}}};
-  return json::serialize(body);
+  out += "]},\"scopeSpans\":[{\"scope\":{\"name\":\"nimbus\"},\"spans\":[";
+  bool first = true;
+  for (const auto& s : spans) {
+    if (!first) out += ',';
+    first = false;
+    out += "{\"traceId\":";
+    append_json_string(out, s.trace_id);
+    out += ",\"spanId\":\"" + hex16(s.span_id) + '"';
+    if (s.parent_span_id != 0) out += ",\"parentSpanId\":\"" + hex16(s.parent_span_id) + '"';
+    out += ",\"name\":";
+    append_json_string(out, s.name);
+    out += ",\"kind\":";
+    out += std::to_string(static_cast<int>(s.kind));
+    out += ",\"startTimeUnixNano\":\"" + std::to_string(s.start_unix_ns) + "\",\"endTimeUnixNano\":\"" +
+           std::to_string(s.end_unix_ns) + "\",\"attributes\":[";
+    for (std::size_t i = 0; i < s.attributes.size(); ++i) {
+      if (i) out += ',';
+      append_attribute(out, s.attributes[i].first, s.attributes[i].second);
+    }
+    out += ']';
+    if (s.error) {
+      out += ",\"status\":{\"code\":2,\"message\":";
+      append_json_string(out, s.status_message);
+      out += '}';
+    }
+    out += '}';
+  }
+  out += "]}]}]}";
+  return out;
 }
 
 void Tracer::run() {

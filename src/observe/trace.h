@@ -58,7 +58,9 @@ struct Span {
   int64_t start_unix_ns = 0, end_unix_ns = 0;
   bool error = false;
   std::string status_message;
-  std::vector<std::pair<std::string, std::variant<std::string, int64_t>>> attributes;
+  // Keys are static strings (literals): a span is recorded per invocation, and keys that
+  // allocate would cost each one.
+  std::vector<std::pair<std::string_view, std::variant<std::string, int64_t>>> attributes;
 };
 
 struct TraceStats {
