@@ -325,6 +325,12 @@ void Tracer::run() {
       backoff = std::chrono::milliseconds(100);
     } else {
       stats_.failed += batch.size();
+      if (stopping_) {
+        // Stopping and the collector failed: the rest is given up at once, not tried batch
+        // by batch (one that never answers would hold the stop a timeout per batch).
+        stats_.failed += queue_.size();
+        queue_.clear();
+      }
       if (!warned_) {
         warned_ = true;
         lock.unlock();
