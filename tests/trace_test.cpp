@@ -110,18 +110,33 @@ TEST(Traces, TheOtelVariablesFillWhatTheManifestLeavesUnset) {
     EXPECT_EQ(traces_var.endpoint, "http://other:4318/custom");
   }
   {
-    EnvVar r("OTEL_TRACES_SAMPLER_ARG", "lots");
+    EnvVar e("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318");
+    EnvVar r("OTEL_TRACES_SAMPLER_ARG", "nan");
     TraceSettings s;
     auto st = s.read_environment();
     ASSERT_FALSE(st);
     EXPECT_NE(st.error().message.find("OTEL_TRACES_SAMPLER_ARG"), std::string::npos) << st.error().message;
   }
   {
+    EnvVar e("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318");
     EnvVar h("OTEL_EXPORTER_OTLP_HEADERS", "novalue");
     TraceSettings s;
     auto st = s.read_environment();
     ASSERT_FALSE(st);
     EXPECT_NE(st.error().message.find("OTEL_EXPORTER_OTLP_HEADERS: 'novalue'"), std::string::npos) << st.error().message;
+  }
+  {
+    // No endpoint anywhere: tracing is off and the other variables are not even read; and the
+    // environment's headers never go to the manifest's collector.
+    EnvVar r("OTEL_TRACES_SAMPLER_ARG", "lots");
+    EnvVar h("OTEL_EXPORTER_OTLP_HEADERS", "api-key=secret");
+    TraceSettings off;
+    EXPECT_TRUE(off.read_environment());
+    EXPECT_TRUE(off.endpoint.empty());
+    TraceSettings manifest;
+    manifest.endpoint = "http://mine:4318/v1/traces";
+    EXPECT_FALSE(manifest.read_environment()) << "the bad ratio is still read when tracing is on";
+    EXPECT_TRUE(manifest.headers.empty()) << "the environment's key went to the manifest's collector";
   }
   {
     EnvVar e("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "https://collector:4318/v1/traces");

@@ -155,10 +155,14 @@ int run_host(const AppSpec& app, const HostOptions& options) {
   std::unique_ptr<Tracer> tracer;
   if (!trace_settings.endpoint.empty()) {
     tracer = std::make_unique<Tracer>(trace_settings, app.name, NIMBUS_VERSION_TEXT, logger);
-    logger.set_tracer(tracer.get());
+    logger.set_tracer(tracer.get());  // detached below before the tracer goes
     logger.host(LogLevel::info, "traces: exporting spans over OTLP/HTTP (JSON)",
                 {{"endpoint", trace_settings.endpoint}, {"sample", std::to_string(trace_settings.sample)}});
   }
+  struct DetachTracer {
+    Logger& logger;
+    ~DetachTracer() { logger.set_tracer(nullptr); }
+  } detach_tracer{logger};
   // A store across the network may lose its server: say so once when it goes and once when it
   // is back (/readyz answers 503 meanwhile; work that needs the store fails and is retried).
   (*store)->on_health_change([&logger, url = redact_store_url(app.store)](const Store::Health& h) {

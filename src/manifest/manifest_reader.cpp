@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
+#include <cmath>
 #include <cstdlib>
 #include <set>
 
@@ -152,7 +153,7 @@ std::optional<double> ManifestReader::share(const YAML::Node& node, const std::s
   if (percent) text.pop_back();
   char* end = nullptr;
   const double value = text.empty() ? -1 : std::strtod(text.c_str(), &end) / (percent ? 100.0 : 1.0);
-  if (text.empty() || *end != '\0' || value < 0 || value > 1) {
+  if (text.empty() || *end != '\0' || !std::isfinite(value) || value < 0 || value > 1) {
     error(node, path, problem);
     return std::nullopt;
   }

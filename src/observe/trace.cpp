@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cmath>
 #include <cstdlib>
 
 #include "core/ids.h"
@@ -74,6 +75,7 @@ Expected<Headers> parse_headers(std::string_view text, const char* variable) {
 }  // namespace
 
 Status TraceSettings::read_environment() {
+  const bool endpoint_from_environment = endpoint.empty();
   if (endpoint.empty()) {
     if (const char* v = env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")) {
       endpoint = v;
@@ -83,7 +85,9 @@ Status TraceSettings::read_environment() {
       endpoint += "/v1/traces";
     }
   }
-  if (headers.empty()) {
+  if (endpoint.empty()) return ok_status();  // tracing is off: nothing else is read
+  // The environment's headers (credentials, often) go only to the environment's collector.
+  if (headers.empty() && endpoint_from_environment) {
     for (const char* name : {"OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_TRACES_HEADERS"}) {
       if (const char* v = env(name)) {
         auto h = parse_headers(v, name);
@@ -95,7 +99,7 @@ Status TraceSettings::read_environment() {
   if (const char* v = env("OTEL_TRACES_SAMPLER_ARG"); v && sample == 1.0) {
     char* end = nullptr;
     const double r = std::strtod(v, &end);
-    if (*end != '\0' || r < 0 || r > 1) {
+    if (*end != '\0' || !std::isfinite(r) || r < 0 || r > 1) {
       return Error{"OTEL_TRACES_SAMPLER_ARG: '" + std::string(v) + "' is not a ratio between 0 and 1"};
     }
     sample = r;
@@ -371,7 +375,7 @@ bool Tracer::send(const std::string& body, std::string* problem, bool* retryable
     return false;
   }
   http::request<http::string_body> req{http::verb::post, target, 11};
-  req.set(http::field::host, host + ":" + port);
+  req.set(http::field::host, std::string(u->encoded_host_and_port()));  // [::1]:4318 keeps its brackets
   req.set(http::field::content_type, "application/json");
   req.set(http::field::connection, "close");
   for (const auto& h : settings_.headers) req.set(h.name, h.value);

@@ -42,8 +42,9 @@ struct TraceSettings {
 
   // The variables a user of OpenTelemetry sets: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT (the URL
   // itself), else OTEL_EXPORTER_OTLP_ENDPOINT (+ /v1/traces); OTEL_EXPORTER_OTLP_HEADERS
-  // (k=v,k2=v2) and ..._TRACES_HEADERS; OTEL_TRACES_SAMPLER_ARG (the ratio). Fills only what
-  // `this` leaves unset (the manifest wins). A bad value is an error naming the variable.
+  // (k=v,k2=v2) and ..._TRACES_HEADERS, only for an endpoint from the variables too;
+  // OTEL_TRACES_SAMPLER_ARG (the ratio). Fills only what `this` leaves unset (the manifest
+  // wins); with no endpoint at all nothing else is read. A bad value is an error naming it.
   Status read_environment();
 };
 

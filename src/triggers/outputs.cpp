@@ -41,12 +41,14 @@ Status add_outputs(const FunctionSpec& fn, std::vector<OutputMessage> outputs, B
                    const Headers* trigger_metadata, std::string_view traceparent) {
   Batch add;
   for (auto& out : outputs) {
-    if (!traceparent.empty() && !find_header(out.metadata, "traceparent")) {
-      out.metadata.push_back({"traceparent", std::string(traceparent)});
-    }
     const OutputSpec* spec = nullptr;
     for (const auto& o : fn.outputs)
       if (o.name == out.binding) spec = &o;
+    // Messages carry the trace; a blob's metadata is the user's own and state has none.
+    if (spec && spec->kind != OutputSpec::Kind::blob && spec->kind != OutputSpec::Kind::state &&
+        !traceparent.empty() && !find_header(out.metadata, "traceparent")) {
+      out.metadata.push_back({"traceparent", std::string(traceparent)});
+    }
     if (!spec) {
       std::string declared;
       for (const auto& o : fn.outputs) declared += (declared.empty() ? "" : ", ") + o.name;
