@@ -88,7 +88,6 @@ bool valid_traceparent(std::string_view in) {
 }
 
 void set_trace_sample_ratio(double ratio) { g_sample_ratio.store(std::clamp(ratio, 0.0, 1.0)); }
-double trace_sample_ratio() { return g_sample_ratio.load(std::memory_order_relaxed); }
 
 uint64_t span_id_of(std::string_view tp) {
   if (tp.size() < 55) return 0;

@@ -15,7 +15,6 @@ std::string new_invocation_id();
 std::string continue_trace(std::string_view incoming);
 // The share of new traces marked sampled (1.0 until the tracer, observe/trace.h, sets it).
 void set_trace_sample_ratio(double ratio);
-double trace_sample_ratio();
 // The span id in a traceparent's parent-id field (0 when malformed), and its sampled flag.
 uint64_t span_id_of(std::string_view traceparent);
 bool trace_sampled(std::string_view traceparent);

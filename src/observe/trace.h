@@ -86,7 +86,6 @@ class Tracer {
   TraceStats stats() const;
   // The counters in Prometheus text format (nimbus_trace_*).
   void metrics_text(std::string& out) const;
-  const TraceSettings& settings() const { return settings_; }
 
   // The OTLP/JSON body for `spans` (ExportTraceServiceRequest).
   static std::string otlp_json(const std::vector<Span>& spans, std::string_view service,
