@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Traces (issue 18): what exporting spans costs a native hello function, in the same run:
-# tracing off, on at sample 1.0 and on at sample 0.01, each exporting to a local OTLP receiver
-# (a small Python HTTP server that reads each batch and answers 200). The host is pinned to
-# core 0, wrk to core 1; 2 s warm-up, then `wrk -t1 -c64 -d10s`, REPS times, median req/s.
+# Traces and the invocation history (issue 18): what each costs a native hello function, in the
+# same run: tracing off, on at sample 1.0 and on at sample 0.01 (each exporting to a local OTLP
+# receiver, a small Python HTTP server that reads each batch and answers 200), with the history
+# off in these three; then the history on (its default, keep 1000) with tracing off. The host
+# is pinned to core 0, wrk to core 1; 2 s warm-up, then `wrk -t1 -c64 -d10s`, REPS times, median req/s.
 # Usage: bash bench/tracing.sh (after make build). Env: REPS=3.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -69,12 +70,15 @@ YAML
 }
 
 otlp="observe:
+  history: {keep: 0}
   otlp: {endpoint: \"http://127.0.0.1:$RECEIVER/v1/traces\", sample: SAMPLE}"
-read -r off _ <<< "$(run_case off "")"
+read -r off _ <<< "$(run_case off "observe: {history: {keep: 0}}")"
 read -r full full_spans <<< "$(run_case full "${otlp/SAMPLE/1.0}")"
 read -r tenth tenth_spans <<< "$(run_case hundredth "${otlp/SAMPLE/0.01}")"
+read -r history _ <<< "$(run_case history "")"
 echo "| case | req/s (median of $REPS) | vs off | spans the receiver got |"
 echo "|---|---|---|---|"
-echo "| tracing off | $off | 1.00 | - |"
+echo "| tracing and history off | $off | 1.00 | - |"
 awk -v a="$full" -v b="$off" -v s="$full_spans" 'BEGIN{printf "| sample 1.0 | %s | %.2f | %s |\n", a, a/b, s}'
 awk -v a="$tenth" -v b="$off" -v s="$tenth_spans" 'BEGIN{printf "| sample 0.01 | %s | %.2f | %s |\n", a, a/b, s}'
+awk -v a="$history" -v b="$off" 'BEGIN{printf "| history on (keep 1000), tracing off | %s | %.2f | - |\n", a, a/b}'

@@ -349,5 +349,43 @@ TEST(LogTest, LevelNames) {
   EXPECT_EQ(to_string(LogLevel::error), "error");
 }
 
+// The numbered ring `nimbus logs` reads: the last lines, the lines after a number, one
+// function's lines, and a gap once lines have left the ring.
+TEST(LogTest, RecentLinesAreNumberedFilteredAndBounded) {
+  LogFile file;
+  LogSink sink(file.fd());
+  for (int i = 1; i <= 10; ++i) {
+    const std::string fn = i % 2 ? "odd" : "even";
+    sink.write_line("{\"msg\":\"line " + std::to_string(i) + "\",\"function\":\"" + fn + "\"}");
+  }
+  sink.flush();
+  auto tail = sink.recent(0, "", 3);
+  ASSERT_EQ(tail.lines.size(), 3u);
+  EXPECT_NE(tail.lines[0].find("line 8"), std::string::npos);
+  EXPECT_NE(tail.lines[2].find("line 10"), std::string::npos);
+  EXPECT_EQ(tail.next, 11u);
+  auto after = sink.recent(4, "even", 100);
+  ASSERT_EQ(after.lines.size(), 3u);  // 6, 8, 10
+  EXPECT_NE(after.lines[0].find("line 6"), std::string::npos);
+  EXPECT_FALSE(after.gap);
+  auto first_two = sink.recent(4, "", 2);  // 5 and 6; ask after 6 next time
+  ASSERT_EQ(first_two.lines.size(), 2u);
+  EXPECT_EQ(first_two.next, 7u);
+  EXPECT_TRUE(sink.recent(10, "", 100).lines.empty());
+  EXPECT_TRUE(sink.recent(0, "ev", 100).lines.empty());  // a whole name, not a prefix
+
+  const std::string big(64 * 1024, 'x');
+  for (int i = 0; i < 100; ++i) {  // 6.4 MiB: past the ring's 4 MiB
+    sink.write_line(big);
+    sink.flush();
+  }
+  auto late = sink.recent(2, "", 1);
+  EXPECT_TRUE(late.gap);
+  EXPECT_EQ(late.lines.size(), 1u);
+  auto all = sink.recent(0, "", 1000);
+  EXPECT_LE(all.lines.size() * big.size(), LogSink::kRecentBytes + big.size());
+  EXPECT_EQ(all.next, 111u);
+}
+
 }  // namespace
 }  // namespace nimbus

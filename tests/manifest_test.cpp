@@ -115,6 +115,18 @@ TEST(ManifestTest, ObserveOtlpNamesTheCollectorItsHeadersAndTheSampleRatio) {
   expect_diag(parse("name: shop\nobserve:\n  otlp: {headers: [a]}\nfunctions:\n"), "observe.otlp.headers", "expected a mapping");
 }
 
+TEST(ManifestTest, ObserveHistoryKeepsAThousandByDefaultAndZeroTurnsItOff) {
+  auto plain = parse("name: shop\nfunctions:\n");
+  ASSERT_TRUE(plain.app.has_value()) << plain.report();
+  EXPECT_EQ(plain.app->observe.history_keep, 1000);
+  auto off = parse("name: shop\nobserve:\n  history: {keep: 0}\nfunctions:\n");
+  ASSERT_TRUE(off.app.has_value()) << off.report();
+  EXPECT_EQ(off.app->observe.history_keep, 0);
+  expect_diag(parse("name: shop\nobserve:\n  history: {keep: -1}\nfunctions:\n"), "observe.history.keep", "");
+  expect_diag(parse("name: shop\nobserve:\n  history: {keep: 200000}\nfunctions:\n"), "observe.history.keep", "");
+  expect_diag(parse("name: shop\nobserve:\n  history: {kept: 3}\nfunctions:\n"), "observe.history.kept", "");
+}
+
 TEST(ManifestTest, DiagnosticFormatIsFileLineColPathMessage) {
   const std::string text = one_function(kBasicFn +
                                         "triggers:\n"

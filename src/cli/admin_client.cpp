@@ -103,6 +103,11 @@ Expected<HttpResponse> http_request(const std::string& host, int port, const std
   HttpResponse out;
   out.status = static_cast<int>(parser.get().result_int());
   out.content_type = std::string(parser.get()[http::field::content_type]);
+  for (const auto& field : parser.get()) {
+    std::string name(field.name_string());
+    for (auto& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    out.headers.emplace_back(std::move(name), std::string(field.value()));
+  }
   out.body = std::move(parser.get().body());
   return out;
 }

@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "cli/deploy_commands.h"
+#include "cli/observe_commands.h"
 #include "cli/admin_client.h"
 #include "cli/scaffold.h"
 #include "core/units.h"
@@ -700,6 +701,7 @@ int run_cli(int argc, char** argv) {
   keys_revoke->add_option("name", key_name, "The key's name")->required();
 
   DeployCommands deploy_commands(cli);
+  ObserveCommands observe_commands(cli);
 
   std::string reload_dir = ".";
   auto* reload = cli.add_subcommand("reload", "Apply nimbus.yaml's gateway changes to the running host, dropping no request");
@@ -867,6 +869,7 @@ int run_cli(int argc, char** argv) {
   if (stop->parsed()) return cmd_stop(stop_dir, stop_wait);
   if (reload->parsed()) return cmd_reload(reload_dir);
   if (auto code = deploy_commands.run()) return *code;
+  if (auto code = observe_commands.run()) return *code;
   if (keys_create->parsed()) return cmd_keys(keys_dir, "create", key_name, key_quota);
   if (keys_ls->parsed()) return cmd_keys(keys_dir, "ls", "", "");
   if (keys_revoke->parsed()) return cmd_keys(keys_dir, "revoke", key_name, "");

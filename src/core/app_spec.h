@@ -200,12 +200,14 @@ struct AppSpec {
     int min_requests = 20;
   };
   std::optional<Canary> canary;
-  // observe: {otlp: {endpoint, headers, sample}}: where spans are exported (observe/trace.h);
-  // what is unset here comes from the OTEL_EXPORTER_OTLP_* variables.
+  // observe: {otlp: {endpoint, headers, sample}, history: {keep}}: where spans are exported
+  // (observe/trace.h; what is unset here comes from the OTEL_EXPORTER_OTLP_* variables) and
+  // how many invocations of each function the store's history keeps (observe/history.h).
   struct Observe {
     std::string otlp_endpoint;
     Headers otlp_headers;
     std::optional<double> sample;
+    int history_keep = 1000;  // 0: no history
   } observe;
 
   const StreamSpec* find_stream(std::string_view stream) const {

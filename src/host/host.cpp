@@ -18,8 +18,10 @@
 #include <thread>
 
 #include "admin/admin_api.h"
+#include "admin/observe_endpoints.h"
 #include "core/private_file.h"
 #include "deploy/deployments.h"
+#include "observe/history.h"
 #include "observe/log.h"
 #include "observe/metrics.h"
 #include "observe/trace.h"
@@ -179,6 +181,17 @@ int run_host(const AppSpec& app, const HostOptions& options) {
     Store& store;
     ~CloseStoreFirst() { store.close(); }
   } close_store_first{**store};
+  // Invocation history (observe/history.h): each function's last N invocations, in the store.
+  // Declared after the guard above: on an early way out it stops before the store closes.
+  std::unique_ptr<InvocationHistory> history;
+  if (app.observe.history_keep > 0) {
+    history = std::make_unique<InvocationHistory>(**store, clock, app.observe.history_keep, logger);
+    logger.set_history(history.get());
+  }
+  struct DetachHistory {
+    Logger& logger;
+    ~DetachHistory() { logger.set_history(nullptr); }
+  } detach_history{logger};
   std::vector<std::string> names;
   for (const auto& fn : app.functions) names.push_back(fn.name);
   Metrics metrics(names);
@@ -291,12 +304,21 @@ int run_host(const AppSpec& app, const HostOptions& options) {
     if (https_port == 0) https_port = t->secure_port();
   }
 
+  LogFollow log_follow(sink, host_id);  // GET /admin/logs: `nimbus logs -f`
   AdminStatus status;
   status.pid = static_cast<int>(getpid());
   status.started = clock.now();
   AdminApi admin(app, pools, metrics, logger, clock, *token, status, [] { kill(getpid(), SIGTERM); }, store->get());
   for (auto& t : triggers) admin.add(t->admin_views(), t->status_fields());
   admin.add(deployments.endpoints());
+  admin.add({invocations_endpoint(history.get(), **store), log_follow.endpoint()});
+  if (history) {
+    admin.add_metrics([&history] {
+      std::string out;
+      history->metrics_text(out);
+      return out;
+    });
+  }
   admin.add({}, {deployments.status_field()});
   admin.add_metrics([&deployments] { return deployments.metrics_text(); });
   if (tracer) {
@@ -415,6 +437,7 @@ int run_host(const AppSpec& app, const HostOptions& options) {
   status.draining.store(true);
   reloads.close();  // a reload under way finishes first; none starts after
   admin.stop_accepting();
+  log_follow.stop();  // followers hear of the stop now, and find the next run themselves
   TimePoint give_up = clock.now() + app.shutdown_grace;
   // No trigger takes new work: no request, timer run, file, MQTT message or batch. A due time
   // missed while stopped runs past due later; a file waiting for a retry stays in
@@ -462,6 +485,7 @@ int run_host(const AppSpec& app, const HostOptions& options) {
   for (auto* e : executors) e->stop(std::chrono::seconds(2));  // workers' exits are read on the loops
   for (auto* e : version_executors) e->stop(std::chrono::seconds(2));
   loops.drain();
+  if (history) history->stop();  // the last records, before the store goes
   (*store)->close();
   watchdog.disarm();
   logger.host(LogLevel::info, "stopped");

@@ -89,7 +89,12 @@ void ManifestReader::read_app(const YAML::Node& root, AppSpec& app) {
       app.canary = canary;
     }
   }
-  if (auto n = root["observe"]; n && check_map(n, "observe", {"otlp"})) {
+  if (auto n = root["observe"]; n && check_map(n, "observe", {"otlp", "history"})) {
+    if (auto h = n["history"]; h && check_map(h, "observe.history", {"keep"})) {
+      if (auto k = h["keep"]) {
+        if (auto v = integer(k, "observe.history.keep", 0, 100000)) app.observe.history_keep = static_cast<int>(*v);
+      }
+    }
     if (auto o = n["otlp"]; o && check_map(o, "observe.otlp", {"endpoint", "headers", "sample"})) {
       if (auto v = o["endpoint"]) {
         if (auto e = scalar(v, "observe.otlp.endpoint", "the collector's traces URL, e.g. http://127.0.0.1:4318/v1/traces")) {

@@ -1,5 +1,6 @@
 #include "observe/log.h"
 
+#include "observe/history.h"
 #include "observe/trace.h"
 
 #include "core/text.h"
@@ -71,6 +72,16 @@ void append_time(std::string& out, WallTime t) {
   char buf[32];
   out.append(buf, static_cast<std::size_t>(put_time(buf, t) - buf));
 }
+
+}  // namespace
+
+std::string format_log_time(WallTime t) {
+  std::string out;
+  append_time(out, t);
+  return out;
+}
+
+namespace {
 
 void append_number(std::string& out, int64_t v) {
   char buf[24];
@@ -231,8 +242,74 @@ void LogSink::drain() {
       s->buf.swap(s->spare);
     }
     write_all(fd_, s->spare);
+    keep_recent(s->spare);
     s->spare.clear();
   }
+}
+
+void LogSink::keep_recent(const std::string& lines) {
+  const auto count = static_cast<uint64_t>(std::count(lines.begin(), lines.end(), '\n'));
+  if (count == 0) return;
+  {
+    std::lock_guard lock(recent_mu_);
+    recent_.push_back({next_line_, count, lines});
+    next_line_ += count;
+    recent_bytes_ += lines.size();
+    while (recent_bytes_ > kRecentBytes && recent_.size() > 1) {
+      recent_bytes_ -= recent_.front().text.size();
+      recent_.pop_front();
+    }
+  }
+  std::lock_guard lock(listener_mu_);
+  if (listener_) listener_();
+}
+
+void LogSink::on_lines(std::function<void()> listener) {
+  std::lock_guard lock(listener_mu_);
+  listener_ = std::move(listener);
+}
+
+LogSink::Recent LogSink::recent(uint64_t after, std::string_view function, std::size_t max_lines) const {
+  Recent out;
+  std::string needle;
+  if (!function.empty()) {
+    needle = "\"function\":\"";
+    append_json_escaped(needle, function);
+    needle += '"';
+  }
+  std::lock_guard lock(recent_mu_);
+  out.next = next_line_;
+  if (!recent_.empty() && after + 1 < recent_.front().first && after != 0) out.gap = true;
+  if (max_lines == 0) return out;
+  const bool tail = after == 0;
+  for (const auto& chunk : recent_) {
+    if (chunk.first + chunk.count <= after + 1) continue;  // every line of it was seen
+    uint64_t number = chunk.first;
+    std::size_t at = 0;
+    while (at < chunk.text.size()) {
+      std::size_t end = chunk.text.find('\n', at);
+      if (end == std::string::npos) end = chunk.text.size();
+      if (number > after) {
+        std::string_view line(chunk.text.data() + at, end - at);
+        if (needle.empty() || line.find(needle) != std::string_view::npos) {
+          if (!tail && out.lines.size() == max_lines) {
+            out.next = number;  // the rest next time
+            return out;
+          }
+          out.lines.emplace_back(line);
+          if (tail && out.lines.size() > 2 * max_lines) {
+            out.lines.erase(out.lines.begin(), out.lines.end() - static_cast<std::ptrdiff_t>(max_lines));
+          }
+        }
+      }
+      at = end + 1;
+      ++number;
+    }
+  }
+  if (tail && out.lines.size() > max_lines) {
+    out.lines.erase(out.lines.begin(), out.lines.end() - static_cast<std::ptrdiff_t>(max_lines));
+  }
+  return out;
 }
 
 void LogSink::flush() {
@@ -284,7 +361,11 @@ void Logger::host(LogLevel level, std::string_view message, std::initializer_lis
 }
 
 void Logger::invocation(const InvocationRecord& r) {
-  if (tracer_) tracer_->invocation(r, r.time == WallTime{} ? clock_.wall() : r.time);
+  if (tracer_ || history_) {
+    const WallTime at = r.time == WallTime{} ? clock_.wall() : r.time;
+    if (tracer_) tracer_->invocation(r, at);
+    if (history_) history_->record(r, at);
+  }
   LogLevel level = r.outcome == Outcome::success ? LogLevel::info : LogLevel::warn;
   if (!enabled(level)) return;
   if (r.error_type.empty() && r.error_message.empty() && app_.size() <= 64 && r.function.size() <= 64 &&
@@ -362,6 +443,7 @@ void Logger::invocation(const InvocationRecord& r) {
 void Logger::user(LogLevel level, std::string_view function, std::string_view invocation_id,
                   std::string_view message) {
   if (!enabled(level)) return;
+  if (history_) history_->user_line(level, function, invocation_id, message, clock_.wall());
   std::string& out = line_buffer();
   begin(out, level);
   append_field(out, "msg", message);

@@ -5,6 +5,8 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -30,6 +32,20 @@ class LogSink {
   void write_line(std::string_view line);  // without the trailing newline
   void flush();                            // waits until every line written so far is out
 
+  // The lines written last (at most kRecentBytes of them), numbered from 1 in the order they
+  // went out, for `nimbus logs` (admin/observe_endpoints.h).
+  struct Recent {
+    std::vector<std::string> lines;
+    uint64_t next = 1;  // the number to ask after next time (the last line looked at + 1)
+    bool gap = false;   // lines after `after` had already left the ring
+  };
+  // The lines numbered above `after` whose "function" field is `function` (any when empty):
+  // with after = 0, the last `max_lines`; else the first `max_lines`.
+  Recent recent(uint64_t after, std::string_view function, std::size_t max_lines) const;
+  // Called on the writer's thread each time lines are kept; must not block. Null: none.
+  void on_lines(std::function<void()> listener);
+  static constexpr std::size_t kRecentBytes = 4u << 20;
+
  private:
   struct Shard {
     std::mutex mu;
@@ -39,6 +55,7 @@ class LogSink {
   Shard& shard();
   void run();
   void drain();
+  void keep_recent(const std::string& lines);
 
   int fd_;
   uint64_t generation_;
@@ -51,7 +68,18 @@ class LogSink {
   bool stop_ = false;
   uint64_t drains_ = 0;
   std::mutex write_mu_;
-  std::thread writer_;
+  struct Chunk {
+    uint64_t first;  // the number of its first line
+    uint64_t count;
+    std::string text;  // lines, each ending in '\n'
+  };
+  mutable std::mutex recent_mu_;
+  std::deque<Chunk> recent_;
+  std::size_t recent_bytes_ = 0;
+  uint64_t next_line_ = 1;
+  std::mutex listener_mu_;
+  std::function<void()> listener_;
+  std::thread writer_;  // last: it starts at construction
 };
 
 // A key and a value for a log line; strings are JSON-escaped when written.
@@ -80,9 +108,11 @@ struct InvocationRecord {
   WallTime time{};                 // when it finished; read from the clock when left empty
   std::string_view version{};      // the deployed version that ran it; empty before any deploy
   uint64_t parent_span = 0;        // the span that caused it (0: its trace started here)
+  int attempt = 1;                 // a message's delivery, a batch's try
 };
 
-class Tracer;  // observe/trace.h
+class Tracer;             // observe/trace.h
+class InvocationHistory;  // observe/history.h
 
 class Logger {
  public:
@@ -97,6 +127,9 @@ class Logger {
   // Each invocation's record is also a span for `tracer` (null: none). Set before triggers
   // start; the tracer outlives the logger's use.
   void set_tracer(Tracer* tracer) { tracer_ = tracer; }
+  // Each invocation's record, and the ctx.log lines before it, also go to `history` (null:
+  // none). The same rules as set_tracer.
+  void set_history(InvocationHistory* history) { history_ = history; }
 
  private:
   void begin(std::string& out, LogLevel level, WallTime at = {});
@@ -105,7 +138,11 @@ class Logger {
   std::string app_;
   LogLevel min_level_;
   Tracer* tracer_ = nullptr;
+  InvocationHistory* history_ = nullptr;
 };
+
+// "2026-11-21T10:00:00.123456Z", as log lines have it.
+std::string format_log_time(WallTime t);
 
 // Appends `s` to `out` as the inside of a JSON string: always valid UTF-8 (bytes that are not
 // UTF-8 become U+FFFD, as Node and browsers decode them).

@@ -124,7 +124,8 @@ class StoreDispatcher::Consumer : public std::enable_shared_from_this<StoreDispa
         batch = Batch{};
       }
     }
-    logger_.invocation({fn_.name, kind_, id, trace, outcome, 0, clock_.now() - started, error_type, error, {}, r.version, parent});
+    logger_.invocation({fn_.name, kind_, id, trace, outcome, 0, clock_.now() - started, error_type, error, {}, r.version, parent,
+                        attempt});
     const char* what;
     const bool last = outcome != Outcome::success && attempt >= fn_.retry.max_attempts;
     if (spec_.hooks) spec_.hooks->complete(batch, ref.id, attempt, outcome, last, r, error_type, unix_ms(clock_));
