@@ -76,6 +76,8 @@ TEST(History, KeepsEachInvocationWithItsLogLinesTraceAndErrorAcrossARestart) {
     EXPECT_EQ(request(host.http_port(), "GET", "/hello?order=A-17", traced(1)).status, 200);
     EXPECT_EQ(request(host.http_port(), "GET", "/hello?order=B-2", traced(2)).status, 200);
     EXPECT_EQ(request(host.http_port(), "GET", "/boom", traced(3)).status, 500);
+    // (the reply goes out before the invocation is recorded)
+    ASSERT_TRUE(admin.wait([&] { return invocations(admin, "").size() == 3; }));
 
     // "What happened to order A-17": its trace finds the one invocation, with its lines.
     auto a17 = invocations(admin, "?trace=" + trace_of(1));
@@ -140,7 +142,12 @@ TEST(History, KeepsTheLastNOfEachFunctionAndTheRingGoesOnAfterARestart) {
     Admin admin{host.admin_port(), host.admin_token()};
     for (int i = 0; i < 12; ++i) ASSERT_EQ(request(host.http_port(), "GET", "/hello", traced(i)).status, 200);
     EXPECT_EQ(request(host.http_port(), "GET", "/boom", traced(100)).status, 500);
-    auto kept = invocations(admin, "?function=hello&limit=100");
+    ASSERT_TRUE(admin.wait([&] { return invocations(admin, "?function=boom").size() == 1; }));
+    std::vector<json::object> kept;
+    ASSERT_TRUE(admin.wait([&] {
+      kept = invocations(admin, "?function=hello&limit=100");
+      return !kept.empty() && str(kept[0], "trace_id") == trace_of(11);
+    }));
     ASSERT_EQ(kept.size(), 5u);
     for (int i = 0; i < 5; ++i) EXPECT_EQ(str(kept[static_cast<std::size_t>(i)], "trace_id"), trace_of(11 - i));
     EXPECT_EQ(invocations(admin, "?function=boom").size(), 1u);  // each function has its own ring
@@ -150,7 +157,11 @@ TEST(History, KeepsTheLastNOfEachFunctionAndTheRingGoesOnAfterARestart) {
   ASSERT_TRUE(host.started()) << host.errors();
   Admin admin{host.admin_port(), host.admin_token()};
   for (int i = 12; i < 15; ++i) ASSERT_EQ(request(host.http_port(), "GET", "/hello", traced(i)).status, 200);
-  auto kept = invocations(admin, "?function=hello&limit=100");
+  std::vector<json::object> kept;
+  ASSERT_TRUE(admin.wait([&] {
+    kept = invocations(admin, "?function=hello&limit=100");
+    return !kept.empty() && str(kept[0], "trace_id") == trace_of(14);
+  }));
   ASSERT_EQ(kept.size(), 5u);
   for (int i = 0; i < 5; ++i) EXPECT_EQ(str(kept[static_cast<std::size_t>(i)], "trace_id"), trace_of(14 - i));
   Response metrics = request(host.admin_port(), "GET", "/metrics");
@@ -235,6 +246,14 @@ TEST(Logs, TailFiltersByFunctionAndALongPollAnswersWhenALineComes) {
   EXPECT_EQ(got.body.find("boom"), std::string::npos) << got.body;
   EXPECT_GT(std::stoull(got.header("x-nimbus-log-next")), std::stoull(next));
 
+  // Nothing comes for a function with no lines: the poll answers empty when its time is up.
+  const auto asked = std::chrono::steady_clock::now();
+  Response quiet = admin.call("GET", "/admin/logs?function=nobody&wait_ms=300&after=" + got.header("x-nimbus-log-next"));
+  EXPECT_EQ(quiet.status, 200);
+  EXPECT_TRUE(quiet.body.empty()) << quiet.body;
+  EXPECT_GE(std::chrono::steady_clock::now() - asked, std::chrono::milliseconds(250));
+  EXPECT_LT(std::chrono::steady_clock::now() - asked, std::chrono::seconds(5));
+
   // A position from another run of the host: this run's lines, from the first.
   Response other = admin.call("GET", "/admin/logs?after=999999&host=another-run");
   EXPECT_NE(other.body.find("host started"), std::string::npos) << other.body;
@@ -296,6 +315,77 @@ TEST(Logs, FollowingPrintsNewLinesAndFindsTheHostAgainAfterARestart) {
   EXPECT_EQ(lines_with(text, {"order before-stop looked up"}), 1) << text;
   EXPECT_EQ(lines_with(text, {"order after-restart looked up"}), 1) << text;
   EXPECT_EQ(text.find("\"function\":\"boom\""), std::string::npos);
+}
+
+// What a scrape reads when it asks (observe/host_metrics.h, the timers, the store's writer,
+// the fleet), checked by promtool and by the Prometheus Python client's parser.
+TEST(Metrics, QueuesStreamsTimersStoreWorkersProcessAndBuildPassPromtool) {
+  TempDir dir;
+  dir.write("nimbus.yaml",
+            "name: metered\nstreams:\n  clicks: {partitions: 2}\nfunctions:\n"
+            "  failing:\n    runtime: native\n    handler: " + fn("thrower") + "\n    retry: {max_attempts: 1}\n"
+            "    triggers: [{queue: {name: jobs}}]\n"
+            "  reader:\n    runtime: python\n    handler: app.py:hello\n    triggers: [{stream: {name: clicks, group: g1}}]\n"
+            "  tick:\n    runtime: python\n    handler: app.py:hello\n    triggers: [{timer: {schedule: \"0 0 1 1 *\"}}]\n"
+            "  crash:\n    runtime: python\n    handler: app.py:crash\n    triggers: [{http: {route: /crash}}]\n");
+  dir.write("app.py", kPythonHandlers);
+  Host host(dir.path());
+  ASSERT_TRUE(host.started()) << host.errors();
+  Admin admin{host.admin_port(), host.admin_token()};
+  for (int i = 0; i < 3; ++i) ASSERT_EQ(admin.call("POST", "/admin/queues/waiting/messages", "x").status, 201);
+  ASSERT_EQ(admin.call("POST", "/admin/queues/jobs/messages", "x").status, 201);
+  for (int i = 0; i < 4; ++i) {
+    ASSERT_EQ(admin.call("POST", "/admin/streams/clicks/records", "c", {{"x-key", "k" + std::to_string(i)}}).status, 201);
+  }
+  EXPECT_EQ(request(host.http_port(), "GET", "/crash").status, 502);
+  std::string text;
+  auto has = [&](const std::string& line) { return text.find(line) != std::string::npos; };
+  ASSERT_TRUE(admin.wait([&] {
+    text = request(host.admin_port(), "GET", "/metrics").body;
+    // The group has read every record: a lag line per partition it checkpointed, all 0.
+    int lag_lines = 0;
+    int64_t lag = 0;
+    const std::string lag_key = "nimbus_stream_lag_records{stream=\"clicks\",group=\"g1\",partition=";
+    for (auto at = text.find(lag_key); at != std::string::npos; at = text.find(lag_key, at + 1)) {
+      ++lag_lines;
+      lag += std::stoll(text.substr(text.find("} ", at) + 2));
+    }
+    return has("nimbus_queue_dead_letters{queue=\"jobs\"} 1\n") && lag_lines > 0 && lag == 0 &&
+           has("nimbus_worker_exits_total{function=\"crash\",reason=\"crashed\"} 1\n");
+  })) << text;
+  EXPECT_TRUE(has("nimbus_queue_messages{queue=\"waiting\",state=\"ready\"} 3\n")) << text;
+  EXPECT_TRUE(has("nimbus_queue_messages{queue=\"waiting\",state=\"in_flight\"} 0\n")) << text;
+  int64_t records = 0;
+  for (const char* p : {"0", "1"}) {
+    const std::string key = std::string("nimbus_stream_next_offset{stream=\"clicks\",partition=\"") + p + "\"} ";
+    if (auto at = text.find(key); at != std::string::npos) records += std::stoll(text.substr(at + key.size()));
+  }
+  EXPECT_EQ(records, 4) << text;
+  EXPECT_TRUE(has("nimbus_timer_last_run_timestamp_seconds{function=\"tick\"} 0\n")) << text;
+  const std::string next_key = "nimbus_timer_next_run_timestamp_seconds{function=\"tick\"} ";
+  ASSERT_TRUE(has(next_key)) << text;
+  EXPECT_GT(std::stoll(text.substr(text.find(next_key) + next_key.size())), ::time(nullptr));
+  EXPECT_TRUE(has("nimbus_timer_skipped_runs_total{function=\"tick\"} 0\n")) << text;
+  const std::string batches_key = "nimbus_store_commit_batches_count ";
+  ASSERT_TRUE(has(batches_key)) << text;
+  EXPECT_GT(std::stoll(text.substr(text.find(batches_key) + batches_key.size())), 0);
+  EXPECT_TRUE(has("nimbus_store_commit_duration_seconds_bucket{le=\"+Inf\"}")) << text;
+  EXPECT_TRUE(has("nimbus_build_info{version=\"" NIMBUS_VERSION_TEXT "\"} 1\n")) << text;
+  const std::string start_key = "\nprocess_start_time_seconds ";
+  ASSERT_TRUE(has(start_key)) << text;
+  EXPECT_NEAR(std::stod(text.substr(text.find(start_key) + start_key.size())), static_cast<double>(::time(nullptr)), 120.0);
+  for (const char* family : {"process_cpu_seconds_total ", "process_resident_memory_bytes ", "process_open_fds ",
+                             "process_max_fds ", "process_threads ", "process_virtual_memory_bytes "}) {
+    EXPECT_TRUE(has(family)) << family;
+  }
+
+  TempDir scratch;
+  scratch.write("metrics.txt", text);
+  const std::string file = (scratch.path() / "metrics.txt").string();
+  EXPECT_EQ(check_prometheus_text(text), "") << text;
+  EXPECT_EQ(std::system(("promtool check metrics < " + file + " > " + file + ".out 2>&1").c_str()), 0)
+      << slurp(file + ".out") << "\n(promtool comes with Debian's prometheus package: scripts/setup.sh installs it)";
+  EXPECT_EQ(std::system(("/usr/bin/python3 " NIMBUS_SOURCE_DIR "/tests/check_prometheus.py < " + file + " > /dev/null").c_str()), 0);
 }
 
 }  // namespace

@@ -109,8 +109,9 @@ TEST(History, LinesAreBoundedPerInvocationAndWhileWaiting) {
 TEST(History, LongTextIsCutOnACharacterAndFailuresFilter) {
   Fixture f;
   InvocationHistory h(*f.store, f.clock, 100, f.logger);
-  std::string message;
-  while (message.size() < 2 * InvocationHistory::kMaxLineBytes) message += "é\"\n";  // 2-byte characters, quotes, newlines
+  // One byte, then 3-byte characters, quotes and newlines: the bound falls inside a character.
+  std::string message = "x";
+  while (message.size() < 2 * InvocationHistory::kMaxLineBytes) message += "€\"\n";
   h.user_line(LogLevel::warn, "fn", "long", message, f.clock.wall());
   f.record(h, "fn", "long", Outcome::error);
   f.record(h, "fn", "fine");
@@ -121,6 +122,7 @@ TEST(History, LongTextIsCutOnACharacterAndFailuresFilter) {
   EXPECT_EQ(failed[0].at("invocation_id").as_string(), "long");
   const std::string kept(failed[0].at("logs").as_array().at(0).at("msg").as_string());
   EXPECT_TRUE(valid_utf8(kept));
+  EXPECT_EQ(kept.find("\xef\xbf\xbd"), std::string::npos);  // no U+FFFD: nothing was cut mid-character
   EXPECT_LE(kept.size(), InvocationHistory::kMaxLineBytes + 3);
   EXPECT_EQ(kept.rfind("…"), kept.size() - 3);  // says it was cut
 }

@@ -137,9 +137,14 @@ void AdminApi::handle(IncomingRequest& request, Responder respond) {
   if (path == "/healthz") return respond(json_reply(200, {{"status", "ok"}}));
   if (path == "/readyz") return respond(readiness(status_.draining.load(), store_));
   if (path == "/metrics") {
-    std::string text = metrics_.render();
-    for (const auto& render : extra_metrics_) text += render();
-    return respond(HttpReply{200, {{"content-type", "text/plain; version=0.0.4; charset=utf-8"}}, std::move(text)});
+    // What the parts add may read the store (queue depths, timers): a store I/O thread renders.
+    auto render = [this, respond = std::move(respond)] {
+      std::string text = metrics_.render();
+      for (const auto& extra : extra_metrics_) text += extra();
+      respond(HttpReply{200, {{"content-type", "text/plain; version=0.0.4; charset=utf-8"}}, std::move(text)});
+    };
+    if (store_) return store_->run_blocking(std::move(render));
+    return render();
   }
   if (path.rfind("/admin/", 0) != 0) {
     return respond(json_error(404, "not_found", "no admin endpoint " + std::string(path), ""));

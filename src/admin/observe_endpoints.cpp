@@ -117,7 +117,9 @@ void LogFollow::handle(IncomingRequest& request, Responder respond) {
     after = 0;
     from_first = true;
   }
-  const bool tail = after == 0 && !from_first;
+  // No position (and no run named): the last lines. A follower that has seen nothing of this
+  // run yet names the run with after=0, and waits from the start.
+  const bool tail = after == 0 && !from_first && host.empty();
   const auto limit = static_cast<std::size_t>(std::clamp<int64_t>(query_int(target, "limit").value_or(tail ? 100 : 5000), 1, 100000));
   const int64_t wait_ms = std::clamp<int64_t>(query_int(target, "wait_ms").value_or(0), 0, 30000);
   if (from_first) {
@@ -131,14 +133,16 @@ void LogFollow::handle(IncomingRequest& request, Responder respond) {
     if (!r.body.empty() || wait_ms == 0 || tail) return respond(std::move(r));
   }
   std::unique_lock lock(mu_);
-  if (stop_ || waiting_.size() >= kMaxWaiting) {
+  if (const bool stopping = stop_; stopping || waiting_.size() >= kMaxWaiting) {
     lock.unlock();
     HttpReply r = reply(static_cast<uint64_t>(after), function, limit);
-    if (!stop_) r.headers.push_back({"retry-after", "1"});
+    if (!stopping) r.headers.push_back({"retry-after", "1"});
     return respond(std::move(r));
   }
   waiting_.push_back({static_cast<uint64_t>(after), function, limit,
                       std::chrono::steady_clock::now() + std::chrono::milliseconds(wait_ms), std::move(respond)});
+  // The thread looks again at once: for its deadline, and for a line written since the look above.
+  changed_ = true;
   lock.unlock();
   cv_.notify_one();
 }

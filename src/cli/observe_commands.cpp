@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "cli/admin_client.h"
+#include "core/text.h"
 
 namespace nimbus {
 
@@ -45,11 +46,13 @@ int invocations(const std::string& dir, const std::string& function, bool failed
   std::string target = "/admin/invocations?limit=" + std::to_string(limit);
   if (!function.empty()) target += "&function=" + percent_encode(function);
   if (failed) target += "&failed=1";
-  if (!trace.empty()) target += "&trace=" + percent_encode(trace);
+  if (!trace.empty()) target += "&trace=" + percent_encode(ascii_lower(trace));
   if (!id.empty()) target += "&id=" + percent_encode(id);
   auto r = admin_call(dir, "GET", target);
   if (!r) return fail(r.error().message);
-  const auto& list = r->at("invocations").as_array();
+  const auto* found = r->if_contains("invocations");
+  if (!found || !found->is_array()) return fail("the host's answer has no list of invocations: " + json::serialize(*r));
+  const auto& list = found->as_array();
   if (as_json) {
     std::cout << json::serialize(*r) << "\n";
     return 0;
@@ -134,6 +137,7 @@ int logs(const std::string& dir, const std::string& function, int lines, bool fo
     }
     std::cout << res->body << std::flush;
     if (!follow) return 0;
+    if (!res->header("retry-after").empty()) std::this_thread::sleep_for(std::chrono::seconds(1));  // the host is busy
     run = res->header("x-nimbus-host");
     after = res->header("x-nimbus-log-next");
     if (after.empty()) after = "0";

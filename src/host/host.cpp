@@ -22,6 +22,7 @@
 #include "core/private_file.h"
 #include "deploy/deployments.h"
 #include "observe/history.h"
+#include "observe/host_metrics.h"
 #include "observe/log.h"
 #include "observe/metrics.h"
 #include "observe/trace.h"
@@ -312,6 +313,29 @@ int run_host(const AppSpec& app, const HostOptions& options) {
   for (auto& t : triggers) admin.add(t->admin_views(), t->status_fields());
   admin.add(deployments.endpoints());
   admin.add({invocations_endpoint(history.get(), **store), log_follow.endpoint()});
+  // What a scrape reads when it asks: the store's writer, queues and streams, the timers, the
+  // process and the build (observe/host_metrics.h).
+  admin.add_metrics([&store, &app] {
+    std::string out;
+    (*store)->commit_metrics_text(out);
+    if (auto st = store_state_metrics_text(**store, app, out); !st) {
+      out += "# the store could not be read for queue and stream metrics: " + st.error().message.substr(0, 200) + "\n";
+    }
+    return out;
+  });
+  for (auto& t : triggers) {
+    admin.add_metrics([t = t.get()] {
+      std::string out;
+      t->metrics_text(out);
+      return out;
+    });
+  }
+  admin.add_metrics([] {
+    std::string out;
+    process_metrics_text(out);
+    build_info_text(out, NIMBUS_VERSION_TEXT);
+    return out;
+  });
   if (history) {
     admin.add_metrics([&history] {
       std::string out;

@@ -7,6 +7,7 @@
 #include <charconv>
 #include <cstdio>
 
+#include "core/prometheus_text.h"
 #include "store/store.h"
 
 namespace nimbus {
@@ -84,17 +85,36 @@ void InvocationHistory::record(const InvocationRecord& r, WallTime at) {
   e.attempt = r.attempt;
   e.duration_us = std::chrono::duration_cast<std::chrono::microseconds>(r.duration).count();
   e.time_us = unix_us(at);
+  e.bytes = sizeof(Entry) + e.function.size() + e.id.size() + e.error.size() + e.error_type.size() + e.version.size();
   std::lock_guard lock(mu_);
   if (!lines_.empty()) {
     if (auto it = lines_.find(e.id); it != lines_.end()) {
-      for (const auto& l : it->second) line_bytes_ -= l.message.size();
+      for (const auto& l : it->second) {
+        line_bytes_ -= l.message.size() + kLineOverhead;
+        e.bytes += l.message.size() + kLineOverhead;
+      }
       e.lines = std::move(it->second);
       lines_.erase(it);
     }
   }
+  pending_bytes_ += e.bytes;
   auto& ring = pending_[e.function];
   ring.push_back(std::move(e));
-  if (ring.size() > static_cast<std::size_t>(keep_)) ring.pop_front();  // only the last `keep` are kept anyway
+  if (ring.size() > static_cast<std::size_t>(keep_)) {  // only the last `keep` are kept anyway
+    pending_bytes_ -= ring.front().bytes;
+    ring.pop_front();
+  }
+  // A store that does not take them (or is slow to): the oldest records go, counted.
+  while (pending_bytes_ > kMaxPendingRecordBytes) {
+    auto oldest = pending_.end();
+    for (auto it = pending_.begin(); it != pending_.end(); ++it) {
+      if (!it->second.empty() && (oldest == pending_.end() || it->second.front().time_us < oldest->second.front().time_us)) oldest = it;
+    }
+    if (oldest == pending_.end()) break;
+    pending_bytes_ -= oldest->second.front().bytes;
+    oldest->second.pop_front();
+    dropped_.fetch_add(1, std::memory_order_relaxed);
+  }
 }
 
 void InvocationHistory::user_line(LogLevel level, std::string_view, std::string_view invocation_id,
@@ -105,13 +125,16 @@ void InvocationHistory::user_line(LogLevel level, std::string_view, std::string_
   auto [it, added] = lines_.try_emplace(std::string(invocation_id));
   if (added) line_order_.push_back(it->first);
   if (it->second.size() >= kMaxLinesPerInvocation) return;
-  line_bytes_ += line.message.size();
+  std::size_t held = 0;
+  for (const auto& l : it->second) held += l.message.size();
+  if (held + line.message.size() > kMaxLineBytesPerInvocation) return;
+  line_bytes_ += line.message.size() + kLineOverhead;
   it->second.push_back(std::move(line));
   // Lines of invocations that never finish (or finish without a record) must not pile up:
   // past the bound, the oldest invocations' lines go.
   while (line_bytes_ > kMaxPendingLineBytes && !line_order_.empty()) {
     if (auto old = lines_.find(line_order_.front()); old != lines_.end()) {
-      for (const auto& l : old->second) line_bytes_ -= l.message.size();
+      for (const auto& l : old->second) line_bytes_ -= l.message.size() + kLineOverhead;
       lines_.erase(old);
     }
     line_order_.pop_front();
@@ -147,8 +170,8 @@ std::string InvocationHistory::to_json(const Entry& e) {
   field(out, "attempt", e.attempt);
   // duration in microseconds as a decimal number of milliseconds, as the log line has it
   char buf[32];
-  int n = std::snprintf(buf, sizeof buf, "%lld.%03lld", static_cast<long long>(e.duration_us / 1000),
-                        static_cast<long long>(e.duration_us % 1000));
+  const int64_t us = std::max<int64_t>(0, e.duration_us);  // (a clock stepped back is no negative duration)
+  int n = std::snprintf(buf, sizeof buf, "%lld.%03lld", static_cast<long long>(us / 1000), static_cast<long long>(us % 1000));
   out += ",\"duration_ms\":";
   out.append(buf, static_cast<std::size_t>(n));
   field(out, "time", format_log_time(WallTime(std::chrono::microseconds(e.time_us))));
@@ -177,6 +200,7 @@ void InvocationHistory::flush() {
   {
     std::lock_guard lock(mu_);
     batch.swap(pending_);
+    pending_bytes_ = 0;
   }
   if (batch.empty()) return;
   std::size_t count = 0;
@@ -263,6 +287,9 @@ Expected<std::string> InvocationHistory::query(const HistoryQuery& q) {
     int64_t slot = 0;
     std::from_chars(row.key.data() + slash + 1, row.key.data() + row.key.size(), slot);
     if (slot >= keep_) continue;
+    // Most rows of a filtered query are not wanted: a look for the text first, then a parse.
+    if (!q.trace_id.empty() && row.value.find(q.trace_id) == std::string::npos) continue;
+    if (!q.invocation_id.empty() && row.value.find(q.invocation_id) == std::string::npos) continue;
     boost::system::error_code ec;
     json::value v = json::parse(row.value, ec);
     if (ec || !v.is_object()) continue;
@@ -289,15 +316,12 @@ Expected<std::string> InvocationHistory::query(const HistoryQuery& q) {
 }
 
 void InvocationHistory::metrics_text(std::string& out) const {
-  out += "# HELP nimbus_history_records_written_total Invocation records written to the store's history.\n"
-         "# TYPE nimbus_history_records_written_total counter\n"
-         "nimbus_history_records_written_total " + std::to_string(written_.load()) + "\n"
-         "# HELP nimbus_history_records_dropped_total Invocation records the store could not take.\n"
-         "# TYPE nimbus_history_records_dropped_total counter\n"
-         "nimbus_history_records_dropped_total " + std::to_string(dropped_.load()) + "\n"
-         "# HELP nimbus_history_write_failures_total Batches of invocation records the store refused.\n"
-         "# TYPE nimbus_history_write_failures_total counter\n"
-         "nimbus_history_write_failures_total " + std::to_string(failed_batches_.load()) + "\n";
+  prometheus_family(out, "nimbus_history_records_written_total", "counter", "Invocation records written to the store's history.");
+  out += "nimbus_history_records_written_total " + std::to_string(written_.load()) + "\n";
+  prometheus_family(out, "nimbus_history_records_dropped_total", "counter", "Invocation records the store could not take.");
+  out += "nimbus_history_records_dropped_total " + std::to_string(dropped_.load()) + "\n";
+  prometheus_family(out, "nimbus_history_write_failures_total", "counter", "Batches of invocation records the store refused.");
+  out += "nimbus_history_write_failures_total " + std::to_string(failed_batches_.load()) + "\n";
 }
 
 }  // namespace nimbus

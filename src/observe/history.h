@@ -69,7 +69,11 @@ class InvocationHistory {
   static constexpr std::size_t kMaxLinesPerInvocation = 100;
   static constexpr std::size_t kMaxLineBytes = 4096;
   static constexpr std::size_t kMaxErrorBytes = 4096;
+  static constexpr std::size_t kMaxLineBytesPerInvocation = 64u << 10;
   static constexpr std::size_t kMaxPendingLineBytes = 8u << 20;  // lines of invocations not finished yet
+  // Records not written yet (a slow or unavailable store): past this, the oldest are dropped
+  // and counted.
+  static constexpr std::size_t kMaxPendingRecordBytes = 32u << 20;
 
  private:
   struct Line {
@@ -84,7 +88,9 @@ class InvocationHistory {
     int64_t duration_us = 0;
     int64_t time_us = 0;  // when it finished (unix microseconds)
     std::vector<Line> lines;
+    std::size_t bytes = 0;  // about what it holds, for the bound on pending records
   };
+  static constexpr std::size_t kLineOverhead = 64;  // what a kept line costs besides its text
   struct Ring {
     int64_t next = -1;  // the next sequence number; -1: not read from the store yet
     std::string etag;   // the counter's
@@ -102,7 +108,8 @@ class InvocationHistory {
   std::map<std::string, std::deque<Entry>> pending_;  // per function, at most keep_ each
   std::unordered_map<std::string, std::vector<Line>> lines_;  // invocation id -> its lines so far
   std::deque<std::string> line_order_;                        // ids, oldest first (to evict)
-  std::size_t line_bytes_ = 0;
+  std::size_t line_bytes_ = 0;     // of lines_, with kLineOverhead each
+  std::size_t pending_bytes_ = 0;  // of pending_
 
   std::mutex write_mu_;  // one write at a time (the thread's and a query's flush)
   std::map<std::string, Ring> rings_;

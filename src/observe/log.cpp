@@ -280,7 +280,7 @@ LogSink::Recent LogSink::recent(uint64_t after, std::string_view function, std::
   std::lock_guard lock(recent_mu_);
   out.next = next_line_;
   if (!recent_.empty() && after + 1 < recent_.front().first && after != 0) out.gap = true;
-  if (max_lines == 0) return out;
+  if (max_lines == 0 || after + 1 >= next_line_) return out;  // nothing after `after` yet
   const bool tail = after == 0;
   for (const auto& chunk : recent_) {
     if (chunk.first + chunk.count <= after + 1) continue;  // every line of it was seen
@@ -361,10 +361,11 @@ void Logger::host(LogLevel level, std::string_view message, std::initializer_lis
 }
 
 void Logger::invocation(const InvocationRecord& r) {
-  if (tracer_ || history_) {
+  InvocationHistory* history = history_.load(std::memory_order_acquire);
+  if (tracer_ || history) {
     const WallTime at = r.time == WallTime{} ? clock_.wall() : r.time;
     if (tracer_) tracer_->invocation(r, at);
-    if (history_) history_->record(r, at);
+    if (history) history->record(r, at);
   }
   LogLevel level = r.outcome == Outcome::success ? LogLevel::info : LogLevel::warn;
   if (!enabled(level)) return;
@@ -443,7 +444,9 @@ void Logger::invocation(const InvocationRecord& r) {
 void Logger::user(LogLevel level, std::string_view function, std::string_view invocation_id,
                   std::string_view message) {
   if (!enabled(level)) return;
-  if (history_) history_->user_line(level, function, invocation_id, message, clock_.wall());
+  if (auto* history = history_.load(std::memory_order_acquire)) {
+    history->user_line(level, function, invocation_id, message, clock_.wall());
+  }
   std::string& out = line_buffer();
   begin(out, level);
   append_field(out, "msg", message);

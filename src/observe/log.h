@@ -129,7 +129,7 @@ class Logger {
   void set_tracer(Tracer* tracer) { tracer_ = tracer; }
   // Each invocation's record, and the ctx.log lines before it, also go to `history` (null:
   // none). The same rules as set_tracer.
-  void set_history(InvocationHistory* history) { history_ = history; }
+  void set_history(InvocationHistory* history) { history_.store(history, std::memory_order_release); }
 
  private:
   void begin(std::string& out, LogLevel level, WallTime at = {});
@@ -138,7 +138,7 @@ class Logger {
   std::string app_;
   LogLevel min_level_;
   Tracer* tracer_ = nullptr;
-  InvocationHistory* history_ = nullptr;
+  std::atomic<InvocationHistory*> history_{nullptr};  // atomic: a store thread may log while the host detaches it
 };
 
 // "2026-11-21T10:00:00.123456Z", as log lines have it.

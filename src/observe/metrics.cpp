@@ -80,6 +80,7 @@ struct Metrics::Shard {
 Metrics::Metrics(std::vector<std::string> functions)
     : functions_(std::move(functions)),
       instances_(new std::atomic<int>[functions_.size()]()),
+      worker_exits_(new std::atomic<uint64_t>[functions_.size() * kWorkerExits]()),
       generation_(g_metrics_generation.fetch_add(1)) {}
 
 Metrics::~Metrics() = default;
@@ -112,6 +113,10 @@ void Metrics::cold_start(int fn, Duration duration) {
 
 void Metrics::queue_wait(int fn, Duration waited) {
   shard().queue_waits[static_cast<std::size_t>(fn)].observe(waited);
+}
+
+void Metrics::worker_exit(int fn, WorkerExit why) {
+  worker_exits_[static_cast<std::size_t>(fn) * kWorkerExits + static_cast<std::size_t>(why)].fetch_add(1, std::memory_order_relaxed);
 }
 
 void Metrics::instances(int fn, int count) {
@@ -232,6 +237,22 @@ std::string Metrics::render() const {
     out += "nimbus_instances{function=\"";
     append_label_value(out, functions_[f]);
     out += "\"} " + std::to_string(instances_[f].load(std::memory_order_relaxed)) + "\n";
+  }
+
+  out += "# HELP nimbus_worker_exits_total Worker processes that ended while the host ran, by reason (crashed, "
+         "timeout: killed for an overrun, failed_start, retired: idle or scaled in).\n";
+  out += "# TYPE nimbus_worker_exits_total counter\n";
+  static constexpr const char* kWhy[kWorkerExits] = {"crashed", "timeout", "failed_start", "retired"};
+  for (std::size_t f = 0; f < nf; ++f) {
+    for (std::size_t w = 0; w < kWorkerExits; ++w) {
+      const uint64_t n = worker_exits_[f * kWorkerExits + w].load(std::memory_order_relaxed);
+      if (n == 0) continue;
+      out += "nimbus_worker_exits_total{function=\"";
+      append_label_value(out, functions_[f]);
+      out += "\",reason=\"";
+      out += kWhy[w];
+      out += "\"} " + std::to_string(n) + "\n";
+    }
   }
 
   out += "# HELP nimbus_http_responses_total HTTP responses sent by the public listener, by status code.\n";

@@ -30,6 +30,9 @@ class Metrics {
   // Instances of a function now (worker processes; set by whoever owns them).
   void instances(int function, int count);
   void http_response(int status);
+  // A worker process of a function ended while the host was not stopping.
+  enum class WorkerExit : uint8_t { crashed, timeout, failed_start, retired };
+  void worker_exit(int function, WorkerExit why);
 
   std::string render() const;
 
@@ -41,6 +44,8 @@ class Metrics {
   Shard& shard();
   std::vector<std::string> functions_;
   std::unique_ptr<std::atomic<int>[]> instances_;  // a gauge set by one owner per function
+  static constexpr int kWorkerExits = 4;
+  std::unique_ptr<std::atomic<uint64_t>[]> worker_exits_;  // function * kWorkerExits + why
   uint64_t generation_;
   mutable std::mutex mu_;
   std::vector<std::unique_ptr<Shard>> shards_;

@@ -419,6 +419,14 @@ void InstanceFleet::on_exit(const std::shared_ptr<Instance>& inst, int, const st
     if (!inst->retiring && !stopping_) {
       logger_.host(LogLevel::warn, "worker ended", {{"function", spec_.name}, {"reason", reason}});
     }
+    if (!stopping_) {
+      using Why = Metrics::WorkerExit;
+      // (one killed for an overrun is retiring too: the overrun is its reason)
+      metrics_.worker_exit(index_, inst->fatal.find("overran its deadline") != std::string::npos ? Why::timeout
+                                   : !inst->ready                                               ? Why::failed_start
+                                   : inst->retiring                                             ? Why::retired
+                                                                                                : Why::crashed);
+    }
     std::vector<Waiting> again;  // sent behind the init of a worker that never started
     for (auto& [id, w] : inst->in_flight) {
       if (w.abandoned) continue;

@@ -1,4 +1,8 @@
+#include <atomic>
 #include <condition_variable>
+#include <cstdio>
+#include <iterator>
+#include <string>
 #include <cstring>
 #include <deque>
 #include <future>
@@ -7,6 +11,8 @@
 #include <thread>
 
 #include "store/store.h"
+
+#include "core/prometheus_text.h"
 
 namespace nimbus {
 
@@ -61,6 +67,14 @@ class Watch final : public Store::ChangeWatch {
 
 }  // namespace
 
+struct Store::CommitStats {
+  static constexpr double kSeconds[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5};
+  static constexpr double kBatches[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024};
+  std::atomic<uint64_t> seconds[std::size(kSeconds) + 1] = {};  // the last: above every bound
+  std::atomic<uint64_t> batches[std::size(kBatches) + 1] = {};
+  std::atomic<uint64_t> total_ns{0}, total_batches{0};
+};
+
 struct Store::HealthState {
   mutable std::mutex mu;
   Health now;
@@ -69,8 +83,60 @@ struct Store::HealthState {
   std::string probe_problem, work_problem;
 };
 
+namespace {
+
+template <std::size_t N>
+void histogram_text(std::string& out, const char* name, const char* help, const double (&bounds)[N],
+                    const std::atomic<uint64_t> (&counts)[N + 1], double sum) {
+  prometheus_family(out, name, "histogram", help);
+  uint64_t cumulative = 0;
+  char buf[64];
+  for (std::size_t i = 0; i <= N; ++i) {
+    cumulative += counts[i].load(std::memory_order_relaxed);
+    if (i < N) std::snprintf(buf, sizeof buf, "%g", bounds[i]);
+    out += name;
+    out += "_bucket{le=\"";
+    out += i < N ? buf : "+Inf";
+    out += "\"} ";
+    out += std::to_string(cumulative);
+    out += '\n';
+  }
+  std::snprintf(buf, sizeof buf, "%.9g", sum);
+  out += name;
+  out += "_sum ";
+  out += buf;
+  out += '\n';
+  out += name;
+  out += "_count ";
+  out += std::to_string(cumulative);  // the +Inf bucket, as the format has it
+  out += '\n';
+}
+
+}  // namespace
+
+void Store::record_commit(std::chrono::nanoseconds took, std::size_t batches) {
+  CommitStats& c = *commits_;
+  const double s = std::chrono::duration<double>(took).count();
+  std::size_t i = 0;
+  while (i < std::size(CommitStats::kSeconds) && s > CommitStats::kSeconds[i]) ++i;
+  c.seconds[i].fetch_add(1, std::memory_order_relaxed);
+  std::size_t j = 0;
+  while (j < std::size(CommitStats::kBatches) && static_cast<double>(batches) > CommitStats::kBatches[j]) ++j;
+  c.batches[j].fetch_add(1, std::memory_order_relaxed);
+  c.total_ns.fetch_add(static_cast<uint64_t>(took.count()), std::memory_order_relaxed);
+  c.total_batches.fetch_add(batches, std::memory_order_relaxed);
+}
+
+void Store::commit_metrics_text(std::string& out) const {
+  const CommitStats& c = *commits_;
+  histogram_text(out, "nimbus_store_commit_duration_seconds", "Time of each store transaction (a group of batches).",
+                 CommitStats::kSeconds, c.seconds, static_cast<double>(c.total_ns.load()) / 1e9);
+  histogram_text(out, "nimbus_store_commit_batches", "Batches grouped into each store transaction.", CommitStats::kBatches,
+                 c.batches, static_cast<double>(c.total_batches.load()));
+}
+
 Store::Store()
-    : io_(std::make_unique<IoThreads>()), watchers_(std::make_shared<Watchers>()), health_(std::make_unique<HealthState>()) {}
+    : commits_(std::make_unique<CommitStats>()), io_(std::make_unique<IoThreads>()), watchers_(std::make_shared<Watchers>()), health_(std::make_unique<HealthState>()) {}
 
 Store::Health Store::health() const {
   std::lock_guard lock(health_->mu);

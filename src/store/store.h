@@ -352,6 +352,11 @@ class Store {
   // Finishes what was submitted, then stops the writer.
   virtual void close() = 0;
 
+  // The writer's transactions in the Prometheus text format: histograms of their time
+  // (nimbus_store_commit_duration_seconds) and of the batches each grouped
+  // (nimbus_store_commit_batches).
+  virtual void commit_metrics_text(std::string& out) const;
+
   // Blocking conveniences for tools and tests (and the store's I/O threads).
   Expected<BatchResult> commit_sync(Batch batch);
   Expected<std::vector<Message>> receive_sync(std::string queue, int max, int64_t lease_ms);
@@ -377,8 +382,12 @@ class Store {
   // flapping) until the probe is back, which clears a failed work too (the server answers).
   enum class HealthSource : uint8_t { probe, work };
   void set_health(HealthSource source, bool ok, const std::string& problem, int64_t now_ms);
+  // A backend's writer calls this after each transaction (one writer: no contention).
+  void record_commit(std::chrono::nanoseconds took, std::size_t batches);
 
  private:
+  struct CommitStats;
+  std::unique_ptr<CommitStats> commits_;
   struct IoThreads;
   std::unique_ptr<IoThreads> io_;
   struct Watchers;

@@ -90,6 +90,9 @@ class Trigger {
     return ok_status();
   }
   virtual std::vector<StatusField> status_fields() { return {}; }
+  // More Prometheus text for /metrics (the timers' last and next runs). Called on a store I/O
+  // thread: it may read the store.
+  virtual void metrics_text(std::string& out) { (void)out; }
 };
 
 }  // namespace nimbus

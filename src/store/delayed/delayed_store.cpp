@@ -19,6 +19,7 @@ class DelayedStore final : public Store {
   }
   ~DelayedStore() override { close(); }
 
+  void commit_metrics_text(std::string& out) const override { inner_->commit_metrics_text(out); }
   void commit(Batch batch, CommitDone done) override {
     later([this, b = std::make_shared<Batch>(std::move(batch)), done = std::move(done)]() mutable {
       inner_->commit(std::move(*b), std::move(done));

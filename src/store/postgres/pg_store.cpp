@@ -206,7 +206,9 @@ void PgStore::write_loop() {
     std::vector<Op> group = queue_.take();
     if (group.empty()) return;  // closed and drained
     std::vector<std::string> woken;
+    const auto began = std::chrono::steady_clock::now();
     Status commit = run_group(group, woken);
+    record_commit(std::chrono::steady_clock::now() - began, group.size());
     if (commit) {
       set_health(HealthSource::work, true, {}, unix_ms(clock_));
     } else if (!writer_conn_->connected()) {

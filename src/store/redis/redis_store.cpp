@@ -174,7 +174,10 @@ void RedisStore::write_loop() {
   for (;;) {
     std::vector<Op> group = queue_.take();
     if (group.empty()) return;  // closed and drained
+    const auto began = std::chrono::steady_clock::now();
+    const std::size_t batches = group.size();
     run_group(group);
+    record_commit(std::chrono::steady_clock::now() - began, batches);
   }
 }
 

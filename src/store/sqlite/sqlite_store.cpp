@@ -466,7 +466,9 @@ void SqliteStore::write_loop() {
     std::vector<Op> group = queue_.take();
     if (group.empty()) return;  // closed and drained
     std::vector<std::string> woken;
+    const auto began = std::chrono::steady_clock::now();
     Status commit = run_group(group, woken);
+    record_commit(std::chrono::steady_clock::now() - began, group.size());
     if (commit && !woken.empty()) {  // consumers hear of work before committers return
       std::sort(woken.begin(), woken.end());
       woken.erase(std::unique(woken.begin(), woken.end()), woken.end());

@@ -5,6 +5,7 @@
 
 #include <mutex>
 
+#include "core/prometheus_text.h"
 #include "observe/log.h"
 #include "pool/function_pools.h"
 #include "store/store.h"
@@ -81,7 +82,8 @@ class TimerTrigger::Timer : public std::enable_shared_from_this<TimerTrigger::Ti
   TimerStatus status() {
     Record r = read();
     std::lock_guard lock(mu_);
-    return TimerStatus{fn_.name, spec_.schedule, zone_.name(), r.last, r.next > 0 ? r.next : armed_for_};
+    return TimerStatus{fn_.name, spec_.schedule, zone_.name(), r.last, r.next > 0 ? r.next : armed_for_,
+                       skipped_.load(), past_due_.load()};
   }
 
  private:
@@ -189,10 +191,12 @@ class TimerTrigger::Timer : public std::enable_shared_from_this<TimerTrigger::Ti
           return;
         }
         if (busy) {
+          self->skipped_.fetch_add(1);
           self->logger_.host(LogLevel::warn, "timer run skipped: the previous run is still going",
                              {{"function", self->fn_.name}, {"scheduled_time", rfc3339(due_s)}});
           return;
         }
+        if (past_due) self->past_due_.fetch_add(1);
         self->dispatch(due_s, past_due, last, next);
       });
     });
@@ -250,6 +254,7 @@ class TimerTrigger::Timer : public std::enable_shared_from_this<TimerTrigger::Ti
   std::mutex mu_;
   TimerQueue::Id timer_id_ = 0;
   int64_t armed_for_ = 0;
+  std::atomic<uint64_t> skipped_{0}, past_due_{0};
   bool stopping_ = false;
 };
 
@@ -293,6 +298,24 @@ std::vector<TimerStatus> TimerTrigger::status() const {
   std::vector<TimerStatus> out;
   for (const auto& t : list_) out.push_back(t->status());
   return out;
+}
+
+void TimerTrigger::metrics_text(std::string& out) {
+  const auto all = status();
+  auto family = [&](const char* name, const char* type, const char* help, auto value) {
+    prometheus_family(out, name, type, help);
+    for (const auto& t : all) {
+      out += std::string(name) + "{function=\"" + prometheus_label(t.function) + "\"} " + std::to_string(value(t)) + "\n";
+    }
+  };
+  family("nimbus_timer_last_run_timestamp_seconds", "gauge", "When a timer's last run was due (unix seconds; 0: never).",
+         [](const TimerStatus& t) { return t.last_s; });
+  family("nimbus_timer_next_run_timestamp_seconds", "gauge", "When a timer's next run is due (unix seconds).",
+         [](const TimerStatus& t) { return t.next_s; });
+  family("nimbus_timer_skipped_runs_total", "counter", "Due times skipped because the previous run was still going.",
+         [](const TimerStatus& t) { return t.skipped; });
+  family("nimbus_timer_past_due_runs_total", "counter", "Runs started late: due while no host ran the timer.",
+         [](const TimerStatus& t) { return t.past_due; });
 }
 
 std::vector<AdminView> TimerTrigger::admin_views() {

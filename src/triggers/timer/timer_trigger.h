@@ -32,6 +32,8 @@ struct TimerStatus {
   std::string time_zone;
   int64_t last_s = 0;  // Unix seconds; 0 = never
   int64_t next_s = 0;
+  uint64_t skipped = 0;   // due times this host skipped: the previous run was still going
+  uint64_t past_due = 0;  // runs this host started late (due while no host ran the timer)
 };
 
 class TimerTrigger final : public Trigger {
@@ -51,6 +53,7 @@ class TimerTrigger final : public Trigger {
   std::vector<TimerStatus> status() const;
   // GET /admin/timers: each schedule with its last and next run.
   std::vector<AdminView> admin_views() override;
+  void metrics_text(std::string& out) override;
 
   class Timer;
 
