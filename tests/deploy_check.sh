@@ -2,7 +2,8 @@
 # Checks deploy/ by the tools that read those files (ctest: deploy_files): the Kubernetes set
 # builds with `kubectl kustomize` and holds what docs/deploy.md promises; the HAProxy and nginx
 # configurations pass their own checkers; the systemd unit, Containerfile and manifests only
-# use `nimbus start` options that exist and probe endpoints the host serves.
+# use `nimbus start` options that exist and probe endpoints the host serves; the Grafana
+# dashboard's queries are PromQL.
 # Usage: deploy_check.sh REPO NIMBUS_BINARY
 set -euo pipefail
 repo=$1 nimbus=$2
@@ -71,4 +72,24 @@ fi
 for key in '^\[Unit\]' '^\[Service\]' '^\[Install\]' '^ExecStart=/usr/local/bin/nimbus start ' '^KillSignal=SIGTERM'; do
   grep -q -- "$key" "$deploy/systemd/nimbus.service" || fail "deploy/systemd/nimbus.service lacks $key"
 done
+# The Grafana dashboard: the JSON parses, and every panel's query is PromQL promtool accepts
+# (as a recording rule, with Grafana's variables filled in). That every metric it names is one a
+# host serves is checked against a live scrape (tests/history_it_test.cpp, Metrics.*).
+command -v promtool > /dev/null || fail "promtool is not installed (scripts/setup.sh installs Debian's prometheus package)"
+/usr/bin/python3 - "$deploy/grafana/nimbus-dashboard.json" "$scratch/rules.yaml" <<'PY' || fail "deploy/grafana/nimbus-dashboard.json is not a dashboard of queries"
+import json, sys, yaml
+dash = json.load(open(sys.argv[1]))
+exprs = [t["expr"] for p in dash["panels"] for t in p.get("targets", [])]
+assert len(exprs) >= 20, "only %d queries" % len(exprs)
+fill = {"$__rate_interval": "5m", "$function": ".*", "$job": ".*"}
+rules = []
+for i, e in enumerate(exprs):
+    for k, v in fill.items():
+        e = e.replace(k, v)
+    assert "$" not in e, "an unknown variable in: " + e
+    rules.append({"record": "nimbus:panel_%d" % i, "expr": e})
+yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}, open(sys.argv[2], "w"))
+PY
+promtool check rules "$scratch/rules.yaml" > "$scratch/promtool.out" 2>&1 || { cat "$scratch/promtool.out" >&2; fail "promtool rejects a query of the Grafana dashboard"; }
+
 echo "deploy_check: ok"

@@ -327,7 +327,9 @@ TEST(Metrics, QueuesStreamsTimersStoreWorkersProcessAndBuildPassPromtool) {
             "    triggers: [{queue: {name: jobs}}]\n"
             "  reader:\n    runtime: python\n    handler: app.py:hello\n    triggers: [{stream: {name: clicks, group: g1}}]\n"
             "  tick:\n    runtime: python\n    handler: app.py:hello\n    triggers: [{timer: {schedule: \"0 0 1 1 *\"}}]\n"
-            "  crash:\n    runtime: python\n    handler: app.py:crash\n    triggers: [{http: {route: /crash}}]\n");
+            "  crash:\n    runtime: python\n    handler: app.py:crash\n    triggers: [{http: {route: /crash}}]\n"
+            // Traces on (to a port nothing listens on): their counters are on the dashboard too.
+            "observe: {otlp: {endpoint: \"http://127.0.0.1:9/v1/traces\"}}\n");
   dir.write("app.py", kPythonHandlers);
   Host host(dir.path());
   ASSERT_TRUE(host.started()) << host.errors();
@@ -338,6 +340,9 @@ TEST(Metrics, QueuesStreamsTimersStoreWorkersProcessAndBuildPassPromtool) {
     ASSERT_EQ(admin.call("POST", "/admin/streams/clicks/records", "c", {{"x-key", "k" + std::to_string(i)}}).status, 201);
   }
   EXPECT_EQ(request(host.http_port(), "GET", "/crash").status, 502);
+  // A deploy, so that the per-version families are there (deploy/grafana charts them).
+  CommandResult deployed = run_nimbus({"deploy", "."}, dir.path());
+  ASSERT_EQ(deployed.exit_code, 0) << deployed.err;
   std::string text;
   auto has = [&](const std::string& line) { return text.find(line) != std::string::npos; };
   ASSERT_TRUE(admin.wait([&] {
@@ -386,6 +391,33 @@ TEST(Metrics, QueuesStreamsTimersStoreWorkersProcessAndBuildPassPromtool) {
   EXPECT_EQ(std::system(("promtool check metrics < " + file + " > " + file + ".out 2>&1").c_str()), 0)
       << slurp(file + ".out") << "\n(promtool comes with Debian's prometheus package: scripts/setup.sh installs it)";
   EXPECT_EQ(std::system(("/usr/bin/python3 " NIMBUS_SOURCE_DIR "/tests/check_prometheus.py < " + file + " > /dev/null").c_str()), 0);
+
+  // Every metric the Grafana dashboard charts is one this host serves (tests/deploy_check.sh
+  // checks its queries are PromQL).
+  std::set<std::string> families;
+  for (std::size_t at = text.find("# TYPE "); at != std::string::npos; at = text.find("# TYPE ", at + 1)) {
+    const std::size_t start = at + 7;
+    families.insert(text.substr(start, text.find(' ', start) - start));
+  }
+  const std::string dashboard = slurp(NIMBUS_SOURCE_DIR "/deploy/grafana/nimbus-dashboard.json");
+  ASSERT_FALSE(dashboard.empty());
+  std::regex name(R"(\b(nimbus_[a-z_]+|process_[a-z_]+)\b)");
+  std::set<std::string> charted;
+  for (auto it = std::sregex_iterator(dashboard.begin(), dashboard.end(), name); it != std::sregex_iterator(); ++it) {
+    std::string n = (*it)[1];
+    for (const char* suffix : {"_bucket", "_sum", "_count"}) {
+      const std::string sfx(suffix);
+      if (n.size() > sfx.size() && n.compare(n.size() - sfx.size(), sfx.size(), sfx) == 0 && !families.count(n)) {
+        n.resize(n.size() - sfx.size());
+      }
+    }
+    charted.insert(n);
+  }
+  EXPECT_GE(charted.size(), 25u);
+  for (const auto& n : charted) {
+    if (n.rfind("nimbus:", 0) == 0) continue;
+    EXPECT_TRUE(families.count(n)) << "deploy/grafana/nimbus-dashboard.json charts " << n << ", which the host does not serve";
+  }
 }
 
 }  // namespace
