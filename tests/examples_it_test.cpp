@@ -474,25 +474,6 @@ TEST(Examples, AsyncHttpApi) {
   EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
 }
 
-std::string shell_quoted(const std::string& text) {
-  std::string out = "'";
-  for (char c : text) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return out + "'";
-}
-
-// Runs `command` with /bin/sh; its exit code and its standard output.
-CommandResult run_shell(const std::string& command) {
-  CommandResult r;
-  FILE* p = ::popen(command.c_str(), "r");
-  if (p == nullptr) return r;
-  char buf[4096];
-  std::size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
-  const int status = ::pclose(p);
-  r.exit_code = status == -1 ? -1 : WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  return r;
-}
-
 // A web front end and its API on one host, in a real browser: headless Chromium (Debian's),
 // driven through puppeteer-core by tests/browser/web_app.mjs, adds items through the page of
 // examples/web-app, ticks one done, reloads, deletes the other and provokes the API's error.

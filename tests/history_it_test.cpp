@@ -420,5 +420,63 @@ TEST(Metrics, QueuesStreamsTimersStoreWorkersProcessAndBuildPassPromtool) {
   }
 }
 
+// The dashboard on the admin listener, in a real browser: headless Chromium (Debian's) driven
+// through puppeteer-core by tests/browser/dashboard.mjs signs in with the token, watches a
+// function's counters move under load, replays a dead letter and opens a trace as a tree. The
+// screenshots are kept in BUILD_DIR/test-artifacts/dashboard-*.png.
+TEST(Dashboard, SignsInWatchesCountersReplaysADeadLetterAndOpensATrace) {
+  const std::filesystem::path source(NIMBUS_SOURCE_DIR);
+  ASSERT_TRUE(std::filesystem::exists(source / "tests/browser/node_modules/puppeteer-core"))
+      << "puppeteer-core is not installed: run scripts/setup.sh (npm ci in tests/browser)";
+  TempDir dir;
+  dir.write("nimbus.yaml", "name: dash\nfunctions:\n" + relay_stage("front", "{http: {route: /front}}", "{queue: chain}") +
+                               relay_stage("back", "{queue: {name: chain}}", "{queue: sink}") +
+                               "  failing:\n    runtime: native\n    handler: " + fn("thrower") +
+                               "\n    retry: {max_attempts: 1}\n    triggers: [{queue: {name: jobs}}]\n");
+  Host host(dir.path());
+  ASSERT_TRUE(host.started()) << host.errors();
+  Admin admin{host.admin_port(), host.admin_token()};
+  const std::string trace = trace_of(42);
+  ASSERT_EQ(request(host.http_port(), "GET", "/front", traced(42)).status, 200);
+  ASSERT_EQ(admin.call("POST", "/admin/queues/jobs/messages", "x").status, 201);
+  ASSERT_TRUE(admin.wait([&] {
+    return invocations(admin, "?trace=" + trace).size() == 2 && invocations(admin, "?function=failing").size() == 1;
+  }));
+  ASSERT_TRUE(admin.wait([&] { return admin.peek("jobs.dead").size() == 1; }));
+
+  TempDir out;
+  CommandResult run = run_shell("env -u NODE_EXTRA_CA_CERTS node " + shell_quoted((source / "tests/browser/dashboard.mjs").string()) +
+                                " http://127.0.0.1:" + std::to_string(host.admin_port()) + " " + shell_quoted(host.admin_token()) +
+                                " http://127.0.0.1:" + std::to_string(host.http_port()) + " " + trace + " " +
+                                shell_quoted(out.path().string()) + " 2>" + shell_quoted((out.path() / "driver.err").string()));
+  ASSERT_EQ(run.exit_code, 0) << run.out << out.read("driver.err") << (run.exit_code == 127 ? "no node: run scripts/setup.sh\n" : "");
+  const std::string last_line = run.out.substr(run.out.find_last_of('\n', run.out.size() - 2) + 1);
+  json::object seen = parse_object(last_line);
+  const auto& front = seen["front"].as_object();
+  EXPECT_GE(front.at("after").to_number<int64_t>(), front.at("before").to_number<int64_t>() + 60) << run.out;
+  EXPECT_GT(front.at("rate").to_number<double>(), 0.0) << run.out;
+
+  // What the page did, seen from the API: the replayed letter ran again (and failed again).
+  EXPECT_TRUE(admin.wait([&] { return invocations(admin, "?function=failing").size() == 2; }));
+
+  const std::filesystem::path artifacts = std::filesystem::path(NIMBUS_BINARY).parent_path() / "test-artifacts";
+  std::error_code ec;
+  std::filesystem::create_directories(artifacts, ec);
+  for (const char* name : {"functions.png", "queues.png", "trace.png"}) {
+    const std::string png = out.read(name);
+    EXPECT_EQ(png.substr(0, 8), std::string("\x89PNG\r\n\x1a\n", 8)) << name;
+    EXPECT_GT(png.size(), 10u * 1024) << name << ": a screenshot this small shows next to nothing";
+    std::filesystem::copy_file(out.path() / name, artifacts / (std::string("dashboard-") + name),
+                               std::filesystem::copy_options::overwrite_existing, ec);
+  }
+
+  // The page itself holds nothing: no token, no data; its policy allows only its own script.
+  Response page = request(host.admin_port(), "GET", "/dashboard");
+  EXPECT_EQ(page.status, 200);
+  EXPECT_NE(page.header("content-security-policy").find("script-src 'self'"), std::string::npos);
+  EXPECT_EQ(page.body.find(host.admin_token()), std::string::npos);
+  EXPECT_EQ(request(host.admin_port(), "GET", "/admin/queues").status, 401);
+}
+
 }  // namespace
 }  // namespace nimbus::testing

@@ -1,5 +1,6 @@
 #include "admin/admin_api.h"
 
+#include "admin/dashboard.h"
 #include "admin/admin_request.h"
 #include "gateway/api_keys.h"
 
@@ -146,6 +147,8 @@ void AdminApi::handle(IncomingRequest& request, Responder respond) {
     if (store_) return store_->run_blocking(std::move(render));
     return render();
   }
+  if (path == "/") return respond(HttpReply{302, {{"location", "/dashboard"}}, ""});
+  if (auto page = dashboard_asset(path)) return respond(std::move(*page));
   if (path.rfind("/admin/", 0) != 0) {
     return respond(json_error(404, "not_found", "no admin endpoint " + std::string(path), ""));
   }

@@ -7,6 +7,7 @@
 #include <charconv>
 #include <cstdio>
 
+#include "core/ids.h"
 #include "core/prometheus_text.h"
 #include "store/store.h"
 
@@ -77,6 +78,8 @@ void InvocationHistory::record(const InvocationRecord& r, WallTime at) {
   e.trigger = std::string(to_string(r.trigger));
   e.id = std::string(r.invocation_id);
   if (r.traceparent.size() >= 35) e.trace_id = std::string(r.traceparent.substr(3, 32));
+  e.span_id = span_id_of(r.traceparent);
+  e.parent_span_id = r.parent_span;
   e.outcome = std::string(to_string(r.outcome));
   e.error_type = cut(r.error_type, 256);
   e.error = cut(r.error_message, kMaxErrorBytes);
@@ -177,6 +180,14 @@ std::string InvocationHistory::to_json(const Entry& e) {
   field(out, "time", format_log_time(WallTime(std::chrono::microseconds(e.time_us))));
   field(out, "time_us", e.time_us);
   if (!e.trace_id.empty()) field(out, "trace_id", e.trace_id);
+  // The tree of a trace (the dashboard's trace view): this invocation's span and its parent's.
+  auto hex16 = [](uint64_t v) {
+    char b[17];
+    std::snprintf(b, sizeof b, "%016llx", static_cast<unsigned long long>(v));
+    return std::string(b);
+  };
+  if (e.span_id != 0) field(out, "span_id", hex16(e.span_id));
+  if (e.parent_span_id != 0) field(out, "parent_span_id", hex16(e.parent_span_id));
   if (!e.version.empty()) field(out, "version", e.version);
   if (!e.error_type.empty()) field(out, "error_type", e.error_type);
   if (!e.error.empty()) field(out, "error", e.error);

@@ -87,6 +87,7 @@ class InvocationHistory {
     int attempt = 1;
     int64_t duration_us = 0;
     int64_t time_us = 0;  // when it finished (unix microseconds)
+    uint64_t span_id = 0, parent_span_id = 0;  // its span, and the one that caused it (0: none)
     std::vector<Line> lines;
     std::size_t bytes = 0;  // about what it holds, for the bound on pending records
   };
