@@ -493,6 +493,7 @@ TEST(Examples, WebAppInHeadlessChromium) {
   ASSERT_TRUE(host.started()) << host.errors();
   TempDir out;
   const std::filesystem::path shot = out.path() / "web-app.png";
+  BrowserLock one_browser;
   CommandResult run = run_shell("env -u NODE_EXTRA_CA_CERTS node " +
                                 shell_quoted((source / "tests/browser/web_app.mjs").string()) + " http://127.0.0.1:" +
                                 std::to_string(host.http_port()) + " " + shell_quoted(shot.string()) + " 2>" +

@@ -326,7 +326,8 @@ TEST(Metrics, QueuesStreamsTimersStoreWorkersProcessAndBuildPassPromtool) {
             "  failing:\n    runtime: native\n    handler: " + fn("thrower") + "\n    retry: {max_attempts: 1}\n"
             "    triggers: [{queue: {name: jobs}}]\n"
             "  reader:\n    runtime: python\n    handler: app.py:hello\n    triggers: [{stream: {name: clicks, group: g1}}]\n"
-            "  tick:\n    runtime: python\n    handler: app.py:hello\n    triggers: [{timer: {schedule: \"0 0 1 1 *\"}}]\n"
+            "  tick:\n    runtime: python\n    handler: app.py:hello\n"
+            "    triggers: [{timer: {schedule: \"0 0 1 1 *\"}}, {timer: {schedule: \"0 0 2 1 *\"}}]\n"
             "  crash:\n    runtime: python\n    handler: app.py:crash\n    triggers: [{http: {route: /crash}}]\n"
             // Traces on (to a port nothing listens on): their counters are on the dashboard too.
             "observe: {otlp: {endpoint: \"http://127.0.0.1:9/v1/traces\"}}\n");
@@ -366,11 +367,14 @@ TEST(Metrics, QueuesStreamsTimersStoreWorkersProcessAndBuildPassPromtool) {
     if (auto at = text.find(key); at != std::string::npos) records += std::stoll(text.substr(at + key.size()));
   }
   EXPECT_EQ(records, 4) << text;
-  EXPECT_TRUE(has("nimbus_timer_last_run_timestamp_seconds{function=\"tick\"} 0\n")) << text;
-  const std::string next_key = "nimbus_timer_next_run_timestamp_seconds{function=\"tick\"} ";
+  // Two timers on one function: a series each.
+  EXPECT_TRUE(has("nimbus_timer_last_run_timestamp_seconds{function=\"tick\",timer=\"0\",schedule=\"0 0 1 1 *\"} 0\n")) << text;
+  EXPECT_TRUE(has("nimbus_timer_last_run_timestamp_seconds{function=\"tick\",timer=\"1\",schedule=\"0 0 2 1 *\"} 0\n")) << text;
+  const std::string next_key = "nimbus_timer_next_run_timestamp_seconds{function=\"tick\",timer=\"0\",schedule=\"0 0 1 1 *\"} ";
   ASSERT_TRUE(has(next_key)) << text;
   EXPECT_GT(std::stoll(text.substr(text.find(next_key) + next_key.size())), ::time(nullptr));
-  EXPECT_TRUE(has("nimbus_timer_skipped_runs_total{function=\"tick\"} 0\n")) << text;
+  EXPECT_TRUE(has("nimbus_timer_skipped_runs_total{function=\"tick\",timer=\"1\",schedule=\"0 0 2 1 *\"} 0\n")) << text;
+  EXPECT_TRUE(has("nimbus_worker_exits_total{function=\"crash\",reason=\"timeout\"} 0\n")) << text;  // every reason, from 0
   const std::string batches_key = "nimbus_store_commit_batches_count ";
   ASSERT_TRUE(has(batches_key)) << text;
   EXPECT_GT(std::stoll(text.substr(text.find(batches_key) + batches_key.size())), 0);
@@ -445,6 +449,7 @@ TEST(Dashboard, SignsInWatchesCountersReplaysADeadLetterAndOpensATrace) {
   ASSERT_TRUE(admin.wait([&] { return admin.peek("jobs.dead").size() == 1; }));
 
   TempDir out;
+  BrowserLock one_browser;
   CommandResult run = run_shell("env -u NODE_EXTRA_CA_CERTS node " + shell_quoted((source / "tests/browser/dashboard.mjs").string()) +
                                 " http://127.0.0.1:" + std::to_string(host.admin_port()) + " " + shell_quoted(host.admin_token()) +
                                 " http://127.0.0.1:" + std::to_string(host.http_port()) + " " + trace + " " +

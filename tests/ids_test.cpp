@@ -93,6 +93,22 @@ TEST(TraceTest, MalformedInputStartsANewTrace) {
   }
 }
 
+// What goes on is version 00 with only the sampled flag, whatever version and flags came in;
+// a later version's extra fields are not passed on, and its trace continues.
+TEST(TraceTest, ALaterVersionIsContinuedAsVersion00WithOnlyTheSampledFlag) {
+  const std::string trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+  std::string out = continue_trace("01-" + trace + "-00f067aa0ba902b7-03-what-comes-later");
+  expect_valid_traceparent(out);
+  EXPECT_EQ(out.substr(0, 3), "00-");
+  EXPECT_EQ(std::string(trace_id_of(out)), trace);
+  EXPECT_EQ(out.substr(53), "01");
+  out = continue_trace("00-" + trace + "-00f067aa0ba902b7-fe");  // unknown flags, not sampled
+  EXPECT_EQ(std::string(trace_id_of(out)), trace);
+  EXPECT_EQ(out.substr(53), "00");
+  // Version 00 with more after it is no traceparent: a new trace starts.
+  EXPECT_NE(std::string(trace_id_of(continue_trace("00-" + trace + "-00f067aa0ba902b7-01-x"))), trace);
+}
+
 TEST(TraceTest, NewTracesDiffer) {
   EXPECT_NE(trace_id_of(continue_trace("")), trace_id_of(continue_trace("")));
 }

@@ -6,6 +6,8 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -271,5 +273,19 @@ inline CommandResult run_shell(const std::string& command) {
   r.exit_code = status == -1 ? -1 : WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   return r;
 }
+
+// One browser at a time on this machine: two Chromiums at once on two cores (under the
+// sanitizers, say) make both slow enough to time out. Held for a browser test's run.
+struct BrowserLock {
+  BrowserLock() : fd(::open("/tmp/nimbus-browser-tests.lock", O_CREAT | O_RDWR | O_CLOEXEC, 0666)) {
+    if (fd >= 0) ::flock(fd, LOCK_EX);
+  }
+  ~BrowserLock() {
+    if (fd >= 0) ::close(fd);
+  }
+  BrowserLock(const BrowserLock&) = delete;
+  BrowserLock& operator=(const BrowserLock&) = delete;
+  int fd;
+};
 
 }  // namespace nimbus::testing

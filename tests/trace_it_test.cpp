@@ -171,6 +171,57 @@ TEST(Traces, SamplingFollowsTheParentAndTheRatioForNewTraces) {
 
 // A collector that is not there: every request is answered as fast, and the spans it could
 // not take are counted (and the first failure logged once).
+// The gateway carries the trace to an upstream: the upstream's parent is the gateway's span,
+// which the collector gets as a server span under the client's; with no traceparent from the
+// client, the upstream still gets a fresh one; tracestate passes as it came.
+TEST(Traces, TheGatewayContinuesTheTraceToAnUpstreamUnderASpanOfItsOwn) {
+  TestUpstream collector("collector");
+  TestUpstream legacy("legacy");
+  TempDir dir;
+  dir.write("nimbus.yaml", "name: edge\nobserve:\n  otlp: {endpoint: \"http://127.0.0.1:" + std::to_string(collector.port()) +
+                               "/v1/traces\"}\ngateway:\n  upstreams:\n    legacy: http://127.0.0.1:" +
+                               std::to_string(legacy.port()) +
+                               "\n  routes:\n    - path: /legacy/{*rest}\n      upstream: legacy\n"
+                               "functions:\n  hello:\n    runtime: native\n    handler: " + fn("hello") +
+                               "\n    triggers: [{http: {route: /hello}}]\n");
+  Host host(dir.path());
+  ASSERT_TRUE(host.started()) << host.errors();
+  const std::string trace = "4bf92f3577b34da6a3ce929d0e0e4736", client_span = "00f067aa0ba902b7";
+  Response r = request(host.http_port(), "GET", "/legacy/orders",
+                       {{"traceparent", "00-" + trace + "-" + client_span + "-01"}, {"tracestate", "vendor=1"}});
+  ASSERT_EQ(r.status, 200) << r.body;
+  ASSERT_EQ(legacy.requests(), 1);
+  const auto seen = legacy.seen().at(0);
+  const std::string sent = seen.headers.count("traceparent") ? seen.headers.at("traceparent") : "";
+  ASSERT_EQ(sent.size(), 55u) << sent;
+  EXPECT_EQ(sent.substr(3, 32), trace);
+  const std::string gateway_span = sent.substr(36, 16);
+  EXPECT_NE(gateway_span, client_span);
+  EXPECT_EQ(seen.headers.count("tracestate") ? seen.headers.at("tracestate") : "", "vendor=1");
+
+  std::vector<SeenSpan> spans;
+  ASSERT_TRUE(eventually([&] {
+    spans = spans_at(collector);
+    return std::any_of(spans.begin(), spans.end(), [&](const SeenSpan& s) { return s.span_id == gateway_span; });
+  }, 15000));
+  const auto s = *std::find_if(spans.begin(), spans.end(), [&](const SeenSpan& x) { return x.span_id == gateway_span; });
+  EXPECT_EQ(s.trace_id, trace);
+  EXPECT_EQ(s.parent_span_id, client_span);
+  EXPECT_EQ(s.kind, 2);  // server
+  EXPECT_EQ(s.name, "GET /legacy/{*rest}");
+  EXPECT_EQ(s.attributes.at("http.response.status_code"), "200");
+  EXPECT_EQ(s.attributes.at("nimbus.upstream"), "legacy");
+
+  // No trace from the client: one starts at the gateway, and the upstream is in it.
+  ASSERT_EQ(request(host.http_port(), "GET", "/legacy/other").status, 200);
+  ASSERT_EQ(legacy.requests(), 2);
+  const auto fresh = legacy.seen().at(1).headers;
+  ASSERT_TRUE(fresh.count("traceparent"));
+  EXPECT_EQ(fresh.at("traceparent").size(), 55u);
+  EXPECT_NE(fresh.at("traceparent").substr(3, 32), trace);
+  EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
+}
+
 TEST(Traces, ADeadCollectorCostsNothingButACounter) {
   HeldPort dead;  // bound, never listening: connections are refused
   ASSERT_NE(dead.port(), 0);

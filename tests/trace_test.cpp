@@ -9,6 +9,7 @@
 
 #include "core/clock.h"
 #include "core/ids.h"
+#include "core/text.h"
 #include "observe/log.h"
 
 namespace nimbus {
@@ -78,6 +79,16 @@ TEST(Traces, TheOtlpJsonBodyHasTheShapeCollectorsRead) {
   EXPECT_EQ(o.at("attributes").at(1).at("value").at("intValue"), "504");
   EXPECT_FALSE(spans.at(1).as_object().contains("parentSpanId"));
   EXPECT_FALSE(spans.at(1).as_object().contains("status"));
+
+  // Bytes that are not UTF-8 (a function's error type) become U+FFFD: the body stays JSON a
+  // collector takes (a strict parser refuses it otherwise).
+  Span bad = s;
+  bad.status_message = "bad \xff\xfe byte";
+  const std::string body = Tracer::otlp_json({bad}, "shop", "1.2.3");
+  EXPECT_TRUE(valid_utf8(body));
+  json::value parsed = json::parse(body);
+  EXPECT_EQ(parsed.at("resourceSpans").at(0).at("scopeSpans").at(0).at("spans").at(0).at("status").at("message"),
+            "bad \xef\xbf\xbd\xef\xbf\xbd byte");
 }
 
 struct EnvVar {
@@ -98,7 +109,7 @@ TEST(Traces, TheOtelVariablesFillWhatTheManifestLeavesUnset) {
     EXPECT_EQ(s.headers[0].name, "api-key");
     EXPECT_EQ(s.headers[0].value, "abc def");
     EXPECT_EQ(s.headers[1].value, "t1");
-    EXPECT_DOUBLE_EQ(s.sample, 0.1);
+    EXPECT_DOUBLE_EQ(s.sample.value_or(-1), 0.1);
     // The manifest's endpoint wins; the traces variable is the URL itself.
     EnvVar t("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://other:4318/custom");
     TraceSettings from_manifest;
@@ -116,6 +127,32 @@ TEST(Traces, TheOtelVariablesFillWhatTheManifestLeavesUnset) {
     auto st = s.read_environment();
     ASSERT_FALSE(st);
     EXPECT_NE(st.error().message.find("OTEL_TRACES_SAMPLER_ARG"), std::string::npos) << st.error().message;
+  }
+  {
+    // The sampler by name; the manifest's share (even 1) wins over the variables.
+    EnvVar e("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318");
+    EnvVar r("OTEL_TRACES_SAMPLER_ARG", "0.25");
+    {
+      EnvVar off("OTEL_TRACES_SAMPLER", "parentbased_always_off");
+      TraceSettings s;
+      ASSERT_TRUE(s.read_environment());
+      EXPECT_DOUBLE_EQ(s.sample.value_or(-1), 0.0);
+    }
+    {
+      EnvVar ratio("OTEL_TRACES_SAMPLER", "traceidratio");
+      TraceSettings s;
+      ASSERT_TRUE(s.read_environment());
+      EXPECT_DOUBLE_EQ(s.sample.value_or(-1), 0.25);
+      TraceSettings manifest_says_all;
+      manifest_says_all.sample = 1.0;
+      ASSERT_TRUE(manifest_says_all.read_environment());
+      EXPECT_DOUBLE_EQ(manifest_says_all.sample.value_or(-1), 1.0);
+    }
+    EnvVar bad("OTEL_TRACES_SAMPLER", "jaeger_remote");
+    TraceSettings s;
+    auto st = s.read_environment();
+    ASSERT_FALSE(st);
+    EXPECT_NE(st.error().message.find("OTEL_TRACES_SAMPLER: 'jaeger_remote'"), std::string::npos) << st.error().message;
   }
   {
     EnvVar e("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318");

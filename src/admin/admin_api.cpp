@@ -138,14 +138,9 @@ void AdminApi::handle(IncomingRequest& request, Responder respond) {
   if (path == "/healthz") return respond(json_reply(200, {{"status", "ok"}}));
   if (path == "/readyz") return respond(readiness(status_.draining.load(), store_));
   if (path == "/metrics") {
-    // What the parts add may read the store (queue depths, timers): a store I/O thread renders.
-    auto render = [this, respond = std::move(respond)] {
-      std::string text = metrics_.render();
-      for (const auto& extra : extra_metrics_) text += extra();
-      respond(HttpReply{200, {{"content-type", "text/plain; version=0.0.4; charset=utf-8"}}, std::move(text)});
-    };
-    if (store_) return store_->run_blocking(std::move(render));
-    return render();
+    std::string text = metrics_.render();
+    for (const auto& extra : extra_metrics_) text += extra();
+    return respond(HttpReply{200, {{"content-type", "text/plain; version=0.0.4; charset=utf-8"}}, std::move(text)});
   }
   if (path == "/") return respond(HttpReply{302, {{"location", "/dashboard"}}, ""});
   if (auto page = dashboard_asset(path)) return respond(std::move(*page));

@@ -69,8 +69,9 @@ class AdminApi final : private RequestHandler {
   // What the triggers add (Trigger::admin_views, status_fields); before start().
   void add(std::vector<AdminView> views, std::vector<StatusField> fields);
   void add(std::vector<AdminEndpoint> endpoints);
-  // More Prometheus text appended to /metrics (deploy/: per-version metrics). Called on a
-  // store I/O thread (when there is a store): it may read the store.
+  // More Prometheus text appended to /metrics (deploy/: per-version metrics). Called on an
+  // event loop: it must not block (what reads the store goes through a ScrapeCache,
+  // observe/host_metrics.h).
   void add_metrics(std::function<std::string()> render) { extra_metrics_.push_back(std::move(render)); }
   // What POST /admin/reload does: the host re-reads its manifest off the loops and answers.
   void on_reload(std::function<void(Responder)> reload) { reload_ = std::move(reload); }

@@ -104,8 +104,14 @@ bool trace_sampled(std::string_view tp) {
 }
 
 std::string continue_trace(std::string_view in) {
+  // A later version's header is read as version 00 from its first 55 characters (W3C trace
+  // context, "versioning of traceparent"); what follows them is not ours to pass on.
+  if (in.size() > 55 && in[55] == '-' && in.substr(0, 2) != "00") in = in.substr(0, 55);
   if (valid_traceparent(in)) {
     std::string out(in);
+    out[0] = out[1] = '0';  // what we send on is version 00
+    out[53] = '0';          // and of the flags only "sampled", the one 00 defines
+    out[54] = trace_sampled(in) ? '1' : '0';
     put_hex(out.data() + 36, t_random.next() | 1, 16);  // our span is the new parent
     return out;
   }

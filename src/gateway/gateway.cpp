@@ -6,7 +6,9 @@
 #include <cctype>
 
 #include "triggers/http/server.h"
+#include "core/ids.h"
 #include "core/text.h"
+#include "observe/trace.h"
 
 namespace nimbus {
 namespace {
@@ -125,7 +127,8 @@ void edit_headers(const HeaderEdits& edits, Headers& headers) {
   }
 }
 
-Gateway::Gateway(std::shared_ptr<const GatewaySpec> spec, EventLoops& loops) : spec_(std::move(spec)) {
+Gateway::Gateway(std::shared_ptr<const GatewaySpec> spec, EventLoops& loops, Tracer* tracer)
+    : spec_(std::move(spec)), tracer_(tracer) {
   for (const auto& u : spec_->upstreams) upstreams_.emplace(u.name, std::make_unique<Upstream>(u, loops));
 }
 
@@ -197,6 +200,7 @@ void Gateway::proxy(const GatewayRouteSpec& route, Upstream& upstream, IncomingR
     }
     if (l == "x-forwarded-proto" || l == "x-forwarded-host" || is_claims_header(l)) return;  // ours: this is the edge
     if (route.api_key && l == "x-api-key") return;  // the gateway's to check; the upstream gets the name
+    if (l == "traceparent") return;                 // continued below: the gateway's span is the parent
     if (std::find(route.request_headers.remove.begin(), route.request_headers.remove.end(), l) !=
         route.request_headers.remove.end()) {
       return;
@@ -243,6 +247,33 @@ void Gateway::proxy(const GatewayRouteSpec& route, Upstream& upstream, IncomingR
   block += ";proto=";
   block += proto;
   block += "\r\n";
+  // W3C trace context: the client's trace goes on (or one starts here), with the gateway's
+  // span as the upstream's parent; a sampled one is recorded when the reply's head comes.
+  const std::string_view incoming = request.header("traceparent").value_or(std::string_view());
+  const std::string traceparent = continue_trace(incoming);
+  block += "traceparent: ";
+  block += traceparent;
+  block += "\r\n";
+  if (tracer_ && trace_sampled(traceparent)) {
+    Span span;
+    span.trace_id = std::string(trace_id_of(traceparent));
+    span.span_id = span_id_of(traceparent);
+    if (incoming.size() >= 55 && incoming.substr(3, 32) == span.trace_id) span.parent_span_id = span_id_of(incoming);
+    span.name = p.method + " " + route.path;
+    span.kind = SpanKind::server;
+    span.start_unix_ns =
+        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+    span.attributes.emplace_back("http.request.method", p.method);
+    span.attributes.emplace_back("http.route", route.path);
+    span.attributes.emplace_back("nimbus.upstream", route.upstream);
+    respond = intercept(std::move(respond), [tracer = tracer_, span = std::move(span)](HttpReply& reply) mutable {
+      span.end_unix_ns =
+          std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+      span.attributes.emplace_back("http.response.status_code", static_cast<int64_t>(reply.status));
+      span.error = reply.status >= 500;
+      tracer->record(std::move(span));
+    });
+  }
   if (route.preserve_host) p.host = std::string(client_host);
   upstream.forward(std::move(p), std::move(respond));
 }

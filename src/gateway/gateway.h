@@ -19,10 +19,12 @@ namespace nimbus {
 class EventLoops;
 class IncomingRequest;
 class Responder;
+class Tracer;
 
 class Gateway {
  public:
-  Gateway(std::shared_ptr<const GatewaySpec> spec, EventLoops& loops);
+  // `tracer` (null: traces are off) gets a span for each proxied request (observe/trace.h).
+  Gateway(std::shared_ptr<const GatewaySpec> spec, EventLoops& loops, Tracer* tracer = nullptr);
   ~Gateway();
   Status start();  // resolves upstream names, starts health checks
   void stop();     // cancels what is in flight, closes pooled connections; returns at once
@@ -32,7 +34,9 @@ class Gateway {
   Upstream* upstream_of(const GatewayRouteSpec& route) const;
 
   // Forwards a request on an upstream route: path rewritten, hop-by-hop headers dropped, the
-  // route's header edits, X-Forwarded-For/-Proto/-Host and Forwarded (RFC 7239) added.
+  // route's header edits, X-Forwarded-For/-Proto/-Host and Forwarded (RFC 7239) added, and
+  // the W3C traceparent continued: the upstream's parent is the gateway's span (tracestate
+  // passes as it came).
   // `claims`: a verified JWT's claims (JSON), sent as X-Nimbus-Claims; a client's own header
   // by that name never passes.
   void proxy(const GatewayRouteSpec& route, Upstream& upstream, IncomingRequest& request, std::string_view path,
@@ -45,6 +49,7 @@ class Gateway {
  private:
   std::shared_ptr<const GatewaySpec> spec_;
   std::map<std::string, std::unique_ptr<Upstream>, std::less<>> upstreams_;
+  Tracer* tracer_;
 };
 
 // The path a route's target sees: the rewrite template filled with the route's parameters as

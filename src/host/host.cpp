@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <boost/json.hpp>
+#include <algorithm>
 #include <condition_variable>
 #include <functional>
 #include <mutex>
@@ -160,7 +161,7 @@ int run_host(const AppSpec& app, const HostOptions& options) {
     tracer = std::make_unique<Tracer>(trace_settings, app.name, NIMBUS_VERSION_TEXT, logger);
     logger.set_tracer(tracer.get());  // detached below before the tracer goes
     logger.host(LogLevel::info, "traces: exporting spans over OTLP/HTTP (JSON)",
-                {{"endpoint", trace_settings.endpoint}, {"sample", std::to_string(trace_settings.sample)}});
+                {{"endpoint", trace_settings.endpoint}, {"sample", std::to_string(trace_settings.sample.value_or(1.0))}});
   }
   struct DetachTracer {
     Logger& logger;
@@ -306,6 +307,20 @@ int run_host(const AppSpec& app, const HostOptions& options) {
   }
 
   LogFollow log_follow(sink, host_id);  // GET /admin/logs: `nimbus logs -f`
+  // What the store holds (queue depths, stream lag, the timers' runs), for /metrics: read on the
+  // store's I/O threads at most every 2 s, never while a scrape waits.
+  ScrapeCache store_metrics(
+      [&store, &app, &triggers] {
+        std::string out;
+        if (auto st = store_state_metrics_text(**store, app, out); !st) {
+          std::string why = st.error().message.substr(0, 200);
+          std::replace_if(why.begin(), why.end(), [](char c) { return c == '\n' || c == '\r'; }, ' ');
+          out = "# queue and stream metrics are missing: the store could not be read (" + why + ")\n";
+        }
+        for (auto& t : triggers) t->metrics_text(out);
+        return out;
+      },
+      [&store](std::function<void()> work) { (*store)->run_blocking(std::move(work)); }, std::chrono::seconds(2));
   AdminStatus status;
   status.pid = static_cast<int>(getpid());
   status.started = clock.now();
@@ -315,21 +330,12 @@ int run_host(const AppSpec& app, const HostOptions& options) {
   admin.add({invocations_endpoint(history.get(), **store), log_follow.endpoint()});
   // What a scrape reads when it asks: the store's writer, queues and streams, the timers, the
   // process and the build (observe/host_metrics.h).
-  admin.add_metrics([&store, &app] {
+  admin.add_metrics([&store] {
     std::string out;
     (*store)->commit_metrics_text(out);
-    if (auto st = store_state_metrics_text(**store, app, out); !st) {
-      out += "# the store could not be read for queue and stream metrics: " + st.error().message.substr(0, 200) + "\n";
-    }
     return out;
   });
-  for (auto& t : triggers) {
-    admin.add_metrics([t = t.get()] {
-      std::string out;
-      t->metrics_text(out);
-      return out;
-    });
-  }
+  admin.add_metrics([&store_metrics] { return store_metrics.text(); });
   admin.add_metrics([] {
     std::string out;
     process_metrics_text(out);

@@ -89,6 +89,34 @@ void process_metrics_text(std::string& out) {
   sample(out, "process_start_time_seconds", "", start);
 }
 
+ScrapeCache::ScrapeCache(std::function<std::string()> render, std::function<void(std::function<void()>)> run,
+                         std::chrono::steady_clock::duration max_age)
+    : render_(std::move(render)), run_(std::move(run)), max_age_(max_age) {}
+
+std::string ScrapeCache::text() {
+  const auto now = std::chrono::steady_clock::now();
+  std::string text;
+  bool start = false;
+  {
+    std::lock_guard lock(state_->mu);
+    text = state_->text;
+    if (!state_->rendering && (state_->at == std::chrono::steady_clock::time_point{} || now - state_->at >= max_age_)) {
+      state_->rendering = start = true;
+    }
+  }
+  // Outside the lock: `run_` may run it here and now (a store that is closing).
+  if (start) {
+    run_([state = state_, render = render_] {
+      std::string fresh = render();
+      std::lock_guard lock(state->mu);
+      state->text = std::move(fresh);
+      state->at = std::chrono::steady_clock::now();
+      state->rendering = false;
+    });
+  }
+  return text;
+}
+
 void build_info_text(std::string& out, std::string_view version) {
   prometheus_family(out, "nimbus_build_info", "gauge", "The build of this host: always 1, with its version as a label.");
   sample(out, "nimbus_build_info", label("version", version), 1);

@@ -127,6 +127,7 @@ class Logger {
   // Each invocation's record is also a span for `tracer` (null: none). Set before triggers
   // start; the tracer outlives the logger's use.
   void set_tracer(Tracer* tracer) { tracer_ = tracer; }
+  Tracer* tracer() const { return tracer_; }
   // Each invocation's record, and the ctx.log lines before it, also go to `history` (null:
   // none). The same rules as set_tracer.
   void set_history(InvocationHistory* history) { history_.store(history, std::memory_order_release); }

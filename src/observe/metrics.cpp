@@ -245,8 +245,8 @@ std::string Metrics::render() const {
   static constexpr const char* kWhy[kWorkerExits] = {"crashed", "timeout", "failed_start", "retired"};
   for (std::size_t f = 0; f < nf; ++f) {
     for (std::size_t w = 0; w < kWorkerExits; ++w) {
+      // Every reason from 0: increase() sees the first exit too.
       const uint64_t n = worker_exits_[f * kWorkerExits + w].load(std::memory_order_relaxed);
-      if (n == 0) continue;
       out += "nimbus_worker_exits_total{function=\"";
       append_label_value(out, functions_[f]);
       out += "\",reason=\"";

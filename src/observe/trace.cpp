@@ -96,13 +96,31 @@ Status TraceSettings::read_environment() {
       }
     }
   }
-  if (const char* v = env("OTEL_TRACES_SAMPLER_ARG"); v && sample == 1.0) {
-    char* end = nullptr;
-    const double r = std::strtod(v, &end);
-    if (*end != '\0' || !std::isfinite(r) || r < 0 || r > 1) {
-      return Error{"OTEL_TRACES_SAMPLER_ARG: '" + std::string(v) + "' is not a ratio between 0 and 1"};
+  if (!sample) {
+    // Unset: the default (parent-based, always on), or the ratio when only its argument is set.
+    std::string sampler = env("OTEL_TRACES_SAMPLER")            ? env("OTEL_TRACES_SAMPLER")
+                          : env("OTEL_TRACES_SAMPLER_ARG") ? "parentbased_traceidratio"
+                                                                 : "parentbased_always_on";
+    if (sampler.rfind("parentbased_", 0) == 0) sampler = sampler.substr(12);
+    if (sampler == "always_on") {
+      sample = 1.0;
+    } else if (sampler == "always_off") {
+      sample = 0.0;
+    } else if (sampler == "traceidratio") {
+      sample = 1.0;  // the default argument
+      if (const char* v = env("OTEL_TRACES_SAMPLER_ARG")) {
+        char* end = nullptr;
+        const double r = std::strtod(v, &end);
+        if (*end != '\0' || !std::isfinite(r) || r < 0 || r > 1) {
+          return Error{"OTEL_TRACES_SAMPLER_ARG: '" + std::string(v) + "' is not a ratio between 0 and 1"};
+        }
+        sample = r;
+      }
+    } else {
+      return Error{"OTEL_TRACES_SAMPLER: '" + std::string(env("OTEL_TRACES_SAMPLER")) +
+                   "' is not a sampler Nimbus has; use parentbased_always_on, parentbased_always_off or "
+                   "parentbased_traceidratio (with OTEL_TRACES_SAMPLER_ARG)"};
     }
-    sample = r;
   }
   if (!endpoint.empty()) {
     auto u = boost::urls::parse_uri(endpoint);
@@ -119,7 +137,7 @@ Tracer::Tracer(TraceSettings settings, std::string service, std::string service_
       service_(std::move(service)),
       service_version_(std::move(service_version)),
       logger_(logger) {
-  set_trace_sample_ratio(settings_.sample);
+  set_trace_sample_ratio(settings_.sample.value_or(1.0));
   thread_ = std::thread([this] { run(); });
 }
 
@@ -205,22 +223,11 @@ void Tracer::metrics_text(std::string& out) const {
 
 namespace {
 
+// A JSON string, always valid UTF-8 (the log's escaper: bytes that are not UTF-8 become
+// U+FFFD, which a collector takes; a raw bad byte would make it refuse the whole batch).
 void append_json_string(std::string& out, std::string_view s) {
-  static constexpr char kHex[] = "0123456789abcdef";
   out += '"';
-  for (char c : s) {
-    const auto u = static_cast<unsigned char>(c);
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += c;
-    } else if (u < 0x20) {
-      out += "\\u00";
-      out += kHex[u >> 4];
-      out += kHex[u & 15];
-    } else {
-      out += c;  // UTF-8 passes as it is
-    }
-  }
+  append_json_escaped(out, s);
   out += '"';
 }
 

@@ -13,6 +13,7 @@
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -33,7 +34,7 @@ struct InvocationRecord;
 struct TraceSettings {
   std::string endpoint;  // the traces URL (http://host:4318/v1/traces); empty: tracing is off
   Headers headers;       // sent with every export (an API key for a hosted collector)
-  double sample = 1.0;   // the share of new traces recorded
+  std::optional<double> sample;  // the share of new traces recorded; unset: the variables', else 1
   std::size_t max_queue = 8192;   // spans waiting for export; past it new ones are dropped
   std::size_t max_batch = 512;    // spans per export request
   Duration flush = std::chrono::milliseconds(500);  // a batch waits at most this for company
@@ -43,8 +44,11 @@ struct TraceSettings {
   // The variables a user of OpenTelemetry sets: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT (the URL
   // itself), else OTEL_EXPORTER_OTLP_ENDPOINT (+ /v1/traces); OTEL_EXPORTER_OTLP_HEADERS
   // (k=v,k2=v2) and ..._TRACES_HEADERS, only for an endpoint from the variables too;
-  // OTEL_TRACES_SAMPLER_ARG (the ratio). Fills only what `this` leaves unset (the manifest
-  // wins); with no endpoint at all nothing else is read. A bad value is an error naming it.
+  // OTEL_TRACES_SAMPLER (parentbased_always_on, parentbased_always_off,
+  // parentbased_traceidratio, or the same without parentbased_, which Nimbus samples by the
+  // parent all the same) and OTEL_TRACES_SAMPLER_ARG (the ratio). Fills only what `this` leaves
+  // unset (the manifest wins); with no endpoint at all nothing else is read. A bad value is an
+  // error naming it.
   Status read_environment();
 };
 

@@ -17,6 +17,7 @@ struct InstanceFleet::Instance {
   std::shared_ptr<InstanceConnection> conn;  // shared with writes in progress outside the lock
   bool ready = false;
   bool retiring = false;
+  bool overran = false;  // killed because an invocation overran its deadline
   TimePoint spawned{};
   TimePoint last_used{};
   std::map<std::string, Waiting> in_flight;
@@ -422,10 +423,10 @@ void InstanceFleet::on_exit(const std::shared_ptr<Instance>& inst, int, const st
     if (!stopping_) {
       using Why = Metrics::WorkerExit;
       // (one killed for an overrun is retiring too: the overrun is its reason)
-      metrics_.worker_exit(index_, inst->fatal.find("overran its deadline") != std::string::npos ? Why::timeout
-                                   : !inst->ready                                               ? Why::failed_start
-                                   : inst->retiring                                             ? Why::retired
-                                                                                                : Why::crashed);
+      metrics_.worker_exit(index_, inst->overran    ? Why::timeout
+                                   : !inst->ready   ? Why::failed_start
+                                   : inst->retiring ? Why::retired
+                                                    : Why::crashed);
     }
     std::vector<Waiting> again;  // sent behind the init of a worker that never started
     for (auto& [id, w] : inst->in_flight) {
@@ -530,6 +531,7 @@ void InstanceFleet::on_deadline(const std::weak_ptr<Instance>& weak) {
       logger_.host(LogLevel::warn, "worker overran a deadline; killing it",
                    {{"function", spec_.name}, {"invocation_id", overran}});
       if (inst->fatal.empty()) inst->fatal = "killed because invocation " + overran + " overran its deadline";
+      inst->overran = true;
       inst->retiring = true;  // no new work for it while its end is on the way
       inst->conn->kill();  // its exit fails what else it holds
     } else if (earliest != TimePoint{}) {

@@ -101,7 +101,7 @@ void histogram_text(std::string& out, const char* name, const char* help, const 
     out += std::to_string(cumulative);
     out += '\n';
   }
-  std::snprintf(buf, sizeof buf, "%.9g", sum);
+  std::snprintf(buf, sizeof buf, "%.17g", sum);
   out += name;
   out += "_sum ";
   out += buf;
@@ -131,7 +131,9 @@ void Store::commit_metrics_text(std::string& out) const {
   const CommitStats& c = *commits_;
   histogram_text(out, "nimbus_store_commit_duration_seconds", "Time of each store transaction (a group of batches).",
                  CommitStats::kSeconds, c.seconds, static_cast<double>(c.total_ns.load()) / 1e9);
-  histogram_text(out, "nimbus_store_commit_batches", "Batches grouped into each store transaction.", CommitStats::kBatches,
+  histogram_text(out, "nimbus_store_commit_batches",
+                 "Operations grouped into each store transaction: batches, and receives, lease extensions and the like.",
+                 CommitStats::kBatches,
                  c.batches, static_cast<double>(c.total_batches.load()));
 }
 

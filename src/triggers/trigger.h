@@ -91,7 +91,7 @@ class Trigger {
   }
   virtual std::vector<StatusField> status_fields() { return {}; }
   // More Prometheus text for /metrics (the timers' last and next runs). Called on a store I/O
-  // thread: it may read the store.
+  // thread, through the host's ScrapeCache: it may read the store.
   virtual void metrics_text(std::string& out) { (void)out; }
 };
 

@@ -21,6 +21,11 @@ if (!admin || !token || !http || !traceId || !shots) {
 await drive('dashboard', async (ctx) => {
   const page = await ctx.newPage();
   page.on('dialog', (d) => d.accept());  // the replay asks first
+  // The page's policy allows only its own script and style: anything it blocks is a bug.
+  const blocked = [];
+  page.on('console', (m) => {
+    if (m.type() === 'error' && /Content Security Policy/i.test(m.text())) blocked.push(m.text());
+  });
   const shot = (name) => page.screenshot({ path: path.join(shots, name), fullPage: true });
 
   ctx.step = 'open the dashboard: it asks for the token';
@@ -50,6 +55,7 @@ await drive('dashboard', async (ctx) => {
       expect(r.ok, `GET /front answered ${r.status}`);
     }
   })();
+  load.catch(() => {});  // awaited below; a wait that fails first must not leave it unhandled
   await page.waitForFunction(() => Number(document.querySelector('[data-testid="fn-row"][data-function="front"]')?.dataset.rate) > 0,
     { polling: 200 });
   const rate = await page.$eval('[data-testid="fn-row"][data-function="front"]', (r) => Number(r.dataset.rate));
@@ -92,5 +98,6 @@ await drive('dashboard', async (ctx) => {
   // (A phone's browser lays a wider page out and zooms it out: measure against the screen.)
   const overflow = await page.evaluate(() => document.documentElement.scrollWidth - 390);
   expect(overflow <= 0, `the page is ${overflow}px wider than a phone's screen`);
+  expect(blocked.length === 0, `the content security policy blocked: ${blocked.join('; ')}`);
   return { ok: true, refused, front: { before, after, rate }, spans, screenshots: ['functions.png', 'queues.png', 'trace.png'] };
 });

@@ -114,19 +114,23 @@ function quantile(q, now, before) {
 const ms = (seconds) => (seconds === null ? '—' : `${(seconds * 1000).toFixed(seconds < 0.01 ? 2 : 1)} ms`);
 
 async function refreshFunctions() {
+  await api('GET', '/admin/status');  // /metrics needs no token; a revoked one should still sign out
   const r = await fetch('/metrics');
   if (!r.ok) throw new Error(`GET /metrics answered ${r.status}`);
   const now = sampleOf(parseMetrics(await r.text()));
+  // Rates over about the last 6 s: three polls back. A sample from longer ago (the tab was
+  // hidden, or on another view) is no "last few seconds".
+  samples = samples.filter((x) => now.at - x.at < 7000);
   samples.push(now);
-  // Rates over about the last 6 s: three polls back.
   while (samples.length > 4) samples.shift();
   const before = samples.length > 1 ? samples[0] : null;
   const seconds = before ? (now.at - before.at) / 1000 : 0;
   const rows = [];
   for (const [name, f] of [...now.fns.entries()].sort(([a], [b]) => a.localeCompare(b))) {
-    const b = before?.fns.get(name);
+    // Counters only go down when the host restarted: then there is no rate to show yet.
+    const b = before?.fns.get(name)?.total <= f.total ? before.fns.get(name) : undefined;
     const calls = b ? f.total - b.total : 0;
-    const errors = b ? f.errors - b.errors : 0;
+    const errors = b ? Math.max(0, f.errors - b.errors) : 0;
     const rate = seconds > 0 ? calls / seconds : 0;
     const errorRate = calls > 0 ? errors / calls : 0;
     rows.push(el('tr', { dataset: { testid: 'fn-row', function: name, total: String(f.total), rate: rate.toFixed(2) } },
@@ -239,26 +243,44 @@ function showInvocation(i) {
 }
 
 async function showTrace(traceId) {
+  try {
+    await drawTrace(traceId);
+  } catch (err) {
+    if (err instanceof Unauthorized) return signOut('The token is no longer valid; sign in again.');
+    showError(`Cannot show trace ${traceId}: ${err.message}`);
+  }
+}
+
+async function drawTrace(traceId) {
   const { invocations } = await api('GET', `/admin/invocations?trace=${encodeURIComponent(traceId)}&limit=1000`);
+  if (invocations.length === 0) {
+    $('trace-view').replaceChildren(el('p', { class: 'hint' }, `No invocation of trace ${traceId} is in the history.`));
+    $('trace-view').hidden = false;
+    return;
+  }
   const spans = invocations.map((i) => ({ ...i, end: i.time_us, start: i.time_us - Math.round(Number(i.duration_ms) * 1000) }));
   spans.sort((a, b) => a.start - b.start);
   const byId = new Map(spans.filter((s) => s.span_id).map((s) => [s.span_id, s]));
-  const depth = (s, seen = 0) => (s.parent_span_id && byId.has(s.parent_span_id) && seen < 64
-    ? depth(byId.get(s.parent_span_id), seen + 1) + 1 : 0);
+  // Children under their parents, each level in start order; a span whose parent is not here
+  // (or that an older record leaves without ids) is a root. Each is drawn once.
+  const ordered = [];
+  const drawn = new Set();
+  const visit = (s, depth) => {
+    if (drawn.has(s)) return;
+    drawn.add(s);
+    ordered.push({ s, depth });
+    if (!s.span_id) return;
+    for (const c of spans) if (c.parent_span_id === s.span_id) visit(c, depth + 1);
+  };
+  for (const s of spans) if (!s.parent_span_id || !byId.has(s.parent_span_id)) visit(s, 0);
+  for (const s of spans) visit(s, 0);  // what a cycle of parents left out
   const t0 = Math.min(...spans.map((s) => s.start));
   const t1 = Math.max(...spans.map((s) => s.end));
   const width = Math.max(1, t1 - t0);
-  // Children under their parents, each level in start order.
-  const ordered = [];
-  const visit = (s) => {
-    ordered.push(s);
-    for (const c of spans.filter((x) => x.parent_span_id === s.span_id && x !== s)) visit(c);
-  };
-  for (const root of spans.filter((s) => depth(s) === 0)) visit(root);
   $('trace-view').replaceChildren(
     el('h3', {}, `Trace ${traceId}: ${spans.length} invocation(s) in ${((t1 - t0) / 1000).toFixed(1)} ms`),
-    ...ordered.map((s) => el('div', { class: 'span', dataset: { testid: 'span', function: s.function, depth: String(depth(s)) } },
-      el('span', { class: 'name', style: { paddingLeft: `${depth(s)}rem` } }, `${s.function} (${s.trigger})`),
+    ...ordered.map(({ s, depth }) => el('div', { class: 'span', dataset: { testid: 'span', function: s.function, depth: String(depth) } },
+      el('span', { class: 'name', style: { paddingLeft: `${depth}rem` } }, `${s.function} (${s.trigger})`),
       el('span', { class: 'track' }, el('span', {
         class: s.outcome === 'success' ? 'bar' : 'bar failed',
         style: { left: `${(100 * (s.start - t0)) / width}%`, width: `${(100 * (s.end - s.start)) / width}%` },
@@ -319,6 +341,7 @@ async function refresh() {
 
 function show(name) {
   tab = name;
+  samples = [];
   for (const b of document.querySelectorAll('#tabs button')) b.classList.toggle('on', b.dataset.tab === name);
   for (const s of Object.keys(refreshers)) $(s).hidden = s !== name;
   refresh();

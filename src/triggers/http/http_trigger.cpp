@@ -225,7 +225,7 @@ Expected<std::shared_ptr<HttpTrigger::RouteTable>> HttpTrigger::build_table(std:
     t->jwt = std::move(*jwt);
   }
   if (t->gateway_spec && !t->gateway_spec->routes.empty()) {
-    t->gateway = std::make_unique<Gateway>(t->gateway_spec, loops_);
+    t->gateway = std::make_unique<Gateway>(t->gateway_spec, loops_, logger_.tracer());
     for (const auto& route : t->gateway_spec->routes) {
       auto pattern = parse_route(route.path, nullptr);
       if (!pattern) return Error{route.where + ": the path " + route.path + " is not a route"};

@@ -80,18 +80,20 @@ class TimerTrigger::Timer : public std::enable_shared_from_this<TimerTrigger::Ti
   }
 
   TimerStatus status() {
-    Record r = read();
+    bool readable = true;
+    Record r = read(&readable);
     std::lock_guard lock(mu_);
-    return TimerStatus{fn_.name, spec_.schedule, zone_.name(), r.last, r.next > 0 ? r.next : armed_for_,
-                       skipped_.load(), past_due_.load()};
+    return TimerStatus{fn_.name,           spec_.schedule,   zone_.name(),     r.last, r.next > 0 ? r.next : armed_for_,
+                       std::atoi(key_.c_str() + key_.rfind('#') + 1), skipped_.load(), past_due_.load(), readable};
   }
 
  private:
   int64_t next_after(int64_t s) const { return zone_.next(cron_, SysSeconds(std::chrono::seconds(s))).time_since_epoch().count(); }
 
-  Record read() {
+  Record read(bool* readable = nullptr) {
     Record r;
     auto got = store_.get(kTimerStore, key_);
+    if (readable) *readable = got.ok();
     if (!got || !got->has_value()) return r;
     boost::system::error_code ec;
     auto v = json::parse((*got)->value, ec);
@@ -301,11 +303,15 @@ std::vector<TimerStatus> TimerTrigger::status() const {
 }
 
 void TimerTrigger::metrics_text(std::string& out) {
-  const auto all = status();
+  auto all = status();
+  // A timer whose record the store would not give: no numbers, rather than wrong ones.
+  std::erase_if(all, [](const TimerStatus& t) { return !t.readable; });
   auto family = [&](const char* name, const char* type, const char* help, auto value) {
     prometheus_family(out, name, type, help);
     for (const auto& t : all) {
-      out += std::string(name) + "{function=\"" + prometheus_label(t.function) + "\"} " + std::to_string(value(t)) + "\n";
+      // A function may have several timers: each is a series of its own.
+      out += std::string(name) + "{function=\"" + prometheus_label(t.function) + "\",timer=\"" + std::to_string(t.index) +
+             "\",schedule=\"" + prometheus_label(t.schedule) + "\"} " + std::to_string(value(t)) + "\n";
     }
   };
   family("nimbus_timer_last_run_timestamp_seconds", "gauge", "When a timer's last run was due (unix seconds; 0: never).",

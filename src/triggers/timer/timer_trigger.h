@@ -32,8 +32,10 @@ struct TimerStatus {
   std::string time_zone;
   int64_t last_s = 0;  // Unix seconds; 0 = never
   int64_t next_s = 0;
+  int index = 0;          // which of the function's timers (in the manifest's order, from 0)
   uint64_t skipped = 0;   // due times this host skipped: the previous run was still going
   uint64_t past_due = 0;  // runs this host started late (due while no host ran the timer)
+  bool readable = true;   // false: the store did not answer; last and next are not known
 };
 
 class TimerTrigger final : public Trigger {
