@@ -222,6 +222,61 @@ TEST(Traces, TheGatewayContinuesTheTraceToAnUpstreamUnderASpanOfItsOwn) {
   EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
 }
 
+// A function's own HTTP calls carry its invocation's traceparent (Python: http.client, and so
+// urllib; Node: fetch), so what they reach joins the trace as the invocation's child; a call
+// that sets its own traceparent keeps it.
+TEST(Traces, AFunctionsOwnHttpCallsCarryItsTraceparentInPythonAndNode) {
+  TestUpstream up("up");
+  TempDir dir;
+  const std::string own = "00-" + std::string(32, 'a') + "-" + std::string(16, 'b') + "-01";
+  dir.write("nimbus.yaml", "name: callout\nfunctions:\n"
+                           "  pycall:\n    runtime: python\n    handler: app.py:pycall\n    triggers: [{http: {route: /py}}]\n"
+                           "  nodecall:\n    runtime: node\n    handler: app.js:nodecall\n    triggers: [{http: {route: /node}}]\n");
+  dir.write("app.py", "import urllib.request\n"
+                      "def pycall(req, ctx):\n"
+                      "    urllib.request.urlopen(req.query['url']).read()\n"
+                      "    mine = urllib.request.Request(req.query['url'], headers={'traceparent': '" + own + "'})\n"
+                      "    urllib.request.urlopen(mine).read()\n"
+                      "    return 'called'\n");
+  dir.write("app.js", "exports.nodecall = async (req, ctx) => {\n"
+                      "  await (await fetch(req.query.url)).text();\n"
+                      "  await (await fetch(req.query.url, { headers: { traceparent: '" + own + "' } })).text();\n"
+                      "  return 'called';\n};\n");
+  Host host(dir.path());
+  ASSERT_TRUE(host.started()) << host.errors();
+  Admin admin{host.admin_port(), host.admin_token()};
+  const std::string target = "?url=http://127.0.0.1:" + std::to_string(up.port()) + "/seen";
+  int seen = 0;
+  for (const auto& [route, trace] : {std::pair<std::string, std::string>{"/py", std::string(31, '1') + "f"},
+                                     std::pair<std::string, std::string>{"/node", std::string(31, '2') + "f"}}) {
+    SCOPED_TRACE(route);
+    const std::string client_span = "00f067aa0ba902b7";
+    Response r = request(host.http_port(), "GET", route + target, {{"traceparent", "00-" + trace + "-" + client_span + "-01"}});
+    ASSERT_EQ(r.status, 200) << r.body << host.output();
+    ASSERT_EQ(up.requests(), seen + 2);
+    const auto calls = up.seen();
+    const auto first = calls.at(static_cast<std::size_t>(seen)).headers, second = calls.at(static_cast<std::size_t>(seen) + 1).headers;
+    seen += 2;
+    ASSERT_TRUE(first.count("traceparent")) << "the function's call carried no traceparent";
+    const std::string carried = first.at("traceparent");
+    ASSERT_EQ(carried.size(), 55u) << carried;
+    EXPECT_EQ(carried.substr(3, 32), trace);
+    // Its parent is the invocation's own span, which the history names.
+    std::vector<json::object> found;
+    ASSERT_TRUE(admin.wait([&] {
+      Response h = admin.call("GET", "/admin/invocations?trace=" + trace);
+      json::object body = parse_object(h.body);
+      found.clear();
+      for (auto& v : body["invocations"].as_array()) found.push_back(v.as_object());
+      return found.size() == 1;
+    }));
+    EXPECT_EQ(carried.substr(36, 16), std::string(found[0].at("span_id").as_string()));
+    EXPECT_NE(carried.substr(36, 16), client_span);
+    EXPECT_EQ(second.count("traceparent") ? second.at("traceparent") : "", own);  // the function's own, kept
+  }
+  EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
+}
+
 TEST(Traces, ADeadCollectorCostsNothingButACounter) {
   HeldPort dead;  // bound, never listening: connections are refused
   ASSERT_NE(dead.port(), 0);

@@ -11,6 +11,22 @@
 
 const fs = require('fs');
 const path = require('path');
+const { AsyncLocalStorage } = require('async_hooks');
+
+// The invocation whose code is running (through its awaits): a function's own fetch() calls
+// carry its traceparent, so what they reach joins the trace, unless the call sets one itself.
+const running = new AsyncLocalStorage();
+if (typeof globalThis.fetch === 'function') {
+  const originalFetch = globalThis.fetch;
+  globalThis.fetch = function fetch(input, init) {
+    const traceparent = running.getStore()?.traceparent;
+    if (!traceparent) return originalFetch(input, init);
+    const headers = new Headers(init?.headers ?? (input instanceof Request ? input.headers : undefined));
+    if (headers.has('traceparent')) return originalFetch(input, init);
+    headers.set('traceparent', traceparent);
+    return originalFetch(input, { ...init, headers });
+  };
+}
 
 const PROTOCOL = 1;
 const INIT = 1, READY = 2, INVOKE = 3, RESULT = 4, LOG = 5, HOST_CALL = 6, HOST_RESULT = 7,
@@ -291,7 +307,7 @@ class Worker {
     };
     this.inFlight++;
     try {
-      const [httpReply, out] = reply(await this.handler(req, ctx));
+      const [httpReply, out] = reply(await running.run(ctx, () => this.handler(req, ctx)));
       this.send(RESULT, { id, status: 'ok', http: httpReply }, out);
     } catch (err) {
       const e = err instanceof Error ? err : new Error(String(err));

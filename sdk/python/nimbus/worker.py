@@ -6,6 +6,7 @@ NIMBUS_WORKER_OUT_FD (frames out) and runs one function's handler. Standard libr
 # every invocation needs is imported here; traceback, asyncio and socket are imported where
 # they are used, JSON goes through CPython's C codec without the json package (see _wire),
 # and the query string is decoded without urllib (which pulls in re and more).
+import contextvars
 import os
 import struct
 import sys
@@ -17,6 +18,32 @@ PROTOCOL = 1
 INIT, READY, INVOKE, RESULT, LOG, HOST_CALL, HOST_RESULT, HEARTBEAT, SHUTDOWN, FATAL = range(1, 11)
 _PREFIX = struct.Struct(">IBI")
 CO_COROUTINE = 0x80  # inspect.CO_COROUTINE, without importing inspect
+
+# The traceparent of the invocation running in this context: a function's own HTTP calls
+# (http.client, and so urllib and requests) carry it, so what they reach joins the trace.
+_TRACEPARENT = contextvars.ContextVar("nimbus_traceparent", default="")
+_http_client_patched = False
+
+
+def _propagate_trace():
+    """Once http.client is loaded (by the function, not by us: start-up time), its requests
+    get the running invocation's traceparent unless they set one themselves."""
+    global _http_client_patched
+    client = sys.modules.get("http.client")
+    if client is None or _http_client_patched:
+        return
+    _http_client_patched = True
+    original = client.HTTPConnection.request
+
+    def request(self, method, url, body=None, headers=None, **kwargs):
+        traceparent = _TRACEPARENT.get()
+        headers = {} if headers is None else headers
+        if traceparent and not any(str(k).lower() == "traceparent" for k in headers):
+            headers = dict(headers)
+            headers["traceparent"] = traceparent
+        return original(self, method, url, body, headers, **kwargs)
+
+    client.HTTPConnection.request = request
 
 
 def encode(kind, header, body=b""):
@@ -357,15 +384,23 @@ class Worker:
         if self.expired(header):
             return
         ctx = Context(self, header)
+        if not _http_client_patched:
+            _propagate_trace()
+        token = _TRACEPARENT.set(ctx.traceparent)
         try:
             self.result_for(ctx, self.handler(Request(header, body), ctx))
         except Exception as exc:  # the function failed: report it, keep serving
             self.failure_for(ctx, exc)
+        finally:
+            _TRACEPARENT.reset(token)
 
     async def invoke_async(self, header, body):
         if self.expired(header):
             return
         ctx = Context(self, header)
+        if not _http_client_patched:
+            _propagate_trace()
+        _TRACEPARENT.set(ctx.traceparent)  # this task's own context: it ends with the task
         try:
             value = self.handler(Request(header, body), ctx)
             if hasattr(value, "__await__"):
