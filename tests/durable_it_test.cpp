@@ -357,7 +357,7 @@ from nimbus import durable
 
 @durable.entity
 def counter(ctx):
-    time.sleep(0.003)  # so that the kills find it at work
+    time.sleep(0.01)  # so that the kills find it at work: 2,000 take 20 s, sending them a few
     value = ctx.get_state(lambda: 0) + ctx.get_input()
     ctx.set_state(value)
     return value
