@@ -329,6 +329,7 @@ TEST(Metrics, QueuesStreamsTimersStoreWorkersProcessAndBuildPassPromtool) {
             "  tick:\n    runtime: python\n    handler: app.py:hello\n"
             "    triggers: [{timer: {schedule: \"0 0 1 1 *\"}}, {timer: {schedule: \"0 0 2 1 *\"}}]\n"
             "  crash:\n    runtime: python\n    handler: app.py:crash\n    triggers: [{http: {route: /crash}}]\n"
+            "  slow:\n    runtime: python\n    handler: app.py:slow\n    timeout: 300ms\n    triggers: [{http: {route: /slow}}]\n"
             // Traces on (to a port nothing listens on): their counters are on the dashboard too.
             "observe: {otlp: {endpoint: \"http://127.0.0.1:9/v1/traces\"}}\n");
   dir.write("app.py", kPythonHandlers);
@@ -341,6 +342,7 @@ TEST(Metrics, QueuesStreamsTimersStoreWorkersProcessAndBuildPassPromtool) {
     ASSERT_EQ(admin.call("POST", "/admin/streams/clicks/records", "c", {{"x-key", "k" + std::to_string(i)}}).status, 201);
   }
   EXPECT_EQ(request(host.http_port(), "GET", "/crash").status, 502);
+  EXPECT_EQ(request(host.http_port(), "GET", "/slow?s=5").status, 504);  // its worker is killed for the overrun
   // A deploy, so that the per-version families are there (deploy/grafana charts them).
   CommandResult deployed = run_nimbus({"deploy", "."}, dir.path());
   ASSERT_EQ(deployed.exit_code, 0) << deployed.err;
@@ -357,7 +359,8 @@ TEST(Metrics, QueuesStreamsTimersStoreWorkersProcessAndBuildPassPromtool) {
       lag += std::stoll(text.substr(text.find("} ", at) + 2));
     }
     return has("nimbus_queue_dead_letters{queue=\"jobs\"} 1\n") && lag_lines > 0 && lag == 0 &&
-           has("nimbus_worker_exits_total{function=\"crash\",reason=\"crashed\"} 1\n");
+           has("nimbus_worker_exits_total{function=\"crash\",reason=\"crashed\"} 1\n") &&
+           has("nimbus_worker_exits_total{function=\"slow\",reason=\"timeout\"} 1\n");
   })) << text;
   EXPECT_TRUE(has("nimbus_queue_messages{queue=\"waiting\",state=\"ready\"} 3\n")) << text;
   EXPECT_TRUE(has("nimbus_queue_messages{queue=\"waiting\",state=\"in_flight\"} 0\n")) << text;
@@ -422,6 +425,27 @@ TEST(Metrics, QueuesStreamsTimersStoreWorkersProcessAndBuildPassPromtool) {
     if (n.rfind("nimbus:", 0) == 0) continue;
     EXPECT_TRUE(families.count(n)) << "deploy/grafana/nimbus-dashboard.json charts " << n << ", which the host does not serve";
   }
+}
+
+// A scrape never waits for the store: with every store read taking 2 s, /metrics still answers
+// at once (the store's part comes from the last read made off the scrape).
+TEST(Metrics, AScrapeDoesNotWaitForASlowStore) {
+  TempDir dir;
+  dir.write("nimbus.yaml", "name: slowstore\nfunctions:\n  hello:\n    runtime: native\n    handler: " + fn("hello") +
+                               "\n    triggers: [{http: {route: /hello}}]\n");
+  Host host(dir.path(), {"--inject-store-latency", "2s"});
+  ASSERT_TRUE(host.started()) << host.errors();
+  for (int i = 0; i < 3; ++i) {
+    const auto asked = std::chrono::steady_clock::now();
+    Response m = request(host.admin_port(), "GET", "/metrics");
+    EXPECT_EQ(m.status, 200);
+    EXPECT_LT(std::chrono::steady_clock::now() - asked, std::chrono::milliseconds(1500)) << "scrape " << i;
+    EXPECT_NE(m.body.find("nimbus_build_info"), std::string::npos);
+  }
+  // The store's part arrives by itself, from a read made off the scrapes.
+  EXPECT_TRUE(eventually([&] {
+    return request(host.admin_port(), "GET", "/metrics").body.find("process_open_fds ") != std::string::npos;
+  }, 20000));
 }
 
 // The dashboard on the admin listener, in a real browser: headless Chromium (Debian's) driven

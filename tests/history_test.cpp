@@ -78,6 +78,23 @@ TEST(History, TwoHostsOnOneStoreFillOneRingOfExactlyKeep) {
   EXPECT_NE(metrics.find("nimbus_history_records_dropped_total 0"), std::string::npos) << metrics;
 }
 
+// A store that refuses the batch (here: closed): the records are dropped and counted, and
+// recording never waits for it.
+TEST(History, RecordsTheStoreRefusesAreDroppedAndCounted) {
+  Fixture f;
+  InvocationHistory h(*f.store, f.clock, 10, f.logger);
+  f.record(h, "fn", "before");
+  h.flush();  // the ring's counter is known from here on
+  f.store->close();
+  for (int i = 0; i < 3; ++i) f.record(h, "fn", "after-" + std::to_string(i));
+  h.flush();
+  std::string metrics;
+  h.metrics_text(metrics);
+  EXPECT_NE(metrics.find("nimbus_history_records_written_total 1\n"), std::string::npos) << metrics;
+  EXPECT_NE(metrics.find("nimbus_history_records_dropped_total 3\n"), std::string::npos) << metrics;
+  EXPECT_NE(metrics.find("nimbus_history_write_failures_total 1\n"), std::string::npos) << metrics;
+}
+
 TEST(History, LinesAreBoundedPerInvocationAndWhileWaiting) {
   Fixture f;
   InvocationHistory h(*f.store, f.clock, 100, f.logger);

@@ -307,8 +307,8 @@ int run_host(const AppSpec& app, const HostOptions& options) {
   }
 
   LogFollow log_follow(sink, host_id);  // GET /admin/logs: `nimbus logs -f`
-  // What the store holds (queue depths, stream lag, the timers' runs), for /metrics: read on the
-  // store's I/O threads at most every 2 s, never while a scrape waits.
+  // What the store holds (queue depths, stream lag, the timers' runs) and the process's numbers,
+  // for /metrics: read on the store's I/O threads at most every 2 s, never while a scrape waits.
   ScrapeCache store_metrics(
       [&store, &app, &triggers] {
         std::string out;
@@ -318,6 +318,7 @@ int run_host(const AppSpec& app, const HostOptions& options) {
           out = "# queue and stream metrics are missing: the store could not be read (" + why + ")\n";
         }
         for (auto& t : triggers) t->metrics_text(out);
+        process_metrics_text(out);  // files under /proc: read here too, not on an event loop
         return out;
       },
       [&store](std::function<void()> work) { (*store)->run_blocking(std::move(work)); }, std::chrono::seconds(2));
@@ -338,7 +339,6 @@ int run_host(const AppSpec& app, const HostOptions& options) {
   admin.add_metrics([&store_metrics] { return store_metrics.text(); });
   admin.add_metrics([] {
     std::string out;
-    process_metrics_text(out);
     build_info_text(out, NIMBUS_VERSION_TEXT);
     return out;
   });

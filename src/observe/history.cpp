@@ -33,22 +33,6 @@ int64_t unix_us(WallTime t) {
   return std::chrono::duration_cast<std::chrono::microseconds>(t.time_since_epoch()).count();
 }
 
-void field(std::string& out, std::string_view key, std::string_view value) {
-  out += ",\"";
-  out += key;
-  out += "\":\"";
-  append_json_escaped(out, value);
-  out += '"';
-}
-
-void field(std::string& out, std::string_view key, int64_t value) {
-  char buf[24];
-  out += ",\"";
-  out += key;
-  out += "\":";
-  out.append(buf, std::to_chars(buf, buf + sizeof buf, value).ptr);
-}
-
 std::string slot_key(const std::string& function, int64_t slot) {
   char digits[16];
   std::snprintf(digits, sizeof digits, "%06lld", static_cast<long long>(slot));
@@ -166,39 +150,39 @@ std::string InvocationHistory::to_json(const Entry& e) {
   std::string out = "{\"function\":\"";
   append_json_escaped(out, e.function);
   out += '"';
-  field(out, "invocation_id", e.id);
-  field(out, "trigger", e.trigger);
-  field(out, "outcome", e.outcome);
-  if (e.status != 0) field(out, "status", e.status);
-  field(out, "attempt", e.attempt);
+  append_json_field(out, "invocation_id", e.id);
+  append_json_field(out, "trigger", e.trigger);
+  append_json_field(out, "outcome", e.outcome);
+  if (e.status != 0) append_json_field(out, "status", e.status);
+  append_json_field(out, "attempt", e.attempt);
   // duration in microseconds as a decimal number of milliseconds, as the log line has it
   char buf[32];
   const int64_t us = std::max<int64_t>(0, e.duration_us);  // (a clock stepped back is no negative duration)
   int n = std::snprintf(buf, sizeof buf, "%lld.%03lld", static_cast<long long>(us / 1000), static_cast<long long>(us % 1000));
   out += ",\"duration_ms\":";
   out.append(buf, static_cast<std::size_t>(n));
-  field(out, "time", format_log_time(WallTime(std::chrono::microseconds(e.time_us))));
-  field(out, "time_us", e.time_us);
-  if (!e.trace_id.empty()) field(out, "trace_id", e.trace_id);
+  append_json_field(out, "time", format_log_time(WallTime(std::chrono::microseconds(e.time_us))));
+  append_json_field(out, "time_us", e.time_us);
+  if (!e.trace_id.empty()) append_json_field(out, "trace_id", e.trace_id);
   // The tree of a trace (the dashboard's trace view): this invocation's span and its parent's.
   auto hex16 = [](uint64_t v) {
     char b[17];
     std::snprintf(b, sizeof b, "%016llx", static_cast<unsigned long long>(v));
     return std::string(b);
   };
-  if (e.span_id != 0) field(out, "span_id", hex16(e.span_id));
-  if (e.parent_span_id != 0) field(out, "parent_span_id", hex16(e.parent_span_id));
-  if (!e.version.empty()) field(out, "version", e.version);
-  if (!e.error_type.empty()) field(out, "error_type", e.error_type);
-  if (!e.error.empty()) field(out, "error", e.error);
+  if (e.span_id != 0) append_json_field(out, "span_id", hex16(e.span_id));
+  if (e.parent_span_id != 0) append_json_field(out, "parent_span_id", hex16(e.parent_span_id));
+  if (!e.version.empty()) append_json_field(out, "version", e.version);
+  if (!e.error_type.empty()) append_json_field(out, "error_type", e.error_type);
+  if (!e.error.empty()) append_json_field(out, "error", e.error);
   out += ",\"logs\":[";
   for (std::size_t i = 0; i < e.lines.size(); ++i) {
     if (i) out += ',';
     out += "{\"time\":\"";
     out += format_log_time(WallTime(std::chrono::microseconds(e.lines[i].time_us)));
     out += '"';
-    field(out, "level", to_string(e.lines[i].level));
-    field(out, "msg", e.lines[i].message);
+    append_json_field(out, "level", to_string(e.lines[i].level));
+    append_json_field(out, "msg", e.lines[i].message);
     out += '}';
   }
   out += "]}";

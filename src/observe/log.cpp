@@ -89,20 +89,6 @@ void append_number(std::string& out, int64_t v) {
   out.append(buf, end);
 }
 
-void append_field(std::string& out, std::string_view key, std::string_view value) {
-  out += ",\"";
-  out += key;
-  out += "\":\"";
-  append_json_escaped(out, value);
-  out += '"';
-}
-
-void append_field(std::string& out, std::string_view key, int64_t value) {
-  out += ",\"";
-  out += key;
-  out += "\":";
-  append_number(out, value);
-}
 
 // For values the host made or validated (ids, names, enum strings): no escaping needed.
 void append_trusted(std::string& out, std::string_view key, std::string_view value) {
@@ -191,6 +177,21 @@ void append_json_escaped(std::string& out, std::string_view s) {
     }
   }
   out.append(s.data() + run, s.size() - run);
+}
+
+void append_json_field(std::string& out, std::string_view key, std::string_view value) {
+  out += ",\"";
+  out += key;
+  out += "\":\"";
+  append_json_escaped(out, value);
+  out += '"';
+}
+
+void append_json_field(std::string& out, std::string_view key, int64_t value) {
+  out += ",\"";
+  out += key;
+  out += "\":";
+  append_number(out, value);
 }
 
 LogSink::LogSink(int fd)
@@ -351,10 +352,10 @@ void Logger::host(LogLevel level, std::string_view message, std::initializer_lis
   if (!enabled(level)) return;
   std::string& out = line_buffer();
   begin(out, level);
-  append_field(out, "msg", message);
+  append_json_field(out, "msg", message);
   for (const auto& f : fields) {
-    if (f.kind == LogField::Kind::number) append_field(out, f.key, f.number);
-    else append_field(out, f.key, f.text);
+    if (f.kind == LogField::Kind::number) append_json_field(out, f.key, f.number);
+    else append_json_field(out, f.key, f.text);
   }
   out += '}';
   sink_.write_line(out);
@@ -426,7 +427,7 @@ void Logger::invocation(const InvocationRecord& r) {
   if (auto trace = r.traceparent; trace.size() >= 35) append_trusted(out, "trace_id", trace.substr(3, 32));
   if (!r.version.empty()) append_trusted(out, "version", r.version);  // host-made: v1, v2, ...
   append_trusted(out, "outcome", to_string(r.outcome));
-  if (r.status != 0) append_field(out, "status", static_cast<int64_t>(r.status));
+  if (r.status != 0) append_json_field(out, "status", static_cast<int64_t>(r.status));
   // duration in microseconds as a decimal number of milliseconds: "duration_ms":0.012
   int64_t us = std::chrono::duration_cast<std::chrono::microseconds>(r.duration).count();
   out += ",\"duration_ms\":";
@@ -435,8 +436,8 @@ void Logger::invocation(const InvocationRecord& r) {
   char frac[3] = {static_cast<char>('0' + (us % 1000) / 100), static_cast<char>('0' + (us % 100) / 10),
                   static_cast<char>('0' + us % 10)};
   out.append(frac, 3);
-  if (!r.error_type.empty()) append_field(out, "error_type", r.error_type);
-  if (!r.error_message.empty()) append_field(out, "error", r.error_message);
+  if (!r.error_type.empty()) append_json_field(out, "error_type", r.error_type);
+  if (!r.error_message.empty()) append_json_field(out, "error", r.error_message);
   out += '}';
   sink_.write_line(out);
 }
@@ -449,10 +450,10 @@ void Logger::user(LogLevel level, std::string_view function, std::string_view in
   }
   std::string& out = line_buffer();
   begin(out, level);
-  append_field(out, "msg", message);
-  append_field(out, "function", function);
-  append_field(out, "invocation_id", invocation_id);
-  append_field(out, "source", "user");
+  append_json_field(out, "msg", message);
+  append_json_field(out, "function", function);
+  append_json_field(out, "invocation_id", invocation_id);
+  append_json_field(out, "source", "user");
   out += '}';
   sink_.write_line(out);
 }

@@ -148,5 +148,8 @@ std::string format_log_time(WallTime t);
 // Appends `s` to `out` as the inside of a JSON string: always valid UTF-8 (bytes that are not
 // UTF-8 become U+FFFD, as Node and browsers decode them).
 void append_json_escaped(std::string& out, std::string_view s);
+// ,"key":"value" (escaped as above) and ,"key":number: the fields of a JSON line.
+void append_json_field(std::string& out, std::string_view key, std::string_view value);
+void append_json_field(std::string& out, std::string_view key, int64_t value);
 
 }  // namespace nimbus
