@@ -10,6 +10,28 @@ namespace nimbus {
 namespace {
 
 
+// Commits 6 MB of messages (well past the checkpoint threshold of 1,000 pages of 4 KiB), then
+// waits until the database file holds at least 4 MB of them: a checkpoint copied the WAL back.
+::testing::AssertionResult commit_and_wait_for_checkpoint(Store& s, const fs::path& database) {
+  for (int round = 0; round < 30; ++round) {
+    Batch b;
+    for (int i = 0; i < 100; ++i) {
+      NewMessage m;
+      m.payload = std::string(2000, static_cast<char>('a' + i % 26));
+      b.enqueues.push_back({"q", std::move(m)});
+    }
+    if (auto st = s.commit_sync(std::move(b)); !st.ok()) return ::testing::AssertionFailure() << st.error().message;
+  }
+  const auto db_size = [&] {
+    std::error_code ec;
+    auto n = fs::file_size(database, ec);
+    return ec ? std::uintmax_t{0} : n;
+  };
+  for (int i = 0; i < 1000 && db_size() < 4'000'000; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  if (db_size() >= 4'000'000u) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << "the database file holds " << db_size() << " bytes of the 6 MB committed";
+}
+
 // --- the embedded backend's own promises -------------------------------------------------------
 
 // The WAL is copied back into the database while the store runs (it once grew without bound
@@ -20,23 +42,36 @@ TEST(SqliteStore, TheWalIsCheckpointedWhileTheStoreRuns) {
   {
     auto s = open_store("sqlite:state.db", dir, clock);
     ASSERT_TRUE(s.ok()) << s.error().message;
-    const auto db_size = [&] {
-      std::error_code ec;
-      auto n = fs::file_size(dir / "state.db", ec);
-      return ec ? std::uintmax_t{0} : n;
-    };
-    // Well past the checkpoint threshold (1,000 pages of 4 KiB).
-    for (int round = 0; round < 30; ++round) {
-      Batch b;
-      for (int i = 0; i < 100; ++i) {
-        NewMessage m;
-        m.payload = std::string(2000, static_cast<char>('a' + i % 26));
-        b.enqueues.push_back({"q", std::move(m)});
-      }
-      ASSERT_TRUE((*s)->commit_sync(std::move(b)).ok());
+    EXPECT_TRUE(commit_and_wait_for_checkpoint(**s, dir / "state.db")) << "no checkpoint ran";
+  }
+  fs::remove_all(dir);
+}
+
+// Reader connections keep their prepared statements, but a read leaves none of them open: a
+// get() stops at its row, and a statement left there would hold that read's snapshot while the
+// connection waits in the pool, and no checkpoint could copy the WAL past it.
+TEST(SqliteStore, AFinishedReadHoldsNoSnapshotThatStopsCheckpoints) {
+  fs::path dir = fresh_dir();
+  ManualClock clock;
+  {
+    auto s = open_store("sqlite:state.db", dir, clock);
+    ASSERT_TRUE(s.ok()) << s.error().message;
+    Batch put;
+    put.puts.push_back({"st", "k", "v", std::nullopt, 0});
+    ASSERT_TRUE((*s)->commit_sync(std::move(put)).ok());
+    for (int i = 0; i < 3; ++i) {  // the same prepared statement, used again
+      auto got = (*s)->get("st", "k");
+      ASSERT_TRUE(got.ok() && *got) << "the key reads back";
+      EXPECT_EQ((*got)->value, "v");
     }
-    for (int i = 0; i < 1000 && db_size() < 4'000'000; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    EXPECT_GE(db_size(), 4'000'000u) << "the database file holds nothing of the 6 MB committed: no checkpoint ran";
+    EXPECT_TRUE(commit_and_wait_for_checkpoint(**s, dir / "state.db"))
+        << "no checkpoint got past the snapshot of the get() that ran before the commits";
+    Batch put2;
+    put2.puts.push_back({"st", "k", "w", std::nullopt, 0});
+    ASSERT_TRUE((*s)->commit_sync(std::move(put2)).ok());
+    auto got = (*s)->get("st", "k");
+    ASSERT_TRUE(got.ok() && *got);
+    EXPECT_EQ((*got)->value, "w") << "a reader's kept statement reads the newest commit";
   }
   fs::remove_all(dir);
 }

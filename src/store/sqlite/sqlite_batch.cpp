@@ -97,9 +97,10 @@ Status SqliteStore::apply(const Batch& b, BatchResult& result, std::vector<std::
     if (up.step() != SQLITE_DONE) return sql_error("retry");
     if (sqlite3_changes(db_) != 1) return conflict("message " + r.ref.id + " is no longer leased by this delivery");
     if (r.due_ms <= now) {
-      Stmt q(db_, "SELECT queue FROM messages WHERE id=?");
-      q.text(r.ref.id);
+      auto& q = stmt("SELECT queue FROM messages WHERE id=?");
+      q.reset().text(r.ref.id);
       if (q.step() == SQLITE_ROW) woken.push_back(q.col_text(0));
+      q.reset();
     }
   }
   for (const auto& d : b.dead) {
@@ -129,10 +130,11 @@ Status SqliteStore::apply(const Batch& b, BatchResult& result, std::vector<std::
   }
   for (const auto& p : b.puts) {
     if (p.if_match) {
-      Stmt cur(db_, "SELECT etag FROM state WHERE store=? AND key=? AND (expires=0 OR expires>?)");
-      cur.text(p.store).text(p.key).integer(now);
+      auto& cur = stmt("SELECT etag FROM state WHERE store=? AND key=? AND (expires=0 OR expires>?)");
+      cur.reset().text(p.store).text(p.key).integer(now);
       bool exists = cur.step() == SQLITE_ROW;
       std::string etag = exists ? std::to_string(cur.col_int(0)) : std::string();
+      cur.reset();
       if (p.if_match->empty() ? exists : etag != *p.if_match) {
         return conflict("state " + p.store + "/" + p.key + " has ETag '" + etag + "', not '" + *p.if_match + "'");
       }
@@ -149,9 +151,10 @@ Status SqliteStore::apply(const Batch& b, BatchResult& result, std::vector<std::
   }
   for (const auto& d : b.deletes) {
     if (d.if_match) {
-      Stmt cur(db_, "SELECT etag FROM state WHERE store=? AND key=? AND (expires=0 OR expires>?)");
-      cur.text(d.store).text(d.key).integer(now);
+      auto& cur = stmt("SELECT etag FROM state WHERE store=? AND key=? AND (expires=0 OR expires>?)");
+      cur.reset().text(d.store).text(d.key).integer(now);
       std::string etag = cur.step() == SQLITE_ROW ? std::to_string(cur.col_int(0)) : std::string();
+      cur.reset();
       if (etag != *d.if_match) {
         return conflict("state " + d.store + "/" + d.key + " has ETag '" + etag + "', not '" + *d.if_match + "'");
       }
@@ -200,9 +203,10 @@ Status SqliteStore::apply(const Batch& b, BatchResult& result, std::vector<std::
   }
   for (const auto& c : b.checkpoints) {
     if (c.if_at) {
-      Stmt cur(db_, "SELECT offset FROM stream_checkpoints WHERE grp=? AND stream=? AND partition=?");
-      cur.text(c.group).text(c.stream).integer(c.partition);
+      auto& cur = stmt("SELECT offset FROM stream_checkpoints WHERE grp=? AND stream=? AND partition=?");
+      cur.reset().text(c.group).text(c.stream).integer(c.partition);
       const int64_t at = cur.step() == SQLITE_ROW ? cur.col_int(0) : 0;
+      cur.reset();
       if (at != *c.if_at) {
         return conflict("checkpoint of group " + c.group + " on " + c.stream + "/" + std::to_string(c.partition) +
                         " is at " + std::to_string(at) + ", not " + std::to_string(*c.if_at));

@@ -7,8 +7,10 @@ namespace nimbus::sqlite {
 Expected<std::optional<std::pair<BlobInfo, std::string>>> SqliteStore::blob_row(const std::string& container,
                                                                                  const std::string& name) {
   using Row = std::optional<std::pair<BlobInfo, std::string>>;
-  return read<Row>([&](sqlite3* db) -> Expected<Row> {
-    Stmt st(db, ("SELECT " + std::string(kBlobColumns) + " FROM blobs WHERE container=? AND name=? AND deleted=0").c_str());
+  return read<Row>([&](Reader& reader) -> Expected<Row> {
+    sqlite3* db = reader.db;
+    Stmt& st =
+        reader.stmt("SELECT " + std::string(kBlobColumns) + " FROM blobs WHERE container=? AND name=? AND deleted=0");
     if (!st.ok()) return Error{st.error()};
     st.text(container).text(name);
     int rc = st.step();
@@ -40,10 +42,11 @@ Expected<std::optional<Blob>> SqliteStore::get_blob(const std::string& container
 
 Expected<BlobPage> SqliteStore::list_blobs(const std::string& container, const std::string& prefix, const std::string& after,
                                            int limit) {
-  return read<BlobPage>([&](sqlite3* db) -> Expected<BlobPage> {
-    Stmt st(db, ("SELECT " + std::string(kBlobColumns) +
-                 " FROM blobs WHERE container=? AND deleted=0 AND name>? AND substr(name, 1, ?)=? ORDER BY name LIMIT ?")
-                    .c_str());
+  return read<BlobPage>([&](Reader& reader) -> Expected<BlobPage> {
+    sqlite3* db = reader.db;
+    Stmt& st = reader.stmt("SELECT " + std::string(kBlobColumns) +
+                           " FROM blobs WHERE container=? AND deleted=0 AND name>? AND substr(name, 1, ?)=? ORDER BY "
+                           "name LIMIT ?");
     if (!st.ok()) return Error{st.error()};
     st.text(container).text(after).integer(static_cast<int64_t>(prefix.size())).text(prefix).integer(limit + 1);
     BlobPage page;
@@ -60,10 +63,11 @@ Expected<BlobPage> SqliteStore::list_blobs(const std::string& container, const s
 
 Expected<std::vector<StreamRecord>> SqliteStore::read_stream(const std::string& stream, int partition, int64_t from,
                                                              int max) {
-  return read<std::vector<StreamRecord>>([&](sqlite3* db) -> Expected<std::vector<StreamRecord>> {
-    Stmt st(db,
-            "SELECT offset, key, id, type, source, subject, metadata, payload, time FROM stream_records "
-            "WHERE stream=? AND partition=? AND offset>=? ORDER BY offset LIMIT ?");
+  return read<std::vector<StreamRecord>>([&](Reader& reader) -> Expected<std::vector<StreamRecord>> {
+    sqlite3* db = reader.db;
+    Stmt& st = reader.stmt(
+        "SELECT offset, key, id, type, source, subject, metadata, payload, time FROM stream_records "
+        "WHERE stream=? AND partition=? AND offset>=? ORDER BY offset LIMIT ?");
     if (!st.ok()) return Error{st.error()};
     st.text(stream).integer(partition).integer(from).integer(max);
     std::vector<StreamRecord> out;
@@ -89,10 +93,11 @@ Expected<std::vector<StreamRecord>> SqliteStore::read_stream(const std::string& 
 }
 
 Expected<std::vector<StreamPartitionInfo>> SqliteStore::stream_info(const std::string& stream) {
-  return read<std::vector<StreamPartitionInfo>>([&](sqlite3* db) -> Expected<std::vector<StreamPartitionInfo>> {
-    Stmt st(db,
-            "SELECT p.partition, p.next_offset, (SELECT min(offset) FROM stream_records r WHERE r.stream=p.stream AND "
-            "r.partition=p.partition) FROM stream_partitions p WHERE p.stream=? ORDER BY p.partition");
+  return read<std::vector<StreamPartitionInfo>>([&](Reader& reader) -> Expected<std::vector<StreamPartitionInfo>> {
+    sqlite3* db = reader.db;
+    Stmt& st = reader.stmt(
+        "SELECT p.partition, p.next_offset, (SELECT min(offset) FROM stream_records r WHERE r.stream=p.stream AND "
+        "r.partition=p.partition) FROM stream_partitions p WHERE p.stream=? ORDER BY p.partition");
     if (!st.ok()) return Error{st.error()};
     st.text(stream);
     std::vector<StreamPartitionInfo> out;
@@ -114,10 +119,11 @@ Expected<std::vector<StreamPartitionInfo>> SqliteStore::stream_info(const std::s
 }
 
 Expected<std::vector<StreamCheckpoint>> SqliteStore::stream_checkpoints(const std::string& stream) {
-  return read<std::vector<StreamCheckpoint>>([&](sqlite3* db) -> Expected<std::vector<StreamCheckpoint>> {
-    Stmt st(db,
-            "SELECT grp, stream, partition, offset, updated FROM stream_checkpoints WHERE ?1='' OR stream=?1 "
-            "ORDER BY stream, grp, partition");
+  return read<std::vector<StreamCheckpoint>>([&](Reader& reader) -> Expected<std::vector<StreamCheckpoint>> {
+    sqlite3* db = reader.db;
+    Stmt& st = reader.stmt(
+        "SELECT grp, stream, partition, offset, updated FROM stream_checkpoints WHERE ?1='' OR stream=?1 "
+        "ORDER BY stream, grp, partition");
     if (!st.ok()) return Error{st.error()};
     st.text(stream);
     std::vector<StreamCheckpoint> out;
@@ -132,10 +138,11 @@ Expected<std::vector<StreamCheckpoint>> SqliteStore::stream_checkpoints(const st
 }
 
 Expected<int64_t> SqliteStore::stream_offset_at(const std::string& stream, int partition, int64_t time_ms) {
-  return read<int64_t>([&](sqlite3* db) -> Expected<int64_t> {
-    Stmt st(db,
-            "SELECT coalesce((SELECT min(offset) FROM stream_records WHERE stream=?1 AND partition=?2 AND time>=?3), "
-            "(SELECT next_offset FROM stream_partitions WHERE stream=?1 AND partition=?2), 0)");
+  return read<int64_t>([&](Reader& reader) -> Expected<int64_t> {
+    sqlite3* db = reader.db;
+    Stmt& st = reader.stmt(
+        "SELECT coalesce((SELECT min(offset) FROM stream_records WHERE stream=?1 AND partition=?2 AND time>=?3), "
+        "(SELECT next_offset FROM stream_partitions WHERE stream=?1 AND partition=?2), 0)");
     if (!st.ok()) return Error{st.error()};
     st.text(stream).integer(partition).integer(time_ms);
     if (st.step() != SQLITE_ROW) return read_error(db, "stream offset");
@@ -144,8 +151,10 @@ Expected<int64_t> SqliteStore::stream_offset_at(const std::string& stream, int p
 }
 
 Expected<std::optional<StateEntry>> SqliteStore::get(const std::string& store, const std::string& key) {
-  return read<std::optional<StateEntry>>([&](sqlite3* db) -> Expected<std::optional<StateEntry>> {
-    Stmt st(db, "SELECT value, etag, expires FROM state WHERE store=? AND key=? AND (expires=0 OR expires>?)");
+  return read<std::optional<StateEntry>>([&](Reader& reader) -> Expected<std::optional<StateEntry>> {
+    sqlite3* db = reader.db;
+    Stmt& st =
+        reader.stmt("SELECT value, etag, expires FROM state WHERE store=? AND key=? AND (expires=0 OR expires>?)");
     if (!st.ok()) return Error{st.error()};
     st.text(store).text(key).integer(unix_ms(clock_));
     int rc = st.step();
@@ -156,16 +165,18 @@ Expected<std::optional<StateEntry>> SqliteStore::get(const std::string& store, c
 }
 
 Expected<std::vector<StateEntry>> SqliteStore::scan(const std::string& store, const std::string& prefix, int limit) {
-  return read<std::vector<StateEntry>>([&](sqlite3* db) -> Expected<std::vector<StateEntry>> {
+  return read<std::vector<StateEntry>>([&](Reader& reader) -> Expected<std::vector<StateEntry>> {
+    sqlite3* db = reader.db;
     // A range of the primary key (keys compare bytewise): [prefix, the next string after every
     // one that starts with it), so a scan reads only what it returns, however big the store.
     std::string end = prefix;
     while (!end.empty() && static_cast<unsigned char>(end.back()) == 0xFF) end.pop_back();
     if (!end.empty()) end.back() = static_cast<char>(static_cast<unsigned char>(end.back()) + 1);
-    Stmt st(db, end.empty() ? "SELECT key, value, etag, expires FROM state WHERE store=? AND key>=? "
-                              "AND (expires=0 OR expires>?) ORDER BY key LIMIT ?"
-                            : "SELECT key, value, etag, expires FROM state WHERE store=? AND key>=? AND key<? "
-                              "AND (expires=0 OR expires>?) ORDER BY key LIMIT ?");
+    Stmt& st =
+        reader.stmt(end.empty() ? "SELECT key, value, etag, expires FROM state WHERE store=? AND key>=? "
+                                  "AND (expires=0 OR expires>?) ORDER BY key LIMIT ?"
+                                : "SELECT key, value, etag, expires FROM state WHERE store=? AND key>=? AND key<? "
+                                  "AND (expires=0 OR expires>?) ORDER BY key LIMIT ?");
     if (!st.ok()) return Error{st.error()};
     st.text(store).text(prefix);
     if (!end.empty()) st.text(end);
@@ -181,8 +192,10 @@ Expected<std::vector<StateEntry>> SqliteStore::scan(const std::string& store, co
 }
 
 Expected<std::vector<Message>> SqliteStore::peek(const std::string& queue, int limit) {
-  return read<std::vector<Message>>([&](sqlite3* db) -> Expected<std::vector<Message>> {
-    Stmt st(db, ("SELECT " + std::string(kMessageColumns) + " FROM messages WHERE queue=? ORDER BY due, seq LIMIT ?").c_str());
+  return read<std::vector<Message>>([&](Reader& reader) -> Expected<std::vector<Message>> {
+    sqlite3* db = reader.db;
+    Stmt& st = reader.stmt("SELECT " + std::string(kMessageColumns) +
+                           " FROM messages WHERE queue=? ORDER BY due, seq LIMIT ?");
     if (!st.ok()) return Error{st.error()};
     st.text(queue).integer(limit);
     std::vector<Message> out;
@@ -194,24 +207,27 @@ Expected<std::vector<Message>> SqliteStore::peek(const std::string& queue, int l
 }
 
 Expected<std::vector<QueueStats>> SqliteStore::stats() {
-  return read<std::vector<QueueStats>>([&](sqlite3* db) -> Expected<std::vector<QueueStats>> {
+  return read<std::vector<QueueStats>>([&](Reader& reader) -> Expected<std::vector<QueueStats>> {
+    sqlite3* db = reader.db;
     // A leased message whose lease has expired is receivable again: it counts as ready.
-    Stmt st(db,
-            "SELECT queue, sum(due<=?1), sum(lease IS NULL AND due>?1), sum(lease IS NOT NULL AND due>?1) "
-            "FROM messages GROUP BY queue ORDER BY queue");
+    Stmt& st = reader.stmt(
+        "SELECT queue, sum(due<=?1), sum(lease IS NULL AND due>?1), sum(lease IS NOT NULL AND due>?1) "
+        "FROM messages GROUP BY queue ORDER BY queue");
     if (!st.ok()) return Error{st.error()};
     st.integer(unix_ms(clock_));
     std::vector<QueueStats> out;
     int rc;
-    while ((rc = st.step()) == SQLITE_ROW) out.push_back(QueueStats{st.col_text(0), st.col_int(1), st.col_int(2), st.col_int(3)});
+    while ((rc = st.step()) == SQLITE_ROW)
+      out.push_back(QueueStats{st.col_text(0), st.col_int(1), st.col_int(2), st.col_int(3)});
     if (rc != SQLITE_DONE) return Error{std::string("stats failed: ") + sqlite3_errmsg(db), store_error::io};
     return out;
   });
 }
 
 Expected<int64_t> SqliteStore::next_due(const std::string& queue) {
-  return read<int64_t>([&](sqlite3* db) -> Expected<int64_t> {
-    Stmt st(db, "SELECT min(due) FROM messages WHERE queue=? AND due>?");
+  return read<int64_t>([&](Reader& reader) -> Expected<int64_t> {
+    sqlite3* db = reader.db;
+    Stmt& st = reader.stmt("SELECT min(due) FROM messages WHERE queue=? AND due>?");
     if (!st.ok()) return Error{st.error()};
     st.text(queue).integer(unix_ms(clock_));
     if (st.step() != SQLITE_ROW) return Error{std::string("read failed: ") + sqlite3_errmsg(db), store_error::io};

@@ -120,7 +120,7 @@ Error conflict(std::string message) { return Error{std::move(message), store_err
 
 SqliteStore::~SqliteStore() {
   close();
-  for (auto* db : readers_) sqlite3_close_v2(db);
+  readers_.clear();
   if (db_) {
     statements_.clear();
     sqlite3_close_v2(db_);
@@ -480,7 +480,7 @@ void SqliteStore::write_loop() {
 }
 
 Status SqliteStore::run_group(std::vector<Op>& group, std::vector<std::string>& woken) {
-  if (sqlite3_exec(db_, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) != SQLITE_OK) return sql_error("begin");
+  if (stmt("BEGIN IMMEDIATE").reset().step() != SQLITE_DONE) return sql_error("begin");
   bool rolled_back = false;
   for (auto& op : group) {
     if (rolled_back) {
@@ -510,9 +510,9 @@ Status SqliteStore::run_group(std::vector<Op>& group, std::vector<std::string>& 
     woken.clear();
     return Error{"the store rolled back a group commit: " + std::string(sqlite3_errmsg(db_)), store_error::io};
   }
-  if (sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr) != SQLITE_OK) {
+  if (stmt("COMMIT").reset().step() != SQLITE_DONE) {
     Error e = sql_error("commit");
-    sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+    stmt("ROLLBACK").reset().step();
     woken.clear();
     return e;
   }

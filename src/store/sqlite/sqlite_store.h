@@ -184,23 +184,51 @@ class SqliteStore final : public Store {
   Stmt& stmt(const std::string& sql);
   void submit(std::function<Status(std::vector<std::string>&)> apply, std::function<void(Status)> done,
               bool needs_savepoint = false);
+  // A reader connection with its prepared statements (a read prepares nothing after the
+  // first time); every statement a read used is reset before the connection goes back, so no
+  // idle reader holds a snapshot that would keep the WAL from being checkpointed.
+  struct Reader {
+    sqlite3* db = nullptr;
+    std::map<std::string, std::unique_ptr<Stmt>, std::less<>> statements;
+    std::vector<Stmt*> used;
+    Stmt& stmt(std::string_view sql) {
+      auto it = statements.find(sql);
+      if (it == statements.end()) {
+        const std::string text(sql);
+        it = statements.emplace(text, std::make_unique<Stmt>(db, text.c_str())).first;
+      }
+      Stmt& st = *it->second;
+      if (st.ok()) st.reset();
+      used.push_back(&st);
+      return st;
+    }
+    ~Reader() {
+      statements.clear();
+      if (db) sqlite3_close_v2(db);
+    }
+  };
   template <class T, class F>
   Expected<T> read(F&& fn) {
     check_may_block("a store read");
-    sqlite3* db = nullptr;
+    std::unique_ptr<Reader> r;
     {
       std::lock_guard lock(readers_mu_);
       if (!readers_.empty()) {
-        db = readers_.back();
+        r = std::move(readers_.back());
         readers_.pop_back();
       }
     }
-    if (!db) {
-      if (auto st = open_connection(&db); !st) return st.error();
+    if (!r) {
+      r = std::make_unique<Reader>();
+      if (auto st = open_connection(&r->db); !st) return st.error();
     }
-    Expected<T> out = fn(db);
+    Expected<T> out = fn(*r);
+    for (Stmt* st : r->used) {
+      if (st->ok()) st->reset();
+    }
+    r->used.clear();
     std::lock_guard lock(readers_mu_);
-    readers_.push_back(db);
+    readers_.push_back(std::move(r));
     return out;
   }
   void write_loop();
@@ -240,7 +268,7 @@ class SqliteStore final : public Store {
   CommitQueue<Op> queue_;
   std::thread writer_;
   std::mutex readers_mu_;
-  std::vector<sqlite3*> readers_;
+  std::vector<std::unique_ptr<Reader>> readers_;
   static constexpr int kCheckpointPages = 1000;
   sqlite3* checkpoint_db_ = nullptr;
   std::thread checkpointer_;
