@@ -1125,6 +1125,52 @@ TEST(DurableEntities, TwoHostsRunOneKeysOperationsOneAtATimeAndAnswerCallsThroug
   EXPECT_EQ(b.signal_and_wait(SIGTERM), 0);
 }
 
+// A call made through one host and run by another is answered as soon as the other host
+// commits it: its step wakes the call by name and the store tells every host. Host A's store
+// is 100 ms slow (--inject-store-latency), so host B takes the operations; without the wake A
+// would learn of each reply only from its one-second poll.
+TEST(DurableEntities, ACallRunByAnotherHostIsAnsweredWhenItCommitsNotAtTheNextPoll) {
+  const std::string url = store_url("postgres");
+  ASSERT_FALSE(url.empty());
+  TempDir dir, other;
+  dir.write("nimbus.yaml", on_store("name: two\nfunctions:\n", url) +
+                               "  counter:\n    runtime: python\n    handler: ent.py:counter\n"
+                               "    triggers: [{entity: {auth: anonymous}}]\n");
+  dir.write("ent.py", R"(import sys
+from nimbus import durable
+
+@durable.entity
+def counter(ctx):
+    value = ctx.get_state(lambda: 0) + ctx.get_input()
+    ctx.set_state(value)
+    print("ran-" + ctx.entity_key, file=sys.stderr, flush=True)
+    return value
+)");
+  for (const char* f : {"nimbus.yaml", "ent.py"}) other.write(f, dir.read(f));
+  Host a(dir.path(), {"--inject-store-latency", "100ms"}), b(other.path());
+  ASSERT_TRUE(a.started() && b.started()) << a.errors() << b.errors();
+  ASSERT_EQ(request(b.http_port(), "POST", "/_nimbus/entities/counter/warm/add?call=true", {}, "1").status, 200);
+  std::vector<double> ms;
+  for (int i = 1; i <= 8; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    Response r = request(a.http_port(), "POST", "/_nimbus/entities/counter/remote/add?call=true", {}, "1");
+    ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+    ASSERT_EQ(r.status, 200) << r.body;
+    EXPECT_EQ(json::parse(r.body).at("result").as_int64(), i);
+  }
+  std::sort(ms.begin(), ms.end());
+  // Through A: its enqueue (100 ms), B's step, A's read of the reply (100 ms). A poll would
+  // add most of a second to each.
+  EXPECT_LT(ms[ms.size() / 2], 700) << "median " << ms[ms.size() / 2] << " ms: the calls waited for a poll";
+  EXPECT_EQ(a.signal_and_wait(SIGTERM), 0);
+  EXPECT_EQ(b.signal_and_wait(SIGTERM), 0);
+  // B ran the operations (A's slow store lost it the leases), so the answers crossed hosts.
+  const std::string out = b.output();
+  std::size_t ran = 0;
+  for (std::size_t at = 0; (at = out.find("ran-remote", at)) != std::string::npos; ++at) ++ran;
+  EXPECT_GE(ran, 6u) << "host b ran " << ran << " of the 8 operations\n" << out;
+}
+
 }  // namespace
 }  // namespace nimbus::testing
 

@@ -470,6 +470,55 @@ TEST_P(StoreConformance, EachWatchHearsChangesUntilItsHandleIsDropped) {
 }
 
 
+// A batch's wakes are told like a filled queue: to this store's watchers and, on a backend
+// hosts share, to the other hosts' (a waiter there hears at once of a reply written here);
+// a batch that fails tells nothing.
+TEST_P(StoreConformance, ABatchsWakesAreHeardOnEveryHostOnlyWhenItCommits) {
+  std::unique_ptr<Store> other;  // a second host on the same data (the embedded store has none)
+  if (url_.rfind("sqlite", 0) != 0) {
+    auto s = open_store(url_, dir_, clock_);
+    ASSERT_TRUE(s.ok()) << s.error().message;
+    other = std::move(*s);
+  }
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<std::string> here, there;
+  auto listen = [&](std::vector<std::string>& into) {
+    return [&, into = &into](const std::vector<std::string>& names) {
+      std::lock_guard l(mu);
+      into->insert(into->end(), names.begin(), names.end());
+      cv.notify_all();
+    };
+  };
+  auto watch_here = store_->watch_changes(listen(here));
+  auto watch_there = other ? other->watch_changes(listen(there)) : nullptr;
+
+  Batch refused;  // fails on its ETag condition
+  refused.puts.push_back({"s", "k", "v", std::string("7"), 0});
+  refused.wakes.push_back("reply/refused");
+  EXPECT_FALSE(commit(refused).ok());
+  Batch b;
+  b.puts.push_back({"s", "k", "v", std::nullopt, 0});
+  b.wakes.push_back("reply/42");
+  ASSERT_TRUE(commit(b).ok());
+  Batch only;  // wakes alone are a batch too
+  only.wakes.push_back("reply/43");
+  ASSERT_TRUE(commit(only).ok());
+
+  std::unique_lock l(mu);
+  auto heard = [](const std::vector<std::string>& v, const char* name) {
+    return std::find(v.begin(), v.end(), name) != v.end();
+  };
+  EXPECT_TRUE(cv.wait_for(l, 10s, [&] { return heard(here, "reply/42") && heard(here, "reply/43"); }))
+      << "this store's watcher did not hear the wakes";
+  if (other) {
+    EXPECT_TRUE(cv.wait_for(l, 10s, [&] { return heard(there, "reply/42") && heard(there, "reply/43"); }))
+        << "the other host did not hear the wakes";
+  }
+  EXPECT_FALSE(heard(here, "reply/refused")) << "a batch that failed told its wakes";
+  EXPECT_FALSE(heard(there, "reply/refused")) << "a batch that failed told its wakes";
+}
+
 
 INSTANTIATE_TEST_SUITE_P(Backends, StoreConformance, ::testing::Values("sqlite:store.db", "postgres", "redis"),
                          [](const auto& info) { return info.param.substr(0, info.param.find(':')); });

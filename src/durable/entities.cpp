@@ -8,6 +8,7 @@
 #include <map>
 #include <optional>
 #include <set>
+#include <string_view>
 
 #include "durable/durable.h"
 #include "durable/keyed_steps.h"
@@ -51,10 +52,14 @@ HttpReply error_reply(int status, const std::string& code, const std::string& me
 }
 
 // A client's call (POST .../<op>?call=true) waits for its reply: the step that runs it puts the
-// reply in _entity_replies under the call's id (kept 10 minutes); the waiting route hears of it
-// at once when this host ran the step, else by reading it there every 100 ms.
+// reply in _entity_replies under the call's id (kept 10 minutes) and wakes
+// "_entity_replies/<id>". The waiting route hears of it at once when this host ran the step,
+// else from that wake (told across hosts by the store) and reads it; failing both, by reading
+// it every second until the call's timeout.
 constexpr const char* kMetaClientCall = "durable-client-call";
 constexpr const char* kReplies = "_entity_replies";
+constexpr std::string_view kReplyWake = "_entity_replies/";
+constexpr auto kReplyPoll = std::chrono::seconds(1);
 constexpr int64_t kReplyTtlMs = 10 * 60 * 1000;
 constexpr int64_t kDefaultCallTimeoutMs = 30000, kMaxCallTimeoutMs = 300000;
 
@@ -178,6 +183,20 @@ class EntityWorker : public std::enable_shared_from_this<EntityWorker> {
   }
   bool wait_idle(TimePoint until) { return feed_->wait_idle(until); }
   void add_routes(PublicRoutes& routes);
+
+  // The store told of changes (on its thread; nothing here blocks): a reply another host's
+  // step wrote for a call waiting here is read on the store's I/O threads.
+  void on_changes(const std::vector<std::string>& names) {
+    for (const auto& name : names) {
+      if (name.size() <= kReplyWake.size() || name.compare(0, kReplyWake.size(), kReplyWake) != 0) continue;
+      std::string id = name.substr(kReplyWake.size());
+      {
+        std::lock_guard lock(calls_mu_);
+        if (!calls_.count(id)) continue;
+      }
+      store_.run_blocking([self = shared_from_this(), id] { self->read_reply(id); });
+    }
+  }
 
   // On the task thread: the operations by key; one step per key at a time.
   void take(std::vector<Message> messages) {
@@ -563,6 +582,7 @@ class EntityWorker : public std::enable_shared_from_this<EntityWorker> {
     if (!op.client_call.empty()) {
       json::object stored{{"ok", ok}, {ok ? "result" : "error", value}};
       b.puts.push_back({kReplies, op.client_call, json::serialize(stored), std::nullopt, kReplyTtlMs});
+      b.wakes.push_back(std::string(kReplyWake) + op.client_call);
       s.client_replies.emplace_back(op.client_call, std::move(stored));
     }
     if (op.reply.empty()) return;
@@ -680,11 +700,23 @@ class EntityWorker : public std::enable_shared_from_this<EntityWorker> {
     (*respond)(std::move(reply));
   }
 
-  // Another host may run the call: its reply is read from the store now and then (on the
-  // store's I/O threads; the timer thread only schedules) until `deadline`.
+  // The stored reply of a waiting call, if there is one yet: answers it. True once answered.
+  bool read_reply(const std::string& id) {
+    auto got = store_.get(kReplies, id);
+    if (!got || !*got) return false;
+    boost::system::error_code ec;
+    json::value v = json::parse((*got)->value, ec);
+    if (ec || !v.is_object()) return false;
+    finish_call(id, call_reply(v.as_object()));
+    return true;
+  }
+
+  // Another host may run the call, and its wake may be lost (a reconnecting listener): the
+  // reply is also read every second (on the store's I/O threads; the timer thread only
+  // schedules), and at `deadline` the call is answered 202.
   void poll_call(const std::string& id, TimePoint deadline) {
     std::weak_ptr<EntityWorker> weak = weak_from_this();
-    timers_.at(clock_.now() + std::chrono::milliseconds(100), [weak, id, deadline] {
+    timers_.at(std::min(clock_.now() + kReplyPoll, deadline), [weak, id, deadline] {
       auto self = weak.lock();
       if (!self) return;
       {
@@ -692,12 +724,7 @@ class EntityWorker : public std::enable_shared_from_this<EntityWorker> {
         if (!self->calls_.count(id)) return;  // answered
       }
       self->store_.run_blocking([self, id, deadline] {
-        auto got = self->store_.get(kReplies, id);
-        if (got && *got) {
-          boost::system::error_code ec;
-          json::value v = json::parse((*got)->value, ec);
-          if (!ec && v.is_object()) return self->finish_call(id, call_reply(v.as_object()));
-        }
+        if (self->read_reply(id)) return;
         if (self->clock_.now() >= deadline) {
           return self->finish_call(id, json_reply(202, json::object{{"call", id}, {"signaled", true},
                                                                      {"message", "the operation is accepted and will run, "

@@ -100,6 +100,7 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
   const std::string& queue() const { return queue_; }
   const std::string& version() const { return orchestrators_.at(fn_.name); }
   void pump() { feed_->pump(); }
+  void on_changes(const std::vector<std::string>&) {}  // no wakes of its own
 
   void stop() {
     feed_->stop();

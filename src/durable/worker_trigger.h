@@ -1,7 +1,8 @@
 #pragma once
 // The Trigger of a durable kind whose functions each have a worker leasing from a store queue
 // (orchestrations.cpp, entities.cpp): woken by the store's change notices for its queue,
-// stopped and drained together. `Worker` has queue(), pump(), stop() and wait_idle(until).
+// stopped and drained together. `Worker` has queue(), pump(), on_changes(names) (every name
+// the store told of, for wakes of its own), stop() and wait_idle(until).
 #include <algorithm>
 #include <memory>
 #include <string>
@@ -54,6 +55,7 @@ class WorkerTrigger final : public Trigger {
     watch_ = store_.watch_changes([this](const std::vector<std::string>& queues) {
       for (auto& w : workers_) {
         if (std::find(queues.begin(), queues.end(), w->queue()) != queues.end()) w->pump();
+        w->on_changes(queues);  // the worker's own wakes
       }
     });
     for (auto& w : workers_) w->pump();

@@ -230,10 +230,14 @@ struct Batch {
   std::vector<Checkpoint> checkpoints;
   std::vector<BlobPut> blob_puts;
   std::vector<BlobDelete> blob_deletes;
+  // Names the commit tells change watchers on every host sharing the store, as a filled queue
+  // is told (nothing is stored): a waiter elsewhere hears at once of what the batch wrote.
+  std::vector<std::string> wakes;
 
   bool empty() const {
     return acks.empty() && retries.empty() && dead.empty() && enqueues.empty() && publishes.empty() && puts.empty() &&
-           deletes.empty() && appends.empty() && checkpoints.empty() && blob_puts.empty() && blob_deletes.empty();
+           deletes.empty() && appends.empty() && checkpoints.empty() && blob_puts.empty() && blob_deletes.empty() &&
+           wakes.empty();
   }
 };
 

@@ -163,6 +163,7 @@ Status PgStore::apply(Connection& c, const Batch& b, BatchResult& result, std::v
   }
   if (auto st = apply_state(c, b, result, now); !st) return st;
   if (auto st = apply_streams(c, b, result, woken, now); !st) return st;
+  woken.insert(woken.end(), b.wakes.begin(), b.wakes.end());
   return apply_blobs(c, b, result, woken, now);
 }
 
@@ -418,7 +419,7 @@ void PgStore::commit(Batch batch, CommitDone done) {
   // Nothing but acks (a consumer's completion with no outputs): acked with the group's others.
   const bool acks_only = !b->acks.empty() && b->retries.empty() && b->dead.empty() && b->enqueues.empty() &&
                          b->publishes.empty() && b->puts.empty() && b->deletes.empty() && b->appends.empty() &&
-                         b->checkpoints.empty() && b->blob_puts.empty() && b->blob_deletes.empty();
+                         b->checkpoints.empty() && b->blob_puts.empty() && b->blob_deletes.empty() && b->wakes.empty();
   submit(
       [this, b, result](Connection& c, std::vector<std::string>& woken) {
         *result = BatchResult{};  // a group that runs again runs this again

@@ -270,6 +270,8 @@ RedisStore::Op RedisStore::commit_op(Batch batch, CommitDone done) {
       argv.insert(argv.end(), {p.info.container, p.info.name, p.expect});
       events(p);
     }
+    count(b.wakes.size());
+    argv.insert(argv.end(), b.wakes.begin(), b.wakes.end());
   };
 
   op.finish = [s](const Value& r, std::vector<std::string>& woken) -> Status {
@@ -294,7 +296,7 @@ RedisStore::Op RedisStore::commit_op(Batch batch, CommitDone done) {
   };
   const bool acks_only = !b.acks.empty() && b.retries.empty() && b.dead.empty() && b.enqueues.empty() &&
                          b.publishes.empty() && b.puts.empty() && b.deletes.empty() && b.appends.empty() &&
-                         b.checkpoints.empty() && b.blob_puts.empty() && b.blob_deletes.empty();
+                         b.checkpoints.empty() && b.blob_puts.empty() && b.blob_deletes.empty() && b.wakes.empty();
   if (acks_only) op.acks_only = b.acks;
   return op;
 }

@@ -163,6 +163,8 @@ local function commit()
       cr = nx(), up = nx(), md = nx(), events = events()}
   end
   for _ = 1, nn() do bdels[#bdels + 1] = {c = nx(), n = nx(), expect = nx(), events = events()} end
+  local wakes = {}
+  for _ = 1, nn() do wakes[#wakes + 1] = nx() end
 
   -- Check every condition, as the batch would see them in order.
   local leased = {}
@@ -360,6 +362,7 @@ local function commit()
       blob_events(b)
     end
   end
+  for _, name in ipairs(wakes) do wake(name) end
   return {'ok', etags, appended, publish_wakes()}
 end
 

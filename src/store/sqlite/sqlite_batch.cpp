@@ -216,6 +216,7 @@ Status SqliteStore::apply(const Batch& b, BatchResult& result, std::vector<std::
     up.reset().text(c.group).text(c.stream).integer(c.partition).integer(c.offset).integer(now);
     if (up.step() != SQLITE_DONE) return sql_error("stream checkpoint");
   }
+  woken.insert(woken.end(), b.wakes.begin(), b.wakes.end());
   return apply_blobs(b, result, woken, written, replaced, now);
 }
 
