@@ -55,6 +55,38 @@ TEST(Admin, TokenIsRequiredAndFunctionsAreListedWithSecretsMasked) {
   EXPECT_EQ(host.errors().find("s3cr3t-value"), std::string::npos);
 }
 
+// The admin listener takes a deploy's package in one body of up to 256 MiB, but only from
+// whoever has the token: a request without it is answered 401 from its head, before any of its
+// body is read (the body is never sent here: the answer must not wait for it), and the
+// connection is closed after the answer. The same for a body sent to any other path.
+TEST(Admin, ABodyWithoutTheTokenIsNeverReadTheHeadIsAnsweredAtOnce) {
+  TempDir dir;
+  dir.write("nimbus.yaml", manifest());
+  Host host(dir.path());
+  ASSERT_TRUE(host.started()) << host.errors();
+  const auto answered_from_head = [&](const std::string& head) {
+    const auto t0 = std::chrono::steady_clock::now();
+    std::string raw = send_raw(host.admin_port(), head, 5000);
+    const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    return std::pair{parse_response(raw), ms};
+  };
+  for (const std::string& auth : {std::string(), std::string("Authorization: Bearer nope\r\n")}) {
+    auto [r, ms] = answered_from_head("POST /admin/deploy HTTP/1.1\r\nHost: x\r\n" + auth +
+                                      "Content-Type: application/octet-stream\r\nContent-Length: 200000000\r\n\r\n");
+    EXPECT_EQ(r.status, 401) << r.body;
+    EXPECT_LT(ms, 4000) << "the 401 waited for a body that never came";
+  }
+  auto [other, ms] = answered_from_head("POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 200000000\r\n\r\n");
+  EXPECT_EQ(other.status, 200);
+  EXPECT_LT(ms, 4000);
+  // With the token the body is read whole as before.
+  Response ok = request(host.admin_port(), "POST", "/admin/functions/echo/invoke",
+                        {{"Authorization", "Bearer " + host.admin_token()}}, std::string(100000, 'x'));
+  ASSERT_EQ(ok.status, 200) << ok.body;
+  EXPECT_EQ(parse_object(std::string(parse_object(ok.body)["body"].as_string()))["body_size"].as_int64(), 100000);
+  EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
+}
+
 TEST(Observe, MetricsAreValidPrometheusTextAndCountInvocations) {
   App app(manifest());
   ASSERT_TRUE(app.host->started()) << app.host->errors();

@@ -131,6 +131,18 @@ void AdminApi::close() {
 
 int AdminApi::in_progress() const { return server_ ? server_->active_requests() : 0; }
 
+bool AdminApi::has_token(IncomingRequest& request) const {
+  auto auth = request.header("authorization");
+  std::string_view presented;
+  if (auth && auth->size() > 7 && auth->substr(0, 7) == "Bearer ") presented = auth->substr(7);
+  return secrets_equal(presented, token_);
+}
+
+std::optional<uint64_t> AdminApi::streams_body(IncomingRequest& head) {
+  if (head.target().rfind("/admin/", 0) == 0 && has_token(head)) return std::nullopt;
+  return 0;  // not read: the reply closes the connection after it
+}
+
 void AdminApi::handle(IncomingRequest& request, Responder respond) {
   std::string_view target = request.target();
   std::string_view path = target.substr(0, target.find('?'));
@@ -147,10 +159,8 @@ void AdminApi::handle(IncomingRequest& request, Responder respond) {
   if (path.rfind("/admin/", 0) != 0) {
     return respond(json_error(404, "not_found", "no admin endpoint " + std::string(path), ""));
   }
-  auto auth = request.header("authorization");
-  std::string_view presented;
-  if (auth && auth->size() > 7 && auth->substr(0, 7) == "Bearer ") presented = auth->substr(7);
-  if (!secrets_equal(presented, token_)) {
+  if (!has_token(request)) {
+    auto auth = request.header("authorization");
     HttpReply r = json_error(401, "unauthorized",
                              auth ? "the admin token is not valid"
                                   : "send the token from .nimbus/admin.token as Authorization: Bearer TOKEN",

@@ -83,6 +83,11 @@ class AdminApi final : private RequestHandler {
 
  private:
   void handle(IncomingRequest& request, Responder respond) override;
+  // Only an /admin/ request that carries the token has its body read whole (up to a deploy's
+  // 256 MiB) before handle(); any other is answered from its head and its body is never read,
+  // so no one without the token makes the host take in more than a head.
+  std::optional<uint64_t> streams_body(IncomingRequest& head) override;
+  bool has_token(IncomingRequest& request) const;
   void invoke(IncomingRequest& request, std::string_view function, Responder respond);
   void messages(IncomingRequest& request, std::string_view path, std::string_view method, Responder respond);
   void list_queues(const Responder& respond);  // on a store I/O thread
