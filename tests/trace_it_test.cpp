@@ -20,6 +20,7 @@ namespace json = boost::json;
 struct SeenSpan {
   std::string trace_id, span_id, parent_span_id, name;
   int kind = 0;
+  int64_t start_ns = 0, end_ns = 0;
   std::map<std::string, std::string> attributes;
   bool error = false;
 };
@@ -40,10 +41,13 @@ std::vector<SeenSpan> spans_at(TestUpstream& collector) {
           if (o.contains("parentSpanId")) span.parent_span_id = o.at("parentSpanId").as_string();
           span.name = o.at("name").as_string();
           span.kind = static_cast<int>(o.at("kind").as_int64());
+          span.start_ns = std::stoll(std::string(o.at("startTimeUnixNano").as_string()));
+          span.end_ns = std::stoll(std::string(o.at("endTimeUnixNano").as_string()));
           for (const auto& a : o.at("attributes").as_array()) {
             const auto& v = a.at("value").as_object();
             span.attributes[std::string(a.at("key").as_string())] =
                 v.contains("stringValue") ? std::string(v.at("stringValue").as_string())
+                : v.contains("boolValue") ? std::string(v.at("boolValue").as_bool() ? "true" : "false")
                                           : std::string(v.at("intValue").as_string());
           }
           span.error = o.contains("status") && o.at("status").at("code").as_int64() == 2;
@@ -91,16 +95,31 @@ TEST(Traces, OneRequestThroughHttpQueueTopicAndStreamIsOneTreeOfSpans) {
                        "A-17");
   ASSERT_EQ(r.status, 200) << r.body;
   std::vector<SeenSpan> spans;
+  // The four invocations' spans, the spans inside them, and the two deliveries' commits.
+  const auto invocation_spans = [&] {
+    return std::count_if(spans.begin(), spans.end(), [](const SeenSpan& s) { return s.attributes.count("faas.trigger"); });
+  };
+  const auto named = [&](const std::string& name) {
+    return std::count_if(spans.begin(), spans.end(), [&](const SeenSpan& s) { return s.name == name; });
+  };
   ASSERT_TRUE(eventually([&] {
     spans = spans_at(collector);
-    return spans.size() >= 4;
+    return invocation_spans() >= 4 && named("execution") >= 4 && named("store commit") >= 2;
   }, 20000)) << spans.size() << " spans\n" << host.output();
   std::map<std::string, SeenSpan> by_name;
+  std::map<std::string, std::vector<SeenSpan>> children;  // by parent span id
   for (const auto& s : spans) {
     EXPECT_EQ(s.trace_id, trace) << s.name << " is in another trace";
-    EXPECT_TRUE(by_name.emplace(s.name, s).second) << s.name << " twice";
+    children[s.parent_span_id].push_back(s);
+    if (s.attributes.count("faas.trigger")) EXPECT_TRUE(by_name.emplace(s.name, s).second) << s.name << " twice";
   }
   ASSERT_EQ(by_name.size(), 4u);
+  const auto child = [&](const std::string& of, const std::string& name) -> const SeenSpan* {
+    for (const auto& c : children[by_name[of].span_id]) {
+      if (c.name == name) return &c;
+    }
+    return nullptr;
+  };
   // The tree: client -> front (server) -> worker -> notify -> audit (consumers).
   EXPECT_EQ(by_name["front"].parent_span_id, client_span);
   EXPECT_EQ(by_name["worker"].parent_span_id, by_name["front"].span_id);
@@ -119,6 +138,38 @@ TEST(Traces, OneRequestThroughHttpQueueTopicAndStreamIsOneTreeOfSpans) {
   EXPECT_EQ(by_name["notify"].attributes["nimbus.trigger"], "topic");
   EXPECT_EQ(by_name["audit"].attributes["nimbus.trigger"], "stream");
   EXPECT_EQ(by_name["audit"].attributes["messaging.operation.type"], "process");
+  // Inside each invocation: its function's own run; the first request to the Python function
+  // waited for its worker to start (a cold start, inside the wait).
+  for (const char* fn : {"front", "worker", "notify", "audit"}) EXPECT_NE(child(fn, "execution"), nullptr) << fn;
+  const SeenSpan* wait = child("front", "wait");
+  ASSERT_NE(wait, nullptr);
+  EXPECT_EQ(wait->attributes.at("faas.coldstart"), "true");
+  bool cold = false;
+  for (const auto& c : children[wait->span_id]) {
+    if (c.name != "cold start") continue;
+    cold = true;
+    EXPECT_GE(c.start_ns, wait->start_ns);
+    EXPECT_LE(c.end_ns, wait->end_ns);
+  }
+  EXPECT_TRUE(cold) << "no cold start span inside the first request's wait";
+  // In order, within the invocation: the wait, then the run.
+  const SeenSpan* run = child("front", "execution");
+  EXPECT_GE(wait->start_ns, by_name["front"].start_ns);
+  EXPECT_LE(wait->end_ns, run->start_ns);
+  EXPECT_LE(run->end_ns, by_name["front"].end_ns);
+  EXPECT_GT(run->end_ns, run->start_ns);
+  // A message's time in its queue, under the span that sent it; and the commit that settled
+  // each delivery, under the invocation it settled.
+  bool queued = false;
+  for (const auto& c : children[by_name["front"].span_id]) {
+    queued |= c.name == "queue wait" && c.attributes.count("faas.name") && c.attributes.at("faas.name") == "worker";
+  }
+  EXPECT_TRUE(queued) << "no queue wait under the span that enqueued the worker's message";
+  for (const char* fn : {"worker", "notify"}) {
+    const SeenSpan* commit = child(fn, "store commit");
+    ASSERT_NE(commit, nullptr) << fn;
+    EXPECT_EQ(commit->attributes.at("nimbus.commit"), "ack");
+  }
   // The manifest's headers go with every export; the resource names the app.
   for (const auto& req : collector.seen()) {
     EXPECT_EQ(req.headers.at("x-collector-key"), "secret");
@@ -132,7 +183,8 @@ TEST(Traces, OneRequestThroughHttpQueueTopicAndStreamIsOneTreeOfSpans) {
   std::string metrics;
   EXPECT_TRUE(eventually([&] {
     metrics = request(host.admin_port(), "GET", "/metrics").body;
-    return metrics.find("nimbus_trace_spans_exported_total 4\n") != std::string::npos;
+    return metrics.find("nimbus_trace_spans_exported_total " + std::to_string(spans_at(collector).size()) + "\n") !=
+           std::string::npos;
   }, 10000)) << metrics;
   EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
 }
@@ -151,20 +203,26 @@ TEST(Traces, SamplingFollowsTheParentAndTheRatioForNewTraces) {
   const std::string sampled = "00-33333333333333333333333333333333-4444444444444444-01";
   ASSERT_EQ(request(host.http_port(), "POST", "/order", {{"traceparent", sampled}}, "yes").status, 200);
   std::vector<SeenSpan> spans;
+  const auto invocation_spans = [&] {
+    return std::count_if(spans.begin(), spans.end(), [](const SeenSpan& s) { return s.attributes.count("faas.trigger"); });
+  };
   ASSERT_TRUE(eventually([&] {
     spans = spans_at(collector);
-    return spans.size() >= 4;
+    return invocation_spans() >= 4;
   }, 20000)) << spans.size();
-  // Let the other 21 requests' pipelines finish too: still only the sampled trace's 4 spans.
+  // Let the other 21 requests' pipelines finish too: still only the sampled trace's spans (its
+  // 4 invocations' and those inside them), every one recorded exported.
   ASSERT_TRUE(eventually([&] {
     return lines_with(host.output(), {"\"function\":\"audit\""}) >= 22;
   }, 20000)) << host.output();
   Admin admin{host.admin_port(), host.admin_token()};
   ASSERT_TRUE(admin.wait([&] {
-    return request(host.admin_port(), "GET", "/metrics").body.find("nimbus_trace_spans_recorded_total 4\n") != std::string::npos;
+    spans = spans_at(collector);
+    const std::string metrics = request(host.admin_port(), "GET", "/metrics").body;
+    return metrics.find("nimbus_trace_spans_recorded_total " + std::to_string(spans.size()) + "\n") != std::string::npos &&
+           metrics.find("nimbus_trace_spans_exported_total " + std::to_string(spans.size()) + "\n") != std::string::npos;
   }));
-  spans = spans_at(collector);
-  EXPECT_EQ(spans.size(), 4u);
+  EXPECT_EQ(invocation_spans(), 4);
   for (const auto& s : spans) EXPECT_EQ(s.trace_id, "33333333333333333333333333333333") << s.name;
   EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
 }

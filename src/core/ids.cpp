@@ -125,6 +125,8 @@ std::string continue_trace(std::string_view in) {
   return out;
 }
 
+uint64_t new_span_id() { return t_random.next() | 1; }
+
 std::string_view trace_id_of(std::string_view traceparent) {
   if (!valid_traceparent(traceparent)) return {};
   return traceparent.substr(3, 32);

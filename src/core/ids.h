@@ -15,6 +15,8 @@ std::string new_invocation_id();
 std::string continue_trace(std::string_view incoming);
 // The share of new traces marked sampled (1.0 until the tracer, observe/trace.h, sets it).
 void set_trace_sample_ratio(double ratio);
+// A new span id (never 0), for a span inside an invocation's own.
+uint64_t new_span_id();
 // The span id in a traceparent's parent-id field (0 when malformed), and its sampled flag.
 uint64_t span_id_of(std::string_view traceparent);
 bool trace_sampled(std::string_view traceparent);

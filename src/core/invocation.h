@@ -128,6 +128,11 @@ struct Result {
   FunctionError error;
   // The deployed version whose code ran it (set by its pool; empty before the first deploy).
   std::string version;
+  // Where its time went (its trace's spans): `waited` from its start until the function began
+  // (a slot in the pool, an instance), `cold_start` the part of that spent on an instance's
+  // start, `ran` the function's own run. Executors set waited and cold_start for their part;
+  // the pool adds its own and sets ran.
+  Duration waited{}, cold_start{}, ran{};
 
   static Result failure(Outcome outcome, std::string type, std::string message) {
     Result r;

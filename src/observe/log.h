@@ -109,6 +109,9 @@ struct InvocationRecord {
   std::string_view version{};      // the deployed version that ran it; empty before any deploy
   uint64_t parent_span = 0;        // the span that caused it (0: its trace started here)
   int attempt = 1;                 // a message's delivery, a batch's try
+  // Where its time went (Result's), for the spans inside its own; 0 when unknown.
+  Duration waited{}, cold_start{}, ran{};
+  std::optional<Duration> queued{};  // a message's time in its queue before its first delivery
 };
 
 class Tracer;             // observe/trace.h

@@ -198,6 +198,67 @@ void Tracer::invocation(const InvocationRecord& r, WallTime finished) {
     s.status_message = r.error_type.empty() ? std::string(to_string(r.outcome)) : std::string(r.error_type);
     if (!r.error_type.empty()) s.attributes.emplace_back("error.type", std::string(r.error_type));
   }
+  // The spans inside it, laid from its start: the wait, then the run (each clamped to it).
+  const int64_t start = s.start_unix_ns;
+  const auto ns = [](Duration d) { return std::chrono::duration_cast<std::chrono::nanoseconds>(d).count(); };
+  auto inner = [&](const char* name, uint64_t parent, int64_t from, int64_t to) {
+    Span c;
+    c.trace_id = s.trace_id;
+    c.span_id = new_span_id();
+    c.parent_span_id = parent;
+    c.name = name;
+    c.start_unix_ns = std::clamp(from, start, end);
+    c.end_unix_ns = std::clamp(to, c.start_unix_ns, end);
+    return c;
+  };
+  const int64_t waited = ns(r.waited), ran = ns(r.ran);
+  if (r.queued && r.parent_span != 0) {
+    // Before the invocation began, under the span that sent the message.
+    Span q;
+    q.trace_id = s.trace_id;
+    q.span_id = new_span_id();
+    q.parent_span_id = r.parent_span;
+    q.name = "queue wait";
+    q.start_unix_ns = start - ns(*r.queued);
+    q.end_unix_ns = start;
+    q.attributes.emplace_back("faas.name", std::string(r.function));
+    record(std::move(q));
+  }
+  if (waited >= 100000 || r.cold_start > Duration::zero()) {  // a wait under 0.1 ms has no span
+    Span w = inner("wait", s.span_id, start, start + waited);
+    const bool cold = r.cold_start > Duration::zero();
+    w.attributes.emplace_back("faas.coldstart", cold);
+    if (cold) {
+      Span c = inner("cold start", w.span_id, start + waited - ns(r.cold_start), start + waited);
+      record(std::move(w));
+      record(std::move(c));
+    } else {
+      record(std::move(w));
+    }
+  }
+  if (ran > 0) {
+    Span x = inner("execution", s.span_id, start + waited, start + waited + ran);
+    if (s.error) x.error = true;
+    record(std::move(x));
+  }
+  record(std::move(s));
+}
+
+void Tracer::store_commit(std::string_view traceparent, WallTime began, WallTime ended, std::string_view what, bool ok) {
+  Span s;
+  s.trace_id = std::string(trace_id_of(traceparent));
+  s.parent_span_id = span_id_of(traceparent);
+  if (s.trace_id.empty() || s.parent_span_id == 0) return;
+  s.span_id = new_span_id();
+  s.name = "store commit";
+  s.start_unix_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(began.time_since_epoch()).count();
+  s.end_unix_ns = std::max(s.start_unix_ns,
+                           std::chrono::duration_cast<std::chrono::nanoseconds>(ended.time_since_epoch()).count());
+  s.attributes.emplace_back("nimbus.commit", std::string(what));
+  if (!ok) {
+    s.error = true;
+    s.status_message = "the commit failed";
+  }
   record(std::move(s));
 }
 
@@ -231,12 +292,14 @@ void append_json_string(std::string& out, std::string_view s) {
   out += '"';
 }
 
-void append_attribute(std::string& out, std::string_view key, const std::variant<std::string, int64_t>& v) {
+void append_attribute(std::string& out, std::string_view key, const std::variant<std::string, int64_t, bool>& v) {
   out += "{\"key\":";
   append_json_string(out, key);
   if (const auto* text = std::get_if<std::string>(&v)) {
     out += ",\"value\":{\"stringValue\":";
     append_json_string(out, *text);
+  } else if (const bool* flag = std::get_if<bool>(&v)) {
+    out += *flag ? ",\"value\":{\"boolValue\":true" : ",\"value\":{\"boolValue\":false";
   } else {
     out += ",\"value\":{\"intValue\":\"";  // int64 is a string in OTLP/JSON
     out += std::to_string(std::get<int64_t>(v));

@@ -65,7 +65,7 @@ struct Span {
   std::string status_message;
   // Keys are static strings (literals): a span is recorded per invocation, and keys that
   // allocate would cost each one.
-  std::vector<std::pair<std::string_view, std::variant<std::string, int64_t>>> attributes;
+  std::vector<std::pair<std::string_view, std::variant<std::string, int64_t, bool>>> attributes;
 };
 
 struct TraceStats {
@@ -86,7 +86,13 @@ class Tracer {
   void record(Span span);
   // The span of one invocation, from its log record (when its trace is sampled): a server span
   // for HTTP and calls, a consumer span for messages, with the OpenTelemetry FaaS attributes.
+  // Inside it, where its time went (when known): "wait" (for a slot and an instance), "cold
+  // start" within it, "execution" (the function's own run); and a message's "queue wait"
+  // under the span that sent it.
   void invocation(const InvocationRecord& r, WallTime finished);
+  // The commit that settled a message's delivery (`what`: ack, retry, dead-letter), under the
+  // span of the invocation whose traceparent is `traceparent`.
+  void store_commit(std::string_view traceparent, WallTime began, WallTime ended, std::string_view what, bool ok);
   TraceStats stats() const;
   // The counters in Prometheus text format (nimbus_trace_*).
   void metrics_text(std::string& out) const;

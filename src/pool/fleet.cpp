@@ -208,6 +208,8 @@ void InstanceFleet::start(const Invocation& inv, Completion done) {
         assign_locked(best, std::move(w), after, &direct);
       } else {
         w.queued_at = clock_.now();
+        w.cold = std::none_of(instances_.begin(), instances_.end(),
+                              [](const std::shared_ptr<Instance>& i) { return i->ready && !i->retiring; });
         // Bound the wait for a cold start: the caller hears 503 rather than hanging.
         schedule(w.queued_at + options_.start_timeout, [this, id = w.id] { on_start_timeout(id); });
         waiting_.push_back(std::move(w));
@@ -304,6 +306,7 @@ void InstanceFleet::assign_locked(const std::shared_ptr<Instance>& inst, Waiting
   if (w.deadline != TimePoint{} && (inst->deadline_timer == 0 || w.deadline < inst->deadline_armed)) {
     arm_deadline_locked(inst, w.deadline);
   }
+  w.sent_at = clock_.now();  // behind init: set again when the instance is ready
   Outgoing out{inst->conn, std::move(w.wire)};
   std::string id = w.id;
   inst->in_flight.emplace(std::move(id), std::move(w));
@@ -356,6 +359,7 @@ void InstanceFleet::on_ready(const std::shared_ptr<Instance>& inst) {
         continue;
       }
       metrics_.queue_wait(index_, now - w.queued_at);
+      w.sent_at = now;
     }
     drain_waiting_locked(after);
     if (inst->in_flight.empty()) arm_idle_locked(inst);
@@ -376,6 +380,10 @@ void InstanceFleet::on_result(const std::shared_ptr<Instance>& inst, const std::
     } else if (it != inst->in_flight.end()) {
       done = take_locked(it->second);
       if (r.outcome == Outcome::success) r.outputs = std::move(it->second.outputs);
+      if (const Waiting& w = it->second; w.queued_at != TimePoint{} && w.sent_at > w.queued_at) {
+        r.waited = w.sent_at - w.queued_at;
+        if (w.cold) r.cold_start = r.waited;
+      }
       inst->in_flight.erase(it);
       inst->last_used = clock_.now();
     }

@@ -87,6 +87,8 @@ class InstanceFleet final : public Executor {
     Completion done;
     TimePoint deadline;
     TimePoint queued_at{};  // set while it waits for an instance
+    TimePoint sent_at{};    // handed to its instance (for one sent behind init: the instance's ready)
+    bool cold = false;      // it waited for an instance to start (none was ready)
     std::vector<OutputMessage> outputs;  // sent by the instance before its result
     std::string traceparent;
     // Sent to an instance still starting (behind init): a copy of the frame, to hand the work

@@ -11,6 +11,7 @@ struct FunctionPool::Call {
   Invocation invocation;
   Completion done;
   TimePoint started;
+  TimePoint handed{};  // given to the executor
   std::atomic<bool> settled{false};
   TimerQueue::Id timer = 0;
   bool queued = false;  // guarded by the pool's mutex
@@ -156,9 +157,12 @@ std::optional<Result> FunctionPool::try_run_inline(const Invocation& inv, TimePo
     return std::nullopt;
   }
   ctx_.metrics.in_flight(index_, +1);
+  const TimePoint handed = ctx_.clock.now();
   Result r = executor_->call(inv);
   ctx_.metrics.in_flight(index_, -1);
   TimePoint end = ctx_.clock.now();
+  r.ran = end - handed;
+  r.waited = inv.started == TimePoint{} ? Duration::zero() : handed - inv.started;
   if (finished) *finished = end;
   ctx_.metrics.invocation(index_, inv.trigger, r.outcome, end - inv.started);
   if (PoolStats* stats = stats_.load(std::memory_order_relaxed)) {
@@ -245,6 +249,7 @@ void FunctionPool::arm_deadline(const std::shared_ptr<Call>& call) {
 
 void FunctionPool::start(std::shared_ptr<Call> call) {
   ctx_.metrics.in_flight(index_, +1);
+  call->handed = ctx_.clock.now();
   if (executor_->mode() == Executor::Mode::asynchronous) {
     std::shared_ptr<Call> keep = call;
     executor_->start(keep->invocation, [this, keep](Result&& r) { finish(keep, std::move(r)); });
@@ -267,7 +272,13 @@ void FunctionPool::finish(const std::shared_ptr<Call>& call, Result&& result) {
 
 void FunctionPool::settle(const std::shared_ptr<Call>& call, Result&& result) {
   if (call->settled.exchange(true)) return;  // the deadline answered first
-  const Duration took = ctx_.clock.now() - call->started;
+  const TimePoint now = ctx_.clock.now();
+  const Duration took = now - call->started;
+  if (call->handed != TimePoint{}) {
+    const Duration in_executor = now - call->handed;
+    result.ran = std::max(Duration::zero(), in_executor - result.waited);
+    result.waited += call->handed - call->started;
+  }
   ctx_.metrics.invocation(index_, call->invocation.trigger, result.outcome, took);
   if (PoolStats* stats = stats_.load(std::memory_order_relaxed)) {
     stats->record(result, took);

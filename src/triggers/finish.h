@@ -57,7 +57,7 @@ inline void log_invocation(Logger& logger, const Clock& clock, const InvocationV
   const Duration took = (finished == TimePoint{} ? clock.now() : finished) - s.started;
   logger.invocation({s.function, s.trigger, s.id, s.traceparent, r.outcome, status, took, r.error.type,
                      r.error.message, s.started_wall + std::chrono::duration_cast<WallTime::duration>(took), r.version,
-                     s.parent_span});
+                     s.parent_span, 1, r.waited, r.cold_start, r.ran});
 }
 
 // `answer`: int(Result&, const InvocationView&), called once, on the caller's thread when

@@ -12,7 +12,9 @@
 
 #include <boost/json.hpp>
 
+#include "core/ids.h"
 #include "observe/log.h"
+#include "observe/trace.h"
 #include "pool/function_pools.h"
 #include "store/store.h"
 #include "triggers/dispatch/leased_feed.h"
@@ -93,10 +95,15 @@ class StoreDispatcher::Consumer : public std::enable_shared_from_this<StoreDispa
     inv.payload = std::move(m.payload);
     inv.metadata = std::move(m.metadata);
     LeaseRef ref{m.id, m.lease};
+    // Its time in the queue, for its trace: from the enqueue to this, its first delivery.
+    std::optional<Duration> queued;
+    if (m.deliveries <= 1 && m.enqueued_ms > 0) {
+      queued = std::chrono::milliseconds(std::max<int64_t>(0, unix_ms(clock_) - m.enqueued_ms));
+    }
     std::shared_ptr<const Headers> trigger_metadata;  // what output names are filled from
     if (spec_.hooks) {
       if (auto st = spec_.hooks->prepare(store_, m, inv, trigger_metadata, unix_ms(clock_)); !st) {
-        return complete(ref, m.deliveries, inv.id, inv.traceparent, inv.parent_span, inv.started, nullptr,
+        return complete(ref, m.deliveries, inv.id, inv.traceparent, inv.parent_span, inv.started, queued, nullptr,
                         Result::failure(Outcome::error, st.error().code.empty() ? "prepare" : st.error().code,
                                         st.error().message));
       }
@@ -105,14 +112,14 @@ class StoreDispatcher::Consumer : public std::enable_shared_from_this<StoreDispa
     TimePoint started = inv.started;
     const uint64_t parent = inv.parent_span;
     pool_.dispatch(std::move(inv), [self = shared_from_this(), ref = std::move(ref), attempt = m.deliveries,
-                                    id = std::move(id), trace = std::move(trace), started, parent,
+                                    id = std::move(id), trace = std::move(trace), started, parent, queued,
                                     trigger_metadata = std::move(trigger_metadata)](Result&& r) mutable {
-      self->complete(ref, attempt, id, trace, parent, started, trigger_metadata.get(), std::move(r));
+      self->complete(ref, attempt, id, trace, parent, started, queued, trigger_metadata.get(), std::move(r));
     });
   }
 
-  void complete(const LeaseRef& ref, int attempt, const std::string& id, const std::string& trace, uint64_t parent, TimePoint started,
-                const Headers* trigger_metadata, Result&& r) {
+  void complete(const LeaseRef& ref, int attempt, const std::string& id, const std::string& trace, uint64_t parent,
+                TimePoint started, std::optional<Duration> queued, const Headers* trigger_metadata, Result&& r) {
     Batch batch;
     Outcome outcome = r.outcome;
     std::string error_type = r.error.type, error = r.error.message;
@@ -125,7 +132,7 @@ class StoreDispatcher::Consumer : public std::enable_shared_from_this<StoreDispa
       }
     }
     logger_.invocation({fn_.name, kind_, id, trace, outcome, 0, clock_.now() - started, error_type, error, {}, r.version, parent,
-                        attempt});
+                        attempt, r.waited, r.cold_start, r.ran, queued});
     const char* what;
     const bool last = outcome != Outcome::success && attempt >= fn_.retry.max_attempts;
     if (spec_.hooks) spec_.hooks->complete(batch, ref.id, attempt, outcome, last, r, error_type, unix_ms(clock_));
@@ -147,7 +154,12 @@ class StoreDispatcher::Consumer : public std::enable_shared_from_this<StoreDispa
         what = "retry";
       }
     }
-    store_.commit(std::move(batch), [self = shared_from_this(), ref, what](Expected<BatchResult> done) {
+    // The commit's own span, under the invocation's, when its trace is recorded.
+    Tracer* tracer = trace_sampled(trace) ? logger_.tracer() : nullptr;
+    const WallTime commit_began = tracer ? clock_.wall() : WallTime{};
+    store_.commit(std::move(batch), [self = shared_from_this(), ref, what, tracer, commit_began,
+                                     trace = tracer ? trace : std::string()](Expected<BatchResult> done) {
+      if (tracer) tracer->store_commit(trace, commit_began, self->clock_.wall(), what, done.ok());
       self->committed(ref, what, done.ok() ? Status(ok_status()) : Status(done.error()));
     });
   }

@@ -320,7 +320,8 @@ class FileTrigger::Watch : public std::enable_shared_from_this<FileTrigger::Watc
   void ran(const Taken& t, const std::string& id, const std::string& trace, TimePoint started, const Result& r) {
     const Duration took = shared_->clock.now() - started;
     shared_->logger.invocation(
-        {fn_.name, kFile, id, trace, r.outcome, 0, took, r.error.type, r.error.message, {}, r.version});
+        {fn_.name, kFile, id, trace, r.outcome, 0, took, r.error.type, r.error.message, {}, r.version, 0, 1, r.waited,
+         r.cold_start, r.ran});
     // Moving the file out is file I/O, and this may be an event loop, the timer thread or the
     // store's writer: the store's I/O threads do it (they run until the store closes, after
     // the host has waited for files in progress).

@@ -281,7 +281,8 @@ class StreamTrigger::Partition : public std::enable_shared_from_this<Partition> 
     const uint64_t parent = inv.parent_span;
     pool_.dispatch(std::move(inv), [self = shared_from_this(), id, trace, started, parent, attempt = attempt_](Result&& result) {
       self->logger_.invocation({self->fn_.name, kStream, id, trace, result.outcome, 0, self->clock_.now() - started,
-                                result.error.type, result.error.message, {}, result.version, parent, attempt});
+                                result.error.type, result.error.message, {}, result.version, parent, attempt,
+                                result.waited, result.cold_start, result.ran});
       auto held = std::make_shared<Result>(std::move(result));
       std::weak_ptr<Partition> weak = self;
       self->worker_->post([weak, held, trace] {
