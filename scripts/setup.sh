@@ -36,12 +36,14 @@ fi
 
 # From npm, at the versions their lock files pin: the CloudEvents SDK the cloudevents trigger's
 # tests send with (tests/cloudevents), and puppeteer-core, which drives Debian's chromium in the
-# web-app example's browser test (tests/browser; it downloads no browser of its own).
+# web-app example's browser test (tests/browser; it downloads no browser of its own), and the
+# OpenTelemetry JS SDK a Node function joins the host's trace with (tests/otel).
 node_packages() {
   local root
   root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
   npm_ci "$root" tests/cloudevents cloudevents
   npm_ci "$root" tests/browser puppeteer-core
+  npm_ci "$root" tests/otel @opentelemetry/sdk-trace-base
 }
 npm_ci() {  # ROOT FOLDER MODULE: npm ci in FOLDER unless MODULE is installed there
   if [[ ! -d $1/$2/node_modules/$3 ]]; then

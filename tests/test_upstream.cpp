@@ -11,6 +11,7 @@
 
 #include <boost/json.hpp>
 #include <cctype>
+#include <functional>
 #include <chrono>
 #include <optional>
 #include <stdexcept>
@@ -47,6 +48,30 @@ std::string query_value(const std::string& target, const std::string& key) {
     at = amp + 1;
   }
   return {};
+}
+
+// A chunked body from `fd` (what is already read first, in `buf`), each piece to `take`; no
+// trailers. What follows the body stays in `buf`. False when the connection ends first.
+bool read_chunked(int fd, std::string& buf, const std::function<void(const char*, std::size_t)>& take) {
+  char chunk[65536];
+  auto more = [&] {
+    ssize_t n = ::recv(fd, chunk, sizeof chunk, 0);
+    if (n <= 0) return false;
+    buf.append(chunk, static_cast<std::size_t>(n));
+    return true;
+  };
+  while (true) {
+    std::size_t eol;
+    while ((eol = buf.find("\r\n")) == std::string::npos)
+      if (!more()) return false;
+    const std::size_t size = std::stoul(buf.substr(0, eol), nullptr, 16);
+    buf.erase(0, eol + 2);
+    while (buf.size() < size + 2)
+      if (!more()) return false;
+    take(buf.data(), size);
+    buf.erase(0, size + 2);
+    if (size == 0) return true;
+  }
 }
 
 std::string reply(int status, const std::string& body, const std::string& extra = "") {
@@ -262,18 +287,7 @@ void TestUpstream::serve(int fd, int connection) {
       };
       const bool chunked = lower(s.headers["transfer-encoding"]).find("chunked") != std::string::npos;
       if (chunked) {
-        while (true) {
-          std::size_t eol;
-          while ((eol = buf.find("\r\n")) == std::string::npos)
-            if (!more()) return done();
-          const std::size_t size = std::stoul(buf.substr(0, eol), nullptr, 16);
-          buf.erase(0, eol + 2);
-          while (buf.size() < size + 2)
-            if (!more()) return done();
-          take(buf.data(), size);
-          buf.erase(0, size + 2);
-          if (size == 0) break;
-        }
+        if (!read_chunked(fd, buf, take)) return done();
       } else {
         std::size_t left = s.headers.count("content-length") ? std::stoul(s.headers["content-length"]) : 0;
         while (left > 0) {
@@ -294,14 +308,19 @@ void TestUpstream::serve(int fd, int connection) {
       if (!send_all(fd, reply(200, body, ""))) return done();
       continue;
     }
-    std::size_t length = s.headers.count("content-length") ? std::stoul(s.headers["content-length"]) : 0;
-    while (buf.size() < length) {
-      ssize_t n = ::recv(fd, chunk, sizeof chunk, 0);
-      if (n <= 0) return done();
-      buf.append(chunk, static_cast<std::size_t>(n));
+    if (lower(s.headers["transfer-encoding"]).find("chunked") != std::string::npos) {
+      // A chunked body (an OpenTelemetry SDK's export, say), read whole.
+      if (!read_chunked(fd, buf, [&](const char* p, std::size_t n) { s.body.append(p, n); })) return done();
+    } else {
+      std::size_t length = s.headers.count("content-length") ? std::stoul(s.headers["content-length"]) : 0;
+      while (buf.size() < length) {
+        ssize_t n = ::recv(fd, chunk, sizeof chunk, 0);
+        if (n <= 0) return done();
+        buf.append(chunk, static_cast<std::size_t>(n));
+      }
+      s.body = buf.substr(0, length);
+      buf.erase(0, length);
     }
-    s.body = buf.substr(0, length);
-    buf.erase(0, length);
     std::string path = s.target.substr(0, s.target.find('?'));
     if (path == "/wrong-upgrade") {  // switches to a protocol nobody asked for
       send_all(fd, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n");

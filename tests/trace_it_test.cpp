@@ -21,6 +21,7 @@ struct SeenSpan {
   std::string trace_id, span_id, parent_span_id, name;
   int kind = 0;
   int64_t start_ns = 0, end_ns = 0;
+  std::string service;  // its resource's service.name
   std::map<std::string, std::string> attributes;
   bool error = false;
 };
@@ -32,6 +33,12 @@ std::vector<SeenSpan> spans_at(TestUpstream& collector) {
     if (req.method != "POST" || req.target != "/v1/traces") continue;
     json::value body = json::parse(req.body);
     for (const auto& rs : body.at("resourceSpans").as_array()) {
+      std::string service;  // the resource's service.name
+      if (const auto* res = rs.as_object().if_contains("resource")) {
+        for (const auto& a : res->at("attributes").as_array()) {
+          if (a.at("key").as_string() == "service.name") service = a.at("value").at("stringValue").as_string();
+        }
+      }
       for (const auto& ss : rs.at("scopeSpans").as_array()) {
         for (const auto& s : ss.at("spans").as_array()) {
           const auto& o = s.as_object();
@@ -41,8 +48,14 @@ std::vector<SeenSpan> spans_at(TestUpstream& collector) {
           if (o.contains("parentSpanId")) span.parent_span_id = o.at("parentSpanId").as_string();
           span.name = o.at("name").as_string();
           span.kind = static_cast<int>(o.at("kind").as_int64());
-          span.start_ns = std::stoll(std::string(o.at("startTimeUnixNano").as_string()));
-          span.end_ns = std::stoll(std::string(o.at("endTimeUnixNano").as_string()));
+          // Strings in OTLP/JSON, as the host writes them; some SDKs write numbers.
+          const auto nanos = [](const json::value& v) -> int64_t {
+            if (v.is_string()) return std::stoll(std::string(v.as_string()));
+            return v.is_uint64() ? static_cast<int64_t>(v.as_uint64()) : v.to_number<int64_t>();
+          };
+          span.start_ns = nanos(o.at("startTimeUnixNano"));
+          span.end_ns = nanos(o.at("endTimeUnixNano"));
+          span.service = service;
           for (const auto& a : o.at("attributes").as_array()) {
             const auto& v = a.at("value").as_object();
             span.attributes[std::string(a.at("key").as_string())] =
@@ -224,6 +237,70 @@ TEST(Traces, SamplingFollowsTheParentAndTheRatioForNewTraces) {
   }));
   EXPECT_EQ(invocation_spans(), 4);
   for (const auto& s : spans) EXPECT_EQ(s.trace_id, "33333333333333333333333333333333") << s.name;
+  EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
+}
+
+// The OpenTelemetry JS SDK from npm (tests/otel, installed by scripts/setup.sh) inside a Node
+// function joins the host's trace: the function extracts ctx.traceparent with the SDK's W3C
+// propagator, and the span it starts and exports to the same collector is a child of the
+// invocation's span, in the client's trace.
+TEST(Traces, TheOpenTelemetryJsSdkInANodeFunctionJoinsTheTrace) {
+  const std::string modules = std::string(NIMBUS_SOURCE_DIR) + "/tests/otel/node_modules";
+  ASSERT_TRUE(std::filesystem::exists(modules + "/@opentelemetry/sdk-trace-base")) << "run scripts/setup.sh";
+  TestUpstream collector("collector");
+  TempDir dir;
+  const std::string endpoint = "http://127.0.0.1:" + std::to_string(collector.port()) + "/v1/traces";
+  dir.write("nimbus.yaml", "name: otel\nobserve:\n  otlp: {endpoint: \"" + endpoint +
+                               "\"}\nfunctions:\n  charge:\n    runtime: node\n    handler: app.js:charge\n"
+                               "    triggers: [{http: {route: /charge}}]\n");
+  dir.write("app.js", "const M = '" + modules + "/@opentelemetry/';\n"
+                      "const api = require(M + 'api');\n"
+                      "const { W3CTraceContextPropagator } = require(M + 'core');\n"
+                      "const { BasicTracerProvider, SimpleSpanProcessor } = require(M + 'sdk-trace-base');\n"
+                      "const { OTLPTraceExporter } = require(M + 'exporter-trace-otlp-http');\n"
+                      "const { resourceFromAttributes } = require(M + 'resources');\n"
+                      "const provider = new BasicTracerProvider({\n"
+                      "  resource: resourceFromAttributes({ 'service.name': 'payments-sdk' }),\n"
+                      "  spanProcessors: [new SimpleSpanProcessor(new OTLPTraceExporter({ url: '" + endpoint + "' }))],\n"
+                      "});\n"
+                      "const tracer = provider.getTracer('payments');\n"
+                      "const propagator = new W3CTraceContextPropagator();\n"
+                      "exports.charge = async (req, ctx) => {\n"
+                      "  const parent = propagator.extract(api.ROOT_CONTEXT, { traceparent: ctx.traceparent },\n"
+                      "                                    api.defaultTextMapGetter);\n"
+                      "  const span = tracer.startSpan('charge card', { attributes: { 'order.id': req.text() } }, parent);\n"
+                      "  span.end();\n"
+                      "  await provider.forceFlush();\n"
+                      "  return 'charged';\n"
+                      "};\n");
+  Host host(dir.path());
+  ASSERT_TRUE(host.started()) << host.errors();
+  const std::string trace = "5bf92f3577b34da6a3ce929d0e0e4737", client_span = "10f067aa0ba902b8";
+  Response r = request(host.http_port(), "POST", "/charge", {{"traceparent", "00-" + trace + "-" + client_span + "-01"}},
+                       "A-17");
+  ASSERT_EQ(r.status, 200) << r.body << host.output();
+  std::vector<SeenSpan> spans;
+  const auto find = [&](const std::string& name) -> const SeenSpan* {
+    for (const auto& s : spans) {
+      if (s.name == name) return &s;
+    }
+    return nullptr;
+  };
+  ASSERT_TRUE(eventually([&] {
+    spans = spans_at(collector);
+    return find("charge") && find("charge card");
+  }, 20000)) << spans.size() << " spans\n" << host.output();
+  const SeenSpan& invocation = *find("charge");
+  const SeenSpan& sdk = *find("charge card");
+  EXPECT_EQ(invocation.trace_id, trace);
+  EXPECT_EQ(invocation.parent_span_id, client_span);
+  EXPECT_EQ(sdk.trace_id, trace) << "the SDK's span is in another trace";
+  EXPECT_EQ(sdk.parent_span_id, invocation.span_id) << "the SDK's span is not the invocation's child";
+  EXPECT_EQ(sdk.service, "payments-sdk");
+  EXPECT_EQ(invocation.service, "otel");
+  EXPECT_EQ(sdk.attributes.at("order.id"), "A-17");
+  EXPECT_LE(invocation.start_ns, sdk.start_ns);
+  EXPECT_LE(sdk.end_ns, invocation.end_ns);
   EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
 }
 
