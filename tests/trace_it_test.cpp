@@ -304,6 +304,58 @@ TEST(Traces, TheOpenTelemetryJsSdkInANodeFunctionJoinsTheTrace) {
   EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
 }
 
+// Blob events carry the trace of the write that caused them: a function's blob output, and a
+// put through the admin API with a traceparent header; the blob-triggered function's span is
+// the writer's child.
+TEST(Traces, BlobEventsContinueTheTraceOfTheWriteThatCausedThem) {
+  TestUpstream collector("collector");
+  TempDir dir;
+  dir.write("nimbus.yaml", "name: blobtrace\nobserve:\n  otlp: {endpoint: \"http://127.0.0.1:" +
+                               std::to_string(collector.port()) + "/v1/traces\"}\nfunctions:\n"
+                               "  writer:\n    runtime: python\n    handler: app.py:writer\n"
+                               "    triggers: [{http: {route: /write}}]\n    outputs: {out: {blob: \"files/{name}\"}}\n"
+                               "  reader:\n    runtime: python\n    handler: app.py:reader\n"
+                               "    triggers: [{blob: {path: \"files/{name}\"}}]\n");
+  dir.write("app.py", "def writer(req, ctx):\n    ctx.output('out', req.text(), {'path': 'a.txt'})\n    return 'written'\n\n"
+                      "def reader(req, ctx):\n    pass\n");
+  Host host(dir.path());
+  ASSERT_TRUE(host.started()) << host.errors();
+  const std::string trace = "6bf92f3577b34da6a3ce929d0e0e4738", client_span = "20f067aa0ba902b9";
+  ASSERT_EQ(request(host.http_port(), "POST", "/write", {{"traceparent", "00-" + trace + "-" + client_span + "-01"}}, "x")
+                .status,
+            200);
+  const std::string admin_trace = "7bf92f3577b34da6a3ce929d0e0e4739", admin_span = "30f067aa0ba902ba";
+  ASSERT_EQ(request(host.admin_port(), "PUT", "/admin/blobs/files/b.txt",
+                    {{"Authorization", "Bearer " + host.admin_token()},
+                     {"traceparent", "00-" + admin_trace + "-" + admin_span + "-01"}},
+                    "y")
+                .status,
+            201);
+  std::vector<SeenSpan> spans;
+  const auto invocations_of = [&](const std::string& fn) {
+    std::vector<SeenSpan> out;
+    for (const auto& s : spans) {
+      if (s.name == fn && s.attributes.count("faas.trigger")) out.push_back(s);
+    }
+    return out;
+  };
+  ASSERT_TRUE(eventually([&] {
+    spans = spans_at(collector);
+    return invocations_of("writer").size() == 1 && invocations_of("reader").size() == 2;
+  }, 20000)) << spans.size() << " spans\n" << host.output();
+  const SeenSpan writer = invocations_of("writer").front();
+  EXPECT_EQ(writer.trace_id, trace);
+  EXPECT_EQ(writer.parent_span_id, client_span);
+  std::map<std::string, SeenSpan> readers;  // by trace
+  for (const auto& r : invocations_of("reader")) readers[r.trace_id] = r;
+  ASSERT_TRUE(readers.count(trace)) << "the blob event of the function's output started a trace of its own";
+  EXPECT_EQ(readers[trace].parent_span_id, writer.span_id);
+  EXPECT_EQ(readers[trace].attributes["nimbus.trigger"], "blob");
+  ASSERT_TRUE(readers.count(admin_trace)) << "the blob event of the admin put started a trace of its own";
+  EXPECT_EQ(readers[admin_trace].parent_span_id, admin_span);
+  EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
+}
+
 // A collector that is not there: every request is answered as fast, and the spans it could
 // not take are counted (and the first failure logged once).
 // The gateway carries the trace to an upstream: the upstream's parent is the gateway's span,

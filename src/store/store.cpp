@@ -319,7 +319,8 @@ Status Store::set_blob_subscriptions_sync(std::vector<BlobSubscription> subscrip
 
 namespace nimbus {
 
-NewMessage blob_event_message(const BlobInfo& info, BlobEvent event, const Headers& captures) {
+NewMessage blob_event_message(const BlobInfo& info, BlobEvent event, const Headers& captures,
+                              const std::string& traceparent) {
   NewMessage m;
   m.type = "nimbus.blob." + std::string(blob_event_name(event));
   m.source = "/blobs/" + info.container;
@@ -342,6 +343,7 @@ NewMessage blob_event_message(const BlobInfo& info, BlobEvent event, const Heade
     for (std::size_t i = 0; i < builtins; ++i) taken |= m.metadata[i].name == "blob." + c.name;
     if (!taken) m.metadata.push_back({"blob." + c.name, c.value});
   }
+  if (!traceparent.empty()) m.metadata.push_back({"traceparent", traceparent});
   return m;
 }
 

@@ -68,6 +68,7 @@ Status add_outputs(const FunctionSpec& fn, std::vector<OutputMessage> outputs, B
     if (spec->kind == OutputSpec::Kind::blob) {
       auto put = blob_output(fn, *spec, std::move(out), trigger_metadata);
       if (!put) return put.error();
+      put->traceparent = std::string(traceparent);  // its blob events continue the writer's trace
       add.blob_puts.push_back(std::move(*put));
       continue;
     }

@@ -118,8 +118,8 @@ class PgStore final : public Store {
   Status apply_state(Connection& c, const Batch& b, BatchResult& result, int64_t now);
   Status apply_streams(Connection& c, const Batch& b, BatchResult& result, std::vector<std::string>& woken, int64_t now);
   Status apply_blobs(Connection& c, const Batch& b, BatchResult& result, std::vector<std::string>& woken, int64_t now);
-  Status emit_blob_events(Connection& c, const BlobInfo& info, BlobEvent event, int64_t now,
-                          std::vector<std::string>& woken);
+  Status emit_blob_events(Connection& c, const BlobInfo& info, BlobEvent event, const std::string& traceparent,
+                          int64_t now, std::vector<std::string>& woken);
 
   std::string url_;
   const Clock& clock_;

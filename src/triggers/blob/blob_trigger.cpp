@@ -2,6 +2,7 @@
 
 #include <boost/json.hpp>
 
+#include "core/ids.h"
 #include "triggers/blob/blob_spec.h"
 
 namespace nimbus {
@@ -55,7 +56,13 @@ Batch::BlobPut blob_put_from(IncomingRequest& request, std::string container, st
   if (auto ct = request.header("content-type")) p.content_type = std::string(*ct);
   p.if_match = blob_condition(request);
   p.data = request.take_body();
+  p.traceparent = blob_traceparent(request);
   return p;
+}
+
+std::string blob_traceparent(IncomingRequest& request) {
+  auto tp = request.header("traceparent");
+  return tp && valid_traceparent(*tp) ? std::string(*tp) : std::string();
 }
 
 namespace {
