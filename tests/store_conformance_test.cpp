@@ -492,6 +492,22 @@ TEST_P(StoreConformance, ABatchsWakesAreHeardOnEveryHostOnlyWhenItCommits) {
   };
   auto watch_here = store_->watch_changes(listen(here));
   auto watch_there = other ? other->watch_changes(listen(there)) : nullptr;
+  auto heard = [](const std::vector<std::string>& v, const char* name) {
+    return std::find(v.begin(), v.end(), name) != v.end();
+  };
+  if (other) {
+    // The other host listens once its notification connection is up (as after a reconnect,
+    // what is told before that is not heard): wait for it to hear one.
+    bool ready = false;
+    for (int i = 0; i < 200 && !ready; ++i) {
+      Batch probe;
+      probe.wakes.push_back("ready");
+      ASSERT_TRUE(commit(probe).ok());
+      std::unique_lock l(mu);
+      ready = cv.wait_for(l, 50ms, [&] { return heard(there, "ready"); });
+    }
+    ASSERT_TRUE(ready) << "the other host never heard a wake";
+  }
 
   Batch refused;  // fails on its ETag condition
   refused.puts.push_back({"s", "k", "v", std::string("7"), 0});
@@ -506,9 +522,6 @@ TEST_P(StoreConformance, ABatchsWakesAreHeardOnEveryHostOnlyWhenItCommits) {
   ASSERT_TRUE(commit(only).ok());
 
   std::unique_lock l(mu);
-  auto heard = [](const std::vector<std::string>& v, const char* name) {
-    return std::find(v.begin(), v.end(), name) != v.end();
-  };
   EXPECT_TRUE(cv.wait_for(l, 10s, [&] { return heard(here, "reply/42") && heard(here, "reply/43"); }))
       << "this store's watcher did not hear the wakes";
   if (other) {
