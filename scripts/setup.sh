@@ -16,6 +16,7 @@ packages=(
   libarchive-dev  # versions: an app folder packaged as a tar archive (nimbus deploy)
   haproxy nginx python3-yaml  # tests of deploy/ (and the load balancer of the many-host tests)
   python3 python3-prometheus-client nodejs libseccomp-dev
+  protobuf-compiler python3-protobuf  # the trace tests decode OTLP/protobuf exports with protoc and Google's protobuf
   prometheus  # promtool: the tests check every /metrics line with `promtool check metrics` (no server is started)
   chromium  # the web-app example's browser test (tests/browser, driven by puppeteer-core)
   clang libclang-rt-dev  # the fuzz targets (make fuzz, make test): libFuzzer comes with compiler-rt

@@ -108,7 +108,18 @@ TEST(ManifestTest, ObserveOtlpNamesTheCollectorItsHeadersAndTheSampleRatio) {
   ASSERT_EQ(load.app->observe.otlp_headers.size(), 1u);
   EXPECT_EQ(load.app->observe.otlp_headers[0].value, "k1");
   expect_diag(parse("name: shop\nobserve:\n  otlp: {endpoint: \"grpc://x:4317\"}\nfunctions:\n"), "observe.otlp.endpoint",
-              "is not an http:// URL");
+              "is not an http:// or https:// URL");
+  expect_diag(parse("name: shop\nobserve:\n  otlp: {endpoint: \"http://x\", protocol: grpc}\nfunctions:\n"),
+              "observe.otlp.protocol", "OTLP/gRPC is not supported");
+  expect_diag(parse("name: shop\nobserve:\n  otlp: {endpoint: \"http://x\", compression: zstd}\nfunctions:\n"),
+              "observe.otlp.compression", "expected gzip or none");
+  expect_diag(parse("name: shop\nobserve:\n  otlp: {endpoint: \"https://x\", ca: no-such.pem}\nfunctions:\n"),
+              "observe.otlp.ca", "is not a file");
+  auto chosen = parse("name: shop\nobserve:\n  otlp: {endpoint: \"https://x\", protocol: http/json, compression: gzip}\n"
+                      "functions:\n");
+  ASSERT_TRUE(chosen.app.has_value()) << chosen.report();
+  EXPECT_EQ(chosen.app->observe.otlp_protocol, "http/json");
+  EXPECT_EQ(chosen.app->observe.otlp_compression, "gzip");
   expect_diag(parse("name: shop\nobserve:\n  otlp: {endpoint: \"http://x\", sample: 2}\nfunctions:\n"), "observe.otlp.sample",
               "between 0 and 1");
   expect_diag(parse("name: shop\nobserve:\n  otlp: {endpont: \"http://x\"}\nfunctions:\n"), "observe.otlp.endpont", "");

@@ -9,8 +9,12 @@
 #include <string>
 #include <vector>
 
+#include "free_port.h"
+#include "haproxy.h"
 #include "it_common.h"
+#include "otlp/otlp_json.h"
 #include "test_upstream.h"
+#include "tls_client.h"
 
 namespace nimbus::testing {
 namespace {
@@ -26,12 +30,30 @@ struct SeenSpan {
   bool error = false;
 };
 
-// Every span the collector was sent (OTLP/JSON bodies posted to /v1/traces).
+// An export's body as OTLP/JSON: gzip inflated, protobuf decoded by Google's protobuf.
+json::value export_json(const TestUpstream::Seen& req) {
+  const auto header = [&](const char* name) {
+    auto it = req.headers.find(name);
+    return it == req.headers.end() ? std::string() : it->second;
+  };
+  std::string body = header("content-encoding") == "gzip" ? gunzip(req.body) : req.body;
+  if (header("content-type") == "application/x-protobuf") {
+    std::string problem;
+    body = otlp_protobuf_to_json(body, &problem);
+    EXPECT_EQ(problem, "") << "a protobuf export that protobuf does not read";
+    if (!problem.empty()) return json::object{{"resourceSpans", json::array{}}};
+  } else {
+    EXPECT_EQ(header("content-type"), "application/json");
+  }
+  return json::parse(body);
+}
+
+// Every span the collector was sent (OTLP bodies posted to /v1/traces, protobuf or JSON).
 std::vector<SeenSpan> spans_at(TestUpstream& collector) {
   std::vector<SeenSpan> out;
   for (const auto& req : collector.seen()) {
     if (req.method != "POST" || req.target != "/v1/traces") continue;
-    json::value body = json::parse(req.body);
+    json::value body = export_json(req);
     for (const auto& rs : body.at("resourceSpans").as_array()) {
       std::string service;  // the resource's service.name
       if (const auto* res = rs.as_object().if_contains("resource")) {
@@ -56,7 +78,8 @@ std::vector<SeenSpan> spans_at(TestUpstream& collector) {
           span.start_ns = nanos(o.at("startTimeUnixNano"));
           span.end_ns = nanos(o.at("endTimeUnixNano"));
           span.service = service;
-          for (const auto& a : o.at("attributes").as_array()) {
+          // protobuf's JSON leaves an empty list out
+          for (const auto& a : o.contains("attributes") ? o.at("attributes").as_array() : json::array{}) {
             const auto& v = a.at("value").as_object();
             span.attributes[std::string(a.at("key").as_string())] =
                 v.contains("stringValue") ? std::string(v.at("stringValue").as_string())
@@ -183,12 +206,15 @@ TEST(Traces, OneRequestThroughHttpQueueTopicAndStreamIsOneTreeOfSpans) {
     ASSERT_NE(commit, nullptr) << fn;
     EXPECT_EQ(commit->attributes.at("nimbus.commit"), "ack");
   }
-  // The manifest's headers go with every export; the resource names the app.
+  // The manifest's headers go with every export, in protobuf (the OpenTelemetry default), on
+  // one kept-alive connection; the resource names the app. Every span was in the trace above.
   for (const auto& req : collector.seen()) {
     EXPECT_EQ(req.headers.at("x-collector-key"), "secret");
-    EXPECT_EQ(req.headers.at("content-type"), "application/json");
-    EXPECT_NE(req.body.find("{\"key\":\"service.name\",\"value\":{\"stringValue\":\"traced\"}}"), std::string::npos);
+    EXPECT_EQ(req.headers.at("content-type"), "application/x-protobuf");
+    EXPECT_EQ(json::serialize(export_json(req).at("resourceSpans").at(0).at("resource").at("attributes").at(0)),
+              R"({"key":"service.name","value":{"stringValue":"traced"}})");
   }
+  EXPECT_EQ(collector.connections(), 1) << collector.seen().size() << " exports";
   // The log line of each invocation names the same trace (the log is written off the loop).
   EXPECT_TRUE(host.wait_for_output("\"function\":\"audit\",\"trigger\":\"stream\"", 10000)) << host.output();
   EXPECT_NE(host.output().find("\"trace_id\":\"" + trace + "\""), std::string::npos);
@@ -461,6 +487,70 @@ TEST(Traces, AFunctionsOwnHttpCallsCarryItsTraceparentInPythonAndNode) {
     EXPECT_NE(carried.substr(36, 16), client_span);
     EXPECT_EQ(second.count("traceparent") ? second.at("traceparent") : "", own);  // the function's own, kept
   }
+  EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
+}
+
+// The counter `name` in the host's /metrics (-1 when missing).
+int64_t metric(const Host& host, const std::string& name) {
+  const std::string m = request(host.admin_port(), "GET", "/metrics").body;
+  const std::size_t at = m.find("\n" + name + " ");
+  return at == std::string::npos ? -1 : std::stoll(m.substr(at + name.size() + 2));
+}
+
+TEST(Traces, ExportsGoToAnHttpsCollectorCheckedAgainstItsCaGzippedOnOneKeptConnection) {
+  TestUpstream collector("collector");
+  TempDir certs;
+  make_certificate(certs.path() / "cert.pem", certs.path() / "key.pem", "collector");
+  std::ofstream(certs.path() / "both.pem") << certs.read("cert.pem") << certs.read("key.pem");
+  // HAProxy from Debian terminates TLS with that certificate in front of the collector.
+  const int port = free_port();
+  Haproxy tls(certs.path(), port,
+              "frontend otlp\n  mode http\n  bind 127.0.0.1:" + std::to_string(port) + " ssl crt " +
+                  (certs.path() / "both.pem").string() + "\n  default_backend collector\nbackend collector\n  mode http\n"
+                  "  server c 127.0.0.1:" + std::to_string(collector.port()) + "\n");
+  ASSERT_TRUE(tls.running()) << "haproxy did not start (scripts/setup.sh installs it)";
+  const auto app = [&](const TempDir& dir, const std::filesystem::path& ca) {
+    dir.write("nimbus.yaml", "name: secure\nobserve:\n  otlp: {endpoint: \"https://localhost:" + std::to_string(port) +
+                                 "/v1/traces\", ca: " + ca.string() +
+                                 ", compression: gzip}\nfunctions:\n  hello:\n    runtime: python\n"
+                                 "    handler: app.py:hello\n    triggers: [{http: {route: /hello}}]\n");
+    dir.write("app.py", "def hello(req, ctx):\n    return 'hi'\n");
+  };
+  TempDir dir;
+  app(dir, certs.path() / "cert.pem");
+  Host host(dir.path());
+  ASSERT_TRUE(host.started()) << host.errors();
+  // Three requests, each exported in a batch of its own: three exports on one connection.
+  const auto invocations = [&] {
+    const auto spans = spans_at(collector);
+    return std::count_if(spans.begin(), spans.end(), [](const SeenSpan& s) { return s.name == "hello"; });
+  };
+  for (int i = 1; i <= 3; ++i) {
+    ASSERT_EQ(request(host.http_port(), "GET", "/hello").status, 200);
+    ASSERT_TRUE(eventually([&] { return invocations() == i; }, 10000)) << host.output();
+  }
+  const auto seen = collector.seen();
+  ASSERT_GE(seen.size(), 3u);
+  for (const auto& req : seen) {
+    EXPECT_EQ(req.headers.at("content-type"), "application/x-protobuf");
+    EXPECT_EQ(req.headers.at("content-encoding"), "gzip");
+  }
+  EXPECT_GE(metric(host, "nimbus_trace_export_requests_total"), 3);
+  EXPECT_EQ(metric(host, "nimbus_trace_export_connections_total"), 1) << "a connection per export";
+  EXPECT_EQ(metric(host, "nimbus_trace_export_failures_total"), 0);
+
+  // A host that trusts another CA sends nothing to this collector: the handshake fails, counted.
+  TempDir other_ca;
+  make_certificate(other_ca.path() / "cert.pem", other_ca.path() / "key.pem", "someone-else");
+  TempDir wrong_dir;
+  app(wrong_dir, other_ca.path() / "cert.pem");
+  Host wrong(wrong_dir.path());
+  ASSERT_TRUE(wrong.started()) << wrong.errors();
+  ASSERT_EQ(request(wrong.http_port(), "GET", "/hello").status, 200);
+  EXPECT_TRUE(eventually([&] { return metric(wrong, "nimbus_trace_export_failures_total") > 0; }, 10000));
+  EXPECT_TRUE(wrong.wait_for_output("certificate verify failed", 5000)) << wrong.output();
+  EXPECT_EQ(collector.seen().size(), seen.size()) << "spans went to a collector the CA does not vouch for";
+  EXPECT_EQ(wrong.signal_and_wait(SIGTERM), 0);
   EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
 }
 

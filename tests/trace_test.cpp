@@ -11,6 +11,7 @@
 #include "core/ids.h"
 #include "core/text.h"
 #include "observe/log.h"
+#include "otlp/otlp_json.h"
 
 namespace nimbus {
 namespace {
@@ -176,12 +177,143 @@ TEST(Traces, TheOtelVariablesFillWhatTheManifestLeavesUnset) {
     EXPECT_TRUE(manifest.headers.empty()) << "the environment's key went to the manifest's collector";
   }
   {
-    EnvVar e("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "https://collector:4318/v1/traces");
+    EnvVar e("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "ftp://collector:4318/v1/traces");
     TraceSettings s;
     auto st = s.read_environment();
     ASSERT_FALSE(st);
-    EXPECT_NE(st.error().message.find("https is not supported yet"), std::string::npos) << st.error().message;
+    EXPECT_NE(st.error().message.find("is not an http:// or https:// URL"), std::string::npos) << st.error().message;
   }
+}
+
+TEST(Traces, TheProtocolCompressionCertificateAndTimeoutComeFromTheOtelVariables) {
+  {
+    // Nothing said: protobuf (the OpenTelemetry default), uncompressed, the system's CAs.
+    EnvVar e("OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector:4318");
+    TraceSettings s;
+    ASSERT_TRUE(s.read_environment());
+    EXPECT_EQ(s.protocol, OtlpProtocol::protobuf);
+    EXPECT_EQ(s.gzip, false);
+    EXPECT_EQ(s.ca_file, "");
+    EXPECT_EQ(s.timeout, std::chrono::seconds(5));
+  }
+  {
+    // The signal's own variable wins over the general one.
+    EnvVar e("OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector:4318");
+    EnvVar p("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf");
+    EnvVar tp("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/json");
+    EnvVar c("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip");
+    EnvVar ca("OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE", "/etc/hostname");
+    EnvVar t("OTEL_EXPORTER_OTLP_TIMEOUT", "1500");
+    TraceSettings s;
+    ASSERT_TRUE(s.read_environment());
+    EXPECT_EQ(s.protocol, OtlpProtocol::json);
+    EXPECT_EQ(s.gzip, true);
+    EXPECT_EQ(s.ca_file, "/etc/hostname");
+    EXPECT_EQ(s.timeout, std::chrono::milliseconds(1500));
+    // The manifest's choices stay.
+    TraceSettings manifest;
+    manifest.protocol = OtlpProtocol::protobuf;
+    manifest.gzip = false;
+    ASSERT_TRUE(manifest.read_environment());
+    EXPECT_EQ(manifest.protocol, OtlpProtocol::protobuf);
+    EXPECT_EQ(manifest.gzip, false);
+  }
+  // Each bad value is an error naming its variable.
+  const std::pair<const char*, const char*> bad[] = {
+      {"OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"},
+      {"OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "zstd"},
+      {"OTEL_EXPORTER_OTLP_TIMEOUT", "5s"},
+      {"OTEL_EXPORTER_OTLP_CERTIFICATE", "/nonexistent/ca.pem"},
+  };
+  for (const auto& [name, value] : bad) {
+    EnvVar e("OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector:4318");
+    EnvVar v(name, value);
+    TraceSettings s;
+    auto st = s.read_environment();
+    ASSERT_FALSE(st) << name;
+    EXPECT_NE(st.error().message.find(value), std::string::npos) << st.error().message;
+    if (std::string(name) != "OTEL_EXPORTER_OTLP_CERTIFICATE") {
+      EXPECT_NE(st.error().message.find(name), std::string::npos) << st.error().message;
+    }
+  }
+  {
+    // A CA file for a plain http:// collector is a mistake worth naming.
+    EnvVar e("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318");
+    EnvVar ca("OTEL_EXPORTER_OTLP_CERTIFICATE", "/etc/hostname");
+    TraceSettings s;
+    auto st = s.read_environment();
+    ASSERT_FALSE(st);
+    EXPECT_NE(st.error().message.find("not https://"), std::string::npos) << st.error().message;
+  }
+}
+
+// Drops the lists that are empty: protobuf's JSON leaves them out, OTLP/JSON writes them.
+void drop_empty_lists(json::value& v) {
+  if (auto* o = v.if_object()) {
+    for (auto it = o->begin(); it != o->end();) {
+      if (it->value().is_array() && it->value().as_array().empty()) {
+        it = o->erase(it);
+      } else {
+        drop_empty_lists(it->value());
+        ++it;
+      }
+    }
+  } else if (auto* a = v.if_array()) {
+    for (auto& x : *a) drop_empty_lists(x);
+  }
+}
+
+TEST(Traces, TheOtlpProtobufBodyIsTheSameRequestAsTheJsonToGooglesProtobuf) {
+  Span s;
+  s.trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+  s.span_id = 0x1234;
+  s.parent_span_id = 0xfedcba9876543210;  // the top bit set: bytes, not a signed number
+  s.name = "front \xc3\xa9";
+  s.kind = SpanKind::server;
+  s.start_unix_ns = 1700000000000000000;
+  s.end_unix_ns = 1700000000001000000;
+  s.error = true;
+  s.status_message = "bad \xff\xfe byte";  // not UTF-8: U+FFFD in both
+  s.attributes = {{"faas.trigger", std::string("http")},
+                  {"http.response.status_code", int64_t{504}},
+                  {"negative", int64_t{-5}},
+                  {"zero", int64_t{0}},
+                  {"faas.coldstart", true},
+                  {"warm", false},
+                  {"empty", std::string()},
+                  {"long", std::string(300, 'x')},  // a length of two varint bytes
+                  {"odd", std::string("a\xc0" "b")}};
+  Span bare;  // no parent, no attributes, no status
+  bare.trace_id = "0af7651916cd43dd8448eb211c80319c";
+  bare.span_id = 0xb7ad6b7169203331;
+  bare.name = "execution";
+  bare.kind = SpanKind::internal;
+  bare.start_unix_ns = 1;
+  bare.end_unix_ns = 2;
+  std::vector<Span> spans{s, bare};
+  for (int i = 0; i < 200; ++i) {  // a body past 16 KiB: lengths of three varint bytes
+    Span c = bare;
+    c.span_id = static_cast<uint64_t>(i + 1);
+    c.parent_span_id = 0x1234;
+    c.attributes = {{"faas.name", "fn-" + std::to_string(i)}};
+    spans.push_back(c);
+  }
+  const std::string body = Tracer::otlp_protobuf(spans, "shop", "1.2.3");
+  EXPECT_GT(body.size(), 16384u);
+  std::string problem;
+  const std::string decoded = testing::otlp_protobuf_to_json(body, &problem);
+  ASSERT_EQ(problem, "");
+  json::value from_protobuf = json::parse(decoded);
+  json::value from_json = json::parse(Tracer::otlp_json(spans, "shop", "1.2.3"));
+  drop_empty_lists(from_json);
+  drop_empty_lists(from_protobuf);
+  EXPECT_EQ(from_protobuf, from_json) << json::serialize(from_protobuf).substr(0, 3000);
+  // and about a third of the JSON's bytes
+  EXPECT_LT(body.size() * 2, Tracer::otlp_json(spans, "shop", "1.2.3").size());
+
+  // The decoder is strict: a body cut short is not a request.
+  testing::otlp_protobuf_to_json(body.substr(0, body.size() - 3), &problem);
+  EXPECT_NE(problem, "");
 }
 
 TEST(Traces, AFullExportQueueDropsAndCountsNewSpansInsteadOfGrowing) {

@@ -200,13 +200,16 @@ struct AppSpec {
     int min_requests = 20;
   };
   std::optional<Canary> canary;
-  // observe: {otlp: {endpoint, headers, sample}, history: {keep}}: where spans are exported
+  // observe: {otlp: {endpoint, headers, sample, protocol, compression, ca}, history: {keep}}: where spans are exported
   // (observe/trace.h; what is unset here comes from the OTEL_EXPORTER_OTLP_* variables) and
   // how many invocations of each function the store's history keeps (observe/history.h).
   struct Observe {
     std::string otlp_endpoint;
     Headers otlp_headers;
     std::optional<double> sample;
+    std::string otlp_protocol;     // "http/protobuf" or "http/json"; empty: the variables', else protobuf
+    std::string otlp_compression;  // "gzip" or "none"; empty: the variables', else none
+    std::string otlp_ca;           // https: a PEM file of the CAs the collector's certificate is checked against
     int history_keep = 1000;  // 0: no history
   } observe;
 

@@ -155,13 +155,21 @@ int run_host(const AppSpec& app, const HostOptions& options) {
   trace_settings.endpoint = app.observe.otlp_endpoint;
   trace_settings.headers = app.observe.otlp_headers;
   if (app.observe.sample) trace_settings.sample = *app.observe.sample;
+  if (!app.observe.otlp_protocol.empty()) {
+    trace_settings.protocol = app.observe.otlp_protocol == "http/json" ? OtlpProtocol::json : OtlpProtocol::protobuf;
+  }
+  if (!app.observe.otlp_compression.empty()) trace_settings.gzip = app.observe.otlp_compression == "gzip";
+  trace_settings.ca_file = app.observe.otlp_ca;
   if (auto st = trace_settings.read_environment(); !st) return fail(st.error().message);
   std::unique_ptr<Tracer> tracer;
   if (!trace_settings.endpoint.empty()) {
     tracer = std::make_unique<Tracer>(trace_settings, app.name, NIMBUS_VERSION_TEXT, logger);
     logger.set_tracer(tracer.get());  // detached below before the tracer goes
-    logger.host(LogLevel::info, "traces: exporting spans over OTLP/HTTP (JSON)",
-                {{"endpoint", trace_settings.endpoint}, {"sample", std::to_string(trace_settings.sample.value_or(1.0))}});
+    logger.host(LogLevel::info, "traces: exporting spans over OTLP/HTTP",
+                {{"endpoint", trace_settings.endpoint},
+                 {"protocol", trace_settings.protocol == OtlpProtocol::json ? "http/json" : "http/protobuf"},
+                 {"compression", trace_settings.gzip.value_or(false) ? "gzip" : "none"},
+                 {"sample", std::to_string(trace_settings.sample.value_or(1.0))}});
   }
   struct DetachTracer {
     Logger& logger;

@@ -95,11 +95,11 @@ void ManifestReader::read_app(const YAML::Node& root, AppSpec& app) {
         if (auto v = integer(k, "observe.history.keep", 0, 100000)) app.observe.history_keep = static_cast<int>(*v);
       }
     }
-    if (auto o = n["otlp"]; o && check_map(o, "observe.otlp", {"endpoint", "headers", "sample"})) {
+    if (auto o = n["otlp"]; o && check_map(o, "observe.otlp", {"endpoint", "headers", "sample", "protocol", "compression", "ca"})) {
       if (auto v = o["endpoint"]) {
         if (auto e = scalar(v, "observe.otlp.endpoint", "the collector's traces URL, e.g. http://127.0.0.1:4318/v1/traces")) {
-          if (e->rfind("http://", 0) != 0 || e->size() <= 7) {
-            error(v, "observe.otlp.endpoint", "'" + *e + "' is not an http:// URL; expected the collector's traces URL, e.g. http://127.0.0.1:4318/v1/traces (https is not supported yet)");
+          if (!((e->rfind("http://", 0) == 0 && e->size() > 7) || (e->rfind("https://", 0) == 0 && e->size() > 8))) {
+            error(v, "observe.otlp.endpoint", "'" + *e + "' is not an http:// or https:// URL; expected the collector's traces URL, e.g. http://127.0.0.1:4318/v1/traces");
           } else {
             app.observe.otlp_endpoint = *e;
           }
@@ -115,6 +115,30 @@ void ManifestReader::read_app(const YAML::Node& root, AppSpec& app) {
               app.observe.otlp_headers.push_back({name, *value});
             }
           }
+        }
+      }
+      if (auto v = o["protocol"]) {
+        if (auto p = scalar(v, "observe.otlp.protocol", "http/protobuf or http/json")) {
+          if (*p == "http/protobuf" || *p == "http/json") {
+            app.observe.otlp_protocol = *p;
+          } else {
+            error(v, "observe.otlp.protocol", "'" + *p + "' is not a protocol Nimbus exports with; expected http/protobuf or http/json" +
+                                                  (*p == "grpc" ? " (OTLP/gRPC is not supported: a collector takes OTLP/HTTP on port 4318)" : ""));
+          }
+        }
+      }
+      if (auto v = o["compression"]) {
+        if (auto c = scalar(v, "observe.otlp.compression", "gzip or none")) {
+          if (*c == "gzip" || *c == "none") {
+            app.observe.otlp_compression = *c;
+          } else {
+            error(v, "observe.otlp.compression", "'" + *c + "' is not a compression Nimbus exports with; expected gzip or none");
+          }
+        }
+      }
+      if (auto v = o["ca"]) {
+        if (auto c = app_file(v, "observe.otlp.ca", "a PEM file of the certificate authorities to check an https collector against")) {
+          app.observe.otlp_ca = *c;
         }
       }
       if (auto v = o["sample"]) {

@@ -1,20 +1,28 @@
 #include "observe/trace.h"
 
+#include <openssl/ssl.h>
+
 #include <boost/asio/connect.hpp>
+#include <boost/asio/ip/address.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
+#include <boost/beast/ssl/ssl_stream.hpp>
 #include <boost/url/parse.hpp>
 
 #include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <cstdlib>
+#include <fstream>
 
+#include "core/gzip.h"
 #include "core/ids.h"
+#include "core/text.h"
 #include "observe/log.h"
 
 namespace nimbus {
@@ -122,15 +130,213 @@ Status TraceSettings::read_environment() {
                    "parentbased_traceidratio (with OTEL_TRACES_SAMPLER_ARG)"};
     }
   }
-  if (!endpoint.empty()) {
-    auto u = boost::urls::parse_uri(endpoint);
-    if (!u || u->scheme() != "http" || u->host().empty()) {
-      return Error{"the OTLP endpoint '" + endpoint +
-                   "' is not an http:// URL (https is not supported yet: send to a collector on this machine or network)"};
+  // The signal's own variable wins over the general one (OTEL_EXPORTER_OTLP_TRACES_X, then _X).
+  auto variable = [](const char* suffix) -> std::pair<std::string, const char*> {
+    for (const std::string prefix : {"OTEL_EXPORTER_OTLP_TRACES_", "OTEL_EXPORTER_OTLP_"}) {
+      const std::string name = prefix + suffix;
+      if (const char* v = env(name.c_str())) return {name, v};
     }
+    return {"", nullptr};
+  };
+  if (!protocol) {
+    protocol = OtlpProtocol::protobuf;
+    if (auto [name, v] = variable("PROTOCOL"); v) {
+      const std::string_view p(v);
+      if (p == "http/json") {
+        protocol = OtlpProtocol::json;
+      } else if (p != "http/protobuf") {
+        return Error{name + ": '" + std::string(p) + "' is not a protocol Nimbus exports with; use http/protobuf or http/json" +
+                     (p == "grpc" ? " (OTLP/gRPC is not supported: a collector takes OTLP/HTTP on port 4318)" : "")};
+      }
+    }
+  }
+  if (!gzip) {
+    gzip = false;
+    if (auto [name, v] = variable("COMPRESSION"); v) {
+      const std::string_view c(v);
+      if (c != "gzip" && c != "none") return Error{name + ": '" + std::string(c) + "' is not gzip or none"};
+      gzip = c == "gzip";
+    }
+  }
+  if (ca_file.empty()) {
+    if (auto [name, v] = variable("CERTIFICATE"); v) ca_file = v;
+  }
+  if (auto [name, v] = variable("TIMEOUT"); v) {
+    int64_t ms = 0;
+    const std::string_view t(v);
+    auto [p, ec] = std::from_chars(t.data(), t.data() + t.size(), ms);
+    if (ec != std::errc() || p != t.data() + t.size() || ms <= 0) {
+      return Error{name + ": '" + std::string(t) + "' is not a timeout in milliseconds (a positive integer)"};
+    }
+    timeout = std::chrono::milliseconds(ms);
+  }
+  auto u = boost::urls::parse_uri(endpoint);
+  if (!u || (u->scheme() != "http" && u->scheme() != "https") || u->host().empty()) {
+    return Error{"the OTLP endpoint '" + endpoint + "' is not an http:// or https:// URL"};
+  }
+  if (!ca_file.empty()) {
+    if (u->scheme() != "https") {
+      return Error{"an OTLP certificate file (" + ca_file + ") is set for '" + endpoint + "', which is not https://"};
+    }
+    if (!std::ifstream(ca_file).good()) return Error{"the OTLP certificate file '" + ca_file + "' cannot be read"};
   }
   return ok_status();
 }
+
+// One connection to the collector, kept alive from export to export (a new TCP and TLS
+// handshake per batch would cost more than the batch), opened again when the collector closes
+// it. Used by the exporter thread only; every step has the export's deadline.
+class OtlpClient {
+ public:
+  explicit OtlpClient(const TraceSettings& settings) : settings_(settings) {
+    auto u = boost::urls::parse_uri(settings.endpoint);
+    if (!u) {
+      broken_ = "the OTLP endpoint '" + settings.endpoint + "' is not a URL";
+      return;
+    }
+    tls_ = u->scheme() == "https";
+    host_ = std::string(u->host_address());
+    port_ = u->has_port() ? std::string(u->port()) : tls_ ? "443" : "80";
+    host_header_ = std::string(u->encoded_host_and_port());  // [::1]:4318 keeps its brackets
+    target_ = std::string(u->encoded_path());
+    if (target_.empty()) target_ = "/";
+    if (u->has_query()) target_ += "?" + std::string(u->encoded_query());
+    if (!tls_) return;
+    ssl_.emplace(asio::ssl::context::tls_client);
+    ssl_->set_verify_mode(asio::ssl::verify_peer);
+    beast::error_code ec;
+    if (settings.ca_file.empty()) {
+      ssl_->set_default_verify_paths(ec);
+    } else {
+      ssl_->load_verify_file(settings.ca_file, ec);
+    }
+    if (ec) broken_ = "cannot load the CA certificates for " + settings.endpoint + ": " + ec.message();
+  }
+
+  // Sends one export; false with *problem when the collector did not take it (*retryable: the
+  // same body may be sent again).
+  bool post(const std::string& body, std::string* problem, bool* retryable) {
+    if (!broken_.empty()) {
+      *problem = broken_;
+      *retryable = false;
+      return false;
+    }
+    http::request<http::string_body> req{http::verb::post, target_, 11};
+    req.set(http::field::host, host_header_);
+    req.set(http::field::content_type,
+            settings_.protocol == OtlpProtocol::json ? "application/json" : "application/x-protobuf");
+    if (settings_.gzip.value_or(false)) req.set(http::field::content_encoding, "gzip");
+    for (const auto& h : settings_.headers) req.set(h.name, h.value);
+    req.body() = body;
+    req.prepare_payload();
+    for (int round = 0; round < 2; ++round) {
+      const bool reused = plain_ || secure_;
+      if (!reused && !connect(problem)) return false;
+      http::response<http::string_body> res;
+      const beast::error_code ec = secure_ ? exchange(*secure_, req, res) : exchange(*plain_, req, res);
+      if (ec) {
+        close();
+        // A kept connection the collector closed while it was idle: once more on a new one.
+        if (reused && ec != beast::error::timeout) continue;
+        *problem = "the export to " + settings_.endpoint + " failed: " + ec.message();
+        return false;
+      }
+      if (!res.keep_alive()) close();
+      const int status = static_cast<int>(res.result_int());
+      if (status < 200 || status >= 300) {
+        *problem = "the collector answered " + std::to_string(status) + ": " + res.body().substr(0, 200);
+        // OTLP/HTTP: 429, 502, 503 and 504 may be tried again; other refusals would be refused again.
+        *retryable = status == 429 || status == 502 || status == 503 || status == 504;
+        return false;
+      }
+      return true;
+    }
+    *problem = "the export to " + settings_.endpoint + " failed: the connection closed twice";
+    return false;
+  }
+
+  uint64_t connects() const { return connects_; }
+
+ private:
+  bool connect(std::string* problem) {
+    beast::error_code ec;
+    asio::ip::tcp::resolver resolver(io_);
+    auto results = resolver.resolve(host_, port_, ec);
+    if (ec) {
+      *problem = "cannot resolve " + host_ + ": " + ec.message();
+      return false;
+    }
+    beast::tcp_stream* tcp = nullptr;
+    if (tls_) {
+      secure_.emplace(io_, *ssl_);
+      tcp = &beast::get_lowest_layer(*secure_);
+      // Server name indication (not for an address) and the certificate checked against the name.
+      beast::error_code not_address;
+      asio::ip::make_address(host_, not_address);
+      if (not_address) SSL_set_tlsext_host_name(secure_->native_handle(), host_.c_str());
+      secure_->set_verify_callback(asio::ssl::host_name_verification(host_));
+    } else {
+      plain_.emplace(io_);
+      tcp = &*plain_;
+    }
+    tcp->expires_after(settings_.timeout);
+    // Asynchronous with a deadline: a collector that accepts and never answers is cut off.
+    io_.restart();
+    tcp->async_connect(results, [&](beast::error_code e, const auto&) { ec = e; });
+    io_.run();
+    if (ec) {
+      close();
+      *problem = "cannot connect to " + host_ + ":" + port_ + ": " + ec.message();
+      return false;
+    }
+    if (tls_) {
+      io_.restart();
+      secure_->async_handshake(asio::ssl::stream_base::client, [&](beast::error_code e) { ec = e; });
+      io_.run();
+      if (ec) {
+        close();
+        *problem = "the TLS handshake with " + host_ + ":" + port_ + " failed: " + ec.message();
+        return false;
+      }
+    }
+    ++connects_;
+    return true;
+  }
+
+  template <class Stream>
+  beast::error_code exchange(Stream& stream, http::request<http::string_body>& req,
+                             http::response<http::string_body>& res) {
+    beast::error_code ec;
+    beast::get_lowest_layer(stream).expires_after(settings_.timeout);
+    buffer_.clear();
+    io_.restart();
+    http::async_write(stream, req, [&](beast::error_code e, std::size_t) {
+      ec = e;
+      if (!e) http::async_read(stream, buffer_, res, [&](beast::error_code e2, std::size_t) { ec = e2; });
+    });
+    io_.run();
+    return ec;
+  }
+
+  void close() {
+    beast::error_code ignored;
+    if (secure_) beast::get_lowest_layer(*secure_).socket().close(ignored);
+    if (plain_) plain_->socket().close(ignored);
+    secure_.reset();
+    plain_.reset();
+  }
+
+  const TraceSettings& settings_;
+  std::string host_, port_, host_header_, target_;
+  bool tls_ = false;
+  uint64_t connects_ = 0;
+  std::string broken_;  // set when the endpoint can never be sent to (a CA file that does not load)
+  asio::io_context io_;
+  std::optional<asio::ssl::context> ssl_;
+  std::optional<beast::tcp_stream> plain_;
+  std::optional<beast::ssl_stream<beast::tcp_stream>> secure_;
+  beast::flat_buffer buffer_;
+};
 
 Tracer::Tracer(TraceSettings settings, std::string service, std::string service_version, Logger& logger)
     : settings_(std::move(settings)),
@@ -138,6 +344,7 @@ Tracer::Tracer(TraceSettings settings, std::string service, std::string service_
       service_version_(std::move(service_version)),
       logger_(logger) {
   set_trace_sample_ratio(settings_.sample.value_or(1.0));
+  client_ = std::make_unique<OtlpClient>(settings_);
   thread_ = std::thread([this] { run(); });
 }
 
@@ -280,6 +487,8 @@ void Tracer::metrics_text(std::string& out) const {
           s.failed);
   counter("nimbus_trace_export_requests_total", "Export requests sent to the collector.", s.export_requests);
   counter("nimbus_trace_export_failures_total", "Export requests that failed (each retry counts).", s.export_failures);
+  counter("nimbus_trace_export_connections_total", "Connections opened to the collector (one is kept alive).",
+          s.connections);
 }
 
 namespace {
@@ -355,6 +564,162 @@ std::string Tracer::otlp_json(const std::vector<Span>& spans, std::string_view s
   return out;
 }
 
+namespace {
+
+// Protobuf's wire format, the little of it OTLP needs: varints, 64-bit fixed, and
+// length-delimited fields (strings, bytes, nested messages).
+namespace pb {
+
+constexpr uint32_t kVarint = 0, kFixed64 = 1, kLength = 2;
+
+void varint(std::string& out, uint64_t v) {
+  while (v >= 0x80) {
+    out.push_back(static_cast<char>((v & 0x7f) | 0x80));
+    v >>= 7;
+  }
+  out.push_back(static_cast<char>(v));
+}
+
+std::size_t varint_size(uint64_t v) {
+  std::size_t n = 1;
+  while (v >= 0x80) {
+    v >>= 7;
+    ++n;
+  }
+  return n;
+}
+
+void key(std::string& out, uint32_t field, uint32_t wire) { varint(out, (uint64_t{field} << 3) | wire); }
+
+void bytes(std::string& out, uint32_t field, std::string_view b) {
+  key(out, field, kLength);
+  varint(out, b.size());
+  out.append(b);
+}
+
+// A proto3 string must be UTF-8 (a collector refuses the whole batch otherwise): bytes that are
+// not become U+FFFD, as in the JSON.
+void text(std::string& out, uint32_t field, std::string_view s) {
+  if (valid_utf8(s)) {
+    bytes(out, field, s);
+  } else {
+    bytes(out, field, replace_invalid_utf8(s));
+  }
+}
+
+void fixed64(std::string& out, uint32_t field, uint64_t v) {
+  key(out, field, kFixed64);
+  for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+}
+
+// KeyValue {string key = 1; AnyValue value = 2}, AnyValue {string_value = 1; bool_value = 2;
+// int_value = 3}: small enough to size before writing.
+void attribute(std::string& out, uint32_t field, std::string_view k, const std::variant<std::string, int64_t, bool>& v) {
+  std::string fixed;  // a value that is not UTF-8, made so
+  const std::string* str = std::get_if<std::string>(&v);
+  if (str && !valid_utf8(*str)) {
+    fixed = replace_invalid_utf8(*str);
+    str = &fixed;
+  }
+  std::size_t value_size = 0;
+  if (str) {
+    value_size = 1 + varint_size(str->size()) + str->size();
+  } else if (std::holds_alternative<bool>(v)) {
+    value_size = 2;
+  } else {
+    value_size = 1 + varint_size(static_cast<uint64_t>(std::get<int64_t>(v)));
+  }
+  const std::size_t kv_size = 1 + varint_size(k.size()) + k.size() + 1 + varint_size(value_size) + value_size;
+  key(out, field, kLength);
+  varint(out, kv_size);
+  bytes(out, 1, k);
+  key(out, 2, kLength);
+  varint(out, value_size);
+  if (str) {
+    bytes(out, 1, *str);
+  } else if (const bool* flag = std::get_if<bool>(&v)) {
+    key(out, 2, kVarint);
+    out.push_back(*flag ? 1 : 0);
+  } else {
+    key(out, 3, kVarint);
+    varint(out, static_cast<uint64_t>(std::get<int64_t>(v)));  // int64: two's complement, ten bytes when negative
+  }
+}
+
+void message(std::string& out, uint32_t field, const std::string& body) { bytes(out, field, body); }
+
+// 32 hex digits to their 16 bytes (a trace id that is not hex: all zeros, which a collector
+// takes as invalid rather than failing the batch).
+std::string trace_id_bytes(std::string_view hex) {
+  std::string out(16, '\0');
+  if (hex.size() != 32) return out;
+  for (std::size_t i = 0; i < 16; ++i) {
+    int byte = 0;
+    auto [p, ec] = std::from_chars(hex.data() + 2 * i, hex.data() + 2 * i + 2, byte, 16);
+    if (ec != std::errc() || p != hex.data() + 2 * i + 2) return std::string(16, '\0');
+    out[i] = static_cast<char>(byte);
+  }
+  return out;
+}
+
+std::string span_id_bytes(uint64_t id) {
+  std::string out(8, '\0');
+  for (int i = 7; i >= 0; --i, id >>= 8) out[static_cast<std::size_t>(i)] = static_cast<char>(id & 0xff);
+  return out;
+}
+
+}  // namespace pb
+
+}  // namespace
+
+// ExportTraceServiceRequest {repeated ResourceSpans resource_spans = 1}; ResourceSpans
+// {Resource resource = 1; repeated ScopeSpans scope_spans = 2}; Resource {repeated KeyValue
+// attributes = 1}; ScopeSpans {InstrumentationScope scope = 1; repeated Span spans = 2};
+// InstrumentationScope {string name = 1}; Span {bytes trace_id = 1; bytes span_id = 2; bytes
+// parent_span_id = 4; string name = 5; SpanKind kind = 6; fixed64 start_time_unix_nano = 7;
+// fixed64 end_time_unix_nano = 8; repeated KeyValue attributes = 9; Status status = 15};
+// Status {string message = 2; StatusCode code = 3}. Written by hand, as the JSON is: the
+// schema is stable and small, and generated code would bring libprotobuf for seven messages.
+std::string Tracer::otlp_protobuf(const std::vector<Span>& spans, std::string_view service,
+                                  std::string_view service_version) {
+  std::string scope_spans;
+  scope_spans.reserve(16 + spans.size() * 256);
+  pb::message(scope_spans, 1, std::string("\x0a\x06nimbus", 8));  // scope {name: "nimbus"}
+  std::string one, status;
+  for (const auto& s : spans) {
+    one.clear();
+    pb::bytes(one, 1, pb::trace_id_bytes(s.trace_id));
+    pb::bytes(one, 2, pb::span_id_bytes(s.span_id));
+    if (s.parent_span_id != 0) pb::bytes(one, 4, pb::span_id_bytes(s.parent_span_id));
+    if (!s.name.empty()) pb::text(one, 5, s.name);  // proto3 leaves out what is empty
+    pb::key(one, 6, pb::kVarint);
+    pb::varint(one, static_cast<uint64_t>(s.kind));
+    pb::fixed64(one, 7, static_cast<uint64_t>(s.start_unix_ns));
+    pb::fixed64(one, 8, static_cast<uint64_t>(s.end_unix_ns));
+    for (const auto& [k, v] : s.attributes) pb::attribute(one, 9, k, v);
+    if (s.error) {
+      status.clear();
+      if (!s.status_message.empty()) pb::text(status, 2, s.status_message);
+      pb::key(status, 3, pb::kVarint);
+      pb::varint(status, 2);  // STATUS_CODE_ERROR
+      pb::message(one, 15, status);
+    }
+    pb::message(scope_spans, 2, one);
+  }
+  std::string resource;
+  pb::attribute(resource, 1, "service.name", std::string(service));
+  pb::attribute(resource, 1, "telemetry.sdk.name", std::string("nimbus"));
+  if (!service_version.empty()) pb::attribute(resource, 1, "service.version", std::string(service_version));
+  std::string resource_spans;
+  resource_spans.reserve(resource.size() + scope_spans.size() + 16);
+  pb::message(resource_spans, 1, resource);
+  pb::message(resource_spans, 2, scope_spans);
+  std::string out;
+  out.reserve(resource_spans.size() + 8);
+  pb::message(out, 1, resource_spans);
+  return out;
+}
+
 void Tracer::run() {
   std::unique_lock lock(mu_);
   Duration backoff = std::chrono::milliseconds(100);
@@ -373,17 +738,21 @@ void Tracer::run() {
     }
     const bool last_round = stopping_;
     lock.unlock();
-    const std::string body = otlp_json(batch, service_, service_version_);
+    std::string body = settings_.protocol == OtlpProtocol::json ? otlp_json(batch, service_, service_version_)
+                                                                 : otlp_protobuf(batch, service_, service_version_);
+    // gzip at the fastest level: the exporter shares the host's cores.
+    if (std::string packed; settings_.gzip.value_or(false) && gzip_compress(body, packed, 1)) body = std::move(packed);
     bool sent = false;
     std::string problem;
     // On the way out, one try (a dead collector must not hold the host's stop).
     const int attempts = last_round ? 1 : std::max(1, settings_.max_attempts);
     for (int attempt = 1; attempt <= attempts && !sent; ++attempt) {
       bool retryable = true;
-      sent = send(body, &problem, &retryable);
+      sent = client_->post(body, &problem, &retryable);
       lock.lock();
       ++stats_.export_requests;
       if (!sent) ++stats_.export_failures;
+      stats_.connections = client_->connects();
       const bool stop_now = stopping_;
       lock.unlock();
       if (sent || !retryable || attempt == attempts || stop_now) break;
@@ -414,63 +783,6 @@ void Tracer::run() {
       }
     }
   }
-}
-
-bool Tracer::send(const std::string& body, std::string* problem, bool* retryable) {
-  auto u = boost::urls::parse_uri(settings_.endpoint);
-  if (!u) {
-    *problem = "not a URL";
-    return false;
-  }
-  const std::string host(u->host_address());
-  const std::string port = u->has_port() ? std::string(u->port()) : "80";
-  std::string target(u->encoded_path());
-  if (target.empty()) target = "/";
-  if (u->has_query()) target += "?" + std::string(u->encoded_query());
-  asio::io_context io;
-  beast::tcp_stream stream(io);
-  beast::error_code ec;
-  asio::ip::tcp::resolver resolver(io);
-  auto results = resolver.resolve(host, port, ec);
-  if (ec) {
-    *problem = "cannot resolve " + host + ": " + ec.message();
-    return false;
-  }
-  stream.expires_after(settings_.timeout);
-  // Asynchronous with a deadline: a collector that accepts and never answers is cut off.
-  stream.async_connect(results, [&](beast::error_code e, const auto&) { ec = e; });
-  io.run();
-  if (ec) {
-    *problem = "cannot connect to " + host + ":" + port + ": " + ec.message();
-    return false;
-  }
-  http::request<http::string_body> req{http::verb::post, target, 11};
-  req.set(http::field::host, std::string(u->encoded_host_and_port()));  // [::1]:4318 keeps its brackets
-  req.set(http::field::content_type, "application/json");
-  req.set(http::field::connection, "close");
-  for (const auto& h : settings_.headers) req.set(h.name, h.value);
-  req.body() = body;
-  req.prepare_payload();
-  http::response<http::string_body> res;
-  beast::flat_buffer buffer;
-  io.restart();
-  http::async_write(stream, req, [&](beast::error_code e, std::size_t) {
-    ec = e;
-    if (!e) http::async_read(stream, buffer, res, [&](beast::error_code e2, std::size_t) { ec = e2; });
-  });
-  io.run();
-  if (ec) {
-    *problem = "the export to " + settings_.endpoint + " failed: " + ec.message();
-    return false;
-  }
-  const int status = static_cast<int>(res.result_int());
-  if (status < 200 || status >= 300) {
-    *problem = "the collector answered " + std::to_string(status) + ": " + res.body().substr(0, 200);
-    // OTLP/HTTP: 429, 502, 503 and 504 may be tried again; other refusals would be refused again.
-    *retryable = status == 429 || status == 502 || status == 503 || status == 504;
-    return false;
-  }
-  return true;
 }
 
 }  // namespace nimbus

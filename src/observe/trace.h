@@ -1,5 +1,6 @@
 #pragma once
-// Traces: spans of what the host does, exported over OTLP/HTTP (JSON) to a collector.
+// Traces: spans of what the host does, exported over OTLP/HTTP (protobuf or JSON, http or
+// https, optionally gzipped) to a collector, on one kept-alive connection.
 //
 // A span is recorded by whoever finished the work (record() never blocks: a full buffer drops
 // the span and counts it). One exporter thread sends batches to the collector, retrying a
@@ -29,12 +30,19 @@ namespace nimbus {
 class Logger;
 struct InvocationRecord;
 
+// The body of an export: binary protobuf (application/x-protobuf, the OpenTelemetry default)
+// or JSON (application/json).
+enum class OtlpProtocol : uint8_t { protobuf, json };
+
 // Where spans go and how many: the manifest's `observe: {otlp: {...}}`, else the standard
 // OTEL_EXPORTER_OTLP_* variables.
 struct TraceSettings {
   std::string endpoint;  // the traces URL (http://host:4318/v1/traces); empty: tracing is off
   Headers headers;       // sent with every export (an API key for a hosted collector)
   std::optional<double> sample;  // the share of new traces recorded; unset: the variables', else 1
+  std::optional<OtlpProtocol> protocol;  // unset: the variables', else protobuf
+  std::optional<bool> gzip;              // compress each export; unset: the variables', else no
+  std::string ca_file;  // https: the CAs the collector's certificate is checked against; empty: the system's
   std::size_t max_queue = 8192;   // spans waiting for export; past it new ones are dropped
   std::size_t max_batch = 512;    // spans per export request
   Duration flush = std::chrono::milliseconds(500);  // a batch waits at most this for company
@@ -44,6 +52,8 @@ struct TraceSettings {
   // The variables a user of OpenTelemetry sets: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT (the URL
   // itself), else OTEL_EXPORTER_OTLP_ENDPOINT (+ /v1/traces); OTEL_EXPORTER_OTLP_HEADERS
   // (k=v,k2=v2) and ..._TRACES_HEADERS, only for an endpoint from the variables too;
+  // OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL (http/protobuf, http/json), ..._COMPRESSION (gzip,
+  // none), ..._CERTIFICATE (the CA file for https) and ..._TIMEOUT (milliseconds);
   // OTEL_TRACES_SAMPLER (parentbased_always_on, parentbased_always_off,
   // parentbased_traceidratio, or the same without parentbased_, which Nimbus samples by the
   // parent all the same) and OTEL_TRACES_SAMPLER_ARG (the ratio). Fills only what `this` leaves
@@ -71,7 +81,10 @@ struct Span {
 struct TraceStats {
   uint64_t recorded = 0, exported = 0, dropped = 0, failed = 0;  // spans
   uint64_t export_requests = 0, export_failures = 0;             // requests
+  uint64_t connections = 0;  // opened to the collector (one is kept alive while it lets us)
 };
+
+class OtlpClient;  // trace.cpp: one connection to the collector
 
 class Tracer {
  public:
@@ -100,10 +113,13 @@ class Tracer {
   // The OTLP/JSON body for `spans` (ExportTraceServiceRequest).
   static std::string otlp_json(const std::vector<Span>& spans, std::string_view service,
                                std::string_view service_version);
+  // The same request in protobuf's binary encoding (opentelemetry/proto/collector/trace/v1).
+  static std::string otlp_protobuf(const std::vector<Span>& spans, std::string_view service,
+                                   std::string_view service_version);
 
  private:
   void run();
-  bool send(const std::string& body, std::string* problem, bool* retryable);
+
 
   TraceSettings settings_;
   std::string service_, service_version_;
@@ -114,6 +130,7 @@ class Tracer {
   bool stopping_ = false;
   TraceStats stats_;
   bool warned_ = false;  // the first failed export is logged; later ones are counted
+  std::unique_ptr<OtlpClient> client_;  // the exporter thread's connection to the collector
   std::thread thread_;
 };
 

@@ -24,7 +24,6 @@
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http.hpp>
 #include <brotli/encode.h>
-#include <zlib.h>
 #include <cstdio>
 #include <algorithm>
 #include <array>
@@ -38,6 +37,7 @@
 #include "observe/log.h"
 #include "observe/metrics.h"
 #include "triggers/http/http_syntax.h"
+#include "core/gzip.h"
 #include "core/thread_role.h"
 
 namespace nimbus {
@@ -326,20 +326,6 @@ double accepts(std::string_view header, std::string_view coding) {
   return exact >= 0 ? exact : star;
 }
 
-bool gzip(const std::string& in, std::string& out) {
-  z_stream z{};
-  if (deflateInit2(&z, 5, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK) return false;
-  out.resize(deflateBound(&z, in.size()) + 32);
-  z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(in.data()));
-  z.avail_in = static_cast<uInt>(in.size());
-  z.next_out = reinterpret_cast<Bytef*>(out.data());
-  z.avail_out = static_cast<uInt>(out.size());
-  const int rc = deflate(&z, Z_FINISH);
-  out.resize(z.total_out);
-  deflateEnd(&z);
-  return rc == Z_STREAM_END;
-}
-
 bool brotli(const std::string& in, std::string& out) {
   std::size_t size = BrotliEncoderMaxCompressedSize(in.size());
   if (size == 0) return false;
@@ -373,7 +359,7 @@ std::string_view compress_reply(HttpReply& reply, std::string_view accept_encodi
   std::string_view coding = br > 0 && br >= gz ? "br" : gz > 0 ? "gzip" : "";
   if (coding.empty()) return {};
   std::string out;
-  if (!(coding == "br" ? brotli(reply.body, out) : gzip(reply.body, out)) || out.size() >= reply.body.size()) return {};
+  if (!(coding == "br" ? brotli(reply.body, out) : gzip_compress(reply.body, out, 5)) || out.size() >= reply.body.size()) return {};
   reply.body = std::move(out);
   reply.headers.push_back({"content-encoding", std::string(coding)});
   reply.headers.push_back({"vary", "Accept-Encoding"});
