@@ -3,6 +3,7 @@
 #include <sys/random.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <charconv>
 #include <chrono>
@@ -56,10 +57,18 @@ void put_hex(char* out, uint64_t v, int digits) {
   }
 }
 
+// A table, not two ranges per byte: every traceparent is checked several times per invocation.
+constexpr std::array<bool, 256> kLowerHex = [] {
+  std::array<bool, 256> t{};
+  for (int c = '0'; c <= '9'; ++c) t[static_cast<std::size_t>(c)] = true;
+  for (int c = 'a'; c <= 'f'; ++c) t[static_cast<std::size_t>(c)] = true;
+  return t;
+}();
+
 bool is_lower_hex(std::string_view s) {
-  for (char c : s)
-    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
-  return true;
+  bool ok = true;
+  for (char c : s) ok &= kLowerHex[static_cast<unsigned char>(c)];
+  return ok;
 }
 
 std::atomic<double> g_sample_ratio{1.0};

@@ -256,9 +256,9 @@ void Gateway::proxy(const GatewayRouteSpec& route, Upstream& upstream, IncomingR
   block += "\r\n";
   if (tracer_ && trace_sampled(traceparent)) {
     Span span;
-    span.trace_id = std::string(trace_id_of(traceparent));
+    span.trace_id = trace_id_of(traceparent);
     span.span_id = span_id_of(traceparent);
-    if (incoming.size() >= 55 && incoming.substr(3, 32) == span.trace_id) span.parent_span_id = span_id_of(incoming);
+    if (incoming.size() >= 55 && incoming.substr(3, 32) == span.trace_id.view()) span.parent_span_id = span_id_of(incoming);
     span.name = p.method + " " + route.path;
     span.kind = SpanKind::server;
     span.start_unix_ns =

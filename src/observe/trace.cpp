@@ -357,17 +357,21 @@ Tracer::~Tracer() {
   if (thread_.joinable()) thread_.join();
 }
 
-void Tracer::record(Span span) {
+void Tracer::record(Span span) { record(&span, 1); }
+
+void Tracer::record(Span* spans, std::size_t n) {
   bool wake = false;
   {
     std::lock_guard lock(mu_);
-    ++stats_.recorded;
-    if (queue_.size() >= settings_.max_queue) {
-      ++stats_.dropped;
-      return;
+    stats_.recorded += n;
+    for (std::size_t i = 0; i < n; ++i) {
+      if (queue_.size() >= settings_.max_queue) {
+        stats_.dropped += n - i;
+        break;
+      }
+      queue_.push_back(std::move(spans[i]));
+      wake |= queue_.size() == settings_.max_batch;
     }
-    queue_.push_back(std::move(span));
-    wake = queue_.size() == settings_.max_batch;
   }
   if (wake) cv_.notify_one();
 }
@@ -375,7 +379,7 @@ void Tracer::record(Span span) {
 void Tracer::invocation(const InvocationRecord& r, WallTime finished) {
   if (!trace_sampled(r.traceparent)) return;
   Span s;
-  s.trace_id = std::string(trace_id_of(r.traceparent));
+  s.trace_id = trace_id_of(r.traceparent);
   s.span_id = span_id_of(r.traceparent);
   if (s.trace_id.empty() || s.span_id == 0) return;
   s.parent_span_id = r.parent_span;
@@ -419,6 +423,8 @@ void Tracer::invocation(const InvocationRecord& r, WallTime finished) {
     return c;
   };
   const int64_t waited = ns(r.waited), ran = ns(r.ran);
+  Span out[5];  // queue wait, wait, cold start, execution, the invocation
+  std::size_t n = 0;
   if (r.queued && r.parent_span != 0) {
     // Before the invocation began, under the span that sent the message.
     Span q;
@@ -429,7 +435,7 @@ void Tracer::invocation(const InvocationRecord& r, WallTime finished) {
     q.start_unix_ns = start - ns(*r.queued);
     q.end_unix_ns = start;
     q.attributes.emplace_back("faas.name", std::string(r.function));
-    record(std::move(q));
+    out[n++] = std::move(q);
   }
   if (waited >= 100000 || r.cold_start > Duration::zero()) {  // a wait under 0.1 ms has no span
     Span w = inner("wait", s.span_id, start, start + waited);
@@ -437,23 +443,24 @@ void Tracer::invocation(const InvocationRecord& r, WallTime finished) {
     w.attributes.emplace_back("faas.coldstart", cold);
     if (cold) {
       Span c = inner("cold start", w.span_id, start + waited - ns(r.cold_start), start + waited);
-      record(std::move(w));
-      record(std::move(c));
+      out[n++] = std::move(w);
+      out[n++] = std::move(c);
     } else {
-      record(std::move(w));
+      out[n++] = std::move(w);
     }
   }
   if (ran > 0) {
     Span x = inner("execution", s.span_id, start + waited, start + waited + ran);
     if (s.error) x.error = true;
-    record(std::move(x));
+    out[n++] = std::move(x);
   }
-  record(std::move(s));
+  out[n++] = std::move(s);
+  record(out, n);  // one lock for them all
 }
 
 void Tracer::store_commit(std::string_view traceparent, WallTime began, WallTime ended, std::string_view what, bool ok) {
   Span s;
-  s.trace_id = std::string(trace_id_of(traceparent));
+  s.trace_id = trace_id_of(traceparent);
   s.parent_span_id = span_id_of(traceparent);
   if (s.trace_id.empty() || s.parent_span_id == 0) return;
   s.span_id = new_span_id();
@@ -539,7 +546,7 @@ std::string Tracer::otlp_json(const std::vector<Span>& spans, std::string_view s
     if (!first) out += ',';
     first = false;
     out += "{\"traceId\":";
-    append_json_string(out, s.trace_id);
+    append_json_string(out, s.trace_id.view());
     out += ",\"spanId\":\"" + hex16(s.span_id) + '"';
     if (s.parent_span_id != 0) out += ",\"parentSpanId\":\"" + hex16(s.parent_span_id) + '"';
     out += ",\"name\":";
@@ -653,11 +660,13 @@ void message(std::string& out, uint32_t field, const std::string& body) { bytes(
 std::string trace_id_bytes(std::string_view hex) {
   std::string out(16, '\0');
   if (hex.size() != 32) return out;
+  const auto digit = [](char c) -> int {
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+  };
   for (std::size_t i = 0; i < 16; ++i) {
-    int byte = 0;
-    auto [p, ec] = std::from_chars(hex.data() + 2 * i, hex.data() + 2 * i + 2, byte, 16);
-    if (ec != std::errc() || p != hex.data() + 2 * i + 2) return std::string(16, '\0');
-    out[i] = static_cast<char>(byte);
+    const int hi = digit(hex[2 * i]), lo = digit(hex[2 * i + 1]);
+    if (hi < 0 || lo < 0) return std::string(16, '\0');
+    out[i] = static_cast<char>(hi * 16 + lo);
   }
   return out;
 }
@@ -688,7 +697,7 @@ std::string Tracer::otlp_protobuf(const std::vector<Span>& spans, std::string_vi
   std::string one, status;
   for (const auto& s : spans) {
     one.clear();
-    pb::bytes(one, 1, pb::trace_id_bytes(s.trace_id));
+    pb::bytes(one, 1, pb::trace_id_bytes(s.trace_id.view()));
     pb::bytes(one, 2, pb::span_id_bytes(s.span_id));
     if (s.parent_span_id != 0) pb::bytes(one, 4, pb::span_id_bytes(s.parent_span_id));
     if (!s.name.empty()) pb::text(one, 5, s.name);  // proto3 leaves out what is empty

@@ -8,6 +8,8 @@
 // counters. Sampling is parent-based: a trace that arrives sampled (traceparent flags 01) is
 // recorded, one that arrives unsampled is not, and a trace the host starts is sampled with the
 // configured ratio (core/ids.h continue_trace reads it).
+#include <algorithm>
+#include <array>
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
@@ -64,8 +66,26 @@ struct TraceSettings {
 
 enum class SpanKind : uint8_t { internal = 1, server = 2, client = 3, producer = 4, consumer = 5 };
 
+// A trace id as its 32 lower-case hex digits, held inline: a span is recorded per invocation,
+// and a heap string would cost each one. Anything but 32 characters makes it empty.
+struct TraceIdText {
+  TraceIdText() = default;
+  TraceIdText(std::string_view hex) { *this = hex; }  // NOLINT: converts like the string it replaces
+  TraceIdText& operator=(std::string_view hex) {
+    size_ = hex.size() == digits_.size() ? static_cast<uint8_t>(hex.size()) : 0;
+    if (size_ != 0) std::copy(hex.begin(), hex.end(), digits_.begin());
+    return *this;
+  }
+  std::string_view view() const { return {digits_.data(), size_}; }
+  bool empty() const { return size_ == 0; }
+
+ private:
+  std::array<char, 32> digits_{};
+  uint8_t size_ = 0;
+};
+
 struct Span {
-  std::string trace_id;        // 32 hex
+  TraceIdText trace_id;        // 32 hex
   uint64_t span_id = 0;
   uint64_t parent_span_id = 0;  // 0: a root
   std::string name;
@@ -97,6 +117,8 @@ class Tracer {
   // Never blocks on I/O: the span is queued for export, or dropped and counted when the
   // queue is full.
   void record(Span span);
+  // Several at once (one lock for the spans of one invocation).
+  void record(Span* spans, std::size_t n);
   // The span of one invocation, from its log record (when its trace is sampled): a server span
   // for HTTP and calls, a consumer span for messages, with the OpenTelemetry FaaS attributes.
   // Inside it, where its time went (when known): "wait" (for a slot and an instance), "cold
