@@ -95,6 +95,14 @@ std::vector<SeenSpan> spans_at(TestUpstream& collector) {
   return out;
 }
 
+// The first of `spans` called `name` (null: none).
+const SeenSpan* first_named(const std::vector<SeenSpan>& spans, const std::string& name) {
+  for (const auto& s : spans) {
+    if (s.name == name) return &s;
+  }
+  return nullptr;
+}
+
 std::string pipeline_manifest(const std::string& endpoint, const std::string& sample) {
   return "name: traced\nobserve:\n  otlp: {endpoint: \"" + endpoint + "\", sample: " + sample +
          ", headers: {x-collector-key: secret}}\n"
@@ -306,12 +314,7 @@ TEST(Traces, TheOpenTelemetryJsSdkInANodeFunctionJoinsTheTrace) {
                        "A-17");
   ASSERT_EQ(r.status, 200) << r.body << host.output();
   std::vector<SeenSpan> spans;
-  const auto find = [&](const std::string& name) -> const SeenSpan* {
-    for (const auto& s : spans) {
-      if (s.name == name) return &s;
-    }
-    return nullptr;
-  };
+  const auto find = [&](const std::string& name) { return first_named(spans, name); };
   ASSERT_TRUE(eventually([&] {
     spans = spans_at(collector);
     return find("charge") && find("charge card");
@@ -487,6 +490,74 @@ TEST(Traces, AFunctionsOwnHttpCallsCarryItsTraceparentInPythonAndNode) {
     EXPECT_NE(carried.substr(36, 16), client_span);
     EXPECT_EQ(second.count("traceparent") ? second.at("traceparent") : "", own);  // the function's own, kept
   }
+  EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
+}
+
+TEST(Traces, HostCallsAreSpansAndWhatTheyCauseIsTheirChild) {
+  TestUpstream collector("collector");
+  TempDir dir;
+  dir.write("nimbus.yaml", "name: calls\nobserve:\n  otlp: {endpoint: \"http://127.0.0.1:" + std::to_string(collector.port()) +
+                               "/v1/traces\"}\nfunctions:\n"
+                               "  front:\n    runtime: python\n    handler: app.py:front\n"
+                               "    triggers: [{http: {route: /go}}]\n"
+                               "  helper:\n    runtime: python\n    handler: app.py:helper\n    triggers: [{http: {route: /helper}}]\n"
+                               "  on_placed:\n    runtime: python\n    handler: app.py:quiet\n"
+                               "    triggers: [{topic: {name: placed}}]\n"
+                               "  on_job:\n    runtime: python\n    handler: app.py:quiet\n"
+                               "    triggers: [{queue: {name: jobs}}]\n");
+  dir.write("app.py",
+            "def front(req, ctx):\n"
+            "    ctx.state_put('carts', 'c1', b'x')\n"
+            "    ctx.state_get('carts', 'c1')\n"
+            "    ctx.publish('placed', b'p')\n"
+            "    ctx.enqueue('jobs', b'j')\n"
+            "    ctx.invoke('helper', b'h')\n"
+            "    try:\n        ctx.invoke('nobody', b'')\n    except Exception:\n        pass\n"
+            "    return 'ok'\n\n"
+            "def helper(req, ctx):\n    return 'helped'\n\n"
+            "def quiet(req, ctx):\n    pass\n");
+  Host host(dir.path());
+  ASSERT_TRUE(host.started()) << host.errors();
+  const std::string trace = "5bf92f3577b34da6a3ce929d0e0e4736";
+  ASSERT_EQ(request(host.http_port(), "GET", "/go", {{"traceparent", "00-" + trace + "-00f067aa0ba902b7-01"}}).status, 200);
+  std::vector<SeenSpan> spans;
+  const auto find = [&](const std::string& name) { return first_named(spans, name); };
+  ASSERT_TRUE(eventually([&] {
+    spans = spans_at(collector);
+    return find("on_placed") && find("on_job") && find("helper") && find("invoke nobody") && find("front");
+  }, 20000)) << spans.size() << " spans\n" << host.output();
+  const SeenSpan front = *find("front");
+  struct Expect {
+    const char* name;
+    int kind;
+    const char* attribute;
+    const char* value;
+  };
+  for (const Expect& e : {Expect{"state.put carts", 3, "db.collection.name", "carts"},
+                          Expect{"state.get carts", 3, "db.operation.name", "state.get"},
+                          Expect{"publish placed", 4, "messaging.destination.name", "placed"},
+                          Expect{"enqueue jobs", 4, "messaging.operation.type", "send"},
+                          Expect{"invoke helper", 3, "faas.invoked_name", "helper"}}) {
+    const SeenSpan* s = find(e.name);
+    ASSERT_NE(s, nullptr) << e.name;
+    EXPECT_EQ(s->trace_id, trace) << e.name;
+    EXPECT_EQ(s->parent_span_id, front.span_id) << e.name << " is not under the calling invocation";
+    EXPECT_EQ(s->kind, e.kind) << e.name;
+    EXPECT_EQ(s->attributes.count(e.attribute) ? s->attributes.at(e.attribute) : "", e.value) << e.name;
+    EXPECT_FALSE(s->error) << e.name;
+    EXPECT_GE(s->start_ns, front.start_ns) << e.name;
+    EXPECT_LE(s->end_ns, front.end_ns) << e.name;
+  }
+  // What a call caused is its child: the message's consumer under the publish, the invoked
+  // function under the invoke.
+  EXPECT_EQ(find("on_placed")->parent_span_id, find("publish placed")->span_id);
+  EXPECT_EQ(find("on_job")->parent_span_id, find("enqueue jobs")->span_id);
+  EXPECT_EQ(find("helper")->parent_span_id, find("invoke helper")->span_id);
+  EXPECT_TRUE(host.wait_for_output("\"function\":\"helper\",\"trigger\":\"admin\"", 5000))
+      << "an invoked function has its log line, as a triggered one has\n" << host.output();
+  // A call that failed says so.
+  EXPECT_TRUE(find("invoke nobody")->error);
+  EXPECT_EQ(find("invoke nobody")->parent_span_id, front.span_id);
   EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
 }
 

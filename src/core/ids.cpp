@@ -141,6 +141,12 @@ std::string_view trace_id_of(std::string_view traceparent) {
   return traceparent.substr(3, 32);
 }
 
+std::string with_span_id(std::string_view traceparent, uint64_t span) {
+  std::string out(traceparent);
+  if (out.size() >= 55) put_hex(out.data() + 36, span, 16);
+  return out;
+}
+
 bool secrets_equal(std::string_view presented, std::string_view secret) {
   if (presented.size() != secret.size() || secret.empty()) return false;
   volatile unsigned char diff = 0;

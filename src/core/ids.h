@@ -23,6 +23,9 @@ bool trace_sampled(std::string_view traceparent);
 bool valid_traceparent(std::string_view traceparent);
 // The trace-id part of a traceparent ("" when malformed).
 std::string_view trace_id_of(std::string_view traceparent);
+// `traceparent` (valid) with `span` as its parent-id: what a span of ours passes on to the work
+// it causes.
+std::string with_span_id(std::string_view traceparent, uint64_t span);
 
 // Compares a presented secret with the real one in time that does not depend on where they
 // differ. (OpenSSL's CRYPTO_memcmp does the same; linking libcrypto for it alone cost the host

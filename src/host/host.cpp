@@ -217,6 +217,8 @@ int run_host(const AppSpec& app, const HostOptions& options) {
   PoolContext pool_context{clock, Timers(timers, &timer_thread), workers, metrics};
   FunctionPools pools;
   HostServices services(store->get(), pools, clock);  // pools are looked up when called
+  services.set_tracer(tracer.get());
+  services.set_logger(&logger);
   ServiceApi service_api(services, loops, app.http);
   auto api_url = service_api.start(options.admin_address, 0);
   if (!api_url) return fail("service API listener: " + api_url.error().message);

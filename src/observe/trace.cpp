@@ -476,6 +476,57 @@ void Tracer::store_commit(std::string_view traceparent, WallTime began, WallTime
   record(std::move(s));
 }
 
+void Tracer::host_call(std::string_view caller, uint64_t span_id, std::string_view op, const Headers& args,
+                       WallTime began, WallTime ended, bool ok, std::string_view error) {
+  Span s;
+  s.trace_id = trace_id_of(caller);
+  s.parent_span_id = span_id_of(caller);
+  if (s.trace_id.empty() || s.parent_span_id == 0 || span_id == 0) return;
+  s.span_id = span_id;
+  const auto unix_ns = [](WallTime t) {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
+  };
+  s.start_unix_ns = unix_ns(began);
+  s.end_unix_ns = std::max(s.start_unix_ns, unix_ns(ended));
+  const auto arg = [&](std::string_view name) {
+    const std::string* v = find_header(args, name);
+    return v ? *v : std::string();
+  };
+  s.attributes.reserve(5);
+  s.attributes.emplace_back("nimbus.host_call", std::string(op));
+  // Names after the OpenTelemetry conventions: "{operation} {destination}".
+  if (op == "publish" || op == "enqueue") {
+    const std::string destination = arg(op == "publish" ? "topic" : "queue");
+    s.name = std::string(op) + " " + destination;
+    s.kind = SpanKind::producer;
+    s.attributes.emplace_back("messaging.system", std::string("nimbus"));
+    s.attributes.emplace_back("messaging.operation.type", std::string("send"));
+    s.attributes.emplace_back("messaging.operation.name", std::string(op));
+    s.attributes.emplace_back("messaging.destination.name", destination);
+  } else if (op.rfind("state.", 0) == 0) {
+    const std::string store = arg("store");
+    s.name = std::string(op) + " " + store;
+    s.kind = SpanKind::client;
+    s.attributes.emplace_back("db.system.name", std::string("nimbus"));
+    s.attributes.emplace_back("db.operation.name", std::string(op));
+    s.attributes.emplace_back("db.collection.name", store);
+  } else if (op == "invoke") {
+    const std::string function = arg("function");
+    s.name = "invoke " + function;
+    s.kind = SpanKind::client;
+    s.attributes.emplace_back("faas.invoked_name", function);
+    if (const std::string mode = arg("mode"); !mode.empty()) s.attributes.emplace_back("nimbus.invoke.mode", mode);
+  } else {
+    s.name = std::string(op);
+    s.kind = SpanKind::client;
+  }
+  if (!ok) {
+    s.error = true;
+    s.status_message = std::string(error.substr(0, 512));
+  }
+  record(std::move(s));
+}
+
 TraceStats Tracer::stats() const {
   std::lock_guard lock(mu_);
   return stats_;

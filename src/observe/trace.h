@@ -128,6 +128,12 @@ class Tracer {
   // The commit that settled a message's delivery (`what`: ack, retry, dead-letter), under the
   // span of the invocation whose traceparent is `traceparent`.
   void store_commit(std::string_view traceparent, WallTime began, WallTime ended, std::string_view what, bool ok);
+  // A host service a function called (ctx.publish, ctx.enqueue, ctx.state_*, ctx.invoke:
+  // core/services.h) as span `span_id` under the invocation whose traceparent is `caller`: a
+  // producer span for publish and enqueue, a client span for the rest, with the
+  // OpenTelemetry messaging, database or FaaS attributes; an error when it failed.
+  void host_call(std::string_view caller, uint64_t span_id, std::string_view op, const Headers& args, WallTime began,
+                 WallTime ended, bool ok, std::string_view error);
   TraceStats stats() const;
   // The counters in Prometheus text format (nimbus_trace_*).
   void metrics_text(std::string& out) const;

@@ -3,8 +3,12 @@
 #include <boost/json.hpp>
 #include <charconv>
 #include <cstdlib>
+#include <utility>
 
+#include "core/ids.h"
 #include "core/text.h"
+#include "observe/log.h"
+#include "observe/trace.h"
 
 #include "pool/function_pools.h"
 #include "store/store.h"
@@ -29,6 +33,21 @@ ServiceResult from_error(const Error& e) {
 }  // namespace
 
 void HostServices::call(ServiceCall c, std::function<void(ServiceResult)> done) {
+  if (tracer_ && trace_sampled(c.traceparent) && span_id_of(c.traceparent) != 0) {
+    // The call is a span of its own under the invocation's, and what it causes (a message, an
+    // invoked function) carries that span on as its parent.
+    const uint64_t span = new_span_id();
+    std::string caller = std::exchange(c.traceparent, with_span_id(c.traceparent, span));
+    done = [done = std::move(done), tracer = tracer_, clock = &clock_, caller = std::move(caller), span, op = c.op,
+            args = c.args, began = clock_.wall()](ServiceResult r) {
+      tracer->host_call(caller, span, op, args, began, clock->wall(), r.ok, r.error);
+      done(std::move(r));
+    };
+  }
+  serve(std::move(c), std::move(done));
+}
+
+void HostServices::serve(ServiceCall c, std::function<void(ServiceResult)> done) {
   const std::string& op = c.op;
   if (op == "invoke") {
     std::string name = arg(c.args, "function");
@@ -43,16 +62,26 @@ void HostServices::call(ServiceCall c, std::function<void(ServiceResult)> done) 
     std::string id = inv.id, trace = inv.traceparent;
     const FunctionSpec* spec = &pool->spec();
     Store* store = store_;
+    // Its log line (and so its span and its history), as a trigger's invocations have.
+    auto log = [logger = logger_, clock = &clock_, spec, id, trace, parent = span_id_of(c.traceparent),
+                started = clock_.now()](const Result& r) {
+      if (!logger) return;
+      logger->invocation({spec->name, TriggerKind::admin, id, trace, r.outcome, r.http ? r.http->status : 0,
+                          clock->now() - started, r.error.type, r.error.message, {}, r.version, parent, 1, r.waited,
+                          r.cold_start, r.ran});
+    };
     if (arg(c.args, "mode") == "async") {
       // Its outputs are committed like any caller's, even though nobody waits for it.
-      pool->dispatch(std::move(inv), [store, spec, trace](Result&& result) {
+      pool->dispatch(std::move(inv), [store, spec, trace, log](Result&& result) {
+        log(result);
         commit_outputs_then(store, *spec, std::move(result), trace, [](Result&&) {});
       });
       ServiceResult r;
       r.fields.push_back({"invocation_id", id});
       return done(std::move(r));
     }
-    pool->dispatch(std::move(inv), [done = std::move(done), name, store, spec, trace](Result&& invoked) mutable {
+    pool->dispatch(std::move(inv), [done = std::move(done), name, store, spec, trace, log](Result&& invoked) mutable {
+      log(invoked);
       commit_outputs_then(store, *spec, std::move(invoked), trace, [done = std::move(done), name](Result&& result) {
       if (result.outcome != Outcome::success) {
         return done(ServiceResult::failure("function '" + name + "' failed: " + std::string(to_string(result.outcome)) +
