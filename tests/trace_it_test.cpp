@@ -448,15 +448,24 @@ TEST(Traces, AFunctionsOwnHttpCallsCarryItsTraceparentInPythonAndNode) {
   dir.write("nimbus.yaml", "name: callout\nfunctions:\n"
                            "  pycall:\n    runtime: python\n    handler: app.py:pycall\n    triggers: [{http: {route: /py}}]\n"
                            "  nodecall:\n    runtime: node\n    handler: app.js:nodecall\n    triggers: [{http: {route: /node}}]\n");
-  dir.write("app.py", "import urllib.request\n"
+  // Three calls each: the usual client, the same with a traceparent of the function's own, and
+  // the lower-level one (Python's http.client, Node's http module).
+  dir.write("app.py", "import http.client, urllib.parse, urllib.request\n"
                       "def pycall(req, ctx):\n"
                       "    urllib.request.urlopen(req.query['url']).read()\n"
                       "    mine = urllib.request.Request(req.query['url'], headers={'traceparent': '" + own + "'})\n"
                       "    urllib.request.urlopen(mine).read()\n"
+                      "    u = urllib.parse.urlsplit(req.query['url'])\n"
+                      "    c = http.client.HTTPConnection(u.hostname, u.port)\n"
+                      "    c.request('GET', u.path)\n"
+                      "    c.getresponse().read()\n"
                       "    return 'called'\n");
-  dir.write("app.js", "exports.nodecall = async (req, ctx) => {\n"
+  dir.write("app.js", "const http = require('http');\n"
+                      "exports.nodecall = async (req, ctx) => {\n"
                       "  await (await fetch(req.query.url)).text();\n"
                       "  await (await fetch(req.query.url, { headers: { traceparent: '" + own + "' } })).text();\n"
+                      "  await new Promise((done, fail) => http.get(req.query.url, (r) => { r.resume(); r.on('end', done); })"
+                      ".on('error', fail));\n"
                       "  return 'called';\n};\n");
   Host host(dir.path());
   ASSERT_TRUE(host.started()) << host.errors();
@@ -469,10 +478,11 @@ TEST(Traces, AFunctionsOwnHttpCallsCarryItsTraceparentInPythonAndNode) {
     const std::string client_span = "00f067aa0ba902b7";
     Response r = request(host.http_port(), "GET", route + target, {{"traceparent", "00-" + trace + "-" + client_span + "-01"}});
     ASSERT_EQ(r.status, 200) << r.body << host.output();
-    ASSERT_EQ(up.requests(), seen + 2);
+    ASSERT_EQ(up.requests(), seen + 3);
     const auto calls = up.seen();
-    const auto first = calls.at(static_cast<std::size_t>(seen)).headers, second = calls.at(static_cast<std::size_t>(seen) + 1).headers;
-    seen += 2;
+    const auto first = calls.at(static_cast<std::size_t>(seen)).headers, second = calls.at(static_cast<std::size_t>(seen) + 1).headers,
+               third = calls.at(static_cast<std::size_t>(seen) + 2).headers;
+    seen += 3;
     ASSERT_TRUE(first.count("traceparent")) << "the function's call carried no traceparent";
     const std::string carried = first.at("traceparent");
     ASSERT_EQ(carried.size(), 55u) << carried;
@@ -489,6 +499,7 @@ TEST(Traces, AFunctionsOwnHttpCallsCarryItsTraceparentInPythonAndNode) {
     EXPECT_EQ(carried.substr(36, 16), std::string(found[0].at("span_id").as_string()));
     EXPECT_NE(carried.substr(36, 16), client_span);
     EXPECT_EQ(second.count("traceparent") ? second.at("traceparent") : "", own);  // the function's own, kept
+    EXPECT_EQ(third.count("traceparent") ? third.at("traceparent") : "", carried) << "the lower-level client's call";
   }
   EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
 }

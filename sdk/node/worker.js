@@ -28,6 +28,29 @@ if (typeof globalThis.fetch === 'function') {
   };
 }
 
+// And so do its calls through Node's http and https modules (http.request, http.get and what is
+// built on them: axios, got, node-fetch), unless the call sets a traceparent itself. http.get
+// calls the module's own request, not the export, so it is wrapped too.
+for (const mod of [require('http'), require('https')]) {
+  const originalRequest = mod.request;
+  mod.request = function request(...args) {
+    const req = originalRequest.apply(this, args);
+    const traceparent = running.getStore()?.traceparent;
+    try {
+      // Raw header arrays are written at once (headersSent): those are left as they are.
+      if (traceparent && !req.headersSent && req.getHeader('traceparent') === undefined) {
+        req.setHeader('traceparent', traceparent);
+      }
+    } catch (_) { /* a request that takes no more headers goes as it is */ }
+    return req;
+  };
+  mod.get = function get(...args) {
+    const req = mod.request(...args);
+    req.end();
+    return req;
+  };
+}
+
 const PROTOCOL = 1;
 const INIT = 1, READY = 2, INVOKE = 3, RESULT = 4, LOG = 5, HOST_CALL = 6, HOST_RESULT = 7,
   HEARTBEAT = 8, SHUTDOWN = 9, FATAL = 10;
