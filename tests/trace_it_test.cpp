@@ -447,7 +447,8 @@ TEST(Traces, AFunctionsOwnHttpCallsCarryItsTraceparentInPythonAndNode) {
   const std::string own = "00-" + std::string(32, 'a') + "-" + std::string(16, 'b') + "-01";
   dir.write("nimbus.yaml", "name: callout\nfunctions:\n"
                            "  pycall:\n    runtime: python\n    handler: app.py:pycall\n    triggers: [{http: {route: /py}}]\n"
-                           "  nodecall:\n    runtime: node\n    handler: app.js:nodecall\n    triggers: [{http: {route: /node}}]\n");
+                           "  nodecall:\n    runtime: node\n    handler: app.js:nodecall\n    triggers: [{http: {route: /node}}]\n"
+                           "  esmcall:\n    runtime: node\n    handler: esm.mjs:esmcall\n    triggers: [{http: {route: /esm}}]\n");
   // Three calls each: the usual client, the same with a traceparent of the function's own, and
   // the lower-level one (Python's http.client, Node's http module).
   dir.write("app.py", "import http.client, urllib.parse, urllib.request\n"
@@ -467,13 +468,22 @@ TEST(Traces, AFunctionsOwnHttpCallsCarryItsTraceparentInPythonAndNode) {
                       "  await new Promise((done, fail) => http.get(req.query.url, (r) => { r.resume(); r.on('end', done); })"
                       ".on('error', fail));\n"
                       "  return 'called';\n};\n");
+  // An ES module's named import of http's get (bound when it is imported).
+  dir.write("esm.mjs", "import { get } from 'node:http';\n"
+                       "export const esmcall = async (req, ctx) => {\n"
+                       "  await (await fetch(req.query.url)).text();\n"
+                       "  await (await fetch(req.query.url, { headers: { traceparent: '" + own + "' } })).text();\n"
+                       "  await new Promise((done, fail) => get(req.query.url, (r) => { r.resume(); r.on('end', done); })"
+                       ".on('error', fail));\n"
+                       "  return 'called';\n};\n");
   Host host(dir.path());
   ASSERT_TRUE(host.started()) << host.errors();
   Admin admin{host.admin_port(), host.admin_token()};
   const std::string target = "?url=http://127.0.0.1:" + std::to_string(up.port()) + "/seen";
   int seen = 0;
   for (const auto& [route, trace] : {std::pair<std::string, std::string>{"/py", std::string(31, '1') + "f"},
-                                     std::pair<std::string, std::string>{"/node", std::string(31, '2') + "f"}}) {
+                                     std::pair<std::string, std::string>{"/node", std::string(31, '2') + "f"},
+                                     std::pair<std::string, std::string>{"/esm", std::string(31, '3') + "f"}}) {
     SCOPED_TRACE(route);
     const std::string client_span = "00f067aa0ba902b7";
     Response r = request(host.http_port(), "GET", route + target, {{"traceparent", "00-" + trace + "-" + client_span + "-01"}});

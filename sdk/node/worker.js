@@ -29,9 +29,14 @@ if (typeof globalThis.fetch === 'function') {
 }
 
 // And so do its calls through Node's http and https modules (http.request, http.get and what is
-// built on them: axios, got, node-fetch), unless the call sets a traceparent itself. http.get
-// calls the module's own request, not the export, so it is wrapped too.
-for (const mod of [require('http'), require('https')]) {
+// built on them: axios, got, node-fetch), unless the call sets a traceparent itself. Patched
+// when first required (loading them at start would load `net`, milliseconds of every cold
+// start), or before an ES module handler is imported. http.get calls the module's own request,
+// not the export, so it is wrapped too.
+const tracedHttp = new Set();
+function traceHttp(mod) {
+  if (tracedHttp.has(mod)) return mod;
+  tracedHttp.add(mod);
   const originalRequest = mod.request;
   mod.request = function request(...args) {
     const req = originalRequest.apply(this, args);
@@ -48,6 +53,16 @@ for (const mod of [require('http'), require('https')]) {
     const req = mod.request(...args);
     req.end();
     return req;
+  };
+  return mod;
+}
+{
+  const Module = require('module');
+  const originalLoad = Module._load;
+  Module._load = function load(request, ...rest) {
+    const exports = originalLoad.call(this, request, ...rest);
+    const name = typeof request === 'string' && request.startsWith('node:') ? request.slice(5) : request;
+    return name === 'http' || name === 'https' ? traceHttp(exports) : exports;
   };
 }
 
@@ -229,6 +244,10 @@ class Worker {
       }
     }
     this.loading = true;
+    // An ES module's `import http from 'node:http'` does not pass through require.
+    traceHttp(require('http'));
+    traceHttp(require('https'));
+    require('module').syncBuiltinESMExports();  // its named imports ({ request }) see the wrapped ones
     return import(require('url').pathToFileURL(file).href).then(loaded).then(() => {
       this.loading = false;
       for (const [type, h, body] of this.held.splice(0)) this.onFrame(type, h, body);
