@@ -148,7 +148,7 @@ TEST(Traces, OneRequestThroughHttpQueueTopicAndStreamIsOneTreeOfSpans) {
   };
   ASSERT_TRUE(eventually([&] {
     spans = spans_at(collector);
-    return invocation_spans() >= 4 && named("execution") >= 4 && named("store commit") >= 2;
+    return invocation_spans() >= 4 && named("execution") >= 4 && named("store commit") >= 4;
   }, 20000)) << spans.size() << " spans\n" << host.output();
   std::map<std::string, SeenSpan> by_name;
   std::map<std::string, std::vector<SeenSpan>> children;  // by parent span id
@@ -214,6 +214,14 @@ TEST(Traces, OneRequestThroughHttpQueueTopicAndStreamIsOneTreeOfSpans) {
     ASSERT_NE(commit, nullptr) << fn;
     EXPECT_EQ(commit->attributes.at("nimbus.commit"), "ack");
   }
+  const SeenSpan* outputs = child("front", "store commit");  // the HTTP function's outputs, before its reply
+  ASSERT_NE(outputs, nullptr);
+  EXPECT_EQ(outputs->attributes.at("nimbus.commit"), "outputs");
+  EXPECT_LE(outputs->end_ns, by_name["front"].end_ns) << "the reply waits for the commit";
+  const SeenSpan* checkpoint = child("audit", "store commit");  // the stream batch's checkpoint
+  ASSERT_NE(checkpoint, nullptr);
+  EXPECT_EQ(checkpoint->attributes.at("nimbus.commit"), "checkpoint");
+  EXPECT_GE(checkpoint->start_ns, by_name["audit"].end_ns - 1000000) << "the commit comes after the run";
   // The manifest's headers go with every export, in protobuf (the OpenTelemetry default), on
   // one kept-alive connection; the resource names the app. Every span was in the trace above.
   for (const auto& req : collector.seen()) {

@@ -71,11 +71,13 @@ void finish_invocation(Store* store, const FunctionSpec& fn, Logger& logger, con
     return log_invocation(logger, clock, stamp.view(), result, status, finished);
   }
   const std::string traceparent = stamp.traceparent;  // (the lambda below takes the stamp)
-  commit_outputs_then(store, fn, std::move(result), traceparent,
-                      [&logger, &clock, stamp = std::move(stamp), answer = std::move(answer)](Result&& r) mutable {
-                        const int status = answer(r, stamp.view());
-                        log_invocation(logger, clock, stamp.view(), r, status);
-                      });
+  commit_outputs_then(
+      store, fn, std::move(result), traceparent,
+      [&logger, &clock, stamp = std::move(stamp), answer = std::move(answer)](Result&& r) mutable {
+        const int status = answer(r, stamp.view());
+        log_invocation(logger, clock, stamp.view(), r, status);
+      },
+      logger.tracer(), &clock);
 }
 
 // For an invocation run inline and still at hand: nothing of it is copied unless its outputs

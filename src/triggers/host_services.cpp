@@ -70,17 +70,19 @@ void HostServices::serve(ServiceCall c, std::function<void(ServiceResult)> done)
                           clock->now() - started, r.error.type, r.error.message, {}, r.version, parent, 1, r.waited,
                           r.cold_start, r.ran});
     };
+    Tracer* tracer = tracer_;
+    const Clock* clock = &clock_;
     if (arg(c.args, "mode") == "async") {
       // Its outputs are committed like any caller's, even though nobody waits for it.
-      pool->dispatch(std::move(inv), [store, spec, trace, log](Result&& result) {
+      pool->dispatch(std::move(inv), [store, spec, trace, log, tracer, clock](Result&& result) {
         log(result);
-        commit_outputs_then(store, *spec, std::move(result), trace, [](Result&&) {});
+        commit_outputs_then(store, *spec, std::move(result), trace, [](Result&&) {}, tracer, clock);
       });
       ServiceResult r;
       r.fields.push_back({"invocation_id", id});
       return done(std::move(r));
     }
-    pool->dispatch(std::move(inv), [done = std::move(done), name, store, spec, trace, log](Result&& invoked) mutable {
+    pool->dispatch(std::move(inv), [done = std::move(done), name, store, spec, trace, log, tracer, clock](Result&& invoked) mutable {
       log(invoked);
       commit_outputs_then(store, *spec, std::move(invoked), trace, [done = std::move(done), name](Result&& result) {
       if (result.outcome != Outcome::success) {
@@ -93,7 +95,7 @@ void HostServices::serve(ServiceCall c, std::function<void(ServiceResult)> done)
         r.fields.push_back({"status", std::to_string(result.http->status)});
       }
       done(std::move(r));
-      });
+      }, tracer, clock);
     });
     return;
   }

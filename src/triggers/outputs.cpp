@@ -1,4 +1,7 @@
 #include "triggers/outputs.h"
+#include "core/clock.h"
+#include "observe/trace.h"
+#include "core/ids.h"
 
 #include "core/mqtt_topic.h"
 
@@ -137,7 +140,7 @@ namespace {
 
 // The commit itself, on the calling thread.
 void commit_outputs_then_here(Store* store, const FunctionSpec& fn, Result&& result, std::string_view traceparent,
-                              std::function<void(Result&&)> then) {
+                              std::function<void(Result&&)> then, Tracer* tracer, const Clock* clock) {
   Batch batch;
   if (auto st = add_outputs(fn, std::move(result.outputs), batch, nullptr, traceparent); !st) {
     return then(Result::failure(Outcome::error, "invalid_output", st.error().message));
@@ -145,7 +148,11 @@ void commit_outputs_then_here(Store* store, const FunctionSpec& fn, Result&& res
   result.outputs.clear();
   if (!store) return then(Result::failure(Outcome::error, "no_store", "outputs need a store, and the host has none"));
   auto held = std::make_shared<Result>(std::move(result));
-  store->commit(std::move(batch), [held, then = std::move(then)](Expected<BatchResult> done) {
+  if (!tracer || !clock || !trace_sampled(traceparent)) tracer = nullptr;
+  const WallTime began = tracer ? clock->wall() : WallTime{};
+  store->commit(std::move(batch), [held, then = std::move(then), tracer, clock, began,
+                                   tp = tracer ? std::string(traceparent) : std::string()](Expected<BatchResult> done) {
+    if (tracer) tracer->store_commit(tp, began, clock->wall(), "outputs", done.ok());
     if (!done) return then(Result::failure(Outcome::error, "output_commit_failed", done.error().message));
     then(std::move(*held));
   });
@@ -154,17 +161,17 @@ void commit_outputs_then_here(Store* store, const FunctionSpec& fn, Result&& res
 }  // namespace
 
 void commit_outputs_then(Store* store, const FunctionSpec& fn, Result&& result, std::string_view traceparent,
-                         std::function<void(Result&&)> then) {
+                         std::function<void(Result&&)> then, Tracer* tracer, const Clock* clock) {
   if (result.outcome != Outcome::success || result.outputs.empty()) return then(std::move(result));
   if (store && result.outputs.size() > kOutputsBuiltInPlace) {
     // Many outputs: building their batch is work in proportion, and this may be an event loop.
     auto held = std::make_shared<Result>(std::move(result));
-    store->run_blocking([store, &fn, held, tp = std::string(traceparent), then = std::move(then)]() mutable {
-      commit_outputs_then_here(store, fn, std::move(*held), tp, std::move(then));
+    store->run_blocking([store, &fn, held, tp = std::string(traceparent), then = std::move(then), tracer, clock]() mutable {
+      commit_outputs_then_here(store, fn, std::move(*held), tp, std::move(then), tracer, clock);
     });
     return;
   }
-  commit_outputs_then_here(store, fn, std::move(result), traceparent, std::move(then));
+  commit_outputs_then_here(store, fn, std::move(result), traceparent, std::move(then), tracer, clock);
 }
 
 }  // namespace nimbus

@@ -14,6 +14,9 @@
 
 namespace nimbus {
 
+class Tracer;  // observe/trace.h
+class Clock;   // core/clock.h
+
 // Adds `outputs` to `batch`; an output for an undeclared binding, or a state output without a
 // "key" in its metadata, is an error naming it (and nothing is added).
 // A blob output is named by its metadata "path" (a name in the binding's container), else by
@@ -30,9 +33,11 @@ Status add_outputs(const FunctionSpec& function, std::vector<OutputMessage> outp
 // work whose outputs were lost.
 // A result with more than kOutputsBuiltInPlace outputs has its batch built on one of the
 // store's I/O threads, not on the caller's (which may be an event loop).
-// `traceparent`: the invocation's, carried by the messages (see add_outputs).
+// `traceparent`: the invocation's, carried by the messages (see add_outputs). With `tracer`
+// (and `clock`, whose wall time stamps it), the commit is a "store commit" span
+// (nimbus.commit: outputs) under the invocation's when its trace is recorded.
 void commit_outputs_then(Store* store, const FunctionSpec& function, Result&& result, std::string_view traceparent,
-                         std::function<void(Result&&)> then);
+                         std::function<void(Result&&)> then, Tracer* tracer = nullptr, const Clock* clock = nullptr);
 inline constexpr std::size_t kOutputsBuiltInPlace = 256;
 
 }  // namespace nimbus

@@ -11,6 +11,7 @@
 #include "core/ids.h"
 #include "core/text.h"
 #include "observe/log.h"
+#include "observe/trace.h"
 #include "pool/function_pools.h"
 #include "triggers/outputs.h"
 #include "triggers/task_thread.h"
@@ -333,9 +334,15 @@ class StreamTrigger::Partition : public std::enable_shared_from_this<Partition> 
       commit.enqueues.push_back({spec_.name + "." + spec_.group + ".dead", std::move(m)});
     }
     std::weak_ptr<Partition> weak = weak_from_this();
-    store_.commit(std::move(commit), [weak, next, dead, error](Expected<BatchResult> done) {
+    // The commit's own span (the checkpoint with the outputs, or the dead letter), under the
+    // invocation's, when its trace is recorded.
+    Tracer* tracer = trace_sampled(trace) ? logger_.tracer() : nullptr;
+    const WallTime commit_began = tracer ? clock_.wall() : WallTime{};
+    store_.commit(std::move(commit), [weak, next, dead, error, tracer, commit_began,
+                                      trace = tracer ? trace : std::string()](Expected<BatchResult> done) {
       auto self = weak.lock();
       if (!self) return;
+      if (tracer) tracer->store_commit(trace, commit_began, self->clock_.wall(), dead ? "dead-letter" : "checkpoint", done.ok());
       // The store's writer thread: hand the rest to the trigger's own.
       self->worker_->post([weak, ok = done.ok(), conflict = !done.ok() && done.error().code == store_error::conflict,
                           message = done.ok() ? std::string() : done.error().message, next, dead, error] {
