@@ -590,6 +590,34 @@ TEST(Traces, HostCallsAreSpansAndWhatTheyCauseIsTheirChild) {
   EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
 }
 
+TEST(Traces, AnAsyncRoutesAcceptIsASpanAndTheRunLaterIsItsChild) {
+  TestUpstream collector("collector");
+  TempDir dir;
+  dir.write("nimbus.yaml", "name: later\nobserve:\n  otlp: {endpoint: \"http://127.0.0.1:" + std::to_string(collector.port()) +
+                               "/v1/traces\"}\nfunctions:\n"
+                               "  job:\n    runtime: python\n    handler: app.py:job\n"
+                               "    triggers: [{http: {route: /job, methods: [POST], async: true}}]\n");
+  dir.write("app.py", "def job(req, ctx):\n    return 'done'\n");
+  Host host(dir.path());
+  ASSERT_TRUE(host.started()) << host.errors();
+  const std::string trace = "6bf92f3577b34da6a3ce929d0e0e4736", client_span = "20f067aa0ba902b7";
+  ASSERT_EQ(request(host.http_port(), "POST", "/job", {{"traceparent", "00-" + trace + "-" + client_span + "-01"}}, "x").status,
+            202);
+  std::vector<SeenSpan> spans;
+  const auto find = [&](const std::string& name) { return first_named(spans, name); };
+  ASSERT_TRUE(eventually([&] {
+    spans = spans_at(collector);
+    return find("POST job (accept)") && find("job");
+  }, 20000)) << spans.size() << " spans\n" << host.output();
+  const SeenSpan& accept = *find("POST job (accept)");
+  EXPECT_EQ(accept.trace_id, trace);
+  EXPECT_EQ(accept.parent_span_id, client_span);
+  EXPECT_EQ(accept.kind, 2);
+  EXPECT_EQ(accept.attributes.at("http.response.status_code"), "202");
+  EXPECT_EQ(find("job")->parent_span_id, accept.span_id) << "the run is not under the accept";
+  EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
+}
+
 // The counter `name` in the host's /metrics (-1 when missing).
 int64_t metric(const Host& host, const std::string& name) {
   const std::string m = request(host.admin_port(), "GET", "/metrics").body;

@@ -16,6 +16,7 @@
 #include "store/store.h"
 #include "triggers/blob/blob_trigger.h"
 #include "gateway/openapi.h"
+#include "observe/trace.h"
 #include "triggers/http/async_jobs.h"
 #include "triggers/http/http_spec.h"
 #include "triggers/finish.h"
@@ -867,7 +868,38 @@ void HttpTrigger::enqueue_async(const FunctionSpec& fn, Invocation&& inv, Respon
   Batch b;
   b.enqueues.push_back({async_queue_for(fn.name), std::move(m)});
   b.puts.push_back({kJobStore, inv.id, job_record(inv.id, fn.name, "pending", 0, unix_ms(clock_)), std::nullopt, kJobTtlMs});
-  options_.store->commit(std::move(b), [id = inv.id, respond = std::move(respond)](Expected<BatchResult> r) {
+  // The accept is a server span of its own (the queued message's traceparent names it): the
+  // function's run later is its child.
+  std::shared_ptr<Span> accept;
+  if (Tracer* tracer = logger_.tracer(); tracer && trace_sampled(inv.traceparent)) {
+    accept = std::make_shared<Span>();
+    accept->trace_id = trace_id_of(inv.traceparent);
+    accept->span_id = span_id_of(inv.traceparent);
+    accept->parent_span_id = inv.parent_span;
+    accept->name = inv.http->method + " " + fn.name + " (accept)";
+    accept->kind = SpanKind::server;
+    accept->start_unix_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                (clock_.wall() - (clock_.now() - inv.started)).time_since_epoch())
+                                .count();
+    accept->attributes = {{"faas.name", fn.name},
+                          {"faas.invocation_id", inv.id},
+                          {"http.request.method", inv.http->method},
+                          {"nimbus.trigger", std::string("http")},
+                          {"nimbus.async", true}};
+  }
+  options_.store->commit(std::move(b), [id = inv.id, respond = std::move(respond), accept, tracer = logger_.tracer(),
+                                        clock = &clock_](Expected<BatchResult> r) {
+    if (accept) {
+      accept->end_unix_ns = std::max(accept->start_unix_ns, static_cast<int64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                                                clock->wall().time_since_epoch())
+                                                                .count()));
+      accept->attributes.emplace_back("http.response.status_code", int64_t{r ? 202 : 503});
+      if (!r) {
+        accept->error = true;
+        accept->status_message = "the request could not be queued";
+      }
+      tracer->record(std::move(*accept));
+    }
     if (!r) return respond(json_error(503, "store", "the request could not be queued: " + r.error().message, id));
     std::string url = std::string(kJobsPath) + id;
     respond(HttpReply{202,
