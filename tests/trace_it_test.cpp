@@ -682,6 +682,38 @@ TEST(Traces, ExportsGoToAnHttpsCollectorCheckedAgainstItsCaGzippedOnOneKeptConne
   EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
 }
 
+TEST(Traces, AKeptConnectionTheCollectorClosedIsReplacedWithoutLosingTheBatch) {
+  TestUpstream collector("collector");
+  TempDir lb;
+  // HAProxy in front of the collector closes a client connection idle for 100 ms: every export
+  // after the first finds its kept connection closed.
+  const int port = free_port();
+  Haproxy proxy(lb.path(), port,
+                "frontend otlp\n  mode http\n  timeout http-keep-alive 100ms\n  bind 127.0.0.1:" + std::to_string(port) +
+                    "\n  default_backend collector\nbackend collector\n  mode http\n  server c 127.0.0.1:" +
+                    std::to_string(collector.port()) + "\n");
+  ASSERT_TRUE(proxy.running()) << "haproxy did not start (scripts/setup.sh installs it)";
+  TempDir dir;
+  dir.write("nimbus.yaml", "name: idle\nobserve:\n  otlp: {endpoint: \"http://127.0.0.1:" + std::to_string(port) +
+                               "/v1/traces\"}\nfunctions:\n  hello:\n    runtime: python\n"
+                               "    handler: app.py:hello\n    triggers: [{http: {route: /hello}}]\n");
+  dir.write("app.py", "def hello(req, ctx):\n    return 'hi'\n");
+  Host host(dir.path());
+  ASSERT_TRUE(host.started()) << host.errors();
+  const auto invocations = [&] {
+    const auto spans = spans_at(collector);
+    return std::count_if(spans.begin(), spans.end(), [](const SeenSpan& s) { return s.name == "hello"; });
+  };
+  for (int i = 1; i <= 3; ++i) {
+    ASSERT_EQ(request(host.http_port(), "GET", "/hello").status, 200);
+    ASSERT_TRUE(eventually([&] { return invocations() == i; }, 10000)) << host.output();
+  }
+  EXPECT_EQ(metric(host, "nimbus_trace_export_failures_total"), 0) << "a closed kept connection failed an export";
+  EXPECT_EQ(metric(host, "nimbus_trace_export_connections_total"), 3);
+  EXPECT_EQ(metric(host, "nimbus_trace_spans_failed_total"), 0);
+  EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
+}
+
 TEST(Traces, ADeadCollectorCostsNothingButACounter) {
   HeldPort dead;  // bound, never listening: connections are refused
   ASSERT_NE(dead.port(), 0);
