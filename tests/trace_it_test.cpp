@@ -625,6 +625,18 @@ int64_t metric(const Host& host, const std::string& name) {
   return at == std::string::npos ? -1 : std::stoll(m.substr(at + name.size() + 2));
 }
 
+// Three GET /hello, each waited for at `collector` (so each goes in an export of its own).
+void three_exports(Host& host, TestUpstream& collector) {
+  const auto invocations = [&] {
+    const auto spans = spans_at(collector);
+    return std::count_if(spans.begin(), spans.end(), [](const SeenSpan& s) { return s.name == "hello"; });
+  };
+  for (int i = 1; i <= 3; ++i) {
+    ASSERT_EQ(request(host.http_port(), "GET", "/hello").status, 200);
+    ASSERT_TRUE(eventually([&] { return invocations() == i; }, 10000)) << host.output();
+  }
+}
+
 TEST(Traces, ExportsGoToAnHttpsCollectorCheckedAgainstItsCaGzippedOnOneKeptConnection) {
   TestUpstream collector("collector");
   TempDir certs;
@@ -648,15 +660,8 @@ TEST(Traces, ExportsGoToAnHttpsCollectorCheckedAgainstItsCaGzippedOnOneKeptConne
   app(dir, certs.path() / "cert.pem");
   Host host(dir.path());
   ASSERT_TRUE(host.started()) << host.errors();
-  // Three requests, each exported in a batch of its own: three exports on one connection.
-  const auto invocations = [&] {
-    const auto spans = spans_at(collector);
-    return std::count_if(spans.begin(), spans.end(), [](const SeenSpan& s) { return s.name == "hello"; });
-  };
-  for (int i = 1; i <= 3; ++i) {
-    ASSERT_EQ(request(host.http_port(), "GET", "/hello").status, 200);
-    ASSERT_TRUE(eventually([&] { return invocations() == i; }, 10000)) << host.output();
-  }
+  // Three exports on one connection.
+  ASSERT_NO_FATAL_FAILURE(three_exports(host, collector));
   const auto seen = collector.seen();
   ASSERT_GE(seen.size(), 3u);
   for (const auto& req : seen) {
@@ -700,14 +705,7 @@ TEST(Traces, AKeptConnectionTheCollectorClosedIsReplacedWithoutLosingTheBatch) {
   dir.write("app.py", "def hello(req, ctx):\n    return 'hi'\n");
   Host host(dir.path());
   ASSERT_TRUE(host.started()) << host.errors();
-  const auto invocations = [&] {
-    const auto spans = spans_at(collector);
-    return std::count_if(spans.begin(), spans.end(), [](const SeenSpan& s) { return s.name == "hello"; });
-  };
-  for (int i = 1; i <= 3; ++i) {
-    ASSERT_EQ(request(host.http_port(), "GET", "/hello").status, 200);
-    ASSERT_TRUE(eventually([&] { return invocations() == i; }, 10000)) << host.output();
-  }
+  ASSERT_NO_FATAL_FAILURE(three_exports(host, collector));
   EXPECT_EQ(metric(host, "nimbus_trace_export_failures_total"), 0) << "a closed kept connection failed an export";
   EXPECT_EQ(metric(host, "nimbus_trace_export_connections_total"), 3);
   EXPECT_EQ(metric(host, "nimbus_trace_spans_failed_total"), 0);
