@@ -22,7 +22,7 @@ import threading
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-NIMBUS = os.path.join(REPO, "build", "nimbus")
+NIMBUS = os.environ.get("NIMBUS_BIN") or os.path.join(REPO, "build", "nimbus")
 HELLO = os.path.join(REPO, "build", "tests", "functions", "hello.so")
 N = int(os.environ.get("N", "300"))
 LAT_N = int(os.environ.get("LAT_N", "100"))

@@ -5,6 +5,7 @@
 #include <libpq-fe.h>
 
 #include "free_port.h"
+#include "store/postgres/pg_conn.h"
 #include "store_conformance.h"
 
 namespace nimbus {
@@ -203,6 +204,116 @@ TEST(PostgresStore, TheStoreCarriesOnAfterTheServerRestarts) {
   server.stop();
   std::error_code ec;
   fs::remove_all(server.dir(), ec);
+}
+
+// --- the writer's connection: statements deferred to travel with the next one ------------------
+
+int64_t count_rows(pg::Connection& c, const std::string& where = "true") {
+  auto r = c.run("SELECT count(*) FROM t WHERE " + where);
+  return r ? r->integer(0, 0) : -1;
+}
+
+// BEGIN deferred to the first statement opens the transaction that statement runs in (a
+// rollback undoes it); a change notice deferred to the COMMIT is delivered when it commits.
+TEST(PgConnection, DeferredStatementsGoWithTheNextOneInItsTransaction) {
+  const std::string url = fresh_database();
+  ASSERT_TRUE(sql(url, "CREATE TABLE t(x int PRIMARY KEY)")) << url;
+  pg::Connection c(url), listener(url);
+  ASSERT_TRUE(c.connect().ok());
+  ASSERT_TRUE(listener.connect().ok());
+  ASSERT_TRUE(listener.exec("LISTEN nimbus_test").ok());
+
+  c.defer("BEGIN");
+  ASSERT_TRUE(c.run("INSERT INTO t VALUES($1)", {pg::Param::of(int64_t{1})}).ok());
+  c.rollback();
+  EXPECT_EQ(count_rows(c), 0) << "the deferred BEGIN did not open a transaction around the insert";
+
+  c.defer("BEGIN");
+  c.defer("SET LOCAL synchronous_commit = off");
+  ASSERT_TRUE(c.run("INSERT INTO t VALUES($1)", {pg::Param::of(int64_t{2})}).ok());
+  auto setting = c.run("SELECT current_setting('synchronous_commit')");
+  ASSERT_TRUE(setting.ok()) << setting.error().message;
+  EXPECT_EQ(setting->text(0, 0), "off");
+  c.defer("SELECT pg_notify($1, $2)", {pg::Param::of("nimbus_test"), pg::Param::of("q1")});
+  ASSERT_TRUE(c.commit().ok());
+  EXPECT_EQ(count_rows(c, "x=2"), 1);
+  auto after = c.run("SELECT current_setting('synchronous_commit')");
+  ASSERT_TRUE(after.ok());
+  EXPECT_EQ(after->text(0, 0), "on") << "SET LOCAL outlived its transaction";
+
+  std::string heard;
+  for (int i = 0; i < 200 && heard.empty(); ++i) {
+    PQconsumeInput(listener.raw());
+    if (PGnotify* n = PQnotifies(listener.raw())) {
+      heard = n->extra;
+      PQfreemem(n);
+    } else {
+      std::this_thread::sleep_for(10ms);
+    }
+  }
+  EXPECT_EQ(heard, "q1");
+}
+
+// A deferred statement that fails is the failure of the call it went with; nothing of the
+// transaction is kept, and the connection goes on with the next one.
+TEST(PgConnection, AFailedDeferredStatementFailsTheCallItWentWithAndKeepsNothing) {
+  const std::string url = fresh_database();
+  ASSERT_TRUE(sql(url, "CREATE TABLE t(x int PRIMARY KEY)")) << url;
+  pg::Connection c(url);
+  ASSERT_TRUE(c.connect().ok());
+
+  // Failing at the COMMIT (an empty channel name is refused by pg_notify).
+  c.defer("BEGIN");
+  ASSERT_TRUE(c.run("INSERT INTO t VALUES($1)", {pg::Param::of(int64_t{1})}).ok());
+  c.defer("SELECT pg_notify($1, $2)", {pg::Param::of(""), pg::Param::of("q")});
+  auto committed = c.commit();
+  ASSERT_FALSE(committed.ok());
+  EXPECT_NE(committed.error().message.find("channel name cannot be empty"), std::string::npos)
+      << committed.error().message;
+  EXPECT_EQ(count_rows(c), 0) << "the insert was committed though its transaction failed";
+
+  // Failing ahead of a statement: the statement does not run, and its failure is the
+  // deferred one's.
+  c.defer("BEGIN");
+  c.defer("SELECT $1::int / 0", {pg::Param::of(int64_t{1})});
+  auto inserted = c.run("INSERT INTO t VALUES($1) RETURNING x", {pg::Param::of(int64_t{2})});
+  ASSERT_FALSE(inserted.ok());
+  EXPECT_NE(inserted.error().message.find("division by zero"), std::string::npos) << inserted.error().message;
+  EXPECT_EQ(c.last_error().sqlstate, "22012");
+  EXPECT_FALSE(c.last_error().connection_lost);
+  c.rollback();
+
+  // The statement prepared in that pipeline was never prepared on the server: it is prepared
+  // again when next used, rather than executed under a name the server does not know.
+  c.defer("BEGIN");
+  auto again = c.run("INSERT INTO t VALUES($1) RETURNING x", {pg::Param::of(int64_t{3})});
+  ASSERT_TRUE(again.ok()) << again.error().message;
+  EXPECT_EQ(again->integer(0, 0), 3);
+  ASSERT_TRUE(c.commit().ok());
+  EXPECT_EQ(count_rows(c), 1);
+  EXPECT_TRUE(c.connected());
+}
+
+// The server ends the connection (pg_terminate_backend) before a pipeline is sent: the call
+// fails as a lost connection, the connection says it is not connected (so its owner connects
+// again), and connect() gives a working one.
+TEST(PgConnection, AConnectionLostUnderAPipelineIsReportedLostAndCanBeRemade) {
+  const std::string url = fresh_database();
+  ASSERT_TRUE(sql(url, "CREATE TABLE t(x int PRIMARY KEY)")) << url;
+  pg::Connection c(url);
+  ASSERT_TRUE(c.connect().ok());
+  ASSERT_TRUE(sql(url, "SELECT pg_terminate_backend(" + std::to_string(c.backend_pid()) + ")"));
+  c.defer("BEGIN");
+  auto r = c.run("INSERT INTO t VALUES($1)", {pg::Param::of(int64_t{1})});
+  ASSERT_FALSE(r.ok());
+  EXPECT_TRUE(c.last_error().connection_lost) << r.error().message;
+  EXPECT_FALSE(c.connected());
+  c.rollback();
+  ASSERT_TRUE(c.connect().ok());
+  c.defer("BEGIN");
+  ASSERT_TRUE(c.run("INSERT INTO t VALUES($1)", {pg::Param::of(int64_t{1})}).ok());
+  ASSERT_TRUE(c.commit().ok());
+  EXPECT_EQ(count_rows(c), 1);
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 #include <libpq-fe.h>
 
 #include <cstring>
+#include <optional>
 
 #include "core/text.h"
 #include "store/store.h"
@@ -74,6 +75,8 @@ std::string Rows::text(int row, int col) const {
   return std::string(PQgetvalue(result_, row, col), static_cast<std::size_t>(PQgetlength(result_, row, col)));
 }
 
+std::string Rows::command() const { return result_ ? PQcmdStatus(result_) : ""; }
+
 int64_t Rows::affected() const {
   const char* n = result_ ? PQcmdTuples(result_) : "";
   return *n ? std::strtoll(n, nullptr, 10) : 0;
@@ -84,13 +87,16 @@ Connection::~Connection() {
   if (conn_) PQfinish(conn_);
 }
 
-bool Connection::connected() const { return conn_ && PQstatus(conn_) == CONNECTION_OK; }
+bool Connection::connected() const { return conn_ && !broken_ && PQstatus(conn_) == CONNECTION_OK; }
 int Connection::backend_pid() const { return conn_ ? PQbackendPID(conn_) : 0; }
 
 Status Connection::connect() {
   if (connected()) return ok_status();
   if (conn_) PQfinish(conn_);
+  broken_ = false;
   prepared_.clear();
+  deferred_.clear();
+  statements_ = 0;
   last_ = PgError{};
   // Defaults the URL may override: a server that stops answering (a network that drops
   // packets rather than refusing them) is noticed in seconds, not minutes.
@@ -119,6 +125,38 @@ Error Connection::fail(const std::string& what, PGresult* result) {
   return Error{"PostgreSQL " + what + " failed: " + why, store_error::io};
 }
 
+Status Connection::check_text(const Params& params) const {
+  // PostgreSQL text is UTF-8 without NUL bytes: refuse anything else before it reaches the
+  // server (a failed statement would abort the whole transaction, others' work with it).
+  for (const Param& p : params) {
+    if (p.kind == Param::text && (p.value.find('\0') != std::string::npos || !valid_utf8(p.value))) {
+      return Error{"a name or text value is not valid UTF-8 text (or holds a NUL byte); PostgreSQL stores text "
+                   "as UTF-8",
+                   store_error::invalid};
+    }
+  }
+  return ok_status();
+}
+
+namespace {
+
+// libpq's parameter arrays for one statement (the Params own the bytes).
+struct Wire {
+  std::vector<const char*> values;
+  std::vector<int> lengths, formats;
+  explicit Wire(const Params& params) : values(params.size()), lengths(params.size()), formats(params.size()) {
+    for (std::size_t i = 0; i < params.size(); ++i) {
+      const Param& p = params[i];
+      values[i] = p.kind == Param::null ? nullptr : p.value.data();
+      lengths[i] = static_cast<int>(p.value.size());
+      formats[i] = p.kind == Param::bytes ? 1 : 0;
+    }
+  }
+  int size() const { return static_cast<int>(values.size()); }
+};
+
+}  // namespace
+
 Expected<Rows> Connection::run(const std::string& sql, const Params& params) {
   last_ = PgError{};
   // A connection that was never made is made now; one that broke is not made again here:
@@ -130,44 +168,141 @@ Expected<Rows> Connection::run(const std::string& sql, const Params& params) {
     last_ = PgError{"08006", "the connection to the server was lost", true};
     return Error{"PostgreSQL statement failed: the connection to the server was lost", store_error::io};
   }
-  // PostgreSQL text is UTF-8 without NUL bytes: refuse anything else before it reaches the
-  // server (a failed statement would abort the whole transaction, others' work with it).
-  for (std::size_t i = 0; i < params.size(); ++i) {
-    const Param& p = params[i];
-    if (p.kind == Param::text && (p.value.find('\0') != std::string::npos || !valid_utf8(p.value))) {
-      return Error{"a name or text value is not valid UTF-8 text (or holds a NUL byte); PostgreSQL stores text "
-                   "as UTF-8",
-                   store_error::invalid};
-    }
-  }
+  if (auto st = check_text(params); !st) return st.error();
+  if (!deferred_.empty()) return run_pipelined(sql, params, true);
   auto it = prepared_.find(sql);
   if (it == prepared_.end()) {
-    std::string name = "s" + std::to_string(prepared_.size());
+    std::string name = "s" + std::to_string(statements_);
     PGresult* r = PQprepare(conn_, name.c_str(), sql.c_str(), 0, nullptr);
     if (PQresultStatus(r) != PGRES_COMMAND_OK) return fail("prepare", r);
     PQclear(r);
+    ++statements_;
     it = prepared_.emplace(sql, std::move(name)).first;
   }
-  std::vector<const char*> values(params.size());
-  std::vector<int> lengths(params.size()), formats(params.size());
-  for (std::size_t i = 0; i < params.size(); ++i) {
-    const Param& p = params[i];
-    values[i] = p.kind == Param::null ? nullptr : p.value.data();
-    lengths[i] = static_cast<int>(p.value.size());
-    formats[i] = p.kind == Param::bytes ? 1 : 0;
-  }
-  PGresult* r = PQexecPrepared(conn_, it->second.c_str(), static_cast<int>(params.size()), values.data(),
-                               lengths.data(), formats.data(), 1);
+  const Wire wire(params);
+  PGresult* r = PQexecPrepared(conn_, it->second.c_str(), wire.size(), wire.values.data(), wire.lengths.data(),
+                               wire.formats.data(), 1);
   const auto status = PQresultStatus(r);
   if (status != PGRES_TUPLES_OK && status != PGRES_COMMAND_OK) return fail("statement", r);
   return Rows(r);
+}
+
+void Connection::defer(std::string sql, Params params) { deferred_.push_back({std::move(sql), std::move(params)}); }
+
+Expected<Rows> Connection::run_pipelined(const std::string& sql, const Params& params, bool prepare) {
+  std::vector<Deferred> ahead = std::move(deferred_);
+  deferred_.clear();
+  for (const auto& d : ahead) {
+    if (auto st = check_text(d.params); !st) return st.error();
+  }
+  // A connection that fails while a pipeline is half sent or half read is in no state to be
+  // used again: it counts as lost, and its owner connects afresh (as after any lost connection).
+  const auto abandon = [&](const std::string& why) -> Error {
+    std::string detail = conn_ ? PQerrorMessage(conn_) : "";
+    while (!detail.empty() && (detail.back() == '\n' || detail.back() == ' ')) detail.pop_back();
+    broken_ = true;
+    last_ = PgError{"08006", detail.empty() ? why : detail, true};
+    return Error{"PostgreSQL " + why + " failed: " + last_.message, store_error::io};
+  };
+  if (PQenterPipelineMode(conn_) != 1) return abandon("pipeline");
+  int results = 0;  // one per statement sent, and one per statement prepared on the way
+  std::vector<std::string> fresh;  // SQL prepared in this pipeline
+  const auto send = [&](const std::string& text, const Params& ps, bool named) -> bool {
+    const Wire wire(ps);
+    if (!named) {
+      if (PQsendQueryParams(conn_, text.c_str(), wire.size(), nullptr, wire.values.data(), wire.lengths.data(),
+                            wire.formats.data(), 1) != 1) {
+        return false;
+      }
+      ++results;
+      return true;
+    }
+    auto it = prepared_.find(text);
+    if (it == prepared_.end()) {
+      std::string name = "s" + std::to_string(statements_++);
+      if (PQsendPrepare(conn_, name.c_str(), text.c_str(), 0, nullptr) != 1) return false;
+      ++results;
+      it = prepared_.emplace(text, std::move(name)).first;
+      fresh.push_back(text);
+    }
+    if (PQsendQueryPrepared(conn_, it->second.c_str(), wire.size(), wire.values.data(), wire.lengths.data(),
+                            wire.formats.data(), 1) != 1) {
+      return false;
+    }
+    ++results;
+    return true;
+  };
+  for (const auto& d : ahead) {
+    if (!send(d.sql, d.params, !d.params.empty())) return abandon("statement");
+  }
+  if (!send(sql, params, prepare) || PQpipelineSync(conn_) != 1) return abandon("statement");
+  std::optional<Error> failed;
+  PGresult* last = nullptr;
+  // Each statement's result, then NULL; the sync point's result at the end (after a failure,
+  // the statements not run answer PGRES_PIPELINE_ABORTED).
+  int index = 0, nulls = 0;
+  for (;;) {
+    PGresult* r = PQgetResult(conn_);
+    if (!r) {
+      if (++nulls > 1 || PQstatus(conn_) != CONNECTION_OK) {
+        PQclear(last);
+        return abandon("statement");
+      }
+      continue;
+    }
+    nulls = 0;
+    const auto status = PQresultStatus(r);
+    if (status == PGRES_PIPELINE_SYNC) {
+      PQclear(r);
+      break;
+    }
+    const bool final = index++ == results - 1;
+    if (status == PGRES_PIPELINE_ABORTED) {
+      PQclear(r);
+    } else if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) {
+      if (!failed) {
+        failed = fail("statement", r);
+      } else {
+        PQclear(r);
+      }
+    } else if (final) {
+      last = r;
+    } else {
+      PQclear(r);
+    }
+  }
+  if (PQexitPipelineMode(conn_) != 1) {
+    PQclear(last);
+    return abandon("statement");
+  }
+  if (failed) {
+    // Statements prepared in a pipeline that failed may not exist on the server: prepare
+    // them again next time (under new names, so none collides with one that does exist).
+    for (const auto& text : fresh) prepared_.erase(text);
+    PQclear(last);
+    return *failed;
+  }
+  return Rows(last);
+}
+
+Status Connection::flush_deferred() {
+  if (deferred_.empty()) return ok_status();
+  Deferred last = std::move(deferred_.back());
+  deferred_.pop_back();
+  auto r = run_pipelined(last.sql, last.params, !last.params.empty());
+  if (!r) return r.error();
+  return ok_status();
 }
 
 Status Connection::exec(const std::string& sql) {
   last_ = PgError{};
   if (!conn_) {
     if (auto st = connect(); !st) return st;
+  } else if (broken_) {
+    last_ = PgError{"08006", "the connection to the server was lost", true};
+    return Error{"PostgreSQL statement failed: the connection to the server was lost", store_error::io};
   }
+  if (auto st = flush_deferred(); !st) return st;
   PGresult* r = PQexec(conn_, sql.c_str());
   const auto status = PQresultStatus(r);
   if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) return fail("statement", r);
@@ -176,22 +311,41 @@ Status Connection::exec(const std::string& sql) {
 }
 
 Status Connection::commit() {
-  if (PQtransactionStatus(conn_) != PQTRANS_INTRANS) {
+  if (!connected()) {
+    deferred_.clear();
+    last_ = PgError{"08006", "the connection to the server was lost", true};
+    return Error{"PostgreSQL commit failed: the connection to the server was lost", store_error::io};
+  }
+  if (PQtransactionStatus(conn_) == PQTRANS_INERROR ||
+      (deferred_.empty() && PQtransactionStatus(conn_) != PQTRANS_INTRANS)) {
     // A statement failed and the server aborted the transaction: a COMMIT would answer
     // ROLLBACK. Nothing of it was kept.
     rollback();
     return Error{"PostgreSQL aborted the transaction; nothing of it was committed", store_error::io};
   }
-  PGresult* r = PQexec(conn_, "COMMIT");
-  if (PQresultStatus(r) != PGRES_COMMAND_OK) return fail("commit", r);
-  const bool committed = std::strcmp(PQcmdStatus(r), "COMMIT") == 0;
-  PQclear(r);
-  if (!committed) return Error{"PostgreSQL rolled the transaction back at its commit", store_error::io};
+  // What was deferred (the change notices) goes with the COMMIT, in one round trip.
+  last_ = PgError{};
+  std::string tag;
+  if (deferred_.empty()) {
+    PGresult* r = PQexec(conn_, "COMMIT");
+    if (PQresultStatus(r) != PGRES_COMMAND_OK) return fail("commit", r);
+    tag = PQcmdStatus(r);
+    PQclear(r);
+  } else {
+    auto r = run_pipelined("COMMIT", {}, false);
+    if (!r) {
+      rollback();  // a deferred statement failed: the transaction is still open, aborted
+      return r.error();
+    }
+    tag = r->command();
+  }
+  if (tag != "COMMIT") return Error{"PostgreSQL rolled the transaction back at its commit", store_error::io};
   return ok_status();
 }
 
 void Connection::rollback() {
-  if (!connected()) return;
+  deferred_.clear();  // a BEGIN still deferred began nothing
+  if (!connected() || PQtransactionStatus(conn_) == PQTRANS_IDLE) return;
   PQclear(PQexec(conn_, "ROLLBACK"));
 }
 

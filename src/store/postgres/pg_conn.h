@@ -49,6 +49,7 @@ class Rows {
   int64_t integer(int row, int col) const;  // BIGINT or INTEGER; 0 for NULL
   std::string text(int row, int col) const;  // TEXT or BYTEA bytes; "" for NULL
   int64_t affected() const;                  // rows an INSERT, UPDATE or DELETE touched
+  std::string command() const;               // the command tag: "COMMIT", "ROLLBACK", ...
 
  private:
   PGresult* result_ = nullptr;
@@ -75,8 +76,14 @@ class Connection {
   bool connected() const;
   // Runs one statement (prepared on first use on this connection).
   Expected<Rows> run(const std::string& sql, const Params& params = {});
-  // Runs SQL text with no parameters (several statements allowed), for BEGIN, schema, LISTEN.
+  // Runs SQL text with no parameters (several statements allowed), for schema, LISTEN,
+  // savepoints. Statements deferred before it are sent first.
   Status exec(const std::string& sql);
+  // Sends one statement (no more than one, no result rows wanted) together with the next
+  // run() or commit(), in the same round trip (libpq's pipeline mode): BEGIN, SET LOCAL,
+  // pg_notify. Its failure is that call's failure, and what follows it in the transaction is
+  // not run. A connection lost before then forgets it.
+  void defer(std::string sql, Params params = {});
   // Commits the transaction under way: an error unless the server says COMMIT (a transaction
   // it aborted after a failed statement is rolled back, and said so).
   Status commit();
@@ -91,10 +98,24 @@ class Connection {
 
  private:
   Error fail(const std::string& what, PGresult* result);
+  Status check_text(const Params& params) const;
+  // Sends the deferred statements and then `sql` as one pipeline and returns the last one's
+  // result (or the first failure).
+  Expected<Rows> run_pipelined(const std::string& sql, const Params& params, bool prepare);
+  // Sends what was deferred, alone (before a statement that cannot join a pipeline).
+  Status flush_deferred();
+
+  struct Deferred {
+    std::string sql;
+    Params params;
+  };
 
   std::string url_;
   PGconn* conn_ = nullptr;
   std::map<std::string, std::string> prepared_;  // SQL text -> statement name
+  std::vector<Deferred> deferred_;
+  bool broken_ = false;  // a pipeline failed half way: lost, whatever libpq says
+  int statements_ = 0;  // prepared on this connection: the next one's name is "s<statements_>"
   PgError last_;
 };
 

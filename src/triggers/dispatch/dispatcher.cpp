@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <condition_variable>
+#include <cstring>
 #include <deque>
 #include <functional>
 #include <future>
@@ -175,7 +176,7 @@ class StoreDispatcher::Consumer : public std::enable_shared_from_this<StoreDispa
                    {{"function", fn_.name}, {"queue", queue_}, {"message_id", ref.id}, {"step", what},
                     {"error", st.error().message}});
     }
-    feed_->forget({ref.id});
+    feed_->forget({ref.id}, /*requeued=*/!st || std::strcmp(what, "retry") == 0);
   }
 
   std::shared_ptr<TaskThread> dispatcher_;  // shared: a completion may post after the trigger is gone (dropped)

@@ -27,7 +27,10 @@ void LeasedFeed::pump() {
       return;
     }
     want = std::min(options_.batch_size, options_.capacity - static_cast<int>(held_.size()));
-    if (want <= 0) return;
+    if (want <= 0) {
+      starved_ = true;
+      return;
+    }
     receiving_ = true;
     if (wake_timer_ != 0) {
       timers_.cancel(wake_timer_);
@@ -125,13 +128,15 @@ void LeasedFeed::renew() {
   });
 }
 
-void LeasedFeed::forget(const std::vector<std::string>& ids) {
+void LeasedFeed::forget(const std::vector<std::string>& ids, bool requeued) {
+  bool look;
   {
     std::lock_guard lock(mu_);
     for (const auto& id : ids) held_.erase(id);
+    look = std::exchange(starved_, false) || requeued;
     idle_cv_.notify_all();
   }
-  pump();
+  if (look) pump();
 }
 
 void LeasedFeed::stop() {
@@ -160,7 +165,8 @@ void LeasedFeed::release(const std::vector<Message>& messages, int64_t delay_ms)
     back.retries.push_back({{m.id, m.lease}, unix_ms(clock_) + delay_ms, m.last_error, true});
     ids.push_back(m.id);
   }
-  store_.commit(std::move(back), [self = shared_from_this(), ids](Expected<BatchResult>) { self->forget(ids); });
+  store_.commit(std::move(back),
+                [self = shared_from_this(), ids](Expected<BatchResult>) { self->forget(ids, /*requeued=*/true); });
 }
 
 }  // namespace nimbus

@@ -5,7 +5,10 @@
 // everything it holds every third of the lease, sleeps when the queue is drained (until the
 // next delayed message is due, a commit wakes it, or `max_wait` passes: work enqueued by
 // another host), and on stop hands back what it received too late. The owner says when a
-// message is done with forget() (its commit is in), which frees room and looks for more.
+// message is done with forget() (its commit is in), which frees room: it looks for more only
+// if it had no room left when it last wanted to, or when the message went back to the queue
+// (a retry: its due time may be sooner than the wake-up armed). A completion does not look by
+// itself: work that arrived meanwhile woke the feed already (each look is a store write).
 #include <condition_variable>
 #include <functional>
 #include <map>
@@ -41,8 +44,9 @@ class LeasedFeed : public std::enable_shared_from_this<LeasedFeed> {
   int64_t lease_ms() const { return options_.lease_ms; }
   // Leases as many as there is room for, unless a receive is already under way.
   void pump();
-  // These are done (committed or handed back): room for more.
-  void forget(const std::vector<std::string>& ids);
+  // These are done (committed or handed back): room for more. `requeued`: one went back to
+  // the queue (a retry, a failed commit), so look again.
+  void forget(const std::vector<std::string>& ids, bool requeued = false);
   // Receives nothing more; timers are cancelled.
   void stop();
   bool stopping() const;
@@ -71,6 +75,7 @@ class LeasedFeed : public std::enable_shared_from_this<LeasedFeed> {
   std::map<std::string, std::string> held_;  // message id -> lease
   bool receiving_ = false;
   bool rescan_ = false;  // a wake-up came while a receive was under way
+  bool starved_ = false;  // a look was skipped for want of room: look when room is made
   bool stopping_ = false;
   TimerQueue::Id wake_timer_ = 0;
   TimerQueue::Id renew_timer_ = 0;
