@@ -6,6 +6,7 @@
 
 #include <boost/json.hpp>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -615,6 +616,101 @@ TEST(Traces, AnAsyncRoutesAcceptIsASpanAndTheRunLaterIsItsChild) {
   EXPECT_EQ(accept.kind, 2);
   EXPECT_EQ(accept.attributes.at("http.response.status_code"), "202");
   EXPECT_EQ(find("job")->parent_span_id, accept.span_id) << "the run is not under the accept";
+  EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
+}
+
+// An orchestration started with a traceparent is one trace: each orchestrator step is a span
+// (trigger orchestration) with its log line and history record, the activity it calls and the
+// entity operation it calls are children of the step that sent them, and the step that their
+// answers wake is in the same trace.
+TEST(Traces, AnOrchestrationsStepsActivitiesAndEntityOperationsAreOneTrace) {
+  TestUpstream collector("collector");
+  TempDir dir;
+  dir.write("nimbus.yaml", "name: flows\nobserve:\n  otlp: {endpoint: \"http://127.0.0.1:" + std::to_string(collector.port()) +
+                               "/v1/traces\"}\nfunctions:\n"
+                               "  flow:\n    runtime: python\n    handler: app.py:flow\n"
+                               "    triggers: [{orchestration: {auth: anonymous}}]\n"
+                               "  hello:\n    runtime: python\n    handler: app.py:hello\n    triggers: [{activity: {}}]\n"
+                               "  tally:\n    runtime: python\n    handler: app.py:tally\n"
+                               "    triggers: [{entity: {auth: anonymous}}]\n");
+  dir.write("app.py", R"(from nimbus import durable
+
+@durable.orchestrator
+def flow(ctx):
+    greeting = yield ctx.call_activity("hello", "Oslo")
+    total = yield ctx.call_entity("tally", "t1", "add", 2)
+    return [greeting, total]
+
+def hello(req, ctx):
+    return "hello " + req.json()
+
+@durable.entity
+def tally(ctx):
+    value = ctx.get_state(lambda: 0) + ctx.get_input()
+    ctx.set_state(value)
+    return value
+)");
+  Host host(dir.path());
+  ASSERT_TRUE(host.started()) << host.errors();
+  const std::string trace = "7bf92f3577b34da6a3ce929d0e0e4736", client_span = "30f067aa0ba902b7";
+  Response started = request(host.http_port(), "POST", "/_nimbus/orchestrations/flow?instance=o1",
+                             {{"traceparent", "00-" + trace + "-" + client_span + "-01"}}, "");
+  ASSERT_EQ(started.status, 202) << started.body;
+  ASSERT_TRUE(eventually([&] {
+    return request(host.http_port(), "GET", "/_nimbus/orchestrations/flow/instances/o1").status == 200;
+  }, 20000)) << host.output();
+  std::vector<SeenSpan> spans;
+  const auto named = [&](const std::string& name) {
+    std::vector<const SeenSpan*> out;
+    for (const auto& s : spans) {
+      if (s.name == name) out.push_back(&s);
+    }
+    return out;
+  };
+  ASSERT_TRUE(eventually([&] {
+    spans = spans_at(collector);
+    return named("flow").size() >= 3 && !named("hello").empty() && !named("tally").empty();
+  }, 20000)) << spans.size() << " spans\n" << host.output();
+  const std::vector<const SeenSpan*> steps = named("flow");
+  for (const SeenSpan* step : steps) {
+    EXPECT_EQ(step->trace_id, trace) << "an orchestrator step outside the caller's trace";
+    EXPECT_EQ(step->attributes.at("nimbus.trigger"), "orchestration");
+    EXPECT_FALSE(step->error);
+  }
+  const auto by_id = [&](const std::string& id) -> const SeenSpan* {
+    for (const auto& s : spans) {
+      if (s.span_id == id) return &s;
+    }
+    return nullptr;
+  };
+  const SeenSpan& hello = *named("hello").front();
+  const SeenSpan& tally = *named("tally").front();
+  EXPECT_EQ(hello.trace_id, trace);
+  EXPECT_EQ(tally.trace_id, trace);
+  ASSERT_NE(by_id(hello.parent_span_id), nullptr) << "the activity's parent span was not exported";
+  EXPECT_EQ(by_id(hello.parent_span_id)->name, "flow") << "the activity is not under the step that called it";
+  ASSERT_NE(by_id(tally.parent_span_id), nullptr) << "the entity operation's parent span was not exported";
+  EXPECT_EQ(by_id(tally.parent_span_id)->name, "flow") << "the entity operation is not under the step that called it";
+  EXPECT_NE(hello.parent_span_id, tally.parent_span_id) << "one step called both";
+  // Log lines and history records, as every invocation has.
+  EXPECT_TRUE(host.wait_for_output("\"function\":\"flow\",\"trigger\":\"orchestration\"", 5000)) << host.output();
+  EXPECT_TRUE(host.wait_for_output("\"function\":\"tally\",\"trigger\":\"entity\"", 5000)) << host.output();
+  Admin admin{host.admin_port(), host.admin_token()};
+  std::set<std::string> kinds;
+  ASSERT_TRUE(eventually([&] {
+    Response r = admin.call("GET", "/admin/invocations?trace=" + trace);
+    if (r.status != 200) return false;
+    kinds.clear();
+    const json::value body = json::parse(r.body);
+    for (const auto& v : body.at("invocations").as_array()) {
+      kinds.insert(std::string(v.at("function").as_string()) + "/" + std::string(v.at("trigger").as_string()));
+    }
+    return kinds.count("flow/orchestration") && kinds.count("tally/entity") && kinds.count("hello/activity");
+  }, 10000)) << [&] {
+    std::string all;
+    for (const auto& k : kinds) all += k + " ";
+    return all;
+  }();
   EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
 }
 

@@ -84,11 +84,12 @@ json::object urls(const std::string& base, const std::string& id) {
 
 }  // namespace
 
-NewMessage event_message(const std::string& instance, json::object event) {
+NewMessage event_message(const std::string& instance, json::object event, const std::string& traceparent) {
   NewMessage m;
   m.type = "nimbus.durable.event";
   m.subject = instance;
   m.payload = json::serialize(json::object{{"instance", instance}, {"event", std::move(event)}});
+  if (valid_traceparent(traceparent)) m.metadata.push_back({"traceparent", traceparent});
   return m;
 }
 
@@ -96,7 +97,7 @@ Client::Client(Store& store, const Clock& clock, std::map<std::string, std::stri
     : store_(store), clock_(clock), versions_(std::move(versions)) {}
 
 HttpReply Client::start(const std::string& name, const std::string& requested_id, const std::string& body,
-                        const std::string& base) {
+                        const std::string& base, const std::string& traceparent) {
   const auto version = versions_.find(name);
   if (version == versions_.end()) {
     return error_reply(404, "not_found", "no function has an orchestration trigger named '" + name + "'");
@@ -123,7 +124,7 @@ HttpReply Client::start(const std::string& name, const std::string& requested_id
   b.puts.push_back({kInstances, id, encode(rec), std::string(), 0});  // create-only
   b.enqueues.push_back({orchestrator_queue(name),
                         event_message(id, json::object{{"type", "execution_started"}, {"input", value_of(input)},
-                                                       {"time_ms", now}})});
+                                                       {"time_ms", now}}, traceparent)});
   auto done = store_.commit_sync(std::move(b));
   if (!done && done.error().code == store_error::conflict) {
     return error_reply(409, "instance_exists", "an instance with id '" + id + "' exists already");
@@ -136,7 +137,8 @@ HttpReply Client::start(const std::string& name, const std::string& requested_id
 
 HttpReply Client::instance(const std::string& method, const std::string& name, const std::string& id,
                            const std::string& action, const std::string& event_name, const std::string& body,
-                           const std::string& reason, bool history, const std::string& base) {
+                           const std::string& reason, bool history, const std::string& base,
+                           const std::string& traceparent) {
   auto got = store_.get(kInstances, id);
   if (!got) return error_reply(503, "store_unavailable", got.error().message);
   std::optional<Instance> rec = *got ? decode_instance((*got)->value) : std::nullopt;
@@ -186,7 +188,7 @@ HttpReply Client::instance(const std::string& method, const std::string& name, c
   }
   event["time_ms"] = unix_ms(clock_);
   Batch b;
-  b.enqueues.push_back({orchestrator_queue(rec->name), event_message(id, std::move(event))});
+  b.enqueues.push_back({orchestrator_queue(rec->name), event_message(id, std::move(event), traceparent)});
   auto done = store_.commit_sync(std::move(b));
   if (!done) return error_reply(503, "store_unavailable", done.error().message);
   return json_reply(202, json::object{{"id", id}, {"accepted", action}});

@@ -250,7 +250,8 @@ class EntityWorker : public std::enable_shared_from_this<EntityWorker> {
     std::set<std::string> refused;  // messages refused (dead-lettered) rather than run or parked
     std::vector<std::pair<std::string, json::object>> client_replies;  // by call id, once committed
     int attempt = 1;
-    std::string traceparent;
+    std::string traceparent;      // the operations' (their cause)
+    std::string run_traceparent;  // the entity function's last run: the parent of its replies
     // Operations that failed together on their last attempt (a crash, a timeout) are run again
     // one at a time, in order, within the step: only those that fail alone are dead-lettered.
     bool singles = false;
@@ -345,11 +346,14 @@ class EntityWorker : public std::enable_shared_from_this<EntityWorker> {
     Invocation inv = new_invocation(fn_, kind_, "/entities/" + fn_.name + "/" + s->key, "nimbus.durable.entity", clock_,
                                     s->traceparent);
     inv.subject = s->key;
+    s->run_traceparent = inv.traceparent;
     inv.message_id = count == 1 && s->run[first].message ? s->run[first].message->id : s->messages.front().id;
     inv.attempt = s->attempt;
     inv.payload = json::serialize(work);
     inv.metadata = {{"content-type", "application/json"}};
-    pool_.dispatch(std::move(inv), [self = shared_from_this(), s](Result&& r) {
+    RunRecord run(inv, s->messages.front(), clock_);
+    pool_.dispatch(std::move(inv), [self = shared_from_this(), s, run = std::move(run)](Result&& r) {
+      run.log(self->logger_, self->clock_, r);
       auto result = std::make_shared<Result>(std::move(r));
       self->thread_->post([self, s, result] { self->decide(s, std::move(*result)); });
     });
@@ -597,6 +601,9 @@ class EntityWorker : public std::enable_shared_from_this<EntityWorker> {
     NewMessage m;
     m.type = "nimbus.durable.event";
     m.payload = json::serialize(json::object{{"instance", op.instance}, {"event", std::move(event)}});
+    if (const std::string& tp = s.run_traceparent.empty() ? s.traceparent : s.run_traceparent; !tp.empty()) {
+      m.metadata.push_back({"traceparent", tp});
+    }
     b.enqueues.push_back({op.reply, std::move(m)});
   }
 

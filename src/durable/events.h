@@ -8,6 +8,6 @@
 
 namespace nimbus::durable {
 
-NewMessage event_message(const std::string& instance, boost::json::object event);
+NewMessage event_message(const std::string& instance, boost::json::object event, const std::string& traceparent = {});
 
 }  // namespace nimbus::durable

@@ -118,7 +118,7 @@ class ActivityHooks final : public FeedHooks {
       return Error{"the activity call's " + std::string(kMetaTask) + " metadata is not a number: '" + *task + "'"};
     }
     std::lock_guard lock(mu_);
-    calls_[message.id] = Call{*instance, step, *reply};
+    calls_[message.id] = Call{*instance, step, *reply, inv.traceparent};
     return ok_status();
   }
 
@@ -147,6 +147,8 @@ class ActivityHooks final : public FeedHooks {
     NewMessage m;
     m.type = "nimbus.durable.event";
     m.payload = json::serialize(json::object{{"instance", call.instance}, {"event", std::move(event)}});
+    // The step its answer wakes is in the activity's trace, under it.
+    if (!call.traceparent.empty()) m.metadata.push_back({"traceparent", call.traceparent});
     batch.enqueues.push_back({call.reply, std::move(m)});
   }
 
@@ -155,6 +157,7 @@ class ActivityHooks final : public FeedHooks {
     std::string instance;
     int64_t task = 0;
     std::string reply;
+    std::string traceparent;  // the activity run's
   };
   mutable std::mutex mu_;
   mutable std::map<std::string, Call> calls_;  // by message id, from delivery to completion

@@ -155,12 +155,16 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
     std::vector<std::string> page_keys;
     std::vector<std::pair<std::string, std::string>> scheduled;  // (type, name) by task id
     int attempt = 1;
-    std::string traceparent;
+    std::string traceparent;       // the events' (the cause of this step)
+    std::string step_traceparent;  // the orchestrator's run in this step: the parent of what it sends
     bool history_loaded = false;
     bool record_put = false;  // commit_step: the record is the commit's last put
     Batch extra;              // messages the step sends whatever it decides (lock releases)
   };
   using StepPtr = std::shared_ptr<Step>;
+  static const std::string& sent_traceparent(const Step& s) {
+    return s.step_traceparent.empty() ? s.traceparent : s.step_traceparent;
+  }
 
   // What this host last committed for an instance: the next step starts from it without a
   // read. A stale entry (another host advanced the instance) only costs a conflict at commit
@@ -299,6 +303,7 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
     Invocation inv = new_invocation(fn_, kind_, "/orchestrations/" + fn_.name, "nimbus.durable.step", clock_,
                                     s->traceparent);
     inv.subject = id;
+    s->step_traceparent = inv.traceparent;
     inv.message_id = s->messages.front().id;
     inv.attempt = s->attempt;
     inv.metadata = {{"content-type", "application/json"}};
@@ -345,7 +350,8 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
                       {"history", s->history},
                       {"new_events", s->new_events}};
     inv.payload = json::serialize(work);
-    auto done = [self = shared_from_this(), s](Result&& r) {
+    auto done = [self = shared_from_this(), s, run = RunRecord(inv, s->messages.front(), clock_)](Result&& r) {
+      run.log(self->logger_, self->clock_, r);
       auto result = std::make_shared<Result>(std::move(r));
       self->thread_->post([self, s, result] { self->decide(s, std::move(*result)); });
     };
@@ -443,13 +449,14 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
         m.payload = json::serialize(input);
         m.metadata = {{kMetaInstance, s->id}, {kMetaTask, std::to_string(task)}, {kMetaReply, queue_},
                       {"content-type", "application/json"}};
-        if (!s->traceparent.empty()) m.metadata.push_back({"traceparent", s->traceparent});
+        if (const std::string& tp = sent_traceparent(*s); !tp.empty()) m.metadata.push_back({"traceparent", tp});
         b.enqueues.push_back({activity_queue(name), std::move(m)});
       } else if (type == "create_timer") {
         const auto fire_at = integer(a, "fire_at_ms");
         if (!fire_at) return fail_instance(s, "step " + std::to_string(i) + ": create_timer needs fire_at_ms");
         page.push_back(json::object{{"type", "timer_created"}, {"task_id", task}, {"fire_at_ms", *fire_at}});
-        NewMessage m = event_message(s->id, json::object{{"type", "timer_fired"}, {"task_id", task}, {"fire_at_ms", *fire_at}});
+        NewMessage m = event_message(s->id, json::object{{"type", "timer_fired"}, {"task_id", task}, {"fire_at_ms", *fire_at}},
+                                     sent_traceparent(*s));
         m.delay_ms = std::max<int64_t>(*fire_at - now, 0);
         b.enqueues.push_back({queue_, std::move(m)});
       } else if (type == "call_sub_orchestration") {
@@ -472,7 +479,8 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
         c.version = orchestrators_.at(name);
         b.puts.push_back({kInstances, child, encode(c), std::string(), 0});
         b.enqueues.push_back({orchestrator_queue(name),
-                              event_message(child, json::object{{"type", "execution_started"}, {"input", input}, {"time_ms", now}})});
+                              event_message(child, json::object{{"type", "execution_started"}, {"input", input}, {"time_ms", now}},
+                                            sent_traceparent(*s))});
       } else if (type == "call_entity" || type == "signal_entity") {
         const std::string name = str(a, "name");
         const std::string key = str(a, "key");
@@ -509,7 +517,7 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
           m.metadata.push_back({kMetaTask, std::to_string(task)});
           m.metadata.push_back({kMetaReply, queue_});
         }
-        if (!s->traceparent.empty()) m.metadata.push_back({"traceparent", s->traceparent});
+        if (const std::string& tp = sent_traceparent(*s); !tp.empty()) m.metadata.push_back({"traceparent", tp});
         b.enqueues.push_back({entity_queue(name), std::move(m)});
       } else if (type == "lock_entities") {
         // A critical section: the entities are locked one after the other in a fixed order
@@ -592,7 +600,8 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
       s->record.input = json::serialize(input);
       s->record.status = RuntimeStatus::running;
       s->record.version = version();  // a new generation replays nothing: it runs this code
-      b.enqueues.push_back({queue_, event_message(s->id, json::object{{"type", "execution_started"}, {"input", input}, {"time_ms", now}})});
+      b.enqueues.push_back({queue_, event_message(s->id, json::object{{"type", "execution_started"}, {"input", input}, {"time_ms", now}},
+                                                  sent_traceparent(*s))});
       return commit_step(s, json::array{}, std::move(b));
     } else if (what != "running") {
       return fail_instance(s, "the orchestrator's outcome '" + what + "' is unknown (known: running, completed, failed, continued_as_new)");
@@ -793,9 +802,11 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
     const std::string target(request.target());
     const auto q = target.find('?');
     const std::string query = q == std::string::npos ? std::string() : target.substr(q + 1);
+    auto tp = request.header("traceparent");
     store_.run_blocking([client = client_, name = fn_.name, id = query_param(query, "instance").value_or(""),
-                         body = request.take_body(), base = base_url(request), respond] {
-      respond(client->start(name, id, body, base));
+                         body = request.take_body(), base = base_url(request), respond,
+                         traceparent = tp ? std::string(*tp) : std::string()] {
+      respond(client->start(name, id, body, base, traceparent));
     });
   }
 
@@ -807,7 +818,9 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
       const std::string* v = find_header(params, name);
       return v ? *v : std::string();
     };
+    auto tp = request.header("traceparent");
     store_.run_blocking([client = client_, name = fn_.name, method = std::string(request.method()), id = param("id"),
+                         traceparent = tp ? std::string(*tp) : std::string(),
                          action = param("action"), event = param("event"), body = request.take_body(),
                          reason = query_param(query, "reason").value_or(""),
                          history = query_param(query, "history").value_or("") == "true",
@@ -815,7 +828,7 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
                          limit = std::atoi(query_param(query, "limit").value_or("100").c_str()),
                          after = query_param(query, "after").value_or(""), base = base_url(request), respond] {
       if (id.empty()) return respond(client->list(name, status, limit, after));
-      respond(client->instance(method, name, id, action, event, body, reason, history, base));
+      respond(client->instance(method, name, id, action, event, body, reason, history, base, traceparent));
     });
   }
 

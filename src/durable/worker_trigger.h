@@ -5,15 +5,49 @@
 // the store told of, for wakes of its own), stop() and wait_idle(until).
 #include <algorithm>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "core/invocation.h"
+#include "observe/log.h"
 #include "store/store.h"
 #include "triggers/dispatch/leased_feed.h"
 #include "triggers/task_thread.h"
 #include "triggers/trigger.h"
 
 namespace nimbus::durable {
+
+// What a durable worker's function run (an orchestrator step, an entity's operations) leaves,
+// as every trigger's invocation does: its log line, its spans when its trace is sampled, and
+// its record in the invocation history. Taken from the invocation as it is dispatched; `first`
+// is the step's first message (its time in the queue, on its first delivery).
+struct RunRecord {
+  RunRecord(const Invocation& inv, const Message& first, const Clock& clock)
+      : function(inv.function),
+        kind(inv.trigger),
+        id(inv.id),
+        traceparent(inv.traceparent),
+        parent_span(inv.parent_span),
+        started(inv.started),
+        attempt(inv.attempt) {
+    if (first.deliveries <= 1 && first.enqueued_ms > 0) {
+      queued = std::chrono::milliseconds(std::max<int64_t>(0, unix_ms(clock) - first.enqueued_ms));
+    }
+  }
+  void log(Logger& logger, const Clock& clock, const Result& r) const {
+    logger.invocation({function, kind, id, traceparent, r.outcome, 0, clock.now() - started, r.error.type,
+                       r.error.message, {}, r.version, parent_span, attempt, r.waited, r.cold_start, r.ran, queued});
+  }
+
+  std::string function;
+  TriggerKind kind;
+  std::string id, traceparent;
+  uint64_t parent_span = 0;
+  TimePoint started;
+  int attempt = 1;
+  std::optional<Duration> queued;
+};
 
 // A worker's feed from `queue` for function `fn`: each leased batch goes to
 // worker->take(batch) on `thread` (the worker is held weakly). `lease` 0 = fn's timeout + 30 s.
