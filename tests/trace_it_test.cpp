@@ -714,6 +714,44 @@ def tally(ctx):
   EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
 }
 
+// observe.otlp.protocol http/json: what reaches the collector is OTLP/JSON (content-type
+// application/json, ids in hex, times as strings), gzipped when asked, and the same spans.
+TEST(Traces, TheJsonProtocolSendsOtlpJsonOverTheWire) {
+  TestUpstream collector("collector");
+  TempDir dir;
+  dir.write("nimbus.yaml", "name: jsonwire\nobserve:\n  otlp: {endpoint: \"http://127.0.0.1:" +
+                               std::to_string(collector.port()) +
+                               "/v1/traces\", protocol: http/json, compression: gzip}\nfunctions:\n"
+                               "  hello:\n    runtime: python\n    handler: app.py:hello\n"
+                               "    triggers: [{http: {route: /hello}}]\n");
+  dir.write("app.py", "def hello(req, ctx):\n    return 'hi'\n");
+  Host host(dir.path());
+  ASSERT_TRUE(host.started()) << host.errors();
+  const std::string trace = "8bf92f3577b34da6a3ce929d0e0e4736";
+  ASSERT_EQ(request(host.http_port(), "GET", "/hello", {{"traceparent", "00-" + trace + "-40f067aa0ba902b7-01"}}).status, 200);
+  std::vector<SeenSpan> spans;
+  ASSERT_TRUE(eventually([&] {
+    spans = spans_at(collector);
+    return first_named(spans, "hello") != nullptr;
+  }, 20000)) << host.output();
+  bool json_seen = false;
+  for (const auto& req : collector.seen()) {
+    if (req.target != "/v1/traces") continue;
+    EXPECT_EQ(req.headers.count("content-type") ? req.headers.at("content-type") : "", "application/json");
+    EXPECT_EQ(req.headers.count("content-encoding") ? req.headers.at("content-encoding") : "", "gzip");
+    // OTLP/JSON's own spelling, not protobuf's JSON mapping: ids as hex, kind as a number.
+    const std::string body = gunzip(req.body);
+    EXPECT_NE(body.find("\"traceId\":\"" + trace + "\""), std::string::npos) << body.substr(0, 400);
+    json_seen = true;
+  }
+  EXPECT_TRUE(json_seen);
+  const SeenSpan& hello = *first_named(spans, "hello");
+  EXPECT_EQ(hello.trace_id, trace);
+  EXPECT_EQ(hello.parent_span_id, "40f067aa0ba902b7");
+  EXPECT_EQ(hello.kind, 2);
+  EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
+}
+
 // The counter `name` in the host's /metrics (-1 when missing).
 int64_t metric(const Host& host, const std::string& name) {
   const std::string m = request(host.admin_port(), "GET", "/metrics").body;
