@@ -28,6 +28,7 @@ struct SeenSpan {
   int64_t start_ns = 0, end_ns = 0;
   std::string service;  // its resource's service.name
   std::map<std::string, std::string> attributes;
+  std::vector<std::pair<std::string, std::string>> links;  // (trace id, span id)
   bool error = false;
 };
 
@@ -88,6 +89,9 @@ std::vector<SeenSpan> spans_at(TestUpstream& collector) {
                                           : std::string(v.at("intValue").as_string());
           }
           span.error = o.contains("status") && o.at("status").at("code").as_int64() == 2;
+          for (const auto& l : o.contains("links") ? o.at("links").as_array() : json::array{}) {
+            span.links.emplace_back(l.at("traceId").as_string(), l.at("spanId").as_string());
+          }
           out.push_back(std::move(span));
         }
       }
@@ -749,6 +753,54 @@ TEST(Traces, TheJsonProtocolSendsOtlpJsonOverTheWire) {
   EXPECT_EQ(hello.trace_id, trace);
   EXPECT_EQ(hello.parent_span_id, "40f067aa0ba902b7");
   EXPECT_EQ(hello.kind, 2);
+  EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
+}
+
+// A stream batch of records from two traces continues the first record's trace, and its span
+// links to the other record's cause. (The records are written while no group reads the
+// stream, under one key (one partition); the group added next starts at the oldest record
+// and takes both in one batch.)
+TEST(Traces, AStreamBatchOfRecordsFromTwoTracesLinksToTheOneItIsNotUnder) {
+  TestUpstream collector("collector");
+  TempDir dir;
+  const std::string head = "name: linked\nobserve:\n  otlp: {endpoint: \"http://127.0.0.1:" +
+                           std::to_string(collector.port()) + "/v1/traces\"}\nfunctions:\n"
+                           "  put:\n    runtime: python\n    handler: app.py:put\n"
+                           "    triggers: [{http: {route: /put}}]\n    outputs: {out: {stream: events}}\n";
+  dir.write("app.py", "def put(req, ctx):\n    ctx.output('out', req.text(), {'key': 'one'})\n    return 'ok'\n\n"
+                      "def batch(req, ctx):\n    pass\n");
+  const std::string first = "9bf92f3577b34da6a3ce929d0e0e4736", second = "9cf92f3577b34da6a3ce929d0e0e4736";
+  dir.write("nimbus.yaml", head);
+  {
+    Host host(dir.path());
+    ASSERT_TRUE(host.started()) << host.errors();
+    ASSERT_EQ(request(host.http_port(), "POST", "/put", {{"traceparent", "00-" + first + "-50f067aa0ba902b7-01"}}, "a").status, 200);
+    ASSERT_EQ(request(host.http_port(), "POST", "/put", {{"traceparent", "00-" + second + "-60f067aa0ba902b7-01"}}, "b").status,
+              200);
+    EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
+  }
+  dir.write("nimbus.yaml", head + "  batch:\n    runtime: python\n    handler: app.py:batch\n"
+                                  "    triggers: [{stream: {name: events, batch_size: 10}}]\n");
+  Host host(dir.path());
+  ASSERT_TRUE(host.started()) << host.errors();
+  std::vector<SeenSpan> spans;
+  ASSERT_TRUE(eventually([&] {
+    spans = spans_at(collector);
+    return first_named(spans, "batch") != nullptr;
+  }, 20000)) << host.output();
+  const auto put_of = [&](const std::string& trace) -> const SeenSpan* {
+    for (const auto& s : spans) {
+      if (s.name == "put" && s.trace_id == trace) return &s;
+    }
+    return nullptr;
+  };
+  ASSERT_NE(put_of(first), nullptr);
+  ASSERT_NE(put_of(second), nullptr);
+  const SeenSpan& batch = *first_named(spans, "batch");
+  EXPECT_EQ(batch.trace_id, first);
+  EXPECT_EQ(batch.parent_span_id, put_of(first)->span_id);
+  EXPECT_EQ(batch.links, (std::vector<std::pair<std::string, std::string>>{{second, put_of(second)->span_id}}))
+      << "the batch span does not link to the record of the other trace";
   EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
 }
 

@@ -283,6 +283,8 @@ TEST(Traces, TheOtlpProtobufBodyIsTheSameRequestAsTheJsonToGooglesProtobuf) {
                   {"empty", std::string()},
                   {"long", std::string(300, 'x')},  // a length of two varint bytes
                   {"odd", std::string("a\xc0" "b")}};
+  s.links = {SpanLink{TraceIdText("0af7651916cd43dd8448eb211c80319c"), 0x8000000000000001},
+             SpanLink{TraceIdText("1af7651916cd43dd8448eb211c80319c"), 7}};
   Span bare;  // no parent, no attributes, no status
   bare.trace_id = "0af7651916cd43dd8448eb211c80319c";
   bare.span_id = 0xb7ad6b7169203331;

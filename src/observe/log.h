@@ -112,6 +112,9 @@ struct InvocationRecord {
   // Where its time went (Result's), for the spans inside its own; 0 when unknown.
   Duration waited{}, cold_start{}, ran{};
   std::optional<Duration> queued{};  // a message's time in its queue before its first delivery
+  // Other causes than its parent (traceparents), linked from its span: the other records of a
+  // stream batch, each in a trace of its own. Null: none.
+  const std::vector<std::string>* links = nullptr;
 };
 
 class Tracer;             // observe/trace.h

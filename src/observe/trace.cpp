@@ -384,6 +384,13 @@ void Tracer::invocation(const InvocationRecord& r, WallTime finished) {
   if (s.trace_id.empty() || s.span_id == 0) return;
   s.parent_span_id = r.parent_span;
   s.name = std::string(r.function);
+  if (r.links) {
+    for (const auto& tp : *r.links) {
+      if (s.links.size() >= kMaxLinks) break;
+      if (!valid_traceparent(tp)) continue;
+      s.links.push_back({trace_id_of(tp), span_id_of(tp)});
+    }
+  }
   const std::string_view trigger = to_string(r.trigger);
   // faas.trigger: http, pubsub, datasource, timer or other (OpenTelemetry FaaS conventions).
   std::string_view faas = "other";
@@ -611,6 +618,16 @@ std::string Tracer::otlp_json(const std::vector<Span>& spans, std::string_view s
       append_attribute(out, s.attributes[i].first, s.attributes[i].second);
     }
     out += ']';
+    if (!s.links.empty()) {
+      out += ",\"links\":[";
+      for (std::size_t i = 0; i < s.links.size(); ++i) {
+        if (i) out += ',';
+        out += "{\"traceId\":";
+        append_json_string(out, s.links[i].trace_id.view());
+        out += ",\"spanId\":\"" + hex16(s.links[i].span_id) + "\"}";
+      }
+      out += ']';
+    }
     if (s.error) {
       out += ",\"status\":{\"code\":2,\"message\":";
       append_json_string(out, s.status_message);
@@ -737,7 +754,8 @@ std::string span_id_bytes(uint64_t id) {
 // attributes = 1}; ScopeSpans {InstrumentationScope scope = 1; repeated Span spans = 2};
 // InstrumentationScope {string name = 1}; Span {bytes trace_id = 1; bytes span_id = 2; bytes
 // parent_span_id = 4; string name = 5; SpanKind kind = 6; fixed64 start_time_unix_nano = 7;
-// fixed64 end_time_unix_nano = 8; repeated KeyValue attributes = 9; Status status = 15};
+// fixed64 end_time_unix_nano = 8; repeated KeyValue attributes = 9; repeated Link links = 13;
+// Status status = 15}; Link {bytes trace_id = 1; bytes span_id = 2};
 // Status {string message = 2; StatusCode code = 3}. Written by hand, as the JSON is: the
 // schema is stable and small, and generated code would bring libprotobuf for seven messages.
 std::string Tracer::otlp_protobuf(const std::vector<Span>& spans, std::string_view service,
@@ -745,7 +763,7 @@ std::string Tracer::otlp_protobuf(const std::vector<Span>& spans, std::string_vi
   std::string scope_spans;
   scope_spans.reserve(16 + spans.size() * 256);
   pb::message(scope_spans, 1, std::string("\x0a\x06nimbus", 8));  // scope {name: "nimbus"}
-  std::string one, status;
+  std::string one, status, link;
   for (const auto& s : spans) {
     one.clear();
     pb::bytes(one, 1, pb::trace_id_bytes(s.trace_id.view()));
@@ -757,6 +775,12 @@ std::string Tracer::otlp_protobuf(const std::vector<Span>& spans, std::string_vi
     pb::fixed64(one, 7, static_cast<uint64_t>(s.start_unix_ns));
     pb::fixed64(one, 8, static_cast<uint64_t>(s.end_unix_ns));
     for (const auto& [k, v] : s.attributes) pb::attribute(one, 9, k, v);
+    for (const auto& l : s.links) {  // Link {bytes trace_id = 1; bytes span_id = 2}
+      link.clear();
+      pb::bytes(link, 1, pb::trace_id_bytes(l.trace_id.view()));
+      pb::bytes(link, 2, pb::span_id_bytes(l.span_id));
+      pb::message(one, 13, link);
+    }
     if (s.error) {
       status.clear();
       if (!s.status_message.empty()) pb::text(status, 2, s.status_message);

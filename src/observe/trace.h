@@ -84,6 +84,12 @@ struct TraceIdText {
   uint8_t size_ = 0;
 };
 
+// A span that is not this one's parent but a cause of it (the other records of a stream batch).
+struct SpanLink {
+  TraceIdText trace_id;
+  uint64_t span_id = 0;
+};
+
 struct Span {
   TraceIdText trace_id;        // 32 hex
   uint64_t span_id = 0;
@@ -96,6 +102,7 @@ struct Span {
   // Keys are static strings (literals): a span is recorded per invocation, and keys that
   // allocate would cost each one.
   std::vector<std::pair<std::string_view, std::variant<std::string, int64_t, bool>>> attributes;
+  std::vector<SpanLink> links;
 };
 
 struct TraceStats {
@@ -108,6 +115,8 @@ class OtlpClient;  // trace.cpp: one connection to the collector
 
 class Tracer {
  public:
+  // Links kept per span (OpenTelemetry's default limit); past them they are left out.
+  static constexpr std::size_t kMaxLinks = 128;
   // Starts the exporter thread; `service` is the app's name (service.name).
   Tracer(TraceSettings settings, std::string service, std::string service_version, Logger& logger);
   ~Tracer();  // sends what is buffered (within one timeout), then stops

@@ -47,4 +47,8 @@ for rs in out.get("resourceSpans", []):
             for field in ("traceId", "spanId", "parentSpanId"):
                 if field in span:
                     span[field] = base64.b64decode(span[field]).hex()
+            for link in span.get("links", []):
+                for field in ("traceId", "spanId"):
+                    if field in link:
+                        link[field] = base64.b64decode(link[field]).hex()
 json.dump(out, sys.stdout)

@@ -1,5 +1,6 @@
 #include "triggers/stream/stream_trigger.h"
 
+#include <algorithm>
 #include <boost/json.hpp>
 #include <cmath>
 #include <condition_variable>
@@ -11,6 +12,7 @@
 #include "core/ids.h"
 #include "core/text.h"
 #include "observe/log.h"
+#include "observe/trace.h"
 #include "observe/trace.h"
 #include "pool/function_pools.h"
 #include "triggers/outputs.h"
@@ -257,12 +259,18 @@ class StreamTrigger::Partition : public std::enable_shared_from_this<Partition> 
       }
     }
     ++attempt_;
-    // The batch continues the trace of its first record that carries one.
+    // The batch continues the trace of its first record that carries one; its span links to
+    // the other records' (each a cause in a trace of its own), up to the span's link limit.
     std::string_view parent_trace;
+    auto links = std::make_shared<std::vector<std::string>>();
     for (const auto& rec : batch_) {
-      if (const std::string* tp = find_header(rec.metadata, "traceparent")) {
+      const std::string* tp = find_header(rec.metadata, "traceparent");
+      if (!tp) continue;
+      if (parent_trace.empty()) {
         parent_trace = *tp;
-        break;
+      } else if (*tp != parent_trace && links->size() < Tracer::kMaxLinks &&
+                 std::find(links->begin(), links->end(), *tp) == links->end()) {
+        links->push_back(*tp);
       }
     }
     Invocation inv = new_invocation(fn_, kStream, "/streams/" + spec_.name,
@@ -280,10 +288,12 @@ class StreamTrigger::Partition : public std::enable_shared_from_this<Partition> 
     std::string id = inv.id, trace = inv.traceparent;
     TimePoint started = inv.started;
     const uint64_t parent = inv.parent_span;
-    pool_.dispatch(std::move(inv), [self = shared_from_this(), id, trace, started, parent, attempt = attempt_](Result&& result) {
+    pool_.dispatch(std::move(inv), [self = shared_from_this(), id, trace, started, parent, attempt = attempt_,
+                                    links](Result&& result) {
       self->logger_.invocation({self->fn_.name, kStream, id, trace, result.outcome, 0, self->clock_.now() - started,
                                 result.error.type, result.error.message, {}, result.version, parent, attempt,
-                                result.waited, result.cold_start, result.ran});
+                                result.waited, result.cold_start, result.ran, std::nullopt,
+                                links->empty() ? nullptr : links.get()});
       auto held = std::make_shared<Result>(std::move(result));
       std::weak_ptr<Partition> weak = self;
       self->worker_->post([weak, held, trace] {
