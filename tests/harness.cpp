@@ -47,11 +47,14 @@ std::string TempDir::read(const std::string& relative) const {
 
 namespace {
 
-pid_t spawn(const std::vector<std::string>& args, const fs::path& cwd, int out_fd, int err_fd) {
+pid_t spawn(const std::vector<std::string>& args, const fs::path& cwd, int out_fd, int err_fd,
+            const std::vector<std::string>& wrapper = {}) {
   std::vector<char*> argv;
-  std::string binary = NIMBUS_BINARY;
-  argv.push_back(binary.data());
-  std::vector<std::string> copy = args;
+  std::string nimbus = NIMBUS_BINARY;
+  std::vector<std::string> copy = wrapper;
+  copy.push_back(nimbus);
+  copy.insert(copy.end(), args.begin(), args.end());
+  std::string binary = copy.front();
   for (auto& a : copy) argv.push_back(a.data());
   argv.push_back(nullptr);
   posix_spawn_file_actions_t fa;
@@ -60,7 +63,7 @@ pid_t spawn(const std::vector<std::string>& args, const fs::path& cwd, int out_f
   posix_spawn_file_actions_adddup2(&fa, err_fd, 2);
   posix_spawn_file_actions_addchdir_np(&fa, cwd.c_str());
   pid_t pid = -1;
-  int rc = posix_spawn(&pid, binary.c_str(), &fa, nullptr, argv.data(), environ);
+  int rc = posix_spawnp(&pid, binary.c_str(), &fa, nullptr, argv.data(), environ);
   posix_spawn_file_actions_destroy(&fa);
   if (rc != 0) throw std::runtime_error("cannot spawn " + binary);
   return pid;
@@ -99,12 +102,12 @@ CommandResult run_nimbus(const std::vector<std::string>& args, const fs::path& c
   return r;
 }
 
-Host::Host(const fs::path& app_dir, std::vector<std::string> extra) : dir_(app_dir) {
+Host::Host(const fs::path& app_dir, std::vector<std::string> extra, std::vector<std::string> wrapper) : dir_(app_dir) {
   std::vector<std::string> args = {"start", app_dir.string(), "--port", "0", "--admin-port", "0", "--tls-port", "0"};
   args.insert(args.end(), extra.begin(), extra.end());
   int out[2], err[2];
   if (pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0) throw std::runtime_error("pipe");
-  pid_ = spawn(args, app_dir, out[1], err[1]);
+  pid_ = spawn(args, app_dir, out[1], err[1], wrapper);
   ::close(out[1]);
   ::close(err[1]);
   out_thread_ = std::thread([this, fd = out[0]] { pump(fd, &out_); });

@@ -39,8 +39,10 @@ CommandResult run_nimbus(const std::vector<std::string>& args, const std::filesy
 class Host {
  public:
   // Starts `nimbus start DIR --port 0 --admin-port 0 --tls-port 0 EXTRA...`; waits for the
-  // listening line.
-  explicit Host(const std::filesystem::path& app_dir, std::vector<std::string> extra = {});
+  // listening line. `wrapper`: a command (looked up on PATH) that runs the host: it is given
+  // the nimbus binary and its arguments after its own, and must exec it (same pid).
+  explicit Host(const std::filesystem::path& app_dir, std::vector<std::string> extra = {},
+                std::vector<std::string> wrapper = {});
   ~Host();
   bool started() const { return http_port_ > 0; }
   int http_port() const { return http_port_; }

@@ -1,10 +1,15 @@
 // Traces end to end (observe/trace.h): one request through HTTP, a queue, a topic and a stream,
 // handled by Python and Node functions, is one trace whose spans form the right tree at a real
 // HTTP collector; parent-based sampling; a dead collector costs nothing but its counters.
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <boost/json.hpp>
+#include <cstring>
 #include <map>
 #include <set>
 #include <string>
@@ -802,6 +807,37 @@ TEST(Traces, AStreamBatchOfRecordsFromTwoTracesLinksToTheOneItIsNotUnder) {
   EXPECT_EQ(batch.links, (std::vector<std::pair<std::string, std::string>>{{second, put_of(second)->span_id}}))
       << "the batch span does not link to the record of the other trace";
   EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
+}
+
+// A collector named by a host name that never resolves (a DNS server that takes the question
+// and never answers) holds up neither the exports nor the stop: the export fails within its
+// timeout, naming the lookup, and the host stops at once. The host runs in a mount namespace
+// of its own whose /etc/resolv.conf names that server (so this needs root).
+TEST(Traces, ACollectorNameThatNeverResolvesHoldsUpNeitherExportsNorTheStop) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root: a mount namespace for the host, and port 53";
+  const int dns = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(53);
+  ::inet_pton(AF_INET, "127.0.0.77", &addr.sin_addr);
+  ASSERT_EQ(::bind(dns, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0) << std::strerror(errno);
+  TempDir dir;
+  dir.write("resolv.conf", "nameserver 127.0.0.77\noptions timeout:30 attempts:1\n");
+  dir.write("nimbus.yaml", "name: slowdns\nobserve:\n  otlp: {endpoint: \"http://collector.nimbus.test:4318/v1/traces\"}\n"
+                           "functions:\n  hello:\n    runtime: python\n    handler: app.py:hello\n"
+                           "    triggers: [{http: {route: /hello}}]\n");
+  dir.write("app.py", "def hello(req, ctx):\n    return 'hi'\n");
+  Host host(dir.path(), {},
+            {"unshare", "--mount", "sh", "-c",
+             "mount --bind '" + (dir.path() / "resolv.conf").string() +
+                 "' /etc/resolv.conf && OTEL_EXPORTER_OTLP_TIMEOUT=500 exec \"$0\" \"$@\""});
+  ASSERT_TRUE(host.started()) << host.errors();
+  ASSERT_EQ(request(host.http_port(), "GET", "/hello").status, 200);
+  EXPECT_TRUE(host.wait_for_output("took longer than the export timeout (500 ms)", 5000)) << host.output();
+  const auto stop = std::chrono::steady_clock::now();
+  EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
+  EXPECT_LT(std::chrono::steady_clock::now() - stop, std::chrono::seconds(3)) << "the stop waited for the lookup";
+  ::close(dns);
 }
 
 // The counter `name` in the host's /metrics (-1 when missing).

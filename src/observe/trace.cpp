@@ -258,14 +258,61 @@ class OtlpClient {
   uint64_t connects() const { return connects_; }
 
  private:
-  bool connect(std::string* problem) {
+  // A name lookup on a thread of its own: getaddrinfo has no deadline and cannot be cancelled
+  // (nor can Asio's resolver, which runs it the same way), and a resolver that never answers
+  // must not hold the exports, nor the host's stop, beyond the export timeout. A lookup that
+  // runs late is waited for by the next export rather than started again.
+  struct Lookup {
+    std::mutex mu;
+    std::condition_variable cv;
+    bool done = false;
     beast::error_code ec;
-    asio::ip::tcp::resolver resolver(io_);
-    auto results = resolver.resolve(host_, port_, ec);
-    if (ec) {
-      *problem = "cannot resolve " + host_ + ": " + ec.message();
+    asio::ip::tcp::resolver::results_type results;
+  };
+
+  bool resolve(asio::ip::tcp::resolver::results_type& results, std::string* problem) {
+    beast::error_code ec;
+    beast::error_code not_address;
+    asio::ip::make_address(host_, not_address);
+    if (!not_address) {  // an address: nothing to look up
+      asio::ip::tcp::resolver resolver(io_);
+      results = resolver.resolve(host_, port_, asio::ip::resolver_base::numeric_host, ec);
+      if (ec) *problem = "cannot resolve " + host_ + ": " + ec.message();
+      return !ec;
+    }
+    if (!lookup_) {
+      lookup_ = std::make_shared<Lookup>();
+      std::thread([l = lookup_, host = host_, port = port_] {
+        asio::io_context io;
+        asio::ip::tcp::resolver resolver(io);
+        beast::error_code e;
+        auto found = resolver.resolve(host, port, e);
+        std::lock_guard lock(l->mu);
+        l->ec = e;
+        l->results = std::move(found);
+        l->done = true;
+        l->cv.notify_all();
+      }).detach();
+    }
+    std::unique_lock lock(lookup_->mu);
+    if (!lookup_->cv.wait_for(lock, settings_.timeout, [&] { return lookup_->done; })) {
+      *problem = "resolving " + host_ + " took longer than the export timeout (" +
+                 std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(settings_.timeout).count()) +
+                 " ms); the collector's address (or a resolver that answers) avoids it";
       return false;
     }
+    ec = lookup_->ec;
+    results = lookup_->results;
+    lock.unlock();
+    lookup_.reset();  // the next connection looks the name up afresh
+    if (ec) *problem = "cannot resolve " + host_ + ": " + ec.message();
+    return !ec;
+  }
+
+  bool connect(std::string* problem) {
+    beast::error_code ec;
+    asio::ip::tcp::resolver::results_type results;
+    if (!resolve(results, problem)) return false;
     beast::tcp_stream* tcp = nullptr;
     if (tls_) {
       secure_.emplace(io_, *ssl_);
@@ -330,6 +377,7 @@ class OtlpClient {
   std::string host_, port_, host_header_, target_;
   bool tls_ = false;
   uint64_t connects_ = 0;
+  std::shared_ptr<Lookup> lookup_;  // a name lookup under way (its thread holds it too)
   std::string broken_;  // set when the endpoint can never be sent to (a CA file that does not load)
   asio::io_context io_;
   std::optional<asio::ssl::context> ssl_;
