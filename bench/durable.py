@@ -8,7 +8,7 @@ coroutines (bench/functions/durable_cities.cpp); the activity is the native hell
   chain_p50_ms, chain_p99_ms      (start-to-complete, one at a time, LAT_N of them)
   fanout_items, fanout_s, fanout_events_per_s
 Usage: python3 bench/durable.py   (after make build). Env: N=300 LAT_N=100 FAN=1000 STORE=...
-ORCH=python|native
+ORCH=python|native NIMBUS_BIN=path (another nimbus binary, to compare two builds side by side)
 """
 import http.client
 import json
