@@ -431,6 +431,64 @@ TEST(Deploy, OrchestrationsInFlightKeepTheCodeTheyStartedOn) {
   EXPECT_EQ(host->signal_and_wait(SIGTERM), 0);
 }
 
+// keep_old, when the code an instance started on will not load here (the host was restarted
+// from a folder whose triggers differ from that version's, so the version cannot be loaded
+// beside it): the step waits, warned once with the reason, retried later each time (not every
+// second with an error each time); once the host runs from a folder that can load it again,
+// the instance finishes on its own code.
+TEST(Deploy, AnInstanceWhoseCodeWillNotLoadWaitsWithoutAnErrorEverySecond) {
+  const std::string manifest =
+      "name: flows\nfunctions:\n  flow:\n    runtime: python\n    handler: orch.py:flow\n"
+      "    triggers: [{orchestration: {auth: anonymous, versioning: {on_mismatch: keep_old}}}]\n";
+  const std::string extra_trigger = "  ping:\n    runtime: python\n    handler: orch.py:ping\n"
+                                    "    triggers: [{http: {route: /ping}}]\n";
+  auto code = [](const std::string& tag) {
+    return "from nimbus import durable\n\nTAG = '" + tag + "'\n\n@durable.orchestrator\ndef flow(ctx):\n"
+           "    yield ctx.wait_for_external_event('go')\n    return TAG\n\ndef ping(req, ctx):\n    return 'pong'\n";
+  };
+  TempDir dir, two;
+  dir.write("nimbus.yaml", manifest);
+  dir.write("orch.py", code("one"));
+  two.write("nimbus.yaml", manifest);
+  two.write("orch.py", code("two"));
+  auto host = std::make_unique<Host>(dir.path());
+  ASSERT_TRUE(host->started()) << host->errors();
+  auto status = [&](const std::string& id) {
+    Response r = request(host->http_port(), "GET", "/_nimbus/orchestrations/flow/instances/" + id);
+    return r.status == 200 || r.status == 202 ? json::parse(r.body).as_object() : json::object{};
+  };
+  ASSERT_EQ(run_nimbus({"deploy", two.path().string(), "--to", dir.path().string()}, dir.path()).exit_code, 0);
+  ASSERT_EQ(request(host->http_port(), "POST", "/_nimbus/orchestrations/flow?instance=a", {}, "").status, 202);
+  ASSERT_TRUE(eventually([&] {
+    auto o = status("a");
+    return o.if_contains("runtimeStatus") && o.at("runtimeStatus").as_string() == "Running";
+  }));
+  EXPECT_EQ(host->signal_and_wait(SIGTERM), 0);
+  // The folder gains a trigger: v2 (without it) cannot be loaded beside it.
+  dir.write("nimbus.yaml", manifest + extra_trigger);
+  host = std::make_unique<Host>(dir.path());
+  ASSERT_TRUE(host->started()) << host->errors();
+  ASSERT_EQ(request(host->http_port(), "POST", "/_nimbus/orchestrations/flow/instances/a/events/go", {}, "{}").status, 202);
+  ASSERT_TRUE(host->wait_for_output("waits for the code its instance started on", 10000)) << host->output();
+  // Over the next 4.5 s a retry every second would have said so 4 more times.
+  std::this_thread::sleep_for(std::chrono::milliseconds(4500));
+  const std::string out = host->output();
+  EXPECT_EQ(lines_with(out, {"waits for the code its instance started on"}), 1) << out;
+  EXPECT_EQ(lines_with(out, {"cannot run an orchestration step"}), 0) << out;
+  EXPECT_NE(out.find("cannot be loaded"), std::string::npos) << "the version's load failure names why\n" << out;
+  EXPECT_EQ(status("a").at("runtimeStatus").as_string(), "Running");
+  EXPECT_EQ(host->signal_and_wait(SIGTERM), 0);
+  // Back to a folder v2 can be loaded beside: the instance finishes on v2's code.
+  dir.write("nimbus.yaml", manifest);
+  host = std::make_unique<Host>(dir.path());
+  ASSERT_TRUE(host->started()) << host->errors();
+  EXPECT_TRUE(eventually([&] {
+    auto o = status("a");
+    return o.if_contains("output") && o.at("output").is_string() && o.at("output").as_string() == "two";
+  }, 90000)) << json::serialize(status("a")) << host->output();
+  EXPECT_EQ(host->signal_and_wait(SIGTERM), 0);
+}
+
 // A canary stops when its alias is changed by hand (the hand wins); a migration that fails at a
 // start keeps the host from starting, saying which and why.
 TEST(Deploy, AHandOnTheAliasStopsACanaryAndAFailedMigrationStopsAStart) {

@@ -335,12 +335,13 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
       } else {
         target = pool_.with_code(s->record.version, version(), s->record.app_version);
         if (!target) {
-          return give_up_for_now(s, "the instance started on version " + s->record.version + " of the code" +
-                                        (s->record.app_version.empty() ? "" : " (deployed " + s->record.app_version + ")") +
-                                        ", which this host does not have loaded yet (versioning.on_mismatch: keep_old)");
+          return wait_for_code(s, "the instance started on version " + s->record.version + " of the code" +
+                                      (s->record.app_version.empty() ? "" : " (deployed " + s->record.app_version + ")") +
+                                      ", which this host does not have loaded (versioning.on_mismatch: keep_old)");
         }
       }
     }
+    if (!code_waits_.empty()) code_waits_.erase(id);
     if (!s->history_loaded) {
       if (auto st = load_history(*s); !st) return give_up_for_now(s, st.error().message);
       s->history_loaded = true;
@@ -377,6 +378,20 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
       }
     }
     return ok_status();
+  }
+
+  // keep_old: the code the instance started on is not loaded here (its version is being
+  // loaded, or will not load: a host started from a folder whose triggers differ from it). The
+  // events go back, a little later each time (1 s, doubling to a minute); the first wait of an
+  // instance is a warning with the reason, the later ones are debug lines.
+  void wait_for_code(const StepPtr& s, const std::string& why) {
+    int64_t& delay = code_waits_[s->id];
+    const bool first = delay == 0;
+    delay = first ? 1000 : std::min<int64_t>(delay * 2, 60000);
+    logger_.host(first ? LogLevel::warn : LogLevel::debug, "an orchestration step waits for the code its instance started on",
+                 {{"function", fn_.name}, {"instance", s->id}, {"retry_in_ms", delay}, {"why", why}});
+    release_now(s->messages, delay);
+    step_done(s->id);
   }
 
   // The store could not be read: the events go back, to be tried again in a second.
@@ -847,6 +862,7 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
   std::shared_ptr<Client> client_;    // the management routes
 
   std::map<std::string, Cached> cache_;  // by instance id; the task thread's
+  std::map<std::string, int64_t> code_waits_;  // keep_old instances waiting for their code: the next delay, ms
   KeyedSteps steps_;  // one step per instance at a time
 };
 
