@@ -4,6 +4,7 @@
 // external event (also one raised before the orchestrator waits for it), terminate, suspend
 // and resume, purge, the history, and non-determinism after a changed orchestrator.
 #include <atomic>
+#include <future>
 #include <numeric>
 
 #include "it_common.h"
@@ -197,6 +198,54 @@ TEST(Durable, ChainingFanOutCompensationAndSubOrchestrationsComplete) {
   Response purged = request(app.port(), "DELETE", "/_nimbus/orchestrations/chain/instances/" + chain);
   EXPECT_EQ(purged.status, 200) << purged.body;
   EXPECT_EQ(request(app.port(), "GET", "/_nimbus/orchestrations/chain/instances/" + chain).status, 404);
+  EXPECT_EQ(app.host->signal_and_wait(SIGTERM), 0);
+}
+
+// ?wait= on a start or a status request: answered when the instance finishes (200 with its
+// output), or when the wait is over (what it would have answered without waiting: 202).
+TEST(Durable, AStartOrAStatusRequestCanWaitForTheInstanceToFinish) {
+  DurableApp app;
+  ASSERT_TRUE(app.host->started()) << app.host->errors();
+  // Start and wait: the chain finishes within the request.
+  Response r = request(app.port(), "POST", "/_nimbus/orchestrations/chain?instance=w1&wait=20s",
+                       {{"content-type", "application/json"}}, R"(["Oslo", "Rome"])");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(json::parse(r.body).at("runtimeStatus").as_string(), "Completed");
+  EXPECT_EQ(json::parse(r.body).at("output"), json::parse(R"(["Hello Oslo", "Hello Rome"])"));
+  // A status request waits while the instance waits for its event; the event ends both.
+  app.start("approval", "", "w2");
+  app.wait_for("approval", "w2", "Running");
+  auto waiting = std::async(std::launch::async, [&] {
+    const auto t0 = std::chrono::steady_clock::now();
+    Response s = request(app.port(), "GET", "/_nimbus/orchestrations/approval/instances/w2?wait=20s");
+    return std::make_pair(s, std::chrono::steady_clock::now() - t0);
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  ASSERT_EQ(request(app.port(), "POST", "/_nimbus/orchestrations/approval/instances/w2/events/approve", {},
+                    R"({"by": "ann"})").status,
+            202);
+  auto [answer, took] = waiting.get();
+  EXPECT_EQ(answer.status, 200) << answer.body;
+  EXPECT_EQ(json::parse(answer.body).at("output").as_string(), "approved by ann") << answer.body;
+  EXPECT_GE(took, std::chrono::milliseconds(300)) << "answered before the instance finished";
+  // A wait that ends first: 202 and the status, as without waiting; a start's: its links.
+  app.start("approval", "", "w3");
+  app.wait_for("approval", "w3", "Running");
+  const auto t0 = std::chrono::steady_clock::now();
+  Response late = request(app.port(), "GET", "/_nimbus/orchestrations/approval/instances/w3?wait=300ms");
+  const auto late_took = std::chrono::steady_clock::now() - t0;
+  EXPECT_EQ(late.status, 202) << late.body;
+  EXPECT_EQ(json::parse(late.body).at("runtimeStatus").as_string(), "Running");
+  EXPECT_GE(late_took, std::chrono::milliseconds(300));
+  EXPECT_LT(late_took, std::chrono::seconds(5));
+  Response started = request(app.port(), "POST", "/_nimbus/orchestrations/approval?instance=w4&wait=200ms", {}, "");
+  EXPECT_EQ(started.status, 202) << started.body;
+  EXPECT_TRUE(json::parse(started.body).as_object().contains("statusQueryGetUri")) << started.body;
+  // Not a duration (or past five minutes): 400 naming it.
+  Response bad = request(app.port(), "GET", "/_nimbus/orchestrations/approval/instances/w3?wait=forever");
+  EXPECT_EQ(bad.status, 400);
+  EXPECT_NE(bad.body.find("wait"), std::string::npos) << bad.body;
+  EXPECT_EQ(request(app.port(), "GET", "/_nimbus/orchestrations/approval/instances/w3?wait=10m").status, 400);
   EXPECT_EQ(app.host->signal_and_wait(SIGTERM), 0);
 }
 
@@ -1124,6 +1173,54 @@ TEST(DurableEntities, TwoHostsRunOneKeysOperationsOneAtATimeAndAnswerCallsThroug
   std::vector<int64_t> want(40);
   std::iota(want.begin(), want.end(), 1);
   EXPECT_EQ(results, want) << "two operations on one key ran at once, or a call got another's answer";
+  EXPECT_EQ(a.signal_and_wait(SIGTERM), 0);
+  EXPECT_EQ(b.signal_and_wait(SIGTERM), 0);
+}
+
+// A status request that waits on one host for an instance another host finishes is answered
+// when that host commits (its wake crosses the store), not at the next poll.
+TEST(Durable, AWaitOnOneHostEndsWhenAnotherHostFinishesTheInstance) {
+  const std::string url = store_url("postgres");
+  ASSERT_FALSE(url.empty());
+  TempDir dir, other;
+  dir.write("nimbus.yaml", on_store("name: two\nfunctions:\n", url) +
+                               "  gate:\n    runtime: python\n    handler: orch.py:gate\n"
+                               "    triggers: [{orchestration: {auth: anonymous}}]\n");
+  dir.write("orch.py", R"(from nimbus import durable
+
+@durable.orchestrator
+def gate(ctx):
+    data = yield ctx.wait_for_external_event("open")
+    return data
+)");
+  for (const char* f : {"nimbus.yaml", "orch.py"}) other.write(f, dir.read(f));
+  // a's store is slow (100 ms a call): b takes the steps, and a only waits.
+  Host a(dir.path(), {"--inject-store-latency", "100ms"}), b(other.path());
+  ASSERT_TRUE(a.started() && b.started()) << a.errors() << b.errors();
+  std::vector<double> ms;
+  for (int i = 0; i < 6; ++i) {
+    const std::string id = "g" + std::to_string(i);
+    ASSERT_EQ(request(b.http_port(), "POST", "/_nimbus/orchestrations/gate?instance=" + id, {}, "").status, 202);
+    ASSERT_TRUE(eventually([&] {
+      Response r = request(b.http_port(), "GET", "/_nimbus/orchestrations/gate/instances/" + id);
+      return r.body.find("\"Running\"") != std::string::npos;
+    }));
+    auto waiting = std::async(std::launch::async, [&] {
+      return request(a.http_port(), "GET", "/_nimbus/orchestrations/gate/instances/" + id + "?wait=30s");
+    });
+    std::this_thread::sleep_for(std::chrono::milliseconds(400));  // a's read (100 ms) is done: it waits
+    const auto raised = std::chrono::steady_clock::now();
+    ASSERT_EQ(request(b.http_port(), "POST", "/_nimbus/orchestrations/gate/instances/" + id + "/events/open", {},
+                      std::to_string(i)).status,
+              202);
+    Response r = waiting.get();
+    ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - raised).count());
+    ASSERT_EQ(r.status, 200) << r.body;
+    EXPECT_EQ(json::parse(r.body).at("output").as_int64(), i);
+  }
+  std::sort(ms.begin(), ms.end());
+  // b's step and commit, then a's read of the status (100 ms). A poll would add up to a second.
+  EXPECT_LT(ms[ms.size() / 2], 600) << "median " << ms[ms.size() / 2] << " ms: the waits ended at a poll";
   EXPECT_EQ(a.signal_and_wait(SIGTERM), 0);
   EXPECT_EQ(b.signal_and_wait(SIGTERM), 0);
 }

@@ -8,6 +8,7 @@
 #include <set>
 
 #include "core/ids.h"
+#include "core/units.h"
 #include "durable/client.h"
 #include "durable/durable.h"
 #include "durable/entities.h"
@@ -28,6 +29,11 @@ namespace json = boost::json;
 namespace {
 
 constexpr int kMaxHeld = 2048;  // events leased by one orchestrator's consumer at once
+// `?wait=` on a status or start request: told when the instance finishes (a commit's wake),
+// read again every second besides (a wake can be lost while a listener reconnects).
+constexpr std::string_view kDoneWake = "_orch_done/";
+constexpr Duration kMaxWait = std::chrono::minutes(5);
+constexpr Duration kWaitPoll = std::chrono::seconds(1);
 
 int64_t to_ms(Duration d) { return std::chrono::duration_cast<std::chrono::milliseconds>(d).count(); }
 
@@ -78,6 +84,7 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
         store_(c.store),
         clock_(c.clock),
         logger_(c.logger),
+        timers_(c.timers),
         queue_(orchestrator_queue(fn.name)),
         kind_(TriggerKind::named("orchestration")),
         activities_(std::move(activities)),
@@ -100,9 +107,29 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
   const std::string& queue() const { return queue_; }
   const std::string& version() const { return orchestrators_.at(fn_.name); }
   void pump() { feed_->pump(); }
-  void on_changes(const std::vector<std::string>&) {}  // no wakes of its own
+  // The store told of changes (on its thread; nothing here blocks): an instance a request
+  // waits for finished, here or on another host; its status is read on the store's I/O threads.
+  void on_changes(const std::vector<std::string>& names) {
+    for (const auto& name : names) {
+      if (name.size() <= kDoneWake.size() || name.compare(0, kDoneWake.size(), kDoneWake) != 0) continue;
+      std::string id = name.substr(kDoneWake.size());
+      {
+        std::lock_guard lock(waits_mu_);
+        if (!waits_.count(id)) continue;
+      }
+      store_.run_blocking([self = shared_from_this(), id] { self->check_waits(id); });
+    }
+  }
 
   void stop() {
+    {  // requests waiting for instances are answered now: the host will not see them finish
+      std::multimap<std::string, Waiter> waiting;
+      {
+        std::lock_guard lock(waits_mu_);
+        waiting.swap(waits_);
+      }
+      for (auto& [id, w] : waiting) w.respond(stopping_reply());
+    }
     feed_->stop();
     // Events waiting behind a running step go back to the store for the next start.
     std::vector<Message> back = steps_.take_waiting();
@@ -710,6 +737,7 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
   // retention its purge is due then (a delayed event of its own: every host, no scans).
   void finishing(Instance& i, Batch& b) {
     release_locks(i, b);
+    b.wakes.push_back(std::string(kDoneWake) + i.id);  // requests waiting for it, on any host
     if (spec_.retention <= Duration::zero()) return;
     NewMessage m = event_message(i.id, json::object{{"type", "purge_due"}, {"created_ms", i.created_ms}});
     m.delay_ms = to_ms(spec_.retention);
@@ -806,6 +834,80 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
     pump();
   }
 
+  // --- requests that wait for an instance to finish (?wait=) ------------------------------
+
+  struct Waiter {
+    uint64_t n = 0;
+    std::string base;
+    TimePoint deadline;
+    std::optional<HttpReply> at_deadline;  // a start's reply; none: the status then
+    Responder respond;
+  };
+
+  // On a store I/O thread: `id` was running when read; the request waits (registered first,
+  // then read again, so that a finish in between is not missed).
+  void park(const std::string& id, const std::string& base, Duration wait, std::optional<HttpReply> at_deadline,
+            Responder respond) {
+    uint64_t n;
+    const TimePoint deadline = clock_.now() + wait;
+    {
+      std::lock_guard lock(waits_mu_);
+      n = ++next_wait_;
+      waits_.emplace(id, Waiter{n, base, deadline, std::move(at_deadline), std::move(respond)});
+    }
+    check_waits(id);
+    poll_wait(id, n, deadline);
+  }
+
+  // Every second until its deadline: read again (a wake may have been lost), and answer at it.
+  void poll_wait(const std::string& id, uint64_t n, TimePoint deadline) {
+    std::weak_ptr<Orchestrator> weak = weak_from_this();
+    timers_.at(std::min(clock_.now() + kWaitPoll, deadline), [weak, id, n, deadline] {
+      auto self = weak.lock();
+      if (!self || !self->parked(id, n)) return;
+      self->store_.run_blocking([self, id, n, deadline] {
+        self->check_waits(id);
+        if (self->parked(id, n)) self->poll_wait(id, n, deadline);
+      });
+    });
+  }
+
+  bool parked(const std::string& id, uint64_t n) {
+    std::lock_guard lock(waits_mu_);
+    auto [from, to] = waits_.equal_range(id);
+    return std::any_of(from, to, [n](const auto& w) { return w.second.n == n; });
+  }
+
+  // On a store I/O thread: the requests waiting for `id` get its status if it finished (or is
+  // gone), and those whose wait is over get what they would have without waiting.
+  void check_waits(const std::string& id) {
+    std::string base;
+    {
+      std::lock_guard lock(waits_mu_);
+      auto it = waits_.find(id);
+      if (it == waits_.end()) return;
+      base = it->second.base;
+    }
+    HttpReply now = client_->instance("GET", fn_.name, id, "", "", "", "", false, base);
+    const bool over = now.status != 202 && now.status != 503;  // finished (200) or gone (404)
+    const TimePoint t = clock_.now();
+    std::vector<std::pair<Responder, HttpReply>> answers;
+    {
+      std::lock_guard lock(waits_mu_);
+      auto [from, to] = waits_.equal_range(id);
+      for (auto it = from; it != to;) {
+        Waiter& w = it->second;
+        if (over || t >= w.deadline) {
+          answers.emplace_back(std::move(w.respond), over || !w.at_deadline ? now : std::move(*w.at_deadline));
+          it = waits_.erase(it);
+        } else {
+          ++it;
+        }
+      }
+    }
+    for (auto& [respond, reply] : answers) respond(std::move(reply));
+  }
+
   // --- management (durable/client.h, on the store's I/O threads) -------------------------
 
   std::string base_url(IncomingRequest& request) const {
@@ -813,15 +915,37 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
     return "http://" + std::string(host ? *host : "localhost") + "/_nimbus/orchestrations/" + fn_.name;
   }
 
+  // `?wait=DURATION` (at most 5 minutes): how long a start or a status request may wait for
+  // the instance to finish. Null when absent; a reply when it is not a duration.
+  static std::optional<Duration> wait_of(const std::string& query, std::optional<HttpReply>& bad) {
+    auto text = query_param(query, "wait");
+    if (!text) return std::nullopt;
+    auto d = parse_duration(*text);
+    if (!d || *d < Duration::zero() || *d > kMaxWait) {
+      bad = HttpReply{400, {{"content-type", "application/json"}},
+                      R"j({"error":"bad_wait","message":"wait is a duration from 0s to 5m (such as 10s or 500ms)"})j"};
+      return std::nullopt;
+    }
+    return d;
+  }
+
   void start_instance(IncomingRequest& request, Responder respond) {
     const std::string target(request.target());
     const auto q = target.find('?');
     const std::string query = q == std::string::npos ? std::string() : target.substr(q + 1);
+    std::optional<HttpReply> bad;
+    const std::optional<Duration> wait = wait_of(query, bad);
+    if (bad) return respond(std::move(*bad));
     auto tp = request.header("traceparent");
-    store_.run_blocking([client = client_, name = fn_.name, id = query_param(query, "instance").value_or(""),
-                         body = request.take_body(), base = base_url(request), respond,
-                         traceparent = tp ? std::string(*tp) : std::string()] {
-      respond(client->start(name, id, body, base, traceparent));
+    store_.run_blocking([self = shared_from_this(), client = client_, name = fn_.name,
+                         id = query_param(query, "instance").value_or(""), body = request.take_body(),
+                         base = base_url(request), respond, traceparent = tp ? std::string(*tp) : std::string(), wait] {
+      HttpReply started = client->start(name, id, body, base, traceparent);
+      if (!wait || started.status != 202) return respond(std::move(started));
+      // Its id: the last part of the status URL the reply gives (the one asked for, or a new one).
+      const std::string* location = find_header(started.headers, "location");
+      const std::string instance = location ? location->substr(location->rfind('/') + 1) : id;
+      self->park(instance, base, *wait, std::move(started), respond);
     });
   }
 
@@ -833,8 +957,12 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
       const std::string* v = find_header(params, name);
       return v ? *v : std::string();
     };
+    std::optional<HttpReply> bad;
+    const std::optional<Duration> wait = wait_of(query, bad);
+    if (bad) return respond(std::move(*bad));
     auto tp = request.header("traceparent");
-    store_.run_blocking([client = client_, name = fn_.name, method = std::string(request.method()), id = param("id"),
+    store_.run_blocking([self = shared_from_this(), wait, client = client_, name = fn_.name,
+                         method = std::string(request.method()), id = param("id"),
                          traceparent = tp ? std::string(*tp) : std::string(),
                          action = param("action"), event = param("event"), body = request.take_body(),
                          reason = query_param(query, "reason").value_or(""),
@@ -843,7 +971,12 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
                          limit = std::atoi(query_param(query, "limit").value_or("100").c_str()),
                          after = query_param(query, "after").value_or(""), base = base_url(request), respond] {
       if (id.empty()) return respond(client->list(name, status, limit, after));
-      respond(client->instance(method, name, id, action, event, body, reason, history, base, traceparent));
+      HttpReply reply = client->instance(method, name, id, action, event, body, reason, history, base, traceparent);
+      // A running instance's status, asked to wait: answered when it finishes or the wait ends.
+      if (wait && method == "GET" && action.empty() && !history && reply.status == 202) {
+        return self->park(id, base, *wait, std::nullopt, respond);
+      }
+      respond(std::move(reply));
     });
   }
 
@@ -854,6 +987,7 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
   Store& store_;
   const Clock& clock_;
   Logger& logger_;
+  Timers timers_;
   std::string queue_;
   TriggerKind kind_;
   std::set<std::string> activities_, entities_;
@@ -863,6 +997,9 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
 
   std::map<std::string, Cached> cache_;  // by instance id; the task thread's
   std::map<std::string, int64_t> code_waits_;  // keep_old instances waiting for their code: the next delay, ms
+  std::mutex waits_mu_;
+  std::multimap<std::string, Waiter> waits_;  // requests waiting for an instance to finish, by its id
+  uint64_t next_wait_ = 0;
   KeyedSteps steps_;  // one step per instance at a time
 };
 
