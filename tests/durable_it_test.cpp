@@ -246,7 +246,16 @@ TEST(Durable, AStartOrAStatusRequestCanWaitForTheInstanceToFinish) {
   EXPECT_EQ(bad.status, 400);
   EXPECT_NE(bad.body.find("wait"), std::string::npos) << bad.body;
   EXPECT_EQ(request(app.port(), "GET", "/_nimbus/orchestrations/approval/instances/w3?wait=10m").status, 400);
+  // A host that stops answers the requests that wait (503: it will not see the instance finish).
+  auto held = std::async(std::launch::async, [&] {
+    return request(app.port(), "GET", "/_nimbus/orchestrations/approval/instances/w3?wait=60s");
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  const auto stopping = std::chrono::steady_clock::now();
   EXPECT_EQ(app.host->signal_and_wait(SIGTERM), 0);
+  Response cut = held.get();
+  EXPECT_EQ(cut.status, 503) << cut.body;
+  EXPECT_LT(std::chrono::steady_clock::now() - stopping, std::chrono::seconds(10));
 }
 
 TEST(Durable, ExternalEventsTerminateSuspendAndResume) {

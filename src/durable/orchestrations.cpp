@@ -6,6 +6,7 @@
 #include <map>
 #include <mutex>
 #include <set>
+#include <variant>
 
 #include "core/ids.h"
 #include "core/units.h"
@@ -126,9 +127,10 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
       std::multimap<std::string, Waiter> waiting;
       {
         std::lock_guard lock(waits_mu_);
+        stopped_ = true;
         waiting.swap(waits_);
       }
-      for (auto& [id, w] : waiting) w.respond(stopping_reply());
+      for (auto& [id, w] : waiting) w.respond(w.at_deadline ? std::move(*w.at_deadline) : stopping_reply());
     }
     feed_->stop();
     // Events waiting behind a running step go back to the store for the next start.
@@ -330,7 +332,6 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
     Invocation inv = new_invocation(fn_, kind_, "/orchestrations/" + fn_.name, "nimbus.durable.step", clock_,
                                     s->traceparent);
     inv.subject = id;
-    s->step_traceparent = inv.traceparent;
     inv.message_id = s->messages.front().id;
     inv.attempt = s->attempt;
     inv.metadata = {{"content-type", "application/json"}};
@@ -378,6 +379,7 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
                       {"history", s->history},
                       {"new_events", s->new_events}};
     inv.payload = json::serialize(work);
+    s->step_traceparent = inv.traceparent;  // the step runs: what it sends is under its span
     auto done = [self = shared_from_this(), s, run = RunRecord(inv, s->messages.front(), clock_)](Result&& r) {
       run.log(self->logger_, self->clock_, r);
       auto result = std::make_shared<Result>(std::move(r));
@@ -409,12 +411,15 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
 
   // keep_old: the code the instance started on is not loaded here (its version is being
   // loaded, or will not load: a host started from a folder whose triggers differ from it). The
-  // events go back, a little later each time (1 s, doubling to a minute); the first wait of an
+  // events go back, a little later each time (1 s, doubling to 10 s); the first wait of an
   // instance is a warning with the reason, the later ones are debug lines.
   void wait_for_code(const StepPtr& s, const std::string& why) {
+    if (code_waits_.size() >= 10000 && !code_waits_.count(s->id)) code_waits_.clear();  // bounded (only delays)
     int64_t& delay = code_waits_[s->id];
     const bool first = delay == 0;
-    delay = first ? 1000 : std::min<int64_t>(delay * 2, 60000);
+    // At most 10 s: the events wait in the shared queue, where a host that has the code
+    // would otherwise find them late.
+    delay = first ? 1000 : std::min<int64_t>(delay * 2, 10000);
     logger_.host(first ? LogLevel::warn : LogLevel::debug, "an orchestration step waits for the code its instance started on",
                  {{"function", fn_.name}, {"instance", s->id}, {"retry_in_ms", delay}, {"why", why}});
     release_now(s->messages, delay);
@@ -851,7 +856,11 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
     uint64_t n;
     const TimePoint deadline = clock_.now() + wait;
     {
-      std::lock_guard lock(waits_mu_);
+      std::unique_lock lock(waits_mu_);
+      if (stopped_) {  // stopping: nothing here will see it finish (a start's reply is still its own)
+        lock.unlock();
+        return respond(at_deadline ? std::move(*at_deadline) : stopping_reply());
+      }
       n = ++next_wait_;
       waits_.emplace(id, Waiter{n, base, deadline, std::move(at_deadline), std::move(respond)});
     }
@@ -888,24 +897,42 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
       if (it == waits_.end()) return;
       base = it->second.base;
     }
-    HttpReply now = client_->instance("GET", fn_.name, id, "", "", "", "", false, base);
-    const bool over = now.status != 202 && now.status != 503;  // finished (200) or gone (404)
+    // The status as each waiter's URLs should give it (its own Host header), read once per base.
+    std::map<std::string, HttpReply> by_base;
+    by_base[base] = client_->instance("GET", fn_.name, id, "", "", "", "", false, base);
+    const int status = by_base[base].status;
+    const bool over = status != 202 && status != 503;  // finished (200) or gone (404)
     const TimePoint t = clock_.now();
-    std::vector<std::pair<Responder, HttpReply>> answers;
+    std::vector<std::pair<Responder, std::variant<HttpReply, std::string>>> answers;  // a reply, or its base
     {
       std::lock_guard lock(waits_mu_);
       auto [from, to] = waits_.equal_range(id);
       for (auto it = from; it != to;) {
         Waiter& w = it->second;
         if (over || t >= w.deadline) {
-          answers.emplace_back(std::move(w.respond), over || !w.at_deadline ? now : std::move(*w.at_deadline));
+          // A start's waiter keeps its own reply unless the instance finished (a purge that
+          // came first is no news to the request that created it).
+          if (w.at_deadline && status != 200) {
+            answers.emplace_back(std::move(w.respond), std::move(*w.at_deadline));
+          } else {
+            answers.emplace_back(std::move(w.respond), w.base);
+          }
           it = waits_.erase(it);
         } else {
           ++it;
         }
       }
     }
-    for (auto& [respond, reply] : answers) respond(std::move(reply));
+    for (auto& [respond, reply] : answers) {
+      if (auto* own = std::get_if<HttpReply>(&reply)) {
+        respond(std::move(*own));
+        continue;
+      }
+      const std::string& b = std::get<std::string>(reply);
+      auto got = by_base.find(b);
+      if (got == by_base.end()) got = by_base.emplace(b, client_->instance("GET", fn_.name, id, "", "", "", "", false, b)).first;
+      respond(HttpReply(got->second));  // a copy: several may wait on one base
+    }
   }
 
   // --- management (durable/client.h, on the store's I/O threads) -------------------------
@@ -1000,6 +1027,7 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
   std::mutex waits_mu_;
   std::multimap<std::string, Waiter> waits_;  // requests waiting for an instance to finish, by its id
   uint64_t next_wait_ = 0;
+  bool stopped_ = false;  // stop() answered the waiters: later ones are answered at once
   KeyedSteps steps_;  // one step per instance at a time
 };
 

@@ -190,11 +190,11 @@ Expected<Rows> Connection::run(const std::string& sql, const Params& params) {
 void Connection::defer(std::string sql, Params params) { deferred_.push_back({std::move(sql), std::move(params)}); }
 
 Expected<Rows> Connection::run_pipelined(const std::string& sql, const Params& params, bool prepare) {
-  std::vector<Deferred> ahead = std::move(deferred_);
-  deferred_.clear();
-  for (const auto& d : ahead) {
+  for (const auto& d : deferred_) {  // checked before anything leaves (a BEGIN stays deferred)
     if (auto st = check_text(d.params); !st) return st.error();
   }
+  std::vector<Deferred> ahead = std::move(deferred_);
+  deferred_.clear();
   // A connection that fails while a pipeline is half sent or half read is in no state to be
   // used again: it counts as lost, and its owner connects afresh (as after any lost connection).
   const auto abandon = [&](const std::string& why) -> Error {
@@ -206,7 +206,7 @@ Expected<Rows> Connection::run_pipelined(const std::string& sql, const Params& p
   };
   if (PQenterPipelineMode(conn_) != 1) return abandon("pipeline");
   int results = 0;  // one per statement sent, and one per statement prepared on the way
-  std::vector<std::string> fresh;  // SQL prepared in this pipeline
+  std::vector<std::pair<int, std::string>> fresh;  // statements prepared in this pipeline: (result, SQL)
   const auto send = [&](const std::string& text, const Params& ps, bool named) -> bool {
     const Wire wire(ps);
     if (!named) {
@@ -221,9 +221,8 @@ Expected<Rows> Connection::run_pipelined(const std::string& sql, const Params& p
     if (it == prepared_.end()) {
       std::string name = "s" + std::to_string(statements_++);
       if (PQsendPrepare(conn_, name.c_str(), text.c_str(), 0, nullptr) != 1) return false;
-      ++results;
+      fresh.emplace_back(results++, text);
       it = prepared_.emplace(text, std::move(name)).first;
-      fresh.push_back(text);
     }
     if (PQsendQueryPrepared(conn_, it->second.c_str(), wire.size(), wire.values.data(), wire.lengths.data(),
                             wire.formats.data(), 1) != 1) {
@@ -256,7 +255,16 @@ Expected<Rows> Connection::run_pipelined(const std::string& sql, const Params& p
       PQclear(r);
       break;
     }
-    const bool final = index++ == results - 1;
+    const int at = index++;
+    const bool final = at == results - 1;
+    if (status != PGRES_COMMAND_OK) {
+      // A statement whose prepare did not run (or failed) does not exist on the server: it is
+      // prepared again next time, under a new name. (Those that did are kept: PostgreSQL does
+      // not roll a prepare back.)
+      for (const auto& [result, text] : fresh) {
+        if (result == at) prepared_.erase(text);
+      }
+    }
     if (status == PGRES_PIPELINE_ABORTED) {
       PQclear(r);
     } else if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) {
@@ -276,9 +284,6 @@ Expected<Rows> Connection::run_pipelined(const std::string& sql, const Params& p
     return abandon("statement");
   }
   if (failed) {
-    // Statements prepared in a pipeline that failed may not exist on the server: prepare
-    // them again next time (under new names, so none collides with one that does exist).
-    for (const auto& text : fresh) prepared_.erase(text);
     PQclear(last);
     return *failed;
   }

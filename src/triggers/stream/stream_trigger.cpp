@@ -13,7 +13,6 @@
 #include "core/text.h"
 #include "observe/log.h"
 #include "observe/trace.h"
-#include "observe/trace.h"
 #include "pool/function_pools.h"
 #include "triggers/outputs.h"
 #include "triggers/task_thread.h"
