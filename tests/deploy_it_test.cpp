@@ -303,7 +303,7 @@ def setup(req, ctx):
 TEST(Deploy, ACanaryStepsUpWhileHealthyAndRollsItselfBackOnErrorsOrLatency) {
   const std::string canary = std::string(kApp) +
                              "deploy:\n  canary: {steps: [20, 60, 100], interval: 1s, max_error_rate: 5%, "
-                             "max_p99: 150ms, min_requests: 20}\n";
+                             "max_p99: 250ms, min_requests: 20}\n";
   TempDir dir, good, failing, slow;
   write_app(dir, "one");
   good.write("nimbus.yaml", canary);
@@ -311,7 +311,7 @@ TEST(Deploy, ACanaryStepsUpWhileHealthyAndRollsItselfBackOnErrorsOrLatency) {
   failing.write("nimbus.yaml", canary);
   failing.write("app.py", app_code("three") + "\ndef hello(req, ctx):\n    raise RuntimeError('broken')\n");
   slow.write("nimbus.yaml", canary);
-  slow.write("app.py", app_code("four") + "\ndef hello(req, ctx):\n    time.sleep(0.3)\n    return VERSION\n");
+  slow.write("app.py", app_code("four") + "\ndef hello(req, ctx):\n    time.sleep(0.6)\n    return VERSION\n");
   Host host(dir.path());
   ASSERT_TRUE(host.started()) << host.errors();
   const int port = host.http_port();

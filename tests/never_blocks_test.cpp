@@ -25,16 +25,18 @@ using Clock = std::chrono::steady_clock;
 
 std::string lib(const std::string& name) { return test_function(name).string(); }
 
-// How long GET /hello may take while the host is loaded: 100 ms. An ASan build runs the host
-// several times slower, so there the bound is 250 ms; a blocked loop (a worker it waits on,
-// an injected store read, a batch of 100,000 built in place) still shows well above it.
-// The injected store latency stays well above the bound in either build.
+// How long GET /hello may take while the host is loaded: 250 ms, which a shared CI machine
+// running two test binaries at once can still reach now and then for a hello that did not wait
+// on anything. An ASan build runs the host several times slower, so there the bound is 500 ms.
+// A blocked loop (a worker it waits on, an injected store read, a batch of 100,000 built in
+// place) waits for seconds, well above either. The injected store latency stays well above the
+// bound in either build.
 #ifdef NIMBUS_SANITIZED_BUILD
-constexpr int64_t kHelloBoundMs = 250;
-constexpr int64_t kStoreLatencyMs = 500;
+constexpr int64_t kHelloBoundMs = 500;
+constexpr int64_t kStoreLatencyMs = 1000;
 #else
-constexpr int64_t kHelloBoundMs = 100;
-constexpr int64_t kStoreLatencyMs = 200;
+constexpr int64_t kHelloBoundMs = 250;
+constexpr int64_t kStoreLatencyMs = 600;
 #endif
 
 int64_t ms_since(Clock::time_point t0) {

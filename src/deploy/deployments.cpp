@@ -698,7 +698,7 @@ Deployments::Totals Deployments::totals(const std::string& version) const {
   for (const auto& [fn, stats] : it->second->stats) {
     t.calls += stats->calls.load(std::memory_order_relaxed);
     t.errors += stats->errors.load(std::memory_order_relaxed);
-    for (int b = 0; b < PoolStats::kBuckets; ++b) t.buckets[b] += stats->buckets[b].load(std::memory_order_relaxed);
+    for (int b = 0; b < PoolStats::kBuckets; ++b) t.buckets[b] += stats->warm_buckets[b].load(std::memory_order_relaxed);
   }
   return t;
 }
@@ -732,8 +732,9 @@ void Deployments::step_canary() {
   d.errors = now.errors - c.at_step_start.errors;
   for (int b = 0; b < PoolStats::kBuckets; ++b) d.buckets[b] = now.buckets[b] - c.at_step_start.buckets[b];
   // p99 at least: the lower bound of the bucket that holds it (so a version is rolled back only
-  // when it is surely past the bound), judged from 100 calls on (one cold start among twenty
-  // is not a p99), counted from the buckets themselves.
+  // when it is surely past the bound), judged from 100 calls on, over the calls that did not
+  // wait for a cold start (the new version's instances start as traffic reaches them: their
+  // start is not the latency it will have, and has its own metric).
   double p99 = 0;
   uint64_t timed = 0, seen = 0;
   for (int b = 0; b < PoolStats::kBuckets; ++b) timed += d.buckets[b];

@@ -87,7 +87,7 @@ class Deployments {
   struct Loaded;
   struct Totals {
     uint64_t calls = 0, errors = 0;
-    uint64_t buckets[PoolStats::kBuckets] = {};
+    uint64_t buckets[PoolStats::kBuckets] = {};  // warm calls' latency (PoolStats::warm_buckets)
   };
   struct Canary {
     std::string alias, version;

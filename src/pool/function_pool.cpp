@@ -45,6 +45,7 @@ void PoolStats::record(const Result& result, Duration took) {
   int i = 0;
   while (i < Metrics::kBuckets && s > Metrics::kBucketBounds[i]) ++i;
   buckets[i].fetch_add(1, std::memory_order_relaxed);
+  if (result.cold_start == Duration::zero()) warm_buckets[i].fetch_add(1, std::memory_order_relaxed);
   sum_us.fetch_add(static_cast<uint64_t>(std::max<int64_t>(0, std::chrono::duration_cast<std::chrono::microseconds>(took).count())),
                    std::memory_order_relaxed);
 }

@@ -54,6 +54,9 @@ struct PoolStats {
   std::atomic<uint64_t> calls{0};
   std::atomic<uint64_t> errors{0};  // not a success, or an HTTP reply of 500 or more
   std::atomic<uint64_t> buckets[kBuckets] = {};
+  // The same for the calls that did not wait for an instance to start: the latency a version
+  // will have once warm, which is what a canary is judged on (cold starts have their own metric).
+  std::atomic<uint64_t> warm_buckets[kBuckets] = {};
   std::atomic<uint64_t> sum_us{0};
   // The version id whose pool counts here, once it is numbered (null before); the string lives
   // as long as the stats.
