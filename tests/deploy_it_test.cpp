@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <set>
 #include <thread>
@@ -512,6 +513,72 @@ TEST(Deploy, AHandOnTheAliasStopsACanaryAndAFailedMigrationStopsAStart) {
   EXPECT_FALSE(refused.started());
   EXPECT_NE(refused.errors().find("migration 'setup' failed"), std::string::npos) << refused.errors();
   EXPECT_NE(refused.errors().find("no schema today"), std::string::npos) << refused.errors();
+}
+
+// How many processes run with `dir` as their HOME (a Python worker of the version unpacked there).
+int workers_of(const fs::path& dir) {
+  const std::string needle = "HOME=" + dir.string() + std::string(1, '\0');
+  int n = 0;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator("/proc", ec)) {
+    const std::string pid = e.path().filename().string();
+    if (pid.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream in(e.path() / "environ", std::ios::binary);
+    std::string env((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (env.find(needle) != std::string::npos) ++n;
+  }
+  return n;
+}
+
+// deploy: {unload_after}: a version no alias names any more, idle that long, is unloaded (its
+// worker instances end, its metrics go, `loaded` says false), while the folder's version and
+// what live names stay; named again (a rollback), it is loaded from its package and serves.
+TEST(Deploy, AVersionNoAliasNamesIsUnloadedOnceIdleAndLoadedAgainWhenNamed) {
+  TempDir dir, two, three;
+  dir.write("nimbus.yaml", std::string(kApp) + "deploy: {unload_after: 2s}\n");
+  dir.write("app.py", app_code("one"));
+  write_app(two, "two");
+  write_app(three, "three");
+  Host host(dir.path());
+  ASSERT_TRUE(host.started()) << host.errors();
+  const int port = host.http_port();
+  Admin admin{host.admin_port(), host.admin_token()};
+  auto versions = [&] {
+    std::map<std::string, json::object> out;
+    Response r = admin.call("GET", "/admin/versions");
+    if (r.status != 200) return out;
+    const json::value body = json::parse(r.body);
+    for (const auto& v : body.as_object().at("versions").as_array()) {
+      out[std::string(v.as_object().at("version").as_string())] = v.as_object();
+    }
+    return out;
+  };
+  ASSERT_EQ(run_nimbus({"deploy", two.path().string(), "--to", dir.path().string()}, dir.path()).exit_code, 0);
+  EXPECT_EQ(hello(port), "two");
+  const fs::path v2_dir = dir.path() / ".nimbus" / "versions" / std::string(versions()["v2"].at("digest").as_string());
+  EXPECT_GE(workers_of(v2_dir), 1) << "v2's worker is not found by its HOME " << v2_dir;
+  ASSERT_EQ(run_nimbus({"deploy", three.path().string(), "--to", dir.path().string()}, dir.path()).exit_code, 0);
+  EXPECT_EQ(hello(port), "three");
+  EXPECT_TRUE(versions()["v2"].at("loaded").as_bool()) << "unloaded before it was idle for 2 s";
+
+  ASSERT_TRUE(host.wait_for_output("\"versions: an idle version no alias names is unloaded\",\"version\":\"v2\"", 20000))
+      << host.output();
+  EXPECT_TRUE(eventually([&] { return workers_of(v2_dir) == 0; }, 15000)) << "v2's worker outlived its version";
+  auto after = versions();
+  EXPECT_FALSE(after["v2"].at("loaded").as_bool());
+  EXPECT_TRUE(after["v3"].at("loaded").as_bool()) << "what live names was unloaded";
+  EXPECT_TRUE(after["v1"].at("loaded").as_bool()) << "the folder's version was unloaded";
+  Response metrics = request(host.admin_port(), "GET", "/metrics");
+  EXPECT_EQ(metrics.body.find("version=\"v2\""), std::string::npos) << "an unloaded version's metrics stay";
+  EXPECT_NE(metrics.body.find("version=\"v3\""), std::string::npos) << metrics.body;
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(hello(port), "three");
+
+  // Named again: loaded from its package before live moves, and serving.
+  CommandResult back = run_nimbus({"rollback"}, dir.path());
+  ASSERT_EQ(back.exit_code, 0) << back.err << host.output();
+  EXPECT_EQ(hello(port), "two");
+  EXPECT_TRUE(versions()["v2"].at("loaded").as_bool());
+  EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
 }
 
 // Hosts on one shared store run the same versions: a deploy sent to one host reaches the

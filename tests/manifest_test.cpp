@@ -98,6 +98,17 @@ TEST(ManifestTest, SqliteStoreUrlIsAccepted) {
   EXPECT_EQ(load.app->store, "sqlite:/tmp/x.db");
 }
 
+TEST(ManifestTest, DeployUnloadAfterIsADurationAndDefaultsToTenMinutes) {
+  auto load = parse("name: shop\ndeploy: {unload_after: 90s}\nfunctions:\n");
+  ASSERT_TRUE(load.app.has_value()) << load.report();
+  EXPECT_EQ(load.app->unload_after, std::chrono::seconds(90));
+  auto plain = parse("name: shop\nfunctions:\n");
+  ASSERT_TRUE(plain.app.has_value()) << plain.report();
+  EXPECT_EQ(plain.app->unload_after, std::chrono::minutes(10));
+  expect_diag(parse("name: shop\ndeploy: {unload_after: soon}\nfunctions:\n"), "deploy.unload_after", "");
+  expect_diag(parse("name: shop\ndeploy: {unload_afterr: 1m}\nfunctions:\n"), "deploy.unload_afterr", "");
+}
+
 TEST(ManifestTest, ObserveOtlpNamesTheCollectorItsHeadersAndTheSampleRatio) {
   auto load = parse("name: shop\nobserve:\n  otlp: {endpoint: \"http://127.0.0.1:4318/v1/traces\", sample: 10%,"
                     " headers: {api-key: \"${KEY}\"}}\nfunctions:\n", {{"KEY", "k1"}});

@@ -200,6 +200,11 @@ struct AppSpec {
     int min_requests = 20;
   };
   std::optional<Canary> canary;
+  // deploy: {unload_after}: a version no alias names is unloaded from a host (its pools, worker
+  // instances and metrics go) once it has run nothing for this long; it is loaded again from
+  // its package when an alias names it or an orchestration instance needs it. Read from the
+  // folder the host starts from.
+  Duration unload_after = std::chrono::minutes(10);
   // observe: {otlp: {endpoint, headers, sample, protocol, compression, ca}, history: {keep}}: where spans are exported
   // (observe/trace.h; what is unset here comes from the OTEL_EXPORTER_OTLP_* variables) and
   // how many invocations of each function the store's history keeps (observe/history.h).

@@ -88,6 +88,9 @@ struct Deployments::Loaded {
   std::map<std::string, std::shared_ptr<FunctionPool>> pools;
   std::map<std::string, std::unique_ptr<PoolStats>> stats;  // by function: what its pools count
   std::unique_ptr<const std::string> label;  // its id once numbered, for the stats (log lines)
+  // unload_idle()'s: its calls when last looked at, and since when that has not changed.
+  uint64_t calls_seen = 0;
+  TimePoint idle_since{};
 };
 
 Deployments::Deployments(const AppSpec& base, FunctionPools& pools, Store& store, const Clock& clock, Logger& logger,
@@ -112,8 +115,12 @@ Deployments::~Deployments() {
   }
   std::lock_guard lock(mu_);
   for (const auto& p : all_pools_) p->set_stats(nullptr);
+  for (const auto& [l, at] : unloaded_) {
+    for (const auto& [name, pool] : l->pools) pool->set_stats(nullptr);
+  }
   all_pools_.clear();
   stats_views_.clear();
+  unloaded_.clear();
 }
 
 Status Deployments::start(const DeploymentsOptions& options) {
@@ -283,7 +290,73 @@ void Deployments::refresh() {
     tag(**loaded);
     loaded_[id] = *loaded;
   }
+  unload_idle(wanted);
   route(*aliases);
+  drop_unloaded();
+}
+
+void Deployments::unload_idle(const std::set<std::string>& named) {
+  const TimePoint now = clock_.now();
+  for (auto it = loaded_.begin(); it != loaded_.end();) {
+    Loaded& l = *it->second;
+    uint64_t calls = 0;
+    int busy = 0;
+    for (const auto& [fn, stats] : l.stats) calls += stats->calls.load(std::memory_order_relaxed);
+    for (const auto& [fn, pool] : l.pools) busy += pool->running() + pool->waiting();
+    const bool kept = l.base || named.count(it->first) || (canary_ && canary_->version == it->first);
+    if (kept || busy > 0 || calls != l.calls_seen || l.idle_since == TimePoint{}) {
+      l.calls_seen = calls;
+      l.idle_since = now;
+      ++it;
+      continue;
+    }
+    if (now - l.idle_since < base_.unload_after) {
+      ++it;
+      continue;
+    }
+    logger_.host(LogLevel::info, "versions: an idle version no alias names is unloaded",
+                 {{"version", it->first},
+                  {"idle_s", std::chrono::duration_cast<std::chrono::seconds>(now - l.idle_since).count()}});
+    unloaded_.emplace_back(it->second, now);
+    it = loaded_.erase(it);
+  }
+}
+
+void Deployments::drop_unloaded() {
+  // A few seconds after the routing that left it out (a dispatch that read the routing just
+  // before may still reach it), and once nothing runs there, its pools close and go, before
+  // the app they were made from.
+  constexpr auto kSettle = std::chrono::seconds(5);
+  const TimePoint now = clock_.now();
+  for (auto it = unloaded_.begin(); it != unloaded_.end();) {
+    const auto& [l, at] = *it;
+    int busy = 0;
+    for (const auto& [fn, pool] : l->pools) busy += pool->running() + pool->waiting();
+    if (now - at < kSettle || busy > 0) {
+      ++it;
+      continue;
+    }
+    {
+      std::lock_guard lock(mu_);
+      std::erase_if(all_pools_, [&](const std::shared_ptr<FunctionPool>& p) {
+        for (const auto& [fn, pool] : l->pools) {
+          if (pool == p) return true;
+        }
+        return false;
+      });
+    }
+    bool held = false;  // a routing still in someone's hands holds it: next time
+    for (const auto& [fn, pool] : l->pools) {
+      pool->close();
+      held = held || pool.use_count() > 1;
+    }
+    if (held) {
+      ++it;
+      continue;
+    }
+    for (const auto& [fn, pool] : l->pools) pool->set_stats(nullptr);
+    it = unloaded_.erase(it);
+  }
 }
 
 Expected<std::shared_ptr<Deployments::Loaded>> Deployments::load(const Version& version, const std::string* package) {

@@ -108,6 +108,12 @@ class Deployments {
   void route(const std::vector<Alias>& aliases);
   // Tags a version's pools with its id and its orchestrators' code versions.
   void tag(Loaded& l);
+  // On the thread, every refresh: a loaded version that `named` leaves out (and no canary is
+  // judging) and that has run nothing for the app's unload_after is taken out of loaded_ (the
+  // route() after it stops sending anything there); those taken out a few seconds ago, with
+  // nothing running, have their pools closed and dropped.
+  void unload_idle(const std::set<std::string>& named);
+  void drop_unloaded();
   // From any thread: loads version `id` here (for an orchestration that started on it).
   void request_load(const std::string& id);
   // The admin operations, on the thread.
@@ -138,6 +144,7 @@ class Deployments {
   // The thread's own.
   std::map<std::string, std::shared_ptr<Loaded>> loaded_;  // by version id
   std::map<std::string, int64_t> failed_;                  // version id -> when it last failed to load
+  std::vector<std::pair<std::shared_ptr<Loaded>, TimePoint>> unloaded_;  // routed away from, not yet dropped
   std::string routed_;                                     // the aliases as last routed
   std::optional<Canary> canary_;
   std::string canary_status_ = "null";                     // JSON: the last canary's state

@@ -54,7 +54,10 @@ void ManifestReader::read_app(const YAML::Node& root, AppSpec& app) {
     if (auto d = choice(n, "durability", {"process", "fsync"})) app.fsync = *d == "fsync";
   }
   if (auto n = root["http"]) read_http(n, app.http);
-  if (auto n = root["deploy"]; n && check_map(n, "deploy", {"canary"})) {
+  if (auto n = root["deploy"]; n && check_map(n, "deploy", {"canary", "unload_after"})) {
+    if (auto v = n["unload_after"]) {
+      if (auto d = duration(v, "deploy.unload_after")) app.unload_after = *d;
+    }
     if (auto c = n["canary"]; c && check_map(c, "deploy.canary", {"steps", "interval", "max_error_rate", "max_p99", "min_requests"})) {
       AppSpec::Canary canary;
       if (auto steps = c["steps"]; !steps || !steps.IsSequence() || steps.size() == 0) {
