@@ -963,7 +963,8 @@ long rss_kib(pid_t pid) {
 
 TEST(Gateway, LargeRepliesAreSentOnAsTheyArriveAndASlowClientSlowsTheUpstreamNotTheHost) {
   TestUpstream up("up");
-  App app(gateway_app("  upstreams:\n    up: {targets: [" + url(up.port()) + "], max_response: 2GB, timeout: 5s}\n"
+  // (A timeout well past what the test needs: a loaded machine may start the 400 MB reply late.)
+  App app(gateway_app("  upstreams:\n    up: {targets: [" + url(up.port()) + "], max_response: 2GB, timeout: 30s}\n"
                       "  routes:\n    - {path: \"/{*rest}\", upstream: up}\n"));
   ASSERT_TRUE(app.host->started()) << app.host->errors();
 
@@ -1043,9 +1044,11 @@ TEST(Gateway, LargeRepliesAreSentOnAsTheyArriveAndASlowClientSlowsTheUpstreamNot
   ASSERT_EQ(::write(fd, get.data(), get.size()), static_cast<ssize_t>(get.size()));
   char buf[65536];
   std::size_t got = 0;
+  std::string start;
   while (got < 1000000) {
     ssize_t n = ::read(fd, buf, sizeof buf);
-    ASSERT_GT(n, 0);
+    ASSERT_GT(n, 0) << "the reply ended after " << got << " bytes: " << start;
+    if (start.size() < 300) start.append(buf, std::min<std::size_t>(static_cast<std::size_t>(n), 300));
     got += static_cast<std::size_t>(n);
   }
   std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // the host has time to fill up, if it would
