@@ -581,6 +581,50 @@ TEST(Deploy, AVersionNoAliasNamesIsUnloadedOnceIdleAndLoadedAgainWhenNamed) {
   EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
 }
 
+// A canary is judged on every host's traffic: hosts behind a load balancer share what the
+// versions they split served, and the host that took the deploy adds it up. Here only the
+// other host is sent requests: the failing version is rolled back all the same, and a healthy
+// one steps up to 100%.
+TEST(Deploy, ACanaryIsJudgedOnTheTrafficOfEveryHostOnTheStore) {
+  const std::string url = store_url("postgres");
+  ASSERT_FALSE(url.empty());
+  const std::string canary = on_store(kApp, url) + "deploy:\n  canary: {steps: [30, 100], interval: 1s, max_error_rate: 5%, min_requests: 20}\n";
+  TempDir a, b, failing, good;
+  for (const TempDir* d : {&a, &b}) {
+    d->write("nimbus.yaml", on_store(kApp, url));
+    d->write("app.py", app_code("one"));
+  }
+  failing.write("nimbus.yaml", canary);
+  failing.write("app.py", app_code("two") + "\ndef hello(req, ctx):\n    raise RuntimeError('broken')\n");
+  good.write("nimbus.yaml", canary);
+  good.write("app.py", app_code("three"));
+  Host ha(a.path(), {"--deployed"}), hb(b.path(), {"--deployed"});
+  ASSERT_TRUE(ha.started() && hb.started()) << ha.errors() << hb.errors();
+
+  {
+    Load on_b(hb.http_port());  // errors only where host a does not see them
+    ASSERT_EQ(run_nimbus({"deploy", failing.path().string(), "--to", a.path().string()}, a.path()).exit_code, 0);
+    EXPECT_TRUE(ha.wait_for_output("rolled back: error rate", 30000)) << ha.output() << hb.output();
+  }
+  // Host b follows the rollback (a second later at most): only v1 answers there.
+  EXPECT_TRUE(eventually([&] {
+    for (int i = 0; i < 40; ++i) {
+      if (hello(hb.http_port()) != "one") return false;
+    }
+    return true;
+  }, 10000));
+  {
+    Load on_b(hb.http_port());
+    ASSERT_EQ(run_nimbus({"deploy", good.path().string(), "--to", a.path().string()}, a.path()).exit_code, 0);
+    EXPECT_TRUE(ha.wait_for_output("\"canary: completed\"", 30000)) << ha.output();
+    on_b.finish();
+    EXPECT_TRUE(on_b.failures().empty()) << on_b.failures().front();
+  }
+  EXPECT_TRUE(eventually([&] { return hello(hb.http_port()) == "three"; }, 10000));
+  EXPECT_EQ(ha.signal_and_wait(SIGTERM), 0);
+  EXPECT_EQ(hb.signal_and_wait(SIGTERM), 0);
+}
+
 // Hosts on one shared store run the same versions: a deploy sent to one host reaches the
 // other (it reads the aliases every second, and loads and warms a version before routing to
 // it), and so does a change of weights or a rollback. On PostgreSQL and on Redis.

@@ -152,6 +152,29 @@ TEST(Package, ALinkToOutsideIsRefusedOrLeftOutAsAsked) {
   EXPECT_NE(skipped[0].find("passwd"), std::string::npos);
 }
 
+// Links that lead through other links and stay inside are kept (npm workspaces: the .bin link
+// of a workspace package goes through node_modules/NAME, itself a link to the package).
+TEST(Package, AChainOfLinksThatStaysInsideUnpacksAndLeadsWhereItSays) {
+  Folder app, out;
+  app.write("nimbus.yaml", "name: a\n");
+  app.write("packages/tool/cli.js", "console.log('tool');\n");
+  fs::create_directories(app.path / "node_modules/.bin");
+  fs::create_symlink("../packages/tool", app.path / "node_modules/tool");
+  fs::create_symlink("../tool/cli.js", app.path / "node_modules/.bin/tool");
+  fs::create_symlink("node_modules/.bin", app.path / "bin");  // and one more link on the way
+  fs::create_symlink("bin/tool", app.path / "tool");
+  auto package = pack_app(app.path);
+  ASSERT_TRUE(package) << package.error().message;
+  const fs::path into = out.path / "v";
+  auto st = unpack_app(*package, into);
+  ASSERT_TRUE(st) << st.error().message;
+  Folder check;
+  check.path = into;
+  EXPECT_EQ(check.read("node_modules/.bin/tool"), "console.log('tool');\n");
+  EXPECT_EQ(check.read("tool"), "console.log('tool');\n");
+  check.path.clear();
+}
+
 // A package is input from the network: nothing in it may write outside its folder.
 TEST(Package, AHostilePackageWritesNothingOutsideItsFolder) {
   Folder out;
@@ -165,6 +188,10 @@ TEST(Package, AHostilePackageWritesNothingOutsideItsFolder) {
       // Links that each stay inside by their words but climb out as a chain, in either order.
       {"a chain of links", tar_of({{"p", AE_IFLNK, "."}, {"q", AE_IFLNK, "p/.."}, {"r", AE_IFLNK, "q/.."}})},
       {"a chain made backwards", tar_of({{"q", AE_IFLNK, "p/.."}, {"p", AE_IFLNK, "."}})},
+      // A link up to the folder, then one that reads as inside but climbs out through it twice;
+      // and a loop.
+      {"a chain through a link up", tar_of({{"d", AE_IFDIR, ""}, {"d/up", AE_IFLNK, ".."}, {"z", AE_IFLNK, "d/up/d/up/.."}})},
+      {"a loop of links", tar_of({{"a", AE_IFLNK, "b"}, {"b", AE_IFLNK, "a"}})},
       {"device", tar_of({{"dev", AE_IFCHR, ""}})},
       {"not a tar", std::string("this is not an archive at all, just text long enough to be read")},
   };

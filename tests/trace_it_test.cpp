@@ -625,6 +625,10 @@ TEST(Traces, AnAsyncRoutesAcceptIsASpanAndTheRunLaterIsItsChild) {
   EXPECT_EQ(accept.kind, 2);
   EXPECT_EQ(accept.attributes.at("http.response.status_code"), "202");
   EXPECT_EQ(find("job")->parent_span_id, accept.span_id) << "the run is not under the accept";
+  // The accept has its log line too, in the same trace (the run has its own).
+  EXPECT_TRUE(host.wait_for_output("\"msg\":\"accepted\",\"function\":\"job\",\"trigger\":\"http\"", 5000)) << host.output();
+  EXPECT_GT(lines_with(host.output(), {"\"msg\":\"accepted\"", "\"trace_id\":\"" + trace + "\"", "\"status\":202"}), 0)
+      << host.output();
   EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
 }
 

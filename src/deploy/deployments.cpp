@@ -293,6 +293,72 @@ void Deployments::refresh() {
   unload_idle(wanted);
   route(*aliases);
   drop_unloaded();
+  share_totals(*aliases);
+}
+
+namespace {
+
+constexpr int64_t kTotalsTtlMs = 30000;  // a host that stopped sharing stops counting after this
+
+std::string totals_prefix(const std::string& version) { return "stats/" + version + "/"; }
+
+}  // namespace
+
+void Deployments::share_totals(const std::vector<Alias>& aliases) {
+  if (options_.host_id.empty()) return;
+  std::set<std::string> split;
+  for (const auto& a : aliases) {
+    if (a.targets.size() < 2) continue;
+    for (const auto& t : a.targets) split.insert(t.version);
+  }
+  Batch b;
+  for (const auto& id : split) {
+    if (!loaded_.count(id)) continue;
+    const Totals t = totals(id);
+    json::array buckets;
+    for (uint64_t n : t.buckets) buckets.push_back(n);
+    b.puts.push_back({kDeployStore, totals_prefix(id) + options_.host_id,
+                      json::serialize(json::object{{"calls", t.calls}, {"errors", t.errors}, {"buckets", std::move(buckets)},
+                                                   {"at_ms", unix_ms(clock_)}}),
+                      std::nullopt, kTotalsTtlMs});
+  }
+  if (b.puts.empty()) return;
+  // Not waited for: the next second's replaces one that did not land.
+  store_.commit(std::move(b), [](Expected<BatchResult>) {});
+}
+
+std::map<std::string, Deployments::Totals> Deployments::totals_by_host(const std::string& version) {
+  std::map<std::string, Totals> out;
+  if (!options_.host_id.empty()) {
+    const std::string prefix = totals_prefix(version);
+    const int64_t now = unix_ms(clock_);
+    if (auto got = store_.scan(kDeployStore, prefix, 1000)) {
+      for (const auto& e : *got) {
+        boost::system::error_code ec;
+        json::value v = json::parse(e.value, ec);
+        if (ec || !v.is_object()) continue;
+        const json::object& o = v.as_object();
+        const auto* calls = o.if_contains("calls");
+        const auto* errors = o.if_contains("errors");
+        const auto* buckets = o.if_contains("buckets");
+        const auto* at = o.if_contains("at_ms");
+        if (!calls || !errors || !buckets || !at || !calls->is_number() || !errors->is_number() || !buckets->is_array() ||
+            !at->is_number() || buckets->as_array().size() != PoolStats::kBuckets || now - at->to_number<int64_t>() > kTotalsTtlMs) {
+          continue;
+        }
+        Totals t;
+        t.calls = calls->to_number<uint64_t>();
+        t.errors = errors->to_number<uint64_t>();
+        for (int i = 0; i < PoolStats::kBuckets; ++i) {
+          const auto& n = buckets->as_array()[static_cast<std::size_t>(i)];
+          t.buckets[i] = n.is_number() ? n.to_number<uint64_t>() : 0;
+        }
+        out[e.key.substr(prefix.size())] = t;
+      }
+    }
+  }
+  out[options_.host_id] = totals(version);  // this host's own, as they are now
+  return out;
 }
 
 void Deployments::unload_idle(const std::set<std::string>& named) {
@@ -633,7 +699,7 @@ HttpReply Deployments::deploy(const std::string& package, const std::string& mes
     c.before = std::move(before);
     c.spec = *ready->app->canary;
     c.step_started = clock_.now();
-    c.at_step_start = totals(version->id);
+    c.at_step_start = totals_by_host(version->id);
     c.set = a->targets;
     canary_ = std::move(c);
     canary_status_ = json::serialize(json::object{{"version", version->id}, {"alias", alias}, {"state", "running"},
@@ -799,11 +865,20 @@ void Deployments::step_canary() {
     return true;
   };
   if (!*current || !same((*current)->targets, c.set)) return end_canary("stopped: the alias was changed by hand", LogLevel::warn);
-  const Totals now = totals(c.version);
+  // What every host's share of the version served since the step began (a host that
+  // restarted since, or that began serving it during the step, counts from nothing).
+  const auto now = totals_by_host(c.version);
   Totals d;
-  d.calls = now.calls - c.at_step_start.calls;
-  d.errors = now.errors - c.at_step_start.errors;
-  for (int b = 0; b < PoolStats::kBuckets; ++b) d.buckets[b] = now.buckets[b] - c.at_step_start.buckets[b];
+  for (const auto& [host, t] : now) {
+    auto from = c.at_step_start.find(host);
+    bool counted = from != c.at_step_start.end() && from->second.calls <= t.calls && from->second.errors <= t.errors;
+    for (int b = 0; counted && b < PoolStats::kBuckets; ++b) counted = from->second.buckets[b] <= t.buckets[b];
+    const Totals zero;
+    const Totals& base = counted ? from->second : zero;
+    d.calls += t.calls - base.calls;
+    d.errors += t.errors - base.errors;
+    for (int b = 0; b < PoolStats::kBuckets; ++b) d.buckets[b] += t.buckets[b] - base.buckets[b];
+  }
   // p99 at least: the lower bound of the bucket that holds it (so a version is rolled back only
   // when it is surely past the bound), judged from 100 calls on, over the calls that did not
   // wait for a cold start (the new version's instances start as traffic reaches them: their

@@ -53,6 +53,9 @@ using PoolFactory = std::function<Expected<std::map<std::string, std::shared_ptr
 struct DeploymentsOptions {
   bool serve_deployed = false;  // the folder does not become live by itself
   Duration refresh = std::chrono::seconds(1);
+  // This host's id among the hosts on its store: while an alias splits traffic, each host
+  // shares what its versions served there under it, and a canary is judged on all of them.
+  std::string host_id;
 };
 
 // Runs `app`'s migration functions (`migration: true`), in manifest order, each through the
@@ -95,7 +98,7 @@ class Deployments {
     AppSpec::Canary spec;
     std::size_t step = 0;
     TimePoint step_started{};
-    Totals at_step_start;
+    std::map<std::string, Totals> at_step_start;  // by host
     std::vector<Target> set;  // what it last set the alias to (a change by hand stops it)
   };
   void run();
@@ -129,6 +132,12 @@ class Deployments {
   void step_canary();
   void end_canary(const std::string& outcome, LogLevel level);
   Totals totals(const std::string& version) const;
+  // Every host's totals of `version` (this one's read now, the others' as they last shared
+  // them, within half a minute), by host id.
+  std::map<std::string, Totals> totals_by_host(const std::string& version);
+  // Each second while `aliases` split traffic: this host's totals of the versions they split,
+  // into the store for the host judging a canary.
+  void share_totals(const std::vector<Alias>& aliases);
   void publish_status();
 
   const AppSpec& base_;

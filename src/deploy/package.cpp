@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <deque>
 #include <fstream>
 #include <memory>
 #include <random>
@@ -93,30 +94,42 @@ bool under(const fs::path& relative, const std::vector<fs::path>& roots) {
   return false;
 }
 
-// Once everything is unpacked: the link at `name` resolves inside `root` without passing
-// through another link on the way (where links chain, the words of a target no longer say where
-// it leads: p -> ".", q -> "p/.." climbs out). With real folders only on the way, ".." means
-// what it says, so the lexical check of link_inside holds.
+// Once everything is unpacked: the link at `name` resolves inside `root`, followed as the
+// kernel follows it, one part at a time, through any links on the way (at most 40, as its
+// ELOOP limit), so that a chain is judged by where it leads and never by its words alone (p ->
+// "." and q -> "p/.." each read as inside, yet q climbs out). The folders a link sits in are
+// real ones (nothing of a package is written through a link), so the walk starts from them.
 Status link_stays_inside(const fs::path& root, const fs::path& name) {
+  const auto outside = [&] { return Error{"the package holds a link '" + name.string() + "' to outside its folder"}; };
   std::error_code ec;
-  const fs::path target = fs::read_symlink(root / name, ec);
-  if (ec || !link_inside(name, target)) return Error{"the package holds a link '" + name.string() + "' to outside its folder"};
-  fs::path at;
-  const fs::path walk = name.parent_path() / target;
-  std::size_t left = static_cast<std::size_t>(std::distance(walk.begin(), walk.end()));
-  for (const auto& part : walk) {
-    --left;
-    if (part == "." || part.empty()) continue;
+  const fs::path first = fs::read_symlink(root / name, ec);
+  if (ec || !link_inside(name, first)) return outside();
+  std::vector<std::string> at;  // where the walk is, as folders under root
+  for (const auto& part : name.parent_path()) at.push_back(part.string());
+  std::deque<std::string> todo;
+  for (const auto& part : first) todo.push_back(part.string());
+  int links = 1;
+  while (!todo.empty()) {
+    const std::string part = std::move(todo.front());
+    todo.pop_front();
+    if (part.empty() || part == ".") continue;
     if (part == "..") {
-      at = at.parent_path();
+      if (at.empty()) return outside();
+      at.pop_back();
       continue;
     }
-    at /= part;
+    at.push_back(part);
+    fs::path here = root;
+    for (const auto& a : at) here /= a;
     struct stat info{};
-    if (left > 0 && ::lstat((root / at).c_str(), &info) == 0 && S_ISLNK(info.st_mode)) {
-      return Error{"the package's link '" + name.string() + "' leads through another link ('" + at.string() +
-                   "'); links may not chain through folders"};
-    }
+    if (::lstat(here.c_str(), &info) != 0 || !S_ISLNK(info.st_mode)) continue;  // a folder, a file, or nothing
+    if (++links > 40) return Error{"the package's link '" + name.string() + "' goes round a loop of links"};
+    const fs::path target = fs::read_symlink(here, ec);
+    if (ec || target.empty() || target.is_absolute()) return outside();
+    at.pop_back();  // a link's target starts from the folder the link is in
+    std::vector<std::string> parts;
+    for (const auto& t : target) parts.push_back(t.string());
+    todo.insert(todo.begin(), parts.begin(), parts.end());
   }
   return ok_status();
 }

@@ -258,7 +258,8 @@ int run_host(const AppSpec& app, const HostOptions& options) {
   // Versions (deploy/deployments.h): each deployed version's functions in pools of their own,
   // made as the folder's were; the front pools above route to them. Made on the deploy thread.
   std::mutex version_executors_mu;
-  std::vector<Executor*> version_executors;  // stopped with the others
+  // Stopped with the others, while their pools live (an idle version is unloaded: deploy/).
+  std::vector<std::pair<std::weak_ptr<FunctionPool>, Executor*>> version_executors;
   deploy::Deployments deployments(app, pools, **store, clock, logger, [&](const AppSpec& version) {
     using Made = std::map<std::string, std::shared_ptr<FunctionPool>>;
     std::ostringstream progress;
@@ -266,7 +267,7 @@ int run_host(const AppSpec& app, const HostOptions& options) {
     if (!libraries) return Expected<Made>(Error{libraries.error().message + "\n" + progress.str()});
     RuntimeContext context = runtime_context_for(version, std::move(*libraries));
     Made made;
-    std::vector<Executor*> made_executors;
+    std::vector<std::pair<std::string, Executor*>> made_executors;
     for (const FunctionSpec& fn : version.functions) {
       // A migration the running app does not have counts in the metrics of the first function.
       FunctionPool* front = pools.find(fn.name);
@@ -275,12 +276,13 @@ int run_host(const AppSpec& app, const HostOptions& options) {
       auto executor = make_executor(fn, index, context);
       if (!executor) return Expected<Made>(executor.error());
       if (auto st = (*executor)->warm_up(); !st) return Expected<Made>(st.error());
-      made_executors.push_back(executor->get());
+      made_executors.emplace_back(fn.name, executor->get());
       made[fn.name] = std::make_shared<FunctionPool>(fn, index, std::move(*executor), pool_context);
     }
     // Known to the shutdown only once all are made (a failure above frees them with `made`).
     std::lock_guard lock(version_executors_mu);
-    version_executors.insert(version_executors.end(), made_executors.begin(), made_executors.end());
+    std::erase_if(version_executors, [](const auto& v) { return v.first.expired(); });  // unloaded versions'
+    for (const auto& [name, e] : made_executors) version_executors.emplace_back(made[name], e);
     return Expected<Made>(std::move(made));
   });
   // The folder's migrations run before anything takes traffic (a deployed version's ran at its deploy).
@@ -292,15 +294,15 @@ int run_host(const AppSpec& app, const HostOptions& options) {
       return fail(st.error().message + "; the host does not start");
     }
   }
-  if (auto st = deployments.start(deploy::DeploymentsOptions{.serve_deployed = options.serve_deployed}); !st) {
-    sink.flush();
-    return fail(st.error().message);
-  }
-
-  // This host's id on the store (its registry record, its stream partition leases).
+  // This host's id on the store (its registry record, its stream partition leases, its share
+  // of a canary's numbers).
   char hostname[256] = {};
   ::gethostname(hostname, sizeof hostname - 1);
   const std::string host_id = std::string(hostname) + ":" + std::to_string(getpid()) + ":" + new_invocation_id().substr(0, 8);
+  if (auto st = deployments.start(deploy::DeploymentsOptions{.serve_deployed = options.serve_deployed, .host_id = host_id}); !st) {
+    sink.flush();
+    return fail(st.error().message);
+  }
 
   // Every trigger kind the registry knows, started in its order; the host knows none by name.
   PublicRoutes routes;  // what kinds other than http serve on the public listener
@@ -462,7 +464,9 @@ int run_host(const AppSpec& app, const HostOptions& options) {
   auto kill_workers = [&] {
     for (auto* e : executors) e->kill_all();
     std::lock_guard lock(version_executors_mu);
-    for (auto* e : version_executors) e->kill_all();
+    for (const auto& [pool, e] : version_executors) {
+      if (auto alive = pool.lock()) e->kill_all();
+    }
   };
   // Whatever a step below waits for, the host is gone within a second past the grace period:
   // a watchdog kills the workers and ends the process (its last line is flushed if stdout
@@ -523,7 +527,9 @@ int run_host(const AppSpec& app, const HostOptions& options) {
   deployments.stop();  // a deploy under way finishes first (the admin listener is closed)
   pools.close_all();
   for (auto* e : executors) e->stop(std::chrono::seconds(2));  // workers' exits are read on the loops
-  for (auto* e : version_executors) e->stop(std::chrono::seconds(2));
+  for (const auto& [pool, e] : version_executors) {
+    if (auto alive = pool.lock()) e->stop(std::chrono::seconds(2));
+  }
   loops.drain();
   if (history) history->stop();  // the last records, before the store goes
   (*store)->close();

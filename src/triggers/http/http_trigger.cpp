@@ -887,8 +887,15 @@ void HttpTrigger::enqueue_async(const FunctionSpec& fn, Invocation&& inv, Respon
                           {"nimbus.trigger", std::string("http")},
                           {"nimbus.async", true}};
   }
+  // The accept has its log line (the run has its own later): what answered 202, or why not.
   options_.store->commit(std::move(b), [id = inv.id, respond = std::move(respond), accept, tracer = logger_.tracer(),
-                                        clock = &clock_](Expected<BatchResult> r) {
+                                        clock = &clock_, logger = &logger_, function = fn.name,
+                                        trace = std::string(trace_id_of(inv.traceparent)),
+                                        started = inv.started](Expected<BatchResult> r) {
+    const int64_t took_us = std::chrono::duration_cast<std::chrono::microseconds>(clock->now() - started).count();
+    logger->host(r ? LogLevel::info : LogLevel::warn, r ? "accepted" : "not accepted: the request could not be queued",
+                 {{"function", function}, {"trigger", "http"}, {"invocation_id", id}, {"trace_id", trace},
+                  {"status", r ? 202 : 503}, {"duration_us", took_us}});
     if (accept) {
       accept->end_unix_ns = std::max(accept->start_unix_ns, static_cast<int64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
                                                                 clock->wall().time_since_epoch())
