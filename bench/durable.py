@@ -9,6 +9,7 @@ coroutines (bench/functions/durable_cities.cpp); the activity is the native hell
   fanout_items, fanout_s, fanout_events_per_s
 Usage: python3 bench/durable.py   (after make build). Env: N=300 LAT_N=100 FAN=1000 STORE=...
 ORCH=python|native NIMBUS_BIN=path (another nimbus binary, to compare two builds side by side)
+LAT_DUMP=file (each chain's latency, in order, one a line)
 LAT_POLL=1 (latency by polling the status every 0.5 ms instead of one request with ?wait=)
 """
 import http.client
@@ -162,6 +163,9 @@ def main():
                 status, body = call(port, "POST", f"/_nimbus/orchestrations/cities?instance=l{i}&wait=60s", "")
                 assert status == 200 and body["runtimeStatus"] == "Completed", (status, body)
             lat.append((time.perf_counter() - t) * 1000)
+        if os.environ.get("LAT_DUMP"):
+            with open(os.environ["LAT_DUMP"], "w") as f:
+                f.write("\n".join(f"{x:.2f}" for x in lat) + "\n")
         lat.sort()
 
         # Fan-out.

@@ -26,6 +26,8 @@ class CountingStore final : public ForwardingStore {
     ForwardingStore::receive(std::move(q), max, lease, std::move(done));
   }
   std::atomic<int> receives{0};
+  // Who would take each enqueue of `b`, were this store to hand off (reserved for real).
+  std::vector<Claim> claims_of(const Batch& b) const { return reserve_claims(b); }
 };
 
 struct Fixture {
@@ -46,8 +48,9 @@ struct Fixture {
 
   // A feed on queue "q" whose deliveries land in `delivered`; its timers never fire (no timer
   // thread, a clock nobody moves), so every look is one it chose to make.
-  void make_feed(int capacity) {
+  void make_feed(int capacity, bool hand_off = false) {
     LeasedFeed::Options o;
+    o.hand_off = hand_off;
     o.queue = "q";
     o.batch_size = capacity;
     o.capacity = capacity;
@@ -150,6 +153,63 @@ TEST(LeasedFeed, AMessageThatWentBackToTheQueueIsLookedForAgain) {
   f.complete(first, /*requeued=*/true);  // a retry due now: no wake-up of its own
   ASSERT_TRUE(f.delivered_at_least(2)) << "the retried message was not received again";
   EXPECT_EQ(f.delivered[1].id, first.id);
+}
+
+// Hand-off (Store::offer_claims): a feed takes messages a commit here makes only while it has
+// room for them (what it holds and what it promised count) and once its last look found the
+// queue drained: a backlog is served in its order first. What it takes is held (its lease
+// renewed, its completion awaited) and delivered like what it receives.
+TEST(LeasedFeed, AHandOffIsTakenOnlyWithRoomAndOnceTheQueueWasFoundDrained) {
+  Fixture f;
+  f.make_feed(2, /*hand_off=*/true);
+  EXPECT_EQ(f.feed->reserve(), 0) << "took a hand-off before it ever looked at the queue";
+  f.enqueue(3);
+  f.feed->pump();
+  ASSERT_TRUE(f.delivered_at_least(2));
+  EXPECT_EQ(f.feed->reserve(), 0) << "took a hand-off with a backlog (and no room)";
+  f.complete(f.delivered[0]);
+  f.complete(f.delivered[1]);
+  ASSERT_TRUE(f.delivered_at_least(3));  // the third: fewer than it wanted, so drained now
+  // Room for one more beside the one it holds.
+  EXPECT_EQ(f.feed->reserve(), f.feed->lease_ms());
+  EXPECT_EQ(f.feed->reserve(), 0) << "promised more room than it has";
+  Message taken;
+  taken.id = "taken";
+  taken.lease = "lease-1";
+  taken.queue = "q";
+  f.feed->claimed({taken});
+  ASSERT_TRUE(f.delivered_at_least(4));
+  EXPECT_EQ(f.delivered[3].id, "taken");
+  EXPECT_EQ(f.feed->reserve(), 0) << "full: it holds two";
+  EXPECT_FALSE(f.feed->wait_idle(std::chrono::steady_clock::now())) << "a taken message is not held";
+  f.feed->forget({"taken"});
+  EXPECT_EQ(f.feed->reserve(), f.feed->lease_ms());
+  // A promise the commit did not need is given back.
+  f.feed->unclaimed(1);
+  f.complete(f.delivered[2]);
+  EXPECT_TRUE(f.feed->wait_idle(std::chrono::steady_clock::now() + std::chrono::seconds(5)));
+  f.feed->stop();
+  EXPECT_EQ(f.feed->reserve(), 0) << "a stopped feed took a hand-off";
+}
+
+// A feed that offers registers with its store, and stops offering when it stops.
+TEST(LeasedFeed, AFeedOffersToItsStoreWhileItRunsAndNotAfter) {
+  Fixture f;
+  f.make_feed(4, /*hand_off=*/true);
+  f.feed->pump();
+  ASSERT_TRUE(f.settled());
+  // The offer is with the store the feed leases from (the wrapper): seen through its claims.
+  Batch b;
+  b.enqueues.push_back({"q", NewMessage{}});
+  b.enqueues.push_back({"other", NewMessage{}});
+  auto claims = f.store->claims_of(b);
+  ASSERT_EQ(claims.size(), 2u);
+  EXPECT_NE(claims[0].to, nullptr) << "the feed did not offer for its queue";
+  EXPECT_EQ(claims[1].to, nullptr);
+  claims[0].to->unclaimed(1);
+  f.feed->stop();
+  claims = f.store->claims_of(b);
+  EXPECT_EQ(claims[0].to, nullptr) << "a stopped feed still offered";
 }
 
 }  // namespace

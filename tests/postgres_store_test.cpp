@@ -4,6 +4,7 @@
 // password.
 #include <libpq-fe.h>
 
+#include "core/invocation.h"
 #include "free_port.h"
 #include "store/postgres/pg_conn.h"
 #include "store_conformance.h"
@@ -215,6 +216,188 @@ int64_t count_rows(pg::Connection& c, const std::string& where = "true") {
 
 // BEGIN deferred to the first statement opens the transaction that statement runs in (a
 // rollback undoes it); a change notice deferred to the COMMIT is delivered when it commits.
+// A consumer on this host that offers to take a queue's messages (Store::offer_claims) gets
+// those a commit here makes, leased to it in that commit: no other host can receive them while
+// the lease lasts, its ack is an ordinary ack, an expired lease lets them go to anyone, and a
+// consumer without room, a delayed message or a failed commit leave the queue as ever.
+TEST(PostgresStore, AMessageCommittedForAConsumerHereIsLeasedToItInThatCommit) {
+  const std::string url = fresh_database();
+  ASSERT_EQ(url.rfind("postgres://", 0), 0u) << url;
+  ManualClock clock;
+  auto a = open_store(url, "", clock);
+  auto b = open_store(url, "", clock);
+  ASSERT_TRUE(a.ok() && b.ok()) << (a.ok() ? b.error().message : a.error().message);
+
+  struct Taker final : Store::Claimant {
+    std::mutex mu;
+    int room = 0, reserved = 0, let_go = 0;
+    std::vector<Message> got;
+    int64_t reserve() override {
+      std::lock_guard l(mu);
+      if (room == 0) return 0;
+      --room;
+      ++reserved;
+      return 30000;
+    }
+    void claimed(std::vector<Message> messages) override {
+      std::lock_guard l(mu);
+      reserved -= static_cast<int>(messages.size());
+      for (auto& m : messages) got.push_back(std::move(m));
+    }
+    void unclaimed(int n) override {
+      std::lock_guard l(mu);
+      reserved -= n;
+      let_go += n;
+    }
+  };
+  auto taker = std::make_shared<Taker>();
+  taker->room = 1;
+  auto offer = (*a)->offer_claims("hop", taker);
+
+  // Room for one: the first message due now is taken; the second and the delayed one are not.
+  Batch first;
+  NewMessage m1, m2, later;
+  m1.payload = "one";
+  m1.type = "t.one";
+  m1.metadata = {{"traceparent", "00-0123456789abcdef0123456789abcdef-0123456789abcdef-01"}};
+  m2.payload = "two";
+  later.payload = "later";
+  later.delay_ms = 60000;
+  first.enqueues.push_back({"hop", later});
+  first.enqueues.push_back({"hop", m1});
+  first.enqueues.push_back({"hop", m2});
+  auto committed = (*a)->commit_sync(std::move(first));
+  ASSERT_TRUE(committed.ok()) << committed.error().message;
+  {
+    std::lock_guard l(taker->mu);
+    ASSERT_EQ(taker->got.size(), 1u);
+    EXPECT_EQ(taker->reserved, 0);
+    const Message& m = taker->got[0];
+    EXPECT_EQ(m.payload, "one");
+    EXPECT_EQ(m.type, "t.one");
+    EXPECT_EQ(m.id, committed->message_ids[1]);
+    EXPECT_EQ(m.queue, "hop");
+    EXPECT_EQ(m.deliveries, 1);
+    EXPECT_FALSE(m.lease.empty());
+    ASSERT_NE(find_header(m.metadata, "traceparent"), nullptr);
+  }
+  // Another host receives only the message that was not taken.
+  auto other = (*b)->receive_sync("hop", 10, 30000);
+  ASSERT_TRUE(other.ok()) << other.error().message;
+  ASSERT_EQ(other->size(), 1u);
+  EXPECT_EQ((*other)[0].payload, "two");
+
+  // The taken message's lease expires unacknowledged: anyone may receive it (its 2nd delivery).
+  clock.advance(31s);
+  auto again = (*b)->receive_sync("hop", 10, 30000);
+  ASSERT_TRUE(again.ok()) << again.error().message;
+  std::vector<std::string> payloads;
+  for (const auto& m : *again) payloads.push_back(m.payload);
+  ASSERT_EQ(std::count(payloads.begin(), payloads.end(), "one"), 1) << "the lapsed claim was not receivable";
+  for (const auto& m : *again) {
+    if (m.payload == "one") EXPECT_EQ(m.deliveries, 2);
+  }
+  // ... and the first delivery's lease no longer acknowledges it.
+  Batch stale;
+  {
+    std::lock_guard l(taker->mu);
+    stale.acks.push_back({taker->got[0].id, taker->got[0].lease});
+  }
+  EXPECT_FALSE((*a)->commit_sync(std::move(stale)).ok());
+  Batch done;  // (the second message's lease lapsed too: both came again)
+  for (const auto& m : *again) done.acks.push_back({m.id, m.lease});
+  ASSERT_TRUE((*b)->commit_sync(std::move(done)).ok());
+
+  // A claim acknowledged with its own lease is gone for good.
+  taker->room = 1;
+  Batch second;
+  NewMessage m3;
+  m3.payload = "three";
+  second.enqueues.push_back({"hop", m3});
+  ASSERT_TRUE((*a)->commit_sync(std::move(second)).ok());
+  Batch ack;
+  {
+    std::lock_guard l(taker->mu);
+    ASSERT_EQ(taker->got.size(), 2u);
+    ack.acks.push_back({taker->got[1].id, taker->got[1].lease});
+  }
+  ASSERT_TRUE((*a)->commit_sync(std::move(ack)).ok());
+  clock.advance(61s);  // past the lease, and the delayed message is due
+  auto left = (*b)->receive_sync("hop", 10, 30000);
+  ASSERT_TRUE(left.ok());
+  ASSERT_EQ(left->size(), 1u);
+  EXPECT_EQ((*left)[0].payload, "later");
+
+  // A commit that fails lets its reservations go, and leaves nothing.
+  taker->room = 1;
+  Batch failing;
+  NewMessage m4;
+  m4.payload = "four";
+  failing.enqueues.push_back({"hop", m4});
+  failing.puts.push_back({"s", "k", "v", std::string("99"), 0});  // an ETag it does not have
+  EXPECT_FALSE((*a)->commit_sync(std::move(failing)).ok());
+  {
+    std::lock_guard l(taker->mu);
+    EXPECT_EQ(taker->got.size(), 2u);
+    EXPECT_EQ(taker->let_go, 1);
+    EXPECT_EQ(taker->reserved, 0);
+  }
+  auto none = (*b)->receive_sync("hop", 10, 30000);
+  ASSERT_TRUE(none.ok());
+  EXPECT_EQ(none->size(), 0u) << "a failed commit's message was kept";
+
+  // Once the offer ends, commits here take nothing.
+  offer.reset();
+  taker->room = 5;
+  Batch third;
+  third.enqueues.push_back({"hop", m4});
+  ASSERT_TRUE((*a)->commit_sync(std::move(third)).ok());
+  EXPECT_EQ(taker->got.size(), 2u);
+}
+
+// Relaxed batches (Batch::relaxed) commit without waiting for the WAL flush under
+// durability: process, never under durability: fsync, and ordinary batches always wait.
+TEST(PostgresStore, RelaxedWorkDoesNotWaitForTheDiskUnderProcessDurabilityOnly) {
+  const std::string url = fresh_database();
+  ASSERT_EQ(url.rfind("postgres://", 0), 0u) << url;
+  ManualClock clock;
+  auto unflushed = [](Store& s) {
+    std::string text;
+    s.commit_metrics_text(text);
+    const std::string name = "\nnimbus_store_unflushed_commits_total ";
+    const auto at = text.find(name);
+    return at == std::string::npos ? int64_t{-1} : std::stoll(text.substr(at + name.size()));
+  };
+  auto put = [](bool relaxed, int i) {
+    Batch b;
+    b.relaxed = relaxed;
+    b.puts.push_back({"s", "k" + std::to_string(i), "v", std::nullopt, 0});
+    return b;
+  };
+  {
+    auto s = open_store(url, "", clock, StoreOptions{Durability::process});
+    ASSERT_TRUE(s.ok()) << s.error().message;
+    const int64_t before = unflushed(**s);
+    ASSERT_GE(before, 0) << "no nimbus_store_unflushed_commits_total";
+    for (int i = 0; i < 3; ++i) ASSERT_TRUE((*s)->commit_sync(put(false, i)).ok());
+    EXPECT_EQ(unflushed(**s), before) << "an ordinary commit did not wait for the disk";
+    for (int i = 0; i < 3; ++i) ASSERT_TRUE((*s)->commit_sync(put(true, i)).ok());
+    EXPECT_EQ(unflushed(**s), before + 3);
+    ASSERT_TRUE((*s)->receive_sync("nothing", 1, 1000).ok());  // a lease: never waits
+    EXPECT_EQ(unflushed(**s), before + 4);
+    auto got = (*s)->get("s", "k2");
+    ASSERT_TRUE(got.ok() && *got);
+    EXPECT_EQ((*got)->value, "v");
+  }
+  {
+    auto s = open_store(url, "", clock, StoreOptions{Durability::fsync});
+    ASSERT_TRUE(s.ok()) << s.error().message;
+    const int64_t before = unflushed(**s);
+    for (int i = 0; i < 3; ++i) ASSERT_TRUE((*s)->commit_sync(put(true, i)).ok());
+    EXPECT_EQ(unflushed(**s), before) << "durability: fsync let relaxed work skip the flush";
+  }
+}
+
 TEST(PgConnection, DeferredStatementsGoWithTheNextOneInItsTransaction) {
   const std::string url = fresh_database();
   ASSERT_TRUE(sql(url, "CREATE TABLE t(x int PRIMARY KEY)")) << url;

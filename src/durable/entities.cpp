@@ -608,6 +608,9 @@ class EntityWorker : public std::enable_shared_from_this<EntityWorker> {
   }
 
   void commit(const StepPtr& s, Batch b) {
+    // Operations signalled or called by orchestrations tell no client: they need not wait for
+    // the disk (Batch::relaxed). A reply to a client's call is what that client is answered on.
+    b.relaxed = std::none_of(b.puts.begin(), b.puts.end(), [](const Batch::Put& p) { return p.store == kReplies; });
     store_.commit(std::move(b), [self = shared_from_this(), s](Expected<BatchResult> done) {
       Status st = done ? Status(ok_status()) : Status(done.error());
       self->thread_->post([self, s, st] { self->committed(s, st); });
@@ -636,7 +639,10 @@ class EntityWorker : public std::enable_shared_from_this<EntityWorker> {
   void step_done(const std::string& key) {
     std::vector<Message> next = steps_.leave(key, feed_->stopping());
     if (!next.empty()) begin(key, std::move(next));
-    pump();
+    // A look for more after each step (a receive) keeps a store that does not hand off
+    // (SQLite, Redis) quick to find the step's answers; one that does hands them over in
+    // their commit, and the look would be an empty lease transaction per step.
+    if (!feed_->handed_off()) pump();
   }
 
   // --- routes -------------------------------------------------------------------------

@@ -133,6 +133,9 @@ class ActivityHooks final : public FeedHooks {
       calls_.erase(it);
     }
     if (outcome != Outcome::success && !last) return;  // retried: the orchestration waits on
+    // The result goes to the orchestration, not to a client: it need not wait for the disk
+    // (Batch::relaxed); the step that finishes the instance flushes it.
+    batch.relaxed = true;
     json::object event;
     event["task_id"] = call.task;
     event["time_ms"] = now_ms;
@@ -172,6 +175,7 @@ std::optional<StoreFeed> activity_feed(const FunctionSpec& fn, const TriggerSpec
   f.lease = a->lease;
   f.default_type = "nimbus.durable.activity";
   f.hooks = std::make_shared<ActivityHooks>();
+  f.hand_off = true;  // an orchestration's calls: taken in the commit that makes them
   return f;
 }
 

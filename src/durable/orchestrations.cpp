@@ -795,6 +795,11 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
     s->record.updated_ms = unix_ms(clock_);
     b.puts.push_back({kInstances, s->id, encode(s->record), s->etag, 0});
     s->record_put = true;
+    // A step that leaves the instance running tells no client anything it could not see taken
+    // back by a database crash (its messages run again): it need not wait for the disk
+    // (Batch::relaxed). The step that finishes the instance (what ?wait= answers) is flushed,
+    // and with it every step before it.
+    b.relaxed = !finished(s->record.status);
     commit(s, std::move(b));
   }
 
@@ -836,7 +841,10 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
   void step_done(const std::string& id) {
     std::vector<Message> next = steps_.leave(id, feed_->stopping());
     if (!next.empty()) begin(id, std::move(next));
-    pump();
+    // A look for more after each step (a receive) keeps a store that does not hand off
+    // (SQLite, Redis) quick to find the step's answers; one that does hands them over in
+    // their commit, and the look would be an empty lease transaction per step.
+    if (!feed_->handed_off()) pump();
   }
 
   // --- requests that wait for an instance to finish (?wait=) ------------------------------

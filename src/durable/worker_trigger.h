@@ -63,6 +63,7 @@ std::shared_ptr<LeasedFeed> worker_feed(const std::shared_ptr<Worker>& worker, s
                          .count();
   options.capacity = capacity;
   options.owner = fn.name;
+  options.hand_off = true;  // steps and entity operations are the platform's own hops
   std::weak_ptr<Worker> weak = worker;
   return std::make_shared<LeasedFeed>(std::move(options), c.store, c.clock, c.timers, c.logger, thread,
                                       [weak, thread](std::vector<Message> batch) {

@@ -5,7 +5,7 @@
 //
 // Recording costs the invocation a lock and a few string copies: the logger hands each
 // finished invocation here (with the ctx.log lines it wrote, gathered by invocation id), and a
-// thread of the history's own writes them once a second in one batch. Each function's records
+// thread of the history's own writes them once a second (in commits of up to 128 records). Each function's records
 // are a ring of `keep` slots ("inv/<function>/<slot>") with a counter ("seq/<function>")
 // advanced under its ETag, so hosts sharing a store fill one ring and the bound is exact.
 // When the store cannot take a batch, those records are dropped and counted; nothing waits.
@@ -97,7 +97,7 @@ class InvocationHistory {
     std::string etag;   // the counter's
   };
   void run();
-  bool write(std::map<std::string, std::deque<Entry>>& by_function);
+  std::size_t write(std::map<std::string, std::deque<Entry>>& by_function);  // how many it wrote
   static std::string to_json(const Entry& e);
 
   Store& store_;

@@ -12,6 +12,7 @@
 
 #include "store/store.h"
 
+#include "core/ids.h"
 #include "core/prometheus_text.h"
 
 namespace nimbus {
@@ -49,6 +50,13 @@ struct Store::Watchers {
   std::mutex mu;
   uint64_t next = 1;
   std::map<uint64_t, ChangeListener> listeners;
+};
+
+// Who takes messages made in which queue on this host (offer_claims): by queue, in order.
+struct Store::Claimants {
+  mutable std::mutex mu;
+  uint64_t next = 1;
+  std::map<std::string, std::map<uint64_t, std::weak_ptr<Claimant>>> by_queue;
 };
 
 namespace {
@@ -138,7 +146,8 @@ void Store::commit_metrics_text(std::string& out) const {
 }
 
 Store::Store()
-    : commits_(std::make_unique<CommitStats>()), io_(std::make_unique<IoThreads>()), watchers_(std::make_shared<Watchers>()), health_(std::make_unique<HealthState>()) {}
+    : commits_(std::make_unique<CommitStats>()), io_(std::make_unique<IoThreads>()), watchers_(std::make_shared<Watchers>()), health_(std::make_unique<HealthState>()),
+      claimants_(std::make_shared<Claimants>()) {}
 
 Store::Health Store::health() const {
   std::lock_guard lock(health_->mu);
@@ -199,6 +208,82 @@ std::unique_ptr<Store::ChangeWatch> Store::watch_changes(ChangeListener listener
       w->listeners.erase(id);
     }
   });
+}
+
+std::unique_ptr<Store::ChangeWatch> Store::offer_claims(const std::string& queue, std::weak_ptr<Claimant> claimant) {
+  uint64_t id = 0;
+  {
+    std::lock_guard lock(claimants_->mu);
+    id = claimants_->next++;
+    claimants_->by_queue[queue][id] = std::move(claimant);
+  }
+  std::weak_ptr<Claimants> weak = claimants_;
+  return std::make_unique<Watch>(weak, [weak, queue, id] {
+    if (auto c = weak.lock()) {
+      std::lock_guard lock(c->mu);
+      auto it = c->by_queue.find(queue);
+      if (it == c->by_queue.end()) return;
+      it->second.erase(id);
+      if (it->second.empty()) c->by_queue.erase(it);
+    }
+  });
+}
+
+std::vector<Store::Claim> Store::reserve_claims(const Batch& batch) const {
+  std::vector<Claim> claims(batch.enqueues.size());
+  std::lock_guard lock(claimants_->mu);
+  if (claimants_->by_queue.empty()) return claims;
+  for (std::size_t i = 0; i < batch.enqueues.size(); ++i) {
+    const auto& e = batch.enqueues[i];
+    if (e.message.delay_ms > 0) continue;
+    auto it = claimants_->by_queue.find(e.queue);
+    if (it == claimants_->by_queue.end()) continue;
+    for (const auto& [id, weak] : it->second) {
+      auto c = weak.lock();
+      if (!c) continue;
+      if (const int64_t lease_ms = c->reserve(); lease_ms > 0) {
+        claims[i] = Claim{std::move(c), lease_ms, new_invocation_id() + ".h"};
+        break;
+      }
+    }
+  }
+  return claims;
+}
+
+void Store::settle_claims(std::vector<Claim>& claims, Batch& batch, const BatchResult* result, int64_t now_ms) {
+  // By consumer, in the batch's order.
+  std::map<Claimant*, std::pair<std::shared_ptr<Claimant>, std::vector<Message>>> taken;
+  std::map<Claimant*, std::pair<std::shared_ptr<Claimant>, int>> back;
+  for (std::size_t i = 0; i < claims.size() && i < batch.enqueues.size(); ++i) {
+    Claim& c = claims[i];
+    if (!c.to) continue;
+    if (!result || i >= result->message_ids.size()) {
+      auto& b = back[c.to.get()];
+      b.first = c.to;
+      ++b.second;
+      continue;
+    }
+    auto& e = batch.enqueues[i];
+    Message m;
+    m.id = result->message_ids[i];
+    m.event_id = e.message.event_id.empty() ? m.id : e.message.event_id;
+    m.queue = e.queue;
+    m.type = std::move(e.message.type);
+    m.source = std::move(e.message.source);
+    m.subject = std::move(e.message.subject);
+    m.metadata = std::move(e.message.metadata);
+    m.payload = std::move(e.message.payload);
+    m.deliveries = 1;
+    m.enqueued_ms = now_ms;
+    m.due_ms = now_ms + c.lease_ms;
+    m.lease = c.lease;
+    auto& t = taken[c.to.get()];
+    t.first = c.to;
+    t.second.push_back(std::move(m));
+  }
+  for (auto& [raw, b] : back) b.first->unclaimed(b.second);
+  for (auto& [raw, t] : taken) t.first->claimed(std::move(t.second));
+  claims.clear();
 }
 
 void Store::notify_changes(const std::vector<std::string>& names) const {

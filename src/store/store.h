@@ -237,6 +237,13 @@ struct Batch {
   // Names the commit tells change watchers on every host sharing the store, as a filled queue
   // is told (nothing is stored): a waiter elsewhere hears at once of what the batch wrote.
   std::vector<std::string> wakes;
+  // Work that only the platform's own machinery sees until it leads to something a client is
+  // told (an orchestration's intermediate step, an activity's result, an entity's signalled
+  // operation): under `durability: process`, a backend may acknowledge it before it is on
+  // disk. A database crash may then take it back, never part of it and never without what was
+  // committed after it (the log is one sequence; the next flushed commit flushes it), and its
+  // messages are delivered again. Everything a client is answered on is committed flushed.
+  bool relaxed = false;
 
   bool empty() const {
     return acks.empty() && retries.empty() && dead.empty() && enqueues.empty() && publishes.empty() && puts.empty() &&
@@ -345,6 +352,25 @@ class Store {
   };
   [[nodiscard]] virtual std::unique_ptr<ChangeWatch> watch_changes(ChangeListener listener);
 
+  // Local hand-off: a consumer on this host may take a message in the commit that makes it
+  // (leased to it there, handed over once the commit is in) instead of hearing of the commit
+  // and leasing the message in a transaction of its own: a store round trip and two wake-ups
+  // fewer per hop of a chain (an orchestration's steps and its activities). Only messages due
+  // now, to a consumer with room. A backend that does not hand off (the default) commits them
+  // unleased, and the consumer hears of them as ever.
+  class Claimant {
+   public:
+    virtual ~Claimant() = default;
+    // Room for one more, kept for it until claimed() or unclaimed(): the lease in ms; 0: none.
+    virtual int64_t reserve() = 0;
+    // The commit is in: these are leased to it (on the writer thread; hand them off).
+    virtual void claimed(std::vector<Message> messages) = 0;
+    // The commit failed, or the backend did not lease them: `n` reservations are let go.
+    virtual void unclaimed(int n) = 0;
+  };
+  // Offers `claimant` the messages commits make in `queue`, as long as the handle lives.
+  [[nodiscard]] std::unique_ptr<ChangeWatch> offer_claims(const std::string& queue, std::weak_ptr<Claimant> claimant);
+
   // Whether the backend can reach its data now. The embedded store always can; a backend
   // across the network loses its server (the PostgreSQL one says why and since when). The
   // host answers /readyz 503 while it cannot, and logs each change.
@@ -392,6 +418,17 @@ class Store {
   void set_health(HealthSource source, bool ok, const std::string& problem, int64_t now_ms);
   // A backend's writer calls this after each transaction (one writer: no contention).
   void record_commit(std::chrono::nanoseconds took, std::size_t batches);
+  // A backend that hands off (offer_claims): one entry per enqueue of `batch`, reserved with
+  // the consumer that takes it (none for delayed messages or queues nobody here offered for).
+  struct Claim {
+    std::shared_ptr<Claimant> to;
+    int64_t lease_ms = 0;
+    std::string lease;  // the lease token the commit gives the message
+  };
+  std::vector<Claim> reserve_claims(const Batch& batch) const;
+  // Once the commit is over: each claimed message to its consumer (`result`: the commit's,
+  // null when it failed: the reservations are let go). Takes the messages' bytes from `batch`.
+  static void settle_claims(std::vector<Claim>& claims, Batch& batch, const BatchResult* result, int64_t now_ms);
 
  private:
   struct CommitStats;
@@ -402,6 +439,8 @@ class Store {
   std::shared_ptr<Watchers> watchers_;
   struct HealthState;
   std::unique_ptr<HealthState> health_;
+  struct Claimants;
+  std::shared_ptr<Claimants> claimants_;
 };
 
 // What an acknowledged commit survives: the promise a user picks (the manifest's

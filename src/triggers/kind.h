@@ -53,6 +53,7 @@ struct StoreFeed {
   Duration lease{};                             // 0 = the function's timeout + 30 s
   std::string default_type = "nimbus.queue.message";  // CloudEvents type when the message has none
   std::shared_ptr<const FeedHooks> hooks;       // null: a plain queue
+  bool hand_off = false;                        // LeasedFeed::Options::hand_off
   // Done once before the first receive (a topic's subscription); may be empty.
   std::function<Status(Store&)> setup;
 };

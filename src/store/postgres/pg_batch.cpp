@@ -50,45 +50,55 @@ Error etag_conflict(Connection& c, const std::string& store, const std::string& 
 }  // namespace
 
 Status PgStore::insert_message(Connection& c, const std::string& queue, const NewMessage& m, const std::string& id,
-                               int64_t now, std::vector<std::string>& woken) {
+                               int64_t now, std::vector<std::string>& woken, const Claim* claim) {
+  const bool claimed = claim && claim->to;
+  // A claimed message is leased to its consumer here (its first delivery), due when that
+  // lease ends; nobody else need hear of it.
   auto r = c.run(
-      "INSERT INTO messages(id, event_id, queue, due, enqueued, type, source, subject, metadata, payload) "
-      "VALUES($1,$2,$3,$4,$5,$6,$7,$8,$9,$10) ON CONFLICT (id) DO NOTHING",
-      {Param::of(id), Param::of(m.event_id.empty() ? id : m.event_id), Param::of(queue), Param::of(saturating_after(now, m.delay_ms)),
+      "INSERT INTO messages(id, event_id, queue, due, enqueued, type, source, subject, metadata, payload, lease, "
+      "deliveries) VALUES($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12) ON CONFLICT (id) DO NOTHING",
+      {Param::of(id), Param::of(m.event_id.empty() ? id : m.event_id), Param::of(queue),
+       Param::of(claimed ? saturating_after(now, claim->lease_ms) : saturating_after(now, m.delay_ms)),
        Param::of(now), Param::of(m.type), Param::of(m.source), Param::of(m.subject),
-       Param::blob(encode_headers(m.metadata)), Param::blob(m.payload)});
+       Param::blob(encode_headers(m.metadata)), Param::blob(m.payload), claimed ? Param::of(claim->lease) : Param{},
+       Param::of(int64_t{claimed ? 1 : 0})});
   if (!r) return r.error();
   if (r->affected() != 1) return conflict("a message with id " + id + " already exists");
-  if (m.delay_ms <= 0) woken.push_back(queue);
+  if (m.delay_ms <= 0 && !claimed) woken.push_back(queue);
   return ok_status();
 }
 
 Status PgStore::insert_messages(Connection& c, const std::vector<Batch::Enqueue>& enqueues,
-                                const std::vector<std::string>& ids, int64_t now, std::vector<std::string>& woken) {
-  std::vector<std::string> event_ids, queues, types, sources, subjects, metadata, payloads;
+                                const std::vector<std::string>& ids, int64_t now, std::vector<std::string>& woken,
+                                const std::vector<Claim>& claims) {
+  std::vector<std::string> event_ids, queues, types, sources, subjects, metadata, payloads, leases;
   std::vector<int64_t> dues;
   for (std::size_t i = 0; i < enqueues.size(); ++i) {
     const NewMessage& m = enqueues[i].message;
+    const bool claimed = i < claims.size() && claims[i].to;
     event_ids.push_back(m.event_id.empty() ? ids[i] : m.event_id);
     queues.push_back(enqueues[i].queue);
-    dues.push_back(saturating_after(now, m.delay_ms));
+    dues.push_back(claimed ? saturating_after(now, claims[i].lease_ms) : saturating_after(now, m.delay_ms));
     types.push_back(m.type);
     sources.push_back(m.source);
     subjects.push_back(m.subject);
     metadata.push_back(hex(encode_headers(m.metadata)));  // bytes travel as hex in a text array
     payloads.push_back(hex(m.payload));
-    if (m.delay_ms <= 0) woken.push_back(enqueues[i].queue);
+    leases.push_back(claimed ? claims[i].lease : std::string());  // "": not leased
+    if (m.delay_ms <= 0 && !claimed) woken.push_back(enqueues[i].queue);
   }
   // Rows are inserted in array order, so their sequence (the FIFO order) follows the batch.
   auto r = c.run(
-      "INSERT INTO messages(id, event_id, queue, due, enqueued, type, source, subject, metadata, payload) "
-      "SELECT u.id, u.event_id, u.queue, u.due, $5, u.type, u.source, u.subject, decode(u.metadata, 'hex'), "
-      "decode(u.payload, 'hex') FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $6::text[], $7::text[], "
-      "$8::text[], $9::text[], $10::text[]) AS u(id, event_id, queue, due, type, source, subject, metadata, payload) "
-      "ON CONFLICT (id) DO NOTHING RETURNING id",
+      "INSERT INTO messages(id, event_id, queue, due, enqueued, type, source, subject, metadata, payload, lease, "
+      "deliveries) SELECT u.id, u.event_id, u.queue, u.due, $5, u.type, u.source, u.subject, decode(u.metadata, 'hex'), "
+      "decode(u.payload, 'hex'), NULLIF(u.lease, ''), CASE WHEN u.lease = '' THEN 0 ELSE 1 END "
+      "FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $6::text[], $7::text[], "
+      "$8::text[], $9::text[], $10::text[], $11::text[]) AS u(id, event_id, queue, due, type, source, subject, metadata, "
+      "payload, lease) ON CONFLICT (id) DO NOTHING RETURNING id",
       {Param::of(text_array(ids)), Param::of(text_array(event_ids)), Param::of(text_array(queues)),
        Param::of(bigint_array(dues)), Param::of(now), Param::of(text_array(types)), Param::of(text_array(sources)),
-       Param::of(text_array(subjects)), Param::of(text_array(metadata)), Param::of(text_array(payloads))});
+       Param::of(text_array(subjects)), Param::of(text_array(metadata)), Param::of(text_array(payloads)),
+       Param::of(text_array(leases))});
   if (!r) return r.error();
   if (r->size() != static_cast<int>(ids.size())) {
     // Named: the first id that was not inserted (it existed, or came twice in this commit).
@@ -104,7 +114,8 @@ Status PgStore::insert_messages(Connection& c, const std::vector<Batch::Enqueue>
   return ok_status();
 }
 
-Status PgStore::apply(Connection& c, const Batch& b, BatchResult& result, std::vector<std::string>& woken) {
+Status PgStore::apply(Connection& c, const Batch& b, BatchResult& result, std::vector<std::string>& woken,
+                      const std::vector<Claim>& claims) {
   const int64_t now = unix_ms(clock_);
   for (const auto& ref : b.acks) {
     auto r = c.run("DELETE FROM messages WHERE id=$1 AND lease=$2", {Param::of(ref.id), Param::of(ref.lease)});
@@ -138,11 +149,14 @@ Status PgStore::apply(Connection& c, const Batch& b, BatchResult& result, std::v
   }
   if (b.enqueues.size() > 1) {
     for (const auto& e : b.enqueues) result.message_ids.push_back(e.message.id.empty() ? new_invocation_id() : e.message.id);
-    if (auto st = insert_messages(c, b.enqueues, result.message_ids, now, woken); !st) return st;
+    if (auto st = insert_messages(c, b.enqueues, result.message_ids, now, woken, claims); !st) return st;
   } else {
-    for (const auto& e : b.enqueues) {
+    for (std::size_t i = 0; i < b.enqueues.size(); ++i) {
+      const auto& e = b.enqueues[i];
       std::string id = e.message.id.empty() ? new_invocation_id() : e.message.id;
-      if (auto st = insert_message(c, e.queue, e.message, id, now, woken); !st) return st;
+      if (auto st = insert_message(c, e.queue, e.message, id, now, woken, i < claims.size() ? &claims[i] : nullptr); !st) {
+        return st;
+      }
       result.message_ids.push_back(id);
     }
   }
@@ -167,8 +181,51 @@ Status PgStore::apply(Connection& c, const Batch& b, BatchResult& result, std::v
   return apply_blobs(c, b, result, woken, now);
 }
 
+Status PgStore::upsert_many(Connection& c, const Batch& b, std::size_t from, std::size_t to, BatchResult& result,
+                            int64_t now) {
+  std::vector<std::string> stores, keys, values;
+  std::vector<int64_t> expires;
+  for (std::size_t i = from; i < to; ++i) {
+    const Batch::Put& p = b.puts[i];
+    stores.push_back(p.store);
+    keys.push_back(p.key);
+    values.push_back(hex(p.value));  // bytes travel as hex in a text array
+    expires.push_back(p.ttl_ms > 0 ? saturating_after(now, p.ttl_ms) : 0);
+  }
+  auto r = c.run(
+      "INSERT INTO state(store, key, value, etag, expires) SELECT u.store, u.key, decode(u.value, 'hex'), 1, u.expires "
+      "FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[]) AS u(store, key, value, expires) "
+      "ON CONFLICT(store, key) DO UPDATE SET value=excluded.value, "
+      "etag=CASE WHEN state.expires<>0 AND state.expires<=$5 THEN 1 ELSE state.etag+1 END, expires=excluded.expires "
+      "RETURNING store, key, etag",
+      {Param::of(text_array(stores)), Param::of(text_array(keys)), Param::of(text_array(values)),
+       Param::of(bigint_array(expires)), Param::of(now)});
+  if (!r) return r.error();
+  std::map<std::pair<std::string, std::string>, int64_t> etags;
+  for (int i = 0; i < r->size(); ++i) etags[{r->text(i, 0), r->text(i, 1)}] = r->integer(i, 2);
+  for (std::size_t i = from; i < to; ++i) {
+    auto it = etags.find({b.puts[i].store, b.puts[i].key});
+    if (it == etags.end()) return Error{"PostgreSQL did not return the ETag of state " + b.puts[i].store + "/" + b.puts[i].key, store_error::io};
+    result.etags.push_back(std::to_string(it->second));
+  }
+  return ok_status();
+}
+
 Status PgStore::apply_state(Connection& c, const Batch& b, BatchResult& result, int64_t now) {
-  for (const auto& p : b.puts) {
+  for (std::size_t i = 0; i < b.puts.size(); ++i) {
+    const auto& p = b.puts[i];
+    // A run of unconditional puts of distinct keys (an invocation history's records, a
+    // step's page) is one statement: one round trip instead of one each.
+    if (!p.if_match) {
+      std::set<std::pair<std::string_view, std::string_view>> seen;
+      std::size_t end = i;
+      while (end < b.puts.size() && !b.puts[end].if_match && seen.insert({b.puts[end].store, b.puts[end].key}).second) ++end;
+      if (end - i >= 2) {
+        if (auto st = upsert_many(c, b, i, end, result, now); !st) return st;
+        i = end - 1;
+        continue;
+      }
+    }
     const int64_t expires = p.ttl_ms > 0 ? saturating_after(now, p.ttl_ms) : 0;
     Expected<Rows> r = Error{""};
     if (!p.if_match) {
@@ -422,16 +479,22 @@ void PgStore::commit(Batch batch, CommitDone done) {
   const bool acks_only = !b->acks.empty() && b->retries.empty() && b->dead.empty() && b->enqueues.empty() &&
                          b->publishes.empty() && b->puts.empty() && b->deletes.empty() && b->appends.empty() &&
                          b->checkpoints.empty() && b->blob_puts.empty() && b->blob_deletes.empty() && b->wakes.empty();
+  // Messages due now in queues a consumer here takes from are leased to it in this commit
+  // (Store::offer_claims) and handed to it once the commit is in.
+  auto claims = std::make_shared<std::vector<Claim>>(reserve_claims(*b));
+  const bool claiming = std::any_of(claims->begin(), claims->end(), [](const Claim& c) { return c.to != nullptr; });
   submit(
-      [this, b, result](Connection& c, std::vector<std::string>& woken) {
+      [this, b, result, claims](Connection& c, std::vector<std::string>& woken) {
         *result = BatchResult{};  // a group that runs again runs this again
-        return apply(c, *b, *result, woken);
+        return apply(c, *b, *result, woken, *claims);
       },
-      [done = std::move(done), result](Status st) {
+      [this, done = std::move(done), result, b, claims = claiming ? claims : nullptr](Status st) {
+        if (claims) settle_claims(*claims, *b, st ? result.get() : nullptr, unix_ms(clock_));
         if (!st) return done(st.error());
         done(std::move(*result));
       },
-      acks_only ? b->acks : std::vector<LeaseRef>{});
+      acks_only ? b->acks : std::vector<LeaseRef>{}, /*lease_only=*/false,
+      b->relaxed && options_.durability == Durability::process);
 }
 
 }  // namespace nimbus::pg

@@ -10,6 +10,7 @@
 #include <algorithm>
 
 #include "core/ids.h"
+#include "core/prometheus_text.h"
 #include "core/thread_role.h"
 #include "store/backend.h"
 
@@ -196,8 +197,9 @@ void PgStore::listen_loop_with(Connection& conn) {
   }
 }
 
-void PgStore::submit(Apply apply, std::function<void(Status)> done, std::vector<LeaseRef> acks_only, bool lease_only) {
-  Op op{std::move(apply), std::move(done), ok_status(), std::move(acks_only), lease_only};
+void PgStore::submit(Apply apply, std::function<void(Status)> done, std::vector<LeaseRef> acks_only, bool lease_only,
+                     bool relaxed) {
+  Op op{std::move(apply), std::move(done), ok_status(), std::move(acks_only), lease_only, relaxed};
   if (!queue_.push(op)) op.done(Error{"the store is closed", store_error::io});
 }
 
@@ -254,11 +256,15 @@ Status PgStore::run_pass(std::vector<Op>& group, std::vector<std::string>& woken
   // lease lost in a crash only lets the message be delivered again (at least once, as after
   // any crash), and the completion that follows it flushes it (the WAL is one sequence), so
   // an acknowledged completion never rests on a lost lease. One flush fewer per message.
-  const bool lease_only = std::all_of(group.begin(), group.end(), [](const Op& op) { return op.lease_only; });
+  // So does a group of relaxed batches (Batch::relaxed, under durability: process) and leases:
+  // a database crash may take it back whole, with everything after it, and its messages are
+  // delivered again; the next flushed commit (what a client is answered on) flushes it too.
+  const bool unflushed =
+      std::all_of(group.begin(), group.end(), [](const Op& op) { return op.lease_only || op.relaxed; });
   // BEGIN (and SET LOCAL) travel with the first statement, the change notices with the COMMIT:
   // two round trips fewer per group.
   c.defer("BEGIN");
-  if (lease_only) c.defer("SET LOCAL synchronous_commit = off");
+  if (unflushed) c.defer("SET LOCAL synchronous_commit = off");
   const bool savepoints = pass == Pass::savepoints;
   bool acked_together = false;
   if (pass == Pass::optimistic) {
@@ -341,7 +347,17 @@ Status PgStore::run_pass(std::vector<Op>& group, std::vector<std::string>& woken
     woken.clear();
     return st;
   }
+  if (unflushed) unflushed_.fetch_add(1, std::memory_order_relaxed);
   return ok_status();
+}
+
+void PgStore::commit_metrics_text(std::string& out) const {
+  Store::commit_metrics_text(out);
+  prometheus_family(out, "nimbus_store_unflushed_commits_total", "counter",
+                    "PostgreSQL transactions committed without waiting for the WAL flush: leases, and under "
+                    "durability: process the platform's own steps (orchestration steps, activity results, entity "
+                    "operations, the invocation history); a later flushed commit flushes them.");
+  out += "nimbus_store_unflushed_commits_total " + std::to_string(unflushed_.load()) + "\n";
 }
 
 

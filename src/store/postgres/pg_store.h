@@ -80,6 +80,9 @@ class PgStore final : public Store {
                                 int limit) override;
 
   void close() override;
+  // The base's, and nimbus_store_unflushed_commits_total: transactions committed without
+  // waiting for the WAL flush (leases, and relaxed work under durability: process).
+  void commit_metrics_text(std::string& out) const override;
 
  private:
   using Apply = std::function<Status(Connection&, std::vector<std::string>& woken)>;
@@ -92,9 +95,11 @@ class PgStore final : public Store {
     std::vector<LeaseRef> acks_only;
     // Only takes or extends leases: a group of these alone does not wait for the disk (below).
     bool lease_only = false;
+    // A relaxed batch (Batch::relaxed) under `durability: process`: need not wait either.
+    bool relaxed = false;
   };
   void submit(Apply apply, std::function<void(Status)> done, std::vector<LeaseRef> acks_only = {},
-              bool lease_only = false);
+              bool lease_only = false, bool relaxed = false);
   // The optimistic pass's one statement for every acks-only op; false if any lease was stale.
   Expected<bool> ack_all(Connection& c, const std::vector<Op>& group);
   void write_loop();
@@ -109,13 +114,17 @@ class PgStore final : public Store {
   void listen_loop_with(Connection& conn);
 
   // The batch inside the writer's transaction (pg_batch.cpp).
-  Status apply(Connection& c, const Batch& b, BatchResult& result, std::vector<std::string>& woken);
+  // `claims`: one per enqueue (reserve_claims); a claimed message is inserted leased to it.
+  Status apply(Connection& c, const Batch& b, BatchResult& result, std::vector<std::string>& woken,
+               const std::vector<Claim>& claims);
   // Many enqueues in one statement (unnest of arrays): a commit of 1,000 outputs is one round trip.
   Status insert_messages(Connection& c, const std::vector<Batch::Enqueue>& enqueues, const std::vector<std::string>& ids,
-                         int64_t now, std::vector<std::string>& woken);
+                         int64_t now, std::vector<std::string>& woken, const std::vector<Claim>& claims);
   Status insert_message(Connection& c, const std::string& queue, const NewMessage& m, const std::string& id,
-                        int64_t now, std::vector<std::string>& woken);
+                        int64_t now, std::vector<std::string>& woken, const Claim* claim = nullptr);
   Status apply_state(Connection& c, const Batch& b, BatchResult& result, int64_t now);
+  // Puts [from, to) of b.puts, unconditional and of distinct keys, as one statement.
+  Status upsert_many(Connection& c, const Batch& b, std::size_t from, std::size_t to, BatchResult& result, int64_t now);
   Status apply_streams(Connection& c, const Batch& b, BatchResult& result, std::vector<std::string>& woken, int64_t now);
   Status apply_blobs(Connection& c, const Batch& b, BatchResult& result, std::vector<std::string>& woken, int64_t now);
   Status emit_blob_events(Connection& c, const BlobInfo& info, BlobEvent event, const std::string& traceparent,
@@ -125,6 +134,7 @@ class PgStore final : public Store {
   const Clock& clock_;
   StoreOptions options_;
   std::unique_ptr<Connection> writer_conn_;  // the writer thread's, after open
+  std::atomic<uint64_t> unflushed_{0};       // commits with synchronous_commit off
   std::atomic<int> writer_pid_{0};           // its backend, whose NOTIFYs the listener skips
 
   CommitQueue<Op> queue_;

@@ -56,6 +56,7 @@ class StoreDispatcher::Consumer : public std::enable_shared_from_this<StoreDispa
     o.lease_ms = to_ms(c->spec_.lease > Duration::zero() ? c->spec_.lease : fn.timeout + std::chrono::seconds(30));
     o.capacity = pool.capacity();
     o.owner = fn.name;
+    o.hand_off = c->spec_.hand_off;
     std::weak_ptr<Consumer> weak = c;
     c->feed_ = std::make_shared<LeasedFeed>(std::move(o), store, clock, timers, logger, std::move(dispatcher),
                                             [weak](std::vector<Message> batch) {

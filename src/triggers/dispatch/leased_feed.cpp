@@ -18,6 +18,20 @@ LeasedFeed::LeasedFeed(Options options, Store& store, const Clock& clock, Timers
       deliver_(std::move(deliver)) {}
 
 void LeasedFeed::pump() {
+  if (options_.hand_off) {  // offered once, outside mu_ (the store takes its lock, then ours)
+    bool first;
+    {
+      std::lock_guard lock(mu_);
+      first = !offered_ && !stopping_;
+      offered_ = true;
+    }
+    if (first) {
+      auto offer = store_.offer_claims(options_.queue, std::weak_ptr<Store::Claimant>(shared_from_this()));
+      std::unique_lock lock(mu_);
+      if (!stopping_) offer_ = std::move(offer);
+      lock.unlock();
+    }  // an offer not kept (stopped meanwhile) ends here, outside mu_
+  }
   int want;
   {
     std::lock_guard lock(mu_);
@@ -26,9 +40,10 @@ void LeasedFeed::pump() {
       rescan_ = true;  // work may have arrived after that receive looked: look again after it
       return;
     }
-    want = std::min(options_.batch_size, options_.capacity - static_cast<int>(held_.size()));
+    want = std::min(options_.batch_size, options_.capacity - static_cast<int>(held_.size()) - reserved_);
     if (want <= 0) {
       starved_ = true;
+      drained_ = false;
       return;
     }
     receiving_ = true;
@@ -62,6 +77,7 @@ void LeasedFeed::on_received(int wanted, Expected<std::vector<Message>> got) {
     for (const auto& m : messages) held_[m.id] = m.lease;
     if (!messages.empty() && !stopping) arm_renewal_locked();
     rescan = std::exchange(rescan_, false);
+    drained_ = static_cast<int>(messages.size()) < wanted;
     idle_cv_.notify_all();
   }
   if (stopping) {
@@ -140,12 +156,60 @@ void LeasedFeed::forget(const std::vector<std::string>& ids, bool requeued) {
 }
 
 void LeasedFeed::stop() {
-  std::lock_guard lock(mu_);
-  stopping_ = true;
-  for (auto* id : {&wake_timer_, &renew_timer_}) {
-    if (*id != 0) timers_.cancel(*id);
-    *id = 0;
+  std::unique_ptr<Store::ChangeWatch> offer;
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+    for (auto* id : {&wake_timer_, &renew_timer_}) {
+      if (*id != 0) timers_.cancel(*id);
+      *id = 0;
+    }
+    offer = std::move(offer_);
   }
+  offer.reset();  // outside mu_: the store takes its lock, then ours
+}
+
+int64_t LeasedFeed::reserve() {
+  std::lock_guard lock(mu_);
+  if (stopping_ || !drained_ || static_cast<int>(held_.size()) + reserved_ >= options_.capacity) return 0;
+  ++reserved_;
+  return options_.lease_ms;
+}
+
+bool LeasedFeed::handed_off() const {
+  std::lock_guard lock(mu_);
+  return handed_;
+}
+
+void LeasedFeed::claimed(std::vector<Message> messages) {
+  bool stopping;
+  {
+    std::lock_guard lock(mu_);
+    handed_ = true;
+    reserved_ -= static_cast<int>(messages.size());
+    stopping = stopping_;
+    if (!stopping) {
+      for (const auto& m : messages) held_[m.id] = m.lease;
+      if (!messages.empty()) arm_renewal_locked();
+    }
+    idle_cv_.notify_all();
+  }
+  if (stopping) {  // taken as the host stops: handed straight back rather than left leased
+    release(messages);
+    return;
+  }
+  deliver_(std::move(messages));
+}
+
+void LeasedFeed::unclaimed(int n) {
+  bool look;
+  {
+    std::lock_guard lock(mu_);
+    reserved_ -= n;
+    look = std::exchange(starved_, false);
+    idle_cv_.notify_all();
+  }
+  if (look) pump();
 }
 
 bool LeasedFeed::stopping() const {
@@ -155,7 +219,7 @@ bool LeasedFeed::stopping() const {
 
 bool LeasedFeed::wait_idle(TimePoint until) {
   std::unique_lock lock(mu_);
-  return idle_cv_.wait_until(lock, until, [&] { return held_.empty() && !receiving_; });
+  return idle_cv_.wait_until(lock, until, [&] { return held_.empty() && !receiving_ && reserved_ == 0; });
 }
 
 void LeasedFeed::release(const std::vector<Message>& messages, int64_t delay_ms) {

@@ -25,7 +25,7 @@ namespace nimbus {
 class Logger;
 class TaskThread;
 
-class LeasedFeed : public std::enable_shared_from_this<LeasedFeed> {
+class LeasedFeed : public std::enable_shared_from_this<LeasedFeed>, public Store::Claimant {
  public:
   struct Options {
     std::string queue;
@@ -34,6 +34,11 @@ class LeasedFeed : public std::enable_shared_from_this<LeasedFeed> {
     int64_t lease_ms = 30000;
     int capacity = 16;         // messages held at once, at most
     std::string owner;         // for log lines: the function
+    // Takes messages commits on this host make in the queue, leased in those commits
+    // (Store::offer_claims), while it has room and its last look found the queue drained (a
+    // backlog is served in its order first). The platform's own hops (orchestration steps,
+    // activities, entities): one lease transaction and two wake-ups fewer each.
+    bool hand_off = false;
   };
   // `deliver` gets each received batch on the store's writer thread: hand it off. `thread` is
   // where the next due time is read (a store read).
@@ -54,6 +59,14 @@ class LeasedFeed : public std::enable_shared_from_this<LeasedFeed> {
   bool wait_idle(TimePoint until);
   // Hands messages back unrun (not counted as a delivery), `delay_ms` from now; forgotten then.
   void release(const std::vector<Message>& messages, int64_t delay_ms = 0);
+
+  // Store::Claimant (Options::hand_off): the store asks for room under its own lock.
+  // Whether the store has handed it a message (its store hands off: the platform's hops reach
+  // it without a look).
+  bool handed_off() const;
+  int64_t reserve() override;
+  void claimed(std::vector<Message> messages) override;
+  void unclaimed(int n) override;
 
  private:
   void on_received(int wanted, Expected<std::vector<Message>> got);
@@ -77,6 +90,11 @@ class LeasedFeed : public std::enable_shared_from_this<LeasedFeed> {
   bool rescan_ = false;  // a wake-up came while a receive was under way
   bool starved_ = false;  // a look was skipped for want of room: look when room is made
   bool stopping_ = false;
+  bool drained_ = false;  // the last look found fewer than it wanted: no backlog known
+  int reserved_ = 0;      // room promised to commits under way (hand_off)
+  bool handed_ = false;   // claimed() was called
+  std::unique_ptr<Store::ChangeWatch> offer_;  // hand_off: while the feed takes
+  bool offered_ = false;
   TimerQueue::Id wake_timer_ = 0;
   TimerQueue::Id renew_timer_ = 0;
 };
