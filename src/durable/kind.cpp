@@ -133,9 +133,12 @@ class ActivityHooks final : public FeedHooks {
       calls_.erase(it);
     }
     if (outcome != Outcome::success && !last) return;  // retried: the orchestration waits on
-    // The result goes to the orchestration, not to a client: it need not wait for the disk
-    // (Batch::relaxed); the step that finishes the instance flushes it.
-    batch.relaxed = true;
+    // The result goes to the orchestration, not to a client: with nothing else in the commit
+    // (no outputs of the activity's own, which others may see at once), it need not wait for
+    // the disk (Batch::relaxed); the step that finishes the instance flushes it.
+    batch.relaxed = batch.enqueues.empty() && batch.publishes.empty() && batch.puts.empty() &&
+                    batch.deletes.empty() && batch.appends.empty() && batch.checkpoints.empty() &&
+                    batch.blob_puts.empty() && batch.blob_deletes.empty() && batch.wakes.empty();
     json::object event;
     event["task_id"] = call.task;
     event["time_ms"] = now_ms;

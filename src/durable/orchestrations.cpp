@@ -188,6 +188,7 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
     std::string step_traceparent;  // the orchestrator's run in this step: the parent of what it sends
     bool history_loaded = false;
     bool record_put = false;  // commit_step: the record is the commit's last put
+    bool sets_due = false;    // the commit puts something in the queue for later (a timer, a retry)
     Batch extra;              // messages the step sends whatever it decides (lock releases)
   };
   using StepPtr = std::shared_ptr<Step>;
@@ -806,6 +807,9 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
   void commit(const StepPtr& s, Batch b) {
     for (auto& e : s->extra.enqueues) b.enqueues.push_back(std::move(e));
     s->extra.enqueues.clear();
+    s->sets_due = !b.retries.empty() || std::any_of(b.enqueues.begin(), b.enqueues.end(), [this](const Batch::Enqueue& e) {
+                    return e.queue == queue_ && e.message.delay_ms > 0;
+                  });
     store_.commit(std::move(b), [self = shared_from_this(), s](Expected<BatchResult> done) {
       Status st = done ? Status(ok_status()) : Status(done.error());
       std::string etag = done && !done->etags.empty() ? done->etags.back() : std::string();
@@ -835,6 +839,9 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
       forget(ids);
     }
     step_done(s->id);
+    // Something due later in this queue (a durable timer, a retry) wakes nobody: a look now
+    // re-arms the feed's wake-up for it (step_done looked already unless the store hands off).
+    if (s->sets_due && feed_->handed_off()) pump();
   }
 
   // The instance's step is over: the events that waited for it make the next one.

@@ -231,6 +231,7 @@ std::unique_ptr<Store::ChangeWatch> Store::offer_claims(const std::string& queue
 
 std::vector<Store::Claim> Store::reserve_claims(const Batch& batch) const {
   std::vector<Claim> claims(batch.enqueues.size());
+  std::vector<std::shared_ptr<Claimant>> asked;  // let go after the lock (a last reference ends an offer)
   std::lock_guard lock(claimants_->mu);
   if (claimants_->by_queue.empty()) return claims;
   for (std::size_t i = 0; i < batch.enqueues.size(); ++i) {
@@ -245,6 +246,7 @@ std::vector<Store::Claim> Store::reserve_claims(const Batch& batch) const {
         claims[i] = Claim{std::move(c), lease_ms, new_invocation_id() + ".h"};
         break;
       }
+      asked.push_back(std::move(c));
     }
   }
   return claims;

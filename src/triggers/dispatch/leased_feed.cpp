@@ -171,7 +171,9 @@ void LeasedFeed::stop() {
 
 int64_t LeasedFeed::reserve() {
   std::lock_guard lock(mu_);
-  if (stopping_ || !drained_ || static_cast<int>(held_.size()) + reserved_ >= options_.capacity) return 0;
+  // Not while a receive is under way: it may be about to find older messages (a wake-up), and
+  // its batch is not counted in held_ yet.
+  if (stopping_ || !drained_ || receiving_ || static_cast<int>(held_.size()) + reserved_ >= options_.capacity) return 0;
   ++reserved_;
   return options_.lease_ms;
 }
