@@ -513,6 +513,9 @@ def fan(ctx):
   std::size_t lost = 0;
   for (std::size_t at = 0; (at = logs.find("lost to another one", at)) != std::string::npos; ++at) ++lost;
   std::cerr << "steps that lost to the other host's: " << lost << "\n";
+  // Steps that leave an instance running did not wait for the disk (durability: process);
+  // the activities' results did (each commits an output of its own beside it).
+  EXPECT_GT(metric_value(a.admin_port(), "nimbus_store_unflushed_commits_total"), 0);
   EXPECT_EQ(a.signal_and_wait(SIGTERM), 0);
   EXPECT_EQ(b.signal_and_wait(SIGTERM), 0);
 }

@@ -442,7 +442,7 @@ TEST(Gateway, JwtRoutesLetValidTokensThroughWithTheirClaimsAndRefuseTheRestWithA
   EXPECT_EQ(up.requests(), before);  // none of those reached the upstream
   // No spelling of the path slips past the admin route: dot segments and escapes of
   // unreserved characters are resolved before routing; an encoded slash is refused.
-  for (const std::string& sneaky : {"/x/../admin/users", "/%61dmin/users", "/./admin/users", "/admin/./users"}) {
+  for (const char* sneaky : {"/x/../admin/users", "/%61dmin/users", "/./admin/users", "/admin/./users"}) {
     Response r2 = request(app.port(), "GET", sneaky, {{"Authorization", bearer}});
     EXPECT_EQ(r2.status, 403) << sneaky << " " << r2.body;
   }

@@ -23,9 +23,30 @@ class CountingStore final : public ForwardingStore {
   using ForwardingStore::ForwardingStore;
   void receive(std::string q, int max, int64_t lease, ReceiveDone done) override {
     ++receives;
+    std::unique_lock lock(park_mu);
+    if (park) {  // held until go(): a receive under way
+      parked = [this, q = std::move(q), max, lease, done = std::move(done)]() mutable {
+        ForwardingStore::receive(std::move(q), max, lease, std::move(done));
+      };
+      return;
+    }
+    lock.unlock();
     ForwardingStore::receive(std::move(q), max, lease, std::move(done));
   }
+  // Lets the parked receive go on, and receives go straight on from now.
+  void go() {
+    std::function<void()> run;
+    {
+      std::lock_guard lock(park_mu);
+      park = false;
+      run = std::move(parked);
+    }
+    if (run) run();
+  }
   std::atomic<int> receives{0};
+  std::mutex park_mu;
+  bool park = false;  // the next receive waits for go()
+  std::function<void()> parked;
   // Who would take each enqueue of `b`, were this store to hand off (reserved for real).
   std::vector<Claim> claims_of(const Batch& b) const { return reserve_claims(b); }
 };
@@ -66,6 +87,14 @@ struct Fixture {
     Batch b;
     for (int i = 0; i < n; ++i) b.enqueues.push_back({"q", NewMessage{}});
     ASSERT_TRUE(store->commit_sync(std::move(b)).ok());
+  }
+  // Hands the feed message `id` as a commit that took its reservation would (claimed()).
+  void hand_over(const std::string& id) {
+    Message m;
+    m.id = id;
+    m.lease = id + ".h";
+    m.queue = "q";
+    feed->claimed({m});
   }
   // Waits until `n` messages were delivered and no receive is under way.
   bool delivered_at_least(std::size_t n) {
@@ -173,11 +202,7 @@ TEST(LeasedFeed, AHandOffIsTakenOnlyWithRoomAndOnceTheQueueWasFoundDrained) {
   // Room for one more beside the one it holds.
   EXPECT_EQ(f.feed->reserve(), f.feed->lease_ms());
   EXPECT_EQ(f.feed->reserve(), 0) << "promised more room than it has";
-  Message taken;
-  taken.id = "taken";
-  taken.lease = "lease-1";
-  taken.queue = "q";
-  f.feed->claimed({taken});
+  f.hand_over("taken");
   ASSERT_TRUE(f.delivered_at_least(4));
   EXPECT_EQ(f.delivered[3].id, "taken");
   EXPECT_EQ(f.feed->reserve(), 0) << "full: it holds two";
@@ -190,6 +215,53 @@ TEST(LeasedFeed, AHandOffIsTakenOnlyWithRoomAndOnceTheQueueWasFoundDrained) {
   EXPECT_TRUE(f.feed->wait_idle(std::chrono::steady_clock::now() + std::chrono::seconds(5)));
   f.feed->stop();
   EXPECT_EQ(f.feed->reserve(), 0) << "a stopped feed took a hand-off";
+}
+
+// A receive under way may be about to find older messages, and its batch is not counted in
+// what the feed holds yet: no hand-off is taken until it is back.
+TEST(LeasedFeed, NoHandOffIsTakenWhileAReceiveIsUnderWay) {
+  Fixture f;
+  f.make_feed(4, /*hand_off=*/true);
+  f.feed->pump();
+  ASSERT_TRUE(f.settled());  // found the queue empty: drained
+  ASSERT_EQ(f.feed->reserve(), f.feed->lease_ms());
+  f.feed->unclaimed(1);
+  {
+    std::lock_guard lock(f.store->park_mu);
+    f.store->park = true;
+  }
+  f.enqueue(1);
+  f.feed->pump();  // a wake-up: the receive is parked, under way
+  EXPECT_EQ(f.feed->reserve(), 0) << "took a hand-off while a receive was under way";
+  f.store->go();
+  ASSERT_TRUE(f.delivered_at_least(1));
+  EXPECT_EQ(f.feed->reserve(), f.feed->lease_ms()) << "the receive is back (and found the queue drained)";
+  f.feed->unclaimed(1);
+}
+
+// After a step (orchestrations, entities), a feed whose store hands its work over does not
+// look (a receive per step, for nothing), unless the step put work in its queue for later (a
+// durable timer, a retry), which would wake nobody; a feed that is not handed work looks.
+TEST(LeasedFeed, AfterAStepAFeedHandedItsWorkLooksOnlyForWorkDueLater) {
+  Fixture f;
+  f.make_feed(4, /*hand_off=*/true);
+  f.feed->pump();
+  ASSERT_TRUE(f.settled());
+  int looks = f.store->receives.load();
+  f.feed->step_over();
+  ASSERT_TRUE(f.settled());
+  EXPECT_EQ(f.store->receives.load(), looks + 1) << "nothing was handed over yet: a step's answers are looked for";
+  ASSERT_EQ(f.feed->reserve(), f.feed->lease_ms());
+  f.hand_over("taken");
+  ASSERT_TRUE(f.delivered_at_least(1));
+  looks = f.store->receives.load();
+  f.feed->step_over();
+  ASSERT_TRUE(f.settled());
+  EXPECT_EQ(f.store->receives.load(), looks) << "looked after a step although its answers are handed over";
+  f.feed->step_over(/*due_later=*/true);
+  ASSERT_TRUE(f.settled());
+  EXPECT_EQ(f.store->receives.load(), looks + 1) << "a step that set a timer did not look (re-arm its wake-up)";
+  f.feed->forget({"taken"});
 }
 
 // A feed that offers registers with its store, and stops offering when it stops.

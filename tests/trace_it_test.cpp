@@ -165,7 +165,9 @@ TEST(Traces, OneRequestThroughHttpQueueTopicAndStreamIsOneTreeOfSpans) {
   for (const auto& s : spans) {
     EXPECT_EQ(s.trace_id, trace) << s.name << " is in another trace";
     children[s.parent_span_id].push_back(s);
-    if (s.attributes.count("faas.trigger")) EXPECT_TRUE(by_name.emplace(s.name, s).second) << s.name << " twice";
+    if (s.attributes.count("faas.trigger")) {
+      EXPECT_TRUE(by_name.emplace(s.name, s).second) << s.name << " twice";
+    }
   }
   ASSERT_EQ(by_name.size(), 4u);
   const auto child = [&](const std::string& of, const std::string& name) -> const SeenSpan* {

@@ -257,6 +257,7 @@ class EntityWorker : public std::enable_shared_from_this<EntityWorker> {
     bool singles = false;
     std::size_t next = 0;            // singles: the operation running
     std::vector<OpEnd> outcomes;  // singles: each operation's, so far
+    bool sets_due = false;        // its commit sends operations back for later (a retry)
   };
   using StepPtr = std::shared_ptr<Step>;
 
@@ -611,6 +612,7 @@ class EntityWorker : public std::enable_shared_from_this<EntityWorker> {
     // Operations signalled or called by orchestrations tell no client: they need not wait for
     // the disk (Batch::relaxed). A reply to a client's call is what that client is answered on.
     b.relaxed = std::none_of(b.puts.begin(), b.puts.end(), [](const Batch::Put& p) { return p.store == kReplies; });
+    s->sets_due = !b.retries.empty();
     store_.commit(std::move(b), [self = shared_from_this(), s](Expected<BatchResult> done) {
       Status st = done ? Status(ok_status()) : Status(done.error());
       self->thread_->post([self, s, st] { self->committed(s, st); });
@@ -633,16 +635,14 @@ class EntityWorker : public std::enable_shared_from_this<EntityWorker> {
       feed_->forget(ids);
       for (const auto& [call, stored] : s->client_replies) finish_call(call, call_reply(stored));
     }
-    step_done(s->key);
+    step_done(s->key, s->sets_due);
   }
 
-  void step_done(const std::string& key) {
+  // `due_later`: the step's commit sent operations back for later (LeasedFeed::step_over).
+  void step_done(const std::string& key, bool due_later = false) {
     std::vector<Message> next = steps_.leave(key, feed_->stopping());
     if (!next.empty()) begin(key, std::move(next));
-    // A look for more after each step (a receive) keeps a store that does not hand off
-    // (SQLite, Redis) quick to find the step's answers; one that does hands them over in
-    // their commit, and the look would be an empty lease transaction per step.
-    if (!feed_->handed_off()) pump();
+    feed_->step_over(due_later);
   }
 
   // --- routes -------------------------------------------------------------------------

@@ -89,8 +89,8 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
         queue_(orchestrator_queue(fn.name)),
         kind_(TriggerKind::named("orchestration")),
         activities_(std::move(activities)),
-        orchestrators_(std::move(orchestrators)),
-        entities_(std::move(entities)) {}
+        entities_(std::move(entities)),
+        orchestrators_(std::move(orchestrators)) {}
 
   // Made shared first: the feed's hand-offs hold the orchestrator weakly.
   static std::shared_ptr<Orchestrator> make(const FunctionSpec& fn, const OrchestrationTriggerSpec& spec,
@@ -838,20 +838,15 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
       for (const auto& m : s->messages) ids.push_back(m.id);
       forget(ids);
     }
-    step_done(s->id);
-    // Something due later in this queue (a durable timer, a retry) wakes nobody: a look now
-    // re-arms the feed's wake-up for it (step_done looked already unless the store hands off).
-    if (s->sets_due && feed_->handed_off()) pump();
+    step_done(s->id, s->sets_due);
   }
 
   // The instance's step is over: the events that waited for it make the next one.
-  void step_done(const std::string& id) {
+  // `due_later`: it put a durable timer or a retry in the queue (LeasedFeed::step_over).
+  void step_done(const std::string& id, bool due_later = false) {
     std::vector<Message> next = steps_.leave(id, feed_->stopping());
     if (!next.empty()) begin(id, std::move(next));
-    // A look for more after each step (a receive) keeps a store that does not hand off
-    // (SQLite, Redis) quick to find the step's answers; one that does hands them over in
-    // their commit, and the look would be an empty lease transaction per step.
-    if (!feed_->handed_off()) pump();
+    feed_->step_over(due_later);
   }
 
   // --- requests that wait for an instance to finish (?wait=) ------------------------------

@@ -210,74 +210,65 @@ void InvocationHistory::flush() {
 }
 
 std::size_t InvocationHistory::write(std::map<std::string, std::deque<Entry>>& by_function) {
-  std::string problem;
   std::size_t written = 0;
-  bool failed = false;
   // In commits of at most kChunk records, one after the other: the store's writer takes other
   // work between them (a second's records of a busy host in one commit held it for tens of
   // milliseconds on PostgreSQL, and every invocation's commit waited behind it).
   for (const auto& [fn, entries] : by_function) {
-    if (failed) break;
     Ring& ring = rings_[fn];
-    for (std::size_t from = 0; from < entries.size();) {
+    for (std::size_t from = 0; from < entries.size(); from += kChunk) {
       const std::size_t to = std::min(entries.size(), from + kChunk);
-      bool done = false;
-      for (int attempt = 0; attempt < kWriteTries && !done; ++attempt) {
-        if (ring.next < 0) {  // where the ring stands: read once, then known from the last commit
-          auto counter = store_.get(kHistoryStore, "seq/" + fn);
-          if (!counter) {
-            problem = counter.error().message;
-            break;
-          }
-          ring.next = 0;
-          ring.etag.clear();  // "" = the counter must not exist yet
-          if (*counter) {
-            int64_t n = 0;
-            const auto& v = (*counter)->value;
-            std::from_chars(v.data(), v.data() + v.size(), n);
-            ring.next = std::max<int64_t>(0, n);
-            ring.etag = (*counter)->etag;
-          }
+      if (Status st = write_chunk(fn, ring, entries, from, to); !st) {
+        for (auto& [name, r] : rings_) r.next = -1;
+        if (!failure_logged_.exchange(true)) {
+          logger_.host(LogLevel::warn, "invocation history: cannot write to the store; these records are dropped",
+                       {{"reason", st.error().message}});
         }
-        Batch b;
-        // Observability, not work: need not wait for the disk (Batch::relaxed).
-        b.relaxed = true;
-        int64_t next = ring.next;
-        for (std::size_t i = from; i < to; ++i) {
-          b.puts.push_back({kHistoryStore, slot_key(fn, next % keep_), to_json(entries[i]), std::nullopt, 0});
-          ++next;
-        }
-        b.puts.push_back({kHistoryStore, "seq/" + fn, std::to_string(next), ring.etag, 0});
-        auto committed = store_.commit_sync(std::move(b));
-        if (committed) {
-          ring.next = next;
-          if (!committed->etags.empty()) ring.etag = committed->etags.back();
-          else ring.next = -1;  // re-read next time
-          done = true;
-          break;
-        }
-        problem = committed.error().message;
-        ring.next = -1;  // re-read the counter
-        if (committed.error().code != store_error::conflict) break;
-      }
-      if (!done) {
-        failed = true;
-        break;
+        return written;
       }
       written += to - from;
-      from = to;
     }
   }
-  if (!failed) {
-    failure_logged_.store(false);
-    return written;
-  }
-  for (auto& [fn, ring] : rings_) ring.next = -1;
-  if (!failure_logged_.exchange(true)) {
-    logger_.host(LogLevel::warn, "invocation history: cannot write to the store; these records are dropped",
-                 {{"reason", problem}});
-  }
+  failure_logged_.store(false);
   return written;
+}
+
+Status InvocationHistory::write_chunk(const std::string& fn, Ring& ring, const std::deque<Entry>& entries,
+                                      std::size_t from, std::size_t to) {
+  Error problem{"no attempt was made"};
+  for (int attempt = 0; attempt < kWriteTries; ++attempt) {
+    if (ring.next < 0) {  // where the ring stands: read once, then known from the last commit
+      auto counter = store_.get(kHistoryStore, "seq/" + fn);
+      if (!counter) return counter.error();
+      ring.next = 0;
+      ring.etag.clear();  // "" = the counter must not exist yet
+      if (*counter) {
+        int64_t n = 0;
+        const auto& v = (*counter)->value;
+        std::from_chars(v.data(), v.data() + v.size(), n);
+        ring.next = std::max<int64_t>(0, n);
+        ring.etag = (*counter)->etag;
+      }
+    }
+    Batch b;
+    b.relaxed = true;  // observability, not work: need not wait for the disk
+    int64_t next = ring.next;
+    for (std::size_t i = from; i < to; ++i) {
+      b.puts.push_back({kHistoryStore, slot_key(fn, next % keep_), to_json(entries[i]), std::nullopt, 0});
+      ++next;
+    }
+    b.puts.push_back({kHistoryStore, "seq/" + fn, std::to_string(next), ring.etag, 0});
+    auto committed = store_.commit_sync(std::move(b));
+    if (committed) {
+      ring.next = committed->etags.empty() ? -1 : next;  // no ETag back: re-read next time
+      if (!committed->etags.empty()) ring.etag = committed->etags.back();
+      return ok_status();
+    }
+    problem = committed.error();
+    ring.next = -1;  // re-read the counter
+    if (problem.code != store_error::conflict) break;
+  }
+  return problem;
 }
 
 Expected<std::string> InvocationHistory::query(const HistoryQuery& q) {

@@ -98,6 +98,10 @@ class InvocationHistory {
   };
   void run();
   std::size_t write(std::map<std::string, std::deque<Entry>>& by_function);  // how many it wrote
+  // Records [from, to) of `fn` in one commit, the ring's counter moved with them (tried again
+  // on a conflict with another host's writes); the store's error when it could not.
+  Status write_chunk(const std::string& fn, Ring& ring, const std::deque<Entry>& entries, std::size_t from,
+                     std::size_t to);
   static std::string to_json(const Entry& e);
 
   Store& store_;

@@ -155,6 +155,10 @@ void LeasedFeed::forget(const std::vector<std::string>& ids, bool requeued) {
   if (look) pump();
 }
 
+void LeasedFeed::step_over(bool due_later) {
+  if (due_later || !handed_off()) pump();
+}
+
 void LeasedFeed::stop() {
   std::unique_ptr<Store::ChangeWatch> offer;
   {

@@ -52,6 +52,12 @@ class LeasedFeed : public std::enable_shared_from_this<LeasedFeed>, public Store
   // These are done (committed or handed back): room for more. `requeued`: one went back to
   // the queue (a retry, a failed commit), so look again.
   void forget(const std::vector<std::string>& ids, bool requeued = false);
+  // The owner's step is over (orchestrations, entities: its commit is in, or failed). A store
+  // that does not hand off is looked at now: the step's own answers are there soon. One that
+  // hands off brings them in their commit, and a look would be an empty lease transaction per
+  // step, unless the step put something in this queue for later (`due_later`: a durable timer,
+  // a retry), which wakes nobody: the look re-arms the wake-up for it.
+  void step_over(bool due_later = false);
   // Receives nothing more; timers are cancelled.
   void stop();
   bool stopping() const;
