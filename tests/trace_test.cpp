@@ -5,6 +5,9 @@
 #include <gtest/gtest.h>
 #include <stdlib.h>
 
+#include <set>
+#include <thread>
+
 #include <boost/json.hpp>
 
 #include "core/clock.h"
@@ -12,6 +15,7 @@
 #include "core/text.h"
 #include "observe/log.h"
 #include "otlp/otlp_json.h"
+#include "test_upstream.h"
 
 namespace nimbus {
 namespace {
@@ -341,6 +345,82 @@ TEST(Traces, AFullExportQueueDropsAndCountsNewSpansInsteadOfGrowing) {
   std::string text;
   tracer.metrics_text(text);
   EXPECT_NE(text.find("nimbus_trace_spans_dropped_total 90\n"), std::string::npos) << text;
+}
+
+// Exported spans are written over by the invocations after them (Tracer::take_spares): what
+// one span held (links, an error, its attributes) must not show in the next one written there.
+TEST(Traces, ASpanWrittenOverAnExportedOneCarriesNothingOfIt) {
+  SystemClock clock;
+  LogSink sink(-1);
+  Logger logger(sink, clock, "t");
+  testing::TestUpstream collector("collector");
+  TraceSettings settings;
+  settings.endpoint = "http://127.0.0.1:" + std::to_string(collector.port()) + "/v1/traces";
+  settings.protocol = OtlpProtocol::json;
+  settings.max_batch = 5;  // each invocation's spans are a batch of their own
+  settings.flush = std::chrono::milliseconds(10);
+  Tracer tracer(settings, "t", "", logger);
+  const auto exported = [&](std::size_t n) {
+    for (int i = 0; i < 500 && collector.requests() < static_cast<int>(n); ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return collector.requests() == static_cast<int>(n);
+  };
+  const std::string trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+  const std::vector<std::string> links = {"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"};
+  const std::string dirty_tp = "00-" + trace + "-00f067aa0ba902b7-01", clean_tp = "00-" + trace + "-00f067aa0ba902b8-01";
+  InvocationRecord dirty{};
+  dirty.function = "f";
+  dirty.trigger = TriggerKind::named("stream");
+  dirty.invocation_id = "0123456789abcdef0123456789abcdef";
+  dirty.traceparent = dirty_tp;
+  dirty.outcome = Outcome::error;
+  dirty.status = 500;
+  dirty.duration = std::chrono::milliseconds(5);
+  dirty.error_type = "Boom";
+  dirty.version = "v7";
+  dirty.parent_span = 0x99;
+  dirty.waited = std::chrono::milliseconds(2);
+  dirty.cold_start = std::chrono::milliseconds(1);
+  dirty.ran = std::chrono::milliseconds(3);
+  dirty.queued = std::chrono::milliseconds(4);
+  dirty.links = &links;
+  tracer.invocation(dirty, WallTime(std::chrono::seconds(1700000000)));
+  ASSERT_TRUE(exported(1));
+  InvocationRecord clean{};
+  clean.function = "g";
+  clean.trigger = TriggerKind::http;
+  clean.invocation_id = "fedcba9876543210fedcba9876543210";
+  clean.traceparent = clean_tp;
+  clean.outcome = Outcome::success;
+  clean.status = 200;
+  clean.duration = std::chrono::milliseconds(1);
+  clean.ran = std::chrono::milliseconds(1);
+  tracer.invocation(clean, WallTime(std::chrono::seconds(1700000001)));
+  ASSERT_TRUE(exported(2));
+  const json::value body = json::parse(collector.seen().at(1).body);
+  const auto& spans = body.at("resourceSpans").at(0).at("scopeSpans").at(0).at("spans").as_array();
+  ASSERT_EQ(spans.size(), 2u) << json::serialize(spans);
+  const auto& execution = spans.at(0).as_object();
+  const auto& own = spans.at(1).as_object();
+  EXPECT_EQ(execution.at("name"), "execution");
+  EXPECT_FALSE(execution.contains("status")) << json::serialize(execution);
+  EXPECT_TRUE(!execution.contains("attributes") || execution.at("attributes").as_array().empty()) << json::serialize(execution);
+  EXPECT_TRUE(!execution.contains("links") || execution.at("links").as_array().empty()) << json::serialize(execution);
+  EXPECT_EQ(own.at("name"), "g");
+  EXPECT_EQ(own.at("spanId"), "00f067aa0ba902b8");
+  EXPECT_FALSE(own.contains("parentSpanId"));
+  EXPECT_FALSE(own.contains("status")) << json::serialize(own);
+  EXPECT_TRUE(!own.contains("links") || own.at("links").as_array().empty()) << json::serialize(own);
+  std::set<std::string> keys;
+  for (const auto& a : own.at("attributes").as_array()) keys.insert(std::string(a.at("key").as_string()));
+  EXPECT_EQ(keys, (std::set<std::string>{"faas.name", "faas.trigger", "faas.invocation_id", "nimbus.trigger",
+                                         "nimbus.outcome", "http.response.status_code"}));
+  // and the first export had all of the dirty one's
+  const std::string first = collector.seen().at(0).body;
+  for (const char* part : {"\"queue wait\"", "\"cold start\"", "\"Boom\"", "\"v7\"", "b7ad6b7169203331"}) {
+    EXPECT_NE(first.find(part), std::string::npos) << part << " in " << first;
+  }
 }
 
 }  // namespace

@@ -1,8 +1,8 @@
 #include "core/text.h"
 
 #include <cctype>
-
 #include <cstdint>
+#include <cstring>
 
 namespace nimbus {
 
@@ -29,7 +29,13 @@ std::size_t utf8_sequence(const char* p, std::size_t left) {
 }
 
 bool valid_utf8(std::string_view s) {
-  for (std::size_t i = 0; i < s.size();) {
+  std::size_t i = 0;
+  // ASCII, eight bytes at a time: most of what is checked (names, ids, log lines) is.
+  for (uint64_t word; i + 8 <= s.size(); i += 8) {
+    std::memcpy(&word, s.data() + i, 8);
+    if (word & 0x8080808080808080ull) break;
+  }
+  while (i < s.size()) {
     std::size_t n = utf8_sequence(s.data() + i, s.size() - i);
     if (n == 0) return false;
     i += n;

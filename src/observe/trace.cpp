@@ -15,9 +15,11 @@
 #include <boost/url/parse.hpp>
 
 #include <algorithm>
+#include <cassert>
 #include <charconv>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 
 #include "core/gzip.h"
@@ -424,14 +426,48 @@ void Tracer::record(Span* spans, std::size_t n) {
   if (wake) cv_.notify_one();
 }
 
+void Tracer::take_spares(Span* out, std::size_t n) {
+  std::size_t got = 0;
+  {
+    std::lock_guard lock(mu_);
+    for (; got < n && !spare_.empty(); ++got) {
+      out[got] = std::move(spare_.back());
+      spare_.pop_back();
+    }
+  }
+  for (std::size_t i = 0; i < got; ++i) {  // what they held is let go here, on this thread
+    Span& s = out[i];
+    s.trace_id = TraceIdText();
+    s.span_id = s.parent_span_id = 0;
+    s.name.clear();
+    s.kind = SpanKind::internal;
+    s.start_unix_ns = s.end_unix_ns = 0;
+    s.error = false;
+    s.status_message.clear();
+    s.attributes.clear();
+    s.links.clear();
+  }
+}
+
 void Tracer::invocation(const InvocationRecord& r, WallTime finished) {
   if (!trace_sampled(r.traceparent)) return;
-  Span s;
-  s.trace_id = trace_id_of(r.traceparent);
-  s.span_id = span_id_of(r.traceparent);
-  if (s.trace_id.empty() || s.span_id == 0) return;
+  const TraceIdText trace_id = trace_id_of(r.traceparent);
+  const uint64_t span_id = span_id_of(r.traceparent);
+  if (trace_id.empty() || span_id == 0) return;
+  const auto ns = [](Duration d) { return std::chrono::duration_cast<std::chrono::nanoseconds>(d).count(); };
+  const int64_t waited = ns(r.waited), ran = ns(r.ran);
+  const bool queue_wait = r.queued && r.parent_span != 0, cold = r.cold_start > Duration::zero();
+  const bool wait = waited >= 100000 || cold;  // a wait under 0.1 ms has no span
+  // Written into spans exported earlier (take_spares): queue wait, wait, cold start, execution,
+  // then the invocation's own.
+  const std::size_t spans = 1 + queue_wait + wait + cold + (ran > 0);
+  Span out[5];
+  take_spares(out, spans);
+  Span& s = out[spans - 1];
+  s.trace_id = trace_id;
+  s.span_id = span_id;
   s.parent_span_id = r.parent_span;
-  s.name = std::string(r.function);
+  s.name.assign(r.function);
   if (r.links) {
     for (const auto& tp : *r.links) {
       if (s.links.size() >= kMaxLinks) break;
@@ -461,56 +497,40 @@ void Tracer::invocation(const InvocationRecord& r, WallTime finished) {
   if (r.status != 0) s.attributes.emplace_back("http.response.status_code", int64_t{r.status});
   if (r.outcome != Outcome::success || r.status >= 500) {
     s.error = true;
-    s.status_message = r.error_type.empty() ? std::string(to_string(r.outcome)) : std::string(r.error_type);
+    s.status_message.assign(r.error_type.empty() ? std::string_view(to_string(r.outcome)) : std::string_view(r.error_type));
     if (!r.error_type.empty()) s.attributes.emplace_back("error.type", std::string(r.error_type));
   }
   // The spans inside it, laid from its start: the wait, then the run (each clamped to it).
   const int64_t start = s.start_unix_ns;
-  const auto ns = [](Duration d) { return std::chrono::duration_cast<std::chrono::nanoseconds>(d).count(); };
-  auto inner = [&](const char* name, uint64_t parent, int64_t from, int64_t to) {
-    Span c;
+  std::size_t n = 0;  // spans laid in out[0..n), then the invocation's own
+  auto inner = [&](const char* name, uint64_t parent, int64_t from, int64_t to) -> Span& {
+    Span& c = out[n++];
     c.trace_id = s.trace_id;
     c.span_id = new_span_id();
     c.parent_span_id = parent;
-    c.name = name;
+    c.name.assign(name);
     c.start_unix_ns = std::clamp(from, start, end);
     c.end_unix_ns = std::clamp(to, c.start_unix_ns, end);
     return c;
   };
-  const int64_t waited = ns(r.waited), ran = ns(r.ran);
-  Span out[5];  // queue wait, wait, cold start, execution, the invocation
-  std::size_t n = 0;
-  if (r.queued && r.parent_span != 0) {
+  if (queue_wait) {
     // Before the invocation began, under the span that sent the message.
-    Span q;
+    Span& q = out[n++];
     q.trace_id = s.trace_id;
     q.span_id = new_span_id();
     q.parent_span_id = r.parent_span;
-    q.name = "queue wait";
+    q.name.assign("queue wait");
     q.start_unix_ns = start - ns(*r.queued);
     q.end_unix_ns = start;
     q.attributes.emplace_back("faas.name", std::string(r.function));
-    out[n++] = std::move(q);
   }
-  if (waited >= 100000 || r.cold_start > Duration::zero()) {  // a wait under 0.1 ms has no span
-    Span w = inner("wait", s.span_id, start, start + waited);
-    const bool cold = r.cold_start > Duration::zero();
+  if (wait) {
+    Span& w = inner("wait", s.span_id, start, start + waited);
     w.attributes.emplace_back("faas.coldstart", cold);
-    if (cold) {
-      Span c = inner("cold start", w.span_id, start + waited - ns(r.cold_start), start + waited);
-      out[n++] = std::move(w);
-      out[n++] = std::move(c);
-    } else {
-      out[n++] = std::move(w);
-    }
+    if (cold) inner("cold start", w.span_id, start + waited - ns(r.cold_start), start + waited);
   }
-  if (ran > 0) {
-    Span x = inner("execution", s.span_id, start + waited, start + waited + ran);
-    if (s.error) x.error = true;
-    out[n++] = std::move(x);
-  }
-  out[n++] = std::move(s);
-  record(out, n);  // one lock for them all
+  if (ran > 0) inner("execution", s.span_id, start + waited, start + waited + ran).error = s.error;
+  record(out, spans);  // one lock for them all
 }
 
 void Tracer::store_commit(std::string_view traceparent, WallTime began, WallTime ended, std::string_view what, bool ok) {
@@ -690,20 +710,15 @@ std::string Tracer::otlp_json(const std::vector<Span>& spans, std::string_view s
 namespace {
 
 // Protobuf's wire format, the little of it OTLP needs: varints, 64-bit fixed, and
-// length-delimited fields (strings, bytes, nested messages).
+// length-delimited fields (strings, bytes, nested messages). Every message's size is known
+// before it is written (each field's is), so the body is one buffer of its exact size, written
+// front to back: no nested message is built apart and copied in (a span each, then the whole
+// batch twice), and a trace id is decoded into the buffer, not into a string of its own.
 namespace pb {
 
 constexpr uint32_t kVarint = 0, kFixed64 = 1, kLength = 2;
 
-void varint(std::string& out, uint64_t v) {
-  while (v >= 0x80) {
-    out.push_back(static_cast<char>((v & 0x7f) | 0x80));
-    v >>= 7;
-  }
-  out.push_back(static_cast<char>(v));
-}
-
-std::size_t varint_size(uint64_t v) {
+constexpr std::size_t varint_size(uint64_t v) {
   std::size_t n = 1;
   while (v >= 0x80) {
     v >>= 7;
@@ -711,86 +726,146 @@ std::size_t varint_size(uint64_t v) {
   }
   return n;
 }
+constexpr std::size_t key_size(uint32_t field) { return varint_size(uint64_t{field} << 3); }
+// A length-delimited field of `n` bytes, its key and length included.
+constexpr std::size_t field_size(uint32_t field, std::size_t n) { return key_size(field) + varint_size(n) + n; }
 
-void key(std::string& out, uint32_t field, uint32_t wire) { varint(out, (uint64_t{field} << 3) | wire); }
+using Value = std::variant<std::string, int64_t, bool>;
 
-void bytes(std::string& out, uint32_t field, std::string_view b) {
-  key(out, field, kLength);
-  varint(out, b.size());
-  out.append(b);
+// AnyValue {string_value = 1; bool_value = 2; int_value = 3} (a string already UTF-8).
+std::size_t value_size(const Value& v) {
+  if (const auto* str = std::get_if<std::string>(&v)) return field_size(1, str->size());
+  if (std::holds_alternative<bool>(v)) return 2;
+  return 1 + varint_size(static_cast<uint64_t>(std::get<int64_t>(v)));  // int64: ten bytes when negative
+}
+// KeyValue {string key = 1; AnyValue value = 2}
+std::size_t attribute_size(std::string_view k, const Value& v) { return field_size(1, k.size()) + field_size(2, value_size(v)); }
+
+constexpr std::size_t kTraceId = 16, kSpanId = 8;
+constexpr std::size_t kLinkSize = field_size(1, kTraceId) + field_size(2, kSpanId);  // Link {trace_id = 1; span_id = 2}
+
+// Status {string message = 2; StatusCode code = 3}
+std::size_t status_size(const Span& s) { return (s.status_message.empty() ? 0 : field_size(2, s.status_message.size())) + 2; }
+
+std::size_t span_size(const Span& s) {
+  std::size_t n = field_size(1, kTraceId) + field_size(2, kSpanId);
+  if (s.parent_span_id != 0) n += field_size(4, kSpanId);
+  if (!s.name.empty()) n += field_size(5, s.name.size());  // proto3 leaves out what is empty
+  n += 1 + varint_size(static_cast<uint64_t>(s.kind));
+  n += 2 * (1 + 8);
+  for (const auto& [k, v] : s.attributes) n += field_size(9, attribute_size(k, v));
+  n += s.links.size() * field_size(13, kLinkSize);
+  if (s.error) n += field_size(15, status_size(s));
+  return n;
 }
 
-// A proto3 string must be UTF-8 (a collector refuses the whole batch otherwise): bytes that are
-// not become U+FFFD, as in the JSON.
-void text(std::string& out, uint32_t field, std::string_view s) {
-  if (valid_utf8(s)) {
-    bytes(out, field, s);
-  } else {
-    bytes(out, field, replace_invalid_utf8(s));
+// Writes into a buffer already sized for what is written.
+class Writer {
+ public:
+  explicit Writer(char* at) : p_(at) {}
+  char* at() const { return p_; }
+  void varint(uint64_t v) {
+    while (v >= 0x80) {
+      *p_++ = static_cast<char>((v & 0x7f) | 0x80);
+      v >>= 7;
+    }
+    *p_++ = static_cast<char>(v);
   }
-}
-
-void fixed64(std::string& out, uint32_t field, uint64_t v) {
-  key(out, field, kFixed64);
-  for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
-}
-
-// KeyValue {string key = 1; AnyValue value = 2}, AnyValue {string_value = 1; bool_value = 2;
-// int_value = 3}: small enough to size before writing.
-void attribute(std::string& out, uint32_t field, std::string_view k, const std::variant<std::string, int64_t, bool>& v) {
-  std::string fixed;  // a value that is not UTF-8, made so
-  const std::string* str = std::get_if<std::string>(&v);
-  if (str && !valid_utf8(*str)) {
-    fixed = replace_invalid_utf8(*str);
-    str = &fixed;
+  void key(uint32_t field, uint32_t wire) { varint((uint64_t{field} << 3) | wire); }
+  // The head of a length-delimited field; its `n` bytes follow.
+  void head(uint32_t field, std::size_t n) {
+    key(field, kLength);
+    varint(n);
   }
-  std::size_t value_size = 0;
-  if (str) {
-    value_size = 1 + varint_size(str->size()) + str->size();
-  } else if (std::holds_alternative<bool>(v)) {
-    value_size = 2;
-  } else {
-    value_size = 1 + varint_size(static_cast<uint64_t>(std::get<int64_t>(v)));
+  void bytes(uint32_t field, std::string_view b) {
+    head(field, b.size());
+    std::memcpy(p_, b.data(), b.size());
+    p_ += b.size();
   }
-  const std::size_t kv_size = 1 + varint_size(k.size()) + k.size() + 1 + varint_size(value_size) + value_size;
-  key(out, field, kLength);
-  varint(out, kv_size);
-  bytes(out, 1, k);
-  key(out, 2, kLength);
-  varint(out, value_size);
-  if (str) {
-    bytes(out, 1, *str);
-  } else if (const bool* flag = std::get_if<bool>(&v)) {
-    key(out, 2, kVarint);
-    out.push_back(*flag ? 1 : 0);
-  } else {
-    key(out, 3, kVarint);
-    varint(out, static_cast<uint64_t>(std::get<int64_t>(v)));  // int64: two's complement, ten bytes when negative
+  void fixed64(uint32_t field, uint64_t v) {
+    key(field, kFixed64);
+    for (int i = 0; i < 8; ++i) *p_++ = static_cast<char>((v >> (8 * i)) & 0xff);
   }
-}
+  // 32 hex digits as their 16 bytes (a trace id that is not hex: all zeros, which a collector
+  // takes as invalid rather than failing the batch).
+  void trace_id(uint32_t field, std::string_view hex) {
+    head(field, kTraceId);
+    bool ok = hex.size() == 2 * kTraceId;
+    for (std::size_t i = 0; ok && i < kTraceId; ++i) {
+      const int hi = digit(hex[2 * i]), lo = digit(hex[2 * i + 1]);
+      ok = hi >= 0 && lo >= 0;
+      p_[i] = static_cast<char>(hi * 16 + lo);
+    }
+    if (!ok) std::memset(p_, 0, kTraceId);
+    p_ += kTraceId;
+  }
+  void span_id(uint32_t field, uint64_t id) {
+    head(field, kSpanId);
+    for (int i = 7; i >= 0; --i, id >>= 8) p_[i] = static_cast<char>(id & 0xff);
+    p_ += kSpanId;
+  }
+  void attribute(uint32_t field, std::string_view k, const Value& v) {
+    const std::size_t value = value_size(v);
+    head(field, field_size(1, k.size()) + field_size(2, value));
+    bytes(1, k);
+    head(2, value);
+    if (const auto* str = std::get_if<std::string>(&v)) {
+      bytes(1, *str);
+    } else if (const bool* flag = std::get_if<bool>(&v)) {
+      key(2, kVarint);
+      *p_++ = *flag ? 1 : 0;
+    } else {
+      key(3, kVarint);
+      varint(static_cast<uint64_t>(std::get<int64_t>(v)));
+    }
+  }
+  void span(const Span& s) {
+    trace_id(1, s.trace_id.view());
+    span_id(2, s.span_id);
+    if (s.parent_span_id != 0) span_id(4, s.parent_span_id);
+    if (!s.name.empty()) bytes(5, s.name);
+    key(6, kVarint);
+    varint(static_cast<uint64_t>(s.kind));
+    fixed64(7, static_cast<uint64_t>(s.start_unix_ns));
+    fixed64(8, static_cast<uint64_t>(s.end_unix_ns));
+    for (const auto& [k, v] : s.attributes) attribute(9, k, v);
+    for (const auto& l : s.links) {
+      head(13, kLinkSize);
+      trace_id(1, l.trace_id.view());
+      span_id(2, l.span_id);
+    }
+    if (s.error) {
+      head(15, status_size(s));
+      if (!s.status_message.empty()) bytes(2, s.status_message);
+      key(3, kVarint);
+      varint(2);  // STATUS_CODE_ERROR
+    }
+  }
 
-void message(std::string& out, uint32_t field, const std::string& body) { bytes(out, field, body); }
-
-// 32 hex digits to their 16 bytes (a trace id that is not hex: all zeros, which a collector
-// takes as invalid rather than failing the batch).
-std::string trace_id_bytes(std::string_view hex) {
-  std::string out(16, '\0');
-  if (hex.size() != 32) return out;
-  const auto digit = [](char c) -> int {
+ private:
+  static int digit(char c) {
     return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
-  };
-  for (std::size_t i = 0; i < 16; ++i) {
-    const int hi = digit(hex[2 * i]), lo = digit(hex[2 * i + 1]);
-    if (hi < 0 || lo < 0) return std::string(16, '\0');
-    out[i] = static_cast<char>(hi * 16 + lo);
   }
-  return out;
-}
+  char* p_;
+};
 
-std::string span_id_bytes(uint64_t id) {
-  std::string out(8, '\0');
-  for (int i = 7; i >= 0; --i, id >>= 8) out[static_cast<std::size_t>(i)] = static_cast<char>(id & 0xff);
-  return out;
+// A proto3 string must be UTF-8 (a collector refuses the whole batch otherwise): a span with
+// bytes that are not gets a copy with U+FFFD in their place, as in the JSON.
+bool utf8_throughout(const Span& s) {
+  if (!valid_utf8(s.name) || !valid_utf8(s.status_message)) return false;
+  return std::all_of(s.attributes.begin(), s.attributes.end(), [](const auto& a) {
+    const auto* str = std::get_if<std::string>(&a.second);
+    return !str || valid_utf8(*str);
+  });
+}
+Span made_utf8(const Span& s) {
+  Span c = s;
+  c.name = replace_invalid_utf8(s.name);
+  c.status_message = replace_invalid_utf8(s.status_message);
+  for (auto& [k, v] : c.attributes) {
+    if (auto* str = std::get_if<std::string>(&v)) *str = replace_invalid_utf8(*str);
+  }
+  return c;
 }
 
 }  // namespace pb
@@ -808,65 +883,67 @@ std::string span_id_bytes(uint64_t id) {
 // schema is stable and small, and generated code would bring libprotobuf for seven messages.
 std::string Tracer::otlp_protobuf(const std::vector<Span>& spans, std::string_view service,
                                   std::string_view service_version) {
-  std::string scope_spans;
-  scope_spans.reserve(16 + spans.size() * 256);
-  pb::message(scope_spans, 1, std::string("\x0a\x06nimbus", 8));  // scope {name: "nimbus"}
-  std::string one, status, link;
+  // Spans with bytes that are not UTF-8 (rare) are written from fixed copies.
+  std::vector<Span> fixed;
+  std::vector<const Span*> order;
+  order.reserve(spans.size());
   for (const auto& s : spans) {
-    one.clear();
-    pb::bytes(one, 1, pb::trace_id_bytes(s.trace_id.view()));
-    pb::bytes(one, 2, pb::span_id_bytes(s.span_id));
-    if (s.parent_span_id != 0) pb::bytes(one, 4, pb::span_id_bytes(s.parent_span_id));
-    if (!s.name.empty()) pb::text(one, 5, s.name);  // proto3 leaves out what is empty
-    pb::key(one, 6, pb::kVarint);
-    pb::varint(one, static_cast<uint64_t>(s.kind));
-    pb::fixed64(one, 7, static_cast<uint64_t>(s.start_unix_ns));
-    pb::fixed64(one, 8, static_cast<uint64_t>(s.end_unix_ns));
-    for (const auto& [k, v] : s.attributes) pb::attribute(one, 9, k, v);
-    for (const auto& l : s.links) {  // Link {bytes trace_id = 1; bytes span_id = 2}
-      link.clear();
-      pb::bytes(link, 1, pb::trace_id_bytes(l.trace_id.view()));
-      pb::bytes(link, 2, pb::span_id_bytes(l.span_id));
-      pb::message(one, 13, link);
+    if (pb::utf8_throughout(s)) {
+      order.push_back(&s);
+    } else {
+      if (fixed.empty()) fixed.reserve(spans.size());  // no reallocation: pointers stay good
+      fixed.push_back(pb::made_utf8(s));
+      order.push_back(&fixed.back());
     }
-    if (s.error) {
-      status.clear();
-      if (!s.status_message.empty()) pb::text(status, 2, s.status_message);
-      pb::key(status, 3, pb::kVarint);
-      pb::varint(status, 2);  // STATUS_CODE_ERROR
-      pb::message(one, 15, status);
-    }
-    pb::message(scope_spans, 2, one);
   }
-  std::string resource;
-  pb::attribute(resource, 1, "service.name", std::string(service));
-  pb::attribute(resource, 1, "telemetry.sdk.name", std::string("nimbus"));
-  if (!service_version.empty()) pb::attribute(resource, 1, "service.version", std::string(service_version));
-  std::string resource_spans;
-  resource_spans.reserve(resource.size() + scope_spans.size() + 16);
-  pb::message(resource_spans, 1, resource);
-  pb::message(resource_spans, 2, scope_spans);
-  std::string out;
-  out.reserve(resource_spans.size() + 8);
-  pb::message(out, 1, resource_spans);
+  std::vector<std::size_t> sizes;
+  sizes.reserve(order.size());
+  constexpr std::string_view kScope = "nimbus";
+  std::size_t scope_spans = pb::field_size(1, pb::field_size(1, kScope.size()));  // scope {name}
+  for (const Span* s : order) {
+    sizes.push_back(pb::span_size(*s));
+    scope_spans += pb::field_size(2, sizes.back());
+  }
+  const std::string name = replace_invalid_utf8(service), version = replace_invalid_utf8(service_version);
+  std::vector<std::pair<std::string_view, pb::Value>> resource_attributes = {
+      {"service.name", name}, {"telemetry.sdk.name", std::string("nimbus")}};
+  if (!version.empty()) resource_attributes.emplace_back("service.version", version);
+  std::size_t resource = 0;
+  for (const auto& [k, v] : resource_attributes) resource += pb::field_size(1, pb::attribute_size(k, v));
+  const std::size_t resource_spans = pb::field_size(1, resource) + pb::field_size(2, scope_spans);
+
+  std::string out(pb::field_size(1, resource_spans), '\0');
+  pb::Writer w(out.data());
+  w.head(1, resource_spans);
+  w.head(1, resource);
+  for (const auto& [k, v] : resource_attributes) w.attribute(1, k, v);
+  w.head(2, scope_spans);
+  w.head(1, pb::field_size(1, kScope.size()));
+  w.bytes(1, kScope);
+  for (std::size_t i = 0; i < order.size(); ++i) {
+    w.head(2, sizes[i]);
+    w.span(*order[i]);
+  }
+  assert(w.at() == out.data() + out.size());  // each size agrees with its writing
   return out;
 }
 
 void Tracer::run() {
   std::unique_lock lock(mu_);
   Duration backoff = std::chrono::milliseconds(100);
+  std::vector<Span> batch;
   while (true) {
     cv_.wait_for(lock, settings_.flush, [&] { return stopping_ || queue_.size() >= settings_.max_batch; });
     if (queue_.empty()) {
       if (stopping_) return;
       continue;
     }
-    std::vector<Span> batch;
-    const std::size_t n = std::min(queue_.size(), settings_.max_batch);
-    batch.reserve(n);
-    for (std::size_t i = 0; i < n; ++i) {
-      batch.push_back(std::move(queue_.front()));
-      queue_.pop_front();
+    if (queue_.size() <= settings_.max_batch) {
+      batch.swap(queue_);  // queue_ takes the emptied batch's room
+    } else {  // a backlog: the oldest
+      const auto cut = queue_.begin() + static_cast<std::ptrdiff_t>(settings_.max_batch);
+      batch.assign(std::make_move_iterator(queue_.begin()), std::make_move_iterator(cut));
+      queue_.erase(queue_.begin(), cut);
     }
     const bool last_round = stopping_;
     lock.unlock();
@@ -895,11 +972,22 @@ void Tracer::run() {
       backoff = std::min<Duration>(backoff * 2, std::chrono::seconds(5));
     }
     lock.lock();
+    // Sent or given up: the spans go back for invocation() to write new ones into (no more
+    // than a batch waits there; the rest are let go here).
+    const std::size_t kept = std::min(batch.size(), settings_.max_batch - std::min(settings_.max_batch, spare_.size()));
+    for (std::size_t i = 0; i < kept; ++i) spare_.push_back(std::move(batch[i]));
+    const std::size_t spans = batch.size();
+    if (kept < batch.size()) {
+      lock.unlock();
+      batch.clear();
+      lock.lock();
+    }
+    batch.clear();
     if (sent) {
-      stats_.exported += batch.size();
+      stats_.exported += spans;
       backoff = std::chrono::milliseconds(100);
     } else {
-      stats_.failed += batch.size();
+      stats_.failed += spans;
       if (stopping_) {
         // Stopping and the collector failed: the rest is given up at once, not tried batch
         // by batch (one that never answers would hold the stop a timeout per batch).

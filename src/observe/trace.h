@@ -13,7 +13,6 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
-#include <deque>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -156,6 +155,8 @@ class Tracer {
 
  private:
   void run();
+  // Up to `n` spans of spare_ into `out` (the rest stay as they are), emptied for new use.
+  void take_spares(Span* out, std::size_t n);
 
 
   TraceSettings settings_;
@@ -163,7 +164,11 @@ class Tracer {
   Logger& logger_;
   mutable std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<Span> queue_;
+  std::vector<Span> queue_;  // the exporter swaps it for its emptied batch (no allocation)
+  // Exported spans, whatever they held still theirs: invocation() takes them back, so that a
+  // span's strings and lists are freed and allocated on the thread that records (the
+  // allocator's per-thread cache), not freed here and allocated there (its slow path).
+  std::vector<Span> spare_;
   bool stopping_ = false;
   TraceStats stats_;
   bool warned_ = false;  // the first failed export is logged; later ones are counted

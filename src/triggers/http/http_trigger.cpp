@@ -175,9 +175,9 @@ HttpTrigger::HttpTrigger(const AppSpec& app, FunctionPools& pools, FunctionKeys 
       metrics_(metrics),
       clock_(clock),
       options_(std::move(options)),
-      server_(std::make_unique<HttpServer>(loops, static_cast<RequestHandler&>(*this))),
       loops_(loops),
-      loop_tables_(static_cast<std::size_t>(loops.size())) {
+      loop_tables_(static_cast<std::size_t>(loops.size())),
+      server_(std::make_unique<HttpServer>(loops, static_cast<RequestHandler&>(*this))) {
   // The functions' own routes serve from the start (tests and the fuzzer drive handle()
   // without start()); start() adds the other kinds' routes and the gateway.
   if (auto t = build_table(nullptr)) table_ = std::move(*t);

@@ -79,7 +79,7 @@ class HttpTrigger final : public Trigger, public RequestHandler {
     Upstream* upstream = nullptr;
     const CorsSpec* cors = nullptr;              // the route's or the gateway's
     const std::vector<std::string>* methods = nullptr;
-    std::shared_ptr<RateLimiter> limiter;
+    std::shared_ptr<RateLimiter> limiter{};
     const JwtRule* jwt = nullptr;  // auth: jwt
     const StaticSite* site = nullptr;  // static files
     const RouteCacheSpec* cache = nullptr;  // cache: (GET and HEAD)
