@@ -232,12 +232,13 @@ inline std::string enqueue_numbered(const std::string& url, const std::filesyste
   return r.ok() ? std::string() : r.error().message;
 }
 
-// The value of an unlabelled metric in a host's /metrics; -1 when it is not there.
-inline int64_t metric_value(int admin_port, const std::string& name) {
+// The value of one series in a host's /metrics (`name` with its labels as printed, e.g.
+// `x_total{kind="a"}`); -1 when it is not there.
+inline int64_t metric_value(int admin_port, const std::string& series) {
   Response r = request(admin_port, "GET", "/metrics");
-  const std::size_t at = r.body.find("\n" + name + " ");
+  const std::size_t at = r.body.find("\n" + series + " ");
   if (at == std::string::npos) return -1;
-  return std::stoll(r.body.substr(at + name.size() + 2));
+  return std::stoll(r.body.substr(at + series.size() + 2));
 }
 
 // `nimbus_invocations_total` of `function` with outcome success, summed over triggers, from a

@@ -295,7 +295,9 @@ TEST(PostgresStore, AMessageCommittedForAConsumerHereIsLeasedToItInThatCommit) {
   for (const auto& m : *again) payloads.push_back(m.payload);
   ASSERT_EQ(std::count(payloads.begin(), payloads.end(), "one"), 1) << "the lapsed claim was not receivable";
   for (const auto& m : *again) {
-    if (m.payload == "one") EXPECT_EQ(m.deliveries, 2);
+    if (m.payload == "one") {
+      EXPECT_EQ(m.deliveries, 2);
+    }
   }
   // ... and the first delivery's lease no longer acknowledges it.
   Batch stale;
@@ -361,10 +363,10 @@ TEST(PostgresStore, RelaxedWorkDoesNotWaitForTheDiskUnderProcessDurabilityOnly) 
   const std::string url = fresh_database();
   ASSERT_EQ(url.rfind("postgres://", 0), 0u) << url;
   ManualClock clock;
-  auto unflushed = [](Store& s) {
+  auto unflushed = [](Store& s, const char* kind = "relaxed") {
     std::string text;
     s.commit_metrics_text(text);
-    const std::string name = "\nnimbus_store_unflushed_commits_total ";
+    const std::string name = std::string("\nnimbus_store_unflushed_commits_total{kind=\"") + kind + "\"} ";
     const auto at = text.find(name);
     return at == std::string::npos ? int64_t{-1} : std::stoll(text.substr(at + name.size()));
   };
@@ -377,14 +379,17 @@ TEST(PostgresStore, RelaxedWorkDoesNotWaitForTheDiskUnderProcessDurabilityOnly) 
   {
     auto s = open_store(url, "", clock, StoreOptions{Durability::process});
     ASSERT_TRUE(s.ok()) << s.error().message;
-    const int64_t before = unflushed(**s);
-    ASSERT_GE(before, 0) << "no nimbus_store_unflushed_commits_total";
+    const int64_t before = unflushed(**s), leases = unflushed(**s, "lease");
+    ASSERT_GE(before, 0) << "no nimbus_store_unflushed_commits_total{kind=\"relaxed\"}";
+    ASSERT_GE(leases, 0) << "no nimbus_store_unflushed_commits_total{kind=\"lease\"}";
     for (int i = 0; i < 3; ++i) ASSERT_TRUE((*s)->commit_sync(put(false, i)).ok());
     EXPECT_EQ(unflushed(**s), before) << "an ordinary commit did not wait for the disk";
     for (int i = 0; i < 3; ++i) ASSERT_TRUE((*s)->commit_sync(put(true, i)).ok());
     EXPECT_EQ(unflushed(**s), before + 3);
+    EXPECT_EQ(unflushed(**s, "lease"), leases);
     ASSERT_TRUE((*s)->receive_sync("nothing", 1, 1000).ok());  // a lease: never waits
-    EXPECT_EQ(unflushed(**s), before + 4);
+    EXPECT_EQ(unflushed(**s), before + 3);
+    EXPECT_EQ(unflushed(**s, "lease"), leases + 1);
     auto got = (*s)->get("s", "k2");
     ASSERT_TRUE(got.ok() && *got);
     EXPECT_EQ((*got)->value, "v");

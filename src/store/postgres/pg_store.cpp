@@ -347,17 +347,22 @@ Status PgStore::run_pass(std::vector<Op>& group, std::vector<std::string>& woken
     woken.clear();
     return st;
   }
-  if (unflushed) unflushed_.fetch_add(1, std::memory_order_relaxed);
+  if (unflushed) {
+    const bool leases = std::all_of(group.begin(), group.end(), [](const Op& op) { return op.lease_only; });
+    (leases ? unflushed_leases_ : unflushed_relaxed_).fetch_add(1, std::memory_order_relaxed);
+  }
   return ok_status();
 }
 
 void PgStore::commit_metrics_text(std::string& out) const {
   Store::commit_metrics_text(out);
   prometheus_family(out, "nimbus_store_unflushed_commits_total", "counter",
-                    "PostgreSQL transactions committed without waiting for the WAL flush: leases, and under "
-                    "durability: process the platform's own steps (orchestration steps, activity results, entity "
-                    "operations, the invocation history); a later flushed commit flushes them.");
-  out += "nimbus_store_unflushed_commits_total " + std::to_string(unflushed_.load()) + "\n";
+                    "PostgreSQL transactions committed without waiting for the WAL flush, by kind: lease (taking "
+                    "or extending leases only) and relaxed (under durability: process, the platform's own steps: "
+                    "orchestration steps, activity results, entity operations, the invocation history); a later "
+                    "flushed commit flushes them.");
+  out += "nimbus_store_unflushed_commits_total{kind=\"lease\"} " + std::to_string(unflushed_leases_.load()) + "\n";
+  out += "nimbus_store_unflushed_commits_total{kind=\"relaxed\"} " + std::to_string(unflushed_relaxed_.load()) + "\n";
 }
 
 

@@ -80,8 +80,8 @@ class PgStore final : public Store {
                                 int limit) override;
 
   void close() override;
-  // The base's, and nimbus_store_unflushed_commits_total: transactions committed without
-  // waiting for the WAL flush (leases, and relaxed work under durability: process).
+  // The base's, and nimbus_store_unflushed_commits_total{kind}: transactions committed without
+  // waiting for the WAL flush (lease: leases only; relaxed: relaxed work under durability: process).
   void commit_metrics_text(std::string& out) const override;
 
  private:
@@ -134,7 +134,8 @@ class PgStore final : public Store {
   const Clock& clock_;
   StoreOptions options_;
   std::unique_ptr<Connection> writer_conn_;  // the writer thread's, after open
-  std::atomic<uint64_t> unflushed_{0};       // commits with synchronous_commit off
+  std::atomic<uint64_t> unflushed_leases_{0};   // lease-only transactions, synchronous_commit off
+  std::atomic<uint64_t> unflushed_relaxed_{0};  // ones with relaxed batches (Batch::relaxed)
   std::atomic<int> writer_pid_{0};           // its backend, whose NOTIFYs the listener skips
 
   CommitQueue<Op> queue_;
