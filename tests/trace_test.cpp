@@ -353,6 +353,48 @@ TEST(Traces, AFullExportQueueDropsAndCountsNewSpansInsteadOfGrowing) {
   EXPECT_NE(text.find("nimbus_trace_spans_dropped_total 90\n"), std::string::npos) << text;
 }
 
+// A backlog (more spans waiting than a batch) is sent oldest first, a batch at a time, each
+// span once.
+TEST(Traces, ABacklogIsSentInOrderABatchAtATime) {
+  SystemClock clock;
+  LogSink sink(-1);
+  Logger logger(sink, clock, "t");
+  testing::TestUpstream collector("collector");
+  TraceSettings settings;
+  settings.endpoint = "http://127.0.0.1:" + std::to_string(collector.port()) + "/v1/traces";
+  settings.protocol = OtlpProtocol::json;
+  settings.max_batch = 4;
+  settings.flush = std::chrono::milliseconds(20);
+  Tracer tracer(settings, "t", "", logger);
+  constexpr int kSpans = 50;
+  for (int round = 0; round < 2; ++round) {  // the second behind what is left of the first
+    std::vector<Span> spans(kSpans);
+    for (int i = 0; i < kSpans; ++i) {
+      spans[i].trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+      spans[i].span_id = static_cast<uint64_t>(round * kSpans + i + 1);
+      spans[i].name = "s";
+    }
+    tracer.record(spans.data(), spans.size());  // all at once: a backlog of 50
+  }
+  for (int i = 0; i < 1000 && tracer.stats().exported < 2 * kSpans; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_EQ(tracer.stats().exported, 2u * kSpans);
+  std::vector<std::string> ids;
+  for (const auto& req : collector.seen()) {
+    const json::value body = json::parse(req.body);
+    const auto& spans = body.at("resourceSpans").at(0).at("scopeSpans").at(0).at("spans").as_array();
+    EXPECT_LE(spans.size(), 4u);
+    for (const auto& sp : spans) ids.push_back(std::string(sp.at("spanId").as_string()));
+  }
+  ASSERT_EQ(ids.size(), 2u * kSpans);
+  for (int i = 0; i < 2 * kSpans; ++i) {
+    char want[17];
+    std::snprintf(want, sizeof want, "%016x", i + 1);
+    EXPECT_EQ(ids[static_cast<std::size_t>(i)], want) << "span " << i << " out of order, twice or lost";
+  }
+}
+
 // Exported spans are written over by the invocations after them (Tracer::take_spares): what
 // one span held (links, an error, its attributes) must not show in the next one written there.
 TEST(Traces, ASpanWrittenOverAnExportedOneCarriesNothingOfIt) {

@@ -415,12 +415,12 @@ void Tracer::record(Span* spans, std::size_t n) {
     std::lock_guard lock(mu_);
     stats_.recorded += n;
     for (std::size_t i = 0; i < n; ++i) {
-      if (queue_.size() >= settings_.max_queue) {
+      if (queue_.size() - head_ >= settings_.max_queue) {
         stats_.dropped += n - i;
         break;
       }
       queue_.push_back(std::move(spans[i]));
-      wake |= queue_.size() == settings_.max_batch;
+      wake |= queue_.size() - head_ == settings_.max_batch;
     }
   }
   if (wake) cv_.notify_one();
@@ -936,17 +936,25 @@ void Tracer::run() {
   Duration backoff = std::chrono::milliseconds(100);
   std::vector<Span> batch;
   while (true) {
-    cv_.wait_for(lock, settings_.flush, [&] { return stopping_ || queue_.size() >= settings_.max_batch; });
-    if (queue_.empty()) {
+    cv_.wait_for(lock, settings_.flush, [&] { return stopping_ || queue_.size() - head_ >= settings_.max_batch; });
+    if (queue_.size() == head_) {
       if (stopping_) return;
       continue;
     }
-    if (queue_.size() <= settings_.max_batch) {
+    if (head_ == 0 && queue_.size() <= settings_.max_batch) {
       batch.swap(queue_);  // queue_ takes the emptied batch's room
     } else {  // a backlog: the oldest
-      const auto cut = queue_.begin() + static_cast<std::ptrdiff_t>(settings_.max_batch);
-      batch.assign(std::make_move_iterator(queue_.begin()), std::make_move_iterator(cut));
-      queue_.erase(queue_.begin(), cut);
+      const auto from = queue_.begin() + static_cast<std::ptrdiff_t>(head_);
+      const auto cut = from + static_cast<std::ptrdiff_t>(std::min(queue_.size() - head_, settings_.max_batch));
+      batch.assign(std::make_move_iterator(from), std::make_move_iterator(cut));
+      head_ = static_cast<std::size_t>(cut - queue_.begin());
+      if (head_ == queue_.size()) {
+        queue_.clear();
+        head_ = 0;
+      } else if (head_ * 2 >= queue_.size()) {  // shifts no more than was taken since the last time
+        queue_.erase(queue_.begin(), queue_.begin() + static_cast<std::ptrdiff_t>(head_));
+        head_ = 0;
+      }
     }
     const bool last_round = stopping_;
     lock.unlock();
@@ -994,8 +1002,9 @@ void Tracer::run() {
       if (stopping_) {
         // Stopping and the collector failed: the rest is given up at once, not tried batch
         // by batch (one that never answers would hold the stop a timeout per batch).
-        stats_.failed += queue_.size();
+        stats_.failed += queue_.size() - head_;
         queue_.clear();
+        head_ = 0;
       }
       if (!warned_) {
         warned_ = true;

@@ -164,7 +164,11 @@ class Tracer {
   Logger& logger_;
   mutable std::mutex mu_;
   std::condition_variable cv_;
-  std::vector<Span> queue_;  // the exporter swaps it for its emptied batch (no allocation)
+  // Spans waiting for export are queue_[head_..]: the exporter swaps the vector for its emptied
+  // batch (no allocation), or, behind a backlog, moves a batch out from head_ (what is before
+  // it is compacted away once it is half the vector: no shift of the whole queue per batch).
+  std::vector<Span> queue_;
+  std::size_t head_ = 0;
   // Exported spans, whatever they held still theirs: invocation() takes them back, so that a
   // span's strings and lists are freed and allocated on the thread that records (the
   // allocator's per-thread cache), not freed here and allocated there (its slow path).
