@@ -353,19 +353,31 @@ TEST(Traces, AFullExportQueueDropsAndCountsNewSpansInsteadOfGrowing) {
   EXPECT_NE(text.find("nimbus_trace_spans_dropped_total 90\n"), std::string::npos) << text;
 }
 
+// A tracer exporting OTLP/JSON to a real HTTP collector, in batches of `max_batch`.
+struct ExportingTo {
+  ExportingTo(std::size_t max_batch, Duration flush)
+      : sink(-1), logger(sink, clock, "t"), collector("collector"), tracer(settings_for(max_batch, flush), "t", "", logger) {}
+  TraceSettings settings_for(std::size_t max_batch, Duration flush) const {
+    TraceSettings s;
+    s.endpoint = "http://127.0.0.1:" + std::to_string(collector.port()) + "/v1/traces";
+    s.protocol = OtlpProtocol::json;
+    s.max_batch = max_batch;
+    s.flush = flush;
+    return s;
+  }
+  SystemClock clock;
+  LogSink sink;
+  Logger logger;
+  testing::TestUpstream collector;
+  Tracer tracer;
+};
+
 // A backlog (more spans waiting than a batch) is sent oldest first, a batch at a time, each
 // span once.
 TEST(Traces, ABacklogIsSentInOrderABatchAtATime) {
-  SystemClock clock;
-  LogSink sink(-1);
-  Logger logger(sink, clock, "t");
-  testing::TestUpstream collector("collector");
-  TraceSettings settings;
-  settings.endpoint = "http://127.0.0.1:" + std::to_string(collector.port()) + "/v1/traces";
-  settings.protocol = OtlpProtocol::json;
-  settings.max_batch = 4;
-  settings.flush = std::chrono::milliseconds(20);
-  Tracer tracer(settings, "t", "", logger);
+  ExportingTo c(4, std::chrono::milliseconds(20));
+  Tracer& tracer = c.tracer;
+  testing::TestUpstream& collector = c.collector;
   constexpr int kSpans = 50;
   for (int round = 0; round < 2; ++round) {  // the second behind what is left of the first
     std::vector<Span> spans(kSpans);
@@ -398,16 +410,9 @@ TEST(Traces, ABacklogIsSentInOrderABatchAtATime) {
 // Exported spans are written over by the invocations after them (Tracer::take_spares): what
 // one span held (links, an error, its attributes) must not show in the next one written there.
 TEST(Traces, ASpanWrittenOverAnExportedOneCarriesNothingOfIt) {
-  SystemClock clock;
-  LogSink sink(-1);
-  Logger logger(sink, clock, "t");
-  testing::TestUpstream collector("collector");
-  TraceSettings settings;
-  settings.endpoint = "http://127.0.0.1:" + std::to_string(collector.port()) + "/v1/traces";
-  settings.protocol = OtlpProtocol::json;
-  settings.max_batch = 5;  // each invocation's spans are a batch of their own
-  settings.flush = std::chrono::milliseconds(10);
-  Tracer tracer(settings, "t", "", logger);
+  ExportingTo c(5, std::chrono::milliseconds(10));  // each invocation's spans are a batch of their own
+  Tracer& tracer = c.tracer;
+  testing::TestUpstream& collector = c.collector;
   // `n` exports answered and their spans given back for reuse (counted in the same lock).
   uint64_t sent = 0;
   const auto exported = [&](std::size_t n) {
