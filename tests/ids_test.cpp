@@ -109,6 +109,36 @@ TEST(TraceTest, ALaterVersionIsContinuedAsVersion00WithOnlyTheSampledFlag) {
   EXPECT_NE(std::string(trace_id_of(continue_trace("00-" + trace + "-00f067aa0ba902b7-01-x"))), trace);
 }
 
+// tracestate goes on as it came with a trace that is continued, and only then.
+TEST(TraceTest, TracestateGoesOnAsItCameWithTheTraceItBelongsTo) {
+  const std::string tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+  EXPECT_EQ(continue_tracestate(tp, "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7"), "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7");
+  // Blank members and the whitespace around members are dropped (the spec's OWS).
+  EXPECT_EQ(continue_tracestate(tp, " congo=t61 ,\t, rojo=00f0 "), "congo=t61,rojo=00f0");
+  // A later version's traceparent is continued, and so is its tracestate.
+  EXPECT_EQ(continue_tracestate("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-later", "a=1"), "a=1");
+  // A trace that is not continued (no traceparent, a malformed one) takes nothing of it.
+  EXPECT_EQ(continue_tracestate("", "a=1"), "");
+  EXPECT_EQ(continue_tracestate("00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01", "a=1"), "");
+  EXPECT_EQ(continue_tracestate(tp, ""), "");
+  // Not a list of key=value members of printable characters: dropped whole.
+  EXPECT_EQ(continue_tracestate(tp, "a=1,justakey"), "");
+  EXPECT_EQ(continue_tracestate(tp, "=1"), "");
+  EXPECT_EQ(continue_tracestate(tp, std::string("a=1\x01")), "");
+  EXPECT_EQ(continue_tracestate(tp, "a=caf\xc3\xa9"), "");
+  // 32 members pass; 33 are more than the spec allows: dropped whole.
+  std::string members;
+  for (int i = 0; i < 32; ++i) members += (i ? ",k" : "k") + std::to_string(i) + "=v";
+  EXPECT_EQ(continue_tracestate(tp, members), members);
+  EXPECT_EQ(continue_tracestate(tp, members + ",k32=v"), "");
+  // Over 512 characters: members are dropped from the end until it fits.
+  const std::string big(300, 'x');
+  EXPECT_EQ(continue_tracestate(tp, "a=" + big + ",b=" + big + ",c=1"), "a=" + big);
+  const std::string fits = "a=" + std::string(250, 'x') + ",b=" + std::string(255, 'y');
+  ASSERT_EQ(fits.size(), 510u);
+  EXPECT_EQ(continue_tracestate(tp, fits + ",c=1"), fits);
+}
+
 TEST(TraceTest, NewTracesDiffer) {
   EXPECT_NE(trace_id_of(continue_trace("")), trace_id_of(continue_trace("")));
 }

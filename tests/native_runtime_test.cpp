@@ -259,6 +259,37 @@ TEST_F(NativeRuntimeTest, OtherAbiVersionNamesBothVersions) {
   EXPECT_NE(msg.find("rebuild"), std::string::npos) << msg;
 }
 
+TEST_F(NativeRuntimeTest, ALibraryBuiltForTheOldestVersionSpokenStillLoadsAndRuns) {
+  auto fn = must_load("abi_v2");
+  ASSERT_NE(fn, nullptr);
+  Invocation inv = http_inv("abi_v2", "GET", "/");
+  inv.traceparent = "00-" + std::string(32, 'a') + "-" + std::string(16, 'b') + "-01";
+  inv.tracestate = "v=1";
+  Result r = fn->call(std::move(inv));
+  ASSERT_EQ(r.outcome, Outcome::success) << r.error.message;
+  EXPECT_EQ(r.http->body, "00-" + std::string(32, 'a') + "-" + std::string(16, 'b') + "-01");
+}
+
+TEST_F(NativeRuntimeTest, TheTraceContextReachesTheFunctionWithItsHeadersForOutgoingCalls) {
+  auto fn = must_load("echo");
+  ASSERT_NE(fn, nullptr);
+  const std::string tp = "00-" + std::string(32, 'a') + "-" + std::string(16, 'b') + "-01";
+  Invocation inv = http_inv("echo", "GET", "/", "trace=1");
+  inv.traceparent = tp;
+  inv.tracestate = "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7";
+  Result r = fn->call(std::move(inv));
+  ASSERT_EQ(r.outcome, Outcome::success) << r.error.message;
+  EXPECT_EQ(r.http->body, "{\"traceparent\":\"" + tp + "\",\"tracestate\":\"congo=t61rcWkgMzE,rojo=00f067aa0ba902b7\"," +
+                              "\"trace_headers\":[[\"traceparent\",\"" + tp +
+                              "\"],[\"tracestate\",\"congo=t61rcWkgMzE,rojo=00f067aa0ba902b7\"]]}");
+  // Without a tracestate, only the traceparent goes on.
+  Invocation plain = http_inv("echo", "GET", "/", "trace=1");
+  plain.traceparent = tp;
+  r = fn->call(std::move(plain));
+  EXPECT_EQ(r.http->body, "{\"traceparent\":\"" + tp + "\",\"tracestate\":\"\",\"trace_headers\":[[\"traceparent\",\"" +
+                              tp + "\"]]}");
+}
+
 TEST_F(NativeRuntimeTest, MissingFileIsClear) {
   const fs::path lib = kFunctions / "does_not_exist.so";
   auto fn = load("ghost", lib);

@@ -145,7 +145,7 @@ inline Batch put_batch(Batch::BlobPut p) {
 
 inline Batch delete_batch(std::string container, std::string name, std::optional<std::string> if_match = std::nullopt) {
   Batch b;
-  b.blob_deletes.push_back({std::move(container), std::move(name), std::move(if_match), {}});
+  b.blob_deletes.push_back({std::move(container), std::move(name), std::move(if_match), {}, {}});
   return b;
 }
 
@@ -198,7 +198,7 @@ inline std::string run_then_kill(const std::string& url, const fs::path& dir, st
 inline void put_blobs_forever(Store& s, int fd) {
   for (int i = 0;; ++i) {
     Batch b = put_batch(blob_put("c", "n" + std::to_string(i % 50), std::string(1000 + i % 4000, static_cast<char>('a' + i % 26))));
-    if (i % 7 == 0) b.blob_deletes.push_back({"c", "n" + std::to_string((i + 3) % 50), std::nullopt, {}});
+    if (i % 7 == 0) b.blob_deletes.push_back({"c", "n" + std::to_string((i + 3) % 50), std::nullopt, {}, {}});
     s.commit(std::move(b), [fd](Expected<BatchResult> r) {
       if (r.ok()) (void)!::write(fd, "\n", 1);
     });

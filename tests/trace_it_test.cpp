@@ -534,6 +534,82 @@ TEST(Traces, AFunctionsOwnHttpCallsCarryItsTraceparentInPythonAndNode) {
   EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
 }
 
+// A W3C tracestate that comes with a trace goes on with it, unchanged, through every hop: an
+// output to a queue, a host call's publish to a topic, an output to a stream, a CloudEvent;
+// each Python, Node and C++ function is handed it, and the Python and Node functions' own HTTP
+// calls carry it beside their traceparent. One that comes with a malformed traceparent (a new
+// trace starts) is not passed on.
+TEST(Traces, TracestateGoesOnWithTheTraceThroughEveryHopAndOnTheFunctionsOwnCalls) {
+  TestUpstream up("up");
+  TempDir dir;
+  const std::string url = "http://127.0.0.1:" + std::to_string(up.port()) + "/seen/";
+  dir.write("nimbus.yaml",
+            "name: states\nfunctions:\n"
+            "  front:\n    runtime: python\n    handler: app.py:front\n"
+            "    triggers: [{http: {route: /order}}]\n    outputs: {next: {queue: orders}}\n"
+            "  worker:\n    runtime: node\n    handler: app.js:worker\n    triggers: [{queue: {name: orders}}]\n"
+            "  notify:\n    runtime: python\n    handler: app.py:notify\n"
+            "    triggers: [{topic: {name: placed}}]\n    outputs: {audit: {stream: audit}}\n"
+            "  audit:\n    runtime: node\n    handler: app.js:audit\n"
+            "    triggers: [{stream: {name: audit, batch_size: 1}}]\n"
+            "  event:\n    runtime: node\n    handler: app.js:event\n    triggers: [{cloudevents: {path: /events}}]\n"
+            "  echo:\n    runtime: native\n    handler: " + fn("echo") + "\n    triggers: [{http: {route: /echo}}]\n");
+  // Each function calls out with what it was handed in its path (the client adds the headers).
+  dir.write("app.py", "import urllib.parse, urllib.request\n"
+                      "def call(name, ctx):\n"
+                      "    urllib.request.urlopen('" + url + "' + name + '?state=' + urllib.parse.quote(ctx.tracestate)).read()\n"
+                      "def front(req, ctx):\n    call('front', ctx)\n    ctx.output('next', req.text())\n    return 'ok'\n"
+                      "def notify(req, ctx):\n    call('notify', ctx)\n    ctx.output('audit', req.text(), {'key': 'a'})\n");
+  dir.write("app.js", "const call = async (name, ctx) => (await fetch('" + url +
+                      "' + name + '?state=' + encodeURIComponent(ctx.tracestate))).text();\n"
+                      "exports.worker = async (req, ctx) => { await call('worker', ctx); await ctx.publish('placed', req.text()); };\n"
+                      "exports.audit = async (req, ctx) => { await call('audit', ctx); };\n"
+                      "exports.event = async (req, ctx) => { await call('event', ctx); return 'ok'; };\n");
+  Host host(dir.path());
+  ASSERT_TRUE(host.started()) << host.errors();
+  const std::string trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+  const std::string state = "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7";
+  const std::map<std::string, std::string> w3c{{"traceparent", "00-" + trace + "-00f067aa0ba902b7-01"},
+                                               {"tracestate", state}};
+  Response r = request(host.http_port(), "POST", "/order", w3c, "A-17");
+  ASSERT_EQ(r.status, 200) << r.body << host.output();
+  ASSERT_TRUE(eventually([&] { return up.requests() >= 4; }, 20000)) << up.requests() << "\n" << host.output();
+  // A CloudEvent in binary mode: its distributed tracing extension is the W3C headers.
+  auto ce = w3c;
+  ce.insert({{"ce-specversion", "1.0"}, {"ce-id", "e-1"}, {"ce-source", "/test"}, {"ce-type", "t"},
+             {"content-type", "text/plain"}});
+  r = request(host.http_port(), "POST", "/events", ce, "x");
+  ASSERT_EQ(r.status, 200) << r.body << host.output();
+  // Each function's call: what it was handed (ctx.tracestate, in the query) and its headers.
+  std::map<std::string, TestUpstream::Seen> by_name;
+  for (const auto& seen : up.seen()) by_name[seen.target.substr(6, seen.target.find('?') - 6)] = seen;
+  for (const char* name : {"front", "worker", "notify", "audit", "event"}) {
+    SCOPED_TRACE(name);
+    ASSERT_TRUE(by_name.count(name)) << "no call from " << name;
+    const std::string& target = by_name[name].target;
+    EXPECT_EQ(target.substr(target.find('=') + 1), "congo%3Dt61rcWkgMzE%2Crojo%3D00f067aa0ba902b7");
+    const auto& headers = by_name[name].headers;
+    ASSERT_TRUE(headers.count("traceparent"));
+    EXPECT_EQ(headers.at("traceparent").substr(3, 32), trace);
+    EXPECT_EQ(headers.count("tracestate") ? headers.at("tracestate") : "", state);
+  }
+  // A C++ function gets it too, and trace_headers() for its own calls.
+  r = request(host.http_port(), "GET", "/echo?trace=1", w3c);
+  ASSERT_EQ(r.status, 200) << r.body;
+  json::object echoed = parse_object(r.body);
+  EXPECT_EQ(echoed["tracestate"].as_string(), state);
+  EXPECT_EQ(json::serialize(echoed["trace_headers"].as_array().at(1)), "[\"tracestate\",\"" + state + "\"]");
+  // With a malformed traceparent the trace starts anew, and the tracestate does not go on.
+  r = request(host.http_port(), "GET", "/echo?trace=1",
+              {{"traceparent", "00-" + trace + "-00f067aa0ba902b7"}, {"tracestate", state}});
+  ASSERT_EQ(r.status, 200) << r.body;
+  echoed = parse_object(r.body);
+  EXPECT_NE(std::string(echoed["traceparent"].as_string()).substr(3, 32), trace);
+  EXPECT_EQ(echoed["tracestate"].as_string(), "");
+  EXPECT_EQ(echoed["trace_headers"].as_array().size(), 1u);
+  EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
+}
+
 TEST(Traces, HostCallsAreSpansAndWhatTheyCauseIsTheirChild) {
   TestUpstream collector("collector");
   TempDir dir;

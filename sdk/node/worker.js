@@ -14,7 +14,8 @@ const path = require('path');
 const { AsyncLocalStorage } = require('async_hooks');
 
 // The invocation whose code is running (through its awaits): a function's own fetch() calls
-// carry its traceparent, so what they reach joins the trace, unless the call sets one itself.
+// carry its traceparent (and tracestate), so what they reach joins the trace, unless the call
+// sets a traceparent itself.
 const running = new AsyncLocalStorage();
 if (typeof globalThis.fetch === 'function') {
   const originalFetch = globalThis.fetch;
@@ -24,6 +25,8 @@ if (typeof globalThis.fetch === 'function') {
     const headers = new Headers(init?.headers ?? (input instanceof Request ? input.headers : undefined));
     if (headers.has('traceparent')) return originalFetch(input, init);
     headers.set('traceparent', traceparent);
+    const tracestate = running.getStore().tracestate;
+    if (tracestate && !headers.has('tracestate')) headers.set('tracestate', tracestate);
     return originalFetch(input, { ...init, headers });
   };
 }
@@ -40,11 +43,13 @@ function traceHttp(mod) {
   const originalRequest = mod.request;
   mod.request = function request(...args) {
     const req = originalRequest.apply(this, args);
-    const traceparent = running.getStore()?.traceparent;
+    const store = running.getStore();
+    const traceparent = store?.traceparent;
     try {
       // Raw header arrays are written at once (headersSent): those are left as they are.
       if (traceparent && !req.headersSent && req.getHeader('traceparent') === undefined) {
         req.setHeader('traceparent', traceparent);
+        if (store.tracestate && req.getHeader('tracestate') === undefined) req.setHeader('tracestate', store.tracestate);
       }
     } catch (_) { /* a request that takes no more headers goes as it is */ }
     return req;
@@ -300,7 +305,7 @@ class Worker {
     const log = (level) => (message) => this.send(LOG, { id, level, message: String(message) });
     const ctx = {
       invocationId: id, function: this.function, attempt: header.attempt || 1,
-      deadlineMs: header.deadline_ms || 0, traceparent: header.traceparent || '',
+      deadlineMs: header.deadline_ms || 0, traceparent: header.traceparent || '', tracestate: header.tracestate || '',
       remainingMs() { return Math.max(0, this.deadlineMs - Date.now()); },
       log: { debug: log('debug'), info: log('info'), warn: log('warn'), error: log('error') },
       messageId: header.message_id || '',

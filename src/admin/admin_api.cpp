@@ -607,7 +607,8 @@ void AdminApi::blobs(IncomingRequest& request, std::string_view path, std::strin
   }
   if (method == "DELETE") {
     Batch b;
-    b.blob_deletes.push_back({container, name, blob_condition(request), blob_traceparent(request)});
+    b.blob_deletes.push_back({container, name, blob_condition(request), blob_traceparent(request),
+                              blob_tracestate(request)});
     store_->commit(std::move(b), [respond = std::move(respond), container, name](Expected<BatchResult> r) {
       if (!r) return respond(blob_error_reply(r.error()));
       if (r->blobs_deleted.at(0) == 0) return respond(json_error(404, "not_found", "no blob " + container + "/" + name, ""));

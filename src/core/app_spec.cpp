@@ -49,7 +49,8 @@ Duration RetryPolicy::next_delay(int attempt) const {
 }
 
 Invocation new_invocation(const FunctionSpec& function, TriggerKind trigger, std::string source,
-                          std::string type, const Clock& clock, std::string_view traceparent) {
+                          std::string type, const Clock& clock, std::string_view traceparent,
+                          std::string_view tracestate) {
   Invocation inv;
   inv.id = new_invocation_id();
   inv.function = function.name;
@@ -61,6 +62,7 @@ Invocation new_invocation(const FunctionSpec& function, TriggerKind trigger, std
   inv.deadline = inv.started + function.timeout;
   inv.traceparent = continue_trace(traceparent);
   inv.parent_span = valid_traceparent(traceparent) ? span_id_of(traceparent) : 0;
+  if (!tracestate.empty()) inv.tracestate = continue_tracestate(traceparent, tracestate);
   return inv;
 }
 

@@ -161,9 +161,11 @@ struct FunctionSpec {
 };
 
 // A new Invocation of `function` from a trigger: fresh id, CloudEvents source and type, time
-// stamps from `clock`, the function's deadline, and a trace continuing `traceparent` (or new).
+// stamps from `clock`, the function's deadline, and a trace continuing `traceparent` (or new)
+// with its `tracestate`.
 Invocation new_invocation(const FunctionSpec& function, TriggerKind trigger, std::string source,
-                          std::string type, const Clock& clock, std::string_view traceparent = {});
+                          std::string type, const Clock& clock, std::string_view traceparent = {},
+                          std::string_view tracestate = {});
 
 struct HttpSettings {
   std::size_t max_body = 10u << 20;

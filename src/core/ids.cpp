@@ -134,6 +134,34 @@ std::string continue_trace(std::string_view in) {
   return out;
 }
 
+std::string continue_tracestate(std::string_view tp, std::string_view state) {
+  if (state.empty()) return {};
+  if (tp.size() > 55 && tp[55] == '-' && tp.substr(0, 2) != "00") tp = tp.substr(0, 55);
+  if (!valid_traceparent(tp)) return {};
+  std::string_view members[32];
+  std::size_t count = 0;
+  while (!state.empty()) {
+    const std::size_t comma = state.find(',');
+    std::string_view m = state.substr(0, comma);
+    state = comma == std::string_view::npos ? std::string_view() : state.substr(comma + 1);
+    while (!m.empty() && (m.front() == ' ' || m.front() == '\t')) m.remove_prefix(1);
+    while (!m.empty() && (m.back() == ' ' || m.back() == '\t')) m.remove_suffix(1);
+    if (m.empty()) continue;
+    // key=value, printable ASCII; more than 32 members: the whole header is dropped.
+    if (count == 32 || m.find('=') == std::string_view::npos || m.front() == '=') return {};
+    for (char c : m)
+      if (c < 0x20 || c > 0x7e) return {};
+    members[count++] = m;
+  }
+  std::string out;
+  for (std::size_t i = 0; i < count; ++i) {
+    if (out.size() + (out.empty() ? 0 : 1) + members[i].size() > 512) break;
+    if (!out.empty()) out += ',';
+    out += members[i];
+  }
+  return out;
+}
+
 uint64_t new_span_id() { return t_random.next() | 1; }
 
 std::string_view trace_id_of(std::string_view traceparent) {

@@ -26,6 +26,12 @@ std::string_view trace_id_of(std::string_view traceparent);
 // `traceparent` (valid) with `span` as its parent-id: what a span of ours passes on to the work
 // it causes.
 std::string with_span_id(std::string_view traceparent, uint64_t span);
+// The W3C `tracestate` that goes on with a trace continued from `incoming_traceparent`: empty
+// when that traceparent starts a new trace (continue_trace would not continue it), or when the
+// tracestate is not a list of at most 32 printable members; else the list as it came (blank
+// members and the whitespace around members dropped), members dropped from its end until it
+// fits 512 characters. We add no member of our own: the spec's "pass it on unchanged".
+std::string continue_tracestate(std::string_view incoming_traceparent, std::string_view tracestate);
 
 // Compares a presented secret with the real one in time that does not depend on where they
 // differ. (OpenSSL's CRYPTO_memcmp does the same; linking libcrypto for it alone cost the host

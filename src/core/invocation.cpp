@@ -71,4 +71,10 @@ const std::string* find_header(const Headers& headers, std::string_view name) {
   return nullptr;
 }
 
+void add_trace_context(Headers& metadata, std::string_view traceparent, std::string_view tracestate) {
+  if (traceparent.empty() || find_header(metadata, "traceparent")) return;
+  metadata.push_back({"traceparent", std::string(traceparent)});
+  if (!tracestate.empty() && !find_header(metadata, "tracestate")) metadata.push_back({"tracestate", std::string(tracestate)});
+}
+
 }  // namespace nimbus

@@ -49,6 +49,9 @@ using Headers = std::vector<Header>;
 
 // Case-insensitive lookup (HTTP header names); returns nullptr when absent.
 const std::string* find_header(const Headers& headers, std::string_view name);
+// A message's trace context in its metadata: `traceparent` when not empty and the metadata has
+// none (a function that set its own keeps it), and `tracestate` beside it when not empty.
+void add_trace_context(Headers& metadata, std::string_view traceparent, std::string_view tracestate);
 
 struct HttpRequest {
   std::string method;
@@ -76,6 +79,7 @@ struct Invocation {
   TimePoint started{};   // when the trigger made it (steady); durations count from here
   TimePoint deadline{};  // steady; the wall-clock deadline is time + (deadline - started)
   std::string traceparent;  // W3C trace context: this invocation's own span is its parent-id
+  std::string tracestate;   // W3C: the vendors' list that came with a continued trace, passed on as it came
   uint64_t parent_span = 0;  // the span that caused it (from the incoming traceparent); 0: a root
   std::optional<HttpRequest> http;
 };

@@ -29,6 +29,7 @@ struct ServiceCall {
   std::string body;
   std::string caller;         // the calling function
   std::string traceparent;    // the caller's trace, continued by invoke
+  std::string tracestate;     // and its tracestate
 };
 
 struct ServiceResult {

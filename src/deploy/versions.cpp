@@ -208,7 +208,7 @@ Expected<Version> VersionCatalog::add(const std::string& package, const std::str
     b.puts.push_back({kDeployStore, "counter", std::to_string(v.number), etag, 0});
     b.puts.push_back({kDeployStore, number_key(v.number), version_json(v), std::string(), 0});
     b.puts.push_back({kDeployStore, "digest/" + digest, std::to_string(v.number), std::string(), 0});
-    b.blob_puts.push_back({kPackageContainer, digest + ".tar", package, "application/x-tar", {}, std::nullopt, {}});
+    b.blob_puts.push_back({kPackageContainer, digest + ".tar", package, "application/x-tar", {}, std::nullopt, {}, {}});
     auto done = commit_and_wait(store_, std::move(b));
     if (done) return v;
     if (done.error().code != store_error::conflict) return done.error();

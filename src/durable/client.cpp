@@ -84,12 +84,13 @@ json::object urls(const std::string& base, const std::string& id) {
 
 }  // namespace
 
-NewMessage event_message(const std::string& instance, json::object event, const std::string& traceparent) {
+NewMessage event_message(const std::string& instance, json::object event, const std::string& traceparent,
+                         const std::string& tracestate) {
   NewMessage m;
   m.type = "nimbus.durable.event";
   m.subject = instance;
   m.payload = json::serialize(json::object{{"instance", instance}, {"event", std::move(event)}});
-  if (valid_traceparent(traceparent)) m.metadata.push_back({"traceparent", traceparent});
+  if (valid_traceparent(traceparent)) add_trace_context(m.metadata, traceparent, continue_tracestate(traceparent, tracestate));
   return m;
 }
 
@@ -97,7 +98,7 @@ Client::Client(Store& store, const Clock& clock, std::map<std::string, std::stri
     : store_(store), clock_(clock), versions_(std::move(versions)) {}
 
 HttpReply Client::start(const std::string& name, const std::string& requested_id, const std::string& body,
-                        const std::string& base, const std::string& traceparent) {
+                        const std::string& base, const std::string& traceparent, const std::string& tracestate) {
   const auto version = versions_.find(name);
   if (version == versions_.end()) {
     return error_reply(404, "not_found", "no function has an orchestration trigger named '" + name + "'");
@@ -124,7 +125,7 @@ HttpReply Client::start(const std::string& name, const std::string& requested_id
   b.puts.push_back({kInstances, id, encode(rec), std::string(), 0});  // create-only
   b.enqueues.push_back({orchestrator_queue(name),
                         event_message(id, json::object{{"type", "execution_started"}, {"input", value_of(input)},
-                                                       {"time_ms", now}}, traceparent)});
+                                                       {"time_ms", now}}, traceparent, tracestate)});
   auto done = store_.commit_sync(std::move(b));
   if (!done && done.error().code == store_error::conflict) {
     return error_reply(409, "instance_exists", "an instance with id '" + id + "' exists already");
@@ -138,7 +139,7 @@ HttpReply Client::start(const std::string& name, const std::string& requested_id
 HttpReply Client::instance(const std::string& method, const std::string& name, const std::string& id,
                            const std::string& action, const std::string& event_name, const std::string& body,
                            const std::string& reason, bool history, const std::string& base,
-                           const std::string& traceparent) {
+                           const std::string& traceparent, const std::string& tracestate) {
   auto got = store_.get(kInstances, id);
   if (!got) return error_reply(503, "store_unavailable", got.error().message);
   std::optional<Instance> rec = *got ? decode_instance((*got)->value) : std::nullopt;
@@ -188,7 +189,7 @@ HttpReply Client::instance(const std::string& method, const std::string& name, c
   }
   event["time_ms"] = unix_ms(clock_);
   Batch b;
-  b.enqueues.push_back({orchestrator_queue(rec->name), event_message(id, std::move(event), traceparent)});
+  b.enqueues.push_back({orchestrator_queue(rec->name), event_message(id, std::move(event), traceparent, tracestate)});
   auto done = store_.commit_sync(std::move(b));
   if (!done) return error_reply(503, "store_unavailable", done.error().message);
   return json_reply(202, json::object{{"id", id}, {"accepted", action}});

@@ -28,16 +28,17 @@ class Client {
 
   // Starts `name` with `input` (JSON text; empty = null) as `id` (empty = a new one).
   // `base` is where the instance URLs in the reply point (".../_nimbus/orchestrations/<name>").
-  // `traceparent`: the caller's (W3C), carried by the event: the first step is in its trace.
+  // `traceparent`, `tracestate`: the caller's (W3C), carried by the event: the first step is in
+  // its trace.
   HttpReply start(const std::string& name, const std::string& id, const std::string& input, const std::string& base,
-                  const std::string& traceparent = {});
+                  const std::string& traceparent = {}, const std::string& tracestate = {});
   // One instance: `action` "" with GET (status; `history` adds it) or DELETE (purge); with POST
   // "events" (raise `event` with `body` as its data), "terminate", "suspend" or "resume"
   // (`reason`). `name` (if not empty) must be the instance's orchestration, else 404.
   HttpReply instance(const std::string& method, const std::string& name, const std::string& id,
                      const std::string& action, const std::string& event, const std::string& body,
                      const std::string& reason, bool history, const std::string& base,
-                     const std::string& traceparent = {});
+                     const std::string& traceparent = {}, const std::string& tracestate = {});
   // Instances by id (of `name` if not empty), `status` (empty = any), `limit` after `after`.
   HttpReply list(const std::string& name, const std::string& status, int limit, const std::string& after);
 

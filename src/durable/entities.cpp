@@ -252,6 +252,7 @@ class EntityWorker : public std::enable_shared_from_this<EntityWorker> {
     int attempt = 1;
     std::string traceparent;      // the operations' (their cause)
     std::string run_traceparent;  // the entity function's last run: the parent of its replies
+    std::string tracestate;       // the operations' (W3C), passed on with the replies
     // Operations that failed together on their last attempt (a crash, a timeout) are run again
     // one at a time, in order, within the step: only those that fail alone are dead-lettered.
     bool singles = false;
@@ -266,7 +267,10 @@ class EntityWorker : public std::enable_shared_from_this<EntityWorker> {
     s->key = key;
     s->messages = std::move(messages);
     for (const auto& m : s->messages) s->attempt = std::max(s->attempt, m.deliveries);
-    if (const std::string* tp = find_header(s->messages.front().metadata, "traceparent")) s->traceparent = *tp;
+    if (const std::string* tp = find_header(s->messages.front().metadata, "traceparent")) {
+      s->traceparent = *tp;
+      if (const std::string* ts = find_header(s->messages.front().metadata, "tracestate")) s->tracestate = *ts;
+    }
     auto got = store_.get(kEntities, entity_state_key(fn_.name, key));
     if (!got) {
       logger_.host(LogLevel::error, "cannot read an entity's state; its operations are tried again",
@@ -345,9 +349,10 @@ class EntityWorker : public std::enable_shared_from_this<EntityWorker> {
     json::object work{{"name", fn_.name}, {"key", s->key}, {"state", s->state}, {"exists", s->exists},
                       {"operations", std::move(operations)}};
     Invocation inv = new_invocation(fn_, kind_, "/entities/" + fn_.name + "/" + s->key, "nimbus.durable.entity", clock_,
-                                    s->traceparent);
+                                    s->traceparent, s->tracestate);
     inv.subject = s->key;
     s->run_traceparent = inv.traceparent;
+    s->tracestate = inv.tracestate;
     inv.message_id = count == 1 && s->run[first].message ? s->run[first].message->id : s->messages.front().id;
     inv.attempt = s->attempt;
     inv.payload = json::serialize(work);
@@ -602,9 +607,7 @@ class EntityWorker : public std::enable_shared_from_this<EntityWorker> {
     NewMessage m;
     m.type = "nimbus.durable.event";
     m.payload = json::serialize(json::object{{"instance", op.instance}, {"event", std::move(event)}});
-    if (const std::string& tp = s.run_traceparent.empty() ? s.traceparent : s.run_traceparent; !tp.empty()) {
-      m.metadata.push_back({"traceparent", tp});
-    }
+    add_trace_context(m.metadata, s.run_traceparent.empty() ? s.traceparent : s.run_traceparent, s.tracestate);
     b.enqueues.push_back({op.reply, std::move(m)});
   }
 
@@ -679,7 +682,10 @@ class EntityWorker : public std::enable_shared_from_this<EntityWorker> {
     m.subject = *key;
     m.payload = json::serialize(json::object{{"key", *key}, {"op", *op}, {"input", std::move(input)}});
     m.metadata = {{"content-type", "application/json"}};
-    if (auto tp = request.header("traceparent")) m.metadata.push_back({"traceparent", std::string(*tp)});
+    if (auto tp = request.header("traceparent")) {
+      auto ts = request.header("tracestate");
+      add_trace_context(m.metadata, *tp, ts ? continue_tracestate(*tp, *ts) : std::string());
+    }
     std::string id;
     if (call) {  // waits from before the enqueue: the reply may come before the commit's callback
       id = new_invocation_id();

@@ -8,6 +8,7 @@
 
 namespace nimbus::durable {
 
-NewMessage event_message(const std::string& instance, boost::json::object event, const std::string& traceparent = {});
+NewMessage event_message(const std::string& instance, boost::json::object event, const std::string& traceparent = {},
+                         const std::string& tracestate = {});
 
 }  // namespace nimbus::durable

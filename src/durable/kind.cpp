@@ -118,7 +118,7 @@ class ActivityHooks final : public FeedHooks {
       return Error{"the activity call's " + std::string(kMetaTask) + " metadata is not a number: '" + *task + "'"};
     }
     std::lock_guard lock(mu_);
-    calls_[message.id] = Call{*instance, step, *reply, inv.traceparent};
+    calls_[message.id] = Call{*instance, step, *reply, inv.traceparent, inv.tracestate};
     return ok_status();
   }
 
@@ -154,7 +154,7 @@ class ActivityHooks final : public FeedHooks {
     m.type = "nimbus.durable.event";
     m.payload = json::serialize(json::object{{"instance", call.instance}, {"event", std::move(event)}});
     // The step its answer wakes is in the activity's trace, under it.
-    if (!call.traceparent.empty()) m.metadata.push_back({"traceparent", call.traceparent});
+    add_trace_context(m.metadata, call.traceparent, call.tracestate);
     batch.enqueues.push_back({call.reply, std::move(m)});
   }
 
@@ -164,6 +164,7 @@ class ActivityHooks final : public FeedHooks {
     int64_t task = 0;
     std::string reply;
     std::string traceparent;  // the activity run's
+    std::string tracestate;
   };
   mutable std::mutex mu_;
   mutable std::map<std::string, Call> calls_;  // by message id, from delivery to completion

@@ -186,6 +186,7 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
     int attempt = 1;
     std::string traceparent;       // the events' (the cause of this step)
     std::string step_traceparent;  // the orchestrator's run in this step: the parent of what it sends
+    std::string tracestate;        // the events' (W3C), passed on with what the step sends
     bool history_loaded = false;
     bool record_put = false;  // commit_step: the record is the commit's last put
     bool sets_due = false;    // the commit puts something in the queue for later (a timer, a retry)
@@ -220,7 +221,10 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
     s->id = id;
     s->messages = std::move(messages);
     for (const auto& m : s->messages) s->attempt = std::max(s->attempt, m.deliveries);
-    if (const std::string* tp = find_header(s->messages.front().metadata, "traceparent")) s->traceparent = *tp;
+    if (const std::string* tp = find_header(s->messages.front().metadata, "traceparent")) {
+      s->traceparent = *tp;
+      if (const std::string* ts = find_header(s->messages.front().metadata, "tracestate")) s->tracestate = *ts;
+    }
     const int64_t now = unix_ms(clock_);
     if (auto hit = cache_.find(id); hit != cache_.end()) {
       Cached& c = hit->second;
@@ -331,7 +335,7 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
       return commit_step(s, s->new_events, Batch{});
     }
     Invocation inv = new_invocation(fn_, kind_, "/orchestrations/" + fn_.name, "nimbus.durable.step", clock_,
-                                    s->traceparent);
+                                    s->traceparent, s->tracestate);
     inv.subject = id;
     inv.message_id = s->messages.front().id;
     inv.attempt = s->attempt;
@@ -381,6 +385,7 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
                       {"new_events", s->new_events}};
     inv.payload = json::serialize(work);
     s->step_traceparent = inv.traceparent;  // the step runs: what it sends is under its span
+    s->tracestate = inv.tracestate;
     auto done = [self = shared_from_this(), s, run = RunRecord(inv, s->messages.front(), clock_)](Result&& r) {
       run.log(self->logger_, self->clock_, r);
       auto result = std::make_shared<Result>(std::move(r));
@@ -497,14 +502,14 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
         m.payload = json::serialize(input);
         m.metadata = {{kMetaInstance, s->id}, {kMetaTask, std::to_string(task)}, {kMetaReply, queue_},
                       {"content-type", "application/json"}};
-        if (const std::string& tp = sent_traceparent(*s); !tp.empty()) m.metadata.push_back({"traceparent", tp});
+        add_trace_context(m.metadata, sent_traceparent(*s), s->tracestate);
         b.enqueues.push_back({activity_queue(name), std::move(m)});
       } else if (type == "create_timer") {
         const auto fire_at = integer(a, "fire_at_ms");
         if (!fire_at) return fail_instance(s, "step " + std::to_string(i) + ": create_timer needs fire_at_ms");
         page.push_back(json::object{{"type", "timer_created"}, {"task_id", task}, {"fire_at_ms", *fire_at}});
         NewMessage m = event_message(s->id, json::object{{"type", "timer_fired"}, {"task_id", task}, {"fire_at_ms", *fire_at}},
-                                     sent_traceparent(*s));
+                                     sent_traceparent(*s), s->tracestate);
         m.delay_ms = std::max<int64_t>(*fire_at - now, 0);
         b.enqueues.push_back({queue_, std::move(m)});
       } else if (type == "call_sub_orchestration") {
@@ -528,7 +533,7 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
         b.puts.push_back({kInstances, child, encode(c), std::string(), 0});
         b.enqueues.push_back({orchestrator_queue(name),
                               event_message(child, json::object{{"type", "execution_started"}, {"input", input}, {"time_ms", now}},
-                                            sent_traceparent(*s))});
+                                            sent_traceparent(*s), s->tracestate)});
       } else if (type == "call_entity" || type == "signal_entity") {
         const std::string name = str(a, "name");
         const std::string key = str(a, "key");
@@ -565,7 +570,7 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
           m.metadata.push_back({kMetaTask, std::to_string(task)});
           m.metadata.push_back({kMetaReply, queue_});
         }
-        if (const std::string& tp = sent_traceparent(*s); !tp.empty()) m.metadata.push_back({"traceparent", tp});
+        add_trace_context(m.metadata, sent_traceparent(*s), s->tracestate);
         b.enqueues.push_back({entity_queue(name), std::move(m)});
       } else if (type == "lock_entities") {
         // A critical section: the entities are locked one after the other in a fixed order
@@ -649,7 +654,7 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
       s->record.status = RuntimeStatus::running;
       s->record.version = version();  // a new generation replays nothing: it runs this code
       b.enqueues.push_back({queue_, event_message(s->id, json::object{{"type", "execution_started"}, {"input", input}, {"time_ms", now}},
-                                                  sent_traceparent(*s))});
+                                                  sent_traceparent(*s), s->tracestate)});
       return commit_step(s, json::array{}, std::move(b));
     } else if (what != "running") {
       return fail_instance(s, "the orchestrator's outcome '" + what + "' is unknown (known: running, completed, failed, continued_as_new)");
@@ -974,10 +979,12 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
     const std::optional<Duration> wait = wait_of(query, bad);
     if (bad) return respond(std::move(*bad));
     auto tp = request.header("traceparent");
+    auto ts = tp ? request.header("tracestate") : std::nullopt;
     store_.run_blocking([self = shared_from_this(), client = client_, name = fn_.name,
                          id = query_param(query, "instance").value_or(""), body = request.take_body(),
-                         base = base_url(request), respond, traceparent = tp ? std::string(*tp) : std::string(), wait] {
-      HttpReply started = client->start(name, id, body, base, traceparent);
+                         base = base_url(request), respond, traceparent = tp ? std::string(*tp) : std::string(),
+                         tracestate = ts ? std::string(*ts) : std::string(), wait] {
+      HttpReply started = client->start(name, id, body, base, traceparent, tracestate);
       if (!wait || started.status != 202) return respond(std::move(started));
       // Its id: the last part of the status URL the reply gives (the one asked for, or a new one).
       const std::string* location = find_header(started.headers, "location");
@@ -998,9 +1005,11 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
     const std::optional<Duration> wait = wait_of(query, bad);
     if (bad) return respond(std::move(*bad));
     auto tp = request.header("traceparent");
+    auto ts = tp ? request.header("tracestate") : std::nullopt;
     store_.run_blocking([self = shared_from_this(), wait, client = client_, name = fn_.name,
                          method = std::string(request.method()), id = param("id"),
                          traceparent = tp ? std::string(*tp) : std::string(),
+                         tracestate = ts ? std::string(*ts) : std::string(),
                          action = param("action"), event = param("event"), body = request.take_body(),
                          reason = query_param(query, "reason").value_or(""),
                          history = query_param(query, "history").value_or("") == "true",
@@ -1008,7 +1017,8 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
                          limit = std::atoi(query_param(query, "limit").value_or("100").c_str()),
                          after = query_param(query, "after").value_or(""), base = base_url(request), respond] {
       if (id.empty()) return respond(client->list(name, status, limit, after));
-      HttpReply reply = client->instance(method, name, id, action, event, body, reason, history, base, traceparent);
+      HttpReply reply =
+          client->instance(method, name, id, action, event, body, reason, history, base, traceparent, tracestate);
       // A running instance's status, asked to wait: answered when it finishes or the wait ends.
       if (wait && method == "GET" && action.empty() && !history && reply.status == 202) {
         return self->park(id, base, *wait, std::nullopt, respond);

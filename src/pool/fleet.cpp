@@ -137,7 +137,7 @@ std::shared_ptr<InstanceFleet::Instance> InstanceFleet::spawn_locked(std::string
       },
       [this, weak](const std::string& id) {
         auto i = weak.lock();
-        return i ? traceparent_of(i, id) : std::string();
+        return i ? trace_of(i, id) : std::pair<std::string, std::string>();
       }};
   auto conn = transport_->launch(inst->serial, std::move(extra_env), std::move(events));
   if (!conn) {
@@ -188,6 +188,7 @@ void InstanceFleet::start(const Invocation& inv, Completion done) {
   w.done = std::move(done);
   w.deadline = inv.deadline;
   w.traceparent = inv.traceparent;
+  w.tracestate = inv.tracestate;
   std::vector<std::function<void()>> after;
   Outgoing direct;
   {
@@ -407,10 +408,12 @@ void InstanceFleet::on_fatal(const std::shared_ptr<Instance>& inst, std::string 
   logger_.host(LogLevel::error, "worker gave up", {{"function", spec_.name}, {"reason", inst->fatal}});
 }
 
-std::string InstanceFleet::traceparent_of(const std::shared_ptr<Instance>& inst, const std::string& id) {
+std::pair<std::string, std::string> InstanceFleet::trace_of(const std::shared_ptr<Instance>& inst,
+                                                            const std::string& id) {
   std::lock_guard lock(mu_);
   auto it = inst->in_flight.find(id);
-  return it == inst->in_flight.end() ? std::string() : it->second.traceparent;
+  if (it == inst->in_flight.end()) return {};
+  return {it->second.traceparent, it->second.tracestate};
 }
 
 void InstanceFleet::on_exit(const std::shared_ptr<Instance>& inst, int, const std::string& why) {

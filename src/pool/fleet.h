@@ -90,7 +90,7 @@ class InstanceFleet final : public Executor {
     TimePoint sent_at{};    // handed to its instance (for one sent behind init: the instance's ready)
     bool cold = false;      // it waited for an instance to start (none was ready)
     std::vector<OutputMessage> outputs;  // sent by the instance before its result
-    std::string traceparent;
+    std::string traceparent, tracestate;
     // Sent to an instance still starting (behind init): a copy of the frame, to hand the work
     // to another instance if this one never starts.
     std::string resend;
@@ -126,7 +126,7 @@ class InstanceFleet final : public Executor {
   void on_result(const std::shared_ptr<Instance>& instance, const std::string& id, Result&& result);
   void on_output(const std::shared_ptr<Instance>& instance, const std::string& id, OutputMessage&& output);
   void on_fatal(const std::shared_ptr<Instance>& instance, std::string message);
-  std::string traceparent_of(const std::shared_ptr<Instance>& instance, const std::string& id);
+  std::pair<std::string, std::string> trace_of(const std::shared_ptr<Instance>& instance, const std::string& id);
   void on_exit(const std::shared_ptr<Instance>& instance, int code, const std::string& why);
   // One deadline timer per instance, armed for the earliest deadline it holds (see the .cpp).
   void arm_deadline_locked(const std::shared_ptr<Instance>& instance, TimePoint at);

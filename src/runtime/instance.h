@@ -24,8 +24,9 @@ struct InstanceEvents {
   std::function<void(const std::string& id, OutputMessage output)> output;  // before its result
   std::function<void(std::string message)> fatal;             // it gave up (why, before it ends)
   std::function<void(int code, const std::string& why)> exit;  // it is gone
-  // The trace an invocation in flight continues (for the host calls it makes).
-  std::function<std::string(const std::string& id)> traceparent;
+  // The trace an invocation in flight continues (for the host calls it makes): its traceparent
+  // and tracestate.
+  std::function<std::pair<std::string, std::string>(const std::string& id)> trace;
 };
 
 // One running instance, as its fleet holds it.

@@ -407,7 +407,7 @@ Status Store::set_blob_subscriptions_sync(std::vector<BlobSubscription> subscrip
 namespace nimbus {
 
 NewMessage blob_event_message(const BlobInfo& info, BlobEvent event, const Headers& captures,
-                              const std::string& traceparent) {
+                              const std::string& traceparent, const std::string& tracestate) {
   NewMessage m;
   m.type = "nimbus.blob." + std::string(blob_event_name(event));
   m.source = "/blobs/" + info.container;
@@ -430,7 +430,7 @@ NewMessage blob_event_message(const BlobInfo& info, BlobEvent event, const Heade
     for (std::size_t i = 0; i < builtins; ++i) taken |= m.metadata[i].name == "blob." + c.name;
     if (!taken) m.metadata.push_back({"blob." + c.name, c.value});
   }
-  if (!traceparent.empty()) m.metadata.push_back({"traceparent", traceparent});
+  add_trace_context(m.metadata, traceparent, tracestate);
   return m;
 }
 

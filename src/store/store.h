@@ -159,10 +159,10 @@ struct BlobSubscription {
 // /blobs/<container>, subject the name, and metadata blob.container, blob.name (the capture
 // {name} when the pattern has one, else the blob's name), blob.path (container/name),
 // blob.event, blob.version, blob.etag, blob.size, blob.content_type, blob.sha256 and
-// blob.<capture> for every other capture, and the writer's traceparent when it had one. The
-// payload stays empty: the bytes are read at delivery.
+// blob.<capture> for every other capture, and the writer's traceparent (and tracestate) when it
+// had one. The payload stays empty: the bytes are read at delivery.
 NewMessage blob_event_message(const BlobInfo& info, BlobEvent event, const Headers& captures,
-                              const std::string& traceparent = {});
+                              const std::string& traceparent = {}, const std::string& tracestate = {});
 std::string blob_event_id(const std::string& queue, const BlobInfo& info, BlobEvent event);
 
 // The partition of `key` among `partitions`: FNV-1a, stable across versions and hosts.
@@ -217,11 +217,13 @@ struct Batch {
     Headers metadata;
     std::optional<std::string> if_match;  // ETag it must have; "" = must not exist (create only)
     std::string traceparent;  // the writer's: carried by the blob events it causes (not stored)
+    std::string tracestate;   // as traceparent
   };
   struct BlobDelete {
     std::string container, name;
     std::optional<std::string> if_match;
     std::string traceparent;  // as BlobPut's
+    std::string tracestate;
   };
   std::vector<LeaseRef> acks;
   std::vector<Retry> retries;

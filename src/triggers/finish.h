@@ -39,14 +39,15 @@ struct InvocationStamp {
   TimePoint started;
   WallTime started_wall;
   uint64_t parent_span;
+  std::string tracestate;  // carried by its outputs with the traceparent
 
   static InvocationStamp of(const Invocation& inv) {
-    return {inv.function, inv.trigger, inv.id, inv.traceparent, inv.started, inv.time, inv.parent_span};
+    return {inv.function, inv.trigger, inv.id, inv.traceparent, inv.started, inv.time, inv.parent_span, inv.tracestate};
   }
   // From an invocation that is done with (run inline): its strings move.
   static InvocationStamp take(Invocation& inv) {
-    return {std::move(inv.function), inv.trigger, std::move(inv.id), std::move(inv.traceparent), inv.started, inv.time,
-            inv.parent_span};
+    return {std::move(inv.function), inv.trigger,  std::move(inv.id),  std::move(inv.traceparent),
+            inv.started,             inv.time,     inv.parent_span,    std::move(inv.tracestate)};
   }
   InvocationView view() const { return {function, trigger, id, traceparent, started, started_wall, parent_span}; }
 };
@@ -70,9 +71,9 @@ void finish_invocation(Store* store, const FunctionSpec& fn, Logger& logger, con
     const int status = answer(result, stamp.view());
     return log_invocation(logger, clock, stamp.view(), result, status, finished);
   }
-  const std::string traceparent = stamp.traceparent;  // (the lambda below takes the stamp)
+  const std::string traceparent = stamp.traceparent, tracestate = stamp.tracestate;  // (the lambda takes the stamp)
   commit_outputs_then(
-      store, fn, std::move(result), traceparent,
+      store, fn, std::move(result), traceparent, tracestate,
       [&logger, &clock, stamp = std::move(stamp), answer = std::move(answer)](Result&& r) mutable {
         const int status = answer(r, stamp.view());
         log_invocation(logger, clock, stamp.view(), r, status);

@@ -54,12 +54,12 @@ void HostServices::serve(ServiceCall c, std::function<void(ServiceResult)> done)
     FunctionPool* pool = pools_.find(name);
     if (!pool) return done(ServiceResult::failure("no function named '" + name + "'"));
     Invocation inv = new_invocation(pool->spec(), TriggerKind::admin, "/functions/" + c.caller, "nimbus.function.invoke",
-                                    clock_, c.traceparent);
+                                    clock_, c.traceparent, c.tracestate);
     inv.http.emplace();
     inv.http->method = "POST";
     inv.http->path = "/";
     inv.payload = std::move(c.body);
-    std::string id = inv.id, trace = inv.traceparent;
+    std::string id = inv.id, trace = inv.traceparent, state = inv.tracestate;
     const FunctionSpec* spec = &pool->spec();
     Store* store = store_;
     // Its log line (and so its span and its history), as a trigger's invocations have.
@@ -74,17 +74,18 @@ void HostServices::serve(ServiceCall c, std::function<void(ServiceResult)> done)
     const Clock* clock = &clock_;
     if (arg(c.args, "mode") == "async") {
       // Its outputs are committed like any caller's, even though nobody waits for it.
-      pool->dispatch(std::move(inv), [store, spec, trace, log, tracer, clock](Result&& result) {
+      pool->dispatch(std::move(inv), [store, spec, trace, state, log, tracer, clock](Result&& result) {
         log(result);
-        commit_outputs_then(store, *spec, std::move(result), trace, [](Result&&) {}, tracer, clock);
+        commit_outputs_then(store, *spec, std::move(result), trace, state, [](Result&&) {}, tracer, clock);
       });
       ServiceResult r;
       r.fields.push_back({"invocation_id", id});
       return done(std::move(r));
     }
-    pool->dispatch(std::move(inv), [done = std::move(done), name, store, spec, trace, log, tracer, clock](Result&& invoked) mutable {
+    pool->dispatch(std::move(inv), [done = std::move(done), name, store, spec, trace, state, log, tracer,
+                                    clock](Result&& invoked) mutable {
       log(invoked);
-      commit_outputs_then(store, *spec, std::move(invoked), trace, [done = std::move(done), name](Result&& result) {
+      commit_outputs_then(store, *spec, std::move(invoked), trace, state, [done = std::move(done), name](Result&& result) {
       if (result.outcome != Outcome::success) {
         return done(ServiceResult::failure("function '" + name + "' failed: " + std::string(to_string(result.outcome)) +
                                            (result.error.type.empty() ? "" : " (" + result.error.type + ")")));
@@ -172,7 +173,7 @@ void HostServices::serve(ServiceCall c, std::function<void(ServiceResult)> done)
     m.type = arg(c.args, "type");
     m.subject = arg(c.args, "subject");
     m.source = "/functions/" + c.caller;
-    if (!c.traceparent.empty()) m.metadata.push_back({"traceparent", c.traceparent});  // the caller's trace goes on
+    add_trace_context(m.metadata, c.traceparent, c.tracestate);  // the caller's trace goes on
     if (has(c.args, "delay_ms")) m.delay_ms = std::atoll(arg(c.args, "delay_ms").c_str());
     if (op == "publish") b.publishes.push_back({arg(c.args, "topic"), std::move(m)});
     else b.enqueues.push_back({arg(c.args, "queue"), std::move(m)});

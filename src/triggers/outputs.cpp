@@ -41,16 +41,15 @@ Expected<Batch::BlobPut> blob_output(const FunctionSpec& fn, const OutputSpec& s
 }  // namespace
 
 Status add_outputs(const FunctionSpec& fn, std::vector<OutputMessage> outputs, Batch& batch,
-                   const Headers* trigger_metadata, std::string_view traceparent) {
+                   const Headers* trigger_metadata, std::string_view traceparent, std::string_view tracestate) {
   Batch add;
   for (auto& out : outputs) {
     const OutputSpec* spec = nullptr;
     for (const auto& o : fn.outputs)
       if (o.name == out.binding) spec = &o;
     // Messages carry the trace; a blob's metadata is the user's own and state has none.
-    if (spec && spec->kind != OutputSpec::Kind::blob && spec->kind != OutputSpec::Kind::state &&
-        !traceparent.empty() && !find_header(out.metadata, "traceparent")) {
-      out.metadata.push_back({"traceparent", std::string(traceparent)});
+    if (spec && spec->kind != OutputSpec::Kind::blob && spec->kind != OutputSpec::Kind::state) {
+      add_trace_context(out.metadata, traceparent, tracestate);
     }
     if (!spec) {
       std::string declared;
@@ -72,6 +71,7 @@ Status add_outputs(const FunctionSpec& fn, std::vector<OutputMessage> outputs, B
       auto put = blob_output(fn, *spec, std::move(out), trigger_metadata);
       if (!put) return put.error();
       put->traceparent = std::string(traceparent);  // its blob events continue the writer's trace
+      put->tracestate = std::string(tracestate);
       add.blob_puts.push_back(std::move(*put));
       continue;
     }
@@ -111,7 +111,10 @@ Status add_outputs(const FunctionSpec& fn, std::vector<OutputMessage> outputs, B
       m.source = "/functions/" + fn.name;
       m.subject = topic;
       m.metadata = {{"mqtt.topic", std::move(topic)}};
-      if (const auto* tp = find_header(out.metadata, "traceparent")) m.metadata.push_back({"traceparent", *tp});
+      if (const auto* tp = find_header(out.metadata, "traceparent")) {
+        m.metadata.push_back({"traceparent", *tp});
+        if (const auto* ts = find_header(out.metadata, "tracestate")) m.metadata.push_back({"tracestate", *ts});
+      }
       add.enqueues.push_back({kMqttOutbox, std::move(m)});
       continue;
     }
@@ -140,9 +143,10 @@ namespace {
 
 // The commit itself, on the calling thread.
 void commit_outputs_then_here(Store* store, const FunctionSpec& fn, Result&& result, std::string_view traceparent,
-                              std::function<void(Result&&)> then, Tracer* tracer, const Clock* clock) {
+                              std::string_view tracestate, std::function<void(Result&&)> then, Tracer* tracer,
+                              const Clock* clock) {
   Batch batch;
-  if (auto st = add_outputs(fn, std::move(result.outputs), batch, nullptr, traceparent); !st) {
+  if (auto st = add_outputs(fn, std::move(result.outputs), batch, nullptr, traceparent, tracestate); !st) {
     return then(Result::failure(Outcome::error, "invalid_output", st.error().message));
   }
   result.outputs.clear();
@@ -161,17 +165,19 @@ void commit_outputs_then_here(Store* store, const FunctionSpec& fn, Result&& res
 }  // namespace
 
 void commit_outputs_then(Store* store, const FunctionSpec& fn, Result&& result, std::string_view traceparent,
-                         std::function<void(Result&&)> then, Tracer* tracer, const Clock* clock) {
+                         std::string_view tracestate, std::function<void(Result&&)> then, Tracer* tracer,
+                         const Clock* clock) {
   if (result.outcome != Outcome::success || result.outputs.empty()) return then(std::move(result));
   if (store && result.outputs.size() > kOutputsBuiltInPlace) {
     // Many outputs: building their batch is work in proportion, and this may be an event loop.
     auto held = std::make_shared<Result>(std::move(result));
-    store->run_blocking([store, &fn, held, tp = std::string(traceparent), then = std::move(then), tracer, clock]() mutable {
-      commit_outputs_then_here(store, fn, std::move(*held), tp, std::move(then), tracer, clock);
+    store->run_blocking([store, &fn, held, tp = std::string(traceparent), ts = std::string(tracestate),
+                         then = std::move(then), tracer, clock]() mutable {
+      commit_outputs_then_here(store, fn, std::move(*held), tp, ts, std::move(then), tracer, clock);
     });
     return;
   }
-  commit_outputs_then_here(store, fn, std::move(result), traceparent, std::move(then), tracer, clock);
+  commit_outputs_then_here(store, fn, std::move(result), traceparent, tracestate, std::move(then), tracer, clock);
 }
 
 }  // namespace nimbus

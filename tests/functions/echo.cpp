@@ -2,6 +2,7 @@
 //   ?raw=1      the body back, byte for byte, as application/octet-stream
 //   ?status=N   reply with status N
 //   ?latin1=1   a reply header whose value is not UTF-8 ("caf\xe9")
+//   ?trace=1    JSON: traceparent, tracestate and trace_headers() of the invocation
 //   otherwise   JSON: method, path, query, params, headers, body size
 #include <nimbus/function.h>
 
@@ -22,6 +23,16 @@ nimbus::Response echo(const nimbus::Request& req, nimbus::Context& ctx) {
   if (auto s = req.query_param("status")) status = std::stoi(*s);
   if (req.query_param("raw")) return nimbus::Response::bytes(status, std::string(req.body()));
   if (req.query_param("latin1")) return nimbus::Response::text(status, "latin1").header("x-latin1", "caf\xe9");
+  if (req.query_param("trace")) {
+    std::string j = "{\"traceparent\":\"" + esc(ctx.traceparent()) + "\",\"tracestate\":\"" + esc(ctx.tracestate()) +
+                    "\",\"trace_headers\":[";
+    bool first = true;
+    for (const auto& [name, value] : ctx.trace_headers()) {
+      j += std::string(first ? "" : ",") + "[\"" + esc(name) + "\",\"" + esc(value) + "\"]";
+      first = false;
+    }
+    return nimbus::Response::json(status, j + "]}");
+  }
   std::string j = "{\"method\":\"" + esc(req.method()) + "\",\"path\":\"" + esc(req.path()) +
                   "\",\"query\":\"" + esc(req.query()) + "\",\"trigger\":\"" + esc(req.trigger()) +
                   "\",\"invocation_id\":\"" + esc(ctx.invocation_id()) + "\",\"params\":{";

@@ -2,8 +2,10 @@
  * library. Plain C: no C++ types, no exceptions, no allocation across the line. The host calls
  * nimbus_invoke_v1 with a borrowed view of the invocation and a table of host calls; the
  * function answers through host->reply or host->fail before it returns.
- * Bump NIMBUS_ABI_VERSION on any incompatible change; the host refuses a library built for
- * another version with a message naming both. */
+ * Bump NIMBUS_ABI_VERSION on any change; the host refuses a library built for a version it
+ * does not speak (older than NIMBUS_ABI_OLDEST, or newer than its own) with a message naming
+ * them. Fields are only ever added at the end of a struct, so a library built for an older
+ * version reads a prefix of what a newer host gives it. */
 #ifndef NIMBUS_ABI_H
 #define NIMBUS_ABI_H
 
@@ -14,7 +16,8 @@
 extern "C" {
 #endif
 
-#define NIMBUS_ABI_VERSION 2u
+#define NIMBUS_ABI_VERSION 3u
+#define NIMBUS_ABI_OLDEST 2u
 
 typedef struct nimbus_str {
   const char* data;
@@ -52,6 +55,8 @@ typedef struct nimbus_invocation {
   nimbus_str event_subject;
   nimbus_str message_id;    /* queue/topic: the delivered message; empty otherwise */
   int64_t time_unix_ms;     /* CloudEvents time: for a message, when it was enqueued */
+  /* Since version 3. */
+  nimbus_str tracestate;    /* W3C tracestate that goes with traceparent; empty when none came */
 } nimbus_invocation;
 
 /* The answer to a host call, borrowed for the duration of on_result. */

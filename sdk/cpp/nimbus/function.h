@@ -165,6 +165,16 @@ class Context {
   std::string_view invocation_id() const { return detail::view(inv_->id); }
   std::string_view function_name() const { return detail::view(inv_->function); }
   std::string_view traceparent() const { return detail::view(inv_->traceparent); }
+  // The W3C tracestate that came with the trace (empty when none did).
+  std::string_view tracestate() const { return detail::view(inv_->tracestate); }
+  // The headers to put on the function's own outgoing calls so that what they reach joins this
+  // invocation's trace: traceparent, and tracestate when there is one.
+  std::vector<std::pair<std::string, std::string>> trace_headers() const {
+    std::vector<std::pair<std::string, std::string>> out;
+    if (inv_->traceparent.size != 0) out.emplace_back("traceparent", std::string(traceparent()));
+    if (inv_->tracestate.size != 0) out.emplace_back("tracestate", std::string(tracestate()));
+    return out;
+  }
   int attempt() const { return static_cast<int>(inv_->attempt); }
   std::chrono::system_clock::time_point deadline() const {
     return std::chrono::system_clock::time_point(std::chrono::milliseconds(inv_->deadline_unix_ms));

@@ -19,15 +19,17 @@ INIT, READY, INVOKE, RESULT, LOG, HOST_CALL, HOST_RESULT, HEARTBEAT, SHUTDOWN, F
 _PREFIX = struct.Struct(">IBI")
 CO_COROUTINE = 0x80  # inspect.CO_COROUTINE, without importing inspect
 
-# The traceparent of the invocation running in this context: a function's own HTTP calls
-# (http.client, and so urllib and requests) carry it, so what they reach joins the trace.
-_TRACEPARENT = contextvars.ContextVar("nimbus_traceparent", default="")
+# The trace context (traceparent, tracestate) of the invocation running in this context: a
+# function's own HTTP calls (http.client, and so urllib and requests) carry it, so what they
+# reach joins the trace.
+_TRACE = contextvars.ContextVar("nimbus_trace", default=("", ""))
 _http_client_patched = False
 
 
 def _propagate_trace():
     """Once http.client is loaded (by the function, not by us: start-up time), its requests
-    get the running invocation's traceparent unless they set one themselves."""
+    get the running invocation's traceparent (and tracestate) unless they set a traceparent
+    themselves."""
     global _http_client_patched
     client = sys.modules.get("http.client")
     if client is None or _http_client_patched:
@@ -36,11 +38,13 @@ def _propagate_trace():
     original = client.HTTPConnection.request
 
     def request(self, method, url, body=None, headers=None, **kwargs):
-        traceparent = _TRACEPARENT.get()
+        traceparent, tracestate = _TRACE.get()
         headers = {} if headers is None else headers
         if traceparent and not any(str(k).lower() == "traceparent" for k in headers):
             headers = dict(headers)
             headers["traceparent"] = traceparent
+            if tracestate and not any(str(k).lower() == "tracestate" for k in headers):
+                headers["tracestate"] = tracestate
         return original(self, method, url, body, headers, **kwargs)
 
     client.HTTPConnection.request = request
@@ -167,6 +171,7 @@ class Context:
         self.attempt = header.get("attempt", 1)
         self.deadline_ms = header.get("deadline_ms", 0)
         self.traceparent = header.get("traceparent", "")
+        self.tracestate = header.get("tracestate", "")
         self.message_id = header.get("message_id", "")
         self._worker = worker
         self._log = None
@@ -386,13 +391,13 @@ class Worker:
         ctx = Context(self, header)
         if not _http_client_patched:
             _propagate_trace()
-        token = _TRACEPARENT.set(ctx.traceparent)
+        token = _TRACE.set((ctx.traceparent, ctx.tracestate))
         try:
             self.result_for(ctx, self.handler(Request(header, body), ctx))
         except Exception as exc:  # the function failed: report it, keep serving
             self.failure_for(ctx, exc)
         finally:
-            _TRACEPARENT.reset(token)
+            _TRACE.reset(token)
 
     async def invoke_async(self, header, body):
         if self.expired(header):
@@ -400,7 +405,7 @@ class Worker:
         ctx = Context(self, header)
         if not _http_client_patched:
             _propagate_trace()
-        _TRACEPARENT.set(ctx.traceparent)  # this task's own context: it ends with the task
+        _TRACE.set((ctx.traceparent, ctx.tracestate))  # this task's own context: it ends with the task
         try:
             value = self.handler(Request(header, body), ctx)
             if hasattr(value, "__await__"):

@@ -119,6 +119,7 @@ void host_call(void* ctx, const char* op, size_t op_size, const nimbus_pair* arg
     c.body.assign(body, body_size);
     c.caller = s->invocation->function;
     c.traceparent = s->invocation->traceparent;
+    c.tracestate = s->invocation->tracestate;
     std::promise<ServiceResult> p;
     auto f = p.get_future();
     s->services->call(std::move(c), [&p](ServiceResult r) { p.set_value(std::move(r)); });
@@ -187,6 +188,7 @@ class NativeFunction final : public Executor {
     ci.param_count = param_count;
     ci.deadline_unix_ms = deadline_ms;
     ci.traceparent = str(inv.traceparent);
+    ci.tracestate = str(inv.tracestate);
     ci.event_id = str(inv.event_id.empty() ? inv.id : inv.event_id);
     ci.event_type = str(inv.type);
     ci.event_source = str(inv.source);
@@ -251,11 +253,11 @@ Expected<std::unique_ptr<Executor>> load_native_function(const FunctionSpec& fun
     return Error{where + ": has no '" NIMBUS_VERSION_SYMBOL
                          "' symbol; rebuild it against this Nimbus's sdk/cpp"};
   }
-  if (uint32_t v = version(); v != NIMBUS_ABI_VERSION) {
+  if (uint32_t v = version(); v < NIMBUS_ABI_OLDEST || v > NIMBUS_ABI_VERSION) {
     dlclose(handle);
     return Error{where + ": was built for native ABI version " + std::to_string(v) +
-                 ", this host speaks version " + std::to_string(NIMBUS_ABI_VERSION) +
-                 "; rebuild it against this Nimbus's sdk/cpp"};
+                 ", this host speaks version " + std::to_string(NIMBUS_ABI_VERSION) + " (and libraries built for " +
+                 std::to_string(NIMBUS_ABI_OLDEST) + " and later); rebuild it against this Nimbus's sdk/cpp"};
   }
   return std::unique_ptr<Executor>(new NativeFunction(handle, entry, std::move(log), services));
 }

@@ -50,6 +50,7 @@ struct InvokeSchema {
         if (key == "attempt") return number(h.attempt);
         if (key == "deadline_ms") return number(h.deadline_ms);
         if (key == "traceparent") return text(inv.traceparent);
+        if (key == "tracestate") return text(inv.tracestate);
         if (key == "message_id") return text(inv.message_id);
         if (key == "attributes") return object(1);
         if (key == "metadata") return pairs(inv.metadata);
@@ -380,7 +381,7 @@ void json_pairs(std::string& out, const Headers& pairs) {
 
 void encode_invoke(const Invocation& inv, std::string& out) {
   // One allocation: the fixed part, every string (escapes aside) and the body.
-  std::size_t size = 400 + inv.id.size() * 2 + inv.traceparent.size() + inv.event_id.size() + inv.source.size() +
+  std::size_t size = 400 + inv.id.size() * 2 + inv.traceparent.size() + inv.tracestate.size() + inv.event_id.size() + inv.source.size() +
                      inv.type.size() + inv.subject.size() + inv.message_id.size() + inv.payload.size();
   for (const auto& m : inv.metadata) size += m.name.size() + m.value.size() + 8;
   if (inv.http) {
@@ -417,6 +418,10 @@ void encode_invoke(const Invocation& inv, std::string& out) {
   out += std::to_string(deadline_unix_ms(inv));
   key("traceparent");
   json_string(out, inv.traceparent);
+  if (!inv.tracestate.empty()) {  // (absent when none came: most invocations)
+    key("tracestate");
+    json_string(out, inv.tracestate);
+  }
   key("attributes");
   out += "{\"id\":";
   json_string(out, inv.event_id.empty() ? inv.id : inv.event_id);

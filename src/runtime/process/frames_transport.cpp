@@ -125,7 +125,7 @@ struct FrameLink {
         else if (v.is_int64()) c.args.push_back({std::string(k), std::to_string(v.as_int64())});
       }
     }
-    c.traceparent = events_.traceparent(str(f.header, "id"));
+    std::tie(c.traceparent, c.tracestate) = events_.trace(str(f.header, "id"));
     c.body = std::move(f.body);
     services_->call(std::move(c), std::move(answer));
   }

@@ -424,7 +424,7 @@ Status PgStore::apply_blobs(Connection& c, const Batch& b, BatchResult& result, 
          Param::of(info.content_type), Param::of(info.sha256), Param::of(info.created_ms), Param::of(info.updated_ms),
          Param::blob(encode_headers(info.metadata))});
     if (!up) return up.error();
-    if (auto st = emit_blob_events(c, info, live ? kBlobUpdated : kBlobCreated, p.traceparent, now, woken); !st) {
+    if (auto st = emit_blob_events(c, info, live ? kBlobUpdated : kBlobCreated, p.traceparent, p.tracestate, now, woken); !st) {
       return st;
     }
     result.blobs.push_back(std::move(info));
@@ -445,13 +445,14 @@ Status PgStore::apply_blobs(Connection& c, const Batch& b, BatchResult& result, 
     auto del = c.run("DELETE FROM blob_chunks WHERE container=$1 AND name=$2",
                      {Param::of(d.container), Param::of(d.name)});
     if (!del) return del.error();
-    if (auto st = emit_blob_events(c, info, kBlobDeleted, d.traceparent, now, woken); !st) return st;
+    if (auto st = emit_blob_events(c, info, kBlobDeleted, d.traceparent, d.tracestate, now, woken); !st) return st;
     result.blobs_deleted.push_back(info.version);
   }
   return ok_status();
 }
 
 Status PgStore::emit_blob_events(Connection& c, const BlobInfo& info, BlobEvent event, const std::string& traceparent,
+                                  const std::string& tracestate,
                                  int64_t now, std::vector<std::string>& woken) {
   auto subs = c.run("SELECT queue, pattern, events FROM blob_subscriptions WHERE container=$1 ORDER BY queue, position",
                     {Param::of(info.container)});
@@ -466,7 +467,7 @@ Status PgStore::emit_blob_events(Connection& c, const BlobInfo& info, BlobEvent 
     auto captures = match_blob_pattern(*pattern, info.name);
     if (!captures) continue;
     sent.insert(queue);
-    NewMessage m = blob_event_message(info, event, *captures, traceparent);
+    NewMessage m = blob_event_message(info, event, *captures, traceparent, tracestate);
     if (auto st = insert_message(c, queue, m, blob_event_id(queue, info, event), now, woken); !st) return st;
   }
   return ok_status();

@@ -128,6 +128,7 @@ class PgStore final : public Store {
   Status apply_streams(Connection& c, const Batch& b, BatchResult& result, std::vector<std::string>& woken, int64_t now);
   Status apply_blobs(Connection& c, const Batch& b, BatchResult& result, std::vector<std::string>& woken, int64_t now);
   Status emit_blob_events(Connection& c, const BlobInfo& info, BlobEvent event, const std::string& traceparent,
+                          const std::string& tracestate,
                           int64_t now, std::vector<std::string>& woken);
 
   std::string url_;

@@ -136,7 +136,8 @@ RedisStore::Op RedisStore::commit_op(Batch batch, CommitDone done) {
                            static_cast<unsigned>(std::stoul(subs_list[i + 1].value)), i});
       }
       std::stable_sort(subs.begin(), subs.end(), [](const Sub& a, const Sub& b) { return a.queue < b.queue; });
-      auto events_of = [&](const BlobInfo& info, BlobEvent event, const std::string& traceparent) {
+      auto events_of = [&](const BlobInfo& info, BlobEvent event, const std::string& traceparent,
+                           const std::string& tracestate) {
         std::vector<Event> out;
         std::set<std::string> sent;
         for (const auto& sub : subs) {
@@ -145,7 +146,7 @@ RedisStore::Op RedisStore::commit_op(Batch batch, CommitDone done) {
           if (!captures) continue;
           sent.insert(sub.queue);
           out.push_back(Event{sub.queue, blob_event_id(sub.queue, info, event),
-                              blob_event_message(info, event, *captures, traceparent)});
+                              blob_event_message(info, event, *captures, traceparent, tracestate)});
         }
         return out;
       };
@@ -179,7 +180,7 @@ RedisStore::Op RedisStore::commit_op(Batch batch, CommitDone done) {
         if (!f.live) info.created_ms = now;
         info.updated_ms = now;
         info.metadata = p.metadata;
-        prep.events = events_of(info, f.live ? kBlobUpdated : kBlobCreated, p.traceparent);
+        prep.events = events_of(info, f.live ? kBlobUpdated : kBlobCreated, p.traceparent, p.tracestate);
         prep.info = info;
         f = Found{true, true, info};
         s->puts.push_back(std::move(prep));
@@ -195,7 +196,7 @@ RedisStore::Op RedisStore::commit_op(Batch batch, CommitDone done) {
         prep.expect = expected(f);
         prep.info = f.info;
         prep.deletes = f.live;
-        if (f.live) prep.events = events_of(f.info, kBlobDeleted, d.traceparent);
+        if (f.live) prep.events = events_of(f.info, kBlobDeleted, d.traceparent, d.tracestate);
         f.live = false;
         s->deletes.push_back(std::move(prep));
       }

@@ -274,7 +274,7 @@ Status SqliteStore::apply_blobs(const Batch& b, BatchResult& result, std::vector
         .blob(encode_headers(info.metadata));
     if (up.step() != SQLITE_DONE) return sql_error("blob put");
     if (live) replaced.push_back({p.container, cur->file, {}, 0});
-    if (auto st = emit_blob_events(info, live ? kBlobUpdated : kBlobCreated, p.traceparent, now, woken); !st) return st;
+    if (auto st = emit_blob_events(info, live ? kBlobUpdated : kBlobCreated, p.traceparent, p.tracestate, now, woken); !st) return st;
     result.blobs.push_back(std::move(info));
   }
   for (const auto& d : b.blob_deletes) {
@@ -289,13 +289,14 @@ Status SqliteStore::apply_blobs(const Batch& b, BatchResult& result, std::vector
     del.reset().integer(now).text(d.container).text(d.name);
     if (del.step() != SQLITE_DONE) return sql_error("blob delete");
     replaced.push_back({d.container, cur->file, {}, 0});
-    if (auto st = emit_blob_events(info, kBlobDeleted, d.traceparent, now, woken); !st) return st;
+    if (auto st = emit_blob_events(info, kBlobDeleted, d.traceparent, d.tracestate, now, woken); !st) return st;
     result.blobs_deleted.push_back(info.version);
   }
   return ok_status();
 }
 
-Status SqliteStore::emit_blob_events(const BlobInfo& info, BlobEvent event, const std::string& traceparent, int64_t now,
+Status SqliteStore::emit_blob_events(const BlobInfo& info, BlobEvent event, const std::string& traceparent,
+                                  const std::string& tracestate, int64_t now,
                                      std::vector<std::string>& woken) {
   struct Sub {
     std::string queue, pattern;
@@ -319,7 +320,7 @@ Status SqliteStore::emit_blob_events(const BlobInfo& info, BlobEvent event, cons
     auto captures = match_blob_pattern(it->second, info.name);
     if (!captures) continue;
     sent.insert(sub.queue);
-    NewMessage m = blob_event_message(info, event, *captures, traceparent);
+    NewMessage m = blob_event_message(info, event, *captures, traceparent, tracestate);
     if (auto s = insert_message(sub.queue, m, blob_event_id(sub.queue, info, event), now, woken); !s) return s;
   }
   return ok_status();

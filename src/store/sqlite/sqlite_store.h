@@ -256,7 +256,8 @@ class SqliteStore final : public Store {
 
   // One message per subscribed queue whose pattern matches (the first matching subscription
   // of a queue gives its captures); read inside the writing transaction, like topics.
-  Status emit_blob_events(const BlobInfo& info, BlobEvent event, const std::string& traceparent, int64_t now,
+  Status emit_blob_events(const BlobInfo& info, BlobEvent event, const std::string& traceparent,
+                          const std::string& tracestate, int64_t now,
                           std::vector<std::string>& woken);
   std::filesystem::path path_;
   std::filesystem::path blob_dir_;

@@ -84,7 +84,10 @@ void ServiceApi::handle(IncomingRequest& request, Responder respond) {
   c.args = query_args(q == std::string_view::npos ? std::string_view() : target.substr(q + 1));
   c.body = request.take_body();
   c.caller = caller;
-  if (auto tp = request.header("traceparent")) c.traceparent = std::string(*tp);
+  if (auto tp = request.header("traceparent")) {
+    c.traceparent = std::string(*tp);
+    if (auto ts = request.header("tracestate")) c.tracestate = continue_tracestate(*tp, *ts);
+  }
   services_.call(std::move(c), [respond = std::move(respond)](ServiceResult r) {
     if (!r.ok) {
       bool conflict = r.error.rfind("conflict", 0) == 0;

@@ -57,12 +57,19 @@ Batch::BlobPut blob_put_from(IncomingRequest& request, std::string container, st
   p.if_match = blob_condition(request);
   p.data = request.take_body();
   p.traceparent = blob_traceparent(request);
+  p.tracestate = blob_tracestate(request);
   return p;
 }
 
 std::string blob_traceparent(IncomingRequest& request) {
   auto tp = request.header("traceparent");
   return tp && valid_traceparent(*tp) ? std::string(*tp) : std::string();
+}
+
+std::string blob_tracestate(IncomingRequest& request) {
+  auto tp = request.header("traceparent");
+  auto ts = tp ? request.header("tracestate") : std::nullopt;
+  return ts && valid_traceparent(*tp) ? continue_tracestate(*tp, *ts) : std::string();
 }
 
 namespace {

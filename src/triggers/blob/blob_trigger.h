@@ -32,6 +32,8 @@ Batch::BlobPut blob_put_from(IncomingRequest& request, std::string container, st
 // The traceparent a write through `request` gives its blob events: the request's own, so their
 // functions' spans are children of the caller's (empty when it sent none: they start traces).
 std::string blob_traceparent(IncomingRequest& request);
+// And the request's tracestate, when its traceparent is passed on.
+std::string blob_tracestate(IncomingRequest& request);
 
 // 201 with the blob's metadata as JSON (and its ETag), or the store's error with the fitting
 // status: 412 for a condition that does not hold, 400 for a bad name, 413 for too large.

@@ -242,8 +242,12 @@ Expected<std::vector<CloudEvent>> read_cloudevents(const Headers& headers, std::
                "(binary mode), or Content-Type application/cloudevents+json or application/cloudevents-batch+json");
   }
   if (content_type) ev.attributes.push_back({"ce.datacontenttype", *content_type});
+  // The distributed tracing extension: in binary mode the W3C headers themselves carry it.
   if (const std::string* tp = find_header(headers, "traceparent"); tp && !find_header(ev.attributes, "ce.traceparent")) {
     ev.attributes.push_back({"ce.traceparent", *tp});
+    if (const std::string* ts = find_header(headers, "tracestate"); ts && !find_header(ev.attributes, "ce.tracestate")) {
+      ev.attributes.push_back({"ce.tracestate", *ts});
+    }
   }
   ev.data = std::move(body);
   if (auto st = finish_event(ev, ""); !st) return st.error();

@@ -32,8 +32,10 @@ HttpReply webhook_validation(IncomingRequest& request) {
 
 Invocation invocation_for(const FunctionSpec& fn, CloudEvent&& ev, const Clock& clock) {
   const std::string* tp = find_header(ev.attributes, "ce.traceparent");
+  const std::string* ts = tp ? find_header(ev.attributes, "ce.tracestate") : nullptr;
   Invocation inv = new_invocation(fn, kCloudEvents, std::move(ev.source), std::move(ev.type), clock,
-                                  tp ? std::string_view(*tp) : std::string_view());
+                                  tp ? std::string_view(*tp) : std::string_view(),
+                                  ts ? std::string_view(*ts) : std::string_view());
   inv.event_id = std::move(ev.id);
   inv.subject = std::move(ev.subject);
   inv.enqueued_ms = ev.time_ms;  // the event's time, when it has one
@@ -92,7 +94,8 @@ struct CloudEventsTrigger::Shared {
     Headers headers;
     request.for_each_header([&headers](std::string_view n, std::string_view v) {
       auto is = [n](std::string_view name) { return n.size() == name.size() && strncasecmp(n.data(), name.data(), n.size()) == 0; };
-      if ((n.size() > 3 && strncasecmp(n.data(), "ce-", 3) == 0) || is("content-type") || is("traceparent")) {
+      if ((n.size() > 3 && strncasecmp(n.data(), "ce-", 3) == 0) || is("content-type") || is("traceparent") ||
+          is("tracestate")) {
         headers.push_back({std::string(n), std::string(v)});
       }
     });

@@ -84,11 +84,12 @@ class StoreDispatcher::Consumer : public std::enable_shared_from_this<StoreDispa
   }
 
   void dispatch(Message&& m) {
+    const std::string* tp = find_header(m.metadata, "traceparent");
+    const std::string* ts = tp ? find_header(m.metadata, "tracestate") : nullptr;
     Invocation inv = new_invocation(fn_, kind_, m.source.empty() ? "/queues/" + m.queue : m.source,
-                                    m.type.empty() ? spec_.default_type : m.type, clock_, [&]() -> std::string_view {
-                                      const std::string* tp = find_header(m.metadata, "traceparent");
-                                      return tp ? std::string_view(*tp) : std::string_view();
-                                    }());
+                                    m.type.empty() ? spec_.default_type : m.type, clock_,
+                                    tp ? std::string_view(*tp) : std::string_view(),
+                                    ts ? std::string_view(*ts) : std::string_view());
     inv.subject = m.subject;
     inv.event_id = m.event_id;
     inv.message_id = m.id;
@@ -105,28 +106,30 @@ class StoreDispatcher::Consumer : public std::enable_shared_from_this<StoreDispa
     std::shared_ptr<const Headers> trigger_metadata;  // what output names are filled from
     if (spec_.hooks) {
       if (auto st = spec_.hooks->prepare(store_, m, inv, trigger_metadata, unix_ms(clock_)); !st) {
-        return complete(ref, m.deliveries, inv.id, inv.traceparent, inv.parent_span, inv.started, queued, nullptr,
+        return complete(ref, m.deliveries, inv.id, inv.traceparent, inv.tracestate, inv.parent_span, inv.started, queued,
+                        nullptr,
                         Result::failure(Outcome::error, st.error().code.empty() ? "prepare" : st.error().code,
                                         st.error().message));
       }
     }
-    std::string id = inv.id, trace = inv.traceparent;
+    std::string id = inv.id, trace = inv.traceparent, state = inv.tracestate;
     TimePoint started = inv.started;
     const uint64_t parent = inv.parent_span;
     pool_.dispatch(std::move(inv), [self = shared_from_this(), ref = std::move(ref), attempt = m.deliveries,
-                                    id = std::move(id), trace = std::move(trace), started, parent, queued,
-                                    trigger_metadata = std::move(trigger_metadata)](Result&& r) mutable {
-      self->complete(ref, attempt, id, trace, parent, started, queued, trigger_metadata.get(), std::move(r));
+                                    id = std::move(id), trace = std::move(trace), state = std::move(state), started,
+                                    parent, queued, trigger_metadata = std::move(trigger_metadata)](Result&& r) mutable {
+      self->complete(ref, attempt, id, trace, state, parent, started, queued, trigger_metadata.get(), std::move(r));
     });
   }
 
-  void complete(const LeaseRef& ref, int attempt, const std::string& id, const std::string& trace, uint64_t parent,
+  void complete(const LeaseRef& ref, int attempt, const std::string& id, const std::string& trace,
+                const std::string& state, uint64_t parent,
                 TimePoint started, std::optional<Duration> queued, const Headers* trigger_metadata, Result&& r) {
     Batch batch;
     Outcome outcome = r.outcome;
     std::string error_type = r.error.type, error = r.error.message;
     if (outcome == Outcome::success) {
-      if (auto st = add_outputs(fn_, std::move(r.outputs), batch, trigger_metadata, trace); !st) {
+      if (auto st = add_outputs(fn_, std::move(r.outputs), batch, trigger_metadata, trace, state); !st) {
         outcome = Outcome::error;
         error_type = "invalid_output";
         error = st.error().message;

@@ -313,7 +313,7 @@ class FileTrigger::Watch : public std::enable_shared_from_this<FileTrigger::Watc
     pool_.dispatch(std::move(inv), [self = shared_from_this(), t, id, trace, started](Result&& result) {
       // Outputs are committed before the file counts as processed.
       commit_outputs_then(
-          &self->shared_->store, self->fn_, std::move(result), trace,
+          &self->shared_->store, self->fn_, std::move(result), trace, std::string_view(),
           [self, t, id, trace, started](Result&& r) { self->ran(t, id, trace, started, r); },
           self->shared_->logger.tracer(), &self->shared_->clock);
     });

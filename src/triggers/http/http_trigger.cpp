@@ -794,8 +794,10 @@ void HttpTrigger::route_with_body(const RouteTable& table, const RouteTarget& rt
   if (!rt.upload.empty()) return upload(rt.upload, std::move(params), request, std::move(body), std::move(respond));
 
   auto traceparent = request.header("traceparent");
+  auto tracestate = traceparent ? request.header("tracestate") : std::nullopt;
   Invocation inv = new_invocation(fn, TriggerKind::http, "/http", "nimbus.http.request", clock_,
-                                  traceparent ? *traceparent : std::string_view());
+                                  traceparent ? *traceparent : std::string_view(),
+                                  tracestate ? *tracestate : std::string_view());
   HttpRequest& http = inv.http.emplace();
   http.method = std::string(method);
   http.path = gw ? target_path(*gw, path) : std::string(path);
@@ -863,7 +865,7 @@ void HttpTrigger::enqueue_async(const FunctionSpec& fn, Invocation&& inv, Respon
   m.metadata.push_back({"http.query", inv.http->query});
   for (auto& p : inv.http->params) m.metadata.push_back({"param." + p.name, std::move(p.value)});
   for (auto& h : inv.http->headers) m.metadata.push_back({"header." + h.name, std::move(h.value)});
-  if (!inv.traceparent.empty()) m.metadata.push_back({"traceparent", inv.traceparent});
+  add_trace_context(m.metadata, inv.traceparent, inv.tracestate);
   m.payload = std::move(inv.payload);
   Batch b;
   b.enqueues.push_back({async_queue_for(fn.name), std::move(m)});

@@ -260,20 +260,21 @@ class StreamTrigger::Partition : public std::enable_shared_from_this<Partition> 
     ++attempt_;
     // The batch continues the trace of its first record that carries one; its span links to
     // the other records' (each a cause in a trace of its own), up to the span's link limit.
-    std::string_view parent_trace;
+    std::string_view parent_trace, parent_state;
     auto links = std::make_shared<std::vector<std::string>>();
     for (const auto& rec : batch_) {
       const std::string* tp = find_header(rec.metadata, "traceparent");
       if (!tp) continue;
       if (parent_trace.empty()) {
         parent_trace = *tp;
+        if (const std::string* ts = find_header(rec.metadata, "tracestate")) parent_state = *ts;
       } else if (*tp != parent_trace && links->size() < Tracer::kMaxLinks &&
                  std::find(links->begin(), links->end(), *tp) == links->end()) {
         links->push_back(*tp);
       }
     }
     Invocation inv = new_invocation(fn_, kStream, "/streams/" + spec_.name,
-                                    "nimbus.stream.batch", clock_, parent_trace);
+                                    "nimbus.stream.batch", clock_, parent_trace, parent_state);
     inv.subject = spec_.name + "/" + std::to_string(partition_);
     inv.attempt = attempt_;
     inv.payload = stream_batch_payload(batch_);
@@ -284,10 +285,10 @@ class StreamTrigger::Partition : public std::enable_shared_from_this<Partition> 
                     {"first_offset", std::to_string(batch_.front().offset)},
                     {"last_offset", std::to_string(batch_.back().offset)},
                     {"count", std::to_string(batch_.size())}};
-    std::string id = inv.id, trace = inv.traceparent;
+    std::string id = inv.id, trace = inv.traceparent, state = inv.tracestate;
     TimePoint started = inv.started;
     const uint64_t parent = inv.parent_span;
-    pool_.dispatch(std::move(inv), [self = shared_from_this(), id, trace, started, parent, attempt = attempt_,
+    pool_.dispatch(std::move(inv), [self = shared_from_this(), id, trace, state, started, parent, attempt = attempt_,
                                     links](Result&& result) {
       self->logger_.invocation({self->fn_.name, kStream, id, trace, result.outcome, 0, self->clock_.now() - started,
                                 result.error.type, result.error.message, {}, result.version, parent, attempt,
@@ -295,19 +296,19 @@ class StreamTrigger::Partition : public std::enable_shared_from_this<Partition> 
                                 links->empty() ? nullptr : links.get()});
       auto held = std::make_shared<Result>(std::move(result));
       std::weak_ptr<Partition> weak = self;
-      self->worker_->post([weak, held, trace] {
-        if (auto s = weak.lock()) s->finish(std::move(*held), trace);
+      self->worker_->post([weak, held, trace, state] {
+        if (auto s = weak.lock()) s->finish(std::move(*held), trace, state);
       });
     });
   }
 
   // Success: checkpoint past the batch with the outputs. Failure: retry, or dead-letter the
   // batch (and checkpoint past it) after the last attempt.
-  void finish(Result&& result, const std::string& trace) {
+  void finish(Result&& result, const std::string& trace, const std::string& state) {
     const int64_t next = batch_.back().offset + 1;
     Batch commit;
     if (result.outcome == Outcome::success) {
-      if (auto st = add_outputs(fn_, std::move(result.outputs), commit, nullptr, trace); !st) {
+      if (auto st = add_outputs(fn_, std::move(result.outputs), commit, nullptr, trace, state); !st) {
         result = Result::failure(Outcome::error, "invalid_output", st.error().message);
         commit = Batch{};
       }
