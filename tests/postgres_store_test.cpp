@@ -482,6 +482,119 @@ TEST(PgConnection, AFailedDeferredStatementFailsTheCallItWentWithAndKeepsNothing
   EXPECT_TRUE(c.connected());
 }
 
+// A deferred statement's check sees its rows when they come; a check that refuses them is the
+// failure of the call they went with (its error, as the check said it), and the transaction is
+// rolled back whole by its owner.
+TEST(PgConnection, ADeferredStatementsCheckSeesItsRowsAndItsRefusalFailsTheCall) {
+  const std::string url = fresh_database();
+  ASSERT_TRUE(sql(url, "CREATE TABLE t(x int PRIMARY KEY)")) << url;
+  pg::Connection c(url);
+  ASSERT_TRUE(c.connect().ok());
+  std::vector<int64_t> seen;
+  auto expect_one = [&seen](const pg::Rows& r) -> Status {
+    if (r.affected() != 1) return Error{"refused: " + std::to_string(r.affected()) + " rows", store_error::conflict};
+    seen.push_back(r.integer(0, 0));
+    return ok_status();
+  };
+  const std::string insert = "INSERT INTO t VALUES($1) ON CONFLICT DO NOTHING RETURNING x";
+  c.defer("BEGIN");
+  c.defer(insert, {pg::Param::of(int64_t{1})}, expect_one);
+  c.defer(insert, {pg::Param::of(int64_t{2})}, expect_one);
+  EXPECT_TRUE(seen.empty()) << "checked before anything was sent";
+  ASSERT_TRUE(c.flush().ok());
+  EXPECT_EQ(seen, (std::vector<int64_t>{1, 2}));
+  ASSERT_TRUE(c.commit().ok());
+  // The second insert finds 1 there: its check refuses, and the flush fails with its error;
+  // the third (after it) ran, but nothing is kept once the owner rolls back.
+  seen.clear();
+  c.defer("BEGIN");
+  c.defer(insert, {pg::Param::of(int64_t{3})}, expect_one);
+  c.defer(insert, {pg::Param::of(int64_t{1})}, expect_one);
+  c.defer(insert, {pg::Param::of(int64_t{4})}, expect_one);
+  auto flushed = c.flush();
+  ASSERT_FALSE(flushed.ok());
+  EXPECT_EQ(flushed.error().message, "refused: 0 rows");
+  EXPECT_EQ(flushed.error().code, store_error::conflict);
+  EXPECT_EQ(seen, (std::vector<int64_t>{3})) << "a check after the refusal was run";
+  c.rollback();
+  EXPECT_EQ(count_rows(c), 2);
+  // A check on the last deferred statement (the one a flush sends last) is run too, and the
+  // next run() sends what was deferred ahead of it, checked.
+  c.defer("BEGIN");
+  c.defer(insert, {pg::Param::of(int64_t{2})}, expect_one);
+  auto ran = c.run("SELECT count(*) FROM t");
+  ASSERT_FALSE(ran.ok());
+  EXPECT_EQ(ran.error().message, "refused: 0 rows");
+  c.rollback();
+  EXPECT_TRUE(c.connected());
+}
+
+// A group's statements go deferred and are checked before its COMMIT; a failure among them
+// is named for its own commit, as when they ran one at a time: an ETag that does not match,
+// a message id taken twice, a lease that is not held. Every other commit in the burst lands.
+TEST(PostgresStore, AFailureAmongAGroupsDeferredStatementsIsNamedForItsOwnCommitOnly) {
+  const std::string url = fresh_database();
+  ASSERT_EQ(url.rfind("postgres://", 0), 0u) << url;
+  ManualClock clock;
+  auto s = open_store(url, "", clock);
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  Store& store = **s;
+  Batch seed;
+  seed.puts.push_back({"s", "a", "v", std::nullopt, 0});
+  seed.enqueues.push_back({"in", NewMessage{}});
+  seed.enqueues.push_back({"in", NewMessage{}});
+  ASSERT_TRUE(store.commit_sync(std::move(seed)).ok());
+  auto got = store.receive_sync("in", 2, 30000);
+  ASSERT_TRUE(got.ok() && got->size() == 2u);
+  std::vector<Batch> burst(6);
+  burst[0].acks.push_back({(*got)[0].id, (*got)[0].lease});
+  burst[0].enqueues.push_back({"out", NewMessage{}});
+  burst[0].puts.push_back({"s", "b", "v", std::nullopt, 0});
+  burst[1].puts.push_back({"s", "a", "w", std::optional<std::string>("7"), 0});
+  for (int i : {2, 3}) {
+    NewMessage m;
+    m.id = "dup";
+    burst[static_cast<std::size_t>(i)].enqueues.push_back({"out", m});
+  }
+  burst[4].acks.push_back({(*got)[1].id, "stale"});
+  burst[5].puts.push_back({"s", "c", "v", std::optional<std::string>(""), 0});
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<std::optional<Expected<BatchResult>>> answers(burst.size());
+  for (std::size_t i = 0; i < burst.size(); ++i) {
+    store.commit(std::move(burst[i]), [&, i](Expected<BatchResult> r) {
+      std::lock_guard l(mu);
+      answers[i] = std::move(r);
+      cv.notify_all();
+    });
+  }
+  std::unique_lock l(mu);
+  ASSERT_TRUE(cv.wait_for(l, 10s, [&] {
+    return std::all_of(answers.begin(), answers.end(), [](const auto& a) { return a.has_value(); });
+  }));
+  ASSERT_TRUE(answers[0]->ok()) << answers[0]->error().message;
+  EXPECT_EQ((*answers[0])->etags, (std::vector<std::string>{"1"}));
+  EXPECT_EQ((*answers[0])->message_ids.size(), 1u);
+  ASSERT_FALSE(answers[1]->ok());
+  EXPECT_EQ(answers[1]->error().message, "state s/a has ETag '1', not '7'");
+  EXPECT_EQ(answers[1]->error().code, store_error::conflict);
+  EXPECT_NE(answers[2]->ok(), answers[3]->ok()) << "one of the two commits of id dup lands";
+  const auto& dup = answers[2]->ok() ? *answers[3] : *answers[2];
+  EXPECT_EQ(dup.error().message, "a message with id dup already exists");
+  ASSERT_FALSE(answers[4]->ok());
+  EXPECT_EQ(answers[4]->error().message, "message " + (*got)[1].id + " is no longer leased by this delivery");
+  ASSERT_TRUE(answers[5]->ok()) << answers[5]->error().message;
+  EXPECT_EQ((*answers[5])->etags, (std::vector<std::string>{"1"}));
+  l.unlock();
+  auto out = store.peek("out", 10);
+  ASSERT_TRUE(out.ok());
+  EXPECT_EQ(out->size(), 2u);
+  auto left = store.peek("in", 10);
+  ASSERT_TRUE(left.ok());
+  ASSERT_EQ(left->size(), 1u) << "the stale ack took its message, or the good one did not";
+  EXPECT_EQ((*left)[0].id, (*got)[1].id);
+}
+
 // The server ends the connection (pg_terminate_backend) before a pipeline is sent: the call
 // fails as a lost connection, the connection says it is not connected (so its owner connects
 // again), and connect() gives a working one.

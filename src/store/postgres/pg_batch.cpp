@@ -31,6 +31,33 @@ std::string printable(const std::string& text) {
 
 Error not_leased(const std::string& id) { return conflict("message " + id + " is no longer leased by this delivery"); }
 
+// Statements that may be deferred (Connection::pipelining) check their rows when they come,
+// before the COMMIT is sent; a failed check is the transaction's failure, and the writer then
+// runs the group again a statement at a time, where each is named (pg_store.cpp, run_pass).
+const std::string kAck = "DELETE FROM messages WHERE id=$1 AND lease=$2";
+const std::string kInsertMessage =
+    "INSERT INTO messages(id, event_id, queue, due, enqueued, type, source, subject, metadata, payload, lease, "
+    "deliveries) VALUES($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12) ON CONFLICT (id) DO NOTHING";
+const std::string kInsertMessages =
+    "INSERT INTO messages(id, event_id, queue, due, enqueued, type, source, subject, metadata, payload, lease, "
+    "deliveries) SELECT u.id, u.event_id, u.queue, u.due, $5, u.type, u.source, u.subject, decode(u.metadata, 'hex'), "
+    "decode(u.payload, 'hex'), NULLIF(u.lease, ''), CASE WHEN u.lease = '' THEN 0 ELSE 1 END "
+    "FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $6::text[], $7::text[], "
+    "$8::text[], $9::text[], $10::text[], $11::text[]) AS u(id, event_id, queue, due, type, source, subject, metadata, "
+    "payload, lease) ON CONFLICT (id) DO NOTHING RETURNING id";
+const std::string kPut =
+    "INSERT INTO state(store, key, value, etag, expires) VALUES($1,$2,$3,1,$4) ON CONFLICT(store, key) DO UPDATE SET "
+    "value=excluded.value, etag=CASE WHEN state.expires<>0 AND state.expires<=$5 THEN 1 ELSE state.etag+1 END, "
+    "expires=excluded.expires RETURNING etag";
+// Create only: an entry that is there and alive stays as it is.
+const std::string kPutCreate =
+    "INSERT INTO state(store, key, value, etag, expires) VALUES($1,$2,$3,1,$4) ON CONFLICT(store, key) DO UPDATE SET "
+    "value=excluded.value, etag=1, expires=excluded.expires WHERE state.expires<>0 AND state.expires<=$5 "
+    "RETURNING etag";
+const std::string kPutIfMatch =
+    "UPDATE state SET value=$3, etag=etag+1, expires=$4 WHERE store=$1 AND key=$2 AND etag::text=$5 "
+    "AND (expires=0 OR expires>$6) RETURNING etag";
+
 // The ETag a state entry has now ("" when there is none).
 Expected<std::string> state_etag(Connection& c, const std::string& store, const std::string& key, int64_t now) {
   auto r = c.run("SELECT etag FROM state WHERE store=$1 AND key=$2 AND (expires=0 OR expires>$3)",
@@ -54,18 +81,23 @@ Status PgStore::insert_message(Connection& c, const std::string& queue, const Ne
   const bool claimed = claim && claim->to;
   // A claimed message is leased to its consumer here (its first delivery), due when that
   // lease ends; nobody else need hear of it.
-  auto r = c.run(
-      "INSERT INTO messages(id, event_id, queue, due, enqueued, type, source, subject, metadata, payload, lease, "
-      "deliveries) VALUES($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12) ON CONFLICT (id) DO NOTHING",
-      {Param::of(id), Param::of(m.event_id.empty() ? id : m.event_id), Param::of(queue),
-       Param::of(claimed ? saturating_after(now, claim->lease_ms) : saturating_after(now, m.delay_ms)),
-       Param::of(now), Param::of(m.type), Param::of(m.source), Param::of(m.subject),
-       Param::blob(encode_headers(m.metadata)), Param::blob(m.payload), claimed ? Param::of(claim->lease) : Param{},
-       Param::of(int64_t{claimed ? 1 : 0})});
-  if (!r) return r.error();
-  if (r->affected() != 1) return conflict("a message with id " + id + " already exists");
+  Params params{Param::of(id), Param::of(m.event_id.empty() ? id : m.event_id), Param::of(queue),
+                Param::of(claimed ? saturating_after(now, claim->lease_ms) : saturating_after(now, m.delay_ms)),
+                Param::of(now), Param::of(m.type), Param::of(m.source), Param::of(m.subject),
+                Param::blob(encode_headers(m.metadata)), Param::blob(m.payload),
+                claimed ? Param::of(claim->lease) : Param{}, Param::of(int64_t{claimed ? 1 : 0})};
   if (m.delay_ms <= 0 && !claimed) woken.push_back(queue);
-  return ok_status();
+  auto check = [id](const Rows& r) -> Status {
+    if (r.affected() != 1) return conflict("a message with id " + id + " already exists");
+    return ok_status();
+  };
+  if (c.pipelining()) {
+    c.defer(kInsertMessage, std::move(params), std::move(check));
+    return ok_status();
+  }
+  auto r = c.run(kInsertMessage, params);
+  if (!r) return r.error();
+  return check(*r);
 }
 
 Status PgStore::insert_messages(Connection& c, const std::vector<Batch::Enqueue>& enqueues,
@@ -88,39 +120,43 @@ Status PgStore::insert_messages(Connection& c, const std::vector<Batch::Enqueue>
     if (m.delay_ms <= 0 && !claimed) woken.push_back(enqueues[i].queue);
   }
   // Rows are inserted in array order, so their sequence (the FIFO order) follows the batch.
-  auto r = c.run(
-      "INSERT INTO messages(id, event_id, queue, due, enqueued, type, source, subject, metadata, payload, lease, "
-      "deliveries) SELECT u.id, u.event_id, u.queue, u.due, $5, u.type, u.source, u.subject, decode(u.metadata, 'hex'), "
-      "decode(u.payload, 'hex'), NULLIF(u.lease, ''), CASE WHEN u.lease = '' THEN 0 ELSE 1 END "
-      "FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $6::text[], $7::text[], "
-      "$8::text[], $9::text[], $10::text[], $11::text[]) AS u(id, event_id, queue, due, type, source, subject, metadata, "
-      "payload, lease) ON CONFLICT (id) DO NOTHING RETURNING id",
-      {Param::of(text_array(ids)), Param::of(text_array(event_ids)), Param::of(text_array(queues)),
-       Param::of(bigint_array(dues)), Param::of(now), Param::of(text_array(types)), Param::of(text_array(sources)),
-       Param::of(text_array(subjects)), Param::of(text_array(metadata)), Param::of(text_array(payloads)),
-       Param::of(text_array(leases))});
-  if (!r) return r.error();
-  if (r->size() != static_cast<int>(ids.size())) {
+  Params params{Param::of(text_array(ids)), Param::of(text_array(event_ids)), Param::of(text_array(queues)),
+                Param::of(bigint_array(dues)), Param::of(now), Param::of(text_array(types)), Param::of(text_array(sources)),
+                Param::of(text_array(subjects)), Param::of(text_array(metadata)), Param::of(text_array(payloads)),
+                Param::of(text_array(leases))};
+  auto check = [ids](const Rows& r) -> Status {
+    if (r.size() == static_cast<int>(ids.size())) return ok_status();
     // Named: the first id that was not inserted (it existed, or came twice in this commit).
     std::multiset<std::string> inserted;
-    for (int i = 0; i < r->size(); ++i) inserted.insert(r->text(i, 0));
+    for (int i = 0; i < r.size(); ++i) inserted.insert(r.text(i, 0));
     for (const auto& id : ids) {
       auto it = inserted.find(id);
       if (it == inserted.end()) return conflict("a message with id " + id + " already exists");
       inserted.erase(it);
     }
     return conflict("a message with one of this commit's ids already exists");
+  };
+  if (c.pipelining()) {
+    c.defer(kInsertMessages, std::move(params), std::move(check));
+    return ok_status();
   }
-  return ok_status();
+  auto r = c.run(kInsertMessages, params);
+  if (!r) return r.error();
+  return check(*r);
 }
 
 Status PgStore::apply(Connection& c, const Batch& b, BatchResult& result, std::vector<std::string>& woken,
                       const std::vector<Claim>& claims) {
   const int64_t now = unix_ms(clock_);
   for (const auto& ref : b.acks) {
-    auto r = c.run("DELETE FROM messages WHERE id=$1 AND lease=$2", {Param::of(ref.id), Param::of(ref.lease)});
+    auto check = [id = ref.id](const Rows& r) { return r.affected() == 1 ? ok_status() : Status(not_leased(id)); };
+    if (c.pipelining()) {
+      c.defer(kAck, {Param::of(ref.id), Param::of(ref.lease)}, std::move(check));
+      continue;
+    }
+    auto r = c.run(kAck, {Param::of(ref.id), Param::of(ref.lease)});
     if (!r) return r.error();
-    if (r->affected() != 1) return not_leased(ref.id);
+    if (auto st = check(*r); !st) return st;
   }
   for (const auto& rt : b.retries) {
     if (rt.release) {
@@ -192,23 +228,34 @@ Status PgStore::upsert_many(Connection& c, const Batch& b, std::size_t from, std
     values.push_back(hex(p.value));  // bytes travel as hex in a text array
     expires.push_back(p.ttl_ms > 0 ? saturating_after(now, p.ttl_ms) : 0);
   }
-  auto r = c.run(
+  static const std::string sql =
       "INSERT INTO state(store, key, value, etag, expires) SELECT u.store, u.key, decode(u.value, 'hex'), 1, u.expires "
       "FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[]) AS u(store, key, value, expires) "
       "ON CONFLICT(store, key) DO UPDATE SET value=excluded.value, "
       "etag=CASE WHEN state.expires<>0 AND state.expires<=$5 THEN 1 ELSE state.etag+1 END, expires=excluded.expires "
-      "RETURNING store, key, etag",
-      {Param::of(text_array(stores)), Param::of(text_array(keys)), Param::of(text_array(values)),
-       Param::of(bigint_array(expires)), Param::of(now)});
-  if (!r) return r.error();
-  std::map<std::pair<std::string, std::string>, int64_t> etags;
-  for (int i = 0; i < r->size(); ++i) etags[{r->text(i, 0), r->text(i, 1)}] = r->integer(i, 2);
-  for (std::size_t i = from; i < to; ++i) {
-    auto it = etags.find({b.puts[i].store, b.puts[i].key});
-    if (it == etags.end()) return Error{"PostgreSQL did not return the ETag of state " + b.puts[i].store + "/" + b.puts[i].key, store_error::io};
-    result.etags.push_back(std::to_string(it->second));
+      "RETURNING store, key, etag";
+  Params params{Param::of(text_array(stores)), Param::of(text_array(keys)), Param::of(text_array(values)),
+                Param::of(bigint_array(expires)), Param::of(now)};
+  // Each put's ETag, in the batch's order. (An upsert returns every row it wrote.)
+  auto take = [&b, &result, from, to](const Rows& r) -> Status {
+    std::map<std::pair<std::string, std::string>, int64_t> etags;
+    for (int i = 0; i < r.size(); ++i) etags[{r.text(i, 0), r.text(i, 1)}] = r.integer(i, 2);
+    for (std::size_t i = from; i < to; ++i) {
+      auto it = etags.find({b.puts[i].store, b.puts[i].key});
+      if (it == etags.end()) {
+        return Error{"PostgreSQL did not return the ETag of state " + b.puts[i].store + "/" + b.puts[i].key, store_error::io};
+      }
+      result.etags.push_back(std::to_string(it->second));
+    }
+    return ok_status();
+  };
+  if (c.pipelining()) {
+    c.defer(sql, std::move(params), take);
+    return ok_status();
   }
-  return ok_status();
+  auto r = c.run(sql, params);
+  if (!r) return r.error();
+  return take(*r);
 }
 
 Status PgStore::apply_state(Connection& c, const Batch& b, BatchResult& result, int64_t now) {
@@ -227,27 +274,20 @@ Status PgStore::apply_state(Connection& c, const Batch& b, BatchResult& result, 
       }
     }
     const int64_t expires = p.ttl_ms > 0 ? saturating_after(now, p.ttl_ms) : 0;
-    Expected<Rows> r = Error{""};
-    if (!p.if_match) {
-      r = c.run(
-          "INSERT INTO state(store, key, value, etag, expires) VALUES($1,$2,$3,1,$4) ON CONFLICT(store, key) DO UPDATE SET "
-          "value=excluded.value, etag=CASE WHEN state.expires<>0 AND state.expires<=$5 THEN 1 ELSE state.etag+1 END, "
-          "expires=excluded.expires RETURNING etag",
-          {Param::of(p.store), Param::of(p.key), Param::blob(p.value), Param::of(expires), Param::of(now)});
-    } else if (p.if_match->empty()) {
-      // Create only: an entry that is there and alive stays as it is.
-      r = c.run(
-          "INSERT INTO state(store, key, value, etag, expires) VALUES($1,$2,$3,1,$4) ON CONFLICT(store, key) DO UPDATE SET "
-          "value=excluded.value, etag=1, expires=excluded.expires WHERE state.expires<>0 AND state.expires<=$5 "
-          "RETURNING etag",
-          {Param::of(p.store), Param::of(p.key), Param::blob(p.value), Param::of(expires), Param::of(now)});
-    } else {
-      r = c.run(
-          "UPDATE state SET value=$3, etag=etag+1, expires=$4 WHERE store=$1 AND key=$2 AND etag::text=$5 "
-          "AND (expires=0 OR expires>$6) RETURNING etag",
-          {Param::of(p.store), Param::of(p.key), Param::blob(p.value), Param::of(expires), Param::of(*p.if_match),
-           Param::of(now)});
+    const std::string& sql = !p.if_match ? kPut : p.if_match->empty() ? kPutCreate : kPutIfMatch;
+    Params params{Param::of(p.store), Param::of(p.key), Param::blob(p.value), Param::of(expires)};
+    if (p.if_match && !p.if_match->empty()) params.push_back(Param::of(*p.if_match));
+    params.push_back(Param::of(now));
+    if (c.pipelining()) {
+      // Its condition failed: a conflict (named when the group runs again a statement at a time).
+      c.defer(sql, std::move(params), [&result, &p](const Rows& r) -> Status {
+        if (r.size() != 1) return conflict("state " + p.store + "/" + p.key + " does not have ETag '" + p.if_match.value_or("") + "'");
+        result.etags.push_back(std::to_string(r.integer(0, 0)));
+        return ok_status();
+      });
+      continue;
     }
+    Expected<Rows> r = c.run(sql, params);
     if (!r) return r.error();
     if (r->size() != 1) {
       return etag_conflict(c, p.store, p.key, now, *p.if_match);

@@ -187,7 +187,9 @@ Expected<Rows> Connection::run(const std::string& sql, const Params& params) {
   return Rows(r);
 }
 
-void Connection::defer(std::string sql, Params params) { deferred_.push_back({std::move(sql), std::move(params)}); }
+void Connection::defer(std::string sql, Params params, std::function<Status(const Rows&)> check) {
+  deferred_.push_back({std::move(sql), std::move(params), std::move(check)});
+}
 
 Expected<Rows> Connection::run_pipelined(const std::string& sql, const Params& params, bool prepare) {
   for (const auto& d : deferred_) {  // checked before anything leaves (a BEGIN stays deferred)
@@ -207,7 +209,8 @@ Expected<Rows> Connection::run_pipelined(const std::string& sql, const Params& p
   if (PQenterPipelineMode(conn_) != 1) return abandon("pipeline");
   int results = 0;  // one per statement sent, and one per statement prepared on the way
   std::vector<std::pair<int, std::string>> fresh;  // statements prepared in this pipeline: (result, SQL)
-  const auto send = [&](const std::string& text, const Params& ps, bool named) -> bool {
+  std::vector<const Deferred*> owner;  // by result: the deferred statement it answers (null: none)
+  const auto send = [&](const std::string& text, const Params& ps, bool named, const Deferred* from) -> bool {
     const Wire wire(ps);
     if (!named) {
       if (PQsendQueryParams(conn_, text.c_str(), wire.size(), nullptr, wire.values.data(), wire.lengths.data(),
@@ -215,6 +218,7 @@ Expected<Rows> Connection::run_pipelined(const std::string& sql, const Params& p
         return false;
       }
       ++results;
+      owner.push_back(from);
       return true;
     }
     auto it = prepared_.find(text);
@@ -222,6 +226,7 @@ Expected<Rows> Connection::run_pipelined(const std::string& sql, const Params& p
       std::string name = "s" + std::to_string(statements_++);
       if (PQsendPrepare(conn_, name.c_str(), text.c_str(), 0, nullptr) != 1) return false;
       fresh.emplace_back(results++, text);
+      owner.push_back(nullptr);
       it = prepared_.emplace(text, std::move(name)).first;
     }
     if (PQsendQueryPrepared(conn_, it->second.c_str(), wire.size(), wire.values.data(), wire.lengths.data(),
@@ -229,12 +234,13 @@ Expected<Rows> Connection::run_pipelined(const std::string& sql, const Params& p
       return false;
     }
     ++results;
+    owner.push_back(from);
     return true;
   };
   for (const auto& d : ahead) {
-    if (!send(d.sql, d.params, !d.params.empty())) return abandon("statement");
+    if (!send(d.sql, d.params, !d.params.empty(), &d)) return abandon("statement");
   }
-  if (!send(sql, params, prepare) || PQpipelineSync(conn_) != 1) return abandon("statement");
+  if (!send(sql, params, prepare, nullptr) || PQpipelineSync(conn_) != 1) return abandon("statement");
   std::optional<Error> failed;
   PGresult* last = nullptr;
   // Each statement's result, then NULL; the sync point's result at the end (after a failure,
@@ -275,6 +281,9 @@ Expected<Rows> Connection::run_pipelined(const std::string& sql, const Params& p
       }
     } else if (final) {
       last = r;
+    } else if (const Deferred* d = at < static_cast<int>(owner.size()) ? owner[static_cast<std::size_t>(at)] : nullptr;
+               d && d->check && !failed) {
+      if (auto st = d->check(Rows(r)); !st) failed = st.error();
     } else {
       PQclear(r);
     }
@@ -296,6 +305,7 @@ Status Connection::flush_deferred() {
   deferred_.pop_back();
   auto r = run_pipelined(last.sql, last.params, !last.params.empty());
   if (!r) return r.error();
+  if (last.check) return last.check(*r);
   return ok_status();
 }
 

@@ -4,6 +4,7 @@
 // TEXT and BYTEA columns only, decoded here), errors with the SQLSTATE, and a reconnect when
 // the server went away. Not thread-safe: one thread uses a connection at a time.
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -82,8 +83,17 @@ class Connection {
   // Sends one statement (no more than one, no result rows wanted) together with the next
   // run() or commit(), in the same round trip (libpq's pipeline mode): BEGIN, SET LOCAL,
   // pg_notify. Its failure is that call's failure, and what follows it in the transaction is
-  // not run. A connection lost before then forgets it.
-  void defer(std::string sql, Params params = {});
+  // not run. A connection lost before then forgets it. `check`, if set, is given its rows when
+  // they come (before that call returns), if it succeeded; its error is that call's error
+  // (what follows it has run: the caller rolls the transaction back).
+  void defer(std::string sql, Params params = {}, std::function<Status(const Rows&)> check = {});
+  // Sends what was deferred now, and waits for it (their checks run).
+  Status flush() { return flush_deferred(); }
+  // Whether the statements its owner writes may be deferred (see defer) rather than run one
+  // round trip each: set by the writer for a transaction whose failure it can run again
+  // statement by statement (pg_store.cpp, run_pass); it flushes them before its COMMIT.
+  void set_pipelining(bool on) { pipelining_ = on; }
+  bool pipelining() const { return pipelining_; }
   // Commits the transaction under way: an error unless the server says COMMIT (a transaction
   // it aborted after a failed statement is rolled back, and said so).
   Status commit();
@@ -108,6 +118,7 @@ class Connection {
   struct Deferred {
     std::string sql;
     Params params;
+    std::function<Status(const Rows&)> check;
   };
 
   std::string url_;
@@ -115,6 +126,7 @@ class Connection {
   std::map<std::string, std::string> prepared_;  // SQL text -> statement name
   std::vector<Deferred> deferred_;
   bool broken_ = false;  // a pipeline failed half way: lost, whatever libpq says
+  bool pipelining_ = false;
   int statements_ = 0;  // prepared on this connection: the next one's name is "s<statements_>"
   PgError last_;
 };

@@ -229,12 +229,14 @@ Status PgStore::run_group(std::vector<Op>& group, std::vector<std::string>& woke
     if (auto st = c.exec("SET synchronous_commit = on"); !st) return st;
     writer_pid_ = c.backend_pid();
   }
-  // Optimistically without savepoints (each costs two round trips per operation): nearly
-  // every group commits whole. If one operation fails, the transaction is rolled back and the
-  // group runs again with a savepoint around each operation, so that only that one fails.
+  // Optimistically without savepoints (each costs two round trips per operation), and with the
+  // statements whose rows are not needed before the commit deferred to go with the next round
+  // trip (Connection::pipelining): nearly every group commits whole, in a few round trips. If
+  // anything fails, the transaction is rolled back and the group runs again a statement at a
+  // time, with a savepoint around each operation, so that only that one fails, with its reason.
   // Operations start from scratch each time they run (their results are reset by them).
   bool retry = false;
-  Status st = run_pass(group, woken, group.size() > 1 ? Pass::optimistic : Pass::alone, retry);
+  Status st = run_pass(group, woken, group.size() > 1 ? Pass::optimistic : Pass::alone, retry, /*pipelined=*/true);
   // Hosts' groups lock rows in no common order: PostgreSQL may pick this one to break a
   // deadlock (40P01) or a serialization conflict (40001). That is not the work's failure:
   // run it again.
@@ -244,14 +246,20 @@ Status PgStore::run_group(std::vector<Op>& group, std::vector<std::string>& woke
   };
   for (int again = 0; again < 3 && (retry || transient()); ++again) {
     woken.clear();
-    st = run_pass(group, woken, group.size() > 1 ? Pass::savepoints : Pass::alone, retry);
+    st = run_pass(group, woken, group.size() > 1 ? Pass::savepoints : Pass::alone, retry, /*pipelined=*/false);
   }
   return st;
 }
 
-Status PgStore::run_pass(std::vector<Op>& group, std::vector<std::string>& woken, Pass pass, bool& retry) {
+Status PgStore::run_pass(std::vector<Op>& group, std::vector<std::string>& woken, Pass pass, bool& retry,
+                         bool pipelined) {
   Connection& c = *writer_conn_;
   retry = false;
+  c.set_pipelining(pipelined);
+  struct Off {
+    Connection& c;
+    ~Off() { c.set_pipelining(false); }
+  } off{c};
   // A group that only takes or extends leases commits without waiting for the WAL flush: a
   // lease lost in a crash only lets the message be delivered again (at least once, as after
   // any crash), and the completion that follows it flushes it (the WAL is one sequence), so
@@ -267,7 +275,10 @@ Status PgStore::run_pass(std::vector<Op>& group, std::vector<std::string>& woken
   if (unflushed) c.defer("SET LOCAL synchronous_commit = off");
   const bool savepoints = pass == Pass::savepoints;
   bool acked_together = false;
-  if (pass == Pass::optimistic) {
+  if (pass == Pass::optimistic && pipelined) {
+    defer_ack_all(c, group);
+    acked_together = true;
+  } else if (pass == Pass::optimistic) {
     auto all = ack_all(c, group);
     if (!all) {
       c.rollback();
@@ -304,6 +315,11 @@ Status PgStore::run_pass(std::vector<Op>& group, std::vector<std::string>& woken
     }
     if (!op.outcome) {
       woken.resize(mark);
+      if (pipelined) {  // perhaps another op's deferred statement: again, a statement at a time
+        c.rollback();
+        retry = true;
+        return ok_status();
+      }
       if (pass == Pass::alone) {
         c.rollback();
         return ok_status();  // nothing else was in the transaction; the op carries its error
@@ -327,6 +343,17 @@ Status PgStore::run_pass(std::vector<Op>& group, std::vector<std::string>& woken
       }
     }
   }
+  // Every deferred statement answers (and is checked) before the COMMIT leaves: a host killed
+  // before then commits nothing, and a failed check rolls the group back.
+  if (pipelined) {
+    if (auto st = c.flush(); !st) {
+      c.rollback();
+      woken.clear();
+      if (!c.connected()) return st;
+      retry = true;
+      return ok_status();
+    }
+  }
   if (!woken.empty()) {
     std::sort(woken.begin(), woken.end());
     woken.erase(std::unique(woken.begin(), woken.end()), woken.end());
@@ -345,6 +372,12 @@ Status PgStore::run_pass(std::vector<Op>& group, std::vector<std::string>& woken
   }
   if (auto st = c.commit(); !st) {
     woken.clear();
+    // A conflict at the commit (a serialization failure): nothing was committed; again, a
+    // statement at a time.
+    if (pipelined && c.connected()) {
+      retry = true;
+      return ok_status();
+    }
     return st;
   }
   if (unflushed) {
@@ -366,6 +399,27 @@ void PgStore::commit_metrics_text(std::string& out) const {
 }
 
 
+namespace {
+const std::string kAckAll =
+    "DELETE FROM messages m USING unnest($1::text[], $2::text[]) AS a(id, lease) WHERE m.id=a.id AND m.lease=a.lease";
+}  // namespace
+
+void PgStore::defer_ack_all(Connection& c, const std::vector<Op>& group) {
+  std::vector<std::string> ids, leases;
+  for (const auto& op : group) {
+    for (const auto& ref : op.acks_only) {
+      ids.push_back(ref.id);
+      leases.push_back(ref.lease);
+    }
+  }
+  if (ids.empty()) return;
+  const int64_t want = static_cast<int64_t>(ids.size());
+  c.defer(kAckAll, {Param::of(text_array(ids)), Param::of(text_array(leases))}, [want](const Rows& r) -> Status {
+    if (r.affected() == want) return ok_status();
+    return Error{"a lease among the group's acknowledgements was no longer held", store_error::conflict};
+  });
+}
+
 Expected<bool> PgStore::ack_all(Connection& c, const std::vector<Op>& group) {
   std::vector<std::string> ids, leases;
   for (const auto& op : group) {
@@ -375,9 +429,7 @@ Expected<bool> PgStore::ack_all(Connection& c, const std::vector<Op>& group) {
     }
   }
   if (ids.empty()) return true;
-  auto r = c.run(
-      "DELETE FROM messages m USING unnest($1::text[], $2::text[]) AS a(id, lease) WHERE m.id=a.id AND m.lease=a.lease",
-      {Param::of(text_array(ids)), Param::of(text_array(leases))});
+  auto r = c.run(kAckAll, {Param::of(text_array(ids)), Param::of(text_array(leases))});
   if (!r) return r.error();
   return r->affected() == static_cast<int64_t>(ids.size());
 }
