@@ -14,6 +14,7 @@ packages=(
   libssl-dev openssl  # the gateway: JWT signatures (HS256, RS256, ES256), TLS (tests make certificates)
   zlib1g-dev libbrotli-dev  # the gateway: gzip and br responses
   libarchive-dev  # versions: an app folder packaged as a tar archive (nimbus deploy)
+  libjemalloc-dev  # the host's allocator (linked in statically)
   haproxy nginx python3-yaml  # tests of deploy/ (and the load balancer of the many-host tests)
   python3 python3-prometheus-client nodejs libseccomp-dev
   protobuf-compiler python3-protobuf  # the trace tests decode OTLP/protobuf exports with protoc and Google's protobuf
