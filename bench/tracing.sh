@@ -12,10 +12,11 @@
 # alternate, REPS rounds (a case measured only first or last looks faster or slower than it
 # is); the median of the rounds' ratios to "off". Spans exported: the host's
 # nimbus_trace_spans_exported_total.
-# Usage: bash bench/tracing.sh (after make build). Env: REPS=3, SHAPES="hello pipeline".
+# Usage: bash bench/tracing.sh (after make build). Env: REPS=3, SHAPES="hello pipeline",
+# NIMBUS_BIN (another nimbus binary).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
-NIMBUS=$repo/build/nimbus
+NIMBUS=${NIMBUS_BIN:-$repo/build/nimbus}
 HELLO=$repo/build/tests/functions/hello.so
 RELAY=$repo/build/tests/functions/relay.so
 REPS=${REPS:-3}
@@ -77,7 +78,12 @@ worked() {
   curl -fs "localhost:$ADMIN/metrics" | awk '/^nimbus_invocations_total\{function="worker"/ {s += $2} END {print s + 0}'
 }
 
-# run_case SHAPE NAME OBSERVE_YAML -> prints "rate spans-exported" for one fresh host
+# The host's CPU time so far (user + system), in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+# run_case SHAPE NAME OBSERVE_YAML -> prints "rate spans-exported cpu-us-per-unit" for one
+# fresh host (the host's CPU time over the measured 10 s and the export after it, per request
+# or message: steadier than the rate on a VM whose speed drifts)
 run_case() {
   local app=$work/$1-$2
   mkdir -p "$app"
@@ -85,9 +91,10 @@ run_case() {
   env -i PATH=/usr/bin:/bin HOME="$work" taskset -c 0 "$NIMBUS" start "$app" --port $PORT --admin-port $ADMIN > "$app/log" 2>&1 &
   local pid=$!
   for _ in $(seq 1 200); do curl -fs "localhost:$ADMIN/metrics" > /dev/null && break; sleep 0.05; done
-  local wrk_args=(-t1 -c64) rate
+  local wrk_args=(-t1 -c64) rate cpu0 cpu1
   [[ $1 == pipeline ]] && wrk_args+=(-s "$work/post.lua")
   taskset -c 1 wrk "${wrk_args[@]}" -d2s "http://127.0.0.1:$PORT/" > /dev/null
+  cpu0=$(cpu_ticks $pid)
   if [[ $1 == hello ]]; then
     rate=$(taskset -c 1 wrk "${wrk_args[@]}" -d10s "http://127.0.0.1:$PORT/" | awk '/Requests\/sec/ {print $2}')
   else
@@ -98,10 +105,12 @@ run_case() {
     rate=$(( (after - before) / 10 ))
   fi
   sleep 1  # the last batch exported
+  cpu1=$(cpu_ticks $pid)
   local spans
   spans=$(curl -fs "localhost:$ADMIN/metrics" | awk '/^nimbus_trace_spans_exported_total / {print $2}')
   kill -TERM $pid; wait $pid 2>/dev/null || true
-  echo "$rate ${spans:-0}"
+  echo "$rate ${spans:-0} $(awk -v t=$((cpu1 - cpu0)) -v r="$rate" -v hz="$(getconf CLK_TCK)" \
+    'BEGIN {printf "%.2f", (r > 0 ? t * 1e6 / hz / (r * 10) : 0)}')"
 }
 
 median() { sort -n | awk '{v[NR]=$1} END{print v[int((NR+1)/2)]}'; }
@@ -112,7 +121,7 @@ otlp="observe:
 for shape in $SHAPES; do
   cases="off full hundredth"
   [[ $shape == hello ]] && cases+=" history"
-  declare -A rates=() spans=()
+  declare -A rates=() spans=() cpus=()
   for _ in $(seq 1 "$REPS"); do
     for c in $cases; do
       case $c in
@@ -121,12 +130,13 @@ for shape in $SHAPES; do
         hundredth) yaml="${otlp/SAMPLE/0.01}" ;;
         history) yaml="" ;;
       esac
-      read -r r n <<< "$(run_case "$shape" $c "$yaml")"
+      read -r r n u <<< "$(run_case "$shape" $c "$yaml")"
       rates[$c]+="$r "
       spans[$c]+="$n "
+      cpus[$c]+="$u "
     done
   done
-  for c in $cases; do echo "$shape $c runs: ${rates[$c]}"; done
+  for c in $cases; do echo "$shape $c runs: ${rates[$c]} (host CPU µs per unit: ${cpus[$c]})"; done
   # Each round's cases ran next to each other: the median of the rounds' ratios to "off" is
   # steadier than the ratio of medians on a VM whose speed drifts by 20 % over minutes.
   ratio() {
@@ -134,15 +144,21 @@ for shape in $SHAPES; do
       awk '{printf "%.3f\n", $1/$2}' | median
   }
   med() { tr ' ' '\n' <<< "${rates[$1]}" | grep . | median; }
+  # The host's CPU per request or message, against "off" the same way.
+  cpu_ratio() {
+    paste -d' ' <(tr ' ' '\n' <<< "${cpus[$1]}" | grep .) <(tr ' ' '\n' <<< "${cpus[off]}" | grep .) |
+      awk '{printf "%.3f\n", $1/$2}' | median
+  }
+  cpu_med() { tr ' ' '\n' <<< "${cpus[$1]}" | grep . | median; }
   unit="req/s"
   [[ $shape == pipeline ]] && unit="messages/s"
   echo
-  echo "$shape: | case | $unit (median of $REPS) | vs off (median of the rounds' ratios) | spans exported (median run) |"
-  echo "|---|---|---|---|"
-  echo "| tracing and history off | $(med off) | 1.00 | - |"
-  echo "| sample 1.0 | $(med full) | $(ratio full) | $(tr ' ' '\n' <<< "${spans[full]}" | grep . | median) |"
-  echo "| sample 0.01 | $(med hundredth) | $(ratio hundredth) | $(tr ' ' '\n' <<< "${spans[hundredth]}" | grep . | median) |"
-  [[ $shape == hello ]] && echo "| history on (keep 1000), tracing off | $(med history) | $(ratio history) | - |"
+  echo "$shape: | case | $unit (median of $REPS) | vs off (median of the rounds' ratios) | host CPU µs per unit (median) | CPU vs off | spans exported (median run) |"
+  echo "|---|---|---|---|---|---|"
+  echo "| tracing and history off | $(med off) | 1.00 | $(cpu_med off) | 1.00 | - |"
+  echo "| sample 1.0 | $(med full) | $(ratio full) | $(cpu_med full) | $(cpu_ratio full) | $(tr ' ' '\n' <<< "${spans[full]}" | grep . | median) |"
+  echo "| sample 0.01 | $(med hundredth) | $(ratio hundredth) | $(cpu_med hundredth) | $(cpu_ratio hundredth) | $(tr ' ' '\n' <<< "${spans[hundredth]}" | grep . | median) |"
+  [[ $shape == hello ]] && echo "| history on (keep 1000), tracing off | $(med history) | $(ratio history) | $(cpu_med history) | $(cpu_ratio history) | - |"
   echo
-  unset rates spans
+  unset rates spans cpus
 done

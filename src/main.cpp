@@ -5,7 +5,8 @@
 
 int main(int argc, char** argv) {
 #ifndef NIMBUS_JEMALLOC
-  // Without jemalloc (the sanitizer builds, a machine without libjemalloc-dev): glibc hands a
+  // Without jemalloc (a machine without libjemalloc-dev; the sanitizers' own allocator ignores
+  // this): glibc hands a
   // thread's free heap top back to the kernel (madvise) once it passes the trim threshold,
   // 128 KiB at first; the store writer's commits grow and shrink theirs on every group, and
   // under a durable load the madvise calls, their TLB flushes and the page faults that take the

@@ -138,6 +138,34 @@ TEST(PostgresStore, TextThatIsNotUtf8IsRefusedAloneAndErrorTextIsKeptPrintable) 
   EXPECT_NE((*dl)[0].last_error.find("bad "), std::string::npos) << (*dl)[0].last_error;
 }
 
+// A commit alone in its group: its one statement is the last of the pipeline, and its text is
+// checked like every other's (libpq would send a text parameter only up to a NUL: the key
+// "nul-" would be written in place of "nul-\0-x").
+TEST(PostgresStore, TheLastStatementOfAPipelineIsCheckedForTextToo) {
+  const std::string url = fresh_database();
+  ManualClock clock;
+  auto s = open_store(url, "", clock);
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  Batch put;
+  put.puts.push_back({"s", std::string("nul-\0-x", 7), "v", std::nullopt, 0});
+  auto r = (*s)->commit_sync(std::move(put));
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code, store_error::invalid) << r.error().message;
+  Batch enqueue;
+  NewMessage m;
+  m.type = std::string("t\0u", 3);
+  enqueue.enqueues.push_back({"q", m});
+  r = (*s)->commit_sync(std::move(enqueue));
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code, store_error::invalid) << r.error().message;
+  auto all = (*s)->scan("s", "", 10);
+  ASSERT_TRUE(all.ok()) << all.error().message;
+  EXPECT_TRUE(all->empty()) << "a key cut at its NUL was written";
+  auto q = (*s)->peek("q", 10);
+  ASSERT_TRUE(q.ok());
+  EXPECT_TRUE(q->empty());
+}
+
 TEST(PostgresStore, ADatabaseWrittenByANewerNimbusIsRefusedAndLeftAsItIs) {
   const std::string url = fresh_database();
   ManualClock clock;

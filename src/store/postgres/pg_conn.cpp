@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <libpq-fe.h>
 
+#include <algorithm>
 #include <cstring>
 #include <optional>
 
@@ -195,6 +196,7 @@ Expected<Rows> Connection::run_pipelined(const std::string& sql, const Params& p
   for (const auto& d : deferred_) {  // checked before anything leaves (a BEGIN stays deferred)
     if (auto st = check_text(d.params); !st) return st.error();
   }
+  if (auto st = check_text(params); !st) return st.error();  // (a flush's last statement is one of them)
   std::vector<Deferred> ahead = std::move(deferred_);
   deferred_.clear();
   // A connection that fails while a pipeline is half sent or half read is in no state to be
@@ -337,6 +339,14 @@ Status Connection::commit() {
     // ROLLBACK. Nothing of it was kept.
     rollback();
     return Error{"PostgreSQL aborted the transaction; nothing of it was committed", store_error::io};
+  }
+  // A deferred statement with a check is answered, and checked, before the COMMIT leaves: a
+  // check read after it would be too late to keep its transaction from committing.
+  if (std::any_of(deferred_.begin(), deferred_.end(), [](const Deferred& d) { return static_cast<bool>(d.check); })) {
+    if (auto st = flush_deferred(); !st) {
+      rollback();
+      return st;
+    }
   }
   // What was deferred (the change notices) goes with the COMMIT, in one round trip.
   last_ = PgError{};

@@ -85,7 +85,8 @@ class Connection {
   // pg_notify. Its failure is that call's failure, and what follows it in the transaction is
   // not run. A connection lost before then forgets it. `check`, if set, is given its rows when
   // they come (before that call returns), if it succeeded; its error is that call's error
-  // (what follows it has run: the caller rolls the transaction back).
+  // (what follows it has run: the caller rolls the transaction back). commit() sends such
+  // statements, and checks them, before its COMMIT.
   void defer(std::string sql, Params params = {}, std::function<Status(const Rows&)> check = {});
   // Sends what was deferred now, and waits for it (their checks run).
   Status flush() { return flush_deferred(); }

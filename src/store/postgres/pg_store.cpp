@@ -308,6 +308,7 @@ Status PgStore::run_pass(std::vector<Op>& group, std::vector<std::string>& woken
     const std::size_t mark = woken.size();
     op.outcome = op.apply(c, woken);
     if (c.last_error().connection_lost && !c.connected()) {
+      c.rollback();  // (forgets what is still deferred)
       woken.clear();
       return Error{"the connection to PostgreSQL at " + redact_store_url(url_) + " was lost during a commit: " +
                        c.last_error().message,
