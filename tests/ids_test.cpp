@@ -131,12 +131,21 @@ TEST(TraceTest, TracestateGoesOnAsItCameWithTheTraceItBelongsTo) {
   for (int i = 0; i < 32; ++i) members += (i ? ",k" : "k") + std::to_string(i) + "=v";
   EXPECT_EQ(continue_tracestate(tp, members), members);
   EXPECT_EQ(continue_tracestate(tp, members + ",k32=v"), "");
-  // Over 512 characters: members are dropped from the end until it fits.
+  // Over 512 characters: members over 128 characters go first, then members from the end until
+  // it fits. Up to 512, long members stay.
   const std::string big(300, 'x');
-  EXPECT_EQ(continue_tracestate(tp, "a=" + big + ",b=" + big + ",c=1"), "a=" + big);
+  EXPECT_EQ(continue_tracestate(tp, "a=" + big + ",b=1,c=" + big + ",d=2"), "b=1,d=2");
   const std::string fits = "a=" + std::string(250, 'x') + ",b=" + std::string(255, 'y');
   ASSERT_EQ(fits.size(), 510u);
-  EXPECT_EQ(continue_tracestate(tp, fits + ",c=1"), fits);
+  EXPECT_EQ(continue_tracestate(tp, fits), fits);
+  std::string hundreds, five;
+  for (int i = 0; i < 6; ++i) {
+    const std::string m = "k" + std::to_string(i) + "=" + std::string(97, 'v');  // 100 characters each
+    hundreds += (i ? "," : "") + m;
+    if (i < 5) five += (i ? "," : "") + m;
+  }
+  ASSERT_EQ(five.size(), 504u);
+  EXPECT_EQ(continue_tracestate(tp, hundreds), five);
 }
 
 TEST(TraceTest, NewTracesDiffer) {

@@ -599,6 +599,11 @@ TEST(Traces, TracestateGoesOnWithTheTraceThroughEveryHopAndOnTheFunctionsOwnCall
   json::object echoed = parse_object(r.body);
   EXPECT_EQ(echoed["tracestate"].as_string(), state);
   EXPECT_EQ(json::serialize(echoed["trace_headers"].as_array().at(1)), "[\"tracestate\",\"" + state + "\"]");
+  // Two tracestate headers are one list, in order (the W3C combining of repeated headers).
+  const std::string raw = send_raw(host.http_port(), "GET /echo?trace=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                                   "traceparent: 00-" + trace + "-00f067aa0ba902b7-01\r\ntracestate: a=1\r\n"
+                                   "tracestate: b=2\r\n\r\n");
+  EXPECT_NE(raw.find("\"tracestate\":\"a=1,b=2\""), std::string::npos) << raw;
   // With a malformed traceparent the trace starts anew, and the tracestate does not go on.
   r = request(host.http_port(), "GET", "/echo?trace=1",
               {{"traceparent", "00-" + trace + "-00f067aa0ba902b7"}, {"tracestate", state}});

@@ -153,8 +153,14 @@ std::string continue_tracestate(std::string_view tp, std::string_view state) {
       if (c < 0x20 || c > 0x7e) return {};
     members[count++] = m;
   }
+  // Over 512 characters: members longer than 128 go first, then members from the end (the
+  // spec's order of truncation).
+  std::size_t total = count == 0 ? 0 : count - 1;
+  for (std::size_t i = 0; i < count; ++i) total += members[i].size();
+  bool keep_long = total <= 512;
   std::string out;
   for (std::size_t i = 0; i < count; ++i) {
+    if (!keep_long && members[i].size() > 128) continue;
     if (out.size() + (out.empty() ? 0 : 1) + members[i].size() > 512) break;
     if (!out.empty()) out += ',';
     out += members[i];

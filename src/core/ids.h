@@ -30,7 +30,8 @@ std::string with_span_id(std::string_view traceparent, uint64_t span);
 // when that traceparent starts a new trace (continue_trace would not continue it), or when the
 // tracestate is not a list of at most 32 printable members; else the list as it came (blank
 // members and the whitespace around members dropped), members dropped from its end until it
-// fits 512 characters. We add no member of our own: the spec's "pass it on unchanged".
+// fits 512 characters (members over 128 characters first). We add no member of our own: the
+// spec's "pass it on unchanged".
 std::string continue_tracestate(std::string_view incoming_traceparent, std::string_view tracestate);
 
 // Compares a presented secret with the real one in time that does not depend on where they

@@ -683,8 +683,7 @@ class EntityWorker : public std::enable_shared_from_this<EntityWorker> {
     m.payload = json::serialize(json::object{{"key", *key}, {"op", *op}, {"input", std::move(input)}});
     m.metadata = {{"content-type", "application/json"}};
     if (auto tp = request.header("traceparent")) {
-      auto ts = request.header("tracestate");
-      add_trace_context(m.metadata, *tp, ts ? continue_tracestate(*tp, *ts) : std::string());
+      add_trace_context(m.metadata, *tp, continue_tracestate(*tp, tracestate_of(request)));
     }
     std::string id;
     if (call) {  // waits from before the enqueue: the reply may come before the commit's callback

@@ -979,11 +979,11 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
     const std::optional<Duration> wait = wait_of(query, bad);
     if (bad) return respond(std::move(*bad));
     auto tp = request.header("traceparent");
-    auto ts = tp ? request.header("tracestate") : std::nullopt;
+    const std::string ts = tp ? tracestate_of(request) : std::string();
     store_.run_blocking([self = shared_from_this(), client = client_, name = fn_.name,
                          id = query_param(query, "instance").value_or(""), body = request.take_body(),
                          base = base_url(request), respond, traceparent = tp ? std::string(*tp) : std::string(),
-                         tracestate = ts ? std::string(*ts) : std::string(), wait] {
+                         tracestate = ts, wait] {
       HttpReply started = client->start(name, id, body, base, traceparent, tracestate);
       if (!wait || started.status != 202) return respond(std::move(started));
       // Its id: the last part of the status URL the reply gives (the one asked for, or a new one).
@@ -1005,11 +1005,11 @@ class Orchestrator : public std::enable_shared_from_this<Orchestrator> {
     const std::optional<Duration> wait = wait_of(query, bad);
     if (bad) return respond(std::move(*bad));
     auto tp = request.header("traceparent");
-    auto ts = tp ? request.header("tracestate") : std::nullopt;
+    const std::string ts = tp ? tracestate_of(request) : std::string();
     store_.run_blocking([self = shared_from_this(), wait, client = client_, name = fn_.name,
                          method = std::string(request.method()), id = param("id"),
                          traceparent = tp ? std::string(*tp) : std::string(),
-                         tracestate = ts ? std::string(*ts) : std::string(),
+                         tracestate = ts,
                          action = param("action"), event = param("event"), body = request.take_body(),
                          reason = query_param(query, "reason").value_or(""),
                          history = query_param(query, "history").value_or("") == "true",

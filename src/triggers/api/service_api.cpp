@@ -86,7 +86,7 @@ void ServiceApi::handle(IncomingRequest& request, Responder respond) {
   c.caller = caller;
   if (auto tp = request.header("traceparent")) {
     c.traceparent = std::string(*tp);
-    if (auto ts = request.header("tracestate")) c.tracestate = continue_tracestate(*tp, *ts);
+    c.tracestate = continue_tracestate(*tp, tracestate_of(request));
   }
   services_.call(std::move(c), [respond = std::move(respond)](ServiceResult r) {
     if (!r.ok) {

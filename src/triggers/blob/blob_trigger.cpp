@@ -68,8 +68,7 @@ std::string blob_traceparent(IncomingRequest& request) {
 
 std::string blob_tracestate(IncomingRequest& request) {
   auto tp = request.header("traceparent");
-  auto ts = tp ? request.header("tracestate") : std::nullopt;
-  return ts && valid_traceparent(*tp) ? continue_tracestate(*tp, *ts) : std::string();
+  return tp && valid_traceparent(*tp) ? continue_tracestate(*tp, tracestate_of(request)) : std::string();
 }
 
 namespace {

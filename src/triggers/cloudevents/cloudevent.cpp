@@ -1,5 +1,7 @@
 #include "triggers/cloudevents/cloudevent.h"
 
+#include <strings.h>
+
 #include <boost/json.hpp>
 #include <cctype>
 #include <chrono>
@@ -243,11 +245,15 @@ Expected<std::vector<CloudEvent>> read_cloudevents(const Headers& headers, std::
   }
   if (content_type) ev.attributes.push_back({"ce.datacontenttype", *content_type});
   // The distributed tracing extension: in binary mode the W3C headers themselves carry it.
+  // A tracestate belongs to the traceparent it came with: the event's own goes only with its own.
   if (const std::string* tp = find_header(headers, "traceparent"); tp && !find_header(ev.attributes, "ce.traceparent")) {
+    std::erase_if(ev.attributes, [](const Header& a) { return a.name == "ce.tracestate"; });
     ev.attributes.push_back({"ce.traceparent", *tp});
-    if (const std::string* ts = find_header(headers, "tracestate"); ts && !find_header(ev.attributes, "ce.tracestate")) {
-      ev.attributes.push_back({"ce.tracestate", *ts});
+    std::string state;  // repeated headers, combined
+    for (const auto& h : headers) {
+      if (h.name.size() == 10 && strncasecmp(h.name.data(), "tracestate", 10) == 0) state += (state.empty() ? "" : ",") + h.value;
     }
+    if (!state.empty()) ev.attributes.push_back({"ce.tracestate", std::move(state)});
   }
   ev.data = std::move(body);
   if (auto st = finish_event(ev, ""); !st) return st.error();

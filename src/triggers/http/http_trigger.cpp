@@ -794,10 +794,9 @@ void HttpTrigger::route_with_body(const RouteTable& table, const RouteTarget& rt
   if (!rt.upload.empty()) return upload(rt.upload, std::move(params), request, std::move(body), std::move(respond));
 
   auto traceparent = request.header("traceparent");
-  auto tracestate = traceparent ? request.header("tracestate") : std::nullopt;
+  const std::string tracestate = traceparent ? tracestate_of(request) : std::string();
   Invocation inv = new_invocation(fn, TriggerKind::http, "/http", "nimbus.http.request", clock_,
-                                  traceparent ? *traceparent : std::string_view(),
-                                  tracestate ? *tracestate : std::string_view());
+                                  traceparent ? *traceparent : std::string_view(), tracestate);
   HttpRequest& http = inv.http.emplace();
   http.method = std::string(method);
   http.path = gw ? target_path(*gw, path) : std::string(path);

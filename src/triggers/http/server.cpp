@@ -7,6 +7,7 @@
 
 #include <fcntl.h>
 #include <sched.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -42,6 +43,15 @@
 
 namespace nimbus {
 
+std::string tracestate_of(const IncomingRequest& request) {
+  std::string out;
+  request.for_each_header([&out](std::string_view name, std::string_view value) {
+    if (name.size() != 10 || strncasecmp(name.data(), "tracestate", 10) != 0) return;
+    if (!out.empty()) out += ',';
+    out += value;
+  });
+  return out;
+}
 
 // Phase stamps only feed timeouts of 100 ms and more: the coarse clock (a few ms of
 // resolution, no TSC read) is plenty and costs a fraction of steady_clock::now().

@@ -83,6 +83,10 @@ class IncomingRequest {
   virtual std::shared_ptr<BodySource> body_stream() { return nullptr; }
 };
 
+// A request's W3C tracestate: every tracestate header's value, joined with "," in order (the
+// spec's combining of repeated headers); empty when there is none.
+std::string tracestate_of(const IncomingRequest& request);
+
 // Delivers the reply for one request. Call exactly once, from any thread, during or after
 // RequestHandler::handle.
 class Responder {
