@@ -91,13 +91,7 @@ Status PgStore::insert_message(Connection& c, const std::string& queue, const Ne
     if (r.affected() != 1) return conflict("a message with id " + id + " already exists");
     return ok_status();
   };
-  if (c.pipelining()) {
-    c.defer(kInsertMessage, std::move(params), std::move(check));
-    return ok_status();
-  }
-  auto r = c.run(kInsertMessage, params);
-  if (!r) return r.error();
-  return check(*r);
+  return c.write(kInsertMessage, std::move(params), std::move(check));
 }
 
 Status PgStore::insert_messages(Connection& c, const std::vector<Batch::Enqueue>& enqueues,
@@ -136,13 +130,7 @@ Status PgStore::insert_messages(Connection& c, const std::vector<Batch::Enqueue>
     }
     return conflict("a message with one of this commit's ids already exists");
   };
-  if (c.pipelining()) {
-    c.defer(kInsertMessages, std::move(params), std::move(check));
-    return ok_status();
-  }
-  auto r = c.run(kInsertMessages, params);
-  if (!r) return r.error();
-  return check(*r);
+  return c.write(kInsertMessages, std::move(params), std::move(check));
 }
 
 Status PgStore::apply(Connection& c, const Batch& b, BatchResult& result, std::vector<std::string>& woken,
@@ -150,13 +138,7 @@ Status PgStore::apply(Connection& c, const Batch& b, BatchResult& result, std::v
   const int64_t now = unix_ms(clock_);
   for (const auto& ref : b.acks) {
     auto check = [id = ref.id](const Rows& r) { return r.affected() == 1 ? ok_status() : Status(not_leased(id)); };
-    if (c.pipelining()) {
-      c.defer(kAck, {Param::of(ref.id), Param::of(ref.lease)}, std::move(check));
-      continue;
-    }
-    auto r = c.run(kAck, {Param::of(ref.id), Param::of(ref.lease)});
-    if (!r) return r.error();
-    if (auto st = check(*r); !st) return st;
+    if (auto st = c.write(kAck, {Param::of(ref.id), Param::of(ref.lease)}, std::move(check)); !st) return st;
   }
   for (const auto& rt : b.retries) {
     if (rt.release) {
@@ -249,13 +231,7 @@ Status PgStore::upsert_many(Connection& c, const Batch& b, std::size_t from, std
     }
     return ok_status();
   };
-  if (c.pipelining()) {
-    c.defer(sql, std::move(params), take);
-    return ok_status();
-  }
-  auto r = c.run(sql, params);
-  if (!r) return r.error();
-  return take(*r);
+  return c.write(sql, std::move(params), std::move(take));
 }
 
 Status PgStore::apply_state(Connection& c, const Batch& b, BatchResult& result, int64_t now) {

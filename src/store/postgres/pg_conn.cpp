@@ -192,6 +192,16 @@ void Connection::defer(std::string sql, Params params, std::function<Status(cons
   deferred_.push_back({std::move(sql), std::move(params), std::move(check)});
 }
 
+Status Connection::write(const std::string& sql, Params params, std::function<Status(const Rows&)> check) {
+  if (pipelining_) {
+    defer(sql, std::move(params), std::move(check));
+    return ok_status();
+  }
+  auto r = run(sql, params);
+  if (!r) return r.error();
+  return check(*r);
+}
+
 Expected<Rows> Connection::run_pipelined(const std::string& sql, const Params& params, bool prepare) {
   for (const auto& d : deferred_) {  // checked before anything leaves (a BEGIN stays deferred)
     if (auto st = check_text(d.params); !st) return st.error();

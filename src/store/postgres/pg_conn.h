@@ -88,6 +88,8 @@ class Connection {
   // (what follows it has run: the caller rolls the transaction back). commit() sends such
   // statements, and checks them, before its COMMIT.
   void defer(std::string sql, Params params = {}, std::function<Status(const Rows&)> check = {});
+  // A write whose rows only need `check`: deferred when pipelining, else run now and checked.
+  Status write(const std::string& sql, Params params, std::function<Status(const Rows&)> check);
   // Sends what was deferred now, and waits for it (their checks run).
   Status flush() { return flush_deferred(); }
   // Whether the statements its owner writes may be deferred (see defer) rather than run one

@@ -275,22 +275,8 @@ Status PgStore::run_pass(std::vector<Op>& group, std::vector<std::string>& woken
   if (unflushed) c.defer("SET LOCAL synchronous_commit = off");
   const bool savepoints = pass == Pass::savepoints;
   bool acked_together = false;
-  if (pass == Pass::optimistic && pipelined) {
-    defer_ack_all(c, group);
-    acked_together = true;
-  } else if (pass == Pass::optimistic) {
-    auto all = ack_all(c, group);
-    if (!all) {
-      c.rollback();
-      if (!c.connected()) return all.error();
-      retry = true;
-      return ok_status();
-    }
-    if (!*all) {  // a stale lease among them: each op on its own, to fail only that one
-      c.rollback();
-      retry = true;
-      return ok_status();
-    }
+  if (pass == Pass::optimistic) {  // (always pipelined: a stale lease fails the pass)
+    ack_all(c, group);
     acked_together = true;
   }
   for (auto& op : group) {
@@ -324,11 +310,6 @@ Status PgStore::run_pass(std::vector<Op>& group, std::vector<std::string>& woken
       if (pass == Pass::alone) {
         c.rollback();
         return ok_status();  // nothing else was in the transaction; the op carries its error
-      }
-      if (pass == Pass::optimistic) {
-        c.rollback();
-        retry = true;
-        return ok_status();
       }
       if (auto st = c.exec("ROLLBACK TO SAVEPOINT op"); !st) {
         c.rollback();
@@ -405,7 +386,7 @@ const std::string kAckAll =
     "DELETE FROM messages m USING unnest($1::text[], $2::text[]) AS a(id, lease) WHERE m.id=a.id AND m.lease=a.lease";
 }  // namespace
 
-void PgStore::defer_ack_all(Connection& c, const std::vector<Op>& group) {
+void PgStore::ack_all(Connection& c, const std::vector<Op>& group) {
   std::vector<std::string> ids, leases;
   for (const auto& op : group) {
     for (const auto& ref : op.acks_only) {
@@ -419,20 +400,6 @@ void PgStore::defer_ack_all(Connection& c, const std::vector<Op>& group) {
     if (r.affected() == want) return ok_status();
     return Error{"a lease among the group's acknowledgements was no longer held", store_error::conflict};
   });
-}
-
-Expected<bool> PgStore::ack_all(Connection& c, const std::vector<Op>& group) {
-  std::vector<std::string> ids, leases;
-  for (const auto& op : group) {
-    for (const auto& ref : op.acks_only) {
-      ids.push_back(ref.id);
-      leases.push_back(ref.lease);
-    }
-  }
-  if (ids.empty()) return true;
-  auto r = c.run(kAckAll, {Param::of(text_array(ids)), Param::of(text_array(leases))});
-  if (!r) return r.error();
-  return r->affected() == static_cast<int64_t>(ids.size());
 }
 
 void PgStore::receive(std::string queue, int max, int64_t lease_ms, ReceiveDone done) {

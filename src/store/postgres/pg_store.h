@@ -100,15 +100,14 @@ class PgStore final : public Store {
   };
   void submit(Apply apply, std::function<void(Status)> done, std::vector<LeaseRef> acks_only = {},
               bool lease_only = false, bool relaxed = false);
-  // The optimistic pass's one statement for every acks-only op; false if any lease was stale.
-  Expected<bool> ack_all(Connection& c, const std::vector<Op>& group);
-  // The same, deferred to go with the next round trip (a pipelined pass): a stale lease fails it.
-  void defer_ack_all(Connection& c, const std::vector<Op>& group);
+  // The optimistic pass's one statement for every acks-only op, deferred to go with the next
+  // round trip: a stale lease fails the pass.
+  void ack_all(Connection& c, const std::vector<Op>& group);
   void write_loop();
   Status run_group(std::vector<Op>& group, std::vector<std::string>& woken);
-  // One try at a group: `alone` (one operation, no savepoint), `optimistic` (several, none:
-  // sets `retry` and rolls back if one fails), `savepoints` (one around each operation).
-  // `pipelined`: statements go deferred (Connection::pipelining); any failure sets `retry`.
+  // One try at a group: `alone` (one operation, no savepoint), `optimistic` (several, none;
+  // always pipelined), `savepoints` (one around each operation). `pipelined`: statements go
+  // deferred (Connection::pipelining), and any failure rolls back and sets `retry`.
   enum class Pass { alone, optimistic, savepoints };
   Status run_pass(std::vector<Op>& group, std::vector<std::string>& woken, Pass pass, bool& retry, bool pipelined);
   // Runs `work` on a pooled connection; once more on a fresh one if the connection was lost.
