@@ -29,6 +29,7 @@ namespace json = boost::json;
 
 struct SeenSpan {
   std::string trace_id, span_id, parent_span_id, name;
+  std::string trace_state;  // W3C tracestate (empty: none)
   int kind = 0;
   int64_t start_ns = 0, end_ns = 0;
   std::string service;  // its resource's service.name
@@ -75,6 +76,7 @@ std::vector<SeenSpan> spans_at(TestUpstream& collector) {
           span.trace_id = o.at("traceId").as_string();
           span.span_id = o.at("spanId").as_string();
           if (o.contains("parentSpanId")) span.parent_span_id = o.at("parentSpanId").as_string();
+          if (o.contains("traceState")) span.trace_state = o.at("traceState").as_string();
           span.name = o.at("name").as_string();
           span.kind = static_cast<int>(o.at("kind").as_int64());
           // Strings in OTLP/JSON, as the host writes them; some SDKs write numbers.
@@ -370,13 +372,14 @@ TEST(Traces, BlobEventsContinueTheTraceOfTheWriteThatCausedThem) {
   Host host(dir.path());
   ASSERT_TRUE(host.started()) << host.errors();
   const std::string trace = "6bf92f3577b34da6a3ce929d0e0e4738", client_span = "20f067aa0ba902b9";
-  ASSERT_EQ(request(host.http_port(), "POST", "/write", {{"traceparent", "00-" + trace + "-" + client_span + "-01"}}, "x")
+  ASSERT_EQ(request(host.http_port(), "POST", "/write",
+                    {{"traceparent", "00-" + trace + "-" + client_span + "-01"}, {"tracestate", "blob=w1"}}, "x")
                 .status,
             200);
   const std::string admin_trace = "7bf92f3577b34da6a3ce929d0e0e4739", admin_span = "30f067aa0ba902ba";
   ASSERT_EQ(request(host.admin_port(), "PUT", "/admin/blobs/files/b.txt",
                     {{"Authorization", "Bearer " + host.admin_token()},
-                     {"traceparent", "00-" + admin_trace + "-" + admin_span + "-01"}},
+                     {"traceparent", "00-" + admin_trace + "-" + admin_span + "-01"}, {"tracestate", "blob=a2"}},
                     "y")
                 .status,
             201);
@@ -402,6 +405,16 @@ TEST(Traces, BlobEventsContinueTheTraceOfTheWriteThatCausedThem) {
   EXPECT_EQ(readers[trace].attributes["nimbus.trigger"], "blob");
   ASSERT_TRUE(readers.count(admin_trace)) << "the blob event of the admin put started a trace of its own";
   EXPECT_EQ(readers[admin_trace].parent_span_id, admin_span);
+  // The tracestate that came with each write goes on with its blob event, and every span of
+  // the trace is exported with it (OTLP's trace_state).
+  EXPECT_EQ(writer.trace_state, "blob=w1");
+  EXPECT_EQ(readers[trace].trace_state, "blob=w1");
+  EXPECT_EQ(readers[admin_trace].trace_state, "blob=a2");
+  for (const auto& s : spans) {
+    if (s.trace_id == trace || s.trace_id == admin_trace) {
+      EXPECT_EQ(s.trace_state, s.trace_id == trace ? "blob=w1" : "blob=a2") << s.name;
+    }
+  }
   EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
 }
 
@@ -750,7 +763,7 @@ def tally(ctx):
   ASSERT_TRUE(host.started()) << host.errors();
   const std::string trace = "7bf92f3577b34da6a3ce929d0e0e4736", client_span = "30f067aa0ba902b7";
   Response started = request(host.http_port(), "POST", "/_nimbus/orchestrations/flow?instance=o1",
-                             {{"traceparent", "00-" + trace + "-" + client_span + "-01"}}, "");
+                             {{"traceparent", "00-" + trace + "-" + client_span + "-01"}, {"tracestate", "flow=7"}}, "");
   ASSERT_EQ(started.status, 202) << started.body;
   ASSERT_TRUE(eventually([&] {
     return request(host.http_port(), "GET", "/_nimbus/orchestrations/flow/instances/o1").status == 200;
@@ -788,6 +801,13 @@ def tally(ctx):
   ASSERT_NE(by_id(tally.parent_span_id), nullptr) << "the entity operation's parent span was not exported";
   EXPECT_EQ(by_id(tally.parent_span_id)->name, "flow") << "the entity operation is not under the step that called it";
   EXPECT_NE(hello.parent_span_id, tally.parent_span_id) << "one step called both";
+  // The tracestate that came with the start goes on through every step, the activity and the
+  // entity's operation (and its reply to the step after it), and on every span exported.
+  for (const auto& s : spans) {
+    if (s.trace_id == trace) {
+      EXPECT_EQ(s.trace_state, "flow=7") << s.name;
+    }
+  }
   // Log lines and history records, as every invocation has.
   EXPECT_TRUE(host.wait_for_output("\"function\":\"flow\",\"trigger\":\"orchestration\"", 5000)) << host.output();
   EXPECT_TRUE(host.wait_for_output("\"function\":\"tally\",\"trigger\":\"entity\"", 5000)) << host.output();

@@ -61,9 +61,11 @@ TEST(Traces, TheOtlpJsonBodyHasTheShapeCollectorsRead) {
   s.error = true;
   s.status_message = "time \"out\"\n\\ \x01 ü";  // escaped, and UTF-8 kept
   s.attributes = {{"faas.trigger", std::string("http")}, {"http.response.status_code", int64_t{504}}};
+  s.trace_state = "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7";
   Span root = s;
   root.parent_span_id = 0;
   root.error = false;
+  root.trace_state.clear();
   json::value v = json::parse(Tracer::otlp_json({s, root}, "shop", "1.2.3"));
   const auto& rs = v.at("resourceSpans").at(0);
   const auto& res = rs.at("resource").at("attributes").as_array();
@@ -82,6 +84,8 @@ TEST(Traces, TheOtlpJsonBodyHasTheShapeCollectorsRead) {
   EXPECT_EQ(o.at("status").at("code"), 2);
   EXPECT_EQ(o.at("status").at("message"), "time \"out\"\n\\ \x01 ü");
   EXPECT_EQ(o.at("attributes").at(1).at("value").at("intValue"), "504");
+  EXPECT_EQ(o.at("traceState"), "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7");
+  EXPECT_FALSE(spans.at(1).as_object().contains("traceState"));  // none: left out
   EXPECT_FALSE(spans.at(1).as_object().contains("parentSpanId"));
   EXPECT_FALSE(spans.at(1).as_object().contains("status"));
 
@@ -290,6 +294,7 @@ TEST(Traces, TheOtlpProtobufBodyIsTheSameRequestAsTheJsonToGooglesProtobuf) {
                   {"empty", std::string()},
                   {"long", std::string(300, 'x')},  // a length of two varint bytes
                   {"odd", std::string("a\xc0" "b")}};
+  s.trace_state = "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7";
   s.links = {SpanLink{TraceIdText("0af7651916cd43dd8448eb211c80319c"), 0x8000000000000001},
              SpanLink{TraceIdText("1af7651916cd43dd8448eb211c80319c"), 7}};
   Span bare;  // no parent, no attributes, no status
@@ -440,9 +445,16 @@ TEST(Traces, ASpanWrittenOverAnExportedOneCarriesNothingOfIt) {
   dirty.ran = std::chrono::milliseconds(3);
   dirty.queued = std::chrono::milliseconds(4);
   dirty.links = &links;
+  dirty.tracestate = "vendor=dirty";
   tracer.invocation(dirty, WallTime(std::chrono::seconds(1700000000)));
   sent = 5;  // queue wait, wait, cold start, execution, its own
   ASSERT_TRUE(exported(1));
+  {  // each of the five in the invocation's trace state
+    const json::value first = json::parse(collector.seen().at(0).body);
+    const auto& spans = first.at("resourceSpans").at(0).at("scopeSpans").at(0).at("spans").as_array();
+    ASSERT_EQ(spans.size(), 5u);
+    for (const auto& sp : spans) EXPECT_EQ(sp.as_object().if_contains("traceState") ? sp.at("traceState") : "", "vendor=dirty");
+  }
   InvocationRecord clean{};
   clean.function = "g";
   clean.trigger = TriggerKind::http;
@@ -467,6 +479,8 @@ TEST(Traces, ASpanWrittenOverAnExportedOneCarriesNothingOfIt) {
   EXPECT_EQ(own.at("name"), "g");
   EXPECT_EQ(own.at("spanId"), "00f067aa0ba902b8");
   EXPECT_FALSE(own.contains("parentSpanId"));
+  EXPECT_FALSE(own.contains("traceState")) << json::serialize(own);
+  EXPECT_FALSE(execution.contains("traceState")) << json::serialize(execution);
   EXPECT_FALSE(own.contains("status")) << json::serialize(own);
   EXPECT_TRUE(!own.contains("links") || own.at("links").as_array().empty()) << json::serialize(own);
   std::set<std::string> keys;

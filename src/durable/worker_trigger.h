@@ -28,6 +28,7 @@ struct RunRecord {
         kind(inv.trigger),
         id(inv.id),
         traceparent(inv.traceparent),
+        tracestate(inv.tracestate),
         parent_span(inv.parent_span),
         started(inv.started),
         attempt(inv.attempt) {
@@ -36,13 +37,16 @@ struct RunRecord {
     }
   }
   void log(Logger& logger, const Clock& clock, const Result& r) const {
-    logger.invocation({function, kind, id, traceparent, r.outcome, 0, clock.now() - started, r.error.type,
-                       r.error.message, {}, r.version, parent_span, attempt, r.waited, r.cold_start, r.ran, queued});
+    InvocationRecord record{function, kind,      id,          traceparent, r.outcome, 0,     clock.now() - started,
+                            r.error.type, r.error.message, {}, r.version, parent_span, attempt, r.waited,
+                            r.cold_start, r.ran, queued};
+    record.tracestate = tracestate;
+    logger.invocation(record);
   }
 
   std::string function;
   TriggerKind kind;
-  std::string id, traceparent;
+  std::string id, traceparent, tracestate;
   uint64_t parent_span = 0;
   TimePoint started;
   int attempt = 1;

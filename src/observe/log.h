@@ -115,6 +115,7 @@ struct InvocationRecord {
   // Other causes than its parent (traceparents), linked from its span: the other records of a
   // stream batch, each in a trace of its own. Null: none.
   const std::vector<std::string>* links = nullptr;
+  std::string_view tracestate{};  // W3C: the vendors' list of its trace, as it came (empty: none)
 };
 
 class Tracer;             // observe/trace.h

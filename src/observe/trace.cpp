@@ -439,6 +439,7 @@ void Tracer::take_spares(Span* out, std::size_t n) {
     Span& s = out[i];
     s.trace_id = TraceIdText();
     s.span_id = s.parent_span_id = 0;
+    s.trace_state.clear();
     s.name.clear();
     s.kind = SpanKind::internal;
     s.start_unix_ns = s.end_unix_ns = 0;
@@ -467,6 +468,7 @@ void Tracer::invocation(const InvocationRecord& r, WallTime finished) {
   s.trace_id = trace_id;
   s.span_id = span_id;
   s.parent_span_id = r.parent_span;
+  s.trace_state.assign(r.tracestate);
   s.name.assign(r.function);
   if (r.links) {
     for (const auto& tp : *r.links) {
@@ -508,6 +510,7 @@ void Tracer::invocation(const InvocationRecord& r, WallTime finished) {
     c.trace_id = s.trace_id;
     c.span_id = new_span_id();
     c.parent_span_id = parent;
+    c.trace_state.assign(s.trace_state);
     c.name.assign(name);
     c.start_unix_ns = std::clamp(from, start, end);
     c.end_unix_ns = std::clamp(to, c.start_unix_ns, end);
@@ -519,6 +522,7 @@ void Tracer::invocation(const InvocationRecord& r, WallTime finished) {
     q.trace_id = s.trace_id;
     q.span_id = new_span_id();
     q.parent_span_id = r.parent_span;
+    q.trace_state.assign(s.trace_state);
     q.name.assign("queue wait");
     q.start_unix_ns = start - ns(*r.queued);
     q.end_unix_ns = start;
@@ -533,11 +537,13 @@ void Tracer::invocation(const InvocationRecord& r, WallTime finished) {
   record(out, spans);  // one lock for them all
 }
 
-void Tracer::store_commit(std::string_view traceparent, WallTime began, WallTime ended, std::string_view what, bool ok) {
+void Tracer::store_commit(std::string_view traceparent, std::string_view tracestate, WallTime began, WallTime ended,
+                          std::string_view what, bool ok) {
   Span s;
   s.trace_id = trace_id_of(traceparent);
   s.parent_span_id = span_id_of(traceparent);
   if (s.trace_id.empty() || s.parent_span_id == 0) return;
+  s.trace_state.assign(tracestate);
   s.span_id = new_span_id();
   s.name = "store commit";
   s.start_unix_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(began.time_since_epoch()).count();
@@ -551,12 +557,13 @@ void Tracer::store_commit(std::string_view traceparent, WallTime began, WallTime
   record(std::move(s));
 }
 
-void Tracer::host_call(std::string_view caller, uint64_t span_id, std::string_view op, const Headers& args,
-                       WallTime began, WallTime ended, bool ok, std::string_view error) {
+void Tracer::host_call(std::string_view caller, std::string_view caller_state, uint64_t span_id, std::string_view op,
+                       const Headers& args, WallTime began, WallTime ended, bool ok, std::string_view error) {
   Span s;
   s.trace_id = trace_id_of(caller);
   s.parent_span_id = span_id_of(caller);
   if (s.trace_id.empty() || s.parent_span_id == 0 || span_id == 0) return;
+  s.trace_state.assign(caller_state);
   s.span_id = span_id;
   const auto unix_ns = [](WallTime t) {
     return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
@@ -674,6 +681,10 @@ std::string Tracer::otlp_json(const std::vector<Span>& spans, std::string_view s
     out += "{\"traceId\":";
     append_json_string(out, s.trace_id.view());
     out += ",\"spanId\":\"" + hex16(s.span_id) + '"';
+    if (!s.trace_state.empty()) {
+      out += ",\"traceState\":";
+      append_json_string(out, s.trace_state);
+    }
     if (s.parent_span_id != 0) out += ",\"parentSpanId\":\"" + hex16(s.parent_span_id) + '"';
     out += ",\"name\":";
     append_json_string(out, s.name);
@@ -749,6 +760,7 @@ std::size_t status_size(const Span& s) { return (s.status_message.empty() ? 0 : 
 
 std::size_t span_size(const Span& s) {
   std::size_t n = field_size(1, kTraceId) + field_size(2, kSpanId);
+  if (!s.trace_state.empty()) n += field_size(3, s.trace_state.size());
   if (s.parent_span_id != 0) n += field_size(4, kSpanId);
   if (!s.name.empty()) n += field_size(5, s.name.size());  // proto3 leaves out what is empty
   n += 1 + varint_size(static_cast<uint64_t>(s.kind));
@@ -822,6 +834,7 @@ class Writer {
   void span(const Span& s) {
     trace_id(1, s.trace_id.view());
     span_id(2, s.span_id);
+    if (!s.trace_state.empty()) bytes(3, s.trace_state);
     if (s.parent_span_id != 0) span_id(4, s.parent_span_id);
     if (!s.name.empty()) bytes(5, s.name);
     key(6, kVarint);
@@ -852,7 +865,7 @@ class Writer {
 // A proto3 string must be UTF-8 (a collector refuses the whole batch otherwise): a span with
 // bytes that are not gets a copy with U+FFFD in their place, as in the JSON.
 bool utf8_throughout(const Span& s) {
-  if (!valid_utf8(s.name) || !valid_utf8(s.status_message)) return false;
+  if (!valid_utf8(s.name) || !valid_utf8(s.status_message) || !valid_utf8(s.trace_state)) return false;
   return std::all_of(s.attributes.begin(), s.attributes.end(), [](const auto& a) {
     const auto* str = std::get_if<std::string>(&a.second);
     return !str || valid_utf8(*str);
@@ -861,6 +874,7 @@ bool utf8_throughout(const Span& s) {
 Span made_utf8(const Span& s) {
   Span c = s;
   c.name = replace_invalid_utf8(s.name);
+  c.trace_state = replace_invalid_utf8(s.trace_state);
   c.status_message = replace_invalid_utf8(s.status_message);
   for (auto& [k, v] : c.attributes) {
     if (auto* str = std::get_if<std::string>(&v)) *str = replace_invalid_utf8(*str);
@@ -875,8 +889,8 @@ Span made_utf8(const Span& s) {
 // ExportTraceServiceRequest {repeated ResourceSpans resource_spans = 1}; ResourceSpans
 // {Resource resource = 1; repeated ScopeSpans scope_spans = 2}; Resource {repeated KeyValue
 // attributes = 1}; ScopeSpans {InstrumentationScope scope = 1; repeated Span spans = 2};
-// InstrumentationScope {string name = 1}; Span {bytes trace_id = 1; bytes span_id = 2; bytes
-// parent_span_id = 4; string name = 5; SpanKind kind = 6; fixed64 start_time_unix_nano = 7;
+// InstrumentationScope {string name = 1}; Span {bytes trace_id = 1; bytes span_id = 2; string
+// trace_state = 3; bytes parent_span_id = 4; string name = 5; SpanKind kind = 6; fixed64 start_time_unix_nano = 7;
 // fixed64 end_time_unix_nano = 8; repeated KeyValue attributes = 9; repeated Link links = 13;
 // Status status = 15}; Link {bytes trace_id = 1; bytes span_id = 2};
 // Status {string message = 2; StatusCode code = 3}. Written by hand, as the JSON is: the

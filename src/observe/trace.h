@@ -93,6 +93,7 @@ struct Span {
   TraceIdText trace_id;        // 32 hex
   uint64_t span_id = 0;
   uint64_t parent_span_id = 0;  // 0: a root
+  std::string trace_state;      // the W3C tracestate of its trace, as it came (empty: none)
   std::string name;
   SpanKind kind = SpanKind::internal;
   int64_t start_unix_ns = 0, end_unix_ns = 0;
@@ -135,13 +136,15 @@ class Tracer {
   void invocation(const InvocationRecord& r, WallTime finished);
   // The commit that settled a message's delivery (`what`: ack, retry, dead-letter), under the
   // span of the invocation whose traceparent is `traceparent`.
-  void store_commit(std::string_view traceparent, WallTime began, WallTime ended, std::string_view what, bool ok);
+  void store_commit(std::string_view traceparent, std::string_view tracestate, WallTime began, WallTime ended,
+                    std::string_view what, bool ok);
   // A host service a function called (ctx.publish, ctx.enqueue, ctx.state_*, ctx.invoke:
-  // core/services.h) as span `span_id` under the invocation whose traceparent is `caller`: a
+  // core/services.h) as span `span_id` under the invocation whose traceparent is `caller` (and
+  // tracestate `caller_state`): a
   // producer span for publish and enqueue, a client span for the rest, with the
   // OpenTelemetry messaging, database or FaaS attributes; an error when it failed.
-  void host_call(std::string_view caller, uint64_t span_id, std::string_view op, const Headers& args, WallTime began,
-                 WallTime ended, bool ok, std::string_view error);
+  void host_call(std::string_view caller, std::string_view caller_state, uint64_t span_id, std::string_view op,
+                 const Headers& args, WallTime began, WallTime ended, bool ok, std::string_view error);
   TraceStats stats() const;
   // The counters in Prometheus text format (nimbus_trace_*).
   void metrics_text(std::string& out) const;

@@ -26,9 +26,10 @@ struct InvocationView {
   TimePoint started;
   WallTime started_wall;
   uint64_t parent_span;
+  std::string_view tracestate;
 };
 inline InvocationView view_of(const Invocation& inv) {
-  return {inv.function, inv.trigger, inv.id, inv.traceparent, inv.started, inv.time, inv.parent_span};
+  return {inv.function, inv.trigger, inv.id, inv.traceparent, inv.started, inv.time, inv.parent_span, inv.tracestate};
 }
 
 // The same, kept once the invocation itself has gone to the pool.
@@ -49,16 +50,20 @@ struct InvocationStamp {
     return {std::move(inv.function), inv.trigger,  std::move(inv.id),  std::move(inv.traceparent),
             inv.started,             inv.time,     inv.parent_span,    std::move(inv.tracestate)};
   }
-  InvocationView view() const { return {function, trigger, id, traceparent, started, started_wall, parent_span}; }
+  InvocationView view() const {
+    return {function, trigger, id, traceparent, started, started_wall, parent_span, tracestate};
+  }
 };
 
 // `finished`: when it ended, if the caller knows already (saves reading the clock again).
 inline void log_invocation(Logger& logger, const Clock& clock, const InvocationView& s, const Result& r, int status,
                            TimePoint finished = {}) {
   const Duration took = (finished == TimePoint{} ? clock.now() : finished) - s.started;
-  logger.invocation({s.function, s.trigger, s.id, s.traceparent, r.outcome, status, took, r.error.type,
-                     r.error.message, s.started_wall + std::chrono::duration_cast<WallTime::duration>(took), r.version,
-                     s.parent_span, 1, r.waited, r.cold_start, r.ran});
+  InvocationRecord record{s.function, s.trigger, s.id, s.traceparent, r.outcome, status, took, r.error.type,
+                          r.error.message, s.started_wall + std::chrono::duration_cast<WallTime::duration>(took),
+                          r.version, s.parent_span, 1, r.waited, r.cold_start, r.ran};
+  record.tracestate = s.tracestate;
+  logger.invocation(record);
 }
 
 // `answer`: int(Result&, const InvocationView&), called once, on the caller's thread when

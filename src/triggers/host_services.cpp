@@ -39,8 +39,8 @@ void HostServices::call(ServiceCall c, std::function<void(ServiceResult)> done) 
     const uint64_t span = new_span_id();
     std::string caller = std::exchange(c.traceparent, with_span_id(c.traceparent, span));
     done = [done = std::move(done), tracer = tracer_, clock = &clock_, caller = std::move(caller), span, op = c.op,
-            args = c.args, began = clock_.wall()](ServiceResult r) {
-      tracer->host_call(caller, span, op, args, began, clock->wall(), r.ok, r.error);
+            args = c.args, began = clock_.wall(), state = c.tracestate](ServiceResult r) {
+      tracer->host_call(caller, state, span, op, args, began, clock->wall(), r.ok, r.error);
       done(std::move(r));
     };
   }
@@ -63,12 +63,14 @@ void HostServices::serve(ServiceCall c, std::function<void(ServiceResult)> done)
     const FunctionSpec* spec = &pool->spec();
     Store* store = store_;
     // Its log line (and so its span and its history), as a trigger's invocations have.
-    auto log = [logger = logger_, clock = &clock_, spec, id, trace, parent = span_id_of(c.traceparent),
+    auto log = [logger = logger_, clock = &clock_, spec, id, trace, state, parent = span_id_of(c.traceparent),
                 started = clock_.now()](const Result& r) {
       if (!logger) return;
-      logger->invocation({spec->name, TriggerKind::admin, id, trace, r.outcome, r.http ? r.http->status : 0,
-                          clock->now() - started, r.error.type, r.error.message, {}, r.version, parent, 1, r.waited,
-                          r.cold_start, r.ran});
+      InvocationRecord record{spec->name, TriggerKind::admin, id, trace, r.outcome, r.http ? r.http->status : 0,
+                              clock->now() - started, r.error.type, r.error.message, {}, r.version, parent, 1, r.waited,
+                              r.cold_start, r.ran};
+      record.tracestate = state;
+      logger->invocation(record);
     };
     Tracer* tracer = tracer_;
     const Clock* clock = &clock_;

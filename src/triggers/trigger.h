@@ -37,7 +37,7 @@ struct TriggerContext {
   std::string http_address = "127.0.0.1";  // where the public HTTP listener binds
   int http_port = 0;                       // 0: any free port
   int https_port = -1;                     // the TLS listener's (gateway.tls); -1: the manifest's
-  std::string host_id;  // this host's id in the registry (host/cluster.h); empty: a new one
+  std::string host_id{};  // this host's id in the registry (host/cluster.h); empty: a new one
 };
 
 // The state store where every host on a store keeps its registry record (host/cluster.h),

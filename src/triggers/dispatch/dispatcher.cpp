@@ -136,8 +136,10 @@ class StoreDispatcher::Consumer : public std::enable_shared_from_this<StoreDispa
         batch = Batch{};
       }
     }
-    logger_.invocation({fn_.name, kind_, id, trace, outcome, 0, clock_.now() - started, error_type, error, {}, r.version, parent,
-                        attempt, r.waited, r.cold_start, r.ran, queued});
+    InvocationRecord record{fn_.name, kind_,    id,       trace,        outcome, 0, clock_.now() - started, error_type,
+                            error,    {},       r.version, parent, attempt, r.waited, r.cold_start, r.ran, queued};
+    record.tracestate = state;
+    logger_.invocation(record);
     const char* what;
     const bool last = outcome != Outcome::success && attempt >= fn_.retry.max_attempts;
     if (spec_.hooks) spec_.hooks->complete(batch, ref.id, attempt, outcome, last, r, error_type, unix_ms(clock_));
@@ -163,8 +165,9 @@ class StoreDispatcher::Consumer : public std::enable_shared_from_this<StoreDispa
     Tracer* tracer = trace_sampled(trace) ? logger_.tracer() : nullptr;
     const WallTime commit_began = tracer ? clock_.wall() : WallTime{};
     store_.commit(std::move(batch), [self = shared_from_this(), ref, what, tracer, commit_began,
-                                     trace = tracer ? trace : std::string()](Expected<BatchResult> done) {
-      if (tracer) tracer->store_commit(trace, commit_began, self->clock_.wall(), what, done.ok());
+                                     trace = tracer ? trace : std::string(),
+                                     state = tracer ? state : std::string()](Expected<BatchResult> done) {
+      if (tracer) tracer->store_commit(trace, state, commit_began, self->clock_.wall(), what, done.ok());
       self->committed(ref, what, done.ok() ? Status(ok_status()) : Status(done.error()));
     });
   }

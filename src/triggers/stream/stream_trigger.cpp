@@ -290,10 +290,12 @@ class StreamTrigger::Partition : public std::enable_shared_from_this<Partition> 
     const uint64_t parent = inv.parent_span;
     pool_.dispatch(std::move(inv), [self = shared_from_this(), id, trace, state, started, parent, attempt = attempt_,
                                     links](Result&& result) {
-      self->logger_.invocation({self->fn_.name, kStream, id, trace, result.outcome, 0, self->clock_.now() - started,
-                                result.error.type, result.error.message, {}, result.version, parent, attempt,
-                                result.waited, result.cold_start, result.ran, std::nullopt,
-                                links->empty() ? nullptr : links.get()});
+      InvocationRecord record{self->fn_.name, kStream, id, trace, result.outcome, 0, self->clock_.now() - started,
+                              result.error.type, result.error.message, {}, result.version, parent, attempt,
+                              result.waited, result.cold_start, result.ran, std::nullopt,
+                              links->empty() ? nullptr : links.get()};
+      record.tracestate = state;
+      self->logger_.invocation(record);
       auto held = std::make_shared<Result>(std::move(result));
       std::weak_ptr<Partition> weak = self;
       self->worker_->post([weak, held, trace, state] {
@@ -349,10 +351,11 @@ class StreamTrigger::Partition : public std::enable_shared_from_this<Partition> 
     Tracer* tracer = trace_sampled(trace) ? logger_.tracer() : nullptr;
     const WallTime commit_began = tracer ? clock_.wall() : WallTime{};
     store_.commit(std::move(commit), [weak, next, dead, error, tracer, commit_began,
-                                      trace = tracer ? trace : std::string()](Expected<BatchResult> done) {
+                                      trace = tracer ? trace : std::string(),
+                                      state = tracer ? state : std::string()](Expected<BatchResult> done) {
       auto self = weak.lock();
       if (!self) return;
-      if (tracer) tracer->store_commit(trace, commit_began, self->clock_.wall(), dead ? "dead-letter" : "checkpoint", done.ok());
+      if (tracer) tracer->store_commit(trace, state, commit_began, self->clock_.wall(), dead ? "dead-letter" : "checkpoint", done.ok());
       // The store's writer thread: hand the rest to the trigger's own.
       self->worker_->post([weak, ok = done.ok(), conflict = !done.ok() && done.error().code == store_error::conflict,
                           message = done.ok() ? std::string() : done.error().message, next, dead, error] {
