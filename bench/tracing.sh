@@ -2,16 +2,19 @@
 # Traces and the invocation history (issue 18): what each costs, in the same run, on two shapes:
 #   hello:    native hello over HTTP (GET /): req/s;
 #   pipeline: the queue pipeline: POST / to `front` (native relay: its payload to queue `work`,
-#             committed with the request), `worker` (native hello) takes the queue: messages the
-#             worker finished per second (nimbus_invocations_total over the load's window).
+#             committed with the request), `worker` (native hello) takes the queue: messages
+#             per second the pipeline sustains (the messages the front accepted during the
+#             load, over the time from the load's start until the worker has taken the last of
+#             them: past what the core sustains the queue takes up the difference, and what the
+#             worker finished within the load alone would leave out the backlog's work).
 # Cases: tracing off, on at sample 1.0 and on at sample 0.01 (each exporting OTLP/protobuf, the
-# default, to a local receiver, a small Python HTTP server that reads each batch and answers
-# 200), with the history off in these three; then (hello only) the history on (its default,
-# keep 1000) with tracing off. The host is pinned to core 0, wrk and the receiver to core 1;
-# each measurement is a fresh host, 2 s warm-up, then `wrk -t1 -c64 -d10s`; the cases
-# alternate, REPS rounds (a case measured only first or last looks faster or slower than it
-# is); the median of the rounds' ratios to "off". Spans exported: the host's
-# nimbus_trace_spans_exported_total.
+# default, to a local receiver: bench/otlp_sink, a small C++ server that reads each batch and
+# answers 200, standing for a collector elsewhere), with the history off in these three; then
+# (hello only) the history on (its default, keep 1000) with tracing off. The host is pinned to
+# core 0, wrk and the receiver to core 1; each measurement is a fresh host, 2 s warm-up, then
+# `wrk -t1 -c64 -d10s`; the cases alternate, REPS rounds (a case measured only first or last
+# looks faster or slower than it is); the median of the rounds' ratios to "off". Spans
+# exported: the host's nimbus_trace_spans_exported_total.
 # Usage: bash bench/tracing.sh (after make build). Env: REPS=3, SHAPES="hello pipeline",
 # NIMBUS_BIN (another nimbus binary).
 set -euo pipefail
@@ -19,27 +22,16 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 NIMBUS=${NIMBUS_BIN:-$repo/build/nimbus}
 HELLO=$repo/build/tests/functions/hello.so
 RELAY=$repo/build/tests/functions/relay.so
+SINK=$repo/build/bench/otlp_sink
 REPS=${REPS:-3}
 SHAPES=${SHAPES:-hello pipeline}
-[[ -x $NIMBUS && -f $HELLO && -f $RELAY ]] || { echo "bench: build first (make build)" >&2; exit 1; }
+[[ -x $NIMBUS && -f $HELLO && -f $RELAY && -x $SINK ]] || { echo "bench: build first (make build)" >&2; exit 1; }
 command -v wrk > /dev/null || { echo "bench: wrk is missing (apt-get install wrk)" >&2; exit 1; }
 work=$(mktemp -d /tmp/nimbus-bench-tracing.XXXXXX)
 trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
 PORT=18190 RECEIVER=18191 ADMIN=18192
 
-cat > "$work/receiver.py" <<'PY'
-import http.server, sys
-class H(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    def do_POST(self):
-        self.rfile.read(int(self.headers.get("content-length", "0")))
-        self.send_response(200); self.send_header("content-length", "0"); self.end_headers()
-    def do_GET(self):
-        self.send_response(200); self.send_header("content-length", "0"); self.end_headers()
-    def log_message(self, *a): pass
-http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
-PY
-taskset -c 1 /usr/bin/python3 "$work/receiver.py" $RECEIVER &
+taskset -c 1 "$SINK" $RECEIVER &
 for _ in $(seq 1 100); do curl -fs "localhost:$RECEIVER/" > /dev/null && break; sleep 0.05; done
 printf 'wrk.method = "POST"\nwrk.body = "order"\n' > "$work/post.lua"
 
@@ -73,17 +65,27 @@ YAML
   fi
 }
 
-# The worker's finished invocations so far (pipeline).
-worked() {
-  curl -fs "localhost:$ADMIN/metrics" | awk '/^nimbus_invocations_total\{function="worker"/ {s += $2} END {print s + 0}'
+# The invocations of FUNCTION (front, worker) so far (pipeline).
+done_by() {
+  curl -fs "localhost:$ADMIN/metrics" | awk -v f="$1" '$0 ~ "^nimbus_invocations_total\\{function=\"" f "\"" {s += $2} END {print s + 0}'
 }
+# Waits (up to 60 s) until the worker has taken every message the front accepted.
+drained() {
+  for _ in $(seq 1 1200); do
+    [[ $(done_by worker) -ge $(done_by front) ]] && return 0
+    sleep 0.05
+  done
+  echo "bench: the queue did not drain in 60 s" >&2
+  return 1
+}
+now() { date +%s.%N; }
 
 # The host's CPU time so far (user + system), in clock ticks.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 # run_case SHAPE NAME OBSERVE_YAML -> prints "rate spans-exported cpu-us-per-unit" for one
-# fresh host (the host's CPU time over the measured 10 s and the export after it, per request
-# or message: steadier than the rate on a VM whose speed drifts)
+# fresh host (the host's CPU time over the measured window, the pipeline's drain and the export
+# after it, per request or message: steadier than the rate on a VM whose speed drifts)
 run_case() {
   local app=$work/$1-$2
   mkdir -p "$app"
@@ -94,23 +96,38 @@ run_case() {
   local wrk_args=(-t1 -c64) rate cpu0 cpu1
   [[ $1 == pipeline ]] && wrk_args+=(-s "$work/post.lua")
   taskset -c 1 wrk "${wrk_args[@]}" -d2s "http://127.0.0.1:$PORT/" > /dev/null
-  cpu0=$(cpu_ticks $pid)
+  local units  # requests or messages served in the measured window
   if [[ $1 == hello ]]; then
+    cpu0=$(cpu_ticks $pid)
     rate=$(taskset -c 1 wrk "${wrk_args[@]}" -d10s "http://127.0.0.1:$PORT/" | awk '/Requests\/sec/ {print $2}')
+    units=$(awk -v r="$rate" 'BEGIN {printf "%d", r * 10}')
   else
-    local before after
-    before=$(worked)
+    # What the pipeline sustains: the messages the front accepted over the load, by the time
+    # until the worker has taken the last of them. Under a load past what one core sustains
+    # the queue takes up the difference (as a queue should), and counting only what the worker
+    # finished within the 10 s would count the front's part of the backlog's work and not
+    # the worker's; so it starts drained and ends drained.
+    drained
+    local f0 t0 t1 backlog
+    cpu0=$(cpu_ticks $pid)
+    f0=$(done_by front)
+    t0=$(now)
     taskset -c 1 wrk "${wrk_args[@]}" -d10s "http://127.0.0.1:$PORT/" > /dev/null
-    after=$(worked)
-    rate=$(( (after - before) / 10 ))
+    backlog=$(( $(done_by front) - $(done_by worker) ))
+    drained
+    t1=$(now)
+    units=$(( $(done_by front) - f0 ))
+    rate=$(awk -v n="$units" -v t0="$t0" -v t1="$t1" 'BEGIN {printf "%d", n / (t1 - t0)}')
+    echo "pipeline $2: backlog at the load's end $backlog messages, drained $(awk -v t0="$t0" -v t1="$t1" \
+      'BEGIN {printf "%.1f", t1 - t0 - 10}') s later" >&2
   fi
   sleep 1  # the last batch exported
   cpu1=$(cpu_ticks $pid)
   local spans
   spans=$(curl -fs "localhost:$ADMIN/metrics" | awk '/^nimbus_trace_spans_exported_total / {print $2}')
   kill -TERM $pid; wait $pid 2>/dev/null || true
-  echo "$rate ${spans:-0} $(awk -v t=$((cpu1 - cpu0)) -v r="$rate" -v hz="$(getconf CLK_TCK)" \
-    'BEGIN {printf "%.2f", (r > 0 ? t * 1e6 / hz / (r * 10) : 0)}')"
+  echo "$rate ${spans:-0} $(awk -v t=$((cpu1 - cpu0)) -v n="$units" -v hz="$(getconf CLK_TCK)" \
+    'BEGIN {printf "%.2f", (n > 0 ? t * 1e6 / hz / n : 0)}')"
 }
 
 median() { sort -n | awk '{v[NR]=$1} END{print v[int((NR+1)/2)]}'; }

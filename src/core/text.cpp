@@ -35,6 +35,7 @@ bool valid_utf8(std::string_view s) {
     std::memcpy(&word, s.data() + i, 8);
     if (word & 0x8080808080808080ull) break;
   }
+  while (i < s.size() && static_cast<unsigned char>(s[i]) < 0x80) ++i;  // the rest's ASCII
   while (i < s.size()) {
     std::size_t n = utf8_sequence(s.data() + i, s.size() - i);
     if (n == 0) return false;

@@ -539,22 +539,25 @@ void Tracer::invocation(const InvocationRecord& r, WallTime finished) {
 
 void Tracer::store_commit(std::string_view traceparent, std::string_view tracestate, WallTime began, WallTime ended,
                           std::string_view what, bool ok) {
-  Span s;
-  s.trace_id = trace_id_of(traceparent);
-  s.parent_span_id = span_id_of(traceparent);
-  if (s.trace_id.empty() || s.parent_span_id == 0) return;
+  const TraceIdText trace_id = trace_id_of(traceparent);
+  const uint64_t parent = span_id_of(traceparent);
+  if (trace_id.empty() || parent == 0) return;
+  Span s;  // one exported earlier, when there is one (its room is reused: see invocation())
+  take_spares(&s, 1);
+  s.trace_id = trace_id;
+  s.parent_span_id = parent;
   s.trace_state.assign(tracestate);
   s.span_id = new_span_id();
-  s.name = "store commit";
+  s.name.assign("store commit");
   s.start_unix_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(began.time_since_epoch()).count();
   s.end_unix_ns = std::max(s.start_unix_ns,
                            std::chrono::duration_cast<std::chrono::nanoseconds>(ended.time_since_epoch()).count());
   s.attributes.emplace_back("nimbus.commit", std::string(what));
   if (!ok) {
     s.error = true;
-    s.status_message = "the commit failed";
+    s.status_message.assign("the commit failed");
   }
-  record(std::move(s));
+  record(&s, 1);
 }
 
 void Tracer::host_call(std::string_view caller, std::string_view caller_state, uint64_t span_id, std::string_view op,
@@ -856,9 +859,15 @@ class Writer {
   }
 
  private:
-  static int digit(char c) {
-    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
-  }
+  // A table, not comparisons: every span's trace id is 32 of these.
+  static int digit(char c) { return kDigits[static_cast<unsigned char>(c)]; }
+  static constexpr std::array<int8_t, 256> kDigits = [] {
+    std::array<int8_t, 256> t{};
+    for (auto& v : t) v = -1;
+    for (int i = 0; i < 10; ++i) t['0' + i] = static_cast<int8_t>(i);
+    for (int i = 0; i < 6; ++i) t['a' + i] = t['A' + i] = static_cast<int8_t>(10 + i);
+    return t;
+  }();
   char* p_;
 };
 
