@@ -7,6 +7,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <csignal>
+
 #include <cctype>
 #include <cstdio>
 #include <cstdlib>
@@ -44,7 +46,9 @@ void serve(int fd) {
       if (n <= 0) return (void)::close(fd);
       buf.append(chunk, static_cast<std::size_t>(n));
     }
-    const std::size_t total = end + 4 + content_length(std::string_view(buf).substr(0, end + 2));
+    const std::size_t length = content_length(std::string_view(buf).substr(0, end + 2));
+    if (length > (std::size_t{64} << 20)) return (void)::close(fd);  // not an export: hang up
+    const std::size_t total = end + 4 + length;
     while (buf.size() < total) {
       const ssize_t n = ::read(fd, chunk, sizeof chunk);
       if (n <= 0) return (void)::close(fd);
@@ -62,6 +66,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "usage: otlp_sink PORT\n");
     return 2;
   }
+  std::signal(SIGPIPE, SIG_IGN);  // a host that hung up costs its connection, not the sink
   const int s = ::socket(AF_INET, SOCK_STREAM, 0);
   const int one = 1;
   ::setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);

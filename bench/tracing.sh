@@ -18,6 +18,7 @@
 # Usage: bash bench/tracing.sh (after make build). Env: REPS=3, SHAPES="hello pipeline",
 # NIMBUS_BIN (another nimbus binary).
 set -euo pipefail
+shopt -s inherit_errexit  # a failure inside $(run_case ...) stops the bench too
 repo=$(cd "$(dirname "$0")/.." && pwd)
 NIMBUS=${NIMBUS_BIN:-$repo/build/nimbus}
 HELLO=$repo/build/tests/functions/hello.so
@@ -65,14 +66,20 @@ YAML
   fi
 }
 
-# The invocations of FUNCTION (front, worker) so far (pipeline).
+# The successful invocations of FUNCTION (front, worker) so far (pipeline): the front's are
+# the messages it put on the queue, the worker's those it took off for good. Empty when the
+# host does not answer.
 done_by() {
-  curl -fs "localhost:$ADMIN/metrics" | awk -v f="$1" '$0 ~ "^nimbus_invocations_total\\{function=\"" f "\"" {s += $2} END {print s + 0}'
+  local text
+  text=$(curl -fs "localhost:$ADMIN/metrics") || return 0
+  awk -v f="$1" '$0 ~ "^nimbus_invocations_total\\{function=\"" f "\",.*outcome=\"success\"" {s += $2} END {print s + 0}' <<< "$text"
 }
 # Waits (up to 60 s) until the worker has taken every message the front accepted.
 drained() {
+  local front worker
   for _ in $(seq 1 1200); do
-    [[ $(done_by worker) -ge $(done_by front) ]] && return 0
+    front=$(done_by front) worker=$(done_by worker)
+    [[ -n $front && -n $worker && $worker -ge $front ]] && return 0
     sleep 0.05
   done
   echo "bench: the queue did not drain in 60 s" >&2
@@ -107,14 +114,14 @@ run_case() {
     # the queue takes up the difference (as a queue should), and counting only what the worker
     # finished within the 10 s would count the front's part of the backlog's work and not
     # the worker's; so it starts drained and ends drained.
-    drained
+    drained || exit 1
     local f0 t0 t1 backlog
     cpu0=$(cpu_ticks $pid)
     f0=$(done_by front)
     t0=$(now)
     taskset -c 1 wrk "${wrk_args[@]}" -d10s "http://127.0.0.1:$PORT/" > /dev/null
     backlog=$(( $(done_by front) - $(done_by worker) ))
-    drained
+    drained || exit 1
     t1=$(now)
     units=$(( $(done_by front) - f0 ))
     rate=$(awk -v n="$units" -v t0="$t0" -v t1="$t1" 'BEGIN {printf "%d", n / (t1 - t0)}')
@@ -147,7 +154,8 @@ for shape in $SHAPES; do
         hundredth) yaml="${otlp/SAMPLE/0.01}" ;;
         history) yaml="" ;;
       esac
-      read -r r n u <<< "$(run_case "$shape" $c "$yaml")"
+      out=$(run_case "$shape" $c "$yaml")  # (an assignment: its failure stops the bench)
+      read -r r n u <<< "$out"
       rates[$c]+="$r "
       spans[$c]+="$n "
       cpus[$c]+="$u "

@@ -147,8 +147,8 @@ TEST(Traces, OneRequestThroughHttpQueueTopicAndStreamIsOneTreeOfSpans) {
   ASSERT_TRUE(host.started()) << host.errors();
   // The client's own trace: the host's spans join it.
   const std::string trace = "4bf92f3577b34da6a3ce929d0e0e4736", client_span = "00f067aa0ba902b7";
-  Response r = request(host.http_port(), "POST", "/order", {{"traceparent", "00-" + trace + "-" + client_span + "-01"}},
-                       "A-17");
+  Response r = request(host.http_port(), "POST", "/order",
+                       {{"traceparent", "00-" + trace + "-" + client_span + "-01"}, {"tracestate", "pipe=1"}}, "A-17");
   ASSERT_EQ(r.status, 200) << r.body;
   std::vector<SeenSpan> spans;
   // The four invocations' spans, the spans inside them, and the two deliveries' commits.
@@ -166,6 +166,9 @@ TEST(Traces, OneRequestThroughHttpQueueTopicAndStreamIsOneTreeOfSpans) {
   std::map<std::string, std::vector<SeenSpan>> children;  // by parent span id
   for (const auto& s : spans) {
     EXPECT_EQ(s.trace_id, trace) << s.name << " is in another trace";
+    // Every span, the commits of outputs, acks and the stream's checkpoint too, in the
+    // client's tracestate (OTLP trace_state).
+    EXPECT_EQ(s.trace_state, "pipe=1") << s.name << " " << (s.attributes.count("nimbus.commit") ? s.attributes.at("nimbus.commit") : "");
     children[s.parent_span_id].push_back(s);
     if (s.attributes.count("faas.trigger")) {
       EXPECT_TRUE(by_name.emplace(s.name, s).second) << s.name << " twice";
@@ -460,6 +463,7 @@ TEST(Traces, TheGatewayContinuesTheTraceToAnUpstreamUnderASpanOfItsOwn) {
   EXPECT_EQ(s.name, "GET /legacy/{*rest}");
   EXPECT_EQ(s.attributes.at("http.response.status_code"), "200");
   EXPECT_EQ(s.attributes.at("nimbus.upstream"), "legacy");
+  EXPECT_EQ(s.trace_state, "vendor=1");  // the client's trace's, on the gateway's span too
 
   // No trace from the client: one starts at the gateway, and the upstream is in it.
   ASSERT_EQ(request(host.http_port(), "GET", "/legacy/other").status, 200);
@@ -654,13 +658,29 @@ TEST(Traces, HostCallsAreSpansAndWhatTheyCauseIsTheirChild) {
   Host host(dir.path());
   ASSERT_TRUE(host.started()) << host.errors();
   const std::string trace = "5bf92f3577b34da6a3ce929d0e0e4736";
-  ASSERT_EQ(request(host.http_port(), "GET", "/go", {{"traceparent", "00-" + trace + "-00f067aa0ba902b7-01"}}).status, 200);
+  ASSERT_EQ(request(host.http_port(), "GET", "/go",
+                    {{"traceparent", "00-" + trace + "-00f067aa0ba902b7-01"}, {"tracestate", "calls=1"}})
+                .status,
+            200);
   std::vector<SeenSpan> spans;
   const auto find = [&](const std::string& name) { return first_named(spans, name); };
+  // The ack of on_job's message: the dispatcher's commit span.
+  const auto ack = [&]() -> const SeenSpan* {
+    const SeenSpan* job = find("on_job");
+    for (const auto& s : spans) {
+      if (job && s.name == "store commit" && s.parent_span_id == job->span_id) return &s;
+    }
+    return nullptr;
+  };
   ASSERT_TRUE(eventually([&] {
     spans = spans_at(collector);
-    return find("on_placed") && find("on_job") && find("helper") && find("invoke nobody") && find("front");
+    return find("on_placed") && find("on_job") && find("helper") && find("invoke nobody") && find("front") && ack();
   }, 20000)) << spans.size() << " spans\n" << host.output();
+  EXPECT_EQ(ack()->attributes.at("nimbus.commit"), "ack");
+  EXPECT_EQ(ack()->trace_state, "calls=1");
+  for (const char* name : {"front", "on_placed", "on_job", "helper", "invoke nobody"}) {
+    EXPECT_EQ(find(name)->trace_state, "calls=1") << name;
+  }
   const SeenSpan front = *find("front");
   struct Expect {
     const char* name;
@@ -678,6 +698,7 @@ TEST(Traces, HostCallsAreSpansAndWhatTheyCauseIsTheirChild) {
     EXPECT_EQ(s->trace_id, trace) << e.name;
     EXPECT_EQ(s->parent_span_id, front.span_id) << e.name << " is not under the calling invocation";
     EXPECT_EQ(s->kind, e.kind) << e.name;
+    EXPECT_EQ(s->trace_state, "calls=1") << e.name;
     EXPECT_EQ(s->attributes.count(e.attribute) ? s->attributes.at(e.attribute) : "", e.value) << e.name;
     EXPECT_FALSE(s->error) << e.name;
     EXPECT_GE(s->start_ns, front.start_ns) << e.name;
@@ -707,7 +728,9 @@ TEST(Traces, AnAsyncRoutesAcceptIsASpanAndTheRunLaterIsItsChild) {
   Host host(dir.path());
   ASSERT_TRUE(host.started()) << host.errors();
   const std::string trace = "6bf92f3577b34da6a3ce929d0e0e4736", client_span = "20f067aa0ba902b7";
-  ASSERT_EQ(request(host.http_port(), "POST", "/job", {{"traceparent", "00-" + trace + "-" + client_span + "-01"}}, "x").status,
+  ASSERT_EQ(request(host.http_port(), "POST", "/job",
+                    {{"traceparent", "00-" + trace + "-" + client_span + "-01"}, {"tracestate", "later=2"}}, "x")
+                .status,
             202);
   std::vector<SeenSpan> spans;
   const auto find = [&](const std::string& name) { return first_named(spans, name); };
@@ -721,6 +744,8 @@ TEST(Traces, AnAsyncRoutesAcceptIsASpanAndTheRunLaterIsItsChild) {
   EXPECT_EQ(accept.kind, 2);
   EXPECT_EQ(accept.attributes.at("http.response.status_code"), "202");
   EXPECT_EQ(find("job")->parent_span_id, accept.span_id) << "the run is not under the accept";
+  EXPECT_EQ(accept.trace_state, "later=2");
+  EXPECT_EQ(find("job")->trace_state, "later=2");
   // The accept has its log line too, in the same trace (the run has its own).
   EXPECT_TRUE(host.wait_for_output("\"msg\":\"accepted\",\"function\":\"job\",\"trigger\":\"http\"", 5000)) << host.output();
   EXPECT_GT(lines_with(host.output(), {"\"msg\":\"accepted\"", "\"trace_id\":\"" + trace + "\"", "\"status\":202"}), 0)

@@ -258,7 +258,10 @@ void Gateway::proxy(const GatewayRouteSpec& route, Upstream& upstream, IncomingR
     Span span;
     span.trace_id = trace_id_of(traceparent);
     span.span_id = span_id_of(traceparent);
-    if (incoming.size() >= 55 && incoming.substr(3, 32) == span.trace_id.view()) span.parent_span_id = span_id_of(incoming);
+    if (incoming.size() >= 55 && incoming.substr(3, 32) == span.trace_id.view()) {
+      span.parent_span_id = span_id_of(incoming);
+      span.trace_state = continue_tracestate(incoming, tracestate_of(request));  // the client's trace's
+    }
     span.name = p.method + " " + route.path;
     span.kind = SpanKind::server;
     span.start_unix_ns =

@@ -877,6 +877,7 @@ void HttpTrigger::enqueue_async(const FunctionSpec& fn, Invocation&& inv, Respon
     accept->trace_id = trace_id_of(inv.traceparent);
     accept->span_id = span_id_of(inv.traceparent);
     accept->parent_span_id = inv.parent_span;
+    accept->trace_state = inv.tracestate;
     accept->name = inv.http->method + " " + fn.name + " (accept)";
     accept->kind = SpanKind::server;
     accept->start_unix_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
