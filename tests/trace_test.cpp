@@ -412,8 +412,8 @@ TEST(Traces, ABacklogIsSentInOrderABatchAtATime) {
   }
 }
 
-// Exported spans are written over by the invocations after them (Tracer::take_spares): what
-// one span held (links, an error, its attributes) must not show in the next one written there.
+// A thread's spans are written over by the invocations after them (trace.cpp's reused_spans):
+// what one span held (links, an error, its attributes) must not show in the next one written there.
 TEST(Traces, ASpanWrittenOverAnExportedOneCarriesNothingOfIt) {
   ExportingTo c(5, std::chrono::milliseconds(10));  // each invocation's spans are a batch of their own
   Tracer& tracer = c.tracer;

@@ -9,6 +9,7 @@
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http/read.hpp>
+#include <boost/beast/http/span_body.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
 #include <boost/beast/ssl/ssl_stream.hpp>
@@ -34,6 +35,10 @@ namespace beast = boost::beast;
 namespace http = beast::http;
 
 namespace {
+
+// What goes before the spans in a request of `protocol`: the encoded Resource (protobuf), or
+// the JSON up to the spans' list.
+std::string resource_of(OtlpProtocol protocol, std::string_view service, std::string_view service_version);
 
 std::string hex16(uint64_t v) {
   static constexpr char kHex[] = "0123456789abcdef";
@@ -223,13 +228,14 @@ class OtlpClient {
       *retryable = false;
       return false;
     }
-    http::request<http::string_body> req{http::verb::post, target_, 11};
+    // The body is sent from where it is, not copied into the request.
+    http::request<http::span_body<const char>> req{http::verb::post, target_, 11};
     req.set(http::field::host, host_header_);
     req.set(http::field::content_type,
             settings_.protocol == OtlpProtocol::json ? "application/json" : "application/x-protobuf");
     if (settings_.gzip.value_or(false)) req.set(http::field::content_encoding, "gzip");
     for (const auto& h : settings_.headers) req.set(h.name, h.value);
-    req.body() = body;
+    req.body() = http::span_body<const char>::value_type(body.data(), body.size());
     req.prepare_payload();
     for (int round = 0; round < 2; ++round) {
       const bool reused = plain_ || secure_;
@@ -353,7 +359,7 @@ class OtlpClient {
   }
 
   template <class Stream>
-  beast::error_code exchange(Stream& stream, http::request<http::string_body>& req,
+  beast::error_code exchange(Stream& stream, http::request<http::span_body<const char>>& req,
                              http::response<http::string_body>& res) {
     beast::error_code ec;
     beast::get_lowest_layer(stream).expires_after(settings_.timeout);
@@ -392,6 +398,7 @@ Tracer::Tracer(TraceSettings settings, std::string service, std::string service_
     : settings_(std::move(settings)),
       service_(std::move(service)),
       service_version_(std::move(service_version)),
+      resource_(resource_of(settings_.protocol.value_or(OtlpProtocol::protobuf), service_, service_version_)),
       logger_(logger) {
   set_trace_sample_ratio(settings_.sample.value_or(1.0));
   client_ = std::make_unique<OtlpClient>(settings_);
@@ -410,33 +417,41 @@ Tracer::~Tracer() {
 void Tracer::record(Span span) { record(&span, 1); }
 
 void Tracer::record(Span* spans, std::size_t n) {
+  // Encoded here, outside the lock, into this thread's own buffer (it keeps its room).
+  thread_local std::string encoded;
+  thread_local std::vector<uint32_t> ends;
+  encoded.clear();
+  ends.clear();
+  for (std::size_t i = 0; i < n; ++i) {
+    encode(spans[i], encoded);
+    ends.push_back(static_cast<uint32_t>(encoded.size()));
+  }
   bool wake = false;
   {
     std::lock_guard lock(mu_);
     stats_.recorded += n;
-    for (std::size_t i = 0; i < n; ++i) {
-      if (queue_.size() - head_ >= settings_.max_queue) {
-        stats_.dropped += n - i;
-        break;
-      }
-      queue_.push_back(std::move(spans[i]));
-      wake |= queue_.size() - head_ == settings_.max_batch;
+    const std::size_t room = settings_.max_queue - std::min(settings_.max_queue, ends_.size());
+    const std::size_t taken = std::min(n, room);
+    stats_.dropped += n - taken;
+    if (taken > 0) {
+      const std::size_t base = pending_.size();
+      pending_.append(encoded, 0, ends[taken - 1]);
+      for (std::size_t i = 0; i < taken; ++i) ends_.push_back(static_cast<uint32_t>(base + ends[i]));
+      wake = ends_.size() >= settings_.max_batch && ends_.size() - taken < settings_.max_batch;
     }
   }
   if (wake) cv_.notify_one();
 }
 
-void Tracer::take_spares(Span* out, std::size_t n) {
-  std::size_t got = 0;
-  {
-    std::lock_guard lock(mu_);
-    for (; got < n && !spare_.empty(); ++got) {
-      out[got] = std::move(spare_.back());
-      spare_.pop_back();
-    }
-  }
-  for (std::size_t i = 0; i < got; ++i) {  // what they held is let go here, on this thread
-    Span& s = out[i];
+namespace {
+
+// Spans made on this thread, written over by each use: their strings and lists keep their
+// room, and are allocated and freed on the thread that records (the allocator's per-thread
+// cache), never handed to another.
+Span* reused_spans(std::size_t n) {
+  thread_local std::array<Span, 5> spans;
+  for (std::size_t i = 0; i < n; ++i) {
+    Span& s = spans[i];
     s.trace_id = TraceIdText();
     s.span_id = s.parent_span_id = 0;
     s.trace_state.clear();
@@ -448,7 +463,10 @@ void Tracer::take_spares(Span* out, std::size_t n) {
     s.attributes.clear();
     s.links.clear();
   }
+  return spans.data();
 }
+
+}  // namespace
 
 void Tracer::invocation(const InvocationRecord& r, WallTime finished) {
   if (!trace_sampled(r.traceparent)) return;
@@ -459,11 +477,9 @@ void Tracer::invocation(const InvocationRecord& r, WallTime finished) {
   const int64_t waited = ns(r.waited), ran = ns(r.ran);
   const bool queue_wait = r.queued && r.parent_span != 0, cold = r.cold_start > Duration::zero();
   const bool wait = waited >= 100000 || cold;  // a wait under 0.1 ms has no span
-  // Written into spans exported earlier (take_spares): queue wait, wait, cold start, execution,
-  // then the invocation's own.
+  // Queue wait, wait, cold start, execution, then the invocation's own.
   const std::size_t spans = 1 + queue_wait + wait + cold + (ran > 0);
-  Span out[5];
-  take_spares(out, spans);
+  Span* out = reused_spans(spans);
   Span& s = out[spans - 1];
   s.trace_id = trace_id;
   s.span_id = span_id;
@@ -542,8 +558,7 @@ void Tracer::store_commit(std::string_view traceparent, std::string_view tracest
   const TraceIdText trace_id = trace_id_of(traceparent);
   const uint64_t parent = span_id_of(traceparent);
   if (trace_id.empty() || parent == 0) return;
-  Span s;  // one exported earlier, when there is one (its room is reused: see invocation())
-  take_spares(&s, 1);
+  Span& s = *reused_spans(1);
   s.trace_id = trace_id;
   s.parent_span_id = parent;
   s.trace_state.assign(tracestate);
@@ -562,7 +577,7 @@ void Tracer::store_commit(std::string_view traceparent, std::string_view tracest
 
 void Tracer::host_call(std::string_view caller, std::string_view caller_state, uint64_t span_id, std::string_view op,
                        const Headers& args, WallTime began, WallTime ended, bool ok, std::string_view error) {
-  Span s;
+  Span& s = *reused_spans(1);
   s.trace_id = trace_id_of(caller);
   s.parent_span_id = span_id_of(caller);
   if (s.trace_id.empty() || s.parent_span_id == 0 || span_id == 0) return;
@@ -582,7 +597,7 @@ void Tracer::host_call(std::string_view caller, std::string_view caller_state, u
   // Names after the OpenTelemetry conventions: "{operation} {destination}".
   if (op == "publish" || op == "enqueue") {
     const std::string destination = arg(op == "publish" ? "topic" : "queue");
-    s.name = std::string(op) + " " + destination;
+    s.name.append(op).append(" ").append(destination);
     s.kind = SpanKind::producer;
     s.attributes.emplace_back("messaging.system", std::string("nimbus"));
     s.attributes.emplace_back("messaging.operation.type", std::string("send"));
@@ -590,26 +605,26 @@ void Tracer::host_call(std::string_view caller, std::string_view caller_state, u
     s.attributes.emplace_back("messaging.destination.name", destination);
   } else if (op.rfind("state.", 0) == 0) {
     const std::string store = arg("store");
-    s.name = std::string(op) + " " + store;
+    s.name.append(op).append(" ").append(store);
     s.kind = SpanKind::client;
     s.attributes.emplace_back("db.system.name", std::string("nimbus"));
     s.attributes.emplace_back("db.operation.name", std::string(op));
     s.attributes.emplace_back("db.collection.name", store);
   } else if (op == "invoke") {
     const std::string function = arg("function");
-    s.name = "invoke " + function;
+    s.name.append("invoke ").append(function);
     s.kind = SpanKind::client;
     s.attributes.emplace_back("faas.invoked_name", function);
     if (const std::string mode = arg("mode"); !mode.empty()) s.attributes.emplace_back("nimbus.invoke.mode", mode);
   } else {
-    s.name = std::string(op);
+    s.name.assign(op);
     s.kind = SpanKind::client;
   }
   if (!ok) {
     s.error = true;
-    s.status_message = std::string(error.substr(0, 512));
+    s.status_message.assign(error.substr(0, 512));
   }
-  record(std::move(s));
+  record(&s, 1);
 }
 
 TraceStats Tracer::stats() const {
@@ -660,15 +675,49 @@ void append_attribute(std::string& out, std::string_view key, const std::variant
   out += "}}";
 }
 
-}  // namespace
+// One span as it goes into the request's list: a comma, then the object (the request drops
+// its first list's first comma). Written by hand, not through a JSON DOM: the host's threads
+// encode each span they record.
+void append_json_span(std::string& out, const Span& s) {
+  out += ",{\"traceId\":";
+  append_json_string(out, s.trace_id.view());
+  out += ",\"spanId\":\"" + hex16(s.span_id) + '"';
+  if (!s.trace_state.empty()) {
+    out += ",\"traceState\":";
+    append_json_string(out, s.trace_state);
+  }
+  if (s.parent_span_id != 0) out += ",\"parentSpanId\":\"" + hex16(s.parent_span_id) + '"';
+  out += ",\"name\":";
+  append_json_string(out, s.name);
+  out += ",\"kind\":";
+  out += std::to_string(static_cast<int>(s.kind));
+  out += ",\"startTimeUnixNano\":\"" + std::to_string(s.start_unix_ns) + "\",\"endTimeUnixNano\":\"" +
+         std::to_string(s.end_unix_ns) + "\",\"attributes\":[";
+  for (std::size_t i = 0; i < s.attributes.size(); ++i) {
+    if (i) out += ',';
+    append_attribute(out, s.attributes[i].first, s.attributes[i].second);
+  }
+  out += ']';
+  if (!s.links.empty()) {
+    out += ",\"links\":[";
+    for (std::size_t i = 0; i < s.links.size(); ++i) {
+      if (i) out += ',';
+      out += "{\"traceId\":";
+      append_json_string(out, s.links[i].trace_id.view());
+      out += ",\"spanId\":\"" + hex16(s.links[i].span_id) + "\"}";
+    }
+    out += ']';
+  }
+  if (s.error) {
+    out += ",\"status\":{\"code\":2,\"message\":";
+    append_json_string(out, s.status_message);
+    out += '}';
+  }
+  out += '}';
+}
 
-// Written by hand, not through a JSON DOM: the exporter shares the host's cores, and at every
-// invocation traced this is most of what tracing costs.
-std::string Tracer::otlp_json(const std::vector<Span>& spans, std::string_view service,
-                              std::string_view service_version) {
-  std::string out;
-  out.reserve(256 + spans.size() * 640);
-  out += "{\"resourceSpans\":[{\"resource\":{\"attributes\":[";
+std::string json_prefix(std::string_view service, std::string_view service_version) {
+  std::string out = "{\"resourceSpans\":[{\"resource\":{\"attributes\":[";
   append_attribute(out, "service.name", std::string(service));
   out += ',';
   append_attribute(out, "telemetry.sdk.name", std::string("nimbus"));
@@ -677,48 +726,25 @@ std::string Tracer::otlp_json(const std::vector<Span>& spans, std::string_view s
     append_attribute(out, "service.version", std::string(service_version));
   }
   out += "]},\"scopeSpans\":[{\"scope\":{\"name\":\"nimbus\"},\"spans\":[";
-  bool first = true;
-  for (const auto& s : spans) {
-    if (!first) out += ',';
-    first = false;
-    out += "{\"traceId\":";
-    append_json_string(out, s.trace_id.view());
-    out += ",\"spanId\":\"" + hex16(s.span_id) + '"';
-    if (!s.trace_state.empty()) {
-      out += ",\"traceState\":";
-      append_json_string(out, s.trace_state);
-    }
-    if (s.parent_span_id != 0) out += ",\"parentSpanId\":\"" + hex16(s.parent_span_id) + '"';
-    out += ",\"name\":";
-    append_json_string(out, s.name);
-    out += ",\"kind\":";
-    out += std::to_string(static_cast<int>(s.kind));
-    out += ",\"startTimeUnixNano\":\"" + std::to_string(s.start_unix_ns) + "\",\"endTimeUnixNano\":\"" +
-           std::to_string(s.end_unix_ns) + "\",\"attributes\":[";
-    for (std::size_t i = 0; i < s.attributes.size(); ++i) {
-      if (i) out += ',';
-      append_attribute(out, s.attributes[i].first, s.attributes[i].second);
-    }
-    out += ']';
-    if (!s.links.empty()) {
-      out += ",\"links\":[";
-      for (std::size_t i = 0; i < s.links.size(); ++i) {
-        if (i) out += ',';
-        out += "{\"traceId\":";
-        append_json_string(out, s.links[i].trace_id.view());
-        out += ",\"spanId\":\"" + hex16(s.links[i].span_id) + "\"}";
-      }
-      out += ']';
-    }
-    if (s.error) {
-      out += ",\"status\":{\"code\":2,\"message\":";
-      append_json_string(out, s.status_message);
-      out += '}';
-    }
-    out += '}';
-  }
-  out += "]}]}]}";
   return out;
+}
+
+// The request: `prefix` (json_prefix), the spans (append_json_span's, back to back), the end.
+std::string wrap_json(std::string_view prefix, std::string_view spans) {
+  if (!spans.empty()) spans.remove_prefix(1);  // the first span's comma
+  std::string out;
+  out.reserve(prefix.size() + spans.size() + 8);
+  out.append(prefix).append(spans).append("]}]}]}");
+  return out;
+}
+
+}  // namespace
+
+std::string Tracer::otlp_json(const std::vector<Span>& spans, std::string_view service,
+                              std::string_view service_version) {
+  std::string body;
+  for (const auto& s : spans) append_json_span(body, s);
+  return wrap_json(json_prefix(service, service_version), body);
 }
 
 namespace {
@@ -895,94 +921,120 @@ Span made_utf8(const Span& s) {
 
 }  // namespace
 
-// ExportTraceServiceRequest {repeated ResourceSpans resource_spans = 1}; ResourceSpans
-// {Resource resource = 1; repeated ScopeSpans scope_spans = 2}; Resource {repeated KeyValue
-// attributes = 1}; ScopeSpans {InstrumentationScope scope = 1; repeated Span spans = 2};
-// InstrumentationScope {string name = 1}; Span {bytes trace_id = 1; bytes span_id = 2; string
-// trace_state = 3; bytes parent_span_id = 4; string name = 5; SpanKind kind = 6; fixed64 start_time_unix_nano = 7;
-// fixed64 end_time_unix_nano = 8; repeated KeyValue attributes = 9; repeated Link links = 13;
-// Status status = 15}; Link {bytes trace_id = 1; bytes span_id = 2};
-// Status {string message = 2; StatusCode code = 3}. Written by hand, as the JSON is: the
-// schema is stable and small, and generated code would bring libprotobuf for seven messages.
-std::string Tracer::otlp_protobuf(const std::vector<Span>& spans, std::string_view service,
-                                  std::string_view service_version) {
-  // Spans with bytes that are not UTF-8 (rare) are written from fixed copies.
-  std::vector<Span> fixed;
-  std::vector<const Span*> order;
-  order.reserve(spans.size());
-  for (const auto& s : spans) {
-    if (pb::utf8_throughout(s)) {
-      order.push_back(&s);
-    } else {
-      if (fixed.empty()) fixed.reserve(spans.size());  // no reallocation: pointers stay good
-      fixed.push_back(pb::made_utf8(s));
-      order.push_back(&fixed.back());
-    }
-  }
-  std::vector<std::size_t> sizes;
-  sizes.reserve(order.size());
-  constexpr std::string_view kScope = "nimbus";
-  std::size_t scope_spans = pb::field_size(1, pb::field_size(1, kScope.size()));  // scope {name}
-  for (const Span* s : order) {
-    sizes.push_back(pb::span_size(*s));
-    scope_spans += pb::field_size(2, sizes.back());
-  }
-  const std::string name = replace_invalid_utf8(service), version = replace_invalid_utf8(service_version);
-  std::vector<std::pair<std::string_view, pb::Value>> resource_attributes = {
-      {"service.name", name}, {"telemetry.sdk.name", std::string("nimbus")}};
-  if (!version.empty()) resource_attributes.emplace_back("service.version", version);
-  std::size_t resource = 0;
-  for (const auto& [k, v] : resource_attributes) resource += pb::field_size(1, pb::attribute_size(k, v));
-  const std::size_t resource_spans = pb::field_size(1, resource) + pb::field_size(2, scope_spans);
+namespace {
 
-  std::string out(pb::field_size(1, resource_spans), '\0');
-  pb::Writer w(out.data());
-  w.head(1, resource_spans);
-  w.head(1, resource);
-  for (const auto& [k, v] : resource_attributes) w.attribute(1, k, v);
-  w.head(2, scope_spans);
-  w.head(1, pb::field_size(1, kScope.size()));
-  w.bytes(1, kScope);
-  for (std::size_t i = 0; i < order.size(); ++i) {
-    w.head(2, sizes[i]);
-    w.span(*order[i]);
-  }
+// One span as it goes into the request: ScopeSpans' field 2, its length, the Span.
+void append_protobuf_span(std::string& out, const Span& given) {
+  std::optional<Span> fixed;  // a span with bytes that are not UTF-8 (rare) is written from a fixed copy
+  if (!pb::utf8_throughout(given)) fixed = pb::made_utf8(given);
+  const Span& s = fixed ? *fixed : given;
+  const std::size_t size = pb::span_size(s);
+  const std::size_t at = out.size();
+  out.resize(at + pb::field_size(2, size));
+  pb::Writer w(out.data() + at);
+  w.head(2, size);
+  w.span(s);
   if (w.at() != out.data() + out.size()) {  // a size that disagrees with its writing: a bug here
-    std::fprintf(stderr, "nimbus: otlp_protobuf wrote %td bytes into %zu\n", w.at() - out.data(), out.size());
+    std::fprintf(stderr, "nimbus: a span's protobuf wrote %td bytes into %zu\n", w.at() - out.data() - at, out.size() - at);
     std::abort();
   }
+}
+
+// Resource {repeated KeyValue attributes = 1}: its content.
+std::string protobuf_resource(std::string_view service, std::string_view service_version) {
+  const std::string name = replace_invalid_utf8(service), version = replace_invalid_utf8(service_version);
+  std::vector<std::pair<std::string_view, pb::Value>> attributes = {{"service.name", name},
+                                                                    {"telemetry.sdk.name", std::string("nimbus")}};
+  if (!version.empty()) attributes.emplace_back("service.version", version);
+  std::size_t size = 0;
+  for (const auto& [k, v] : attributes) size += pb::field_size(1, pb::attribute_size(k, v));
+  std::string out(size, '\0');
+  pb::Writer w(out.data());
+  for (const auto& [k, v] : attributes) w.attribute(1, k, v);
   return out;
+}
+
+// ExportTraceServiceRequest {repeated ResourceSpans resource_spans = 1}; ResourceSpans
+// {Resource resource = 1; repeated ScopeSpans scope_spans = 2}; ScopeSpans
+// {InstrumentationScope scope = 1; repeated Span spans = 2}; InstrumentationScope {string
+// name = 1}: the request around `resource` (protobuf_resource) and `spans` (append_protobuf_span's,
+// back to back).
+std::string wrap_protobuf(std::string_view resource, std::string_view spans) {
+  constexpr std::string_view kScope = "nimbus";
+  const std::size_t scope = pb::field_size(1, kScope.size());
+  const std::size_t scope_spans = pb::field_size(1, scope) + spans.size();
+  const std::size_t resource_spans = pb::field_size(1, resource.size()) + pb::field_size(2, scope_spans);
+  const std::size_t total = pb::field_size(1, resource_spans);
+  std::string out(total - spans.size(), '\0');
+  pb::Writer w(out.data());
+  w.head(1, resource_spans);
+  w.bytes(1, resource);
+  w.head(2, scope_spans);
+  w.head(1, scope);
+  w.bytes(1, kScope);
+  if (w.at() != out.data() + out.size()) {
+    std::fprintf(stderr, "nimbus: otlp_protobuf's head wrote %td bytes into %zu\n", w.at() - out.data(), out.size());
+    std::abort();
+  }
+  out.append(spans);
+  return out;
+}
+
+std::string resource_of(OtlpProtocol protocol, std::string_view service, std::string_view service_version) {
+  return protocol == OtlpProtocol::json ? json_prefix(service, service_version)
+                                        : protobuf_resource(service, service_version);
+}
+
+}  // namespace
+
+// Span {bytes trace_id = 1; bytes span_id = 2; string trace_state = 3; bytes parent_span_id = 4;
+// string name = 5; SpanKind kind = 6; fixed64 start_time_unix_nano = 7; fixed64
+// end_time_unix_nano = 8; repeated KeyValue attributes = 9; repeated Link links = 13; Status
+// status = 15}; Link {bytes trace_id = 1; bytes span_id = 2}; Status {string message = 2;
+// StatusCode code = 3}. Written by hand, as the JSON is: the schema is stable and small, and
+// generated code would bring libprotobuf for seven messages.
+std::string Tracer::otlp_protobuf(const std::vector<Span>& spans, std::string_view service,
+                                  std::string_view service_version) {
+  std::string body;
+  for (const auto& s : spans) append_protobuf_span(body, s);
+  return wrap_protobuf(protobuf_resource(service, service_version), body);
+}
+
+void Tracer::encode(const Span& s, std::string& out) const {
+  if (settings_.protocol == OtlpProtocol::json) {
+    append_json_span(out, s);
+  } else {
+    append_protobuf_span(out, s);
+  }
 }
 
 void Tracer::run() {
   std::unique_lock lock(mu_);
   Duration backoff = std::chrono::milliseconds(100);
-  std::vector<Span> batch;
+  std::string batch;  // encoded spans
+  const bool json = settings_.protocol == OtlpProtocol::json;
   while (true) {
-    cv_.wait_for(lock, settings_.flush, [&] { return stopping_ || queue_.size() - head_ >= settings_.max_batch; });
-    if (queue_.size() == head_) {
+    cv_.wait_for(lock, settings_.flush, [&] { return stopping_ || ends_.size() >= settings_.max_batch; });
+    if (ends_.empty()) {
       if (stopping_) return;
       continue;
     }
-    if (head_ == 0 && queue_.size() <= settings_.max_batch) {
-      batch.swap(queue_);  // queue_ takes the emptied batch's room
-    } else {  // a backlog: the oldest
-      const auto from = queue_.begin() + static_cast<std::ptrdiff_t>(head_);
-      const auto cut = from + static_cast<std::ptrdiff_t>(std::min(queue_.size() - head_, settings_.max_batch));
-      batch.assign(std::make_move_iterator(from), std::make_move_iterator(cut));
-      head_ = static_cast<std::size_t>(cut - queue_.begin());
-      if (head_ == queue_.size()) {
-        queue_.clear();
-        head_ = 0;
-      } else if (head_ * 2 >= queue_.size()) {  // shifts no more than was taken since the last time
-        queue_.erase(queue_.begin(), queue_.begin() + static_cast<std::ptrdiff_t>(head_));
-        head_ = 0;
-      }
+    batch.clear();
+    std::size_t spans = ends_.size();
+    if (spans <= settings_.max_batch) {
+      batch.swap(pending_);  // pending_ takes the emptied batch's room
+      ends_.clear();
+    } else {  // a backlog: the oldest max_batch
+      spans = settings_.max_batch;
+      const uint32_t cut = ends_[spans - 1];
+      batch.assign(pending_, 0, cut);
+      pending_.erase(0, cut);
+      ends_.erase(ends_.begin(), ends_.begin() + static_cast<std::ptrdiff_t>(spans));
+      for (auto& e : ends_) e -= cut;
     }
     const bool last_round = stopping_;
     lock.unlock();
-    std::string body = settings_.protocol == OtlpProtocol::json ? otlp_json(batch, service_, service_version_)
-                                                                 : otlp_protobuf(batch, service_, service_version_);
+    std::string body = json ? wrap_json(resource_, batch) : wrap_protobuf(resource_, batch);
     // gzip at the fastest level: the exporter shares the host's cores.
     if (std::string packed; settings_.gzip.value_or(false) && gzip_compress(body, packed, 1)) body = std::move(packed);
     bool sent = false;
@@ -1006,17 +1058,6 @@ void Tracer::run() {
       backoff = std::min<Duration>(backoff * 2, std::chrono::seconds(5));
     }
     lock.lock();
-    // Sent or given up: the spans go back for invocation() to write new ones into (no more
-    // than a batch waits there; the rest are let go here).
-    const std::size_t kept = std::min(batch.size(), settings_.max_batch - std::min(settings_.max_batch, spare_.size()));
-    for (std::size_t i = 0; i < kept; ++i) spare_.push_back(std::move(batch[i]));
-    const std::size_t spans = batch.size();
-    if (kept < batch.size()) {
-      lock.unlock();
-      batch.clear();
-      lock.lock();
-    }
-    batch.clear();
     if (sent) {
       stats_.exported += spans;
       backoff = std::chrono::milliseconds(100);
@@ -1025,9 +1066,9 @@ void Tracer::run() {
       if (stopping_) {
         // Stopping and the collector failed: the rest is given up at once, not tried batch
         // by batch (one that never answers would hold the stop a timeout per batch).
-        stats_.failed += queue_.size() - head_;
-        queue_.clear();
-        head_ = 0;
+        stats_.failed += ends_.size();
+        pending_.clear();
+        ends_.clear();
       }
       if (!warned_) {
         warned_ = true;

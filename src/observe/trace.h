@@ -158,24 +158,21 @@ class Tracer {
 
  private:
   void run();
-  // Up to `n` spans of spare_ into `out` (the rest stay as they are), emptied for new use.
-  void take_spares(Span* out, std::size_t n);
-
+  // `s` as it goes into the export's body (protobuf or JSON, settings_), appended to `out`.
+  void encode(const Span& s, std::string& out) const;
 
   TraceSettings settings_;
   std::string service_, service_version_;
+  std::string resource_;  // the request around the spans: the encoded Resource, or the JSON before them
   Logger& logger_;
   mutable std::mutex mu_;
   std::condition_variable cv_;
-  // Spans waiting for export are queue_[head_..]: the exporter swaps the vector for its emptied
-  // batch (no allocation), or, behind a backlog, moves a batch out from head_ (what is before
-  // it is compacted away once it is half the vector: no shift of the whole queue per batch).
-  std::vector<Span> queue_;
-  std::size_t head_ = 0;
-  // Exported spans, whatever they held still theirs: invocation() takes them back, so that a
-  // span's strings and lists are freed and allocated on the thread that records (the
-  // allocator's per-thread cache), not freed here and allocated there (its slow path).
-  std::vector<Span> spare_;
+  // Spans waiting for export, already encoded by the thread that recorded them (a span is
+  // written once, straight from what it was made of, and nothing of it crosses threads but
+  // these bytes): pending_ holds them back to back, ends_ where each ends (a backlog is sent
+  // max_batch at a time). The exporter swaps pending_ for its emptied batch: no allocation.
+  std::string pending_;
+  std::vector<uint32_t> ends_;
   bool stopping_ = false;
   TraceStats stats_;
   bool warned_ = false;  // the first failed export is logged; later ones are counted
