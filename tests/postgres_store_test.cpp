@@ -8,6 +8,7 @@
 #include "free_port.h"
 #include "store/postgres/pg_conn.h"
 #include "store_conformance.h"
+#include "two_hosts.h"
 
 namespace nimbus {
 namespace {
@@ -35,58 +36,7 @@ TEST(PostgresStore, TwoHostsOnOneDatabaseHearEachOthersCommitsAndNeverShareAMess
   auto a = open_store(url, "", clock);
   auto b = open_store(url, "", clock);
   ASSERT_TRUE(a.ok() && b.ok()) << (a.ok() ? b.error().message : a.error().message);
-
-  // A wake-up crosses hosts: a commit on b reaches a's watcher through NOTIFY.
-  std::mutex mu;
-  std::condition_variable cv;
-  std::vector<std::string> heard;
-  auto watch = (*a)->watch_changes([&](const std::vector<std::string>& names) {
-    std::lock_guard l(mu);
-    heard.insert(heard.end(), names.begin(), names.end());
-    cv.notify_all();
-  });
-  Batch one;
-  for (int i = 0; i < 400; ++i) {
-    NewMessage m;
-    m.payload = std::to_string(i);
-    one.enqueues.push_back({"work", m});
-  }
-  ASSERT_TRUE((*b)->commit_sync(std::move(one)).ok());
-  {
-    std::unique_lock l(mu);
-    ASSERT_TRUE(cv.wait_for(l, 10s, [&] { return std::count(heard.begin(), heard.end(), "work") > 0; }))
-        << "host a never heard of host b's commit";
-  }
-
-  // Competing consumers on two hosts: every message is leased by exactly one.
-  std::set<std::string> seen_a, seen_b;
-  // Each takes its first lease before either goes on (a loaded machine may otherwise run one
-  // thread to the end before the other starts); from then on they compete freely.
-  std::atomic<int> started{0};
-  auto drain = [&started](Store& s, std::set<std::string>& seen) {
-    for (bool first = true;; first = false) {
-      auto got = s.receive_sync("work", 7, 60000);
-      if (first) {
-        started.fetch_add(1);
-        for (int i = 0; i < 10000 && started.load() < 2; ++i) std::this_thread::sleep_for(1ms);
-      }
-      if (!got.ok() || got->empty()) return;
-      Batch acks;
-      for (auto& m : *got) {
-        seen.insert(m.id);
-        acks.acks.push_back({m.id, m.lease});
-      }
-      if (!s.commit_sync(std::move(acks)).ok()) return;
-    }
-  };
-  std::thread ta([&] { drain(**a, seen_a); });
-  std::thread tb([&] { drain(**b, seen_b); });
-  ta.join();
-  tb.join();
-  EXPECT_EQ(seen_a.size() + seen_b.size(), 400u);
-  for (const auto& id : seen_a) EXPECT_EQ(seen_b.count(id), 0u) << id << " went to both hosts";
-  EXPECT_GT(seen_a.size(), 0u) << "host a took no share of the queue";
-  EXPECT_GT(seen_b.size(), 0u) << "host b took no share of the queue";
+  testing::expect_two_hosts_hear_each_other_and_share_a_queue(**a, **b);
 }
 
 // PostgreSQL text is UTF-8 without NUL bytes. A name that is not is refused as invalid before

@@ -10,6 +10,7 @@
 #include "store/delayed/delayed_store.h"
 #include "store/redis/redis_store.h"
 #include "store_conformance.h"
+#include "two_hosts.h"
 
 namespace nimbus {
 namespace {
@@ -56,60 +57,7 @@ TEST(RedisStore, TwoHostsOnOneServerHearEachOthersCommitsAndNeverShareAMessage) 
   auto a = open_store(url, "", clock);
   auto b = open_store(url, "", clock);
   ASSERT_TRUE(a.ok() && b.ok()) << (a.ok() ? b.error().message : a.error().message);
-  std::mutex mu;
-  std::condition_variable cv;
-  std::vector<std::string> heard;
-  auto watch = (*a)->watch_changes([&](const std::vector<std::string>& names) {
-    std::lock_guard l(mu);
-    heard.insert(heard.end(), names.begin(), names.end());
-    cv.notify_all();
-  });
-  {
-    // Host a listens once its subscriber connection is up (a commit told before that is not
-    // heard, as after a reconnect; the hosts' polls cover it): wait until it hears one.
-    bool ready = false;
-    for (int i = 0; i < 200 && !ready; ++i) {
-      Batch probe;
-      probe.wakes.push_back("ready");
-      ASSERT_TRUE((*b)->commit_sync(std::move(probe)).ok());
-      std::unique_lock l(mu);
-      ready = cv.wait_for(l, 50ms, [&] { return std::count(heard.begin(), heard.end(), "ready") > 0; });
-    }
-    ASSERT_TRUE(ready) << "host a never heard a wake";
-  }
-  Batch one;
-  for (int i = 0; i < 400; ++i) {
-    NewMessage m;
-    m.payload = std::to_string(i);
-    one.enqueues.push_back({"work", m});
-  }
-  ASSERT_TRUE((*b)->commit_sync(std::move(one)).ok());
-  {
-    std::unique_lock l(mu);
-    ASSERT_TRUE(cv.wait_for(l, 10s, [&] { return std::count(heard.begin(), heard.end(), "work") > 0; }))
-        << "host a never heard of host b's commit";
-  }
-  std::set<std::string> seen_a, seen_b;
-  auto drain = [](Store& s, std::set<std::string>& seen) {
-    for (;;) {
-      auto got = s.receive_sync("work", 7, 60000);
-      if (!got.ok() || got->empty()) return;
-      Batch acks;
-      for (auto& m : *got) {
-        seen.insert(m.id);
-        acks.acks.push_back({m.id, m.lease});
-      }
-      if (!s.commit_sync(std::move(acks)).ok()) return;
-    }
-  };
-  std::thread ta([&] { drain(**a, seen_a); });
-  std::thread tb([&] { drain(**b, seen_b); });
-  ta.join();
-  tb.join();
-  EXPECT_EQ(seen_a.size() + seen_b.size(), 400u);
-  for (const auto& id : seen_a) EXPECT_EQ(seen_b.count(id), 0u) << id << " went to both hosts";
-  EXPECT_GT(seen_a.size(), 0u) << "host a took no share of the queue";
-  EXPECT_GT(seen_b.size(), 0u) << "host b took no share of the queue";
+  testing::expect_two_hosts_hear_each_other_and_share_a_queue(**a, **b);
 }
 
 // redis-server is killed with SIGKILL while commits stream in: every commit the store
