@@ -2,8 +2,8 @@
 // Traces: spans of what the host does, exported over OTLP/HTTP (protobuf or JSON, http or
 // https, optionally gzipped) to a collector, on one kept-alive connection.
 //
-// A span is recorded by whoever finished the work (record() never blocks: a full buffer drops
-// the span and counts it). One exporter thread sends batches to the collector, retrying a
+// A span is recorded, and encoded for export at once, by whoever finished the work (record()
+// never blocks: a full buffer drops the span and counts it). One exporter thread sends batches to the collector, retrying a
 // failed batch with backoff; a collector that is down or slow costs the host nothing but the
 // counters. Sampling is parent-based: a trace that arrives sampled (traceparent flags 01) is
 // recorded, one that arrives unsampled is not, and a trace the host starts is sampled with the
