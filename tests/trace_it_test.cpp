@@ -413,12 +413,18 @@ TEST(Traces, BlobEventsContinueTheTraceOfTheWriteThatCausedThem) {
   EXPECT_EQ(writer.trace_state, "blob=w1");
   EXPECT_EQ(readers[trace].trace_state, "blob=w1");
   EXPECT_EQ(readers[admin_trace].trace_state, "blob=a2");
+  // Every span, those that come after the invocations' too (the commits that settle the blob
+  // events' deliveries): the host sends what it holds when it stops.
+  EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
+  spans = spans_at(collector);
+  std::size_t commits = 0;
   for (const auto& s : spans) {
     if (s.trace_id == trace || s.trace_id == admin_trace) {
       EXPECT_EQ(s.trace_state, s.trace_id == trace ? "blob=w1" : "blob=a2") << s.name;
+      commits += s.attributes.count("nimbus.commit");
     }
   }
-  EXPECT_EQ(host.signal_and_wait(SIGTERM), 0);
+  EXPECT_GE(commits, 1u) << "no store commit span in the blob events' traces";
 }
 
 // A collector that is not there: every request is answered as fast, and the spans it could
