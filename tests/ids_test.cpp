@@ -79,6 +79,10 @@ TEST(TraceTest, MalformedInputStartsANewTrace) {
       "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",    // version ff
       "00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",    // wrong separator
       "00-4bf92f3577b34da6a3ce929d0e0e473g-00f067aa0ba902b7-01",    // non-hex
+      "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",    // all-zero parent id
+      "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba9x2b7-01",    // non-hex parent id
+      "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0z",    // non-hex flags
+      "0g-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",    // non-hex version
   };
   for (const auto& in : cases) {
     SCOPED_TRACE("input: '" + in + "'");

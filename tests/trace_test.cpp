@@ -293,7 +293,9 @@ TEST(Traces, TheOtlpProtobufBodyIsTheSameRequestAsTheJsonToGooglesProtobuf) {
                   {"warm", false},
                   {"empty", std::string()},
                   {"long", std::string(300, 'x')},  // a length of two varint bytes
-                  {"odd", std::string("a\xc0" "b")}};
+                  {"odd", std::string("a\xc0" "b")},
+                  {"borrowed", std::string_view("a view")},          // text the recorder owns
+                  {"borrowed odd", std::string_view("v\xc0" "w")}};
   s.trace_state = "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7";
   s.links = {SpanLink{TraceIdText("0af7651916cd43dd8448eb211c80319c"), 0x8000000000000001},
              SpanLink{TraceIdText("1af7651916cd43dd8448eb211c80319c"), 7}};
@@ -328,9 +330,33 @@ TEST(Traces, TheOtlpProtobufBodyIsTheSameRequestAsTheJsonToGooglesProtobuf) {
   // and about a third of the JSON's bytes
   EXPECT_LT(body.size() * 2, Tracer::otlp_json(spans, "shop", "1.2.3").size());
 
+  EXPECT_NE(decoded.find("\"a view\""), std::string::npos);
+  EXPECT_NE(decoded.find("\"v\\ufffdw\""), std::string::npos);  // U+FFFD for the bad byte
+
   // The decoder is strict: a body cut short is not a request.
   testing::otlp_protobuf_to_json(body.substr(0, body.size() - 3), &problem);
   EXPECT_NE(problem, "");
+}
+
+// A trace id of 32 characters that are not all hex goes out as 16 zero bytes (a collector
+// takes it as invalid; a bad byte must not fail the batch), one that is as its bytes.
+TEST(Traces, ATraceIdThatIsNotHexIsSentAsZeros) {
+  Span bad;
+  bad.trace_id = "4bf92f3577b34da6a3ce929d0e0e473g";
+  bad.span_id = 1;
+  bad.name = "x";
+  bad.start_unix_ns = 1;  // (proto3 leaves out a zero; the encoder writes both times)
+  bad.end_unix_ns = 2;
+  Span upper = bad;
+  upper.trace_id = "4BF92F3577B34DA6A3CE929D0E0E4736";
+  std::string problem;
+  const std::string decoded = testing::otlp_protobuf_to_json(Tracer::otlp_protobuf({bad, upper}, "shop", ""), &problem);
+  ASSERT_EQ(problem, "");
+  const json::value request = json::parse(decoded);
+  const json::array& spans = request.at("resourceSpans").at(0).at("scopeSpans").at(0).at("spans").as_array();
+  ASSERT_EQ(spans.size(), 2u);
+  EXPECT_EQ(spans[0].at("traceId").as_string(), std::string(32, '0'));
+  EXPECT_EQ(spans[1].at("traceId").as_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
 }
 
 TEST(Traces, AFullExportQueueDropsAndCountsNewSpansInsteadOfGrowing) {

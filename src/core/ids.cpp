@@ -57,18 +57,28 @@ void put_hex(char* out, uint64_t v, int digits) {
   }
 }
 
-// A table, not two ranges per byte: every traceparent is checked several times per invocation.
-constexpr std::array<bool, 256> kLowerHex = [] {
-  std::array<bool, 256> t{};
-  for (int c = '0'; c <= '9'; ++c) t[static_cast<std::size_t>(c)] = true;
-  for (int c = 'a'; c <= 'f'; ++c) t[static_cast<std::size_t>(c)] = true;
+// Each byte's value as a lower-case hex digit, -1 when it is none: a table, not two ranges per
+// byte (every traceparent is read several times per invocation).
+constexpr std::array<int8_t, 256> kHexValue = [] {
+  std::array<int8_t, 256> t{};
+  for (auto& v : t) v = -1;
+  for (int c = '0'; c <= '9'; ++c) t[static_cast<std::size_t>(c)] = static_cast<int8_t>(c - '0');
+  for (int c = 'a'; c <= 'f'; ++c) t[static_cast<std::size_t>(c)] = static_cast<int8_t>(c - 'a' + 10);
   return t;
 }();
 
-bool is_lower_hex(std::string_view s) {
-  bool ok = true;
-  for (char c : s) ok &= kLowerHex[static_cast<unsigned char>(c)];
-  return ok;
+// The value of `n` lower-case hex digits at `p`, or -1 (as all ones) when one is not: one pass,
+// no branch per digit.
+uint64_t hex_value(const char* p, std::size_t n, bool* ok) {
+  uint64_t v = 0;
+  int bad = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    const int d = kHexValue[static_cast<unsigned char>(p[i])];
+    bad |= d;  // negative: the sign bit stays
+    v = (v << 4) | static_cast<uint64_t>(d & 0xf);
+  }
+  *ok = bad >= 0;
+  return v;
 }
 
 std::atomic<double> g_sample_ratio{1.0};
@@ -88,21 +98,24 @@ std::string new_invocation_id() {
 }
 
 bool valid_traceparent(std::string_view in) {
-  // version "00" - 32 hex trace-id - 16 hex parent-id - 2 hex flags
-  return in.size() == 55 && in[2] == '-' && in[35] == '-' && in[52] == '-' &&
-         is_lower_hex(in.substr(0, 2)) && in.substr(0, 2) != "ff" && is_lower_hex(in.substr(3, 32)) &&
-         in.substr(3, 32) != std::string_view("00000000000000000000000000000000") &&
-         is_lower_hex(in.substr(36, 16)) && in.substr(36, 16) != std::string_view("0000000000000000") &&
-         is_lower_hex(in.substr(53, 2));
+  // version "00" - 32 hex trace-id - 16 hex parent-id - 2 hex flags; version ff, an all-zero
+  // trace id and an all-zero parent id are invalid.
+  if (in.size() != 55 || in[2] != '-' || in[35] != '-' || in[52] != '-') return false;
+  bool ok[5];
+  const uint64_t version = hex_value(in.data(), 2, &ok[0]);
+  const uint64_t trace_hi = hex_value(in.data() + 3, 16, &ok[1]), trace_lo = hex_value(in.data() + 19, 16, &ok[2]);
+  const uint64_t parent = hex_value(in.data() + 36, 16, &ok[3]);
+  hex_value(in.data() + 53, 2, &ok[4]);
+  return ok[0] && ok[1] && ok[2] && ok[3] && ok[4] && version != 0xff && (trace_hi | trace_lo) != 0 && parent != 0;
 }
 
 void set_trace_sample_ratio(double ratio) { g_sample_ratio.store(std::clamp(ratio, 0.0, 1.0)); }
 
 uint64_t span_id_of(std::string_view tp) {
   if (tp.size() < 55) return 0;
-  uint64_t v = 0;
-  auto [p, ec] = std::from_chars(tp.data() + 36, tp.data() + 52, v, 16);
-  return ec == std::errc() && p == tp.data() + 52 ? v : 0;
+  bool ok = false;
+  const uint64_t v = hex_value(tp.data() + 36, 16, &ok);
+  return ok ? v : 0;
 }
 
 bool trace_sampled(std::string_view tp) {

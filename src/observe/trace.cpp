@@ -16,6 +16,7 @@
 #include <boost/url/parse.hpp>
 
 #include <algorithm>
+#include <bit>
 #include <charconv>
 #include <cmath>
 #include <cstdio>
@@ -39,6 +40,35 @@ namespace {
 // What goes before the spans in a request of `protocol`: the encoded Resource (protobuf), or
 // the JSON up to the spans' list.
 std::string resource_of(OtlpProtocol protocol, std::string_view service, std::string_view service_version);
+
+// A hex digit's value, -1 for a byte that is none.
+constexpr std::array<int8_t, 256> kHexDigits = [] {
+  std::array<int8_t, 256> t{};
+  for (auto& v : t) v = -1;
+  for (int i = 0; i < 10; ++i) t['0' + i] = static_cast<int8_t>(i);
+  for (int i = 0; i < 6; ++i) t['a' + i] = t['A' + i] = static_cast<int8_t>(10 + i);
+  return t;
+}();
+
+}  // namespace
+
+TraceIdText& TraceIdText::operator=(std::string_view hex) {
+  size_ = hex.size() == digits_.size() ? static_cast<uint8_t>(hex.size()) : 0;
+  bytes_.fill(0);
+  if (size_ == 0) return *this;
+  std::copy(hex.begin(), hex.end(), digits_.begin());
+  int bad = 0;  // a negative digit leaves its sign bit: no branch per digit
+  for (std::size_t i = 0; i < bytes_.size(); ++i) {
+    const int high = kHexDigits[static_cast<unsigned char>(hex[2 * i])];
+    const int low = kHexDigits[static_cast<unsigned char>(hex[2 * i + 1])];
+    bad |= high | low;
+    bytes_[i] = static_cast<uint8_t>(((high & 0xf) << 4) | (low & 0xf));
+  }
+  if (bad < 0) bytes_.fill(0);
+  return *this;
+}
+
+namespace {
 
 std::string hex16(uint64_t v) {
   static constexpr char kHex[] = "0123456789abcdef";
@@ -505,18 +535,18 @@ void Tracer::invocation(const InvocationRecord& r, WallTime finished) {
   s.end_unix_ns = end;
   s.start_unix_ns = end - std::chrono::duration_cast<std::chrono::nanoseconds>(r.duration).count();
   s.attributes.reserve(8);
-  s.attributes.emplace_back("faas.name", std::string(r.function));
-  s.attributes.emplace_back("faas.trigger", std::string(faas));
-  s.attributes.emplace_back("faas.invocation_id", std::string(r.invocation_id));
-  s.attributes.emplace_back("nimbus.trigger", std::string(trigger));
-  s.attributes.emplace_back("nimbus.outcome", std::string(to_string(r.outcome)));
-  if (!r.version.empty()) s.attributes.emplace_back("nimbus.version", std::string(r.version));
-  if (faas == "pubsub") s.attributes.emplace_back("messaging.operation.type", std::string("process"));
+  s.attributes.emplace_back("faas.name", std::string_view(r.function));
+  s.attributes.emplace_back("faas.trigger", std::string_view(faas));
+  s.attributes.emplace_back("faas.invocation_id", std::string_view(r.invocation_id));
+  s.attributes.emplace_back("nimbus.trigger", std::string_view(trigger));
+  s.attributes.emplace_back("nimbus.outcome", std::string_view(to_string(r.outcome)));
+  if (!r.version.empty()) s.attributes.emplace_back("nimbus.version", std::string_view(r.version));
+  if (faas == "pubsub") s.attributes.emplace_back("messaging.operation.type", std::string_view("process"));
   if (r.status != 0) s.attributes.emplace_back("http.response.status_code", int64_t{r.status});
   if (r.outcome != Outcome::success || r.status >= 500) {
     s.error = true;
     s.status_message.assign(r.error_type.empty() ? std::string_view(to_string(r.outcome)) : std::string_view(r.error_type));
-    if (!r.error_type.empty()) s.attributes.emplace_back("error.type", std::string(r.error_type));
+    if (!r.error_type.empty()) s.attributes.emplace_back("error.type", std::string_view(r.error_type));
   }
   // The spans inside it, laid from its start: the wait, then the run (each clamped to it).
   const int64_t start = s.start_unix_ns;
@@ -542,7 +572,7 @@ void Tracer::invocation(const InvocationRecord& r, WallTime finished) {
     q.name.assign("queue wait");
     q.start_unix_ns = start - ns(*r.queued);
     q.end_unix_ns = start;
-    q.attributes.emplace_back("faas.name", std::string(r.function));
+    q.attributes.emplace_back("faas.name", std::string_view(r.function));
   }
   if (wait) {
     Span& w = inner("wait", s.span_id, start, start + waited);
@@ -567,7 +597,7 @@ void Tracer::store_commit(std::string_view traceparent, std::string_view tracest
   s.start_unix_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(began.time_since_epoch()).count();
   s.end_unix_ns = std::max(s.start_unix_ns,
                            std::chrono::duration_cast<std::chrono::nanoseconds>(ended.time_since_epoch()).count());
-  s.attributes.emplace_back("nimbus.commit", std::string(what));
+  s.attributes.emplace_back("nimbus.commit", std::string_view(what));
   if (!ok) {
     s.error = true;
     s.status_message.assign("the commit failed");
@@ -593,23 +623,23 @@ void Tracer::host_call(std::string_view caller, std::string_view caller_state, u
     return v ? *v : std::string();
   };
   s.attributes.reserve(5);
-  s.attributes.emplace_back("nimbus.host_call", std::string(op));
+  s.attributes.emplace_back("nimbus.host_call", std::string_view(op));
   // Names after the OpenTelemetry conventions: "{operation} {destination}".
   if (op == "publish" || op == "enqueue") {
     const std::string destination = arg(op == "publish" ? "topic" : "queue");
     s.name.append(op).append(" ").append(destination);
     s.kind = SpanKind::producer;
-    s.attributes.emplace_back("messaging.system", std::string("nimbus"));
-    s.attributes.emplace_back("messaging.operation.type", std::string("send"));
-    s.attributes.emplace_back("messaging.operation.name", std::string(op));
-    s.attributes.emplace_back("messaging.destination.name", destination);
+    s.attributes.emplace_back("messaging.system", std::string_view("nimbus"));
+    s.attributes.emplace_back("messaging.operation.type", std::string_view("send"));
+    s.attributes.emplace_back("messaging.operation.name", std::string_view(op));
+    s.attributes.emplace_back("messaging.destination.name", destination);  // a copy: the local ends before record()
   } else if (op.rfind("state.", 0) == 0) {
     const std::string store = arg("store");
     s.name.append(op).append(" ").append(store);
     s.kind = SpanKind::client;
-    s.attributes.emplace_back("db.system.name", std::string("nimbus"));
-    s.attributes.emplace_back("db.operation.name", std::string(op));
-    s.attributes.emplace_back("db.collection.name", store);
+    s.attributes.emplace_back("db.system.name", std::string_view("nimbus"));
+    s.attributes.emplace_back("db.operation.name", std::string_view(op));
+    s.attributes.emplace_back("db.collection.name", store);  // a copy: the local ends before record()
   } else if (op == "invoke") {
     const std::string function = arg("function");
     s.name.append("invoke ").append(function);
@@ -659,10 +689,18 @@ void append_json_string(std::string& out, std::string_view s) {
   out += '"';
 }
 
-void append_attribute(std::string& out, std::string_view key, const std::variant<std::string, int64_t, bool>& v) {
+// The text of an attribute's value (null: it is not text).
+const std::string_view* text_of(const Span::Value& v, std::string_view& holder) {
+  if (const auto* view = std::get_if<std::string_view>(&v)) return view;
+  if (const auto* text = std::get_if<std::string>(&v)) return &(holder = *text);
+  return nullptr;
+}
+
+void append_attribute(std::string& out, std::string_view key, const Span::Value& v) {
   out += "{\"key\":";
   append_json_string(out, key);
-  if (const auto* text = std::get_if<std::string>(&v)) {
+  std::string_view holder;
+  if (const auto* text = text_of(v, holder)) {
     out += ",\"value\":{\"stringValue\":";
     append_json_string(out, *text);
   } else if (const bool* flag = std::get_if<bool>(&v)) {
@@ -770,11 +808,12 @@ constexpr std::size_t key_size(uint32_t field) { return varint_size(uint64_t{fie
 // A length-delimited field of `n` bytes, its key and length included.
 constexpr std::size_t field_size(uint32_t field, std::size_t n) { return key_size(field) + varint_size(n) + n; }
 
-using Value = std::variant<std::string, int64_t, bool>;
+using Value = Span::Value;
 
 // AnyValue {string_value = 1; bool_value = 2; int_value = 3} (a string already UTF-8).
 std::size_t value_size(const Value& v) {
-  if (const auto* str = std::get_if<std::string>(&v)) return field_size(1, str->size());
+  std::string_view holder;
+  if (const auto* str = text_of(v, holder)) return field_size(1, str->size());
   if (std::holds_alternative<bool>(v)) return 2;
   return 1 + varint_size(static_cast<uint64_t>(std::get<int64_t>(v)));  // int64: ten bytes when negative
 }
@@ -805,16 +844,24 @@ class Writer {
  public:
   explicit Writer(char* at) : p_(at) {}
   char* at() const { return p_; }
-  void varint(uint64_t v) {
+  // Inlined: most varints written are a field's key or a short length, one constant byte.
+  [[gnu::always_inline]] void varint(uint64_t v) {
+    if (v < 0x80) {
+      *p_++ = static_cast<char>(v);
+      return;
+    }
+    long_varint(v);
+  }
+  [[gnu::noinline]] void long_varint(uint64_t v) {
     while (v >= 0x80) {
       *p_++ = static_cast<char>((v & 0x7f) | 0x80);
       v >>= 7;
     }
     *p_++ = static_cast<char>(v);
   }
-  void key(uint32_t field, uint32_t wire) { varint((uint64_t{field} << 3) | wire); }
+  [[gnu::always_inline]] void key(uint32_t field, uint32_t wire) { varint((uint64_t{field} << 3) | wire); }
   // The head of a length-delimited field; its `n` bytes follow.
-  void head(uint32_t field, std::size_t n) {
+  [[gnu::always_inline]] void head(uint32_t field, std::size_t n) {
     key(field, kLength);
     varint(n);
   }
@@ -825,32 +872,24 @@ class Writer {
   }
   void fixed64(uint32_t field, uint64_t v) {
     key(field, kFixed64);
-    for (int i = 0; i < 8; ++i) *p_++ = static_cast<char>((v >> (8 * i)) & 0xff);
+    put64(v, std::endian::little);
   }
-  // 32 hex digits as their 16 bytes (a trace id that is not hex: all zeros, which a collector
-  // takes as invalid rather than failing the batch).
-  void trace_id(uint32_t field, std::string_view hex) {
+  void trace_id(uint32_t field, const TraceIdText& id) {
     head(field, kTraceId);
-    bool ok = hex.size() == 2 * kTraceId;
-    for (std::size_t i = 0; ok && i < kTraceId; ++i) {
-      const int hi = digit(hex[2 * i]), lo = digit(hex[2 * i + 1]);
-      ok = hi >= 0 && lo >= 0;
-      p_[i] = static_cast<char>(hi * 16 + lo);
-    }
-    if (!ok) std::memset(p_, 0, kTraceId);
+    std::memcpy(p_, id.bytes().data(), kTraceId);
     p_ += kTraceId;
   }
   void span_id(uint32_t field, uint64_t id) {
     head(field, kSpanId);
-    for (int i = 7; i >= 0; --i, id >>= 8) p_[i] = static_cast<char>(id & 0xff);
-    p_ += kSpanId;
+    put64(id, std::endian::big);
   }
   void attribute(uint32_t field, std::string_view k, const Value& v) {
     const std::size_t value = value_size(v);
     head(field, field_size(1, k.size()) + field_size(2, value));
     bytes(1, k);
     head(2, value);
-    if (const auto* str = std::get_if<std::string>(&v)) {
+    std::string_view holder;
+    if (const auto* str = text_of(v, holder)) {
       bytes(1, *str);
     } else if (const bool* flag = std::get_if<bool>(&v)) {
       key(2, kVarint);
@@ -861,7 +900,7 @@ class Writer {
     }
   }
   void span(const Span& s) {
-    trace_id(1, s.trace_id.view());
+    trace_id(1, s.trace_id);
     span_id(2, s.span_id);
     if (!s.trace_state.empty()) bytes(3, s.trace_state);
     if (s.parent_span_id != 0) span_id(4, s.parent_span_id);
@@ -873,7 +912,7 @@ class Writer {
     for (const auto& [k, v] : s.attributes) attribute(9, k, v);
     for (const auto& l : s.links) {
       head(13, kLinkSize);
-      trace_id(1, l.trace_id.view());
+      trace_id(1, l.trace_id);
       span_id(2, l.span_id);
     }
     if (s.error) {
@@ -885,24 +924,54 @@ class Writer {
   }
 
  private:
-  // A table, not comparisons: every span's trace id is 32 of these.
-  static int digit(char c) { return kDigits[static_cast<unsigned char>(c)]; }
-  static constexpr std::array<int8_t, 256> kDigits = [] {
-    std::array<int8_t, 256> t{};
-    for (auto& v : t) v = -1;
-    for (int i = 0; i < 10; ++i) t['0' + i] = static_cast<int8_t>(i);
-    for (int i = 0; i < 6; ++i) t['a' + i] = t['A' + i] = static_cast<int8_t>(10 + i);
-    return t;
-  }();
+  // `v`'s eight bytes in the given order, one store.
+  void put64(uint64_t v, std::endian order) {
+    if (order != std::endian::native) v = __builtin_bswap64(v);
+    std::memcpy(p_, &v, 8);
+    p_ += 8;
+  }
   char* p_;
 };
 
 // A proto3 string must be UTF-8 (a collector refuses the whole batch otherwise): a span with
 // bytes that are not gets a copy with U+FFFD in their place, as in the JSON.
+// The top bits of `t`'s bytes OR-ed together (0x80 set: a byte past ASCII), eight at a time.
+inline uint64_t high_bits(std::string_view t) {
+  uint64_t acc = 0;
+  std::size_t i = 0;
+  for (uint64_t word; i + 8 <= t.size(); i += 8) {
+    std::memcpy(&word, t.data() + i, 8);
+    acc |= word;
+  }
+  // The tail (under eight bytes) in at most three loads, not a loop per byte.
+  if (t.size() - i >= 4) {
+    uint32_t word;
+    std::memcpy(&word, t.data() + i, 4);
+    acc |= word;
+    i += 4;
+  }
+  if (t.size() - i >= 2) {
+    uint16_t word;
+    std::memcpy(&word, t.data() + i, 2);
+    acc |= word;
+    i += 2;
+  }
+  if (i < t.size()) acc |= static_cast<unsigned char>(t[i]);
+  return acc & 0x8080808080808080ull;
+}
+
 bool utf8_throughout(const Span& s) {
+  // Almost every span is ASCII throughout: one pass over its text says so.
+  uint64_t high = high_bits(s.name) | high_bits(s.status_message) | high_bits(s.trace_state);
+  for (const auto& a : s.attributes) {
+    std::string_view holder;
+    if (const auto* str = text_of(a.second, holder)) high |= high_bits(*str);
+  }
+  if (high == 0) return true;
   if (!valid_utf8(s.name) || !valid_utf8(s.status_message) || !valid_utf8(s.trace_state)) return false;
   return std::all_of(s.attributes.begin(), s.attributes.end(), [](const auto& a) {
-    const auto* str = std::get_if<std::string>(&a.second);
+    std::string_view holder;
+    const auto* str = text_of(a.second, holder);
     return !str || valid_utf8(*str);
   });
 }
@@ -912,7 +981,8 @@ Span made_utf8(const Span& s) {
   c.trace_state = replace_invalid_utf8(s.trace_state);
   c.status_message = replace_invalid_utf8(s.status_message);
   for (auto& [k, v] : c.attributes) {
-    if (auto* str = std::get_if<std::string>(&v)) *str = replace_invalid_utf8(*str);
+    std::string_view holder;
+    if (const auto* str = text_of(v, holder)) v = replace_invalid_utf8(*str);  // owned from here on
   }
   return c;
 }

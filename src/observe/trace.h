@@ -66,20 +66,21 @@ struct TraceSettings {
 enum class SpanKind : uint8_t { internal = 1, server = 2, client = 3, producer = 4, consumer = 5 };
 
 // A trace id as its 32 lower-case hex digits, held inline: a span is recorded per invocation,
-// and a heap string would cost each one. Anything but 32 characters makes it empty.
+// and a heap string would cost each one. Anything but 32 characters makes it empty. Its 16
+// bytes are read from the digits once, here, for every span that copies it (all zeros when
+// they are not hex: a collector takes that as invalid rather than failing the batch).
 struct TraceIdText {
   TraceIdText() = default;
   TraceIdText(std::string_view hex) { *this = hex; }  // NOLINT: converts like the string it replaces
-  TraceIdText& operator=(std::string_view hex) {
-    size_ = hex.size() == digits_.size() ? static_cast<uint8_t>(hex.size()) : 0;
-    if (size_ != 0) std::copy(hex.begin(), hex.end(), digits_.begin());
-    return *this;
-  }
+  TraceIdText& operator=(std::string_view hex);
   std::string_view view() const { return {digits_.data(), size_}; }
   bool empty() const { return size_ == 0; }
+  // The id's bytes as OTLP's protobuf carries them.
+  const std::array<uint8_t, 16>& bytes() const { return bytes_; }
 
  private:
   std::array<char, 32> digits_{};
+  std::array<uint8_t, 16> bytes_{};
   uint8_t size_ = 0;
 };
 
@@ -100,8 +101,10 @@ struct Span {
   bool error = false;
   std::string status_message;
   // Keys are static strings (literals): a span is recorded per invocation, and keys that
-  // allocate would cost each one.
-  std::vector<std::pair<std::string_view, std::variant<std::string, int64_t, bool>>> attributes;
+  // allocate would cost each one. A value is text (a string, or a string_view of text that
+  // lives until record() returns: record() encodes the span before it returns), an int or a bool.
+  using Value = std::variant<std::string, int64_t, bool, std::string_view>;
+  std::vector<std::pair<std::string_view, Value>> attributes;
   std::vector<SpanLink> links;
 };
 
