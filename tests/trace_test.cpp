@@ -193,6 +193,45 @@ TEST(Traces, TheOtelVariablesFillWhatTheManifestLeavesUnset) {
   }
 }
 
+// The batch span processor's variables of the OpenTelemetry SDKs set the export queue, the
+// batch and the wait for company; bad ones are errors naming the variable.
+TEST(Traces, TheExportQueueBatchAndDelayComeFromTheBatchProcessorsVariables) {
+  {
+    EnvVar e("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318");
+    TraceSettings s;
+    ASSERT_TRUE(s.read_environment());
+    EXPECT_EQ(s.max_queue, 8192u);  // unset: Nimbus's own defaults
+    EXPECT_EQ(s.max_batch, 512u);
+    EXPECT_EQ(s.flush, std::chrono::milliseconds(500));
+  }
+  {
+    EnvVar e("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318");
+    EnvVar q("OTEL_BSP_MAX_QUEUE_SIZE", "100");
+    EnvVar b("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "20");
+    EnvVar d("OTEL_BSP_SCHEDULE_DELAY", "250");
+    TraceSettings s;
+    ASSERT_TRUE(s.read_environment());
+    EXPECT_EQ(s.max_queue, 100u);
+    EXPECT_EQ(s.max_batch, 20u);
+    EXPECT_EQ(s.flush, std::chrono::milliseconds(250));
+  }
+  const std::vector<std::vector<std::pair<const char*, const char*>>> bad = {
+      {{"OTEL_BSP_MAX_QUEUE_SIZE", "0"}},
+      {{"OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "many"}},
+      {{"OTEL_BSP_SCHEDULE_DELAY", "-5"}},
+      {{"OTEL_BSP_MAX_QUEUE_SIZE", "100"}, {"OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "200"}},  // a batch past the queue
+  };
+  for (const auto& vars : bad) {
+    EnvVar e("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318");
+    std::vector<std::unique_ptr<EnvVar>> set;
+    for (const auto& [name, value] : vars) set.push_back(std::make_unique<EnvVar>(name, value));
+    TraceSettings s;
+    auto st = s.read_environment();
+    ASSERT_FALSE(st) << vars.back().first;
+    EXPECT_NE(st.error().message.find(vars.back().first), std::string::npos) << st.error().message;
+  }
+}
+
 TEST(Traces, TheProtocolCompressionCertificateAndTimeoutComeFromTheOtelVariables) {
   {
     // Nothing said: protobuf (the OpenTelemetry default), uncompressed, the system's CAs.

@@ -207,6 +207,31 @@ Status TraceSettings::read_environment() {
     }
     timeout = std::chrono::milliseconds(ms);
   }
+  // The batch span processor's variables (what an OpenTelemetry SDK reads for the same knobs).
+  auto positive = [](const char* name, int64_t most) -> Expected<std::optional<int64_t>> {
+    const char* v = env(name);
+    if (!v) return std::optional<int64_t>();
+    int64_t n = 0;
+    const std::string_view t(v);
+    auto [p, ec] = std::from_chars(t.data(), t.data() + t.size(), n);
+    if (ec != std::errc() || p != t.data() + t.size() || n <= 0 || n > most) {
+      return Error{std::string(name) + ": '" + std::string(t) + "' is not a whole number from 1 to " + std::to_string(most)};
+    }
+    return std::optional<int64_t>(n);
+  };
+  auto queue_size = positive("OTEL_BSP_MAX_QUEUE_SIZE", 1 << 20);
+  if (!queue_size) return queue_size.error();
+  if (*queue_size) max_queue = static_cast<std::size_t>(**queue_size);
+  auto batch_size = positive("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 1 << 16);
+  if (!batch_size) return batch_size.error();
+  if (*batch_size) max_batch = static_cast<std::size_t>(**batch_size);
+  if (max_batch > max_queue) {
+    return Error{"OTEL_BSP_MAX_EXPORT_BATCH_SIZE (" + std::to_string(max_batch) + ") is more than the export queue holds (" +
+                 std::to_string(max_queue) + ", OTEL_BSP_MAX_QUEUE_SIZE)"};
+  }
+  auto delay = positive("OTEL_BSP_SCHEDULE_DELAY", 3'600'000);
+  if (!delay) return delay.error();
+  if (*delay) flush = std::chrono::milliseconds(**delay);
   auto u = boost::urls::parse_uri(endpoint);
   if (!u || (u->scheme() != "http" && u->scheme() != "https") || u->host().empty()) {
     return Error{"the OTLP endpoint '" + endpoint + "' is not an http:// or https:// URL"};
