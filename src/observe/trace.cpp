@@ -714,20 +714,21 @@ void append_json_string(std::string& out, std::string_view s) {
   out += '"';
 }
 
-// The text of an attribute's value (null: it is not text).
-const std::string_view* text_of(const Span::Value& v, std::string_view& holder) {
-  if (const auto* view = std::get_if<std::string_view>(&v)) return view;
-  if (const auto* text = std::get_if<std::string>(&v)) return &(holder = *text);
-  return nullptr;
+// The text of an attribute's value, in `out`; false when it is not text.
+inline bool text_of(const Span::Value& v, std::string_view& out) {
+  switch (v.index()) {
+    case 0: out = *std::get_if<0>(&v); return true;
+    case 3: out = *std::get_if<3>(&v); return true;
+    default: return false;
+  }
 }
 
 void append_attribute(std::string& out, std::string_view key, const Span::Value& v) {
   out += "{\"key\":";
   append_json_string(out, key);
-  std::string_view holder;
-  if (const auto* text = text_of(v, holder)) {
+  if (std::string_view text; text_of(v, text)) {
     out += ",\"value\":{\"stringValue\":";
-    append_json_string(out, *text);
+    append_json_string(out, text);
   } else if (const bool* flag = std::get_if<bool>(&v)) {
     out += *flag ? ",\"value\":{\"boolValue\":true" : ",\"value\":{\"boolValue\":false";
   } else {
@@ -837,8 +838,7 @@ using Value = Span::Value;
 
 // AnyValue {string_value = 1; bool_value = 2; int_value = 3} (a string already UTF-8).
 std::size_t value_size(const Value& v) {
-  std::string_view holder;
-  if (const auto* str = text_of(v, holder)) return field_size(1, str->size());
+  if (std::string_view str; text_of(v, str)) return field_size(1, str.size());
   if (std::holds_alternative<bool>(v)) return 2;
   return 1 + varint_size(static_cast<uint64_t>(std::get<int64_t>(v)));  // int64: ten bytes when negative
 }
@@ -909,14 +909,19 @@ class Writer {
     put64(id, std::endian::big);
   }
   void attribute(uint32_t field, std::string_view k, const Value& v) {
+    if (std::string_view str; text_of(v, str)) {  // most are: written without a second look
+      const std::size_t value = field_size(1, str.size());
+      head(field, field_size(1, k.size()) + field_size(2, value));
+      bytes(1, k);
+      head(2, value);
+      bytes(1, str);
+      return;
+    }
     const std::size_t value = value_size(v);
     head(field, field_size(1, k.size()) + field_size(2, value));
     bytes(1, k);
     head(2, value);
-    std::string_view holder;
-    if (const auto* str = text_of(v, holder)) {
-      bytes(1, *str);
-    } else if (const bool* flag = std::get_if<bool>(&v)) {
+    if (const bool* flag = std::get_if<bool>(&v)) {
       key(2, kVarint);
       *p_++ = *flag ? 1 : 0;
     } else {
@@ -989,15 +994,13 @@ bool utf8_throughout(const Span& s) {
   // Almost every span is ASCII throughout: one pass over its text says so.
   uint64_t high = high_bits(s.name) | high_bits(s.status_message) | high_bits(s.trace_state);
   for (const auto& a : s.attributes) {
-    std::string_view holder;
-    if (const auto* str = text_of(a.second, holder)) high |= high_bits(*str);
+    if (std::string_view str; text_of(a.second, str)) high |= high_bits(str);
   }
   if (high == 0) return true;
   if (!valid_utf8(s.name) || !valid_utf8(s.status_message) || !valid_utf8(s.trace_state)) return false;
   return std::all_of(s.attributes.begin(), s.attributes.end(), [](const auto& a) {
-    std::string_view holder;
-    const auto* str = text_of(a.second, holder);
-    return !str || valid_utf8(*str);
+    std::string_view str;
+    return !text_of(a.second, str) || valid_utf8(str);
   });
 }
 Span made_utf8(const Span& s) {
@@ -1006,8 +1009,7 @@ Span made_utf8(const Span& s) {
   c.trace_state = replace_invalid_utf8(s.trace_state);
   c.status_message = replace_invalid_utf8(s.status_message);
   for (auto& [k, v] : c.attributes) {
-    std::string_view holder;
-    if (const auto* str = text_of(v, holder)) v = replace_invalid_utf8(*str);  // owned from here on
+    if (std::string_view str; text_of(v, str)) v = replace_invalid_utf8(str);  // owned from here on
   }
   return c;
 }
