@@ -97,17 +97,26 @@ std::string new_invocation_id() {
   return id;
 }
 
-bool valid_traceparent(std::string_view in) {
+std::optional<TraceparentParts> parse_traceparent(std::string_view in) {
   // version "00" - 32 hex trace-id - 16 hex parent-id - 2 hex flags; version ff, an all-zero
   // trace id and an all-zero parent id are invalid.
-  if (in.size() != 55 || in[2] != '-' || in[35] != '-' || in[52] != '-') return false;
+  if (in.size() != 55 || in[2] != '-' || in[35] != '-' || in[52] != '-') return std::nullopt;
   bool ok[5];
+  TraceparentParts p;
   const uint64_t version = hex_value(in.data(), 2, &ok[0]);
-  const uint64_t trace_hi = hex_value(in.data() + 3, 16, &ok[1]), trace_lo = hex_value(in.data() + 19, 16, &ok[2]);
-  const uint64_t parent = hex_value(in.data() + 36, 16, &ok[3]);
-  hex_value(in.data() + 53, 2, &ok[4]);
-  return ok[0] && ok[1] && ok[2] && ok[3] && ok[4] && version != 0xff && (trace_hi | trace_lo) != 0 && parent != 0;
+  p.trace_id = in.substr(3, 32);
+  p.trace_high = hex_value(in.data() + 3, 16, &ok[1]);
+  p.trace_low = hex_value(in.data() + 19, 16, &ok[2]);
+  p.span_id = hex_value(in.data() + 36, 16, &ok[3]);
+  const uint64_t flags = hex_value(in.data() + 53, 2, &ok[4]);
+  p.sampled = (flags & 1) != 0;
+  if (!(ok[0] && ok[1] && ok[2] && ok[3] && ok[4]) || version == 0xff || (p.trace_high | p.trace_low) == 0 || p.span_id == 0) {
+    return std::nullopt;
+  }
+  return p;
 }
+
+bool valid_traceparent(std::string_view in) { return parse_traceparent(in).has_value(); }
 
 void set_trace_sample_ratio(double ratio) { g_sample_ratio.store(std::clamp(ratio, 0.0, 1.0)); }
 

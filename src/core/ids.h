@@ -2,6 +2,7 @@
 // Identifiers: invocation ids (unique, sortable by time within a host), W3C trace ids, and
 // secrets (function keys, admin tokens) from the OS's CSPRNG.
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -21,6 +22,15 @@ uint64_t new_span_id();
 uint64_t span_id_of(std::string_view traceparent);
 bool trace_sampled(std::string_view traceparent);
 bool valid_traceparent(std::string_view traceparent);
+// A valid traceparent's parts, read in one pass (nullopt when it is not valid): its trace id
+// (the 32 digits, and their value as two halves), its parent-id and its sampled flag.
+struct TraceparentParts {
+  std::string_view trace_id;
+  uint64_t trace_high = 0, trace_low = 0;
+  uint64_t span_id = 0;
+  bool sampled = false;
+};
+std::optional<TraceparentParts> parse_traceparent(std::string_view traceparent);
 // The trace-id part of a traceparent ("" when malformed).
 std::string_view trace_id_of(std::string_view traceparent);
 // `traceparent` (valid) with `span` as its parent-id: what a span of ours passes on to the work

@@ -68,7 +68,31 @@ TraceIdText& TraceIdText::operator=(std::string_view hex) {
   return *this;
 }
 
+TraceIdText::TraceIdText(std::string_view hex, uint64_t high, uint64_t low) {
+  if (hex.size() != digits_.size()) return;
+  size_ = static_cast<uint8_t>(hex.size());
+  std::copy(hex.begin(), hex.end(), digits_.begin());
+  for (int i = 0; i < 8; ++i) {
+    bytes_[static_cast<std::size_t>(i)] = static_cast<uint8_t>(high >> (56 - 8 * i));
+    bytes_[static_cast<std::size_t>(8 + i)] = static_cast<uint8_t>(low >> (56 - 8 * i));
+  }
+}
+
 namespace {
+
+// A traceparent's trace id and span id, read once (empty and 0 when it is not valid).
+struct TraceContext {
+  TraceIdText trace_id;
+  uint64_t span_id = 0;
+};
+TraceContext context_of(std::string_view traceparent) {
+  TraceContext c;
+  if (const auto p = parse_traceparent(traceparent)) {
+    c.trace_id = TraceIdText(p->trace_id, p->trace_high, p->trace_low);
+    c.span_id = p->span_id;
+  }
+  return c;
+}
 
 std::string hex16(uint64_t v) {
   static constexpr char kHex[] = "0123456789abcdef";
@@ -525,8 +549,7 @@ Span* reused_spans(std::size_t n) {
 
 void Tracer::invocation(const InvocationRecord& r, WallTime finished) {
   if (!trace_sampled(r.traceparent)) return;
-  const TraceIdText trace_id = trace_id_of(r.traceparent);
-  const uint64_t span_id = span_id_of(r.traceparent);
+  const auto [trace_id, span_id] = context_of(r.traceparent);
   if (trace_id.empty() || span_id == 0) return;
   const auto ns = [](Duration d) { return std::chrono::duration_cast<std::chrono::nanoseconds>(d).count(); };
   const int64_t waited = ns(r.waited), ran = ns(r.ran);
@@ -544,8 +567,8 @@ void Tracer::invocation(const InvocationRecord& r, WallTime finished) {
   if (r.links) {
     for (const auto& tp : *r.links) {
       if (s.links.size() >= kMaxLinks) break;
-      if (!valid_traceparent(tp)) continue;
-      s.links.push_back({trace_id_of(tp), span_id_of(tp)});
+      const auto [link_trace, link_span] = context_of(tp);
+      if (link_span != 0) s.links.push_back({link_trace, link_span});  // 0: not a valid traceparent
     }
   }
   const std::string_view trigger = to_string(r.trigger);
@@ -610,8 +633,7 @@ void Tracer::invocation(const InvocationRecord& r, WallTime finished) {
 
 void Tracer::store_commit(std::string_view traceparent, std::string_view tracestate, WallTime began, WallTime ended,
                           std::string_view what, bool ok) {
-  const TraceIdText trace_id = trace_id_of(traceparent);
-  const uint64_t parent = span_id_of(traceparent);
+  const auto [trace_id, parent] = context_of(traceparent);
   if (trace_id.empty() || parent == 0) return;
   Span& s = *reused_spans(1);
   s.trace_id = trace_id;
@@ -633,8 +655,9 @@ void Tracer::store_commit(std::string_view traceparent, std::string_view tracest
 void Tracer::host_call(std::string_view caller, std::string_view caller_state, uint64_t span_id, std::string_view op,
                        const Headers& args, WallTime began, WallTime ended, bool ok, std::string_view error) {
   Span& s = *reused_spans(1);
-  s.trace_id = trace_id_of(caller);
-  s.parent_span_id = span_id_of(caller);
+  const TraceContext c = context_of(caller);
+  s.trace_id = c.trace_id;
+  s.parent_span_id = c.span_id;
   if (s.trace_id.empty() || s.parent_span_id == 0 || span_id == 0) return;
   s.trace_state.assign(caller_state);
   s.span_id = span_id;

@@ -73,6 +73,8 @@ struct TraceIdText {
   TraceIdText() = default;
   TraceIdText(std::string_view hex) { *this = hex; }  // NOLINT: converts like the string it replaces
   TraceIdText& operator=(std::string_view hex);
+  // From digits already read (core/ids.h parse_traceparent): `high` and `low` are their value.
+  TraceIdText(std::string_view hex, uint64_t high, uint64_t low);
   std::string_view view() const { return {digits_.data(), size_}; }
   bool empty() const { return size_ == 0; }
   // The id's bytes as OTLP's protobuf carries them.
