@@ -2,7 +2,8 @@
 // activities, driven through the management routes on the public listener: chaining,
 // fan-out/fan-in, an activity's failure caught and compensated, sub-orchestrations, an
 // external event (also one raised before the orchestrator waits for it), terminate, suspend
-// and resume, purge, the history, and non-determinism after a changed orchestrator.
+// and resume, purge, the history, and non-determinism after a changed orchestrator; further
+// down, the same patterns (and continue-as-new) with Node and C++ orchestrators.
 #include <atomic>
 #include <future>
 #include <numeric>
@@ -1548,6 +1549,19 @@ def waits(ctx):
 namespace nimbus::testing {
 namespace {
 
+// The status at `path` once its instance has finished (the route answers 200), or an empty
+// object after 30 s.
+json::object finished_status(Admin& admin, int port, const std::string& path) {
+  json::object st;
+  admin.wait([&] {
+    Response r = request(port, "GET", path);
+    if (r.status != 200) return false;
+    st = json::parse(r.body).as_object();
+    return true;
+  }, 30000);
+  return st;
+}
+
 // A C++ orchestrator (a coroutine: co_await ctx.call_activity(...)) and a C++ entity
 // (tests/functions/durable_cpp.cpp) run with Python activities: chaining, fan-out, a retry
 // policy that gives up, a signal and a call to the entity, a timer, an external event raced
@@ -1576,13 +1590,8 @@ TEST(Durable, ACppOrchestratorAndEntityRunOnCoroutines) {
     return r.body.find("timer_fired") != std::string::npos;  // the first timer: it waits for "go" now
   }, 30000)) << host.output().substr(0, 3000) << request(port, "GET", "/_nimbus/orchestrations/cppchain/instances/c1?history=true").body;
   ASSERT_EQ(request(port, "POST", "/_nimbus/orchestrations/cppchain/instances/c1/events/go", {}, "1").status, 202);
-  json::object st;
-  ASSERT_TRUE(admin.wait([&] {
-    Response r = request(port, "GET", "/_nimbus/orchestrations/cppchain/instances/c1");
-    if (r.status != 200) return false;
-    st = json::parse(r.body).as_object();
-    return true;
-  }, 30000));
+  const json::object st = finished_status(admin, port, "/_nimbus/orchestrations/cppchain/instances/c1");
+  ASSERT_FALSE(st.empty()) << "c1 did not finish";
   ASSERT_EQ(st.at("runtimeStatus").as_string(), "Completed") << json::serialize(st);
   const json::object& out = st.at("output").as_object();
   EXPECT_EQ(json::serialize(out.at("hellos")), R"(["Hello Tokyo","Hello Lima"])");
@@ -1592,6 +1601,7 @@ TEST(Durable, ACppOrchestratorAndEntityRunOnCoroutines) {
   EXPECT_EQ(out.at("counted").as_int64(), 7) << "the signal (5) and the call (2), in order";
   EXPECT_EQ(out.at("go").as_string(), "event");
   EXPECT_EQ(out.at("guid").as_string().size(), 36u);
+  EXPECT_EQ(out.at("child").as_string(), "Hello Oslo") << "a sub-orchestration's result";
   EXPECT_EQ(st.at("customStatus").as_string(), "fanned out");
   // The retry policy tried the failing call twice, with a timer between.
   Response h = request(port, "GET", "/_nimbus/orchestrations/cppchain/instances/c1?history=true");
@@ -1606,6 +1616,112 @@ TEST(Durable, ACppOrchestratorAndEntityRunOnCoroutines) {
   EXPECT_NE(boom.body.find("no such operation"), std::string::npos) << boom.body;
   Response state = request(port, "GET", "/_nimbus/entities/cppcounter/k");
   EXPECT_EQ(json::parse(state.body).at("state").as_int64(), 10) << state.body;
+
+  // Continue-as-new: a first round waits on a timer, then the instance starts over with a new
+  // input and a fresh history (whose run is a child's: one activity).
+  ASSERT_EQ(request(port, "POST", "/_nimbus/orchestrations/cppchain?instance=c2", {},
+                    R"({"round": 0, "then": {"child": "Quito"}})").status, 202);
+  const json::object again = finished_status(admin, port, "/_nimbus/orchestrations/cppchain/instances/c2?history=true");
+  ASSERT_FALSE(again.empty()) << "c2 did not finish";
+  ASSERT_EQ(again.at("runtimeStatus").as_string(), "Completed") << json::serialize(again);
+  EXPECT_EQ(again.at("output").as_string(), "Hello Quito");
+  EXPECT_EQ(json::serialize(again.at("input")), R"({"child":"Quito"})");
+  EXPECT_EQ(json::serialize(again.at("history")).find("timer_fired"), std::string::npos)
+      << "the first round's timer is not in the new history: " << json::serialize(again.at("history"));
+  EXPECT_EQ(host.signal_and_wait(SIGTERM), 0) << host.errors().substr(0, 6000);
+}
+
+// The same patterns with a Node orchestrator (generators, sdk/node/lib/nimbus/durable.js) and
+// Python activities: a first round on a timer that continues as new, chaining, fan-out, a
+// retry policy that gives up and a caught failure, a sub-orchestration, a signal and a call to
+// a Node entity, a critical section over it, an external event raced against a timer, custom
+// status and a deterministic guid.
+const char* kNodePatterns = R"(const durable = require('nimbus/durable');
+module.exports.nodeall = durable.orchestrator(function* (ctx) {
+  if (ctx.input.round === 0) {
+    yield ctx.createTimer(ctx.currentTimeMs + 20);
+    ctx.continueAsNew({ round: 1, cities: ctx.input.cities });
+  }
+  const hellos = [];
+  for (const city of ctx.input.cities) hellos.push(yield ctx.callActivity('say_hello', city));
+  const doubled = yield ctx.whenAll([1, 2, 3, 4].map((i) => ctx.callActivity('double', i)));
+  let failure = '';
+  try {
+    yield ctx.callActivity('flaky', 'x', { retry: { maxAttempts: 2, firstIntervalMs: 20 } });
+  } catch (e) {
+    if (!(e instanceof durable.ActivityFailed)) throw e;
+    failure = e.message;
+  }
+  const child = yield ctx.callSubOrchestration('nodechild', 'Oslo');
+  ctx.signalEntity('nodecounter', 'k', 'add', 5);
+  const counted = yield ctx.callEntity('nodecounter', 'k', 'add', 2);
+  yield ctx.lockEntities([['nodecounter', 'k']]);
+  const held = yield ctx.callEntity('nodecounter', 'k', 'add', 0);
+  ctx.unlockEntities();
+  ctx.setCustomStatus('waiting for go');
+  const winner = yield ctx.whenAny([ctx.waitForExternalEvent('go'), ctx.createTimer(ctx.currentTimeMs + 3600000)]);
+  return { round: ctx.input.round, hellos, sum: doubled.reduce((a, b) => a + b, 0), failure, child, counted, held,
+           go: winner.result, guid: ctx.newGuid() };
+});
+module.exports.nodechild = durable.orchestrator(function* (ctx) {
+  return yield ctx.callActivity('say_hello', ctx.input);
+});
+module.exports.nodecounter = durable.entity((ctx) => {
+  ctx.setState(ctx.getState(() => 0) + ctx.getInput());
+  return ctx.getState();
+});
+)";
+
+TEST(Durable, ANodeOrchestratorRunsEveryPattern) {
+  TempDir dir;
+  std::string m = "name: nodeall\nfunctions:\n";
+  for (const char* o : {"nodeall", "nodechild"}) {
+    m += std::string("  ") + o + ":\n    runtime: node\n    handler: all.js:" + o +
+         "\n    triggers: [{orchestration: {auth: anonymous}}]\n";
+  }
+  m += "  nodecounter:\n    runtime: node\n    handler: all.js:nodecounter\n    triggers: [{entity: {auth: anonymous}}]\n";
+  for (const char* a : {"say_hello", "double", "flaky"}) {
+    m += std::string("  ") + a + ":\n    runtime: python\n    handler: acts.py:" + a +
+         "\n    retry: {max_attempts: 1}\n    triggers: [{activity: {}}]\n";
+  }
+  dir.write("nimbus.yaml", m);
+  dir.write("acts.py", kActivities);
+  dir.write("all.js", kNodePatterns);
+  Host host(dir.path());
+  ASSERT_TRUE(host.started()) << host.errors();
+  const int port = host.http_port();
+  Admin admin{host.admin_port(), host.admin_token()};
+  const std::string path = "/_nimbus/orchestrations/nodeall/instances/n1";
+  ASSERT_EQ(request(port, "POST", "/_nimbus/orchestrations/nodeall?instance=n1", {},
+                    R"({"round": 0, "cities": ["Tokyo", "Lima"]})").status, 202);
+  // Raised once it waits for it (the second round, past its critical section).
+  ASSERT_TRUE(admin.wait([&] {
+    Response r = request(port, "GET", path);
+    return r.status == 202 && r.body.find("\"waiting for go\"") != std::string::npos;
+  }, 30000)) << host.output().substr(0, 3000) << request(port, "GET", path + "?history=true").body;
+  ASSERT_EQ(request(port, "POST", path + "/events/go", {}, R"("yes")").status, 202);
+  const json::object st = finished_status(admin, port, path + "?history=true");
+  ASSERT_FALSE(st.empty()) << "n1 did not finish";
+  ASSERT_EQ(st.at("runtimeStatus").as_string(), "Completed") << json::serialize(st);
+  const json::object& out = st.at("output").as_object();
+  EXPECT_EQ(out.at("round").as_int64(), 1) << "continued as new";
+  EXPECT_EQ(json::serialize(st.at("input")), R"({"round":1,"cities":["Tokyo","Lima"]})");
+  EXPECT_EQ(json::serialize(out.at("hellos")), R"(["Hello Tokyo","Hello Lima"])");
+  EXPECT_EQ(out.at("sum").as_int64(), 20);
+  EXPECT_NE(std::string(out.at("failure").as_string()).find("the payment service said no"), std::string::npos)
+      << json::serialize(out);
+  EXPECT_EQ(out.at("child").as_string(), "Hello Oslo");
+  EXPECT_EQ(out.at("counted").as_int64(), 7) << "the signal (5) and the call (2), in order";
+  EXPECT_EQ(out.at("held").as_int64(), 7);
+  EXPECT_EQ(out.at("go").as_string(), "yes");
+  EXPECT_EQ(out.at("guid").as_string().size(), 36u);
+  EXPECT_EQ(st.at("customStatus").as_string(), "waiting for go");
+  const std::string history = json::serialize(st.at("history"));
+  std::size_t failed = 0;
+  for (std::size_t at = 0; (at = history.find("\"task_failed\"", at)) != std::string::npos; ++at) ++failed;
+  EXPECT_EQ(failed, 2u) << "the retry policy tried twice: " << history.substr(0, 2000);
+  Response state = request(port, "GET", "/_nimbus/entities/nodecounter/k");
+  EXPECT_EQ(json::parse(state.body).at("state").as_int64(), 7) << state.body;
   EXPECT_EQ(host.signal_and_wait(SIGTERM), 0) << host.errors().substr(0, 6000);
 }
 

@@ -1,11 +1,22 @@
 // A C++ orchestrator and entity (sdk/cpp/nimbus/durable.h) for tests/durable_it_test.cpp:
-// chaining, fan-out, a retry policy, an entity call, a timer, custom status and a new guid.
+// chaining, fan-out, a retry policy, an entity call, a timer, custom status, a new guid, a
+// sub-orchestration (itself, as a child) and continue-as-new.
 #include <nimbus/durable.h>
 
 namespace durable = nimbus::durable;
 namespace json = boost::json;
 
 durable::Orchestration cppchain(durable::OrchestrationContext& ctx) {
+  if (ctx.input().is_object()) {  // the other shapes: a child's run, and a first round
+    const json::object& in = ctx.input().as_object();
+    if (const json::value* child = in.if_contains("child")) {
+      json::value hello = co_await ctx.call_activity("say_hello", *child);
+      co_return hello;
+    }
+    // A round that waits, then hands over to a fresh history (the monitor's shape).
+    co_await ctx.create_timer(ctx.current_time_ms() + 20);
+    ctx.continue_as_new(in.at("then"));
+  }
   json::array hellos;
   for (const auto& city : ctx.input().as_array()) hellos.push_back(co_await ctx.call_activity("say_hello", city));
   ctx.log("said hello to every city");
@@ -24,6 +35,9 @@ durable::Orchestration cppchain(durable::OrchestrationContext& ctx) {
   } catch (const durable::ActivityFailed& e) {
     failure = e.what();
   }
+  json::object child_input;
+  child_input["child"] = "Oslo";
+  json::value child = co_await ctx.call_sub_orchestration("cppchain", child_input);
   ctx.signal_entity("cppcounter", "k", "add", 5);
   json::value counted = co_await ctx.call_entity("cppcounter", "k", "add", 2);
   co_await ctx.create_timer(ctx.current_time_ms() + 50);
@@ -38,6 +52,7 @@ durable::Orchestration cppchain(durable::OrchestrationContext& ctx) {
   out["counted"] = counted;
   out["go"] = first.as_int64() == 0 ? "event" : "timeout";
   out["guid"] = ctx.new_guid();
+  out["child"] = child;
   co_return out;
 }
 
