@@ -40,6 +40,7 @@ bench: build
 	bash bench/queue_redis.sh
 	bash bench/deploy.sh
 	bash bench/tracing.sh
+	$(BUILD)/bench/trace_bench
 	bash bench/cluster_pg.sh
 	bash bench/durable.sh
 	bash bench/gateway.sh
