@@ -67,8 +67,10 @@ constexpr std::array<int8_t, 256> kHexValue = [] {
   return t;
 }();
 
-// The value of `n` lower-case hex digits at `p`, or -1 (as all ones) when one is not: one pass,
-// no branch per digit.
+// The value of `n` lower-case hex digits at `p`; `*ok` false when one is not such a digit (the
+// value is then meaningless). One pass, no branch per digit. (observe/trace.cpp's TraceIdText
+// has its own table: it takes upper-case digits too, as its encoder always has, where a
+// traceparent must be lower-case.)
 uint64_t hex_value(const char* p, std::size_t n, bool* ok) {
   uint64_t v = 0;
   int bad = 0;
