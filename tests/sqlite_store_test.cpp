@@ -2,7 +2,9 @@
 #include "store_conformance.h"
 
 #include <algorithm>
+#include <fstream>
 #include <future>
+#include <set>
 
 #include "core/thread_role.h"
 
@@ -284,6 +286,33 @@ TEST(SqliteStore, KillNineDuringBlobPutsNeverLeavesMetadataWithoutItsFile) {
 
 namespace nimbus {
 namespace {
+
+// The store's threads say what they are in `top -H`, perf and gdb: its writer, its
+// checkpointer and the I/O threads that serve blocking reads.
+std::set<std::string> thread_names() {
+  std::set<std::string> names;
+  for (const auto& task : fs::directory_iterator("/proc/self/task")) {
+    std::ifstream in(task.path() / "comm");
+    std::string name;
+    if (std::getline(in, name)) names.insert(name);
+  }
+  return names;
+}
+
+TEST(SqliteStore, ItsThreadsAreNamedForWhatTheyDo) {
+  fs::path dir = fresh_dir();
+  ManualClock clock;
+  auto s = open_store("sqlite:state.db", dir, clock);
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  std::promise<void> read;
+  (*s)->run_blocking([&] { read.set_value(); });
+  read.get_future().get();
+  const auto names = thread_names();
+  for (const char* name : {"store-writer", "store-ckpt", "store-io"}) EXPECT_TRUE(names.count(name)) << name;
+  s->reset();
+  EXPECT_FALSE(thread_names().count("store-writer")) << "the writer is gone with the store";
+  fs::remove_all(dir);
+}
 
 // Reads may block (for a network backend, on the network): never on an event loop, the timer
 // thread or the writer. Checked builds (the sanitized run of `make test`) stop there at once.

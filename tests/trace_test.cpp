@@ -2,9 +2,15 @@
 // OTEL_* variables, and a bounded export queue that drops and counts instead of growing.
 #include "observe/trace.h"
 
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <stdlib.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
+#include <cctype>
+#include <mutex>
 #include <set>
 #include <thread>
 
@@ -557,6 +563,248 @@ TEST(Traces, ASpanWrittenOverAnExportedOneCarriesNothingOfIt) {
   for (const char* part : {"\"queue wait\"", "\"cold start\"", "\"Boom\"", "\"v7\"", "b7ad6b7169203331"}) {
     EXPECT_NE(first.find(part), std::string::npos) << part << " in " << first;
   }
+}
+
+}  // namespace
+}  // namespace nimbus
+
+namespace nimbus {
+namespace {
+
+// A collector whose every answer is scripted, on a raw socket: a status, how it goes out (whole;
+// in pieces, its head split mid-line and its body chunked; or never), and what it saw.
+class ScriptedCollector {
+ public:
+  enum class How { whole, pieces, never };
+  struct Answer {
+    int status = 200;
+    How how = How::whole;
+  };
+  explicit ScriptedCollector(std::vector<Answer> script) : script_(std::move(script)) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    if (::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::listen(fd_, 16) != 0 ||
+        ::getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+      return;
+    }
+    port_ = ntohs(a.sin_port);
+    thread_ = std::thread([this] { accept_loop(); });
+  }
+  ~ScriptedCollector() {
+    ::shutdown(fd_, SHUT_RDWR);
+    ::close(fd_);
+    thread_.join();
+    std::lock_guard lock(mu_);
+    for (int c : connections_) ::close(c);
+  }
+  int port() const { return port_; }
+  std::vector<std::string> bodies() {
+    std::lock_guard lock(mu_);
+    return bodies_;
+  }
+  int connections() {
+    std::lock_guard lock(mu_);
+    return static_cast<int>(connections_.size());
+  }
+
+ private:
+  void accept_loop() {
+    std::vector<std::thread> serving;
+    for (;;) {
+      const int c = ::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC);
+      if (c < 0) break;
+      {
+        std::lock_guard lock(mu_);
+        connections_.push_back(c);
+      }
+      serving.emplace_back([this, c] { serve(c); });
+    }
+    for (auto& t : serving) {
+      std::lock_guard lock(mu_);
+      for (int x : connections_) ::shutdown(x, SHUT_RDWR);  // a serve() in recv ends
+    }
+    for (auto& t : serving) t.join();
+  }
+  void serve(int c) {
+    std::string in;
+    char buf[65536];
+    for (;;) {
+      std::size_t head_end;
+      while ((head_end = in.find("\r\n\r\n")) == std::string::npos) {
+        const ssize_t n = ::recv(c, buf, sizeof buf, 0);
+        if (n <= 0) return;
+        in.append(buf, static_cast<std::size_t>(n));
+      }
+      std::string head = in.substr(0, head_end);
+      for (auto& ch : head) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+      const std::size_t at = head.find("content-length: ");
+      const std::size_t length = at == std::string::npos ? 0 : std::stoul(head.substr(at + 16));
+      while (in.size() < head_end + 4 + length) {
+        const ssize_t n = ::recv(c, buf, sizeof buf, 0);
+        if (n <= 0) return;
+        in.append(buf, static_cast<std::size_t>(n));
+      }
+      Answer answer;
+      {
+        std::lock_guard lock(mu_);
+        bodies_.push_back(in.substr(head_end + 4, length));
+        if (next_ < script_.size()) answer = script_[next_++];
+      }
+      in.erase(0, head_end + 4 + length);
+      const std::string status = std::to_string(answer.status);
+      if (answer.how == How::never) continue;  // reads on, answers nothing
+      if (answer.how == How::whole) {
+        const std::string out = "HTTP/1.1 " + status + " X\r\nContent-Length: 2\r\n\r\n{}";
+        ::send(c, out.data(), out.size(), MSG_NOSIGNAL);
+        continue;
+      }
+      // In pieces: the status line cut in two, a header, a chunked body, each on its own.
+      for (const std::string& piece : {"HTTP/1.1 " + status.substr(0, 1), status.substr(1) + " X\r\nTransfer-",
+                                       std::string("Encoding: chunked\r\n\r\n"), std::string("1\r\n{\r\n"),
+                                       std::string("1\r\n}\r\n0\r\n\r\n")}) {
+        ::send(c, piece.data(), piece.size(), MSG_NOSIGNAL);
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      }
+    }
+  }
+  std::vector<Answer> script_;
+  std::size_t next_ = 0;
+  int fd_ = -1, port_ = 0;
+  std::mutex mu_;
+  std::vector<std::string> bodies_;
+  std::vector<int> connections_;
+  std::thread thread_;
+};
+
+template <class Pred>
+bool eventually_within(Pred pred, int timeout_ms) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (!pred()) {
+    if (std::chrono::steady_clock::now() > until) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return true;
+}
+
+// A tracer sending OTLP/protobuf to `port` in batches of 2, flushed at once, with `timeout`.
+TraceSettings exporting_to(int port, Duration timeout = std::chrono::seconds(5)) {
+  TraceSettings s;
+  s.endpoint = "http://127.0.0.1:" + std::to_string(port) + "/v1/traces";
+  s.max_batch = 2;
+  s.flush = std::chrono::milliseconds(10);
+  s.timeout = timeout;
+  return s;
+}
+
+void record_two(Tracer& tracer, uint64_t first) {
+  std::vector<Span> spans(2);
+  for (uint64_t i = 0; i < 2; ++i) {
+    spans[i].trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    spans[i].span_id = first + i;
+    spans[i].name = "s";
+  }
+  tracer.record(spans.data(), spans.size());
+}
+
+// OTLP/HTTP: 429, 502, 503 and 504 are tried again, with backoff, and the batch arrives whole;
+// another refusal (400) is given up at once and counted. An answer that comes in pieces, its
+// body chunked, is read as well as one that comes whole, on the same kept connection.
+TEST(Traces, TheExporterRetriesWhatOtlpAllowsGivesUpOnTheRestAndReadsAnswersInPieces) {
+  using How = ScriptedCollector::How;
+  ScriptedCollector collector({{503, How::whole}, {200, How::pieces}, {400, How::pieces}, {200, How::whole}});
+  ASSERT_NE(collector.port(), 0);
+  SystemClock clock;
+  LogSink sink(-1);
+  Logger logger(sink, clock, "t");
+  Tracer tracer(exporting_to(collector.port()), "t", "", logger);
+  record_two(tracer, 1);
+  ASSERT_TRUE(eventually_within([&] { return tracer.stats().exported == 2; }, 10000)) << tracer.stats().export_requests;
+  record_two(tracer, 3);
+  ASSERT_TRUE(eventually_within([&] { return tracer.stats().failed == 2; }, 10000));
+  record_two(tracer, 5);
+  ASSERT_TRUE(eventually_within([&] { return tracer.stats().exported == 4; }, 10000));
+  const TraceStats st = tracer.stats();
+  EXPECT_EQ(st.export_requests, 4u) << "the 503 once more; the 400 not again";
+  EXPECT_EQ(st.export_failures, 2u);
+  EXPECT_EQ(st.failed, 2u);
+  const auto bodies = collector.bodies();
+  ASSERT_EQ(bodies.size(), 4u);
+  EXPECT_EQ(bodies[0], bodies[1]) << "a retry sends the same batch";
+  EXPECT_NE(bodies[1], bodies[2]);
+  // Each request is the whole protobuf request, its parts (head, then the spans) sent as one.
+  const auto expected = [](uint64_t first) {
+    std::vector<Span> spans(2);
+    for (uint64_t i = 0; i < 2; ++i) {
+      spans[i].trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+      spans[i].span_id = first + i;
+      spans[i].name = "s";
+    }
+    return Tracer::otlp_protobuf(spans, "t", "");
+  };
+  EXPECT_EQ(bodies[0], expected(1));
+  EXPECT_EQ(bodies[2], expected(3));
+  EXPECT_EQ(bodies[3], expected(5));
+  EXPECT_EQ(collector.connections(), 1) << "one kept connection for every export";
+}
+
+// A collector that takes the request and never answers is cut off at the export's timeout:
+// the batch is counted failed (after its attempts) and nothing waits longer than that.
+TEST(Traces, ACollectorThatNeverAnswersIsCutOffAtTheExportTimeout) {
+  ScriptedCollector collector(std::vector<ScriptedCollector::Answer>(10, {200, ScriptedCollector::How::never}));
+  ASSERT_NE(collector.port(), 0);
+  SystemClock clock;
+  LogSink sink(-1);
+  Logger logger(sink, clock, "t");
+  TraceSettings s = exporting_to(collector.port(), std::chrono::milliseconds(200));
+  s.max_attempts = 2;
+  const auto began = std::chrono::steady_clock::now();
+  {
+    Tracer tracer(s, "t", "", logger);
+    record_two(tracer, 1);
+    ASSERT_TRUE(eventually_within([&] { return tracer.stats().failed == 2; }, 10000));
+    const auto took = std::chrono::steady_clock::now() - began;
+    EXPECT_GE(took, std::chrono::milliseconds(400)) << "two attempts of 200 ms each";
+    EXPECT_LT(took, std::chrono::seconds(3));
+    EXPECT_EQ(tracer.stats().export_failures, 2u);
+    EXPECT_EQ(collector.bodies().size(), 2u) << "each attempt's request arrived";
+  }
+  EXPECT_LT(std::chrono::steady_clock::now() - began, std::chrono::seconds(4)) << "the stop waited";
+}
+
+// A header goes into the request's head as it is: a name that is not an HTTP token, or a value
+// with a line break (a %0D%0A in the variable), is refused before anything is sent.
+TEST(Traces, AnOtlpHeaderThatWouldWriteHeadersOfItsOwnIsRefused) {
+  {
+    TraceSettings s;
+    s.endpoint = "http://127.0.0.1:9/v1/traces";
+    s.headers.push_back({"api-key", "abc\r\nX-Injected: 1"});
+    auto st = s.read_environment();
+    ASSERT_FALSE(st);
+    EXPECT_NE(st.error().message.find("'api-key' has a control character"), std::string::npos) << st.error().message;
+  }
+  {
+    TraceSettings s;
+    s.endpoint = "http://127.0.0.1:9/v1/traces";
+    s.headers.push_back({"api key", "abc"});
+    auto st = s.read_environment();
+    ASSERT_FALSE(st);
+    EXPECT_NE(st.error().message.find("'api key' is not an HTTP header name"), std::string::npos) << st.error().message;
+  }
+  {
+    EnvVar e("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318");
+    EnvVar h("OTEL_EXPORTER_OTLP_HEADERS", "tenant=a%0D%0AX-Injected: 1");
+    TraceSettings s;
+    auto st = s.read_environment();
+    ASSERT_FALSE(st);
+    EXPECT_NE(st.error().message.find("'tenant'"), std::string::npos) << st.error().message;
+  }
+  TraceSettings fine;
+  fine.endpoint = "http://127.0.0.1:9/v1/traces";
+  fine.headers.push_back({"x-api-key", "abc def\t~!"});
+  EXPECT_TRUE(fine.read_environment());
 }
 
 }  // namespace

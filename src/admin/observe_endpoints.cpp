@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <limits>
 
+#include "core/thread_role.h"
 #include "admin/admin_request.h"
 #include "observe/history.h"
 #include "observe/log.h"
@@ -57,7 +58,10 @@ AdminEndpoint invocations_endpoint(InvocationHistory* history, Store& store) {
 }
 
 LogFollow::LogFollow(LogSink& sink, std::string host_run) : sink_(sink), host_run_(std::move(host_run)) {
-  thread_ = std::thread([this] { run(); });
+  thread_ = std::thread([this] {
+    name_this_thread("log-follow");
+    run();
+  });
   sink_.on_lines([this] {
     {
       std::lock_guard lock(mu_);

@@ -83,6 +83,7 @@ size_t TimerQueue::size() const {
 TimerThread::TimerThread(const Clock& clock, TimerQueue& queue)
     : clock_(clock), queue_(queue), thread_([this] {
         set_thread_role(ThreadRole::timer);
+        name_this_thread("timer");
         run();
       }) {}
 

@@ -1,6 +1,9 @@
 #include "core/thread_role.h"
 
+#include <pthread.h>
+
 #include <cstdio>
+#include <cstring>
 #include <cstdlib>
 
 namespace nimbus {
@@ -12,6 +15,13 @@ thread_local ThreadRole t_role = ThreadRole::free;
 
 void set_thread_role(ThreadRole role) { t_role = role; }
 ThreadRole thread_role() { return t_role; }
+
+void name_this_thread(const char* name) {
+  char cut[16];
+  std::strncpy(cut, name, sizeof cut - 1);
+  cut[sizeof cut - 1] = '\0';
+  pthread_setname_np(pthread_self(), cut);  // naming only: a failure changes nothing else
+}
 
 const char* to_string(ThreadRole role) {
   switch (role) {

@@ -9,6 +9,10 @@ namespace nimbus {
 enum class ThreadRole : unsigned char { free, event_loop, timer, store_writer };
 
 void set_thread_role(ThreadRole role);
+
+// The calling thread's name as `top -H`, `perf`, gdb and /proc/<pid>/task/*/comm show it
+// ("loop-0", "store-writer", "otlp-export"): at most 15 characters, the rest cut.
+void name_this_thread(const char* name);
 ThreadRole thread_role();
 const char* to_string(ThreadRole role);
 

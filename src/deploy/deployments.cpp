@@ -5,6 +5,7 @@
 #include <future>
 #include <set>
 
+#include "core/thread_role.h"
 #include "core/private_file.h"
 #include "deploy/package.h"
 #include "durable/durable.h"
@@ -144,7 +145,10 @@ Status Deployments::start(const DeploymentsOptions& options) {
                  {{"folder", base_version_.id}, {"live", alias_json(*moved)}});
     refresh();
   }
-  thread_ = std::thread([this] { run(); });
+  thread_ = std::thread([this] {
+    name_this_thread("deployments");
+    run();
+  });
   return ok_status();
 }
 

@@ -7,6 +7,7 @@
 #include <optional>
 #include <tuple>
 
+#include "core/thread_role.h"
 #include "store/store.h"
 
 namespace nimbus {
@@ -78,6 +79,7 @@ void RateLimitSync::start(Duration period) {
   std::lock_guard lock(worker_mu_);
   if (worker_.joinable() || stopping_) return;
   worker_ = std::thread([this, period] {
+    name_this_thread("rate-sync");
     std::unique_lock lock(worker_mu_);
     auto next = std::chrono::steady_clock::now() + period;
     while (!stopping_) {

@@ -7,6 +7,7 @@
 #include <charconv>
 #include <cstdio>
 
+#include "core/thread_role.h"
 #include "core/ids.h"
 #include "core/prometheus_text.h"
 #include "store/store.h"
@@ -43,7 +44,10 @@ std::string slot_key(const std::string& function, int64_t slot) {
 }  // namespace
 
 InvocationHistory::InvocationHistory(Store& store, const Clock& clock, int keep, Logger& logger)
-    : store_(store), clock_(clock), keep_(std::max(1, keep)), logger_(logger), thread_([this] { run(); }) {}
+    : store_(store), clock_(clock), keep_(std::max(1, keep)), logger_(logger), thread_([this] {
+        name_this_thread("history");
+        run();
+      }) {}
 
 InvocationHistory::~InvocationHistory() { stop(); }
 

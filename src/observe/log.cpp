@@ -1,5 +1,6 @@
 #include "observe/log.h"
 
+#include "core/thread_role.h"
 #include "observe/history.h"
 #include "observe/trace.h"
 
@@ -195,7 +196,10 @@ void append_json_field(std::string& out, std::string_view key, int64_t value) {
 }
 
 LogSink::LogSink(int fd)
-    : fd_(fd), generation_(g_sink_generation.fetch_add(1)), writer_([this] { run(); }) {}
+    : fd_(fd), generation_(g_sink_generation.fetch_add(1)), writer_([this] {
+        name_this_thread("log-writer");
+        run();
+      }) {}
 
 LogSink::~LogSink() {
   {

@@ -1,6 +1,10 @@
 #include "observe/trace.h"
 
+#include <fcntl.h>
 #include <openssl/ssl.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
 
 #include <boost/asio/connect.hpp>
 #include <boost/asio/ip/address.hpp>
@@ -9,7 +13,7 @@
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http/read.hpp>
-#include <boost/beast/http/span_body.hpp>
+#include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
 #include <boost/beast/ssl/ssl_stream.hpp>
@@ -17,13 +21,16 @@
 
 #include <algorithm>
 #include <bit>
+#include <cctype>
 #include <charconv>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <span>
 
+#include "core/thread_role.h"
 #include "core/gzip.h"
 #include "core/ids.h"
 #include "core/text.h"
@@ -165,6 +172,20 @@ Status TraceSettings::read_environment() {
       }
     }
   }
+  // What goes into the request's head as it is: a name that is not an HTTP token, or a value
+  // with a line break or another control character (a %0D%0A decoded), would write headers of
+  // its own, or a request the collector cannot read.
+  for (const auto& h : headers) {
+    const bool token = !h.name.empty() && std::all_of(h.name.begin(), h.name.end(), [](char c) {
+      return std::isalnum(static_cast<unsigned char>(c)) || std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
+    });
+    if (!token) return Error{"the OTLP header name '" + h.name + "' is not an HTTP header name (letters, digits and !#$%&'*+-.^_`|~)"};
+    const bool clean = std::none_of(h.value.begin(), h.value.end(), [](char c) {
+      const auto b = static_cast<unsigned char>(c);
+      return (b < 0x20 && b != '\t') || b == 0x7f;
+    });
+    if (!clean) return Error{"the OTLP header '" + h.name + "' has a control character (a line break?) in its value"};
+  }
   if (!sample) {
     // Unset: the default (parent-based, always on), or the ratio when only its argument is set.
     std::string sampler = env("OTEL_TRACES_SAMPLER")            ? env("OTEL_TRACES_SAMPLER")
@@ -287,7 +308,14 @@ class OtlpClient {
     target_ = std::string(u->encoded_path());
     if (target_.empty()) target_ = "/";
     if (u->has_query()) target_ += "?" + std::string(u->encoded_query());
-    if (!tls_) return;
+    if (!tls_) {
+      // The request's head up to Content-Length's value (read_environment checked the headers).
+      head_prefix_ = "POST " + target_ + " HTTP/1.1\r\nHost: " + host_header_ + "\r\nContent-Type: " + content_type() + "\r\n";
+      if (settings.gzip.value_or(false)) head_prefix_ += "Content-Encoding: gzip\r\n";
+      for (const auto& h : settings.headers) head_prefix_ += h.name + ": " + h.value + "\r\n";
+      head_prefix_ += "Content-Length: ";
+      return;
+    }
     ssl_.emplace(asio::ssl::context::tls_client);
     ssl_->set_verify_mode(asio::ssl::verify_peer);
     beast::error_code ec;
@@ -299,33 +327,25 @@ class OtlpClient {
     if (ec) broken_ = "cannot load the CA certificates for " + settings.endpoint + ": " + ec.message();
   }
 
-  // Sends one export; false with *problem when the collector did not take it (*retryable: the
-  // same body may be sent again).
-  bool post(const std::string& body, std::string* problem, bool* retryable) {
+  // Sends one export, whose body is `parts` back to back; false with *problem when the
+  // collector did not take it (*retryable: the same body may be sent again).
+  bool post(std::span<const std::string_view> parts, std::string* problem, bool* retryable) {
     if (!broken_.empty()) {
       *problem = broken_;
       *retryable = false;
       return false;
     }
-    // The body is sent from where it is, not copied into the request.
-    http::request<http::span_body<const char>> req{http::verb::post, target_, 11};
-    req.set(http::field::host, host_header_);
-    req.set(http::field::content_type,
-            settings_.protocol == OtlpProtocol::json ? "application/json" : "application/x-protobuf");
-    if (settings_.gzip.value_or(false)) req.set(http::field::content_encoding, "gzip");
-    for (const auto& h : settings_.headers) req.set(h.name, h.value);
-    req.body() = http::span_body<const char>::value_type(body.data(), body.size());
-    req.prepare_payload();
+    http::response<http::string_body> res;
     for (int round = 0; round < 2; ++round) {
       const bool reused = plain_ || secure_;
       if (!reused && !connect(problem)) return false;
-      http::response<http::string_body> res;
-      const beast::error_code ec = secure_ ? exchange(*secure_, req, res) : exchange(*plain_, req, res);
-      if (ec) {
+      bool timed_out = false;
+      const std::string failed = tls_ ? secure_exchange(parts, res, &timed_out) : plain_exchange(parts, res, &timed_out);
+      if (!failed.empty()) {
         close();
         // A kept connection the collector closed while it was idle: once more on a new one.
-        if (reused && ec != beast::error::timeout) continue;
-        *problem = "the export to " + settings_.endpoint + " failed: " + ec.message();
+        if (reused && !timed_out) continue;
+        *problem = "the export to " + settings_.endpoint + " failed: " + failed;
         return false;
       }
       if (!res.keep_alive()) close();
@@ -432,24 +452,138 @@ class OtlpClient {
         *problem = "the TLS handshake with " + host_ + ":" + port_ + " failed: " + ec.message();
         return false;
       }
+    } else {
+      // plain_exchange's own I/O: non-blocking, and each request out at once (no Nagle wait
+      // for the last segment of a batch).
+      const int fd = plain_->socket().native_handle();
+      plain_->socket().set_option(asio::ip::tcp::no_delay(true), ec);
+      if (ec || ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK) != 0) {
+        close();
+        *problem = "cannot set up the connection to " + host_ + ":" + port_;
+        return false;
+      }
     }
     ++connects_;
     return true;
   }
 
-  template <class Stream>
-  beast::error_code exchange(Stream& stream, http::request<http::span_body<const char>>& req,
-                             http::response<http::string_body>& res) {
+  // Over TLS, through Beast: the body joined into one buffer (TLS copies it as it encrypts anyway).
+  std::string secure_exchange(std::span<const std::string_view> parts, http::response<http::string_body>& res,
+                              bool* timed_out) {
+    http::request<http::string_body> req{http::verb::post, target_, 11};
+    req.set(http::field::host, host_header_);
+    req.set(http::field::content_type, content_type());
+    if (settings_.gzip.value_or(false)) req.set(http::field::content_encoding, "gzip");
+    for (const auto& h : settings_.headers) req.set(h.name, h.value);
+    for (const auto part : parts) req.body().append(part);
+    req.prepare_payload();
     beast::error_code ec;
-    beast::get_lowest_layer(stream).expires_after(settings_.timeout);
+    beast::get_lowest_layer(*secure_).expires_after(settings_.timeout);
     buffer_.clear();
+    res = {};
     io_.restart();
-    http::async_write(stream, req, [&](beast::error_code e, std::size_t) {
+    http::async_write(*secure_, req, [&](beast::error_code e, std::size_t) {
       ec = e;
-      if (!e) http::async_read(stream, buffer_, res, [&](beast::error_code e2, std::size_t) { ec = e2; });
+      if (!e) http::async_read(*secure_, buffer_, res, [&](beast::error_code e2, std::size_t) { ec = e2; });
     });
     io_.run();
-    return ec;
+    *timed_out = ec == beast::error::timeout;
+    return ec ? ec.message() : std::string();
+  }
+
+  // Plain HTTP on the kept socket, without Asio's composed operations (per export they cost the
+  // host's core more than the kernel's send of a 70 kB batch did): the request's head and the
+  // body's parts go out in one sendmsg, from where they are (the batch is not copied), and the
+  // answer is read through Beast's parser. Every wait is a poll() against the export's
+  // deadline. "" when the exchange went through; else what went wrong (*timed_out: the
+  // deadline passed).
+  std::string plain_exchange(std::span<const std::string_view> parts, http::response<http::string_body>& res,
+                             bool* timed_out) {
+    const int fd = plain_->socket().native_handle();
+    const auto deadline = std::chrono::steady_clock::now() + settings_.timeout;
+    const auto wait = [&](short events) -> std::string {
+      for (;;) {
+        const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()).count();
+        if (left <= 0) {
+          *timed_out = true;
+          return "no answer within the export timeout (" +
+                 std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(settings_.timeout).count()) + " ms)";
+        }
+        pollfd p{fd, events, 0};
+        const int n = ::poll(&p, 1, static_cast<int>(std::min<int64_t>(left, 1 << 30)));
+        if (n > 0) return {};
+        if (n < 0 && errno != EINTR) return std::strerror(errno);
+      }
+    };
+    std::size_t length = 0;
+    for (const auto part : parts) length += part.size();
+    head_.assign(head_prefix_).append(std::to_string(length)).append("\r\n\r\n");
+    std::array<iovec, 8> iov{};
+    std::size_t count = 0;
+    iov[count++] = {head_.data(), head_.size()};
+    for (const auto part : parts) {
+      if (part.empty()) continue;
+      if (count == iov.size()) return "a request of more than " + std::to_string(iov.size() - 1) + " parts (a bug)";
+      iov[count++] = {const_cast<char*>(part.data()), part.size()};
+    }
+    for (iovec* at = iov.data(); count > 0;) {
+      msghdr m{};
+      m.msg_iov = at;
+      m.msg_iovlen = count;
+      const ssize_t n = ::sendmsg(fd, &m, MSG_NOSIGNAL);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK) return std::strerror(errno);
+        if (auto e = wait(POLLOUT); !e.empty()) return e;
+        continue;
+      }
+      auto sent = static_cast<std::size_t>(n);
+      while (count > 0 && sent >= at->iov_len) {
+        sent -= at->iov_len;
+        ++at;
+        --count;
+      }
+      if (count > 0) {
+        at->iov_base = static_cast<char*>(at->iov_base) + sent;
+        at->iov_len -= sent;
+      }
+    }
+    http::response_parser<http::string_body> parser;
+    parser.eager(true);
+    parser.body_limit(1 << 20);  // a collector's answer is small; a huge one is not read whole
+    unread_.clear();
+    char chunk[4096];
+    while (!parser.is_done()) {
+      const ssize_t n = ::recv(fd, chunk, sizeof chunk, 0);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK) return std::strerror(errno);
+        if (auto e = wait(POLLIN); !e.empty()) return e;
+        continue;
+      }
+      if (n == 0) {
+        // An answer that ends with the connection, or none (the parser must have seen some).
+        beast::error_code ec;
+        if (parser.got_some()) parser.put_eof(ec);
+        if (ec || !parser.is_done()) return "the collector closed the connection before it answered";
+        break;
+      }
+      unread_.append(chunk, static_cast<std::size_t>(n));
+      while (!unread_.empty() && !parser.is_done()) {
+        beast::error_code ec;
+        const std::size_t used = parser.put(asio::buffer(unread_), ec);
+        unread_.erase(0, used);
+        if (ec == http::error::need_more) break;
+        if (ec) return "the collector's answer is not HTTP/1.1 (" + ec.message() + ")";
+        if (used == 0) break;
+      }
+    }
+    res = parser.release();
+    return {};
+  }
+
+  const char* content_type() const {
+    return settings_.protocol == OtlpProtocol::json ? "application/json" : "application/x-protobuf";
   }
 
   void close() {
@@ -462,6 +596,7 @@ class OtlpClient {
 
   const TraceSettings& settings_;
   std::string host_, port_, host_header_, target_;
+  std::string head_prefix_, head_, unread_;  // plain HTTP: the request's head, the answer's bytes not yet parsed
   bool tls_ = false;
   uint64_t connects_ = 0;
   std::shared_ptr<Lookup> lookup_;  // a name lookup under way (its thread holds it too)
@@ -481,7 +616,10 @@ Tracer::Tracer(TraceSettings settings, std::string service, std::string service_
       logger_(logger) {
   set_trace_sample_ratio(settings_.sample.value_or(1.0));
   client_ = std::make_unique<OtlpClient>(settings_);
-  thread_ = std::thread([this] { run(); });
+  thread_ = std::thread([this] {
+    name_this_thread("otlp-export");
+    run();
+  });
 }
 
 Tracer::~Tracer() {
@@ -816,12 +954,17 @@ std::string json_prefix(std::string_view service, std::string_view service_versi
   return out;
 }
 
+// What closes the request after the spans (json_prefix's opening, then the spans).
+constexpr std::string_view kJsonEnd = "]}]}]}";
+
+// The spans as they go after json_prefix: without the first one's comma.
+std::string_view json_spans(std::string_view spans) { return spans.empty() ? spans : spans.substr(1); }
+
 // The request: `prefix` (json_prefix), the spans (append_json_span's, back to back), the end.
 std::string wrap_json(std::string_view prefix, std::string_view spans) {
-  if (!spans.empty()) spans.remove_prefix(1);  // the first span's comma
   std::string out;
-  out.reserve(prefix.size() + spans.size() + 8);
-  out.append(prefix).append(spans).append("]}]}]}");
+  out.reserve(prefix.size() + spans.size() + kJsonEnd.size());
+  out.append(prefix).append(json_spans(spans)).append(kJsonEnd);
   return out;
 }
 
@@ -1077,15 +1220,15 @@ std::string protobuf_resource(std::string_view service, std::string_view service
 // ExportTraceServiceRequest {repeated ResourceSpans resource_spans = 1}; ResourceSpans
 // {Resource resource = 1; repeated ScopeSpans scope_spans = 2}; ScopeSpans
 // {InstrumentationScope scope = 1; repeated Span spans = 2}; InstrumentationScope {string
-// name = 1}: the request around `resource` (protobuf_resource) and `spans` (append_protobuf_span's,
-// back to back).
-std::string wrap_protobuf(std::string_view resource, std::string_view spans) {
+// name = 1}: the request up to its spans, around `resource` (protobuf_resource), for spans
+// (append_protobuf_span's, back to back) of `spans_size` bytes.
+std::string protobuf_head(std::string_view resource, std::size_t spans_size) {
   constexpr std::string_view kScope = "nimbus";
   const std::size_t scope = pb::field_size(1, kScope.size());
-  const std::size_t scope_spans = pb::field_size(1, scope) + spans.size();
+  const std::size_t scope_spans = pb::field_size(1, scope) + spans_size;
   const std::size_t resource_spans = pb::field_size(1, resource.size()) + pb::field_size(2, scope_spans);
   const std::size_t total = pb::field_size(1, resource_spans);
-  std::string out(total - spans.size(), '\0');
+  std::string out(total - spans_size, '\0');
   pb::Writer w(out.data());
   w.head(1, resource_spans);
   w.bytes(1, resource);
@@ -1096,8 +1239,11 @@ std::string wrap_protobuf(std::string_view resource, std::string_view spans) {
     std::fprintf(stderr, "nimbus: otlp_protobuf's head wrote %td bytes into %zu\n", w.at() - out.data(), out.size());
     std::abort();
   }
-  out.append(spans);
   return out;
+}
+
+std::string wrap_protobuf(std::string_view resource, std::string_view spans) {
+  return protobuf_head(resource, spans.size()).append(spans);
 }
 
 std::string resource_of(OtlpProtocol protocol, std::string_view service, std::string_view service_version) {
@@ -1132,6 +1278,7 @@ void Tracer::run() {
   std::unique_lock lock(mu_);
   Duration backoff = std::chrono::milliseconds(100);
   std::string batch;  // encoded spans
+  std::string head, packed;  // the protobuf request's head; a gzipped body
   const bool json = settings_.protocol == OtlpProtocol::json;
   while (true) {
     cv_.wait_for(lock, settings_.flush, [&] { return stopping_ || ends_.size() >= settings_.max_batch; });
@@ -1154,9 +1301,18 @@ void Tracer::run() {
     }
     const bool last_round = stopping_;
     lock.unlock();
-    std::string body = json ? wrap_json(resource_, batch) : wrap_protobuf(resource_, batch);
+    // The request's parts: what goes before the spans, the spans where they are, what closes it.
+    if (!json) head = protobuf_head(resource_, batch.size());
+    std::array<std::string_view, 3> parts = {json ? std::string_view(resource_) : std::string_view(head),
+                                             json ? json_spans(batch) : std::string_view(batch),
+                                             json ? kJsonEnd : std::string_view()};
+    std::span<const std::string_view> body = parts;
     // gzip at the fastest level: the exporter shares the host's cores.
-    if (std::string packed; settings_.gzip.value_or(false) && gzip_compress(body, packed, 1)) body = std::move(packed);
+    if (settings_.gzip.value_or(false)) {
+      std::string whole;
+      for (const auto part : parts) whole.append(part);
+      if (gzip_compress(whole, packed, 1)) body = std::span<const std::string_view>(&(parts[0] = packed), 1);
+    }
     bool sent = false;
     std::string problem;
     // On the way out, one try (a dead collector must not hold the host's stop).

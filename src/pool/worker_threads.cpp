@@ -1,9 +1,14 @@
 #include "pool/worker_threads.h"
 
+#include "core/thread_role.h"
+
 namespace nimbus {
 
 WorkerThreads::WorkerThreads(int threads) {
-  for (int i = 0; i < threads; ++i) threads_.emplace_back([this] { run(); });
+  for (int i = 0; i < threads; ++i) threads_.emplace_back([this] {
+    name_this_thread("fn-thread");
+    run();
+  });
 }
 
 WorkerThreads::~WorkerThreads() {

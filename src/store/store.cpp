@@ -12,6 +12,7 @@
 
 #include "store/store.h"
 
+#include "core/thread_role.h"
 #include "core/ids.h"
 #include "core/prometheus_text.h"
 
@@ -307,7 +308,10 @@ void Store::run_blocking(std::function<void()> work) {
     std::lock_guard lock(io_->mu);
     if (!io_->closed) {
       if (io_->threads.empty()) {
-        for (int i = 0; i < kIoThreads; ++i) io_->threads.emplace_back([io = io_.get()] { io->run(); });
+        for (int i = 0; i < kIoThreads; ++i) io_->threads.emplace_back([io = io_.get()] {
+          name_this_thread("store-io");
+          io->run();
+        });
       }
       io_->work.push_back(std::move(work));
       io_->cv.notify_one();

@@ -15,6 +15,7 @@
 #include <mutex>
 #include <utility>
 
+#include "core/thread_role.h"
 #include "runtime/process/sandbox.h"
 
 namespace nimbus {
@@ -171,10 +172,16 @@ Expected<std::unique_ptr<WorkerProcess>> WorkerProcess::spawn(const WorkerSpawn&
       w->reap();
       return Error{std::string("cannot make a wake-up fd for worker ") + std::to_string(pid) + ": " + std::strerror(errno)};
     }
-    w->reader_ = std::thread([p = w.get()] { p->read_frames(); });
+    w->reader_ = std::thread([p = w.get()] {
+      name_this_thread("worker-frames");
+      p->read_frames();
+    });
   }
   w->output_stop_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  w->output_ = std::thread([p = w.get()] { p->read_output(); });
+  w->output_ = std::thread([p = w.get()] {
+    name_this_thread("worker-output");
+    p->read_output();
+  });
   return w;
 }
 

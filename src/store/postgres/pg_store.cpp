@@ -157,10 +157,12 @@ Status PgStore::open() {
   if (auto st = listen->exec(std::string("LISTEN ") + kChannel); !st) return st;
   listener_ = std::thread([this, conn = std::shared_ptr<Connection>(std::move(listen))]() mutable {
     (void)conn;
+    name_this_thread("store-listen");
     listen_loop_with(*conn);
   });
   writer_ = std::thread([this] {
     set_thread_role(ThreadRole::store_writer);
+    name_this_thread("store-writer");
     write_loop();
   });
   return ok_status();

@@ -103,9 +103,13 @@ Status RedisStore::open() {
     }
   }
   if (::pipe2(stop_pipe_, O_CLOEXEC) != 0) return Error{"cannot make a pipe for the store's listener", store_error::io};
-  listener_ = std::thread([this] { listen_loop(); });
+  listener_ = std::thread([this] {
+    name_this_thread("store-listen");
+    listen_loop();
+  });
   writer_ = std::thread([this] {
     set_thread_role(ThreadRole::store_writer);
+    name_this_thread("store-writer");
     write_loop();
   });
   return ok_status();

@@ -167,9 +167,13 @@ Status SqliteStore::open() {
   // A connection that has read nothing has not opened the WAL yet, and a checkpoint through it
   // does nothing at all (the WAL then grew without bound while the host ran): read once.
   if (auto s = exec(checkpoint_db_, "SELECT count(*) FROM sqlite_master;"); !s) return s;
-  checkpointer_ = std::thread([this] { checkpoint_loop(); });
+  checkpointer_ = std::thread([this] {
+    name_this_thread("store-ckpt");
+    checkpoint_loop();
+  });
   writer_ = std::thread([this] {
     set_thread_role(ThreadRole::store_writer);
+    name_this_thread("store-writer");
     write_loop();
   });
   return ok_status();

@@ -197,6 +197,7 @@ void EventLoops::start() {
   for (auto& ctx : impl_->contexts) {
     impl_->threads.emplace_back([c = ctx.get(), index = index++, owner = impl_.get()] {
       set_thread_role(ThreadRole::event_loop);
+      name_this_thread((std::string("loop-") + std::to_string(index)).c_str());
       tl_loops = owner;
       tl_loop_index = index;
       c->run();
