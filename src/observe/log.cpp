@@ -367,13 +367,13 @@ void Logger::host(LogLevel level, std::string_view message, std::initializer_lis
 
 void Logger::invocation(const InvocationRecord& r) {
   InvocationHistory* history = history_.load(std::memory_order_acquire);
-  if (tracer_ || history) {
-    const WallTime at = r.time == WallTime{} ? clock_.wall() : r.time;
-    if (tracer_) tracer_->invocation(r, at);
-    if (history) history->record(r, at);
-  }
-  LogLevel level = r.outcome == Outcome::success ? LogLevel::info : LogLevel::warn;
-  if (!enabled(level)) return;
+  const LogLevel level = r.outcome == Outcome::success ? LogLevel::info : LogLevel::warn;
+  const bool logged = enabled(level);
+  // When it ended, read once for the span, the history and the line alike.
+  const WallTime at = r.time != WallTime{} ? r.time : (tracer_ || history || logged) ? clock_.wall() : WallTime{};
+  if (tracer_) tracer_->invocation(r, at);
+  if (history) history->record(r, at);
+  if (!logged) return;
   if (r.error_type.empty() && r.error_message.empty() && app_.size() <= 64 && r.function.size() <= 64 &&
       r.invocation_id.size() <= 64 && r.version.size() <= 32) {
     // The common line, written with plain copies into a stack buffer: every field is either
@@ -386,7 +386,7 @@ void Logger::invocation(const InvocationRecord& r) {
       p += s.size();
     };
     put("{\"time\":\"");
-    p = put_time(p, r.time == WallTime{} ? clock_.wall() : r.time);
+    p = put_time(p, at);
     put(level == LogLevel::info ? "\",\"level\":\"info\",\"app\":\"" : "\",\"level\":\"warn\",\"app\":\"");
     put(app_);
     put("\",\"msg\":\"invocation\",\"function\":\"");
@@ -422,7 +422,7 @@ void Logger::invocation(const InvocationRecord& r) {
     return;
   }
   std::string& out = line_buffer();
-  begin(out, level, r.time);
+  begin(out, level, at);
   // Function names are validated by the manifest; ids and trace ids are hex the host made.
   append_trusted(out, "msg", "invocation");
   append_trusted(out, "function", r.function);
