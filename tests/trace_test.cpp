@@ -622,7 +622,7 @@ class ScriptedCollector {
       }
       serving.emplace_back([this, c] { serve(c); });
     }
-    for (auto& t : serving) {
+    {
       std::lock_guard lock(mu_);
       for (int x : connections_) ::shutdown(x, SHUT_RDWR);  // a serve() in recv ends
     }

@@ -85,14 +85,7 @@ TraceIdText::TraceIdText(std::string_view hex, uint64_t high, uint64_t low) {
   }
 }
 
-namespace {
-
-// A traceparent's trace id and span id, read once (empty and 0 when it is not valid).
-struct TraceContext {
-  TraceIdText trace_id;
-  uint64_t span_id = 0;
-};
-TraceContext context_of(std::string_view traceparent) {
+TraceContext trace_context_of(std::string_view traceparent) {
   TraceContext c;
   if (const auto p = parse_traceparent(traceparent)) {
     c.trace_id = TraceIdText(p->trace_id, p->trace_high, p->trace_low);
@@ -100,6 +93,8 @@ TraceContext context_of(std::string_view traceparent) {
   }
   return c;
 }
+
+namespace {
 
 std::string hex16(uint64_t v) {
   static constexpr char kHex[] = "0123456789abcdef";
@@ -687,7 +682,7 @@ Span* reused_spans(std::size_t n) {
 
 void Tracer::invocation(const InvocationRecord& r, WallTime finished) {
   if (!trace_sampled(r.traceparent)) return;
-  const auto [trace_id, span_id] = context_of(r.traceparent);
+  const auto [trace_id, span_id] = trace_context_of(r.traceparent);
   if (trace_id.empty() || span_id == 0) return;
   const auto ns = [](Duration d) { return std::chrono::duration_cast<std::chrono::nanoseconds>(d).count(); };
   const int64_t waited = ns(r.waited), ran = ns(r.ran);
@@ -705,7 +700,7 @@ void Tracer::invocation(const InvocationRecord& r, WallTime finished) {
   if (r.links) {
     for (const auto& tp : *r.links) {
       if (s.links.size() >= kMaxLinks) break;
-      const auto [link_trace, link_span] = context_of(tp);
+      const auto [link_trace, link_span] = trace_context_of(tp);
       if (link_span != 0) s.links.push_back({link_trace, link_span});  // 0: not a valid traceparent
     }
   }
@@ -769,13 +764,12 @@ void Tracer::invocation(const InvocationRecord& r, WallTime finished) {
   record(out, spans);  // one lock for them all
 }
 
-void Tracer::store_commit(std::string_view traceparent, std::string_view tracestate, WallTime began, WallTime ended,
+void Tracer::store_commit(const TraceContext& invocation, std::string_view tracestate, WallTime began, WallTime ended,
                           std::string_view what, bool ok) {
-  const auto [trace_id, parent] = context_of(traceparent);
-  if (trace_id.empty() || parent == 0) return;
+  if (invocation.trace_id.empty() || invocation.span_id == 0) return;
   Span& s = *reused_spans(1);
-  s.trace_id = trace_id;
-  s.parent_span_id = parent;
+  s.trace_id = invocation.trace_id;
+  s.parent_span_id = invocation.span_id;
   s.trace_state.assign(tracestate);
   s.span_id = new_span_id();
   s.name.assign("store commit");
@@ -793,7 +787,7 @@ void Tracer::store_commit(std::string_view traceparent, std::string_view tracest
 void Tracer::host_call(std::string_view caller, std::string_view caller_state, uint64_t span_id, std::string_view op,
                        const Headers& args, WallTime began, WallTime ended, bool ok, std::string_view error) {
   Span& s = *reused_spans(1);
-  const TraceContext c = context_of(caller);
+  const TraceContext c = trace_context_of(caller);
   s.trace_id = c.trace_id;
   s.parent_span_id = c.span_id;
   if (s.trace_id.empty() || s.parent_span_id == 0 || span_id == 0) return;

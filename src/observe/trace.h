@@ -92,6 +92,14 @@ struct SpanLink {
   uint64_t span_id = 0;
 };
 
+// A traceparent's trace id and span id, read once: what a callback keeps to record a span
+// under it later (no heap string, nothing to read again). Empty and 0 when it is not valid.
+struct TraceContext {
+  TraceIdText trace_id;
+  uint64_t span_id = 0;
+};
+TraceContext trace_context_of(std::string_view traceparent);
+
 struct Span {
   TraceIdText trace_id;        // 32 hex
   uint64_t span_id = 0;
@@ -140,8 +148,8 @@ class Tracer {
   // under the span that sent it.
   void invocation(const InvocationRecord& r, WallTime finished);
   // The commit that settled a message's delivery (`what`: ack, retry, dead-letter), under the
-  // span of the invocation whose traceparent is `traceparent`.
-  void store_commit(std::string_view traceparent, std::string_view tracestate, WallTime began, WallTime ended,
+  // span of `invocation` (trace_context_of its traceparent).
+  void store_commit(const TraceContext& invocation, std::string_view tracestate, WallTime began, WallTime ended,
                     std::string_view what, bool ok);
   // A host service a function called (ctx.publish, ctx.enqueue, ctx.state_*, ctx.invoke:
   // core/services.h) as span `span_id` under the invocation whose traceparent is `caller` (and

@@ -155,9 +155,9 @@ void commit_outputs_then_here(Store* store, const FunctionSpec& fn, Result&& res
   if (!tracer || !clock || !trace_sampled(traceparent)) tracer = nullptr;
   const WallTime began = tracer ? clock->wall() : WallTime{};
   store->commit(std::move(batch), [held, then = std::move(then), tracer, clock, began,
-                                   tp = tracer ? std::string(traceparent) : std::string(),
+                                   parent = tracer ? trace_context_of(traceparent) : TraceContext(),
                                    ts = tracer ? std::string(tracestate) : std::string()](Expected<BatchResult> done) {
-    if (tracer) tracer->store_commit(tp, ts, began, clock->wall(), "outputs", done.ok());
+    if (tracer) tracer->store_commit(parent, ts, began, clock->wall(), "outputs", done.ok());
     if (!done) return then(Result::failure(Outcome::error, "output_commit_failed", done.error().message));
     then(std::move(*held));
   });

@@ -165,9 +165,9 @@ class StoreDispatcher::Consumer : public std::enable_shared_from_this<StoreDispa
     Tracer* tracer = trace_sampled(trace) ? logger_.tracer() : nullptr;
     const WallTime commit_began = tracer ? clock_.wall() : WallTime{};
     store_.commit(std::move(batch), [self = shared_from_this(), ref, what, tracer, commit_began,
-                                     trace = tracer ? trace : std::string(),
+                                     parent = tracer ? trace_context_of(trace) : TraceContext(),
                                      state = tracer ? state : std::string()](Expected<BatchResult> done) {
-      if (tracer) tracer->store_commit(trace, state, commit_began, self->clock_.wall(), what, done.ok());
+      if (tracer) tracer->store_commit(parent, state, commit_began, self->clock_.wall(), what, done.ok());
       self->committed(ref, what, done.ok() ? Status(ok_status()) : Status(done.error()));
     });
   }

@@ -351,11 +351,11 @@ class StreamTrigger::Partition : public std::enable_shared_from_this<Partition> 
     Tracer* tracer = trace_sampled(trace) ? logger_.tracer() : nullptr;
     const WallTime commit_began = tracer ? clock_.wall() : WallTime{};
     store_.commit(std::move(commit), [weak, next, dead, error, tracer, commit_began,
-                                      trace = tracer ? trace : std::string(),
+                                      parent = tracer ? trace_context_of(trace) : TraceContext(),
                                       state = tracer ? state : std::string()](Expected<BatchResult> done) {
       auto self = weak.lock();
       if (!self) return;
-      if (tracer) tracer->store_commit(trace, state, commit_began, self->clock_.wall(), dead ? "dead-letter" : "checkpoint", done.ok());
+      if (tracer) tracer->store_commit(parent, state, commit_began, self->clock_.wall(), dead ? "dead-letter" : "checkpoint", done.ok());
       // The store's writer thread: hand the rest to the trigger's own.
       self->worker_->post([weak, ok = done.ok(), conflict = !done.ok() && done.error().code == store_error::conflict,
                           message = done.ok() ? std::string() : done.error().message, next, dead, error] {
