@@ -569,7 +569,7 @@ class OtlpClient {
         const std::size_t used = parser.put(asio::buffer(unread_), ec);
         unread_.erase(0, used);
         if (ec == http::error::need_more) break;
-        if (ec) return "the collector's answer is not HTTP/1.1 (" + ec.message() + ")";
+        if (ec) return "cannot read the collector's answer: " + ec.message();
         if (used == 0) break;
       }
     }
