@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <cctype>
+#include <map>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -805,6 +806,108 @@ TEST(Traces, AnOtlpHeaderThatWouldWriteHeadersOfItsOwnIsRefused) {
   fine.endpoint = "http://127.0.0.1:9/v1/traces";
   fine.headers.push_back({"x-api-key", "abc def\t~!"});
   EXPECT_TRUE(fine.read_environment());
+}
+
+}  // namespace
+}  // namespace nimbus
+
+namespace nimbus {
+namespace {
+
+// An invocation span's attributes that repeat (the function, its trigger, outcome, version)
+// are encoded once per thread and copied after: each span must still carry its own, in both
+// protocols, whichever came before it on the thread.
+TEST(Traces, AnInvocationsSpanCarriesItsOwnFunctionTriggerOutcomeAndVersionInBothProtocols) {
+  struct Case {
+    const char* function;
+    TriggerKind trigger;
+    Outcome outcome;
+    const char* version;
+    int status;
+  };
+  const std::vector<Case> cases = {
+      {"front", TriggerKind::http, Outcome::success, "", 200},
+      {"worker", TriggerKind::named("queue"), Outcome::success, "", 0},
+      {"front", TriggerKind::http, Outcome::error, "", 500},
+      {"worker", TriggerKind::named("queue"), Outcome::success, "v2", 0},
+      {"front", TriggerKind::http, Outcome::success, "", 201},
+      {"worker", TriggerKind::named("timer"), Outcome::timeout, "", 0},
+      {"worker", TriggerKind::named("queue"), Outcome::success, "", 0},
+  };
+  for (const OtlpProtocol protocol : {OtlpProtocol::json, OtlpProtocol::protobuf}) {
+    SCOPED_TRACE(protocol == OtlpProtocol::json ? "json" : "protobuf");
+    ScriptedCollector collector(std::vector<ScriptedCollector::Answer>(10, {200, ScriptedCollector::How::whole}));
+    ASSERT_NE(collector.port(), 0);
+    SystemClock clock;
+    LogSink sink(-1);
+    Logger logger(sink, clock, "t");
+    TraceSettings settings = exporting_to(collector.port());
+    settings.protocol = protocol;
+    settings.max_batch = 64;
+    std::vector<std::string> ids;
+    {
+      Tracer tracer(settings, "t", "", logger);
+      for (const auto& c : cases) {
+        const std::string tp = continue_trace(""), id = new_invocation_id();
+        ids.push_back(id);
+        InvocationRecord r{};
+        r.function = c.function;
+        r.trigger = c.trigger;
+        r.invocation_id = id;
+        r.traceparent = tp;
+        r.outcome = c.outcome;
+        r.status = c.status;
+        r.version = c.version;
+        r.duration = std::chrono::microseconds(50);
+        tracer.invocation(r, std::chrono::system_clock::now());
+      }
+    }  // the stop sends what is queued
+    std::map<std::string, json::object> by_id;  // invocation id -> the span's attributes
+    for (const auto& body : collector.bodies()) {
+      std::string text = body, problem;
+      if (protocol == OtlpProtocol::protobuf) {
+        text = testing::otlp_protobuf_to_json(body, &problem);
+        ASSERT_TRUE(problem.empty()) << problem;
+      }
+      const json::value v = json::parse(text);
+      for (const auto& sp : v.at("resourceSpans").at(0).at("scopeSpans").at(0).at("spans").as_array()) {
+        json::object attrs;
+        for (const auto& a : sp.at("attributes").as_array()) {
+          const auto& value = a.at("value").as_object();
+          attrs[a.at("key").as_string()] = value.contains("stringValue") ? value.at("stringValue") : value.at("intValue");
+        }
+        attrs["kind"] = sp.at("kind");
+        if (attrs.contains("faas.invocation_id")) by_id[std::string(attrs.at("faas.invocation_id").as_string())] = attrs;
+      }
+    }
+    ASSERT_EQ(by_id.size(), cases.size());
+    for (std::size_t i = 0; i < cases.size(); ++i) {
+      const Case& c = cases[i];
+      SCOPED_TRACE(i);
+      const json::object& a = by_id.at(ids[i]);
+      const auto text = [&a](const char* key) {
+        return a.contains(key) && a.at(key).is_string() ? std::string(a.at(key).as_string()) : std::string("(none)");
+      };
+      const std::string trigger(to_string(c.trigger));
+      EXPECT_EQ(text("faas.name"), c.function);
+      EXPECT_EQ(text("nimbus.trigger"), trigger);
+      EXPECT_EQ(text("faas.trigger"), c.trigger == TriggerKind::http ? "http" : trigger == "timer" ? "timer" : "pubsub");
+      EXPECT_EQ(text("nimbus.outcome"), std::string(to_string(c.outcome)));
+      EXPECT_EQ(text("nimbus.version"), *c.version ? c.version : "(none)");
+      EXPECT_EQ(text("messaging.operation.type"), trigger == "queue" ? "process" : "(none)");
+      EXPECT_EQ(a.contains("http.response.status_code"), c.status != 0);
+      // SERVER (2) for HTTP, INTERNAL (1) for a timer, CONSUMER (5) for a message; JSON's kind
+      // is a number, the protobuf decoded to JSON names it.
+      const json::value& kind = a.at("kind");
+      const int want = c.trigger == TriggerKind::http ? 2 : trigger == "timer" ? 1 : 5;
+      const char* names[] = {"", "SPAN_KIND_INTERNAL", "SPAN_KIND_SERVER", "", "", "SPAN_KIND_CONSUMER"};
+      if (kind.is_int64()) {
+        EXPECT_EQ(kind.as_int64(), want);
+      } else {
+        EXPECT_EQ(std::string(kind.as_string()), names[want]);
+      }
+    }
+  }
 }
 
 }  // namespace

@@ -116,6 +116,11 @@ struct Span {
   using Value = std::variant<std::string, int64_t, bool, std::string_view>;
   std::vector<std::pair<std::string_view, Value>> attributes;
   std::vector<SpanLink> links;
+  // Attributes already encoded in the exporter's protocol (trace.cpp: an invocation's that
+  // are the same for every invocation of a function, its trigger and outcome, encoded once per
+  // thread), written before `attributes`; they must outlive record(). Empty for spans made
+  // elsewhere (a span with them goes only to the tracer whose protocol they are in).
+  std::string_view preset_attributes;
 };
 
 struct TraceStats {
