@@ -576,7 +576,7 @@ namespace {
 // in pieces, its head split mid-line and its body chunked; or never), and what it saw.
 class ScriptedCollector {
  public:
-  enum class How { whole, pieces, never };
+  enum class How { whole, pieces, never, after_100 };
   struct Answer {
     int status = 200;
     How how = How::whole;
@@ -595,9 +595,9 @@ class ScriptedCollector {
     thread_ = std::thread([this] { accept_loop(); });
   }
   ~ScriptedCollector() {
-    ::shutdown(fd_, SHUT_RDWR);
+    ::shutdown(fd_, SHUT_RDWR);  // the accept loop ends; the fd closes after it has
+    if (thread_.joinable()) thread_.join();
     ::close(fd_);
-    thread_.join();
     std::lock_guard lock(mu_);
     for (int c : connections_) ::close(c);
   }
@@ -605,6 +605,10 @@ class ScriptedCollector {
   std::vector<std::string> bodies() {
     std::lock_guard lock(mu_);
     return bodies_;
+  }
+  std::vector<std::string> heads() {  // each request's head, lower-cased
+    std::lock_guard lock(mu_);
+    return heads_;
   }
   int connections() {
     std::lock_guard lock(mu_);
@@ -652,11 +656,18 @@ class ScriptedCollector {
       {
         std::lock_guard lock(mu_);
         bodies_.push_back(in.substr(head_end + 4, length));
+        heads_.push_back(head);
         if (next_ < script_.size()) answer = script_[next_++];
       }
       in.erase(0, head_end + 4 + length);
       const std::string status = std::to_string(answer.status);
       if (answer.how == How::never) continue;  // reads on, answers nothing
+      if (answer.how == How::after_100) {  // an interim answer first, the real one after it
+        const std::string interim = "HTTP/1.1 100 Continue\r\n\r\n";
+        ::send(c, interim.data(), interim.size(), MSG_NOSIGNAL);
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        answer.how = How::whole;
+      }
       if (answer.how == How::whole) {
         const std::string out = "HTTP/1.1 " + status + " X\r\nContent-Length: 2\r\n\r\n{}";
         ::send(c, out.data(), out.size(), MSG_NOSIGNAL);
@@ -675,7 +686,7 @@ class ScriptedCollector {
   std::size_t next_ = 0;
   int fd_ = -1, port_ = 0;
   std::mutex mu_;
-  std::vector<std::string> bodies_;
+  std::vector<std::string> bodies_, heads_;
   std::vector<int> connections_;
   std::thread thread_;
 };
@@ -775,6 +786,39 @@ TEST(Traces, ACollectorThatNeverAnswersIsCutOffAtTheExportTimeout) {
   EXPECT_LT(std::chrono::steady_clock::now() - began, std::chrono::seconds(4)) << "the stop waited";
 }
 
+// A Host or Content-Type of the user's takes the place of the exporter's (one of each goes out),
+// other headers go as they are, and a 1xx answer before the real one is passed over (the batch
+// counts as exported, the connection stays in step for the next).
+TEST(Traces, AUsersHostReplacesTheExportersAndAnInterimAnswerIsPassedOver) {
+  using How = ScriptedCollector::How;
+  ScriptedCollector collector({{200, How::after_100}, {200, How::whole}});
+  ASSERT_NE(collector.port(), 0);
+  SystemClock clock;
+  LogSink sink(-1);
+  Logger logger(sink, clock, "t");
+  TraceSettings s = exporting_to(collector.port());
+  s.headers.push_back({"Host", "collector.example"});
+  s.headers.push_back({"x-api-key", "k1"});
+  ASSERT_TRUE(s.read_environment());
+  Tracer tracer(s, "t", "", logger);
+  record_two(tracer, 1);
+  ASSERT_TRUE(eventually_within([&] { return tracer.stats().exported == 2; }, 10000));
+  record_two(tracer, 3);
+  ASSERT_TRUE(eventually_within([&] { return tracer.stats().exported == 4; }, 10000));
+  EXPECT_EQ(tracer.stats().export_failures, 0u);
+  EXPECT_EQ(collector.connections(), 1);
+  const auto heads = collector.heads();
+  ASSERT_EQ(heads.size(), 2u);
+  for (const auto& head : heads) {
+    std::size_t hosts = 0;
+    for (std::size_t at = 0; (at = head.find("\r\nhost:", at)) != std::string::npos; ++at) ++hosts;
+    EXPECT_EQ(hosts, 1u) << head;
+    EXPECT_NE(head.find("\r\nhost: collector.example"), std::string::npos) << head;
+    EXPECT_NE(head.find("\r\nx-api-key: k1"), std::string::npos) << head;
+    EXPECT_NE(head.find("\r\ncontent-type: application/x-protobuf"), std::string::npos) << head;
+  }
+}
+
 // A header goes into the request's head as it is: a name that is not an HTTP token, or a value
 // with a line break (a %0D%0A in the variable), is refused before anything is sent.
 TEST(Traces, AnOtlpHeaderThatWouldWriteHeadersOfItsOwnIsRefused) {
@@ -801,6 +845,14 @@ TEST(Traces, AnOtlpHeaderThatWouldWriteHeadersOfItsOwnIsRefused) {
     auto st = s.read_environment();
     ASSERT_FALSE(st);
     EXPECT_NE(st.error().message.find("'tenant'"), std::string::npos) << st.error().message;
+  }
+  for (const char* own : {"Content-Length", "transfer-encoding", "Connection", "Content-Encoding"}) {
+    TraceSettings s;
+    s.endpoint = "http://127.0.0.1:9/v1/traces";
+    s.headers.push_back({own, "1"});
+    auto st = s.read_environment();
+    ASSERT_FALSE(st) << own;
+    EXPECT_NE(st.error().message.find("is the exporter's own to set"), std::string::npos) << st.error().message;
   }
   TraceSettings fine;
   fine.endpoint = "http://127.0.0.1:9/v1/traces";

@@ -11,6 +11,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/string.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/parser.hpp>
@@ -185,6 +186,12 @@ Status TraceSettings::read_environment() {
       return (b < 0x20 && b != '\t') || b == 0x7f;
     });
     if (!clean) return Error{"the OTLP header '" + h.name + "' has a control character (a line break?) in its value"};
+    // What frames the request is the exporter's: two lengths would make it ambiguous.
+    for (const char* own : {"content-length", "transfer-encoding", "connection", "content-encoding"}) {
+      if (beast::iequals(h.name, own)) {
+        return Error{"the OTLP header '" + h.name + "' is the exporter's own to set (compression: gzip sets Content-Encoding)"};
+      }
+    }
   }
   if (!sample) {
     // Unset: the default (parent-based, always on), or the ratio when only its argument is set.
@@ -309,8 +316,15 @@ class OtlpClient {
     if (target_.empty()) target_ = "/";
     if (u->has_query()) target_ += "?" + std::string(u->encoded_query());
     if (!tls_) {
-      // The request's head up to Content-Length's value (read_environment checked the headers).
-      head_prefix_ = "POST " + target_ + " HTTP/1.1\r\nHost: " + host_header_ + "\r\nContent-Type: " + content_type() + "\r\n";
+      // The request's head up to Content-Length's value (read_environment checked the headers;
+      // a Host or Content-Type of theirs takes the place of ours, as Beast's set() does).
+      const auto given = [&settings](std::string_view name) {
+        return std::any_of(settings.headers.begin(), settings.headers.end(),
+                           [name](const auto& h) { return beast::iequals(h.name, name); });
+      };
+      head_prefix_ = "POST " + target_ + " HTTP/1.1\r\n";
+      if (!given("host")) head_prefix_ += "Host: " + host_header_ + "\r\n";
+      if (!given("content-type")) head_prefix_ += std::string("Content-Type: ") + content_type() + "\r\n";
       if (settings.gzip.value_or(false)) head_prefix_ += "Content-Encoding: gzip\r\n";
       for (const auto& h : settings.headers) head_prefix_ += h.name + ": " + h.value + "\r\n";
       head_prefix_ += "Content-Length: ";
@@ -339,16 +353,18 @@ class OtlpClient {
     for (int round = 0; round < 2; ++round) {
       const bool reused = plain_ || secure_;
       if (!reused && !connect(problem)) return false;
-      bool timed_out = false;
-      const std::string failed = tls_ ? secure_exchange(parts, res, &timed_out) : plain_exchange(parts, res, &timed_out);
+      bool resend = false, keep = false;
+      const std::string failed =
+          tls_ ? secure_exchange(parts, res, &resend, &keep) : plain_exchange(parts, res, &resend, &keep);
       if (!failed.empty()) {
         close();
-        // A kept connection the collector closed while it was idle: once more on a new one.
-        if (reused && !timed_out) continue;
+        // A kept connection the collector closed while it was idle: once more on a new one
+        // (not when some of an answer came: the collector may have taken the batch).
+        if (reused && resend) continue;
         *problem = "the export to " + settings_.endpoint + " failed: " + failed;
         return false;
       }
-      if (!res.keep_alive()) close();
+      if (!keep) close();
       const int status = static_cast<int>(res.result_int());
       if (status < 200 || status >= 300) {
         *problem = "the collector answered " + std::to_string(status) + ": " + res.body().substr(0, 200);
@@ -469,7 +485,7 @@ class OtlpClient {
 
   // Over TLS, through Beast: the body joined into one buffer (TLS copies it as it encrypts anyway).
   std::string secure_exchange(std::span<const std::string_view> parts, http::response<http::string_body>& res,
-                              bool* timed_out) {
+                              bool* resend, bool* keep) {
     http::request<http::string_body> req{http::verb::post, target_, 11};
     req.set(http::field::host, host_header_);
     req.set(http::field::content_type, content_type());
@@ -487,25 +503,26 @@ class OtlpClient {
       if (!e) http::async_read(*secure_, buffer_, res, [&](beast::error_code e2, std::size_t) { ec = e2; });
     });
     io_.run();
-    *timed_out = ec == beast::error::timeout;
+    *resend = ec != beast::error::timeout;
+    *keep = !ec && res.keep_alive();
     return ec ? ec.message() : std::string();
   }
 
   // Plain HTTP on the kept socket, without Asio's composed operations (per export they cost the
   // host's core more than the kernel's send of a 70 kB batch did): the request's head and the
   // body's parts go out in one sendmsg, from where they are (the batch is not copied), and the
-  // answer is read through Beast's parser. Every wait is a poll() against the export's
-  // deadline. "" when the exchange went through; else what went wrong (*timed_out: the
-  // deadline passed).
+  // answer is read through Beast's parser (past any 1xx). Every wait is a poll() against the
+  // export's deadline. "" when the exchange went through (*keep: the connection may carry the
+  // next); else what went wrong (*resend: the collector cannot have taken the request, as when
+  // a kept connection it had closed failed before any of an answer came).
   std::string plain_exchange(std::span<const std::string_view> parts, http::response<http::string_body>& res,
-                             bool* timed_out) {
+                             bool* resend, bool* keep) {
     const int fd = plain_->socket().native_handle();
     const auto deadline = std::chrono::steady_clock::now() + settings_.timeout;
     const auto wait = [&](short events) -> std::string {
       for (;;) {
         const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()).count();
         if (left <= 0) {
-          *timed_out = true;
           return "no answer within the export timeout (" +
                  std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(settings_.timeout).count()) + " ms)";
         }
@@ -533,7 +550,10 @@ class OtlpClient {
       const ssize_t n = ::sendmsg(fd, &m, MSG_NOSIGNAL);
       if (n < 0) {
         if (errno == EINTR) continue;
-        if (errno != EAGAIN && errno != EWOULDBLOCK) return std::strerror(errno);
+        if (errno != EAGAIN && errno != EWOULDBLOCK) {
+          *resend = errno == EPIPE || errno == ECONNRESET;
+          return std::strerror(errno);
+        }
         if (auto e = wait(POLLOUT); !e.empty()) return e;
         continue;
       }
@@ -548,37 +568,59 @@ class OtlpClient {
         at->iov_len -= sent;
       }
     }
-    http::response_parser<http::string_body> parser;
-    parser.eager(true);
-    parser.body_limit(1 << 20);  // a collector's answer is small; a huge one is not read whole
+    std::optional<http::response_parser<http::string_body>> parser;
+    const auto fresh = [&parser] {
+      parser.emplace();
+      parser->eager(true);
+      parser->body_limit(1 << 20);  // a collector's answer is small; a huge one is not read whole
+    };
+    fresh();
     unread_.clear();
+    bool answered = false;  // some of an answer came (a 1xx included)
     char chunk[4096];
-    while (!parser.is_done()) {
+    for (;;) {
+      // What has come, through the parser; a 1xx answer is passed over for the one after it.
+      while (!unread_.empty() && !parser->is_done()) {
+        beast::error_code ec;
+        const std::size_t used = parser->put(asio::buffer(unread_), ec);
+        unread_.erase(0, used);
+        if (ec == http::error::need_more) break;
+        if (ec) return "cannot read the collector's answer: " + ec.message();
+        if (used == 0) break;
+      }
+      if (parser->is_done()) {
+        if (const unsigned status = parser->get().result_int(); status >= 100 && status < 200) {
+          fresh();
+          continue;
+        }
+        break;
+      }
       const ssize_t n = ::recv(fd, chunk, sizeof chunk, 0);
       if (n < 0) {
         if (errno == EINTR) continue;
-        if (errno != EAGAIN && errno != EWOULDBLOCK) return std::strerror(errno);
+        if (errno != EAGAIN && errno != EWOULDBLOCK) {
+          *resend = !answered && errno == ECONNRESET;
+          return std::strerror(errno);
+        }
         if (auto e = wait(POLLIN); !e.empty()) return e;
         continue;
       }
       if (n == 0) {
         // An answer that ends with the connection, or none (the parser must have seen some).
         beast::error_code ec;
-        if (parser.got_some()) parser.put_eof(ec);
-        if (ec || !parser.is_done()) return "the collector closed the connection before it answered";
+        if (parser->got_some()) parser->put_eof(ec);
+        if (ec || !parser->is_done()) {
+          *resend = !answered;
+          return "the collector closed the connection before it answered";
+        }
         break;
       }
+      answered = true;
       unread_.append(chunk, static_cast<std::size_t>(n));
-      while (!unread_.empty() && !parser.is_done()) {
-        beast::error_code ec;
-        const std::size_t used = parser.put(asio::buffer(unread_), ec);
-        unread_.erase(0, used);
-        if (ec == http::error::need_more) break;
-        if (ec) return "cannot read the collector's answer: " + ec.message();
-        if (used == 0) break;
-      }
     }
-    res = parser.release();
+    // An answer whose end was the connection's leaves nothing to keep.
+    *keep = parser->keep_alive() && !parser->need_eof();
+    res = parser->release();
     return {};
   }
 
