@@ -7,6 +7,7 @@
 #include <set>
 
 #include "core/thread_role.h"
+#include "harness.h"
 
 namespace nimbus {
 namespace {
@@ -308,10 +309,7 @@ TEST(SqliteStore, ItsThreadsAreNamedForWhatTheyDo) {
   (*s)->run_blocking([&] { read.set_value(); });
   read.get_future().get();
   // A thread names itself as it starts: given a moment on a loaded machine.
-  const auto eventually = [](auto pred) {
-    for (int i = 0; i < 500 && !pred(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    return pred();
-  };
+  using testing::eventually;
   for (const char* name : {"store-writer", "store-ckpt", "store-io"}) {
     EXPECT_TRUE(eventually([&] { return thread_names().count(name) > 0; })) << name;
   }

@@ -618,8 +618,7 @@ class OtlpClient {
       answered = true;
       unread_.append(chunk, static_cast<std::size_t>(n));
     }
-    // An answer whose end was the connection's leaves nothing to keep.
-    *keep = parser->keep_alive() && !parser->need_eof();
+    *keep = parser->keep_alive();  // the parser's: false when the answer ended with the connection
     res = parser->release();
     return {};
   }
